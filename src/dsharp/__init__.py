@@ -1,0 +1,3 @@
+"""dsharp: Diffusion-Sharpening and its baselines for text-to-image diffusion models."""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,27 @@
+"""The ``dsharp`` command line: thin commands that parse, call into the library, and print."""
+
+from __future__ import annotations
+
+import typer
+
+from dsharp.commands import recipes as recipes_cmd
+from dsharp.commands import rewards as rewards_cmd
+
+app = typer.Typer(
+    name="dsharp",
+    help="Diffusion-Sharpening: fine-tune text-to-image diffusion models with reward feedback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
+app.add_typer(rewards_cmd.app, name="rewards", help="List installed reward plugins and score images.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

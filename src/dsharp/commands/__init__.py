@@ -1,0 +1,1 @@
+"""Typer sub-apps and command bodies, one module per command group."""

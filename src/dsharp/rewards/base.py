@@ -1,0 +1,87 @@
+"""The reward contract shared by built-in rewards and third-party plugins.
+
+A plugin registers :class:`RewardInfo` records (name, description, differentiable, factory).
+Nothing heavy is imported until ``factory(**options)`` builds the reward, so that listing
+rewards stays fast. The built reward is a batched callable::
+
+    scores, info = reward(images, prompts, metadata)
+
+where ``images`` is a :class:`RewardImages` (float tensor in ``[0, 1]`` and PIL views of it),
+``prompts`` one string per image, ``metadata`` one dict per image; ``scores`` is a float
+tensor ``(B,)`` on the images' device (NaN marks a sample the reward could not score, only
+when that reward was told to mark failures missing), and ``info`` a JSON-able dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from PIL import Image
+
+
+class RewardError(RuntimeError):
+    """A reward could not score its input (bad option, failing server, unparsable reply)."""
+
+
+class RewardImages:
+    """A batch of decoded images, as a float tensor ``(B, 3, H, W)`` in ``[0, 1]`` and,
+    computed on first use, as a list of RGB PIL images."""
+
+    def __init__(self, tensor: torch.Tensor):
+        if tensor.ndim != 4 or tensor.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got {tuple(tensor.shape)}")
+        self.tensor = tensor
+        self._pil: list[Image.Image] | None = None
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    @property
+    def pil(self) -> list[Image.Image]:
+        if self._pil is None:
+            arr = (self.tensor.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+            arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+            self._pil = [Image.fromarray(a, mode="RGB") for a in arr]
+        return self._pil
+
+    @classmethod
+    def from_pil(cls, images: Sequence[Image.Image]) -> RewardImages:
+        import numpy as np
+
+        arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]
+        sizes = {a.shape for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(f"images in one batch must share a size, got {sorted(sizes)}")
+        tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        out = cls(tensor)
+        out._pil = [im.convert("RGB") for im in images]
+        return out
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """A built reward: batched, returns one score per image plus JSON-able info."""
+
+    differentiable: bool
+
+    def __call__(
+        self, images: RewardImages, prompts: Sequence[str], metadata: Sequence[dict[str, Any]]
+    ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """What a plugin registers: metadata plus a lazy factory ``factory(**options) -> Reward``.
+
+    ``secret_options`` names options whose values must never be logged or saved.
+    """
+
+    name: str
+    factory: Callable[..., Reward]
+    description: str = ""
+    differentiable: bool = False
+    secret_options: tuple[str, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
