@@ -6,6 +6,10 @@ import typer
 
 from dsharp.commands import recipes as recipes_cmd
 from dsharp.commands import rewards as rewards_cmd
+from dsharp.commands.compare import compare
+from dsharp.commands.evaluate import evaluate_cmd
+from dsharp.commands.sample import sample
+from dsharp.commands.train import train
 
 app = typer.Typer(
     name="dsharp",
@@ -14,8 +18,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("train")(train)
+app.command("sample")(sample)
+app.command("eval")(evaluate_cmd)
+app.command("compare")(compare)
 app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
-app.add_typer(rewards_cmd.app, name="rewards", help="List installed reward plugins and score images.")
+app.add_typer(
+    rewards_cmd.app, name="rewards", help="List installed reward plugins and score images."
+)
 
 
 def main() -> None:

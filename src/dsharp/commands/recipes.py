@@ -1,5 +1,76 @@
-"""`dsharp recipes ...` (placeholder until written)."""
+"""``dsharp recipes list`` and ``dsharp recipes validate``: thin wrappers over dsharp.config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_cmd(
+    folder: Path | None = typer.Argument(
+        None, help="Folder of recipes (default: ./recipes, else the checkout's recipes/)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List recipe files with their method, model and the command that runs them."""
+    from dsharp.config import RecipeError, find_recipes_dir, list_recipes
+
+    try:
+        folder = folder if folder is not None else find_recipes_dir()
+        summaries = list_recipes(folder)
+    except RecipeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        rows = [
+            {
+                "file": str(s.file),
+                "method": s.method,
+                "model": s.model,
+                "command": s.command,
+                "error": s.error or None,
+            }
+            for s in summaries
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if not summaries:
+        typer.echo(f"no recipes (*.yaml) in {folder}")
+        return
+    table = Table("file", "method", "model", "command")
+    for s in summaries:
+        command = s.command if not s.error else f"[red]{s.error}[/red]"
+        table.add_row(_relative(s.file), s.method, s.model, command)
+    Console().print(table)
+
+
+def _relative(path: Path) -> str:
+    """The path relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@app.command("validate")
+def validate_cmd(
+    file: str = typer.Argument(..., help="Recipe YAML file."),
+    overrides: list[str] | None = typer.Argument(None, help="Overrides: a.b.c=value ..."),
+) -> None:
+    """Load and validate a recipe; exit 2 with a one-line error if it is invalid."""
+    from dsharp.config import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(Path(file), overrides or ())
+    except RecipeError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")

@@ -1,5 +1,104 @@
-"""`dsharp rewards ...` (placeholder until written)."""
+"""``dsharp rewards list`` and ``dsharp rewards score``: thin wrappers over the plugin layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List installed rewards (and plugins that failed to load). Builds nothing."""
+    from dsharp.rewards.plugins import plugin_failures, plugin_list, reward_registry
+
+    rewards = [r.as_dict() for r in reward_registry().values()]
+    failures = [f.as_dict() for f in plugin_failures()]
+    if as_json:
+        doc = {"rewards": rewards, "plugins": plugin_list(), "failures": failures}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("name", "distribution", "version", "differentiable", "description")
+    for r in rewards:
+        table.add_row(
+            r["name"],
+            r["distribution"] or "-",
+            r["version"] or "-",
+            "yes" if r["differentiable"] else "no",
+            r["description"],
+        )
+    console.print(table)
+    if failures:
+        failed = Table("failed plugin", "distribution", "error", title="plugins that failed")
+        for f in failures:
+            failed.add_row(f["plugin"], f["distribution"] or "-", f["error"])
+        console.print(failed)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    from dsharp.config import parse_yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = parse_yaml(raw, f"--set {pair!r}")
+    return options
+
+
+def _load_images(paths: list[Path]) -> Any:
+    from PIL import Image
+
+    from dsharp.rewards.base import RewardImages
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+    return RewardImages.from_pil(images)
+
+
+@app.command("score")
+def score_cmd(
+    name: str = typer.Argument(..., help="Reward name (see `dsharp rewards list`)."),
+    image: list[Path] = typer.Option(..., "--image", help="Image file; repeat for a batch."),
+    prompt: list[str] = typer.Option(
+        ..., "--prompt", help="Prompt for every image, or repeat once per image."
+    ),
+    sets: list[str] = typer.Option([], "--set", help="Reward option KEY=VALUE (YAML value)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Build one reward and score image files with it."""
+    try:
+        from dsharp.config import parse_reward_spec
+        from dsharp.rewards.plugins import build_reward
+
+        if len(prompt) not in (1, len(image)):
+            raise ValueError(
+                f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
+            )
+        prompts = prompt * len(image) if len(prompt) == 1 else prompt
+        spec = parse_reward_spec({"name": name, "options": _parse_sets(sets)}, "--set")
+        reward = build_reward(spec)
+        scores, info = reward(_load_images(image), prompts, [{} for _ in image])
+        values = [None if v != v else v for v in scores.detach().float().cpu().tolist()]
+        result = {"reward": name, "scores": values, "info": info}
+        text = json.dumps(result, indent=None if as_json else 2, default=str)
+    except Exception as e:  # the command's contract: any failure is one line and exit 1
+        typer.echo(f"error: {' '.join(f'{type(e).__name__}: {e}'.split())}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(text)

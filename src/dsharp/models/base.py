@@ -63,7 +63,9 @@ class Conditioning:
         return Conditioning(move(self.prompt_embeds), {k: move(v) for k, v in self.added.items()})
 
     def detach(self) -> Conditioning:
-        return Conditioning(self.prompt_embeds.detach(), {k: v.detach() for k, v in self.added.items()})
+        return Conditioning(
+            self.prompt_embeds.detach(), {k: v.detach() for k, v in self.added.items()}
+        )
 
 
 class DiffusionModel(ABC):
@@ -132,7 +134,9 @@ class DiffusionModel(ABC):
         """Latents to images in ``[0, 1]``, float32 ``(B, 3, H, W)``."""
 
     @abstractmethod
-    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_images(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Images in ``[0, 1]`` ``(B, 3, H, W)`` to (scaled) latents, for SFT data."""
 
     # -- training support ----------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Small builders that turn recipe sections into objects (torchtune style): the config
+never travels through the code as a global; each consumer gets what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsharp.models.base import DiffusionModel
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def build_model(model_cfg: Any, device: torch.device | str = "cpu") -> DiffusionModel:
+    """Load ``model.pretrained`` behind the adapter interface, with LoRA if asked."""
+    from dsharp.models import load_model
+
+    return load_model(
+        model_cfg.pretrained,
+        family=model_cfg.family,
+        lora_rank=model_cfg.lora_rank,
+        lora_alpha=model_cfg.lora_alpha,
+        gradient_checkpointing=model_cfg.gradient_checkpointing,
+        device=device,
+        weight_dtype=DTYPES[model_cfg.weight_dtype],
+        revision=model_cfg.revision,
+        variant=model_cfg.variant,
+    )
+
+
+def build_reward(reward_specs: list[Any]) -> Any:
+    """One callable that scores with every configured reward and combines them."""
+    from dsharp.rewards.combine import CombinedReward
+
+    return CombinedReward(reward_specs)
+
+
+def resolution(model: DiffusionModel, height: int | None, width: int | None) -> tuple[int, int]:
+    """Requested size, or the model's native one."""
+    side = model.default_resolution
+    return height or side, width or side
+
+
+def load_run_model(
+    checkpoint: Path, device: torch.device | str = "cpu"
+) -> tuple[DiffusionModel, Any]:
+    """The fine-tuned model of a run folder (newest checkpoint) or of one checkpoint folder.
+
+    Returns the model and the run's recipe.
+    """
+    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
+    from dsharp.config import load_recipe
+
+    ckpt = find_model_checkpoint(Path(checkpoint))
+    recipe_path = run_dir_of(ckpt) / "recipe.yaml"
+    if not recipe_path.exists():
+        raise FileNotFoundError(f"--checkpoint: {recipe_path} is missing (not a dsharp run folder)")
+    recipe = load_recipe(recipe_path, validate_files=False)
+    model = build_model(recipe.model, device)
+    model.load_trained(ckpt / "model")
+    return model, recipe

@@ -1,0 +1,94 @@
+"""Run-folder layout and checkpoints.
+
+A run folder holds ``recipe.yaml`` (resolved, secrets redacted), ``metrics.jsonl`` and
+``checkpoints/step-NNNNNN/`` folders. Each checkpoint holds accelerate's state (optimizer,
+LR scheduler, RNG states of every process), ``model/`` (what training changed: full UNet or
+LoRA weights, loadable by ``DiffusionModel.load_trained``) and ``trainer_state.json``. A
+checkpoint is written to a hidden temp folder and renamed into place, so a crash never
+leaves a half-written checkpoint that resume would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from dsharp.io import atomic_write_json
+
+CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").exists()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
+    """``train.resume``: None (fresh run), ``latest`` (newest checkpoint, if any) or a folder."""
+    if not resume:
+        return None
+    if resume == "latest":
+        return latest_checkpoint(run_dir)
+    path = Path(resume)
+    if not (path / "trainer_state.json").exists():
+        raise FileNotFoundError(f"train.resume: not a checkpoint folder: {resume}")
+    return path
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+
+
+def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:
+    final = checkpoint_dir(run_dir, step)
+    return final.parent / f".{final.name}.tmp"
+
+
+def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None) -> Path:
+    """Write ``trainer_state.json`` into the temp folder, rename it into place, prune old ones."""
+    tmp = temp_checkpoint_dir(run_dir, step)
+    atomic_write_json(tmp / "trainer_state.json", state)
+    final = checkpoint_dir(run_dir, step)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_model_checkpoint(path: Path) -> Path:
+    """``--checkpoint`` accepts a run folder (its newest checkpoint) or one checkpoint folder."""
+    path = Path(path)
+    if (path / "trainer_state.json").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"--checkpoint: no checkpoint found in {path}")
+    return latest
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint folder belongs to."""
+    return Path(checkpoint).parent.parent

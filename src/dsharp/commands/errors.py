@@ -1,0 +1,52 @@
+"""One-line error reporting for commands: users see the input and the reason, not a traceback
+(set ``DSHARP_DEBUG=1`` for the traceback)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+#: Errors that mean "bad input or environment", reported as one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    KeyError,
+    ImportError,
+    NotImplementedError,
+    OSError,
+    RuntimeError,
+)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return " ".join(text.split())
+
+
+@contextmanager
+def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
+    """Turn expected exceptions into ``prefix: message`` on stderr and exit ``code``."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as exc:
+        if os.environ.get("DSHARP_DEBUG"):
+            raise
+        print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
+        raise typer.Exit(code) from None
+
+
+def guarded(fn: Callable[[], T], prefix: str = "error", code: int = 1) -> T:
+    with user_errors(prefix, code):
+        return fn()

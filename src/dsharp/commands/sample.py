@@ -1,0 +1,50 @@
+"""`dsharp sample (--model PATH | --checkpoint RUN_DIR) --prompt TEXT ...`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from dsharp.commands.errors import user_errors
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "empty"
+
+
+def sample(
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat for several)."),
+    model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first image; image i uses seed + i."),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
+    steps: int = typer.Option(25, "--steps", help="DDIM steps."),
+    guidance: float = typer.Option(5.0, "--guidance", help="Classifier-free guidance scale."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
+    height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
+    width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
+    method: str = typer.Option("default", "--method", help="Sampling method (sample.method)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
+    out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
+) -> None:
+    """Generate PNG images from a base model or a fine-tuned run."""
+    from dsharp.commands.common import load_model_for_inference
+    from dsharp.generate import SampleSettings, generate
+    from dsharp.sampling import save_images
+
+    with user_errors():
+        if (model is None) == (checkpoint is None):
+            raise ValueError("give exactly one of --model or --checkpoint")
+        diffusion = load_model_for_inference(model, checkpoint, device)
+        prompts = [p for p in prompt for _ in range(num_images)]
+        seeds = [seed + i for i in range(len(prompts))]
+        settings = SampleSettings(method, steps, guidance, eta, height, width)
+        result = generate(diffusion, prompts, seeds, settings, batch_size=batch_size, progress=True)
+        names = [f"{i:04d}-seed{s}-{_slug(p)}.png" for i, (p, s) in enumerate(zip(prompts, seeds))]
+        paths = save_images(result.images, out, names)
+    summary = {"images": [str(p) for p in paths], "nfe_per_image": result.nfe_per_image}
+    typer.echo(json.dumps(summary))

@@ -1,0 +1,961 @@
+"""Recipe schema, YAML loading with ``a.b.c=value`` overrides, and one-line errors.
+
+A recipe is a YAML file whose sections map onto the models below. Every model forbids
+unknown keys, so a misspelled key fails at load time with a message naming the file, the
+dotted field and the reason::
+
+    recipes/x.yaml: method.nn: unknown key, did you mean 'n'?
+
+Scalars are strict (YAML already gives numbers and booleans their types), so ``max_steps:
+"abc"`` or ``lr: yes`` are errors rather than silent coercions. This module imports no torch:
+reward names are checked against the plugin registry only after the rest of the recipe is
+valid, so structural mistakes are reported fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+import tempfile
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# Validation context flags: skip the reward-name lookup (load_recipe checks names
+# afterwards); skip checks that files exist (reloading a finished run's saved recipe).
+_DEFER_REWARD_NAMES = "dsharp_defer_reward_names"
+_SKIP_FILE_CHECKS = "dsharp_skip_file_checks"
+_REDACTED = "<redacted>"
+_SECRET_KEY = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class RecipeError(ValueError):
+    """A recipe could not be loaded; ``str()`` is one line: ``source: field: reason``."""
+
+    def __init__(
+        self, reason: str, *, source: str | None = None, field: str = "", override: str = ""
+    ):
+        self.reason = _one_line(reason)
+        self.source = source
+        self.field = field
+        self.override = override
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.source, self.field) if p]
+        line = ": ".join([*parts, self.reason])
+        if self.override:
+            line += f" (from override {self.override!r})"
+        return line
+
+
+class FieldProblem(ValueError):
+    """Raised inside validators to report a problem at a sub-location of the model."""
+
+    def __init__(self, loc: tuple[str | int, ...], reason: str):
+        self.loc = loc
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _suggest(name: object, known: Iterable[str]) -> str:
+    """``", did you mean 'x'?"`` for a close match among ``known``, else ``""``."""
+    if not isinstance(name, str):
+        return ""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f", did you mean {match[0]!r}?" if match else ""
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown reward 'clipp', did you mean 'clip'? (known: clip, shapes)``."""
+    known = sorted(known)
+    listing = ", ".join(known) if known else "none installed"
+    return f"unknown {kind} {name!r}{_suggest(name, known)} (known: {listing})"
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or value.endswith(".jsonl")
+
+
+def _check_files(info: ValidationInfo) -> bool:
+    return not (info.context and info.context.get(_SKIP_FILE_CHECKS))
+
+
+def _check_prompts_file(path: Path | None, info: ValidationInfo) -> Path | None:
+    if path is None or not _check_files(info):
+        return path
+    path = path.expanduser()
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a file: {path}")
+    if not read_prompts_file(path):
+        raise ValueError(f"no prompts in {path} (blank lines and # comments are skipped)")
+    return path
+
+
+def _check_prompt_list(prompts: list[str] | None) -> list[str] | None:
+    if prompts is None:
+        return None
+    if not prompts:
+        raise ValueError("empty list: give at least one prompt or leave the key out")
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            raise FieldProblem((i,), "empty prompt")
+    return prompts
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """Prompts from a text file: one per line, stripped; blank lines and ``#`` lines skipped."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from e
+    lines = (line.strip() for line in text.splitlines())  # splitlines handles CRLF and CR
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which diffusion model to fine-tune and how its weights are held."""
+
+    pretrained: str = Field(
+        description="Local diffusers folder, Hugging Face hub id, or 'dsharp-mini' "
+        "(the built-in tiny model)."
+    )
+    family: Literal["auto", "sd", "sdxl", "mini"] = Field(
+        "auto", description="Model family; 'auto' infers it from the pipeline config."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    variant: str | None = Field(None, description="Weight variant to load, e.g. 'fp16'.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank; 0 = full fine-tuning.")
+    lora_alpha: float | None = Field(
+        None, gt=0, description="LoRA alpha; None = equal to lora_rank."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
+    weight_dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="dtype of the frozen parts (VAE, text encoders, reference model)."
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_exists(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("empty model name")
+        if _check_files(info) and _looks_local(value) and not Path(value).expanduser().exists():
+            raise ValueError(f"path not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _alpha_needs_rank(self) -> ModelConfig:
+        if self.lora_alpha is not None and self.lora_rank == 0:
+            raise FieldProblem(("lora_alpha",), "only used with lora_rank > 0")
+        return self
+
+
+class MethodConfig(_Section):
+    """The training method and its hyperparameters (defaults: the paper's code)."""
+
+    name: str = Field("rlhf_sharpening", description="Method name; see `dsharp.methods.registry`.")
+    n: int = Field(3, ge=1, description="Noisy latents (trajectories) per prompt.")
+    m: int = Field(3, ge=1, description="Denoising steps per trajectory; 1 = plain fine-tuning.")
+    stride: int | None = Field(
+        None, ge=1, description="Timesteps between trajectory steps; None = T // infer_steps."
+    )
+    infer_steps: int = Field(25, ge=1, description="DDIM steps when generating samples.")
+    beta: float = Field(2500.0, gt=0, description="DPO temperature of the RLHF loss.")
+    target: Literal["consistent", "original"] = Field(
+        "consistent",
+        description="Regression target at later trajectory steps: the noise implied by the "
+        "current state ('consistent') or the public code's original noise ('original').",
+    )
+    guidance: float = Field(5.0, ge=0, description="Classifier-free guidance scale in rollouts.")
+    eta: float = Field(0.0, ge=0, description="DDIM eta in rollouts (0 = deterministic).")
+    timestep_min: int = Field(0, ge=0, description="Smallest training timestep drawn.")
+    timestep_max: int | None = Field(
+        None, ge=0, description="Largest training timestep drawn; None = the last one."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Method-specific extras for other methods."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from dsharp.methods.registry import method_names
+
+        known = method_names()
+        if value not in known:
+            raise ValueError(unknown_name_message("method", value, known))
+        return value
+
+    @model_validator(mode="after")
+    def _timestep_range(self) -> MethodConfig:
+        if self.timestep_max is not None and self.timestep_max < self.timestep_min:
+            raise FieldProblem(
+                ("timestep_max",),
+                f"must be >= timestep_min ({self.timestep_min}), got {self.timestep_max}",
+            )
+        return self
+
+    def resolved_stride(self, num_train_timesteps: int) -> int:
+        """The stride to use: as set, or ``num_train_timesteps // infer_steps`` (at least 1)."""
+        if self.stride is not None:
+            return self.stride
+        return max(1, num_train_timesteps // self.infer_steps)
+
+
+class RewardSpec(_Section):
+    """One reward in the objective: which plugin reward, its weight and its options."""
+
+    name: str = Field(description="Registered reward name (`dsharp rewards list`).")
+    weight: float = Field(1.0, description="Multiplier of this reward in the total.")
+    normalize: Literal["none", "batch_zscore"] = Field(
+        "none", description="'batch_zscore': (score - batch mean) / batch std before weighting."
+    )
+    on_error: Literal["raise", "missing"] = Field(
+        "raise",
+        description="'missing': a sample the reward cannot score becomes NaN (skipped) "
+        "instead of stopping the run.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the reward's factory."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_reward(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("empty reward name")
+        if info.context and info.context.get(_DEFER_REWARD_NAMES):
+            return value
+        check_reward_name(value)
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _finite_weight(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _no_on_error_option(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "on_error" in value:
+            raise FieldProblem(("on_error",), "set on_error on the reward, not in its options")
+        return value
+
+
+def check_reward_name(name: str) -> None:
+    """Raise ``ValueError`` naming close matches if no installed plugin provides ``name``."""
+    from dsharp.rewards.plugins import reward_registry
+
+    known = reward_registry()
+    if name not in known:
+        raise ValueError(unknown_name_message("reward", name, known))
+
+
+class _PromptSource(_Section):
+    """Prompts given inline and/or as a file (shared by ``data`` and ``eval``)."""
+
+    prompts: list[str] | None = Field(None, description="Inline prompts.")
+    prompts_file: Path | None = Field(
+        None,
+        strict=False,
+        description="Text file, one prompt per line; blank lines and # comments skipped.",
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _nonempty_prompts(cls, value: list[str] | None) -> list[str] | None:
+        return _check_prompt_list(value)
+
+    @field_validator("prompts_file")
+    @classmethod
+    def _readable_prompts_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _check_prompts_file(value, info)
+
+    def load_prompts(self) -> list[str]:
+        """Inline prompts followed by those of ``prompts_file``."""
+        prompts = list(self.prompts or [])
+        if self.prompts_file is not None:
+            prompts += read_prompts_file(self.prompts_file)
+        return prompts
+
+
+class DataConfig(_PromptSource):
+    """Training inputs: prompts (RLHF) or image-text data (SFT)."""
+
+    dataset: str | None = Field(
+        None, description="Image-text folder, .jsonl file, or Hugging Face datasets name."
+    )
+    dataset_type: Literal["auto", "folder", "jsonl", "hf"] = Field(
+        "auto", description="How to read `dataset`; 'auto' guesses from the path."
+    )
+    image_column: str = Field("image", description="Image column (jsonl / hf).")
+    caption_column: str = Field("text", description="Caption column (jsonl / hf).")
+    split: str = Field("train", description="Dataset split (hf).")
+    generator: Literal["none", "shapes"] = Field(
+        "none", description="Procedural image-text data; 'shapes' is for dsharp-mini."
+    )
+    empty_prompt_prob: float = Field(
+        0.0, ge=0, le=1, description="Probability of training on the empty prompt."
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _local_dataset_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("empty dataset name")
+            local = _looks_local(value)
+            if _check_files(info) and local and not Path(value).expanduser().exists():
+                raise ValueError(f"not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _dataset_consistent(self, info: ValidationInfo) -> DataConfig:
+        if self.dataset is not None and self.generator != "none":
+            raise FieldProblem(("generator",), "set either data.dataset or data.generator")
+        if self.dataset_type != "auto":
+            if self.dataset is None:
+                raise FieldProblem(("dataset_type",), "set without data.dataset")
+            if not _check_files(info):
+                return self
+            path = Path(self.dataset).expanduser()
+            if self.dataset_type == "folder" and not path.is_dir():
+                raise FieldProblem(("dataset",), f"folder not found: {path}")
+            if self.dataset_type == "jsonl" and not path.is_file():
+                raise FieldProblem(("dataset",), f"file not found: {path}")
+        return self
+
+    def resolved_dataset_type(self) -> Literal["folder", "jsonl", "hf"] | None:
+        """How to read ``dataset``: the set type, or a guess from the path (None: no dataset)."""
+        if self.dataset is None:
+            return None
+        if self.dataset_type != "auto":
+            return self.dataset_type
+        if self.dataset.endswith(".jsonl"):
+            return "jsonl"
+        if Path(self.dataset).expanduser().is_dir():
+            return "folder"
+        return "hf"
+
+
+class TrainConfig(_Section):
+    """Optimisation, precision, checkpointing and logging."""
+
+    max_steps: int = Field(1000, ge=1, description="Optimizer steps to run.")
+    batch_size: int = Field(1, ge=1, description="Prompts per process per step.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = Field("adamw", description="Optimizer.")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Gradient clipping norm; None = no clipping."
+    )
+    lr_scheduler: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="Learning-rate schedule after warmup."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Autocast precision of the trained model (accelerate)."
+    )
+    seed: int = Field(0, description="Random seed.")
+    height: int | None = Field(None, ge=1, description="Image height; None = model default.")
+    width: int | None = Field(None, ge=1, description="Image width; None = model default.")
+    checkpoint_every: int = Field(500, ge=0, description="Steps between checkpoints; 0 = never.")
+    keep_checkpoints: int | None = Field(
+        None, ge=1, description="Keep only the newest N checkpoints; None = keep all."
+    )
+    log_every: int = Field(1, ge=1, description="Steps between log lines.")
+    resume: str | None = Field(None, description="'latest' or a checkpoint folder to resume from.")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="Experiment trackers besides the run's metrics file."
+    )
+    project: str = Field("dsharp", description="Tracker project name.")
+
+    @field_validator("trackers")
+    @classmethod
+    def _unique_trackers(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if name in value[:i]:
+                raise FieldProblem((i,), f"duplicate tracker {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.warmup_steps > self.max_steps:
+            raise FieldProblem(
+                ("warmup_steps",),
+                f"must be <= max_steps ({self.max_steps}), got {self.warmup_steps}",
+            )
+        return self
+
+
+class SampleConfig(_Section):
+    """How samples are drawn for previews and evaluation."""
+
+    method: str = Field("default", description="Sampler ('default' = DDIM).")
+    steps: int = Field(25, ge=1, description="Sampling steps.")
+    guidance: float = Field(5.0, ge=0, description="Classifier-free guidance scale.")
+    eta: float = Field(0.0, ge=0, description="DDIM eta (0 = deterministic).")
+    height: int | None = Field(None, ge=1, description="Image height; None = model default.")
+    width: int | None = Field(None, ge=1, description="Image width; None = model default.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Sampler-specific extras.")
+
+
+class EvalConfig(_PromptSource):
+    """Evaluation prompts, seeds and rewards."""
+
+    seeds: int = Field(2, ge=1, description="Images per prompt (seeds 0..seeds-1).")
+    rewards: list[RewardSpec] | None = Field(
+        None, description="Rewards to report; None = the recipe's training rewards."
+    )
+    bench: str | None = Field(None, description="Named benchmark to run instead of prompts.")
+
+
+_SECTIONS = ("method", "data", "train", "sample", "eval")
+
+
+class Recipe(_Section):
+    """A whole training recipe: the validated form of one YAML file."""
+
+    model: ModelConfig = Field(description="The model to fine-tune.")
+    method: MethodConfig = Field(default_factory=MethodConfig, description="Training method.")
+    rewards: list[RewardSpec] = Field(
+        default_factory=list, description="Rewards summed (weighted) into the objective."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Training inputs.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    output_dir: str = Field(
+        "runs/{recipe_name}",
+        description="Run folder; '{recipe_name}' is replaced by the recipe file's stem.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section whose keys are all commented out (YAML null) means its defaults."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in _SECTIONS:
+                if key in data and data[key] is None:
+                    data[key] = {}
+            if "rewards" in data and data["rewards"] is None:
+                data["rewards"] = []
+        return data
+
+    @model_validator(mode="after")
+    def _method_requirements(self) -> Recipe:
+        from dsharp.methods.registry import method_specs
+
+        spec = method_specs().get(self.method.name)
+        if spec is None:  # the name validator already reported it
+            return self
+        data = self.data
+        if spec.data == "dataset" and data.dataset is None and data.generator == "none":
+            raise FieldProblem(
+                ("data", "dataset"),
+                f"method {spec.name!r} needs image-text data: set data.dataset or data.generator",
+            )
+        if spec.data == "prompts" and data.prompts is None and data.prompts_file is None:
+            raise FieldProblem(
+                ("data", "prompts"),
+                f"method {spec.name!r} needs prompts: set data.prompts or data.prompts_file",
+            )
+        if spec.needs_reward and not self.rewards:
+            raise FieldProblem(("rewards",), f"method {spec.name!r} needs at least one reward")
+        return self
+
+    def resolved_output_dir(self, recipe_name: str) -> Path:
+        """``output_dir`` with ``{recipe_name}`` filled in."""
+        return Path(self.output_dir.replace("{recipe_name}", recipe_name)).expanduser()
+
+    def eval_rewards(self) -> list[RewardSpec]:
+        """The rewards evaluation reports: ``eval.rewards`` or the training rewards."""
+        return list(self.eval.rewards) if self.eval.rewards is not None else list(self.rewards)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML with two fixes: ``1e-6`` is a float (YAML 1.2) and duplicate keys fail."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?\.[0-9_]+[eE][-+]?[0-9]+$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable key: let the constructor report it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_RecipeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{where}invalid YAML: {problem}"
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text with the recipe loader; errors become a one-line ``RecipeError``."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise RecipeError(_yaml_error(e), source=source) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    source = str(path)
+    if not path.exists():
+        raise RecipeError("file not found", source=source)
+    if path.is_dir():
+        raise RecipeError("is a folder, expected a YAML file", source=source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError("not UTF-8 text", source=source) from None
+    except OSError as e:
+        raise RecipeError(f"cannot read: {e.strerror}", source=source) from None
+    return parse_yaml(text, source)
+
+
+# --------------------------------------------------------------------------- overrides
+
+Loc = tuple[str | int, ...]
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], source: str | None = None
+) -> list[tuple[Loc, str]]:
+    """Apply ``a.b.c=value`` overrides to ``data`` in place; return (location, text) pairs.
+
+    Values are parsed as YAML (``3``, ``1e-5``, ``true``, ``[a, b]``, ``null``); a number
+    segment indexes a list (``rewards.0.weight=2``), and the index one past the end appends.
+    Unknown keys are left for schema validation to report.
+    """
+    applied: list[tuple[Loc, str]] = []
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+
+        def fail(reason: str, text: str = text) -> RecipeError:
+            return RecipeError(f"override {text!r}: {reason}", source=source)
+
+        if not sep or not key:
+            raise fail("expected KEY=VALUE, e.g. train.lr=1e-5")
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise fail("empty key segment")
+        try:
+            value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as e:
+            raise fail(f"value is not valid YAML: {_one_line(_yaml_error(e))}") from None
+        loc: list[str | int] = []
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise fail(f"{_dotted(loc)} is a list: expected an index, got {part!r}")
+                index = int(part)
+                if index > len(node):
+                    raise fail(f"{_dotted(loc)}: index {index} out of range (length {len(node)})")
+                if index == len(node):
+                    node.append(None)
+                loc.append(index)
+                if last:
+                    node[index] = value
+                elif node[index] is None:
+                    node[index] = [] if parts[i + 1].isdigit() else {}
+                node = node[index]
+            elif isinstance(node, dict):
+                loc.append(part)
+                if last:
+                    node[part] = value
+                elif node.get(part) is None:
+                    node[part] = [] if parts[i + 1].isdigit() else {}
+                node = node[part]
+            else:
+                kind = type(node).__name__
+                raise fail(f"{_dotted(loc)} is a {kind}, cannot set {part!r} inside it")
+        applied.append((tuple(loc), text))
+    return applied
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The member types of a union (Optional included) or the annotation itself."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _annotation_at(loc: Loc, root: Any = None) -> Any:
+    """The type annotation at a validation location, walking models, lists and dicts."""
+    current: Any = root or Recipe
+    for part in loc:
+        found = None
+        for candidate in _unwrap(current):
+            origin = get_origin(candidate)
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                field = candidate.model_fields.get(part) if isinstance(part, str) else None
+                if field is not None:
+                    found = field.annotation
+            elif origin in (list, tuple) and isinstance(part, int):
+                found = get_args(candidate)[0]
+            elif origin is dict:
+                found = get_args(candidate)[1]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        current = found
+    return current
+
+
+def _fields_of(annotation: Any) -> list[str]:
+    for candidate in _unwrap(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return list(candidate.model_fields)
+    return []
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    for candidate in _unwrap(annotation):
+        if get_origin(candidate) is Literal:
+            return list(get_args(candidate))
+    return []
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "path": "a file path",
+}
+
+
+def _reason(error: Mapping[str, Any]) -> tuple[Loc, str]:
+    """(location, reason) of one pydantic error, in words a recipe author can act on."""
+    kind = error["type"]
+    loc: Loc = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), Exception):
+        exc = ctx["error"]
+        if isinstance(exc, FieldProblem):
+            return loc + exc.loc, exc.reason
+        return loc, str(exc)
+    if kind == "extra_forbidden":
+        return loc, "unknown key" + _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1])))
+    if kind == "missing":
+        return loc, "required key missing"
+    if kind == "literal_error":
+        allowed = _literal_values(_annotation_at(loc))
+        listing = ", ".join(repr(a) for a in allowed) if allowed else ctx.get("expected", "")
+        hint = _suggest(value, [a for a in allowed if isinstance(a, str)])
+        return loc, f"expected one of {listing}, got {_show(value)}{hint}"
+    bounds = {
+        "greater_than_equal": (">=", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("<=", "le"),
+        "less_than": ("<", "lt"),
+    }
+    if kind in bounds:
+        op, key = bounds[kind]
+        return loc, f"must be {op} {ctx.get(key)}, got {_show(value)}"
+    if kind == "too_short":
+        return loc, f"needs at least {ctx.get('min_length')} item(s)"
+    if kind in ("finite_number",):
+        return loc, f"expected a finite number, got {_show(value)}"
+    if kind in ("int_from_float",):
+        return loc, f"expected an integer, got {_show(value)}"
+    stem = kind.split("_")[0]
+    if stem in _EXPECTED and kind.endswith(("_type", "_parsing", "_attributes_type")):
+        return loc, f"expected {_EXPECTED[stem]}, got {_show(value)}"
+    return loc, str(error.get("msg", kind))
+
+
+def _first_error(
+    e: ValidationError, source: str | None, applied: Sequence[tuple[Loc, str]]
+) -> RecipeError:
+    # An unknown key usually explains the other errors (a misspelled key is also "missing").
+    errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+    loc, reason = _reason(errors[0])
+    if len(errors) > 1:
+        reason += f" (+{len(errors) - 1} more)"
+    override = ""
+    for path, text in applied:  # the override that set this field, or a field inside it
+        if loc and (loc[: len(path)] == path or path[: len(loc)] == loc):
+            override = text
+    return RecipeError(reason, source=source, field=_dotted(loc), override=override)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def recipe_from_dict(
+    data: Any,
+    *,
+    source: str | None = None,
+    overrides: Sequence[str] = (),
+    recipe_name: str | None = None,
+    validate_files: bool = True,
+) -> Recipe:
+    """Validate a parsed recipe (plus overrides); every failure is a one-line ``RecipeError``.
+
+    Reward names are checked against the plugin registry last, so that structural
+    mistakes never wait for plugins to load. ``validate_files=False`` skips the checks that
+    local paths exist (for the saved recipe of a run made elsewhere).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping at the top level, got {_show(data)}", source=source)
+    data = copy.deepcopy(data)
+    applied = apply_overrides(data, overrides, source)
+    try:
+        context = {_DEFER_REWARD_NAMES: True, _SKIP_FILE_CHECKS: not validate_files}
+        recipe = Recipe.model_validate(data, context=context)
+    except ValidationError as e:
+        raise _first_error(e, source, applied) from None
+    lists = [("rewards", recipe.rewards), ("eval", "rewards", recipe.eval.rewards or [])]
+    for *prefix, specs in lists:
+        for i, spec in enumerate(specs):
+            try:
+                check_reward_name(spec.name)
+            except ValueError as e:
+                loc = (*prefix, i, "name")
+                override = next((t for p, t in applied if loc[: len(p)] == p), "")
+                raise RecipeError(
+                    str(e), source=source, field=_dotted(loc), override=override
+                ) from None
+    if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
+        recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
+    return recipe
+
+
+def parse_reward_spec(data: Mapping[str, Any], source: str | None = None) -> RewardSpec:
+    """Validate one reward spec with one-line errors; the name is left for ``build_reward``
+    (whose unknown-name error lists the installed rewards)."""
+    try:
+        return RewardSpec.model_validate(dict(data), context={_DEFER_REWARD_NAMES: True})
+    except ValidationError as e:
+        raise _first_error(e, source, ()) from None
+
+
+def load_recipe(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, validate_files: bool = True
+) -> Recipe:
+    """Load and validate a YAML recipe; ``overrides`` are ``a.b.c=value`` strings.
+
+    ``validate_files=False`` skips the checks that local paths exist (a saved run recipe).
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    return recipe_from_dict(
+        data,
+        source=str(path),
+        overrides=overrides,
+        recipe_name=path.stem,
+        validate_files=validate_files,
+    )
+
+
+def _redact(value: Any, secret_names: frozenset[str] = frozenset()) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            secret = isinstance(key, str) and (key in secret_names or _SECRET_KEY.search(key))
+            if secret and isinstance(item, str) and item:
+                out[key] = _REDACTED
+            else:
+                out[key] = _redact(item, secret_names)
+        return out
+    if isinstance(value, list):
+        return [_redact(item, secret_names) for item in value]
+    return value
+
+
+def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
+    """The recipe as plain YAML/JSON-able data.
+
+    With ``redact``, reward option values whose key looks secret (api_key, *token*,
+    *secret*, password, ...) become ``"<redacted>"``; only string values are redacted, so a
+    numeric ``max_tokens`` survives. Secrets belong in environment variables, not recipes.
+    """
+    data = recipe.model_dump(mode="json")
+    if redact:
+        for spec in data["rewards"]:
+            spec["options"] = _redact(spec["options"])
+        for spec in data["eval"]["rewards"] or []:
+            spec["options"] = _redact(spec["options"])
+    return data
+
+
+def recipe_to_yaml(recipe: Recipe, redact: bool = True) -> str:
+    """The recipe as YAML text (redacted by default), loadable by :func:`load_recipe`."""
+    header = "# The validated recipe of this run, written by dsharp"
+    header += " (secret reward options redacted).\n" if redact else ".\n"
+    return header + yaml.safe_dump(recipe_to_dict(recipe, redact=redact), sort_keys=False)
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
+    """Write the (redacted) recipe as YAML atomically: a temp file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = recipe_to_yaml(recipe, redact=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class RecipeSummary:
+    """One recipe file as ``dsharp recipes list`` shows it (read, not validated)."""
+
+    file: Path
+    method: str
+    model: str
+    command: str
+    error: str = ""
+
+
+def find_recipes_dir(cwd: Path | None = None) -> Path:
+    """``./recipes`` if it exists, else the ``recipes/`` folder of the source checkout."""
+    here = (cwd or Path.cwd()) / "recipes"
+    if here.is_dir():
+        return here
+    checkout = Path(__file__).resolve().parents[2] / "recipes"
+    if checkout.is_dir():
+        return checkout
+    raise RecipeError("no recipes/ folder here or in the dsharp checkout; pass a folder")
+
+
+def summarize_recipe(path: Path) -> RecipeSummary:
+    """Method, model and run command (the first-line comment) of a recipe, without validating."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return RecipeSummary(path, "?", "?", "", error=_one_line(str(e)))
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    command = first.lstrip("#").strip() if first.startswith("#") else ""
+    try:
+        data = parse_yaml(text, str(path))
+    except RecipeError as e:
+        return RecipeSummary(path, "?", "?", command, error=e.reason)
+    data = data if isinstance(data, dict) else {}
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    method_name = str(method.get("name", MethodConfig.model_fields["name"].default))
+    return RecipeSummary(path, method_name, str(model.get("pretrained", "?")), command)
+
+
+def list_recipes(folder: Path) -> list[RecipeSummary]:
+    """Summaries of every ``*.yaml`` / ``*.yml`` under ``folder``, sorted by path."""
+    if not folder.is_dir():
+        raise RecipeError("not a folder", source=str(folder))
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [summarize_recipe(p) for p in files]
+
+
+def schema_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field, description) for every field, depth first: the recipe reference."""
+    rows: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        rows.append((dotted, field.description or ""))
+        for candidate in _unwrap(field.annotation):
+            inner = get_args(candidate)[0] if get_origin(candidate) is list else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                sep = ".N." if get_origin(candidate) is list else "."
+                rows += schema_fields(inner, dotted + sep)
+    return rows

@@ -1,0 +1,255 @@
+"""Training data: prompt lists for online methods, image-text sources for SFT-style methods.
+
+Batches are a pure function of ``(seed, step, process, micro-step)``, so a resumed run draws
+exactly the batches the uninterrupted run would have, without saving sampler state, and each
+data-parallel process draws different ones.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with ``#`` are skipped; CRLF ok."""
+    text = Path(path).read_text(encoding="utf-8")
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts in file")
+    return prompts
+
+
+def batch_rng(seed: int, step: int, process: int, micro: int) -> random.Random:
+    """The deterministic RNG of one micro-batch."""
+    return random.Random(f"{seed}:{step}:{process}:{micro}")
+
+
+def torch_generator(seed: int, step: int, process: int, micro: int) -> torch.Generator:
+    """A CPU torch generator for one micro-batch's noises and timesteps."""
+    rng = batch_rng(seed, step, process, micro)
+    return torch.Generator().manual_seed(rng.getrandbits(63))
+
+
+class ImageTextSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def get(self, index: int) -> tuple[Image.Image, str]: ...
+
+
+class FolderSource:
+    """Images with same-stem ``.txt`` captions, or a ``metadata.jsonl`` in the folder."""
+
+    def __init__(self, folder: Path, image_column: str = "file_name", caption_column: str = "text"):
+        self.folder = Path(folder)
+        meta = self.folder / "metadata.jsonl"
+        if meta.exists():
+            self.items = JsonlSource(meta, image_column, caption_column).items
+        else:
+            self.items = []
+            for img in sorted(self.folder.iterdir()):
+                if img.suffix.lower() in IMAGE_SUFFIXES:
+                    cap = img.with_suffix(".txt")
+                    if not cap.exists():
+                        raise FileNotFoundError(f"{img}: no caption file {cap.name}")
+                    self.items.append((img, cap.read_text(encoding="utf-8").strip()))
+        if not self.items:
+            raise ValueError(f"{folder}: no images with captions found")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, index: int) -> tuple[Image.Image, str]:
+        path, caption = self.items[index]
+        return Image.open(path).convert("RGB"), caption
+
+
+class JsonlSource:
+    """Lines of ``{"<image_column>": path relative to the file, "<caption_column>": text}``."""
+
+    def __init__(self, path: Path, image_column: str = "image", caption_column: str = "text"):
+        path = Path(path)
+        self.items: list[tuple[Path, str]] = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                image, caption = row[image_column], row[caption_column]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ValueError(f"{path}:{lineno}: bad row ({exc})") from None
+            image_path = (path.parent / image).resolve()
+            if not image_path.exists():
+                raise FileNotFoundError(f"{path}:{lineno}: image not found: {image}")
+            self.items.append((image_path, str(caption)))
+        if not self.items:
+            raise ValueError(f"{path}: no rows")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, index: int) -> tuple[Image.Image, str]:
+        path, caption = self.items[index]
+        return Image.open(path).convert("RGB"), caption
+
+
+class HFDatasetSource:
+    """A Hugging Face ``datasets`` dataset (a hub name or a local ``save_to_disk`` folder)."""
+
+    def __init__(self, name: str, split: str, image_column: str, caption_column: str):
+        try:
+            import datasets
+        except ImportError as exc:
+            raise ImportError(
+                "data.dataset_type 'hf' needs the 'datasets' package: pip install 'dsharp[data]'"
+            ) from exc
+        if Path(name).is_dir():
+            ds = datasets.load_from_disk(name)
+            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        else:
+            ds = datasets.load_dataset(name, split=split)
+        for column in (image_column, caption_column):
+            if column not in ds.column_names:
+                raise ValueError(f"dataset {name}: no column '{column}' (has {ds.column_names})")
+        self.ds, self.image_column, self.caption_column = ds, image_column, caption_column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def get(self, index: int) -> tuple[Image.Image, str]:
+        row = self.ds[index]
+        image = row[self.image_column]
+        if not isinstance(image, Image.Image):
+            image = (
+                Image.open(image) if isinstance(image, str) else Image.fromarray(np.asarray(image))
+            )
+        return image.convert("RGB"), str(row[self.caption_column])
+
+
+def to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """Resize the short side and centre-crop to ``height x width``; ``(3, H, W)`` in [0, 1]."""
+    scale = max(height / image.height, width / image.width)
+    if scale != 1.0 or image.size != (width, height):
+        size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def open_image_text(
+    dataset: str, dataset_type: str, split: str, image_column: str, caption_column: str
+) -> ImageTextSource:
+    """Pick the source for ``data.dataset`` (``auto``: folder, ``.jsonl`` file, else a hub name)."""
+    path = Path(dataset).expanduser()
+    kind = dataset_type
+    if kind == "auto":
+        kind = (
+            "folder"
+            if path.is_dir()
+            and not (path / "dataset_info.json").exists()
+            and not (path / "dataset_dict.json").exists()
+            else "jsonl"
+            if path.suffix == ".jsonl"
+            else "hf"
+        )
+    if kind == "folder":
+        return FolderSource(path, caption_column=caption_column)
+    if kind == "jsonl":
+        return JsonlSource(path, image_column, caption_column)
+    return HFDatasetSource(dataset, split, image_column, caption_column)
+
+
+def apply_empty_prompts(prompts: Sequence[str], prob: float, rng: random.Random) -> list[str]:
+    """Blank each conditioning prompt with probability ``prob`` (the paper used 20%)."""
+    return ["" if prob > 0 and rng.random() < prob else p for p in prompts]
+
+
+def describe_source(source: Any) -> str:
+    return f"{type(source).__name__}({len(source)} items)"
+
+
+class TrainingData:
+    """Draws each process's micro-batches for the engine from the recipe's ``data`` section.
+
+    ``kind`` is the method's ``data_kind``: ``"prompts"`` (online methods) or ``"images"``.
+    """
+
+    def __init__(self, data_cfg: Any, kind: str, height: int, width: int, seed: int):
+        self.cfg, self.kind = data_cfg, kind
+        self.height, self.width, self.seed = height, width, seed
+        self.prompts: list[str] = []
+        self.source: ImageTextSource | None = None
+        if kind == "prompts":
+            self.prompts = self._prompt_list()
+        elif kind == "images":
+            if data_cfg.dataset:
+                self.source = open_image_text(
+                    data_cfg.dataset,
+                    data_cfg.dataset_type,
+                    data_cfg.split,
+                    data_cfg.image_column,
+                    data_cfg.caption_column,
+                )
+            elif data_cfg.generator != "shapes":
+                raise ValueError("data: this method needs data.dataset or data.generator: shapes")
+        else:
+            raise ValueError(f"unknown data kind '{kind}'")
+
+    def _prompt_list(self) -> list[str]:
+        cfg = self.cfg
+        prompts = list(cfg.prompts or [])
+        if cfg.prompts_file:
+            prompts += read_prompt_file(cfg.prompts_file)
+        if not prompts and cfg.generator == "shapes":
+            from dsharp.shapes import prompt_sets
+
+            prompts = [p for group in prompt_sets("train").values() for p in group]
+        if not prompts:
+            raise ValueError(
+                "data: this method needs data.prompts, data.prompts_file or data.generator"
+            )
+        return prompts
+
+    def batch(self, batch_size: int, step: int, process: int, micro: int):
+        """The micro-batch ``micro`` of optimisation step ``step`` on process ``process``."""
+        from dsharp.methods.base import Batch
+
+        rng = batch_rng(self.seed, step, process, micro)
+        if self.kind == "prompts":
+            prompts = [rng.choice(self.prompts) for _ in range(batch_size)]
+            images = None
+        elif self.source is not None:
+            pairs = [self.source.get(rng.randrange(len(self.source))) for _ in range(batch_size)]
+            prompts = [caption for _, caption in pairs]
+            images = torch.stack([to_tensor(img, self.height, self.width) for img, _ in pairs])
+        else:
+            images, prompts = self._shapes_batch(batch_size, rng)
+        cond = apply_empty_prompts(prompts, self.cfg.empty_prompt_prob, rng)
+        return Batch(prompts=prompts, cond_prompts=cond, images=images)
+
+    def _shapes_batch(self, batch_size: int, rng: random.Random) -> tuple[torch.Tensor, list[str]]:
+        from dsharp.shapes import prompt_sets, render, sample_scene
+
+        if not self.prompts:
+            self.prompts = [p for group in prompt_sets("train").values() for p in group]
+        prompts = [rng.choice(self.prompts) for _ in range(batch_size)]
+        np_rng = np.random.default_rng(rng.getrandbits(63))
+        if self.height != self.width:
+            raise ValueError(
+                "data.generator shapes renders square images: set train.height == train.width"
+            )
+        arrays = [render(sample_scene(p, np_rng), size=self.height) for p in prompts]
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        return images, prompts

@@ -1,0 +1,242 @@
+"""The training loop: sample, score, loss, step, log, checkpoint — written out once, over
+accelerate, for every training method.
+
+The same code runs on one CPU, one GPU, or data-parallel under ``accelerate launch``
+(DDP, or FSDP/DeepSpeed through accelerate's own config): each process draws its own
+micro-batches, accelerate averages gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+
+from dsharp import checkpoints as ckpts
+from dsharp.builders import build_model, build_reward, resolution
+from dsharp.data import TrainingData, torch_generator
+from dsharp.io import append_jsonl, atomic_write_text, read_jsonl
+from dsharp.methods.factory import build_method
+from dsharp.progress import TrainProgress
+
+
+def check_runtime(recipe: Any) -> None:
+    """Fail before any model loads on settings this machine cannot run."""
+    train = recipe.train
+    if train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if train.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)"
+            ) from None
+
+
+def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.AdamW8bit
+    else:
+        cls = torch.optim.AdamW
+    return cls(
+        params,
+        lr=train.lr,
+        betas=(train.adam_beta1, train.adam_beta2),
+        eps=train.adam_eps,
+        weight_decay=train.weight_decay,
+    )
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, train: Any):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        train.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=train.warmup_steps,
+        num_training_steps=train.max_steps,
+    )
+
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys()
+    out = {}
+    for key in keys:
+        values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+        out[key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Average each metric over processes (NaN-aware)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
+    gathered = accelerator.gather(values.unsqueeze(0))  # (P, K)
+    return {k: gathered[:, i].nanmean().item() for i, k in enumerate(keys)}
+
+
+class Trainer:
+    """Holds one run's objects; :meth:`run` is the loop."""
+
+    def __init__(self, recipe: Any, *, progress: bool = True):
+        from dsharp.config import recipe_to_yaml
+
+        check_runtime(recipe)
+        self.recipe = recipe
+        self.run_dir = Path(recipe.output_dir)
+        train = recipe.train
+        self.accelerator = Accelerator(
+            mixed_precision=train.mixed_precision,
+            gradient_accumulation_steps=train.grad_accum,
+            log_with=list(train.trackers) or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")
+            ),
+        )
+        acc = self.accelerator
+        set_seed(train.seed, device_specific=True)
+        self.model = build_model(recipe.model, acc.device)
+        self.height, self.width = resolution(self.model, train.height, train.width)
+        self.reward = build_reward(recipe.rewards)
+        self.method = build_method(recipe.method, self.model, self.reward, self.height, self.width)
+        self.data = TrainingData(
+            recipe.data, self.method.data_kind, self.height, self.width, train.seed
+        )
+        if self.method.needs_reference:
+            # Snapshot the reference (for full fine-tuning, a frozen copy) before any
+            # weights change, including those a resumed checkpoint loads.
+            with self.model.reference():
+                pass
+        params = self.model.trainable_parameters()
+        if not params:
+            raise ValueError("model: no trainable parameters")
+        self.params = params
+        optimizer = make_optimizer(params, train)
+        lr_scheduler = make_lr_scheduler(optimizer, train)
+        self.unet, self.optimizer, self.lr_scheduler = acc.prepare(
+            self.model.unet, optimizer, lr_scheduler
+        )
+        acc.register_save_state_pre_hook(self._save_model_hook)
+        acc.register_load_state_pre_hook(self._load_model_hook)
+        self.start_step = 0
+        resume_from = ckpts.resolve_resume(self.run_dir, train.resume)
+        if resume_from is not None:
+            acc.load_state(str(resume_from))
+            self.start_step = int(ckpts.read_trainer_state(resume_from)["step"])
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+            self._truncate_metrics(self.start_step)
+        if train.trackers:
+            from dsharp.config import recipe_to_dict
+
+            acc.init_trackers(train.project, config=_flat_scalars(recipe_to_dict(recipe)))
+        self.show_progress = progress and acc.is_main_process
+
+    # -- checkpoint hooks: the model part of accelerate's state goes through the adapter, so a
+    # checkpoint holds one copy of the weights, loadable by ``dsharp sample --checkpoint``.
+    def _save_model_hook(self, models, weights, output_dir) -> None:
+        if self.accelerator.is_main_process:
+            self.model.save_trained(Path(output_dir) / "model")
+        weights.clear()
+
+    def _load_model_hook(self, models, input_dir) -> None:
+        models.clear()
+        self.model.load_trained(Path(input_dir) / "model")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """On resume, drop metric rows logged after the checkpoint (they will be redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        if path.exists():
+            atomic_write_text(path, "".join(__import__("json").dumps(r) + "\n" for r in rows))
+
+    def save_checkpoint(self, step: int) -> None:
+        acc = self.accelerator
+        tmp = ckpts.temp_checkpoint_dir(self.run_dir, step)
+        if acc.is_main_process and tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {"step": step, "seed": self.recipe.train.seed, "method": self.method.name}
+            ckpts.finalize_checkpoint(self.run_dir, step, state, self.recipe.train.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        acc, train = self.accelerator, self.recipe.train
+        self.unet.train()
+        rows = []
+        for micro in range(train.grad_accum):
+            batch = self.data.batch(train.batch_size, step, acc.process_index, micro)
+            generator = torch_generator(train.seed, step, acc.process_index, micro)
+            with acc.accumulate(self.unet):
+                with acc.autocast():
+                    loss, metrics = self.method.compute_loss(batch, self.unet, generator)
+                acc.backward(loss)
+                if acc.sync_gradients and train.max_grad_norm:
+                    metrics["grad_norm"] = float(
+                        acc.clip_grad_norm_(self.params, train.max_grad_norm)
+                    )
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            metrics["loss"] = loss.detach().item()
+            rows.append(metrics)
+        out = _gather_metrics(acc, _mean_metrics(rows))
+        out["lr"] = self.lr_scheduler.get_last_lr()[0]
+        return out
+
+    def run(self) -> Path:
+        acc, train = self.accelerator, self.recipe.train
+        progress = TrainProgress(train.max_steps, self.start_step, enabled=self.show_progress)
+        with progress:
+            for step in range(self.start_step + 1, train.max_steps + 1):
+                started = time.perf_counter()
+                metrics = self.train_step(step)
+                metrics["step_time_s"] = time.perf_counter() - started
+                row = {"step": step, **metrics}
+                if acc.is_main_process and (step % train.log_every == 0 or step == train.max_steps):
+                    append_jsonl(self.run_dir / "metrics.jsonl", row)
+                    if train.trackers:
+                        acc.log(metrics, step=step)
+                progress.update(step, metrics)
+                if step % train.checkpoint_every == 0 or step == train.max_steps:
+                    self.save_checkpoint(step)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return self.run_dir
+
+
+def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Trackers want flat scalar hyperparameters."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_scalars(value, f"{name}."))
+        elif isinstance(value, int | float | str | bool) or value is None:
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+def train(recipe: Any, *, progress: bool = True) -> Path:
+    """Run a recipe's training to ``train.max_steps``; returns the run folder."""
+    return Trainer(recipe, progress=progress).run()

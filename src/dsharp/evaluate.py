@@ -1,0 +1,154 @@
+"""Evaluation: generate images for prompts x fixed seeds, score them, summarise as a dict.
+
+Every model is evaluated with the same seeds (``seed_base + j`` for seed ``j`` of every
+prompt), so a base model and its fine-tuned run are compared on the same initial noises.
+No printing here: commands and reports format the returned dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsharp.generate import SampleSettings, generate
+from dsharp.models.base import DiffusionModel
+from dsharp.rewards.base import RewardImages
+
+
+@dataclass(frozen=True)
+class Bench:
+    """A named evaluation: default prompts, rewards, and how to group prompts."""
+
+    name: str
+    description: str
+    default_prompts: Callable[[], list[str]]
+    rewards: list[dict[str, Any]]
+    category_of: Callable[[str], str] | None = None
+
+
+def _shapes_val_prompts() -> list[str]:
+    from dsharp.shapes import prompt_sets
+
+    return [p for group in prompt_sets("val").values() for p in group]
+
+
+def _shapes_category(prompt: str) -> str:
+    from dsharp.shapes import category_of
+
+    return category_of(prompt)
+
+
+BENCHES: dict[str, Bench] = {
+    "shapes": Bench(
+        name="shapes",
+        description="dsharp-mini shapes world, exact compositional score (val prompts)",
+        default_prompts=_shapes_val_prompts,
+        rewards=[{"name": "shapes"}],
+        category_of=_shapes_category,
+    ),
+}
+
+
+def get_bench(name: str) -> Bench:
+    if name not in BENCHES:
+        raise ValueError(
+            f"--bench: unknown bench '{name}' (available: {', '.join(sorted(BENCHES))})"
+        )
+    return BENCHES[name]
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation and normal-approximation 95% confidence interval."""
+    n = len(values)
+    if n == 0:
+        return {"mean": float("nan"), "std": float("nan"), "ci95": float("nan"), "n": 0}
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    std = math.sqrt(var)
+    return {"mean": mean, "std": std, "ci95": 1.96 * std / math.sqrt(n), "n": n}
+
+
+def evaluate(
+    model: DiffusionModel,
+    prompts: Sequence[str],
+    reward_specs: Sequence[Any],
+    *,
+    num_seeds: int = 2,
+    seed_base: int = 0,
+    settings: SampleSettings | None = None,
+    batch_size: int = 16,
+    category_of: Callable[[str], str] | None = None,
+    images_dir: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
+
+    Returns ``overall`` (mean weighted reward), ``metrics`` (per reward: mean, std, ci95,
+    n), ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
+    ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
+    ``n_images``, ``nfe_per_image``, the seeds and sampling settings.
+    """
+    from dsharp.rewards.plugins import build_reward
+
+    settings = settings or SampleSettings()
+    if not prompts:
+        raise ValueError("no prompts to evaluate")
+    pairs = [(p, seed_base + j) for p in prompts for j in range(num_seeds)]
+    all_prompts = [p for p, _ in pairs]
+    seeds = [s for _, s in pairs]
+    rewards = [(spec, build_reward(spec)) for spec in reward_specs]
+    generated = generate(
+        model, all_prompts, seeds, settings, batch_size=batch_size, progress=progress
+    )
+    if images_dir is not None:
+        from dsharp.sampling import save_images
+
+        names = [f"{i:05d}-seed{s}.png" for i, s in enumerate(seeds)]
+        save_images(generated.images, images_dir, names)
+
+    per_reward: dict[str, list[float]] = {}
+    strict: list[float] = []
+    total = torch.zeros(len(pairs), dtype=torch.float64)
+    weight_sum = sum(spec.weight for spec, _ in rewards)
+    for spec, reward in rewards:
+        scores_all: list[float] = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = slice(start, start + batch_size)
+            images = RewardImages(generated.images[chunk])
+            meta = [{"seed": s} for s in seeds[chunk]]
+            scores, info = reward(images, all_prompts[chunk], meta)
+            scores_all += [float(s) for s in scores.detach().cpu()]
+            if "strict" in info:
+                strict += [float(bool(v)) for v in info["strict"]]
+        per_reward[spec.name] = scores_all
+        total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
+    total /= weight_sum if weight_sum else 1.0
+    scored = [v for v in total.tolist() if not math.isnan(v)]
+
+    result: dict[str, Any] = {
+        "overall": sum(scored) / len(scored) if scored else float("nan"),
+        "n_images": len(pairs),
+        "n_prompts": len(prompts),
+        "seeds": sorted(set(seeds)),
+        "metrics": {
+            name: mean_ci([v for v in vals if not math.isnan(v)])
+            for name, vals in per_reward.items()
+        },
+        "nfe_per_image": generated.nfe_per_image,
+        "sample": vars(settings).copy(),
+    }
+    if strict:
+        result["strict"] = sum(strict) / len(strict)
+    if category_of is not None:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for prompt, value in zip(all_prompts, total.tolist(), strict=True):
+            if not math.isnan(value):
+                groups[category_of(prompt)].append(value)
+        result["categories"] = {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+    return result

@@ -1,0 +1,55 @@
+"""What the engine needs from a training method: a batch type and one loss function."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dsharp.models.base import DiffusionModel
+from dsharp.sampling import DDIMTables
+
+
+@dataclass
+class Batch:
+    """One micro-batch of ``B`` prompts for one process.
+
+    ``prompts``: what the reward judges against. ``cond_prompts``: what the model is
+    conditioned on (equal to ``prompts`` except where empty-prompt dropout blanked one).
+    ``images``: ``(B, 3, H, W)`` in ``[0, 1]`` for methods that learn from data, else None.
+    """
+
+    prompts: list[str]
+    cond_prompts: list[str]
+    images: torch.Tensor | None = None
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.metadata:
+            self.metadata = [{} for _ in self.prompts]
+
+
+class TrainingMethod(ABC):
+    """A loss over a batch. Gradients flow only through calls that pass ``unet`` (the
+    accelerate-wrapped module); everything else runs on ``model.unet`` without grad."""
+
+    name: str = ""
+    #: "prompts" (online methods) or "images" (methods that learn from image-text data).
+    data_kind: str = "prompts"
+    #: Whether the method compares against a frozen reference model.
+    needs_reference: bool = False
+
+    def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
+        self.model = model
+        self.reward = reward
+        self.height = height
+        self.width = width
+        self.tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
+
+    @abstractmethod
+    def compute_loss(
+        self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss (with grad through ``unet``) and metrics to log."""

@@ -1,0 +1,46 @@
+"""Online generation for methods that learn from their own samples (RLHF, DDPO, ...)."""
+
+from __future__ import annotations
+
+import torch
+
+from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps, prev_timestep
+
+
+@torch.no_grad()
+def generate_latents(
+    model: DiffusionModel,
+    cond: Conditioning,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Final DDIM latents ``(B, C, h, w)`` for pre-encoded ``cond``, without decoding.
+
+    Noise comes from one CPU ``generator`` so that a run's samples depend only on its seed.
+    """
+    batch = len(cond)
+    device = model.device
+    shape = (batch, *model.latent_shape(height, width))
+    x = torch.randn(shape, generator=generator).to(device) * model.scheduler.init_noise_sigma
+    uncond = model.encode_negative(batch, height, width) if guidance > 1 else None
+    tables = DDIMTables.from_scheduler(model.scheduler, device=device)
+    for t in inference_timesteps(model.scheduler, steps).to(device):
+        t_vec = t.expand(batch)
+        eps = guided_noise(model, x, t_vec, cond, uncond, guidance).float()
+        noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
+        x = ddim_step(
+            tables,
+            x,
+            eps,
+            t_vec,
+            prev_timestep(t_vec, steps, tables.num_train_timesteps),
+            eta=eta,
+            noise=noise,
+        ).prev_sample
+    return x

@@ -1,0 +1,220 @@
+"""Diffusion-Sharpening (Tian et al. 2025, arXiv 2502.12146): SFT and RLHF variants.
+
+Both variants start ``n`` noisy states per prompt at one random timestep, roll each out for
+``m`` DDIM steps of ``stride`` timesteps without gradients, score every step's predicted
+clean sample, and rank trajectories by their mean step reward, per prompt. SFT regresses the
+winning trajectory; RLHF applies the Diffusion-DPO loss to the best/worst pair. Only the
+trajectories that are trained on are recomputed with gradients, in one batched UNet call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.losses import (
+    path_rewards,
+    per_step_mse,
+    rlhf_sharpening_loss,
+    select_per_prompt,
+    sft_sharpening_loss,
+    trajectory_errors,
+)
+from dsharp.methods.online import generate_latents
+from dsharp.methods.trajectory import Rollout, gather_steps, roll_out, score_rollout
+from dsharp.models.base import Conditioning, DiffusionModel
+
+
+class _Sharpening(TrainingMethod):
+    """Shared rollout, scoring and selection of both variants."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        reward: Any,
+        height: int,
+        width: int,
+        *,
+        n: int = 3,
+        m: int = 3,
+        stride: int | None = None,
+        infer_steps: int = 25,
+        target: str = "consistent",
+        timestep_min: int = 0,
+        timestep_max: int | None = None,
+        decode_batch_size: int = 16,
+    ):
+        super().__init__(model, reward, height, width)
+        if n < 1 or m < 1:
+            raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
+        if target not in ("consistent", "original"):
+            raise ValueError(f"method.target: unknown '{target}' (expected consistent or original)")
+        self.n, self.m = n, m
+        self.stride = stride or model.num_train_timesteps // infer_steps
+        self.infer_steps = infer_steps
+        self.target = target
+        self.t_min = timestep_min
+        self.t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
+        if not 0 <= self.t_min < self.t_max <= model.num_train_timesteps:
+            raise ValueError(
+                f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
+            )
+        self.decode_batch_size = decode_batch_size
+
+    def _rollout_and_score(
+        self, batch: Batch, x0: torch.Tensor, cond: Conditioning, generator: torch.Generator
+    ) -> tuple[Rollout, torch.Tensor, torch.Tensor, Conditioning]:
+        """Roll out ``n`` trajectories per prompt from clean samples ``x0`` ``(B*n, ...)``.
+
+        Returns the rollout, step rewards ``(m, B*n)``, path rewards ``(B*n,)`` and the
+        conditioning repeated per trajectory.
+        """
+        n, device = self.n, x0.device
+        num_prompts = len(batch.prompts)
+        t = torch.randint(self.t_min, self.t_max, (num_prompts,), generator=generator, device="cpu")
+        t = t.to(device).repeat_interleave(n)
+        noise = torch.randn(x0.shape, generator=generator, device="cpu").to(device, x0.dtype)
+        cond_n = cond.repeat_interleave(n)
+        rollout = roll_out(self.model, self.tables, x0, noise, t, cond_n, self.m, self.stride)
+        prompts_n = [p for p in batch.prompts for _ in range(n)]
+        meta_n = [dict(md, trajectory=k) for md in batch.metadata for k in range(n)]
+        step_rewards, _ = score_rollout(
+            self.model, self.reward, rollout, prompts_n, meta_n, self.decode_batch_size
+        )
+        returns = path_rewards(step_rewards, rollout.valid)
+        return rollout, step_rewards, returns, cond_n
+
+    def _errors(
+        self,
+        rollout: Rollout,
+        trajectories: torch.Tensor,
+        cond_n: Conditioning,
+        unet: torch.nn.Module | None,
+    ) -> torch.Tensor:
+        """Mean step error of each chosen trajectory ``(K,)``, in one batched UNet call.
+
+        With ``unet`` the call carries gradients; with None it runs the reference model.
+        """
+        step_idx, traj_idx, owner = gather_steps(rollout, trajectories)
+        states = rollout.states[step_idx, traj_idx]
+        timesteps = rollout.timesteps[step_idx, traj_idx]
+        targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
+        cond = cond_n.index(traj_idx)
+        if unet is None:
+            with torch.no_grad(), self.model.reference():
+                pred = self.model.predict_noise(states, timesteps, cond)
+        else:
+            pred = self.model.predict_noise(states, timesteps, cond, unet=unet)
+        return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
+
+    @staticmethod
+    def _reward_metrics(returns: torch.Tensor, best: torch.Tensor, worst: torch.Tensor) -> dict:
+        scored = returns[~torch.isnan(returns)]
+        return {
+            "reward": scored.mean().item() if scored.numel() else float("nan"),
+            "reward_std": scored.std(unbiased=False).item() if scored.numel() else float("nan"),
+            "reward_best": returns[best].nanmean().item(),
+            "reward_worst": returns[worst].nanmean().item(),
+            "reward_missing": int(torch.isnan(returns).sum().item()),
+        }
+
+
+class SFTSharpening(_Sharpening):
+    """SFT Diffusion-Sharpening: trajectories start from data latents; train on the best."""
+
+    name = "sft_sharpening"
+    data_kind = "images"
+
+    def compute_loss(
+        self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch.images is None:
+            raise ValueError(
+                "sft_sharpening needs image-text data (data.dataset or data.generator)"
+            )
+        model = self.model
+        with torch.no_grad():
+            x0 = model.encode_images(batch.images.to(model.device), generator=None)
+            cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
+        x0_n = x0.repeat_interleave(self.n, dim=0)
+        rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
+        best, worst, usable = select_per_prompt(returns, self.n)
+        errors = self._errors(rollout, best, cond_n, unet)
+        weights = usable.to(errors.dtype)
+        # Prompts with no scored trajectory still run forward (DDP needs every process to
+        # use the same parameters) but weigh nothing.
+        loss = sft_sharpening_loss(errors * weights) * (len(weights) / weights.sum().clamp(min=1))
+        metrics = self._reward_metrics(returns, best, worst)
+        metrics["winner_mse"] = errors.detach().mean().item()
+        return loss, metrics
+
+
+class RLHFSharpening(_Sharpening):
+    """RLHF Diffusion-Sharpening: online samples, DPO loss on the best/worst trajectory."""
+
+    name = "rlhf_sharpening"
+    data_kind = "prompts"
+    needs_reference = True
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        reward: Any,
+        height: int,
+        width: int,
+        *,
+        beta: float = 2500.0,
+        guidance: float = 5.0,
+        eta: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(model, reward, height, width, **kwargs)
+        if self.n < 2:
+            raise ValueError("rlhf_sharpening needs method.n >= 2 (a best and a worst trajectory)")
+        self.beta, self.guidance, self.eta = beta, guidance, eta
+
+    def compute_loss(
+        self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        model, n = self.model, self.n
+        with torch.no_grad():
+            cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
+            x0_n = generate_latents(
+                model,
+                cond.repeat_interleave(n),
+                steps=self.infer_steps,
+                guidance=self.guidance,
+                height=self.height,
+                width=self.width,
+                eta=self.eta,
+                generator=generator,
+            )
+        rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
+        best, worst, usable = select_per_prompt(returns, n)
+        # A tie carries no preference; a prompt whose best equals its worst is skipped.
+        usable = usable & (returns[best] > returns[worst])
+        chosen = torch.cat([best, worst])
+        policy = self._errors(rollout, chosen, cond_n, unet)
+        reference = self._errors(rollout, chosen, cond_n, None)
+        num_prompts = best.numel()
+        per_prompt = rlhf_sharpening_loss(
+            policy[:num_prompts],
+            policy[num_prompts:],
+            reference[:num_prompts],
+            reference[num_prompts:],
+            self.beta,
+        )
+        weights = usable.to(per_prompt.dtype)
+        loss = (per_prompt * weights).sum() / weights.sum().clamp(min=1)
+        metrics = self._reward_metrics(returns, best, worst)
+        with torch.no_grad():
+            margin = (reference[:num_prompts] - reference[num_prompts:]) - (
+                policy[:num_prompts] - policy[num_prompts:]
+            )
+            metrics["implicit_acc"] = (
+                (margin > 0).float()[usable].mean().item() if usable.any() else float("nan")
+            )
+        metrics["pairs"] = int(usable.sum().item())
+        return loss, metrics

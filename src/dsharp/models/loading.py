@@ -1,0 +1,113 @@
+"""``load_model``: a model name, folder or hub id to a :class:`DiffusionModel`.
+
+The family comes from the folder's ``model_index.json``: ``StableDiffusionXLPipeline`` is
+SDXL; a pipeline without a VAE is the pixel-space mini family; anything else with a UNet and
+a CLIP text encoder is SD. Components load through ``from_pretrained``, so
+``HF_HUB_OFFLINE=1`` and the hub cache work as in diffusers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsharp.models.base import DiffusionModel
+
+FAMILIES = ("auto", "sd", "sdxl", "mini")
+EMBEDDED = {"dsharp-mini": "dsharp-mini"}
+"""Model names that resolve to folders shipped inside the package (``dsharp/assets``)."""
+
+
+def assets_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+def resolve_pretrained(pretrained: str) -> str:
+    """The folder or hub id that ``pretrained`` names: embedded model names map to their
+    folder in the package, an existing path to itself, anything else is a hub id."""
+    if pretrained in EMBEDDED:
+        folder = assets_dir() / EMBEDDED[pretrained]
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"the embedded model {pretrained!r} is not built: {folder} has no model_index.json"
+            )
+        return str(folder)
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return str(path)
+    return pretrained
+
+
+def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]:
+    """``model_index.json`` of a diffusers folder or hub id, or a one-line ValueError."""
+    path = Path(source)
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise ValueError(f"{source} is not a diffusers model folder (no model_index.json)")
+    from diffusers import DiffusionPipeline
+
+    try:
+        return dict(DiffusionPipeline.load_config(source, revision=revision))
+    except Exception as error:  # hub and file errors come in many classes
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{source} is not a loadable diffusers model: {reason}") from error
+
+
+def detect_family(config: dict[str, Any]) -> str:
+    """``"sdxl"``, ``"mini"`` or ``"sd"`` from a model_index.json dict."""
+    if config.get("_class_name", "").startswith("StableDiffusionXL"):
+        return "sdxl"
+    vae = config.get("vae")
+    if not vae or vae[0] is None:
+        return "mini"
+    return "sd"
+
+
+def load_model(
+    pretrained: str,
+    *,
+    family: str = "auto",
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    gradient_checkpointing: bool = False,
+    device: torch.device | str = "cpu",
+    weight_dtype: torch.dtype = torch.float32,
+    unet_dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+) -> DiffusionModel:
+    """Load ``pretrained`` (``"dsharp-mini"``, a diffusers folder or a hub id).
+
+    ``family="auto"`` reads it from model_index.json; naming one checks it matches.
+    ``lora_rank=0`` trains the whole UNet, ``> 0`` only a LoRA (``lora_alpha`` defaults to
+    the rank). ``weight_dtype`` applies to frozen parts; see
+    :class:`~dsharp.models.sd.StableDiffusionModel` for ``unet_dtype``.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    source = resolve_pretrained(pretrained)
+    config = read_model_index(source, revision=revision)
+    if "unet" not in config:
+        raise ValueError(f"{pretrained} is not a UNet text-to-image model (no unet in model_index)")
+    detected = detect_family(config)
+    if family != "auto" and family != detected:
+        raise ValueError(f"{pretrained} is a {detected!r} model, not {family!r}")
+    options = dict(
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        gradient_checkpointing=gradient_checkpointing,
+        device=device,
+        weight_dtype=weight_dtype,
+        unet_dtype=unet_dtype,
+        revision=revision,
+        variant=variant,
+        pipeline_config=config,
+    )
+    if detected == "sdxl":
+        from dsharp.models.sdxl import StableDiffusionXLModel
+
+        return StableDiffusionXLModel(source, **options)
+    from dsharp.models.sd import StableDiffusionModel
+
+    return StableDiffusionModel(source, **options)

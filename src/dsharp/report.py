@@ -1,0 +1,86 @@
+"""Tables from evaluation dicts: rich for the terminal, markdown and CSV for files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def flatten_result(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one evaluation as ``column -> value`` (overall, strict, metric means,
+    categories)."""
+    row: dict[str, float] = {}
+    for key in ("overall", "strict"):
+        if key in result:
+            row[key] = result[key]
+    for name, stats in result.get("metrics", {}).items():
+        row[name] = stats["mean"] if isinstance(stats, dict) else stats
+    for name, value in result.get("categories", {}).items():
+        row[f"cat:{name}"] = value
+    if "nfe_per_image" in result:
+        row["nfe/image"] = result["nfe_per_image"]
+    return row
+
+
+def load_result(source: Path) -> tuple[str, dict[str, Any]]:
+    """An evaluation JSON file, or a run folder's newest ``eval*.json``; returns (label, dict)."""
+    source = Path(source)
+    if source.is_dir():
+        found = sorted(source.glob("eval*.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(
+                f"{source}: no eval*.json in this folder (run dsharp eval first)"
+            )
+        return source.name, json.loads(found[-1].read_text())
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    try:
+        data = json.loads(source.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not JSON ({exc.msg})") from None
+    return data.get("label") or source.stem, data
+
+
+def build_table(named: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns (union, in first-seen order) and one row per named result."""
+    flat = [(label, flatten_result(res)) for label, res in named]
+    columns: list[str] = []
+    for _, row in flat:
+        columns += [c for c in row if c not in columns]
+    rows = [[label] + [row.get(c, float("nan")) for c in columns] for label, row in flat]
+    return ["run", *columns], rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def to_markdown(columns: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[_cell(v) for v in row])
+    return table

@@ -1,0 +1,136 @@
+"""Several rewards as one: per-reward normalisation and weights, and honest missing values.
+
+The total for a sample is ``sum_i weight_i * normalise_i(score_i)``. A component that could
+not score a sample (NaN) makes that sample's total NaN: methods skip such samples rather
+than train on an invented score. A weight of 0 keeps a reward for reporting only: its raw
+scores appear in ``info`` but it never touches the total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dsharp.rewards.base import Reward, RewardError, RewardImages
+
+if TYPE_CHECKING:
+    from dsharp.config import RewardSpec
+
+STD_FLOOR = 1e-6
+
+
+def batch_zscore(scores: torch.Tensor) -> torch.Tensor:
+    """``(s - mean) / max(std, 1e-6)`` over the batch's non-NaN entries (population std)."""
+    valid = ~torch.isnan(scores)
+    if not bool(valid.any()):
+        return scores
+    present = scores[valid]
+    mean = present.mean()
+    std = present.std(correction=0).clamp_min(STD_FLOOR)
+    return (scores - mean) / std
+
+
+def _as_list(scores: torch.Tensor) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in scores.detach().float().cpu().tolist()]
+
+
+def _component_keys(specs: Sequence[RewardSpec]) -> list[str]:
+    """Reward names, with ``#1``, ``#2`` ... on repeats so each component has its own key."""
+    seen: dict[str, int] = {}
+    keys = []
+    for spec in specs:
+        count = seen.get(spec.name, 0)
+        keys.append(spec.name if count == 0 else f"{spec.name}#{count}")
+        seen[spec.name] = count + 1
+    return keys
+
+
+class CombinedReward:
+    """The weighted sum of several built rewards; itself a :class:`Reward`.
+
+    ``info`` holds ``raw`` (each reward's unnormalised scores, NaN as ``None``), ``missing``
+    (how many totals are NaN), ``missing_by_reward``, and each reward's own ``info``.
+    """
+
+    def __init__(self, specs: Sequence[RewardSpec], rewards: Sequence[Reward] | None = None):
+        """Build each spec's reward through the plugin registry, or use ``rewards`` (one per
+        spec, already built: tests and callers that build rewards themselves)."""
+        if not specs:
+            raise ValueError("CombinedReward needs at least one reward")
+        if rewards is None:
+            from dsharp.rewards.plugins import build_reward
+
+            rewards = [build_reward(spec) for spec in specs]
+        if len(rewards) != len(specs):
+            raise ValueError(f"got {len(rewards)} rewards for {len(specs)} specs")
+        self.specs = list(specs)
+        self.rewards = list(rewards)
+        self.keys = _component_keys(self.specs)
+        self.differentiable = all(getattr(r, "differentiable", False) for r in self.rewards)
+
+    def _score(
+        self,
+        key: str,
+        spec: RewardSpec,
+        reward: Reward,
+        images: RewardImages,
+        prompts: Sequence[str],
+        metadata: Sequence[dict[str, Any]],
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch, device = len(images), images.tensor.device
+        try:
+            scores, info = reward(images, prompts, metadata)
+        except RewardError as e:
+            if spec.on_error == "raise":
+                raise RewardError(f"reward {key!r}: {e}") from e
+            message = " ".join(str(e).split())
+            return torch.full((batch,), math.nan, device=device), {"error": message}
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+            raise RewardError(
+                f"reward {key!r} returned scores of shape {shape}, expected ({batch},)"
+            )
+        scores = scores.to(
+            device=device, dtype=scores.dtype if scores.is_floating_point() else torch.float32
+        )
+        nans = int(torch.isnan(scores).sum())
+        if nans and spec.on_error == "raise":
+            raise RewardError(
+                f"reward {key!r} returned NaN for {nans} sample(s) but its on_error is 'raise'"
+            )
+        return scores, dict(info or {})
+
+    def __call__(
+        self,
+        images: RewardImages,
+        prompts: Sequence[str],
+        metadata: Sequence[dict[str, Any]],
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch = len(images)
+        if len(prompts) != batch or len(metadata) != batch:
+            raise ValueError(
+                f"got {batch} images, {len(prompts)} prompts and {len(metadata)} metadata dicts"
+            )
+        total = torch.zeros(batch, device=images.tensor.device)
+        raw: dict[str, list[float | None]] = {}
+        missing_by_reward: dict[str, int] = {}
+        infos: dict[str, dict[str, Any]] = {}
+        for key, spec, reward in zip(self.keys, self.specs, self.rewards, strict=True):
+            scores, info = self._score(key, spec, reward, images, prompts, metadata)
+            raw[key] = _as_list(scores)
+            missing_by_reward[key] = int(torch.isnan(scores).sum())
+            infos[key] = info
+            if spec.weight == 0:
+                continue
+            normed = batch_zscore(scores) if spec.normalize == "batch_zscore" else scores
+            total = total + spec.weight * normed.to(total.dtype)
+        info = {
+            "raw": raw,
+            "missing": int(torch.isnan(total).sum()),
+            "missing_by_reward": missing_by_reward,
+            "rewards": infos,
+        }
+        return total, info

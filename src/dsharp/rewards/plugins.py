@@ -1,0 +1,391 @@
+"""The one plugin manager for rewards: entry-point loading, the allow-list, the registry.
+
+Built-in rewards register through the same ``register_rewards`` hook as third-party
+plugins. Plugins come from setuptools entry points of group ``dsharp``; the environment
+variable ``DSHARP_LOAD_PLUGINS`` (comma-separated distribution names) limits which
+distributions load, and an empty value loads only the built-ins, for reproducible runs.
+A plugin that fails to import, has an unknown hook, or fails while registering is recorded
+in :func:`plugin_failures` and never stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as metadata
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from dsharp.rewards import hookspecs
+from dsharp.rewards.base import Reward, RewardError, RewardInfo
+
+if TYPE_CHECKING:
+    from dsharp.config import RewardSpec
+
+ENV_VAR = "DSHARP_LOAD_PLUGINS"
+BUILTIN_MODULE = "dsharp.rewards.builtin"
+BUILTIN_NAME = "builtin"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh manager that knows dsharp's hook specifications (tests use their own)."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+pm = make_plugin_manager()
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be used, with a one-line reason."""
+
+    plugin: str
+    distribution: str | None
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "distribution": self.distribution, "error": self.error}
+
+
+@dataclass(frozen=True)
+class RegisteredReward:
+    """A registered reward and where it came from."""
+
+    info: RewardInfo
+    plugin: str
+    distribution: str | None
+    version: str | None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.info.name,
+            "description": self.info.description,
+            "differentiable": self.info.differentiable,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+        }
+
+
+class UnknownRewardError(RewardError, KeyError):
+    """No installed plugin provides the requested reward name (also a ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def _one_line(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def normalize_distribution(name: str) -> str:
+    """PEP 503 normal form, so ``My_Plugin`` in the allow-list matches ``my-plugin``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def allowed_distributions(environ: dict[str, str] | None = None) -> set[str] | None:
+    """The ``DSHARP_LOAD_PLUGINS`` allow-list, normalized; ``None`` when unset (load all)."""
+    raw = (os.environ if environ is None else environ).get(ENV_VAR)
+    if raw is None:
+        return None
+    return {normalize_distribution(n.strip()) for n in raw.split(",") if n.strip()}
+
+
+def _distribution_of(entry_point: Any) -> tuple[str | None, str | None]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return None, None
+    name = getattr(dist, "name", None) or dist.metadata["Name"]
+    return name, getattr(dist, "version", None)
+
+
+# Plugin object -> (distribution, version), for the registry's provenance columns. Keyed by
+# the object, not its name, so that managers built in tests cannot mix up names.
+_provenance: dict[int, tuple[Any, str | None, str | None]] = {}
+_load_failures: list[PluginFailure] = []
+_registration_failures: list[PluginFailure] = []
+_loaded = False
+
+
+def _set_provenance(plugin: Any, dist: str | None, version: str | None) -> None:
+    _provenance[id(plugin)] = (plugin, dist, version)  # holding the object keeps its id unique
+
+
+def _provenance_of(plugin: Any) -> tuple[str | None, str | None]:
+    entry = _provenance.get(id(plugin))
+    return (entry[1], entry[2]) if entry is not None and entry[0] is plugin else (None, None)
+
+
+def _hook_names(manager: pluggy.PluginManager) -> list[str]:
+    return [
+        n for n, caller in vars(manager.hook).items() if not n.startswith("_") and caller.has_spec()
+    ]
+
+
+def drop_invalid_plugins(manager: pluggy.PluginManager) -> list[PluginFailure]:
+    """Run ``check_pending()`` until it passes, unregistering each plugin it rejects.
+
+    A misspelled hook (``register_reward``) would otherwise be silently ignored.
+    """
+    failures = []
+    while True:
+        try:
+            manager.check_pending()
+            return failures
+        except pluggy.PluginValidationError as e:
+            name = manager.get_name(e.plugin) or repr(e.plugin)
+            bad = [
+                c.name
+                for c in manager.get_hookcallers(e.plugin) or []
+                if not c.has_spec() and not c.name.startswith("_")
+            ]
+            manager.unregister(e.plugin)
+            hint = _hint(bad[0], _hook_names(manager)) if bad else ""
+            what = f"unknown hook {bad[0]!r}{hint}" if bad else _one_line(str(e))
+            failures.append(PluginFailure(name, _provenance_of(e.plugin)[0], what))
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f", did you mean {match[0]!r}?" if match else ""
+
+
+def load_entry_points(
+    manager: pluggy.PluginManager, entry_points: Iterable[Any], allow: set[str] | None
+) -> list[PluginFailure]:
+    """Register each allowed entry point's object; return what failed, one line each.
+
+    ``allow`` is a set of normalized distribution names, or ``None`` for every one. The
+    built-in module is skipped here because :func:`load_plugins` always registers it.
+    """
+    failures: list[PluginFailure] = []
+    seen: set[str] = set()
+    for ep in sorted(entry_points, key=lambda e: (_distribution_of(e)[0] or "", e.name)):
+        if ep.value.split(":")[0] == BUILTIN_MODULE:
+            continue
+        dist, version = _distribution_of(ep)
+        if allow is not None and normalize_distribution(dist or "") not in allow:
+            continue
+        seen.add(normalize_distribution(dist or ""))
+        name = ep.name if manager.get_plugin(ep.name) is None else f"{dist}.{ep.name}"
+        try:
+            plugin = ep.load()
+        except Exception as e:  # any import-time error: record it, keep loading the rest
+            failures.append(
+                PluginFailure(ep.name, dist, f"cannot import {ep.value}: {_one_line(e)}")
+            )
+            continue
+        _set_provenance(plugin, dist, version)
+        try:
+            manager.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as e:
+            failures.append(PluginFailure(name, dist, _one_line(str(e))))
+    for name in sorted((allow or set()) - seen - {"dsharp"}):
+        failures.append(PluginFailure(name, name, f"named in {ENV_VAR} but provides no plugin"))
+    return failures + drop_invalid_plugins(manager)
+
+
+def _installed_entry_points() -> list[Any]:
+    return list(metadata.entry_points(group=hookspecs.PROJECT))
+
+
+def load_plugins() -> None:
+    """Register the built-ins and the allowed entry-point plugins into ``pm``, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    builtin = importlib.import_module(BUILTIN_MODULE)
+    if not pm.is_registered(builtin):
+        pm.register(builtin, name=BUILTIN_NAME)
+    try:
+        version = metadata.version("dsharp")
+    except metadata.PackageNotFoundError:
+        from dsharp import __version__ as version
+    _set_provenance(builtin, "dsharp", version)
+    _load_failures.extend(load_entry_points(pm, _installed_entry_points(), allowed_distributions()))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward], list]:
+    """Call every ``register_rewards`` hook, one plugin at a time, in registration order."""
+    registry: dict[str, RegisteredReward] = {}
+    failures: list[PluginFailure] = []
+    impls = manager.hook.register_rewards.get_hookimpls()
+    for impl in sorted(impls, key=lambda i: i.plugin_name != BUILTIN_NAME):  # built-ins first
+        name = impl.plugin_name
+        dist, version = _provenance_of(impl.plugin)
+        pending: list[RewardInfo] = []
+        try:
+            impl.function(**{arg: pending.append for arg in impl.argnames})
+        except Exception as e:
+            failures.append(PluginFailure(name, dist, f"register_rewards failed: {_one_line(e)}"))
+            continue
+        for info in pending:
+            problem = _check_info(info, registry)
+            if problem:
+                failures.append(PluginFailure(name, dist, problem))
+            else:
+                registry[info.name] = RegisteredReward(info, name, dist, version)
+    return registry, failures
+
+
+def _check_info(info: Any, registry: dict[str, RegisteredReward]) -> str:
+    if not isinstance(info, RewardInfo):
+        return f"registered a {type(info).__name__}, expected a RewardInfo"
+    if not isinstance(info.name, str) or not _NAME.match(info.name):
+        return f"invalid reward name {info.name!r} (letters, digits, '_', '-', '.')"
+    if not callable(info.factory):
+        return f"reward {info.name!r}: factory is not callable"
+    if info.name in registry:
+        return f"reward {info.name!r} already registered by plugin {registry[info.name].plugin!r}"
+    return ""
+
+
+def reward_registry() -> dict[str, RegisteredReward]:
+    """Every registered reward by name. Cheap: factories are not called."""
+    load_plugins()
+    _load_failures.extend(drop_invalid_plugins(pm))  # plugins registered after loading
+    registry, failures = _collect(pm)
+    _registration_failures[:] = failures
+    return registry
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """Plugins that failed to import, validate or register, each with a one-line error."""
+    reward_registry()
+    return [*_load_failures, *_registration_failures]
+
+
+def plugin_list() -> list[dict[str, Any]]:
+    """Registered plugins with their hooks and provenance (like ``llm plugins``)."""
+    load_plugins()
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
+        if plugin is None:
+            continue
+        dist, version = _provenance_of(plugin)
+        hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "distribution": dist, "version": version, "hooks": hooks})
+    return out
+
+
+def get_reward_info(name: str) -> RewardInfo:
+    """The registered ``RewardInfo`` for ``name``; ``UnknownRewardError`` lists known names."""
+    registry = reward_registry()
+    if name not in registry:
+        from dsharp.config import unknown_name_message
+
+        raise UnknownRewardError(unknown_name_message("reward", name, registry))
+    return registry[name].info
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class LazyFactory:
+    """A factory that imports ``module.attr`` only when a reward is built.
+
+    ``extra`` names the dsharp extra that installs the module's dependencies, for the hint.
+    """
+
+    module: str
+    attr: str
+    extra: str | None = None
+
+    def resolve(self) -> Callable[..., Reward]:
+        """Import and return the real factory; import problems become ``RewardError``."""
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as e:
+            hint = f" (install it with: pip install 'dsharp[{self.extra}]')" if self.extra else ""
+            raise RewardError(f"cannot import {self.module}: {e}{hint}") from e
+        try:
+            return getattr(module, self.attr)
+        except AttributeError:
+            raise RewardError(f"{self.module} has no attribute {self.attr!r}") from None
+
+    def __call__(self, **options: Any) -> Reward:
+        return self.resolve()(**options)
+
+
+def lazy_factory(module: str, attr: str, extra: str | None = None) -> LazyFactory:
+    """``RewardInfo.factory`` that defers ``import module`` to build time."""
+    return LazyFactory(module, attr, extra)
+
+
+def _parameters(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        return None
+
+
+def _accepts(signature: inspect.Signature | None, name: str) -> bool:
+    if signature is None or name not in signature.parameters:
+        return False
+    kind = signature.parameters[name].kind
+    return kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_options(
+    reward: str, signature: inspect.Signature | None, options: dict[str, Any]
+) -> None:
+    if signature is None:
+        return
+    try:
+        signature.bind(**options)
+    except TypeError as e:
+        accepted = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        listing = ", ".join(accepted) or "none"
+        raise RewardError(f"reward {reward!r}: bad options: {e} (accepted: {listing})") from None
+
+
+def build_reward(spec: RewardSpec) -> Reward:
+    """Build the reward a spec names, with its options.
+
+    The factory is passed ``on_error=spec.on_error`` when it declares an ``on_error``
+    parameter: that is how a reward is told to mark samples it cannot score as NaN.
+    Rewards that do not declare it are handled by :class:`CombinedReward` instead.
+    """
+    info = get_reward_info(spec.name)
+    factory = info.factory.resolve() if isinstance(info.factory, LazyFactory) else info.factory
+    signature = _parameters(factory)
+    options = dict(spec.options)
+    if _accepts(signature, "on_error"):
+        options["on_error"] = spec.on_error
+    _check_options(spec.name, signature, options)
+    reward = factory(**options)
+    if not isinstance(reward, Reward):
+        raise RewardError(
+            f"reward {spec.name!r}: factory returned {type(reward).__name__}, not a Reward "
+            "(a callable with a 'differentiable' attribute)"
+        )
+    return reward

@@ -1,0 +1,325 @@
+"""Model adapters on tiny random SD / SDXL folders saved and loaded like real ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsharp.models import Conditioning, DiffusionModel, load_model, loading
+
+PROMPTS = ["a red cube", "the cat on a mat"]
+
+
+def _noise_inputs(model: DiffusionModel, batch: int = 2, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *model.latent_shape(64, 64), generator=gen)
+    t = torch.tensor([999, 400][:batch])
+    return x, t, model.encode_prompt(PROMPTS[:batch], 64, 64)
+
+
+def _eps(model: DiffusionModel, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model.predict_noise(*inputs)
+
+
+def _perturb(params, scale: float = 0.05, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.add_(scale * torch.randn(p.shape, generator=gen).to(p.dtype))
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture,family", [("tiny_sd_dir", "sd"), ("tiny_sdxl_dir", "sdxl")])
+def test_load_detects_family_and_geometry(request, fixture, family):
+    model = load_model(str(request.getfixturevalue(fixture)))
+    assert model.family == family
+    assert model.default_resolution == 64
+    assert model.latent_shape(64, 96) == (4, 8, 12)
+    assert model.num_train_timesteps == 1000
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.latent_shape(60, 64)
+    with pytest.raises(ValueError, match="not 'sdxl'|not 'sd'"):
+        load_model(
+            str(request.getfixturevalue(fixture)), family="sd" if family == "sdxl" else "sdxl"
+        )
+
+
+def test_load_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="not a diffusers model folder"):
+        load_model(str(tmp_path))
+    with pytest.raises(ValueError, match="family must be one of"):
+        load_model(str(tmp_path), family="flux")
+    monkeypatch.setattr(loading, "assets_dir", lambda: tmp_path / "assets")
+    with pytest.raises(FileNotFoundError, match="embedded model 'dsharp-mini' is not built"):
+        load_model("dsharp-mini")
+
+
+def test_resolve_embedded_name(tmp_path, monkeypatch):
+    folder = tmp_path / "assets" / "dsharp-mini"
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    monkeypatch.setattr(loading, "assets_dir", lambda: tmp_path / "assets")
+    assert loading.resolve_pretrained("dsharp-mini") == str(folder)
+    assert loading.resolve_pretrained("org/some-model") == "org/some-model"
+
+
+def test_sd_conditioning_matches_pipeline(tiny_sd_dir):
+    from diffusers import StableDiffusionPipeline
+
+    model = load_model(str(tiny_sd_dir))
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None)
+    cond = model.encode_prompt(PROMPTS, 64, 64)
+    neg = model.encode_negative(2, 64, 64)
+    ref, ref_neg = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
+    assert cond.prompt_embeds.shape == (2, 77, 32) and cond.added == {}
+    torch.testing.assert_close(cond.prompt_embeds, ref, rtol=0, atol=0)
+    torch.testing.assert_close(neg.prompt_embeds, ref_neg)
+
+
+def test_sdxl_conditioning_matches_pipeline(tiny_sdxl_dir):
+    from diffusers import StableDiffusionXLPipeline
+
+    model = load_model(str(tiny_sdxl_dir))
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, add_watermarker=False)
+    cond = model.encode_prompt(PROMPTS, 64, 80)
+    neg = model.encode_negative(2, 64, 80)
+    embeds, neg_embeds, pooled, neg_pooled = pipe.encode_prompt(PROMPTS, device="cpu")
+    assert cond.prompt_embeds.shape == (2, 77, 64)
+    torch.testing.assert_close(cond.prompt_embeds, embeds, rtol=0, atol=0)
+    torch.testing.assert_close(cond.added["text_embeds"], pooled, rtol=0, atol=0)
+    assert cond.added["time_ids"].tolist() == [[64, 80, 0, 0, 64, 80]] * 2
+    # force_zeros_for_empty_prompt: the pipeline's negative conditioning is all zeros
+    assert pipe.config.force_zeros_for_empty_prompt
+    torch.testing.assert_close(neg.prompt_embeds, neg_embeds, rtol=0, atol=0)
+    torch.testing.assert_close(neg.added["text_embeds"], neg_pooled, rtol=0, atol=0)
+    assert neg.added["time_ids"].tolist() == cond.added["time_ids"].tolist()
+
+
+def test_sdxl_negative_without_force_zeros_encodes_empty(tiny_sdxl_dir):
+    from diffusers import StableDiffusionXLPipeline
+
+    model = load_model(str(tiny_sdxl_dir))
+    model.pipeline_config["force_zeros_for_empty_prompt"] = False
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir, add_watermarker=False, force_zeros_for_empty_prompt=False
+    )
+    neg = model.encode_negative(2, 64, 64)
+    _, neg_embeds, _, neg_pooled = pipe.encode_prompt(PROMPTS, device="cpu")
+    assert neg_embeds.abs().sum() > 0
+    # one cached row of "" repeated vs the pipeline's batch of "": equal up to float rounding
+    torch.testing.assert_close(neg.prompt_embeds, neg_embeds)
+    torch.testing.assert_close(neg.added["text_embeds"], neg_pooled)
+
+
+def test_vae_encode_decode_shapes(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    images = torch.rand(2, 3, 64, 64)
+    latents = model.encode_images(images, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (2, 4, 8, 8) and latents.dtype == torch.float32
+    decoded = model.decode(latents)
+    assert decoded.shape == (2, 3, 64, 64)
+    assert decoded.min() >= 0 and decoded.max() <= 1
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model.encode_images(torch.rand(3, 64, 64))
+
+
+def test_predict_noise_checks_batch(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    x, t, cond = _noise_inputs(model)
+    assert _eps(model, (x, t, cond)).shape == x.shape
+    with pytest.raises(ValueError, match="batch mismatch"):
+        model.predict_noise(x, t, cond.index(slice(0, 1)))
+
+
+def _save_pixel_space_model(folder: Path) -> Path:
+    """A diffusers folder without a VAE whose UNet works on pixels (the mini layout)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from dsharp.testing.tiny import _text_config, make_tiny_scheduler, make_tiny_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = make_tiny_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+    )
+    pipe = StableDiffusionPipeline(
+        vae=None,
+        text_encoder=CLIPTextModel(_text_config(tokenizer)),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_tiny_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_folder_without_vae_is_pixel_space_mini(tmp_path):
+    model = load_model(str(_save_pixel_space_model(tmp_path / "mini")))
+    assert model.family == "mini"
+    assert model.default_resolution == 16
+    assert model.latent_shape(16, 24) == (3, 16, 24)
+    images = torch.rand(2, 3, 16, 16)
+    pixels = model.encode_images(images)
+    torch.testing.assert_close(pixels, images * 2 - 1)
+    torch.testing.assert_close(model.decode(pixels), images)
+    assert model.decode(torch.full((1, 3, 2, 2), 5.0)).max() == 1.0
+
+
+# -- LoRA, reference model, trained weights -----------------------------------------------
+
+
+def test_lora_trains_only_lora(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir), lora_rank=4, gradient_checkpointing=True)
+    params = model.trainable_parameters()
+    lora = {id(p) for n, p in model.unet.named_parameters() if "lora_" in n}
+    assert params and {id(p) for p in params} == lora
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in params)
+    frozen = [n for n, p in model.unet.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert frozen == []
+    assert model.unet.is_gradient_checkpointing
+    targets = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]
+        for n, _ in model.unet.named_parameters()
+        if ".lora_A" in n
+    }
+    assert targets == {"to_q", "to_k", "to_v", "0"}  # to_out.0 ends in "0"
+
+
+def test_full_finetuning_trains_whole_unet(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    assert len(model.trainable_parameters()) == len(list(model.unet.parameters()))
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+    assert not any(p.requires_grad for p in model.vae.parameters())
+
+
+def test_lora_reference_is_base_model(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir), lora_rank=4)
+    inputs = _noise_inputs(model)
+    base = _eps(load_model(str(tiny_sd_dir)), inputs)
+    torch.testing.assert_close(_eps(model, inputs), base)  # LoRA B starts at zero
+    _perturb(model.trainable_parameters(), scale=0.2)
+    trained = _eps(model, inputs)
+    assert (trained - base).abs().max() > 1e-3
+    with model.reference():
+        torch.testing.assert_close(_eps(model, inputs), base)
+        with model.reference():  # nesting keeps the adapters off
+            torch.testing.assert_close(_eps(model, inputs), base)
+        torch.testing.assert_close(_eps(model, inputs), base)
+    torch.testing.assert_close(_eps(model, inputs), trained)
+    assert all(p.requires_grad for p in model.trainable_parameters())
+
+
+def test_full_reference_is_pretraining_copy(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    inputs = _noise_inputs(model)
+    before = _eps(model, inputs)
+    with model.reference():  # first use makes the frozen copy
+        torch.testing.assert_close(_eps(model, inputs), before)
+    _perturb(model.trainable_parameters())
+    after = _eps(model, inputs)
+    assert (after - before).abs().max() > 1e-3
+    with model.reference():
+        torch.testing.assert_close(_eps(model, inputs), before)
+        # the reference ignores a passed (possibly DDP-wrapped) training UNet
+        torch.testing.assert_close(model.predict_noise(*inputs, unet=model.unet).detach(), before)
+    torch.testing.assert_close(_eps(model, inputs), after)
+
+
+def test_full_reference_refuses_copy_after_update(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    _perturb(model.trainable_parameters())
+    with pytest.raises(RuntimeError, match="prepare_reference"), model.reference():
+        pass
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd_dir", "tiny_sdxl_dir"])
+def test_save_load_full_roundtrip(request, tmp_path, fixture):
+    source = str(request.getfixturevalue(fixture))
+    model = load_model(source)
+    inputs = _noise_inputs(model)
+    _perturb(model.trainable_parameters())
+    trained = _eps(model, inputs)
+    model.save_trained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "unet" / "config.json").is_file()
+
+    fresh = load_model(source)
+    assert (_eps(fresh, inputs) - trained).abs().max() > 1e-3
+    fresh.load_trained(tmp_path / "ckpt")
+    torch.testing.assert_close(_eps(fresh, inputs), trained)
+    with pytest.raises(ValueError, match="load the model with lora_rank=0"):
+        load_model(source, lora_rank=2).load_trained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd_dir", "tiny_sdxl_dir"])
+def test_save_load_lora_roundtrip(request, tmp_path, fixture):
+    source = str(request.getfixturevalue(fixture))
+    model = load_model(source, lora_rank=4, lora_alpha=8)
+    inputs = _noise_inputs(model)
+    _perturb(model.trainable_parameters(), scale=0.2)
+    trained = _eps(model, inputs)
+    model.save_trained(tmp_path / "lora")
+    config = json.loads((tmp_path / "lora" / "lora_config.json").read_text())
+    assert config["rank"] == 4 and config["alpha"] == 8
+
+    same_rank = load_model(source, lora_rank=4, lora_alpha=8)
+    same_rank.load_trained(tmp_path / "lora")
+    torch.testing.assert_close(_eps(same_rank, inputs), trained)
+    plain = load_model(source)  # a LoRA folder adds its adapter to a plain model
+    plain.load_trained(tmp_path / "lora")
+    assert plain.lora_rank == 4
+    torch.testing.assert_close(_eps(plain, inputs), trained)
+    with pytest.raises(ValueError, match="differs from this model"):
+        load_model(source, lora_rank=2).load_trained(tmp_path / "lora")
+    with pytest.raises(FileNotFoundError, match="holds no trained weights"):
+        plain.load_trained(tmp_path)
+
+
+def test_saved_lora_loads_in_diffusers_pipeline(tiny_sd_dir, tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from dsharp.sampling import sample
+
+    model = load_model(str(tiny_sd_dir), lora_rank=4)
+    _perturb(model.trainable_parameters(), scale=0.3)
+    model.save_trained(tmp_path)
+    ours = sample(model, ["a cat"], seeds=[1], steps=3, guidance=5.0, height=64, width=64)
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(tmp_path)
+    theirs = pipe(
+        ["a cat"],
+        generator=[torch.Generator().manual_seed(1)],
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
+        output_type="pt",
+    ).images
+    assert (ours - theirs).abs().max() <= 2 / 255
+
+
+def test_conditioning_helpers():
+    a = Conditioning(torch.zeros(2, 3, 4), {"k": torch.zeros(2, 5)})
+    b = Conditioning(torch.ones(1, 3, 4), {"k": torch.ones(1, 5)})
+    both = Conditioning.cat([a, b])
+    assert len(both) == 3 and both.added["k"].shape == (3, 5)
+    assert len(both.repeat_interleave(2)) == 6

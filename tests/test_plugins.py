@@ -1,0 +1,453 @@
+"""Reward plugins: registry, entry-point loading, allow-list, building, combining, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dsharp.config import RewardSpec
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardError, RewardImages, RewardInfo
+from dsharp.rewards.combine import CombinedReward, batch_zscore
+from dsharp.rewards.hookspecs import hookimpl
+
+
+class ConstReward:
+    """Scores every image with ``value``; records its calls."""
+
+    differentiable = False
+
+    def __init__(self, value: float = 1.0, on_error: str = "raise"):
+        self.value = value
+        self.on_error = on_error
+        self.calls = 0
+
+    def __call__(self, images, prompts, metadata):
+        self.calls += 1
+        return torch.full((len(images),), float(self.value)), {"value": self.value}
+
+
+def build_const(value: float = 1.0, on_error: str = "raise") -> ConstReward:
+    return ConstReward(value, on_error)
+
+
+class FakePlugin:
+    """A plugin object, as a third-party module would be."""
+
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="fake_const", factory=build_const, description="constant"))
+        register(RewardInfo(name="fake_not_a_reward", factory=lambda: object()))
+        register(
+            RewardInfo(
+                name="fake_lazy_missing",
+                factory=plugins.lazy_factory("dsharp_no_such_module", "build", extra="clip"),
+            )
+        )
+
+
+@pytest.fixture
+def fake_plugin():
+    """Register a fake plugin with the real plugin manager, and unregister it after."""
+    plugins.load_plugins()
+    pm = plugins.pm
+    pm.register(FakePlugin(), name="test-fake-plugin")
+    try:
+        yield
+    finally:
+        pm.unregister(name="test-fake-plugin")
+
+
+def _images(batch: int) -> RewardImages:
+    return RewardImages(torch.rand(batch, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_builtin_shapes_is_registered_without_importing_it() -> None:
+    registry = plugins.reward_registry()
+    shapes = registry["shapes"]
+    assert shapes.plugin == "builtin" and shapes.distribution == "dsharp"
+    assert shapes.info.differentiable is False
+    assert isinstance(shapes.info.factory, plugins.LazyFactory)
+
+
+def test_listing_does_not_import_reward_modules() -> None:
+    code = (
+        "import sys\n"
+        "from dsharp.rewards.plugins import reward_registry\n"
+        "assert 'shapes' in reward_registry()\n"
+        "print('dsharp.shapes.reward' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_fake_plugin_is_listed_and_builds(fake_plugin: None) -> None:
+    registry = plugins.reward_registry()
+    assert registry["fake_const"].plugin == "test-fake-plugin"
+    assert registry["fake_const"].info.description == "constant"
+    assert "shapes" in registry  # the built-ins are still there
+
+    reward = plugins.build_reward(RewardSpec(name="fake_const", options={"value": 2.5}))
+    scores, info = reward(_images(3), ["a"] * 3, [{}] * 3)
+    assert scores.tolist() == [2.5, 2.5, 2.5] and info == {"value": 2.5}
+
+
+def test_combined_reward_builds_its_specs_through_the_registry(fake_plugin: None) -> None:
+    specs = [
+        RewardSpec(name="fake_const", weight=2.0, options={"value": 1.5}),
+        RewardSpec(name="fake_const", options={"value": -1.0}),
+    ]
+    combined = CombinedReward(specs)
+    total, info = combined(_images(2), ["p"] * 2, [{}] * 2)
+    assert total.tolist() == [2.0, 2.0]
+    assert info["raw"] == {"fake_const": [1.5, 1.5], "fake_const#1": [-1.0, -1.0]}
+    with pytest.raises(ValueError, match="at least one reward"):
+        CombinedReward([])
+
+
+def test_build_passes_on_error_to_factories_that_declare_it(fake_plugin: None) -> None:
+    reward = plugins.build_reward(RewardSpec(name="fake_const", on_error="missing"))
+    assert reward.on_error == "missing"
+
+
+def test_build_errors_are_reward_errors(fake_plugin: None) -> None:
+    with pytest.raises(
+        RewardError, match=r"bad options: .*'colour'.*\(accepted: value, on_error\)"
+    ):
+        plugins.build_reward(RewardSpec(name="fake_const", options={"colour": 1}))
+    with pytest.raises(RewardError, match="factory returned object, not a Reward"):
+        plugins.build_reward(RewardSpec(name="fake_not_a_reward"))
+    with pytest.raises(RewardError, match=r"cannot import dsharp_no_such_module.*dsharp\[clip\]"):
+        plugins.build_reward(RewardSpec(name="fake_lazy_missing"))
+
+
+def test_unknown_reward_is_a_one_line_key_error_listing_known_names(fake_plugin: None) -> None:
+    with pytest.raises(KeyError) as info:
+        plugins.get_reward_info("fake_cosnt")
+    assert isinstance(info.value, RewardError)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("unknown reward 'fake_cosnt', did you mean 'fake_const'? (known: ")
+    assert "shapes" in message
+
+
+def test_a_plugin_whose_hook_raises_does_not_hide_the_others() -> None:
+    class Broken:
+        @hookimpl
+        def register_rewards(self, register):
+            register(RewardInfo(name="half_registered", factory=build_const))
+            raise RuntimeError("no GPU\nsecond line")
+
+    class Duplicate:
+        @hookimpl
+        def register_rewards(self, register):
+            register(RewardInfo(name="shapes", factory=build_const))
+            register(RewardInfo(name="bad name!", factory=build_const))
+
+    plugins.load_plugins()
+    plugins.pm.register(Broken(), name="test-broken")
+    plugins.pm.register(Duplicate(), name="test-duplicate")
+    try:
+        registry = plugins.reward_registry()
+        failures = {(f.plugin, f.error) for f in plugins.plugin_failures()}
+    finally:
+        plugins.pm.unregister(name="test-broken")
+        plugins.pm.unregister(name="test-duplicate")
+    assert registry["shapes"].plugin == "builtin"  # a plugin cannot take a built-in's name
+    assert "half_registered" not in registry  # a failed hook registers nothing
+    assert ("test-broken", "register_rewards failed: RuntimeError: no GPU second line") in failures
+    assert ("test-duplicate", "reward 'shapes' already registered by plugin 'builtin'") in failures
+    assert any(
+        p == "test-duplicate" and "invalid reward name 'bad name!'" in e for p, e in failures
+    )
+    assert not any(f.plugin.startswith("test-") for f in plugins.plugin_failures())  # gone after
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class FakeEntryPoint:
+    """Enough of ``importlib.metadata.EntryPoint`` for the loader."""
+
+    def __init__(
+        self, name: str, dist: str, obj: Any = None, error: Exception | None = None, value=""
+    ):
+        self.name = name
+        self.value = value or f"{dist.replace('-', '_')}.plugin"
+        self.group = "dsharp"
+        self.dist = SimpleNamespace(name=dist, version="1.2.3")
+        self._obj, self._error = obj, error
+
+    def load(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._obj
+
+
+class GoodPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="good", factory=build_const))
+
+
+class TypoPlugin:
+    @hookimpl
+    def register_reward(self, register):  # misspelled hook name
+        register(RewardInfo(name="typo", factory=build_const))
+
+
+def _entry_points() -> list[FakeEntryPoint]:
+    return [
+        FakeEntryPoint("good", "dsharp-good", GoodPlugin()),
+        FakeEntryPoint("broken", "dsharp-broken", error=ImportError("No module named 'open_clip'")),
+        FakeEntryPoint("typo", "dsharp-typo", TypoPlugin()),
+        # the built-in's own entry point: load_plugins registers that module directly
+        FakeEntryPoint("builtin", "dsharp", obj=object(), value="dsharp.rewards.builtin"),
+    ]
+
+
+def test_failing_plugins_are_recorded_and_the_rest_load() -> None:
+    manager = plugins.make_plugin_manager()
+    failures = plugins.load_entry_points(manager, _entry_points(), allow=None)
+    assert sorted(name for name, _ in manager.list_name_plugin()) == ["good"]
+    by_plugin = {f.plugin: f for f in failures}
+    assert by_plugin["broken"].distribution == "dsharp-broken"
+    assert by_plugin["broken"].error == (
+        "cannot import dsharp_broken.plugin: ImportError: No module named 'open_clip'"
+    )
+    assert by_plugin["typo"].error == (
+        "unknown hook 'register_reward', did you mean 'register_rewards'?"
+    )
+    manager.check_pending()  # what is left is valid
+    registry, problems = plugins._collect(manager)
+    assert list(registry) == ["good"] and problems == []
+    assert registry["good"].distribution == "dsharp-good" and registry["good"].version == "1.2.3"
+
+
+def test_same_entry_point_name_in_two_distributions_loads_both() -> None:
+    class Other:
+        @hookimpl
+        def register_rewards(self, register):
+            register(RewardInfo(name="other", factory=build_const))
+
+    manager = plugins.make_plugin_manager()
+    eps = [
+        FakeEntryPoint("rewards", "dist-a", GoodPlugin()),
+        FakeEntryPoint("rewards", "dist-b", Other()),
+    ]
+    assert plugins.load_entry_points(manager, eps, allow=None) == []
+    assert sorted(name for name, _ in manager.list_name_plugin()) == ["dist-b.rewards", "rewards"]
+    registry, _ = plugins._collect(manager)
+    assert {n: r.distribution for n, r in registry.items()} == {"good": "dist-a", "other": "dist-b"}
+
+
+@pytest.mark.parametrize(
+    ("env", "loaded", "failed"),
+    [
+        ("Dsharp_Good", ["good"], []),
+        ("dsharp-good, dsharp-missing", ["good"], ["dsharp-missing"]),
+        ("", [], []),
+    ],
+)
+def test_allow_list_limits_distributions(env: str, loaded: list[str], failed: list[str]) -> None:
+    allow = plugins.allowed_distributions({plugins.ENV_VAR: env})
+    manager = plugins.make_plugin_manager()
+    failures = plugins.load_entry_points(manager, _entry_points(), allow)
+    assert sorted(name for name, _ in manager.list_name_plugin()) == loaded
+    assert [f.plugin for f in failures] == failed
+    assert plugins.allowed_distributions({}) is None
+
+
+def test_empty_allow_list_still_loads_builtins_through_the_cli() -> None:
+    env = {**os.environ, plugins.ENV_VAR: "", "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dsharp.cli", "rewards", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    doc = json.loads(done.stdout)
+    assert [r["name"] for r in doc["rewards"]] == ["shapes"]
+    assert [p["name"] for p in doc["plugins"]] == ["builtin"]
+    assert doc["failures"] == []
+
+
+# --------------------------------------------------------------------------- combining
+
+
+class FixedReward:
+    """Returns fixed scores (or raises) so combination arithmetic can be checked exactly."""
+
+    def __init__(self, scores: list[float] | None = None, error: str = "", diff: bool = False):
+        self.scores, self.error, self.differentiable = scores, error, diff
+        self.calls = 0
+
+    def __call__(self, images, prompts, metadata):
+        self.calls += 1
+        if self.error:
+            raise RewardError(self.error)
+        return torch.tensor(self.scores), {"n": len(self.scores)}
+
+
+def _combine(*parts: tuple[dict[str, Any], FixedReward]) -> CombinedReward:
+    specs = [RewardSpec.model_construct(**{**_SPEC, **s}) for s, _ in parts]
+    return CombinedReward(specs, [r for _, r in parts])
+
+
+_SPEC = {"weight": 1.0, "normalize": "none", "on_error": "raise", "options": {}}
+
+
+def test_weights_and_zscore() -> None:
+    a = FixedReward([1.0, 2.0, 3.0])
+    b = FixedReward([10.0, 10.0, 40.0])
+    combined = _combine(
+        ({"name": "a", "weight": 2.0}, a), ({"name": "b", "normalize": "batch_zscore"}, b)
+    )
+    total, info = combined(_images(3), ["p"] * 3, [{}] * 3)
+    z = (torch.tensor([10.0, 10.0, 40.0]) - 20.0) / torch.tensor([10.0, 10.0, 40.0]).std(
+        correction=0
+    )
+    assert torch.allclose(total, 2 * torch.tensor([1.0, 2.0, 3.0]) + z)
+    assert info["raw"] == {"a": [1.0, 2.0, 3.0], "b": [10.0, 10.0, 40.0]}
+    assert info["missing"] == 0 and info["rewards"]["a"] == {"n": 3}
+    assert a.calls == 1 and b.calls == 1  # once per batch
+
+
+def test_zscore_floors_the_std_and_ignores_nan() -> None:
+    assert batch_zscore(torch.tensor([5.0, 5.0])).tolist() == [0.0, 0.0]
+    out = batch_zscore(torch.tensor([1.0, math.nan, 3.0]))
+    assert (
+        out[0].item() == pytest.approx(-1.0)
+        and math.isnan(out[1])
+        and out[2].item() == pytest.approx(1.0)
+    )
+
+
+def test_missing_samples_make_the_total_nan_and_are_counted() -> None:
+    partial = FixedReward([1.0, math.nan, 3.0])
+    combined = _combine(
+        ({"name": "ok"}, FixedReward([1.0, 1.0, 1.0])),
+        ({"name": "partial", "on_error": "missing"}, partial),
+    )
+    total, info = combined(_images(3), ["p"] * 3, [{}] * 3)
+    assert total[0].item() == 2.0 and math.isnan(total[1]) and total[2].item() == 4.0
+    assert info["missing"] == 1 and info["missing_by_reward"] == {"ok": 0, "partial": 1}
+    assert info["raw"]["partial"] == [1.0, None, 3.0]
+    json.dumps(info, allow_nan=False)  # info stays strict JSON
+
+
+def test_on_error_raise_propagates_and_missing_marks_all() -> None:
+    failing = FixedReward(error="server said 500")
+    with pytest.raises(RewardError, match="reward 'judge': server said 500"):
+        _combine(({"name": "judge"}, failing))(_images(2), ["p"] * 2, [{}] * 2)
+    total, info = _combine(({"name": "judge", "on_error": "missing"}, failing))(
+        _images(2), ["p"] * 2, [{}] * 2
+    )
+    assert torch.isnan(total).all() and info["missing"] == 2
+    assert info["rewards"]["judge"] == {"error": "server said 500"}
+    with pytest.raises(RewardError, match="returned NaN for 1 sample.*on_error is 'raise'"):
+        _combine(({"name": "x"}, FixedReward([math.nan, 1.0])))(_images(2), ["p"] * 2, [{}] * 2)
+    with pytest.raises(RewardError, match=r"shape \(3,\), expected \(2,\)"):
+        _combine(({"name": "x"}, FixedReward([1.0, 2.0, 3.0])))(_images(2), ["p"] * 2, [{}] * 2)
+
+
+def test_zero_weight_reports_only_and_repeated_names_get_keys() -> None:
+    combined = _combine(
+        ({"name": "r"}, FixedReward([1.0, 2.0])),
+        ({"name": "r", "weight": 0.0, "on_error": "missing"}, FixedReward([math.nan, 5.0])),
+    )
+    total, info = combined(_images(2), ["p"] * 2, [{}] * 2)
+    assert total.tolist() == [1.0, 2.0]
+    assert info["raw"] == {"r": [1.0, 2.0], "r#1": [None, 5.0]}
+
+
+def test_gradients_flow_through_a_differentiable_combination() -> None:
+    class Mean:
+        differentiable = True
+
+        def __call__(self, images, prompts, metadata):
+            return images.tensor.mean(dim=(1, 2, 3)), {}
+
+    spec = RewardSpec.model_construct(**{**_SPEC, "name": "mean", "normalize": "batch_zscore"})
+    combined = CombinedReward([spec], [Mean()])
+    assert combined.differentiable
+    pixels = torch.rand(4, 3, 8, 8, requires_grad=True)
+    total, _ = combined(RewardImages(pixels), ["p"] * 4, [{}] * 4)
+    total[0].backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_rewards_list_json(fake_plugin: None) -> None:
+    from dsharp.cli import app
+
+    result = CliRunner().invoke(app, ["rewards", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    rows = {r["name"]: r for r in doc["rewards"]}
+    assert rows["shapes"]["distribution"] == "dsharp"
+    assert (
+        rows["shapes"]["description"]
+        == "Exact compositional score for the dsharp-mini shapes world"
+    )
+    assert rows["fake_const"] == {
+        "name": "fake_const",
+        "description": "constant",
+        "differentiable": False,
+        "plugin": "test-fake-plugin",
+        "distribution": None,
+        "version": None,
+    }
+    assert any(p["name"] == "test-fake-plugin" for p in doc["plugins"])
+
+
+def test_rewards_score_prints_scores_and_fails_in_one_line(
+    fake_plugin: None, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from dsharp.cli import app
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(paths[-1])
+    args = ["rewards", "score", "fake_const", "--prompt", "a red circle", "--json"]
+    args += ["--image", str(paths[0]), "--image", str(paths[1]), "--set", "value=0.25"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "reward": "fake_const",
+        "scores": [0.25, 0.25],
+        "info": {"value": 0.25},
+    }
+
+    bad = CliRunner().invoke(
+        app, ["rewards", "score", "nope", "--image", str(paths[0]), "--prompt", "x"]
+    )
+    assert bad.exit_code == 1
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("error: UnknownRewardError: unknown reward 'nope'")
+    missing = CliRunner().invoke(
+        app, ["rewards", "score", "fake_const", "--image", str(tmp_path / "x.png"), "--prompt", "x"]
+    )
+    assert missing.exit_code == 1 and "x.png: cannot read image" in missing.stderr
