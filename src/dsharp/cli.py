@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from dsharp.commands import recipes as recipes_cmd
@@ -30,6 +32,11 @@ app.add_typer(
 
 def main() -> None:
     """Console-script entry point."""
+    # dsharp shows its own progress bars; the libraries' per-file bars are noise here.
+    if not os.environ.get("DSHARP_VERBOSE"):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     app()
 
 

@@ -496,10 +496,16 @@ class Recipe(_Section):
                 ("data", "dataset"),
                 f"method {spec.name!r} needs image-text data: set data.dataset or data.generator",
             )
-        if spec.data == "prompts" and data.prompts is None and data.prompts_file is None:
+        if (
+            spec.data == "prompts"
+            and data.prompts is None
+            and data.prompts_file is None
+            and data.generator == "none"
+        ):
             raise FieldProblem(
                 ("data", "prompts"),
-                f"method {spec.name!r} needs prompts: set data.prompts or data.prompts_file",
+                f"method {spec.name!r} needs prompts: set data.prompts, data.prompts_file "
+                "or data.generator (its train prompts)",
             )
         if spec.needs_reward and not self.rewards:
             raise FieldProblem(("rewards",), f"method {spec.name!r} needs at least one reward")

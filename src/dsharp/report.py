@@ -76,11 +76,14 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
 
 
 def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None):
+    """A rich table with one column per run and one row per metric: runs are few, metrics
+    many, and this way a terminal's width never cuts a number."""
     from rich.table import Table
 
     table = Table(title=title)
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+    table.add_column("metric", justify="left")
     for row in rows:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_column(str(row[0]), justify="right", overflow="fold")
+    for i, metric in enumerate(columns[1:], start=1):
+        table.add_row(metric, *[_cell(row[i]) for row in rows])
     return table

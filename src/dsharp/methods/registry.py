@@ -27,6 +27,12 @@ class MethodSpec:
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec(
+        "finetune",
+        "Standard fine-tuning: the denoising loss on image-text data (no reward)",
+        data="dataset",
+        needs_reward=False,
+    ),
+    MethodSpec(
         "sft_sharpening",
         "Diffusion-Sharpening SFT: regress toward the best-rewarded trajectory of dataset latents",
         data="dataset",

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from PIL import Image
+if TYPE_CHECKING:  # torch and PIL load only when images are handled: listing stays fast
+    import torch
+    from PIL import Image
 
 
 class RewardError(RuntimeError):
@@ -41,6 +42,9 @@ class RewardImages:
 
     @property
     def pil(self) -> list[Image.Image]:
+        import torch
+        from PIL import Image
+
         if self._pil is None:
             arr = (self.tensor.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
             arr = arr.permute(0, 2, 3, 1).cpu().numpy()
@@ -50,6 +54,7 @@ class RewardImages:
     @classmethod
     def from_pil(cls, images: Sequence[Image.Image]) -> RewardImages:
         import numpy as np
+        import torch
 
         arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]
         sizes = {a.shape for a in arrays}

@@ -1,0 +1,257 @@
+"""dsharp-mini: the untrained embedded text-to-image model, written as a diffusers folder.
+
+The folder has the Stable Diffusion layout without a VAE, so :func:`dsharp.models.load_model`
+loads it as the pixel-space ``"mini"`` family: a small CLIP text encoder (random and frozen:
+the engine trains only the UNet, which learns to read the encoder's outputs; CLIP's causal
+attention plus learned position embeddings keep word order in them), a CLIP tokenizer whose
+vocabulary holds every word of the shapes grammar as one token, a ``UNet2DConditionModel``
+on 32x32 RGB pixels, and a DDIM scheduler (see :func:`make_scheduler` for its settings).
+
+``model.pretrained: dsharp-mini-init`` resolves to :func:`ensure_mini_init`'s cached folder;
+``recipes/mini/pretrain.yaml`` trains its UNet and ``scripts/ship_mini.py`` ships the result
+as ``dsharp-mini``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+MINI_INIT_NAME = "dsharp-mini-init"
+MINI_INIT_VERSION = "v1"
+"""Bump when the architecture or init changes, so cached folders of an older build are not
+reused."""
+
+RESOLUTION = 32
+MAX_LENGTH = 20
+"""Tokens per prompt: the longest shapes prompt (17 words) plus start and end tokens, padded."""
+TEXT_HIDDEN = 128
+TEXT_LAYERS = 2
+TEXT_HEADS = 4
+UNET_CHANNELS = (64, 128, 128)
+UNET_LAYERS_PER_BLOCK = 1
+UNET_HEAD_DIM = 32
+
+
+# -- tokenizer ------------------------------------------------------------------------------
+
+
+def grammar_words() -> list[str]:
+    """Every word a shapes-world prompt can contain, sorted."""
+    from dsharp.shapes.grammar import _VOCABULARY
+
+    return sorted(_VOCABULARY)
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE (GPT-2, CLIP) uses for raw bytes."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            chars.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in chars]
+
+
+def _apply_bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE of one word: characters with ``</w>`` on the last, then the best-ranked
+    adjacent pair merged everywhere it occurs, until no ranked pair is left."""
+    parts = [*word[:-1], word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = {(a, b) for a, b in zip(parts, parts[1:], strict=False)}
+        best = min(pairs, key=lambda p: ranks.get(p, float("inf")))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
+
+
+def build_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges that turn each of ``words`` into a single ``word</w>`` token.
+
+    Each round runs BPE with the merges so far and, for the first word still in several
+    pieces, appends a merge of its first two pieces. Appending (lowest priority) never
+    splits a word further, so the loop ends with every word whole.
+    """
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    while True:
+        pending = [(w, p) for w in words if len(p := _apply_bpe(w, ranks)) > 1]
+        if not pending:
+            return merges
+        pair = tuple(pending[0][1][:2])
+        ranks[pair] = len(merges)
+        merges.append(pair)
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """``vocab.json`` and ``merges.txt`` of the dsharp-mini tokenizer into ``folder``: byte
+    symbols (so any text tokenises), their end-of-word forms, every merge result (so each
+    grammar word is one token) and CLIP's special tokens."""
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [a + "</w>" for a in alphabet]
+    merges = build_merges(grammar_words())
+    known = set(tokens)
+    for a, b in merges:
+        if a + b not in known:
+            tokens.append(a + b)
+            known.add(a + b)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_tokenizer():
+    """The dsharp-mini ``CLIPTokenizer`` (``model_max_length`` = :data:`MAX_LENGTH`)."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer_files(Path(tmp))
+        return CLIPTokenizer.from_pretrained(tmp, model_max_length=MAX_LENGTH)
+
+
+# -- networks -------------------------------------------------------------------------------
+
+
+def make_text_encoder(tokenizer):
+    """A small random CLIP text encoder (hidden 128, 2 layers, causal attention)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=4 * TEXT_HIDDEN,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=TEXT_HEADS,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def make_unet():
+    """The pixel-space UNet: 32x32 RGB, three levels (32, 16, 8 px), cross-attention to the
+    text at 16x16, 8x8 and in the middle block."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=RESOLUTION,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=UNET_CHANNELS,
+        layers_per_block=UNET_LAYERS_PER_BLOCK,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=32,
+        attention_head_dim=UNET_HEAD_DIM,
+        cross_attention_dim=TEXT_HIDDEN,
+    )
+
+
+def make_scheduler():
+    """DDIM for 32x32 pixel diffusion.
+
+    - Linear betas 1e-4 .. 0.02 over 1000 steps (DDPM's pixel-space schedule): at t = 999
+      almost no signal is left (``abar`` ~ 4e-5), which pixel images need; SD's
+      ``scaled_linear`` 0.00085 .. 0.012 is tuned for VAE latents and leaves ``abar`` ~ 5e-3.
+    - ``timestep_spacing="leading"`` with ``steps_offset=1``, as Stable Diffusion: inference
+      timesteps sit on the exact grid ``k * (1000 // steps) + 1``, which the trajectory
+      methods' stride assumes.
+    - ``set_alpha_to_one=True``: the last DDIM step lands on the clean image (``abar = 1``)
+      rather than on ``abar_0``, so no noise is left in the pixels.
+    - epsilon prediction, no clipping or thresholding (dsharp's samplers refuse them).
+    """
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+
+
+def build_mini_init(folder: Path, seed: int = 0) -> Path:
+    """Write the untrained dsharp-mini diffusers folder (weights drawn from ``seed``)."""
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    text_encoder = make_text_encoder(tokenizer)
+    unet = make_unet()
+    pipe = StableDiffusionPipeline(
+        vae=None,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+# -- the cached init folder ------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """``$DSHARP_CACHE``, else ``$XDG_CACHE_HOME/dsharp``, else ``~/.cache/dsharp``."""
+    if os.environ.get("DSHARP_CACHE"):
+        return Path(os.environ["DSHARP_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
+
+
+def ensure_mini_init(root: Path | None = None) -> Path:
+    """The cached ``dsharp-mini-init`` folder, built (seed 0) on first use.
+
+    Built in a temporary folder beside the target and renamed into place, so a concurrent
+    or interrupted build never leaves a half-written model where a loader would find it.
+    """
+    root = Path(root) if root is not None else cache_root()
+    target = root / f"{MINI_INIT_NAME}-{MINI_INIT_VERSION}"
+    if (target / "model_index.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
+    try:
+        build_mini_init(tmp / "model")
+        try:
+            os.rename(tmp / "model", target)
+        except OSError:
+            if not (target / "model_index.json").is_file():  # not a concurrent winner
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
