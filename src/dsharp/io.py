@@ -33,7 +33,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 @contextmanager
@@ -76,7 +76,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def json_safe(obj: Any) -> Any:
+    """Replace NaN and infinities (not JSON) by None, recursively."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one row; NaN becomes null so every line is strict JSON."""
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+        fh.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         fh.flush()

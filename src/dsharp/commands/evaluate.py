@@ -108,7 +108,9 @@ def evaluate_cmd(
         if target is not None:
             atomic_write_json(target, result)
     if as_json:
-        typer.echo(json.dumps(result))
+        from dsharp.io import json_safe
+
+        typer.echo(json.dumps(json_safe(result)))
     else:
         from rich.console import Console
 

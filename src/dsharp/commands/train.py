@@ -28,4 +28,11 @@ def train(
         from dsharp.engine import train as run_training
 
         run_dir = run_training(cfg, progress=progress)
+        from accelerate import PartialState
+
+        from dsharp.posttrain import post_train_report, wants_report
+
+        if wants_report(cfg) and PartialState().is_main_process:
+            report = post_train_report(cfg, run_dir, progress=progress)
+            typer.echo(f"report: {report}")
     typer.echo(f"run folder: {run_dir}")

@@ -185,3 +185,21 @@ def make_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dsharp.testing.tiny {sd,sdxl} FOLDER``: write a tiny random model folder
+    (for smoke runs and tests; its images are noise)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dsharp.testing.tiny", description=main.__doc__)
+    parser.add_argument("family", choices=["sd", "sdxl"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    make = make_tiny_sd if args.family == "sd" else make_tiny_sdxl
+    print(make(args.folder, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

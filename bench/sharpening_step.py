@@ -1,0 +1,132 @@
+"""Time one SFT Diffusion-Sharpening step: dsharp's formulation vs the public code's.
+
+dsharp rolls out the n x m trajectory steps without grad, decodes and scores them, and
+recomputes only the winning trajectory with grad in one batched UNet call. The public code
+keeps every trajectory's autograd graph (and decodes with grad) and back-propagates the best.
+Both compute the same selection; this prints seconds per step of each, their ratio and peak
+memory (CUDA only), measured in one run on the same model and inputs.
+
+    python bench/sharpening_step.py                       # tiny SD on CPU
+    python bench/sharpening_step.py --model /path/to/sdxl --device cuda --size 512 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dsharp.methods.base import Batch
+from dsharp.methods.losses import path_rewards, per_step_mse, select_per_prompt
+from dsharp.methods.sharpening import SFTSharpening
+from dsharp.models import load_model
+from dsharp.rewards.base import RewardImages
+from dsharp.sampling import DDIMTables, add_noise, ddim_step
+
+
+class MeanBrightness:
+    """A cheap differentiable stand-in reward, so the timing is the model's."""
+
+    differentiable = True
+
+    def __call__(self, images: RewardImages, prompts, metadata):
+        return images.tensor.mean(dim=(1, 2, 3)), {}
+
+
+def public_code_step(model, batch: Batch, n: int, m: int, stride: int, generator: torch.Generator):
+    """All n trajectories batched, all m steps with grad, decode with grad, backward on best."""
+    tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
+    x0 = model.encode_images(batch.images.to(model.device)).repeat_interleave(n, 0)
+    cond = model.encode_prompt(batch.cond_prompts, 0, 0).repeat_interleave(n)
+    b = len(batch.prompts)
+    t = torch.randint(stride * m, model.num_train_timesteps, (b,), generator=generator)
+    t = t.repeat_interleave(n).to(model.device)
+    eps = torch.randn(x0.shape, generator=generator).to(model.device)
+    x = add_noise(tables, x0, eps, t)
+    rewards, losses = [], []
+    for j in range(m):
+        tj = t - j * stride
+        pred = model.predict_noise(x, tj, cond)
+        losses.append(per_step_mse(pred, eps))
+        out = ddim_step(tables, x, pred, tj, tj - stride)
+        rewards.append(MeanBrightness()(RewardImages(model.decode(out.pred_x0)), [], [])[0])
+        x = out.prev_sample
+    returns = path_rewards(torch.stack(rewards).detach(), torch.ones(m, b * n, dtype=torch.bool))
+    best, _, _ = select_per_prompt(returns, n)
+    loss = torch.stack(losses).mean(0)[best].mean()
+    loss.backward()
+    return loss
+
+
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of ``repeats`` calls after one warm-up, and peak GiB (CUDA)."""
+    fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return statistics.median(times), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="diffusers folder (default: a tiny random SD)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=1, help="prompts per step")
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--m", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="autocast dtype")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    folder = args.model
+    if folder is None:
+        from dsharp.testing.tiny import make_tiny_sd
+
+        folder = str(make_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd"))
+    model = load_model(folder, device=device)
+    size = args.size or model.default_resolution
+    stride = model.num_train_timesteps // 25
+    images = torch.rand(args.batch, 3, size, size)
+    prompts = [f"a photo number {i}" for i in range(args.batch)]
+    batch = Batch(prompts=prompts, cond_prompts=prompts, images=images)
+    method = SFTSharpening(model, MeanBrightness(), size, size, n=args.n, m=args.m, stride=stride)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+
+    def dsharp_step():
+        with autocast:
+            loss, _ = method.compute_loss(batch, model.unet, torch.Generator().manual_seed(0))
+        loss.backward()
+        model.unet.zero_grad(set_to_none=True)
+
+    def public_step():
+        with autocast:
+            public_code_step(model, batch, args.n, args.m, stride, torch.Generator().manual_seed(0))
+        model.unet.zero_grad(set_to_none=True)
+
+    ours, ours_mem = timed(dsharp_step, args.repeats, device)
+    theirs, theirs_mem = timed(public_step, args.repeats, device)
+    print(f"model {folder} device {device} size {size} batch {args.batch} n {args.n} m {args.m}")
+    print(f"public-code formulation: {theirs:.4f} s/step  peak {theirs_mem:.2f} GiB")
+    print(
+        f"dsharp (no-grad rollout, winner recomputed): {ours:.4f} s/step  peak {ours_mem:.2f} GiB"
+    )
+    print(f"speed ratio (public / dsharp): {theirs / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""After training: evaluate the base and the fine-tuned model on the same prompts and seeds,
+and leave a before/after sample grid and a short markdown report in the run folder.
+
+Runs when a recipe's ``eval`` section names a bench or prompts. The base model is evaluated
+with exactly the seeds and sampling settings of the fine-tuned one, so the difference is the
+training's doing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsharp.generate import SampleSettings, generate
+from dsharp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def wants_report(recipe: Any) -> bool:
+    ev = recipe.eval
+    return bool(ev.bench or ev.prompts or ev.prompts_file)
+
+
+def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
+    """Prompts, reward specs and category function of the recipe's eval section."""
+    from dsharp.config import RewardSpec
+    from dsharp.evaluate import get_bench
+
+    ev = recipe.eval
+    bench = get_bench(ev.bench) if ev.bench else None
+    prompts = ev.load_prompts() if (ev.prompts or ev.prompts_file) else bench.default_prompts()
+    if ev.rewards is not None:
+        specs = list(ev.rewards)
+    elif bench is not None:
+        specs = [RewardSpec(**r) for r in bench.rewards]
+    else:
+        specs = list(recipe.rewards)
+    return prompts, specs, bench.category_of if bench else None
+
+
+def sample_grid(
+    rows: list[tuple[str, torch.Tensor]], prompts: list[str], seeds: list[int], path: Path
+) -> None:
+    """A PNG with one row per model (label, images ``(K, 3, H, W)``) and prompts as titles."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = len(prompts)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(images[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{prompts[c]}\n(seed {seeds[c]})", fontsize=6, wrap=True)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _pick_grid_prompts(prompts: list[str], category_of: Any, k: int) -> list[str]:
+    """Up to ``k`` prompts, spread over categories when they are known."""
+    if category_of is None:
+        return prompts[:k]
+    by_cat: dict[str, list[str]] = {}
+    for p in prompts:
+        by_cat.setdefault(category_of(p), []).append(p)
+    picked: list[str] = []
+    while len(picked) < k and any(by_cat.values()):
+        for group in by_cat.values():
+            if group and len(picked) < k:
+                picked.append(group.pop(0))
+    return picked
+
+
+def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> str:
+    lines = [
+        f"# dsharp run report: {Path(recipe.output_dir).name}",
+        "",
+        f"- method: `{recipe.method.name}` (n={recipe.method.n}, m={recipe.method.m}, "
+        f"beta={recipe.method.beta}), steps: {recipe.train.max_steps}, seed: {recipe.train.seed}",
+        f"- base model: `{recipe.model.pretrained}`; fine-tuned: `{checkpoint}`",
+        f"- evaluation: {tuned['n_prompts']} prompts x seeds {tuned['seeds']} "
+        f"({tuned['n_images']} images per model), sampling {tuned['sample']}",
+        f"- rewards: {', '.join(tuned.get('rewards', []))}",
+        "",
+        "| metric | base | fine-tuned | delta |",
+        "|---|---|---|---|",
+    ]
+    rows = [("overall", base["overall"], tuned["overall"])]
+    if "strict" in base and "strict" in tuned:
+        rows.append(("strict", base["strict"], tuned["strict"]))
+    for cat in tuned.get("categories", {}):
+        rows.append(
+            (
+                f"category: {cat}",
+                base["categories"].get(cat, float("nan")),
+                tuned["categories"][cat],
+            )
+        )
+    for name, b, t in rows:
+        lines.append(f"| {name} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
+    lines += ["", "![before/after samples](samples_grid.png)", ""]
+    return "\n".join(lines)
+
+
+def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path:
+    """Evaluate base and fine-tuned models, write eval-base.json, eval-final.json,
+    samples_grid.png and report.md into ``run_dir``; returns the report path."""
+    from dsharp.builders import build_model, load_run_model
+    from dsharp.checkpoints import find_model_checkpoint
+    from dsharp.commands.common import pick_device
+    from dsharp.evaluate import evaluate
+
+    device = pick_device("auto")
+    prompts, specs, category_of = _eval_plan(recipe)
+    settings = SampleSettings.from_config(recipe.sample)
+    settings.height = settings.height or recipe.train.height
+    settings.width = settings.width or recipe.train.width
+    checkpoint = find_model_checkpoint(run_dir)
+    grid_prompts = _pick_grid_prompts(list(prompts), category_of, 8)
+    grid_seeds = list(range(len(grid_prompts)))
+    results, grids = {}, []
+    for label, loader in (
+        ("base", lambda: build_model(recipe.model, device)),
+        ("fine-tuned", lambda: load_run_model(checkpoint, device)[0]),
+    ):
+        model = loader()
+        model.unet.eval()
+        result = evaluate(
+            model,
+            prompts,
+            specs,
+            num_seeds=recipe.eval.seeds,
+            settings=settings,
+            category_of=category_of,
+            progress=progress,
+        )
+        result["rewards"] = [s.name for s in specs]
+        results[label] = result
+        grids.append((label, generate(model, grid_prompts, grid_seeds, settings).images))
+        del model
+    atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
+    atomic_write_json(run_dir / "eval-final.json", {"label": "fine-tuned", **results["fine-tuned"]})
+    sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png")
+    report = run_dir / "report.md"
+    atomic_write_text(
+        report, report_markdown(recipe, results["base"], results["fine-tuned"], checkpoint)
+    )
+    return report

@@ -1,0 +1,100 @@
+"""A persistent SQLite cache of MLLM grades, so re-scoring an image costs nothing.
+
+A grade is keyed by the image's pixel hash, the prompt, the grader model, the image format
+sent and the prompt-template version (:func:`grade_key`). Only successful grades are
+stored, never a failure, and never anything about the server or its key. The file is
+opened per batch from the calling thread, in WAL mode with a busy timeout, so that several
+processes (one per GPU) can share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+CACHE_FILE = "mllm.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grades (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    template TEXT NOT NULL,
+    grade TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """``$DSHARP_CACHE/mllm.sqlite``, else under ``$XDG_CACHE_HOME/dsharp`` or ``~/.cache``.
+
+    The same root as the rest of dsharp's caches (see ``dsharp.models.mini.cache_root``).
+    """
+    if os.environ.get("DSHARP_CACHE"):
+        root = Path(os.environ["DSHARP_CACHE"]).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
+    return root / CACHE_FILE
+
+
+def grade_key(image_hash: str, prompt: str, model: str, image_format: str, template: str) -> str:
+    """A stable hex key for one grade request (JSON-encoded so no field can bleed into another)."""
+    payload = json.dumps([template, model, image_format, prompt, image_hash], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class GradeCache:
+    """Grades by key in one SQLite file; ``get_many`` / ``put_many`` batch the round trips."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout_s: float = 30.0):
+        self.path = Path(path).expanduser()
+        self.timeout_s = timeout_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise OSError(f"cannot open the grade cache {self.path}: {e}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout_s)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:  # e.g. a file system without shared memory
+            pass
+        return db
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored grades among ``keys`` (missing keys are simply absent)."""
+        wanted = sorted(set(keys))
+        found: dict[str, dict[str, Any]] = {}
+        if not wanted:
+            return found
+        with closing(self._connect()) as db:
+            for i in range(0, len(wanted), 500):  # stay under SQLite's variable limit
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key, grade FROM grades WHERE key IN ({marks})", chunk)
+                for key, grade in rows:
+                    found[key] = json.loads(grade)
+        return found
+
+    def put_many(self, grades: Mapping[str, dict[str, Any]], model: str, template: str) -> None:
+        """Store successful grades (JSON-able dicts) under their keys, replacing old ones."""
+        if not grades:
+            return
+        now = time.time()
+        rows = [(k, model, template, json.dumps(g, allow_nan=False), now) for k, g in grades.items()]
+        with closing(self._connect()) as db, db:
+            db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
