@@ -123,7 +123,7 @@ def test_overrides_parse_yaml_values_and_index_lists(recipe_file: Path) -> None:
         ("method.n=0", "method.n: must be >= 1, got 0"),
         ("method.target=consistant", "did you mean 'consistent'?"),
         ("data.prompts_file=/no/such/prompts.txt", "data.prompts_file: file not found:"),
-        ("method.name=rlhf_sharpenin", "did you mean 'rlhf_sharpening'? (known: rlhf_sharpening"),
+        ("method.name=rlhf_sharpenin", "did you mean 'rlhf_sharpening'? (known: "),
         (
             "rewards.0.name=shapse",
             "rewards.0.name: unknown reward 'shapse', did you mean 'shapes'?",

@@ -43,6 +43,8 @@ _DEFER_REWARD_NAMES = "dsharp_defer_reward_names"
 _SKIP_FILE_CHECKS = "dsharp_skip_file_checks"
 _REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
+# Options that name an environment variable hold no secret themselves (e.g. api_key_env).
+_NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
 
 
 # --------------------------------------------------------------------------- errors
@@ -333,6 +335,13 @@ class DataConfig(_PromptSource):
     empty_prompt_prob: float = Field(
         0.0, ge=0, le=1, description="Probability of training on the empty prompt."
     )
+    caption_noise: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="data.generator shapes: probability that a caption is perturbed "
+        "(under-described or wrong; see dsharp.shapes.data).",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -349,6 +358,8 @@ class DataConfig(_PromptSource):
     def _dataset_consistent(self, info: ValidationInfo) -> DataConfig:
         if self.dataset is not None and self.generator != "none":
             raise FieldProblem(("generator",), "set either data.dataset or data.generator")
+        if self.caption_noise and self.generator != "shapes":
+            raise FieldProblem(("caption_noise",), "only used with data.generator: shapes")
         if self.dataset_type != "auto":
             if self.dataset is None:
                 raise FieldProblem(("dataset_type",), "set without data.dataset")
@@ -849,7 +860,10 @@ def _redact(value: Any, secret_names: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            secret = isinstance(key, str) and (key in secret_names or _SECRET_KEY.search(key))
+            secret = isinstance(key, str) and (
+                key in secret_names
+                or (_SECRET_KEY.search(key) and not _NAMES_A_VARIABLE.search(key))
+            )
             if secret and isinstance(item, str) and item:
                 out[key] = _REDACTED
             else:

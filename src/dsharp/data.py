@@ -252,4 +252,18 @@ class TrainingData:
             )
         arrays = [render(sample_scene(p, np_rng), size=self.height) for p in prompts]
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        noise = self.cfg.caption_noise
+        if noise:  # draws nothing when off, so noise-free batches stay as they were
+            prompts = [_noisy_caption(p, noise, np_rng) for p in prompts]
         return images, prompts
+
+
+def _noisy_caption(prompt: str, prob: float, rng: np.random.Generator) -> str:
+    """``prompt``, or with probability ``prob`` a perturbed train caption (see
+    :func:`dsharp.shapes.data.perturb_caption`): the image stays drawn from ``prompt``."""
+    from dsharp.shapes import parse
+    from dsharp.shapes.data import perturb_caption
+
+    if rng.random() >= prob:
+        return prompt
+    return perturb_caption(parse(prompt), rng, "train").to_prompt()

@@ -58,10 +58,15 @@ def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.
 
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, train: Any):
+    """The recipe's schedule, stepped once per optimizer step (the engine steps it)."""
     from diffusers.optimization import get_scheduler
 
+    name = train.lr_scheduler
+    if name == "constant" and train.warmup_steps:
+        # diffusers' "constant" ignores num_warmup_steps; the recipe asked for a warmup.
+        name = "constant_with_warmup"
     return get_scheduler(
-        train.lr_scheduler,
+        name,
         optimizer=optimizer,
         num_warmup_steps=train.warmup_steps,
         num_training_steps=train.max_steps,
@@ -69,7 +74,8 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, train: Any):
 
 
 def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = rows[0].keys()
+    # Union of keys: some metrics (grad_norm) exist only on the micro-step that syncs.
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     out = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
@@ -97,9 +103,17 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = Path(recipe.output_dir)
         train = recipe.train
+        if not train.resume and ckpts.list_checkpoints(self.run_dir):
+            raise ValueError(
+                f"output_dir {self.run_dir} already holds checkpoints of another run: "
+                "set train.resume=latest to continue it, or choose another output_dir"
+            )
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.grad_accum,
+            # The engine steps the LR scheduler once per optimizer step itself; accelerate's
+            # default would step it once per process per step under data parallelism.
+            step_scheduler_with_optimizer=False,
             log_with=list(train.trackers) or None,
             project_config=ProjectConfiguration(
                 project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")
@@ -181,6 +195,7 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         acc, train = self.accelerator, self.recipe.train
         self.unet.train()
+        lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step's update uses
         rows = []
         for micro in range(train.grad_accum):
             batch = self.data.batch(train.batch_size, step, acc.process_index, micro)
@@ -194,12 +209,13 @@ class Trainer:
                         acc.clip_grad_norm_(self.params, train.max_grad_norm)
                     )
                 self.optimizer.step()
-                self.lr_scheduler.step()
+                if acc.sync_gradients:
+                    self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["loss"] = loss.detach().item()
             rows.append(metrics)
         out = _gather_metrics(acc, _mean_metrics(rows))
-        out["lr"] = self.lr_scheduler.get_last_lr()[0]
+        out["lr"] = lr
         return out
 
     def run(self) -> Path:
@@ -216,7 +232,8 @@ class Trainer:
                     if train.trackers:
                         acc.log(metrics, step=step)
                 progress.update(step, metrics)
-                if step % train.checkpoint_every == 0 or step == train.max_steps:
+                periodic = train.checkpoint_every and step % train.checkpoint_every == 0
+                if periodic or step == train.max_steps:  # the final model is always saved
                     self.save_checkpoint(step)
         acc.wait_for_everyone()
         acc.end_training()

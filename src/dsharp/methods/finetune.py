@@ -35,7 +35,7 @@ class FineTune(TrainingMethod):
             raise ValueError("finetune needs image-text data (data.dataset or data.generator)")
         model = self.model
         with torch.no_grad():
-            x0 = model.encode_images(batch.images.to(model.device))
+            x0 = model.encode_images(batch.images.to(model.device), generator=generator)
             cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
         t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)

@@ -136,7 +136,7 @@ class SFTSharpening(_Sharpening):
             )
         model = self.model
         with torch.no_grad():
-            x0 = model.encode_images(batch.images.to(model.device), generator=None)
+            x0 = model.encode_images(batch.images.to(model.device), generator=generator)
             cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
         x0_n = x0.repeat_interleave(self.n, dim=0)
         rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)

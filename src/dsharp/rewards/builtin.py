@@ -20,3 +20,12 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             differentiable=False,
         )
     )
+    register(
+        RewardInfo(
+            name="mllm",
+            factory=lazy_factory("dsharp.rewards.mllm", "build_mllm_reward"),
+            description="Multimodal LLM grader on an OpenAI-compatible server: overall / 10 "
+            "over the paper's five aspects",
+            differentiable=False,
+        )
+    )

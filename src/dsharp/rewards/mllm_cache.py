@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,8 @@ class GradeCache:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout_s)
-        try:
+        with suppress(sqlite3.OperationalError):  # e.g. a file system without shared memory
             db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:  # e.g. a file system without shared memory
-            pass
         return db
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -91,7 +89,9 @@ class GradeCache:
         if not grades:
             return
         now = time.time()
-        rows = [(k, model, template, json.dumps(g, allow_nan=False), now) for k, g in grades.items()]
+        rows = [
+            (k, model, template, json.dumps(g, allow_nan=False), now) for k, g in grades.items()
+        ]
         with closing(self._connect()) as db, db:
             db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?, ?)", rows)
 

@@ -1,0 +1,205 @@
+"""Shared helpers of the model-based rewards: where weights come from, which device, options.
+
+Weights are named by a local path or a Hugging Face hub id. A local path that does not exist
+is an error naming the option (never a silent hub lookup); a hub id is fetched through the hub
+cache, and with ``HF_HUB_OFFLINE=1`` (read when the reward is built, not when the hub library
+was imported) only the cache is consulted. Every failure is a one-line :class:`RewardError`
+that names the reward and the option, so a recipe author knows what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dsharp.rewards.base import RewardError
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for cache-only loading."""
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def looks_local(source: str) -> bool:
+    """A path rather than a hub id: absolute, relative with ``./``, ``~``, or existing."""
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or Path(source).expanduser().exists()
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")  # a Windows drive
+    )
+
+
+def check_str(reward: str, option: str, value: Any, *, allow_none: bool = False) -> str | None:
+    """``value`` as a non-empty string (or ``None`` when allowed); else a ``ValueError``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            f"{reward} reward option {option!r} must be a non-empty string, got {value!r}"
+        )
+    return value.strip()
+
+
+def check_number(reward: str, option: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` as a finite float (``> 0`` with ``positive``); else a ``ValueError``."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(
+            f"{reward} reward option {option!r} must be a finite number, got {value!r}"
+        )
+    if positive and value <= 0:
+        raise ValueError(f"{reward} reward option {option!r} must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(reward: str, option: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; else a ``ValueError`` listing them."""
+    if value not in choices:
+        listing = ", ".join(repr(c) for c in choices)
+        raise ValueError(
+            f"{reward} reward option {option!r} must be one of {listing}, got {value!r}"
+        )
+    return value
+
+
+def resolve_device(reward: str, device: Any) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; any other value must be a torch device."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        return device
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"{reward} reward option 'device' must be 'auto' or a torch device, got {device!r}"
+        ) from e
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RewardError(
+            f"{reward} reward option 'device' is {device!r} but CUDA is not available"
+        )
+    return resolved
+
+
+def resolve_file(reward: str, option: str, source: str, filename: str | None = None) -> Path:
+    """A weights file from a local file, a local folder + ``filename``, or hub id + ``filename``."""
+    source = check_str(reward, option, source)
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if filename and (path / filename).is_file():
+            return path / filename
+        what = f"no {filename} in folder" if filename else "a folder, expected a file:"
+        raise RewardError(f"{reward} reward option {option!r}: {what} {path}")
+    if looks_local(source) or not filename:
+        raise RewardError(f"{reward} reward option {option!r}: file not found: {path}")
+    return Path(hub_download(reward, option, source, filename))
+
+
+def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:
+    """``hf_hub_download`` honouring ``HF_HUB_OFFLINE``; errors become one-line ``RewardError``."""
+    from huggingface_hub import hf_hub_download
+
+    offline = hub_offline()
+    try:
+        return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline)
+    except Exception as e:  # network, missing repo/file, not cached while offline
+        hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)" if offline else ""
+        raise RewardError(
+            f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
+            f"{repo_id!r}{hint}; give a local path instead ({_one_line(e)})"
+        ) from e
+
+
+def from_pretrained(
+    reward: str, option: str, loader: Callable[..., T], source: str, **kwargs: Any
+) -> T:
+    """``loader(source, **kwargs)`` for a local folder or a hub id, honouring
+    ``HF_HUB_OFFLINE``; a missing local folder or a failed load is a one-line ``RewardError``."""
+    source = check_str(reward, option, source)
+    path = Path(source).expanduser()
+    if looks_local(source) and not path.exists():
+        raise RewardError(f"{reward} reward option {option!r}: folder not found: {path}")
+    target = str(path) if path.exists() else source
+    offline = hub_offline()
+    if offline and not path.exists():
+        kwargs.setdefault("local_files_only", True)
+    try:
+        return loader(target, **kwargs)
+    except Exception as e:
+        hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)" if offline else ""
+        raise RewardError(
+            f"{reward} reward option {option!r}: cannot load {target!r}{hint} ({_one_line(e)})"
+        ) from e
+
+
+def load_state_dict(reward: str, option: str, path: Path) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a torch pickle (``weights_only``); a top-level
+    ``{"state_dict": ...}`` wrapper is unwrapped."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RewardError(
+            f"{reward} reward option {option!r}: cannot read weights {path}: {_one_line(e)}"
+        ) from e
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise RewardError(f"{reward} reward option {option!r}: {path} holds no state dict")
+    return dict(state)
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Keys without a leading ``prefix`` (``module.`` from DataParallel checkpoints)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def json_floats(values: torch.Tensor) -> list[float]:
+    """A 1-D tensor as a JSON-able list of floats (for ``info``)."""
+    return [float(v) for v in values.detach().float().cpu().tolist()]
+
+
+def check_batch(reward: str, n_images: int, prompts: Any) -> list[str]:
+    """The prompts as a list, one per image; else a ``ValueError``."""
+    if isinstance(prompts, str) or len(prompts) != n_images:
+        count = 1 if isinstance(prompts, str) else len(prompts)
+        raise ValueError(f"{reward} reward got {n_images} images but {count} prompts")
+    return [str(p) for p in prompts]
+
+
+def unique_prompts(prompts: list[str]) -> tuple[list[str], list[int]]:
+    """Distinct prompts in first-seen order and each prompt's index among them, so text is
+    encoded once per distinct prompt (trajectories of one prompt share it)."""
+    order = list(dict.fromkeys(prompts))
+    where = {p: i for i, p in enumerate(order)}
+    return order, [where[p] for p in prompts]

@@ -1,0 +1,638 @@
+"""The MLLM grader reward (``mllm``): a multimodal model on any OpenAI-compatible server.
+
+Each image is sent with its prompt and a rubric of the paper's five aspects (accuracy to
+the prompt; creativity and originality; visual quality and realism; consistency and
+cohesion; emotional or thematic resonance), each scored 0-10 with a short reason, plus an
+overall score, requested as JSON. The reward is ``overall / 10``; per-aspect scores, reasons
+and token counts go to ``info``.
+
+Robustness is explicit rather than left to the client: the ``openai`` client's own retries
+are off, and this module retries 408/409/429/5xx, timeouts, connection errors and unusable
+replies with exponential backoff. Structured output (``json_schema``) is used where the
+server accepts it; otherwise the JSON is dug out of the free text. A sample that still
+fails raises :class:`RewardError`, or, with ``on_error: missing``, scores NaN and is
+counted: a score is never invented. Grades are cached in SQLite (:mod:`.mllm_cache`).
+
+The API key is read from the environment variable named by ``api_key_env`` and never
+appears in logs, ``info``, the cache or error messages (every outgoing text is scrubbed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dsharp.rewards.base import RewardError, RewardImages
+from dsharp.rewards.json_extract import iter_json_objects
+from dsharp.rewards.mllm_cache import GradeCache, default_cache_path, grade_key
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_VERSION = "dsharp-grader-v1"  # bump when the prompt or schema changes: new cache keys
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+STRUCTURED_MODES = ("auto", "json_schema", "json_object", "none")
+_FALLBACK = {"json_schema": "json_object", "json_object": "none"}  # what 'auto' tries next
+_RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
+_RETRY_AFTER_CAP_S = 60.0
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCRUBBED = "<redacted>"
+
+# (key in the reply, the aspect as the paper names it, what the grader should look at)
+ASPECTS: tuple[tuple[str, str, str], ...] = (
+    (
+        "accuracy",
+        "accuracy to the prompt",
+        "are all objects, attributes, counts and relations of the prompt present and right?",
+    ),
+    (
+        "creativity",
+        "creativity and originality",
+        "is the interpretation imaginative and fresh rather than generic?",
+    ),
+    (
+        "visual_quality",
+        "visual quality and realism",
+        "sharpness, lighting, plausible anatomy and geometry, no artifacts",
+    ),
+    (
+        "consistency",
+        "consistency and cohesion",
+        "do style, perspective and elements fit together as one coherent image?",
+    ),
+    (
+        "resonance",
+        "emotional or thematic resonance",
+        "does the image carry the mood or theme that the prompt implies?",
+    ),
+)
+ASPECT_KEYS = tuple(key for key, _, _ in ASPECTS)
+# Stems that identify an aspect when a server without structured output renames the keys.
+_ALIASES = {
+    "accuracy": ("accura",),
+    "creativity": ("creativ", "original"),
+    "visual_quality": ("visual", "realism"),
+    "consistency": ("consisten", "cohes"),
+    "resonance": ("resonan", "emotion", "themat"),
+}
+
+SYSTEM_PROMPT = (
+    "You are a careful, consistent judge of AI-generated images. You grade how well an "
+    "image realises the text prompt it was generated from. Be critical and use the whole "
+    "0-10 range: 5 is mediocre, 9-10 is reserved for exceptional images."
+)
+
+
+def _example_reply() -> str:
+    parts = [f'"{key}": {{"reason": "<one sentence>", "score": <0-10>}}' for key in ASPECT_KEYS]
+    return "{" + ", ".join([*parts, '"overall": <0-10>']) + "}"
+
+
+def user_prompt(prompt: str) -> str:
+    """The grading instructions for one image generated from ``prompt`` (template v1)."""
+    lines = [
+        "Grade the attached image, which was generated from this prompt:",
+        "",
+        f"PROMPT: {json.dumps(prompt, ensure_ascii=False)}",
+        "",
+        "Score each of these five aspects from 0 (very poor) to 10 (excellent), with a short",
+        "reason of one sentence:",
+    ]
+    for i, (key, name, focus) in enumerate(ASPECTS, 1):
+        lines.append(f'{i}. "{key}": {name}: {focus}')
+    lines += [
+        'Then give "overall": your overall score for the image from 0 to 10 (fractions allowed).',
+        "",
+        "Reply with one JSON object and nothing else, in exactly this form:",
+        _example_reply(),
+    ]
+    return "\n".join(lines)
+
+
+def grade_schema() -> dict[str, Any]:
+    """The JSON schema of a reply, for servers that support ``json_schema`` output."""
+    aspect = {
+        "type": "object",
+        "properties": {"reason": {"type": "string"}, "score": {"type": "number"}},
+        "required": ["reason", "score"],
+        "additionalProperties": False,
+    }
+    properties: dict[str, Any] = {key: aspect for key in ASPECT_KEYS}
+    properties["overall"] = {"type": "number"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [*ASPECT_KEYS, "overall"],
+        "additionalProperties": False,
+    }
+
+
+def build_messages(prompt: str, data_url: str) -> list[dict[str, Any]]:
+    """Chat messages for one image: the system rubric, then the prompt text and the image."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": user_prompt(prompt)},
+                {"type": "image_url", "image_url": {"url": data_url}},
+            ],
+        },
+    ]
+
+
+def response_format(mode: str) -> dict[str, Any] | None:
+    """The ``response_format`` request field for a structured-output mode (``None``: omit)."""
+    if mode == "json_schema":
+        schema = {"name": "image_grade", "schema": grade_schema(), "strict": True}
+        return {"type": "json_schema", "json_schema": schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class GradeParseError(ValueError):
+    """A reply that holds no usable grade."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict):
+        for name in ("score", "rating", "value"):
+            if name in value:
+                return _number(value[name])
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _reason(value: Any) -> str:
+    if isinstance(value, dict):
+        for name in ("reason", "justification", "explanation", "rationale"):
+            if isinstance(value.get(name), str):
+                return value[name].strip()
+    return ""
+
+
+def _find(obj: dict[str, Any], key: str, stems: Sequence[str]) -> Any:
+    """``obj[key]``, else the value of a key containing one of ``stems`` (a scored one first)."""
+    if key in obj:
+        return obj[key]
+    matches = [v for name, v in obj.items() if any(stem in str(name).lower() for stem in stems)]
+    scored = [v for v in matches if _number(v) is not None]
+    return (scored or matches or [None])[0]
+
+
+def _score_in_range(value: Any, what: str) -> float:
+    score = _number(value)
+    if score is None:
+        raise GradeParseError(f"the reply's JSON has no numeric score for {what!r}")
+    if not math.isfinite(score) or not 0.0 <= score <= 10.0:
+        raise GradeParseError(f"the reply's score for {what!r} is {score}, outside 0-10")
+    return score
+
+
+def grade_from_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """``{"overall", "aspects", "reasons"}`` from a reply's JSON object, validated.
+
+    Every aspect and the overall score must be numbers in 0-10; the overall score is never
+    derived from the aspects, so a reply without one is rejected.
+    """
+    overall = _score_in_range(_find(obj, "overall", ("overall",)), "overall")
+    aspects, reasons = {}, {}
+    for key in ASPECT_KEYS:
+        value = _find(obj, key, _ALIASES[key])
+        aspects[key] = _score_in_range(value, key)
+        reasons[key] = _reason(value)
+    return {"overall": overall, "aspects": aspects, "reasons": reasons}
+
+
+def parse_grade(text: str | None) -> dict[str, Any]:
+    """The grade in a reply: plain JSON, fenced JSON, or JSON inside prose.
+
+    Raises :class:`GradeParseError` naming what is wrong when no candidate object is a
+    complete grade.
+    """
+    if not text or not text.strip():
+        raise GradeParseError("the reply is empty")
+    first_problem = None
+    for candidate in iter_json_objects(text):
+        try:
+            return grade_from_object(candidate)
+        except GradeParseError as e:
+            first_problem = first_problem or e
+    if first_problem is not None:
+        raise first_problem
+    raise GradeParseError("the reply has no JSON object")
+
+
+# --------------------------------------------------------------------------- the reward
+
+
+def _scrub(text: str, secret: str) -> str:
+    """``text`` on one line with ``secret`` replaced (short keys are not secrets worth it)."""
+    text = " ".join(str(text).split())
+    return text.replace(secret, _SCRUBBED) if secret and len(secret) >= 6 else text
+
+
+def _snippet(text: str | None, limit: int = 80) -> str:
+    text = " ".join((text or "").split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _pixel_hash(image: Image.Image) -> str:
+    """A hash of the pixels themselves, stable across PNG encoders and Pillow versions."""
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:RGB:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def _data_url(image: Image.Image, image_format: str) -> str:
+    buffer = io.BytesIO()
+    if image_format == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/{image_format};base64,{encoded}"
+
+
+@dataclass
+class _Outcome:
+    """What grading one image produced: a grade or an error, and what it cost."""
+
+    grade: dict[str, Any] | None = None
+    error: str = ""
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    """Validated options of the grader (everything but the key and the connection)."""
+
+    model: str
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    temperature: float = 0.0
+    structured_output: str = "auto"
+    image_format: str = "png"
+    max_tokens: int | None = None
+    on_error: str = "raise"
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+class MLLMGrader:
+    """The built ``mllm`` reward: ``(images, prompts, metadata) -> (overall / 10, info)``."""
+
+    differentiable = False
+
+    def __init__(
+        self, settings: GraderSettings, client: Any, cache: GradeCache | None, secret: str
+    ):
+        self.settings = settings
+        self._client = client
+        self._cache = cache
+        self._secret = secret
+        auto = settings.structured_output == "auto"  # start with the best, fall back on 400
+        self._mode = "json_schema" if auto else settings.structured_output
+        self._mode_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never the key, never the client (which holds it)
+        return f"MLLMGrader(model={self.settings.model!r}, structured_output={self._mode!r})"
+
+    # -- one request ------------------------------------------------------------------
+
+    def _request(self, prompt: str, data_url: str, mode: str) -> dict[str, Any]:
+        s = self.settings
+        request: dict[str, Any] = {
+            "model": s.model,
+            "messages": build_messages(prompt, data_url),
+            "temperature": s.temperature,
+        }
+        fmt = response_format(mode)
+        if fmt is not None:
+            request["response_format"] = fmt
+        if s.max_tokens is not None:
+            request["max_tokens"] = s.max_tokens
+        if s.extra_body:
+            request["extra_body"] = s.extra_body
+        return request
+
+    def _status_problem(self, error: Any) -> str:
+        body = getattr(error, "body", None)
+        detail = body.get("message", body) if isinstance(body, dict) else body
+        if detail is None:
+            return f"HTTP {error.status_code} from the server"
+        text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+        return f"HTTP {error.status_code} from the server: {_snippet(text, 160)}"
+
+    def _grade_one(self, prompt: str, image: Image.Image, stop: threading.Event) -> _Outcome:
+        """Grade one image, retrying what a retry can fix; never raises."""
+        import openai
+
+        s, out = self.settings, _Outcome()
+        data_url = _data_url(image, s.image_format)
+        mode, failures = self._mode, 0
+        while True:
+            if stop.is_set():
+                out.error = "not attempted: another sample had already failed"
+                return out
+            out.requests += 1
+            retry_after = 0.0
+            try:
+                reply = self._client.chat.completions.create(
+                    **self._request(prompt, data_url, mode)
+                )
+            except openai.APIStatusError as e:
+                code = e.status_code
+                if code in (400, 422) and s.structured_output == "auto" and mode in _FALLBACK:
+                    log.info("mllm: server rejected response_format %s (HTTP %s)", mode, code)
+                    mode = _FALLBACK[mode]  # a capability probe, not a failure: no retry spent
+                    continue
+                problem = self._status_problem(e)
+                if code not in _RETRY_STATUS and code < 500:
+                    if code in (400, 422) and mode != "none":
+                        problem += f" (the server may not support structured_output={mode!r})"
+                    out.error = problem
+                    return out
+                retry_after = _retry_after(e)
+            except openai.APITimeoutError:
+                problem = f"no reply within timeout_s={s.timeout_s:g}"
+            except openai.APIConnectionError as e:
+                cause = e.__cause__ or e
+                problem = f"cannot reach the server ({type(cause).__name__}: {cause})"
+            except Exception as e:  # a client-side bug or odd reply: report, do not crash peers
+                problem = f"request failed ({type(e).__name__}: {e})"
+            else:
+                self._remember_mode(mode)
+                usage = getattr(reply, "usage", None)
+                out.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+                out.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+                choice = reply.choices[0] if reply.choices else None
+                text = choice.message.content if choice is not None else None
+                try:
+                    out.grade = parse_grade(text)
+                    return out
+                except GradeParseError as e:
+                    cut = (
+                        " (cut off at max_tokens)"
+                        if choice and choice.finish_reason == "length"
+                        else ""
+                    )
+                    problem = f"unusable reply: {e}{cut}; reply: {_snippet(text)}"
+            if failures >= s.max_retries:
+                tries = failures + 1
+                out.error = f"{problem} (after {tries} attempt{'s' if tries > 1 else ''})"
+                return out
+            delay = max(s.backoff_s * 2**failures, min(retry_after, _RETRY_AFTER_CAP_S))
+            failures += 1
+            out.retries += 1
+            log.info(
+                "mllm: %s; retry %d/%d in %.2fs",
+                _scrub(problem, self._secret),
+                failures,
+                s.max_retries,
+                delay,
+            )
+            stop.wait(delay)
+
+    def _remember_mode(self, mode: str) -> None:
+        if mode != self._mode:
+            with self._mode_lock:
+                if STRUCTURED_MODES.index(mode) > STRUCTURED_MODES.index(self._mode):
+                    log.info("mllm: using structured_output=%s for this server", mode)
+                    self._mode = mode
+
+    # -- a batch ----------------------------------------------------------------------
+
+    def _grade_all(self, jobs: dict[str, tuple[str, Image.Image]]) -> dict[str, _Outcome]:
+        """Grade each unique (key -> prompt, image) concurrently; in 'raise' mode the first
+        failure stops requests not yet started, so a dead server fails fast."""
+        if not jobs:
+            return {}
+        stop = threading.Event()
+        fail_fast = self.settings.on_error == "raise"
+
+        def work(item: tuple[str, tuple[str, Image.Image]]) -> tuple[str, _Outcome]:
+            key, (prompt, image) = item
+            outcome = self._grade_one(prompt, image, stop)
+            if outcome.grade is None and fail_fast:
+                stop.set()
+            return key, outcome
+
+        workers = min(self.settings.max_concurrency, len(jobs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsharp-mllm") as pool:
+            return dict(pool.map(work, jobs.items()))
+
+    def __call__(
+        self, images: RewardImages, prompts: Sequence[str], metadata: Sequence[dict[str, Any]]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        import torch
+
+        s, batch = self.settings, len(images)
+        if len(prompts) != batch:
+            raise RewardError(f"mllm: got {batch} images but {len(prompts)} prompts")
+        pils = images.pil
+        keys = [
+            grade_key(_pixel_hash(im), str(p), s.model, s.image_format, TEMPLATE_VERSION)
+            for im, p in zip(pils, prompts, strict=True)
+        ]
+        cached = self._cache.get_many(keys) if self._cache is not None else {}
+        jobs: dict[str, tuple[str, Image.Image]] = {}
+        for key, im, p in zip(keys, pils, prompts, strict=True):
+            if key not in cached and key not in jobs:
+                jobs[key] = (str(p), im)  # identical (image, prompt) pairs cost one request
+        outcomes = self._grade_all(jobs)
+        fresh = {k: o.grade for k, o in outcomes.items() if o.grade is not None}
+        if self._cache is not None and fresh:
+            self._cache.put_many(fresh, s.model, TEMPLATE_VERSION)  # kept even if we raise
+        grades = {**cached, **fresh}
+
+        errors = [
+            f"sample {i}: {_scrub(outcomes[k].error, self._secret)}"
+            for i, k in enumerate(keys)
+            if k not in grades
+        ]
+        if errors and s.on_error == "raise":
+            raise RewardError(
+                f"mllm grader ({s.model}) could not score {len(errors)} of {batch} images; "
+                f"first: {errors[0]}"
+            )
+        for line in errors:
+            log.warning("mllm: marked missing: %s", line)
+
+        per_sample = [grades.get(k) for k in keys]
+        scores = [g["overall"] / 10.0 if g else math.nan for g in per_sample]
+        info: dict[str, Any] = {
+            "model": s.model,
+            "template": TEMPLATE_VERSION,
+            "structured_output": self._mode,
+            "overall": [g["overall"] if g else None for g in per_sample],
+            "aspects": {
+                a: [g["aspects"][a] if g else None for g in per_sample] for a in ASPECT_KEYS
+            },
+            "reasons": [g["reasons"] if g else None for g in per_sample],
+            "cached": sum(k in cached for k in keys),
+            "requests": sum(o.requests for o in outcomes.values()),
+            "retries": sum(o.retries for o in outcomes.values()),
+            "prompt_tokens": sum(o.prompt_tokens for o in outcomes.values()),
+            "completion_tokens": sum(o.completion_tokens for o in outcomes.values()),
+            "missing": len(errors),
+        }
+        if errors:
+            info["errors"] = errors[:8]
+        device = images.tensor.device
+        return torch.tensor(scores, dtype=torch.float32, device=device), info
+
+
+def _retry_after(error: Any) -> float:
+    """The server's ``Retry-After`` in seconds (numeric form only), else 0."""
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _bad(option: str, reason: str) -> RewardError:
+    return RewardError(f"mllm: option {option!r}: {reason}")
+
+
+def _int_option(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(name, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float_option(name: str, value: Any, minimum: float, positive: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (positive and value <= 0):
+        bound = "> 0" if positive else f">= {minimum:g}"
+        raise _bad(name, f"expected a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _read_key(api_key_env: Any) -> tuple[str, str]:
+    """(variable name, key); errors never echo a value that could itself be a key."""
+    if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
+        hint = (
+            " (a saved recipe hides it: set it again)"
+            if api_key_env == "<redacted>"
+            else " (it holds the NAME of the variable, never the key itself)"
+        )
+        raise _bad("api_key_env", f"not an environment variable name{hint}")
+    key = os.environ.get(api_key_env, "").strip()
+    if not key:
+        raise RewardError(
+            f"mllm: environment variable {api_key_env} is not set: the grader reads its API "
+            "key from it (for a local server without auth set it to any value, e.g. 'none')"
+        )
+    return api_key_env, key
+
+
+def _resolve_base_url(base_url: Any) -> str:
+    if base_url is None or base_url == "":
+        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise _bad("base_url", "expected an http:// or https:// URL")
+    return base_url
+
+
+def _resolve_cache(cache_path: Any) -> GradeCache | None:
+    if isinstance(cache_path, str) and cache_path.strip().lower() == "none":
+        return None
+    if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
+        raise _bad("cache_path", f"expected a file path or 'none', got {cache_path!r}")
+    try:
+        return GradeCache(cache_path if cache_path is not None else default_cache_path())
+    except OSError as e:
+        raise _bad("cache_path", str(e)) from None
+
+
+def build_mllm_reward(
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    max_concurrency: int = 8,
+    timeout_s: float = 60.0,
+    max_retries: int = 4,
+    backoff_s: float = 1.0,
+    temperature: float = 0.0,
+    structured_output: str = "auto",
+    cache_path: str | None = None,
+    image_format: str = "png",
+    max_tokens: int | None = None,
+    extra_body: dict[str, Any] | None = None,
+    on_error: str = "raise",
+) -> MLLMGrader:
+    """Build the grader from recipe options (see the module docstring for the behaviour).
+
+    ``base_url`` defaults to ``$OPENAI_BASE_URL``, then OpenAI's own; the key comes from the
+    variable ``api_key_env`` names. ``cache_path`` defaults to ``$DSHARP_CACHE/mllm.sqlite``
+    (or ``~/.cache/dsharp/mllm.sqlite``); ``"none"`` disables the cache. ``extra_body`` is
+    merged into each request, for server-specific fields.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise _bad("model", "required: the grader model's name on the server (e.g. gpt-4o)")
+    if structured_output not in STRUCTURED_MODES:
+        raise _bad("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
+    if image_format not in ("png", "jpeg"):
+        raise _bad("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
+    if on_error not in ("raise", "missing"):
+        raise _bad("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise _bad("extra_body", "expected a mapping of extra request fields")
+    settings = GraderSettings(
+        model=model.strip(),
+        max_concurrency=_int_option("max_concurrency", max_concurrency, 1),
+        timeout_s=_float_option("timeout_s", timeout_s, 0.0, positive=True),
+        max_retries=_int_option("max_retries", max_retries, 0),
+        backoff_s=_float_option("backoff_s", backoff_s, 0.0),
+        temperature=_float_option("temperature", temperature, 0.0),
+        structured_output=structured_output,
+        image_format=image_format,
+        max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
+        on_error=on_error,
+        extra_body=dict(extra_body or {}),
+    )
+    _, key = _read_key(api_key_env)
+    url = _resolve_base_url(base_url)
+    cache = _resolve_cache(cache_path)
+    import openai
+
+    client = openai.OpenAI(api_key=key, base_url=url, max_retries=0, timeout=settings.timeout_s)
+    return MLLMGrader(settings, client, cache, key)

@@ -1,0 +1,265 @@
+"""The `dsharp train`, `sample`, `eval` and `compare` commands end to end, on tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.config import load_recipe
+from dsharp.io import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+FAMILIES = ["sd", "sdxl"]
+METHODS = ["rlhf_sharpening", "sft_sharpening"]
+
+
+def _invoke(args: list[str]):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tiny_sd_dir: Path, tiny_sdxl_dir: Path) -> dict[str, Path]:
+    return {"sd": tiny_sd_dir, "sdxl": tiny_sdxl_dir}
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory: pytest.TempPathFactory, model_dirs: dict[str, Path]):
+    """``dsharp train recipes/tiny/METHOD.yaml`` for 2 steps on a tiny model, once per
+    (family, method) in this module; returns the run folder and the command's result."""
+    done: dict[tuple[str, str], tuple[Path, object]] = {}
+
+    def run(family: str, method: str):
+        if (family, method) not in done:
+            out = tmp_path_factory.mktemp("runs") / f"{family}-{method}"
+            args = ["train", RECIPES / "tiny" / f"{method}.yaml", "--no-progress"]
+            args += [f"model.pretrained={model_dirs[family]}", f"output_dir={out}"]
+            done[family, method] = (out, _invoke(args + ["train.max_steps=2"]))
+        return done[family, method]
+
+    return run
+
+
+# --------------------------------------------------------------------------- train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, family, method):
+    run, result = train_run(family, method)
+    assert result.exit_code == 0, result.output
+    assert f"run folder: {run}" in result.stdout
+
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert isinstance(row["reward"], float) and isinstance(row["loss"], float)
+        assert np.isfinite(row["loss"]) and row["lr"] == pytest.approx(1e-5)
+        assert row["reward_missing"] == 0
+
+    saved = load_recipe(run / "recipe.yaml", validate_files=False)
+    assert saved.method.name == method
+    assert saved.model.pretrained == str(model_dirs[family])
+    assert saved.train.max_steps == 2 and saved.output_dir == str(run)
+
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == ["step-000001", "step-000002"]
+    for step, name in enumerate(checkpoints, start=1):
+        folder = run / "checkpoints" / name
+        state = json.loads((folder / "trainer_state.json").read_text())
+        assert state == {"step": step, "seed": 0, "method": method}
+        assert (folder / "model" / "unet" / "config.json").is_file()
+        assert (folder / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+        assert (folder / "optimizer.bin").is_file() and (folder / "scheduler.bin").is_file()
+
+
+# --------------------------------------------------------------------------- recipe errors
+
+_CHECK_IMPORTS = """
+import sys
+try:
+    from dsharp.cli import main
+    sys.argv = ["dsharp", *sys.argv[1:]]
+    main()
+finally:
+    heavy = [m for m in ("diffusers", "transformers", "accelerate") if m in sys.modules]
+    print("heavy modules:", ",".join(heavy) or "none")
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "override", "expected"),
+    [
+        (
+            ("  max_steps: 2", "  max_stesp: 2"),
+            None,
+            "train.max_stesp: unknown key, did you mean 'max_steps'?",
+        ),
+        (None, "rewards.0.name=no_such_reward", "rewards.0.name: unknown reward 'no_such_reward'"),
+        (None, "method.name=no_such_method", "method.name: unknown method 'no_such_method'"),
+        (None, "data.prompts_file=/no/such/prompts.txt", "data.prompts_file: file not found"),
+    ],
+    ids=["misspelled-key", "unknown-reward", "unknown-method", "missing-prompts-file"],
+)
+def test_recipe_errors_fail_in_one_line_before_any_model_loads(
+    tmp_path, tiny_sd_dir, edit, override, expected
+):
+    recipe = tmp_path / "recipe.yaml"
+    text = (RECIPES / "tiny" / "rlhf_sharpening.yaml").read_text()
+    if edit is not None:
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1])
+    recipe.write_text(text)
+    out = tmp_path / "run"
+    args = [str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={out}"]
+    if override:
+        args.append(override)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK_IMPORTS, "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"recipe error: {recipe}: ")
+    assert expected in lines[0]
+    assert not out.exists()
+    assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def _pipeline_images(family: str, folder: Path, prompts, seeds) -> np.ndarray:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if family == "sdxl":
+        pipe = StableDiffusionXLPipeline.from_pretrained(folder, add_watermarker=False)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    pipe.scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompts,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
+        output_type="np",
+    ).images
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, family):
+    out = tmp_path / "png"
+    args = ["sample", "--model", model_dirs[family], "--prompt", "a", "--prompt", "b"]
+    args += ["--seed", "3", "--steps", "4", "--guidance", "5", "--height", "64", "--width", "64"]
+    args += ["--out", out, "--device", "cpu"]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    names = ["0000-seed3-a.png", "0001-seed4-b.png"]
+    assert [Path(p).name for p in summary["images"]] == names
+    assert summary["nfe_per_image"] == 8  # 4 steps x 2 (classifier-free guidance)
+    assert sorted(p.name for p in out.iterdir()) == names
+
+    ours = np.stack([np.asarray(Image.open(out / n).convert("RGB")) for n in names])
+    theirs = _pipeline_images(family, model_dirs[family], ["a", "b"], [3, 4])
+    assert ours.shape == theirs.shape == (2, 64, 64, 3)
+    assert np.abs(ours / 255.0 - theirs).max() <= 2 / 255
+    assert np.abs(ours[0].astype(int) - ours[1].astype(int)).max() > 10  # seeds differ
+
+
+def test_sample_needs_exactly_one_model_source(tmp_path):
+    result = _invoke(["sample", "--prompt", "a", "--out", tmp_path])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
+
+
+# --------------------------------------------------------------------------- eval, compare
+
+
+@pytest.fixture
+def prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("# shapes-world prompts\na red square\r\n\r\na blue circle\n")
+    return path
+
+
+def _eval(model: Path, prompts: Path, *extra) -> dict:
+    args = ["eval", "--model", model, "--prompts", prompts, "--reward", "shapes"]
+    args += ["--seeds", "2", "--steps", "2", "--device", "cpu", "--json", *extra]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
+    first = _eval(tiny_sd_dir, prompt_file, "--out", tmp_path / "base.json")
+    assert first["n_images"] == 4 and first["n_prompts"] == 2 and first["seeds"] == [0, 1]
+    assert first["rewards"] == ["shapes"] and first["model"] == str(tiny_sd_dir)
+    stats = first["metrics"]["shapes"]
+    assert set(stats) == {"mean", "std", "ci95", "n"} and stats["n"] == 4
+    assert 0.0 <= stats["mean"] <= 1.0 and first["overall"] == pytest.approx(stats["mean"])
+    assert first["nfe_per_image"] == 4 and 0.0 <= first["strict"] <= 1.0
+    assert json.loads((tmp_path / "base.json").read_text()) == first
+
+    # the same seeds give the same images, hence the same scores
+    again = _eval(tiny_sd_dir, prompt_file, "--guidance", "5", "--out", tmp_path / "again.json")
+    assert again["metrics"] == first["metrics"]
+    _eval(tiny_sd_dir, prompt_file, "--guidance", "1", "--out", tmp_path / "noguid.json")
+
+    out = tmp_path / "cmp"
+    result = _invoke(
+        ["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out]
+    )
+    assert result.exit_code == 0, result.output
+    table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
+    assert table[0] == ["run", "overall", "strict", "shapes", "nfe/image"]
+    assert [row[0] for row in table[1:]] == ["base", "noguid"]
+    assert float(table[1][1]) == pytest.approx(first["overall"])
+    markdown = (out / "compare.md").read_text().splitlines()
+    assert markdown[0] == "| run | overall | strict | shapes | nfe/image |"
+    assert len(markdown) == 4
+    assert markdown[2].startswith("| base | ")
+
+
+def test_compare_reports_a_missing_source_in_one_line(tmp_path):
+    result = _invoke(["compare", tmp_path / "nope.json", "--out", tmp_path])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope.json'}: no such file or folder"
+
+
+@pytest.mark.slow
+def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_run, tmp_path):
+    run, result = train_run("sd", "rlhf_sharpening")
+    assert result.exit_code == 0, result.output
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\n")
+    args = ["eval", "--checkpoint", run, "--prompts", prompts, "--seeds", "1", "--steps", "2"]
+    result = _invoke(args + ["--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "eval-rewards.json").read_text())
+    assert written["rewards"] == ["shapes"] and written["n_images"] == 1
+    result = _invoke(["compare", run, "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith(f"{run.name},")

@@ -1,0 +1,515 @@
+"""The training engine and the Diffusion-Sharpening methods, on tiny SD models on the CPU.
+
+Method mechanics are checked with a deterministic fake reward (mean image brightness)
+registered through the real plugin manager: which trajectories win, which UNet calls carry
+gradients, how often the reward runs, the loss value at the reference, regression targets
+and missing scores. Engine tests cover resume (bit-for-bit against an uninterrupted run),
+checkpoints, LoRA runs and the learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dsharp.config import RewardSpec, load_recipe
+from dsharp.io import read_jsonl
+from dsharp.methods import sharpening
+from dsharp.methods.base import Batch
+from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
+from dsharp.models import load_model
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardError, RewardInfo
+from dsharp.rewards.combine import CombinedReward
+from dsharp.rewards.hookspecs import hookimpl
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+PROMPTS = ["a red square", "a blue circle"]
+N = 3  # trajectories per prompt in the method tests
+STRIDE = 250  # 1000 // infer_steps (4)
+
+
+# --------------------------------------------------------------------------- fake reward
+
+
+class BrightnessReward:
+    """Mean pixel value of each image: deterministic and different for every sample.
+
+    ``nan_trajectory`` / ``nan_prompt``: score NaN for that trajectory index (from the
+    metadata the methods attach) or that prompt, to simulate samples a reward cannot score.
+    Every call is recorded in the class-level ``calls`` list.
+    """
+
+    differentiable = False
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, nan_trajectory: int = -1, nan_prompt: str = "", on_error: str = "raise"):
+        self.nan_trajectory, self.nan_prompt, self.on_error = nan_trajectory, nan_prompt, on_error
+
+    def __call__(self, images, prompts, metadata):
+        scores = images.tensor.float().mean(dim=(1, 2, 3))
+        for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
+            if meta.get("trajectory") == self.nan_trajectory or prompt == self.nan_prompt:
+                scores[i] = float("nan")
+        BrightnessReward.calls.append(
+            {"scores": scores.clone(), "prompts": list(prompts), "metadata": list(metadata)}
+        )
+        return scores, {}
+
+
+class BrightnessPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="test_brightness", factory=BrightnessReward))
+
+
+@pytest.fixture
+def brightness():
+    """Register the fake reward with the real plugin manager; unregister it after."""
+    plugins.load_plugins()
+    plugins.pm.register(BrightnessPlugin(), name="test-brightness-plugin")
+    BrightnessReward.calls.clear()
+    try:
+        yield BrightnessReward.calls
+    finally:
+        plugins.pm.unregister(name="test-brightness-plugin")
+        BrightnessReward.calls.clear()
+
+
+def _reward(on_error: str = "raise", **options: Any) -> CombinedReward:
+    return CombinedReward([RewardSpec(name="test_brightness", on_error=on_error, options=options)])
+
+
+# --------------------------------------------------------------------------- spies
+
+
+@pytest.fixture(scope="module")
+def sd_model(tiny_sd_dir):
+    """One full-fine-tuning tiny SD model; method tests never step an optimizer on it."""
+    model = load_model(str(tiny_sd_dir))
+    model.prepare_reference()  # before any hook is registered, so the copy has none
+    return model
+
+
+class UNetSpy:
+    """Forward-pre-hook on ``model.unet``: records grad mode and inputs of each call."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self.calls: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+        self.handle = unet.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        sample, timestep = args[0], args[1]
+        self.calls.append((torch.is_grad_enabled(), sample.detach().clone(), timestep.clone()))
+
+    @property
+    def grad_calls(self) -> list[tuple[bool, torch.Tensor, torch.Tensor]]:
+        return [c for c in self.calls if c[0]]
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+@pytest.fixture
+def spies(sd_model, monkeypatch):
+    """Capture the rollout, the selection and every UNet call of one ``compute_loss``."""
+    seen: dict[str, Any] = {}
+    roll_out, select = sharpening.roll_out, sharpening.select_per_prompt
+
+    def spy_roll_out(*args, **kwargs):
+        seen["rollout"] = roll_out(*args, **kwargs)
+        return seen["rollout"]
+
+    def spy_select(returns, n):
+        best, worst, usable = select(returns, n)
+        seen.update(returns=returns.clone(), best=best, worst=worst, usable=usable)
+        return best, worst, usable
+
+    monkeypatch.setattr(sharpening, "roll_out", spy_roll_out)
+    monkeypatch.setattr(sharpening, "select_per_prompt", spy_select)
+    spy = UNetSpy(sd_model.unet)
+    seen["unet"] = spy
+    try:
+        yield seen
+    finally:
+        spy.remove()
+        sd_model.unet.zero_grad(set_to_none=True)
+
+
+def _batch() -> Batch:
+    return Batch(
+        prompts=list(PROMPTS),
+        cond_prompts=list(PROMPTS),
+        metadata=[{"prompt_index": i} for i in range(len(PROMPTS))],
+    )
+
+
+def _image_batch() -> Batch:
+    # Left half dark, right half bright, different per prompt: a stand-in for data images.
+    images = torch.zeros(len(PROMPTS), 3, 64, 64)
+    images[0, :, :, 32:] = 0.8
+    images[1, :, 16:48, 16:48] = 0.6
+    batch = _batch()
+    batch.images = images
+    return batch
+
+
+def _rlhf(model, reward, t_range=(500, 1000), **kwargs) -> RLHFSharpening:
+    options = dict(n=N, m=2, infer_steps=4, beta=2500.0, guidance=5.0)
+    options.update(kwargs)
+    return RLHFSharpening(
+        model, reward, 64, 64, timestep_min=t_range[0], timestep_max=t_range[1], **options
+    )
+
+
+def _sft(model, reward, t_range=(500, 1000), **kwargs) -> SFTSharpening:
+    options = dict(n=N, m=2, infer_steps=4)
+    options.update(kwargs)
+    return SFTSharpening(
+        model, reward, 64, 64, timestep_min=t_range[0], timestep_max=t_range[1], **options
+    )
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _chosen_pairs(rollout, trajectories: torch.Tensor) -> Counter:
+    """(step, trajectory) pairs that a recompute of ``trajectories`` must cover."""
+    return Counter(
+        (j, int(k))
+        for k in trajectories.tolist()
+        for j in range(rollout.m)
+        if bool(rollout.valid[j, k])
+    )
+
+
+def _matched_pairs(rollout, sample: torch.Tensor, timestep: torch.Tensor) -> Counter:
+    """Which rollout state each row of a UNet call's input is (exact equality)."""
+    found: Counter = Counter()
+    for row, t in zip(sample, timestep, strict=True):
+        hits = [
+            (j, k)
+            for j in range(rollout.m)
+            for k in range(rollout.states.shape[1])
+            if torch.equal(rollout.states[j, k], row) and int(rollout.timesteps[j, k]) == int(t)
+        ]
+        assert hits, "a grad-enabled UNet input is not a state of the rollout"
+        found[hits[0]] += 1
+    return found
+
+
+def _path_returns(calls: list[dict[str, Any]], num_prompts: int, n: int) -> torch.Tensor:
+    """Mean step reward per trajectory, rebuilt from what the reward was called with."""
+    sums, counts = torch.zeros(num_prompts * n), torch.zeros(num_prompts * n)
+    for call in calls:
+        for score, meta in zip(call["scores"], call["metadata"], strict=True):
+            idx = meta["prompt_index"] * n + meta["trajectory"]
+            sums[idx] += score
+            counts[idx] += 1
+    return sums / counts
+
+
+# --------------------------------------------------------------------------- method mechanics
+
+
+@pytest.mark.parametrize(("t_range", "steps"), [((0, STRIDE), 1), ((500, 1000), 2)])
+def test_rlhf_selects_per_prompt_and_recomputes_only_the_chosen_pair(
+    sd_model, brightness, spies, t_range, steps
+):
+    method = _rlhf(sd_model, _reward(), t_range=t_range)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen())
+    rollout, returns = spies["rollout"], spies["returns"]
+    best, worst = spies["best"], spies["worst"]
+
+    # the reward ran once per trajectory step that has a valid sample, over all trajectories
+    assert int(rollout.valid.any(1).sum()) == steps
+    assert len(brightness) == steps
+    assert [len(c["prompts"]) for c in brightness] == [len(PROMPTS) * N] * steps
+    assert sorted(c["metadata"][0]["trajectory_step"] for c in brightness) == list(range(steps))
+    # path rewards are the mean of the step rewards, laid out prompt-major
+    torch.testing.assert_close(returns, _path_returns(brightness, len(PROMPTS), N))
+    # winner and loser of each prompt are among that prompt's own trajectories
+    for i in range(len(PROMPTS)):
+        block = returns[i * N : (i + 1) * N]
+        assert i * N <= int(best[i]) < (i + 1) * N and i * N <= int(worst[i]) < (i + 1) * N
+        assert returns[best[i]] == block.max() and returns[worst[i]] == block.min()
+    assert metrics["reward_best"] == pytest.approx(returns[best].mean().item())
+    assert metrics["reward_worst"] == pytest.approx(returns[worst].mean().item())
+
+    # generation (4 DDIM steps) and the m-step rollout run without grad; then exactly one
+    # grad-enabled call covers every valid step of the best and worst trajectories
+    calls = spies["unet"].calls
+    assert len(calls) == 4 + 2 + 1
+    grad = spies["unet"].grad_calls
+    assert len(grad) == 1
+    _, sample, timestep = grad[0]
+    chosen = torch.cat([best, worst])
+    assert _matched_pairs(rollout, sample, timestep) == _chosen_pairs(rollout, chosen)
+    assert loss.requires_grad and math.isfinite(loss.item())
+
+
+def test_rlhf_loss_at_the_reference_is_log2_without_a_reward_margin(sd_model, brightness, spies):
+    """With the policy equal to the reference, every usable pair's DPO loss is log 2: the
+    public code's constant reward-margin term (R_b - R_w) must not be there."""
+    method = _rlhf(sd_model, _reward())
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(1))
+    returns, best, worst = spies["returns"], spies["best"], spies["worst"]
+    assert metrics["pairs"] == len(PROMPTS)
+    assert (returns[best] - returns[worst] > 0).all()  # a margin term would show up
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["implicit_acc"] == 0.0  # zero margin everywhere
+    loss.backward()
+    grads = [p.grad for p in sd_model.unet.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness, spies):
+    method = _sft(sd_model, _reward())
+    loss, metrics = method.compute_loss(_image_batch(), sd_model.unet, _gen(2))
+    rollout, best = spies["rollout"], spies["best"]
+    assert len(brightness) == int(rollout.valid.any(1).sum())
+    calls = spies["unet"].calls
+    assert len(calls) == 2 + 1  # m rollout steps without grad, one recompute with grad
+    assert [c[0] for c in calls] == [False, False, True]
+    _, sample, timestep = calls[-1]
+    assert _matched_pairs(rollout, sample, timestep) == _chosen_pairs(rollout, best)
+    assert loss.item() == pytest.approx(metrics["winner_mse"], rel=1e-5)
+    # trajectories start from the encoded data latents, n per image
+    assert rollout.x0.shape == (len(PROMPTS) * N, 4, 8, 8)
+    torch.testing.assert_close(rollout.x0[0], rollout.x0[N - 1])
+
+
+def test_consistent_and_original_targets_agree_at_step_zero_only(sd_model, brightness, spies):
+    method = _sft(sd_model, _reward(), t_range=(500, 1000))
+    method.compute_loss(_image_batch(), sd_model.unet, _gen(3))
+    rollout = spies["rollout"]
+    assert bool(rollout.valid.all())  # t >= 500 and stride 250: both steps valid
+    traj = torch.arange(rollout.states.shape[1])
+    for j in range(rollout.m):
+        step = torch.full_like(traj, j)
+        original = rollout.targets_at("original", method.tables, step, traj)
+        consistent = rollout.targets_at("consistent", method.tables, step, traj)
+        if j == 0:
+            torch.testing.assert_close(consistent, original, rtol=0, atol=1e-4)
+        else:
+            assert (consistent - original).abs().max() > 0.1
+    with pytest.raises(ValueError, match="unknown regression target"):
+        rollout.targets_at("nope", method.tables, traj, traj)
+
+
+@pytest.mark.parametrize(("t_range", "same"), [((0, STRIDE), True), ((500, 1000), False)])
+def test_target_option_changes_the_loss_only_past_step_zero(sd_model, brightness, t_range, same):
+    losses = {}
+    for target in ("consistent", "original"):
+        method = _sft(sd_model, _reward(), t_range=t_range, target=target)
+        with torch.no_grad():
+            losses[target] = method.compute_loss(_image_batch(), sd_model.unet, _gen(4))[0].item()
+    if same:  # t < stride: one step only, where both targets are the drawn noise
+        assert losses["consistent"] == pytest.approx(losses["original"], rel=1e-4)
+    else:
+        assert abs(losses["consistent"] - losses["original"]) > 1e-4 * losses["original"]
+
+
+def test_missing_rewards_never_win_and_are_counted(sd_model, brightness, spies):
+    reward = _reward(on_error="missing", nan_trajectory=0, nan_prompt=PROMPTS[1])
+    method = _rlhf(sd_model, reward)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(5))
+    returns, best, worst, usable = (spies[k] for k in ("returns", "best", "worst", "usable"))
+    # prompt 0 lost trajectory 0; prompt 1 lost all three
+    assert torch.isnan(returns).tolist() == [True, False, False, True, True, True]
+    assert metrics["reward_missing"] == 4
+    assert int(best[0]) in (1, 2) and int(worst[0]) in (1, 2) and best[0] != worst[0]
+    assert usable.tolist() == [True, False]
+    assert metrics["pairs"] == 1
+    assert math.isfinite(metrics["reward"]) and math.isfinite(loss.item())
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # only the usable pair counts
+
+
+def test_nan_reward_with_on_error_raise_stops(sd_model, brightness):
+    method = _rlhf(sd_model, _reward(nan_trajectory=1))
+    with pytest.raises(RewardError, match="NaN"):
+        method.compute_loss(_batch(), sd_model.unet, _gen(6))
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+# The smallest RLHF run that still has a best/worst pair: one prompt, two trajectories.
+SMALL = ("train.batch_size=1", "method.n=2")
+
+
+def _recipe(name: str, model_dir: Path, out: Path, *overrides: str):
+    return load_recipe(
+        RECIPES / "tiny" / f"{name}.yaml",
+        [f"model.pretrained={model_dir}", f"output_dir={out}", *overrides],
+    )
+
+
+def _train(recipe):
+    from dsharp.engine import Trainer
+
+    trainer = Trainer(recipe, progress=False)
+    trainer.run()
+    return trainer
+
+
+def _unet_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_sd_dir, brightness, tmp_path):
+    # lr high enough that a wrong optimizer, scheduler or RNG state shows; a warmup so that
+    # a scheduler restarted from zero would change steps 3 and 4; a reward without ties, so
+    # that every step has a preference pair to learn from
+    common = (
+        "train.lr=1e-3",
+        "train.warmup_steps=2",
+        "rewards.0.name=test_brightness",
+        *SMALL,
+    )
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, resumed, *common, "train.max_steps=2"))
+    after_two = _unet_weights(resumed / "checkpoints" / "step-000002")
+
+    # a crash while writing checkpoint 3 left its temp folder behind, complete-looking
+    stale = resumed / "checkpoints" / ".step-000003.tmp"
+    (stale / "model").mkdir(parents=True)
+    (stale / "trainer_state.json").write_text(json.dumps({"step": 3}))
+
+    trainer = _train(
+        _recipe(
+            "rlhf_sharpening",
+            tiny_sd_dir,
+            resumed,
+            *common,
+            "train.max_steps=4",
+            "train.resume=latest",
+        )
+    )
+    assert trainer.start_step == 2
+    _train(
+        _recipe(
+            "rlhf_sharpening",
+            tiny_sd_dir,
+            straight,
+            *common,
+            "train.max_steps=4",
+            "train.checkpoint_every=0",
+        )
+    )
+
+    rows = read_jsonl(resumed / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    names = sorted(p.name for p in (resumed / "checkpoints").iterdir())
+    assert names == [f"step-{s:06d}" for s in (1, 2, 3, 4)]  # the stale temp folder is gone
+    # checkpoint_every=0: no periodic checkpoints, but the final model is saved
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["step-000004"]
+
+    final_resumed = _unet_weights(resumed / "checkpoints" / "step-000004")
+    final_straight = _unet_weights(straight / "checkpoints" / "step-000004")
+    assert _max_diff(final_resumed, after_two) > 5e-4  # steps 3 and 4 did change weights
+    assert _max_diff(final_resumed, final_straight) <= 1e-6
+    # the same batches, noises, rewards and learning rates, step by step
+    straight_rows = read_jsonl(straight / "metrics.jsonl")
+    for ours, theirs in zip(rows, straight_rows, strict=True):
+        for key in ("reward", "loss", "lr", "reward_best", "reward_worst"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), (ours, key)
+    assert [r["lr"] for r in rows] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])
+
+
+def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_sd_dir, tmp_path):
+    from dsharp.engine import Trainer
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-000002" / "trainer_state.json").write_text('{"step": 2}')
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        Trainer(_recipe("rlhf_sharpening", tiny_sd_dir, run), progress=False)
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint_fails(tiny_sd_dir, tmp_path):
+    from dsharp.engine import Trainer
+
+    recipe = _recipe("rlhf_sharpening", tiny_sd_dir, tmp_path / "run", f"train.resume={tmp_path}")
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        Trainer(recipe, progress=False)
+
+
+@pytest.mark.slow
+def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
+    tiny_sd_dir, brightness, tmp_path
+):
+    run = tmp_path / "lora"
+    recipe = _recipe(
+        "rlhf_sharpening",
+        tiny_sd_dir,
+        run,
+        "rewards.0.name=test_brightness",
+        *SMALL,
+        "model.lora_rank=4",
+        "train.lr=1e-2",
+        "train.grad_accum=2",
+        "train.lr_scheduler=linear",
+        "train.checkpoint_every=0",
+    )
+    trainer = _train(recipe)
+    model = trainer.model
+    # the schedule advanced once per optimizer step, not once per micro-batch
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2, 5e-3])
+    assert all("grad_norm" in r and r["grad_norm"] > 0 for r in rows)
+    # only LoRA weights are trained and saved
+    assert all("lora_" in n for n, p in model.unet.named_parameters() if p.requires_grad)
+    saved = run / "checkpoints" / "step-000002" / "model"
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "lora_config.json",
+        "pytorch_lora_weights.safetensors",
+    ]
+    tensors = load_file(str(saved / "pytorch_lora_weights.safetensors"))
+    assert tensors and all(k.startswith("unet.") and "lora_" in k for k in tensors)
+    assert json.loads((saved / "lora_config.json").read_text())["rank"] == 4
+
+    # reference() disables the adapters: it predicts what the base model predicts
+    base = load_model(str(tiny_sd_dir))
+    x = torch.randn(2, 4, 8, 8, generator=_gen(7))
+    t = torch.tensor([900, 400])
+    cond = base.encode_prompt(PROMPTS, 64, 64)
+    with torch.no_grad():
+        expected = base.predict_noise(x, t, cond)
+        with model.reference():
+            as_reference = model.predict_noise(x, t, cond)
+        tuned = model.predict_noise(x, t, cond)
+    torch.testing.assert_close(as_reference, expected, rtol=0, atol=1e-5)
+    assert (tuned - expected).abs().max() > 1e-4
+    assert all(p.requires_grad for n, p in model.unet.named_parameters() if "lora_" in n)
+
+    # `dsharp sample --checkpoint RUN` loads the LoRA and writes PNGs
+    from dsharp.cli import app
+
+    out = tmp_path / "samples"
+    args = ["sample", "--checkpoint", str(run), "--prompt", "a red square", "-n", "2"]
+    args += ["--steps", "2", "--seed", "5", "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [Path(p).name for p in summary["images"]] == [
+        "0000-seed5-a-red-square.png",
+        "0001-seed6-a-red-square.png",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in summary["images"])

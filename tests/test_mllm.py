@@ -1,0 +1,558 @@
+"""The MLLM grader against a real chat-completions server on 127.0.0.1 that the tests start.
+
+The server (``http.server``) replies as scripted per test: a good grade, fenced JSON, prose
+without JSON, 429 then success, a persistent 500, a reply slower than the timeout, a server
+that rejects ``json_schema``. It records every request so the tests can check what was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dsharp.config import RewardSpec
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardError, RewardImages
+from dsharp.rewards.json_extract import extract_json_object
+from dsharp.rewards.mllm import (
+    ASPECT_KEYS,
+    TEMPLATE_VERSION,
+    GradeParseError,
+    build_mllm_reward,
+    parse_grade,
+)
+from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
+
+KEY = "sk-dsharp-TEST-9f8e7d6c5b4a-never-log-me"
+ASPECT_NAMES = (
+    "accuracy to the prompt",
+    "creativity and originality",
+    "visual quality and realism",
+    "consistency and cohesion",
+    "emotional or thematic resonance",
+)
+OVERALL = {"a red cube": 8.0, "a blue ball": 3.5, "a green cone": 6.0}
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Reply:
+    """One scripted HTTP reply: status, a chat message text or a raw JSON body, a delay."""
+
+    status: int = 200
+    content: str | None = None
+    body: Any = None
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def grade_json(overall: float, aspect: float = 7.0) -> str:
+    doc: dict[str, Any] = {k: {"reason": f"{k} looks fine", "score": aspect} for k in ASPECT_KEYS}
+    doc["overall"] = overall
+    return json.dumps(doc)
+
+
+def prompt_of(body: dict[str, Any]) -> str:
+    text = body["messages"][-1]["content"][0]["text"]
+    return json.loads(re.search(r"^PROMPT: (.*)$", text, re.M).group(1))
+
+
+def good(body: dict[str, Any], n: int) -> Reply:
+    return Reply(content=grade_json(OVERALL[prompt_of(body)]))
+
+
+class GraderServer:
+    """A loopback chat-completions server whose replies come from ``self.responder``."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.responder: Callable[[dict[str, Any], int], Reply] = good
+        self.release = threading.Event()  # set at teardown: slow replies stop waiting
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                with server.lock:
+                    n = len(server.requests)
+                    server.requests.append(
+                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                    )
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                try:
+                    reply = server.responder(body, n)
+                    if reply.delay_s:
+                        server.release.wait(reply.delay_s)
+                    self._send(reply, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _send(self, reply: Reply, body: dict[str, Any]) -> None:
+                if reply.content is not None:
+                    payload: Any = {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", ""),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": reply.content},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 100,
+                            "completion_tokens": 20,
+                            "total_tokens": 120,
+                        },
+                    }
+                else:
+                    payload = reply.body if reply.body is not None else {"error": {"message": "x"}}
+                data = json.dumps(payload).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[GraderServer]:
+    srv = GraderServer()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A distinctive fake key; no real endpoint or user cache can be touched."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
+
+
+def grader(server: GraderServer, tmp_path: Path, **options: Any):
+    defaults = {
+        "model": "test-vlm",
+        "base_url": server.url,
+        "backoff_s": 0.01,
+        "max_retries": 2,
+        "timeout_s": 5.0,
+        "cache_path": str(tmp_path / "grades.sqlite"),
+    }
+    return build_mllm_reward(**{**defaults, **options})
+
+
+def images(n: int, size: int = 16) -> RewardImages:
+    pil = [Image.new("RGB", (size, size), (40 * i, 200 - 30 * i, 90)) for i in range(n)]
+    return RewardImages.from_pil(pil)
+
+
+def score(reward, batch: RewardImages, prompts: list[str]) -> tuple[torch.Tensor, dict]:
+    return reward(batch, prompts, [{} for _ in prompts])
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def test_good_reply_scores_and_the_request_carries_image_prompt_aspects_and_key(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    batch = images(2)
+    scores, info = score(grader(server, tmp_path), batch, ["a red cube", "a blue ball"])
+    assert scores.dtype == torch.float32 and scores.shape == (2,)
+    assert scores.tolist() == pytest.approx([0.8, 0.35])
+    assert info["overall"] == [8.0, 3.5]
+    assert info["aspects"] == {k: [7.0, 7.0] for k in ASPECT_KEYS}
+    assert info["reasons"][0]["accuracy"] == "accuracy looks fine"
+    assert info["prompt_tokens"] == 200 and info["completion_tokens"] == 40
+    assert info["requests"] == 2 and info["cached"] == 0 and info["missing"] == 0
+    assert info["template"] == TEMPLATE_VERSION and info["structured_output"] == "json_schema"
+    json.dumps(info, allow_nan=False)
+
+    assert len(server.requests) == 2
+    by_prompt = {prompt_of(r["body"]): r for r in server.requests}
+    for i, prompt in enumerate(["a red cube", "a blue ball"]):
+        request = by_prompt[prompt]
+        assert request["path"] == "/v1/chat/completions"
+        assert request["auth"] == f"Bearer {KEY}"
+        body = request["body"]
+        assert body["model"] == "test-vlm" and body["temperature"] == 0
+        assert body["response_format"]["type"] == "json_schema"
+        text = json.dumps(body["messages"])
+        assert all(name in text for name in ASPECT_NAMES)
+        image_part = body["messages"][-1]["content"][1]
+        url = image_part["image_url"]["url"]
+        assert image_part["type"] == "image_url" and url.startswith("data:image/png;base64,")
+        sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert sent.format == "PNG" and sent.tobytes() == batch.pil[i].tobytes()
+
+
+def test_fenced_json_inside_prose_is_extracted(server: GraderServer, tmp_path: Path) -> None:
+    def fenced(body: dict[str, Any], n: int) -> Reply:
+        grade = grade_json(OVERALL[prompt_of(body)])
+        return Reply(content=f"Sure! Here is my grade:\n```json\n{grade}\n```\nHope it helps.")
+
+    server.responder = fenced
+    reward = grader(server, tmp_path, structured_output="none", image_format="jpeg")
+    scores, info = score(reward, images(1), ["a green cone"])
+    assert scores.tolist() == pytest.approx([0.6])
+    body = server.requests[0]["body"]
+    assert "response_format" not in body
+    assert body["messages"][-1]["content"][1]["image_url"]["url"].startswith(
+        "data:image/jpeg;base64,"
+    )
+
+
+def test_prose_without_json_fails_loudly_after_retries(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    server.responder = lambda body, n: Reply(content="The image is lovely, I would say 8/10.")
+    reward = grader(server, tmp_path, max_retries=2)
+    with pytest.raises(RewardError) as error:
+        score(reward, images(1), ["a red cube"])
+    message = str(error.value)
+    assert "\n" not in message
+    assert "could not score 1 of 1 images" in message
+    assert "unusable reply: the reply has no JSON object" in message
+    assert "'The image is lovely" in message and "after 3 attempts" in message
+    assert len(server.requests) == 3  # one try and max_retries retries, then no invented score
+
+
+def test_missing_mode_marks_nan_and_counts_it(server: GraderServer, tmp_path: Path) -> None:
+    def half(body: dict[str, Any], n: int) -> Reply:
+        if prompt_of(body) == "a blue ball":
+            return Reply(content="no idea")
+        return good(body, n)
+
+    server.responder = half
+    spec = RewardSpec(
+        name="mllm",
+        on_error="missing",
+        options={
+            "model": "m",
+            "base_url": server.url,
+            "backoff_s": 0.0,
+            "max_retries": 1,
+            "cache_path": "none",
+        },
+    )
+    reward = plugins.build_reward(spec)  # the factory is handed the spec's on_error
+    scores, info = score(reward, images(2), ["a red cube", "a blue ball"])
+    assert scores[0].item() == pytest.approx(0.8) and math.isnan(scores[1].item())
+    assert info["missing"] == 1 and info["overall"] == [8.0, None]
+    assert info["aspects"]["accuracy"] == [7.0, None] and info["reasons"][1] is None
+    assert info["errors"][0].startswith("sample 1: unusable reply")
+    json.dumps(info, allow_nan=False)
+
+
+def test_429_then_success(server: GraderServer, tmp_path: Path) -> None:
+    def throttled(body: dict[str, Any], n: int) -> Reply:
+        if n == 0:
+            return Reply(
+                429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}
+            )
+        return good(body, n)
+
+    server.responder = throttled
+    scores, info = score(grader(server, tmp_path), images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8])
+    assert info["requests"] == 2 and info["retries"] == 1
+
+
+def test_persistent_500_fails_with_a_clear_message(server: GraderServer, tmp_path: Path) -> None:
+    server.responder = lambda body, n: Reply(500, body={"error": {"message": "model crashed"}})
+    with pytest.raises(RewardError) as error:
+        score(grader(server, tmp_path, max_retries=3), images(1), ["a red cube"])
+    message = str(error.value)
+    assert "HTTP 500 from the server" in message and "model crashed" in message
+    assert "after 4 attempts" in message
+    assert len(server.requests) == 4
+
+
+def test_a_dead_server_fails_fast_for_the_rest_of_the_batch(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    server.responder = lambda body, n: Reply(500)
+    reward = grader(server, tmp_path, max_retries=1, max_concurrency=1)
+    with pytest.raises(RewardError, match="could not score 3 of 3 images"):
+        score(reward, images(3), ["a red cube", "a blue ball", "a green cone"])
+    assert len(server.requests) == 2  # the first image's two tries; the rest never sent
+
+
+def test_a_server_slower_than_the_timeout(server: GraderServer, tmp_path: Path) -> None:
+    server.responder = lambda body, n: Reply(content=grade_json(5.0), delay_s=3.0)
+    reward = grader(server, tmp_path, timeout_s=0.2, max_retries=1)
+    with pytest.raises(RewardError, match=r"no reply within timeout_s=0.2 \(after 2 attempts\)"):
+        score(reward, images(1), ["a red cube"])
+    assert len(server.requests) == 2
+
+
+def test_auto_structured_output_falls_back_when_the_server_rejects_it(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    def no_schema(body: dict[str, Any], n: int) -> Reply:
+        if body.get("response_format", {}).get("type") == "json_schema":
+            return Reply(400, body={"error": {"message": "response_format not supported"}})
+        return Reply(content="```\n" + grade_json(OVERALL[prompt_of(body)]) + "\n```")
+
+    server.responder = no_schema
+    reward = grader(server, tmp_path, cache_path="none", max_concurrency=1)
+    scores, info = score(reward, images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8]) and info["retries"] == 0
+    assert info["structured_output"] == "json_object"
+    kinds = [r["body"].get("response_format", {}).get("type") for r in server.requests]
+    assert kinds == ["json_schema", "json_object"]
+    score(reward, images(2), ["a blue ball", "a green cone"])  # remembered for this server
+    kinds = [r["body"].get("response_format", {}).get("type") for r in server.requests]
+    assert kinds[2:] == ["json_object", "json_object"]
+
+    strict = grader(server, tmp_path, cache_path="none", structured_output="json_schema")
+    with pytest.raises(RewardError, match="may not support structured_output='json_schema'"):
+        score(strict, images(1), ["a red cube"])
+
+
+def test_requests_run_concurrently_up_to_the_limit(server: GraderServer, tmp_path: Path) -> None:
+    def gathered(body: dict[str, Any], n: int) -> Reply:
+        deadline = time.monotonic() + 5.0  # hold each reply until 3 are in flight (or 5 s)
+        while server.in_flight < 3 and n < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return Reply(content=grade_json(5.0), delay_s=0.1)
+
+    server.responder = gathered
+    prompts = ["a red cube", "a blue ball", "a green cone", "a red cube"]
+    score(grader(server, tmp_path, cache_path="none", max_concurrency=3), images(4), prompts)
+    assert server.peak_in_flight == 3 and len(server.requests) == 4
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def test_cache_makes_rescoring_free(server: GraderServer, tmp_path: Path) -> None:
+    batch, prompts = images(2), ["a red cube", "a blue ball"]
+    first, _ = score(grader(server, tmp_path), batch, prompts)
+    again, info = score(grader(server, tmp_path), batch, prompts)  # a new reward, same file
+    assert len(server.requests) == 2
+    assert torch.equal(first, again) and info["cached"] == 2 and info["requests"] == 0
+    assert info["aspects"]["creativity"] == [7.0, 7.0]
+    assert len(GradeCache(tmp_path / "grades.sqlite")) == 2
+
+    score(grader(server, tmp_path), batch, ["a blue ball", "a red cube"])  # prompts swapped
+    score(grader(server, tmp_path, model="other-vlm"), batch, prompts)
+    score(grader(server, tmp_path, cache_path="none"), batch, prompts)
+    assert len(server.requests) == 8
+
+
+def test_failures_are_not_cached_and_duplicates_cost_one_request(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    server.responder = lambda body, n: Reply(content="nothing useful")
+    reward = grader(server, tmp_path, max_retries=0, on_error="missing")
+    score(reward, images(1), ["a red cube"])
+    assert len(GradeCache(tmp_path / "grades.sqlite")) == 0
+    server.responder = good
+    same = RewardImages.from_pil([images(1).pil[0]] * 3)
+    scores, info = score(reward, same, ["a red cube"] * 3)
+    assert scores.tolist() == pytest.approx([0.8] * 3) and info["requests"] == 1
+
+
+def test_default_cache_location_follows_dsharp_cache(tmp_path: Path) -> None:
+    assert default_cache_path() == tmp_path / "cache" / "mllm.sqlite"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_the_key_never_leaks(
+    server: GraderServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def echo(body: dict[str, Any], n: int) -> Reply:  # a server that echoes the credential
+        if n < 2:
+            return Reply(503, body={"error": {"message": f"overloaded for Bearer {KEY}"}})
+        if n == 2:
+            return Reply(content=grade_json(8.0))
+        return Reply(401, body={"error": {"message": f"invalid api key {KEY}"}})
+
+    server.responder = echo
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("openai").setLevel(logging.DEBUG)
+    logging.getLogger("httpx2").setLevel(logging.DEBUG)
+    reward = grader(server, tmp_path)
+    assert KEY not in repr(reward)
+    score(reward, images(1), ["a red cube"])
+    with pytest.raises(RewardError) as error:
+        score(reward, images(1, size=8), ["a blue ball"])
+    assert "HTTP 401" in str(error.value) and "<redacted>" in str(error.value)
+    out, err = capsys.readouterr()
+    texts = [str(error.value), out, err, caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert "retry 1/2" in caplog.text  # retries are logged, scrubbed
+    texts.append(json.dumps(reward(images(1), ["a red cube"], [{}])[1]))  # cached: info
+    assert not [t for t in texts if KEY in t]
+    assert KEY.encode() not in (tmp_path / "grades.sqlite").read_bytes()
+
+
+def test_the_cli_scores_and_fails_in_one_line_without_the_key(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    from dsharp.cli import app
+
+    path = tmp_path / "x.png"
+    images(1).pil[0].save(path)
+    args = ["rewards", "score", "mllm", "--image", str(path), "--prompt", "a red cube", "--json"]
+    args += ["--set", f"base_url={server.url}", "--set", "model=my-vlm", "--set", "backoff_s=0"]
+    args += ["--set", "max_retries=1"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    assert doc["reward"] == "mllm" and doc["scores"] == [pytest.approx(0.8)]
+    assert doc["info"]["overall"] == [8.0]
+    assert server.requests[0]["body"]["model"] == "my-vlm"
+
+    for reply, reason in [
+        (Reply(500, body={"error": {"message": f"boom {KEY}"}}), "HTTP 500 from the server"),
+        (Reply(content="I cannot grade this."), "the reply has no JSON object"),
+    ]:
+        server.responder = lambda body, n, reply=reply: reply
+        failed = CliRunner().invoke(app, [*args, "--set", "cache_path=none"])
+        assert failed.exit_code == 1
+        assert len(failed.stderr.strip().splitlines()) == 1
+        assert failed.stderr.startswith("error: RewardError: mllm grader (my-vlm)")
+        assert reason in failed.stderr and KEY not in failed.output
+
+
+def test_base_url_comes_from_the_environment(
+    server: GraderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("MY_GRADER_KEY", "sk-other-key-123456")
+    reward = build_mllm_reward(model="m", api_key_env="MY_GRADER_KEY", cache_path="none")
+    scores, _ = score(reward, images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8])
+    assert server.requests[0]["auth"] == "Bearer sk-other-key-123456"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_bad_options_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RewardError, match="option 'model': required"):
+        build_mllm_reward(cache_path="none")
+    with pytest.raises(RewardError, match="option 'structured_output': expected one of auto"):
+        build_mllm_reward(model="m", structured_output="xml", cache_path="none")
+    with pytest.raises(RewardError, match=r"option 'max_concurrency': expected an integer >= 1"):
+        build_mllm_reward(model="m", max_concurrency=0, cache_path="none")
+    with pytest.raises(RewardError, match=r"option 'timeout_s': expected a number > 0"):
+        build_mllm_reward(model="m", timeout_s=0, cache_path="none")
+    with pytest.raises(RewardError, match="option 'base_url': expected an http"):
+        build_mllm_reward(model="m", base_url="localhost:8000", cache_path="none")
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(RewardError, match="environment variable NO_SUCH_KEY_VAR is not set"):
+        build_mllm_reward(model="m", api_key_env="NO_SUCH_KEY_VAR", cache_path="none")
+    with pytest.raises(RewardError) as error:  # the key pasted where its variable's name goes
+        build_mllm_reward(model="m", api_key_env=KEY, cache_path="none")
+    assert "NAME of the variable" in str(error.value) and KEY not in str(error.value)
+    with pytest.raises(RewardError, match="bad options: .*'colour'"):
+        plugins.build_reward(RewardSpec(name="mllm", options={"model": "m", "colour": 1}))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _grade_doc(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(grade_json(6.5))
+    doc.update(changes)
+    return doc
+
+
+def test_parse_grade_accepts_variants_and_rejects_invented_scores() -> None:
+    assert parse_grade(grade_json(6.5))["overall"] == 6.5
+    think = '<think>maybe {"overall": 1}</think>\n' + grade_json(9)
+    assert parse_grade(think)["overall"] == 9.0
+    trailing = grade_json(4).replace('"overall"', '"extra": [1, 2,], "overall"')[:-1] + ",}"
+    assert parse_grade(f"```json\n{trailing}\n```")["overall"] == 4.0
+    renamed = {
+        "Accuracy to the prompt": 8,
+        "Creativity and originality": "7",
+        "Visual quality and realism": {"rating": 6, "justification": "crisp"},
+        "Consistency and cohesion": 5,
+        "Emotional or thematic resonance": 4,
+        "Overall score": 6.5,
+    }
+    grade = parse_grade("Scores: " + json.dumps(renamed) + " Thanks.")
+    assert grade["aspects"] == {
+        "accuracy": 8.0,
+        "creativity": 7.0,
+        "visual_quality": 6.0,
+        "consistency": 5.0,
+        "resonance": 4.0,
+    }
+    assert grade["reasons"]["visual_quality"] == "crisp" and grade["overall"] == 6.5
+
+    no_overall = _grade_doc()
+    del no_overall["overall"]
+    with pytest.raises(GradeParseError, match="no numeric score for 'overall'"):
+        parse_grade(json.dumps(no_overall))  # never averaged into an invented overall
+    with pytest.raises(GradeParseError, match="'overall' is 85.0, outside 0-10"):
+        parse_grade(json.dumps(_grade_doc(overall=85)))
+    with pytest.raises(GradeParseError, match="no numeric score for 'creativity'"):
+        parse_grade(json.dumps(_grade_doc(creativity={"reason": "n/a"})))
+    with pytest.raises(GradeParseError, match="no JSON object"):
+        parse_grade("8/10, nice image")
+    with pytest.raises(GradeParseError, match="empty"):
+        parse_grade(None)
+
+
+def test_extract_json_object_finds_the_accepted_object() -> None:
+    text = 'first {"a": 1} then ```json\n{"b": 2}\n``` and {"c": {"d": 3}}'
+    assert extract_json_object(text) == {"b": 2}  # fences come before embedded objects
+    assert extract_json_object(text, lambda d: "d" in d) == {"d": 3}
+    assert extract_json_object("no json {here") is None
+    assert extract_json_object('[1, 2] {"x": [1, {"y": 2}]}') == {"x": [1, {"y": 2}]}
