@@ -229,9 +229,7 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     _eval(tiny_sd_dir, prompt_file, "--guidance", "1", "--out", tmp_path / "noguid.json")
 
     out = tmp_path / "cmp"
-    result = _invoke(
-        ["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out]
-    )
+    result = _invoke(["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out])
     assert result.exit_code == 0, result.output
     table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
     assert table[0] == ["run", "overall", "strict", "shapes", "nfe/image"]

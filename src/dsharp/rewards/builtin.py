@@ -29,3 +29,48 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             differentiable=False,
         )
     )
+    for name, module, extra, differentiable, description in _MODEL_REWARDS:
+        register(
+            RewardInfo(
+                name=name,
+                factory=lazy_factory(f"dsharp.rewards.{module}", f"build_{module}_reward", extra),
+                description=description,
+                differentiable=differentiable,
+            )
+        )
+
+
+# Model-based rewards: (name, module in dsharp.rewards, extra, differentiable, description).
+# Each module imports torch / open_clip / transformers only when its reward is built.
+_MODEL_REWARDS = (
+    ("clip", "clip", "clip", True, "CLIP score: cosine of open_clip image and prompt embeddings"),
+    (
+        "aesthetic",
+        "aesthetic",
+        "clip",
+        True,
+        "LAION aesthetic predictor v2 (MLP on CLIP ViT-L/14 image embeddings), about 1..10",
+    ),
+    (
+        "pickscore",
+        "pickscore",
+        None,
+        True,
+        "PickScore: CLIP-H/14 preference model, logit_scale * cosine",
+    ),
+    ("hpsv2", "hpsv2", "clip", True, "HPSv2: CLIP-H/14 human preference score (cosine)"),
+    (
+        "compositional",
+        "compositional",
+        None,
+        False,
+        "T2I-CompBench BLIP-VQA: product over noun phrases of P(yes), in [0, 1]",
+    ),
+    (
+        "imagereward",
+        "imagereward",
+        None,
+        True,
+        "ImageReward-v1.0 (BLIP + MLP head), published normalisation",
+    ),
+)

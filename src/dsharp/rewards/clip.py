@@ -91,7 +91,7 @@ def preprocess_pixels(
 # --------------------------------------------------------------------------- open_clip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _register_config(path: str) -> str:
     import open_clip
 

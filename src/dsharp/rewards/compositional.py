@@ -163,7 +163,8 @@ def build_compositional_reward(
     check_choice("compositional", "noun_phrases", noun_phrases, METHODS)
     if isinstance(max_phrases, bool) or not isinstance(max_phrases, int) or max_phrases < 1:
         raise ValueError(
-            f"compositional reward option 'max_phrases' must be an integer >= 1, got {max_phrases!r}"
+            "compositional reward option 'max_phrases' must be an integer >= 1, "
+            f"got {max_phrases!r}"
         )
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16
@@ -179,12 +180,8 @@ def build_compositional_reward(
         raise RewardError(f"compositional reward option 'noun_phrases': {e}") from e
     dev = resolve_device("compositional", device)
     proc = from_pretrained("compositional", "processor", BlipProcessor.from_pretrained, processor)
-    net = from_pretrained(
-        "compositional", "model", BlipForQuestionAnswering.from_pretrained, model
-    )
+    net = from_pretrained("compositional", "model", BlipForQuestionAnswering.from_pretrained, model)
     net = net.to(dev).eval().requires_grad_(False)
     settings = _image_settings(proc, net, image_size)
     description = {"model": model, "image_size": settings["size"]}
-    return CompositionalReward(
-        net, proc.tokenizer, settings, method, max_phrases, dev, description
-    )
+    return CompositionalReward(net, proc.tokenizer, settings, method, max_phrases, dev, description)

@@ -113,7 +113,9 @@ class ImageRewardModel(nn.Module):
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        image_mask = torch.ones(
+            image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device
+        )
         text = self.text_encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -131,7 +133,10 @@ _VISION_RULES = [
     (re.compile(r"^patch_embed\.proj\.(weight|bias)$"), r"embeddings.patch_embedding.\1"),
     (re.compile(r"^blocks\.(\d+)\.norm1\.(weight|bias)$"), r"encoder.layers.\1.layer_norm1.\2"),
     (re.compile(r"^blocks\.(\d+)\.norm2\.(weight|bias)$"), r"encoder.layers.\1.layer_norm2.\2"),
-    (re.compile(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$"), r"encoder.layers.\1.self_attn.qkv.\2"),
+    (
+        re.compile(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$"),
+        r"encoder.layers.\1.self_attn.qkv.\2",
+    ),
     (
         re.compile(r"^blocks\.(\d+)\.attn\.proj\.(weight|bias)$"),
         r"encoder.layers.\1.self_attn.projection.\2",

@@ -12,8 +12,9 @@ approximately:
    common verbs ("is", "holds", "sits", ...);
 3. each run of words between boundaries is split again before every determiner or number
    word ("a", "the", "two", ...), so "a cat a dog" gives two phrases;
-4. "and", "or" and commas after a colour, size, shape or material word do not split, so "a
-   black and white cat" stays one phrase; a participle after "is"/"are" ("is parked") is
+4. "and", "or" and commas after a colour, size, shape or material word do not split unless
+   a determiner follows, so "a black and white cat" stays one phrase while "a red orange and
+   a brown sheep" gives two; a participle after "is"/"are" ("is parked") is
    skipped;
 5. phrases that name only a place or a pronoun ("the left", "top", "the other") are dropped,
    as T2I-CompBench drops "top", "the side", "the left" and "the right".
@@ -29,40 +30,45 @@ import re
 
 METHODS = ("auto", "spacy", "rules")
 
-_DETERMINERS = frozenset(
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_DETERMINERS = _words(
     "a an the this that these those some many several each every another his her their its "
-    "my our your one two three four five six seven eight nine ten".split()
+    "my our your one two three four five six seven eight nine ten"
 )
-_CONJUNCTIONS = frozenset("and or but nor while as then plus".split())
-_PREPOSITIONS = frozenset(
+_CONJUNCTIONS = _words("and or but nor while as then plus")
+_PREPOSITIONS = _words(
     "with without on in at by near under underneath above below behind beside besides "
     "between among amongst over into onto inside outside from to toward towards against "
     "along around across through within beneath atop next of for like upon off up down "
-    "out about after before during".split()
+    "out about after before during"
 )
-_RELATIVES = frozenset("which who whom whose where when there here it they them".split())
-_VERBS = frozenset(  # only words that are rarely nouns or adjectives in prompts
+_RELATIVES = _words("which who whom whose where when there here it they them")
+_VERBS = _words(  # only words that are rarely nouns or adjectives in prompts
     "is are was were be been being am has have had do does did could will would might "
     "should must hold holds held holding sit sits sat sitting stood standing lie lies lay "
     "lying resting hangs hung hanging perches perched perching lean leans leaning floating "
     "flying looks looking provide provides provided makes making contains containing "
     "covering wears wearing eat eats eating playing running walking swims swimming grows "
     "growing reflects reflecting creates creating adds adding sleeps sleeping jumps jumping "
-    "fills filling surrounds surrounding showing stays staying keeps keeping".split()
+    "fills filling surrounds surrounding showing stays staying keeps keeping"
 )
 _BOUNDARIES = _CONJUNCTIONS | _PREPOSITIONS | _RELATIVES | _VERBS
-_PLACES = frozenset(
+_PLACES = _words(
     "top bottom side left right front back middle center centre other others edge corner "
-    "background foreground distance way".split()
+    "background foreground distance way"
 )
-_ADJECTIVES = frozenset(  # attributes that coordinate before one noun: "black and white cat"
+_ADJECTIVES = _words(  # attributes that coordinate before one noun: "black and white cat"
     "red green blue yellow black white brown pink purple orange gray grey silver gold golden "
     "tan beige violet cyan magenta turquoise maroon navy teal crimson scarlet ivory cream "
     "bronze copper dark light pale bright long short tall big small large tiny huge narrow "
     "wide round square oval wooden metallic metal glass plastic leather fabric rubber "
-    "fluffy soft hard striped checkered spotted".split()
+    "fluffy soft hard striped checkered spotted"
 )
-_BE = frozenset("is are was were be been being".split())
+_BE = _words("is are was were be been being")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
 
 
@@ -78,6 +84,8 @@ def rule_noun_phrases(prompt: str) -> list[str]:
     current: list[str] = []
 
     def close() -> None:
+        while current and current[-1].lower() in ("and", "or"):
+            current.pop()
         if current and not _is_place_or_pronoun(current):
             phrases.append(" ".join(current))
         current.clear()
@@ -89,11 +97,13 @@ def rule_noun_phrases(prompt: str) -> list[str]:
         if coordinating and current and current[-1].lower() in _ADJECTIVES:
             if lower != ",":
                 current.append(token)
-        elif not token[0].isalnum() or lower in _BOUNDARIES:
+        elif (
+            not token[0].isalnum()
+            or lower in _BOUNDARIES
+            or (previous in _BE and lower.endswith("ed"))  # "is parked"
+        ):
             close()
-        elif previous in _BE and lower.endswith("ed"):
-            close()
-        elif lower in _DETERMINERS and current and current[-1].lower() not in ("and", "or"):
+        elif lower in _DETERMINERS and current:  # "a red orange and a ...": not coordinated
             close()
             current.append(token)
         else:

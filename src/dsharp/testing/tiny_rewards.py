@@ -118,3 +118,89 @@ def make_tiny_pickscore(folder: Path, seed: int = 0) -> dict:
     )
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return {"model": str(folder), "processor": str(folder)}
+
+
+TINY_BERT_WORDS = (
+    "a an the and with on in of next to near two yes no is are red green blue yellow brown "
+    "black white pink purple orange gray grey silver gold wooden metallic glass plastic "
+    "leather fluffy fabric rubber round square big small bench bowl cake horse vase book "
+    "backpack apple suitcase car cup train bear giraffe cow sheep banana dog cat frog fly "
+    "table chair box ball cube sphere photo of"
+)
+"""Words of the tiny BERT vocabulary: enough for the test prompts; others map to [UNK]."""
+
+
+def make_tiny_bert_tokenizer(folder: Path):
+    """A ``BertTokenizer`` over a small self-written vocabulary that also holds BLIP's extra
+    tokens (``[DEC]``, the decoder's BOS, and ``[ENC]``), saved to ``folder`` and loaded back."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    punctuation = ["?", ",", ".", "-", "'"]
+    words = list(dict.fromkeys(TINY_BERT_WORDS.split()))
+    vocab = [*special, *punctuation, *words, "[DEC]", "[ENC]"]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # from_pretrained over vocab.txt works across transformers versions (the constructor's
+    # argument was renamed); [DEC] and [ENC] need only be in the vocabulary.
+    tokenizer = BertTokenizer.from_pretrained(folder, do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    return BertTokenizer.from_pretrained(folder)
+
+
+def _tiny_blip_config(tokenizer: Any, **vision: Any):
+    from transformers import BlipConfig
+
+    vocab = tokenizer.get_vocab()
+    return BlipConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": TINY_IMAGE,
+            "patch_size": 8,
+            **vision,
+        },
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "encoder_hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "pad_token_id": vocab["[PAD]"],
+            "bos_token_id": vocab["[DEC]"],
+            "sep_token_id": vocab["[SEP]"],
+        },
+    )
+
+
+def make_tiny_blip_vqa(folder: Path, seed: int = 0) -> dict:
+    """A tiny ``BlipForQuestionAnswering`` and ``BlipProcessor`` (tiny BERT vocabulary) saved
+    with ``save_pretrained`` in one folder. Returns the ``compositional`` reward's options."""
+    from transformers import BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
+    folder = Path(folder)
+    tokenizer = make_tiny_bert_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    BlipForQuestionAnswering(_tiny_blip_config(tokenizer)).save_pretrained(folder)
+    image_processor = BlipImageProcessor(size={"height": TINY_IMAGE, "width": TINY_IMAGE})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return {"model": str(folder), "noun_phrases": "rules"}
+
+
+def make_tiny_imagereward(folder: Path, seed: int = 0) -> dict:
+    """A tiny ImageReward (BLIP vision + cross-attention text encoder + head) saved in dsharp's
+    format. Returns the ``imagereward`` reward's options."""
+    from dsharp.rewards.imagereward import ImageRewardModel, save_imagereward
+
+    folder = Path(folder)
+    tokenizer = make_tiny_bert_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    model = ImageRewardModel(_tiny_blip_config(tokenizer, layer_norm_eps=1e-6))
+    save_imagereward(model, tokenizer, folder / "model")
+    return {"model": str(folder / "model")}

@@ -1,0 +1,104 @@
+"""Test helper for tests/test_distributed.py, run by ``accelerate launch`` in each process.
+
+Usage: ``dist_worker.py RECIPE OUT_DIR [key=value ...]``; the reward ``test_brightness``
+(mean pixel value) is registered here for recipes to use. Before training, each process
+computes its own (not yet averaged) gradient of step 1 on the inner UNet and saves it; then
+it trains with the real engine, recording the prompts it drew and its losses. At the end
+each process writes ``OUT_DIR/rank{N}.json`` with a hash of its final UNet weights, so the
+test can prove that every process ends with the same weights although each saw other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from dsharp.config import load_recipe
+from dsharp.data import torch_generator
+from dsharp.engine import Trainer
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardInfo
+from dsharp.rewards.hookspecs import hookimpl
+
+REWARD = "test_brightness"
+
+
+class Brightness:
+    """Mean pixel value: a reward without ties, so every step has a preference pair."""
+
+    differentiable = False
+
+    def __call__(self, images, prompts, metadata):
+        return images.tensor.float().mean(dim=(1, 2, 3)), {}
+
+
+class BrightnessPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name=REWARD, factory=Brightness))
+
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names and float32 bytes of a state dict, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def local_step_one_gradient(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """This process's own step-1 gradient, computed on the unwrapped UNet (no averaging)."""
+    train, rank = trainer.recipe.train, trainer.accelerator.process_index
+    batch = trainer.data.batch(train.batch_size, 1, rank, 0)
+    loss, _ = trainer.method.compute_loss(
+        batch, trainer.model.unet, torch_generator(train.seed, 1, rank, 0)
+    )
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in trainer.model.unet.named_parameters()}
+    trainer.model.unet.zero_grad(set_to_none=True)
+    return grads
+
+
+def main() -> None:
+    recipe_path, out_dir, *overrides = sys.argv[1:]
+    out = Path(out_dir)
+    plugins.load_plugins()
+    plugins.pm.register(BrightnessPlugin(), name="test-brightness-plugin")
+    trainer = Trainer(load_recipe(recipe_path, overrides), progress=False)
+    rank = trainer.accelerator.process_index
+    torch.save(local_step_one_gradient(trainer), out / f"grad{rank}.pt")
+
+    drawn: list[list[str]] = []
+    losses: list[float] = []
+    batch_fn, loss_fn = trainer.data.batch, trainer.method.compute_loss
+
+    def record_batch(*args, **kwargs):
+        batch = batch_fn(*args, **kwargs)
+        drawn.append(list(batch.prompts))
+        return batch
+
+    def record_loss(*args, **kwargs):
+        loss, metrics = loss_fn(*args, **kwargs)
+        losses.append(loss.item())
+        return loss, metrics
+
+    trainer.data.batch = record_batch
+    trainer.method.compute_loss = record_loss
+    trainer.run()
+    report = {
+        "rank": rank,
+        "world": trainer.accelerator.num_processes,
+        "hash": state_hash(trainer.model.unet.state_dict()),
+        "prompts": drawn,
+        "losses": losses,
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

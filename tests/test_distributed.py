@@ -1,0 +1,96 @@
+"""Data-parallel training: two CPU processes (gloo, DDP) under ``accelerate launch``.
+
+Each process draws different prompts, DDP averages the gradients, and both processes end
+with the same UNet weights, equal to the checkpoint the main process saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dsharp.io import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "dist_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+
+from dist_worker import state_hash  # noqa: E402
+
+LR = 1e-3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _unet(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_average_gradients_and_end_with_the_same_weights(tiny_sd_dir, tmp_path):
+    out, run = tmp_path / "reports", tmp_path / "run"
+    out.mkdir()
+    overrides = [
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={run}",
+        "train.max_steps=2",
+        "train.batch_size=1",
+        "train.optimizer=sgd",  # plain SGD: the update is -lr times the averaged gradient
+        f"train.lr={LR}",
+        "train.max_grad_norm=null",
+        "train.lr_scheduler=linear",  # stepped once per optimizer step, not per process
+        "method.n=2",
+        "rewards.0.name=test_brightness",  # registered by the worker: no ties, always a pair
+    ]
+    # `accelerate launch --cpu` starts ONE process unless an MPI launcher is set up; the
+    # torchrun-based launcher with ACCELERATE_USE_CPU gives two gloo processes (MULTI_CPU).
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(WORKER), str(ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"), str(out)]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "OMP_NUM_THREADS": "1",
+        "DSHARP_LOAD_PLUGINS": "",
+    }
+    done = subprocess.run(
+        command + overrides, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in reports] == [2, 2]
+    # each process drew its own prompts (and so computed its own losses)
+    assert reports[0]["prompts"] != reports[1]["prompts"]
+    assert len(reports[0]["losses"]) == len(reports[1]["losses"]) == 2
+    # ... yet both end with the same weights, which the main process saved
+    final = run / "checkpoints" / "step-000002" / "model" / "unet"
+    assert reports[0]["hash"] == reports[1]["hash"] == state_hash(_unet(final))
+
+    # step 1 moved the weights by -lr times the mean of the two processes' own gradients
+    before = _unet(tiny_sd_dir / "unet")
+    after = _unet(run / "checkpoints" / "step-000001" / "model" / "unet")
+    grads = [torch.load(out / f"grad{r}.pt") for r in (0, 1)]
+    mean = {k: (grads[0][k] + grads[1][k]) / 2 for k in grads[0]}
+    assert any(float((grads[0][k] - grads[1][k]).abs().max()) > 1e-3 for k in mean)
+    for name, grad in mean.items():
+        delta = after[name] - before[name]
+        torch.testing.assert_close(delta, -LR * grad, rtol=1e-3, atol=1e-7, msg=name)
+
+    # the linear schedule: full rate at step 1, half at step 2 (not 0: one step per process)
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["lr"] for r in rows] == pytest.approx([LR, LR / 2])
