@@ -1,7 +1,7 @@
 """Test helper for tests/test_distributed.py, run by ``accelerate launch`` in each process.
 
-Usage: ``dist_worker.py RECIPE OUT_DIR [key=value ...]``; the reward ``test_brightness``
-(mean pixel value) is registered here for recipes to use. Before training, each process
+Usage: ``dist_worker.py RECIPE OUT_DIR [key=value ...]``; the fake reward ``test_brightness``
+(tests/fake_rewards.py) is registered here for recipes to use. Before training, each process
 computes its own (not yet averaged) gradient of step 1 on the inner UNet and saves it; then
 it trains with the real engine, recording the prompts it drew and its losses. At the end
 each process writes ``OUT_DIR/rank{N}.json`` with a hash of its final UNet weights, so the
@@ -20,26 +20,7 @@ import torch
 from dsharp.config import load_recipe
 from dsharp.data import torch_generator
 from dsharp.engine import Trainer
-from dsharp.rewards import plugins
-from dsharp.rewards.base import RewardInfo
-from dsharp.rewards.hookspecs import hookimpl
-
-REWARD = "test_brightness"
-
-
-class Brightness:
-    """Mean pixel value: a reward without ties, so every step has a preference pair."""
-
-    differentiable = False
-
-    def __call__(self, images, prompts, metadata):
-        return images.tensor.float().mean(dim=(1, 2, 3)), {}
-
-
-class BrightnessPlugin:
-    @hookimpl
-    def register_rewards(self, register):
-        register(RewardInfo(name=REWARD, factory=Brightness))
+from fake_rewards import register as register_fake_rewards
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:
@@ -67,8 +48,7 @@ def local_step_one_gradient(trainer: Trainer) -> dict[str, torch.Tensor]:
 def main() -> None:
     recipe_path, out_dir, *overrides = sys.argv[1:]
     out = Path(out_dir)
-    plugins.load_plugins()
-    plugins.pm.register(BrightnessPlugin(), name="test-brightness-plugin")
+    register_fake_rewards()
     trainer = Trainer(load_recipe(recipe_path, overrides), progress=False)
     rank = trainer.accelerator.process_index
     torch.save(local_step_one_gradient(trainer), out / f"grad{rank}.pt")

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from dsharp.cli import app
 from dsharp.config import load_recipe
 from dsharp.io import read_jsonl
+from fake_rewards import NAME, brightness_registered
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -239,6 +240,28 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert markdown[0] == "| run | overall | strict | shapes | nfe/image |"
     assert len(markdown) == 4
     assert markdown[2].startswith("| base | ")
+
+
+def test_eval_weight_zero_reward_is_reported_but_never_poisons_overall(tiny_sd_dir):
+    from dsharp.config import RewardSpec
+    from dsharp.evaluate import evaluate
+    from dsharp.generate import SampleSettings
+    from dsharp.models import load_model
+
+    with brightness_registered():
+        specs = [
+            RewardSpec(name=NAME, weight=2.0),
+            RewardSpec(name=NAME, weight=0.0, on_error="missing", options={"nan_prompt": "b"}),
+        ]
+        result = evaluate(
+            load_model(str(tiny_sd_dir)),
+            ["a", "b"],
+            specs,
+            num_seeds=1,
+            settings=SampleSettings(steps=1, guidance=1.0, height=64, width=64),
+        )
+    assert result["metrics"][NAME]["n"] == 2  # two specs of one name share the key
+    assert np.isfinite(result["overall"]) and result["n_images"] == 2
 
 
 def test_compare_reports_a_missing_source_in_one_line(tmp_path):

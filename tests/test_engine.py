@@ -26,10 +26,9 @@ from dsharp.methods import sharpening
 from dsharp.methods.base import Batch
 from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
 from dsharp.models import load_model
-from dsharp.rewards import plugins
-from dsharp.rewards.base import RewardError, RewardInfo
+from dsharp.rewards.base import RewardError
 from dsharp.rewards.combine import CombinedReward
-from dsharp.rewards.hookspecs import hookimpl
+from fake_rewards import brightness_registered
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PROMPTS = ["a red square", "a blue circle"]
@@ -40,48 +39,11 @@ STRIDE = 250  # 1000 // infer_steps (4)
 # --------------------------------------------------------------------------- fake reward
 
 
-class BrightnessReward:
-    """Mean pixel value of each image: deterministic and different for every sample.
-
-    ``nan_trajectory`` / ``nan_prompt``: score NaN for that trajectory index (from the
-    metadata the methods attach) or that prompt, to simulate samples a reward cannot score.
-    Every call is recorded in the class-level ``calls`` list.
-    """
-
-    differentiable = False
-    calls: list[dict[str, Any]] = []
-
-    def __init__(self, nan_trajectory: int = -1, nan_prompt: str = "", on_error: str = "raise"):
-        self.nan_trajectory, self.nan_prompt, self.on_error = nan_trajectory, nan_prompt, on_error
-
-    def __call__(self, images, prompts, metadata):
-        scores = images.tensor.float().mean(dim=(1, 2, 3))
-        for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
-            if meta.get("trajectory") == self.nan_trajectory or prompt == self.nan_prompt:
-                scores[i] = float("nan")
-        BrightnessReward.calls.append(
-            {"scores": scores.clone(), "prompts": list(prompts), "metadata": list(metadata)}
-        )
-        return scores, {}
-
-
-class BrightnessPlugin:
-    @hookimpl
-    def register_rewards(self, register):
-        register(RewardInfo(name="test_brightness", factory=BrightnessReward))
-
-
 @pytest.fixture
 def brightness():
-    """Register the fake reward with the real plugin manager; unregister it after."""
-    plugins.load_plugins()
-    plugins.pm.register(BrightnessPlugin(), name="test-brightness-plugin")
-    BrightnessReward.calls.clear()
-    try:
-        yield BrightnessReward.calls
-    finally:
-        plugins.pm.unregister(name="test-brightness-plugin")
-        BrightnessReward.calls.clear()
+    """The ``test_brightness`` reward, registered for one test; yields its recorded calls."""
+    with brightness_registered() as calls:
+        yield calls
 
 
 def _reward(on_error: str = "raise", **options: Any) -> CombinedReward:
@@ -386,10 +348,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_sd_dir, brightn
     _train(_recipe("rlhf_sharpening", tiny_sd_dir, resumed, *common, "train.max_steps=2"))
     after_two = _unet_weights(resumed / "checkpoints" / "step-000002")
 
-    # a crash while writing checkpoint 3 left its temp folder behind, complete-looking
+    # a crash while writing checkpoint 3 left its temp folder behind, complete-looking, and
+    # the metrics row of step 3 (logged before the checkpoint)
     stale = resumed / "checkpoints" / ".step-000003.tmp"
     (stale / "model").mkdir(parents=True)
     (stale / "trainer_state.json").write_text(json.dumps({"step": 3}))
+    with open(resumed / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 3, "reward": -1.0, "loss": -1.0}) + "\n")
 
     trainer = _train(
         _recipe(
@@ -465,7 +430,8 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
         "train.lr=1e-2",
         "train.grad_accum=2",
         "train.lr_scheduler=linear",
-        "train.checkpoint_every=0",
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=1",
     )
     trainer = _train(recipe)
     model = trainer.model
@@ -476,6 +442,7 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
     assert all("grad_norm" in r and r["grad_norm"] > 0 for r in rows)
     # only LoRA weights are trained and saved
     assert all("lora_" in n for n, p in model.unet.named_parameters() if p.requires_grad)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000002"]  # pruned
     saved = run / "checkpoints" / "step-000002" / "model"
     assert sorted(p.name for p in saved.iterdir()) == [
         "lora_config.json",

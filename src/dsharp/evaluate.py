@@ -127,7 +127,8 @@ def evaluate(
             if "strict" in info:
                 strict += [float(bool(v)) for v in info["strict"]]
         per_reward[spec.name] = scores_all
-        total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
+        if spec.weight:  # a weight-0 reward is reported only; its NaNs must not poison the total
+            total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
     total /= weight_sum if weight_sum else 1.0
     scored = [v for v in total.tolist() if not math.isnan(v)]
 

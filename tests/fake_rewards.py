@@ -1,0 +1,67 @@
+"""A deterministic fake reward for tests, registered through the real plugin manager.
+
+``test_brightness`` scores an image by its mean pixel value: cheap, exact, and different for
+practically every sample, so best/worst selections never tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardInfo
+from dsharp.rewards.hookspecs import hookimpl
+
+NAME = "test_brightness"
+PLUGIN = "test-brightness-plugin"
+
+
+class BrightnessReward:
+    """Mean pixel value of each image.
+
+    ``nan_trajectory`` / ``nan_prompt``: score NaN for that trajectory index (from the
+    metadata the methods attach) or that prompt, to simulate samples a reward cannot score.
+    Every call is recorded in the class-level ``calls`` list.
+    """
+
+    differentiable = False
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, nan_trajectory: int = -1, nan_prompt: str = "", on_error: str = "raise"):
+        self.nan_trajectory, self.nan_prompt, self.on_error = nan_trajectory, nan_prompt, on_error
+
+    def __call__(self, images, prompts, metadata):
+        scores = images.tensor.float().mean(dim=(1, 2, 3))
+        for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
+            if meta.get("trajectory") == self.nan_trajectory or prompt == self.nan_prompt:
+                scores[i] = float("nan")
+        BrightnessReward.calls.append(
+            {"scores": scores.clone(), "prompts": list(prompts), "metadata": list(metadata)}
+        )
+        return scores, {}
+
+
+class BrightnessPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name=NAME, factory=BrightnessReward, description="mean pixel value"))
+
+
+def register() -> None:
+    """Register the plugin with the real manager (for processes that end right after)."""
+    plugins.load_plugins()
+    plugins.pm.register(BrightnessPlugin(), name=PLUGIN)
+
+
+@contextmanager
+def brightness_registered() -> Iterator[list[dict[str, Any]]]:
+    """Register the plugin; yield the list of recorded calls; unregister after."""
+    register()
+    BrightnessReward.calls.clear()
+    try:
+        yield BrightnessReward.calls
+    finally:
+        plugins.pm.unregister(name=PLUGIN)
+        BrightnessReward.calls.clear()
