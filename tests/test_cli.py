@@ -260,8 +260,12 @@ def test_eval_weight_zero_reward_is_reported_but_never_poisons_overall(tiny_sd_d
             num_seeds=1,
             settings=SampleSettings(steps=1, guidance=1.0, height=64, width=64),
         )
-    assert result["metrics"][NAME]["n"] == 2  # two specs of one name share the key
-    assert np.isfinite(result["overall"]) and result["n_images"] == 2
+    # one key per spec, as CombinedReward names them; the NaN is left out of its stats
+    assert result["metrics"][NAME]["n"] == 2 and result["metrics"][f"{NAME}#1"]["n"] == 1
+    assert result["metrics"][f"{NAME}#1"]["mean"] != result["metrics"][NAME]["mean"]
+    # overall is the weighted mean: the weight-0 reward with its NaN does not enter it
+    assert result["overall"] == pytest.approx(result["metrics"][NAME]["mean"])
+    assert result["n_images"] == 2
 
 
 def test_compare_reports_a_missing_source_in_one_line(tmp_path):

@@ -33,7 +33,7 @@ from fake_rewards import brightness_registered
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PROMPTS = ["a red square", "a blue circle"]
 N = 3  # trajectories per prompt in the method tests
-STRIDE = 250  # 1000 // infer_steps (4)
+STRIDE = 250  # timesteps between trajectory steps (1000 // 4, as in the tiny recipes)
 
 
 # --------------------------------------------------------------------------- fake reward
@@ -125,7 +125,7 @@ def _image_batch() -> Batch:
 
 
 def _rlhf(model, reward, t_range=(500, 1000), **kwargs) -> RLHFSharpening:
-    options = dict(n=N, m=2, infer_steps=4, beta=2500.0, guidance=5.0)
+    options = dict(n=N, m=2, stride=STRIDE, infer_steps=2, beta=2500.0, guidance=5.0)
     options.update(kwargs)
     return RLHFSharpening(
         model, reward, 64, 64, timestep_min=t_range[0], timestep_max=t_range[1], **options
@@ -133,7 +133,7 @@ def _rlhf(model, reward, t_range=(500, 1000), **kwargs) -> RLHFSharpening:
 
 
 def _sft(model, reward, t_range=(500, 1000), **kwargs) -> SFTSharpening:
-    options = dict(n=N, m=2, infer_steps=4)
+    options = dict(n=N, m=2, stride=STRIDE)
     options.update(kwargs)
     return SFTSharpening(
         model, reward, 64, 64, timestep_min=t_range[0], timestep_max=t_range[1], **options
@@ -207,10 +207,10 @@ def test_rlhf_selects_per_prompt_and_recomputes_only_the_chosen_pair(
     assert metrics["reward_best"] == pytest.approx(returns[best].mean().item())
     assert metrics["reward_worst"] == pytest.approx(returns[worst].mean().item())
 
-    # generation (4 DDIM steps) and the m-step rollout run without grad; then exactly one
+    # generation (2 DDIM steps) and the m-step rollout run without grad; then exactly one
     # grad-enabled call covers every valid step of the best and worst trajectories
     calls = spies["unet"].calls
-    assert len(calls) == 4 + 2 + 1
+    assert len(calls) == 2 + 2 + 1
     grad = spies["unet"].grad_calls
     assert len(grad) == 1
     _, sample, timestep = grad[0]

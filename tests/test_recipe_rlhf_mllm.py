@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_mllm import GraderServer, Reply, grade_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +39,26 @@ def test_rlhf_mllm_recipe_trains_one_step_and_keeps_the_key_secret(tmp_path, tin
         run = tmp_path / "run"
         done = subprocess.run(
             [
-                sys.executable, "-m", "dsharp.cli", "train", str(REPO / "recipes" / "rlhf_mllm.yaml"),
-                f"model.pretrained={tiny_sdxl_dir}", "train.max_steps=1", f"output_dir={run}",
+                sys.executable,
+                "-m",
+                "dsharp.cli",
+                "train",
+                str(REPO / "recipes" / "rlhf_mllm.yaml"),
+                f"model.pretrained={tiny_sdxl_dir}",
+                "train.max_steps=1",
+                f"output_dir={run}",
                 # the tiny SDXL's native size keeps this CPU test short; the recipe says 512
-                "train.height=64", "train.width=64", "train.grad_accum=1", "method.infer_steps=4",
+                "train.height=64",
+                "train.width=64",
+                "train.grad_accum=1",
+                "method.infer_steps=4",
                 "--no-progress",
             ],
-            capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=REPO,
         )
     finally:
         server.close()

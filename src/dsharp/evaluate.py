@@ -19,6 +19,7 @@ import torch
 from dsharp.generate import SampleSettings, generate
 from dsharp.models.base import DiffusionModel
 from dsharp.rewards.base import RewardImages
+from dsharp.rewards.combine import _component_keys
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ def evaluate(
     strict: list[float] = []
     total = torch.zeros(len(pairs), dtype=torch.float64)
     weight_sum = sum(spec.weight for spec, _ in rewards)
-    for spec, reward in rewards:
+    # A reward named twice (other options) gets keys name, name#1, ... as in CombinedReward.
+    keys = _component_keys([spec for spec, _ in rewards])
+    for key, (spec, reward) in zip(keys, rewards, strict=True):
         scores_all: list[float] = []
         for start in range(0, len(pairs), batch_size):
             chunk = slice(start, start + batch_size)
@@ -126,7 +129,7 @@ def evaluate(
             scores_all += [float(s) for s in scores.detach().cpu()]
             if "strict" in info:
                 strict += [float(bool(v)) for v in info["strict"]]
-        per_reward[spec.name] = scores_all
+        per_reward[key] = scores_all
         if spec.weight:  # a weight-0 reward is reported only; its NaNs must not poison the total
             total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
     total /= weight_sum if weight_sum else 1.0

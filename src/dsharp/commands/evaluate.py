@@ -44,6 +44,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Evaluate a base model (--model) or a fine-tuned run (--checkpoint)."""
+    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.commands.common import load_model_for_inference
     from dsharp.config import RewardSpec
     from dsharp.data import read_prompt_file
@@ -76,8 +77,6 @@ def evaluate_cmd(
             raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
         diffusion = load_model_for_inference(model, checkpoint, device)
         if specs is None:
-            from dsharp.builders import load_run_model  # noqa: F401  (recipe already loaded below)
-            from dsharp.checkpoints import find_model_checkpoint, run_dir_of
             from dsharp.config import load_recipe
 
             recipe = load_recipe(
@@ -104,7 +103,9 @@ def evaluate_cmd(
         }
         target = out
         if target is None and checkpoint is not None:
-            target = Path(checkpoint) / f"eval-{bench or 'rewards'}.json"
+            # Beside recipe.yaml in the run folder, where `dsharp compare RUN` looks.
+            run_dir = run_dir_of(find_model_checkpoint(checkpoint))
+            target = run_dir / f"eval-{bench or 'rewards'}.json"
         if target is not None:
             atomic_write_json(target, result)
     if as_json:

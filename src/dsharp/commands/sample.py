@@ -44,7 +44,10 @@ def sample(
         seeds = [seed + i for i in range(len(prompts))]
         settings = SampleSettings(method, steps, guidance, eta, height, width)
         result = generate(diffusion, prompts, seeds, settings, batch_size=batch_size, progress=True)
-        names = [f"{i:04d}-seed{s}-{_slug(p)}.png" for i, (p, s) in enumerate(zip(prompts, seeds))]
+        names = [
+            f"{i:04d}-seed{s}-{_slug(p)}.png"
+            for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
+        ]
         paths = save_images(result.images, out, names)
     summary = {"images": [str(p) for p in paths], "nfe_per_image": result.nfe_per_image}
     typer.echo(json.dumps(summary))
