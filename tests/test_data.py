@@ -1,0 +1,108 @@
+"""Image-text sources for SFT methods: folder, jsonl, Hugging Face dataset; prompt files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsharp.data import (
+    FolderSource,
+    JsonlSource,
+    TrainingData,
+    open_image_text,
+    read_prompt_file,
+    to_tensor,
+)
+
+
+def _image(path, colour):
+    Image.fromarray(np.full((40, 30, 3), colour, dtype=np.uint8)).save(path)
+
+
+def test_folder_with_caption_files(tmp_path):
+    _image(tmp_path / "a.png", (255, 0, 0))
+    (tmp_path / "a.txt").write_text("a red thing\n")
+    _image(tmp_path / "b.jpg", (0, 0, 255))
+    (tmp_path / "b.txt").write_text("a blue thing")
+    src = open_image_text(str(tmp_path), "auto", "train", "image", "text")
+    assert isinstance(src, FolderSource) and len(src) == 2
+    image, caption = src.get(0)
+    assert caption == "a red thing" and image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_folder_missing_caption_is_an_error_naming_the_image(tmp_path):
+    _image(tmp_path / "lonely.png", (1, 2, 3))
+    with pytest.raises(FileNotFoundError, match="lonely.png"):
+        FolderSource(tmp_path)
+
+
+def test_jsonl_rows_relative_to_the_file(tmp_path):
+    (tmp_path / "img").mkdir()
+    _image(tmp_path / "img" / "x.png", (0, 255, 0))
+    rows = [{"image": "img/x.png", "text": "green"}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    src = open_image_text(str(tmp_path / "data.jsonl"), "auto", "train", "image", "text")
+    assert isinstance(src, JsonlSource)
+    assert src.get(0)[1] == "green"
+
+
+def test_jsonl_bad_row_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"image": "x.png"}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:1"):
+        JsonlSource(path)
+
+
+def test_hf_dataset_saved_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    images = [Image.fromarray(np.full((8, 8, 3), c, dtype=np.uint8)) for c in (10, 200)]
+    ds = datasets.Dataset.from_dict({"image": images, "caption": ["dark", "light"]})
+    ds = ds.cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "ds"))
+    src = open_image_text(str(tmp_path / "ds"), "auto", "train", "image", "caption")
+    assert len(src) == 2
+    image, caption = src.get(1)
+    assert caption == "light" and image.getpixel((0, 0)) == (200, 200, 200)
+
+
+def test_hf_dataset_missing_column(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["a"]}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(ValueError, match="no column 'image'"):
+        open_image_text(str(tmp_path / "ds"), "hf", "train", "image", "text")
+
+
+def test_to_tensor_resizes_and_centre_crops():
+    image = Image.fromarray(np.zeros((40, 80, 3), dtype=np.uint8))
+    t = to_tensor(image, 16, 16)
+    assert t.shape == (3, 16, 16) and t.dtype == torch.float32
+
+
+def test_prompt_file_crlf_comments_blanks(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"# header\r\na cat\r\n\r\n  a dog  \r\n")
+    assert read_prompt_file(path) == ["a cat", "a dog"]
+
+
+class _Cfg:
+    prompts = ["p0", "p1", "p2", "p3"]
+    prompts_file = None
+    generator = "none"
+    empty_prompt_prob = 0.5
+    caption_noise = 0.0
+    dataset = None
+
+
+def test_batches_are_a_pure_function_of_seed_step_process():
+    data = TrainingData(_Cfg(), "prompts", 32, 32, seed=7)
+    a = data.batch(4, step=3, process=0, micro=0)
+    b = data.batch(4, step=3, process=0, micro=0)
+    c = data.batch(4, step=3, process=1, micro=0)
+    assert (a.prompts, a.cond_prompts) == (b.prompts, b.cond_prompts)
+    assert (a.prompts, a.cond_prompts) != (c.prompts, c.cond_prompts)
+    # dropped prompts are blank for conditioning only; the reward still sees the prompt
+    assert all(cp in ("", p) for p, cp in zip(a.prompts, a.cond_prompts, strict=True))
