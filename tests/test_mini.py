@@ -62,7 +62,7 @@ def test_init_folder_loads_as_mini_pixel_model(mini_init_dir):
     assert model.latent_shape(32, 32) == (3, 32, 32)
     config = model.scheduler.config
     assert (config.beta_schedule, config.prediction_type, config.clip_sample) == (
-        "linear",
+        "scaled_linear",
         "epsilon",
         False,
     )

@@ -459,6 +459,12 @@ class EvalConfig(_PromptSource):
         None, description="Rewards to report; None = the recipe's training rewards."
     )
     bench: str | None = Field(None, description="Named benchmark to run instead of prompts.")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many prompts per category (benches with categories) or in "
+        "all (prompt lists); None = all.",
+    )
 
 
 _SECTIONS = ("method", "data", "train", "sample", "eval")

@@ -30,13 +30,33 @@ def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
     ev = recipe.eval
     bench = get_bench(ev.bench) if ev.bench else None
     prompts = ev.load_prompts() if (ev.prompts or ev.prompts_file) else bench.default_prompts()
+    category_of = bench.category_of if bench else None
+    if ev.limit:
+        prompts = limit_prompts(prompts, ev.limit, category_of)
     if ev.rewards is not None:
         specs = list(ev.rewards)
     elif bench is not None:
         specs = [RewardSpec(**r) for r in bench.rewards]
     else:
         specs = list(recipe.rewards)
-    return prompts, specs, bench.category_of if bench else None
+    return prompts, specs, category_of
+
+
+def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]:
+    """``limit`` prompts per category (or of the whole list without categories), evenly
+    spaced through each, so that a short evaluation still spans the set."""
+
+    def spread(group: list[str]) -> list[str]:
+        if len(group) <= limit:
+            return group
+        return [group[(i * len(group)) // limit] for i in range(limit)]
+
+    if category_of is None:
+        return spread(prompts)
+    groups: dict[str, list[str]] = {}
+    for prompt in prompts:
+        groups.setdefault(category_of(prompt), []).append(prompt)
+    return [p for group in groups.values() for p in spread(group)]
 
 
 def sample_grid(
