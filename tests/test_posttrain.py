@@ -1,0 +1,46 @@
+"""After training, a recipe with an eval section leaves a report, a grid and both evaluations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.posttrain import limit_prompts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_limit_prompts_spreads_over_each_category():
+    prompts = [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(4)]
+    picked = limit_prompts(prompts, 3, lambda p: p[0])
+    assert picked == ["a0", "a3", "a6", "b0", "b1", "b2"]
+    assert limit_prompts(prompts, 2, None) == ["a0", "a7"]
+
+
+def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_dir):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(REPO / "recipes" / "tiny" / "rlhf_sharpening.yaml"),
+            f"model.pretrained={tiny_sd_dir}",
+            "train.max_steps=1",
+            f"output_dir={run}",
+            "eval.prompts=[a red circle, two blue squares]",
+            "eval.seeds=1",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    base = json.loads((run / "eval-base.json").read_text())
+    final = json.loads((run / "eval-final.json").read_text())
+    assert base["n_images"] == final["n_images"] == 2
+    assert base["seeds"] == final["seeds"] == [0]
+    report = (run / "report.md").read_text()
+    assert f"| overall | {base['overall']:.4f} | {final['overall']:.4f} |" in report
+    grid = (run / "samples_grid.png").read_bytes()
+    assert grid.startswith(b"\x89PNG")
