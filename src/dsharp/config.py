@@ -19,7 +19,6 @@ import difflib
 import math
 import os
 import re
-import tempfile
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -905,19 +904,10 @@ def recipe_to_yaml(recipe: Recipe, redact: bool = True) -> str:
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     """Write the (redacted) recipe as YAML atomically: a temp file, then ``os.replace``."""
+    from dsharp.io import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = recipe_to_yaml(recipe, redact=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, recipe_to_yaml(recipe, redact=True))
     return path
 
 
