@@ -32,4 +32,5 @@ def test_recipe_validates_with_its_files(path: Path, monkeypatch: pytest.MonkeyP
 def test_recipe_first_line_is_the_command_that_runs_it(path: Path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
     rel = path.relative_to(ROOT).as_posix()
-    assert first == f"# dsharp train {rel}" or first.startswith(f"# dsharp train {rel} "), first
+    commands = (f"# dsharp train {rel}", f"# dsharp eval --recipe {rel}")  # eval: inference-time
+    assert any(first == c or first.startswith(f"{c} ") for c in commands), first

@@ -1,26 +1,44 @@
 """Image generation for `dsharp sample` and `dsharp eval`: batched, seeded, method-aware.
 
 Image ``i`` of a call uses seed ``seeds[i]``; its initial noise is what the diffusers
-pipeline draws for ``generator=torch.Generator().manual_seed(seeds[i])``.
+pipeline draws for ``generator=torch.Generator().manual_seed(seeds[i])``. ``sample.method``
+picks the sampler (:mod:`dsharp.inference`): ``default`` is plain DDIM in batches; the
+inference-time methods search with a verifier reward, one image at a time, every draw from
+that image's seed. Network evaluations are counted, not computed from a formula.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from dsharp.inference import SAMPLE_METHODS as _REGISTRY
+from dsharp.inference import (
+    ImageContext,
+    SampleMethod,
+    Verifier,
+    count_nfe,
+    get_sample_method,
+    reward_specs,
+)
 from dsharp.models.base import DiffusionModel
 from dsharp.progress import task_progress
 from dsharp.sampling import sample
 
-SAMPLE_METHODS = {"default": "plain DDIM sampling with classifier-free guidance"}
+SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
 
 
 @dataclass
 class SampleSettings:
-    """How to sample: the `sample` section of a recipe, or the `dsharp sample` flags."""
+    """How to sample: the `sample` section of a recipe, or the `dsharp sample` flags.
+
+    ``options``: the method's ``sample.options``. ``reward``: the verifier of inference-time
+    methods (a reward name, ``RewardSpec``, spec dict, or a list of them); it is kept as
+    validated spec dicts, so that the settings stay JSON-able (see :meth:`as_dict`).
+    """
 
     method: str = "default"
     steps: int = 25
@@ -28,10 +46,83 @@ class SampleSettings:
     eta: float = 0.0
     height: int | None = None
     width: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    reward: Any = None
+
+    def __post_init__(self) -> None:
+        specs = reward_specs(self.reward)
+        self.reward = [s.model_dump(mode="json") for s in specs] if specs else None
+        self.options = dict(self.options or {})
 
     @classmethod
-    def from_config(cls, cfg) -> SampleSettings:
-        return cls(cfg.method, cfg.steps, cfg.guidance, cfg.eta, cfg.height, cfg.width)
+    def from_config(cls, cfg, reward: Any = None) -> SampleSettings:
+        """From a recipe's ``sample`` section; ``reward``: the verifier (the recipe's rewards)."""
+        options = dict(cfg.options)
+        return cls(
+            cfg.method, cfg.steps, cfg.guidance, cfg.eta, cfg.height, cfg.width, options, reward
+        )
+
+    def validate(self) -> tuple[SampleMethod, Any]:
+        """The method and its parsed options; one-line errors for an unknown method, a bad
+        option, or an inference-time method without a verifier (checked before any model
+        loads)."""
+        method = get_sample_method(self.method)
+        options = method.parse_options(self.options)
+        if method.needs_reward:
+            if not self.reward:
+                raise ValueError(
+                    f"sample.method {self.method!r} needs a verifier reward: pass --reward NAME "
+                    "(or use a recipe with rewards)"
+                )
+            from dsharp.config import check_reward_name
+
+            for spec in self.reward:
+                check_reward_name(spec["name"])
+        return method, options
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON-able data, secret-looking reward options redacted."""
+        from dsharp.config import _redact
+
+        data = {k: v for k, v in vars(self).items() if k != "reward"}
+        data["reward"] = _redact(self.reward) if self.reward else None
+        return data
+
+
+def parse_sample_overrides(
+    base: dict[str, Any], overrides: Sequence[str] = (), options: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The ``sample`` section from flag values ``base`` (``None`` = unset), ``--option k=v``
+    and positional ``sample.method=x`` / ``sample.options.K=4`` overrides, validated as a
+    recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field)."""
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from dsharp.config import RecipeError, SampleConfig, _first_error, apply_overrides
+
+    class _SampleSection(BaseModel):  # the `sample` field of a Recipe, errors located alike
+        model_config = ConfigDict(extra="forbid", strict=True)
+        sample: SampleConfig
+
+    texts = []
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--option {item!r}: expected KEY=VALUE, e.g. K=4")
+        texts.append(f"sample.options.{key.strip()}={value}")
+    for text in overrides:
+        if not text.startswith("sample."):
+            raise RecipeError(
+                f"override {text!r}: only sample.* settings can be set here "
+                "(e.g. sample.method=demon sample.options.K=4)"
+            )
+        texts.append(text)
+    data = {"sample": {k: v for k, v in base.items() if v is not None}}
+    applied = apply_overrides(data, texts)
+    try:
+        _SampleSection.model_validate(data)
+    except ValidationError as e:
+        raise _first_error(e, None, applied) from None
+    return data["sample"]
 
 
 @dataclass
@@ -48,32 +139,48 @@ def generate(
     batch_size: int = 8,
     progress: bool = False,
 ) -> Generated:
-    """Generate one image per (prompt, seed) pair, in batches."""
+    """Generate one image per (prompt, seed) pair; UNet forwards per image are counted."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if settings.method not in SAMPLE_METHODS:
-        raise NotImplementedError(
-            f"sample.method: '{settings.method}' is not implemented "
-            f"(available: {', '.join(SAMPLE_METHODS)})"
-        )
-    out, nfe = [], 0
-    with task_progress("sample", enabled=progress) as bar:
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    method, options = settings.validate()
+    out = []
+    with task_progress("sample", enabled=progress) as bar, count_nfe(model) as counter:
         task = bar.add_task("sample", total=len(prompts))
-        for start in range(0, len(prompts), batch_size):
-            chunk = slice(start, start + batch_size)
-            images, trajectory = sample(
-                model,
-                list(prompts[chunk]),
-                seeds=list(seeds[chunk]),
-                steps=settings.steps,
-                guidance=settings.guidance,
-                height=settings.height,
-                width=settings.width,
-                eta=settings.eta,
-                return_trajectory=True,
-            )
-            out.append(images.float().cpu())
-            nfe += trajectory.nfe * images.shape[0]
-            bar.update(task, advance=images.shape[0])
+        if method.run is None:  # default: batched plain DDIM
+            for start in range(0, len(prompts), batch_size):
+                chunk = slice(start, start + batch_size)
+                images = sample(
+                    model,
+                    list(prompts[chunk]),
+                    seeds=list(seeds[chunk]),
+                    steps=settings.steps,
+                    guidance=settings.guidance,
+                    height=settings.height,
+                    width=settings.width,
+                    eta=settings.eta,
+                )
+                out.append(images.float().cpu())
+                bar.update(task, advance=images.shape[0])
+        else:
+            verifier = Verifier(reward_specs(settings.reward))
+            side = model.default_resolution
+            for prompt, seed in zip(prompts, seeds, strict=True):
+                ctx = ImageContext(
+                    model,
+                    prompt,
+                    int(seed),
+                    settings.steps,
+                    settings.guidance,
+                    settings.eta,
+                    settings.height or side,
+                    settings.width or side,
+                    verifier=verifier,
+                    batch_size=batch_size,
+                    method=method.name,
+                )
+                out.append(method.run(ctx, options).float().cpu())
+                bar.update(task, advance=1)
     images = torch.cat(out)
-    return Generated(images=images, nfe_per_image=nfe / images.shape[0])
+    return Generated(images=images, nfe_per_image=counter.per_image(images.shape[0]))

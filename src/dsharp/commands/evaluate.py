@@ -1,9 +1,10 @@
-"""`dsharp eval`: score a model or a run on prompts x fixed seeds; JSON out."""
+"""`dsharp eval`: score a model, a run or a recipe's sampler on prompts x fixed seeds; JSON out."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,90 +23,185 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
+def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
+    """(prompt list, bench or None): flags first, then the recipe's eval section."""
+    from dsharp.data import read_prompt_file
+    from dsharp.evaluate import get_bench
+
+    if prompts is not None or bench is not None:
+        spec_bench = get_bench(bench) if bench else None
+        if prompts is not None:
+            return read_prompt_file(prompts), spec_bench
+        return spec_bench.default_prompts(), spec_bench
+    if recipe is None:
+        raise ValueError("give --prompts FILE or --bench NAME")
+    ev = recipe.eval
+    spec_bench = get_bench(ev.bench) if ev.bench else None
+    if ev.prompts or ev.prompts_file:
+        prompt_list = ev.load_prompts()
+    elif spec_bench is not None:
+        prompt_list = spec_bench.default_prompts()
+    else:
+        raise ValueError("give --prompts FILE or --bench NAME (the recipe's eval section has none)")
+    if ev.limit:
+        from dsharp.posttrain import limit_prompts
+
+        category_of = spec_bench.category_of if spec_bench else None
+        prompt_list = limit_prompts(prompt_list, ev.limit, category_of)
+    return prompt_list, spec_bench
+
+
+def _scoring_specs(
+    reward: list[str] | None,
+    options: dict[str, Any],
+    bench: str | None,
+    spec_bench: Any,
+    recipe: Any,
+    run_recipe: Any,
+) -> list[Any]:
+    """The rewards that score the images: --reward, the --bench's, the recipe's eval
+    rewards, the bench's, the recipe's rewards, or a run's (in that order)."""
+    from dsharp.config import RewardSpec
+
+    if reward:
+        return [RewardSpec(name=name, options=options) for name in reward]
+    if recipe is not None and recipe.eval.rewards is not None and not bench:
+        return list(recipe.eval.rewards)
+    if spec_bench is not None:
+        return [
+            RewardSpec(**{**r, "options": {**r.get("options", {}), **options}})
+            for r in spec_bench.rewards
+        ]
+    owner = recipe if recipe is not None else run_recipe
+    if owner is not None and (owner.eval.rewards or owner.rewards):
+        return list(owner.eval.rewards or owner.rewards)
+    raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
+
+
 def evaluate_cmd(
+    overrides: list[str] = typer.Argument(
+        None,
+        help="With --recipe: recipe overrides (a.b=value); else sample.* overrides "
+        "(sample.method=demon sample.options.K=4).",
+    ),
+    recipe: Path = typer.Option(
+        None,
+        "--recipe",
+        help="Recipe to evaluate: its model, sample section (method, options), rewards "
+        "(the verifier) and eval section (bench or prompts, seeds, rewards).",
+    ),
     model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
     bench: str = typer.Option(None, "--bench", help="Named benchmark (e.g. shapes)."),
     prompts: Path = typer.Option(None, "--prompts", help="Prompt file, one per line."),
-    seeds: int = typer.Option(2, "--seeds", help="Images per prompt (seeds 0..N-1)."),
+    seeds: int = typer.Option(None, "--seeds", help="Images per prompt (seeds 0..N-1; default 2)."),
     reward: list[str] = typer.Option(None, "--reward", help="Reward name (repeatable)."),
     set_: list[str] = typer.Option(None, "--set", help="Reward option key=value (all rewards)."),
-    steps: int = typer.Option(25, "--steps", help="DDIM steps."),
-    guidance: float = typer.Option(5.0, "--guidance", help="Classifier-free guidance scale."),
-    method: str = typer.Option("default", "--method", help="Sampling method."),
+    verifier: list[str] = typer.Option(
+        None,
+        "--verifier",
+        help="Verifier reward of inference-time methods (repeatable; default: the recipe's "
+        "rewards, else the scoring rewards).",
+    ),
+    steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
+    guidance: float = typer.Option(None, "--guidance", help="CFG scale (default 5)."),
+    method: str = typer.Option(None, "--method", help="Sampling method (default: 'default')."),
+    option: list[str] = typer.Option(
+        None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
+    ),
     height: int = typer.Option(None, "--height"),
     width: int = typer.Option(None, "--width"),
     batch_size: int = typer.Option(16, "--batch-size"),
     images: Path = typer.Option(None, "--images", help="Also keep the generated images here."),
     out: Path = typer.Option(
-        None, "--out", help="Write the JSON here (default: RUN_DIR/eval-*.json for a run)."
+        None,
+        "--out",
+        help="Write the JSON here (default: RUN_DIR/eval-*.json for a run or a recipe).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
-    """Evaluate a base model (--model) or a fine-tuned run (--checkpoint)."""
+    """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
-    from dsharp.commands.common import load_model_for_inference
-    from dsharp.config import RewardSpec
-    from dsharp.data import read_prompt_file
-    from dsharp.evaluate import evaluate, get_bench
-    from dsharp.generate import SampleSettings
+    from dsharp.config import load_recipe
+    from dsharp.evaluate import evaluate
+    from dsharp.generate import SampleSettings, parse_sample_overrides
     from dsharp.io import atomic_write_json
     from dsharp.report import build_table, to_rich
 
     with user_errors():
-        if (model is None) == (checkpoint is None):
-            raise ValueError("give exactly one of --model or --checkpoint")
-        spec_bench = get_bench(bench) if bench else None
-        options = _parse_sets(set_ or [])
-        if reward:
-            specs = [RewardSpec(name=name, options=options) for name in reward]
-        elif spec_bench:
-            specs = [
-                RewardSpec(**{**r, "options": {**r.get("options", {}), **options}})
-                for r in spec_bench.rewards
-            ]
-        else:
-            specs = None
-        if prompts is not None:
-            prompt_list = read_prompt_file(prompts)
-        elif spec_bench:
-            prompt_list = spec_bench.default_prompts()
-        else:
-            raise ValueError("give --prompts FILE or --bench NAME")
-        if specs is None and checkpoint is None:
-            raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
-        diffusion = load_model_for_inference(model, checkpoint, device)
-        if specs is None:
-            from dsharp.config import load_recipe
-
-            recipe = load_recipe(
-                run_dir_of(find_model_checkpoint(checkpoint)) / "recipe.yaml", validate_files=False
+        rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
+        if rec is None and (model is None) == (checkpoint is None):
+            raise ValueError("give exactly one of --model or --checkpoint (or --recipe)")
+        if rec is not None and model is not None and checkpoint is not None:
+            raise ValueError("give at most one of --model or --checkpoint with --recipe")
+        prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
+        run_recipe = None
+        if rec is None and checkpoint is not None:
+            run_recipe = load_recipe(
+                run_dir_of(find_model_checkpoint(checkpoint)) / "recipe.yaml",
+                validate_files=False,
             )
-            specs = list(recipe.eval.rewards or recipe.rewards)
-        settings = SampleSettings(method, steps, guidance, 0.0, height, width)
+        specs = _scoring_specs(reward, _parse_sets(set_ or []), bench, spec_bench, rec, run_recipe)
+
+        base = rec.sample.model_dump() if rec is not None else {}
+        if method is not None and method != base.get("method", method):
+            base["options"] = {}  # the recipe's options belong to the recipe's method
+        if rec is not None:
+            base["height"] = base["height"] or rec.train.height
+            base["width"] = base["width"] or rec.train.width
+        flags = {"method": method, "steps": steps, "guidance": guidance}
+        flags |= {"height": height, "width": width}
+        base |= {k: v for k, v in flags.items() if v is not None}
+        sample_overrides = [] if rec is not None else (overrides or [])
+        section = parse_sample_overrides(base, sample_overrides, option or [])
+        # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
+        owner = rec if rec is not None else run_recipe
+        verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)
+        settings = SampleSettings(**section, reward=list(verifier_specs))
+        method_entry, _ = settings.validate()
+        if not method_entry.needs_reward:
+            settings.reward = None  # plain DDIM: no verifier, none recorded
+
+        if model is not None or checkpoint is not None:
+            from dsharp.commands.common import load_model_for_inference
+
+            diffusion = load_model_for_inference(model, checkpoint, device)
+        else:
+            from dsharp.builders import build_model
+            from dsharp.commands.common import pick_device
+
+            diffusion = build_model(rec.model, pick_device(device))
+            diffusion.unet.eval()
         result = evaluate(
             diffusion,
             prompt_list,
             specs,
-            num_seeds=seeds,
+            num_seeds=seeds or (rec.eval.seeds if rec is not None else 2),
             settings=settings,
             batch_size=batch_size,
             category_of=spec_bench.category_of if spec_bench else None,
             images_dir=images,
             progress=not as_json,
         )
+        bench_name = spec_bench.name if spec_bench else None
+        source = checkpoint or model or (rec.model.pretrained if rec is not None else None)
         result = {
-            "bench": bench,
-            "model": str(checkpoint or model),
+            "bench": bench_name,
+            "model": str(source),
+            **({"recipe": str(recipe)} if recipe is not None else {}),
             "rewards": [s.name for s in specs],
             **result,
+            "sample": settings.as_dict(),
         }
         target = out
         if target is None and checkpoint is not None:
             # Beside recipe.yaml in the run folder, where `dsharp compare RUN` looks.
             run_dir = run_dir_of(find_model_checkpoint(checkpoint))
-            target = run_dir / f"eval-{bench or 'rewards'}.json"
+            target = run_dir / f"eval-{bench_name or 'rewards'}.json"
+        elif target is None and rec is not None:
+            run_dir = rec.resolved_output_dir(Path(recipe).stem)
+            target = run_dir / f"eval-{bench_name or 'rewards'}.json"
         if target is not None:
             atomic_write_json(target, result)
     if as_json:
@@ -116,6 +212,6 @@ def evaluate_cmd(
         from rich.console import Console
 
         columns, rows = build_table([(result["model"], result)])
-        Console().print(to_rich(columns, rows, title=f"dsharp eval {bench or ''}".strip()))
+        Console().print(to_rich(columns, rows, title=f"dsharp eval {bench_name or ''}".strip()))
         if target is not None:
             typer.echo(f"wrote {target}")

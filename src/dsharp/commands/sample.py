@@ -16,6 +16,9 @@ def _slug(text: str, limit: int = 48) -> str:
 
 
 def sample(
+    overrides: list[str] = typer.Argument(
+        None, help="sample.* overrides, e.g. sample.method=demon sample.options.K=4."
+    ),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat for several)."),
     model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
@@ -26,28 +29,44 @@ def sample(
     eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
     height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
     width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
-    method: str = typer.Option("default", "--method", help="Sampling method (sample.method)."),
+    method: str = typer.Option(
+        "default", "--method", help="Sampling method (sample.method): default, free2guide, ..."
+    ),
+    option: list[str] = typer.Option(
+        None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
+    ),
+    reward: list[str] = typer.Option(
+        None, "--reward", help="Verifier reward of inference-time methods (repeatable)."
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
     out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run."""
     from dsharp.commands.common import load_model_for_inference
-    from dsharp.generate import SampleSettings, generate
+    from dsharp.generate import SampleSettings, generate, parse_sample_overrides
     from dsharp.sampling import save_images
 
     with user_errors():
         if (model is None) == (checkpoint is None):
             raise ValueError("give exactly one of --model or --checkpoint")
+        flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
+        flags |= {"height": height, "width": width}
+        section = parse_sample_overrides(flags, overrides or [], option or [])
+        settings = SampleSettings(**section, reward=reward or None)
+        settings.validate()  # unknown method, bad option or missing reward: before loading
         diffusion = load_model_for_inference(model, checkpoint, device)
         prompts = [p for p in prompt for _ in range(num_images)]
         seeds = [seed + i for i in range(len(prompts))]
-        settings = SampleSettings(method, steps, guidance, eta, height, width)
         result = generate(diffusion, prompts, seeds, settings, batch_size=batch_size, progress=True)
         names = [
             f"{i:04d}-seed{s}-{_slug(p)}.png"
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
         ]
         paths = save_images(result.images, out, names)
-    summary = {"images": [str(p) for p in paths], "nfe_per_image": result.nfe_per_image}
+    summary = {
+        "images": [str(p) for p in paths],
+        "nfe_per_image": result.nfe_per_image,
+        "method": settings.method,
+    }
     typer.echo(json.dumps(summary))

@@ -2,10 +2,75 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 from typing import Any
 
 from dsharp.methods.base import TrainingMethod
 from dsharp.models.base import DiffusionModel
+
+#: Table-1 baselines built from their constructor's signature: (module, class).
+_BASELINES: dict[str, tuple[str, str]] = {
+    "diffusion_dpo": ("dsharp.methods.dpo", "DiffusionDPO"),
+    "ddpo": ("dsharp.methods.ddpo", "DDPO"),
+    "d3po": ("dsharp.methods.d3po", "D3PO"),
+    "iterpo": ("dsharp.methods.iterpo", "IterPO"),
+}
+
+
+class UnknownOptionError(TypeError, ValueError):
+    """``method.options`` names an option the method does not take (a ``TypeError``, and a
+    ``ValueError`` so that the CLI reports it in one line)."""
+
+
+def _keyword_defaults(cls: type) -> dict[str, Any]:
+    """Keyword-only constructor parameters of ``cls`` with their defaults."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
+    """Constructor keywords for ``cls`` from a ``method`` section, checked against what the
+    constructor takes.
+
+    The generic ``method.*`` fields (``n``, ``beta``, ``eta``, ...) that the constructor
+    takes are passed; one the recipe left unset gets the method's own default (its authors'
+    value) rather than the schema's, and is written back into ``cfg`` so that the run's saved
+    recipe records what ran. A generic field the method does not use must keep its schema
+    default. Every key of ``method.options`` must be another keyword of the constructor:
+    an unknown one raises :class:`UnknownOptionError` naming it.
+    """
+    defaults = _keyword_defaults(cls)
+    schema = type(cfg).model_fields
+    generic = [f for f in schema if f not in ("name", "options")]
+    for field in generic:
+        if field not in defaults and getattr(cfg, field) != schema[field].default:
+            used = ", ".join(f for f in generic if f in defaults) or "none"
+            raise ValueError(
+                f"method.{field}: not used by {cfg.name} (its method.* fields: {used}; "
+                "method-specific settings go in method.options)"
+            )
+    options = [name for name in defaults if name not in generic]
+    for key in cfg.options:
+        if key in generic:
+            raise UnknownOptionError(f"method.options.{key}: set it as method.{key} instead")
+        if key not in options:
+            match = difflib.get_close_matches(str(key), options, n=1, cutoff=0.6)
+            hint = f", did you mean {match[0]!r}?" if match else ""
+            known = ", ".join(options) or "none"
+            raise UnknownOptionError(
+                f"method.options.{key}: unknown option of {cfg.name}{hint} (known: {known})"
+            )
+    kwargs: dict[str, Any] = {}
+    for field in generic:
+        if field not in defaults:
+            continue
+        if field not in cfg.model_fields_set:
+            setattr(cfg, field, defaults[field])
+        kwargs[field] = getattr(cfg, field)
+    kwargs.update(cfg.options)
+    return kwargs
 
 
 def build_method(
@@ -17,6 +82,11 @@ def build_method(
 
     if cfg.name == "finetune":
         return FineTune(model, reward, height, width)
+    baseline = _BASELINES.get(cfg.name)
+    if baseline is not None:
+        module, cls_name = baseline
+        cls = getattr(importlib.import_module(module), cls_name)
+        return cls(model, reward, height, width, **resolve_method_kwargs(cfg, cls))
     common = dict(
         n=cfg.n,
         m=cfg.m,

@@ -17,12 +17,16 @@ class MethodSpec:
     ``data`` says where training inputs come from: ``"dataset"`` (image-text pairs, from
     ``data.dataset`` or ``data.generator``) or ``"prompts"`` (``data.prompts`` or
     ``data.prompts_file``). ``needs_reward`` says whether ``rewards`` may be empty.
+    ``needs_differentiable_reward``: the method back-propagates through the reward, so every
+    reward with a non-zero weight must be registered ``differentiable`` (the method also
+    checks it when it is built, before training).
     """
 
     name: str
     description: str
     data: Literal["dataset", "prompts"]
     needs_reward: bool = True
+    needs_differentiable_reward: bool = False
 
 
 METHODS: tuple[MethodSpec, ...] = (
@@ -41,6 +45,30 @@ METHODS: tuple[MethodSpec, ...] = (
         "rlhf_sharpening",
         "Diffusion-Sharpening RLHF: DPO on the best/worst trajectories of self-generated samples",
         data="prompts",
+    ),
+    MethodSpec(
+        "diffusion_dpo",
+        "Diffusion-DPO (Wallace et al.): DPO on offline preference pairs or reward-labelled "
+        "pairs of self-generated samples (options.pairs: online)",
+        data="dataset",
+    ),
+    MethodSpec(
+        "ddpo",
+        "DDPO (Black et al.): policy gradient on the denoising MDP, REINFORCE or PPO-clip "
+        "(options.variant: sf | is)",
+        data="prompts",
+    ),
+    MethodSpec(
+        "d3po",
+        "D3PO (Yang et al.): DPO at every denoising step of two trajectories from one noise",
+        data="prompts",
+    ),
+    MethodSpec(
+        "iterpo",
+        "IterPO (IterComp's ReFL): back-propagate differentiable rewards of x0_hat at one "
+        "late denoising step",
+        data="prompts",
+        needs_differentiable_reward=True,
     ),
 )
 

@@ -204,3 +204,68 @@ def make_tiny_imagereward(folder: Path, seed: int = 0) -> dict:
     model = ImageRewardModel(_tiny_blip_config(tokenizer, layer_norm_eps=1e-6))
     save_imagereward(model, tokenizer, folder / "model")
     return {"model": str(folder / "model")}
+
+
+def make_tiny_owlv2(folder: Path, seed: int = 0) -> dict:
+    """A tiny ``Owlv2ForObjectDetection`` and ``Owlv2Processor`` (the tiny byte-level CLIP
+    tokenizer, queries of at most 16 tokens as OWLv2's) saved with ``save_pretrained`` in one
+    folder. Returns the T2I-CompBench evaluator options that select it."""
+    from transformers import (
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    from dsharp.testing.tiny import make_tiny_tokenizer
+
+    folder = Path(folder)
+    tokenizer = make_tiny_tokenizer()
+    tokenizer.model_max_length = 16
+    hidden = 32
+    config = Owlv2Config(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": hidden,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": TINY_IMAGE,
+            "patch_size": 8,
+        },
+        projection_dim=hidden,  # OWLv2's class head needs projection_dim == text hidden size
+    )
+    torch.manual_seed(seed)
+    Owlv2ForObjectDetection(config).save_pretrained(folder)
+    image_processor = Owlv2ImageProcessor(size={"height": TINY_IMAGE, "width": TINY_IMAGE})
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return {"detector_model": str(folder)}
+
+
+def make_tiny_t2i_evaluators(folder: Path, seed: int = 0) -> dict:
+    """Tiny BLIP-VQA, CLIP and OWLv2 models for T2I-CompBench, saved under ``folder``.
+    Returns the ``evaluator_options`` of :func:`dsharp.bench.run_t2i_compbench` that select
+    them (rule-based noun phrases, BLIP at the tiny image size, CPU)."""
+    folder = Path(folder)
+    blip = make_tiny_blip_vqa(folder / "blip", seed=seed)
+    clip = make_tiny_open_clip(folder / "clip", seed=seed)
+    detector = make_tiny_owlv2(folder / "owlv2", seed=seed)
+    return {
+        "blip_model": blip["model"],
+        "blip_image_size": TINY_IMAGE,
+        "noun_phrases": "rules",
+        "clip_model": clip["model"],
+        "clip_pretrained": clip["pretrained"],
+        **detector,
+        "device": "cpu",
+    }

@@ -1,0 +1,161 @@
+"""The Diffusion-Sharpening paper's reported numbers (Tables 1-3, SDXL), shipped as package
+data, and their alignment with our evaluation results (``dsharp compare --against paper``).
+
+Our metric keys map to the paper's columns as follows (a result may also carry a paper
+column name directly as a metric key):
+
+==================  ===========================================================
+paper column        our metric key (``result["metrics"]``)
+==================  ===========================================================
+clip_score          ``clip`` (plain cosine: the ``clip`` reward with ``scale`` 1)
+t2i_color ...       ``t2i_color``, ``t2i_shape``, ``t2i_texture``, ``t2i_spatial``,
+t2i_complex         ``t2i_non_spatial``, ``t2i_complex`` (``dsharp eval --bench
+                    t2i-compbench``)
+aesthetic           ``aesthetic``
+image_reward        ``imagereward``
+mllm                ``mllm`` (overall / 10, the paper's 0-1 scale)
+==================  ===========================================================
+
+Each of our results is compared with one paper row, its *reference*: ``match[label]`` when
+given, else ``result["paper_row"]``, else the paper row whose name equals the label
+(normalised: lower case, ``-``/space -> ``_``; for Table 2 a label such as ``n=3``, ``n3`` or
+``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
+``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). Rows come in
+threes per result: the paper's row, ours, and the delta (ours - paper). A metric we do not
+have shows as ``"-"``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PAPER_FILE = Path(__file__).resolve().parent.parent / "assets" / "reference" / "paper_tables.yaml"
+TABLES = ("table1", "table2", "table3")
+MISSING = "-"
+
+METRIC_SOURCES: dict[str, tuple[str, ...]] = {
+    "clip_score": ("clip_score", "clip"),
+    "t2i_color": ("t2i_color",),
+    "t2i_shape": ("t2i_shape",),
+    "t2i_texture": ("t2i_texture",),
+    "t2i_spatial": ("t2i_spatial",),
+    "t2i_non_spatial": ("t2i_non_spatial",),
+    "t2i_complex": ("t2i_complex",),
+    "aesthetic": ("aesthetic",),
+    "image_reward": ("image_reward", "imagereward"),
+    "mllm": ("mllm",),
+}
+"""Paper column -> our metric keys, first found wins."""
+
+_DEFAULT_REFERENCE = {"table1": "sdxl", "table2": "3", "table3": "3"}
+_ROW_HEADER = {"table1": "method", "table2": "n", "table3": "m"}
+
+
+@cache
+def _load() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(PAPER_FILE.read_text(encoding="utf-8"))
+
+
+def _table(name: str) -> dict[str, Any]:
+    if name not in TABLES:
+        raise ValueError(f"paper table {name!r} unknown (available: {', '.join(TABLES)})")
+    return _load()[name]
+
+
+def paper_source() -> str:
+    """Where the numbers come from (the paper and its version)."""
+    return str(_load()["source"])
+
+
+def paper_table(name: str) -> tuple[list[str], list[list[Any]]]:
+    """The paper's table ``name`` as ``(columns, rows)``; the first column names the row
+    (method for Table 1, n or m for Tables 2 and 3)."""
+    table = _table(name)
+    columns = [_ROW_HEADER[name], *table["columns"]]
+    rows = [[str(label), *values] for label, values in table["rows"].items()]
+    return columns, rows
+
+
+def _normalise(label: str) -> str:
+    return re.sub(r"[\s\-]+", "_", label.strip().lower())
+
+
+def _reference(table: str, label: str, result: Mapping[str, Any], match: Mapping[str, str]):
+    rows = {str(k): k for k in _table(table)["rows"]}
+    wanted = match.get(label) or result.get("paper_row")
+    if wanted is not None:
+        if str(wanted) not in rows:
+            raise ValueError(
+                f"{label}: paper row {wanted!r} not in {table} (rows: {', '.join(rows)})"
+            )
+        return rows[str(wanted)]
+    key = _normalise(label)
+    if table != "table1":
+        prefix = _ROW_HEADER[table]  # "n" for Table 2, "m" for Table 3
+        number = re.fullmatch(rf"(?:{prefix}_?=?_?)?(\d+)", key)
+        key = number.group(1) if number else key
+    return rows.get(key, rows[_DEFAULT_REFERENCE[table]])
+
+
+def metric_value(result: Mapping[str, Any], column: str) -> float | None:
+    """Our value for the paper's ``column`` (see the mapping table), or ``None``."""
+    metrics = result.get("metrics", {}) or {}
+    for key in METRIC_SOURCES.get(column, (column,)):
+        value = metrics.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("mean")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and not math.isnan(float(value)):
+            return float(value)
+    return None
+
+
+def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One result whose metrics are the union of ``results``' (a later one wins a clash):
+    a model's T2I-CompBench and reward-bench evaluations side by side in one row."""
+    merged: dict[str, Any] = {"metrics": {}}
+    for result in results:
+        merged["metrics"].update(result.get("metrics", {}) or {})
+        if result.get("paper_row") is not None:
+            merged["paper_row"] = result["paper_row"]
+    return merged
+
+
+def compare_with_paper(
+    results: Mapping[str, Mapping[str, Any]],
+    table: str = "table1",
+    *,
+    match: Mapping[str, str] | None = None,
+) -> tuple[list[str], list[list[Any]]]:
+    """Our results (``label -> result dict``) beside the paper's ``table``, row by row.
+
+    Columns: ``row`` then the table's metric columns. For each result, three rows:
+    ``paper:<reference>``, ``ours:<label>``, ``delta:<label>`` (ours - paper). See the
+    module docstring for how the reference row is chosen and how metrics are mapped.
+    """
+    spec = _table(table)
+    match = dict(match or {})
+    unknown = sorted(set(match) - set(results))
+    if unknown:
+        raise ValueError(f"match: no result labelled {', '.join(unknown)}")
+    columns = ["row", *spec["columns"]]
+    rows: list[list[Any]] = []
+    for label, result in results.items():
+        ref = _reference(table, label, result, match)
+        paper = spec["rows"][ref]
+        ours = [metric_value(result, c) for c in spec["columns"]]
+        delta = [
+            MISSING if o is None else round(o - float(p), 6)
+            for o, p in zip(ours, paper, strict=True)
+        ]
+        rows.append([f"paper:{ref}", *paper])
+        rows.append([f"ours:{label}", *[MISSING if o is None else o for o in ours]])
+        rows.append([f"delta:{label}", *delta])
+    return columns, rows

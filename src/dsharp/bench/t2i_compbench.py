@@ -1,0 +1,275 @@
+"""``dsharp eval --bench t2i-compbench``: generate images for the benchmark's prompts with
+fixed seeds, score every category as the benchmark defines it, and summarise.
+
+Image ``j`` of every prompt uses seed ``seed_base + j`` (the same noises for every model).
+With ``out_dir`` the evaluation is resumable: each finished prompt is appended as one JSON
+line to ``out_dir/partial.jsonl`` and a rerun skips the prompts already there;
+``out_dir/run.json`` records what the rows were computed with, and a rerun with other
+settings (model, sampling, seeds, evaluators) is refused rather than mixed in. Generated
+images are kept under ``out_dir/images/<category>/<index>_<seed>.png`` on request.
+
+The result holds, per category, the mean score with its 95% confidence interval over images
+(``metrics["t2i_<category>"]``, the names of the paper's Table 1 columns) and details
+(``t2i_compbench[<category>]``), the unweighted mean over categories (``overall``), the
+evaluator models, the substitutions made (the spatial detector), and the prompt files used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dsharp.bench.t2i_data import CATEGORIES, PromptSet, load_prompt_set
+from dsharp.bench.t2i_scoring import EvaluatorOptions, T2IScorer, describe_evaluators
+from dsharp.io import append_jsonl, atomic_write_json, atomic_write_text, json_safe, read_jsonl
+
+PARTIAL_FILE = "partial.jsonl"
+RUN_FILE = "run.json"
+IMAGES_DIR = "images"
+
+
+def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def parse_categories(categories: str | Sequence[str] | None) -> list[str]:
+    """``"color,shape"`` or a list -> validated, de-duplicated list (``None``: all six)."""
+    if categories is None:
+        return list(CATEGORIES)
+    items = categories.split(",") if isinstance(categories, str) else list(categories)
+    out: list[str] = []
+    for item in (c.strip() for c in items):
+        if not item:
+            continue
+        if item not in CATEGORIES:
+            raise ValueError(
+                f"--categories: unknown category {item!r} (available: {', '.join(CATEGORIES)})"
+            )
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise ValueError("--categories: no category given")
+    return out
+
+
+# --------------------------------------------------------------------------- resume state
+
+
+def _load_done(out_dir: Path, fingerprint: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """Rows already computed with the same settings, keyed by (category, index, prompt)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file = out_dir / RUN_FILE
+    stored = json_safe(fingerprint)
+    if run_file.exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if previous != stored:
+            changed = sorted(
+                k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k)
+            )
+            raise ValueError(
+                f"{out_dir}: holds a T2I-CompBench evaluation made with other settings "
+                f"({', '.join(changed)} differ); use another output folder or delete it"
+            )
+    else:
+        atomic_write_json(run_file, fingerprint)
+    partial = out_dir / PARTIAL_FILE
+    rows = read_jsonl(partial)
+    if partial.exists():
+        text = partial.read_text(encoding="utf-8")
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) != len(rows) or (text and not text.endswith("\n")):
+            # A torn last line (crash mid-append) would swallow the next row: drop it now.
+            atomic_write_text(partial, "".join(json.dumps(r) + "\n" for r in rows))
+    return {(r["category"], r["index"], r["prompt"]): r for r in rows}
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _mean_ci(values: Sequence[float]) -> dict[str, float]:
+    from dsharp.evaluate import mean_ci
+
+    return mean_ci([v for v in values if v is not None and not math.isnan(v)])
+
+
+def _summarise_category(category: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    scores = [s for r in rows for s in r["scores"]]
+    summary: dict[str, Any] = {**_mean_ci(scores), "n_prompts": len(rows)}
+    if category == "complex":
+        summary["parts"] = {
+            part: _mean_ci([v for r in rows for v in r["parts"].get(part, []) if v is not None])
+            for part in ("blip", "spatial", "clip")
+        }
+        counts: dict[str, int] = {}
+        for r in rows:
+            key = "+".join(r["detail"][0]["parts"]) if r["detail"] else "?"
+            counts[key] = counts.get(key, 0) + 1
+        summary["prompts_by_parts"] = counts
+    return summary
+
+
+def _generate_rows(
+    model: Any,
+    category: str,
+    pending: list[tuple[int, str]],
+    seeds: list[int],
+    settings: Any,
+    scorer: T2IScorer,
+    prompt_set: PromptSet,
+    batch_size: int,
+    images_dir: Path | None,
+):
+    """Generate and score ``pending`` prompts chunk by chunk; yield one row per prompt."""
+    from dsharp.generate import generate
+    from dsharp.rewards.base import RewardImages
+
+    per_chunk = max(1, batch_size // len(seeds))
+    for start in range(0, len(pending), per_chunk):
+        chunk = pending[start : start + per_chunk]
+        prompts = [p for _, p in chunk for _ in seeds]
+        all_seeds = [s for _ in chunk for s in seeds]
+        generated = generate(
+            model, prompts, all_seeds, settings, batch_size=batch_size, progress=False
+        )
+        if images_dir is not None:
+            from dsharp.sampling import save_images
+
+            names = [f"{i:04d}_{s}.png" for i, _ in chunk for s in seeds]
+            save_images(generated.images, images_dir / category, names)
+        images = RewardImages(generated.images)
+        scores, parts, details = scorer.score(category, images, prompts, prompt_set.complex_subsets)
+        k = len(seeds)
+        for j, (index, prompt) in enumerate(chunk):
+            window = slice(j * k, (j + 1) * k)
+            yield {
+                "category": category,
+                "index": index,
+                "prompt": prompt,
+                "seeds": seeds,
+                "scores": scores[window],
+                "parts": {name: values[window] for name, values in parts.items()},
+                "detail": details[window],
+                "nfe_per_image": generated.nfe_per_image,
+            }
+
+
+def run_t2i_compbench(
+    model: Any,
+    *,
+    categories: str | Sequence[str] | None = None,
+    split: str = "val",
+    images_per_prompt: int = 10,
+    limit: int | None = None,
+    data_dir: Path | str | None = None,
+    settings: Any = None,
+    evaluator_options: dict[str, Any] | None = None,
+    out_dir: Path | str | None = None,
+    keep_images: bool = False,
+    progress: bool = False,
+    seed_base: int = 0,
+    batch_size: int = 8,
+    model_id: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (a :class:`~dsharp.models.base.DiffusionModel`) on T2I-CompBench.
+
+    ``categories``: list or comma-separated string (default all six); ``split``: ``val``
+    (the benchmark's test set) or ``train``; ``images_per_prompt``: seeds per prompt
+    (benchmark: 10); ``limit``: first N prompts per category; ``data_dir``: folder with the
+    prompt files (else the verified download cache); ``settings``: a
+    :class:`~dsharp.generate.SampleSettings`; ``evaluator_options``: keys of
+    :class:`~dsharp.bench.t2i_scoring.EvaluatorOptions`; ``out_dir``: resumable state
+    (and kept images); ``model_id``: names the model in the output and the resume check
+    (default: the model's ``source``).
+    """
+    from dsharp.generate import SampleSettings
+    from dsharp.progress import task_progress
+
+    cats = parse_categories(categories)
+    _check_positive("--images-per-prompt", images_per_prompt)
+    _check_positive("--limit", limit, allow_none=True)
+    _check_positive("batch_size", batch_size)
+    if keep_images and out_dir is None:
+        raise ValueError("keeping images needs an output folder (out_dir)")
+    settings = settings or SampleSettings()
+    options = EvaluatorOptions.from_dict(evaluator_options)
+    prompt_set = load_prompt_set(cats, split, data_dir)
+    scorer = T2IScorer(options)
+    seeds = [seed_base + j for j in range(images_per_prompt)]
+    model_id = model_id or str(getattr(model, "source", None) or type(model).__name__)
+
+    selected = {c: list(enumerate(prompt_set.prompts[c]))[:limit] for c in cats}
+    fingerprint = {
+        "bench": "t2i-compbench",
+        "model": model_id,
+        "split": split,
+        "seeds": seeds,
+        "sample": vars(settings).copy(),
+        # the device is left out: resuming a GPU run on CPU (or back) is allowed
+        "evaluators": {
+            **{k: v for k, v in options.as_dict().items() if k != "device"},
+            "noun_phrases": scorer.method,
+        },
+    }
+    out = Path(out_dir) if out_dir is not None else None
+    done = _load_done(out, fingerprint) if out is not None else {}
+    images_dir = out / IMAGES_DIR if (out is not None and keep_images) else None
+
+    rows: dict[str, list[dict[str, Any]]] = {c: [] for c in cats}
+    pending = {c: [(i, p) for i, p in selected[c] if (c, i, p) not in done] for c in cats}
+    scorer.prepare([c for c in cats if pending[c]])
+    with task_progress("t2i-compbench", enabled=progress) as bar:
+        task = bar.add_task("t2i-compbench", total=sum(len(v) for v in pending.values()))
+        for c in cats:
+            new = {}
+            if pending[c]:
+                stream = _generate_rows(
+                    model,
+                    c,
+                    pending[c],
+                    seeds,
+                    settings,
+                    scorer,
+                    prompt_set,
+                    batch_size,
+                    images_dir,
+                )
+                for row in stream:
+                    if out is not None:
+                        append_jsonl(out / PARTIAL_FILE, row)
+                    new[(c, row["index"], row["prompt"])] = row
+                    bar.update(task, advance=1)
+            for i, p in selected[c]:
+                rows[c].append(new.get((c, i, p)) or done[(c, i, p)])
+
+    per_category = {c: _summarise_category(c, rows[c]) for c in cats}
+    evaluators, notes = describe_evaluators(options, cats, scorer.method)
+    means = [per_category[c]["mean"] for c in cats if not math.isnan(per_category[c]["mean"])]
+    nfe = [r["nfe_per_image"] for c in cats for r in rows[c] if r.get("nfe_per_image")]
+    return {
+        "bench": "t2i-compbench",
+        "model": model_id,
+        "split": split,
+        "categories_evaluated": cats,
+        "overall": sum(means) / len(means) if means else float("nan"),
+        "metrics": {
+            f"t2i_{c}": {k: per_category[c][k] for k in ("mean", "std", "ci95", "n")} for c in cats
+        },
+        "t2i_compbench": per_category,
+        "n_images": sum(per_category[c]["n"] for c in cats),
+        "n_prompts": sum(per_category[c]["n_prompts"] for c in cats),
+        "images_per_prompt": images_per_prompt,
+        "limit": limit,
+        "seeds": seeds,
+        "evaluators": evaluators,
+        "substitutions": notes,
+        "data": prompt_set.describe(),
+        "nfe_per_image": nfe[-1] if nfe else None,
+        "sample": vars(settings).copy(),
+        "out_dir": str(out) if out is not None else None,
+    }

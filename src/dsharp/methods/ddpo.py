@@ -1,0 +1,476 @@
+"""DDPO (Black et al., ICLR 2024, arXiv 2305.13301): denoising as a multi-step MDP trained
+with policy gradients on the reward of the final sample. No reference model.
+
+Samples come from DDIM with ``eta > 0`` (the authors: eta 1, 50 steps, CFG 5), keeping every
+transition ``(x_t, x_{t-1})`` and its log-prob. The advantage of a sample is its reward
+normalised among the samples of the same prompt string in the round (a prompt with a single
+scored sample uses the round's mean and std instead), clipped to ``[-adv_clip_max,
+adv_clip_max]``. Log-probs are recomputed with gradients on the stored transitions:
+
+- ``variant: sf`` (DDPO-SF, REINFORCE): ``-A * sum_t log p_theta(x_{t-1} | x_t)``, on-policy
+  (one update per round);
+- ``variant: is`` (DDPO-IS, PPO-clip): ``max(-A r, -A clip(r, 1 - c, 1 + c))`` with
+  ``r = p_theta / p_old`` per transition, averaged over timesteps; ``inner_epochs`` updates
+  per round, clip ``c = 1e-4``.
+
+**How a round maps onto engine steps.** The engine calls :meth:`compute_loss` once per
+micro-step and makes one backward pass of what it returns; it has no notion of "several
+updates per sampled batch". So these methods keep the sampled round in memory and return one
+chunk's loss per call (:class:`RoundMethod`):
+
+1. when no chunk is left, the call samples a new round: the engine's batch of ``B`` prompts,
+   ``n`` samples each, with the current weights, and scores it;
+2. per inner epoch each sample (each pair for D3PO) gets its own random order of the ``T``
+   steps, of which the first ``K = max(1, int(T * train_timestep_fraction))`` are trained,
+   ``timesteps_per_step`` at a time (default: all ``K`` in one call);
+3. each call trains on the next chunk, in one batched UNet call.
+
+A round therefore lasts ``inner_epochs * ceil(K / timesteps_per_step)`` calls. With
+``train.grad_accum`` equal to ``ceil(K / timesteps_per_step)``, one optimizer step
+accumulates a whole epoch over the timesteps, as ddpo-pytorch does. The round lives only in
+memory: a resumed run samples a fresh round on its first step, so it continues exactly like
+an uninterrupted run only when the checkpoint falls on a round boundary.
+
+This module also holds what DDPO and D3PO (``d3po.py``) share: sampling a round with
+per-step log-probs, re-evaluating stored transitions, and the timestep plan.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.rewards.base import RewardImages
+from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, prev_timestep, sample
+
+VARIANTS = ("sf", "is")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def per_prompt_advantages(
+    rewards: torch.Tensor, prompts: Sequence[str], eps: float = 1e-6
+) -> torch.Tensor:
+    """``(r - mean_p) / (std_p + eps)`` over the samples sharing prompt string ``p``.
+
+    ``std`` is the population std (ddpo-pytorch's per-prompt tracker). A prompt with only
+    one scored sample has no spread of its own and is normalised with the stats of every
+    scored sample in the batch. NaN rewards (unscored samples) get NaN advantages and take
+    no part in any statistic.
+    """
+    if rewards.ndim != 1 or rewards.numel() != len(prompts):
+        raise ValueError(f"got {rewards.numel()} rewards for {len(prompts)} prompts")
+    rewards = rewards.float()
+    scored = ~torch.isnan(rewards)
+    out = torch.full_like(rewards, float("nan"))
+    if not bool(scored.any()):
+        return out
+    batch_mean = rewards[scored].mean()
+    batch_std = rewards[scored].std(correction=0)
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        if bool(scored[i]):
+            groups.setdefault(prompt, []).append(i)
+    for idx in groups.values():
+        values = rewards[idx]
+        if len(idx) > 1:
+            mean, std = values.mean(), values.std(correction=0)
+        else:
+            mean, std = batch_mean, batch_std
+        out[idx] = (values - mean) / (std + eps)
+    return out
+
+
+def ppo_clip_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+) -> torch.Tensor:
+    """DDPO-IS per transition: ``max(-A r, -A clamp(r, 1 - c, 1 + c))``, ``r = exp(lp - old)``.
+
+    Shapes broadcast; returns the elementwise loss (the caller averages).
+    """
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return torch.maximum(unclipped, clipped)
+
+
+def reinforce_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """DDPO-SF per sample: ``-A * sum_t log p``; ``log_probs`` ``(N, c)``, ``advantages``
+    ``(N,)``; returns ``(N,)``."""
+    return -advantages * log_probs.sum(dim=1)
+
+
+# --------------------------------------------------------------------------- rounds
+
+
+@dataclass
+class SampledRound:
+    """``N`` sampled trajectories of ``T`` steps and their rewards (prompt-major: sample
+    ``i * n + k`` is the ``k``-th sample of the batch's prompt ``i``).
+
+    - ``latents`` ``(T+1, N, C, h, w)``: ``latents[j]`` is the input of step ``j``,
+      ``latents[j + 1]`` the state it sampled;
+    - ``timesteps`` ``(T,)``: the timestep of step ``j``;
+    - ``log_probs`` ``(T, N)``: log-prob of each transition under the sampling weights;
+    - ``rewards`` ``(N,)``: reward of each final image (NaN: not scored).
+    """
+
+    prompts: list[str]
+    cond: Conditioning
+    uncond: Conditioning | None
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def sample_round(
+    model: DiffusionModel,
+    reward: Any,
+    batch: Batch,
+    *,
+    n: int,
+    steps: int,
+    guidance: float,
+    eta: float,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    latents: torch.Tensor | None = None,
+) -> SampledRound:
+    """Sample ``n`` images per prompt of ``batch`` with the current weights (no grad), keep
+    the trajectories with their log-probs, and score the final images.
+
+    The model is conditioned on ``batch.cond_prompts`` and judged against ``batch.prompts``.
+    ``latents`` ``(B * n, C, h, w)`` fixes the initial noises (D3PO starts pairs from one).
+    """
+    if eta <= 0:
+        raise ValueError("sampling with log-probs needs eta > 0")
+    cond_prompts = [p for p in batch.cond_prompts for _ in range(n)]
+    prompts = [p for p in batch.prompts for _ in range(n)]
+    metadata = [dict(md, sample=k) for md in batch.metadata for k in range(n)]
+    images, trajectory = sample(
+        model,
+        cond_prompts,
+        generator=generator,
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        eta=eta,
+        latents=latents,
+        return_trajectory=True,
+    )
+    with torch.no_grad():
+        scores, _ = reward(RewardImages(images), prompts, metadata)
+        cond = model.encode_prompt(cond_prompts, height, width)
+        uncond = model.encode_negative(len(prompts), height, width) if guidance > 1 else None
+    return SampledRound(
+        prompts=prompts,
+        cond=cond,
+        uncond=uncond,
+        latents=trajectory.latents,
+        timesteps=trajectory.timesteps,
+        log_probs=trajectory.log_probs,
+        rewards=scores.detach().float().to(trajectory.latents.device),
+    )
+
+
+def transition_log_probs(
+    model: DiffusionModel,
+    tables: DDIMTables,
+    rnd: SampledRound,
+    rows: torch.Tensor,
+    step_idx: torch.Tensor,
+    *,
+    guidance: float,
+    eta: float,
+    unet: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Log-probs ``(S,)`` of the stored transitions ``(step_idx[s], rows[s])`` under the
+    current model, in one batched (guided) UNet call.
+
+    With ``unet`` (the engine's module) the call carries gradients; callers evaluate the
+    reference with ``unet=None`` inside ``torch.no_grad()`` and ``model.reference()``.
+    """
+    device = rnd.latents.device
+    rows, step_idx = rows.to(device), step_idx.to(device)
+    x_t = rnd.latents[step_idx, rows]
+    x_prev = rnd.latents[step_idx + 1, rows]
+    t = rnd.timesteps.to(device)[step_idx]
+    t_prev = prev_timestep(t, rnd.steps, tables.num_train_timesteps)
+    uncond = rnd.uncond.index(rows) if rnd.uncond is not None else None
+    eps = guided_noise(model, x_t, t, rnd.cond.index(rows), uncond, guidance, unet=unet)
+    return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)
+
+
+def timestep_plan(
+    num_groups: int,
+    steps: int,
+    *,
+    fraction: float,
+    per_call: int | None,
+    epochs: int,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """The chunks of one round: a list of ``(num_groups, c)`` step-index tensors.
+
+    Per epoch, each group gets its own random order of the ``steps`` steps; the first
+    ``K = max(1, int(steps * fraction))`` are kept and split into chunks of ``per_call``
+    (None: all ``K`` at once).
+    """
+    keep = max(1, int(steps * fraction))
+    per_call = min(per_call or keep, keep)
+    chunks: list[torch.Tensor] = []
+    for _ in range(epochs):
+        order = torch.argsort(torch.rand(num_groups, steps, generator=generator), dim=1)
+        chunks += list(order[:, :keep].split(per_call, dim=1))
+    return chunks
+
+
+def calls_per_round(steps: int, fraction: float, per_call: int | None, epochs: int) -> int:
+    """How many engine calls one round lasts (see :func:`timestep_plan`)."""
+    keep = max(1, int(steps * fraction))
+    return epochs * math.ceil(keep / min(per_call or keep, keep))
+
+
+def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
+    """Mean, std and missing count of a round's rewards, NaN-aware."""
+    scored = rewards[~torch.isnan(rewards)]
+    return {
+        "reward": scored.mean().item() if scored.numel() else float("nan"),
+        "reward_std": scored.std(correction=0).item() if scored.numel() else float("nan"),
+        "reward_missing": int(torch.isnan(rewards).sum().item()),
+    }
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"method.options.{name}: must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"method.options.{name}: must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"method.options.{name}: must be a number > 0, got {value!r}")
+    return float(value)
+
+
+class RoundMethod(TrainingMethod):
+    """A method that samples a round of trajectories and trains on it over several calls
+    (see the module docstring). Subclasses say how many samples each prompt gets, how
+    samples group (each sample, or a pair) and what one chunk's loss is."""
+
+    data_kind = "prompts"
+    samples_per_prompt: int = 1
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        reward: Any,
+        height: int,
+        width: int,
+        *,
+        infer_steps: int,
+        guidance: float,
+        eta: float,
+        inner_epochs: int,
+        train_timestep_fraction: float,
+        timesteps_per_step: int | None,
+    ):
+        super().__init__(model, reward, height, width)
+        if eta <= 0:
+            raise ValueError(
+                f"method.eta: {self.name} samples with log-probs, which needs a stochastic "
+                f"DDIM step (eta > 0; the authors used 1.0), got {eta}"
+            )
+        if infer_steps < 1:
+            raise ValueError(f"method.infer_steps: must be >= 1, got {infer_steps}")
+        self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
+        self.inner_epochs = _check_int("inner_epochs", inner_epochs, 1)
+        self.fraction = _check_fraction("train_timestep_fraction", train_timestep_fraction)
+        self.per_call = _check_int("timesteps_per_step", timesteps_per_step, 1, allow_none=True)
+        self._round: SampledRound | None = None
+        self._plan: list[torch.Tensor] = []
+        self._round_metrics: dict[str, float] = {}
+
+    @property
+    def calls_per_round(self) -> int:
+        return calls_per_round(self.infer_steps, self.fraction, self.per_call, self.inner_epochs)
+
+    def _initial_latents(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
+        """Initial noises of a round; None lets the sampler draw one per sample."""
+        return None
+
+    @abstractmethod
+    def _prepare(self, rnd: SampledRound) -> tuple[int, dict[str, float]]:
+        """Per-round work after scoring: returns the number of groups (samples or pairs)
+        that timestep orders are drawn for, and the round's metrics."""
+
+    @abstractmethod
+    def _chunk_loss(
+        self, rnd: SampledRound, chunk: torch.Tensor, unet: torch.nn.Module
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one chunk ``(groups, c)`` of step indices."""
+
+    def compute_loss(
+        self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        fresh = not self._plan
+        if fresh:
+            rnd = sample_round(
+                self.model,
+                self.reward,
+                batch,
+                n=self.samples_per_prompt,
+                steps=self.infer_steps,
+                guidance=self.guidance,
+                eta=self.eta,
+                height=self.height,
+                width=self.width,
+                generator=generator,
+                latents=self._initial_latents(batch, generator),
+            )
+            groups, self._round_metrics = self._prepare(rnd)
+            self._round = rnd
+            self._plan = timestep_plan(
+                groups,
+                rnd.steps,
+                fraction=self.fraction,
+                per_call=self.per_call,
+                epochs=self.inner_epochs,
+                generator=generator,
+            )
+        assert self._round is not None
+        chunk = self._plan.pop(0)
+        loss, metrics = self._chunk_loss(self._round, chunk, unet)
+        metrics.update(self._round_metrics)
+        metrics["new_round"] = float(fresh)
+        return loss, metrics
+
+
+# --------------------------------------------------------------------------- DDPO
+
+
+class DDPO(RoundMethod):
+    """DDPO-SF / DDPO-IS on rounds of ``n`` samples per prompt (see the module docstring)."""
+
+    name = "ddpo"
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        reward: Any,
+        height: int,
+        width: int,
+        *,
+        n: int = 4,
+        infer_steps: int = 50,
+        guidance: float = 5.0,
+        eta: float = 1.0,
+        variant: str = "is",
+        clip_range: float = 1e-4,
+        adv_clip_max: float = 5.0,
+        inner_epochs: int = 1,
+        train_timestep_fraction: float = 1.0,
+        timesteps_per_step: int | None = None,
+    ):
+        if variant not in VARIANTS:
+            raise ValueError(f"method.options.variant: expected 'sf' or 'is', got {variant!r}")
+        inner_epochs = _check_int("inner_epochs", inner_epochs, 1)
+        if variant == "sf" and inner_epochs != 1:
+            raise ValueError(
+                "method.options.inner_epochs: DDPO-SF is on-policy (one update per round); "
+                f"use variant 'is' for {inner_epochs} updates per round"
+            )
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"method.n: samples per prompt must be >= 1, got {n!r}")
+        super().__init__(
+            model,
+            reward,
+            height,
+            width,
+            infer_steps=infer_steps,
+            guidance=guidance,
+            eta=eta,
+            inner_epochs=inner_epochs,
+            train_timestep_fraction=train_timestep_fraction,
+            timesteps_per_step=timesteps_per_step,
+        )
+        self.samples_per_prompt = n
+        self.variant = variant
+        self.clip_range = _check_positive("clip_range", clip_range)
+        self.adv_clip_max = _check_positive("adv_clip_max", adv_clip_max)
+        self._advantages: torch.Tensor | None = None
+
+    def _prepare(self, rnd: SampledRound) -> tuple[int, dict[str, float]]:
+        adv = per_prompt_advantages(rnd.rewards, rnd.prompts)
+        self._advantages = adv.clamp(-self.adv_clip_max, self.adv_clip_max)
+        metrics = reward_stats(rnd.rewards)
+        valid = ~torch.isnan(adv)
+        metrics["adv_abs"] = adv[valid].abs().mean().item() if valid.any() else float("nan")
+        return len(rnd), metrics
+
+    def _chunk_loss(
+        self, rnd: SampledRound, chunk: torch.Tensor, unet: torch.nn.Module
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self._advantages is not None
+        num, per = chunk.shape
+        device = rnd.latents.device
+        rows = torch.arange(num).repeat_interleave(per)
+        steps = chunk.reshape(-1)
+        log_prob = transition_log_probs(
+            self.model,
+            self.tables,
+            rnd,
+            rows,
+            steps,
+            guidance=self.guidance,
+            eta=self.eta,
+            unet=unet,
+        ).view(num, per)
+        old = rnd.log_probs[steps.to(device), rows.to(device)].view(num, per)
+        valid = ~torch.isnan(self._advantages)
+        adv = torch.nan_to_num(self._advantages, nan=0.0).to(log_prob.dtype)
+        if self.variant == "sf":
+            per_sample = reinforce_loss(log_prob, adv)
+        else:
+            per_sample = ppo_clip_loss(log_prob, old, adv[:, None], self.clip_range).mean(1)
+        weights = valid.to(per_sample.dtype)
+        loss = (per_sample * weights).sum() / weights.sum().clamp(min=1)
+        with torch.no_grad():
+            diff = (log_prob - old)[valid]
+            ratio = torch.exp(diff)
+            metrics = {
+                "approx_kl": (0.5 * diff.pow(2).mean()).item() if diff.numel() else 0.0,
+                "clipfrac": ((ratio - 1).abs() > self.clip_range).float().mean().item()
+                if diff.numel()
+                else 0.0,
+            }
+        return loss, metrics

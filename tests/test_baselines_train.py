@@ -1,0 +1,484 @@
+"""The Table-1 training baselines: Diffusion-DPO, DDPO, D3PO and IterPO.
+
+Losses are checked against hand-computed values on small tensors; the methods' mechanics on
+the tiny SD model (log-probs of stored transitions, rounds, shared initial noises, the loss
+at the reference, gradients through the reward); the factory's option checks; and every
+recipe under recipes/mini/ for two steps through ``dsharp train``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.config import MethodConfig, parse_reward_spec
+from dsharp.io import read_jsonl
+from dsharp.methods.base import Batch
+from dsharp.methods.d3po import D3PO, clamped_log_ratio, d3po_loss, preferred_pairs
+from dsharp.methods.ddpo import (
+    DDPO,
+    calls_per_round,
+    per_prompt_advantages,
+    ppo_clip_loss,
+    reinforce_loss,
+    timestep_plan,
+)
+from dsharp.methods.dpo import DiffusionDPO, PairSource, diffusion_dpo_loss
+from dsharp.methods.factory import UnknownOptionError, build_method, resolve_method_kwargs
+from dsharp.methods.iterpo import IterPO, grad_step_range, refl_loss
+from dsharp.methods.registry import method_specs
+from dsharp.models import load_model
+from dsharp.rewards.combine import CombinedReward
+from fake_rewards import brightness_registered
+
+ROOT = Path(__file__).resolve().parent.parent
+MINI = ROOT / "recipes" / "mini"
+PROMPTS = ["a red square", "a blue circle"]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_diffusion_dpo_loss_matches_hand_computed_values():
+    policy_w, ref_w = torch.tensor([0.50, 0.2]), torch.tensor([0.40, 0.2])
+    policy_l, ref_l = torch.tensor([0.30, 0.7]), torch.tensor([0.35, 0.7])
+    loss = diffusion_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta=10.0)
+    # pair 0: inside = -10/2 * ((0.5 - 0.4) - (0.3 - 0.35)) = -0.75; -log sigmoid(-0.75)
+    # pair 1: policy equals reference: -log sigmoid(0) = log 2
+    expected = torch.tensor([math.log1p(math.exp(0.75)), math.log(2)])
+    torch.testing.assert_close(loss, expected)
+
+
+def test_ppo_clip_loss_takes_the_pessimistic_branch():
+    old = torch.zeros(4)
+    log_prob = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss = ppo_clip_loss(log_prob, old, adv, clip_range=0.2)
+    # ratio 1.5: A>0 -> max(-1.5, -1.2) = -1.2; A<0 -> max(1.5, 1.2) = 1.5
+    # ratio 0.5: A>0 -> max(-0.5, -0.8) = -0.5; A<0 -> max(0.5, 0.8) = 0.8
+    torch.testing.assert_close(loss, torch.tensor([-1.2, 1.5, -0.5, 0.8]))
+
+
+def test_reinforce_loss_is_minus_advantage_times_summed_log_probs():
+    log_probs = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    loss = reinforce_loss(log_probs, torch.tensor([0.5, -2.0]))
+    torch.testing.assert_close(loss, torch.tensor([-1.5, 4.0]))
+
+
+def test_advantages_are_normalised_per_prompt_with_a_batch_fallback():
+    prompts = ["a", "a", "b", "b", "c", "a"]
+    rewards = torch.tensor([1.0, 3.0, 2.0, 2.0, 5.0, float("nan")])
+    adv = per_prompt_advantages(rewards, prompts)
+    # a: mean 2, population std 1; b: no spread -> 0; c alone: batch stats of the 5 scored
+    batch = torch.tensor([1.0, 3.0, 2.0, 2.0, 5.0])
+    c = (5.0 - 2.6) / (batch.std(correction=0).item() + 1e-6)
+    torch.testing.assert_close(adv[:5], torch.tensor([-1.0, 1.0, 0.0, 0.0, c]), atol=1e-5, rtol=0)
+    assert math.isnan(adv[5])  # unscored: no advantage, and not in the stats of "a"
+    with pytest.raises(ValueError, match="rewards for"):
+        per_prompt_advantages(rewards, prompts[:2])
+
+
+def test_d3po_clamps_the_ratio_and_blocks_gradients_outside_the_band():
+    ref = torch.zeros(2)
+    log_prob = torch.log(torch.tensor([1.5, 0.95])).requires_grad_(True)
+    rho = clamped_log_ratio(log_prob, ref, eps=0.1)
+    torch.testing.assert_close(rho, torch.log(torch.tensor([1.1, 0.95])))
+    rho.sum().backward()
+    assert log_prob.grad[0] == 0 and log_prob.grad[1] == pytest.approx(1.0)
+
+    w = torch.log(torch.tensor([1.5]))
+    lose = torch.log(torch.tensor([0.95]))
+    loss = d3po_loss(w, lose, torch.zeros(1), torch.zeros(1), beta=2.0, eps=0.1)
+    inside = 2.0 * (math.log(1.1) - math.log(0.95))
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-inside)), rel=1e-6)
+
+
+def test_preferred_pairs_skip_ties_and_unscored_pairs():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 3.0, float("nan"), 1.0, 5.0, 4.0])
+    winners, losers, usable = preferred_pairs(rewards)
+    assert winners.tolist()[0] == 1 and losers.tolist()[0] == 0
+    assert winners.tolist()[3] == 6 and losers.tolist()[3] == 7
+    assert usable.tolist() == [True, False, False, True]
+
+
+def test_refl_loss_and_the_scaled_grad_step_range():
+    scores = torch.tensor([[1.5, 3.0], [0.0, 1.0]])  # (rewards, samples)
+    loss = refl_loss(scores, [1.0, 0.5], margin=2.0)
+    # sample 0: relu(0.5) + 0.5 relu(2) = 1.5; sample 1: relu(-1) + 0.5 relu(1) = 0.5
+    torch.testing.assert_close(loss, torch.tensor([1.5, 0.5]))
+    assert grad_step_range(40, 30, 39, 40) == (30, 39)
+    assert grad_step_range(10, 30, 39, 40) == (7, 9)
+    assert grad_step_range(20, 30, 39, 40) == (15, 19)
+    assert grad_step_range(2, 30, 39, 40) == (1, 1)
+
+
+def test_timestep_plan_covers_distinct_steps_in_chunks():
+    chunks = timestep_plan(3, 10, fraction=0.5, per_call=2, epochs=2, generator=_gen())
+    assert len(chunks) == calls_per_round(10, 0.5, 2, 2) == 2 * 3
+    assert [c.shape for c in chunks] == [(3, 2), (3, 2), (3, 1)] * 2
+    for epoch in (chunks[:3], chunks[3:]):
+        steps = torch.cat(epoch, dim=1)
+        assert all(len(set(row.tolist())) == 5 for row in steps)  # 5 distinct of 10 per group
+        assert int(steps.max()) < 10
+    # the groups of one round get their own orders
+    assert len({tuple(row.tolist()) for row in torch.cat(chunks[:3], dim=1)}) > 1
+
+
+# --------------------------------------------------------------------------- method mechanics
+
+
+class MeanPixel:
+    """A differentiable reward: mean pixel value; records each call's image count."""
+
+    differentiable = True
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def __call__(self, images, prompts, metadata):
+        self.calls.append(len(images))
+        return images.tensor.float().mean(dim=(1, 2, 3)), {}
+
+
+class NotDifferentiable(MeanPixel):
+    differentiable = False
+
+
+@pytest.fixture(scope="module")
+def sd_model(tiny_sd_dir):
+    model = load_model(str(tiny_sd_dir))
+    model.prepare_reference()
+    return model
+
+
+@pytest.fixture
+def grad_calls(sd_model):
+    """Grad mode of every UNet call (policy and reference) during one test."""
+    calls: list[bool] = []
+    handles = [
+        net.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
+        for net in (sd_model.unet, sd_model._reference_unet)
+    ]
+    yield calls
+    for h in handles:
+        h.remove()
+    sd_model.unet.zero_grad(set_to_none=True)
+
+
+def _batch(prompts=PROMPTS) -> Batch:
+    return Batch(prompts=list(prompts), cond_prompts=list(prompts))
+
+
+def _has_grad(model) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.parameters())
+
+
+@pytest.mark.parametrize("variant", ["is", "sf"])
+def test_ddpo_recomputes_the_stored_log_probs_and_trains_on_rounds(sd_model, grad_calls, variant):
+    reward = MeanPixel()
+    epochs = 2 if variant == "is" else 1
+    method = DDPO(
+        sd_model,
+        reward,
+        64,
+        64,
+        n=2,
+        infer_steps=3,
+        variant=variant,
+        inner_epochs=epochs,
+        timesteps_per_step=2,
+    )
+    assert method.calls_per_round == 2 * epochs  # ceil(3 / 2) chunks per epoch
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(1))
+    rnd = method._round
+    assert metrics["new_round"] == 1.0 and reward.calls == [4]
+    assert rnd.latents.shape == (4, 4, 4, 8, 8) and rnd.log_probs.shape == (3, 4)
+    # at the sampling weights the recomputed transitions have the stored log-probs
+    assert metrics["approx_kl"] < 1e-8 and metrics["clipfrac"] == 0.0
+    # sampling: 3 steps without grad; then one batched grad call on the chunk
+    assert grad_calls == [False] * 3 + [True]
+    adv = method._advantages
+    if variant == "is":  # ratio 1: the loss is -mean(A), zero with per-prompt advantages
+        assert loss.item() == pytest.approx(-adv.mean().item(), abs=1e-6)
+    loss.backward()
+    assert _has_grad(sd_model)
+    for _ in range(method.calls_per_round - 1):  # the rest of the round: no new samples
+        _, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(2))
+        assert metrics["new_round"] == 0.0
+    assert reward.calls == [4]
+    _, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(3))
+    assert metrics["new_round"] == 1.0 and reward.calls == [4, 4]
+
+
+def test_ddpo_groups_advantages_by_prompt_string(sd_model):
+    method = DDPO(sd_model, MeanPixel(), 64, 64, n=2, infer_steps=2)
+    with torch.no_grad():
+        method.compute_loss(_batch(["x", "y", "x"]), sd_model.unet, _gen(4))
+    rnd = method._round
+    assert rnd.prompts == ["x", "x", "y", "y", "x", "x"]
+    expected = per_prompt_advantages(rnd.rewards, rnd.prompts).clamp(-5, 5)
+    torch.testing.assert_close(method._advantages, expected)
+    x = torch.tensor([0, 1, 4, 5])  # the four samples of prompt "x" are one group
+    assert method._advantages[x].mean().abs() < 1e-5
+    assert method._advantages[2:4].abs().sum() > 0
+
+
+def test_ddpo_rejects_bad_settings(sd_model):
+    with pytest.raises(ValueError, match="method.eta"):
+        DDPO(sd_model, MeanPixel(), 64, 64, eta=0.0)
+    with pytest.raises(ValueError, match="on-policy"):
+        DDPO(sd_model, MeanPixel(), 64, 64, variant="sf", inner_epochs=2)
+    with pytest.raises(ValueError, match="variant"):
+        DDPO(sd_model, MeanPixel(), 64, 64, variant="ppo")
+    with pytest.raises(ValueError, match="train_timestep_fraction"):
+        DDPO(sd_model, MeanPixel(), 64, 64, train_timestep_fraction=0.0)
+
+
+def test_d3po_pairs_share_their_initial_noise_and_start_at_log2(sd_model, grad_calls):
+    method = D3PO(sd_model, MeanPixel(), 64, 64, infer_steps=3)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(5))
+    rnd = method._round
+    torch.testing.assert_close(rnd.latents[0, 0], rnd.latents[0, 1], rtol=0, atol=0)
+    torch.testing.assert_close(rnd.latents[0, 2], rnd.latents[0, 3], rtol=0, atol=0)
+    assert not torch.equal(rnd.latents[0, 0], rnd.latents[0, 2])
+    assert (rnd.latents[-1, 0] - rnd.latents[-1, 1]).abs().max() > 1e-3  # eta 1: they diverge
+    # policy == reference: every usable pair's loss is -log sigmoid(0)
+    assert metrics["pairs"] == 2
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["reward_w"] > metrics["reward_l"]
+    # sampling without grad, then one policy call with grad and one reference call without
+    assert grad_calls == [False] * 3 + [True, False]
+    loss.backward()
+    assert _has_grad(sd_model)
+
+
+def test_dpo_online_pairs_start_at_log2_and_offline_pairs_read_the_file(
+    sd_model, grad_calls, tmp_path
+):
+    method = DiffusionDPO(sd_model, MeanPixel(), 64, 64, pairs="online", infer_steps=2)
+    assert method.data_kind == "prompts"
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(6))
+    assert metrics["pairs"] == 2 and metrics["reward_w"] > metrics["reward_l"]
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert grad_calls == [False] * 2 + [True, False]  # generation, policy, reference
+    loss.backward()
+    assert _has_grad(sd_model)
+
+    pairs = _pairs_file(tmp_path)
+    method = DiffusionDPO(sd_model, MeanPixel(), 64, 64, pairs_file=str(pairs))
+    assert method.data_kind == "images" and len(method.source) == 3
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(7))
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["pairs"] == 2 and math.isfinite(metrics["reward"])
+    # the pairs drawn depend only on the generator
+    prompts_a, w_a, _ = method.source.draw(4, _gen(8), 64, 64)
+    prompts_b, w_b, _ = method.source.draw(4, _gen(8), 64, 64)
+    assert prompts_a == prompts_b and torch.equal(w_a, w_b)
+
+
+def _pairs_file(folder: Path) -> Path:
+    rows = []
+    for i in range(3):
+        for member, value in (("w", 200), ("l", 40)):
+            Image.fromarray(np.full((64, 64, 3), value + i, np.uint8)).save(
+                folder / f"{i}{member}.png"
+            )
+        rows.append({"prompt": PROMPTS[i % 2], "image_w": f"{i}w.png", "image_l": f"{i}l.png"})
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_pair_source_errors_name_the_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pairs_file: file not found"):
+        PairSource(tmp_path / "nope.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "image_w": "x.png"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: bad pair row"):
+        PairSource(bad)
+    bad.write_text('\n{"prompt": "a", "image_w": "x.png", "image_l": "y.png"}\n')
+    with pytest.raises(FileNotFoundError, match=r"bad.jsonl:2: image_w not found: x.png"):
+        PairSource(bad)
+
+
+def test_iterpo_backpropagates_the_reward_through_one_late_step(sd_model, grad_calls):
+    reward = CombinedReward([parse_reward_spec({"name": "pixel", "weight": 2.0})], [MeanPixel()])
+    method = IterPO(sd_model, reward, 64, 64, infer_steps=4, margin=2.0, loss_scale=1e-3)
+    assert method.k_range == (3, 3)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(9))
+    assert metrics["grad_step"] == 3.0
+    assert grad_calls == [False] * 3 + [True]  # 3 steps without grad, step 3 with grad
+    # loss = 1e-3 * mean_i 2 * relu(2 - r_i), r in [0, 1]: 1e-3 * 2 * (2 - mean r)
+    assert loss.item() == pytest.approx(1e-3 * (4 - metrics["reward"]), rel=1e-5)
+    loss.backward()
+    assert _has_grad(sd_model)
+
+
+def test_combined_reward_passes_gradients_to_the_pixels():
+    spec = parse_reward_spec({"name": "pixel", "weight": 3.0, "normalize": "batch_zscore"})
+    reward = CombinedReward([spec], [MeanPixel()])
+    from dsharp.rewards.base import RewardImages
+
+    pixels = torch.rand(3, 3, 4, 4, requires_grad=True)
+    total, _ = reward(RewardImages(pixels), ["a"] * 3, [{}] * 3)
+    total[0].backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
+def test_iterpo_refuses_a_non_differentiable_reward_unless_its_weight_is_zero(sd_model):
+    specs = [parse_reward_spec({"name": "exact"}), parse_reward_spec({"name": "pixel"})]
+    with pytest.raises(ValueError, match="reward 'exact' is not"):
+        IterPO(sd_model, CombinedReward(specs, [NotDifferentiable(), MeanPixel()]), 64, 64)
+    specs[0].weight = 0.0  # reported only: allowed, scored without grad
+    method = IterPO(
+        sd_model, CombinedReward(specs, [NotDifferentiable(), MeanPixel()]), 64, 64, infer_steps=2
+    )
+    loss, _ = method.compute_loss(_batch(), sd_model.unet, _gen(10))
+    assert loss.requires_grad
+    with pytest.raises(ValueError, match="non-zero weight"):
+        IterPO(sd_model, CombinedReward(specs[:1], [NotDifferentiable()]), 64, 64)
+    assert method_specs()["iterpo"].needs_differentiable_reward
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def test_factory_fills_the_authors_defaults_and_checks_options(sd_model):
+    cfg = MethodConfig(name="ddpo", options={"variant": "sf"})
+    method = build_method(cfg, sd_model, MeanPixel(), 64, 64)
+    assert isinstance(method, DDPO) and method.variant == "sf"
+    assert (method.infer_steps, method.eta, method.samples_per_prompt) == (50, 1.0, 4)
+    assert (cfg.infer_steps, cfg.eta, cfg.n) == (50, 1.0, 4)  # written back for recipe.yaml
+    assert resolve_method_kwargs(MethodConfig(name="d3po", eta=0.5), D3PO)["eta"] == 0.5
+
+    with pytest.raises(
+        UnknownOptionError, match=r"options.inner_epoch: .*did you mean 'inner_epochs'"
+    ):
+        build_method(MethodConfig(name="ddpo", options={"inner_epoch": 2}), sd_model, None, 64, 64)
+    with pytest.raises(TypeError, match="set it as method.beta"):
+        resolve_method_kwargs(MethodConfig(name="d3po", options={"beta": 1.0}), D3PO)
+    with pytest.raises(ValueError, match=r"method.m: not used by ddpo"):
+        resolve_method_kwargs(MethodConfig(name="ddpo", m=5), DDPO)
+    with pytest.raises(ValueError, match="pairs_file"):
+        build_method(MethodConfig(name="diffusion_dpo"), sd_model, MeanPixel(), 64, 64)
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+
+SHRINK = ["train.max_steps=2", "train.batch_size=2", "method.infer_steps=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> dict[str, Any]:
+    from dsharp.testing.tiny_rewards import make_tiny_open_clip
+
+    return make_tiny_open_clip(tmp_path_factory.mktemp("clip"))
+
+
+def _train(recipe: Path, *args: str):
+    result = CliRunner().invoke(app, ["train", str(recipe), *[str(a) for a in args]])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _check_run(out: Path, result, reward: bool = True) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert math.isfinite(row["loss"])
+        if reward:
+            assert isinstance(row["reward"], float) and math.isfinite(row["reward"])
+    assert (out / "checkpoints" / "step-000002").is_dir()
+    return rows
+
+
+@pytest.mark.parametrize("name", ["ddpo", "d3po", "diffusion_dpo"])
+def test_mini_recipe_trains_two_steps(tiny_sd_dir, tmp_path, name):
+    out = tmp_path / "run"
+    with brightness_registered():  # a reward without ties on random images
+        result = _train(
+            MINI / f"{name}.yaml",
+            f"model.pretrained={tiny_sd_dir}",
+            f"output_dir={out}",
+            "rewards.0.name=test_brightness",
+            *SHRINK,
+        )
+    rows = _check_run(out, result)
+    saved = (out / "recipe.yaml").read_text()
+    assert f"name: {name}" in saved
+    if name == "ddpo":  # 2 inner epochs: a round lasts two steps
+        assert [r["new_round"] for r in rows] == [1.0, 0.0]
+    else:
+        assert all(r["pairs"] == 2 for r in rows)
+
+
+def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
+    pairs = _pairs_file(tmp_path)
+    out = tmp_path / "run"
+    result = _train(
+        MINI / "diffusion_dpo.yaml",
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={out}",
+        f"data.dataset={pairs}",
+        "data.generator=none",
+        "data.image_column=image_w",
+        "data.caption_column=prompt",
+        "method.options.pairs=offline",
+        f"method.options.pairs_file={pairs}",
+        *SHRINK,
+    )
+    rows = _check_run(out, result)
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_mini_iterpo_and_finetune_train_two_steps(tiny_sd_dir, tmp_path, tiny_clip):
+    out = tmp_path / "iterpo"
+    result = _train(
+        MINI / "iterpo.yaml",
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={out}",
+        f"rewards.0.options.model={tiny_clip['model']}",
+        f"rewards.0.options.pretrained={tiny_clip['pretrained']}",
+        *SHRINK,
+    )
+    rows = _check_run(out, result)
+    assert all(r["grad_step"] == 1.0 for r in rows)  # 30..39 of 40 scaled to 2 steps
+    out = tmp_path / "finetune"
+    result = _train(
+        MINI / "finetune.yaml", f"model.pretrained={tiny_sd_dir}", f"output_dir={out}", *SHRINK[:2]
+    )
+    _check_run(out, result, reward=False)  # finetune's loss uses no reward
+
+
+def test_iterpo_with_a_non_differentiable_reward_fails_before_training(tiny_sd_dir, tmp_path):
+    out = tmp_path / "run"
+    result = _train(
+        MINI / "iterpo.yaml",
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={out}",
+        "rewards.0.name=shapes",
+        "rewards.0.options={}",
+        *SHRINK,
+    )
+    assert result.exit_code == 1
+    # (transformers' weight-loading progress bar may precede it on stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "needs differentiable rewards" in errors[0], result.stderr
+    assert "'shapes'" in errors[0] and result.stderr.strip().endswith(errors[0])
+    assert not out.exists()

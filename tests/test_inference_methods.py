@@ -1,0 +1,347 @@
+"""Inference-time sample methods (Free2Guide, Demon, Inference Scaling) on a tiny SD model:
+exact NFE counting, seeded reproducibility, search monotonicity, Demon's weights, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.generate import SampleSettings, generate
+from dsharp.inference import SAMPLE_METHODS, count_nfe
+from dsharp.inference.demon import combine_noises, demon_weights
+from dsharp.inference.free2guide import pick_candidate
+from dsharp.models import load_model
+from dsharp.rewards.base import RewardError
+from dsharp.sampling import inference_timesteps, prev_timestep, sample
+from fake_rewards import NAME, brightness_registered
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 3
+SIDE = 64
+
+
+@pytest.fixture(scope="module")
+def model(tiny_sd_dir):
+    return load_model(str(tiny_sd_dir))
+
+
+@pytest.fixture
+def brightness():
+    with brightness_registered() as calls:
+        yield calls
+
+
+def _settings(method: str, guidance: float = 5.0, steps: int = STEPS, **options):
+    return SampleSettings(method, steps, guidance, 0.0, SIDE, SIDE, options=options, reward=NAME)
+
+
+def _prev_steps(model, steps: int) -> list[int]:
+    """The timestep each DDIM step goes to (below 0: the final alpha)."""
+    ts = inference_timesteps(model.scheduler, steps).tolist()
+    return [int(prev_timestep(t, steps, model.num_train_timesteps)) for t in ts]
+
+
+def _expected_nfe(model, method: str, guidance: float, steps: int, opts: dict) -> int:
+    """UNet forwards per image, from each method's cost model (not from the code under test)."""
+    c = 2 if guidance > 1 else 1
+    prevs = _prev_steps(model, steps)
+    if method == "default":
+        return c * steps
+    if method == "free2guide":
+        k, guided = opts.get("candidates", 4), opts.get("guided_steps", 5)
+        look_aheads = sum(1 for i, s in enumerate(prevs) if i < guided and s >= 0)
+        # each look-ahead costs K, and the chosen one's prediction replaces the next step's
+        return c * (steps + look_aheads * (k - 1))
+    if method == "demon":
+        k, n = opts.get("K", 16), opts.get("rollout_steps", 4)
+        per = 1 if opts.get("estimate", "ode") == "tweedie" else None
+        return sum(c * (1 + (k * (per or min(n, s + 1)) if s >= 0 else 0)) for s in prevs)
+    if method == "inference_scaling":
+        n = opts.get("N", 4)
+        samples = n if opts.get("search", "random") == "random" else 1 + opts["rounds"] * n
+        return c * steps * samples
+    raise AssertionError(method)
+
+
+CASES = [
+    ("default", 5.0, {}),
+    ("default", 1.0, {}),
+    ("free2guide", 5.0, {"candidates": 3, "guided_steps": 2}),
+    ("free2guide", 1.0, {"candidates": 2, "guided_steps": 5, "weighting": "softmax"}),
+    ("demon", 5.0, {"K": 3, "rollout_steps": 2}),
+    ("demon", 1.0, {"K": 2, "estimate": "tweedie", "weighting": "boltzmann"}),
+    ("inference_scaling", 5.0, {"N": 3}),
+    ("inference_scaling", 5.0, {"search": "zero_order", "N": 2, "rounds": 2}),
+]
+
+
+@pytest.mark.parametrize(("method", "guidance", "opts"), CASES, ids=lambda v: str(v))
+def test_each_method_generates_an_image_with_exactly_counted_nfe(
+    model, brightness, method, guidance, opts
+):
+    result = generate(model, ["a red circle"], [7], _settings(method, guidance, **opts))
+    assert result.images.shape == (1, 3, SIDE, SIDE)
+    assert torch.isfinite(result.images).all()
+    assert float(result.images.min()) >= 0.0 and float(result.images.max()) <= 1.0
+    assert result.nfe_per_image == _expected_nfe(model, method, guidance, STEPS, opts)
+    if method == "default":
+        assert not brightness  # plain DDIM never calls a verifier
+    else:
+        assert brightness and all(m["seed"] == 7 for c in brightness for m in c["metadata"])
+
+
+def test_default_nfe_is_steps_times_two_with_cfg_and_matches_the_trajectory(model):
+    prompts, seeds = ["a", "b"], [0, 1]
+    result = generate(model, prompts, seeds, SampleSettings(steps=4, height=SIDE, width=SIDE))
+    assert result.nfe_per_image == 8
+    with count_nfe(model) as counter:
+        _, trajectory = sample(
+            model, prompts, seeds=seeds, steps=4, height=SIDE, width=SIDE, return_trajectory=True
+        )
+    assert counter.per_image(2) == trajectory.nfe == 8
+    assert "predict_noise" not in vars(model)  # the counter restored the bound method
+
+
+def test_nfe_counter_counts_rows_nests_and_restores():
+    class Fake:
+        def predict_noise(self, latents, *args, **kwargs):
+            return latents
+
+    fake = Fake()
+    with count_nfe(fake) as outer:
+        fake.predict_noise(torch.zeros(4, 1))
+        with count_nfe(fake) as inner:
+            fake.predict_noise(torch.zeros(2, 1))
+        fake.predict_noise(torch.zeros(1, 1))
+    assert (outer.rows, outer.calls, inner.rows) == (7, 3, 2)
+    assert outer.per_image(7) == 1.0
+    assert "predict_noise" not in vars(fake)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+@pytest.mark.parametrize(
+    ("method", "opts"),
+    [
+        ("free2guide", {"candidates": 2, "guided_steps": 2, "weighting": "softmax"}),
+        ("demon", {"K": 2, "estimate": "tweedie"}),
+        ("inference_scaling", {"search": "zero_order", "N": 2, "rounds": 1}),
+    ],
+)
+def test_an_image_depends_on_its_seed_only(model, brightness, method, opts):
+    settings = _settings(method, **opts)
+    pair = generate(model, ["a red circle", "a blue square"], [3, 4], settings).images
+    alone = generate(model, ["a blue square"], [4], settings).images
+    again = generate(model, ["a red circle", "a blue square"], [3, 4], settings).images
+    assert torch.allclose(pair[1], alone[0], atol=1e-5)
+    assert torch.equal(pair, again)
+    other = generate(model, ["a red circle"], [5], settings).images
+    assert not torch.allclose(pair[0], other[0], atol=1e-3)
+
+
+def test_random_search_of_one_noise_is_plain_ddim(model, brightness):
+    prompts, seeds = ["a red circle", "two blue squares"], [11, 12]
+    default = generate(model, prompts, seeds, _settings("default")).images
+    searched = generate(model, prompts, seeds, _settings("inference_scaling", N=1)).images
+    assert torch.allclose(default, searched, atol=1e-5)
+
+
+def test_more_search_never_scores_lower_with_a_deterministic_verifier(model, brightness):
+    prompts, seeds = ["a red circle", "a green triangle", "a blue square"], [0, 1, 2]
+
+    def score(settings):  # the fake verifier: mean pixel value
+        return generate(model, prompts, seeds, settings).images.mean(dim=(1, 2, 3))
+
+    first = score(_settings("default"))
+    previous = first
+    for n in (2, 4):  # the first n noises of N=4 are those of N=n: best-of-N is monotone
+        best = score(_settings("inference_scaling", N=n))
+        assert (best >= previous - 1e-6).all()
+        previous = best
+    assert (previous > first).any()  # some search found a brighter image
+    zero_order = score(_settings("inference_scaling", search="zero_order", N=2, rounds=2))
+    assert (zero_order >= first - 1e-6).all()  # the pivot is the default noise
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def test_demon_weights_match_hand_computed_values():
+    r = torch.tensor([1.0, 2.0, 3.0])
+    t1 = math.tanh(1.0)
+    assert torch.allclose(demon_weights(r, "tanh", 1.0), torch.tensor([-t1, 0.0, t1]).double())
+    t2 = math.tanh(2.0)  # tau 0.5 doubles the deviation
+    assert torch.allclose(demon_weights(r, "tanh", 0.5), torch.tensor([-t2, 0.0, t2]).double())
+    e = [math.exp(v) for v in (1.0, 2.0, 3.0)]
+    soft = torch.tensor([v / sum(e) for v in e]).double()
+    assert torch.allclose(demon_weights(r, "boltzmann", 1.0), soft)
+    e2 = [math.exp(v / 2) for v in (1.0, 2.0, 3.0)]
+    assert torch.allclose(
+        demon_weights(r, "boltzmann", 2.0), torch.tensor([v / sum(e2) for v in e2]).double()
+    )
+    # an unscorable candidate gets weight 0 and stays out of the mean
+    nan = torch.tensor([1.0, float("nan"), 3.0])
+    assert torch.allclose(demon_weights(nan, "tanh", 1.0), torch.tensor([-t1, 0.0, t1]).double())
+    w = demon_weights(nan, "boltzmann", 1.0)
+    assert torch.allclose(w, torch.tensor([e[0], 0.0, e[2]]).double() / (e[0] + e[2]))
+    with pytest.raises(RewardError, match="could not score any candidate"):
+        demon_weights(torch.tensor([float("nan")] * 2), "tanh", 1.0)
+
+
+def test_demon_noise_is_the_weighted_sum_renormalised_to_sqrt_dim():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 1, 1, 2)
+    out = combine_noises(z, torch.tensor([0.6, 0.8]))
+    assert out.shape == (1, 1, 1, 2)
+    assert torch.allclose(out.flatten(), torch.tensor([0.6, 0.8]) * math.sqrt(2))
+    # weights that cancel (equal rewards under tanh) count every candidate equally
+    assert torch.allclose(combine_noises(z, torch.zeros(2)).flatten(), torch.tensor([1.0, 1.0]))
+    big = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    mixed = combine_noises(big, torch.linspace(-1, 1, 16))
+    assert float(mixed.norm()) == pytest.approx(math.sqrt(4 * 8 * 8), rel=1e-5)
+
+
+def test_free2guide_picks_the_best_or_samples_softmax_weights():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.tensor([0.2, float("nan"), 0.9, 0.5]).double()
+    assert pick_candidate(scores, "greedy", 1.0, generator) == 2
+    assert pick_candidate(scores, "softmax", 1e-4, generator) == 2  # near the greedy limit
+    draws = [
+        pick_candidate(torch.tensor([0.0, math.log(3.0)]), "softmax", 1.0, generator)
+        for _ in range(2000)
+    ]
+    assert sum(draws) / len(draws) == pytest.approx(0.75, abs=0.04)
+    with pytest.raises(RewardError, match="could not score"):
+        pick_candidate(torch.tensor([float("nan")]), "softmax", 1.0, generator)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "reward", "error", "message"),
+    [
+        ("demon", {"KK": 2}, NAME, ValueError, "sample.options.KK: unknown option of method "
+         "'demon', did you mean 'K'?"),
+        ("demon", {"K": 0}, NAME, ValueError, "sample.options.K: must be >= 1, got 0"),
+        ("demon", {"K": 2.5}, NAME, ValueError, "sample.options.K: expected an integer, got 2.5"),
+        ("demon", {"weighting": "soft"}, NAME, ValueError, "expected one of 'tanh', 'boltzmann'"),
+        ("free2guide", {"temperature": 0}, NAME, ValueError, "must be > 0"),
+        ("inference_scaling", {"search": "paths"}, NAME, NotImplementedError, "'paths'"),
+        ("default", {"K": 2}, None, ValueError, "unknown option of method 'default'"),
+        ("demon", {}, None, ValueError, "sample.method 'demon' needs a verifier reward"),
+        ("demonn", {}, NAME, ValueError, "unknown sample method 'demonn', did you mean 'demon'?"),
+    ],
+)  # fmt: skip
+def test_bad_settings_fail_in_one_line(brightness, method, options, reward, error, message):
+    settings = SampleSettings(method, options=options, reward=reward)
+    with pytest.raises(error) as info:
+        settings.validate()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_method_is_registered_with_a_paper_docstring():
+    assert set(SAMPLE_METHODS) == {"default", "free2guide", "demon", "inference_scaling"}
+    for name, method in SAMPLE_METHODS.items():
+        if method.run is not None:  # k-diffusion style: the docstring opens with the paper
+            first = method.run.__doc__.splitlines()[0]
+            assert " et al. 20" in first and "arXiv" in first, (name, first)
+
+
+def test_settings_keep_the_verifier_as_json_and_redact_secrets():
+    from dsharp.config import RewardSpec
+
+    spec = RewardSpec(name="shapes", options={"api_key": "sk-123", "binary": True})
+    settings = SampleSettings("demon", reward=[spec])
+    json.dumps(vars(settings))  # evaluate() records vars(settings): it must stay JSON-able
+    assert settings.reward[0]["options"]["api_key"] == "sk-123"  # the verifier needs it
+    assert settings.as_dict()["reward"][0]["options"] == {"api_key": "<redacted>", "binary": True}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _invoke(args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_sample_command_runs_demon_and_reports_nfe(model, tiny_sd_dir, tmp_path):
+    out = tmp_path / "png"
+    args = ["sample", "--model", tiny_sd_dir, "--prompt", "a red circle", "--method", "demon"]
+    args += ["--option", "K=2", "--option", "estimate=tweedie", "--reward", "shapes"]
+    args += ["--steps", STEPS, "--height", SIDE, "--width", SIDE, "--out", out, "--device", "cpu"]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["method"] == "demon"
+    assert [Path(p).name for p in summary["images"]] == ["0000-seed0-a-red-circle.png"]
+    assert (out / "0000-seed0-a-red-circle.png").is_file()
+    opts = {"K": 2, "estimate": "tweedie"}
+    assert summary["nfe_per_image"] == _expected_nfe(model, "demon", 5.0, STEPS, opts)
+
+
+def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tmp_path):
+    args = ["sample", "--model", tiny_sd_dir, "--prompt", "a red circle", "--reward", "shapes"]
+    args += ["sample.method=free2guide", "sample.options.candidates=2", "sample.steps=2"]
+    args += ["--height", SIDE, "--width", SIDE, "--out", tmp_path, "--device", "cpu"]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    opts = {"candidates": 2}
+    assert summary["nfe_per_image"] == _expected_nfe(model, "free2guide", 5.0, 2, opts)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "demon"], "error: sample.method 'demon' needs a verifier reward"),
+        (["--method", "demon", "--reward", "shapes", "--option", "K"], "expected KEY=VALUE"),
+        (["sample.stesp=3"], "sample.stesp: unknown key, did you mean 'steps'?"),
+        (["train.lr=1"], "only sample.* settings can be set here"),
+    ],
+)
+def test_sample_command_reports_bad_settings_before_loading_the_model(tmp_path, extra, message):
+    args = ["sample", "--model", tmp_path / "no-such-model", "--prompt", "a", *extra]
+    result = _invoke(args + ["--out", tmp_path])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_eval_command_reports_nfe_and_the_verifier(tiny_sd_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    args = ["eval", "--model", tiny_sd_dir, "--prompts", prompts, "--reward", "shapes"]
+    args += ["--method", "inference_scaling", "--option", "N=2", "--seeds", "1", "--steps", "2"]
+    result = _invoke(args + ["--height", SIDE, "--width", SIDE, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["nfe_per_image"] == 2 * 2 * 2  # N x steps x CFG
+    assert data["sample"]["method"] == "inference_scaling"
+    assert data["sample"]["options"] == {"N": 2}
+    assert [r["name"] for r in data["sample"]["reward"]] == ["shapes"]
+
+
+@pytest.mark.parametrize("name", ["free2guide", "demon", "inference_scaling"])
+def test_eval_runs_the_mini_recipe(tiny_sd_dir, tmp_path, name):
+    recipe = ROOT / "recipes" / "mini" / f"{name}.yaml"
+    overrides = [f"model.pretrained={tiny_sd_dir}", "sample.steps=2", "eval.limit=1"]
+    overrides += [f"sample.height={SIDE}", f"sample.width={SIDE}"]
+    small = {"free2guide": "candidates=2", "demon": "K=2", "inference_scaling": "N=2"}
+    args = ["eval", "--recipe", recipe, *overrides, "--option", small[name], "--seeds", "1"]
+    result = _invoke(args + ["--out", tmp_path / "e.json", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["recipe"] == str(recipe) and data["bench"] == "shapes"
+    assert data["sample"]["method"] == name and data["nfe_per_image"] > 2 * 2
+    assert data["n_images"] == len(data["categories"]) == 5  # one prompt per category
+    assert json.loads((tmp_path / "e.json").read_text())["nfe_per_image"] == data["nfe_per_image"]
