@@ -376,6 +376,20 @@ def test_factory_fills_the_authors_defaults_and_checks_options(sd_model):
         build_method(MethodConfig(name="diffusion_dpo"), sd_model, MeanPixel(), 64, 64)
 
 
+def test_online_dpo_recipes_may_name_prompts_only(tiny_sd_dir):
+    from dsharp.config import recipe_from_dict
+
+    recipe = recipe_from_dict(
+        {
+            "model": {"pretrained": str(tiny_sd_dir)},
+            "method": {"name": "diffusion_dpo", "options": {"pairs": "online"}},
+            "rewards": [{"name": "shapes"}],
+            "data": {"prompts": ["a red square"]},
+        }
+    )
+    assert recipe.method.name == "diffusion_dpo"
+
+
 # --------------------------------------------------------------------------- through the CLI
 
 

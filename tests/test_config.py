@@ -335,3 +335,22 @@ def test_yaml_fixture_is_plain_yaml(recipe_file: Path) -> None:
     plain = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
     assert plain["train"]["lr"] == "1e-5"  # what plain PyYAML does; load_recipe gives 1e-05
     assert load_recipe(recipe_file).train.lr == 1e-5
+
+
+def test_sample_method_names_match_the_inference_registry() -> None:
+    from dsharp.config import SAMPLE_METHOD_NAMES
+    from dsharp.inference import SAMPLE_METHODS
+
+    assert set(SAMPLE_METHOD_NAMES) == set(SAMPLE_METHODS)
+
+
+def test_unknown_sample_method_is_a_recipe_error(tmp_path: Path) -> None:
+    from dsharp.config import RecipeError, load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "model: {pretrained: x}\nrewards: [{name: shapes}]\ndata: {generator: shapes}\n"
+        "sample: {method: demonn}\n"
+    )
+    with pytest.raises(RecipeError, match=r"sample.method: .*demonn.*did you mean 'demon'"):
+        load_recipe(path)

@@ -449,6 +449,18 @@ class SampleConfig(_Section):
     width: int | None = Field(None, ge=1, description="Image width; None = model default.")
     options: dict[str, Any] = Field(default_factory=dict, description="Sampler-specific extras.")
 
+    @field_validator("method")
+    @classmethod
+    def _known_sample_method(cls, value: str) -> str:
+        if value not in SAMPLE_METHOD_NAMES:
+            raise ValueError(unknown_name_message("sample method", value, SAMPLE_METHOD_NAMES))
+        return value
+
+
+# The names of dsharp.inference.SAMPLE_METHODS, kept here so that parsing a recipe imports no
+# torch (a test checks the two agree).
+SAMPLE_METHOD_NAMES = ("default", "free2guide", "demon", "inference_scaling")
+
 
 class EvalConfig(_PromptSource):
     """Evaluation prompts, seeds and rewards."""

@@ -33,35 +33,26 @@ class Bench:
     category_of: Callable[[str], str] | None = None
 
 
-def _shapes_val_prompts() -> list[str]:
-    from dsharp.shapes import prompt_sets
-
-    return [p for group in prompt_sets("val").values() for p in group]
-
-
-def _shapes_category(prompt: str) -> str:
-    from dsharp.shapes import category_of
-
-    return category_of(prompt)
-
-
-BENCHES: dict[str, Bench] = {
-    "shapes": Bench(
-        name="shapes",
-        description="dsharp-mini shapes world, exact compositional score (val prompts)",
-        default_prompts=_shapes_val_prompts,
-        rewards=[{"name": "shapes"}],
-        category_of=_shapes_category,
-    ),
-}
+T2I_COMPBENCH = "t2i-compbench"
 
 
 def get_bench(name: str) -> Bench:
-    if name not in BENCHES:
-        raise ValueError(
-            f"--bench: unknown bench '{name}' (available: {', '.join(sorted(BENCHES))})"
-        )
-    return BENCHES[name]
+    """A reward bench (one reward on its default prompt set) by name.
+
+    T2I-CompBench is not a reward bench: it has its own runner (``dsharp.bench``)."""
+    from dsharp.bench.reward_benches import REWARD_BENCHES
+
+    if name not in REWARD_BENCHES:
+        known = ", ".join([*REWARD_BENCHES, T2I_COMPBENCH])
+        raise ValueError(f"--bench: unknown bench '{name}' (available: {known})")
+    rb = REWARD_BENCHES[name]
+    return Bench(
+        name=rb.name,
+        description=rb.description,
+        default_prompts=rb.default_prompts,
+        rewards=[{"name": rb.reward}],
+        category_of=rb.category_of,
+    )
 
 
 def mean_ci(values: Sequence[float]) -> dict[str, float]:
@@ -145,7 +136,7 @@ def evaluate(
             for name, vals in per_reward.items()
         },
         "nfe_per_image": generated.nfe_per_image,
-        "sample": vars(settings).copy(),
+        "sample": settings.as_dict(),
     }
     if strict:
         result["strict"] = sum(strict) / len(strict)

@@ -145,7 +145,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
 
     device = pick_device("auto")
     prompts, specs, category_of = _eval_plan(recipe)
-    settings = SampleSettings.from_config(recipe.sample)
+    settings = SampleSettings.from_config(recipe.sample, reward=list(recipe.rewards) or None)
     settings.height = settings.height or recipe.train.height
     settings.width = settings.width or recipe.train.width
     checkpoint = find_model_checkpoint(run_dir)

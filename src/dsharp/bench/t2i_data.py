@@ -8,10 +8,10 @@ The prompt files are the benchmark's own (``examples/dataset/*.txt`` of
    ``color_val.txt``, for instance, is a legitimate choice to reproduce older papers);
 2. otherwise the cache ``$DSHARP_CACHE/t2i-compbench`` (else
    ``$XDG_CACHE_HOME/dsharp/t2i-compbench``, else ``~/.cache/dsharp/t2i-compbench``), filled on
-   first use by downloading each file from GitHub at the pinned commit. A download is verified
-   against ``dsharp/assets/reference/t2i_compbench_sha256.json`` before it is written (atomically); a
-   mismatch is an error naming the file, and any network failure is a one-line error that says
-   to pass ``--data DIR``.
+   first use by downloading each file from GitHub at the pinned commit. A download is
+   verified against ``dsharp/assets/reference/t2i_compbench_sha256.json`` before it is
+   written (atomically); a mismatch is an error naming the file, and any network failure
+   is a one-line error that says to pass ``--data DIR``.
 
 Files use CRLF line endings and some lack a final newline: lines are split with
 ``str.splitlines`` and stripped; blank lines are skipped.
@@ -40,7 +40,9 @@ training split."""
 COMPLEX_SUBSETS = ("spatial", "action", "spatialaction")
 """Subsets of the complex prompts by which relations they hold (decides the 3-in-1 parts)."""
 
-CHECKSUMS_FILE = Path(__file__).resolve().parent.parent / "assets" / "reference" / "t2i_compbench_sha256.json"
+CHECKSUMS_FILE = (
+    Path(__file__).resolve().parent.parent / "assets" / "reference" / "t2i_compbench_sha256.json"
+)
 DOWNLOAD_TIMEOUT_S = 30.0
 
 

@@ -1,12 +1,39 @@
-"""`dsharp compare RUN_OR_JSON ...`: one table of several evaluations."""
+"""`dsharp compare RUN_OR_JSON ...`: one table of several evaluations, optionally beside the
+paper's numbers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from dsharp.commands.errors import user_errors
+
+
+def _results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
+    """A run folder's evaluations merged into one result (all its eval*.json), or one JSON.
+
+    For Tables 2 and 3 a run's recipe says which paper row it reproduces (method.n / .m).
+    """
+    from dsharp.bench import merge_results
+    from dsharp.report import load_result
+
+    if not source.is_dir():
+        return load_result(source)
+    found = sorted(source.glob("eval*.json"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in found if p.name != "eval-base.json"]
+    if not found:
+        raise FileNotFoundError(f"{source}: no eval*.json in this folder (run dsharp eval first)")
+    merged = merge_results([json.loads(p.read_text()) for p in found])
+    recipe_path = source / "recipe.yaml"
+    if table in ("table2", "table3") and recipe_path.exists():
+        import yaml
+
+        method = (yaml.safe_load(recipe_path.read_text()) or {}).get("method", {})
+        merged.setdefault("paper_row", method.get("n" if table == "table2" else "m"))
+    return source.name, merged
 
 
 def compare(
@@ -15,7 +42,10 @@ def compare(
     ),
     out: Path = typer.Option(Path("."), "--out", help="Folder for compare.md and compare.csv."),
     against: str = typer.Option(
-        None, "--against", help="Put published numbers beside ours (later: 'paper')."
+        None, "--against", help="'paper': put the paper's numbers beside ours, with deltas."
+    ),
+    table: str = typer.Option(
+        "table1", "--table", help="With --against paper: table1, table2 (n) or table3 (m)."
     ),
 ) -> None:
     """Print one table comparing evaluations, and write it as markdown and CSV."""
@@ -25,11 +55,34 @@ def compare(
     from dsharp.report import build_table, load_result, to_csv, to_markdown, to_rich
 
     with user_errors():
-        if against is not None:
-            raise NotImplementedError("--against paper is not implemented yet")
-        named = [load_result(src) for src in sources]
-        columns, rows = build_table(named)
+        if against not in (None, "paper"):
+            raise ValueError(f"--against: unknown '{against}' (expected: paper)")
+        if against == "paper":
+            from dsharp.bench import compare_with_paper
+
+            named = dict(_results_for_paper(Path(src), table) for src in sources)
+            columns, rows = compare_with_paper(named, table)
+            title = f"dsharp compare --against paper ({table})"
+            rich_table = _paper_rich(columns, rows, title)
+        else:
+            named_list = [load_result(src) for src in sources]
+            columns, rows = build_table(named_list)
+            rich_table = to_rich(columns, rows, title="dsharp compare")
         atomic_write_text(Path(out) / "compare.md", to_markdown(columns, rows))
         atomic_write_text(Path(out) / "compare.csv", to_csv(columns, rows))
-    Console().print(to_rich(columns, rows, title="dsharp compare"))
+    Console().print(rich_table)
     typer.echo(f"wrote {Path(out) / 'compare.md'} and {Path(out) / 'compare.csv'}")
+
+
+def _paper_rich(columns: list[str], rows: list[list[Any]], title: str):
+    """Paper / ours / delta rows as they come (one row per line, metrics as columns)."""
+    from rich.table import Table
+
+    from dsharp.report import _cell
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(v) for v in row])
+    return table

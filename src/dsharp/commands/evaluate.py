@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from dsharp.commands.errors import user_errors
+from dsharp.evaluate import T2I_COMPBENCH
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -120,6 +121,25 @@ def evaluate_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
     device: str = typer.Option("auto", "--device"),
+    limit: int = typer.Option(
+        None, "--limit", help="At most N prompts per category (spread evenly) for quick looks."
+    ),
+    categories: str = typer.Option(
+        None,
+        "--categories",
+        help="t2i-compbench: comma-separated categories "
+        "(default color,shape,texture,spatial,non_spatial,complex).",
+    ),
+    split: str = typer.Option("val", "--split", help="t2i-compbench: prompt split."),
+    images_per_prompt: int = typer.Option(
+        10, "--images-per-prompt", help="t2i-compbench: images per prompt (fixed seeds 0..N-1)."
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="t2i-compbench: folder with the benchmark's prompt files "
+        "(default: a cache filled by download on first use).",
+    ),
 ) -> None:
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
@@ -127,15 +147,41 @@ def evaluate_cmd(
     from dsharp.evaluate import evaluate
     from dsharp.generate import SampleSettings, parse_sample_overrides
     from dsharp.io import atomic_write_json
-    from dsharp.report import build_table, to_rich
 
     with user_errors():
+        if bench == T2I_COMPBENCH:
+            result, target = _t2i_compbench(
+                model,
+                checkpoint,
+                device,
+                _parse_sets(set_ or []),
+                categories,
+                split,
+                images_per_prompt,
+                limit,
+                data,
+                out,
+                steps,
+                guidance,
+                height,
+                width,
+                batch_size,
+                images,
+                progress=not as_json,
+            )
+            _show(result, target, as_json, T2I_COMPBENCH)
+            return
         rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
         if rec is None and (model is None) == (checkpoint is None):
             raise ValueError("give exactly one of --model or --checkpoint (or --recipe)")
         if rec is not None and model is not None and checkpoint is not None:
             raise ValueError("give at most one of --model or --checkpoint with --recipe")
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
+        if limit:
+            from dsharp.posttrain import limit_prompts
+
+            category_of = spec_bench.category_of if spec_bench else None
+            prompt_list = limit_prompts(prompt_list, limit, category_of)
         run_recipe = None
         if rec is None and checkpoint is not None:
             run_recipe = load_recipe(
@@ -204,14 +250,80 @@ def evaluate_cmd(
             target = run_dir / f"eval-{bench_name or 'rewards'}.json"
         if target is not None:
             atomic_write_json(target, result)
+    _show(result, target, as_json, bench_name)
+
+
+def _show(result: dict, target: Path | None, as_json: bool, bench_name: str | None) -> None:
+    """Print the result as JSON (``--json``) or as a table, and say where it was written."""
     if as_json:
         from dsharp.io import json_safe
 
         typer.echo(json.dumps(json_safe(result)))
-    else:
-        from rich.console import Console
+        return
+    from rich.console import Console
 
-        columns, rows = build_table([(result["model"], result)])
-        Console().print(to_rich(columns, rows, title=f"dsharp eval {bench_name or ''}".strip()))
-        if target is not None:
-            typer.echo(f"wrote {target}")
+    from dsharp.report import build_table, to_rich
+
+    columns, rows = build_table([(result["model"], result)])
+    Console().print(to_rich(columns, rows, title=f"dsharp eval {bench_name or ''}".strip()))
+    if target is not None:
+        typer.echo(f"wrote {target}")
+
+
+def _t2i_compbench(
+    model: str | None,
+    checkpoint: Path | None,
+    device: str,
+    evaluator_options: dict[str, Any],
+    categories: str | None,
+    split: str,
+    images_per_prompt: int,
+    limit: int | None,
+    data: Path | None,
+    out: Path | None,
+    steps: int | None,
+    guidance: float | None,
+    height: int | None,
+    width: int | None,
+    batch_size: int,
+    images: Path | None,
+    progress: bool,
+) -> tuple[dict, Path | None]:
+    """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
+    from dsharp.bench import run_t2i_compbench
+    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
+    from dsharp.commands.common import load_model_for_inference
+    from dsharp.generate import SampleSettings
+    from dsharp.io import atomic_write_json
+
+    if (model is None) == (checkpoint is None):
+        raise ValueError("give exactly one of --model or --checkpoint")
+    run_dir = run_dir_of(find_model_checkpoint(checkpoint)) if checkpoint is not None else None
+    work_dir = images or (run_dir / "t2i-compbench" if run_dir else None)
+    diffusion = load_model_for_inference(model, checkpoint, device)
+    settings = SampleSettings(
+        steps=steps or 25,
+        guidance=guidance if guidance is not None else 5.0,
+        height=height,
+        width=width,
+    )
+    result = run_t2i_compbench(
+        diffusion,
+        categories=categories,
+        split=split,
+        images_per_prompt=images_per_prompt,
+        limit=limit,
+        data_dir=data,
+        settings=settings,
+        evaluator_options=evaluator_options,
+        out_dir=work_dir,
+        keep_images=images is not None,
+        progress=progress,
+        batch_size=batch_size,
+        model_id=str(checkpoint or model),
+    )
+    result = {"bench": T2I_COMPBENCH, "model": str(checkpoint or model), **result}
+    target = out or (run_dir / f"eval-{T2I_COMPBENCH}.json" if run_dir else None)
+    if target is not None:
+        atomic_write_json(target, result)
+    return result, target

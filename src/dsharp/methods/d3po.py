@@ -27,7 +27,7 @@ from dsharp.methods.base import Batch
 from dsharp.methods.ddpo import (
     RoundMethod,
     SampledRound,
-    _check_positive,
+    check_positive,
     reward_stats,
     transition_log_probs,
 )
@@ -110,7 +110,7 @@ class D3PO(RoundMethod):
         )
         if not beta > 0:
             raise ValueError(f"method.beta: must be > 0, got {beta}")
-        eps = _check_positive("eps", eps)
+        eps = check_positive("eps", eps)
         if eps >= 1:
             raise ValueError(
                 f"method.options.eps: must be < 1 (rho is clamped to [1-eps, 1+eps]), got {eps}"

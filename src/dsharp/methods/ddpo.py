@@ -27,9 +27,11 @@ chunk's loss per call (:class:`RoundMethod`):
 
 A round therefore lasts ``inner_epochs * ceil(K / timesteps_per_step)`` calls. With
 ``train.grad_accum`` equal to ``ceil(K / timesteps_per_step)``, one optimizer step
-accumulates a whole epoch over the timesteps, as ddpo-pytorch does. The round lives only in
-memory: a resumed run samples a fresh round on its first step, so it continues exactly like
-an uninterrupted run only when the checkpoint falls on a round boundary.
+accumulates a whole epoch over the timesteps, as ddpo-pytorch does (DDPO-SF needs that to
+stay on-policy when it trains in chunks). Every call logs the round's reward statistics;
+``new_round`` is 1 on the calls that sampled. The round lives only in memory: a resumed run
+samples a fresh round on its first step, so it continues exactly like an uninterrupted run
+only when the checkpoint falls on a round boundary.
 
 This module also holds what DDPO and D3PO (``d3po.py``) share: sampling a round with
 per-step log-probs, re-evaluating stored transitions, and the timestep plan.
@@ -262,13 +264,15 @@ def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _check_fraction(name: str, value: float) -> float:
+def check_fraction(name: str, value: float) -> float:
+    """``method.options.<name>`` as a number in (0, 1], or a one-line error."""
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
         raise ValueError(f"method.options.{name}: must be a number in (0, 1], got {value!r}")
     return float(value)
 
 
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    """``method.options.<name>`` as an integer >= ``minimum`` (or None if allowed)."""
     if value is None and allow_none:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -276,7 +280,8 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) ->
     return value
 
 
-def _check_positive(name: str, value: Any) -> float:
+def check_positive(name: str, value: Any) -> float:
+    """``method.options.<name>`` as a number > 0, or a one-line error."""
     if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"method.options.{name}: must be a number > 0, got {value!r}")
     return float(value)
@@ -313,9 +318,9 @@ class RoundMethod(TrainingMethod):
         if infer_steps < 1:
             raise ValueError(f"method.infer_steps: must be >= 1, got {infer_steps}")
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
-        self.inner_epochs = _check_int("inner_epochs", inner_epochs, 1)
-        self.fraction = _check_fraction("train_timestep_fraction", train_timestep_fraction)
-        self.per_call = _check_int("timesteps_per_step", timesteps_per_step, 1, allow_none=True)
+        self.inner_epochs = check_int("inner_epochs", inner_epochs, 1)
+        self.fraction = check_fraction("train_timestep_fraction", train_timestep_fraction)
+        self.per_call = check_int("timesteps_per_step", timesteps_per_step, 1, allow_none=True)
         self._round: SampledRound | None = None
         self._plan: list[torch.Tensor] = []
         self._round_metrics: dict[str, float] = {}
@@ -403,7 +408,7 @@ class DDPO(RoundMethod):
     ):
         if variant not in VARIANTS:
             raise ValueError(f"method.options.variant: expected 'sf' or 'is', got {variant!r}")
-        inner_epochs = _check_int("inner_epochs", inner_epochs, 1)
+        inner_epochs = check_int("inner_epochs", inner_epochs, 1)
         if variant == "sf" and inner_epochs != 1:
             raise ValueError(
                 "method.options.inner_epochs: DDPO-SF is on-policy (one update per round); "
@@ -425,8 +430,8 @@ class DDPO(RoundMethod):
         )
         self.samples_per_prompt = n
         self.variant = variant
-        self.clip_range = _check_positive("clip_range", clip_range)
-        self.adv_clip_max = _check_positive("adv_clip_max", adv_clip_max)
+        self.clip_range = check_positive("clip_range", clip_range)
+        self.adv_clip_max = check_positive("adv_clip_max", adv_clip_max)
         self._advantages: torch.Tensor | None = None
 
     def _prepare(self, rnd: SampledRound) -> tuple[int, dict[str, float]]:

@@ -20,10 +20,10 @@ Pairs come from one of two sources (``method.options.pairs``):
   section, the engine draws its batches from ``data.dataset`` (set it to the same file with
   ``data.image_column: image_w`` and ``data.caption_column: prompt``, which also checks every
   winner image exists before training) and the method draws its own pairs from
-  ``pairs_file`` with the step's random generator: as reproducible and resumable as the
-  engine's batches. The logged ``reward`` is the reward of the trained model's predicted
-  clean images ``x0_hat`` of both pair members at the drawn ``t`` (``log_reward: false``
-  skips that decode and scoring and logs NaN).
+  ``pairs_file`` with the step's random generator (the engine's batch only sets how many):
+  as reproducible and resumable as the engine's batches. The logged ``reward`` is the
+  reward of the trained model's predicted clean images ``x0_hat`` of both pair members at
+  the drawn ``t`` (``log_reward: false`` skips that decode and scoring and logs NaN).
 - ``online`` (AI feedback): per prompt of the engine's batch, two images are generated with
   the current weights (``method.infer_steps`` DDIM steps, ``method.guidance``,
   ``method.eta``), labelled by the recipe's reward (higher wins; ties and unscored pairs are

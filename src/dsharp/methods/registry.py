@@ -15,8 +15,10 @@ class MethodSpec:
     """One method: its name, a one-line description, and its recipe requirements.
 
     ``data`` says where training inputs come from: ``"dataset"`` (image-text pairs, from
-    ``data.dataset`` or ``data.generator``) or ``"prompts"`` (``data.prompts`` or
-    ``data.prompts_file``). ``needs_reward`` says whether ``rewards`` may be empty.
+    ``data.dataset`` or ``data.generator``), ``"prompts"`` (``data.prompts`` or
+    ``data.prompts_file``) or ``"any"`` (the method's options decide which; the engine's
+    data loader reports a missing source when training starts). ``needs_reward`` says
+    whether ``rewards`` may be empty.
     ``needs_differentiable_reward``: the method back-propagates through the reward, so every
     reward with a non-zero weight must be registered ``differentiable`` (the method also
     checks it when it is built, before training).
@@ -24,7 +26,7 @@ class MethodSpec:
 
     name: str
     description: str
-    data: Literal["dataset", "prompts"]
+    data: Literal["dataset", "prompts", "any"]
     needs_reward: bool = True
     needs_differentiable_reward: bool = False
 
@@ -50,7 +52,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "diffusion_dpo",
         "Diffusion-DPO (Wallace et al.): DPO on offline preference pairs or reward-labelled "
         "pairs of self-generated samples (options.pairs: online)",
-        data="dataset",
+        data="any",  # offline: data.dataset; online: prompts
     ),
     MethodSpec(
         "ddpo",

@@ -1,0 +1,83 @@
+"""`dsharp eval --bench t2i-compbench` and `--bench <reward>` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "t2i-compbench"
+CATEGORIES = ["color", "shape", "texture", "spatial", "non_spatial", "complex"]
+
+
+@pytest.fixture(scope="module")
+def evaluators(tmp_path_factory) -> dict:
+    from dsharp.testing.tiny_rewards import make_tiny_t2i_evaluators
+
+    return make_tiny_t2i_evaluators(tmp_path_factory.mktemp("t2i-evaluators"))
+
+
+def _sets(options: dict) -> list[str]:
+    return [arg for k, v in options.items() for arg in ("--set", f"{k}={v}")]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/t2i-compbench is not present")
+def test_t2i_compbench_quick_look_prints_all_six_categories(tmp_path, tiny_sd_dir, evaluators):
+    out = tmp_path / "t2i.json"
+    args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench", "--limit", "2"]
+    args += ["--images-per-prompt", "1", "--steps", "2", "--data", str(SHARED)]
+    args += ["--out", str(out), "--json", *_sets(evaluators)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    for cat in CATEGORIES:
+        assert f"t2i_{cat}" in doc["metrics"], cat
+        assert doc["metrics"][f"t2i_{cat}"]["n"] == 2
+    assert json.loads(out.read_text())["overall"] == doc["overall"]
+
+
+def test_t2i_compbench_missing_category_file_is_named(tmp_path, tiny_sd_dir, evaluators):
+    data = tmp_path / "data"
+    data.mkdir()
+    if SHARED.is_dir():
+        for f in SHARED.glob("*.txt"):
+            shutil.copy(f, data / f.name)
+    (data / "shape_val.txt").unlink(missing_ok=True)
+    args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench", "--limit", "1"]
+    args += ["--images-per-prompt", "1", "--data", str(data), *_sets(evaluators)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "shape_val.txt" in result.output
+
+
+def test_unknown_bench_lists_the_known_ones(tiny_sd_dir):
+    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_sd_dir), "--bench", "nope"])
+    assert result.exit_code != 0
+    assert "t2i-compbench" in result.output and "clip" in result.output
+
+
+def test_compare_against_paper_uses_the_runs_n_for_table2(tmp_path):
+    run = tmp_path / "sweep-a"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("method:\n  name: rlhf_sharpening\n  n: 2\n")
+    (run / "eval-clip.json").write_text(json.dumps({"metrics": {"clip": {"mean": 0.3}}}))
+    (run / "eval-imagereward.json").write_text(
+        json.dumps({"metrics": {"imagereward": {"mean": 1.0}}})
+    )
+    args = ["compare", str(run), "--against", "paper", "--table", "table2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "compare.md").read_text()
+    assert "| paper:2 | 0.3360 | 1.3550 | 0.8910 |" in md  # the paper's n=2 row
+    assert "| ours:sweep-a | 0.3000 | 1.0000 | - |" in md
+    assert "| delta:sweep-a | -0.0360 | -0.3550 | - |" in md
+
+
+def test_compare_against_something_else_is_an_error(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--against", "arxiv"])
+    assert result.exit_code != 0 and "--against" in result.output
