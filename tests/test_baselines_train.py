@@ -490,9 +490,9 @@ def test_iterpo_with_a_non_differentiable_reward_fails_before_training(tiny_sd_d
         "rewards.0.options={}",
         *SHRINK,
     )
-    assert result.exit_code == 1
-    # (transformers' weight-loading progress bar may precede it on stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "needs differentiable rewards" in errors[0], result.stderr
-    assert "'shapes'" in errors[0] and result.stderr.strip().endswith(errors[0])
+    # A recipe error: one line, exit 2, before any model loads.
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs differentiable rewards" in lines[0], result.stderr
+    assert "rewards.0.name" in lines[0] and "'shapes'" in lines[0]
     assert not out.exists()

@@ -841,9 +841,29 @@ def recipe_from_dict(
                 raise RecipeError(
                     str(e), source=source, field=_dotted(loc), override=override
                 ) from None
+    _check_differentiable_rewards(recipe, source)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
         recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
     return recipe
+
+
+def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
+    """Methods that back-propagate through the reward (ReFL/IterPO) refuse a weighted
+    reward that is not differentiable, before any model loads."""
+    from dsharp.methods.registry import method_specs
+    from dsharp.rewards.plugins import get_reward_info
+
+    spec = method_specs().get(recipe.method.name)
+    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
+        return
+    for i, reward in enumerate(recipe.rewards):
+        if reward.weight and not get_reward_info(reward.name).differentiable:
+            raise RecipeError(
+                f"method {spec.name!r} needs differentiable rewards; {reward.name!r} is not "
+                "(see `dsharp rewards list`)",
+                source=source,
+                field=f"rewards.{i}.name",
+            )
 
 
 def parse_reward_spec(data: Mapping[str, Any], source: str | None = None) -> RewardSpec:

@@ -123,7 +123,8 @@ class Trainer:
         set_seed(train.seed, device_specific=True)
         self.model = build_model(recipe.model, acc.device)
         self.height, self.width = resolution(self.model, train.height, train.width)
-        self.reward = build_reward(recipe.rewards)
+        # Methods that need no reward (finetune) still report one when the recipe names it.
+        self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.method = build_method(recipe.method, self.model, self.reward, self.height, self.width)
         self.data = TrainingData(
             recipe.data, self.method.data_kind, self.height, self.width, train.seed

@@ -11,7 +11,7 @@ import torch
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import per_step_mse
 from dsharp.models.base import DiffusionModel
-from dsharp.sampling import add_noise
+from dsharp.sampling import add_noise, pred_x0_from_eps
 
 
 def denoising_loss(pred_eps: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -42,4 +42,20 @@ class FineTune(TrainingMethod):
         x_t = add_noise(self.tables, x0, eps, t.to(x0.device))
         pred = model.predict_noise(x_t, t.to(x0.device), cond, unet=unet)
         loss = denoising_loss(pred, eps)
-        return loss, {"mse": loss.detach().item()}
+        metrics = {"mse": loss.detach().item()}
+        if self.reward is not None:
+            metrics["reward"] = self._predicted_reward(batch, x_t, pred.detach(), t.to(x0.device))
+        return loss, metrics
+
+    @torch.no_grad()
+    def _predicted_reward(
+        self, batch: Batch, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
+    ) -> float:
+        """Mean reward of the clean images the model predicts from this step's noisy inputs:
+        a reward to log for comparison with reward-driven methods (it is not trained on)."""
+        from dsharp.rewards.base import RewardImages
+
+        images = self.model.decode(pred_x0_from_eps(self.tables, x_t, eps, t))
+        scores, _ = self.reward(RewardImages(images), batch.prompts, batch.metadata)
+        scores = scores[~torch.isnan(scores)]
+        return scores.mean().item() if scores.numel() else float("nan")
