@@ -45,6 +45,8 @@ def resolve_pretrained(pretrained: str) -> str:
     path = Path(pretrained).expanduser()
     if path.exists():
         return str(path)
+    if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {pretrained}")
     return pretrained
 
 
