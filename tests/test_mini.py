@@ -62,17 +62,22 @@ def test_init_folder_loads_as_mini_pixel_model(mini_init_dir):
     assert model.latent_shape(32, 32) == (3, 32, 32)
     config = model.scheduler.config
     assert (config.beta_schedule, config.prediction_type, config.clip_sample) == (
-        "scaled_linear",
-        "epsilon",
+        "squaredcos_cap_v2",
+        "v_prediction",
         False,
     )
     assert config.set_alpha_to_one and model.scheduler.final_alpha_cumprod == 1.0
     cond = model.encode_prompt(["a red circle above two blue squares", ""], 32, 32)
     assert cond.prompt_embeds.shape == (2, mini.MAX_LENGTH, mini.TEXT_HIDDEN)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([999, 10])
     with torch.no_grad():
-        eps = model.predict_noise(x, torch.tensor([999, 10]), cond)
+        eps = model.predict_noise(x, t, cond)
+        v = model.predict_native(x, t, cond)
     assert eps.shape == x.shape and torch.isfinite(eps).all()
+    # The adapter hands samplers epsilon: sqrt(1 - abar) x_t + sqrt(abar) v.
+    abar = model.scheduler.alphas_cumprod[t].view(2, 1, 1, 1)
+    torch.testing.assert_close(eps, (1 - abar) ** 0.5 * x + abar**0.5 * v)
     n_unet = sum(p.numel() for p in model.unet.parameters())
     assert 2_000_000 < n_unet < 5_000_000  # fp32 UNet + text encoder stay under 20 MB
 
@@ -99,10 +104,10 @@ def test_mini_init_name_builds_once_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(mini, "build_mini_init", fake_build)
     first = loading.resolve_pretrained("dsharp-mini-init")
-    assert Path(first) == tmp_path / "cache" / "dsharp-mini-init-v1"
+    assert Path(first) == tmp_path / "cache" / "dsharp-mini-init-v2"
     assert loading.resolve_pretrained("dsharp-mini-init") == first
     assert len(built) == 1 and built[0].parent != Path(first).parent  # built aside, renamed
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["dsharp-mini-init-v1"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["dsharp-mini-init-v2"]
 
 
 def test_mini_init_build_failure_leaves_no_folder(tmp_path, monkeypatch):

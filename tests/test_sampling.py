@@ -12,6 +12,7 @@ from dsharp.sampling import (
     add_noise,
     ddim_log_prob,
     ddim_step,
+    eps_from_v,
     eps_from_x0,
     guided_noise,
     inference_timesteps,
@@ -19,6 +20,7 @@ from dsharp.sampling import (
     prev_timestep,
     sample,
     save_images,
+    v_target,
 )
 from dsharp.testing.tiny import make_tiny_scheduler
 
@@ -135,9 +137,24 @@ def test_noise_relations_are_consistent():
     torch.testing.assert_close(pred_x0_from_eps(tables, x_t, eps, t), x0, rtol=1e-4, atol=1e-4)
 
 
+def test_v_prediction_relations_are_consistent():
+    tables = DDIMTables.from_scheduler(_scheduler(prediction_type="v_prediction"))
+    x0, eps = _randn(3, 4, 8, 8, seed=1), _randn(3, 4, 8, 8, seed=2)
+    t = torch.tensor([1, 500, 999])
+    x_t = add_noise(tables, x0, eps, t)
+    v = v_target(tables, x0, eps, t)
+    # Hand-computed at t = 500: v = sqrt(abar) eps - sqrt(1 - abar) x0.
+    abar = float(tables.alphas_cumprod[500])
+    torch.testing.assert_close(v[1], abar**0.5 * eps[1] - (1 - abar) ** 0.5 * x0[1])
+    torch.testing.assert_close(eps_from_v(tables, x_t, v, t), eps, rtol=1e-4, atol=1e-4)
+    # The scheduler's own v target agrees.
+    scheduler = _scheduler(prediction_type="v_prediction")
+    torch.testing.assert_close(v, scheduler.get_velocity(x0, eps, t), rtol=1e-5, atol=1e-5)
+
+
 def test_tables_reject_unsupported_schedulers():
-    with pytest.raises(ValueError, match="prediction_type 'v_prediction'"):
-        DDIMTables.from_scheduler(_scheduler(prediction_type="v_prediction"))
+    with pytest.raises(ValueError, match="prediction_type 'sample'"):
+        DDIMTables.from_scheduler(_scheduler(prediction_type="sample"))
     tables = DDIMTables.from_scheduler(_scheduler())
     with pytest.raises(ValueError, match="num_train_timesteps"):
         tables.abar(torch.tensor([1000]))

@@ -7,7 +7,8 @@ trajectories need this). With scalar-equal timesteps the results equal the stock
 
 Conventions: ``abar_t`` is the cumulative alpha product; a ``t_prev`` below zero means "to the
 final alpha" (``scheduler.final_alpha_cumprod``), exactly as the stock scheduler treats its last
-step. Only ``prediction_type="epsilon"`` and no dynamic thresholding are supported.
+step. The samplers consume epsilon: a ``v_prediction`` model's adapter converts its output
+(:func:`eps_from_v`) before it gets here. No dynamic thresholding.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from dsharp.models.base import DiffusionModel
 
 Generators = torch.Generator | list[torch.Generator] | None
+
+#: What a UNet may predict. Samplers work on epsilon; adapters convert ``v`` on the way out.
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 # -- schedule tables ----------------------------------------------------------------------
@@ -52,10 +56,10 @@ class DDIMTables:
     ) -> DDIMTables:
         """Tables of a diffusers DDIMScheduler; float32 reproduces the scheduler bit for bit."""
         config = scheduler.config
-        if config.prediction_type != "epsilon":
+        if config.prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"scheduler prediction_type {config.prediction_type!r} is not supported "
-                "(dsharp samplers need an epsilon-prediction model)"
+                f"(dsharp supports {', '.join(PREDICTION_TYPES)})"
             )
         if getattr(config, "thresholding", False):
             raise ValueError("scheduler thresholding=True is not supported by dsharp samplers")
@@ -130,6 +134,22 @@ def eps_from_x0(
     """Noise implied by state ``x_t`` and clean ``x0``: (x_t - sqrt(abar) x0)/sqrt(1-abar)."""
     abar = _per_sample(tables.abar(t), x_t)
     return (x_t - abar**0.5 * x0) / (1 - abar) ** 0.5
+
+
+def eps_from_v(
+    tables: DDIMTables, x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Noise implied by a v-prediction (Salimans & Ho 2022): sqrt(1-abar) x_t + sqrt(abar) v."""
+    abar = _per_sample(tables.abar(t), x_t)
+    return (1 - abar) ** 0.5 * x_t + abar**0.5 * v
+
+
+def v_target(
+    tables: DDIMTables, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The velocity a v-prediction model regresses: sqrt(abar) eps - sqrt(1-abar) x0."""
+    abar = _per_sample(tables.abar(t), x0)
+    return abar**0.5 * eps - (1 - abar) ** 0.5 * x0
 
 
 def add_noise(

@@ -11,16 +11,18 @@ import torch
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import per_step_mse
 from dsharp.models.base import DiffusionModel
-from dsharp.sampling import add_noise, pred_x0_from_eps
+from dsharp.sampling import add_noise, eps_from_v, pred_x0_from_eps
 
 
-def denoising_loss(pred_eps: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted and drawn noise, averaged over the batch."""
-    return per_step_mse(pred_eps, eps).mean()
+def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the UNet's output and its target (the drawn noise, or the
+    velocity for a v-prediction model), averaged over the batch."""
+    return per_step_mse(pred, target).mean()
 
 
 class FineTune(TrainingMethod):
-    """Noise data latents at uniform random timesteps and regress the noise."""
+    """Noise data latents at uniform random timesteps and regress the noise (or, for a
+    v-prediction model, the velocity)."""
 
     name = "finetune"
     data_kind = "images"
@@ -40,11 +42,15 @@ class FineTune(TrainingMethod):
         t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         x_t = add_noise(self.tables, x0, eps, t.to(x0.device))
-        pred = model.predict_noise(x_t, t.to(x0.device), cond, unet=unet)
-        loss = denoising_loss(pred, eps)
+        t = t.to(x0.device)
+        pred = model.predict_native(x_t, t, cond, unet=unet)
+        loss = denoising_loss(pred, model.native_target(x0, eps, t))
         metrics = {"mse": loss.detach().item()}
         if self.reward is not None:
-            metrics["reward"] = self._predicted_reward(batch, x_t, pred.detach(), t.to(x0.device))
+            pred_eps = pred.detach()
+            if model.prediction_type == "v_prediction":
+                pred_eps = eps_from_v(self.tables, x_t, pred_eps, t)
+            metrics["reward"] = self._predicted_reward(batch, x_t, pred_eps, t)
         return loss, metrics
 
     @torch.no_grad()

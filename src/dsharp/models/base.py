@@ -78,12 +78,15 @@ class DiffusionModel(ABC):
       samplers read its config and ``alphas_cumprod`` but never call its ``step``.
     - ``family``: ``"sd"``, ``"sdxl"`` or ``"mini"``.
     - ``source``: what ``model.pretrained`` resolved to (a folder or hub id).
+    - ``prediction_type``: what the UNet outputs, ``"epsilon"`` or ``"v_prediction"``;
+      :meth:`predict_noise` always returns epsilon.
     """
 
     unet: torch.nn.Module
     scheduler: object
     family: str
     source: str
+    prediction_type: str = "epsilon"
 
     # -- geometry -----------------------------------------------------------------------
     @property
@@ -128,6 +131,24 @@ class DiffusionModel(ABC):
         ``unet`` lets the engine pass the accelerate/DDP-wrapped module for passes that
         need gradients; by default ``self.unet`` is used.
         """
+
+    def predict_native(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        unet: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        """The UNet's own output (epsilon or v, see ``prediction_type``): what the plain
+        denoising loss regresses, so a v-prediction model is pretrained with its own loss
+        weighting. Epsilon models return :meth:`predict_noise`."""
+        return self.predict_noise(latents, timesteps, cond, unet=unet)
+
+    def native_target(
+        self, x0: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The regression target of :meth:`predict_native` for clean ``x0`` noised by ``eps``."""
+        return eps
 
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.sampling import PREDICTION_TYPES, DDIMTables, eps_from_v, v_target
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -94,11 +95,13 @@ class StableDiffusionModel(DiffusionModel):
 
         self.scheduler = _load_component(DDIMScheduler, self.source, "scheduler", revision=revision)
         prediction = self.scheduler.config.prediction_type
-        if prediction != "epsilon":
+        if prediction not in PREDICTION_TYPES:
             raise ValueError(
                 f"{self.source}: prediction_type {prediction!r} is not supported "
-                "(dsharp needs an epsilon-prediction model)"
+                f"(dsharp supports {', '.join(PREDICTION_TYPES)})"
             )
+        self.prediction_type = str(prediction)
+        self._tables: DDIMTables | None = None
         self._load_text(load)
         self.vae = self._load_vae(load)
         self.family = "mini" if self.vae is None else self._latent_family
@@ -209,7 +212,34 @@ class StableDiffusionModel(DiffusionModel):
         return self.encode_prompt([""], height, width)
 
     # -- networks -----------------------------------------------------------------------
+    def _schedule(self, like: torch.Tensor) -> DDIMTables:
+        """The scheduler's tables on ``like``'s device (built once per device)."""
+        if self._tables is None or self._tables.alphas_cumprod.device != like.device:
+            self._tables = DDIMTables.from_scheduler(self.scheduler, device=like.device)
+        return self._tables
+
     def predict_noise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        unet: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        out = self.predict_native(latents, timesteps, cond, unet=unet)
+        if self.prediction_type == "v_prediction":
+            t = torch.as_tensor(timesteps, device=latents.device)
+            t = t.expand(latents.shape[0]) if t.ndim == 0 else t
+            return eps_from_v(self._schedule(latents), latents, out, t)
+        return out
+
+    def native_target(
+        self, x0: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        if self.prediction_type == "v_prediction":
+            return v_target(self._schedule(x0), x0, eps, timesteps)
+        return eps
+
+    def predict_native(
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
