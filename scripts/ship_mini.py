@@ -133,6 +133,13 @@ def _numel(fh: Any, key: str) -> int:
     return n
 
 
+def _betas(sched: dict[str, Any]) -> str:
+    """The beta schedule as the card names it (the cosine schedule has no beta range)."""
+    if "linear" in sched["beta_schedule"]:
+        return f"{sched['beta_schedule']} betas {sched['beta_start']}...{sched['beta_end']}"
+    return f"{sched['beta_schedule']} betas"
+
+
 def model_card(
     *,
     folder: Path,
@@ -178,8 +185,7 @@ def model_card(
         f"{text['num_attention_heads']} heads, {text['max_position_embeddings']} positions: "
         f"{counts['text_encoder']:,} parameters, frozen at its random init (seed 0).",
         "- CLIPTokenizer: byte-level base symbols plus every shapes-grammar word as one token.",
-        f"- DDIMScheduler: {sched['beta_schedule']} betas {sched['beta_start']}..."
-        f"{sched['beta_end']}, {sched['num_train_timesteps']} steps, spacing "
+        f"- DDIMScheduler: {_betas(sched)}, {sched['num_train_timesteps']} steps, spacing "
         f"{sched['timestep_spacing']}, steps_offset {sched['steps_offset']}, set_alpha_to_one "
         f"{sched['set_alpha_to_one']}, {sched['prediction_type']} prediction, no clipping.",
         "- No VAE: dsharp loads it as the `mini` family.",

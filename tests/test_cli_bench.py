@@ -81,3 +81,16 @@ def test_compare_against_paper_uses_the_runs_n_for_table2(tmp_path):
 def test_compare_against_something_else_is_an_error(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--against", "arxiv"])
     assert result.exit_code != 0 and "--against" in result.output
+
+
+def test_cli_bench_name_matches_the_library_and_cli_import_stays_light():
+    import subprocess
+    import sys
+
+    from dsharp import evaluate
+    from dsharp.commands import evaluate as evaluate_cmd
+
+    assert evaluate_cmd.T2I_COMPBENCH == evaluate.T2I_COMPBENCH
+    code = "import sys, dsharp.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -1,4 +1,5 @@
-"""Every recipe shipped under recipes/ validates and says on its first line how to run it."""
+"""Every recipe shipped under recipes/ validates and says on its first line how to run it;
+study files (``dsharp reproduce``) validate as studies, with every row's recipe."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dsharp.config import load_recipe
+from dsharp.study import is_study_file, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE_FILES = sorted(
@@ -23,6 +25,10 @@ def test_recipe_validates_with_its_files(path: Path, monkeypatch: pytest.MonkeyP
     """Paths in recipes are relative to the repository root, where the commands run; the
     embedded model need not be built, since validation never loads a model."""
     monkeypatch.chdir(ROOT)
+    if is_study_file(path):
+        loaded = load_study(path.relative_to(ROOT))
+        assert loaded.rows and all(row.recipe.model.pretrained for row in loaded.rows)
+        return
     recipe = load_recipe(path.relative_to(ROOT), validate_files=True)
     assert recipe.model.pretrained
     assert recipe.output_dir and "{recipe_name}" not in recipe.output_dir
@@ -33,4 +39,6 @@ def test_recipe_first_line_is_the_command_that_runs_it(path: Path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
     rel = path.relative_to(ROOT).as_posix()
     commands = (f"# dsharp train {rel}", f"# dsharp eval --recipe {rel}")  # eval: inference-time
+    if is_study_file(path):
+        commands = (f"# dsharp reproduce {rel}",)
     assert any(first == c or first.startswith(f"{c} ") for c in commands), first

@@ -11,6 +11,7 @@ from dsharp.commands import recipes as recipes_cmd
 from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
 from dsharp.commands.evaluate import evaluate_cmd
+from dsharp.commands.reproduce import reproduce
 from dsharp.commands.sample import sample
 from dsharp.commands.train import train
 
@@ -25,6 +26,7 @@ app.command("train")(train)
 app.command("sample")(sample)
 app.command("eval")(evaluate_cmd)
 app.command("compare")(compare)
+app.command("reproduce")(reproduce)
 app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
 app.add_typer(
     rewards_cmd.app, name="rewards", help="List installed reward plugins and score images."

@@ -981,10 +981,33 @@ def summarize_recipe(path: Path) -> RecipeSummary:
     except RecipeError as e:
         return RecipeSummary(path, "?", "?", command, error=e.reason)
     data = data if isinstance(data, dict) else {}
+    if "rows" in data:  # a study (dsharp reproduce): rows of runs, not one recipe
+        return _summarize_study(path, data, command)
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     method_name = str(method.get("name", MethodConfig.model_fields["name"].default))
     return RecipeSummary(path, method_name, str(model.get("pretrained", "?")), command)
+
+
+def _summarize_study(path: Path, data: dict, command: str) -> RecipeSummary:
+    """A study file's line in the listing: its kind and rows, and its base recipes' models."""
+    rows = data.get("rows") if isinstance(data.get("rows"), list) else []
+    kind = f"{data.get('kind', '?')} study"
+    if data.get("name"):
+        kind += f" {data['name']}"
+    bases = {r.get("base") for r in rows if isinstance(r, dict) and r.get("base")}
+    if data.get("base"):
+        bases.add(data["base"])
+    models = set()
+    for base in sorted(b for b in bases if isinstance(b, str)):
+        try:
+            recipe = parse_yaml((path.parent / base).read_text(encoding="utf-8"), base)
+            models.add(str(recipe["model"]["pretrained"]))
+        except (OSError, UnicodeDecodeError, RecipeError, KeyError, TypeError):
+            models.add("?")
+    return RecipeSummary(
+        path, f"{kind} ({len(rows)} rows)", ", ".join(sorted(models)) or "?", command
+    )
 
 
 def list_recipes(folder: Path) -> list[RecipeSummary]:

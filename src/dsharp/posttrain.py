@@ -135,19 +135,45 @@ def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> s
     return "\n".join(lines)
 
 
+def eval_settings(recipe: Any) -> SampleSettings:
+    """How a recipe's models are sampled for evaluation: its ``sample`` section at the
+    training resolution, with its rewards as the verifier of inference-time methods."""
+    settings = SampleSettings.from_config(recipe.sample, reward=list(recipe.rewards) or None)
+    settings.height = settings.height or recipe.train.height
+    settings.width = settings.width or recipe.train.width
+    return settings
+
+
+def evaluate_recipe(recipe: Any, model: Any, progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` as the recipe's ``eval`` section says (prompts or bench, seeds,
+    rewards) with its sampling settings: the same scoring for the post-training report and
+    for ``dsharp reproduce`` rows, so their numbers agree."""
+    from dsharp.evaluate import evaluate
+
+    prompts, specs, category_of = _eval_plan(recipe)
+    result = evaluate(
+        model,
+        prompts,
+        specs,
+        num_seeds=recipe.eval.seeds,
+        settings=eval_settings(recipe),
+        category_of=category_of,
+        progress=progress,
+    )
+    result["rewards"] = [s.name for s in specs]
+    return result
+
+
 def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path:
     """Evaluate base and fine-tuned models, write eval-base.json, eval-final.json,
     samples_grid.png and report.md into ``run_dir``; returns the report path."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.checkpoints import find_model_checkpoint
     from dsharp.commands.common import pick_device
-    from dsharp.evaluate import evaluate
 
     device = pick_device("auto")
-    prompts, specs, category_of = _eval_plan(recipe)
-    settings = SampleSettings.from_config(recipe.sample, reward=list(recipe.rewards) or None)
-    settings.height = settings.height or recipe.train.height
-    settings.width = settings.width or recipe.train.width
+    prompts, _, category_of = _eval_plan(recipe)
+    settings = eval_settings(recipe)
     checkpoint = find_model_checkpoint(run_dir)
     grid_prompts = _pick_grid_prompts(list(prompts), category_of, 8)
     grid_seeds = list(range(len(grid_prompts)))
@@ -158,17 +184,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
     ):
         model = loader()
         model.unet.eval()
-        result = evaluate(
-            model,
-            prompts,
-            specs,
-            num_seeds=recipe.eval.seeds,
-            settings=settings,
-            category_of=category_of,
-            progress=progress,
-        )
-        result["rewards"] = [s.name for s in specs]
-        results[label] = result
+        results[label] = evaluate_recipe(recipe, model, progress=progress)
         grids.append((label, generate(model, grid_prompts, grid_seeds, settings).images))
         del model
     atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})

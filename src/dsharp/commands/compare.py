@@ -12,7 +12,7 @@ import typer
 from dsharp.commands.errors import user_errors
 
 
-def _results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
+def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
     """A run folder's evaluations merged into one result (all its eval*.json), or one JSON.
 
     For Tables 2 and 3 a run's recipe says which paper row it reproduces (method.n / .m).
@@ -60,10 +60,10 @@ def compare(
         if against == "paper":
             from dsharp.bench import compare_with_paper
 
-            named = dict(_results_for_paper(Path(src), table) for src in sources)
+            named = dict(results_for_paper(Path(src), table) for src in sources)
             columns, rows = compare_with_paper(named, table)
             title = f"dsharp compare --against paper ({table})"
-            rich_table = _paper_rich(columns, rows, title)
+            rich_table = paper_rich(columns, rows, title)
         else:
             named_list = [load_result(src) for src in sources]
             columns, rows = build_table(named_list)
@@ -74,7 +74,7 @@ def compare(
     typer.echo(f"wrote {Path(out) / 'compare.md'} and {Path(out) / 'compare.csv'}")
 
 
-def _paper_rich(columns: list[str], rows: list[list[Any]], title: str):
+def paper_rich(columns: list[str], rows: list[list[Any]], title: str):
     """Paper / ours / delta rows as they come (one row per line, metrics as columns)."""
     from rich.table import Table
 

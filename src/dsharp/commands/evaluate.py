@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from dsharp.commands.errors import user_errors
-from dsharp.evaluate import T2I_COMPBENCH
+T2I_COMPBENCH = "t2i-compbench"  # dsharp.evaluate.T2I_COMPBENCH, without importing torch
 
 
 def _parse_sets(items: list[str]) -> dict:

@@ -65,10 +65,17 @@ def validate_cmd(
     file: str = typer.Argument(..., help="Recipe YAML file."),
     overrides: list[str] | None = typer.Argument(None, help="Overrides: a.b.c=value ..."),
 ) -> None:
-    """Load and validate a recipe; exit 2 with a one-line error if it is invalid."""
+    """Load and validate a recipe (or a study, with every row's recipe); exit 2 with a
+    one-line error if it is invalid."""
     from dsharp.config import RecipeError, load_recipe
+    from dsharp.study import is_study_file, load_study
 
     try:
+        if is_study_file(Path(file)):  # a dsharp reproduce study: every row's recipe
+            loaded = load_study(Path(file), overrides or ())
+            kind = f"{loaded.study.kind} study, {len(loaded.rows)} rows"
+            typer.echo(f"ok: {file} ({kind})")
+            return
         recipe = load_recipe(Path(file), overrides or ())
     except RecipeError as e:
         typer.echo(str(e), err=True)

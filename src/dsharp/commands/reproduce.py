@@ -1,0 +1,77 @@
+"""`dsharp reproduce STUDY.yaml [--dry-run] [--only LABEL ...]`: the runs behind one of the
+paper's tables or figures, then the table or figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dsharp.commands.errors import user_errors
+
+
+def _plan_table(loaded, selected) -> object:
+    """The plan as a rich table: row, folder, what will happen, its overrides."""
+    from rich.table import Table
+
+    title = f"dsharp reproduce {loaded.path} ({loaded.study.kind}"
+    title += f" {loaded.study.name})" if loaded.study.name else ")"
+    table = Table(title=title)
+    for col in ("row", "folder", "status", "recipe", "row overrides"):
+        table.add_column(col, overflow="fold")
+    for plan in loaded.rows:
+        status = plan.status if plan in selected else f"{plan.status} (not selected)"
+        if plan.conflict:
+            status = "[red]conflict[/red]"
+        recipe = str(plan.base) + ("" if plan.trained else " (no training)")
+        overrides = " ".join(plan.overrides) or "-"
+        table.add_row(plan.label, str(plan.run_dir), status, recipe, overrides)
+    if loaded.common:
+        table.caption = "every row: " + " ".join(loaded.common)
+    return table
+
+
+def reproduce(
+    study: Path = typer.Argument(..., help="Study YAML, e.g. recipes/mini/table2_samples.yaml."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan (rows, reused or to run, overrides) and exit."
+    ),
+    only: list[str] = typer.Option(
+        None, "--only", help="Run only this row (label; repeat or comma-separate for several)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train and evaluate a study's rows (reusing finished ones), then write its table or
+    figure into the study's output_dir."""
+    from rich.console import Console
+
+    from dsharp.config import RecipeError
+    from dsharp.study import StudyConflict, load_study, plan_study, run_study, select_rows
+
+    console = Console()
+    try:
+        loaded = load_study(study)
+        plan_study(loaded)
+        selected = select_rows(loaded, only)
+    except RecipeError as exc:
+        typer.echo(f"study error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    console.print(_plan_table(loaded, selected))
+    conflicts = [p for p in loaded.rows if p.conflict]
+    if conflicts:
+        first = conflicts[0]
+        typer.echo(
+            f"error: {study}: rows.{first.index} ({first.label}): {first.conflict}", err=True
+        )
+        raise typer.Exit(2)
+    if dry_run:
+        return
+    with user_errors():
+        try:
+            outcome = run_study(loaded, only, progress=progress, echo=typer.echo)
+        except StudyConflict as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    for table in outcome.tables:
+        console.print(table)
+    typer.echo("wrote " + ", ".join(str(p) for p in outcome.outputs))

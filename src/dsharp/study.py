@@ -1,0 +1,825 @@
+"""Studies: one YAML file that names the runs behind one of the paper's tables or figures
+(``dsharp reproduce STUDY.yaml``).
+
+A study points at a base training recipe, lists rows (a label and overrides; ``train:
+false`` for the untrained base model and for inference-time methods), says how every row is
+scored (``evaluate``, the recipe ``eval`` section's fields) and, for figures, what to plot.
+Each row's run lives in ``<output_dir>/<slug(label)>/``; a finished row is reused, an
+interrupted one resumes from its newest checkpoint, and a row whose saved recipe differs
+from the study's is an error rather than a silent mix of two settings.
+
+The whole study is validated (its keys, every row's resolved recipe, the samplers and
+benches) before any model loads. Nothing here imports torch at module level, so validating
+a study is as quick as validating a recipe.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dsharp.config import (
+    EvalConfig,
+    FieldProblem,
+    Recipe,
+    RecipeError,
+    _annotation_at,
+    _fields_of,
+    _read_yaml,
+    _reason,
+    _suggest,
+    load_recipe,
+    parse_yaml,
+    recipe_to_dict,
+)
+
+EVAL_FILE = "eval.json"
+"""Each evaluated row's result, beside its ``recipe.yaml``."""
+
+PAPER_TABLES = ("table1", "table2", "table3")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StudyRow(_Strict):
+    """One row of a table or one line / point of a figure."""
+
+    label: str = Field(description="Row name in the table or legend; its slug names the folder.")
+    base: str | None = Field(
+        None,
+        description="This row's base recipe (relative to the study file); default: the "
+        "study's base.",
+    )
+    train: bool = Field(
+        True,
+        description="false: evaluate the base recipe's model without training (the base model, "
+        "or an inference-time sample.method).",
+    )
+    overrides: list[str] = Field(
+        default_factory=list, description="Recipe overrides of this row (key.sub=value)."
+    )
+    series: str | None = Field(
+        None,
+        description="Figures: the line this row's point belongs to (default: the label), so "
+        "rows varying a budget option draw one line per method.",
+    )
+    paper_row: str | int | None = Field(
+        None,
+        description="Tables: the paper row to compare with (default: Table 1 by label, "
+        "Tables 2/3 by the row's method.n / method.m).",
+    )
+
+    @model_validator(mode="after")
+    def _label_has_a_slug(self) -> StudyRow:
+        if not slug(self.label):
+            raise FieldProblem(("label",), f"{self.label!r} has no letters or digits")
+        return self
+
+
+class PlotSpec(_Strict):
+    """What a figure study draws."""
+
+    x: Literal["step", "nfe"] = Field(
+        description="'step': training step (from each row's metrics.jsonl); 'nfe': network "
+        "evaluations per image (from each row's evaluation)."
+    )
+    y: str = Field(
+        description="x=step: a metrics.jsonl column (loss, reward, ...); x=nfe: an evaluation "
+        "metric (overall, strict, a reward name, or a paper column such as clip_score)."
+    )
+    band: str | None = Field(
+        None, description="x=step: metrics.jsonl column drawn as a +- band (e.g. reward_std)."
+    )
+    smooth: int = Field(1, ge=1, description="x=step: moving-average window in logged steps.")
+    log_x: bool | None = Field(None, description="Logarithmic x axis (default: true for nfe).")
+    ylabel: str | None = Field(None, description="Y axis label (default: y).")
+
+    @model_validator(mode="after")
+    def _band_needs_steps(self) -> PlotSpec:
+        if self.band is not None and self.x != "step":
+            raise FieldProblem(("band",), "only used with x: step")
+        if self.smooth != 1 and self.x != "step":
+            raise FieldProblem(("smooth",), "only used with x: step")
+        return self
+
+
+class Study(_Strict):
+    """A whole study file."""
+
+    kind: Literal["table", "figure"] = Field(description="What the study produces.")
+    name: str | None = Field(
+        None,
+        description="Tables: the paper table (table1, table2, table3) to put beside ours; "
+        "figures: the output file stem (default: figure).",
+    )
+    title: str = Field("", description="Title of the table or figure.")
+    base: str | None = Field(None, description="Base training recipe, relative to the study file.")
+    overrides: list[str] = Field(
+        default_factory=list, description="Recipe overrides applied to every row."
+    )
+    rows: list[StudyRow] = Field(min_length=1, description="The runs.")
+    evaluate: EvalConfig | None = Field(
+        None,
+        description="How every row is scored (the recipe eval section's fields); replaces "
+        "each recipe's eval section; default: the recipe's own.",
+    )
+    plot: PlotSpec | None = Field(None, description="Figures: what to draw.")
+    output_dir: str = Field(description="Folder of the rows' runs and the outputs.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Study:
+        if self.kind == "figure" and self.plot is None:
+            raise FieldProblem(("plot",), "a figure study needs a plot section")
+        if self.kind == "table" and self.plot is not None:
+            raise FieldProblem(("plot",), "only used with kind: figure")
+        seen: dict[str, str] = {}
+        for i, row in enumerate(self.rows):
+            if row.base is None and self.base is None:
+                raise FieldProblem(("rows", i, "base"), "no base recipe (set base or rows.N.base)")
+            key = slug(row.label)
+            if key in seen:
+                raise FieldProblem(
+                    ("rows", i, "label"),
+                    f"{row.label!r} names the same folder ({key}) as {seen[key]!r}",
+                )
+            seen[key] = row.label
+            for text in row.overrides:
+                if text.partition("=")[0].strip() == "output_dir":
+                    raise FieldProblem(
+                        ("rows", i, "overrides"), "output_dir is set by the study (output_dir/ROW)"
+                    )
+            if self.plot is not None and self.plot.x == "step" and not row.train:
+                raise FieldProblem(
+                    ("rows", i, "train"), "plot.x step draws training metrics: rows must train"
+                )
+            if row.paper_row is not None and self.paper_table is None:
+                raise FieldProblem(("rows", i, "paper_row"), "only used with name: table1|2|3")
+        if any(t.partition("=")[0].strip() == "output_dir" for t in self.overrides):
+            raise FieldProblem(("overrides",), "output_dir is set by the study (output_dir/ROW)")
+        return self
+
+    @property
+    def paper_table(self) -> str | None:
+        """The paper table beside which this study's rows are shown, if any."""
+        return self.name if self.kind == "table" and self.name in PAPER_TABLES else None
+
+    @property
+    def needs_eval(self) -> bool:
+        """Tables and NFE figures score every row; step figures only read training metrics."""
+        return self.kind == "table" or (self.plot is not None and self.plot.x == "nfe")
+
+
+def slug(label: str) -> str:
+    """The folder name of a row: lower case, runs of other characters as one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def is_study_data(data: Any) -> bool:
+    """A parsed YAML file is a study (not a recipe) when it has top-level ``rows``."""
+    return isinstance(data, dict) and "rows" in data
+
+
+def is_study_file(path: Path) -> bool:
+    """Whether ``path`` holds a study (unreadable files are left for the loader to report)."""
+    try:
+        return is_study_data(parse_yaml(Path(path).read_text(encoding="utf-8"), str(path)))
+    except (OSError, UnicodeDecodeError, RecipeError):
+        return False
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RowPlan:
+    """One row resolved: its recipe, folder and what a run would do with it."""
+
+    index: int
+    row: StudyRow
+    recipe: Recipe
+    run_dir: Path
+    overrides: list[str]
+    base: Path
+    status: str = ""
+    conflict: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.row.label
+
+    @property
+    def trained(self) -> bool:
+        return self.row.train
+
+    @property
+    def eval_path(self) -> Path:
+        return self.run_dir / EVAL_FILE
+
+
+@dataclass
+class LoadedStudy:
+    """A validated study and its resolved rows."""
+
+    path: Path
+    study: Study
+    rows: list[RowPlan] = field(default_factory=list)
+    common: list[str] = field(default_factory=list)
+    """The overrides every row gets (the study's, then its evaluate section)."""
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.study.output_dir).expanduser()
+
+
+def _study_error(e: ValidationError, source: str) -> RecipeError:
+    errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+    err = errors[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        reason = "unknown key" + _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1], Study)))
+    elif err["type"] == "literal_error":
+        reason = f"expected one of {err.get('ctx', {}).get('expected', '')}, got {err['input']!r}"
+    else:
+        loc, reason = _reason(err)
+    if len(errors) > 1:
+        reason += f" (+{len(errors) - 1} more)"
+    return RecipeError(reason, source=source, field=".".join(str(p) for p in loc))
+
+
+def _json_override(key: str, value: Any) -> str:
+    """``key=<value as JSON>``: JSON is YAML, so the recipe loader reads it back unchanged."""
+    return f"{key}={json.dumps(value)}"
+
+
+def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedStudy:
+    """Read and validate a study and every row's recipe; one-line ``RecipeError`` naming the
+    file and field on the first problem. ``extra_overrides`` apply to every row, after the
+    study's own."""
+    path = Path(path)
+    source = str(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise RecipeError("expected a mapping at the top level", source=source)
+    from dsharp.config import _DEFER_REWARD_NAMES, _SKIP_FILE_CHECKS
+
+    try:
+        # Paths and reward names inside `evaluate` are checked in each row's recipe.
+        context = {_DEFER_REWARD_NAMES: True, _SKIP_FILE_CHECKS: True}
+        study = Study.model_validate(data, context=context)
+    except ValidationError as e:
+        raise _study_error(e, source) from None
+    out = Path(study.output_dir).expanduser()
+    common = [*study.overrides, *extra_overrides]
+    if study.evaluate is not None:
+        section = study.evaluate.model_dump(mode="json", exclude_unset=True)
+        common.append(_json_override("eval", section))
+    loaded = LoadedStudy(path, study, common=common)
+    for i, row in enumerate(study.rows):
+        where = f"rows.{i} ({row.label})"
+        base = Path(os.path.normpath(path.parent / (row.base or study.base or "")))
+        if not base.is_file():
+            field_name = f"rows.{i}.base" if row.base else "base"
+            raise RecipeError(f"base recipe not found: {base}", source=source, field=field_name)
+        if is_study_file(base):
+            raise RecipeError(f"{base} is a study, not a recipe", source=source, field="base")
+        run_dir = out / slug(row.label)
+        overrides = [*common, *row.overrides, _json_override("output_dir", str(run_dir))]
+        try:
+            recipe = load_recipe(base, overrides)
+        except RecipeError as e:
+            raise RecipeError(str(e), source=source, field=where) from None
+        plan = RowPlan(i, row, recipe, run_dir, list(row.overrides), base)
+        _check_row(loaded, plan, source, where)
+        loaded.rows.append(plan)
+    return loaded
+
+
+def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> None:
+    """What would fail only after models load: the bench, the sampler and its verifier, the
+    paper row."""
+    study, recipe = loaded.study, plan.recipe
+    try:
+        if study.needs_eval:
+            ev = recipe.eval
+            if not (ev.bench or ev.prompts or ev.prompts_file):
+                raise ValueError(
+                    "nothing to evaluate on: set evaluate.bench or evaluate.prompts(_file) "
+                    "(or the recipe's eval section)"
+                )
+            if ev.bench:
+                from dsharp.evaluate import get_bench
+
+                get_bench(ev.bench)
+            from dsharp.posttrain import eval_settings
+
+            eval_settings(recipe).validate()
+        if study.paper_table is not None:
+            _paper_row(study.paper_table, plan)
+    except ValueError as e:
+        raise RecipeError(str(e), source=source, field=where) from None
+
+
+def _paper_row(table: str, plan: RowPlan) -> str | int | None:
+    """The paper row ``plan`` is compared with, or None (Table 1: by label; Tables 2/3:
+    untrained rows without ``paper_row`` are left out)."""
+    from dsharp.bench.paper import paper_table
+
+    wanted: Any = plan.row.paper_row
+    if wanted is None and table in ("table2", "table3") and plan.trained:
+        wanted = plan.recipe.method.n if table == "table2" else plan.recipe.method.m
+    if wanted is None:
+        return None
+    _, rows = paper_table(table)
+    known = [r[0] for r in rows]
+    if str(wanted) not in known:
+        raise ValueError(f"paper row {wanted!r} not in {table} (rows: {', '.join(known)})")
+    return wanted
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """A recipe as compared with a saved one: where it runs and how it resumes are not part
+    of what it computes."""
+    data = json.loads(json.dumps(data, default=str))
+    data.pop("output_dir", None)
+    data.get("train", {}).pop("resume", None)
+    return data
+
+
+def _first_difference(saved: Any, now: Any, loc: str = "") -> str | None:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in [*saved, *[k for k in now if k not in saved]]:
+            inner = f"{loc}.{key}" if loc else str(key)
+            if key not in saved or key not in now:
+                return inner
+            found = _first_difference(saved[key], now[key], inner)
+            if found:
+                return found
+        return None
+    if isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now):
+        for i, (a, b) in enumerate(zip(saved, now, strict=True)):
+            found = _first_difference(a, b, f"{loc}.{i}")
+            if found:
+                return found
+        return None
+    return None if saved == now else (loc or "(top level)")
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _read_eval(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _final_checkpoint(plan: RowPlan) -> Path | None:
+    from dsharp.checkpoints import checkpoint_dir
+
+    final = checkpoint_dir(plan.run_dir, plan.recipe.train.max_steps)
+    return final if (final / "trainer_state.json").exists() else None
+
+
+def _latest_step(plan: RowPlan) -> int | None:
+    from dsharp.checkpoints import list_checkpoints
+
+    found = list_checkpoints(plan.run_dir)
+    return int(found[-1].name.split("-")[1]) if found else None
+
+
+def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
+    """Fill in ``status`` (reuse / evaluate / train / resume from step N) and ``conflict``
+    (why the folder holds another run) from what the row's folder holds."""
+    plan.conflict = None
+    saved_path = plan.run_dir / "recipe.yaml"
+    latest = _latest_step(plan)
+    fix = f"delete {plan.run_dir} or change output_dir"
+    if saved_path.exists():
+        try:
+            saved = parse_yaml(saved_path.read_text(encoding="utf-8"), str(saved_path)) or {}
+        except (OSError, UnicodeDecodeError, RecipeError):
+            saved = None
+        now = _comparable(recipe_to_dict(plan.recipe))
+        if not isinstance(saved, dict):
+            plan.conflict = f"{saved_path} is unreadable: {fix}"
+        else:
+            diff = _first_difference(_comparable(saved), now)
+            if diff is not None:
+                was, new = _lookup(_comparable(saved), diff), _lookup(now, diff)
+                plan.conflict = (
+                    f"{saved_path} differs from the study's recipe at {diff} "
+                    f"(saved {was!r}, now {new!r}): {fix}"
+                )
+    elif latest is not None:
+        plan.conflict = f"{plan.run_dir} holds checkpoints but no recipe.yaml: {fix}"
+    result = _read_eval(plan.eval_path) if plan.eval_path.exists() else None
+    if plan.conflict is None and result is not None and result.get("trained") != plan.trained:
+        was = "a trained" if result.get("trained") else "an untrained"
+        plan.conflict = f"{plan.eval_path} is the evaluation of {was} row: {fix}"
+    if plan.conflict is None and not plan.trained and latest is not None:
+        plan.conflict = f"{plan.run_dir} holds a trained run but the row has train: false: {fix}"
+    needs_eval = loaded.study.needs_eval
+    if plan.trained and _final_checkpoint(plan) is None:
+        plan.status = f"resume from step {latest}" if latest is not None else "train"
+    elif needs_eval and result is None:
+        plan.status = "evaluate"
+    else:
+        plan.status = "reuse"
+    return plan
+
+
+def plan_study(loaded: LoadedStudy) -> list[RowPlan]:
+    """Every row's status and conflict, from the folders as they are now."""
+    return [plan_row(loaded, plan) for plan in loaded.rows]
+
+
+def select_rows(loaded: LoadedStudy, only: Sequence[str] | None) -> list[RowPlan]:
+    """The rows ``--only`` names (labels, or comma-separated labels); all rows without it."""
+    if not only:
+        return list(loaded.rows)
+    wanted = [part.strip() for item in only for part in item.split(",") if part.strip()]
+    labels = {p.label: p for p in loaded.rows}
+    by_slug = {slug(p.label): p for p in loaded.rows}
+    picked = []
+    for name in wanted:
+        plan = labels.get(name) or by_slug.get(slug(name))
+        if plan is None:
+            raise RecipeError(
+                f"no row labelled {name!r} (rows: {', '.join(labels)})",
+                source=str(loaded.path),
+                field="--only",
+            )
+        if plan not in picked:
+            picked.append(plan)
+    return picked
+
+
+# --------------------------------------------------------------------------- running
+
+
+class StudyConflict(ValueError):
+    """A row's folder holds a run of other settings."""
+
+
+@dataclass
+class StudyOutcome:
+    """What a study run wrote, and the rows it could show."""
+
+    outputs: list[Path]
+    shown: list[str]
+    missing: list[str]
+    tables: list[Any] = field(default_factory=list)
+
+
+def _train_row(plan: RowPlan, progress: bool) -> None:
+    from dsharp import engine
+
+    recipe = plan.recipe.model_copy(deep=True)
+    if plan.status.startswith("resume"):
+        recipe.train.resume = "latest"
+    engine.train(recipe, progress=progress)
+
+
+def _evaluate_row(plan: RowPlan, progress: bool) -> dict[str, Any]:
+    """Score the row's model as its recipe's eval section says; write eval.json atomically."""
+    from dsharp.builders import build_model, load_run_model
+    from dsharp.commands.common import pick_device
+    from dsharp.config import save_recipe
+    from dsharp.io import atomic_write_json
+    from dsharp.posttrain import evaluate_recipe
+
+    device = pick_device("auto")
+    checkpoint = None
+    if plan.trained:
+        checkpoint = _final_checkpoint(plan)
+        model = load_run_model(checkpoint, device)[0]
+    else:
+        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
+        model = build_model(plan.recipe.model, device)
+    model.unet.eval()
+    result = evaluate_recipe(plan.recipe, model, progress=progress)
+    doc = {
+        "label": plan.label,
+        "row": slug(plan.label),
+        "trained": plan.trained,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "model": str(checkpoint) if checkpoint else plan.recipe.model.pretrained,
+        **result,
+    }
+    atomic_write_json(plan.eval_path, doc)
+    return doc
+
+
+def run_study(
+    loaded: LoadedStudy,
+    only: Sequence[str] | None = None,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> StudyOutcome:
+    """Train and evaluate the rows that need it (all, or ``only``), then write the table or
+    figure from every row that has finished. Raises ``StudyConflict`` before running
+    anything if a row's folder holds a run of other settings."""
+    plans = plan_study(loaded)
+    selected = select_rows(loaded, only)
+    for plan in plans:
+        if plan.conflict:
+            raise StudyConflict(f"{loaded.path}: rows.{plan.index} ({plan.label}): {plan.conflict}")
+    for plan in selected:
+        if plan.status == "reuse":
+            continue
+        echo(f"[{plan.label}] {plan.status} -> {plan.run_dir}")
+        if plan.trained and plan.status != "evaluate":
+            _train_row(plan, progress)
+        if loaded.study.needs_eval:
+            _evaluate_row(plan, progress)
+        plan_row(loaded, plan)
+    return write_outputs(loaded, echo=echo)
+
+
+def write_outputs(loaded: LoadedStudy, *, echo: Callable[[str], None] = print) -> StudyOutcome:
+    """The table or figure from the rows whose runs are finished (the others are listed)."""
+    plans = [plan_row(loaded, p) for p in loaded.rows]
+    done = [p for p in plans if p.status == "reuse" and not p.conflict]
+    missing = [p.label for p in plans if p not in done]
+    if missing:
+        echo(f"not finished, left out: {', '.join(missing)}")
+    if not done:
+        raise ValueError(f"{loaded.path}: no finished rows to show yet")
+    if loaded.study.kind == "table":
+        outputs, tables = _write_table(loaded, done)
+    else:
+        outputs, tables = _write_figure(loaded, done), []
+    return StudyOutcome(outputs, [p.label for p in done], missing, tables)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], list[Any]]:
+    from dsharp.io import atomic_write_text
+    from dsharp.report import build_table, to_csv, to_markdown, to_rich
+
+    study = loaded.study
+    out = loaded.output_dir
+    title = study.title or study.name or loaded.path.stem
+    named = [(p.label, _read_eval(p.eval_path) or {}) for p in done]
+    columns, rows = build_table(named)
+    columns[0] = "row"
+    md = [f"# {title}", "", f"Study: `{loaded.path}`; one run folder per row under `{out}`.", ""]
+    md.append(to_markdown(columns, rows))
+    tables = [to_rich(columns, rows, title=title)]
+    outputs = [out / "table.md", out / "table.csv"]
+    if study.paper_table is not None:
+        paper = _paper_comparison(study.paper_table, done)
+        if paper is None:
+            md += [
+                "",
+                f"No metric of these rows maps to a column of the paper's {study.paper_table}.",
+            ]
+        else:
+            from dsharp.bench.paper import paper_source
+            from dsharp.commands.compare import paper_rich
+
+            p_columns, p_rows = paper
+            md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
+            md.append(to_markdown(p_columns, p_rows))
+            atomic_write_text(out / "table-paper.csv", to_csv(p_columns, p_rows))
+            outputs.append(out / "table-paper.csv")
+            tables.append(paper_rich(p_columns, p_rows, f"{title}: beside the paper"))
+    atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
+    atomic_write_text(out / "table.csv", to_csv(columns, rows))
+    return outputs, tables
+
+
+def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[list[Any]]] | None:
+    """The rows beside the paper's, as ``dsharp compare ROW... --against paper`` shows them
+    (every eval*.json of a row folder merged, so a T2I-CompBench evaluation written there
+    joins the row), or None when none of our metrics has a paper column."""
+    from dsharp.bench import compare_with_paper
+    from dsharp.bench.paper import MISSING
+    from dsharp.commands.compare import results_for_paper
+
+    named: dict[str, dict[str, Any]] = {}
+    for plan in done:
+        wanted = _paper_row(table, plan)
+        if wanted is None and table != "table1":
+            continue
+        _, merged = results_for_paper(plan.run_dir, table)
+        if wanted is not None:
+            merged["paper_row"] = wanted
+        named[plan.label] = merged
+    if not named:
+        return None
+    columns, rows = compare_with_paper(named, table)
+    ours = [r for r in rows if str(r[0]).startswith("ours:")]
+    if all(v == MISSING for r in ours for v in r[1:]):
+        return None
+    return columns, rows
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start), so a smoothed
+    curve starts where the raw one does."""
+    out, total, queue = [], 0.0, []
+    for value in values:
+        queue.append(value)
+        total += value
+        if len(queue) > window:
+            total -= queue.pop(0)
+        out.append(total / len(queue))
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def step_series(
+    rows: Sequence[dict[str, Any]], y: str, band: str | None = None, smooth: int = 1
+) -> list[dict[str, float]]:
+    """Points of one training curve from metrics.jsonl rows: step, y, smoothed y and (with
+    ``band``) the smoothed band half-width; rows without a number for ``y`` are skipped."""
+    points = []
+    for row in rows:
+        step, value = _number(row.get("step")), _number(row.get(y))
+        if step is None or value is None:
+            continue
+        width = _number(row.get(band)) if band else None
+        points.append({"step": step, "y": value, "band": width if width is not None else 0.0})
+    ys = moving_average([p["y"] for p in points], smooth)
+    widths = moving_average([p["band"] for p in points], smooth)
+    for point, ys_i, w_i in zip(points, ys, widths, strict=True):
+        point["y_smooth"], point["band_smooth"] = ys_i, w_i
+    return points
+
+
+def eval_metric(result: dict[str, Any], name: str) -> float | None:
+    """An evaluation's value for ``name``: overall / strict / nfe_per_image, a metric's mean,
+    or a paper column through its metric mapping (clip_score -> clip)."""
+    from dsharp.bench.paper import metric_value
+
+    if name in ("overall", "strict", "nfe_per_image"):
+        return _number(result.get(name))
+    return metric_value(result, name)
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from dsharp.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot_steps(
+    curves: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    spec: PlotSpec,
+    title: str,
+    png: Path,
+    csv_path: Path,
+) -> None:
+    """Figures 4 and 6: one line per row (``(label, metrics.jsonl rows)``) against the
+    training step, smoothed, with a +- band when ``spec.band`` is set; PNG plus the CSV of
+    the plotted points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dsharp.io import atomic_write_text
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table: list[list[Any]] = []
+    for label, rows in curves:
+        points = step_series(rows, spec.y, spec.band, spec.smooth)
+        if not points:
+            raise ValueError(f"{label}: no {spec.y!r} values in its metrics.jsonl")
+        steps = [p["step"] for p in points]
+        smooth = [p["y_smooth"] for p in points]
+        (line,) = ax.plot(steps, smooth, label=label, linewidth=1.6)
+        if spec.smooth > 1 and not spec.band:
+            ax.plot(steps, [p["y"] for p in points], color=line.get_color(), alpha=0.25, lw=0.8)
+        if spec.band:
+            lo = [m - w for m, w in zip(smooth, (p["band_smooth"] for p in points), strict=True)]
+            hi = [m + w for m, w in zip(smooth, (p["band_smooth"] for p in points), strict=True)]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        for p in points:
+            row = [label, int(p["step"]), p["y"], p["y_smooth"]]
+            table.append(row + ([p["band"], p["band_smooth"]] if spec.band else []))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(spec.ylabel or spec.y)
+    if spec.log_x:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_png(fig, png)
+    header = ["series", "step", spec.y, f"{spec.y}_smooth"]
+    header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
+    atomic_write_text(csv_path, _csv_text(header, table))
+
+
+def plot_nfe(
+    points: Sequence[tuple[str, str, dict[str, Any]]],
+    spec: PlotSpec,
+    title: str,
+    png: Path,
+    csv_path: Path,
+) -> None:
+    """Figure 5: each evaluation (``(series, label, result)``) as a point at its network
+    evaluations per image; points of one series joined in NFE order. PNG plus CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dsharp.io import atomic_write_text
+
+    by_series: dict[str, list[tuple[float, float, str]]] = {}
+    for series, label, result in points:
+        nfe, value = _number(result.get("nfe_per_image")), eval_metric(result, spec.y)
+        if nfe is None:
+            raise ValueError(f"{label}: its evaluation has no nfe_per_image")
+        if value is None:
+            raise ValueError(f"{label}: its evaluation has no metric {spec.y!r}")
+        by_series.setdefault(series, []).append((nfe, value, label))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table = []
+    for series, pts in by_series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=series)
+        table += [[series, label, nfe, value] for nfe, value, label in pts]
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel(spec.ylabel or spec.y)
+    if spec.log_x is not False:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_png(fig, png)
+    atomic_write_text(csv_path, _csv_text(["series", "row", "nfe_per_image", spec.y], table))
+
+
+def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:
+    from dsharp.io import read_jsonl
+
+    study, out = loaded.study, loaded.output_dir
+    spec = study.plot
+    assert spec is not None  # the schema requires it for figures
+    stem = study.name or "figure"
+    png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
+    title = study.title or stem
+    if spec.x == "step":
+        curves = [(p.label, read_jsonl(p.run_dir / "metrics.jsonl")) for p in done]
+        plot_steps(curves, spec, title, png, csv_path)
+    else:
+        points = [(p.row.series or p.label, p.label, _read_eval(p.eval_path) or {}) for p in done]
+        plot_nfe(points, spec, title, png, csv_path)
+    return [png, csv_path]

@@ -1,0 +1,293 @@
+"""`dsharp reproduce`: study files validate up front, rows run once and are reused, a changed
+row is refused, and tables and the three figure types are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.config import RecipeError, save_recipe
+from dsharp.study import load_study, moving_average, run_study, step_series
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def _write_study(path: Path, data: dict) -> Path:
+    path.write_text("# dsharp reproduce study.yaml\n" + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _invoke(*args: object):
+    return CliRunner().invoke(app, ["reproduce", *[str(a) for a in args]])
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _table_study(tmp_path: Path, model: Path, n: int = 2) -> dict:
+    return {
+        "kind": "table",
+        "name": "table2",
+        "title": "tiny table",
+        "base": str(TINY_RLHF),
+        "overrides": [
+            f"model.pretrained={model}",
+            "train.max_steps=1",
+            "method.infer_steps=2",
+            "sample.steps=2",
+        ],
+        "rows": [
+            {"label": "base", "train": False},
+            {"label": "n=2", "overrides": [f"method.n={n}"]},
+        ],
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "study"),
+    }
+
+
+def test_table_study_runs_reuses_and_refuses_a_changed_row(
+    tmp_path: Path, tiny_sd_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    study = _write_study(tmp_path / "study.yaml", _table_study(tmp_path, tiny_sd_dir))
+    out = tmp_path / "study"
+
+    result = _invoke(study, "--no-progress")
+    assert result.exit_code == 0, result.output
+    for row in ("base", "n-2"):
+        doc = json.loads((out / row / "eval.json").read_text())
+        assert doc["n_images"] == 1 and doc["trained"] == (row != "base")
+    assert (out / "n-2" / "checkpoints" / "step-000001" / "trainer_state.json").exists()
+    table_md = (out / "table.md").read_text()
+    assert "| row | overall |" in table_md and "| n=2 |" in table_md and "| base |" in table_md
+    with open(out / "table.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][:2] == ["row", "overall"] and [r[0] for r in rows[1:]] == ["base", "n=2"]
+
+    # Rerun: nothing is trained or evaluated again.
+    import dsharp.engine
+    import dsharp.study
+
+    calls: list[str] = []
+    monkeypatch.setattr(dsharp.engine, "train", lambda *a, **k: calls.append("train"))
+    monkeypatch.setattr(dsharp.study, "_evaluate_row", lambda *a, **k: calls.append("eval"))
+    mtime = (out / "n-2" / "eval.json").stat().st_mtime_ns
+    again = _invoke(study, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert calls == []
+    assert (out / "n-2" / "eval.json").stat().st_mtime_ns == mtime
+    dry = _invoke(study, "--dry-run")
+    assert dry.exit_code == 0 and "reuse" in dry.output and "train " not in dry.output
+
+    # The same label with other settings: an error naming the field, before anything runs.
+    _write_study(study, _table_study(tmp_path, tiny_sd_dir, n=3))
+    changed = _invoke(study, "--no-progress")
+    assert changed.exit_code == 2
+    assert "method.n" in changed.output and "delete" in changed.output
+    assert calls == []
+
+
+def test_interrupted_row_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch):
+    """A row with checkpoints short of max_steps trains on with train.resume=latest."""
+    data = _table_study(tmp_path, Path("dsharp-mini"))
+    data["overrides"] = ["train.max_steps=4"]
+    data["rows"] = data["rows"][1:]
+    loaded = load_study(_write_study(tmp_path / "study.yaml", data))
+    plan = loaded.rows[0]
+    save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
+    ckpt = plan.run_dir / "checkpoints" / "step-000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text('{"step": 2}')
+
+    import dsharp.engine
+    import dsharp.study
+
+    seen = []
+    monkeypatch.setattr(dsharp.engine, "train", lambda r, **k: seen.append(r.train.resume))
+    monkeypatch.setattr(dsharp.study, "_evaluate_row", lambda *a, **k: None)
+    monkeypatch.setattr(dsharp.study, "write_outputs", lambda *a, **k: None)
+    from dsharp.study import plan_study
+
+    assert plan_study(loaded)[0].status == "resume from step 2"
+    run_study(loaded, progress=False, echo=lambda _: None)
+    assert seen == ["latest"]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"rowz": []}, "rowz: unknown key, did you mean 'rows'?"),
+        ({"base": "missing.yaml"}, "base: base recipe not found"),
+        ({"kind": "chart"}, "kind: expected one of"),
+        ({"rows": [{"label": "a", "overrides": ["method.nn=2"]}]}, "rows.0 (a)"),
+        ({"rows": [{"label": "a b"}, {"label": "a-b"}]}, "rows.1.label"),
+        ({"rows": [{"label": "x", "overrides": ["output_dir=/tmp/y"]}]}, "rows.0.overrides"),
+        ({"evaluate": {"bench": "nope"}}, "unknown bench 'nope'"),
+        ({"evaluate": {"seedz": 2}}, "evaluate.seedz: unknown key, did you mean 'seeds'?"),
+        ({"kind": "figure"}, "plot: a figure study needs a plot section"),
+        ({"rows": [{"label": "a", "paper_row": 7}]}, "paper row 7 not in table2"),
+    ],
+)
+def test_bad_study_is_one_line_exit_2(tmp_path: Path, change: dict, expected: str):
+    data = _table_study(tmp_path, Path("dsharp-mini"))
+    data["overrides"] = []
+    data.update(change)
+    study = _write_study(tmp_path / "study.yaml", data)
+    with pytest.raises(RecipeError) as err:
+        load_study(study)
+    assert expected in str(err.value)
+    result = CliRunner().invoke(app, ["reproduce", str(study), "--dry-run"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(study) in lines[0] and expected in lines[0]
+    assert not (tmp_path / "study").exists()
+
+
+def test_recipes_validate_accepts_a_study():
+    study = ROOT / "recipes" / "mini" / "table2_samples.yaml"
+    result = CliRunner().invoke(app, ["recipes", "validate", str(study)])
+    assert result.exit_code == 0 and "table study" in result.output
+    listing = CliRunner().invoke(app, ["recipes", "list", str(study.parent), "--json"])
+    entry = next(e for e in json.loads(listing.output) if e["file"].endswith("table2_samples.yaml"))
+    assert entry["method"].startswith("table study") and entry["model"] == "dsharp-mini"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _finished(loaded, *, metrics=None, result=None) -> None:
+    """Make each row's folder look like a finished row (no training, no model)."""
+    for i, plan in enumerate(loaded.rows):
+        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
+        if plan.trained:
+            step = plan.recipe.train.max_steps
+            ckpt = plan.run_dir / "checkpoints" / f"step-{step:06d}"
+            ckpt.mkdir(parents=True)
+            (ckpt / "trainer_state.json").write_text(json.dumps({"step": step}))
+        if metrics is not None:
+            rows = metrics(i)
+            text = "".join(json.dumps(r) + "\n" for r in rows)
+            (plan.run_dir / "metrics.jsonl").write_text(text)
+        if result is not None:
+            doc = {"label": plan.label, "trained": plan.trained, **result(i, plan)}
+            (plan.run_dir / "eval.json").write_text(json.dumps(doc))
+
+
+def _figure(tmp_path: Path, name: str, plot: dict, rows: list[dict], **extra) -> dict:
+    return {
+        "kind": "figure",
+        "name": name,
+        "base": str(TINY_RLHF),
+        "overrides": ["train.max_steps=8"],
+        "rows": rows,
+        "plot": plot,
+        "output_dir": str(tmp_path / name),
+        **extra,
+    }
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_fig4_loss_curves_smoothed(tmp_path: Path, monkeypatch):
+    import dsharp.engine
+
+    monkeypatch.setattr(dsharp.engine, "train", lambda *a, **k: pytest.fail("trained"))
+    rows = [{"label": "finetune"}, {"label": "sft sharpening", "overrides": ["method.n=2"]}]
+    data = _figure(tmp_path, "fig4", {"x": "step", "y": "loss", "smooth": 3}, rows)
+    loaded = load_study(_write_study(tmp_path / "fig4.yaml", data))
+    _finished(loaded, metrics=lambda i: [{"step": s, "loss": 1.0 / (s + i)} for s in range(1, 9)])
+    outcome = run_study(loaded, progress=False, echo=lambda _: None)
+    png, table = tmp_path / "fig4" / "fig4.png", tmp_path / "fig4" / "fig4.csv"
+    assert outcome.outputs == [png, table] and _is_png(png)
+    with open(table, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert len(got) == 16 and {r["series"] for r in got} == {"finetune", "sft sharpening"}
+    third = next(r for r in got if r["series"] == "finetune" and r["step"] == "3")
+    assert float(third["loss_smooth"]) == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+
+
+def test_fig5_score_vs_nfe_series(tmp_path: Path):
+    rows = [
+        {"label": "sharpening", "series": "Diffusion-Sharpening"},
+        {"label": "base", "train": False, "series": "SD"},
+        {
+            "label": "search N=2",
+            "train": False,
+            "series": "inference scaling",
+            "overrides": ["sample.method=inference_scaling", "sample.options.N=2"],
+        },
+        {
+            "label": "search N=4",
+            "train": False,
+            "series": "inference scaling",
+            "overrides": ["sample.method=inference_scaling", "sample.options.N=4"],
+        },
+    ]
+    data = _figure(
+        tmp_path, "fig5", {"x": "nfe", "y": "shapes"}, rows, evaluate={"prompts": ["a cube"]}
+    )
+    loaded = load_study(_write_study(tmp_path / "fig5.yaml", data))
+    nfe = [8, 8, 16, 32]
+    _finished(
+        loaded,
+        result=lambda i, plan: {
+            "overall": 0.5 + 0.1 * i,
+            "nfe_per_image": nfe[i],
+            "metrics": {"shapes": {"mean": 0.5 + 0.1 * i, "std": 0.1}},
+        },
+    )
+    run_study(loaded, progress=False, echo=lambda _: None)
+    assert _is_png(tmp_path / "fig5" / "fig5.png")
+    with open(tmp_path / "fig5" / "fig5.csv", newline="") as fh:
+        got = list(csv.DictReader(fh))
+    scaling = [r for r in got if r["series"] == "inference scaling"]
+    assert [float(r["nfe_per_image"]) for r in scaling] == [16, 32]
+    assert float(scaling[1]["shapes"]) == pytest.approx(0.8)
+
+
+def test_fig6_reward_band(tmp_path: Path):
+    rows = [{"label": "rlhf"}, {"label": "sft", "overrides": ["method.m=2"]}]
+    plot = {"x": "step", "y": "reward", "band": "reward_std"}
+    loaded = load_study(_write_study(tmp_path / "fig6.yaml", _figure(tmp_path, "fig6", plot, rows)))
+    _finished(
+        loaded,
+        metrics=lambda i: [
+            {"step": s, "loss": 0.1, "reward": 0.1 * s, "reward_std": 0.05} for s in range(1, 9)
+        ],
+    )
+    run_study(loaded, progress=False, echo=lambda _: None)
+    assert _is_png(tmp_path / "fig6" / "fig6.png")
+    header = (tmp_path / "fig6" / "fig6.csv").read_text().splitlines()[0]
+    assert header == "series,step,reward,reward_smooth,reward_std,reward_std_smooth"
+
+
+def test_figure_with_unfinished_rows_says_which(tmp_path: Path):
+    rows = [{"label": "a"}, {"label": "b"}]
+    data = _figure(tmp_path, "fig4", {"x": "step", "y": "loss"}, rows)
+    loaded = load_study(_write_study(tmp_path / "fig4.yaml", data))
+    _finished(loaded, metrics=lambda i: [{"step": 1, "loss": 1.0}])
+    import shutil
+
+    shutil.rmtree(loaded.rows[1].run_dir / "checkpoints")
+    said: list[str] = []
+    from dsharp.study import write_outputs
+
+    outcome = write_outputs(loaded, echo=said.append)
+    assert outcome.missing == ["b"] and "b" in said[0]
+
+
+def test_moving_average_and_step_series():
+    assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+    pts = step_series([{"step": 1, "loss": None}, {"step": 2, "loss": 2.0}], "loss")
+    assert [p["step"] for p in pts] == [2]
