@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from dsharp.commands.errors import user_errors
+
 T2I_COMPBENCH = "t2i-compbench"  # dsharp.evaluate.T2I_COMPBENCH, without importing torch
 
 
