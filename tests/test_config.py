@@ -174,6 +174,15 @@ def test_cross_section_requirements(tmp_path: Path) -> None:
         recipe_from_dict(missing)
     hub = recipe_from_dict({**sft, "data": {"dataset": "someone/pairs"}})
     assert hub.data.resolved_dataset_type() == "hf"
+    one_path = {**base, "data": {"prompts": ["a cat"]}, "method": {"n": 1}}
+    with pytest.raises(RecipeError, match=r"^method\.n: .*'rlhf_sharpening' needs n >= 2"):
+        recipe_from_dict(one_path)
+    assert (
+        recipe_from_dict(
+            {**sft, "data": {"generator": "shapes"}, "method": {"name": "sft_sharpening", "n": 1}}
+        ).method.n
+        == 1
+    )
 
 
 def test_yaml_problems_are_one_line(tmp_path: Path) -> None:

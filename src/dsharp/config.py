@@ -537,6 +537,12 @@ class Recipe(_Section):
             )
         if spec.needs_reward and not self.rewards:
             raise FieldProblem(("rewards",), f"method {spec.name!r} needs at least one reward")
+        if self.method.n < spec.min_n:
+            raise FieldProblem(
+                ("method", "n"),
+                f"method {spec.name!r} needs n >= {spec.min_n} trajectories per prompt "
+                f"(got {self.method.n})",
+            )
         return self
 
     def resolved_output_dir(self, recipe_name: str) -> Path:

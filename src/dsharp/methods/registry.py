@@ -22,6 +22,7 @@ class MethodSpec:
     ``needs_differentiable_reward``: the method back-propagates through the reward, so every
     reward with a non-zero weight must be registered ``differentiable`` (the method also
     checks it when it is built, before training).
+    ``min_n``: the fewest trajectories per prompt (``method.n``) the method can learn from.
     """
 
     name: str
@@ -29,6 +30,7 @@ class MethodSpec:
     data: Literal["dataset", "prompts", "any"]
     needs_reward: bool = True
     needs_differentiable_reward: bool = False
+    min_n: int = 1
 
 
 METHODS: tuple[MethodSpec, ...] = (
@@ -47,6 +49,7 @@ METHODS: tuple[MethodSpec, ...] = (
         "rlhf_sharpening",
         "Diffusion-Sharpening RLHF: DPO on the best/worst trajectories of self-generated samples",
         data="prompts",
+        min_n=2,  # a best and a worst trajectory
     ),
     MethodSpec(
         "diffusion_dpo",
