@@ -106,3 +106,32 @@ def test_batches_are_a_pure_function_of_seed_step_process():
     assert (a.prompts, a.cond_prompts) != (c.prompts, c.cond_prompts)
     # dropped prompts are blank for conditioning only; the reward still sees the prompt
     assert all(cp in ("", p) for p, cp in zip(a.prompts, a.cond_prompts, strict=True))
+
+
+def test_shapes_prompt_source_follows_data_split():
+    from dsharp.shapes import grammar_prompt_sets, prompt_sets
+
+    class Shapes(_Cfg):
+        prompts = None
+        generator = "shapes"
+        split = "train"
+
+    class Grammar(Shapes):
+        split = "grammar"
+
+    train = TrainingData(Shapes(), "prompts", 32, 32, seed=0).prompts
+    grammar = TrainingData(Grammar(), "prompts", 32, 32, seed=0).prompts
+    assert train == [p for ps in prompt_sets("train").values() for p in ps]
+    assert grammar == [p for ps in grammar_prompt_sets().values() for p in ps]
+    images = TrainingData(Grammar(), "images", 32, 32, seed=0).batch(2, 0, 0, 0)
+    assert set(images.prompts) <= set(grammar) and images.images.shape == (2, 3, 32, 32)
+
+
+def test_shapes_split_must_be_known():
+    from dsharp.config import RecipeError, recipe_from_dict
+
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    ok = recipe_from_dict({**base, "data": {"generator": "shapes", "split": "grammar"}})
+    assert ok.data.split == "grammar"
+    with pytest.raises(RecipeError, match=r"^data\.split: .*train, grammar \(got 'val'\)"):
+        recipe_from_dict({**base, "data": {"generator": "shapes", "split": "val"}})

@@ -18,6 +18,7 @@ from dsharp.shapes import (
     ShapesGrammarError,
     category_of,
     generate_pairs,
+    grammar_prompt_sets,
     parse,
     prompt_sets,
     render,
@@ -394,3 +395,18 @@ def test_reward_builds_through_the_plugin_registry():
 
     factory = lazy_factory("dsharp.shapes.reward", "build_shapes_reward")
     assert factory(binary=True).binary is True
+
+
+def test_grammar_prompt_sets_reach_held_out_pairs_but_never_val_prompts():
+    grammar = grammar_prompt_sets()
+    assert grammar == grammar_prompt_sets() and set(grammar) == set(CATEGORIES)
+    val = {p for ps in prompt_sets("val").values() for p in ps}
+    train = {p for ps in prompt_sets("train").values() for p in ps}
+    every = [p for ps in grammar.values() for p in ps]
+    assert not set(every) & val
+    assert len(set(every)) == len(every)
+    for category, prompts in grammar.items():
+        assert all(category_of(p) == category for p in prompts)
+    with_held_out = [p for p in every if uses_held_out(parse(p))]
+    # Multi-object categories teach the held-out pairs; train prompts never hold them.
+    assert len(with_held_out) > 100 and not set(with_held_out) & train

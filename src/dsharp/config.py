@@ -316,6 +316,10 @@ class _PromptSource(_Section):
         return prompts
 
 
+SHAPES_SPLITS = ("train", "grammar")
+"""Prompt sources of ``data.generator: shapes`` (see :class:`DataConfig`)."""
+
+
 class DataConfig(_PromptSource):
     """Training inputs: prompts (RLHF) or image-text data (SFT)."""
 
@@ -327,7 +331,12 @@ class DataConfig(_PromptSource):
     )
     image_column: str = Field("image", description="Image column (jsonl / hf).")
     caption_column: str = Field("text", description="Caption column (jsonl / hf).")
-    split: str = Field("train", description="Dataset split (hf).")
+    split: str = Field(
+        "train",
+        description="Dataset split (hf). With data.generator shapes: 'train' (the train "
+        "prompts) or 'grammar' (the whole grammar, held-out colour-shape pairs included, "
+        "never a val prompt).",
+    )
     generator: Literal["none", "shapes"] = Field(
         "none", description="Procedural image-text data; 'shapes' is for dsharp-mini."
     )
@@ -359,6 +368,12 @@ class DataConfig(_PromptSource):
             raise FieldProblem(("generator",), "set either data.dataset or data.generator")
         if self.caption_noise and self.generator != "shapes":
             raise FieldProblem(("caption_noise",), "only used with data.generator: shapes")
+        if self.generator == "shapes" and self.split not in SHAPES_SPLITS:
+            raise FieldProblem(
+                ("split",),
+                f"with data.generator shapes, expected one of {', '.join(SHAPES_SPLITS)} "
+                f"(got {self.split!r})",
+            )
         if self.dataset_type != "auto":
             if self.dataset is None:
                 raise FieldProblem(("dataset_type",), "set without data.dataset")

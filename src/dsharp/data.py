@@ -213,14 +213,19 @@ class TrainingData:
         if cfg.prompts_file:
             prompts += read_prompt_file(cfg.prompts_file)
         if not prompts and cfg.generator == "shapes":
-            from dsharp.shapes import prompt_sets
-
-            prompts = [p for group in prompt_sets("train").values() for p in group]
+            prompts = self._shapes_prompts()
         if not prompts:
             raise ValueError(
                 "data: this method needs data.prompts, data.prompts_file or data.generator"
             )
         return prompts
+
+    def _shapes_prompts(self) -> list[str]:
+        """The shapes world's prompts that ``data.split`` names (train or grammar)."""
+        from dsharp.shapes import grammar_prompt_sets, prompt_sets
+
+        sets = grammar_prompt_sets() if self.cfg.split == "grammar" else prompt_sets("train")
+        return [p for group in sets.values() for p in group]
 
     def batch(self, batch_size: int, step: int, process: int, micro: int):
         """The micro-batch ``micro`` of optimisation step ``step`` on process ``process``."""
@@ -240,10 +245,10 @@ class TrainingData:
         return Batch(prompts=prompts, cond_prompts=cond, images=images)
 
     def _shapes_batch(self, batch_size: int, rng: random.Random) -> tuple[torch.Tensor, list[str]]:
-        from dsharp.shapes import prompt_sets, render, sample_scene
+        from dsharp.shapes import render, sample_scene
 
         if not self.prompts:
-            self.prompts = [p for group in prompt_sets("train").values() for p in group]
+            self.prompts = self._shapes_prompts()
         prompts = [rng.choice(self.prompts) for _ in range(batch_size)]
         np_rng = np.random.default_rng(rng.getrandbits(63))
         if self.height != self.width:

@@ -4,7 +4,7 @@ compositional verifier used as a reward.
 
 - ``grammar``: vocabulary, :class:`Constraints`, :func:`parse`, :func:`category_of`
 - ``world``: palette, :class:`Scene`, :func:`render`, :func:`sample_scene`
-- ``prompts``: random prompts, held-out pairs, :func:`prompt_sets`
+- ``prompts``: random prompts, held-out pairs, :func:`prompt_sets`, :func:`grammar_prompt_sets`
 - ``data``: :func:`generate_pairs` with caption noise
 - ``verifier``: :func:`verify`, :func:`verify_batch`
 - ``reward``: the ``shapes`` reward (imports torch; not imported here)
@@ -20,7 +20,7 @@ from dsharp.shapes.grammar import (
     category_of,
     parse,
 )
-from dsharp.shapes.prompts import HELD_OUT_PAIRS, prompt_sets
+from dsharp.shapes.prompts import HELD_OUT_PAIRS, grammar_prompt_sets, prompt_sets
 from dsharp.shapes.verifier import verify, verify_batch
 from dsharp.shapes.world import PALETTE, Scene, SceneObject, render, sample_scene
 
@@ -36,6 +36,7 @@ __all__ = [
     "ShapesGrammarError",
     "category_of",
     "generate_pairs",
+    "grammar_prompt_sets",
     "parse",
     "prompt_sets",
     "render",

@@ -135,3 +135,34 @@ def prompt_sets(split: Split) -> dict[str, list[str]]:
     """Fixed prompt lists per category for ``split`` (deterministic; see ``HELD_OUT_PAIRS``)."""
     _check_split(split)
     return {k: list(v) for k, v in _prompt_sets(split).items()}
+
+
+@lru_cache(maxsize=1)
+def _grammar_sets() -> dict[str, tuple[str, ...]]:
+    val = {p for group in _prompt_sets("val").values() for p in group}
+    out = {}
+    for k, category in enumerate(CATEGORIES):
+        rng = np.random.default_rng([_SET_SEED, k, len(SPLITS)])
+        found: set[str] = set()
+        misses = 0
+        while len(found) < SET_SIZE["train"] and misses < 300:
+            # Alternate the splits so that held-out pairs are as common as the others.
+            split = SPLITS[(len(found) + misses) % 2]
+            prompt = random_constraints(category, rng, split).to_prompt()
+            new = prompt not in found and prompt not in val
+            misses = 0 if new else misses + 1
+            if new:
+                found.add(prompt)
+        out[category] = tuple(sorted(found))
+    return out
+
+
+def grammar_prompt_sets() -> dict[str, list[str]]:
+    """Prompts per category from the whole grammar, held-out colour-shape pairs included,
+    never one of the val prompts (deterministic).
+
+    For reward fine-tuning, which needs prompts but no images: the verifier can teach the
+    pairs that pretraining never showed, and the val prompts stay unseen, so val still
+    measures prompts the model was not trained on.
+    """
+    return {k: list(v) for k, v in _grammar_sets().items()}
