@@ -76,6 +76,20 @@ def test_reference_row_choice():
         compare_with_paper({"x": ours}, "table1", match={"y": "sdxl"})
 
 
+def test_untrained_rows_and_our_own_metrics():
+    ours = {"metrics": {"shapes": {"mean": 0.29}, "clip": {"mean": 0.3}}}
+    base = {"metrics": {"shapes": {"mean": 0.25}}, "untrained": True}
+    columns, rows = compare_with_paper({"base": base, "n=2": ours}, "table2")
+    assert columns == ["row", "clip_score", "image_reward", "mllm", "shapes"]
+    assert rows[0] == ["paper:untrained", "-", "-", "-", "-"]  # no n for an untrained model
+    assert rows[1] == ["ours:base", "-", "-", "-", 0.25]
+    assert rows[3][0] == "paper:2" and rows[3][-1] == "-"
+    assert rows[4][1] == 0.3 and rows[4][-1] == 0.29
+    assert rows[5][1] == pytest.approx(0.3 - 0.336) and rows[5][-1] == "-"
+    _, rows = compare_with_paper({"sdxl": base}, "table1")  # Table 1 has a base-model row
+    assert rows[0][0] == "paper:sdxl"
+
+
 def test_merge_and_missing_values_render_as_dash():
     from dsharp.report import to_csv, to_markdown
 

@@ -20,9 +20,11 @@ Each of our results is compared with one paper row, its *reference*: ``match[lab
 given, else ``result["paper_row"]``, else the paper row whose name equals the label
 (normalised: lower case, ``-``/space -> ``_``; for Table 2 a label such as ``n=3``, ``n3`` or
 ``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
-``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). Rows come in
-threes per result: the paper's row, ours, and the delta (ours - paper). A metric we do not
-have shows as ``"-"``.
+``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). In Tables 2 and 3
+a result marked ``untrained`` (a study's base row) has no paper row. Rows come in threes per
+result: the paper's row, ours, and the delta (ours - paper). A metric we do not have shows
+as ``"-"``; our metrics that no paper column reads (e.g. ``shapes``) follow as extra columns
+with no paper value.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def _normalise(label: str) -> str:
 
 def _reference(table: str, label: str, result: Mapping[str, Any], match: Mapping[str, str]):
     rows = {str(k): k for k in _table(table)["rows"]}
+    if label not in match and result.get("untrained") and table != "table1":
+        return None  # Tables 2 and 3 vary a training setting: an untrained model has no row
     wanted = match.get(label) or result.get("paper_row")
     if wanted is not None:
         if str(wanted) not in rows:
@@ -115,6 +119,17 @@ def metric_value(result: Mapping[str, Any], column: str) -> float | None:
         if number and not math.isnan(float(value)):
             return float(value)
     return None
+
+
+def _own_metrics(results: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    """Our metric keys that no paper column reads (e.g. ``shapes``), in first-seen order."""
+    used = {key for column in columns for key in METRIC_SOURCES.get(column, (column,))}
+    extra: list[str] = []
+    for result in results.values():
+        for key in result.get("metrics", {}) or {}:
+            if key not in used and key not in extra:
+                extra.append(key)
+    return extra
 
 
 def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -145,17 +160,20 @@ def compare_with_paper(
     unknown = sorted(set(match) - set(results))
     if unknown:
         raise ValueError(f"match: no result labelled {', '.join(unknown)}")
-    columns = ["row", *spec["columns"]]
+    extra = _own_metrics(results, spec["columns"])
+    columns = ["row", *spec["columns"], *extra]
     rows: list[list[Any]] = []
     for label, result in results.items():
         ref = _reference(table, label, result, match)
-        paper = spec["rows"][ref]
-        ours = [metric_value(result, c) for c in spec["columns"]]
+        paper = spec["rows"][ref] if ref is not None else [MISSING] * len(spec["columns"])
+        ours = [metric_value(result, c) for c in [*spec["columns"], *extra]]
         delta = [
-            MISSING if o is None else round(o - float(p), 6)
-            for o, p in zip(ours, paper, strict=True)
+            MISSING if o is None or p == MISSING else round(o - float(p), 6)
+            for o, p in zip(ours, paper, strict=False)
         ]
-        rows.append([f"paper:{ref}", *paper])
+        blank = [MISSING] * len(extra)
+        name = "untrained" if ref is None else ref
+        rows.append([f"paper:{name}", *paper, *blank])
         rows.append([f"ours:{label}", *[MISSING if o is None else o for o in ours]])
-        rows.append([f"delta:{label}", *delta])
+        rows.append([f"delta:{label}", *delta, *blank])
     return columns, rows

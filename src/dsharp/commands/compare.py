@@ -15,7 +15,8 @@ from dsharp.commands.errors import user_errors
 def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
     """A run folder's evaluations merged into one result (all its eval*.json), or one JSON.
 
-    For Tables 2 and 3 a run's recipe says which paper row it reproduces (method.n / .m).
+    For Tables 2 and 3 a trained run's recipe says which paper row it reproduces (method.n /
+    .m); a folder with no training (a study's base row) is marked ``untrained``.
     """
     from dsharp.bench import merge_results
     from dsharp.report import load_result
@@ -28,7 +29,10 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
         raise FileNotFoundError(f"{source}: no eval*.json in this folder (run dsharp eval first)")
     merged = merge_results([json.loads(p.read_text()) for p in found])
     recipe_path = source / "recipe.yaml"
-    if table in ("table2", "table3") and recipe_path.exists():
+    trained = (source / "metrics.jsonl").exists() or (source / "checkpoints").is_dir()
+    if not trained:
+        merged["untrained"] = True
+    elif table in ("table2", "table3") and recipe_path.exists():
         import yaml
 
         method = (yaml.safe_load(recipe_path.read_text()) or {}).get("method", {})
