@@ -65,6 +65,7 @@ def test_compare_against_paper_uses_the_runs_n_for_table2(tmp_path):
     run = tmp_path / "sweep-a"
     run.mkdir()
     (run / "recipe.yaml").write_text("method:\n  name: rlhf_sharpening\n  n: 2\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')  # it trained
     (run / "eval-clip.json").write_text(json.dumps({"metrics": {"clip": {"mean": 0.3}}}))
     (run / "eval-imagereward.json").write_text(
         json.dumps({"metrics": {"imagereward": {"mean": 1.0}}})
@@ -76,6 +77,9 @@ def test_compare_against_paper_uses_the_runs_n_for_table2(tmp_path):
     assert "| paper:2 | 0.3360 | 1.3550 | 0.8910 |" in md  # the paper's n=2 row
     assert "| ours:sweep-a | 0.3000 | 1.0000 | - |" in md
     assert "| delta:sweep-a | -0.0360 | -0.3550 | - |" in md
+    (run / "metrics.jsonl").unlink()  # evaluated but never trained: no paper row of n
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert "| paper:untrained | - | - | - |" in (tmp_path / "compare.md").read_text()
 
 
 def test_compare_against_something_else_is_an_error(tmp_path):
