@@ -169,8 +169,8 @@ def compare_with_paper(
         ours = [metric_value(result, c) for c in [*spec["columns"], *extra]]
         delta = [
             MISSING if o is None or p == MISSING else round(o - float(p), 6)
-            for o, p in zip(ours, paper, strict=False)
-        ]
+            for o, p in zip(ours[: len(paper)], paper, strict=True)
+        ]  # the extra columns have no paper value, so no delta
         blank = [MISSING] * len(extra)
         name = "untrained" if ref is None else ref
         rows.append([f"paper:{name}", *paper, *blank])

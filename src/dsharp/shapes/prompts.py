@@ -9,6 +9,7 @@ seen in training, never together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -114,20 +115,35 @@ def random_constraints(
             return c
 
 
+def _distinct_prompts(
+    draw: Callable[[int], str], cap: int, exclude: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """Up to ``cap`` distinct prompts from ``draw``, none in ``exclude``, sorted.
+
+    ``draw(k)`` gets ``k`` = prompts found + draws missed since the last find. Stops at the
+    cap, or once 300 draws in a row found nothing new (the category is exhausted).
+    """
+    found: set[str] = set()
+    misses = 0
+    while len(found) < cap and misses < 300:
+        prompt = draw(len(found) + misses)
+        if prompt in found or prompt in exclude:
+            misses += 1
+        else:
+            misses = 0
+            found.add(prompt)
+    return tuple(sorted(found))
+
+
 @lru_cache(maxsize=2)
 def _prompt_sets(split: Split) -> dict[str, tuple[str, ...]]:
     out = {}
     for k, category in enumerate(CATEGORIES):
         rng = np.random.default_rng([_SET_SEED, k, SPLITS.index(split)])
-        cap = SET_SIZE[split]
-        found: set[str] = set()
-        misses = 0
-        # Stop at the cap, or once 300 draws in a row found nothing new (category exhausted).
-        while len(found) < cap and misses < 300:
-            prompt = random_constraints(category, rng, split).to_prompt()
-            misses = misses + 1 if prompt in found else 0
-            found.add(prompt)
-        out[category] = tuple(sorted(found))
+        out[category] = _distinct_prompts(
+            lambda _, c=category, r=rng: random_constraints(c, r, split).to_prompt(),
+            SET_SIZE[split],
+        )
     return out
 
 
@@ -139,21 +155,16 @@ def prompt_sets(split: Split) -> dict[str, list[str]]:
 
 @lru_cache(maxsize=1)
 def _grammar_sets() -> dict[str, tuple[str, ...]]:
-    val = {p for group in _prompt_sets("val").values() for p in group}
+    val = frozenset(p for group in _prompt_sets("val").values() for p in group)
     out = {}
     for k, category in enumerate(CATEGORIES):
         rng = np.random.default_rng([_SET_SEED, k, len(SPLITS)])
-        found: set[str] = set()
-        misses = 0
-        while len(found) < SET_SIZE["train"] and misses < 300:
-            # Alternate the splits so that held-out pairs are as common as the others.
-            split = SPLITS[(len(found) + misses) % 2]
-            prompt = random_constraints(category, rng, split).to_prompt()
-            new = prompt not in found and prompt not in val
-            misses = 0 if new else misses + 1
-            if new:
-                found.add(prompt)
-        out[category] = tuple(sorted(found))
+        # Alternate the splits so that held-out pairs are as common as the others.
+        out[category] = _distinct_prompts(
+            lambda i, c=category, r=rng: random_constraints(c, r, SPLITS[i % 2]).to_prompt(),
+            SET_SIZE["train"],
+            exclude=val,
+        )
     return out
 
 
