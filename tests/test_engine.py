@@ -392,7 +392,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_sd_dir, brightn
     # the same batches, noises, rewards and learning rates, step by step
     straight_rows = read_jsonl(straight / "metrics.jsonl")
     for ours, theirs in zip(rows, straight_rows, strict=True):
-        for key in ("reward", "loss", "lr", "reward_best", "reward_worst"):
+        for key in ("reward", "loss", "lr", "reward_best", "reward_worst", "reward_evals"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), (ours, key)
     assert [r["lr"] for r in rows] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])
 

@@ -83,6 +83,14 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
+    """``value`` summed over every process (the reward evaluations of one step)."""
+    if accelerator.num_processes == 1:
+        return value
+    gathered = accelerator.gather(torch.tensor([value], device=accelerator.device))
+    return int(gathered.sum().item())
+
+
 def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
     """Average each metric over processes (NaN-aware)."""
     if accelerator.num_processes == 1:
@@ -146,10 +154,16 @@ class Trainer:
         acc.register_save_state_pre_hook(self._save_model_hook)
         acc.register_load_state_pre_hook(self._load_model_hook)
         self.start_step = 0
+        # Reward evaluations that steered training so far (all processes): the budget that
+        # Table 1 holds equal across methods. Logged cumulatively as ``reward_evals``.
+        self.counts_reward = self.reward is not None and self.method.trains_on_reward
+        self.reward_evals = 0
         resume_from = ckpts.resolve_resume(self.run_dir, train.resume)
         if resume_from is not None:
             acc.load_state(str(resume_from))
-            self.start_step = int(ckpts.read_trainer_state(resume_from)["step"])
+            state = ckpts.read_trainer_state(resume_from)
+            self.start_step = int(state["step"])
+            self.reward_evals = int(state.get("reward_evals", 0))
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
@@ -189,7 +203,12 @@ class Trainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {"step": step, "seed": self.recipe.train.seed, "method": self.method.name}
+            state = {
+                "step": step,
+                "seed": self.recipe.train.seed,
+                "method": self.method.name,
+                "reward_evals": self.reward_evals,
+            }
             ckpts.finalize_checkpoint(self.run_dir, step, state, self.recipe.train.keep_checkpoints)
         acc.wait_for_everyone()
 
@@ -197,6 +216,7 @@ class Trainer:
         acc, train = self.accelerator, self.recipe.train
         self.unet.train()
         lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step's update uses
+        evals_before = self.reward.evaluations if self.counts_reward else 0
         rows = []
         for micro in range(train.grad_accum):
             batch = self.data.batch(train.batch_size, step, acc.process_index, micro)
@@ -217,6 +237,9 @@ class Trainer:
             rows.append(metrics)
         out = _gather_metrics(acc, _mean_metrics(rows))
         out["lr"] = lr
+        if self.counts_reward:
+            self.reward_evals += _sum_over_processes(acc, self.reward.evaluations - evals_before)
+            out["reward_evals"] = self.reward_evals
         return out
 
     def run(self) -> Path:

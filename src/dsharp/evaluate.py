@@ -84,7 +84,8 @@ def evaluate(
     Returns ``overall`` (mean weighted reward), ``metrics`` (per reward: mean, std, ci95,
     n), ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
-    ``n_images``, ``nfe_per_image``, the seeds and sampling settings.
+    ``n_images``, ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
+    the seeds and sampling settings.
     """
     from dsharp.rewards.plugins import build_reward
 
@@ -138,6 +139,8 @@ def evaluate(
         "nfe_per_image": generated.nfe_per_image,
         "sample": settings.as_dict(),
     }
+    if generated.reward_evals_per_image is not None:
+        result["reward_evals_per_image"] = generated.reward_evals_per_image
     if strict:
         result["strict"] = sum(strict) / len(strict)
     if category_of is not None:

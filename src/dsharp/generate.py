@@ -129,6 +129,8 @@ def parse_sample_overrides(
 class Generated:
     images: torch.Tensor  # (N, 3, H, W) in [0, 1], on CPU
     nfe_per_image: float
+    #: Images the verifier scored per generated image (None for plain sampling).
+    reward_evals_per_image: float | None = None
 
 
 def generate(
@@ -146,6 +148,7 @@ def generate(
         raise ValueError("prompts must not be empty")
     method, options = settings.validate()
     out = []
+    verifier: Verifier | None = None
     with task_progress("sample", enabled=progress) as bar, count_nfe(model) as counter:
         task = bar.add_task("sample", total=len(prompts))
         if method.run is None:  # default: batched plain DDIM
@@ -183,4 +186,9 @@ def generate(
                 out.append(method.run(ctx, options).float().cpu())
                 bar.update(task, advance=1)
     images = torch.cat(out)
-    return Generated(images=images, nfe_per_image=counter.per_image(images.shape[0]))
+    searched = None if verifier is None else verifier.reward.evaluations / images.shape[0]
+    return Generated(
+        images=images,
+        nfe_per_image=counter.per_image(images.shape[0]),
+        reward_evals_per_image=searched,
+    )

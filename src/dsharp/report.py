@@ -23,7 +23,22 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
         row[f"cat:{name}"] = value
     if "nfe_per_image" in result:
         row["nfe/image"] = result["nfe_per_image"]
+    trained, searched = result.get("train_reward_evals"), result.get("reward_evals_per_image")
+    if trained is not None or searched is not None:
+        # The whole budget behind these images: training's evaluations plus the search's.
+        total = (trained or 0) + (searched or 0) * result.get("n_images", 0)
+        row["reward evals"] = int(total) if float(total).is_integer() else total
     return row
+
+
+def train_reward_evals(run_dir: Path) -> int | None:
+    """Reward evaluations that steered a run's training (its last ``reward_evals`` in
+    metrics.jsonl), or None when the run logged none (no reward, or not reward-driven)."""
+    from dsharp.io import read_jsonl
+
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    counts = [r["reward_evals"] for r in rows if r.get("reward_evals") is not None]
+    return int(counts[-1]) if counts else None
 
 
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
@@ -35,7 +50,11 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
             raise FileNotFoundError(
                 f"{source}: no eval*.json in this folder (run dsharp eval first)"
             )
-        return source.name, json.loads(found[-1].read_text())
+        result = json.loads(found[-1].read_text())
+        trained = train_reward_evals(source)
+        if trained is not None:
+            result.setdefault("train_reward_evals", trained)
+        return source.name, result
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     try:

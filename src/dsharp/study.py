@@ -591,7 +591,7 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
     study = loaded.study
     out = loaded.output_dir
     title = study.title or study.name or loaded.path.stem
-    named = [(p.label, _read_eval(p.eval_path) or {}) for p in done]
+    named = [(p.label, _row_result(p)) for p in done]
     columns, rows = build_table(named)
     columns[0] = "row"
     md = [f"# {title}", "", f"Study: `{loaded.path}`; one run folder per row under `{out}`.", ""]
@@ -618,6 +618,18 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables
+
+
+def _row_result(plan: RowPlan) -> dict[str, Any]:
+    """A finished row's evaluation, with the reward evaluations its training spent."""
+    from dsharp.report import train_reward_evals
+
+    result = dict(_read_eval(plan.eval_path) or {})
+    if plan.trained:
+        trained = train_reward_evals(plan.run_dir)
+        if trained is not None:
+            result["train_reward_evals"] = trained
+    return result
 
 
 def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[list[Any]]] | None:

@@ -69,4 +69,6 @@ def sample(
         "nfe_per_image": result.nfe_per_image,
         "method": settings.method,
     }
+    if result.reward_evals_per_image is not None:
+        summary["reward_evals_per_image"] = result.reward_evals_per_image
     typer.echo(json.dumps(summary))

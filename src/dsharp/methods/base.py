@@ -40,6 +40,9 @@ class TrainingMethod(ABC):
     data_kind: str = "prompts"
     #: Whether the method compares against a frozen reference model.
     needs_reference: bool = False
+    #: Whether the reward steers training (False: it is only logged, e.g. finetune), so that
+    #: its evaluations count toward the method's reward budget.
+    trains_on_reward: bool = True
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
         self.model = model

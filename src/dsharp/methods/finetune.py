@@ -26,6 +26,7 @@ class FineTune(TrainingMethod):
 
     name = "finetune"
     data_kind = "images"
+    trains_on_reward = False  # the reward is logged, never trained on
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int, **_: Any):
         super().__init__(model, reward, height, width)

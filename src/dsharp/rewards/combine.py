@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dsharp.rewards.base import Reward, RewardError, RewardImages
+from dsharp.rewards.counting import CountingReward
 
 if TYPE_CHECKING:
     from dsharp.config import RewardSpec
@@ -53,6 +54,7 @@ class CombinedReward:
 
     ``info`` holds ``raw`` (each reward's unnormalised scores, NaN as ``None``), ``missing``
     (how many totals are NaN), ``missing_by_reward``, and each reward's own ``info``.
+    :attr:`evaluations` counts the images scored, also through a component called directly.
     """
 
     def __init__(self, specs: Sequence[RewardSpec], rewards: Sequence[Reward] | None = None):
@@ -67,9 +69,14 @@ class CombinedReward:
         if len(rewards) != len(specs):
             raise ValueError(f"got {len(rewards)} rewards for {len(specs)} specs")
         self.specs = list(specs)
-        self.rewards = list(rewards)
+        self.rewards = [CountingReward(r) for r in rewards]
         self.keys = _component_keys(self.specs)
         self.differentiable = all(getattr(r, "differentiable", False) for r in self.rewards)
+
+    @property
+    def evaluations(self) -> int:
+        """Images scored so far (an image every component scored counts once)."""
+        return max(r.images for r in self.rewards)
 
     def _score(
         self,
