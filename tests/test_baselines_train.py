@@ -462,17 +462,23 @@ def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
 
 
 def test_mini_iterpo_and_finetune_train_two_steps(tiny_sd_dir, tmp_path, tiny_clip):
-    out = tmp_path / "iterpo"
-    result = _train(
-        MINI / "iterpo.yaml",
-        f"model.pretrained={tiny_sd_dir}",
-        f"output_dir={out}",
-        f"rewards.0.options.model={tiny_clip['model']}",
-        f"rewards.0.options.pretrained={tiny_clip['pretrained']}",
-        *SHRINK,
+    # as shipped (the differentiable shapes_soft surrogate), then through a CLIP reward
+    clip = (
+        "rewards.0.name=clip",
+        f"rewards.0.options={{model: {tiny_clip['model']}, pretrained: {tiny_clip['pretrained']}}}",
     )
-    rows = _check_run(out, result)
-    assert all(r["grad_step"] == 1.0 for r in rows)  # 30..39 of 40 scaled to 2 steps
+    for name, extra in (("iterpo-soft", ()), ("iterpo-clip", clip)):
+        out = tmp_path / name
+        result = _train(
+            MINI / "iterpo.yaml",
+            f"model.pretrained={tiny_sd_dir}",
+            f"output_dir={out}",
+            *extra,
+            *SHRINK,
+        )
+        rows = _check_run(out, result)
+        assert all(r["grad_step"] == 1.0 for r in rows)  # 30..39 of 40 scaled to 2 steps
+        assert rows[-1]["reward_evals"] > 0  # ReFL's reward calls are counted
     out = tmp_path / "finetune"
     result = _train(
         MINI / "finetune.yaml", f"model.pretrained={tiny_sd_dir}", f"output_dir={out}", *SHRINK[:2]

@@ -22,6 +22,15 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
     )
     register(
         RewardInfo(
+            name="shapes_soft",
+            factory=lazy_factory("dsharp.shapes.soft", "build_shapes_soft_reward"),
+            description="Differentiable surrogate of `shapes` (colour amounts, positions, "
+            "single-object shape moments) for ReFL/IterPO",
+            differentiable=True,
+        )
+    )
+    register(
+        RewardInfo(
             name="mllm",
             factory=lazy_factory("dsharp.rewards.mllm", "build_mllm_reward"),
             description="Multimodal LLM grader on an OpenAI-compatible server: overall / 10 "
