@@ -234,6 +234,18 @@ def test_rlhf_loss_at_the_reference_is_log2_without_a_reward_margin(sd_model, br
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+def test_rlhf_winner_weight_adds_the_winners_error_to_the_dpo_loss(sd_model, brightness, spies):
+    """At the reference the DPO part is log 2, so the loss is log 2 + w * the winner's error."""
+    method = _rlhf(sd_model, _reward(), winner_weight=0.5)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(1))
+    assert metrics["pairs"] == len(PROMPTS)
+    expected = math.log(2) + 0.5 * metrics["winner_mse"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert metrics["winner_mse"] > 0
+    with pytest.raises(ValueError, match="winner_weight: must be >= 0"):
+        _rlhf(sd_model, _reward(), winner_weight=-1.0)
+
+
 def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness, spies):
     method = _sft(sd_model, _reward())
     loss, metrics = method.compute_loss(_image_batch(), sd_model.unet, _gen(2))

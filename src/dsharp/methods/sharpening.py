@@ -152,7 +152,14 @@ class SFTSharpening(_Sharpening):
 
 
 class RLHFSharpening(_Sharpening):
-    """RLHF Diffusion-Sharpening: online samples, DPO loss on the best/worst trajectory."""
+    """RLHF Diffusion-Sharpening: online samples, DPO loss on the best/worst trajectory.
+
+    ``winner_weight`` (``method.options``; default 0, the paper's loss) adds that multiple of
+    the best trajectory's error, SFT sharpening's regression on the winner, to each prompt's
+    DPO loss. Why: the DPO form alone can lower the likelihood of both trajectories, and on
+    dsharp-mini it lowered the reward of the model's own samples; the winner term anchors
+    training on what the reward preferred (the "DPO + NLL" remedy of preference tuning).
+    """
 
     name = "rlhf_sharpening"
     data_kind = "prompts"
@@ -168,12 +175,20 @@ class RLHFSharpening(_Sharpening):
         beta: float = 2500.0,
         guidance: float = 5.0,
         eta: float = 0.0,
+        winner_weight: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(model, reward, height, width, **kwargs)
         if self.n < 2:
             raise ValueError("rlhf_sharpening needs method.n >= 2 (a best and a worst trajectory)")
+        if isinstance(winner_weight, bool) or not isinstance(winner_weight, int | float):
+            raise ValueError(
+                f"method.options.winner_weight: expected a number, got {winner_weight!r}"
+            )
+        if winner_weight < 0:
+            raise ValueError(f"method.options.winner_weight: must be >= 0, got {winner_weight}")
         self.beta, self.guidance, self.eta = beta, guidance, eta
+        self.winner_weight = float(winner_weight)
 
     def compute_loss(
         self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
@@ -206,6 +221,8 @@ class RLHFSharpening(_Sharpening):
             reference[num_prompts:],
             self.beta,
         )
+        if self.winner_weight:
+            per_prompt = per_prompt + self.winner_weight * policy[:num_prompts]
         weights = usable.to(per_prompt.dtype)
         loss = (per_prompt * weights).sum() / weights.sum().clamp(min=1)
         metrics = self._reward_metrics(returns, best, worst)
@@ -217,4 +234,5 @@ class RLHFSharpening(_Sharpening):
                 (margin > 0).float()[usable].mean().item() if usable.any() else float("nan")
             )
         metrics["pairs"] = int(usable.sum().item())
+        metrics["winner_mse"] = policy[:num_prompts].detach().mean().item()
         return loss, metrics
