@@ -82,7 +82,8 @@ def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, fam
     for step, name in enumerate(checkpoints, start=1):
         folder = run / "checkpoints" / name
         state = json.loads((folder / "trainer_state.json").read_text())
-        assert state == {"step": step, "seed": 0, "method": method}
+        evals = rows[step - 1]["reward_evals"]  # the budget spent so far, kept for resume
+        assert state == {"step": step, "seed": 0, "method": method, "reward_evals": evals}
         assert (folder / "model" / "unet" / "config.json").is_file()
         assert (folder / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
         assert (folder / "optimizer.bin").is_file() and (folder / "scheduler.bin").is_file()
