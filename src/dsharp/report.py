@@ -41,6 +41,15 @@ def train_reward_evals(run_dir: Path) -> int | None:
     return int(counts[-1]) if counts else None
 
 
+def with_train_reward_evals(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``result`` with ``train_reward_evals`` from ``run_dir``'s metrics, when it logged any
+    (an evaluation's own value is kept)."""
+    trained = train_reward_evals(run_dir)
+    if trained is not None:
+        result.setdefault("train_reward_evals", trained)
+    return result
+
+
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
     """An evaluation JSON file, or a run folder's newest ``eval*.json``; returns (label, dict)."""
     source = Path(source)
@@ -50,11 +59,7 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
             raise FileNotFoundError(
                 f"{source}: no eval*.json in this folder (run dsharp eval first)"
             )
-        result = json.loads(found[-1].read_text())
-        trained = train_reward_evals(source)
-        if trained is not None:
-            result.setdefault("train_reward_evals", trained)
-        return source.name, result
+        return source.name, with_train_reward_evals(json.loads(found[-1].read_text()), source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     try:

@@ -622,14 +622,10 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
 
 def _row_result(plan: RowPlan) -> dict[str, Any]:
     """A finished row's evaluation, with the reward evaluations its training spent."""
-    from dsharp.report import train_reward_evals
+    from dsharp.report import with_train_reward_evals
 
     result = dict(_read_eval(plan.eval_path) or {})
-    if plan.trained:
-        trained = train_reward_evals(plan.run_dir)
-        if trained is not None:
-            result["train_reward_evals"] = trained
-    return result
+    return with_train_reward_evals(result, plan.run_dir) if plan.trained else result
 
 
 def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[list[Any]]] | None:
