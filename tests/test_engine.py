@@ -262,6 +262,60 @@ def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness
     torch.testing.assert_close(rollout.x0[0], rollout.x0[N - 1])
 
 
+@pytest.mark.parametrize("error_space", ["epsilon", "native"])
+def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, monkeypatch, error_space):
+    """On a v-prediction model (dsharp-mini) the winner's error is the epsilon MSE by
+    default and the v MSE (the loss the model was pretrained with) with ``native``; at the
+    noisy states t >= 500 the epsilon error (abar * v error) is far smaller."""
+    model = load_model("dsharp-mini")
+    seen: dict[str, Any] = {}
+    roll_out, select = sharpening.roll_out, sharpening.select_per_prompt
+    monkeypatch.setattr(
+        sharpening, "roll_out", lambda *a, **k: seen.setdefault("rollout", roll_out(*a, **k))
+    )
+    monkeypatch.setattr(
+        sharpening, "select_per_prompt", lambda r, n: seen.setdefault("sel", select(r, n))
+    )
+    method = SFTSharpening(
+        model,
+        _reward(),
+        32,
+        32,
+        n=2,
+        m=2,
+        stride=STRIDE,
+        timestep_min=500,
+        timestep_max=1000,
+        error_space=error_space,
+    )
+    batch = _batch()
+    batch.images = torch.rand(len(PROMPTS), 3, 32, 32)
+    with torch.no_grad():
+        loss = method.compute_loss(batch, model.unet, _gen(6))[0].item()
+    rollout, best = seen["rollout"], seen["sel"][0]
+    cond = model.encode_prompt(PROMPTS, 32, 32).repeat_interleave(2)
+    v_errors, eps_errors = [], []
+    for k in best.tolist():
+        v_err, eps_err = [], []
+        for j in range(rollout.m):
+            step, traj = torch.tensor([j]), torch.tensor([k])
+            eps = rollout.targets_at("consistent", method.tables, step, traj)
+            state, t = rollout.states[j, k][None], rollout.timesteps[j, k][None]
+            with torch.no_grad():
+                v_pred = model.predict_native(state, t, cond.index(traj))
+                eps_pred = model.predict_noise(state, t, cond.index(traj))
+            v_tgt = model.native_target(rollout.x0[k][None], eps, t)
+            v_err.append(((v_pred - v_tgt) ** 2).mean().item())
+            eps_err.append(((eps_pred - eps) ** 2).mean().item())
+        v_errors.append(sum(v_err) / len(v_err))
+        eps_errors.append(sum(eps_err) / len(eps_err))
+    v_error, eps_error = sum(v_errors) / len(v_errors), sum(eps_errors) / len(eps_errors)
+    assert loss == pytest.approx(v_error if error_space == "native" else eps_error, rel=1e-4)
+    assert eps_error < 0.5 * v_error
+    with pytest.raises(ValueError, match="error_space: unknown 'x0'"):
+        SFTSharpening(model, _reward(), 32, 32, error_space="x0")
+
+
 def test_consistent_and_original_targets_agree_at_step_zero_only(sd_model, brightness, spies):
     method = _sft(sd_model, _reward(), t_range=(500, 1000))
     method.compute_loss(_image_batch(), sd_model.unet, _gen(3))

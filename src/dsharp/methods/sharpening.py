@@ -45,8 +45,14 @@ class _Sharpening(TrainingMethod):
         timestep_min: int = 0,
         timestep_max: int | None = None,
         decode_batch_size: int = 16,
+        error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
+        if error_space not in ("epsilon", "native"):
+            raise ValueError(
+                f"method.options.error_space: unknown '{error_space}' (expected epsilon or native)"
+            )
+        self.error_space = error_space
         if n < 1 or m < 1:
             raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
         if target not in ("consistent", "original"):
@@ -101,12 +107,16 @@ class _Sharpening(TrainingMethod):
         states = rollout.states[step_idx, traj_idx]
         timesteps = rollout.timesteps[step_idx, traj_idx]
         targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
+        predict = self.model.predict_noise
+        if self.error_space == "native":
+            targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
+            predict = self.model.predict_native
         cond = cond_n.index(traj_idx)
         if unet is None:
             with torch.no_grad(), self.model.reference():
-                pred = self.model.predict_noise(states, timesteps, cond)
+                pred = predict(states, timesteps, cond)
         else:
-            pred = self.model.predict_noise(states, timesteps, cond, unet=unet)
+            pred = predict(states, timesteps, cond, unet=unet)
         return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
 
     @staticmethod
