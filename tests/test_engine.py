@@ -81,8 +81,8 @@ class UNetSpy:
 
 
 @pytest.fixture
-def spies(sd_model, monkeypatch):
-    """Capture the rollout, the selection and every UNet call of one ``compute_loss``."""
+def captured(monkeypatch):
+    """Capture the rollout and the per-prompt selection of one ``compute_loss`` (any model)."""
     seen: dict[str, Any] = {}
     roll_out, select = sharpening.roll_out, sharpening.select_per_prompt
 
@@ -97,10 +97,16 @@ def spies(sd_model, monkeypatch):
 
     monkeypatch.setattr(sharpening, "roll_out", spy_roll_out)
     monkeypatch.setattr(sharpening, "select_per_prompt", spy_select)
+    return seen
+
+
+@pytest.fixture
+def spies(sd_model, captured):
+    """:func:`captured`, plus every call of the tiny SD model's UNet."""
     spy = UNetSpy(sd_model.unet)
-    seen["unet"] = spy
+    captured["unet"] = spy
     try:
-        yield seen
+        yield captured
     finally:
         spy.remove()
         sd_model.unet.zero_grad(set_to_none=True)
@@ -263,19 +269,11 @@ def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness
 
 
 @pytest.mark.parametrize("error_space", ["epsilon", "native"])
-def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, monkeypatch, error_space):
+def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, captured, error_space):
     """On a v-prediction model (dsharp-mini) the winner's error is the epsilon MSE by
     default and the v MSE (the loss the model was pretrained with) with ``native``; at the
     noisy states t >= 500 the epsilon error (abar * v error) is far smaller."""
     model = load_model("dsharp-mini")
-    seen: dict[str, Any] = {}
-    roll_out, select = sharpening.roll_out, sharpening.select_per_prompt
-    monkeypatch.setattr(
-        sharpening, "roll_out", lambda *a, **k: seen.setdefault("rollout", roll_out(*a, **k))
-    )
-    monkeypatch.setattr(
-        sharpening, "select_per_prompt", lambda r, n: seen.setdefault("sel", select(r, n))
-    )
     method = SFTSharpening(
         model,
         _reward(),
@@ -292,7 +290,7 @@ def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, monkeypat
     batch.images = torch.rand(len(PROMPTS), 3, 32, 32)
     with torch.no_grad():
         loss = method.compute_loss(batch, model.unet, _gen(6))[0].item()
-    rollout, best = seen["rollout"], seen["sel"][0]
+    rollout, best = captured["rollout"], captured["best"]
     cond = model.encode_prompt(PROMPTS, 32, 32).repeat_interleave(2)
     v_errors, eps_errors = [], []
     for k in best.tolist():
