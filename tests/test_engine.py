@@ -268,11 +268,12 @@ def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness
     torch.testing.assert_close(rollout.x0[0], rollout.x0[N - 1])
 
 
-@pytest.mark.parametrize("error_space", ["epsilon", "native"])
-def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, captured, error_space):
+@pytest.mark.parametrize("error_space", ["epsilon", "native", "x0"])
+def test_error_space_picks_epsilon_v_or_clean_sample_errors(brightness, captured, error_space):
     """On a v-prediction model (dsharp-mini) the winner's error is the epsilon MSE by
-    default and the v MSE (the loss the model was pretrained with) with ``native``; at the
-    noisy states t >= 500 the epsilon error (abar * v error) is far smaller."""
+    default, the v MSE (the loss the model was pretrained with) with ``native`` and the MSE
+    of the predicted clean sample to the trajectory's x0 with ``x0``; at the noisy states
+    t >= 500 the epsilon error (abar * v error) is far smaller."""
     model = load_model("dsharp-mini")
     method = SFTSharpening(
         model,
@@ -292,9 +293,10 @@ def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, captured,
         loss = method.compute_loss(batch, model.unet, _gen(6))[0].item()
     rollout, best = captured["rollout"], captured["best"]
     cond = model.encode_prompt(PROMPTS, 32, 32).repeat_interleave(2)
-    v_errors, eps_errors = [], []
+    abar = method.tables.abar
+    errors = {"native": [], "epsilon": [], "x0": []}
     for k in best.tolist():
-        v_err, eps_err = [], []
+        step_errors = {"native": [], "epsilon": [], "x0": []}
         for j in range(rollout.m):
             step, traj = torch.tensor([j]), torch.tensor([k])
             eps = rollout.targets_at("consistent", method.tables, step, traj)
@@ -303,15 +305,18 @@ def test_error_space_picks_epsilon_or_the_unets_own_output(brightness, captured,
                 v_pred = model.predict_native(state, t, cond.index(traj))
                 eps_pred = model.predict_noise(state, t, cond.index(traj))
             v_tgt = model.native_target(rollout.x0[k][None], eps, t)
-            v_err.append(((v_pred - v_tgt) ** 2).mean().item())
-            eps_err.append(((eps_pred - eps) ** 2).mean().item())
-        v_errors.append(sum(v_err) / len(v_err))
-        eps_errors.append(sum(eps_err) / len(eps_err))
-    v_error, eps_error = sum(v_errors) / len(v_errors), sum(eps_errors) / len(eps_errors)
-    assert loss == pytest.approx(v_error if error_space == "native" else eps_error, rel=1e-4)
-    assert eps_error < 0.5 * v_error
-    with pytest.raises(ValueError, match="error_space: unknown 'x0'"):
-        SFTSharpening(model, _reward(), 32, 32, error_space="x0")
+            a = abar(t).item()
+            x0_pred = a**0.5 * state - (1 - a) ** 0.5 * v_pred
+            step_errors["native"].append(((v_pred - v_tgt) ** 2).mean().item())
+            step_errors["epsilon"].append(((eps_pred - eps) ** 2).mean().item())
+            step_errors["x0"].append(((x0_pred - rollout.x0[k]) ** 2).mean().item())
+        for space, values in step_errors.items():
+            errors[space].append(sum(values) / len(values))
+    mean = {space: sum(values) / len(values) for space, values in errors.items()}
+    assert loss == pytest.approx(mean[error_space], rel=1e-4)
+    assert mean["epsilon"] < 0.5 * mean["native"]
+    with pytest.raises(ValueError, match="error_space: unknown 'v'"):
+        SFTSharpening(model, _reward(), 32, 32, error_space="v")
 
 
 def test_consistent_and_original_targets_agree_at_step_zero_only(sd_model, brightness, spies):

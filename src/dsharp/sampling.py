@@ -144,6 +144,15 @@ def eps_from_v(
     return (1 - abar) ** 0.5 * x_t + abar**0.5 * v
 
 
+def x0_from_v(
+    tables: DDIMTables, x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Clean sample implied by a v-prediction: sqrt(abar) x_t - sqrt(1-abar) v (no division,
+    so it stays finite at t near 1000 where abar is ~0)."""
+    abar = _per_sample(tables.abar(t), x_t)
+    return abar**0.5 * x_t - (1 - abar) ** 0.5 * v
+
+
 def v_target(
     tables: DDIMTables, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:

@@ -25,6 +25,14 @@ from dsharp.methods.losses import (
 from dsharp.methods.online import generate_latents
 from dsharp.methods.trajectory import Rollout, gather_steps, roll_out, score_rollout
 from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.sampling import pred_x0_from_eps, x0_from_v
+
+
+# Where a trajectory step's error is measured. epsilon: the paper's code. native: the UNet's
+# own output (v for v-prediction models). x0: the predicted clean sample against the
+# trajectory's clean sample, a bounded target; the epsilon/v targets of later trajectory
+# steps divide the state's drift from x0 by sqrt(1 - abar), which explodes near t = 0.
+ERROR_SPACES = ("epsilon", "native", "x0")
 
 
 class _Sharpening(TrainingMethod):
@@ -48,9 +56,10 @@ class _Sharpening(TrainingMethod):
         error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
-        if error_space not in ("epsilon", "native"):
+        if error_space not in ERROR_SPACES:
             raise ValueError(
-                f"method.options.error_space: unknown '{error_space}' (expected epsilon or native)"
+                f"method.options.error_space: unknown '{error_space}' "
+                f"(expected one of {', '.join(ERROR_SPACES)})"
             )
         self.error_space = error_space
         if n < 1 or m < 1:
@@ -107,17 +116,41 @@ class _Sharpening(TrainingMethod):
         states = rollout.states[step_idx, traj_idx]
         timesteps = rollout.timesteps[step_idx, traj_idx]
         targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
-        predict = self.model.predict_noise
-        if self.error_space == "native":
-            targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
-            predict = self.model.predict_native
         cond = cond_n.index(traj_idx)
+        pred = self._predict(states, timesteps, cond, unet)
+        if self.error_space == "x0":
+            pred = self._clean_from_native(states, pred, timesteps)
+            targets = rollout.x0[traj_idx]
+        elif self.error_space == "native":
+            targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
+        return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
+
+    def _predict(
+        self,
+        states: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        unet: torch.nn.Module | None,
+    ) -> torch.Tensor:
+        """UNet output at ``states``: epsilon in epsilon space, the UNet's own otherwise.
+
+        With ``unet`` the call carries gradients; with None it runs the reference model.
+        """
+        predict = (
+            self.model.predict_noise if self.error_space == "epsilon" else self.model.predict_native
+        )
         if unet is None:
             with torch.no_grad(), self.model.reference():
-                pred = predict(states, timesteps, cond)
-        else:
-            pred = predict(states, timesteps, cond, unet=unet)
-        return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
+                return predict(states, timesteps, cond)
+        return predict(states, timesteps, cond, unet=unet)
+
+    def _clean_from_native(
+        self, states: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Predicted clean sample from the UNet's own output."""
+        if self.model.prediction_type == "v_prediction":
+            return x0_from_v(self.tables, states, pred, timesteps)
+        return pred_x0_from_eps(self.tables, states, pred, timesteps)
 
     @staticmethod
     def _reward_metrics(returns: torch.Tensor, best: torch.Tensor, worst: torch.Tensor) -> dict:
