@@ -181,6 +181,36 @@ def test_folder_without_vae_is_pixel_space_mini(tmp_path):
     torch.testing.assert_close(pixels, images * 2 - 1)
     torch.testing.assert_close(model.decode(pixels), images)
     assert model.decode(torch.full((1, 3, 2, 2), 5.0)).max() == 1.0
+    overshoot = torch.tensor([-1.8, -1.0, 0.3, 1.0, 1.45]).view(1, 1, 1, 5)
+    torch.testing.assert_close(
+        model.to_data_range(overshoot), torch.tensor([-1.0, -1.0, 0.3, 1.0, 1.0]).view(1, 1, 1, 5)
+    )
+
+
+def test_latent_models_keep_latents_outside_any_range(tiny_sd_dir):
+    """Latents have no fixed range: only pixel-space models clamp their online samples."""
+    model = load_model(str(tiny_sd_dir))
+    latents = torch.tensor([-3.0, 0.5, 4.0]).view(1, 1, 1, 3)
+    torch.testing.assert_close(model.to_data_range(latents), latents)
+
+
+def test_online_samples_of_a_pixel_model_stay_in_the_pixel_range(tmp_path):
+    """Guided few-step samples overshoot [-1, 1]; methods train on them as clean targets."""
+    from dsharp.methods.online import generate_latents
+
+    model = load_model(str(_save_pixel_space_model(tmp_path / "mini")))
+    cond = model.encode_prompt(["a red circle"] * 4, 16, 16)
+    x = generate_latents(
+        model,
+        cond,
+        steps=3,
+        guidance=7.0,
+        height=16,
+        width=16,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert x.shape == (4, 3, 16, 16)
+    assert x.min() >= -1 and x.max() <= 1
 
 
 # -- LoRA, reference model, trained weights -----------------------------------------------

@@ -27,7 +27,6 @@ from dsharp.methods.trajectory import Rollout, gather_steps, roll_out, score_rol
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.sampling import pred_x0_from_eps, x0_from_v
 
-
 # Where a trajectory step's error is measured. epsilon: the paper's code. native: the UNet's
 # own output (v for v-prediction models). x0: the predicted clean sample against the
 # trajectory's clean sample, a bounded target; the epsilon/v targets of later trajectory

@@ -150,6 +150,14 @@ class DiffusionModel(ABC):
         """The regression target of :meth:`predict_native` for clean ``x0`` noised by ``eps``."""
         return eps
 
+    def to_data_range(self, latents: torch.Tensor) -> torch.Tensor:
+        """``latents`` projected onto the range that encoded data occupies.
+
+        Latent models have no fixed range and return them unchanged; pixel-space models
+        clamp to their pixel range (what :meth:`decode` would show).
+        """
+        return latents
+
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to images in ``[0, 1]``, float32 ``(B, 3, H, W)``."""

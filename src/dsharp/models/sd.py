@@ -280,6 +280,9 @@ class StableDiffusionModel(DiffusionModel):
         as_tensor = lambda v: torch.tensor(v).view(shape).to(like.device, like.dtype)  # noqa: E731
         return as_tensor(mean), as_tensor(std)
 
+    def to_data_range(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.clamp(-1, 1) if self.vae is None else latents
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return (latents.float() / 2 + 0.5).clamp(0, 1)
