@@ -114,14 +114,14 @@ class _Sharpening(TrainingMethod):
         step_idx, traj_idx, owner = gather_steps(rollout, trajectories)
         states = rollout.states[step_idx, traj_idx]
         timesteps = rollout.timesteps[step_idx, traj_idx]
-        targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
-        cond = cond_n.index(traj_idx)
-        pred = self._predict(states, timesteps, cond, unet)
+        pred = self._predict(states, timesteps, cond_n.index(traj_idx), unet)
         if self.error_space == "x0":
             pred = self._clean_from_native(states, pred, timesteps)
             targets = rollout.x0[traj_idx]
-        elif self.error_space == "native":
-            targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
+        else:
+            targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
+            if self.error_space == "native":
+                targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
         return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
 
     def _predict(
