@@ -113,7 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=Path, required=True, help="evaluation prompt file")
     parser.add_argument("--source", choices=("samples", "renders", "none"), default="samples")
-    parser.add_argument("--select", choices=("all", "best"), default="all")
+    parser.add_argument(
+        "--select",
+        choices=("all", "best", "strict"),
+        default="all",
+        help="all samples, the reward's best of 4 per prompt, or those meeting every constraint",
+    )
+    parser.add_argument(
+        "--max-images", type=int, help="keep this many (random) training images after selection"
+    )
     parser.add_argument("--sample-steps", type=int, default=10)
     parser.add_argument("--sample-guidance", type=float, default=1.0)
     parser.add_argument("--train-prompts", type=int, default=200)
@@ -135,9 +143,18 @@ def main() -> None:
             else:
                 x0 = own_samples(model, prompts, args.sample_steps, args.sample_guidance)
             pool_scores, _ = reward(RewardImages(model.decode(x0)), prompts, [{}] * len(prompts))
-            if args.select == "best":
+            if args.select == "strict":
+                keep = (pool_scores >= 1).nonzero().flatten()
+                x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
+                pool_scores = pool_scores[keep]
+            elif args.select == "best":
                 grid = pool_scores.view(-1, PER_PROMPT)
                 keep = grid.argmax(1) + torch.arange(grid.shape[0]) * PER_PROMPT
+                x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
+                pool_scores = pool_scores[keep]
+            if args.max_images and len(prompts) > args.max_images:
+                keep = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(2))
+                keep = keep[: args.max_images].sort().values
                 x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
                 pool_scores = pool_scores[keep]
             print(f"training images: {len(prompts)}, mean shapes score {pool_scores.mean():.3f}")
