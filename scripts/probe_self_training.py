@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from dsharp.generate import SampleSettings, generate
+from dsharp.methods.base import Batch
+from dsharp.methods.finetune import FineTune
 from dsharp.methods.online import generate_latents
 from dsharp.models import load_model
 from dsharp.models.base import DiffusionModel
 from dsharp.models.loading import resolve_pretrained
 from dsharp.rewards.base import RewardImages
-from dsharp.sampling import DDIMTables, add_noise
 from dsharp.shapes.prompts import grammar_prompt_sets
 from dsharp.shapes.reward import ShapesReward
 from dsharp.shapes.world import render, sample_scene
@@ -80,21 +81,22 @@ def renders(prompts: list[str]) -> torch.Tensor:
 def fine_tune(
     model: DiffusionModel, prompts: list[str], x0: torch.Tensor, args: argparse.Namespace
 ) -> None:
-    """The plain denoising loss in the model's own output space, uniform timesteps."""
-    tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
+    """dsharp's `finetune` loss (the plain denoising loss) on random batches of the pool."""
+    method = FineTune(model, None, 32, 32)
     optimizer = torch.optim.AdamW(model.unet.parameters(), lr=args.lr, weight_decay=0)
     generator = torch.Generator().manual_seed(1)
     model.unet.train()
     for _ in range(args.steps):
         idx = torch.randint(len(prompts), (args.batch_size,), generator=generator)
         empty = torch.rand(args.batch_size, generator=generator) < args.empty_prompt_prob
-        batch = ["" if e else prompts[i] for i, e in zip(idx.tolist(), empty.tolist(), strict=True)]
-        t = torch.randint(0, tables.num_train_timesteps, (args.batch_size,), generator=generator)
-        eps = torch.randn(x0[idx].shape, generator=generator)
-        with torch.no_grad():
-            cond = model.encode_prompt(batch, 32, 32)
-        pred = model.predict_native(add_noise(tables, x0[idx], eps, t), t, cond, unet=model.unet)
-        loss = ((pred - model.native_target(x0[idx], eps, t)) ** 2).mean()
+        batch = Batch(
+            prompts=[prompts[i] for i in idx.tolist()],
+            cond_prompts=[
+                "" if e else prompts[i] for i, e in zip(idx.tolist(), empty.tolist(), strict=True)
+            ],
+            images=model.decode(x0[idx]),
+        )
+        loss, _ = method.compute_loss(batch, model.unet, generator)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.unet.parameters(), 1.0)
@@ -143,20 +145,20 @@ def main() -> None:
             else:
                 x0 = own_samples(model, prompts, args.sample_steps, args.sample_guidance)
             pool_scores, _ = reward(RewardImages(model.decode(x0)), prompts, [{}] * len(prompts))
+            keep = torch.arange(len(prompts))
             if args.select == "strict":
                 keep = (pool_scores >= 1).nonzero().flatten()
-                x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
-                pool_scores = pool_scores[keep]
             elif args.select == "best":
                 grid = pool_scores.view(-1, PER_PROMPT)
                 keep = grid.argmax(1) + torch.arange(grid.shape[0]) * PER_PROMPT
-                x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
-                pool_scores = pool_scores[keep]
-            if args.max_images and len(prompts) > args.max_images:
-                keep = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(2))
-                keep = keep[: args.max_images].sort().values
-                x0, prompts = x0[keep], [prompts[i] for i in keep.tolist()]
-                pool_scores = pool_scores[keep]
+            if args.max_images and len(keep) > args.max_images:
+                shuffled = torch.randperm(len(keep), generator=torch.Generator().manual_seed(2))
+                keep = keep[shuffled[: args.max_images].sort().values]
+            x0, prompts, pool_scores = (
+                x0[keep],
+                [prompts[i] for i in keep.tolist()],
+                pool_scores[keep],
+            )
             print(f"training images: {len(prompts)}, mean shapes score {pool_scores.mean():.3f}")
             fine_tune(model, prompts, x0, args)
         print(
