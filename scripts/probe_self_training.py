@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--empty-prompt-prob", type=float, default=0.1)
     args = parser.parse_args()
+    if not args.prompts.is_file():
+        parser.error(f"--prompts {args.prompts}: no such file")
     eval_prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
     torch.manual_seed(0)
     reward = ShapesReward()
