@@ -140,6 +140,13 @@ def _betas(sched: dict[str, Any]) -> str:
     return f"{sched['beta_schedule']} betas"
 
 
+def _text_layers(text: dict[str, Any]) -> str:
+    layers = text["num_hidden_layers"]
+    if layers == 0:
+        return "no transformer layers (token plus position embeddings, then the final layer norm)"
+    return f"{layers} layers, {text['num_attention_heads']} heads"
+
+
 def model_card(
     *,
     folder: Path,
@@ -181,8 +188,8 @@ def model_card(
         f"{', '.join(unet['down_block_types'])} / {', '.join(unet['up_block_types'])}, "
         f"cross_attention_dim {unet['cross_attention_dim']}: {counts['unet']:,} parameters "
         "(trained).",
-        f"- CLIPTextModel: hidden {text['hidden_size']}, {text['num_hidden_layers']} layers, "
-        f"{text['num_attention_heads']} heads, {text['max_position_embeddings']} positions: "
+        f"- CLIPTextModel: hidden {text['hidden_size']}, {_text_layers(text)}, "
+        f"{text['max_position_embeddings']} positions: "
         f"{counts['text_encoder']:,} parameters, frozen at its random init (seed 0).",
         "- CLIPTokenizer: byte-level base symbols plus every shapes-grammar word as one token.",
         f"- DDIMScheduler: {_betas(sched)}, {sched['num_train_timesteps']} steps, spacing "

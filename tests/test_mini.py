@@ -82,6 +82,24 @@ def test_init_folder_loads_as_mini_pixel_model(mini_init_dir):
     assert 2_000_000 < n_unet < 5_000_000  # fp32 UNet + text encoder stay under 20 MB
 
 
+def test_init_text_encoder_reads_each_word_out_of_context(mini_init_dir):
+    """A shape word's embedding must not depend on its colour, or every unseen colour-shape
+    pair reaches the UNet as a new representation."""
+    model = load_model(str(mini_init_dir))
+    red, green, red_circle = model.encode_prompt(
+        ["a red triangle", "a green triangle", "a red circle"], 32, 32
+    ).prompt_embeds
+    # positions: 0 start, 1 "a", 2 colour, 3 shape, then end/padding
+    torch.testing.assert_close(red[3], green[3])  # "triangle" after any colour
+    torch.testing.assert_close(red[4:], green[4:])  # padding carries no prompt
+    assert not torch.allclose(red[2], green[2])  # the words themselves differ
+    assert not torch.allclose(red[3], red_circle[3])
+    first = model.encode_prompt(["a red circle and a blue square"], 32, 32).prompt_embeds[0]
+    assert not torch.allclose(first[2], first[6])  # "red" vs "blue" ...
+    shifted = model.encode_prompt(["a blue circle and a red square"], 32, 32).prompt_embeds[0]
+    assert not torch.allclose(first[2], shifted[6])  # ... and a word's position is kept
+
+
 def test_init_folder_is_deterministic_in_seed(tmp_path, mini_init_dir):
     from safetensors.torch import load_file
 
@@ -104,10 +122,12 @@ def test_mini_init_name_builds_once_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(mini, "build_mini_init", fake_build)
     first = loading.resolve_pretrained("dsharp-mini-init")
-    assert Path(first) == tmp_path / "cache" / "dsharp-mini-init-v2"
+    assert Path(first) == tmp_path / "cache" / f"dsharp-mini-init-{mini.MINI_INIT_VERSION}"
     assert loading.resolve_pretrained("dsharp-mini-init") == first
     assert len(built) == 1 and built[0].parent != Path(first).parent  # built aside, renamed
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["dsharp-mini-init-v2"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"dsharp-mini-init-{mini.MINI_INIT_VERSION}"
+    ]
 
 
 def test_mini_init_build_failure_leaves_no_folder(tmp_path, monkeypatch):

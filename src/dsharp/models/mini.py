@@ -1,11 +1,12 @@
 """dsharp-mini: the untrained embedded text-to-image model, written as a diffusers folder.
 
 The folder has the Stable Diffusion layout without a VAE, so :func:`dsharp.models.load_model`
-loads it as the pixel-space ``"mini"`` family: a small CLIP text encoder (random and frozen:
-the engine trains only the UNet, which learns to read the encoder's outputs; CLIP's causal
-attention plus learned position embeddings keep word order in them), a CLIP tokenizer whose
-vocabulary holds every word of the shapes grammar as one token, a ``UNet2DConditionModel``
-on 32x32 RGB pixels, and a DDIM scheduler (see :func:`make_scheduler` for its settings).
+loads it as the pixel-space ``"mini"`` family: a CLIP text encoder without transformer layers
+(random and frozen: the engine trains only the UNet, which learns to read the encoder's
+outputs; each output is a word's embedding plus its position's, layer-normed), a CLIP
+tokenizer whose vocabulary holds every word of the shapes grammar as one token, a
+``UNet2DConditionModel`` on 32x32 RGB pixels, and a DDIM scheduler (see
+:func:`make_scheduler` for its settings).
 
 ``model.pretrained: dsharp-mini-init`` resolves to :func:`ensure_mini_init`'s cached folder;
 ``recipes/mini/pretrain.yaml`` trains its UNet and ``scripts/ship_mini.py`` ships the result
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 MINI_INIT_NAME = "dsharp-mini-init"
-MINI_INIT_VERSION = "v2"
+MINI_INIT_VERSION = "v3"
 """Bump when the architecture or init changes, so cached folders of an older build are not
 reused."""
 
@@ -31,7 +32,12 @@ RESOLUTION = 32
 MAX_LENGTH = 20
 """Tokens per prompt: the longest shapes prompt (17 words) plus start and end tokens, padded."""
 TEXT_HIDDEN = 128
-TEXT_LAYERS = 2
+TEXT_LAYERS = 0
+"""No transformer layers: a random CLIP's attention mixes every earlier word into each
+output, so "triangle" after "green" came out about as far from "triangle" after "red" as
+"green" is from "red" (cosine 0.86 vs 0.89 in the v2 encoder), and the UNet met a new
+representation for every unseen colour-shape pair. Without layers a word reads the same in
+any context, and its position still tells which colour goes with which shape."""
 TEXT_HEADS = 4
 UNET_CHANNELS = (32, 64, 128)
 UNET_LAYERS_PER_BLOCK = 1
@@ -136,7 +142,8 @@ def make_tokenizer():
 
 
 def make_text_encoder(tokenizer):
-    """A small random CLIP text encoder (hidden 128, 2 layers, causal attention)."""
+    """A random CLIP text encoder of width 128 with :data:`TEXT_LAYERS` layers: token plus
+    position embeddings and the final layer norm."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
