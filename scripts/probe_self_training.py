@@ -82,7 +82,7 @@ def fine_tune(
     model: DiffusionModel, prompts: list[str], x0: torch.Tensor, args: argparse.Namespace
 ) -> None:
     """dsharp's `finetune` loss (the plain denoising loss) on random batches of the pool."""
-    method = FineTune(model, None, 32, 32)
+    method = FineTune(model, None, 32, 32, timestep_min=args.timestep_min)
     optimizer = torch.optim.AdamW(model.unet.parameters(), lr=args.lr, weight_decay=0)
     generator = torch.Generator().manual_seed(1)
     model.unet.train()
@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--empty-prompt-prob", type=float, default=0.1)
+    parser.add_argument(
+        "--timestep-min",
+        type=int,
+        default=0,
+        help="train only at timesteps >= this (where layout is decided, not pixel detail)",
+    )
     args = parser.parse_args()
     if not args.prompts.is_file():
         parser.error(f"--prompts {args.prompts}: no such file")

@@ -365,6 +365,30 @@ def test_missing_rewards_never_win_and_are_counted(sd_model, brightness, spies):
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # only the usable pair counts
 
 
+@pytest.mark.parametrize("t_range", [(0, None), (700, None), (200, 400)])
+def test_finetune_draws_timesteps_in_the_recipe_range(sd_model, spies, t_range):
+    from dsharp.config import MethodConfig
+    from dsharp.methods.factory import build_method
+
+    low, high = t_range
+    cfg = MethodConfig(name="finetune", timestep_min=low, timestep_max=high)
+    method = build_method(cfg, sd_model, None, 64, 64)
+    for seed in range(8):
+        method.compute_loss(_image_batch(), sd_model.unet, _gen(seed))
+    drawn = torch.cat([c[2].flatten() for c in spies["unet"].grad_calls])
+    assert drawn.numel() == 8 * len(PROMPTS)
+    assert drawn.min() >= low and drawn.max() < (high or sd_model.num_train_timesteps)
+    if low == 0 and high is None:
+        assert drawn.max() - drawn.min() > 300  # the whole range, as before
+
+
+def test_finetune_refuses_an_empty_timestep_range(sd_model):
+    from dsharp.methods.finetune import FineTune
+
+    with pytest.raises(ValueError, match="method.timestep_min/max"):
+        FineTune(sd_model, None, 64, 64, timestep_min=900, timestep_max=900)
+
+
 def test_nan_reward_with_on_error_raise_stops(sd_model, brightness):
     method = _rlhf(sd_model, _reward(nan_trajectory=1))
     with pytest.raises(RewardError, match="NaN"):

@@ -81,7 +81,14 @@ def build_method(
     from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
 
     if cfg.name == "finetune":
-        return FineTune(model, reward, height, width)
+        return FineTune(
+            model,
+            reward,
+            height,
+            width,
+            timestep_min=cfg.timestep_min,
+            timestep_max=cfg.timestep_max,
+        )
     baseline = _BASELINES.get(cfg.name)
     if baseline is not None:
         module, cls_name = baseline

@@ -21,15 +21,31 @@ def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class FineTune(TrainingMethod):
-    """Noise data latents at uniform random timesteps and regress the noise (or, for a
-    v-prediction model, the velocity)."""
+    """Noise data latents at uniform random timesteps in ``[timestep_min, timestep_max)``
+    (the recipe's ``method.timestep_min/max``; default all of them) and regress the noise
+    (or, for a v-prediction model, the velocity)."""
 
     name = "finetune"
     data_kind = "images"
     trains_on_reward = False  # the reward is logged, never trained on
 
-    def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int, **_: Any):
+    def __init__(
+        self,
+        model: DiffusionModel,
+        reward: Any,
+        height: int,
+        width: int,
+        *,
+        timestep_min: int = 0,
+        timestep_max: int | None = None,
+    ):
         super().__init__(model, reward, height, width)
+        self.t_min = timestep_min
+        self.t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
+        if not 0 <= self.t_min < self.t_max <= model.num_train_timesteps:
+            raise ValueError(
+                f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
+            )
 
     def compute_loss(
         self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
@@ -40,7 +56,7 @@ class FineTune(TrainingMethod):
         with torch.no_grad():
             x0 = model.encode_images(batch.images.to(model.device), generator=generator)
             cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
-        t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
+        t = torch.randint(self.t_min, self.t_max, (x0.shape[0],), generator=generator)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         x_t = add_noise(self.tables, x0, eps, t.to(x0.device))
         t = t.to(x0.device)
