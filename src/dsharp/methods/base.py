@@ -31,6 +31,19 @@ class Batch:
             self.metadata = [{} for _ in self.prompts]
 
 
+def timestep_range(
+    model: DiffusionModel, timestep_min: int, timestep_max: int | None
+) -> tuple[int, int]:
+    """The recipe's ``[method.timestep_min, method.timestep_max)`` (None: up to the last
+    training timestep), checked against the model's schedule."""
+    t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
+    if not 0 <= timestep_min < t_max <= model.num_train_timesteps:
+        raise ValueError(
+            f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
+        )
+    return timestep_min, t_max
+
+
 class TrainingMethod(ABC):
     """A loss over a batch. Gradients flow only through calls that pass ``unet`` (the
     accelerate-wrapped module); everything else runs on ``model.unet`` without grad."""

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.d3po import preferred_pairs
 from dsharp.methods.losses import per_step_mse
 from dsharp.methods.online import generate_latents
@@ -163,12 +163,7 @@ class DiffusionDPO(TrainingMethod):
             self.data_kind = "prompts"
         self.beta = float(beta)
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
-        self.t_min = timestep_min
-        self.t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
-        if not 0 <= self.t_min < self.t_max <= model.num_train_timesteps:
-            raise ValueError(
-                f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
-            )
+        self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
         self.log_reward = log_reward
 
     # -- pairs ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.losses import per_step_mse
 from dsharp.models.base import DiffusionModel
 from dsharp.sampling import add_noise, eps_from_v, pred_x0_from_eps
@@ -40,12 +40,7 @@ class FineTune(TrainingMethod):
         timestep_max: int | None = None,
     ):
         super().__init__(model, reward, height, width)
-        self.t_min = timestep_min
-        self.t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
-        if not 0 <= self.t_min < self.t_max <= model.num_train_timesteps:
-            raise ValueError(
-                f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
-            )
+        self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
 
     def compute_loss(
         self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator

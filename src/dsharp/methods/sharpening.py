@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.losses import (
     path_rewards,
     per_step_mse,
@@ -69,12 +69,7 @@ class _Sharpening(TrainingMethod):
         self.stride = stride or model.num_train_timesteps // infer_steps
         self.infer_steps = infer_steps
         self.target = target
-        self.t_min = timestep_min
-        self.t_max = timestep_max if timestep_max is not None else model.num_train_timesteps
-        if not 0 <= self.t_min < self.t_max <= model.num_train_timesteps:
-            raise ValueError(
-                f"method.timestep_min/max: need 0 <= min < max <= {model.num_train_timesteps}"
-            )
+        self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
         self.decode_batch_size = decode_batch_size
 
     def _rollout_and_score(
