@@ -382,11 +382,15 @@ def test_finetune_draws_timesteps_in_the_recipe_range(sd_model, spies, t_range):
         assert drawn.max() - drawn.min() > 300  # the whole range, as before
 
 
-def test_finetune_refuses_an_empty_timestep_range(sd_model):
+def test_finetune_refuses_an_empty_timestep_range_and_fields_it_does_not_use(sd_model):
+    from dsharp.config import MethodConfig
+    from dsharp.methods.factory import build_method
     from dsharp.methods.finetune import FineTune
 
     with pytest.raises(ValueError, match="method.timestep_min/max"):
         FineTune(sd_model, None, 64, 64, timestep_min=900, timestep_max=900)
+    with pytest.raises(ValueError, match=r"method.beta: not used by finetune"):
+        build_method(MethodConfig(name="finetune", beta=5.0), sd_model, None, 64, 64)
 
 
 def test_nan_reward_with_on_error_raise_stops(sd_model, brightness):

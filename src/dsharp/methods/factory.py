@@ -12,6 +12,7 @@ from dsharp.models.base import DiffusionModel
 
 #: Table-1 baselines built from their constructor's signature: (module, class).
 _BASELINES: dict[str, tuple[str, str]] = {
+    "finetune": ("dsharp.methods.finetune", "FineTune"),
     "diffusion_dpo": ("dsharp.methods.dpo", "DiffusionDPO"),
     "ddpo": ("dsharp.methods.ddpo", "DDPO"),
     "d3po": ("dsharp.methods.d3po", "D3PO"),
@@ -77,18 +78,8 @@ def build_method(
     cfg: Any, model: DiffusionModel, reward: Any, height: int, width: int
 ) -> TrainingMethod:
     """Instantiate ``cfg.name`` with the recipe's hyperparameters."""
-    from dsharp.methods.finetune import FineTune
     from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
 
-    if cfg.name == "finetune":
-        return FineTune(
-            model,
-            reward,
-            height,
-            width,
-            timestep_min=cfg.timestep_min,
-            timestep_max=cfg.timestep_max,
-        )
     baseline = _BASELINES.get(cfg.name)
     if baseline is not None:
         module, cls_name = baseline
