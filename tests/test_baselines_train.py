@@ -289,6 +289,38 @@ def test_dpo_online_pairs_start_at_log2_and_offline_pairs_read_the_file(
     assert prompts_a == prompts_b and torch.equal(w_a, w_b)
 
 
+def test_dpo_error_space_scales_the_v_error_by_the_noise_level(tmp_path):
+    """On a v-prediction model (dsharp-mini) at one timestep t: the epsilon error is
+    ``abar_t`` times the v (native) error and the clean-sample error ``1 - abar_t`` times
+    it, since eps_hat - eps = sqrt(abar) (v_hat - v) and x0_hat - x0 = -sqrt(1 - abar)
+    (v_hat - v); the loss starts at log 2 in every space (policy = reference)."""
+    model = load_model("dsharp-mini")
+    pairs = str(_pairs_file(tmp_path))
+    errors = {}
+    for space in ("epsilon", "native", "x0"):
+        method = DiffusionDPO(
+            model,
+            MeanPixel(),
+            32,
+            32,
+            pairs_file=pairs,
+            timestep_min=600,
+            timestep_max=601,
+            error_space=space,
+        )
+        with torch.no_grad():
+            loss, metrics = method.compute_loss(_batch(), model.unet, _gen(3))
+        assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+        errors[space] = (metrics["mse_w"], metrics["mse_l"])
+    abar = method.tables.abar(torch.tensor([600])).item()
+    for k in range(2):
+        assert errors["epsilon"][k] == pytest.approx(abar * errors["native"][k], rel=1e-4)
+        assert errors["x0"][k] == pytest.approx((1 - abar) * errors["native"][k], rel=1e-4)
+    assert errors["native"][0] > 0
+    with pytest.raises(ValueError, match="error_space: unknown 'v'"):
+        DiffusionDPO(model, MeanPixel(), 32, 32, pairs_file=pairs, error_space="v")
+
+
 def _pairs_file(folder: Path) -> Path:
     rows = []
     for i in range(3):

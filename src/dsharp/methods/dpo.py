@@ -6,7 +6,9 @@ drawn noise, under the trained model (``e_theta``) and the frozen reference (``e
 
     loss = -log sigmoid(-beta / 2 * ((e_theta(w) - e_ref(w)) - (e_theta(l) - e_ref(l))))
 
-with ``beta`` 5000 (the authors used 2000-5000 for SD 1.5, 5000 for SDXL). The reference is
+with ``beta`` 5000 (the authors used 2000-5000 for SD 1.5, 5000 for SDXL).
+``method.options.error_space`` (``epsilon``, the authors' choice; ``native``; ``x0``; see
+:mod:`dsharp.methods.error_space`) measures ``e`` in another space instead. The reference is
 ``model.reference()``: the same UNet with LoRA adapters disabled, or a frozen copy.
 
 Pairs come from one of two sources (``method.options.pairs``):
@@ -41,11 +43,17 @@ import torch.nn.functional as F
 
 from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.d3po import preferred_pairs
+from dsharp.methods.error_space import (
+    check_error_space,
+    clean_from_prediction,
+    predict_in_space,
+    target_in_space,
+)
 from dsharp.methods.losses import per_step_mse
 from dsharp.methods.online import generate_latents
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
-from dsharp.sampling import add_noise, pred_x0_from_eps
+from dsharp.sampling import add_noise
 
 PAIR_MODES = ("offline", "online")
 
@@ -137,8 +145,10 @@ class DiffusionDPO(TrainingMethod):
         pairs: str = "offline",
         pairs_file: str | None = None,
         log_reward: bool = True,
+        error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
+        self.error_space = check_error_space(error_space)
         if pairs not in PAIR_MODES:
             raise ValueError(f"method.options.pairs: expected 'offline' or 'online', got {pairs!r}")
         if not beta > 0:
@@ -232,11 +242,13 @@ class DiffusionDPO(TrainingMethod):
         noise2 = torch.cat([noise, noise])
         x_t = add_noise(self.tables, torch.cat([x0_w, x0_l]), noise2, t2)
         cond2 = Conditioning.cat([cond, cond])
-        pred = model.predict_noise(x_t, t2, cond2, unet=unet)
+        space = self.error_space
+        pred = predict_in_space(model, self.tables, space, x_t, t2, cond2, unet)
         with torch.no_grad(), model.reference():
-            pred_ref = model.predict_noise(x_t, t2, cond2)
-        err = per_step_mse(pred, noise2)
-        err_ref = per_step_mse(pred_ref, noise2)
+            pred_ref = predict_in_space(model, self.tables, space, x_t, t2, cond2)
+        target = target_in_space(model, space, torch.cat([x0_w, x0_l]), noise2, t2)
+        err = per_step_mse(pred, target)
+        err_ref = per_step_mse(pred_ref, target)
         per_pair = diffusion_dpo_loss(err[:num], err[num:], err_ref[:num], err_ref[num:], self.beta)
         weights = usable.to(per_pair.dtype)
         loss = (per_pair * weights).sum() / weights.sum().clamp(min=1)
@@ -259,7 +271,9 @@ class DiffusionDPO(TrainingMethod):
         """Mean reward of the trained model's ``x0_hat`` for both members of every pair."""
         if not self.log_reward:
             return float("nan")
-        x0_hat = pred_x0_from_eps(self.tables, x_t, pred.detach().float(), t)
+        x0_hat = clean_from_prediction(
+            self.model, self.tables, self.error_space, x_t, pred.detach().float(), t
+        )
         images = self.model.decode(x0_hat)
         both = prompts + prompts
         meta = [{"pair": i % len(prompts), "member": i // len(prompts)} for i in range(len(both))]

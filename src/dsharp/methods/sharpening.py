@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dsharp.methods.base import Batch, TrainingMethod, timestep_range
+from dsharp.methods.error_space import check_error_space, predict_in_space, target_in_space
 from dsharp.methods.losses import (
     path_rewards,
     per_step_mse,
@@ -25,13 +26,6 @@ from dsharp.methods.losses import (
 from dsharp.methods.online import generate_latents
 from dsharp.methods.trajectory import Rollout, gather_steps, roll_out, score_rollout
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.sampling import pred_x0_from_eps, x0_from_v
-
-# Where a trajectory step's error is measured. epsilon: the paper's code. native: the UNet's
-# own output (v for v-prediction models). x0: the predicted clean sample against the
-# trajectory's clean sample, a bounded target; the epsilon/v targets of later trajectory
-# steps divide the state's drift from x0 by sqrt(1 - abar), which explodes near t = 0.
-ERROR_SPACES = ("epsilon", "native", "x0")
 
 
 class _Sharpening(TrainingMethod):
@@ -55,12 +49,7 @@ class _Sharpening(TrainingMethod):
         error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
-        if error_space not in ERROR_SPACES:
-            raise ValueError(
-                f"method.options.error_space: unknown '{error_space}' "
-                f"(expected one of {', '.join(ERROR_SPACES)})"
-            )
-        self.error_space = error_space
+        self.error_space = check_error_space(error_space)
         if n < 1 or m < 1:
             raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
         if target not in ("consistent", "original"):
@@ -109,42 +98,23 @@ class _Sharpening(TrainingMethod):
         step_idx, traj_idx, owner = gather_steps(rollout, trajectories)
         states = rollout.states[step_idx, traj_idx]
         timesteps = rollout.timesteps[step_idx, traj_idx]
-        pred = self._predict(states, timesteps, cond_n.index(traj_idx), unet)
-        if self.error_space == "x0":
-            pred = self._clean_from_native(states, pred, timesteps)
-            targets = rollout.x0[traj_idx]
-        else:
-            targets = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
-            if self.error_space == "native":
-                targets = self.model.native_target(rollout.x0[traj_idx], targets, timesteps)
-        return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
-
-    def _predict(
-        self,
-        states: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        unet: torch.nn.Module | None,
-    ) -> torch.Tensor:
-        """UNet output at ``states``: epsilon in epsilon space, the UNet's own otherwise.
-
-        With ``unet`` the call carries gradients; with None it runs the reference model.
-        """
-        predict = (
-            self.model.predict_noise if self.error_space == "epsilon" else self.model.predict_native
-        )
+        cond = cond_n.index(traj_idx)
         if unet is None:
             with torch.no_grad(), self.model.reference():
-                return predict(states, timesteps, cond)
-        return predict(states, timesteps, cond, unet=unet)
-
-    def _clean_from_native(
-        self, states: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
-        """Predicted clean sample from the UNet's own output."""
-        if self.model.prediction_type == "v_prediction":
-            return x0_from_v(self.tables, states, pred, timesteps)
-        return pred_x0_from_eps(self.tables, states, pred, timesteps)
+                pred = predict_in_space(
+                    self.model, self.tables, self.error_space, states, timesteps, cond
+                )
+        else:
+            pred = predict_in_space(
+                self.model, self.tables, self.error_space, states, timesteps, cond, unet
+            )
+        # The epsilon target of a later trajectory step is the noise its state implies
+        # (method.target), and the other spaces' targets derive from it.
+        eps = rollout.targets_at(self.target, self.tables, step_idx, traj_idx)
+        targets = target_in_space(
+            self.model, self.error_space, rollout.x0[traj_idx], eps, timesteps
+        )
+        return trajectory_errors(per_step_mse(pred, targets), owner, trajectories.numel())
 
     @staticmethod
     def _reward_metrics(returns: torch.Tensor, best: torch.Tensor, worst: torch.Tensor) -> dict:
