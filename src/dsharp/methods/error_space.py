@@ -45,11 +45,9 @@ def predict_in_space(
     if space == "epsilon":
         return model.predict_noise(states, timesteps, cond, unet=unet)
     pred = model.predict_native(states, timesteps, cond, unet=unet)
-    return (
-        pred
-        if space == "native"
-        else clean_from_prediction(model, tables, "native", states, pred, timesteps)
-    )
+    if space == "native":
+        return pred
+    return clean_from_prediction(model, tables, "native", states, pred, timesteps)
 
 
 def clean_from_prediction(
