@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from dsharp.methods.base import Batch, TrainingMethod, timestep_range
+from dsharp.methods.error_space import clean_from_prediction
 from dsharp.methods.losses import per_step_mse
 from dsharp.models.base import DiffusionModel
-from dsharp.sampling import add_noise, eps_from_v, pred_x0_from_eps
+from dsharp.sampling import add_noise
 
 
 def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -59,21 +60,17 @@ class FineTune(TrainingMethod):
         loss = denoising_loss(pred, model.native_target(x0, eps, t))
         metrics = {"mse": loss.detach().item()}
         if self.reward is not None:
-            pred_eps = pred.detach()
-            if model.prediction_type == "v_prediction":
-                pred_eps = eps_from_v(self.tables, x_t, pred_eps, t)
-            metrics["reward"] = self._predicted_reward(batch, x_t, pred_eps, t)
+            x0_hat = clean_from_prediction(model, self.tables, "native", x_t, pred.detach(), t)
+            metrics["reward"] = self._predicted_reward(batch, x0_hat)
         return loss, metrics
 
     @torch.no_grad()
-    def _predicted_reward(
-        self, batch: Batch, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
-    ) -> float:
+    def _predicted_reward(self, batch: Batch, x0_hat: torch.Tensor) -> float:
         """Mean reward of the clean images the model predicts from this step's noisy inputs:
         a reward to log for comparison with reward-driven methods (it is not trained on)."""
         from dsharp.rewards.base import RewardImages
 
-        images = self.model.decode(pred_x0_from_eps(self.tables, x_t, eps, t))
+        images = self.model.decode(x0_hat)
         scores, _ = self.reward(RewardImages(images), batch.prompts, batch.metadata)
         scores = scores[~torch.isnan(scores)]
         return scores.mean().item() if scores.numel() else float("nan")
