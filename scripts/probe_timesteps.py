@@ -30,6 +30,7 @@ from dsharp.sampling import (
     guided_noise,
     inference_timesteps,
     pred_x0_from_eps,
+    prev_timestep,
 )
 from dsharp.shapes.prompts import HELD_OUT_PAIRS
 from dsharp.shapes.verifier import verify_batch
@@ -83,11 +84,11 @@ def denoised_score(model: DiffusionModel, prompts: list[str], x0: torch.Tensor, 
     x = add_noise(tables, x0, noise, torch.full((len(prompts),), int(schedule[0])))
     cond = model.encode_prompt(prompts, 32, 32)
     uncond = model.encode_negative(len(prompts), 32, 32)
-    stride = tables.num_train_timesteps // EVAL_STEPS
     for step in schedule:
         t_vec = step.expand(len(prompts))
         eps = guided_noise(model, x, t_vec, cond, uncond, EVAL_GUIDANCE)
-        x = ddim_step(tables, x, eps, t_vec, t_vec - stride).prev_sample
+        t_prev = prev_timestep(t_vec, EVAL_STEPS, tables.num_train_timesteps)
+        x = ddim_step(tables, x, eps, t_vec, t_prev).prev_sample
     return score(x, prompts)
 
 
