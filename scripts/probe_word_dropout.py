@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from dsharp.generate import SampleSettings, generate
 from dsharp.methods.base import Batch
 from dsharp.methods.finetune import FineTune
 from dsharp.models import load_model
+from dsharp.models.base import DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.shapes.data import generate_pairs
 from dsharp.shapes.grammar import COLOURS, SHAPES
@@ -35,7 +37,7 @@ from dsharp.shapes.reward import ShapesReward
 EMPTY_PROMPT_PROB = 0.1  # as in recipes/mini/pretrain.yaml
 
 
-def word_dropper(kind: str, p: float, seed: int = 7):
+def word_dropper(kind: str, p: float, seed: int = 7) -> Callable[[str], str]:
     """A function that removes each colour (or shape) word of a caption with probability p."""
     rng = np.random.default_rng(seed)
     if kind == "none":
@@ -47,7 +49,9 @@ def word_dropper(kind: str, p: float, seed: int = 7):
     return lambda caption: pattern.sub(lambda m: "" if rng.random() < p else m.group(0), caption)
 
 
-def continue_pretraining(model, drop, args: argparse.Namespace) -> None:
+def continue_pretraining(
+    model: DiffusionModel, drop: Callable[[str], str], args: argparse.Namespace
+) -> None:
     """dsharp's ``finetune`` loss on freshly rendered train-split scenes, AdamW at a
     constant learning rate."""
     method = FineTune(model, None, 32, 32)
@@ -70,7 +74,7 @@ def continue_pretraining(model, drop, args: argparse.Namespace) -> None:
     model.unet.eval()
 
 
-def val_scores(model) -> dict[str, float]:
+def val_scores(model: DiffusionModel) -> dict[str, float]:
     """Mean exact shapes score per val category and overall, one image per prompt."""
     reward, settings = ShapesReward(), SampleSettings("default", 25, 5.0, 0.0)
     out, every = {}, []
