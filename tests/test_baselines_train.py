@@ -232,7 +232,8 @@ def test_ddpo_groups_advantages_by_prompt_string(sd_model):
     expected = per_prompt_advantages(rnd.rewards, rnd.prompts).clamp(-5, 5)
     torch.testing.assert_close(method._advantages, expected)
     x = torch.tensor([0, 1, 4, 5])  # the four samples of prompt "x" are one group
-    assert method._advantages[x].mean().abs() < 1e-5
+    # standardised advantages (O(1)): float32 sums differ by CPU kernel (AVX2 vs AVX-512)
+    assert method._advantages[x].mean().abs() < 1e-4
     assert method._advantages[2:4].abs().sum() > 0
 
 
@@ -490,7 +491,9 @@ def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
         *SHRINK,
     )
     rows = _check_run(out, result)
-    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    # policy = reference at init, so the margin is 0 up to float error that beta amplifies
+    # (1.5e-4 seen on an AVX2-only CPU)
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
 
 
 def test_mini_iterpo_and_finetune_train_two_steps(tiny_sd_dir, tmp_path, tiny_clip):
