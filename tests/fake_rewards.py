@@ -22,20 +22,33 @@ class BrightnessReward:
     """Mean pixel value of each image.
 
     ``nan_trajectory`` / ``nan_prompt``: score NaN for that trajectory index (from the
-    metadata the methods attach) or that prompt, to simulate samples a reward cannot score.
+    metadata the methods attach) or that prompt, to simulate samples a reward cannot score;
+    ``nan_sample_trajectory``: the same, but only where no trajectory step is named (the
+    online samples themselves, not their trajectories' predictions).
     Every call is recorded in the class-level ``calls`` list.
     """
 
     differentiable = False
     calls: list[dict[str, Any]] = []
 
-    def __init__(self, nan_trajectory: int = -1, nan_prompt: str = "", on_error: str = "raise"):
+    def __init__(
+        self,
+        nan_trajectory: int = -1,
+        nan_prompt: str = "",
+        nan_sample_trajectory: int = -1,
+        on_error: str = "raise",
+    ):
         self.nan_trajectory, self.nan_prompt, self.on_error = nan_trajectory, nan_prompt, on_error
+        self.nan_sample_trajectory = nan_sample_trajectory
 
     def __call__(self, images, prompts, metadata):
         scores = images.tensor.float().mean(dim=(1, 2, 3))
         for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
             if meta.get("trajectory") == self.nan_trajectory or prompt == self.nan_prompt:
+                scores[i] = float("nan")
+            if "trajectory_step" not in meta and meta.get("trajectory") == (
+                self.nan_sample_trajectory
+            ):
                 scores[i] = float("nan")
         BrightnessReward.calls.append(
             {"scores": scores.clone(), "prompts": list(prompts), "metadata": list(metadata)}

@@ -252,6 +252,41 @@ def test_rlhf_winner_weight_adds_the_winners_error_to_the_dpo_loss(sd_model, bri
         _rlhf(sd_model, _reward(), winner_weight=-1.0)
 
 
+def test_rlhf_sample_weight_mixes_each_samples_reward_into_its_return(sd_model, brightness, spies):
+    """Returns are (1 - a) * mean step reward + a * the online sample's own reward."""
+    method = _rlhf(sd_model, _reward(), sample_weight=0.25)
+    _, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(3))
+    step_calls = [c for c in brightness if "trajectory_step" in c["metadata"][0]]
+    sample_calls = [c for c in brightness if "trajectory_step" not in c["metadata"][0]]
+    assert len(step_calls) == 2 and len(sample_calls) == 1  # every step valid for t >= 500
+    with torch.no_grad():
+        decoded = sd_model.decode(spies["rollout"].x0)
+    sample = sample_calls[0]["scores"]
+    assert torch.allclose(sample, decoded.float().mean(dim=(1, 2, 3)))
+    path = (step_calls[0]["scores"] + step_calls[1]["scores"]) / 2
+    assert torch.allclose(spies["returns"], 0.75 * path + 0.25 * sample, atol=1e-6)
+    assert metrics["sample_reward"] == pytest.approx(sample.mean().item(), rel=1e-5)
+
+
+def test_rlhf_sample_weight_skips_unscored_samples_and_rejects_bad_values(
+    sd_model, brightness, spies
+):
+    """A sample the reward could not score makes its trajectory NaN even with scored steps."""
+    reward = _reward(on_error="missing", nan_sample_trajectory=1)
+    method = _rlhf(sd_model, reward, sample_weight=0.5)
+    method.compute_loss(_batch(), sd_model.unet, _gen(4))
+    step_calls = [c for c in brightness if "trajectory_step" in c["metadata"][0]]
+    assert not any(torch.isnan(c["scores"]).any() for c in step_calls)
+    returns = spies["returns"].view(len(PROMPTS), N)
+    assert torch.isnan(returns[:, 1]).all() and not torch.isnan(returns[:, [0, 2]]).any()
+    assert (spies["best"] % N != 1).all() and (spies["worst"] % N != 1).all()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="sample_weight: must be in"):
+            _rlhf(sd_model, _reward(), sample_weight=bad)
+    with pytest.raises(ValueError, match="sample_weight: expected a number"):
+        _rlhf(sd_model, _reward(), sample_weight="half")
+
+
 def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness, spies):
     method = _sft(sd_model, _reward())
     loss, metrics = method.compute_loss(_image_batch(), sd_model.unet, _gen(2))
