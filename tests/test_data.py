@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -94,6 +95,7 @@ class _Cfg:
     generator = "none"
     empty_prompt_prob = 0.5
     caption_noise = 0.0
+    balance = "prompt"
     dataset = None
 
 
@@ -125,6 +127,32 @@ def test_shapes_prompt_source_follows_data_split():
     assert grammar == [p for ps in grammar_prompt_sets().values() for p in ps]
     images = TrainingData(Grammar(), "images", 32, 32, seed=0).batch(2, 0, 0, 0)
     assert set(images.prompts) <= set(grammar) and images.images.shape == (2, 3, 32, 32)
+
+
+def test_category_balance_draws_each_category_equally_often():
+    from dsharp.config import DataConfig
+    from dsharp.shapes import grammar_prompt_sets
+
+    category = {p: k for k, ps in grammar_prompt_sets().items() for p in ps}
+    counts = {}
+    for balance in ("prompt", "category"):
+        cfg = DataConfig(generator="shapes", split="grammar", balance=balance)
+        data = TrainingData(cfg, "prompts", 32, 32, seed=0)
+        drawn = [p for step in range(100) for p in data.batch(10, step, 0, 0).prompts]
+        counts[balance] = Counter(category[p] for p in drawn)
+    # 12 of 817 grammar prompts are single-object: ~15 of 1000 uniform draws, ~200 balanced
+    assert counts["prompt"]["single"] < 40
+    assert all(150 < counts["category"][k] < 250 for k in grammar_prompt_sets())
+
+
+def test_category_balance_needs_the_shapes_generator():
+    from dsharp.config import RecipeError, recipe_from_dict
+
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    with pytest.raises(RecipeError, match="balance"):
+        recipe_from_dict({**base, "data": {"prompts": ["a red circle"], "balance": "category"}})
+    with pytest.raises(RecipeError, match="balance"):
+        recipe_from_dict({**base, "data": {"generator": "shapes", "balance": "colour"}})
 
 
 def test_shapes_split_must_be_known():

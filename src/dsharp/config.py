@@ -350,6 +350,12 @@ class DataConfig(_PromptSource):
         description="data.generator shapes: probability that a caption is perturbed "
         "(under-described or wrong; see dsharp.shapes.data).",
     )
+    balance: Literal["prompt", "category"] = Field(
+        "prompt",
+        description="data.generator shapes: 'prompt' draws every prompt of the split equally "
+        "often; 'category' draws a category first, all five equally often (as in the shapes "
+        "bench and T2I-CompBench), then one of its prompts.",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -368,6 +374,12 @@ class DataConfig(_PromptSource):
             raise FieldProblem(("generator",), "set either data.dataset or data.generator")
         if self.caption_noise and self.generator != "shapes":
             raise FieldProblem(("caption_noise",), "only used with data.generator: shapes")
+        if self.balance != "prompt" and (
+            self.generator != "shapes" or self.prompts or self.prompts_file
+        ):
+            raise FieldProblem(
+                ("balance",), "only used with data.generator: shapes and no data.prompts(_file)"
+            )
         if self.generator == "shapes" and self.split not in SHAPES_SPLITS:
             raise FieldProblem(
                 ("split",),
