@@ -24,7 +24,6 @@ from dsharp.methods.base import Batch
 from dsharp.methods.factory import build_method
 from dsharp.methods.losses import select_per_prompt
 from dsharp.methods.online import generate_latents
-from dsharp.rewards.base import RewardImages
 from dsharp.shapes import grammar_prompt_sets
 
 
@@ -63,8 +62,7 @@ def main() -> None:
                 width=width,
                 generator=generator,
             )
-            prompts_n = [p for p in chunk for _ in range(n)]
-            own, _ = reward(RewardImages(model.decode(x0)), prompts_n, [{}] * len(prompts_n))
+            own = method._sample_rewards(batch, x0)
             _, _, returns, _ = method._rollout_and_score(batch, x0, cond, generator)
         best, worst, _ = select_per_prompt(returns, n)
         trained = returns[best] > returns[worst]  # the pairs the method trains on

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -230,13 +231,18 @@ class TrainingData:
         """The shapes world's prompts that ``data.split`` names (train or grammar)."""
         return [p for group in self._shapes_sets().values() for p in group]
 
+    @cached_property
+    def _category_groups(self) -> list[list[str]]:
+        """The split's non-empty per-category prompt lists, built once per run."""
+        return [group for group in self._shapes_sets().values() if group]
+
     def _draw_prompts(self, batch_size: int, rng: random.Random) -> list[str]:
         """``batch_size`` prompts: uniform over prompts, or over categories first when
         ``data.balance`` is ``category``: the grammar split holds 12 single-object prompts of
         817, so uniform prompts show one in 1.5% of draws, though the benches weigh each
         category alike."""
         if self.cfg.balance == "category":
-            groups = [g for g in self._shapes_sets().values() if g]
+            groups = self._category_groups
             return [rng.choice(rng.choice(groups)) for _ in range(batch_size)]
         return [rng.choice(self.prompts) for _ in range(batch_size)]
 

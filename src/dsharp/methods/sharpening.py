@@ -24,7 +24,13 @@ from dsharp.methods.losses import (
     trajectory_errors,
 )
 from dsharp.methods.online import generate_latents
-from dsharp.methods.trajectory import Rollout, gather_steps, roll_out, score_rollout
+from dsharp.methods.trajectory import (
+    Rollout,
+    decode_in_chunks,
+    gather_steps,
+    roll_out,
+    score_rollout,
+)
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
 
@@ -62,6 +68,12 @@ class _Sharpening(TrainingMethod):
         self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
         self.decode_batch_size = decode_batch_size
 
+    def _per_trajectory(self, batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
+        """Prompts and reward metadata repeated for the ``n`` trajectories of each prompt."""
+        prompts_n = [p for p in batch.prompts for _ in range(self.n)]
+        meta_n = [dict(md, trajectory=k) for md in batch.metadata for k in range(self.n)]
+        return prompts_n, meta_n
+
     def _rollout_and_score(
         self, batch: Batch, x0: torch.Tensor, cond: Conditioning, generator: torch.Generator
     ) -> tuple[Rollout, torch.Tensor, torch.Tensor, Conditioning]:
@@ -77,8 +89,7 @@ class _Sharpening(TrainingMethod):
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(device, x0.dtype)
         cond_n = cond.repeat_interleave(n)
         rollout = roll_out(self.model, self.tables, x0, noise, t, cond_n, self.m, self.stride)
-        prompts_n = [p for p in batch.prompts for _ in range(n)]
-        meta_n = [dict(md, trajectory=k) for md in batch.metadata for k in range(n)]
+        prompts_n, meta_n = self._per_trajectory(batch)
         step_rewards, _ = score_rollout(
             self.model, self.reward, rollout, prompts_n, meta_n, self.decode_batch_size
         )
@@ -218,13 +229,9 @@ class RLHFSharpening(_Sharpening):
 
     def _sample_rewards(self, batch: Batch, x0_n: torch.Tensor) -> torch.Tensor:
         """Reward of each online sample ``(B*n,)``; NaN where the reward could not score."""
-        n = self.n
-        prompts_n = [p for p in batch.prompts for _ in range(n)]
-        meta_n = [dict(md, trajectory=k) for md in batch.metadata for k in range(n)]
+        prompts_n, meta_n = self._per_trajectory(batch)
+        images = decode_in_chunks(self.model, x0_n, self.decode_batch_size)
         with torch.no_grad():
-            images = torch.cat(
-                [self.model.decode(chunk) for chunk in x0_n.split(self.decode_batch_size)]
-            )
             scores, _ = self.reward(RewardImages(images), prompts_n, meta_n)
         return scores.to(x0_n.device, torch.float32)
 

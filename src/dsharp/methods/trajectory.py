@@ -104,6 +104,15 @@ def roll_out(
 
 
 @torch.no_grad()
+def decode_in_chunks(model: DiffusionModel, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Decode ``latents`` ``batch_size`` at a time (bounds the decoder's memory); an empty
+    batch comes back as is."""
+    if not latents.shape[0]:
+        return latents
+    return torch.cat([model.decode(chunk) for chunk in latents.split(batch_size)])
+
+
+@torch.no_grad()
 def score_rollout(
     model: DiffusionModel,
     reward: Any,
@@ -122,11 +131,7 @@ def score_rollout(
     m, n_traj = rollout.valid.shape
     flat_valid = rollout.valid.flatten()
     flat_pred = rollout.pred_x0.flatten(0, 1)[flat_valid]
-    images = (
-        torch.cat([model.decode(chunk) for chunk in flat_pred.split(decode_batch_size)])
-        if flat_pred.shape[0]
-        else flat_pred
-    )
+    images = decode_in_chunks(model, flat_pred, decode_batch_size)
     rewards = torch.full((m * n_traj,), float("nan"), device=rollout.states.device)
     infos: list[dict[str, Any]] = []
     positions = flat_valid.nonzero().flatten()
