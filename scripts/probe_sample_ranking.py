@@ -61,6 +61,7 @@ def main() -> None:
                 height=height,
                 width=width,
                 generator=generator,
+                timestep_spacing=method.sample_spacing,
             )
             own = method._sample_rewards(batch, x0)
             _, _, returns, _ = method._rollout_and_score(batch, x0, cond, generator)

@@ -287,6 +287,20 @@ def test_rlhf_sample_weight_skips_unscored_samples_and_rejects_bad_values(
         _rlhf(sd_model, _reward(), sample_weight="half")
 
 
+@pytest.mark.parametrize(("spacing", "first"), [(None, 501), ("trailing", 999)])
+def test_rlhf_sample_spacing_sets_where_online_samples_start(
+    sd_model, brightness, spies, spacing, first
+):
+    """Two-step online samples start at t = 501 with the tiny model's leading spacing and at
+    t = 999 with sample_spacing: trailing; the trajectories are unaffected by it."""
+    method = _rlhf(sd_model, _reward(), sample_spacing=spacing)
+    method.compute_loss(_batch(), sd_model.unet, _gen(5))
+    sampler_timesteps = [int(c[2].flatten()[0]) for c in spies["unet"].calls[:2]]
+    assert sampler_timesteps == [first, first - 500]
+    with pytest.raises(ValueError, match="sample_spacing: unknown 'sideways'"):
+        _rlhf(sd_model, _reward(), sample_spacing="sideways")
+
+
 def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness, spies):
     method = _sft(sd_model, _reward())
     loss, metrics = method.compute_loss(_image_batch(), sd_model.unet, _gen(2))

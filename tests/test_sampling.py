@@ -49,6 +49,20 @@ def test_inference_timesteps_match_set_timesteps(spacing, steps):
     assert torch.equal(ours, scheduler.timesteps)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_inference_timesteps_with_another_spacing(spacing):
+    """The override gives what a scheduler configured with that spacing gives, and leaves
+    the caller's scheduler (leading) as it was."""
+    scheduler = _scheduler()
+    ours = inference_timesteps(scheduler, 7, spacing)
+    other = _scheduler(timestep_spacing=spacing)
+    other.set_timesteps(7)
+    assert torch.equal(ours, other.timesteps)
+    assert scheduler.config.timestep_spacing == "leading"
+    with pytest.raises(ValueError, match="unknown timestep spacing 'sideways'"):
+        inference_timesteps(scheduler, 7, "sideways")
+
+
 def test_inference_timesteps_leaves_scheduler_alone():
     scheduler = _scheduler()
     inference_timesteps(scheduler, 10)

@@ -97,15 +97,29 @@ def _timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch
     return t
 
 
-def inference_timesteps(scheduler: Any, steps: int) -> torch.Tensor:
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
+
+
+def inference_timesteps(
+    scheduler: Any, steps: int, timestep_spacing: str | None = None
+) -> torch.Tensor:
     """The ``steps`` timesteps, descending, exactly as ``DDIMScheduler.set_timesteps`` gives them.
 
-    Runs ``set_timesteps`` on a fresh scheduler built from the same config, so the caller's
-    scheduler is never mutated and every spacing option behaves as in diffusers.
+    Runs ``set_timesteps`` on a fresh scheduler built from the same config (with
+    ``timestep_spacing`` in place of the config's, if given), so the caller's scheduler is
+    never mutated and every spacing option behaves as in diffusers.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    fresh = type(scheduler).from_config(scheduler.config)
+    overrides = {}
+    if timestep_spacing is not None:
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"unknown timestep spacing {timestep_spacing!r} "
+                f"(expected {', '.join(TIMESTEP_SPACINGS)})"
+            )
+        overrides["timestep_spacing"] = timestep_spacing
+    fresh = type(scheduler).from_config(scheduler.config, **overrides)
     fresh.set_timesteps(steps)
     return fresh.timesteps.clone().long()
 

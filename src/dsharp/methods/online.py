@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps, prev_timestep
+from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps
 
 
 @torch.no_grad()
@@ -19,6 +19,7 @@ def generate_latents(
     width: int,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    timestep_spacing: str | None = None,
 ) -> torch.Tensor:
     """Final DDIM latents ``(B, C, h, w)`` for pre-encoded ``cond``, without decoding.
 
@@ -27,6 +28,11 @@ def generate_latents(
     ``[-1, 1]``), because methods train on these samples as clean targets: 5-step guided
     samples of dsharp-mini put 13% of their pixels outside that range, where no training
     image has any.
+
+    ``timestep_spacing`` (``leading``, ``linspace`` or ``trailing``) overrides the
+    scheduler's spacing for these samples only. Why: with ``leading`` spacing few steps start
+    well below the last timestep (5 steps of 1000: at t = 801), so the first step reads pure
+    noise as a partly clean image; ``trailing`` starts at t = 999.
     """
     batch = len(cond)
     device = model.device
@@ -34,7 +40,11 @@ def generate_latents(
     x = torch.randn(shape, generator=generator).to(device) * model.scheduler.init_noise_sigma
     uncond = model.encode_negative(batch, height, width) if guidance > 1 else None
     tables = DDIMTables.from_scheduler(model.scheduler, device=device)
-    for t in inference_timesteps(model.scheduler, steps).to(device):
+    timesteps = inference_timesteps(model.scheduler, steps, timestep_spacing).to(device)
+    # Each step lands on the next timestep of the schedule, the last one on the clean image
+    # (t = -1 reads the scheduler's final alpha), whatever the spacing.
+    targets = torch.cat([timesteps[1:], timesteps.new_full((1,), -1)])
+    for t, t_prev in zip(timesteps, targets, strict=True):
         t_vec = t.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance).float()
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
@@ -43,7 +53,7 @@ def generate_latents(
             x,
             eps,
             t_vec,
-            prev_timestep(t_vec, steps, tables.num_train_timesteps),
+            t_prev.expand(batch),
             eta=eta,
             noise=noise,
         ).prev_sample

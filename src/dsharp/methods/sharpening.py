@@ -33,6 +33,7 @@ from dsharp.methods.trajectory import (
 )
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
+from dsharp.sampling import TIMESTEP_SPACINGS
 
 
 class _Sharpening(TrainingMethod):
@@ -186,6 +187,11 @@ class RLHFSharpening(_Sharpening):
     the quickstart's prompts the path ranking put the worse sample first in 9 of 48 trained
     pairs and tied the samples in 14 (``scripts/probe_sample_ranking.py``). Scoring the
     samples costs one reward call and no network evaluation.
+
+    ``sample_spacing`` (``method.options``; default None, the scheduler's own) sets the
+    timestep spacing of the online samples only (``leading``, ``linspace``, ``trailing``).
+    Why: few-step ``leading`` samples start far below the last timestep (see
+    :func:`dsharp.methods.online.generate_latents`).
     """
 
     name = "rlhf_sharpening"
@@ -204,6 +210,7 @@ class RLHFSharpening(_Sharpening):
         eta: float = 0.0,
         winner_weight: float = 0.0,
         sample_weight: float = 0.0,
+        sample_spacing: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(model, reward, height, width, **kwargs)
@@ -223,6 +230,12 @@ class RLHFSharpening(_Sharpening):
             raise ValueError(
                 f"method.options.sample_weight: must be in [0, 1], got {sample_weight}"
             )
+        if sample_spacing is not None and sample_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"method.options.sample_spacing: unknown {sample_spacing!r} "
+                f"(expected {', '.join(TIMESTEP_SPACINGS)}, or null for the scheduler's own)"
+            )
+        self.sample_spacing = sample_spacing
         self.beta, self.guidance, self.eta = beta, guidance, eta
         self.winner_weight = float(winner_weight)
         self.sample_weight = float(sample_weight)
@@ -250,6 +263,7 @@ class RLHFSharpening(_Sharpening):
                 width=self.width,
                 eta=self.eta,
                 generator=generator,
+                timestep_spacing=self.sample_spacing,
             )
         rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
         sample_rewards = None
