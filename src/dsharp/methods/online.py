@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps
+from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps, prev_timestep
 
 
 @torch.no_grad()
@@ -40,11 +40,7 @@ def generate_latents(
     x = torch.randn(shape, generator=generator).to(device) * model.scheduler.init_noise_sigma
     uncond = model.encode_negative(batch, height, width) if guidance > 1 else None
     tables = DDIMTables.from_scheduler(model.scheduler, device=device)
-    timesteps = inference_timesteps(model.scheduler, steps, timestep_spacing).to(device)
-    # Each step lands on the next timestep of the schedule, the last one on the clean image
-    # (t = -1 reads the scheduler's final alpha), whatever the spacing.
-    targets = torch.cat([timesteps[1:], timesteps.new_full((1,), -1)])
-    for t, t_prev in zip(timesteps, targets, strict=True):
+    for t in inference_timesteps(model.scheduler, steps, timestep_spacing).to(device):
         t_vec = t.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance).float()
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
@@ -53,7 +49,7 @@ def generate_latents(
             x,
             eps,
             t_vec,
-            t_prev.expand(batch),
+            prev_timestep(t_vec, steps, tables.num_train_timesteps),
             eta=eta,
             noise=noise,
         ).prev_sample
