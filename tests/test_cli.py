@@ -223,6 +223,9 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert set(stats) == {"mean", "std", "ci95", "n"} and stats["n"] == 4
     assert 0.0 <= stats["mean"] <= 1.0 and first["overall"] == pytest.approx(stats["mean"])
     assert first["nfe_per_image"] == 4 and 0.0 <= first["strict"] <= 1.0
+    # "a red square", "a blue circle": one presence constraint each, so its share met is
+    # the mean score
+    assert first["constraints"] == {"presence": pytest.approx(stats["mean"])}
     assert json.loads((tmp_path / "base.json").read_text()) == first
 
     # the same seeds give the same images, hence the same scores
@@ -234,11 +237,11 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     result = _invoke(["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out])
     assert result.exit_code == 0, result.output
     table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
-    assert table[0] == ["run", "overall", "strict", "shapes", "nfe/image"]
+    assert table[0] == ["run", "overall", "strict", "shapes", "met:presence", "nfe/image"]
     assert [row[0] for row in table[1:]] == ["base", "noguid"]
     assert float(table[1][1]) == pytest.approx(first["overall"])
     markdown = (out / "compare.md").read_text().splitlines()
-    assert markdown[0] == "| run | overall | strict | shapes | nfe/image |"
+    assert markdown[0] == "| run | overall | strict | shapes | met:presence | nfe/image |"
     assert len(markdown) == 4
     assert markdown[2].startswith("| base | ")
 
@@ -267,6 +270,47 @@ def test_eval_weight_zero_reward_is_reported_but_never_poisons_overall(tiny_sd_d
     # overall is the weighted mean: the weight-0 reward with its NaN does not enter it
     assert result["overall"] == pytest.approx(result["metrics"][NAME]["mean"])
     assert result["n_images"] == 2
+
+
+def test_eval_groupings_average_the_scores_of_each_label(tiny_sd_dir):
+    from dsharp.config import RewardSpec
+    from dsharp.evaluate import evaluate
+    from dsharp.generate import SampleSettings
+    from dsharp.models import load_model
+
+    settings = SampleSettings(steps=1, guidance=1.0, height=64, width=64)
+    model = load_model(str(tiny_sd_dir))
+    with brightness_registered():
+        one = [
+            evaluate(model, [p], [RewardSpec(name=NAME)], num_seeds=2, settings=settings)
+            for p in ("a", "b", "c")
+        ]
+        both = evaluate(
+            model,
+            ["a", "b", "c"],
+            [RewardSpec(name=NAME)],
+            num_seeds=2,
+            settings=settings,
+            groupings={"vowel": lambda p: "yes" if p == "a" else "no"},
+        )
+    # seeds are per prompt, so each prompt's images are the ones it gets alone (up to the
+    # float noise of batching them together)
+    no = (one[1]["overall"] + one[2]["overall"]) / 2
+    expected = {
+        "no": pytest.approx(no, rel=1e-4),
+        "yes": pytest.approx(one[0]["overall"], rel=1e-4),
+    }
+    assert both["groups"] == {"vowel": expected}
+    assert "constraints" not in both  # the brightness reward reports none
+
+
+def test_shapes_bench_splits_prompts_by_held_out_pairs():
+    from dsharp.evaluate import get_bench
+
+    pairs = get_bench("shapes").groupings["pairs"]
+    assert pairs("a red triangle") == "held-out"  # a pair pretraining never showed
+    assert pairs("a red circle to the left of a blue square") == "seen"
+    assert pairs("two green squares above a red circle") == "held-out"
 
 
 def test_compare_reports_a_missing_source_in_one_line(tmp_path):

@@ -344,4 +344,7 @@ def test_eval_runs_the_mini_recipe(tiny_sd_dir, tmp_path, name):
     assert data["recipe"] == str(recipe) and data["bench"] == "shapes"
     assert data["sample"]["method"] == name and data["nfe_per_image"] > 2 * 2
     assert data["n_images"] == len(data["categories"]) == 5  # one prompt per category
+    # every val prompt names a held-out colour-shape pair; one spatial, one counting prompt
+    assert list(data["groups"]["pairs"]) == ["held-out"]
+    assert set(data["constraints"]) == {"count", "presence", "relation"}
     assert json.loads((tmp_path / "e.json").read_text())["nfe_per_image"] == data["nfe_per_image"]

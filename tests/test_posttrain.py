@@ -42,5 +42,9 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert base["seeds"] == final["seeds"] == [0]
     report = (run / "report.md").read_text()
     assert f"| overall | {base['overall']:.4f} | {final['overall']:.4f} |" in report
+    # "two blue squares" has a count constraint besides the two presence ones
+    assert set(base["constraints"]) == set(final["constraints"]) == {"count", "presence"}
+    met = f"{base['constraints']['count']:.4f} | {final['constraints']['count']:.4f}"
+    assert f"| constraints met: count | {met} |" in report
     grid = (run / "samples_grid.png").read_bytes()
     assert grid.startswith(b"\x89PNG")

@@ -277,6 +277,8 @@ def test_count_and_relation_semantics():
     )
     score, info = verify(mixed, "two red circles above a blue square")
     assert [c["ok"] for c in info["constraints"]] == [True, True, True, False]
+    kinds = [c["kind"] for c in info["constraints"]]
+    assert kinds == ["presence", "count", "presence", "relation"]
     assert score == pytest.approx(0.75)
     # Extra objects the prompt does not mention are ignored.
     assert verify(mixed, "a blue square")[0] == 1.0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Bench:
     default_prompts: Callable[[], list[str]]
     rewards: list[dict[str, Any]]
     category_of: Callable[[str], str] | None = None
+    groupings: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
 
 
 T2I_COMPBENCH = "t2i-compbench"
@@ -52,6 +53,7 @@ def get_bench(name: str) -> Bench:
         default_prompts=rb.default_prompts,
         rewards=[{"name": rb.reward}],
         category_of=rb.category_of,
+        groupings=rb.groupings,
     )
 
 
@@ -76,6 +78,7 @@ def evaluate(
     settings: SampleSettings | None = None,
     batch_size: int = 16,
     category_of: Callable[[str], str] | None = None,
+    groupings: Mapping[str, Callable[[str], str]] | None = None,
     images_dir: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -83,7 +86,10 @@ def evaluate(
 
     Returns ``overall`` (mean weighted reward), ``metrics`` (per reward: mean, std, ci95,
     n), ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
+    ``groups`` (grouping name -> label -> mean weighted reward, for each of ``groupings``),
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
+    ``constraints`` (constraint kind -> share met, when a reward reports per-image
+    ``constraints`` with a ``kind``, as the shapes verifier does: it says *what* fails),
     ``n_images``, ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
     the seeds and sampling settings.
     """
@@ -107,6 +113,7 @@ def evaluate(
 
     per_reward: dict[str, list[float]] = {}
     strict: list[float] = []
+    kinds: dict[str, list[float]] = defaultdict(list)
     total = torch.zeros(len(pairs), dtype=torch.float64)
     weight_sum = sum(spec.weight for spec, _ in rewards)
     # A reward named twice (other options) gets keys name, name#1, ... as in CombinedReward.
@@ -121,6 +128,10 @@ def evaluate(
             scores_all += [float(s) for s in scores.detach().cpu()]
             if "strict" in info:
                 strict += [float(bool(v)) for v in info["strict"]]
+            for image_constraints in info.get("constraints") or []:
+                for constraint in image_constraints:
+                    if isinstance(constraint, dict) and "kind" in constraint:
+                        kinds[constraint["kind"]].append(float(bool(constraint["ok"])))
         per_reward[key] = scores_all
         if spec.weight:  # a weight-0 reward is reported only; its NaNs must not poison the total
             total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
@@ -143,10 +154,25 @@ def evaluate(
         result["reward_evals_per_image"] = generated.reward_evals_per_image
     if strict:
         result["strict"] = sum(strict) / len(strict)
+    if kinds:
+        result["constraints"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
+    values = total.tolist()
     if category_of is not None:
-        groups: dict[str, list[float]] = defaultdict(list)
-        for prompt, value in zip(all_prompts, total.tolist(), strict=True):
-            if not math.isnan(value):
-                groups[category_of(prompt)].append(value)
-        result["categories"] = {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+        result["categories"] = _group_means(all_prompts, values, category_of)
+    if groupings:
+        result["groups"] = {
+            name: _group_means(all_prompts, values, label_of)
+            for name, label_of in groupings.items()
+        }
     return result
+
+
+def _group_means(
+    prompts: Sequence[str], values: Sequence[float], label_of: Callable[[str], str]
+) -> dict[str, float]:
+    """Mean of the scored ``values`` per ``label_of(prompt)``, labels sorted."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for prompt, value in zip(prompts, values, strict=True):
+        if not math.isnan(value):
+            groups[label_of(prompt)].append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}

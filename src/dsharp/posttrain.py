@@ -23,7 +23,7 @@ def wants_report(recipe: Any) -> bool:
 
 
 def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
-    """Prompts, reward specs and category function of the recipe's eval section."""
+    """Prompts, reward specs and bench (None without one) of the recipe's eval section."""
     from dsharp.config import RewardSpec
     from dsharp.evaluate import get_bench
 
@@ -39,7 +39,7 @@ def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
         specs = [RewardSpec(**r) for r in bench.rewards]
     else:
         specs = list(recipe.rewards)
-    return prompts, specs, category_of
+    return prompts, specs, bench
 
 
 def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]:
@@ -129,6 +129,15 @@ def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> s
                 tuned["categories"][cat],
             )
         )
+    for name, labels in tuned.get("groups", {}).items():
+        if len(labels) < 2:
+            continue  # one label: the same prompts as "overall"
+        for label, value in labels.items():
+            before = base.get("groups", {}).get(name, {}).get(label, float("nan"))
+            rows.append((f"{name}: {label}", before, value))
+    for kind, value in tuned.get("constraints", {}).items():
+        before = base.get("constraints", {}).get(kind, float("nan"))
+        rows.append((f"constraints met: {kind}", before, value))
     for name, b, t in rows:
         lines.append(f"| {name} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
     lines += ["", "![before/after samples](samples_grid.png)", ""]
@@ -150,14 +159,15 @@ def evaluate_recipe(recipe: Any, model: Any, progress: bool = True) -> dict[str,
     for ``dsharp reproduce`` rows, so their numbers agree."""
     from dsharp.evaluate import evaluate
 
-    prompts, specs, category_of = _eval_plan(recipe)
+    prompts, specs, bench = _eval_plan(recipe)
     result = evaluate(
         model,
         prompts,
         specs,
         num_seeds=recipe.eval.seeds,
         settings=eval_settings(recipe),
-        category_of=category_of,
+        category_of=bench.category_of if bench else None,
+        groupings=bench.groupings if bench else None,
         progress=progress,
     )
     result["rewards"] = [s.name for s in specs]
@@ -172,7 +182,8 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
     from dsharp.commands.common import pick_device
 
     device = pick_device("auto")
-    prompts, _, category_of = _eval_plan(recipe)
+    prompts, _, bench = _eval_plan(recipe)
+    category_of = bench.category_of if bench else None
     settings = eval_settings(recipe)
     checkpoint = find_model_checkpoint(run_dir)
     grid_prompts = _pick_grid_prompts(list(prompts), category_of, 8)

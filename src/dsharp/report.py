@@ -12,7 +12,7 @@ from typing import Any
 
 def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     """The numbers of one evaluation as ``column -> value`` (overall, strict, metric means,
-    categories)."""
+    categories, other prompt groupings, constraint kinds met)."""
     row: dict[str, float] = {}
     for key in ("overall", "strict"):
         if key in result:
@@ -21,6 +21,11 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
         row[name] = stats["mean"] if isinstance(stats, dict) else stats
     for name, value in result.get("categories", {}).items():
         row[f"cat:{name}"] = value
+    for grouping, labels in result.get("groups", {}).items():
+        for label, value in labels.items():
+            row[f"{grouping}:{label}"] = value
+    for kind, value in result.get("constraints", {}).items():
+        row[f"met:{kind}"] = value
     if "nfe_per_image" in result:
         row["nfe/image"] = result["nfe_per_image"]
     trained, searched = result.get("train_reward_evals"), result.get("reward_evals_per_image")

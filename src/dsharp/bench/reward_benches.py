@@ -18,8 +18,8 @@ comparison with the paper, score CLIP as a plain cosine (``scale`` 1, the reward
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,16 @@ def _shapes_category(prompt: str) -> str:
     return category_of(prompt)
 
 
+def _shapes_pairs(prompt: str) -> str:
+    """``held-out`` when the prompt names a colour-shape pair that pretraining never showed
+    dsharp-mini (every val prompt does), else ``seen``: reward fine-tuning can teach the
+    held-out pairs, so this split shows where a gain comes from."""
+    from dsharp.shapes.grammar import parse
+    from dsharp.shapes.prompts import uses_held_out
+
+    return "held-out" if uses_held_out(parse(prompt)) else "seen"
+
+
 @dataclass(frozen=True)
 class RewardBench:
     """A reward and its default prompt set."""
@@ -57,6 +67,7 @@ class RewardBench:
     default_prompts: Callable[[], list[str]]
     description: str
     category_of: Callable[[str], str] | None = None
+    groupings: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
 
 
 def _bench(name: str, prompt_set: str, description: str) -> RewardBench:
@@ -79,6 +90,7 @@ REWARD_BENCHES: dict[str, RewardBench] = {
         _shapes_prompts,
         "dsharp-mini shapes world, exact compositional score (val prompts)",
         _shapes_category,
+        {"pairs": _shapes_pairs},
     ),
 }
 
@@ -153,6 +165,7 @@ def run_reward_bench(
         settings=settings or SampleSettings(),
         batch_size=batch_size,
         category_of=bench.category_of if prompts is None else None,
+        groupings=bench.groupings if prompts is None else None,
         images_dir=images_dir,
         progress=progress,
     )

@@ -228,6 +228,7 @@ def evaluate_cmd(
             settings=settings,
             batch_size=batch_size,
             category_of=spec_bench.category_of if spec_bench else None,
+            groupings=spec_bench.groupings if spec_bench else None,
             images_dir=images,
             progress=not as_json,
         )

@@ -18,11 +18,11 @@ Pipeline, all vectorised over the batch:
    ``max(1, 0.2 * side)`` px) separates squares (1) from circles (0), which fill alone cannot
    at 7 px; *fill* (area / box area: square 1, circle ~0.785, triangle ~0.5) must agree.
    Anything else is ``"unknown"`` and matches no prompt word.
-4. **Constraints** from the parsed prompt: per group "at least one" (``a``) or "exactly n"
-   (numerals) objects of that colour and shape; per relation, every matching object of the
-   left group is in that relation to every matching object of the right group (centroids,
-   offset along the axis at least ``RELATION_MARGIN`` of the image and larger than the
-   offset along the other axis).
+4. **Constraints** from the parsed prompt, each with its ``kind``: per group "at least one"
+   object of that colour and shape (``presence``) and, for numerals, "exactly n" (``count``);
+   per relation (``relation``), every matching object of the left group is in that relation
+   to every matching object of the right group (centroids, offset along the axis at least
+   ``RELATION_MARGIN`` of the image and larger than the offset along the other axis).
 
 Score = fraction of constraints met; ``strict`` = all met.
 """
@@ -209,10 +209,16 @@ def check(constraints: Constraints, objects: Sequence[Detected]) -> tuple[float,
     results: list[dict[str, Any]] = []
     for g, found in zip(constraints.groups, matches, strict=True):
         name = f"{g.colour} {g.shape}"
-        results.append({"description": f"at least one {name}", "ok": len(found) >= 1})
+        results.append(
+            {"description": f"at least one {name}", "kind": "presence", "ok": len(found) >= 1}
+        )
         if g.count is not None:
             results.append(
-                {"description": f"exactly {g.count} x {name}", "ok": len(found) == g.count}
+                {
+                    "description": f"exactly {g.count} x {name}",
+                    "kind": "count",
+                    "ok": len(found) == g.count,
+                }
             )
     for r in constraints.relations:
         a, b = constraints.groups[r.left], constraints.groups[r.right]
@@ -222,7 +228,7 @@ def check(constraints: Constraints, objects: Sequence[Detected]) -> tuple[float,
                 main, other = axis_offsets(r.kind, ob.x - oa.x, ob.y - oa.y)
                 ok = ok and main >= RELATION_MARGIN and main > abs(other)
         desc = f"{a.colour} {a.shape} {RELATION_WORDS[r.kind]} {b.colour} {b.shape}"
-        results.append({"description": desc, "ok": ok})
+        results.append({"description": desc, "kind": "relation", "ok": ok})
     met = sum(r["ok"] for r in results)
     score = met / len(results)
     return score, {"strict": met == len(results), "constraints": results}
