@@ -29,12 +29,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--prompts", type=int, default=20, help="random pool prompts per category")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
-    parser.add_argument("--spacings", nargs="+", default=["leading", "trailing"])
+    parser.add_argument(
+        "--spacings", nargs="+", choices=TIMESTEP_SPACINGS, default=["leading", "trailing"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    for spacing in args.spacings:
-        if spacing not in TIMESTEP_SPACINGS:
-            parser.error(f"--spacings: unknown {spacing!r} (expected {TIMESTEP_SPACINGS})")
 
     recipe = load_recipe(args.recipe)
     model = build_model(recipe.model)

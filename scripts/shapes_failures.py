@@ -27,8 +27,9 @@ import numpy as np
 from PIL import Image
 
 from dsharp.data import read_prompt_file
+from dsharp.evaluate import get_bench
 from dsharp.shapes.grammar import Constraints, category_of, parse
-from dsharp.shapes.prompts import HELD_OUT_PAIRS, uses_held_out
+from dsharp.shapes.prompts import HELD_OUT_PAIRS
 from dsharp.shapes.verifier import verify_batch
 
 OUTCOMES = ("exact", "other colour", "third colour", "no shape")
@@ -55,27 +56,29 @@ def summarise(folder: Path, prompts: list[str], seeds: int) -> dict[tuple[str, s
             f"{folder}: {len(files)} images, expected {len(prompts)} prompts x {seeds} seeds"
         )
     images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    # the shapes bench's own held-out / seen labels, so the two always agree
+    pairs_of = get_bench("shapes").groupings["pairs"]
     per_image = [prompts[i // seeds] for i in range(len(files))]
     scores, infos = verify_batch(images, per_image)
     stats: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for prompt, score, info in zip(per_image, scores.tolist(), infos, strict=True):
         constraints = parse(prompt)
-        key = (category_of(constraints), "held-out" if uses_held_out(constraints) else "seen")
-        counter = stats[key]
+        counter = stats[(category_of(constraints), pairs_of(prompt))]
         counter["images"] += 1
         counter["score"] += score
-        for index, group in enumerate(constraints.groups):
-            held = (group.colour, group.shape) in HELD_OUT_PAIRS
-            outcome = group_outcome(constraints, index, info["objects"])
+        outcomes = [
+            group_outcome(constraints, index, info["objects"])
+            for index in range(len(constraints.groups))
+        ]
+        for group, outcome in zip(constraints.groups, outcomes, strict=True):
             counter[outcome] += 1
             counter["groups"] += 1
-            if held:
+            if (group.colour, group.shape) in HELD_OUT_PAIRS:
                 counter[f"held {outcome}"] += 1
                 counter["held groups"] += 1
         checked = [c for c in info["constraints"] if c["kind"] == "relation"]
         for relation, result in zip(constraints.relations, checked, strict=True):
-            ends = (relation.left, relation.right)
-            both = all(group_outcome(constraints, i, info["objects"]) == "exact" for i in ends)
+            both = outcomes[relation.left] == outcomes[relation.right] == "exact"
             counter["relations both"] += both
             counter["relations met"] += result["ok"]
     return stats
