@@ -144,6 +144,11 @@ def _text_layers(text: dict[str, Any]) -> str:
     layers = text["num_hidden_layers"]
     if layers == 0:
         return "no transformer layers (token plus position embeddings, then the final layer norm)"
+    if layers == 1:
+        return (
+            "one hand-set layer (each word's output is its own embedding, the previous two "
+            "words' and its position, layer-normed; see dsharp.models.mini.make_text_encoder)"
+        )
     return f"{layers} layers, {text['num_attention_heads']} heads"
 
 
@@ -190,7 +195,7 @@ def model_card(
         "(trained).",
         f"- CLIPTextModel: hidden {text['hidden_size']}, {_text_layers(text)}, "
         f"{text['max_position_embeddings']} positions: "
-        f"{counts['text_encoder']:,} parameters, frozen at its random init (seed 0).",
+        f"{counts['text_encoder']:,} parameters, frozen as built (seed 0).",
         "- CLIPTokenizer: byte-level base symbols plus every shapes-grammar word as one token.",
         f"- DDIMScheduler: {_betas(sched)}, {sched['num_train_timesteps']} steps, spacing "
         f"{sched['timestep_spacing']}, steps_offset {sched['steps_offset']}, set_alpha_to_one "

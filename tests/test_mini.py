@@ -100,6 +100,58 @@ def test_init_text_encoder_reads_each_word_out_of_context(mini_init_dir):
     assert not torch.allclose(first[2], shifted[6])  # ... and a word's position is kept
 
 
+def _parts(embedding: torch.Tensor) -> list[torch.Tensor]:
+    """An encoder output split into [own word | previous word | the one before | position]."""
+    return list(embedding.split(mini.TEXT_PART))
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+
+def test_binding_text_encoder_gives_each_shape_word_its_own_group(tmp_path):
+    """A shape word's output carries its own colour and count wherever its group stands, so
+    an unseen colour-shape pair reaches the UNet as parts the UNet has seen."""
+    folder = mini.build_mini_init(tmp_path / "binding", text_encoder="binding")
+    model = load_model(str(folder))
+    alone, second, green, plural = model.encode_prompt(
+        [
+            "a red triangle",
+            "a blue circle and a red triangle",
+            "a green triangle",
+            "two red triangles",
+        ],
+        32,
+        32,
+    ).prompt_embeds
+    # positions: 0 start, 1 "a"/"two", 2 colour, 3 shape; in `second` the group is at 5-7
+    for own, other in zip(_parts(alone[3])[:3], _parts(second[7])[:3], strict=True):
+        assert _cosine(own, other) > 0.99  # same word, colour and article ...
+    assert abs(_cosine(_parts(alone[3])[3], _parts(second[7])[3])) < 0.2  # ... elsewhere
+    own, colour, article, position = (
+        _cosine(a, b) for a, b in zip(_parts(alone[3]), _parts(green[3]), strict=True)
+    )
+    assert own > 0.99 and article > 0.99 and position > 0.99
+    assert colour < 0.5  # "red" and "green" are different random words
+    assert _cosine(_parts(alone[3])[0], _parts(plural[3])[0]) > 0.99  # plural = singular
+    assert _cosine(_parts(alone[3])[2], _parts(plural[3])[2]) < 0.5  # "a" vs "two"
+    assert all(part.norm() > 1.0 for part in _parts(second[7]))  # no part is lost
+
+
+def test_binding_text_encoder_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = mini.make_binding_text_encoder(mini.make_tokenizer(), seed=5)
+    assert torch.equal(torch.rand(4), expected)
+    again = mini.make_binding_text_encoder(mini.make_tokenizer(), seed=5)
+    other = mini.make_binding_text_encoder(mini.make_tokenizer(), seed=6)
+    weights = first.embeddings.token_embedding.weight
+    assert torch.equal(weights, again.embeddings.token_embedding.weight)
+    assert not torch.equal(weights, other.embeddings.token_embedding.weight)
+    assert not any(p.requires_grad for p in first.parameters())
+
+
 def test_init_folder_is_deterministic_in_seed(tmp_path, mini_init_dir):
     from safetensors.torch import load_file
 
@@ -113,7 +165,7 @@ def test_init_folder_is_deterministic_in_seed(tmp_path, mini_init_dir):
 def test_mini_init_name_builds_once_in_the_cache(tmp_path, monkeypatch):
     built: list[Path] = []
 
-    def fake_build(folder: Path, seed: int = 0) -> Path:
+    def fake_build(folder: Path, seed: int = 0, text_encoder: str = "plain") -> Path:
         built.append(Path(folder))
         folder.mkdir(parents=True)
         (folder / "model_index.json").write_text("{}")
@@ -122,16 +174,27 @@ def test_mini_init_name_builds_once_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(mini, "build_mini_init", fake_build)
     first = loading.resolve_pretrained("dsharp-mini-init")
-    assert Path(first) == tmp_path / "cache" / f"dsharp-mini-init-{mini.MINI_INIT_VERSION}"
+    plain = f"dsharp-mini-init-{mini.MINI_INIT_VERSIONS['plain']}"
+    assert Path(first) == tmp_path / "cache" / plain
     assert loading.resolve_pretrained("dsharp-mini-init") == first
     assert len(built) == 1 and built[0].parent != Path(first).parent  # built aside, renamed
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-        f"dsharp-mini-init-{mini.MINI_INIT_VERSION}"
-    ]
+    binding = loading.resolve_pretrained("dsharp-mini-init-binding")
+    assert Path(binding).name == f"dsharp-mini-init-binding-{mini.MINI_INIT_VERSIONS['binding']}"
+    assert loading.resolve_pretrained("dsharp-mini-init-binding") == binding
+    assert len(built) == 2
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [plain, Path(binding).name]
+    )
+
+
+def test_unknown_text_encoder_kind_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown dsharp-mini text encoder 'fancy'"):
+        mini.build_mini_init(tmp_path / "x", text_encoder="fancy")
+    assert not (tmp_path / "x").exists()
 
 
 def test_mini_init_build_failure_leaves_no_folder(tmp_path, monkeypatch):
-    def broken_build(folder: Path, seed: int = 0) -> Path:
+    def broken_build(folder: Path, seed: int = 0, text_encoder: str = "plain") -> Path:
         folder.mkdir(parents=True)
         (folder / "model_index.json").write_text("{}")
         raise RuntimeError("disk full")

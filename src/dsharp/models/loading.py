@@ -18,9 +18,9 @@ from dsharp.models.base import DiffusionModel
 FAMILIES = ("auto", "sd", "sdxl", "mini")
 EMBEDDED = {"dsharp-mini": "dsharp-mini"}
 """Model names that resolve to folders shipped inside the package (``dsharp/assets``)."""
-MINI_INIT = "dsharp-mini-init"
-"""The untrained dsharp-mini (what ``recipes/mini/pretrain.yaml`` trains), built on first use
-in the user cache (see :func:`dsharp.models.mini.ensure_mini_init`)."""
+MINI_INITS = {"dsharp-mini-init": "plain", "dsharp-mini-init-binding": "binding"}
+"""The untrained dsharp-mini (what ``recipes/mini/pretrain.yaml`` trains) by text-encoder kind,
+built on first use in the user cache (see :func:`dsharp.models.mini.ensure_mini_init`)."""
 
 
 def assets_dir() -> Path:
@@ -29,12 +29,12 @@ def assets_dir() -> Path:
 
 def resolve_pretrained(pretrained: str) -> str:
     """The folder or hub id that ``pretrained`` names: embedded model names map to their
-    folder in the package, ``dsharp-mini-init`` to its cached folder (built if missing), an
-    existing path to itself, anything else is a hub id."""
-    if pretrained == MINI_INIT:
+    folder in the package, ``dsharp-mini-init[-binding]`` to its cached folder (built if
+    missing), an existing path to itself, anything else is a hub id."""
+    if pretrained in MINI_INITS:
         from dsharp.models.mini import ensure_mini_init
 
-        return str(ensure_mini_init())
+        return str(ensure_mini_init(text_encoder=MINI_INITS[pretrained]))
     if pretrained in EMBEDDED:
         folder = assets_dir() / EMBEDDED[pretrained]
         if not (folder / "model_index.json").is_file():

@@ -1,14 +1,13 @@
 """dsharp-mini: the untrained embedded text-to-image model, written as a diffusers folder.
 
 The folder has the Stable Diffusion layout without a VAE, so :func:`dsharp.models.load_model`
-loads it as the pixel-space ``"mini"`` family: a CLIP text encoder without transformer layers
-(random and frozen: the engine trains only the UNet, which learns to read the encoder's
-outputs; each output is a word's embedding plus its position's, layer-normed), a CLIP
-tokenizer whose vocabulary holds every word of the shapes grammar as one token, a
-``UNet2DConditionModel`` on 32x32 RGB pixels, and a DDIM scheduler (see
-:func:`make_scheduler` for its settings).
+loads it as the pixel-space ``"mini"`` family: a frozen CLIP text encoder (the engine trains
+only the UNet, which learns to read the encoder's outputs), a CLIP tokenizer whose vocabulary
+holds every word of the shapes grammar as one token, a ``UNet2DConditionModel`` on 32x32 RGB
+pixels, and a DDIM scheduler (see :func:`make_scheduler` for its settings).
 
-``model.pretrained: dsharp-mini-init`` resolves to :func:`ensure_mini_init`'s cached folder;
+``model.pretrained: dsharp-mini-init`` resolves to :func:`ensure_mini_init`'s cached folder
+(``dsharp-mini-init-binding``: the same with the binding text encoder, an experiment);
 ``recipes/mini/pretrain.yaml`` trains its UNet and ``scripts/ship_mini.py`` ships the result
 as ``dsharp-mini``.
 """
@@ -24,21 +23,26 @@ from pathlib import Path
 import torch
 
 MINI_INIT_NAME = "dsharp-mini-init"
-MINI_INIT_VERSION = "v3"
-"""Bump when the architecture or init changes, so cached folders of an older build are not
-reused."""
+MINI_INIT_VERSIONS = {"plain": "v3", "binding": "v1"}
+"""Build version of each text-encoder kind's init folder. Bump one when its architecture or
+init changes, so cached folders of an older build are not reused."""
+TEXT_ENCODER_KINDS = ("plain", "binding")
+"""``plain``: the shipped dsharp-mini's encoder (no layers, each word read on its own);
+``binding``: one hand-set layer that adds the previous two words to each word (see
+:func:`make_binding_text_encoder`), as ``dsharp-mini-init-binding``."""
 
 RESOLUTION = 32
 MAX_LENGTH = 20
 """Tokens per prompt: the longest shapes prompt (17 words) plus start and end tokens, padded."""
 TEXT_HIDDEN = 128
-TEXT_LAYERS = 0
-"""No transformer layers: a random CLIP's attention mixes every earlier word into each
-output, so "triangle" after "green" came out about as far from "triangle" after "red" as
-"green" is from "red" (cosine 0.86 vs 0.89 in the v2 encoder), and the UNet met a new
-representation for every unseen colour-shape pair. Without layers a word reads the same in
-any context, and its position still tells which colour goes with which shape."""
 TEXT_HEADS = 4
+TEXT_PART = TEXT_HIDDEN // 4
+"""The encoder's output at each word is four parts of this width: the word's own embedding,
+the previous word's, the one before that, and the word's position (see
+:func:`make_text_encoder`)."""
+TEXT_LAGS = (1, 2)
+"""The earlier words each output carries: in the shapes grammar a shape word follows its
+colour (lag 1) and its count or article (lag 2)."""
 UNET_CHANNELS = (32, 64, 128)
 UNET_LAYERS_PER_BLOCK = 1
 UNET_HEAD_DIM = 32
@@ -142,15 +146,23 @@ def make_tokenizer():
 
 
 def make_text_encoder(tokenizer):
-    """A random CLIP text encoder of width 128 with :data:`TEXT_LAYERS` layers: token plus
-    position embeddings and the final layer norm."""
+    """A random CLIP text encoder of width 128 without transformer layers (the ``plain``
+    kind): token plus position embeddings and the final layer norm, drawn from the global
+    torch RNG.
+
+    With random layers, causal attention mixed every earlier word into each output:
+    "triangle" after "green" came out about as far from "triangle" after "red" (cosine 0.86)
+    as "green" is from "red" (0.89), so every unseen colour-shape pair reached the UNet as a
+    new input. Without layers a word reads the same in any context, and its position still
+    tells which colour goes with which shape.
+    """
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
         intermediate_size=4 * TEXT_HIDDEN,
-        num_hidden_layers=TEXT_LAYERS,
+        num_hidden_layers=0,
         num_attention_heads=TEXT_HEADS,
         max_position_embeddings=MAX_LENGTH,
         bos_token_id=tokenizer.bos_token_id,
@@ -158,6 +170,85 @@ def make_text_encoder(tokenizer):
         pad_token_id=tokenizer.pad_token_id,
     )
     return CLIPTextModel(config)
+
+
+def make_binding_text_encoder(tokenizer, seed: int = 0):
+    """A CLIP text encoder of width 128 with one hand-set layer, frozen: each word's output is
+    ``[own word | previous word | the word before | position]`` (layer-normed).
+
+    So a shape word carries its own colour and count wherever its group stands in the prompt,
+    as token merging does for Stable Diffusion's binding: "red triangle" reaches the UNet as
+    one vector made of the parts of seen pairs, and the colour of the first and the second
+    object no longer have to be told apart by position alone (a random CLIP layer mixes
+    every earlier word into each output instead, see :func:`make_text_encoder`). Plural
+    shape words
+    share their singular's embedding. Word embeddings are random unit-scale vectors from
+    ``seed``; the 20 position vectors are orthogonal, and each attention head looks exactly
+    ``lag`` positions back (see :data:`TEXT_LAGS`). The global torch RNG is left untouched,
+    so the UNet's init does not depend on this function.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=4 * TEXT_HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=TEXT_HEADS,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        model = CLIPTextModel(config)
+    _set_binding_weights(model, tokenizer, torch.Generator().manual_seed(seed))
+    return model.requires_grad_(False)
+
+
+def _set_binding_weights(model, tokenizer, generator: torch.Generator) -> None:
+    """Overwrite every weight of the one-layer ``model`` (see :func:`make_text_encoder`)."""
+    part, n_pos = TEXT_PART, MAX_LENGTH
+    own, position = slice(0, part), slice(3 * part, 4 * part)
+    vocab = tokenizer.get_vocab()
+    with torch.no_grad():
+        words = torch.randn(len(tokenizer), part, generator=generator)
+        words = words / words.norm(dim=1, keepdim=True) * part**0.5
+        for singular in ("circle", "square", "triangle"):
+            words[vocab[f"{singular}s</w>"]] = words[vocab[f"{singular}</w>"]]
+        table = model.embeddings.token_embedding.weight
+        table.zero_()
+        table[:, own] = words
+        basis, _ = torch.linalg.qr(torch.randn(part, part, generator=generator))
+        unit_positions = basis[:n_pos]  # orthonormal rows
+        positions = model.embeddings.position_embedding.weight
+        positions.zero_()
+        positions[:, position] = unit_positions * part**0.5
+        layer = model.encoder.layers[0]
+        for norm in (layer.layer_norm1, layer.layer_norm2, model.final_layer_norm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+        attention = layer.self_attn
+        linears = (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj)
+        for linear in (*linears, layer.mlp.fc1, layer.mlp.fc2):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        head_dim = TEXT_HIDDEN // TEXT_HEADS
+        # layer_norm1 scales the embeddings (two parts of norm sqrt(part) in 4 * part dims) by
+        # about sqrt(2): values copy at 1 / sqrt(2) so that every output part has that norm.
+        copy_scale, sharpness = 2**-0.5, 30.0
+        for head, lag in enumerate(TEXT_LAGS):
+            shift = torch.zeros(n_pos, n_pos)
+            shift[torch.arange(n_pos - lag), torch.arange(lag, n_pos)] = 1.0
+            # maps position i's unit vector to position (i - lag)'s: a query that matches
+            # only that key, and the causal mask keeps every other key out of reach
+            look_back = unit_positions.T @ shift @ unit_positions
+            rows = slice(head * head_dim, (head + 1) * head_dim)
+            attention.q_proj.weight[rows, position] = sharpness * look_back
+            attention.k_proj.weight[rows, position] = torch.eye(part)
+            attention.v_proj.weight[rows, own] = copy_scale * torch.eye(part)
+            target = slice((1 + head) * part, (2 + head) * part)
+            attention.out_proj.weight[target, rows] = torch.eye(part)
 
 
 def make_unet():
@@ -212,18 +303,27 @@ def make_scheduler():
     )
 
 
-def build_mini_init(folder: Path, seed: int = 0) -> Path:
-    """Write the untrained dsharp-mini diffusers folder (weights drawn from ``seed``)."""
+def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") -> Path:
+    """Write the untrained dsharp-mini diffusers folder (weights drawn from ``seed``) with a
+    text encoder of kind ``text_encoder`` (see :data:`TEXT_ENCODER_KINDS`)."""
+    if text_encoder not in TEXT_ENCODER_KINDS:
+        raise ValueError(
+            f"unknown dsharp-mini text encoder {text_encoder!r}: expected one of "
+            f"{', '.join(TEXT_ENCODER_KINDS)}"
+        )
     from diffusers import StableDiffusionPipeline
 
     folder = Path(folder)
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
-    text_encoder = make_text_encoder(tokenizer)
+    if text_encoder == "plain":
+        encoder = make_text_encoder(tokenizer)
+    else:
+        encoder = make_binding_text_encoder(tokenizer, seed=seed)
     unet = make_unet()
     pipe = StableDiffusionPipeline(
         vae=None,
-        text_encoder=text_encoder,
+        text_encoder=encoder,
         tokenizer=tokenizer,
         unet=unet,
         scheduler=make_scheduler(),
@@ -246,20 +346,27 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
 
 
-def ensure_mini_init(root: Path | None = None) -> Path:
-    """The cached ``dsharp-mini-init`` folder, built (seed 0) on first use.
+def mini_init_folder_name(text_encoder: str = "plain") -> str:
+    """The cache folder name of the init with that text encoder, version included."""
+    suffix = "" if text_encoder == "plain" else f"-{text_encoder}"
+    return f"{MINI_INIT_NAME}{suffix}-{MINI_INIT_VERSIONS[text_encoder]}"
+
+
+def ensure_mini_init(root: Path | None = None, text_encoder: str = "plain") -> Path:
+    """The cached ``dsharp-mini-init`` folder (``text_encoder="binding"``:
+    ``dsharp-mini-init-binding``), built (seed 0) on first use.
 
     Built in a temporary folder beside the target and renamed into place, so a concurrent
     or interrupted build never leaves a half-written model where a loader would find it.
     """
     root = Path(root) if root is not None else cache_root()
-    target = root / f"{MINI_INIT_NAME}-{MINI_INIT_VERSION}"
+    target = root / mini_init_folder_name(text_encoder)
     if (target / "model_index.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
     try:
-        build_mini_init(tmp / "model")
+        build_mini_init(tmp / "model", text_encoder=text_encoder)
         try:
             os.rename(tmp / "model", target)
         except OSError:
