@@ -147,7 +147,8 @@ def _text_layers(text: dict[str, Any]) -> str:
     if layers == 1:
         return (
             "one hand-set layer (each word's output is its own embedding, the previous two "
-            "words' and its position, layer-normed; see dsharp.models.mini.make_text_encoder)"
+            "words' and its position, layer-normed; see "
+            "dsharp.models.mini.make_binding_text_encoder)"
         )
     return f"{layers} layers, {text['num_attention_heads']} heads"
 

@@ -14,13 +14,15 @@ from typing import Any
 import torch
 
 from dsharp.models.base import DiffusionModel
+from dsharp.models.mini import MINI_INIT_NAMES
 
 FAMILIES = ("auto", "sd", "sdxl", "mini")
 EMBEDDED = {"dsharp-mini": "dsharp-mini"}
 """Model names that resolve to folders shipped inside the package (``dsharp/assets``)."""
-MINI_INITS = {"dsharp-mini-init": "plain", "dsharp-mini-init-binding": "binding"}
-"""The untrained dsharp-mini (what ``recipes/mini/pretrain.yaml`` trains) by text-encoder kind,
-built on first use in the user cache (see :func:`dsharp.models.mini.ensure_mini_init`)."""
+MINI_INITS = {name: kind for kind, name in MINI_INIT_NAMES.items()}
+"""The untrained dsharp-mini (what ``recipes/mini/pretrain.yaml`` trains) by name, to its
+text-encoder kind: built on first use in the user cache (see
+:func:`dsharp.models.mini.ensure_mini_init`)."""
 
 
 def assets_dir() -> Path:

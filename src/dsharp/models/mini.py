@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-MINI_INIT_NAME = "dsharp-mini-init"
+MINI_INIT_NAMES = {"plain": "dsharp-mini-init", "binding": "dsharp-mini-init-binding"}
+"""The ``model.pretrained`` name of the untrained dsharp-mini with each text-encoder kind:
+``plain``, the shipped dsharp-mini's encoder (no layers, each word read on its own), and
+``binding``, one hand-set layer that adds the previous two words to each word (see
+:func:`make_binding_text_encoder`)."""
 MINI_INIT_VERSIONS = {"plain": "v3", "binding": "v1"}
 """Build version of each text-encoder kind's init folder. Bump one when its architecture or
 init changes, so cached folders of an older build are not reused."""
-TEXT_ENCODER_KINDS = ("plain", "binding")
-"""``plain``: the shipped dsharp-mini's encoder (no layers, each word read on its own);
-``binding``: one hand-set layer that adds the previous two words to each word (see
-:func:`make_binding_text_encoder`), as ``dsharp-mini-init-binding``."""
+TEXT_ENCODER_KINDS = tuple(MINI_INIT_NAMES)
 
 RESOLUTION = 32
 MAX_LENGTH = 20
@@ -39,7 +40,7 @@ TEXT_HEADS = 4
 TEXT_PART = TEXT_HIDDEN // 4
 """The encoder's output at each word is four parts of this width: the word's own embedding,
 the previous word's, the one before that, and the word's position (see
-:func:`make_text_encoder`)."""
+:func:`make_binding_text_encoder`)."""
 TEXT_LAGS = (1, 2)
 """The earlier words each output carries: in the shapes grammar a shape word follows its
 colour (lag 1) and its count or article (lag 2)."""
@@ -145,6 +146,23 @@ def make_tokenizer():
 # -- networks -------------------------------------------------------------------------------
 
 
+def _text_config(tokenizer, layers: int):
+    """The CLIP text config both encoder kinds share, with ``layers`` transformer layers."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=4 * TEXT_HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=TEXT_HEADS,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def make_text_encoder(tokenizer):
     """A random CLIP text encoder of width 128 without transformer layers (the ``plain``
     kind): token plus position embeddings and the final layer norm, drawn from the global
@@ -156,20 +174,9 @@ def make_text_encoder(tokenizer):
     new input. Without layers a word reads the same in any context, and its position still
     tells which colour goes with which shape.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
-        num_hidden_layers=0,
-        num_attention_heads=TEXT_HEADS,
-        max_position_embeddings=MAX_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config)
+    return CLIPTextModel(_text_config(tokenizer, layers=0))
 
 
 def make_binding_text_encoder(tokenizer, seed: int = 0):
@@ -181,33 +188,22 @@ def make_binding_text_encoder(tokenizer, seed: int = 0):
     one vector made of the parts of seen pairs, and the colour of the first and the second
     object no longer have to be told apart by position alone (a random CLIP layer mixes
     every earlier word into each output instead, see :func:`make_text_encoder`). Plural
-    shape words
-    share their singular's embedding. Word embeddings are random unit-scale vectors from
+    shape words share their singular's embedding. Word embeddings are random unit-scale vectors from
     ``seed``; the 20 position vectors are orthogonal, and each attention head looks exactly
     ``lag`` positions back (see :data:`TEXT_LAGS`). The global torch RNG is left untouched,
     so the UNet's init does not depend on this function.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=TEXT_HEADS,
-        max_position_embeddings=MAX_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     with torch.random.fork_rng(devices=[]):
-        model = CLIPTextModel(config)
+        model = CLIPTextModel(_text_config(tokenizer, layers=1))
     _set_binding_weights(model, tokenizer, torch.Generator().manual_seed(seed))
     return model.requires_grad_(False)
 
 
 def _set_binding_weights(model, tokenizer, generator: torch.Generator) -> None:
-    """Overwrite every weight of the one-layer ``model`` (see :func:`make_text_encoder`)."""
+    """Overwrite every weight of the one-layer ``model`` (see
+    :func:`make_binding_text_encoder`)."""
     part, n_pos = TEXT_PART, MAX_LENGTH
     own, position = slice(0, part), slice(3 * part, 4 * part)
     vocab = tokenizer.get_vocab()
@@ -305,12 +301,8 @@ def make_scheduler():
 
 def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") -> Path:
     """Write the untrained dsharp-mini diffusers folder (weights drawn from ``seed``) with a
-    text encoder of kind ``text_encoder`` (see :data:`TEXT_ENCODER_KINDS`)."""
-    if text_encoder not in TEXT_ENCODER_KINDS:
-        raise ValueError(
-            f"unknown dsharp-mini text encoder {text_encoder!r}: expected one of "
-            f"{', '.join(TEXT_ENCODER_KINDS)}"
-        )
+    text encoder of kind ``text_encoder`` (see :data:`MINI_INIT_NAMES`)."""
+    _check_text_encoder(text_encoder)
     from diffusers import StableDiffusionPipeline
 
     folder = Path(folder)
@@ -346,10 +338,18 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
 
 
+def _check_text_encoder(text_encoder: str) -> None:
+    if text_encoder not in TEXT_ENCODER_KINDS:
+        raise ValueError(
+            f"unknown dsharp-mini text encoder {text_encoder!r}: expected one of "
+            f"{', '.join(TEXT_ENCODER_KINDS)}"
+        )
+
+
 def mini_init_folder_name(text_encoder: str = "plain") -> str:
     """The cache folder name of the init with that text encoder, version included."""
-    suffix = "" if text_encoder == "plain" else f"-{text_encoder}"
-    return f"{MINI_INIT_NAME}{suffix}-{MINI_INIT_VERSIONS[text_encoder]}"
+    _check_text_encoder(text_encoder)
+    return f"{MINI_INIT_NAMES[text_encoder]}-{MINI_INIT_VERSIONS[text_encoder]}"
 
 
 def ensure_mini_init(root: Path | None = None, text_encoder: str = "plain") -> Path:
