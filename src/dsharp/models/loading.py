@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from dsharp.models.base import DiffusionModel
-from dsharp.models.mini import MINI_INIT_NAMES
+from dsharp.models.mini import MINI_INIT_NAMES, ensure_mini_init
 
 FAMILIES = ("auto", "sd", "sdxl", "mini")
 EMBEDDED = {"dsharp-mini": "dsharp-mini"}
@@ -34,8 +34,6 @@ def resolve_pretrained(pretrained: str) -> str:
     folder in the package, ``dsharp-mini-init[-binding]`` to its cached folder (built if
     missing), an existing path to itself, anything else is a hub id."""
     if pretrained in MINI_INITS:
-        from dsharp.models.mini import ensure_mini_init
-
         return str(ensure_mini_init(text_encoder=MINI_INITS[pretrained]))
     if pretrained in EMBEDDED:
         folder = assets_dir() / EMBEDDED[pretrained]
