@@ -140,17 +140,24 @@ def _betas(sched: dict[str, Any]) -> str:
     return f"{sched['beta_schedule']} betas"
 
 
-def _text_layers(text: dict[str, Any]) -> str:
+def _text_layers(text: dict[str, Any], init_name: str) -> str:
+    """The text encoder's layers in words. Which kind it is comes from the init the run
+    started from (``model.pretrained``), not from its layer count: a one-layer encoder need
+    not be the hand-set binding one."""
+    from dsharp.models.mini import MINI_INIT_NAMES
+
+    kind = {name: k for k, name in MINI_INIT_NAMES.items()}.get(init_name)
     layers = text["num_hidden_layers"]
-    if layers == 0:
-        return "no transformer layers (token plus position embeddings, then the final layer norm)"
-    if layers == 1:
+    if kind == "binding":
         return (
             "one hand-set layer (each word's output is its own embedding, the previous two "
             "words' and its position, layer-normed; see "
             "dsharp.models.mini.make_binding_text_encoder)"
         )
-    return f"{layers} layers, {text['num_attention_heads']} heads"
+    if layers == 0:
+        return "no transformer layers (token plus position embeddings, then the final layer norm)"
+    plural = "" if layers == 1 else "s"
+    return f"{layers} layer{plural}, {text['num_attention_heads']} heads"
 
 
 def model_card(
@@ -172,6 +179,7 @@ def model_card(
 
     unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     text = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+    text_layers = _text_layers(text, recipe.model.pretrained)
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text("utf-8"))
     counts = parameter_counts(folder)
     sample = result["sample"]
@@ -194,7 +202,7 @@ def model_card(
         f"{', '.join(unet['down_block_types'])} / {', '.join(unet['up_block_types'])}, "
         f"cross_attention_dim {unet['cross_attention_dim']}: {counts['unet']:,} parameters "
         "(trained).",
-        f"- CLIPTextModel: hidden {text['hidden_size']}, {_text_layers(text)}, "
+        f"- CLIPTextModel: hidden {text['hidden_size']}, {text_layers}, "
         f"{text['max_position_embeddings']} positions: "
         f"{counts['text_encoder']:,} parameters, frozen as built (seed 0).",
         "- CLIPTokenizer: byte-level base symbols plus every shapes-grammar word as one token.",
