@@ -144,9 +144,9 @@ def _text_layers(text: dict[str, Any], init_name: str) -> str:
     """The text encoder's layers in words. Which kind it is comes from the init the run
     started from (``model.pretrained``), not from its layer count: a one-layer encoder need
     not be the hand-set binding one."""
-    from dsharp.models.mini import MINI_INIT_NAMES
+    from dsharp.models.loading import MINI_INITS
 
-    kind = {name: k for k, name in MINI_INIT_NAMES.items()}.get(init_name)
+    kind = MINI_INITS.get(init_name)
     layers = text["num_hidden_layers"]
     if kind == "binding":
         return (

@@ -9,7 +9,10 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import importlib.util  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -31,3 +34,19 @@ def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dsharp.testing import make_tiny_sdxl
 
     return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _import_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """Imports ``scripts/<name>.py`` as a module (scripts are not a package)."""
+    return _import_script

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
 from dsharp.shapes import Scene, SceneObject, parse, render, verify
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "shapes_failures.py"
-
 
 @pytest.fixture(scope="module")
-def failures():
-    spec = importlib.util.spec_from_file_location("shapes_failures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def failures(load_script):
+    return load_script("shapes_failures")
 
 
 def _image(*objects):

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from dsharp.models.mini import MINI_INIT_NAMES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_mini.py"
-
 
 @pytest.fixture(scope="module")
-def ship_mini():
-    spec = importlib.util.spec_from_file_location("ship_mini", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ship_mini(load_script):
+    return load_script("ship_mini")
 
 
 def test_text_encoder_kind_comes_from_the_init_not_the_layer_count(ship_mini):
