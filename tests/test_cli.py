@@ -227,6 +227,15 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     # the mean score
     assert first["constraints"] == {"presence": pytest.approx(stats["mean"])}
     assert json.loads((tmp_path / "base.json").read_text()) == first
+    # every image's score, by prompt and seed, for paired comparisons
+    images = first["images"]
+    assert [(i["prompt"], i["seed"]) for i in images] == [
+        ("a red square", 0),
+        ("a red square", 1),
+        ("a blue circle", 0),
+        ("a blue circle", 1),
+    ]
+    assert sum(i["score"] for i in images) / 4 == pytest.approx(first["overall"])
 
     # the same seeds give the same images, hence the same scores
     again = _eval(tiny_sd_dir, prompt_file, "--guidance", "5", "--out", tmp_path / "again.json")
@@ -244,6 +253,20 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert markdown[0] == "| run | overall | strict | shapes | met:presence | nfe/image |"
     assert len(markdown) == 4
     assert markdown[2].startswith("| base | ")
+
+    # paired: the same images of both evaluations, difference by difference
+    noguid = json.loads((tmp_path / "noguid.json").read_text())
+    result = _invoke(
+        ["compare", "--paired", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out]
+    )
+    assert result.exit_code == 0, result.output
+    table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
+    assert table[0][:7] == ["run", "baseline", "images", "baseline score", "score", "delta", "ci95"]
+    assert table[1][:3] == ["noguid", "base", "4"]
+    delta = noguid["overall"] - first["overall"]
+    assert float(table[1][5]) == pytest.approx(delta, abs=1e-4)
+    result = _invoke(["compare", "--paired", tmp_path / "base.json", "--out", out])
+    assert result.exit_code != 0 and "at least one evaluation" in result.output
 
 
 def test_eval_weight_zero_reward_is_reported_but_never_poisons_overall(tiny_sd_dir):

@@ -46,5 +46,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert set(base["constraints"]) == set(final["constraints"]) == {"count", "presence"}
     met = f"{base['constraints']['count']:.4f} | {final['constraints']['count']:.4f}"
     assert f"| constraints met: count | {met} |" in report
+    delta = final["overall"] - base["overall"]
+    assert f"Paired on the same 2 images: delta {delta:+.4f}" in report
     grid = (run / "samples_grid.png").read_bytes()
     assert grid.startswith(b"\x89PNG")

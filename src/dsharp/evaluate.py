@@ -91,7 +91,8 @@ def evaluate(
     ``constraints`` (constraint kind -> share met, when a reward reports per-image
     ``constraints`` with a ``kind``, as the shapes verifier does: it says *what* fails),
     ``n_images``, ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
-    the seeds and sampling settings.
+    the seeds and sampling settings, and ``images`` (each image's prompt, seed, weighted
+    score and category) for paired comparisons.
     """
     from dsharp.rewards.plugins import build_reward
 
@@ -164,7 +165,24 @@ def evaluate(
             name: _group_means(all_prompts, values, label_of)
             for name, label_of in groupings.items()
         }
+    # Each image's score, keyed by prompt and seed: two evaluations with the same seeds can
+    # then be compared image for image (dsharp.paired), which a mean alone cannot tell.
+    result["images"] = [
+        _image_entry(prompt, seed, value, category_of)
+        for (prompt, seed), value in zip(pairs, values, strict=True)
+    ]
     return result
+
+
+def _image_entry(
+    prompt: str, seed: int, value: float, category_of: Callable[[str], str] | None
+) -> dict[str, Any]:
+    """One image's row of ``images``: an unscored image (NaN) is ``None``, valid JSON."""
+    entry: dict[str, Any] = {"prompt": prompt, "seed": seed}
+    entry["score"] = None if math.isnan(value) else value
+    if category_of is not None:
+        entry["category"] = category_of(prompt)
+    return entry
 
 
 def _group_means(

@@ -140,8 +140,25 @@ def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> s
         rows.append((f"constraints met: {kind}", before, value))
     for name, b, t in rows:
         lines.append(f"| {name} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
+    if base.get("images") and tuned.get("images"):
+        lines += ["", _paired_sentence(base, tuned)]
     lines += ["", "![before/after samples](samples_grid.png)", ""]
     return "\n".join(lines)
+
+
+def _paired_sentence(base: dict, tuned: dict) -> str:
+    """The overall delta with its 95% interval from image-by-image differences (same
+    prompts, same seeds): how much of the gain the evaluation's draw can explain."""
+    from dsharp.paired import paired_difference
+
+    p = paired_difference(base, tuned, ("base", "fine-tuned"))
+    return (
+        f"Paired on the same {p['n_images']} images: delta {p['delta']:+.4f} "
+        f"(95% interval +-{p['ci95']:.4f} over {p['n_prompts']} prompts); the fine-tuned "
+        f"model scored higher on {p['better']:.0%} of the images and lower on "
+        f"{p['worse']:.0%}. The interval covers the draw of prompts and seeds, not the "
+        "variation between training runs."
+    )
 
 
 def eval_settings(recipe: Any) -> SampleSettings:

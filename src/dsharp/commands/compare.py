@@ -51,6 +51,13 @@ def compare(
     table: str = typer.Option(
         "table1", "--table", help="With --against paper: table1, table2 (n) or table3 (m)."
     ),
+    paired: bool = typer.Option(
+        False,
+        "--paired",
+        help="Compare each source with the first image by image (same prompts and seeds): "
+        "mean difference, its 95% interval over prompts, share of images better / worse, "
+        "and the difference per category.",
+    ),
 ) -> None:
     """Print one table comparing evaluations, and write it as markdown and CSV."""
     from rich.console import Console
@@ -61,7 +68,14 @@ def compare(
     with user_errors():
         if against not in (None, "paper"):
             raise ValueError(f"--against: unknown '{against}' (expected: paper)")
-        if against == "paper":
+        if paired and against is not None:
+            raise ValueError("--paired and --against: choose one")
+        if paired:
+            from dsharp.paired import paired_table
+
+            columns, rows = paired_table([load_result(src) for src in sources])
+            rich_table = to_rich(columns, rows, title="dsharp compare --paired")
+        elif against == "paper":
             from dsharp.bench import compare_with_paper
 
             named = dict(results_for_paper(Path(src), table) for src in sources)

@@ -1,0 +1,125 @@
+"""Paired comparison of two evaluations on the same prompts and seeds.
+
+Two models scored with the same seeds draw from the same initial noises, so the difference
+of their scores image by image varies much less than either score: a gain and its
+uncertainty should come from those differences, not from two independent means. Images of
+one prompt are not independent draws, so the interval is taken over prompts (each prompt's
+mean difference), as a cluster-robust estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from dsharp.evaluate import mean_ci
+
+ImageKey = tuple[str, int, int]
+
+
+def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[str, Any]]:
+    """``(prompt, seed, occurrence) -> image entry`` of an evaluation's scored ``images``.
+
+    A prompt listed twice in a prompt file is evaluated twice: ``occurrence`` keeps both
+    images, so paired means weigh prompts as the evaluation's own means do.
+    """
+    images = result.get("images")
+    if not images:
+        raise ValueError(
+            f"{label}: no per-image scores in this evaluation (re-run `dsharp eval`, which "
+            "records them)"
+        )
+    seen: dict[tuple[str, int], int] = defaultdict(int)
+    scores: dict[ImageKey, dict[str, Any]] = {}
+    for entry in images:
+        prompt, seed = entry["prompt"], int(entry["seed"])
+        occurrence = seen[prompt, seed]
+        seen[prompt, seed] += 1
+        if entry.get("score") is not None:
+            scores[prompt, seed, occurrence] = entry
+    return scores
+
+
+def _by_prompt(diffs: list[tuple[str, float]]) -> list[float]:
+    """Each prompt's mean difference."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for prompt, diff in diffs:
+        groups[prompt].append(diff)
+    return [sum(v) / len(v) for v in groups.values()]
+
+
+def _summary(diffs: list[tuple[str, float]]) -> dict[str, float]:
+    stats = mean_ci(_by_prompt(diffs))
+    n = len(diffs)
+    return {
+        "delta": sum(d for _, d in diffs) / n,
+        # one prompt says nothing about the spread between prompts
+        "ci95": stats["ci95"] if stats["n"] > 1 else math.nan,
+        "n_images": n,
+        "n_prompts": stats["n"],
+    }
+
+
+def paired_difference(
+    base: Mapping[str, Any],
+    other: Mapping[str, Any],
+    labels: tuple[str, str] = ("base", "other"),
+) -> dict[str, Any]:
+    """``other`` minus ``base`` on the images both scored (same prompt, same seed).
+
+    Returns ``delta`` (mean difference), ``ci95`` (half-width of the 95% interval over
+    prompts; NaN with one prompt), ``n_images``, ``n_prompts``, ``base`` and ``other``
+    (their means on those images), ``better`` / ``worse`` (share of images that scored
+    higher / lower) and, where the images carry a category, ``categories`` (category ->
+    the same summary). Raises ValueError when the two share no scored image.
+    """
+    a, b = image_scores(base, labels[0]), image_scores(other, labels[1])
+    common = [key for key in a if key in b]
+    if not common:
+        raise ValueError(
+            f"{labels[0]} and {labels[1]}: no image in common (a paired comparison needs the "
+            "same prompts and seeds)"
+        )
+    diffs = [(key[0], b[key]["score"] - a[key]["score"]) for key in common]
+    result: dict[str, Any] = _summary(diffs)
+    n = len(common)
+    result["base"] = sum(a[key]["score"] for key in common) / n
+    result["other"] = sum(b[key]["score"] for key in common) / n
+    result["better"] = sum(d > 0 for _, d in diffs) / n
+    result["worse"] = sum(d < 0 for _, d in diffs) / n
+    by_category: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for key, diff in zip(common, diffs, strict=True):
+        category = a[key].get("category")
+        if category is not None:
+            by_category[category].append(diff)
+    if by_category:
+        result["categories"] = {
+            category: _summary(cat_diffs) for category, cat_diffs in sorted(by_category.items())
+        }
+    return result
+
+
+def paired_table(
+    named: list[tuple[str, Mapping[str, Any]]],
+) -> tuple[list[str], list[list[Any]]]:
+    """Columns and one row per evaluation after the first, each paired with the first."""
+    if len(named) < 2:
+        raise ValueError("--paired: give a baseline and at least one evaluation to pair with it")
+    base_label, base = named[0]
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    categories: list[str] = []
+    for label, result in named[1:]:
+        paired = paired_difference(base, result, (base_label, label))
+        pairs.append((label, paired))
+        categories += [c for c in paired.get("categories", {}) if c not in categories]
+    columns = ["run", "baseline", "images", "baseline score", "score", "delta", "ci95"]
+    columns += ["better", "worse", *(f"delta:{c}" for c in categories)]
+    rows: list[list[Any]] = []
+    for label, p in pairs:
+        row = [label, base_label, p["n_images"], p["base"], p["other"], p["delta"], p["ci95"]]
+        row += [p["better"], p["worse"]]
+        row += [p.get("categories", {}).get(c, {}).get("delta", math.nan) for c in categories]
+        rows.append(row)
+    return columns, rows

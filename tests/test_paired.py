@@ -1,0 +1,75 @@
+"""Paired comparison of two evaluations: image-by-image differences, intervals over prompts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dsharp.paired import paired_difference, paired_table
+
+
+def _result(scores: dict[tuple[str, int], float | None], category: bool = True) -> dict:
+    images = []
+    for (prompt, seed), score in scores.items():
+        entry = {"prompt": prompt, "seed": seed, "score": score}
+        if category:
+            entry["category"] = prompt.split()[0]
+        images.append(entry)
+    return {"images": images}
+
+
+def test_delta_is_the_mean_image_difference_and_the_interval_is_over_prompts():
+    base = _result({("x a", 0): 0.0, ("x a", 1): 0.5, ("y b", 0): 1.0, ("y b", 1): 0.5})
+    tuned = _result({("x a", 0): 1.0, ("x a", 1): 0.5, ("y b", 0): 0.5, ("y b", 1): 1.0})
+    p = paired_difference(base, tuned)
+    # image differences: +1, 0, -0.5, +0.5 -> mean 0.25; per prompt: +0.5 and 0.0
+    assert p["delta"] == pytest.approx(0.25)
+    assert p["n_images"] == 4 and p["n_prompts"] == 2
+    # sample std of [0.5, 0.0] is sqrt(0.125); interval 1.96 * std / sqrt(2)
+    assert p["ci95"] == pytest.approx(1.96 * math.sqrt(0.125) / math.sqrt(2))
+    assert p["base"] == pytest.approx(0.5) and p["other"] == pytest.approx(0.75)
+    assert p["better"] == pytest.approx(0.5) and p["worse"] == pytest.approx(0.25)
+    assert p["categories"]["x"]["delta"] == pytest.approx(0.5)
+    assert p["categories"]["y"]["delta"] == pytest.approx(0.0)
+    assert math.isnan(p["categories"]["x"]["ci95"])  # one prompt: no interval
+
+
+def test_only_images_both_scored_are_paired():
+    base = _result({("x a", 0): 0.2, ("x a", 1): None, ("x b", 0): 0.4})
+    tuned = _result({("x a", 0): 0.6, ("x a", 1): 1.0, ("x c", 0): 1.0}, category=False)
+    p = paired_difference(base, tuned)
+    assert p["n_images"] == 1 and p["delta"] == pytest.approx(0.4)
+
+
+def test_a_prompt_listed_twice_counts_twice_as_in_the_evaluation_means():
+    base = {"images": [{"prompt": p, "seed": 0, "score": 0.0} for p in ("a", "a", "b")]}
+    tuned = {"images": [{"prompt": p, "seed": 0, "score": s} for p, s in (("a", 1.0),) * 2]}
+    tuned["images"].append({"prompt": "b", "seed": 0, "score": 0.0})
+    p = paired_difference(base, tuned)
+    assert p["n_images"] == 3 and p["n_prompts"] == 2
+    assert p["delta"] == pytest.approx(2 / 3) and p["other"] == pytest.approx(2 / 3)
+
+
+def test_no_common_image_or_no_per_image_scores_is_a_clear_error():
+    base = _result({("x a", 0): 0.2})
+    with pytest.raises(ValueError, match="no image in common"):
+        paired_difference(base, _result({("x a", 1): 0.2}), ("base", "tuned"))
+    with pytest.raises(ValueError, match="old: no per-image scores"):
+        paired_difference(base, {"overall": 0.3}, ("base", "old"))
+
+
+def test_table_pairs_every_source_with_the_first():
+    base = _result({("x a", 0): 0.0, ("y a", 0): 1.0})
+    one = _result({("x a", 0): 1.0, ("y a", 0): 1.0})
+    two = _result({("x a", 0): 0.0, ("y a", 0): 0.0})
+    columns, rows = paired_table([("base", base), ("one", one), ("two", two)])
+    assert columns == [
+        "run", "baseline", "images", "baseline score", "score", "delta", "ci95", "better",
+        "worse", "delta:x", "delta:y",
+    ]  # fmt: skip
+    assert [r[:3] for r in rows] == [["one", "base", 2], ["two", "base", 2]]
+    assert rows[0][5] == pytest.approx(0.5) and rows[1][5] == pytest.approx(-0.5)
+    assert rows[0][9:] == [pytest.approx(1.0), pytest.approx(0.0)]
+    with pytest.raises(ValueError, match="at least one evaluation"):
+        paired_table([("base", base)])
