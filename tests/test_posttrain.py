@@ -50,3 +50,13 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert f"Paired on the same 2 images: delta {delta:+.4f}" in report
     grid = (run / "samples_grid.png").read_bytes()
     assert grid.startswith(b"\x89PNG")
+
+
+def test_report_says_why_it_has_no_paired_delta_instead_of_failing():
+    from dsharp.posttrain import _paired_sentence
+
+    base = {"images": [{"prompt": "a red circle", "seed": 0, "score": None}]}
+    tuned = {"images": [{"prompt": "a red circle", "seed": 0, "score": 1.0}]}
+    assert _paired_sentence(base, tuned).startswith(
+        "No paired delta: base and fine-tuned: no image in common"
+    )

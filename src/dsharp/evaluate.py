@@ -159,11 +159,10 @@ def evaluate(
         result["constraints"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
     values = total.tolist()
     if category_of is not None:
-        result["categories"] = _group_means(all_prompts, values, category_of)
+        result["categories"] = group_means(all_prompts, values, category_of)
     if groupings:
         result["groups"] = {
-            name: _group_means(all_prompts, values, label_of)
-            for name, label_of in groupings.items()
+            name: group_means(all_prompts, values, label_of) for name, label_of in groupings.items()
         }
     # Each image's score, keyed by prompt and seed: two evaluations with the same seeds can
     # then be compared image for image (dsharp.paired), which a mean alone cannot tell.
@@ -185,7 +184,7 @@ def _image_entry(
     return entry
 
 
-def _group_means(
+def group_means(
     prompts: Sequence[str], values: Sequence[float], label_of: Callable[[str], str]
 ) -> dict[str, float]:
     """Mean of the scored ``values`` per ``label_of(prompt)``, labels sorted."""

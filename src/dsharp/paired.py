@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from dsharp.evaluate import mean_ci
+from dsharp.evaluate import group_means, mean_ci
 
 ImageKey = tuple[str, int, int]
 
@@ -42,16 +42,9 @@ def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[s
     return scores
 
 
-def _by_prompt(diffs: list[tuple[str, float]]) -> list[float]:
-    """Each prompt's mean difference."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for prompt, diff in diffs:
-        groups[prompt].append(diff)
-    return [sum(v) / len(v) for v in groups.values()]
-
-
 def _summary(diffs: list[tuple[str, float]]) -> dict[str, float]:
-    stats = mean_ci(_by_prompt(diffs))
+    prompts, values = zip(*diffs, strict=True)
+    stats = mean_ci(list(group_means(prompts, values, str).values()))  # one mean per prompt
     n = len(diffs)
     return {
         "delta": sum(d for _, d in diffs) / n,

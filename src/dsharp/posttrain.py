@@ -151,7 +151,10 @@ def _paired_sentence(base: dict, tuned: dict) -> str:
     prompts, same seeds): how much of the gain the evaluation's draw can explain."""
     from dsharp.paired import paired_difference
 
-    p = paired_difference(base, tuned, ("base", "fine-tuned"))
+    try:
+        p = paired_difference(base, tuned, ("base", "fine-tuned"))
+    except ValueError as exc:  # e.g. no image scored by both: say so, keep the report
+        return f"No paired delta: {exc}."
     return (
         f"Paired on the same {p['n_images']} images: delta {p['delta']:+.4f} "
         f"(95% interval +-{p['ci95']:.4f} over {p['n_prompts']} prompts); the fine-tuned "
