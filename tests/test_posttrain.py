@@ -60,3 +60,23 @@ def test_report_says_why_it_has_no_paired_delta_instead_of_failing():
     assert _paired_sentence(base, tuned).startswith(
         "No paired delta: base and fine-tuned: no image in common"
     )
+
+
+def test_report_paired_line_on_one_prompt_gives_no_interval_rather_than_nan():
+    from dsharp.posttrain import _paired_sentence
+
+    base = {
+        "images": [
+            {"prompt": "a red circle", "seed": s, "score": v, "category": "single"}
+            for s, v in ((0, 0.0), (1, 1.0))
+        ]
+    }
+    tuned = {
+        "images": [
+            {"prompt": "a red circle", "seed": s, "score": 1.0, "category": "single"}
+            for s in (0, 1)
+        ]
+    }
+    sentence = _paired_sentence(base, tuned)
+    assert "delta +0.5000 (no interval with 1 prompt)" in sentence
+    assert "nan" not in sentence

@@ -8,6 +8,7 @@ training's doing.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,13 @@ def _paired_sentence(base: dict, tuned: dict) -> str:
         p = paired_difference(base, tuned, ("base", "fine-tuned"))
     except ValueError as exc:  # e.g. no image scored by both: say so, keep the report
         return f"No paired delta: {exc}."
+    if math.isnan(p["ci95"]):  # one prompt: no spread over prompts to give an interval
+        interval = f"no interval with {p['n_prompts']} prompt"
+    else:
+        interval = f"95% interval +-{p['ci95']:.4f} over {p['n_prompts']} prompts"
     return (
         f"Paired on the same {p['n_images']} images: delta {p['delta']:+.4f} "
-        f"(95% interval +-{p['ci95']:.4f} over {p['n_prompts']} prompts); the fine-tuned "
+        f"({interval}); the fine-tuned "
         f"model scored higher on {p['better']:.0%} of the images and lower on "
         f"{p['worse']:.0%}. The interval covers the draw of prompts and seeds, not the "
         "variation between training runs."
