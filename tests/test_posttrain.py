@@ -80,3 +80,4 @@ def test_report_paired_line_on_one_prompt_gives_no_interval_rather_than_nan():
     sentence = _paired_sentence(base, tuned)
     assert "delta +0.5000 (no interval with 1 prompt)" in sentence
     assert "nan" not in sentence
+    assert "The interval covers" not in sentence

@@ -158,14 +158,17 @@ def _paired_sentence(base: dict, tuned: dict) -> str:
         return f"No paired delta: {exc}."
     if math.isnan(p["ci95"]):  # one prompt: no spread over prompts to give an interval
         interval = f"no interval with {p['n_prompts']} prompt"
+        caveat = ""
     else:
         interval = f"95% interval +-{p['ci95']:.4f} over {p['n_prompts']} prompts"
+        caveat = (
+            " The interval covers the draw of prompts and seeds, not the variation between "
+            "training runs."
+        )
     return (
         f"Paired on the same {p['n_images']} images: delta {p['delta']:+.4f} "
-        f"({interval}); the fine-tuned "
-        f"model scored higher on {p['better']:.0%} of the images and lower on "
-        f"{p['worse']:.0%}. The interval covers the draw of prompts and seeds, not the "
-        "variation between training runs."
+        f"({interval}); the fine-tuned model scored higher on {p['better']:.0%} of the "
+        f"images and lower on {p['worse']:.0%}.{caveat}"
     )
 
 
