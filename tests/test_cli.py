@@ -356,3 +356,11 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     result = _invoke(["compare", run, "--out", tmp_path])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith(f"{run.name},")
+
+
+def test_version_flag_prints_the_installed_distribution_version():
+    from importlib.metadata import version
+
+    result = _invoke(["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"dsharp {version('dsharp')}"

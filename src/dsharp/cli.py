@@ -7,6 +7,7 @@ import warnings
 
 import typer
 
+from dsharp import __version__
 from dsharp.commands import recipes as recipes_cmd
 from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
@@ -22,6 +23,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    """Eager ``--version``: print and exit before any command parses its arguments."""
+    if value:
+        typer.echo(f"dsharp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Diffusion-Sharpening: fine-tune text-to-image diffusion models with reward feedback."""
+
+
 app.command("train")(train)
 app.command("sample")(sample)
 app.command("eval")(evaluate_cmd)
