@@ -50,6 +50,8 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert f"Paired on the same 2 images: delta {delta:+.4f}" in report
     grid = (run / "samples_grid.png").read_bytes()
     assert grid.startswith(b"\x89PNG")
+    assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "![training curves](training_curves.png)" in report
 
 
 def test_report_says_why_it_has_no_paired_delta_instead_of_failing():

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dsharp.curves import CURVES_PNG
 from dsharp.generate import SampleSettings, generate
 from dsharp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -105,7 +106,11 @@ def _pick_grid_prompts(prompts: list[str], category_of: Any, k: int) -> list[str
     return picked
 
 
-def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> str:
+def report_markdown(
+    recipe: Any, base: dict, tuned: dict, checkpoint: Path, curves: str | None = None
+) -> str:
+    """The run's report: settings, base vs fine-tuned table, paired delta, and the sample
+    grid; ``curves`` (a file name in the run folder) adds the training curves."""
     lines = [
         f"# dsharp run report: {Path(recipe.output_dir).name}",
         "",
@@ -144,6 +149,8 @@ def report_markdown(recipe: Any, base: dict, tuned: dict, checkpoint: Path) -> s
     if base.get("images") and tuned.get("images"):
         lines += ["", _paired_sentence(base, tuned)]
     lines += ["", "![before/after samples](samples_grid.png)", ""]
+    if curves:
+        lines += [f"![training curves]({curves})", ""]
     return "\n".join(lines)
 
 
@@ -231,6 +238,13 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
     sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png")
     report = run_dir / "report.md"
     atomic_write_text(
-        report, report_markdown(recipe, results["base"], results["fine-tuned"], checkpoint)
+        report,
+        report_markdown(
+            recipe,
+            results["base"],
+            results["fine-tuned"],
+            checkpoint,
+            curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
+        ),
     )
     return report

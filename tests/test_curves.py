@@ -1,0 +1,50 @@
+"""Training curves: metrics.jsonl drawn as training_curves.png, one panel per logged kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dsharp.curves import moving_average, plot_training_curves
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_moving_average_is_centred_and_shrinks_at_the_ends():
+    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0], 3) == pytest.approx([1.5, 2, 3, 4, 4.5])
+    assert moving_average([2.0, 4.0], 1) == [2.0, 4.0]
+    assert moving_average([], 5) == []
+
+
+def test_curves_draw_the_logged_panels_and_skip_non_finite_values(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    rows = [
+        {"step": i, "loss": 0.7 - 0.01 * i, "reward": 0.5, "implicit_acc": float("nan")}
+        for i in range(1, 11)
+    ]
+    rows[3]["implicit_acc"] = 0.5
+    drawn: list[list[str]] = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn.append([ax.get_title() for ax in fig.axes])
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    out = plot_training_curves(_write_rows(tmp_path / "m.jsonl", rows), tmp_path / "c.png")
+    assert out == tmp_path / "c.png"
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert drawn == [["loss", "reward", "implicit accuracy"]]
+
+
+def test_curves_without_any_plotted_key_write_nothing(tmp_path):
+    metrics = _write_rows(tmp_path / "m.jsonl", [{"step": 1, "lr": 1e-5}])
+    assert plot_training_curves(metrics, tmp_path / "c.png") is None
+    assert not (tmp_path / "c.png").exists()
+    assert plot_training_curves(tmp_path / "missing.jsonl", tmp_path / "c.png") is None
