@@ -111,9 +111,9 @@ def evaluate_cmd(
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
     ),
-    height: int = typer.Option(None, "--height"),
-    width: int = typer.Option(None, "--width"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
+    width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per UNet batch."),
     images: Path = typer.Option(None, "--images", help="Also keep the generated images here."),
     out: Path = typer.Option(
         None,
@@ -121,7 +121,7 @@ def evaluate_cmd(
         help="Write the JSON here (default: RUN_DIR/eval-*.json for a run or a recipe).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
     limit: int = typer.Option(
         None, "--limit", help="At most N prompts per category (spread evenly) for quick looks."
     ),
