@@ -64,6 +64,8 @@ def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, fam
     run, result = train_run(family, method)
     assert result.exit_code == 0, result.output
     assert f"run folder: {run}" in result.stdout
+    assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert f"training curves: {run / 'training_curves.png'}" in result.stdout
 
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

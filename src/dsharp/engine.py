@@ -19,6 +19,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from dsharp import checkpoints as ckpts
 from dsharp.builders import build_model, build_reward, resolution
+from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
 from dsharp.io import append_jsonl, atomic_write_text, read_jsonl
 from dsharp.methods.factory import build_method
@@ -210,6 +211,8 @@ class Trainer:
                 "reward_evals": self.reward_evals,
             }
             ckpts.finalize_checkpoint(self.run_dir, step, state, self.recipe.train.keep_checkpoints)
+            # Refreshed with every checkpoint, so a long run can be watched as it goes.
+            plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / CURVES_PNG)
         acc.wait_for_everyone()
 
     def train_step(self, step: int) -> dict[str, float]:

@@ -30,13 +30,12 @@ def train(
         run_dir = run_training(cfg, progress=progress)
         from accelerate import PartialState
 
-        from dsharp.curves import CURVES_PNG, plot_training_curves
+        from dsharp.curves import CURVES_PNG
         from dsharp.posttrain import post_train_report, wants_report
 
         if PartialState().is_main_process:
-            curves = plot_training_curves(run_dir / "metrics.jsonl", run_dir / CURVES_PNG)
-            if curves is not None:
-                typer.echo(f"training curves: {curves}")
+            if (run_dir / CURVES_PNG).exists():
+                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
             if wants_report(cfg):
                 report = post_train_report(cfg, run_dir, progress=progress)
                 typer.echo(f"report: {report}")
