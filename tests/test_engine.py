@@ -626,3 +626,26 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
         "0001-seed6-a-red-square.png",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in summary["images"])
+
+
+def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(
+    tiny_sd_dir, brightness, tmp_path, monkeypatch
+):
+    import dsharp.engine
+
+    run = tmp_path / "run"
+    recipe = _recipe(
+        "rlhf_sharpening", tiny_sd_dir, run, *SMALL, "train.max_steps=1", "train.lr=1e-5"
+    )
+    _train(recipe)
+    assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(dsharp.engine, "plot_training_curves", broken)
+    other = tmp_path / "other"
+    with pytest.warns(UserWarning, match="training curves not drawn: no display"):
+        _train(_recipe("rlhf_sharpening", tiny_sd_dir, other, *SMALL, "train.max_steps=1"))
+    assert (other / "checkpoints" / "step-000001" / "trainer_state.json").is_file()
+    assert not (other / "training_curves.png").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,12 @@ class Trainer:
                 "reward_evals": self.reward_evals,
             }
             ckpts.finalize_checkpoint(self.run_dir, step, state, self.recipe.train.keep_checkpoints)
-            # Refreshed with every checkpoint, so a long run can be watched as it goes.
-            plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / CURVES_PNG)
+            # Refreshed with every checkpoint, so a long run can be watched as it goes. A
+            # figure is a convenience: failing to draw one must not end a long run.
+            try:
+                plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / CURVES_PNG)
+            except Exception as exc:
+                warnings.warn(f"training curves not drawn: {exc}", stacklevel=1)
         acc.wait_for_everyone()
 
     def train_step(self, step: int) -> dict[str, float]:
