@@ -16,9 +16,11 @@ def _write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def test_moving_average_is_centred_and_shrinks_at_the_ends():
-    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0], 3) == pytest.approx([1.5, 2, 3, 4, 4.5])
-    assert moving_average([2.0, 4.0], 1) == [2.0, 4.0]
-    assert moving_average([], 5) == []
+    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0], 3, centred=True) == pytest.approx(
+        [1.5, 2, 3, 4, 4.5]
+    )
+    assert moving_average([2.0, 4.0], 1, centred=True) == [2.0, 4.0]
+    assert moving_average([], 5, centred=True) == []
 
 
 def test_curves_draw_the_logged_panels_and_skip_non_finite_values(tmp_path, monkeypatch):

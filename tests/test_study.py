@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from dsharp.cli import app
 from dsharp.config import RecipeError, save_recipe
-from dsharp.study import load_study, moving_average, run_study, step_series
+from dsharp.curves import moving_average, step_series
+from dsharp.study import load_study, run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"

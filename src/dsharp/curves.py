@@ -2,16 +2,17 @@
 
 Why: a run's step rows are noisy (each step scores a few prompts), and whether the loss or
 the reward moved over a run is quicker to see on a smoothed curve than to read off rows.
+The series and smoothing helpers here also draw the study figures (``dsharp.study``).
 """
 
 from __future__ import annotations
 
-import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsharp.io import atomic_write_bytes, read_jsonl
+from dsharp.io import atomic_save_png, read_jsonl
 
 CURVES_PNG = "training_curves.png"  # the file name in a run folder
 
@@ -23,29 +24,50 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """Steps and finite values of ``key`` (rows without it, or NaN, are skipped)."""
-    steps, values = [], []
-    for row in rows:
-        value = row.get(key)
-        if isinstance(value, int | float) and math.isfinite(value) and "step" in row:
-            steps.append(int(row["step"]))
-            values.append(float(value))
-    return steps, values
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
-def moving_average(values: list[float], window: int) -> list[float]:
-    """Centred mean over ``window`` values (fewer at the ends), same length: a trailing
-    mean would lag the curve by half a window."""
-    half = max(0, window // 2)
+def moving_average(values: Sequence[float], window: int, *, centred: bool = False) -> list[float]:
+    """Mean over ``window`` values, same length as ``values``, fewer values at the ends.
+
+    Trailing (the default: the last ``window`` values), so a smoothed curve starts where the
+    raw one does; ``centred`` (``window // 2`` on each side), so it does not lag the raw curve
+    by half a window.
+    """
+    before, after = (window // 2, window // 2) if centred else (max(0, window - 1), 0)
     prefix = [0.0]
     for v in values:
         prefix.append(prefix[-1] + v)
     out = []
     for i in range(len(values)):
-        lo, hi = max(0, i - half), min(len(values), i + half + 1)
+        lo, hi = max(0, i - before), min(len(values), i + after + 1)
         out.append((prefix[hi] - prefix[lo]) / (hi - lo))
     return out
+
+
+def step_series(
+    rows: Sequence[dict[str, Any]], y: str, band: str | None = None, smooth: int = 1
+) -> list[dict[str, float]]:
+    """Points of one training curve from metrics.jsonl rows: step, y, smoothed y (trailing
+    mean) and (with ``band``) the smoothed band half-width; rows without a number for ``y``
+    are skipped."""
+    points = []
+    for row in rows:
+        step, value = finite_number(row.get("step")), finite_number(row.get(y))
+        if step is None or value is None:
+            continue
+        width = finite_number(row.get(band)) if band else None
+        points.append({"step": step, "y": value, "band": width if width is not None else 0.0})
+    ys = moving_average([p["y"] for p in points], smooth)
+    widths = moving_average([p["band"] for p in points], smooth)
+    for point, ys_i, w_i in zip(points, ys, widths, strict=True):
+        point["y_smooth"], point["band_smooth"] = ys_i, w_i
+    return points
 
 
 def plot_training_curves(metrics: Path, out: Path) -> Path | None:
@@ -55,11 +77,11 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
     steps (7 of 50, 77 of 6000): smooth enough to read, narrow enough to keep the shape.
     Returns ``out``, or None when no step logged a plotted key.
     """
-    rows = [r for r in read_jsonl(metrics) if "step" in r]
+    rows = read_jsonl(metrics)
     panels = []
     for title, keys in PANELS:
-        lines = [(k, *_series(rows, k)) for k in keys]
-        lines = [line for line in lines if line[1]]
+        lines = [(key, step_series(rows, key)) for key in keys]
+        lines = [(key, points) for key, points in lines if points]
         if lines:
             panels.append((title, lines))
     if not panels:
@@ -72,21 +94,19 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels, strict=True):
-        for key, steps, values in lines:
+        for key, points in lines:
+            steps, values = [p["step"] for p in points], [p["y"] for p in points]
             window = max(1, round(math.sqrt(len(values))))
             (raw,) = ax.plot(steps, values, linewidth=0.6, alpha=0.3)
             label = key if window == 1 else f"{key} (mean of {window} steps)"
-            ax.plot(steps, moving_average(values, window), color=raw.get_color(), label=label)
-        values_all = [v for _, _, values in lines for v in values]
+            smooth = moving_average(values, window, centred=True)
+            ax.plot(steps, smooth, color=raw.get_color(), label=label)
+        values_all = [p["y"] for _, points in lines for p in points]
         if title == "loss" and min(values_all) > 0 and max(values_all) > 20 * min(values_all):
             ax.set_yscale("log")  # e.g. a pretraining loss falling by orders of magnitude
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_save_png(fig, out, dpi=110)
     return out

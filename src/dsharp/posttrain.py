@@ -16,7 +16,7 @@ import torch
 
 from dsharp.curves import CURVES_PNG
 from dsharp.generate import SampleSettings, generate
-from dsharp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text
 
 
 def wants_report(recipe: Any) -> bool:
@@ -65,8 +65,6 @@ def sample_grid(
     rows: list[tuple[str, torch.Tensor]], prompts: list[str], seeds: list[int], path: Path
 ) -> None:
     """A PNG with one row per model (label, images ``(K, 3, H, W)``) and prompts as titles."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,11 +82,7 @@ def sample_grid(
                 ax.set_title(f"{prompts[c]}\n(seed {seeds[c]})", fontsize=6, wrap=True)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_png(fig, path)
 
 
 def _pick_grid_prompts(prompts: list[str], category_of: Any, k: int) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -42,6 +41,8 @@ from dsharp.config import (
     parse_yaml,
     recipe_to_dict,
 )
+from dsharp.curves import finite_number, step_series
+from dsharp.io import atomic_save_png
 
 EVAL_FILE = "eval.json"
 """Each evaluated row's result, beside its ``recipe.yaml``."""
@@ -657,65 +658,14 @@ def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[
 # --------------------------------------------------------------------------- figures
 
 
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    """Trailing mean over the last ``window`` values (fewer at the start), so a smoothed
-    curve starts where the raw one does."""
-    out, total, queue = [], 0.0, []
-    for value in values:
-        queue.append(value)
-        total += value
-        if len(queue) > window:
-            total -= queue.pop(0)
-        out.append(total / len(queue))
-    return out
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
-def step_series(
-    rows: Sequence[dict[str, Any]], y: str, band: str | None = None, smooth: int = 1
-) -> list[dict[str, float]]:
-    """Points of one training curve from metrics.jsonl rows: step, y, smoothed y and (with
-    ``band``) the smoothed band half-width; rows without a number for ``y`` are skipped."""
-    points = []
-    for row in rows:
-        step, value = _number(row.get("step")), _number(row.get(y))
-        if step is None or value is None:
-            continue
-        width = _number(row.get(band)) if band else None
-        points.append({"step": step, "y": value, "band": width if width is not None else 0.0})
-    ys = moving_average([p["y"] for p in points], smooth)
-    widths = moving_average([p["band"] for p in points], smooth)
-    for point, ys_i, w_i in zip(points, ys, widths, strict=True):
-        point["y_smooth"], point["band_smooth"] = ys_i, w_i
-    return points
-
-
 def eval_metric(result: dict[str, Any], name: str) -> float | None:
     """An evaluation's value for ``name``: overall / strict / nfe_per_image, a metric's mean,
     or a paper column through its metric mapping (clip_score -> clip)."""
     from dsharp.bench.paper import metric_value
 
     if name in ("overall", "strict", "nfe_per_image"):
-        return _number(result.get(name))
+        return finite_number(result.get(name))
     return metric_value(result, name)
-
-
-def _save_png(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from dsharp.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -768,7 +718,7 @@ def plot_steps(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save_png(fig, png)
+    atomic_save_png(fig, png)
     header = ["series", "step", spec.y, f"{spec.y}_smooth"]
     header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
     atomic_write_text(csv_path, _csv_text(header, table))
@@ -792,7 +742,7 @@ def plot_nfe(
 
     by_series: dict[str, list[tuple[float, float, str]]] = {}
     for series, label, result in points:
-        nfe, value = _number(result.get("nfe_per_image")), eval_metric(result, spec.y)
+        nfe, value = finite_number(result.get("nfe_per_image")), eval_metric(result, spec.y)
         if nfe is None:
             raise ValueError(f"{label}: its evaluation has no nfe_per_image")
         if value is None:
@@ -811,7 +761,7 @@ def plot_nfe(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save_png(fig, png)
+    atomic_save_png(fig, png)
     atomic_write_text(csv_path, _csv_text(["series", "row", "nfe_per_image", spec.y], table))
 
 
