@@ -38,7 +38,7 @@ def _root(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
-    """Diffusion-Sharpening: fine-tune text-to-image diffusion models with reward feedback."""
+    """Root options only (--version); the commands are registered below."""
 
 
 app.command("train")(train)
