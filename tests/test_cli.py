@@ -344,6 +344,30 @@ def test_compare_reports_a_missing_source_in_one_line(tmp_path):
     assert result.stderr.strip() == f"error: {tmp_path / 'nope.json'}: no such file or folder"
 
 
+def test_compare_labels_run_files_by_their_run_and_keeps_repeated_labels_apart(tmp_path):
+    files = []
+    for run_name, score in (("seed0", 0.5), ("seed1", 0.75)):
+        run = tmp_path / run_name
+        run.mkdir()
+        (run / "recipe.yaml").write_text("method:\n  name: rlhf_sharpening\n")
+        files.append(run / "eval-shapes.json")
+        files[-1].write_text(json.dumps({"metrics": {"shapes": {"mean": score}}}))
+    loose = [tmp_path / "a" / "scores.json", tmp_path / "b" / "scores.json"]
+    for path, score in zip(loose, (0.25, 1.0), strict=True):
+        path.parent.mkdir()
+        path.write_text(json.dumps({"metrics": {"shapes": {"mean": score}}}))
+    result = _invoke(["compare", *files, *loose, "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    header, *rows = csv.reader((tmp_path / "compare.csv").read_text().splitlines())
+    column = header.index("shapes")
+    assert {row[0]: float(row[column]) for row in rows} == {
+        "seed0": 0.5,
+        "seed1": 0.75,
+        str(loose[0]): 0.25,
+        str(loose[1]): 1.0,
+    }
+
+
 @pytest.mark.slow
 def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_run, tmp_path):
     run, result = train_run("sd", "rlhf_sharpening")

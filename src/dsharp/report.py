@@ -71,7 +71,26 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
         data = json.loads(source.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not JSON ({exc.msg})") from None
-    return data.get("label") or source.stem, data
+    return data.get("label") or _file_label(source), data
+
+
+def _file_label(source: Path) -> str:
+    """A run's own evaluation file (``RUN/eval-shapes.json``) is labelled by its run, so that
+    several runs' files do not all read ``eval-shapes``; any other file by its name."""
+    in_run = (source.parent / "recipe.yaml").exists() or (source.parent / "metrics.jsonl").exists()
+    return source.parent.name if source.stem.startswith("eval") and in_run else source.stem
+
+
+def distinct_labels(
+    named: list[tuple[str, dict[str, Any]]], sources: list[Path]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Rows that would share a label are labelled by the path given instead, so that no row
+    of a comparison is ambiguous or, where rows are keyed by label, silently dropped."""
+    labels = [label for label, _ in named]
+    return [
+        (str(src) if labels.count(label) > 1 else label, result)
+        for (label, result), src in zip(named, sources, strict=True)
+    ]
 
 
 def build_table(named: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:

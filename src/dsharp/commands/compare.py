@@ -63,7 +63,14 @@ def compare(
     from rich.console import Console
 
     from dsharp.io import atomic_write_text
-    from dsharp.report import build_table, load_result, to_csv, to_markdown, to_rich
+    from dsharp.report import (
+        build_table,
+        distinct_labels,
+        load_result,
+        to_csv,
+        to_markdown,
+        to_rich,
+    )
 
     with user_errors():
         if against not in (None, "paper"):
@@ -73,17 +80,19 @@ def compare(
         if paired:
             from dsharp.paired import paired_table
 
-            columns, rows = paired_table([load_result(src) for src in sources])
+            named_list = distinct_labels([load_result(src) for src in sources], sources)
+            columns, rows = paired_table(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
             from dsharp.bench import compare_with_paper
 
-            named = dict(results_for_paper(Path(src), table) for src in sources)
+            found = [results_for_paper(Path(src), table) for src in sources]
+            named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
             title = f"dsharp compare --against paper ({table})"
             rich_table = paper_rich(columns, rows, title)
         else:
-            named_list = [load_result(src) for src in sources]
+            named_list = distinct_labels([load_result(src) for src in sources], sources)
             columns, rows = build_table(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare")
         atomic_write_text(Path(out) / "compare.md", to_markdown(columns, rows))
