@@ -89,6 +89,18 @@ def test_prompt_file_crlf_comments_blanks(tmp_path):
     assert read_prompt_file(path) == ["a cat", "a dog"]
 
 
+def test_prompt_file_drops_a_byte_order_mark_and_names_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "notepad.txt"
+    path.write_bytes("a red circle\r\n".encode("utf-8-sig"))  # as Windows Notepad saves it
+    assert read_prompt_file(path) == ["a red circle"]
+    path.write_bytes(b"a red \xff circle\n")
+    with pytest.raises(ValueError, match=r"notepad\.txt: not UTF-8 text"):
+        read_prompt_file(path)
+    path.write_text("# only a comment\n\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        read_prompt_file(path)
+
+
 class _Cfg:
     prompts = ["p0", "p1", "p2", "p3"]
     prompts_file = None

@@ -22,10 +22,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def read_prompt_file(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with ``#`` are skipped; CRLF ok."""
-    text = Path(path).read_text(encoding="utf-8")
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
+    """The prompts of a file read as recipes read theirs (one per line, ``#`` lines and blank
+    lines skipped, a UTF-8 byte-order mark dropped), refusing a file that holds none."""
+    from dsharp.config import read_prompts_file
+
+    prompts = read_prompts_file(path)
     if not prompts:
         raise ValueError(f"{path}: no prompts in file")
     return prompts
