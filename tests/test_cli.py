@@ -184,7 +184,8 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     names = ["0000-seed3-a.png", "0001-seed4-b.png"]
     assert [Path(p).name for p in summary["images"]] == names
     assert summary["nfe_per_image"] == 8  # 4 steps x 2 (classifier-free guidance)
-    assert sorted(p.name for p in out.iterdir()) == names
+    assert sorted(p.name for p in out.iterdir()) == [*names, "grid.png"]
+    assert summary["grid"] == str(out / "grid.png")
 
     ours = np.stack([np.asarray(Image.open(out / n).convert("RGB")) for n in names])
     theirs = _pipeline_images(family, model_dirs[family], ["a", "b"], [3, 4])
@@ -197,6 +198,36 @@ def test_sample_needs_exactly_one_model_source(tmp_path):
     result = _invoke(["sample", "--prompt", "a", "--out", tmp_path])
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
+
+
+def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("# two prompts\na red square\na blue circle\n")
+    out = tmp_path / "png"
+    args = ["sample", "--model", tiny_sd_dir, "--prompts", prompts, "-p", "x", "-n", "2"]
+    args += ["--steps", "2", "--out", out, "--device", "cpu", "--no-grid"]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["grid"] is None and not (out / "grid.png").exists()
+    assert [Path(p).name for p in summary["images"]] == [
+        "0000-seed0-x.png",
+        "0001-seed1-x.png",
+        "0002-seed2-a-red-square.png",
+        "0003-seed3-a-red-square.png",
+        "0004-seed4-a-blue-circle.png",
+        "0005-seed5-a-blue-circle.png",
+    ]
+
+
+def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    result = _invoke(["sample", "--model", tiny_sd_dir, "--out", tmp_path])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: give --prompt TEXT (repeatable) or --prompts FILE"
+    result = _invoke(["sample", "--model", tiny_sd_dir, "--prompts", empty, "--out", tmp_path])
+    assert result.exit_code == 1 and "empty.txt: no prompts" in result.stderr
 
 
 # --------------------------------------------------------------------------- eval, compare

@@ -19,7 +19,10 @@ def sample(
     overrides: list[str] = typer.Argument(
         None, help="sample.* overrides, e.g. sample.method=demon sample.options.K=4."
     ),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat for several)."),
+    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Prompt (repeat for several)."),
+    prompts_file: Path = typer.Option(
+        None, "--prompts", help="Prompt file, one per line (with or instead of --prompt)."
+    ),
     model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first image; image i uses seed + i."),
@@ -40,23 +43,38 @@ def sample(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
     out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
+    grid: bool = typer.Option(
+        True,
+        "--grid/--no-grid",
+        help="Also write OUT/grid.png: one row per prompt, one column per image (up to 32 x 16).",
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run."""
     from dsharp.commands.common import load_model_for_inference
     from dsharp.generate import SampleSettings, generate, parse_sample_overrides
     from dsharp.sampling import save_images
+    from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
     with user_errors():
         if (model is None) == (checkpoint is None):
             raise ValueError("give exactly one of --model or --checkpoint")
+        prompt_list = list(prompt or [])
+        if prompts_file is not None:
+            from dsharp.data import read_prompt_file
+
+            prompt_list += read_prompt_file(prompts_file)
+        if not prompt_list:
+            raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+        if num_images < 1:
+            raise ValueError(f"--num-images must be at least 1, got {num_images}")
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [])
         settings = SampleSettings(**section, reward=reward or None)
         settings.validate()  # unknown method, bad option or missing reward: before loading
         diffusion = load_model_for_inference(model, checkpoint, device)
-        prompts = [p for p in prompt for _ in range(num_images)]
+        prompts = [p for p in prompt_list for _ in range(num_images)]
         seeds = [seed + i for i in range(len(prompts))]
         result = generate(diffusion, prompts, seeds, settings, batch_size=batch_size, progress=True)
         names = [
@@ -64,8 +82,13 @@ def sample(
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
         ]
         paths = save_images(result.images, out, names)
+        if grid:
+            shown = save_contact_sheet(result.images, prompts, seeds, out / SHEET_PNG)
+            note = "" if shown == len(prompts) else f" ({shown} of {len(prompts)} images)"
+            typer.echo(f"grid: {out / SHEET_PNG}{note}", err=True)
     summary = {
         "images": [str(p) for p in paths],
+        "grid": str(out / SHEET_PNG) if grid else None,
         "nfe_per_image": result.nfe_per_image,
         "method": settings.method,
     }

@@ -1,0 +1,68 @@
+"""A contact sheet of sampled images: one row per prompt, one column per image of it.
+
+`dsharp sample` writes one beside its PNGs, since a few dozen small files (dsharp-mini's are
+32x32) are easier to judge side by side in one picture than one by one.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import torch
+
+from dsharp.io import atomic_save_png
+
+SHEET_PNG = "grid.png"
+MAX_ROWS = 32  # prompts shown; a sheet of more rows is too tall to read
+MAX_COLUMNS = 16  # images per prompt shown
+
+
+def save_contact_sheet(
+    images: torch.Tensor, prompts: list[str], seeds: list[int], path: Path
+) -> int:
+    """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` (image ``i`` drawn for ``prompts[i]``
+    with ``seeds[i]``) as a sheet whose rows are the distinct prompts in first-seen order.
+
+    Shows at most ``MAX_ROWS`` prompts and ``MAX_COLUMNS`` images of each; returns how many
+    images it shows, so that a caller can say what was left out.
+    """
+    if images.ndim != 4 or images.shape[0] != len(prompts) or len(prompts) != len(seeds):
+        raise ValueError(
+            f"contact sheet: {tuple(images.shape)} images for {len(prompts)} prompts and "
+            f"{len(seeds)} seeds"
+        )
+    if not prompts:
+        raise ValueError("contact sheet: no images")
+    rows: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        rows.setdefault(prompt, []).append(i)
+    shown = list(rows.items())[:MAX_ROWS]
+    n_cols = min(MAX_COLUMNS, max(len(indices) for _, indices in shown))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        len(shown), n_cols, figsize=(1.3 * n_cols + 1.6, 1.4 * len(shown)), squeeze=False
+    )
+    for r, (prompt, indices) in enumerate(shown):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(indices):
+                ax.axis("off")
+                continue
+            i = indices[c]
+            ax.imshow(
+                images[i].permute(1, 2, 0).clamp(0, 1).float().cpu().numpy(),
+                interpolation="nearest",
+            )
+            ax.set_title(f"seed {seeds[i]}", fontsize=6)
+            if c == 0:
+                ax.set_ylabel("\n".join(textwrap.wrap(prompt, 22)), fontsize=7)
+    atomic_save_png(fig, Path(path))
+    return sum(min(len(indices), n_cols) for _, indices in shown)

@@ -1,0 +1,41 @@
+"""The contact sheet `dsharp sample` writes: rows are prompts, columns their images."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsharp import sheets
+
+
+def _solid(rgb: tuple[float, float, float], n: int = 1) -> torch.Tensor:
+    return torch.tensor(rgb).view(1, 3, 1, 1).expand(n, 3, 8, 8).clone()
+
+
+def test_sheet_groups_images_by_prompt_and_shows_their_colours(tmp_path):
+    images = torch.cat([_solid((1, 0, 0), 2), _solid((0, 0, 1), 3)])
+    prompts = ["red"] * 2 + ["blue"] * 3
+    path = tmp_path / "grid.png"
+    assert sheets.save_contact_sheet(images, prompts, list(range(5)), path) == 5
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    pure_red = ((pixels[:, 0] > 200) & (pixels[:, 1] < 40) & (pixels[:, 2] < 40)).sum()
+    pure_blue = ((pixels[:, 2] > 200) & (pixels[:, 0] < 40) & (pixels[:, 1] < 40)).sum()
+    assert pure_red > 0 and pure_blue > 0
+    assert pure_blue == pytest.approx(1.5 * pure_red, rel=0.1)  # three blue cells, two red
+
+
+def test_sheet_caps_rows_and_columns_and_says_how_many_it_shows(tmp_path, monkeypatch):
+    monkeypatch.setattr(sheets, "MAX_ROWS", 2)
+    monkeypatch.setattr(sheets, "MAX_COLUMNS", 3)
+    prompts = [p for p in "abc" for _ in range(4)]
+    shown = sheets.save_contact_sheet(
+        _solid((0, 1, 0), 12), prompts, list(range(12)), tmp_path / "g.png"
+    )
+    assert shown == 6  # prompts a and b, three images each
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_sheet_refuses_mismatched_inputs(tmp_path):
+    with pytest.raises(ValueError, match="2 prompts"):
+        sheets.save_contact_sheet(_solid((1, 1, 1), 3), ["a", "b"], [0, 1], tmp_path / "g.png")
+    assert not (tmp_path / "g.png").exists()
