@@ -31,6 +31,7 @@ from dsharp.evaluate import get_bench
 from dsharp.shapes.grammar import Constraints, category_of, parse
 from dsharp.shapes.prompts import HELD_OUT_PAIRS
 from dsharp.shapes.verifier import verify_batch
+from dsharp.sheets import SHEET_PNG
 
 OUTCOMES = ("exact", "other colour", "third colour", "no shape")
 
@@ -50,7 +51,7 @@ def group_outcome(constraints: Constraints, index: int, objects: list[dict]) -> 
 def summarise(folder: Path, prompts: list[str], seeds: int) -> dict[tuple[str, str], Counter]:
     """Counters per ``(category, held-out|seen)``: group outcomes (also split by whether the
     group itself is a held-out pair), relations with both objects present and met, scores."""
-    files = sorted(folder.glob("*.png"))
+    files = sorted(f for f in folder.glob("*.png") if f.name != SHEET_PNG)  # not the sheet
     if len(files) != len(prompts) * seeds:
         raise SystemExit(
             f"{folder}: {len(files)} images, expected {len(prompts)} prompts x {seeds} seeds"

@@ -270,9 +270,14 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     ]
     assert sum(i["score"] for i in images) / 4 == pytest.approx(first["overall"])
 
-    # the same seeds give the same images, hence the same scores
-    again = _eval(tiny_sd_dir, prompt_file, "--guidance", "5", "--out", tmp_path / "again.json")
+    # the same seeds give the same images, hence the same scores; --images keeps them and a
+    # contact sheet
+    kept = tmp_path / "kept"
+    args = ["--guidance", "5", "--out", tmp_path / "again.json", "--images", kept]
+    again = _eval(tiny_sd_dir, prompt_file, *args)
     assert again["metrics"] == first["metrics"]
+    names = ["00000-seed0.png", "00001-seed1.png", "00002-seed0.png", "00003-seed1.png"]
+    assert sorted(p.name for p in kept.iterdir()) == [*names, "grid.png"]
     _eval(tiny_sd_dir, prompt_file, "--guidance", "1", "--out", tmp_path / "noguid.json")
 
     out = tmp_path / "cmp"

@@ -625,7 +625,8 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
         "0000-seed5-a-red-square.png",
         "0001-seed6-a-red-square.png",
     ]
-    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in summary["images"])
+    written = sorted(Path(p).name for p in [*summary["images"], summary["grid"]])
+    assert sorted(p.name for p in out.iterdir()) == written
 
 
 def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(

@@ -42,6 +42,7 @@ def test_summary_counts_groups_and_relations_per_kind_of_prompt(failures, tmp_pa
     circle = _image(("red", "circle", 0.3, 0.3, 0.4))
     for i, image in enumerate([right, wrong_side, circle, circle]):
         Image.fromarray(image).save(tmp_path / f"{i:05d}-seed{i % 2}.png")
+    Image.fromarray(circle).save(tmp_path / "grid.png")  # the eval's contact sheet: not an image
     stats = failures.summarise(tmp_path, prompts, seeds=2)
     spatial = stats[("spatial", "held-out")]  # red triangle is a held-out pair
     assert spatial["images"] == 2 and spatial["exact"] == spatial["groups"] == 4

@@ -39,3 +39,18 @@ def test_sheet_refuses_mismatched_inputs(tmp_path):
     with pytest.raises(ValueError, match="2 prompts"):
         sheets.save_contact_sheet(_solid((1, 1, 1), 3), ["a", "b"], [0, 1], tmp_path / "g.png")
     assert not (tmp_path / "g.png").exists()
+
+
+def test_sheet_titles_each_image_with_its_seed_and_score(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    scores = [1.0, float("nan"), 0.5]
+    sheets.save_contact_sheet(
+        _solid((1, 1, 1), 3), ["a", "a", "b"], [0, 1, 0], tmp_path / "g.png", scores=scores
+    )
+    titles = [ax.get_title() for ax in drawn[0].axes]
+    assert titles == ["seed 0: 1.00", "seed 1 (unscored)", "seed 0: 0.50", ""]
+    with pytest.raises(ValueError, match="2 scores for 3 images"):
+        sheets.save_contact_sheet(
+            _solid((1, 1, 1), 3), ["a", "a", "b"], [0, 1, 0], tmp_path / "g.png", [0.0, 1.0]
+        )

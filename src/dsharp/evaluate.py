@@ -92,7 +92,9 @@ def evaluate(
     ``constraints`` with a ``kind``, as the shapes verifier does: it says *what* fails),
     ``n_images``, ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
     the seeds and sampling settings, and ``images`` (each image's prompt, seed, weighted
-    score and category) for paired comparisons.
+    score and category) for paired comparisons. With ``images_dir`` the images are kept
+    there (``00000-seed0.png``, ... in prompt-major order) beside a contact sheet,
+    ``grid.png``, whose images are titled with their scores.
     """
     from dsharp.rewards.plugins import build_reward
 
@@ -170,6 +172,11 @@ def evaluate(
         _image_entry(prompt, seed, value, category_of)
         for (prompt, seed), value in zip(pairs, values, strict=True)
     ]
+    if images_dir is not None:
+        from dsharp.sheets import SHEET_PNG, save_contact_sheet
+
+        sheet = Path(images_dir) / SHEET_PNG
+        save_contact_sheet(generated.images, all_prompts, seeds, sheet, scores=values)
     return result
 
 

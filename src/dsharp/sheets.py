@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -19,10 +20,15 @@ MAX_COLUMNS = 16  # images per prompt shown
 
 
 def save_contact_sheet(
-    images: torch.Tensor, prompts: list[str], seeds: list[int], path: Path
+    images: torch.Tensor,
+    prompts: list[str],
+    seeds: list[int],
+    path: Path,
+    scores: list[float] | None = None,
 ) -> int:
     """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` (image ``i`` drawn for ``prompts[i]``
-    with ``seeds[i]``) as a sheet whose rows are the distinct prompts in first-seen order.
+    with ``seeds[i]``) as a sheet whose rows are the distinct prompts in first-seen order;
+    each image is titled with its seed, and with its score where ``scores`` are given.
 
     Shows at most ``MAX_ROWS`` prompts and ``MAX_COLUMNS`` images of each; returns how many
     images it shows, so that a caller can say what was left out.
@@ -34,6 +40,8 @@ def save_contact_sheet(
         )
     if not prompts:
         raise ValueError("contact sheet: no images")
+    if scores is not None and len(scores) != len(prompts):
+        raise ValueError(f"contact sheet: {len(scores)} scores for {len(prompts)} images")
     rows: dict[str, list[int]] = {}
     for i, prompt in enumerate(prompts):
         rows.setdefault(prompt, []).append(i)
@@ -61,7 +69,10 @@ def save_contact_sheet(
                 images[i].permute(1, 2, 0).clamp(0, 1).float().cpu().numpy(),
                 interpolation="nearest",
             )
-            ax.set_title(f"seed {seeds[i]}", fontsize=6)
+            title = f"seed {seeds[i]}"
+            if scores is not None:
+                title += " (unscored)" if math.isnan(scores[i]) else f": {scores[i]:.2f}"
+            ax.set_title(title, fontsize=6)
             if c == 0:
                 ax.set_ylabel("\n".join(textwrap.wrap(prompt, 22)), fontsize=7)
     atomic_save_png(fig, Path(path))

@@ -114,7 +114,12 @@ def evaluate_cmd(
     height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
     width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per UNet batch."),
-    images: Path = typer.Option(None, "--images", help="Also keep the generated images here."),
+    images: Path = typer.Option(
+        None,
+        "--images",
+        help="Also keep the generated images here, with grid.png: a row per prompt (up to "
+        "32), each image titled with its seed and score.",
+    ),
     out: Path = typer.Option(
         None,
         "--out",
