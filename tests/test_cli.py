@@ -220,6 +220,26 @@ def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path)
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        ("eval", "--seeds"),
+        ("eval", "--limit"),
+        ("eval", "--steps"),
+        ("eval", "--batch-size"),
+        ("sample", "--num-images"),
+        ("sample", "--steps"),
+        ("sample", "--batch-size"),
+    ],
+)
+def test_a_zero_count_is_refused_rather_than_read_as_the_default(tmp_path, command, flag):
+    args = [command, "--model", tmp_path / "never-loaded", flag, "0", "--out", tmp_path]
+    args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
+    result = _invoke(args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {flag} must be at least 1, got 0"
+
+
 def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")

@@ -219,6 +219,26 @@ def test_redaction_and_atomic_save_round_trip(recipe_file: Path, tmp_path: Path)
     assert again.model_dump() | {"rewards": None} == recipe.model_dump() | {"rewards": None}
 
 
+def test_a_missing_relative_file_says_where_it_was_looked_for(
+    recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    message = _error(recipe_file, ["data.prompts_file=prompts/none.txt"])
+    assert (
+        f"data.prompts_file: file not found: prompts/none.txt (relative paths are read from "
+        f"the current folder, {tmp_path}) (from override" in message
+    )
+    message = _error(recipe_file, [f"data.prompts_file={tmp_path / 'none.txt'}"])
+    assert f"file not found: {tmp_path / 'none.txt'} (from override" in message  # no hint
+
+
+def test_prompt_file_reader_names_a_missing_file_or_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"none\.txt: no such file$"):
+        read_prompts_file(tmp_path / "none.txt")
+    with pytest.raises(ValueError, match="a folder, not a prompt file"):
+        read_prompts_file(tmp_path)
+
+
 def test_saved_recipe_reloads_without_its_files(recipe_file: Path, prompts_file: Path) -> None:
     text = recipe_to_yaml(load_recipe(recipe_file))
     assert text.startswith("# ")

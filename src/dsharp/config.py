@@ -105,12 +105,20 @@ def _check_files(info: ValidationInfo) -> bool:
     return not (info.context and info.context.get(_SKIP_FILE_CHECKS))
 
 
+def _relative_hint(path: Path) -> str:
+    """Recipes name files relative to where dsharp runs (the shipped ones: the checkout's
+    root), which a user running a recipe from another folder may not expect."""
+    if path.is_absolute():
+        return ""
+    return f" (relative paths are read from the current folder, {Path.cwd()})"
+
+
 def _check_prompts_file(path: Path | None, info: ValidationInfo) -> Path | None:
     if path is None or not _check_files(info):
         return path
     path = path.expanduser()
     if not path.exists():
-        raise ValueError(f"file not found: {path}")
+        raise ValueError(f"file not found: {path}{_relative_hint(path)}")
     if not path.is_file():
         raise ValueError(f"not a file: {path}")
     if not read_prompts_file(path):
@@ -133,6 +141,10 @@ def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a text file: one per line, stripped; blank lines and ``#`` lines skipped."""
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: a folder, not a prompt file") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from e
     lines = (line.strip() for line in text.splitlines())  # splitlines handles CRLF and CR
@@ -392,10 +404,11 @@ class DataConfig(_PromptSource):
             if not _check_files(info):
                 return self
             path = Path(self.dataset).expanduser()
+            hint = _relative_hint(path)
             if self.dataset_type == "folder" and not path.is_dir():
-                raise FieldProblem(("dataset",), f"folder not found: {path}")
+                raise FieldProblem(("dataset",), f"folder not found: {path}{hint}")
             if self.dataset_type == "jsonl" and not path.is_file():
-                raise FieldProblem(("dataset",), f"file not found: {path}")
+                raise FieldProblem(("dataset",), f"file not found: {path}{hint}")
         return self
 
     def resolved_dataset_type(self) -> Literal["folder", "jsonl", "hf"] | None:

@@ -155,6 +155,11 @@ def evaluate_cmd(
     from dsharp.io import atomic_write_json
 
     with user_errors():
+        counts = {"--seeds": seeds, "--limit": limit, "--steps": steps}
+        counts |= {"--batch-size": batch_size, "--images-per-prompt": images_per_prompt}
+        for flag, value in counts.items():
+            if value is not None and value < 1:  # 0 would silently mean "the default"
+                raise ValueError(f"{flag} must be at least 1, got {value}")
         if bench == T2I_COMPBENCH:
             result, target = _t2i_compbench(
                 model,

@@ -66,8 +66,10 @@ def sample(
             prompt_list += read_prompt_file(prompts_file)
         if not prompt_list:
             raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
-        if num_images < 1:
-            raise ValueError(f"--num-images must be at least 1, got {num_images}")
+        counts = {"--num-images": num_images, "--steps": steps, "--batch-size": batch_size}
+        for flag, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [])
