@@ -650,3 +650,45 @@ def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(
         _train(_recipe("rlhf_sharpening", tiny_sd_dir, other, *SMALL, "train.max_steps=1"))
     assert (other / "checkpoints" / "step-000001" / "trainer_state.json").is_file()
     assert not (other / "training_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
+    tiny_sd_dir, brightness, tmp_path, monkeypatch
+):
+    import signal
+
+    from dsharp.cli import app
+    from dsharp.engine import Trainer
+
+    common = ("train.lr=1e-3", "rewards.0.name=test_brightness", "train.checkpoint_every=0")
+    common += SMALL
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self, step):
+        metrics = real_step(self, step)
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)  # as a terminal's Ctrl-C, mid-run
+        return metrics
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    stopped = tmp_path / "stopped"
+    recipe = RECIPES / "tiny" / "rlhf_sharpening.yaml"
+    args = [str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={stopped}", *common]
+    result = CliRunner().invoke(app, ["train", *args, "train.max_steps=4", "--no-progress"])
+    assert result.exit_code == 130, result.output
+    assert "stopped after step 2 of 4" in result.stderr
+    assert f"output_dir={stopped} train.resume=latest" in result.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # checkpoint_every=0 saves only the final model, yet the stop saved step 2
+    assert [p.name for p in (stopped / "checkpoints").iterdir()] == ["step-000002"]
+    assert [r["step"] for r in read_jsonl(stopped / "metrics.jsonl")] == [1, 2]
+
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resumed = _recipe("rlhf_sharpening", tiny_sd_dir, stopped, *common, "train.max_steps=4")
+    resumed.train.resume = "latest"
+    assert _train(resumed).start_step == 2
+    straight = tmp_path / "straight"
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, straight, *common, "train.max_steps=4"))
+    final = [_unet_weights(d / "checkpoints" / "step-000004") for d in (stopped, straight)]
+    assert _max_diff(*final) <= 1e-6

@@ -22,6 +22,7 @@ from dsharp import checkpoints as ckpts
 from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
+from dsharp.interrupts import StopRequests, TrainingInterrupted
 from dsharp.io import append_jsonl, atomic_write_text, read_jsonl
 from dsharp.methods.factory import build_method
 from dsharp.progress import TrainProgress
@@ -86,7 +87,7 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
-    """``value`` summed over every process (the reward evaluations of one step)."""
+    """``value`` summed over every process (a step's reward evaluations, stop requests)."""
     if accelerator.num_processes == 1:
         return value
     gathered = accelerator.gather(torch.tensor([value], device=accelerator.device))
@@ -253,7 +254,7 @@ class Trainer:
     def run(self) -> Path:
         acc, train = self.accelerator, self.recipe.train
         progress = TrainProgress(train.max_steps, self.start_step, enabled=self.show_progress)
-        with progress:
+        with progress, StopRequests() as stop:
             for step in range(self.start_step + 1, train.max_steps + 1):
                 started = time.perf_counter()
                 metrics = self.train_step(step)
@@ -265,8 +266,15 @@ class Trainer:
                         acc.log(metrics, step=step)
                 progress.update(step, metrics)
                 periodic = train.checkpoint_every and step % train.checkpoint_every == 0
-                if periodic or step == train.max_steps:  # the final model is always saved
+                saved = periodic or step == train.max_steps  # the final model is always saved
+                if saved:
                     self.save_checkpoint(step)
+                # every process must agree to stop, or one would wait for the others forever
+                if _sum_over_processes(acc, int(stop.requested)) and step < train.max_steps:
+                    if not saved:
+                        self.save_checkpoint(step)
+                    acc.end_training()
+                    raise TrainingInterrupted(step, self.run_dir)
         acc.wait_for_everyone()
         acc.end_training()
         return self.run_dir

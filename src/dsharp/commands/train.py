@@ -26,8 +26,18 @@ def train(
         raise typer.Exit(2) from None
     with user_errors("error"):
         from dsharp.engine import train as run_training
+        from dsharp.interrupts import TrainingInterrupted
 
-        run_dir = run_training(cfg, progress=progress)
+        try:
+            run_dir = run_training(cfg, progress=progress)
+        except TrainingInterrupted as stopped:
+            again = _resume_command(recipe, overrides or [], stopped.run_dir)
+            typer.echo(
+                f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
+                f"{stopped.run_dir}; continue with: {again}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         from accelerate import PartialState
 
         from dsharp.curves import CURVES_PNG
@@ -40,3 +50,12 @@ def train(
                 report = post_train_report(cfg, run_dir, progress=progress)
                 typer.echo(f"report: {report}")
     typer.echo(f"run folder: {run_dir}")
+
+
+def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
+    """The command that continues an interrupted run in the same folder."""
+    import shlex
+
+    kept = [o for o in overrides if not o.startswith(("train.resume=", "output_dir="))]
+    args = ["dsharp", "train", str(recipe), *kept, f"output_dir={run_dir}", "train.resume=latest"]
+    return shlex.join(args)
