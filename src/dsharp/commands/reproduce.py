@@ -67,11 +67,20 @@ def reproduce(
     if dry_run:
         return
     with user_errors():
+        from dsharp.interrupts import TrainingInterrupted
+
         try:
             outcome = run_study(loaded, only, progress=progress, echo=typer.echo)
         except StudyConflict as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except TrainingInterrupted as stopped:
+            typer.echo(
+                f"stopped after step {stopped.step} of the row in {stopped.run_dir} (checkpoint "
+                f"saved); run the same command again to resume it",
+                err=True,
+            )
+            raise typer.Exit(130) from None
     for table in outcome.tables:
         console.print(table)
     typer.echo("wrote " + ", ".join(str(p) for p in outcome.outputs))
