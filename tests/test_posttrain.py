@@ -52,6 +52,34 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert grid.startswith(b"\x89PNG")
     assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
     assert "![training curves](training_curves.png)" in report
+    # the terminal: what runs, first; the result in one line, last
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"training: rlhf_sharpening of {tiny_sd_dir} (rewards: shapes), 1 steps, batch "
+        f"{base_batch(run)} -> {run}"
+    )
+    headline = (
+        f"eval on 2 prompts x 1 seeds: base {base['overall']:.4f} -> fine-tuned "
+        f"{final['overall']:.4f} ({delta:+.4f}, paired 95% interval +-"
+    )
+    assert any(line.startswith(headline) for line in lines), lines
+    assert lines[-2:] == [f"report: {run / 'report.md'}", f"run folder: {run}"]
+
+
+def base_batch(run: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((run / "recipe.yaml").read_text())["train"]["batch_size"]
+
+
+def test_headline_without_per_image_scores_gives_the_mean_delta_alone():
+    from dsharp.posttrain import headline
+
+    base = {"overall": 0.25, "n_prompts": 3, "seeds": [0, 1]}
+    tuned = {**base, "overall": 0.5, "bench": "shapes"}
+    assert headline(base, tuned) == (
+        "shapes on 3 prompts x 2 seeds: base 0.2500 -> fine-tuned 0.5000 (+0.2500)"
+    )
 
 
 def test_report_says_why_it_has_no_paired_delta_instead_of_failing():

@@ -81,6 +81,7 @@ def evaluate(
     groupings: Mapping[str, Callable[[str], str]] | None = None,
     images_dir: Path | None = None,
     progress: bool = False,
+    progress_label: str = "sample",
 ) -> dict[str, Any]:
     """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
 
@@ -106,7 +107,13 @@ def evaluate(
     seeds = [s for _, s in pairs]
     rewards = [(spec, build_reward(spec)) for spec in reward_specs]
     generated = generate(
-        model, all_prompts, seeds, settings, batch_size=batch_size, progress=progress
+        model,
+        all_prompts,
+        seeds,
+        settings,
+        batch_size=batch_size,
+        progress=progress,
+        progress_label=progress_label,
     )
     if images_dir is not None:
         from dsharp.sampling import save_images

@@ -140,8 +140,10 @@ def generate(
     settings: SampleSettings,
     batch_size: int = 8,
     progress: bool = False,
+    progress_label: str = "sample",
 ) -> Generated:
-    """Generate one image per (prompt, seed) pair; UNet forwards per image are counted."""
+    """Generate one image per (prompt, seed) pair; UNet forwards per image are counted.
+    ``progress_label`` names the progress bar (e.g. which model a report is evaluating)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
@@ -149,8 +151,8 @@ def generate(
     method, options = settings.validate()
     out = []
     verifier: Verifier | None = None
-    with task_progress("sample", enabled=progress) as bar, count_nfe(model) as counter:
-        task = bar.add_task("sample", total=len(prompts))
+    with task_progress(progress_label, enabled=progress) as bar, count_nfe(model) as counter:
+        task = bar.add_task(progress_label, total=len(prompts))
         if method.run is None:  # default: batched plain DDIM
             for start in range(0, len(prompts), batch_size):
                 chunk = slice(start, start + batch_size)

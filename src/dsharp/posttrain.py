@@ -9,6 +9,7 @@ training's doing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,9 @@ def eval_settings(recipe: Any) -> SampleSettings:
     return settings
 
 
-def evaluate_recipe(recipe: Any, model: Any, progress: bool = True) -> dict[str, Any]:
+def evaluate_recipe(
+    recipe: Any, model: Any, progress: bool = True, progress_label: str = "sample"
+) -> dict[str, Any]:
     """Evaluate ``model`` as the recipe's ``eval`` section says (prompts or bench, seeds,
     rewards) with its sampling settings: the same scoring for the post-training report and
     for ``dsharp reproduce`` rows, so their numbers agree."""
@@ -198,14 +201,42 @@ def evaluate_recipe(recipe: Any, model: Any, progress: bool = True) -> dict[str,
         category_of=bench.category_of if bench else None,
         groupings=bench.groupings if bench else None,
         progress=progress,
+        progress_label=progress_label,
     )
     result["rewards"] = [s.name for s in specs]
+    result["bench"] = bench.name if bench else None
     return result
 
 
-def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path:
+@dataclass(frozen=True)
+class PostTrainReport:
+    """Where the report went, and its result in one line for the terminal."""
+
+    path: Path
+    headline: str
+
+
+def headline(base: dict, tuned: dict) -> str:
+    """Base vs fine-tuned overall score, with the paired 95% interval where there is one."""
+    delta = tuned["overall"] - base["overall"]
+    line = (
+        f"{tuned.get('bench') or 'eval'} on {tuned['n_prompts']} prompts x "
+        f"{len(tuned['seeds'])} seeds: base {base['overall']:.4f} -> fine-tuned "
+        f"{tuned['overall']:.4f} ({delta:+.4f}"
+    )
+    try:
+        from dsharp.paired import paired_difference
+
+        ci95 = paired_difference(base, tuned, ("base", "fine-tuned"))["ci95"]
+    except ValueError:  # no per-image scores in common: the mean delta alone
+        ci95 = float("nan")
+    return line + (")" if math.isnan(ci95) else f", paired 95% interval +-{ci95:.4f})")
+
+
+def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> PostTrainReport:
     """Evaluate base and fine-tuned models, write eval-base.json, eval-final.json,
-    samples_grid.png and report.md into ``run_dir``; returns the report path."""
+    samples_grid.png and report.md into ``run_dir``; returns the report's path and
+    headline."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.checkpoints import find_model_checkpoint
     from dsharp.commands.common import pick_device
@@ -224,7 +255,9 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
     ):
         model = loader()
         model.unet.eval()
-        results[label] = evaluate_recipe(recipe, model, progress=progress)
+        results[label] = evaluate_recipe(
+            recipe, model, progress=progress, progress_label=f"eval {label}"
+        )
         grids.append((label, generate(model, grid_prompts, grid_seeds, settings).images))
         del model
     atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
@@ -241,4 +274,4 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Path
             curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
         ),
     )
-    return report
+    return PostTrainReport(report, headline(results["base"], results["fine-tuned"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -28,6 +29,8 @@ def train(
         from dsharp.engine import train as run_training
         from dsharp.interrupts import TrainingInterrupted
 
+        if os.environ.get("RANK", "0") == "0":  # launchers set RANK; one line, not one each
+            typer.echo(_plan_line(cfg))
         try:
             run_dir = run_training(cfg, progress=progress)
         except TrainingInterrupted as stopped:
@@ -48,7 +51,8 @@ def train(
                 typer.echo(f"training curves: {run_dir / CURVES_PNG}")
             if wants_report(cfg):
                 report = post_train_report(cfg, run_dir, progress=progress)
-                typer.echo(f"report: {report}")
+                typer.echo(report.headline)
+                typer.echo(f"report: {report.path}")
     typer.echo(f"run folder: {run_dir}")
 
 
@@ -59,3 +63,13 @@ def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
     kept = [o for o in overrides if not o.startswith(("train.resume=", "output_dir="))]
     args = ["dsharp", "train", str(recipe), *kept, f"output_dir={run_dir}", "train.resume=latest"]
     return shlex.join(args)
+
+
+def _plan_line(cfg: object) -> str:
+    """What is about to run, in one line, before the slow model loading starts."""
+    rewards = ", ".join(r.name for r in cfg.rewards) or "none"
+    resume = f", resuming ({cfg.train.resume})" if cfg.train.resume else ""
+    return (
+        f"training: {cfg.method.name} of {cfg.model.pretrained} (rewards: {rewards}), "
+        f"{cfg.train.max_steps} steps, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
+    )
