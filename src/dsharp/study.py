@@ -526,7 +526,9 @@ def _evaluate_row(plan: RowPlan, progress: bool) -> dict[str, Any]:
         save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
         model = build_model(plan.recipe.model, device)
     model.unet.eval()
-    result = evaluate_recipe(plan.recipe, model, progress=progress)
+    result = evaluate_recipe(
+        plan.recipe, model, progress=progress, progress_label=f"eval {plan.label}"
+    )
     doc = {
         "label": plan.label,
         "row": slug(plan.label),
