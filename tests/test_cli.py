@@ -311,6 +311,14 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert markdown[0] == "| run | overall | strict | shapes | met:presence | nfe/image |"
     assert len(markdown) == 4
     assert markdown[2].startswith("| base | ")
+    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert result.stdout.strip().endswith(
+        f"wrote {out / 'compare.md'}, {out / 'compare.csv'} and {out / 'compare.png'}"
+    )
+    bare = tmp_path / "bare"
+    args = ["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", bare]
+    assert _invoke([*args, "--no-plot"]).exit_code == 0
+    assert sorted(p.name for p in bare.iterdir()) == ["compare.csv", "compare.md"]
 
     # paired: the same images of both evaluations, difference by difference
     noguid = json.loads((tmp_path / "noguid.json").read_text())

@@ -58,8 +58,14 @@ def compare(
         "mean difference, its 95% interval over prompts, share of images better / worse, "
         "and the difference per category.",
     ),
+    plot: bool = typer.Option(
+        True,
+        "--plot/--no-plot",
+        help="Also write compare.png: the table as grouped bars (with --paired: the deltas, "
+        "overall with its 95% interval, and per category). Not with --against.",
+    ),
 ) -> None:
-    """Print one table comparing evaluations, and write it as markdown and CSV."""
+    """Print one table comparing evaluations, and write it as markdown, CSV and a plot."""
     from rich.console import Console
 
     from dsharp.io import atomic_write_text
@@ -95,10 +101,17 @@ def compare(
             named_list = distinct_labels([load_result(src) for src in sources], sources)
             columns, rows = build_table(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare")
-        atomic_write_text(Path(out) / "compare.md", to_markdown(columns, rows))
-        atomic_write_text(Path(out) / "compare.csv", to_csv(columns, rows))
+        written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
+        atomic_write_text(written[0], to_markdown(columns, rows))
+        atomic_write_text(written[1], to_csv(columns, rows))
+        if plot and against is None:
+            from dsharp.compare_plot import COMPARE_PNG, plot_compare, plot_paired
+
+            draw = plot_paired if paired else plot_compare
+            if draw(columns, rows, Path(out) / COMPARE_PNG):
+                written.append(Path(out) / COMPARE_PNG)
     Console().print(rich_table)
-    typer.echo(f"wrote {Path(out) / 'compare.md'} and {Path(out) / 'compare.csv'}")
+    typer.echo(f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}")
 
 
 def paper_rich(columns: list[str], rows: list[list[Any]], title: str):

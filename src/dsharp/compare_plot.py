@@ -1,0 +1,104 @@
+"""`compare.png`: the table `dsharp compare` writes, as grouped bars (one colour per run).
+
+Several runs' scores per category are read faster from bars than from a table of
+four-decimal numbers; the table stays the record.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dsharp.io import atomic_save_png
+
+COMPARE_PNG = "compare.png"
+_COSTS = ("nfe/image", "reward evals")  # budgets, not scores: other units, other scales
+MAX_METRICS = 16
+
+
+def _bar_metrics(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    """Score columns worth a bar: numeric in every row, not a cost, and not a copy of
+    ``overall`` (a run's single reward's mean is its overall score)."""
+
+    def values(col: str) -> list[Any]:
+        return [row[columns.index(col)] for row in rows]
+
+    def numeric(col: str) -> bool:
+        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values(col))
+
+    picked = [c for c in columns[1:] if c not in _COSTS and numeric(c)]
+    if "overall" in picked:
+        overall = values("overall")
+        picked = [c for c in picked if c == "overall" or values(c) != overall]
+    return picked[:MAX_METRICS]
+
+
+def plot_compare(columns: list[str], rows: list[list[Any]], path: Path) -> bool:
+    """Grouped bars of a `dsharp compare` table (runs as rows); False when it has no score
+    column to draw."""
+    metrics = _bar_metrics(columns, rows)
+    if not metrics or not rows:
+        return False
+    series = [(str(row[0]), [row[columns.index(m)] for m in metrics]) for row in rows]
+    _grouped_bars(metrics, series, None, "score", "dsharp compare", path)
+    return True
+
+
+def plot_paired(columns: list[str], rows: list[list[Any]], path: Path) -> bool:
+    """Each run's paired delta against the baseline, overall (with its 95% interval) and
+    per category; False when the table has no rows."""
+    if not rows:
+        return False
+    categories = [c for c in columns if c.startswith("delta:")]
+    labels = ["overall", *(c.removeprefix("delta:") for c in categories)]
+    series, errors = [], []
+    for row in rows:
+        get = dict(zip(columns, row, strict=True)).get
+        series.append((str(row[0]), [get("delta"), *(get(c) for c in categories)]))
+        errors.append([get("ci95"), *([math.nan] * len(categories))])
+    ylabel = f"delta vs {rows[0][columns.index('baseline')]}"
+    title = "dsharp compare --paired (overall: 95% interval over prompts)"
+    _grouped_bars(labels, series, errors, ylabel, title, path)
+    return True
+
+
+def _grouped_bars(
+    groups: list[str],
+    series: list[tuple[str, list[float]]],
+    errors: list[list[float]] | None,
+    ylabel: str,
+    title: str,
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    fig_width = min(14.0, max(5.0, 0.3 * len(groups) * (len(series) + 1)))
+    fig, ax = plt.subplots(figsize=(fig_width, 4))
+    for i, (label, values) in enumerate(series):
+        heights = [math.nan if v is None else float(v) for v in values]
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, heights, width, label=label)
+        if errors is not None:  # only where there is an interval: no zero-length caps
+            shown = [j for j, e in enumerate(errors[i]) if e is not None and not math.isnan(e)]
+            ax.errorbar(
+                [x[j] + offset for j in shown],
+                [heights[j] for j in shown],
+                yerr=[errors[i][j] for j in shown],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+            )
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    atomic_save_png(fig, Path(path))

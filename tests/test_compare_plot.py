@@ -1,0 +1,53 @@
+"""compare.png: `dsharp compare` tables drawn as grouped bars."""
+
+import math
+
+import pytest
+
+from dsharp import compare_plot
+
+
+def test_bars_are_scores_only_without_costs_text_or_copies_of_overall():
+    columns = ["run", "overall", "shapes", "cat:single", "nfe/image", "reward evals", "note"]
+    rows = [
+        ["base", 0.5, 0.5, 0.25, 50.0, 0, "x"],
+        ["tuned", 0.75, 0.75, 1.0, 50.0, 960, "y"],
+    ]
+    assert compare_plot._bar_metrics(columns, rows) == ["overall", "cat:single"]
+    rows[1][2] = 0.7  # a reward whose mean is not the overall score is kept
+    assert compare_plot._bar_metrics(columns, rows) == ["overall", "shapes", "cat:single"]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    figures = []
+    monkeypatch.setattr(compare_plot, "atomic_save_png", lambda fig, path: figures.append(fig))
+    return figures
+
+
+def test_compare_plot_draws_one_bar_per_run_and_score(drawn, tmp_path):
+    columns = ["run", "overall", "cat:single"]
+    rows = [["base", 0.5, 0.25], ["tuned", 0.75, 1.0]]
+    assert compare_plot.plot_compare(columns, rows, tmp_path / "c.png")
+    (ax,) = drawn[0].axes
+    heights = [round(bar.get_height(), 6) for bar in ax.patches]
+    assert heights == [0.5, 0.25, 0.75, 1.0]  # base's bars, then tuned's
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "tuned"]
+    assert not compare_plot.plot_compare(["run", "note"], [["a", "x"]], tmp_path / "d.png")
+    assert len(drawn) == 1
+
+
+def test_paired_plot_shows_deltas_with_an_interval_on_overall_only(drawn, tmp_path):
+    columns = ["run", "baseline", "images", "baseline score", "score", "delta", "ci95"]
+    columns += ["better", "worse", "delta:single", "delta:spatial"]
+    rows = [["tuned", "base", 400, 0.5, 0.6, 0.1, 0.03, 0.2, 0.1, 0.25, math.nan]]
+    assert compare_plot.plot_paired(columns, rows, tmp_path / "p.png")
+    (ax,) = drawn[0].axes
+    assert [round(b.get_height(), 6) for b in ax.patches[:2]] == [0.1, 0.25]
+    assert math.isnan(ax.patches[2].get_height())  # a category the pair lacks: no bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["overall", "single", "spatial"]
+    (caps,) = [c for c in ax.containers if hasattr(c, "has_yerr")]  # one error bar
+    (segments,) = caps.lines[2]
+    (low, high) = segments.get_segments()[0][:, 1]
+    assert (low, high) == pytest.approx((0.07, 0.13))
+    assert ax.get_ylabel() == "delta vs base"
