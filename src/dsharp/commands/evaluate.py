@@ -263,6 +263,10 @@ def evaluate_cmd(
         if target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
+    if images is not None and not as_json:
+        from dsharp.sheets import SHEET_PNG
+
+        typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
 
 
 def _show(result: dict, target: Path | None, as_json: bool, bench_name: str | None) -> None:
