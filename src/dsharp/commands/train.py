@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dsharp.commands.errors import user_errors
+
+if TYPE_CHECKING:
+    from dsharp.config import Recipe
 
 
 def train(
@@ -65,7 +69,7 @@ def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
     return shlex.join(args)
 
 
-def _plan_line(cfg: object) -> str:
+def _plan_line(cfg: Recipe) -> str:
     """What is about to run, in one line, before the slow model loading starts."""
     rewards = ", ".join(r.name for r in cfg.rewards) or "none"
     resume = f", resuming ({cfg.train.resume})" if cfg.train.resume else ""
