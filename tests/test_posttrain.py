@@ -41,6 +41,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert base["n_images"] == final["n_images"] == 2
     assert base["seeds"] == final["seeds"] == [0]
     report = (run / "report.md").read_text()
+    assert f"(2 images per model), sampling: {base['sample']['steps']} DDIM steps" in report
     assert f"| overall | {base['overall']:.4f} | {final['overall']:.4f} |" in report
     # "two blue squares" has a count constraint besides the two presence ones
     assert set(base["constraints"]) == set(final["constraints"]) == {"count", "presence"}
@@ -111,3 +112,16 @@ def test_report_paired_line_on_one_prompt_gives_no_interval_rather_than_nan():
     assert "delta +0.5000 (no interval with 1 prompt)" in sentence
     assert "nan" not in sentence
     assert "The interval covers" not in sentence
+
+
+def test_report_states_the_sampling_in_words_not_as_a_dict():
+    from dsharp.posttrain import _sampling_words
+
+    plain = {"method": "default", "steps": 25, "guidance": 5.0, "eta": 0.0}
+    plain |= {"height": None, "width": None, "options": {}, "reward": None}
+    assert _sampling_words(plain) == "25 DDIM steps, guidance 5.0, eta 0.0"
+    search = plain | {"method": "demon", "options": {"K": 4}, "height": 32, "width": 32}
+    search["reward"] = [{"name": "shapes", "weight": 1.0}]
+    assert _sampling_words(search) == (
+        "25 DDIM steps, guidance 5.0, eta 0.0, 32x32, method `demon` K=4 (verifier: shapes)"
+    )

@@ -113,7 +113,7 @@ def report_markdown(
         f"beta={recipe.method.beta}), steps: {recipe.train.max_steps}, seed: {recipe.train.seed}",
         f"- base model: `{recipe.model.pretrained}`; fine-tuned: `{checkpoint}`",
         f"- evaluation: {tuned['n_prompts']} prompts x seeds {tuned['seeds']} "
-        f"({tuned['n_images']} images per model), sampling {tuned['sample']}",
+        f"({tuned['n_images']} images per model), sampling: {_sampling_words(tuned['sample'])}",
         f"- rewards: {', '.join(tuned.get('rewards', []))}",
         "",
         "| metric | base | fine-tuned | delta |",
@@ -147,6 +147,23 @@ def report_markdown(
     if curves:
         lines += [f"![training curves]({curves})", ""]
     return "\n".join(lines)
+
+
+def _sampling_words(sample: dict) -> str:
+    """A recorded sampling section as a reader wants it: "25 DDIM steps, guidance 5.0, ..."."""
+    words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
+    words += f", eta {sample.get('eta')}"
+    if sample.get("height") or sample.get("width"):
+        words += f", {sample.get('height')}x{sample.get('width')}"
+    method = sample.get("method", "default")
+    if method != "default":
+        words += f", method `{method}`"
+        if sample.get("options"):
+            words += " " + ", ".join(f"{k}={v}" for k, v in sample["options"].items())
+        verifiers = [r.get("name") for r in sample.get("reward") or []]
+        if verifiers:
+            words += f" (verifier: {', '.join(verifiers)})"
+    return words
 
 
 def _paired_sentence(base: dict, tuned: dict) -> str:
