@@ -125,3 +125,23 @@ def test_report_states_the_sampling_in_words_not_as_a_dict():
     assert _sampling_words(search) == (
         "25 DDIM steps, guidance 5.0, eta 0.0, 32x32, method `demon` K=4 (verifier: shapes)"
     )
+
+
+def test_grid_shows_each_prompts_first_evaluated_image_with_its_score(tmp_path, monkeypatch):
+    import torch
+
+    from dsharp import posttrain
+
+    images = [
+        {"prompt": p, "seed": s, "score": v}
+        for p, s, v in (("a", 0, 1.0), ("a", 1, 0.0), ("b", 0, None), ("b", 1, 0.5))
+    ]
+    assert posttrain._first_seed_rows(images, ["b", "a"]) == [2, 0]
+    drawn = []
+    monkeypatch.setattr(posttrain, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    pixels = torch.zeros(2, 3, 4, 4)
+    rows = [("base", pixels, [1.0, None]), ("fine-tuned", pixels, [0.25, 0.5])]
+    posttrain.sample_grid(rows, ["a", "b"], [0, 0], tmp_path / "g.png")
+    labels = [ax.get_xlabel() for ax in drawn[0].axes]
+    assert labels == ["score 1.00", "unscored", "score 0.25", "score 0.50"]
+    assert [ax.get_ylabel() for ax in drawn[0].axes][::2] == ["base", "fine-tuned"]

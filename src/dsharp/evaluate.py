@@ -82,6 +82,7 @@ def evaluate(
     images_dir: Path | None = None,
     progress: bool = False,
     progress_label: str = "sample",
+    keep_images: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
 
@@ -95,7 +96,8 @@ def evaluate(
     the seeds and sampling settings, and ``images`` (each image's prompt, seed, weighted
     score and category) for paired comparisons. With ``images_dir`` the images are kept
     there (``00000-seed0.png``, ... in prompt-major order) beside a contact sheet,
-    ``grid.png``, whose images are titled with their scores.
+    ``grid.png``, whose images are titled with their scores. A ``keep_images`` list gets the
+    generated images ``(N, 3, H, W)``, in the order of ``images``, for a caller to show.
     """
     from dsharp.rewards.plugins import build_reward
 
@@ -115,6 +117,8 @@ def evaluate(
         progress=progress,
         progress_label=progress_label,
     )
+    if keep_images is not None:
+        keep_images.append(generated.images)
     if images_dir is not None:
         from dsharp.sampling import save_images
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from dsharp.curves import CURVES_PNG
-from dsharp.generate import SampleSettings, generate
+from dsharp.generate import SampleSettings
 from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text
 
 
@@ -63,9 +63,13 @@ def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]
 
 
 def sample_grid(
-    rows: list[tuple[str, torch.Tensor]], prompts: list[str], seeds: list[int], path: Path
+    rows: list[tuple[str, torch.Tensor, list[float | None]]],
+    prompts: list[str],
+    seeds: list[int],
+    path: Path,
 ) -> None:
-    """A PNG with one row per model (label, images ``(K, 3, H, W)``) and prompts as titles."""
+    """A PNG with one row per model (label, images ``(K, 3, H, W)``, their scores) and
+    prompts as titles; each image shows its score (an unscored one says so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,17 +77,27 @@ def sample_grid(
 
     cols = len(prompts)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
+    for r, (label, images, scores) in enumerate(rows):
         for c in range(cols):
             ax = axes[r][c]
             ax.imshow(images[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            score = scores[c]
+            ax.set_xlabel("unscored" if score is None else f"score {score:.2f}", fontsize=7)
             if r == 0:
                 ax.set_title(f"{prompts[c]}\n(seed {seeds[c]})", fontsize=6, wrap=True)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     atomic_save_png(fig, path)
+
+
+def _first_seed_rows(images: list[dict], prompts: list[str]) -> list[int]:
+    """For each prompt, the index of its first image in an evaluation's ``images``."""
+    first: dict[str, int] = {}
+    for i, entry in enumerate(images):
+        first.setdefault(entry["prompt"], i)
+    return [first[p] for p in prompts]
 
 
 def _pick_grid_prompts(prompts: list[str], category_of: Any, k: int) -> list[str]:
@@ -201,7 +215,11 @@ def eval_settings(recipe: Any) -> SampleSettings:
 
 
 def evaluate_recipe(
-    recipe: Any, model: Any, progress: bool = True, progress_label: str = "sample"
+    recipe: Any,
+    model: Any,
+    progress: bool = True,
+    progress_label: str = "sample",
+    keep_images: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` as the recipe's ``eval`` section says (prompts or bench, seeds,
     rewards) with its sampling settings: the same scoring for the post-training report and
@@ -219,6 +237,7 @@ def evaluate_recipe(
         groupings=bench.groupings if bench else None,
         progress=progress,
         progress_label=progress_label,
+        keep_images=keep_images,
     )
     result["rewards"] = [s.name for s in specs]
     result["bench"] = bench.name if bench else None
@@ -261,10 +280,8 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     device = pick_device("auto")
     prompts, _, bench = _eval_plan(recipe)
     category_of = bench.category_of if bench else None
-    settings = eval_settings(recipe)
     checkpoint = find_model_checkpoint(run_dir)
     grid_prompts = _pick_grid_prompts(list(prompts), category_of, 8)
-    grid_seeds = list(range(len(grid_prompts)))
     results, grids = {}, []
     for label, loader in (
         ("base", lambda: build_model(recipe.model, device)),
@@ -272,11 +289,16 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     ):
         model = loader()
         model.unet.eval()
+        kept: list[torch.Tensor] = []
         results[label] = evaluate_recipe(
-            recipe, model, progress=progress, progress_label=f"eval {label}"
+            recipe, model, progress=progress, progress_label=f"eval {label}", keep_images=kept
         )
-        grids.append((label, generate(model, grid_prompts, grid_seeds, settings).images))
         del model
+        # the grid shows evaluated images (each prompt's first seed) with their scores
+        rows = _first_seed_rows(results[label]["images"], grid_prompts)
+        grid_seeds = [results[label]["images"][i]["seed"] for i in rows]
+        scores = [results[label]["images"][i]["score"] for i in rows]
+        grids.append((label, kept[0][rows], scores))
     atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
     atomic_write_json(run_dir / "eval-final.json", {"label": "fine-tuned", **results["fine-tuned"]})
     sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png")
