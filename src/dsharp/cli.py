@@ -13,6 +13,7 @@ from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
 from dsharp.commands.evaluate import evaluate_cmd
 from dsharp.commands.reproduce import reproduce
+from dsharp.commands.runs import runs
 from dsharp.commands.sample import sample
 from dsharp.commands.train import train
 
@@ -46,6 +47,7 @@ app.command("sample")(sample)
 app.command("eval")(evaluate_cmd)
 app.command("compare")(compare)
 app.command("reproduce")(reproduce)
+app.command("runs")(runs)
 app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
 app.add_typer(
     rewards_cmd.app, name="rewards", help="List installed reward plugins and score images."

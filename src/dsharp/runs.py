@@ -1,0 +1,117 @@
+"""What each run folder under a parent holds: the overview behind `dsharp runs`.
+
+A researcher's ``runs/`` fills with finished, stopped and crashed runs; reading each one's
+recipe, newest checkpoint and evaluations tells which to resume, compare or delete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsharp import checkpoints as ckpts
+from dsharp.io import read_jsonl
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run folder at a glance."""
+
+    name: str
+    path: str
+    method: str | None
+    model: str | None
+    step: int | None  # newest complete checkpoint
+    max_steps: int | None
+    status: str  # finished, stopped at step N, no checkpoint, evaluation only
+    reward: float | None  # mean reward of the last logged step
+    score: float | None  # overall of the newest evaluation
+    score_from: str | None  # which evaluation file gave ``score``
+    updated: str  # newest change in the folder, local time (month-day hour:minute)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_runs(parent: Path) -> list[RunSummary]:
+    """Summaries of ``parent``'s sub-folders that hold a ``recipe.yaml``, newest first."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{parent}: no such folder")
+    found = [summarise_run(p) for p in sorted(parent.iterdir()) if (p / "recipe.yaml").is_file()]
+    return sorted(found, key=lambda r: r.updated, reverse=True)
+
+
+def summarise_run(run_dir: Path) -> RunSummary:
+    """Read a run folder without loading any model; a field it cannot read is None."""
+    run_dir = Path(run_dir)
+    recipe = _read_yaml(run_dir / "recipe.yaml")
+    method = (recipe.get("method") or {}).get("name")
+    model = (recipe.get("model") or {}).get("pretrained")
+    max_steps = (recipe.get("train") or {}).get("max_steps")
+    latest = ckpts.latest_checkpoint(run_dir)
+    step = ckpts.read_trainer_state(latest).get("step") if latest else None
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
+    score, score_from = _newest_score(run_dir)
+    return RunSummary(
+        name=run_dir.name,
+        path=str(run_dir),
+        method=method,
+        model=str(model) if model is not None else None,
+        step=step,
+        max_steps=max_steps,
+        status=_status(step, max_steps, trained=bool(rows) or latest is not None),
+        reward=rewards[-1] if rewards else None,
+        score=score,
+        score_from=score_from,
+        updated=_updated(run_dir),
+    )
+
+
+def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
+    if not trained:
+        return "evaluation only"
+    if step is None:
+        return "no checkpoint"
+    if max_steps is not None and step >= max_steps:
+        return "finished"
+    return f"stopped at step {step}"
+
+
+def _newest_score(run_dir: Path) -> tuple[float | None, str | None]:
+    """``overall`` of the newest evaluation (eval-final.json beats eval-base.json)."""
+    found = [p for p in run_dir.glob("eval*.json") if p.name != "eval-base.json"]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            overall = json.loads(path.read_text()).get("overall")
+        except (OSError, ValueError):
+            continue
+        if _finite(overall):
+            return float(overall), path.name
+    return None, None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _updated(run_dir: Path) -> str:
+    """The newest modification time among the folder and its direct entries."""
+    times = [run_dir.stat().st_mtime]
+    times += [p.stat().st_mtime for p in run_dir.iterdir()]
+    return datetime.fromtimestamp(max(times)).strftime("%m-%d %H:%M")

@@ -1,0 +1,72 @@
+"""`dsharp runs`: which run folders finished, which stopped, and what they scored."""
+
+import json
+import os
+
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.runs import find_runs
+
+
+def _run(parent, name, *, max_steps, checkpoint=None, metrics=True, evals=None, age=0):
+    run = parent / name
+    run.mkdir()
+    (run / "recipe.yaml").write_text(
+        "model:\n  pretrained: dsharp-mini\nmethod:\n  name: rlhf_sharpening\n"
+        f"train:\n  max_steps: {max_steps}\n"
+    )
+    if metrics:
+        (run / "metrics.jsonl").write_text(
+            '{"step": 1, "reward": 0.25}\n{"step": 2, "reward": NaN}\n'
+        )
+    if checkpoint is not None:
+        ckpt = run / "checkpoints" / f"step-{checkpoint:06d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"step": checkpoint}))
+    for file_name, text in (evals or {}).items():
+        (run / file_name).write_text(text)
+    stamp = 1_700_000_000 - age * 3600  # older runs list later
+    for path in [*run.iterdir(), run]:
+        os.utime(path, (stamp, stamp))
+    return run
+
+
+def test_runs_tell_finished_stopped_and_unsaved_runs_apart_newest_first(tmp_path):
+    final = json.dumps({"overall": 0.75})
+    _run(tmp_path, "done", max_steps=2, checkpoint=2, evals={"eval-final.json": final})
+    _run(tmp_path, "stopped", max_steps=3, checkpoint=1, age=1)
+    _run(tmp_path, "crashed", max_steps=3, age=2)
+    base_only = {"eval-base.json": json.dumps({"overall": 0.5}), "eval-x.json": "{torn"}
+    _run(tmp_path, "evaluated", max_steps=3, metrics=False, evals=base_only, age=3)
+    (tmp_path / "not-a-run").mkdir()
+    found = find_runs(tmp_path)
+    assert [r.name for r in found] == ["done", "stopped", "crashed", "evaluated"]
+    done, stopped, crashed, evaluated = found
+    assert (done.status, done.step, done.score, done.score_from) == (
+        "finished",
+        2,
+        0.75,
+        "eval-final.json",
+    )
+    assert done.reward == 0.25  # the last finite reward logged
+    assert (stopped.status, stopped.step, stopped.score) == ("stopped at step 1", 1, None)
+    assert crashed.status == "no checkpoint"
+    # eval-base.json is the base model's score, and a torn file is no score at all
+    assert (evaluated.status, evaluated.score) == ("evaluation only", None)
+
+
+def test_runs_command_table_json_and_errors(tmp_path):
+    _run(tmp_path, "stopped", max_steps=3, checkpoint=1)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1/3 stopped" in result.output
+    assert "1 stopped run(s): continue one with" in result.output
+    listed = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path), "--json"]).output)
+    assert [(r["name"], r["step"], r["max_steps"]) for r in listed] == [("stopped", 1, 3)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["runs", str(empty)])
+    assert result.exit_code == 0 and "no run folders" in result.output
+    result = CliRunner().invoke(app, ["runs", str(tmp_path / "absent")])
+    assert result.exit_code == 1 and "absent: no such folder" in result.output
