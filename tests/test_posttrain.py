@@ -56,7 +56,8 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     # the terminal: what runs, first; the result in one line, last
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        f"training: rlhf_sharpening of {tiny_sd_dir} (rewards: shapes), 1 steps, batch "
+        f"training: rlhf_sharpening of {tiny_sd_dir} (full fine-tuning; rewards: shapes), "
+        f"1 steps, batch "
         f"{base_batch(run)} -> {run}"
     )
     headline = (
@@ -145,3 +146,22 @@ def test_grid_shows_each_prompts_first_evaluated_image_with_its_score(tmp_path, 
     labels = [ax.get_xlabel() for ax in drawn[0].axes]
     assert labels == ["score 1.00", "unscored", "score 0.25", "score 0.50"]
     assert [ax.get_ylabel() for ax in drawn[0].axes][::2] == ["base", "fine-tuned"]
+
+
+def test_plan_line_names_lora_precision_and_resume(tiny_sd_dir, tmp_path):
+    from dsharp.commands.train import _plan_line
+    from dsharp.config import load_recipe
+
+    recipe = load_recipe(
+        REPO / "recipes" / "tiny" / "rlhf_sharpening.yaml",
+        [
+            f"model.pretrained={tiny_sd_dir}",
+            "model.lora_rank=8",
+            "train.mixed_precision=bf16",
+            "train.resume=latest",
+            f"output_dir={tmp_path}",
+        ],
+    )
+    line = _plan_line(recipe)
+    assert f"of {tiny_sd_dir} (LoRA rank 8, bf16 autocast; rewards: shapes)" in line
+    assert line.endswith(f"-> {tmp_path}, resuming (latest)")

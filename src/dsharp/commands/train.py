@@ -72,8 +72,11 @@ def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
 def _plan_line(cfg: Recipe) -> str:
     """What is about to run, in one line, before the slow model loading starts."""
     rewards = ", ".join(r.name for r in cfg.rewards) or "none"
+    trains = f"LoRA rank {cfg.model.lora_rank}" if cfg.model.lora_rank else "full fine-tuning"
+    if cfg.train.mixed_precision != "no":
+        trains += f", {cfg.train.mixed_precision} autocast"
     resume = f", resuming ({cfg.train.resume})" if cfg.train.resume else ""
     return (
-        f"training: {cfg.method.name} of {cfg.model.pretrained} (rewards: {rewards}), "
+        f"training: {cfg.method.name} of {cfg.model.pretrained} ({trains}; rewards: {rewards}), "
         f"{cfg.train.max_steps} steps, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
     )
