@@ -26,6 +26,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def require_counts(counts: dict[str, int | None]) -> None:
+    """Refuse a count flag below 1 (``{"--seeds": 0}``); None means "not given". Without
+    this, a 0 reads as "not given" wherever a command writes ``value or default``."""
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith(("'", '"')):

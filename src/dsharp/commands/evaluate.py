@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import user_errors
+from dsharp.commands.errors import require_counts, user_errors
 
 T2I_COMPBENCH = "t2i-compbench"  # dsharp.evaluate.T2I_COMPBENCH, without importing torch
 
@@ -156,10 +156,9 @@ def evaluate_cmd(
 
     with user_errors():
         counts = {"--seeds": seeds, "--limit": limit, "--steps": steps}
-        counts |= {"--batch-size": batch_size, "--images-per-prompt": images_per_prompt}
-        for flag, value in counts.items():
-            if value is not None and value < 1:  # 0 would silently mean "the default"
-                raise ValueError(f"{flag} must be at least 1, got {value}")
+        require_counts(
+            counts | {"--batch-size": batch_size, "--images-per-prompt": images_per_prompt}
+        )
         if bench == T2I_COMPBENCH:
             result, target = _t2i_compbench(
                 model,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import user_errors
+from dsharp.commands.errors import require_counts, user_errors
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -66,10 +66,7 @@ def sample(
             prompt_list += read_prompt_file(prompts_file)
         if not prompt_list:
             raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
-        counts = {"--num-images": num_images, "--steps": steps, "--batch-size": batch_size}
-        for flag, value in counts.items():
-            if value < 1:
-                raise ValueError(f"{flag} must be at least 1, got {value}")
+        require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [])
