@@ -50,8 +50,8 @@ def test_runs_tell_finished_stopped_and_unsaved_runs_apart_newest_first(tmp_path
         "eval-final.json",
     )
     assert done.reward == 0.25  # the last finite reward logged
-    assert (stopped.status, stopped.step, stopped.score) == ("stopped at step 1", 1, None)
-    assert crashed.status == "no checkpoint"
+    assert (stopped.status, stopped.step, stopped.score) == ("stopped", 1, None)
+    assert (crashed.status, crashed.step) == ("no checkpoint", None)
     # eval-base.json is the base model's score, and a torn file is no score at all
     assert (evaluated.status, evaluated.score) == ("evaluation only", None)
 

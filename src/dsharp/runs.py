@@ -29,7 +29,7 @@ class RunSummary:
     model: str | None
     step: int | None  # newest complete checkpoint
     max_steps: int | None
-    status: str  # finished, stopped at step N, no checkpoint, evaluation only
+    status: str  # finished, stopped (before max_steps), no checkpoint, evaluation only
     reward: float | None  # mean reward of the last logged step
     score: float | None  # overall of the newest evaluation
     score_from: str | None  # which evaluation file gave ``score``
@@ -82,7 +82,7 @@ def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
         return "no checkpoint"
     if max_steps is not None and step >= max_steps:
         return "finished"
-    return f"stopped at step {step}"
+    return "stopped"
 
 
 def _newest_score(run_dir: Path) -> tuple[float | None, str | None]:

@@ -46,7 +46,7 @@ def runs(
             r.updated,
         )
     Console().print(table)
-    stopped = [r for r in found if r.status.startswith("stopped")]
+    stopped = [r for r in found if r.status == "stopped"]
     if stopped:
         typer.echo(
             f"{len(stopped)} stopped run(s): continue one with `dsharp train RECIPE "
@@ -55,13 +55,9 @@ def runs(
 
 
 def _steps(run: RunSummary) -> str:
-    """ "50/50", "10/20 stopped", "- no checkpoint" or "eval only"."""
+    """ "50/50", "10/20 stopped", "-/20 no checkpoint" or "eval only"."""
     if run.status == "evaluation only":
         return "eval only"
     done = "-" if run.step is None else str(run.step)
     total = "?" if run.max_steps is None else str(run.max_steps)
-    if run.status == "finished":
-        return f"{done}/{total}"
-    if run.status == "no checkpoint":
-        return f"{done}/{total} no checkpoint"
-    return f"{done}/{total} stopped"
+    return f"{done}/{total}" + ("" if run.status == "finished" else f" {run.status}")
