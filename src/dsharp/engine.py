@@ -270,7 +270,7 @@ class Trainer:
                 if saved:
                     self.save_checkpoint(step)
                 # every process must agree to stop, or one would wait for the others forever
-                if _sum_over_processes(acc, int(stop.requested)) and step < train.max_steps:
+                if step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
                     if not saved:
                         self.save_checkpoint(step)
                     acc.end_training()
