@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dsharp.io import atomic_save_png
+from dsharp.io import atomic_save_png, pyplot
 
 COMPARE_PNG = "compare.png"
 _COSTS = ("nfe/image", "reward evals")  # budgets, not scores: other units, other scales
@@ -71,10 +71,7 @@ def _grouped_bars(
     title: str,
     path: Path,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     x = np.arange(len(groups))

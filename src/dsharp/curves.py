@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsharp.io import atomic_save_png, read_jsonl
+from dsharp.io import atomic_save_png, pyplot, read_jsonl
 
 CURVES_PNG = "training_curves.png"  # the file name in a run folder
 
@@ -87,10 +87,7 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
     if not panels:
         return None
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels, strict=True):

@@ -44,6 +44,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend: figures are written, never shown,
+    and a machine without a display (CI, a GPU node) must not need one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def atomic_save_png(fig: Any, path: Path, dpi: int = 120) -> None:
     """Lay out a matplotlib figure, write it as a PNG atomically, and close it (figures
     left open accumulate in pyplot's registry over a long run)."""

@@ -17,7 +17,7 @@ import torch
 
 from dsharp.curves import CURVES_PNG
 from dsharp.generate import SampleSettings
-from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text
+from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text, pyplot
 
 
 def wants_report(recipe: Any) -> bool:
@@ -70,10 +70,7 @@ def sample_grid(
 ) -> None:
     """A PNG with one row per model (label, images ``(K, 3, H, W)``, their scores) and
     prompts as titles; each image shows its score (an unscored one says so)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = len(prompts)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows)), squeeze=False)

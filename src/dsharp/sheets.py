@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dsharp.io import atomic_save_png
+from dsharp.io import atomic_save_png, pyplot
 
 SHEET_PNG = "grid.png"
 MAX_ROWS = 32  # prompts shown; a sheet of more rows is too tall to read
@@ -48,10 +48,7 @@ def save_contact_sheet(
     shown = list(rows.items())[:MAX_ROWS]
     n_cols = min(MAX_COLUMNS, max(len(indices) for _, indices in shown))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(
         len(shown), n_cols, figsize=(1.3 * n_cols + 1.6, 1.4 * len(shown)), squeeze=False

@@ -42,7 +42,7 @@ from dsharp.config import (
     recipe_to_dict,
 )
 from dsharp.curves import finite_number, step_series
-from dsharp.io import atomic_save_png
+from dsharp.io import atomic_save_png, pyplot
 
 EVAL_FILE = "eval.json"
 """Each evaluated row's result, beside its ``recipe.yaml``."""
@@ -688,10 +688,7 @@ def plot_steps(
     """Figures 4 and 6: one line per row (``(label, metrics.jsonl rows)``) against the
     training step, smoothed, with a +- band when ``spec.band`` is set; PNG plus the CSV of
     the plotted points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dsharp.io import atomic_write_text
 
@@ -735,10 +732,7 @@ def plot_nfe(
 ) -> None:
     """Figure 5: each evaluation (``(series, label, result)``) as a point at its network
     evaluations per image; points of one series joined in NFE order. PNG plus CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dsharp.io import atomic_write_text
 
