@@ -250,6 +250,45 @@ def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     assert result.exit_code == 1 and "empty.txt: no prompts" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--bench", "shapes"],
+        ["eval", "--reward", "clip", "--method", "inference_scaling", "--verifier", "shapes"],
+        ["sample", "--method", "inference_scaling", "--reward", "shapes"],
+    ],
+)
+def test_a_prompt_the_reward_cannot_score_is_refused_before_the_model_loads(tmp_path, command):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na pink circle\n")
+    # The model folder does not exist: loading it would fail with another error.
+    args = [*command, "--model", tmp_path / "never-loaded", "--prompts", prompts]
+    result = _invoke([*args, "--out", tmp_path / "out"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: {prompts}: reward 'shapes' cannot score a prompt: "
+        "unknown word 'pink' in prompt 'a pink circle'"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("section", ["data", "eval"])
+def test_train_refuses_a_prompt_file_the_reward_cannot_score_before_training(tmp_path, section):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("two red circles\nthree pink squares\n")
+    recipe = RECIPES / "quickstart.yaml"
+    args = ["train", recipe, f"output_dir={tmp_path / 'run'}", f"{section}.prompts_file={prompts}"]
+    if section == "data":
+        args += ["data.generator=none", "data.balance=prompt"]
+    result = _invoke(args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"recipe error: {recipe}: {section}.prompts_file: reward 'shapes' cannot score a "
+        "prompt: unknown word 'pink' in prompt 'three pink squares'"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- eval, compare
 
 

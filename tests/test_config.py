@@ -128,6 +128,8 @@ def test_overrides_parse_yaml_values_and_index_lists(recipe_file: Path) -> None:
             "rewards.0.name=shapse",
             "rewards.0.name: unknown reward 'shapse', did you mean 'shapes'?",
         ),
+        ("eval.bench=shapse", "eval.bench: unknown bench 'shapse', did you mean 'shapes'?"),
+        ("eval.bench=t2i-compbench", "eval.bench: t2i-compbench is not scored after training"),
     ],
 )
 def test_bad_recipes_fail_with_one_line_naming_file_and_field(

@@ -453,3 +453,22 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
         app, ["rewards", "score", "fake_const", "--image", str(tmp_path / "x.png"), "--prompt", "x"]
     )
     assert missing.exit_code == 1 and "x.png: cannot read image" in missing.stderr
+
+
+def test_check_prompts_asks_rewards_that_can_tell_and_respects_on_error() -> None:
+    from dsharp.config import RewardSpec
+    from dsharp.rewards.plugins import check_prompts
+
+    good, bad = ["a red circle", "two blue squares"], ["a red circle", "a red hexagon"]
+    check_prompts([RewardSpec(name="shapes")], good)
+    for name in ("shapes", "shapes_soft"):
+        with pytest.raises(ValueError) as caught:
+            check_prompts([RewardSpec(name="clip"), RewardSpec(name=name)], bad)
+        assert str(caught.value) == (
+            f"reward {name!r} cannot score a prompt: unknown word 'hexagon' in prompt "
+            "'a red hexagon'"
+        )
+    # told to mark what it cannot score missing, the reward takes the prompt
+    check_prompts([RewardSpec(name="shapes", on_error="missing")], bad)
+    # a reward that registers no check is not asked
+    check_prompts([RewardSpec(name="clip")], bad)

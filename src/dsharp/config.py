@@ -517,6 +517,22 @@ class EvalConfig(_PromptSource):
         "all (prompt lists); None = all.",
     )
 
+    @field_validator("bench")
+    @classmethod
+    def _known_bench(cls, value: str | None) -> str | None:
+        """The report after training scores a reward bench; a wrong name must fail now,
+        not when training is over."""
+        from dsharp.bench.reward_benches import REWARD_BENCHES
+
+        if value is None or value in REWARD_BENCHES:
+            return value
+        if value == "t2i-compbench":
+            raise ValueError(
+                "t2i-compbench is not scored after training; run `dsharp eval --bench "
+                f"t2i-compbench --checkpoint RUN` (here: {', '.join(REWARD_BENCHES)})"
+            )
+        raise ValueError(unknown_name_message("bench", value, REWARD_BENCHES))
+
 
 _SECTIONS = ("method", "data", "train", "sample", "eval")
 

@@ -25,9 +25,8 @@ def wants_report(recipe: Any) -> bool:
     return bool(ev.bench or ev.prompts or ev.prompts_file)
 
 
-def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
+def eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
     """Prompts, reward specs and bench (None without one) of the recipe's eval section."""
-    from dsharp.config import RewardSpec
     from dsharp.evaluate import get_bench
 
     ev = recipe.eval
@@ -36,13 +35,19 @@ def _eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
     category_of = bench.category_of if bench else None
     if ev.limit:
         prompts = limit_prompts(prompts, ev.limit, category_of)
-    if ev.rewards is not None:
-        specs = list(ev.rewards)
-    elif bench is not None:
-        specs = [RewardSpec(**r) for r in bench.rewards]
-    else:
-        specs = list(recipe.rewards)
-    return prompts, specs, bench
+    return prompts, eval_specs(recipe, bench), bench
+
+
+def eval_specs(recipe: Any, bench: Any) -> list[Any]:
+    """The rewards that score the recipe's evaluation: its eval rewards, else its bench's,
+    else its training rewards."""
+    from dsharp.config import RewardSpec
+
+    if recipe.eval.rewards is not None:
+        return list(recipe.eval.rewards)
+    if bench is not None:
+        return [RewardSpec(**r) for r in bench.rewards]
+    return list(recipe.rewards)
 
 
 def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]:
@@ -223,7 +228,7 @@ def evaluate_recipe(
     for ``dsharp reproduce`` rows, so their numbers agree."""
     from dsharp.evaluate import evaluate
 
-    prompts, specs, bench = _eval_plan(recipe)
+    prompts, specs, bench = eval_plan(recipe)
     result = evaluate(
         model,
         prompts,
@@ -275,7 +280,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     from dsharp.commands.common import pick_device
 
     device = pick_device("auto")
-    prompts, _, bench = _eval_plan(recipe)
+    prompts, _, bench = eval_plan(recipe)
     category_of = bench.category_of if bench else None
     checkpoint = find_model_checkpoint(run_dir)
     grid_prompts = _pick_grid_prompts(list(prompts), category_of, 8)

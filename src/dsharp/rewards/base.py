@@ -14,7 +14,7 @@ when that reward was told to mark failures missing), and ``info`` a JSON-able di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -82,6 +82,9 @@ class RewardInfo:
     """What a plugin registers: metadata plus a lazy factory ``factory(**options) -> Reward``.
 
     ``secret_options`` names options whose values must never be logged or saved.
+    ``check_prompt(prompt, options)``, where given, raises ``ValueError`` saying why the reward
+    built with ``options`` cannot score ``prompt``, so that commands refuse such a prompt
+    before any image is drawn rather than after.
     """
 
     name: str
@@ -89,4 +92,5 @@ class RewardInfo:
     description: str = ""
     differentiable: bool = False
     secret_options: tuple[str, ...] = ()
+    check_prompt: Callable[[str, Mapping[str, Any]], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from dsharp.rewards.base import RewardInfo
 from dsharp.rewards.hookspecs import hookimpl
 from dsharp.rewards.plugins import lazy_factory
+
+
+def _shapes_prompt(prompt: str, options: Mapping[str, Any]) -> None:
+    """Raise the shapes grammar's error for a prompt outside it, which the verifier cannot
+    score (unless the reward was told to mark such samples missing)."""
+    if options.get("on_error") == "missing":
+        return
+    from dsharp.shapes.grammar import parse
+
+    parse(prompt)
 
 
 @hookimpl
@@ -18,6 +29,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             factory=lazy_factory("dsharp.shapes.reward", "build_shapes_reward"),
             description="Exact compositional score for the dsharp-mini shapes world",
             differentiable=False,
+            check_prompt=_shapes_prompt,
         )
     )
     register(
@@ -27,6 +39,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             description="Differentiable surrogate of `shapes` (colour amounts, positions, "
             "single-object shape moments) for ReFL/IterPO",
             differentiable=True,
+            check_prompt=_shapes_prompt,
         )
     )
     register(

@@ -389,3 +389,22 @@ def build_reward(spec: RewardSpec) -> Reward:
             "(a callable with a 'differentiable' attribute)"
         )
     return reward
+
+
+def check_prompts(specs: Iterable[RewardSpec], prompts: Iterable[str]) -> None:
+    """Raise ``ValueError`` for the first prompt that a reward of ``specs`` cannot score.
+
+    Only rewards that register a ``check_prompt`` are checked; the others find out when they
+    score. Why: a bad prompt should fail before minutes of sampling, not after.
+    """
+    distinct = list(dict.fromkeys(prompts))
+    for spec in specs:
+        check = get_reward_info(spec.name).check_prompt
+        if check is None:
+            continue
+        options = {**spec.options, "on_error": spec.on_error}
+        for prompt in distinct:
+            try:
+                check(prompt, options)
+            except ValueError as err:
+                raise ValueError(f"reward {spec.name!r} cannot score a prompt: {err}") from None
