@@ -240,6 +240,23 @@ def test_a_zero_count_is_refused_rather_than_read_as_the_default(tmp_path, comma
     assert result.stderr.strip() == f"error: {flag} must be at least 1, got 0"
 
 
+@pytest.mark.parametrize(
+    ("command", "flag", "kind"),
+    [("eval", "--images", "file"), ("eval", "--out", "folder"), ("sample", "--out", "file")],
+)
+def test_an_output_path_of_the_wrong_kind_is_refused_before_sampling(tmp_path, command, flag, kind):
+    path = tmp_path / "taken"
+    path.mkdir() if kind == "folder" else path.write_text("keep me\n")
+    args = [command, "--model", tmp_path / "never-loaded", flag, path]
+    args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
+    result = _invoke(args)
+    assert result.exit_code == 1
+    reason = "is a file, not a folder" if kind == "file" else "is a folder; give a file name"
+    assert result.stderr.strip() == f"error: {flag} {path}: {reason}"
+    if kind == "file":
+        assert path.read_text() == "keep me\n"
+
+
 def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")

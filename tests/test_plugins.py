@@ -448,7 +448,7 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
     )
     assert bad.exit_code == 1
     assert len(bad.stderr.strip().splitlines()) == 1
-    assert bad.stderr.startswith("error: UnknownRewardError: unknown reward 'nope'")
+    assert bad.stderr.startswith("error: unknown reward 'nope'")
     missing = CliRunner().invoke(
         app, ["rewards", "score", "fake_const", "--image", str(tmp_path / "x.png"), "--prompt", "x"]
     )

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -32,6 +33,17 @@ def require_counts(counts: dict[str, int | None]) -> None:
     for flag, value in counts.items():
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
+def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path | None]) -> None:
+    """Refuse an output folder that is an existing file, or an output file that is an
+    existing folder, before any work: otherwise the error comes when the results are saved."""
+    for flag, path in folders.items():
+        if path is not None and path.exists() and not path.is_dir():
+            raise ValueError(f"{flag} {path}: is a file, not a folder")
+    for flag, path in files.items():
+        if path is not None and path.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; give a file name")
 
 
 def one_line(exc: BaseException) -> str:

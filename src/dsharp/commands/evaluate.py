@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import require_counts, user_errors
+from dsharp.commands.errors import require_counts, require_output_paths, user_errors
 
 T2I_COMPBENCH = "t2i-compbench"  # dsharp.evaluate.T2I_COMPBENCH, without importing torch
 
@@ -172,6 +172,7 @@ def evaluate_cmd(
         require_counts(
             counts | {"--batch-size": batch_size, "--images-per-prompt": images_per_prompt}
         )
+        require_output_paths({"--images": images}, {"--out": out})
         if bench == T2I_COMPBENCH:
             result, target = _t2i_compbench(
                 model,

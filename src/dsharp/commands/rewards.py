@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from dsharp.commands.errors import USER_ERRORS, one_line
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -99,6 +101,8 @@ def score_cmd(
         result = {"reward": name, "scores": values, "info": info}
         text = json.dumps(result, indent=None if as_json else 2, default=str)
     except Exception as e:  # the command's contract: any failure is one line and exit 1
-        typer.echo(f"error: {' '.join(f'{type(e).__name__}: {e}'.split())}", err=True)
+        # A plugin's unexpected exception keeps its type name: the message alone may not say.
+        text = one_line(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
+        typer.echo(f"error: {' '.join(text.split())}", err=True)
         raise typer.Exit(1) from None
     typer.echo(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import require_counts, user_errors
+from dsharp.commands.errors import require_counts, require_output_paths, user_errors
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -67,6 +67,7 @@ def sample(
         if not prompt_list:
             raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
         require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
+        require_output_paths({"--out": out}, {})
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [])
