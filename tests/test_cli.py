@@ -497,7 +497,7 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     args = ["eval", "--checkpoint", run, "--prompts", prompts, "--seeds", "1", "--steps", "2"]
     result = _invoke(args + ["--device", "cpu"])
     assert result.exit_code == 0, result.output
-    written = json.loads((run / "eval-rewards.json").read_text())
+    written = json.loads((run / "eval-rewards-p.json").read_text())  # named by the prompt file
     assert written["rewards"] == ["shapes"] and written["n_images"] == 1
     result = _invoke(["compare", run, "--out", tmp_path])
     assert result.exit_code == 0, result.output
@@ -510,3 +510,14 @@ def test_version_flag_prints_the_installed_distribution_version():
     result = _invoke(["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"dsharp {version('dsharp')}"
+
+
+def test_an_evaluation_on_a_prompt_file_is_named_by_that_file():
+    from dsharp.commands.evaluate import _default_json_name
+
+    assert _default_json_name("shapes", None) == "eval-shapes.json"
+    assert _default_json_name("shapes", Path("held out/v2 prompts.txt")) == (
+        "eval-shapes-v2-prompts.json"
+    )
+    assert _default_json_name(None, Path("ok_1.txt")) == "eval-rewards-ok_1.json"
+    assert _default_json_name("clip", Path("###.txt")) == "eval-clip-prompts.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,16 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
         category_of = spec_bench.category_of if spec_bench else None
         prompt_list = limit_prompts(prompt_list, ev.limit, category_of)
     return prompt_list, spec_bench
+
+
+def _default_json_name(bench: str | None, prompts: Path | None) -> str:
+    """``eval-shapes.json``, or ``eval-shapes-heldout.json`` for ``--prompts heldout.txt``:
+    an evaluation on another prompt file must not overwrite the run's evaluation on the
+    bench's own prompts (or on a third file)."""
+    name = f"eval-{bench or 'rewards'}"
+    if prompts is not None:
+        name += "-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", prompts.stem).strip("-.") or "prompts")
+    return f"{name}.json"
 
 
 def _check_prompts(
@@ -136,7 +147,8 @@ def evaluate_cmd(
     out: Path = typer.Option(
         None,
         "--out",
-        help="Write the JSON here (default: RUN_DIR/eval-*.json for a run or a recipe).",
+        help="Write the JSON here (default for a run or a recipe: RUN_DIR/eval-BENCH.json, "
+        "with --prompts FILE RUN_DIR/eval-BENCH-FILESTEM.json).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
@@ -270,13 +282,12 @@ def evaluate_cmd(
             "sample": settings.as_dict(),
         }
         target = out
+        default_name = _default_json_name(bench_name, prompts)
         if target is None and checkpoint is not None:
             # Beside recipe.yaml in the run folder, where `dsharp compare RUN` looks.
-            run_dir = run_dir_of(find_model_checkpoint(checkpoint))
-            target = run_dir / f"eval-{bench_name or 'rewards'}.json"
+            target = run_dir_of(find_model_checkpoint(checkpoint)) / default_name
         elif target is None and rec is not None:
-            run_dir = rec.resolved_output_dir(Path(recipe).stem)
-            target = run_dir / f"eval-{bench_name or 'rewards'}.json"
+            target = rec.resolved_output_dir(Path(recipe).stem) / default_name
         if target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
