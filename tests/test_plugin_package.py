@@ -92,6 +92,5 @@ def test_installed_plugin_scores_image_files(site: Path, tmp_path: Path) -> None
     )  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
-        "error: jpeg_compressibility: option 'quality': "
-        "expected an integer 1-100, got 500"
+        "error: jpeg_compressibility: option 'quality': expected an integer 1-100, got 500"
     )
