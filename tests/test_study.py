@@ -136,6 +136,10 @@ def test_interrupted_row_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
         ({"evaluate": {"seedz": 2}}, "evaluate.seedz: unknown key, did you mean 'seeds'?"),
         ({"kind": "figure"}, "plot: a figure study needs a plot section"),
         ({"rows": [{"label": "a", "paper_row": 7}]}, "paper row 7 not in table2"),
+        (
+            {"evaluate": {"prompts": ["a red circle", "a pink circle"], "seeds": 1}},
+            "rows.0 (base): eval.prompts: reward 'shapes' cannot score a prompt: unknown word",
+        ),
     ],
 )
 def test_bad_study_is_one_line_exit_2(tmp_path: Path, change: dict, expected: str):

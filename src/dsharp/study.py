@@ -329,6 +329,9 @@ def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> N
             from dsharp.posttrain import eval_settings
 
             eval_settings(recipe).validate()
+        from dsharp.prompt_checks import check_recipe_prompts
+
+        check_recipe_prompts(recipe, training=plan.trained, evaluation=study.needs_eval)
         if study.paper_table is not None:
             _paper_row(study.paper_table, plan)
     except ValueError as e:

@@ -26,7 +26,10 @@ def train(
 
     try:
         cfg = load_recipe(recipe, overrides or [])
-        _check_prompts(cfg, str(recipe))
+        from dsharp.posttrain import wants_report
+        from dsharp.prompt_checks import check_recipe_prompts
+
+        check_recipe_prompts(cfg, source=str(recipe), evaluation=wants_report(cfg))
     except RecipeError as exc:
         typer.echo(f"recipe error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -59,30 +62,6 @@ def train(
                 typer.echo(report.headline)
                 typer.echo(f"report: {report.path}")
     typer.echo(f"run folder: {run_dir}")
-
-
-def _check_prompts(cfg: Recipe, source: str) -> None:
-    """Refuse, before any model loads, a training or evaluation prompt that the rewards
-    scoring it cannot score (e.g. a word outside the shapes grammar)."""
-    from dsharp.config import RecipeError
-    from dsharp.evaluate import get_bench
-    from dsharp.posttrain import eval_specs, wants_report
-    from dsharp.rewards.plugins import check_prompts
-
-    checks = []
-    data, ev = cfg.data, cfg.eval
-    if data.prompts or data.prompts_file:
-        where = "data.prompts_file" if data.prompts_file else "data.prompts"
-        checks.append((where, data.load_prompts(), cfg.rewards))
-    if wants_report(cfg) and (ev.prompts or ev.prompts_file):  # a bench's own are valid
-        where = "eval.prompts_file" if ev.prompts_file else "eval.prompts"
-        bench = get_bench(ev.bench) if ev.bench else None
-        checks.append((where, ev.load_prompts(), eval_specs(cfg, bench)))
-    for where, prompts, specs in checks:
-        try:
-            check_prompts(specs, prompts)
-        except ValueError as err:
-            raise RecipeError(str(err), source=source, field=where) from None
 
 
 def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
