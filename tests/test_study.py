@@ -240,7 +240,7 @@ def test_fig5_score_vs_nfe_series(tmp_path: Path):
         },
     ]
     data = _figure(
-        tmp_path, "fig5", {"x": "nfe", "y": "shapes"}, rows, evaluate={"prompts": ["a cube"]}
+        tmp_path, "fig5", {"x": "nfe", "y": "shapes"}, rows, evaluate={"prompts": ["a red circle"]}
     )
     loaded = load_study(_write_study(tmp_path / "fig5.yaml", data))
     nfe = [8, 8, 16, 32]
