@@ -521,3 +521,24 @@ def test_an_evaluation_on_a_prompt_file_is_named_by_that_file():
     )
     assert _default_json_name(None, Path("ok_1.txt")) == "eval-rewards-ok_1.json"
     assert _default_json_name("clip", Path("###.txt")) == "eval-clip-prompts.json"
+
+
+def test_compare_says_which_evaluation_a_run_folder_stands_for(tmp_path):
+    import os
+
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("{}\n")
+    for age, (name, score) in enumerate(
+        [("eval-shapes-heldout.json", 0.6), ("eval-shapes.json", 0.5)]
+    ):
+        path = run / name
+        path.write_text(json.dumps({"overall": score, "metrics": {"shapes": {"mean": score}}}))
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))  # eval-shapes.json is the newest
+    result = _invoke(["compare", run, "--out", tmp_path, "--no-plot"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"{run}: using eval-shapes.json, its newest evaluation (also there: "
+        "eval-shapes-heldout.json; give a file to choose)"
+    )
+    assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith("run1,0.5")

@@ -55,11 +55,16 @@ def with_train_reward_evals(result: dict[str, Any], run_dir: Path) -> dict[str, 
     return result
 
 
+def eval_files(folder: Path) -> list[Path]:
+    """A folder's evaluation JSON files (``eval*.json``), oldest first."""
+    return sorted(Path(folder).glob("eval*.json"), key=lambda p: p.stat().st_mtime)
+
+
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
     """An evaluation JSON file, or a run folder's newest ``eval*.json``; returns (label, dict)."""
     source = Path(source)
     if source.is_dir():
-        found = sorted(source.glob("eval*.json"), key=lambda p: p.stat().st_mtime)
+        found = eval_files(source)
         if not found:
             raise FileNotFoundError(
                 f"{source}: no eval*.json in this folder (run dsharp eval first)"

@@ -79,6 +79,8 @@ def compare(
     )
 
     with user_errors():
+        if against is None:
+            _say_which_evaluation(sources)
         if against not in (None, "paper"):
             raise ValueError(f"--against: unknown '{against}' (expected: paper)")
         if paired and against is not None:
@@ -112,6 +114,22 @@ def compare(
                 written.append(Path(out) / COMPARE_PNG)
     Console().print(rich_table)
     typer.echo(f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}")
+
+
+def _say_which_evaluation(sources: list[Path]) -> None:
+    """A run folder stands for its newest evaluation; where it holds several (another prompt
+    file, the report's base and fine-tuned), say which one the row shows."""
+    from dsharp.report import eval_files
+
+    for source in sources:
+        found = eval_files(source) if Path(source).is_dir() else []
+        if len(found) > 1:
+            others = ", ".join(p.name for p in found[:-1])
+            typer.echo(
+                f"{source}: using {found[-1].name}, its newest evaluation (also there: {others}; "
+                "give a file to choose)",
+                err=True,
+            )
 
 
 def paper_rich(columns: list[str], rows: list[list[Any]], title: str):
