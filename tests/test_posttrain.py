@@ -164,4 +164,11 @@ def test_plan_line_names_lora_precision_and_resume(tiny_sd_dir, tmp_path):
     )
     line = _plan_line(recipe)
     assert f"of {tiny_sd_dir} (LoRA rank 8, bf16 autocast; rewards: shapes)" in line
-    assert line.endswith(f"-> {tmp_path}, resuming (latest)")
+    assert line.endswith(f"-> {tmp_path}, no checkpoint to resume yet")
+    for step in ("step-000002", "step-000010"):
+        (tmp_path / "checkpoints" / step).mkdir(parents=True)
+        (tmp_path / "checkpoints" / step / "trainer_state.json").write_text("{}")
+    assert _plan_line(recipe).endswith(f"-> {tmp_path}, resuming from step-000010")
+    named = recipe.model_copy(deep=True)
+    named.train.resume = str(tmp_path / "checkpoints" / "step-000002")
+    assert _plan_line(named).endswith(f", resuming ({named.train.resume})")

@@ -80,6 +80,13 @@ def _plan_line(cfg: Recipe) -> str:
     if cfg.train.mixed_precision != "no":
         trains += f", {cfg.train.mixed_precision} autocast"
     resume = f", resuming ({cfg.train.resume})" if cfg.train.resume else ""
+    if cfg.train.resume == "latest":
+        from dsharp.checkpoints import latest_checkpoint
+
+        found = latest_checkpoint(Path(cfg.output_dir))
+        # `latest` starts afresh where there is nothing to resume: say so, a mistyped
+        # output_dir would otherwise look like a resumed run
+        resume = f", resuming from {found.name}" if found else ", no checkpoint to resume yet"
     return (
         f"training: {cfg.method.name} of {cfg.model.pretrained} ({trains}; rewards: {rewards}), "
         f"{cfg.train.max_steps} steps, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
