@@ -64,9 +64,19 @@ def test_runs_command_table_json_and_errors(tmp_path):
     assert "1 stopped run(s): continue one with" in result.output
     listed = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path), "--json"]).output)
     assert [(r["name"], r["step"], r["max_steps"]) for r in listed] == [("stopped", 1, 3)]
+
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(app, ["runs", str(empty)])
     assert result.exit_code == 0 and "no run folders" in result.output
     result = CliRunner().invoke(app, ["runs", str(tmp_path / "absent")])
     assert result.exit_code == 1 and "absent: no such folder" in result.output
+
+
+def test_runs_table_says_which_evaluation_gave_the_score():
+    from dsharp.commands.runs import _evaluation
+
+    assert _evaluation("eval-final.json") == "final"
+    assert _evaluation("eval-shapes-heldout.json") == "shapes-heldout"
+    assert _evaluation("eval.json") == "eval"
+    assert _evaluation(None) == "-"

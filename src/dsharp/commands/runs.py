@@ -32,7 +32,7 @@ def runs(
     from rich.table import Table
 
     table = Table(title=f"dsharp runs {folder}", box=box.SIMPLE_HEAD)
-    for name in ("run", "method", "model", "steps", "score", "updated"):
+    for name in ("run", "method", "model", "steps", "score", "from", "updated"):
         wraps = name in ("run", "model")  # the others stay on one line
         justify = "right" if name == "score" else "left"
         table.add_column(name, justify=justify, overflow="fold", no_wrap=not wraps)
@@ -43,6 +43,7 @@ def runs(
             r.model or "-",
             _steps(r),
             "-" if r.score is None else f"{r.score:.4f}",
+            _evaluation(r.score_from),
             r.updated,
         )
     Console().print(table)
@@ -52,6 +53,14 @@ def runs(
             f"{len(stopped)} stopped run(s): continue one with `dsharp train RECIPE "
             f"output_dir=RUN train.resume=latest`"
         )
+
+
+def _evaluation(file_name: str | None) -> str:
+    """Which evaluation gave the score: ``eval-shapes-heldout.json`` reads ``shapes-heldout``
+    (``final``: the report after training)."""
+    if file_name is None:
+        return "-"
+    return file_name.removesuffix(".json").removeprefix("eval-").removeprefix("eval") or "eval"
 
 
 def _steps(run: RunSummary) -> str:
