@@ -17,6 +17,7 @@ import yaml
 
 from dsharp import checkpoints as ckpts
 from dsharp.io import read_jsonl
+from dsharp.report import eval_files
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
 
 def _newest_score(run_dir: Path) -> tuple[float | None, str | None]:
     """``overall`` of the newest evaluation (eval-final.json beats eval-base.json)."""
-    found = [p for p in run_dir.glob("eval*.json") if p.name != "eval-base.json"]
-    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+    found = [p for p in eval_files(run_dir) if p.name != "eval-base.json"]
+    for path in reversed(found):
         try:
             overall = json.loads(path.read_text()).get("overall")
         except (OSError, ValueError):

@@ -19,12 +19,11 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
     .m); a folder with no training (a study's base row) is marked ``untrained``.
     """
     from dsharp.bench import merge_results
-    from dsharp.report import load_result
+    from dsharp.report import eval_files, load_result
 
     if not source.is_dir():
         return load_result(source)
-    found = sorted(source.glob("eval*.json"), key=lambda p: p.stat().st_mtime)
-    found = [p for p in found if p.name != "eval-base.json"]
+    found = [p for p in eval_files(source) if p.name != "eval-base.json"]
     if not found:
         raise FileNotFoundError(f"{source}: no eval*.json in this folder (run dsharp eval first)")
     merged = merge_results([json.loads(p.read_text()) for p in found])

@@ -64,19 +64,6 @@ def _default_json_name(bench: str | None, prompts: Path | None) -> str:
     return f"{name}.json"
 
 
-def _check_prompts(
-    specs: list[Any], prompt_list: list[str], source: Path | None, bench: str | None
-) -> None:
-    """Refuse a prompt the scoring rewards or the verifier cannot score, before sampling."""
-    from dsharp.rewards.plugins import check_prompts
-
-    try:
-        check_prompts(specs, prompt_list)
-    except ValueError as err:
-        where = source if source is not None else f"--bench {bench}"
-        raise ValueError(f"{where}: {err}") from None
-
-
 def _scoring_specs(
     reward: list[str] | None,
     options: dict[str, Any],
@@ -245,9 +232,12 @@ def evaluate_cmd(
         if not method_entry.needs_reward:
             settings.reward = None  # plain DDIM: no verifier, none recorded
         from dsharp.inference.base import reward_specs
+        from dsharp.rewards.plugins import check_prompts
 
+        # before sampling: the scoring rewards and the verifier must take every prompt
         verifier_used = reward_specs(settings.reward) or []
-        _check_prompts([*specs, *verifier_used], prompt_list, prompts or recipe, bench)
+        source = prompts or recipe or f"--bench {bench}"
+        check_prompts([*specs, *verifier_used], prompt_list, source)
 
         if model is not None or checkpoint is not None:
             from dsharp.commands.common import load_model_for_inference

@@ -77,10 +77,7 @@ def sample(
             from dsharp.inference.base import reward_specs
             from dsharp.rewards.plugins import check_prompts
 
-            try:
-                check_prompts(reward_specs(settings.reward), prompt_list)
-            except ValueError as err:
-                raise ValueError(f"{prompts_file or '--prompt'}: {err}") from None
+            check_prompts(reward_specs(settings.reward), prompt_list, prompts_file or "--prompt")
         diffusion = load_model_for_inference(model, checkpoint, device)
         prompts = [p for p in prompt_list for _ in range(num_images)]
         seeds = [seed + i for i in range(len(prompts))]

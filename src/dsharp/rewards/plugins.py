@@ -391,12 +391,16 @@ def build_reward(spec: RewardSpec) -> Reward:
     return reward
 
 
-def check_prompts(specs: Iterable[RewardSpec], prompts: Iterable[str]) -> None:
-    """Raise ``ValueError`` for the first prompt that a reward of ``specs`` cannot score.
+def check_prompts(
+    specs: Iterable[RewardSpec], prompts: Iterable[str], source: object = None
+) -> None:
+    """Raise ``ValueError`` for the first prompt that a reward of ``specs`` cannot score,
+    its message led by ``source`` (where the prompts came from) when given.
 
     Only rewards that register a ``check_prompt`` are checked; the others find out when they
     score. Why: a bad prompt should fail before minutes of sampling, not after.
     """
+    where = "" if source is None else f"{source}: "
     distinct = list(dict.fromkeys(prompts))
     for spec in specs:
         check = get_reward_info(spec.name).check_prompt
@@ -407,4 +411,6 @@ def check_prompts(specs: Iterable[RewardSpec], prompts: Iterable[str]) -> None:
             try:
                 check(prompt, options)
             except ValueError as err:
-                raise ValueError(f"reward {spec.name!r} cannot score a prompt: {err}") from None
+                raise ValueError(
+                    f"{where}reward {spec.name!r} cannot score a prompt: {err}"
+                ) from None
