@@ -65,8 +65,10 @@ def validate_cmd(
     file: str = typer.Argument(..., help="Recipe YAML file."),
     overrides: list[str] | None = typer.Argument(None, help="Overrides: a.b.c=value ..."),
 ) -> None:
-    """Load and validate a recipe (or a study, with every row's recipe); exit 2 with a
-    one-line error if it is invalid."""
+    """Validate a recipe, or a study with every row's recipe; exit 2 if one is invalid.
+
+    The error is one line naming the file and the reason.
+    """
     from dsharp.config import RecipeError, load_recipe
     from dsharp.study import is_study_file, load_study
 

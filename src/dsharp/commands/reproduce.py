@@ -41,8 +41,10 @@ def reproduce(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Train and evaluate a study's rows (reusing finished ones), then write its table or
-    figure into the study's output_dir."""
+    """Train and evaluate a study's rows, then write its table or figure.
+
+    Finished rows are reused; the table or figure goes into the study's output_dir.
+    """
     from rich.console import Console
 
     from dsharp.config import RecipeError

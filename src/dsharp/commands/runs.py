@@ -15,8 +15,11 @@ def runs(
     folder: Path = typer.Argument(Path("runs"), help="Folder whose run folders to list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List run folders, newest first: method, model, steps done (and whether the run
-    finished or stopped), and the score of its newest evaluation."""
+    """List run folders, newest first, with their method, steps and newest score.
+
+    Each row also says the model, whether the run finished or stopped, and which
+    evaluation file its score comes from.
+    """
     from dsharp.runs import find_runs
 
     with user_errors():
