@@ -320,6 +320,44 @@ def test_cli_list_reads_method_model_and_command(recipe_file: Path) -> None:
     ]
 
 
+def test_cli_list_commands_run_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe's first-line command names it as seen from the checkout; listed from
+    elsewhere, the command names the file as seen from where the user is."""
+    from dsharp.cli import app
+
+    folder = tmp_path / "checkout" / "recipes" / "mini"
+    folder.mkdir(parents=True)
+    recipe = folder / "quick.yaml"
+    recipe.write_text(
+        "# dsharp train recipes/mini/quick.yaml train.max_steps=2\n"
+        "model: {pretrained: dsharp-mini}\nmethod: {name: rlhf_sharpening}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    listing = CliRunner().invoke(app, ["recipes", "list", str(folder.parent), "--json"])
+    assert listing.exit_code == 0, listing.output
+    (row,) = json.loads(listing.stdout)
+    assert row["command"] == f"dsharp train {recipe} train.max_steps=2"
+
+    monkeypatch.chdir(tmp_path / "checkout")
+    listing = CliRunner().invoke(app, ["recipes", "list", "recipes", "--json"])
+    (row,) = json.loads(listing.stdout)
+    assert row["command"] == "dsharp train recipes/mini/quick.yaml train.max_steps=2"
+
+    table = CliRunner().invoke(app, ["recipes", "list", "recipes"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "recipes in recipes" in table.output
+    assert "run one as: COMMAND recipes/RECIPE" in table.output
+    (line,) = [x for x in table.output.splitlines() if "quick.yaml" in x]
+    # the first column holds the path below the listed folder; the command, the rest
+    assert "mini/quick.yaml" in line and "recipes/mini" not in line
+    assert "dsharp train train.max_steps=2" in " ".join(line.replace("│", " ").split())
+
+
 def test_misspelled_key_fails_without_loading_torch_or_plugins(recipe_file: Path) -> None:
     """The structural check runs before the plugin registry, so a typo fails fast
     (measured about 0.2 s for the whole CLI; this checks the cause, not the clock)."""

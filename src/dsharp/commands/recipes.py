@@ -32,7 +32,7 @@ def list_cmd(
                 "file": str(s.file),
                 "method": s.method,
                 "model": s.model,
-                "command": s.command,
+                "command": _runnable(s.command, s.file),
                 "error": s.error or None,
             }
             for s in summaries
@@ -45,19 +45,44 @@ def list_cmd(
     if not summaries:
         typer.echo(f"no recipes (*.yaml) in {folder}")
         return
-    table = Table("file", "method", "model", "command")
+    # The command column holds the verb and any other words of the recipe's run command; the
+    # recipe's path is the first column's, so neither is cut to fit a narrow terminal.
+    where = _relative(folder)
+    table = Table(
+        title=f"recipes in {where}",
+        caption=f"run one as: COMMAND {Path(where) / 'RECIPE'}",
+        title_justify="left",
+        expand=True,  # so that the ratios below apply
+        caption_justify="left",
+    )
+    # Ratios keep the longest names whole at 80 columns (mini/inference_scaling.yaml, 27).
+    table.add_column("recipe", overflow="fold", ratio=27)
+    table.add_column("method", overflow="fold", ratio=15)  # rlhf_sharpening
+    table.add_column("model", overflow="fold", ratio=12)
+    table.add_column("command", overflow="fold", ratio=13)
     for s in summaries:
-        command = s.command if not s.error else f"[red]{s.error}[/red]"
-        table.add_row(_relative(s.file), s.method, s.model, command)
+        command = _verb(s.command, s.file) if not s.error else f"[red]{s.error}[/red]"
+        table.add_row(_relative(s.file, folder), s.method, s.model, command)
     Console().print(table)
 
 
-def _relative(path: Path) -> str:
-    """The path relative to the working directory when it is below it."""
+def _relative(path: Path, start: Path | None = None) -> str:
+    """``path`` relative to ``start`` (default: the working directory) when it is below it."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.resolve().relative_to((start or Path.cwd()).resolve()))
     except ValueError:
         return str(path)
+
+
+def _runnable(command: str, file: Path) -> str:
+    """The recipe's own run command with its path as seen from the working directory.
+
+    Why: a recipe's first-line comment names it relative to the checkout (``dsharp train
+    recipes/quickstart.yaml``), which does not run from another folder.
+    """
+    return " ".join(
+        _relative(file) if Path(word).name == file.name else word for word in command.split()
+    )
 
 
 @app.command("validate")
@@ -83,3 +108,8 @@ def validate_cmd(
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")
+
+
+def _verb(command: str, file: Path) -> str:
+    """The recipe's run command without its path (``dsharp eval --recipe``)."""
+    return " ".join(word for word in command.split() if Path(word).name != file.name)
