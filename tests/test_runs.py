@@ -80,3 +80,32 @@ def test_runs_table_says_which_evaluation_gave_the_score():
     assert _evaluation("eval-shapes-heldout.json") == "shapes-heldout"
     assert _evaluation("eval.json") == "eval"
     assert _evaluation(None) == "-"
+
+
+def test_runs_table_fits_80_columns_with_shared_method_and_model_in_the_title(tmp_path):
+    """At 80 columns rich squeezed the run column to nothing; a method and model every run
+    shares now go in the title, and every row keeps its name, steps, score and source."""
+    final = json.dumps({"overall": 0.75})
+    heldout = json.dumps({"overall": 0.5})
+    _run(
+        tmp_path, "quickstart-seed0", max_steps=50, checkpoint=50, evals={"eval-final.json": final}
+    )
+    _run(
+        tmp_path,
+        "quickstart-seed1",
+        max_steps=100,
+        age=1,
+        evals={"eval-shapes-heldout.json": heldout},
+    )
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "(methodrlhf_sharpening,modeldsharp-mini)" in "".join(result.output.split())
+    rows = [line.split() for line in lines if "quickstart-seed" in line]
+    assert rows == [
+        ["quickstart-seed0", "50/50", "0.7500", "final", *rows[0][4:]],
+        ["quickstart-seed1", "-/100", "no", "checkpoint", "0.5000", "shapes-heldout", *rows[1][6:]],
+    ]
+    (header,) = [line for line in lines if "updated" in line]
+    assert header.split() == ["run", "steps", "score", "from", "updated"]

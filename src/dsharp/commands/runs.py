@@ -34,22 +34,42 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"dsharp runs {folder}", box=box.SIMPLE_HEAD)
-    for name in ("run", "method", "model", "steps", "score", "from", "updated"):
-        wraps = name in ("run", "model")  # the others stay on one line
-        justify = "right" if name == "score" else "left"
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=not wraps)
-    for r in found:
-        table.add_row(
-            r.name,
-            r.method or "-",
-            r.model or "-",
-            _steps(r),
-            "-" if r.score is None else f"{r.score:.4f}",
-            _evaluation(r.score_from),
-            r.updated,
+    cells = {
+        "run": [r.name for r in found],
+        "method": [r.method or "-" for r in found],
+        "model": [r.model or "-" for r in found],
+        "steps": [_steps(r) for r in found],
+        "score": ["-" if r.score is None else f"{r.score:.4f}" for r in found],
+        "from": [_evaluation(r.score_from) for r in found],
+        "updated": [r.updated for r in found],
+    }
+    # A method or model that every run shares is said once, in the title, so that the
+    # other columns fit an 80-column terminal.
+    shared = {
+        name: cells[name][0]
+        for name in ("method", "model")
+        if len(found) > 1 and len(set(cells[name])) == 1
+    }
+    title = f"dsharp runs {folder}"
+    if shared:
+        title += " (" + ", ".join(f"{k} {v}" for k, v in shared.items()) + ")"
+    table = Table(box=box.SIMPLE_HEAD)
+    columns = [name for name in cells if name not in shared]
+    for name in columns:
+        # Names fold onto more lines when narrow (the run's keeps a minimum width, or rich
+        # squeezes it to nothing); numbers and times stay whole.
+        table.add_column(
+            name,
+            justify="right" if name == "score" else "left",
+            overflow="fold",
+            no_wrap=name in ("steps", "score", "updated"),
+            min_width=min(max(map(len, cells["run"])), 16) if name == "run" else None,
         )
-    Console().print(table)
+    for i in range(len(found)):
+        table.add_row(*(cells[name][i] for name in columns))
+    console = Console()
+    console.print(title, highlight=False, markup=False)  # above the table: not cut to its width
+    console.print(table)
     stopped = [r for r in found if r.status == "stopped"]
     if stopped:
         typer.echo(
