@@ -672,6 +672,8 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
         return metrics
 
     monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    # what was there before (a shell that starts a job in the background ignores SIGINT)
+    handler_before = signal.getsignal(signal.SIGINT)
     stopped = tmp_path / "stopped"
     recipe = RECIPES / "tiny" / "rlhf_sharpening.yaml"
     args = [str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={stopped}", *common]
@@ -679,7 +681,7 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
     assert result.exit_code == 130, result.output
     assert "stopped after step 2 of 4" in result.stderr
     assert f"output_dir={stopped} train.resume=latest" in result.stderr
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
     # checkpoint_every=0 saves only the final model, yet the stop saved step 2
     assert [p.name for p in (stopped / "checkpoints").iterdir()] == ["step-000002"]
     assert [r["step"] for r in read_jsonl(stopped / "metrics.jsonl")] == [1, 2]
