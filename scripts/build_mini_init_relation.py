@@ -113,7 +113,7 @@ def check_relation_part(encoder, tokenizer) -> int:
 
 
 def build(folder: Path, seed: int = 0) -> None:
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
 
     torch.manual_seed(seed)
     tokenizer = mini.make_tokenizer()
@@ -121,18 +121,7 @@ def build(folder: Path, seed: int = 0) -> None:
     wrong = check_relation_part(encoder, tokenizer)
     if wrong:
         raise SystemExit(f"relation part wrong at {wrong} tokens of the train prompts")
-    unet = UNet2DConditionModel(
-        sample_size=mini.RESOLUTION,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=mini.UNET_CHANNELS,
-        layers_per_block=mini.UNET_LAYERS_PER_BLOCK,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=mini.UNET_NORM_GROUPS,
-        attention_head_dim=mini.UNET_HEAD_DIM,
-        cross_attention_dim=HIDDEN,
-    )
+    unet = mini.make_unet(cross_attention_dim=HIDDEN)
     pipe = StableDiffusionPipeline(
         vae=None,
         text_encoder=encoder,

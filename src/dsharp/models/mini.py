@@ -247,11 +247,12 @@ def _set_binding_weights(model, tokenizer, generator: torch.Generator) -> None:
             attention.out_proj.weight[target, rows] = torch.eye(part)
 
 
-def make_unet():
+def make_unet(cross_attention_dim: int = TEXT_HIDDEN):
     """The pixel-space UNet (~3.9M parameters): 32x32 RGB, three levels (32, 16, 8 px) of
     32, 64, 128 channels, attention to the text at 8x8 and in the middle block only, since
     attention at 16x16 costs several times more on a CPU; objects are 2-3 cells wide at
-    8x8, enough to place and bind them."""
+    8x8, enough to place and bind them. ``cross_attention_dim`` is the text encoder's width
+    (a wider trial encoder, see ``scripts/build_mini_init_relation.py``)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -264,7 +265,7 @@ def make_unet():
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         norm_num_groups=UNET_NORM_GROUPS,
         attention_head_dim=UNET_HEAD_DIM,
-        cross_attention_dim=TEXT_HIDDEN,
+        cross_attention_dim=cross_attention_dim,
     )
 
 
