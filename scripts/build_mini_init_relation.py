@@ -56,19 +56,9 @@ def _key_functional(encoder, tokenizer) -> torch.Tensor:
 
 def make_relation_text_encoder(tokenizer, seed: int = 0):
     """The binding encoder at width 5 x 32 with the relation head in the fifth part, frozen."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=4 * HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=PARTS,
-        max_position_embeddings=mini.MAX_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = mini._text_config(tokenizer, layers=1, hidden=HIDDEN, heads=PARTS)
     with torch.random.fork_rng(devices=[]):
         encoder = CLIPTextModel(config)
     mini._set_binding_weights(encoder, tokenizer, torch.Generator().manual_seed(seed))
@@ -113,26 +103,13 @@ def check_relation_part(encoder, tokenizer) -> int:
 
 
 def build(folder: Path, seed: int = 0) -> None:
-    from diffusers import StableDiffusionPipeline
-
     torch.manual_seed(seed)
     tokenizer = mini.make_tokenizer()
     encoder = make_relation_text_encoder(tokenizer, seed)
     wrong = check_relation_part(encoder, tokenizer)
     if wrong:
         raise SystemExit(f"relation part wrong at {wrong} tokens of the train prompts")
-    unet = mini.make_unet(cross_attention_dim=HIDDEN)
-    pipe = StableDiffusionPipeline(
-        vae=None,
-        text_encoder=encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=mini.make_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
+    mini.save_mini_folder(folder, tokenizer, encoder, mini.make_unet(cross_attention_dim=HIDDEN))
     print(f"relation part right at every token of the train prompts; wrote {folder}")
 
 

@@ -146,16 +146,18 @@ def make_tokenizer():
 # -- networks -------------------------------------------------------------------------------
 
 
-def _text_config(tokenizer, layers: int):
-    """The CLIP text config both encoder kinds share, with ``layers`` transformer layers."""
+def _text_config(tokenizer, layers: int, hidden: int = TEXT_HIDDEN, heads: int = TEXT_HEADS):
+    """The CLIP text config every encoder kind shares, with ``layers`` transformer layers
+    (``hidden`` and ``heads``: a wider trial encoder, see
+    ``scripts/build_mini_init_relation.py``)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=TEXT_HEADS,
+        num_attention_heads=heads,
         max_position_embeddings=MAX_LENGTH,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -229,7 +231,7 @@ def _set_binding_weights(model, tokenizer, generator: torch.Generator) -> None:
         for linear in (*linears, layer.mlp.fc1, layer.mlp.fc2):
             linear.weight.zero_()
             linear.bias.zero_()
-        head_dim = TEXT_HIDDEN // TEXT_HEADS
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
         # layer_norm1 scales the embeddings (two parts of norm sqrt(part) in 4 * part dims) by
         # about sqrt(2): values copy at 1 / sqrt(2) so that every output part has that norm.
         copy_scale, sharpness = 2**-0.5, 30.0
@@ -304,8 +306,6 @@ def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") ->
     """Write the untrained dsharp-mini diffusers folder (weights drawn from ``seed``) with a
     text encoder of kind ``text_encoder`` (see :data:`MINI_INIT_NAMES`)."""
     _check_text_encoder(text_encoder)
-    from diffusers import StableDiffusionPipeline
-
     folder = Path(folder)
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
@@ -313,10 +313,17 @@ def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") ->
         encoder = make_text_encoder(tokenizer)
     else:
         encoder = make_binding_text_encoder(tokenizer, seed=seed)
-    unet = make_unet()
+    save_mini_folder(folder, tokenizer, encoder, make_unet())
+    return folder
+
+
+def save_mini_folder(folder: Path, tokenizer, text_encoder, unet) -> None:
+    """Write a dsharp-mini diffusers folder (Stable Diffusion layout, no VAE) from its parts."""
+    from diffusers import StableDiffusionPipeline
+
     pipe = StableDiffusionPipeline(
         vae=None,
-        text_encoder=encoder,
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
         scheduler=make_scheduler(),
@@ -325,7 +332,6 @@ def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") ->
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 # -- the cached init folder ------------------------------------------------------------------
