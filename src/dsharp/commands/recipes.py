@@ -80,9 +80,17 @@ def _runnable(command: str, file: Path) -> str:
     Why: a recipe's first-line comment names it relative to the checkout (``dsharp train
     recipes/quickstart.yaml``), which does not run from another folder.
     """
-    return " ".join(
-        _relative(file) if Path(word).name == file.name else word for word in command.split()
-    )
+    return " ".join(_relative(file) if _names(word, file) else word for word in command.split())
+
+
+def _verb(command: str, file: Path) -> str:
+    """The recipe's run command without its path (``dsharp eval --recipe``)."""
+    return " ".join(word for word in command.split() if not _names(word, file))
+
+
+def _names(word: str, file: Path) -> bool:
+    """Whether a word of the recipe's run command is the recipe's own path."""
+    return Path(word).name == file.name
 
 
 @app.command("validate")
@@ -108,8 +116,3 @@ def validate_cmd(
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")
-
-
-def _verb(command: str, file: Path) -> str:
-    """The recipe's run command without its path (``dsharp eval --recipe``)."""
-    return " ".join(word for word in command.split() if Path(word).name != file.name)
