@@ -157,12 +157,63 @@ def test_category_balance_draws_each_category_equally_often():
     assert all(150 < counts["category"][k] < 250 for k in grammar_prompt_sets())
 
 
+def test_category_weights_set_how_often_each_category_is_drawn():
+    from dsharp.config import DataConfig
+    from dsharp.shapes import grammar_prompt_sets
+
+    category = {p: k for k, ps in grammar_prompt_sets().items() for p in ps}
+    weights = {"single": 3, "counting": 1.5, "color": 0.5}  # spatial, complex: never
+    cfg = DataConfig(generator="shapes", split="grammar", balance=weights)
+    assert cfg.balance == {"single": 3.0, "counting": 1.5, "color": 0.5}
+    data = TrainingData(cfg, "prompts", 32, 32, seed=0)
+    drawn = [p for step in range(100) for p in data.batch(10, step, 0, 0).prompts]
+    counts = Counter(category[p] for p in drawn)
+    assert set(counts) == {"single", "counting", "color"}
+    # expected 600 / 300 / 100 of 1000
+    assert 550 < counts["single"] < 650 and 250 < counts["counting"] < 350
+    assert 70 < counts["color"] < 130
+
+
+def test_equal_category_weights_draw_like_category_balance_in_proportion():
+    from dsharp.config import DataConfig
+    from dsharp.shapes import CATEGORIES, grammar_prompt_sets
+
+    category = {p: k for k, ps in grammar_prompt_sets().items() for p in ps}
+    cfg = DataConfig(generator="shapes", split="grammar", balance=dict.fromkeys(CATEGORIES, 2))
+    data = TrainingData(cfg, "prompts", 32, 32, seed=0)
+    drawn = [p for step in range(100) for p in data.batch(10, step, 0, 0).prompts]
+    counts = Counter(category[p] for p in drawn)
+    assert all(150 < counts[k] < 250 for k in CATEGORIES)
+
+
+@pytest.mark.parametrize(
+    ("balance", "reason"),
+    [
+        ({"singel": 1}, "unknown category 'singel' (known: single, color, spatial, counting"),
+        ({"single": -1}, "single: weight must be a number >= 0, got -1"),
+        ({"single": "high"}, "single: weight must be a number >= 0, got 'high'"),
+        ({"single": 0, "color": 0}, "at least one category needs a weight above 0"),
+        ("colour", "expected 'prompt', 'category' or a mapping of category -> weight"),
+        (3, "expected 'prompt', 'category' or a mapping of category -> weight, got 3"),
+    ],
+)
+def test_bad_balance_is_a_clear_recipe_error(balance, reason):
+    from dsharp.config import RecipeError, recipe_from_dict
+
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    with pytest.raises(RecipeError, match="data.balance") as err:
+        recipe_from_dict({**base, "data": {"generator": "shapes", "balance": balance}})
+    assert reason in str(err.value)
+
+
 def test_category_balance_needs_the_shapes_generator():
     from dsharp.config import RecipeError, recipe_from_dict
 
     base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
     with pytest.raises(RecipeError, match="balance"):
         recipe_from_dict({**base, "data": {"prompts": ["a red circle"], "balance": "category"}})
+    with pytest.raises(RecipeError, match="balance"):
+        recipe_from_dict({**base, "data": {"prompts": ["a red circle"], "balance": {"single": 1}}})
     with pytest.raises(RecipeError, match="balance"):
         recipe_from_dict({**base, "data": {"generator": "shapes", "balance": "colour"}})
 

@@ -328,6 +328,38 @@ class _PromptSource(_Section):
         return prompts
 
 
+BALANCE_MODES = ("prompt", "category")
+"""The named ways ``data.balance`` draws shapes prompts (it also takes category weights)."""
+
+
+def check_balance(value: Any) -> str | dict[str, float]:
+    """``data.balance`` as a mode name or as ``{category: weight}`` with finite weights >= 0,
+    at least one above 0; a clear error otherwise."""
+    from dsharp.shapes.grammar import CATEGORIES
+
+    if isinstance(value, str):
+        if value not in BALANCE_MODES:
+            raise ValueError(
+                f"expected 'prompt', 'category' or a mapping of category -> weight, got {value!r}"
+            )
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected 'prompt', 'category' or a mapping of category -> weight, got {_show(value)}"
+        )
+    weights: dict[str, float] = {}
+    for name, weight in value.items():
+        if name not in CATEGORIES:
+            raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+        number = isinstance(weight, int | float) and not isinstance(weight, bool)
+        if not number or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{name}: weight must be a number >= 0, got {_show(weight)}")
+        weights[name] = float(weight)
+    if not any(weights.values()):
+        raise ValueError("at least one category needs a weight above 0")
+    return weights
+
+
 SHAPES_SPLITS = ("train", "grammar")
 """Prompt sources of ``data.generator: shapes`` (see :class:`DataConfig`)."""
 
@@ -362,12 +394,19 @@ class DataConfig(_PromptSource):
         description="data.generator shapes: probability that a caption is perturbed "
         "(under-described or wrong; see dsharp.shapes.data).",
     )
-    balance: Literal["prompt", "category"] = Field(
+    balance: str | dict[str, float] = Field(
         "prompt",
         description="data.generator shapes: 'prompt' draws every prompt of the split equally "
         "often; 'category' draws a category first, all five equally often (as in the shapes "
-        "bench and T2I-CompBench), then one of its prompts.",
+        "bench and T2I-CompBench), then one of its prompts; a mapping of category -> weight "
+        "draws the categories in proportion to their weights (a category not listed is not "
+        "drawn).",
     )
+
+    @field_validator("balance", mode="before")
+    @classmethod
+    def _known_balance(cls, value: Any) -> str | dict[str, float]:
+        return check_balance(value)
 
     @field_validator("dataset")
     @classmethod

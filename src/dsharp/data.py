@@ -233,19 +233,30 @@ class TrainingData:
         return [p for group in self._shapes_sets().values() for p in group]
 
     @cached_property
-    def _category_groups(self) -> list[list[str]]:
-        """The split's non-empty per-category prompt lists, built once per run."""
-        return [group for group in self._shapes_sets().values() if group]
+    def _category_groups(self) -> list[tuple[str, list[str]]]:
+        """The split's non-empty per-category prompt lists with their category, built once
+        per run."""
+        return [(name, group) for name, group in self._shapes_sets().items() if group]
+
+    @cached_property
+    def _category_weights(self) -> list[float]:
+        """The weight of each of :attr:`_category_groups` (``data.balance`` as a mapping; both
+        splits hold prompts of every category, so a weight above 0 always has prompts)."""
+        return [self.cfg.balance.get(name, 0.0) for name, _ in self._category_groups]
 
     def _draw_prompts(self, batch_size: int, rng: random.Random) -> list[str]:
         """``batch_size`` prompts: uniform over prompts, or over categories first when
-        ``data.balance`` is ``category``: the grammar split holds 12 single-object prompts of
-        817, so uniform prompts show one in 1.5% of draws, though the benches weigh each
-        category alike."""
-        if self.cfg.balance == "category":
-            groups = self._category_groups
-            return [rng.choice(rng.choice(groups)) for _ in range(batch_size)]
-        return [rng.choice(self.prompts) for _ in range(batch_size)]
+        ``data.balance`` is ``category`` (or category weights): the grammar split holds 12
+        single-object prompts of 817, so uniform prompts show one in 1.5% of draws, though
+        the benches weigh each category alike."""
+        balance = self.cfg.balance
+        if balance == "prompt":
+            return [rng.choice(self.prompts) for _ in range(batch_size)]
+        groups = self._category_groups
+        if balance == "category":  # all alike: the draws of runs made before weights existed
+            return [rng.choice(rng.choice(groups)[1]) for _ in range(batch_size)]
+        weights = self._category_weights
+        return [rng.choice(rng.choices(groups, weights)[0][1]) for _ in range(batch_size)]
 
     def batch(self, batch_size: int, step: int, process: int, micro: int):
         """The micro-batch ``micro`` of optimisation step ``step`` on process ``process``."""
