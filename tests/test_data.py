@@ -189,7 +189,11 @@ def test_equal_category_weights_draw_like_category_balance_in_proportion():
 @pytest.mark.parametrize(
     ("balance", "reason"),
     [
-        ({"singel": 1}, "unknown category 'singel' (known: single, color, spatial, counting"),
+        (
+            {"singel": 1},
+            "unknown category 'singel', did you mean 'single'? "
+            "(known: color, complex, counting, single, spatial)",
+        ),
         ({"single": -1}, "single: weight must be a number >= 0, got -1"),
         ({"single": "high"}, "single: weight must be a number >= 0, got 'high'"),
         ({"single": 0, "color": 0}, "at least one category needs a weight above 0"),

@@ -337,11 +337,7 @@ def check_balance(value: Any) -> str | dict[str, float]:
     at least one above 0; a clear error otherwise."""
     from dsharp.shapes.grammar import CATEGORIES
 
-    if isinstance(value, str):
-        if value not in BALANCE_MODES:
-            raise ValueError(
-                f"expected 'prompt', 'category' or a mapping of category -> weight, got {value!r}"
-            )
+    if isinstance(value, str) and value in BALANCE_MODES:
         return value
     if not isinstance(value, Mapping):
         raise ValueError(
@@ -350,7 +346,7 @@ def check_balance(value: Any) -> str | dict[str, float]:
     weights: dict[str, float] = {}
     for name, weight in value.items():
         if name not in CATEGORIES:
-            raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+            raise ValueError(unknown_name_message("category", name, CATEGORIES))
         number = isinstance(weight, int | float) and not isinstance(weight, bool)
         if not number or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"{name}: weight must be a number >= 0, got {_show(weight)}")
