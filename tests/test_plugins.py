@@ -455,6 +455,35 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
     assert missing.exit_code == 1 and "x.png: cannot read image" in missing.stderr
 
 
+def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_path: Path) -> None:
+    """`dsharp rewards score NAME a.png b.png` (a shell glob) scores them, with --image after
+    them; no image at all, or images of different sizes, is one line and exit 1."""
+    from PIL import Image
+
+    from dsharp.cli import app
+
+    paths = []
+    for i, size in enumerate([(8, 8), (8, 8), (8, 8), (16, 8)]):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.new("RGB", size, (i * 60, 0, 0)).save(paths[-1])
+    args = ["rewards", "score", "fake_const", str(paths[0]), str(paths[1])]
+    args += ["--image", str(paths[2]), "--prompt", "a", "--prompt", "b", "--prompt", "c"]
+    args += ["--set", "value=0.5"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scores"] == [0.5, 0.5, 0.5]
+
+    none = CliRunner().invoke(app, ["rewards", "score", "fake_const", "--prompt", "a"])
+    assert none.exit_code == 1
+    assert none.stderr == "error: no image to score: give image files (or --image FILE)\n"
+
+    mixed = CliRunner().invoke(
+        app, ["rewards", "score", "fake_const", str(paths[0]), str(paths[3]), "--prompt", "a"]
+    )
+    assert mixed.exit_code == 1 and len(mixed.stderr.strip().splitlines()) == 1
+    assert f"{paths[3]} is 16x8" in mixed.stderr and "separate calls" in mixed.stderr
+
+
 def test_check_prompts_asks_rewards_that_can_tell_and_respects_on_error() -> None:
     from dsharp.config import RewardSpec
     from dsharp.rewards.plugins import check_prompts

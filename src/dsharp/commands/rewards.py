@@ -71,13 +71,29 @@ def _load_images(paths: list[Path]) -> Any:
                 images.append(im.convert("RGB"))
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+    first = images[0].size
+    odd = [
+        f"{p} is {im.width}x{im.height}"
+        for p, im in zip(paths, images, strict=True)
+        if im.size != first
+    ]
+    if odd:  # one reward call scores one batch, and a batch is one tensor
+        raise ValueError(
+            f"images of one call must share a size ({paths[0]} is {first[0]}x{first[1]}; "
+            f"{', '.join(odd)}): score them in separate calls"
+        )
     return RewardImages.from_pil(images)
 
 
 @app.command("score")
 def score_cmd(
     name: str = typer.Argument(..., help="Reward name (see `dsharp rewards list`)."),
-    image: list[Path] = typer.Option(..., "--image", help="Image file; repeat for a batch."),
+    images: list[Path] = typer.Argument(
+        None,
+        help="Image files (a shell glob such as samples/*.png works), with or instead of --image.",
+        show_default=False,
+    ),
+    image: list[Path] = typer.Option([], "--image", help="Image file; repeat for a batch."),
     prompt: list[str] = typer.Option(
         ..., "--prompt", help="Prompt for every image, or repeat once per image."
     ),
@@ -89,6 +105,9 @@ def score_cmd(
         from dsharp.config import parse_reward_spec
         from dsharp.rewards.plugins import build_reward
 
+        image = [*(images or []), *image]
+        if not image:
+            raise ValueError("no image to score: give image files (or --image FILE)")
         if len(prompt) not in (1, len(image)):
             raise ValueError(
                 f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
