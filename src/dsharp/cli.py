@@ -12,6 +12,7 @@ from dsharp.commands import recipes as recipes_cmd
 from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
 from dsharp.commands.evaluate import evaluate_cmd
+from dsharp.commands.merge import merge
 from dsharp.commands.reproduce import reproduce
 from dsharp.commands.runs import runs
 from dsharp.commands.sample import sample
@@ -46,6 +47,7 @@ app.command("train")(train)
 app.command("sample")(sample)
 app.command("eval")(evaluate_cmd)
 app.command("compare")(compare)
+app.command("merge")(merge)
 app.command("reproduce")(reproduce)
 app.command("runs")(runs)
 app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")

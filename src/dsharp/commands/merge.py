@@ -1,0 +1,35 @@
+"""`dsharp merge RUN... --out DIR [--scale S]`: one model from several full fine-tuning runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dsharp.commands.errors import user_errors
+
+
+def merge(
+    sources: list[Path] = typer.Argument(
+        ...,
+        help="Run folders (their newest checkpoint) or checkpoint folders: full fine-tuning "
+        "runs of one base model.",
+    ),
+    out: Path = typer.Option(..., "--out", help="New run folder for the merged model."),
+    scale: float = typer.Option(
+        1.0,
+        "--scale",
+        help="Multiple of the runs' mean weight change added to the base model: 1 averages "
+        "the runs (a model soup), 2 extrapolates along what they share.",
+    ),
+) -> None:
+    """Merge runs of one recipe: base model + SCALE x the mean of their weight changes.
+
+    The result is a run folder: use it with `dsharp eval --checkpoint OUT` or `dsharp sample
+    --checkpoint OUT`. OUT/merge.json records the runs and the scale.
+    """
+    from dsharp.merge import merge_runs
+
+    with user_errors():
+        folder = merge_runs(sources, out, scale)
+    typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {folder}")

@@ -1,0 +1,113 @@
+"""`dsharp merge`: base + scale x the mean weight change of full fine-tuning runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.config import load_recipe, save_recipe
+from dsharp.merge import UNET_WEIGHTS, merged_state
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def _fake_run(folder: Path, model_dir: Path, seed: int, step: int = 2, lora_rank: int = 0):
+    """A run folder as `dsharp train` leaves it: recipe.yaml and one checkpoint whose UNet is
+    the base model's plus a random change (seeded), written by the adapter's save_trained."""
+    from dsharp.builders import build_model
+    from dsharp.checkpoints import checkpoint_dir
+    from dsharp.io import atomic_write_json
+
+    overrides = [f"model.pretrained={model_dir}", f"model.lora_rank={lora_rank}"]
+    recipe = load_recipe(RECIPE, overrides=overrides)
+    folder.mkdir(parents=True)
+    save_recipe(recipe, folder / "recipe.yaml")
+    model = build_model(recipe.model, "cpu")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=generator))
+    ckpt = checkpoint_dir(folder, step)
+    model.save_trained(ckpt / "model")
+    atomic_write_json(ckpt / "trainer_state.json", {"step": step, "seed": seed})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_sd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("merge-runs")
+    return [_fake_run(root / f"run{s}", tiny_sd_dir, seed=s) for s in range(3)]
+
+
+def _unet(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    return load_file(str(ckpt / UNET_WEIGHTS))
+
+
+def test_merged_state_is_base_plus_scale_times_the_mean_change() -> None:
+    base = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    runs = [{"w": torch.tensor([2.0, 2.0]), "b": torch.tensor([1.0])},
+            {"w": torch.tensor([1.0, 4.0]), "b": torch.tensor([-3.0])}]  # fmt: skip
+    out = merged_state(base, runs, scale=2.0)
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))  # mean change (0.5, 1) x 2
+    assert torch.equal(out["b"], torch.tensor([-2.0]))  # mean change -1 x 2
+    assert torch.equal(merged_state(base, runs, scale=0.0)["w"], base["w"])
+
+
+def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path
+) -> None:
+    from dsharp.builders import build_model, load_run_model
+
+    out = tmp_path / "merged"
+    args = ["merge", *map(str, runs), "--out", str(out), "--scale", "1.5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"merged 3 run(s) at scale 1.5: {out}"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    base_model = build_model(load_recipe(runs[0] / "recipe.yaml").model, "cpu")
+    base = base_model.unet.state_dict()
+    changes = [_unet(r) for r in runs]
+    merged = _unet(out)
+    for key in ("conv_in.weight", "conv_out.bias"):
+        mean_change = sum(c[key] - base[key] for c in changes) / 3
+        torch.testing.assert_close(merged[key], base[key] + 1.5 * mean_change)
+
+    model, recipe = load_run_model(out)  # what --checkpoint OUT does
+    assert recipe.model.pretrained == str(tiny_sd_dir)
+    loaded = model.unet.state_dict()
+    assert all(torch.equal(loaded[k], merged[k]) for k in merged)
+    record = json.loads((out / "merge.json").read_text())
+    assert record["scale"] == 1.5 and [r["step"] for r in record["runs"]] == [2, 2, 2]
+    state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and len(state["merged_from"]) == 3
+
+
+def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
+    runs: list[Path], tiny_sd_dir: Path, tiny_sdxl_dir: Path, tmp_path: Path
+) -> None:
+    other_base = _fake_run(tmp_path / "sdxl-run", tiny_sdxl_dir, seed=0)
+    lora = _fake_run(tmp_path / "lora-run", tiny_sd_dir, seed=0, lora_rank=2)
+    (tmp_path / "taken").mkdir()
+    cases = {
+        "another base model": [str(runs[0]), str(other_base)],
+        "a LoRA run (model.lora_rank: 2)": [str(lora)],
+        "no checkpoint found": [str(tmp_path / "missing")],
+    }
+    for expected, sources in cases.items():
+        out = tmp_path / f"out-{len(expected)}"
+        result = CliRunner().invoke(app, ["merge", *sources, "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
+        assert not out.exists()
+    taken = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", str(tmp_path / "taken")])
+    assert taken.exit_code == 1 and "exists; merge writes a new run folder" in taken.stderr
+    nan = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", "x", "--scale", "nan"])
+    assert nan.exit_code == 1 and "--scale must be a finite number" in nan.stderr
