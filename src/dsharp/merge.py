@@ -10,6 +10,7 @@ run does.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from dsharp.checkpoints import checkpoint_dir, find_model_checkpoint, read_train
 from dsharp.io import atomic_write_json
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
+#: The ``model`` keys that decide which base weights a run started from.
+BASE_MODEL_KEYS = ("pretrained", "family", "revision", "variant")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     first = sources[0]
     for other in sources[1:]:
         a, b = first.recipe.model.model_dump(), other.recipe.model.model_dump()
-        differing = [k for k in a if a[k] != b[k]]
+        differing = [k for k in BASE_MODEL_KEYS if a[k] != b[k]]
         if differing:
             key = differing[0]
             raise ValueError(
@@ -110,7 +113,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> Path:
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"--out {out}: exists; merge writes a new run folder")
-    if not scale == scale or scale in (float("inf"), float("-inf")):
+    if not math.isfinite(scale):
         raise ValueError(f"--scale must be a finite number, got {scale}")
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
