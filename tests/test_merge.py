@@ -58,6 +58,9 @@ def test_merged_state_is_base_plus_scale_times_the_mean_change() -> None:
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))  # mean change (0.5, 1) x 2
     assert torch.equal(out["b"], torch.tensor([-2.0]))  # mean change -1 x 2
     assert torch.equal(merged_state(base, runs, scale=0.0)["w"], base["w"])
+    assert torch.equal(merged_state(base, iter(runs), scale=2.0)["w"], out["w"])  # one at a time
+    with pytest.raises(ValueError, match="no run to merge"):
+        merged_state(base, [], scale=1.0)
 
 
 def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(

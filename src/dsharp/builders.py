@@ -43,6 +43,18 @@ def resolution(model: DiffusionModel, height: int | None, width: int | None) -> 
     return height or side, width or side
 
 
+def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:
+    """The saved recipe of the run a checkpoint folder belongs to; ``label`` names the input
+    in the error when the run folder has none."""
+    from dsharp.checkpoints import run_dir_of
+    from dsharp.config import load_recipe
+
+    recipe_path = run_dir_of(checkpoint) / "recipe.yaml"
+    if not recipe_path.exists():
+        raise FileNotFoundError(f"{label}: {recipe_path} is missing (not a dsharp run folder)")
+    return load_recipe(recipe_path, validate_files=False)
+
+
 def load_run_model(
     checkpoint: Path, device: torch.device | str = "cpu"
 ) -> tuple[DiffusionModel, Any]:
@@ -50,14 +62,10 @@ def load_run_model(
 
     Returns the model and the run's recipe.
     """
-    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
-    from dsharp.config import load_recipe
+    from dsharp.checkpoints import find_model_checkpoint
 
     ckpt = find_model_checkpoint(Path(checkpoint))
-    recipe_path = run_dir_of(ckpt) / "recipe.yaml"
-    if not recipe_path.exists():
-        raise FileNotFoundError(f"--checkpoint: {recipe_path} is missing (not a dsharp run folder)")
-    recipe = load_recipe(recipe_path, validate_files=False)
+    recipe = read_run_recipe(ckpt)
     model = build_model(recipe.model, device)
     model.load_trained(ckpt / "model")
     return model, recipe

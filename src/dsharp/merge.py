@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ class MergeSource:
 def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     """Resolve run or checkpoint folders and check they can be merged, before any weights load:
     every run a full fine-tuning of the same base model, with its UNet weights present."""
-    from dsharp.config import load_recipe
+    from dsharp.builders import read_run_recipe
 
     if not paths:
         raise ValueError("merge: give at least one run folder")
@@ -53,10 +53,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
             raise FileNotFoundError(
                 f"{path}: no checkpoint found (expected a run folder or a checkpoint folder)"
             ) from None
-        recipe_path = run_dir_of(ckpt) / "recipe.yaml"
-        if not recipe_path.exists():
-            raise FileNotFoundError(f"{path}: {recipe_path} is missing (not a dsharp run folder)")
-        recipe = load_recipe(recipe_path, validate_files=False)
+        recipe = read_run_recipe(ckpt, label=str(path))
         if recipe.model.lora_rank:
             raise ValueError(
                 f"{path}: a LoRA run (model.lora_rank: {recipe.model.lora_rank}); merge "
@@ -80,15 +77,24 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
 
 
 def merged_state(
-    base: dict[str, torch.Tensor], runs: Sequence[dict[str, torch.Tensor]], scale: float
+    base: dict[str, torch.Tensor], runs: Iterable[dict[str, torch.Tensor]], scale: float
 ) -> dict[str, torch.Tensor]:
-    """``base + scale * mean(run - base)`` per tensor, computed in float32, in base's dtypes."""
-    merged = {}
-    for key, value in base.items():
-        start = value.float()
-        change = sum(run[key].float() - start for run in runs) / len(runs)
-        merged[key] = (start + scale * change).to(value.dtype).contiguous()
-    return merged
+    """``base + scale * mean(run - base)`` per tensor, computed in float32, in base's dtypes.
+
+    ``runs`` is consumed one at a time (a generator keeps one run's weights in memory), the
+    changes summed into a float32 total."""
+    total = {key: torch.zeros_like(value, dtype=torch.float32) for key, value in base.items()}
+    count = 0
+    for run in runs:
+        for key, value in base.items():
+            total[key] += run[key].float() - value.float()
+        count += 1
+    if not count:
+        raise ValueError("merge: no run to merge")
+    return {
+        key: (value.float() + scale * total[key] / count).to(value.dtype).contiguous()
+        for key, value in base.items()
+    }
 
 
 def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Tensor]:
@@ -117,8 +123,8 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> Path:
         raise ValueError(f"--scale must be a finite number, got {scale}")
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
-    base = {k: v.detach().clone() for k, v in model.unet.state_dict().items()}
-    runs = [_load_run_weights(s, set(base)) for s in sources]
+    base = model.unet.state_dict()  # read before load_state_dict writes the merged weights
+    runs = (_load_run_weights(s, set(base)) for s in sources)
     model.unet.load_state_dict(merged_state(base, runs, scale))
 
     step = max(s.step for s in sources)
