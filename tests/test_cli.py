@@ -542,3 +542,17 @@ def test_compare_says_which_evaluation_a_run_folder_stands_for(tmp_path):
         "eval-shapes-heldout.json; give a file to choose)"
     )
     assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith("run1,0.5")
+
+
+def test_eval_of_a_checkpoint_without_its_run_recipe_is_one_line(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\n")
+    result = _invoke(["eval", "--checkpoint", checkpoint, "--prompts", prompts])
+    assert result.exit_code != 0
+    assert result.stderr.strip() == (
+        f"error: --checkpoint: {tmp_path / 'run' / 'recipe.yaml'} is missing "
+        "(not a dsharp run folder)"
+    )

@@ -160,6 +160,7 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
+    from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
@@ -207,10 +208,7 @@ def evaluate_cmd(
             prompt_list = limit_prompts(prompt_list, limit, category_of)
         run_recipe = None
         if rec is None and checkpoint is not None:
-            run_recipe = load_recipe(
-                run_dir_of(find_model_checkpoint(checkpoint)) / "recipe.yaml",
-                validate_files=False,
-            )
+            run_recipe = read_run_recipe(find_model_checkpoint(checkpoint))
         specs = _scoring_specs(reward, _parse_sets(set_ or []), bench, spec_bench, rec, run_recipe)
 
         base = rec.sample.model_dump() if rec is not None else {}
