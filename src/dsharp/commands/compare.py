@@ -41,7 +41,7 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
 
 def compare(
     sources: list[Path] = typer.Argument(
-        ..., help="Run folders (their eval*.json) or eval JSON files."
+        ..., metavar="RUN_OR_JSON", help="Run folders (their eval*.json) or eval JSON files."
     ),
     out: Path = typer.Option(Path("."), "--out", help="Folder for compare.md and compare.csv."),
     against: str = typer.Option(

@@ -94,6 +94,7 @@ def _scoring_specs(
 def evaluate_cmd(
     overrides: list[str] = typer.Argument(
         None,
+        metavar="OVERRIDES",
         help="With --recipe: recipe overrides (a.b=value); else sample.* overrides "
         "(sample.method=demon sample.options.K=4).",
     ),

@@ -12,6 +12,7 @@ from dsharp.commands.errors import user_errors
 def merge(
     sources: list[Path] = typer.Argument(
         ...,
+        metavar="RUN",
         help="Run folders (their newest checkpoint) or checkpoint folders: full fine-tuning "
         "runs of one base model.",
     ),

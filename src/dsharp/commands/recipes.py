@@ -13,7 +13,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("list")
 def list_cmd(
     folder: Path | None = typer.Argument(
-        None, help="Folder of recipes (default: ./recipes, else the checkout's recipes/)."
+        None,
+        metavar="FOLDER",
+        help="Folder of recipes (default: ./recipes, else the checkout's recipes/).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -95,8 +97,10 @@ def _names(word: str, file: Path) -> bool:
 
 @app.command("validate")
 def validate_cmd(
-    file: str = typer.Argument(..., help="Recipe YAML file."),
-    overrides: list[str] | None = typer.Argument(None, help="Overrides: a.b.c=value ..."),
+    file: str = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file."),
+    overrides: list[str] | None = typer.Argument(
+        None, metavar="OVERRIDES", help="Overrides: a.b.c=value ..."
+    ),
 ) -> None:
     """Validate a recipe, or a study with every row's recipe; exit 2 if one is invalid.
 

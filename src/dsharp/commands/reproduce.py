@@ -32,7 +32,9 @@ def _plan_table(loaded, selected) -> object:
 
 
 def reproduce(
-    study: Path = typer.Argument(..., help="Study YAML, e.g. recipes/mini/table2_samples.yaml."),
+    study: Path = typer.Argument(
+        ..., metavar="STUDY", help="Study YAML, e.g. recipes/mini/table2_samples.yaml."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan (rows, reused or to run, overrides) and exit."
     ),

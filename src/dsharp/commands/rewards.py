@@ -87,9 +87,12 @@ def _load_images(paths: list[Path]) -> Any:
 
 @app.command("score")
 def score_cmd(
-    name: str = typer.Argument(..., help="Reward name (see `dsharp rewards list`)."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="Reward name (see `dsharp rewards list`)."
+    ),
     images: list[Path] = typer.Argument(
         None,
+        metavar="IMAGE",
         help="Image files (a shell glob such as samples/*.png works), with or instead of --image.",
         show_default=False,
     ),

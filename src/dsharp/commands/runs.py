@@ -12,7 +12,9 @@ from dsharp.runs import RunSummary
 
 
 def runs(
-    folder: Path = typer.Argument(Path("runs"), help="Folder whose run folders to list."),
+    folder: Path = typer.Argument(
+        Path("runs"), metavar="FOLDER", help="Folder whose run folders to list."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List run folders, newest first, with their method, steps and newest score.

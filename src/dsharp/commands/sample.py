@@ -17,7 +17,9 @@ def _slug(text: str, limit: int = 48) -> str:
 
 def sample(
     overrides: list[str] = typer.Argument(
-        None, help="sample.* overrides, e.g. sample.method=demon sample.options.K=4."
+        None,
+        metavar="OVERRIDES",
+        help="sample.* overrides, e.g. sample.method=demon sample.options.K=4.",
     ),
     prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Prompt (repeat for several)."),
     prompts_file: Path = typer.Option(

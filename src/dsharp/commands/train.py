@@ -15,9 +15,13 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. recipes/quickstart.yaml."),
+    recipe: Path = typer.Argument(
+        ..., metavar="RECIPE", help="YAML recipe, e.g. recipes/quickstart.yaml."
+    ),
     overrides: list[str] = typer.Argument(
-        None, help="Recipe overrides as key.sub=value, e.g. train.max_steps=2 output_dir=/tmp/run."
+        None,
+        metavar="OVERRIDES",
+        help="Recipe overrides as key.sub=value, e.g. train.max_steps=2 output_dir=/tmp/run.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
