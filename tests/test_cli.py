@@ -556,3 +556,21 @@ def test_eval_of_a_checkpoint_without_its_run_recipe_is_one_line(tmp_path):
         f"error: --checkpoint: {tmp_path / 'run' / 'recipe.yaml'} is missing "
         "(not a dsharp run folder)"
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        (["train"], ["RECIPE", "[OVERRIDES]"]),
+        (["merge"], ["RUN"]),
+        (["rewards", "score"], ["NAME", "[IMAGE]"]),
+        (["compare"], ["RUN_OR_JSON"]),
+    ],
+)
+def test_usage_lines_name_positional_arguments_as_the_help_text_does(command, words):
+    result = _invoke([*command, "--help"])
+    assert result.exit_code == 0
+    usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+    for word in words:
+        assert word in usage, usage
+    assert "sources" not in usage and "recipe}" not in usage
