@@ -301,6 +301,25 @@ def test_rlhf_sample_spacing_sets_where_online_samples_start(
         _rlhf(sd_model, _reward(), sample_spacing="sideways")
 
 
+def test_rlhf_sample_from_reference_draws_samples_and_trajectories_off_policy(
+    sd_model, brightness, spies
+):
+    """With sample_from: reference the trained UNet runs once (the loss, with gradients);
+    the sampler and the rollout run on the frozen copy, which still equals the policy here,
+    so the loss is the default's to the last digit."""
+    on_policy, _ = _rlhf(sd_model, _reward()).compute_loss(_batch(), sd_model.unet, _gen(6))
+    default_calls = len(spies["unet"].calls)
+    spies["unet"].calls.clear()
+    method = _rlhf(sd_model, _reward(), sample_from="reference")
+    off_policy, _ = method.compute_loss(_batch(), sd_model.unet, _gen(6))
+    calls = spies["unet"].calls
+    assert default_calls == 5  # 2 sampler steps, 2 trajectory steps, 1 recompute
+    assert len(calls) == 1 and calls[0][0]
+    assert off_policy.item() == pytest.approx(on_policy.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="sample_from: unknown 'elsewhere'"):
+        _rlhf(sd_model, _reward(), sample_from="elsewhere")
+
+
 def test_sft_recomputes_only_the_winners_with_one_grad_call(sd_model, brightness, spies):
     method = _sft(sd_model, _reward())
     loss, metrics = method.compute_loss(_image_batch(), sd_model.unet, _gen(2))

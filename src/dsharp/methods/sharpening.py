@@ -9,6 +9,7 @@ trajectories that are trained on are recomputed with gradients, in one batched U
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -192,6 +193,12 @@ class RLHFSharpening(_Sharpening):
     timestep spacing of the online samples only (``leading``, ``linspace``, ``trailing``).
     Why: few-step ``leading`` samples start far below the last timestep (see
     :func:`dsharp.methods.online.generate_latents`).
+
+    ``sample_from`` (``method.options``; default ``policy``, the paper's online training)
+    set to ``reference`` draws the online samples and their trajectories from the frozen
+    reference model instead, so every step's pairs come from one fixed distribution, as
+    Diffusion-DPO's preference data does. Why: an on-policy run's early updates change the
+    samples it learns from next, and on dsharp-mini runs of different seeds drift apart.
     """
 
     name = "rlhf_sharpening"
@@ -211,6 +218,7 @@ class RLHFSharpening(_Sharpening):
         winner_weight: float = 0.0,
         sample_weight: float = 0.0,
         sample_spacing: str | None = None,
+        sample_from: str = "policy",
         **kwargs: Any,
     ):
         super().__init__(model, reward, height, width, **kwargs)
@@ -235,7 +243,13 @@ class RLHFSharpening(_Sharpening):
                 f"method.options.sample_spacing: unknown {sample_spacing!r} "
                 f"(expected {', '.join(TIMESTEP_SPACINGS)}, or null for the scheduler's own)"
             )
+        if sample_from not in ("policy", "reference"):
+            raise ValueError(
+                f"method.options.sample_from: unknown {sample_from!r} "
+                "(expected policy or reference)"
+            )
         self.sample_spacing = sample_spacing
+        self.sample_from = sample_from
         self.beta, self.guidance, self.eta = beta, guidance, eta
         self.winner_weight = float(winner_weight)
         self.sample_weight = float(sample_weight)
@@ -252,8 +266,10 @@ class RLHFSharpening(_Sharpening):
         self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         model, n = self.model, self.n
+        sampler = model.reference() if self.sample_from == "reference" else nullcontext()
         with torch.no_grad():
             cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
+        with torch.no_grad(), sampler:
             x0_n = generate_latents(
                 model,
                 cond.repeat_interleave(n),
@@ -265,7 +281,7 @@ class RLHFSharpening(_Sharpening):
                 generator=generator,
                 timestep_spacing=self.sample_spacing,
             )
-        rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
+            rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
         sample_rewards = None
         if self.sample_weight:
             sample_rewards = self._sample_rewards(batch, x0_n)
