@@ -197,8 +197,10 @@ class RLHFSharpening(_Sharpening):
     ``sample_from`` (``method.options``; default ``policy``, the paper's online training)
     set to ``reference`` draws the online samples and their trajectories from the frozen
     reference model instead, so every step's pairs come from one fixed distribution, as
-    Diffusion-DPO's preference data does. Why: an on-policy run's early updates change the
-    samples it learns from next, and on dsharp-mini runs of different seeds drift apart.
+    Diffusion-DPO's preference data does; only the loss's recomputation runs the trained
+    UNet. Why: to test whether on-policy feedback drives runs of different seeds apart. On
+    dsharp-mini it does not (they diverge as much either way), but it raised the quickstart's
+    mean held-out gain over eight training seeds (docs/dsharp-mini-notes.md).
     """
 
     name = "rlhf_sharpening"
@@ -269,19 +271,19 @@ class RLHFSharpening(_Sharpening):
         sampler = model.reference() if self.sample_from == "reference" else nullcontext()
         with torch.no_grad():
             cond = model.encode_prompt(batch.cond_prompts, self.height, self.width)
-        with torch.no_grad(), sampler:
-            x0_n = generate_latents(
-                model,
-                cond.repeat_interleave(n),
-                steps=self.infer_steps,
-                guidance=self.guidance,
-                height=self.height,
-                width=self.width,
-                eta=self.eta,
-                generator=generator,
-                timestep_spacing=self.sample_spacing,
-            )
-            rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
+            with sampler:
+                x0_n = generate_latents(
+                    model,
+                    cond.repeat_interleave(n),
+                    steps=self.infer_steps,
+                    guidance=self.guidance,
+                    height=self.height,
+                    width=self.width,
+                    eta=self.eta,
+                    generator=generator,
+                    timestep_spacing=self.sample_spacing,
+                )
+                rollout, _, returns, cond_n = self._rollout_and_score(batch, x0_n, cond, generator)
         sample_rewards = None
         if self.sample_weight:
             sample_rewards = self._sample_rewards(batch, x0_n)
