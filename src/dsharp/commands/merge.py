@@ -26,8 +26,8 @@ def merge(
 ) -> None:
     """Merge runs of one recipe: base model + SCALE x the mean of their weight changes.
 
-    The result is a run folder: use it with `dsharp eval --checkpoint OUT` or `dsharp sample
-    --checkpoint OUT`. OUT/merge.json records the runs and the scale.
+    The result is a run folder: use it with `dsharp eval --checkpoint OUT` or
+    `dsharp sample --checkpoint OUT`. OUT/merge.json records the runs and the scale.
     """
     from dsharp.merge import merge_runs
 

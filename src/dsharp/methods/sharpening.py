@@ -199,8 +199,9 @@ class RLHFSharpening(_Sharpening):
     reference model instead, so every step's pairs come from one fixed distribution, as
     Diffusion-DPO's preference data does; only the loss's recomputation runs the trained
     UNet. Why: to test whether on-policy feedback drives runs of different seeds apart. On
-    dsharp-mini it does not (they diverge as much either way), but it raised the quickstart's
-    mean held-out gain over eight training seeds (docs/dsharp-mini-notes.md).
+    dsharp-mini it does not (they diverge as much either way); the quickstart's mean held-out
+    gain over eight training seeds rose within the runs' spread, and their merge gained less
+    (docs/dsharp-mini-notes.md).
     """
 
     name = "rlhf_sharpening"
