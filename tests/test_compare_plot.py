@@ -51,3 +51,14 @@ def test_paired_plot_shows_deltas_with_an_interval_on_overall_only(drawn, tmp_pa
     (low, high) = segments.get_segments()[0][:, 1]
     assert (low, high) == pytest.approx((0.07, 0.13))
     assert ax.get_ylabel() == "delta vs base"
+
+
+def test_a_dozen_runs_get_a_dozen_colours_and_a_legend_beside_the_bars(drawn, tmp_path):
+    columns = ["run", "overall"]
+    rows = [[f"run{i}", 0.5 + i / 100] for i in range(12)]
+    assert compare_plot.plot_compare(columns, rows, tmp_path / "c.png")
+    (ax,) = drawn[0].axes
+    colours = {tuple(bar.get_facecolor()) for bar in ax.patches}
+    assert len(colours) == 12  # the default cycle would repeat two of them
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
+    assert len(set(map(str, compare_plot.series_colours(30)))) == 30

@@ -15,6 +15,20 @@ from dsharp.io import atomic_save_png, pyplot
 COMPARE_PNG = "compare.png"
 _COSTS = ("nfe/image", "reward evals")  # budgets, not scores: other units, other scales
 MAX_METRICS = 16
+_LEGEND_INSIDE_MAX = 6
+
+
+def series_colours(count: int) -> list[Any]:
+    """One distinct colour per run: matplotlib's default cycle repeats after ten, which
+    would give two runs of a larger comparison the same colour."""
+    import matplotlib
+    import numpy as np
+
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    if count <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(count)]
+    return [matplotlib.colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, count)]
 
 
 def _bar_metrics(columns: list[str], rows: list[list[Any]]) -> list[str]:
@@ -76,12 +90,13 @@ def _grouped_bars(
 
     x = np.arange(len(groups))
     width = 0.8 / len(series)
+    colours = series_colours(len(series))
     fig_width = min(14.0, max(5.0, 0.3 * len(groups) * (len(series) + 1)))
     fig, ax = plt.subplots(figsize=(fig_width, 4))
     for i, (label, values) in enumerate(series):
         heights = [math.nan if v is None else float(v) for v in values]
         offset = (i - (len(series) - 1) / 2) * width
-        ax.bar(x + offset, heights, width, label=label)
+        ax.bar(x + offset, heights, width, label=label, color=colours[i])
         if errors is not None:  # only where there is an interval: no zero-length caps
             shown = [j for j, e in enumerate(errors[i]) if e is not None and not math.isnan(e)]
             ax.errorbar(
@@ -96,6 +111,9 @@ def _grouped_bars(
     ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    if len(series) > _LEGEND_INSIDE_MAX:  # a long legend would hide bars: put it beside them
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     atomic_save_png(fig, Path(path))

@@ -128,15 +128,59 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None):
-    """A rich table with one column per run and one row per metric: runs are few, metrics
-    many, and this way a terminal's width never cuts a number."""
+def to_rich(
+    columns: list[str], rows: list[list[Any]], title: str | None = None, width: int | None = None
+):
+    """Rich tables with one column per run and one row per metric, cut into as many tables
+    as it takes for each to fit ``width`` (default: the terminal's), so that no number is
+    folded across lines however many runs there are."""
+    from rich.console import Console, Group
     from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("metric", justify="left")
-    for row in rows:
-        table.add_column(str(row[0]), justify="right", overflow="fold")
-    for i, metric in enumerate(columns[1:], start=1):
-        table.add_row(metric, *[_cell(row[i]) for row in rows])
-    return table
+    width = width or Console().width
+    metric_width = max([len("metric"), *(len(str(c)) for c in columns[1:])])
+    run_widths = [max(len(str(row[0])), *(len(_cell(v)) for v in row[1:]), 1) for row in rows]
+    chunks = _column_chunks(metric_width, run_widths, width)
+    tables = []
+    for start, stop in chunks:
+        name = title
+        if len(chunks) > 1:
+            part = (
+                f"run {stop} of {len(rows)}"
+                if stop - start == 1
+                else f"runs {start + 1}-{stop} of {len(rows)}"
+            )
+            name = f"{title} ({part})" if title else part
+        table = Table(title=name)
+        table.add_column("metric", justify="left")
+        for row in rows[start:stop]:
+            table.add_column(str(row[0]), justify="right", overflow="fold")
+        for i, metric in enumerate(columns[1:], start=1):
+            table.add_row(metric, *[_cell(row[i]) for row in rows[start:stop]])
+        tables.append(table)
+    return Group(*tables)
+
+
+def _column_chunks(first: int, widths: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` runs of columns whose table fits ``limit`` characters
+    beside a first column of width ``first`` (each column takes its text, one space either
+    side and a border); as few chunks as greedy filling needs, evened out where they still
+    fit, and at least one column per chunk."""
+
+    def fits(start: int, stop: int) -> bool:
+        return first + 4 + sum(w + 3 for w in widths[start:stop]) <= limit or stop - start == 1
+
+    greedy: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(widths) + 1):
+        if not fits(start, i):
+            greedy.append((start, i - 1))
+            start = i - 1
+    if widths:
+        greedy.append((start, len(widths)))
+    count = len(greedy)
+    if count <= 1:
+        return greedy or [(0, 0)]
+    bounds = [round(k * len(widths) / count) for k in range(count + 1)]
+    even = list(zip(bounds, bounds[1:], strict=False))
+    return even if all(fits(a, b) for a, b in even) else greedy
