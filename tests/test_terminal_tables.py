@@ -42,7 +42,7 @@ def test_a_wide_terminal_gets_one_table():
 def test_chunks_are_as_few_as_greedy_and_evened_out():
     # first column 10 wide: a table holds 10 + 4 + 3 per column + the columns' text
     assert _column_chunks(10, [7] * 5, 80) == [(0, 5)]
-    assert _column_chunks(10, [7] * 7, 60) == [(0, 4), (4, 7)]  # greedy would be 4 + 3
+    assert _column_chunks(10, [7] * 7, 60) == [(0, 4), (4, 7)]  # at most 4 fit in one
     assert _column_chunks(10, [7] * 9, 60) == [(0, 3), (3, 6), (6, 9)]  # not 4 + 4 + 1
     assert _column_chunks(10, [100, 7], 60) == [(0, 1), (1, 2)]  # too wide alone: by itself
     assert _column_chunks(10, [], 60) == [(0, 0)]
