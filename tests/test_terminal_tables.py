@@ -23,7 +23,7 @@ def _table(runs: int) -> tuple[list[str], list[list[object]]]:
 
 def test_many_runs_are_cut_into_tables_that_fit_with_every_number_whole():
     columns, rows = _table(12)
-    text = _render(to_rich(columns, rows, title="cmp", width=80), 80)
+    text = _render(to_rich(columns, rows, title="cmp"), 80)
     assert max(len(line) for line in text.splitlines()) <= 80
     for row in rows:  # each label and value once, on one line
         for value in (row[0], f"{row[1]:.4f}", f"{row[2]:.4f}"):
@@ -34,7 +34,7 @@ def test_many_runs_are_cut_into_tables_that_fit_with_every_number_whole():
 
 def test_a_wide_terminal_gets_one_table():
     columns, rows = _table(12)
-    text = _render(to_rich(columns, rows, title="cmp", width=200), 200)
+    text = _render(to_rich(columns, rows, title="cmp"), 200)
     assert [line.strip() for line in text.splitlines() if "cmp" in line] == ["cmp"]
     assert "run-00" in text and "run-11" in text
 

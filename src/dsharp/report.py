@@ -128,37 +128,47 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def to_rich(
-    columns: list[str], rows: list[list[Any]], title: str | None = None, width: int | None = None
-):
-    """Rich tables with one column per run and one row per metric, cut into as many tables
-    as it takes for each to fit ``width`` (default: the terminal's), so that no number is
-    folded across lines however many runs there are."""
-    from rich.console import Console, Group
-    from rich.table import Table
+def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None):
+    """Rich tables with one column per run and one row per metric, cut at render time into
+    as many tables as it takes for each to fit the console that prints them, so that no
+    number is folded across lines however many runs there are."""
+    return _RunColumns(columns, rows, title)
 
-    width = width or Console().width
-    metric_width = max([len("metric"), *(len(str(c)) for c in columns[1:])])
-    run_widths = [max(len(str(row[0])), *(len(_cell(v)) for v in row[1:]), 1) for row in rows]
-    chunks = _column_chunks(metric_width, run_widths, width)
-    tables = []
-    for start, stop in chunks:
-        name = title
-        if len(chunks) > 1:
-            part = (
-                f"run {stop} of {len(rows)}"
-                if stop - start == 1
-                else f"runs {start + 1}-{stop} of {len(rows)}"
-            )
-            name = f"{title} ({part})" if title else part
-        table = Table(title=name)
-        table.add_column("metric", justify="left")
-        for row in rows[start:stop]:
-            table.add_column(str(row[0]), justify="right", overflow="fold")
-        for i, metric in enumerate(columns[1:], start=1):
-            table.add_row(metric, *[_cell(row[i]) for row in rows[start:stop]])
-        tables.append(table)
-    return Group(*tables)
+
+class _RunColumns:
+    """A table of runs as columns that splits itself to the printing console's width."""
+
+    def __init__(self, columns: list[str], rows: list[list[Any]], title: str | None):
+        self.columns, self.rows, self.title = columns, rows, title
+
+    def __rich_console__(self, console: Any, options: Any):
+        yield from self.tables(options.max_width)
+
+    def tables(self, width: int) -> list[Any]:
+        from rich.table import Table
+
+        columns, rows, title = self.columns, self.rows, self.title
+        metric_width = max([len("metric"), *(len(str(c)) for c in columns[1:])])
+        run_widths = [max(len(str(row[0])), *(len(_cell(v)) for v in row[1:]), 1) for row in rows]
+        chunks = _column_chunks(metric_width, run_widths, width)
+        tables = []
+        for start, stop in chunks:
+            name = title
+            if len(chunks) > 1:
+                part = (
+                    f"run {stop} of {len(rows)}"
+                    if stop - start == 1
+                    else f"runs {start + 1}-{stop} of {len(rows)}"
+                )
+                name = f"{title} ({part})" if title else part
+            table = Table(title=name)
+            table.add_column("metric", justify="left")
+            for row in rows[start:stop]:
+                table.add_column(str(row[0]), justify="right", overflow="fold")
+            for i, metric in enumerate(columns[1:], start=1):
+                table.add_row(metric, *[_cell(row[i]) for row in rows[start:stop]])
+            tables.append(table)
+        return tables
 
 
 def _column_chunks(first: int, widths: list[int], limit: int) -> list[tuple[int, int]]:
