@@ -296,3 +296,42 @@ def test_moving_average_and_step_series():
     assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
     pts = step_series([{"step": 1, "loss": None}, {"step": 2, "loss": 2.0}], "loss")
     assert [p["step"] for p in pts] == [2]
+
+
+def test_row_whose_base_leaves_method_defaults_unset_reuses_its_own_run(tmp_path: Path):
+    """Training writes the method's own defaults (DDPO's n=4, not the schema's 3) into the saved
+    recipe; planning the same row again must see the same recipe, not a changed one."""
+    from dsharp.config import recipe_to_yaml
+    from dsharp.methods.ddpo import DDPO
+    from dsharp.methods.factory import resolve_method_kwargs
+    from dsharp.study import plan_study
+
+    base = tmp_path / "ddpo.yaml"
+    base.write_text(
+        "model: {pretrained: dsharp-mini}\n"
+        "method: {name: ddpo}\n"
+        "rewards: [{name: shapes}]\n"
+        "data: {generator: shapes}\n"
+        "train: {max_steps: 1}\n"
+    )
+    data = {
+        "kind": "table",
+        "name": "t",
+        "base": str(base),
+        "rows": [{"label": "ddpo"}],
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "study"),
+    }
+    loaded = load_study(_write_study(tmp_path / "study.yaml", data))
+    (plan,) = plan_study(loaded)
+    assert "n" not in plan.recipe.method.model_fields_set
+    # What the Trainer saves: the method section resolved against DDPO's constructor.
+    saved = plan.recipe.model_copy(deep=True)
+    resolve_method_kwargs(saved.method, DDPO)
+    assert saved.method.n != type(saved.method).model_fields["n"].default
+    plan.run_dir.mkdir(parents=True)
+    (plan.run_dir / "recipe.yaml").write_text(recipe_to_yaml(saved))
+
+    (again,) = plan_study(load_study(tmp_path / "study.yaml"))
+    assert again.conflict is None, again.conflict
+    assert again.status == "train"

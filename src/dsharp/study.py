@@ -419,6 +419,15 @@ def _latest_step(plan: RowPlan) -> int | None:
     return int(found[-1].name.split("-")[1]) if found else None
 
 
+def _as_trained(recipe: Recipe) -> Recipe:
+    """The recipe as training saves it: with the method's own defaults filled in."""
+    from dsharp.methods.factory import fill_method_defaults
+
+    resolved = recipe.model_copy(deep=True)
+    fill_method_defaults(resolved.method)
+    return resolved
+
+
 def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
     """Fill in ``status`` (reuse / evaluate / train / resume from step N) and ``conflict``
     (why the folder holds another run) from what the row's folder holds."""
@@ -431,7 +440,7 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
             saved = parse_yaml(saved_path.read_text(encoding="utf-8"), str(saved_path)) or {}
         except (OSError, UnicodeDecodeError, RecipeError):
             saved = None
-        now = _comparable(recipe_to_dict(plan.recipe))
+        now = _comparable(recipe_to_dict(_as_trained(plan.recipe)))
         if not isinstance(saved, dict):
             plan.conflict = f"{saved_path} is unreadable: {fix}"
         else:

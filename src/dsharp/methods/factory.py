@@ -74,6 +74,20 @@ def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
     return kwargs
 
 
+def fill_method_defaults(cfg: Any) -> None:
+    """Write into ``cfg`` (a ``method`` section) the method's own defaults for the generic
+    fields the recipe left unset, as training does before it saves the run's recipe, so that
+    a recipe can be compared with a run's saved one. Sharpening methods use the schema's."""
+    baseline = _BASELINES.get(cfg.name)
+    if baseline is None:
+        return
+    module, cls_name = baseline
+    defaults = _keyword_defaults(getattr(importlib.import_module(module), cls_name))
+    for field in type(cfg).model_fields:
+        if field in defaults and field not in cfg.model_fields_set:
+            setattr(cfg, field, defaults[field])
+
+
 def build_method(
     cfg: Any, model: DiffusionModel, reward: Any, height: int, width: int
 ) -> TrainingMethod:
