@@ -713,3 +713,26 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
     _train(_recipe("rlhf_sharpening", tiny_sd_dir, straight, *common, "train.max_steps=4"))
     final = [_unet_weights(d / "checkpoints" / "step-000004") for d in (stopped, straight)]
     assert _max_diff(*final) <= 1e-6
+
+
+def test_metrics_that_one_process_did_not_log_average_as_nan_there(monkeypatch):
+    """Process 0 had a usable pair (reward_w), process 1 did not: the gather must not mix up
+    columns or fail on tensors of different lengths."""
+    import accelerate.utils
+
+    from dsharp.engine import _gather_metrics
+
+    other = {"loss": 3.0}
+
+    class TwoProcesses:
+        num_processes = 2
+        device = torch.device("cpu")
+
+        def gather(self, values):
+            keys = ["loss", "reward_w"]
+            theirs = torch.tensor([[other.get(k, float("nan")) for k in keys]])
+            return torch.cat([values, theirs])
+
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [*obj, sorted(other)])
+    out = _gather_metrics(TwoProcesses(), {"loss": 1.0, "reward_w": 0.75})
+    assert out == {"loss": 2.0, "reward_w": 0.75}

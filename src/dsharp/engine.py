@@ -95,11 +95,16 @@ def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
 
 
 def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Average each metric over processes (NaN-aware)."""
+    """Average each metric over processes (NaN-aware). A metric that some process did not
+    log counts as NaN there: tensors of different lengths would break the collective."""
     if accelerator.num_processes == 1:
         return metrics
-    keys = sorted(metrics)
-    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
+    from accelerate.utils import gather_object
+
+    keys = sorted(set().union(*gather_object([sorted(metrics)])))
+    values = torch.tensor(
+        [float(metrics.get(k, float("nan"))) for k in keys], device=accelerator.device
+    )
     gathered = accelerator.gather(values.unsqueeze(0))  # (P, K)
     return {k: gathered[:, i].nanmean().item() for i, k in enumerate(keys)}
 

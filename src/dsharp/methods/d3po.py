@@ -129,9 +129,10 @@ class D3PO(RoundMethod):
         self._pairs = (winners, losers, usable)
         metrics = reward_stats(rnd.rewards)
         metrics["pairs"] = int(usable.sum().item())
-        if usable.any():
-            metrics["reward_w"] = rnd.rewards[winners[usable]].mean().item()
-            metrics["reward_l"] = rnd.rewards[losers[usable]].mean().item()
+        # Every key on every step, NaN without a usable pair: processes average them together.
+        nan = float("nan")
+        metrics["reward_w"] = rnd.rewards[winners[usable]].mean().item() if usable.any() else nan
+        metrics["reward_l"] = rnd.rewards[losers[usable]].mean().item() if usable.any() else nan
         return len(winners), metrics
 
     def _chunk_loss(

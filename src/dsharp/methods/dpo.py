@@ -218,9 +218,10 @@ class DiffusionDPO(TrainingMethod):
             "reward": scored.mean().item() if scored.numel() else float("nan"),
             "reward_missing": int(torch.isnan(rewards).sum().item()),
         }
-        if usable.any():
-            metrics["reward_w"] = rewards[winners[usable]].mean().item()
-            metrics["reward_l"] = rewards[losers[usable]].mean().item()
+        # Every key on every step, NaN without a usable pair: processes average them together.
+        nan = float("nan")
+        metrics["reward_w"] = rewards[winners[usable]].mean().item() if usable.any() else nan
+        metrics["reward_l"] = rewards[losers[usable]].mean().item() if usable.any() else nan
         return x0[winners], x0[losers], cond, usable, metrics
 
     # -- loss -------------------------------------------------------------------------------
