@@ -40,10 +40,6 @@ from pydantic import (
 # afterwards); skip checks that files exist (reloading a finished run's saved recipe).
 _DEFER_REWARD_NAMES = "dsharp_defer_reward_names"
 _SKIP_FILE_CHECKS = "dsharp_skip_file_checks"
-_REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
-# Options that name an environment variable hold no secret themselves (e.g. api_key_env).
-_NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
 
 
 # --------------------------------------------------------------------------- errors
@@ -990,37 +986,20 @@ def load_recipe(
     )
 
 
-def _redact(value: Any, secret_names: frozenset[str] = frozenset()) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            secret = isinstance(key, str) and (
-                key in secret_names
-                or (_SECRET_KEY.search(key) and not _NAMES_A_VARIABLE.search(key))
-            )
-            if secret and isinstance(item, str) and item:
-                out[key] = _REDACTED
-            else:
-                out[key] = _redact(item, secret_names)
-        return out
-    if isinstance(value, list):
-        return [_redact(item, secret_names) for item in value]
-    return value
-
-
 def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
     """The recipe as plain YAML/JSON-able data.
 
-    With ``redact``, reward option values whose key looks secret (api_key, *token*,
-    *secret*, password, ...) become ``"<redacted>"``; only string values are redacted, so a
-    numeric ``max_tokens`` survives. Secrets belong in environment variables, not recipes.
+    With ``redact``, secret reward options (those the reward declares, and those whose name
+    looks secret: see :mod:`dsharp.redaction`) become ``"<redacted>"``. Secrets belong in
+    environment variables, not recipes.
     """
+    from dsharp.redaction import redact_reward_spec
+
     data = recipe.model_dump(mode="json")
     if redact:
-        for spec in data["rewards"]:
-            spec["options"] = _redact(spec["options"])
-        for spec in data["eval"]["rewards"] or []:
-            spec["options"] = _redact(spec["options"])
+        data["rewards"] = [redact_reward_spec(spec) for spec in data["rewards"]]
+        if data["eval"]["rewards"]:
+            data["eval"]["rewards"] = [redact_reward_spec(s) for s in data["eval"]["rewards"]]
     return data
 
 

@@ -81,11 +81,11 @@ class SampleSettings:
         return method, options
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as JSON-able data, secret-looking reward options redacted."""
-        from dsharp.config import _redact
+        """The settings as JSON-able data, the verifier's secret options redacted."""
+        from dsharp.redaction import redact_reward_spec
 
         data = {k: v for k, v in vars(self).items() if k != "reward"}
-        data["reward"] = _redact(self.reward) if self.reward else None
+        data["reward"] = [redact_reward_spec(s) for s in self.reward] if self.reward else None
         return data
 
 

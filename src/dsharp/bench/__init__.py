@@ -1,7 +1,8 @@
 """Benchmarks: T2I-CompBench, named reward benches, and the paper's reported numbers.
 
 - :func:`run_t2i_compbench` (``dsharp eval --bench t2i-compbench``)
-- :func:`run_reward_bench` (``dsharp eval --bench clip|aesthetic|...``)
+- :func:`run_reward_bench` (the prompt sets of ``dsharp eval --bench clip|aesthetic|...``, for
+  Python callers)
 - :func:`paper_table`, :func:`compare_with_paper` (``dsharp compare --against paper``)
 
 Names are imported on first use, so importing the package stays cheap.

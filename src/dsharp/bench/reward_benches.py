@@ -1,7 +1,9 @@
 """Named reward benches: one reward model scored on a default prompt set with fixed seeds.
 
 ``dsharp eval --bench clip`` (and aesthetic, imagereward, pickscore, hpsv2, mllm, shapes)
-generates ``seeds`` images per prompt and reports the reward's mean, std and 95% confidence
+takes its prompt sets from here (through :func:`dsharp.evaluate.get_bench`);
+:func:`run_reward_bench` is the same evaluation for Python callers. It generates ``seeds``
+images per prompt and reports the reward's mean, std and 95% confidence
 interval, in the same JSON shape as :func:`dsharp.evaluate.evaluate`. Default prompt sets are
 dsharp's own, shipped under ``dsharp/assets/reference/prompts``:
 
@@ -140,7 +142,7 @@ def run_reward_bench(
     from dsharp.config import RewardSpec
     from dsharp.evaluate import evaluate
     from dsharp.generate import SampleSettings
-    from dsharp.rewards.plugins import get_reward_info
+    from dsharp.redaction import redact_reward_spec
 
     bench = get_reward_bench(name)
     seed_base, num_seeds = _seed_range(seeds)
@@ -169,8 +171,7 @@ def run_reward_bench(
         images_dir=images_dir,
         progress=progress,
     )
-    secret = set(get_reward_info(bench.reward).secret_options)
-    shown = {k: ("<secret>" if k in secret else v) for k, v in options.items()}
+    shown = redact_reward_spec({"name": bench.reward, "options": dict(options)})["options"]
     return {
         "bench": bench.name,
         "reward": bench.reward,

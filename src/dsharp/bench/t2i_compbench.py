@@ -209,7 +209,7 @@ def run_t2i_compbench(
         "model": model_id,
         "split": split,
         "seeds": seeds,
-        "sample": vars(settings).copy(),
+        "sample": settings.as_dict(),
         # the device is left out: resuming a GPU run on CPU (or back) is allowed
         "evaluators": {
             **{k: v for k, v in options.as_dict().items() if k != "device"},
@@ -270,6 +270,6 @@ def run_t2i_compbench(
         "substitutions": notes,
         "data": prompt_set.describe(),
         "nfe_per_image": nfe[-1] if nfe else None,
-        "sample": vars(settings).copy(),
+        "sample": settings.as_dict(),
         "out_dir": str(out) if out is not None else None,
     }

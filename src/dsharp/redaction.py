@@ -1,0 +1,60 @@
+"""Keeps secrets out of what dsharp writes: reward options in saved recipes, evaluation
+results and benchmark files.
+
+An option is secret when its reward declares it in ``RewardInfo.secret_options``, or when its
+name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
+is redacted whatever its value; a name that only looks secret keeps numbers and booleans
+(``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "<redacted>"
+_SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
+# Options that name an environment variable hold no secret themselves (e.g. api_key_env).
+_NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an option name looks like it holds a secret."""
+    return bool(_SECRET_NAME.search(name)) and not _NAMES_A_VARIABLE.search(name)
+
+
+def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
+    """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``."""
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            hide = item not in (None, "", [], {}) and (
+                name in declared
+                or (looks_secret(name) and isinstance(item, (str, list, tuple, dict)))
+            )
+            out[key] = REDACTED if hide else redact_options(item, declared)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [redact_options(item, declared) for item in value]
+    return value
+
+
+def declared_secrets(reward_name: str) -> frozenset[str]:
+    """The options that the reward ``reward_name`` declares secret (none for an unknown name:
+    its options are still redacted by how their names look)."""
+    from dsharp.rewards.plugins import UnknownRewardError, get_reward_info
+
+    try:
+        return frozenset(get_reward_info(reward_name).secret_options)
+    except UnknownRewardError:
+        return frozenset()
+
+
+def redact_reward_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A reward spec (``{name, weight, options, ...}`` as JSON data) with its secret options
+    redacted."""
+    out = dict(spec)
+    if isinstance(out.get("options"), dict):
+        out["options"] = redact_options(out["options"], declared_secrets(str(out.get("name"))))
+    return out

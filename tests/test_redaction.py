@@ -1,0 +1,95 @@
+"""Secret reward options never reach a saved recipe, an evaluation's settings or a bench file:
+those a reward declares (``RewardInfo.secret_options``) whatever their type, and those whose
+name looks secret, as strings, lists or mappings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dsharp.config import recipe_to_dict, recipe_to_yaml
+from dsharp.generate import SampleSettings
+from dsharp.redaction import REDACTED, redact_options, redact_reward_spec
+from dsharp.rewards import plugins
+from dsharp.rewards.base import RewardInfo
+from dsharp.rewards.hookspecs import hookimpl
+
+NAME = "test_private_endpoint"
+
+
+class _Reward:
+    differentiable = False
+
+    def __init__(self, endpoint_auth: object = None, api_keys: object = None, **_: object):
+        pass
+
+
+class _Plugin:
+    @hookimpl
+    def register_rewards(self, register):
+        info = RewardInfo(
+            name=NAME, factory=_Reward, description="test", secret_options=("endpoint_auth",)
+        )
+        register(info)
+
+
+@pytest.fixture()
+def private_reward() -> Iterator[str]:
+    plugins.load_plugins()
+    plugins.pm.register(_Plugin(), name="test-private-plugin")
+    try:
+        yield NAME
+    finally:
+        plugins.pm.unregister(name="test-private-plugin")
+
+
+def test_names_that_look_secret_lose_strings_lists_and_mappings_but_keep_numbers():
+    options = {
+        "api_keys": ["sk-one", "sk-two"],
+        "auth_token": "tok",
+        "headers": {"Authorization": "Bearer xyz", "Accept": "json"},
+        "credentials": {"user": "u", "pass": "p"},
+        "max_tokens": 64,
+        "api_key_env": "MY_KEY",
+        "model": "gpt",
+        "empty_token": "",
+    }
+    out = redact_options(options)
+    assert out["api_keys"] == REDACTED and out["auth_token"] == REDACTED
+    assert out["headers"] == {"Authorization": REDACTED, "Accept": "json"}
+    assert out["credentials"] == REDACTED
+    assert out["max_tokens"] == 64 and out["api_key_env"] == "MY_KEY" and out["model"] == "gpt"
+    assert out["empty_token"] == ""
+    assert options["api_keys"] == ["sk-one", "sk-two"]  # the input is left as it was
+
+
+def test_a_declared_secret_is_redacted_whatever_its_name_or_type(private_reward: str):
+    spec = {"name": private_reward, "options": {"endpoint_auth": 12345, "model": "m"}}
+    assert redact_reward_spec(spec)["options"] == {"endpoint_auth": REDACTED, "model": "m"}
+    # Another reward's option of that name is not declared secret, and does not look it.
+    other = {"name": "shapes", "options": {"endpoint_auth": 12345}}
+    assert redact_reward_spec(other)["options"] == {"endpoint_auth": 12345}
+
+
+def test_saved_recipe_and_eval_settings_hide_declared_and_listed_secrets(
+    private_reward: str, tmp_path
+):
+    from dsharp.config import load_recipe
+
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(
+        "model: {pretrained: dsharp-mini}\n"
+        "method: {name: rlhf_sharpening}\n"
+        f"rewards: [{{name: {private_reward}, options: "
+        "{endpoint_auth: hunter2-canary, api_keys: [sk-canary-1]}}]\n"
+        "data: {generator: shapes}\n"
+    )
+    recipe = load_recipe(recipe_path)
+    text = recipe_to_yaml(recipe)
+    assert "canary" not in text and "hunter2" not in text
+    assert recipe_to_dict(recipe)["rewards"][0]["options"]["endpoint_auth"] == REDACTED
+    settings = SampleSettings(reward=recipe.rewards)
+    shown = settings.as_dict()["reward"][0]["options"]
+    assert shown == {"endpoint_auth": REDACTED, "api_keys": REDACTED}
+    assert "canary" not in repr(settings.as_dict())
