@@ -574,3 +574,30 @@ def test_usage_lines_name_positional_arguments_as_the_help_text_does(command, wo
     for word in words:
         assert word in usage, usage
     assert "sources" not in usage and "recipe}" not in usage
+
+
+def test_eval_strict_leaves_out_images_the_reward_could_not_score(tiny_sd_dir, monkeypatch):
+    """`strict` and `overall` average over the same scored images: an image that a reward
+    marked missing is not a strict failure."""
+    import dsharp.shapes.reward
+    from dsharp.config import RewardSpec
+
+    def all_met(images, prompts):  # the tiny random model draws no shapes: call them perfect
+        info = {"strict": True, "constraints": []}
+        return torch.ones(len(prompts)), [info for _ in prompts]
+
+    monkeypatch.setattr(dsharp.shapes.reward, "verify_batch", all_met)
+    from dsharp.evaluate import evaluate
+    from dsharp.generate import SampleSettings
+    from dsharp.models import load_model
+
+    spec = RewardSpec(name="shapes", on_error="missing")
+    result = evaluate(
+        load_model(str(tiny_sd_dir)),
+        ["a red circle", "a red hexagon"],
+        [spec],
+        num_seeds=1,
+        settings=SampleSettings(steps=1, guidance=1.0, height=64, width=64),
+    )
+    assert result["metrics"]["shapes"]["n"] == 1 and result["overall"] == 1.0
+    assert result["strict"] == 1.0

@@ -388,7 +388,7 @@ def test_reward_marks_unparsable_prompts_missing():
     reward = build_shapes_reward(on_error="missing")
     scores, info = reward(RewardImages(tensor), [prompts[0], "a red hexagon"], [{}, {}])
     assert scores[0] == 1.0 and torch.isnan(scores[1])
-    assert info["strict"] == [True, False] and info["constraints"][1] == []
+    assert info["strict"] == [True, None] and info["constraints"][1] == []  # None: unscored
     assert info["errors"][0] is None and "'hexagon'" in info["errors"][1]
 
 

@@ -126,7 +126,7 @@ def evaluate(
         save_images(generated.images, images_dir, names)
 
     per_reward: dict[str, list[float]] = {}
-    strict: list[float] = []
+    strict: list[float] | None = None  # per scored image, where a reward reports it
     kinds: dict[str, list[float]] = defaultdict(list)
     total = torch.zeros(len(pairs), dtype=torch.float64)
     weight_sum = sum(spec.weight for spec, _ in rewards)
@@ -140,8 +140,8 @@ def evaluate(
             meta = [{"seed": s} for s in seeds[chunk]]
             scores, info = reward(images, all_prompts[chunk], meta)
             scores_all += [float(s) for s in scores.detach().cpu()]
-            if "strict" in info:
-                strict += [float(bool(v)) for v in info["strict"]]
+            if "strict" in info:  # None: an image the reward could not score
+                strict = (strict or []) + [float(v) for v in info["strict"] if v is not None]
             for image_constraints in info.get("constraints") or []:
                 for constraint in image_constraints:
                     if isinstance(constraint, dict) and "kind" in constraint:
@@ -166,8 +166,8 @@ def evaluate(
     }
     if generated.reward_evals_per_image is not None:
         result["reward_evals_per_image"] = generated.reward_evals_per_image
-    if strict:
-        result["strict"] = sum(strict) / len(strict)
+    if strict is not None:
+        result["strict"] = sum(strict) / len(strict) if strict else float("nan")
     if kinds:
         result["constraints"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
     values = total.tolist()

@@ -54,7 +54,7 @@ class ShapesReward:
         arr = images.tensor.detach().float().permute(0, 2, 3, 1).cpu().numpy()
         scores, infos = verify_batch(arr[ok], [prompts[i] for i in ok])
         values = [math.nan] * len(prompts)
-        strict = [False] * len(prompts)
+        strict: list[bool | None] = [None] * len(prompts)  # None: not scored
         constraints: list[list[dict[str, Any]]] = [[] for _ in prompts]
         for i, score, info in zip(ok, scores.tolist(), infos, strict=True):
             strict[i] = bool(info["strict"])
