@@ -494,6 +494,8 @@ def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
     # policy = reference at init, so the margin is 0 up to float error that beta amplifies
     # (1.5e-4 seen on an AVX2-only CPU)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    # the reward only logs x0's score here: no evaluation steered training (Table 1's budget)
+    assert "reward_evals" not in rows[-1] and math.isfinite(rows[-1]["reward"])
 
 
 def test_mini_iterpo_and_finetune_train_two_steps(tiny_sd_dir, tmp_path, tiny_clip):

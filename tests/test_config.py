@@ -79,7 +79,6 @@ def test_valid_recipe_loads_with_defaults_and_typed_values(recipe_file: Path) ->
     assert recipe.output_dir == "runs/mini_rlhf"
     assert recipe.eval.seeds == 2 and recipe.eval_rewards() == recipe.rewards
     assert recipe.data.load_prompts() == ["a red circle", "two blue squares"]
-    assert recipe.method.resolved_stride(1000) == 40
 
 
 def test_prompts_file_reading_handles_crlf_comments_and_blanks(prompts_file: Path) -> None:

@@ -461,6 +461,15 @@ def test_finetune_refuses_an_empty_timestep_range_and_fields_it_does_not_use(sd_
         build_method(MethodConfig(name="finetune", beta=5.0), sd_model, None, 64, 64)
 
 
+def test_sharpening_refuses_more_inference_steps_than_timesteps(sd_model):
+    """The default stride T // infer_steps would be 0: every trajectory step one timestep."""
+    from dsharp.methods.sharpening import RLHFSharpening
+
+    too_many = sd_model.num_train_timesteps + 1
+    with pytest.raises(ValueError, match=f"method.infer_steps: {too_many} is more than"):
+        RLHFSharpening(sd_model, None, 64, 64, infer_steps=too_many)
+
+
 def test_nan_reward_with_on_error_raise_stops(sd_model, brightness):
     method = _rlhf(sd_model, _reward(nan_trajectory=1))
     with pytest.raises(RewardError, match="NaN"):

@@ -238,12 +238,6 @@ class MethodConfig(_Section):
             )
         return self
 
-    def resolved_stride(self, num_train_timesteps: int) -> int:
-        """The stride to use: as set, or ``num_train_timesteps // infer_steps`` (at least 1)."""
-        if self.stride is not None:
-            return self.stride
-        return max(1, num_train_timesteps // self.infer_steps)
-
 
 class RewardSpec(_Section):
     """One reward in the objective: which plugin reward, its weight and its options."""

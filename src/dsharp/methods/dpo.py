@@ -167,6 +167,9 @@ class DiffusionDPO(TrainingMethod):
                 )
             self.source = PairSource(pairs_file)
             self.data_kind = "images"
+            # Offline pairs come with their preference: the reward is only logged, so its
+            # evaluations are not part of the method's reward budget (Table 1).
+            self.trains_on_reward = False
         else:
             if pairs_file is not None:
                 raise ValueError("method.options.pairs_file: only used with pairs: offline")

@@ -64,6 +64,11 @@ class _Sharpening(TrainingMethod):
         if target not in ("consistent", "original"):
             raise ValueError(f"method.target: unknown '{target}' (expected consistent or original)")
         self.n, self.m = n, m
+        if not stride and model.num_train_timesteps < infer_steps:
+            raise ValueError(
+                f"method.infer_steps: {infer_steps} is more than the model's "
+                f"{model.num_train_timesteps} timesteps"
+            )
         self.stride = stride or model.num_train_timesteps // infer_steps
         self.infer_steps = infer_steps
         self.target = target
