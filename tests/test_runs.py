@@ -109,3 +109,24 @@ def test_runs_table_fits_80_columns_with_shared_method_and_model_in_the_title(tm
     ]
     (header,) = [line for line in lines if "updated" in line]
     assert header.split() == ["run", "steps", "score", "from", "updated"]
+
+
+def test_a_run_folder_stands_for_its_own_evaluation_even_when_the_base_one_is_newer(tmp_path):
+    """The report writes eval-base.json and eval-final.json back to back; on a coarse clock or
+    after a copy the base file can look newer. A folder must never show the base's numbers."""
+    import pytest
+
+    from dsharp.report import load_result
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval-final.json").write_text(json.dumps({"overall": 0.7, "n_images": 4}))
+    (run / "eval-base.json").write_text(json.dumps({"overall": 0.3, "n_images": 4}))
+    os.utime(run / "eval-final.json", ns=(1_000_000_000, 1_000_000_000))
+    os.utime(run / "eval-base.json", ns=(2_000_000_000, 2_000_000_000))
+    label, result = load_result(run)
+    assert (label, result["overall"]) == ("run", 0.7)
+
+    (run / "eval-final.json").unlink()
+    with pytest.raises(FileNotFoundError, match="eval-base.json scores its base model"):
+        load_result(run)

@@ -55,9 +55,20 @@ def with_train_reward_evals(result: dict[str, Any], run_dir: Path) -> dict[str, 
     return result
 
 
-def eval_files(folder: Path) -> list[Path]:
-    """A folder's evaluation JSON files (``eval*.json``), oldest first."""
-    return sorted(Path(folder).glob("eval*.json"), key=lambda p: p.stat().st_mtime)
+#: The base model's evaluation that the post-training report writes beside the run's own.
+BASE_EVAL = "eval-base.json"
+
+
+def eval_files(folder: Path, *, include_base: bool = False) -> list[Path]:
+    """A run folder's evaluation JSON files (``eval*.json``), oldest first (ties by name).
+
+    ``eval-base.json`` scores the model the run started from, not the run, so it is left out
+    unless ``include_base``: a folder never stands for its base model's numbers.
+    """
+    found = Path(folder).glob("eval*.json")
+    if not include_base:
+        found = (p for p in found if p.name != BASE_EVAL)
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
@@ -66,8 +77,15 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
     if source.is_dir():
         found = eval_files(source)
         if not found:
+            only_base = (source / BASE_EVAL).exists()
             raise FileNotFoundError(
-                f"{source}: no eval*.json in this folder (run dsharp eval first)"
+                f"{source}: no evaluation of this run in this folder"
+                + (
+                    f" ({BASE_EVAL} scores its base model; give that file to compare it)"
+                    if only_base
+                    else ""
+                )
+                + " (run dsharp eval first)"
             )
         return source.name, with_train_reward_evals(json.loads(found[-1].read_text()), source)
     if not source.exists():

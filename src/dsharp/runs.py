@@ -88,8 +88,7 @@ def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
 
 def _newest_score(run_dir: Path) -> tuple[float | None, str | None]:
     """``overall`` of the newest evaluation (eval-final.json beats eval-base.json)."""
-    found = [p for p in eval_files(run_dir) if p.name != "eval-base.json"]
-    for path in reversed(found):
+    for path in reversed(eval_files(run_dir)):
         try:
             overall = json.loads(path.read_text()).get("overall")
         except (OSError, ValueError):

@@ -23,7 +23,7 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
 
     if not source.is_dir():
         return load_result(source)
-    found = [p for p in eval_files(source) if p.name != "eval-base.json"]
+    found = eval_files(source)
     if not found:
         raise FileNotFoundError(f"{source}: no eval*.json in this folder (run dsharp eval first)")
     merged = merge_results([json.loads(p.read_text()) for p in found])
@@ -122,8 +122,9 @@ def _say_which_evaluation(sources: list[Path]) -> None:
 
     for source in sources:
         found = eval_files(source) if Path(source).is_dir() else []
-        if len(found) > 1:
-            others = ", ".join(p.name for p in found[:-1])
+        also = eval_files(source, include_base=True) if found else []
+        if len(also) > 1:
+            others = ", ".join(p.name for p in also if p != found[-1])
             typer.echo(
                 f"{source}: using {found[-1].name}, its newest evaluation (also there: {others}; "
                 "give a file to choose)",
