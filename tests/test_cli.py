@@ -601,3 +601,32 @@ def test_eval_strict_leaves_out_images_the_reward_could_not_score(tiny_sd_dir, m
     )
     assert result["metrics"]["shapes"]["n"] == 1 and result["overall"] == 1.0
     assert result["strict"] == 1.0
+
+
+def test_eval_overall_keeps_a_penalty_rewards_sign(tiny_sd_dir):
+    """A lone reward of weight -2 is a penalty: overall is minus its mean (the trained
+    objective), not plus it, as dividing by the signed weight sum would give."""
+    from dsharp.config import RewardSpec
+    from dsharp.evaluate import evaluate
+    from dsharp.generate import SampleSettings
+    from dsharp.models import load_model
+
+    with brightness_registered():
+        result = evaluate(
+            load_model(str(tiny_sd_dir)),
+            ["a"],
+            [RewardSpec(name=NAME, weight=-2.0)],
+            num_seeds=2,
+            settings=SampleSettings(steps=1, guidance=1.0, height=64, width=64),
+        )
+    brightness = result["metrics"][NAME]["mean"]
+    assert brightness > 0 and result["overall"] == pytest.approx(-brightness)
+
+
+def test_tables_show_a_missing_value_as_a_dash_whether_nan_or_json_null():
+    from dsharp.report import build_table, to_markdown
+
+    columns, rows = build_table([("a", {"overall": None, "strict": 0.5}), ("b", {})])
+    text = to_markdown(columns, rows)
+    assert "None" not in text and "nan" not in text.lower()
+    assert "| a | - | 0.5000 |" in text and "| b | - | - |" in text

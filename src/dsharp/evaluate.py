@@ -86,7 +86,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
 
-    Returns ``overall`` (mean weighted reward), ``metrics`` (per reward: mean, std, ci95,
+    Returns ``overall`` (mean weighted reward: sum of weight x score over the sum of the
+    weights' magnitudes), ``metrics`` (per reward: mean, std, ci95,
     n), ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
     ``groups`` (grouping name -> label -> mean weighted reward, for each of ``groupings``),
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
@@ -129,7 +130,9 @@ def evaluate(
     strict: list[float] | None = None  # per scored image, where a reward reports it
     kinds: dict[str, list[float]] = defaultdict(list)
     total = torch.zeros(len(pairs), dtype=torch.float64)
-    weight_sum = sum(spec.weight for spec, _ in rewards)
+    # Normalised by the weights' magnitudes, so a penalty (negative weight) keeps the sign
+    # training gives it: overall rises as the trained objective does.
+    weight_sum = sum(abs(spec.weight) for spec, _ in rewards)
     # A reward named twice (other options) gets keys name, name#1, ... as in CombinedReward.
     keys = _component_keys([spec for spec, _ in rewards])
     for key, (spec, reward) in zip(keys, rewards, strict=True):

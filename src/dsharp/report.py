@@ -127,6 +127,9 @@ def build_table(named: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], lis
 
 
 def _cell(value: Any) -> str:
+    """A table cell: NaN and None (NaN as JSON writes it) both read ``-``."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4f}"
     return str(value)
