@@ -83,7 +83,7 @@ def training_stats(run_dir: Path, checkpoint: Path, step: int) -> dict[str, Any]
 
 def assemble(init: Path, checkpoint: Path, folder: Path) -> None:
     """The init folder with its UNet replaced by the checkpoint's, weights as safetensors."""
-    shutil.copytree(init, folder, ignore=shutil.ignore_patterns(".*", CARD))
+    shutil.copytree(init, folder, ignore=shutil.ignore_patterns(".*", CARD), dirs_exist_ok=True)
     shutil.rmtree(folder / "unet")
     shutil.copytree(checkpoint / "model" / "unet", folder / "unet")
     if not list((folder / "unet").glob("*.safetensors")):
@@ -267,17 +267,16 @@ def model_card(
 
 
 def ship(source: Path, out: Path, seeds: int) -> Path:
-    from dsharp.io import json_safe
+    from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
     from dsharp.models.loading import resolve_pretrained
 
     checkpoint, run_dir, recipe = locate(source)
     step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
     init = Path(resolve_pretrained(recipe.model.pretrained))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # Built in a temp folder that replaces `out` in one rename: a failed or interrupted
+    # ship leaves the shipped model as it was.
+    with atomic_directory(out) as tmp:
         assemble(init, checkpoint, tmp)
         files = [
             (p.relative_to(tmp).as_posix(), p.stat().st_size, sha256(p)) for p in weight_files(tmp)
@@ -296,18 +295,8 @@ def ship(source: Path, out: Path, seeds: int) -> Path:
             result=result,
             files=files,
         )
-        (tmp / CARD).write_text(card, encoding="utf-8")
-        (tmp / "eval-shapes.json").write_text(
-            json.dumps(json_safe(result), indent=2) + "\n", encoding="utf-8"
-        )
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_text(tmp / CARD, card)
+        atomic_write_json(tmp / "eval-shapes.json", result)
     print(f"shipped {out}: overall {result['overall']:.4f}, strict {result.get('strict'):.4f}")
     return out
 

@@ -21,3 +21,41 @@ def test_atomic_write_gives_the_umask_mode_not_mkstemps_owner_only(tmp_path, mon
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == "again\n"
     assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temp file left
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_saved_images_get_the_umask_mode_too(tmp_path, monkeypatch):
+    import torch
+
+    from dsharp.sampling import save_images
+
+    monkeypatch.setattr(io, "_UMASK", 0o022)
+    (path,) = save_images(torch.rand(1, 3, 4, 4), tmp_path, ["a"])
+    assert path.name == "a.png" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_replace_directory_swaps_in_the_new_folder_and_leaves_nothing_beside(tmp_path):
+    final, tmp = tmp_path / "step-000010", tmp_path / ".step-000010.tmp"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp.mkdir()
+    (tmp / "new.txt").write_text("new")
+    io.replace_directory(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000010"]
+
+
+def test_a_figure_that_fails_to_draw_is_closed(tmp_path, monkeypatch):
+    plt = io.pyplot()
+    fig, _ = plt.subplots()
+    before = len(plt.get_fignums())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(fig, "savefig", broken)
+    with pytest.raises(RuntimeError, match="no font"):
+        io.atomic_save_png(fig, tmp_path / "curves.png")
+    assert len(plt.get_fignums()) == before - 1
+    assert not (tmp_path / "curves.png").exists()

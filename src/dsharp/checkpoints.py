@@ -11,12 +11,11 @@ leaves a half-written checkpoint that resume would pick up.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
-from dsharp.io import atomic_write_json
+from dsharp.io import atomic_write_json, replace_directory
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -69,9 +68,7 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     tmp = temp_checkpoint_dir(run_dir, step)
     atomic_write_json(tmp / "trainer_state.json", state)
     final = checkpoint_dir(run_dir, step)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    replace_directory(tmp, final)
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

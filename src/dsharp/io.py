@@ -63,9 +63,11 @@ def atomic_save_png(fig: Any, path: Path, dpi: int = 120) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:  # closed even when drawing fails, which a caller may only warn about
+        plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -91,14 +93,21 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
+    replace_directory(tmp, final)
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``. An existing ``final`` is renamed aside
+    first and deleted only after, so that a crash in between leaves one of the two whole."""
+    tmp, final = Path(tmp), Path(final)
+    if not final.exists():
         os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+        return
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

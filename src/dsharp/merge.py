@@ -11,8 +11,6 @@ run does.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 
 from dsharp.checkpoints import checkpoint_dir, find_model_checkpoint, read_trainer_state, run_dir_of
-from dsharp.io import atomic_write_json
+from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
 #: The ``model`` keys that decide which base weights a run started from.
@@ -128,24 +126,22 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> Path:
     model.unet.load_state_dict(merged_state(base, runs, scale))
 
     step = max(s.step for s in sources)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ckpt = checkpoint_dir(tmp, step)
-    model.save_trained(ckpt / "model")
-    recipe_text = (run_dir_of(sources[0].checkpoint) / "recipe.yaml").read_text()
-    (tmp / "recipe.yaml").write_text(recipe_text)
-    merged_from = [str(s.checkpoint) for s in sources]
-    atomic_write_json(
-        ckpt / "trainer_state.json",
-        {"step": step, "method": sources[0].recipe.method.name, "merged_from": merged_from},
-    )
-    atomic_write_json(
-        tmp / "merge.json",
-        {
-            "scale": scale,
-            "base_model": sources[0].recipe.model.pretrained,
-            "runs": [{"checkpoint": str(s.checkpoint), "step": s.step} for s in sources],
-        },
-    )
-    os.replace(tmp, out)
+    with atomic_directory(out) as tmp:
+        ckpt = checkpoint_dir(tmp, step)
+        model.save_trained(ckpt / "model")
+        recipe_text = (run_dir_of(sources[0].checkpoint) / "recipe.yaml").read_text()
+        atomic_write_text(tmp / "recipe.yaml", recipe_text)
+        merged_from = [str(s.checkpoint) for s in sources]
+        atomic_write_json(
+            ckpt / "trainer_state.json",
+            {"step": step, "method": sources[0].recipe.method.name, "merged_from": merged_from},
+        )
+        atomic_write_json(
+            tmp / "merge.json",
+            {
+                "scale": scale,
+                "base_model": sources[0].recipe.model.pretrained,
+                "runs": [{"checkpoint": str(s.checkpoint), "step": s.step} for s in sources],
+            },
+        )
     return out

@@ -14,8 +14,6 @@ step. The samplers consume epsilon: a ``v_prediction`` model's adapter converts 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,8 +430,12 @@ def sample(
 
 def save_images(images: torch.Tensor, folder: Path, names: Sequence[str]) -> list[Path]:
     """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` as PNGs ``folder/name`` atomically
-    (temp file in the same folder, then ``os.replace``), so readers never see half a file."""
+    (:func:`dsharp.io.atomic_write_bytes`), so readers never see half a file."""
+    from io import BytesIO
+
     from PIL import Image
+
+    from dsharp.io import atomic_write_bytes
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
@@ -448,13 +450,8 @@ def save_images(images: torch.Tensor, folder: Path, names: Sequence[str]) -> lis
         if not name or Path(name).name != name or name in (".", ".."):
             raise ValueError(f"image name {name!r} must be a plain file name")
         path = folder / (name if name.endswith(".png") else f"{name}.png")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                Image.fromarray(array).save(handle, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        encoded = BytesIO()
+        Image.fromarray(array).save(encoded, format="PNG")
+        atomic_write_bytes(path, encoded.getvalue())
         paths.append(path)
     return paths
