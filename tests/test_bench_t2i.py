@@ -4,6 +4,7 @@ the OWLv2 wrapper, the 3-in-1 parts, and a resumable end-to-end run with tiny mo
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -445,3 +446,11 @@ def test_bad_evaluator_fails_before_generation(tiny_model, evaluators, tmp_path,
     options = {**evaluators, "detector_model": str(tmp_path / "missing-owlv2")}
     with pytest.raises(RewardError, match="detector evaluator: .*detector_model.*folder not found"):
         _run(tiny_model, options, None, categories="spatial")
+
+
+def test_overall_is_nan_and_names_the_categories_left_without_a_score():
+    from dsharp.bench.t2i_compbench import overall_of
+
+    assert overall_of({"color": 0.5, "shape": 0.25}) == (0.375, [])
+    overall, unscored = overall_of({"color": 0.5, "shape": float("nan")})
+    assert math.isnan(overall) and unscored == ["shape"]

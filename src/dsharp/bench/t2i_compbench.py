@@ -159,6 +159,15 @@ def _generate_rows(
             }
 
 
+def overall_of(means: dict[str, float]) -> tuple[float, list[str]]:
+    """The mean over categories, and the categories that have no score. With any category
+    unscored, ``overall`` is NaN: a mean over fewer categories is not the benchmark's."""
+    unscored = [c for c, mean in means.items() if math.isnan(mean)]
+    if unscored or not means:
+        return float("nan"), unscored
+    return sum(means.values()) / len(means), unscored
+
+
 def run_t2i_compbench(
     model: Any,
     *,
@@ -249,14 +258,15 @@ def run_t2i_compbench(
 
     per_category = {c: _summarise_category(c, rows[c]) for c in cats}
     evaluators, notes = describe_evaluators(options, cats, scorer.method)
-    means = [per_category[c]["mean"] for c in cats if not math.isnan(per_category[c]["mean"])]
+    overall, unscored = overall_of({c: per_category[c]["mean"] for c in cats})
     nfe = [r["nfe_per_image"] for c in cats for r in rows[c] if r.get("nfe_per_image")]
     return {
         "bench": "t2i-compbench",
         "model": model_id,
         "split": split,
         "categories_evaluated": cats,
-        "overall": sum(means) / len(means) if means else float("nan"),
+        "overall": overall,
+        "categories_without_score": unscored,
         "metrics": {
             f"t2i_{c}": {k: per_category[c][k] for k in ("mean", "std", "ci95", "n")} for c in cats
         },
