@@ -745,3 +745,20 @@ def test_metrics_that_one_process_did_not_log_average_as_nan_there(monkeypatch):
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [*obj, sorted(other)])
     out = _gather_metrics(TwoProcesses(), {"loss": 1.0, "reward_w": 0.75})
     assert out == {"loss": 2.0, "reward_w": 0.75}
+
+
+def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
+    """Its newer checkpoints would stay beside a different history, and `latest` would later
+    pick one of them; a checkpoint of another folder (a branch) is fine."""
+    from dsharp.checkpoints import resolve_resume
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        folder = run / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    older = run / "checkpoints" / "step-000002"
+    with pytest.raises(ValueError, match="older than this run's newest checkpoint"):
+        resolve_resume(run, str(older))
+    assert resolve_resume(run, str(run / "checkpoints" / "step-000004")).name == "step-000004"
+    assert resolve_resume(tmp_path / "branch", str(older)) == older

@@ -51,7 +51,19 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
         raise FileNotFoundError(f"train.resume: not a checkpoint folder: {resume}")
+    newer = [c for c in list_checkpoints(run_dir) if _step_of(c) > _step_of(path)]
+    if newer and path.resolve().parent == (Path(run_dir) / "checkpoints").resolve():
+        # Training on from here would leave the newer checkpoints beside a different history.
+        raise ValueError(
+            f"train.resume: {resume} is older than this run's newest checkpoint "
+            f"({newer[-1].name}); to branch from it, set another output_dir"
+        )
     return path
+
+
+def _step_of(checkpoint: Path) -> int:
+    match = CHECKPOINT_RE.match(Path(checkpoint).name)
+    return int(match.group(1)) if match else -1
 
 
 def read_trainer_state(checkpoint: Path) -> dict:

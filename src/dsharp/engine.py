@@ -23,7 +23,7 @@ from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
 from dsharp.interrupts import StopRequests, TrainingInterrupted
-from dsharp.io import append_jsonl, atomic_write_text, read_jsonl
+from dsharp.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl
 from dsharp.methods.factory import build_method
 from dsharp.progress import TrainProgress
 
@@ -198,7 +198,7 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
         if path.exists():
-            atomic_write_text(path, "".join(__import__("json").dumps(r) + "\n" for r in rows))
+            atomic_write_jsonl(path, rows)
 
     def save_checkpoint(self, step: int) -> None:
         acc = self.accelerator

@@ -137,6 +137,12 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a JSON-lines file atomically (e.g. cut back to a resumed step)."""
+    text = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Append one row; NaN becomes null so every line is strict JSON."""
     with open(path, "a", encoding="utf-8") as fh:

@@ -24,7 +24,13 @@ from typing import Any
 
 from dsharp.bench.t2i_data import CATEGORIES, PromptSet, load_prompt_set
 from dsharp.bench.t2i_scoring import EvaluatorOptions, T2IScorer, describe_evaluators
-from dsharp.io import append_jsonl, atomic_write_json, atomic_write_text, json_safe, read_jsonl
+from dsharp.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_jsonl,
+    json_safe,
+    read_jsonl,
+)
 
 PARTIAL_FILE = "partial.jsonl"
 RUN_FILE = "run.json"
@@ -85,7 +91,7 @@ def _load_done(out_dir: Path, fingerprint: dict[str, Any]) -> dict[tuple, dict[s
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) != len(rows) or (text and not text.endswith("\n")):
             # A torn last line (crash mid-append) would swallow the next row: drop it now.
-            atomic_write_text(partial, "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write_jsonl(partial, rows)
     return {(r["category"], r["index"], r["prompt"]): r for r in rows}
 
 
