@@ -436,18 +436,6 @@ class DataConfig(_PromptSource):
                 raise FieldProblem(("dataset",), f"file not found: {path}{hint}")
         return self
 
-    def resolved_dataset_type(self) -> Literal["folder", "jsonl", "hf"] | None:
-        """How to read ``dataset``: the set type, or a guess from the path (None: no dataset)."""
-        if self.dataset is None:
-            return None
-        if self.dataset_type != "auto":
-            return self.dataset_type
-        if self.dataset.endswith(".jsonl"):
-            return "jsonl"
-        if Path(self.dataset).expanduser().is_dir():
-            return "folder"
-        return "hf"
-
 
 class TrainConfig(_Section):
     """Optimisation, precision, checkpointing and logging."""
@@ -629,10 +617,6 @@ class Recipe(_Section):
     def resolved_output_dir(self, recipe_name: str) -> Path:
         """``output_dir`` with ``{recipe_name}`` filled in."""
         return Path(self.output_dir.replace("{recipe_name}", recipe_name)).expanduser()
-
-    def eval_rewards(self) -> list[RewardSpec]:
-        """The rewards evaluation reports: ``eval.rewards`` or the training rewards."""
-        return list(self.eval.rewards) if self.eval.rewards is not None else list(self.rewards)
 
 
 # --------------------------------------------------------------------------- YAML

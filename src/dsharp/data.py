@@ -178,10 +178,6 @@ def apply_empty_prompts(prompts: Sequence[str], prob: float, rng: random.Random)
     return ["" if prob > 0 and rng.random() < prob else p for p in prompts]
 
 
-def describe_source(source: Any) -> str:
-    return f"{type(source).__name__}({len(source)} items)"
-
-
 class TrainingData:
     """Draws each process's micro-batches for the engine from the recipe's ``data`` section.
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import typer
-
-T = TypeVar("T")
 
 #: Errors that mean "bad input or environment", reported as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -65,8 +62,3 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
             raise
         print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
         raise typer.Exit(code) from None
-
-
-def guarded(fn: Callable[[], T], prefix: str = "error", code: int = 1) -> T:
-    with user_errors(prefix, code):
-        return fn()

@@ -184,11 +184,6 @@ def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return dict(state)
 
 
-def json_floats(values: torch.Tensor) -> list[float]:
-    """A 1-D tensor as a JSON-able list of floats (for ``info``)."""
-    return [float(v) for v in values.detach().float().cpu().tolist()]
-
-
 def check_batch(reward: str, n_images: int, prompts: Any) -> list[str]:
     """The prompts as a list, one per image; else a ``ValueError``."""
     if isinstance(prompts, str) or len(prompts) != n_images:

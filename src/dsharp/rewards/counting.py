@@ -32,8 +32,3 @@ class CountingReward:
         if name == "wrapped":  # not yet set (e.g. during unpickling): avoid recursion
             raise AttributeError(name)
         return getattr(self.wrapped, name)
-
-
-def unwrap(reward: Any) -> Any:
-    """The reward behind a :class:`CountingReward` (or ``reward`` itself)."""
-    return reward.wrapped if isinstance(reward, CountingReward) else reward
