@@ -94,3 +94,39 @@ def test_installed_plugin_scores_image_files(site: Path, tmp_path: Path) -> None
     assert bad.stderr.strip() == (
         "error: jpeg_compressibility: option 'quality': expected an integer 1-100, got 500"
     )
+
+
+def _readme_block(marker: str) -> str:
+    """The README code block whose first line is ``marker``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in text.split("```")[1::2]:
+        body = block.split("\n", 1)[1]
+        if body.startswith(marker):
+            return body
+    raise AssertionError(f"no README code block starts with {marker!r}")
+
+
+def test_the_readmes_plugin_example_installs_and_scores(tmp_path: Path) -> None:
+    """The package a reader builds from the README's two blocks, as written."""
+    package = tmp_path / "myplugin"
+    module = package / "src" / "dsharp_reward_myplugin"
+    module.mkdir(parents=True)
+    (module / "__init__.py").write_text(_readme_block("# src/dsharp_reward_myplugin/__init__.py"))
+    (package / "pyproject.toml").write_text(_readme_block("# pyproject.toml"))
+    target = tmp_path / "site"
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
+    command += ["--no-index", "--disable-pip-version-check", "--target", str(target), str(package)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    listed = dsharp(target, "rewards", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)["rewards"]}
+    assert rows["myreward"]["distribution"] == "dsharp-reward-myplugin"
+    image = tmp_path / "grey.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (51, 51, 51)).save(image)
+    scored = dsharp(target, "rewards", "score", "myreward", str(image), "--prompt", "x", "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["scores"] == [pytest.approx(0.2, abs=1e-3)]
