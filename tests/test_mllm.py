@@ -62,6 +62,7 @@ class Reply:
     body: Any = None
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    html: str | None = None  # a web page instead of JSON (a base_url that is no API)
 
 
 def grade_json(overall: float, aspect: float = 7.0) -> str:
@@ -136,8 +137,11 @@ class GraderServer:
                 else:
                     payload = reply.body if reply.body is not None else {"error": {"message": "x"}}
                 data = json.dumps(payload).encode()
+                kind = "application/json"
+                if reply.html is not None:
+                    data, kind = reply.html.encode(), "text/html"
                 self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
@@ -262,6 +266,20 @@ def test_prose_without_json_fails_loudly_after_retries(
     assert "unusable reply: the reply has no JSON object" in message
     assert "'The image is lovely" in message and "after 3 attempts" in message
     assert len(server.requests) == 3  # one try and max_retries retries, then no invented score
+
+
+def test_a_web_page_instead_of_json_is_an_unusable_reply_not_a_crash(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    server.responder = lambda body, n: Reply(html="<html><body>Open WebUI</body></html>")
+    with pytest.raises(RewardError) as error:
+        score(grader(server, tmp_path, max_retries=1), images(1), ["a red cube"])
+    message = str(error.value)
+    assert "unusable reply: not a chat completion" in message and "Open WebUI" in message
+    assert "after 2 attempts" in message and len(server.requests) == 2
+    missing = grader(server, tmp_path, max_retries=0, on_error="missing")
+    scores, _ = score(missing, images(1), ["a red cube"])
+    assert torch.isnan(scores).all()
 
 
 def test_missing_mode_marks_nan_and_counts_it(server: GraderServer, tmp_path: Path) -> None:
@@ -437,6 +455,29 @@ def test_the_key_never_leaks(
     texts.append(json.dumps(reward(images(1), ["a red cube"], [{}])[1]))  # cached: info
     assert not [t for t in texts if KEY in t]
     assert KEY.encode() not in (tmp_path / "grades.sqlite").read_bytes()
+
+
+def test_a_key_echoed_into_the_grade_reasons_is_scrubbed(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    def echo_in_reason(body: dict[str, Any], n: int) -> Reply:
+        doc = json.loads(grade_json(8.0))
+        doc["accuracy"]["reason"] = f"request had Authorization: Bearer {KEY}"
+        return Reply(content=json.dumps(doc))
+
+    server.responder = echo_in_reason
+    reward = grader(server, tmp_path)
+    _, info = score(reward, images(1), ["a red cube"])
+    assert KEY not in json.dumps(info) and "<redacted>" in json.dumps(info)
+    assert KEY.encode() not in (tmp_path / "grades.sqlite").read_bytes()
+
+
+def test_a_token_pasted_into_api_key_env_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "hf_abcDEF123canary"
+    monkeypatch.delenv(token, raising=False)
+    with pytest.raises(RewardError) as error:
+        build_mllm_reward(model="m", base_url="http://127.0.0.1:9/v1", api_key_env=token)
+    assert token not in str(error.value) and "named by api_key_env" in str(error.value)
 
 
 def test_the_cli_scores_and_fails_in_one_line_without_the_key(

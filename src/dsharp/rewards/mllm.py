@@ -50,6 +50,7 @@ _FALLBACK = {"json_schema": "json_object", "json_object": "none"}  # what 'auto'
 _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 _RETRY_AFTER_CAP_S = 60.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SCRUBBED = "<redacted>"
 
 # (key in the reply, the aspect as the paper names it, what the grader should look at)
@@ -264,6 +265,19 @@ def _snippet(text: str | None, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
+def _reply_content(reply: Any) -> tuple[str | None, str | None]:
+    """The first choice's text and finish reason. A reply that is no chat completion (the
+    client hands back the raw body when a server at ``base_url`` answers 200 with a web page)
+    is a :class:`GradeParseError`, retried like any unusable reply."""
+    choices = getattr(reply, "choices", None)
+    if not isinstance(choices, list):
+        raise GradeParseError(f"not a chat completion: {_snippet(str(reply))}")
+    if not choices:
+        return None, None
+    message = getattr(choices[0], "message", None)
+    return getattr(message, "content", None), getattr(choices[0], "finish_reason", None)
+
+
 def _pixel_hash(image: Image.Image) -> str:
     """A hash of the pixels themselves, stable across PNG encoders and Pillow versions."""
     rgb = image.convert("RGB")
@@ -394,22 +408,26 @@ class MLLMGrader:
             except Exception as e:  # a client-side bug or odd reply: report, do not crash peers
                 problem = f"request failed ({type(e).__name__}: {e})"
             else:
-                self._remember_mode(mode)
-                usage = getattr(reply, "usage", None)
-                out.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-                out.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-                choice = reply.choices[0] if reply.choices else None
-                text = choice.message.content if choice is not None else None
                 try:
-                    out.grade = parse_grade(text)
-                    return out
+                    text, finish_reason = _reply_content(reply)
                 except GradeParseError as e:
-                    cut = (
-                        " (cut off at max_tokens)"
-                        if choice and choice.finish_reason == "length"
-                        else ""
-                    )
-                    problem = f"unusable reply: {e}{cut}; reply: {_snippet(text)}"
+                    problem = f"unusable reply: {e}"
+                else:
+                    self._remember_mode(mode)
+                    usage = getattr(reply, "usage", None)
+                    out.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+                    out.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+                    try:
+                        grade = parse_grade(text)
+                        # A server may echo request headers into its reasons: never keep the key.
+                        grade["reasons"] = {
+                            k: _scrub(v, self._secret) for k, v in grade["reasons"].items()
+                        }
+                        out.grade = grade
+                        return out
+                    except GradeParseError as e:
+                        cut = " (cut off at max_tokens)" if finish_reason == "length" else ""
+                        problem = f"unusable reply: {e}{cut}; reply: {_snippet(text)}"
             if failures >= s.max_retries:
                 tries = failures + 1
                 out.error = f"{problem} (after {tries} attempt{'s' if tries > 1 else ''})"
@@ -557,9 +575,13 @@ def _read_key(api_key_env: Any) -> tuple[str, str]:
         raise _bad("api_key_env", f"not an environment variable name{hint}")
     key = os.environ.get(api_key_env, "").strip()
     if not key:
+        # Only a conventional (upper-case) name is echoed: a token pasted here by mistake
+        # (e.g. hf_...) is also a valid variable name.
+        name = api_key_env if _CONVENTIONAL_ENV_NAME.match(api_key_env) else "named by api_key_env"
         raise RewardError(
-            f"mllm: environment variable {api_key_env} is not set: the grader reads its API "
-            "key from it (for a local server without auth set it to any value, e.g. 'none')"
+            f"mllm: environment variable {name} is not set: the grader reads its API key from "
+            "it (api_key_env holds the variable's NAME; for a local server without auth set the "
+            "variable to any value, e.g. 'none')"
         )
     return api_key_env, key
 
