@@ -501,3 +501,47 @@ def test_check_prompts_asks_rewards_that_can_tell_and_respects_on_error() -> Non
     check_prompts([RewardSpec(name="shapes", on_error="missing")], bad)
     # a reward that registers no check is not asked
     check_prompts([RewardSpec(name="clip")], bad)
+
+
+def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
+    """Which one won would depend on load order; the run would silently use one. Naming the
+    reward then says why it is missing and how to choose."""
+
+    def claim(name: str):
+        class Claim:
+            @hookimpl
+            def register_rewards(self, register):
+                register(RewardInfo(name="contested", factory=build_const))
+                register(RewardInfo(name=f"only_{name}", factory=build_const))
+
+        return Claim()
+
+    plugins.load_plugins()
+    plugins.pm.register(claim("a"), name="test-claim-a")
+    plugins.pm.register(claim("b"), name="test-claim-b")
+    try:
+        registry = plugins.reward_registry()
+        with pytest.raises(plugins.UnknownRewardError) as error:
+            plugins.get_reward_info("contested")
+    finally:
+        plugins.pm.unregister(name="test-claim-a")
+        plugins.pm.unregister(name="test-claim-b")
+    assert "contested" not in registry and {"only_a", "only_b"} <= set(registry)
+    message = str(error.value)
+    assert "unknown reward 'contested'" in message
+    assert "registered by several plugins, so neither is used" in message
+    assert "test-claim-a" in message and "test-claim-b" in message
+    assert "DSHARP_LOAD_PLUGINS" in message
+
+
+def test_an_unknown_reward_says_plugins_failed_or_were_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plugins, "_load_failures", [plugins.PluginFailure("x", "d", "boom")])
+    monkeypatch.setattr(plugins, "_registration_failures", [])
+    monkeypatch.delenv("DSHARP_LOAD_PLUGINS", raising=False)
+    message = plugins.unknown_reward_message("jpeg", {"shapes": None})
+    assert "1 plugin failed to load" in message
+    monkeypatch.setattr(plugins, "_load_failures", [])
+    monkeypatch.setenv("DSHARP_LOAD_PLUGINS", "")
+    assert "DSHARP_LOAD_PLUGINS limits" in plugins.unknown_reward_message("jpeg", {})

@@ -283,11 +283,11 @@ class RewardSpec(_Section):
 
 def check_reward_name(name: str) -> None:
     """Raise ``ValueError`` naming close matches if no installed plugin provides ``name``."""
-    from dsharp.rewards.plugins import reward_registry
+    from dsharp.rewards.plugins import reward_registry, unknown_reward_message
 
     known = reward_registry()
     if name not in known:
-        raise ValueError(unknown_name_message("reward", name, known))
+        raise ValueError(unknown_reward_message(name, known))
 
 
 class _PromptSource(_Section):

@@ -233,6 +233,7 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
     """Call every ``register_rewards`` hook, one plugin at a time, in registration order."""
     registry: dict[str, RegisteredReward] = {}
     failures: list[PluginFailure] = []
+    clashes: dict[str, list[str]] = {}  # a name two third-party plugins claim: its claimants
     impls = manager.hook.register_rewards.get_hookimpls()
     for impl in sorted(impls, key=lambda i: i.plugin_name != BUILTIN_NAME):  # built-ins first
         name = impl.plugin_name
@@ -249,6 +250,25 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
                 failures.append(PluginFailure(name, dist, problem))
             else:
                 registry[info.name] = RegisteredReward(info, name, dist, version)
+            if isinstance(info, RewardInfo) and info.name in clashes:
+                clashes[info.name].append(f"{name} ({dist or 'not installed'})")
+            elif problem and isinstance(info, RewardInfo) and info.name in registry:
+                first = registry[info.name]
+                if first.plugin != BUILTIN_NAME:  # two third-party claims: use neither
+                    clashes[info.name] = [
+                        f"{first.plugin} ({first.distribution or 'not installed'})",
+                        f"{name} ({dist or 'not installed'})",
+                    ]
+    for reward, claimants in clashes.items():
+        del registry[reward]
+        failures.append(
+            PluginFailure(
+                claimants[-1].split(" (")[0],
+                None,
+                f"reward {reward!r} is registered by several plugins, so neither is used: "
+                f"{', '.join(claimants)}; choose one with {ENV_VAR}",
+            )
+        )
     return registry, failures
 
 
@@ -296,10 +316,26 @@ def get_reward_info(name: str) -> RewardInfo:
     """The registered ``RewardInfo`` for ``name``; ``UnknownRewardError`` lists known names."""
     registry = reward_registry()
     if name not in registry:
-        from dsharp.config import unknown_name_message
-
-        raise UnknownRewardError(unknown_name_message("reward", name, registry))
+        raise UnknownRewardError(unknown_reward_message(name, registry))
     return registry[name].info
+
+
+def unknown_reward_message(name: str, registry: dict[str, RegisteredReward]) -> str:
+    """``unknown reward 'x' (known: ...)``, and why it may be missing: the plugin failure
+    that names it, else how many plugins failed to load, else the allow-list."""
+    from dsharp.config import unknown_name_message
+
+    message = unknown_name_message("reward", name, registry)
+    failures = [*_load_failures, *_registration_failures]
+    about = [f for f in failures if f"reward {name!r}" in f.error]
+    if about:
+        return f"{message}; {about[-1].error}"
+    if failures:
+        plural = "s" if len(failures) > 1 else ""
+        message += f"; {len(failures)} plugin{plural} failed to load (`dsharp rewards list`: why)"
+    if allowed_distributions() is not None:
+        message += f"; {ENV_VAR} limits which plugins load"
+    return message
 
 
 # --------------------------------------------------------------------------- building
