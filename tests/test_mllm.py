@@ -505,7 +505,7 @@ def test_the_cli_scores_and_fails_in_one_line_without_the_key(
         failed = CliRunner().invoke(app, [*args, "--set", "cache_path=none"])
         assert failed.exit_code == 1
         assert len(failed.stderr.strip().splitlines()) == 1
-        assert failed.stderr.startswith("error: mllm grader (my-vlm)")
+        assert failed.stderr.startswith("error: reward 'mllm': mllm grader (my-vlm)")
         assert reason in failed.stderr and KEY not in failed.output
 
 

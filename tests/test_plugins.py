@@ -370,6 +370,40 @@ def test_on_error_raise_propagates_and_missing_marks_all() -> None:
         _combine(({"name": "x"}, FixedReward([1.0, 2.0, 3.0])))(_images(2), ["p"] * 2, [{}] * 2)
 
 
+def test_a_rewards_own_exception_stops_naming_it_even_with_on_error_missing() -> None:
+    """on_error: missing covers RewardError (a sample it cannot score); a ValueError or
+    TypeError is a fault in the reward, reported with its name and type."""
+
+    class Broken:
+        differentiable = False
+
+        def __call__(self, images, prompts, metadata):
+            raise TypeError("'NoneType' object is not subscriptable")
+
+    for on_error in ("raise", "missing"):
+        combined = _combine(({"name": "plug", "on_error": on_error}, Broken()))
+        with pytest.raises(RewardError, match=r"reward 'plug' failed: TypeError: 'NoneType'"):
+            combined(_images(2), ["p"] * 2, [{}] * 2)
+
+
+def test_infinite_scores_are_refused_or_missing_like_nan() -> None:
+    with pytest.raises(RewardError, match="reward 'x' returned inf for 1 sample"):
+        _combine(({"name": "x"}, FixedReward([math.inf, 1.0])))(_images(2), ["p"] * 2, [{}] * 2)
+    total, info = _combine(({"name": "x", "on_error": "missing"}, FixedReward([-math.inf, 1.0])))(
+        _images(2), ["p"] * 2, [{}] * 2
+    )
+    assert math.isnan(total[0]) and total[1].item() == 1.0 and info["missing"] == 1
+
+    class ListInfo:
+        differentiable = False
+
+        def __call__(self, images, prompts, metadata):
+            return torch.ones(len(prompts)), ["not", "a", "dict"]
+
+    with pytest.raises(RewardError, match="reward 'x' returned info of type list"):
+        _combine(({"name": "x"}, ListInfo()))(_images(2), ["p"] * 2, [{}] * 2)
+
+
 def test_zero_weight_reports_only_and_repeated_names_get_keys() -> None:
     combined = _combine(
         ({"name": "r"}, FixedReward([1.0, 2.0])),
@@ -453,6 +487,12 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
         app, ["rewards", "score", "fake_const", "--image", str(tmp_path / "x.png"), "--prompt", "x"]
     )
     assert missing.exit_code == 1 and "x.png: cannot read image" in missing.stderr
+    # scored with training's checks: a NaN or inf score is refused, not printed as a score
+    for value, word in ((".nan", "NaN"), (".inf", "inf")):
+        args = ["rewards", "score", "fake_const", str(paths[0]), "--prompt", "x"]
+        refused = CliRunner().invoke(app, [*args, "--set", f"value={value}"])
+        assert refused.exit_code == 1, refused.output
+        assert f"reward 'fake_const' returned {word} for 1 sample" in refused.stderr
 
 
 def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_path: Path) -> None:

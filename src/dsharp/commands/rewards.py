@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def score_cmd(
     """Build one reward and score image files with it."""
     try:
         from dsharp.config import parse_reward_spec
-        from dsharp.rewards.plugins import build_reward
+        from dsharp.rewards.combine import CombinedReward
 
         image = [*(images or []), *image]
         if not image:
@@ -117,12 +118,15 @@ def score_cmd(
             )
         prompts = prompt * len(image) if len(prompt) == 1 else prompt
         spec = parse_reward_spec({"name": name, "options": _parse_sets(sets)}, "--set")
-        reward = build_reward(spec)
-        scores, info = reward(_load_images(image), prompts, [{} for _ in image])
-        values = [None if v != v else v for v in scores.detach().float().cpu().tolist()]
-        result = {"reward": name, "scores": values, "info": info}
+        # Scored with training's checks: shape, NaN and inf, a plugin's error named.
+        reward = CombinedReward([spec])
+        _, combined = reward(_load_images(image), prompts, [{} for _ in image])
+        key = reward.keys[0]
+        result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = json.dumps(result, indent=None if as_json else 2, default=str)
     except Exception as e:  # the command's contract: any failure is one line and exit 1
+        if os.environ.get("DSHARP_DEBUG"):
+            raise
         # A plugin's unexpected exception keeps its type name: the message alone may not say.
         text = one_line(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
         typer.echo(f"error: {' '.join(text.split())}", err=True)

@@ -9,7 +9,7 @@ scores appear in ``info`` but it never touches the total.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -90,19 +90,31 @@ class CombinedReward:
         batch, device = len(images), images.tensor.device
         try:
             scores, info = reward(images, prompts, metadata)
-        except RewardError as e:
+        except RewardError as e:  # the reward could not score these samples
             if spec.on_error == "raise":
                 raise RewardError(f"reward {key!r}: {e}") from e
             message = " ".join(str(e).split())
             return torch.full((batch,), math.nan, device=device), {"error": message}
+        except Exception as e:
+            # Any other exception is a fault in the reward, not a sample it could not score:
+            # it stops the run whatever on_error says, naming the reward and the error's type.
+            text = " ".join(str(e).split())
+            raise RewardError(f"reward {key!r} failed: {type(e).__name__}: {text}") from e
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
             raise RewardError(
                 f"reward {key!r} returned scores of shape {shape}, expected ({batch},)"
             )
+        if info is not None and not isinstance(info, Mapping):
+            raise RewardError(f"reward {key!r} returned info of type {type(info).__name__}")
         scores = scores.to(
             device=device, dtype=scores.dtype if scores.is_floating_point() else torch.float32
         )
+        infinite = int(torch.isinf(scores).sum())
+        if infinite:  # no score to rank or average: as unscorable as NaN
+            if spec.on_error == "raise":
+                raise RewardError(f"reward {key!r} returned inf for {infinite} sample(s)")
+            scores = scores.masked_fill(torch.isinf(scores), math.nan)
         nans = int(torch.isnan(scores).sum())
         if nans and spec.on_error == "raise":
             raise RewardError(
