@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dsharp.bench import T2I_BENCH
 from dsharp.generate import SampleSettings, generate
 from dsharp.models.base import DiffusionModel
 from dsharp.rewards.base import RewardImages
@@ -34,7 +35,7 @@ class Bench:
     groupings: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
 
 
-T2I_COMPBENCH = "t2i-compbench"
+T2I_COMPBENCH = T2I_BENCH
 
 
 def get_bench(name: str) -> Bench:

@@ -15,8 +15,6 @@ a study is as quick as validating a recipe.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -43,6 +41,7 @@ from dsharp.config import (
 )
 from dsharp.curves import finite_number, step_series
 from dsharp.io import atomic_save_png, pyplot
+from dsharp.report import to_csv
 
 EVAL_FILE = "eval.json"
 """Each evaluated row's result, beside its ``recipe.yaml``."""
@@ -682,14 +681,6 @@ def eval_metric(result: dict[str, Any], name: str) -> float | None:
     return metric_value(result, name)
 
 
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def plot_steps(
     curves: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     spec: PlotSpec,
@@ -732,7 +723,7 @@ def plot_steps(
     atomic_save_png(fig, png)
     header = ["series", "step", spec.y, f"{spec.y}_smooth"]
     header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
-    atomic_write_text(csv_path, _csv_text(header, table))
+    atomic_write_text(csv_path, to_csv(header, table))
 
 
 def plot_nfe(
@@ -770,7 +761,7 @@ def plot_nfe(
     ax.grid(alpha=0.3)
     ax.legend()
     atomic_save_png(fig, png)
-    atomic_write_text(csv_path, _csv_text(["series", "row", "nfe_per_image", spec.y], table))
+    atomic_write_text(csv_path, to_csv(["series", "row", "nfe_per_image", spec.y], table))
 
 
 def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:

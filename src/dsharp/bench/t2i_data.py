@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -75,13 +74,10 @@ def download_url(name: str) -> str:
 
 
 def cache_dir() -> Path:
-    """``$DSHARP_CACHE/t2i-compbench``, else under ``$XDG_CACHE_HOME/dsharp`` or ``~/.cache``."""
-    if os.environ.get("DSHARP_CACHE"):
-        root = Path(os.environ["DSHARP_CACHE"]).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
-    return root / "t2i-compbench"
+    """``t2i-compbench`` under dsharp's cache root (:func:`dsharp.cache.cache_root`)."""
+    from dsharp.cache import cache_root
+
+    return cache_root() / "t2i-compbench"
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 
 import typer
 
+from dsharp.bench import T2I_BENCH
 from dsharp.commands.errors import require_counts, require_output_paths, user_errors
 
-T2I_COMPBENCH = "t2i-compbench"  # dsharp.evaluate.T2I_COMPBENCH, without importing torch
+T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
 
 
 def _parse_sets(items: list[str]) -> dict:

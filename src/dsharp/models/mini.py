@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from dsharp.cache import cache_root
+
 MINI_INIT_NAMES = {"plain": "dsharp-mini-init", "binding": "dsharp-mini-init-binding"}
 """The ``model.pretrained`` name of the untrained dsharp-mini with each text-encoder kind:
 ``plain``, the shipped dsharp-mini's encoder (no layers, each word read on its own), and
@@ -335,14 +337,6 @@ def save_mini_folder(folder: Path, tokenizer, text_encoder, unet) -> None:
 
 
 # -- the cached init folder ------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """``$DSHARP_CACHE``, else ``$XDG_CACHE_HOME/dsharp``, else ``~/.cache/dsharp``."""
-    if os.environ.get("DSHARP_CACHE"):
-        return Path(os.environ["DSHARP_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
 
 
 def _check_text_encoder(text_encoder: str) -> None:

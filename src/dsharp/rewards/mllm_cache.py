@@ -32,16 +32,10 @@ CREATE TABLE IF NOT EXISTS grades (
 
 
 def default_cache_path() -> Path:
-    """``$DSHARP_CACHE/mllm.sqlite``, else under ``$XDG_CACHE_HOME/dsharp`` or ``~/.cache``.
+    """``mllm.sqlite`` under dsharp's cache root (:func:`dsharp.cache.cache_root`)."""
+    from dsharp.cache import cache_root
 
-    The same root as the rest of dsharp's caches (see ``dsharp.models.mini.cache_root``).
-    """
-    if os.environ.get("DSHARP_CACHE"):
-        root = Path(os.environ["DSHARP_CACHE"]).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dsharp"
-    return root / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def grade_key(image_hash: str, prompt: str, model: str, image_format: str, template: str) -> str:
