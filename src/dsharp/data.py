@@ -12,11 +12,14 @@ import random
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from dsharp.methods.base import Batch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -254,7 +257,7 @@ class TrainingData:
         weights = self._category_weights
         return [rng.choice(rng.choices(groups, weights)[0][1]) for _ in range(batch_size)]
 
-    def batch(self, batch_size: int, step: int, process: int, micro: int):
+    def batch(self, batch_size: int, step: int, process: int, micro: int) -> Batch:
         """The micro-batch ``micro`` of optimisation step ``step`` on process ``process``."""
         from dsharp.methods.base import Batch
 

@@ -60,7 +60,9 @@ def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.
     )
 
 
-def make_lr_scheduler(optimizer: torch.optim.Optimizer, train: Any):
+def make_lr_scheduler(
+    optimizer: torch.optim.Optimizer, train: Any
+) -> torch.optim.lr_scheduler.LRScheduler:
     """The recipe's schedule, stepped once per optimizer step (the engine steps it)."""
     from diffusers.optimization import get_scheduler
 

@@ -149,7 +149,7 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None):
+def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None) -> _RunColumns:
     """Rich tables with one column per run and one row per metric, cut at render time into
     as many tables as it takes for each to fit the console that prints them, so that no
     number is folded across lines however many runs there are."""

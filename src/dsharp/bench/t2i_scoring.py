@@ -117,7 +117,7 @@ class T2IScorer:
             raise type(e)(f"t2i-compbench {what} evaluator: {e}") from e
 
     @cached_property
-    def blip(self):
+    def blip(self) -> Any:
         from dsharp.rewards.compositional import build_compositional_reward
 
         o = self.options
@@ -134,7 +134,7 @@ class T2IScorer:
         )
 
     @cached_property
-    def clip(self):
+    def clip(self) -> Any:
         from dsharp.rewards.clip import build_clip_reward
 
         o = self.options
@@ -146,7 +146,7 @@ class T2IScorer:
         )
 
     @cached_property
-    def detector(self):
+    def detector(self) -> Any:
         from dsharp.bench.detector import build_detector
 
         o = self.options

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from dsharp.commands.errors import user_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
@@ -132,7 +135,7 @@ def _say_which_evaluation(sources: list[Path]) -> None:
             )
 
 
-def paper_rich(columns: list[str], rows: list[list[Any]], title: str):
+def paper_rich(columns: list[str], rows: list[list[Any]], title: str) -> Table:
     """Paper / ours / delta rows as they come (one row per line, metrics as columns)."""
     from rich.table import Table
 

@@ -67,7 +67,9 @@ def combine_noises(noises: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return combined * (math.sqrt(combined[0].numel()) / combined.norm())
 
 
-def estimate_outcome(ctx: ImageContext, states: torch.Tensor, t: int, opts: DemonOptions):
+def estimate_outcome(
+    ctx: ImageContext, states: torch.Tensor, t: int, opts: DemonOptions
+) -> torch.Tensor:
     """Clean estimates of candidate states at timestep ``t`` (already clean when ``t < 0``)."""
     if t < 0:
         return states

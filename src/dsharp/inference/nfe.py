@@ -9,9 +9,12 @@ and whatever a method does, the count is what the UNet actually ran.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsharp.models.base import DiffusionModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NFECounter:
@@ -34,7 +37,7 @@ class NFECounter:
         self._saved = ("predict_noise" in own, own.get("predict_noise"))
         inner = self.model.predict_noise
 
-        def counted(latents, *args, **kwargs):
+        def counted(latents: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             self.rows += int(latents.shape[0])
             self.calls += 1
             return inner(latents, *args, **kwargs)

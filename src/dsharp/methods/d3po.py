@@ -34,7 +34,9 @@ from dsharp.methods.ddpo import (
 from dsharp.models.base import DiffusionModel
 
 
-def clamped_log_ratio(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, eps: float):
+def clamped_log_ratio(
+    log_prob: torch.Tensor, ref_log_prob: torch.Tensor, eps: float
+) -> torch.Tensor:
     """``log clamp(pi_theta / pi_ref, 1 - eps, 1 + eps)``: gradients flow only where the
     ratio is inside the band."""
     ratio = torch.exp(log_prob - ref_log_prob)

@@ -54,7 +54,9 @@ class Conditioning:
             {k: torch.cat([p.added[k] for p in parts]) for k in keys},
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Conditioning:
         """Move (and for floating tensors, cast) every tensor."""
 
         def move(t: torch.Tensor) -> torch.Tensor:

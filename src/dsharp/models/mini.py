@@ -19,10 +19,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dsharp.cache import cache_root
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 MINI_INIT_NAMES = {"plain": "dsharp-mini-init", "binding": "dsharp-mini-init-binding"}
 """The ``model.pretrained`` name of the untrained dsharp-mini with each text-encoder kind:
@@ -136,7 +141,7 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def make_tokenizer():
+def make_tokenizer() -> CLIPTokenizer:
     """The dsharp-mini ``CLIPTokenizer`` (``model_max_length`` = :data:`MAX_LENGTH`)."""
     from transformers import CLIPTokenizer
 
@@ -167,7 +172,7 @@ def _text_config(tokenizer, layers: int, hidden: int = TEXT_HIDDEN, heads: int =
     )
 
 
-def make_text_encoder(tokenizer):
+def make_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     """A random CLIP text encoder of width 128 without transformer layers (the ``plain``
     kind): token plus position embeddings and the final layer norm, drawn from the global
     torch RNG.
@@ -183,7 +188,7 @@ def make_text_encoder(tokenizer):
     return CLIPTextModel(_text_config(tokenizer, layers=0))
 
 
-def make_binding_text_encoder(tokenizer, seed: int = 0):
+def make_binding_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextModel:
     """A CLIP text encoder of width 128 with one hand-set layer, frozen: each word's output is
     ``[own word | previous word | the word before | position]`` (layer-normed).
 
@@ -251,7 +256,7 @@ def _set_binding_weights(model, tokenizer, generator: torch.Generator) -> None:
             attention.out_proj.weight[target, rows] = torch.eye(part)
 
 
-def make_unet(cross_attention_dim: int = TEXT_HIDDEN):
+def make_unet(cross_attention_dim: int = TEXT_HIDDEN) -> UNet2DConditionModel:
     """The pixel-space UNet (~3.9M parameters): 32x32 RGB, three levels (32, 16, 8 px) of
     32, 64, 128 channels, attention to the text at 8x8 and in the middle block only, since
     attention at 16x16 costs several times more on a CPU; objects are 2-3 cells wide at
@@ -273,7 +278,7 @@ def make_unet(cross_attention_dim: int = TEXT_HIDDEN):
     )
 
 
-def make_scheduler():
+def make_scheduler() -> DDIMScheduler:
     """DDIM for 32x32 pixel diffusion.
 
     - ``squaredcos_cap_v2`` (the cosine schedule of Nichol & Dhariwal 2021, made for small
@@ -319,7 +324,12 @@ def build_mini_init(folder: Path, seed: int = 0, text_encoder: str = "plain") ->
     return folder
 
 
-def save_mini_folder(folder: Path, tokenizer, text_encoder, unet) -> None:
+def save_mini_folder(
+    folder: Path,
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    unet: UNet2DConditionModel,
+) -> None:
     """Write a dsharp-mini diffusers folder (Stable Diffusion layout, no VAE) from its parts."""
     from diffusers import StableDiffusionPipeline
 

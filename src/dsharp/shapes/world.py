@@ -110,7 +110,11 @@ def render(
     return image
 
 
-def axis_offsets(kind: str, dx, dy):
+#: A centroid offset: one float, or an array of them.
+Offset = float | np.ndarray
+
+
+def axis_offsets(kind: str, dx: Offset, dy: Offset) -> tuple[Offset, Offset]:
     """For a relation "A kind B" and the centroid offset ``(dx, dy) = B - A`` (floats or
     arrays): the signed offset along the relation's axis (positive when it holds) and the
     offset along the other axis."""

@@ -12,8 +12,13 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTokenizer
 
 TINY_RESOLUTION = 64
 """Image side (pixels) the tiny models are built for: UNet sample_size 8 x VAE factor 8."""
@@ -53,7 +58,7 @@ def _write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n", "utf-8")
 
 
-def make_tiny_tokenizer():
+def make_tiny_tokenizer() -> CLIPTokenizer:
     """A CLIPTokenizer over a self-written byte-level vocabulary: any ASCII prompt tokenises."""
     from transformers import CLIPTokenizer
 
@@ -62,7 +67,7 @@ def make_tiny_tokenizer():
         return CLIPTokenizer.from_pretrained(tmp, model_max_length=_MAX_LENGTH)
 
 
-def make_tiny_scheduler():
+def make_tiny_scheduler() -> DDIMScheduler:
     """A DDIMScheduler configured like Stable Diffusion's."""
     from diffusers import DDIMScheduler
 

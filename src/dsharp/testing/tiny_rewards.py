@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import BertTokenizer
 
 TINY_IMAGE = 32
 """Image side (pixels) the tiny vision towers take (patch 8: 16 patches)."""
@@ -130,7 +133,7 @@ TINY_BERT_WORDS = (
 """Words of the tiny BERT vocabulary: enough for the test prompts; others map to [UNK]."""
 
 
-def make_tiny_bert_tokenizer(folder: Path):
+def make_tiny_bert_tokenizer(folder: Path) -> BertTokenizer:
     """A ``BertTokenizer`` over a small self-written vocabulary that also holds BLIP's extra
     tokens (``[DEC]``, the decoder's BOS, and ``[ENC]``), saved to ``folder`` and loaded back."""
     from transformers import BertTokenizer
