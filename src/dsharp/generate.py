@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -27,9 +27,6 @@ from dsharp.inference import (
 from dsharp.models.base import DiffusionModel
 from dsharp.progress import task_progress
 from dsharp.sampling import sample
-
-if TYPE_CHECKING:
-    from dsharp.config import SampleConfig
 
 SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
 
@@ -58,7 +55,7 @@ class SampleSettings:
         self.options = dict(self.options or {})
 
     @classmethod
-    def from_config(cls, cfg: SampleConfig, reward: Any = None) -> SampleSettings:
+    def from_config(cls, cfg: Any, reward: Any = None) -> SampleSettings:
         """From a recipe's ``sample`` section; ``reward``: the verifier (the recipe's rewards)."""
         options = dict(cfg.options)
         return cls(
@@ -100,7 +97,7 @@ def parse_sample_overrides(
     recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field)."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from dsharp.config import RecipeError, _first_error, apply_overrides
+    from dsharp.config import RecipeError, SampleConfig, _first_error, apply_overrides
 
     class _SampleSection(BaseModel):  # the `sample` field of a Recipe, errors located alike
         model_config = ConfigDict(extra="forbid", strict=True)
