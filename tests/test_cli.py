@@ -630,3 +630,22 @@ def test_tables_show_a_missing_value_as_a_dash_whether_nan_or_json_null():
     text = to_markdown(columns, rows)
     assert "None" not in text and "nan" not in text.lower()
     assert "| a | - | 0.5000 |" in text and "| b | - | - |" in text
+
+
+def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
+    for name, text in (("list.json", "[1, 2]"), ("other.json", '{"a": 1}')):
+        path = tmp_path / name
+        path.write_text(text)
+        result = _invoke(["compare", path, "--out", tmp_path / "out"])
+        assert result.exit_code == 1, result.output
+        assert f"{path}: not a dsharp evaluation" in result.stderr
+    assert not (tmp_path / "out" / "compare.md").exists()
+
+
+def test_eval_with_an_unknown_reward_is_one_line(tmp_path, prompt_file):
+    result = _invoke(
+        ["eval", "--model", "dsharp-mini", "--prompts", prompt_file, "--reward", "shapez"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unknown reward 'shapez', did you mean 'shapes'?")
+    assert len(result.stderr.strip().splitlines()) == 1 and "pydantic" not in result.stderr

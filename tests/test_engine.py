@@ -762,3 +762,29 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
         resolve_resume(run, str(older))
     assert resolve_resume(run, str(run / "checkpoints" / "step-000004")).name == "step-000004"
     assert resolve_resume(tmp_path / "branch", str(older)) == older
+
+
+def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
+    """Another lr or seed would train a mix of two runs under the first one's recipe.yaml;
+    a checkpoint past max_steps would train nothing. Both are refused before any model
+    loads; a longer max_steps (or other checkpointing, eval, sample) is how one resumes."""
+    from dsharp.config import recipe_to_yaml
+    from dsharp.engine import Trainer
+    from dsharp.methods.factory import with_method_defaults
+    from dsharp.resume import check_resume
+
+    run = tmp_path / "run"
+    first = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.max_steps=2")
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+
+    def resumed(*overrides: str):
+        return _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.resume=latest", *overrides)
+
+    check_resume(resumed("train.max_steps=4", "train.checkpoint_every=1"), checkpoint)
+    with pytest.raises(ValueError, match=r"^train\.lr: 0\.5 differs from .* the run being resumed"):
+        Trainer(resumed("train.max_steps=4", "train.lr=0.5"), progress=False)
+    with pytest.raises(ValueError, match=r"train\.max_steps: 1, but the checkpoint .* step 2"):
+        Trainer(resumed("train.max_steps=1"), progress=False)

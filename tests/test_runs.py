@@ -76,10 +76,10 @@ def test_runs_command_table_json_and_errors(tmp_path):
 def test_runs_table_says_which_evaluation_gave_the_score():
     from dsharp.commands.runs import _evaluation
 
-    assert _evaluation("eval-final.json") == "final"
-    assert _evaluation("eval-shapes-heldout.json") == "shapes-heldout"
-    assert _evaluation("eval.json") == "eval"
-    assert _evaluation(None) == "-"
+    assert _evaluation("eval-final.json", None, 4) == "final"
+    assert _evaluation("eval-shapes-heldout.json", None, None) == "shapes-heldout"
+    assert _evaluation("eval.json", 4, 4) == "eval"
+    assert _evaluation(None, None, 4) == "-"
 
 
 def test_runs_table_fits_80_columns_with_shared_method_and_model_in_the_title(tmp_path):
@@ -130,3 +130,28 @@ def test_a_run_folder_stands_for_its_own_evaluation_even_when_the_base_one_is_ne
     (run / "eval-final.json").unlink()
     with pytest.raises(FileNotFoundError, match="eval-base.json scores its base model"):
         load_result(run)
+
+
+def test_runs_on_a_run_folder_lists_it_and_on_a_file_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("method: {name: rlhf_sharpening}\n")
+    assert [r.name for r in find_runs(run)] == ["run"]
+    result = CliRunner().invoke(app, ["runs", str(run / "recipe.yaml")])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
+
+
+def test_a_score_of_an_earlier_checkpoint_says_its_step(tmp_path):
+    from dsharp.commands.runs import _evaluation
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        folder = run / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (run / "recipe.yaml").write_text("train: {max_steps: 4}\n")
+    (run / "eval-shapes.json").write_text(json.dumps({"overall": 0.5, "step": 2}))
+    (done,) = find_runs(run)
+    assert (done.score, done.score_step, done.step) == (0.5, 2, 4)
+    assert _evaluation(done.score_from, done.score_step, done.step) == "shapes @ step 2"
+    assert _evaluation("eval-final.json", 4, 4) == "final"

@@ -151,7 +151,11 @@ def read_prompts_file(path: Path) -> list[str]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    # allow_inf_nan=False: an infinite lr, beta or guidance passes every range check and
+    # trains or samples garbage ("lr": null, all-black images).
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class ModelConfig(_Section):
@@ -564,6 +568,7 @@ class Recipe(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     output_dir: str = Field(
         "runs/{recipe_name}",
+        min_length=1,
         description="Run folder; '{recipe_name}' is replaced by the recipe file's stem.",
     )
 

@@ -26,6 +26,7 @@ from dsharp.interrupts import StopRequests, TrainingInterrupted
 from dsharp.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl
 from dsharp.methods.factory import build_method
 from dsharp.progress import TrainProgress
+from dsharp.resume import check_resume
 
 
 def check_runtime(recipe: Any) -> None:
@@ -126,6 +127,10 @@ class Trainer:
                 f"output_dir {self.run_dir} already holds checkpoints of another run: "
                 "set train.resume=latest to continue it, or choose another output_dir"
             )
+        # Before anything loads: a resume must continue the run that wrote the checkpoint.
+        resume_from = ckpts.resolve_resume(self.run_dir, train.resume)
+        if resume_from is not None:
+            check_resume(recipe, resume_from)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.grad_accum,
@@ -168,7 +173,6 @@ class Trainer:
         # Table 1 holds equal across methods. Logged cumulatively as ``reward_evals``.
         self.counts_reward = self.reward is not None and self.method.trains_on_reward
         self.reward_evals = 0
-        resume_from = ckpts.resolve_resume(self.run_dir, train.resume)
         if resume_from is not None:
             acc.load_state(str(resume_from))
             state = ckpts.read_trainer_state(resume_from)

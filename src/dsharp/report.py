@@ -87,14 +87,25 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
                 )
                 + " (run dsharp eval first)"
             )
-        return source.name, with_train_reward_evals(json.loads(found[-1].read_text()), source)
+        return source.name, with_train_reward_evals(read_evaluation(found[-1]), source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
-    try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not JSON ({exc.msg})") from None
+    data = read_evaluation(source)
     return data.get("label") or _file_label(source), data
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """One evaluation JSON (``dsharp eval --json`` / ``eval*.json``); ``ValueError`` naming
+    the file when it is not JSON or not an evaluation (no ``overall`` or ``metrics``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not JSON (not text)") from None
+    if not isinstance(data, dict) or not ("overall" in data or "metrics" in data):
+        raise ValueError(f"{path}: not a dsharp evaluation (no 'overall' or 'metrics')")
+    return data
 
 
 def _file_label(source: Path) -> str:

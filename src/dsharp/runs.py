@@ -6,7 +6,6 @@ recipe, newest checkpoint and evaluations tells which to resume, compare or dele
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,7 +16,7 @@ import yaml
 
 from dsharp import checkpoints as ckpts
 from dsharp.io import read_jsonl
-from dsharp.report import eval_files
+from dsharp.report import eval_files, read_evaluation
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class RunSummary:
     reward: float | None  # mean reward of the last logged step
     score: float | None  # overall of the newest evaluation
     score_from: str | None  # which evaluation file gave ``score``
+    score_step: int | None  # the checkpoint step it scored, where the evaluation says
     updated: str  # newest change in the folder, local time (month-day hour:minute)
 
     def as_dict(self) -> dict[str, Any]:
@@ -41,10 +41,15 @@ class RunSummary:
 
 
 def find_runs(parent: Path) -> list[RunSummary]:
-    """Summaries of ``parent``'s sub-folders that hold a ``recipe.yaml``, newest first."""
+    """Summaries of ``parent``'s sub-folders that hold a ``recipe.yaml``, newest first; a run
+    folder itself given as ``parent`` is summarised alone."""
     parent = Path(parent)
+    if parent.is_file():
+        raise NotADirectoryError(f"{parent}: is a file, not a folder")
     if not parent.is_dir():
         raise FileNotFoundError(f"{parent}: no such folder")
+    if (parent / "recipe.yaml").is_file():
+        return [summarise_run(parent)]
     found = [summarise_run(p) for p in sorted(parent.iterdir()) if (p / "recipe.yaml").is_file()]
     return sorted(found, key=lambda r: r.updated, reverse=True)
 
@@ -60,7 +65,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
     step = ckpts.read_trainer_state(latest).get("step") if latest else None
     rows = read_jsonl(run_dir / "metrics.jsonl")
     rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
-    score, score_from = _newest_score(run_dir)
+    score, score_from, score_step = _newest_score(run_dir)
     return RunSummary(
         name=run_dir.name,
         path=str(run_dir),
@@ -72,6 +77,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
         reward=rewards[-1] if rewards else None,
         score=score,
         score_from=score_from,
+        score_step=score_step,
         updated=_updated(run_dir),
     )
 
@@ -86,16 +92,18 @@ def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
     return "stopped"
 
 
-def _newest_score(run_dir: Path) -> tuple[float | None, str | None]:
-    """``overall`` of the newest evaluation (eval-final.json beats eval-base.json)."""
+def _newest_score(run_dir: Path) -> tuple[float | None, str | None, int | None]:
+    """``overall`` of the newest evaluation (never eval-base.json), its file and the step it
+    scored (when the evaluation records one: ``dsharp eval --checkpoint`` does)."""
     for path in reversed(eval_files(run_dir)):
         try:
-            overall = json.loads(path.read_text()).get("overall")
+            result = read_evaluation(path)
         except (OSError, ValueError):
             continue
-        if _finite(overall):
-            return float(overall), path.name
-    return None, None
+        if _finite(result.get("overall")):
+            step = result.get("step")
+            return float(result["overall"]), path.name, step if isinstance(step, int) else None
+    return None, None, None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

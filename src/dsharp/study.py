@@ -41,6 +41,7 @@ from dsharp.config import (
 )
 from dsharp.curves import finite_number, step_series
 from dsharp.io import atomic_save_png, pyplot
+from dsharp.recipe_diff import first_difference
 from dsharp.report import to_csv
 
 EVAL_FILE = "eval.json"
@@ -328,11 +329,13 @@ def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> N
             from dsharp.posttrain import eval_settings
 
             eval_settings(recipe).validate()
-        from dsharp.prompt_checks import check_recipe_prompts
+        from dsharp.preflight import check_before_loading
 
-        check_recipe_prompts(recipe, training=plan.trained, evaluation=study.needs_eval)
+        check_before_loading(recipe, training=plan.trained, evaluation=study.needs_eval)
         if study.paper_table is not None:
             _paper_row(study.paper_table, plan)
+    except RecipeError as e:  # located inside the row's recipe
+        raise RecipeError(f"{e.field}: {e.reason}", source=source, field=where) from None
     except ValueError as e:
         raise RecipeError(str(e), source=source, field=where) from None
 
@@ -357,45 +360,6 @@ def _paper_row(table: str, plan: RowPlan) -> str | int | None:
 # --------------------------------------------------------------------------- planning
 
 
-def _comparable(data: dict[str, Any]) -> dict[str, Any]:
-    """A recipe as compared with a saved one: where it runs and how it resumes are not part
-    of what it computes."""
-    data = json.loads(json.dumps(data, default=str))
-    data.pop("output_dir", None)
-    data.get("train", {}).pop("resume", None)
-    return data
-
-
-def _first_difference(saved: Any, now: Any, loc: str = "") -> str | None:
-    if isinstance(saved, dict) and isinstance(now, dict):
-        for key in [*saved, *[k for k in now if k not in saved]]:
-            inner = f"{loc}.{key}" if loc else str(key)
-            if key not in saved or key not in now:
-                return inner
-            found = _first_difference(saved[key], now[key], inner)
-            if found:
-                return found
-        return None
-    if isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now):
-        for i, (a, b) in enumerate(zip(saved, now, strict=True)):
-            found = _first_difference(a, b, f"{loc}.{i}")
-            if found:
-                return found
-        return None
-    return None if saved == now else (loc or "(top level)")
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return None
-    return data
-
-
 def _read_eval(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -418,15 +382,6 @@ def _latest_step(plan: RowPlan) -> int | None:
     return int(found[-1].name.split("-")[1]) if found else None
 
 
-def _as_trained(recipe: Recipe) -> Recipe:
-    """The recipe as training saves it: with the method's own defaults filled in."""
-    from dsharp.methods.factory import fill_method_defaults
-
-    resolved = recipe.model_copy(deep=True)
-    fill_method_defaults(resolved.method)
-    return resolved
-
-
 def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
     """Fill in ``status`` (reuse / evaluate / train / resume from step N) and ``conflict``
     (why the folder holds another run) from what the row's folder holds."""
@@ -439,13 +394,16 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
             saved = parse_yaml(saved_path.read_text(encoding="utf-8"), str(saved_path)) or {}
         except (OSError, UnicodeDecodeError, RecipeError):
             saved = None
-        now = _comparable(recipe_to_dict(_as_trained(plan.recipe)))
+        from dsharp.methods.factory import with_method_defaults
+
+        now = recipe_to_dict(with_method_defaults(plan.recipe))
         if not isinstance(saved, dict):
             plan.conflict = f"{saved_path} is unreadable: {fix}"
         else:
-            diff = _first_difference(_comparable(saved), now)
-            if diff is not None:
-                was, new = _lookup(_comparable(saved), diff), _lookup(now, diff)
+            # Where it runs and how it resumes are not part of what it computes.
+            found = first_difference(saved, now, ignore=("output_dir", "train.resume"))
+            if found is not None:
+                diff, was, new = found
                 plan.conflict = (
                     f"{saved_path} differs from the study's recipe at {diff} "
                     f"(saved {was!r}, now {new!r}): {fix}"
@@ -621,14 +579,13 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
             ]
         else:
             from dsharp.bench.paper import paper_source
-            from dsharp.commands.compare import paper_rich
 
             p_columns, p_rows = paper
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
             md.append(to_markdown(p_columns, p_rows))
             atomic_write_text(out / "table-paper.csv", to_csv(p_columns, p_rows))
             outputs.append(out / "table-paper.csv")
-            tables.append(paper_rich(p_columns, p_rows, f"{title}: beside the paper"))
+            tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper"))
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-from dsharp.commands.errors import user_errors
-
-if TYPE_CHECKING:
-    from rich.table import Table
+from dsharp.commands.errors import require_output_paths, user_errors
 
 
 def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
@@ -46,7 +43,9 @@ def compare(
     sources: list[Path] = typer.Argument(
         ..., metavar="RUN_OR_JSON", help="Run folders (their eval*.json) or eval JSON files."
     ),
-    out: Path = typer.Option(Path("."), "--out", help="Folder for compare.md and compare.csv."),
+    out: Path = typer.Option(
+        Path("."), "--out", help="Folder for compare.md, compare.csv and compare.png."
+    ),
     against: str = typer.Option(
         None, "--against", help="'paper': put the paper's numbers beside ours, with deltas."
     ),
@@ -81,6 +80,7 @@ def compare(
     )
 
     with user_errors():
+        require_output_paths({"--out": out}, {})
         if against is None:
             _say_which_evaluation(sources)
         if against not in (None, "paper"):
@@ -100,7 +100,7 @@ def compare(
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
             title = f"dsharp compare --against paper ({table})"
-            rich_table = paper_rich(columns, rows, title)
+            rich_table = to_rich(columns, rows, title)  # split to the width, as the others
         else:
             named_list = distinct_labels([load_result(src) for src in sources], sources)
             columns, rows = build_table(named_list)
@@ -133,17 +133,3 @@ def _say_which_evaluation(sources: list[Path]) -> None:
                 "give a file to choose)",
                 err=True,
             )
-
-
-def paper_rich(columns: list[str], rows: list[list[Any]], title: str) -> Table:
-    """Paper / ours / delta rows as they come (one row per line, metrics as columns)."""
-    from rich.table import Table
-
-    from dsharp.report import _cell
-
-    table = Table(title=title)
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*[_cell(v) for v in row])
-    return table

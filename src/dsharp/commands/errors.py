@@ -35,12 +35,16 @@ def require_counts(counts: dict[str, int | None]) -> None:
 def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path | None]) -> None:
     """Refuse an output folder that is an existing file, or an output file that is an
     existing folder, before any work: otherwise the error comes when the results are saved."""
+    from dsharp.preflight import check_output_folder
+
     for flag, path in folders.items():
-        if path is not None and path.exists() and not path.is_dir():
-            raise ValueError(f"{flag} {path}: is a file, not a folder")
+        if path is not None:
+            check_output_folder(path, flag)
     for flag, path in files.items():
         if path is not None and path.is_dir():
             raise ValueError(f"{flag} {path}: is a folder; give a file name")
+        if path is not None:
+            check_output_folder(path.parent, f"{flag} {path}: its folder")
 
 
 def one_line(exc: BaseException) -> str:

@@ -75,10 +75,14 @@ def _scoring_specs(
 ) -> list[Any]:
     """The rewards that score the images: --reward, the --bench's, the recipe's eval
     rewards, the bench's, the recipe's rewards, or a run's (in that order)."""
-    from dsharp.config import RewardSpec
+    from dsharp.config import RewardSpec, check_reward_name, parse_reward_spec
 
     if reward:
-        return [RewardSpec(name=name, options=options) for name in reward]
+        specs = []
+        for name in reward:  # one line for an unknown name or a bad option, not pydantic's dump
+            check_reward_name(name)
+            specs.append(parse_reward_spec({"name": name, "options": options}, "--reward"))
+        return specs
     if recipe is not None and recipe.eval.rewards is not None and not bench:
         return list(recipe.eval.rewards)
     if spec_bench is not None:
@@ -163,7 +167,12 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
     from dsharp.builders import read_run_recipe
-    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
+    from dsharp.checkpoints import (
+        find_model_checkpoint,
+        latest_checkpoint,
+        read_trainer_state,
+        run_dir_of,
+    )
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
     from dsharp.generate import SampleSettings, parse_sample_overrides
@@ -273,9 +282,18 @@ def evaluate_cmd(
         }
         target = out
         default_name = _default_json_name(bench_name, prompts)
+        if checkpoint is not None:
+            ckpt = find_model_checkpoint(checkpoint)
+            result["step"] = int(read_trainer_state(ckpt).get("step", 0)) or None
         if target is None and checkpoint is not None:
-            # Beside recipe.yaml in the run folder, where `dsharp compare RUN` looks.
-            target = run_dir_of(find_model_checkpoint(checkpoint)) / default_name
+            run_dir = run_dir_of(ckpt)
+            newest = latest_checkpoint(run_dir)
+            if newest is not None and newest.resolve() != ckpt.resolve():
+                # An earlier checkpoint's score is not the run's: keep it beside that
+                # checkpoint, where `dsharp compare` and `dsharp runs` do not take it for one.
+                target = ckpt / default_name
+            else:  # beside recipe.yaml in the run folder, where `dsharp compare RUN` looks
+                target = run_dir / default_name
         elif target is None and rec is not None:
             target = rec.resolved_output_dir(Path(recipe).stem) / default_name
         if target is not None:

@@ -116,6 +116,11 @@ def validate_cmd(
             typer.echo(f"ok: {file} ({kind})")
             return
         recipe = load_recipe(Path(file), overrides or ())
+        from dsharp.posttrain import wants_report
+        from dsharp.preflight import check_before_loading
+
+        # What train would refuse before loading a model, so "ok" means train gets that far.
+        check_before_loading(recipe, source=file, evaluation=wants_report(recipe))
     except RecipeError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None

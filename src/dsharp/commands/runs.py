@@ -42,16 +42,12 @@ def runs(
         "model": [r.model or "-" for r in found],
         "steps": [_steps(r) for r in found],
         "score": ["-" if r.score is None else f"{r.score:.4f}" for r in found],
-        "from": [_evaluation(r.score_from) for r in found],
+        "from": [_evaluation(r.score_from, r.score_step, r.step) for r in found],
         "updated": [r.updated for r in found],
     }
     # A method or model that every run shares is said once, in the title, so that the
     # other columns fit an 80-column terminal.
-    shared = {
-        name: cells[name][0]
-        for name in ("method", "model")
-        if len(found) > 1 and len(set(cells[name])) == 1
-    }
+    shared = {name: cells[name][0] for name in ("method", "model") if len(set(cells[name])) == 1}
     title = f"dsharp runs {folder}"
     if shared:
         title += " (" + ", ".join(f"{k} {v}" for k, v in shared.items()) + ")"
@@ -80,12 +76,15 @@ def runs(
         )
 
 
-def _evaluation(file_name: str | None) -> str:
+def _evaluation(file_name: str | None, scored: int | None, newest: int | None) -> str:
     """Which evaluation gave the score: ``eval-shapes-heldout.json`` reads ``shapes-heldout``
-    (``final``: the report after training)."""
+    (``final``: the report after training), with ``@ step N`` when it scored a checkpoint
+    older than the run's newest (the run trained on after it was evaluated)."""
     if file_name is None:
         return "-"
-    return file_name.removesuffix(".json").removeprefix("eval-").removeprefix("eval") or "eval"
+    name = file_name.removesuffix(".json").removeprefix("eval-").removeprefix("eval") or "eval"
+    stale = scored is not None and newest is not None and scored < newest
+    return f"{name} @ step {scored}" if stale else name
 
 
 def _steps(run: RunSummary) -> str:

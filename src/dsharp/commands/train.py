@@ -31,9 +31,9 @@ def train(
     try:
         cfg = load_recipe(recipe, overrides or [])
         from dsharp.posttrain import wants_report
-        from dsharp.prompt_checks import check_recipe_prompts
+        from dsharp.preflight import check_before_loading
 
-        check_recipe_prompts(cfg, source=str(recipe), evaluation=wants_report(cfg))
+        check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
     except RecipeError as exc:
         typer.echo(f"recipe error: {exc}", err=True)
         raise typer.Exit(2) from None

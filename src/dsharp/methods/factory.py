@@ -26,9 +26,19 @@ class UnknownOptionError(TypeError, ValueError):
 
 
 def _keyword_defaults(cls: type) -> dict[str, Any]:
-    """Keyword-only constructor parameters of ``cls`` with their defaults."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """Keyword-only constructor parameters of ``cls`` with their defaults, and those of its
+    bases where its constructor passes ``**kwargs`` on."""
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for p in params:
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                out.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return out
 
 
 def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
@@ -52,6 +62,21 @@ def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
                 f"method.{field}: not used by {cfg.name} (its method.* fields: {used}; "
                 "method-specific settings go in method.options)"
             )
+    _check_option_keys(cfg, defaults, generic)
+    kwargs: dict[str, Any] = {}
+    for field in generic:
+        if field not in defaults:
+            continue
+        if field not in cfg.model_fields_set:
+            setattr(cfg, field, defaults[field])
+        kwargs[field] = getattr(cfg, field)
+    kwargs.update(cfg.options)
+    return kwargs
+
+
+def _check_option_keys(cfg: Any, defaults: dict[str, Any], generic: list[str]) -> None:
+    """Every key of ``method.options`` must be a constructor keyword that is not a generic
+    ``method.*`` field; else :class:`UnknownOptionError` naming it (and a close match)."""
     options = [name for name in defaults if name not in generic]
     for key in cfg.options:
         if key in generic:
@@ -63,15 +88,36 @@ def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
             raise UnknownOptionError(
                 f"method.options.{key}: unknown option of {cfg.name}{hint} (known: {known})"
             )
-    kwargs: dict[str, Any] = {}
-    for field in generic:
-        if field not in defaults:
-            continue
-        if field not in cfg.model_fields_set:
-            setattr(cfg, field, defaults[field])
-        kwargs[field] = getattr(cfg, field)
-    kwargs.update(cfg.options)
-    return kwargs
+
+
+def _sharpening_class(name: str) -> type | None:
+    from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
+
+    return {"rlhf_sharpening": RLHFSharpening, "sft_sharpening": SFTSharpening}.get(name)
+
+
+def check_method_section(cfg: Any) -> None:
+    """What :func:`build_method` would refuse, checked without a model (so that ``dsharp
+    recipes validate`` and ``dsharp train`` say it before any weights load): a generic
+    ``method.*`` field the method does not use, or an unknown ``method.options`` key."""
+    baseline = _BASELINES.get(cfg.name)
+    if baseline is not None:
+        module, cls_name = baseline
+        cls = getattr(importlib.import_module(module), cls_name)
+        resolve_method_kwargs(cfg.model_copy(deep=True), cls)
+        return
+    cls = _sharpening_class(cfg.name)
+    if cls is not None:
+        schema = type(cfg).model_fields
+        generic = [f for f in schema if f not in ("name", "options")]
+        defaults = _keyword_defaults(cls)
+        for field in generic:
+            if field not in defaults and getattr(cfg, field) != schema[field].default:
+                used = ", ".join(f for f in generic if f in defaults)
+                raise ValueError(
+                    f"method.{field}: not used by {cfg.name} (its method.* fields: {used})"
+                )
+        _check_option_keys(cfg, defaults, generic)
 
 
 def fill_method_defaults(cfg: Any) -> None:
@@ -86,6 +132,13 @@ def fill_method_defaults(cfg: Any) -> None:
     for field in type(cfg).model_fields:
         if field in defaults and field not in cfg.model_fields_set:
             setattr(cfg, field, defaults[field])
+
+
+def with_method_defaults(recipe: Any) -> Any:
+    """A copy of ``recipe`` as training saves it: with the method's own defaults filled in."""
+    resolved = recipe.model_copy(deep=True)
+    fill_method_defaults(resolved.method)
+    return resolved
 
 
 def build_method(
@@ -109,6 +162,7 @@ def build_method(
         timestep_max=cfg.timestep_max,
         **cfg.options,
     )
+    check_method_section(cfg)
     if cfg.name == "sft_sharpening":
         return SFTSharpening(model, reward, height, width, **common)
     if cfg.name == "rlhf_sharpening":

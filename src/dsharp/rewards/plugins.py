@@ -404,6 +404,18 @@ def _check_options(
         raise RewardError(f"reward {reward!r}: bad options: {e} (accepted: {listing})") from None
 
 
+def check_reward_options(spec: RewardSpec) -> None:
+    """``RewardError`` when the spec's options are not keywords its factory takes: what
+    :func:`build_reward` would refuse, checked without building (no weights load)."""
+    info = get_reward_info(spec.name)
+    factory = info.factory.resolve() if isinstance(info.factory, LazyFactory) else info.factory
+    signature = _parameters(factory)
+    options = dict(spec.options)
+    if _accepts(signature, "on_error"):
+        options["on_error"] = spec.on_error
+    _check_options(spec.name, signature, options)
+
+
 def build_reward(spec: RewardSpec) -> Reward:
     """Build the reward a spec names, with its options.
 

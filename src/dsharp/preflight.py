@@ -1,0 +1,70 @@
+"""Everything about a recipe that can be checked without model weights, checked before any
+load: so that ``dsharp recipes validate`` says what ``dsharp train`` would refuse, and
+``train`` refuses it in seconds rather than after the model has loaded.
+
+Value checks that need the model (a timestep range against its schedule, an option's value
+that only the method's constructor reads) stay where the model is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from dsharp.config import RecipeError
+
+
+def first_existing_non_folder(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (or ``path`` itself) when it is not a folder:
+    writing under it would fail only when the results are saved."""
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output_folder(path: Path, name: str = "") -> None:
+    """``ValueError`` (naming the flag ``name``, if given) when ``path`` cannot become a
+    folder because it, or a folder it would be made in, is a file."""
+    blocker = first_existing_non_folder(Path(path))
+    if blocker is not None:
+        where = "is a file" if blocker == Path(path) else f"would be made inside {blocker}, a file"
+        raise ValueError(f"{f'{name} ' if name else ''}{path}: {where}, not a folder")
+
+
+def check_before_loading(
+    recipe: Any, *, source: str | None = None, training: bool = True, evaluation: bool = True
+) -> None:
+    """Raise :class:`RecipeError` (naming ``source`` and the field) for the first problem:
+    a prompt the rewards cannot score, a method field or option the method does not take, a
+    reward option its reward does not take, an output folder that cannot be made."""
+    from dsharp.methods.factory import check_method_section
+    from dsharp.prompt_checks import check_recipe_prompts
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
+
+    check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
+    checks: list[tuple[str, Any]] = [("method", lambda: check_method_section(recipe.method))]
+    for i, spec in enumerate(recipe.rewards):
+        checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
+    for i, spec in enumerate(recipe.eval.rewards or []):
+        checks.append((f"eval.rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
+    if training:
+        out = Path(recipe.output_dir)
+        checks.append(("output_dir", lambda: check_output_folder(out)))
+    for field, check in checks:
+        try:
+            check()
+        except (ValueError, RewardError) as err:
+            where, reason = _located(str(err), field)
+            raise RecipeError(reason, source=source, field=where) from None
+
+
+def _located(message: str, field: str) -> tuple[str, str]:
+    """(field, reason): a message that starts with a more precise location inside ``field``
+    (``method.options.foo: unknown option``) is reported at that location."""
+    match = re.match(r"^([A-Za-z_][\w.]*): (.+)$", message)
+    if match and match.group(1).split(".")[0] == field.split(".")[0]:
+        return match.group(1), match.group(2)
+    return field, message

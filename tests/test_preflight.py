@@ -1,0 +1,79 @@
+"""`dsharp recipes validate` says what `dsharp train` would refuse before any model loads, and
+`train` refuses it in one line before loading: method fields and options the method does
+not take, reward options its reward does not take, prompts the rewards cannot score, an
+output folder that cannot be made, infinite numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+DDPO = ROOT / "recipes" / "mini" / "ddpo.yaml"
+SFT = ROOT / "recipes" / "mini" / "sft.yaml"
+
+
+def _validate(recipe: Path, *overrides: str):
+    return CliRunner().invoke(app, ["recipes", "validate", str(recipe), *overrides])
+
+
+@pytest.mark.parametrize(
+    ("recipe", "override", "expected"),
+    [
+        (
+            QUICKSTART,
+            "method.options.foo=1",
+            "method.options.foo: unknown option of rlhf_sharpening",
+        ),
+        (QUICKSTART, "method.options.sampel_weight=1", "did you mean 'sample_weight'?"),
+        (SFT, "method.beta=3", "method.beta: not used by sft_sharpening"),
+        (DDPO, "method.m=5", "method.m: not used by ddpo"),
+        (
+            QUICKSTART,
+            "rewards.0.options.bogus=1",
+            "rewards.0.options: reward 'shapes': bad options",
+        ),
+        (
+            QUICKSTART,
+            "eval.prompts=[a photo of a cat]",
+            "eval.prompts: reward 'shapes' cannot score",
+        ),
+        (QUICKSTART, "train.lr=.inf", "train.lr: expected a finite number"),
+        (QUICKSTART, "sample.guidance=.inf", "sample.guidance: expected a finite number"),
+        (QUICKSTART, 'output_dir=""', "output_dir:"),
+    ],
+)
+def test_validate_refuses_what_train_would(recipe: Path, override: str, expected: str):
+    result = _validate(recipe, override)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_output_folder_under_a_file_is_refused_by_validate_and_train(tmp_path: Path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    result = _validate(QUICKSTART, f"output_dir={blocker}/run")
+    assert result.exit_code == 2
+    assert f"output_dir: {blocker}/run: would be made inside {blocker}, a file" in result.stderr
+    train = CliRunner().invoke(app, ["train", str(QUICKSTART), f"output_dir={blocker}"])
+    assert train.exit_code == 2 and f"output_dir: {blocker}: is a file" in train.stderr
+
+
+def test_train_refuses_an_unknown_sharpening_option_in_one_line_before_loading(tmp_path: Path):
+    result = CliRunner().invoke(
+        app, ["train", str(QUICKSTART), "method.options.foo=1", f"output_dir={tmp_path / 'r'}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "method.options.foo: unknown option" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_the_shipped_recipes_still_validate():
+    for recipe in (QUICKSTART, DDPO, SFT):
+        result = _validate(recipe)
+        assert result.exit_code == 0, result.output
