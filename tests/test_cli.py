@@ -503,6 +503,20 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     assert result.exit_code == 0, result.output
     assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith(f"{run.name},")
 
+    # An earlier checkpoint's evaluation stays beside it: it is not the run's score.
+    import shutil
+
+    step = written["step"]
+    older = run / "checkpoints" / f"step-{step:06d}"  # the newest: the run's own score above
+    newer = run / "checkpoints" / f"step-{step + 1:06d}"
+    shutil.copytree(older, newer)
+    (newer / "trainer_state.json").write_text(json.dumps({"step": step + 1}))
+    (run / "eval-rewards-p.json").unlink()
+    result = _invoke(["eval", "--checkpoint", older, *args[3:], "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((older / "eval-rewards-p.json").read_text())["step"] == step
+    assert not (run / "eval-rewards-p.json").exists()
+
 
 def test_version_flag_prints_the_installed_distribution_version():
     from importlib.metadata import version
