@@ -276,6 +276,10 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise RecipeError("expected a mapping at the top level", source=source)
+    if "rows" not in data and ("model" in data or "method" in data):
+        raise RecipeError(
+            "a recipe, not a study (a study has `rows`): run it with dsharp train", source=source
+        )
     from dsharp.config import _DEFER_REWARD_NAMES, _SKIP_FILE_CHECKS
 
     try:

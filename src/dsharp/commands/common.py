@@ -10,9 +10,16 @@ from dsharp.models.base import DiffusionModel
 
 
 def pick_device(device: str) -> torch.device:
+    """``--device``: ``auto`` (CUDA when available, else CPU) or a torch device name."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: expected auto, cpu or cuda[:N], got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here (use cpu or auto)")
+    return resolved
 
 
 def load_model_for_inference(

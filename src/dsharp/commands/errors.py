@@ -47,6 +47,11 @@ def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path 
             check_output_folder(path.parent, f"{flag} {path}: its folder")
 
 
+def debugging() -> bool:
+    """``DSHARP_DEBUG=1``: show tracebacks instead of one-line errors."""
+    return bool(os.environ.get("DSHARP_DEBUG"))
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith(("'", '"')):
@@ -62,7 +67,7 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
     except typer.Exit:
         raise
     except USER_ERRORS as exc:
-        if os.environ.get("DSHARP_DEBUG"):
+        if debugging():
             raise
         print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
         raise typer.Exit(code) from None

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from dsharp.commands.errors import debugging
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -26,6 +28,8 @@ def list_cmd(
         folder = folder if folder is not None else find_recipes_dir()
         summaries = list_recipes(folder)
     except RecipeError as e:
+        if debugging():
+            raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     if as_json:
@@ -86,8 +90,10 @@ def _runnable(command: str, file: Path) -> str:
 
 
 def _verb(command: str, file: Path) -> str:
-    """The recipe's run command without its path (``dsharp eval --recipe``)."""
-    return " ".join(word for word in command.split() if not _names(word, file))
+    """The recipe's run command with ``RECIPE`` for its path (``dsharp eval --recipe``; words
+    after the path keep their place: ``dsharp train RECIPE data.dataset=...``)."""
+    words = ["RECIPE" if _names(word, file) else word for word in command.split()]
+    return " ".join(words[:-1] if words and words[-1] == "RECIPE" else words)
 
 
 def _names(word: str, file: Path) -> bool:
@@ -122,6 +128,8 @@ def validate_cmd(
         # What train would refuse before loading a model, so "ok" means train gets that far.
         check_before_loading(recipe, source=file, evaluation=wants_report(recipe))
     except RecipeError as e:
+        if debugging():
+            raise
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")

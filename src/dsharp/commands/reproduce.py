@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import user_errors
+from dsharp.commands.errors import debugging, user_errors
 
 
 def _plan_table(loaded, selected) -> object:
@@ -58,6 +58,8 @@ def reproduce(
         plan_study(loaded)
         selected = select_rows(loaded, only)
     except RecipeError as exc:
+        if debugging():
+            raise
         typer.echo(f"study error: {exc}", err=True)
         raise typer.Exit(2) from None
     console.print(_plan_table(loaded, selected))

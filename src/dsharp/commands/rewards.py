@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dsharp.commands.errors import USER_ERRORS, one_line
+from dsharp.commands.errors import USER_ERRORS, debugging, one_line
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -125,7 +124,7 @@ def score_cmd(
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = json.dumps(result, indent=None if as_json else 2, default=str)
     except Exception as e:  # the command's contract: any failure is one line and exit 1
-        if os.environ.get("DSHARP_DEBUG"):
+        if debugging():
             raise
         # A plugin's unexpected exception keeps its type name: the message alone may not say.
         text = one_line(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"

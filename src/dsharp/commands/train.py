@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dsharp.commands.errors import user_errors
+from dsharp.commands.errors import debugging, user_errors
 
 if TYPE_CHECKING:
     from dsharp.config import Recipe
@@ -35,6 +35,8 @@ def train(
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
     except RecipeError as exc:
+        if debugging():
+            raise
         typer.echo(f"recipe error: {exc}", err=True)
         raise typer.Exit(2) from None
     with user_errors("error"):
