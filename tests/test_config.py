@@ -347,14 +347,15 @@ def test_cli_list_commands_run_from_the_working_directory(
     (row,) = json.loads(listing.stdout)
     assert row["command"] == "dsharp train recipes/mini/quick.yaml train.max_steps=2"
 
-    table = CliRunner().invoke(app, ["recipes", "list", "recipes"], env={"COLUMNS": "200"})
+    table = CliRunner().invoke(app, ["recipes", "list", "recipes"], env={"COLUMNS": "300"})
     assert table.exit_code == 0, table.output
     assert "recipes in recipes" in table.output
-    assert "run one as: COMMAND recipes/RECIPE" in table.output
+    assert "run one as: its command, with RECIPE = recipes/RECIPE" in table.output
     (line,) = [x for x in table.output.splitlines() if "quick.yaml" in x]
-    # the first column holds the path below the listed folder; the command, the rest
+    # the first column holds the path below the listed folder; the command, the rest, with
+    # the overrides after RECIPE where they go
     assert "mini/quick.yaml" in line and "recipes/mini" not in line
-    assert "dsharp train train.max_steps=2" in " ".join(line.replace("│", " ").split())
+    assert "dsharp train RECIPE train.max_steps=2" in " ".join(line.replace("│", " ").split())
 
 
 def test_misspelled_key_fails_without_loading_torch_or_plugins(recipe_file: Path) -> None:

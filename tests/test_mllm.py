@@ -404,6 +404,13 @@ def test_cache_makes_rescoring_free(server: GraderServer, tmp_path: Path) -> Non
     score(grader(server, tmp_path, model="other-vlm"), batch, prompts)
     score(grader(server, tmp_path, cache_path="none"), batch, prompts)
     assert len(server.requests) == 8
+    # the same model name on another server is another grader: its grades are not reused
+    other = GraderServer()
+    try:
+        score(grader(other, tmp_path), batch, prompts)
+        assert len(other.requests) == 2
+    finally:
+        other.close()
 
 
 def test_failures_are_not_cached_and_duplicates_cost_one_request(

@@ -56,7 +56,7 @@ def list_cmd(
     where = _relative(folder)
     table = Table(
         title=f"recipes in {where}",
-        caption=f"run one as: COMMAND {Path(where) / 'RECIPE'}",
+        caption=f"run one as: its command, with RECIPE = {Path(where) / 'RECIPE'}",
         title_justify="left",
         expand=True,  # so that the ratios below apply
         caption_justify="left",

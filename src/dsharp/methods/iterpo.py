@@ -21,7 +21,6 @@ of this method: run it outside dsharp and point the recipe at the retrained rewa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.models.base import DiffusionModel
-from dsharp.rewards.base import RewardError, RewardImages
+from dsharp.rewards.base import RewardImages
 from dsharp.rewards.combine import batch_zscore
 from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, prev_timestep
 
@@ -128,16 +127,14 @@ class IterPO(TrainingMethod):
             weight = spec.weight if spec is not None else 1.0
             grad = weight != 0 and torch.is_grad_enabled()
             with torch.set_grad_enabled(grad):
-                pixels = images if grad else images.detach()
-                try:
-                    scores, _ = built(RewardImages(pixels), prompts, metadata)
-                except RewardError as e:
-                    if spec is None or spec.on_error == "raise":
-                        raise RewardError(f"reward {key!r}: {e}") from e
-                    scores = torch.full((images.shape[0],), math.nan, device=images.device)
+                pixels = RewardImages(images if grad else images.detach())
+                if spec is not None:  # a CombinedReward's part: its checks, as in training
+                    scores, _ = self.reward.score_component(
+                        key, spec, built, pixels, prompts, metadata
+                    )
+                else:
+                    scores, _ = built(pixels, prompts, metadata)
             scores = scores.to(images.device, torch.float32)
-            if spec is not None and spec.on_error == "raise" and bool(torch.isnan(scores).any()):
-                raise RewardError(f"reward {key!r} returned NaN but its on_error is 'raise'")
             if spec is not None and spec.normalize == "batch_zscore":
                 scores = batch_zscore(scores)
             if weight != 0:

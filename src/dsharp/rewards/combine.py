@@ -78,7 +78,7 @@ class CombinedReward:
         """Images scored so far (an image every component scored counts once)."""
         return max(r.images for r in self.rewards)
 
-    def _score(
+    def score_component(
         self,
         key: str,
         spec: RewardSpec,
@@ -87,6 +87,9 @@ class CombinedReward:
         prompts: Sequence[str],
         metadata: Sequence[dict[str, Any]],
     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One component's scores ``(B,)`` with every check training applies (``on_error``,
+        shape, NaN and inf, a plugin's own exception named), unweighted. Gradients flow
+        through: IterPO calls it per component to back-propagate through each reward."""
         batch, device = len(images), images.tensor.device
         try:
             scores, info = reward(images, prompts, metadata)
@@ -138,7 +141,7 @@ class CombinedReward:
         missing_by_reward: dict[str, int] = {}
         infos: dict[str, dict[str, Any]] = {}
         for key, spec, reward in zip(self.keys, self.specs, self.rewards, strict=True):
-            scores, info = self._score(key, spec, reward, images, prompts, metadata)
+            scores, info = self.score_component(key, spec, reward, images, prompts, metadata)
             raw[key] = _as_list(scores)
             missing_by_reward[key] = int(torch.isnan(scores).sum())
             infos[key] = info

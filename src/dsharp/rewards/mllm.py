@@ -481,8 +481,9 @@ class MLLMGrader:
         if len(prompts) != batch:
             raise RewardError(f"mllm: got {batch} images but {len(prompts)} prompts")
         pils = images.pil
+        server = str(getattr(self._client, "base_url", "") or "")
         keys = [
-            grade_key(_pixel_hash(im), str(p), s.model, s.image_format, TEMPLATE_VERSION)
+            grade_key(_pixel_hash(im), str(p), s.model, s.image_format, TEMPLATE_VERSION, server)
             for im, p in zip(pils, prompts, strict=True)
         ]
         cached = self._cache.get_many(keys) if self._cache is not None else {}

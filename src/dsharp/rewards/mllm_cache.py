@@ -38,9 +38,17 @@ def default_cache_path() -> Path:
     return cache_root() / CACHE_FILE
 
 
-def grade_key(image_hash: str, prompt: str, model: str, image_format: str, template: str) -> str:
-    """A stable hex key for one grade request (JSON-encoded so no field can bleed into another)."""
-    payload = json.dumps([template, model, image_format, prompt, image_hash], ensure_ascii=False)
+def grade_key(
+    image_hash: str, prompt: str, model: str, image_format: str, template: str, server: str = ""
+) -> str:
+    """A stable hex key for one grade request (JSON-encoded so no field can bleed into another).
+
+    ``server`` (the base URL) is part of it: local servers often all call their model
+    ``default``, and one server's grades must not answer for another's."""
+    fields = [template, model, image_format, prompt, image_hash]
+    if server:
+        fields.append(server)
+    payload = json.dumps(fields, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
