@@ -155,3 +155,20 @@ def test_a_score_of_an_earlier_checkpoint_says_its_step(tmp_path):
     assert (done.score, done.score_step, done.step) == (0.5, 2, 4)
     assert _evaluation(done.score_from, done.score_step, done.step) == "shapes @ step 2"
     assert _evaluation("eval-final.json", 4, 4) == "final"
+
+
+def test_training_warnings_say_when_nothing_was_scored_or_paired(tmp_path):
+    from dsharp.runs import training_warnings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 1, "reward": None, "pairs": 0}, {"step": 2, "reward": None, "pairs": 0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    found = training_warnings(run)
+    assert len(found) == 2 and "every reward was missing" in found[0]
+    assert "no logged step had a usable best/worst pair" in found[1]
+    rows[1] |= {"reward": 0.5, "pairs": 1}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_warnings(run) == []
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.1}) + "\n")  # finetune
+    assert training_warnings(run) == []

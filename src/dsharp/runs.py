@@ -123,3 +123,23 @@ def _updated(run_dir: Path) -> str:
     times = [run_dir.stat().st_mtime]
     times += [p.stat().st_mtime for p in run_dir.iterdir()]
     return datetime.fromtimestamp(max(times)).strftime("%m-%d %H:%M")
+
+
+def training_warnings(run_dir: Path) -> list[str]:
+    """What a finished run's metrics say went wrong without an error: no step scored a sample
+    (every reward missing), or no step had a usable pair to learn from (all ties)."""
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    warnings = []
+    rewards = [r["reward"] for r in rows if "reward" in r]
+    if rewards and not any(_finite(v) for v in rewards):
+        warnings.append(
+            "no logged step scored a sample: every reward was missing (see reward_missing in "
+            "metrics.jsonl), so training had nothing to learn from"
+        )
+    pairs = [r["pairs"] for r in rows if "pairs" in r]
+    if pairs and not any(_finite(v) and v > 0 for v in pairs):
+        warnings.append(
+            "no logged step had a usable best/worst pair (ties or missing scores): the loss "
+            "was zero throughout"
+        )
+    return warnings

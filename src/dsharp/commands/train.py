@@ -61,6 +61,10 @@ def train(
         from dsharp.posttrain import post_train_report, wants_report
 
         if PartialState().is_main_process:
+            from dsharp.runs import training_warnings
+
+            for warning in training_warnings(run_dir):
+                typer.echo(f"warning: {warning}", err=True)
             if (run_dir / CURVES_PNG).exists():
                 typer.echo(f"training curves: {run_dir / CURVES_PNG}")
             if wants_report(cfg):
