@@ -407,17 +407,11 @@ def _check_options(
 def check_reward_options(spec: RewardSpec) -> None:
     """``RewardError`` when the spec's options are not keywords its factory takes: what
     :func:`build_reward` would refuse, checked without building (no weights load)."""
-    info = get_reward_info(spec.name)
-    factory = info.factory.resolve() if isinstance(info.factory, LazyFactory) else info.factory
-    signature = _parameters(factory)
-    options = dict(spec.options)
-    if _accepts(signature, "on_error"):
-        options["on_error"] = spec.on_error
-    _check_options(spec.name, signature, options)
+    _checked_factory(spec)
 
 
-def build_reward(spec: RewardSpec) -> Reward:
-    """Build the reward a spec names, with its options.
+def _checked_factory(spec: RewardSpec) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The spec's factory and the keywords to call it with, checked against its signature.
 
     The factory is passed ``on_error=spec.on_error`` when it declares an ``on_error``
     parameter: that is how a reward is told to mark samples it cannot score as NaN.
@@ -430,6 +424,13 @@ def build_reward(spec: RewardSpec) -> Reward:
     if _accepts(signature, "on_error"):
         options["on_error"] = spec.on_error
     _check_options(spec.name, signature, options)
+    return factory, options
+
+
+def build_reward(spec: RewardSpec) -> Reward:
+    """Build the reward a spec names, with its options (see :func:`_checked_factory` for
+    how ``on_error`` reaches it)."""
+    factory, options = _checked_factory(spec)
     reward = factory(**options)
     if not isinstance(reward, Reward):
         raise RewardError(
