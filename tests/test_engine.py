@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -784,6 +785,11 @@ def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
         return _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.resume=latest", *overrides)
 
     check_resume(resumed("train.max_steps=4", "train.checkpoint_every=1"), checkpoint)
+    # a run saved before a field existed: that field, at its default, is no difference
+    older = yaml.safe_load((run / "recipe.yaml").read_text())
+    del older["train"]["weight_decay"], older["method"]["target"]
+    (run / "recipe.yaml").write_text(yaml.safe_dump(older))
+    check_resume(resumed("train.max_steps=4"), checkpoint)
     with pytest.raises(ValueError, match=r"^train\.lr: 0\.5 differs from .* the run being resumed"):
         Trainer(resumed("train.max_steps=4", "train.lr=0.5"), progress=False)
     with pytest.raises(ValueError, match=r"train\.max_steps: 1, but the checkpoint .* step 2"):

@@ -5,7 +5,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+
+def saved_recipe_data(path: Path) -> dict[str, Any] | None:
+    """A run's saved ``recipe.yaml`` as data with every field of today's schema: read through
+    it, so that a field added since the run was saved (at its default) is no difference. As
+    written when it no longer validates; None when it cannot be read as a mapping."""
+    from dsharp.config import RecipeError, parse_yaml, recipe_from_dict, recipe_to_dict
+
+    try:
+        raw = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, RecipeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return recipe_to_dict(recipe_from_dict(raw, source=str(path), validate_files=False))
+    except ValueError:  # RecipeError included: compare what was written
+        return raw
 
 
 def first_difference(

@@ -28,9 +28,9 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
     """``ValueError`` when resuming ``recipe`` from ``checkpoint`` would not continue the run
     that wrote it: a recipe that differs from the run's saved one outside
     :data:`RESUMABLE_CHANGES`, or a checkpoint already past ``train.max_steps``."""
-    from dsharp.config import parse_yaml, recipe_to_dict
+    from dsharp.config import recipe_to_dict
     from dsharp.methods.factory import with_method_defaults
-    from dsharp.recipe_diff import first_difference
+    from dsharp.recipe_diff import first_difference, saved_recipe_data
 
     step = int(ckpts.read_trainer_state(checkpoint).get("step", 0))
     if step > recipe.train.max_steps:
@@ -39,10 +39,8 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
             f"step {step}: raise max_steps to train on"
         )
     saved_path = ckpts.run_dir_of(checkpoint) / "recipe.yaml"
-    if not saved_path.is_file():
-        return
-    saved = parse_yaml(saved_path.read_text(encoding="utf-8"), str(saved_path))
-    if not isinstance(saved, dict):
+    saved = saved_recipe_data(saved_path) if saved_path.is_file() else None
+    if saved is None:  # a checkpoint without its run's recipe: nothing to hold it to
         return
     now = recipe_to_dict(with_method_defaults(recipe))
     found = first_difference(saved, now, ignore=RESUMABLE_CHANGES)

@@ -41,7 +41,7 @@ from dsharp.config import (
 )
 from dsharp.curves import finite_number, step_series
 from dsharp.io import atomic_save_png, pyplot
-from dsharp.recipe_diff import first_difference
+from dsharp.recipe_diff import first_difference, saved_recipe_data
 from dsharp.report import to_csv
 
 EVAL_FILE = "eval.json"
@@ -394,10 +394,7 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
     latest = _latest_step(plan)
     fix = f"delete {plan.run_dir} or change output_dir"
     if saved_path.exists():
-        try:
-            saved = parse_yaml(saved_path.read_text(encoding="utf-8"), str(saved_path)) or {}
-        except (OSError, UnicodeDecodeError, RecipeError):
-            saved = None
+        saved = saved_recipe_data(saved_path)
         from dsharp.methods.factory import with_method_defaults
 
         now = recipe_to_dict(with_method_defaults(plan.recipe))
