@@ -103,6 +103,7 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
         "another base model": [str(runs[0]), str(other_base)],
         "a LoRA run (model.lora_rank: 2)": [str(lora)],
         "no checkpoint found": [str(tmp_path / "missing")],
+        "the same checkpoint as": [str(runs[0]), str(runs[1]), str(runs[0])],
     }
     for expected, sources in cases.items():
         out = tmp_path / f"out-{len(expected)}"
