@@ -60,7 +60,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
         if not (ckpt / UNET_WEIGHTS).is_file():
             raise FileNotFoundError(f"{path}: {ckpt / UNET_WEIGHTS} is missing")
         step = int(read_trainer_state(ckpt).get("step", 0))
-        twice = [s.path for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
+        twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
         if twice:  # it would weigh that run double in the mean
             raise ValueError(f"{path}: the same checkpoint as {twice[0]}: give each run once")
         sources.append(MergeSource(Path(path), ckpt, step, recipe))
