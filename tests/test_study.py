@@ -335,3 +335,20 @@ def test_row_whose_base_leaves_method_defaults_unset_reuses_its_own_run(tmp_path
     (again,) = plan_study(load_study(tmp_path / "study.yaml"))
     assert again.conflict is None, again.conflict
     assert again.status == "train"
+
+
+def test_a_figure_row_without_values_fails_before_any_figure_opens(tmp_path: Path):
+    from dsharp.io import pyplot
+    from dsharp.study import PlotSpec, plot_steps
+
+    plt = pyplot()
+    before = len(plt.get_fignums())
+    with pytest.raises(ValueError, match="empty: no 'loss' values"):
+        plot_steps(
+            [("ok", [{"step": 1, "loss": 0.5}]), ("empty", [{"step": 1}])],
+            PlotSpec(x="step", y="loss"),
+            "t",
+            tmp_path / "f.png",
+            tmp_path / "f.csv",
+        )
+    assert len(plt.get_fignums()) == before and not (tmp_path / "f.png").exists()

@@ -653,12 +653,13 @@ def plot_steps(
 
     from dsharp.io import atomic_write_text
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    table: list[list[Any]] = []
-    for label, rows in curves:
-        points = step_series(rows, spec.y, spec.band, spec.smooth)
+    series = [(label, step_series(rows, spec.y, spec.band, spec.smooth)) for label, rows in curves]
+    for label, points in series:  # before any figure exists: a failure leaves none open
         if not points:
             raise ValueError(f"{label}: no {spec.y!r} values in its metrics.jsonl")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table: list[list[Any]] = []
+    for label, points in series:
         steps = [p["step"] for p in points]
         smooth = [p["y_smooth"] for p in points]
         (line,) = ax.plot(steps, smooth, label=label, linewidth=1.6)
