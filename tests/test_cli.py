@@ -663,3 +663,10 @@ def test_eval_with_an_unknown_reward_is_one_line(tmp_path, prompt_file):
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unknown reward 'shapez', did you mean 'shapes'?")
     assert len(result.stderr.strip().splitlines()) == 1 and "pydantic" not in result.stderr
+
+
+def test_a_checkpoint_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    missing = tmp_path / "no-run"
+    result = _invoke(["sample", "--checkpoint", missing, "-p", "a red circle", "--out", tmp_path])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: --checkpoint: {missing}: no such folder"

@@ -92,6 +92,8 @@ def find_model_checkpoint(path: Path) -> Path:
     path = Path(path)
     if (path / "trainer_state.json").exists():
         return path
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint: {path}: no such folder")
     latest = latest_checkpoint(path)
     if latest is None:
         raise FileNotFoundError(f"--checkpoint: no checkpoint found in {path}")
