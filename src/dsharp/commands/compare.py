@@ -105,6 +105,11 @@ def compare(
             named_list = distinct_labels([load_result(src) for src in sources], sources)
             columns, rows = build_table(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare")
+        if against is None:
+            from dsharp.comparability import comparability_notes
+
+            for note in comparability_notes(named_list):
+                typer.echo(f"note: {note}", err=True)
         written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
         atomic_write_text(written[0], to_markdown(columns, rows))
         atomic_write_text(written[1], to_csv(columns, rows))

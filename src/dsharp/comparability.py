@@ -1,0 +1,54 @@
+"""Whether evaluations can be compared as they stand: the same sampler, seeds and prompts.
+
+A table of two evaluations drawn with different sampling steps, or on different prompts,
+still prints numbers side by side; these notes say so, so that nobody reads a sampler's
+difference as a model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The sampling settings that change what an evaluation's images are.
+SAMPLING_KEYS = ("method", "steps", "guidance", "eta", "height", "width", "options")
+
+
+def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per way the evaluations differ in how they were drawn (empty: comparable).
+    Fields an evaluation does not record are not compared."""
+    if len(named) < 2:
+        return []
+    notes = []
+    samples = [(label, res.get("sample")) for label, res in named]
+    for key in SAMPLING_KEYS:
+        if not all(isinstance(s, dict) and key in s for _, s in samples):
+            continue
+        values = [s[key] for _, s in samples]
+        if _differ(values):
+            shown = ", ".join(f"{label}: {_short(s[key])}" for label, s in samples)
+            notes.append(f"sampling differs in {key} ({shown}): a gap may be the sampler's")
+    seeds = [(label, res.get("seeds")) for label, res in named]
+    if all(s is not None for _, s in seeds) and _differ([s for _, s in seeds]):
+        shown = ", ".join(f"{label}: {_short(s)}" for label, s in seeds)
+        notes.append(f"seeds differ ({shown})")
+    prompts = [(label, _prompt_set(res)) for label, res in named]
+    if all(p is not None for _, p in prompts) and _differ([p for _, p in prompts]):
+        counts = ", ".join(f"{label}: {len(p)}" for label, p in prompts)
+        notes.append(f"prompt sets differ ({counts} prompts): a gap may be the prompts'")
+    return notes
+
+
+def _prompt_set(result: dict[str, Any]) -> frozenset[str] | None:
+    images = result.get("images")
+    if not isinstance(images, list) or not images:
+        return None
+    return frozenset(str(img.get("prompt")) for img in images if isinstance(img, dict))
+
+
+def _differ(values: list[Any]) -> bool:
+    return any(v != values[0] for v in values[1:])
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,50 @@
+"""`dsharp compare` says when its sources were drawn differently (sampler, seeds, prompts):
+a table of them still prints, but a gap may not be the model's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+from dsharp.comparability import comparability_notes
+
+
+def _result(steps: int = 25, seeds=(0, 1), prompts=("a red circle",)) -> dict:
+    sample = {"method": "default", "steps": steps, "guidance": 5.0, "eta": 0.0}
+    sample |= {"height": None, "width": None, "options": {}}
+    images = [{"prompt": p, "seed": s, "score": 0.5} for p in prompts for s in seeds]
+    return {"overall": 0.5, "sample": sample, "seeds": list(seeds), "images": images}
+
+
+def test_the_same_drawing_gives_no_note():
+    assert comparability_notes([("a", _result()), ("b", _result())]) == []
+    assert comparability_notes([("a", _result())]) == []
+
+
+def test_each_difference_is_named_with_each_sources_value():
+    notes = comparability_notes(
+        [("a", _result()), ("b", _result(steps=5, seeds=(0,), prompts=("a blue square",)))]
+    )
+    assert notes == [
+        "sampling differs in steps (a: 25, b: 5): a gap may be the sampler's",
+        "seeds differ (a: [0, 1], b: [0])",
+        "prompt sets differ (a: 1, b: 1 prompts): a gap may be the prompts'",
+    ]
+
+
+def test_fields_an_evaluation_does_not_record_are_not_compared():
+    older = {"overall": 0.4, "metrics": {}}
+    assert comparability_notes([("a", _result()), ("old", older)]) == []
+
+
+def test_compare_prints_the_notes_on_stderr(tmp_path: Path):
+    paths = []
+    for name, steps in (("base", 25), ("quick", 5)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_result(steps=steps)))
+    result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "note: sampling differs in steps (base: 25, quick: 5)" in result.stderr
