@@ -492,6 +492,9 @@ def test_compare_labels_run_files_by_their_run_and_keeps_repeated_labels_apart(t
 def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_run, tmp_path):
     run, result = train_run("sd", "rlhf_sharpening")
     assert result.exit_code == 0, result.output
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert environment["rewards"]["shapes"]["distribution"] == "dsharp"
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red square\n")
     args = ["eval", "--checkpoint", run, "--prompts", prompts, "--seeds", "1", "--steps", "2"]

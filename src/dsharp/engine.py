@@ -22,8 +22,15 @@ from dsharp import checkpoints as ckpts
 from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
+from dsharp.environment import environment_record
 from dsharp.interrupts import StopRequests, TrainingInterrupted
-from dsharp.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl
+from dsharp.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+)
 from dsharp.methods.factory import build_method
 from dsharp.progress import TrainProgress
 from dsharp.resume import check_resume
@@ -112,6 +119,10 @@ def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict
     return {k: gathered[:, i].nanmean().item() for i, k in enumerate(keys)}
 
 
+#: Versions, machine and reward plugins of the run (:mod:`dsharp.environment`).
+ENVIRONMENT_JSON = "environment.json"
+
+
 class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
@@ -181,6 +192,8 @@ class Trainer:
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+            names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
+            atomic_write_json(self.run_dir / ENVIRONMENT_JSON, environment_record(names))
             self._truncate_metrics(self.start_step)
         if train.trackers:
             from dsharp.config import recipe_to_dict
