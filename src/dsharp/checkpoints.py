@@ -1,7 +1,7 @@
 """Run-folder layout and checkpoints.
 
-A run folder holds ``recipe.yaml`` (resolved, secrets redacted), ``metrics.jsonl`` and
-``checkpoints/step-NNNNNN/`` folders. Each checkpoint holds accelerate's state (optimizer,
+A run folder holds ``recipe.yaml`` (resolved, secrets redacted), ``environment.json``,
+``metrics.jsonl`` and ``checkpoints/step-NNNNNN/`` folders. Each checkpoint holds accelerate's state (optimizer,
 LR scheduler, RNG states of every process), ``model/`` (what training changed: full UNet or
 LoRA weights, loadable by ``DiffusionModel.load_trained``) and ``trainer_state.json``. A
 checkpoint is written to a hidden temp folder and renamed into place, so a crash never
