@@ -20,8 +20,8 @@ from dsharp.config import (
     recipe_to_dict,
     recipe_to_yaml,
     save_recipe,
-    schema_fields,
 )
+from dsharp.recipe_listing import schema_fields
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,11 @@
 """Run-folder layout and checkpoints.
 
 A run folder holds ``recipe.yaml`` (resolved, secrets redacted), ``environment.json``,
-``metrics.jsonl`` and ``checkpoints/step-NNNNNN/`` folders. Each checkpoint holds accelerate's state (optimizer,
-LR scheduler, RNG states of every process), ``model/`` (what training changed: full UNet or
-LoRA weights, loadable by ``DiffusionModel.load_trained``) and ``trainer_state.json``. A
-checkpoint is written to a hidden temp folder and renamed into place, so a crash never
-leaves a half-written checkpoint that resume would pick up.
+``metrics.jsonl`` and ``checkpoints/step-NNNNNN/`` folders. Each checkpoint holds
+accelerate's state (optimizer, LR scheduler, RNG states of every process), ``model/`` (what
+training changed: full UNet or LoRA weights, loadable by ``DiffusionModel.load_trained``)
+and ``trainer_state.json``. A checkpoint is written to a hidden temp folder and renamed into
+place, so a crash never leaves a half-written checkpoint that resume would pick up.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Recipe schema, YAML loading with ``a.b.c=value`` overrides, and one-line errors.
+"""Recipe schema and loading: ``load_recipe`` (YAML plus ``a.b.c=value`` overrides, see
+:mod:`dsharp.recipe_yaml`) validated into :class:`Recipe`, with one-line errors (see
+:mod:`dsharp.recipe_errors`); ``dsharp recipes list`` lives in :mod:`dsharp.recipe_listing`.
 
 A recipe is a YAML file whose sections map onto the models below. Every model forbids
 unknown keys, so a misspelled key fails at load time with a message naming the file, the
@@ -15,15 +17,11 @@ valid, so structural mistakes are reported fast.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
-import re
-import types
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,61 +34,26 @@ from pydantic import (
     model_validator,
 )
 
+from dsharp.recipe_errors import (  # noqa: F401 - RecipeError and friends are imported from here
+    FieldProblem,
+    Loc,
+    RecipeError,
+    _annotation_at,
+    _dotted,
+    _fields_of,
+    _first_error,
+    _one_line,
+    _reason,
+    _show,
+    _suggest,
+    unknown_name_message,
+)
+from dsharp.recipe_yaml import _read_yaml, _RecipeLoader, apply_overrides, parse_yaml  # noqa: F401
+
 # Validation context flags: skip the reward-name lookup (load_recipe checks names
 # afterwards); skip checks that files exist (reloading a finished run's saved recipe).
 _DEFER_REWARD_NAMES = "dsharp_defer_reward_names"
 _SKIP_FILE_CHECKS = "dsharp_skip_file_checks"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class RecipeError(ValueError):
-    """A recipe could not be loaded; ``str()`` is one line: ``source: field: reason``."""
-
-    def __init__(
-        self, reason: str, *, source: str | None = None, field: str = "", override: str = ""
-    ):
-        self.reason = _one_line(reason)
-        self.source = source
-        self.field = field
-        self.override = override
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        parts = [p for p in (self.source, self.field) if p]
-        line = ": ".join([*parts, self.reason])
-        if self.override:
-            line += f" (from override {self.override!r})"
-        return line
-
-
-class FieldProblem(ValueError):
-    """Raised inside validators to report a problem at a sub-location of the model."""
-
-    def __init__(self, loc: tuple[str | int, ...], reason: str):
-        self.loc = loc
-        self.reason = reason
-        super().__init__(reason)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _suggest(name: object, known: Iterable[str]) -> str:
-    """``", did you mean 'x'?"`` for a close match among ``known``, else ``""``."""
-    if not isinstance(name, str):
-        return ""
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f", did you mean {match[0]!r}?" if match else ""
-
-
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
-    """``unknown reward 'clipp', did you mean 'clip'? (known: clip, shapes)``."""
-    known = sorted(known)
-    listing = ", ".join(known) if known else "none installed"
-    return f"unknown {kind} {name!r}{_suggest(name, known)} (known: {listing})"
 
 
 def _looks_local(value: str) -> bool:
@@ -624,260 +587,6 @@ class Recipe(_Section):
         return Path(self.output_dir.replace("{recipe_name}", recipe_name)).expanduser()
 
 
-# --------------------------------------------------------------------------- YAML
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """Safe YAML with two fixes: ``1e-6`` is a float (YAML 1.2) and duplicate keys fail."""
-
-
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?\.[0-9_]+[eE][-+]?[0-9]+$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-            seen.add(key)
-        except TypeError:  # unhashable key: let the constructor report it
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-    return loader.construct_mapping(node, deep=True)
-
-
-_RecipeLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def _yaml_error(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e)
-    where = f"line {mark.line + 1}: " if mark is not None else ""
-    return f"{where}invalid YAML: {problem}"
-
-
-def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML text with the recipe loader; errors become a one-line ``RecipeError``."""
-    try:
-        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise RecipeError(_yaml_error(e), source=source) from None
-
-
-def _read_yaml(path: Path) -> Any:
-    source = str(path)
-    if not path.exists():
-        raise RecipeError("file not found", source=source)
-    if path.is_dir():
-        raise RecipeError("is a folder, expected a YAML file", source=source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RecipeError("not UTF-8 text", source=source) from None
-    except OSError as e:
-        raise RecipeError(f"cannot read: {e.strerror}", source=source) from None
-    return parse_yaml(text, source)
-
-
-# --------------------------------------------------------------------------- overrides
-
-Loc = tuple[str | int, ...]
-
-
-def _dotted(loc: Iterable[str | int]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def apply_overrides(
-    data: dict[str, Any], overrides: Sequence[str], source: str | None = None
-) -> list[tuple[Loc, str]]:
-    """Apply ``a.b.c=value`` overrides to ``data`` in place; return (location, text) pairs.
-
-    Values are parsed as YAML (``3``, ``1e-5``, ``true``, ``[a, b]``, ``null``); a number
-    segment indexes a list (``rewards.0.weight=2``), and the index one past the end appends.
-    Unknown keys are left for schema validation to report.
-    """
-    applied: list[tuple[Loc, str]] = []
-    for text in overrides:
-        key, sep, raw = text.partition("=")
-        key = key.strip()
-
-        def fail(reason: str, text: str = text) -> RecipeError:
-            return RecipeError(f"override {text!r}: {reason}", source=source)
-
-        if not sep or not key:
-            raise fail("expected KEY=VALUE, e.g. train.lr=1e-5")
-        parts = key.split(".")
-        if any(not p for p in parts):
-            raise fail("empty key segment")
-        try:
-            value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-        except yaml.YAMLError as e:
-            raise fail(f"value is not valid YAML: {_one_line(_yaml_error(e))}") from None
-        loc: list[str | int] = []
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit():
-                    raise fail(f"{_dotted(loc)} is a list: expected an index, got {part!r}")
-                index = int(part)
-                if index > len(node):
-                    raise fail(f"{_dotted(loc)}: index {index} out of range (length {len(node)})")
-                if index == len(node):
-                    node.append(None)
-                loc.append(index)
-                if last:
-                    node[index] = value
-                elif node[index] is None:
-                    node[index] = [] if parts[i + 1].isdigit() else {}
-                node = node[index]
-            elif isinstance(node, dict):
-                loc.append(part)
-                if last:
-                    node[part] = value
-                elif node.get(part) is None:
-                    node[part] = [] if parts[i + 1].isdigit() else {}
-                node = node[part]
-            else:
-                kind = type(node).__name__
-                raise fail(f"{_dotted(loc)} is a {kind}, cannot set {part!r} inside it")
-        applied.append((tuple(loc), text))
-    return applied
-
-
-# --------------------------------------------------------------------------- error mapping
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    """The member types of a union (Optional included) or the annotation itself."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        return [a for a in get_args(annotation) if a is not type(None)]
-    return [annotation]
-
-
-def _annotation_at(loc: Loc, root: Any = None) -> Any:
-    """The type annotation at a validation location, walking models, lists and dicts."""
-    current: Any = root or Recipe
-    for part in loc:
-        found = None
-        for candidate in _unwrap(current):
-            origin = get_origin(candidate)
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                field = candidate.model_fields.get(part) if isinstance(part, str) else None
-                if field is not None:
-                    found = field.annotation
-            elif origin in (list, tuple) and isinstance(part, int):
-                found = get_args(candidate)[0]
-            elif origin is dict:
-                found = get_args(candidate)[1]
-            if found is not None:
-                break
-        if found is None:
-            return None
-        current = found
-    return current
-
-
-def _fields_of(annotation: Any) -> list[str]:
-    for candidate in _unwrap(annotation):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return list(candidate.model_fields)
-    return []
-
-
-def _literal_values(annotation: Any) -> list[Any]:
-    for candidate in _unwrap(annotation):
-        if get_origin(candidate) is Literal:
-            return list(get_args(candidate))
-    return []
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_EXPECTED = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "string": "a string",
-    "list": "a list",
-    "dict": "a mapping",
-    "model": "a mapping",
-    "path": "a file path",
-}
-
-
-def _reason(error: Mapping[str, Any]) -> tuple[Loc, str]:
-    """(location, reason) of one pydantic error, in words a recipe author can act on."""
-    kind = error["type"]
-    loc: Loc = tuple(error["loc"])
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), Exception):
-        exc = ctx["error"]
-        if isinstance(exc, FieldProblem):
-            return loc + exc.loc, exc.reason
-        return loc, str(exc)
-    if kind == "extra_forbidden":
-        return loc, "unknown key" + _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1])))
-    if kind == "missing":
-        return loc, "required key missing"
-    if kind == "literal_error":
-        allowed = _literal_values(_annotation_at(loc))
-        listing = ", ".join(repr(a) for a in allowed) if allowed else ctx.get("expected", "")
-        hint = _suggest(value, [a for a in allowed if isinstance(a, str)])
-        return loc, f"expected one of {listing}, got {_show(value)}{hint}"
-    bounds = {
-        "greater_than_equal": (">=", "ge"),
-        "greater_than": (">", "gt"),
-        "less_than_equal": ("<=", "le"),
-        "less_than": ("<", "lt"),
-    }
-    if kind in bounds:
-        op, key = bounds[kind]
-        return loc, f"must be {op} {ctx.get(key)}, got {_show(value)}"
-    if kind == "too_short":
-        return loc, f"needs at least {ctx.get('min_length')} item(s)"
-    if kind in ("finite_number",):
-        return loc, f"expected a finite number, got {_show(value)}"
-    if kind in ("int_from_float",):
-        return loc, f"expected an integer, got {_show(value)}"
-    stem = kind.split("_")[0]
-    if stem in _EXPECTED and kind.endswith(("_type", "_parsing", "_attributes_type")):
-        return loc, f"expected {_EXPECTED[stem]}, got {_show(value)}"
-    return loc, str(error.get("msg", kind))
-
-
-def _first_error(
-    e: ValidationError, source: str | None, applied: Sequence[tuple[Loc, str]]
-) -> RecipeError:
-    # An unknown key usually explains the other errors (a misspelled key is also "missing").
-    errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
-    loc, reason = _reason(errors[0])
-    if len(errors) > 1:
-        reason += f" (+{len(errors) - 1} more)"
-    override = ""
-    for path, text in applied:  # the override that set this field, or a field inside it
-        if loc and (loc[: len(path)] == path or path[: len(loc)] == loc):
-            override = text
-    return RecipeError(reason, source=source, field=_dotted(loc), override=override)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -1000,92 +709,3 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     atomic_write_text(path, recipe_to_yaml(recipe, redact=True))
     return path
-
-
-# --------------------------------------------------------------------------- listing
-
-
-@dataclass(frozen=True)
-class RecipeSummary:
-    """One recipe file as ``dsharp recipes list`` shows it (read, not validated)."""
-
-    file: Path
-    method: str
-    model: str
-    command: str
-    error: str = ""
-
-
-def find_recipes_dir(cwd: Path | None = None) -> Path:
-    """``./recipes`` if it exists, else the ``recipes/`` folder of the source checkout."""
-    here = (cwd or Path.cwd()) / "recipes"
-    if here.is_dir():
-        return here
-    checkout = Path(__file__).resolve().parents[2] / "recipes"
-    if checkout.is_dir():
-        return checkout
-    raise RecipeError("no recipes/ folder here or in the dsharp checkout; pass a folder")
-
-
-def summarize_recipe(path: Path) -> RecipeSummary:
-    """Method, model and run command (the first-line comment) of a recipe, without validating."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return RecipeSummary(path, "?", "?", "", error=_one_line(str(e)))
-    first = text.lstrip().splitlines()[0] if text.strip() else ""
-    command = first.lstrip("#").strip() if first.startswith("#") else ""
-    try:
-        data = parse_yaml(text, str(path))
-    except RecipeError as e:
-        return RecipeSummary(path, "?", "?", command, error=e.reason)
-    data = data if isinstance(data, dict) else {}
-    if "rows" in data:  # a study (dsharp reproduce): rows of runs, not one recipe
-        return _summarize_study(path, data, command)
-    method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    method_name = str(method.get("name", MethodConfig.model_fields["name"].default))
-    return RecipeSummary(path, method_name, str(model.get("pretrained", "?")), command)
-
-
-def _summarize_study(path: Path, data: dict, command: str) -> RecipeSummary:
-    """A study file's line in the listing: its kind and rows, and its base recipes' models."""
-    rows = data.get("rows") if isinstance(data.get("rows"), list) else []
-    kind = f"{data.get('kind', '?')} study"
-    if data.get("name"):
-        kind += f" {data['name']}"
-    bases = {r.get("base") for r in rows if isinstance(r, dict) and r.get("base")}
-    if data.get("base"):
-        bases.add(data["base"])
-    models = set()
-    for base in sorted(b for b in bases if isinstance(b, str)):
-        try:
-            recipe = parse_yaml((path.parent / base).read_text(encoding="utf-8"), base)
-            models.add(str(recipe["model"]["pretrained"]))
-        except (OSError, UnicodeDecodeError, RecipeError, KeyError, TypeError):
-            models.add("?")
-    return RecipeSummary(
-        path, f"{kind} ({len(rows)} rows)", ", ".join(sorted(models)) or "?", command
-    )
-
-
-def list_recipes(folder: Path) -> list[RecipeSummary]:
-    """Summaries of every ``*.yaml`` / ``*.yml`` under ``folder``, sorted by path."""
-    if not folder.is_dir():
-        raise RecipeError("not a folder", source=str(folder))
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    return [summarize_recipe(p) for p in files]
-
-
-def schema_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted field, description) for every field, depth first: the recipe reference."""
-    rows: list[tuple[str, str]] = []
-    for name, field in model.model_fields.items():
-        dotted = f"{prefix}{name}"
-        rows.append((dotted, field.description or ""))
-        for candidate in _unwrap(field.annotation):
-            inner = get_args(candidate)[0] if get_origin(candidate) is list else candidate
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                sep = ".N." if get_origin(candidate) is list else "."
-                rows += schema_fields(inner, dotted + sep)
-    return rows

@@ -97,7 +97,9 @@ def parse_sample_overrides(
     recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field)."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from dsharp.config import RecipeError, SampleConfig, _first_error, apply_overrides
+    from dsharp.config import SampleConfig
+    from dsharp.recipe_errors import RecipeError, _first_error
+    from dsharp.recipe_yaml import apply_overrides
 
     class _SampleSection(BaseModel):  # the `sample` field of a Recipe, errors located alike
         model_config = ConfigDict(extra="forbid", strict=True)

@@ -25,23 +25,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsharp.config import (
-    EvalConfig,
-    FieldProblem,
-    Recipe,
-    RecipeError,
-    _annotation_at,
-    _fields_of,
-    _read_yaml,
-    _reason,
-    _suggest,
-    load_recipe,
-    parse_yaml,
-    recipe_to_dict,
-)
+from dsharp.config import EvalConfig, Recipe, load_recipe, recipe_to_dict
 from dsharp.curves import finite_number, step_series
 from dsharp.io import atomic_save_png, pyplot
 from dsharp.recipe_diff import first_difference, saved_recipe_data
+from dsharp.recipe_errors import (
+    FieldProblem,
+    RecipeError,
+    _annotation_at,
+    _fields_of,
+    _reason,
+    _suggest,
+)
+from dsharp.recipe_yaml import _read_yaml, parse_yaml
 from dsharp.report import to_csv
 
 EVAL_FILE = "eval.json"

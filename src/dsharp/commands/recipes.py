@@ -22,7 +22,8 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List recipe files with their method, model and the command that runs them."""
-    from dsharp.config import RecipeError, find_recipes_dir, list_recipes
+    from dsharp.config import RecipeError
+    from dsharp.recipe_listing import find_recipes_dir, list_recipes
 
     try:
         folder = folder if folder is not None else find_recipes_dir()

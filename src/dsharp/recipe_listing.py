@@ -1,0 +1,102 @@
+"""``dsharp recipes list``: each recipe's method, model and run command, read without
+validating, and the schema's fields for the recipes README."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args, get_origin
+
+from pydantic import BaseModel
+
+from dsharp.config import MethodConfig, Recipe
+from dsharp.recipe_errors import RecipeError, _one_line, _unwrap
+from dsharp.recipe_yaml import parse_yaml
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class RecipeSummary:
+    """One recipe file as ``dsharp recipes list`` shows it (read, not validated)."""
+
+    file: Path
+    method: str
+    model: str
+    command: str
+    error: str = ""
+
+
+def find_recipes_dir(cwd: Path | None = None) -> Path:
+    """``./recipes`` if it exists, else the ``recipes/`` folder of the source checkout."""
+    here = (cwd or Path.cwd()) / "recipes"
+    if here.is_dir():
+        return here
+    checkout = Path(__file__).resolve().parents[2] / "recipes"
+    if checkout.is_dir():
+        return checkout
+    raise RecipeError("no recipes/ folder here or in the dsharp checkout; pass a folder")
+
+
+def summarize_recipe(path: Path) -> RecipeSummary:
+    """Method, model and run command (the first-line comment) of a recipe, without validating."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return RecipeSummary(path, "?", "?", "", error=_one_line(str(e)))
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    command = first.lstrip("#").strip() if first.startswith("#") else ""
+    try:
+        data = parse_yaml(text, str(path))
+    except RecipeError as e:
+        return RecipeSummary(path, "?", "?", command, error=e.reason)
+    data = data if isinstance(data, dict) else {}
+    if "rows" in data:  # a study (dsharp reproduce): rows of runs, not one recipe
+        return _summarize_study(path, data, command)
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    method_name = str(method.get("name", MethodConfig.model_fields["name"].default))
+    return RecipeSummary(path, method_name, str(model.get("pretrained", "?")), command)
+
+
+def _summarize_study(path: Path, data: dict, command: str) -> RecipeSummary:
+    """A study file's line in the listing: its kind and rows, and its base recipes' models."""
+    rows = data.get("rows") if isinstance(data.get("rows"), list) else []
+    kind = f"{data.get('kind', '?')} study"
+    if data.get("name"):
+        kind += f" {data['name']}"
+    bases = {r.get("base") for r in rows if isinstance(r, dict) and r.get("base")}
+    if data.get("base"):
+        bases.add(data["base"])
+    models = set()
+    for base in sorted(b for b in bases if isinstance(b, str)):
+        try:
+            recipe = parse_yaml((path.parent / base).read_text(encoding="utf-8"), base)
+            models.add(str(recipe["model"]["pretrained"]))
+        except (OSError, UnicodeDecodeError, RecipeError, KeyError, TypeError):
+            models.add("?")
+    return RecipeSummary(
+        path, f"{kind} ({len(rows)} rows)", ", ".join(sorted(models)) or "?", command
+    )
+
+
+def list_recipes(folder: Path) -> list[RecipeSummary]:
+    """Summaries of every ``*.yaml`` / ``*.yml`` under ``folder``, sorted by path."""
+    if not folder.is_dir():
+        raise RecipeError("not a folder", source=str(folder))
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [summarize_recipe(p) for p in files]
+
+
+def schema_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field, description) for every field, depth first: the recipe reference."""
+    rows: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        rows.append((dotted, field.description or ""))
+        for candidate in _unwrap(field.annotation):
+            inner = get_args(candidate)[0] if get_origin(candidate) is list else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                sep = ".N." if get_origin(candidate) is list else "."
+                rows += schema_fields(inner, dotted + sep)
+    return rows

@@ -1,0 +1,140 @@
+"""Recipe YAML: a safe loader (``1e-6`` is a float, duplicate keys fail, errors point at the
+line) and ``a.b.c=value`` overrides applied to the parsed data before validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsharp.recipe_errors import Loc, RecipeError, _dotted, _one_line
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML with two fixes: ``1e-6`` is a float (YAML 1.2) and duplicate keys fail."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?\.[0-9_]+[eE][-+]?[0-9]+$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable key: let the constructor report it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_RecipeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{where}invalid YAML: {problem}"
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text with the recipe loader; errors become a one-line ``RecipeError``."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise RecipeError(_yaml_error(e), source=source) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    source = str(path)
+    if not path.exists():
+        raise RecipeError("file not found", source=source)
+    if path.is_dir():
+        raise RecipeError("is a folder, expected a YAML file", source=source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError("not UTF-8 text", source=source) from None
+    except OSError as e:
+        raise RecipeError(f"cannot read: {e.strerror}", source=source) from None
+    return parse_yaml(text, source)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], source: str | None = None
+) -> list[tuple[Loc, str]]:
+    """Apply ``a.b.c=value`` overrides to ``data`` in place; return (location, text) pairs.
+
+    Values are parsed as YAML (``3``, ``1e-5``, ``true``, ``[a, b]``, ``null``); a number
+    segment indexes a list (``rewards.0.weight=2``), and the index one past the end appends.
+    Unknown keys are left for schema validation to report.
+    """
+    applied: list[tuple[Loc, str]] = []
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+
+        def fail(reason: str, text: str = text) -> RecipeError:
+            return RecipeError(f"override {text!r}: {reason}", source=source)
+
+        if not sep or not key:
+            raise fail("expected KEY=VALUE, e.g. train.lr=1e-5")
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise fail("empty key segment")
+        try:
+            value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as e:
+            raise fail(f"value is not valid YAML: {_one_line(_yaml_error(e))}") from None
+        loc: list[str | int] = []
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise fail(f"{_dotted(loc)} is a list: expected an index, got {part!r}")
+                index = int(part)
+                if index > len(node):
+                    raise fail(f"{_dotted(loc)}: index {index} out of range (length {len(node)})")
+                if index == len(node):
+                    node.append(None)
+                loc.append(index)
+                if last:
+                    node[index] = value
+                elif node[index] is None:
+                    node[index] = [] if parts[i + 1].isdigit() else {}
+                node = node[index]
+            elif isinstance(node, dict):
+                loc.append(part)
+                if last:
+                    node[part] = value
+                elif node.get(part) is None:
+                    node[part] = [] if parts[i + 1].isdigit() else {}
+                node = node[part]
+            else:
+                kind = type(node).__name__
+                raise fail(f"{_dotted(loc)} is a {kind}, cannot set {part!r} inside it")
+        applied.append((tuple(loc), text))
+    return applied
