@@ -41,20 +41,14 @@ def _keyword_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
-def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
-    """Constructor keywords for ``cls`` from a ``method`` section, checked against what the
-    constructor takes.
+def _generic_fields(cfg: Any) -> list[str]:
+    """The ``method.*`` fields every method shares (``n``, ``beta``, ...), not its options."""
+    return [f for f in type(cfg).model_fields if f not in ("name", "options")]
 
-    The generic ``method.*`` fields (``n``, ``beta``, ``eta``, ...) that the constructor
-    takes are passed; one the recipe left unset gets the method's own default (its authors'
-    value) rather than the schema's, and is written back into ``cfg`` so that the run's saved
-    recipe records what ran. A generic field the method does not use must keep its schema
-    default. Every key of ``method.options`` must be another keyword of the constructor:
-    an unknown one raises :class:`UnknownOptionError` naming it.
-    """
-    defaults = _keyword_defaults(cls)
+
+def _check_unused_fields(cfg: Any, defaults: dict[str, Any], generic: list[str]) -> None:
+    """A generic field the method's constructor does not take must keep its schema default."""
     schema = type(cfg).model_fields
-    generic = [f for f in schema if f not in ("name", "options")]
     for field in generic:
         if field not in defaults and getattr(cfg, field) != schema[field].default:
             used = ", ".join(f for f in generic if f in defaults) or "none"
@@ -62,16 +56,6 @@ def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
                 f"method.{field}: not used by {cfg.name} (its method.* fields: {used}; "
                 "method-specific settings go in method.options)"
             )
-    _check_option_keys(cfg, defaults, generic)
-    kwargs: dict[str, Any] = {}
-    for field in generic:
-        if field not in defaults:
-            continue
-        if field not in cfg.model_fields_set:
-            setattr(cfg, field, defaults[field])
-        kwargs[field] = getattr(cfg, field)
-    kwargs.update(cfg.options)
-    return kwargs
 
 
 def _check_option_keys(cfg: Any, defaults: dict[str, Any], generic: list[str]) -> None:
@@ -90,6 +74,42 @@ def _check_option_keys(cfg: Any, defaults: dict[str, Any], generic: list[str]) -
             )
 
 
+def _fill_defaults(cfg: Any, defaults: dict[str, Any], generic: list[str]) -> None:
+    """Write the method's own defaults into the generic fields the recipe left unset."""
+    for field in generic:
+        if field in defaults and field not in cfg.model_fields_set:
+            setattr(cfg, field, defaults[field])
+
+
+def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
+    """Constructor keywords for ``cls`` from a ``method`` section, checked against what the
+    constructor takes.
+
+    The generic ``method.*`` fields (``n``, ``beta``, ``eta``, ...) that the constructor
+    takes are passed; one the recipe left unset gets the method's own default (its authors'
+    value) rather than the schema's, and is written back into ``cfg`` so that the run's saved
+    recipe records what ran. A generic field the method does not use must keep its schema
+    default. Every key of ``method.options`` must be another keyword of the constructor:
+    an unknown one raises :class:`UnknownOptionError` naming it.
+    """
+    defaults, generic = _keyword_defaults(cls), _generic_fields(cfg)
+    _check_unused_fields(cfg, defaults, generic)
+    _check_option_keys(cfg, defaults, generic)
+    _fill_defaults(cfg, defaults, generic)
+    kwargs = {field: getattr(cfg, field) for field in generic if field in defaults}
+    kwargs.update(cfg.options)
+    return kwargs
+
+
+def _baseline_class(name: str) -> type | None:
+    """The Table-1 baseline class ``method.name`` names, imported (None: not a baseline)."""
+    baseline = _BASELINES.get(name)
+    if baseline is None:
+        return None
+    module, cls_name = baseline
+    return getattr(importlib.import_module(module), cls_name)
+
+
 def _sharpening_class(name: str) -> type | None:
     from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
 
@@ -100,23 +120,10 @@ def check_method_section(cfg: Any) -> None:
     """What :func:`build_method` would refuse, checked without a model (so that ``dsharp
     recipes validate`` and ``dsharp train`` say it before any weights load): a generic
     ``method.*`` field the method does not use, or an unknown ``method.options`` key."""
-    baseline = _BASELINES.get(cfg.name)
-    if baseline is not None:
-        module, cls_name = baseline
-        cls = getattr(importlib.import_module(module), cls_name)
-        resolve_method_kwargs(cfg.model_copy(deep=True), cls)
-        return
-    cls = _sharpening_class(cfg.name)
+    cls = _baseline_class(cfg.name) or _sharpening_class(cfg.name)
     if cls is not None:
-        schema = type(cfg).model_fields
-        generic = [f for f in schema if f not in ("name", "options")]
-        defaults = _keyword_defaults(cls)
-        for field in generic:
-            if field not in defaults and getattr(cfg, field) != schema[field].default:
-                used = ", ".join(f for f in generic if f in defaults)
-                raise ValueError(
-                    f"method.{field}: not used by {cfg.name} (its method.* fields: {used})"
-                )
+        defaults, generic = _keyword_defaults(cls), _generic_fields(cfg)
+        _check_unused_fields(cfg, defaults, generic)
         _check_option_keys(cfg, defaults, generic)
 
 
@@ -124,14 +131,9 @@ def fill_method_defaults(cfg: Any) -> None:
     """Write into ``cfg`` (a ``method`` section) the method's own defaults for the generic
     fields the recipe left unset, as training does before it saves the run's recipe, so that
     a recipe can be compared with a run's saved one. Sharpening methods use the schema's."""
-    baseline = _BASELINES.get(cfg.name)
-    if baseline is None:
-        return
-    module, cls_name = baseline
-    defaults = _keyword_defaults(getattr(importlib.import_module(module), cls_name))
-    for field in type(cfg).model_fields:
-        if field in defaults and field not in cfg.model_fields_set:
-            setattr(cfg, field, defaults[field])
+    cls = _baseline_class(cfg.name)
+    if cls is not None:
+        _fill_defaults(cfg, _keyword_defaults(cls), _generic_fields(cfg))
 
 
 def with_method_defaults(recipe: Any) -> Any:
@@ -147,11 +149,10 @@ def build_method(
     """Instantiate ``cfg.name`` with the recipe's hyperparameters."""
     from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
 
-    baseline = _BASELINES.get(cfg.name)
-    if baseline is not None:
-        module, cls_name = baseline
-        cls = getattr(importlib.import_module(module), cls_name)
+    cls = _baseline_class(cfg.name)
+    if cls is not None:
         return cls(model, reward, height, width, **resolve_method_kwargs(cfg, cls))
+    check_method_section(cfg)
     common = dict(
         n=cfg.n,
         m=cfg.m,
@@ -162,7 +163,6 @@ def build_method(
         timestep_max=cfg.timestep_max,
         **cfg.options,
     )
-    check_method_section(cfg)
     if cfg.name == "sft_sharpening":
         return SFTSharpening(model, reward, height, width, **common)
     if cfg.name == "rlhf_sharpening":
