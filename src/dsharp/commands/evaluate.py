@@ -211,6 +211,7 @@ def evaluate_cmd(
             raise ValueError("give exactly one of --model or --checkpoint (or --recipe)")
         if rec is not None and model is not None and checkpoint is not None:
             raise ValueError("give at most one of --model or --checkpoint with --recipe")
+        ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
         if limit:
             from dsharp.posttrain import limit_prompts
@@ -218,8 +219,8 @@ def evaluate_cmd(
             category_of = spec_bench.category_of if spec_bench else None
             prompt_list = limit_prompts(prompt_list, limit, category_of)
         run_recipe = None
-        if rec is None and checkpoint is not None:
-            run_recipe = read_run_recipe(find_model_checkpoint(checkpoint))
+        if rec is None and ckpt is not None:
+            run_recipe = read_run_recipe(ckpt)
         specs = _scoring_specs(reward, _parse_sets(set_ or []), bench, spec_bench, rec, run_recipe)
 
         base = rec.sample.model_dump() if rec is not None else {}
@@ -282,10 +283,9 @@ def evaluate_cmd(
         }
         target = out
         default_name = _default_json_name(bench_name, prompts)
-        if checkpoint is not None:
-            ckpt = find_model_checkpoint(checkpoint)
+        if ckpt is not None:
             result["step"] = int(read_trainer_state(ckpt).get("step", 0)) or None
-        if target is None and checkpoint is not None:
+        if target is None and ckpt is not None:
             run_dir = run_dir_of(ckpt)
             newest = latest_checkpoint(run_dir)
             if newest is not None and newest.resolve() != ckpt.resolve():
