@@ -34,21 +34,16 @@ from pydantic import (
     model_validator,
 )
 
-from dsharp.recipe_errors import (  # noqa: F401 - RecipeError and friends are imported from here
+from dsharp.recipe_errors import (
     FieldProblem,
-    Loc,
     RecipeError,
-    _annotation_at,
     _dotted,
-    _fields_of,
     _first_error,
-    _one_line,
-    _reason,
     _show,
-    _suggest,
     unknown_name_message,
 )
-from dsharp.recipe_yaml import _read_yaml, _RecipeLoader, apply_overrides, parse_yaml  # noqa: F401
+from dsharp.recipe_yaml import _read_yaml, apply_overrides
+from dsharp.recipe_yaml import parse_yaml as parse_yaml  # re-exported: part of the public API
 
 # Validation context flags: skip the reward-name lookup (load_recipe checks names
 # afterwards); skip checks that files exist (reloading a finished run's saved recipe).

@@ -48,7 +48,7 @@ def list_cmd(
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    from dsharp.config import parse_yaml
+    from dsharp.recipe_yaml import parse_yaml
 
     options: dict[str, Any] = {}
     for pair in pairs:
