@@ -30,9 +30,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [
-        (int(m.group(1)), p)
+        (step, p)
         for p in root.iterdir()
-        if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").exists()
+        if (step := _step_of(p)) >= 0 and (p / "trainer_state.json").exists()
     ]
     return [p for _, p in sorted(found)]
 
@@ -62,6 +62,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
 
 
 def _step_of(checkpoint: Path) -> int:
+    """The step a ``step-NNNNNN`` folder name says; -1 for any other name."""
     match = CHECKPOINT_RE.match(Path(checkpoint).name)
     return int(match.group(1)) if match else -1
 
