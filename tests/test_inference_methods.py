@@ -307,6 +307,8 @@ def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tm
         (["--method", "demon", "--reward", "shapes", "--option", "K"], "expected KEY=VALUE"),
         (["sample.stesp=3"], "sample.stesp: unknown key, did you mean 'steps'?"),
         (["train.lr=1"], "only sample.* settings can be set here"),
+        (["--steps", "2", "sample.steps=3"], "--steps also sets sample.steps; give one"),
+        (["--guidance", "5", "sample.guidance=5"], "--guidance also sets sample.guidance"),
     ],
 )
 def test_sample_command_reports_bad_settings_before_loading_the_model(tmp_path, extra, message):
@@ -315,6 +317,17 @@ def test_sample_command_reports_bad_settings_before_loading_the_model(tmp_path, 
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_eval_refuses_a_flag_and_a_positional_override_of_one_setting(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    args = ["eval", "--model", tmp_path / "no-such-model", "--prompts", prompts, "--bench"]
+    args += ["shapes", "--steps", "2"]
+    result = _invoke(args + ["sample.steps=3"])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--steps also sets sample.steps; give one" in lines[0], lines
 
 
 def test_eval_command_reports_nfe_and_the_verifier(tiny_sd_dir, tmp_path):

@@ -9,7 +9,7 @@ that image's seed. Network evaluations are counted, not computed from a formula.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +90,17 @@ class SampleSettings:
 
 
 def parse_sample_overrides(
-    base: dict[str, Any], overrides: Sequence[str] = (), options: Sequence[str] = ()
+    base: dict[str, Any],
+    overrides: Sequence[str] = (),
+    options: Sequence[str] = (),
+    flags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``sample`` section from flag values ``base`` (``None`` = unset), ``--option k=v``
     and positional ``sample.method=x`` / ``sample.options.K=4`` overrides, validated as a
-    recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field)."""
+    recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field).
+
+    ``flags`` maps a field to the command-line flag that set it (``{"steps": "--steps"}``):
+    a positional override of the same field is refused, so that neither wins silently."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     from dsharp.config import SampleConfig
@@ -117,6 +123,10 @@ def parse_sample_overrides(
                 f"override {text!r}: only sample.* settings can be set here "
                 "(e.g. sample.method=demon sample.options.K=4)"
             )
+        name = text.partition("=")[0].strip().split(".")[1:2]
+        flag = (flags or {}).get(name[0]) if name else None
+        if flag is not None:
+            raise RecipeError(f"override {text!r}: {flag} also sets sample.{name[0]}; give one")
         texts.append(text)
     data = {"sample": {k: v for k, v in base.items() if v is not None}}
     applied = apply_overrides(data, texts)

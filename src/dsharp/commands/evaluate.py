@@ -233,7 +233,8 @@ def evaluate_cmd(
         flags |= {"height": height, "width": width}
         base |= {k: v for k, v in flags.items() if v is not None}
         sample_overrides = [] if rec is not None else (overrides or [])
-        section = parse_sample_overrides(base, sample_overrides, option or [])
+        given = {name: f"--{name}" for name, value in flags.items() if value is not None}
+        section = parse_sample_overrides(base, sample_overrides, option or [], given)
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)

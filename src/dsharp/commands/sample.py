@@ -29,13 +29,17 @@ def sample(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first image; image i uses seed + i."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
-    steps: int = typer.Option(25, "--steps", help="DDIM steps."),
-    guidance: float = typer.Option(5.0, "--guidance", help="Classifier-free guidance scale."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic)."),
+    steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (default 5)."
+    ),
+    eta: float = typer.Option(None, "--eta", help="DDIM eta (default 0 = deterministic)."),
     height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
     width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
     method: str = typer.Option(
-        "default", "--method", help="Sampling method (sample.method): default, free2guide, ..."
+        None,
+        "--method",
+        help="Sampling method (sample.method): default, free2guide, ... (default 'default').",
     ),
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
@@ -72,7 +76,8 @@ def sample(
         require_output_paths({"--out": out}, {})
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
-        section = parse_sample_overrides(flags, overrides or [], option or [])
+        given = {name: f"--{name}" for name, value in flags.items() if value is not None}
+        section = parse_sample_overrides(flags, overrides or [], option or [], given)
         settings = SampleSettings(**section, reward=reward or None)
         settings.validate()  # unknown method, bad option or missing reward: before loading
         if settings.reward:
