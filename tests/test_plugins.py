@@ -433,6 +433,27 @@ def test_gradients_flow_through_a_differentiable_combination() -> None:
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_rewards_list_exits_1_after_listing_when_a_plugin_failed(flags: list[str]) -> None:
+    from dsharp.cli import app
+
+    class Broken:
+        @hookimpl
+        def register_rewards(self, register):
+            raise RuntimeError("no GPU")
+
+    plugins.load_plugins()
+    plugins.pm.register(Broken(), name="test-broken")
+    try:
+        result = CliRunner().invoke(app, ["rewards", "list", *flags])
+    finally:
+        plugins.pm.unregister(name="test-broken")
+    assert result.exit_code == 1, result.output
+    assert "shapes" in result.stdout  # the working rewards are still listed
+    assert "test-broken" in result.stdout
+    assert result.stderr.strip() == "error: 1 plugin failed to load: test-broken"
+
+
 def test_rewards_list_json(fake_plugin: None) -> None:
     from dsharp.cli import app
 

@@ -17,7 +17,10 @@ app = typer.Typer(no_args_is_help=True)
 def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List installed rewards (and plugins that failed to load). Builds nothing."""
+    """List installed rewards (and plugins that failed to load). Builds nothing.
+
+    Exits 1 when a plugin failed to load, after listing everything, so that a script or CI
+    job that checks an environment notices a broken plugin."""
     from dsharp.rewards.plugins import plugin_failures, plugin_list, reward_registry
 
     rewards = [r.as_dict() for r in reward_registry().values()]
@@ -25,7 +28,17 @@ def list_cmd(
     if as_json:
         doc = {"rewards": rewards, "plugins": plugin_list(), "failures": failures}
         typer.echo(json.dumps(doc, indent=2))
-        return
+    else:
+        _print_tables(rewards, failures)
+    if failures:
+        count = f"{len(failures)} plugin{'s' if len(failures) > 1 else ''}"
+        names = ", ".join(sorted({f["plugin"] for f in failures}))
+        typer.echo(f"error: {count} failed to load: {names}", err=True)
+        raise typer.Exit(1)
+
+
+def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
+    """The rewards table, then a table of the plugins that failed (if any)."""
     from rich.console import Console
     from rich.table import Table
 
