@@ -208,6 +208,35 @@ def test_clip_bad_weights_are_clear_errors(tiny, tmp_path: Path) -> None:
         build_clip_reward(**{**tiny["clip"], "scale": 0})
 
 
+def test_open_clip_log_lines_are_dropped_on_failure_and_passed_on_after_a_load(
+    tiny, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import open_clip
+
+    from dsharp.rewards.clip import build_clip_reward
+
+    real = open_clip.create_model
+
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        logging.error("Failed to download weights for tag 'openai'")  # as open_clip does
+        raise RuntimeError("Failed to download weights for tag 'openai'")
+
+    def chatty(*args: Any, **kwargs: Any) -> Any:
+        logging.warning("loaded with a note")
+        return real(*args, **kwargs)
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(RewardError, match="cannot load open_clip model .* Failed to download"):
+        build_clip_reward(**tiny["clip"])
+    assert not [r for r in caplog.records if "Failed to download" in r.getMessage()]
+    monkeypatch.setattr(open_clip, "create_model", chatty)
+    build_clip_reward(**tiny["clip"])
+    assert "loaded with a note" in [r.getMessage() for r in caplog.records]
+
+
 def test_aesthetic_is_the_mlp_of_the_normalised_embedding(tiny) -> None:
     import open_clip
 

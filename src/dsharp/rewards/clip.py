@@ -12,8 +12,11 @@ pixels: methods that back-propagate the reward into the generator (ReFL-style) n
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import logging
+import logging.handlers
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +152,13 @@ def load_open_clip(
                 f"checkpoint file nor a pretrained tag of {name!r} (tags: {tags})"
             )
     try:
-        net = open_clip.create_model(
-            name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
-        )
-    except Exception as e:
+        with _root_log_held() as held:
+            net = open_clip.create_model(
+                name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
+            )
+        for record in held:  # loaded: what open_clip logged is news, pass it on
+            logging.getLogger().handle(record)
+    except Exception as e:  # its log line says what the error below says: dropped
         raise RewardError(
             f"{reward} reward: cannot load open_clip model {name!r} with weights "
             f"{pretrained!r}: {' '.join(f'{type(e).__name__}: {e}'.split())}"
@@ -166,6 +172,22 @@ def load_open_clip(
     cfg.setdefault("interpolation", "bicubic")
     cfg.setdefault("resize_mode", "shortest")
     return net, tokenizer, cfg
+
+
+@contextlib.contextmanager
+def _root_log_held() -> Iterator[list[logging.LogRecord]]:
+    """Hold the root logger's records while open_clip loads. It reports a failed download
+    with ``logging.error`` on the root logger, which prints an ``ERROR:root:`` line before
+    dsharp's own one-line error says the same; the caller passes held records on when the
+    load succeeds."""
+    root = logging.getLogger()
+    buffer = logging.handlers.BufferingHandler(capacity=1_000_000)
+    saved = root.handlers[:]
+    root.handlers = [buffer]  # with a handler set, logging.error() adds no console handler
+    try:
+        yield buffer.buffer
+    finally:
+        root.handlers = saved
 
 
 class OpenClipEncoder:
