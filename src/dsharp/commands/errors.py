@@ -59,9 +59,17 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+#: Exit status of a bad recipe or setting (as a command-line usage error), whichever command
+#: reads it; other input errors exit ``1``.
+RECIPE_ERROR_EXIT = 2
+
+
 @contextmanager
 def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
-    """Turn expected exceptions into ``prefix: message`` on stderr and exit ``code``."""
+    """Turn expected exceptions into ``prefix: message`` on stderr and exit ``code``
+    (``RECIPE_ERROR_EXIT`` for a ``RecipeError``: a setting that does not parse)."""
+    from dsharp.recipe_errors import RecipeError
+
     try:
         yield
     except typer.Exit:
@@ -70,4 +78,4 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
         if debugging():
             raise
         print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
-        raise typer.Exit(code) from None
+        raise typer.Exit(RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else code) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import debugging
+from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -32,7 +32,7 @@ def list_cmd(
         if debugging():
             raise
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(RECIPE_ERROR_EXIT) from None
     if as_json:
         rows = [
             {
@@ -132,5 +132,5 @@ def validate_cmd(
         if debugging():
             raise
         typer.echo(str(e), err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(RECIPE_ERROR_EXIT) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")

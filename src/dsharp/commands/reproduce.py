@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import debugging, user_errors
+from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
 
 
 def _plan_table(loaded, selected) -> object:
@@ -61,7 +61,7 @@ def reproduce(
         if debugging():
             raise
         typer.echo(f"study error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(RECIPE_ERROR_EXIT) from None
     console.print(_plan_table(loaded, selected))
     conflicts = [p for p in loaded.rows if p.conflict]
     if conflicts:
@@ -69,7 +69,7 @@ def reproduce(
         typer.echo(
             f"error: {study}: rows.{first.index} ({first.label}): {first.conflict}", err=True
         )
-        raise typer.Exit(2)
+        raise typer.Exit(RECIPE_ERROR_EXIT)
     if dry_run:
         return
     with user_errors():
@@ -79,7 +79,7 @@ def reproduce(
             outcome = run_study(loaded, only, progress=progress, echo=typer.echo)
         except StudyConflict as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(RECIPE_ERROR_EXIT) from None
         except TrainingInterrupted as stopped:
             typer.echo(
                 f"stopped after step {stopped.step} of the row in {stopped.run_dir} (checkpoint "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dsharp.commands.errors import debugging, user_errors
+from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
 
 if TYPE_CHECKING:
     from dsharp.config import Recipe
@@ -38,7 +38,7 @@ def train(
         if debugging():
             raise
         typer.echo(f"recipe error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
         from dsharp.engine import train as run_training
         from dsharp.interrupts import TrainingInterrupted
