@@ -30,14 +30,14 @@ from dsharp.config import RewardSpec
 from dsharp.rewards import plugins
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.json_extract import extract_json_object
-from dsharp.rewards.mllm import (
+from dsharp.rewards.mllm import build_mllm_reward
+from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
+from dsharp.rewards.mllm_rubric import (
     ASPECT_KEYS,
     TEMPLATE_VERSION,
     GradeParseError,
-    build_mllm_reward,
     parse_grade,
 )
-from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
 
 KEY = "sk-dsharp-TEST-9f8e7d6c5b4a-never-log-me"
 ASPECT_NAMES = (
