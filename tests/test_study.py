@@ -74,6 +74,7 @@ def test_table_study_runs_reuses_and_refuses_a_changed_row(
     # Rerun: nothing is trained or evaluated again.
     import dsharp.engine
     import dsharp.study
+    import dsharp.study_outputs
 
     calls: list[str] = []
     monkeypatch.setattr(dsharp.engine, "train", lambda *a, **k: calls.append("train"))
@@ -108,11 +109,12 @@ def test_interrupted_row_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
 
     import dsharp.engine
     import dsharp.study
+    import dsharp.study_outputs
 
     seen = []
     monkeypatch.setattr(dsharp.engine, "train", lambda r, **k: seen.append(r.train.resume))
     monkeypatch.setattr(dsharp.study, "_evaluate_row", lambda *a, **k: None)
-    monkeypatch.setattr(dsharp.study, "write_outputs", lambda *a, **k: None)
+    monkeypatch.setattr(dsharp.study_outputs, "write_outputs", lambda *a, **k: None)
     from dsharp.study import plan_study
 
     assert plan_study(loaded)[0].status == "resume from step 2"
@@ -286,7 +288,7 @@ def test_figure_with_unfinished_rows_says_which(tmp_path: Path):
 
     shutil.rmtree(loaded.rows[1].run_dir / "checkpoints")
     said: list[str] = []
-    from dsharp.study import write_outputs
+    from dsharp.study_outputs import write_outputs
 
     outcome = write_outputs(loaded, echo=said.append)
     assert outcome.missing == ["b"] and "b" in said[0]
@@ -339,7 +341,8 @@ def test_row_whose_base_leaves_method_defaults_unset_reuses_its_own_run(tmp_path
 
 def test_a_figure_row_without_values_fails_before_any_figure_opens(tmp_path: Path):
     from dsharp.io import pyplot
-    from dsharp.study import PlotSpec, plot_steps
+    from dsharp.study import PlotSpec
+    from dsharp.study_outputs import plot_steps
 
     plt = pyplot()
     before = len(plt.get_fignums())

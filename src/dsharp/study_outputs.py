@@ -1,0 +1,231 @@
+"""A study's outputs: the table (with the paper's numbers beside ours where it has them) or
+the figure (a metric against training steps or against NFE), written from the rows whose
+runs have finished. :mod:`dsharp.study` loads, plans and runs the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsharp.curves import finite_number, step_series
+from dsharp.io import atomic_save_png, pyplot
+from dsharp.report import to_csv
+from dsharp.study import LoadedStudy, PlotSpec, RowPlan, paper_row_of, plan_row, read_row_eval
+
+
+@dataclass
+class StudyOutcome:
+    """What a study run wrote, and the rows it could show."""
+
+    outputs: list[Path]
+    shown: list[str]
+    missing: list[str]
+    tables: list[Any] = field(default_factory=list)
+
+
+def write_outputs(loaded: LoadedStudy, *, echo: Callable[[str], None] = print) -> StudyOutcome:
+    """The table or figure from the rows whose runs are finished (the others are listed)."""
+    plans = [plan_row(loaded, p) for p in loaded.rows]
+    done = [p for p in plans if p.status == "reuse" and not p.conflict]
+    missing = [p.label for p in plans if p not in done]
+    if missing:
+        echo(f"not finished, left out: {', '.join(missing)}")
+    if not done:
+        raise ValueError(f"{loaded.path}: no finished rows to show yet")
+    if loaded.study.kind == "table":
+        outputs, tables = _write_table(loaded, done)
+    else:
+        outputs, tables = _write_figure(loaded, done), []
+    return StudyOutcome(outputs, [p.label for p in done], missing, tables)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], list[Any]]:
+    from dsharp.io import atomic_write_text
+    from dsharp.report import build_table, to_csv, to_markdown, to_rich
+
+    study = loaded.study
+    out = loaded.output_dir
+    title = study.title or study.name or loaded.path.stem
+    named = [(p.label, _row_result(p)) for p in done]
+    columns, rows = build_table(named)
+    columns[0] = "row"
+    md = [f"# {title}", "", f"Study: `{loaded.path}`; one run folder per row under `{out}`.", ""]
+    md.append(to_markdown(columns, rows))
+    tables = [to_rich(columns, rows, title=title)]
+    outputs = [out / "table.md", out / "table.csv"]
+    if study.paper_table is not None:
+        paper = _paper_comparison(study.paper_table, done)
+        if paper is None:
+            md += [
+                "",
+                f"No metric of these rows maps to a column of the paper's {study.paper_table}.",
+            ]
+        else:
+            from dsharp.bench.paper import paper_source
+
+            p_columns, p_rows = paper
+            md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
+            md.append(to_markdown(p_columns, p_rows))
+            atomic_write_text(out / "table-paper.csv", to_csv(p_columns, p_rows))
+            outputs.append(out / "table-paper.csv")
+            tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper"))
+    atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
+    atomic_write_text(out / "table.csv", to_csv(columns, rows))
+    return outputs, tables
+
+
+def _row_result(plan: RowPlan) -> dict[str, Any]:
+    """A finished row's evaluation, with the reward evaluations its training spent."""
+    from dsharp.report import with_train_reward_evals
+
+    result = dict(read_row_eval(plan.eval_path) or {})
+    return with_train_reward_evals(result, plan.run_dir) if plan.trained else result
+
+
+def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[list[Any]]] | None:
+    """The rows beside the paper's, as ``dsharp compare ROW... --against paper`` shows them
+    (every eval*.json of a row folder merged, so a T2I-CompBench evaluation written there
+    joins the row), or None when none of our metrics has a paper column."""
+    from dsharp.bench import compare_with_paper
+    from dsharp.bench.paper import MISSING
+    from dsharp.commands.compare import results_for_paper
+
+    named: dict[str, dict[str, Any]] = {}
+    for plan in done:
+        wanted = paper_row_of(table, plan)
+        if wanted is None and table != "table1":
+            continue
+        _, merged = results_for_paper(plan.run_dir, table)
+        if wanted is not None:
+            merged["paper_row"] = wanted
+        named[plan.label] = merged
+    if not named:
+        return None
+    columns, rows = compare_with_paper(named, table)
+    ours = [r for r in rows if str(r[0]).startswith("ours:")]
+    if all(v == MISSING for r in ours for v in r[1:]):
+        return None
+    return columns, rows
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def eval_metric(result: dict[str, Any], name: str) -> float | None:
+    """An evaluation's value for ``name``: overall / strict / nfe_per_image, a metric's mean,
+    or a paper column through its metric mapping (clip_score -> clip)."""
+    from dsharp.bench.paper import metric_value
+
+    if name in ("overall", "strict", "nfe_per_image"):
+        return finite_number(result.get(name))
+    return metric_value(result, name)
+
+
+def plot_steps(
+    curves: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    spec: PlotSpec,
+    title: str,
+    png: Path,
+    csv_path: Path,
+) -> None:
+    """Figures 4 and 6: one line per row (``(label, metrics.jsonl rows)``) against the
+    training step, smoothed, with a +- band when ``spec.band`` is set; PNG plus the CSV of
+    the plotted points."""
+    plt = pyplot()
+
+    from dsharp.io import atomic_write_text
+
+    series = [(label, step_series(rows, spec.y, spec.band, spec.smooth)) for label, rows in curves]
+    for label, points in series:  # before any figure exists: a failure leaves none open
+        if not points:
+            raise ValueError(f"{label}: no {spec.y!r} values in its metrics.jsonl")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table: list[list[Any]] = []
+    for label, points in series:
+        steps = [p["step"] for p in points]
+        smooth = [p["y_smooth"] for p in points]
+        (line,) = ax.plot(steps, smooth, label=label, linewidth=1.6)
+        if spec.smooth > 1 and not spec.band:
+            ax.plot(steps, [p["y"] for p in points], color=line.get_color(), alpha=0.25, lw=0.8)
+        if spec.band:
+            lo = [m - w for m, w in zip(smooth, (p["band_smooth"] for p in points), strict=True)]
+            hi = [m + w for m, w in zip(smooth, (p["band_smooth"] for p in points), strict=True)]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        for p in points:
+            row = [label, int(p["step"]), p["y"], p["y_smooth"]]
+            table.append(row + ([p["band"], p["band_smooth"]] if spec.band else []))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(spec.ylabel or spec.y)
+    if spec.log_x:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    atomic_save_png(fig, png)
+    header = ["series", "step", spec.y, f"{spec.y}_smooth"]
+    header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
+    atomic_write_text(csv_path, to_csv(header, table))
+
+
+def plot_nfe(
+    points: Sequence[tuple[str, str, dict[str, Any]]],
+    spec: PlotSpec,
+    title: str,
+    png: Path,
+    csv_path: Path,
+) -> None:
+    """Figure 5: each evaluation (``(series, label, result)``) as a point at its network
+    evaluations per image; points of one series joined in NFE order. PNG plus CSV."""
+    plt = pyplot()
+
+    from dsharp.io import atomic_write_text
+
+    by_series: dict[str, list[tuple[float, float, str]]] = {}
+    for series, label, result in points:
+        nfe, value = finite_number(result.get("nfe_per_image")), eval_metric(result, spec.y)
+        if nfe is None:
+            raise ValueError(f"{label}: its evaluation has no nfe_per_image")
+        if value is None:
+            raise ValueError(f"{label}: its evaluation has no metric {spec.y!r}")
+        by_series.setdefault(series, []).append((nfe, value, label))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table = []
+    for series, pts in by_series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=series)
+        table += [[series, label, nfe, value] for nfe, value, label in pts]
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel(spec.ylabel or spec.y)
+    if spec.log_x is not False:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    atomic_save_png(fig, png)
+    atomic_write_text(csv_path, to_csv(["series", "row", "nfe_per_image", spec.y], table))
+
+
+def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:
+    from dsharp.io import read_jsonl
+
+    study, out = loaded.study, loaded.output_dir
+    spec = study.plot
+    assert spec is not None  # the schema requires it for figures
+    stem = study.name or "figure"
+    png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
+    title = study.title or stem
+    if spec.x == "step":
+        curves = [(p.label, read_jsonl(p.run_dir / "metrics.jsonl")) for p in done]
+        plot_steps(curves, spec, title, png, csv_path)
+    else:
+        points = [
+            (p.row.series or p.label, p.label, read_row_eval(p.eval_path) or {}) for p in done
+        ]
+        plot_nfe(points, spec, title, png, csv_path)
+    return [png, csv_path]
