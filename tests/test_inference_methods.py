@@ -96,6 +96,31 @@ def test_each_method_generates_an_image_with_exactly_counted_nfe(
         assert brightness and all(m["seed"] == 7 for c in brightness for m in c["metadata"])
 
 
+@pytest.mark.parametrize("spacing", ["leading", "linspace"])
+def test_free2guide_predicts_at_every_timestep_of_the_schedule(
+    model, brightness, monkeypatch, spacing
+):
+    """The chosen look-ahead's prediction stands for the next step's only where it was made at
+    that step's timestep: with ``linspace`` spacing the two differ (959 vs 957 at 25 steps)."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing=spacing)
+    monkeypatch.setattr(model, "scheduler", scheduler)
+    steps = 7
+    schedule = inference_timesteps(scheduler, steps).tolist()
+    predicted_at: set[int] = set()
+    real = model.predict_noise
+
+    def recording(latents, timesteps, *args, **kwargs):
+        predicted_at.update(int(t) for t in timesteps)
+        return real(latents, timesteps, *args, **kwargs)
+
+    monkeypatch.setattr(model, "predict_noise", recording)
+    settings = _settings("free2guide", 1.0, steps, candidates=2, guided_steps=steps)
+    generate(model, ["a red circle"], [0], settings)
+    assert set(schedule) <= predicted_at, sorted(set(schedule) - predicted_at)
+
+
 def test_default_nfe_is_steps_times_two_with_cfg_and_matches_the_trajectory(model):
     prompts, seeds = ["a", "b"], [0, 1]
     result = generate(model, prompts, seeds, SampleSettings(steps=4, height=SIDE, width=SIDE))
