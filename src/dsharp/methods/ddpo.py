@@ -28,7 +28,10 @@ chunk's loss per call (:class:`RoundMethod`):
 A round therefore lasts ``inner_epochs * ceil(K / timesteps_per_step)`` calls. With
 ``train.grad_accum`` equal to ``ceil(K / timesteps_per_step)``, one optimizer step
 accumulates a whole epoch over the timesteps, as ddpo-pytorch does (DDPO-SF needs that to
-stay on-policy when it trains in chunks). Every call logs the round's reward statistics;
+stay on-policy when it trains in chunks). DDPO-IS then needs ``inner_epochs >= 2`` (or a
+``grad_accum`` below a round's calls): while no optimizer step has happened since the round
+was sampled, every ratio ``p_theta / p_old`` is 1 and the clip never acts, which is DDPO-SF
+with a per-step mean. Every call logs the round's reward statistics;
 ``new_round`` is 1 on the calls that sampled. The round lives only in memory: a resumed run
 samples a fresh round on its first step, so it continues exactly like an uninterrupted run
 only when the checkpoint falls on a round boundary.
