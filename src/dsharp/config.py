@@ -171,8 +171,18 @@ class MethodConfig(_Section):
         description="Regression target at later trajectory steps: the noise implied by the "
         "current state ('consistent') or the public code's original noise ('original').",
     )
-    guidance: float = Field(5.0, ge=0, description="Classifier-free guidance scale in rollouts.")
-    eta: float = Field(0.0, ge=0, description="DDIM eta in rollouts (0 = deterministic).")
+    guidance: float = Field(
+        5.0,
+        ge=0,
+        description="Classifier-free guidance scale of the samples a method draws (RLHF online "
+        "samples, DDPO/D3PO rounds); trajectory steps use the conditional prediction.",
+    )
+    eta: float = Field(
+        0.0,
+        ge=0,
+        description="DDIM eta of the samples a method draws (0 = deterministic); trajectory "
+        "steps are deterministic.",
+    )
     timestep_min: int = Field(0, ge=0, description="Smallest training timestep drawn.")
     timestep_max: int | None = Field(
         None, ge=0, description="Largest training timestep drawn; None = the last one."
