@@ -82,6 +82,15 @@ def test_compare_against_paper_uses_the_runs_n_for_table2(tmp_path):
     assert "| paper:untrained | - | - | - |" in (tmp_path / "compare.md").read_text()
 
 
+def test_compare_against_paper_names_a_corrupt_evaluation_in_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval-clip.json").write_text('{"metrics": {"clip": {"mean": 0.3}')  # cut short
+    result = CliRunner().invoke(app, ["compare", str(run), "--against", "paper"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith(f"error: {run / 'eval-clip.json'}: not JSON")
+
+
 def test_compare_against_something_else_is_an_error(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--against", "arxiv"])
     assert result.exit_code != 0 and "--against" in result.output
