@@ -388,3 +388,15 @@ def test_eval_runs_the_mini_recipe(tiny_sd_dir, tmp_path, name):
     assert list(data["groups"]["pairs"]) == ["held-out"]
     assert set(data["constraints"]) == {"count", "presence", "relation"}
     assert json.loads((tmp_path / "e.json").read_text())["nfe_per_image"] == data["nfe_per_image"]
+
+
+def test_eval_keeps_the_recipes_limit_when_bench_is_named(tiny_sd_dir, tmp_path):
+    """``--bench shapes`` beside a recipe whose eval section limits its prompts: the limit
+    holds (it used to drop, running every val prompt)."""
+    recipe = ROOT / "recipes" / "mini" / "inference_scaling.yaml"
+    overrides = [f"model.pretrained={tiny_sd_dir}", "sample.steps=1", "eval.limit=1"]
+    overrides += [f"sample.height={SIDE}", f"sample.width={SIDE}"]
+    args = ["eval", "--recipe", recipe, *overrides, "--bench", "shapes", "--option", "N=1"]
+    result = _invoke(args + ["--seeds", "1", "--out", tmp_path / "e.json", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_images"] == 5  # one prompt per category

@@ -28,26 +28,27 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
-    """(prompt list, bench or None): flags first, then the recipe's eval section."""
+    """(prompt list, bench or None): flags first, then the recipe's eval section.
+
+    A recipe's ``eval.limit`` applies to a bench's prompts, also where ``--bench`` names the
+    bench (its own or another): it keeps an evaluation as short as the recipe meant it to
+    be. A ``--prompts`` file is taken whole (``--limit`` cuts it)."""
     from dsharp.data import read_prompt_file
     from dsharp.evaluate import get_bench
 
-    if prompts is not None or bench is not None:
-        spec_bench = get_bench(bench) if bench else None
-        if prompts is not None:
-            return read_prompt_file(prompts), spec_bench
-        return spec_bench.default_prompts(), spec_bench
-    if recipe is None:
+    if prompts is not None:
+        return read_prompt_file(prompts), get_bench(bench) if bench else None
+    if recipe is None and bench is None:
         raise ValueError("give --prompts FILE or --bench NAME")
-    ev = recipe.eval
-    spec_bench = get_bench(ev.bench) if ev.bench else None
-    if ev.prompts or ev.prompts_file:
+    ev = recipe.eval if recipe is not None else None
+    spec_bench = get_bench(bench or ev.bench) if (bench or ev.bench) else None
+    if ev is not None and bench in (None, ev.bench) and (ev.prompts or ev.prompts_file):
         prompt_list = ev.load_prompts()
     elif spec_bench is not None:
         prompt_list = spec_bench.default_prompts()
     else:
         raise ValueError("give --prompts FILE or --bench NAME (the recipe's eval section has none)")
-    if ev.limit:
+    if ev is not None and ev.limit:
         from dsharp.posttrain import limit_prompts
 
         category_of = spec_bench.category_of if spec_bench else None
