@@ -39,6 +39,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     base = json.loads((run / "eval-base.json").read_text())
     final = json.loads((run / "eval-final.json").read_text())
     assert base["n_images"] == final["n_images"] == 2
+    assert final["step"] == 1 and "step" not in base  # the checkpoint it scored
     assert base["seeds"] == final["seeds"] == [0]
     report = (run / "report.md").read_text()
     assert f"(2 images per model), sampling: {base['sample']['steps']} DDIM steps" in report
