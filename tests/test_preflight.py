@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 DDPO = ROOT / "recipes" / "mini" / "ddpo.yaml"
 SFT = ROOT / "recipes" / "mini" / "sft.yaml"
+DIFFUSION_DPO = ROOT / "recipes" / "mini" / "diffusion_dpo.yaml"
+D3PO = ROOT / "recipes" / "mini" / "d3po.yaml"
+ITERPO = ROOT / "recipes" / "mini" / "iterpo.yaml"
 
 
 def _validate(recipe: Path, *overrides: str):
@@ -46,6 +49,16 @@ def _validate(recipe: Path, *overrides: str):
         (QUICKSTART, "train.lr=.inf", "train.lr: expected a finite number"),
         (QUICKSTART, "sample.guidance=.inf", "sample.guidance: expected a finite number"),
         (QUICKSTART, 'output_dir=""', "output_dir:"),
+        # option values the method refuses, checked without a model
+        (QUICKSTART, "method.options.sample_from=referense", "unknown 'referense'"),
+        (QUICKSTART, "method.options.error_space=v", "error_space: unknown 'v'"),
+        (QUICKSTART, "method.options.sample_weight=2", "must be in [0, 1], got 2"),
+        (QUICKSTART, "method.n=1", "needs n >= 2 trajectories per prompt"),
+        (DDPO, "method.options.variant=foo", "variant: expected 'sf' or 'is'"),
+        (DDPO, "method.eta=0", "method.eta: sampling with log-probs needs"),
+        (DIFFUSION_DPO, "method.options.pairs=onlin", "pairs: expected 'offline' or 'online'"),
+        (D3PO, "method.options.eps=2", "method.options.eps: must be < 1"),
+        (ITERPO, "method.options.loss_scale=0", "loss_scale: must be > 0"),
     ],
 )
 def test_validate_refuses_what_train_would(recipe: Path, override: str, expected: str):

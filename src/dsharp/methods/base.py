@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,17 @@ class TrainingMethod(ABC):
     #: Whether the reward steers training (False: it is only logged, e.g. finetune), so that
     #: its evaluations count toward the method's reward budget.
     trains_on_reward: bool = True
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Refuse a bad value among the method's settings (its constructor keywords, defaults
+        filled in) without a model, so that ``dsharp recipes validate`` and ``dsharp train``
+        say so before any weights load. Each class checks its own keywords in a
+        ``_check_own`` staticmethod, which its constructor calls too."""
+        for klass in reversed(cls.__mro__):
+            own = vars(klass).get("_check_own")
+            if own is not None:
+                own.__func__(settings)
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
         self.model = model

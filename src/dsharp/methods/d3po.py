@@ -18,6 +18,7 @@ train on the same steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -110,15 +111,19 @@ class D3PO(RoundMethod):
             train_timestep_fraction=train_timestep_fraction,
             timesteps_per_step=timesteps_per_step,
         )
-        if not beta > 0:
-            raise ValueError(f"method.beta: must be > 0, got {beta}")
-        eps = check_positive("eps", eps)
+        D3PO._check_own({"beta": beta, "eps": eps})
+        self.beta, self.eps = float(beta), float(eps)
+        self._pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        if not settings["beta"] > 0:
+            raise ValueError(f"method.beta: must be > 0, got {settings['beta']}")
+        eps = check_positive("eps", settings["eps"])
         if eps >= 1:
             raise ValueError(
                 f"method.options.eps: must be < 1 (rho is clamped to [1-eps, 1+eps]), got {eps}"
             )
-        self.beta, self.eps = float(beta), eps
-        self._pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _initial_latents(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         """One noise per prompt, shared by its two trajectories."""

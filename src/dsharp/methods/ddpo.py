@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,6 +298,19 @@ class RoundMethod(TrainingMethod):
     data_kind = "prompts"
     samples_per_prompt: int = 1
 
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        if settings["eta"] <= 0:
+            raise ValueError(
+                "method.eta: sampling with log-probs needs a stochastic DDIM step "
+                f"(eta > 0; the authors used 1.0), got {settings['eta']}"
+            )
+        if settings["infer_steps"] < 1:
+            raise ValueError(f"method.infer_steps: must be >= 1, got {settings['infer_steps']}")
+        check_int("inner_epochs", settings["inner_epochs"], 1)
+        check_fraction("train_timestep_fraction", settings["train_timestep_fraction"])
+        check_int("timesteps_per_step", settings["timesteps_per_step"], 1, allow_none=True)
+
     def __init__(
         self,
         model: DiffusionModel,
@@ -313,17 +326,13 @@ class RoundMethod(TrainingMethod):
         timesteps_per_step: int | None,
     ):
         super().__init__(model, reward, height, width)
-        if eta <= 0:
-            raise ValueError(
-                f"method.eta: {self.name} samples with log-probs, which needs a stochastic "
-                f"DDIM step (eta > 0; the authors used 1.0), got {eta}"
-            )
-        if infer_steps < 1:
-            raise ValueError(f"method.infer_steps: must be >= 1, got {infer_steps}")
+        own = {"eta": eta, "infer_steps": infer_steps, "inner_epochs": inner_epochs}
+        own |= {"train_timestep_fraction": train_timestep_fraction}
+        RoundMethod._check_own(own | {"timesteps_per_step": timesteps_per_step})
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
-        self.inner_epochs = check_int("inner_epochs", inner_epochs, 1)
-        self.fraction = check_fraction("train_timestep_fraction", train_timestep_fraction)
-        self.per_call = check_int("timesteps_per_step", timesteps_per_step, 1, allow_none=True)
+        self.inner_epochs = inner_epochs
+        self.fraction = float(train_timestep_fraction)
+        self.per_call = timesteps_per_step
         self._round: SampledRound | None = None
         self._plan: list[torch.Tensor] = []
         self._round_metrics: dict[str, float] = {}
@@ -409,16 +418,8 @@ class DDPO(RoundMethod):
         train_timestep_fraction: float = 1.0,
         timesteps_per_step: int | None = None,
     ):
-        if variant not in VARIANTS:
-            raise ValueError(f"method.options.variant: expected 'sf' or 'is', got {variant!r}")
-        inner_epochs = check_int("inner_epochs", inner_epochs, 1)
-        if variant == "sf" and inner_epochs != 1:
-            raise ValueError(
-                "method.options.inner_epochs: DDPO-SF is on-policy (one update per round); "
-                f"use variant 'is' for {inner_epochs} updates per round"
-            )
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"method.n: samples per prompt must be >= 1, got {n!r}")
+        own = {"variant": variant, "inner_epochs": inner_epochs, "n": n}
+        DDPO._check_own(own | {"clip_range": clip_range, "adv_clip_max": adv_clip_max})
         super().__init__(
             model,
             reward,
@@ -433,9 +434,24 @@ class DDPO(RoundMethod):
         )
         self.samples_per_prompt = n
         self.variant = variant
-        self.clip_range = check_positive("clip_range", clip_range)
-        self.adv_clip_max = check_positive("adv_clip_max", adv_clip_max)
+        self.clip_range, self.adv_clip_max = float(clip_range), float(adv_clip_max)
         self._advantages: torch.Tensor | None = None
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        variant, inner_epochs, n = settings["variant"], settings["inner_epochs"], settings["n"]
+        if variant not in VARIANTS:
+            raise ValueError(f"method.options.variant: expected 'sf' or 'is', got {variant!r}")
+        check_int("inner_epochs", inner_epochs, 1)
+        if variant == "sf" and inner_epochs != 1:
+            raise ValueError(
+                "method.options.inner_epochs: DDPO-SF is on-policy (one update per round); "
+                f"use variant 'is' for {inner_epochs} updates per round"
+            )
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"method.n: samples per prompt must be >= 1, got {n!r}")
+        check_positive("clip_range", settings["clip_range"])
+        check_positive("adv_clip_max", settings["adv_clip_max"])
 
     def _prepare(self, rnd: SampledRound) -> tuple[int, dict[str, float]]:
         adv = per_prompt_advantages(rnd.rewards, rnd.prompts)

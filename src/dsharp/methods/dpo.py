@@ -35,6 +35,7 @@ Pairs come from one of two sources (``method.options.pairs``):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,36 +149,44 @@ class DiffusionDPO(TrainingMethod):
         error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
-        self.error_space = check_error_space(error_space)
-        if pairs not in PAIR_MODES:
-            raise ValueError(f"method.options.pairs: expected 'offline' or 'online', got {pairs!r}")
-        if not beta > 0:
-            raise ValueError(f"method.beta: must be > 0, got {beta}")
-        if not isinstance(log_reward, bool):
-            raise ValueError(
-                f"method.options.log_reward: expected true or false, got {log_reward!r}"
-            )
+        own = {"error_space": error_space, "pairs": pairs, "pairs_file": pairs_file}
+        DiffusionDPO._check_own(own | {"beta": beta, "log_reward": log_reward})
+        self.error_space = error_space
         self.mode = pairs
         self.source: PairSource | None = None
         if pairs == "offline":
-            if pairs_file is None:
-                raise ValueError(
-                    "method.options.pairs_file: offline Diffusion-DPO needs a .jsonl of "
-                    '{"prompt", "image_w", "image_l"} rows (or set method.options.pairs: online)'
-                )
+            assert pairs_file is not None  # _check_own
             self.source = PairSource(pairs_file)
             self.data_kind = "images"
             # Offline pairs come with their preference: the reward is only logged, so its
             # evaluations are not part of the method's reward budget (Table 1).
             self.trains_on_reward = False
         else:
-            if pairs_file is not None:
-                raise ValueError("method.options.pairs_file: only used with pairs: offline")
             self.data_kind = "prompts"
         self.beta = float(beta)
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
         self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
         self.log_reward = log_reward
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        check_error_space(settings["error_space"])
+        pairs, pairs_file = settings["pairs"], settings["pairs_file"]
+        if pairs not in PAIR_MODES:
+            raise ValueError(f"method.options.pairs: expected 'offline' or 'online', got {pairs!r}")
+        if not settings["beta"] > 0:
+            raise ValueError(f"method.beta: must be > 0, got {settings['beta']}")
+        if not isinstance(settings["log_reward"], bool):
+            raise ValueError(
+                f"method.options.log_reward: expected true or false, got {settings['log_reward']!r}"
+            )
+        if pairs == "offline" and pairs_file is None:
+            raise ValueError(
+                "method.options.pairs_file: offline Diffusion-DPO needs a .jsonl of "
+                '{"prompt", "image_w", "image_l"} rows (or set method.options.pairs: online)'
+            )
+        if pairs == "online" and pairs_file is not None:
+            raise ValueError("method.options.pairs_file: only used with pairs: offline")
 
     # -- pairs ----------------------------------------------------------------------------
     def _offline_pairs(

@@ -119,12 +119,12 @@ def _sharpening_class(name: str) -> type | None:
 def check_method_section(cfg: Any) -> None:
     """What :func:`build_method` would refuse, checked without a model (so that ``dsharp
     recipes validate`` and ``dsharp train`` say it before any weights load): a generic
-    ``method.*`` field the method does not use, or an unknown ``method.options`` key."""
+    ``method.*`` field the method does not use, an unknown ``method.options`` key, or a
+    value the method refuses (``TrainingMethod.check_settings``)."""
     cls = _baseline_class(cfg.name) or _sharpening_class(cfg.name)
     if cls is not None:
-        defaults, generic = _keyword_defaults(cls), _generic_fields(cfg)
-        _check_unused_fields(cfg, defaults, generic)
-        _check_option_keys(cfg, defaults, generic)
+        kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
+        cls.check_settings({**_keyword_defaults(cls), **kwargs})
 
 
 def fill_method_defaults(cfg: Any) -> None:

@@ -21,7 +21,7 @@ of this method: run it outside dsharp and point the recipe at the retrained rewa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -85,23 +85,9 @@ class IterPO(TrainingMethod):
         loss_scale: float = 1e-3,
     ):
         super().__init__(model, reward, height, width)
-        for option, value in (
-            ("grad_step_min", grad_step_min),
-            ("grad_step_max", grad_step_max),
-            ("reference_steps", reference_steps),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"method.options.{option}: expected an integer, got {value!r}")
-        if not 0 <= grad_step_min <= grad_step_max < reference_steps:
-            raise ValueError(
-                "method.options.grad_step_min/grad_step_max: need 0 <= min <= max < "
-                f"reference_steps ({reference_steps}), got {grad_step_min}..{grad_step_max}"
-            )
-        for option, value in (("margin", margin), ("loss_scale", loss_scale)):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError(f"method.options.{option}: expected a number, got {value!r}")
-        if not loss_scale > 0:
-            raise ValueError(f"method.options.loss_scale: must be > 0, got {loss_scale}")
+        own = {"grad_step_min": grad_step_min, "grad_step_max": grad_step_max}
+        own |= {"reference_steps": reference_steps, "margin": margin, "loss_scale": loss_scale}
+        IterPO._check_own(own)
         self.components = reward_components(reward)
         for key, spec, built in self.components:
             weight = spec.weight if spec is not None else 1.0
@@ -116,6 +102,28 @@ class IterPO(TrainingMethod):
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
         self.k_range = grad_step_range(infer_steps, grad_step_min, grad_step_max, reference_steps)
         self.margin, self.loss_scale = float(margin), float(loss_scale)
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        for option in ("grad_step_min", "grad_step_max", "reference_steps"):
+            value = settings[option]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"method.options.{option}: expected an integer, got {value!r}")
+        low, high = settings["grad_step_min"], settings["grad_step_max"]
+        reference_steps = settings["reference_steps"]
+        if not 0 <= low <= high < reference_steps:
+            raise ValueError(
+                "method.options.grad_step_min/grad_step_max: need 0 <= min <= max < "
+                f"reference_steps ({reference_steps}), got {low}..{high}"
+            )
+        for option in ("margin", "loss_scale"):
+            value = settings[option]
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"method.options.{option}: expected a number, got {value!r}")
+        if not settings["loss_scale"] > 0:
+            raise ValueError(
+                f"method.options.loss_scale: must be > 0, got {settings['loss_scale']}"
+            )
 
     def _score(
         self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]

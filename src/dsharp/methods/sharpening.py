@@ -9,6 +9,7 @@ trajectories that are trained on are recomputed with gradients, in one batched U
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -58,11 +59,8 @@ class _Sharpening(TrainingMethod):
         error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
-        self.error_space = check_error_space(error_space)
-        if n < 1 or m < 1:
-            raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
-        if target not in ("consistent", "original"):
-            raise ValueError(f"method.target: unknown '{target}' (expected consistent or original)")
+        _Sharpening._check_own({"error_space": error_space, "n": n, "m": m, "target": target})
+        self.error_space = error_space
         self.n, self.m = n, m
         if not stride and model.num_train_timesteps < infer_steps:
             raise ValueError(
@@ -74,6 +72,16 @@ class _Sharpening(TrainingMethod):
         self.target = target
         self.t_min, self.t_max = timestep_range(model, timestep_min, timestep_max)
         self.decode_batch_size = decode_batch_size
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        check_error_space(settings["error_space"])
+        n, m = settings["n"], settings["m"]
+        if n < 1 or m < 1:
+            raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
+        if settings["target"] not in ("consistent", "original"):
+            target = settings["target"]
+            raise ValueError(f"method.target: unknown '{target}' (expected consistent or original)")
 
     def _per_trajectory(self, batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
         """Prompts and reward metadata repeated for the ``n`` trajectories of each prompt."""
@@ -230,37 +238,37 @@ class RLHFSharpening(_Sharpening):
         **kwargs: Any,
     ):
         super().__init__(model, reward, height, width, **kwargs)
-        if self.n < 2:
-            raise ValueError("rlhf_sharpening needs method.n >= 2 (a best and a worst trajectory)")
-        if isinstance(winner_weight, bool) or not isinstance(winner_weight, int | float):
-            raise ValueError(
-                f"method.options.winner_weight: expected a number, got {winner_weight!r}"
-            )
-        if winner_weight < 0:
-            raise ValueError(f"method.options.winner_weight: must be >= 0, got {winner_weight}")
-        if isinstance(sample_weight, bool) or not isinstance(sample_weight, int | float):
-            raise ValueError(
-                f"method.options.sample_weight: expected a number, got {sample_weight!r}"
-            )
-        if not 0 <= sample_weight <= 1:
-            raise ValueError(
-                f"method.options.sample_weight: must be in [0, 1], got {sample_weight}"
-            )
-        if sample_spacing is not None and sample_spacing not in TIMESTEP_SPACINGS:
-            raise ValueError(
-                f"method.options.sample_spacing: unknown {sample_spacing!r} "
-                f"(expected {', '.join(TIMESTEP_SPACINGS)}, or null for the scheduler's own)"
-            )
-        if sample_from not in ("policy", "reference"):
-            raise ValueError(
-                f"method.options.sample_from: unknown {sample_from!r} "
-                "(expected policy or reference)"
-            )
+        own = {"n": self.n, "winner_weight": winner_weight, "sample_weight": sample_weight}
+        own |= {"sample_spacing": sample_spacing, "sample_from": sample_from}
+        RLHFSharpening._check_own(own)
         self.sample_spacing = sample_spacing
         self.sample_from = sample_from
         self.beta, self.guidance, self.eta = beta, guidance, eta
         self.winner_weight = float(winner_weight)
         self.sample_weight = float(sample_weight)
+
+    @staticmethod
+    def _check_own(settings: Mapping[str, Any]) -> None:
+        if settings["n"] < 2:
+            raise ValueError("rlhf_sharpening needs method.n >= 2 (a best and a worst trajectory)")
+        for name, low, high in (("winner_weight", 0, None), ("sample_weight", 0, 1)):
+            value = settings[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"method.options.{name}: expected a number, got {value!r}")
+            if value < low or (high is not None and value > high):
+                bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise ValueError(f"method.options.{name}: must be {bound}, got {value}")
+        spacing = settings["sample_spacing"]
+        if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"method.options.sample_spacing: unknown {spacing!r} "
+                f"(expected {', '.join(TIMESTEP_SPACINGS)}, or null for the scheduler's own)"
+            )
+        if settings["sample_from"] not in ("policy", "reference"):
+            raise ValueError(
+                f"method.options.sample_from: unknown {settings['sample_from']!r} "
+                "(expected policy or reference)"
+            )
 
     def _sample_rewards(self, batch: Batch, x0_n: torch.Tensor) -> torch.Tensor:
         """Reward of each online sample ``(B*n,)``; NaN where the reward could not score."""
