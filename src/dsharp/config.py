@@ -434,7 +434,12 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Random seed.")
     height: int | None = Field(None, ge=1, description="Image height; None = model default.")
     width: int | None = Field(None, ge=1, description="Image width; None = model default.")
-    checkpoint_every: int = Field(500, ge=0, description="Steps between checkpoints; 0 = never.")
+    checkpoint_every: int = Field(
+        500,
+        ge=0,
+        description="Steps between checkpoints; 0 = only the final checkpoint (the last step "
+        "is always saved).",
+    )
     keep_checkpoints: int | None = Field(
         None, ge=1, description="Keep only the newest N checkpoints; None = keep all."
     )
