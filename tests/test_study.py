@@ -168,6 +168,17 @@ def test_recipes_validate_accepts_a_study():
     assert entry["method"].startswith("table study") and entry["model"] == "dsharp-mini"
 
 
+@pytest.mark.parametrize("command", [["train"], ["eval", "--recipe"]])
+def test_a_study_given_as_a_recipe_says_to_use_reproduce(command: list[str]):
+    study = ROOT / "recipes" / "mini" / "table2_samples.yaml"
+    result = CliRunner().invoke(app, [*command, str(study)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "a study, not a recipe" in lines[0] and "dsharp reproduce" in lines[0]
+    )
+
+
 # --------------------------------------------------------------------------- figures
 
 

@@ -679,6 +679,10 @@ def load_recipe(
     """
     path = Path(path)
     data = _read_yaml(path)
+    if isinstance(data, dict) and "rows" in data:  # the mark of a study (dsharp.study)
+        raise RecipeError(
+            "a study, not a recipe (it has `rows`): run it with dsharp reproduce", source=str(path)
+        )
     return recipe_from_dict(
         data,
         source=str(path),
