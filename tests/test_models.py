@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,24 @@ def test_conditioning_helpers():
     both = Conditioning.cat([a, b])
     assert len(both) == 3 and both.added["k"].shape == (3, 5)
     assert len(both.repeat_interleave(2)) == 6
+
+
+def test_a_hub_id_that_is_not_cached_offline_says_so_not_that_the_id_is_wrong():
+    from dsharp.models.loading import read_model_index
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: tests never reach the hub
+    with pytest.raises(ValueError) as caught:
+        read_model_index("dsharp-test-org/not-a-cached-model")
+    message = str(caught.value)
+    assert "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in message
+    assert "model_index.json" not in message
+
+
+def test_a_near_miss_of_a_built_in_model_name_suggests_it():
+    from dsharp.models.loading import resolve_pretrained
+
+    with pytest.raises(FileNotFoundError, match="did you mean 'dsharp-mini'"):
+        resolve_pretrained("dsharp-mni")
+    with pytest.raises(FileNotFoundError, match="did you mean 'dsharp-mini-init'"):
+        resolve_pretrained("dsharp-mini-int")
+    assert resolve_pretrained("some-org/some-model") == "some-org/some-model"  # a hub id

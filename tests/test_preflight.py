@@ -19,6 +19,7 @@ SFT = ROOT / "recipes" / "mini" / "sft.yaml"
 DIFFUSION_DPO = ROOT / "recipes" / "mini" / "diffusion_dpo.yaml"
 D3PO = ROOT / "recipes" / "mini" / "d3po.yaml"
 ITERPO = ROOT / "recipes" / "mini" / "iterpo.yaml"
+DEMON = ROOT / "recipes" / "mini" / "demon.yaml"
 
 
 def _validate(recipe: Path, *overrides: str):
@@ -59,6 +60,9 @@ def _validate(recipe: Path, *overrides: str):
         (DIFFUSION_DPO, "method.options.pairs=onlin", "pairs: expected 'offline' or 'online'"),
         (D3PO, "method.options.eps=2", "method.options.eps: must be < 1"),
         (ITERPO, "method.options.loss_scale=0", "loss_scale: must be > 0"),
+        (QUICKSTART, "model.pretrained=dsharp-mni", "did you mean 'dsharp-mini'?"),
+        (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
+        (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
 )
 def test_validate_refuses_what_train_would(recipe: Path, override: str, expected: str):

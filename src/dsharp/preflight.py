@@ -45,7 +45,11 @@ def check_before_loading(
     from dsharp.rewards.plugins import check_reward_options
 
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
-    checks: list[tuple[str, Any]] = [("method", lambda: check_method_section(recipe.method))]
+    checks: list[tuple[str, Any]] = [
+        ("model.pretrained", lambda: _check_model_name(recipe.model.pretrained)),
+        ("method", lambda: check_method_section(recipe.method)),
+        ("sample.options", lambda: _check_sample_options(recipe.sample)),
+    ]
     for i, spec in enumerate(recipe.rewards):
         checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
     for i, spec in enumerate(recipe.eval.rewards or []):
@@ -59,6 +63,26 @@ def check_before_loading(
         except (ValueError, RewardError) as err:
             where, reason = _located(str(err), field)
             raise RecipeError(reason, source=source, field=where) from None
+
+
+def _check_model_name(pretrained: str) -> None:
+    """A near-miss of a built-in model name (``dsharp-mni``) would go to the hub and fail
+    there, after retries; say so now."""
+    from dsharp.models.loading import builtin_near_miss
+
+    near_miss = builtin_near_miss(pretrained)
+    if near_miss is not None:
+        raise ValueError(
+            f"{pretrained!r} is neither a built-in model nor a folder; did you mean {near_miss!r}?"
+        )
+
+
+def _check_sample_options(sample: Any) -> None:
+    """The sampler's options, as ``dsharp sample`` / ``eval`` parse them (previews and the
+    post-training evaluation draw with them)."""
+    from dsharp.inference import get_sample_method
+
+    get_sample_method(sample.method).parse_options(sample.options)
 
 
 def _located(message: str, field: str) -> tuple[str, str]:

@@ -47,7 +47,26 @@ def resolve_pretrained(pretrained: str) -> str:
         return str(path)
     if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
         raise FileNotFoundError(f"model folder not found: {pretrained}")
+    near_miss = builtin_near_miss(pretrained)
+    if near_miss is not None:
+        raise FileNotFoundError(
+            f"model {pretrained!r} is neither a built-in model nor a folder; "
+            f"did you mean {near_miss!r}?"
+        )
     return pretrained
+
+
+def builtin_near_miss(pretrained: str) -> str | None:
+    """The built-in model name a slash-free, unknown ``pretrained`` is probably a typo of
+    (``dsharp-mni``), else None. Hub ids of diffusers models name an owner (``org/name``), so
+    a bare near-miss would only send the user to the hub for a model that is not there."""
+    import difflib
+
+    names = [*EMBEDDED, *MINI_INITS]
+    if "/" in pretrained or pretrained in names or Path(pretrained).expanduser().exists():
+        return None
+    match = difflib.get_close_matches(pretrained, names, n=1, cutoff=0.75)
+    return match[0] if match else None
 
 
 def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]:
@@ -60,8 +79,34 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
     try:
         return dict(DiffusionPipeline.load_config(source, revision=revision))
     except Exception as error:  # hub and file errors come in many classes
+        if _hub_unreachable(error):
+            raise ValueError(_unreachable_message(source)) from error
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{source} is not a loadable diffusers model: {reason}") from error
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` comes down to "not cached, and the hub could not be asked" (offline
+    mode or no network): diffusers words that as "does not appear to have a file named
+    model_index.json", which sends users looking for a typo in the id."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, LocalEntryNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _unreachable_message(source: str) -> str:
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    return (
+        f"{source}: not in the local Hugging Face cache, and {why}; download it where there is "
+        "network (it is then cached) or give a local diffusers folder"
+    )
 
 
 def detect_family(config: dict[str, Any]) -> str:
