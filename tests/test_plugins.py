@@ -572,7 +572,7 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
         class Claim:
             @hookimpl
             def register_rewards(self, register):
-                register(RewardInfo(name="contested", factory=build_const))
+                register(RewardInfo(name="shapez", factory=build_const))
                 register(RewardInfo(name=f"only_{name}", factory=build_const))
 
         return Claim()
@@ -583,13 +583,14 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
     try:
         registry = plugins.reward_registry()
         with pytest.raises(plugins.UnknownRewardError) as error:
-            plugins.get_reward_info("contested")
+            plugins.get_reward_info("shapez")
     finally:
         plugins.pm.unregister(name="test-claim-a")
         plugins.pm.unregister(name="test-claim-b")
-    assert "contested" not in registry and {"only_a", "only_b"} <= set(registry)
+    assert "shapez" not in registry and {"only_a", "only_b"} <= set(registry)
     message = str(error.value)
-    assert "unknown reward 'contested'" in message
+    assert "unknown reward 'shapez'" in message
+    assert "did you mean" not in message  # the name is claimed, not misspelled
     assert "registered by several plugins, so neither is used" in message
     assert "test-claim-a" in message and "test-claim-b" in message
     assert "DSHARP_LOAD_PLUGINS" in message

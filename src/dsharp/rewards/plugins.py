@@ -325,11 +325,11 @@ def unknown_reward_message(name: str, registry: dict[str, RegisteredReward]) -> 
     that names it, else how many plugins failed to load, else the allow-list."""
     from dsharp.config import unknown_name_message
 
-    message = unknown_name_message("reward", name, registry)
     failures = [*_load_failures, *_registration_failures]
     about = [f for f in failures if f"reward {name!r}" in f.error]
-    if about:
-        return f"{message}; {about[-1].error}"
+    if about:  # the name is known, and why it is unusable says more than a near match would
+        return f"unknown reward {name!r}: {about[-1].error}"
+    message = unknown_name_message("reward", name, registry)
     if failures:
         plural = "s" if len(failures) > 1 else ""
         message += f"; {len(failures)} plugin{plural} failed to load (`dsharp rewards list`: why)"
