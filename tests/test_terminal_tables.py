@@ -32,6 +32,13 @@ def test_many_runs_are_cut_into_tables_that_fit_with_every_number_whole():
     assert titles == ["cmp (runs 1-6 of 12)", "cmp (runs 7-12 of 12)"]
 
 
+def test_parts_name_what_a_column_is():
+    columns, rows = _table(12)  # e.g. paper, ours and delta of four runs
+    text = _render(to_rich(columns, rows, title="cmp", unit="column"), 80)
+    titles = [line.strip() for line in text.splitlines() if line.strip().startswith("cmp")]
+    assert titles == ["cmp (columns 1-6 of 12)", "cmp (columns 7-12 of 12)"]
+
+
 def test_a_wide_terminal_gets_one_table():
     columns, rows = _table(12)
     text = _render(to_rich(columns, rows, title="cmp"), 200)

@@ -160,18 +160,24 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def to_rich(columns: list[str], rows: list[list[Any]], title: str | None = None) -> _RunColumns:
+def to_rich(
+    columns: list[str], rows: list[list[Any]], title: str | None = None, unit: str = "run"
+) -> _RunColumns:
     """Rich tables with one column per run and one row per metric, cut at render time into
     as many tables as it takes for each to fit the console that prints them, so that no
-    number is folded across lines however many runs there are."""
-    return _RunColumns(columns, rows, title)
+    number is folded across lines however many runs there are. ``unit`` names what a column
+    is in the parts' titles (``runs 1-4 of 12``; the paper comparison's are ``column``s:
+    paper, ours and delta per run)."""
+    return _RunColumns(columns, rows, title, unit)
 
 
 class _RunColumns:
     """A table of runs as columns that splits itself to the printing console's width."""
 
-    def __init__(self, columns: list[str], rows: list[list[Any]], title: str | None):
-        self.columns, self.rows, self.title = columns, rows, title
+    def __init__(
+        self, columns: list[str], rows: list[list[Any]], title: str | None, unit: str = "run"
+    ):
+        self.columns, self.rows, self.title, self.unit = columns, rows, title, unit
 
     def __rich_console__(self, console: Any, options: Any):
         yield from self.tables(options.max_width)
@@ -187,10 +193,11 @@ class _RunColumns:
         for start, stop in chunks:
             name = title
             if len(chunks) > 1:
+                unit = self.unit
                 part = (
-                    f"run {stop} of {len(rows)}"
+                    f"{unit} {stop} of {len(rows)}"
                     if stop - start == 1
-                    else f"runs {start + 1}-{stop} of {len(rows)}"
+                    else f"{unit}s {start + 1}-{stop} of {len(rows)}"
                 )
                 name = f"{title} ({part})" if title else part
             table = Table(title=name)

@@ -74,7 +74,7 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
             md.append(to_markdown(p_columns, p_rows))
             atomic_write_text(out / "table-paper.csv", to_csv(p_columns, p_rows))
             outputs.append(out / "table-paper.csv")
-            tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper"))
+            tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper", "column"))
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables

@@ -99,7 +99,7 @@ def compare(
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
             title = f"dsharp compare --against paper ({table})"
-            rich_table = to_rich(columns, rows, title)  # split to the width, as the others
+            rich_table = to_rich(columns, rows, title, unit="column")  # paper, ours, delta
         else:
             named_list = distinct_labels([load_result(src) for src in sources], sources)
             columns, rows = build_table(named_list)
