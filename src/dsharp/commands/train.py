@@ -97,7 +97,8 @@ def _plan_line(cfg: Recipe) -> str:
         # `latest` starts afresh where there is nothing to resume: say so, a mistyped
         # output_dir would otherwise look like a resumed run
         resume = f", resuming from {found.name}" if found else ", no checkpoint to resume yet"
+    steps = f"{cfg.train.max_steps} step{'s' if cfg.train.max_steps != 1 else ''}"
     return (
         f"training: {cfg.method.name} of {cfg.model.pretrained} ({trains}; rewards: {rewards}), "
-        f"{cfg.train.max_steps} steps, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
+        f"{steps}, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
     )
