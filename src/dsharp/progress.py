@@ -1,9 +1,14 @@
 """Rich progress bars that show what a user watches: reward and loss during training,
-images done during sampling and evaluation."""
+images done during sampling and evaluation.
+
+Where stderr is not a terminal (a log file, ``nohup``, a job scheduler), rich draws its bar
+only when the work ends; there the bars also write a plain line every
+:data:`LOG_EVERY_S` seconds, so that a long job's log shows that it moves."""
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +23,44 @@ from rich.progress import (
 
 console = Console(stderr=True)
 
+LOG_EVERY_S = 30.0
+"""Seconds between the plain progress lines written where stderr is not a terminal."""
+
+
+class _Progress(Progress):
+    """A rich Progress that, off a terminal, also writes ``label: done/total, elapsed, left,
+    fields`` lines at most every ``log_every_s`` seconds and when a task completes."""
+
+    def __init__(self, *columns: Any, log_every_s: float = LOG_EVERY_S, **kwargs: Any):
+        super().__init__(*columns, **kwargs)
+        self.log_every_s = log_every_s
+        self._log_lines = not self.disable and not self.console.is_terminal
+        self._last_line = time.monotonic()
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def _log(self, task_id: Any) -> None:
+        if not self._log_lines:
+            return
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        if now - self._last_line < self.log_every_s and not task.finished:
+            return
+        self._last_line = now
+        total = int(task.total) if task.total is not None else "?"
+        parts = [f"{task.description}: {int(task.completed)}/{total}"]
+        parts.append(f"{task.elapsed or 0:.0f} s elapsed")
+        if task.time_remaining is not None and not task.finished:
+            parts.append(f"about {task.time_remaining:.0f} s left")
+        parts += [f"{key} {value}" for key, value in task.fields.items()]
+        self.console.print(", ".join(parts), markup=False, highlight=False)
+
 
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -30,7 +73,7 @@ class TrainProgress:
 
     def __init__(self, total: int, start: int = 0, enabled: bool = True):
         self.enabled = enabled
-        self.progress = Progress(
+        self.progress = _Progress(
             TextColumn("[bold]train"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -63,7 +106,7 @@ class TrainProgress:
 
 def task_progress(label: str, enabled: bool = True) -> Progress:
     """A plain counter bar for sampling and evaluation loops."""
-    return Progress(
+    return _Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -1,0 +1,36 @@
+"""Progress off a terminal: rich draws its bar only at the end there, so plain lines show
+that a long job moves."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.progress import TextColumn
+
+from dsharp.progress import _Progress
+
+
+def _run(terminal: bool, log_every_s: float) -> str:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=100)
+    with _Progress(TextColumn("bar"), console=console, log_every_s=log_every_s) as progress:
+        task = progress.add_task("eval", total=3, reward="-")
+        for step in range(3):
+            progress.update(task, completed=step + 1, reward=f"0.{step}")
+    return out.getvalue()
+
+
+def test_off_a_terminal_each_update_past_the_interval_writes_a_line():
+    lines = [line for line in _run(False, 0.0).splitlines() if line.startswith("eval: ")]
+    assert [line.split(",")[0] for line in lines] == ["eval: 1/3", "eval: 2/3", "eval: 3/3"]
+    assert lines[-1].endswith("reward 0.2") and "s elapsed" in lines[-1]
+
+
+def test_off_a_terminal_lines_wait_for_the_interval_but_the_last_is_written():
+    lines = [line for line in _run(False, 3600.0).splitlines() if line.startswith("eval: ")]
+    assert [line.split(",")[0] for line in lines] == ["eval: 3/3"]
+
+
+def test_on_a_terminal_only_the_bar_shows():
+    assert "eval: " not in _run(True, 0.0)
