@@ -350,8 +350,9 @@ def test_cli_list_commands_run_from_the_working_directory(
     table = CliRunner().invoke(app, ["recipes", "list", "recipes"], env={"COLUMNS": "300"})
     assert table.exit_code == 0, table.output
     assert "recipes in recipes" in table.output
-    assert "run one as: its command, with RECIPE = recipes/RECIPE" in table.output
-    (line,) = [x for x in table.output.splitlines() if "quick.yaml" in x]
+    caption = "run one as its command with RECIPE = recipes/RECIPE, e.g. dsharp train "
+    assert caption + "recipes/mini/quick.yaml train.max_steps=2" in table.output
+    (line,) = [x for x in table.output.splitlines() if "quick.yaml" in x and "e.g." not in x]
     # the first column holds the path below the listed folder; the command, the rest, with
     # the overrides after RECIPE where they go
     assert "mini/quick.yaml" in line and "recipes/mini" not in line

@@ -55,9 +55,13 @@ def list_cmd(
     # The command column holds the verb and any other words of the recipe's run command; the
     # recipe's path is the first column's, so neither is cut to fit a narrow terminal.
     where = _relative(folder)
+    example = next((s for s in summaries if not s.error), None)
+    caption = f"run one as its command with RECIPE = {Path(where) / 'RECIPE'}"
+    if example is not None:
+        caption += f", e.g. {_runnable(example.command, example.file)}"
     table = Table(
         title=f"recipes in {where}",
-        caption=f"run one as: its command, with RECIPE = {Path(where) / 'RECIPE'}",
+        caption=caption,
         title_justify="left",
         expand=True,  # so that the ratios below apply
         caption_justify="left",
