@@ -58,7 +58,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     lines = result.stdout.splitlines()
     assert lines[0] == (
         f"training: rlhf_sharpening of {tiny_sd_dir} (full fine-tuning; rewards: shapes), "
-        f"1 steps, batch "
+        f"1 step, batch "
         f"{base_batch(run)} -> {run}"
     )
     headline = (

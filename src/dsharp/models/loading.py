@@ -8,6 +8,7 @@ a CLIP text encoder is SD. Components load through ``from_pretrained``, so
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
     from diffusers import DiffusionPipeline
 
     try:
-        return dict(DiffusionPipeline.load_config(source, revision=revision))
+        with warnings.catch_warnings():  # diffusers passes an argument huggingface_hub retired
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return dict(DiffusionPipeline.load_config(source, revision=revision))
     except Exception as error:  # hub and file errors come in many classes
         if _hub_unreachable(error):
             raise ValueError(_unreachable_message(source)) from error
