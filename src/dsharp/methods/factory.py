@@ -121,10 +121,20 @@ def check_method_section(cfg: Any) -> None:
     recipes validate`` and ``dsharp train`` say it before any weights load): a generic
     ``method.*`` field the method does not use, an unknown ``method.options`` key, or a
     value the method refuses (``TrainingMethod.check_settings``)."""
-    cls = _baseline_class(cfg.name) or _sharpening_class(cfg.name)
-    if cls is not None:
+    baseline = _baseline_class(cfg.name)
+    cls = baseline or _sharpening_class(cfg.name)
+    if cls is None:
+        return
+    defaults = _keyword_defaults(cls)
+    if baseline is not None:  # unset fields get the method's own defaults, as in training
         kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
-        cls.check_settings({**_keyword_defaults(cls), **kwargs})
+    else:  # the sharpening methods train with the schema's values (build_method)
+        generic = _generic_fields(cfg)
+        _check_unused_fields(cfg, defaults, generic)
+        _check_option_keys(cfg, defaults, generic)
+        kwargs = {field: getattr(cfg, field) for field in generic if field in defaults}
+        kwargs |= cfg.options
+    cls.check_settings({**defaults, **kwargs})
 
 
 def fill_method_defaults(cfg: Any) -> None:
