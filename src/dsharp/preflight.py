@@ -70,11 +70,9 @@ def _check_model_name(pretrained: str) -> None:
     there, after retries; say so now."""
     from dsharp.models.loading import builtin_near_miss
 
-    near_miss = builtin_near_miss(pretrained)
-    if near_miss is not None:
-        raise ValueError(
-            f"{pretrained!r} is neither a built-in model nor a folder; did you mean {near_miss!r}?"
-        )
+    problem = builtin_near_miss(pretrained)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _check_sample_options(sample: Any) -> None:

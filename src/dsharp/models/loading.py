@@ -48,26 +48,26 @@ def resolve_pretrained(pretrained: str) -> str:
         return str(path)
     if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
         raise FileNotFoundError(f"model folder not found: {pretrained}")
-    near_miss = builtin_near_miss(pretrained)
-    if near_miss is not None:
-        raise FileNotFoundError(
-            f"model {pretrained!r} is neither a built-in model nor a folder; "
-            f"did you mean {near_miss!r}?"
-        )
+    problem = builtin_near_miss(pretrained)
+    if problem is not None:
+        raise FileNotFoundError(f"model {problem}")
     return pretrained
 
 
 def builtin_near_miss(pretrained: str) -> str | None:
-    """The built-in model name a slash-free, unknown ``pretrained`` is probably a typo of
-    (``dsharp-mni``), else None. Hub ids of diffusers models name an owner (``org/name``), so
-    a bare near-miss would only send the user to the hub for a model that is not there."""
+    """``'dsharp-mni' is neither ...; did you mean 'dsharp-mini'?`` where a slash-free,
+    unknown ``pretrained`` is probably a typo of a built-in model name, else None. Hub ids of
+    diffusers models name an owner (``org/name``), so a bare near-miss would only send the
+    user to the hub for a model that is not there."""
     import difflib
 
     names = [*EMBEDDED, *MINI_INITS]
     if "/" in pretrained or pretrained in names or Path(pretrained).expanduser().exists():
         return None
     match = difflib.get_close_matches(pretrained, names, n=1, cutoff=0.75)
-    return match[0] if match else None
+    if not match:
+        return None
+    return f"{pretrained!r} is neither a built-in model nor a folder; did you mean {match[0]!r}?"
 
 
 def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]:
