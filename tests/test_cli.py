@@ -236,7 +236,7 @@ def test_a_zero_count_is_refused_rather_than_read_as_the_default(tmp_path, comma
     args = [command, "--model", tmp_path / "never-loaded", flag, "0", "--out", tmp_path]
     args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
     result = _invoke(args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a setting the user gave: as a bad recipe
     assert result.stderr.strip() == f"error: {flag} must be at least 1, got 0"
 
 

@@ -328,12 +328,17 @@ def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tm
 @pytest.mark.parametrize(
     ("extra", "message", "status"),
     [
-        (["--method", "demon"], "error: sample.method 'demon' needs a verifier reward", 1),
+        (["--method", "demon"], "error: sample.method 'demon' needs a verifier reward", 2),
         (["--method", "demon", "--reward", "shapes", "--option", "K"], "expected KEY=VALUE", 2),
         (["sample.stesp=3"], "sample.stesp: unknown key, did you mean 'steps'?", 2),
         (["train.lr=1"], "only sample.* settings can be set here", 2),
         (["--steps", "2", "sample.steps=3"], "--steps also sets sample.steps; give one", 2),
         (["--guidance", "5", "sample.guidance=5"], "--guidance also sets sample.guidance", 2),
+        (
+            ["--method", "demon", "--reward", "shapes", "--option", "K=4", "sample.options.K=5"],
+            "--option K=... also sets sample.options.K; give one",
+            2,
+        ),
     ],
 )
 def test_sample_command_reports_bad_settings_before_loading_the_model(
@@ -344,6 +349,13 @@ def test_sample_command_reports_bad_settings_before_loading_the_model(
     assert result.exit_code == status  # 2: a setting that does not parse, as in a recipe
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_eval_with_a_recipe_refuses_a_flag_and_an_override_of_one_setting():
+    recipe = ROOT / "recipes" / "mini" / "demon.yaml"
+    result = _invoke(["eval", "--recipe", recipe, "--steps", "2", "sample.steps=3"])
+    assert result.exit_code == 2
+    assert "--steps also sets sample.steps; give one" in result.stderr
 
 
 def test_eval_refuses_a_flag_and_a_positional_override_of_one_setting(tmp_path):

@@ -74,7 +74,6 @@ def test_table_study_runs_reuses_and_refuses_a_changed_row(
     # Rerun: nothing is trained or evaluated again.
     import dsharp.engine
     import dsharp.study
-    import dsharp.study_outputs
 
     calls: list[str] = []
     monkeypatch.setattr(dsharp.engine, "train", lambda *a, **k: calls.append("train"))

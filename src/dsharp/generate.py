@@ -89,18 +89,46 @@ class SampleSettings:
         return data
 
 
+def given_flags(values: Mapping[str, Any]) -> dict[str, str]:
+    """``{"steps": "--steps"}`` for each ``sample`` field a command-line flag set (not None)."""
+    return {name: f"--{name}" for name, value in values.items() if value is not None}
+
+
+def refuse_flag_and_override(
+    overrides: Sequence[str], flag_names: Mapping[str, str], options: Sequence[str] = ()
+) -> None:
+    """A ``RecipeError`` where a positional ``sample.*`` override sets what a flag
+    (``flag_names``: field -> flag) or an ``--option KEY=VALUE`` also sets, so that neither
+    wins silently."""
+    from dsharp.recipe_errors import RecipeError
+
+    option_keys = {item.partition("=")[0].strip() for item in options}
+    for text in overrides:
+        path = text.partition("=")[0].strip().split(".")
+        if path[0] != "sample" or len(path) < 2:
+            continue
+        if path[1] in flag_names:
+            flag = flag_names[path[1]]
+            raise RecipeError(f"override {text!r}: {flag} also sets sample.{path[1]}; give one")
+        if path[1] == "options" and len(path) > 2 and path[2] in option_keys:
+            raise RecipeError(
+                f"override {text!r}: --option {path[2]}=... also sets sample.options.{path[2]}; "
+                "give one"
+            )
+
+
 def parse_sample_overrides(
     base: dict[str, Any],
     overrides: Sequence[str] = (),
     options: Sequence[str] = (),
-    flags: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``sample`` section from flag values ``base`` (``None`` = unset), ``--option k=v``
     and positional ``sample.method=x`` / ``sample.options.K=4`` overrides, validated as a
     recipe's ``sample`` section would be (one-line ``RecipeError`` naming the field).
 
-    ``flags`` maps a field to the command-line flag that set it (``{"steps": "--steps"}``):
-    a positional override of the same field is refused, so that neither wins silently."""
+    ``flag_names`` maps a field to the flag that set it (:func:`given_flags`): a positional
+    override of that field, or of an ``--option`` key, is refused."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     from dsharp.config import SampleConfig
@@ -123,11 +151,8 @@ def parse_sample_overrides(
                 f"override {text!r}: only sample.* settings can be set here "
                 "(e.g. sample.method=demon sample.options.K=4)"
             )
-        name = text.partition("=")[0].strip().split(".")[1:2]
-        flag = (flags or {}).get(name[0]) if name else None
-        if flag is not None:
-            raise RecipeError(f"override {text!r}: {flag} also sets sample.{name[0]}; give one")
         texts.append(text)
+    refuse_flag_and_override(overrides, flag_names or {}, options)
     data = {"sample": {k: v for k, v in base.items() if v is not None}}
     applied = apply_overrides(data, texts)
     try:

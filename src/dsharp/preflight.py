@@ -60,7 +60,7 @@ def check_before_loading(
     for field, check in checks:
         try:
             check()
-        except (ValueError, RewardError) as err:
+        except (ValueError, NotImplementedError, RewardError) as err:
             where, reason = _located(str(err), field)
             raise RecipeError(reason, source=source, field=where) from None
 

@@ -27,9 +27,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def require_counts(counts: dict[str, int | None]) -> None:
     """Refuse a count flag below 1 (``{"--seeds": 0}``); None means "not given". Without
     this, a 0 reads as "not given" wherever a command writes ``value or default``."""
+    from dsharp.recipe_errors import RecipeError
+
     for flag, value in counts.items():
         if value is not None and value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
+            raise RecipeError(f"{flag} must be at least 1, got {value}")
+
+
+@contextmanager
+def settings_errors() -> Iterator[None]:
+    """A ``ValueError`` from checking settings the user gave (flags, ``--option``,
+    overrides) becomes a ``RecipeError``: exit ``RECIPE_ERROR_EXIT``, as a bad recipe."""
+    from dsharp.recipe_errors import RecipeError
+
+    try:
+        yield
+    except RecipeError:
+        raise
+    except ValueError as exc:
+        raise RecipeError(one_line(exc)) from None
 
 
 def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path | None]) -> None:

@@ -10,7 +10,12 @@ from typing import Any
 import typer
 
 from dsharp.bench import T2I_BENCH
-from dsharp.commands.errors import require_counts, require_output_paths, user_errors
+from dsharp.commands.errors import (
+    require_counts,
+    require_output_paths,
+    settings_errors,
+    user_errors,
+)
 
 T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
 
@@ -176,7 +181,12 @@ def evaluate_cmd(
     )
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
-    from dsharp.generate import SampleSettings, parse_sample_overrides
+    from dsharp.generate import (
+        SampleSettings,
+        given_flags,
+        parse_sample_overrides,
+        refuse_flag_and_override,
+    )
     from dsharp.io import atomic_write_json
 
     with user_errors():
@@ -207,6 +217,10 @@ def evaluate_cmd(
             )
             _show(result, target, as_json, T2I_COMPBENCH)
             return
+        flags = {"method": method, "steps": steps, "guidance": guidance}
+        flags |= {"height": height, "width": width}
+        # with a recipe the positional overrides are the recipe's: a flag must not beat one
+        refuse_flag_and_override(overrides or [], given_flags(flags), option or [])
         rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
         if rec is None and (model is None) == (checkpoint is None):
             raise ValueError("give exactly one of --model or --checkpoint (or --recipe)")
@@ -230,17 +244,15 @@ def evaluate_cmd(
         if rec is not None:
             base["height"] = base["height"] or rec.train.height
             base["width"] = base["width"] or rec.train.width
-        flags = {"method": method, "steps": steps, "guidance": guidance}
-        flags |= {"height": height, "width": width}
         base |= {k: v for k, v in flags.items() if v is not None}
         sample_overrides = [] if rec is not None else (overrides or [])
-        given = {name: f"--{name}" for name, value in flags.items() if value is not None}
-        section = parse_sample_overrides(base, sample_overrides, option or [], given)
+        section = parse_sample_overrides(base, sample_overrides, option or [])
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)
         settings = SampleSettings(**section, reward=list(verifier_specs))
-        method_entry, _ = settings.validate()
+        with settings_errors():
+            method_entry, _ = settings.validate()
         if not method_entry.needs_reward:
             settings.reward = None  # plain DDIM: no verifier, none recorded
         from dsharp.inference.base import reward_specs

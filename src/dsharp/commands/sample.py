@@ -8,7 +8,12 @@ from pathlib import Path
 
 import typer
 
-from dsharp.commands.errors import require_counts, require_output_paths, user_errors
+from dsharp.commands.errors import (
+    require_counts,
+    require_output_paths,
+    settings_errors,
+    user_errors,
+)
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -58,7 +63,7 @@ def sample(
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run."""
     from dsharp.commands.common import load_model_for_inference
-    from dsharp.generate import SampleSettings, generate, parse_sample_overrides
+    from dsharp.generate import SampleSettings, generate, given_flags, parse_sample_overrides
     from dsharp.sampling import save_images
     from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
@@ -76,10 +81,10 @@ def sample(
         require_output_paths({"--out": out}, {})
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
-        given = {name: f"--{name}" for name, value in flags.items() if value is not None}
-        section = parse_sample_overrides(flags, overrides or [], option or [], given)
+        section = parse_sample_overrides(flags, overrides or [], option or [], given_flags(flags))
         settings = SampleSettings(**section, reward=reward or None)
-        settings.validate()  # unknown method, bad option or missing reward: before loading
+        with settings_errors():  # unknown method, bad option or missing reward: before loading
+            settings.validate()
         if settings.reward:
             from dsharp.inference.base import reward_specs
             from dsharp.rewards.plugins import check_prompts

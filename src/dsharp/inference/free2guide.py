@@ -58,9 +58,10 @@ def free2guide(ctx: ImageContext, opts: Free2GuideOptions) -> torch.Tensor:
     one UNet evaluation per candidate, and the chosen candidate's prediction is reused as the
     next step's, so a guided step costs ``candidates`` evaluations instead of ``1 + candidates``
     (x2 with CFG). It is reused only where the schedule's next timestep is the one the
-    look-ahead was made at (``leading`` and ``trailing`` spacing; ``linspace`` rounds its
-    timesteps apart, and there the next step makes its own prediction). At the last step of
-    the schedule a candidate is already clean: no look-ahead.
+    look-ahead was made at (``leading`` spacing, and ``trailing`` where the step count
+    divides the training timesteps; elsewhere, as with ``linspace``, the next step makes its
+    own prediction). At the last step of the schedule a candidate is already clean: no
+    look-ahead.
     """
     x = ctx.initial_noise(1)
     eps = None  # the prediction at x, when the last look-ahead already made it

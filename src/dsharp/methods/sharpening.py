@@ -59,7 +59,8 @@ class _Sharpening(TrainingMethod):
         error_space: str = "epsilon",
     ):
         super().__init__(model, reward, height, width)
-        _Sharpening._check_own({"error_space": error_space, "n": n, "m": m, "target": target})
+        own = {"error_space": error_space, "n": n, "m": m, "target": target}
+        _Sharpening._check_own(own | {"decode_batch_size": decode_batch_size})
         self.error_space = error_space
         self.n, self.m = n, m
         if not stride and model.num_train_timesteps < infer_steps:
@@ -76,6 +77,11 @@ class _Sharpening(TrainingMethod):
     @staticmethod
     def _check_own(settings: Mapping[str, Any]) -> None:
         check_error_space(settings["error_space"])
+        size = settings["decode_batch_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"method.options.decode_batch_size: must be an integer >= 1, got {size!r}"
+            )
         n, m = settings["n"], settings["m"]
         if n < 1 or m < 1:
             raise ValueError(f"n and m must be >= 1 (got n={n}, m={m})")
@@ -255,7 +261,7 @@ class RLHFSharpening(_Sharpening):
             value = settings[name]
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"method.options.{name}: expected a number, got {value!r}")
-            if value < low or (high is not None and value > high):
+            if not value >= low or (high is not None and not value <= high):  # NaN fails
                 bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise ValueError(f"method.options.{name}: must be {bound}, got {value}")
         spacing = settings["sample_spacing"]
