@@ -20,6 +20,7 @@ DIFFUSION_DPO = ROOT / "recipes" / "mini" / "diffusion_dpo.yaml"
 D3PO = ROOT / "recipes" / "mini" / "d3po.yaml"
 ITERPO = ROOT / "recipes" / "mini" / "iterpo.yaml"
 DEMON = ROOT / "recipes" / "mini" / "demon.yaml"
+INFERENCE_SCALING = ROOT / "recipes" / "mini" / "inference_scaling.yaml"
 
 
 def _validate(recipe: Path, *overrides: str):
@@ -61,6 +62,9 @@ def _validate(recipe: Path, *overrides: str):
         (D3PO, "method.options.eps=2", "method.options.eps: must be < 1"),
         (ITERPO, "method.options.loss_scale=0", "loss_scale: must be > 0"),
         (QUICKSTART, "model.pretrained=dsharp-mni", "did you mean 'dsharp-mini'?"),
+        (QUICKSTART, "method.options.sample_weight=.nan", "must be in [0, 1], got nan"),
+        (QUICKSTART, "method.options.decode_batch_size=0", "must be an integer >= 1, got 0"),
+        (INFERENCE_SCALING, "sample.options.search=paths", "'paths' (search over denoising"),
         (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],

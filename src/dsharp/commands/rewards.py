@@ -31,8 +31,9 @@ def list_cmd(
     else:
         _print_tables(rewards, failures)
     if failures:
-        count = f"{len(failures)} plugin{'s' if len(failures) > 1 else ''}"
-        names = ", ".join(sorted({f["plugin"] for f in failures}))
+        plugins = sorted({f["plugin"] for f in failures})
+        count = f"{len(plugins)} plugin{'s' if len(plugins) > 1 else ''}"
+        names = ", ".join(plugins)
         typer.echo(f"error: {count} failed to load: {names}", err=True)
         raise typer.Exit(1)
 
