@@ -98,3 +98,29 @@ def test_the_shipped_recipes_still_validate():
     for recipe in (QUICKSTART, DDPO, SFT):
         result = _validate(recipe)
         assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "options"),
+    [
+        ("ddpo", {"eta": 0.0}, {"variant": "foo"}),  # two bad values: the same one is named
+        ("ddpo", {}, {"variant": "sf", "inner_epochs": 2}),
+        ("d3po", {"eta": 0.0}, {"eps": 2.0}),
+        ("rlhf_sharpening", {}, {"sample_weight": float("nan")}),
+        ("diffusion_dpo", {}, {"pairs": "offline"}),  # no pairs file
+    ],
+)
+def test_preflight_refuses_what_the_constructor_does_with_the_same_message(
+    tiny_sd_dir, name: str, fields: dict, options: dict
+):
+    from dsharp.config import MethodConfig
+    from dsharp.methods.factory import build_method, check_method_section
+    from dsharp.models import load_model
+
+    cfg = MethodConfig(name=name, options=options, **fields)
+    with pytest.raises(ValueError) as preflight:
+        check_method_section(cfg)
+    model = load_model(str(tiny_sd_dir))
+    with pytest.raises(ValueError) as constructor:
+        build_method(cfg, model, None, 64, 64)
+    assert str(preflight.value) == str(constructor.value)

@@ -418,8 +418,6 @@ class DDPO(RoundMethod):
         train_timestep_fraction: float = 1.0,
         timesteps_per_step: int | None = None,
     ):
-        own = {"variant": variant, "inner_epochs": inner_epochs, "n": n}
-        DDPO._check_own(own | {"clip_range": clip_range, "adv_clip_max": adv_clip_max})
         super().__init__(
             model,
             reward,
@@ -432,6 +430,9 @@ class DDPO(RoundMethod):
             train_timestep_fraction=train_timestep_fraction,
             timesteps_per_step=timesteps_per_step,
         )
+        # after the base's checks, in the order TrainingMethod.check_settings runs them
+        own = {"variant": variant, "inner_epochs": inner_epochs, "n": n}
+        DDPO._check_own(own | {"clip_range": clip_range, "adv_clip_max": adv_clip_max})
         self.samples_per_prompt = n
         self.variant = variant
         self.clip_range, self.adv_clip_max = float(clip_range), float(adv_clip_max)
