@@ -71,6 +71,11 @@ def read_trainer_state(checkpoint: Path) -> dict:
     return json.loads((Path(checkpoint) / "trainer_state.json").read_text())
 
 
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint holds (None for step 0), as evaluations of it record it."""
+    return int(read_trainer_state(checkpoint).get("step", 0)) or None
+
+
 def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:
     final = checkpoint_dir(run_dir, step)
     return final.parent / f".{final.name}.tmp"

@@ -276,7 +276,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     samples_grid.png and report.md into ``run_dir``; returns the report's path and
     headline."""
     from dsharp.builders import build_model, load_run_model
-    from dsharp.checkpoints import find_model_checkpoint, read_trainer_state
+    from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
     from dsharp.commands.common import pick_device
 
     device = pick_device("auto")
@@ -303,10 +303,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
         grids.append((label, kept[0][rows], scores))
     atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
     # the checkpoint's step, so that `dsharp runs` can tell when a resumed run outgrew it
-    step = None
-    if (checkpoint / "trainer_state.json").exists():
-        step = int(read_trainer_state(checkpoint).get("step", 0)) or None
-    final = {"label": "fine-tuned", "step": step, **results["fine-tuned"]}
+    final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
     atomic_write_json(run_dir / "eval-final.json", final)
     sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png")
     report = run_dir / "report.md"

@@ -174,9 +174,9 @@ def evaluate_cmd(
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import (
+        checkpoint_step,
         find_model_checkpoint,
         latest_checkpoint,
-        read_trainer_state,
         run_dir_of,
     )
     from dsharp.config import load_recipe
@@ -298,7 +298,7 @@ def evaluate_cmd(
         target = out
         default_name = _default_json_name(bench_name, prompts)
         if ckpt is not None:
-            result["step"] = int(read_trainer_state(ckpt).get("step", 0)) or None
+            result["step"] = checkpoint_step(ckpt)
         if target is None and ckpt is not None:
             run_dir = run_dir_of(ckpt)
             newest = latest_checkpoint(run_dir)
