@@ -21,10 +21,9 @@ from dsharp.config import MethodConfig
 from dsharp.inference import SAMPLE_METHODS
 from dsharp.methods.factory import (
     UnknownOptionError,
-    _baseline_class,
     _generic_fields,
     _keyword_defaults,
-    _sharpening_class,
+    _method_class,
     check_method_section,
 )
 from dsharp.methods.registry import method_specs
@@ -36,7 +35,7 @@ ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|[^|]*\|\s*`([^`]*)`\s*\|", re.MULTILINE)
 def _method_options(name: str) -> dict[str, Any]:
     """The ``method.options`` keys ``name`` accepts, with their defaults, as the factory
     decides them (``_check_option_keys``)."""
-    cls = _baseline_class(name) or _sharpening_class(name)
+    cls = _method_class(name)
     assert cls is not None, f"method {name!r} is registered but has no class in the factory"
     generic = _generic_fields(MethodConfig(name=name))
     return {k: v for k, v in _keyword_defaults(cls).items() if k not in generic}

@@ -86,16 +86,18 @@ def resolve_method_kwargs(cfg: Any, cls: type) -> dict[str, Any]:
     constructor takes.
 
     The generic ``method.*`` fields (``n``, ``beta``, ``eta``, ...) that the constructor
-    takes are passed; one the recipe left unset gets the method's own default (its authors'
-    value) rather than the schema's, and is written back into ``cfg`` so that the run's saved
-    recipe records what ran. A generic field the method does not use must keep its schema
-    default. Every key of ``method.options`` must be another keyword of the constructor:
-    an unknown one raises :class:`UnknownOptionError` naming it.
+    takes are passed. For a Table-1 baseline, one the recipe left unset gets the method's own
+    default (its authors' value) rather than the schema's, and is written back into ``cfg``
+    so that the run's saved recipe records what ran; the sharpening methods take the
+    schema's values. A generic field the method does not use must keep its schema default.
+    Every key of ``method.options`` must be another keyword of the constructor: an unknown
+    one raises :class:`UnknownOptionError` naming it.
     """
     defaults, generic = _keyword_defaults(cls), _generic_fields(cfg)
     _check_unused_fields(cfg, defaults, generic)
     _check_option_keys(cfg, defaults, generic)
-    _fill_defaults(cfg, defaults, generic)
+    if _baseline_class(cfg.name) is not None:
+        _fill_defaults(cfg, defaults, generic)
     kwargs = {field: getattr(cfg, field) for field in generic if field in defaults}
     kwargs.update(cfg.options)
     return kwargs
@@ -116,25 +118,20 @@ def _sharpening_class(name: str) -> type | None:
     return {"rlhf_sharpening": RLHFSharpening, "sft_sharpening": SFTSharpening}.get(name)
 
 
+def _method_class(name: str) -> type | None:
+    """The class ``method.name`` names (a baseline or a sharpening variant), or None."""
+    return _baseline_class(name) or _sharpening_class(name)
+
+
 def check_method_section(cfg: Any) -> None:
     """What :func:`build_method` would refuse, checked without a model (so that ``dsharp
     recipes validate`` and ``dsharp train`` say it before any weights load): a generic
     ``method.*`` field the method does not use, an unknown ``method.options`` key, or a
     value the method refuses (``TrainingMethod.check_settings``)."""
-    baseline = _baseline_class(cfg.name)
-    cls = baseline or _sharpening_class(cfg.name)
-    if cls is None:
-        return
-    defaults = _keyword_defaults(cls)
-    if baseline is not None:  # unset fields get the method's own defaults, as in training
+    cls = _method_class(cfg.name)
+    if cls is not None:  # on a copy: the defaults a baseline fills stay out of the recipe
         kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
-    else:  # the sharpening methods train with the schema's values (build_method)
-        generic = _generic_fields(cfg)
-        _check_unused_fields(cfg, defaults, generic)
-        _check_option_keys(cfg, defaults, generic)
-        kwargs = {field: getattr(cfg, field) for field in generic if field in defaults}
-        kwargs |= cfg.options
-    cls.check_settings({**defaults, **kwargs})
+        cls.check_settings({**_keyword_defaults(cls), **kwargs})
 
 
 def fill_method_defaults(cfg: Any) -> None:
@@ -157,33 +154,7 @@ def build_method(
     cfg: Any, model: DiffusionModel, reward: Any, height: int, width: int
 ) -> TrainingMethod:
     """Instantiate ``cfg.name`` with the recipe's hyperparameters."""
-    from dsharp.methods.sharpening import RLHFSharpening, SFTSharpening
-
-    cls = _baseline_class(cfg.name)
-    if cls is not None:
-        return cls(model, reward, height, width, **resolve_method_kwargs(cfg, cls))
-    check_method_section(cfg)
-    common = dict(
-        n=cfg.n,
-        m=cfg.m,
-        stride=cfg.stride,
-        infer_steps=cfg.infer_steps,
-        target=cfg.target,
-        timestep_min=cfg.timestep_min,
-        timestep_max=cfg.timestep_max,
-        **cfg.options,
-    )
-    if cfg.name == "sft_sharpening":
-        return SFTSharpening(model, reward, height, width, **common)
-    if cfg.name == "rlhf_sharpening":
-        return RLHFSharpening(
-            model,
-            reward,
-            height,
-            width,
-            beta=cfg.beta,
-            guidance=cfg.guidance,
-            eta=cfg.eta,
-            **common,
-        )
-    raise NotImplementedError(f"method.name: '{cfg.name}' is not implemented yet")
+    cls = _method_class(cfg.name)
+    if cls is None:
+        raise NotImplementedError(f"method.name: '{cfg.name}' is not implemented yet")
+    return cls(model, reward, height, width, **resolve_method_kwargs(cfg, cls))
