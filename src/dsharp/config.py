@@ -670,6 +670,12 @@ def parse_reward_spec(data: Mapping[str, Any], source: str | None = None) -> Rew
         raise _first_error(e, source, ()) from None
 
 
+def is_study_data(data: Any) -> bool:
+    """A parsed YAML file is a study (:mod:`dsharp.study`), not a recipe, when it has
+    top-level ``rows``."""
+    return isinstance(data, dict) and "rows" in data
+
+
 def load_recipe(
     path: str | os.PathLike[str], overrides: Sequence[str] = (), *, validate_files: bool = True
 ) -> Recipe:
@@ -679,7 +685,7 @@ def load_recipe(
     """
     path = Path(path)
     data = _read_yaml(path)
-    if isinstance(data, dict) and "rows" in data:  # the mark of a study (dsharp.study)
+    if is_study_data(data):
         raise RecipeError(
             "a study, not a recipe (it has `rows`): run it with dsharp reproduce", source=str(path)
         )

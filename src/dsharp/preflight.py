@@ -2,8 +2,9 @@
 load: so that ``dsharp recipes validate`` says what ``dsharp train`` would refuse, and
 ``train`` refuses it in seconds rather than after the model has loaded.
 
-Value checks that need the model (a timestep range against its schedule, an option's value
-that only the method's constructor reads) stay where the model is.
+Value checks that need the model (a timestep range against its schedule, `infer_steps`
+against its timesteps) stay where the model is; each method's own option values are checked here
+without one (``TrainingMethod.check_settings``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsharp.config import EvalConfig, Recipe, load_recipe, recipe_to_dict
+from dsharp.config import EvalConfig, Recipe, is_study_data, load_recipe, recipe_to_dict
 from dsharp.recipe_diff import first_difference, saved_recipe_data
 from dsharp.recipe_errors import (
     FieldProblem,
@@ -184,11 +184,6 @@ class Study(_Strict):
 def slug(label: str) -> str:
     """The folder name of a row: lower case, runs of other characters as one '-'."""
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-def is_study_data(data: Any) -> bool:
-    """A parsed YAML file is a study (not a recipe) when it has top-level ``rows``."""
-    return isinstance(data, dict) and "rows" in data
 
 
 def is_study_file(path: Path) -> bool:
