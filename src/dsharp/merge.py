@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dsharp.checkpoints import checkpoint_dir, find_model_checkpoint, read_trainer_state, run_dir_of
+from dsharp.checkpoints import checkpoint_dir, checkpoint_step, find_model_checkpoint, run_dir_of
 from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
@@ -59,7 +59,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
             )
         if not (ckpt / UNET_WEIGHTS).is_file():
             raise FileNotFoundError(f"{path}: {ckpt / UNET_WEIGHTS} is missing")
-        step = int(read_trainer_state(ckpt).get("step", 0))
+        step = checkpoint_step(ckpt) or 0
         twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
         if twice:  # it would weigh that run double in the mean
             raise ValueError(f"{path}: the same checkpoint as {twice[0]}: give each run once")

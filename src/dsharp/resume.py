@@ -32,7 +32,7 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
     from dsharp.methods.factory import with_method_defaults
     from dsharp.recipe_diff import first_difference, saved_recipe_data
 
-    step = int(ckpts.read_trainer_state(checkpoint).get("step", 0))
+    step = ckpts.checkpoint_step(checkpoint) or 0
     if step > recipe.train.max_steps:
         raise ValueError(
             f"train.max_steps: {recipe.train.max_steps}, but the checkpoint {checkpoint} is at "
