@@ -58,6 +58,13 @@ def _validate(recipe: Path, *overrides: str):
         (QUICKSTART, "method.n=1", "needs n >= 2 trajectories per prompt"),
         (DDPO, "method.options.variant=foo", "variant: expected 'sf' or 'is'"),
         (DDPO, "method.eta=0", "method.eta: sampling with log-probs needs"),
+        # DDPO-IS whose optimizer steps all fall between rounds: every ratio would be 1
+        (DDPO, "method.options.inner_epochs=1", "every importance ratio is 1"),
+        (
+            DDPO,
+            ("method.options.timesteps_per_step=1", "method.infer_steps=4", "train.grad_accum=8"),
+            "(4 engine calls) and train.grad_accum 8, every optimizer step falls between",
+        ),
         (DIFFUSION_DPO, "method.options.pairs=onlin", "pairs: expected 'offline' or 'online'"),
         (D3PO, "method.options.eps=2", "method.options.eps: must be < 1"),
         (ITERPO, "method.options.loss_scale=0", "loss_scale: must be > 0"),
@@ -69,8 +76,8 @@ def _validate(recipe: Path, *overrides: str):
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
 )
-def test_validate_refuses_what_train_would(recipe: Path, override: str, expected: str):
-    result = _validate(recipe, override)
+def test_validate_refuses_what_train_would(recipe: Path, override, expected: str):
+    result = _validate(recipe, *([override] if isinstance(override, str) else override))
     assert result.exit_code == 2, result.output
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -124,3 +131,25 @@ def test_preflight_refuses_what_the_constructor_does_with_the_same_message(
     with pytest.raises(ValueError) as constructor:
         build_method(cfg, model, None, 64, 64)
     assert str(preflight.value) == str(constructor.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "valid"),
+    [
+        # null: 2 passes for DDPO-IS, a round lasts 2 calls, a step after each call
+        ("method.options.inner_epochs=null train.grad_accum=1", True),
+        # ... but with a step every 2 calls, every step falls between rounds
+        ("method.options.inner_epochs=null train.grad_accum=2", False),
+        ("method.options.inner_epochs=1 method.options.variant=sf", True),
+        # one pass of 4 calls (one of the 4 steps each), a step every 2: inside the round
+        (
+            "method.options.inner_epochs=1 method.options.timesteps_per_step=1 "
+            "method.options.train_timestep_fraction=1.0 method.infer_steps=4 "
+            "train.grad_accum=2",
+            True,
+        ),
+    ],
+)
+def test_ddpo_is_validates_only_when_an_update_falls_inside_a_round(overrides: str, valid):
+    result = _validate(DDPO, *overrides.split(" "))
+    assert (result.exit_code == 0) == valid, result.output

@@ -48,7 +48,7 @@ def check_before_loading(
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
     checks: list[tuple[str, Any]] = [
         ("model.pretrained", lambda: _check_model_name(recipe.model.pretrained)),
-        ("method", lambda: check_method_section(recipe.method)),
+        ("method", lambda: check_method_section(recipe.method, recipe.train.grad_accum)),
         ("sample.options", lambda: _check_sample_options(recipe.sample)),
     ]
     for i, spec in enumerate(recipe.rewards):

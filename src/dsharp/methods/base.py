@@ -69,6 +69,11 @@ class TrainingMethod(ABC):
             if own is not None:
                 own.__func__(settings)
 
+    @classmethod
+    def check_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> None:
+        """Refuse settings that only go wrong together with the recipe's
+        ``train.grad_accum`` (micro-steps per optimizer step). Most methods have none."""
+
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
         self.model = model
         self.reward = reward
