@@ -73,6 +73,7 @@ class TrainingMethod(ABC):
     def check_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> None:
         """Refuse settings that only go wrong together with the recipe's
         ``train.grad_accum`` (micro-steps per optimizer step). Most methods have none."""
+        return None
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
         self.model = model
