@@ -172,3 +172,27 @@ def test_training_warnings_say_when_nothing_was_scored_or_paired(tmp_path):
     assert training_warnings(run) == []
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.1}) + "\n")  # finetune
     assert training_warnings(run) == []
+
+
+def test_at_80_columns_times_stay_whole_and_a_long_model_path_shows_its_last_part(tmp_path):
+    """A long local model path and a long evaluation name used to crop the minutes of
+    `updated`; names now fold where that costs fewest lines, and a path shows its last part."""
+    stale = json.dumps({"overall": 0.5, "step": 3})
+    _run(tmp_path, "quickstart", max_steps=4, checkpoint=4, evals={"eval-my-prompts.json": stale})
+    _run(tmp_path, "rlhf_sharpening", max_steps=2, checkpoint=2, age=1)
+    tiny = _run(tmp_path, "ddp", max_steps=2, checkpoint=2, age=2)
+    recipe = tiny / "recipe.yaml"
+    long_path = "/work/somewhere/deep/audit39/readme-walk/tiny-sd"
+    recipe.write_text(recipe.read_text().replace("dsharp-mini", long_path))
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line.split() for line in lines if line.split()[:1] in (["ddp"], ["quickstart"])]
+    assert len(rows) == 2
+    for row in rows:  # the time is whole: month-day and hour:minute
+        assert len(row[-1]) == 5 and row[-1][2] == ":" and row[-2][2] == "-", row
+    (ddp,) = [row for row in rows if row[0] == "ddp"]
+    assert ddp[:2] == ["ddp", "…/tiny-sd"]
+    json_rows = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path), "--json"]).output)
+    assert long_path in [r["model"] for r in json_rows]

@@ -39,7 +39,7 @@ def runs(
     cells = {
         "run": [r.name for r in found],
         "method": [r.method or "-" for r in found],
-        "model": [r.model or "-" for r in found],
+        "model": [_short_model(r.model) for r in found],
         "steps": [_steps(r) for r in found],
         "score": ["-" if r.score is None else f"{r.score:.4f}" for r in found],
         "from": [_evaluation(r.score_from, r.score_step, r.step) for r in found],
@@ -51,21 +51,24 @@ def runs(
     title = f"dsharp runs {folder}"
     if shared:
         title += " (" + ", ".join(f"{k} {v}" for k, v in shared.items()) + ")"
-    table = Table(box=box.SIMPLE_HEAD)
+    console = Console()
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     columns = [name for name in cells if name not in shared]
+    folding = _folding_widths(cells, columns, console.width)
     for name in columns:
-        # Names fold onto more lines when narrow (the run's keeps a minimum width, or rich
-        # squeezes it to nothing); numbers and times stay whole.
+        # Numbers and times stay whole, at their own width; names fold where that costs
+        # the table fewest lines.
+        widest = max(map(len, cells[name]))
         table.add_column(
             name,
             justify="right" if name == "score" else "left",
             overflow="fold",
-            no_wrap=name in ("steps", "score", "updated"),
-            min_width=min(max(map(len, cells["run"])), 16) if name == "run" else None,
+            no_wrap=name in _WHOLE,
+            min_width=widest if name in _WHOLE else None,
+            width=folding.get(name),
         )
     for i in range(len(found)):
         table.add_row(*(cells[name][i] for name in columns))
-    console = Console()
     console.print(title, highlight=False, markup=False)  # above the table: not cut to its width
     console.print(table)
     stopped = [r for r in found if r.status == "stopped"]
@@ -74,6 +77,42 @@ def runs(
             f"{len(stopped)} stopped run(s): continue one with `dsharp train RECIPE "
             f"output_dir=RUN train.resume=latest`"
         )
+
+
+_WHOLE = ("steps", "score", "updated")  # columns never folded
+_NARROWEST = 6  # a folding column is not made narrower than this
+
+
+def _folding_widths(cells: dict[str, list[str]], columns: list[str], width: int) -> dict[str, int]:
+    """Widths for the columns that fold (run, model, evaluation) in a table ``width``
+    characters wide, after the whole ones: narrowed one character at a time where that
+    adds the fewest lines to the table (the widest column first among equals), so that a
+    long evaluation name folds before the model that every row shows."""
+    room = width + 1 - 3 * len(columns)  # edges, padding inside the table, dividers
+    room -= sum(max(len(h), *map(len, cells[h])) for h in columns if h in _WHOLE)
+    texts = {h: [h, *cells[h]] for h in columns if h not in _WHOLE}
+    widths = {h: max(map(len, texts[h])) for h in texts}
+
+    def lines(h: str, w: int) -> int:
+        return sum(-(-len(text) // w) for text in texts[h])
+
+    while sum(widths.values()) > room:
+        narrowable = [h for h in widths if widths[h] > _NARROWEST]
+        if not narrowable:
+            break  # rich's own last resort
+        cost = {h: lines(h, widths[h] - 1) - lines(h, widths[h]) for h in narrowable}
+        widths[min(narrowable, key=lambda h: (cost[h], -widths[h]))] -= 1
+    return widths
+
+
+def _short_model(model: str | None) -> str:
+    """A model as the table shows it: a long folder path by its last part (``…/tiny-sd``),
+    so that the other columns keep their width; ``--json`` has the whole path."""
+    if not model:
+        return "-"
+    if len(model) <= 16 or "/" not in model.rstrip("/") or not model.startswith(("/", ".", "~")):
+        return model
+    return "…/" + Path(model).name
 
 
 def _evaluation(file_name: str | None, scored: int | None, newest: int | None) -> str:
