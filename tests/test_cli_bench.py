@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -42,17 +41,19 @@ def test_t2i_compbench_quick_look_prints_all_six_categories(tmp_path, tiny_sd_di
 
 
 def test_t2i_compbench_missing_category_file_is_named(tmp_path, tiny_sd_dir, evaluators):
+    from dsharp.bench.t2i_data import CATEGORIES, files_for
+
     data = tmp_path / "data"
     data.mkdir()
-    if SHARED.is_dir():
-        for f in SHARED.glob("*.txt"):
-            shutil.copy(f, data / f.name)
-    (data / "shape_val.txt").unlink(missing_ok=True)
+    for category in CATEGORIES:  # every file but one, so that only that one is named
+        for name in files_for(category, "val"):
+            (data / name).write_text("a red book and a blue cup\n")
+    (data / "shape_val.txt").unlink()
     args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench", "--limit", "1"]
     args += ["--images-per-prompt", "1", "--data", str(data), *_sets(evaluators)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
-    assert "shape_val.txt" in result.output
+    assert "shape_val.txt" in result.output and "color_val.txt" not in result.output
 
 
 def test_unknown_bench_lists_the_known_ones(tiny_sd_dir):

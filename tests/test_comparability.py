@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dsharp.cli import app
@@ -48,3 +49,23 @@ def test_compare_prints_the_notes_on_stderr(tmp_path: Path):
     result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "note: sampling differs in steps (base: 25, quick: 5)" in result.stderr
+
+
+# Spelled out here rather than imported, so that a key dropped from the code fails its case.
+DRAWING_FIELDS = {
+    "method": "demon",
+    "steps": 5,
+    "guidance": 1.0,
+    "eta": 1.0,
+    "height": 48,
+    "width": 48,
+    "options": {"K": 4},
+}
+
+
+@pytest.mark.parametrize("field", sorted(DRAWING_FIELDS))
+def test_every_sampling_field_that_differs_is_noted(field: str):
+    other = _result()
+    other["sample"][field] = DRAWING_FIELDS[field]
+    notes = comparability_notes([("a", _result()), ("b", other)])
+    assert len(notes) == 1 and f"sampling differs in {field} (a: " in notes[0], notes
