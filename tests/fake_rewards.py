@@ -24,7 +24,8 @@ class BrightnessReward:
     ``nan_trajectory`` / ``nan_prompt``: score NaN for that trajectory index (from the
     metadata the methods attach) or that prompt, to simulate samples a reward cannot score;
     ``nan_sample_trajectory``: the same, but only where no trajectory step is named (the
-    online samples themselves, not their trajectories' predictions).
+    online samples themselves, not their trajectories' predictions); ``constant_prompt``:
+    score every image of that prompt 0.5, so that its trajectories tie.
     Every call is recorded in the class-level ``calls`` list.
     """
 
@@ -36,14 +37,18 @@ class BrightnessReward:
         nan_trajectory: int = -1,
         nan_prompt: str = "",
         nan_sample_trajectory: int = -1,
+        constant_prompt: str = "",
         on_error: str = "raise",
     ):
         self.nan_trajectory, self.nan_prompt, self.on_error = nan_trajectory, nan_prompt, on_error
         self.nan_sample_trajectory = nan_sample_trajectory
+        self.constant_prompt = constant_prompt
 
     def __call__(self, images, prompts, metadata):
         scores = images.tensor.float().mean(dim=(1, 2, 3))
         for i, (prompt, meta) in enumerate(zip(prompts, metadata, strict=True)):
+            if prompt == self.constant_prompt:
+                scores[i] = 0.5
             if meta.get("trajectory") == self.nan_trajectory or prompt == self.nan_prompt:
                 scores[i] = float("nan")
             if "trajectory_step" not in meta and meta.get("trajectory") == (

@@ -434,6 +434,44 @@ def test_missing_rewards_never_win_and_are_counted(sd_model, brightness, spies):
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # only the usable pair counts
 
 
+def test_a_prompt_whose_trajectories_tie_is_left_out_of_the_rlhf_loss(
+    sd_model, brightness, spies, monkeypatch
+):
+    seen = {}
+    real_loss = sharpening.rlhf_sharpening_loss
+
+    def spy_loss(*args):
+        seen["policy_best"] = args[0].detach().clone()
+        return real_loss(*args)
+
+    monkeypatch.setattr(sharpening, "rlhf_sharpening_loss", spy_loss)
+    method = _rlhf(sd_model, _reward(constant_prompt=PROMPTS[1]), winner_weight=1.0)
+    loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(5))
+    assert spies["returns"][N:].tolist() == [0.5] * N  # prompt 1's trajectories tie
+    assert metrics["pairs"] == 1
+    # at the reference each pair's DPO term is log 2; only prompt 0 counts, with its winner term
+    expected = math.log(2) + float(seen["policy_best"][0])
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sft_loss_is_the_mean_winner_error_of_the_prompts_that_were_scored(
+    sd_model, brightness, spies, monkeypatch
+):
+    seen = {}
+    real_errors = SFTSharpening._errors
+
+    def spy_errors(self, *args):
+        errors = real_errors(self, *args)
+        seen["errors"] = errors.detach().clone()
+        return errors
+
+    monkeypatch.setattr(SFTSharpening, "_errors", spy_errors)
+    reward = _reward(on_error="missing", nan_prompt=PROMPTS[1])
+    loss, _ = _sft(sd_model, reward).compute_loss(_image_batch(), sd_model.unet, _gen(3))
+    assert spies["usable"].tolist() == [True, False]
+    assert loss.item() == pytest.approx(float(seen["errors"][0]), rel=1e-5)
+
+
 @pytest.mark.parametrize("t_range", [(0, None), (700, None), (200, 400)])
 def test_finetune_draws_timesteps_in_the_recipe_range(sd_model, spies, t_range):
     from dsharp.config import MethodConfig

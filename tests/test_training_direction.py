@@ -160,3 +160,21 @@ def test_ddpo_trains_the_current_log_probs_on_the_rounds_advantages(sd_model, mo
         assert not seen["old"].requires_grad
     advantages = torch.nan_to_num(method._advantages, nan=0.0)
     torch.testing.assert_close(seen["adv"].reshape(-1), advantages)
+
+
+def test_iterpo_scores_the_predicted_clean_sample_of_its_gradient_step(sd_model, monkeypatch):
+    from dsharp.methods import iterpo
+
+    steps, decoded = [], []
+    _spy(monkeypatch, iterpo, "ddim_step", {}, lambda s, a, k, r: steps.append(r))
+    real_decode = sd_model.decode
+
+    def spy_decode(latents):
+        decoded.append(latents)
+        return real_decode(latents)
+
+    monkeypatch.setattr(sd_model, "decode", spy_decode)
+    method = iterpo.IterPO(sd_model, MeanPixelScore(), 64, 64, infer_steps=4, loss_scale=1e-3)
+    method.compute_loss(_batch(), sd_model.unet, torch.Generator().manual_seed(2))
+    (scored,) = decoded
+    assert scored is steps[-1].pred_x0 and scored.requires_grad  # ReFL: x0_hat, with grad
