@@ -360,12 +360,13 @@ def test_save_load_lora_roundtrip(request, tmp_path, fixture):
         plain.load_trained(tmp_path)
 
 
-def test_saved_lora_loads_in_diffusers_pipeline(tiny_sd_dir, tmp_path):
+@pytest.mark.parametrize("alpha", [None, 16.0])  # alpha 16 at rank 4: a scale of 4
+def test_saved_lora_loads_in_diffusers_pipeline(tiny_sd_dir, tmp_path, alpha):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from dsharp.sampling import sample
 
-    model = load_model(str(tiny_sd_dir), lora_rank=4)
+    model = load_model(str(tiny_sd_dir), lora_rank=4, lora_alpha=alpha)
     _perturb(model.trainable_parameters(), scale=0.3)
     model.save_trained(tmp_path)
     ours = sample(model, ["a cat"], seeds=[1], steps=3, guidance=5.0, height=64, width=64)

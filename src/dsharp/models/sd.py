@@ -402,9 +402,20 @@ class StableDiffusionModel(DiffusionModel):
 
         state = get_peft_model_state_dict(self.unet)
         tensors = {_UNET_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(folder / LORA_WEIGHTS), metadata={"format": "pt"})
+        save_file(tensors, str(folder / LORA_WEIGHTS), metadata=self._lora_file_metadata())
         config = {"rank": self.lora_rank, "alpha": self.lora_alpha, "targets": self.lora_targets}
         (folder / LORA_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def _lora_file_metadata(self) -> dict[str, str]:
+        """The weights file's metadata: the adapter's ``LoraConfig`` under diffusers'
+        ``lora_adapter_metadata`` key (``unet.``-prefixed), so that ``load_lora_weights``
+        applies ``alpha / rank`` as trained; without it diffusers infers scale 1."""
+        config = next(iter(self.unet.peft_config.values())).to_dict()
+        adapter = {
+            _UNET_PREFIX + key: sorted(value) if isinstance(value, set) else value
+            for key, value in config.items()
+        }
+        return {"format": "pt", "lora_adapter_metadata": json.dumps(adapter, sort_keys=True)}
 
     def load_trained(self, folder: Path) -> None:
         """Load what :meth:`save_trained` wrote; a LoRA folder adds the adapter if missing."""
