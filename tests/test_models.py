@@ -413,3 +413,20 @@ def test_a_near_miss_of_a_built_in_model_name_suggests_it():
     with pytest.raises(FileNotFoundError, match="did you mean 'dsharp-mini-init'"):
         resolve_pretrained("dsharp-mini-int")
     assert resolve_pretrained("some-org/some-model") == "some-org/some-model"  # a hub id
+
+
+def test_a_runs_relative_model_path_that_is_not_found_names_the_runs_recipe(tmp_path):
+    from dsharp.builders import load_run_model
+
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step-000001"
+    (checkpoint / "model").mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"step": 1}')
+    recipe = "model:\n  pretrained: ./tiny-sd-elsewhere\nmethod:\n  name: finetune\ndata:\n  generator: shapes\n"
+    (run / "recipe.yaml").write_text(recipe)
+    with pytest.raises(FileNotFoundError) as err:
+        load_run_model(run)
+    assert str(err.value) == (
+        f"model folder not found: ./tiny-sd-elsewhere (model.pretrained of {run}/recipe.yaml, "
+        "a path relative to the folder the run was trained from)"
+    )

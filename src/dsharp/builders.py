@@ -64,8 +64,16 @@ def load_run_model(
     """
     from dsharp.checkpoints import find_model_checkpoint
 
+    from dsharp.checkpoints import run_dir_of
+
     ckpt = find_model_checkpoint(Path(checkpoint))
     recipe = read_run_recipe(ckpt)
-    model = build_model(recipe.model, device)
+    try:
+        model = build_model(recipe.model, device)
+    except FileNotFoundError as err:
+        source = f"model.pretrained of {run_dir_of(ckpt) / 'recipe.yaml'}"
+        if not Path(recipe.model.pretrained).expanduser().is_absolute():
+            source += ", a path relative to the folder the run was trained from"
+        raise FileNotFoundError(f"{err} ({source})") from None
     model.load_trained(ckpt / "model")
     return model, recipe
