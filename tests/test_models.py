@@ -422,7 +422,8 @@ def test_a_runs_relative_model_path_that_is_not_found_names_the_runs_recipe(tmp_
     checkpoint = run / "checkpoints" / "step-000001"
     (checkpoint / "model").mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"step": 1}')
-    recipe = "model:\n  pretrained: ./tiny-sd-elsewhere\nmethod:\n  name: finetune\ndata:\n  generator: shapes\n"
+    recipe = "model: {pretrained: ./tiny-sd-elsewhere}\nmethod: {name: finetune}\n"
+    recipe += "data: {generator: shapes}\n"
     (run / "recipe.yaml").write_text(recipe)
     with pytest.raises(FileNotFoundError) as err:
         load_run_model(run)

@@ -62,9 +62,7 @@ def load_run_model(
 
     Returns the model and the run's recipe.
     """
-    from dsharp.checkpoints import find_model_checkpoint
-
-    from dsharp.checkpoints import run_dir_of
+    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
 
     ckpt = find_model_checkpoint(Path(checkpoint))
     recipe = read_run_recipe(ckpt)
