@@ -352,6 +352,20 @@ def test_sample_command_reports_bad_settings_before_loading_the_model(
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("method", ["default", "demon"])
+def test_a_size_the_model_cannot_draw_is_a_setting_error_before_any_image(
+    tiny_sd_dir, tmp_path, brightness, method
+):
+    args = ["sample", "--model", str(tiny_sd_dir), "--prompt", "a", "--height", "60"]
+    args += ["--method", method, "--steps", "1", "--out", str(tmp_path)]
+    result = _invoke(args + (["--reward", NAME] if method == "demon" else []))
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]  # after the loaders' own progress lines
+    assert last == "error: height 60 must be a positive multiple of 8 for sd"
+    assert "sample" not in result.stderr  # no progress bar was started
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_eval_with_a_recipe_refuses_a_flag_and_an_override_of_one_setting():
     recipe = ROOT / "recipes" / "mini" / "demon.yaml"
     result = _invoke(["eval", "--recipe", recipe, "--steps", "2", "sample.steps=3"])

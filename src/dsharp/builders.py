@@ -38,9 +38,17 @@ def build_reward(reward_specs: list[Any]) -> Any:
 
 
 def resolution(model: DiffusionModel, height: int | None, width: int | None) -> tuple[int, int]:
-    """Requested size, or the model's native one."""
+    """Requested size, or the model's native one; a size the model cannot draw (SD: not a
+    multiple of 8) is a ``RecipeError`` here, before any work, like any invalid setting."""
+    from dsharp.recipe_errors import RecipeError
+
     side = model.default_resolution
-    return height or side, width or side
+    size = (height or side, width or side)
+    try:
+        model.latent_shape(*size)
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
+    return size
 
 
 def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:

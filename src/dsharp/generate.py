@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dsharp.builders import resolution
 from dsharp.inference import SAMPLE_METHODS as _REGISTRY
 from dsharp.inference import (
     ImageContext,
@@ -186,6 +187,7 @@ def generate(
     if not prompts:
         raise ValueError("prompts must not be empty")
     method, options = settings.validate()
+    height, width = resolution(model, settings.height, settings.width)
     out = []
     verifier: Verifier | None = None
     with task_progress(progress_label, enabled=progress) as bar, count_nfe(model) as counter:
@@ -199,15 +201,14 @@ def generate(
                     seeds=list(seeds[chunk]),
                     steps=settings.steps,
                     guidance=settings.guidance,
-                    height=settings.height,
-                    width=settings.width,
+                    height=height,
+                    width=width,
                     eta=settings.eta,
                 )
                 out.append(images.float().cpu())
                 bar.update(task, advance=images.shape[0])
         else:
             verifier = Verifier(reward_specs(settings.reward))
-            side = model.default_resolution
             for prompt, seed in zip(prompts, seeds, strict=True):
                 ctx = ImageContext(
                     model,
@@ -216,8 +217,8 @@ def generate(
                     settings.steps,
                     settings.guidance,
                     settings.eta,
-                    settings.height or side,
-                    settings.width or side,
+                    height,
+                    width,
                     verifier=verifier,
                     batch_size=batch_size,
                     method=method.name,
