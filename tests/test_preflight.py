@@ -101,6 +101,19 @@ def test_train_refuses_an_unknown_sharpening_option_in_one_line_before_loading(t
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
+def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _validate(QUICKSTART, "train.mixed_precision=fp16")
+    assert result.exit_code == 0 and result.stdout.startswith("ok: ")
+    assert result.stderr.strip() == (
+        "note: train would refuse it on this machine: train.mixed_precision: fp16 needs a "
+        "CUDA GPU; use bf16 or no on CPU"
+    )
+    assert _validate(QUICKSTART, "train.mixed_precision=bf16").stderr == ""
+
+
 def test_the_shipped_recipes_still_validate():
     for recipe in (QUICKSTART, DDPO, SFT):
         result = _validate(recipe)

@@ -32,22 +32,9 @@ from dsharp.io import (
     read_jsonl,
 )
 from dsharp.methods.factory import build_method
+from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
 from dsharp.resume import check_resume
-
-
-def check_runtime(recipe: Any) -> None:
-    """Fail before any model loads on settings this machine cannot run."""
-    train = recipe.train
-    if train.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    if train.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                "train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)"
-            ) from None
 
 
 def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.Optimizer:

@@ -66,6 +66,23 @@ def check_before_loading(
             raise RecipeError(reason, source=source, field=where) from None
 
 
+def check_runtime(recipe: Any) -> None:
+    """Fail before any model loads on settings this machine cannot run (a valid recipe
+    may need another machine: ``dsharp recipes validate`` only notes these)."""
+    import torch
+
+    train = recipe.train
+    if train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if train.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)"
+            ) from None
+
+
 def _check_model_name(pretrained: str) -> None:
     """A near-miss of a built-in model name (``dsharp-mni``) would go to the hub and fail
     there, after retries; say so now."""

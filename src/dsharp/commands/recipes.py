@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -138,3 +139,15 @@ def validate_cmd(
         typer.echo(str(e), err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")
+    _note_what_this_machine_refuses(recipe)
+
+
+def _note_what_this_machine_refuses(recipe: Any) -> None:
+    """A valid recipe may still need another machine (fp16 without CUDA, an 8-bit optimizer
+    without bitsandbytes): say so, since ``train`` refuses it here before loading."""
+    from dsharp.preflight import check_runtime
+
+    try:
+        check_runtime(recipe)
+    except ValueError as err:
+        typer.echo(f"note: train would refuse it on this machine: {err}", err=True)
