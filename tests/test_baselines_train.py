@@ -182,6 +182,14 @@ def _batch(prompts=PROMPTS) -> Batch:
     return Batch(prompts=list(prompts), cond_prompts=list(prompts))
 
 
+class ConstantScore(MeanPixel):
+    """Every image scores 0.5: every pair ties."""
+
+    def __call__(self, images, prompts, metadata):
+        scores, info = super().__call__(images, prompts, metadata)
+        return torch.full_like(scores, 0.5), info
+
+
 def _has_grad(model) -> bool:
     return any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.parameters())
 
@@ -270,6 +278,32 @@ def test_d3po_pairs_share_their_initial_noise_and_start_at_log2(sd_model, grad_c
     assert grad_calls == [False] * 3 + [True, False]
     loss.backward()
     assert _has_grad(sd_model)
+
+
+class TiedForSecondPrompt(MeanPixel):
+    """Mean pixel value, but every image of the second prompt scores 0.5: its pair ties."""
+
+    def __call__(self, images, prompts, metadata):
+        scores, info = super().__call__(images, prompts, metadata)
+        tied = torch.tensor([p == PROMPTS[1] for p in prompts])
+        return torch.where(tied, torch.full_like(scores, 0.5), scores), info
+
+
+def test_d3po_clipfrac_counts_only_the_pairs_it_trains_on(tiny_sd_dir):
+    from dsharp.models import load_model
+
+    model = load_model(str(tiny_sd_dir))
+    model.prepare_reference()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a policy far from the reference: every ratio leaves the band
+        for p in model.unet.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    method = D3PO(model, TiedForSecondPrompt(), 64, 64, infer_steps=2, eps=1e-6)
+    _, metrics = method.compute_loss(_batch(), model.unet, _gen(5))
+    assert metrics["pairs"] == 1 and metrics["clipfrac"] == 1.0
+    all_tied = D3PO(model, ConstantScore(), 64, 64, infer_steps=2, eps=1e-6)
+    _, metrics = all_tied.compute_loss(_batch(), model.unet, _gen(5))
+    assert metrics["pairs"] == 0 and math.isnan(metrics["clipfrac"])
 
 
 def test_dpo_online_pairs_start_at_log2_and_offline_pairs_read_the_file(

@@ -166,6 +166,9 @@ class D3PO(RoundMethod):
         loss = (per_step.mean(1) * weights).sum() / weights.sum().clamp(min=1)
         with torch.no_grad():
             lo, hi = math.log(1 - self.eps), math.log(1 + self.eps)
-            log_ratio = policy - ref
-            metrics = {"clipfrac": ((log_ratio < lo) | (log_ratio > hi)).float().mean().item()}
+            clipped = ((policy - ref) < lo) | ((policy - ref) > hi)
+            counted = usable.cpu().repeat_interleave(per).repeat(2).to(clipped.device)
+            # over the pairs the loss trains on (a tie is skipped): NaN when there are none
+            clipfrac = clipped[counted].float().mean().item() if counted.any() else math.nan
+            metrics = {"clipfrac": clipfrac}
         return loss, metrics
