@@ -98,8 +98,12 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
 ) -> None:
     other_base = _fake_run(tmp_path / "sdxl-run", tiny_sdxl_dir, seed=0)
     lora = _fake_run(tmp_path / "lora-run", tiny_sd_dir, seed=0, lora_rank=2)
+    damaged = _fake_run(tmp_path / "damaged-run", tiny_sd_dir, seed=1)
+    weights = sorted((damaged / "checkpoints").iterdir())[-1] / UNET_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by a full disk
     (tmp_path / "taken").mkdir()
     cases = {
+        f"{weights}: cannot read weights (": [str(runs[0]), str(damaged)],
         "another base model": [str(runs[0]), str(other_base)],
         "a LoRA run (model.lora_rank: 2)": [str(lora)],
         "no checkpoint found": [str(tmp_path / "missing")],
@@ -109,7 +113,9 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
         out = tmp_path / f"out-{len(expected)}"
         result = CliRunner().invoke(app, ["merge", *sources, "--out", str(out)])
         assert result.exit_code == 1, result.output
-        assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
+        # (the loaders' own progress lines aside) one line
+        lines = [x for x in result.stderr.strip().splitlines() if "Loading weights" not in x]
+        assert len(lines) == 1 and expected in lines[0], result.stderr
         assert not out.exists()
     taken = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", str(tmp_path / "taken")])
     assert taken.exit_code == 1 and "exists; merge writes a new run folder" in taken.stderr

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 from typer.testing import CliRunner
 
 from dsharp.cli import app
@@ -196,3 +197,18 @@ def test_at_80_columns_times_stay_whole_and_a_long_model_path_shows_its_last_par
     assert ddp[:2] == ["ddp", "…/tiny-sd"]
     json_rows = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path), "--json"]).output)
     assert long_path in [r["model"] for r in json_rows]
+
+
+def test_a_damaged_trainer_state_marks_its_run_and_the_others_still_list(tmp_path):
+    from dsharp.checkpoints import read_trainer_state
+
+    good = _run(tmp_path, "good", max_steps=2, checkpoint=2)
+    bad = _run(tmp_path, "bad", max_steps=4, checkpoint=2, age=1)
+    state = bad / "checkpoints" / "step-000002" / "trainer_state.json"
+    state.write_text('{"step": 2, "se')  # cut short
+    with pytest.raises(ValueError, match=r"trainer_state.json: not JSON \("):
+        read_trainer_state(state.parent)
+    summaries = {r.name: r for r in find_runs(tmp_path)}
+    assert summaries["good"].status == "finished" and summaries["good"].step == 2
+    assert summaries["bad"].status == "checkpoint unreadable" and summaries["bad"].step is None
+    assert good.exists()

@@ -68,7 +68,16 @@ def _step_of(checkpoint: Path) -> int:
 
 
 def read_trainer_state(checkpoint: Path) -> dict:
-    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    """A checkpoint's ``trainer_state.json``; ``ValueError`` naming the file when it is not
+    a JSON object (damaged outside dsharp: dsharp writes it atomically)."""
+    path = Path(checkpoint) / "trainer_state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return state
 
 
 def checkpoint_step(checkpoint: Path) -> int | None:

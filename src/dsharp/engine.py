@@ -9,6 +9,7 @@ micro-batches, accelerate averages gradients.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +30,7 @@ from dsharp.io import (
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
+    hold_folder_lock,
     read_jsonl,
 )
 from dsharp.methods.factory import build_method
@@ -176,8 +178,10 @@ class Trainer:
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
+        self._folder_lock = None  # held by the main process until this trainer is gone
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._folder_lock = hold_folder_lock(self.run_dir, "output_dir")
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
             names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
             atomic_write_json(self.run_dir / ENVIRONMENT_JSON, environment_record(names))
@@ -210,20 +214,25 @@ class Trainer:
         acc = self.accelerator
         tmp = ckpts.temp_checkpoint_dir(self.run_dir, step)
         if acc.is_main_process and tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                state = {
+                    "step": step,
+                    "seed": self.recipe.train.seed,
+                    "method": self.method.name,
+                    "reward_evals": self.reward_evals,
+                }
+                keep = self.recipe.train.keep_checkpoints
+                ckpts.finalize_checkpoint(self.run_dir, step, state, keep)
+        except BaseException:  # a second Ctrl-C mid-save: leave no half-written folder
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if acc.is_main_process:
-            state = {
-                "step": step,
-                "seed": self.recipe.train.seed,
-                "method": self.method.name,
-                "reward_evals": self.reward_evals,
-            }
-            ckpts.finalize_checkpoint(self.run_dir, step, state, self.recipe.train.keep_checkpoints)
             # Refreshed with every checkpoint, so a long run can be watched as it goes. A
             # figure is a convenience: failing to draw one must not end a long run.
             try:

@@ -101,7 +101,11 @@ def merged_state(
 def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    weights = load_file(str(source.checkpoint / UNET_WEIGHTS))
+    path = source.checkpoint / UNET_WEIGHTS
+    try:
+        weights = load_file(str(path))
+    except Exception as err:  # safetensors' own error type: a damaged or truncated file
+        raise ValueError(f"{source.given}: {path}: cannot read weights ({err})") from None
     if set(weights) != keys:
         missing = sorted(keys - set(weights)) or sorted(set(weights) - keys)
         raise ValueError(

@@ -62,7 +62,11 @@ def summarise_run(run_dir: Path) -> RunSummary:
     model = (recipe.get("model") or {}).get("pretrained")
     max_steps = (recipe.get("train") or {}).get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
-    step = ckpts.read_trainer_state(latest).get("step") if latest else None
+    damaged = False
+    try:
+        step = ckpts.read_trainer_state(latest).get("step") if latest else None
+    except ValueError:  # a damaged trainer_state.json: said so; the other runs still list
+        step, damaged = None, True
     rows = read_jsonl(run_dir / "metrics.jsonl")
     rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
     score, score_from, score_step = _newest_score(run_dir)
@@ -73,7 +77,9 @@ def summarise_run(run_dir: Path) -> RunSummary:
         model=str(model) if model is not None else None,
         step=step,
         max_steps=max_steps,
-        status=_status(step, max_steps, trained=bool(rows) or latest is not None),
+        status="checkpoint unreadable"
+        if damaged
+        else _status(step, max_steps, trained=bool(rows) or latest is not None),
         reward=rewards[-1] if rewards else None,
         score=score,
         score_from=score_from,
