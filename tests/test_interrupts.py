@@ -23,3 +23,38 @@ def test_without_a_signal_nothing_is_requested():
     with StopRequests() as stop:
         pass
     assert not stop.requested
+
+
+def test_a_signal_outside_training_says_so_in_one_line_and_exits_through_ctrl_c(capsys):
+    from dsharp.cli import _stop
+
+    with pytest.raises(KeyboardInterrupt):
+        _stop(signal.SIGTERM, None)
+    assert capsys.readouterr().err.strip() == "SIGTERM: stopped"
+
+
+def test_an_interrupted_report_says_training_is_complete_and_how_to_write_it(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.posttrain
+    from dsharp.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", interrupted)
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
+    result = CliRunner().invoke(app, [*args, "train.max_steps=1", "--no-progress"])
+    assert result.exit_code == 130, result.output
+    assert f"training is complete in {run}, but its report was not written; write it with: " in (
+        result.stderr
+    )
+    assert result.stderr.rstrip().endswith("train.resume=latest")
+    assert (run / "checkpoints" / "step-000001").is_dir()

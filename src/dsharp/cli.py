@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import warnings
+from types import FrameType
 
 import typer
 
@@ -56,8 +59,19 @@ app.add_typer(
 )
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C or SIGTERM outside a training loop (which has its own handlers): one line, then
+    exit 130 through KeyboardInterrupt. Results are written whole or not at all, so nothing
+    half-written is left."""
+    print(f"\n{signal.Signals(signum).name}: stopped", file=sys.stderr, flush=True)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started with it ignored keeps that
+            signal.signal(sig, _stop)
     # dsharp shows its own progress bars; the libraries' per-file bars are noise here.
     if not os.environ.get("DSHARP_VERBOSE"):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -47,6 +47,14 @@ def train(
             typer.echo(_plan_line(cfg))
         try:
             run_dir = run_training(cfg, progress=progress)
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step, without a checkpoint
+            again = _resume_command(recipe, overrides or [], Path(cfg.output_dir))
+            typer.echo(
+                "stopped before the next checkpoint; to continue from the newest one (if "
+                f"there is one): {again}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         except TrainingInterrupted as stopped:
             again = _resume_command(recipe, overrides or [], stopped.run_dir)
             typer.echo(
@@ -68,7 +76,16 @@ def train(
             if (run_dir / CURVES_PNG).exists():
                 typer.echo(f"training curves: {run_dir / CURVES_PNG}")
             if wants_report(cfg):
-                report = post_train_report(cfg, run_dir, progress=progress)
+                try:
+                    report = post_train_report(cfg, run_dir, progress=progress)
+                except KeyboardInterrupt:
+                    again = _resume_command(recipe, overrides or [], run_dir)
+                    typer.echo(
+                        f"training is complete in {run_dir}, but its report was not written; "
+                        f"write it with: {again}",
+                        err=True,
+                    )
+                    raise typer.Exit(130) from None
                 typer.echo(report.headline)
                 typer.echo(f"report: {report.path}")
     typer.echo(f"run folder: {run_dir}")
