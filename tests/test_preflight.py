@@ -72,6 +72,16 @@ def _validate(recipe: Path, *overrides: str):
         (QUICKSTART, "method.options.sample_weight=.nan", "must be in [0, 1], got nan"),
         (QUICKSTART, "method.options.decode_batch_size=0", "must be an integer >= 1, got 0"),
         (INFERENCE_SCALING, "sample.options.search=paths", "'paths' (search over denoising"),
+        # reward option values the reward refuses when built, checked without building it
+        (
+            QUICKSTART,
+            (
+                "rewards.0.name=mllm",
+                "rewards.0.options.model=x",
+                "rewards.0.options.max_retries=-1",
+            ),
+            "rewards.0.options: mllm: option 'max_retries': expected an integer >= 0, got -1",
+        ),
         (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
@@ -166,3 +176,13 @@ def test_preflight_refuses_what_the_constructor_does_with_the_same_message(
 def test_ddpo_is_validates_only_when_an_update_falls_inside_a_round(overrides: str, valid):
     result = _validate(DDPO, *overrides.split(" "))
     assert (result.exit_code == 0) == valid, result.output
+
+
+def test_validate_refuses_a_key_given_as_api_key_env_without_echoing_it():
+    secret = "sk-SECRET123"
+    mllm = ["rewards.0.name=mllm", "rewards.0.options.model=x"]
+    result = _validate(QUICKSTART, *mllm, f"rewards.0.options.api_key_env={secret}")
+    assert result.exit_code == 2
+    assert "option 'api_key_env': not an environment variable name" in result.stderr
+    assert secret not in result.output
+    assert _validate(QUICKSTART, *mllm, "rewards.0.options.api_key_env=MY_KEY").exit_code == 0

@@ -84,7 +84,10 @@ class RewardInfo:
     ``secret_options`` names options whose values must never be logged or saved.
     ``check_prompt(prompt, options)``, where given, raises ``ValueError`` saying why the reward
     built with ``options`` cannot score ``prompt``, so that commands refuse such a prompt
-    before any image is drawn rather than after.
+    before any image is drawn rather than after. ``check_options(options)``, where given,
+    raises ``ValueError`` (or ``RewardError``) for an option value the factory would refuse,
+    without building the reward (no weights, network or environment), so that ``dsharp
+    recipes validate`` refuses it too.
     """
 
     name: str
@@ -93,4 +96,5 @@ class RewardInfo:
     differentiable: bool = False
     secret_options: tuple[str, ...] = ()
     check_prompt: Callable[[str, Mapping[str, Any]], None] | None = None
+    check_options: Callable[[Mapping[str, Any]], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)

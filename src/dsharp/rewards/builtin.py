@@ -49,6 +49,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             description="Multimodal LLM grader on an OpenAI-compatible server: overall / 10 "
             "over the paper's five aspects",
             differentiable=False,
+            check_options=_mllm_options,
         )
     )
     for name, module, extra, differentiable, description in _MODEL_REWARDS:
@@ -60,6 +61,12 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
                 differentiable=differentiable,
             )
         )
+
+
+def _mllm_options(options: Mapping[str, Any]) -> None:
+    from dsharp.rewards.mllm import check_mllm_options  # imported only when checked
+
+    check_mllm_options(options)
 
 
 # Model-based rewards: (name, module in dsharp.rewards, extra, differentiable, description).

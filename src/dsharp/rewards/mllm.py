@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -29,7 +30,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -374,8 +375,9 @@ def _float_option(name: str, value: Any, minimum: float, positive: bool = False)
     return float(value)
 
 
-def _read_key(api_key_env: Any) -> tuple[str, str]:
-    """(variable name, key); errors never echo a value that could itself be a key."""
+def _check_key_env_name(api_key_env: Any) -> None:
+    """Refuse an ``api_key_env`` that is not a variable name, never echoing it (a key pasted
+    there by mistake must not reach a log)."""
     if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
         hint = (
             " (a saved recipe hides it: set it again)"
@@ -383,6 +385,11 @@ def _read_key(api_key_env: Any) -> tuple[str, str]:
             else " (it holds the NAME of the variable, never the key itself)"
         )
         raise _bad("api_key_env", f"not an environment variable name{hint}")
+
+
+def _read_key(api_key_env: Any) -> tuple[str, str]:
+    """(variable name, key); errors never echo a value that could itself be a key."""
+    _check_key_env_name(api_key_env)
     key = os.environ.get(api_key_env, "").strip()
     if not key:
         # Only a conventional (upper-case) name is echoed: a token pasted here by mistake
@@ -415,6 +422,57 @@ def _resolve_cache(cache_path: Any) -> GradeCache | None:
         raise _bad("cache_path", str(e)) from None
 
 
+def _grader_settings(model: Any, **options: Any) -> GraderSettings:
+    """The grader's settings from its options, each value checked (one-line ``RewardError``)."""
+    if not isinstance(model, str) or not model.strip():
+        raise _bad("model", "required: the grader model's name on the server (e.g. gpt-4o)")
+    structured_output, image_format = options["structured_output"], options["image_format"]
+    on_error, extra_body, max_tokens = (
+        options["on_error"],
+        options["extra_body"],
+        options["max_tokens"],
+    )
+    if structured_output not in STRUCTURED_MODES:
+        raise _bad("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
+    if image_format not in ("png", "jpeg"):
+        raise _bad("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
+    if on_error not in ("raise", "missing"):
+        raise _bad("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise _bad("extra_body", "expected a mapping of extra request fields")
+    return GraderSettings(
+        model=model.strip(),
+        max_concurrency=_int_option("max_concurrency", options["max_concurrency"], 1),
+        timeout_s=_float_option("timeout_s", options["timeout_s"], 0.0, positive=True),
+        max_retries=_int_option("max_retries", options["max_retries"], 0),
+        backoff_s=_float_option("backoff_s", options["backoff_s"], 0.0),
+        temperature=_float_option("temperature", options["temperature"], 0.0),
+        structured_output=structured_output,
+        image_format=image_format,
+        max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
+        on_error=on_error,
+        extra_body=dict(extra_body or {}),
+    )
+
+
+def check_mllm_options(options: Mapping[str, Any]) -> None:
+    """What :func:`build_mllm_reward` refuses in ``options``, checked without the environment,
+    the server or the cache (so ``dsharp recipes validate`` says it): every value, the form
+    of ``api_key_env`` (not whether its variable is set) and of a given ``base_url``."""
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(build_mllm_reward).parameters.items()
+    }
+    values = {**defaults, **options}
+    model = values.pop("model")
+    api_key_env, base_url = values.pop("api_key_env"), values.pop("base_url")
+    values.pop("cache_path")
+    _grader_settings(model, **values)
+    _check_key_env_name(api_key_env)
+    if base_url:
+        _resolve_base_url(base_url)
+
+
 def build_mllm_reward(
     model: str | None = None,
     base_url: str | None = None,
@@ -438,28 +496,18 @@ def build_mllm_reward(
     (or ``~/.cache/dsharp/mllm.sqlite``); ``"none"`` disables the cache. ``extra_body`` is
     merged into each request, for server-specific fields.
     """
-    if not isinstance(model, str) or not model.strip():
-        raise _bad("model", "required: the grader model's name on the server (e.g. gpt-4o)")
-    if structured_output not in STRUCTURED_MODES:
-        raise _bad("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
-    if image_format not in ("png", "jpeg"):
-        raise _bad("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
-    if on_error not in ("raise", "missing"):
-        raise _bad("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
-    if extra_body is not None and not isinstance(extra_body, dict):
-        raise _bad("extra_body", "expected a mapping of extra request fields")
-    settings = GraderSettings(
-        model=model.strip(),
-        max_concurrency=_int_option("max_concurrency", max_concurrency, 1),
-        timeout_s=_float_option("timeout_s", timeout_s, 0.0, positive=True),
-        max_retries=_int_option("max_retries", max_retries, 0),
-        backoff_s=_float_option("backoff_s", backoff_s, 0.0),
-        temperature=_float_option("temperature", temperature, 0.0),
+    settings = _grader_settings(
+        model,
+        max_concurrency=max_concurrency,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+        backoff_s=backoff_s,
+        temperature=temperature,
         structured_output=structured_output,
         image_format=image_format,
-        max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
+        max_tokens=max_tokens,
         on_error=on_error,
-        extra_body=dict(extra_body or {}),
+        extra_body=extra_body,
     )
     _, key = _read_key(api_key_env)
     url = _resolve_base_url(base_url)

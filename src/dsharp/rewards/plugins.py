@@ -405,9 +405,13 @@ def _check_options(
 
 
 def check_reward_options(spec: RewardSpec) -> None:
-    """``RewardError`` when the spec's options are not keywords its factory takes: what
-    :func:`build_reward` would refuse, checked without building (no weights load)."""
-    _checked_factory(spec)
+    """``RewardError`` when the spec's options are not keywords its factory takes, or (for a
+    reward that registers ``check_options``) a value it refuses: what :func:`build_reward`
+    would refuse, checked without building (no weights load)."""
+    _, options = _checked_factory(spec)
+    check = get_reward_info(spec.name).check_options
+    if check is not None:
+        check(options)
 
 
 def _checked_factory(spec: RewardSpec) -> tuple[Callable[..., Any], dict[str, Any]]:
