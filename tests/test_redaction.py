@@ -93,3 +93,19 @@ def test_saved_recipe_and_eval_settings_hide_declared_and_listed_secrets(
     shown = settings.as_dict()["reward"][0]["options"]
     assert shown == {"endpoint_auth": REDACTED, "api_keys": REDACTED}
     assert "canary" not in repr(settings.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("http://user:sk-SECRET123@127.0.0.1:9/v1", "http://user:<redacted>@127.0.0.1:9/v1"),
+        ("https://:sk-SECRET123@host/v1", "https://:<redacted>@host/v1"),
+        ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),  # a port is not a password
+        ("https://host:8080/v1?q=a:b@c", "https://host:8080/v1?q=a:b@c"),
+    ],
+)
+def test_a_key_written_into_a_url_is_redacted_and_the_rest_kept(url: str, kept: str):
+    assert redact_options({"base_url": url, "nested": [url]}) == {
+        "base_url": kept,
+        "nested": [kept],
+    }

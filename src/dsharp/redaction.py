@@ -5,6 +5,7 @@ An option is secret when its reward declares it in ``RewardInfo.secret_options``
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
+A URL keeps everything but the password of credentials written into it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _NAMES_A_VARIABLE.search(name)
 
 
+# The password of credentials written into a URL (``https://user:KEY@host/v1``).
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+(@)", re.I)
+
+
+def redact_url_password(text: str) -> str:
+    """``text`` with the password of a URL's credentials replaced by ``"<redacted>"``."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+
+
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
-    """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``."""
+    """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``,
+    and any URL's password (a key put in ``base_url``) too."""
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -37,6 +48,8 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [redact_options(item, declared) for item in value]
+    if isinstance(value, str):
+        return redact_url_password(value)
     return value
 
 
