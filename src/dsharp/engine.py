@@ -271,7 +271,19 @@ class Trainer:
             out["reward_evals"] = self.reward_evals
         return out
 
+    def release_folder(self) -> None:
+        """Let another process train into the run folder: this one has stopped writing it."""
+        if self._folder_lock is not None:
+            self._folder_lock.close()
+            self._folder_lock = None
+
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            self.release_folder()
+
+    def _run(self) -> Path:
         acc, train = self.accelerator, self.recipe.train
         progress = TrainProgress(train.max_steps, self.start_step, enabled=self.show_progress)
         with progress, StopRequests() as stop:
