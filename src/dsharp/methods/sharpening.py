@@ -187,8 +187,14 @@ class SFTSharpening(_Sharpening):
         # use the same parameters) but weigh nothing.
         loss = sft_sharpening_loss(errors * weights) * (len(weights) / weights.sum().clamp(min=1))
         metrics = self._reward_metrics(returns, best, worst)
-        metrics["winner_mse"] = errors.detach().mean().item()
+        metrics["winner_mse"] = _mean_over(errors.detach(), usable)
         return loss, metrics
+
+
+def _mean_over(values: torch.Tensor, usable: torch.Tensor) -> float:
+    """Mean of the prompts the loss trains on; NaN when there are none (nothing was ranked,
+    so no winner's error should be reported)."""
+    return values[usable].mean().item() if bool(usable.any()) else float("nan")
 
 
 class RLHFSharpening(_Sharpening):
@@ -338,5 +344,5 @@ class RLHFSharpening(_Sharpening):
                 (margin > 0).float()[usable].mean().item() if usable.any() else float("nan")
             )
         metrics["pairs"] = int(usable.sum().item())
-        metrics["winner_mse"] = policy[:num_prompts].detach().mean().item()
+        metrics["winner_mse"] = _mean_over(policy[:num_prompts].detach(), usable)
         return loss, metrics
