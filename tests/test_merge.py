@@ -121,3 +121,15 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
     assert taken.exit_code == 1 and "exists; merge writes a new run folder" in taken.stderr
     nan = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", "x", "--scale", "nan"])
     assert nan.exit_code == 1 and "--scale must be a finite number" in nan.stderr
+
+
+def test_merge_notes_a_run_that_stopped_before_its_last_step(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path
+) -> None:
+    stopped = _fake_run(tmp_path / "stopped", tiny_sd_dir, seed=5, step=1)
+    max_steps = load_recipe(stopped / "recipe.yaml").train.max_steps
+    args = ["merge", str(runs[0]), str(stopped), "--out", str(tmp_path / "m")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {stopped} is at step 1 of its {max_steps}; merged as it is"]

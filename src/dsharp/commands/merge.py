@@ -29,8 +29,16 @@ def merge(
     The result is a run folder: use it with `dsharp eval --checkpoint OUT` or
     `dsharp sample --checkpoint OUT`. OUT/merge.json records the runs and the scale.
     """
-    from dsharp.merge import merge_runs
+    from dsharp.merge import merge_runs, read_sources
 
     with user_errors():
+        for source in read_sources(sources):  # cheap: recipes and step numbers only
+            planned = source.recipe.train.max_steps
+            if source.step < planned:
+                typer.echo(
+                    f"note: {source.given} is at step {source.step} of its {planned}; "
+                    "merged as it is",
+                    err=True,
+                )
         folder = merge_runs(sources, out, scale)
     typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {folder}")
