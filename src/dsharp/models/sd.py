@@ -415,7 +415,8 @@ class StableDiffusionModel(DiffusionModel):
             _UNET_PREFIX + key: sorted(value) if isinstance(value, set) else value
             for key, value in config.items()
         }
-        return {"format": "pt", "lora_adapter_metadata": json.dumps(adapter, sort_keys=True)}
+        metadata = json.dumps(adapter, sort_keys=True, default=str)  # never fail a checkpoint
+        return {"format": "pt", "lora_adapter_metadata": metadata}
 
     def load_trained(self, folder: Path) -> None:
         """Load what :meth:`save_trained` wrote; a LoRA folder adds the adapter if missing."""
