@@ -1,0 +1,92 @@
+"""`evaluate()`'s reported numbers, with a fake sampler and fake rewards (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import dsharp.evaluate as ev
+import dsharp.rewards.plugins as plugins
+from dsharp.config import RewardSpec
+from dsharp.generate import Generated
+
+
+class TableReward:
+    """Scores looked up by (prompt, seed); NaN where the table says so."""
+
+    differentiable = False
+
+    def __init__(self, table, info=None):
+        self.table, self.info = table, info
+
+    def __call__(self, images, prompts, metadata):
+        scores = torch.tensor(
+            [self.table[p, m["seed"]] for p, m in zip(prompts, metadata, strict=True)]
+        )
+        return scores, dict(self.info or {})
+
+
+def _patch(monkeypatch, rewards):
+    def fake_generate(model, prompts, seeds, settings, **kw):
+        return Generated(images=torch.zeros(len(prompts), 3, 4, 4), nfe_per_image=1.0)
+
+    monkeypatch.setattr(ev, "generate", fake_generate)
+    monkeypatch.setattr(plugins, "build_reward", lambda spec: rewards[spec.name])
+
+
+def test_n_images_counts_every_generated_image_even_unscored(monkeypatch):
+    """n_images is what was generated, metrics n what was scored; the report's 'N images per
+    model' and the reward-eval budget use n_images."""
+    nan = math.nan
+    table = {("a", 0): 1.0, ("a", 1): nan, ("b", 0): 0.0, ("b", 1): 0.5}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    out = ev.evaluate(None, ["a", "b"], [_spec("r")], num_seeds=2)
+    assert out["n_images"] == 4
+    assert out["metrics"]["r"]["n"] == 3
+    assert out["overall"] == pytest.approx(0.5)
+
+
+def test_weight_zero_reward_with_nan_does_not_unscore_images(monkeypatch):
+    """A report-only reward (weight 0) that misses an image must not turn that image's total
+    into NaN."""
+    table_main = {("a", 0): 1.0, ("b", 0): 0.0}
+    table_side = {("a", 0): math.nan, ("b", 0): 0.3}
+    _patch(monkeypatch, {"main": TableReward(table_main), "side": TableReward(table_side)})
+    out = ev.evaluate(None, ["a", "b"], [_spec("main"), _spec("side", weight=0.0)], num_seeds=1)
+    assert out["overall"] == pytest.approx(0.5)
+    assert [img["score"] for img in out["images"]] == [1.0, 0.0]
+    assert out["metrics"]["side"]["n"] == 1
+
+
+def test_seed_base_shifts_every_seed(monkeypatch):
+    """A reward bench run on seeds [5, 6] must draw seeds 5
+    and 6, not 0 and 1."""
+    table = {(p, s): 0.0 for p in "ab" for s in (5, 6)}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    out = ev.evaluate(None, ["a", "b"], [_spec("r")], num_seeds=2, seed_base=5)
+    assert out["seeds"] == [5, 6]
+    assert [(i["prompt"], i["seed"]) for i in out["images"]] == [
+        ("a", 5),
+        ("a", 6),
+        ("b", 5),
+        ("b", 6),
+    ]
+
+
+def test_category_means_skip_unscored_images(monkeypatch):
+    """One unscored image must not blank its category."""
+    table = {("x1", 0): 1.0, ("x2", 0): math.nan, ("y1", 0): 0.25}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    out = ev.evaluate(
+        None, ["x1", "x2", "y1"], [_spec("r")], num_seeds=1, category_of=lambda p: p[0]
+    )
+    assert out["categories"] == {"x": 1.0, "y": 0.25}
+
+
+def _spec(name, weight=1.0):
+    # RewardSpec validates names against the registry: build it without validation
+    return RewardSpec.model_construct(
+        name=name, weight=weight, normalize="none", on_error="missing", options={}
+    )
