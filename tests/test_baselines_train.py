@@ -248,12 +248,6 @@ def test_ddpo_groups_advantages_by_prompt_string(sd_model):
     assert method._advantages[2:4].abs().sum() > 0
 
 
-def test_ddpo_is_takes_two_passes_unless_told_and_sf_one(sd_model):
-    assert DDPO(sd_model, MeanPixel(), 64, 64).inner_epochs == 2
-    assert DDPO(sd_model, MeanPixel(), 64, 64, variant="sf").inner_epochs == 1
-    assert DDPO(sd_model, MeanPixel(), 64, 64, inner_epochs=3).inner_epochs == 3
-
-
 def test_ddpo_rejects_bad_settings(sd_model):
     with pytest.raises(ValueError, match="method.eta"):
         DDPO(sd_model, MeanPixel(), 64, 64, eta=0.0)

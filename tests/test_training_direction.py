@@ -153,7 +153,10 @@ def test_ddpo_trains_the_current_log_probs_on_the_rounds_advantages(sd_model, mo
         seen,
         lambda s, a, k, r: s.update(log_probs=a[0], adv=a[1]),
     )
-    method = ddpo.DDPO(sd_model, MeanPixelScore(), 64, 64, n=2, infer_steps=3, variant=variant)
+    epochs = 2 if variant == "is" else 1
+    method = ddpo.DDPO(
+        sd_model, MeanPixelScore(), 64, 64, n=2, infer_steps=3, variant=variant, inner_epochs=epochs
+    )
     method.compute_loss(_batch(), sd_model.unet, torch.Generator().manual_seed(1))
     assert seen["log_probs"].requires_grad
     if variant == "is":  # the ratio is new over old, and old is the sampling policy's

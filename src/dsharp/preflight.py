@@ -48,7 +48,7 @@ def check_before_loading(
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
     checks: list[tuple[str, Any]] = [
         ("model.pretrained", lambda: _check_model_name(recipe.model.pretrained)),
-        ("method", lambda: check_method_section(recipe.method, recipe.train.grad_accum)),
+        ("method", lambda: check_method_section(recipe.method)),
         ("sample.options", lambda: _check_sample_options(recipe.sample)),
     ]
     for i, spec in enumerate(recipe.rewards):
@@ -64,6 +64,14 @@ def check_before_loading(
         except (ValueError, NotImplementedError, RewardError) as err:
             where, reason = _located(str(err), field)
             raise RecipeError(reason, source=source, field=where) from None
+
+
+def recipe_notes(recipe: Any) -> list[str]:
+    """Notes on a valid recipe that may not do what it seems to (a DDPO-IS recipe whose
+    ratios are always 1): ``validate`` and ``train`` print them and go on."""
+    from dsharp.methods.factory import method_notes
+
+    return method_notes(recipe.method, recipe.train.grad_accum)
 
 
 def check_runtime(recipe: Any) -> None:

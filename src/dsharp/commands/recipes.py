@@ -139,6 +139,10 @@ def validate_cmd(
         typer.echo(str(e), err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
     typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")
+    from dsharp.preflight import recipe_notes
+
+    for note in recipe_notes(recipe):
+        typer.echo(f"note: {note}", err=True)
     _note_what_this_machine_refuses(recipe)
 
 

@@ -34,6 +34,11 @@ def train(
         from dsharp.preflight import check_before_loading
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
+        from dsharp.preflight import recipe_notes
+
+        if os.environ.get("RANK", "0") == "0":
+            for note in recipe_notes(cfg):
+                typer.echo(f"note: {note}", err=True)
     except RecipeError as exc:
         if debugging():
             raise

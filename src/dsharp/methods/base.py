@@ -70,10 +70,10 @@ class TrainingMethod(ABC):
                 own.__func__(settings)
 
     @classmethod
-    def check_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> None:
-        """Refuse settings that only go wrong together with the recipe's
-        ``train.grad_accum`` (micro-steps per optimizer step). Most methods have none."""
-        return None
+    def notes_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> list[str]:
+        """Notes on settings that defeat their purpose together with the recipe's
+        ``train.grad_accum`` (micro-steps per optimizer step); most methods have none."""
+        return []
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):
         self.model = model

@@ -257,14 +257,6 @@ def calls_per_round(steps: int, fraction: float, per_call: int | None, epochs: i
     return epochs * math.ceil(keep / min(per_call or keep, keep))
 
 
-def default_inner_epochs(variant: Any, inner_epochs: int | None) -> Any:
-    """DDPO's ``inner_epochs`` when the recipe leaves it null: 2 for ``is`` (with one, no
-    update happens inside a round and every ratio is 1), 1 for ``sf`` (on-policy)."""
-    if inner_epochs is not None:
-        return inner_epochs
-    return 2 if variant == "is" else 1
-
-
 def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
     """Mean, std and missing count of a round's rewards, NaN-aware."""
     scored = rewards[~torch.isnan(rewards)]
@@ -422,11 +414,10 @@ class DDPO(RoundMethod):
         variant: str = "is",
         clip_range: float = 1e-4,
         adv_clip_max: float = 5.0,
-        inner_epochs: int | None = None,
+        inner_epochs: int = 1,
         train_timestep_fraction: float = 1.0,
         timesteps_per_step: int | None = None,
     ):
-        inner_epochs = default_inner_epochs(variant, inner_epochs)
         super().__init__(
             model,
             reward,
@@ -448,37 +439,34 @@ class DDPO(RoundMethod):
         self._advantages: torch.Tensor | None = None
 
     @classmethod
-    def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        inner_epochs = default_inner_epochs(settings["variant"], settings["inner_epochs"])
-        super().check_settings({**settings, "inner_epochs": inner_epochs})
-
-    @classmethod
-    def check_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> None:
+    def notes_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> list[str]:
         """DDPO-IS learns from ratios ``p_theta / p_old`` only where an optimizer step has
         happened since the round was sampled. When every step falls on a round boundary
         (``grad_accum`` a multiple of the round's calls), every ratio is 1 and the clip never
-        acts: the run would be DDPO-SF with a per-step mean, under another name."""
+        acts: the run is DDPO-SF with a per-step mean. A note, not a refusal: such a run may
+        be an ablation, or the run of a recipe written before this was noticed."""
         if settings["variant"] != "is":
-            return
-        epochs = default_inner_epochs("is", settings["inner_epochs"])
+            return []
+        epochs = settings["inner_epochs"]
         calls = calls_per_round(
             settings["infer_steps"],
             settings["train_timestep_fraction"],
             settings["timesteps_per_step"],
             epochs,
         )
-        if grad_accum % calls == 0:
-            passes = f"{epochs} pass" + ("es" if epochs != 1 else "")
-            lasts = f"{calls} engine call" + ("s" if calls != 1 else "")
-            hints = ["set inner_epochs to 2 or more"] if epochs == 1 else []
-            if calls > 1:
-                hints.append(f"use a train.grad_accum that is not a multiple of {calls}")
-            hint = ", or ".join([*hints, "use variant 'sf'"])
-            raise ValueError(
-                f"method.options.inner_epochs: with DDPO-IS, {passes} over a round ({lasts}) "
-                f"and train.grad_accum {grad_accum}, every optimizer step falls between "
-                f"rounds, so every importance ratio is 1 and the clip never acts; {hint}"
-            )
+        if grad_accum % calls:
+            return []
+        passes = f"{epochs} pass" + ("es" if epochs != 1 else "")
+        lasts = f"{calls} engine call" + ("s" if calls != 1 else "")
+        hints = ["set inner_epochs to 2 or more"] if epochs == 1 else []
+        if calls > 1:
+            hints.append(f"use a train.grad_accum that is not a multiple of {calls}")
+        hint = ", or ".join([*hints, "use variant 'sf'"])
+        return [
+            f"method.options.inner_epochs: with DDPO-IS, {passes} over a round ({lasts}) and "
+            f"train.grad_accum {grad_accum}, every optimizer step falls between rounds, so "
+            f"every importance ratio is 1 and the clip never acts (DDPO-SF); {hint}"
+        ]
 
     @staticmethod
     def _check_own(settings: Mapping[str, Any]) -> None:
