@@ -181,6 +181,7 @@ def test_at_80_columns_times_stay_whole_and_a_long_model_path_shows_its_last_par
     stale = json.dumps({"overall": 0.5, "step": 3})
     _run(tmp_path, "quickstart", max_steps=4, checkpoint=4, evals={"eval-my-prompts.json": stale})
     _run(tmp_path, "rlhf_sharpening", max_steps=2, checkpoint=2, age=1)
+    _run(tmp_path, "long", max_steps=10000, age=3)  # "-/10000 no checkpoint"
     tiny = _run(tmp_path, "ddp", max_steps=2, checkpoint=2, age=2)
     recipe = tiny / "recipe.yaml"
     long_path = "/work/somewhere/deep/audit39/readme-walk/tiny-sd"
@@ -189,8 +190,9 @@ def test_at_80_columns_times_stay_whole_and_a_long_model_path_shows_its_last_par
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert all(len(line) <= 80 for line in lines)
-    rows = [line.split() for line in lines if line.split()[:1] in (["ddp"], ["quickstart"])]
-    assert len(rows) == 2
+    names = (["ddp"], ["quickstart"], ["long"])
+    rows = [line.split() for line in lines if line.split()[:1] in names]
+    assert len(rows) == 3
     for row in rows:  # the time is whole: month-day and hour:minute
         assert len(row[-1]) == 5 and row[-1][2] == ":" and row[-2][2] == "-", row
     (ddp,) = [row for row in rows if row[0] == "ddp"]

@@ -79,8 +79,8 @@ def runs(
         )
 
 
-_WHOLE = ("steps", "score", "updated")  # columns never folded
-_NARROWEST = 6  # a folding column is not made narrower than this
+_WHOLE = ("score", "updated")  # columns never folded (steps folds at its status's space)
+_NARROWEST = 5  # a folding column is not made narrower than this ("50/50")
 
 
 def _folding_widths(cells: dict[str, list[str]], columns: list[str], width: int) -> dict[str, int]:
