@@ -452,6 +452,13 @@ def test_a_prompt_whose_trajectories_tie_is_left_out_of_the_rlhf_loss(
     # at the reference each pair's DPO term is log 2; only prompt 0 counts, with its winner term
     expected = math.log(2) + float(seen["policy_best"][0])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert metrics["winner_mse"] == pytest.approx(float(seen["policy_best"][0]), rel=1e-5)
+    # every prompt tied: nothing was ranked, so no winner's error is reported
+    method = _rlhf(sd_model, _reward(constant_prompt=PROMPTS[0]), winner_weight=1.0)
+    _, metrics = method.compute_loss(
+        Batch(prompts=PROMPTS[:1], cond_prompts=PROMPTS[:1]), sd_model.unet, _gen(5)
+    )
+    assert metrics["pairs"] == 0 and math.isnan(metrics["winner_mse"])
 
 
 def test_sft_loss_is_the_mean_winner_error_of_the_prompts_that_were_scored(

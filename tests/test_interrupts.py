@@ -58,3 +58,36 @@ def test_an_interrupted_report_says_training_is_complete_and_how_to_write_it(
     )
     assert result.stderr.rstrip().endswith("train.resume=latest")
     assert (run / "checkpoints" / "step-000001").is_dir()
+
+
+def _handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def test_main_handles_both_signals_while_a_command_runs_and_restores_them_after(monkeypatch):
+    import dsharp.cli
+
+    seen = {}
+    monkeypatch.setenv("DSHARP_VERBOSE", "1")  # main leaves the environment alone
+    monkeypatch.setattr(dsharp.cli, "app", lambda: seen.update(_handlers()))
+    before = _handlers()
+    dsharp.cli.main()
+    assert seen == {signal.SIGINT: dsharp.cli._stop, signal.SIGTERM: dsharp.cli._stop}
+    assert _handlers() == before
+
+
+def test_a_signal_the_job_was_started_ignoring_stays_ignored(monkeypatch):
+    import dsharp.cli
+
+    seen = {}
+    monkeypatch.setenv("DSHARP_VERBOSE", "1")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` in a script
+    try:
+        monkeypatch.setattr(dsharp.cli, "app", lambda: seen.update(_handlers()))
+        dsharp.cli.main()
+        with StopRequests():
+            seen["training"] = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen[signal.SIGINT] is signal.SIG_IGN and seen["training"] is signal.SIG_IGN
+    assert seen[signal.SIGTERM] is dsharp.cli._stop

@@ -69,8 +69,9 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started with it ignored keeps that
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # a job started with it ignored keeps that
             signal.signal(sig, _stop)
     # dsharp shows its own progress bars; the libraries' per-file bars are noise here.
     if not os.environ.get("DSHARP_VERBOSE"):
@@ -78,7 +79,11 @@ def main() -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-    app()
+    try:
+        app()
+    finally:  # not during interpreter shutdown: a launcher's SIGTERM then ends it quietly
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
+                if signal.getsignal(sig) is signal.SIG_IGN:  # a job that ignores it keeps so
+                    continue
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
