@@ -839,3 +839,17 @@ def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
         Trainer(resumed("train.max_steps=4", "train.lr=0.5"), progress=False)
     with pytest.raises(ValueError, match=r"train\.max_steps: 1, but the checkpoint .* step 2"):
         Trainer(resumed("train.max_steps=1"), progress=False)
+
+
+def test_a_report_size_the_model_cannot_draw_is_refused_before_training(tmp_path, tiny_sd_dir):
+    from dsharp.cli import app
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
+    args += ["train.max_steps=1", "sample.height=100", "eval.bench=shapes", "eval.limit=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: height 100 must be a positive multiple of 8 for sd"
+    assert not run.exists()

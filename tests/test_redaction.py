@@ -98,8 +98,10 @@ def test_saved_recipe_and_eval_settings_hide_declared_and_listed_secrets(
 @pytest.mark.parametrize(
     ("url", "kept"),
     [
-        ("http://user:sk-SECRET123@127.0.0.1:9/v1", "http://user:<redacted>@127.0.0.1:9/v1"),
-        ("https://:sk-SECRET123@host/v1", "https://:<redacted>@host/v1"),
+        ("http://user:sk-SECRET123@127.0.0.1:9/v1", "http://<redacted>@127.0.0.1:9/v1"),
+        ("https://:sk-SECRET123@host/v1", "https://<redacted>@host/v1"),
+        ("https://sk-SECRET123@host/v1", "https://<redacted>@host/v1"),  # a token as user
+        ("http://user:KE@Y@host/v1", "http://<redacted>@host/v1"),  # an "@" in the key
         ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),  # a port is not a password
         ("https://host:8080/v1?q=a:b@c", "https://host:8080/v1?q=a:b@c"),
     ],
@@ -109,3 +111,11 @@ def test_a_key_written_into_a_url_is_redacted_and_the_rest_kept(url: str, kept: 
         "base_url": kept,
         "nested": [kept],
     }
+
+
+def test_a_saved_url_whose_credentials_were_redacted_is_refused_with_a_hint():
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.mllm import check_mllm_options
+
+    with pytest.raises(RewardError, match="credentials were redacted in a saved recipe: set it"):
+        check_mllm_options({"model": "x", "base_url": "http://<redacted>@host:8000/v1"})

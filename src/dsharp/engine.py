@@ -39,6 +39,16 @@ from dsharp.progress import TrainProgress
 from dsharp.resume import check_resume
 
 
+def _check_report_size(recipe: Any, model: Any) -> None:
+    """The report after training samples at ``sample.height/width`` (else the training
+    size): a size the model cannot draw is refused now, not after the whole run."""
+    from dsharp.posttrain import eval_settings, wants_report
+
+    if wants_report(recipe):
+        settings = eval_settings(recipe)
+        resolution(model, settings.height, settings.width)
+
+
 def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.Optimizer:
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, weight_decay=train.weight_decay)
@@ -146,6 +156,7 @@ class Trainer:
         set_seed(train.seed, device_specific=True)
         self.model = build_model(recipe.model, acc.device)
         self.height, self.width = resolution(self.model, train.height, train.width)
+        _check_report_size(recipe, self.model)
         # Methods that need no reward (finetune) still report one when the recipe names it.
         self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.method = build_method(recipe.method, self.model, self.reward, self.height, self.width)

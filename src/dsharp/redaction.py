@@ -5,7 +5,7 @@ An option is secret when its reward declares it in ``RewardInfo.secret_options``
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
-A URL keeps everything but the password of credentials written into it.
+A URL keeps everything but the credentials written into it.
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _NAMES_A_VARIABLE.search(name)
 
 
-# The password of credentials written into a URL (``https://user:KEY@host/v1``).
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+(@)", re.I)
+# Credentials written into a URL (``https://user:KEY@host/v1``, ``https://TOKEN@host``): the
+# userinfo runs to the last "@" before the path.
+_URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.I)
 
 
 def redact_url_password(text: str) -> str:
-    """``text`` with the password of a URL's credentials replaced by ``"<redacted>"``."""
-    return _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+    """``text`` with the credentials of a URL (all of its userinfo) replaced by
+    ``"<redacted>"``."""
+    return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
 
 
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
     """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``,
-    and any URL's password (a key put in ``base_url``) too."""
+    and any URL's credentials (a key put in ``base_url``) too."""
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():

@@ -32,13 +32,12 @@ def merge(
     from dsharp.merge import merge_runs, read_sources
 
     with user_errors():
-        for source in read_sources(sources):  # cheap: recipes and step numbers only
-            planned = source.recipe.train.max_steps
-            if source.step < planned:
-                typer.echo(
-                    f"note: {source.given} is at step {source.step} of its {planned}; "
-                    "merged as it is",
-                    err=True,
-                )
         folder = merge_runs(sources, out, scale)
+        short = [s for s in read_sources(sources) if s.step < s.recipe.train.max_steps]
+    for source in short:  # said once the merge stands: a refused merge says only why
+        planned = source.recipe.train.max_steps
+        typer.echo(
+            f"note: {source.given} is at step {source.step} of its {planned}; merged as it is",
+            err=True,
+        )
     typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {folder}")

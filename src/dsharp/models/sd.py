@@ -407,16 +407,17 @@ class StableDiffusionModel(DiffusionModel):
         (folder / LORA_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     def _lora_file_metadata(self) -> dict[str, str]:
-        """The weights file's metadata: the adapter's ``LoraConfig`` under diffusers'
-        ``lora_adapter_metadata`` key (``unet.``-prefixed), so that ``load_lora_weights``
-        applies ``alpha / rank`` as trained; without it diffusers infers scale 1."""
-        config = next(iter(self.unet.peft_config.values())).to_dict()
+        """The weights file's metadata: the adapter's rank, alpha and target modules under
+        diffusers' ``lora_adapter_metadata`` key (``unet.``-prefixed), so that
+        ``load_lora_weights`` applies ``alpha / rank`` as trained (without it diffusers
+        infers scale 1). Only these keys: diffusers builds a ``LoraConfig`` from them, and a
+        key an older peft does not know would make the file unloadable there."""
         adapter = {
-            _UNET_PREFIX + key: sorted(value) if isinstance(value, set) else value
-            for key, value in config.items()
+            _UNET_PREFIX + "r": self.lora_rank,
+            _UNET_PREFIX + "lora_alpha": self.lora_alpha,
+            _UNET_PREFIX + "target_modules": list(self.lora_targets),
         }
-        metadata = json.dumps(adapter, sort_keys=True, default=str)  # never fail a checkpoint
-        return {"format": "pt", "lora_adapter_metadata": metadata}
+        return {"format": "pt", "lora_adapter_metadata": json.dumps(adapter, sort_keys=True)}
 
     def load_trained(self, folder: Path) -> None:
         """Load what :meth:`save_trained` wrote; a LoRA folder adds the adapter if missing."""

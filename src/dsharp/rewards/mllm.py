@@ -408,6 +408,8 @@ def _resolve_base_url(base_url: Any) -> str:
         base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise _bad("base_url", "expected an http:// or https:// URL")
+    if "<redacted>" in base_url:
+        raise _bad("base_url", "its credentials were redacted in a saved recipe: set it again")
     return base_url
 
 
