@@ -91,3 +91,30 @@ def test_a_signal_the_job_was_started_ignoring_stays_ignored(monkeypatch):
         signal.signal(signal.SIGINT, previous)
     assert seen[signal.SIGINT] is signal.SIG_IGN and seen["training"] is signal.SIG_IGN
     assert seen[signal.SIGTERM] is dsharp.cli._stop
+
+
+def test_ctrl_c_before_any_checkpoint_says_so_and_after_one_names_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.engine
+    from dsharp.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsharp.engine, "train", interrupted)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"output_dir={run}", "eval.bench=null"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130
+    assert result.stderr.strip().endswith("stopped before any checkpoint was saved")
+    (run / "checkpoints" / "step-000003").mkdir(parents=True)
+    (run / "checkpoints" / "step-000003" / "trainer_state.json").write_text('{"step": 3}')
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped; continue from step-000003 with: dsharp train ")
+    assert last.endswith("train.resume=latest")

@@ -52,13 +52,15 @@ def train(
             typer.echo(_plan_line(cfg))
         try:
             run_dir = run_training(cfg, progress=progress)
-        except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step, without a checkpoint
-            again = _resume_command(recipe, overrides or [], Path(cfg.output_dir))
-            typer.echo(
-                "stopped before the next checkpoint; to continue from the newest one (if "
-                f"there is one): {again}",
-                err=True,
-            )
+        except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
+            from dsharp.checkpoints import latest_checkpoint
+
+            newest = latest_checkpoint(Path(cfg.output_dir))
+            if newest is None:
+                typer.echo("stopped before any checkpoint was saved", err=True)
+            else:
+                again = _resume_command(recipe, overrides or [], Path(cfg.output_dir))
+                typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
             raise typer.Exit(130) from None
         except TrainingInterrupted as stopped:
             again = _resume_command(recipe, overrides or [], stopped.run_dir)
