@@ -89,3 +89,12 @@ def test_rlhf_loss_at_reference_is_log2_and_has_gradient():
     # lowering the winner's error (and raising the loser's) lowers the loss
     assert policy.grad[0] > 0 and policy.grad[1] < 0
     assert policy.grad[0].item() == pytest.approx(2500.0 * 0.5)
+
+
+def test_masked_mean_averages_where_the_mask_holds_and_is_nan_where_it_holds_nowhere():
+    from dsharp.methods.losses import masked_mean
+
+    values = torch.tensor([1.0, float("nan"), 3.0])
+    assert masked_mean(values, torch.tensor([True, False, True])) == 2.0
+    assert masked_mean(torch.tensor([True, False, True]), torch.tensor([True, True, False])) == 0.5
+    assert math.isnan(masked_mean(values, torch.zeros(3, dtype=torch.bool)))

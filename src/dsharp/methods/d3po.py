@@ -32,6 +32,7 @@ from dsharp.methods.ddpo import (
     reward_stats,
     transition_log_probs,
 )
+from dsharp.methods.losses import masked_mean
 from dsharp.models.base import DiffusionModel
 
 
@@ -137,9 +138,8 @@ class D3PO(RoundMethod):
         metrics = reward_stats(rnd.rewards)
         metrics["pairs"] = int(usable.sum().item())
         # Every key on every step, NaN without a usable pair: processes average them together.
-        nan = float("nan")
-        metrics["reward_w"] = rnd.rewards[winners[usable]].mean().item() if usable.any() else nan
-        metrics["reward_l"] = rnd.rewards[losers[usable]].mean().item() if usable.any() else nan
+        metrics["reward_w"] = masked_mean(rnd.rewards[winners], usable)
+        metrics["reward_l"] = masked_mean(rnd.rewards[losers], usable)
         return len(winners), metrics
 
     def _chunk_loss(
@@ -169,6 +169,5 @@ class D3PO(RoundMethod):
             clipped = ((policy - ref) < lo) | ((policy - ref) > hi)
             counted = usable.cpu().repeat_interleave(per).repeat(2).to(clipped.device)
             # over the pairs the loss trains on (a tie is skipped): NaN when there are none
-            clipfrac = clipped[counted].float().mean().item() if counted.any() else math.nan
-            metrics = {"clipfrac": clipfrac}
+            metrics = {"clipfrac": masked_mean(clipped, counted)}
         return loss, metrics

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.losses import masked_mean
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, prev_timestep, sample
@@ -489,7 +490,7 @@ class DDPO(RoundMethod):
         self._advantages = adv.clamp(-self.adv_clip_max, self.adv_clip_max)
         metrics = reward_stats(rnd.rewards)
         valid = ~torch.isnan(adv)
-        metrics["adv_abs"] = adv[valid].abs().mean().item() if valid.any() else float("nan")
+        metrics["adv_abs"] = masked_mean(adv.abs(), valid)
         return len(rnd), metrics
 
     def _chunk_loss(

@@ -50,7 +50,7 @@ from dsharp.methods.error_space import (
     predict_in_space,
     target_in_space,
 )
-from dsharp.methods.losses import per_step_mse
+from dsharp.methods.losses import masked_mean, per_step_mse
 from dsharp.methods.online import generate_latents
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
@@ -231,9 +231,8 @@ class DiffusionDPO(TrainingMethod):
             "reward_missing": int(torch.isnan(rewards).sum().item()),
         }
         # Every key on every step, NaN without a usable pair: processes average them together.
-        nan = float("nan")
-        metrics["reward_w"] = rewards[winners[usable]].mean().item() if usable.any() else nan
-        metrics["reward_l"] = rewards[losers[usable]].mean().item() if usable.any() else nan
+        metrics["reward_w"] = masked_mean(rewards[winners], usable)
+        metrics["reward_l"] = masked_mean(rewards[losers], usable)
         return x0[winners], x0[losers], cond, usable, metrics
 
     # -- loss -------------------------------------------------------------------------------
@@ -267,9 +266,7 @@ class DiffusionDPO(TrainingMethod):
         loss = (per_pair * weights).sum() / weights.sum().clamp(min=1)
         with torch.no_grad():
             margin = (err_ref[:num] - err[:num]) - (err_ref[num:] - err[num:])
-            metrics["implicit_acc"] = (
-                (margin > 0).float()[usable].mean().item() if usable.any() else float("nan")
-            )
+            metrics["implicit_acc"] = masked_mean((margin > 0).float(), usable)
             metrics["mse_w"] = err[:num].mean().item()
             metrics["mse_l"] = err[num:].mean().item()
             metrics["pairs"] = int(usable.sum().item())

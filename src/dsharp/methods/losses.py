@@ -11,6 +11,12 @@ import torch
 import torch.nn.functional as F
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of ``values`` where ``mask`` holds, NaN where it holds nowhere: a metric of the
+    pairs or prompts a loss trained on, logged on every step so that processes average it."""
+    return values[mask].float().mean().item() if bool(mask.any()) else float("nan")
+
+
 def path_rewards(step_rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Path-integral reward of each trajectory: the mean of its valid step rewards.
 

@@ -18,6 +18,7 @@ import torch
 from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.error_space import check_error_space, predict_in_space, target_in_space
 from dsharp.methods.losses import (
+    masked_mean,
     path_rewards,
     per_step_mse,
     rlhf_sharpening_loss,
@@ -187,14 +188,8 @@ class SFTSharpening(_Sharpening):
         # use the same parameters) but weigh nothing.
         loss = sft_sharpening_loss(errors * weights) * (len(weights) / weights.sum().clamp(min=1))
         metrics = self._reward_metrics(returns, best, worst)
-        metrics["winner_mse"] = _mean_over(errors.detach(), usable)
+        metrics["winner_mse"] = masked_mean(errors.detach(), usable)
         return loss, metrics
-
-
-def _mean_over(values: torch.Tensor, usable: torch.Tensor) -> float:
-    """Mean of the prompts the loss trains on; NaN when there are none (nothing was ranked,
-    so no winner's error should be reported)."""
-    return values[usable].mean().item() if bool(usable.any()) else float("nan")
 
 
 class RLHFSharpening(_Sharpening):
@@ -340,9 +335,7 @@ class RLHFSharpening(_Sharpening):
             margin = (reference[:num_prompts] - reference[num_prompts:]) - (
                 policy[:num_prompts] - policy[num_prompts:]
             )
-            metrics["implicit_acc"] = (
-                (margin > 0).float()[usable].mean().item() if usable.any() else float("nan")
-            )
+            metrics["implicit_acc"] = masked_mean((margin > 0).float(), usable)
         metrics["pairs"] = int(usable.sum().item())
-        metrics["winner_mse"] = _mean_over(policy[:num_prompts].detach(), usable)
+        metrics["winner_mse"] = masked_mean(policy[:num_prompts].detach(), usable)
         return loss, metrics
