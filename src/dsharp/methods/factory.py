@@ -123,25 +123,36 @@ def _method_class(name: str) -> type | None:
     return _baseline_class(name) or _sharpening_class(name)
 
 
+def _method_settings(cfg: Any) -> tuple[type, dict[str, Any]] | None:
+    """The class ``cfg`` names and its constructor keywords with every default filled in, as
+    :func:`build_method` would pass them (None for a method without a class). Resolved on a
+    copy: the defaults a baseline fills stay out of the recipe."""
+    cls = _method_class(cfg.name)
+    if cls is None:
+        return None
+    kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
+    return cls, {**_keyword_defaults(cls), **kwargs}
+
+
 def check_method_section(cfg: Any) -> None:
     """What :func:`build_method` would refuse, checked without a model (so that ``dsharp
     recipes validate`` and ``dsharp train`` say it before any weights load): a generic
     ``method.*`` field the method does not use, an unknown ``method.options`` key, or a
     value the method refuses (``TrainingMethod.check_settings``)."""
-    cls = _method_class(cfg.name)
-    if cls is not None:  # on a copy: the defaults a baseline fills stay out of the recipe
-        kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
-        cls.check_settings({**_keyword_defaults(cls), **kwargs})
+    resolved = _method_settings(cfg)
+    if resolved is not None:
+        cls, settings = resolved
+        cls.check_settings(settings)
 
 
 def method_notes(cfg: Any, grad_accum: int) -> list[str]:
     """Notes on a valid ``method`` section whose settings defeat their purpose with the
     recipe's ``train.grad_accum`` (``TrainingMethod.notes_with_accumulation``)."""
-    cls = _method_class(cfg.name)
-    if cls is None:
+    resolved = _method_settings(cfg)
+    if resolved is None:
         return []
-    kwargs = resolve_method_kwargs(cfg.model_copy(deep=True), cls)
-    return cls.notes_with_accumulation({**_keyword_defaults(cls), **kwargs}, grad_accum)
+    cls, settings = resolved
+    return cls.notes_with_accumulation(settings, grad_accum)
 
 
 def fill_method_defaults(cfg: Any) -> None:
