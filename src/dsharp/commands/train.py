@@ -31,11 +31,9 @@ def train(
     try:
         cfg = load_recipe(recipe, overrides or [])
         from dsharp.posttrain import wants_report
-        from dsharp.preflight import check_before_loading
+        from dsharp.preflight import check_before_loading, recipe_notes
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
-        from dsharp.preflight import recipe_notes
-
         if os.environ.get("RANK", "0") == "0":
             for note in recipe_notes(cfg):
                 typer.echo(f"note: {note}", err=True)
