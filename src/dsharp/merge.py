@@ -115,10 +115,11 @@ def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Te
     return weights
 
 
-def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> Path:
+def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[MergeSource]:
     """Write ``out``, a run folder whose one checkpoint holds base + scale x the mean change
     of the runs' UNets, with the first run's recipe and a ``merge.json`` saying what was
-    merged. The folder appears whole or not at all (built under a temp name, then renamed)."""
+    merged. The folder appears whole or not at all (built under a temp name, then renamed).
+    Returns the runs as merged (checkpoint, step, recipe)."""
     from dsharp.builders import build_model
 
     out = Path(out)
@@ -151,4 +152,4 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> Path:
                 "runs": [{"checkpoint": str(s.checkpoint), "step": s.step} for s in sources],
             },
         )
-    return out
+    return sources

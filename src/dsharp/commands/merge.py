@@ -29,15 +29,15 @@ def merge(
     The result is a run folder: use it with `dsharp eval --checkpoint OUT` or
     `dsharp sample --checkpoint OUT`. OUT/merge.json records the runs and the scale.
     """
-    from dsharp.merge import merge_runs, read_sources
+    from dsharp.merge import merge_runs
 
     with user_errors():
-        folder = merge_runs(sources, out, scale)
-        short = [s for s in read_sources(sources) if s.step < s.recipe.train.max_steps]
-    for source in short:  # said once the merge stands: a refused merge says only why
+        merged = merge_runs(sources, out, scale)
+    for source in merged:  # said once the merge stands: a refused merge says only why
         planned = source.recipe.train.max_steps
-        typer.echo(
-            f"note: {source.given} is at step {source.step} of its {planned}; merged as it is",
-            err=True,
-        )
-    typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {folder}")
+        if source.step < planned:
+            typer.echo(
+                f"note: {source.given} is at step {source.step} of its {planned}; merged as it is",
+                err=True,
+            )
+    typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {out}")
