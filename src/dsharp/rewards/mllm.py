@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.mllm_cache import GradeCache, default_cache_path, grade_key
 from dsharp.rewards.mllm_rubric import (
@@ -59,7 +60,6 @@ _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 _RETRY_AFTER_CAP_S = 60.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_SCRUBBED = "<redacted>"
 
 # --------------------------------------------------------------------------- the reward
 
@@ -67,7 +67,7 @@ _SCRUBBED = "<redacted>"
 def _scrub(text: str, secret: str) -> str:
     """``text`` on one line with ``secret`` replaced (short keys are not secrets worth it)."""
     text = " ".join(str(text).split())
-    return text.replace(secret, _SCRUBBED) if secret and len(secret) >= 6 else text
+    return text.replace(secret, REDACTED) if secret and len(secret) >= 6 else text
 
 
 def _snippet(text: str | None, limit: int = 80) -> str:
@@ -381,7 +381,7 @@ def _check_key_env_name(api_key_env: Any) -> None:
     if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
         hint = (
             " (a saved recipe hides it: set it again)"
-            if api_key_env == "<redacted>"
+            if api_key_env == REDACTED
             else " (it holds the NAME of the variable, never the key itself)"
         )
         raise _bad("api_key_env", f"not an environment variable name{hint}")
@@ -408,7 +408,7 @@ def _resolve_base_url(base_url: Any) -> str:
         base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise _bad("base_url", "expected an http:// or https:// URL")
-    if "<redacted>" in base_url:
+    if REDACTED in base_url:
         raise _bad("base_url", "its credentials were redacted in a saved recipe: set it again")
     return base_url
 
@@ -424,16 +424,23 @@ def _resolve_cache(cache_path: Any) -> GradeCache | None:
         raise _bad("cache_path", str(e)) from None
 
 
-def _grader_settings(model: Any, **options: Any) -> GraderSettings:
+def _grader_settings(
+    model: Any,
+    *,
+    max_concurrency: Any,
+    timeout_s: Any,
+    max_retries: Any,
+    backoff_s: Any,
+    temperature: Any,
+    structured_output: Any,
+    image_format: Any,
+    max_tokens: Any,
+    on_error: Any,
+    extra_body: Any,
+) -> GraderSettings:
     """The grader's settings from its options, each value checked (one-line ``RewardError``)."""
     if not isinstance(model, str) or not model.strip():
         raise _bad("model", "required: the grader model's name on the server (e.g. gpt-4o)")
-    structured_output, image_format = options["structured_output"], options["image_format"]
-    on_error, extra_body, max_tokens = (
-        options["on_error"],
-        options["extra_body"],
-        options["max_tokens"],
-    )
     if structured_output not in STRUCTURED_MODES:
         raise _bad("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
     if image_format not in ("png", "jpeg"):
@@ -444,11 +451,11 @@ def _grader_settings(model: Any, **options: Any) -> GraderSettings:
         raise _bad("extra_body", "expected a mapping of extra request fields")
     return GraderSettings(
         model=model.strip(),
-        max_concurrency=_int_option("max_concurrency", options["max_concurrency"], 1),
-        timeout_s=_float_option("timeout_s", options["timeout_s"], 0.0, positive=True),
-        max_retries=_int_option("max_retries", options["max_retries"], 0),
-        backoff_s=_float_option("backoff_s", options["backoff_s"], 0.0),
-        temperature=_float_option("temperature", options["temperature"], 0.0),
+        max_concurrency=_int_option("max_concurrency", max_concurrency, 1),
+        timeout_s=_float_option("timeout_s", timeout_s, 0.0, positive=True),
+        max_retries=_int_option("max_retries", max_retries, 0),
+        backoff_s=_float_option("backoff_s", backoff_s, 0.0),
+        temperature=_float_option("temperature", temperature, 0.0),
         structured_output=structured_output,
         image_format=image_format,
         max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
