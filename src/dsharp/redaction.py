@@ -29,7 +29,7 @@ def looks_secret(name: str) -> bool:
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.I)
 
 
-def redact_url_password(text: str) -> str:
+def redact_url_credentials(text: str) -> str:
     """``text`` with the credentials of a URL (all of its userinfo) replaced by
     ``"<redacted>"``."""
     return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
@@ -51,7 +51,7 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_options(item, declared) for item in value]
     if isinstance(value, str):
-        return redact_url_password(value)
+        return redact_url_credentials(value)
     return value
 
 
