@@ -30,6 +30,7 @@ from dsharp.models import load_model
 from dsharp.rewards.base import RewardError
 from dsharp.rewards.combine import CombinedReward
 from fake_rewards import brightness_registered
+from spying import record_calls
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PROMPTS = ["a red square", "a blue circle"]
@@ -437,22 +438,16 @@ def test_missing_rewards_never_win_and_are_counted(sd_model, brightness, spies):
 def test_a_prompt_whose_trajectories_tie_is_left_out_of_the_rlhf_loss(
     sd_model, brightness, spies, monkeypatch
 ):
-    seen = {}
-    real_loss = sharpening.rlhf_sharpening_loss
-
-    def spy_loss(*args):
-        seen["policy_best"] = args[0].detach().clone()
-        return real_loss(*args)
-
-    monkeypatch.setattr(sharpening, "rlhf_sharpening_loss", spy_loss)
+    losses = record_calls(monkeypatch, sharpening, "rlhf_sharpening_loss")
     method = _rlhf(sd_model, _reward(constant_prompt=PROMPTS[1]), winner_weight=1.0)
     loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(5))
+    policy_best = losses[-1].args[0].detach()
     assert spies["returns"][N:].tolist() == [0.5] * N  # prompt 1's trajectories tie
     assert metrics["pairs"] == 1
     # at the reference each pair's DPO term is log 2; only prompt 0 counts, with its winner term
-    expected = math.log(2) + float(seen["policy_best"][0])
+    expected = math.log(2) + float(policy_best[0])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert metrics["winner_mse"] == pytest.approx(float(seen["policy_best"][0]), rel=1e-5)
+    assert metrics["winner_mse"] == pytest.approx(float(policy_best[0]), rel=1e-5)
     # every prompt tied: nothing was ranked, so no winner's error is reported
     method = _rlhf(sd_model, _reward(constant_prompt=PROMPTS[0]), winner_weight=1.0)
     _, metrics = method.compute_loss(
@@ -464,19 +459,11 @@ def test_a_prompt_whose_trajectories_tie_is_left_out_of_the_rlhf_loss(
 def test_sft_loss_is_the_mean_winner_error_of_the_prompts_that_were_scored(
     sd_model, brightness, spies, monkeypatch
 ):
-    seen = {}
-    real_errors = SFTSharpening._errors
-
-    def spy_errors(self, *args):
-        errors = real_errors(self, *args)
-        seen["errors"] = errors.detach().clone()
-        return errors
-
-    monkeypatch.setattr(SFTSharpening, "_errors", spy_errors)
+    errors = record_calls(monkeypatch, SFTSharpening, "_errors")
     reward = _reward(on_error="missing", nan_prompt=PROMPTS[1])
     loss, _ = _sft(sd_model, reward).compute_loss(_image_batch(), sd_model.unet, _gen(3))
     assert spies["usable"].tolist() == [True, False]
-    assert loss.item() == pytest.approx(float(seen["errors"][0]), rel=1e-5)
+    assert loss.item() == pytest.approx(float(errors[-1].result.detach()[0]), rel=1e-5)
 
 
 @pytest.mark.parametrize("t_range", [(0, None), (700, None), (200, 400)])

@@ -21,6 +21,7 @@ from dsharp.models import load_model
 from dsharp.rewards.base import RewardError
 from dsharp.sampling import inference_timesteps, prev_timestep, sample
 from fake_rewards import NAME, brightness_registered
+from spying import record_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
@@ -432,18 +433,6 @@ def test_eval_keeps_the_recipes_limit_when_bench_is_named(tiny_sd_dir, tmp_path)
 # --------------------------------------------------------------------------- search direction
 
 
-def _record(monkeypatch, owner, name: str, log: list) -> None:
-    """Wrap ``owner.name`` so that each call's ``(args, result)`` is appended to ``log``."""
-    real = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        result = real(*args, **kwargs)
-        log.append((args, result))
-        return result
-
-    monkeypatch.setattr(owner, name, wrapper)
-
-
 def test_free2guide_continues_with_the_candidate_whose_look_ahead_scores_best(
     model, brightness, monkeypatch
 ):
@@ -451,19 +440,17 @@ def test_free2guide_continues_with_the_candidate_whose_look_ahead_scores_best(
 
     free2guide_module = importlib.import_module("dsharp.inference.free2guide")
 
-    scored, look_aheads, picks = [], [], []
-    _record(monkeypatch, ImageContext, "score", scored)
-    _record(monkeypatch, ImageContext, "x0", look_aheads)
-    _record(monkeypatch, free2guide_module, "pick_candidate", picks)
+    scored = record_calls(monkeypatch, ImageContext, "score")
+    look_aheads = record_calls(monkeypatch, ImageContext, "x0")
+    picks = record_calls(monkeypatch, free2guide_module, "pick_candidate")
     settings = _settings("free2guide", candidates=3, guided_steps=2)
     generate(model, ["a red circle"], [0], settings)
     assert len(picks) == len(scored) == len(look_aheads) == 2
-    for (score_args, scores), (pick_args, chosen), (_, x0_hat) in zip(
-        scored, picks, look_aheads, strict=True
-    ):
-        torch.testing.assert_close(score_args[1], x0_hat)  # the look-ahead is what is scored
-        torch.testing.assert_close(pick_args[0], scores)  # ... and what the pick ranks
-        assert chosen == int(torch.argmax(scores))  # greedy: the best one
+    for score, pick, look_ahead in zip(scored, picks, look_aheads, strict=True):
+        # score(self, x0): the look-ahead is what is scored ...
+        torch.testing.assert_close(score.args[1], look_ahead.result)
+        torch.testing.assert_close(pick.args[0], score.result)  # ... and what the pick ranks
+        assert pick.result == int(torch.argmax(score.result))  # greedy: the best one
 
 
 def test_demon_weighs_each_candidate_noise_up_with_its_score(model, brightness, monkeypatch):
@@ -471,14 +458,13 @@ def test_demon_weighs_each_candidate_noise_up_with_its_score(model, brightness, 
 
     demon_module = importlib.import_module("dsharp.inference.demon")
 
-    scored, combined = [], []
-    _record(monkeypatch, ImageContext, "score", scored)
-    _record(monkeypatch, demon_module, "combine_noises", combined)
+    scored = record_calls(monkeypatch, ImageContext, "score")
+    combined = record_calls(monkeypatch, demon_module, "combine_noises")
     settings = _settings("demon", K=3, estimate="tweedie", tau=0.5)
     generate(model, ["a red circle"], [0], settings)
     assert combined and len(combined) == len(scored)
-    for (_, scores), (args, _) in zip(scored, combined, strict=True):
-        weights = args[1]
+    for score, combine in zip(scored, combined, strict=True):
+        scores, weights = score.result, combine.args[1]  # combine_noises(noises, weights)
         torch.testing.assert_close(weights, demon_weights(scores, "tanh", 0.5))
         assert float((weights * (scores - scores.mean())).sum()) > 0  # better: weighs more
 
@@ -486,12 +472,11 @@ def test_demon_weighs_each_candidate_noise_up_with_its_score(model, brightness, 
 def test_zero_order_neighbours_are_unit_variance_noises(model, brightness, monkeypatch):
     from dsharp.inference.base import ImageContext
 
-    denoised = []
-    _record(monkeypatch, ImageContext, "denoise", denoised)
+    denoised = record_calls(monkeypatch, ImageContext, "denoise")
     # distance 1: a neighbour left unscaled would have variance 2
     settings = _settings("inference_scaling", search="zero_order", N=8, rounds=1, distance=1.0)
     generate(model, ["a red circle"], [0], settings)
-    (pivot,), (neighbours,) = (args[1:] for args, _ in denoised)
+    (pivot,), (neighbours,) = (call.args[1:] for call in denoised)  # denoise(self, x)
     assert neighbours.shape[0] == 8
     assert float(neighbours.std()) == pytest.approx(1.0, abs=0.08)
     correlation = float((neighbours * pivot).mean() / pivot.pow(2).mean())
