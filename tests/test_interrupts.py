@@ -25,6 +25,11 @@ def test_without_a_signal_nothing_is_requested():
     assert not stop.requested
 
 
+def _interrupted(*args, **kwargs):
+    """Stands in for work that a Ctrl-C stops."""
+    raise KeyboardInterrupt
+
+
 def test_a_signal_outside_training_says_so_in_one_line_and_exits_through_ctrl_c(capsys):
     from dsharp.cli import _stop
 
@@ -43,10 +48,7 @@ def test_an_interrupted_report_says_training_is_complete_and_how_to_write_it(
     import dsharp.posttrain
     from dsharp.cli import app
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(dsharp.posttrain, "post_train_report", interrupted)
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", _interrupted)
     monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
@@ -101,10 +103,7 @@ def test_ctrl_c_before_any_checkpoint_says_so_and_after_one_names_it(tmp_path, m
     import dsharp.engine
     from dsharp.cli import app
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(dsharp.engine, "train", interrupted)
+    monkeypatch.setattr(dsharp.engine, "train", _interrupted)
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
     run = tmp_path / "run"
     args = ["train", str(recipe), f"output_dir={run}", "eval.bench=null"]
