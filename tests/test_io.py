@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -60,32 +59,3 @@ def test_a_figure_that_fails_to_draw_is_closed(tmp_path, monkeypatch):
         io.atomic_save_png(fig, tmp_path / "curves.png")
     assert len(plt.get_fignums()) == before - 1
     assert not (tmp_path / "curves.png").exists()
-
-
-def test_a_folder_lock_refuses_a_second_holder_until_the_first_lets_go(tmp_path):
-    first = io.hold_folder_lock(tmp_path, "output_dir")
-    with pytest.raises(RuntimeError) as err:
-        io.hold_folder_lock(tmp_path, "output_dir")
-    assert str(err.value) == (
-        f"output_dir {tmp_path}: another dsharp process is writing to it; wait for it to "
-        "finish, or choose another folder"
-    )
-    first.close()
-    io.hold_folder_lock(tmp_path, "output_dir").close()
-
-
-def test_train_refuses_a_run_folder_another_process_is_writing(tmp_path, tiny_sd_dir):
-    from typer.testing import CliRunner
-
-    from dsharp.cli import app
-
-    run = tmp_path / "run"
-    run.mkdir()
-    held = io.hold_folder_lock(run, "output_dir")  # as a training process would
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
-    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
-    result = CliRunner().invoke(app, [*args, "train.max_steps=1", "eval.bench=null"])
-    held.close()
-    assert result.exit_code == 1, result.output
-    assert "another dsharp process is writing to it" in result.stderr
-    assert sorted(p.name for p in run.iterdir()) == [io.LOCK_FILE]  # nothing else written

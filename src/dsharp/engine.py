@@ -12,6 +12,7 @@ import math
 import shutil
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
 from dsharp.environment import environment_record
+from dsharp.folder_lock import claimed_folder
 from dsharp.interrupts import StopRequests, TrainingInterrupted
 from dsharp.io import (
     append_jsonl,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
-    hold_folder_lock,
     read_jsonl,
 )
 from dsharp.methods.factory import build_method
@@ -126,8 +127,6 @@ class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
     def __init__(self, recipe: Any, *, progress: bool = True):
-        from dsharp.config import recipe_to_yaml
-
         check_runtime(recipe)
         self.recipe = recipe
         self.run_dir = Path(recipe.output_dir)
@@ -152,6 +151,21 @@ class Trainer:
                 project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")
             ),
         )
+        # Held by the main process until the run ends, taken before the model loads so that
+        # a second process into this folder is refused at once rather than after the load.
+        self._folder = ExitStack()
+        if self.accelerator.is_main_process:
+            self._folder.enter_context(claimed_folder(self.run_dir, "output_dir"))
+        try:
+            self._set_up(recipe, resume_from, progress)
+        except BaseException:
+            self.release_folder()
+            raise
+
+    def _set_up(self, recipe: Any, resume_from: Path | None, progress: bool) -> None:
+        from dsharp.config import recipe_to_yaml
+
+        train = recipe.train
         acc = self.accelerator
         set_seed(train.seed, device_specific=True)
         self.model = build_model(recipe.model, acc.device)
@@ -189,10 +203,7 @@ class Trainer:
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
-        self._folder_lock = None  # held by the main process until this trainer is gone
         if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._folder_lock = hold_folder_lock(self.run_dir, "output_dir")
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
             names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
             atomic_write_json(self.run_dir / ENVIRONMENT_JSON, environment_record(names))
@@ -284,9 +295,7 @@ class Trainer:
 
     def release_folder(self) -> None:
         """Let another process train into the run folder: this one has stopped writing it."""
-        if self._folder_lock is not None:
-            self._folder_lock.close()
-            self._folder_lock = None
+        self._folder.close()
 
     def run(self) -> Path:
         try:

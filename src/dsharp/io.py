@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 
 def _process_umask() -> int:
@@ -108,31 +108,6 @@ def replace_directory(tmp: Path, final: Path) -> None:
     os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-LOCK_FILE = ".dsharp.lock"
-
-
-def hold_folder_lock(folder: Path, what: str) -> IO[str] | None:
-    """An exclusive lock on ``folder``, held while the returned file stays open, so that two
-    processes never write one run folder at once (their metrics would interleave and one
-    run's checkpoints replace the other's). ``RuntimeError`` naming ``what`` (the folder's
-    role, e.g. ``output_dir``) when another process holds it. None where there are no
-    advisory locks (Windows)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    handle = open(Path(folder) / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RuntimeError(
-            f"{what} {folder}: another dsharp process is writing to it; wait for it to "
-            "finish, or choose another folder"
-        ) from None
-    return handle
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,57 +44,69 @@ def train(
         typer.echo(f"recipe error: {exc}", err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
-        from dsharp.engine import train as run_training
-        from dsharp.interrupts import TrainingInterrupted
+        from dsharp.folder_lock import claimed_folder
 
-        if os.environ.get("RANK", "0") == "0":  # launchers set RANK; one line, not one each
-            typer.echo(_plan_line(cfg))
-        try:
-            run_dir = run_training(cfg, progress=progress)
-        except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
-            from dsharp.checkpoints import latest_checkpoint
-
-            newest = latest_checkpoint(Path(cfg.output_dir))
-            if newest is None:
-                typer.echo("stopped before any checkpoint was saved", err=True)
-            else:
-                again = _resume_command(recipe, overrides or [], Path(cfg.output_dir))
-                typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
-            raise typer.Exit(130) from None
-        except TrainingInterrupted as stopped:
-            again = _resume_command(recipe, overrides or [], stopped.run_dir)
-            typer.echo(
-                f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
-                f"{stopped.run_dir}; continue with: {again}",
-                err=True,
-            )
-            raise typer.Exit(130) from None
-        from accelerate import PartialState
-
-        from dsharp.curves import CURVES_PNG
-        from dsharp.posttrain import post_train_report, wants_report
-
-        if PartialState().is_main_process:
-            from dsharp.runs import training_warnings
-
-            for warning in training_warnings(run_dir):
-                typer.echo(f"warning: {warning}", err=True)
-            if (run_dir / CURVES_PNG).exists():
-                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
-            if wants_report(cfg):
-                try:
-                    report = post_train_report(cfg, run_dir, progress=progress)
-                except KeyboardInterrupt:
-                    again = _resume_command(recipe, overrides or [], run_dir)
-                    typer.echo(
-                        f"training is complete in {run_dir}, but its report was not written; "
-                        f"write it with: {again}",
-                        err=True,
-                    )
-                    raise typer.Exit(130) from None
-                typer.echo(report.headline)
-                typer.echo(f"report: {report.path}")
+        main = os.environ.get("RANK", "0") == "0"  # launchers set RANK; one line, not one each
+        # The folder is this command's from before the model loads until its report is
+        # written, so a second process is refused at once and cannot resume mid-report.
+        with claimed_folder(Path(cfg.output_dir), "output_dir") if main else nullcontext():
+            if main:
+                typer.echo(_plan_line(cfg))
+            run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
     typer.echo(f"run folder: {run_dir}")
+
+
+def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress: bool) -> Path:
+    """Train, then (main process) print training warnings and write the post-train report."""
+    from dsharp.engine import train as run_training
+    from dsharp.interrupts import TrainingInterrupted
+
+    try:
+        run_dir = run_training(cfg, progress=progress)
+    except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
+        from dsharp.checkpoints import latest_checkpoint
+
+        newest = latest_checkpoint(Path(cfg.output_dir))
+        if newest is None:
+            typer.echo("stopped before any checkpoint was saved", err=True)
+        else:
+            again = _resume_command(recipe, overrides, Path(cfg.output_dir))
+            typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
+        raise typer.Exit(130) from None
+    except TrainingInterrupted as stopped:
+        again = _resume_command(recipe, overrides, stopped.run_dir)
+        typer.echo(
+            f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
+            f"{stopped.run_dir}; continue with: {again}",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    from accelerate import PartialState
+
+    from dsharp.curves import CURVES_PNG
+    from dsharp.posttrain import post_train_report, wants_report
+
+    if PartialState().is_main_process:
+        from dsharp.runs import training_warnings
+
+        for warning in training_warnings(run_dir):
+            typer.echo(f"warning: {warning}", err=True)
+        if (run_dir / CURVES_PNG).exists():
+            typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+        if wants_report(cfg):
+            try:
+                report = post_train_report(cfg, run_dir, progress=progress)
+            except KeyboardInterrupt:
+                again = _resume_command(recipe, overrides, run_dir)
+                typer.echo(
+                    f"training is complete in {run_dir}, but its report was not written; "
+                    f"write it with: {again}",
+                    err=True,
+                )
+                raise typer.Exit(130) from None
+            typer.echo(report.headline)
+            typer.echo(f"report: {report.path}")
+    return run_dir
 
 
 def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:

@@ -1,0 +1,131 @@
+"""One writer per run folder: a second process is refused, from before the model loads until
+the post-training report is written, and a failed start leaves no empty run folder."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dsharp import folder_lock
+from dsharp.cli import app
+
+TINY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+@contextmanager
+def _another_process_holds(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock as another process would: flock on a file opened separately
+    conflicts with this process's own lock, just as a second process's would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / folder_lock.LOCK_FILE, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
+def _free_to_another_process(folder: Path) -> bool:
+    with open(folder / folder_lock.LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def test_a_second_process_is_refused_with_the_folder_named(tmp_path):
+    held = folder_lock.hold_folder_lock(tmp_path, "output_dir")
+    script = (
+        "import sys\nfrom dsharp.folder_lock import hold_folder_lock\n"
+        "try:\n    hold_folder_lock(sys.argv[1], 'output_dir')\n"
+        "except RuntimeError as e:\n    print(e)\n    sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True
+    )
+    held.close()
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == (
+        f"output_dir {tmp_path}: another dsharp process is writing to it; wait for it to "
+        "finish, or choose another folder"
+    )
+    again = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True)
+    assert again.returncode == 0  # free once the first holder let go
+
+
+def test_holders_in_one_process_share_the_lock_until_the_last_lets_go(tmp_path):
+    outer = folder_lock.hold_folder_lock(tmp_path, "output_dir")
+    inner = folder_lock.hold_folder_lock(tmp_path / ".", "output_dir")  # the same folder
+    inner.close()
+    inner.close()  # a second close of one share gives nothing more up
+    assert not _free_to_another_process(tmp_path)
+    outer.close()
+    assert _free_to_another_process(tmp_path)
+
+
+def test_a_claimed_folder_that_stayed_empty_is_removed_and_others_are_kept(tmp_path):
+    with folder_lock.claimed_folder(tmp_path / "typo", "output_dir"):
+        pass
+    assert not (tmp_path / "typo").exists()
+    with folder_lock.claimed_folder(tmp_path / "run", "output_dir") as run:
+        (run / "metrics.jsonl").write_text("{}\n")
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    (tmp_path / "mine").mkdir()
+    with folder_lock.claimed_folder(tmp_path / "mine", "output_dir"):
+        pass
+    assert (tmp_path / "mine").is_dir()  # the user's own folder, even if empty
+
+
+def _train(run: Path, model_dir: Path, *extra: str):
+    args = ["train", str(TINY_RECIPE), f"model.pretrained={model_dir}", f"output_dir={run}"]
+    return CliRunner().invoke(app, [*args, "train.max_steps=1", *extra])
+
+
+def test_train_refuses_a_locked_folder_before_loading_the_model(tmp_path, tiny_sd_dir, monkeypatch):
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the lock was checked")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+    run = tmp_path / "run"
+    with _another_process_holds(run):
+        result = _train(run, tiny_sd_dir, "eval.bench=null")
+    assert result.exit_code == 1, result.output
+    assert "another dsharp process is writing to it" in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == [folder_lock.LOCK_FILE]
+
+
+def test_train_holds_the_folder_while_it_writes_the_report(tmp_path, tiny_sd_dir, monkeypatch):
+    import dsharp.posttrain
+
+    seen = []
+
+    def report(cfg, run_dir, progress=True):
+        seen.append(_free_to_another_process(run_dir))
+        return dsharp.posttrain.PostTrainReport(run_dir / "report.md", "headline")
+
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", report)
+    run = tmp_path / "run"
+    result = _train(run, tiny_sd_dir, "eval.bench=shapes", "eval.limit=1", "eval.seeds=1")
+    assert result.exit_code == 0, result.output
+    assert seen == [False]  # a resume could not start while the report was being written
+    assert _free_to_another_process(run)  # and the folder is free once the command ends
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, tiny_sd_dir, monkeypatch):
+    import dsharp.engine
+
+    def broken(*args, **kwargs):
+        raise OSError("unet/diffusion_pytorch_model.safetensors: truncated")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", broken)
+    run = tmp_path / "runs" / "new"
+    result = _train(run, tiny_sd_dir, "eval.bench=null")
+    assert result.exit_code == 1, result.output
+    assert "truncated" in result.stderr
+    assert not run.exists()
