@@ -713,6 +713,21 @@ def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(
     assert not (other / "training_curves.png").exists()
 
 
+def test_the_metrics_row_of_a_checkpoint_step_is_written_durably(
+    tiny_sd_dir, brightness, tmp_path, monkeypatch
+):
+    """The checkpoint is fsynced; its step's row must be too, or a power cut could keep the
+    checkpoint and lose the row, which a resume from that step never writes again."""
+    import dsharp.engine
+
+    appended = record_calls(monkeypatch, dsharp.engine, "append_jsonl")
+    run = tmp_path / "run"
+    steps = ("train.max_steps=3", "train.checkpoint_every=2", "train.log_every=1")
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *SMALL, *steps))
+    durable = {call.args[1]["step"]: call.kwargs.get("durable", False) for call in appended}
+    assert durable == {1: False, 2: True, 3: True}  # step 3 is the final checkpoint
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
     tiny_sd_dir, brightness, tmp_path, monkeypatch

@@ -59,3 +59,13 @@ def test_a_figure_that_fails_to_draw_is_closed(tmp_path, monkeypatch):
         io.atomic_save_png(fig, tmp_path / "curves.png")
     assert len(plt.get_fignums()) == before - 1
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_a_durable_row_is_fsynced_and_a_plain_one_is_not(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(io.os, "fsync", synced.append)
+    io.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1})
+    assert synced == []
+    io.append_jsonl(tmp_path / "metrics.jsonl", {"step": 2, "loss": float("nan")}, durable=True)
+    assert len(synced) == 1
+    assert io.read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1}, {"step": 2, "loss": None}]

@@ -312,13 +312,13 @@ class Trainer:
                 metrics = self.train_step(step)
                 metrics["step_time_s"] = time.perf_counter() - started
                 row = {"step": step, **metrics}
+                periodic = train.checkpoint_every and step % train.checkpoint_every == 0
+                saved = periodic or step == train.max_steps  # the final model is always saved
                 if acc.is_main_process and (step % train.log_every == 0 or step == train.max_steps):
-                    append_jsonl(self.run_dir / "metrics.jsonl", row)
+                    append_jsonl(self.run_dir / "metrics.jsonl", row, durable=bool(saved))
                     if train.trackers:
                         acc.log(metrics, step=step)
                 progress.update(step, metrics)
-                periodic = train.checkpoint_every and step % train.checkpoint_every == 0
-                saved = periodic or step == train.max_steps  # the final model is always saved
                 if saved:
                     self.save_checkpoint(step)
                 # every process must agree to stop, or one would wait for the others forever

@@ -143,8 +143,12 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """Append one row; NaN becomes null so every line is strict JSON."""
+def append_jsonl(path: Path, row: dict[str, Any], *, durable: bool = False) -> None:
+    """Append one row; NaN becomes null so every line is strict JSON. ``durable`` fsyncs it:
+    a row that a checkpoint written next depends on must not be lost to a power cut that
+    the (fsynced) checkpoint survives, or a resume would never write that step's row again."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         fh.flush()
+        if durable:
+            os.fsync(fh.fileno())
