@@ -843,8 +843,15 @@ def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
         Trainer(resumed("train.max_steps=1"), progress=False)
 
 
-def test_a_report_size_the_model_cannot_draw_is_refused_before_training(tmp_path, tiny_sd_dir):
+def test_a_report_size_the_model_cannot_draw_is_refused_before_training(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    """Where the model's config could not be read before loading (a hub id not cached),
+    the loaded model refuses the size, still before training."""
+    import dsharp.preflight
     from dsharp.cli import app
+
+    monkeypatch.setattr(dsharp.preflight, "image_size_factor", lambda model: 1)
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"

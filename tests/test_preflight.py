@@ -187,3 +187,43 @@ def test_validate_refuses_a_key_given_as_api_key_env_without_echoing_it():
     assert "option 'api_key_env': not an environment variable name" in result.stderr
     assert secret not in result.output
     assert _validate(QUICKSTART, *mllm, "rewards.0.options.api_key_env=MY_KEY").exit_code == 0
+
+
+TINY = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def test_an_image_size_the_vae_cannot_draw_is_refused_before_loading(tiny_sd_dir, tmp_path):
+    """The VAE's downsampling is read from the folder's config files, so `validate` refuses
+    a size that `train` would only refuse after the model loaded."""
+    model = f"model.pretrained={tiny_sd_dir}"
+    result = _validate(TINY, model, "train.height=60")
+    assert result.exit_code == 2, result.output
+    assert f"train.height: 60 must be a multiple of 8 for {tiny_sd_dir}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _validate(TINY, model, "train.height=64", "sample.width=72").exit_code == 0
+    run = tmp_path / "run"
+    train = CliRunner().invoke(
+        app, ["train", str(TINY), model, "sample.width=100", f"output_dir={run}"]
+    )
+    assert train.exit_code == 2 and "sample.width: 100 must be a multiple of 8" in train.stderr
+    assert not run.exists()
+
+
+def test_the_size_factor_comes_from_the_hub_cache_without_a_download(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    from huggingface_hub import constants
+
+    from dsharp.config import ModelConfig
+    from dsharp.preflight import image_size_factor
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    (snapshot / "vae").mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    for name in ("model_index.json", "vae/config.json"):
+        (snapshot / name).write_bytes((tiny_sd_dir / name).read_bytes())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert image_size_factor(ModelConfig(pretrained="org/tiny")) == 8
+    assert image_size_factor(ModelConfig(pretrained="org/not-cached")) == 1  # the loader checks
+    assert image_size_factor(ModelConfig(pretrained="dsharp-mini")) == 1  # pixel space

@@ -9,6 +9,7 @@ without one (``TrainingMethod.check_settings``).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ def check_before_loading(
         checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
     for i, spec in enumerate(recipe.eval.rewards or []):
         checks.append((f"eval.rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
+    factor = image_size_factor(recipe.model)
+    if factor > 1:
+        for section in ("train", "sample"):
+            for side in ("height", "width"):
+                field = f"{section}.{side}"
+                value = getattr(getattr(recipe, section), side)
+                checks.append((field, lambda v=value: _check_side(v, factor, recipe.model)))
     if training:
         out = Path(recipe.output_dir)
         checks.append(("output_dir", lambda: check_output_folder(out)))
@@ -99,6 +107,44 @@ def _check_model_name(pretrained: str) -> None:
     problem = builtin_near_miss(pretrained)
     if problem is not None:
         raise ValueError(problem)
+
+
+def image_size_factor(model: Any) -> int:
+    """What every image side must be a multiple of for the recipe's model (its VAE's
+    downsampling: 8 for SD and SDXL, 1 in pixel space), read from its config files where
+    they are on disk without a download (a local folder, the hub cache); 1 when they are
+    not, and the model itself checks once it has loaded."""
+    from dsharp.models.loading import EMBEDDED, MINI_INITS
+
+    if model.pretrained in EMBEDDED or model.pretrained in MINI_INITS:
+        return 1  # pixel space
+    index, vae = _config_file(model, "model_index.json"), _config_file(model, "vae/config.json")
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8")).get("vae") if index else None
+        if not entry or entry[0] is None or vae is None:
+            return 1
+        return 2 ** (len(json.loads(vae.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1  # an unreadable config is the loader's to report, with its own message
+
+
+def _config_file(model: Any, name: str) -> Path | None:
+    folder = Path(model.pretrained).expanduser()
+    if folder.is_dir():
+        path = folder / name
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model.pretrained, name, revision=model.revision)
+    except ValueError:  # not a hub id either
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _check_side(value: int | None, factor: int, model: Any) -> None:
+    if value is not None and value % factor:
+        raise ValueError(f"{value} must be a multiple of {factor} for {model.pretrained}")
 
 
 def _check_sample_options(sample: Any) -> None:
