@@ -728,6 +728,35 @@ def test_the_metrics_row_of_a_checkpoint_step_is_written_durably(
     assert durable == {1: False, 2: True, 3: True}  # step 3 is the final checkpoint
 
 
+def test_a_relative_model_folder_is_saved_absolute_so_the_run_loads_from_anywhere(
+    tiny_sd_dir, brightness, tmp_path, monkeypatch
+):
+    import shutil
+
+    from dsharp.builders import load_run_model
+    from dsharp.recipe_diff import first_difference, saved_recipe_data
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    recipe = _recipe("rlhf_sharpening", "./models/tiny", tmp_path / "run", *SMALL)
+    _train(recipe)
+    saved = saved_recipe_data(tmp_path / "run" / "recipe.yaml")
+    assert saved["model"]["pretrained"] == str(tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path / "run")  # elsewhere: ./models/tiny is not here
+    model, _ = load_run_model(tmp_path / "run")
+    assert model.family == "sd"
+    # a run saved before paths were made absolute is the same model named relatively
+    monkeypatch.chdir(tmp_path)
+    old = {**saved, "model": {**saved["model"], "pretrained": "./models/tiny"}}
+    assert first_difference(old, saved) is None
+    moved = {**saved, "model": {**saved["model"], "pretrained": "./models/other"}}
+    assert first_difference(moved, saved) == (
+        "model.pretrained",
+        "./models/other",
+        str(tmp_path / "models" / "tiny"),
+    )
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
     tiny_sd_dir, brightness, tmp_path, monkeypatch

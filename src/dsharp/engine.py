@@ -127,7 +127,11 @@ class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
     def __init__(self, recipe: Any, *, progress: bool = True):
+        from dsharp.models.loading import absolute_model_source
+
         check_runtime(recipe)
+        recipe = recipe.model_copy(deep=True)  # saved with its model folder absolute
+        recipe.model.pretrained = absolute_model_source(recipe.model.pretrained)
         self.recipe = recipe
         self.run_dir = Path(recipe.output_dir)
         train = recipe.train

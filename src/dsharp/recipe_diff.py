@@ -41,7 +41,14 @@ def first_difference(
 
 
 def _without(data: dict[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
+    from dsharp.models.loading import absolute_model_source
+
     data = json.loads(json.dumps(data, default=str))  # a deep copy, in JSON's types
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("pretrained"), str):
+        # a run saved with a relative folder (before they were saved absolute) is the same
+        # model as that folder named absolutely
+        model["pretrained"] = absolute_model_source(model["pretrained"])
     for dotted in ignore:
         *parents, last = dotted.split(".")
         node: Any = data

@@ -8,6 +8,7 @@ a CLIP text encoder is SD. Components load through ``from_pretrained``, so
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,16 @@ def resolve_pretrained(pretrained: str) -> str:
     if problem is not None:
         raise FileNotFoundError(f"model {problem}")
     return pretrained
+
+
+def absolute_model_source(pretrained: str) -> str:
+    """``pretrained`` as an absolute path when it names a local folder by a relative one, so
+    that a run's saved recipe finds its base model from any folder (``dsharp eval
+    --checkpoint RUN`` run elsewhere); built-in names and hub ids unchanged."""
+    if pretrained in EMBEDDED or pretrained in MINI_INITS:
+        return pretrained
+    path = Path(pretrained).expanduser()
+    return os.path.abspath(path) if path.exists() else pretrained
 
 
 def builtin_near_miss(pretrained: str) -> str | None:
