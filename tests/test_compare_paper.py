@@ -90,6 +90,19 @@ def test_untrained_rows_and_our_own_metrics():
     assert rows[0][0] == "paper:sdxl"
 
 
+def test_an_untrained_row_that_names_its_paper_row_is_compared_with_it():
+    """A study's `train: false` row with `paper_row: 1` (documented, and validated when the
+    study loads) is compared with the paper's n=1 row, not shown as untrained."""
+    base = {"metrics": {"clip": {"mean": 0.31}}, "untrained": True, "paper_row": 1}
+    _, rows = compare_with_paper({"base": base}, "table2")
+    assert rows[0][0] == "paper:1" and rows[0][1] == pytest.approx(0.334)
+    assert rows[2][1] == pytest.approx(0.31 - 0.334)
+    _, rows = compare_with_paper(
+        {"base": {**base, "paper_row": None}}, "table2", match={"base": "2"}
+    )
+    assert rows[0][0] == "paper:2"
+
+
 def test_merge_and_missing_values_render_as_dash():
     from dsharp.report import to_csv, to_markdown
 

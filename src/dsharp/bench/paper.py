@@ -21,7 +21,8 @@ given, else ``result["paper_row"]``, else the paper row whose name equals the la
 (normalised: lower case, ``-``/space -> ``_``; for Table 2 a label such as ``n=3``, ``n3`` or
 ``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
 ``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). In Tables 2 and 3
-a result marked ``untrained`` (a study's base row) has no paper row. Rows come in threes per
+a result marked ``untrained`` (a study's base row) has no paper row unless it names one
+(``match`` or ``paper_row``). Rows come in threes per
 result: the paper's row, ours, and the delta (ours - paper). A metric we do not have shows
 as ``"-"``; our metrics that no paper column reads (e.g. ``shapes``) follow as extra columns
 with no paper value.
@@ -91,7 +92,8 @@ def _normalise(label: str) -> str:
 
 def _reference(table: str, label: str, result: Mapping[str, Any], match: Mapping[str, str]):
     rows = {str(k): k for k in _table(table)["rows"]}
-    if label not in match and result.get("untrained") and table != "table1":
+    explicit = label in match or result.get("paper_row") is not None
+    if not explicit and result.get("untrained") and table != "table1":
         return None  # Tables 2 and 3 vary a training setting: an untrained model has no row
     wanted = match.get(label) or result.get("paper_row")
     if wanted is not None:
