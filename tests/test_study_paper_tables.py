@@ -1,0 +1,234 @@
+"""A study's table beside the paper, its plan statuses, its reward-evaluation column and its
+NFE figure, on row folders made by hand (no model)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsharp.config import save_recipe
+from dsharp.study import load_study, paper_row_of, plan_study
+from dsharp.study_outputs import write_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def _study(tmp_path: Path, name: str, rows: list[dict], **extra) -> Path:
+    data = {
+        "kind": "table",
+        "name": name,
+        "base": str(TINY_RLHF),
+        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
+        "rows": rows,
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "out"),
+        **extra,
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _finish(loaded, result, metrics: list[dict] | None = None) -> None:
+    """Make each row's folder look finished: recipe, final checkpoint, eval.json."""
+    for plan in loaded.rows:
+        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
+        if plan.trained:
+            step = plan.recipe.train.max_steps
+            ckpt = plan.run_dir / "checkpoints" / f"step-{step:06d}"
+            ckpt.mkdir(parents=True)
+            (ckpt / "trainer_state.json").write_text(json.dumps({"step": step}))
+            rows = metrics or [{"step": step, "loss": 0.1}]
+            (plan.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        doc = {"label": plan.label, "trained": plan.trained, **result(plan)}
+        (plan.run_dir / "eval.json").write_text(json.dumps(doc))
+
+
+def _csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def _clip(value: float) -> dict:
+    return {"overall": value, "metrics": {"clip": {"mean": value}}}
+
+
+@pytest.mark.parametrize(("table", "expected"), [("table2", 3), ("table3", 2)])
+def test_a_trained_rows_paper_row_is_its_n_or_m(tmp_path: Path, table: str, expected: int):
+    """Table 2 varies method.n, Table 3 method.m."""
+    rows = [{"label": "row", "overrides": ["method.m=2", "method.n=3"]}]
+    (plan,) = load_study(_study(tmp_path, table, rows)).rows
+    assert paper_row_of(table, plan) == expected
+
+
+def test_table2_study_beside_the_paper_with_metrics_the_paper_partly_has(
+    tmp_path: Path,
+):
+    """Rows with clip but no image_reward or mllm are still shown
+    beside the paper. The untrained base row has no n, so Table 2 leaves it out."""
+    rows = [
+        {"label": "base", "train": False},
+        {"label": "n=2", "overrides": ["method.n=2"]},
+    ]
+    loaded = load_study(_study(tmp_path, "table2", rows))
+    _finish(loaded, lambda plan: _clip(0.33))
+    outcome = write_outputs(loaded, echo=lambda _: None)
+    paper_csv = tmp_path / "out" / "table-paper.csv"
+    assert paper_csv in outcome.outputs
+    got = _csv(paper_csv)
+    assert got[0] == ["row", "clip_score", "image_reward", "mllm"]
+    assert [r[0] for r in got[1:]] == ["paper:2", "ours:n=2", "delta:n=2"]
+    assert float(got[3][1]) == pytest.approx(0.33 - 0.336) and got[3][2] == "-"
+
+
+def test_table1_study_compares_every_row_by_its_label(tmp_path: Path):
+    """Table 1 matches a row by its label, else the base model, unless the row names its
+    paper row; rows without a paper_row are kept."""
+    rows = [
+        {"label": "sdxl", "train": False},
+        {"label": "rlhf sharpening"},
+        {"label": "mine", "paper_row": "ddpo"},
+    ]
+    loaded = load_study(_study(tmp_path, "table1", rows))
+    _finish(loaded, lambda plan: _clip(0.33))
+    write_outputs(loaded, echo=lambda _: None)
+    got = _csv(tmp_path / "out" / "table-paper.csv")
+    assert [r[0] for r in got[1::3]] == [
+        "paper:sdxl",
+        "paper:rlhf_sharpening",
+        "paper:ddpo",
+    ]
+    assert [r[0] for r in got[2::3]] == [
+        "ours:sdxl",
+        "ours:rlhf sharpening",
+        "ours:mine",
+    ]
+
+
+def test_an_evaluation_of_the_other_kind_of_row_is_a_conflict_and_left_out(
+    tmp_path: Path,
+):
+    """A trained row's eval.json in a `train: false` row's folder is not that row's
+    evaluation, and a row in conflict is not shown."""
+    rows = [{"label": "base", "train": False}, {"label": "tuned"}]
+    loaded = load_study(_study(tmp_path, "mine", rows))
+    _finish(loaded, lambda plan: _clip(0.5))
+    base = loaded.rows[0]
+    base.eval_path.write_text(json.dumps({"label": "base", "trained": True, **_clip(0.9)}))
+    plans = plan_study(loaded)
+    assert "is the evaluation of a trained row" in (plans[0].conflict or "")
+    assert plans[1].conflict is None
+    said: list[str] = []
+    outcome = write_outputs(loaded, echo=said.append)
+    assert outcome.shown == ["tuned"] and outcome.missing == ["base"]
+    assert [r[0] for r in _csv(tmp_path / "out" / "table.csv")[1:]] == ["tuned"]
+
+
+def test_an_interrupted_row_says_it_resumes_from_its_newest_checkpoint(tmp_path: Path):
+    """The plan names the newest checkpoint, which resume uses."""
+    loaded = load_study(
+        _study(
+            tmp_path,
+            "mine",
+            [{"label": "row"}],
+            overrides=["model.pretrained=dsharp-mini", "train.max_steps=8"],
+        )
+    )
+    (plan,) = loaded.rows
+    save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
+    for step in (2, 4):
+        ckpt = plan.run_dir / "checkpoints" / f"step-{step:06d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (plan,) = plan_study(loaded)
+    assert plan.status == "resume from step 4"
+
+
+def test_table_counts_the_reward_evaluations_a_trained_row_spent(tmp_path: Path):
+    """A trained row's table line adds its training's reward evaluations (from
+    metrics.jsonl) to the search's; an untrained row has only the search's."""
+    rows = [{"label": "base", "train": False}, {"label": "tuned"}]
+    loaded = load_study(_study(tmp_path, "mine", rows))
+    metrics = [
+        {"step": 1, "loss": 0.1, "reward_evals": 6},
+        {"step": 2, "reward_evals": 12},
+    ]
+    result = {**_clip(0.5), "reward_evals_per_image": 2, "n_images": 3}
+    _finish(loaded, lambda plan: result, metrics)
+    write_outputs(loaded, echo=lambda _: None)
+    got = _csv(tmp_path / "out" / "table.csv")
+    col = got[0].index("reward evals")
+    assert {r[0]: r[col] for r in got[1:]} == {"base": "6", "tuned": "18"}
+
+
+def test_nfe_figure_joins_a_series_in_nfe_order_whatever_the_row_order(tmp_path: Path):
+    """Points of one series are listed and joined by NFE."""
+    rows = [
+        {
+            "label": f"search N={n}",
+            "train": False,
+            "series": "search",
+            "overrides": ["sample.method=inference_scaling", f"sample.options.N={n}"],
+        }
+        for n in (4, 2)
+    ]
+    data = {
+        "kind": "figure",
+        "name": "fig5",
+        "base": str(TINY_RLHF),
+        "overrides": ["model.pretrained=dsharp-mini"],
+        "rows": rows,
+        "plot": {"x": "nfe", "y": "overall"},
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "fig.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    loaded = load_study(path)
+    nfe = {"search N=4": 32, "search N=2": 16}
+    _finish(
+        loaded,
+        lambda plan: {
+            "overall": nfe[plan.label] / 100,
+            "nfe_per_image": nfe[plan.label],
+        },
+    )
+    write_outputs(loaded, echo=lambda _: None)
+    got = _csv(tmp_path / "out" / "fig5.csv")
+    assert [(r[1], r[2]) for r in got[1:]] == [
+        ("search N=2", "16.0"),
+        ("search N=4", "32.0"),
+    ]
+
+
+def test_band_columns_hold_the_raw_band_then_its_smoothed_value(tmp_path: Path):
+    """The CSV beside figure 6 holds each band in its own column (band, band_smooth)."""
+    from dsharp.study import PlotSpec
+    from dsharp.study_outputs import plot_steps
+
+    rows = [{"step": s, "reward": 0.1 * s, "reward_std": float(s % 2)} for s in range(1, 6)]
+    spec = PlotSpec(x="step", y="reward", band="reward_std", smooth=3)
+    plot_steps([("rlhf", rows)], spec, "t", tmp_path / "f.png", tmp_path / "f.csv")
+    got = _csv(tmp_path / "f.csv")
+    assert got[0] == [
+        "series",
+        "step",
+        "reward",
+        "reward_smooth",
+        "reward_std",
+        "reward_std_smooth",
+    ]
+    third = got[3]  # step 3: its own band 1, smoothed over steps 1-3 to 2/3
+    assert float(third[4]) == 1.0 and float(third[5]) == pytest.approx(2 / 3)
+
+
+def test_overrides_given_with_the_study_win_over_the_studys_own(tmp_path: Path):
+    """`dsharp recipes validate STUDY key=value` checks the study as changed by
+    key=value, so its overrides come after the study's."""
+    loaded = load_study(_study(tmp_path, "mine", [{"label": "row"}]), ["train.max_steps=5"])
+    assert loaded.rows[0].recipe.train.max_steps == 5
