@@ -20,6 +20,19 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """Each test starts with SIGINT as a terminal gives it (KeyboardInterrupt), even when
+    pytest itself was started with it ignored (``nohup``, ``cmd &`` in a script): the
+    interrupt tests check what a user's Ctrl-C does, and training leaves an ignored SIGINT
+    ignored on purpose. Tests of the ignored case set it themselves."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Stable Diffusion diffusers folder (64x64 images, latents 4x8x8)."""

@@ -63,10 +63,9 @@ class _Fixed:
 
 
 def test_missing_counts_images_whose_total_is_missing_not_reward_misses() -> None:
-    """info["missing"] is the number of images the
-    methods skip (total NaN), as they log it in `reward_missing`. An image two rewards both
-    missed is one image; a weight-0 reward's miss leaves the total alone and counts only in
-    missing_by_reward."""
+    """info["missing"] is the number of images the methods skip (total NaN), as they log it
+    in `reward_missing`. An image two rewards both missed is one image; a weight-0 reward's
+    miss leaves the total alone and counts only in missing_by_reward."""
     base = {"normalize": "none", "on_error": "missing", "options": {}}
     specs = [
         RewardSpec.model_construct(**base, name="a", weight=1.0),
