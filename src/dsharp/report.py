@@ -71,22 +71,25 @@ def eval_files(folder: Path, *, include_base: bool = False) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
+def no_evaluation_error(folder: Path) -> FileNotFoundError:
+    """The error for a folder with no evaluation of its run, pointing at ``eval-base.json``
+    where that is all there is."""
+    only_base = (Path(folder) / BASE_EVAL).exists()
+    hint = (
+        f" ({BASE_EVAL} scores its base model; give that file to compare it)" if only_base else ""
+    )
+    return FileNotFoundError(
+        f"{folder}: no evaluation of this run in this folder{hint} (run dsharp eval first)"
+    )
+
+
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
     """An evaluation JSON file, or a run folder's newest ``eval*.json``; returns (label, dict)."""
     source = Path(source)
     if source.is_dir():
         found = eval_files(source)
         if not found:
-            only_base = (source / BASE_EVAL).exists()
-            raise FileNotFoundError(
-                f"{source}: no evaluation of this run in this folder"
-                + (
-                    f" ({BASE_EVAL} scores its base model; give that file to compare it)"
-                    if only_base
-                    else ""
-                )
-                + " (run dsharp eval first)"
-            )
+            raise no_evaluation_error(source)
         return source.name, with_train_reward_evals(read_evaluation(found[-1]), source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")

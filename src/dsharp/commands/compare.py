@@ -18,13 +18,13 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
     .m); a folder with no training (a study's base row) is marked ``untrained``.
     """
     from dsharp.bench import merge_results
-    from dsharp.report import eval_files, load_result, read_evaluation
+    from dsharp.report import eval_files, load_result, no_evaluation_error, read_evaluation
 
     if not source.is_dir():
         return load_result(source)
     found = eval_files(source)
     if not found:
-        raise FileNotFoundError(f"{source}: no eval*.json in this folder (run dsharp eval first)")
+        raise no_evaluation_error(source)
     merged = merge_results([read_evaluation(p) for p in found])
     recipe_path = source / "recipe.yaml"
     trained = (source / "metrics.jsonl").exists() or (source / "checkpoints").is_dir()
