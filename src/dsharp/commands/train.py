@@ -53,7 +53,8 @@ def train(
             if main:
                 typer.echo(_plan_line(cfg))
             run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
-    typer.echo(f"run folder: {run_dir}")
+    if main:
+        typer.echo(f"run folder: {run_dir}")
 
 
 def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress: bool) -> Path:
