@@ -75,6 +75,13 @@ def _validate(recipe: Path, *overrides: str):
             ),
             "rewards.0.options: mllm: option 'max_retries': expected an integer >= 0, got -1",
         ),
+        (
+            QUICKSTART,
+            "rewards.0.options.binary=maybe",
+            "rewards.0.options: shapes reward option 'binary' must be true or false",
+        ),
+        (ITERPO, "rewards.0.options.tau=abc", "shapes_soft reward option 'tau' must be a number"),
+        (ITERPO, "rewards.0.options.judge_shapes=2", "'judge_shapes' must be true or false"),
         (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
@@ -227,3 +234,45 @@ def test_the_size_factor_comes_from_the_hub_cache_without_a_download(
     assert image_size_factor(ModelConfig(pretrained="org/tiny")) == 8
     assert image_size_factor(ModelConfig(pretrained="org/not-cached")) == 1  # the loader checks
     assert image_size_factor(ModelConfig(pretrained="dsharp-mini")) == 1  # pixel space
+
+
+def test_eval_refuses_a_reward_option_value_before_loading_the_model(monkeypatch):
+    import dsharp.commands.common
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the reward options were checked")
+
+    monkeypatch.setattr(dsharp.commands.common, "load_model_for_inference", no_load)
+    args = ["eval", "--model", "dsharp-mini", "--bench", "shapes", "--limit", "1"]
+    result = CliRunner().invoke(app, [*args, "--set", "binary=maybe"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: shapes reward option 'binary' must be true or false, got 'maybe'"
+    )
+    result = CliRunner().invoke(app, [*args, "--set", "binery=true"])
+    assert result.exit_code == 2 and "reward 'shapes': bad options" in result.stderr
+
+
+def test_a_reward_that_refuses_an_option_value_when_built_says_so_in_one_line():
+    """A plugin without check_options may refuse a value only in its factory: that is a
+    RewardError naming the reward (one line at the command line), not a TypeError."""
+    from dsharp.config import RewardSpec
+    from dsharp.rewards import plugins
+    from dsharp.rewards.base import RewardError, RewardInfo
+    from dsharp.rewards.hookspecs import hookimpl
+
+    def factory(size: int = 1):
+        raise TypeError(f"size must be an integer, got {size!r}")
+
+    class Picky:
+        @hookimpl
+        def register_rewards(self, register):
+            register(RewardInfo(name="picky", factory=factory, description="test"))
+
+    plugins.load_plugins()
+    plugins.pm.register(Picky(), name="picky-plugin")
+    try:
+        with pytest.raises(RewardError, match=r"^reward 'picky': size must be an integer"):
+            plugins.build_reward(RewardSpec(name="picky", options={"size": "big"}))
+    finally:
+        plugins.pm.unregister(name="picky-plugin")

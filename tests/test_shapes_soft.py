@@ -344,21 +344,27 @@ def test_prompt_outside_the_grammar() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "error"),
+    ("options", "message"),
     [
-        ({"tau": 0}, ValueError),
-        ({"tau": "0.1"}, TypeError),
-        ({"relation_scale": -1.0}, ValueError),
-        ({"relation_scale": True}, TypeError),
-        ({"penalize_unnamed": 1}, TypeError),
-        ({"straight_through": "yes"}, TypeError),
-        ({"judge_shapes": None}, TypeError),
-        ({"on_error": "skip"}, ValueError),
+        ({"tau": 0}, "'tau' must be > 0"),
+        ({"tau": "0.1"}, "'tau' must be a number"),
+        ({"relation_scale": -1.0}, "'relation_scale' must be > 0"),
+        ({"relation_scale": True}, "'relation_scale' must be a number"),
+        ({"penalize_unnamed": 1}, "'penalize_unnamed' must be true or false"),
+        ({"straight_through": "yes"}, "'straight_through' must be true or false"),
+        ({"judge_shapes": None}, "'judge_shapes' must be true or false"),
+        ({"on_error": "skip"}, "on_error must be 'raise' or 'missing'"),
     ],
 )
-def test_bad_options(options: dict, error: type[Exception]) -> None:
-    with pytest.raises(error, match="shapes_soft"):
+def test_bad_options(options: dict, message: str) -> None:
+    """Refused when built, and by the check `recipes validate` runs without building."""
+    from dsharp.shapes.soft import check_shapes_soft_options
+
+    with pytest.raises(ValueError, match=f"shapes_soft reward (option )?{message}"):
         build_shapes_soft_reward(**options)
+    with pytest.raises(ValueError, match=f"shapes_soft reward (option )?{message}"):
+        check_shapes_soft_options(options)
+    check_shapes_soft_options({})  # the defaults pass
 
 
 @pytest.mark.parametrize("size", [(16, 16), (32, 32), (64, 64), (32, 48)])

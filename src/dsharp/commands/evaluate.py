@@ -102,6 +102,19 @@ def _scoring_specs(
     raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
 
 
+def _check_reward_options(specs: list[Any]) -> None:
+    """Option names and values of every reward (``--set``, a recipe's), refused as a bad
+    setting (exit 2) before any model loads rather than when the reward is built."""
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
+
+    for spec in specs:
+        try:
+            check_reward_options(spec)
+        except RewardError as err:
+            raise ValueError(str(err)) from None
+
+
 def evaluate_cmd(
     overrides: list[str] = typer.Argument(
         None,
@@ -262,6 +275,8 @@ def evaluate_cmd(
         verifier_used = reward_specs(settings.reward) or []
         source = prompts or recipe or f"--bench {bench}"
         check_prompts([*specs, *verifier_used], prompt_list, source)
+        with settings_errors():
+            _check_reward_options([*specs, *verifier_used])
 
         if model is not None or checkpoint is not None:
             from dsharp.commands.common import load_model_for_inference

@@ -30,6 +30,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             description="Exact compositional score for the dsharp-mini shapes world",
             differentiable=False,
             check_prompt=_shapes_prompt,
+            check_options=_shapes_options,
         )
     )
     register(
@@ -40,6 +41,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             "single-object shape moments) for ReFL/IterPO",
             differentiable=True,
             check_prompt=_shapes_prompt,
+            check_options=_shapes_soft_options,
         )
     )
     register(
@@ -61,6 +63,18 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
                 differentiable=differentiable,
             )
         )
+
+
+def _shapes_options(options: Mapping[str, Any]) -> None:
+    from dsharp.shapes.reward import check_shapes_options
+
+    check_shapes_options(options)
+
+
+def _shapes_soft_options(options: Mapping[str, Any]) -> None:
+    from dsharp.shapes.soft import check_shapes_soft_options
+
+    check_shapes_soft_options(options)
 
 
 def _mllm_options(options: Mapping[str, Any]) -> None:

@@ -435,7 +435,10 @@ def build_reward(spec: RewardSpec) -> Reward:
     """Build the reward a spec names, with its options (see :func:`_checked_factory` for
     how ``on_error`` reaches it)."""
     factory, options = _checked_factory(spec)
-    reward = factory(**options)
+    try:
+        reward = factory(**options)
+    except (TypeError, ValueError) as e:  # an option value the reward refuses, in one line
+        raise RewardError(f"reward {spec.name!r}: {e}") from e
     if not isinstance(reward, Reward):
         raise RewardError(
             f"reward {spec.name!r}: factory returned {type(reward).__name__}, not a Reward "

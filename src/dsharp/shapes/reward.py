@@ -6,7 +6,7 @@ Registered by ``dsharp.rewards.builtin``, which imports this module lazily.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -14,6 +14,17 @@ import torch
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.shapes.grammar import ShapesGrammarError, parse
 from dsharp.shapes.verifier import verify_batch
+
+
+def check_shapes_options(options: Mapping[str, Any]) -> None:
+    """``ValueError`` for an option value the ``shapes`` reward refuses: checked by
+    ``recipes validate`` and before a model loads, and again when the reward is built."""
+    binary = options.get("binary", False)
+    if not isinstance(binary, bool):
+        raise ValueError(f"shapes reward option 'binary' must be true or false, got {binary!r}")
+    on_error = options.get("on_error", "raise")
+    if on_error not in ("raise", "missing"):
+        raise ValueError(f"shapes reward on_error must be 'raise' or 'missing', got {on_error!r}")
 
 
 class ShapesReward:
@@ -27,12 +38,7 @@ class ShapesReward:
     differentiable = False
 
     def __init__(self, binary: bool = False, on_error: Literal["raise", "missing"] = "raise"):
-        if not isinstance(binary, bool):
-            raise TypeError(f"shapes reward option 'binary' must be a bool, got {binary!r}")
-        if on_error not in ("raise", "missing"):
-            raise ValueError(
-                f"shapes reward on_error must be 'raise' or 'missing', got {on_error!r}"
-            )
+        check_shapes_options({"binary": binary, "on_error": on_error})
         self.binary = binary
         self.on_error = on_error
 

@@ -99,7 +99,7 @@ training; ``judge_shapes=False`` removes this lever (and the shape signal with i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -254,6 +254,28 @@ def _unnamed_mass(c: Constraints, mass: torch.Tensor) -> torch.Tensor:
     return mass[[1 + k for k, col in enumerate(COLOURS) if col not in named]].sum()
 
 
+def check_shapes_soft_options(options: Mapping[str, Any]) -> None:
+    """``ValueError`` for an option value the ``shapes_soft`` reward refuses: checked by
+    ``recipes validate`` and before a model loads, and again when the reward is built."""
+    for name in ("tau", "relation_scale"):
+        value = options.get(name, 0.05)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"shapes_soft reward option {name!r} must be a number, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"shapes_soft reward option {name!r} must be > 0, got {value!r}")
+    for name in ("penalize_unnamed", "straight_through", "judge_shapes"):
+        flag = options.get(name, True)
+        if not isinstance(flag, bool):
+            raise ValueError(
+                f"shapes_soft reward option {name!r} must be true or false, got {flag!r}"
+            )
+    on_error = options.get("on_error", "raise")
+    if on_error not in ("raise", "missing"):
+        raise ValueError(
+            f"shapes_soft reward on_error must be 'raise' or 'missing', got {on_error!r}"
+        )
+
+
 class SoftShapesReward:
     """Differentiable surrogate of the ``shapes`` reward: colour amounts, single-object shape
     moments and centroids against the prompt's groups, counts and relations; mean of terms
@@ -274,24 +296,16 @@ class SoftShapesReward:
         judge_shapes: bool = True,
         on_error: Literal["raise", "missing"] = "raise",
     ):
-        for name, value in (("tau", tau), ("relation_scale", relation_scale)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(
-                    f"shapes_soft reward option {name!r} must be a number, got {value!r}"
-                )
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"shapes_soft reward option {name!r} must be > 0, got {value!r}")
-        for name, flag in (
-            ("penalize_unnamed", penalize_unnamed),
-            ("straight_through", straight_through),
-            ("judge_shapes", judge_shapes),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"shapes_soft reward option {name!r} must be a bool, got {flag!r}")
-        if on_error not in ("raise", "missing"):
-            raise ValueError(
-                f"shapes_soft reward on_error must be 'raise' or 'missing', got {on_error!r}"
-            )
+        check_shapes_soft_options(
+            {
+                "tau": tau,
+                "relation_scale": relation_scale,
+                "penalize_unnamed": penalize_unnamed,
+                "straight_through": straight_through,
+                "judge_shapes": judge_shapes,
+                "on_error": on_error,
+            }
+        )
         self.tau = float(tau)
         self.relation_scale = float(relation_scale)
         self.penalize_unnamed = penalize_unnamed
