@@ -276,3 +276,32 @@ def test_a_reward_that_refuses_an_option_value_when_built_says_so_in_one_line():
             plugins.build_reward(RewardSpec(name="picky", options={"size": "big"}))
     finally:
         plugins.pm.unregister(name="picky-plugin")
+
+
+def test_a_missing_pairs_file_is_noted_by_validate_and_refused_by_train_before_loading(
+    tmp_path: Path, monkeypatch
+):
+    """The shipped paper recipes name a pairs file the user is still to make: validate notes
+    it and stays ok; train refuses it before loading the model, not after."""
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the pairs file was checked")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+    missing = tmp_path / "pairs.jsonl"
+    offline = ["method.options.pairs=offline", f"method.options.pairs_file={missing}"]
+    result = _validate(DIFFUSION_DPO, *offline)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        "note: train would refuse it on this machine: method.options.pairs_file: file not "
+        f"found: {missing}"
+    )
+    run = tmp_path / "run"
+    args = ["train", str(DIFFUSION_DPO), *offline, f"output_dir={run}"]
+    train = CliRunner().invoke(app, args)
+    assert train.exit_code == 1, train.output
+    assert train.stderr.strip().splitlines()[-1] == (
+        f"error: method.options.pairs_file: file not found: {missing}"
+    )
+    assert not run.exists()

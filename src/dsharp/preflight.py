@@ -83,9 +83,18 @@ def recipe_notes(recipe: Any) -> list[str]:
 
 
 def check_runtime(recipe: Any) -> None:
-    """Fail before any model loads on settings this machine cannot run (a valid recipe
-    may need another machine: ``dsharp recipes validate`` only notes these)."""
+    """Fail before any model loads on settings this machine cannot run, or a file a method
+    reads that is not here (a valid recipe may need another machine, or name a file the user
+    is still to make, as the shipped paper recipes do: ``dsharp recipes validate`` only
+    notes these)."""
     import torch
+
+    pairs_file = (recipe.method.options or {}).get("pairs_file")
+    if recipe.method.name == "diffusion_dpo" and pairs_file is not None:
+        path = Path(str(pairs_file)).expanduser()
+        if not path.is_file():
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise ValueError(f"method.options.pairs_file: file not found: {pairs_file}{where}")
 
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
