@@ -305,3 +305,14 @@ def test_a_missing_pairs_file_is_noted_by_validate_and_refused_by_train_before_l
         f"error: method.options.pairs_file: file not found: {missing}"
     )
     assert not run.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_where_nothing_can_be_written_is_refused_and_a_check_leaves_no_trace(
+    tmp_path: Path,
+):
+    result = _validate(QUICKSTART, "output_dir=/proc/dsharp-run")
+    assert result.exit_code == 2, result.output
+    assert "output_dir: /proc/dsharp-run: cannot be written in /proc" in result.stderr
+    assert _validate(QUICKSTART, f"output_dir={tmp_path}/run").exit_code == 0
+    assert list(tmp_path.iterdir()) == []  # the write check's folder is gone again

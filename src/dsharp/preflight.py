@@ -10,7 +10,9 @@ without one (``TrainingMethod.check_settings``).
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,22 @@ def first_existing_non_folder(path: Path) -> Path | None:
 
 def check_output_folder(path: Path, name: str = "") -> None:
     """``ValueError`` (naming the flag ``name``, if given) when ``path`` cannot become a
-    folder because it, or a folder it would be made in, is a file."""
+    folder: it, or a folder it would be made in, is a file, or nothing can be written where
+    it would be made (no permission, a read-only or virtual file system). The second is
+    tried for real, with an empty folder made and removed at once: permission bits alone
+    do not say (root, /proc)."""
+    label = f"{name} " if name else ""
     blocker = first_existing_non_folder(Path(path))
     if blocker is not None:
         where = "is a file" if blocker == Path(path) else f"would be made inside {blocker}, a file"
-        raise ValueError(f"{f'{name} ' if name else ''}{path}: {where}, not a folder")
+        raise ValueError(f"{label}{path}: {where}, not a folder")
+    anchor = next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path.cwd())
+    try:
+        probe = tempfile.mkdtemp(prefix=".dsharp-write-check-", dir=anchor)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ValueError(f"{label}{path}: cannot be written in {anchor} ({why})") from None
+    os.rmdir(probe)
 
 
 def check_before_loading(
