@@ -34,3 +34,22 @@ def test_off_a_terminal_lines_wait_for_the_interval_but_the_last_is_written():
 
 def test_on_a_terminal_only_the_bar_shows():
     assert "eval: " not in _run(True, 0.0)
+
+
+def test_lines_before_the_end_give_the_time_left_at_the_mean_rate(monkeypatch):
+    """Two updates 30 s apart are enough (rich's own estimate needed more), and a resumed
+    task counts its rate from where it started, not from zero."""
+    import dsharp.progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    with _Progress(TextColumn("bar"), console=console, log_every_s=0.0) as progress:
+        task = progress.add_task("train", total=10, completed=4)
+        state = progress._tasks[task]
+        monkeypatch.setattr(type(state), "elapsed", property(lambda self: 30.0))
+        progress.update(task, completed=6)  # 2 steps in 30 s: 4 steps left, 60 s
+        progress.update(task, completed=10)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("train: ")]
+    assert lines[0] == "train: 6/10, 30 s elapsed, about 60 s left"
+    assert lines[1] == "train: 10/10, 30 s elapsed"  # finished: nothing left to say
+    assert dsharp.progress._time_left(state, 10) is None  # no progress yet: no estimate
