@@ -359,6 +359,23 @@ def test_cli_list_commands_run_from_the_working_directory(
     assert "dsharp train RECIPE train.max_steps=2" in " ".join(line.replace("│", " ").split())
 
 
+def test_an_inference_time_recipe_is_listed_and_validated_as_its_sampler():
+    """`dsharp eval --recipe` recipes have no method section: they are not training the
+    default method, so list and validate name their sampler."""
+    from dsharp.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    listing = CliRunner().invoke(app, ["recipes", "list", str(root / "recipes"), "--json"])
+    methods = {Path(row["file"]).name: row["method"] for row in json.loads(listing.stdout)}
+    assert methods["demon.yaml"] == "demon (sampler)"
+    assert methods["inference_scaling.yaml"] == "inference_scaling (sampler)"
+    assert methods["quickstart.yaml"] == "rlhf_sharpening"
+    validate = CliRunner().invoke(
+        app, ["recipes", "validate", str(root / "recipes/mini/demon.yaml")]
+    )
+    assert validate.stdout.strip().endswith("(demon (sampler), dsharp-mini)")
+
+
 def test_misspelled_key_fails_without_loading_torch_or_plugins(recipe_file: Path) -> None:
     """The structural check runs before the plugin registry, so a typo fails fast
     (measured about 0.2 s for the whole CLI; this checks the cause, not the clock)."""

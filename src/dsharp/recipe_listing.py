@@ -53,10 +53,26 @@ def summarize_recipe(path: Path) -> RecipeSummary:
     data = data if isinstance(data, dict) else {}
     if "rows" in data:  # a study (dsharp reproduce): rows of runs, not one recipe
         return _summarize_study(path, data, command)
-    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    method = data.get("method") if isinstance(data.get("method"), dict) else None
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    method_name = str(method.get("name", MethodConfig.model_fields["name"].default))
-    return RecipeSummary(path, method_name, str(model.get("pretrained", "?")), command)
+    sample = data.get("sample") if isinstance(data.get("sample"), dict) else {}
+    shown = what_it_runs(
+        None if method is None else str(method.get("name", _DEFAULT_METHOD)),
+        str(sample.get("method", "default")),
+    )
+    return RecipeSummary(path, shown, str(model.get("pretrained", "?")), command)
+
+
+_DEFAULT_METHOD = MethodConfig.model_fields["name"].default
+
+
+def what_it_runs(method: str | None, sample_method: str) -> str:
+    """The method a recipe is about: its training ``method`` (``None`` when it has no
+    method section), else an inference-time sampler (``demon (sampler)``), which an
+    ``eval --recipe`` recipe runs; a recipe with neither trains the default method."""
+    if method is None and sample_method != "default":
+        return f"{sample_method} (sampler)"
+    return method or _DEFAULT_METHOD
 
 
 def _summarize_study(path: Path, data: dict, command: str) -> RecipeSummary:

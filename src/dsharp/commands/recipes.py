@@ -138,7 +138,11 @@ def validate_cmd(
             raise
         typer.echo(str(e), err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
-    typer.echo(f"ok: {file} ({recipe.method.name}, {recipe.model.pretrained})")
+    from dsharp.recipe_listing import what_it_runs
+
+    method = recipe.method.name if "method" in recipe.model_fields_set else None
+    shown = what_it_runs(method, recipe.sample.method)
+    typer.echo(f"ok: {file} ({shown}, {recipe.model.pretrained})")
     from dsharp.preflight import recipe_notes
 
     for note in recipe_notes(recipe):
