@@ -659,13 +659,17 @@ def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
     assert not (tmp_path / "out" / "compare.md").exists()
 
 
-def test_eval_with_an_unknown_reward_is_one_line(tmp_path, prompt_file):
+def test_eval_with_an_unknown_reward_or_bench_is_one_line_and_a_bad_setting(tmp_path, prompt_file):
+    """Exit 2, as the same name in a recipe: a bad setting, not a failure of the run."""
     result = _invoke(
         ["eval", "--model", "dsharp-mini", "--prompts", prompt_file, "--reward", "shapez"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.startswith("error: unknown reward 'shapez', did you mean 'shapes'?")
     assert len(result.stderr.strip().splitlines()) == 1 and "pydantic" not in result.stderr
+    result = _invoke(["eval", "--model", "dsharp-mini", "--bench", "shape"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --bench: unknown bench 'shape' (available: ")
 
 
 def test_a_checkpoint_folder_that_does_not_exist_is_named_as_such(tmp_path):

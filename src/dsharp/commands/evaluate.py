@@ -102,6 +102,19 @@ def _scoring_specs(
     raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
 
 
+def _check_names(bench: str | None, rewards: list[str] | None) -> None:
+    """An unknown ``--bench`` or ``--reward`` name is a bad setting (exit 2), as it is in a
+    recipe, and is refused before anything loads."""
+    from dsharp.config import check_reward_name
+    from dsharp.evaluate import get_bench
+
+    with settings_errors():
+        if bench is not None and bench != T2I_COMPBENCH:
+            get_bench(bench)
+        for name in rewards or []:
+            check_reward_name(name)
+
+
 def _check_reward_options(specs: list[Any]) -> None:
     """Option names and values of every reward (``--set``, a recipe's), refused as a bad
     setting (exit 2) before any model loads rather than when the reward is built."""
@@ -208,6 +221,7 @@ def evaluate_cmd(
             counts | {"--batch-size": batch_size, "--images-per-prompt": images_per_prompt}
         )
         require_output_paths({"--images": images}, {"--out": out})
+        _check_names(bench, reward)
         if bench == T2I_COMPBENCH:
             result, target = _t2i_compbench(
                 model,
