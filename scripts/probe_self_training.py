@@ -1,5 +1,6 @@
 """Does fine-tuning dsharp-mini on its own samples help or hurt, and by how much does
-reward selection change that? (the README's quickstart section reports the table)
+reward selection change that? (docs/dsharp-mini-notes.md, "Why RLHF on its own samples
+fails here", reports the table)
 
 Every RLHF method learns from the model's own samples. This probe separates the two parts
 of that: imitating its own images, and preferring the reward's best of them. It draws a

@@ -1,5 +1,5 @@
 """At which timesteps can a reward see shapes, and where does dsharp-mini decide them?
-(the README's quickstart section reports both tables)
+(docs/dsharp-mini-notes.md, "Where shapes are decided", reports both tables)
 
 Trajectory-level methods score the model's predicted clean sample at intermediate steps and
 train where their trajectories start, so both answers bound a recipe's timestep range. The

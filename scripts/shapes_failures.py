@@ -1,4 +1,4 @@
-"""What goes wrong in shapes-world images? (the README's quickstart section reports the numbers)
+"""What goes wrong in shapes-world images? (docs/dsharp-mini-notes.md reports the numbers)
 
 Reads the images ``dsharp eval --bench shapes --prompts FILE --seeds N --images DIR`` kept
 (``00000-seed0.png``, ... in prompt-major order) and, per category and per kind of prompt

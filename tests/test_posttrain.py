@@ -62,7 +62,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
         f"{base_batch(run)} -> {run}"
     )
     headline = (
-        f"eval on 2 prompts x 1 seeds: base {base['overall']:.4f} -> fine-tuned "
+        f"eval on 2 prompts x 1 seed: base {base['overall']:.4f} -> fine-tuned "
         f"{final['overall']:.4f} ({delta:+.4f}, paired 95% interval +-"
     )
     assert any(line.startswith(headline) for line in lines), lines
@@ -83,6 +83,8 @@ def test_headline_without_per_image_scores_gives_the_mean_delta_alone():
     assert headline(base, tuned) == (
         "shapes on 3 prompts x 2 seeds: base 0.2500 -> fine-tuned 0.5000 (+0.2500)"
     )
+    one = {"overall": 0.25, "n_prompts": 1, "seeds": [0]}
+    assert headline(one, {**one, "bench": "shapes"}).startswith("shapes on 1 prompt x 1 seed:")
 
 
 def test_report_says_why_it_has_no_paired_delta_instead_of_failing():

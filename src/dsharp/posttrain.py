@@ -254,12 +254,16 @@ class PostTrainReport:
     headline: str
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def headline(base: dict, tuned: dict) -> str:
     """Base vs fine-tuned overall score, with the paired 95% interval where there is one."""
     delta = tuned["overall"] - base["overall"]
     line = (
-        f"{tuned.get('bench') or 'eval'} on {tuned['n_prompts']} prompts x "
-        f"{len(tuned['seeds'])} seeds: base {base['overall']:.4f} -> fine-tuned "
+        f"{tuned.get('bench') or 'eval'} on {_count(tuned['n_prompts'], 'prompt')} x "
+        f"{_count(len(tuned['seeds']), 'seed')}: base {base['overall']:.4f} -> fine-tuned "
         f"{tuned['overall']:.4f} ({delta:+.4f}"
     )
     try:
