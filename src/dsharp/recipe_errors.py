@@ -107,6 +107,20 @@ def _annotation_at(loc: Loc, root: Any = None) -> Any:
     return current
 
 
+def _section_of(name: object) -> str:
+    """``", did you mean 'train.max_steps'?"`` for a top-level key that is a field of a
+    section (a recipe written flat, or ``max_steps=2`` on the command line)."""
+    owners = [
+        section
+        for section in _fields_of(_annotation_at(()))
+        if isinstance(name, str) and name in _fields_of(_annotation_at((section,)))
+    ]
+    if not owners:
+        return ""
+    listing = " or ".join(repr(f"{section}.{name}") for section in owners)
+    return f", did you mean {listing}?"
+
+
 def _fields_of(annotation: Any) -> list[str]:
     for candidate in _unwrap(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
@@ -150,7 +164,10 @@ def _reason(error: Mapping[str, Any]) -> tuple[Loc, str]:
             return loc + exc.loc, exc.reason
         return loc, str(exc)
     if kind == "extra_forbidden":
-        return loc, "unknown key" + _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1])))
+        hint = _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1])))
+        if not hint and len(loc) == 1:
+            hint = _section_of(loc[0])
+        return loc, "unknown key" + hint
     if kind == "missing":
         return loc, "required key missing"
     if kind == "literal_error":
@@ -175,7 +192,11 @@ def _reason(error: Mapping[str, Any]) -> tuple[Loc, str]:
         return loc, f"expected an integer, got {_show(value)}"
     stem = kind.split("_")[0]
     if stem in _EXPECTED and kind.endswith(("_type", "_parsing", "_attributes_type")):
-        return loc, f"expected {_EXPECTED[stem]}, got {_show(value)}"
+        # YAML reads yes/no/on/off as booleans, which the user never wrote as True/False
+        why = (
+            " (YAML reads yes, no, on and off as true or false)" if isinstance(value, bool) else ""
+        )
+        return loc, f"expected {_EXPECTED[stem]}, got {_show(value)}{why}"
     return loc, str(error.get("msg", kind))
 
 
