@@ -115,3 +115,16 @@ def test_merge_and_missing_values_render_as_dash():
     markdown = to_markdown(columns, rows)
     assert "| ours:sdxl | 0.3200 | 0.6000 | - |" in markdown
     assert "delta:sdxl,-0.002," in to_csv(columns, rows)
+
+
+def test_a_result_compared_with_the_default_row_only_for_want_of_a_name_is_noted():
+    from dsharp.bench.paper import default_reference_notes
+
+    ours = {"metrics": {"clip": {"mean": 0.3}}}
+    results = {"quickstart": ours, "ddpo": ours, "mine": {**ours, "paper_row": "d3po"}}
+    assert default_reference_notes(results, "table1") == [
+        "quickstart: no paper row of table1 is named 'quickstart', so it is compared with "
+        "sdxl, the table's default row"
+    ]
+    table2 = {"n=2": ours, "run": ours, "base": {**ours, "untrained": True}}
+    assert [n.split(":")[0] for n in default_reference_notes(table2, "table2")] == ["run"]

@@ -102,12 +102,34 @@ def _reference(table: str, label: str, result: Mapping[str, Any], match: Mapping
                 f"{label}: paper row {wanted!r} not in {table} (rows: {', '.join(rows)})"
             )
         return rows[str(wanted)]
+    return rows.get(_row_key(table, label), rows[_DEFAULT_REFERENCE[table]])
+
+
+def _row_key(table: str, label: str) -> str:
+    """The paper row a label names (normalised; ``n=3`` -> ``3`` in Table 2)."""
     key = _normalise(label)
     if table != "table1":
         prefix = _ROW_HEADER[table]  # "n" for Table 2, "m" for Table 3
         number = re.fullmatch(rf"(?:{prefix}_?=?_?)?(\d+)", key)
         key = number.group(1) if number else key
-    return rows.get(key, rows[_DEFAULT_REFERENCE[table]])
+    return key
+
+
+def default_reference_notes(results: Mapping[str, Mapping[str, Any]], table: str) -> list[str]:
+    """One line per result compared with the table's default row only because nothing
+    named a row (its label, ``paper_row``): a quickstart run beside SDXL says why."""
+    rows = {str(k) for k in _table(table)["rows"]}
+    default = _DEFAULT_REFERENCE[table]
+    notes = []
+    for label, result in results.items():
+        untrained = result.get("untrained") and table != "table1"
+        if result.get("paper_row") is not None or untrained or _row_key(table, label) in rows:
+            continue
+        notes.append(
+            f"{label}: no paper row of {table} is named {label!r}, so it is compared with "
+            f"{default}, the table's default row"
+        )
+    return notes
 
 
 def metric_value(result: Mapping[str, Any], column: str) -> float | None:

@@ -94,10 +94,13 @@ def compare(
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
             from dsharp.bench import compare_with_paper
+            from dsharp.bench.paper import default_reference_notes
 
             found = [results_for_paper(Path(src), table) for src in sources]
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
+            for note in default_reference_notes(named, table):
+                typer.echo(f"note: {note}", err=True)
             title = f"dsharp compare --against paper ({table})"
             rich_table = to_rich(columns, rows, title, unit="column")  # paper, ours, delta
         else:
