@@ -146,3 +146,10 @@ def test_compare_against_paper_never_reads_the_base_models_evaluation(tmp_path: 
     final.unlink()
     with pytest.raises(FileNotFoundError, match="no eval"):
         results_for_paper(run, "table1")
+
+
+def test_a_whole_nfe_per_image_is_shown_as_a_count():
+    from dsharp.report import _cell, flatten_result
+
+    assert _cell(flatten_result({"nfe_per_image": 50.0})["nfe/image"]) == "50"
+    assert _cell(flatten_result({"nfe_per_image": 52.5})["nfe/image"]) == "52.5000"

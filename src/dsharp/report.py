@@ -27,7 +27,9 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     for kind, value in result.get("constraints", {}).items():
         row[f"met:{kind}"] = value
     if "nfe_per_image" in result:
-        row["nfe/image"] = result["nfe_per_image"]
+        nfe = result["nfe_per_image"]  # a count, shown as one where it is whole
+        whole = isinstance(nfe, float) and nfe.is_integer()
+        row["nfe/image"] = int(nfe) if whole else nfe
     trained, searched = result.get("train_reward_evals"), result.get("reward_evals_per_image")
     if trained is not None or searched is not None:
         # The whole budget behind these images: training's evaluations plus the search's.
