@@ -324,6 +324,15 @@ def _eval(model: Path, prompts: Path, *extra) -> dict:
     return json.loads(result.stdout)
 
 
+def test_eval_takes_eta_as_sample_does(tiny_sd_dir, prompt_file, tmp_path):
+    result = _eval(tiny_sd_dir, prompt_file, "--eta", "0.5", "--out", tmp_path / "eta.json")
+    assert result["sample"]["eta"] == 0.5
+    clash = ["eval", "--model", tiny_sd_dir, "--prompts", prompt_file, "--reward", "shapes"]
+    clash += ["--eta", "0.5", "sample.eta=0.2"]
+    refused = _invoke(clash)
+    assert refused.exit_code == 2 and "--eta" in refused.stderr
+
+
 def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     first = _eval(tiny_sd_dir, prompt_file, "--out", tmp_path / "base.json")
     assert first["n_images"] == 4 and first["n_prompts"] == 2 and first["seeds"] == [0, 1]

@@ -156,6 +156,7 @@ def evaluate_cmd(
     ),
     steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
     guidance: float = typer.Option(None, "--guidance", help="CFG scale (default 5)."),
+    eta: float = typer.Option(None, "--eta", help="DDIM eta (default 0 = deterministic)."),
     method: str = typer.Option(None, "--method", help="Sampling method (default: 'default')."),
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
@@ -223,6 +224,8 @@ def evaluate_cmd(
         require_output_paths({"--images": images}, {"--out": out})
         _check_names(bench, reward)
         if bench == T2I_COMPBENCH:
+            if eta is not None:
+                raise ValueError("--eta: T2I-CompBench samples with plain DDIM (eta 0)")
             result, target = _t2i_compbench(
                 model,
                 checkpoint,
@@ -244,7 +247,7 @@ def evaluate_cmd(
             )
             _show(result, target, as_json, T2I_COMPBENCH)
             return
-        flags = {"method": method, "steps": steps, "guidance": guidance}
+        flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         # with a recipe the positional overrides are the recipe's: a flag must not beat one
         refuse_flag_and_override(overrides or [], given_flags(flags), option or [])
