@@ -102,6 +102,19 @@ def _scoring_specs(
     raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
 
 
+def _what_to_evaluate_on(checkpoint: Path) -> str:
+    """The error for ``--checkpoint`` with neither ``--bench`` nor ``--prompts``, naming
+    the bench the run's own report used, where it had one."""
+    from dsharp.builders import read_run_recipe
+
+    message = "give --prompts FILE or --bench NAME"
+    try:
+        bench = read_run_recipe(checkpoint).eval.bench
+    except (OSError, ValueError):
+        return message
+    return f"{message} (the run's report used --bench {bench})" if bench else message
+
+
 def _check_names(bench: str | None, rewards: list[str] | None) -> None:
     """An unknown ``--bench`` or ``--reward`` name is a bad setting (exit 2), as it is in a
     recipe, and is refused before anything loads."""
@@ -257,6 +270,8 @@ def evaluate_cmd(
         if rec is not None and model is not None and checkpoint is not None:
             raise ValueError("give at most one of --model or --checkpoint with --recipe")
         ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
+        if rec is None and prompts is None and bench is None and ckpt is not None:
+            raise ValueError(_what_to_evaluate_on(ckpt))
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
         if limit:
             from dsharp.posttrain import limit_prompts
