@@ -533,6 +533,10 @@ def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_pat
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["scores"] == [0.5, 0.5, 0.5]
+    plain = CliRunner().invoke(app, args)  # for a person: one line per image
+    lines = plain.stdout.strip().splitlines()
+    assert lines[0] == "fake_const:" and lines[-1] == "details (value) with --json"
+    assert [line.split() for line in lines[1:-1]] == [[str(p), "0.5000"] for p in paths[:3]]
 
     none = CliRunner().invoke(app, ["rewards", "score", "fake_const", "--prompt", "a"])
     assert none.exit_code == 1

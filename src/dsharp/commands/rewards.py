@@ -99,6 +99,19 @@ def _load_images(paths: list[Path]) -> Any:
     return RewardImages.from_pil(images)
 
 
+def _score_lines(name: str, paths: list[Path], result: dict) -> str:
+    """One line per image (its score, ``-`` where the reward could not score it), then
+    where the reward's details are: what a person reads; ``--json`` is for programs."""
+    width = max(len(str(p)) for p in paths)
+    lines = [f"{name}:"]
+    for path, score in zip(paths, result["scores"], strict=True):
+        shown = "-" if score is None or score != score else f"{score:.4f}"
+        lines.append(f"  {str(path):<{width}}  {shown}")
+    if result["info"]:
+        lines.append(f"details ({', '.join(sorted(result['info']))}) with --json")
+    return "\n".join(lines)
+
+
 @app.command("score")
 def score_cmd(
     name: str = typer.Argument(
@@ -115,7 +128,9 @@ def score_cmd(
         ..., "--prompt", help="Prompt for every image, or repeat once per image."
     ),
     sets: list[str] = typer.Option([], "--set", help="Reward option KEY=VALUE (YAML value)."),
-    as_json: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON (scores and the reward's details)."
+    ),
 ) -> None:
     """Build one reward and score image files with it."""
     try:
@@ -136,7 +151,7 @@ def score_cmd(
         _, combined = reward(_load_images(image), prompts, [{} for _ in image])
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
-        text = json.dumps(result, indent=None if as_json else 2, default=str)
+        text = json.dumps(result, default=str) if as_json else _score_lines(name, image, result)
     except Exception as e:  # the command's contract: any failure is one line and exit 1
         if debugging():
             raise
