@@ -91,6 +91,9 @@ def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(
     assert record["scale"] == 1.5 and [r["step"] for r in record["runs"]] == [2, 2, 2]
     state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
     assert state["step"] == 2 and len(state["merged_from"]) == 3
+    from dsharp.runs import summarise_run
+
+    assert summarise_run(out).status == "merged (3 runs, scale 1.5)"  # in `dsharp runs`
 
 
 def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(

@@ -6,6 +6,7 @@ recipe, newest checkpoint and evaluations tells which to resume, compare or dele
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -79,13 +80,26 @@ def summarise_run(run_dir: Path) -> RunSummary:
         max_steps=max_steps,
         status="checkpoint unreadable"
         if damaged
-        else _status(step, max_steps, trained=bool(rows) or latest is not None),
+        else _merge_status(run_dir)
+        or _status(step, max_steps, trained=bool(rows) or latest is not None),
         reward=rewards[-1] if rewards else None,
         score=score,
         score_from=score_from,
         score_step=score_step,
         updated=_updated(run_dir),
     )
+
+
+def _merge_status(run_dir: Path) -> str | None:
+    """``merged (3 runs, scale 2)`` for a folder ``dsharp merge`` wrote, else None."""
+    path = run_dir / "merge.json"
+    if not path.is_file():
+        return None
+    try:
+        merge = json.loads(path.read_text(encoding="utf-8"))
+        return f"merged ({len(merge['runs'])} runs, scale {merge['scale']:g})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "merged"
 
 
 def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
