@@ -718,5 +718,6 @@ def test_eval_of_a_recipe_keeps_the_recipe_so_runs_lists_the_folder(tmp_path):
     assert listed.score == json.loads(result.stdout)["overall"]
     trained = (out / "recipe.yaml").read_text().replace("demon", "kept")
     (out / "recipe.yaml").write_text(trained)  # a folder's own recipe is never replaced
-    assert _invoke(args).exit_code == 0
+    table = _invoke(args[:-1])  # the table names the sampler beside the model
+    assert table.exit_code == 0 and "dsharp-mini (demon)" in table.stdout
     assert (out / "recipe.yaml").read_text() == trained

@@ -389,7 +389,11 @@ def _show(result: dict, target: Path | None, as_json: bool, bench_name: str | No
 
     from dsharp.report import build_table, to_rich
 
-    columns, rows = build_table([(result["model"], result)])
+    label = result["model"]
+    sampler = (result.get("sample") or {}).get("method", "default")
+    if sampler != "default":  # an inference-time method: the model alone is not what ran
+        label = f"{label} ({sampler})"
+    columns, rows = build_table([(label, result)])
     Console().print(to_rich(columns, rows, title=f"dsharp eval {bench_name or ''}".strip()))
     if target is not None:
         typer.echo(f"wrote {target}")
