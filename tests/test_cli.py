@@ -703,21 +703,12 @@ def test_eval_of_a_run_without_bench_or_prompts_names_the_bench_its_report_used(
     )
 
 
-def test_eval_of_a_recipe_keeps_the_recipe_so_runs_lists_the_folder(tmp_path):
-    from dsharp.runs import find_runs
-
+def test_eval_of_a_recipe_names_its_sampler_beside_the_model(tmp_path):
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "demon.yaml"
     out = tmp_path / "runs" / "demon"
     args = ["eval", "--recipe", recipe, "eval.limit=1", "eval.seeds=1", "sample.steps=2"]
-    args += ["sample.options.K=2", f"output_dir={out}", "--json"]
+    args += ["sample.options.K=2", f"output_dir={out}"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
-    assert (out / "recipe.yaml").is_file() and (out / "eval-shapes.json").is_file()
-    (listed,) = find_runs(tmp_path / "runs")
-    assert (listed.name, listed.status) == ("demon", "evaluation only")
-    assert listed.score == json.loads(result.stdout)["overall"]
-    trained = (out / "recipe.yaml").read_text().replace("demon", "kept")
-    (out / "recipe.yaml").write_text(trained)  # a folder's own recipe is never replaced
-    table = _invoke(args[:-1])  # the table names the sampler beside the model
-    assert table.exit_code == 0 and "dsharp-mini (demon)" in table.stdout
-    assert (out / "recipe.yaml").read_text() == trained
+    assert "dsharp-mini (demon)" in result.stdout
+    assert (out / "eval-shapes.json").is_file()

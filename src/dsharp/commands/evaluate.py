@@ -357,7 +357,6 @@ def evaluate_cmd(
                 target = run_dir / default_name
         elif target is None and rec is not None:
             target = rec.resolved_output_dir(Path(recipe).stem) / default_name
-            _keep_recipe(rec, target.parent)
         if target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
@@ -365,17 +364,6 @@ def evaluate_cmd(
         from dsharp.sheets import SHEET_PNG
 
         typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
-
-
-def _keep_recipe(recipe: Any, folder: Path) -> None:
-    """Save the evaluated recipe beside its result, as a run folder holds its recipe, so that
-    ``dsharp runs`` lists the folder (an evaluation-only run) and ``dsharp compare`` shows
-    what produced the numbers; a folder that already has one (a training run's) keeps it."""
-    from dsharp.config import save_recipe
-
-    if not (folder / "recipe.yaml").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, folder / "recipe.yaml")
 
 
 def _show(result: dict, target: Path | None, as_json: bool, bench_name: str | None) -> None:
