@@ -136,3 +136,25 @@ def test_merge_notes_a_run_that_stopped_before_its_last_step(
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert notes == [f"note: {stopped} is at step 1 of its {max_steps}; merged as it is"]
+
+
+def test_a_run_saved_with_a_relative_model_folder_merges_with_one_saved_absolute(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs saved before run folders named their model absolutely name it as it was given;
+    the same folder is one base model, in `dsharp merge` and in `dsharp runs`."""
+    import shutil
+
+    from dsharp.runs import summarise_run
+
+    old = tmp_path / "old"
+    shutil.copytree(runs[0], old)
+    monkeypatch.chdir(tiny_sd_dir.parent)
+    text = (old / "recipe.yaml").read_text()
+    (old / "recipe.yaml").write_text(text.replace(str(tiny_sd_dir), f"./{tiny_sd_dir.name}"))
+    assert f"./{tiny_sd_dir.name}" in (old / "recipe.yaml").read_text()
+    result = CliRunner().invoke(
+        app, ["merge", str(old), str(runs[1]), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 0, result.output
+    assert summarise_run(old).model == summarise_run(runs[1]).model == str(tiny_sd_dir)

@@ -127,7 +127,7 @@ class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
     def __init__(self, recipe: Any, *, progress: bool = True):
-        from dsharp.models.loading import absolute_model_source
+        from dsharp.model_names import absolute_model_source
 
         check_runtime(recipe)
         recipe = recipe.model_copy(deep=True)  # saved with its model folder absolute

@@ -66,7 +66,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
         sources.append(MergeSource(Path(path), ckpt, step, recipe))
     first = sources[0]
     for other in sources[1:]:
-        a, b = first.recipe.model.model_dump(), other.recipe.model.model_dump()
+        a, b = _base_model(first), _base_model(other)
         differing = [k for k in BASE_MODEL_KEYS if a[k] != b[k]]
         if differing:
             key = differing[0]
@@ -75,6 +75,16 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
                 f"(model.{key}: {b[key]!r} vs {a[key]!r}); merge needs runs of one base"
             )
     return sources
+
+
+def _base_model(source: MergeSource) -> dict[str, Any]:
+    """The run's model section, with a local folder named absolutely: runs saved before
+    run folders did so name it relative to where they trained."""
+    from dsharp.model_names import absolute_model_source
+
+    model = source.recipe.model.model_dump()
+    model["pretrained"] = absolute_model_source(model["pretrained"])
+    return model
 
 
 def merged_state(

@@ -136,9 +136,9 @@ def image_size_factor(model: Any) -> int:
     downsampling: 8 for SD and SDXL, 1 in pixel space), read from its config files where
     they are on disk without a download (a local folder, the hub cache); 1 when they are
     not, and the model itself checks once it has loaded."""
-    from dsharp.models.loading import EMBEDDED, MINI_INITS
+    from dsharp.model_names import is_builtin
 
-    if model.pretrained in EMBEDDED or model.pretrained in MINI_INITS:
+    if is_builtin(model.pretrained):
         return 1  # pixel space
     index, vae = _config_file(model, "model_index.json"), _config_file(model, "vae/config.json")
     try:

@@ -41,7 +41,7 @@ def first_difference(
 
 
 def _without(data: dict[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
-    from dsharp.models.loading import absolute_model_source
+    from dsharp.model_names import absolute_model_source
 
     data = json.loads(json.dumps(data, default=str))  # a deep copy, in JSON's types
     model = data.get("model")

@@ -8,23 +8,17 @@ a CLIP text encoder is SD. Components load through ``from_pretrained``, so
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dsharp.model_names import EMBEDDED, MINI_INITS
 from dsharp.models.base import DiffusionModel
-from dsharp.models.mini import MINI_INIT_NAMES, ensure_mini_init
+from dsharp.models.mini import ensure_mini_init
 
 FAMILIES = ("auto", "sd", "sdxl", "mini")
-EMBEDDED = {"dsharp-mini": "dsharp-mini"}
-"""Model names that resolve to folders shipped inside the package (``dsharp/assets``)."""
-MINI_INITS = {name: kind for kind, name in MINI_INIT_NAMES.items()}
-"""The untrained dsharp-mini (what ``recipes/mini/pretrain.yaml`` trains) by name, to its
-text-encoder kind: built on first use in the user cache (see
-:func:`dsharp.models.mini.ensure_mini_init`)."""
 
 
 def assets_dir() -> Path:
@@ -53,16 +47,6 @@ def resolve_pretrained(pretrained: str) -> str:
     if problem is not None:
         raise FileNotFoundError(f"model {problem}")
     return pretrained
-
-
-def absolute_model_source(pretrained: str) -> str:
-    """``pretrained`` as an absolute path when it names a local folder by a relative one, so
-    that a run's saved recipe finds its base model from any folder (``dsharp eval
-    --checkpoint RUN`` run elsewhere); built-in names and hub ids unchanged."""
-    if pretrained in EMBEDDED or pretrained in MINI_INITS:
-        return pretrained
-    path = Path(pretrained).expanduser()
-    return os.path.abspath(path) if path.exists() else pretrained
 
 
 def builtin_near_miss(pretrained: str) -> str | None:

@@ -24,16 +24,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from dsharp.cache import cache_root
+from dsharp.model_names import MINI_INIT_NAMES
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-MINI_INIT_NAMES = {"plain": "dsharp-mini-init", "binding": "dsharp-mini-init-binding"}
-"""The ``model.pretrained`` name of the untrained dsharp-mini with each text-encoder kind:
-``plain``, the shipped dsharp-mini's encoder (no layers, each word read on its own), and
-``binding``, one hand-set layer that adds the previous two words to each word (see
-:func:`make_binding_text_encoder`)."""
 MINI_INIT_VERSIONS = {"plain": "v3", "binding": "v1"}
 """Build version of each text-encoder kind's init folder. Bump one when its architecture or
 init changes, so cached folders of an older build are not reused."""
