@@ -159,3 +159,20 @@ def test_only_the_main_process_claims_the_folder_and_prints_its_lines(
     result = _train(tmp_path / "main", tiny_sd_dir, "eval.bench=null")
     assert claims == [tmp_path / "main"]
     assert f"run folder: {tmp_path / 'main'}" in result.stdout
+
+
+def test_a_folder_that_stayed_empty_is_removed_before_its_lock_is_let_go(tmp_path, monkeypatch):
+    """Otherwise a second process could take the lock in between and lose its folder."""
+    import shutil
+
+    real_rmtree = shutil.rmtree
+    held_while_removed = []
+
+    def rmtree(path, *args, **kwargs):
+        held_while_removed.append(not _free_to_another_process(Path(path)))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_lock.shutil, "rmtree", rmtree)
+    with folder_lock.claimed_folder(tmp_path / "new", "output_dir"):
+        pass
+    assert held_while_removed == [True] and not (tmp_path / "new").exists()

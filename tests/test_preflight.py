@@ -316,3 +316,15 @@ def test_an_output_folder_where_nothing_can_be_written_is_refused_and_a_check_le
     assert "output_dir: /proc/dsharp-run: cannot be written in /proc" in result.stderr
     assert _validate(QUICKSTART, f"output_dir={tmp_path}/run").exit_code == 0
     assert list(tmp_path.iterdir()) == []  # the write check's folder is gone again
+
+
+def test_the_write_check_leaves_a_run_folders_modification_time_alone(tmp_path: Path):
+    """`dsharp runs` orders run folders by modification time: validating a recipe whose
+    run exists must not move that run to the top."""
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.utime(run, ns=(1_000_000_000, 1_000_000_000))
+    assert _validate(QUICKSTART, f"output_dir={run}").exit_code == 0
+    assert run.stat().st_mtime_ns == 1_000_000_000

@@ -76,7 +76,8 @@ def hold_folder_lock(folder: Path, what: str) -> FolderLock | None:
 def claimed_folder(folder: Path, what: str) -> Iterator[Path]:
     """Create ``folder`` if needed and hold its lock for the ``with`` block. A folder this
     call created is removed again when the block leaves nothing in it but the lock file (a
-    run that failed to start), so a typo'd recipe leaves no empty run folders behind."""
+    run that failed to start), so a typo'd recipe leaves no empty run folder behind (parent
+    folders it made, such as ``runs/``, stay)."""
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,9 @@ def claimed_folder(folder: Path, what: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        if lock is not None:
-            lock.close()
+        # removed while still locked: a process that takes the lock after the release must
+        # not find its folder deleted under it
         if created and folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
             shutil.rmtree(folder, ignore_errors=True)
+        if lock is not None:
+            lock.close()
