@@ -134,8 +134,9 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, tiny_sd_dir, monke
 def test_only_the_main_process_claims_the_folder_and_prints_its_lines(
     tmp_path, tiny_sd_dir, monkeypatch
 ):
-    """Under a launcher every process runs the command; RANK > 0 neither locks the folder
-    (the main process does) nor prints the plan and `run folder:` lines a second time."""
+    """Under a launcher every process runs the command; a rank > 0 (RANK, or an MPI
+    launcher's variable) neither locks the folder (the main process does) nor prints the
+    plan and `run folder:` lines a second time."""
     import dsharp.folder_lock
 
     claims = []
@@ -149,13 +150,13 @@ def test_only_the_main_process_claims_the_folder_and_prints_its_lines(
     import dsharp.engine
 
     monkeypatch.setattr(dsharp.engine, "claimed_folder", real)  # not the trainer's own
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")  # an MPI launch sets no RANK
     run = tmp_path / "run"
     result = _train(run, tiny_sd_dir, "eval.bench=null")
     assert result.exit_code == 0, result.output
     assert claims == []
     assert "run folder:" not in result.stdout and "training:" not in result.stdout
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("RANK", "0")  # the torchrun variable comes first
     result = _train(tmp_path / "main", tiny_sd_dir, "eval.bench=null")
     assert claims == [tmp_path / "main"]
     assert f"run folder: {tmp_path / 'main'}" in result.stdout

@@ -35,7 +35,7 @@ def train(
         from dsharp.preflight import check_before_loading, recipe_notes
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
-        if os.environ.get("RANK", "0") == "0":
+        if _launcher_rank_zero():
             for note in recipe_notes(cfg):
                 typer.echo(f"note: {note}", err=True)
     except RecipeError as exc:
@@ -46,7 +46,7 @@ def train(
     with user_errors("error"):
         from dsharp.folder_lock import claimed_folder
 
-        main = os.environ.get("RANK", "0") == "0"  # launchers set RANK; one line, not one each
+        main = _launcher_rank_zero()  # one plan line and one lock holder, not one each
         # The folder is this command's from before the model loads until its report is
         # written, so a second process is refused at once and cannot resume mid-report.
         with claimed_folder(Path(cfg.output_dir), "output_dir") if main else nullcontext():
@@ -55,6 +55,20 @@ def train(
             run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
     if main:
         typer.echo(f"run folder: {run_dir}")
+
+
+#: Where launchers put a process's rank before accelerate starts: torchrun / accelerate
+#: launch, then the MPI launchers accelerate reads for multi-CPU training.
+_RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def _launcher_rank_zero() -> bool:
+    """Whether this is the launch's first process (or the only one), known before the model
+    loads: the one that prints the notes and the plan and holds the run folder's lock."""
+    for name in _RANK_VARIABLES:
+        if name in os.environ:
+            return os.environ[name] == "0"
+    return True
 
 
 def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress: bool) -> Path:
