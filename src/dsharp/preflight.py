@@ -108,9 +108,11 @@ def check_runtime(recipe: Any) -> None:
     pairs_file = (recipe.method.options or {}).get("pairs_file")
     if recipe.method.name == "diffusion_dpo" and pairs_file is not None:
         path = Path(str(pairs_file)).expanduser()
-        if not path.is_file():
+        if not path.is_file():  # a path the recipe names: a bad recipe here (exit 2)
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            raise ValueError(f"method.options.pairs_file: file not found: {pairs_file}{where}")
+            raise RecipeError(
+                f"file not found: {pairs_file}{where}", field="method.options.pairs_file"
+            )
 
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
