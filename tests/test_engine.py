@@ -716,8 +716,10 @@ def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(
 def test_the_metrics_row_of_a_checkpoint_step_is_written_durably(
     tiny_sd_dir, brightness, tmp_path, monkeypatch
 ):
-    """The checkpoint is fsynced; its step's row must be too, or a power cut could keep the
-    checkpoint and lose the row, which a resume from that step never writes again."""
+    """A checkpoint's step's row reaches the disk before the checkpoint, or a power cut
+    could keep the checkpoint and lose the row, which a resume from it never writes again."""
+    import signal
+
     import dsharp.engine
 
     appended = record_calls(monkeypatch, dsharp.engine, "append_jsonl")
@@ -726,6 +728,29 @@ def test_the_metrics_row_of_a_checkpoint_step_is_written_durably(
     _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *SMALL, *steps))
     durable = {call.args[1]["step"]: call.kwargs.get("durable", False) for call in appended}
     assert durable == {1: False, 2: True, 3: True}  # step 3 is the final checkpoint
+
+    # a stop between checkpoints: the row already written is synced before the checkpoint
+    from dsharp.engine import Trainer
+
+    order = []
+    real_save, real_step = Trainer.save_checkpoint, Trainer.train_step
+    monkeypatch.setattr(dsharp.engine, "sync_file", lambda path: order.append(path.name))
+
+    def save(self, step):
+        order.append(f"checkpoint {step}")
+        real_save(self, step)
+
+    def step_then_stop(self, step):
+        metrics = real_step(self, step)
+        signal.raise_signal(signal.SIGINT)
+        return metrics
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    monkeypatch.setattr(Trainer, "train_step", step_then_stop)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(dsharp.engine.TrainingInterrupted):
+        _train(_recipe("rlhf_sharpening", tiny_sd_dir, stopped, *SMALL, *steps))
+    assert order == ["metrics.jsonl", "checkpoint 1"]
 
 
 def test_a_relative_model_folder_is_saved_absolute_so_the_run_loads_from_anywhere(

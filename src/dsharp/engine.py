@@ -33,6 +33,7 @@ from dsharp.io import (
     atomic_write_jsonl,
     atomic_write_text,
     read_jsonl,
+    sync_file,
 )
 from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
@@ -328,6 +329,8 @@ class Trainer:
                 # every process must agree to stop, or one would wait for the others forever
                 if step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
                     if not saved:
+                        if acc.is_main_process:  # this step's row, before its checkpoint
+                            sync_file(self.run_dir / "metrics.jsonl")
                         self.save_checkpoint(step)
                     acc.end_training()
                     raise TrainingInterrupted(step, self.run_dir)

@@ -110,6 +110,19 @@ def replace_directory(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def sync_file(path: Path) -> None:
+    """fsync a file written earlier without it (``append_jsonl`` of a row that a checkpoint
+    decided later now depends on); nothing when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file; a torn last line (from a crash mid-append) is dropped."""
     rows = []
@@ -145,8 +158,9 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def append_jsonl(path: Path, row: dict[str, Any], *, durable: bool = False) -> None:
     """Append one row; NaN becomes null so every line is strict JSON. ``durable`` fsyncs it:
-    a row that a checkpoint written next depends on must not be lost to a power cut that
-    the (fsynced) checkpoint survives, or a resume would never write that step's row again."""
+    a row that a checkpoint written next depends on must reach the disk before it, or a
+    power cut could keep the checkpoint and lose the row, which a resume from that
+    checkpoint never writes again."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         fh.flush()
