@@ -314,6 +314,7 @@ def test_cli_list_reads_method_model_and_command(recipe_file: Path) -> None:
         {
             "file": str(recipe_file),
             "method": "rlhf_sharpening",
+            "sampler": None,
             "model": "dsharp-mini",
             "command": f"dsharp train {recipe_file}",
             "error": None,
@@ -368,10 +369,18 @@ def test_an_inference_time_recipe_is_listed_and_validated_as_its_sampler():
 
     root = Path(__file__).resolve().parents[1]
     listing = CliRunner().invoke(app, ["recipes", "list", str(root / "recipes"), "--json"])
-    methods = {Path(row["file"]).name: row["method"] for row in json.loads(listing.stdout)}
-    assert methods["demon.yaml"] == "demon (sampler)"
-    assert methods["inference_scaling.yaml"] == "inference_scaling (sampler)"
-    assert methods["quickstart.yaml"] == "rlhf_sharpening"
+    rows = {Path(row["file"]).name: row for row in json.loads(listing.stdout)}
+    assert (rows["demon.yaml"]["method"], rows["demon.yaml"]["sampler"]) == (None, "demon")
+    assert rows["inference_scaling.yaml"]["sampler"] == "inference_scaling"
+    assert (rows["quickstart.yaml"]["method"], rows["quickstart.yaml"]["sampler"]) == (
+        "rlhf_sharpening",
+        None,
+    )
+    table = CliRunner().invoke(
+        app, ["recipes", "list", str(root / "recipes")], env={"COLUMNS": "200"}
+    )
+    (line,) = [x for x in table.stdout.splitlines() if " mini/demon.yaml " in x]
+    assert "demon (sampler)" in line
     validate = CliRunner().invoke(
         app, ["recipes", "validate", str(root / "recipes/mini/demon.yaml")]
     )

@@ -21,10 +21,16 @@ class RecipeSummary:
     """One recipe file as ``dsharp recipes list`` shows it (read, not validated)."""
 
     file: Path
-    method: str
+    method: str | None  # the training method; None for a sampler-only (eval --recipe) recipe
     model: str
     command: str
     error: str = ""
+    sampler: str | None = None  # sample.method where it is not plain DDIM
+
+    @property
+    def shown(self) -> str:
+        """What the listing's method column says (``demon (sampler)`` for a sampler)."""
+        return what_it_runs(self.method, self.sampler or "default")
 
 
 def find_recipes_dir(cwd: Path | None = None) -> Path:
@@ -56,11 +62,17 @@ def summarize_recipe(path: Path) -> RecipeSummary:
     method = data.get("method") if isinstance(data.get("method"), dict) else None
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     sample = data.get("sample") if isinstance(data.get("sample"), dict) else {}
-    shown = what_it_runs(
-        None if method is None else str(method.get("name", _DEFAULT_METHOD)),
-        str(sample.get("method", "default")),
+    sampler = str(sample.get("method", "default"))
+    name = None if method is None else str(method.get("name", _DEFAULT_METHOD))
+    if name is None and sampler == "default":
+        name = _DEFAULT_METHOD  # no method section and no sampler: training's default
+    return RecipeSummary(
+        path,
+        name,
+        str(model.get("pretrained", "?")),
+        command,
+        sampler=None if sampler == "default" else sampler,
     )
-    return RecipeSummary(path, shown, str(model.get("pretrained", "?")), command)
 
 
 _DEFAULT_METHOD = MethodConfig.model_fields["name"].default

@@ -39,6 +39,7 @@ def list_cmd(
             {
                 "file": str(s.file),
                 "method": s.method,
+                "sampler": s.sampler,
                 "model": s.model,
                 "command": _runnable(s.command, s.file),
                 "error": s.error or None,
@@ -74,7 +75,7 @@ def list_cmd(
     table.add_column("command", overflow="fold", ratio=13)
     for s in summaries:
         command = _verb(s.command, s.file) if not s.error else f"[red]{s.error}[/red]"
-        table.add_row(_relative(s.file, folder), s.method, s.model, command)
+        table.add_row(_relative(s.file, folder), s.shown, s.model, command)
     Console().print(table)
 
 
