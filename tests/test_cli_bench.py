@@ -56,6 +56,15 @@ def test_t2i_compbench_missing_category_file_is_named(tmp_path, tiny_sd_dir, eva
     assert "shape_val.txt" in result.output and "color_val.txt" not in result.output
 
 
+def test_flags_t2i_compbench_would_ignore_are_refused_before_anything_loads(tiny_sd_dir):
+    args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench"]
+    result = CliRunner().invoke(app, [*args, "--seeds", "3", "--eta", "0", "--method", "demon"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "error: --seeds, --method, --eta: not used by --bench t2i-compbench"
+    )
+
+
 def test_unknown_bench_lists_the_known_ones(tiny_sd_dir):
     result = CliRunner().invoke(app, ["eval", "--model", str(tiny_sd_dir), "--bench", "nope"])
     assert result.exit_code != 0

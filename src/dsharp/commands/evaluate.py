@@ -237,8 +237,26 @@ def evaluate_cmd(
         require_output_paths({"--images": images}, {"--out": out})
         _check_names(bench, reward)
         if bench == T2I_COMPBENCH:
-            if eta is not None:
-                raise ValueError("--eta: T2I-CompBench samples with plain DDIM (eta 0)")
+            unused = {
+                "--recipe": recipe,
+                "--prompts": prompts,
+                "--seeds": seeds,
+                "--reward": reward,
+                "--verifier": verifier,
+                "--method": method,
+                "--option": option,
+                "--eta": eta,
+                "OVERRIDES": overrides,
+            }
+            given = [flag for flag, value in unused.items() if value not in (None, [], ())]
+            if given:
+                from dsharp.recipe_errors import RecipeError
+
+                raise RecipeError(
+                    f"{', '.join(given)}: not used by --bench {T2I_COMPBENCH}, which samples "
+                    "with plain DDIM and scores with its own evaluators (see "
+                    "--images-per-prompt, --categories, --split)"
+                )
             result, target = _t2i_compbench(
                 model,
                 checkpoint,
