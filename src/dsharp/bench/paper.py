@@ -91,18 +91,29 @@ def _normalise(label: str) -> str:
 
 
 def _reference(table: str, label: str, result: Mapping[str, Any], match: Mapping[str, str]):
+    return _chosen_row(table, label, result, match)[0]
+
+
+def _chosen_row(
+    table: str, label: str, result: Mapping[str, Any], match: Mapping[str, str]
+) -> tuple[Any, bool]:
+    """(the paper row a result is compared with, or None; whether it is the table's
+    default row only because nothing named one)."""
     rows = {str(k): k for k in _table(table)["rows"]}
     explicit = label in match or result.get("paper_row") is not None
     if not explicit and result.get("untrained") and table != "table1":
-        return None  # Tables 2 and 3 vary a training setting: an untrained model has no row
+        return None, False  # Tables 2 and 3 vary a training setting: an untrained model has none
     wanted = match.get(label) or result.get("paper_row")
     if wanted is not None:
         if str(wanted) not in rows:
             raise ValueError(
                 f"{label}: paper row {wanted!r} not in {table} (rows: {', '.join(rows)})"
             )
-        return rows[str(wanted)]
-    return rows.get(_row_key(table, label), rows[_DEFAULT_REFERENCE[table]])
+        return rows[str(wanted)], False
+    key = _row_key(table, label)
+    if key in rows:
+        return rows[key], False
+    return rows[_DEFAULT_REFERENCE[table]], True
 
 
 def _row_key(table: str, label: str) -> str:
@@ -115,20 +126,21 @@ def _row_key(table: str, label: str) -> str:
     return key
 
 
-def default_reference_notes(results: Mapping[str, Mapping[str, Any]], table: str) -> list[str]:
+def default_reference_notes(
+    results: Mapping[str, Mapping[str, Any]],
+    table: str,
+    match: Mapping[str, str] | None = None,
+) -> list[str]:
     """One line per result compared with the table's default row only because nothing
-    named a row (its label, ``paper_row``): a quickstart run beside SDXL says why."""
-    rows = {str(k) for k in _table(table)["rows"]}
-    default = _DEFAULT_REFERENCE[table]
+    named a row (its label, ``paper_row``, ``match``): a quickstart run beside SDXL says why."""
     notes = []
     for label, result in results.items():
-        untrained = result.get("untrained") and table != "table1"
-        if result.get("paper_row") is not None or untrained or _row_key(table, label) in rows:
-            continue
-        notes.append(
-            f"{label}: no paper row of {table} is named {label!r}, so it is compared with "
-            f"{default}, the table's default row"
-        )
+        row, fell_back = _chosen_row(table, label, result, dict(match or {}))
+        if fell_back:
+            notes.append(
+                f"{label}: no paper row of {table} is named {label!r}, so it is compared with "
+                f"{row}, the table's default row"
+            )
     return notes
 
 

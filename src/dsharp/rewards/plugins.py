@@ -437,7 +437,8 @@ def build_reward(spec: RewardSpec) -> Reward:
     factory, options = _checked_factory(spec)
     try:
         reward = factory(**options)
-    except (TypeError, ValueError) as e:  # an option value the reward refuses, in one line
+    except (TypeError, ValueError) as e:  # mostly an option value it refuses: one line
+        # naming the reward (DSHARP_DEBUG=1 shows the chain when it is something else)
         raise RewardError(f"reward {spec.name!r}: {e}") from e
     if not isinstance(reward, Reward):
         raise RewardError(

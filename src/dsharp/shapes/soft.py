@@ -258,13 +258,15 @@ def check_shapes_soft_options(options: Mapping[str, Any]) -> None:
     """``ValueError`` for an option value the ``shapes_soft`` reward refuses: checked by
     ``recipes validate`` and before a model loads, and again when the reward is built."""
     for name in ("tau", "relation_scale"):
-        value = options.get(name, 0.05)
+        if name not in options:
+            continue
+        value = options[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"shapes_soft reward option {name!r} must be a number, got {value!r}")
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"shapes_soft reward option {name!r} must be > 0, got {value!r}")
     for name in ("penalize_unnamed", "straight_through", "judge_shapes"):
-        flag = options.get(name, True)
+        flag = options.get(name, False)  # only a given value is checked
         if not isinstance(flag, bool):
             raise ValueError(
                 f"shapes_soft reward option {name!r} must be true or false, got {flag!r}"
