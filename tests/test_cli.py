@@ -689,13 +689,11 @@ def test_a_checkpoint_folder_that_does_not_exist_is_named_as_such(tmp_path):
 
 
 def test_eval_of_a_run_without_bench_or_prompts_names_the_bench_its_report_used(tmp_path):
-    run = tmp_path / "run"
-    checkpoint = run / "checkpoints" / "step-000001"
-    (checkpoint / "model").mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text('{"step": 1}')
+    from run_folders import run_folder_with_checkpoint
+
     recipe = "model: {pretrained: dsharp-mini}\nrewards: [{name: shapes}]\n"
     recipe += "data: {generator: shapes}\neval: {bench: shapes}\n"
-    (run / "recipe.yaml").write_text(recipe)
+    run = run_folder_with_checkpoint(tmp_path / "run", recipe)
     result = _invoke(["eval", "--checkpoint", run])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == (

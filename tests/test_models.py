@@ -417,14 +417,10 @@ def test_a_near_miss_of_a_built_in_model_name_suggests_it():
 
 def test_a_runs_relative_model_path_that_is_not_found_names_the_runs_recipe(tmp_path):
     from dsharp.builders import load_run_model
+    from run_folders import run_folder_with_checkpoint
 
-    run = tmp_path / "run"
-    checkpoint = run / "checkpoints" / "step-000001"
-    (checkpoint / "model").mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text('{"step": 1}')
     recipe = "model: {pretrained: ./tiny-sd-elsewhere}\nmethod: {name: finetune}\n"
-    recipe += "data: {generator: shapes}\n"
-    (run / "recipe.yaml").write_text(recipe)
+    run = run_folder_with_checkpoint(tmp_path / "run", recipe + "data: {generator: shapes}\n")
     with pytest.raises(FileNotFoundError) as err:
         load_run_model(run)
     assert str(err.value) == (

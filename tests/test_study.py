@@ -15,6 +15,7 @@ from dsharp.cli import app
 from dsharp.config import RecipeError, save_recipe
 from dsharp.curves import moving_average, step_series
 from dsharp.study import load_study, run_study
+from study_rows import finish_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
@@ -181,24 +182,6 @@ def test_a_study_given_as_a_recipe_says_to_use_reproduce(command: list[str]):
 # --------------------------------------------------------------------------- figures
 
 
-def _finished(loaded, *, metrics=None, result=None) -> None:
-    """Make each row's folder look like a finished row (no training, no model)."""
-    for i, plan in enumerate(loaded.rows):
-        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
-        if plan.trained:
-            step = plan.recipe.train.max_steps
-            ckpt = plan.run_dir / "checkpoints" / f"step-{step:06d}"
-            ckpt.mkdir(parents=True)
-            (ckpt / "trainer_state.json").write_text(json.dumps({"step": step}))
-        if metrics is not None:
-            rows = metrics(i)
-            text = "".join(json.dumps(r) + "\n" for r in rows)
-            (plan.run_dir / "metrics.jsonl").write_text(text)
-        if result is not None:
-            doc = {"label": plan.label, "trained": plan.trained, **result(i, plan)}
-            (plan.run_dir / "eval.json").write_text(json.dumps(doc))
-
-
 def _figure(tmp_path: Path, name: str, plot: dict, rows: list[dict], **extra) -> dict:
     return {
         "kind": "figure",
@@ -223,7 +206,9 @@ def test_fig4_loss_curves_smoothed(tmp_path: Path, monkeypatch):
     rows = [{"label": "finetune"}, {"label": "sft sharpening", "overrides": ["method.n=2"]}]
     data = _figure(tmp_path, "fig4", {"x": "step", "y": "loss", "smooth": 3}, rows)
     loaded = load_study(_write_study(tmp_path / "fig4.yaml", data))
-    _finished(loaded, metrics=lambda i: [{"step": s, "loss": 1.0 / (s + i)} for s in range(1, 9)])
+    finish_rows(
+        loaded, metrics=lambda i, plan: [{"step": s, "loss": 1.0 / (s + i)} for s in range(1, 9)]
+    )
     outcome = run_study(loaded, progress=False, echo=lambda _: None)
     png, table = tmp_path / "fig4" / "fig4.png", tmp_path / "fig4" / "fig4.csv"
     assert outcome.outputs == [png, table] and _is_png(png)
@@ -256,7 +241,7 @@ def test_fig5_score_vs_nfe_series(tmp_path: Path):
     )
     loaded = load_study(_write_study(tmp_path / "fig5.yaml", data))
     nfe = [8, 8, 16, 32]
-    _finished(
+    finish_rows(
         loaded,
         result=lambda i, plan: {
             "overall": 0.5 + 0.1 * i,
@@ -277,9 +262,9 @@ def test_fig6_reward_band(tmp_path: Path):
     rows = [{"label": "rlhf"}, {"label": "sft", "overrides": ["method.m=2"]}]
     plot = {"x": "step", "y": "reward", "band": "reward_std"}
     loaded = load_study(_write_study(tmp_path / "fig6.yaml", _figure(tmp_path, "fig6", plot, rows)))
-    _finished(
+    finish_rows(
         loaded,
-        metrics=lambda i: [
+        metrics=lambda i, plan: [
             {"step": s, "loss": 0.1, "reward": 0.1 * s, "reward_std": 0.05} for s in range(1, 9)
         ],
     )
@@ -293,7 +278,7 @@ def test_figure_with_unfinished_rows_says_which(tmp_path: Path):
     rows = [{"label": "a"}, {"label": "b"}]
     data = _figure(tmp_path, "fig4", {"x": "step", "y": "loss"}, rows)
     loaded = load_study(_write_study(tmp_path / "fig4.yaml", data))
-    _finished(loaded, metrics=lambda i: [{"step": 1, "loss": 1.0}])
+    finish_rows(loaded, metrics=lambda i, plan: [{"step": 1, "loss": 1.0}])
     import shutil
 
     shutil.rmtree(loaded.rows[1].run_dir / "checkpoints")

@@ -13,6 +13,7 @@ import yaml
 from dsharp.config import save_recipe
 from dsharp.study import load_study, paper_row_of, plan_study
 from dsharp.study_outputs import write_outputs
+from study_rows import finish_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
@@ -35,18 +36,15 @@ def _study(tmp_path: Path, name: str, rows: list[dict], **extra) -> Path:
 
 
 def _finish(loaded, result, metrics: list[dict] | None = None) -> None:
-    """Make each row's folder look finished: recipe, final checkpoint, eval.json."""
-    for plan in loaded.rows:
-        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
-        if plan.trained:
-            step = plan.recipe.train.max_steps
-            ckpt = plan.run_dir / "checkpoints" / f"step-{step:06d}"
-            ckpt.mkdir(parents=True)
-            (ckpt / "trainer_state.json").write_text(json.dumps({"step": step}))
-            rows = metrics or [{"step": step, "loss": 0.1}]
-            (plan.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        doc = {"label": plan.label, "trained": plan.trained, **result(plan)}
-        (plan.run_dir / "eval.json").write_text(json.dumps(doc))
+    """Make each row's folder look finished: recipe, final checkpoint, metrics of a trained
+    row, eval.json."""
+
+    def rows(i, plan):
+        if not plan.trained:
+            return None
+        return metrics or [{"step": plan.recipe.train.max_steps, "loss": 0.1}]
+
+    finish_rows(loaded, metrics=rows, result=lambda i, plan: result(plan))
 
 
 def _csv(path: Path) -> list[list[str]]:
