@@ -142,7 +142,8 @@ def test_a_run_saved_with_a_relative_model_folder_merges_with_one_saved_absolute
     runs: list[Path], tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs saved before run folders named their model absolutely name it as it was given;
-    the same folder is one base model, in `dsharp merge` and in `dsharp runs`."""
+    the same folder is one base model to `dsharp merge`, and the merged run names it
+    absolutely."""
     import shutil
 
     from dsharp.runs import summarise_run
@@ -153,8 +154,13 @@ def test_a_run_saved_with_a_relative_model_folder_merges_with_one_saved_absolute
     text = (old / "recipe.yaml").read_text()
     (old / "recipe.yaml").write_text(text.replace(str(tiny_sd_dir), f"./{tiny_sd_dir.name}"))
     assert f"./{tiny_sd_dir.name}" in (old / "recipe.yaml").read_text()
-    result = CliRunner().invoke(
-        app, ["merge", str(old), str(runs[1]), "--out", str(tmp_path / "m")]
-    )
+    merged = tmp_path / "m"
+    result = CliRunner().invoke(app, ["merge", str(old), str(runs[1]), "--out", str(merged)])
     assert result.exit_code == 0, result.output
-    assert summarise_run(old).model == summarise_run(runs[1]).model == str(tiny_sd_dir)
+    # the merged run names its base absolutely, as new runs do, so it loads from anywhere
+    assert summarise_run(merged).model == str(tiny_sd_dir)
+    assert json.loads((merged / "merge.json").read_text())["base_model"] == str(tiny_sd_dir)
+    monkeypatch.chdir(tmp_path)
+    from dsharp.builders import load_run_model
+
+    assert load_run_model(merged)[0].family == "sd"

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dsharp.checkpoints import checkpoint_dir, checkpoint_step, find_model_checkpoint, run_dir_of
+from dsharp.checkpoints import checkpoint_dir, checkpoint_step, find_model_checkpoint
 from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
@@ -147,8 +147,11 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     with atomic_directory(out) as tmp:
         ckpt = checkpoint_dir(tmp, step)
         model.save_trained(ckpt / "model")
-        recipe_text = (run_dir_of(sources[0].checkpoint) / "recipe.yaml").read_text()
-        atomic_write_text(tmp / "recipe.yaml", recipe_text)
+        from dsharp.config import recipe_to_yaml
+
+        recipe = sources[0].recipe.model_copy(deep=True)  # its base named as new runs name it
+        recipe.model.pretrained = _base_model(sources[0])["pretrained"]
+        atomic_write_text(tmp / "recipe.yaml", recipe_to_yaml(recipe))
         merged_from = [str(s.checkpoint) for s in sources]
         atomic_write_json(
             ckpt / "trainer_state.json",
@@ -158,7 +161,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
             tmp / "merge.json",
             {
                 "scale": scale,
-                "base_model": sources[0].recipe.model.pretrained,
+                "base_model": recipe.model.pretrained,
                 "runs": [{"checkpoint": str(s.checkpoint), "step": s.step} for s in sources],
             },
         )

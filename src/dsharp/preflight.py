@@ -9,6 +9,7 @@ without one (``TrainingMethod.check_settings``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,8 +48,10 @@ def check_output_folder(path: Path, name: str = "") -> None:
         why = err.strerror or type(err).__name__
         raise ValueError(f"{label}{path}: cannot be written in {anchor} ({why})") from None
     os.rmdir(probe)
-    # a check changes nothing: `dsharp runs` orders run folders by their modification time
-    os.utime(anchor, ns=(times.st_atime_ns, times.st_mtime_ns))
+    # a check changes nothing: `dsharp runs` orders run folders by their modification time.
+    # Only a folder's owner may set its times (not /tmp's other users): then it stays touched.
+    with contextlib.suppress(OSError):
+        os.utime(anchor, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 def check_before_loading(

@@ -61,10 +61,6 @@ def summarise_run(run_dir: Path) -> RunSummary:
     recipe = _read_yaml(run_dir / "recipe.yaml")
     method = (recipe.get("method") or {}).get("name")
     model = (recipe.get("model") or {}).get("pretrained")
-    if isinstance(model, str):  # one name for one folder, as older runs saved it relative
-        from dsharp.model_names import absolute_model_source
-
-        model = absolute_model_source(model)
     max_steps = (recipe.get("train") or {}).get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
     damaged = False
