@@ -128,3 +128,4 @@ def test_a_result_compared_with_the_default_row_only_for_want_of_a_name_is_noted
     ]
     table2 = {"n=2": ours, "run": ours, "base": {**ours, "untrained": True}}
     assert [n.split(":")[0] for n in default_reference_notes(table2, "table2")] == ["run"]
+    assert default_reference_notes(table2, "table2", match={"run": "4"}) == []  # matched

@@ -101,22 +101,30 @@ def recipe_notes(recipe: Any) -> list[str]:
     return method_notes(recipe.method, recipe.train.grad_accum)
 
 
-def check_runtime(recipe: Any) -> None:
-    """Fail before any model loads on settings this machine cannot run, or a file a method
-    reads that is not here (a valid recipe may need another machine, or name a file the user
-    is still to make, as the shipped paper recipes do: ``dsharp recipes validate`` only
-    notes these)."""
-    import torch
-
+def check_inputs(recipe: Any, source: str | None = None) -> None:
+    """``RecipeError`` (exit 2, naming ``source``) for a file a method reads that is not
+    here. ``train`` refuses it before loading; ``dsharp recipes validate`` only notes it,
+    since a valid recipe may name a file the user is still to make, as the shipped paper
+    recipes do."""
     pairs_file = (recipe.method.options or {}).get("pairs_file")
     if recipe.method.name == "diffusion_dpo" and pairs_file is not None:
         path = Path(str(pairs_file)).expanduser()
-        if not path.is_file():  # a path the recipe names: a bad recipe here (exit 2)
+        if not path.is_file():
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise RecipeError(
-                f"file not found: {pairs_file}{where}", field="method.options.pairs_file"
+                f"file not found: {pairs_file}{where}",
+                source=source,
+                field="method.options.pairs_file",
             )
 
+
+def check_runtime(recipe: Any) -> None:
+    """Fail before any model loads on settings this machine cannot run, or on a missing
+    input file (:func:`check_inputs`); a valid recipe may need another machine, so
+    ``dsharp recipes validate`` only notes these."""
+    import torch
+
+    check_inputs(recipe)
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")

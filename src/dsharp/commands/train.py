@@ -32,9 +32,10 @@ def train(
     try:
         cfg = load_recipe(recipe, overrides or [])
         from dsharp.posttrain import wants_report
-        from dsharp.preflight import check_before_loading, recipe_notes
+        from dsharp.preflight import check_before_loading, check_inputs, recipe_notes
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
+        check_inputs(cfg, source=str(recipe))
         if _launcher_rank_zero():
             for note in recipe_notes(cfg):
                 typer.echo(f"note: {note}", err=True)
