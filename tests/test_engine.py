@@ -716,41 +716,50 @@ def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(
 def test_the_metrics_row_of_a_checkpoint_step_is_written_durably(
     tiny_sd_dir, brightness, tmp_path, monkeypatch
 ):
-    """A checkpoint's step's row reaches the disk before the checkpoint, or a power cut
-    could keep the checkpoint and lose the row, which a resume from it never writes again."""
+    """A checkpoint's step's row reaches the disk before the checkpoint (periodic, final,
+    or the one a stop saves), or a power cut could keep the checkpoint and lose the row,
+    which a resume from it never writes again."""
     import signal
 
     import dsharp.engine
-
-    appended = record_calls(monkeypatch, dsharp.engine, "append_jsonl")
-    run = tmp_path / "run"
-    steps = ("train.max_steps=3", "train.checkpoint_every=2", "train.log_every=1")
-    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *SMALL, *steps))
-    durable = {call.args[1]["step"]: call.kwargs.get("durable", False) for call in appended}
-    assert durable == {1: False, 2: True, 3: True}  # step 3 is the final checkpoint
-
-    # a stop between checkpoints: the row already written is synced before the checkpoint
     from dsharp.engine import Trainer
 
     order = []
-    real_save, real_step = Trainer.save_checkpoint, Trainer.train_step
-    monkeypatch.setattr(dsharp.engine, "sync_file", lambda path: order.append(path.name))
+    real_sync, real_finalize = dsharp.engine.sync_file, dsharp.engine.ckpts.finalize_checkpoint
 
-    def save(self, step):
+    def sync(path):
+        order.append(f"synced to step {read_jsonl(path)[-1]['step']}")
+        real_sync(path)
+
+    def finalize(run_dir, step, *args, **kwargs):
         order.append(f"checkpoint {step}")
-        real_save(self, step)
+        return real_finalize(run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(dsharp.engine, "sync_file", sync)
+    monkeypatch.setattr(dsharp.engine.ckpts, "finalize_checkpoint", finalize)
+    steps = ("train.max_steps=3", "train.checkpoint_every=2", "train.log_every=1")
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, tmp_path / "run", *SMALL, *steps))
+    assert order == [  # step 3 is the final checkpoint; step 1's row is not synced
+        "synced to step 2",
+        "checkpoint 2",
+        "synced to step 3",
+        "checkpoint 3",
+    ]
+
+    # a stop between checkpoints: the row already written is synced before the checkpoint
+    order.clear()
+    real_step = Trainer.train_step
 
     def step_then_stop(self, step):
         metrics = real_step(self, step)
         signal.raise_signal(signal.SIGINT)
         return metrics
 
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
     monkeypatch.setattr(Trainer, "train_step", step_then_stop)
     stopped = tmp_path / "stopped"
     with pytest.raises(dsharp.engine.TrainingInterrupted):
         _train(_recipe("rlhf_sharpening", tiny_sd_dir, stopped, *SMALL, *steps))
-    assert order == ["metrics.jsonl", "checkpoint 1"]
+    assert order == ["synced to step 1", "checkpoint 1"]
 
 
 def test_a_relative_model_folder_is_saved_absolute_so_the_run_loads_from_anywhere(

@@ -61,11 +61,14 @@ def test_a_figure_that_fails_to_draw_is_closed(tmp_path, monkeypatch):
     assert not (tmp_path / "curves.png").exists()
 
 
-def test_a_durable_row_is_fsynced_and_a_plain_one_is_not(tmp_path, monkeypatch):
+def test_sync_file_fsyncs_what_append_jsonl_wrote_and_skips_a_missing_file(tmp_path, monkeypatch):
     synced = []
     monkeypatch.setattr(io.os, "fsync", synced.append)
     io.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1})
-    assert synced == []
-    io.append_jsonl(tmp_path / "metrics.jsonl", {"step": 2, "loss": float("nan")}, durable=True)
+    io.append_jsonl(tmp_path / "metrics.jsonl", {"step": 2, "loss": float("nan")})
+    assert synced == []  # appending alone does not sync
+    io.sync_file(tmp_path / "metrics.jsonl")
+    assert len(synced) == 1
+    io.sync_file(tmp_path / "absent.jsonl")
     assert len(synced) == 1
     assert io.read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1}, {"step": 2, "loss": None}]

@@ -240,8 +240,12 @@ class Trainer:
     def save_checkpoint(self, step: int) -> None:
         acc = self.accelerator
         tmp = ckpts.temp_checkpoint_dir(self.run_dir, step)
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
+        if acc.is_main_process:
+            # The step's metrics row reaches the disk before its checkpoint: a power cut must
+            # not keep the checkpoint and lose the row, which a resume never writes again.
+            sync_file(self.run_dir / "metrics.jsonl")
+            if tmp.exists():
+                shutil.rmtree(tmp)
         acc.wait_for_everyone()
         try:
             acc.save_state(str(tmp))
@@ -317,20 +321,18 @@ class Trainer:
                 metrics = self.train_step(step)
                 metrics["step_time_s"] = time.perf_counter() - started
                 row = {"step": step, **metrics}
-                periodic = train.checkpoint_every and step % train.checkpoint_every == 0
-                saved = periodic or step == train.max_steps  # the final model is always saved
                 if acc.is_main_process and (step % train.log_every == 0 or step == train.max_steps):
-                    append_jsonl(self.run_dir / "metrics.jsonl", row, durable=bool(saved))
+                    append_jsonl(self.run_dir / "metrics.jsonl", row)
                     if train.trackers:
                         acc.log(metrics, step=step)
                 progress.update(step, metrics)
+                periodic = train.checkpoint_every and step % train.checkpoint_every == 0
+                saved = periodic or step == train.max_steps  # the final model is always saved
                 if saved:
                     self.save_checkpoint(step)
                 # every process must agree to stop, or one would wait for the others forever
                 if step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
                     if not saved:
-                        if acc.is_main_process:  # this step's row, before its checkpoint
-                            sync_file(self.run_dir / "metrics.jsonl")
                         self.save_checkpoint(step)
                     acc.end_training()
                     raise TrainingInterrupted(step, self.run_dir)

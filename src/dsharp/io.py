@@ -111,8 +111,8 @@ def replace_directory(tmp: Path, final: Path) -> None:
 
 
 def sync_file(path: Path) -> None:
-    """fsync a file written earlier without it (``append_jsonl`` of a row that a checkpoint
-    decided later now depends on); nothing when it does not exist."""
+    """fsync a file written without it (rows :func:`append_jsonl` added, which a checkpoint
+    written next depends on); nothing when it does not exist."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -156,13 +156,9 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
-def append_jsonl(path: Path, row: dict[str, Any], *, durable: bool = False) -> None:
-    """Append one row; NaN becomes null so every line is strict JSON. ``durable`` fsyncs it:
-    a row that a checkpoint written next depends on must reach the disk before it, or a
-    power cut could keep the checkpoint and lose the row, which a resume from that
-    checkpoint never writes again."""
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one row; NaN becomes null so every line is strict JSON (:func:`sync_file`
+    makes the rows durable where something written next depends on them)."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
