@@ -81,14 +81,10 @@ def _scoring_specs(
 ) -> list[Any]:
     """The rewards that score the images: --reward, the --bench's, the recipe's eval
     rewards, the bench's, the recipe's rewards, or a run's (in that order)."""
-    from dsharp.config import RewardSpec, check_reward_name, parse_reward_spec
+    from dsharp.config import RewardSpec, parse_reward_spec
 
-    if reward:
-        specs = []
-        for name in reward:  # one line for an unknown name or a bad option, not pydantic's dump
-            check_reward_name(name)
-            specs.append(parse_reward_spec({"name": name, "options": options}, "--reward"))
-        return specs
+    if reward:  # names already checked (_check_names), in one line before anything loads
+        return [parse_reward_spec({"name": n, "options": options}, "--reward") for n in reward]
     if recipe is not None and recipe.eval.rewards is not None and not bench:
         return list(recipe.eval.rewards)
     if spec_bench is not None:
