@@ -177,3 +177,26 @@ def test_a_folder_that_stayed_empty_is_removed_before_its_lock_is_let_go(tmp_pat
     with folder_lock.claimed_folder(tmp_path / "new", "output_dir"):
         pass
     assert held_while_removed == [True] and not (tmp_path / "new").exists()
+
+
+def test_another_process_s_lock_is_seen_without_creating_or_keeping_one(tmp_path):
+    assert not folder_lock.locked_by_another_process(tmp_path)
+    assert not (tmp_path / folder_lock.LOCK_FILE).exists()  # asking leaves no lock file
+    with _another_process_holds(tmp_path):
+        assert folder_lock.locked_by_another_process(tmp_path)
+    assert not folder_lock.locked_by_another_process(tmp_path)  # a finished run's file
+    with folder_lock.hold_folder_lock(tmp_path, "output_dir"):
+        assert not folder_lock.locked_by_another_process(tmp_path)  # this process's own
+        assert not _free_to_another_process(tmp_path)  # the question let go of nothing
+
+
+def test_a_run_starting_while_another_process_asks_is_not_refused(tmp_path):
+    """`dsharp runs` holds a shared lock for an instant; a run that starts then waits it out."""
+    import threading
+
+    (tmp_path / folder_lock.LOCK_FILE).touch()
+    asking = open(tmp_path / folder_lock.LOCK_FILE, encoding="utf-8")  # noqa: SIM115
+    fcntl.flock(asking, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.15, asking.close).start()  # closing the file lets go of its lock
+    with folder_lock.hold_folder_lock(tmp_path, "output_dir"):
+        assert not _free_to_another_process(tmp_path)

@@ -57,12 +57,30 @@ def test_runs_tell_finished_stopped_and_unsaved_runs_apart_newest_first(tmp_path
     assert (evaluated.status, evaluated.score) == ("evaluation only", None)
 
 
+def test_runs_tell_a_run_in_progress_and_one_that_never_stepped(tmp_path):
+    import fcntl
+
+    from dsharp.commands.runs import _steps
+    from dsharp.folder_lock import LOCK_FILE
+
+    going = _run(tmp_path, "going", max_steps=3, checkpoint=1)
+    _run(tmp_path, "failed-at-load", max_steps=3, metrics=False, age=1)
+    with open(going / LOCK_FILE, "a+", encoding="utf-8") as lock:  # as a training process holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        running, never = find_runs(tmp_path)
+        result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert (running.status, running.step, _steps(running)) == ("running", 1, "1/3 running")
+    assert "stopped run" not in result.output  # a run in progress is not one to resume
+    assert (never.status, _steps(never)) == ("not started", "-/3 not started")
+    assert find_runs(tmp_path)[0].status == "stopped"  # once the process let go
+
+
 def test_runs_command_table_json_and_errors(tmp_path):
     _run(tmp_path, "stopped", max_steps=3, checkpoint=1)
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "1/3 stopped" in result.output
-    assert "1 stopped run(s): continue one with" in result.output
+    assert "1 stopped run: continue it with `dsharp train" in result.output
     listed = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path), "--json"]).output)
     assert [(r["name"], r["step"], r["max_steps"]) for r in listed] == [("stopped", 1, 3)]
 

@@ -8,6 +8,7 @@ the same lock for its own lifetime (as it must when used on its own, e.g. by stu
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,9 +61,7 @@ def hold_folder_lock(folder: Path, what: str) -> FolderLock | None:
         _held[key] = (handle, holders + 1)
         return FolderLock(key)
     handle = open(key / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock_exclusive(handle, fcntl):
         handle.close()
         raise RuntimeError(
             f"{what} {folder}: another dsharp process is writing to it; wait for it to "
@@ -70,6 +69,45 @@ def hold_folder_lock(folder: Path, what: str) -> FolderLock | None:
         ) from None
     _held[key] = (handle, 1)
     return FolderLock(key)
+
+
+def _lock_exclusive(handle: IO[str], fcntl, attempts: int = 10, pause_s: float = 0.05) -> bool:
+    """Take ``handle``'s exclusive lock, trying for about half a second: a ``dsharp runs``
+    that is asking whether the folder is in use holds it for an instant, and a run starting
+    at that instant must not be refused."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(pause_s)
+    return False
+
+
+def locked_by_another_process(folder: Path) -> bool:
+    """Whether another process holds ``folder``'s lock now: a run in progress, for
+    ``dsharp runs``. Never creates the lock file; False where there are no advisory locks."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    key = Path(folder).resolve()
+    if key in _held:
+        return False
+    try:
+        handle = open(key / LOCK_FILE, encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dsharp import checkpoints as ckpts
+from dsharp.folder_lock import locked_by_another_process
 from dsharp.io import read_jsonl
 from dsharp.report import eval_files, read_evaluation
 
@@ -30,7 +31,8 @@ class RunSummary:
     model: str | None
     step: int | None  # newest complete checkpoint
     max_steps: int | None
-    status: str  # finished, stopped (before max_steps), no checkpoint, evaluation only
+    status: str  # running, finished, stopped (before max_steps), no checkpoint,
+    # not started (no step logged), evaluation only
     reward: float | None  # mean reward of the last logged step
     score: float | None  # overall of the newest evaluation
     score_from: str | None  # which evaluation file gave ``score``
@@ -78,16 +80,31 @@ def summarise_run(run_dir: Path) -> RunSummary:
         model=str(model) if model is not None else None,
         step=step,
         max_steps=max_steps,
-        status="checkpoint unreadable"
-        if damaged
-        else _merge_status(run_dir)
-        or _status(step, max_steps, trained=bool(rows) or latest is not None),
+        status=_folder_status(
+            run_dir, step, max_steps, damaged, trained=bool(rows) or latest is not None
+        ),
         reward=rewards[-1] if rewards else None,
         score=score,
         score_from=score_from,
         score_step=score_step,
         updated=_updated(run_dir),
     )
+
+
+def _folder_status(
+    run_dir: Path, step: int | None, max_steps: int | None, damaged: bool, trained: bool
+) -> str:
+    """The ``status`` of a run folder: a folder another process is writing is ``running``,
+    whatever its checkpoints say, so that a run in progress does not read as stopped."""
+    if locked_by_another_process(run_dir):
+        return "running"
+    if damaged:
+        return "checkpoint unreadable"
+    merged = _merge_status(run_dir)
+    if merged:
+        return merged
+    evaluated = bool(eval_files(run_dir, include_base=True))
+    return _status(step, max_steps, trained=trained, evaluated=evaluated)
 
 
 def _merge_status(run_dir: Path) -> str | None:
@@ -102,9 +119,11 @@ def _merge_status(run_dir: Path) -> str | None:
         return "merged"
 
 
-def _status(step: int | None, max_steps: int | None, trained: bool) -> str:
+def _status(step: int | None, max_steps: int | None, trained: bool, evaluated: bool) -> str:
     if not trained:
-        return "evaluation only"
+        # a study's untrained row is scored without training; a run that logged no step and
+        # was never scored failed, or was stopped, before its first step
+        return "evaluation only" if evaluated else "not started"
     if step is None:
         return "no checkpoint"
     if max_steps is not None and step >= max_steps:

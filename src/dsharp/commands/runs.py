@@ -73,10 +73,12 @@ def runs(
     console.print(table)
     stopped = [r for r in found if r.status == "stopped"]
     if stopped:
-        typer.echo(
-            f"{len(stopped)} stopped run(s): continue one with `dsharp train RECIPE "
-            f"output_dir=RUN train.resume=latest`"
+        which = (
+            "1 stopped run: continue it"
+            if len(stopped) == 1
+            else (f"{len(stopped)} stopped runs: continue one")
         )
+        typer.echo(f"{which} with `dsharp train RECIPE output_dir=RUN train.resume=latest`")
 
 
 _WHOLE = ("score", "updated")  # columns never folded (steps folds at its status's space)
@@ -127,7 +129,7 @@ def _evaluation(file_name: str | None, scored: int | None, newest: int | None) -
 
 
 def _steps(run: RunSummary) -> str:
-    """ "50/50", "10/20 stopped", "-/20 no checkpoint" or "eval only"."""
+    """ "50/50", "10/20 stopped", "10/20 running", "-/20 not started" or "eval only"."""
     if run.status == "evaluation only":
         return "eval only"
     done = "-" if run.step is None else str(run.step)
