@@ -57,6 +57,35 @@ def test_runs_tell_finished_stopped_and_unsaved_runs_apart_newest_first(tmp_path
     assert (evaluated.status, evaluated.score) == ("evaluation only", None)
 
 
+def test_runs_list_a_folder_that_only_an_evaluation_of_a_recipe_wrote(tmp_path):
+    """`dsharp eval --recipe` writes RUN/eval-BENCH.json and no recipe.yaml."""
+    sampler = tmp_path / "mini-demon"
+    sampler.mkdir()
+    evaluation = {"bench": "shapes", "model": "dsharp-mini", "recipe": "recipes/mini/demon.yaml"}
+    evaluation |= {"overall": 0.5, "sample": {"method": "demon", "steps": 25}}
+    (sampler / "eval-shapes.json").write_text(json.dumps(evaluation))
+    plain = tmp_path / "mini-plain"
+    plain.mkdir()
+    evaluation |= {"model": "/models/tiny-sd", "sample": {"method": "default"}, "overall": 0.25}
+    (plain / "eval-shapes.json").write_text(json.dumps(evaluation))
+    (tmp_path / "samples").mkdir()  # neither a recipe nor an evaluation
+    found = {r.name: r for r in find_runs(tmp_path)}
+    assert sorted(found) == ["mini-demon", "mini-plain"]
+    demon, plain_run = found["mini-demon"], found["mini-plain"]
+    assert (demon.method, demon.model, demon.status) == (
+        "demon (sampler)",
+        "dsharp-mini",
+        "evaluation only",
+    )
+    assert (demon.score, demon.score_from, demon.step, demon.max_steps) == (
+        0.5,
+        "eval-shapes.json",
+        None,
+        None,
+    )
+    assert (plain_run.method, plain_run.model, plain_run.score) == (None, "/models/tiny-sd", 0.25)
+
+
 def test_runs_tell_a_run_in_progress_and_one_that_never_stepped(tmp_path):
     import fcntl
 

@@ -44,8 +44,9 @@ class RunSummary:
 
 
 def find_runs(parent: Path) -> list[RunSummary]:
-    """Summaries of ``parent``'s sub-folders that hold a ``recipe.yaml``, newest first; a run
-    folder itself given as ``parent`` is summarised alone."""
+    """Summaries of ``parent``'s sub-folders that hold a ``recipe.yaml`` or an evaluation
+    (``dsharp eval --recipe`` writes only that), newest first; a run folder itself given as
+    ``parent`` is summarised alone."""
     parent = Path(parent)
     if parent.is_file():
         raise NotADirectoryError(f"{parent}: is a file, not a folder")
@@ -53,8 +54,15 @@ def find_runs(parent: Path) -> list[RunSummary]:
         raise FileNotFoundError(f"{parent}: no such folder")
     if (parent / "recipe.yaml").is_file():
         return [summarise_run(parent)]
-    found = [summarise_run(p) for p in sorted(parent.iterdir()) if (p / "recipe.yaml").is_file()]
+    found = [summarise_run(p) for p in sorted(parent.iterdir()) if is_run_folder(p)]
     return sorted(found, key=lambda r: r.updated, reverse=True)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder with a run's recipe, or with an evaluation of a recipe's model or sampler."""
+    if (folder / "recipe.yaml").is_file():
+        return True
+    return folder.is_dir() and bool(eval_files(folder, include_base=True))
 
 
 def summarise_run(run_dir: Path) -> RunSummary:
@@ -63,6 +71,8 @@ def summarise_run(run_dir: Path) -> RunSummary:
     recipe = _read_yaml(run_dir / "recipe.yaml")
     method = (recipe.get("method") or {}).get("name")
     model = (recipe.get("model") or {}).get("pretrained")
+    if not recipe:  # an evaluation's folder: what it scored is in its JSON
+        method, model = _evaluated_method_and_model(run_dir)
     max_steps = (recipe.get("train") or {}).get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
     damaged = False
@@ -143,6 +153,24 @@ def _newest_score(run_dir: Path) -> tuple[float | None, str | None, int | None]:
             step = result.get("step")
             return float(result["overall"]), path.name, step if isinstance(step, int) else None
     return None, None, None
+
+
+def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
+    """The sampler (``demon (sampler)``; None for plain sampling) and model that the newest
+    readable evaluation in ``run_dir`` scored."""
+    for path in reversed(eval_files(run_dir, include_base=True)):
+        try:
+            result = read_evaluation(path)
+        except (OSError, ValueError):
+            continue
+        sample = result.get("sample")
+        sampler = sample.get("method") if isinstance(sample, dict) else None
+        method = (
+            f"{sampler} (sampler)" if isinstance(sampler, str) and sampler != "default" else None
+        )
+        model = result.get("model")
+        return method, model if isinstance(model, str) else None
+    return None, None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def runs(
         typer.echo(json.dumps([r.as_dict() for r in found]))
         return
     if not found:
-        typer.echo(f"{folder}: no run folders (none holds a recipe.yaml)")
+        typer.echo(f"{folder}: no run folders (none holds a recipe.yaml or an evaluation)")
         return
     from rich import box
     from rich.console import Console
