@@ -117,3 +117,46 @@ def test_cli_bench_name_matches_the_library_and_cli_import_stays_light():
     code = "import sys, dsharp.cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/t2i-compbench is not present")
+def test_t2i_compbench_of_a_run_scores_each_checkpoint_anew_and_records_its_step(
+    tmp_path, tiny_sd_dir, evaluators, monkeypatch
+):
+    """A run that trained on is scored on its new checkpoint, not from the earlier one's
+    saved rows; an earlier checkpoint's result stays beside it, not in the run folder."""
+    import dsharp.commands.common
+    from dsharp.models import load_model
+    from run_folders import run_folder_with_checkpoint
+
+    loaded = []
+
+    def load_for_inference(model, checkpoint, device):
+        loaded.append(checkpoint)
+        return load_model(str(tiny_sd_dir), device="cpu")
+
+    monkeypatch.setattr(dsharp.commands.common, "load_model_for_inference", load_for_inference)
+    run = run_folder_with_checkpoint(tmp_path / "run", "model:\n  pretrained: x\n")
+    args = ["--bench", "t2i-compbench", "--limit", "1", "--categories", "color"]
+    args += ["--images-per-prompt", "1", "--steps", "2", "--data", str(SHARED), "--json"]
+    args += _sets(evaluators)
+
+    def scored(checkpoint: Path) -> dict:
+        result = CliRunner().invoke(app, ["eval", "--checkpoint", str(checkpoint), *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert scored(run)["step"] == 1
+    newer = run / "checkpoints" / "step-000002"
+    (newer / "model").mkdir(parents=True)
+    (newer / "trainer_state.json").write_text('{"step": 2}')
+    assert scored(run)["step"] == 2
+    for step in (1, 2):  # each checkpoint's rows were generated and kept apart
+        partial = run / "checkpoints" / f"step-00000{step}" / "t2i-compbench" / "partial.jsonl"
+        assert len(partial.read_text().splitlines()) == 1
+    assert json.loads((run / "eval-t2i-compbench.json").read_text())["step"] == 2
+
+    scored(run / "checkpoints" / "step-000001")  # an earlier checkpoint, its rows reused
+    earlier = run / "checkpoints" / "step-000001" / "eval-t2i-compbench.json"
+    assert json.loads(earlier.read_text())["step"] == 1
+    assert json.loads((run / "eval-t2i-compbench.json").read_text())["step"] == 2

@@ -212,8 +212,6 @@ def evaluate_cmd(
     from dsharp.checkpoints import (
         checkpoint_step,
         find_model_checkpoint,
-        latest_checkpoint,
-        run_dir_of,
     )
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
@@ -361,14 +359,7 @@ def evaluate_cmd(
         if ckpt is not None:
             result["step"] = checkpoint_step(ckpt)
         if target is None and ckpt is not None:
-            run_dir = run_dir_of(ckpt)
-            newest = latest_checkpoint(run_dir)
-            if newest is not None and newest.resolve() != ckpt.resolve():
-                # An earlier checkpoint's score is not the run's: keep it beside that
-                # checkpoint, where `dsharp compare` and `dsharp runs` do not take it for one.
-                target = ckpt / default_name
-            else:  # beside recipe.yaml in the run folder, where `dsharp compare RUN` looks
-                target = run_dir / default_name
+            target = checkpoint_json_target(ckpt, default_name)
         elif target is None and rec is not None:
             target = rec.resolved_output_dir(Path(recipe).stem) / default_name
         if target is not None:
@@ -378,6 +369,20 @@ def evaluate_cmd(
         from dsharp.sheets import SHEET_PNG
 
         typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
+
+
+def checkpoint_json_target(ckpt: Path, file_name: str) -> Path:
+    """Where an evaluation of checkpoint ``ckpt`` is written: beside recipe.yaml in its run
+    folder (where `dsharp compare RUN` looks) when it is the run's newest checkpoint, else
+    beside the checkpoint, where `dsharp compare` and `dsharp runs` do not take an earlier
+    checkpoint's score for the run's."""
+    from dsharp.checkpoints import latest_checkpoint, run_dir_of
+
+    run_dir = run_dir_of(ckpt)
+    newest = latest_checkpoint(run_dir)
+    if newest is not None and newest.resolve() != ckpt.resolve():
+        return ckpt / file_name
+    return run_dir / file_name
 
 
 def _show(result: dict, target: Path | None, as_json: bool, bench_name: str | None) -> None:
@@ -422,15 +427,17 @@ def _t2i_compbench(
 ) -> tuple[dict, Path | None]:
     """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
     from dsharp.bench import run_t2i_compbench
-    from dsharp.checkpoints import find_model_checkpoint, run_dir_of
+    from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
     from dsharp.commands.common import load_model_for_inference
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
     if (model is None) == (checkpoint is None):
         raise ValueError("give exactly one of --model or --checkpoint")
-    run_dir = run_dir_of(find_model_checkpoint(checkpoint)) if checkpoint is not None else None
-    work_dir = images or (run_dir / "t2i-compbench" if run_dir else None)
+    ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
+    # The resumable work is the checkpoint's own: a run that trains on and is evaluated
+    # again must not reuse an earlier checkpoint's rows.
+    work_dir = images or (ckpt / "t2i-compbench" if ckpt else None)
     diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,
@@ -451,10 +458,13 @@ def _t2i_compbench(
         keep_images=images is not None,
         progress=progress,
         batch_size=batch_size,
-        model_id=str(checkpoint or model),
+        model_id=str(ckpt.resolve()) if ckpt else str(model),
     )
     result = {"bench": T2I_COMPBENCH, "model": str(checkpoint or model), **result}
-    target = out or (run_dir / f"eval-{T2I_COMPBENCH}.json" if run_dir else None)
+    if ckpt is not None:
+        result["step"] = checkpoint_step(ckpt)
+    json_name = f"eval-{T2I_COMPBENCH}.json"
+    target = out or (checkpoint_json_target(ckpt, json_name) if ckpt else None)
     if target is not None:
         atomic_write_json(target, result)
     return result, target
