@@ -873,6 +873,12 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
         resolve_resume(run, str(older))
     assert resolve_resume(run, str(run / "checkpoints" / "step-000004")).name == "step-000004"
     assert resolve_resume(tmp_path / "branch", str(older)) == older
+    # a branch into a folder that holds another run's checkpoints would mix the two runs
+    other = tmp_path / "other"
+    (other / "checkpoints" / "step-000006").mkdir(parents=True)
+    (other / "checkpoints" / "step-000006" / "trainer_state.json").write_text('{"step": 6}')
+    with pytest.raises(ValueError, match=f"output_dir {other} already holds checkpoints"):
+        resolve_resume(other, str(older))
 
 
 def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
@@ -925,3 +931,20 @@ def test_a_report_size_the_model_cannot_draw_is_refused_before_training(
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: height 100 must be a positive multiple of 8 for sd"
     assert not run.exists()
+
+
+def test_a_resume_inside_a_round_of_samples_says_the_run_goes_on_differently():
+    """DDPO and D3PO keep their round in memory only; a checkpoint between rounds resumes
+    exactly, one inside a round samples a fresh one."""
+    from types import SimpleNamespace
+
+    from dsharp.engine import mid_round_note
+    from dsharp.methods.ddpo import calls_per_round
+
+    per_round = calls_per_round(4, 1.0, 2, 1)  # 4 timesteps, 2 per call, one epoch
+    ddpo = SimpleNamespace(name="ddpo", calls_per_round=per_round)
+    assert per_round == 2
+    assert mid_round_note(ddpo, 2, 1) is None and mid_round_note(ddpo, 1, 2) is None
+    note = mid_round_note(ddpo, 3, 1)
+    assert note.startswith("step 3 falls inside one of ddpo's rounds of samples (2 training")
+    assert mid_round_note(SimpleNamespace(name="rlhf_sharpening"), 3, 1) is None

@@ -51,8 +51,16 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
         raise FileNotFoundError(f"train.resume: not a checkpoint folder: {resume}")
-    newer = [c for c in list_checkpoints(run_dir) if _step_of(c) > _step_of(path)]
-    if newer and path.resolve().parent == (Path(run_dir) / "checkpoints").resolve():
+    own = list_checkpoints(run_dir)
+    if own and path.resolve().parent != (Path(run_dir) / "checkpoints").resolve():
+        # A branch into a folder of another run would mix the two runs' metrics and leave
+        # that run's checkpoints beside it, where `latest` (and the report) would pick them.
+        raise ValueError(
+            f"output_dir {run_dir} already holds checkpoints of another run: to branch from "
+            f"{resume}, choose another output_dir"
+        )
+    newer = [c for c in own if _step_of(c) > _step_of(path)]
+    if newer:
         # Training on from here would leave the newer checkpoints beside a different history.
         raise ValueError(
             f"train.resume: {resume} is older than this run's newest checkpoint "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 import warnings
 from contextlib import ExitStack
@@ -124,6 +125,20 @@ def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict
 ENVIRONMENT_JSON = "environment.json"
 
 
+def mid_round_note(method: Any, step: int, grad_accum: int) -> str | None:
+    """What a resume at ``step`` changes for a method that trains on a round of samples
+    over several calls (DDPO, D3PO): the round is not in the checkpoint, so a resume
+    inside one samples a fresh round and the run goes on differently from there."""
+    per_round = getattr(method, "calls_per_round", None)
+    if not per_round or (step * grad_accum) % per_round == 0:
+        return None
+    return (
+        f"step {step} falls inside one of {method.name}'s rounds of samples "
+        f"({per_round} training calls each), which checkpoints do not keep: the resumed "
+        "run samples a fresh round, so it differs from an uninterrupted run from here on"
+    )
+
+
 class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
@@ -208,6 +223,10 @@ class Trainer:
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
+            if acc.is_main_process:
+                note = mid_round_note(self.method, self.start_step, train.grad_accum)
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
         if acc.is_main_process:
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
             names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
