@@ -81,6 +81,17 @@ def test_valid_recipe_loads_with_defaults_and_typed_values(recipe_file: Path) ->
     assert recipe.data.load_prompts() == ["a red circle", "two blue squares"]
 
 
+def test_an_output_dir_under_home_is_the_home_folder_for_every_command(
+    recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsharp train` made a folder literally named ~ where eval --recipe and studies wrote
+    to the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    recipe = load_recipe(recipe_file, ["output_dir=~/runs/{recipe_name}"])
+    assert recipe.output_dir == str(tmp_path / "runs" / recipe_file.stem)
+    assert recipe.resolved_output_dir("other") == tmp_path / "runs" / recipe_file.stem
+
+
 def test_prompts_file_reading_handles_crlf_comments_and_blanks(prompts_file: Path) -> None:
     assert read_prompts_file(prompts_file) == ["a red circle", "two blue squares"]
 

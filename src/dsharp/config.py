@@ -639,6 +639,8 @@ def recipe_from_dict(
     _check_differentiable_rewards(recipe, source)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
         recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
+    if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
+        recipe.output_dir = str(Path(recipe.output_dir).expanduser())
     return recipe
 
 
