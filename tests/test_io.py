@@ -72,3 +72,28 @@ def test_sync_file_fsyncs_what_append_jsonl_wrote_and_skips_a_missing_file(tmp_p
     io.sync_file(tmp_path / "absent.jsonl")
     assert len(synced) == 1
     assert io.read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1}, {"step": 2, "loss": None}]
+
+
+def test_a_checkpoint_is_on_disk_before_the_file_that_marks_it_whole(tmp_path, monkeypatch):
+    """Libraries write the weights and optimizer state without fsync; after a power cut,
+    resume must not trust a checkpoint whose trainer_state.json outlived its weights."""
+    from dsharp import checkpoints
+
+    synced = []
+
+    def fsync(fd):
+        synced.append(os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), tmp_path))
+
+    tmp = checkpoints.temp_checkpoint_dir(tmp_path, 3)
+    (tmp / "model").mkdir(parents=True)
+    (tmp / "model" / "weights.safetensors").write_bytes(b"w")
+    (tmp / "optimizer.bin").write_bytes(b"o")
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    final = checkpoints.finalize_checkpoint(tmp_path, 3, {"step": 3}, keep=None)
+    assert final == tmp_path / "checkpoints" / "step-000003"
+    marker = synced.index(next(p for p in synced if "trainer_state.json" in p))  # its temp file
+    before = set(synced[:marker])
+    tmp_name = "checkpoints/.step-000003.tmp"
+    assert {f"{tmp_name}/model/weights.safetensors", f"{tmp_name}/optimizer.bin"} <= before
+    assert {tmp_name, f"{tmp_name}/model"} <= before  # the folders' entries too
+    assert synced[-1] == "checkpoints"  # the rename itself, before the step is reported

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from dsharp.io import atomic_write_json, replace_directory
+from dsharp.io import atomic_write_json, replace_directory, sync_file, sync_tree
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -99,11 +99,17 @@ def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None) -> Path:
-    """Write ``trainer_state.json`` into the temp folder, rename it into place, prune old ones."""
+    """Write ``trainer_state.json`` into the temp folder, rename it into place, prune old ones.
+
+    The folder's files are on disk before ``trainer_state.json``, which marks it whole, and
+    the rename is before this returns, so that after a power cut resume never trusts a
+    checkpoint whose weights were still in the page cache."""
     tmp = temp_checkpoint_dir(run_dir, step)
+    sync_tree(tmp)
     atomic_write_json(tmp / "trainer_state.json", state)
     final = checkpoint_dir(run_dir, step)
     replace_directory(tmp, final)
+    sync_file(final.parent)
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

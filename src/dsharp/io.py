@@ -112,7 +112,7 @@ def replace_directory(tmp: Path, final: Path) -> None:
 
 def sync_file(path: Path) -> None:
     """fsync a file written without it (rows :func:`append_jsonl` added, which a checkpoint
-    written next depends on); nothing when it does not exist."""
+    written next depends on), or a folder (its entries); nothing when it does not exist."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -121,6 +121,15 @@ def sync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file under ``folder`` and the folders themselves: what libraries wrote
+    there (torch.save, save_pretrained) without it, before a marker file says it is whole."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            sync_file(Path(root) / name)
+        sync_file(Path(root))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
