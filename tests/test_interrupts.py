@@ -117,3 +117,44 @@ def test_ctrl_c_before_any_checkpoint_says_so_and_after_one_names_it(tmp_path, m
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped; continue from step-000003 with: dsharp train ")
     assert last.endswith("train.resume=latest")
+
+
+def test_a_stop_during_the_last_step_skips_the_report_and_says_how_to_write_it(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    """The report's evaluations can outlast training; a stop asked for during the last step
+    (a scheduler's SIGTERM before its SIGKILL) must not start them."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.posttrain
+    from dsharp.cli import app
+    from dsharp.engine import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self, step):
+        metrics = real_step(self, step)
+        if step == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return metrics
+
+    reports = []
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", lambda *a, **k: reports.append(a))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", "train.max_steps=2"]
+    args += ["train.checkpoint_every=0", "--no-progress"]
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
+    result = CliRunner().invoke(app, [*args, f"output_dir={run}"])
+    assert result.exit_code == 130, result.output
+    assert f"training is complete in {run}, but its report was not written" in result.stderr
+    assert result.stderr.rstrip().endswith("train.resume=latest")
+    assert reports == [] and (run / "checkpoints" / "step-000002").is_dir()
+
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: False)
+    result = CliRunner().invoke(app, [*args, f"output_dir={tmp_path / 'no-report'}"])
+    assert result.exit_code == 0, result.output  # nothing was left out
+    assert "not written" not in result.stderr

@@ -355,6 +355,11 @@ class Trainer:
                         self.save_checkpoint(step)
                     acc.end_training()
                     raise TrainingInterrupted(step, self.run_dir)
+            # A stop asked for during the last step: training is complete and saved, but
+            # what the command does next (the report's evaluations) was not asked for.
+            if self.start_step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
+                acc.end_training()
+                raise TrainingInterrupted(train.max_steps, self.run_dir, complete=True)
         acc.wait_for_everyone()
         acc.end_training()
         return self.run_dir

@@ -18,12 +18,15 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped early on request, after saving a checkpoint of ``step``."""
+    """Training stopped on request, after saving a checkpoint of ``step``; ``complete``
+    when that was the last step (the stop came during it), so only what follows training
+    was left out."""
 
-    def __init__(self, step: int, run_dir: Path) -> None:
+    def __init__(self, step: int, run_dir: Path, *, complete: bool = False) -> None:
         super().__init__(f"interrupted after step {step}; checkpoint saved in {run_dir}")
         self.step = step
         self.run_dir = run_dir
+        self.complete = complete
 
 
 class StopRequests:

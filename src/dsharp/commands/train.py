@@ -77,6 +77,7 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     from dsharp.engine import train as run_training
     from dsharp.interrupts import TrainingInterrupted
 
+    stopped_at_end = False  # a stop asked for during the last step: no report after it
     try:
         run_dir = run_training(cfg, progress=progress)
     except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
@@ -90,13 +91,15 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
         raise typer.Exit(130) from None
     except TrainingInterrupted as stopped:
-        again = _resume_command(recipe, overrides, stopped.run_dir)
-        typer.echo(
-            f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
-            f"{stopped.run_dir}; continue with: {again}",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+        if not stopped.complete:
+            again = _resume_command(recipe, overrides, stopped.run_dir)
+            typer.echo(
+                f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
+                f"{stopped.run_dir}; continue with: {again}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+        run_dir, stopped_at_end = stopped.run_dir, True
     from accelerate import PartialState
 
     from dsharp.curves import CURVES_PNG
@@ -109,20 +112,26 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             typer.echo(f"warning: {warning}", err=True)
         if (run_dir / CURVES_PNG).exists():
             typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+        if wants_report(cfg) and stopped_at_end:
+            again = _resume_command(recipe, overrides, run_dir)
+            typer.echo(_report_not_written(run_dir, again), err=True)
+            raise typer.Exit(130)
         if wants_report(cfg):
             try:
                 report = post_train_report(cfg, run_dir, progress=progress)
             except KeyboardInterrupt:
                 again = _resume_command(recipe, overrides, run_dir)
-                typer.echo(
-                    f"training is complete in {run_dir}, but its report was not written; "
-                    f"write it with: {again}",
-                    err=True,
-                )
+                typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130) from None
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
+
+
+def _report_not_written(run_dir: Path, again: str) -> str:
+    return (
+        f"training is complete in {run_dir}, but its report was not written; write it with: {again}"
+    )
 
 
 def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
