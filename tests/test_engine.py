@@ -833,6 +833,28 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_that_resumes_exactly(
     _train(_recipe("rlhf_sharpening", tiny_sd_dir, straight, *common, "train.max_steps=4"))
     final = [_unet_weights(d / "checkpoints" / "step-000004") for d in (stopped, straight)]
     assert _max_diff(*final) <= 1e-6
+    # the environment the run started in is kept; the resume's is added beside it
+    environment = json.loads((stopped / "environment.json").read_text())
+    assert [r["step"] for r in environment["resumed"]] == [2]
+    assert environment["packages"] == environment["resumed"][0]["packages"]
+    assert "resumed" not in json.loads((straight / "environment.json").read_text())
+
+
+def test_a_resume_keeps_the_environment_the_run_started_in(tmp_path):
+    from dsharp.environment import run_environment
+
+    path = tmp_path / "environment.json"
+    first, later = {"device": "NVIDIA H100"}, {"device": "cpu"}
+    assert run_environment(path, first, None) == first  # a new run
+    assert run_environment(path, later, 7) == later  # no record to keep
+    path.write_text(json.dumps(first))
+    once = run_environment(path, later, 7)
+    assert once == {"device": "NVIDIA H100", "resumed": [{"step": 7, "device": "cpu"}]}
+    path.write_text(json.dumps(once))
+    twice = run_environment(path, first, 9)["resumed"]
+    assert [(r["step"], r["device"]) for r in twice] == [(7, "cpu"), (9, "NVIDIA H100")]
+    path.write_text("{torn")
+    assert run_environment(path, later, 9) == later
 
 
 def test_metrics_that_one_process_did_not_log_average_as_nan_there(monkeypatch):

@@ -25,7 +25,7 @@ from dsharp import checkpoints as ckpts
 from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
-from dsharp.environment import environment_record
+from dsharp.environment import environment_record, run_environment
 from dsharp.folder_lock import claimed_folder
 from dsharp.interrupts import StopRequests, TrainingInterrupted
 from dsharp.io import (
@@ -230,7 +230,10 @@ class Trainer:
         if acc.is_main_process:
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
             names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
-            atomic_write_json(self.run_dir / ENVIRONMENT_JSON, environment_record(names))
+            environment = self.run_dir / ENVIRONMENT_JSON
+            resumed_at = self.start_step if resume_from is not None else None
+            record = run_environment(environment, environment_record(names), resumed_at)
+            atomic_write_json(environment, record)
             self._truncate_metrics(self.start_step)
         if train.trackers:
             from dsharp.config import recipe_to_dict
