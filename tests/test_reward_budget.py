@@ -6,6 +6,7 @@ recording fake reward actually received.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def test_training_logs_the_cumulative_reward_evaluations_it_ran(tiny_sd_dir, tmp
     assert counts[-1] == total > 0
     assert counts[0] in per_step and 0 < counts[0] < counts[1]  # cumulative, step by step
     assert train_reward_evals(tmp_path / "rlhf_sharpening") == counts[-1]
+
+
+def test_an_evaluation_of_a_checkpoint_counts_the_budget_spent_up_to_it(tmp_path):
+    """A run that trained on after eval-final.json was written spent more than those
+    images cost; the evaluation's own step says how much it had spent."""
+    from dsharp.report import with_train_reward_evals
+
+    rows = [{"step": s, "reward_evals": 16 * s} for s in (1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert with_train_reward_evals({"step": 2}, tmp_path)["train_reward_evals"] == 32
+    assert with_train_reward_evals({}, tmp_path)["train_reward_evals"] == 64
+    assert with_train_reward_evals({"train_reward_evals": 5}, tmp_path)["train_reward_evals"] == 5
 
 
 def test_a_run_without_reward_evaluations_reports_none(tmp_path):

@@ -38,20 +38,25 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def train_reward_evals(run_dir: Path) -> int | None:
+def train_reward_evals(run_dir: Path, up_to_step: int | None = None) -> int | None:
     """Reward evaluations that steered a run's training (its last ``reward_evals`` in
-    metrics.jsonl), or None when the run logged none (no reward, or not reward-driven)."""
+    metrics.jsonl, or the last by step ``up_to_step``), or None when the run logged none
+    (no reward, or not reward-driven)."""
     from dsharp.io import read_jsonl
 
     rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    if up_to_step is not None:
+        rows = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= up_to_step]
     counts = [r["reward_evals"] for r in rows if r.get("reward_evals") is not None]
     return int(counts[-1]) if counts else None
 
 
 def with_train_reward_evals(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """``result`` with ``train_reward_evals`` from ``run_dir``'s metrics, when it logged any
-    (an evaluation's own value is kept)."""
-    trained = train_reward_evals(run_dir)
+    (an evaluation's own value is kept), up to the checkpoint step it scored where it says:
+    a run that trained on after it was evaluated spent more than those images cost."""
+    step = result.get("step")
+    trained = train_reward_evals(run_dir, step if isinstance(step, int) else None)
     if trained is not None:
         result.setdefault("train_reward_evals", trained)
     return result
