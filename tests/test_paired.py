@@ -73,3 +73,18 @@ def test_table_pairs_every_source_with_the_first():
     assert rows[0][9:] == [pytest.approx(1.0), pytest.approx(0.0)]
     with pytest.raises(ValueError, match="at least one evaluation"):
         paired_table([("base", base)])
+
+
+def test_the_interval_is_centred_on_the_image_mean_when_prompts_hold_unequal_images():
+    """A prompt listed twice holds four images to another's two: the interval belongs to
+    the mean over images (the delta reported), computed with prompts as clusters."""
+    base = _result({("x a", 0): 0.0, ("x a", 1): 0.0, ("y b", 0): 0.0, ("y b", 1): 0.0})
+    tuned = _result({("x a", 0): 1.0, ("x a", 1): 1.0, ("y b", 0): 0.0, ("y b", 1): 0.0})
+    base["images"] += base["images"][:2]  # "x a" again, as a repeated prompt-file line
+    tuned["images"] += tuned["images"][:2]
+    p = paired_difference(base, tuned)
+    assert p["delta"] == pytest.approx(4 / 6) and (p["n_images"], p["n_prompts"]) == (6, 2)
+    # residuals summed per prompt: x a 4 * (1 - 2/3), y b 2 * (0 - 2/3)
+    residuals = [4 * (1 / 3), 2 * (-2 / 3)]
+    variance = 2 / 1 * sum(r * r for r in residuals) / 6**2
+    assert p["ci95"] == pytest.approx(1.96 * math.sqrt(variance))

@@ -3,8 +3,8 @@
 Two models scored with the same seeds draw from the same initial noises, so the difference
 of their scores image by image varies much less than either score: a gain and its
 uncertainty should come from those differences, not from two independent means. Images of
-one prompt are not independent draws, so the interval is taken over prompts (each prompt's
-mean difference), as a cluster-robust estimate.
+one prompt are not independent draws, so the interval is taken over prompts: a
+cluster-robust interval of the mean image difference, prompts as clusters.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
-
-from dsharp.evaluate import group_means, mean_ci
 
 ImageKey = tuple[str, int, int]
 
@@ -43,16 +41,22 @@ def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[s
 
 
 def _summary(diffs: list[tuple[str, float]]) -> dict[str, float]:
-    prompts, values = zip(*diffs, strict=True)
-    stats = mean_ci(list(group_means(prompts, values, str).values()))  # one mean per prompt
+    """The mean image difference and its cluster-robust 95% interval, prompts as clusters:
+    centred on that mean also where prompts hold different numbers of images (a prompt
+    listed twice, an image left unscored). With equal numbers it is the interval of the
+    prompts' mean differences."""
     n = len(diffs)
-    return {
-        "delta": sum(d for _, d in diffs) / n,
-        # one prompt says nothing about the spread between prompts
-        "ci95": stats["ci95"] if stats["n"] > 1 else math.nan,
-        "n_images": n,
-        "n_prompts": stats["n"],
-    }
+    delta = sum(d for _, d in diffs) / n
+    residuals: dict[str, float] = defaultdict(float)  # per prompt: sum of (d - delta)
+    for prompt, d in diffs:
+        residuals[prompt] += d - delta
+    clusters = len(residuals)
+    # one prompt says nothing about the spread between prompts
+    ci95 = math.nan
+    if clusters > 1:
+        variance = clusters / (clusters - 1) * sum(r * r for r in residuals.values()) / n**2
+        ci95 = 1.96 * math.sqrt(variance)
+    return {"delta": delta, "ci95": ci95, "n_images": n, "n_prompts": clusters}
 
 
 def paired_difference(
