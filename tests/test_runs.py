@@ -104,6 +104,22 @@ def test_runs_tell_a_run_in_progress_and_one_that_never_stepped(tmp_path):
     assert find_runs(tmp_path)[0].status == "stopped"  # once the process let go
 
 
+def test_an_older_run_naming_its_model_folder_relatively_shows_the_same_name(tmp_path, monkeypatch):
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    old, new = _run(tmp_path, "old", max_steps=2), _run(tmp_path, "new", max_steps=2)
+    for run, name in ((old, "./models/tiny"), (new, str(tmp_path / "models" / "tiny"))):
+        (run / "recipe.yaml").write_text(f"model:\n  pretrained: {name}\n")
+    gone = _run(tmp_path, "gone", max_steps=2)
+    (gone / "recipe.yaml").write_text("model:\n  pretrained: ./models/deleted\n")
+    models = {r.name: r.model for r in find_runs(tmp_path)}
+    assert models == {
+        "old": str(tmp_path / "models" / "tiny"),
+        "new": str(tmp_path / "models" / "tiny"),
+        "gone": "./models/deleted",  # as saved where it does not resolve
+    }
+
+
 def test_runs_command_table_json_and_errors(tmp_path):
     _run(tmp_path, "stopped", max_steps=3, checkpoint=1)
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])

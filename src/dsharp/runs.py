@@ -18,6 +18,7 @@ import yaml
 from dsharp import checkpoints as ckpts
 from dsharp.folder_lock import locked_by_another_process
 from dsharp.io import read_jsonl
+from dsharp.model_names import absolute_model_source
 from dsharp.report import eval_files, read_evaluation
 
 
@@ -87,7 +88,9 @@ def summarise_run(run_dir: Path) -> RunSummary:
         name=run_dir.name,
         path=str(run_dir),
         method=method,
-        model=str(model) if model is not None else None,
+        # older runs saved a local folder relatively: named as newer runs name it, where it
+        # resolves from here, so that runs of one model show one name
+        model=absolute_model_source(str(model)) if model is not None else None,
         step=step,
         max_steps=max_steps,
         status=_folder_status(
