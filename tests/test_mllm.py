@@ -479,6 +479,33 @@ def test_a_key_echoed_into_the_grade_reasons_is_scrubbed(
     assert KEY.encode() not in (tmp_path / "grades.sqlite").read_bytes()
 
 
+def test_credentials_in_the_base_url_are_scrubbed_also_as_the_header_they_are_sent_in(
+    server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client sends ``user:password`` from the URL as a Basic Authorization header; a
+    server (or proxy) that echoes its request headers must not show them in any form."""
+    import base64
+
+    password = "sk-URLpass-9876"
+    sent = base64.b64encode(f"me:{password}".encode()).decode()
+
+    def echo_header(body: dict[str, Any], n: int) -> Reply:
+        auth = server.requests[n]["auth"]
+        return Reply(status=401, body={"error": {"message": f"bad credentials: {auth}"}})
+
+    server.responder = echo_header
+    url = server.url.replace("http://", f"http://me:{password}@")
+    reward = grader(server, tmp_path, base_url=url, max_retries=1)
+    with pytest.raises(RewardError) as error:
+        score(reward, images(1), ["a red cube"])
+    assert server.requests[0]["auth"] == f"Basic {sent}"  # what the server saw
+    message = str(error.value)
+    assert "HTTP 401" in message and "Basic <redacted>" in message
+    # dsharp's own log lines (the openai client's DEBUG records show its request as sent)
+    texts = [message, *(r.getMessage() for r in caplog.records if r.name.startswith("dsharp"))]
+    assert not [t for t in texts if password in t or sent in t or sent.rstrip("=") in t]
+
+
 def test_a_token_pasted_into_api_key_env_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     token = "hf_abcDEF123canary"
     monkeypatch.delenv(token, raising=False)

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError, RewardImages
@@ -64,10 +65,30 @@ _CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # --------------------------------------------------------------------------- the reward
 
 
-def _scrub(text: str, secret: str) -> str:
-    """``text`` on one line with ``secret`` replaced (short keys are not secrets worth it)."""
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` on one line with every one of ``secrets`` replaced (short ones are not
+    secrets worth it), longest first, so that a secret holding another goes whole."""
     text = " ".join(str(text).split())
-    return text.replace(secret, REDACTED) if secret and len(secret) >= 6 else text
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _secrets(key: str, base_url: str) -> tuple[str, ...]:
+    """What no message may show: the API key, and credentials written into ``base_url``
+    (``http://user:KEY@host/v1``) whole, by their password, and in the base64 form of the
+    HTTP Basic ``Authorization`` header the client sends them in, which a server or proxy may
+    echo back in an error."""
+    found = [key]
+    netloc = urlsplit(base_url).netloc
+    if "@" in netloc:
+        userinfo = netloc.rsplit("@", 1)[0]
+        user, _, password = unquote(userinfo).partition(":")
+        found += [userinfo, unquote(userinfo), password, userinfo.partition(":")[2]]
+        sent = f"{user}:{password}".encode()  # as the client encodes it, colon included
+        found += [base64.b64encode(sent).decode(), base64.b64encode(sent).decode().rstrip("=")]
+    return tuple(dict.fromkeys(s for s in found if s))
 
 
 def _snippet(text: str | None, limit: int = 80) -> str:
@@ -141,12 +162,16 @@ class MLLMGrader:
     differentiable = False
 
     def __init__(
-        self, settings: GraderSettings, client: Any, cache: GradeCache | None, secret: str
+        self,
+        settings: GraderSettings,
+        client: Any,
+        cache: GradeCache | None,
+        secrets: Sequence[str],
     ):
         self.settings = settings
         self._client = client
         self._cache = cache
-        self._secret = secret
+        self._secrets = tuple(secrets)  # scrubbed from every message and stored reason
         auto = settings.structured_output == "auto"  # start with the best, fall back on 400
         self._mode = "json_schema" if auto else settings.structured_output
         self._mode_lock = threading.Lock()
@@ -231,7 +256,7 @@ class MLLMGrader:
                         grade = parse_grade(text)
                         # A server may echo request headers into its reasons: never keep the key.
                         grade["reasons"] = {
-                            k: _scrub(v, self._secret) for k, v in grade["reasons"].items()
+                            k: _scrub(v, self._secrets) for k, v in grade["reasons"].items()
                         }
                         out.grade = grade
                         return out
@@ -247,7 +272,7 @@ class MLLMGrader:
             out.retries += 1
             log.info(
                 "mllm: %s; retry %d/%d in %.2fs",
-                _scrub(problem, self._secret),
+                _scrub(problem, self._secrets),
                 failures,
                 s.max_retries,
                 delay,
@@ -308,7 +333,7 @@ class MLLMGrader:
         grades = {**cached, **fresh}
 
         errors = [
-            f"sample {i}: {_scrub(outcomes[k].error, self._secret)}"
+            f"sample {i}: {_scrub(outcomes[k].error, self._secrets)}"
             for i, k in enumerate(keys)
             if k not in grades
         ]
@@ -524,4 +549,4 @@ def build_mllm_reward(
     import openai
 
     client = openai.OpenAI(api_key=key, base_url=url, max_retries=0, timeout=settings.timeout_s)
-    return MLLMGrader(settings, client, cache, key)
+    return MLLMGrader(settings, client, cache, _secrets(key, url))
