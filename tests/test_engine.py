@@ -899,7 +899,7 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
     other = tmp_path / "other"
     (other / "checkpoints" / "step-000006").mkdir(parents=True)
     (other / "checkpoints" / "step-000006" / "trainer_state.json").write_text('{"step": 6}')
-    with pytest.raises(ValueError, match=f"output_dir {other} already holds checkpoints"):
+    with pytest.raises(ValueError, match=f"output_dir: {other} already holds checkpoints"):
         resolve_resume(other, str(older))
 
 
@@ -932,6 +932,55 @@ def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
         Trainer(resumed("train.max_steps=4", "train.lr=0.5"), progress=False)
     with pytest.raises(ValueError, match=r"train\.max_steps: 1, but the checkpoint .* step 2"):
         Trainer(resumed("train.max_steps=1"), progress=False)
+
+
+def _must_not_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before the recipe error")
+
+
+def test_a_resume_its_run_s_recipe_cannot_vouch_for_is_refused(tiny_sd_dir, tmp_path):
+    """A recipe.yaml torn or deleted must not let a resume continue under another recipe
+    (and overwrite the evidence); a checkpoint kept without its run may still be branched."""
+    from dsharp.resume import planned_resume
+
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    resumed = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.resume=latest")
+    (run / "recipe.yaml").write_text("model: [\n")
+    with pytest.raises(ValueError, match=r"recipe\.yaml: cannot be read as a recipe, so this"):
+        planned_resume(resumed)
+    (run / "recipe.yaml").unlink()
+    with pytest.raises(ValueError, match=r"holds checkpoints but no recipe\.yaml"):
+        planned_resume(resumed)
+    branch = _recipe("rlhf_sharpening", tiny_sd_dir, tmp_path / "b", f"train.resume={checkpoint}")
+    assert planned_resume(branch) == checkpoint
+
+
+def test_train_refuses_a_run_folder_s_problems_as_recipe_errors_before_loading(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    import dsharp.engine
+    from dsharp.cli import app
+
+    monkeypatch.setattr(dsharp.engine, "build_model", _must_not_load)
+    recipe = RECIPES / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    (run / "recipe.yaml").write_text("model: [\n")
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
+    for extra, expected in [
+        ([], f"{recipe}: output_dir: {run} already holds checkpoints of another run"),
+        (["train.resume=earliest"], f"{recipe}: train.resume: not a checkpoint folder: earliest"),
+        (["train.resume=latest"], f"{recipe}: train.resume: {run / 'recipe.yaml'}: cannot be"),
+    ]:
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"recipe error: {expected}"), result.stderr
+    assert (run / "recipe.yaml").read_text() == "model: [\n"  # the evidence is kept
 
 
 def test_a_report_size_the_model_cannot_draw_is_refused_before_training(

@@ -56,7 +56,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
         # A branch into a folder of another run would mix the two runs' metrics and leave
         # that run's checkpoints beside it, where `latest` (and the report) would pick them.
         raise ValueError(
-            f"output_dir {run_dir} already holds checkpoints of another run: to branch from "
+            f"output_dir: {run_dir} already holds checkpoints of another run: to branch from "
             f"{resume}, choose another output_dir"
         )
     newer = [c for c in own if _step_of(c) > _step_of(path)]

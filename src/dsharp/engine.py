@@ -39,7 +39,7 @@ from dsharp.io import (
 from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
-from dsharp.resume import check_resume
+from dsharp.resume import planned_resume
 
 
 def _check_report_size(recipe: Any, model: Any) -> None:
@@ -151,15 +151,8 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = Path(recipe.output_dir)
         train = recipe.train
-        if not train.resume and ckpts.list_checkpoints(self.run_dir):
-            raise ValueError(
-                f"output_dir {self.run_dir} already holds checkpoints of another run: "
-                "set train.resume=latest to continue it, or choose another output_dir"
-            )
         # Before anything loads: a resume must continue the run that wrote the checkpoint.
-        resume_from = ckpts.resolve_resume(self.run_dir, train.resume)
-        if resume_from is not None:
-            check_resume(recipe, resume_from)
+        resume_from = planned_resume(recipe)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.grad_accum,

@@ -118,6 +118,26 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
             )
 
 
+def check_run_folder(recipe: Any, source: str | None = None) -> None:
+    """``RecipeError`` (exit 2, naming ``source``) when the run folder refuses the recipe:
+    it holds another run's checkpoints, or ``train.resume`` names no checkpoint or one whose
+    run the recipe would not continue. ``train`` asks before the model loads."""
+    from dsharp.resume import planned_resume
+
+    try:
+        planned_resume(recipe)
+    except (ValueError, FileNotFoundError) as err:
+        # a message that starts with a field (``method.n: 3 differs from 2 ...``) is reported
+        # at that field; others at the setting that led to the folder's refusal
+        match = re.match(r"^([A-Za-z_][\w.]*): (.+)$", str(err))
+        if match:
+            field, reason = match.groups()
+        else:
+            field = "train.resume" if recipe.train.resume else "output_dir"
+            reason = str(err)
+        raise RecipeError(reason, source=source, field=field) from None
+
+
 def check_runtime(recipe: Any) -> None:
     """Fail before any model loads on settings this machine cannot run, or on a missing
     input file (:func:`check_inputs`); a valid recipe may need another machine, so

@@ -24,6 +24,23 @@ RESUMABLE_CHANGES = (
 )
 
 
+def planned_resume(recipe: Any) -> Path | None:
+    """The checkpoint a run of ``recipe`` resumes from (None: a fresh run), once it is
+    clear that the run continues the one it resumes; ``ValueError`` (or
+    ``FileNotFoundError`` for a ``train.resume`` path that is no checkpoint) otherwise.
+    Reads files only, so ``train`` asks it before any model loads."""
+    run_dir, train = Path(recipe.output_dir), recipe.train
+    if not train.resume and ckpts.list_checkpoints(run_dir):
+        raise ValueError(
+            f"output_dir: {run_dir} already holds checkpoints of another run: set "
+            "train.resume=latest to continue it, or choose another output_dir"
+        )
+    resume_from = ckpts.resolve_resume(run_dir, train.resume)
+    if resume_from is not None:
+        check_resume(recipe, resume_from)
+    return resume_from
+
+
 def check_resume(recipe: Any, checkpoint: Path) -> None:
     """``ValueError`` when resuming ``recipe`` from ``checkpoint`` would not continue the run
     that wrote it: a recipe that differs from the run's saved one outside
@@ -38,10 +55,23 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
             f"train.max_steps: {recipe.train.max_steps}, but the checkpoint {checkpoint} is at "
             f"step {step}: raise max_steps to train on"
         )
-    saved_path = ckpts.run_dir_of(checkpoint) / "recipe.yaml"
-    saved = saved_recipe_data(saved_path) if saved_path.is_file() else None
-    if saved is None:  # a checkpoint without its run's recipe: nothing to hold it to
-        return
+    run_dir = ckpts.run_dir_of(checkpoint)
+    saved_path = run_dir / "recipe.yaml"
+    if not saved_path.exists():
+        if run_dir.resolve() != Path(recipe.output_dir).resolve():
+            return  # a branch from a checkpoint kept without its run: nothing to hold it to
+        raise ValueError(
+            f"{run_dir} holds checkpoints but no recipe.yaml, so this resume cannot be "
+            "checked against the run it continues: restore the file, or branch from the "
+            "checkpoint into another output_dir (train.resume=CHECKPOINT)"
+        )
+    saved = saved_recipe_data(saved_path)
+    if saved is None:
+        raise ValueError(
+            f"{saved_path}: cannot be read as a recipe, so this resume cannot be checked "
+            "against the run it continues: restore the file, or branch from the checkpoint "
+            "into another output_dir (train.resume=CHECKPOINT)"
+        )
     now = recipe_to_dict(with_method_defaults(recipe))
     found = first_difference(saved, now, ignore=RESUMABLE_CHANGES)
     if found is not None:

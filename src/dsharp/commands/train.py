@@ -32,10 +32,16 @@ def train(
     try:
         cfg = load_recipe(recipe, overrides or [])
         from dsharp.posttrain import wants_report
-        from dsharp.preflight import check_before_loading, check_inputs, recipe_notes
+        from dsharp.preflight import (
+            check_before_loading,
+            check_inputs,
+            check_run_folder,
+            recipe_notes,
+        )
 
         check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
         check_inputs(cfg, source=str(recipe))
+        check_run_folder(cfg, source=str(recipe))
         if _launcher_rank_zero():
             for note in recipe_notes(cfg):
                 typer.echo(f"note: {note}", err=True)
