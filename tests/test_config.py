@@ -92,6 +92,23 @@ def test_an_output_dir_under_home_is_the_home_folder_for_every_command(
     assert recipe.resolved_output_dir("other") == tmp_path / "runs" / recipe_file.stem
 
 
+def test_a_prompts_file_that_cannot_be_read_is_one_line(
+    prompts_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs):
+        if self == prompts_file:  # as chmod 000 does to anyone but root
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(
+        ValueError, match=f"^{prompts_file}: cannot be read \\(Permission denied\\)$"
+    ):
+        read_prompts_file(prompts_file)
+
+
 def test_prompts_file_reading_handles_crlf_comments_and_blanks(prompts_file: Path) -> None:
     assert read_prompts_file(prompts_file) == ["a red circle", "two blue squares"]
 

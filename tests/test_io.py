@@ -97,3 +97,20 @@ def test_a_checkpoint_is_on_disk_before_the_file_that_marks_it_whole(tmp_path, m
     assert {f"{tmp_name}/model/weights.safetensors", f"{tmp_name}/optimizer.bin"} <= before
     assert {tmp_name, f"{tmp_name}/model"} <= before  # the folders' entries too
     assert synced[-1] == "checkpoints"  # the rename itself, before the step is reported
+
+
+def test_read_jsonl_drops_a_torn_last_line_and_names_damage_a_crash_cannot_leave(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2}\n{"st')
+    assert io.read_jsonl(path) == [{"step": 1}, {"step": 2}]  # a crash mid-append
+    for text, problem in [
+        ('{"step": 1}\n{"st\n{"step": 3}\n', "line 2 is not JSON"),
+        ('{"step": 1}\n42\n', "line 2 is not a JSON object"),
+        ("[]\n", "line 1 is not a JSON object"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^{path}: {problem}$"):
+            io.read_jsonl(path)
+    path.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(ValueError, match=f"^{path}: not UTF-8 text$"):
+        io.read_jsonl(path)

@@ -120,6 +120,34 @@ def test_an_older_run_naming_its_model_folder_relatively_shows_the_same_name(tmp
     }
 
 
+def test_one_damaged_or_unreadable_run_is_marked_and_the_others_still_list(tmp_path, monkeypatch):
+    import dsharp.runs
+
+    _run(tmp_path, "good", max_steps=2, checkpoint=2)
+    (_run(tmp_path, "binary", max_steps=3, checkpoint=1) / "metrics.jsonl").write_bytes(b"\xff")
+    (_run(tmp_path, "torn-recipe", max_steps=3, checkpoint=1) / "recipe.yaml").write_text("a: [")
+    _run(tmp_path, "locked-out", max_steps=3, checkpoint=1)
+    real = dsharp.runs.summarise_run
+
+    def summarise(run_dir):
+        if run_dir.name == "locked-out":  # as a folder this user may not read
+            raise PermissionError(13, "Permission denied")
+        return real(run_dir)
+
+    monkeypatch.setattr(dsharp.runs, "summarise_run", summarise)
+    found = {r.name: r for r in find_runs(tmp_path)}
+    assert found["good"].status == "finished"
+    assert (found["binary"].status, found["binary"].method) == (
+        "metrics.jsonl unreadable",
+        "rlhf_sharpening",
+    )
+    assert found["torn-recipe"].status == "recipe.yaml unreadable"
+    assert found["locked-out"].status == "unreadable: Permission denied"
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "stopped run" not in result.output  # none of them is one to resume
+
+
 def test_runs_command_table_json_and_errors(tmp_path):
     _run(tmp_path, "stopped", max_steps=3, checkpoint=1)
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])

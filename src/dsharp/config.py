@@ -101,6 +101,8 @@ def read_prompts_file(path: Path) -> list[str]:
         raise ValueError(f"{path}: a folder, not a prompt file") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from e
+    except OSError as e:  # unreadable: permissions, a device error
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     lines = (line.strip() for line in text.splitlines())  # splitlines handles CRLF and CR
     return [line for line in lines if line and not line.startswith("#")]
 

@@ -133,18 +133,29 @@ def sync_tree(folder: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a torn last line (from a crash mid-append) is dropped."""
-    rows = []
+    """Rows of a JSON-lines file; a torn last line (from a crash mid-append) is dropped.
+    ``ValueError`` naming the file for damage a crash cannot leave (text that is not UTF-8,
+    a bad line before the last, a line that is not a JSON object), rather than rows that
+    silently stop there."""
     path = Path(path)
     if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break
+            if i == len(lines) - 1:
+                break  # torn by a crash mid-append
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object")
+        rows.append(row)
     return rows
 
 

@@ -55,8 +55,45 @@ def find_runs(parent: Path) -> list[RunSummary]:
         raise FileNotFoundError(f"{parent}: no such folder")
     if (parent / "recipe.yaml").is_file():
         return [summarise_run(parent)]
-    found = [summarise_run(p) for p in sorted(parent.iterdir()) if is_run_folder(p)]
+    found = [_summary_or_problem(p) for p in sorted(parent.iterdir()) if _may_be_run(p)]
     return sorted(found, key=lambda r: r.updated, reverse=True)
+
+
+def _may_be_run(folder: Path) -> bool:
+    """A run folder, or a folder that cannot be looked into (listed as such, not skipped)."""
+    try:
+        return is_run_folder(folder)
+    except OSError:
+        return folder.is_dir()
+
+
+def _summary_or_problem(run_dir: Path) -> RunSummary:
+    """One damaged or unreadable run is marked in the listing, and the others still list."""
+    try:
+        return summarise_run(run_dir)
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return RunSummary(
+            name=run_dir.name,
+            path=str(run_dir),
+            method=None,
+            model=None,
+            step=None,
+            max_steps=None,
+            status=f"unreadable: {reason}",
+            reward=None,
+            score=None,
+            score_from=None,
+            score_step=None,
+            updated=_updated_or_unknown(run_dir),
+        )
+
+
+def _updated_or_unknown(run_dir: Path) -> str:
+    try:
+        return _updated(run_dir)
+    except OSError:
+        return "?"
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -69,19 +106,26 @@ def is_run_folder(folder: Path) -> bool:
 def summarise_run(run_dir: Path) -> RunSummary:
     """Read a run folder without loading any model; a field it cannot read is None."""
     run_dir = Path(run_dir)
-    recipe = _read_yaml(run_dir / "recipe.yaml")
+    has_recipe = (run_dir / "recipe.yaml").is_file()
+    read = _read_yaml(run_dir / "recipe.yaml") if has_recipe else None
+    recipe = read or {}
     method = (recipe.get("method") or {}).get("name")
     model = (recipe.get("model") or {}).get("pretrained")
-    if not recipe:  # an evaluation's folder: what it scored is in its JSON
+    if not has_recipe:  # an evaluation's folder: what it scored is in its JSON
         method, model = _evaluated_method_and_model(run_dir)
     max_steps = (recipe.get("train") or {}).get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
-    damaged = False
+    damaged = None  # which file cannot be read, if one cannot: said so, the others still list
     try:
         step = ckpts.read_trainer_state(latest).get("step") if latest else None
-    except ValueError:  # a damaged trainer_state.json: said so; the other runs still list
-        step, damaged = None, True
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError:
+        step, damaged = None, "checkpoint"
+    try:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError:
+        rows, damaged = [], damaged or "metrics.jsonl"
+    if has_recipe and read is None:
+        damaged = damaged or "recipe.yaml"
     rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
     score, score_from, score_step = _newest_score(run_dir)
     return RunSummary(
@@ -105,14 +149,15 @@ def summarise_run(run_dir: Path) -> RunSummary:
 
 
 def _folder_status(
-    run_dir: Path, step: int | None, max_steps: int | None, damaged: bool, trained: bool
+    run_dir: Path, step: int | None, max_steps: int | None, damaged: str | None, trained: bool
 ) -> str:
     """The ``status`` of a run folder: a folder another process is writing is ``running``,
-    whatever its checkpoints say, so that a run in progress does not read as stopped."""
+    whatever its checkpoints say, so that a run in progress does not read as stopped; one
+    with a file that cannot be read (``damaged``) says which, not that it may be resumed."""
     if locked_by_another_process(run_dir):
         return "running"
     if damaged:
-        return "checkpoint unreadable"
+        return f"{damaged} unreadable"
     merged = _merge_status(run_dir)
     if merged:
         return merged
@@ -176,12 +221,13 @@ def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """A YAML mapping, or None where the file cannot be read as one."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _finite(value: Any) -> bool:
