@@ -309,3 +309,17 @@ def test_a_damaged_trainer_state_marks_its_run_and_the_others_still_list(tmp_pat
     assert summaries["good"].status == "finished" and summaries["good"].step == 2
     assert summaries["bad"].status == "checkpoint unreadable" and summaries["bad"].step is None
     assert good.exists()
+
+
+def test_an_evaluation_with_a_field_of_another_type_is_no_score_and_runs_still_lists(tmp_path):
+    """`dsharp compare` refuses such a file (see test_evaluation_check); runs shows the score
+    of the newest evaluation that reads, not one from that file."""
+    evals = {
+        "eval-a.json": json.dumps({"overall": 0.5, "metrics": {}}),
+        "eval-b.json": json.dumps({"overall": 0.9, "metrics": []}),  # newest (same time, name)
+    }
+    _run(tmp_path, "run", max_steps=2, checkpoint=2, evals=evals)
+    (found,) = find_runs(tmp_path)
+    assert (found.score, found.score_from) == (0.5, "eval-a.json")
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output

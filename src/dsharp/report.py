@@ -106,7 +106,10 @@ def load_result(source: Path) -> tuple[str, dict[str, Any]]:
 
 def read_evaluation(path: Path) -> dict[str, Any]:
     """One evaluation JSON (``dsharp eval --json`` / ``eval*.json``); ``ValueError`` naming
-    the file when it is not JSON or not an evaluation (no ``overall`` or ``metrics``)."""
+    the file when it is not JSON or not an evaluation (no ``overall`` or ``metrics``, or a
+    field of another type: see :mod:`dsharp.evaluation_check`)."""
+    from dsharp.evaluation_check import evaluation_problem
+
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
@@ -115,6 +118,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not JSON (not text)") from None
     if not isinstance(data, dict) or not ("overall" in data or "metrics" in data):
         raise ValueError(f"{path}: not a dsharp evaluation (no 'overall' or 'metrics')")
+    problem = evaluation_problem(data)
+    if problem is not None:
+        raise ValueError(f"{path}: not a dsharp evaluation ({problem})")
     return data
 
 
