@@ -69,3 +69,71 @@ def test_every_sampling_field_that_differs_is_noted(field: str):
     other["sample"][field] = DRAWING_FIELDS[field]
     notes = comparability_notes([("a", _result()), ("b", other)])
     assert len(notes) == 1 and f"sampling differs in {field} (a: " in notes[0], notes
+
+
+def _scored(rewards=None, bench=None, shift=0.0) -> dict:
+    result = _result()
+    for image in result["images"]:
+        image["score"] += shift
+    if rewards is not None:
+        result["rewards"] = list(rewards)
+    if bench is not None:
+        result["bench"] = bench
+    return result
+
+
+def test_other_rewards_or_another_bench_are_noted():
+    notes = comparability_notes(
+        [("a", _scored(["shapes"], "shapes")), ("b", _scored(["shapes_soft"], "t2i-compbench"))]
+    )
+    assert notes == [
+        "rewards differ (a: shapes, b: shapes_soft): the scores are not on one scale",
+        "benches differ (a: shapes, b: t2i-compbench): a gap may be the bench's",
+    ]
+    same = [("a", _scored(["shapes", "clip"], None)), ("b", _scored(["clip", "shapes"], None))]
+    assert comparability_notes(same) == []
+    prompt_file = comparability_notes([("a", _scored(bench="shapes")), ("b", _scored())])
+    assert prompt_file == []  # b does not record its bench: not compared
+    bench_result = _scored(bench="shapes") | {"reward": "shapes_soft"}  # a reward bench's own
+    notes = comparability_notes([("a", _scored(["shapes"])), ("b", bench_result)])
+    assert notes == ["rewards differ (a: shapes, b: shapes_soft): the scores are not on one scale"]
+
+
+def _write(tmp_path: Path, name: str, result: dict) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+def _compare(tmp_path: Path, *args):
+    out = ["--out", str(tmp_path / "out"), "--no-plot"]
+    return CliRunner().invoke(app, ["compare", *map(str, args), *out])
+
+
+def test_compare_notes_other_rewards_and_benches_on_stderr(tmp_path: Path):
+    base = _write(tmp_path, "base", _scored(["shapes"], "shapes"))
+    soft = _write(tmp_path, "soft", _scored(["shapes_soft"], "shapes"))
+    result = _compare(tmp_path, base, soft)
+    assert result.exit_code == 0, result.output
+    assert "note: rewards differ (base: shapes, soft: shapes_soft)" in result.stderr
+
+
+def test_paired_refuses_images_scored_by_other_rewards_as_a_bad_setting(tmp_path: Path):
+    """One model's images scored by shapes and by shapes_soft would read as a sure gain."""
+    base = _write(tmp_path, "base", _scored(["shapes"], "shapes"))
+    soft = _write(tmp_path, "soft", _scored(["shapes_soft"], "shapes", shift=0.4))
+    result = _compare(tmp_path, "--paired", base, soft)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: --paired: {base} is scored by shapes, {soft} by shapes_soft: images scored "
+        "by different rewards cannot be paired (compare them without --paired)"
+    )
+    assert not (tmp_path / "out" / "compare.md").exists()
+
+
+def test_paired_still_pairs_an_older_evaluation_that_does_not_record_its_rewards(tmp_path):
+    base = _write(tmp_path, "base", _scored(["shapes"], "shapes"))
+    older = _write(tmp_path, "older", _scored(shift=0.25))
+    result = _compare(tmp_path, "--paired", base, older)
+    assert result.exit_code == 0, result.output
+    assert "0.2500" in (tmp_path / "out" / "compare.md").read_text()

@@ -1,8 +1,9 @@
-"""Whether evaluations can be compared as they stand: the same sampler, seeds and prompts.
+"""Whether evaluations can be compared as they stand: the same sampler, seeds and prompts,
+scored by the same rewards on the same bench.
 
-A table of two evaluations drawn with different sampling steps, or on different prompts,
-still prints numbers side by side; these notes say so, so that nobody reads a sampler's
-difference as a model's.
+A table of two evaluations drawn with different sampling steps, on different prompts, or
+scored by different rewards still prints numbers side by side; these notes say so, so that
+nobody reads a sampler's (or a reward's) difference as a model's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     Fields an evaluation does not record are not compared."""
     if len(named) < 2:
         return []
-    notes = []
+    notes = _scoring_notes(named)
     samples = [(label, res.get("sample")) for label, res in named]
     for key in SAMPLING_KEYS:
         if not all(isinstance(s, dict) and key in s for _, s in samples):
@@ -36,6 +37,31 @@ def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
         counts = ", ".join(f"{label}: {len(p)}" for label, p in prompts)
         notes.append(f"prompt sets differ ({counts} prompts): a gap may be the prompts'")
     return notes
+
+
+def _scoring_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Notes where the evaluations were scored differently: other rewards give scores on
+    other scales (shapes_soft's partial credit reads higher than shapes' all-or-nothing),
+    and another bench means other prompts and a mean over other categories."""
+    notes = []
+    rewards = [(label, rewards_of(res)) for label, res in named]
+    if all(r is not None for _, r in rewards) and _differ([sorted(r) for _, r in rewards]):
+        shown = ", ".join(f"{label}: {_short(', '.join(r))}" for label, r in rewards)
+        notes.append(f"rewards differ ({shown}): the scores are not on one scale")
+    if all("bench" in res for _, res in named) and _differ([res["bench"] for _, res in named]):
+        shown = ", ".join(f"{label}: {_short(res['bench'] or 'none')}" for label, res in named)
+        notes.append(f"benches differ ({shown}): a gap may be the bench's")
+    return notes
+
+
+def rewards_of(result: dict[str, Any]) -> list[str] | None:
+    """The reward names an evaluation was scored by (``rewards``; a reward bench's own result
+    names its one ``reward``), or None where it does not say."""
+    rewards = result.get("rewards")
+    if isinstance(rewards, list):
+        return [str(name) for name in rewards]
+    reward = result.get("reward")
+    return [reward] if isinstance(reward, str) else None
 
 
 def _prompt_set(result: dict[str, Any]) -> frozenset[str] | None:

@@ -98,6 +98,25 @@ def paired_difference(
     return result
 
 
+def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """Refuse to pair evaluations scored by different rewards (``ValueError``): one model's
+    images scored by shapes and by shapes_soft differ by the rewards' scales, and would read
+    as a large, certain gain. Evaluations that do not record their rewards are not refused."""
+    from dsharp.comparability import rewards_of
+
+    base_name, base = named[0]
+    base_rewards = rewards_of(dict(base))
+    for name, result in named[1:]:
+        rewards = rewards_of(dict(result))
+        if base_rewards is None or rewards is None or sorted(rewards) == sorted(base_rewards):
+            continue
+        raise ValueError(
+            f"--paired: {base_name} is scored by {', '.join(base_rewards) or 'no reward'}, "
+            f"{name} by {', '.join(rewards) or 'no reward'}: images scored by different "
+            "rewards cannot be paired (compare them without --paired)"
+        )
+
+
 def paired_table(
     named: list[tuple[str, Mapping[str, Any]]],
 ) -> tuple[list[str], list[list[Any]]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import require_output_paths, user_errors
+from dsharp.commands.errors import require_output_paths, settings_errors, user_errors
 
 
 def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
@@ -87,9 +87,12 @@ def compare(
         if paired and against is not None:
             raise ValueError("--paired and --against: choose one")
         if paired:
-            from dsharp.paired import paired_table
+            from dsharp.paired import check_same_rewards, paired_table
 
-            named_list = distinct_labels([load_result(src) for src in sources], sources)
+            loaded = [load_result(src) for src in sources]
+            with settings_errors():  # exit 2: --paired cannot apply to these files
+                check_same_rewards([(str(s), r) for s, (_, r) in zip(sources, loaded, strict=True)])
+            named_list = distinct_labels(loaded, sources)
             columns, rows = paired_table(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
