@@ -668,6 +668,25 @@ def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
     assert not (tmp_path / "out" / "compare.md").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--against", "nope"], "error: --against: unknown 'nope' (expected: paper)"),
+        (
+            ["--against", "paper", "--table", "table9"],
+            "error: --table: unknown 'table9' (available: table1, table2, table3)",
+        ),
+        (["--against", "paper", "--paired"], "error: --paired and --against: choose one"),
+    ],
+)
+def test_compare_refuses_an_unknown_flag_value_as_a_bad_setting(tmp_path: Path, flags, message):
+    """Exit 2, as a bad recipe value, before any source is read (this one is not there)."""
+    missing = tmp_path / "missing.json"
+    result = _invoke(["compare", missing, missing, *flags, "--out", tmp_path])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == message
+
+
 def test_eval_with_an_unknown_reward_or_bench_is_one_line_and_a_bad_setting(tmp_path, prompt_file):
     """Exit 2, as the same name in a recipe: a bad setting, not a failure of the run."""
     result = _invoke(

@@ -79,13 +79,10 @@ def compare(
     )
 
     with user_errors():
+        _check_flags(against, table, paired)
         require_output_paths({"--out": out}, {})
         if against is None:
             _say_which_evaluation(sources)
-        if against not in (None, "paper"):
-            raise ValueError(f"--against: unknown '{against}' (expected: paper)")
-        if paired and against is not None:
-            raise ValueError("--paired and --against: choose one")
         if paired:
             from dsharp.paired import check_same_rewards, paired_table
 
@@ -126,6 +123,20 @@ def compare(
                 written.append(Path(out) / COMPARE_PNG)
     Console().print(rich_table)
     typer.echo(f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}")
+
+
+def _check_flags(against: str | None, table: str, paired: bool) -> None:
+    """Refuse a flag value compare does not know before reading any source: a bad setting,
+    exit 2 as a bad recipe value (``RecipeError``)."""
+    from dsharp.bench.paper import TABLES
+    from dsharp.recipe_errors import RecipeError
+
+    if against not in (None, "paper"):
+        raise RecipeError(f"--against: unknown '{against}' (expected: paper)")
+    if table not in TABLES:
+        raise RecipeError(f"--table: unknown '{table}' (available: {', '.join(TABLES)})")
+    if paired and against is not None:
+        raise RecipeError("--paired and --against: choose one")
 
 
 def _say_which_evaluation(sources: list[Path]) -> None:
