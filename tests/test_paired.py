@@ -88,3 +88,10 @@ def test_the_interval_is_centred_on_the_image_mean_when_prompts_hold_unequal_ima
     residuals = [4 * (1 / 3), 2 * (-2 / 3)]
     variance = 2 / 1 * sum(r * r for r in residuals) / 6**2
     assert p["ci95"] == pytest.approx(1.96 * math.sqrt(variance))
+
+
+def test_a_nan_score_is_an_unscored_image_not_a_nan_delta():
+    base = _result({("x a", 0): 0.5, ("x a", 1): float("nan"), ("y b", 0): 0.5})
+    tuned = _result({("x a", 0): 1.0, ("x a", 1): 1.0, ("y b", 0): 0.5})
+    p = paired_difference(base, tuned)
+    assert p["n_images"] == 2 and p["delta"] == pytest.approx(0.25)

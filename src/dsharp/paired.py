@@ -35,7 +35,8 @@ def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[s
         prompt, seed = entry["prompt"], int(entry["seed"])
         occurrence = seen[prompt, seed]
         seen[prompt, seed] += 1
-        if entry.get("score") is not None:
+        score = entry.get("score")
+        if score is not None and math.isfinite(score):  # NaN (a JSON NaN literal): unscored
             scores[prompt, seed, occurrence] = entry
     return scores
 
