@@ -148,6 +148,8 @@ def test_overrides_parse_yaml_values_and_index_lists(recipe_file: Path) -> None:
         ("train.max_steps=2.5", "train.max_steps: expected an integer, got 2.5"),
         ("train.lr=yes", "train.lr: expected a number, got True (YAML reads yes, no, on and"),
         ("max_steps=2", "max_steps: unknown key, did you mean 'train.max_steps'?"),
+        ("train.seed=-1", "train.seed: must be >= 0, got -1"),  # torch refused it after loading
+        ("train.seed=4294967296", "train.seed: must be <= 4294967295, got 4294967296"),
         ("guidance=3", "did you mean 'method.guidance' or 'sample.guidance'?"),
         ("method.n=0", "method.n: must be >= 1, got 0"),
         ("method.target=consistant", "did you mean 'consistent'?"),

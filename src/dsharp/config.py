@@ -433,7 +433,9 @@ class TrainConfig(_Section):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="Autocast precision of the trained model (accelerate)."
     )
-    seed: int = Field(0, description="Random seed.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1, as torch takes it)."
+    )
     height: int | None = Field(None, ge=1, description="Image height; None = model default.")
     width: int | None = Field(None, ge=1, description="Image width; None = model default.")
     checkpoint_every: int = Field(
