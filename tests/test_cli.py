@@ -306,6 +306,19 @@ def test_train_refuses_a_prompt_file_the_reward_cannot_score_before_training(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_train_refuses_a_sampler_recipe_it_would_train_the_default_method_for(tmp_path):
+    """recipes/mini/demon.yaml is for `dsharp eval --recipe`; `train` started a 1000-step run
+    of the default method from it."""
+    recipe = RECIPES / "mini" / "demon.yaml"
+    result = _invoke(["train", recipe, f"output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"recipe error: {recipe}: a sampler recipe (sample.method: demon, no method section), "
+        f"nothing to train: run it with dsharp eval --recipe {recipe}"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- eval, compare
 
 

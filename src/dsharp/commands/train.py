@@ -31,6 +31,7 @@ def train(
 
     try:
         cfg = load_recipe(recipe, overrides or [])
+        _refuse_sampler_recipe(recipe, overrides or [], cfg)
         from dsharp.posttrain import wants_report
         from dsharp.preflight import (
             check_before_loading,
@@ -67,6 +68,23 @@ def train(
 #: Where launchers put a process's rank before accelerate starts: torchrun / accelerate
 #: launch, then the MPI launchers accelerate reads for multi-CPU training.
 _RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def _refuse_sampler_recipe(recipe: Path, overrides: list[str], cfg: Recipe) -> None:
+    """A recipe with no method section whose sampler is a search (``recipes/mini/demon.yaml``)
+    is one for ``dsharp eval --recipe``: training it would start a run of the default method
+    that it never asked for."""
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_yaml import _read_yaml
+
+    data = _read_yaml(recipe)
+    sets_method = "method" in data or any(o.startswith(("method.", "method=")) for o in overrides)
+    if not sets_method and cfg.sample.method != "default":
+        raise RecipeError(
+            f"a sampler recipe (sample.method: {cfg.sample.method}, no method section), "
+            f"nothing to train: run it with dsharp eval --recipe {recipe}",
+            source=str(recipe),
+        )
 
 
 def _launcher_rank_zero() -> bool:
