@@ -119,3 +119,23 @@ def test_a_saved_url_whose_credentials_were_redacted_is_refused_with_a_hint():
 
     with pytest.raises(RewardError, match="credentials were redacted in a saved recipe: set it"):
         check_mllm_options({"model": "x", "base_url": "http://<redacted>@host:8000/v1"})
+
+
+def test_an_override_echoed_in_a_recipe_error_keeps_its_secret_out(tmp_path):
+    """Error lines go to CI and job logs: a key typed under a misspelled field, or a URL's
+    credentials, must not come back in them."""
+    from pathlib import Path
+
+    from dsharp.config import load_recipe
+    from dsharp.recipe_errors import RecipeError
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    for override, shown in [
+        ("rewards.0.optons.api_key=sk-SECRET123", "rewards.0.optons.api_key=<redacted>"),
+        ("rewards.0.optons.base_url=http://u:sk-SECRET123@h/v1", "http://<redacted>@h/v1"),
+    ]:
+        with pytest.raises(RecipeError) as error:
+            load_recipe(quickstart, [override])
+        assert "SECRET" not in str(error.value) and shown in str(error.value)
+    with pytest.raises(RecipeError, match=r"\(from override 'train\.lr=abc'\)"):
+        load_recipe(quickstart, ["train.lr=abc"])  # nothing secret: shown as typed

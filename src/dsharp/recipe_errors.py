@@ -38,8 +38,22 @@ class RecipeError(ValueError):
         parts = [p for p in (self.source, self.field) if p]
         line = ": ".join([*parts, self.reason])
         if self.override:
-            line += f" (from override {self.override!r})"
+            line += f" (from override {_shown_override(self.override)!r})"
         return line
+
+
+def _shown_override(override: str) -> str:
+    """An override as an error may echo it: a value under a key that looks secret (a key
+    typed in, ``rewards.0.options.api_key=sk-...``), or credentials in a URL, redacted, since
+    error lines end up in CI and job logs."""
+    from dsharp.redaction import REDACTED, looks_secret, redact_url_credentials
+
+    key, sep, value = override.partition("=")
+    if not sep:
+        return override
+    if looks_secret(key.rsplit(".", 1)[-1]):
+        return f"{key}={REDACTED}"
+    return f"{key}={redact_url_credentials(value)}"
 
 
 class FieldProblem(ValueError):
