@@ -335,6 +335,7 @@ def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tm
         (["sample.stesp=3"], "sample.stesp: unknown key, did you mean 'steps'?", 2),
         (["train.lr=1"], "only sample.* settings can be set here", 2),
         (["--steps", "2", "sample.steps=3"], "--steps also sets sample.steps; give one", 2),
+        (["--steps", "2", "sample.steps"], "'sample.steps': expected KEY=VALUE", 2),  # no =
         (["--guidance", "5", "sample.guidance=5"], "--guidance also sets sample.guidance", 2),
         (
             ["--method", "demon", "--reward", "shapes", "--option", "K=4", "sample.options.K=5"],

@@ -105,9 +105,10 @@ def refuse_flag_and_override(
 
     option_keys = {item.partition("=")[0].strip() for item in options}
     for text in overrides:
-        path = text.partition("=")[0].strip().split(".")
-        if path[0] != "sample" or len(path) < 2:
-            continue
+        key, sep, _ = text.partition("=")
+        path = key.strip().split(".")
+        if not sep or path[0] != "sample" or len(path) < 2:
+            continue  # no `=`: the override's own parse says what is wrong
         if path[1] in flag_names:
             flag = flag_names[path[1]]
             raise RecipeError(f"override {text!r}: {flag} also sets sample.{path[1]}; give one")

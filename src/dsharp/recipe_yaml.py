@@ -100,7 +100,7 @@ def apply_overrides(
             return RecipeError(f"override {text!r}: {reason}", source=source)
 
         if not sep or not key:
-            raise fail("expected KEY=VALUE, e.g. train.lr=1e-5")
+            raise fail("expected KEY=VALUE, e.g. train.lr=1e-5 or sample.steps=10")
         parts = key.split(".")
         if any(not p for p in parts):
             raise fail("empty key segment")
