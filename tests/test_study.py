@@ -350,3 +350,15 @@ def test_a_figure_row_without_values_fails_before_any_figure_opens(tmp_path: Pat
             tmp_path / "f.csv",
         )
     assert len(plt.get_fignums()) == before and not (tmp_path / "f.png").exists()
+
+
+def test_only_picks_rows_by_label_or_slug_and_refuses_an_empty_or_unknown_one(tmp_path: Path):
+    study = _write_study(tmp_path / "study.yaml", _table_study(tmp_path, Path("dsharp-mini")))
+    from dsharp.study import select_rows
+
+    loaded = load_study(study)
+    assert [p.label for p in select_rows(loaded, ["n-2,base"])] == ["n=2", "base"]
+    for only, problem in [("", "no row label given"), ("n=3", "no row labelled 'n=3'")]:
+        result = _invoke(study, "--dry-run", "--only", only)
+        assert result.exit_code == 2, result.output
+        assert f"{study}: --only: {problem} (rows: base, n=2)" in result.output

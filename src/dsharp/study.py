@@ -431,6 +431,12 @@ def select_rows(loaded: LoadedStudy, only: Sequence[str] | None) -> list[RowPlan
         return list(loaded.rows)
     wanted = [part.strip() for item in only for part in item.split(",") if part.strip()]
     labels = {p.label: p for p in loaded.rows}
+    if not wanted:  # `--only ""` selected nothing, and ran nothing, without a word
+        raise RecipeError(
+            f"no row label given (rows: {', '.join(labels)})",
+            source=str(loaded.path),
+            field="--only",
+        )
     by_slug = {slug(p.label): p for p in loaded.rows}
     picked = []
     for name in wanted:
