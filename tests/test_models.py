@@ -334,6 +334,11 @@ def test_save_load_full_roundtrip(request, tmp_path, fixture):
     torch.testing.assert_close(_eps(fresh, inputs), trained)
     with pytest.raises(ValueError, match="load the model with lora_rank=0"):
         load_model(source, lora_rank=2).load_trained(tmp_path / "ckpt")
+    # the weights gone (a partial copy): the file named, not the .bin diffusers falls back to
+    weights = tmp_path / "ckpt" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match=f"^{weights} is missing$"):
+        fresh.load_trained(tmp_path / "ckpt")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_sd_dir", "tiny_sdxl_dir"])

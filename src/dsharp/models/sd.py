@@ -439,6 +439,10 @@ class StableDiffusionModel(DiffusionModel):
                 f"{unet_folder} holds a fully fine-tuned UNet but this model has a LoRA "
                 f"(rank {self.lora_rank}); load the model with lora_rank=0"
             )
+        weights = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+        if not any((unet_folder / name).is_file() for name in weights):
+            # diffusers would log a line and name the .bin it fell back to
+            raise FileNotFoundError(f"{unet_folder / weights[0]} is missing")
         trained = UNet2DConditionModel.from_pretrained(unet_folder)
         self.unet.load_state_dict(trained.state_dict(), strict=True)
 
