@@ -194,9 +194,10 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     assert np.abs(ours[0].astype(int) - ours[1].astype(int)).max() > 10  # seeds differ
 
 
-def test_sample_needs_exactly_one_model_source(tmp_path):
-    result = _invoke(["sample", "--prompt", "a", "--out", tmp_path])
-    assert result.exit_code == 1
+@pytest.mark.parametrize("sources", [[], ["--model", "m", "--checkpoint", "run"]])
+def test_sample_needs_exactly_one_model_source(tmp_path, sources):
+    result = _invoke(["sample", *sources, "--prompt", "a", "--out", tmp_path])
+    assert result.exit_code == 2  # a usage error, as the parser's own refusals
     assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
 
 
@@ -261,7 +262,7 @@ def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     result = _invoke(["sample", "--model", tiny_sd_dir, "--out", tmp_path])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a missing input: a usage error
     assert result.stderr.strip() == "error: give --prompt TEXT (repeatable) or --prompts FILE"
     result = _invoke(["sample", "--model", tiny_sd_dir, "--prompts", empty, "--out", tmp_path])
     assert result.exit_code == 1 and "empty.txt: no prompts" in result.stderr
@@ -281,7 +282,7 @@ def test_a_prompt_the_reward_cannot_score_is_refused_before_the_model_loads(tmp_
     # The model folder does not exist: loading it would fail with another error.
     args = [*command, "--model", tmp_path / "never-loaded", "--prompts", prompts]
     result = _invoke([*args, "--out", tmp_path / "out"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad setting, as the same prompt in a recipe
     assert result.stderr.strip() == (
         f"error: {prompts}: reward 'shapes' cannot score a prompt: "
         "unknown word 'pink' in prompt 'a pink circle'"
@@ -727,10 +728,77 @@ def test_eval_of_a_run_without_bench_or_prompts_names_the_bench_its_report_used(
     recipe += "data: {generator: shapes}\neval: {bench: shapes}\n"
     run = run_folder_with_checkpoint(tmp_path / "run", recipe)
     result = _invoke(["eval", "--checkpoint", run])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a missing input: a usage error
     assert result.stderr.strip() == (
         "error: give --prompts FILE or --bench NAME (the run's report used --bench shapes)"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bench", "shapes"], "give exactly one of --model or --checkpoint (or --recipe)"),
+        (["--model", "dsharp-mini"], "give --prompts FILE or --bench NAME"),
+        (["--bench", "t2i-compbench"], "give exactly one of --model or --checkpoint"),
+    ],
+)
+def test_eval_without_a_model_or_prompts_is_a_usage_error(args, message):
+    result = _invoke(["eval", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(f"error: {message}")
+
+
+def test_a_prompt_outside_the_verifiers_grammar_is_a_bad_setting(tmp_path):
+    args = ["sample", "--model", tmp_path / "never-loaded", "--method", "inference_scaling"]
+    result = _invoke([*args, "--reward", "shapes", "-p", "a purple dragon", "--out", tmp_path])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --prompt: reward 'shapes' cannot score a prompt: unknown word 'dragon' in "
+        "prompt 'a purple dragon'"
+    )
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_device_name_that_is_no_device_is_a_bad_value(tmp_path, command):
+    args = [command, "--model", tmp_path / "never-loaded", "--device", "tpu"]
+    if command == "eval":
+        args += ["--bench", "shapes", "--out", tmp_path / "eval.json"]
+    else:
+        args += ["-p", "a red circle", "--out", tmp_path]
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --device: expected auto, cpu, cuda[:N] or mps, got 'tpu'"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_not_a_bad_value(tmp_path):
+    args = ["sample", "--model", tmp_path / "never-loaded", "--device", "cuda"]
+    result = _invoke([*args, "-p", "a red circle", "--out", tmp_path])
+    assert result.exit_code == 1, result.output
+    assert "--device cuda: CUDA is not available here" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["rewards", "score", "nope"], "unknown reward 'nope'"),
+        (["rewards", "score", "shapes", "--set", "foo=1"], "unexpected keyword argument 'foo'"),
+        (["rewards", "score", "shapes", "--set", "binary=maybe"], "must be true or false"),
+        (["rewards", "score", "shapes", "--set", "binary"], "--set 'binary': expected KEY="),
+        (["rewards", "score", "shapes", "--set", "on_error=ignore"], "set on_error on the"),
+        (["eval", "--model", "m", "--bench", "shapes", "--set", "foo"], "--set 'foo': expected"),
+        (["eval", "--model", "m", "--bench", "shapes", "--set", "a=[1"], "invalid YAML"),
+    ],
+)
+def test_a_bad_reward_name_or_option_is_a_bad_setting(tmp_path, command, message):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    args = [*command, "--prompt", "a red circle", image] if command[0] == "rewards" else command
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
 def test_eval_of_a_recipe_names_its_sampler_beside_the_model(tmp_path):

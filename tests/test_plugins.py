@@ -501,7 +501,7 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
     bad = CliRunner().invoke(
         app, ["rewards", "score", "nope", "--image", str(paths[0]), "--prompt", "x"]
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # an unknown name is a bad setting, as in `dsharp eval`
     assert len(bad.stderr.strip().splitlines()) == 1
     assert bad.stderr.startswith("error: unknown reward 'nope'")
     missing = CliRunner().invoke(

@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dsharp.models.base import DiffusionModel
 
+#: ``--device`` types dsharp runs on; another torch type (``xla``, ``meta``) is a bad value.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
 
 def pick_device(device: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA when available, else CPU) or a torch device name."""
+    """``--device``: ``auto`` (CUDA when available, else CPU) or a torch device name. A name
+    that is no device is a bad value (``RecipeError``, exit 2); a device this machine lacks
+    is another error (exit 1)."""
+    from dsharp.recipe_errors import RecipeError
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"--device: expected auto, cpu or cuda[:N], got {device!r}") from None
+        resolved = None
+    if resolved is None or resolved.type not in DEVICE_TYPES:
+        raise RecipeError(f"--device: expected auto, cpu, cuda[:N] or mps, got {device!r}")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available here (use cpu or auto)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here (use cpu or auto)")
     return resolved
+
+
+def parse_reward_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` reward options, each value read as YAML as a recipe reads it.
+    A malformed item is a bad setting (``RecipeError``, exit 2), as a bad ``--option`` is."""
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_yaml import parse_yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE")
+        options[key.strip()] = parse_yaml(raw, f"--set {item!r}")
+    return options
 
 
 def load_model_for_inference(

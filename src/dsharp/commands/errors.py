@@ -34,6 +34,14 @@ def require_counts(counts: dict[str, int | None]) -> None:
             raise RecipeError(f"{flag} must be at least 1, got {value}")
 
 
+def usage_error(message: str) -> ValueError:
+    """A missing or doubled input (no prompt, no model, two of them): a usage error, so a
+    ``RecipeError`` that exits ``RECIPE_ERROR_EXIT`` as the parser's own refusals do."""
+    from dsharp.recipe_errors import RecipeError
+
+    return RecipeError(message)
+
+
 @contextmanager
 def settings_errors() -> Iterator[None]:
     """A ``ValueError`` from checking settings the user gave (flags, ``--option``,

@@ -14,22 +14,11 @@ from dsharp.commands.errors import (
     require_counts,
     require_output_paths,
     settings_errors,
+    usage_error,
     user_errors,
 )
 
 T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
-
-
-def _parse_sets(items: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set: expected key=value, got '{item}'")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
@@ -44,7 +33,7 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
     if prompts is not None:
         return read_prompt_file(prompts), get_bench(bench) if bench else None
     if recipe is None and bench is None:
-        raise ValueError("give --prompts FILE or --bench NAME")
+        raise usage_error("give --prompts FILE or --bench NAME")
     ev = recipe.eval if recipe is not None else None
     spec_bench = get_bench(bench or ev.bench) if (bench or ev.bench) else None
     if ev is not None and bench in (None, ev.bench) and (ev.prompts or ev.prompts_file):
@@ -52,7 +41,9 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
     elif spec_bench is not None:
         prompt_list = spec_bench.default_prompts()
     else:
-        raise ValueError("give --prompts FILE or --bench NAME (the recipe's eval section has none)")
+        raise usage_error(
+            "give --prompts FILE or --bench NAME (the recipe's eval section has none)"
+        )
     if ev is not None and ev.limit:
         from dsharp.posttrain import limit_prompts
 
@@ -95,7 +86,7 @@ def _scoring_specs(
     owner = recipe if recipe is not None else run_recipe
     if owner is not None and (owner.eval.rewards or owner.rewards):
         return list(owner.eval.rewards or owner.rewards)
-    raise ValueError("give --reward NAME (or --bench NAME) to say how to score")
+    raise usage_error("give --reward NAME (or --bench NAME) to say how to score")
 
 
 def _what_to_evaluate_on(checkpoint: Path) -> str:
@@ -213,6 +204,7 @@ def evaluate_cmd(
         checkpoint_step,
         find_model_checkpoint,
     )
+    from dsharp.commands.common import parse_reward_sets
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
@@ -230,6 +222,7 @@ def evaluate_cmd(
         )
         require_output_paths({"--images": images}, {"--out": out})
         _check_names(bench, reward)
+        reward_options = parse_reward_sets(set_ or [])
         if bench == T2I_COMPBENCH:
             unused = {
                 "--recipe": recipe,
@@ -255,7 +248,7 @@ def evaluate_cmd(
                 model,
                 checkpoint,
                 device,
-                _parse_sets(set_ or []),
+                reward_options,
                 categories,
                 split,
                 images_per_prompt,
@@ -278,12 +271,12 @@ def evaluate_cmd(
         refuse_flag_and_override(overrides or [], given_flags(flags), option or [])
         rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
         if rec is None and (model is None) == (checkpoint is None):
-            raise ValueError("give exactly one of --model or --checkpoint (or --recipe)")
+            raise usage_error("give exactly one of --model or --checkpoint (or --recipe)")
         if rec is not None and model is not None and checkpoint is not None:
-            raise ValueError("give at most one of --model or --checkpoint with --recipe")
+            raise usage_error("give at most one of --model or --checkpoint with --recipe")
         ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
         if rec is None and prompts is None and bench is None and ckpt is not None:
-            raise ValueError(_what_to_evaluate_on(ckpt))
+            raise usage_error(_what_to_evaluate_on(ckpt))
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
         if limit:
             from dsharp.posttrain import limit_prompts
@@ -293,7 +286,7 @@ def evaluate_cmd(
         run_recipe = None
         if rec is None and ckpt is not None:
             run_recipe = read_run_recipe(ckpt)
-        specs = _scoring_specs(reward, _parse_sets(set_ or []), bench, spec_bench, rec, run_recipe)
+        specs = _scoring_specs(reward, reward_options, bench, spec_bench, rec, run_recipe)
 
         base = rec.sample.model_dump() if rec is not None else {}
         if method is not None and method != base.get("method", method):
@@ -318,8 +311,8 @@ def evaluate_cmd(
         # before sampling: the scoring rewards and the verifier must take every prompt
         verifier_used = reward_specs(settings.reward) or []
         source = prompts or recipe or f"--bench {bench}"
-        check_prompts([*specs, *verifier_used], prompt_list, source)
-        with settings_errors():
+        with settings_errors():  # a prompt a reward cannot score is refused as in a recipe
+            check_prompts([*specs, *verifier_used], prompt_list, source)
             _check_reward_options([*specs, *verifier_used])
 
         if model is not None or checkpoint is not None:
@@ -433,7 +426,7 @@ def _t2i_compbench(
     from dsharp.io import atomic_write_json
 
     if (model is None) == (checkpoint is None):
-        raise ValueError("give exactly one of --model or --checkpoint")
+        raise usage_error("give exactly one of --model or --checkpoint")
     ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
     # The resumable work is the checkpoint's own: a run that trains on and is evaluated
     # again must not reuse an earlier checkpoint's rows.

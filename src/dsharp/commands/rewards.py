@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import USER_ERRORS, debugging, one_line
+from dsharp.commands.errors import RECIPE_ERROR_EXIT, USER_ERRORS, debugging, one_line
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -61,16 +61,23 @@ def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]])
         console.print(failed)
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    from dsharp.recipe_yaml import parse_yaml
+def _reward_spec(name: str, sets: list[str]) -> Any:
+    """The spec to score with, checked without building the reward: an unknown name or a
+    bad ``--set`` is a bad setting (``RecipeError``, exit 2), as it is in ``dsharp eval``."""
+    from dsharp.commands.common import parse_reward_sets
+    from dsharp.commands.errors import settings_errors
+    from dsharp.config import check_reward_name, parse_reward_spec
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
 
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
-        options[key.strip()] = parse_yaml(raw, f"--set {pair!r}")
-    return options
+    with settings_errors():
+        check_reward_name(name)
+        spec = parse_reward_spec({"name": name, "options": parse_reward_sets(sets)}, "--set")
+        try:
+            check_reward_options(spec)
+        except RewardError as err:  # a refused option, not a reward that failed to score
+            raise ValueError(str(err)) from None
+    return spec
 
 
 def _load_images(paths: list[Path]) -> Any:
@@ -112,6 +119,13 @@ def _score_lines(name: str, paths: list[Path], result: dict) -> str:
     return "\n".join(lines)
 
 
+def _exit_status(exc: BaseException) -> int:
+    """2 for a bad setting (a ``RecipeError``), 1 for any other failure, as other commands."""
+    from dsharp.recipe_errors import RecipeError
+
+    return RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else 1
+
+
 @app.command("score")
 def score_cmd(
     name: str = typer.Argument(
@@ -134,7 +148,6 @@ def score_cmd(
 ) -> None:
     """Build one reward and score image files with it."""
     try:
-        from dsharp.config import parse_reward_spec
         from dsharp.rewards.combine import CombinedReward
 
         image = [*(images or []), *image]
@@ -145,18 +158,18 @@ def score_cmd(
                 f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
             )
         prompts = prompt * len(image) if len(prompt) == 1 else prompt
-        spec = parse_reward_spec({"name": name, "options": _parse_sets(sets)}, "--set")
+        spec = _reward_spec(name, sets)
         # Scored with training's checks: shape, NaN and inf, a plugin's error named.
         reward = CombinedReward([spec])
         _, combined = reward(_load_images(image), prompts, [{} for _ in image])
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = json.dumps(result, default=str) if as_json else _score_lines(name, image, result)
-    except Exception as e:  # the command's contract: any failure is one line and exit 1
+    except Exception as e:  # the command's contract: any failure is one line, exit 2 or 1
         if debugging():
             raise
         # A plugin's unexpected exception keeps its type name: the message alone may not say.
         text = one_line(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
         typer.echo(f"error: {' '.join(text.split())}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_exit_status(e)) from None
     typer.echo(text)

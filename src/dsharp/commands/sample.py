@@ -12,6 +12,7 @@ from dsharp.commands.errors import (
     require_counts,
     require_output_paths,
     settings_errors,
+    usage_error,
     user_errors,
 )
 
@@ -69,14 +70,14 @@ def sample(
 
     with user_errors():
         if (model is None) == (checkpoint is None):
-            raise ValueError("give exactly one of --model or --checkpoint")
+            raise usage_error("give exactly one of --model or --checkpoint")
         prompt_list = list(prompt or [])
         if prompts_file is not None:
             from dsharp.data import read_prompt_file
 
             prompt_list += read_prompt_file(prompts_file)
         if not prompt_list:
-            raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+            raise usage_error("give --prompt TEXT (repeatable) or --prompts FILE")
         require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
         require_output_paths({"--out": out}, {})
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
@@ -89,7 +90,10 @@ def sample(
             from dsharp.inference.base import reward_specs
             from dsharp.rewards.plugins import check_prompts
 
-            check_prompts(reward_specs(settings.reward), prompt_list, prompts_file or "--prompt")
+            with settings_errors():  # a prompt the verifier cannot score: as in a recipe
+                check_prompts(
+                    reward_specs(settings.reward), prompt_list, prompts_file or "--prompt"
+                )
         diffusion = load_model_for_inference(model, checkpoint, device)
         prompts = [p for p in prompt_list for _ in range(num_images)]
         seeds = [seed + i for i in range(len(prompts))]
