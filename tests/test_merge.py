@@ -105,11 +105,13 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
     weights = sorted((damaged / "checkpoints").iterdir())[-1] / UNET_WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by a full disk
     (tmp_path / "taken").mkdir()
+    (tmp_path / "no-run").mkdir()
     cases = {
         f"{weights}: cannot read weights (": [str(runs[0]), str(damaged)],
         "another base model": [str(runs[0]), str(other_base)],
         "a LoRA run (model.lora_rank: 2)": [str(lora)],
-        "no checkpoint found": [str(tmp_path / "missing")],
+        f"{tmp_path / 'missing'}: no such folder": [str(tmp_path / "missing")],
+        "no checkpoint found": [str(tmp_path / "no-run")],
         "the same checkpoint as": [str(runs[0]), str(runs[1]), str(runs[0])],
     }
     for expected, sources in cases.items():
@@ -122,8 +124,39 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
         assert not out.exists()
     taken = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", str(tmp_path / "taken")])
     assert taken.exit_code == 1 and "exists; merge writes a new run folder" in taken.stderr
-    nan = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", "x", "--scale", "nan"])
-    assert nan.exit_code == 1 and "--scale must be a finite number" in nan.stderr
+    for value in ("nan", "inf"):  # a bad flag value: exit 2
+        args = ["merge", str(runs[0]), "--out", str(tmp_path / "x"), "--scale", value]
+        bad = CliRunner().invoke(app, args)
+        assert bad.exit_code == 2 and "--scale must be a finite number" in bad.stderr
+
+
+def test_merge_checks_that_out_can_be_written_before_loading_weights(
+    runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    import dsharp.builders
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    make_folder = tempfile.mkdtemp
+
+    def refuse_in_read_only(*args, **kwargs):  # chmod does not stop root: refuse by hand
+        if Path(kwargs.get("dir", "")) == read_only:
+            raise PermissionError(13, "Permission denied")
+        return make_folder(*args, **kwargs)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse_in_read_only)
+    monkeypatch.setattr(dsharp.builders, "build_model", no_loading)
+    out = read_only / "m"
+    result = CliRunner().invoke(app, ["merge", str(runs[0]), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: --out {out}: cannot be written in {read_only} (Permission denied)"
+    )
 
 
 def test_merge_notes_a_run_that_stopped_before_its_last_step(

@@ -45,6 +45,8 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
         raise ValueError("merge: give at least one run folder")
     sources = []
     for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such folder")
         try:
             ckpt = find_model_checkpoint(Path(path))
         except FileNotFoundError:
@@ -131,12 +133,15 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     merged. The folder appears whole or not at all (built under a temp name, then renamed).
     Returns the runs as merged (checkpoint, step, recipe)."""
     from dsharp.builders import build_model
+    from dsharp.preflight import check_output_folder
+    from dsharp.recipe_errors import RecipeError
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"--out {out}: exists; merge writes a new run folder")
-    if not math.isfinite(scale):
-        raise ValueError(f"--scale must be a finite number, got {scale}")
+    if not math.isfinite(scale):  # a bad flag value: exit 2, as a bad setting
+        raise RecipeError(f"--scale must be a finite number, got {scale}")
+    check_output_folder(out, "--out")  # before any weights load, not at the end
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
     base = model.unet.state_dict()  # read before load_state_dict writes the merged weights
