@@ -812,3 +812,66 @@ def test_eval_of_a_recipe_names_its_sampler_beside_the_model(tmp_path):
     # only the result: a recipe.yaml would not hold the flags, and would make the folder
     # look like a training run of the default method to `dsharp runs`
     assert sorted(p.name for p in out.iterdir()) == ["eval-shapes.json"]
+
+
+def _mini_run(tmp_path: Path) -> Path:
+    from run_folders import run_folder_with_checkpoint
+
+    recipe = "model: {pretrained: dsharp-mini}\nrewards: [{name: shapes}]\n"
+    return run_folder_with_checkpoint(tmp_path / "run", recipe + "data: {generator: shapes}\n")
+
+
+def _refuse_loading(monkeypatch) -> None:
+    import dsharp.commands.common
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(dsharp.commands.common, "load_model_for_inference", no_loading)
+
+
+def test_eval_of_a_checkpoint_with_a_damaged_state_fails_before_loading(tmp_path, monkeypatch):
+    run = _mini_run(tmp_path)
+    state = run / "checkpoints" / "step-000001" / "trainer_state.json"
+    state.write_text('{"step": 1')
+    _refuse_loading(monkeypatch)
+    result = _invoke(["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: {state}: not JSON (")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["run folder", "checkpoint folder", "output_dir"])
+def test_eval_checks_its_default_destination_can_be_written_before_sampling(
+    tmp_path, monkeypatch, where
+):
+    import tempfile
+
+    run = _mini_run(tmp_path)
+    args = ["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1"]
+    read_only = run
+    if where == "checkpoint folder":  # not the newest: its evaluation goes beside it
+        read_only = run / "checkpoints" / "step-000001"
+        (run / "checkpoints" / "step-000002").mkdir()
+        (run / "checkpoints" / "step-000002" / "trainer_state.json").write_text('{"step": 2}')
+        args[2] = read_only
+    elif where == "output_dir":
+        args = ["eval", "--recipe", RECIPES / "quickstart.yaml", f"output_dir={run}"]
+    make_folder = tempfile.mkdtemp
+
+    def refuse_in_read_only(*args, **kwargs):  # chmod does not stop root: refuse by hand
+        if Path(kwargs.get("dir", "")) == read_only:
+            raise PermissionError(13, "Permission denied")
+        return make_folder(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse_in_read_only)
+    _refuse_loading(monkeypatch)
+    import dsharp.builders
+
+    monkeypatch.setattr(dsharp.builders, "build_model", lambda *a, **k: 1 / 0)
+    result = _invoke(args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {where} {read_only}: cannot be written in {read_only} (Permission denied); "
+        "give --out FILE"
+    )

@@ -277,7 +277,11 @@ def evaluate_cmd(
         ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
         if rec is None and prompts is None and bench is None and ckpt is not None:
             raise usage_error(_what_to_evaluate_on(ckpt))
+        step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
+        bench_name = spec_bench.name if spec_bench else None
+        default_name = _default_json_name(bench_name, prompts)
+        target = out or _default_target(ckpt, rec, recipe, default_name)
         if limit:
             from dsharp.posttrain import limit_prompts
 
@@ -337,7 +341,6 @@ def evaluate_cmd(
             images_dir=images,
             progress=not as_json,
         )
-        bench_name = spec_bench.name if spec_bench else None
         source = checkpoint or model or (rec.model.pretrained if rec is not None else None)
         result = {
             "bench": bench_name,
@@ -347,14 +350,8 @@ def evaluate_cmd(
             **result,
             "sample": settings.as_dict(),
         }
-        target = out
-        default_name = _default_json_name(bench_name, prompts)
         if ckpt is not None:
-            result["step"] = checkpoint_step(ckpt)
-        if target is None and ckpt is not None:
-            target = checkpoint_json_target(ckpt, default_name)
-        elif target is None and rec is not None:
-            target = rec.resolved_output_dir(Path(recipe).stem) / default_name
+            result["step"] = step
         if target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
@@ -362,6 +359,37 @@ def evaluate_cmd(
         from dsharp.sheets import SHEET_PNG
 
         typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
+
+
+def _default_target(
+    ckpt: Path | None, rec: Any, recipe: Path | None, file_name: str
+) -> Path | None:
+    """Where the result goes without ``--out`` (a run's folder or its checkpoint's, a
+    recipe's output_dir; None for a base model), checked writable before any sampling:
+    else the evaluation would fail only when its result is saved."""
+    from dsharp.checkpoints import run_dir_of
+
+    if ckpt is not None:
+        target = checkpoint_json_target(ckpt, file_name)
+        what = "run folder" if target.parent == run_dir_of(ckpt) else "checkpoint folder"
+    elif rec is not None:
+        target = rec.resolved_output_dir(Path(recipe).stem) / file_name
+        what = "output_dir"
+    else:
+        return None
+    _require_writable(target.parent, what)
+    return target
+
+
+def _require_writable(folder: Path, what: str) -> None:
+    """The ``--out`` write probe for a folder ``--out`` was not given for, naming the way
+    out."""
+    from dsharp.preflight import check_output_folder
+
+    try:
+        check_output_folder(folder, what)
+    except ValueError as err:
+        raise ValueError(f"{err}; give --out FILE") from None
 
 
 def checkpoint_json_target(ckpt: Path, file_name: str) -> Path:
@@ -428,6 +456,9 @@ def _t2i_compbench(
     if (model is None) == (checkpoint is None):
         raise usage_error("give exactly one of --model or --checkpoint")
     ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
+    step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
+    json_name = f"eval-{T2I_COMPBENCH}.json"
+    target = out or _default_target(ckpt, None, None, json_name)
     # The resumable work is the checkpoint's own: a run that trains on and is evaluated
     # again must not reuse an earlier checkpoint's rows.
     work_dir = images or (ckpt / "t2i-compbench" if ckpt else None)
@@ -455,9 +486,7 @@ def _t2i_compbench(
     )
     result = {"bench": T2I_COMPBENCH, "model": str(checkpoint or model), **result}
     if ckpt is not None:
-        result["step"] = checkpoint_step(ckpt)
-    json_name = f"eval-{T2I_COMPBENCH}.json"
-    target = out or (checkpoint_json_target(ckpt, json_name) if ckpt else None)
+        result["step"] = step
     if target is not None:
         atomic_write_json(target, result)
     return result, target
