@@ -875,3 +875,16 @@ def test_eval_checks_its_default_destination_can_be_written_before_sampling(
         f"error: {where} {read_only}: cannot be written in {read_only} (Permission denied); "
         "give --out FILE"
     )
+
+
+@pytest.mark.parametrize("source", [["--bench", "shapes"], ["--prompts", "p.txt"]])
+def test_eval_refuses_t2i_compbench_flags_for_another_bench(tmp_path, source, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("p.txt").write_text("a red circle\n")
+    args = ["eval", "--model", tmp_path / "never-loaded", *source, "--categories", "bogus"]
+    result = _invoke([*args, "--split", "nope", "--images-per-prompt", "3"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --categories, --split, --images-per-prompt: used only by --bench t2i-compbench "
+        "(other benches and --prompts take --limit and --seeds)"
+    )

@@ -19,6 +19,10 @@ from dsharp.commands.errors import (
 )
 
 T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
+#: Defaults of --split and --images-per-prompt, applied where --bench t2i-compbench runs:
+#: the flags default to None so that giving them to another bench can be refused.
+T2I_SPLIT = "val"
+T2I_IMAGES_PER_PROMPT = 10
 
 
 def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
@@ -115,6 +119,19 @@ def _check_names(bench: str | None, rewards: list[str] | None) -> None:
             check_reward_name(name)
 
 
+def _refuse_t2i_only_flags(flags: dict[str, Any]) -> None:
+    """Flags that choose t2i-compbench's prompts and images are a bad setting (exit 2)
+    with another bench or --prompts: they would be ignored without a word."""
+    from dsharp.recipe_errors import RecipeError
+
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise RecipeError(
+            f"{', '.join(given)}: used only by --bench {T2I_COMPBENCH} (other benches and "
+            "--prompts take --limit and --seeds)"
+        )
+
+
 def _check_reward_options(specs: list[Any]) -> None:
     """Option names and values of every reward (``--set``, a recipe's), refused as a bad
     setting (exit 2) before any model loads rather than when the reward is built."""
@@ -187,9 +204,14 @@ def evaluate_cmd(
         help="t2i-compbench: comma-separated categories "
         "(default color,shape,texture,spatial,non_spatial,complex).",
     ),
-    split: str = typer.Option("val", "--split", help="t2i-compbench: prompt split."),
+    split: str = typer.Option(
+        None, "--split", help=f"t2i-compbench: prompt split (default {T2I_SPLIT})."
+    ),
     images_per_prompt: int = typer.Option(
-        10, "--images-per-prompt", help="t2i-compbench: images per prompt (fixed seeds 0..N-1)."
+        None,
+        "--images-per-prompt",
+        help="t2i-compbench: images per prompt (fixed seeds 0..N-1; "
+        f"default {T2I_IMAGES_PER_PROMPT}).",
     ),
     data: Path = typer.Option(
         None,
@@ -250,8 +272,8 @@ def evaluate_cmd(
                 device,
                 reward_options,
                 categories,
-                split,
-                images_per_prompt,
+                split or T2I_SPLIT,
+                images_per_prompt or T2I_IMAGES_PER_PROMPT,
                 limit,
                 data,
                 out,
@@ -265,6 +287,9 @@ def evaluate_cmd(
             )
             _show(result, target, as_json, T2I_COMPBENCH)
             return
+        t2i_only = {"--categories": categories, "--split": split}
+        t2i_only |= {"--images-per-prompt": images_per_prompt, "--data": data}
+        _refuse_t2i_only_flags(t2i_only)
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         # with a recipe the positional overrides are the recipe's: a flag must not beat one
