@@ -62,6 +62,12 @@ def _validate(recipe: Path, *overrides: str):
         (D3PO, "method.options.eps=2", "method.options.eps: must be < 1"),
         (ITERPO, "method.options.loss_scale=0", "loss_scale: must be > 0"),
         (QUICKSTART, "model.pretrained=dsharp-mni", "did you mean 'dsharp-mini'?"),
+        (QUICKSTART, f"model.pretrained={QUICKSTART}", "a file, not a diffusers model folder"),
+        (
+            QUICKSTART,
+            f"model.pretrained={QUICKSTART.parent}",
+            "a folder without model_index.json, not a diffusers model folder",
+        ),
         (QUICKSTART, "method.options.sample_weight=.nan", "must be in [0, 1], got nan"),
         (QUICKSTART, "method.options.decode_batch_size=0", "must be an integer >= 1, got 0"),
         (INFERENCE_SCALING, "sample.options.search=paths", "'paths' (search over denoising"),

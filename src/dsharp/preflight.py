@@ -160,11 +160,17 @@ def check_runtime(recipe: Any) -> None:
 def _check_model_name(pretrained: str) -> None:
     """A near-miss of a built-in model name (``dsharp-mni``) would go to the hub and fail
     there, after retries; say so now."""
+    from dsharp.model_names import is_builtin
     from dsharp.models.loading import builtin_near_miss
 
     problem = builtin_near_miss(pretrained)
     if problem is not None:
         raise ValueError(problem)
+    path = Path(pretrained).expanduser()
+    if not is_builtin(pretrained) and path.exists() and not (path / "model_index.json").is_file():
+        # it would fail only after the plan line, with the loader's exit status 1
+        what = "a file" if path.is_file() else "a folder without model_index.json"
+        raise ValueError(f"{pretrained}: {what}, not a diffusers model folder")
 
 
 def image_size_factor(model: Any) -> int:
