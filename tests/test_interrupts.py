@@ -112,7 +112,12 @@ def test_ctrl_c_before_any_checkpoint_says_so_and_after_one_names_it(tmp_path, m
     assert result.stderr.strip().endswith("stopped before any checkpoint was saved")
     (run / "checkpoints" / "step-000003").mkdir(parents=True)
     (run / "checkpoints" / "step-000003" / "trainer_state.json").write_text('{"step": 3}')
-    result = CliRunner().invoke(app, args)
+    from dsharp.config import load_recipe, save_recipe
+    from dsharp.methods.factory import with_method_defaults
+
+    # the run is resumed: its recipe.yaml is what the resume is checked against
+    save_recipe(with_method_defaults(load_recipe(recipe, args[2:])), run / "recipe.yaml")
+    result = CliRunner().invoke(app, [*args, "train.resume=latest"])
     assert result.exit_code == 130
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped; continue from step-000003 with: dsharp train ")
