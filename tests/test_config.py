@@ -352,6 +352,18 @@ def test_cli_list_reads_method_model_and_command(recipe_file: Path) -> None:
     ]
 
 
+def test_cli_list_marks_a_yaml_file_that_is_no_mapping(tmp_path: Path) -> None:
+    """It was listed as a recipe of the default method, with another file's command below."""
+    from dsharp.cli import app
+
+    (tmp_path / "a_list.yaml").write_text("# dsharp train a_list.yaml\n- 1\n- 2\n")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    result = CliRunner().invoke(app, ["recipes", "list", str(tmp_path), "--json"])
+    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert rows["a_list.yaml"]["error"] == "not a recipe (a YAML list, not a mapping)"
+    assert rows["empty.yaml"]["error"] == "not a recipe (empty)"
+
+
 def test_cli_list_commands_run_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,7 +56,9 @@ def summarize_recipe(path: Path) -> RecipeSummary:
         data = parse_yaml(text, str(path))
     except RecipeError as e:
         return RecipeSummary(path, "?", "?", command, error=e.reason)
-    data = data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):  # what `recipes validate` and `train` refuse it for
+        kind = "empty" if data is None else f"a YAML {type(data).__name__}, not a mapping"
+        return RecipeSummary(path, "?", "?", command, error=f"not a recipe ({kind})")
     if "rows" in data:  # a study (dsharp reproduce): rows of runs, not one recipe
         return _summarize_study(path, data, command)
     method = data.get("method") if isinstance(data.get("method"), dict) else None
