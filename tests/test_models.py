@@ -341,6 +341,25 @@ def test_save_load_full_roundtrip(request, tmp_path, fixture):
         fresh.load_trained(tmp_path / "ckpt")
 
 
+def test_a_unet_saved_in_shards_loads_and_a_missing_shard_is_named(tiny_sd_dir, tmp_path):
+    """An SDXL UNet in fp32 is over diffusers' 10 GB shard size: its checkpoints hold shards
+    and an index, not one weights file."""
+    model = load_model(str(tiny_sd_dir))
+    inputs = _noise_inputs(model)
+    _perturb(model.trainable_parameters())
+    trained = _eps(model, inputs)
+    unet = tmp_path / "ckpt" / "unet"
+    model.unet.save_pretrained(unet, max_shard_size="200KB")
+    shards = sorted(unet.glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) > 1 and not (unet / "diffusion_pytorch_model.safetensors").exists()
+    fresh = load_model(str(tiny_sd_dir))
+    fresh.load_trained(tmp_path / "ckpt")
+    torch.testing.assert_close(_eps(fresh, inputs), trained)
+    shards[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=f"^{shards[-1]} is missing \\(a shard\\)$"):
+        fresh.load_trained(tmp_path / "ckpt")
+
+
 @pytest.mark.parametrize("fixture", ["tiny_sd_dir", "tiny_sdxl_dir"])
 def test_save_load_lora_roundtrip(request, tmp_path, fixture):
     source = str(request.getfixturevalue(fixture))

@@ -439,10 +439,7 @@ class StableDiffusionModel(DiffusionModel):
                 f"{unet_folder} holds a fully fine-tuned UNet but this model has a LoRA "
                 f"(rank {self.lora_rank}); load the model with lora_rank=0"
             )
-        weights = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-        if not any((unet_folder / name).is_file() for name in weights):
-            # diffusers would log a line and name the .bin it fell back to
-            raise FileNotFoundError(f"{unet_folder / weights[0]} is missing")
+        _check_unet_weights(unet_folder)
         trained = UNet2DConditionModel.from_pretrained(unet_folder)
         self.unet.load_state_dict(trained.state_dict(), strict=True)
 
@@ -473,3 +470,27 @@ class StableDiffusionModel(DiffusionModel):
                 f"{folder}: LoRA weights do not fit this UNet "
                 f"(unexpected {unexpected[:2]}, missing {missing[:2]})"
             )
+
+
+#: How ``save_pretrained`` writes a UNet's weights: one file, or shards listed by an index
+#: (an SDXL UNet in fp32 is over diffusers' 10 GB shard size).
+_UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+_UNET_WEIGHT_FILES = (_UNET_WEIGHTS, "diffusion_pytorch_model.bin")
+_UNET_INDEXES = tuple(f"{name}.index.json" for name in _UNET_WEIGHT_FILES)
+
+
+def _check_unet_weights(unet_folder: Path) -> None:
+    """``FileNotFoundError`` naming the weights a trained UNet folder lacks (a partial copy):
+    diffusers would log a line and name the ``.bin`` it fell back to."""
+    import json
+
+    if any((unet_folder / name).is_file() for name in _UNET_WEIGHT_FILES):
+        return
+    for index in _UNET_INDEXES:
+        if (unet_folder / index).is_file():
+            shards = set(json.loads((unet_folder / index).read_text())["weight_map"].values())
+            missing = sorted(name for name in shards if not (unet_folder / name).is_file())
+            if missing:
+                raise FileNotFoundError(f"{unet_folder / missing[0]} is missing (a shard)")
+            return
+    raise FileNotFoundError(f"{unet_folder / _UNET_WEIGHTS} is missing")
