@@ -151,12 +151,16 @@ def test_t2i_compbench_of_a_run_scores_each_checkpoint_anew_and_records_its_step
     (newer / "model").mkdir(parents=True)
     (newer / "trainer_state.json").write_text('{"step": 2}')
     assert scored(run)["step"] == 2
-    for step in (1, 2):  # each checkpoint's rows were generated and kept apart
-        partial = run / "checkpoints" / f"step-00000{step}" / "t2i-compbench" / "partial.jsonl"
+    for step in (1, 2):  # each checkpoint's rows were generated and kept apart, in the run
+        partial = run / "t2i-compbench" / f"step-00000{step}" / "partial.jsonl"
         assert len(partial.read_text().splitlines()) == 1
     assert json.loads((run / "eval-t2i-compbench.json").read_text())["step"] == 2
 
-    scored(run / "checkpoints" / "step-000001")  # an earlier checkpoint, its rows reused
-    earlier = run / "checkpoints" / "step-000001" / "eval-t2i-compbench.json"
+    moved = run.rename(tmp_path / "moved")  # a run folder moved keeps its rows
+    partial = moved / "t2i-compbench" / "step-000001" / "partial.jsonl"
+    before = partial.read_text()
+    scored(moved / "checkpoints" / "step-000001")  # an earlier checkpoint, its rows reused
+    assert partial.read_text() == before
+    earlier = moved / "checkpoints" / "step-000001" / "eval-t2i-compbench.json"
     assert json.loads(earlier.read_text())["step"] == 1
-    assert json.loads((run / "eval-t2i-compbench.json").read_text())["step"] == 2
+    assert json.loads((moved / "eval-t2i-compbench.json").read_text())["step"] == 2

@@ -473,7 +473,7 @@ def _t2i_compbench(
 ) -> tuple[dict, Path | None]:
     """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
     from dsharp.bench import run_t2i_compbench
-    from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
+    from dsharp.checkpoints import checkpoint_step, find_model_checkpoint, run_dir_of
     from dsharp.commands.common import load_model_for_inference
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
@@ -484,9 +484,13 @@ def _t2i_compbench(
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
     target = out or _default_target(ckpt, None, None, json_name)
-    # The resumable work is the checkpoint's own: a run that trains on and is evaluated
-    # again must not reuse an earlier checkpoint's rows.
-    work_dir = images or (ckpt / "t2i-compbench" if ckpt else None)
+    # The resumable work is kept per checkpoint, so a run that trains on and is evaluated
+    # again does not reuse an earlier checkpoint's rows; in the run folder, not inside the
+    # checkpoint, which training may prune (keep_checkpoints) while the evaluation runs.
+    work_dir = images or (run_dir_of(ckpt) / "t2i-compbench" / ckpt.name if ckpt else None)
+    # In its own folder the work is that checkpoint's by where it is (a moved run folder
+    # resumes it); in a folder the user gives, the checkpoint's path says whose it is.
+    model_id = str(model) if ckpt is None else (str(ckpt.resolve()) if images else ckpt.name)
     diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,
@@ -507,7 +511,7 @@ def _t2i_compbench(
         keep_images=images is not None,
         progress=progress,
         batch_size=batch_size,
-        model_id=str(ckpt.resolve()) if ckpt else str(model),
+        model_id=model_id,
     )
     result = {"bench": T2I_COMPBENCH, "model": str(checkpoint or model), **result}
     if ckpt is not None:
