@@ -307,17 +307,30 @@ def test_train_refuses_a_prompt_file_the_reward_cannot_score_before_training(tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_train_refuses_a_sampler_recipe_it_would_train_the_default_method_for(tmp_path):
+def test_train_refuses_a_sampler_recipe_it_would_train_the_default_method_for(
+    tmp_path, monkeypatch
+):
     """recipes/mini/demon.yaml is for `dsharp eval --recipe`; `train` started a 1000-step run
     of the default method from it."""
     recipe = RECIPES / "mini" / "demon.yaml"
     result = _invoke(["train", recipe, f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"recipe error: {recipe}: a sampler recipe (sample.method: demon, no method section), "
-        f"nothing to train: run it with dsharp eval --recipe {recipe}"
+        f"recipe error: {recipe}: a sampler recipe (sample.method: demon; no method or train "
+        f"section): run it with dsharp eval --recipe {recipe} (to train with it anyway, set "
+        "method.name)"
     )
     assert not (tmp_path / "run").exists()
+    # a training recipe whose report samples with a search has a train section: it trains
+    import dsharp.commands.train
+
+    trained = []
+    training = tmp_path / "training.yaml"
+    training.write_text(recipe.read_text() + "train:\n  max_steps: 1\n")
+    monkeypatch.setattr(dsharp.commands.train, "_train_and_report", lambda *a: trained.append(a))
+    result = _invoke(["train", training, f"output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    assert len(trained) == 1
 
 
 # --------------------------------------------------------------------------- eval, compare

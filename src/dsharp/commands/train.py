@@ -71,18 +71,23 @@ _RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_R
 
 
 def _refuse_sampler_recipe(recipe: Path, overrides: list[str], cfg: Recipe) -> None:
-    """A recipe with no method section whose sampler is a search (``recipes/mini/demon.yaml``)
-    is one for ``dsharp eval --recipe``: training it would start a run of the default method
-    that it never asked for."""
+    """A recipe with neither a method nor a train section whose sampler is a search
+    (``recipes/mini/demon.yaml``) is one for ``dsharp eval --recipe``: training it would
+    start a run of the default method, at default length, that it never asked for. A
+    training recipe that samples its report with a search has a train section."""
     from dsharp.recipe_errors import RecipeError
     from dsharp.recipe_yaml import _read_yaml
 
     data = _read_yaml(recipe)
-    sets_method = "method" in data or any(o.startswith(("method.", "method=")) for o in overrides)
-    if not sets_method and cfg.sample.method != "default":
+    sections = ("method", "train")
+    trains = any(s in data for s in sections) or any(
+        o.startswith(tuple(f"{s}{c}" for s in sections for c in ".=")) for o in overrides
+    )
+    if not trains and cfg.sample.method != "default":
         raise RecipeError(
-            f"a sampler recipe (sample.method: {cfg.sample.method}, no method section), "
-            f"nothing to train: run it with dsharp eval --recipe {recipe}",
+            f"a sampler recipe (sample.method: {cfg.sample.method}; no method or train "
+            f"section): run it with dsharp eval --recipe {recipe} (to train with it anyway, "
+            "set method.name)",
             source=str(recipe),
         )
 
