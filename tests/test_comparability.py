@@ -137,3 +137,22 @@ def test_paired_still_pairs_an_older_evaluation_that_does_not_record_its_rewards
     result = _compare(tmp_path, "--paired", base, older)
     assert result.exit_code == 0, result.output
     assert "0.2500" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_a_reward_reported_only_does_not_make_two_evaluations_differ(tmp_path: Path):
+    """A recipe's eval.rewards may add a weight-0 reward, reported beside the score but not
+    in it: the images' scores are on one scale with an evaluation that lacks it."""
+    plain = _scored(["shapes"], "shapes") | {"reward_weights": {"shapes": 1.0}}
+    monitored = _scored(["shapes", "shapes_soft"], "shapes", shift=0.25)
+    monitored["reward_weights"] = {"shapes": 1.0, "shapes_soft": 0.0}
+    assert comparability_notes([("a", plain), ("b", monitored)]) == []
+    base, other = _write(tmp_path, "base", plain), _write(tmp_path, "other", monitored)
+    result = _compare(tmp_path, "--paired", base, other)
+    assert result.exit_code == 0, result.output
+    # a file from before reward_weights were recorded: a shared reward may be the scoring one
+    older = _write(tmp_path, "older", {k: v for k, v in monitored.items() if k != "reward_weights"})
+    assert _compare(tmp_path, "--paired", base, older).exit_code == 0
+    # the weights say the scores are another reward's: refused
+    soft = monitored | {"reward_weights": {"shapes": 0.0, "shapes_soft": 1.0}}
+    result = _compare(tmp_path, "--paired", base, _write(tmp_path, "soft", soft))
+    assert result.exit_code == 2 and "is scored by shapes, " in result.stderr

@@ -58,6 +58,7 @@ def test_weight_zero_reward_with_nan_does_not_unscore_images(monkeypatch):
     assert out["overall"] == pytest.approx(0.5)
     assert [img["score"] for img in out["images"]] == [1.0, 0.0]
     assert out["metrics"]["side"]["n"] == 1
+    assert out["reward_weights"] == {"main": 1.0, "side": 0.0}  # which rewards make the score
 
 
 def test_seed_base_shifts_every_seed(monkeypatch):

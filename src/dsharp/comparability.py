@@ -44,14 +44,25 @@ def _scoring_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     other scales (shapes_soft's partial credit reads higher than shapes' all-or-nothing),
     and another bench means other prompts and a mean over other categories."""
     notes = []
-    rewards = [(label, rewards_of(res)) for label, res in named]
-    if all(r is not None for _, r in rewards) and _differ([sorted(r) for _, r in rewards]):
+    rewards = [(label, scoring_rewards(res)[0]) for label, res in named]
+    if all(r is not None for _, r in rewards) and _differ([r for _, r in rewards]):
         shown = ", ".join(f"{label}: {_short(', '.join(r))}" for label, r in rewards)
         notes.append(f"rewards differ ({shown}): the scores are not on one scale")
     if all("bench" in res for _, res in named) and _differ([res["bench"] for _, res in named]):
         shown = ", ".join(f"{label}: {_short(res['bench'] or 'none')}" for label, res in named)
         notes.append(f"benches differ ({shown}): a gap may be the bench's")
     return notes
+
+
+def scoring_rewards(result: dict[str, Any]) -> tuple[list[str] | None, bool]:
+    """The rewards that make up an evaluation's scores, and whether that is known exactly:
+    those with a non-zero weight where the evaluation records ``reward_weights``; else every
+    reward it names (a weight-0 one, reported only, among them)."""
+    weights = result.get("reward_weights")
+    if isinstance(weights, dict):
+        return sorted(str(k) for k, w in weights.items() if w), True
+    names = rewards_of(result)
+    return (sorted(names) if names is not None else None), False
 
 
 def rewards_of(result: dict[str, Any]) -> list[str] | None:

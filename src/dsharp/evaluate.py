@@ -165,6 +165,9 @@ def evaluate(
             name: mean_ci([v for v in vals if not math.isnan(v)])
             for name, vals in per_reward.items()
         },
+        # which rewards make up each image's score (weight 0: reported only), so that two
+        # evaluations can be told to be on one scale (dsharp.paired)
+        "reward_weights": {key: spec.weight for key, (spec, _) in zip(keys, rewards, strict=True)},
         "nfe_per_image": generated.nfe_per_image,
         "sample": settings.as_dict(),
     }

@@ -22,7 +22,7 @@ NUMBER_FIELDS = (
     "train_reward_evals",
 )
 #: Top-level fields that map a name to a number (or null).
-NUMBER_MAPS = ("categories", "constraints")
+NUMBER_MAPS = ("categories", "constraints", "reward_weights")
 #: Top-level fields that hold a name (or null).
 TEXT_FIELDS = ("bench", "label", "reward")
 

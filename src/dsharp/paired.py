@@ -102,14 +102,18 @@ def paired_difference(
 def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
     """Refuse to pair evaluations scored by different rewards (``ValueError``): one model's
     images scored by shapes and by shapes_soft differ by the rewards' scales, and would read
-    as a large, certain gain. Evaluations that do not record their rewards are not refused."""
-    from dsharp.comparability import rewards_of
+    as a large, certain gain. Where an evaluation does not record its rewards' weights (older
+    files), a weight-0 reward it names may be reported only: refused only when the two share
+    no reward; not refused where it records no rewards at all."""
+    from dsharp.comparability import scoring_rewards
 
     base_name, base = named[0]
-    base_rewards = rewards_of(dict(base))
+    base_rewards, base_exact = scoring_rewards(dict(base))
     for name, result in named[1:]:
-        rewards = rewards_of(dict(result))
-        if base_rewards is None or rewards is None or sorted(rewards) == sorted(base_rewards):
+        rewards, exact = scoring_rewards(dict(result))
+        if base_rewards is None or rewards is None or rewards == base_rewards:
+            continue
+        if not (exact and base_exact) and set(rewards) & set(base_rewards):
             continue
         raise ValueError(
             f"--paired: {base_name} is scored by {', '.join(base_rewards) or 'no reward'}, "
