@@ -139,3 +139,21 @@ def test_an_override_echoed_in_a_recipe_error_keeps_its_secret_out(tmp_path):
         assert "SECRET" not in str(error.value) and shown in str(error.value)
     with pytest.raises(RecipeError, match=r"\(from override 'train\.lr=abc'\)"):
         load_recipe(quickstart, ["train.lr=abc"])  # nothing secret: shown as typed
+    # overrides that fail to parse echo themselves too, and YAML's detail quotes the value
+    for override in [
+        "rewards.0.options..api_key=sk-SECRET123",
+        "rewards.0.options.api_key=[sk-SECRET123",
+        "rewards.9.options.api_key=sk-SECRET123",
+        "rewards.0.options.base_url=[http://u:sk-SECRET123@h/v1",
+    ]:
+        with pytest.raises(RecipeError) as error:
+            load_recipe(quickstart, [override])
+        assert "SECRET" not in str(error.value) and "<redacted>" in str(error.value)
+    from dsharp.commands.common import parse_reward_sets
+
+    for item in ["api_key=[sk-SECRET123", "base_url=[http://u:sk-SECRET123@h/v1"]:
+        with pytest.raises(RecipeError) as error:
+            parse_reward_sets([item])
+        assert "SECRET" not in str(error.value) and "value is not valid YAML" in str(error.value)
+    with pytest.raises(RecipeError, match=r"'foo=\[1': line 1: invalid YAML"):
+        parse_reward_sets(["foo=[1"])  # nothing secret: the parser's detail stays

@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-from dsharp.recipe_errors import Loc, RecipeError, _dotted, _one_line
+from dsharp.recipe_errors import (
+    Loc,
+    RecipeError,
+    _dotted,
+    _one_line,
+    sensitive_setting,
+    shown_setting,
+)
 
 # --------------------------------------------------------------------------- YAML
 
@@ -97,7 +104,7 @@ def apply_overrides(
         key = key.strip()
 
         def fail(reason: str, text: str = text) -> RecipeError:
-            return RecipeError(f"override {text!r}: {reason}", source=source)
+            return RecipeError(f"override {shown_setting(text)!r}: {reason}", source=source)
 
         if not sep or not key:
             raise fail("expected KEY=VALUE, e.g. train.lr=1e-5 or sample.steps=10")
@@ -107,7 +114,9 @@ def apply_overrides(
         try:
             value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
-            raise fail(f"value is not valid YAML: {_one_line(_yaml_error(e))}") from None
+            # the parser's detail quotes the value: left out where the value is a secret
+            detail = "" if sensitive_setting(text) else f": {_one_line(_yaml_error(e))}"
+            raise fail(f"value is not valid YAML{detail}") from None
         loc: list[str | int] = []
         node: Any = data
         for i, part in enumerate(parts):

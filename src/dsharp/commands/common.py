@@ -37,15 +37,22 @@ def pick_device(device: str) -> torch.device:
 def parse_reward_sets(items: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` reward options, each value read as YAML as a recipe reads it.
     A malformed item is a bad setting (``RecipeError``, exit 2), as a bad ``--option`` is."""
-    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_errors import RecipeError, sensitive_setting, shown_setting
     from dsharp.recipe_yaml import parse_yaml
 
     options: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        label = f"--set {shown_setting(item)!r}"
         if not sep or not key.strip():
-            raise RecipeError(f"--set {item!r}: expected KEY=VALUE")
-        options[key.strip()] = parse_yaml(raw, f"--set {item!r}")
+            raise RecipeError(f"{label}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = parse_yaml(raw, label)
+        except RecipeError:
+            if not sensitive_setting(item):
+                raise
+            # the parser's detail quotes the value, a secret here
+            raise RecipeError(f"{label}: value is not valid YAML") from None
     return options
 
 
