@@ -956,6 +956,8 @@ def test_a_resume_its_run_s_recipe_cannot_vouch_for_is_refused(tiny_sd_dir, tmp_
         planned_resume(resumed)
     branch = _recipe("rlhf_sharpening", tiny_sd_dir, tmp_path / "b", f"train.resume={checkpoint}")
     assert planned_resume(branch) == checkpoint
+    (run / "recipe.yaml").write_text("model: [\n")  # the advice holds: a branch may start
+    assert planned_resume(branch) == checkpoint
 
 
 def test_train_refuses_a_run_folder_s_problems_as_recipe_errors_before_loading(
@@ -981,6 +983,28 @@ def test_train_refuses_a_run_folder_s_problems_as_recipe_errors_before_loading(
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith(f"recipe error: {expected}"), result.stderr
     assert (run / "recipe.yaml").read_text() == "model: [\n"  # the evidence is kept
+
+    # a run writing the folder now: the lock's refusal, not "another run's checkpoints"
+    import fcntl
+
+    with open(run / ".dsharp.lock", "a+", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "another dsharp process is writing to it" in result.stderr
+
+    # a checkpoints folder this user cannot list: one line at output_dir, not a traceback
+    import dsharp.checkpoints
+
+    def unreadable(run_dir):
+        raise PermissionError(13, "Permission denied", str(run / "checkpoints"))
+
+    monkeypatch.setattr(dsharp.checkpoints, "list_checkpoints", unreadable)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"recipe error: {recipe}: output_dir: {run / 'checkpoints'}: Permission denied"
+    )
 
 
 def test_a_report_size_the_model_cannot_draw_is_refused_before_training(

@@ -57,7 +57,8 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
         # that run's checkpoints beside it, where `latest` (and the report) would pick them.
         raise ValueError(
             f"output_dir: {run_dir} already holds checkpoints of another run: to branch from "
-            f"{resume}, choose another output_dir"
+            f"{resume}, choose another output_dir (to continue the run it holds, set "
+            "train.resume=latest)"
         )
     newer = [c for c in own if _step_of(c) > _step_of(path)]
     if newer:

@@ -122,11 +122,22 @@ def check_run_folder(recipe: Any, source: str | None = None) -> None:
     """``RecipeError`` (exit 2, naming ``source``) when the run folder refuses the recipe:
     it holds another run's checkpoints, or ``train.resume`` names no checkpoint or one whose
     run the recipe would not continue. ``train`` asks before the model loads."""
+    from dsharp.folder_lock import locked_by_another_process
     from dsharp.resume import planned_resume
 
+    out = Path(recipe.output_dir)
+    if out.is_dir() and locked_by_another_process(out):
+        return  # a run is writing it: the lock's own refusal says so when train takes it
     try:
         planned_resume(recipe)
-    except (ValueError, FileNotFoundError) as err:
+    except OSError as err:  # FileNotFoundError included: a train.resume that is no folder
+        if isinstance(err, FileNotFoundError) and recipe.train.resume:
+            raise RecipeError(
+                str(err).removeprefix("train.resume: "), source=source, field="train.resume"
+            ) from None
+        reason = f"{err.filename or out}: {err.strerror or err}"
+        raise RecipeError(reason, source=source, field="output_dir") from None
+    except ValueError as err:
         # a message that starts with a field (``method.n: 3 differs from 2 ...``) is reported
         # at that field; others at the setting that led to the folder's refusal
         match = re.match(r"^([A-Za-z_][\w.]*): (.+)$", str(err))

@@ -57,8 +57,9 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
         )
     run_dir = ckpts.run_dir_of(checkpoint)
     saved_path = run_dir / "recipe.yaml"
+    branch = run_dir.resolve() != Path(recipe.output_dir).resolve()
     if not saved_path.exists():
-        if run_dir.resolve() != Path(recipe.output_dir).resolve():
+        if branch:
             return  # a branch from a checkpoint kept without its run: nothing to hold it to
         raise ValueError(
             f"{run_dir} holds checkpoints but no recipe.yaml, so this resume cannot be "
@@ -66,6 +67,8 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
             "checkpoint into another output_dir (train.resume=CHECKPOINT)"
         )
     saved = saved_recipe_data(saved_path)
+    if saved is None and branch:
+        return  # as for a checkpoint kept without its run: the branch starts its own
     if saved is None:
         raise ValueError(
             f"{saved_path}: cannot be read as a recipe, so this resume cannot be checked "
