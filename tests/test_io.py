@@ -114,3 +114,24 @@ def test_read_jsonl_drops_a_torn_last_line_and_names_damage_a_crash_cannot_leave
     path.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(ValueError, match=f"^{path}: not UTF-8 text$"):
         io.read_jsonl(path)
+
+
+def test_a_folder_that_cannot_be_synced_does_not_stop_a_checkpoint(tmp_path, monkeypatch):
+    """Windows cannot open a folder and some network file systems refuse its fsync; the
+    files are synced all the same."""
+    from dsharp import checkpoints
+
+    synced = []
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.isdir(path):
+            raise OSError(22, "Invalid argument")
+        synced.append(os.path.basename(path))
+
+    tmp = checkpoints.temp_checkpoint_dir(tmp_path, 1)
+    tmp.mkdir(parents=True)
+    (tmp / "optimizer.bin").write_bytes(b"o")
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    final = checkpoints.finalize_checkpoint(tmp_path, 1, {"step": 1}, keep=None)
+    assert (final / "trainer_state.json").is_file() and "optimizer.bin" in synced

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from dsharp.io import atomic_write_json, replace_directory, sync_file, sync_tree
+from dsharp.io import atomic_write_json, replace_directory, sync_folder, sync_tree
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -110,7 +110,7 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     atomic_write_json(tmp / "trainer_state.json", state)
     final = checkpoint_dir(run_dir, step)
     replace_directory(tmp, final)
-    sync_file(final.parent)
+    sync_folder(final.parent)
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

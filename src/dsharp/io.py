@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,15 @@ def sync_tree(folder: Path) -> None:
     for root, _dirs, files in os.walk(folder):
         for name in files:
             sync_file(Path(root) / name)
-        sync_file(Path(root))
+        sync_folder(Path(root))
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder's entries (a rename into it), where the platform can: Windows cannot
+    open a folder, and some network file systems refuse a folder's fsync. Best effort, as
+    the files themselves are synced."""
+    with suppress(OSError):
+        sync_file(folder)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
