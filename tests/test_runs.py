@@ -84,6 +84,7 @@ def test_runs_list_a_folder_that_only_an_evaluation_of_a_recipe_wrote(tmp_path):
         None,
     )
     assert (plain_run.method, plain_run.model, plain_run.score) == (None, "/models/tiny-sd", 0.25)
+    assert [r.name for r in find_runs(sampler)] == ["mini-demon"]  # the folder given itself
 
 
 def test_runs_tell_a_run_in_progress_and_one_that_never_stepped(tmp_path):

@@ -53,7 +53,7 @@ def find_runs(parent: Path) -> list[RunSummary]:
         raise NotADirectoryError(f"{parent}: is a file, not a folder")
     if not parent.is_dir():
         raise FileNotFoundError(f"{parent}: no such folder")
-    if (parent / "recipe.yaml").is_file():
+    if is_run_folder(parent):
         return [summarise_run(parent)]
     found = [_summary_or_problem(p) for p in sorted(parent.iterdir()) if _may_be_run(p)]
     return sorted(found, key=lambda r: r.updated, reverse=True)
