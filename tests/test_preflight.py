@@ -348,3 +348,18 @@ def test_the_write_check_passes_in_a_folder_whose_times_it_may_not_set(tmp_path,
     monkeypatch.setattr(os, "utime", not_owner)
     result = _validate(QUICKSTART, f"output_dir={tmp_path}/run")
     assert result.exit_code == 0, result.output
+
+
+def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
+    """The run folder is state, not the recipe: validate says ok, and notes what train would
+    refuse in the folder as it is now."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "checkpoints" / "step-000001" / "trainer_state.json").write_text('{"step": 1}')
+    result = _validate(QUICKSTART, f"output_dir={run}")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"note: train would refuse its run folder now: output_dir: {run} already holds "
+        "checkpoints of another run: set train.resume=latest to continue it, or choose "
+        "another output_dir"
+    )

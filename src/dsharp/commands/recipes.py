@@ -154,9 +154,14 @@ def validate_cmd(
 def _note_what_this_machine_refuses(recipe: Any) -> None:
     """A valid recipe may still need another machine (fp16 without CUDA, an 8-bit optimizer
     without bitsandbytes): say so, since ``train`` refuses it here before loading."""
-    from dsharp.preflight import check_runtime
+    from dsharp.preflight import check_run_folder, check_runtime
+    from dsharp.recipe_errors import RecipeError
 
     try:
         check_runtime(recipe)
     except ValueError as err:
         typer.echo(f"note: train would refuse it on this machine: {err}", err=True)
+    try:  # the run folder as it is now: another run's checkpoints, a resume it cannot make
+        check_run_folder(recipe)
+    except RecipeError as err:
+        typer.echo(f"note: train would refuse its run folder now: {err}", err=True)
