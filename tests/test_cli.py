@@ -781,7 +781,7 @@ def test_a_device_name_that_is_no_device_is_a_bad_value(tmp_path, command):
     result = _invoke(args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
-        "error: --device: expected auto, cpu, cuda[:N] or mps, got 'tpu'"
+        "error: --device: expected auto, cpu, cuda[:N], mps or xpu, got 'tpu'"
     )
 
 
@@ -791,6 +791,14 @@ def test_a_device_this_machine_lacks_is_not_a_bad_value(tmp_path):
     result = _invoke([*args, "-p", "a red circle", "--out", tmp_path])
     assert result.exit_code == 1, result.output
     assert "--device cuda: CUDA is not available here" in result.stderr
+    if not _has_xpu():  # an Intel GPU is a device too, not a bad value
+        result = _invoke([*args[:-2], "--device", "xpu", "-p", "a red circle", "--out", tmp_path])
+        assert result.exit_code == 1, result.output
+        assert "--device xpu: XPU is not available here" in result.stderr
+
+
+def _has_xpu() -> bool:
+    return bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
 
 
 @pytest.mark.parametrize(

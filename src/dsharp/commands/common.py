@@ -10,7 +10,7 @@ import torch
 from dsharp.models.base import DiffusionModel
 
 #: ``--device`` types dsharp runs on; another torch type (``xla``, ``meta``) is a bad value.
-DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 def pick_device(device: str) -> torch.device:
@@ -26,12 +26,17 @@ def pick_device(device: str) -> torch.device:
     except (RuntimeError, TypeError):
         resolved = None
     if resolved is None or resolved.type not in DEVICE_TYPES:
-        raise RecipeError(f"--device: expected auto, cpu, cuda[:N] or mps, got {device!r}")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here (use cpu or auto)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available here (use cpu or auto)")
+        raise RecipeError(f"--device: expected auto, cpu, cuda[:N], mps or xpu, got {device!r}")
+    if resolved.type != "cpu" and not _available(resolved.type):
+        name = resolved.type.upper()
+        raise ValueError(f"--device {device}: {name} is not available here (use cpu or auto)")
     return resolved
+
+
+def _available(device_type: str) -> bool:
+    """Whether this machine has a device of ``device_type`` (cuda, mps, xpu)."""
+    backend = torch.backends.mps if device_type == "mps" else getattr(torch, device_type, None)
+    return bool(backend is not None and backend.is_available())
 
 
 def parse_reward_sets(items: list[str]) -> dict[str, Any]:
