@@ -1043,3 +1043,21 @@ def test_a_resume_inside_a_round_of_samples_says_the_run_goes_on_differently():
     note = mid_round_note(ddpo, 3, 1)
     assert note.startswith("step 3 falls inside one of ddpo's rounds of samples (2 training")
     assert mid_round_note(SimpleNamespace(name="rlhf_sharpening"), 3, 1) is None
+
+
+def test_a_report_only_rerun_changes_no_record_and_a_fresh_run_ignores_a_failed_start(
+    tiny_sd_dir, tmp_path
+):
+    """Writing a finished run's report resumes at max_steps and trains nothing: the run's
+    environment gains no resume. A fresh run starts its metrics anew without reading what a
+    start that failed left (a damaged file would otherwise stop it)."""
+    run = tmp_path / "run"
+    (run).mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n42\n{"step": 2}\n')  # damaged mid-file
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *SMALL, "train.max_steps=1"))
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1]
+    before = (run / "environment.json").read_text()
+    again = _recipe("rlhf_sharpening", tiny_sd_dir, run, *SMALL, "train.max_steps=1")
+    again.train.resume = "latest"
+    assert _train(again).start_step == 1
+    assert (run / "environment.json").read_text() == before

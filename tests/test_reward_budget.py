@@ -80,6 +80,15 @@ def test_an_evaluation_of_a_checkpoint_counts_the_budget_spent_up_to_it(tmp_path
     assert with_train_reward_evals({"step": 2}, tmp_path)["train_reward_evals"] == 32
     assert with_train_reward_evals({}, tmp_path)["train_reward_evals"] == 64
     assert with_train_reward_evals({"train_reward_evals": 5}, tmp_path)["train_reward_evals"] == 5
+    # a checkpoint off the logging grid (log_every 2, a Ctrl-C at step 3): its own count
+    (tmp_path / "checkpoints" / "step-000003").mkdir(parents=True)
+    state = {"step": 3, "reward_evals": 48}
+    (tmp_path / "checkpoints" / "step-000003" / "trainer_state.json").write_text(json.dumps(state))
+    rows = [r for r in rows if r["step"] % 2 == 0]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert with_train_reward_evals({"step": 3}, tmp_path)["train_reward_evals"] == 48
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n42\n{"step": 2}\n')  # damaged
+    assert "train_reward_evals" not in with_train_reward_evals({"step": 3}, tmp_path)
 
 
 def test_a_run_without_reward_evaluations_reports_none(tmp_path):

@@ -216,17 +216,20 @@ class Trainer:
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
-            if acc.is_main_process:
-                note = mid_round_note(self.method, self.start_step, train.grad_accum)
-                if note:
-                    print(f"note: {note}", file=sys.stderr)
+        # a resume that trains (not one that only writes the report of a finished run)
+        trains_on = resume_from is not None and self.start_step < train.max_steps
+        if trains_on and acc.is_main_process:
+            note = mid_round_note(self.method, self.start_step, train.grad_accum)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
         if acc.is_main_process:
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
             names = [s.name for s in [*recipe.rewards, *(recipe.eval.rewards or [])]]
             environment = self.run_dir / ENVIRONMENT_JSON
-            resumed_at = self.start_step if resume_from is not None else None
-            record = run_environment(environment, environment_record(names), resumed_at)
-            atomic_write_json(environment, record)
+            if resume_from is None or trains_on or not environment.exists():
+                resumed_at = self.start_step if trains_on else None
+                record = run_environment(environment, environment_record(names), resumed_at)
+                atomic_write_json(environment, record)
             self._truncate_metrics(self.start_step)
         if train.trackers:
             from dsharp.config import recipe_to_dict
@@ -246,8 +249,13 @@ class Trainer:
         self.model.load_trained(Path(input_dir) / "model")
 
     def _truncate_metrics(self, step: int) -> None:
-        """On resume, drop metric rows logged after the checkpoint (they will be redone)."""
+        """On resume, drop metric rows logged after the checkpoint (they will be redone); a
+        fresh run starts an empty file, without reading a failed start's (maybe damaged)."""
         path = self.run_dir / "metrics.jsonl"
+        if step == 0:
+            if path.exists():
+                atomic_write_jsonl(path, [])
+            return
         rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
         if path.exists():
             atomic_write_jsonl(path, rows)

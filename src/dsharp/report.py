@@ -40,15 +40,30 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
 
 def train_reward_evals(run_dir: Path, up_to_step: int | None = None) -> int | None:
     """Reward evaluations that steered a run's training (its last ``reward_evals`` in
-    metrics.jsonl, or the last by step ``up_to_step``), or None when the run logged none
-    (no reward, or not reward-driven)."""
+    metrics.jsonl, or by step ``up_to_step``: the count its checkpoint of that step saved,
+    exact also where that step logged no row), or None when the run logged none (no
+    reward, or not reward-driven) or its metrics cannot be read."""
+    from dsharp import checkpoints
     from dsharp.io import read_jsonl
 
-    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    if up_to_step is not None:
-        rows = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= up_to_step]
-    counts = [r["reward_evals"] for r in rows if r.get("reward_evals") is not None]
-    return int(counts[-1]) if counts else None
+    try:
+        rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    except ValueError:  # a damaged file: the budget is not known, the evaluation still is
+        return None
+    counted = [r for r in rows if r.get("reward_evals") is not None]
+    if not counted:
+        return None
+    if up_to_step is None:
+        return int(counted[-1]["reward_evals"])
+    try:
+        state = checkpoints.read_trainer_state(checkpoints.checkpoint_dir(run_dir, up_to_step))
+        saved = state.get("reward_evals")
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, int) and not isinstance(saved, bool):
+        return saved
+    earlier = [r for r in counted if isinstance(r.get("step"), int) and r["step"] <= up_to_step]
+    return int(earlier[-1]["reward_evals"]) if earlier else None
 
 
 def with_train_reward_evals(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
