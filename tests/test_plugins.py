@@ -518,7 +518,7 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
 
 def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_path: Path) -> None:
     """`dsharp rewards score NAME a.png b.png` (a shell glob) scores them, with --image after
-    them; no image at all, or images of different sizes, is one line and exit 1."""
+    them; no image at all (exit 2) or images of different sizes (exit 1) is one line."""
     from PIL import Image
 
     from dsharp.cli import app
@@ -539,7 +539,7 @@ def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_pat
     assert [line.split() for line in lines[1:-1]] == [[str(p), "0.5000"] for p in paths[:3]]
 
     none = CliRunner().invoke(app, ["rewards", "score", "fake_const", "--prompt", "a"])
-    assert none.exit_code == 1
+    assert none.exit_code == 2  # a missing input, as no --prompt is
     assert none.stderr == "error: no image to score: give image files (or --image FILE)\n"
 
     mixed = CliRunner().invoke(
@@ -547,6 +547,15 @@ def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_pat
     )
     assert mixed.exit_code == 1 and len(mixed.stderr.strip().splitlines()) == 1
     assert f"{paths[3]} is 16x8" in mixed.stderr and "separate calls" in mixed.stderr
+
+    counts = CliRunner().invoke(app, [*args[:7], "--prompt", "a", "--prompt", "b", "--json"])
+    assert counts.exit_code == 2  # three images, two prompts: a bad setting
+    assert counts.stderr == "error: got 2 prompts for 3 images: give 1 or one each\n"
+    outside = CliRunner().invoke(
+        app, ["rewards", "score", "shapes", str(paths[0])] + ["--prompt", "a purple dragon"]
+    )
+    assert outside.exit_code == 2, outside.output  # refused before any image is scored
+    assert outside.stderr.startswith("error: --prompt: reward 'shapes' cannot score a prompt")
 
 
 def test_check_prompts_asks_rewards_that_can_tell_and_respects_on_error() -> None:

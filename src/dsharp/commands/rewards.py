@@ -148,17 +148,21 @@ def score_cmd(
 ) -> None:
     """Build one reward and score image files with it."""
     try:
+        from dsharp.commands.errors import settings_errors, usage_error
         from dsharp.rewards.combine import CombinedReward
+        from dsharp.rewards.plugins import check_prompts
 
         image = [*(images or []), *image]
-        if not image:
-            raise ValueError("no image to score: give image files (or --image FILE)")
+        if not image:  # a missing input, as no prompt is: exit 2
+            raise usage_error("no image to score: give image files (or --image FILE)")
         if len(prompt) not in (1, len(image)):
-            raise ValueError(
+            raise usage_error(
                 f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
             )
         prompts = prompt * len(image) if len(prompt) == 1 else prompt
         spec = _reward_spec(name, sets)
+        with settings_errors():  # a prompt the reward cannot score: before any image loads
+            check_prompts([spec], prompts, "--prompt")
         # Scored with training's checks: shape, NaN and inf, a plugin's error named.
         reward = CombinedReward([spec])
         _, combined = reward(_load_images(image), prompts, [{} for _ in image])
