@@ -909,3 +909,13 @@ def test_eval_refuses_t2i_compbench_flags_for_another_bench(tmp_path, source, mo
         "error: --categories, --split, --images-per-prompt: used only by --bench t2i-compbench "
         "(other benches and --prompts take --limit and --seeds)"
     )
+
+
+def test_sample_refuses_a_seed_torch_would_not_take(tmp_path):
+    """train.seed is checked against torch's range; --seed was taken as given (-1 too)."""
+    for seed in ("-1", str(2**32)):
+        args = ["sample", "--model", tmp_path / "never-loaded", "-p", "a red circle"]
+        result = _invoke([*args, "--seed", seed, "--out", tmp_path / "out"])
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--seed'" in result.output
+    assert not (tmp_path / "out").exists()

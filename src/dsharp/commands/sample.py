@@ -33,7 +33,13 @@ def sample(
     ),
     model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the first image; image i uses seed + i."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        min=0,
+        max=2**32 - 1,
+        help="Seed of the first image; image i uses seed + i (0 to 2**32 - 1, as train.seed).",
+    ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
     guidance: float = typer.Option(
