@@ -919,3 +919,27 @@ def test_sample_refuses_a_seed_torch_would_not_take(tmp_path):
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--seed'" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_t2i_compbench_checks_its_work_folder_before_loading(tmp_path, monkeypatch):
+    """With --out elsewhere, the rows still go to the run's t2i-compbench/ from the first
+    prompt on: a run folder nothing can be written in is refused before the model loads."""
+    import tempfile
+
+    run = _mini_run(tmp_path)
+    make_folder = tempfile.mkdtemp
+
+    def refuse_in_run(*args, **kwargs):  # chmod does not stop root: refuse by hand
+        if Path(kwargs.get("dir", "")) == run:
+            raise PermissionError(13, "Permission denied")
+        return make_folder(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse_in_run)
+    _refuse_loading(monkeypatch)
+    args = ["eval", "--checkpoint", run, "--bench", "t2i-compbench", "--out", tmp_path / "r.json"]
+    result = _invoke(args)
+    assert result.exit_code == 1, result.output
+    work = run / "t2i-compbench" / "step-000001"
+    assert result.stderr.strip() == (
+        f"error: t2i-compbench work folder {work}: cannot be written in {run} (Permission denied)"
+    )

@@ -491,6 +491,10 @@ def _t2i_compbench(
     # In its own folder the work is that checkpoint's by where it is (a moved run folder
     # resumes it); in a folder the user gives, the checkpoint's path says whose it is.
     model_id = str(model) if ckpt is None else (str(ckpt.resolve()) if images else ckpt.name)
+    if work_dir is not None:  # its rows are written from the first prompt on: check now
+        from dsharp.preflight import check_output_folder
+
+        check_output_folder(work_dir, "--images" if images else "t2i-compbench work folder")
     diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,
