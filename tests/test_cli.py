@@ -862,11 +862,25 @@ def test_eval_of_a_checkpoint_with_a_damaged_state_fails_before_loading(tmp_path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _refuse_writes_in(monkeypatch, folder: Path) -> None:
+    """The write check's probe fails in ``folder``, as in a read-only folder (chmod does not
+    stop root, who runs the tests here)."""
+    import tempfile
+
+    make_folder = tempfile.mkdtemp
+
+    def refuse(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == folder:
+            raise PermissionError(13, "Permission denied")
+        return make_folder(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+
+
 @pytest.mark.parametrize("where", ["run folder", "checkpoint folder", "output_dir"])
 def test_eval_checks_its_default_destination_can_be_written_before_sampling(
     tmp_path, monkeypatch, where
 ):
-    import tempfile
 
     run = _mini_run(tmp_path)
     args = ["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1"]
@@ -878,14 +892,7 @@ def test_eval_checks_its_default_destination_can_be_written_before_sampling(
         args[2] = read_only
     elif where == "output_dir":
         args = ["eval", "--recipe", RECIPES / "quickstart.yaml", f"output_dir={run}"]
-    make_folder = tempfile.mkdtemp
-
-    def refuse_in_read_only(*args, **kwargs):  # chmod does not stop root: refuse by hand
-        if Path(kwargs.get("dir", "")) == read_only:
-            raise PermissionError(13, "Permission denied")
-        return make_folder(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkdtemp", refuse_in_read_only)
+    _refuse_writes_in(monkeypatch, read_only)
     _refuse_loading(monkeypatch)
     import dsharp.builders
 
@@ -924,17 +931,9 @@ def test_sample_refuses_a_seed_torch_would_not_take(tmp_path):
 def test_eval_t2i_compbench_checks_its_work_folder_before_loading(tmp_path, monkeypatch):
     """With --out elsewhere, the rows still go to the run's t2i-compbench/ from the first
     prompt on: a run folder nothing can be written in is refused before the model loads."""
-    import tempfile
 
     run = _mini_run(tmp_path)
-    make_folder = tempfile.mkdtemp
-
-    def refuse_in_run(*args, **kwargs):  # chmod does not stop root: refuse by hand
-        if Path(kwargs.get("dir", "")) == run:
-            raise PermissionError(13, "Permission denied")
-        return make_folder(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkdtemp", refuse_in_run)
+    _refuse_writes_in(monkeypatch, run)
     _refuse_loading(monkeypatch)
     args = ["eval", "--checkpoint", run, "--bench", "t2i-compbench", "--out", tmp_path / "r.json"]
     result = _invoke(args)
