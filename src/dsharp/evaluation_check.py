@@ -81,16 +81,29 @@ def _text_fields(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _rewards_problem(data: dict[str, Any]) -> str | None:
-    rewards = data.get("rewards")
-    if rewards is None:
+def _list_problem(
+    data: dict[str, Any], key: str, what: str, item_problem: Callable[[Any, str], str | None]
+) -> str | None:
+    """``key`` present and not a list (``what``: what it should be), or the first of its
+    items ``item_problem`` finds wrong (given the item and where it is, ``key[i]``)."""
+    items = data.get(key)
+    if items is None:
         return None
-    if not isinstance(rewards, list):
-        return f"rewards: {_describe(rewards)}, not a list of names"
-    for i, name in enumerate(rewards):
-        if not isinstance(name, str):
-            return f"rewards[{i}]: {_describe(name)}, not a name"
+    if not isinstance(items, list):
+        return f"{key}: {_describe(items)}, not {what}"
+    for i, item in enumerate(items):
+        problem = item_problem(item, f"{key}[{i}]")
+        if problem is not None:
+            return problem
     return None
+
+
+def _rewards_problem(data: dict[str, Any]) -> str | None:
+    return _list_problem(data, "rewards", "a list of names", _name_problem)
+
+
+def _name_problem(name: Any, where: str) -> str | None:
+    return None if isinstance(name, str) else f"{where}: {_describe(name)}, not a name"
 
 
 def _mapping_problem(data: dict[str, Any], key: str) -> str | None:
@@ -146,16 +159,7 @@ def _groups_problem(data: dict[str, Any]) -> str | None:
 
 def _images_problem(data: dict[str, Any]) -> str | None:
     """``images``: a list of per-image scores, each keyed by its prompt and seed."""
-    images = data.get("images")
-    if images is None:
-        return None
-    if not isinstance(images, list):
-        return f"images: {_describe(images)}, not a list"
-    for i, entry in enumerate(images):
-        problem = _image_problem(entry, f"images[{i}]")
-        if problem is not None:
-            return problem
-    return None
+    return _list_problem(data, "images", "a list", _image_problem)
 
 
 def _image_problem(entry: Any, where: str) -> str | None:
