@@ -9,7 +9,7 @@ difference with a traceback, or being shown as if it were a score.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: Top-level fields that hold one number (or null: NaN as JSON writes it).
@@ -39,11 +39,12 @@ def evaluation_problem(data: dict[str, Any]) -> str | None:
         _groups_problem,
         _images_problem,
     ]
-    for check in checks:
-        problem = check(data)
-        if problem is not None:
-            return problem
-    return None
+    return _first_problem(check(data) for check in checks)
+
+
+def _first_problem(problems: Iterable[str | None]) -> str | None:
+    """The first problem found (checks are lazy: later ones may assume earlier passed)."""
+    return next((problem for problem in problems if problem is not None), None)
 
 
 def _describe(value: Any) -> str:
@@ -91,11 +92,7 @@ def _list_problem(
         return None
     if not isinstance(items, list):
         return f"{key}: {_describe(items)}, not {what}"
-    for i, item in enumerate(items):
-        problem = item_problem(item, f"{key}[{i}]")
-        if problem is not None:
-            return problem
-    return None
+    return _first_problem(item_problem(item, f"{key}[{i}]") for i, item in enumerate(items))
 
 
 def _rewards_problem(data: dict[str, Any]) -> str | None:
@@ -138,23 +135,15 @@ def _number_map_problem(values: Any, key: str) -> str | None:
 
 
 def _number_maps(data: dict[str, Any]) -> str | None:
-    for key in NUMBER_MAPS:
-        problem = _number_map_problem(data[key], key) if key in data else None
-        if problem is not None:
-            return problem
-    return None
+    return _first_problem(_number_map_problem(data[k], k) for k in NUMBER_MAPS if k in data)
 
 
 def _groups_problem(data: dict[str, Any]) -> str | None:
     """``groups``: grouping -> label -> mean."""
-    problem = _mapping_problem(data, "groups")
-    if problem is not None:
-        return problem
-    for grouping, labels in data.get("groups", {}).items():
-        problem = _number_map_problem(labels, f"groups.{grouping}")
-        if problem is not None:
-            return problem
-    return None
+    return _mapping_problem(data, "groups") or _first_problem(
+        _number_map_problem(labels, f"groups.{grouping}")
+        for grouping, labels in data.get("groups", {}).items()
+    )
 
 
 def _images_problem(data: dict[str, Any]) -> str | None:
