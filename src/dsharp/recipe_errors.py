@@ -5,12 +5,13 @@ message names the file, the dotted field and the reason in words a recipe author
 from __future__ import annotations
 
 import difflib
-import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+from dsharp.redaction import shown_setting
 
 #: A validation location: keys and list indices from the recipe's top.
 Loc = tuple[str | int, ...]
@@ -41,33 +42,6 @@ class RecipeError(ValueError):
         if self.override:
             line += f" (from override {shown_setting(self.override)!r})"
         return line
-
-
-def shown_setting(setting: str) -> str:
-    """A ``KEY=VALUE`` setting (an override, a ``--set``) as an error may echo it: a value
-    under a key that looks secret (a key typed in, ``rewards.0.options.api_key=sk-...``), or
-    credentials in a URL, redacted, since error lines end up in CI and job logs."""
-    from dsharp.redaction import REDACTED, redact_url_credentials
-
-    key, sep, value = setting.partition("=")
-    if not sep:
-        return setting
-    if sensitive_setting(setting):
-        shown = redact_url_credentials(value.strip())
-        return f"{key}={shown if shown != value.strip() else REDACTED}"
-    return setting
-
-
-def sensitive_setting(setting: str) -> bool:
-    """Whether a ``KEY=VALUE`` setting holds a secret: its key looks like one, or its value
-    carries credentials in a URL (anywhere in it: ``[http://user:KEY@host]`` too)."""
-    from dsharp.redaction import looks_secret
-
-    key, _, value = setting.partition("=")
-    return looks_secret(key.strip().rsplit(".", 1)[-1]) or bool(_URL_CREDENTIALS.search(value))
-
-
-_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]*@", re.I)
 
 
 class FieldProblem(ValueError):

@@ -10,14 +10,8 @@ from typing import Any
 
 import yaml
 
-from dsharp.recipe_errors import (
-    Loc,
-    RecipeError,
-    _dotted,
-    _one_line,
-    sensitive_setting,
-    shown_setting,
-)
+from dsharp.recipe_errors import Loc, RecipeError, _dotted, _one_line
+from dsharp.redaction import sensitive_setting, shown_setting
 
 # --------------------------------------------------------------------------- YAML
 

@@ -26,13 +26,35 @@ def looks_secret(name: str) -> bool:
 
 # Credentials written into a URL (``https://user:KEY@host/v1``, ``https://TOKEN@host``): the
 # userinfo runs to the last "@" before the path.
-_URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.I)
+_URL_CREDENTIALS = r"([a-z][a-z0-9+.-]*://)[^/?#\s]*@"
+_URL_USERINFO = re.compile("^" + _URL_CREDENTIALS, re.I)
+_URL_WITH_CREDENTIALS = re.compile(_URL_CREDENTIALS, re.I)  # anywhere in a text
 
 
 def redact_url_credentials(text: str) -> str:
     """``text`` with the credentials of a URL (all of its userinfo) replaced by
     ``"<redacted>"``."""
     return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+
+
+def sensitive_setting(setting: str) -> bool:
+    """Whether a ``KEY=VALUE`` setting (an override, a ``--set``) holds a secret: its key
+    looks like one, or its value carries credentials in a URL (anywhere in it:
+    ``[http://user:KEY@host]`` too)."""
+    key, _, value = setting.partition("=")
+    secret_key = looks_secret(key.strip().rsplit(".", 1)[-1])
+    return secret_key or bool(_URL_WITH_CREDENTIALS.search(value))
+
+
+def shown_setting(setting: str) -> str:
+    """A ``KEY=VALUE`` setting as an error may echo it: a value under a key that looks
+    secret (a key typed in, ``rewards.0.options.api_key=sk-...``), or credentials in a URL,
+    redacted, since error lines end up in CI and job logs."""
+    key, sep, value = setting.partition("=")
+    if not sep or not sensitive_setting(setting):
+        return setting
+    shown = redact_url_credentials(value.strip())
+    return f"{key}={shown if shown != value.strip() else REDACTED}"
 
 
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:

@@ -42,8 +42,9 @@ def _available(device_type: str) -> bool:
 def parse_reward_sets(items: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` reward options, each value read as YAML as a recipe reads it.
     A malformed item is a bad setting (``RecipeError``, exit 2), as a bad ``--option`` is."""
-    from dsharp.recipe_errors import RecipeError, sensitive_setting, shown_setting
+    from dsharp.recipe_errors import RecipeError
     from dsharp.recipe_yaml import parse_yaml
+    from dsharp.redaction import sensitive_setting, shown_setting
 
     options: dict[str, Any] = {}
     for item in items:
