@@ -62,6 +62,20 @@ def parse_reward_sets(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def check_reward_settings(specs: list[Any]) -> None:
+    """Option names and values of every reward (``--set``, a recipe's), checked without
+    building it: ``ValueError`` for a refused option (a bad setting under
+    ``settings_errors``, exit 2), not the ``RewardError`` of a reward that failed to score."""
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
+
+    for spec in specs:
+        try:
+            check_reward_options(spec)
+        except RewardError as err:
+            raise ValueError(str(err)) from None
+
+
 def load_model_for_inference(
     model: str | None, checkpoint: Path | None, device: str
 ) -> DiffusionModel:

@@ -119,30 +119,14 @@ def _check_names(bench: str | None, rewards: list[str] | None) -> None:
             check_reward_name(name)
 
 
-def _refuse_t2i_only_flags(flags: dict[str, Any]) -> None:
-    """Flags that choose t2i-compbench's prompts and images are a bad setting (exit 2)
-    with another bench or --prompts: they would be ignored without a word."""
+def _refuse_unused_flags(flags: dict[str, Any], why: str) -> None:
+    """Flags given (not None or empty) that this evaluation would ignore without a word are
+    a bad setting (exit 2): ``why`` says what takes their place."""
     from dsharp.recipe_errors import RecipeError
 
-    given = [flag for flag, value in flags.items() if value is not None]
+    given = [flag for flag, value in flags.items() if value not in (None, [], ())]
     if given:
-        raise RecipeError(
-            f"{', '.join(given)}: used only by --bench {T2I_COMPBENCH} (other benches and "
-            "--prompts take --limit and --seeds)"
-        )
-
-
-def _check_reward_options(specs: list[Any]) -> None:
-    """Option names and values of every reward (``--set``, a recipe's), refused as a bad
-    setting (exit 2) before any model loads rather than when the reward is built."""
-    from dsharp.rewards.base import RewardError
-    from dsharp.rewards.plugins import check_reward_options
-
-    for spec in specs:
-        try:
-            check_reward_options(spec)
-        except RewardError as err:
-            raise ValueError(str(err)) from None
+        raise RecipeError(f"{', '.join(given)}: {why}")
 
 
 def evaluate_cmd(
@@ -226,7 +210,7 @@ def evaluate_cmd(
         checkpoint_step,
         find_model_checkpoint,
     )
-    from dsharp.commands.common import parse_reward_sets
+    from dsharp.commands.common import check_reward_settings, parse_reward_sets
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
@@ -257,15 +241,12 @@ def evaluate_cmd(
                 "--eta": eta,
                 "OVERRIDES": overrides,
             }
-            given = [flag for flag, value in unused.items() if value not in (None, [], ())]
-            if given:
-                from dsharp.recipe_errors import RecipeError
-
-                raise RecipeError(
-                    f"{', '.join(given)}: not used by --bench {T2I_COMPBENCH}, which samples "
-                    "with plain DDIM and scores with its own evaluators (see "
-                    "--images-per-prompt, --categories, --split)"
-                )
+            _refuse_unused_flags(
+                unused,
+                f"not used by --bench {T2I_COMPBENCH}, which samples with plain DDIM and "
+                "scores with its own evaluators (see --images-per-prompt, --categories, "
+                "--split)",
+            )
             result, target = _t2i_compbench(
                 model,
                 checkpoint,
@@ -289,7 +270,11 @@ def evaluate_cmd(
             return
         t2i_only = {"--categories": categories, "--split": split}
         t2i_only |= {"--images-per-prompt": images_per_prompt, "--data": data}
-        _refuse_t2i_only_flags(t2i_only)
+        _refuse_unused_flags(
+            t2i_only,
+            f"used only by --bench {T2I_COMPBENCH} (other benches and --prompts take --limit "
+            "and --seeds)",
+        )
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         # with a recipe the positional overrides are the recipe's: a flag must not beat one
@@ -342,7 +327,7 @@ def evaluate_cmd(
         source = prompts or recipe or f"--bench {bench}"
         with settings_errors():  # a prompt a reward cannot score is refused as in a recipe
             check_prompts([*specs, *verifier_used], prompt_list, source)
-            _check_reward_options([*specs, *verifier_used])
+            check_reward_settings([*specs, *verifier_used])
 
         if model is not None or checkpoint is not None:
             from dsharp.commands.common import load_model_for_inference
@@ -491,10 +476,11 @@ def _t2i_compbench(
     # In its own folder the work is that checkpoint's by where it is (a moved run folder
     # resumes it); in a folder the user gives, the checkpoint's path says whose it is.
     model_id = str(model) if ckpt is None else (str(ckpt.resolve()) if images else ckpt.name)
-    if work_dir is not None:  # its rows are written from the first prompt on: check now
+    if work_dir is not None and images is None:  # --images was checked with --out, at once
         from dsharp.preflight import check_output_folder
 
-        check_output_folder(work_dir, "--images" if images else "t2i-compbench work folder")
+        # its rows are written from the first prompt on: check it now
+        check_output_folder(work_dir, "t2i-compbench work folder")
     diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,

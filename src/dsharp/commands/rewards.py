@@ -64,19 +64,14 @@ def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]])
 def _reward_spec(name: str, sets: list[str]) -> Any:
     """The spec to score with, checked without building the reward: an unknown name or a
     bad ``--set`` is a bad setting (``RecipeError``, exit 2), as it is in ``dsharp eval``."""
-    from dsharp.commands.common import parse_reward_sets
+    from dsharp.commands.common import check_reward_settings, parse_reward_sets
     from dsharp.commands.errors import settings_errors
     from dsharp.config import check_reward_name, parse_reward_spec
-    from dsharp.rewards.base import RewardError
-    from dsharp.rewards.plugins import check_reward_options
 
     with settings_errors():
         check_reward_name(name)
         spec = parse_reward_spec({"name": name, "options": parse_reward_sets(sets)}, "--set")
-        try:
-            check_reward_options(spec)
-        except RewardError as err:  # a refused option, not a reward that failed to score
-            raise ValueError(str(err)) from None
+        check_reward_settings([spec])
     return spec
 
 
