@@ -31,7 +31,7 @@ def train(
 
     try:
         cfg = load_recipe(recipe, overrides or [])
-        _refuse_sampler_recipe(recipe, overrides or [], cfg)
+        _refuse_sampler_recipe(recipe, cfg)
         from dsharp.posttrain import wants_report
         from dsharp.preflight import (
             check_before_loading,
@@ -70,19 +70,15 @@ def train(
 _RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
-def _refuse_sampler_recipe(recipe: Path, overrides: list[str], cfg: Recipe) -> None:
+def _refuse_sampler_recipe(recipe: Path, cfg: Recipe) -> None:
     """A recipe with neither a method nor a train section whose sampler is a search
     (``recipes/mini/demon.yaml``) is one for ``dsharp eval --recipe``: training it would
     start a run of the default method, at default length, that it never asked for. A
-    training recipe that samples its report with a search has a train section."""
+    training recipe that samples its report with a search has a train section. (The sections
+    the file or an override set are the recipe's ``model_fields_set``.)"""
     from dsharp.recipe_errors import RecipeError
-    from dsharp.recipe_yaml import _read_yaml
 
-    data = _read_yaml(recipe)
-    sections = ("method", "train")
-    trains = any(s in data for s in sections) or any(
-        o.startswith(tuple(f"{s}{c}" for s in sections for c in ".=")) for o in overrides
-    )
+    trains = {"method", "train"} & cfg.model_fields_set
     if not trains and cfg.sample.method != "default":
         raise RecipeError(
             f"a sampler recipe (sample.method: {cfg.sample.method}; no method or train "
@@ -141,11 +137,11 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             typer.echo(f"warning: {warning}", err=True)
         if (run_dir / CURVES_PNG).exists():
             typer.echo(f"training curves: {run_dir / CURVES_PNG}")
-        if wants_report(cfg) and stopped_at_end:
-            again = _resume_command(recipe, overrides, run_dir)
-            typer.echo(_report_not_written(run_dir, again), err=True)
-            raise typer.Exit(130)
         if wants_report(cfg):
+            if stopped_at_end:
+                again = _resume_command(recipe, overrides, run_dir)
+                typer.echo(_report_not_written(run_dir, again), err=True)
+                raise typer.Exit(130)
             try:
                 report = post_train_report(cfg, run_dir, progress=progress)
             except KeyboardInterrupt:
