@@ -252,11 +252,7 @@ class Trainer:
         """On resume, drop metric rows logged after the checkpoint (they will be redone); a
         fresh run starts an empty file, without reading a failed start's (maybe damaged)."""
         path = self.run_dir / "metrics.jsonl"
-        if step == 0:
-            if path.exists():
-                atomic_write_jsonl(path, [])
-            return
-        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step] if step else []
         if path.exists():
             atomic_write_jsonl(path, rows)
 

@@ -130,16 +130,13 @@ def check_run_folder(recipe: Any, source: str | None = None) -> None:
         return  # a run is writing it: the lock's own refusal says so when train takes it
     try:
         planned_resume(recipe)
-    except OSError as err:  # FileNotFoundError included: a train.resume that is no folder
-        if isinstance(err, FileNotFoundError) and recipe.train.resume:
-            raise RecipeError(
-                str(err).removeprefix("train.resume: "), source=source, field="train.resume"
-            ) from None
-        reason = f"{err.filename or out}: {err.strerror or err}"
-        raise RecipeError(reason, source=source, field="output_dir") from None
-    except ValueError as err:
-        # a message that starts with a field (``method.n: 3 differs from 2 ...``) is reported
-        # at that field; others at the setting that led to the folder's refusal
+    except (OSError, ValueError) as err:
+        if isinstance(err, OSError) and err.filename is not None:  # the folder cannot be read
+            reason = f"{err.filename}: {err.strerror or err}"
+            raise RecipeError(reason, source=source, field="output_dir") from None
+        # a message that starts with a field (``method.n: 3 differs from 2 ...``, or
+        # ``train.resume: not a checkpoint folder``) is reported at that field; others at the
+        # setting that led to the folder's refusal
         match = re.match(r"^([A-Za-z_][\w.]*): (.+)$", str(err))
         if match:
             field, reason = match.groups()

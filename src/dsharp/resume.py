@@ -57,23 +57,19 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
         )
     run_dir = ckpts.run_dir_of(checkpoint)
     saved_path = run_dir / "recipe.yaml"
-    branch = run_dir.resolve() != Path(recipe.output_dir).resolve()
-    if not saved_path.exists():
-        if branch:
-            return  # a branch from a checkpoint kept without its run: nothing to hold it to
-        raise ValueError(
-            f"{run_dir} holds checkpoints but no recipe.yaml, so this resume cannot be "
-            "checked against the run it continues: restore the file, or branch from the "
-            "checkpoint into another output_dir (train.resume=CHECKPOINT)"
-        )
-    saved = saved_recipe_data(saved_path)
-    if saved is None and branch:
-        return  # as for a checkpoint kept without its run: the branch starts its own
+    saved = saved_recipe_data(saved_path) if saved_path.exists() else None
     if saved is None:
+        if run_dir.resolve() != Path(recipe.output_dir).resolve():
+            return  # a branch from a checkpoint kept without its run: it starts its own
+        missing = (
+            f"{saved_path}: cannot be read as a recipe"
+            if saved_path.exists()
+            else f"{run_dir} holds checkpoints but no recipe.yaml"
+        )
         raise ValueError(
-            f"{saved_path}: cannot be read as a recipe, so this resume cannot be checked "
-            "against the run it continues: restore the file, or branch from the checkpoint "
-            "into another output_dir (train.resume=CHECKPOINT)"
+            f"{missing}, so this resume cannot be checked against the run it continues: "
+            "restore the file, or branch from the checkpoint into another output_dir "
+            "(train.resume=CHECKPOINT)"
         )
     now = recipe_to_dict(with_method_defaults(recipe))
     found = first_difference(saved, now, ignore=RESUMABLE_CHANGES)
