@@ -138,7 +138,13 @@ def summarise_run(run_dir: Path) -> RunSummary:
         step=step,
         max_steps=max_steps,
         status=_folder_status(
-            run_dir, step, max_steps, damaged, trained=bool(rows) or latest is not None
+            run_dir,
+            step,
+            max_steps,
+            damaged,
+            trained=bool(rows) or latest is not None,
+            # a score came from an evaluation file; else look for eval-base.json as well
+            evaluated=score_from is not None or bool(eval_files(run_dir, include_base=True)),
         ),
         reward=rewards[-1] if rewards else None,
         score=score,
@@ -149,7 +155,13 @@ def summarise_run(run_dir: Path) -> RunSummary:
 
 
 def _folder_status(
-    run_dir: Path, step: int | None, max_steps: int | None, damaged: str | None, trained: bool
+    run_dir: Path,
+    step: int | None,
+    max_steps: int | None,
+    damaged: str | None,
+    *,
+    trained: bool,
+    evaluated: bool,
 ) -> str:
     """The ``status`` of a run folder: a folder another process is writing is ``running``,
     whatever its checkpoints say, so that a run in progress does not read as stopped; one
@@ -158,11 +170,7 @@ def _folder_status(
         return "running"
     if damaged:
         return f"{damaged} unreadable"
-    merged = _merge_status(run_dir)
-    if merged:
-        return merged
-    evaluated = bool(eval_files(run_dir, include_base=True))
-    return _status(step, max_steps, trained=trained, evaluated=evaluated)
+    return _merge_status(run_dir) or _status(step, max_steps, trained, evaluated)
 
 
 def _merge_status(run_dir: Path) -> str | None:
