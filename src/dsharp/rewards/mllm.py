@@ -86,8 +86,9 @@ def _secrets(key: str, base_url: str) -> tuple[str, ...]:
         userinfo = netloc.rsplit("@", 1)[0]
         user, _, password = unquote(userinfo).partition(":")
         found += [userinfo, unquote(userinfo), password, userinfo.partition(":")[2]]
-        sent = f"{user}:{password}".encode()  # as the client encodes it, colon included
-        found += [base64.b64encode(sent).decode(), base64.b64encode(sent).decode().rstrip("=")]
+        # the Basic header as the client sends it (colon included), padded and not
+        sent = base64.b64encode(f"{user}:{password}".encode()).decode()
+        found += [sent, sent.rstrip("=")]
     return tuple(dict.fromkeys(s for s in found if s))
 
 
