@@ -565,6 +565,49 @@ def test_version_flag_prints_the_installed_distribution_version():
     assert result.output.strip() == f"dsharp {version('dsharp')}"
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["sample", "--seeds", "3"],
+            "dsharp sample: No such option: --seeds (Possible options: --seed, --steps) "
+            "(see 'dsharp sample --help')",
+        ),
+        (
+            ["eval", "--seeds", "x"],
+            "dsharp eval: Invalid value for '--seeds': Input should be a valid integer, "
+            "unable to parse string as an integer (see 'dsharp eval --help')",
+        ),
+        (
+            ["compare"],
+            "dsharp compare: Missing argument 'RUN_OR_JSON'. (see 'dsharp compare --help')",
+        ),
+        (["trian"], "dsharp: No such command 'trian'. Did you mean 'train'? (see 'dsharp --help')"),
+    ],
+    ids=["unknown-option", "bad-value", "missing-argument", "unknown-command"],
+)
+def test_usage_errors_are_one_line_with_exit_2(monkeypatch, capsys, argv, expected):
+    """The console script prints click's usage errors as one line, not a boxed panel."""
+    from dsharp.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dsharp", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == expected and captured.out == ""
+
+
+def test_no_command_prints_the_help_with_exit_2(monkeypatch, capsys):
+    from dsharp.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dsharp"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "Commands" in capsys.readouterr().out
+
+
 def test_an_evaluation_on_a_prompt_file_is_named_by_that_file():
     from dsharp.commands.evaluate import _default_json_name
 

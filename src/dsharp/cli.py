@@ -67,6 +67,45 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _click_exception(name: str) -> type[Exception]:
+    """Click's exception class ``name``, found through typer's public ``BadParameter``: typer
+    0.29 and later carry their own copy of click, older ones use the ``click`` package."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
+_UsageError = _click_exception("UsageError")
+_ClickException = _click_exception("ClickException")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _run_app() -> int:
+    """Run the app and return its exit status, printing a usage error as one line.
+
+    Click's standalone mode prints a usage error as a boxed, wrapped panel over several lines;
+    dsharp's errors are one line that names the input and the reason, so a script's log or a
+    grep shows it whole."""
+    try:
+        result = app(prog_name="dsharp", standalone_mode=False)
+    except _UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            return error.exit_code  # typer has printed the help
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "dsharp"
+        message = _one_line(error.format_message())
+        print(f"{command}: {message} (see '{command} --help')", file=sys.stderr)
+        return error.exit_code
+    except _ClickException as error:
+        print(f"dsharp: {_one_line(error.format_message())}", file=sys.stderr)
+        return error.exit_code
+    except typer.Abort:
+        print("Aborted", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
 def main() -> None:
     """Console-script entry point."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -80,10 +119,11 @@ def main() -> None:
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
     try:
-        app()
+        status = _run_app()
     finally:  # not during interpreter shutdown: a launcher's SIGTERM then ends it quietly
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
