@@ -451,3 +451,17 @@ def test_a_runs_relative_model_path_that_is_not_found_names_the_runs_recipe(tmp_
         f"model folder not found: ./tiny-sd-elsewhere (model.pretrained of {run}/recipe.yaml, "
         "a path relative to the folder the run was trained from)"
     )
+
+
+def test_a_zero_terminal_snr_scheduler_is_refused_before_the_weights_load(tmp_path, tiny_sd_dir):
+    import shutil
+
+    folder = tmp_path / "zero-snr"
+    shutil.copytree(tiny_sd_dir, folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    config_file.write_text(json.dumps(config))
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # never reached
+    with pytest.raises(ValueError, match=r"zero-snr: scheduler has zero terminal SNR"):
+        load_model(str(folder))

@@ -169,6 +169,10 @@ def test_v_prediction_relations_are_consistent():
 def test_tables_reject_unsupported_schedulers():
     with pytest.raises(ValueError, match="prediction_type 'sample'"):
         DDIMTables.from_scheduler(_scheduler(prediction_type="sample"))
+    zero_snr = _scheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    assert float(zero_snr.alphas_cumprod[-1]) == 0.0  # where epsilon carries no image
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        DDIMTables.from_scheduler(zero_snr)
     tables = DDIMTables.from_scheduler(_scheduler())
     with pytest.raises(ValueError, match="num_train_timesteps"):
         tables.abar(torch.tensor([1000]))

@@ -35,6 +35,27 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 # -- schedule tables ----------------------------------------------------------------------
 
 
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse, with the reason, a scheduler whose steps the samplers cannot take.
+
+    A zero-terminal-SNR schedule (``rescale_betas_zero_snr=True``) has ``abar = 0`` at its last
+    timestep, where the noise a v-prediction implies is ``x_t`` itself and carries nothing of
+    the clean image: the samplers, which work on epsilon, would compute 0/0 there."""
+    config = scheduler.config
+    if config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"scheduler prediction_type {config.prediction_type!r} is not supported "
+            f"(dsharp supports {', '.join(PREDICTION_TYPES)})"
+        )
+    if getattr(config, "thresholding", False):
+        raise ValueError("scheduler thresholding=True is not supported by dsharp samplers")
+    if float(scheduler.alphas_cumprod.min()) <= 0:
+        raise ValueError(
+            "scheduler has zero terminal SNR (rescale_betas_zero_snr=True): not supported by "
+            "dsharp samplers, which step through epsilon, undefined where abar is 0"
+        )
+
+
 @dataclass(frozen=True)
 class DDIMTables:
     """The parts of a DDIMScheduler a per-sample step needs, on one device."""
@@ -53,14 +74,8 @@ class DDIMTables:
         dtype: torch.dtype = torch.float32,
     ) -> DDIMTables:
         """Tables of a diffusers DDIMScheduler; float32 reproduces the scheduler bit for bit."""
+        check_scheduler(scheduler)
         config = scheduler.config
-        if config.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"scheduler prediction_type {config.prediction_type!r} is not supported "
-                f"(dsharp supports {', '.join(PREDICTION_TYPES)})"
-            )
-        if getattr(config, "thresholding", False):
-            raise ValueError("scheduler thresholding=True is not supported by dsharp samplers")
         return cls(
             alphas_cumprod=scheduler.alphas_cumprod.to(device=device, dtype=dtype),
             final_alpha_cumprod=torch.as_tensor(scheduler.final_alpha_cumprod).to(device, dtype),

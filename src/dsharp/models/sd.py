@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.sampling import PREDICTION_TYPES, DDIMTables, eps_from_v, v_target
+from dsharp.sampling import DDIMTables, check_scheduler, eps_from_v, v_target
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -94,13 +94,11 @@ class StableDiffusionModel(DiffusionModel):
         load = {"revision": revision, "variant": variant}
 
         self.scheduler = _load_component(DDIMScheduler, self.source, "scheduler", revision=revision)
-        prediction = self.scheduler.config.prediction_type
-        if prediction not in PREDICTION_TYPES:
-            raise ValueError(
-                f"{self.source}: prediction_type {prediction!r} is not supported "
-                f"(dsharp supports {', '.join(PREDICTION_TYPES)})"
-            )
-        self.prediction_type = str(prediction)
+        try:
+            check_scheduler(self.scheduler)
+        except ValueError as error:
+            raise ValueError(f"{self.source}: {error}") from None
+        self.prediction_type = str(self.scheduler.config.prediction_type)
         self._tables: DDIMTables | None = None
         self._load_text(load)
         self.vae = self._load_vae(load)
