@@ -334,6 +334,17 @@ def test_cli_validate_exit_codes_and_single_line(recipe_file: Path) -> None:
     ]
 
 
+def test_a_flow_mapping_without_a_space_after_the_colon_is_explained(recipe_file: Path) -> None:
+    from dsharp.cli import app
+
+    bad = CliRunner().invoke(app, ["recipes", "validate", str(recipe_file), "train={max_steps:5}"])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == (
+        f"{recipe_file}: train.max_steps:5: unknown key, did you mean 'max_steps'? (YAML reads "
+        "'key:value' as one key; write 'key: value') (from override 'train={max_steps:5}')"
+    )
+
+
 def test_cli_list_reads_method_model_and_command(recipe_file: Path) -> None:
     from dsharp.cli import app
 

@@ -169,6 +169,8 @@ def _reason(error: Mapping[str, Any]) -> tuple[Loc, str]:
         hint = _suggest(loc[-1], _fields_of(_annotation_at(loc[:-1])))
         if not hint and len(loc) == 1:
             hint = _section_of(loc[0])
+        if isinstance(loc[-1], str) and ":" in loc[-1]:
+            hint += " (YAML reads 'key:value' as one key; write 'key: value')"
         return loc, "unknown key" + hint
     if kind == "missing":
         return loc, "required key missing"
