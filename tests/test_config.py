@@ -432,8 +432,28 @@ def test_an_inference_time_recipe_is_listed_and_validated_as_its_sampler():
     table = CliRunner().invoke(
         app, ["recipes", "list", str(root / "recipes")], env={"COLUMNS": "200"}
     )
-    (line,) = [x for x in table.stdout.splitlines() if " mini/demon.yaml " in x]
+    (line,) = [x for x in table.stdout.splitlines() if x.startswith("mini/demon.yaml ")]
     assert "demon (sampler)" in line
+
+
+def test_the_recipe_listing_keeps_every_row_on_one_line_at_any_width():
+    """Names are never folded inside a word: each recipe's row holds its path, method, model
+    and command whole, however narrow the terminal (the terminal wraps, as for pip list)."""
+    from dsharp.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    listing = CliRunner().invoke(app, ["recipes", "list", str(root / "recipes"), "--json"])
+    table = CliRunner().invoke(
+        app, ["recipes", "list", str(root / "recipes")], env={"COLUMNS": "40"}
+    )
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    for row in json.loads(listing.stdout):
+        name = str(Path(row["file"]).relative_to(root / "recipes"))
+        (line,) = [x for x in lines if x.startswith(name + " ")]
+        assert " ".join(row["command"].split()[:2]) in line, line  # dsharp train, ...
+        for cell in (row["model"], row["method"] or f"{row['sampler']} (sampler)"):
+            assert cell in line, (cell, line)
     validate = CliRunner().invoke(
         app, ["recipes", "validate", str(root / "recipes/mini/demon.yaml")]
     )

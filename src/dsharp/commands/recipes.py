@@ -48,35 +48,38 @@ def list_cmd(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     if not summaries:
         typer.echo(f"no recipes (*.yaml) in {folder}")
         return
-    # The command column holds the verb and any other words of the recipe's run command; the
-    # recipe's path is the first column's, so neither is cut to fit a narrow terminal.
+    # One line per recipe, columns padded to their longest cell, nothing wrapped or cut (as
+    # pip list prints): a name is never broken inside a word and each row greps whole. The
+    # command column holds the recipe's run command with RECIPE for its path.
     where = _relative(folder)
+    header = ("recipe", "method", "model", "command")
+    rows = [
+        (
+            _relative(s.file, folder),
+            s.shown,
+            s.model,
+            _verb(s.command, s.file) if not s.error else f"error: {s.error}",
+        )
+        for s in summaries
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=False)), cells[-1]])
+
+    typer.echo(f"recipes in {where}\n")
+    typer.echo(line(header))
+    typer.echo(line((*("-" * w for w in widths), "-" * len(header[-1]))))
+    for row in rows:
+        typer.echo(line(row))
     example = next((s for s in summaries if not s.error), None)
-    caption = f"run one as its command with RECIPE = {Path(where) / 'RECIPE'}"
+    caption = f"\nrun one as its command with RECIPE = {Path(where) / 'RECIPE'}"
     if example is not None:
         caption += f", e.g. {_runnable(example.command, example.file)}"
-    table = Table(
-        title=f"recipes in {where}",
-        caption=caption,
-        title_justify="left",
-        expand=True,  # so that the ratios below apply
-        caption_justify="left",
-    )
-    # Ratios keep the longest names whole at 80 columns (mini/inference_scaling.yaml, 27).
-    table.add_column("recipe", overflow="fold", ratio=27)
-    table.add_column("method", overflow="fold", ratio=15)  # rlhf_sharpening
-    table.add_column("model", overflow="fold", ratio=12)
-    table.add_column("command", overflow="fold", ratio=13)
-    for s in summaries:
-        command = _verb(s.command, s.file) if not s.error else f"[red]{s.error}[/red]"
-        table.add_row(_relative(s.file, folder), s.shown, s.model, command)
-    Console().print(table)
+    typer.echo(caption)
 
 
 def _relative(path: Path, start: Path | None = None) -> str:
