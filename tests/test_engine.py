@@ -301,6 +301,9 @@ def test_rlhf_sample_spacing_sets_where_online_samples_start(
     assert sampler_timesteps == [first, first - 500]
     with pytest.raises(ValueError, match="sample_spacing: unknown 'sideways'"):
         _rlhf(sd_model, _reward(), sample_spacing="sideways")
+    # DDIM's t - 1000 // steps rule misses linspace's timesteps: refused, with the reason
+    with pytest.raises(ValueError, match="'linspace' is not supported: a DDIM step goes to"):
+        _rlhf(sd_model, _reward(), sample_spacing="linspace")
 
 
 def test_rlhf_sample_from_reference_draws_samples_and_trajectories_off_policy(

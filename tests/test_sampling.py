@@ -327,3 +327,21 @@ def test_save_images_writes_pngs_atomically(tmp_path):
         save_images(images, tmp_path, ["a"])
     with pytest.raises(ValueError, match="plain file name"):
         save_images(images, tmp_path, ["a", "../b"])
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.02])
+def test_ddim_step_refuses_eta_outside_0_to_1(eta):
+    """Above 1 the late steps' direction term sqrt(1 - abar_prev - std^2) is the root of a
+    negative number: the step would return NaN where it now refuses."""
+    tables = DDIMTables.from_scheduler(_scheduler())
+    x, eps = _randn(1, 4, 8, 8, seed=1), _randn(1, 4, 8, 8, seed=2)
+    t = torch.tensor([51])  # the last step of 20
+    if eta > 1:  # the number the refusal stands in for
+        variance = (
+            (1 - tables.abar(t - 50))
+            / (1 - tables.abar(t))
+            * (1 - tables.abar(t) / tables.abar(t - 50))
+        )
+        assert float(1 - tables.abar(t - 50) - eta**2 * variance) < 0
+    with pytest.raises(ValueError, match=r"DDIM eta must be in \[0, 1\]"):
+        ddim_step(tables, x, eps, t, t - 50, eta=eta)

@@ -182,8 +182,9 @@ class MethodConfig(_Section):
     eta: float = Field(
         0.0,
         ge=0,
-        description="DDIM eta of the samples a method draws (0 = deterministic); trajectory "
-        "steps are deterministic.",
+        le=1,
+        description="DDIM eta of the samples a method draws, in [0, 1] (0 = deterministic, "
+        "1 = DDPM's variance); trajectory steps are deterministic.",
     )
     timestep_min: int = Field(0, ge=0, description="Smallest training timestep drawn.")
     timestep_max: int | None = Field(
@@ -478,7 +479,9 @@ class SampleConfig(_Section):
     method: str = Field("default", description="Sampler ('default' = DDIM).")
     steps: int = Field(25, ge=1, description="Sampling steps.")
     guidance: float = Field(5.0, ge=0, description="Classifier-free guidance scale.")
-    eta: float = Field(0.0, ge=0, description="DDIM eta (0 = deterministic).")
+    eta: float = Field(
+        0.0, ge=0, le=1, description="DDIM eta in [0, 1] (0 = deterministic, 1 = DDPM)."
+    )
     height: int | None = Field(None, ge=1, description="Image height; None = model default.")
     width: int | None = Field(None, ge=1, description="Image width; None = model default.")
     options: dict[str, Any] = Field(default_factory=dict, description="Sampler-specific extras.")

@@ -270,8 +270,8 @@ def ddim_step(
     ``prev_sample`` so that gradients flow only through ``mean`` (the policy). Samples whose
     step is deterministic (``std == 0``) get log-prob 0. With ``eta == 0``: ``log_prob`` None.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0 <= eta <= 1:  # above 1 the late steps' direction term is sqrt(negative)
+        raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
     mean, std, pred_x0 = _ddim_mean_std(tables, x_t, eps, t, t_prev, eta)
     if eta == 0:
         return StepOutput(mean, pred_x0, None, mean, std)
@@ -337,8 +337,9 @@ class Trajectory(NamedTuple):
     - ``latents``: ``(T+1, B, C, h, w)``: ``latents[0]`` is the initial noise ``x_T``,
       ``latents[i+1]`` the state after step ``i``, ``latents[T]`` the final sample.
     - ``timesteps``: ``(T,)`` when all samples share the schedule (as :func:`sample` makes
-      them), or ``(T, B)``; step ``i`` went from ``timesteps[i]`` to the next entry (or the
-      final alpha after the last).
+      them), or ``(T, B)``; step ``i`` went from ``timesteps[i]`` to
+      :func:`prev_timestep` of it, as diffusers' DDIM steps (the next entry with ``leading``
+      spacing; the final alpha after the last step).
     - ``log_probs``: ``(T, B)`` log-prob of each transition (see :func:`ddim_step`), or None
       for deterministic sampling (``eta == 0``).
     - ``pred_x0``: ``(T, B, C, h, w)`` the model's clean-sample estimate at each step, or None.

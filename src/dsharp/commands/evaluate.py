@@ -157,7 +157,9 @@ def evaluate_cmd(
     ),
     steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
     guidance: float = typer.Option(None, "--guidance", help="CFG scale (default 5)."),
-    eta: float = typer.Option(None, "--eta", help="DDIM eta (default 0 = deterministic)."),
+    eta: float = typer.Option(
+        None, "--eta", help="DDIM eta in [0, 1] (default 0 = deterministic, 1 = DDPM)."
+    ),
     method: str = typer.Option(None, "--method", help="Sampling method (default: 'default')."),
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."

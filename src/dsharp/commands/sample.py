@@ -45,7 +45,9 @@ def sample(
     guidance: float = typer.Option(
         None, "--guidance", help="Classifier-free guidance scale (default 5)."
     ),
-    eta: float = typer.Option(None, "--eta", help="DDIM eta (default 0 = deterministic)."),
+    eta: float = typer.Option(
+        None, "--eta", help="DDIM eta in [0, 1] (default 0 = deterministic, 1 = DDPM)."
+    ),
     height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
     width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
     method: str = typer.Option(

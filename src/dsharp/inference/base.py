@@ -44,6 +44,14 @@ def check_at_least(key: str, value: float, low: float, strict: bool = False) -> 
         raise option_error(key, f"must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
+def check_eta(key: str, value: float) -> None:
+    """Raise the option error unless ``0 < value <= 1``: above 1 a DDIM step's noise outgrows
+    the variance left for it and the late steps take the square root of a negative number."""
+    check_at_least(key, value, 0, strict=True)
+    if value > 1:
+        raise option_error(key, f"must be <= 1 (DDIM eta), got {value!r}")
+
+
 def _check_type(key: str, value: Any, expected: Any) -> Any:
     if typing.get_origin(expected) is Literal:
         allowed = typing.get_args(expected)

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from dsharp.inference.base import ImageContext, check_at_least, option_error
+from dsharp.inference.base import ImageContext, check_at_least, check_eta, option_error
 from dsharp.rewards.base import RewardError
 
 
@@ -36,7 +36,7 @@ class DemonOptions:
         check_at_least("K", self.K, 1)
         check_at_least("rollout_steps", self.rollout_steps, 1)
         check_at_least("tau", self.tau, 0, strict=True)
-        check_at_least("sde_eta", self.sde_eta, 0, strict=True)
+        check_eta("sde_eta", self.sde_eta)
 
 
 def demon_weights(scores: torch.Tensor, weighting: str, tau: float) -> torch.Tensor:

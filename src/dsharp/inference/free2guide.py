@@ -7,7 +7,13 @@ from typing import Literal
 
 import torch
 
-from dsharp.inference.base import ImageContext, best_index, check_at_least, option_error
+from dsharp.inference.base import (
+    ImageContext,
+    best_index,
+    check_at_least,
+    check_eta,
+    option_error,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class Free2GuideOptions:
         check_at_least("candidates", self.candidates, 1)
         check_at_least("guided_steps", self.guided_steps, 0)
         check_at_least("temperature", self.temperature, 0, strict=True)
-        check_at_least("candidate_eta", self.candidate_eta, 0, strict=True)
+        check_eta("candidate_eta", self.candidate_eta)
 
 
 def pick_candidate(
