@@ -152,6 +152,8 @@ def test_overrides_parse_yaml_values_and_index_lists(recipe_file: Path) -> None:
         ("train.seed=4294967296", "train.seed: must be <= 4294967295, got 4294967296"),
         ("guidance=3", "did you mean 'method.guidance' or 'sample.guidance'?"),
         ("method.n=0", "method.n: must be >= 1, got 0"),
+        ("method.eta=1.5", "method.eta: must be <= 1.0, got 1.5"),  # NaN steps above 1
+        ("sample.eta=2", "sample.eta: must be <= 1.0, got 2"),
         ("method.target=consistant", "did you mean 'consistent'?"),
         ("data.prompts_file=/no/such/prompts.txt", "data.prompts_file: file not found:"),
         ("method.name=rlhf_sharpenin", "did you mean 'rlhf_sharpening'? (known: "),
