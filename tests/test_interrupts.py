@@ -71,9 +71,11 @@ def test_main_handles_both_signals_while_a_command_runs_and_restores_them_after(
 
     seen = {}
     monkeypatch.setenv("DSHARP_VERBOSE", "1")  # main leaves the environment alone
-    monkeypatch.setattr(dsharp.cli, "app", lambda: seen.update(_handlers()))
+    monkeypatch.setattr(dsharp.cli, "app", lambda **_: seen.update(_handlers()))
     before = _handlers()
-    dsharp.cli.main()
+    with pytest.raises(SystemExit) as ended:
+        dsharp.cli.main()
+    assert ended.value.code == 0
     assert seen == {signal.SIGINT: dsharp.cli._stop, signal.SIGTERM: dsharp.cli._stop}
     assert _handlers() == before
 
@@ -85,8 +87,9 @@ def test_a_signal_the_job_was_started_ignoring_stays_ignored(monkeypatch):
     monkeypatch.setenv("DSHARP_VERBOSE", "1")
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` in a script
     try:
-        monkeypatch.setattr(dsharp.cli, "app", lambda: seen.update(_handlers()))
-        dsharp.cli.main()
+        monkeypatch.setattr(dsharp.cli, "app", lambda **_: seen.update(_handlers()))
+        with pytest.raises(SystemExit):
+            dsharp.cli.main()
         with StopRequests():
             seen["training"] = signal.getsignal(signal.SIGINT)
     finally:
