@@ -117,10 +117,11 @@ def test_train_refuses_an_unknown_sharpening_option_in_one_line_before_loading(t
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
-def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch):
+def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch, tmp_path):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # the recipe's output_dir, runs/quickstart, is not there
     result = _validate(QUICKSTART, "train.mixed_precision=fp16")
     assert result.exit_code == 0 and result.stdout.startswith("ok: ")
     assert result.stderr.strip() == (

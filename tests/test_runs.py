@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dsharp.cli import app
-from dsharp.runs import find_runs
+from dsharp.runs import find_runs, summarise_run
 
 
 def _run(parent, name, *, max_steps, checkpoint=None, metrics=True, evals=None, age=0):
@@ -85,6 +85,37 @@ def test_runs_list_a_folder_that_only_an_evaluation_of_a_recipe_wrote(tmp_path):
     )
     assert (plain_run.method, plain_run.model, plain_run.score) == (None, "/models/tiny-sd", 0.25)
     assert [r.name for r in find_runs(sampler)] == ["mini-demon"]  # the folder given itself
+
+
+def test_a_study_row_scored_without_training_names_its_sampler_not_the_recipe_method(tmp_path):
+    """A study's untrained rows keep their base recipe (method rlhf_sharpening) but only an
+    evaluation ran: `dsharp runs` names what was scored, as for `eval --recipe` folders."""
+    demon = {"overall": 0.48, "sample": {"method": "demon"}, "model": "dsharp-mini"}
+    _run(
+        tmp_path,
+        "demon-k-4",
+        max_steps=3,
+        metrics=False,
+        evals={"eval-shapes.json": json.dumps(demon)},
+    )
+    plain = demon | {"sample": {"method": "default"}}
+    _run(
+        tmp_path, "base", max_steps=3, metrics=False, evals={"eval-shapes.json": json.dumps(plain)}
+    )
+    found = {r.name: r for r in find_runs(tmp_path)}
+    assert (found["demon-k-4"].method, found["demon-k-4"].status) == (
+        "demon (sampler)",
+        "evaluation only",
+    )
+    assert (found["base"].method, found["base"].model) == (None, "dsharp-mini")
+    trained = _run(
+        tmp_path,
+        "trained",
+        max_steps=2,
+        checkpoint=2,
+        evals={"eval-shapes.json": json.dumps(demon)},
+    )
+    assert summarise_run(trained).method == "rlhf_sharpening"  # it trained: its method ran
 
 
 def test_runs_tell_a_run_in_progress_and_one_that_never_stepped(tmp_path):
@@ -324,3 +355,29 @@ def test_an_evaluation_with_a_field_of_another_type_is_no_score_and_runs_still_l
     assert (found.score, found.score_from) == (0.5, "eval-a.json")
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_merge_of_one_run_reads_in_the_singular(tmp_path):
+    run = _run(tmp_path, "doubled", max_steps=2, metrics=False)
+    (run / "merge.json").write_text(json.dumps({"runs": [str(tmp_path / "a")], "scale": 2}))
+    assert summarise_run(run).status == "merged (1 run, scale 2)"
+
+
+def test_runs_points_at_a_study_folder_whose_rows_are_a_level_down(tmp_path):
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+
+    _run(tmp_path, "quickstart", max_steps=2, checkpoint=2)
+    study = tmp_path / "mini-fig5"
+    study.mkdir()
+    _run(study, "demon-k-4", max_steps=2, metrics=False, evals={"eval.json": '{"overall": 0.5}'})
+    (tmp_path / "images").mkdir()  # neither a run nor a study
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"runs in {tmp_path} ")
+    assert lines[-1] == f"{study}: a study's rows; list them with `dsharp runs {study}`"
+    assert not any("demon-k-4" in line for line in lines[:-1])
+    rows = CliRunner().invoke(app, ["runs", str(study)], env={"COLUMNS": "200"}).stdout
+    assert "demon-k-4" in rows and "a study's rows" not in rows

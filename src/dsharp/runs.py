@@ -59,6 +59,23 @@ def find_runs(parent: Path) -> list[RunSummary]:
     return sorted(found, key=lambda r: r.updated, reverse=True)
 
 
+def study_folders(parent: Path) -> list[Path]:
+    """``parent``'s sub-folders that are no run but hold run folders: a study's output folder
+    (``dsharp reproduce``), whose rows are its sub-folders, listed by ``dsharp runs STUDY``."""
+    found = []
+    for folder in sorted(Path(parent).iterdir()):
+        try:
+            if (
+                folder.is_dir()
+                and not is_run_folder(folder)
+                and any(is_run_folder(row) for row in folder.iterdir() if row.is_dir())
+            ):
+                found.append(folder)
+        except OSError:
+            continue
+    return found
+
+
 def _may_be_run(folder: Path) -> bool:
     """A run folder, or a folder that cannot be looked into (listed as such, not skipped)."""
     try:
@@ -128,6 +145,12 @@ def summarise_run(run_dir: Path) -> RunSummary:
         damaged = damaged or "recipe.yaml"
     rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
     score, score_from, score_step = _newest_score(run_dir)
+    trained = bool(rows) or latest is not None
+    evaluated = score_from is not None or bool(eval_files(run_dir, include_base=True))
+    if has_recipe and not trained and evaluated:
+        # a study's untrained row: its base recipe's method never ran; what was scored is the
+        # model with the evaluation's sampler (``demon (sampler)``, or none for plain DDIM)
+        method = _evaluated_method_and_model(run_dir)[0]
     return RunSummary(
         name=run_dir.name,
         path=str(run_dir),
@@ -142,9 +165,9 @@ def summarise_run(run_dir: Path) -> RunSummary:
             step,
             max_steps,
             damaged,
-            trained=bool(rows) or latest is not None,
+            trained=trained,
             # a score came from an evaluation file; else look for eval-base.json as well
-            evaluated=score_from is not None or bool(eval_files(run_dir, include_base=True)),
+            evaluated=evaluated,
         ),
         reward=rewards[-1] if rewards else None,
         score=score,
@@ -180,7 +203,8 @@ def _merge_status(run_dir: Path) -> str | None:
         return None
     try:
         merge = json.loads(path.read_text(encoding="utf-8"))
-        return f"merged ({len(merge['runs'])} runs, scale {merge['scale']:g})"
+        count = len(merge["runs"])
+        return f"merged ({count} run{'s' if count != 1 else ''}, scale {merge['scale']:g})"
     except (OSError, ValueError, KeyError, TypeError):
         return "merged"
 

@@ -22,16 +22,25 @@ def runs(
     Each row also says the model, whether the run finished or stopped, and which
     evaluation file its score comes from.
     """
-    from dsharp.runs import find_runs
+    from dsharp.runs import find_runs, is_run_folder, study_folders
 
     with user_errors():
         found = find_runs(folder)
+        studies = [] if is_run_folder(folder) else study_folders(folder)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in found]))
         return
     if not found:
         typer.echo(f"{folder}: no run folders (none holds a recipe.yaml or an evaluation)")
-        return
+    else:
+        _print_table(folder, found)
+    for study in studies:  # their rows are a level down: said where, not listed here
+        typer.echo(f"{study}: a study's rows; list them with `dsharp runs {study}`")
+
+
+def _print_table(folder: Path, found: list[RunSummary]) -> None:
+    """The runs as a table under a title naming what they share, then how to continue the
+    stopped ones."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -48,7 +57,7 @@ def runs(
     # A method or model that every run shares is said once, in the title, so that the
     # other columns fit an 80-column terminal.
     shared = {name: cells[name][0] for name in ("method", "model") if len(set(cells[name])) == 1}
-    title = f"dsharp runs {folder}"
+    title = f"runs in {folder}"
     if shared:
         title += " (" + ", ".join(f"{k} {v}" for k, v in shared.items()) + ")"
     console = Console()
