@@ -360,7 +360,13 @@ def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
     result = _validate(QUICKSTART, f"output_dir={run}")
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == (
-        f"note: train would refuse its run folder now: output_dir: {run} already holds "
-        "checkpoints of another run: set train.resume=latest to continue it, or choose "
-        "another output_dir"
+        f"note: train would refuse its run folder now: output_dir: {run} already holds a run "
+        "stopped at step 1: set train.resume=latest to continue it, or choose another "
+        "output_dir (or delete this one) to start over"
+    )
+    finished = _validate(QUICKSTART, f"output_dir={run}", "train.max_steps=1")
+    assert finished.stderr.strip() == (
+        f"note: train would refuse its run folder now: output_dir: {run} already holds a "
+        "finished run (step 1 of 1): choose another output_dir (or delete this one) to start "
+        "over, or raise train.max_steps with train.resume=latest to train it on"
     )

@@ -31,14 +31,34 @@ def planned_resume(recipe: Any) -> Path | None:
     Reads files only, so ``train`` asks it before any model loads."""
     run_dir, train = Path(recipe.output_dir), recipe.train
     if not train.resume and ckpts.list_checkpoints(run_dir):
-        raise ValueError(
-            f"output_dir: {run_dir} already holds checkpoints of another run: set "
-            "train.resume=latest to continue it, or choose another output_dir"
-        )
+        raise ValueError(_occupied(run_dir, train.max_steps))
     resume_from = ckpts.resolve_resume(run_dir, train.resume)
     if resume_from is not None:
         check_resume(recipe, resume_from)
     return resume_from
+
+
+def _occupied(run_dir: Path, max_steps: int) -> str:
+    """Why a fresh run may not start in ``run_dir``, which holds a run's checkpoints, and what
+    to do instead: continue that run (train it on, if it finished) or start elsewhere."""
+    latest = ckpts.latest_checkpoint(run_dir)
+    try:
+        step = ckpts.checkpoint_step(latest) or 0
+    except ValueError:  # its trainer_state.json is damaged: the folder is taken all the same
+        return f"output_dir: {run_dir} already holds a run's checkpoints ({latest.name}): " + (
+            "choose another output_dir (or delete this one) to start over"
+        )
+    start_over = "choose another output_dir (or delete this one) to start over"
+    if step >= max_steps:
+        return (
+            f"output_dir: {run_dir} already holds a finished run (step {step} of "
+            f"{max_steps}): {start_over}, or raise train.max_steps with train.resume=latest "
+            "to train it on"
+        )
+    return (
+        f"output_dir: {run_dir} already holds a run stopped at step {step}: set "
+        f"train.resume=latest to continue it, or {start_over}"
+    )
 
 
 def check_resume(recipe: Any, checkpoint: Path) -> None:
