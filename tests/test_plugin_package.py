@@ -90,7 +90,7 @@ def test_installed_plugin_scores_image_files(site: Path, tmp_path: Path) -> None
         site, "rewards", "score", "jpeg_compressibility", "--image", str(flat), "--prompt", "p",
         "--set", "quality=500",
     )  # fmt: skip
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a bad setting, refused by its check_options before scoring
     assert bad.stderr.strip() == (
         "error: jpeg_compressibility: option 'quality': expected an integer 1-100, got 500"
     )

@@ -39,3 +39,10 @@ def test_registers_through_the_dsharp_hook() -> None:
 def test_bad_quality_is_a_clear_error() -> None:
     with pytest.raises(RewardError, match="option 'quality': expected an integer 1-100, got 101"):
         dsharp_reward_jpeg.build_jpeg_reward(quality=101)
+
+
+def test_a_bad_quality_is_refused_without_building_the_reward() -> None:
+    """``check_options`` lets dsharp refuse the value before any model loads (exit 2)."""
+    with pytest.raises(ValueError, match="option 'quality': expected an integer 1-100, got 800"):
+        dsharp_reward_jpeg.check_jpeg_options({"quality": 800})
+    dsharp_reward_jpeg.check_jpeg_options({})  # the default is fine

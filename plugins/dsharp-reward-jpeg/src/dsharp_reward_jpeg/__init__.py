@@ -10,7 +10,7 @@ cheap; Pillow and torch are imported only when the reward is built and used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dsharp.rewards import RewardError, RewardImages, RewardInfo, hookimpl
@@ -43,12 +43,23 @@ class JpegCompressibility:
         return scores.to(images.tensor.device), info
 
 
-def build_jpeg_reward(quality: int = 95) -> JpegCompressibility:
-    """Factory called with the recipe's ``options`` (``--set quality=...`` on the CLI)."""
+def check_jpeg_options(options: Mapping[str, Any]) -> None:
+    """Refuse a bad option value without building the reward. Registered as
+    ``check_options``, so that ``dsharp recipes validate`` and ``train`` refuse it (exit 2)
+    before any model loads, as a recipe error rather than a reward failure."""
+    quality = options.get("quality", 95)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise RewardError(
+        raise ValueError(
             f"jpeg_compressibility: option 'quality': expected an integer 1-100, got {quality!r}"
         )
+
+
+def build_jpeg_reward(quality: int = 95) -> JpegCompressibility:
+    """Factory called with the recipe's ``options`` (``--set quality=...`` on the CLI)."""
+    try:
+        check_jpeg_options({"quality": quality})
+    except ValueError as error:
+        raise RewardError(str(error)) from None
     return JpegCompressibility(quality)
 
 
@@ -61,5 +72,6 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
             factory=build_jpeg_reward,
             description="-(JPEG size in kB) at quality 95, as in DDPO: simpler images score higher",
             differentiable=False,
+            check_options=check_jpeg_options,
         )
     )
