@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,3 +103,15 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
             raise
         print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
         raise typer.Exit(RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else code) from None
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run the ``main()`` of a script in ``bench/`` or ``scripts/`` as the CLI runs a command:
+    an expected error ends with one line ``error: <input>: <reason>`` on stderr and exit ``1``
+    (``RECIPE_ERROR_EXIT`` for a bad setting, a ``RecipeError``), not a traceback;
+    ``DSHARP_DEBUG=1`` shows the traceback."""
+    try:
+        with user_errors():
+            main()
+    except typer.Exit as stop:
+        raise SystemExit(stop.exit_code) from None
