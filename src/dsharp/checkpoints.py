@@ -117,16 +117,17 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     return final
 
 
-def find_model_checkpoint(path: Path) -> Path:
-    """``--checkpoint`` accepts a run folder (its newest checkpoint) or one checkpoint folder."""
+def find_model_checkpoint(path: Path, label: str = "--checkpoint") -> Path:
+    """``--checkpoint`` accepts a run folder (its newest checkpoint) or one checkpoint folder;
+    ``label`` names the input in the error (a script's positional argument, say)."""
     path = Path(path)
     if (path / "trainer_state.json").exists():
         return path
     if not path.exists():
-        raise FileNotFoundError(f"--checkpoint: {path}: no such folder")
+        raise FileNotFoundError(f"{label}: {path}: no such folder")
     latest = latest_checkpoint(path)
     if latest is None:
-        raise FileNotFoundError(f"--checkpoint: no checkpoint found in {path}")
+        raise FileNotFoundError(f"{label}: no checkpoint found in {path}")
     return latest
 
 
