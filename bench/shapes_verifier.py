@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.shapes import generate_pairs, verify, verify_batch
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="Image side in pixels.")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    require_counts({f"--{name}": getattr(args, name) for name in ("images", "size", "repeats")})
     pairs = generate_pairs(args.images, seed=0, size=args.size)
     images, prompts = np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
     batched = _seconds(lambda: verify_batch(images, prompts), args.repeats)
@@ -48,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

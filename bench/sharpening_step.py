@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from dsharp.commands.common import pick_device
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.methods.base import Batch
 from dsharp.methods.losses import path_rewards, per_step_mse, select_per_prompt
 from dsharp.methods.sharpening import SFTSharpening
@@ -83,7 +85,7 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="diffusers folder (default: a tiny random SD)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps, xpu or auto")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=1, help="prompts per step")
     parser.add_argument("--n", type=int, default=3)
@@ -91,8 +93,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="autocast dtype")
     args = parser.parse_args()
+    counts = ("size", "batch", "n", "m", "repeats")
+    require_counts({f"--{name}": getattr(args, name) for name in counts})
 
-    device = torch.device(args.device)
+    device = pick_device(args.device)  # before any model loads
     folder = args.model
     if folder is None:
         from dsharp.testing.tiny import make_tiny_sd
@@ -134,4 +138,4 @@ def _gib(value: float) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from dsharp.commands.errors import run_script
 from dsharp.models import mini
 from dsharp.shapes.prompts import prompt_sets
 
@@ -119,9 +120,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="weight seed")
     args = parser.parse_args()
     if args.folder.exists():
-        raise SystemExit(f"{args.folder} exists; choose a new folder")
+        raise FileExistsError(f"{args.folder}: exists; choose a new folder")
     build(args.folder, args.seed)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

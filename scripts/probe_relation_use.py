@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.models import load_model
 from dsharp.models.base import DiffusionModel
 from dsharp.sampling import DDIMTables, add_noise
@@ -63,6 +64,7 @@ def main() -> None:
     source.add_argument("--checkpoint", type=Path, help="a dsharp run folder or checkpoint")
     parser.add_argument("--prompts", type=int, default=96, help="spatial train prompts used")
     args = parser.parse_args()
+    require_counts({"--prompts": args.prompts})
     if args.checkpoint is not None:
         from dsharp.builders import load_run_model
 
@@ -99,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dsharp.builders import build_model, build_reward, resolution
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.config import load_recipe
 from dsharp.methods.base import Batch
 from dsharp.methods.factory import build_method
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="prompts per method call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    require_counts({"--prompts": args.prompts, "--batch": args.batch})
 
     recipe = load_recipe(args.recipe)
     model = build_model(recipe.model)
@@ -85,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

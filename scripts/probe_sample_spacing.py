@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dsharp.builders import build_model, build_reward, resolution
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.config import load_recipe
 from dsharp.methods.online import generate_latents
 from dsharp.rewards.base import RewardImages
@@ -34,6 +35,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    require_counts({"--prompts": args.prompts, "--samples": args.samples})
 
     recipe = load_recipe(args.recipe)
     model = build_model(recipe.model)
@@ -77,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

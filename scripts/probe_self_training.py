@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.generate import SampleSettings, generate
 from dsharp.methods.base import Batch
 from dsharp.methods.finetune import FineTune
@@ -139,8 +140,10 @@ def main() -> None:
         help="train only at timesteps >= this (where layout is decided, not pixel detail)",
     )
     args = parser.parse_args()
+    counts = ("max_images", "sample_steps", "train_prompts", "steps", "batch_size")
+    require_counts({"--" + name.replace("_", "-"): getattr(args, name) for name in counts})
     if not args.prompts.is_file():
-        parser.error(f"--prompts {args.prompts}: no such file")
+        raise FileNotFoundError(f"--prompts {args.prompts}: no such file")
     eval_prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
     torch.manual_seed(0)
     reward = ShapesReward()
@@ -182,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

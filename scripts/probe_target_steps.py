@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 import torch
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.methods.losses import per_step_mse
 from dsharp.methods.trajectory import roll_out
 from dsharp.models.loading import load_model
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--t", type=int, nargs="+", default=[85, 100, 400, 950])
     parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
+    require_counts({"--m": args.m, "--stride": args.stride, "--images": args.images})
 
     torch.manual_seed(0)
     model = load_model("dsharp-mini")
@@ -57,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 import torch
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.models import load_model
 from dsharp.models.base import DiffusionModel
 from dsharp.sampling import (
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--model", default="dsharp-mini", help="model name or folder")
     parser.add_argument("--per-prompt", type=int, default=12, help="renders per prompt")
     args = parser.parse_args()
+    require_counts({"--per-prompt": args.per_prompt})
     model = load_model(args.model)
     model.unet.eval()
     rng = np.random.default_rng(0)
@@ -121,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

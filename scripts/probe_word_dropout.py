@@ -23,11 +23,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.generate import SampleSettings, generate
 from dsharp.methods.base import Batch
 from dsharp.methods.finetune import FineTune
 from dsharp.models import load_model
 from dsharp.models.base import DiffusionModel
+from dsharp.recipe_errors import RecipeError
 from dsharp.rewards.base import RewardImages
 from dsharp.shapes.data import generate_pairs
 from dsharp.shapes.grammar import COLOURS, SHAPES
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    require_counts({"--steps": args.steps, "--batch-size": args.batch_size})
+    if not 0 <= args.p <= 1:
+        raise RecipeError(f"--p must be between 0 and 1, got {args.p}")
     torch.manual_seed(0)
     drop = word_dropper(args.drop, args.p)
     model = load_model(args.model)
@@ -106,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dsharp.commands.errors import require_counts, run_script
 from dsharp.data import read_prompt_file
 from dsharp.evaluate import get_bench
 from dsharp.shapes.grammar import Constraints, category_of, parse
@@ -51,9 +52,11 @@ def group_outcome(constraints: Constraints, index: int, objects: list[dict]) -> 
 def summarise(folder: Path, prompts: list[str], seeds: int) -> dict[tuple[str, str], Counter]:
     """Counters per ``(category, held-out|seen)``: group outcomes (also split by whether the
     group itself is a held-out pair), relations with both objects present and met, scores."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: no such folder")
     files = sorted(f for f in folder.glob("*.png") if f.name != SHEET_PNG)  # not the sheet
     if len(files) != len(prompts) * seeds:
-        raise SystemExit(
+        raise ValueError(
             f"{folder}: {len(files)} images, expected {len(prompts)} prompts x {seeds} seeds"
         )
     images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, required=True, help="the eval's prompt file")
     parser.add_argument("--seeds", type=int, default=2, help="the eval's --seeds")
     args = parser.parse_args()
+    require_counts({"--seeds": args.seeds})
     prompts = read_prompt_file(args.prompts)
     head = "category   prompts   images  score " + " ".join(f"{o:>12}" for o in OUTCOMES)
     head += "  relation|both"
@@ -121,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

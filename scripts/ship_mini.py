@@ -17,10 +17,11 @@ import hashlib
 import json
 import platform
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dsharp.commands.errors import require_counts, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "src" / "dsharp" / "assets" / "dsharp-mini"
@@ -42,23 +43,18 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fail(message: str) -> None:
-    print(f"ship_mini: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def locate(path: Path) -> tuple[Path, Path, Any]:
     """(checkpoint folder, run folder, recipe) of a run or checkpoint folder."""
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.config import load_recipe
 
-    checkpoint = find_model_checkpoint(path)
+    checkpoint = find_model_checkpoint(path, label="source")
     run_dir = run_dir_of(checkpoint)
     recipe = load_recipe(run_dir / "recipe.yaml", validate_files=False)
     if recipe.method.name != "finetune" or recipe.model.lora_rank != 0:
-        _fail(f"{run_dir} is not a full-UNet finetune run (method {recipe.method.name!r})")
+        raise ValueError(f"{run_dir}: not a full-UNet finetune run (method {recipe.method.name!r})")
     if not (checkpoint / "model" / "unet" / "config.json").is_file():
-        _fail(f"{checkpoint}/model/unet holds no trained UNet")
+        raise ValueError(f"{checkpoint}/model/unet: holds no trained UNet")
     return checkpoint, run_dir, recipe
 
 
@@ -87,7 +83,7 @@ def assemble(init: Path, checkpoint: Path, folder: Path) -> None:
     shutil.rmtree(folder / "unet")
     shutil.copytree(checkpoint / "model" / "unet", folder / "unet")
     if not list((folder / "unet").glob("*.safetensors")):
-        _fail(f"{checkpoint}/model/unet has no safetensors weights")
+        raise ValueError(f"{checkpoint}/model/unet: has no safetensors weights")
 
 
 def evaluate_folder(folder: Path, recipe: Any, seeds: int) -> dict[str, Any]:
@@ -283,7 +279,10 @@ def ship(source: Path, out: Path, seeds: int) -> Path:
         ]
         total = sum(size for _, size, _ in files)
         if total > MAX_WEIGHT_BYTES:
-            _fail(f"weights take {total:,} bytes, over the {MAX_WEIGHT_BYTES:,}-byte limit")
+            raise ValueError(
+                f"{checkpoint}: weights take {total:,} bytes, "
+                f"over the {MAX_WEIGHT_BYTES:,}-byte limit"
+            )
         result = evaluate_folder(tmp, recipe, seeds)
         card = model_card(
             folder=tmp,
@@ -307,10 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="shipped model folder")
     parser.add_argument("--seeds", type=int, default=2, help="val images per prompt")
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        _fail(f"--seeds must be >= 1, got {args.seeds}")
+    require_counts({"--seeds": args.seeds})
     ship(args.source, args.out, args.seeds)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -50,5 +50,5 @@ def test_summary_counts_groups_and_relations_per_kind_of_prompt(failures, tmp_pa
     assert spatial["held exact"] == spatial["held groups"] == 2
     single = stats[("single", "seen")]
     assert single["images"] == 2 and single["score"] == 2.0
-    with pytest.raises(SystemExit, match="4 images, expected 3 prompts x 2 seeds"):
+    with pytest.raises(ValueError, match="4 images, expected 3 prompts x 2 seeds"):
         failures.summarise(tmp_path, [*prompts, "a blue square"], seeds=2)
