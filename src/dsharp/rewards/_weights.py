@@ -3,14 +3,16 @@
 Weights are named by a local path or a Hugging Face hub id. A local path that does not exist
 is an error naming the option (never a silent hub lookup); a hub id is fetched through the hub
 cache, and with ``HF_HUB_OFFLINE=1`` (read when the reward is built, not when the hub library
-was imported) only the cache is consulted. Every failure is a one-line :class:`RewardError`
+was imported) only the cache is consulted. Without it, a download that is not cached first
+asks the hub once, without retries: a machine with no network fails at once rather than after
+the hub client's retries (about 25 s a file). Every failure is a one-line :class:`RewardError`
 that names the reward and the option, so a recipe author knows what to fix.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +34,7 @@ def hub_offline() -> bool:
     )
 
 
-def _one_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
 
@@ -117,18 +119,55 @@ def resolve_file(reward: str, option: str, source: str, filename: str | None = N
     return Path(hub_download(reward, option, source, filename))
 
 
+def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
+    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)
+    except HFValidationError:  # not a repo id: the download says so
+        return False
+
+
+def hub_unreachable(repo_id: str, filename: str) -> str | None:
+    """Why the hub cannot be reached, from one request for ``filename`` of ``repo_id`` made
+    without the hub client's retries (which take about 25 s a file before a download that
+    cannot connect fails); ``None`` when the hub answered, whatever the answer: a missing or
+    gated file is the download's own error to report."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename))
+    except (HfHubHTTPError, HFValidationError):  # the download reports these itself
+        return None
+    except Exception as e:  # no connection: name resolution, refused, timed out, a proxy
+        return error_line(e)
+    return None
+
+
 def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:
     """``hf_hub_download`` honouring ``HF_HUB_OFFLINE``; errors become one-line ``RewardError``."""
     from huggingface_hub import hf_hub_download
 
     offline = hub_offline()
+    if not offline and not hub_cached(repo_id, [filename]):
+        reason = hub_unreachable(repo_id, filename)
+        if reason is not None:
+            raise RewardError(
+                f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
+                f"{repo_id!r}: the hub could not be reached ({reason}); give a local path "
+                "instead, or download it where there is network and set HF_HUB_OFFLINE=1 (the "
+                "cache is then used)"
+            )
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline)
     except Exception as e:  # network, missing repo/file, not cached while offline
         hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)" if offline else ""
         raise RewardError(
             f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
-            f"{repo_id!r}{hint}; give a local path instead ({_one_line(e)})"
+            f"{repo_id!r}{hint}; give a local path instead ({error_line(e)})"
         ) from e
 
 
@@ -150,7 +189,7 @@ def from_pretrained(
     except Exception as e:
         hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)" if offline else ""
         raise RewardError(
-            f"{reward} reward option {option!r}: cannot load {target!r}{hint} ({_one_line(e)})"
+            f"{reward} reward option {option!r}: cannot load {target!r}{hint} ({error_line(e)})"
         ) from e
 
 
@@ -168,7 +207,7 @@ def load_state_dict(reward: str, option: str, path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RewardError(
-            f"{reward} reward option {option!r}: cannot read weights {path}: {_one_line(e)}"
+            f"{reward} reward option {option!r}: cannot read weights {path}: {error_line(e)}"
         ) from e
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
