@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import logging.handlers
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from dsharp.rewards._weights import (
     check_choice,
     check_number,
     check_str,
+    error_line,
+    hub_cached,
+    hub_offline,
+    hub_unreachable,
     looks_local,
     resolve_device,
     unique_prompts,
@@ -128,12 +133,16 @@ def load_open_clip(
     ``pretrained`` is an open_clip tag (weights through the hub cache) or a checkpoint file
     (an open_clip state dict, optionally wrapped in ``{"state_dict": ...}``). A tag trained
     with QuickGELU (``openai``) builds the model with QuickGELU, as those weights need.
+    Hub weights that are not cached and cannot be fetched (``HF_HUB_OFFLINE`` set, or one
+    request without retries finds the hub unreachable) fail at once, in one line that says
+    how to work offline and which option takes a local file.
     """
     import open_clip
 
     name = open_clip_model_name(reward, model_option, model)
     pretrained = check_str(reward, pretrained_option, pretrained, allow_none=True)
     quick_gelu = False
+    tag: dict[str, Any] | None = None
     if pretrained is not None and not name.startswith(("hf-hub:", "local-dir:")):
         path = Path(pretrained).expanduser()
         tag = open_clip.get_pretrained_cfg(name, pretrained)
@@ -151,17 +160,38 @@ def load_open_clip(
                 f"{reward} reward option {pretrained_option!r}: {pretrained!r} is neither a "
                 f"checkpoint file nor a pretrained tag of {name!r} (tags: {tags})"
             )
+    hub = _hub_source(name, tag)
+    if hub is not None:
+        what = f"open_clip weights {pretrained!r} of {name!r} (hub repo {hub[0]})"
+        if name.startswith("hf-hub:"):
+            what = f"open_clip model {name!r}"
+            local = f"give option {model_option!r} a 'local-dir:' folder (config and weights)"
+        else:
+            local = f"give option {pretrained_option!r} a local checkpoint file"
+        offline = hub_offline()
+        if not offline and not hub_cached(*hub):  # fail now, not after the hub's retries
+            reason = hub_unreachable(hub[0], hub[1][-1])
+            if reason is not None:
+                raise RewardError(_download_failed(reward, what, reason, local))
     try:
         with _root_log_held() as held:
             net = open_clip.create_model(
                 name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
             )
-        for record in held:  # loaded: what open_clip logged is news, pass it on
-            logging.getLogger().handle(record)
+        for record in held:  # loaded: what was logged is news, pass it on where it was going
+            logging.getLogger(record.name).handle(record)
     except Exception as e:  # its log line says what the error below says: dropped
+        if hub is not None and _not_cached(e):
+            if offline:
+                raise RewardError(
+                    f"{reward} reward: {what}: not in the local Hugging Face cache, and "
+                    "HF_HUB_OFFLINE is set; download them where there is network (they are then "
+                    f"cached) or {local}"
+                ) from e
+            raise RewardError(_download_failed(reward, what, error_line(_root(e)), local)) from e
         raise RewardError(
             f"{reward} reward: cannot load open_clip model {name!r} with weights "
-            f"{pretrained!r}: {' '.join(f'{type(e).__name__}: {e}'.split())}"
+            f"{pretrained!r}: {error_line(e)}"
         ) from e
     net.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
@@ -174,20 +204,66 @@ def load_open_clip(
     return net, tokenizer, cfg
 
 
+def _hub_source(name: str, tag: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """The hub repo that open_clip loads ``name`` (with pretrained tag config ``tag``) from
+    and the files it asks for, last the one it falls back to; ``None`` when nothing comes from
+    the hub (a checkpoint file, a ``local-dir:`` model, a tag with only a URL)."""
+    if name.startswith("hf-hub:"):
+        return name.removeprefix("hf-hub:"), ["open_clip_config.json"]
+    if not tag or tag.get("file") or not tag.get("hf_hub"):
+        return None
+    repo, filename = os.path.split(tag["hf_hub"])
+    filename = filename or "open_clip_pytorch_model.bin"
+    stem, suffix = os.path.splitext(filename)  # open_clip tries a .safetensors twin first
+    if filename == "open_clip_pytorch_model.bin":
+        return repo, ["open_clip_model.safetensors", filename]
+    return repo, [stem + ".safetensors", filename] if suffix in (".bin", ".pth") else [filename]
+
+
+def _not_cached(error: BaseException) -> bool:
+    """Whether the hub client gave up on a file it neither had cached nor could download:
+    offline, no network, or a download that failed (open_clip wraps that error)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, LocalEntryNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _root(error: BaseException) -> BaseException:
+    """The first error of a chain (open_clip and the hub client each wrap the one before)."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return error
+
+
+def _download_failed(reward: str, what: str, reason: str, local: str) -> str:
+    return (
+        f"{reward} reward: {what}: cannot download from the Hugging Face hub ({reason}); to "
+        "work offline, download them where there is network and set HF_HUB_OFFLINE=1 (the "
+        f"cache is then used), or {local}"
+    )
+
+
 @contextlib.contextmanager
 def _root_log_held() -> Iterator[list[logging.LogRecord]]:
     """Hold the root logger's records while open_clip loads. It reports a failed download
     with ``logging.error`` on the root logger, which prints an ``ERROR:root:`` line before
     dsharp's own one-line error says the same; the caller passes held records on when the
-    load succeeds."""
-    root = logging.getLogger()
+    load succeeds. The hub client's retry warnings (its own handler prints them) are held
+    too: the error line keeps their reason."""
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
     buffer = logging.handlers.BufferingHandler(capacity=1_000_000)
-    saved = root.handlers[:]
+    saved, saved_hub = root.handlers[:], hub.handlers[:]
     root.handlers = [buffer]  # with a handler set, logging.error() adds no console handler
+    hub.handlers = []  # its records still reach the root logger's buffer
     try:
         yield buffer.buffer
     finally:
-        root.handlers = saved
+        root.handlers, hub.handlers = saved, saved_hub
 
 
 class OpenClipEncoder:
