@@ -177,7 +177,7 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     out = tmp_path / "png"
     args = ["sample", "--model", model_dirs[family], "--prompt", "a", "--prompt", "b"]
     args += ["--seed", "3", "--steps", "4", "--guidance", "5", "--height", "64", "--width", "64"]
-    args += ["--out", out, "--device", "cpu"]
+    args += ["--out", out, "--device", "cpu", "--json"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -206,7 +206,7 @@ def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path)
     prompts.write_text("# two prompts\na red square\na blue circle\n")
     out = tmp_path / "png"
     args = ["sample", "--model", tiny_sd_dir, "--prompts", prompts, "-p", "x", "-n", "2"]
-    args += ["--steps", "2", "--out", out, "--device", "cpu", "--no-grid"]
+    args += ["--steps", "2", "--out", out, "--device", "cpu", "--no-grid", "--json"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -681,7 +681,7 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
 
     out = tmp_path / "samples"
     args = ["sample", "--checkpoint", str(run), "--prompt", "a red square", "-n", "2"]
-    args += ["--steps", "2", "--seed", "5", "--out", str(out), "--device", "cpu"]
+    args += ["--steps", "2", "--seed", "5", "--out", str(out), "--device", "cpu", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -310,7 +310,7 @@ def test_sample_command_runs_demon_and_reports_nfe(model, tiny_sd_dir, tmp_path)
     args = ["sample", "--model", tiny_sd_dir, "--prompt", "a red circle", "--method", "demon"]
     args += ["--option", "K=2", "--option", "estimate=tweedie", "--reward", "shapes"]
     args += ["--steps", STEPS, "--height", SIDE, "--width", SIDE, "--out", out, "--device", "cpu"]
-    result = _invoke(args)
+    result = _invoke([*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["method"] == "demon"
@@ -326,6 +326,12 @@ def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tm
     args += ["--height", SIDE, "--width", SIDE, "--out", tmp_path, "--device", "cpu"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"1 image in {tmp_path} (free2guide, "
+        f"{_expected_nfe(model, 'free2guide', 5.0, 2, {'candidates': 2}):g} network evaluations "
+        "and 4 reward evaluations per image)"  # 2 candidates at each of 2 steps
+    )
+    result = _invoke([*args, "--json"])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     opts = {"candidates": 2}
     assert summary["nfe_per_image"] == _expected_nfe(model, "free2guide", 5.0, 2, opts)

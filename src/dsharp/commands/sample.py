@@ -68,6 +68,11 @@ def sample(
         "--grid/--no-grid",
         help="Also write OUT/grid.png: one row per prompt, one column per image (up to 32 x 16).",
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the images, grid, sampler and network evaluations per image as JSON.",
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run."""
@@ -114,7 +119,6 @@ def sample(
         if grid:
             shown = save_contact_sheet(result.images, prompts, seeds, out / SHEET_PNG)
             note = "" if shown == len(prompts) else f" ({shown} of {len(prompts)} images)"
-            typer.echo(f"grid: {out / SHEET_PNG}{note}", err=True)
     summary = {
         "images": [str(p) for p in paths],
         "grid": str(out / SHEET_PNG) if grid else None,
@@ -123,4 +127,14 @@ def sample(
     }
     if result.reward_evals_per_image is not None:
         summary["reward_evals_per_image"] = result.reward_evals_per_image
-    typer.echo(json.dumps(summary))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    cost = f"{result.nfe_per_image:g} network evaluations"
+    if result.reward_evals_per_image is not None:
+        cost += f" and {result.reward_evals_per_image:g} reward evaluations"
+    sampler = "DDIM" if settings.method == "default" else settings.method
+    count = f"{len(paths)} image{'s' if len(paths) != 1 else ''}"
+    typer.echo(f"{count} in {out} ({sampler}, {cost} per image)")
+    if grid:
+        typer.echo(f"grid: {out / SHEET_PNG}{note}")
