@@ -8,7 +8,15 @@ from dsharp import compare_plot
 
 
 def test_bars_are_scores_only_without_costs_text_or_copies_of_overall():
-    columns = ["run", "overall", "shapes", "cat:single", "nfe/image", "reward evals", "note"]
+    columns = [
+        "run",
+        "overall",
+        "shapes",
+        "cat:single",
+        "nfe/image",
+        "reward evals (total)",
+        "note",
+    ]
     rows = [
         ["base", 0.5, 0.5, 0.25, 50.0, 0, "x"],
         ["tuned", 0.75, 0.75, 1.0, 50.0, 960, "y"],
@@ -39,7 +47,7 @@ def test_compare_plot_draws_one_bar_per_run_and_score(drawn, tmp_path):
 
 def test_paired_plot_shows_deltas_with_an_interval_on_overall_only(drawn, tmp_path):
     columns = ["run", "baseline", "images", "baseline score", "score", "delta", "ci95"]
-    columns += ["better", "worse", "delta:single", "delta:spatial"]
+    columns += ["share better", "share worse", "delta:single", "delta:spatial"]
     rows = [["tuned", "base", 400, 0.5, 0.6, 0.1, 0.03, 0.2, 0.1, 0.25, math.nan]]
     assert compare_plot.plot_paired(columns, rows, tmp_path / "p.png")
     (ax,) = drawn[0].axes

@@ -65,8 +65,8 @@ def test_table_pairs_every_source_with_the_first():
     two = _result({("x a", 0): 0.0, ("y a", 0): 0.0})
     columns, rows = paired_table([("base", base), ("one", one), ("two", two)])
     assert columns == [
-        "run", "baseline", "images", "baseline score", "score", "delta", "ci95", "better",
-        "worse", "delta:x", "delta:y",
+        "run", "baseline", "images", "baseline score", "score", "delta", "ci95",
+        "share better", "share worse", "delta:x", "delta:y",
     ]  # fmt: skip
     assert [r[:3] for r in rows] == [["one", "base", 2], ["two", "base", 2]]
     assert rows[0][5] == pytest.approx(0.5) and rows[1][5] == pytest.approx(-0.5)

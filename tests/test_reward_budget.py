@@ -126,7 +126,7 @@ def test_plain_sampling_spends_no_reward_evaluations(model):
 
 
 def test_table_column_adds_training_and_search_budgets():
-    assert flatten_result({"overall": 0.5, "train_reward_evals": 96})["reward evals"] == 96
+    assert flatten_result({"overall": 0.5, "train_reward_evals": 96})["reward evals (total)"] == 96
     searched = {"overall": 0.5, "n_images": 10, "reward_evals_per_image": 2.5}
-    assert flatten_result(searched)["reward evals"] == 25
-    assert "reward evals" not in flatten_result({"overall": 0.5})
+    assert flatten_result(searched)["reward evals (total)"] == 25
+    assert "reward evals (total)" not in flatten_result({"overall": 0.5})

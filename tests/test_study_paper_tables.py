@@ -160,7 +160,7 @@ def test_table_counts_the_reward_evaluations_a_trained_row_spent(tmp_path: Path)
     _finish(loaded, lambda plan: result, metrics)
     write_outputs(loaded, echo=lambda _: None)
     got = _csv(tmp_path / "out" / "table.csv")
-    col = got[0].index("reward evals")
+    col = got[0].index("reward evals (total)")
     assert {r[0]: r[col] for r in got[1:]} == {"base": "6", "tuned": "18"}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from dsharp.io import atomic_save_png, pyplot
 
 COMPARE_PNG = "compare.png"
-_COSTS = ("nfe/image", "reward evals")  # budgets, not scores: other units, other scales
+_COSTS = ("nfe/image", "reward evals (total)")  # budgets, not scores: other units, other scales
 MAX_METRICS = 16
 _LEGEND_INSIDE_MAX = 6
 

@@ -136,7 +136,7 @@ def paired_table(
         pairs.append((label, paired))
         categories += [c for c in paired.get("categories", {}) if c not in categories]
     columns = ["run", "baseline", "images", "baseline score", "score", "delta", "ci95"]
-    columns += ["better", "worse", *(f"delta:{c}" for c in categories)]
+    columns += ["share better", "share worse", *(f"delta:{c}" for c in categories)]
     rows: list[list[Any]] = []
     for label, p in pairs:
         row = [label, base_label, p["n_images"], p["base"], p["other"], p["delta"], p["ci95"]]

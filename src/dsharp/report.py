@@ -34,7 +34,7 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     if trained is not None or searched is not None:
         # The whole budget behind these images: training's evaluations plus the search's.
         total = (trained or 0) + (searched or 0) * result.get("n_images", 0)
-        row["reward evals"] = int(total) if float(total).is_integer() else total
+        row["reward evals (total)"] = int(total) if float(total).is_integer() else total
     return row
 
 
