@@ -201,6 +201,20 @@ def test_sample_needs_exactly_one_model_source(tmp_path, sources):
     assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
 
 
+def test_sample_without_a_model_is_refused_before_torch_is_imported(tmp_path):
+    script = _CHECK_IMPORTS.replace('("diffusers", "transformers", "accelerate")', '("torch",)')
+    done = subprocess.run(
+        [sys.executable, "-c", script, "sample", "--prompt", "a red circle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: give exactly one of --model or --checkpoint"
+    assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"
+
+
 def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("# two prompts\na red square\na blue circle\n")

@@ -76,14 +76,15 @@ def sample(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run."""
+    if (model is None) == (checkpoint is None):  # before torch is imported: at once
+        with user_errors():
+            raise usage_error("give exactly one of --model or --checkpoint")
     from dsharp.commands.common import load_model_for_inference
     from dsharp.generate import SampleSettings, generate, given_flags, parse_sample_overrides
     from dsharp.sampling import save_images
     from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
     with user_errors():
-        if (model is None) == (checkpoint is None):
-            raise usage_error("give exactly one of --model or --checkpoint")
         prompt_list = list(prompt or [])
         if prompts_file is not None:
             from dsharp.data import read_prompt_file
