@@ -166,3 +166,57 @@ def test_a_stop_during_the_last_step_skips_the_report_and_says_how_to_write_it(
     result = CliRunner().invoke(app, [*args, f"output_dir={tmp_path / 'no-report'}"])
     assert result.exit_code == 0, result.output  # nothing was left out
     assert "not written" not in result.stderr
+
+
+_WAITING_COMMAND = """
+import sys, time
+import dsharp.cli
+
+@dsharp.cli.app.command("wait")
+def wait() -> None:
+    print("ready", flush=True)
+    time.sleep(60)
+
+sys.argv = ["dsharp", "wait"]
+dsharp.cli.main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_through_the_console_script_exits_130_in_one_line(sig):
+    """The real main(), which runs typer outside its standalone mode: a signal while a command
+    runs ends it with status 130 and one line, not a traceback or typer's 'Aborted'."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WAITING_COMMAND],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "ready"  # main's handlers are in place
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip() == f"{signal.Signals(sig).name}: stopped"
+
+
+def test_no_command_with_plain_output_still_prints_the_help():
+    """With TYPER_USE_RICH=0 typer leaves the help to whoever shows the usage error."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, dsharp.cli; sys.argv = ['dsharp']; dsharp.cli.main()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TYPER_USE_RICH": "0"},
+    )
+    assert done.returncode == 2
+    assert (done.stdout + done.stderr).startswith("Usage: dsharp [OPTIONS] COMMAND")

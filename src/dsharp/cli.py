@@ -91,7 +91,9 @@ def _run_app() -> int:
         result = app(prog_name="dsharp", standalone_mode=False)
     except _UsageError as error:
         if type(error).__name__ == "NoArgsIsHelpError":
-            return error.exit_code  # typer has printed the help
+            if error.format_message().strip():  # plain output (TYPER_USE_RICH=0): the help
+                error.show()  # is the message; rich output has printed it already
+            return error.exit_code
         context = getattr(error, "ctx", None)
         command = context.command_path if context is not None else "dsharp"
         message = _one_line(error.format_message())
