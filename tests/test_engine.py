@@ -613,7 +613,7 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_sd_dir, tmp_pa
     run = tmp_path / "run"
     (run / "checkpoints" / "step-000002").mkdir(parents=True)
     (run / "checkpoints" / "step-000002" / "trainer_state.json").write_text('{"step": 2}')
-    with pytest.raises(ValueError, match=r"already holds a finished run \(step 2 of 2\)"):
+    with pytest.raises(ValueError, match=r"already holds checkpoints \(step 2\) of a run without"):
         Trainer(_recipe("rlhf_sharpening", tiny_sd_dir, run), progress=False)
 
 
@@ -978,7 +978,7 @@ def test_train_refuses_a_run_folder_s_problems_as_recipe_errors_before_loading(
     (run / "recipe.yaml").write_text("model: [\n")
     args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
     for extra, expected in [
-        ([], f"{recipe}: output_dir: {run} already holds a finished run (step 2 of 2)"),
+        ([], f"{recipe}: output_dir: {run} already holds checkpoints (step 2) of a run without"),
         (["train.resume=earliest"], f"{recipe}: train.resume: not a checkpoint folder: earliest"),
         (["train.resume=latest"], f"{recipe}: train.resume: {run / 'recipe.yaml'}: cannot be"),
     ]:

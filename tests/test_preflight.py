@@ -353,20 +353,33 @@ def test_the_write_check_passes_in_a_folder_whose_times_it_may_not_set(tmp_path,
 
 def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
     """The run folder is state, not the recipe: validate says ok, and notes what train would
-    refuse in the folder as it is now."""
+    refuse in the folder as it is now, saying whose run is there and what to do."""
     run = tmp_path / "run"
-    (run / "checkpoints" / "step-000001").mkdir(parents=True)
-    (run / "checkpoints" / "step-000001" / "trainer_state.json").write_text('{"step": 1}')
-    result = _validate(QUICKSTART, f"output_dir={run}")
-    assert result.exit_code == 0, result.output
-    assert result.stderr.strip() == (
-        f"note: train would refuse its run folder now: output_dir: {run} already holds a run "
-        "stopped at step 1: set train.resume=latest to continue it, or choose another "
-        "output_dir (or delete this one) to start over"
+    state = run / "checkpoints" / "step-000040" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"step": 40}')
+    note = f"note: train would refuse its run folder now: output_dir: {run} already holds "
+    start_over = "choose another output_dir (or delete this one) to start over"
+
+    def refused(*overrides: str) -> str:
+        result = _validate(QUICKSTART, f"output_dir={run}", *overrides)
+        assert result.exit_code == 0, result.output
+        return result.stderr.strip()
+
+    assert refused() == (
+        f"{note}checkpoints (step 40) of a run without a readable recipe.yaml: {start_over}"
     )
-    finished = _validate(QUICKSTART, f"output_dir={run}", "train.max_steps=1")
-    assert finished.stderr.strip() == (
-        f"note: train would refuse its run folder now: output_dir: {run} already holds a "
-        "finished run (step 1 of 1): choose another output_dir (or delete this one) to start "
-        "over, or raise train.max_steps with train.resume=latest to train it on"
+    (run / "recipe.yaml").write_text(QUICKSTART.read_text())  # the quickstart's run, 50 steps
+    assert refused() == (
+        f"{note}this recipe's stopped run (step 40 of 50): set train.resume=latest to continue "
+        f"it, or {start_over}"
     )
+    assert refused("train.max_steps=40") == (
+        f"{note}this recipe's stopped run (step 40 of 50): {start_over}, or raise "
+        "train.max_steps with train.resume=latest to train it on"
+    )
+    assert refused("method.beta=1000") == (
+        f"{note}checkpoints of another run (rlhf_sharpening, step 40): {start_over}"
+    )
+    state.write_text('{"step": null}')  # damaged: the folder is taken all the same
+    assert refused() == f"{note}a run's checkpoints (step-000040): {start_over}"

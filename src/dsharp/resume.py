@@ -31,43 +31,72 @@ def planned_resume(recipe: Any) -> Path | None:
     Reads files only, so ``train`` asks it before any model loads."""
     run_dir, train = Path(recipe.output_dir), recipe.train
     if not train.resume and ckpts.list_checkpoints(run_dir):
-        raise ValueError(_occupied(run_dir, train.max_steps))
+        raise ValueError(_occupied(recipe))
     resume_from = ckpts.resolve_resume(run_dir, train.resume)
     if resume_from is not None:
         check_resume(recipe, resume_from)
     return resume_from
 
 
-def _occupied(run_dir: Path, max_steps: int) -> str:
-    """Why a fresh run may not start in ``run_dir``, which holds a run's checkpoints, and what
-    to do instead: continue that run (train it on, if it finished) or start elsewhere."""
+def _occupied(recipe: Any) -> str:
+    """Why a fresh run of ``recipe`` may not start in its ``output_dir``, which holds a run's
+    checkpoints, and what to do instead: continue that run, when it is this recipe's (train it
+    on, if it reached train.max_steps), or start elsewhere."""
+    from dsharp.recipe_diff import saved_recipe_data
+
+    run_dir = Path(recipe.output_dir)
     latest = ckpts.latest_checkpoint(run_dir)
+    start_over = "choose another output_dir (or delete this one) to start over"
     try:
         step = ckpts.checkpoint_step(latest) or 0
-    except ValueError:  # its trainer_state.json is damaged: the folder is taken all the same
-        return f"output_dir: {run_dir} already holds a run's checkpoints ({latest.name}): " + (
-            "choose another output_dir (or delete this one) to start over"
-        )
-    start_over = "choose another output_dir (or delete this one) to start over"
-    if step >= max_steps:
+    except (ValueError, TypeError):  # a damaged trainer_state.json: the folder is taken anyway
         return (
-            f"output_dir: {run_dir} already holds a finished run (step {step} of "
-            f"{max_steps}): {start_over}, or raise train.max_steps with train.resume=latest "
-            "to train it on"
+            f"output_dir: {run_dir} already holds a run's checkpoints ({latest.name}): {start_over}"
+        )
+    saved_path = run_dir / "recipe.yaml"
+    saved = saved_recipe_data(saved_path) if saved_path.is_file() else None
+    if saved is None:
+        return (
+            f"output_dir: {run_dir} already holds checkpoints (step {step}) of a run without a "
+            f"readable recipe.yaml: {start_over}"
+        )
+    if _first_change(saved, recipe) is not None:
+        method = (saved.get("method") or {}).get("name", "?")
+        return (
+            f"output_dir: {run_dir} already holds checkpoints of another run ({method}, step "
+            f"{step}): {start_over}"
+        )
+    saved_max = (saved.get("train") or {}).get("max_steps")
+    state = "finished" if isinstance(saved_max, int) and step >= saved_max else "stopped"
+    what = f"this recipe's {state} run (step {step} of {saved_max})"
+    if step < recipe.train.max_steps:
+        return (
+            f"output_dir: {run_dir} already holds {what}: set train.resume=latest to continue "
+            f"it, or {start_over}"
         )
     return (
-        f"output_dir: {run_dir} already holds a run stopped at step {step}: set "
-        f"train.resume=latest to continue it, or {start_over}"
+        f"output_dir: {run_dir} already holds {what}: {start_over}, or raise train.max_steps "
+        "with train.resume=latest to train it on"
     )
+
+
+def _first_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | None:
+    """The first field (with its saved and new values) where ``recipe`` does not train as
+    the run whose saved recipe is ``saved``; None when it continues it (a resume may change
+    only :data:`RESUMABLE_CHANGES`)."""
+    from dsharp.config import recipe_to_dict
+    from dsharp.methods.factory import with_method_defaults
+    from dsharp.recipe_diff import first_difference
+
+    now = recipe_to_dict(with_method_defaults(recipe))
+    return first_difference(saved, now, ignore=RESUMABLE_CHANGES)
 
 
 def check_resume(recipe: Any, checkpoint: Path) -> None:
     """``ValueError`` when resuming ``recipe`` from ``checkpoint`` would not continue the run
     that wrote it: a recipe that differs from the run's saved one outside
     :data:`RESUMABLE_CHANGES`, or a checkpoint already past ``train.max_steps``."""
-    from dsharp.config import recipe_to_dict
-    from dsharp.methods.factory import with_method_defaults
-    from dsharp.recipe_diff import first_difference, saved_recipe_data
+    from dsharp.recipe_diff import saved_recipe_data
 
     step = ckpts.checkpoint_step(checkpoint) or 0
     if step > recipe.train.max_steps:
@@ -91,8 +120,7 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
             "restore the file, or branch from the checkpoint into another output_dir "
             "(train.resume=CHECKPOINT)"
         )
-    now = recipe_to_dict(with_method_defaults(recipe))
-    found = first_difference(saved, now, ignore=RESUMABLE_CHANGES)
+    found = _first_change(saved, recipe)
     if found is not None:
         field, was, new = found
         raise ValueError(
