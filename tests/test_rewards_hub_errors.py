@@ -180,6 +180,14 @@ def test_a_reachable_hub_or_cached_weights_leave_the_load_to_open_clip(
     online.setattr(huggingface_hub, "get_hf_file_metadata", _no_dns)
     assert hub_unreachable(REPO, "x.bin") == f"ConnectError: {NO_DNS}"
     assert hub_unreachable("not a repo id", "x.bin") is None  # the download's error to report
+    for passing in (httpx2.ReadTimeout("timed out"), httpx2.ConnectTimeout("timed out")):
+
+        def slow(*args: Any, error: Exception = passing, **kwargs: Any) -> Any:
+            raise error
+
+        online.setattr(huggingface_hub, "get_hf_file_metadata", slow)
+        assert hub_unreachable(REPO, "x.bin") is None  # the download's retries may get through
+    online.setattr(huggingface_hub, "get_hf_file_metadata", _no_dns)
     # Cached: no request first, and an error that is not the hub's keeps the plain message.
     online.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: "/cache/file")
     online.setattr(huggingface_hub, "get_hf_file_metadata", _not_called("the hub"))
@@ -211,3 +219,51 @@ def test_hub_checkpoints_of_other_rewards_fail_at_once_without_network(
         "path instead, or download it where there is network and set HF_HUB_OFFLINE=1 (the "
         "cache is then used)"
     )
+
+
+def test_records_held_during_a_load_reach_each_handler_once_and_handlers_come_back() -> None:
+    import logging
+
+    from dsharp.rewards.clip import _root_log_held
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(f"{record.name}: {record.getMessage()}")
+
+    root, hub, lib = (logging.getLogger(n) for n in ("", "huggingface_hub", "dsharp-test-lib"))
+    on_root, on_hub, on_lib = Collect(), Collect(), Collect()
+    before = (root.handlers[:], hub.handlers[:])
+    root.addHandler(on_root)
+    hub.addHandler(on_hub)
+    lib.addHandler(on_lib)
+    try:
+        with _root_log_held():
+            lib.warning("own handler")  # its handler prints it now, the root's later
+            hub.warning("retrying")  # both the hub's handler and the root's, later
+            assert on_root.messages == on_hub.messages == []
+        assert on_lib.messages == ["dsharp-test-lib: own handler"]
+        assert on_hub.messages == ["huggingface_hub: retrying"]
+        assert on_root.messages == ["dsharp-test-lib: own handler", "huggingface_hub: retrying"]
+
+        with pytest.raises(RuntimeError), _root_log_held():
+            hub.warning("dropped")
+            raise RuntimeError("the load failed")
+        assert on_hub.messages == ["huggingface_hub: retrying"]  # its error line says why
+        assert on_root in root.handlers and on_hub in hub.handlers  # put back after an error
+    finally:
+        root.removeHandler(on_root)
+        hub.removeHandler(on_hub)
+        lib.removeHandler(on_lib)
+    assert (root.handlers, hub.handlers) == before
+
+
+def test_an_exception_chain_that_loops_back_is_followed_once() -> None:
+    from dsharp.rewards._weights import exception_chain
+
+    outer, inner = RuntimeError("outer"), ValueError("inner")
+    outer.__cause__, inner.__context__ = inner, outer
+    assert exception_chain(outer) == [outer, inner]

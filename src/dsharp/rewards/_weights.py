@@ -133,8 +133,9 @@ def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
 def hub_unreachable(repo_id: str, filename: str) -> str | None:
     """Why the hub cannot be reached, from one request for ``filename`` of ``repo_id`` made
     without the hub client's retries (which take about 25 s a file before a download that
-    cannot connect fails); ``None`` when the hub answered, whatever the answer: a missing or
-    gated file is the download's own error to report."""
+    cannot connect fails); ``None`` when the hub answered, whatever the answer (a missing or
+    gated file is the download's own error to report), and when the failure may pass (a
+    timeout, a dropped connection): the download's retries may then get through."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
@@ -142,9 +143,39 @@ def hub_unreachable(repo_id: str, filename: str) -> str | None:
         get_hf_file_metadata(hf_hub_url(repo_id, filename))
     except (HfHubHTTPError, HFValidationError):  # the download reports these itself
         return None
-    except Exception as e:  # no connection: name resolution, refused, timed out, a proxy
-        return error_line(e)
+    except Exception as e:
+        return error_line(e) if _no_network(e) else None
     return None
+
+
+#: Errors that mean there is no way to the hub from here (no name resolution, a refused
+#: connection or proxy, no route), as opposed to one that may pass, such as a timeout.
+_NO_NETWORK = ("ConnectError", "ProxyError", "NameResolutionError", "NewConnectionError")
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from or during, outermost first (libraries
+    wrap the hub client's errors); a chain that loops back is followed once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _no_network(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised from, says the hub cannot be reached at all."""
+    import socket
+
+    for current in exception_chain(error):
+        if "Timeout" in type(current).__name__:
+            return False
+        if type(current).__name__ in _NO_NETWORK or isinstance(
+            current, socket.gaierror | ConnectionRefusedError
+        ):
+            return True
+    return False
 
 
 def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:

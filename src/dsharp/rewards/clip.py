@@ -30,6 +30,7 @@ from dsharp.rewards._weights import (
     check_number,
     check_str,
     error_line,
+    exception_chain,
     hub_cached,
     hub_offline,
     hub_unreachable,
@@ -174,12 +175,10 @@ def load_open_clip(
             if reason is not None:
                 raise RewardError(_download_failed(reward, what, reason, local))
     try:
-        with _root_log_held() as held:
+        with _root_log_held():
             net = open_clip.create_model(
                 name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
             )
-        for record in held:  # loaded: what was logged is news, pass it on where it was going
-            logging.getLogger(record.name).handle(record)
     except Exception as e:  # its log line says what the error below says: dropped
         if hub is not None and _not_cached(e):
             if offline:
@@ -225,19 +224,12 @@ def _not_cached(error: BaseException) -> bool:
     offline, no network, or a download that failed (open_clip wraps that error)."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, LocalEntryNotFoundError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, LocalEntryNotFoundError) for e in exception_chain(error))
 
 
 def _root(error: BaseException) -> BaseException:
     """The first error of a chain (open_clip and the hub client each wrap the one before)."""
-    while (inner := error.__cause__ or error.__context__) is not None:
-        error = inner
-    return error
+    return exception_chain(error)[-1]
 
 
 def _download_failed(reward: str, what: str, reason: str, local: str) -> str:
@@ -249,21 +241,26 @@ def _download_failed(reward: str, what: str, reason: str, local: str) -> str:
 
 
 @contextlib.contextmanager
-def _root_log_held() -> Iterator[list[logging.LogRecord]]:
+def _root_log_held() -> Iterator[None]:
     """Hold the root logger's records while open_clip loads. It reports a failed download
     with ``logging.error`` on the root logger, which prints an ``ERROR:root:`` line before
-    dsharp's own one-line error says the same; the caller passes held records on when the
-    load succeeds. The hub client's retry warnings (its own handler prints them) are held
-    too: the error line keeps their reason."""
+    dsharp's own one-line error says the same. The hub client's retry warnings (its own
+    handler prints them) are held too: the error line keeps their reason. When the load
+    succeeds, each held record goes to the handlers it missed, once."""
     root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
     buffer = logging.handlers.BufferingHandler(capacity=1_000_000)
     saved, saved_hub = root.handlers[:], hub.handlers[:]
     root.handlers = [buffer]  # with a handler set, logging.error() adds no console handler
     hub.handlers = []  # its records still reach the root logger's buffer
     try:
-        yield buffer.buffer
+        yield
     finally:
         root.handlers, hub.handlers = saved, saved_hub
+    for record in buffer.buffer:  # loaded: what was logged is news (not after an error)
+        from_hub = record.name == hub.name or record.name.startswith(hub.name + ".")
+        for handler in [*saved_hub, *saved] if from_hub else saved:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
 
 class OpenClipEncoder:
