@@ -369,7 +369,7 @@ def test_runs_points_at_a_study_folder_whose_rows_are_a_level_down(tmp_path):
     from dsharp.cli import app
 
     _run(tmp_path, "quickstart", max_steps=2, checkpoint=2)
-    study = tmp_path / "mini-fig5"
+    study = tmp_path / "mini fig5"
     study.mkdir()
     _run(study, "demon-k-4", max_steps=2, metrics=False, evals={"eval.json": '{"overall": 0.5}'})
     (tmp_path / "images").mkdir()  # neither a run nor a study
@@ -377,7 +377,11 @@ def test_runs_points_at_a_study_folder_whose_rows_are_a_level_down(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"runs in {tmp_path} ")
-    assert lines[-1] == f"{study}: a study's rows; list them with `dsharp runs {study}`"
+    hint = f"{study}: a study's rows; list them with `dsharp runs '{study}'`"  # pastes whole
+    assert lines[-1] == hint
     assert not any("demon-k-4" in line for line in lines[:-1])
+    as_json = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+    assert [r["name"] for r in json.loads(as_json.stdout)] == ["quickstart"]
+    assert as_json.stderr.strip() == hint  # said beside the JSON, not in it
     rows = CliRunner().invoke(app, ["runs", str(study)], env={"COLUMNS": "200"}).stdout
     assert "demon-k-4" in rows and "a study's rows" not in rows

@@ -65,14 +65,11 @@ def study_folders(parent: Path) -> list[Path]:
     found = []
     for folder in sorted(Path(parent).iterdir()):
         try:
-            if (
-                folder.is_dir()
-                and not is_run_folder(folder)
-                and any(is_run_folder(row) for row in folder.iterdir() if row.is_dir())
-            ):
-                found.append(folder)
-        except OSError:
+            rows = list(folder.iterdir()) if folder.is_dir() and not is_run_folder(folder) else []
+        except OSError:  # a folder that cannot be looked into is listed by find_runs
             continue
+        if any(_may_be_run(row) for row in rows):
+            found.append(folder)
     return found
 
 

@@ -70,16 +70,14 @@ def list_cmd(
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=False)), cells[-1]])
 
-    typer.echo(f"recipes in {where}\n")
-    typer.echo(line(header))
-    typer.echo(line((*("-" * w for w in widths), "-" * len(header[-1]))))
-    for row in rows:
-        typer.echo(line(row))
+    lines = [f"recipes in {where}", "", line(header)]
+    lines.append(line((*("-" * w for w in widths), "-" * len(header[-1]))))
+    lines += [line(row) for row in rows]
     example = next((s for s in summaries if not s.error), None)
-    caption = f"\nrun one as its command with RECIPE = {Path(where) / 'RECIPE'}"
+    caption = f"run one as its command with RECIPE = {Path(where) / 'RECIPE'}"
     if example is not None:
         caption += f", e.g. {_runnable(example.command, example.file)}"
-    typer.echo(caption)
+    typer.echo("\n".join([*lines, "", caption]))  # one write: `| head` reads it whole
 
 
 def _relative(path: Path, start: Path | None = None) -> str:

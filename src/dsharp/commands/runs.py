@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -29,13 +30,13 @@ def runs(
         studies = [] if is_run_folder(folder) else study_folders(folder)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in found]))
-        return
-    if not found:
+    elif not found:
         typer.echo(f"{folder}: no run folders (none holds a recipe.yaml or an evaluation)")
     else:
         _print_table(folder, found)
     for study in studies:  # their rows are a level down: said where, not listed here
-        typer.echo(f"{study}: a study's rows; list them with `dsharp runs {study}`")
+        hint = f"{study}: a study's rows; list them with `dsharp runs {shlex.quote(str(study))}`"
+        typer.echo(hint, err=as_json)  # --json: stdout stays JSON
 
 
 def _print_table(folder: Path, found: list[RunSummary]) -> None:

@@ -123,6 +123,7 @@ def sample(
     summary = {
         "images": [str(p) for p in paths],
         "grid": str(out / SHEET_PNG) if grid else None,
+        "grid_images": shown if grid else None,  # the sheet holds at most 32 x 16
         "nfe_per_image": result.nfe_per_image,
         "method": settings.method,
     }
