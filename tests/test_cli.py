@@ -185,7 +185,7 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     assert [Path(p).name for p in summary["images"]] == names
     assert summary["nfe_per_image"] == 8  # 4 steps x 2 (classifier-free guidance)
     assert sorted(p.name for p in out.iterdir()) == [*names, "grid.png"]
-    assert summary["grid"] == str(out / "grid.png")
+    assert summary["grid"] == str(out / "grid.png") and summary["grid_images"] == 2
 
     ours = np.stack([np.asarray(Image.open(out / n).convert("RGB")) for n in names])
     theirs = _pipeline_images(family, model_dirs[family], ["a", "b"], [3, 4])
@@ -225,6 +225,7 @@ def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["grid"] is None and not (out / "grid.png").exists()
+    assert summary["grid_images"] is None
     assert [Path(p).name for p in summary["images"]] == [
         "0000-seed0-x.png",
         "0001-seed1-x.png",
