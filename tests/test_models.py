@@ -460,7 +460,7 @@ def test_a_zero_terminal_snr_scheduler_is_refused_before_the_weights_load(tmp_pa
     shutil.copytree(tiny_sd_dir, folder)
     config_file = folder / "scheduler" / "scheduler_config.json"
     config = json.loads(config_file.read_text())
-    config.update(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    config.update(prediction_type="epsilon", rescale_betas_zero_snr=True)
     config_file.write_text(json.dumps(config))
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # never reached
     with pytest.raises(ValueError, match=r"zero-snr: scheduler has zero terminal SNR"):

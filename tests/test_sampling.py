@@ -169,9 +169,9 @@ def test_v_prediction_relations_are_consistent():
 def test_tables_reject_unsupported_schedulers():
     with pytest.raises(ValueError, match="prediction_type 'sample'"):
         DDIMTables.from_scheduler(_scheduler(prediction_type="sample"))
-    zero_snr = _scheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
-    assert float(zero_snr.alphas_cumprod[-1]) == 0.0  # where epsilon carries no image
-    with pytest.raises(ValueError, match="zero terminal SNR"):
+    zero_snr = _scheduler(rescale_betas_zero_snr=True)  # epsilon: no image where abar = 0
+    assert float(zero_snr.alphas_cumprod[-1]) == 0.0
+    with pytest.raises(ValueError, match="zero terminal SNR .* with prediction_type epsilon"):
         DDIMTables.from_scheduler(zero_snr)
     tables = DDIMTables.from_scheduler(_scheduler())
     with pytest.raises(ValueError, match="num_train_timesteps"):
@@ -345,3 +345,26 @@ def test_ddim_step_refuses_eta_outside_0_to_1(eta):
         assert float(1 - tables.abar(t - 50) - eta**2 * variance) < 0
     with pytest.raises(ValueError, match=r"DDIM eta must be in \[0, 1\]"):
         ddim_step(tables, x, eps, t, t - 50, eta=eta)
+
+
+def test_a_zero_terminal_snr_v_model_steps_as_diffusers_does_from_its_last_timestep():
+    """abar = 0 at t = 999: the tables floor it at 2**-24, so the epsilon form of v stays
+    defined, and a step from there matches DDIMScheduler.step's (which uses v directly) to
+    1e-3; elsewhere the tables are the scheduler's own."""
+    scheduler = _scheduler(
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
+    )
+    tables = DDIMTables.from_scheduler(scheduler)
+    assert float(tables.alphas_cumprod[-1]) == 2.0**-24
+    assert torch.equal(tables.alphas_cumprod[:-1], scheduler.alphas_cumprod[:-1])
+    scheduler.set_timesteps(10)
+    x, v = _randn(2, 4, 8, 8, seed=1), _randn(2, 4, 8, 8, seed=2)
+    for t, tolerance in ((999, 1e-3), (899, 1e-5)):
+        t_vec = torch.full((2,), t)
+        ours = ddim_step(tables, x, eps_from_v(tables, x, v, t_vec), t_vec, t_vec - 100)
+        theirs = scheduler.step(v, t, x)
+        assert torch.isfinite(ours.prev_sample).all()
+        torch.testing.assert_close(
+            ours.pred_x0, theirs.pred_original_sample, rtol=0, atol=tolerance
+        )
+        torch.testing.assert_close(ours.prev_sample, theirs.prev_sample, rtol=0, atol=tolerance)

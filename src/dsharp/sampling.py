@@ -39,8 +39,8 @@ def check_scheduler(scheduler: Any) -> None:
     """Refuse, with the reason, a scheduler whose steps the samplers cannot take.
 
     A zero-terminal-SNR schedule (``rescale_betas_zero_snr=True``) has ``abar = 0`` at its last
-    timestep, where the noise a v-prediction implies is ``x_t`` itself and carries nothing of
-    the clean image: the samplers, which work on epsilon, would compute 0/0 there."""
+    timestep, where an epsilon prediction says nothing of the clean image: refused for an
+    epsilon model (a v-prediction model's tables floor it instead, see :func:`_floored`)."""
     config = scheduler.config
     if config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(
@@ -49,11 +49,22 @@ def check_scheduler(scheduler: Any) -> None:
         )
     if getattr(config, "thresholding", False):
         raise ValueError("scheduler thresholding=True is not supported by dsharp samplers")
-    if float(scheduler.alphas_cumprod.min()) <= 0:
+    if float(scheduler.alphas_cumprod.min()) <= 0 and config.prediction_type == "epsilon":
         raise ValueError(
-            "scheduler has zero terminal SNR (rescale_betas_zero_snr=True): not supported by "
-            "dsharp samplers, which step through epsilon, undefined where abar is 0"
+            "scheduler has zero terminal SNR (rescale_betas_zero_snr=True) with "
+            "prediction_type epsilon: the clean image is undefined where abar is 0 (such "
+            "schedules need v_prediction)"
         )
+
+
+#: The smallest ``abar`` the tables hold: a zero-terminal-SNR schedule's last ``abar = 0``
+#: becomes this, as diffusers' Euler scheduler does, so that the samplers' epsilon form of a
+#: v-prediction stays defined (its clean estimate is then off by about 1e-3 at that step).
+ABAR_FLOOR = 2.0**-24
+
+
+def _floored(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    return alphas_cumprod.clamp(min=ABAR_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,12 @@ class DDIMTables:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> DDIMTables:
-        """Tables of a diffusers DDIMScheduler; float32 reproduces the scheduler bit for bit."""
+        """Tables of a diffusers DDIMScheduler; float32 reproduces the scheduler bit for bit
+        (but for a zero-terminal-SNR schedule's last ``abar``, floored at ``ABAR_FLOOR``)."""
         check_scheduler(scheduler)
         config = scheduler.config
         return cls(
-            alphas_cumprod=scheduler.alphas_cumprod.to(device=device, dtype=dtype),
+            alphas_cumprod=_floored(scheduler.alphas_cumprod).to(device=device, dtype=dtype),
             final_alpha_cumprod=torch.as_tensor(scheduler.final_alpha_cumprod).to(device, dtype),
             num_train_timesteps=int(config.num_train_timesteps),
             clip_sample=bool(config.clip_sample),
