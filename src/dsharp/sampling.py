@@ -57,14 +57,15 @@ def check_scheduler(scheduler: Any) -> None:
         )
 
 
-#: The smallest ``abar`` the tables hold: a zero-terminal-SNR schedule's last ``abar = 0``
-#: becomes this, as diffusers' Euler scheduler does, so that the samplers' epsilon form of a
-#: v-prediction stays defined (its clean estimate is then off by about 1e-3 at that step).
+#: What a zero-terminal-SNR schedule's last ``abar = 0`` becomes in the tables, as in
+#: diffusers' Euler scheduler, so that the samplers' epsilon form of a v-prediction stays
+#: defined (its clean estimate is then off by about 1e-3 at that step).
 ABAR_FLOOR = 2.0**-24
 
 
 def _floored(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    return alphas_cumprod.clamp(min=ABAR_FLOOR)
+    """``alphas_cumprod`` with its zeros (and only those) raised to ``ABAR_FLOOR``."""
+    return torch.where(alphas_cumprod > 0, alphas_cumprod, ABAR_FLOOR)
 
 
 @dataclass(frozen=True)
