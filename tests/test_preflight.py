@@ -379,7 +379,14 @@ def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
         "train.max_steps with train.resume=latest to train it on"
     )
     assert refused("method.beta=1000") == (
-        f"{note}checkpoints of another run (rlhf_sharpening, step 40): {start_over}"
+        f"{note}checkpoints of another run (step 40; its method.beta is 100.0, this recipe's "
+        f"1000.0): {start_over}"
     )
-    state.write_text('{"step": null}')  # damaged: the folder is taken all the same
-    assert refused() == f"{note}a run's checkpoints (step-000040): {start_over}"
+    (run / "recipe.yaml").write_text("method: ddpo\ntrain: 5\n")  # not a recipe any more
+    assert refused() == (
+        f"{note}checkpoints of another run (step 40; its method.name is 'ddpo', this recipe's "
+        f"'rlhf_sharpening'): {start_over}"
+    )
+    for damaged in ('{"step": null}', '{"step": 1e400}', '{"step": -1}'):
+        state.write_text(damaged)  # the folder is taken all the same
+        assert refused() == f"{note}a run's checkpoints (step-000040): {start_over}"

@@ -179,8 +179,20 @@ def test_a_reachable_hub_or_cached_weights_leave_the_load_to_open_clip(
     assert hub_unreachable(REPO, "open_clip_pytorch_model.bin") is None  # it answered
     online.setattr(huggingface_hub, "get_hf_file_metadata", _no_dns)
     assert hub_unreachable(REPO, "x.bin") == f"ConnectError: {NO_DNS}"
+    refused = httpx2.ConnectError("[Errno 111] Connection refused")
+
+    def closed(*args: Any, **kwargs: Any) -> Any:
+        raise refused
+
+    online.setattr(huggingface_hub, "get_hf_file_metadata", closed)
+    assert hub_unreachable(REPO, "x.bin") == "ConnectError: [Errno 111] Connection refused"
+    online.setattr(huggingface_hub, "get_hf_file_metadata", _no_dns)
     assert hub_unreachable("not a repo id", "x.bin") is None  # the download's error to report
-    for passing in (httpx2.ReadTimeout("timed out"), httpx2.ConnectTimeout("timed out")):
+    for passing in (
+        httpx2.ReadTimeout("timed out"),
+        httpx2.ConnectTimeout("timed out"),
+        httpx2.ConnectError("[Errno 104] Connection reset by peer"),  # may pass: retried
+    ):
 
         def slow(*args: Any, error: Exception = passing, **kwargs: Any) -> Any:
             raise error

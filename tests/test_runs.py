@@ -385,3 +385,11 @@ def test_runs_points_at_a_study_folder_whose_rows_are_a_level_down(tmp_path):
     assert as_json.stderr.strip() == hint  # said beside the JSON, not in it
     rows = CliRunner().invoke(app, ["runs", str(study)], env={"COLUMNS": "200"}).stdout
     assert "demon-k-4" in rows and "a study's rows" not in rows
+
+
+def test_a_run_folder_whose_recipe_sections_are_not_mappings_still_lists(tmp_path):
+    run = tmp_path / "odd"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("method: ddpo\ntrain: 5\nmodel: [a]\n")
+    (odd,) = find_runs(tmp_path)
+    assert (odd.name, odd.method, odd.model, odd.max_steps) == ("odd", None, None, None)

@@ -90,8 +90,15 @@ def read_trainer_state(checkpoint: Path) -> dict:
 
 
 def checkpoint_step(checkpoint: Path) -> int | None:
-    """The step a checkpoint holds (None for step 0), as evaluations of it record it."""
-    return int(read_trainer_state(checkpoint).get("step", 0)) or None
+    """The step a checkpoint holds (None for step 0), as evaluations of it record it;
+    ``ValueError`` naming the file when its ``step`` is not a whole number >= 0."""
+    step = read_trainer_state(checkpoint).get("step", 0)
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        path = Path(checkpoint) / "trainer_state.json"
+        raise ValueError(f"{path}: step is {step!r}, not a whole number >= 0")
+    return step or None
 
 
 def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:

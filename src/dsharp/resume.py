@@ -49,7 +49,7 @@ def _occupied(recipe: Any) -> str:
     start_over = "choose another output_dir (or delete this one) to start over"
     try:
         step = ckpts.checkpoint_step(latest) or 0
-    except (ValueError, TypeError):  # a damaged trainer_state.json: the folder is taken anyway
+    except ValueError:  # a damaged trainer_state.json: the folder is taken all the same
         return (
             f"output_dir: {run_dir} already holds a run's checkpoints ({latest.name}): {start_over}"
         )
@@ -60,15 +60,22 @@ def _occupied(recipe: Any) -> str:
             f"output_dir: {run_dir} already holds checkpoints (step {step}) of a run without a "
             f"readable recipe.yaml: {start_over}"
         )
-    if _first_change(saved, recipe) is not None:
-        method = (saved.get("method") or {}).get("name", "?")
+    change = _identity_change(saved, recipe) or _first_change(saved, recipe)
+    if change is not None:
+        field, was, new = change
+        values = f"is {was!r}, this recipe's {new!r}"
+        differs = values if len(values) <= 60 and "\n" not in values else "differs"
         return (
-            f"output_dir: {run_dir} already holds checkpoints of another run ({method}, step "
-            f"{step}): {start_over}"
+            f"output_dir: {run_dir} already holds checkpoints of another run (step {step}; its "
+            f"{field} {differs}): {start_over}"
         )
-    saved_max = (saved.get("train") or {}).get("max_steps")
-    state = "finished" if isinstance(saved_max, int) and step >= saved_max else "stopped"
-    what = f"this recipe's {state} run (step {step} of {saved_max})"
+    train = saved.get("train")
+    saved_max = train.get("max_steps") if isinstance(train, dict) else None
+    if isinstance(saved_max, int) and not isinstance(saved_max, bool):
+        state = "finished" if step >= saved_max else "stopped"
+        what = f"this recipe's {state} run (step {step} of {saved_max})"
+    else:
+        what = f"this recipe's run (step {step})"
     if step < recipe.train.max_steps:
         return (
             f"output_dir: {run_dir} already holds {what}: set train.resume=latest to continue "
@@ -78,6 +85,23 @@ def _occupied(recipe: Any) -> str:
         f"output_dir: {run_dir} already holds {what}: {start_over}, or raise train.max_steps "
         "with train.resume=latest to train it on"
     )
+
+
+def _identity_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | None:
+    """The method or model, where the saved run's differs from ``recipe``'s: named before any
+    other difference, since it says whose run it is (a saved recipe that no longer validates
+    also differs in every default it lacks)."""
+    from dsharp.model_names import absolute_model_source
+
+    for section, key in (("method", "name"), ("model", "pretrained")):
+        part = saved.get(section)
+        was = part.get(key) if isinstance(part, dict) else part
+        new = getattr(getattr(recipe, section), key)
+        if key == "pretrained" and isinstance(was, str):  # a folder, however it was named
+            was, new = absolute_model_source(was), absolute_model_source(new)
+        if was != new:
+            return f"{section}.{key}", was, new
+    return None
 
 
 def _first_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | None:

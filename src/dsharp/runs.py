@@ -123,11 +123,11 @@ def summarise_run(run_dir: Path) -> RunSummary:
     has_recipe = (run_dir / "recipe.yaml").is_file()
     read = _read_yaml(run_dir / "recipe.yaml") if has_recipe else None
     recipe = read or {}
-    method = (recipe.get("method") or {}).get("name")
-    model = (recipe.get("model") or {}).get("pretrained")
+    method = _section(recipe, "method").get("name")
+    model = _section(recipe, "model").get("pretrained")
     if not has_recipe:  # an evaluation's folder: what it scored is in its JSON
         method, model = _evaluated_method_and_model(run_dir)
-    max_steps = (recipe.get("train") or {}).get("max_steps")
+    max_steps = _section(recipe, "train").get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
     damaged = None  # which file cannot be read, if one cannot: said so, the others still list
     try:
@@ -248,6 +248,13 @@ def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
         model = result.get("model")
         return method, model if isinstance(model, str) else None
     return None, None
+
+
+def _section(recipe: dict[str, Any], name: str) -> dict[str, Any]:
+    """A recipe's section as a mapping; ``{}`` where it is missing or damaged (a bare
+    ``method: ddpo``), so that one odd run folder does not stop the listing."""
+    section = recipe.get(name)
+    return section if isinstance(section, dict) else {}
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ that names the reward and the option, so a recipe author knows what to fix.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -148,9 +149,20 @@ def hub_unreachable(repo_id: str, filename: str) -> str | None:
     return None
 
 
-#: Errors that mean there is no way to the hub from here (no name resolution, a refused
-#: connection or proxy, no route), as opposed to one that may pass, such as a timeout.
-_NO_NETWORK = ("ConnectError", "ProxyError", "NameResolutionError", "NewConnectionError")
+#: What says there is no way to the hub from here, in an error or one it was raised from:
+#: no name resolution, a refused connection, no route, a certificate that does not verify.
+#: A reset connection, a failed handshake or a timeout may pass: the download retries them.
+_NO_NETWORK_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+_NO_NETWORK_TEXTS = (
+    "Name or service not known",
+    "nodename nor servname",
+    "name resolution",
+    "getaddrinfo failed",
+    "Connection refused",
+    "Network is unreachable",
+    "No route to host",
+    "CERTIFICATE_VERIFY_FAILED",
+)
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:
@@ -171,9 +183,11 @@ def _no_network(error: BaseException) -> bool:
     for current in exception_chain(error):
         if "Timeout" in type(current).__name__:
             return False
-        if type(current).__name__ in _NO_NETWORK or isinstance(
-            current, socket.gaierror | ConnectionRefusedError
-        ):
+        if type(current).__name__ == "ProxyError" or isinstance(current, socket.gaierror):
+            return True
+        if isinstance(current, OSError) and current.errno in _NO_NETWORK_ERRNOS:
+            return True
+        if any(text in str(current) for text in _NO_NETWORK_TEXTS):
             return True
     return False
 
