@@ -201,17 +201,28 @@ def test_sample_needs_exactly_one_model_source(tmp_path, sources):
     assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
 
 
-def test_sample_without_a_model_is_refused_before_torch_is_imported(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "--prompt", "a red circle"], "give exactly one of --model or --checkpoint"),
+        (
+            ["eval", "--bench", "shapes"],
+            "give exactly one of --model or --checkpoint (or --recipe)",
+        ),
+        (["eval", "--bench", "t2i-compbench"], "give exactly one of --model or --checkpoint"),
+    ],
+)
+def test_a_command_without_a_model_is_refused_before_torch_is_imported(tmp_path, args, message):
     script = _CHECK_IMPORTS.replace('("diffusers", "transformers", "accelerate")', '("torch",)')
     done = subprocess.run(
-        [sys.executable, "-c", script, "sample", "--prompt", "a red circle"],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == "error: give exactly one of --model or --checkpoint"
+    assert done.stderr.strip() == f"error: {message}"
     assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"
 
 

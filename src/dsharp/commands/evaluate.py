@@ -119,6 +119,19 @@ def _check_names(bench: str | None, rewards: list[str] | None) -> None:
             check_reward_name(name)
 
 
+def _check_model_sources(
+    model: str | None, checkpoint: Path | None, recipe: Path | None, bench: str | None
+) -> None:
+    """What to evaluate: one of --model or --checkpoint, or a recipe (with at most one of
+    them); checked first, so that a command missing it says so at once."""
+    with user_errors():
+        if recipe is None and (model is None) == (checkpoint is None):
+            either = "" if bench == T2I_COMPBENCH else " (or --recipe)"
+            raise usage_error(f"give exactly one of --model or --checkpoint{either}")
+        if recipe is not None and model is not None and checkpoint is not None:
+            raise usage_error("give at most one of --model or --checkpoint with --recipe")
+
+
 def _refuse_unused_flags(flags: dict[str, Any], why: str) -> None:
     """Flags given (not None or empty) that this evaluation would ignore without a word are
     a bad setting (exit 2): ``why`` says what takes their place."""
@@ -207,6 +220,7 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
+    _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import (
         checkpoint_step,
@@ -282,10 +296,6 @@ def evaluate_cmd(
         # with a recipe the positional overrides are the recipe's: a flag must not beat one
         refuse_flag_and_override(overrides or [], given_flags(flags), option or [])
         rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
-        if rec is None and (model is None) == (checkpoint is None):
-            raise usage_error("give exactly one of --model or --checkpoint (or --recipe)")
-        if rec is not None and model is not None and checkpoint is not None:
-            raise usage_error("give at most one of --model or --checkpoint with --recipe")
         ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
         if rec is None and prompts is None and bench is None and ckpt is not None:
             raise usage_error(_what_to_evaluate_on(ckpt))
@@ -465,8 +475,6 @@ def _t2i_compbench(
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
-    if (model is None) == (checkpoint is None):
-        raise usage_error("give exactly one of --model or --checkpoint")
     ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
