@@ -14,6 +14,7 @@ from dsharp import __version__
 from dsharp.commands import recipes as recipes_cmd
 from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
+from dsharp.commands.errors import one_line
 from dsharp.commands.evaluate import evaluate_cmd
 from dsharp.commands.merge import merge
 from dsharp.commands.reproduce import reproduce
@@ -77,10 +78,6 @@ _UsageError = _click_exception("UsageError")
 _ClickException = _click_exception("ClickException")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _run_app() -> int:
     """Run the app and return its exit status, printing a usage error as one line.
 
@@ -96,11 +93,11 @@ def _run_app() -> int:
             return error.exit_code
         context = getattr(error, "ctx", None)
         command = context.command_path if context is not None else "dsharp"
-        message = _one_line(error.format_message())
+        message = one_line(error.format_message())
         print(f"{command}: {message} (see '{command} --help')", file=sys.stderr)
         return error.exit_code
     except _ClickException as error:
-        print(f"dsharp: {_one_line(error.format_message())}", file=sys.stderr)
+        print(f"dsharp: {one_line(error.format_message())}", file=sys.stderr)
         return error.exit_code
     except typer.Abort:
         print("Aborted", file=sys.stderr)

@@ -76,7 +76,10 @@ def debugging() -> bool:
     return bool(os.environ.get("DSHARP_DEBUG"))
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException | str) -> str:
+    """An error (or a message) as one line: whitespace and line breaks folded to spaces."""
+    if isinstance(exc, str):
+        return " ".join(exc.split())
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith(("'", '"')):
         text = text[1:-1]
