@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -131,6 +131,17 @@ def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
         return False
 
 
+def hub_fetch_blocked(repo_id: str, filenames: Sequence[str]) -> str | None:
+    """Why none of ``filenames`` of ``repo_id`` can be fetched, asked before a download so
+    that it fails at once rather than after the hub client's retries: the hub cannot be
+    reached (probed for the last file, the one a loader falls back to). None when the files
+    need no network (``HF_HUB_OFFLINE``, where the download reads the cache itself; one of
+    them cached) or when the hub answered."""
+    if hub_offline() or hub_cached(repo_id, filenames):
+        return None
+    return hub_unreachable(repo_id, filenames[-1])
+
+
 def hub_unreachable(repo_id: str, filename: str) -> str | None:
     """Why the hub cannot be reached, from one request for ``filename`` of ``repo_id`` made
     without the hub client's retries (which take about 25 s a file before a download that
@@ -196,16 +207,15 @@ def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:
     """``hf_hub_download`` honouring ``HF_HUB_OFFLINE``; errors become one-line ``RewardError``."""
     from huggingface_hub import hf_hub_download
 
+    reason = hub_fetch_blocked(repo_id, [filename])
+    if reason is not None:
+        raise RewardError(
+            f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
+            f"{repo_id!r}: the hub could not be reached ({reason}); give a local path "
+            "instead, or download it where there is network and set HF_HUB_OFFLINE=1 (the "
+            "cache is then used)"
+        )
     offline = hub_offline()
-    if not offline and not hub_cached(repo_id, [filename]):
-        reason = hub_unreachable(repo_id, filename)
-        if reason is not None:
-            raise RewardError(
-                f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
-                f"{repo_id!r}: the hub could not be reached ({reason}); give a local path "
-                "instead, or download it where there is network and set HF_HUB_OFFLINE=1 (the "
-                "cache is then used)"
-            )
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline)
     except Exception as e:  # network, missing repo/file, not cached while offline

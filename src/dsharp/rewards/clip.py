@@ -31,9 +31,8 @@ from dsharp.rewards._weights import (
     check_str,
     error_line,
     exception_chain,
-    hub_cached,
+    hub_fetch_blocked,
     hub_offline,
-    hub_unreachable,
     looks_local,
     resolve_device,
     unique_prompts,
@@ -169,11 +168,9 @@ def load_open_clip(
             local = f"give option {model_option!r} a 'local-dir:' folder (config and weights)"
         else:
             local = f"give option {pretrained_option!r} a local checkpoint file"
-        offline = hub_offline()
-        if not offline and not hub_cached(*hub):  # fail now, not after the hub's retries
-            reason = hub_unreachable(hub[0], hub[1][-1])
-            if reason is not None:
-                raise RewardError(_download_failed(reward, what, reason, local))
+        reason = hub_fetch_blocked(*hub)  # fail now, not after the hub's retries
+        if reason is not None:
+            raise RewardError(_download_failed(reward, what, reason, local))
     try:
         with _root_log_held():
             net = open_clip.create_model(
@@ -181,7 +178,7 @@ def load_open_clip(
             )
     except Exception as e:  # its log line says what the error below says: dropped
         if hub is not None and _not_cached(e):
-            if offline:
+            if hub_offline():
                 raise RewardError(
                     f"{reward} reward: {what}: not in the local Hugging Face cache, and "
                     "HF_HUB_OFFLINE is set; download them where there is network (they are then "
