@@ -341,6 +341,9 @@ def test_a_damaged_trainer_state_marks_its_run_and_the_others_still_list(tmp_pat
     assert summaries["good"].status == "finished" and summaries["good"].step == 2
     assert summaries["bad"].status == "checkpoint unreadable" and summaries["bad"].step is None
     assert good.exists()
+    state.write_text('{"step": 1e400}')  # JSON, but no step: read as checkpoint_step reads it
+    (bad_again,) = [r for r in find_runs(tmp_path) if r.name == "bad"]
+    assert (bad_again.status, bad_again.step) == ("checkpoint unreadable", None)
 
 
 def test_an_evaluation_with_a_field_of_another_type_is_no_score_and_runs_still_lists(tmp_path):

@@ -131,8 +131,8 @@ def summarise_run(run_dir: Path) -> RunSummary:
     latest = ckpts.latest_checkpoint(run_dir)
     damaged = None  # which file cannot be read, if one cannot: said so, the others still list
     try:
-        step = ckpts.read_trainer_state(latest).get("step") if latest else None
-    except ValueError:
+        step = ckpts.checkpoint_step(latest) if latest else None
+    except ValueError:  # not JSON, or a step that is no whole number
         step, damaged = None, "checkpoint"
     try:
         rows = read_jsonl(run_dir / "metrics.jsonl")
