@@ -31,7 +31,7 @@ from dsharp.sampling import (
     guided_noise,
     inference_timesteps,
     pred_x0_from_eps,
-    prev_timestep,
+    previous_timesteps,
 )
 from dsharp.shapes.prompts import HELD_OUT_PAIRS
 from dsharp.shapes.verifier import verify_batch
@@ -85,10 +85,10 @@ def denoised_score(model: DiffusionModel, prompts: list[str], x0: torch.Tensor, 
     x = add_noise(tables, x0, noise, torch.full((len(prompts),), int(schedule[0])))
     cond = model.encode_prompt(prompts, 32, 32)
     uncond = model.encode_negative(len(prompts), 32, 32)
-    for step in schedule:
+    for step, step_next in zip(schedule, previous_timesteps(schedule), strict=True):
         t_vec = step.expand(len(prompts))
         eps = guided_noise(model, x, t_vec, cond, uncond, EVAL_GUIDANCE)
-        t_prev = prev_timestep(t_vec, EVAL_STEPS, tables.num_train_timesteps)
+        t_prev = step_next.expand(len(prompts))
         x = ddim_step(tables, x, eps, t_vec, t_prev).prev_sample
     return score(x, prompts)
 

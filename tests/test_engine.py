@@ -289,21 +289,22 @@ def test_rlhf_sample_weight_skips_unscored_samples_and_rejects_bad_values(
         _rlhf(sd_model, _reward(), sample_weight="half")
 
 
-@pytest.mark.parametrize(("spacing", "first"), [(None, 501), ("trailing", 999)])
+@pytest.mark.parametrize(
+    ("spacing", "schedule"),
+    [(None, [501, 1]), ("trailing", [999, 499]), ("linspace", [999, 0])],
+)
 def test_rlhf_sample_spacing_sets_where_online_samples_start(
-    sd_model, brightness, spies, spacing, first
+    sd_model, brightness, spies, spacing, schedule
 ):
-    """Two-step online samples start at t = 501 with the tiny model's leading spacing and at
-    t = 999 with sample_spacing: trailing; the trajectories are unaffected by it."""
+    """Two-step online samples run at t = 501, 1 with the tiny model's leading spacing, at
+    999, 499 with sample_spacing: trailing and at 999, 0 with linspace (whose second step
+    diffusers' DDIM rule, 999 - 500, would miss); the trajectories are unaffected by it."""
     method = _rlhf(sd_model, _reward(), sample_spacing=spacing)
     method.compute_loss(_batch(), sd_model.unet, _gen(5))
     sampler_timesteps = [int(c[2].flatten()[0]) for c in spies["unet"].calls[:2]]
-    assert sampler_timesteps == [first, first - 500]
+    assert sampler_timesteps == schedule
     with pytest.raises(ValueError, match="sample_spacing: unknown 'sideways'"):
         _rlhf(sd_model, _reward(), sample_spacing="sideways")
-    # DDIM's t - 1000 // steps rule misses linspace's timesteps: refused, with the reason
-    with pytest.raises(ValueError, match="'linspace' is not supported: a DDIM step goes to"):
-        _rlhf(sd_model, _reward(), sample_spacing="linspace")
 
 
 def test_rlhf_sample_from_reference_draws_samples_and_trajectories_off_policy(

@@ -19,7 +19,7 @@ from dsharp.inference.demon import combine_noises, demon_weights
 from dsharp.inference.free2guide import pick_candidate
 from dsharp.models import load_model
 from dsharp.rewards.base import RewardError
-from dsharp.sampling import inference_timesteps, prev_timestep, sample
+from dsharp.sampling import inference_timesteps, sample
 from fake_rewards import NAME, brightness_registered
 from spying import record_calls
 
@@ -44,9 +44,10 @@ def _settings(method: str, guidance: float = 5.0, steps: int = STEPS, **options)
 
 
 def _prev_steps(model, steps: int) -> list[int]:
-    """The timestep each DDIM step goes to (below 0: the final alpha)."""
-    ts = inference_timesteps(model.scheduler, steps).tolist()
-    return [int(prev_timestep(t, steps, model.num_train_timesteps)) for t in ts]
+    """The timestep each DDIM step goes to: the schedule's next (-1 after the last: the
+    final alpha)."""
+    ts = [int(t) for t in inference_timesteps(model.scheduler, steps)]
+    return [*ts[1:], -1]
 
 
 def _expected_nfe(model, method: str, guidance: float, steps: int, opts: dict) -> int:
@@ -102,8 +103,9 @@ def test_each_method_generates_an_image_with_exactly_counted_nfe(
 def test_free2guide_predicts_at_every_timestep_of_the_schedule(
     model, brightness, monkeypatch, spacing
 ):
-    """The chosen look-ahead's prediction stands for the next step's only where it was made at
-    that step's timestep: with ``linspace`` spacing the two differ (959 vs 957 at 25 steps)."""
+    """The chosen look-ahead's prediction stands for the next step's, and was made at that
+    step's timestep, with ``linspace`` spacing too (where diffusers' DDIM rule would step
+    from 999 to 857 at 7 steps, not to the schedule's 832)."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing=spacing)

@@ -17,7 +17,7 @@ from dsharp.sampling import (
     guided_noise,
     inference_timesteps,
     pred_x0_from_eps,
-    prev_timestep,
+    previous_timesteps,
     sample,
     save_images,
     v_target,
@@ -71,6 +71,25 @@ def test_inference_timesteps_leaves_scheduler_alone():
         inference_timesteps(scheduler, 0)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("steps", [1, 4, 7, 13, 50])
+def test_each_step_goes_to_the_next_timestep_of_the_schedule(spacing, steps):
+    """The last step goes to -1 (the final alpha). Where diffusers' ``t - 1000 // steps`` rule
+    lands on the schedule (leading; trailing when steps divide 1000) the two agree, so
+    sampling matches ``DDIMScheduler.step`` there; elsewhere the rule misses."""
+    schedule = inference_timesteps(_scheduler(timestep_spacing=spacing), steps)
+    nexts = previous_timesteps(schedule)
+    assert nexts.tolist() == [*schedule.tolist()[1:], -1]
+    rule = [int(t) - 1000 // steps for t in schedule]
+    agrees = [max(r, -1) == n for r, n in zip(rule, nexts.tolist(), strict=True)]
+    if spacing == "leading" or (spacing == "trailing" and 1000 % steps == 0):
+        assert all(agrees)
+    elif steps > 1:
+        assert not all(agrees)
+    with pytest.raises(ValueError, match="at least one step"):
+        previous_timesteps(schedule[:0])
+
+
 # -- one step -----------------------------------------------------------------------------
 
 
@@ -84,9 +103,10 @@ def test_ddim_step_equals_scheduler_step(eta, clip_sample):
     x = _randn(3, 4, 8, 8, seed=1) * 2
     eps = _randn(3, 4, 8, 8, seed=2)
     noise = _randn(3, 4, 8, 8, seed=3)
-    for t in scheduler.timesteps:  # includes the last step, whose t_prev < 0
+    t_nexts = previous_timesteps(scheduler.timesteps)
+    for t, t_next in zip(scheduler.timesteps, t_nexts, strict=True):  # the last goes to -1
         t_vec = t.expand(3)
-        t_prev = prev_timestep(t_vec, steps, tables.num_train_timesteps)
+        t_prev = t_next.expand(3)
         out = ddim_step(tables, x, eps, t_vec, t_prev, eta=eta, noise=noise)
         ref = scheduler.step(eps, t, x, eta=eta, variance_noise=noise if eta else None)
         torch.testing.assert_close(out.prev_sample, ref.prev_sample, rtol=0, atol=1e-6)
@@ -100,8 +120,7 @@ def test_ddim_step_mixed_timesteps_in_one_batch():
     scheduler.set_timesteps(steps)
     tables = DDIMTables.from_scheduler(scheduler)
     t = torch.tensor([951, 501, 1, 251])
-    t_prev = prev_timestep(t, steps, 1000)
-    assert t_prev.tolist() == [901, 451, -49, 201]
+    t_prev = torch.tensor([901, 451, -1, 201])  # where DDIMScheduler.step at 20 steps goes
     x, eps, noise = _randn(4, 4, 8, 8, seed=1), _randn(4, 4, 8, 8, seed=2), _randn(4, 4, 8, 8)
     out = ddim_step(tables, x, eps, t, t_prev, eta=1.0, noise=noise)
     for i in range(4):
@@ -260,6 +279,28 @@ def test_sample_with_eta_equals_pipeline(tiny_sd_dir, sd_model):
         width=64,
     )
     assert (ours - _pipeline_images(pipe, 5.0, eta=1.0)).abs().max() <= 2 / 255
+
+
+def test_sample_steps_along_a_linspace_schedule(sd_model, monkeypatch):
+    """With a linspace scheduler each step goes to the schedule's next timestep (7 steps:
+    999 -> 832, where diffusers' rule goes to 857), the last to the final alpha."""
+    import dsharp.sampling as sampling
+
+    linspace = DDIMScheduler.from_config(sd_model.scheduler.config, timestep_spacing="linspace")
+    monkeypatch.setattr(sd_model, "scheduler", linspace)
+    pairs: list[tuple[int, int]] = []
+    real_step = sampling.ddim_step
+
+    def recording(tables, x, eps, t, t_prev, **kwargs):
+        pairs.append((int(t[0]), int(t_prev[0])))
+        return real_step(tables, x, eps, t, t_prev, **kwargs)
+
+    monkeypatch.setattr(sampling, "ddim_step", recording)
+    images = sample(sd_model, PROMPTS, seeds=[1, 2], steps=7, guidance=1.0, height=64, width=64)
+    schedule = inference_timesteps(linspace, 7).tolist()
+    assert schedule[:2] == [999, 832]
+    assert pairs == list(zip(schedule, [*schedule[1:], -1], strict=True))
+    assert torch.isfinite(images).all()
 
 
 def test_trajectory_shapes_and_callback(sdxl_model):

@@ -150,11 +150,21 @@ def inference_timesteps(
     return fresh.timesteps.clone().long()
 
 
-def prev_timestep(
-    t: torch.Tensor | int, steps: int, num_train_timesteps: int
-) -> torch.Tensor | int:
-    """The timestep DDIM steps to from ``t``: ``t - num_train_timesteps // steps`` (may be < 0)."""
-    return t - num_train_timesteps // steps
+def previous_timesteps(timesteps: torch.Tensor) -> torch.Tensor:
+    """For each entry of a descending inference schedule, the timestep its DDIM step goes to:
+    the schedule's next entry, and -1 (the final alpha) after the last.
+
+    Why not diffusers' ``t - num_train_timesteps // steps``: that rule lands on the next
+    entry only for ``leading`` spacing (and ``trailing`` when ``steps`` divides the training
+    timesteps). With ``linspace`` (5 steps: 999 -> 799 instead of 749) or ``trailing`` at 13
+    steps (999 -> 923 instead of 922) every step reads the wrong ``abar`` and leaves noise in
+    the sample (diffusers issues #12633, #9261). Where the rule is right the two agree, so
+    dsharp matches ``DDIMScheduler.step`` there exactly. Works along dim 0 of any shape.
+    """
+    if timesteps.ndim == 0 or timesteps.shape[0] == 0:
+        raise ValueError("timesteps must hold at least one step")
+    final = torch.full_like(timesteps[:1], -1)
+    return torch.cat([timesteps[1:], final]).long()
 
 
 # -- closed-form relations ----------------------------------------------------------------
@@ -351,8 +361,7 @@ class Trajectory(NamedTuple):
       ``latents[i+1]`` the state after step ``i``, ``latents[T]`` the final sample.
     - ``timesteps``: ``(T,)`` when all samples share the schedule (as :func:`sample` makes
       them), or ``(T, B)``; step ``i`` went from ``timesteps[i]`` to
-      :func:`prev_timestep` of it, as diffusers' DDIM steps (the next entry with ``leading``
-      spacing; the final alpha after the last step).
+      the next entry (:func:`previous_timesteps`; the final alpha after the last step).
     - ``log_probs``: ``(T, B)`` log-prob of each transition (see :func:`ddim_step`), or None
       for deterministic sampling (``eta == 0``).
     - ``pred_x0``: ``(T, B, C, h, w)`` the model's clean-sample estimate at each step, or None.
@@ -427,9 +436,9 @@ def sample(
     timesteps = inference_timesteps(model.scheduler, steps).to(device)
 
     states, log_probs, x0s = [x], [], []
-    for i, t in enumerate(timesteps):
+    for i, (t, t_next) in enumerate(zip(timesteps, previous_timesteps(timesteps), strict=True)):
         t_vec = t.expand(batch)
-        t_prev = prev_timestep(t_vec, steps, tables.num_train_timesteps)
+        t_prev = t_next.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance, unet=unet).float()
         out = ddim_step(tables, x, eps, t_vec, t_prev, eta=eta, generator=gens)
         x = out.prev_sample

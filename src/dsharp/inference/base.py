@@ -27,7 +27,7 @@ from dsharp.sampling import (
     ddim_step,
     guided_noise,
     inference_timesteps,
-    prev_timestep,
+    previous_timesteps,
 )
 
 # --------------------------------------------------------------------------- options
@@ -212,7 +212,10 @@ class ImageContext:
 
     def prev(self, t: torch.Tensor | int) -> int:
         """The timestep a DDIM step from ``t`` goes to (below 0: the final alpha)."""
-        return int(prev_timestep(int(t), self.steps, self.tables.num_train_timesteps))
+        hits = (self.timesteps == int(t)).nonzero()
+        if hits.numel() == 0:
+            raise ValueError(f"timestep {int(t)} is not in this image's schedule")
+        return int(previous_timesteps(self.timesteps)[int(hits[0])])
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """Guided noise prediction for every row of ``x`` at timestep ``t``, in chunks."""

@@ -63,15 +63,11 @@ def free2guide(ctx: ImageContext, opts: Free2GuideOptions) -> torch.Tensor:
     The look-ahead of a candidate is its one-step clean estimate at its own (next) timestep:
     one UNet evaluation per candidate, and the chosen candidate's prediction is reused as the
     next step's, so a guided step costs ``candidates`` evaluations instead of ``1 + candidates``
-    (x2 with CFG). It is reused only where the schedule's next timestep is the one the
-    look-ahead was made at (``leading`` spacing, and ``trailing`` where the step count
-    divides the training timesteps; elsewhere, as with ``linspace``, the next step makes its
-    own prediction). At the last step of the schedule a candidate is already clean: no
-    look-ahead.
+    (x2 with CFG): every step goes to the schedule's next timestep, where the look-ahead was
+    made. At the last step of the schedule a candidate is already clean: no look-ahead.
     """
     x = ctx.initial_noise(1)
     eps = None  # the prediction at x, when the last look-ahead already made it
-    schedule = [int(t) for t in ctx.timesteps]
     for i, t in enumerate(ctx.timesteps):
         t_prev = ctx.prev(t)
         eps = ctx.eps(x, t) if eps is None else eps
@@ -93,7 +89,5 @@ def free2guide(ctx: ImageContext, opts: Free2GuideOptions) -> torch.Tensor:
         scores = ctx.score(look_ahead, step=i)
         best = pick_candidate(scores, opts.weighting, opts.temperature, ctx.generator)
         x = states[best : best + 1]
-        next_t = schedule[i + 1] if i + 1 < len(schedule) else None
-        reusable = state_eps is not None and next_t == t_prev
-        eps = state_eps[best : best + 1] if reusable else None
+        eps = state_eps[best : best + 1] if state_eps is not None else None
     return ctx.decode(x).cpu()

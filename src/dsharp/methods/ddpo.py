@@ -54,7 +54,7 @@ from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import masked_mean
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
-from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, prev_timestep, sample
+from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, previous_timesteps, sample
 
 VARIANTS = ("sf", "is")
 
@@ -221,8 +221,8 @@ def transition_log_probs(
     rows, step_idx = rows.to(device), step_idx.to(device)
     x_t = rnd.latents[step_idx, rows]
     x_prev = rnd.latents[step_idx + 1, rows]
-    t = rnd.timesteps.to(device)[step_idx]
-    t_prev = prev_timestep(t, rnd.steps, tables.num_train_timesteps)
+    timesteps = rnd.timesteps.to(device)
+    t, t_prev = timesteps[step_idx], previous_timesteps(timesteps)[step_idx]
     uncond = rnd.uncond.index(rows) if rnd.uncond is not None else None
     eps = guided_noise(model, x_t, t, rnd.cond.index(rows), uncond, guidance, unet=unet)
     return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)

@@ -30,7 +30,7 @@ from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.models.base import DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.rewards.combine import batch_zscore
-from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, prev_timestep
+from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, previous_timesteps
 
 
 def refl_loss(scores: torch.Tensor, weights: Sequence[float], margin: float) -> torch.Tensor:
@@ -169,16 +169,17 @@ class IterPO(TrainingMethod):
             * model.scheduler.init_noise_sigma
         )
         timesteps = inference_timesteps(model.scheduler, steps).to(model.device)
-        for t in timesteps[:k]:
+        t_nexts = previous_timesteps(timesteps)
+        for t, t_next in zip(timesteps[:k], t_nexts[:k], strict=True):
             t_vec = t.expand(num)
             with torch.no_grad():
                 eps = guided_noise(model, x, t_vec, cond, uncond, self.guidance).float()
             noise = torch.randn(shape, generator=generator).to(x.device) if self.eta > 0 else None
-            t_prev = prev_timestep(t_vec, steps, self.tables.num_train_timesteps)
+            t_prev = t_next.expand(num)
             x = ddim_step(self.tables, x, eps, t_vec, t_prev, eta=self.eta, noise=noise).prev_sample
         t_vec = timesteps[k].expand(num)
         eps = guided_noise(model, x, t_vec, cond, uncond, self.guidance, unet=unet).float()
-        t_prev = prev_timestep(t_vec, steps, self.tables.num_train_timesteps)
+        t_prev = t_nexts[k].expand(num)
         x0_hat = ddim_step(self.tables, x, eps, t_vec, t_prev).pred_x0
         images = model.decode(x0_hat)
         metadata = [dict(md, grad_step=k) for md in batch.metadata]

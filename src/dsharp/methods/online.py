@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.sampling import DDIMTables, ddim_step, guided_noise, inference_timesteps, prev_timestep
+from dsharp.sampling import (
+    DDIMTables,
+    ddim_step,
+    guided_noise,
+    inference_timesteps,
+    previous_timesteps,
+)
 
 
 @torch.no_grad()
@@ -40,7 +46,8 @@ def generate_latents(
     x = torch.randn(shape, generator=generator).to(device) * model.scheduler.init_noise_sigma
     uncond = model.encode_negative(batch, height, width) if guidance > 1 else None
     tables = DDIMTables.from_scheduler(model.scheduler, device=device)
-    for t in inference_timesteps(model.scheduler, steps, timestep_spacing).to(device):
+    timesteps = inference_timesteps(model.scheduler, steps, timestep_spacing).to(device)
+    for t, t_next in zip(timesteps, previous_timesteps(timesteps), strict=True):
         t_vec = t.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance).float()
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
@@ -49,7 +56,7 @@ def generate_latents(
             x,
             eps,
             t_vec,
-            prev_timestep(t_vec, steps, tables.num_train_timesteps),
+            t_next.expand(batch),
             eta=eta,
             noise=noise,
         ).prev_sample

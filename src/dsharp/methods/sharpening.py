@@ -36,10 +36,10 @@ from dsharp.methods.trajectory import (
 )
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
+from dsharp.sampling import TIMESTEP_SPACINGS
 
-#: Spacings ``sample_spacing`` accepts: those whose timesteps DDIM's ``t - 1000 // steps``
-#: step lands on (``trailing`` to within one timestep when steps do not divide 1000).
-SAMPLE_SPACINGS = ("leading", "trailing")
+#: Spacings ``sample_spacing`` accepts (each DDIM step goes to the schedule's next entry).
+SAMPLE_SPACINGS = TIMESTEP_SPACINGS
 
 
 class _Sharpening(TrainingMethod):
@@ -213,8 +213,7 @@ class RLHFSharpening(_Sharpening):
     samples costs one reward call and no network evaluation.
 
     ``sample_spacing`` (``method.options``; default None, the scheduler's own) sets the
-    timestep spacing of the online samples only (``leading`` or ``trailing``; not
-    ``linspace``, whose timesteps the DDIM step's ``t - 1000 // steps`` rule misses).
+    timestep spacing of the online samples only (``leading``, ``trailing`` or ``linspace``).
     Why: few-step ``leading`` samples start far below the last timestep (see
     :func:`dsharp.methods.online.generate_latents`).
 
@@ -270,12 +269,6 @@ class RLHFSharpening(_Sharpening):
                 bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise ValueError(f"method.options.{name}: must be {bound}, got {value}")
         spacing = settings["sample_spacing"]
-        if spacing == "linspace":
-            raise ValueError(
-                "method.options.sample_spacing: 'linspace' is not supported: a DDIM step goes "
-                "to t - 1000 // steps, which misses linspace's next timestep (5 steps: 999 -> "
-                "799, not 749) and leaves noise in the samples (use leading or trailing)"
-            )
         if spacing is not None and spacing not in SAMPLE_SPACINGS:
             raise ValueError(
                 f"method.options.sample_spacing: unknown {spacing!r} "
