@@ -259,6 +259,40 @@ def test_ddpo_rejects_bad_settings(sd_model):
         DDPO(sd_model, MeanPixel(), 64, 64, train_timestep_fraction=0.0)
 
 
+def test_ddpo_stat_buffer_pools_a_prompt_s_rewards_across_rounds(sd_model):
+    """With ``stat_buffer`` a prompt's advantages use its rewards of earlier rounds too
+    (ddpo-pytorch's tracker); the buffers are the method's checkpoint state."""
+    method = DDPO(sd_model, MeanPixel(), 64, 64, n=2, infer_steps=2, stat_buffer=4)
+    with torch.no_grad():
+        method.compute_loss(_batch(["x"]), sd_model.unet, _gen(1))
+        first = method._round.rewards.clone()
+        method._plan.clear()  # end the round early: the next call samples a new one
+        method.compute_loss(_batch(["x"]), sd_model.unet, _gen(2))
+    second = method._round.rewards
+    pooled = torch.cat([first, second]).double()
+    expected = (second.double() - pooled.mean()) / (pooled.std(correction=0) + 1e-6)
+    torch.testing.assert_close(method._advantages, expected.float(), rtol=1e-4, atol=1e-5)
+    state = method.state_dict()
+    assert state["buffers"]["x"] == pytest.approx(pooled.tolist())
+    fresh = DDPO(sd_model, MeanPixel(), 64, 64, n=2, infer_steps=2, stat_buffer=4)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    # without the option: this round's statistics only, and no state to keep or take
+    plain = DDPO(sd_model, MeanPixel(), 64, 64, n=2, infer_steps=2)
+    assert plain.state_dict() == {}
+    with pytest.raises(ValueError, match="ddpo keeps no state, but the checkpoint holds: buffers"):
+        plain.load_state_dict(state)
+
+
+def test_ddpo_refuses_a_stat_min_count_its_buffer_cannot_reach(sd_model):
+    with pytest.raises(ValueError, match="stat_min_count: a buffer of 4 .* never holds 5"):
+        DDPO(sd_model, MeanPixel(), 64, 64, stat_buffer=4, stat_min_count=5)
+    with pytest.raises(ValueError, match="stat_min_count: counts the rewards of stat_buffer"):
+        DDPO(sd_model, MeanPixel(), 64, 64, stat_min_count=2)
+    with pytest.raises(ValueError, match="stat_buffer: must be an integer >= 0"):
+        DDPO(sd_model, MeanPixel(), 64, 64, stat_buffer=-1)
+
+
 def test_d3po_pairs_share_their_initial_noise_and_start_at_log2(sd_model, grad_calls):
     method = D3PO(sd_model, MeanPixel(), 64, 64, infer_steps=3)
     loss, metrics = method.compute_loss(_batch(), sd_model.unet, _gen(5))
@@ -510,6 +544,44 @@ def test_mini_recipe_trains_two_steps(tiny_sd_dir, tmp_path, name):
         assert [r["new_round"] for r in rows] == [1.0, 0.0]
     else:
         assert all(r["pairs"] == 2 for r in rows)
+
+
+def test_ddpo_reward_buffers_survive_a_resume(tiny_sd_dir, tmp_path):
+    """The checkpoint keeps the reward buffers, so the round after a resume is normalised as
+    in an uninterrupted run (one prompt, so every round adds to the same buffer)."""
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a red circle\n")
+    common = [
+        f"model.pretrained={tiny_sd_dir}",
+        "data.generator=none",
+        f"data.prompts_file={prompts}",
+        "method.n=2",
+        "method.options.stat_buffer=8",
+        "method.options.stat_min_count=4",
+        "train.batch_size=1",
+        "method.infer_steps=2",
+        "--no-progress",
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    with brightness_registered():
+        args = ["rewards.0.name=test_brightness", *common]
+        _train(MINI / "ddpo.yaml", f"output_dir={straight}", "train.max_steps=4", *args)
+        _train(MINI / "ddpo.yaml", f"output_dir={resumed}", "train.max_steps=2", *args)
+        state = json.loads((resumed / "checkpoints/step-000002/trainer_state.json").read_text())
+        assert len(state["method_state"]["buffers"]["a red circle"]) == 2
+        _train(
+            MINI / "ddpo.yaml",
+            f"output_dir={resumed}",
+            "train.max_steps=4",
+            "train.resume=latest",
+            *args,
+        )
+    ours, theirs = read_jsonl(resumed / "metrics.jsonl"), read_jsonl(straight / "metrics.jsonl")
+    assert [r["new_round"] for r in theirs] == [1.0, 0.0, 1.0, 0.0]
+    # round 2 pools 4 rewards, reaching stat_min_count: a lost buffer would fall back to
+    # the round's own 2 rewards, whose advantages are exactly +-1
+    assert ours[2]["adv_abs"] == pytest.approx(theirs[2]["adv_abs"], rel=1e-6)
+    assert theirs[2]["adv_abs"] != pytest.approx(1.0, abs=1e-3)
 
 
 def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):

@@ -94,3 +94,20 @@ def test_two_processes_average_gradients_and_end_with_the_same_weights(tiny_sd_d
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert [r["lr"] for r in rows] == pytest.approx([LR, LR / 2])
+
+
+def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path):
+    """Each process's rewards of a prompt enter both processes' buffers ({1, 3} and {5, 7}:
+    mean 4), so their statistics and checkpoint state agree, as in ddpo-pytorch."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(WORKER.parent / "dist_stats_worker.py"), str(tmp_path)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"stats{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["state"] == reports[1]["state"] == {"buffers": {"a": [1.0, 3.0, 5.0, 7.0]}}
+    std = 5**0.5  # population std of {1, 3, 5, 7}
+    assert reports[0]["advantages"] == pytest.approx([-3 / std, -1 / std], rel=1e-5)
+    assert reports[1]["advantages"] == pytest.approx([1 / std, 3 / std], rel=1e-5)

@@ -216,6 +216,7 @@ class Trainer:
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
+            self.method.load_state_dict(state.get("method_state", {}))
         # a resume that trains (not one that only writes the report of a finished run)
         trains_on = resume_from is not None and self.start_step < train.max_steps
         if trains_on and acc.is_main_process:
@@ -276,6 +277,8 @@ class Trainer:
                     "method": self.method.name,
                     "reward_evals": self.reward_evals,
                 }
+                if method_state := self.method.state_dict():
+                    state["method_state"] = method_state
                 keep = self.recipe.train.keep_checkpoints
                 ckpts.finalize_checkpoint(self.run_dir, step, state, keep)
         except BaseException:  # a second Ctrl-C mid-save: leave no half-written folder

@@ -82,6 +82,17 @@ class TrainingMethod(ABC):
         self.width = width
         self.tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the method besides the weights, as JSON values (DDPO's
+        reward buffers); most methods keep nothing."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s values on resume (an empty mapping: nothing kept)."""
+        if state:
+            held = ", ".join(sorted(state))
+            raise ValueError(f"{self.name} keeps no state, but the checkpoint holds: {held}")
+
     @abstractmethod
     def compute_loss(
         self, batch: Batch, unet: torch.nn.Module, generator: torch.Generator

@@ -52,6 +52,7 @@ import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import masked_mean
+from dsharp.methods.prompt_stats import PromptStatTracker
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, previous_timesteps, sample
@@ -418,6 +419,8 @@ class DDPO(RoundMethod):
         inner_epochs: int = 1,
         train_timestep_fraction: float = 1.0,
         timesteps_per_step: int | None = None,
+        stat_buffer: int = 0,
+        stat_min_count: int | None = None,
     ):
         super().__init__(
             model,
@@ -433,11 +436,24 @@ class DDPO(RoundMethod):
         )
         # after the base's checks, in the order TrainingMethod.check_settings runs them
         own = {"variant": variant, "inner_epochs": inner_epochs, "n": n}
-        DDPO._check_own(own | {"clip_range": clip_range, "adv_clip_max": adv_clip_max})
+        own |= {"clip_range": clip_range, "adv_clip_max": adv_clip_max}
+        DDPO._check_own(own | {"stat_buffer": stat_buffer, "stat_min_count": stat_min_count})
         self.samples_per_prompt = n
         self.variant = variant
         self.clip_range, self.adv_clip_max = float(clip_range), float(adv_clip_max)
+        self.tracker = (
+            PromptStatTracker(stat_buffer, stat_min_count or stat_buffer) if stat_buffer else None
+        )
         self._advantages: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.tracker.state_dict() if self.tracker is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.tracker is not None:
+            self.tracker.load_state_dict(state)
+        else:
+            super().load_state_dict(state)
 
     @classmethod
     def notes_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> list[str]:
@@ -484,9 +500,25 @@ class DDPO(RoundMethod):
             raise ValueError(f"method.n: samples per prompt must be >= 1, got {n!r}")
         check_positive("clip_range", settings["clip_range"])
         check_positive("adv_clip_max", settings["adv_clip_max"])
+        buffer, min_count = settings["stat_buffer"], settings["stat_min_count"]
+        check_int("stat_buffer", buffer, 0)
+        check_int("stat_min_count", min_count, 1, allow_none=True)
+        if min_count is not None and buffer == 0:
+            raise ValueError(
+                "method.options.stat_min_count: counts the rewards of stat_buffer, which is 0 "
+                "(each round's own statistics); set stat_buffer too"
+            )
+        if min_count is not None and min_count > buffer:
+            raise ValueError(
+                f"method.options.stat_min_count: a buffer of {buffer} (stat_buffer) never holds "
+                f"{min_count} rewards; use at most {buffer}"
+            )
 
     def _prepare(self, rnd: SampledRound) -> tuple[int, dict[str, float]]:
-        adv = per_prompt_advantages(rnd.rewards, rnd.prompts)
+        if self.tracker is not None:
+            adv = self.tracker.advantages(rnd.rewards, rnd.prompts)
+        else:
+            adv = per_prompt_advantages(rnd.rewards, rnd.prompts)
         self._advantages = adv.clamp(-self.adv_clip_max, self.adv_clip_max)
         metrics = reward_stats(rnd.rewards)
         valid = ~torch.isnan(adv)

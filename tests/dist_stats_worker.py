@@ -1,0 +1,28 @@
+"""Test helper for tests/test_distributed.py: each of two processes adds its own rewards of
+the prompt "a" to a :class:`PromptStatTracker` and writes its advantages and buffers to
+``OUT_DIR/stats{rank}.json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from dsharp.methods.prompt_stats import PromptStatTracker
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    rank = PartialState(cpu=True).process_index  # as the engine's Accelerator starts it
+    tracker = PromptStatTracker(buffer_size=8, min_count=4)
+    rewards = torch.tensor([1.0, 3.0]) if rank == 0 else torch.tensor([5.0, 7.0])
+    advantages = tracker.advantages(rewards, ["a", "a"]).tolist()
+    report = {"advantages": advantages, "state": tracker.state_dict()}
+    (out / f"stats{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
