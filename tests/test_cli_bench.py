@@ -56,6 +56,45 @@ def test_t2i_compbench_missing_category_file_is_named(tmp_path, tiny_sd_dir, eva
     assert "shape_val.txt" in result.output and "color_val.txt" not in result.output
 
 
+def _t2i_data(folder: Path) -> Path:
+    """Every val prompt file of T2I-CompBench, one prompt each."""
+    from dsharp.bench.t2i_data import CATEGORIES, files_for
+
+    folder.mkdir()
+    for category in CATEGORIES:
+        for name in files_for(category, "val"):
+            (folder / name).write_text("a red book and a blue cup\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--categories", "colour"], "error: --categories: unknown category 'colour'"),
+        (["--split", "test"], "error: --split: unknown split 'test'"),
+        (["--set", "bogus=1"], "error: t2i-compbench evaluator option(s) bogus unknown"),
+        (["--categories", "color,texture"], "texture_val.txt: no prompts in file"),
+    ],
+)
+def test_t2i_compbench_bad_settings_exit_2_before_the_model_loads(
+    tmp_path, tiny_sd_dir, evaluators, monkeypatch, flags, message
+):
+    """A bad category, split, evaluator option or an empty prompt file is a bad setting
+    (exit 2, one line) found before the model loads, not after."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the settings must be checked before the model loads")
+
+    monkeypatch.setattr("dsharp.commands.common.load_model_for_inference", no_model)
+    data = _t2i_data(tmp_path / "data")
+    (data / "texture_val.txt").write_text("\n\n")
+    args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench", "--limit", "1"]
+    args += ["--data", str(data), *_sets(evaluators), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_flags_t2i_compbench_would_ignore_are_refused_before_anything_loads(tiny_sd_dir):
     args = ["eval", "--model", str(tiny_sd_dir), "--bench", "t2i-compbench"]
     result = CliRunner().invoke(app, [*args, "--seeds", "3", "--eta", "0", "--method", "demon"])

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsharp.bench.t2i_data import CATEGORIES, PromptSet, load_prompt_set
+from dsharp.bench.t2i_data import CATEGORIES, PromptSet, check_split, load_prompt_set
 from dsharp.bench.t2i_scoring import EvaluatorOptions, T2IScorer, describe_evaluators
 from dsharp.io import (
     append_jsonl,
@@ -62,6 +62,17 @@ def parse_categories(categories: str | Sequence[str] | None) -> list[str]:
     if not out:
         raise ValueError("--categories: no category given")
     return out
+
+
+def check_settings(
+    categories: str | Sequence[str] | None, split: str, evaluator_options: dict[str, Any] | None
+) -> tuple[list[str], EvaluatorOptions]:
+    """The categories and evaluator options :func:`run_t2i_compbench` takes, checked
+    (``ValueError``: an unknown category, split or evaluator option), so that a caller can
+    refuse them before it loads the model; so can :func:`load_prompt_set` the prompt files."""
+    cats = parse_categories(categories)
+    check_split(split)
+    return cats, EvaluatorOptions.from_dict(evaluator_options)
 
 
 # --------------------------------------------------------------------------- resume state
@@ -205,15 +216,14 @@ def run_t2i_compbench(
     from dsharp.generate import SampleSettings
     from dsharp.progress import task_progress
 
-    cats = parse_categories(categories)
     _check_positive("--images-per-prompt", images_per_prompt)
     _check_positive("--limit", limit, allow_none=True)
     _check_positive("batch_size", batch_size)
     if keep_images and out_dir is None:
         raise ValueError("keeping images needs an output folder (out_dir)")
-    settings = settings or SampleSettings()
-    options = EvaluatorOptions.from_dict(evaluator_options)
+    cats, options = check_settings(categories, split, evaluator_options)
     prompt_set = load_prompt_set(cats, split, data_dir)
+    settings = settings or SampleSettings()
     scorer = T2IScorer(options)
     seeds = [seed_base + j for j in range(images_per_prompt)]
     model_id = model_id or str(getattr(model, "source", None) or type(model).__name__)

@@ -49,6 +49,11 @@ class T2IDataError(RuntimeError):
     """The prompt files cannot be found, downloaded or verified (one-line message)."""
 
 
+class NoPromptsError(T2IDataError, ValueError):
+    """A prompt file holds no prompt: a missing input, a bad setting as ``--data`` gave it
+    (``ValueError``: ``dsharp eval`` exits 2 on it, before the model loads)."""
+
+
 @cache
 def _snapshot() -> dict[str, Any]:
     return json.loads(CHECKSUMS_FILE.read_text(encoding="utf-8"))
@@ -93,7 +98,7 @@ def parse_prompts(data: bytes, name: str) -> list[str]:
     prompts = [line.strip() for line in text.splitlines()]
     prompts = [p for p in prompts if p]
     if not prompts:
-        raise T2IDataError(f"{name}: no prompts in file")
+        raise NoPromptsError(f"{name}: no prompts in file")
     return prompts
 
 
@@ -236,7 +241,9 @@ def load_prompt_set(
         folder = cache_dir()
         raw = _read_from_cache(names, fetcher or fetch)
         source = "cache"
-    parsed = {name: parse_prompts(data, name) for name, data in raw.items()}
+    # a file of --data is named by its path, so that the message says which folder
+    shown = {n: str(folder / n) if data_dir is not None else n for n in raw}
+    parsed = {name: parse_prompts(data, shown[name]) for name, data in raw.items()}
     files = {name: _file_record(name, raw[name], len(parsed[name])) for name in names}
     prompts = {c: parsed[f"{c}_{split}.txt"] for c in categories}
     subsets = {}

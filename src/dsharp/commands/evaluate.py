@@ -470,11 +470,15 @@ def _t2i_compbench(
 ) -> tuple[dict, Path | None]:
     """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
     from dsharp.bench import run_t2i_compbench
+    from dsharp.bench.t2i_compbench import check_settings
+    from dsharp.bench.t2i_data import load_prompt_set
     from dsharp.checkpoints import checkpoint_step, find_model_checkpoint, run_dir_of
     from dsharp.commands.common import load_model_for_inference
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
+    with settings_errors():  # a bad category, split or --set: exit 2, at once
+        cats, _ = check_settings(categories, split, evaluator_options)
     ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
@@ -491,6 +495,8 @@ def _t2i_compbench(
 
         # its rows are written from the first prompt on: check it now
         check_output_folder(work_dir, "t2i-compbench work folder")
+    with settings_errors():  # read (or fetched) before the model loads; no prompt: exit 2
+        load_prompt_set(cats, split, data)
     diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,
