@@ -402,11 +402,42 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_model, evaluators, tmp_pa
 
     monkeypatch.setattr(dsharp.generate, "generate", counting)
     result = _run(tiny_model, evaluators, out, categories="color,spatial")
-    assert generated == _lines("spatial_val.txt")[:2]
+    spatial = _lines("spatial_val.txt")  # --limit 2 spreads through the list
+    assert generated == [spatial[0], spatial[len(spatial) // 2]]
     assert result["t2i_compbench"]["color"]["n"] == 2
     assert result["t2i_compbench"]["spatial"]["n"] == 2
     rows = [json.loads(x) for x in (out / "partial.jsonl").read_text().splitlines()]
     assert [r["category"] for r in rows] == ["color"] * 2 + ["spatial"] * 2
+
+
+def test_limit_spreads_through_a_category_and_a_resume_reuses_only_the_rows_it_shares(
+    tiny_model, evaluators, tmp_path, monkeypatch
+):
+    """--limit spreads evenly through each category (as for other benches), not the first N;
+    a rerun with another limit generates only the prompts it has not scored."""
+    import dsharp.generate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    prompts = ["a red book", "a blue cup", "a green apple", "a yellow car", "a white dog"]
+    (data / "color_val.txt").write_text("\n".join(prompts) + "\n")
+    generated: list[str] = []
+    real_generate = dsharp.generate.generate
+
+    def counting(model, prompts, *args, **kwargs):
+        generated.extend(prompts)
+        return real_generate(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(dsharp.generate, "generate", counting)
+    out = tmp_path / "t2i"
+    result = _run(tiny_model, evaluators, out, categories="color", limit=2, data_dir=data)
+    assert generated == [prompts[0], prompts[2]]
+    assert result["t2i_compbench"]["color"]["n_prompts"] == 2
+    generated.clear()
+    result = _run(tiny_model, evaluators, out, categories="color", limit=3, data_dir=data)
+    assert generated == [prompts[1], prompts[3]]  # prompts[0] is reused, prompts[2] left out
+    assert result["t2i_compbench"]["color"]["n_prompts"] == 3
+    assert result["t2i_compbench"]["color"]["n"] == 3
 
 
 @needs_shared

@@ -75,6 +75,17 @@ def check_settings(
     return cats, EvaluatorOptions.from_dict(evaluator_options)
 
 
+def select_prompts(prompts: Sequence[str], limit: int | None) -> list[tuple[int, str]]:
+    """``(index, prompt)`` of the prompts a category evaluates: all, or ``limit`` spread
+    evenly through the list as ``dsharp eval --limit`` picks from other benches (the first
+    prompts of a file are often alike: complex's first are all spatial). A row is resumed by
+    its index and prompt, so another limit reuses the rows it shares and no others."""
+    from dsharp.posttrain import limit_prompts
+
+    indexed = list(enumerate(prompts))
+    return limit_prompts(indexed, limit, None) if limit else indexed
+
+
 # --------------------------------------------------------------------------- resume state
 
 
@@ -206,7 +217,8 @@ def run_t2i_compbench(
 
     ``categories``: list or comma-separated string (default all six); ``split``: ``val``
     (the benchmark's test set) or ``train``; ``images_per_prompt``: seeds per prompt
-    (benchmark: 10); ``limit``: first N prompts per category; ``data_dir``: folder with the
+    (benchmark: 10); ``limit``: at most N prompts per category, spread evenly through its
+    list (:func:`select_prompts`); ``data_dir``: folder with the
     prompt files (else the verified download cache); ``settings``: a
     :class:`~dsharp.generate.SampleSettings`; ``evaluator_options``: keys of
     :class:`~dsharp.bench.t2i_scoring.EvaluatorOptions`; ``out_dir``: resumable state
@@ -228,7 +240,7 @@ def run_t2i_compbench(
     seeds = [seed_base + j for j in range(images_per_prompt)]
     model_id = model_id or str(getattr(model, "source", None) or type(model).__name__)
 
-    selected = {c: list(enumerate(prompt_set.prompts[c]))[:limit] for c in cats}
+    selected = {c: select_prompts(prompt_set.prompts[c], limit) for c in cats}
     fingerprint = {
         "bench": "t2i-compbench",
         "model": model_id,
