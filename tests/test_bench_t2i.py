@@ -440,6 +440,50 @@ def test_limit_spreads_through_a_category_and_a_resume_reuses_only_the_rows_it_s
     assert result["t2i_compbench"]["color"]["n"] == 3
 
 
+def test_results_keep_each_images_score_so_that_two_evaluations_pair(
+    tiny_model, evaluators, tmp_path, monkeypatch
+):
+    """Each image's prompt, seed, score and category are kept (also by a resumed run, from
+    its saved rows), so `dsharp compare --paired` pairs two T2I-CompBench evaluations; an
+    evaluation written before they were kept is said to predate them."""
+    from dsharp.paired import paired_difference
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "color_val.txt").write_text("a red book\na blue cup\n")
+    (data / "shape_val.txt").write_text("a round clock\n")
+    out = tmp_path / "t2i"
+    args = {"categories": "color,shape", "images_per_prompt": 2, "data_dir": data}
+    result = _run(tiny_model, evaluators, out, **args)
+    images = result["images"]
+    assert [(i["prompt"], i["seed"], i["category"]) for i in images] == [
+        ("a red book", 0, "color"),
+        ("a red book", 1, "color"),
+        ("a blue cup", 0, "color"),
+        ("a blue cup", 1, "color"),
+        ("a round clock", 0, "shape"),
+        ("a round clock", 1, "shape"),
+    ]
+    color = [i["score"] for i in images if i["category"] == "color"]
+    assert result["metrics"]["t2i_color"]["mean"] == pytest.approx(sum(color) / len(color))
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a resumed evaluation must not generate again")
+
+    monkeypatch.setattr("dsharp.generate.generate", no_generation)
+    again = _run(tiny_model, evaluators, out, **args)
+    assert again["images"] == images
+    paired = paired_difference(result, again)
+    assert paired["delta"] == 0.0 and paired["n_images"] == 6
+    assert set(paired["categories"]) == {"color", "shape"}
+
+    older = {k: v for k, v in result.items() if k != "images"}
+    with pytest.raises(ValueError) as err:
+        paired_difference(older, again, ("old", "new"))
+    assert "T2I-CompBench evaluation predates" in str(err.value)
+    assert str(out) in str(err.value) and "re-run" not in str(err.value)
+
+
 @needs_shared
 def test_resume_refuses_other_settings(tiny_model, evaluators, tmp_path):
     from dsharp.generate import SampleSettings

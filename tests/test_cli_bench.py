@@ -38,6 +38,9 @@ def test_t2i_compbench_quick_look_prints_all_six_categories(tmp_path, tiny_sd_di
         assert f"t2i_{cat}" in doc["metrics"], cat
         assert doc["metrics"][f"t2i_{cat}"]["n"] == 2
     assert json.loads(out.read_text())["overall"] == doc["overall"]
+    from dsharp.report import read_evaluation
+
+    assert len(read_evaluation(out)["images"]) == 12  # per image, for compare --paired
 
 
 def test_t2i_compbench_missing_category_file_is_named(tmp_path, tiny_sd_dir, evaluators):

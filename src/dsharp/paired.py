@@ -25,10 +25,7 @@ def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[s
     """
     images = result.get("images")
     if not images:
-        raise ValueError(
-            f"{label}: no per-image scores in this evaluation (re-run `dsharp eval`, which "
-            "records them)"
-        )
+        raise ValueError(_no_images_message(result, label))
     seen: dict[tuple[str, int], int] = defaultdict(int)
     scores: dict[ImageKey, dict[str, Any]] = {}
     for entry in images:
@@ -39,6 +36,24 @@ def image_scores(result: Mapping[str, Any], label: str) -> dict[ImageKey, dict[s
         if score is not None and math.isfinite(score):  # NaN (a JSON NaN literal): unscored
             scores[prompt, seed, occurrence] = entry
     return scores
+
+
+def _no_images_message(result: Mapping[str, Any], label: str) -> str:
+    """Why an evaluation holds no per-image scores: ``dsharp eval`` records them for every
+    bench, T2I-CompBench too, so a file without them was written before that (or not by
+    ``dsharp eval``). A T2I-CompBench evaluation's scored prompts are kept in its work
+    folder, which ``dsharp eval`` run again with the same settings reuses."""
+    if result.get("bench") == "t2i-compbench":
+        work = result.get("out_dir")
+        again = f"; run again, it reuses the prompts already scored in {work}" if work else ""
+        return (
+            f"{label}: no per-image scores: this T2I-CompBench evaluation predates dsharp's "
+            f"recording them (`dsharp eval --bench t2i-compbench` records them now{again})"
+        )
+    return (
+        f"{label}: no per-image scores in this evaluation: it predates dsharp's recording "
+        "them, or was not written by `dsharp eval` (which records them)"
+    )
 
 
 def _summary(diffs: list[tuple[str, float]]) -> dict[str, float]:

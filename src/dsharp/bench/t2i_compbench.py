@@ -11,7 +11,8 @@ images are kept under ``out_dir/images/<category>/<index>_<seed>.png`` on reques
 The result holds, per category, the mean score with its 95% confidence interval over images
 (``metrics["t2i_<category>"]``, the names of the paper's Table 1 columns) and details
 (``t2i_compbench[<category>]``), the unweighted mean over categories (``overall``), the
-evaluator models, the substitutions made (the spatial detector), and the prompt files used.
+evaluator models, the substitutions made (the spatial detector), the prompt files used, and
+each image's prompt, seed, score and category (``images``, for ``dsharp compare --paired``).
 """
 
 from __future__ import annotations
@@ -310,4 +311,17 @@ def run_t2i_compbench(
         "nfe_per_image": nfe[-1] if nfe else None,
         "sample": settings.as_dict(),
         "out_dir": str(out) if out is not None else None,
+        # each image's score, as dsharp eval's other benches keep them: two evaluations with
+        # the same seeds can then be compared image for image (dsharp compare --paired)
+        "images": [
+            {"prompt": r["prompt"], "seed": seed, "score": _score_or_none(score), "category": c}
+            for c in cats
+            for r in rows[c]
+            for seed, score in zip(r["seeds"], r["scores"], strict=True)
+        ],
     }
+
+
+def _score_or_none(score: Any) -> float | None:
+    """An image's score; None (valid JSON) where it was not scored, as for other benches."""
+    return None if score is None or math.isnan(score) else float(score)
