@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,43 @@ class Bench:
     rewards: list[dict[str, Any]]
     category_of: Callable[[str], str] | None = None
     groupings: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
+    unlabelled: str | None = None
+    """Why :meth:`for_prompts` dropped categories or groupings (None: it dropped none)."""
+
+    def for_prompts(self, prompts: Sequence[str]) -> Bench:
+        """This bench with only the labels (its categories, each grouping) it can give every
+        one of ``prompts``. A prompt file outside the bench's own prompts (``--bench shapes
+        --reward clip --prompts FILE``) is scored without them, as README documents the
+        combination, rather than failing once its images are made; ``unlabelled`` says what
+        was dropped and why."""
+        reason, dropped = None, []
+        category_of = self.category_of
+        if category_of is not None and (why := _cannot_label(category_of, prompts)):
+            category_of, reason = None, why
+            dropped.append("categories")
+        groupings = {}
+        for name, label_of in self.groupings.items():
+            why = _cannot_label(label_of, prompts)
+            if why is None:
+                groupings[name] = label_of
+            else:
+                reason = reason or why
+                dropped.append(f"'{name}' groups")
+        if not dropped:
+            return self
+        unlabelled = f"{reason}; the result has no {' and no '.join(dropped)}"
+        return replace(self, category_of=category_of, groupings=groupings, unlabelled=unlabelled)
+
+
+def _cannot_label(label_of: Callable[[str], str], prompts: Sequence[str]) -> str | None:
+    """Why ``label_of`` cannot label one of ``prompts`` (the first), or None."""
+    for prompt in dict.fromkeys(prompts):
+        try:
+            label_of(prompt)
+        except ValueError as exc:
+            reason = " ".join(str(exc).split())
+            return reason if prompt in reason else f"prompt {prompt!r}: {reason}"
+    return None
 
 
 T2I_COMPBENCH = T2I_BENCH
@@ -106,6 +143,9 @@ def evaluate(
     settings = settings or SampleSettings()
     if not prompts:
         raise ValueError("no prompts to evaluate")
+    # every prompt is labelled before sampling: a label that fails must not waste the images
+    category_of = _labelled(prompts, category_of)
+    groupings = {name: _labelled(prompts, f) for name, f in (groupings or {}).items()}
     pairs = [(p, seed_base + j) for p in prompts for j in range(num_seeds)]
     all_prompts = [p for p, _ in pairs]
     seeds = [s for _, s in pairs]
@@ -196,6 +236,13 @@ def evaluate(
         sheet = Path(images_dir) / SHEET_PNG
         save_contact_sheet(generated.images, all_prompts, seeds, sheet, scores=values)
     return result
+
+
+def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> Any:
+    """``label_of`` with every one of ``prompts`` labelled now (its error raised now)."""
+    if label_of is None:
+        return None
+    return {prompt: label_of(prompt) for prompt in dict.fromkeys(prompts)}.__getitem__
 
 
 def _image_entry(

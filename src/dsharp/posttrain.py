@@ -32,6 +32,8 @@ def eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
     ev = recipe.eval
     bench = get_bench(ev.bench) if ev.bench else None
     prompts = ev.load_prompts() if (ev.prompts or ev.prompts_file) else bench.default_prompts()
+    if bench is not None:  # its categories where it can label every prompt (for_prompts)
+        bench = bench.for_prompts(prompts)
     category_of = bench.category_of if bench else None
     if ev.limit:
         prompts = limit_prompts(prompts, ev.limit, category_of)

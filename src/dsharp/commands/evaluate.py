@@ -34,8 +34,9 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
     from dsharp.data import read_prompt_file
     from dsharp.evaluate import get_bench
 
-    if prompts is not None:
-        return read_prompt_file(prompts), get_bench(bench) if bench else None
+    if prompts is not None:  # the bench labels the file's prompts where it can (for_prompts)
+        prompt_list = read_prompt_file(prompts)
+        return prompt_list, get_bench(bench).for_prompts(prompt_list) if bench else None
     if recipe is None and bench is None:
         raise usage_error("give --prompts FILE or --bench NAME")
     ev = recipe.eval if recipe is not None else None
@@ -48,6 +49,8 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
         raise usage_error(
             "give --prompts FILE or --bench NAME (the recipe's eval section has none)"
         )
+    if spec_bench is not None:
+        spec_bench = spec_bench.for_prompts(prompt_list)
     if ev is not None and ev.limit:
         from dsharp.posttrain import limit_prompts
 
@@ -340,6 +343,12 @@ def evaluate_cmd(
         with settings_errors():  # a prompt a reward cannot score is refused as in a recipe
             check_prompts([*specs, *verifier_used], prompt_list, source)
             check_reward_settings([*specs, *verifier_used])
+        if spec_bench is not None and spec_bench.unlabelled:
+            typer.echo(
+                f"note: --bench {spec_bench.name} cannot label every prompt of {source}: "
+                f"{spec_bench.unlabelled}",
+                err=True,
+            )
 
         if model is not None or checkpoint is not None:
             from dsharp.commands.common import load_model_for_inference
