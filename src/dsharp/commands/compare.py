@@ -11,11 +11,17 @@ import typer
 from dsharp.commands.errors import require_output_paths, settings_errors, user_errors
 
 
-def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
-    """A run folder's evaluations merged into one result (all its eval*.json), or one JSON.
+def results_for_paper(
+    source: Path, table: str, notes: list[str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A run folder's evaluations merged into one result (its eval*.json), or one JSON.
 
-    For Tables 2 and 3 a trained run's recipe says which paper row it reproduces (method.n /
-    .m); a folder with no training (a study's base row) is marked ``untrained``.
+    A folder's evaluations on a ``--prompts`` file are left out where it has others: the
+    paper's columns are benchmarks, and a one-prompt check must not stand for a bench's
+    score. Of the rest a later one wins a clash (a run evaluated again). ``notes`` gets a
+    line for each folder where an evaluation was left out or a metric clashed, naming the
+    files. For Tables 2 and 3 a trained run's recipe says which paper row it reproduces
+    (method.n / .m); a folder with no training (a study's base row) is marked ``untrained``.
     """
     from dsharp.bench import merge_results
     from dsharp.report import eval_files, load_result, no_evaluation_error, read_evaluation
@@ -25,7 +31,11 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
     found = eval_files(source)
     if not found:
         raise no_evaluation_error(source)
-    merged = merge_results([read_evaluation(p) for p in found])
+    evaluations = [(path, read_evaluation(path)) for path in found]
+    used = [(p, r) for p, r in evaluations if not on_prompt_file(p, r)] or evaluations
+    merged = merge_results([result for _, result in used])
+    if notes is not None:
+        notes += _merge_notes(source, evaluations, used)
     recipe_path = source / "recipe.yaml"
     trained = (source / "metrics.jsonl").exists() or (source / "checkpoints").is_dir()
     if not trained:
@@ -36,6 +46,45 @@ def results_for_paper(source: Path, table: str) -> tuple[str, dict[str, Any]]:
         method = (yaml.safe_load(recipe_path.read_text()) or {}).get("method", {})
         merged.setdefault("paper_row", method.get("n" if table == "table2" else "m"))
     return source.name, merged
+
+
+def on_prompt_file(path: Path, result: dict[str, Any]) -> bool:
+    """Whether an evaluation scored a ``--prompts`` file rather than its bench's (or its
+    recipe's) prompts: as it records (``prompts_file``), else, in a file written before it
+    did, by the name `dsharp eval` gave it (``eval-BENCH-FILESTEM.json``)."""
+    if "prompts_file" in result:
+        return result["prompts_file"] is not None
+    return path.name.startswith(f"eval-{result.get('bench') or 'rewards'}-")
+
+
+def _merge_notes(
+    source: Path,
+    evaluations: list[tuple[Path, dict[str, Any]]],
+    used: list[tuple[Path, dict[str, Any]]],
+) -> list[str]:
+    """What merging a folder's evaluations left out, and which file gave a metric that
+    several hold."""
+    notes = []
+    used_paths = [p for p, _ in used]
+    left_out = [p.name for p, _ in evaluations if p not in used_paths]
+    if left_out:
+        notes.append(
+            f"{source}: left out {', '.join(left_out)}: evaluated on a --prompts file, not "
+            "the bench's prompts (give the file to compare it)"
+        )
+    elif any(on_prompt_file(p, r) for p, r in used):
+        names = ", ".join(p.name for p, _ in used)
+        notes.append(f"{source}: its evaluations ({names}) are all on --prompts files")
+    clashes = []
+    # eval_files lists the oldest first, and merge_results lets a later one win a clash
+    for metric in dict.fromkeys(m for _, r in used for m in r.get("metrics") or {}):
+        holders = [p.name for p, r in used if metric in (r.get("metrics") or {})]
+        if len(holders) > 1:
+            others = ", ".join(holders[:-1])
+            clashes.append(f"{metric} from {holders[-1]}, the newest (also in {others})")
+    if clashes:
+        notes.append(f"{source}: {'; '.join(clashes)}")
+    return notes
 
 
 def compare(
@@ -96,10 +145,11 @@ def compare(
             from dsharp.bench import compare_with_paper
             from dsharp.bench.paper import default_reference_notes
 
-            found = [results_for_paper(Path(src), table) for src in sources]
+            merge_notes: list[str] = []
+            found = [results_for_paper(Path(src), table, merge_notes) for src in sources]
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
-            for note in default_reference_notes(named, table):
+            for note in [*merge_notes, *default_reference_notes(named, table)]:
                 typer.echo(f"note: {note}", err=True)
             title = f"dsharp compare --against paper ({table})"
             rich_table = to_rich(columns, rows, title, unit="column")  # paper, ours, delta

@@ -383,6 +383,9 @@ def evaluate_cmd(
         }
         if ckpt is not None:
             result["step"] = step
+        # a --prompts file, not the bench's prompts: `compare RUN --against paper` leaves
+        # such an evaluation out of a run's bench columns
+        result["prompts_file"] = str(prompts) if prompts is not None else None
         if target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)

@@ -1,0 +1,87 @@
+"""`dsharp compare RUN --against paper`: which of a run folder's evaluations make its row,
+and which paper row a run's recipe implies."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+
+def _invoke(args: list) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _run(tmp_path: Path, name: str = "run", n: int = 3) -> Path:
+    run = tmp_path / name
+    run.mkdir()
+    (run / "recipe.yaml").write_text(f"method:\n  name: rlhf_sharpening\n  n: {n}\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')  # it trained
+    return run
+
+
+def _write(run: Path, name: str, age: int, **result) -> None:
+    (run / name).write_text(json.dumps(result))
+    os.utime(run / name, (1_000_000 + age, 1_000_000 + age))  # eval_files: oldest first
+
+
+def _ours(md: str, label: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"| ours:{label} |"))
+
+
+def test_a_run_folders_prompt_file_evaluation_does_not_replace_its_bench_score(tmp_path):
+    """A one-prompt `dsharp eval --prompts` check, newer than the report's evaluation, is
+    left out of the run's row, with a note naming it: files written before evaluations
+    recorded their prompt file are known by the name dsharp eval gave them."""
+    run = _run(tmp_path)
+    _write(run, "eval-final.json", 0, bench="shapes", metrics={"shapes": {"mean": 0.3224}})
+    _write(run, "eval-shapes-one.json", 1, bench="shapes", metrics={"shapes": {"mean": 0.0}})
+    _write(
+        run,
+        "eval-mine.json",
+        2,
+        bench="clip",
+        prompts_file="h.txt",
+        metrics={"clip": {"mean": 0.2}},
+    )
+    result = _invoke(["compare", run, "--against", "paper", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert "| 0.3224 |" in _ours((tmp_path / "compare.md").read_text(), "run")
+    assert (
+        f"note: {run}: left out eval-shapes-one.json, eval-mine.json: evaluated on a --prompts "
+        "file, not the bench's prompts (give the file to compare it)"
+    ) in " ".join(result.stderr.split())
+
+
+def test_a_metric_two_bench_evaluations_hold_comes_from_the_newest_with_a_note(tmp_path):
+    run = _run(tmp_path)
+    _write(run, "eval-final.json", 0, bench="shapes", metrics={"shapes": {"mean": 0.3224}})
+    _write(
+        run,
+        "eval-shapes.json",
+        1,
+        bench="shapes",
+        prompts_file=None,
+        metrics={"shapes": {"mean": 0.25}},
+    )
+    result = _invoke(["compare", run, "--against", "paper", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert "| 0.2500 |" in _ours((tmp_path / "compare.md").read_text(), "run")
+    assert (
+        f"note: {run}: shapes from eval-shapes.json, the newest (also in eval-final.json)"
+    ) in " ".join(result.stderr.split())
+
+
+def test_dsharp_eval_records_whether_it_scored_a_prompt_file(tiny_sd_dir, tmp_path):
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a red circle\n")
+    common = ["--model", tiny_sd_dir, "--seeds", "1", "--steps", "1"]
+    on_file = _invoke(["eval", *common, "--bench", "shapes", "--prompts", prompts, "--json"])
+    on_bench = _invoke(["eval", *common, "--bench", "shapes", "--limit", "1", "--json"])
+    assert (on_file.exit_code, on_bench.exit_code) == (0, 0), on_file.output + on_bench.output
+    assert json.loads(on_file.stdout)["prompts_file"] == str(prompts)
+    assert json.loads(on_bench.stdout)["prompts_file"] is None
