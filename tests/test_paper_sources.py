@@ -85,3 +85,30 @@ def test_dsharp_eval_records_whether_it_scored_a_prompt_file(tiny_sd_dir, tmp_pa
     assert (on_file.exit_code, on_bench.exit_code) == (0, 0), on_file.output + on_bench.output
     assert json.loads(on_file.stdout)["prompts_file"] == str(prompts)
     assert json.loads(on_bench.stdout)["prompts_file"] is None
+
+
+def test_a_runs_setting_the_paper_has_no_row_for_gets_none_and_the_others_theirs(tmp_path):
+    """Table 2 has no n=6: that run's row (implied by its recipe) shows '-' with a note, and
+    the n=3 run beside it keeps its paper row, instead of the whole table failing."""
+    runs = [_run(tmp_path, "n3", n=3), _run(tmp_path, "n6", n=6)]
+    for i, run in enumerate(runs):
+        _write(run, "eval-clip.json", i, bench="clip", metrics={"clip": {"mean": 0.33}})
+    result = _invoke(
+        ["compare", *runs, "--against", "paper", "--table", "table2", "--out", tmp_path]
+    )
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "compare.md").read_text()
+    assert "| paper:3 | 0.3380 |" in md and "| paper:- | - | - | - |" in md
+    assert "| delta:n6 | - | - | - |" in md
+    assert (
+        "note: n6: its recipe's method.n is 6, which table2 has no row for (rows: 1, 2, 3, 4, "
+        "8), so it has no paper row"
+    ) in " ".join(result.stderr.split())
+
+
+def test_a_paper_row_named_in_an_evaluation_must_be_in_the_table(tmp_path):
+    named = tmp_path / "n6.json"
+    named.write_text(json.dumps({"metrics": {"clip": {"mean": 0.33}}, "paper_row": 6}))
+    result = _invoke(["compare", named, "--against", "paper", "--table", "table2"])
+    assert result.exit_code == 1
+    assert "n6: paper row 6 not in table2 (rows: 1, 2, 3, 4, 8)" in result.stderr

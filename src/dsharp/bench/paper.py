@@ -20,7 +20,10 @@ Each of our results is compared with one paper row, its *reference*: ``match[lab
 given, else ``result["paper_row"]``, else the paper row whose name equals the label
 (normalised: lower case, ``-``/space -> ``_``; for Table 2 a label such as ``n=3``, ``n3`` or
 ``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
-``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). In Tables 2 and 3
+``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). A row that
+``match`` or ``paper_row`` names must be in the table; one that a run's recipe implies
+(``recipe_paper_row``: its ``method.n`` / ``.m``, before the label) may not be, and then the
+result has no paper row (``paper:-``). In Tables 2 and 3
 a result marked ``untrained`` (a study's base row) has no paper row unless it names one
 (``match`` or ``paper_row``). Rows come in threes per
 result: the paper's row, ours, and the delta (ours - paper). A metric we do not have shows
@@ -56,6 +59,9 @@ METRIC_SOURCES: dict[str, tuple[str, ...]] = {
 """Paper column -> our metric keys, first found wins."""
 
 _DEFAULT_REFERENCE = {"table1": "sdxl", "table2": "3", "table3": "3"}
+#: A result's paper row as its run's recipe implies it (``method.n`` for Table 2, ``.m`` for
+#: Table 3), not named by anyone: one the table lacks means no paper row, not an error.
+RECIPE_ROW = "recipe_paper_row"
 _ROW_HEADER = {"table1": "method", "table2": "n", "table3": "m"}
 
 
@@ -110,6 +116,9 @@ def _chosen_row(
                 f"{label}: paper row {wanted!r} not in {table} (rows: {', '.join(rows)})"
             )
         return rows[str(wanted)], False
+    implied = result.get(RECIPE_ROW)
+    if implied is not None:  # a run's method.n / .m: a setting the paper did not run has none
+        return rows.get(str(implied)), False
     key = _row_key(table, label)
     if key in rows:
         return rows[key], False
@@ -132,10 +141,18 @@ def default_reference_notes(
     match: Mapping[str, str] | None = None,
 ) -> list[str]:
     """One line per result compared with the table's default row only because nothing
-    named a row (its label, ``paper_row``, ``match``): a quickstart run beside SDXL says why."""
+    named a row (its label, ``paper_row``, ``match``): a quickstart run beside SDXL says why;
+    and one per run whose recipe's setting is no row of the table (it has no paper row)."""
     notes = []
     for label, result in results.items():
         row, fell_back = _chosen_row(table, label, result, dict(match or {}))
+        implied = result.get(RECIPE_ROW)
+        if row is None and implied is not None:
+            rows = ", ".join(str(k) for k in _table(table)["rows"])
+            notes.append(
+                f"{label}: its recipe's method.{_ROW_HEADER[table]} is {implied}, which {table} "
+                f"has no row for (rows: {rows}), so it has no paper row"
+            )
         if fell_back:
             notes.append(
                 f"{label}: no paper row of {table} is named {label!r}, so it is compared with "
@@ -208,7 +225,7 @@ def compare_with_paper(
             for o, p in zip(ours[: len(paper)], paper, strict=True)
         ]  # the extra columns have no paper value, so no delta
         blank = [MISSING] * len(extra)
-        name = "untrained" if ref is None else ref
+        name = ref if ref is not None else ("untrained" if result.get("untrained") else MISSING)
         rows.append([f"paper:{name}", *paper, *blank])
         rows.append([f"ours:{label}", *[MISSING if o is None else o for o in ours]])
         rows.append([f"delta:{label}", *delta, *blank])

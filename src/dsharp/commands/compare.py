@@ -43,8 +43,12 @@ def results_for_paper(
     elif table in ("table2", "table3") and recipe_path.exists():
         import yaml
 
+        from dsharp.bench.paper import RECIPE_ROW
+
         method = (yaml.safe_load(recipe_path.read_text()) or {}).get("method", {})
-        merged.setdefault("paper_row", method.get("n" if table == "table2" else "m"))
+        implied = method.get("n" if table == "table2" else "m")
+        if merged.get("paper_row") is None and implied is not None:
+            merged[RECIPE_ROW] = implied  # not named by anyone: may be no row of the table
     return source.name, merged
 
 
