@@ -50,6 +50,10 @@ BAD = {
     "no-seed": (_with(images=[{"prompt": 1}]), "images[0]: no seed"),
     "prompt-number": (_image(prompt=1), "images[0].prompt: a number, not text"),
     "category-number": (_image(category=1), "images[0].category: a number, not a name"),
+    # a count: the budget column multiplies by it, the table shows it (audit F11)
+    "n-images-null": (_with(n_images=None), "n_images: null, not a count"),
+    "n-images-fraction": (_with(n_images=2.5), "n_images: a number, not a count"),
+    "n-images-negative": (_with(n_images=-1), "n_images: a number, not a count"),
 }
 
 
@@ -69,6 +73,21 @@ def test_what_evaluations_write_passes_including_nulls_for_nan():
     unscored = _with(images=[{"prompt": "a", "seed": 0}])  # no score: left out of pairing
     assert evaluation_problem(unscored) is None
     assert evaluation_problem({"metrics": {}}) is None  # fields not recorded are not checked
+    assert evaluation_problem(_with(n_images=4)) is None
+    assert evaluation_problem(_with(n_images=4.0)) is None
+
+
+def test_a_null_image_count_with_a_search_budget_is_refused_not_a_traceback(tmp_path):
+    """`n_images: null` beside reward_evals_per_image crashed the table's budget column
+    with a TypeError (audit F11)."""
+    good, bad = tmp_path / "good.json", tmp_path / "nimg_null.json"
+    good.write_text(json.dumps(_good()))
+    bad.write_text(json.dumps(_with(n_images=None, reward_evals_per_image=3)))
+    result = _compare(tmp_path, good, bad)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {bad}: not a dsharp evaluation (n_images: null, not a count)"
+    )
 
 
 def _compare(tmp_path: Path, *args) -> object:

@@ -16,11 +16,13 @@ from typing import Any
 NUMBER_FIELDS = (
     "overall",
     "strict",
-    "n_images",
     "nfe_per_image",
     "reward_evals_per_image",
     "train_reward_evals",
 )
+#: Top-level fields that hold a count of images: a whole number (a table shows it, the
+#: reward-eval budget multiplies by it; never NaN, so never null).
+COUNT_FIELDS = ("n_images",)
 #: Top-level fields that map a name to a number (or null).
 NUMBER_MAPS = ("categories", "constraints", "reward_weights")
 #: Top-level fields that hold a name (or null).
@@ -32,6 +34,7 @@ def evaluation_problem(data: dict[str, Any]) -> str | None:
     None where every field dsharp reads is. Fields dsharp does not read are not checked."""
     checks: list[Callable[[dict[str, Any]], str | None]] = [
         _number_fields,
+        _count_fields,
         _text_fields,
         _rewards_problem,
         _metrics_problem,
@@ -73,6 +76,19 @@ def _number_fields(data: dict[str, Any]) -> str | None:
         if key in data and not _is_number(data[key]):
             return f"{key}: {_describe(data[key])}, not a number"
     return None
+
+
+def _count_fields(data: dict[str, Any]) -> str | None:
+    for key in COUNT_FIELDS:
+        if key in data and not _is_count(data[key]):
+            return f"{key}: {_describe(data[key])}, not a count"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number >= 0 (``4.0`` too: JSON does not tell 4 from 4.0 in every writer)."""
+    number = _is_number(value, allow_null=False) and math.isfinite(value)
+    return number and value >= 0 and value == int(value)
 
 
 def _text_fields(data: dict[str, Any]) -> str | None:
