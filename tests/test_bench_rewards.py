@@ -57,17 +57,20 @@ def test_clip_bench_mean_and_ci(tiny_model, tmp_path):
     from dsharp.testing.tiny_rewards import make_tiny_open_clip
 
     options = {**make_tiny_open_clip(tmp_path / "clip"), "device": "cpu"}
+    prompts = ["a red cube", "a blue ball"]
     result = run_reward_bench(
         tiny_model,
         "clip",
-        prompts=["a red cube", "a blue ball"],
+        prompts=prompts,
         seeds=2,
         settings=_settings(),
         options=options,
     )
     stats = result["metrics"]["clip"]
     assert stats["n"] == 4 and -1.0 <= stats["mean"] <= 1.0
-    assert stats["ci95"] == pytest.approx(1.96 * stats["std"] / 2)
+    # over the two prompts (t with 1 degree of freedom: 12.706), not four iid images
+    means = [sum(i["score"] for i in result["images"] if i["prompt"] == p) / 2 for p in prompts]
+    assert stats["ci95"] == pytest.approx(12.7062047 * abs(means[0] - means[1]) / 2)
     assert result["bench"] == "clip" and result["reward"] == "clip"
     assert result["prompt_set"] == "custom" and result["seeds"] == [0, 1]
     assert result["n_images"] == 4 and result["reward_options"] == options

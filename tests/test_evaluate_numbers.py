@@ -86,6 +86,31 @@ def test_category_means_skip_unscored_images(monkeypatch):
     assert out["categories"] == {"x": 1.0, "y": 0.25}
 
 
+def test_metric_interval_is_over_prompts_with_student_t(monkeypatch):
+    """The seeds of one prompt are not independent draws: ci95 is the interval over the
+    prompts' means (t with 2 degrees of freedom for 3 prompts), not over 6 iid images."""
+    table = {("a", 0): 0.0, ("a", 1): 0.2, ("b", 0): 1.0, ("b", 1): 0.8}
+    table |= {("c", 0): 0.4, ("c", 1): 0.6}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    stats = ev.evaluate(None, ["a", "b", "c"], [_spec("r")], num_seeds=2)["metrics"]["r"]
+    prompt_means = [0.1, 0.9, 0.5]
+    spread = math.sqrt(sum((m - 0.5) ** 2 for m in prompt_means) / 2)
+    assert stats["ci95"] == pytest.approx(4.3026527 * spread / math.sqrt(3))
+    assert stats["mean"] == pytest.approx(0.5) and stats["n"] == 6
+    assert stats["std"] == pytest.approx(math.sqrt(sum((v - 0.5) ** 2 for v in table.values()) / 5))
+
+
+def test_one_scored_image_has_no_interval_not_a_zero_one(monkeypatch):
+    table = {("a", 0): 0.25, ("b", 0): math.nan}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    stats = ev.evaluate(None, ["a", "b"], [_spec("r")], num_seeds=1)["metrics"]["r"]
+    assert stats["mean"] == 0.25 and stats["n"] == 1
+    assert math.isnan(stats["ci95"]) and math.isnan(stats["std"])
+    assert ev.mean_ci([0.5])["ci95"] != 0.0 and math.isnan(ev.mean_ci([0.5])["ci95"])
+    one_prompt = ev.mean_ci([0.1, 0.9], ["a", "a"])  # two seeds of one prompt
+    assert math.isnan(one_prompt["ci95"]) and one_prompt["std"] == pytest.approx(0.5657, abs=1e-4)
+
+
 def _spec(name, weight=1.0):
     # RewardSpec validates names against the registry: build it without validation
     return RewardSpec.model_construct(

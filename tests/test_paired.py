@@ -8,6 +8,9 @@ import pytest
 
 from dsharp.paired import paired_difference, paired_table
 
+#: Student's t 0.975 quantiles from tables: two prompts give 1 degree of freedom, three 2.
+T975_1, T975_2 = 12.7062047, 4.3026527
+
 
 def _result(scores: dict[tuple[str, int], float | None], category: bool = True) -> dict:
     images = []
@@ -26,8 +29,8 @@ def test_delta_is_the_mean_image_difference_and_the_interval_is_over_prompts():
     # image differences: +1, 0, -0.5, +0.5 -> mean 0.25; per prompt: +0.5 and 0.0
     assert p["delta"] == pytest.approx(0.25)
     assert p["n_images"] == 4 and p["n_prompts"] == 2
-    # sample std of [0.5, 0.0] is sqrt(0.125); interval 1.96 * std / sqrt(2)
-    assert p["ci95"] == pytest.approx(1.96 * math.sqrt(0.125) / math.sqrt(2))
+    # sample std of [0.5, 0.0] is sqrt(0.125); interval t(0.975, 1 df) * std / sqrt(2)
+    assert p["ci95"] == pytest.approx(T975_1 * math.sqrt(0.125) / math.sqrt(2))
     assert p["base"] == pytest.approx(0.5) and p["other"] == pytest.approx(0.75)
     assert p["better"] == pytest.approx(0.5) and p["worse"] == pytest.approx(0.25)
     assert p["categories"]["x"]["delta"] == pytest.approx(0.5)
@@ -87,7 +90,7 @@ def test_the_interval_is_centred_on_the_image_mean_when_prompts_hold_unequal_ima
     # residuals summed per prompt: x a 4 * (1 - 2/3), y b 2 * (0 - 2/3)
     residuals = [4 * (1 / 3), 2 * (-2 / 3)]
     variance = 2 / 1 * sum(r * r for r in residuals) / 6**2
-    assert p["ci95"] == pytest.approx(1.96 * math.sqrt(variance))
+    assert p["ci95"] == pytest.approx(T975_1 * math.sqrt(variance))
 
 
 def test_a_nan_score_is_an_unscored_image_not_a_nan_delta():
@@ -95,3 +98,17 @@ def test_a_nan_score_is_an_unscored_image_not_a_nan_delta():
     tuned = _result({("x a", 0): 1.0, ("x a", 1): 1.0, ("y b", 0): 0.5})
     p = paired_difference(base, tuned)
     assert p["n_images"] == 2 and p["delta"] == pytest.approx(0.25)
+
+
+def test_few_prompts_widen_the_interval_by_student_t_not_1_96():
+    """Three prompts give two degrees of freedom: 1.96 covered about 81% of the time
+    (audit F6), Student's t 4.303 covers 95%."""
+    base = _result({(p, s): 0.0 for p in ("x a", "y b", "z c") for s in (0, 1)})
+    diffs = {"x a": 0.1, "y b": 0.3, "z c": 0.8}
+    tuned = _result({(p, s): diffs[p] for p in diffs for s in (0, 1)})
+    p = paired_difference(base, tuned)
+    means = list(diffs.values())
+    mean = sum(means) / 3
+    std = math.sqrt(sum((m - mean) ** 2 for m in means) / 2)
+    assert p["n_prompts"] == 3
+    assert p["ci95"] == pytest.approx(T975_2 * std / math.sqrt(3), rel=1e-6)

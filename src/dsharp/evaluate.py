@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,15 +95,24 @@ def get_bench(name: str) -> Bench:
     )
 
 
-def mean_ci(values: Sequence[float]) -> dict[str, float]:
-    """Mean, standard deviation and normal-approximation 95% confidence interval."""
+def mean_ci(
+    values: Sequence[float], clusters: Sequence[Hashable] | None = None
+) -> dict[str, float]:
+    """Mean, standard deviation and 95% confidence interval (half-width ``ci95``) of
+    ``values``, with ``clusters`` (one label per value: its prompt) as the independent
+    units: the seeds of one prompt are not independent draws. Without ``clusters`` each
+    value is its own. The interval uses Student's t with one degree of freedom fewer than
+    the clusters (:func:`dsharp.intervals.cluster_ci95`). With fewer than two values the
+    spread is not known: ``std`` and ``ci95`` are NaN (null in JSON), never 0."""
+    from dsharp.intervals import cluster_ci95
+
     n = len(values)
     if n == 0:
         return {"mean": float("nan"), "std": float("nan"), "ci95": float("nan"), "n": 0}
     mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    std = math.sqrt(var)
-    return {"mean": mean, "std": std, "ci95": 1.96 * std / math.sqrt(n), "n": n}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    ci95 = cluster_ci95(values, list(range(n)) if clusters is None else clusters)
+    return {"mean": mean, "std": std, "ci95": ci95, "n": n}
 
 
 def evaluate(
@@ -125,8 +134,8 @@ def evaluate(
     """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
 
     Returns ``overall`` (mean weighted reward: sum of weight x score over the sum of the
-    weights' magnitudes), ``metrics`` (per reward: mean, std, ci95,
-    n), ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
+    weights' magnitudes), ``metrics`` (per reward: mean, std, ci95 over prompts, n),
+    ``categories`` (category -> mean weighted reward, when ``category_of`` is given),
     ``groups`` (grouping name -> label -> mean weighted reward, for each of ``groupings``),
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
     ``constraints`` (constraint kind -> share met, when a reward reports per-image
@@ -201,10 +210,8 @@ def evaluate(
         "n_images": len(pairs),
         "n_prompts": len(prompts),
         "seeds": sorted(set(seeds)),
-        "metrics": {
-            name: mean_ci([v for v in vals if not math.isnan(v)])
-            for name, vals in per_reward.items()
-        },
+        # prompts as clusters: the seeds of one prompt are not independent draws
+        "metrics": {name: _scored_mean_ci(vals, all_prompts) for name, vals in per_reward.items()},
         # which rewards make up each image's score (weight 0: reported only), so that two
         # evaluations can be told to be on one scale (dsharp.paired)
         "reward_weights": {key: spec.weight for key, (spec, _) in zip(keys, rewards, strict=True)},
@@ -243,6 +250,12 @@ def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> 
     if label_of is None:
         return None
     return {prompt: label_of(prompt) for prompt in dict.fromkeys(prompts)}.__getitem__
+
+
+def _scored_mean_ci(values: Sequence[float], prompts: Sequence[str]) -> dict[str, float]:
+    """:func:`mean_ci` of the scored (not NaN) ``values``, each clustered by its prompt."""
+    kept = [(v, p) for v, p in zip(values, prompts, strict=True) if not math.isnan(v)]
+    return mean_ci([v for v, _ in kept], [p for _, p in kept])
 
 
 def _image_entry(

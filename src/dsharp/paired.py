@@ -4,7 +4,8 @@ Two models scored with the same seeds draw from the same initial noises, so the 
 of their scores image by image varies much less than either score: a gain and its
 uncertainty should come from those differences, not from two independent means. Images of
 one prompt are not independent draws, so the interval is taken over prompts: a
-cluster-robust interval of the mean image difference, prompts as clusters.
+cluster-robust interval of the mean image difference, prompts as clusters, with Student's
+t quantile for the number of prompts (few prompts give a wider interval than 1.96 would).
 """
 
 from __future__ import annotations
@@ -57,21 +58,18 @@ def _no_images_message(result: Mapping[str, Any], label: str) -> str:
 
 
 def _summary(diffs: list[tuple[str, float]]) -> dict[str, float]:
-    """The mean image difference and its cluster-robust 95% interval, prompts as clusters:
-    centred on that mean also where prompts hold different numbers of images (a prompt
-    listed twice, an image left unscored). With equal numbers it is the interval of the
-    prompts' mean differences."""
+    """The mean image difference and its cluster-robust 95% interval, prompts as clusters
+    (:func:`dsharp.intervals.cluster_ci95`: Student's t with one degree of freedom fewer
+    than the prompts): centred on that mean also where prompts hold different numbers of
+    images (a prompt listed twice, an image left unscored). With equal numbers it is the
+    interval of the prompts' mean differences. NaN with one prompt, which says nothing
+    about the spread between prompts."""
+    from dsharp.intervals import cluster_ci95
+
     n = len(diffs)
     delta = sum(d for _, d in diffs) / n
-    residuals: dict[str, float] = defaultdict(float)  # per prompt: sum of (d - delta)
-    for prompt, d in diffs:
-        residuals[prompt] += d - delta
-    clusters = len(residuals)
-    # one prompt says nothing about the spread between prompts
-    ci95 = math.nan
-    if clusters > 1:
-        variance = clusters / (clusters - 1) * sum(r * r for r in residuals.values()) / n**2
-        ci95 = 1.96 * math.sqrt(variance)
+    ci95 = cluster_ci95([d for _, d in diffs], [prompt for prompt, _ in diffs])
+    clusters = len({prompt for prompt, _ in diffs})
     return {"delta": delta, "ci95": ci95, "n_images": n, "n_prompts": clusters}
 
 

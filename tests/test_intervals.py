@@ -1,0 +1,62 @@
+"""Student's t quantile (no scipy) and the prompt-clustered 95% interval."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dsharp.intervals import cluster_ci95, t_quantile
+
+# Student's t 0.975 quantiles as printed in tables (to 3 decimals) ...
+TABLE = {2: 4.303, 5: 2.571, 10: 2.228, 30: 2.042, 53: 2.006}
+# ... and to 7 significant digits (R: qt(0.975, df))
+PRECISE = {
+    1: 12.7062047,
+    3: 3.1824463,
+    4: 2.7764451,
+    19: 2.0930241,
+    100: 1.9839715,
+    1000: 1.9623391,
+}
+
+
+@pytest.mark.parametrize("df", sorted(TABLE))
+def test_t_quantile_matches_the_tables(df: int):
+    assert t_quantile(0.975, df) == pytest.approx(TABLE[df], abs=1e-3)
+
+
+@pytest.mark.parametrize("df", sorted(PRECISE))
+def test_t_quantile_is_accurate(df: int):
+    assert t_quantile(0.975, df) == pytest.approx(PRECISE[df], abs=1e-6)
+
+
+def test_t_quantile_tends_to_the_normal_and_takes_other_levels():
+    assert t_quantile(0.975, 10**6) == pytest.approx(1.959966, abs=1e-6)
+    assert t_quantile(0.995, 3) == pytest.approx(5.8409093, abs=1e-6)
+    assert t_quantile(0.95, 2) == pytest.approx(2.9199856, abs=1e-6)
+    for bad_p, bad_df in ((0.975, 0), (0.975, 2.5), (0.4, 3), (1.0, 3)):
+        with pytest.raises(ValueError):
+            t_quantile(bad_p, bad_df)
+
+
+def test_one_value_per_cluster_is_the_t_interval_of_the_mean():
+    values = [0.1, 0.4, 0.35, 0.9]
+    mean = sum(values) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    expected = t_quantile(0.975, 3) * std / 2
+    assert cluster_ci95(values, ["a", "b", "c", "d"]) == pytest.approx(expected)
+
+
+def test_clusters_of_equal_size_give_the_interval_of_their_means():
+    values = [0.0, 0.2, 1.0, 0.8, 0.5, 0.5]  # prompts a, b, c with two seeds each
+    means = [0.1, 0.9, 0.5]
+    std = math.sqrt(sum((m - 0.5) ** 2 for m in means) / 2)
+    expected = t_quantile(0.975, 2) * std / math.sqrt(3)
+    assert cluster_ci95(values, ["a", "a", "b", "b", "c", "c"]) == pytest.approx(expected)
+
+
+def test_fewer_than_two_clusters_give_no_interval():
+    assert math.isnan(cluster_ci95([], []))
+    assert math.isnan(cluster_ci95([0.5], ["a"]))
+    assert math.isnan(cluster_ci95([0.5, 0.7, 0.1], ["a", "a", "a"]))
