@@ -60,3 +60,22 @@ def test_fewer_than_two_clusters_give_no_interval():
     assert math.isnan(cluster_ci95([], []))
     assert math.isnan(cluster_ci95([0.5], ["a"]))
     assert math.isnan(cluster_ci95([0.5, 0.7, 0.1], ["a", "a", "a"]))
+
+
+def test_t2i_compbench_category_interval_is_over_prompts():
+    """T2I-CompBench scores 10 seeds per prompt: its per-category ci95 is over prompts."""
+    from dsharp.bench.t2i_compbench import _summarise_category
+
+    rows = [
+        {"index": i, "scores": scores, "parts": {"blip": scores, "clip": [None, None]}}
+        for i, scores in enumerate([[0.0, 0.2], [1.0, 0.8], [0.4, float("nan")]])
+    ]
+    for row in rows:
+        row["detail"] = [{"parts": ["blip"]}]
+    summary = _summarise_category("complex", rows)
+    values = [0.0, 0.2, 1.0, 0.8, 0.4]
+    expected = cluster_ci95(values, [0, 0, 1, 1, 2])
+    assert summary["n"] == 5 and summary["n_prompts"] == 3
+    assert summary["ci95"] == pytest.approx(expected)
+    assert summary["parts"]["blip"]["ci95"] == pytest.approx(expected)
+    assert summary["parts"]["clip"]["n"] == 0 and math.isnan(summary["parts"]["clip"]["ci95"])

@@ -121,18 +121,26 @@ def _load_done(out_dir: Path, fingerprint: dict[str, Any]) -> dict[tuple, dict[s
 # --------------------------------------------------------------------------- summary
 
 
-def _mean_ci(values: Sequence[float]) -> dict[str, float]:
+def _mean_ci(rows: list[dict[str, Any]], per_row: Any) -> dict[str, float]:
+    """:func:`dsharp.evaluate.mean_ci` of the scored values ``per_row(row)`` of every row,
+    each row (one prompt, its seeds' images) a cluster: the seeds of one prompt are not
+    independent draws."""
     from dsharp.evaluate import mean_ci
 
-    return mean_ci([v for v in values if v is not None and not math.isnan(v)])
+    kept = [
+        (v, i)
+        for i, r in enumerate(rows)
+        for v in per_row(r)
+        if v is not None and not math.isnan(v)
+    ]
+    return mean_ci([v for v, _ in kept], [i for _, i in kept])
 
 
 def _summarise_category(category: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    scores = [s for r in rows for s in r["scores"]]
-    summary: dict[str, Any] = {**_mean_ci(scores), "n_prompts": len(rows)}
+    summary: dict[str, Any] = {**_mean_ci(rows, lambda r: r["scores"]), "n_prompts": len(rows)}
     if category == "complex":
         summary["parts"] = {
-            part: _mean_ci([v for r in rows for v in r["parts"].get(part, []) if v is not None])
+            part: _mean_ci(rows, lambda r, part=part: r["parts"].get(part, []))
             for part in ("blip", "spatial", "clip")
         }
         counts: dict[str, int] = {}
