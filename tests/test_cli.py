@@ -394,6 +394,8 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert set(stats) == {"mean", "std", "ci95", "n"} and stats["n"] == 4
     assert 0.0 <= stats["mean"] <= 1.0 and first["overall"] == pytest.approx(stats["mean"])
     assert first["nfe_per_image"] == 4 and 0.0 <= first["strict"] <= 1.0
+    spec = {"name": "shapes", "weight": 1.0, "normalize": "none", "on_error": "raise"}
+    assert first["reward_specs"] == {"shapes": spec | {"options": {}}}
     # "a red square", "a blue circle": one presence constraint each, so its share met is
     # the mean score
     assert first["constraints"] == {"presence": pytest.approx(stats["mean"])}

@@ -156,3 +156,84 @@ def test_a_reward_reported_only_does_not_make_two_evaluations_differ(tmp_path: P
     soft = monitored | {"reward_weights": {"shapes": 0.0, "shapes_soft": 1.0}}
     result = _compare(tmp_path, "--paired", base, _write(tmp_path, "soft", soft))
     assert result.exit_code == 2 and "is scored by shapes, " in result.stderr
+
+
+def _with_specs(options: dict | None = None, shift=0.0, **spec) -> dict:
+    """An evaluation scored by shapes set up with ``options`` (as dsharp eval records it)."""
+    result = _scored(["shapes"], "shapes", shift=shift)
+    result["reward_weights"] = {"shapes": spec.get("weight", 1.0)}
+    recorded = {"name": "shapes", "weight": 1.0, "normalize": "none", "on_error": "raise"}
+    result["reward_specs"] = {"shapes": recorded | spec | {"options": options or {}}}
+    return result
+
+
+def test_paired_refuses_one_reward_set_up_with_other_options(tmp_path: Path):
+    """`shapes` and `shapes binary=true` are other scorers of the same images: paired, they
+    read as a confident loss (audit F1)."""
+    partial = _write(tmp_path, "partial", _with_specs())
+    binary = _write(tmp_path, "binary", _with_specs({"binary": True}, shift=-0.15))
+    result = _compare(tmp_path, "--paired", partial, binary)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: --paired: {partial} and {binary} are scored with other reward settings "
+        f"(shapes option binary: not set in {partial}, true in {binary}): images scored "
+        "differently cannot be paired (compare them without --paired)"
+    )
+    assert not (tmp_path / "out" / "compare.md").exists()
+    plain = _compare(tmp_path, partial, binary)
+    assert plain.exit_code == 0, plain.output
+    assert (
+        "note: reward settings differ (shapes option binary: not set in partial, true in "
+        "binary): the scores are not on one scale"
+    ) in plain.stderr
+
+
+def test_other_option_values_normalisation_or_weights_are_other_settings():
+    def note(a: dict, b: dict) -> list[str]:
+        return comparability_notes([("a", a), ("b", b)])
+
+    clip_b32 = _with_specs({"model": "ViT-B-32", "api_key": "<redacted>"})
+    clip_l14 = _with_specs({"model": "ViT-L-14", "api_key": "<redacted>"})
+    assert note(clip_b32, clip_l14) == [
+        'reward settings differ (shapes option model: "ViT-B-32" in a, "ViT-L-14" in b): '
+        "the scores are not on one scale"
+    ]
+    assert note(clip_b32, _with_specs({"model": "ViT-B-32", "api_key": "<redacted>"})) == []
+    zscore = _with_specs(normalize="batch_zscore")
+    assert note(_with_specs(), zscore) == [
+        "reward settings differ (shapes normalize: none in a, batch_zscore in b): the scores "
+        "are not on one scale"
+    ]
+    # one reward's weight alone does not change its score (weight x score / |weight|) ...
+    assert note(_with_specs(), _with_specs(weight=2.0)) == []
+    # ... but its share of a sum of rewards does
+    mixed = _with_specs()
+    mixed["reward_specs"]["clip"] = {"name": "clip", "weight": 1.0, "options": {}}
+    mixed["reward_weights"]["clip"] = 1.0
+    heavier = _with_specs(weight=3.0)
+    heavier["reward_specs"]["clip"] = {"name": "clip", "weight": 1.0, "options": {}}
+    heavier["reward_weights"]["clip"] = 1.0
+    assert note(mixed, heavier) == [
+        "reward settings differ (clip weight: 0.5 of the score in a, 0.25 in b): the scores "
+        "are not on one scale"
+    ]
+    # a weight-0 reward is reported only: its options do not change the score
+    monitored = _with_specs()
+    monitored["reward_specs"]["clip"] = {"name": "clip", "weight": 0.0, "options": {"x": 1}}
+    monitored["reward_weights"]["clip"] = 0.0
+    assert note(_with_specs(), monitored) == []
+
+
+def test_an_older_evaluation_without_reward_settings_still_pairs_with_a_note(tmp_path: Path):
+    new = _write(tmp_path, "new", _with_specs({"binary": True}))
+    older = _write(tmp_path, "older", _scored(["shapes"], "shapes", shift=0.25))
+    paired = _compare(tmp_path, "--paired", new, older)
+    assert paired.exit_code == 0, paired.output
+    expected = (
+        "note: reward options not recorded (older: an older evaluation): whether the rewards "
+        "were set up alike is not known"
+    )
+    assert expected in paired.stderr
+    assert expected in _compare(tmp_path, new, older).stderr
+    both_old = _compare(tmp_path, older, _write(tmp_path, "old2", _scored(["shapes"], "shapes")))
+    assert both_old.exit_code == 0 and "not recorded" not in both_old.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -111,8 +112,31 @@ def test_one_scored_image_has_no_interval_not_a_zero_one(monkeypatch):
     assert math.isnan(one_prompt["ci95"]) and one_prompt["std"] == pytest.approx(0.5657, abs=1e-4)
 
 
-def _spec(name, weight=1.0):
+def test_each_rewards_settings_are_recorded_with_secrets_redacted(monkeypatch):
+    """One reward name with other options is another scorer: the evaluation says which
+    (options, weight, normalisation), never a key."""
+    table = {("a", 0): 1.0}
+    _patch(monkeypatch, {"r": TableReward(table), "s": TableReward(table)})
+    options = {"binary": True, "api_key": "sk-secret-123", "base_url": "https://u:pw@host/v1"}
+    specs = [_spec("r", options=options), _spec("s", weight=0.0)]
+    out = ev.evaluate(None, ["a"], specs, num_seeds=1)
+    recorded = out["reward_specs"]
+    assert list(recorded) == ["r", "s"]
+    assert recorded["r"]["name"] == "r" and recorded["r"]["weight"] == 1.0
+    assert recorded["r"]["normalize"] == "none"
+    assert recorded["r"]["options"] == {
+        "binary": True,
+        "api_key": "<redacted>",
+        "base_url": "https://<redacted>@host/v1",
+    }
+    assert recorded["s"]["weight"] == 0.0 and recorded["s"]["options"] == {}
+    written = json.dumps(out)
+    assert "sk-secret-123" not in written and "pw@" not in written
+    assert options["api_key"] == "sk-secret-123"  # the spec itself is left as it was
+
+
+def _spec(name, weight=1.0, options=None):
     # RewardSpec validates names against the registry: build it without validation
     return RewardSpec.model_construct(
-        name=name, weight=weight, normalize="none", on_error="missing", options={}
+        name=name, weight=weight, normalize="none", on_error="missing", options=options or {}
     )

@@ -8,6 +8,8 @@ nobody reads a sampler's (or a reward's) difference as a model's.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 #: The sampling settings that change what an evaluation's images are.
@@ -42,16 +44,111 @@ def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
 def _scoring_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Notes where the evaluations were scored differently: other rewards give scores on
     other scales (shapes_soft's partial credit reads higher than shapes' all-or-nothing),
-    and another bench means other prompts and a mean over other categories."""
+    as does one reward with other options (shapes binary=true) or weights, and another
+    bench means other prompts and a mean over other categories."""
     notes = []
     rewards = [(label, scoring_rewards(res)[0]) for label, res in named]
     if all(r is not None for _, r in rewards) and _differ([r for _, r in rewards]):
         shown = ", ".join(f"{label}: {_short(', '.join(r))}" for label, r in rewards)
         notes.append(f"rewards differ ({shown}): the scores are not on one scale")
+    elif all(r is not None for _, r in rewards):
+        notes += _reward_settings_notes(named)
     if all("bench" in res for _, res in named) and _differ([res["bench"] for _, res in named]):
         shown = ", ".join(f"{label}: {_short(res['bench'] or 'none')}" for label, res in named)
         notes.append(f"benches differ ({shown}): a gap may be the bench's")
     return notes
+
+
+def _reward_settings_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where the evaluations name the same scoring rewards: one note per source set up
+    otherwise than the first (an option, the normalisation, a weight), or one naming the
+    sources that do not record their rewards' settings (older files) where others do."""
+    specs = [(label, scoring_specs(res)) for label, res in named]
+    known = [(label, s) for label, s in specs if s is not None]
+    if len(known) < len(specs):
+        if not known:
+            return []
+        unknown = ", ".join(label for label, s in specs if s is None)
+        return [
+            f"reward options not recorded ({unknown}: an older evaluation): whether the "
+            "rewards were set up alike is not known"
+        ]
+    notes = []
+    for source in known[1:]:
+        difference = spec_difference(known[0], source)
+        if difference is not None:
+            notes.append(f"reward settings differ ({difference}): the scores are not on one scale")
+    return notes
+
+
+def scoring_specs(result: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The settings of the rewards that make up an evaluation's scores (``reward_specs``;
+    a reward bench's own result: its ``reward`` with ``reward_options``), each as name,
+    share of the score (weight over the sum of the weights' magnitudes), normalisation and
+    options, sorted; None where the evaluation does not record them."""
+    recorded = result.get("reward_specs")
+    if isinstance(recorded, dict):
+        entries = [s for s in recorded.values() if isinstance(s, dict)]
+    elif isinstance(result.get("reward"), str) and isinstance(result.get("reward_options"), dict):
+        entries = [{"name": result["reward"], "options": result["reward_options"]}]
+    else:
+        return None
+    scoring = [s for s in entries if _weight(s)]
+    total = sum(abs(_weight(s)) for s in scoring) or 1.0
+    out = [
+        {
+            "name": str(s.get("name")),
+            "share": _weight(s) / total,
+            "normalize": s.get("normalize") or "none",
+            "options": s.get("options") if isinstance(s.get("options"), dict) else {},
+        }
+        for s in scoring
+    ]
+    return sorted(out, key=lambda s: (s["name"], json.dumps(s["options"], sort_keys=True)))
+
+
+def _weight(spec: dict[str, Any]) -> float:
+    weight = spec.get("weight", 1.0)
+    return float(weight) if isinstance(weight, int | float) else 1.0
+
+
+def spec_difference(
+    first: tuple[str, list[dict[str, Any]]], other: tuple[str, list[dict[str, Any]]]
+) -> str | None:
+    """The first way two evaluations' scoring rewards (:func:`scoring_specs`, same names)
+    are set up differently, in words naming both (``shapes binary: not set in a, true in
+    b``), or None where they are set up alike."""
+    (a_label, a_specs), (b_label, b_specs) = first, other
+    if [s["name"] for s in a_specs] != [s["name"] for s in b_specs]:
+        a_names = ", ".join(s["name"] for s in a_specs) or "no reward"
+        b_names = ", ".join(s["name"] for s in b_specs) or "no reward"
+        return f"rewards: {a_names} in {a_label}, {b_names} in {b_label}"
+    for a, b in zip(a_specs, b_specs, strict=True):
+        name = a["name"]
+        for key in sorted({*a["options"], *b["options"]}):
+            a_value, b_value = a["options"].get(key, _UNSET), b["options"].get(key, _UNSET)
+            if a_value != b_value:
+                return (
+                    f"{name} option {key}: {_option(a_value)} in {a_label}, "
+                    f"{_option(b_value)} in {b_label}"
+                )
+        if a["normalize"] != b["normalize"]:
+            a_norm, b_norm = a["normalize"], b["normalize"]
+            return f"{name} normalize: {a_norm} in {a_label}, {b_norm} in {b_label}"
+        if not math.isclose(a["share"], b["share"], rel_tol=1e-9, abs_tol=1e-12):
+            return (
+                f"{name} weight: {a['share']:.3g} of the score in {a_label}, "
+                f"{b['share']:.3g} in {b_label}"
+            )
+    return None
+
+
+_UNSET = object()
+
+
+def _option(value: Any) -> str:
+    """An option's value as a note shows it (``not set`` where a source does not set it)."""
+    return "not set" if value is _UNSET else _short(json.dumps(value, default=str), 30)
 
 
 def scoring_rewards(result: dict[str, Any]) -> tuple[list[str] | None, bool]:

@@ -140,7 +140,8 @@ def evaluate(
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
     ``constraints`` (constraint kind -> share met, when a reward reports per-image
     ``constraints`` with a ``kind``, as the shapes verifier does: it says *what* fails),
-    ``n_images``, ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
+    ``n_images``, ``reward_weights`` and ``reward_specs`` (each reward's settings, secrets
+    redacted), ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
     the seeds and sampling settings, and ``images`` (each image's prompt, seed, weighted
     score and category) for paired comparisons. With ``images_dir`` the images are kept
     there (``00000-seed0.png``, ... in prompt-major order) beside a contact sheet,
@@ -215,6 +216,11 @@ def evaluate(
         # which rewards make up each image's score (weight 0: reported only), so that two
         # evaluations can be told to be on one scale (dsharp.paired)
         "reward_weights": {key: spec.weight for key, (spec, _) in zip(keys, rewards, strict=True)},
+        # and how each was set up (options, normalisation), secrets redacted: one reward name
+        # with other options (shapes binary=true, clip with another model) is another scorer
+        "reward_specs": {
+            key: _recorded_spec(spec) for key, (spec, _) in zip(keys, rewards, strict=True)
+        },
         "nfe_per_image": generated.nfe_per_image,
         "sample": settings.as_dict(),
     }
@@ -250,6 +256,14 @@ def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> 
     if label_of is None:
         return None
     return {prompt: label_of(prompt) for prompt in dict.fromkeys(prompts)}.__getitem__
+
+
+def _recorded_spec(spec: Any) -> dict[str, Any]:
+    """A reward spec as an evaluation records it: its fields, secret options redacted."""
+    from dsharp.redaction import redact_reward_spec
+
+    data = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
+    return redact_reward_spec(data)
 
 
 def _scored_mean_ci(values: Sequence[float], prompts: Sequence[str]) -> dict[str, float]:

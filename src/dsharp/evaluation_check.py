@@ -37,6 +37,7 @@ def evaluation_problem(data: dict[str, Any]) -> str | None:
         _count_fields,
         _text_fields,
         _rewards_problem,
+        _reward_specs_problem,
         _metrics_problem,
         _number_maps,
         _groups_problem,
@@ -113,6 +114,26 @@ def _list_problem(
 
 def _rewards_problem(data: dict[str, Any]) -> str | None:
     return _list_problem(data, "rewards", "a list of names", _name_problem)
+
+
+def _reward_specs_problem(data: dict[str, Any]) -> str | None:
+    """``reward_specs``: reward key -> the reward's settings (a name, and options an object)."""
+    problem = _mapping_problem(data, "reward_specs")
+    if problem is not None:
+        return problem
+    for key, spec in data.get("reward_specs", {}).items():
+        where = f"reward_specs.{key}"
+        if not isinstance(spec, dict):
+            return f"{where}: {_describe(spec)}, not an object"
+        if not isinstance(spec.get("name"), str):
+            return f"{where}.name: {_describe(spec.get('name'))}, not a name"
+        if "options" in spec and not isinstance(spec["options"], dict):
+            return f"{where}.options: {_describe(spec['options'])}, not an object"
+        if "weight" in spec and not _is_number(spec["weight"], allow_null=False):
+            return f"{where}.weight: {_describe(spec['weight'])}, not a number"
+        if spec.get("normalize") is not None and not isinstance(spec["normalize"], str):
+            return f"{where}.normalize: {_describe(spec['normalize'])}, not a name"
+    return None
 
 
 def _name_problem(name: Any, where: str) -> str | None:

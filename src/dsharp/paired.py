@@ -115,17 +115,30 @@ def paired_difference(
 def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
     """Refuse to pair evaluations scored by different rewards (``ValueError``): one model's
     images scored by shapes and by shapes_soft differ by the rewards' scales, and would read
-    as a large, certain gain. Where an evaluation does not record its rewards' weights (older
-    files), a weight-0 reward it names may be reported only: refused only when the two share
-    no reward; not refused where it records no rewards at all."""
-    from dsharp.comparability import scoring_rewards
+    as a large, certain gain; so do images scored by one reward set up otherwise (shapes
+    and shapes binary=true, clip with another model, other weights). Where an evaluation
+    does not record its rewards' weights (older files), a weight-0 reward it names may be
+    reported only: refused only when the two share no reward; not refused where it records
+    no rewards at all, nor on settings where it does not record them."""
+    from dsharp.comparability import scoring_rewards, scoring_specs, spec_difference
 
     base_name, base = named[0]
     base_rewards, base_exact = scoring_rewards(dict(base))
+    base_specs = scoring_specs(dict(base))
     for name, result in named[1:]:
         rewards, exact = scoring_rewards(dict(result))
         if base_rewards is None or rewards is None or rewards == base_rewards:
-            continue
+            specs = scoring_specs(dict(result))
+            if base_specs is None or specs is None:
+                continue
+            difference = spec_difference((base_name, base_specs), (name, specs))
+            if difference is None:
+                continue
+            raise ValueError(
+                f"--paired: {base_name} and {name} are scored with other reward settings "
+                f"({difference}): images scored differently cannot be paired (compare them "
+                "without --paired)"
+            )
         if not (exact and base_exact) and set(rewards) & set(base_rewards):
             continue
         raise ValueError(
