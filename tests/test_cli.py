@@ -394,6 +394,7 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert set(stats) == {"mean", "std", "ci95", "n"} and stats["n"] == 4
     assert 0.0 <= stats["mean"] <= 1.0 and first["overall"] == pytest.approx(stats["mean"])
     assert first["nfe_per_image"] == 4 and 0.0 <= first["strict"] <= 1.0
+    assert first["n_scored"] == 4  # every image scored: the means are over all four
     spec = {"name": "shapes", "weight": 1.0, "normalize": "none", "on_error": "raise"}
     assert first["reward_specs"] == {"shapes": spec | {"options": {}}}
     # "a red square", "a blue circle": one presence constraint each, so its share met is
@@ -424,11 +425,12 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     result = _invoke(["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out])
     assert result.exit_code == 0, result.output
     table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
-    assert table[0] == ["run", "overall", "strict", "shapes", "met:presence", "nfe/image"]
+    columns = ["run", "overall", "strict", "shapes", "met:presence", "nfe/image", "images"]
+    assert table[0] == [*columns, "images scored"]
     assert [row[0] for row in table[1:]] == ["base", "noguid"]
     assert float(table[1][1]) == pytest.approx(first["overall"])
     markdown = (out / "compare.md").read_text().splitlines()
-    assert markdown[0] == "| run | overall | strict | shapes | met:presence | nfe/image |"
+    assert markdown[0] == f"| {' | '.join(columns)} | images scored |"
     assert len(markdown) == 4
     assert markdown[2].startswith("| base | ")
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")

@@ -237,3 +237,48 @@ def test_an_older_evaluation_without_reward_settings_still_pairs_with_a_note(tmp
     assert expected in _compare(tmp_path, new, older).stderr
     both_old = _compare(tmp_path, older, _write(tmp_path, "old2", _scored(["shapes"], "shapes")))
     assert both_old.exit_code == 0 and "not recorded" not in both_old.stderr
+
+
+def _unscored(nan_prompts: tuple[str, ...], prompts=("a", "b", "c")) -> dict:
+    result = _result(prompts=prompts)
+    for image in result["images"]:
+        image["score"] = None if image["prompt"] in nan_prompts else 0.5
+    result["n_images"] = len(result["images"])
+    result["n_scored"] = sum(image["score"] is not None for image in result["images"])
+    return result
+
+
+def test_unscored_images_are_noted_and_so_are_different_scored_sets():
+    """Means over other images read as a gain (audit F3): nan.json left "b" unscored,
+    nan2.json "c"."""
+    notes = comparability_notes([("nan", _unscored(("b",))), ("nan2", _unscored(("c",)))])
+    assert notes == [
+        "the scored images differ (nan: 4 of 6, nan2: 4 of 6 scored): each mean is over other "
+        "images (--paired compares the images both scored)"
+    ]
+    notes = comparability_notes([("x", _unscored(("b",))), ("y", _unscored(("b",)))])
+    assert notes == [
+        "some images are unscored (x: 4 of 6, y: 4 of 6 scored): each mean is over its scored "
+        "images"
+    ]
+    notes = comparability_notes([("x", _unscored(())), ("y", _unscored(("b",)))])
+    assert notes == [
+        "the scored images differ (x: 6 of 6, y: 4 of 6 scored): each mean is over other "
+        "images (--paired compares the images both scored)"
+    ]
+    assert comparability_notes([("x", _unscored(())), ("y", _unscored(()))]) == []
+    # an older file without n_scored: counted from its images
+    older = _unscored(("b",))
+    del older["n_scored"]
+    assert "x: 4 of 6, y: 4 of 6 scored" in comparability_notes([("x", older), ("y", older)])[0]
+
+
+def test_compare_shows_how_many_images_each_mean_is_over(tmp_path: Path):
+    nan = _write(tmp_path, "nan", _unscored(("b",)))
+    nan2 = _write(tmp_path, "nan2", _unscored(("c",)))
+    result = _compare(tmp_path, nan, nan2)
+    assert result.exit_code == 0, result.output
+    assert "note: the scored images differ (nan: 4 of 6, nan2: 4 of 6 scored)" in result.stderr
+    lines = (tmp_path / "out" / "compare.md").read_text().splitlines()
+    assert lines[0] == "| run | overall | images | images scored |"
+    assert lines[2:] == ["| nan | 0.5000 | 6 | 4 |", "| nan2 | 0.5000 | 6 | 4 |"]

@@ -15,11 +15,13 @@ def test_bars_are_scores_only_without_costs_text_or_copies_of_overall():
         "cat:single",
         "nfe/image",
         "reward evals (total)",
+        "images",
+        "images scored",
         "note",
     ]
     rows = [
-        ["base", 0.5, 0.5, 0.25, 50.0, 0, "x"],
-        ["tuned", 0.75, 0.75, 1.0, 50.0, 960, "y"],
+        ["base", 0.5, 0.5, 0.25, 50.0, 0, 6, 4, "x"],
+        ["tuned", 0.75, 0.75, 1.0, 50.0, 960, 6, 5, "y"],
     ]
     assert compare_plot._bar_metrics(columns, rows) == ["overall", "cat:single"]
     rows[1][2] = 0.7  # a reward whose mean is not the overall score is kept

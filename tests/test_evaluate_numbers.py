@@ -112,6 +112,14 @@ def test_one_scored_image_has_no_interval_not_a_zero_one(monkeypatch):
     assert math.isnan(one_prompt["ci95"]) and one_prompt["std"] == pytest.approx(0.5657, abs=1e-4)
 
 
+def test_n_scored_counts_the_images_the_means_are_over(monkeypatch):
+    table = {("a", 0): 1.0, ("a", 1): math.nan, ("b", 0): math.nan, ("b", 1): 0.5}
+    _patch(monkeypatch, {"r": TableReward(table)})
+    out = ev.evaluate(None, ["a", "b"], [_spec("r")], num_seeds=2)
+    assert (out["n_images"], out["n_scored"]) == (4, 2)
+    assert out["overall"] == pytest.approx(0.75)
+
+
 def test_each_rewards_settings_are_recorded_with_secrets_redacted(monkeypatch):
     """One reward name with other options is another scorer: the evaluation says which
     (options, weight, normalisation), never a key."""

@@ -54,6 +54,7 @@ BAD = {
     "n-images-null": (_with(n_images=None), "n_images: null, not a count"),
     "n-images-fraction": (_with(n_images=2.5), "n_images: a number, not a count"),
     "n-images-negative": (_with(n_images=-1), "n_images: a number, not a count"),
+    "n-scored-text": (_with(n_scored="4"), "n_scored: the text '4', not a count"),
     "specs-list": (_with(reward_specs=[]), "reward_specs: a list, not an object"),
     "spec-no-name": (
         _with(reward_specs={"shapes": {"options": {}}}),
@@ -86,10 +87,9 @@ def test_what_evaluations_write_passes_including_nulls_for_nan():
     unscored = _with(images=[{"prompt": "a", "seed": 0}])  # no score: left out of pairing
     assert evaluation_problem(unscored) is None
     assert evaluation_problem({"metrics": {}}) is None  # fields not recorded are not checked
-    assert evaluation_problem(_with(n_images=4)) is None
-    assert evaluation_problem(_with(n_images=4.0)) is None
     spec = {"name": "shapes", "weight": 1.0, "normalize": "none", "options": {"binary": True}}
-    assert evaluation_problem(_with(reward_specs={"shapes": spec})) is None
+    counted = _with(n_images=4, n_scored=3.0, reward_specs={"shapes": spec})
+    assert evaluation_problem(counted) is None
 
 
 def test_a_null_image_count_with_a_search_budget_is_refused_not_a_traceback(tmp_path):

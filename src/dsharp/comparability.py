@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 #: The sampling settings that change what an evaluation's images are.
@@ -38,7 +39,73 @@ def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     if all(p is not None for _, p in prompts) and _differ([p for _, p in prompts]):
         counts = ", ".join(f"{label}: {len(p)}" for label, p in prompts)
         notes.append(f"prompt sets differ ({counts} prompts): a gap may be the prompts'")
+    notes += _unscored_notes(named)
     return notes
+
+
+def scored_count(result: dict[str, Any]) -> int | None:
+    """How many of an evaluation's images have a score (``n_scored``; in an older file,
+    counted from its ``images``), or None where it does not say."""
+    count = result.get("n_scored")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    keys = _image_keys(result)
+    return None if keys is None else sum(keys[1].values())
+
+
+def _image_count(result: dict[str, Any]) -> int | None:
+    count = result.get("n_images")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    images = result.get("images")
+    return len(images) if isinstance(images, list) and images else None
+
+
+def _image_keys(result: dict[str, Any]) -> tuple[Counter, Counter] | None:
+    """An evaluation's images and its scored images, each a multiset of (prompt, seed)."""
+    images = result.get("images")
+    if not isinstance(images, list) or not images:
+        return None
+    every: Counter = Counter()
+    scored: Counter = Counter()
+    for image in images:
+        if not isinstance(image, dict):
+            continue
+        key = (str(image.get("prompt")), image.get("seed"))
+        every[key] += 1
+        score = image.get("score")
+        if isinstance(score, int | float) and math.isfinite(score):
+            scored[key] += 1
+    return every, scored
+
+
+def _unscored_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A note where a source has images its rewards left unscored (``overall`` and the
+    means are over the scored ones only), saying when the sources' scored images are not the
+    same (prompt, seed) pairs: the means are then over different images."""
+    counts = [(label, scored_count(res), _image_count(res)) for label, res in named]
+    unscored = any(
+        isinstance(total, int) and scored is not None and scored < total
+        for _, scored, total in counts
+    )
+    keys = [_image_keys(res) for _, res in named]
+    differ = False
+    if all(k is not None for k in keys):
+        every = [k[0] for k in keys if k is not None]
+        scored_sets = [k[1] for k in keys if k is not None]
+        differ = not _differ(every) and _differ(scored_sets)
+    if not (unscored or differ):
+        return []
+    shown = ", ".join(
+        f"{label}: {'?' if scored is None else scored} of {'?' if total is None else total}"
+        for label, scored, total in counts
+    )
+    if differ:
+        return [
+            f"the scored images differ ({shown} scored): each mean is over other images "
+            "(--paired compares the images both scored)"
+        ]
+    return [f"some images are unscored ({shown} scored): each mean is over its scored images"]
 
 
 def _scoring_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Any
 from dsharp.io import atomic_save_png, pyplot
 
 COMPARE_PNG = "compare.png"
-_COSTS = ("nfe/image", "reward evals (total)")  # budgets, not scores: other units, other scales
+# budgets and image counts, not scores: other units, other scales
+_COSTS = ("nfe/image", "reward evals (total)", "images", "images scored")
 MAX_METRICS = 16
 _LEGEND_INSIDE_MAX = 6
 

@@ -140,8 +140,9 @@ def evaluate(
     ``strict`` (mean of a reward's per-image ``strict`` flag, when it reports one),
     ``constraints`` (constraint kind -> share met, when a reward reports per-image
     ``constraints`` with a ``kind``, as the shapes verifier does: it says *what* fails),
-    ``n_images``, ``reward_weights`` and ``reward_specs`` (each reward's settings, secrets
-    redacted), ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
+    ``n_images`` (generated), ``n_scored`` (those with a score: the means are over them),
+    ``reward_weights`` and ``reward_specs`` (each reward's settings, secrets redacted),
+    ``nfe_per_image``, ``reward_evals_per_image`` (inference-time search only),
     the seeds and sampling settings, and ``images`` (each image's prompt, seed, weighted
     score and category) for paired comparisons. With ``images_dir`` the images are kept
     there (``00000-seed0.png``, ... in prompt-major order) beside a contact sheet,
@@ -209,6 +210,8 @@ def evaluate(
     result: dict[str, Any] = {
         "overall": sum(scored) / len(scored) if scored else float("nan"),
         "n_images": len(pairs),
+        # images with a score: ``overall`` and the means are over these only
+        "n_scored": len(scored),
         "n_prompts": len(prompts),
         "seeds": sorted(set(seeds)),
         # prompts as clusters: the seeds of one prompt are not independent draws

@@ -22,7 +22,7 @@ NUMBER_FIELDS = (
 )
 #: Top-level fields that hold a count of images: a whole number (a table shows it, the
 #: reward-eval budget multiplies by it; never NaN, so never null).
-COUNT_FIELDS = ("n_images",)
+COUNT_FIELDS = ("n_images", "n_scored")
 #: Top-level fields that map a name to a number (or null).
 NUMBER_MAPS = ("categories", "constraints", "reward_weights")
 #: Top-level fields that hold a name (or null).

@@ -12,7 +12,10 @@ from typing import Any
 
 def flatten_result(result: dict[str, Any]) -> dict[str, float]:
     """The numbers of one evaluation as ``column -> value`` (overall, strict, metric means,
-    categories, other prompt groupings, constraint kinds met)."""
+    categories, other prompt groupings, constraint kinds met, costs, and how many images
+    were drawn and how many of them scored: the means are over the scored ones)."""
+    from dsharp.comparability import scored_count
+
     row: dict[str, float] = {}
     for key in ("overall", "strict"):
         if key in result:
@@ -35,6 +38,11 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
         # The whole budget behind these images: training's evaluations plus the search's.
         total = (trained or 0) + (searched or 0) * result.get("n_images", 0)
         row["reward evals (total)"] = int(total) if float(total).is_integer() else total
+    if "n_images" in result:
+        row["images"] = result["n_images"]
+    scored = scored_count(result)
+    if scored is not None:
+        row["images scored"] = scored
     return row
 
 
