@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -642,11 +643,33 @@ def test_an_evaluation_on_a_prompt_file_is_named_by_that_file():
     from dsharp.commands.evaluate import _default_json_name
 
     assert _default_json_name("shapes", None) == "eval-shapes.json"
-    assert _default_json_name("shapes", Path("held out/v2 prompts.txt")) == (
-        "eval-shapes-v2-prompts.json"
+    assert re.fullmatch(
+        r"eval-shapes-v2-prompts-[0-9a-f]{8}\.json",
+        _default_json_name("shapes", Path("held out/v2 prompts.txt")),
     )
     assert _default_json_name(None, Path("ok_1.txt")) == "eval-rewards-ok_1.json"
-    assert _default_json_name("clip", Path("###.txt")) == "eval-clip-prompts.json"
+    assert _default_json_name("shapes", Path("held-out.v2.txt")) == "eval-shapes-held-out.v2.json"
+    assert re.fullmatch(
+        r"eval-clip-prompts-[0-9a-f]{8}\.json", _default_json_name("clip", Path("###.txt"))
+    )
+
+
+def test_prompt_files_named_alike_after_sanitising_get_their_own_json():
+    """色.txt and 形.txt both became eval-shapes-prompts.json, held out.txt and
+    held-out.txt both eval-shapes-held-out.json: the second evaluation replaced the first
+    (audit F9). Letters of any script are kept; a changed stem gets a hash of the stem."""
+    from dsharp.commands.evaluate import _default_json_name
+
+    files = ["色.txt", "形.txt", "held out.txt", "held-out.txt", "held_out.txt", "held  out.txt"]
+    files += ["###.txt", "!!!.txt", "-x.txt", "x.txt", "Ünïcode.txt", "Unicode.txt"]
+    names = {f: _default_json_name("shapes", Path(f)) for f in files}
+    assert len(set(names.values())) == len(files), names
+    assert names["色.txt"] == "eval-shapes-色.json" and names["形.txt"] == "eval-shapes-形.json"
+    assert names["Ünïcode.txt"] == "eval-shapes-Ünïcode.json"
+    assert names["held-out.txt"] == "eval-shapes-held-out.json"
+    assert re.fullmatch(r"eval-shapes-held-out-[0-9a-f]{8}\.json", names["held out.txt"])
+    # the same file always gets the same name (a rerun replaces its own result)
+    assert _default_json_name("shapes", Path("other/held out.txt")) == names["held out.txt"]
 
 
 def test_compare_says_which_evaluation_a_run_folder_stands_for(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -62,10 +63,17 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
 def _default_json_name(bench: str | None, prompts: Path | None) -> str:
     """``eval-shapes.json``, or ``eval-shapes-heldout.json`` for ``--prompts heldout.txt``:
     an evaluation on another prompt file must not overwrite the run's evaluation on the
-    bench's own prompts (or on a third file)."""
+    bench's own prompts (or on a third file). Letters of any script and digits are kept;
+    where the file's stem had to change (spaces, punctuation), a short hash of the stem is
+    added, so that ``held out.txt`` and ``held-out.txt`` are not written to one file."""
     name = f"eval-{bench or 'rewards'}"
     if prompts is not None:
-        name += "-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", prompts.stem).strip("-.") or "prompts")
+        stem = prompts.stem
+        kept = re.sub(r"[^\w.-]+", "-", stem).strip("-.")
+        if kept != stem:
+            digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            kept = f"{kept or 'prompts'}-{digest}"
+        name += "-" + kept
     return f"{name}.json"
 
 
