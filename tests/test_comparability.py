@@ -282,3 +282,18 @@ def test_compare_shows_how_many_images_each_mean_is_over(tmp_path: Path):
     lines = (tmp_path / "out" / "compare.md").read_text().splitlines()
     assert lines[0] == "| run | overall | images | images scored |"
     assert lines[2:] == ["| nan | 0.5000 | 6 | 4 |", "| nan2 | 0.5000 | 6 | 4 |"]
+
+
+def test_a_reward_named_twice_with_options_keyed_by_numbers_is_compared_not_a_crash():
+    from dsharp.comparability import scoring_specs, spec_difference
+
+    def named_twice(value: int) -> list:
+        specs = {"r": {"name": "r", "options": {1: "x", "b": value}}}
+        specs["r#1"] = {"name": "r", "options": {"z": 1}}
+        return scoring_specs({"reward_specs": specs})
+
+    assert spec_difference(("a", named_twice(2)), ("b", named_twice(2))) is None
+    assert (
+        spec_difference(("a", named_twice(2)), ("b", named_twice(3)))
+        == "r option b: 2 in a, 3 in b"
+    )

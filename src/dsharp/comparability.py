@@ -171,7 +171,15 @@ def scoring_specs(result: dict[str, Any]) -> list[dict[str, Any]] | None:
         }
         for s in scoring
     ]
-    return sorted(out, key=lambda s: (s["name"], json.dumps(s["options"], sort_keys=True)))
+    return sorted(out, key=lambda s: (s["name"], _canonical(s["options"])))
+
+
+def _canonical(options: dict[Any, Any]) -> str:
+    """Options as one text, keys sorted, for ordering a reward named twice."""
+    try:
+        return json.dumps(options, sort_keys=True, default=str)
+    except TypeError:  # keys of mixed types (options built in code): in their own order
+        return repr(options)
 
 
 def _weight(spec: dict[str, Any]) -> float:
@@ -192,7 +200,7 @@ def spec_difference(
         return f"rewards: {a_names} in {a_label}, {b_names} in {b_label}"
     for a, b in zip(a_specs, b_specs, strict=True):
         name = a["name"]
-        for key in sorted({*a["options"], *b["options"]}):
+        for key in sorted({*a["options"], *b["options"]}, key=str):
             a_value, b_value = a["options"].get(key, _UNSET), b["options"].get(key, _UNSET)
             if a_value != b_value:
                 return (
