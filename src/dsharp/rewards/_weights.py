@@ -3,10 +3,12 @@
 Weights are named by a local path or a Hugging Face hub id. A local path that does not exist
 is an error naming the option (never a silent hub lookup); a hub id is fetched through the hub
 cache, and with ``HF_HUB_OFFLINE=1`` (read when the reward is built, not when the hub library
-was imported) only the cache is consulted. Without it, a download that is not cached first
-asks the hub once, without retries: a machine with no network fails at once rather than after
-the hub client's retries (about 25 s a file). Every failure is a one-line :class:`RewardError`
-that names the reward and the option, so a recipe author knows what to fix.
+was imported) only the cache is consulted. Without it, a download or a transformers load
+(:func:`from_pretrained`) that is not cached first asks the hub once, without retries: a
+machine with no network fails at once rather than after the hub client's retries (about 25 s
+a file, minutes for a processor or tokenizer, which ask for several). Every failure is a
+one-line :class:`RewardError` that names the reward and the option, so a recipe author knows
+what to fix.
 """
 
 from __future__ import annotations
@@ -203,18 +205,28 @@ def _no_network(error: BaseException) -> bool:
     return False
 
 
+def _fail_if_unreachable(
+    reward: str, option: str, repo_id: str, filenames: Sequence[str], what: str, local: str
+) -> None:
+    """A one-line ``RewardError`` now, when ``filenames`` of ``repo_id`` are not cached and
+    the hub cannot be reached (:func:`hub_fetch_blocked`): ``{what} {repo_id!r}: the hub
+    could not be reached (...)``, saying to give a local ``local`` or to work offline."""
+    reason = hub_fetch_blocked(repo_id, filenames)
+    if reason is not None:
+        raise RewardError(
+            f"{reward} reward option {option!r}: {what} {repo_id!r}: the hub could not be "
+            f"reached ({reason}); give a local {local} instead, or download it where there is "
+            "network and set HF_HUB_OFFLINE=1 (the cache is then used)"
+        )
+
+
 def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:
     """``hf_hub_download`` honouring ``HF_HUB_OFFLINE``; errors become one-line ``RewardError``."""
     from huggingface_hub import hf_hub_download
 
-    reason = hub_fetch_blocked(repo_id, [filename])
-    if reason is not None:
-        raise RewardError(
-            f"{reward} reward option {option!r}: cannot get {filename} from hub repo "
-            f"{repo_id!r}: the hub could not be reached ({reason}); give a local path "
-            "instead, or download it where there is network and set HF_HUB_OFFLINE=1 (the "
-            "cache is then used)"
-        )
+    _fail_if_unreachable(
+        reward, option, repo_id, [filename], f"cannot get {filename} from hub repo", "path"
+    )
     offline = hub_offline()
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline)
@@ -226,16 +238,35 @@ def hub_download(reward: str, option: str, repo_id: str, filename: str) -> str:
         ) from e
 
 
+#: What a transformers loader reads from a hub repo, for :func:`from_pretrained`'s ``files``:
+#: it counts as cached when one of them is; the last one is asked for when none is.
+MODEL_FILES = ("config.json",)
+PROCESSOR_FILES = ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
 def from_pretrained(
-    reward: str, option: str, loader: Callable[..., T], source: str, **kwargs: Any
+    reward: str,
+    option: str,
+    loader: Callable[..., T],
+    source: str,
+    *,
+    files: Sequence[str] = MODEL_FILES,
+    **kwargs: Any,
 ) -> T:
     """``loader(source, **kwargs)`` for a local folder or a hub id, honouring
-    ``HF_HUB_OFFLINE``; a missing local folder or a failed load is a one-line ``RewardError``."""
+    ``HF_HUB_OFFLINE``; a missing local folder or a failed load is a one-line ``RewardError``.
+
+    A hub id none of whose ``files`` (see :data:`MODEL_FILES`) is cached fails at once when
+    the hub cannot be reached (:func:`hub_fetch_blocked`), rather than after the hub client's
+    retries of each file the loader asks for (minutes for a processor)."""
     source = check_str(reward, option, source)
     path = Path(source).expanduser()
     if looks_local(source) and not path.exists():
         raise RewardError(f"{reward} reward option {option!r}: folder not found: {path}")
     target = str(path) if path.exists() else source
+    if not path.exists():
+        _fail_if_unreachable(reward, option, source, files, "cannot load hub repo", "folder")
     offline = hub_offline()
     if offline and not path.exists():
         kwargs.setdefault("local_files_only", True)
