@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dsharp.rewards._weights import (
+    PROCESSOR_FILES,
     check_batch,
     check_choice,
     check_str,
@@ -179,7 +180,13 @@ def build_compositional_reward(
     except RuntimeError as e:
         raise RewardError(f"compositional reward option 'noun_phrases': {e}") from e
     dev = resolve_device("compositional", device)
-    proc = from_pretrained("compositional", "processor", BlipProcessor.from_pretrained, processor)
+    proc = from_pretrained(
+        "compositional",
+        "processor",
+        BlipProcessor.from_pretrained,
+        processor,
+        files=PROCESSOR_FILES,
+    )
     net = from_pretrained("compositional", "model", BlipForQuestionAnswering.from_pretrained, model)
     net = net.to(dev).eval().requires_grad_(False)
     settings = _image_settings(proc, net, image_size)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from dsharp.rewards._weights import (
+    TOKENIZER_FILES,
     check_batch,
     check_str,
     from_pretrained,
@@ -237,10 +238,13 @@ def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, flo
 def _load_original(path: Path, tokenizer: str) -> tuple[ImageRewardModel, Any, float, float]:
     from transformers import BertTokenizer
 
+    # The tokenizer first: one that cannot be had fails before the checkpoint is read.
+    tok = from_pretrained(
+        "imagereward", "tokenizer", BertTokenizer.from_pretrained, tokenizer, files=TOKENIZER_FILES
+    )
     state, _ = convert_original_state_dict(load_state_dict("imagereward", "model", path))
     model = ImageRewardModel(v1_config())
     _load_strict(model, state, f"checkpoint {path.name}")
-    tok = from_pretrained("imagereward", "tokenizer", BertTokenizer.from_pretrained, tokenizer)
     return model, tok, MEAN, STD
 
 

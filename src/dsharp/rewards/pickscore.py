@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dsharp.rewards._weights import (
+    PROCESSOR_FILES,
     check_batch,
     from_pretrained,
     resolve_device,
@@ -120,7 +121,9 @@ def build_pickscore_reward(
     from transformers import AutoProcessor, CLIPModel
 
     dev = resolve_device("pickscore", device)
-    proc = from_pretrained("pickscore", "processor", AutoProcessor.from_pretrained, processor)
+    proc = from_pretrained(
+        "pickscore", "processor", AutoProcessor.from_pretrained, processor, files=PROCESSOR_FILES
+    )
     tokenizer = getattr(proc, "tokenizer", None)
     image_processor = getattr(proc, "image_processor", None)
     if tokenizer is None or image_processor is None:
