@@ -24,7 +24,13 @@ from typing import Any
 import torch
 
 from dsharp.bench.spatial import Detection
-from dsharp.rewards._weights import check_number, check_str, from_pretrained, resolve_device
+from dsharp.rewards._weights import (
+    PROCESSOR_FILES,
+    check_number,
+    check_str,
+    from_pretrained,
+    resolve_device,
+)
 from dsharp.rewards.base import RewardImages
 
 DEFAULT_DETECTOR = "google/owlv2-base-patch16-ensemble"
@@ -128,7 +134,13 @@ def build_detector(
         )
     dev = resolve_device(_WHAT, device)
     net = from_pretrained(_WHAT, "detector_model", Owlv2ForObjectDetection.from_pretrained, model)
-    proc = from_pretrained(_WHAT, "detector_processor", Owlv2Processor.from_pretrained, processor)
+    proc = from_pretrained(
+        _WHAT,
+        "detector_processor",
+        Owlv2Processor.from_pretrained,
+        processor,
+        files=PROCESSOR_FILES,
+    )
     net = net.to(dev).eval().requires_grad_(False)
     description = {
         "model": model,
