@@ -1,15 +1,18 @@
-"""open_clip weights that are not cached: one clear line, at once, saying what to do.
+"""open_clip weights, and transformers models, processors and tokenizers, that are not
+cached: one clear line, at once, saying what to do.
 
 With ``HF_HUB_OFFLINE`` set the line says the weights are not in the cache and names the
 option that takes a local file; without it, on a machine with no network, one request without
 the hub client's retries finds the hub unreachable (instead of about 25 s of retries a file
-and their warnings) and the line says how to work offline. No test touches the network: the
-hub client's functions and ``open_clip.create_model`` are replaced.
+and their warnings; minutes for a processor) and the line says how to work offline. No test
+touches the network: the hub client's functions, ``open_clip.create_model`` and the
+transformers loaders are replaced.
 """
 
 from __future__ import annotations
 
 import logging
+import types
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +282,163 @@ def test_an_exception_chain_that_loops_back_is_followed_once() -> None:
     outer, inner = RuntimeError("outer"), ValueError("inner")
     outer.__cause__, inner.__context__ = inner, outer
     assert exception_chain(outer) == [outer, inner]
+
+
+# --------------------------------------------------------------------------- transformers loads
+
+_UNREACHABLE = (
+    "the hub could not be reached (ConnectError: {}); give a local {} instead, or download it "
+    "where there is network and set HF_HUB_OFFLINE=1 (the cache is then used)"
+)
+
+
+def _loaders_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each transformers loader of pickscore, compositional and imagereward fails the test
+    when called (with nothing cached and no network it would retry each file it asks for)."""
+    import transformers
+
+    for cls in ("AutoProcessor", "CLIPModel", "BlipProcessor", "BlipForQuestionAnswering"):
+        monkeypatch.setattr(
+            getattr(transformers, cls), "from_pretrained", _not_called(f"{cls}.from_pretrained")
+        )
+    monkeypatch.setattr(
+        transformers.BertTokenizer, "from_pretrained", _not_called("BertTokenizer.from_pretrained")
+    )
+
+
+def _asking(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hub's metadata requests, recorded, each failing as with no name resolution."""
+    asked: list[str] = []
+
+    def head(url: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(url)
+        raise httpx2.ConnectError(NO_DNS)
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", head)
+    return asked
+
+
+def _pickscore(**options: Any) -> Any:
+    from dsharp.rewards.pickscore import build_pickscore_reward
+
+    return build_pickscore_reward(device="cpu", **options)
+
+
+def _compositional(**options: Any) -> Any:
+    from dsharp.rewards.compositional import build_compositional_reward
+
+    return build_compositional_reward(device="cpu", noun_phrases="rules", **options)
+
+
+@pytest.mark.parametrize(
+    ("build", "option", "repo", "asked_for"),
+    [
+        (_pickscore, "processor", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "preprocessor_config"),
+        (_compositional, "processor", "Salesforce/blip-vqa-capfilt-large", "preprocessor_config"),
+    ],
+    ids=["pickscore", "compositional"],
+)
+def test_processors_of_uncached_hub_ids_fail_at_once_without_network(
+    online: pytest.MonkeyPatch, build: Any, option: str, repo: str, asked_for: str
+) -> None:
+    online.setenv("HF_TOKEN", "hf_NotToBeShown")
+    asked = _asking(online)
+    _loaders_not_called(online)
+    with pytest.raises(RewardError) as caught:
+        build()
+    reward = build.__name__.lstrip("_")
+    assert str(caught.value) == (
+        f"{reward} reward option {option!r}: cannot load hub repo {repo!r}: "
+        + _UNREACHABLE.format(NO_DNS, "folder")
+    )
+    assert "hf_NotToBeShown" not in str(caught.value)
+    assert asked == [f"https://huggingface.co/{repo}/resolve/main/{asked_for}.json"]
+
+
+def test_a_pickscore_model_of_an_uncached_hub_id_fails_at_once_without_network(
+    online: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import transformers
+
+    asked = _asking(online)
+    _loaders_not_called(online)
+    processor = types.SimpleNamespace(tokenizer=object(), image_processor=object())
+    loaded: list[str] = []
+
+    def local_processor(source: str, **kwargs: Any) -> Any:
+        loaded.append(source)
+        return processor
+
+    online.setattr(transformers.AutoProcessor, "from_pretrained", local_processor)
+    with pytest.raises(RewardError) as caught:
+        _pickscore(processor=str(tmp_path))  # a local folder: loaded as before, no request
+    assert loaded == [str(tmp_path)]
+    assert str(caught.value) == (
+        "pickscore reward option 'model': cannot load hub repo 'yuvalkirstain/PickScore_v1': "
+        + _UNREACHABLE.format(NO_DNS, "folder")
+    )
+    assert asked == ["https://huggingface.co/yuvalkirstain/PickScore_v1/resolve/main/config.json"]
+
+
+def test_the_imagereward_tokenizer_of_an_uncached_hub_id_fails_before_the_checkpoint_is_read(
+    online: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import dsharp.rewards.imagereward as imagereward
+
+    asked = _asking(online)
+    _loaders_not_called(online)
+    online.setattr(imagereward, "load_state_dict", _not_called("the checkpoint's read"))
+    checkpoint = tmp_path / "ImageReward.pt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(RewardError) as caught:
+        imagereward.build_imagereward_reward(model=str(checkpoint), device="cpu")
+    assert str(caught.value) == (
+        "imagereward reward option 'tokenizer': cannot load hub repo 'bert-base-uncased': "
+        + _UNREACHABLE.format(NO_DNS, "folder")
+    )
+    assert asked == ["https://huggingface.co/bert-base-uncased/resolve/main/tokenizer_config.json"]
+
+
+def test_cached_offline_answered_or_local_loads_are_left_to_the_loader(
+    online: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dsharp.rewards._weights import PROCESSOR_FILES, from_pretrained
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def loader(source: str, **kwargs: Any) -> str:
+        calls.append((source, kwargs))
+        return "loaded"
+
+    def load(source: str) -> str:
+        return from_pretrained("r", "processor", loader, source, files=PROCESSOR_FILES)
+
+    cached: list[str] = []
+
+    def in_cache(repo_id: str, filename: str, *args: Any, **kwargs: Any) -> str | None:
+        cached.append(filename)
+        return "/cache/file" if filename == "tokenizer_config.json" else None
+
+    # Cached (one of the files will do): no request, and the hub id goes to the loader as is.
+    online.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
+    online.setattr(huggingface_hub, "get_hf_file_metadata", _not_called("the hub"))
+    assert load("org/cached") == "loaded" and calls.pop() == ("org/cached", {})
+    assert cached == ["processor_config.json", "tokenizer_config.json"]
+    # A local folder: nothing asked of the cache or the hub.
+    cached.clear()
+    assert load(str(tmp_path)) == "loaded" and calls.pop() == (str(tmp_path), {})
+    assert cached == []
+    # HF_HUB_OFFLINE: cache only, as before.
+    online.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    online.setenv("HF_HUB_OFFLINE", "1")
+    assert load("org/repo") == "loaded"
+    assert calls.pop() == ("org/repo", {"local_files_only": True})
+    online.delenv("HF_HUB_OFFLINE")
+
+    # The hub answered (here: no such file): the loader downloads and reports.
+    def not_found(url: str, *args: Any, **kwargs: Any) -> Any:
+        response = httpx2.Response(404, request=httpx2.Request("HEAD", url))
+        raise HfHubHTTPError("404 Client Error", response=response)
+
+    online.setattr(huggingface_hub, "get_hf_file_metadata", not_found)
+    assert load("org/repo") == "loaded" and calls.pop() == ("org/repo", {})
