@@ -399,7 +399,7 @@ def test_the_imagereward_tokenizer_of_an_uncached_hub_id_fails_before_the_checkp
     assert asked == ["https://huggingface.co/bert-base-uncased/resolve/main/tokenizer_config.json"]
 
 
-def test_cached_offline_answered_or_local_loads_are_left_to_the_loader(
+def test_cached_offline_answered_or_local_loads_go_to_the_loader(
     online: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from dsharp.rewards._weights import PROCESSOR_FILES, from_pretrained
@@ -419,26 +419,44 @@ def test_cached_offline_answered_or_local_loads_are_left_to_the_loader(
         cached.append(filename)
         return "/cache/file" if filename == "tokenizer_config.json" else None
 
-    # Cached (one of the files will do): no request, and the hub id goes to the loader as is.
-    online.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
-    online.setattr(huggingface_hub, "get_hf_file_metadata", _not_called("the hub"))
-    assert load("org/cached") == "loaded" and calls.pop() == ("org/cached", {})
-    assert cached == ["processor_config.json", "tokenizer_config.json"]
-    # A local folder: nothing asked of the cache or the hub.
-    cached.clear()
-    assert load(str(tmp_path)) == "loaded" and calls.pop() == (str(tmp_path), {})
-    assert cached == []
-    # HF_HUB_OFFLINE: cache only, as before.
-    online.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
-    online.setenv("HF_HUB_OFFLINE", "1")
-    assert load("org/repo") == "loaded"
-    assert calls.pop() == ("org/repo", {"local_files_only": True})
-    online.delenv("HF_HUB_OFFLINE")
-
-    # The hub answered (here: no such file): the loader downloads and reports.
     def not_found(url: str, *args: Any, **kwargs: Any) -> Any:
         response = httpx2.Response(404, request=httpx2.Request("HEAD", url))
         raise HfHubHTTPError("404 Client Error", response=response)
 
+    # Cached (one of the files will do) and the hub answers: the loader gets the hub id as is.
+    online.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
+    online.setattr(huggingface_hub, "get_hf_file_metadata", not_found)
+    assert load("org/cached") == "loaded" and calls.pop() == ("org/cached", {})
+    assert cached[:2] == ["processor_config.json", "tokenizer_config.json"]
+    # Cached and no network: one request, then the cache alone (no retries of files it lacks).
+    asked = _asking(online)
+    assert load("org/cached") == "loaded"
+    assert calls.pop() == ("org/cached", {"local_files_only": True})
+    assert asked == ["https://huggingface.co/org/cached/resolve/main/preprocessor_config.json"]
+
+    def lacking(source: str, **kwargs: Any) -> Any:
+        raise OSError("preprocessor_config.json is not in the cache")
+
+    with pytest.raises(RewardError) as caught:
+        from_pretrained("r", "processor", lacking, "org/cached", files=PROCESSOR_FILES)
+    assert str(caught.value) == (
+        "r reward option 'processor': cannot load 'org/cached' (the hub could not be reached "
+        "and the hub cache lacks some of it) (OSError: preprocessor_config.json is not in the "
+        "cache)"
+    )
+    # A local folder: nothing asked of the cache or the hub.
+    online.setattr(huggingface_hub, "get_hf_file_metadata", _not_called("the hub"))
+    cached.clear()
+    assert load(str(tmp_path)) == "loaded" and calls.pop() == (str(tmp_path), {})
+    assert cached == []
+    # HF_HUB_OFFLINE: cache only, nothing asked of the hub, cached or not.
+    online.setenv("HF_HUB_OFFLINE", "1")
+    assert load("org/cached") == "loaded"
+    assert calls.pop() == ("org/cached", {"local_files_only": True})
+    online.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    assert load("org/repo") == "loaded"
+    assert calls.pop() == ("org/repo", {"local_files_only": True})
+    online.delenv("HF_HUB_OFFLINE")
+    # Not cached and the hub answered (here: no such file): the loader downloads and reports.
     online.setattr(huggingface_hub, "get_hf_file_metadata", not_found)
     assert load("org/repo") == "loaded" and calls.pop() == ("org/repo", {})

@@ -259,21 +259,32 @@ def from_pretrained(
 
     A hub id none of whose ``files`` (see :data:`MODEL_FILES`) is cached fails at once when
     the hub cannot be reached (:func:`hub_fetch_blocked`), rather than after the hub client's
-    retries of each file the loader asks for (minutes for a processor)."""
+    retries of each file the loader asks for (minutes for a processor). A cached one is
+    loaded from the cache alone when the hub cannot be reached (one request tells): the
+    loader would otherwise retry each optional file the cache does not record as missing."""
     source = check_str(reward, option, source)
     path = Path(source).expanduser()
     if looks_local(source) and not path.exists():
         raise RewardError(f"{reward} reward option {option!r}: folder not found: {path}")
     target = str(path) if path.exists() else source
+    offline = hub_offline()
+    cache_only = offline and not path.exists()
     if not path.exists():
         _fail_if_unreachable(reward, option, source, files, "cannot load hub repo", "folder")
-    offline = hub_offline()
-    if offline and not path.exists():
+        # Not cached, the hub answered above; cached, it is asked here (once, no retries).
+        if not offline and hub_cached(source, files) and hub_unreachable(source, files[-1]):
+            cache_only = True
+    if cache_only:
         kwargs.setdefault("local_files_only", True)
     try:
         return loader(target, **kwargs)
     except Exception as e:
-        hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)" if offline else ""
+        if offline:
+            hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)"
+        elif cache_only:
+            hint = " (the hub could not be reached and the hub cache lacks some of it)"
+        else:
+            hint = ""
         raise RewardError(
             f"{reward} reward option {option!r}: cannot load {target!r}{hint} ({error_line(e)})"
         ) from e
