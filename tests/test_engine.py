@@ -608,6 +608,35 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_sd_dir, brightn
     assert [r["lr"] for r in rows] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])
 
 
+@pytest.mark.slow
+def test_training_a_run_on_lays_its_decaying_schedule_out_over_the_new_length(
+    tiny_sd_dir, brightness, tmp_path, capsys
+):
+    """Raising train.max_steps on resume: load_state restores the rate the old schedule had
+    left (0 after the last step of a linear one), but the schedule is built for the new
+    length; the first resumed step must train at the new schedule's rate, as a fresh run of
+    the new length does at that step, and say so."""
+    common = ("train.lr=1e-3", "train.lr_scheduler=linear", "train.checkpoint_every=1")
+    common += ("rewards.0.name=test_brightness", *SMALL)
+    run = tmp_path / "run"
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *common, "train.max_steps=2"))
+    state = json.loads((run / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["max_steps"] == 2
+    capsys.readouterr()
+    resumed = ("train.max_steps=4", "train.resume=latest")
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *common, *resumed))
+    # a fresh 4-step linear run: 1e-3, 7.5e-4, 5e-4, 2.5e-4
+    lrs = [r["lr"] for r in read_jsonl(run / "metrics.jsonl")]
+    assert lrs == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4], rel=1e-9, abs=0)
+    step = {s: _unet_weights(run / "checkpoints" / f"step-{s:06d}") for s in (2, 3)}
+    assert _max_diff(step[3], step[2]) > 0  # step 3 trained
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: train.max_steps is 4, the checkpoint's run planned 2: its linear learning-rate "
+        "schedule is now laid out over 4 steps, so step 3 trains at lr 0.0005"
+    ]
+
+
 def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_sd_dir, tmp_path):
     from dsharp.engine import Trainer
 

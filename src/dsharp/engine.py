@@ -88,6 +88,36 @@ def make_lr_scheduler(
     )
 
 
+#: Schedules whose rates depend on ``train.max_steps``: a resume that changes it lays them out
+#: anew (see :func:`reschedule`).
+DECAYING_SCHEDULES = ("linear", "cosine")
+
+
+def reschedule(lr_scheduler: Any) -> list[float]:
+    """Set the optimizer's rates (and the scheduler's last rates) to the schedule's as built
+    for this recipe, at the step the scheduler was restored to; returns them.
+
+    ``load_state`` restores each param group's ``lr`` and the scheduler's ``_last_lr`` as the
+    checkpoint's run left them, but the schedule's lambdas (closures: a ``LambdaLR`` saves
+    ``None`` for them) are the ones built now. When a resume changes ``train.max_steps``,
+    those two disagree, and the first resumed step would train at the old schedule's rate
+    (0 after the last step of a linear or cosine schedule). With the same ``max_steps``
+    this computes what the scheduler's own step computed (``base_lr * lambda(step)``)."""
+    inner = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper
+    step = inner.last_epoch
+    rates = [base * rule(step) for rule, base in zip(inner.lr_lambdas, inner.base_lrs, strict=True)]
+    for group, rate in zip(inner.optimizer.param_groups, rates, strict=True):
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(float(rate))
+        else:
+            group["lr"] = rate
+    inner._last_lr = [
+        g["lr"].clone() if isinstance(g["lr"], torch.Tensor) else g["lr"]
+        for g in inner.optimizer.param_groups
+    ]
+    return rates
+
+
 def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     # Union of keys: some metrics (grad_norm) exist only on the micro-step that syncs.
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -136,6 +166,22 @@ def mid_round_note(method: Any, step: int, grad_accum: int) -> str | None:
         f"step {step} falls inside one of {method.name}'s rounds of samples "
         f"({per_round} training calls each), which checkpoints do not keep: the resumed "
         "run samples a fresh round, so it differs from an uninterrupted run from here on"
+    )
+
+
+def schedule_note(train: Any, saved_max_steps: Any, step: int, rate: float) -> str | None:
+    """What a resume that changes ``train.max_steps`` does to a decaying schedule: it is laid
+    out anew over the new length, so the rates from here on are not the checkpoint's run's
+    (None when nothing changes: the same length, a constant schedule, or a checkpoint written
+    before ``trainer_state.json`` kept ``max_steps``)."""
+    if train.lr_scheduler not in DECAYING_SCHEDULES:
+        return None
+    if not isinstance(saved_max_steps, int) or saved_max_steps == train.max_steps:
+        return None
+    return (
+        f"train.max_steps is {train.max_steps}, the checkpoint's run planned {saved_max_steps}: "
+        f"its {train.lr_scheduler} learning-rate schedule is now laid out over "
+        f"{train.max_steps} steps, so step {step + 1} trains at lr {rate:g}"
     )
 
 
@@ -211,17 +257,20 @@ class Trainer:
         # Table 1 holds equal across methods. Logged cumulatively as ``reward_evals``.
         self.counts_reward = self.reward is not None and self.method.trains_on_reward
         self.reward_evals = 0
+        schedule = None  # on a resume that changes the LR schedule: what to say about it
         if resume_from is not None:
             acc.load_state(str(resume_from))
             state = ckpts.read_trainer_state(resume_from)
             self.start_step = int(state["step"])
             self.reward_evals = int(state.get("reward_evals", 0))
             self.method.load_state_dict(state.get("method_state", {}))
+            rate = reschedule(self.lr_scheduler)[0]
+            schedule = schedule_note(train, state.get("max_steps"), self.start_step, rate)
         # a resume that trains (not one that only writes the report of a finished run)
         trains_on = resume_from is not None and self.start_step < train.max_steps
         if trains_on and acc.is_main_process:
-            note = mid_round_note(self.method, self.start_step, train.grad_accum)
-            if note:
+            notes = [mid_round_note(self.method, self.start_step, train.grad_accum), schedule]
+            for note in filter(None, notes):
                 print(f"note: {note}", file=sys.stderr)
         if acc.is_main_process:
             atomic_write_text(self.run_dir / "recipe.yaml", recipe_to_yaml(recipe))
@@ -276,6 +325,8 @@ class Trainer:
                     "seed": self.recipe.train.seed,
                     "method": self.method.name,
                     "reward_evals": self.reward_evals,
+                    # the length the LR schedule was laid out over (a resume may change it)
+                    "max_steps": self.recipe.train.max_steps,
                 }
                 if method_state := self.method.state_dict():
                     state["method_state"] = method_state
