@@ -96,6 +96,53 @@ def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(
     assert summarise_run(out).status == "merged (3 runs, scale 1.5)"  # in `dsharp runs`
 
 
+def _sharded_copy(run: Path, to: Path) -> Path:
+    """``run`` with its UNet saved in shards, as save_pretrained writes a UNet over its shard
+    size (10 GB: an SDXL UNet in fp32, fully fine-tuned)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    shutil.copytree(run, to)
+    unet_folder = sorted((to / "checkpoints").iterdir())[-1] / UNET_WEIGHTS.parent
+    unet = UNet2DConditionModel.from_pretrained(unet_folder)
+    shutil.rmtree(unet_folder)
+    unet.save_pretrained(unet_folder, max_shard_size="100KB")
+    assert not (unet_folder / UNET_WEIGHTS.name).exists()
+    assert len(list(unet_folder.glob("*.safetensors"))) > 1
+    return to
+
+
+def test_merge_reads_a_unet_saved_in_shards(
+    runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsharp.builders import load_run_model
+
+    monkeypatch.chdir(tmp_path)
+    sharded = [_sharded_copy(r, tmp_path / f"sharded{i}") for i, r in enumerate(runs[:2])]
+    whole, in_shards = tmp_path / "whole", tmp_path / "in-shards"
+    for sources, out in (
+        ([*map(str, runs[:2])], whole),
+        ([str(sharded[0]), "sharded1"], in_shards),
+    ):
+        result = CliRunner().invoke(app, ["merge", *sources, "--out", str(out), "--scale", "2"])
+        assert result.exit_code == 0, result.output
+    expected, merged = _unet(whole), load_run_model(in_shards)[0].unet.state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+
+    unet_folder = sorted((sharded[1] / "checkpoints").iterdir())[-1] / UNET_WEIGHTS.parent
+    shard = sorted(unet_folder.glob("*.safetensors"))[-1]
+    shard.unlink()  # a partial copy
+    result = CliRunner().invoke(app, ["merge", str(sharded[0]), "sharded1", "--out", "x"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: sharded1: {Path('sharded1') / shard.relative_to(sharded[1])} is missing (a "
+        "shard that diffusion_pytorch_model.safetensors.index.json lists)"
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
     runs: list[Path], tiny_sd_dir: Path, tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:

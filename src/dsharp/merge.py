@@ -10,6 +10,7 @@ run does.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from dsharp.checkpoints import checkpoint_dir, checkpoint_step, find_model_check
 from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
+#: What ``save_pretrained`` writes instead for a UNet over diffusers' shard size (10 GB: an
+#: SDXL UNet in fp32): an index whose ``weight_map`` names the shard of each tensor.
+UNET_INDEX = UNET_WEIGHTS.with_name(UNET_WEIGHTS.name + ".index.json")
 #: The ``model`` keys that decide which base weights a run started from.
 BASE_MODEL_KEYS = ("pretrained", "family", "revision", "variant")
 
@@ -34,6 +38,32 @@ class MergeSource:
     checkpoint: Path
     step: int
     recipe: Any
+    weights: tuple[Path, ...] = ()  # the files of its UNet: one, or its shards
+
+
+def unet_weight_files(checkpoint: Path, label: str) -> tuple[Path, ...]:
+    """The files that hold a full fine-tuning checkpoint's UNet: its one weights file, or
+    every shard that its index lists; ``FileNotFoundError`` / ``ValueError`` naming ``label``
+    (the run as given) and the file for one that is missing or an index that cannot be read."""
+    single = checkpoint / UNET_WEIGHTS
+    if single.is_file():
+        return (single,)
+    index = checkpoint / UNET_INDEX
+    if not index.is_file():
+        raise FileNotFoundError(f"{label}: {single} is missing")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{label}: {index}: not a weights index ({err})") from None
+    if not names or not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+        raise ValueError(f"{label}: {index}: not a weights index (no shard file names)")
+    missing = [name for name in names if not (index.parent / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{label}: {index.parent / missing[0]} is missing (a shard that {index.name} lists)"
+        )
+    return tuple(index.parent / name for name in names)
 
 
 def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
@@ -59,13 +89,12 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
                 f"{path}: a LoRA run (model.lora_rank: {recipe.model.lora_rank}); merge "
                 "averages full fine-tuning runs (model.lora_rank: 0)"
             )
-        if not (ckpt / UNET_WEIGHTS).is_file():
-            raise FileNotFoundError(f"{path}: {ckpt / UNET_WEIGHTS} is missing")
+        weights = unet_weight_files(ckpt, str(path))
         step = checkpoint_step(ckpt) or 0
         twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
         if twice:  # it would weigh that run double in the mean
             raise ValueError(f"{path}: the same checkpoint as {twice[0]}: give each run once")
-        sources.append(MergeSource(Path(path), ckpt, step, recipe))
+        sources.append(MergeSource(Path(path), ckpt, step, recipe, weights))
     first = sources[0]
     for other in sources[1:]:
         a, b = _base_model(first), _base_model(other)
@@ -111,13 +140,15 @@ def merged_state(
 
 
 def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Tensor]:
+    """The run's UNet tensors, from its one weights file or from all of its shards."""
     from safetensors.torch import load_file
 
-    path = source.checkpoint / UNET_WEIGHTS
-    try:
-        weights = load_file(str(path))
-    except Exception as err:  # safetensors' own error type: a damaged or truncated file
-        raise ValueError(f"{source.given}: {path}: cannot read weights ({err})") from None
+    weights: dict[str, torch.Tensor] = {}
+    for path in source.weights or unet_weight_files(source.checkpoint, str(source.given)):
+        try:
+            weights.update(load_file(str(path)))
+        except Exception as err:  # safetensors' own error type: a damaged or truncated file
+            raise ValueError(f"{source.given}: {path}: cannot read weights ({err})") from None
     if set(weights) != keys:
         missing = sorted(keys - set(weights)) or sorted(set(weights) - keys)
         raise ValueError(
