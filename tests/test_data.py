@@ -230,3 +230,85 @@ def test_shapes_split_must_be_known():
     assert ok.data.split == "grammar"
     with pytest.raises(RecipeError, match=r"^data\.split: .*train, grammar \(got 'val'\)"):
         recipe_from_dict({**base, "data": {"generator": "shapes", "split": "val"}})
+
+
+def _folder_with_metadata(folder, image_column: str):
+    folder.mkdir()
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        _image(folder / f"{i}.png", colour)
+    rows = [{image_column: f"{i}.png", "text": f"thing {i}"} for i in range(2)]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_folder_s_metadata_is_read_at_the_recipe_s_image_column(tmp_path):
+    """data.image_column names the image column of a folder's metadata.jsonl too; left at
+    its default, the column is imagefolder's `file_name`."""
+    named = open_image_text(str(_folder_with_metadata(tmp_path / "a", "img")), "auto", "train",
+                            "img", "text")  # fmt: skip
+    assert len(named) == 2 and named.get(1)[0].getpixel((0, 0)) == (0, 0, 255)
+    default = open_image_text(str(_folder_with_metadata(tmp_path / "b", "file_name")), "folder",
+                              "train", "image", "text")  # fmt: skip
+    assert default.get(0)[1] == "thing 0"
+
+
+def test_a_split_of_data_without_splits_is_refused_in_one_line(tmp_path, monkeypatch):
+    """data.split picks a split of a Hugging Face dataset (or the shapes prompts); of an image
+    folder, a .jsonl file or a prompt list it would pick nothing, silently: refused."""
+    from dsharp.config import RecipeError, recipe_from_dict
+
+    monkeypatch.chdir(tmp_path)
+    folder = _folder_with_metadata(tmp_path / "ds", "file_name")
+    (tmp_path / "rows.jsonl").write_text('{"image": "ds/0.png", "text": "a"}\n')
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    sft = {**base, "method": {"name": "sft_sharpening"}}
+    why = "only used with a Hugging Face dataset or data.generator: shapes; "
+    for recipe, unused in [
+        ({**sft, "data": {"dataset": "ds"}}, "data.dataset ds is an image folder, read whole"),
+        ({**sft, "data": {"dataset": str(folder), "dataset_type": "folder"}}, "image folder"),
+        ({**sft, "data": {"dataset": "rows.jsonl"}}, "data.dataset rows.jsonl is a .jsonl file"),
+        ({**base, "data": {"prompts": ["a red circle"]}}, "no data.dataset (the method's prompts"),
+    ]:
+        assert recipe_from_dict(recipe).data.split == "train"  # the default: nothing to refuse
+        data = {**recipe["data"], "split": "validation"}
+        with pytest.raises(RecipeError, match=r"^data\.split: ") as err:
+            recipe_from_dict({**recipe, "data": data})
+        assert str(err.value).startswith(f"data.split: {why}"), str(err.value)
+        assert unused in str(err.value)
+        assert "\n" not in str(err.value)
+    hub = recipe_from_dict({**sft, "data": {"dataset": "someone/images", "split": "validation"}})
+    assert hub.data.split == "validation"
+
+
+def test_validate_and_train_refuse_a_folder_s_split_or_missing_column_before_loading(
+    tmp_path, monkeypatch
+):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.engine
+    from dsharp.cli import app
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the recipe error")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
+    monkeypatch.chdir(tmp_path)
+    _folder_with_metadata(tmp_path / "ds", "img")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpening.yaml"
+    data = ["data.generator=none", "data.dataset=ds"]
+    split = [*data, "data.image_column=img", "data.split=validation"]
+    for command in (["recipes", "validate"], ["train"]):
+        result = CliRunner().invoke(app, [*command, str(recipe), *split, "output_dir=run"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "data.split: only used with a Hugging Face dataset" in result.stderr
+    # the folder's rows have no `file_name`: the default column is missing, said at once
+    result = CliRunner().invoke(app, ["train", str(recipe), *data, "output_dir=run"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"recipe error: {recipe}: data.image_column: {Path('ds') / 'metadata.jsonl'}:1 has no "
+        "column 'file_name' (it has 'img', 'text')"
+    )
+    assert not (tmp_path / "run").exists()

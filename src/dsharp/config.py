@@ -324,6 +324,46 @@ def check_balance(value: Any) -> str | dict[str, float]:
 SHAPES_SPLITS = ("train", "grammar")
 """Prompt sources of ``data.generator: shapes`` (see :class:`DataConfig`)."""
 
+DEFAULT_SPLIT = "train"
+DEFAULT_IMAGE_COLUMN = "image"
+#: The image column of a folder's ``metadata.jsonl`` unless ``data.image_column`` says otherwise.
+FOLDER_IMAGE_COLUMN = "file_name"
+
+
+def folder_image_column(image_column: str) -> str:
+    """The image column of a folder's ``metadata.jsonl``: ``data.image_column``, where the
+    recipe leaves it at its default ``file_name`` (Hugging Face imagefolder's name)."""
+    return FOLDER_IMAGE_COLUMN if image_column == DEFAULT_IMAGE_COLUMN else image_column
+
+
+def dataset_kind(dataset: str, dataset_type: str = "auto") -> str:
+    """How ``data.dataset`` is read: ``folder`` (images with captions), ``jsonl`` or ``hf``
+    (a hub name, or a folder that ``datasets``' ``save_to_disk`` wrote); ``auto`` tells them
+    apart by what is on disk."""
+    if dataset_type != "auto":
+        return dataset_type
+    path = Path(dataset).expanduser()
+    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    if path.is_dir() and not saved:
+        return "folder"
+    return "jsonl" if path.suffix == ".jsonl" else "hf"
+
+
+def _without_splits(dataset: str | None, dataset_type: str) -> str | None:
+    """What ``data.dataset`` is when it has no splits for ``data.split`` to pick from (it is
+    read whole), else None."""
+    if dataset is None:
+        return "no data.dataset (the method's prompts are read whole)"
+    kind = dataset_kind(dataset, dataset_type)
+    if kind == "folder":
+        return f"data.dataset {dataset} is an image folder, read whole"
+    if kind == "jsonl":
+        return f"data.dataset {dataset} is a .jsonl file, read whole"
+    path = Path(dataset).expanduser()
+    if path.is_dir() and not (path / "dataset_dict.json").exists():
+        return f"data.dataset {dataset} is one saved dataset without splits, read whole"
+    return None
+
 
 class DataConfig(_PromptSource):
     """Training inputs: prompts (RLHF) or image-text data (SFT)."""
@@ -334,11 +374,18 @@ class DataConfig(_PromptSource):
     dataset_type: Literal["auto", "folder", "jsonl", "hf"] = Field(
         "auto", description="How to read `dataset`; 'auto' guesses from the path."
     )
-    image_column: str = Field("image", description="Image column (jsonl / hf).")
-    caption_column: str = Field("text", description="Caption column (jsonl / hf).")
+    image_column: str = Field(
+        DEFAULT_IMAGE_COLUMN,
+        description="Image column (jsonl / hf / a folder's metadata.jsonl, where the default "
+        "reads 'file_name', as Hugging Face's imagefolder names it).",
+    )
+    caption_column: str = Field(
+        "text", description="Caption column (jsonl / hf / a folder's metadata.jsonl)."
+    )
     split: str = Field(
-        "train",
-        description="Dataset split (hf). With data.generator shapes: 'train' (the train "
+        DEFAULT_SPLIT,
+        description="Dataset split (hf; other data has none to pick, and is refused another "
+        "value). With data.generator shapes: 'train' (the train "
         "prompts) or 'grammar' (the whole grammar, held-out colour-shape pairs included, "
         "never a val prompt).",
     )
@@ -398,6 +445,15 @@ class DataConfig(_PromptSource):
                 f"with data.generator shapes, expected one of {', '.join(SHAPES_SPLITS)} "
                 f"(got {self.split!r})",
             )
+        if self.split != DEFAULT_SPLIT and self.generator == "none" and _check_files(info):
+            # it would pick nothing: only a Hugging Face dataset (or the shapes generator)
+            # has splits
+            unused = _without_splits(self.dataset, self.dataset_type)
+            if unused is not None:
+                raise FieldProblem(
+                    ("split",),
+                    f"only used with a Hugging Face dataset or data.generator: shapes; {unused}",
+                )
         if self.dataset_type != "auto":
             if self.dataset is None:
                 raise FieldProblem(("dataset_type",), "set without data.dataset")

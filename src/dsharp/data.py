@@ -55,7 +55,9 @@ class ImageTextSource(Protocol):
 class FolderSource:
     """Images with same-stem ``.txt`` captions, or a ``metadata.jsonl`` in the folder."""
 
-    def __init__(self, folder: Path, image_column: str = "file_name", caption_column: str = "text"):
+    def __init__(
+        self, folder: Path, image_column: str = "file_name", caption_column: str = "text"
+    ) -> None:
         self.folder = Path(folder)
         meta = self.folder / "metadata.jsonl"
         if meta.exists():
@@ -157,20 +159,12 @@ def open_image_text(
     dataset: str, dataset_type: str, split: str, image_column: str, caption_column: str
 ) -> ImageTextSource:
     """Pick the source for ``data.dataset`` (``auto``: folder, ``.jsonl`` file, else a hub name)."""
+    from dsharp.config import dataset_kind, folder_image_column
+
     path = Path(dataset).expanduser()
-    kind = dataset_type
-    if kind == "auto":
-        kind = (
-            "folder"
-            if path.is_dir()
-            and not (path / "dataset_info.json").exists()
-            and not (path / "dataset_dict.json").exists()
-            else "jsonl"
-            if path.suffix == ".jsonl"
-            else "hf"
-        )
+    kind = dataset_kind(dataset, dataset_type)
     if kind == "folder":
-        return FolderSource(path, caption_column=caption_column)
+        return FolderSource(path, folder_image_column(image_column), caption_column)
     if kind == "jsonl":
         return JsonlSource(path, image_column, caption_column)
     return HFDatasetSource(dataset, split, image_column, caption_column)

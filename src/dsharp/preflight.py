@@ -116,6 +116,41 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
                 source=source,
                 field="method.options.pairs_file",
             )
+    _check_dataset_columns(recipe.data, source)
+
+
+def _check_dataset_columns(data: Any, source: str | None) -> None:
+    """``RecipeError`` when the first row of a local ``.jsonl`` dataset (or of an image
+    folder's ``metadata.jsonl``) lacks the image or caption column the recipe names: read
+    now, since the data opens only after the model has loaded. The rows are checked in
+    full when the data opens."""
+    from dsharp.config import dataset_kind, folder_image_column
+
+    if not data.dataset:
+        return
+    kind = dataset_kind(data.dataset, data.dataset_type)
+    path = Path(data.dataset).expanduser()
+    image_column = data.image_column
+    if kind == "folder":
+        path, image_column = path / "metadata.jsonl", folder_image_column(image_column)
+    if kind not in ("folder", "jsonl") or not path.is_file():
+        return
+    try:
+        with path.open(encoding="utf-8") as lines:
+            lineno, row = next(((n, line) for n, line in enumerate(lines, 1) if line.strip()))
+        row = json.loads(row)
+    except (OSError, UnicodeDecodeError, ValueError, StopIteration):
+        return  # an unreadable file or row: the data's own error names it when it opens
+    if not isinstance(row, dict):
+        return
+    for field, column in (("image_column", image_column), ("caption_column", data.caption_column)):
+        if column not in row:
+            has = ", ".join(repr(str(k)) for k in row)
+            raise RecipeError(
+                f"{path}:{lineno} has no column {column!r} (it has {has})",
+                source=source,
+                field=f"data.{field}",
+            )
 
 
 def check_run_folder(recipe: Any, source: str | None = None) -> None:
