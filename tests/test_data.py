@@ -312,3 +312,23 @@ def test_validate_and_train_refuse_a_folder_s_split_or_missing_column_before_loa
         "column 'file_name' (it has 'img', 'text')"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_of_one_saved_dataset_is_refused_and_of_a_saved_dict_is_kept(tmp_path):
+    """datasets' save_to_disk of one Dataset has no splits (it is read whole); of a
+    DatasetDict, data.split picks one."""
+    datasets = pytest.importorskip("datasets")
+    from dsharp.config import RecipeError, recipe_from_dict
+
+    one = datasets.Dataset.from_dict({"image": ["x.png"], "text": ["a"]})
+    one.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"validation": one}).save_to_disk(str(tmp_path / "dict"))
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    base["method"] = {"name": "sft_sharpening"}
+
+    def data(name: str) -> dict:
+        return {**base, "data": {"dataset": str(tmp_path / name), "split": "validation"}}
+
+    with pytest.raises(RecipeError, match="is one saved dataset without splits, read whole"):
+        recipe_from_dict(data("one"))
+    assert recipe_from_dict(data("dict")).data.split == "validation"
