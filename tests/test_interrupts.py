@@ -220,3 +220,73 @@ def test_no_command_with_plain_output_still_prints_the_help():
     )
     assert done.returncode == 2
     assert (done.stdout + done.stderr).startswith("Usage: dsharp [OPTIONS] COMMAND")
+
+
+def test_the_command_that_continues_a_stopped_run_prints_no_secret(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    """A base_url with credentials in it (the audit's scenario): the printed command shows it
+    redacted, as every message does, and says to give it again."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+    from dsharp.engine import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self, step):
+        metrics = real_step(self, step)
+        if step == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    monkeypatch.setenv("FAKE_KEY", "dummy")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    secret_url = "rewards.0.options.base_url=http://alice:sk-SUPERSECRET123@127.0.0.1:9/v1"
+    reward = ["rewards.0.name=mllm", "rewards.0.on_error=missing", "rewards.0.options.model=x"]
+    reward += ["rewards.0.options.api_key_env=FAKE_KEY", "rewards.0.options.max_retries=0"]
+    reward += ["rewards.0.options.timeout_s=1", secret_url]
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", "train.max_steps=2"]
+    args += ["train.checkpoint_every=0", *reward, f"output_dir={run}", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "SUPERSECRET" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped after step 1 of 2; checkpoint in {run}; continue with: ")
+    assert " 'rewards.0.options.base_url=http://<redacted>@127.0.0.1:9/v1' " in last
+    assert " rewards.0.options.model=x " in last  # the other overrides as given
+    assert last.endswith(
+        "train.resume=latest (secrets are not printed: give rewards.0.options.base_url its "
+        "real value in place of <redacted>)"
+    )
+
+
+def test_the_continue_command_hides_a_secret_inside_a_mapping_or_declared_by_its_reward(
+    monkeypatch,
+):
+    from pathlib import Path
+
+    import dsharp.redaction
+    from dsharp.commands.train import _resume_command
+    from dsharp.config import recipe_from_dict
+
+    monkeypatch.setattr(dsharp.redaction, "declared_secrets", lambda name: frozenset({"auth"}))
+    base = {"model": {"pretrained": "dsharp-mini"}, "rewards": [{"name": "shapes"}]}
+    cfg = recipe_from_dict({**base, "data": {"generator": "shapes"}})
+    overrides = [
+        "rewards.0.options={api_key: sk-SECRET1, model: m}",
+        "rewards.0.options.auth=SECRET2",
+        "train.lr=1e-3",
+        "output_dir=elsewhere",
+    ]
+    command = _resume_command(cfg, Path("r.yaml"), overrides, Path("run"))
+    assert "SECRET" not in command
+    assert command == (
+        "dsharp train r.yaml 'rewards.0.options=<redacted>' 'rewards.0.options.auth=<redacted>' "
+        "train.lr=1e-3 output_dir=run train.resume=latest (secrets are not printed: give "
+        "rewards.0.options, rewards.0.options.auth their real values in place of <redacted>)"
+    )

@@ -112,12 +112,12 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
         if newest is None:
             typer.echo("stopped before any checkpoint was saved", err=True)
         else:
-            again = _resume_command(recipe, overrides, Path(cfg.output_dir))
+            again = _resume_command(cfg, recipe, overrides, Path(cfg.output_dir))
             typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
         raise typer.Exit(130) from None
     except TrainingInterrupted as stopped:
         if not stopped.complete:
-            again = _resume_command(recipe, overrides, stopped.run_dir)
+            again = _resume_command(cfg, recipe, overrides, stopped.run_dir)
             typer.echo(
                 f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
                 f"{stopped.run_dir}; continue with: {again}",
@@ -139,13 +139,13 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             typer.echo(f"training curves: {run_dir / CURVES_PNG}")
         if wants_report(cfg):
             if stopped_at_end:
-                again = _resume_command(recipe, overrides, run_dir)
+                again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130)
             try:
                 report = post_train_report(cfg, run_dir, progress=progress)
             except KeyboardInterrupt:
-                again = _resume_command(recipe, overrides, run_dir)
+                again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130) from None
             typer.echo(report.headline)
@@ -159,13 +159,56 @@ def _report_not_written(run_dir: Path, again: str) -> str:
     )
 
 
-def _resume_command(recipe: Path, overrides: list[str], run_dir: Path) -> str:
-    """The command that continues an interrupted run in the same folder."""
+def _resume_command(cfg: Recipe, recipe: Path, overrides: list[str], run_dir: Path) -> str:
+    """The command that continues an interrupted run in the same folder. An override that
+    holds a secret (a key, credentials in a URL) is shown redacted, as every message shows
+    it, and the command says which ones to pass again with their real values."""
     import shlex
 
+    from dsharp.redaction import REDACTED, sensitive_setting, shown_setting
+
     kept = [o for o in overrides if not o.startswith(("train.resume=", "output_dir="))]
-    args = ["dsharp", "train", str(recipe), *kept, f"output_dir={run_dir}", "train.resume=latest"]
-    return shlex.join(args)
+    shown, hidden = [], []
+    for override in kept:
+        if sensitive_setting(override) or _holds_secret(cfg, override):
+            key = override.partition("=")[0].strip()
+            as_shown = shown_setting(override)
+            shown.append(as_shown if as_shown != override else f"{key}={REDACTED}")
+            hidden.append(key)
+        else:
+            shown.append(override)
+    args = ["dsharp", "train", str(recipe), *shown, f"output_dir={run_dir}", "train.resume=latest"]
+    command = shlex.join(args)
+    if hidden:
+        values = "its real value" if len(hidden) == 1 else "their real values"
+        command += (
+            f" (secrets are not printed: give {', '.join(hidden)} {values} in place of {REDACTED})"
+        )
+    return command
+
+
+def _holds_secret(cfg: Recipe, override: str) -> bool:
+    """Whether an override's value holds a secret that its key alone does not show: a
+    mapping given whole (``rewards.0.options={api_key: ...}``), or an option its reward
+    declares secret (``RewardInfo.secret_options``)."""
+    import yaml
+
+    from dsharp.redaction import declared_secrets, redact_options
+
+    key, _, raw = override.partition("=")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return False
+    declared: frozenset[str] = frozenset()
+    section = parts[1:] if parts[0] == "eval" else parts
+    specs = (cfg.eval.rewards or []) if parts[0] == "eval" else cfg.rewards
+    index = int(section[1]) if len(section) > 1 and section[1].isdigit() else len(specs)
+    if section[:1] == ["rewards"] and index < len(specs):
+        declared = declared_secrets(specs[index].name)
+    tree = {parts[-1]: value}
+    return redact_options(tree, declared) != tree
 
 
 def _plan_line(cfg: Recipe) -> str:
