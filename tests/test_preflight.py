@@ -88,6 +88,11 @@ def _validate(recipe: Path, *overrides: str):
         ),
         (ITERPO, "rewards.0.options.tau=abc", "shapes_soft reward option 'tau' must be a number"),
         (ITERPO, "rewards.0.options.judge_shapes=2", "'judge_shapes' must be true or false"),
+        (
+            QUICKSTART,
+            ("train.optimizer=sgd", "train.adam_beta2=0.5"),
+            "train.adam_beta2: only used with train.optimizer adamw or adamw8bit, not sgd",
+        ),
         (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
@@ -129,6 +134,38 @@ def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch,
         "CUDA GPU; use bf16 or no on CPU"
     )
     assert _validate(QUICKSTART, "train.mixed_precision=bf16").stderr == ""
+
+
+def test_a_tracker_whose_package_is_missing_is_noted_by_validate_and_refused_before_loading(
+    monkeypatch, tmp_path
+):
+    """accelerate drops a tracker it cannot import with a warning, and the run logs nothing
+    to it: train refuses it before the model loads, as it does adamw8bit without
+    bitsandbytes."""
+    from accelerate import tracking
+
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the trackers were checked")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+    monkeypatch.setattr(tracking, "get_available_trackers", lambda: [])  # none installed
+    monkeypatch.chdir(tmp_path)
+    why = (
+        "train.trackers: wandb needs its package, which is not installed (pip install wandb); "
+        "accelerate would log nothing to it"
+    )
+    result = _validate(QUICKSTART, "train.trackers=[wandb]")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"note: train would refuse it on this machine: {why}"
+    run = tmp_path / "run"
+    args = ["train", str(QUICKSTART), "train.trackers=[wandb]", f"output_dir={run}"]
+    train = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert train.exit_code == 1, train.output
+    assert train.stderr.strip() == f"error: {why}"
+    assert not (run / "checkpoints").exists()
+    assert _validate(QUICKSTART).stderr == ""  # no tracker asked for: nothing to say
 
 
 def test_the_shipped_recipes_still_validate():

@@ -520,6 +520,18 @@ class TrainConfig(_Section):
         return value
 
     @model_validator(mode="after")
+    def _adam_settings_need_adam(self, info: ValidationInfo) -> TrainConfig:
+        # SGD takes none of them: set, they would be saved with the run but never used. (A
+        # finished run's saved recipe is read as it was.)
+        if self.optimizer == "sgd" and _check_files(info):
+            for name in ("adam_beta1", "adam_beta2", "adam_eps"):
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    raise FieldProblem(
+                        (name,), "only used with train.optimizer adamw or adamw8bit, not sgd"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:
         if self.warmup_steps > self.max_steps:
             raise FieldProblem(

@@ -198,6 +198,28 @@ def check_runtime(recipe: Any) -> None:
             raise ValueError(
                 "train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)"
             ) from None
+    missing = missing_trackers(train.trackers)
+    if missing:
+        name = missing[0]
+        raise ValueError(
+            f"train.trackers: {name} needs its package, which is not installed "
+            f"(pip install {_TRACKER_PACKAGES.get(name, name)}); accelerate would log nothing to it"
+        )
+
+
+#: What to install for each tracker (accelerate's tensorboard tracker also takes tensorboardX).
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def missing_trackers(trackers: list[str]) -> list[str]:
+    """The trackers of ``trackers`` that accelerate would leave out here (their package is not
+    installed): it drops them with a warning and the run logs nothing to them."""
+    if not trackers:
+        return []
+    from accelerate import tracking
+
+    available = {str(t) for t in tracking.get_available_trackers()}
+    return [name for name in trackers if name not in available]
 
 
 def _check_model_name(pretrained: str) -> None:
