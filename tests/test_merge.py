@@ -244,3 +244,56 @@ def test_a_run_saved_with_a_relative_model_folder_merges_with_one_saved_absolute
     from dsharp.builders import load_run_model
 
     assert load_run_model(merged)[0].family == "sd"
+
+
+def test_a_merged_folder_records_its_runs_absolutely_and_is_no_run_to_resume(
+    runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It holds merged weights without optimizer or scheduler state: resuming it (or branching
+    from it) is refused before any model loads, saying how to train from its weights."""
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.chdir(runs[0].parent)
+    result = CliRunner().invoke(app, ["merge", runs[0].name, runs[1].name, "--out", "m"])
+    assert result.exit_code == 0, result.output
+    out = runs[0].parent / "m"
+    try:
+        checkpoints = [str(r.resolve() / "checkpoints" / "step-000002") for r in runs[:2]]
+        record = json.loads((out / "merge.json").read_text())
+        assert [r["checkpoint"] for r in record["runs"]] == checkpoints
+        state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+        assert state["merged_from"] == checkpoints
+
+        monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+        recipe = load_recipe(out / "recipe.yaml")  # the merged runs' own recipe
+        save_recipe(recipe, tmp_path / "recipe.yaml")
+        train = ["train", str(tmp_path / "recipe.yaml"), "--no-progress"]
+        merged = Path("m") / "checkpoints" / "step-000002"
+        why = (
+            f"train.resume: {merged} holds merged weights only (dsharp merge wrote it, without "
+            "the optimizer and scheduler state a run continues from): to train from them, copy "
+            f"the base model's diffusers folder, put {merged / 'model' / 'unet'} in place of its "
+            "unet folder, and start a new run with model.pretrained set to that copy"
+        )
+        for extra in (
+            ["output_dir=m", "train.resume=latest", "train.max_steps=6"],
+            [f"output_dir={tmp_path / 'branch'}", f"train.resume={merged}"],
+        ):
+            result = CliRunner().invoke(app, [*train, *extra])
+            assert result.exit_code == 2, result.output
+            lines = result.stderr.strip().splitlines()
+            assert lines == [f"recipe error: {tmp_path / 'recipe.yaml'}: {why}"], result.stderr
+        result = CliRunner().invoke(app, [*train, "output_dir=m", "train.max_steps=6"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().endswith(
+            "output_dir: m holds a merged model (dsharp merge), not a run to train on: choose "
+            "another output_dir (or delete this one) to start over"
+        )
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+    finally:
+        import shutil
+
+        shutil.rmtree(out)  # the runs fixture's folder is shared by the module's tests

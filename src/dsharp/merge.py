@@ -188,7 +188,8 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
         recipe = sources[0].recipe.model_copy(deep=True)  # its base named as new runs name it
         recipe.model.pretrained = _base_model(sources[0])["pretrained"]
         atomic_write_text(tmp / "recipe.yaml", recipe_to_yaml(recipe))
-        merged_from = [str(s.checkpoint) for s in sources]
+        # absolute: the record must name the runs wherever it is read from
+        merged_from = [str(s.checkpoint.resolve()) for s in sources]
         atomic_write_json(
             ckpt / "trainer_state.json",
             {"step": step, "method": sources[0].recipe.method.name, "merged_from": merged_from},
@@ -198,7 +199,10 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
             {
                 "scale": scale,
                 "base_model": recipe.model.pretrained,
-                "runs": [{"checkpoint": str(s.checkpoint), "step": s.step} for s in sources],
+                "runs": [
+                    {"checkpoint": path, "step": s.step}
+                    for path, s in zip(merged_from, sources, strict=True)
+                ],
             },
         )
     return sources

@@ -38,6 +38,31 @@ def planned_resume(recipe: Any) -> Path | None:
     return resume_from
 
 
+#: What ``dsharp merge`` writes beside its one checkpoint (see :mod:`dsharp.merge`).
+MERGE_JSON = "merge.json"
+
+
+def merged_weights_only(checkpoint: Path) -> bool:
+    """Whether a checkpoint is one that ``dsharp merge`` wrote: merged UNet weights without
+    the optimizer, scheduler and RNG state a run continues from."""
+    if (ckpts.run_dir_of(checkpoint) / MERGE_JSON).is_file():
+        return True
+    try:
+        return "merged_from" in ckpts.read_trainer_state(checkpoint)
+    except (OSError, ValueError):
+        return False
+
+
+def _merged_refusal(checkpoint: Path) -> str:
+    """Why no run resumes from a merged checkpoint, and how to train from its weights."""
+    return (
+        f"train.resume: {checkpoint} holds merged weights only (dsharp merge wrote it, without "
+        "the optimizer and scheduler state a run continues from): to train from them, copy the "
+        f"base model's diffusers folder, put {Path(checkpoint) / 'model' / 'unet'} in place of "
+        "its unet folder, and start a new run with model.pretrained set to that copy"
+    )
+
+
 def _occupied(recipe: Any) -> str:
     """Why a fresh run of ``recipe`` may not start in its ``output_dir``, which holds a run's
     checkpoints, and what to do instead: continue that run, when it is this recipe's (train it
@@ -47,6 +72,11 @@ def _occupied(recipe: Any) -> str:
     run_dir = Path(recipe.output_dir)
     latest = ckpts.latest_checkpoint(run_dir)
     start_over = "choose another output_dir (or delete this one) to start over"
+    if latest is not None and merged_weights_only(latest):
+        return (
+            f"output_dir: {run_dir} holds a merged model (dsharp merge), not a run to train "
+            f"on: {start_over}"
+        )
     try:
         step = ckpts.checkpoint_step(latest) or 0
     except ValueError:  # a damaged trainer_state.json: the folder is taken all the same
@@ -119,9 +149,12 @@ def _first_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | 
 def check_resume(recipe: Any, checkpoint: Path) -> None:
     """``ValueError`` when resuming ``recipe`` from ``checkpoint`` would not continue the run
     that wrote it: a recipe that differs from the run's saved one outside
-    :data:`RESUMABLE_CHANGES`, or a checkpoint already past ``train.max_steps``."""
+    :data:`RESUMABLE_CHANGES`, a checkpoint already past ``train.max_steps``, or one that
+    ``dsharp merge`` wrote (weights only)."""
     from dsharp.recipe_diff import saved_recipe_data
 
+    if merged_weights_only(checkpoint):
+        raise ValueError(_merged_refusal(checkpoint))
     step = ckpts.checkpoint_step(checkpoint) or 0
     if step > recipe.train.max_steps:
         raise ValueError(
