@@ -486,7 +486,12 @@ class TrainConfig(_Section):
     lr_scheduler: Literal["constant", "cosine", "linear"] = Field(
         "constant", description="Learning-rate schedule after warmup."
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Linear warmup steps: step k <= W trains at lr x (k-1)/W, so the first "
+        "step's rate is 0 and changes no weight (diffusers' convention).",
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="Autocast precision of the trained model (accelerate)."
     )
