@@ -86,7 +86,13 @@ def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, fam
         folder = run / "checkpoints" / name
         state = json.loads((folder / "trainer_state.json").read_text())
         evals = rows[step - 1]["reward_evals"]  # the budget spent so far, kept for resume
-        assert state == {"step": step, "seed": 0, "method": method, "reward_evals": evals}
+        assert state == {
+            "step": step,
+            "seed": 0,
+            "method": method,
+            "reward_evals": evals,
+            "max_steps": 2,  # the length the LR schedule is laid out over
+        }
         assert (folder / "model" / "unet" / "config.json").is_file()
         assert (folder / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
         assert (folder / "optimizer.bin").is_file() and (folder / "scheduler.bin").is_file()
