@@ -254,7 +254,7 @@ def test_a_folder_s_metadata_is_read_at_the_recipe_s_image_column(tmp_path):
 
 def test_a_split_of_data_without_splits_is_refused_in_one_line(tmp_path, monkeypatch):
     """data.split picks a split of a Hugging Face dataset (or the shapes prompts); of an image
-    folder, a .jsonl file or a prompt list it would pick nothing, silently: refused."""
+    folder or a .jsonl file it would pick nothing, silently: refused."""
     from dsharp.config import RecipeError, recipe_from_dict
 
     monkeypatch.chdir(tmp_path)
@@ -267,7 +267,6 @@ def test_a_split_of_data_without_splits_is_refused_in_one_line(tmp_path, monkeyp
         ({**sft, "data": {"dataset": "ds"}}, "data.dataset ds is an image folder, read whole"),
         ({**sft, "data": {"dataset": str(folder), "dataset_type": "folder"}}, "image folder"),
         ({**sft, "data": {"dataset": "rows.jsonl"}}, "data.dataset rows.jsonl is a .jsonl file"),
-        ({**base, "data": {"prompts": ["a red circle"]}}, "no data.dataset (the method's prompts"),
     ]:
         assert recipe_from_dict(recipe).data.split == "train"  # the default: nothing to refuse
         data = {**recipe["data"], "split": "validation"}
@@ -278,6 +277,9 @@ def test_a_split_of_data_without_splits_is_refused_in_one_line(tmp_path, monkeyp
         assert "\n" not in str(err.value)
     hub = recipe_from_dict({**sft, "data": {"dataset": "someone/images", "split": "validation"}})
     assert hub.data.split == "validation"
+    # a prompt list keeps a recipe's split unused (quickstart's, with data.generator=none)
+    prompts = {**base, "data": {"prompts": ["a red circle"], "split": "grammar"}}
+    assert recipe_from_dict(prompts).data.split == "grammar"
 
 
 def test_validate_and_train_refuse_a_folder_s_split_or_missing_column_before_loading(

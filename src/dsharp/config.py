@@ -349,11 +349,9 @@ def dataset_kind(dataset: str, dataset_type: str = "auto") -> str:
     return "jsonl" if path.suffix == ".jsonl" else "hf"
 
 
-def _without_splits(dataset: str | None, dataset_type: str) -> str | None:
+def _without_splits(dataset: str, dataset_type: str) -> str | None:
     """What ``data.dataset`` is when it has no splits for ``data.split`` to pick from (it is
     read whole), else None."""
-    if dataset is None:
-        return "no data.dataset (the method's prompts are read whole)"
     kind = dataset_kind(dataset, dataset_type)
     if kind == "folder":
         return f"data.dataset {dataset} is an image folder, read whole"
@@ -384,8 +382,8 @@ class DataConfig(_PromptSource):
     )
     split: str = Field(
         DEFAULT_SPLIT,
-        description="Dataset split (hf; other data has none to pick, and is refused another "
-        "value). With data.generator shapes: 'train' (the train "
+        description="Dataset split (hf; an image folder or .jsonl file has none, and is "
+        "refused another value). With data.generator shapes: 'train' (the train "
         "prompts) or 'grammar' (the whole grammar, held-out colour-shape pairs included, "
         "never a val prompt).",
     )
@@ -445,9 +443,10 @@ class DataConfig(_PromptSource):
                 f"with data.generator shapes, expected one of {', '.join(SHAPES_SPLITS)} "
                 f"(got {self.split!r})",
             )
-        if self.split != DEFAULT_SPLIT and self.generator == "none" and _check_files(info):
+        if self.split != DEFAULT_SPLIT and self.dataset is not None and _check_files(info):
             # it would pick nothing: only a Hugging Face dataset (or the shapes generator)
-            # has splits
+            # has splits. (Prompt lists keep a recipe's split unused, as the shipped
+            # quickstart's with data.generator=none.)
             unused = _without_splits(self.dataset, self.dataset_type)
             if unused is not None:
                 raise FieldProblem(
