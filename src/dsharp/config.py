@@ -331,8 +331,8 @@ FOLDER_IMAGE_COLUMN = "file_name"
 
 
 def folder_image_column(image_column: str) -> str:
-    """The image column of a folder's ``metadata.jsonl``: ``data.image_column``, where the
-    recipe leaves it at its default ``file_name`` (Hugging Face imagefolder's name)."""
+    """The image column of a folder's ``metadata.jsonl``: ``data.image_column``, or
+    ``file_name`` (Hugging Face imagefolder's name) where the recipe leaves it at its default."""
     return FOLDER_IMAGE_COLUMN if image_column == DEFAULT_IMAGE_COLUMN else image_column
 
 
