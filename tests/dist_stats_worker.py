@@ -16,12 +16,16 @@ from dsharp.methods.prompt_stats import PromptStatTracker
 
 def main() -> None:
     out = Path(sys.argv[1])
-    rank = PartialState(cpu=True).process_index  # as the engine's Accelerator starts it
+    state = PartialState(cpu=True)  # as the engine's Accelerator starts it
+    rank = state.process_index
     tracker = PromptStatTracker(buffer_size=8, min_count=4)
     rewards = torch.tensor([1.0, 3.0]) if rank == 0 else torch.tensor([5.0, 7.0])
     advantages = tracker.advantages(rewards, ["a", "a"]).tolist()
     report = {"advantages": advantages, "state": tracker.state_dict()}
     (out / f"stats{rank}.json").write_text(json.dumps(report))
+    # leave together: a process that exits while the other still talks to it aborts
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":
