@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dsharp.models import Conditioning, DiffusionModel, load_model, loading
+from spying import record_calls
 
 PROMPTS = ["a red cube", "the cat on a mat"]
 
@@ -262,17 +263,11 @@ def test_online_samples_step_along_the_schedule(tmp_path, monkeypatch, spacing, 
 
     model = load_model(str(_save_pixel_space_model(tmp_path / "mini")))
     cond = model.encode_prompt(["a red circle"], 16, 16)
-    pairs: list[tuple[int, int]] = []
-    real_step = online.ddim_step
-
-    def recording(tables, x, eps, t, t_prev, **kwargs):
-        pairs.append((int(t[0]), int(t_prev[0])))
-        return real_step(tables, x, eps, t, t_prev, **kwargs)
-
-    monkeypatch.setattr(online, "ddim_step", recording)
+    calls = record_calls(monkeypatch, online, "ddim_step")
     x = online.generate_latents(
         model, cond, steps=steps, guidance=1.0, height=16, width=16, timestep_spacing=spacing
     )
+    pairs = [(int(c.args[3][0]), int(c.args[4][0])) for c in calls]  # (t, t_prev)
     schedule = [int(t) for t in inference_timesteps(model.scheduler, steps, spacing)]
     assert pairs == list(zip(schedule, [*schedule[1:], -1], strict=True))
     assert any(t - 1000 // steps != t_prev for t, t_prev in pairs[:-1])  # the rule would miss

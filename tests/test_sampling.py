@@ -23,6 +23,7 @@ from dsharp.sampling import (
     v_target,
 )
 from dsharp.testing.tiny import make_tiny_scheduler
+from spying import record_calls
 
 PROMPTS = ["a photo of a red cube", "two cats on a blue sofa"]
 SEED = 1234
@@ -288,15 +289,9 @@ def test_sample_steps_along_a_linspace_schedule(sd_model, monkeypatch):
 
     linspace = DDIMScheduler.from_config(sd_model.scheduler.config, timestep_spacing="linspace")
     monkeypatch.setattr(sd_model, "scheduler", linspace)
-    pairs: list[tuple[int, int]] = []
-    real_step = sampling.ddim_step
-
-    def recording(tables, x, eps, t, t_prev, **kwargs):
-        pairs.append((int(t[0]), int(t_prev[0])))
-        return real_step(tables, x, eps, t, t_prev, **kwargs)
-
-    monkeypatch.setattr(sampling, "ddim_step", recording)
+    steps = record_calls(monkeypatch, sampling, "ddim_step")
     images = sample(sd_model, PROMPTS, seeds=[1, 2], steps=7, guidance=1.0, height=64, width=64)
+    pairs = [(int(c.args[3][0]), int(c.args[4][0])) for c in steps]  # (t, t_prev)
     schedule = inference_timesteps(linspace, 7).tolist()
     assert schedule[:2] == [999, 832]
     assert pairs == list(zip(schedule, [*schedule[1:], -1], strict=True))
