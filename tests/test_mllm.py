@@ -413,6 +413,67 @@ def test_cache_makes_rescoring_free(server: GraderServer, tmp_path: Path) -> Non
         other.close()
 
 
+def test_a_grade_made_under_other_request_settings_is_not_reused(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    batch, prompts = images(1), ["a red cube"]
+    score(grader(server, tmp_path), batch, prompts)
+    changes: list[dict[str, Any]] = [
+        {"temperature": 1.0},
+        {"max_tokens": 300},
+        {"extra_body": {"top_k": 5}},
+        {"extra_body": {"temperature": 1.0}},  # a server-side field that changes the answer
+        {"extra_body": {"nested": {"a": 1, "b": [1, 2]}}},
+        {"structured_output": "json_object"},
+        {"image_format": "jpeg"},
+    ]
+    for changed in changes:
+        sent = len(server.requests)
+        _, info = score(grader(server, tmp_path, **changed), batch, prompts)
+        assert (info["cached"], len(server.requests)) == (0, sent + 1), changed
+        _, info = score(grader(server, tmp_path, **changed), batch, prompts)  # its own: cached
+        assert (info["cached"], len(server.requests)) == (1, sent + 1), changed
+    sent = len(server.requests)
+    # extra_body is keyed canonically: the order of its keys does not matter
+    reordered = {"nested": {"b": [1, 2], "a": 1}}
+    assert score(grader(server, tmp_path, extra_body=reordered), batch, prompts)[1]["cached"] == 1
+    # credentials in base_url are not part of the key (who asks does not change the grade)
+    with_user = server.url.replace("http://", "http://alice:pw-123456@")
+    assert score(grader(server, tmp_path, base_url=with_user), batch, prompts)[1]["cached"] == 1
+    assert len(server.requests) == sent
+    assert b"pw-123456" not in (tmp_path / "grades.sqlite").read_bytes()
+
+
+def test_a_cache_written_with_the_old_key_form_misses_without_error(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    import hashlib
+    import sqlite3
+
+    from dsharp.rewards.mllm import _pixel_hash
+
+    batch = images(1)
+    old = json.dumps(  # the key before temperature & co. were in it
+        [
+            TEMPLATE_VERSION,
+            "test-vlm",
+            "png",
+            "a red cube",
+            _pixel_hash(batch.pil[0]),
+            server.url + "/",
+        ]
+    )
+    GradeCache(tmp_path / "grades.sqlite")
+    with sqlite3.connect(tmp_path / "grades.sqlite") as db:
+        row = (hashlib.sha256(old.encode()).hexdigest(), "test-vlm", TEMPLATE_VERSION)
+        db.execute(
+            "INSERT INTO grades VALUES (?, ?, ?, ?, 0)",
+            (*row, json.dumps(parse_grade(grade_json(1.0)))),
+        )
+    scores, info = score(grader(server, tmp_path), batch, ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8]) and info["cached"] == 0
+
+
 def test_failures_are_not_cached_and_duplicates_cost_one_request(
     server: GraderServer, tmp_path: Path
 ) -> None:

@@ -11,8 +11,10 @@ are off, and this module retries 408/409/429/5xx, timeouts, connection errors an
 replies with exponential backoff. Structured output (``json_schema``) is used where the
 server accepts it; otherwise the JSON is dug out of the free text. A sample that still
 fails raises :class:`RewardError`, or, with ``on_error: missing``, scores NaN and is
-counted: a score is never invented. Grades are cached in SQLite (:mod:`.mllm_cache`); the
-rubric, request schema and reply parser are in :mod:`.mllm_rubric`.
+counted: a score is never invented. Grades are cached in SQLite (:mod:`.mllm_cache`), keyed
+on the image, the prompt and every setting that changes the request (model, server, rubric,
+``temperature``, ``max_tokens``, ``extra_body``, ...); the rubric, request schema and reply
+parser are in :mod:`.mllm_rubric`.
 
 The API key is read from the environment variable named by ``api_key_env`` and never
 appears in logs, ``info``, the cache or error messages (every outgoing text is scrubbed).
@@ -34,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError, RewardImages
@@ -44,6 +46,7 @@ from dsharp.rewards.mllm_rubric import (
     TEMPLATE_VERSION,
     GradeParseError,
     build_messages,
+    grade_schema,
     parse_grade,
     response_format,
 )
@@ -90,6 +93,16 @@ def _secrets(key: str, base_url: str) -> tuple[str, ...]:
         sent = base64.b64encode(f"{user}:{password}".encode()).decode()
         found += [sent, sent.rstrip("=")]
     return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _server_identity(base_url: str) -> str:
+    """``base_url`` as part of a cache key: without its credentials (who asks does not change
+    the grade, and no password goes into a key) and without a trailing slash."""
+    if not base_url:
+        return ""
+    parts = urlsplit(base_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def _snippet(text: str | None, limit: int = 80) -> str:
@@ -176,6 +189,24 @@ class MLLMGrader:
         auto = settings.structured_output == "auto"  # start with the best, fall back on 400
         self._mode = "json_schema" if auto else settings.structured_output
         self._mode_lock = threading.Lock()
+        self._key_request = self._cache_identity()
+
+    def _cache_identity(self) -> dict[str, Any]:
+        """Everything but the image and the prompt that shapes a request or its answer: a
+        grade made under other settings (another temperature, ``extra_body``...) must miss."""
+        s = self.settings
+        return {
+            "template": TEMPLATE_VERSION,
+            "messages": build_messages("<prompt>", "<image>"),  # the rubric's text itself
+            "schema": grade_schema(),
+            "model": s.model,
+            "server": _server_identity(str(getattr(self._client, "base_url", "") or "")),
+            "image_format": s.image_format,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "extra_body": s.extra_body,
+            "structured_output": s.structured_output,
+        }
 
     def __repr__(self) -> str:  # never the key, never the client (which holds it)
         return f"MLLMGrader(model={self.settings.model!r}, structured_output={self._mode!r})"
@@ -317,9 +348,8 @@ class MLLMGrader:
         if len(prompts) != batch:
             raise RewardError(f"mllm: got {batch} images but {len(prompts)} prompts")
         pils = images.pil
-        server = str(getattr(self._client, "base_url", "") or "")
         keys = [
-            grade_key(_pixel_hash(im), str(p), s.model, s.image_format, TEMPLATE_VERSION, server)
+            grade_key(_pixel_hash(im), str(p), self._key_request)
             for im, p in zip(pils, prompts, strict=True)
         ]
         cached = self._cache.get_many(keys) if self._cache is not None else {}

@@ -1,10 +1,14 @@
 """A persistent SQLite cache of MLLM grades, so re-scoring an image costs nothing.
 
-A grade is keyed by the image's pixel hash, the prompt, the grader model, the image format
-sent and the prompt-template version (:func:`grade_key`). Only successful grades are
-stored, never a failure, and never anything about the server or its key. The file is
+A grade is keyed by the image's pixel hash, the prompt and everything else that shapes the
+request or its answer: the grader model, the server (its URL without credentials), the rubric
+text and template version, the image format, ``temperature``, ``max_tokens``, ``extra_body``
+and the structured-output setting (:func:`grade_key`). The key is a SHA-256 of these, so
+none of them is stored in clear; a key written by an older dsharp simply misses. Only
+successful grades are stored, never a failure, and never the server's key. The file is
 opened per batch from the calling thread, in WAL mode with a busy timeout, so that several
-processes (one per GPU) can share it.
+processes (one per GPU) can share it; the grader carries on without it when it cannot be
+read or written (:class:`sqlite3.Error`, :class:`OSError`).
 """
 
 from __future__ import annotations
@@ -38,17 +42,23 @@ def default_cache_path() -> Path:
     return cache_root() / CACHE_FILE
 
 
-def grade_key(
-    image_hash: str, prompt: str, model: str, image_format: str, template: str, server: str = ""
-) -> str:
-    """A stable hex key for one grade request (JSON-encoded so no field can bleed into another).
+KEY_VERSION = 2  # the form of the key; 1 (before temperature etc. were in it) never matches
 
-    ``server`` (the base URL) is part of it: local servers often all call their model
+
+def grade_key(image_hash: str, prompt: str, request: Mapping[str, Any]) -> str:
+    """A stable hex key for one grade request: the image's pixel hash, the prompt, and
+    ``request``, every other field that can change what the grader answers (JSON-able; dumped
+    with sorted keys, so a mapping's order does not matter and no field can bleed into another).
+
+    The server's URL belongs in ``request``: local servers often all call their model
     ``default``, and one server's grades must not answer for another's."""
-    fields = [template, model, image_format, prompt, image_hash]
-    if server:
-        fields.append(server)
-    payload = json.dumps(fields, ensure_ascii=False)
+    payload = json.dumps(
+        {"key": KEY_VERSION, "image": image_hash, "prompt": prompt, "request": request},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
