@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ class Reply:
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     html: str | None = None  # a web page instead of JSON (a base_url that is no API)
+    trickle_s: float = 0.0  # send the body in 10 pieces, this long apart (a slow proxy)
 
 
 def grade_json(overall: float, aspect: float = 7.0) -> str:
@@ -146,7 +148,14 @@ class GraderServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if not reply.trickle_s:
+                    self.wfile.write(data)
+                    return
+                piece = len(data) // 10 + 1
+                for start in range(0, len(data), piece):
+                    self.wfile.write(data[start : start + piece])
+                    self.wfile.flush()
+                    server.release.wait(reply.trickle_s)
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
@@ -349,6 +358,76 @@ def test_a_server_slower_than_the_timeout(server: GraderServer, tmp_path: Path) 
     with pytest.raises(RewardError, match=r"no reply within timeout_s=0.2 \(after 2 attempts\)"):
         score(reward, images(1), ["a red cube"])
     assert len(server.requests) == 2
+
+
+def test_timeout_s_bounds_the_whole_reply_not_each_read(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    # every piece comes well within timeout_s (httpx's read timeout); the whole reply does not
+    server.responder = lambda body, n: Reply(content=grade_json(5.0), trickle_s=0.3)
+    reward = grader(server, tmp_path, timeout_s=1.0, max_retries=0, cache_path="none")
+    with pytest.raises(RewardError, match=r"no reply within timeout_s=1 \(after 1 attempt\)"):
+        score(reward, images(1), ["a red cube"])
+    assert len(server.requests) == 1
+
+
+def _signal_main_when(ready: Callable[[], bool], signum: int) -> threading.Thread:
+    """A thread that sends ``signum`` to the main thread once ``ready()`` (as Ctrl-C or a
+    scheduler's SIGTERM would arrive); it sends nothing if that never happens."""
+
+    def watch() -> None:
+        for _ in range(3000):
+            if ready():
+                signal.pthread_kill(threading.main_thread().ident, signum)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _join_grader_threads() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("dsharp-mllm"):
+            thread.join(timeout=30)
+
+
+def test_sigterm_stops_the_batch_without_waiting_for_replies_in_flight(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    from dsharp.cli import _stop  # the CLI's SIGTERM: a KeyboardInterrupt in the main thread
+
+    server.responder = lambda body, n: Reply(content=grade_json(5.0), delay_s=5.0)
+    reward = grader(server, tmp_path, max_concurrency=2, max_retries=3, cache_path="none")
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        watcher = _signal_main_when(lambda: server.in_flight == 2, signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            score(reward, images(4), ["a red cube", "a blue ball", "a green cone", "a red cube"])
+        held = server.in_flight  # the server still holds both replies: nobody waited for them
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    server.release.set()  # the held replies go out; the threads that sent them end
+    _join_grader_threads()
+    assert held == 2
+    assert len(server.requests) == 2  # the other two images were never sent
+
+
+def test_ctrl_c_ends_a_backoff_wait_and_no_retry_follows(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    server.responder = lambda body, n: Reply(503)
+    reward = grader(server, tmp_path, max_retries=1, backoff_s=5.0, cache_path="none")
+    watcher = _signal_main_when(
+        lambda: len(server.requests) == 1 and server.in_flight == 0, signal.SIGINT
+    )
+    with pytest.raises(KeyboardInterrupt):
+        score(reward, images(1), ["a red cube"])
+    watcher.join()
+    _join_grader_threads()
+    assert len(server.requests) == 1  # the retry due after the backoff never went out
 
 
 def test_auto_structured_output_falls_back_when_the_server_rejects_it(

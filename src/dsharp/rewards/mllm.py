@@ -8,7 +8,12 @@ and token counts go to ``info``.
 
 Robustness is explicit rather than left to the client: the ``openai`` client's own retries
 are off, and this module retries 408/409/429/5xx, timeouts, connection errors and unusable
-replies with exponential backoff. Structured output (``json_schema``) is used where the
+replies with exponential backoff. ``timeout_s`` bounds each attempt as a whole (httpx's own
+timeout only bounds each read, so a server that trickles its reply would not end it): the
+request runs in a daemon thread that the attempt stops waiting for at the deadline. An
+interrupt (Ctrl-C, or the CLI's SIGTERM, both a ``KeyboardInterrupt``) stops the batch at
+once: no new request or retry starts, backoff waits end, and requests in flight are left to
+end on their own in the background. Structured output (``json_schema``) is used where the
 server accepts it; otherwise the JSON is dug out of the free text. A sample that still
 fails raises :class:`RewardError`, or, with ``on_error: missing``, scores NaN and is
 counted: a score is never invented. Grades are cached in SQLite (:mod:`.mllm_cache`), keyed
@@ -23,6 +28,7 @@ appears in logs, ``info``, the cache or error messages (every outgoing text is s
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import inspect
 import io
@@ -32,7 +38,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -62,6 +69,7 @@ STRUCTURED_MODES = ("auto", "json_schema", "json_object", "none")
 _FALLBACK = {"json_schema": "json_object", "json_object": "none"}  # what 'auto' tries next
 _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 _RETRY_AFTER_CAP_S = 60.0
+_POLL_S = 0.05  # how often a wait for a reply looks at its deadline and at an interrupt
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -139,6 +147,46 @@ def _data_url(image: Image.Image, image_format: str) -> str:
         image.save(buffer, format="PNG")
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f"data:image/{image_format};base64,{encoded}"
+
+
+class _PastDeadline(Exception):
+    """An attempt that had no complete reply within ``timeout_s``."""
+
+
+class _Aborted(Exception):
+    """An attempt given up because the batch was interrupted."""
+
+
+def _call_within(call: Callable[[], Any], timeout_s: float, abort: threading.Event) -> Any:
+    """``call()``'s result (or its exception), given up with :class:`_PastDeadline` once
+    ``timeout_s`` has passed, or with :class:`_Aborted` as soon as ``abort`` is set.
+
+    It runs in a daemon thread because neither can be had from httpx: its timeout is per read
+    (a server that sends a byte now and then never trips it) and a blocking read cannot be
+    interrupted. A request given up on ends on its own (httpx's timeouts, or the reply) in the
+    background, and never keeps the process from exiting."""
+    done = threading.Event()
+    result: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            result.append((True, call()))
+        except BaseException as e:  # handed to the waiting thread, which raises it
+            result.append((False, e))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="dsharp-mllm-request", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
+        if abort.is_set():
+            raise _Aborted
+        if time.monotonic() >= deadline:
+            raise _PastDeadline
+    ok, value = result[0]
+    if ok:
+        return value
+    raise value
 
 
 @dataclass
@@ -237,23 +285,40 @@ class MLLMGrader:
         text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
         return f"HTTP {error.status_code} from the server: {_snippet(text, 160)}"
 
-    def _grade_one(self, prompt: str, image: Image.Image, stop: threading.Event) -> _Outcome:
-        """Grade one image, retrying what a retry can fix; never raises."""
+    def _grade_one(
+        self,
+        prompt: str,
+        image: Image.Image,
+        stop: threading.Event,
+        abort: threading.Event | None = None,
+    ) -> _Outcome:
+        """Grade one image, retrying what a retry can fix; never raises. Once ``stop`` is set
+        no attempt starts and a backoff wait ends; once ``abort`` is, the reply in flight is
+        no longer waited for."""
         import openai
 
         s, out = self.settings, _Outcome()
+        abort = abort if abort is not None else threading.Event()
         data_url = _data_url(image, s.image_format)
         mode, failures = self._mode, 0
         while True:
+            if abort.is_set():
+                out.error = "stopped: the batch was interrupted"
+                return out
             if stop.is_set():
                 out.error = "not attempted: another sample had already failed"
                 return out
             out.requests += 1
             retry_after = 0.0
             try:
-                reply = self._client.chat.completions.create(
-                    **self._request(prompt, data_url, mode)
-                )
+                request = self._request(prompt, data_url, mode)
+                create = functools.partial(self._client.chat.completions.create, **request)
+                reply = _call_within(create, s.timeout_s, abort)
+            except _Aborted:
+                out.error = "stopped: the batch was interrupted"
+                return out
+            except _PastDeadline:
+                problem = f"no reply within timeout_s={s.timeout_s:g}"
             except openai.APIStatusError as e:
                 code = e.status_code
                 if code in (400, 422) and s.structured_output == "auto" and mode in _FALLBACK:
@@ -309,7 +374,7 @@ class MLLMGrader:
                 s.max_retries,
                 delay,
             )
-            stop.wait(delay)
+            stop.wait(delay)  # ends at once when the batch stops (a failure, an interrupt)
 
     def _remember_mode(self, mode: str) -> None:
         if mode != self._mode:
@@ -322,22 +387,35 @@ class MLLMGrader:
 
     def _grade_all(self, jobs: dict[str, tuple[str, Image.Image]]) -> dict[str, _Outcome]:
         """Grade each unique (key -> prompt, image) concurrently; in 'raise' mode the first
-        failure stops requests not yet started, so a dead server fails fast."""
+        failure stops requests not yet started, so a dead server fails fast.
+
+        Any exception while waiting, above all the ``KeyboardInterrupt`` of Ctrl-C or of the
+        CLI's SIGTERM, stops everything at once and is re-raised: no request or retry starts,
+        backoff waits end, and replies in flight are not waited for."""
         if not jobs:
             return {}
-        stop = threading.Event()
+        stop, abort = threading.Event(), threading.Event()
         fail_fast = self.settings.on_error == "raise"
 
         def work(item: tuple[str, tuple[str, Image.Image]]) -> tuple[str, _Outcome]:
             key, (prompt, image) = item
-            outcome = self._grade_one(prompt, image, stop)
+            outcome = self._grade_one(prompt, image, stop, abort)
             if outcome.grade is None and fail_fast:
                 stop.set()
             return key, outcome
 
         workers = min(self.settings.max_concurrency, len(jobs))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsharp-mllm") as pool:
-            return dict(pool.map(work, jobs.items()))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsharp-mllm")
+        try:
+            futures = [pool.submit(work, item) for item in jobs.items()]
+            outcomes = dict(future.result() for future in futures)
+        except BaseException:
+            abort.set()
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)  # its workers return within _POLL_S
+            raise
+        pool.shutdown()
+        return outcomes
 
     def __call__(
         self, images: RewardImages, prompts: Sequence[str], metadata: Sequence[dict[str, Any]]
