@@ -566,6 +566,49 @@ def test_failures_are_not_cached_and_duplicates_cost_one_request(
     assert scores.tolist() == pytest.approx([0.8] * 3) and info["requests"] == 1
 
 
+def _cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "grade cache" in r.getMessage()]
+
+
+def test_a_locked_cache_costs_no_grade_and_warns_once(
+    server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "grades.sqlite"
+    reward = grader(server, tmp_path, on_error="missing")
+    reward._cache.timeout_s = 0.05  # the busy timeout: do not wait 30 s for the lock
+    holder = sqlite3.connect(path, isolation_level=None)  # another process, mid-write
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        scores, info = score(reward, images(2), ["a red cube", "a blue ball"])
+        assert scores.tolist() == pytest.approx([0.8, 0.35]) and info["missing"] == 0
+        (warning,) = _cache_warnings(caplog)
+        assert warning.startswith(f"mllm: the grade cache {path} cannot be written")
+        assert "database is locked" in warning and "\n" not in warning
+        score(reward, images(1, size=8), ["a green cone"])  # carries on without the cache
+        assert len(_cache_warnings(caplog)) == 1 and len(server.requests) == 3
+    finally:
+        holder.rollback()
+        holder.close()
+    assert len(GradeCache(path)) == 0
+
+
+def test_a_cache_that_cannot_be_read_costs_no_grade(
+    server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "grades.sqlite"
+    reward = grader(server, tmp_path)  # on_error: raise, and still no error
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE grades")  # e.g. a file another tool rewrote
+    scores, info = score(reward, images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8]) and info["requests"] == 1
+    (warning,) = _cache_warnings(caplog)
+    assert f"{path} cannot be read" in warning and "no such table" in warning
+
+
 def test_default_cache_location_follows_dsharp_cache(tmp_path: Path) -> None:
     assert default_cache_path() == tmp_path / "cache" / "mllm.sqlite"
 

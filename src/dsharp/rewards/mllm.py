@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -383,6 +384,39 @@ class MLLMGrader:
                     log.info("mllm: using structured_output=%s for this server", mode)
                     self._mode = mode
 
+    # -- the cache ----------------------------------------------------------------------
+    # The cache only saves requests: one that cannot be read or written (locked by another
+    # process past its busy timeout, a full disk, a read-only mount) must never cost a grade
+    # already paid for, nor stop the run. It is dropped, with one warning, for this grader.
+
+    def _cache_get(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if self._cache is None:
+            return {}
+        try:
+            return self._cache.get_many(keys)
+        except (sqlite3.Error, OSError, ValueError) as e:  # ValueError: a row that is no JSON
+            self._drop_cache("read", e)
+            return {}
+
+    def _cache_put(self, grades: dict[str, dict[str, Any]]) -> None:
+        if self._cache is None or not grades:
+            return
+        try:
+            self._cache.put_many(grades, self.settings.model, TEMPLATE_VERSION)
+        except (sqlite3.Error, OSError, ValueError) as e:
+            self._drop_cache("written", e)
+
+    def _drop_cache(self, what: str, error: Exception) -> None:
+        path = self._cache.path if self._cache is not None else "?"
+        reason = _scrub(f"{type(error).__name__}: {error}", self._secrets)
+        log.warning(
+            "mllm: the grade cache %s cannot be %s (%s); grading without it from now on",
+            path,
+            what,
+            reason,
+        )
+        self._cache = None
+
     # -- a batch ----------------------------------------------------------------------
 
     def _grade_all(self, jobs: dict[str, tuple[str, Image.Image]]) -> dict[str, _Outcome]:
@@ -430,15 +464,14 @@ class MLLMGrader:
             grade_key(_pixel_hash(im), str(p), self._key_request)
             for im, p in zip(pils, prompts, strict=True)
         ]
-        cached = self._cache.get_many(keys) if self._cache is not None else {}
+        cached = self._cache_get(keys)
         jobs: dict[str, tuple[str, Image.Image]] = {}
         for key, im, p in zip(keys, pils, prompts, strict=True):
             if key not in cached and key not in jobs:
                 jobs[key] = (str(p), im)  # identical (image, prompt) pairs cost one request
         outcomes = self._grade_all(jobs)
         fresh = {k: o.grade for k, o in outcomes.items() if o.grade is not None}
-        if self._cache is not None and fresh:
-            self._cache.put_many(fresh, s.model, TEMPLATE_VERSION)  # kept even if we raise
+        self._cache_put(fresh)  # kept even if we raise
         grades = {**cached, **fresh}
 
         errors = [
