@@ -430,6 +430,25 @@ def test_gradients_flow_through_a_differentiable_combination() -> None:
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
 
 
+def test_the_example_plugin_cannot_pull_the_unrelated_dsharp_from_pypi() -> None:
+    """PyPI's ``dsharp`` 0.0.3 is another project ("a programming language"): the example
+    plugin's requirement must refuse it and accept this dsharp, a dev release included."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    ours = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    plugin = root / "plugins" / "dsharp-reward-jpeg" / "pyproject.toml"
+    requirements = [
+        Requirement(r) for r in tomllib.loads(plugin.read_text())["project"]["dependencies"]
+    ]
+    (dsharp,) = [r for r in requirements if r.name == "dsharp"]
+    assert not dsharp.specifier.contains("0.0.3", prereleases=True)
+    assert list(dsharp.specifier.filter([ours, "0.0.3"])) == [ours]  # as pip picks, no --pre
+    assert dsharp.specifier.contains("0.1.0") and dsharp.specifier.contains("1.0")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
