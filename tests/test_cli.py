@@ -910,7 +910,10 @@ def _has_xpu() -> bool:
         (["rewards", "score", "shapes", "--set", "foo=1"], "unexpected keyword argument 'foo'"),
         (["rewards", "score", "shapes", "--set", "binary=maybe"], "must be true or false"),
         (["rewards", "score", "shapes", "--set", "binary"], "--set 'binary': expected KEY="),
-        (["rewards", "score", "shapes", "--set", "on_error=ignore"], "set on_error on the"),
+        (
+            ["rewards", "score", "shapes", "--set", "on_error=ignore"],
+            "on_error is not a reward option: use --on-error",
+        ),
         (["eval", "--model", "m", "--bench", "shapes", "--set", "foo"], "--set 'foo': expected"),
         (["eval", "--model", "m", "--bench", "shapes", "--set", "a=[1"], "invalid YAML"),
     ],

@@ -535,6 +535,33 @@ def test_rewards_score_prints_scores_and_fails_in_one_line(
         assert f"reward 'fake_const' returned {word} for 1 sample" in refused.stderr
 
 
+def test_rewards_score_on_error_missing_shows_an_unscored_image_as_a_dash(
+    fake_plugin: None, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from dsharp.cli import app
+
+    path = tmp_path / "im.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    args = ["rewards", "score", "fake_const", str(path), "--prompt", "x", "--set", "value=.nan"]
+    plain = CliRunner().invoke(app, [*args, "--on-error", "missing"])
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout.splitlines()[1].split() == [str(path), "-"]
+    as_json = CliRunner().invoke(app, [*args, "--on-error", "missing", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["scores"] == [None]
+
+    raised = CliRunner().invoke(app, args)  # the default stays: raise
+    assert raised.exit_code == 1 and "on_error is 'raise'" in raised.stderr
+    bad = CliRunner().invoke(app, [*args, "--on-error", "ignore"])
+    assert bad.exit_code == 2
+    assert bad.stderr == "error: --on-error: expected 'raise' or 'missing', got 'ignore'\n"
+    in_set = CliRunner().invoke(app, [*args, "--set", "on_error=missing"])
+    assert in_set.exit_code == 2 and "use --on-error" in in_set.stderr
+    assert "--on-error" in CliRunner().invoke(app, ["rewards", "score", "--help"]).stdout
+
+
 def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_path: Path) -> None:
     """`dsharp rewards score NAME a.png b.png` (a shell glob) scores them, with --image after
     them; no image at all (exit 2) or images of different sizes (exit 1) is one line."""

@@ -61,16 +61,26 @@ def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]])
         console.print(failed)
 
 
-def _reward_spec(name: str, sets: list[str]) -> Any:
-    """The spec to score with, checked without building the reward: an unknown name or a
-    bad ``--set`` is a bad setting (``RecipeError``, exit 2), as it is in ``dsharp eval``."""
+ON_ERROR_CHOICES = ("raise", "missing")
+
+
+def _reward_spec(name: str, sets: list[str], on_error: str = "raise") -> Any:
+    """The spec to score with, checked without building the reward: an unknown name, a bad
+    ``--set`` or ``--on-error`` is a bad setting (``RecipeError``, exit 2), as it is in
+    ``dsharp eval``."""
     from dsharp.commands.common import check_reward_settings, parse_reward_sets
     from dsharp.commands.errors import settings_errors
     from dsharp.config import check_reward_name, parse_reward_spec
 
     with settings_errors():
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"--on-error: expected 'raise' or 'missing', got {on_error!r}")
         check_reward_name(name)
-        spec = parse_reward_spec({"name": name, "options": parse_reward_sets(sets)}, "--set")
+        options = parse_reward_sets(sets)
+        if "on_error" in options:  # a setting of the reward, not one of its options
+            raise ValueError("--set: on_error is not a reward option: use --on-error")
+        data = {"name": name, "options": options, "on_error": on_error}
+        spec = parse_reward_spec(data, "--set")
         check_reward_settings([spec])
     return spec
 
@@ -137,6 +147,14 @@ def score_cmd(
         ..., "--prompt", help="Prompt for every image, or repeat once per image."
     ),
     sets: list[str] = typer.Option([], "--set", help="Reward option KEY=VALUE (YAML value)."),
+    on_error: str = typer.Option(
+        "raise",
+        "--on-error",
+        metavar="raise|missing",
+        help="What an image the reward cannot score does: 'raise' fails the command (exit 1); "
+        "'missing' shows '-' for it (null with --json) and scores the others, as a recipe's "
+        "on_error: missing does in training.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as JSON (scores and the reward's details)."
     ),
@@ -155,7 +173,7 @@ def score_cmd(
                 f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
             )
         prompts = prompt * len(image) if len(prompt) == 1 else prompt
-        spec = _reward_spec(name, sets)
+        spec = _reward_spec(name, sets, on_error)
         with settings_errors():  # a prompt the reward cannot score: before any image loads
             check_prompts([spec], prompts, "--prompt")
         # Scored with training's checks: shape, NaN and inf, a plugin's error named.
