@@ -473,6 +473,53 @@ def test_rewards_list_exits_1_after_listing_when_a_plugin_failed(flags: list[str
     assert result.stderr.strip() == "error: 1 plugin failed to load: test-broken"
 
 
+LONG_DIST = "dsharp-reward-a-rather-long-distribution-name"
+
+
+class LongNamedPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        description = "a description long enough to have to wrap in an 80-column table, " * 2
+        register(RewardInfo(name="fake_long", factory=build_const, description=description))
+
+
+def test_rewards_list_never_cuts_a_name_piped_or_in_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dsharp.cli import app
+    from dsharp.commands.rewards import _print_tables
+
+    plugins.load_plugins()
+    plugin = LongNamedPlugin()
+    plugins._set_provenance(plugin, LONG_DIST, "1.2.3")
+    plugins.pm.register(plugin, name="test-long")
+    try:
+        piped = CliRunner().invoke(app, ["rewards", "list"])  # not a terminal
+        rows = [r.as_dict() for r in plugins.reward_registry().values()]
+    finally:
+        plugins.pm.unregister(name="test-long")
+        plugins._provenance.pop(id(plugin), None)
+    assert piped.exit_code == 0, piped.output
+    assert "…" not in piped.stdout
+    (line,) = [line for line in piped.stdout.splitlines() if "fake_long" in line]
+    assert LONG_DIST in line and "1.2.3" in line and "wrap in an 80-column table" in line
+
+    screen = io.StringIO()  # an 80-column terminal: long cells wrap, none is cut short
+    _print_tables(rows, [], Console(file=screen, width=80, force_terminal=True, color_system=None))
+    text = screen.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    rows_cells = [line.split("│")[1:3] for line in text.splitlines() if line.count("│") == 6]
+    first = next(i for i, (name, _) in enumerate(rows_cells) if name.strip() == "fake_long")
+    wrapped = [rows_cells[first][1]]  # the distribution cell, over the lines of its row
+    for name, dist in rows_cells[first + 1 :]:
+        if name.strip():
+            break
+        wrapped.append(dist)
+    assert "".join(piece.strip() for piece in wrapped) == LONG_DIST
+
+
 def test_rewards_list_json(fake_plugin: None) -> None:
     from dsharp.cli import app
 

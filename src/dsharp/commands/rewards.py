@@ -38,12 +38,17 @@ def list_cmd(
         raise typer.Exit(1)
 
 
-def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
-    """The rewards table, then a table of the plugins that failed (if any)."""
+def _print_tables(
+    rewards: list[dict[str, Any]], failures: list[dict[str, Any]], console: Any = None
+) -> None:
+    """The rewards table, then a table of the plugins that failed (if any).
+
+    No cell is ever cut short (two plugins' distributions must be told apart): in a terminal
+    a long name or description wraps within its column; piped or redirected, where rich would
+    assume 80 columns, the tables are as wide as their longest row."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     table = Table("name", "distribution", "version", "differentiable", "description")
     for r in rewards:
         table.add_row(
@@ -53,12 +58,31 @@ def _print_tables(rewards: list[dict[str, Any]], failures: list[dict[str, Any]])
             "yes" if r["differentiable"] else "no",
             r["description"],
         )
-    console.print(table)
+    tables = [table]
     if failures:
         failed = Table("failed plugin", "distribution", "error", title="plugins that failed")
         for f in failures:
             failed.add_row(f["plugin"], f["distribution"] or "-", f["error"])
-        console.print(failed)
+        tables.append(failed)
+    for each in tables:
+        for column in each.columns:
+            column.overflow = "fold"  # wrap a long word, never end it with an ellipsis
+    console = console if console is not None else Console()
+    if not console.is_terminal:
+        console = _console_as_wide_as(console, tables)
+    for each in tables:
+        console.print(each)
+
+
+def _console_as_wide_as(console: Any, renderables: list[Any]) -> Any:
+    """A console like ``console`` (same file, no terminal) wide enough for each of
+    ``renderables`` on one line per row."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(1_000_000)
+    width = max(Measurement.get(console, wide, r).maximum for r in renderables)
+    return Console(file=console.file, width=max(width, 20), no_color=True)
 
 
 ON_ERROR_CHOICES = ("raise", "missing")
