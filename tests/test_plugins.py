@@ -609,6 +609,46 @@ def test_rewards_score_on_error_missing_shows_an_unscored_image_as_a_dash(
     assert "--on-error" in CliRunner().invoke(app, ["rewards", "score", "--help"]).stdout
 
 
+class NanInfoPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="fake_naninfo", factory=NanInfoReward))
+
+
+class NanInfoReward:
+    """Scores 0.5, with a NaN and an infinity in its info (a confidence it could not tell)."""
+
+    differentiable = False
+
+    def __call__(self, images, prompts, metadata):
+        info = {"confidence": [math.nan] * len(images), "spread": {"max": math.inf}}
+        return torch.full((len(images),), 0.5), info
+
+
+def test_rewards_score_json_is_strict_json_even_with_nan_in_the_info(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dsharp.cli import app
+
+    path = tmp_path / "im.png"
+    Image.new("RGB", (8, 8)).save(path)
+    plugins.load_plugins()
+    plugins.pm.register(NanInfoPlugin(), name="test-naninfo")
+    try:
+        args = ["rewards", "score", "fake_naninfo", str(path), "--prompt", "x", "--json"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        plugins.pm.unregister(name="test-naninfo")
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    doc = json.loads(result.stdout, parse_constant=refuse)
+    assert doc["scores"] == [0.5]
+    assert doc["info"] == {"confidence": [None], "spread": {"max": None}}
+
+
 def test_rewards_score_takes_image_files_as_arguments(fake_plugin: None, tmp_path: Path) -> None:
     """`dsharp rewards score NAME a.png b.png` (a shell glob) scores them, with --image after
     them; no image at all (exit 2) or images of different sizes (exit 1) is one line."""

@@ -148,6 +148,14 @@ def _score_lines(name: str, paths: list[Path], result: dict) -> str:
     return "\n".join(lines)
 
 
+def _json_text(result: dict[str, Any]) -> str:
+    """``result`` as strict JSON, as the project's other JSON: a NaN or infinity anywhere (a
+    plugin's ``info`` may hold one) is null, never the ``NaN`` that JSON parsers refuse."""
+    from dsharp.io import json_safe
+
+    return json.dumps(json_safe(result), default=str, allow_nan=False)
+
+
 def _exit_status(exc: BaseException) -> int:
     """2 for a bad setting (a ``RecipeError``), 1 for any other failure, as other commands."""
     from dsharp.recipe_errors import RecipeError
@@ -205,7 +213,7 @@ def score_cmd(
         _, combined = reward(_load_images(image), prompts, [{} for _ in image])
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
-        text = json.dumps(result, default=str) if as_json else _score_lines(name, image, result)
+        text = _json_text(result) if as_json else _score_lines(name, image, result)
     except Exception as e:  # the command's contract: any failure is one line, exit 2 or 1
         if debugging():
             raise
