@@ -396,3 +396,29 @@ def test_a_run_folder_whose_recipe_sections_are_not_mappings_still_lists(tmp_pat
     (run / "recipe.yaml").write_text("method: ddpo\ntrain: 5\nmodel: [a]\n")
     (odd,) = find_runs(tmp_path)
     assert (odd.name, odd.method, odd.model, odd.max_steps) == ("odd", None, None, None)
+
+
+def test_runs_sort_newest_first_on_the_time_not_its_month_day_text(tmp_path):
+    """`updated` shows month-day hour:minute; sorting on that text put a January run below a
+    December one and runs of one minute in name order."""
+    from datetime import datetime
+
+    def at(run, when: datetime, plus: float = 0.0):
+        stamp = when.timestamp() + plus
+        for path in [*run.iterdir(), run]:
+            os.utime(path, (stamp, stamp))
+
+    new_year = datetime(2024, 1, 1, 0, 30)
+    at(_run(tmp_path, "december", max_steps=2), datetime(2023, 12, 31, 23, 0))
+    at(_run(tmp_path, "january", max_steps=2), new_year)
+    at(_run(tmp_path, "a-same-minute-older", max_steps=2), new_year, plus=-20)
+    at(_run(tmp_path, "b-same-minute-newer", max_steps=2), new_year, plus=-10)
+    found = find_runs(tmp_path)
+    assert [r.name for r in found] == [
+        "january",
+        "b-same-minute-newer",
+        "a-same-minute-older",
+        "december",
+    ]
+    assert found[0].updated == "01-01 00:30"
+    assert found[0].updated_at == new_year.timestamp()

@@ -39,6 +39,7 @@ class RunSummary:
     score_from: str | None  # which evaluation file gave ``score``
     score_step: int | None  # the checkpoint step it scored, where the evaluation says
     updated: str  # newest change in the folder, local time (month-day hour:minute)
+    updated_at: float | None = None  # the same as seconds since the epoch (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +57,9 @@ def find_runs(parent: Path) -> list[RunSummary]:
     if is_run_folder(parent):
         return [summarise_run(parent)]
     found = [_summary_or_problem(p) for p in sorted(parent.iterdir()) if _may_be_run(p)]
-    return sorted(found, key=lambda r: r.updated, reverse=True)
+    # on the time itself, not its "%m-%d %H:%M" text (which sorts January below December and
+    # runs of one minute by name); a folder whose time cannot be read goes last
+    return sorted(found, key=lambda r: math.inf if r.updated_at is None else -r.updated_at)
 
 
 def study_folders(parent: Path) -> list[Path]:
@@ -99,15 +102,15 @@ def _summary_or_problem(run_dir: Path) -> RunSummary:
             score=None,
             score_from=None,
             score_step=None,
-            updated=_updated_or_unknown(run_dir),
+            **_updated_or_unknown(run_dir),
         )
 
 
-def _updated_or_unknown(run_dir: Path) -> str:
+def _updated_or_unknown(run_dir: Path) -> dict[str, Any]:
     try:
         return _updated(run_dir)
     except OSError:
-        return "?"
+        return {"updated": "?", "updated_at": None}
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -170,7 +173,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
         score=score,
         score_from=score_from,
         score_step=score_step,
-        updated=_updated(run_dir),
+        **_updated(run_dir),
     )
 
 
@@ -270,11 +273,14 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _updated(run_dir: Path) -> str:
-    """The newest modification time among the folder and its direct entries."""
+def _updated(run_dir: Path) -> dict[str, Any]:
+    """The newest modification time among the folder and its direct entries: ``updated``
+    (local month-day hour:minute, for the table) and ``updated_at`` (epoch seconds, to sort
+    on)."""
     times = [run_dir.stat().st_mtime]
     times += [p.stat().st_mtime for p in run_dir.iterdir()]
-    return datetime.fromtimestamp(max(times)).strftime("%m-%d %H:%M")
+    newest = max(times)
+    return {"updated": datetime.fromtimestamp(newest).strftime("%m-%d %H:%M"), "updated_at": newest}
 
 
 def training_warnings(run_dir: Path) -> list[str]:
