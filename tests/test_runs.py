@@ -422,3 +422,18 @@ def test_runs_sort_newest_first_on_the_time_not_its_month_day_text(tmp_path):
     ]
     assert found[0].updated == "01-01 00:30"
     assert found[0].updated_at == new_year.timestamp()
+
+
+def test_a_run_without_its_recipe_is_not_offered_for_resuming(tmp_path):
+    """A folder with checkpoints and an evaluation but no recipe.yaml read as `2/? stopped`
+    and got the `train.resume=latest` hint, which train refuses (it cannot check the resume
+    against the run's recipe): it says what is missing instead."""
+    run = _run(tmp_path, "lost-recipe", max_steps=4, checkpoint=2, evals={"eval.json": "{}"})
+    (run / "recipe.yaml").unlink()
+    (found,) = find_runs(tmp_path)
+    assert found.status == "recipe.yaml missing"
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2/? recipe.yaml missing" in result.output
+    assert "train.resume=latest" not in result.output
+    assert "1 run has checkpoints but no recipe.yaml: train will not resume it" in result.output

@@ -21,6 +21,10 @@ from dsharp.io import read_jsonl
 from dsharp.model_names import absolute_model_source
 from dsharp.report import eval_files, read_evaluation
 
+RECIPE_MISSING = "recipe.yaml missing"
+"""The status of a folder with checkpoints but no recipe.yaml: ``train`` will not resume it
+(it cannot check the resume against the run's recipe)."""
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -33,7 +37,7 @@ class RunSummary:
     step: int | None  # newest complete checkpoint
     max_steps: int | None
     status: str  # running, finished, stopped (before max_steps), no checkpoint,
-    # not started (no step logged), evaluation only
+    # not started (no step logged), evaluation only, FILE unreadable, recipe.yaml missing
     reward: float | None  # mean reward of the last logged step
     score: float | None  # overall of the newest evaluation
     score_from: str | None  # which evaluation file gave ``score``
@@ -132,17 +136,20 @@ def summarise_run(run_dir: Path) -> RunSummary:
         method, model = _evaluated_method_and_model(run_dir)
     max_steps = _section(recipe, "train").get("max_steps")
     latest = ckpts.latest_checkpoint(run_dir)
-    damaged = None  # which file cannot be read, if one cannot: said so, the others still list
+    damaged = None  # a file that cannot be read or is missing: said so, the others still list
     try:
         step = ckpts.checkpoint_step(latest) if latest else None
     except ValueError:  # not JSON, or a step that is no whole number
-        step, damaged = None, "checkpoint"
+        step, damaged = None, "checkpoint unreadable"
     try:
         rows = read_jsonl(run_dir / "metrics.jsonl")
     except ValueError:
-        rows, damaged = [], damaged or "metrics.jsonl"
+        rows, damaged = [], damaged or "metrics.jsonl unreadable"
     if has_recipe and read is None:
-        damaged = damaged or "recipe.yaml"
+        damaged = damaged or "recipe.yaml unreadable"
+    elif not has_recipe and latest is not None:
+        # train refuses to resume checkpoints it cannot check against their run's recipe
+        damaged = damaged or RECIPE_MISSING
     rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
     score, score_from, score_step = _newest_score(run_dir)
     trained = bool(rows) or latest is not None
@@ -188,11 +195,12 @@ def _folder_status(
 ) -> str:
     """The ``status`` of a run folder: a folder another process is writing is ``running``,
     whatever its checkpoints say, so that a run in progress does not read as stopped; one
-    with a file that cannot be read (``damaged``) says which, not that it may be resumed."""
+    with a file that cannot be read or is missing (``damaged``: ``metrics.jsonl
+    unreadable``, ``recipe.yaml missing``) says which, not that it may be resumed."""
     if locked_by_another_process(run_dir):
         return "running"
     if damaged:
-        return f"{damaged} unreadable"
+        return damaged
     return _merge_status(run_dir) or _status(step, max_steps, trained, evaluated)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from dsharp.commands.errors import user_errors
-from dsharp.runs import RunSummary
+from dsharp.runs import RECIPE_MISSING, RunSummary
 
 
 def runs(
@@ -89,6 +89,16 @@ def _print_table(folder: Path, found: list[RunSummary]) -> None:
             else (f"{len(stopped)} stopped runs: continue one")
         )
         typer.echo(f"{which} with `dsharp train RECIPE output_dir=RUN train.resume=latest`")
+    orphans = [r for r in found if r.status == RECIPE_MISSING]
+    if orphans:
+        which, it = (
+            ("1 run has", "it") if len(orphans) == 1 else (f"{len(orphans)} runs have", "them")
+        )
+        typer.echo(
+            f"{which} checkpoints but no recipe.yaml: train will not resume {it} without the "
+            "recipe to check the resume against (restore recipe.yaml, or branch from a "
+            "checkpoint into another output_dir with train.resume=CHECKPOINT)"
+        )
 
 
 _WHOLE = ("score", "updated")  # columns never folded (steps folds at its status's space)
