@@ -85,6 +85,7 @@ def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(
 
     model, recipe = load_run_model(out)  # what --checkpoint OUT does
     assert recipe.model.pretrained == str(tiny_sd_dir)
+    assert recipe.output_dir == str(out)  # its own folder, not the first run's
     loaded = model.unet.state_dict()
     assert all(torch.equal(loaded[k], merged[k]) for k in merged)
     record = json.loads((out / "merge.json").read_text())

@@ -160,8 +160,9 @@ def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Te
 
 def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[MergeSource]:
     """Write ``out``, a run folder whose one checkpoint holds base + scale x the mean change
-    of the runs' UNets, with the first run's recipe and a ``merge.json`` saying what was
-    merged. The folder appears whole or not at all (built under a temp name, then renamed).
+    of the runs' UNets, with the first run's recipe (its ``output_dir`` set to ``out``) and a
+    ``merge.json`` saying what was merged. The folder appears whole or not at all (built
+    under a temp name, then renamed).
     Returns the runs as merged (checkpoint, step, recipe)."""
     from dsharp.builders import build_model
     from dsharp.preflight import check_output_folder
@@ -187,6 +188,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
 
         recipe = sources[0].recipe.model_copy(deep=True)  # its base named as new runs name it
         recipe.model.pretrained = _base_model(sources[0])["pretrained"]
+        recipe.output_dir = str(out)  # this folder's, not the first run's
         atomic_write_text(tmp / "recipe.yaml", recipe_to_yaml(recipe))
         # absolute: the record must name the runs wherever it is read from
         merged_from = [str(s.checkpoint.resolve()) for s in sources]
