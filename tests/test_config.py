@@ -438,6 +438,49 @@ def test_an_inference_time_recipe_is_listed_and_validated_as_its_sampler():
     assert "demon (sampler)" in line
 
 
+def test_a_runs_folder_lists_saved_recipes_without_a_command_and_untrained_rows_as_samplers(
+    tmp_path: Path,
+) -> None:
+    """`recipes list RUNS` showed each saved recipe's header comment ("The validated recipe
+    of this run, ...") as its command, and a study's inference_scaling row, scored without
+    training, as its base recipe's rlhf_sharpening; validate said the same. They read as
+    `dsharp runs` reads them now."""
+    from dsharp.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    searched = tmp_path / "study" / "is-n-2"  # a study's `train: false` row
+    recipe = load_recipe(root / "recipes" / "quickstart.yaml", ["sample.method=inference_scaling"])
+    save_recipe(recipe, searched / "recipe.yaml")
+    row_eval = {"overall": 0.5, "sample": {"method": "inference_scaling"}, "model": "dsharp-mini"}
+    (searched / "eval.json").write_text(json.dumps(row_eval))
+    base = tmp_path / "study" / "base"  # the untrained model, plain DDIM
+    save_recipe(load_recipe(root / "recipes" / "quickstart.yaml"), base / "recipe.yaml")
+    (base / "eval.json").write_text(json.dumps(row_eval | {"sample": {"method": "default"}}))
+    trained = tmp_path / "study" / "n-2"  # trained: its method ran, whatever it sampled with
+    save_recipe(recipe, trained / "recipe.yaml")
+    (trained / "metrics.jsonl").write_text('{"step": 1, "loss": 0.1}\n')
+    (trained / "eval.json").write_text(json.dumps(row_eval))
+
+    listing = CliRunner().invoke(app, ["recipes", "list", str(tmp_path), "--json"])
+    assert listing.exit_code == 0, listing.output
+    rows = {Path(r["file"]).parent.name: r for r in json.loads(listing.stdout)}
+    assert {name: (r["method"], r["sampler"], r["command"]) for name, r in rows.items()} == {
+        "is-n-2": (None, "inference_scaling", ""),
+        "base": (None, "default", ""),
+        "n-2": ("rlhf_sharpening", "inference_scaling", ""),
+    }
+    table = CliRunner().invoke(app, ["recipes", "list", str(tmp_path)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "validated recipe" not in table.stdout
+    lines = {line.split()[0]: line for line in table.stdout.splitlines() if "/recipe.yaml" in line}
+    assert lines["study/is-n-2/recipe.yaml"].split()[1:3] == ["inference_scaling", "(sampler)"]
+    assert lines["study/base/recipe.yaml"].split()[1:3] == ["default", "(sampler)"]
+    assert lines["study/n-2/recipe.yaml"].split()[1] == "rlhf_sharpening"
+    validate = CliRunner().invoke(app, ["recipes", "validate", str(searched / "recipe.yaml")])
+    assert validate.exit_code == 0, validate.output
+    assert validate.stdout.strip().endswith("(inference_scaling (sampler), dsharp-mini)")
+
+
 def test_the_recipe_listing_keeps_every_row_on_one_line_at_any_width():
     """Names are never folded inside a word: each recipe's row holds its path, method, model
     and command whole, however narrow the terminal (the terminal wraps, as for pip list)."""

@@ -796,9 +796,13 @@ def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
     return data
 
 
+SAVED_RECIPE_HEADER = "# The validated recipe of this run, written by dsharp"
+"""The first line of every recipe a run saves (``recipe.yaml``): no command to run it by."""
+
+
 def recipe_to_yaml(recipe: Recipe, redact: bool = True) -> str:
     """The recipe as YAML text (redacted by default), loadable by :func:`load_recipe`."""
-    header = "# The validated recipe of this run, written by dsharp"
+    header = SAVED_RECIPE_HEADER
     header += " (secret reward options redacted).\n" if redact else ".\n"
     return header + yaml.safe_dump(recipe_to_dict(recipe, redact=redact), sort_keys=False)
 

@@ -9,7 +9,7 @@ from typing import get_args, get_origin
 
 from pydantic import BaseModel
 
-from dsharp.config import MethodConfig, Recipe
+from dsharp.config import SAVED_RECIPE_HEADER, MethodConfig, Recipe
 from dsharp.recipe_errors import RecipeError, _one_line, _unwrap
 from dsharp.recipe_yaml import parse_yaml
 
@@ -29,7 +29,10 @@ class RecipeSummary:
 
     @property
     def shown(self) -> str:
-        """What the listing's method column says (``demon (sampler)`` for a sampler)."""
+        """What the listing's method column says (``demon (sampler)`` for a sampler; a study's
+        untrained row scored with plain DDIM: ``default (sampler)``)."""
+        if self.method is None and self.sampler is not None:
+            return f"{self.sampler} (sampler)"
         return what_it_runs(self.method, self.sampler or "default")
 
 
@@ -45,13 +48,16 @@ def find_recipes_dir(cwd: Path | None = None) -> Path:
 
 
 def summarize_recipe(path: Path) -> RecipeSummary:
-    """Method, model and run command (the first-line comment) of a recipe, without validating."""
+    """Method, model and run command (the first-line comment) of a recipe, without validating.
+    A run's saved ``recipe.yaml`` has no command (its first line is the header dsharp
+    writes), and one of a study's untrained rows is listed as the sampler that was scored."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         return RecipeSummary(path, "?", "?", "", error=_one_line(str(e)))
     first = text.lstrip().splitlines()[0] if text.strip() else ""
-    command = first.lstrip("#").strip() if first.startswith("#") else ""
+    saved = first.startswith(SAVED_RECIPE_HEADER)  # a run's recipe.yaml: its header, no command
+    command = first.lstrip("#").strip() if first.startswith("#") and not saved else ""
     try:
         data = parse_yaml(text, str(path))
     except RecipeError as e:
@@ -68,6 +74,9 @@ def summarize_recipe(path: Path) -> RecipeSummary:
     name = None if method is None else str(method.get("name", _DEFAULT_METHOD))
     if name is None and sampler == "default":
         name = _DEFAULT_METHOD  # no method section and no sampler: training's default
+    scored = saved_row_sampler(path, first)
+    if scored is not None:  # its method never ran: what was scored is the sampler
+        return RecipeSummary(path, None, str(model.get("pretrained", "?")), "", sampler=scored)
     return RecipeSummary(
         path,
         name,
@@ -78,6 +87,25 @@ def summarize_recipe(path: Path) -> RecipeSummary:
 
 
 _DEFAULT_METHOD = MethodConfig.model_fields["name"].default
+
+
+def saved_row_sampler(path: Path, first_line: str | None = None) -> str | None:
+    """For a run's saved ``recipe.yaml`` whose folder was scored without training (a study's
+    untrained row: it keeps the base recipe's ``method`` section), the sampler that was
+    scored, as ``dsharp runs`` names it (``default`` for plain DDIM); None otherwise."""
+    if path.name != "recipe.yaml":
+        return None
+    if first_line is None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first_line = fh.readline()
+        except (OSError, UnicodeDecodeError):
+            return None
+    if not first_line.startswith(SAVED_RECIPE_HEADER):
+        return None
+    from dsharp.runs import untrained_row_sampler
+
+    return untrained_row_sampler(path.parent)
 
 
 def what_it_runs(method: str | None, sample_method: str) -> str:

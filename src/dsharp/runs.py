@@ -243,6 +243,28 @@ def _newest_score(run_dir: Path) -> tuple[float | None, str | None, int | None]:
     return None, None, None
 
 
+def untrained_row_sampler(run_dir: Path) -> str | None:
+    """The sampler (``default`` for plain DDIM) of the newest readable evaluation in a folder
+    whose recipe's method never ran (no step logged, no checkpoint): a study's untrained row,
+    which keeps its base recipe's ``method`` section though only sampling was scored. None
+    for a folder that trained, or holds no readable evaluation."""
+    run_dir = Path(run_dir)
+    try:
+        if ckpts.latest_checkpoint(run_dir) is not None or read_jsonl(run_dir / "metrics.jsonl"):
+            return None
+    except (OSError, ValueError):
+        return None
+    for path in reversed(eval_files(run_dir, include_base=True)):
+        try:
+            result = read_evaluation(path)
+        except (OSError, ValueError):
+            continue
+        sample = result.get("sample")
+        sampler = sample.get("method") if isinstance(sample, dict) else None
+        return sampler if isinstance(sampler, str) else "default"
+    return None
+
+
 def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
     """The sampler (``demon (sampler)``; None for plain sampling) and model that the newest
     readable evaluation in ``run_dir`` scored."""

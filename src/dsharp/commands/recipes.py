@@ -73,7 +73,7 @@ def list_cmd(
     lines = [f"recipes in {where}", "", line(header)]
     lines.append(line((*("-" * w for w in widths), "-" * len(header[-1]))))
     lines += [line(row) for row in rows]
-    example = next((s for s in summaries if not s.error), None)
+    example = next((s for s in summaries if not s.error and s.command), None)
     caption = f"run one as its command with RECIPE = {Path(where) / 'RECIPE'}"
     if example is not None:
         caption += f", e.g. {_runnable(example.command, example.file)}"
@@ -140,10 +140,13 @@ def validate_cmd(
             raise
         typer.echo(str(e), err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
-    from dsharp.recipe_listing import what_it_runs
+    from dsharp.recipe_listing import saved_row_sampler, what_it_runs
 
     method = recipe.method.name if "method" in recipe.model_fields_set else None
     shown = what_it_runs(method, recipe.sample.method)
+    scored = saved_row_sampler(Path(file))
+    if scored is not None:  # a study's untrained row: its method never ran
+        shown = f"{scored} (sampler)"
     typer.echo(f"ok: {file} ({shown}, {recipe.model.pretrained})")
     from dsharp.preflight import recipe_notes
 
