@@ -199,6 +199,33 @@ def test_more_search_never_scores_lower_with_a_deterministic_verifier(model, bri
     assert (zero_order >= first - 1e-6).all()  # the pivot is the default noise
 
 
+def test_with_step_noise_the_first_candidate_is_plain_sampling_and_search_never_loses(
+    model, brightness
+):
+    """With sample.eta > 0 every candidate drew its step noise from the image's one
+    generator, interleaved, so candidate 0 was not default's image and best-of-N could score
+    below default. Candidate 0 now draws default's step noise too."""
+    prompts = ["a red circle", "a green triangle", "a blue square", "two red squares"]
+    seeds = [0, 1, 2, 3]
+
+    def settings(method: str, **options):
+        return SampleSettings(method, STEPS, 5.0, 1.0, SIDE, SIDE, options=options, reward=NAME)
+
+    plain = generate(model, prompts, seeds, settings("default")).images.mean(dim=(1, 2, 3))
+    brightness.clear()
+    best = generate(model, prompts, seeds, settings("inference_scaling", N=3)).images
+    first = {
+        m["seed"]: float(c["scores"][k])
+        for c in brightness
+        for k, m in enumerate(c["metadata"])
+        if m["candidate"] == 0
+    }
+    assert first == pytest.approx(dict(zip(seeds, plain.tolist(), strict=True)), abs=1e-5)
+    assert (best.mean(dim=(1, 2, 3)) >= plain - 1e-6).all()
+    more = generate(model, prompts, seeds, settings("inference_scaling", N=5)).images
+    assert (more.mean(dim=(1, 2, 3)) >= best.mean(dim=(1, 2, 3)) - 1e-6).all()  # N=3's are in it
+
+
 # --------------------------------------------------------------------------- weights
 
 
@@ -489,7 +516,7 @@ def test_zero_order_neighbours_are_unit_variance_noises(model, brightness, monke
     # distance 1: a neighbour left unscaled would have variance 2
     settings = _settings("inference_scaling", search="zero_order", N=8, rounds=1, distance=1.0)
     generate(model, ["a red circle"], [0], settings)
-    (pivot,), (neighbours,) = (call.args[1:] for call in denoised)  # denoise(self, x)
+    pivot, neighbours = (call.args[1] for call in denoised)  # denoise(self, x, generators)
     assert neighbours.shape[0] == 8
     assert float(neighbours.std()) == pytest.approx(1.0, abs=0.08)
     correlation = float((neighbours * pivot).mean() / pivot.pow(2).mean())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 import typing
 from collections.abc import Mapping, Sequence
@@ -152,6 +153,12 @@ def best_index(scores: torch.Tensor, what: str = "candidate") -> int:
 # --------------------------------------------------------------------------- per image
 
 
+def _candidate_seed(seed: int, k: int) -> int:
+    """The seed of candidate ``k``'s step-noise generator for the image of ``seed``."""
+    digest = hashlib.sha256(f"dsharp candidate {int(seed)} {int(k)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # below 2**63: any torch accepts it
+
+
 @dataclass
 class ImageContext:
     """One image's sampling state and helpers: ``eps``, ``step``, ``x0``, ``rollout``,
@@ -194,17 +201,30 @@ class ImageContext:
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.model.latent_shape(self.height, self.width))
 
-    def randn(self, n: int) -> torch.Tensor:
+    def randn(self, n: int, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
         """``n`` standard normal latents ``(n, C, h, w)``, drawn one row at a time from this
-        image's generator (the first draw of a fresh context is ``default``'s initial noise)."""
+        image's generator (the first draw of a fresh context is ``default``'s initial noise),
+        or row ``i`` from ``generators[i]``."""
         from diffusers.utils.torch_utils import randn_tensor
 
         shape = (1, *self.latent_shape)
-        rows = [
-            randn_tensor(shape, generator=self.generator, device=self.model.device)
-            for _ in range(n)
-        ]
+        if generators is not None and len(generators) != n:
+            raise ValueError(f"{len(generators)} generators for {n} rows")
+        sources = generators if generators is not None else [self.generator] * n
+        rows = [randn_tensor(shape, generator=g, device=self.model.device) for g in sources]
         return torch.cat(rows).float()
+
+    def candidate_generators(self, n: int) -> list[torch.Generator]:
+        """One generator per candidate sample for its step noise (``sample.eta > 0``):
+        candidate 0's continues as ``default``'s does after its initial noise, so that a
+        candidate from ``default``'s initial noise is ``default``'s image; candidate ``k > 0``
+        draws from its own stream, seeded from the image's seed and ``k`` (so it does not
+        depend on how many candidates there are, nor on the batch)."""
+        first = torch.Generator().manual_seed(int(self.seed))
+        self.randn(1, [first])  # default's initial noise, which it draws before its steps
+        return [first] + [
+            torch.Generator().manual_seed(_candidate_seed(self.seed, k)) for k in range(1, n)
+        ]
 
     def initial_noise(self, n: int = 1) -> torch.Tensor:
         """``n`` initial latents ``x_T`` (scaled by the scheduler's ``init_noise_sigma``)."""
@@ -237,11 +257,12 @@ class ImageContext:
         t_prev: int,
         eta: float,
         noise: torch.Tensor | None = None,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> StepOutput:
         """One DDIM step of every row; with ``eta > 0`` and no ``noise``, the noise is drawn
-        from this image's generator."""
+        from this image's generator (or row ``i``'s from ``generators[i]``)."""
         if eta > 0 and noise is None:
-            noise = self.randn(x.shape[0])
+            noise = self.randn(x.shape[0], generators)
         return ddim_step(self.tables, x, eps, int(t), t_prev, eta=eta, noise=noise)
 
     def x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
@@ -261,10 +282,15 @@ class ImageContext:
             x = self.step(x, self.eps(x, s), s, s_next, eta=0.0).prev_sample
         return x
 
-    def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain DDIM over the whole schedule from initial latents ``x`` (``sample.eta``)."""
+    def denoise(
+        self, x: torch.Tensor, generators: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Plain DDIM over the whole schedule from initial latents ``x`` (``sample.eta``);
+        with ``eta > 0`` the step noise of row ``i`` comes from ``generators[i]`` where
+        given (see :meth:`candidate_generators`), else from this image's generator."""
         for t in self.timesteps:
-            x = self.step(x, self.eps(x, t), t, self.prev(t), eta=self.eta).prev_sample
+            eps = self.eps(x, t)
+            x = self.step(x, eps, t, self.prev(t), eta=self.eta, generators=generators).prev_sample
         return x
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,9 +38,10 @@ class InferenceScalingOptions:
             )
 
 
-def _sample_and_score(ctx: ImageContext, noises: torch.Tensor, **meta):
-    """Full DDIM samples from initial latents ``noises`` and their verifier scores."""
-    images = ctx.decode(ctx.denoise(noises))
+def _sample_and_score(ctx: ImageContext, noises: torch.Tensor, generators=None, **meta):
+    """Full DDIM samples from initial latents ``noises`` (row ``i``'s step noise from
+    ``generators[i]`` where given) and their verifier scores."""
+    images = ctx.decode(ctx.denoise(noises, generators))
     return images, ctx.score_images(images, **meta)
 
 
@@ -49,14 +50,17 @@ def inference_scaling(ctx: ImageContext, opts: InferenceScalingOptions) -> torch
     """Inference-time scaling (Ma et al. 2025, arXiv 2501.09732): search the initial noise
     with a verifier; costs ``N`` (random) or ``1 + rounds * N`` (zero-order) full samples.
 
-    The first noise searched is the one ``default`` draws for this seed, so the result scores
-    at least as well as plain DDIM's image under a deterministic verifier.
+    The first sample searched is ``default``'s for this seed (its initial noise and, with
+    ``sample.eta > 0``, its step noise too: each candidate draws its step noise from its own
+    generator), so the result scores at least as well as plain DDIM's image under a
+    deterministic verifier.
     """
     if opts.search == "random":
-        images, scores = _sample_and_score(ctx, ctx.initial_noise(opts.N), round=0)
+        noises, streams = ctx.initial_noise(opts.N), ctx.candidate_generators(opts.N)
+        images, scores = _sample_and_score(ctx, noises, streams, round=0)
         best = best_index(scores)
         return images[best : best + 1].cpu()
-    pivot = ctx.initial_noise(1)
+    pivot = ctx.initial_noise(1)  # then its step noise from the same generator: default's
     image, score = _sample_and_score(ctx, pivot, round=0)
     score = float(score[0])
     shrink = 1.0 / math.sqrt(1.0 + opts.distance**2)
