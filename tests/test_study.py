@@ -362,3 +362,38 @@ def test_only_picks_rows_by_label_or_slug_and_refuses_an_empty_or_unknown_one(tm
         result = _invoke(study, "--dry-run", "--only", only)
         assert result.exit_code == 2, result.output
         assert f"{study}: --only: {problem} (rows: base, n=2)" in result.output
+
+
+METHOD_RUNS = [  # one short run of every training method: (method, recipe, overrides)
+    ("rlhf_sharpening", "quickstart.yaml", ["method.n=2", "method.infer_steps=2"]),
+    ("sft_sharpening", "mini/sft.yaml", []),
+    ("finetune", "mini/finetune.yaml", []),
+    ("diffusion_dpo", "mini/diffusion_dpo.yaml", []),
+    ("d3po", "mini/d3po.yaml", ["method.infer_steps=2"]),
+    ("ddpo", "mini/ddpo.yaml", ["method.infer_steps=2"]),
+    ("iterpo", "mini/iterpo.yaml", []),
+]
+
+
+def test_the_logged_columns_check_covers_every_method():
+    from dsharp.methods.registry import METHODS
+
+    assert sorted(m for m, _, _ in METHOD_RUNS) == sorted(m.name for m in METHODS)
+
+
+@pytest.mark.parametrize(("method", "recipe", "shrink"), METHOD_RUNS)
+def test_every_method_logs_only_columns_a_step_figure_may_plot(tmp_path, method, recipe, shrink):
+    """A figure study's plot.y (x: step) is checked against each method's declared
+    metrics.jsonl columns (dsharp.methods.registry): they must be all it logs."""
+    from dsharp import engine
+    from dsharp.config import load_recipe
+    from dsharp.io import read_jsonl
+    from dsharp.methods.registry import step_columns
+
+    out = tmp_path / "run"
+    small = ["train.max_steps=1", "train.batch_size=2", f"output_dir={out}", *shrink]
+    recipe_ = load_recipe(ROOT / "recipes" / recipe, small)
+    assert recipe_.method.name == method
+    engine.train(recipe_, progress=False)
+    (row,) = read_jsonl(out / "metrics.jsonl")
+    assert set(row) <= set(step_columns(method)), set(row) - set(step_columns(method))

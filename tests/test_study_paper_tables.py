@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dsharp.config import save_recipe
+from dsharp.config import RecipeError, save_recipe
 from dsharp.study import load_study, paper_row_of, plan_study
 from dsharp.study_outputs import write_outputs
 from study_rows import finish_rows
@@ -230,3 +230,43 @@ def test_overrides_given_with_the_study_win_over_the_studys_own(tmp_path: Path):
     key=value, so its overrides come after the study's."""
     loaded = load_study(_study(tmp_path, "mine", [{"label": "row"}]), ["train.max_steps=5"])
     assert loaded.rows[0].recipe.train.max_steps == 5
+
+
+@pytest.mark.parametrize(
+    ("plot", "expected"),
+    [
+        (
+            {"x": "nfe", "y": "overal"},
+            "plot.y: 'overal' is not a metric of the evaluation of row 'a', did you mean "
+            "'overall'? (known: overall, strict, nfe_per_image, clip, clip_score)",
+        ),
+        (
+            {"x": "step", "y": "rewardd", "band": "reward_std"},
+            "plot.y: 'rewardd' is not a metrics.jsonl column of rlhf_sharpening (row 'a'), did "
+            "you mean 'reward'?",
+        ),
+        ({"x": "step", "y": "reward", "band": "reward_sd"}, "plot.band: 'reward_sd' is not a"),
+    ],
+)
+def test_a_plot_y_no_row_has_fails_when_the_study_loads(tmp_path: Path, plot, expected):
+    """It failed only after every row had trained and been evaluated."""
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+
+    study = _study(tmp_path, "fig", [{"label": "a"}], plot=plot)
+    study.write_text(study.read_text().replace("kind: table", "kind: figure"))
+    evaluate = {"prompts": ["a red circle"], "rewards": [{"name": "clip"}]}
+    data = yaml.safe_load(study.read_text()) | {"evaluate": evaluate}
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(RecipeError, match="plot"):
+        load_study(study)
+    for command in (["recipes", "validate", str(study)], ["reproduce", str(study), "--dry-run"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert expected in line
+    good = {"x": "nfe", "y": "clip_score"} if plot["x"] == "nfe" else {"x": "step", "y": "loss"}
+    data["plot"] = good
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_study(study).study.plot.y == good["y"]

@@ -302,7 +302,55 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
         plan = RowPlan(i, row, recipe, run_dir, list(row.overrides), base)
         _check_row(loaded, plan, source, where)
         loaded.rows.append(plan)
+    if study.plot is not None:
+        _check_plot(study.plot, loaded.rows, source)
     return loaded
+
+
+NFE_RESULT_KEYS = ("overall", "strict", "nfe_per_image")
+"""What ``plot.y`` may name of any evaluation (with x: nfe), beside its metrics."""
+
+
+def evaluation_metrics(recipe: Recipe) -> list[str]:
+    """What an evaluation of ``recipe`` reports that a figure's ``plot.y`` (x: nfe) can
+    read: overall, strict, nfe_per_image, each reward's key, and the paper columns those
+    rewards map to (clip_score from clip)."""
+    from dsharp.bench.paper import METRIC_SOURCES
+    from dsharp.posttrain import eval_specs
+    from dsharp.rewards.combine import _component_keys
+
+    bench = None
+    if recipe.eval.bench:
+        from dsharp.evaluate import get_bench
+
+        bench = get_bench(recipe.eval.bench)
+    keys = _component_keys(eval_specs(recipe, bench))
+    columns = [c for c, sources in METRIC_SOURCES.items() if any(k in keys for k in sources)]
+    return list(dict.fromkeys([*NFE_RESULT_KEYS, *keys, *columns]))
+
+
+def _check_plot(spec: PlotSpec, rows: Sequence[RowPlan], source: str) -> None:
+    """A ``plot.y`` (or ``band``) that no row would have fails here, not after every row
+    has trained and been evaluated: x step, a ``metrics.jsonl`` column of each row's
+    method; x nfe, a metric of each row's evaluation."""
+    from dsharp.methods.registry import step_columns
+
+    for plan in rows:
+        if spec.x == "step":
+            known = list(step_columns(plan.recipe.method.name))
+            what = f"a metrics.jsonl column of {plan.recipe.method.name} (row {plan.label!r})"
+            names = [("y", spec.y), ("band", spec.band)]
+        else:
+            known = evaluation_metrics(plan.recipe)
+            what = f"a metric of the evaluation of row {plan.label!r}"
+            names = [("y", spec.y)]
+        for key, name in names:
+            if name is not None and name not in known:
+                raise RecipeError(
+                    f"{name!r} is not {what}{_suggest(name, known)} (known: {', '.join(known)})",
+                    source=source,
+                    field=f"plot.{key}",
+                )
 
 
 def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> None:
