@@ -232,6 +232,30 @@ def test_overrides_given_with_the_study_win_over_the_studys_own(tmp_path: Path):
     assert loaded.rows[0].recipe.train.max_steps == 5
 
 
+def test_a_table1_label_that_names_no_paper_row_is_refused_when_the_study_loads(tmp_path: Path):
+    """It was paired with SDXL, the table's default row, without a word (a misspelled
+    label's delta was a difference against SDXL)."""
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+
+    rows = [{"label": "sdxl", "train": False}, {"label": "rlhf_sharpenning"}]
+    study = _study(tmp_path, "table1", rows)
+    with pytest.raises(RecipeError) as caught:
+        load_study(study)
+    assert caught.value.field == "rows.1 (rlhf_sharpenning)"
+    assert "no row of table1 is named 'rlhf_sharpenning' (rows: sdxl, " in caught.value.reason
+    for command in (["recipes", "validate", str(study)], ["reproduce", str(study), "--dry-run"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "no row of table1 is named 'rlhf_sharpenning'" in result.stderr
+    assert not (tmp_path / "out").exists()
+    rows[1]["paper_row"] = "rlhf_sharpening"  # named: compared with the row it names
+    (_, plan) = load_study(_study(tmp_path, "table1", rows)).rows
+    assert paper_row_of("table1", plan) == "rlhf_sharpening"
+
+
 @pytest.mark.parametrize(
     ("plot", "expected"),
     [

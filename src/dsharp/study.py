@@ -384,17 +384,25 @@ def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> N
 
 
 def paper_row_of(table: str, plan: RowPlan) -> str | int | None:
-    """The paper row ``plan`` is compared with, or None (Table 1: by label; Tables 2/3:
-    untrained rows without ``paper_row`` are left out)."""
-    from dsharp.bench.paper import paper_table
+    """The paper row ``plan`` is compared with, or None (Table 1: its ``paper_row``, else the
+    row its label names, and a label that names none is an error rather than a silent
+    comparison with SDXL; Tables 2/3: untrained rows without ``paper_row`` are left out)."""
+    from dsharp.bench.paper import _row_key, paper_table
 
+    _, rows = paper_table(table)
+    known = [r[0] for r in rows]
     wanted: Any = plan.row.paper_row
+    if wanted is None and table == "table1":
+        wanted = _row_key(table, plan.label)
+        if wanted not in known:
+            raise ValueError(
+                f"no row of {table} is named {plan.label!r} (rows: {', '.join(known)}): label "
+                "the row as one, or name the one to compare with in its paper_row"
+            )
     if wanted is None and table in ("table2", "table3") and plan.trained:
         wanted = plan.recipe.method.n if table == "table2" else plan.recipe.method.m
     if wanted is None:
         return None
-    _, rows = paper_table(table)
-    known = [r[0] for r in rows]
     if str(wanted) not in known:
         raise ValueError(f"paper row {wanted!r} not in {table} (rows: {', '.join(known)})")
     return wanted
