@@ -294,3 +294,27 @@ def test_a_plot_y_no_row_has_fails_when_the_study_loads(tmp_path: Path, plot, ex
     data["plot"] = good
     study.write_text(yaml.safe_dump(data, sort_keys=False))
     assert load_study(study).study.plot.y == good["y"]
+
+
+def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp_path: Path):
+    """After `--only base` with the trained rows' evaluations gone, table-paper.csv still
+    held their numbers, table.md blamed the metrics, and named no row left out."""
+    rows = [{"label": "base", "train": False}, {"label": "n=2", "overrides": ["method.n=2"]}]
+    loaded = load_study(_study(tmp_path, "table2", rows))
+    _finish(loaded, lambda plan: _clip(0.33))
+    out = tmp_path / "out"
+    write_outputs(loaded, echo=lambda _: None)
+    assert (out / "table-paper.csv").exists()
+    assert "No paper row (untrained, no paper_row): base." in (out / "table.md").read_text()
+
+    loaded.rows[1].eval_path.unlink()  # n=2 is no longer finished
+    said: list[str] = []
+    outcome = write_outputs(loaded, echo=said.append)
+    assert not (out / "table-paper.csv").exists()
+    assert out / "table-paper.csv" not in outcome.outputs
+    table_md = (out / "table.md").read_text()
+    assert "Not finished, left out: n=2." in table_md
+    why = "none of the rows shown has a paper row (base: untrained, no paper_row)"
+    assert f"Not beside the paper's table2: {why}." in table_md
+    assert "No metric of these rows maps" not in table_md
+    assert said == ["not finished, left out: n=2", f"not beside the paper's table2: {why}"]

@@ -36,7 +36,7 @@ def write_outputs(loaded: LoadedStudy, *, echo: Callable[[str], None] = print) -
     if not done:
         raise ValueError(f"{loaded.path}: no finished rows to show yet")
     if loaded.study.kind == "table":
-        outputs, tables = _write_table(loaded, done)
+        outputs, tables = _write_table(loaded, done, missing, echo)
     else:
         outputs, tables = _write_figure(loaded, done), []
     return StudyOutcome(outputs, [p.label for p in done], missing, tables)
@@ -45,7 +45,12 @@ def write_outputs(loaded: LoadedStudy, *, echo: Callable[[str], None] = print) -
 # --------------------------------------------------------------------------- tables
 
 
-def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], list[Any]]:
+def _write_table(
+    loaded: LoadedStudy,
+    done: list[RowPlan],
+    missing: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> tuple[list[Path], list[Any]]:
     from dsharp.io import atomic_write_text
     from dsharp.report import build_table, to_csv, to_markdown, to_rich
 
@@ -57,24 +62,29 @@ def _write_table(loaded: LoadedStudy, done: list[RowPlan]) -> tuple[list[Path], 
     columns[0] = "row"
     md = [f"# {title}", "", f"Study: `{loaded.path}`; one run folder per row under `{out}`.", ""]
     md.append(to_markdown(columns, rows))
+    if missing:  # as the terminal says: the table alone must not pass for the whole study
+        md += ["", f"Not finished, left out: {', '.join(missing)}."]
     tables = [to_rich(columns, rows, title=title)]
     outputs = [out / "table.md", out / "table.csv"]
+    paper_csv = out / "table-paper.csv"
     if study.paper_table is not None:
-        paper = _paper_comparison(study.paper_table, done)
+        paper, why_not, unpaired = _paper_comparison(study.paper_table, done)
         if paper is None:
-            md += [
-                "",
-                f"No metric of these rows maps to a column of the paper's {study.paper_table}.",
-            ]
+            md += ["", f"Not beside the paper's {study.paper_table}: {why_not}."]
+            echo(f"not beside the paper's {study.paper_table}: {why_not}")
         else:
             from dsharp.bench.paper import paper_source
 
             p_columns, p_rows = paper
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
             md.append(to_markdown(p_columns, p_rows))
-            atomic_write_text(out / "table-paper.csv", to_csv(p_columns, p_rows))
-            outputs.append(out / "table-paper.csv")
+            if unpaired:
+                md += ["", f"No paper row (untrained, no paper_row): {', '.join(unpaired)}."]
+            atomic_write_text(paper_csv, to_csv(p_columns, p_rows))
+            outputs.append(paper_csv)
             tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper", "column"))
+    if paper_csv not in outputs:  # an earlier run's comparison would pass for this one's
+        paper_csv.unlink(missing_ok=True)
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables
@@ -88,30 +98,39 @@ def _row_result(plan: RowPlan) -> dict[str, Any]:
     return with_train_reward_evals(result, plan.run_dir) if plan.trained else result
 
 
-def _paper_comparison(table: str, done: list[RowPlan]) -> tuple[list[str], list[list[Any]]] | None:
+def _paper_comparison(
+    table: str, done: list[RowPlan]
+) -> tuple[tuple[list[str], list[list[Any]]] | None, str, list[str]]:
     """The rows beside the paper's, as ``dsharp compare ROW... --against paper`` shows them
     (every eval*.json of a row folder merged, so a T2I-CompBench evaluation written there
-    joins the row), or None when none of our metrics has a paper column."""
+    joins the row), or None with the reason there is none (no row has a paper row, or none
+    of our metrics has a paper column); and the rows left out for having no paper row."""
     from dsharp.bench import compare_with_paper
     from dsharp.bench.paper import MISSING
     from dsharp.commands.compare import results_for_paper
 
     named: dict[str, dict[str, Any]] = {}
+    unpaired = []
     for plan in done:
         wanted = paper_row_of(table, plan)
-        if wanted is None and table != "table1":
+        if wanted is None:  # Tables 2/3: an untrained row has no n or m of the paper's
+            unpaired.append(plan.label)
             continue
         _, merged = results_for_paper(plan.run_dir, table)
-        if wanted is not None:
-            merged["paper_row"] = wanted
+        merged["paper_row"] = wanted
         named[plan.label] = merged
     if not named:
-        return None
+        shown = ", ".join(unpaired)
+        return (
+            None,
+            f"none of the rows shown has a paper row ({shown}: untrained, no paper_row)",
+            [],
+        )
     columns, rows = compare_with_paper(named, table)
     ours = [r for r in rows if str(r[0]).startswith("ours:")]
     if all(v == MISSING for r in ours for v in r[1:]):
-        return None
-    return columns, rows
+        return None, "no metric of these rows maps to one of its columns", unpaired
+    return (columns, rows), "", unpaired
 
 
 # --------------------------------------------------------------------------- figures
