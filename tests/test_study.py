@@ -397,3 +397,89 @@ def test_every_method_logs_only_columns_a_step_figure_may_plot(tmp_path, method,
     engine.train(recipe_, progress=False)
     (row,) = read_jsonl(out / "metrics.jsonl")
     assert set(row) <= set(step_columns(method)), set(row) - set(step_columns(method))
+
+
+def test_a_study_may_change_what_a_resumed_train_may_change(
+    tmp_path: Path, tiny_sd_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Any change was a conflict that said to delete the rows. As `dsharp train`'s resume
+    does, a larger train.max_steps trains the rows on (untrained rows keep their
+    evaluation), other eval settings evaluate the rows again without training, and a real
+    change (method.n) or a max_steps below what was trained is still refused."""
+    import dsharp.engine
+
+    def _wide(*args):
+        return CliRunner().invoke(app, ["reproduce", *map(str, args)], env={"COLUMNS": "300"})
+
+    data = _table_study(tmp_path, tiny_sd_dir)
+    study = _write_study(tmp_path / "study.yaml", data)
+    out = tmp_path / "study"
+    assert _invoke(study, "--no-progress").exit_code == 0
+    base_eval = (out / "base" / "eval.json").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dsharp.engine, "train", no_training)
+        data["evaluate"]["seeds"] = 2
+        _write_study(study, data)
+        dry = _wide(study, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert dry.output.count("evaluate again (eval.seeds: 1 -> 2)") == 2
+        again = _invoke(study, "--no-progress")
+        assert again.exit_code == 0, again.output
+    for row in ("base", "n-2"):
+        assert json.loads((out / row / "eval.json").read_text())["n_images"] == 2
+        assert yaml.safe_load((out / row / "recipe.yaml").read_text())["eval"]["seeds"] == 2
+    assert "reuse" in _wide(study, "--dry-run").output
+    base_eval = (out / "base" / "eval.json").stat().st_mtime_ns
+
+    data["overrides"][1] = "train.max_steps=2"  # from 1
+    _write_study(study, data)
+    dry = _wide(study, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "resume from step 1" in dry.output
+    more = _invoke(study, "--no-progress")
+    assert more.exit_code == 0, more.output
+    assert (out / "n-2" / "checkpoints" / "step-000002" / "trainer_state.json").exists()
+    assert [r["step"] for r in map(json.loads, (out / "n-2" / "metrics.jsonl").open())] == [1, 2]
+    assert (out / "base" / "eval.json").stat().st_mtime_ns == base_eval  # nothing to redo
+
+    data["overrides"][1] = "train.max_steps=1"  # below the step the row reached
+    _write_study(study, data)
+    fewer = _wide(study, "--dry-run")
+    assert fewer.exit_code == 2
+    assert "trained to step 2, past the study's train.max_steps 1" in fewer.stderr
+    data["overrides"][1] = "train.max_steps=2"
+    data["rows"][1]["overrides"] = ["method.n=3"]
+    _write_study(study, data)
+    changed = _wide(study, "--dry-run")
+    assert changed.exit_code == 2 and "method.n (saved 2, now 3)" in changed.stderr
+
+
+def test_an_evaluation_stopped_while_evaluating_again_leaves_the_row_to_evaluate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The old eval.json goes before the recipe with the new settings is saved: a stop in
+    between must not leave it passing for an evaluation of the new settings."""
+    import dsharp.posttrain
+    from dsharp.study import _evaluate_row, plan_study
+
+    data = _table_study(tmp_path, Path("dsharp-mini"))
+    data["rows"] = data["rows"][:1]  # the untrained base row
+    study = _write_study(tmp_path / "study.yaml", data)
+    finish_rows(load_study(study), result=lambda i, plan: {"overall": 0.5})
+    data["evaluate"]["seeds"] = 2
+    (plan,) = plan_study(load_study(_write_study(study, data)))
+    assert plan.status == "evaluate again (eval.seeds: 1 -> 2)"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsharp.posttrain, "evaluate_recipe", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate_row(plan, progress=False)
+    assert not plan.eval_path.exists()
+    (plan,) = plan_study(load_study(study))
+    assert (plan.status, plan.conflict) == ("evaluate", None)

@@ -6,7 +6,9 @@ false`` for the untrained base model and for inference-time methods), says how e
 scored (``evaluate``, the recipe ``eval`` section's fields) and, for figures, what to plot.
 Each row's run lives in ``<output_dir>/<slug(label)>/``; a finished row is reused, an
 interrupted one resumes from its newest checkpoint, and a row whose saved recipe differs
-from the study's is an error rather than a silent mix of two settings.
+from the study's is an error rather than a silent mix of two settings, except where
+``dsharp train``'s resume allows it: a larger ``train.max_steps`` trains the row on, other
+``eval`` or ``sample`` settings evaluate it again (an untrained row uses no training setting).
 
 The whole study is validated (its keys, every row's resolved recipe, the samplers and
 benches) before any model loads. Nothing here imports torch at module level, so validating
@@ -209,6 +211,9 @@ class RowPlan:
     base: Path
     status: str = ""
     conflict: str | None = None
+    evaluated_with: tuple[str, Any, Any] | None = None
+    """The first evaluation setting (field, saved, now) that differs from the one the row's
+    saved recipe was evaluated with: its eval.json scores other settings."""
 
     @property
     def label(self) -> str:
@@ -435,10 +440,58 @@ def _latest_step(plan: RowPlan) -> int | None:
     return int(found[-1].name.split("-")[1]) if found else None
 
 
+#: What only scores a row's model, never trains it: a change there evaluates the row again.
+EVALUATION_FIELDS = ("eval", "sample")
+#: For an untrained row, what its evaluation is also made of: the verifier of an
+#: inference-time sampler (or the evaluation's rewards) and the resolution it samples at.
+UNTRAINED_EVALUATION_FIELDS = (*EVALUATION_FIELDS, "rewards", "train.height", "train.width")
+#: The sections an untrained row never uses (it trains nothing).
+TRAINING_ONLY = ("method", "data", "train")
+
+
+def _only(data: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """The dotted ``fields`` of ``data`` (those it has), as nested data."""
+    out: dict[str, Any] = {}
+    for dotted in fields:
+        *parents, last = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            holder = out
+            for key in parents:
+                holder = holder.setdefault(key, {})
+            holder[last] = node[last]
+    return out
+
+
+def _saved_differences(
+    plan: RowPlan, saved: dict[str, Any], now: dict[str, Any]
+) -> tuple[str | None, tuple[str, Any, Any] | None]:
+    """Where a row's saved recipe and the study's differ: (why the folder holds another
+    row's run, if it does; else the first evaluation setting that changed, if one did).
+
+    Like ``dsharp train``'s resume, how long a row trains and how it checkpoints, logs,
+    evaluates and samples may change (:data:`dsharp.resume.RESUMABLE_CHANGES`): a larger
+    ``train.max_steps`` trains the row on from its newest checkpoint, and other evaluation
+    settings score it again. An untrained row uses none of the training sections.
+    """
+    from dsharp.resume import RESUMABLE_CHANGES
+
+    fields = EVALUATION_FIELDS if plan.trained else UNTRAINED_EVALUATION_FIELDS
+    ignore = [*RESUMABLE_CHANGES, *fields, *(() if plan.trained else TRAINING_ONLY)]
+    found = first_difference(saved, now, ignore=ignore)
+    if found is not None:
+        diff, was, new = found
+        return f"differs from the study's recipe at {diff} (saved {was!r}, now {new!r})", None
+    return None, first_difference(_only(saved, fields), _only(now, fields))
+
+
 def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
-    """Fill in ``status`` (reuse / evaluate / train / resume from step N) and ``conflict``
-    (why the folder holds another run) from what the row's folder holds."""
+    """Fill in ``status`` (reuse / evaluate / evaluate again / train / resume from step N)
+    and ``conflict`` (why the folder holds another run) from what the row's folder holds."""
     plan.conflict = None
+    plan.evaluated_with = None
     saved_path = plan.run_dir / "recipe.yaml"
     latest = _latest_step(plan)
     fix = f"delete {plan.run_dir} or change output_dir"
@@ -450,16 +503,17 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
         if not isinstance(saved, dict):
             plan.conflict = f"{saved_path} is unreadable: {fix}"
         else:
-            # Where it runs and how it resumes are not part of what it computes.
-            found = first_difference(saved, now, ignore=("output_dir", "train.resume"))
-            if found is not None:
-                diff, was, new = found
-                plan.conflict = (
-                    f"{saved_path} differs from the study's recipe at {diff} "
-                    f"(saved {was!r}, now {new!r}): {fix}"
-                )
+            why, plan.evaluated_with = _saved_differences(plan, saved, now)
+            if why is not None:
+                plan.conflict = f"{saved_path} {why}: {fix}"
     elif latest is not None:
         plan.conflict = f"{plan.run_dir} holds checkpoints but no recipe.yaml: {fix}"
+    max_steps = plan.recipe.train.max_steps
+    if plan.conflict is None and plan.trained and latest is not None and latest > max_steps:
+        plan.conflict = (
+            f"{plan.run_dir} trained to step {latest}, past the study's train.max_steps "
+            f"{max_steps}: raise it to at least {latest}, or {fix}"
+        )
     result = read_row_eval(plan.eval_path) if plan.eval_path.exists() else None
     if plan.conflict is None and result is not None and result.get("trained") != plan.trained:
         was = "a trained" if result.get("trained") else "an untrained"
@@ -471,6 +525,9 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
         plan.status = f"resume from step {latest}" if latest is not None else "train"
     elif needs_eval and result is None:
         plan.status = "evaluate"
+    elif needs_eval and plan.evaluated_with is not None:
+        diff, was, new = plan.evaluated_with
+        plan.status = f"evaluate again ({diff}: {was!r} -> {new!r})"
     else:
         plan.status = "reuse"
     return plan
@@ -515,6 +572,18 @@ class StudyConflict(ValueError):
     """A row's folder holds a run of other settings."""
 
 
+def _save_row_recipe(plan: RowPlan) -> None:
+    """The row's recipe.yaml as the study now resolves it (as ``train`` saves it: the method's
+    own defaults filled in, the model folder absolute), before its evaluation is written."""
+    from dsharp.config import save_recipe
+    from dsharp.methods.factory import with_method_defaults
+    from dsharp.model_names import absolute_model_source
+
+    recipe = with_method_defaults(plan.recipe)
+    recipe.model.pretrained = absolute_model_source(recipe.model.pretrained)
+    save_recipe(recipe, plan.run_dir / "recipe.yaml")
+
+
 def _train_row(plan: RowPlan, progress: bool) -> None:
     from dsharp import engine
 
@@ -528,17 +597,19 @@ def _evaluate_row(plan: RowPlan, progress: bool) -> dict[str, Any]:
     """Score the row's model as its recipe's eval section says; write eval.json atomically."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.commands.common import pick_device
-    from dsharp.config import save_recipe
     from dsharp.io import atomic_write_json
     from dsharp.posttrain import evaluate_recipe
 
     device = pick_device("auto")
+    # An evaluation of other settings goes first: were this one stopped after the recipe
+    # below is saved, the row must read as not evaluated, not as evaluated with these.
+    plan.eval_path.unlink(missing_ok=True)
+    _save_row_recipe(plan)  # with the settings this evaluation uses
     checkpoint = None
     if plan.trained:
         checkpoint = _final_checkpoint(plan)
         model = load_run_model(checkpoint, device)[0]
     else:
-        save_recipe(plan.recipe, plan.run_dir / "recipe.yaml")
         model = build_model(plan.recipe.model, device)
     model.unet.eval()
     result = evaluate_recipe(
@@ -575,7 +646,7 @@ def run_study(
         if plan.status == "reuse":
             continue
         echo(f"[{plan.label}] {plan.status} -> {plan.run_dir}")
-        if plan.trained and plan.status != "evaluate":
+        if plan.trained and not plan.status.startswith("evaluate"):
             _train_row(plan, progress)
         if loaded.study.needs_eval:
             _evaluate_row(plan, progress)
