@@ -483,3 +483,36 @@ def test_an_evaluation_stopped_while_evaluating_again_leaves_the_row_to_evaluate
     assert not plan.eval_path.exists()
     (plan,) = plan_study(load_study(study))
     assert (plan.status, plan.conflict) == ("evaluate", None)
+
+
+def test_reproduce_takes_overrides_that_every_row_gets_last(tmp_path: Path):
+    """`dsharp reproduce` took none (only `recipes validate STUDY key=value` did, and there
+    a row's own setting and the evaluate section won over them): a study can be shrunk
+    and moved from the command line."""
+    data = _table_study(tmp_path, Path("dsharp-mini"))
+    data["rows"][1]["overrides"] += ["train.max_steps=5"]
+    data["evaluate"] = {"bench": "shapes", "limit": 4, "seeds": 2}
+    study = _write_study(tmp_path / "study.yaml", data)
+    small = ["train.max_steps=2", "eval.limit=1", f"output_dir={tmp_path / 'small'}"]
+    loaded = load_study(study, small)
+    assert [p.recipe.train.max_steps for p in loaded.rows] == [2, 2]
+    assert [(p.recipe.eval.limit, p.recipe.eval.seeds) for p in loaded.rows] == [(1, 2)] * 2
+    assert loaded.output_dir == tmp_path / "small"
+    assert [p.run_dir for p in loaded.rows] == [
+        tmp_path / "small" / "base",
+        tmp_path / "small" / "n-2",
+    ]
+    assert loaded.given == small[:2]
+
+    result = CliRunner().invoke(
+        app, ["reproduce", str(study), *small, "--dry-run"], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "then, as given: train.max_steps=2 eval.limit=1" in result.output
+    assert str(tmp_path / "small" / "n-2") in result.output
+    assert not (tmp_path / "small").exists()
+    bad = CliRunner().invoke(app, ["reproduce", str(study), "train.max_stepz=2", "--dry-run"])
+    assert bad.exit_code == 2
+    assert "train.max_stepz: unknown key, did you mean 'max_steps'?" in bad.stderr
+    helped = CliRunner().invoke(app, ["reproduce", "--help"], env={"COLUMNS": "300"})
+    assert "train.max_steps=2 eval.limit=1 eval.seeds=1" in helped.output

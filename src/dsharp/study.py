@@ -237,6 +237,9 @@ class LoadedStudy:
     rows: list[RowPlan] = field(default_factory=list)
     common: list[str] = field(default_factory=list)
     """The overrides every row gets (the study's, then its evaluate section)."""
+    given: list[str] = field(default_factory=list)
+    """The overrides given with the study (``dsharp reproduce STUDY key=value``): every row
+    gets them last, after its own."""
 
     @property
     def output_dir(self) -> Path:
@@ -263,10 +266,31 @@ def _json_override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
+def _given_output_dir(extra_overrides: Sequence[str], source: str) -> tuple[list[str], str | None]:
+    """The overrides given with a study, less an ``output_dir=DIR`` among them, and that
+    DIR: it moves the whole study (rows in DIR/ROW, the table or figure in DIR)."""
+    from dsharp.recipe_yaml import apply_overrides
+
+    rest, where = [], None
+    for text in extra_overrides:
+        if text.partition("=")[0].strip() != "output_dir":
+            rest.append(text)
+            continue
+        holder: dict[str, Any] = {}
+        apply_overrides(holder, [text], source)
+        value = holder["output_dir"]
+        if not isinstance(value, str) or not value.strip():
+            raise RecipeError(f"override {text!r}: expected a folder", source=source)
+        where = value
+    return rest, where
+
+
 def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedStudy:
     """Read and validate a study and every row's recipe; one-line ``RecipeError`` naming the
-    file and field on the first problem. ``extra_overrides`` apply to every row, after the
-    study's own."""
+    file and field on the first problem. ``extra_overrides`` (given with the study) apply to
+    every row last, after the study's, its evaluate section and the row's own, so that
+    ``train.max_steps=2`` shortens every row; ``output_dir=DIR`` among them replaces the
+    study's output_dir."""
     path = Path(path)
     source = str(path)
     data = _read_yaml(path)
@@ -276,6 +300,9 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
         raise RecipeError(
             "a recipe, not a study (a study has `rows`): run it with dsharp train", source=source
         )
+    given, moved_to = _given_output_dir(extra_overrides, source)
+    if moved_to is not None:
+        data = {**data, "output_dir": moved_to}
     from dsharp.config import _DEFER_REWARD_NAMES, _SKIP_FILE_CHECKS
 
     try:
@@ -285,11 +312,11 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
     except ValidationError as e:
         raise _study_error(e, source) from None
     out = Path(study.output_dir).expanduser()
-    common = [*study.overrides, *extra_overrides]
+    common = list(study.overrides)
     if study.evaluate is not None:
         section = study.evaluate.model_dump(mode="json", exclude_unset=True)
         common.append(_json_override("eval", section))
-    loaded = LoadedStudy(path, study, common=common)
+    loaded = LoadedStudy(path, study, common=common, given=given)
     for i, row in enumerate(study.rows):
         where = f"rows.{i} ({row.label})"
         base = Path(os.path.normpath(path.parent / (row.base or study.base or "")))
@@ -299,7 +326,8 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
         if is_study_file(base):
             raise RecipeError(f"{base} is a study, not a recipe", source=source, field="base")
         run_dir = out / slug(row.label)
-        overrides = [*common, *row.overrides, _json_override("output_dir", str(run_dir))]
+        overrides = [*common, *row.overrides, *given]
+        overrides.append(_json_override("output_dir", str(run_dir)))
         try:
             recipe = load_recipe(base, overrides)
         except RecipeError as e:

@@ -26,14 +26,26 @@ def _plan_table(loaded, selected) -> object:
         recipe = str(plan.base) + ("" if plan.trained else " (no training)")
         overrides = " ".join(plan.overrides) or "-"
         table.add_row(plan.label, str(plan.run_dir), status, recipe, overrides)
+    caption = []
     if loaded.common:
-        table.caption = "every row: " + " ".join(loaded.common)
+        caption.append("every row: " + " ".join(loaded.common))
+    if loaded.given:
+        caption.append("then, as given: " + " ".join(loaded.given))
+    if caption:
+        table.caption = "; ".join(caption)
     return table
 
 
 def reproduce(
     study: Path = typer.Argument(
         ..., metavar="STUDY", help="Study YAML, e.g. recipes/mini/table2_samples.yaml."
+    ),
+    overrides: list[str] = typer.Argument(
+        None,
+        metavar="OVERRIDES",
+        help="Recipe overrides (key.sub=value) for every row, applied after the study's and "
+        "each row's own, e.g. train.max_steps=2 eval.limit=1; output_dir=DIR puts the rows "
+        "and the table or figure in DIR instead of the study's output_dir.",
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan (rows, reused or to run, overrides) and exit."
@@ -46,6 +58,14 @@ def reproduce(
     """Train and evaluate a study's rows, then write its table or figure.
 
     Finished rows are reused; the table or figure goes into the study's output_dir.
+
+    To try a study small first, shrink every row and write it elsewhere: dsharp reproduce
+    recipes/mini/table1.yaml train.max_steps=2 eval.limit=1 eval.seeds=1
+    output_dir=runs/table1-try (train.max_steps wins over a row's own; the untrained rows
+    ignore it). The overrides become part of each row's saved recipe: rerun into the same
+    folder with a larger train.max_steps and the trained rows train on from their newest
+    checkpoint, with other eval or sample settings the rows are evaluated again, and any
+    other change is refused as a conflict.
     """
     from rich.console import Console
 
@@ -54,7 +74,7 @@ def reproduce(
 
     console = Console()
     try:
-        loaded = load_study(study)
+        loaded = load_study(study, overrides or ())
         plan_study(loaded)
         selected = select_rows(loaded, only)
     except RecipeError as exc:
