@@ -79,8 +79,9 @@ class StudyRow(_Strict):
     )
     paper_row: str | int | None = Field(
         None,
-        description="Tables: the paper row to compare with (default: Table 1 by label, "
-        "Tables 2/3 by the row's method.n / method.m).",
+        description="Tables: the paper row to compare with (default: Table 1 by label, and a "
+        "label that names no row of Table 1 is an error; Tables 2/3 by the row's method.n / "
+        "method.m).",
     )
 
     @model_validator(mode="after")
@@ -98,8 +99,10 @@ class PlotSpec(_Strict):
         "evaluations per image (from each row's evaluation)."
     )
     y: str = Field(
-        description="x=step: a metrics.jsonl column (loss, reward, ...); x=nfe: an evaluation "
-        "metric (overall, strict, a reward name, or a paper column such as clip_score)."
+        description="x=step: a metrics.jsonl column (loss, reward, ...) that every row's method "
+        "logs; x=nfe: an evaluation metric (overall, strict, nfe_per_image, a reward the "
+        "evaluation scores, or a paper column such as clip_score that one maps to). Checked "
+        "when the study loads."
     )
     band: str | None = Field(
         None, description="x=step: metrics.jsonl column drawn as a +- band (e.g. reward_std)."
