@@ -254,33 +254,37 @@ def untrained_row_sampler(run_dir: Path) -> str | None:
             return None
     except (OSError, ValueError):
         return None
+    result = _newest_readable_evaluation(run_dir)
+    return None if result is None else (_sampler_of(result) or "default")
+
+
+def _newest_readable_evaluation(run_dir: Path) -> dict | None:
+    """The newest evaluation in ``run_dir`` that reads (damaged ones are passed over)."""
     for path in reversed(eval_files(run_dir, include_base=True)):
         try:
-            result = read_evaluation(path)
+            return read_evaluation(path)
         except (OSError, ValueError):
             continue
-        sample = result.get("sample")
-        sampler = sample.get("method") if isinstance(sample, dict) else None
-        return sampler if isinstance(sampler, str) else "default"
     return None
+
+
+def _sampler_of(result: dict) -> str | None:
+    """The sampler an evaluation records (``sample.method``), if it records one."""
+    sample = result.get("sample")
+    sampler = sample.get("method") if isinstance(sample, dict) else None
+    return sampler if isinstance(sampler, str) else None
 
 
 def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
     """The sampler (``demon (sampler)``; None for plain sampling) and model that the newest
     readable evaluation in ``run_dir`` scored."""
-    for path in reversed(eval_files(run_dir, include_base=True)):
-        try:
-            result = read_evaluation(path)
-        except (OSError, ValueError):
-            continue
-        sample = result.get("sample")
-        sampler = sample.get("method") if isinstance(sample, dict) else None
-        method = (
-            f"{sampler} (sampler)" if isinstance(sampler, str) and sampler != "default" else None
-        )
-        model = result.get("model")
-        return method, model if isinstance(model, str) else None
-    return None, None
+    result = _newest_readable_evaluation(run_dir)
+    if result is None:
+        return None, None
+    sampler = _sampler_of(result)
+    method = f"{sampler} (sampler)" if sampler not in (None, "default") else None
+    model = result.get("model")
+    return method, model if isinstance(model, str) else None
 
 
 def _section(recipe: dict[str, Any], name: str) -> dict[str, Any]:
