@@ -488,3 +488,31 @@ def test_a_zero_terminal_snr_scheduler_is_refused_before_the_weights_load(tmp_pa
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # never reached
     with pytest.raises(ValueError, match=r"zero-snr: scheduler has zero terminal SNR"):
         load_model(str(folder))
+
+
+@pytest.mark.parametrize(
+    "component", ["tokenizer", "tokenizer_2", "text_encoder_2", "vae", "unet", "scheduler"]
+)
+def test_a_model_folder_missing_a_component_names_it(tmp_path, tiny_sdxl_dir, component):
+    import shutil
+
+    folder = tmp_path / "partial"
+    shutil.copytree(tiny_sdxl_dir, folder)
+    shutil.rmtree(folder / component)
+    # a missing tokenizer loaded as an empty one and failed at the first prompt (OverflowError)
+    with pytest.raises(FileNotFoundError) as caught:
+        load_model(str(folder)).encode_prompt(PROMPTS, 64, 64)
+    assert str(caught.value) == (
+        f"{folder}: the model folder has no {component}/ (model_index.json lists it)"
+    )
+
+
+def test_a_tokenizer_folder_without_its_files_is_refused_at_load(tmp_path, tiny_sd_dir):
+    import shutil
+
+    folder = tmp_path / "no-vocab"
+    shutil.copytree(tiny_sd_dir, folder)
+    for path in (folder / "tokenizer").iterdir():
+        path.unlink()
+    with pytest.raises(ValueError, match=r"no-vocab: tokenizer/ holds no CLIP tokenizer files$"):
+        load_model(str(folder))

@@ -35,11 +35,27 @@ def _load_component(
 ) -> Any:
     """``cls.from_pretrained(source, subfolder=...)`` with None-valued options dropped; the
     dtype is applied while loading (diffusers' ``torch_dtype``, transformers' ``dtype``)."""
+    _require_subfolder(source, subfolder)
     options = {k: v for k, v in kwargs.items() if v is not None}
     if dtype is not None:
         key = "dtype" if cls.__module__.startswith("transformers") else "torch_dtype"
         options[key] = dtype
-    return cls.from_pretrained(source, subfolder=subfolder, **options)
+    component = cls.from_pretrained(source, subfolder=subfolder, **options)
+    if subfolder.startswith("tokenizer") and not 0 < component.model_max_length < 10**6:
+        # transformers builds an empty tokenizer (no vocabulary, no length) from a folder
+        # without tokenizer files, which fails only at the first prompt, with an OverflowError
+        raise ValueError(f"{source}: {subfolder}/ holds no CLIP tokenizer files")
+    return component
+
+
+def _require_subfolder(source: str, subfolder: str) -> None:
+    """A one-line ``FileNotFoundError`` naming a component that a local model folder lacks
+    (diffusers would name the model folder, and transformers would load an empty tokenizer)."""
+    folder = Path(source)
+    if folder.is_dir() and not (folder / subfolder).is_dir():
+        raise FileNotFoundError(
+            f"{source}: the model folder has no {subfolder}/ (model_index.json lists it)"
+        )
 
 
 def _frozen(module: torch.nn.Module, device: Any) -> torch.nn.Module:
@@ -141,6 +157,7 @@ class StableDiffusionModel(DiffusionModel):
         entry = self.pipeline_config.get("vae")
         if not entry or entry[0] is None:
             return None
+        _require_subfolder(self.source, "vae")
         config = AutoencoderKL.load_config(self.source, subfolder="vae", revision=load["revision"])
         upcast = self._upcast_vae and bool(config.get("force_upcast", True))
         dtype = torch.float32 if upcast else self.weight_dtype
