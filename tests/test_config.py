@@ -570,3 +570,16 @@ def test_unknown_sample_method_is_a_recipe_error(tmp_path: Path) -> None:
     )
     with pytest.raises(RecipeError, match=r"sample.method: .*demonn.*did you mean 'demon'"):
         load_recipe(path)
+
+
+def test_an_empty_training_timestep_range_is_refused_at_load() -> None:
+    # timesteps are drawn from [timestep_min, timestep_max): equal ends draw none, which the
+    # method refused only after the model had loaded
+    base = {"model": {"pretrained": "x"}, "method": {"name": "finetune"}}
+    base["data"] = {"generator": "shapes"}
+    with pytest.raises(RecipeError, match=r"^method\.timestep_max: must be > timestep_min \(500"):
+        recipe_from_dict(base, overrides=["method.timestep_min=500", "method.timestep_max=500"])
+    recipe = recipe_from_dict(
+        base, overrides=["method.timestep_min=500", "method.timestep_max=501"]
+    )
+    assert (recipe.method.timestep_min, recipe.method.timestep_max) == (500, 501)

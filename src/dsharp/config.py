@@ -188,7 +188,10 @@ class MethodConfig(_Section):
     )
     timestep_min: int = Field(0, ge=0, description="Smallest training timestep drawn.")
     timestep_max: int | None = Field(
-        None, ge=0, description="Largest training timestep drawn; None = the last one."
+        None,
+        ge=1,
+        description="End of the training timesteps drawn, excluded (they are drawn from "
+        "[timestep_min, timestep_max)); None = up to the last one, included.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Method-specific extras for other methods."
@@ -206,10 +209,13 @@ class MethodConfig(_Section):
 
     @model_validator(mode="after")
     def _timestep_range(self) -> MethodConfig:
-        if self.timestep_max is not None and self.timestep_max < self.timestep_min:
+        if self.timestep_max is not None and self.timestep_max <= self.timestep_min:
+            # timesteps are drawn from [min, max): an equal pair draws none, which the method
+            # refused only once the model had loaded
             raise FieldProblem(
                 ("timestep_max",),
-                f"must be >= timestep_min ({self.timestep_min}), got {self.timestep_max}",
+                f"must be > timestep_min ({self.timestep_min}; timesteps are drawn from "
+                f"[timestep_min, timestep_max)), got {self.timestep_max}",
             )
         return self
 
