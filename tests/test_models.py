@@ -516,3 +516,29 @@ def test_a_tokenizer_folder_without_its_files_is_refused_at_load(tmp_path, tiny_
         path.unlink()
     with pytest.raises(ValueError, match=r"no-vocab: tokenizer/ holds no CLIP tokenizer files$"):
         load_model(str(folder))
+
+
+def test_a_scheduler_saved_by_a_class_that_never_clips_is_not_clipped(tmp_path, tiny_sd_dir):
+    import shutil
+
+    from diffusers import EulerDiscreteScheduler
+
+    from dsharp.sampling import DDIMTables
+
+    folder = tmp_path / "euler"
+    shutil.copytree(tiny_sd_dir, folder)
+    shutil.rmtree(folder / "scheduler")
+    config = load_model(str(tiny_sd_dir)).scheduler.config
+    euler = EulerDiscreteScheduler(
+        beta_schedule=config.beta_schedule,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        steps_offset=config.steps_offset,
+    )
+    euler.save_pretrained(folder / "scheduler")
+    assert "clip_sample" not in (folder / "scheduler" / "scheduler_config.json").read_text()
+    model = load_model(str(folder))
+    # DDIM's own default (clip_sample=True) clamped every predicted x0 of a latent model
+    assert model.scheduler.config.clip_sample is False
+    assert DDIMTables.from_scheduler(model.scheduler).clip_sample is False
+    torch.testing.assert_close(model.scheduler.alphas_cumprod, euler.alphas_cumprod)

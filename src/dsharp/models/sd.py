@@ -110,6 +110,10 @@ class StableDiffusionModel(DiffusionModel):
         load = {"revision": revision, "variant": variant}
 
         self.scheduler = _load_component(DDIMScheduler, self.source, "scheduler", revision=revision)
+        if "clip_sample" in (self.scheduler.config.get("_use_default_values") or ()):
+            # saved by a class that never clips (Euler, DPM-Solver, PNDM without the legacy
+            # key): DDIM's default, clip_sample=True, would clamp every x0 to [-1, 1]
+            self.scheduler = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False)
         try:
             check_scheduler(self.scheduler)
         except ValueError as error:
