@@ -138,7 +138,10 @@ class ModelConfig(_Section):
         False, description="Recompute activations in backward to save memory."
     )
     weight_dtype: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="dtype of the frozen parts (VAE, text encoders, reference model)."
+        "fp32",
+        description="dtype of the frozen parts: text encoders, the VAE (SDXL's stays fp32 where "
+        "its config sets force_upcast), and with LoRA the base UNet (the LoRA itself trains in "
+        "fp32); a fully fine-tuned UNet and its reference copy stay fp32.",
     )
 
     @field_validator("pretrained")
