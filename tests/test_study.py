@@ -458,6 +458,51 @@ def test_a_study_may_change_what_a_resumed_train_may_change(
     assert changed.exit_code == 2 and "method.n (saved 2, now 3)" in changed.stderr
 
 
+def test_a_row_trained_on_never_reuses_the_shorter_run_s_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A larger train.max_steps trains a row on; its old eval.json scored the shorter run. It
+    goes before training starts, and one left beside the longer run's final checkpoint (a
+    stop between training and evaluating) reads as evaluating again, not as done."""
+    import dsharp.engine
+    from dsharp.checkpoints import checkpoint_dir
+    from dsharp.study import _save_row_recipe, _train_row, plan_row
+
+    mini = Path(__file__).resolve().parent.parent / "recipes" / "mini" / "table1.yaml"
+
+    def row(steps: int):
+        loaded = load_study(mini, [f"train.max_steps={steps}", f"output_dir={tmp_path}"])
+        return loaded, next(p for p in loaded.rows if p.trained)
+
+    def finish(plan, step: int) -> Path:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        _save_row_recipe(plan)
+        final = checkpoint_dir(plan.run_dir, step)
+        final.mkdir(parents=True)
+        (final / "trainer_state.json").write_text(json.dumps({"step": step}))
+        return final
+
+    loaded, plan = row(2)
+    short = finish(plan, 2)
+    plan.eval_path.write_text(json.dumps({"trained": True, "checkpoint": str(short)}))
+    assert plan_row(loaded, plan).status == "reuse"
+    loaded, plan = row(4)
+    assert plan_row(loaded, plan).status == "resume from step 2"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsharp.engine, "train", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _train_row(plan, progress=False)
+    assert not plan.eval_path.exists()
+
+    plan.eval_path.write_text(json.dumps({"trained": True, "checkpoint": str(short)}))
+    finish(plan, 4)
+    status = plan_row(loaded, plan).status
+    assert status.startswith("evaluate again (its eval.json scored ") and "step-000002" in status
+
+
 def test_an_evaluation_stopped_while_evaluating_again_leaves_the_row_to_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -464,6 +464,13 @@ def _final_checkpoint(plan: RowPlan) -> Path | None:
     return final if (final / "trainer_state.json").exists() else None
 
 
+def _scores(result: dict[str, Any], checkpoint: Path) -> bool:
+    """Whether a row's evaluation scored ``checkpoint``, by its step folder's name (the path
+    may be written relative to another folder); one that records none is taken at its word."""
+    recorded = result.get("checkpoint")
+    return recorded is None or Path(str(recorded)).name == checkpoint.name
+
+
 def _latest_step(plan: RowPlan) -> int | None:
     from dsharp.checkpoints import list_checkpoints
 
@@ -552,10 +559,13 @@ def plan_row(loaded: LoadedStudy, plan: RowPlan) -> RowPlan:
     if plan.conflict is None and not plan.trained and latest is not None:
         plan.conflict = f"{plan.run_dir} holds a trained run but the row has train: false: {fix}"
     needs_eval = loaded.study.needs_eval
-    if plan.trained and _final_checkpoint(plan) is None:
+    final = _final_checkpoint(plan) if plan.trained else None
+    if plan.trained and final is None:
         plan.status = f"resume from step {latest}" if latest is not None else "train"
     elif needs_eval and result is None:
         plan.status = "evaluate"
+    elif needs_eval and final is not None and not _scores(result, final):
+        plan.status = f"evaluate again (its eval.json scored {result.get('checkpoint')})"
     elif needs_eval and plan.evaluated_with is not None:
         diff, was, new = plan.evaluated_with
         plan.status = f"evaluate again ({diff}: {was!r} -> {new!r})"
@@ -621,6 +631,9 @@ def _train_row(plan: RowPlan, progress: bool) -> None:
     recipe = plan.recipe.model_copy(deep=True)
     if plan.status.startswith("resume"):
         recipe.train.resume = "latest"
+    # An evaluation of the shorter run goes first: were training stopped after its final
+    # checkpoint but before the row is evaluated, that file must not pass for this run's.
+    plan.eval_path.unlink(missing_ok=True)
     engine.train(recipe, progress=progress)
 
 
