@@ -199,6 +199,10 @@ def test_other_option_values_normalisation_or_weights_are_other_settings():
         "the scores are not on one scale"
     ]
     assert note(clip_b32, _with_specs({"model": "ViT-B-32", "api_key": "<redacted>"})) == []
+    # options that only say how a reward runs do not make its scores differ
+    runs_elsewhere = {"device": "cuda", "api_key_env": "MY_KEY", "max_concurrency": 2}
+    runs_elsewhere |= {"timeout_s": 5, "max_retries": 0, "cache_path": "none"}
+    assert note(clip_b32, _with_specs({"model": "ViT-B-32", **runs_elsewhere})) == []
     zscore = _with_specs(normalize="batch_zscore")
     assert note(_with_specs(), zscore) == [
         "reward settings differ (shapes normalize: none in a, batch_zscore in b): the scores "

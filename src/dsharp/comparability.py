@@ -148,6 +148,15 @@ def _reward_settings_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]
     return notes
 
 
+#: Reward options that decide how a reward runs, not what it scores (where it runs, the key
+#: or the environment variable that holds it, how many requests at once, how long to wait or
+#: retry, where grades are cached): evaluations that differ only in them score alike.
+RUN_OPTIONS = frozenset(
+    {"device", "api_key", "api_key_env", "max_concurrency", "timeout_s", "max_retries"}
+    | {"cache_path"}
+)
+
+
 def scoring_specs(result: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The settings of the rewards that make up an evaluation's scores (``reward_specs``;
     a reward bench's own result: its ``reward`` with ``reward_options``), each as name,
@@ -167,11 +176,18 @@ def scoring_specs(result: dict[str, Any]) -> list[dict[str, Any]] | None:
             "name": str(s.get("name")),
             "share": _weight(s) / total,
             "normalize": s.get("normalize") or "none",
-            "options": s.get("options") if isinstance(s.get("options"), dict) else {},
+            "options": _scoring_options(s.get("options")),
         }
         for s in scoring
     ]
     return sorted(out, key=lambda s: (s["name"], _canonical(s["options"])))
+
+
+def _scoring_options(options: Any) -> dict[Any, Any]:
+    """A reward's recorded options without those that only say how it runs (RUN_OPTIONS)."""
+    if not isinstance(options, dict):
+        return {}
+    return {k: v for k, v in options.items() if k not in RUN_OPTIONS}
 
 
 def _canonical(options: dict[Any, Any]) -> str:
