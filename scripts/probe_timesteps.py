@@ -79,13 +79,14 @@ def predicted_clean_score(
 def denoised_score(model: DiffusionModel, prompts: list[str], x0: torch.Tensor, t: int) -> float:
     """Noise to the last evaluation timestep below ``t``, then sample as evaluation does."""
     tables = DDIMTables.from_scheduler(model.scheduler)
-    schedule = inference_timesteps(model.scheduler, EVAL_STEPS)
-    schedule = schedule[schedule < t]
+    full = inference_timesteps(model.scheduler, EVAL_STEPS)
+    kept = full < t
+    schedule, nexts = full[kept], previous_timesteps(full, tables.num_train_timesteps)[kept]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     x = add_noise(tables, x0, noise, torch.full((len(prompts),), int(schedule[0])))
     cond = model.encode_prompt(prompts, 32, 32)
     uncond = model.encode_negative(len(prompts), 32, 32)
-    for step, step_next in zip(schedule, previous_timesteps(schedule), strict=True):
+    for step, step_next in zip(schedule, nexts, strict=True):
         t_vec = step.expand(len(prompts))
         eps = guided_noise(model, x, t_vec, cond, uncond, EVAL_GUIDANCE)
         t_prev = step_next.expand(len(prompts))

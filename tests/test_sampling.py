@@ -73,22 +73,23 @@ def test_inference_timesteps_leaves_scheduler_alone():
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("steps", [1, 4, 7, 13, 50])
+@pytest.mark.parametrize("steps", [1, 4, 7, 13, 50, 600])
 def test_each_step_goes_to_the_next_timestep_of_the_schedule(spacing, steps):
-    """The last step goes to -1 (the final alpha). Where diffusers' ``t - 1000 // steps`` rule
-    lands on the schedule (leading; trailing when steps divide 1000) the two agree, so
-    sampling matches ``DDIMScheduler.step`` there; elsewhere the rule misses."""
+    """The last step goes where diffusers' ``t - 1000 // steps`` rule goes (-1: the final
+    alpha, where that is below 0). Where the rule lands on the schedule (leading; trailing
+    when steps divide 1000) the two agree, so sampling matches ``DDIMScheduler.step`` there;
+    elsewhere the rule misses."""
     schedule = inference_timesteps(_scheduler(timestep_spacing=spacing), steps)
-    nexts = previous_timesteps(schedule)
-    assert nexts.tolist() == [*schedule.tolist()[1:], -1]
+    nexts = previous_timesteps(schedule, 1000)
     rule = [int(t) - 1000 // steps for t in schedule]
+    assert nexts.tolist() == [*schedule.tolist()[1:], max(rule[-1], -1)]
     agrees = [max(r, -1) == n for r, n in zip(rule, nexts.tolist(), strict=True)]
     if spacing == "leading" or (spacing == "trailing" and 1000 % steps == 0):
         assert all(agrees)
     elif steps > 1:
         assert not all(agrees)
     with pytest.raises(ValueError, match="at least one step"):
-        previous_timesteps(schedule[:0])
+        previous_timesteps(schedule[:0], 1000)
 
 
 # -- one step -----------------------------------------------------------------------------
@@ -104,7 +105,7 @@ def test_ddim_step_equals_scheduler_step(eta, clip_sample):
     x = _randn(3, 4, 8, 8, seed=1) * 2
     eps = _randn(3, 4, 8, 8, seed=2)
     noise = _randn(3, 4, 8, 8, seed=3)
-    t_nexts = previous_timesteps(scheduler.timesteps)
+    t_nexts = previous_timesteps(scheduler.timesteps, 1000)
     for t, t_next in zip(scheduler.timesteps, t_nexts, strict=True):  # the last goes to -1
         t_vec = t.expand(3)
         t_prev = t_next.expand(3)

@@ -150,20 +150,24 @@ def inference_timesteps(
     return fresh.timesteps.clone().long()
 
 
-def previous_timesteps(timesteps: torch.Tensor) -> torch.Tensor:
-    """For each entry of a descending inference schedule, the timestep its DDIM step goes to:
-    the schedule's next entry, and -1 (the final alpha) after the last.
+def previous_timesteps(timesteps: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
+    """For each entry of a descending inference schedule (all of it), the timestep its DDIM
+    step goes to: the schedule's next entry; from the last, ``t - num_train_timesteps //
+    steps`` as diffusers steps, -1 (the final alpha) where that is below 0.
 
     Why not diffusers' ``t - num_train_timesteps // steps``: that rule lands on the next
     entry only for ``leading`` spacing (and ``trailing`` when ``steps`` divides the training
     timesteps). With ``linspace`` (5 steps: 999 -> 799 instead of 749) or ``trailing`` at 13
     steps (999 -> 923 instead of 922) every step reads the wrong ``abar`` and leaves noise in
-    the sample (diffusers issues #12633, #9261). Where the rule is right the two agree, so
-    dsharp matches ``DDIMScheduler.step`` there exactly. Works along dim 0 of any shape.
+    the sample (diffusers issues #12633, #9261). Where the rule is right the two agree, and
+    the last step is the rule's in every case (over 500 leading steps it ends at ``abar_0``,
+    not the final alpha), so dsharp matches ``DDIMScheduler.step`` there exactly. Works along
+    dim 0 of any shape.
     """
     if timesteps.ndim == 0 or timesteps.shape[0] == 0:
         raise ValueError("timesteps must hold at least one step")
-    final = torch.full_like(timesteps[:1], -1)
+    stride = num_train_timesteps // timesteps.shape[0]
+    final = (timesteps[-1:] - stride).clamp(min=-1)
     return torch.cat([timesteps[1:], final]).long()
 
 
@@ -436,7 +440,9 @@ def sample(
     timesteps = inference_timesteps(model.scheduler, steps).to(device)
 
     states, log_probs, x0s = [x], [], []
-    for i, (t, t_next) in enumerate(zip(timesteps, previous_timesteps(timesteps), strict=True)):
+    for i, (t, t_next) in enumerate(
+        zip(timesteps, previous_timesteps(timesteps, tables.num_train_timesteps), strict=True)
+    ):
         t_vec = t.expand(batch)
         t_prev = t_next.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance, unet=unet).float()

@@ -235,7 +235,8 @@ class ImageContext:
         hits = (self.timesteps == int(t)).nonzero()
         if hits.numel() == 0:
             raise ValueError(f"timestep {int(t)} is not in this image's schedule")
-        return int(previous_timesteps(self.timesteps)[int(hits[0])])
+        nexts = previous_timesteps(self.timesteps, self.tables.num_train_timesteps)
+        return int(nexts[int(hits[0])])
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """Guided noise prediction for every row of ``x`` at timestep ``t``, in chunks."""

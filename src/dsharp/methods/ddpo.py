@@ -223,7 +223,8 @@ def transition_log_probs(
     x_t = rnd.latents[step_idx, rows]
     x_prev = rnd.latents[step_idx + 1, rows]
     timesteps = rnd.timesteps.to(device)
-    t, t_prev = timesteps[step_idx], previous_timesteps(timesteps)[step_idx]
+    nexts = previous_timesteps(timesteps, tables.num_train_timesteps)
+    t, t_prev = timesteps[step_idx], nexts[step_idx]
     uncond = rnd.uncond.index(rows) if rnd.uncond is not None else None
     eps = guided_noise(model, x_t, t, rnd.cond.index(rows), uncond, guidance, unet=unet)
     return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)

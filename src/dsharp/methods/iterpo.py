@@ -169,7 +169,7 @@ class IterPO(TrainingMethod):
             * model.scheduler.init_noise_sigma
         )
         timesteps = inference_timesteps(model.scheduler, steps).to(model.device)
-        t_nexts = previous_timesteps(timesteps)
+        t_nexts = previous_timesteps(timesteps, self.tables.num_train_timesteps)
         for t, t_next in zip(timesteps[:k], t_nexts[:k], strict=True):
             t_vec = t.expand(num)
             with torch.no_grad():

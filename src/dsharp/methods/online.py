@@ -47,7 +47,8 @@ def generate_latents(
     uncond = model.encode_negative(batch, height, width) if guidance > 1 else None
     tables = DDIMTables.from_scheduler(model.scheduler, device=device)
     timesteps = inference_timesteps(model.scheduler, steps, timestep_spacing).to(device)
-    for t, t_next in zip(timesteps, previous_timesteps(timesteps), strict=True):
+    nexts = previous_timesteps(timesteps, tables.num_train_timesteps)
+    for t, t_next in zip(timesteps, nexts, strict=True):
         t_vec = t.expand(batch)
         eps = guided_noise(model, x, t_vec, cond, uncond, guidance).float()
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
