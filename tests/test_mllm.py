@@ -371,6 +371,28 @@ def test_timeout_s_bounds_the_whole_reply_not_each_read(
     assert len(server.requests) == 1
 
 
+def test_a_request_given_up_on_holds_its_slot_until_it_ends(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    """A retry after a timeout waits for the abandoned request to end: max_concurrency
+    counts requests the server is still answering, so they cannot pile up on a slow one."""
+    requesting: list[int] = []  # the grader's request threads alive as each request arrives
+
+    def slow(body: dict[str, Any], n: int) -> Reply:
+        alive = [t for t in threading.enumerate() if t.name == "dsharp-mllm-request"]
+        requesting.append(len(alive))
+        return Reply(content=grade_json(5.0), trickle_s=0.15)
+
+    server.responder = slow
+    reward = grader(
+        server, tmp_path, timeout_s=0.5, max_retries=1, max_concurrency=1, cache_path="none"
+    )
+    with pytest.raises(RewardError, match=r"no reply within timeout_s=0.5 \(after 2 attempts\)"):
+        score(reward, images(1), ["a red cube"])
+    _join_grader_threads()
+    assert requesting == [1, 1]  # the retry came once the request given up on had ended
+
+
 def _signal_main_when(ready: Callable[[], bool], signum: int) -> threading.Thread:
     """A thread that sends ``signum`` to the main thread once ``ready()`` (as Ctrl-C or a
     scheduler's SIGTERM would arrive); it sends nothing if that never happens."""

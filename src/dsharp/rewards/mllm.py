@@ -158,14 +158,25 @@ class _Aborted(Exception):
     """An attempt given up because the batch was interrupted."""
 
 
-def _call_within(call: Callable[[], Any], timeout_s: float, abort: threading.Event) -> Any:
+def _call_within(
+    call: Callable[[], Any],
+    timeout_s: float,
+    abort: threading.Event,
+    slots: threading.Semaphore | None = None,
+) -> Any:
     """``call()``'s result (or its exception), given up with :class:`_PastDeadline` once
     ``timeout_s`` has passed, or with :class:`_Aborted` as soon as ``abort`` is set.
 
     It runs in a daemon thread because neither can be had from httpx: its timeout is per read
     (a server that sends a byte now and then never trips it) and a blocking read cannot be
     interrupted. A request given up on ends on its own (httpx's timeouts, or the reply) in the
-    background, and never keeps the process from exiting."""
+    background, and never keeps the process from exiting. ``slots`` holds one slot per
+    request until the request itself ends, so that abandoned requests still count against
+    ``max_concurrency`` and cannot pile up on a slow server."""
+    if slots is not None:
+        while not slots.acquire(timeout=_POLL_S):  # a slot frees when a request ends
+            if abort.is_set():
+                raise _Aborted
     done = threading.Event()
     result: list[tuple[bool, Any]] = []
 
@@ -175,6 +186,8 @@ def _call_within(call: Callable[[], Any], timeout_s: float, abort: threading.Eve
         except BaseException as e:  # handed to the waiting thread, which raises it
             result.append((False, e))
         finally:
+            if slots is not None:
+                slots.release()
             done.set()
 
     threading.Thread(target=run, name="dsharp-mllm-request", daemon=True).start()
@@ -238,6 +251,8 @@ class MLLMGrader:
         auto = settings.structured_output == "auto"  # start with the best, fall back on 400
         self._mode = "json_schema" if auto else settings.structured_output
         self._mode_lock = threading.Lock()
+        # requests in flight, abandoned ones included (see _call_within)
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._key_request = self._cache_identity()
 
     def _cache_identity(self) -> dict[str, Any]:
@@ -314,7 +329,7 @@ class MLLMGrader:
             try:
                 request = self._request(prompt, data_url, mode)
                 create = functools.partial(self._client.chat.completions.create, **request)
-                reply = _call_within(create, s.timeout_s, abort)
+                reply = _call_within(create, s.timeout_s, abort, self._slots)
             except _Aborted:
                 out.error = "stopped: the batch was interrupted"
                 return out
