@@ -458,6 +458,15 @@ def test_a_study_may_change_what_a_resumed_train_may_change(
     assert changed.exit_code == 2 and "method.n (saved 2, now 3)" in changed.stderr
 
 
+def _stop_at(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+    """Make ``owner.name`` stop as Ctrl-C would, for tests of what an interrupted row leaves."""
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(owner, name, stopped)
+
+
 def test_a_row_trained_on_never_reuses_the_shorter_run_s_evaluation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -489,10 +498,7 @@ def test_a_row_trained_on_never_reuses_the_shorter_run_s_evaluation(
     loaded, plan = row(4)
     assert plan_row(loaded, plan).status == "resume from step 2"
 
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(dsharp.engine, "train", stopped)
+    _stop_at(monkeypatch, dsharp.engine, "train")
     with pytest.raises(KeyboardInterrupt):
         _train_row(plan, progress=False)
     assert not plan.eval_path.exists()
@@ -519,10 +525,7 @@ def test_an_evaluation_stopped_while_evaluating_again_leaves_the_row_to_evaluate
     (plan,) = plan_study(load_study(_write_study(study, data)))
     assert plan.status == "evaluate again (eval.seeds: 1 -> 2)"
 
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(dsharp.posttrain, "evaluate_recipe", stopped)
+    _stop_at(monkeypatch, dsharp.posttrain, "evaluate_recipe")
     with pytest.raises(KeyboardInterrupt):
         _evaluate_row(plan, progress=False)
     assert not plan.eval_path.exists()
