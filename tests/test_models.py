@@ -274,6 +274,26 @@ def test_online_samples_step_along_the_schedule(tmp_path, monkeypatch, spacing, 
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize(
+    "refiner",
+    [
+        {"requires_aesthetics_score": True},
+        {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]},
+    ],
+)
+def test_an_sdxl_refiner_is_refused_at_load_not_at_the_first_unet_call(
+    tiny_sdxl_dir, tmp_path, refiner
+):
+    """A refiner's UNet takes 5 time ids where the base's takes 6: it was taken for SDXL and
+    failed at the first UNet call with a shape error."""
+    folder = tmp_path / "refiner"
+    folder.mkdir()
+    index = json.loads((tiny_sdxl_dir / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, **refiner}))
+    with pytest.raises(ValueError, match=r"refiner: this is an SDXL refiner .* give the SDXL base"):
+        load_model(str(folder))
+
+
 # -- LoRA, reference model, trained weights -----------------------------------------------
 
 

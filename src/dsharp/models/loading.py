@@ -108,8 +108,17 @@ def _unreachable_message(source: str) -> str:
 
 
 def detect_family(config: dict[str, Any]) -> str:
-    """``"sdxl"``, ``"mini"`` or ``"sd"`` from a model_index.json dict."""
+    """``"sdxl"``, ``"mini"`` or ``"sd"`` from a model_index.json dict; a ValueError for an
+    SDXL refiner, which only one text encoder and an aesthetic-score condition make (its UNet
+    takes 5 time ids where the base takes 6, so it would fail at the first UNet call)."""
     if config.get("_class_name", "").startswith("StableDiffusionXL"):
+        text_encoder = config.get("text_encoder")
+        if config.get("requires_aesthetics_score") or not text_encoder or text_encoder[0] is None:
+            raise ValueError(
+                "this is an SDXL refiner (image-to-image, one text encoder, conditioned on an "
+                "aesthetic score): dsharp fine-tunes and samples text-to-image models; give "
+                "the SDXL base model instead"
+            )
         return "sdxl"
     vae = config.get("vae")
     if not vae or vae[0] is None:
@@ -143,7 +152,10 @@ def load_model(
     config = read_model_index(source, revision=revision)
     if "unet" not in config:
         raise ValueError(f"{pretrained} is not a UNet text-to-image model (no unet in model_index)")
-    detected = detect_family(config)
+    try:
+        detected = detect_family(config)
+    except ValueError as error:
+        raise ValueError(f"{pretrained}: {error}") from None
     if family != "auto" and family != detected:
         raise ValueError(f"{pretrained} is a {detected!r} model, not {family!r}")
     options = dict(
