@@ -18,6 +18,9 @@ from pathlib import Path
 from dsharp.io import atomic_write_json, replace_directory, sync_folder, sync_tree
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
+#: What ``dsharp merge`` writes in the run folder beside its one checkpoint (the runs merged
+#: and the scale): such a folder holds weights only, no run to resume.
+MERGE_JSON = "merge.json"
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:

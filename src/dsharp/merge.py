@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from dsharp.checkpoints import checkpoint_dir, checkpoint_step, find_model_checkpoint
+from dsharp.checkpoints import (
+    MERGE_JSON,
+    checkpoint_dir,
+    checkpoint_step,
+    find_model_checkpoint,
+)
 from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
@@ -197,7 +202,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
             {"step": step, "method": sources[0].recipe.method.name, "merged_from": merged_from},
         )
         atomic_write_json(
-            tmp / "merge.json",
+            tmp / MERGE_JSON,
             {
                 "scale": scale,
                 "base_model": recipe.model.pretrained,

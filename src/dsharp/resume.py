@@ -38,14 +38,10 @@ def planned_resume(recipe: Any) -> Path | None:
     return resume_from
 
 
-#: What ``dsharp merge`` writes beside its one checkpoint (see :mod:`dsharp.merge`).
-MERGE_JSON = "merge.json"
-
-
 def merged_weights_only(checkpoint: Path) -> bool:
     """Whether a checkpoint is one that ``dsharp merge`` wrote: merged UNet weights without
     the optimizer, scheduler and RNG state a run continues from."""
-    if (ckpts.run_dir_of(checkpoint) / MERGE_JSON).is_file():
+    if (ckpts.run_dir_of(checkpoint) / ckpts.MERGE_JSON).is_file():
         return True
     try:
         return "merged_from" in ckpts.read_trainer_state(checkpoint)

@@ -206,7 +206,7 @@ def _folder_status(
 
 def _merge_status(run_dir: Path) -> str | None:
     """``merged (3 runs, scale 2)`` for a folder ``dsharp merge`` wrote, else None."""
-    path = run_dir / "merge.json"
+    path = run_dir / ckpts.MERGE_JSON
     if not path.is_file():
         return None
     try:
