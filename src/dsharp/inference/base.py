@@ -184,6 +184,7 @@ class ImageContext:
     uncond: Conditioning | None = field(init=False)
     tables: DDIMTables = field(init=False)
     timesteps: torch.Tensor = field(init=False)
+    _next: dict[int, int] = field(init=False, repr=False)  # timestep -> where its step goes
 
     def __post_init__(self) -> None:
         model = self.model
@@ -192,6 +193,8 @@ class ImageContext:
         self.uncond = model.encode_negative(1, self.height, self.width) if self.guided else None
         self.tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
         self.timesteps = inference_timesteps(model.scheduler, self.steps).to(model.device)
+        nexts = previous_timesteps(self.timesteps, self.tables.num_train_timesteps)
+        self._next = dict(zip(self.timesteps.tolist(), nexts.tolist(), strict=True))
 
     @property
     def guided(self) -> bool:
@@ -232,11 +235,9 @@ class ImageContext:
 
     def prev(self, t: torch.Tensor | int) -> int:
         """The timestep a DDIM step from ``t`` goes to (below 0: the final alpha)."""
-        hits = (self.timesteps == int(t)).nonzero()
-        if hits.numel() == 0:
+        if int(t) not in self._next:
             raise ValueError(f"timestep {int(t)} is not in this image's schedule")
-        nexts = previous_timesteps(self.timesteps, self.tables.num_train_timesteps)
-        return int(nexts[int(hits[0])])
+        return self._next[int(t)]
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """Guided noise prediction for every row of ``x`` at timestep ``t``, in chunks."""
