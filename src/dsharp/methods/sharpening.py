@@ -38,9 +38,6 @@ from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import TIMESTEP_SPACINGS
 
-#: Spacings ``sample_spacing`` accepts (each DDIM step goes to the schedule's next entry).
-SAMPLE_SPACINGS = TIMESTEP_SPACINGS
-
 
 class _Sharpening(TrainingMethod):
     """Shared rollout, scoring and selection of both variants."""
@@ -269,10 +266,10 @@ class RLHFSharpening(_Sharpening):
                 bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise ValueError(f"method.options.{name}: must be {bound}, got {value}")
         spacing = settings["sample_spacing"]
-        if spacing is not None and spacing not in SAMPLE_SPACINGS:
+        if spacing is not None and spacing not in TIMESTEP_SPACINGS:
             raise ValueError(
                 f"method.options.sample_spacing: unknown {spacing!r} "
-                f"(expected {', '.join(SAMPLE_SPACINGS)}, or null for the scheduler's own)"
+                f"(expected {', '.join(TIMESTEP_SPACINGS)}, or null for the scheduler's own)"
             )
         if settings["sample_from"] not in ("policy", "reference"):
             raise ValueError(
