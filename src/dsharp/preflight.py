@@ -203,12 +203,8 @@ def check_runtime(recipe: Any) -> None:
         name = missing[0]
         raise ValueError(
             f"train.trackers: {name} needs its package, which is not installed "
-            f"(pip install {_TRACKER_PACKAGES.get(name, name)}); accelerate would log nothing to it"
+            f"(pip install {name}); accelerate would log nothing to it"
         )
-
-
-#: What to install for each tracker (accelerate's tensorboard tracker also takes tensorboardX).
-_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def missing_trackers(trackers: list[str]) -> list[str]:
