@@ -32,6 +32,7 @@ from dsharp.bench.t2i_data import (
 from dsharp.bench.t2i_scoring import EvaluatorOptions, parts_of_complex
 from dsharp.bench.words import drop_adjectives
 from dsharp.rewards.noun_phrases import rule_noun_phrases
+from spying import Call, record_calls
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "t2i-compbench"
 needs_shared = pytest.mark.skipif(
@@ -391,23 +392,26 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_model, evaluators, tmp_pa
         fh.write('{"category": "spat')
     monkeypatch.setattr(T2IScorer, "score", real_score)
 
-    import dsharp.generate
-
-    generated: list[str] = []
-    real_generate = dsharp.generate.generate
-
-    def counting(model, prompts, *args, **kwargs):
-        generated.extend(prompts)
-        return real_generate(model, prompts, *args, **kwargs)
-
-    monkeypatch.setattr(dsharp.generate, "generate", counting)
+    calls = _record_generate(monkeypatch)
     result = _run(tiny_model, evaluators, out, categories="color,spatial")
     spatial = _lines("spatial_val.txt")  # --limit 2 spreads through the list
-    assert generated == [spatial[0], spatial[len(spatial) // 2]]
+    assert _prompts_of(calls) == [spatial[0], spatial[len(spatial) // 2]]
     assert result["t2i_compbench"]["color"]["n"] == 2
     assert result["t2i_compbench"]["spatial"]["n"] == 2
     rows = [json.loads(x) for x in (out / "partial.jsonl").read_text().splitlines()]
     assert [r["category"] for r in rows] == ["color"] * 2 + ["spatial"] * 2
+
+
+def _record_generate(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
+    """The calls of ``dsharp.generate.generate`` the test makes from here on."""
+    import dsharp.generate
+
+    return record_calls(monkeypatch, dsharp.generate, "generate")
+
+
+def _prompts_of(calls: list[Call]) -> list[str]:
+    """The prompts those calls generated images for, in order."""
+    return [prompt for call in calls for prompt in call.args[1]]
 
 
 def test_limit_spreads_through_a_category_and_a_resume_reuses_only_the_rows_it_shares(
@@ -415,27 +419,18 @@ def test_limit_spreads_through_a_category_and_a_resume_reuses_only_the_rows_it_s
 ):
     """--limit spreads evenly through each category (as for other benches), not the first N;
     a rerun with another limit generates only the prompts it has not scored."""
-    import dsharp.generate
-
     data = tmp_path / "data"
     data.mkdir()
     prompts = ["a red book", "a blue cup", "a green apple", "a yellow car", "a white dog"]
     (data / "color_val.txt").write_text("\n".join(prompts) + "\n")
-    generated: list[str] = []
-    real_generate = dsharp.generate.generate
-
-    def counting(model, prompts, *args, **kwargs):
-        generated.extend(prompts)
-        return real_generate(model, prompts, *args, **kwargs)
-
-    monkeypatch.setattr(dsharp.generate, "generate", counting)
+    calls = _record_generate(monkeypatch)
     out = tmp_path / "t2i"
     result = _run(tiny_model, evaluators, out, categories="color", limit=2, data_dir=data)
-    assert generated == [prompts[0], prompts[2]]
+    assert _prompts_of(calls) == [prompts[0], prompts[2]]
     assert result["t2i_compbench"]["color"]["n_prompts"] == 2
-    generated.clear()
+    calls.clear()
     result = _run(tiny_model, evaluators, out, categories="color", limit=3, data_dir=data)
-    assert generated == [prompts[1], prompts[3]]  # prompts[0] is reused, prompts[2] left out
+    assert _prompts_of(calls) == [prompts[1], prompts[3]]  # prompts[0] reused, [2] left out
     assert result["t2i_compbench"]["color"]["n_prompts"] == 3
     assert result["t2i_compbench"]["color"]["n"] == 3
 
