@@ -127,6 +127,21 @@ def test_ctrl_c_before_any_checkpoint_says_so_and_after_one_names_it(tmp_path, m
     assert last.endswith("train.resume=latest")
 
 
+def _sigterm_after_step(monkeypatch: pytest.MonkeyPatch, last: int) -> None:
+    """Send SIGTERM (as a job scheduler does) once training step ``last`` has run."""
+    from dsharp.engine import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self, step):
+        metrics = real_step(self, step)
+        if step == last:
+            signal.raise_signal(signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+
+
 def test_a_stop_during_the_last_step_skips_the_report_and_says_how_to_write_it(
     tmp_path, tiny_sd_dir, monkeypatch
 ):
@@ -138,18 +153,9 @@ def test_a_stop_during_the_last_step_skips_the_report_and_says_how_to_write_it(
 
     import dsharp.posttrain
     from dsharp.cli import app
-    from dsharp.engine import Trainer
-
-    real_step = Trainer.train_step
-
-    def step_then_sigterm(self, step):
-        metrics = real_step(self, step)
-        if step == 2:
-            signal.raise_signal(signal.SIGTERM)
-        return metrics
 
     reports = []
-    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    _sigterm_after_step(monkeypatch, 2)
     monkeypatch.setattr(dsharp.posttrain, "post_train_report", lambda *a, **k: reports.append(a))
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
@@ -232,17 +238,8 @@ def test_the_command_that_continues_a_stopped_run_prints_no_secret(
     from typer.testing import CliRunner
 
     from dsharp.cli import app
-    from dsharp.engine import Trainer
 
-    real_step = Trainer.train_step
-
-    def step_then_sigterm(self, step):
-        metrics = real_step(self, step)
-        if step == 1:
-            signal.raise_signal(signal.SIGTERM)
-        return metrics
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    _sigterm_after_step(monkeypatch, 1)
     monkeypatch.setenv("FAKE_KEY", "dummy")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
