@@ -527,6 +527,41 @@ def test_a_model_folder_missing_a_component_names_it(tmp_path, tiny_sdxl_dir, co
     )
 
 
+def _with_variant(folder, components, variant="fp16"):
+    """Give each weight file of ``components`` a ``variant`` copy (``model.fp16.safetensors``)."""
+    import shutil
+
+    for component in components:
+        for path in list((folder / component).glob("*.safetensors")):
+            shutil.copy(path, path.with_name(f"{path.stem}.{variant}{path.suffix}"))
+
+
+def test_a_weight_variant_loads_when_every_weighted_component_has_it(tmp_path, tiny_sd_dir):
+    import shutil
+
+    folder = tmp_path / "variant"
+    shutil.copytree(tiny_sd_dir, folder)
+    _with_variant(folder, ["text_encoder", "vae", "unet"])
+    model = load_model(str(folder), variant="fp16")
+    assert model.encode_prompt(PROMPTS, 64, 64) is not None
+
+
+@pytest.mark.parametrize("missing", ["text_encoder", "vae", "unet"])
+def test_a_missing_weight_variant_names_the_component(tmp_path, tiny_sd_dir, missing):
+    import shutil
+
+    folder = tmp_path / "variant"
+    shutil.copytree(tiny_sd_dir, folder)
+    _with_variant(folder, {"text_encoder", "vae", "unet"} - {missing})
+    # transformers and diffusers named only the model folder, as if it lacked the weights
+    with pytest.raises(FileNotFoundError) as caught:
+        load_model(str(folder), variant="fp16")
+    assert str(caught.value) == (
+        f"{folder}: {missing}/ has no 'fp16' variant of its weights (model.variant: fp16); "
+        "leave model.variant unset to load the default weights"
+    )
+
+
 def test_a_tokenizer_folder_without_its_files_is_refused_at_load(tmp_path, tiny_sd_dir):
     import shutil
 

@@ -37,6 +37,8 @@ def _load_component(
     dtype is applied while loading (diffusers' ``torch_dtype``, transformers' ``dtype``)."""
     _require_subfolder(source, subfolder)
     options = {k: v for k, v in kwargs.items() if v is not None}
+    if "variant" in options:
+        _require_variant(source, subfolder, options["variant"])
     if dtype is not None:
         key = "dtype" if cls.__module__.startswith("transformers") else "torch_dtype"
         options[key] = dtype
@@ -55,6 +57,17 @@ def _require_subfolder(source: str, subfolder: str) -> None:
     if folder.is_dir() and not (folder / subfolder).is_dir():
         raise FileNotFoundError(
             f"{source}: the model folder has no {subfolder}/ (model_index.json lists it)"
+        )
+
+
+def _require_variant(source: str, subfolder: str, variant: str) -> None:
+    """A one-line ``FileNotFoundError`` naming the component of a local model folder that has
+    no ``variant`` weights (diffusers and transformers name only the model folder)."""
+    folder = Path(source) / subfolder
+    if folder.is_dir() and not any(f".{variant}." in path.name for path in folder.iterdir()):
+        raise FileNotFoundError(
+            f"{source}: {subfolder}/ has no {variant!r} variant of its weights "
+            f"(model.variant: {variant}); leave model.variant unset to load the default weights"
         )
 
 
