@@ -106,6 +106,19 @@ def test_d3po_clamps_the_ratio_and_blocks_gradients_outside_the_band():
     assert loss.item() == pytest.approx(math.log1p(math.exp(-inside)), rel=1e-6)
 
 
+def test_d3po_gradient_stays_finite_where_the_ratio_overflows_float32():
+    # log-ratio 89: exp(89) is inf in float32; the clamp still holds it at 1 + eps
+    w = torch.tensor([89.0], requires_grad=True)
+    lose = torch.tensor([0.0], requires_grad=True)
+    loss = d3po_loss(w, lose, torch.zeros(1), torch.zeros(1), beta=0.1, eps=0.1)
+    loss.backward()
+    # inside = beta * log(1 + eps) = 0.1 * log 1.1 = 0.00953102; loss = log(1 + exp(-inside))
+    assert loss.item() == pytest.approx(0.688393, abs=1e-6)
+    assert w.grad.item() == 0.0  # clamped: no gradient, and not NaN
+    # d/d lose of -log sigmoid(beta * (log 1.1 - lose)) = beta * (1 - sigmoid(inside))
+    assert lose.grad.item() == pytest.approx(0.0497617, abs=1e-6)
+
+
 def test_preferred_pairs_skip_ties_and_unscored_pairs():
     rewards = torch.tensor([1.0, 2.0, 3.0, 3.0, float("nan"), 1.0, 5.0, 4.0])
     winners, losers, usable = preferred_pairs(rewards)

@@ -40,9 +40,12 @@ def clamped_log_ratio(
     log_prob: torch.Tensor, ref_log_prob: torch.Tensor, eps: float
 ) -> torch.Tensor:
     """``log clamp(pi_theta / pi_ref, 1 - eps, 1 + eps)``: gradients flow only where the
-    ratio is inside the band."""
-    ratio = torch.exp(log_prob - ref_log_prob)
-    return torch.log(torch.clamp(ratio, 1.0 - eps, 1.0 + eps))
+    ratio is inside the band.
+
+    Clamped in log space (the same value): the ratio itself overflows float32 once the
+    log-ratio passes ~88.7, and the clamp's zero gradient times ``exp``'s infinite one is NaN.
+    """
+    return torch.clamp(log_prob - ref_log_prob, math.log(1.0 - eps), math.log(1.0 + eps))
 
 
 def d3po_loss(
