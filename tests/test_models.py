@@ -131,6 +131,24 @@ def test_vae_encode_decode_shapes(tiny_sd_dir):
         model.encode_images(torch.rand(3, 64, 64))
 
 
+def test_a_vae_kept_in_fp32_runs_in_fp32_under_a_training_steps_fp16_autocast(tiny_sdxl_dir):
+    """Training steps run under train.mixed_precision's autocast; SDXL's VAE is kept fp32
+    (force_upcast) because fp16 overflows in it. Latents far out of fp16's range stand in
+    for that overflow: in fp32 they decode to finite images, in fp16 to NaN."""
+    model = load_model(str(tiny_sdxl_dir), weight_dtype=torch.float16)
+    assert model.vae.dtype == torch.float32 and model.text_encoder.dtype == torch.float16
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    outside = model.decode(latents), model.decode(latents * 1e6)
+    encoded = model.encode_images(images, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.float16):
+        inside = model.decode(latents), model.decode(latents * 1e6)
+        again = model.encode_images(images, generator=torch.Generator().manual_seed(2))
+    assert not outside[1].isnan().any() and not inside[1].isnan().any()
+    assert torch.equal(inside[0], outside[0]) and torch.equal(inside[1], outside[1])
+    assert torch.equal(again, encoded)
+
+
 def test_predict_noise_checks_batch(tiny_sd_dir):
     model = load_model(str(tiny_sd_dir))
     x, t, cond = _noise_inputs(model)

@@ -76,6 +76,22 @@ def _frozen(module: torch.nn.Module, device: Any) -> torch.nn.Module:
     return module.to(device=device).eval()
 
 
+def _vae_precision(vae: torch.nn.Module, device: torch.device) -> Any:
+    """Turns fp16 autocast off while a VAE held in higher precision runs, so that it runs in
+    the dtype it was loaded in. Training steps run under ``train.mixed_precision``'s autocast,
+    and in fp16 an fp32 VAE's activations overflow (SDXL's VAE is kept fp32 for that reason,
+    ``force_upcast``), giving NaN images that no reward can score. bf16 autocast keeps fp32's
+    range and stays on (it is the faster decoder)."""
+    kind = device.type
+    if (
+        vae.dtype != torch.float16
+        and torch.is_autocast_enabled(kind)
+        and torch.get_autocast_dtype(kind) == torch.float16
+    ):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _param_versions(module: torch.nn.Module) -> int:
     """Sum of in-place modification counters of ``module``'s parameters (optimizer steps,
     ``load_state_dict`` and DDP broadcasts all bump them)."""
@@ -322,7 +338,8 @@ class StableDiffusionModel(DiffusionModel):
         scale = self.vae.config.scaling_factor
         stats = self._latents_stats(z)
         z = z * stats[1] / scale + stats[0] if stats else z / scale
-        images = self.vae.decode(z, return_dict=False)[0]
+        with _vae_precision(self.vae, z.device):
+            images = self.vae.decode(z, return_dict=False)[0]
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -334,7 +351,8 @@ class StableDiffusionModel(DiffusionModel):
         pixels = images.to(self.device).float() * 2 - 1
         if self.vae is None:
             return pixels
-        dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        with _vae_precision(self.vae, pixels.device):
+            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
         z = dist.sample(generator=generator)
         scale = self.vae.config.scaling_factor
         stats = self._latents_stats(z)
