@@ -138,6 +138,26 @@ def test_overrides_parse_yaml_values_and_index_lists(recipe_file: Path) -> None:
     assert recipe.output_dir == "/tmp/elsewhere"
 
 
+def test_mixed_precision_no_works_unquoted_in_the_file_and_as_an_override(
+    recipe_file: Path, tmp_path: Path
+) -> None:
+    """YAML 1.1 reads an unquoted ``no`` as false: the documented value was refused
+    ("expected one of 'no', 'fp16', 'bf16', got False") unless quoted."""
+    assert load_recipe(recipe_file, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    text = recipe_file.read_text(encoding="utf-8")
+    written = tmp_path / "no.yaml"
+    written.write_text(
+        text.replace("  max_steps: 20\n", "  max_steps: 20\n  mixed_precision: no\n")
+    )
+    recipe = load_recipe(written)
+    assert recipe.train.mixed_precision == "no"
+    assert load_recipe(written, ["train.mixed_precision=bf16"]).train.mixed_precision == "bf16"
+    saved = tmp_path / "saved.yaml"
+    save_recipe(recipe, saved)
+    assert load_recipe(saved).train.mixed_precision == "no"
+    assert "got True" in _error(recipe_file, ["train.mixed_precision=yes"])
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -524,6 +524,13 @@ class TrainConfig(_Section):
     )
     project: str = Field("dsharp", description="Tracker project name.")
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_not_false(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `no` as false: the documented value must still work,
+        # in a recipe file and as an override (train.mixed_precision=no)
+        return "no" if value is False else value
+
     @field_validator("trackers")
     @classmethod
     def _unique_trackers(cls, value: list[str]) -> list[str]:
