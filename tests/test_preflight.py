@@ -93,6 +93,17 @@ def _validate(recipe: Path, *overrides: str):
             ("train.optimizer=sgd", "train.adam_beta2=0.5"),
             "train.adam_beta2: only used with train.optimizer adamw or adamw8bit, not sgd",
         ),
+        # a LoRA over an fp16 UNet without fp16's gradient scaler (bf16 autocast included)
+        (
+            QUICKSTART,
+            ("model.lora_rank=4", "model.weight_dtype=fp16"),
+            "model.weight_dtype: fp16 with LoRA needs train.mixed_precision: fp16 (CUDA)",
+        ),
+        (
+            QUICKSTART,
+            ("model.lora_rank=4", "model.weight_dtype=fp16", "train.mixed_precision=bf16"),
+            "underflowing (it is bf16); or set model.weight_dtype: bf16",
+        ),
         (DEMON, "sample.options.KK=3", "sample.options.KK: unknown option of method 'demon'"),
         (DEMON, "sample.options.weighting=boltzman", "expected one of 'tanh', 'boltzmann'"),
     ],
@@ -134,6 +145,51 @@ def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch,
         "CUDA GPU; use bf16 or no on CPU"
     )
     assert _validate(QUICKSTART, "train.mixed_precision=bf16").stderr == ""
+
+
+def test_precisions_that_train_without_trouble_pass(monkeypatch, tmp_path):
+    """fp16 LoRA with fp16 autocast (on CUDA), and fp16 frozen parts under full
+    fine-tuning (its UNet trains in fp32)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    for overrides in (
+        ("model.lora_rank=4", "model.weight_dtype=fp16", "train.mixed_precision=fp16"),
+        ("model.weight_dtype=fp16", "train.mixed_precision=no"),
+        ("model.weight_dtype=fp16", "train.mixed_precision=bf16"),
+        ("model.lora_rank=4", "model.weight_dtype=bf16", "train.mixed_precision=no"),
+    ):
+        result = _validate(QUICKSTART, *overrides)
+        assert result.exit_code == 0 and result.stderr == "", (overrides, result.output)
+
+
+def test_bf16_autocast_over_fp16_weights_is_refused_on_cpu_before_loading(monkeypatch, tmp_path):
+    """CPU autocast leaves layer norm a bf16 input and fp16 weights: torch raised "mixed
+    dtype (CPU)" in the text encoder at the first step, after the model had loaded."""
+    import torch
+
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the precision was checked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+    monkeypatch.chdir(tmp_path)
+    overrides = ["model.weight_dtype=fp16", "train.mixed_precision=bf16"]
+    why = (
+        "train.mixed_precision: bf16 autocast over model.weight_dtype fp16 fails on CPU; "
+        "set model.weight_dtype: bf16 (or fp32)"
+    )
+    result = _validate(QUICKSTART, *overrides)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"note: train would refuse it on this machine: {why}"
+    run = tmp_path / "run"
+    args = ["train", str(QUICKSTART), *overrides, f"output_dir={run}", "--no-progress"]
+    train = CliRunner().invoke(app, args)
+    assert train.exit_code == 1, train.output
+    assert train.stderr.strip() == f"error: {why}"
 
 
 def test_a_tracker_whose_package_is_missing_is_noted_by_validate_and_refused_before_loading(

@@ -83,6 +83,7 @@ def check_before_loading(
                 value = getattr(getattr(recipe, section), side)
                 checks.append((field, lambda v=value: _check_side(v, factor, recipe.model)))
     if training:
+        checks.append(("model.weight_dtype", lambda: check_training_precision(recipe)))
         out = Path(recipe.output_dir)
         checks.append(("output_dir", lambda: check_output_folder(out)))
     for field, check in checks:
@@ -91,6 +92,23 @@ def check_before_loading(
         except (ValueError, NotImplementedError, RewardError) as err:
             where, reason = _located(str(err), field)
             raise RecipeError(reason, source=source, field=where) from None
+
+
+def check_training_precision(recipe: Any) -> None:
+    """``ValueError`` for a LoRA over an fp16 UNet trained without fp16 mixed precision.
+
+    The LoRA's weights are fp32, but its gradients reach them through the frozen fp16 UNet's
+    activations; without the gradient scaler that only ``train.mixed_precision: fp16`` gives,
+    small gradients underflow to zero in fp16 (diffusers' examples pair fp16 weights with
+    fp16 mixed precision for this reason). Without a GPU, bf16 autocast over fp16 weights
+    also fails outright (``mixed dtype`` in layer norm)."""
+    model, train = recipe.model, recipe.train
+    if model.weight_dtype == "fp16" and model.lora_rank > 0 and train.mixed_precision != "fp16":
+        raise ValueError(
+            "fp16 with LoRA needs train.mixed_precision: fp16 (CUDA), whose gradient scaler "
+            "keeps the LoRA's gradients through the fp16 UNet from underflowing (it is "
+            f"{train.mixed_precision}); or set model.weight_dtype: bf16"
+        )
 
 
 def recipe_notes(recipe: Any) -> list[str]:
@@ -191,6 +209,17 @@ def check_runtime(recipe: Any) -> None:
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if (
+        train.mixed_precision == "bf16"
+        and recipe.model.weight_dtype == "fp16"
+        and not torch.cuda.is_available()
+    ):
+        # CPU autocast leaves layer norm to its inputs' dtypes: a bf16 activation meets the
+        # fp16 text encoder's weights and torch raises "mixed dtype (CPU)" at the first step
+        raise ValueError(
+            "train.mixed_precision: bf16 autocast over model.weight_dtype fp16 fails on CPU; "
+            "set model.weight_dtype: bf16 (or fp32)"
+        )
     if train.optimizer == "adamw8bit":
         try:
             import bitsandbytes  # noqa: F401
