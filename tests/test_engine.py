@@ -655,6 +655,27 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint_fails(tiny_sd_dir, tmp_pa
         Trainer(recipe, progress=False)
 
 
+def test_runs_of_other_mixed_precisions_train_one_after_another_in_one_process(
+    tiny_sd_dir, brightness, tmp_path
+):
+    """`dsharp reproduce` trains a study's rows in one process: accelerate kept the first
+    run's mixed precision process-wide and refused a later run's other one with a
+    ValueError ("AcceleratorState has already been initialized")."""
+    common = ("rewards.0.name=test_brightness", *SMALL, "train.max_steps=1")
+    runs = {}
+    for name, precision in (("first", "no"), ("second", "bf16"), ("third", "no")):
+        overrides = (*common, f"train.mixed_precision={precision}", "model.weight_dtype=bf16")
+        trainer = _train(_recipe("rlhf_sharpening", tiny_sd_dir, tmp_path / name, *overrides))
+        assert trainer.accelerator.mixed_precision == precision
+        runs[name] = read_jsonl(tmp_path / name / "metrics.jsonl")[0]
+    # under bf16 autocast the policy and its frozen reference copy run alike: the first
+    # step's DPO loss is log 2, and it trains
+    assert runs["second"]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert math.isfinite(runs["second"]["grad_norm"]) and runs["second"]["grad_norm"] > 0
+    assert runs["third"]["grad_norm"] == pytest.approx(runs["first"]["grad_norm"], rel=1e-6)
+    assert runs["second"]["grad_norm"] != pytest.approx(runs["first"]["grad_norm"], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
     tiny_sd_dir, brightness, tmp_path

@@ -185,6 +185,18 @@ def schedule_note(train: Any, saved_max_steps: Any, step: int, rate: float) -> s
     )
 
 
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let this run set its own mixed precision when an earlier run in this process set
+    another (``dsharp reproduce`` trains a study's rows one after another): accelerate keeps
+    the first ``Accelerator``'s precision process-wide and refuses any other with a
+    ValueError. Only that state is dropped; the process group (``PartialState``) stays."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 class Trainer:
     """Holds one run's objects; :meth:`run` is the loop."""
 
@@ -199,6 +211,7 @@ class Trainer:
         train = recipe.train
         # Before anything loads: a resume must continue the run that wrote the checkpoint.
         resume_from = planned_resume(recipe)
+        _forget_other_precision(train.mixed_precision)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.grad_accum,
