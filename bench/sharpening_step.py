@@ -39,11 +39,15 @@ class MeanBrightness:
         return images.tensor.mean(dim=(1, 2, 3)), {}
 
 
-def public_code_step(model, batch: Batch, n: int, m: int, stride: int, generator: torch.Generator):
-    """All n trajectories batched, all m steps with grad, decode with grad, backward on best."""
+def public_code_step(
+    model, batch: Batch, n: int, m: int, stride: int, generator: torch.Generator
+) -> torch.Tensor:
+    """All n trajectories batched, all m steps with grad, decode with grad; returns the
+    best's loss, for the caller to back-propagate (outside autocast, as torch advises)."""
     tables = DDIMTables.from_scheduler(model.scheduler, device=model.device)
     x0 = model.encode_images(batch.images.to(model.device)).repeat_interleave(n, 0)
-    cond = model.encode_prompt(batch.cond_prompts, 0, 0).repeat_interleave(n)
+    height, width = batch.images.shape[-2:]  # SDXL conditions on the image size
+    cond = model.encode_prompt(batch.cond_prompts, height, width).repeat_interleave(n)
     b = len(batch.prompts)
     t = torch.randint(stride * m, model.num_train_timesteps, (b,), generator=generator)
     t = t.repeat_interleave(n).to(model.device)
@@ -59,9 +63,7 @@ def public_code_step(model, batch: Batch, n: int, m: int, stride: int, generator
         x = out.prev_sample
     returns = path_rewards(torch.stack(rewards).detach(), torch.ones(m, b * n, dtype=torch.bool))
     best, _, _ = select_per_prompt(returns, n)
-    loss = torch.stack(losses).mean(0)[best].mean()
-    loss.backward()
-    return loss
+    return torch.stack(losses).mean(0)[best].mean()
 
 
 def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
@@ -119,7 +121,10 @@ def main() -> None:
 
     def public_step():
         with autocast:
-            public_code_step(model, batch, args.n, args.m, stride, torch.Generator().manual_seed(0))
+            loss = public_code_step(
+                model, batch, args.n, args.m, stride, torch.Generator().manual_seed(0)
+            )
+        loss.backward()
         model.unet.zero_grad(set_to_none=True)
 
     ours, ours_mem = timed(dsharp_step, args.repeats, device)
