@@ -141,7 +141,9 @@ class ModelConfig(_Section):
         "fp32",
         description="dtype of the frozen parts: text encoders, the VAE (SDXL's stays fp32 where "
         "its config sets force_upcast), and with LoRA the base UNet (the LoRA itself trains in "
-        "fp32); a fully fine-tuned UNet and its reference copy stay fp32.",
+        "fp32; fp16 needs train.mixed_precision fp16, whose gradient scaler keeps its "
+        "gradients from underflowing); a fully fine-tuned UNet and its reference copy stay "
+        "fp32.",
     )
 
     @field_validator("pretrained")
@@ -501,7 +503,9 @@ class TrainConfig(_Section):
         "step's rate is 0 and changes no weight (diffusers' convention).",
     )
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "no", description="Autocast precision of the trained model (accelerate)."
+        "no",
+        description="Autocast precision of training steps (accelerate; fp16 adds a gradient "
+        "scaler); a VAE held in fp32 still decodes in fp32 under fp16.",
     )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1, as torch takes it)."
