@@ -114,6 +114,28 @@ def test_batched_scores_equal_one_at_a_time(name: str, built: dict[str, Any]) ->
     assert torch.allclose(batched, single, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", sorted(MODEL_REWARDS))
+def test_a_training_steps_autocast_leaves_the_scores_as_evaluation_gets_them(
+    name: str, tiny: dict[str, dict[str, Any]]
+) -> None:
+    """Training scores under train.mixed_precision's autocast: in bf16 the reward models'
+    scores were rounded to about three digits, and the best and worst of near-identical
+    samples (a method's trajectories) changed with the rounding."""
+    from dsharp.rewards.combine import CombinedReward
+
+    reward = CombinedReward([RewardSpec(name=name, options=tiny[name])])
+    noise = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    pixels = (_pixels(1) + 0.002 * noise).clamp(0, 1).requires_grad_(MODEL_REWARDS[name])
+    prompts, metadata = [PROMPTS[0]] * 4, [{}] * 4
+    expected, _ = reward(RewardImages(pixels), prompts, metadata)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, _ = reward(RewardImages(pixels), prompts, metadata)
+    assert torch.equal(scores, expected) and scores.dtype == torch.float32
+    if MODEL_REWARDS[name]:  # IterPO back-propagates through it: the graph is still there
+        (grad,) = torch.autograd.grad(scores.sum(), pixels)
+        assert grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("name", sorted(n for n, d in MODEL_REWARDS.items() if d))
 def test_differentiable_rewards_pass_gradients_to_the_pixels(
     name: str, built: dict[str, Any]

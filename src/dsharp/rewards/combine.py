@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,6 +33,19 @@ def batch_zscore(scores: torch.Tensor) -> torch.Tensor:
     mean = present.mean()
     std = present.std(correction=0).clamp_min(STD_FLOOR)
     return (scores - mean) / std
+
+
+def without_autocast(device: torch.device) -> ExitStack:
+    """Autocast off (on ``device``'s type and the CPU) while a reward scores: training steps
+    run under ``train.mixed_precision``'s autocast, and a reward model scoring in bf16 or
+    fp16 rounds its scores to about three digits, more than the differences between the
+    trajectories a method ranks, so the ranking followed the rounding. A reward scores in
+    its own weights' dtype, as it does when ``dsharp eval`` scores."""
+    stack = ExitStack()
+    for kind in dict.fromkeys((device.type, "cpu")):
+        if torch.is_autocast_enabled(kind):
+            stack.enter_context(torch.autocast(kind, enabled=False))
+    return stack
 
 
 def _as_list(scores: torch.Tensor) -> list[float | None]:
@@ -92,7 +106,8 @@ class CombinedReward:
         through: IterPO calls it per component to back-propagate through each reward."""
         batch, device = len(images), images.tensor.device
         try:
-            scores, info = reward(images, prompts, metadata)
+            with without_autocast(device):
+                scores, info = reward(images, prompts, metadata)
         except RewardError as e:  # the reward could not score these samples
             if spec.on_error == "raise":
                 raise RewardError(f"reward {key!r}: {e}") from e
