@@ -505,7 +505,8 @@ class TrainConfig(_Section):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no",
         description="Autocast precision of training steps (accelerate; fp16 adds a gradient "
-        "scaler); a VAE held in fp32 still decodes in fp32 under fp16.",
+        "scaler); rewards score without it, and a VAE held in fp32 still decodes in fp32 "
+        "under fp16.",
     )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1, as torch takes it)."
