@@ -147,6 +147,22 @@ def test_validate_notes_what_this_machine_would_refuse_and_stays_ok(monkeypatch,
     assert _validate(QUICKSTART, "train.mixed_precision=bf16").stderr == ""
 
 
+def test_the_training_api_refuses_an_fp16_lora_without_fp16_mixed_precision_before_loading(
+    monkeypatch, tmp_path
+):
+    import dsharp.engine
+    from dsharp.config import load_recipe
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the precision was checked")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+    overrides = ["model.lora_rank=4", "model.weight_dtype=fp16", f"output_dir={tmp_path / 'r'}"]
+    recipe = load_recipe(QUICKSTART, overrides)
+    with pytest.raises(ValueError, match=r"^model\.weight_dtype: fp16 with LoRA needs train\."):
+        dsharp.engine.train(recipe, progress=False)
+
+
 def test_precisions_that_train_without_trouble_pass(monkeypatch, tmp_path):
     """fp16 LoRA with fp16 autocast (on CUDA), and fp16 frozen parts under full
     fine-tuning (its UNet trains in fp32)."""

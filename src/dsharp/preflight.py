@@ -206,6 +206,10 @@ def check_runtime(recipe: Any) -> None:
     import torch
 
     check_inputs(recipe)
+    try:  # `dsharp train` checked it before loading; dsharp.engine.train(recipe) had not
+        check_training_precision(recipe)
+    except ValueError as err:
+        raise ValueError(f"model.weight_dtype: {err}") from None
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
