@@ -99,12 +99,13 @@ def main() -> None:
     require_counts({f"--{name}": getattr(args, name) for name in counts})
 
     device = pick_device(args.device)  # before any model loads
-    folder = args.model
-    if folder is None:
+    if args.model is None:
         from dsharp.testing.tiny import make_tiny_sd
 
-        folder = str(make_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd"))
-    model = load_model(folder, device=device)
+        with tempfile.TemporaryDirectory() as scratch:  # the weights are in memory once loaded
+            model = load_model(str(make_tiny_sd(Path(scratch) / "tiny-sd")), device=device)
+    else:
+        model = load_model(args.model, device=device)
     size = args.size or model.default_resolution
     stride = model.num_train_timesteps // 25
     images = torch.rand(args.batch, 3, size, size)
@@ -129,7 +130,8 @@ def main() -> None:
 
     ours, ours_mem = timed(dsharp_step, args.repeats, device)
     theirs, theirs_mem = timed(public_step, args.repeats, device)
-    print(f"model {folder} device {device} size {size} batch {args.batch} n {args.n} m {args.m}")
+    source = args.model or "a tiny random SD"
+    print(f"model {source} device {device} size {size} batch {args.batch} n {args.n} m {args.m}")
     print(f"public-code formulation: {theirs:.4f} s/step  peak {_gib(theirs_mem)}")
     print(f"dsharp (no-grad rollout, winner recomputed): {ours:.4f} s/step  peak {_gib(ours_mem)}")
     print(f"speed ratio (public / dsharp): {theirs / ours:.2f}x")
