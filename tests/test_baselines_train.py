@@ -37,6 +37,7 @@ from dsharp.methods.factory import UnknownOptionError, build_method, resolve_met
 from dsharp.methods.iterpo import IterPO, grad_step_range, refl_loss
 from dsharp.methods.registry import method_specs
 from dsharp.models import load_model
+from dsharp.rewards.base import RewardError
 from dsharp.rewards.combine import CombinedReward
 from fake_rewards import brightness_registered
 
@@ -442,6 +443,21 @@ def test_iterpo_backpropagates_the_reward_through_one_late_step(sd_model, grad_c
     assert loss.item() == pytest.approx(1e-3 * (4 - metrics["reward"]), rel=1e-5)
     loss.backward()
     assert _has_grad(sd_model)
+
+
+class DetachedPixel(MeanPixel):
+    """Says it is differentiable, but scores through a detached copy (a plugin's slip)."""
+
+    def __call__(self, images, prompts, metadata):
+        scores, info = super().__call__(images, prompts, metadata)
+        return scores.detach(), info
+
+
+def test_iterpo_names_a_differentiable_reward_whose_scores_carry_no_gradient(sd_model):
+    reward = CombinedReward([parse_reward_spec({"name": "pixel"})], [DetachedPixel()])
+    method = IterPO(sd_model, reward, 64, 64, infer_steps=2)
+    with pytest.raises(RewardError, match="reward 'pixel' is differentiable but returned scores "):
+        method.compute_loss(_batch(), sd_model.unet, _gen(11))
 
 
 def test_combined_reward_passes_gradients_to_the_pixels():

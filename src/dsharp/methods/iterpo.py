@@ -28,7 +28,7 @@ import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.models.base import DiffusionModel
-from dsharp.rewards.base import RewardImages
+from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.combine import batch_zscore
 from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, previous_timesteps
 
@@ -142,6 +142,12 @@ class IterPO(TrainingMethod):
                     )
                 else:
                     scores, _ = built(pixels, prompts, metadata)
+            if grad and images.requires_grad and not scores.requires_grad:
+                raise RewardError(
+                    f"reward {key!r} is differentiable but returned scores without gradients: "
+                    "compute them from images.tensor with torch operations (not .pil, numpy "
+                    "or .detach()), or register it with differentiable=False"
+                )
             scores = scores.to(images.device, torch.float32)
             if spec is not None and spec.normalize == "batch_zscore":
                 scores = batch_zscore(scores)
