@@ -753,3 +753,127 @@ def test_an_unknown_reward_says_plugins_failed_or_were_left_out(
     monkeypatch.setattr(plugins, "_load_failures", [])
     monkeypatch.setenv("DSHARP_LOAD_PLUGINS", "")
     assert "DSHARP_LOAD_PLUGINS limits" in plugins.unknown_reward_message("jpeg", {})
+
+
+# --------------------------------------------------------------------------- plugin slips
+
+
+class UnmarkedPlugin:
+    def register_rewards(self, register):  # no @hookimpl: pluggy would skip it silently
+        register(RewardInfo(name="unmarked", factory=build_const))
+
+
+def test_a_plugin_whose_hook_is_not_marked_is_a_failure_not_silence() -> None:
+    manager = plugins.make_plugin_manager()
+    eps = [
+        FakeEntryPoint("good", "dsharp-good", GoodPlugin()),
+        FakeEntryPoint("unmarked", "dsharp-unmarked", UnmarkedPlugin()),
+        FakeEntryPoint("empty", "dsharp-empty", SimpleNamespace()),
+    ]
+    failures = plugins.load_entry_points(manager, eps, allow=None)
+    assert sorted(name for name, _ in manager.list_name_plugin()) == ["good"]
+    errors = {f.plugin: (f.distribution, f.error) for f in failures}
+    assert errors["unmarked"] == (
+        "dsharp-unmarked",
+        "dsharp_unmarked.plugin implements no dsharp hook: its register_rewards is not marked "
+        "with dsharp's @hookimpl (from dsharp.rewards import hookimpl)",
+    )
+    assert errors["empty"][1] == (
+        "dsharp_empty.plugin implements no dsharp hook (expected an @hookimpl register_rewards)"
+    )
+
+
+class FaultyCheck(Exception):
+    pass
+
+
+def _raise(*args: Any) -> None:
+    raise FaultyCheck("bug\nin plugin")
+
+
+def _broken_build(**options: Any) -> Any:
+    raise ModuleNotFoundError("No module named 'heavy_dep'")
+
+
+class SlipsPlugin:
+    """A third-party plugin whose own code fails where dsharp calls it."""
+
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="slip_build", factory=_broken_build))
+        register(RewardInfo(name="slip_options", factory=build_const, check_options=_raise))
+        register(RewardInfo(name="slip_prompt", factory=build_const, check_prompt=_raise))
+
+
+@pytest.fixture
+def slips_plugin():
+    plugins.load_plugins()
+    plugin = SlipsPlugin()
+    plugins._set_provenance(plugin, "dsharp-reward-slips", "0.2")
+    plugins.pm.register(plugin, name="test-slips")
+    try:
+        yield
+    finally:
+        plugins.pm.unregister(name="test-slips")
+
+
+def test_a_factory_fault_names_the_reward_and_its_plugin(slips_plugin: None) -> None:
+    with pytest.raises(RewardError) as caught:
+        plugins.build_reward(RewardSpec(name="slip_build"))
+    assert str(caught.value) == (
+        "reward 'slip_build' (plugin 'test-slips', distribution dsharp-reward-slips 0.2) could "
+        "not be built: ModuleNotFoundError: No module named 'heavy_dep'"
+    )
+
+
+def test_a_check_that_crashes_is_a_plugin_fault_not_a_bad_setting(slips_plugin: None) -> None:
+    """Not a ValueError or RewardError: those mean a value the user gave (exit 2)."""
+    where = "(plugin 'test-slips', distribution dsharp-reward-slips 0.2)"
+    with pytest.raises(plugins.PluginFaultError) as caught:
+        plugins.check_reward_options(RewardSpec(name="slip_options"))
+    assert not isinstance(caught.value, ValueError | RewardError)
+    assert str(caught.value) == (
+        f"reward 'slip_options' {where}: check_options failed: FaultyCheck: bug in plugin"
+    )
+    with pytest.raises(plugins.PluginFaultError) as caught:
+        plugins.check_prompts([RewardSpec(name="slip_prompt")], ["a cat"])
+    assert str(caught.value) == (
+        f"reward 'slip_prompt' {where}: check_prompt failed on 'a cat': FaultyCheck: bug in plugin"
+    )
+
+
+def test_recipes_validate_reports_a_crashing_check_in_one_line(
+    slips_plugin: None, tmp_path: Path
+) -> None:
+    from dsharp.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\nmethod: {name: rlhf_sharpening}\n"
+        f"rewards: [{{name: slip_options}}]\ndata: {{generator: shapes}}\n"
+        f"output_dir: {tmp_path / 'run'}\n"
+    )
+    for command in (["recipes", "validate"], ["train"]):
+        result = CliRunner().invoke(app, [*command, str(recipe)])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: reward 'slip_options' (plugin 'test-slips', distribution "
+            "dsharp-reward-slips 0.2): check_options failed: FaultyCheck: bug in plugin"
+        )
+
+
+def test_a_reward_that_returns_bare_scores_is_told_to_return_a_tuple() -> None:
+    class Bare:
+        differentiable = False
+
+        def __call__(self, images, prompts, metadata):
+            return torch.zeros(len(images))
+
+    reward = _combine(({"name": "bare"}, Bare()))
+    for batch in (2, 3):  # unpacking 2 would mislead ("shape ()"), 3 would not unpack
+        with pytest.raises(RewardError) as caught:
+            reward(_images(batch), ["p"] * batch, [{}] * batch)
+        assert str(caught.value) == (
+            f"reward 'bare' returned a Tensor of shape ({batch},), expected a (scores, info) tuple"
+        )

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging
+from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -123,23 +123,24 @@ def validate_cmd(
     from dsharp.config import RecipeError, load_recipe
     from dsharp.study import is_study_file, load_study
 
-    try:
-        if is_study_file(Path(file)):  # a dsharp reproduce study: every row's recipe
-            loaded = load_study(Path(file), overrides or ())
-            kind = f"{loaded.study.kind} study, {len(loaded.rows)} rows"
-            typer.echo(f"ok: {file} ({kind})")
-            return
-        recipe = load_recipe(Path(file), overrides or ())
-        from dsharp.posttrain import wants_report
-        from dsharp.preflight import check_before_loading
+    with user_errors():  # a plugin's fault in a check: one line, exit 1
+        try:
+            if is_study_file(Path(file)):  # a dsharp reproduce study: every row's recipe
+                loaded = load_study(Path(file), overrides or ())
+                kind = f"{loaded.study.kind} study, {len(loaded.rows)} rows"
+                typer.echo(f"ok: {file} ({kind})")
+                return
+            recipe = load_recipe(Path(file), overrides or ())
+            from dsharp.posttrain import wants_report
+            from dsharp.preflight import check_before_loading
 
-        # What train would refuse before loading a model, so "ok" means train gets that far.
-        check_before_loading(recipe, source=file, evaluation=wants_report(recipe))
-    except RecipeError as e:
-        if debugging():
-            raise
-        typer.echo(str(e), err=True)
-        raise typer.Exit(RECIPE_ERROR_EXIT) from None
+            # What train would refuse before loading a model, so "ok" means train gets that far.
+            check_before_loading(recipe, source=file, evaluation=wants_report(recipe))
+        except RecipeError as e:
+            if debugging():
+                raise
+            typer.echo(str(e), err=True)
+            raise typer.Exit(RECIPE_ERROR_EXIT) from None
     from dsharp.recipe_listing import saved_row_sampler, what_it_runs
 
     method = recipe.method.name if "method" in recipe.model_fields_set else None

@@ -29,28 +29,29 @@ def train(
     """Fine-tune a model as a recipe says; writes a run folder (metrics, checkpoints, report)."""
     from dsharp.config import RecipeError, load_recipe
 
-    try:
-        cfg = load_recipe(recipe, overrides or [])
-        _refuse_sampler_recipe(recipe, cfg)
-        from dsharp.posttrain import wants_report
-        from dsharp.preflight import (
-            check_before_loading,
-            check_inputs,
-            check_run_folder,
-            recipe_notes,
-        )
+    with user_errors("error"):  # a plugin's fault in a check: one line, exit 1
+        try:
+            cfg = load_recipe(recipe, overrides or [])
+            _refuse_sampler_recipe(recipe, cfg)
+            from dsharp.posttrain import wants_report
+            from dsharp.preflight import (
+                check_before_loading,
+                check_inputs,
+                check_run_folder,
+                recipe_notes,
+            )
 
-        check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
-        check_inputs(cfg, source=str(recipe))
-        check_run_folder(cfg, source=str(recipe))
-        if _launcher_rank_zero():
-            for note in recipe_notes(cfg):
-                typer.echo(f"note: {note}", err=True)
-    except RecipeError as exc:
-        if debugging():
-            raise
-        typer.echo(f"recipe error: {exc}", err=True)
-        raise typer.Exit(RECIPE_ERROR_EXIT) from None
+            check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
+            check_inputs(cfg, source=str(recipe))
+            check_run_folder(cfg, source=str(recipe))
+            if _launcher_rank_zero():
+                for note in recipe_notes(cfg):
+                    typer.echo(f"note: {note}", err=True)
+        except RecipeError as exc:
+            if debugging():
+                raise
+            typer.echo(f"recipe error: {exc}", err=True)
+            raise typer.Exit(RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
         from dsharp.folder_lock import claimed_folder
 

@@ -52,6 +52,15 @@ def _as_list(scores: torch.Tensor) -> list[float | None]:
     return [None if math.isnan(v) else v for v in scores.detach().float().cpu().tolist()]
 
 
+def _described(value: Any) -> str:
+    """``a Tensor of shape (2,)``, ``a tuple of 3``: what a reward returned, in a message."""
+    if isinstance(value, torch.Tensor):
+        return f"a Tensor of shape {tuple(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
 def _component_keys(specs: Sequence[RewardSpec]) -> list[str]:
     """Reward names, with ``#1``, ``#2`` ... on repeats so each component has its own key."""
     seen: dict[str, int] = {}
@@ -107,7 +116,7 @@ class CombinedReward:
         batch, device = len(images), images.tensor.device
         try:
             with without_autocast(device):
-                scores, info = reward(images, prompts, metadata)
+                result = reward(images, prompts, metadata)
         except RewardError as e:  # the reward could not score these samples
             if spec.on_error == "raise":
                 raise RewardError(f"reward {key!r}: {e}") from e
@@ -118,6 +127,11 @@ class CombinedReward:
             # it stops the run whatever on_error says, naming the reward and the error's type.
             text = " ".join(str(e).split())
             raise RewardError(f"reward {key!r} failed: {type(e).__name__}: {text}") from e
+        if not isinstance(result, tuple) or len(result) != 2:  # else unpacking misleads
+            raise RewardError(
+                f"reward {key!r} returned {_described(result)}, expected a (scores, info) tuple"
+            )
+        scores, info = result
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
             raise RewardError(

@@ -4,7 +4,7 @@ Built-in rewards register through the same ``register_rewards`` hook as third-pa
 plugins. Plugins come from setuptools entry points of group ``dsharp``; the environment
 variable ``DSHARP_LOAD_PLUGINS`` (comma-separated distribution names) limits which
 distributions load, and an empty value loads only the built-ins, for reproducible runs.
-A plugin that fails to import, has an unknown hook, or fails while registering is recorded
+A plugin that fails to import, has an unknown hook or none, or fails while registering is recorded
 in :func:`plugin_failures` and never stops the others from loading.
 """
 
@@ -81,6 +81,12 @@ class RegisteredReward:
             "distribution": self.distribution,
             "version": self.version,
         }
+
+
+class PluginFaultError(RuntimeError):
+    """A plugin's own check (``check_options``, ``check_prompt``) failed with an exception
+    its contract does not allow: a bug in the plugin, not a bad setting, so it is not a
+    ``ValueError`` or ``RewardError`` that commands would report as a bad recipe (exit 2)."""
 
 
 class UnknownRewardError(RewardError, KeyError):
@@ -165,6 +171,17 @@ def drop_invalid_plugins(manager: pluggy.PluginManager) -> list[PluginFailure]:
             failures.append(PluginFailure(name, _provenance_of(e.plugin)[0], what))
 
 
+def _no_hook_message(value: str, plugin: Any) -> str:
+    """Why a plugin that imported has no hook: an unmarked ``register_rewards`` is the
+    usual slip (pluggy ignores a function without dsharp's ``@hookimpl``)."""
+    if callable(getattr(plugin, "register_rewards", None)):
+        return (
+            f"{value} implements no dsharp hook: its register_rewards is not marked with "
+            "dsharp's @hookimpl (from dsharp.rewards import hookimpl)"
+        )
+    return f"{value} implements no dsharp hook (expected an @hookimpl register_rewards)"
+
+
 def _hint(name: str, known: Iterable[str]) -> str:
     match = difflib.get_close_matches(name, list(known), n=1)
     return f", did you mean {match[0]!r}?" if match else ""
@@ -200,6 +217,10 @@ def load_entry_points(
             manager.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as e:
             failures.append(PluginFailure(name, dist, _one_line(str(e))))
+            continue
+        if not manager.get_hookcallers(plugin):  # loaded, but would silently register nothing
+            manager.unregister(plugin)
+            failures.append(PluginFailure(name, dist, _no_hook_message(ep.value, plugin)))
     for name in sorted((allow or set()) - seen - {"dsharp"}):
         failures.append(PluginFailure(name, name, f"named in {ENV_VAR} but provides no plugin"))
     return failures + drop_invalid_plugins(manager)
@@ -411,7 +432,26 @@ def check_reward_options(spec: RewardSpec) -> None:
     _, options = _checked_factory(spec)
     check = get_reward_info(spec.name).check_options
     if check is not None:
-        check(options)
+        try:
+            check(options)
+        except (ValueError, RewardError):  # a value it refuses: the contract
+            raise
+        except Exception as e:
+            raise PluginFaultError(
+                f"reward {spec.name!r}{_source(spec.name)}: check_options failed: {_one_line(e)}"
+            ) from e
+
+
+def _source(name: str) -> str:
+    """`` (plugin 'p', distribution d 1.0)`` for a third-party reward, else empty: which
+    package to blame for a fault, where the reward's name alone may not say."""
+    registered = reward_registry().get(name)
+    if registered is None or registered.plugin == BUILTIN_NAME:
+        return ""
+    where = f"plugin {registered.plugin!r}"
+    if registered.distribution:
+        where += f", distribution {registered.distribution} {registered.version or ''}".rstrip()
+    return f" ({where})"
 
 
 def _checked_factory(spec: RewardSpec) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -437,9 +477,16 @@ def build_reward(spec: RewardSpec) -> Reward:
     factory, options = _checked_factory(spec)
     try:
         reward = factory(**options)
+    except RewardError:  # the factory's own one-line message
+        raise
     except (TypeError, ValueError) as e:  # mostly an option value it refuses: one line
         # naming the reward (DSHARP_DEBUG=1 shows the chain when it is something else)
         raise RewardError(f"reward {spec.name!r}: {e}") from e
+    except Exception as e:  # a fault while building (a missing import, unreadable weights):
+        # named, with the plugin it came from, or the user sees a bare message
+        raise RewardError(
+            f"reward {spec.name!r}{_source(spec.name)} could not be built: {_one_line(e)}"
+        ) from e
     if not isinstance(reward, Reward):
         raise RewardError(
             f"reward {spec.name!r}: factory returned {type(reward).__name__}, not a Reward "
@@ -471,3 +518,8 @@ def check_prompts(
                 raise ValueError(
                     f"{where}reward {spec.name!r} cannot score a prompt: {err}"
                 ) from None
+            except Exception as e:  # not a refusal: a fault in the reward's check
+                raise PluginFaultError(
+                    f"reward {spec.name!r}{_source(spec.name)}: check_prompt failed on "
+                    f"{prompt!r}: {_one_line(e)}"
+                ) from e
