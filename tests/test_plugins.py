@@ -877,3 +877,25 @@ def test_a_reward_that_returns_bare_scores_is_told_to_return_a_tuple() -> None:
         assert str(caught.value) == (
             f"reward 'bare' returned a Tensor of shape ({batch},), expected a (scores, info) tuple"
         )
+
+
+@pytest.mark.parametrize(
+    "pyproject", ["pyproject.toml", "plugins/dsharp-reward-jpeg/pyproject.toml"]
+)
+def test_the_license_is_an_spdx_expression_that_setuptools_will_keep_building(
+    pyproject: str,
+) -> None:
+    """setuptools >= 77 deprecates ``license = {text = ...}`` and stops building it after
+    2027-02-18; the SPDX string needs setuptools >= 77 at build time."""
+    import tomllib
+
+    from packaging.licenses import canonicalize_license_expression
+    from packaging.requirements import Requirement
+
+    doc = tomllib.loads((Path(__file__).resolve().parents[1] / pyproject).read_text())
+    license_ = doc["project"]["license"]
+    assert isinstance(license_, str) and canonicalize_license_expression(license_) == license_
+    (setuptools,) = [
+        Requirement(r) for r in doc["build-system"]["requires"] if r.startswith("setuptools")
+    ]
+    assert not setuptools.specifier.contains("76.0") and setuptools.specifier.contains("77.0")
