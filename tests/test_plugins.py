@@ -783,6 +783,21 @@ def test_a_plugin_whose_hook_is_not_marked_is_a_failure_not_silence() -> None:
     )
 
 
+class MisnamedArgumentPlugin:
+    @hookimpl
+    def register_rewards(self, reg):  # the argument must be named as in the hookspec
+        reg(RewardInfo(name="misnamed", factory=build_const))
+
+
+def test_a_hook_with_the_wrong_argument_says_which_it_takes() -> None:
+    manager = plugins.make_plugin_manager()
+    eps = [FakeEntryPoint("misnamed", "dsharp-misnamed", MisnamedArgumentPlugin())]
+    (failure,) = plugins.load_entry_points(manager, eps, allow=None)
+    assert "Argument(s) {'reg'} are declared in the hookimpl" in failure.error
+    assert failure.error.endswith("; dsharp's hook is register_rewards(register)")
+    assert "\n" not in failure.error
+
+
 class FaultyCheck(Exception):
     pass
 

@@ -182,6 +182,17 @@ def _no_hook_message(value: str, plugin: Any) -> str:
     return f"{value} implements no dsharp hook (expected an @hookimpl register_rewards)"
 
 
+def _spec_hint(error: str) -> str:
+    """``; dsharp's hook is register_rewards(register)`` after pluggy's complaint about a
+    hook's arguments, which names the plugin's arguments but not the ones expected."""
+    match = re.search(r"for hook '(\w+)'", error)
+    spec = getattr(hookspecs, match.group(1), None) if match else None
+    if spec is None or "hookspec" not in error:
+        return ""
+    arguments = ", ".join(inspect.signature(spec).parameters)
+    return f"; dsharp's hook is {match.group(1)}({arguments})"
+
+
 def _hint(name: str, known: Iterable[str]) -> str:
     match = difflib.get_close_matches(name, list(known), n=1)
     return f", did you mean {match[0]!r}?" if match else ""
@@ -216,7 +227,7 @@ def load_entry_points(
         try:
             manager.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as e:
-            failures.append(PluginFailure(name, dist, _one_line(str(e))))
+            failures.append(PluginFailure(name, dist, _one_line(str(e)) + _spec_hint(str(e))))
             continue
         if not manager.get_hookcallers(plugin):  # loaded, but would silently register nothing
             manager.unregister(plugin)
