@@ -798,6 +798,32 @@ def test_a_hook_with_the_wrong_argument_says_which_it_takes() -> None:
     assert "\n" not in failure.error
 
 
+def test_a_plugin_that_calls_sys_exit_is_a_failure_not_the_end_of_dsharp() -> None:
+    """A module that runs its own CLI at import, or a hook that exits, would otherwise end
+    every dsharp command, even one that uses only built-in rewards."""
+
+    class ExitingHook:
+        @hookimpl
+        def register_rewards(self, register):
+            raise SystemExit(3)
+
+    manager = plugins.make_plugin_manager()
+    eps = [
+        FakeEntryPoint("exits", "dsharp-exits", error=SystemExit("usage: plugin [-h]")),
+        FakeEntryPoint("hook", "dsharp-hook", ExitingHook()),
+        FakeEntryPoint("good", "dsharp-good", GoodPlugin()),
+    ]
+    failures = plugins.load_entry_points(manager, eps, allow=None)
+    assert [(f.plugin, f.error) for f in failures] == [
+        ("exits", "cannot import dsharp_exits.plugin: SystemExit: usage: plugin [-h]")
+    ]
+    registry, problems = plugins._collect(manager)
+    assert list(registry) == ["good"]
+    assert [(f.plugin, f.error) for f in problems] == [
+        ("hook", "register_rewards failed: SystemExit: 3")
+    ]
+
+
 class FaultyCheck(Exception):
     pass
 

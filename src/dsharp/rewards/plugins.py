@@ -218,7 +218,8 @@ def load_entry_points(
         name = ep.name if manager.get_plugin(ep.name) is None else f"{dist}.{ep.name}"
         try:
             plugin = ep.load()
-        except Exception as e:  # any import-time error: record it, keep loading the rest
+        except (Exception, SystemExit) as e:  # any import-time error (a module that
+            # calls sys.exit too): record it, keep loading the rest
             failures.append(
                 PluginFailure(ep.name, dist, f"cannot import {ep.value}: {_one_line(e)}")
             )
@@ -273,7 +274,7 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
         pending: list[RewardInfo] = []
         try:
             impl.function(**{arg: pending.append for arg in impl.argnames})
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # SystemExit too: it would end any command
             failures.append(PluginFailure(name, dist, f"register_rewards failed: {_one_line(e)}"))
             continue
         for info in pending:
