@@ -824,6 +824,31 @@ def test_a_plugin_that_calls_sys_exit_is_a_failure_not_the_end_of_dsharp() -> No
     ]
 
 
+class ChattyEntryPoint(FakeEntryPoint):
+    def load(self) -> Any:
+        print("chatty plugin imported")
+        return super().load()
+
+
+def test_a_plugin_that_prints_cannot_break_json_output(capsys: pytest.CaptureFixture) -> None:
+    """``--json`` output is for programs: a plugin's prints go to stderr instead."""
+
+    class Chatty:
+        @hookimpl
+        def register_rewards(self, register):
+            print("chatty plugin registering")
+            register(RewardInfo(name="chatty", factory=build_const))
+
+    manager = plugins.make_plugin_manager()
+    eps = [ChattyEntryPoint("chatty", "dsharp-chatty", Chatty())]
+    assert plugins.load_entry_points(manager, eps, allow=None) == []
+    registry, _ = plugins._collect(manager)
+    assert list(registry) == ["chatty"]
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "chatty plugin imported\nchatty plugin registering\n"
+
+
 class FaultyCheck(Exception):
     pass
 

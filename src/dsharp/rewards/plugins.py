@@ -10,12 +10,14 @@ in :func:`plugin_failures` and never stops the others from loading.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata as metadata
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -217,7 +219,8 @@ def load_entry_points(
         seen.add(normalize_distribution(dist or ""))
         name = ep.name if manager.get_plugin(ep.name) is None else f"{dist}.{ep.name}"
         try:
-            plugin = ep.load()
+            with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean
+                plugin = ep.load()
         except (Exception, SystemExit) as e:  # any import-time error (a module that
             # calls sys.exit too): record it, keep loading the rest
             failures.append(
@@ -273,7 +276,8 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
         dist, version = _provenance_of(impl.plugin)
         pending: list[RewardInfo] = []
         try:
-            impl.function(**{arg: pending.append for arg in impl.argnames})
+            with contextlib.redirect_stdout(sys.stderr):  # a plugin's print: not in --json
+                impl.function(**{arg: pending.append for arg in impl.argnames})
         except (Exception, SystemExit) as e:  # SystemExit too: it would end any command
             failures.append(PluginFailure(name, dist, f"register_rewards failed: {_one_line(e)}"))
             continue
