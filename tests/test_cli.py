@@ -594,6 +594,38 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     assert not (run / "eval-rewards-p.json").exists()
 
 
+def test_a_bench_scored_by_other_rewards_keeps_the_bench_s_own_evaluation(train_run):
+    """``--bench shapes --reward shapes_soft`` wrote eval-shapes.json, replacing the run's
+    shapes score with another reward's, which `dsharp runs` then showed as "from shapes"."""
+    run, result = train_run("sd", "rlhf_sharpening")
+    assert result.exit_code == 0, result.output
+    args = ["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1", "--seeds", "1"]
+    args += ["--steps", "2", "--device", "cpu"]
+    assert _invoke(args).exit_code == 0
+    own = json.loads((run / "eval-shapes.json").read_text())
+    result = _invoke([*args, "--reward", "shapes_soft"])
+    assert result.exit_code == 0, result.output
+    other = json.loads((run / "eval-shapes-reward-shapes_soft.json").read_text())
+    assert other["rewards"] == ["shapes_soft"]
+    assert json.loads((run / "eval-shapes.json").read_text()) == own
+    assert own["rewards"] == ["shapes"]
+    # naming the bench's own reward is the bench's own evaluation
+    result = _invoke([*args, "--reward", "shapes"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in run.glob("eval-shapes*.json")) == [
+        "eval-shapes-reward-shapes_soft.json",
+        "eval-shapes.json",
+    ]
+
+
+def test_an_evaluation_by_several_rewards_is_named_by_all_of_them():
+    from dsharp.commands.evaluate import _default_json_name
+
+    name = _default_json_name("shapes", Path("heldout.txt"), ["clip", "my reward"])
+    assert re.fullmatch(r"eval-shapes-heldout-reward-clip\+my-reward-[0-9a-f]{8}\.json", name)
+    assert _default_json_name(None, None, ["clip"]) == "eval-rewards.json"
+
+
 def test_version_flag_prints_the_installed_distribution_version():
     from importlib.metadata import version
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +61,41 @@ def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
     return prompt_list, spec_bench
 
 
-def _default_json_name(bench: str | None, prompts: Path | None) -> str:
+def _default_json_name(bench: str | None, prompts: Path | None, rewards: Sequence[str] = ()) -> str:
     """``eval-shapes.json``, or ``eval-shapes-heldout.json`` for ``--prompts heldout.txt``:
     an evaluation on another prompt file must not overwrite the run's evaluation on the
     bench's own prompts (or on a third file). Letters of any script and digits are kept;
     where the file's stem had to change (spaces, punctuation), a short hash of the stem is
-    added, so that ``held out.txt`` and ``held-out.txt`` are not written to one file."""
+    added, so that ``held out.txt`` and ``held-out.txt`` are not written to one file.
+    ``rewards``: the ``--reward`` names that score a bench's images instead of its own
+    rewards (``eval-shapes-reward-brightness.json``), so that such a score neither
+    overwrites the bench's own evaluation nor is read as one."""
     name = f"eval-{bench or 'rewards'}"
     if prompts is not None:
-        stem = prompts.stem
-        kept = re.sub(r"[^\w.-]+", "-", stem).strip("-.")
-        if kept != stem:
-            digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-            kept = f"{kept or 'prompts'}-{digest}"
-        name += "-" + kept
+        name += "-" + _file_safe(prompts.stem)
+    if bench is not None and rewards:
+        name += "-reward-" + _file_safe("+".join(rewards), keep="+")
     return f"{name}.json"
+
+
+def _file_safe(text: str, keep: str = "") -> str:
+    """``text`` with what a file name should not hold (but ``keep``) replaced by ``-``, plus
+    a short hash of ``text`` where anything was replaced, so that two texts never share a
+    name."""
+    kept = re.sub(rf"[^\w.{re.escape(keep)}-]+", "-", text).strip("-.")
+    if kept != text:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        kept = f"{kept or 'prompts'}-{digest}"
+    return kept
+
+
+def _other_rewards(reward: list[str] | None, spec_bench: Any) -> list[str]:
+    """The ``--reward`` names when they are not the bench's own rewards (an empty list
+    otherwise): the evaluation is then of the bench's prompts under other scores."""
+    if not reward or spec_bench is None:
+        return []
+    own = [r["name"] for r in spec_bench.rewards]
+    return [] if list(reward) == own else list(reward)
 
 
 def _scoring_specs(
@@ -313,7 +334,7 @@ def evaluate_cmd(
         step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
         prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
         bench_name = spec_bench.name if spec_bench else None
-        default_name = _default_json_name(bench_name, prompts)
+        default_name = _default_json_name(bench_name, prompts, _other_rewards(reward, spec_bench))
         target = out or _default_target(ckpt, rec, recipe, default_name)
         if limit:
             from dsharp.posttrain import limit_prompts
