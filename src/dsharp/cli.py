@@ -105,18 +105,27 @@ def _run_app() -> int:
     return result if isinstance(result, int) else 0
 
 
+def quiet_libraries() -> None:
+    """dsharp shows its own progress bars and one-line errors; the libraries' per-file bars
+    and warnings are noise here (the hub client's retry warnings, one pair per retry, would
+    come before the one line that says the hub cannot be reached). ``DSHARP_VERBOSE=1``
+    keeps them. Set before the libraries are imported, which read these once."""
+    if os.environ.get("DSHARP_VERBOSE"):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+
+
 def main() -> None:
     """Console-script entry point."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig, handler in previous.items():
         if handler is not signal.SIG_IGN:  # a job started with it ignored keeps that
             signal.signal(sig, _stop)
-    # dsharp shows its own progress bars; the libraries' per-file bars are noise here.
-    if not os.environ.get("DSHARP_VERBOSE"):
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+    quiet_libraries()
     try:
         status = _run_app()
     finally:  # not during interpreter shutdown: a launcher's SIGTERM then ends it quietly

@@ -240,11 +240,15 @@ class Trainer:
         train = recipe.train
         acc = self.accelerator
         set_seed(train.seed, device_specific=True)
+        # Methods that need no reward (finetune) still report one when the recipe names it.
+        # Built before the model: a reward that cannot be built (no API key, no weights)
+        # must not cost the model's load first. Under its own RNG state, so that the model's
+        # initialisation (LoRA) and all that follows draw as they would without it.
+        with torch.random.fork_rng():
+            self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.model = build_model(recipe.model, acc.device)
         self.height, self.width = resolution(self.model, train.height, train.width)
         _check_report_size(recipe, self.model)
-        # Methods that need no reward (finetune) still report one when the recipe names it.
-        self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.method = build_method(recipe.method, self.model, self.reward, self.height, self.width)
         self.data = TrainingData(
             recipe.data, self.method.data_kind, self.height, self.width, train.seed

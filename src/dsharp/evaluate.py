@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,7 +20,10 @@ from dsharp.bench import T2I_BENCH
 from dsharp.generate import SampleSettings, generate
 from dsharp.models.base import DiffusionModel
 from dsharp.rewards.base import RewardImages
-from dsharp.rewards.combine import _component_keys
+from dsharp.rewards.combine import CombinedReward
+
+if TYPE_CHECKING:
+    from dsharp.inference.base import Verifier
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def evaluate(
     progress: bool = False,
     progress_label: str = "sample",
     keep_images: list[torch.Tensor] | None = None,
+    scorer: CombinedReward | None = None,
+    verifier: Verifier | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``prompts`` x ``num_seeds`` seeds with each reward.
 
@@ -148,9 +153,13 @@ def evaluate(
     there (``00000-seed0.png``, ... in prompt-major order) beside a contact sheet,
     ``grid.png``, whose images are titled with their scores. A ``keep_images`` list gets the
     generated images ``(N, 3, H, W)``, in the order of ``images``, for a caller to show.
-    """
-    from dsharp.rewards.plugins import build_reward
 
+    Each reward scores with training's checks (``on_error``, NaN and inf, a plugin's own
+    exception named): a sample it cannot score stops the evaluation with an
+    :class:`~dsharp.rewards.base.UnscoredError` unless its ``on_error`` is ``missing``.
+    ``scorer`` (the rewards of ``reward_specs``) and ``verifier`` may come built, so that a
+    command fails on a reward that cannot be built (a missing API key) before its model loads.
+    """
     settings = settings or SampleSettings()
     if not prompts:
         raise ValueError("no prompts to evaluate")
@@ -160,7 +169,8 @@ def evaluate(
     pairs = [(p, seed_base + j) for p in prompts for j in range(num_seeds)]
     all_prompts = [p for p, _ in pairs]
     seeds = [s for _, s in pairs]
-    rewards = [(spec, build_reward(spec)) for spec in reward_specs]
+    scorer = scorer if scorer is not None else CombinedReward(list(reward_specs))
+    rewards = list(zip(scorer.specs, scorer.rewards, strict=True))
     generated = generate(
         model,
         all_prompts,
@@ -169,6 +179,7 @@ def evaluate(
         batch_size=batch_size,
         progress=progress,
         progress_label=progress_label,
+        verifier=verifier,
     )
     if keep_images is not None:
         keep_images.append(generated.images)
@@ -186,14 +197,16 @@ def evaluate(
     # training gives it: overall rises as the trained objective does.
     weight_sum = sum(abs(spec.weight) for spec, _ in rewards)
     # A reward named twice (other options) gets keys name, name#1, ... as in CombinedReward.
-    keys = _component_keys([spec for spec, _ in rewards])
+    keys = scorer.keys
     for key, (spec, reward) in zip(keys, rewards, strict=True):
         scores_all: list[float] = []
         for start in range(0, len(pairs), batch_size):
             chunk = slice(start, start + batch_size)
             images = RewardImages(generated.images[chunk])
             meta = [{"seed": s} for s in seeds[chunk]]
-            scores, info = reward(images, all_prompts[chunk], meta)
+            scores, info = scorer.score_component(
+                key, spec, reward, images, all_prompts[chunk], meta
+            )
             scores_all += [float(s) for s in scores.detach().cpu()]
             if "strict" in info:  # None: an image the reward could not score
                 strict = (strict or []) + [float(v) for v in info["strict"] if v is not None]

@@ -180,9 +180,12 @@ def generate(
     batch_size: int = 8,
     progress: bool = False,
     progress_label: str = "sample",
+    verifier: Verifier | None = None,
 ) -> Generated:
     """Generate one image per (prompt, seed) pair; UNet forwards per image are counted.
-    ``progress_label`` names the progress bar (e.g. which model a report is evaluating)."""
+    ``progress_label`` names the progress bar (e.g. which model a report is evaluating).
+    ``verifier``: the built verifier of an inference-time method (else built here from
+    ``settings.reward``), so that a command can build it before its model loads."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
@@ -190,7 +193,6 @@ def generate(
     method, options = settings.validate()
     height, width = resolution(model, settings.height, settings.width)
     out = []
-    verifier: Verifier | None = None
     with task_progress(progress_label, enabled=progress) as bar, count_nfe(model) as counter:
         task = bar.add_task(progress_label, total=len(prompts))
         if method.run is None:  # default: batched plain DDIM
@@ -209,7 +211,7 @@ def generate(
                 out.append(images.float().cpu())
                 bar.update(task, advance=images.shape[0])
         else:
-            verifier = Verifier(reward_specs(settings.reward))
+            verifier = verifier or Verifier(reward_specs(settings.reward))
             for prompt, seed in zip(prompts, seeds, strict=True):
                 ctx = ImageContext(
                     model,
@@ -227,7 +229,7 @@ def generate(
                 out.append(method.run(ctx, options).float().cpu())
                 bar.update(task, advance=1)
     images = torch.cat(out)
-    searched = None if verifier is None else verifier.reward.evaluations / images.shape[0]
+    searched = None if method.run is None else verifier.reward.evaluations / images.shape[0]
     return Generated(
         images=images,
         nfe_per_image=counter.per_image(images.shape[0]),

@@ -13,6 +13,7 @@ import typer
 
 from dsharp.bench import T2I_BENCH
 from dsharp.commands.errors import (
+    one_line,
     require_counts,
     require_output_paths,
     settings_errors,
@@ -108,7 +109,7 @@ def _scoring_specs(
 ) -> list[Any]:
     """The rewards that score the images: --reward, the --bench's, the recipe's eval
     rewards, the bench's, the recipe's rewards, or a run's (in that order)."""
-    from dsharp.config import RewardSpec, parse_reward_spec
+    from dsharp.config import parse_reward_spec
 
     if reward:  # names already checked (_check_names), in one line before anything loads
         return [parse_reward_spec({"name": n, "options": options}, "--reward") for n in reward]
@@ -116,7 +117,7 @@ def _scoring_specs(
         return list(recipe.eval.rewards)
     if spec_bench is not None:
         return [
-            RewardSpec(**{**r, "options": {**r.get("options", {}), **options}})
+            parse_reward_spec({**r, "options": {**r.get("options", {}), **options}}, "--set")
             for r in spec_bench.rewards
         ]
     owner = recipe if recipe is not None else run_recipe
@@ -162,6 +163,35 @@ def _check_model_sources(
             raise usage_error(f"give exactly one of --model or --checkpoint{either}")
         if recipe is not None and model is not None and checkpoint is not None:
             raise usage_error("give at most one of --model or --checkpoint with --recipe")
+
+
+ON_ERROR_CHOICES = ("raise", "missing")
+#: What an evaluation stopped by an image a reward could not score tells the user to do.
+ON_ERROR_HINT = (
+    "rerun with --on-error missing to leave such images unscored (counted in n_images, "
+    "not in n_scored or the means)"
+)
+
+
+def _check_on_error(on_error: str | None, reward_options: dict[str, Any]) -> None:
+    """``--on-error`` is raise or missing; ``on_error`` given as a ``--set`` reward option is
+    refused, naming the flag (it is a setting of the reward, not one of its options)."""
+    from dsharp.recipe_errors import RecipeError
+
+    if on_error is not None and on_error not in ON_ERROR_CHOICES:
+        raise RecipeError(f"--on-error: expected 'raise' or 'missing', got {on_error!r}")
+    if "on_error" in reward_options:
+        value = reward_options["on_error"]
+        raise RecipeError(
+            f"--set on_error={value}: on_error is not a reward option; use --on-error {value}"
+        )
+
+
+def _with_on_error(specs: list[Any], on_error: str | None) -> list[Any]:
+    """``specs`` with ``--on-error`` applied to each, where it was given."""
+    if on_error is None:
+        return list(specs)
+    return [spec.model_copy(update={"on_error": on_error}) for spec in specs]
 
 
 def _refuse_unused_flags(flags: dict[str, Any], why: str) -> None:
@@ -224,6 +254,14 @@ def evaluate_cmd(
         help="Write the JSON here (default for a run or a recipe: RUN_DIR/eval-BENCH.json, "
         "with --prompts FILE RUN_DIR/eval-BENCH-FILESTEM.json).",
     ),
+    on_error: str = typer.Option(
+        None,
+        "--on-error",
+        metavar="raise|missing",
+        help="What an image a reward (or the verifier) cannot score does: 'raise' stops the "
+        "evaluation (exit 1); 'missing' leaves it unscored (in n_images, not in n_scored or "
+        "the means). Default: each reward's own on_error (a recipe's, else raise).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
     limit: int = typer.Option(
@@ -267,7 +305,10 @@ def evaluate_cmd(
         parse_sample_overrides,
         refuse_flag_and_override,
     )
+    from dsharp.inference.base import Verifier, reward_specs
     from dsharp.io import atomic_write_json
+    from dsharp.rewards.base import UnscoredError
+    from dsharp.rewards.combine import CombinedReward
 
     with user_errors():
         counts = {"--seeds": seeds, "--limit": limit, "--steps": steps}
@@ -277,6 +318,7 @@ def evaluate_cmd(
         require_output_paths({"--images": images}, {"--out": out})
         _check_names(bench, reward)
         reward_options = parse_reward_sets(set_ or [])
+        _check_on_error(on_error, reward_options)
         if bench == T2I_COMPBENCH:
             unused = {
                 "--recipe": recipe,
@@ -287,6 +329,7 @@ def evaluate_cmd(
                 "--method": method,
                 "--option": option,
                 "--eta": eta,
+                "--on-error": on_error,
                 "OVERRIDES": overrides,
             }
             _refuse_unused_flags(
@@ -344,7 +387,9 @@ def evaluate_cmd(
         run_recipe = None
         if rec is None and ckpt is not None:
             run_recipe = read_run_recipe(ckpt)
-        specs = _scoring_specs(reward, reward_options, bench, spec_bench, rec, run_recipe)
+        specs = _with_on_error(
+            _scoring_specs(reward, reward_options, bench, spec_bench, rec, run_recipe), on_error
+        )
 
         base = rec.sample.model_dump() if rec is not None else {}
         if method is not None and method != base.get("method", method):
@@ -358,12 +403,12 @@ def evaluate_cmd(
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)
+        verifier_specs = _with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
             method_entry, _ = settings.validate()
         if not method_entry.needs_reward:
             settings.reward = None  # plain DDIM: no verifier, none recorded
-        from dsharp.inference.base import reward_specs
         from dsharp.rewards.plugins import check_prompts
 
         # before sampling: the scoring rewards and the verifier must take every prompt
@@ -379,6 +424,10 @@ def evaluate_cmd(
                 err=True,
             )
 
+        # built before the model loads: a reward that cannot be built (no API key, no
+        # weights) must not cost the model's load first
+        scorer = CombinedReward(specs)
+        built_verifier = Verifier(verifier_used) if verifier_used else None
         if model is not None or checkpoint is not None:
             from dsharp.commands.common import load_model_for_inference
 
@@ -389,18 +438,23 @@ def evaluate_cmd(
 
             diffusion = build_model(rec.model, pick_device(device))
             diffusion.unet.eval()
-        result = evaluate(
-            diffusion,
-            prompt_list,
-            specs,
-            num_seeds=seeds or (rec.eval.seeds if rec is not None else 2),
-            settings=settings,
-            batch_size=batch_size,
-            category_of=spec_bench.category_of if spec_bench else None,
-            groupings=spec_bench.groupings if spec_bench else None,
-            images_dir=images,
-            progress=not as_json,
-        )
+        try:
+            result = evaluate(
+                diffusion,
+                prompt_list,
+                specs,
+                num_seeds=seeds or (rec.eval.seeds if rec is not None else 2),
+                settings=settings,
+                batch_size=batch_size,
+                category_of=spec_bench.category_of if spec_bench else None,
+                groupings=spec_bench.groupings if spec_bench else None,
+                images_dir=images,
+                progress=not as_json,
+                scorer=scorer,
+                verifier=built_verifier,
+            )
+        except UnscoredError as err:
+            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
         source = checkpoint or model or (rec.model.pretrained if rec is not None else None)
         result = {
             "bench": bench_name,

@@ -99,19 +99,30 @@ def sample(
         section = parse_sample_overrides(flags, overrides or [], option or [], given_flags(flags))
         settings = SampleSettings(**section, reward=reward or None)
         with settings_errors():  # unknown method, bad option or missing reward: before loading
-            settings.validate()
-        if settings.reward:
-            from dsharp.inference.base import reward_specs
+            method_entry, _ = settings.validate()
+        verifier = None
+        if settings.reward and method_entry.needs_reward:
+            from dsharp.inference.base import Verifier, reward_specs
             from dsharp.rewards.plugins import check_prompts
 
             with settings_errors():  # a prompt the verifier cannot score: as in a recipe
                 check_prompts(
                     reward_specs(settings.reward), prompt_list, prompts_file or "--prompt"
                 )
+            # before the model loads: a verifier that cannot be built (no API key) fails now
+            verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
         prompts = [p for p in prompt_list for _ in range(num_images)]
         seeds = [seed + i for i in range(len(prompts))]
-        result = generate(diffusion, prompts, seeds, settings, batch_size=batch_size, progress=True)
+        result = generate(
+            diffusion,
+            prompts,
+            seeds,
+            settings,
+            batch_size=batch_size,
+            progress=True,
+            verifier=verifier,
+        )
         names = [
             f"{i:04d}-seed{s}-{_slug(p)}.png"
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))

@@ -27,6 +27,12 @@ class RewardError(RuntimeError):
     """A reward could not score its input (bad option, failing server, unparsable reply)."""
 
 
+class UnscoredError(RewardError):
+    """Samples a reward could not score stopped the work because its ``on_error`` is
+    ``raise``: ``on_error: missing`` would have left them unscored instead, so a command can
+    say how to go on (a fault in the reward is a plain ``RewardError``, whatever on_error)."""
+
+
 class RewardImages:
     """A batch of decoded images, as a float tensor ``(B, 3, H, W)`` in ``[0, 1]`` and,
     computed on first use, as a list of RGB PIL images."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dsharp.rewards.base import Reward, RewardError, RewardImages
+from dsharp.rewards.base import Reward, RewardError, RewardImages, UnscoredError
 from dsharp.rewards.counting import CountingReward
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class CombinedReward:
                 result = reward(images, prompts, metadata)
         except RewardError as e:  # the reward could not score these samples
             if spec.on_error == "raise":
-                raise RewardError(f"reward {key!r}: {e}") from e
+                raise UnscoredError(f"reward {key!r}: {e}") from e
             message = " ".join(str(e).split())
             return torch.full((batch,), math.nan, device=device), {"error": message}
         except Exception as e:
@@ -145,11 +145,11 @@ class CombinedReward:
         infinite = int(torch.isinf(scores).sum())
         if infinite:  # no score to rank or average: as unscorable as NaN
             if spec.on_error == "raise":
-                raise RewardError(f"reward {key!r} returned inf for {infinite} sample(s)")
+                raise UnscoredError(f"reward {key!r} returned inf for {infinite} sample(s)")
             scores = scores.masked_fill(torch.isinf(scores), math.nan)
         nans = int(torch.isnan(scores).sum())
         if nans and spec.on_error == "raise":
-            raise RewardError(
+            raise UnscoredError(
                 f"reward {key!r} returned NaN for {nans} sample(s) but its on_error is 'raise'"
             )
         return scores, dict(info or {})

@@ -432,10 +432,11 @@ def _check_options(
     try:
         signature.bind(**options)
     except TypeError as e:
+        # on_error is the spec's own setting, passed by _checked_factory: never an option
         accepted = [
             p.name
             for p in signature.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "on_error"
         ]
         listing = ", ".join(accepted) or "none"
         raise RewardError(f"reward {reward!r}: bad options: {e} (accepted: {listing})") from None
