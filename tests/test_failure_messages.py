@@ -197,3 +197,40 @@ def test_the_hub_clients_retry_warnings_are_quiet_unless_verbose() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
         assert done.stderr.strip() == expected
+
+
+def _run_with_truncated_weights(tmp_path: Path, lora: bool) -> Path:
+    """A dsharp-mini run folder whose step-1 weights were cut short (a full disk)."""
+    import shutil
+
+    from dsharp.models.loading import assets_dir
+    from dsharp.models.sd import LORA_CONFIG, LORA_TARGETS, LORA_WEIGHTS
+    from run_folders import run_folder_with_checkpoint
+
+    recipe = "model: {pretrained: dsharp-mini}\nrewards: [{name: shapes}]\n"
+    run = run_folder_with_checkpoint(tmp_path / "run", recipe + "data: {generator: shapes}\n")
+    model = run / "checkpoints" / "step-000001" / "model"
+    if lora:
+        config = {"rank": 4, "alpha": 4.0, "targets": list(LORA_TARGETS)}
+        (model / LORA_CONFIG).write_text(json.dumps(config), encoding="utf-8")
+        weights = model / LORA_WEIGHTS
+    else:
+        unet = assets_dir() / "dsharp-mini" / "unet"
+        shutil.copytree(unet, model / "unet")
+        weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"\x10" * 1000)
+    return run
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_truncated_checkpoint_says_its_weights_cannot_be_read(tmp_path, lora):
+    run = _run_with_truncated_weights(tmp_path, lora)
+    args = ["sample", "--checkpoint", run, "--prompt", "a red circle", "--steps", "1"]
+    result = _invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.stderr)
+    assert "cannot read the trained weights (" in line, line
+    assert line.endswith(
+        "the checkpoint is damaged or truncated; use another checkpoint folder of the run"
+    ), line
+    assert not (tmp_path / "out").exists()

@@ -490,7 +490,10 @@ class StableDiffusionModel(DiffusionModel):
                 f"(rank {self.lora_rank}); load the model with lora_rank=0"
             )
         _check_unet_weights(unet_folder)
-        trained = UNet2DConditionModel.from_pretrained(unet_folder)
+        try:
+            trained = UNet2DConditionModel.from_pretrained(unet_folder)
+        except OSError as err:  # diffusers words a damaged file as "unable to load"
+            raise _unreadable_weights(unet_folder, err) from err
         self.unet.load_state_dict(trained.state_dict(), strict=True)
 
     def _load_lora(self, folder: Path) -> None:
@@ -510,7 +513,10 @@ class StableDiffusionModel(DiffusionModel):
                 f"{folder} holds a LoRA (rank {rank}, alpha {alpha}) that differs from this "
                 f"model's (rank {self.lora_rank}, alpha {self.lora_alpha})"
             )
-        tensors = load_file(str(folder / LORA_WEIGHTS))
+        try:
+            tensors = load_file(str(folder / LORA_WEIGHTS))
+        except Exception as err:  # safetensors' own error type: a damaged or truncated file
+            raise _unreadable_weights(folder, err) from err
         state = {k.removeprefix(_UNET_PREFIX): v for k, v in tensors.items()}
         result = set_peft_model_state_dict(self.unet, state)
         unexpected = list(getattr(result, "unexpected_keys", None) or [])
@@ -527,6 +533,19 @@ class StableDiffusionModel(DiffusionModel):
 _UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 _UNET_WEIGHT_FILES = (_UNET_WEIGHTS, "diffusion_pytorch_model.bin")
 _UNET_INDEXES = tuple(f"{name}.index.json" for name in _UNET_WEIGHT_FILES)
+
+
+def _unreadable_weights(folder: Path, error: BaseException) -> ValueError:
+    """One line for trained weights that are there but cannot be read (a checkpoint cut
+    short by a full disk or a killed copy): the innermost error says why; diffusers' own
+    message names only the file, twice."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return ValueError(
+        f"{folder}: cannot read the trained weights ({reason}): the checkpoint is damaged or "
+        "truncated; use another checkpoint folder of the run"
+    )
 
 
 def _check_unet_weights(unet_folder: Path) -> None:
