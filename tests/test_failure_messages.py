@@ -234,3 +234,13 @@ def test_a_truncated_checkpoint_says_its_weights_cannot_be_read(tmp_path, lora):
         "the checkpoint is damaged or truncated; use another checkpoint folder of the run"
     ), line
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_of_a_cut_short_json_says_where_it_breaks(tmp_path):
+    path = tmp_path / "eval.json"
+    path.write_text('{"bench": "shapes", "over\n', encoding="utf-8")
+    result = _invoke(["compare", path, "--out", tmp_path / "cmp"])
+    assert result.exit_code == 1, result.output
+    assert _one_line(result.stderr) == (
+        f"error: {path}: not JSON (Invalid control character at, line 1 column 26)"
+    )

@@ -136,7 +136,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg})") from None
+        # the message alone can end "...character at": where is in lineno and colno
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ValueError(f"{path}: not JSON ({exc.msg}, {where})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not JSON (not text)") from None
     if not isinstance(data, dict) or not ("overall" in data or "metrics" in data):
