@@ -244,3 +244,42 @@ def test_compare_of_a_cut_short_json_says_where_it_breaks(tmp_path):
     assert _one_line(result.stderr) == (
         f"error: {path}: not JSON (Invalid control character at, line 1 column 26)"
     )
+
+
+def _brightness_recipe(tmp_path: Path) -> Path:
+    """A one-step dsharp-mini recipe whose second reward, the fake brightness one, cannot
+    score trajectory 0 of any prompt (it scores NaN there)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        textwrap.dedent(f"""\
+            model: {{pretrained: dsharp-mini}}
+            method: {{name: rlhf_sharpening, n: 2, m: 1, infer_steps: 2}}
+            rewards:
+              - {{name: {NAME}, weight: 0.5}}
+              - {{name: {NAME}, options: {{nan_trajectory: 0}}}}
+            data: {{generator: shapes}}
+            train: {{max_steps: 1, batch_size: 1, checkpoint_every: 1}}
+            output_dir: {tmp_path / "run"}
+            """),
+        encoding="utf-8",
+    )
+    return recipe
+
+
+def test_train_stopped_by_an_unscorable_sample_names_the_setting_that_skips_it(tmp_path):
+    recipe = _brightness_recipe(tmp_path)
+    with brightness_registered():
+        result = _invoke(["train", recipe, "--no-progress"])
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.stderr)
+    assert line.startswith(f"error: reward '{NAME}#1' returned NaN for "), line
+    assert line.endswith(
+        "to skip such samples instead (never scored, counted in reward_missing), set "
+        "rewards.1.on_error: missing in the recipe or add the override "
+        "rewards.1.on_error=missing"
+    ), line
+    with brightness_registered():  # the advice, as written, lets the run go on
+        result = _invoke(["train", recipe, "rewards.1.on_error=missing", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert logged[-1]["reward_missing"] > 0

@@ -102,10 +102,13 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     """Train, then (main process) print training warnings and write the post-train report."""
     from dsharp.engine import train as run_training
     from dsharp.interrupts import TrainingInterrupted
+    from dsharp.rewards.base import UnscoredError
 
     stopped_at_end = False  # a stop asked for during the last step: no report after it
     try:
         run_dir = run_training(cfg, progress=progress)
+    except UnscoredError as err:
+        raise UnscoredError(_on_error_advice(cfg, err), err.key) from None
     except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
         from dsharp.checkpoints import latest_checkpoint
 
@@ -152,6 +155,24 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
+
+
+def _on_error_advice(cfg: Recipe, err: Exception) -> str:
+    """A training reward's failure to score samples, with the setting that skips such
+    samples instead (``rewards.N.on_error: missing``; the override works as written)."""
+    from dsharp.commands.errors import one_line
+    from dsharp.rewards.combine import _component_keys
+
+    keys = _component_keys(cfg.rewards)
+    key = getattr(err, "key", None)
+    if key not in keys:
+        return one_line(err)
+    field = f"rewards.{keys.index(key)}.on_error"
+    return (
+        f"{one_line(err)}; to skip such samples instead (never scored, counted in "
+        f"reward_missing), set {field}: missing in the recipe or add the override "
+        f"{field}=missing"
+    )
 
 
 def _report_not_written(run_dir: Path, again: str) -> str:

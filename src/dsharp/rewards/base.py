@@ -30,7 +30,12 @@ class RewardError(RuntimeError):
 class UnscoredError(RewardError):
     """Samples a reward could not score stopped the work because its ``on_error`` is
     ``raise``: ``on_error: missing`` would have left them unscored instead, so a command can
-    say how to go on (a fault in the reward is a plain ``RewardError``, whatever on_error)."""
+    say how to go on (a fault in the reward is a plain ``RewardError``, whatever on_error).
+    ``key``: the reward's key in its combined reward (``name``, ``name#1`` on a repeat)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class RewardImages:

@@ -119,7 +119,7 @@ class CombinedReward:
                 result = reward(images, prompts, metadata)
         except RewardError as e:  # the reward could not score these samples
             if spec.on_error == "raise":
-                raise UnscoredError(f"reward {key!r}: {e}") from e
+                raise UnscoredError(f"reward {key!r}: {e}", key) from e
             message = " ".join(str(e).split())
             return torch.full((batch,), math.nan, device=device), {"error": message}
         except Exception as e:
@@ -145,12 +145,13 @@ class CombinedReward:
         infinite = int(torch.isinf(scores).sum())
         if infinite:  # no score to rank or average: as unscorable as NaN
             if spec.on_error == "raise":
-                raise UnscoredError(f"reward {key!r} returned inf for {infinite} sample(s)")
+                raise UnscoredError(f"reward {key!r} returned inf for {infinite} sample(s)", key)
             scores = scores.masked_fill(torch.isinf(scores), math.nan)
         nans = int(torch.isnan(scores).sum())
         if nans and spec.on_error == "raise":
             raise UnscoredError(
-                f"reward {key!r} returned NaN for {nans} sample(s) but its on_error is 'raise'"
+                f"reward {key!r} returned NaN for {nans} sample(s) but its on_error is 'raise'",
+                key,
             )
         return scores, dict(info or {})
 
