@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from dsharp.models import Conditioning, DiffusionModel, load_model, loading
 from spying import record_calls
@@ -560,8 +561,20 @@ def test_a_weight_variant_loads_when_every_weighted_component_has_it(tmp_path, t
     folder = tmp_path / "variant"
     shutil.copytree(tiny_sd_dir, folder)
     _with_variant(folder, ["text_encoder", "vae", "unet"])
+    # the variant's weights differ from the default ones, so only they can match below
+    variant_weights = {}
+    for component in ("text_encoder", "vae", "unet"):
+        (path,) = (folder / component).glob("*.fp16.safetensors")
+        shifted = {k: v + 0.5 if v.is_floating_point() else v for k, v in load_file(path).items()}
+        save_file(shifted, path)
+        variant_weights[component] = shifted
     model = load_model(str(folder), variant="fp16")
-    assert model.encode_prompt(PROMPTS, 64, 64) is not None
+    for component, expected in variant_weights.items():
+        loaded = getattr(model, component).state_dict()
+        assert set(expected) <= set(loaded), component
+        for key, value in expected.items():
+            torch.testing.assert_close(loaded[key].float(), value.float(), msg=key)
+    assert model.encode_prompt(PROMPTS, 64, 64).prompt_embeds.shape == (2, 77, 32)
 
 
 @pytest.mark.parametrize("missing", ["text_encoder", "vae", "unet"])

@@ -33,7 +33,9 @@ def test_off_a_terminal_lines_wait_for_the_interval_but_the_last_is_written():
 
 
 def test_on_a_terminal_only_the_bar_shows():
-    assert "eval: " not in _run(True, 0.0)
+    out = _run(True, 0.0)
+    assert "eval: " not in out
+    assert "\x1b[2Kbar" in out  # the bar itself, drawn in place
 
 
 def test_lines_before_the_end_give_the_time_left_at_the_mean_rate(monkeypatch):

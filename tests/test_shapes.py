@@ -402,10 +402,12 @@ def test_reward_marks_unparsable_prompts_missing():
 
 
 def test_reward_builds_through_the_plugin_registry():
-    from dsharp.rewards.plugins import lazy_factory
+    from dsharp.config import RewardSpec
+    from dsharp.rewards.plugins import build_reward
+    from dsharp.shapes.reward import ShapesReward
 
-    factory = lazy_factory("dsharp.shapes.reward", "build_shapes_reward")
-    assert factory(binary=True).binary is True
+    reward = build_reward(RewardSpec(name="shapes", options={"binary": True}))
+    assert isinstance(reward, ShapesReward) and reward.binary is True
 
 
 def test_grammar_prompt_sets_reach_held_out_pairs_but_never_val_prompts():

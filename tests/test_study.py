@@ -286,7 +286,7 @@ def test_figure_with_unfinished_rows_says_which(tmp_path: Path):
     from dsharp.study_outputs import write_outputs
 
     outcome = write_outputs(loaded, echo=said.append)
-    assert outcome.missing == ["b"] and "b" in said[0]
+    assert outcome.missing == ["b"] and said[0] == "not finished, left out: b"
 
 
 def test_moving_average_and_step_series():
