@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dsharp import folder_lock
@@ -190,13 +191,32 @@ def test_another_process_s_lock_is_seen_without_creating_or_keeping_one(tmp_path
         assert not _free_to_another_process(tmp_path)  # the question let go of nothing
 
 
-def test_a_run_starting_while_another_process_asks_is_not_refused(tmp_path):
-    """`dsharp runs` holds a shared lock for an instant; a run that starts then waits it out."""
-    import threading
-
+def test_a_run_starting_while_another_process_asks_is_not_refused(tmp_path, monkeypatch):
+    """`dsharp runs` holds a shared lock for an instant; a run that starts then waits it out.
+    The asker lets go during the run's first pause (no timer: a busy machine would race it)."""
     (tmp_path / folder_lock.LOCK_FILE).touch()
     asking = open(tmp_path / folder_lock.LOCK_FILE, encoding="utf-8")  # noqa: SIM115
     fcntl.flock(asking, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    threading.Timer(0.15, asking.close).start()  # closing the file lets go of its lock
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        asking.close()  # closing the file lets go of its lock
+
+    monkeypatch.setattr(folder_lock.time, "sleep", pause)
     with folder_lock.hold_folder_lock(tmp_path, "output_dir"):
         assert not _free_to_another_process(tmp_path)
+    assert pauses == [0.05]  # refused once while the asker held it, then taken
+
+
+def test_a_folder_another_process_keeps_asking_about_is_refused_after_the_retries(
+    tmp_path, monkeypatch
+):
+    (tmp_path / folder_lock.LOCK_FILE).touch()
+    with open(tmp_path / folder_lock.LOCK_FILE, encoding="utf-8") as asking:
+        fcntl.flock(asking, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        pauses: list[float] = []
+        monkeypatch.setattr(folder_lock.time, "sleep", pauses.append)
+        with pytest.raises(RuntimeError, match="another dsharp process is writing to it"):
+            folder_lock.hold_folder_lock(tmp_path, "output_dir")
+    assert pauses == [0.05] * 9  # about half a second in all, then the one-line refusal
