@@ -118,6 +118,16 @@ def test_batches_are_a_pure_function_of_seed_step_process():
     c = data.batch(4, step=3, process=1, micro=0)
     assert (a.prompts, a.cond_prompts) == (b.prompts, b.cond_prompts)
     assert (a.prompts, a.cond_prompts) != (c.prompts, c.cond_prompts)
+    # each of seed, step, process and micro-step picks the draw (8 values: not all alike)
+    at = {"seed": 7, "step": 3, "process": 0, "micro": 0}
+    for name in at:
+        drawn = set()
+        for value in range(8):
+            where = at | {name: value}
+            data = TrainingData(_Cfg(), "prompts", 32, 32, seed=where.pop("seed"))
+            batch = data.batch(4, **where)
+            drawn.add((tuple(batch.prompts), tuple(batch.cond_prompts)))
+        assert len(drawn) > 1, name
     # dropped prompts are blank for conditioning only; the reward still sees the prompt
     assert all(cp in ("", p) for p, cp in zip(a.prompts, a.cond_prompts, strict=True))
 

@@ -29,12 +29,17 @@ class TableReward:
         return scores, dict(self.info or {})
 
 
-def _patch(monkeypatch, rewards):
+def _patch(monkeypatch, rewards) -> list[tuple[list[str], list[int]]]:
+    """Fake sampler and rewards; returns the (prompts, seeds) each sampling call was given."""
+    sampled = []
+
     def fake_generate(model, prompts, seeds, settings, **kw):
+        sampled.append((list(prompts), list(seeds)))
         return Generated(images=torch.zeros(len(prompts), 3, 4, 4), nfe_per_image=1.0)
 
     monkeypatch.setattr(ev, "generate", fake_generate)
     monkeypatch.setattr(plugins, "build_reward", lambda spec: rewards[spec.name])
+    return sampled
 
 
 def test_n_images_counts_every_generated_image_even_unscored(monkeypatch):
@@ -66,8 +71,9 @@ def test_seed_base_shifts_every_seed(monkeypatch):
     """A reward bench run on seeds [5, 6] must draw seeds 5
     and 6, not 0 and 1."""
     table = {(p, s): 0.0 for p in "ab" for s in (5, 6)}
-    _patch(monkeypatch, {"r": TableReward(table)})
+    sampled = _patch(monkeypatch, {"r": TableReward(table)})
     out = ev.evaluate(None, ["a", "b"], [_spec("r")], num_seeds=2, seed_base=5)
+    assert sampled == [(["a", "a", "b", "b"], [5, 6, 5, 6])]  # the images were drawn so
     assert out["seeds"] == [5, 6]
     assert [(i["prompt"], i["seed"]) for i in out["images"]] == [
         ("a", 5),
