@@ -275,6 +275,14 @@ def test_unscored_images_are_noted_and_so_are_different_scored_sets():
     older = _unscored(("b",))
     del older["n_scored"]
     assert "x: 4 of 6, y: 4 of 6 scored" in comparability_notes([("x", older), ("y", older)])[0]
+    # a NaN score (a JSON NaN literal in an older file) is unscored, as null is
+    with_nan = json.loads(json.dumps(older))
+    for image in with_nan["images"]:
+        image["score"] = float("nan") if image["score"] is None else image["score"]
+    assert comparability_notes([("x", older), ("y", with_nan)]) == [
+        "some images are unscored (x: 4 of 6, y: 4 of 6 scored): each mean is over its scored "
+        "images"
+    ]
 
 
 def test_compare_shows_how_many_images_each_mean_is_over(tmp_path: Path):
