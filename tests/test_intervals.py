@@ -35,8 +35,13 @@ def test_t_quantile_tends_to_the_normal_and_takes_other_levels():
     assert t_quantile(0.975, 10**6) == pytest.approx(1.959966, abs=1e-6)
     assert t_quantile(0.995, 3) == pytest.approx(5.8409093, abs=1e-6)
     assert t_quantile(0.95, 2) == pytest.approx(2.9199856, abs=1e-6)
-    for bad_p, bad_df in ((0.975, 0), (0.975, 2.5), (0.4, 3), (1.0, 3)):
-        with pytest.raises(ValueError):
+    for bad_p, bad_df, why in (
+        (0.975, 0, "degrees of freedom must be a whole number >= 1, not 0"),
+        (0.975, 2.5, "degrees of freedom must be a whole number >= 1, not 2.5"),
+        (0.4, 3, r"p must be in \(0.5, 1\), not 0.4"),
+        (1.0, 3, r"p must be in \(0.5, 1\), not 1.0"),
+    ):
+        with pytest.raises(ValueError, match=f"^t_quantile: {why}$"):
             t_quantile(bad_p, bad_df)
 
 

@@ -51,8 +51,10 @@ def test_select_per_prompt_skips_missing():
 
 
 def test_select_rejects_ragged_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="returns must be flat with a multiple of n=3 entries"):
         select_per_prompt(torch.zeros(5), n=3)
+    with pytest.raises(ValueError, match="returns must be flat"):
+        select_per_prompt(torch.zeros(2, 3), n=3)
 
 
 def test_per_step_mse_and_trajectory_errors():
