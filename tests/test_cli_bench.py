@@ -145,7 +145,8 @@ def test_compare_against_paper_names_a_corrupt_evaluation_in_a_run_folder(tmp_pa
 
 def test_compare_against_something_else_is_an_error(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--against", "arxiv"])
-    assert result.exit_code != 0 and "--against" in result.output
+    assert result.exit_code == 2  # a bad setting, before any source is read
+    assert result.stderr.strip() == "error: --against: unknown 'arxiv' (expected: paper)"
 
 
 def test_cli_bench_name_matches_the_library_and_cli_import_stays_light():

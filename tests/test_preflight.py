@@ -241,9 +241,14 @@ def test_a_tracker_whose_package_is_missing_is_noted_by_validate_and_refused_bef
 
 
 def test_the_shipped_recipes_still_validate():
-    for recipe in (QUICKSTART, DDPO, SFT):
+    for recipe, method in (
+        (QUICKSTART, "rlhf_sharpening"),
+        (DDPO, "ddpo"),
+        (SFT, "sft_sharpening"),
+    ):
         result = _validate(recipe)
         assert result.exit_code == 0, result.output
+        assert (result.stdout, result.stderr) == (f"ok: {recipe} ({method}, dsharp-mini)\n", "")
 
 
 @pytest.mark.parametrize(
