@@ -240,7 +240,8 @@ def test_a_tracker_whose_package_is_missing_is_noted_by_validate_and_refused_bef
     assert _validate(QUICKSTART).stderr == ""  # no tracker asked for: nothing to say
 
 
-def test_the_shipped_recipes_still_validate():
+def test_the_shipped_recipes_still_validate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a README user's runs/quickstart would add its own note
     for recipe, method in (
         (QUICKSTART, "rlhf_sharpening"),
         (DDPO, "ddpo"),
