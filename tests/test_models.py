@@ -491,6 +491,39 @@ def test_a_hub_id_that_is_not_cached_offline_says_so_not_that_the_id_is_wrong():
     assert "model_index.json" not in message
 
 
+def test_a_hub_id_that_is_not_cached_without_network_fails_at_once(monkeypatch):
+    """No network and HF_HUB_OFFLINE unset: one request finds the hub unreachable, and the
+    line says so before diffusers' loader (and the hub client's ~25 s of retries) runs."""
+    import httpx2
+    import huggingface_hub
+    from diffusers import DiffusionPipeline
+
+    from dsharp.models.loading import read_model_index
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    asked: list[str] = []
+
+    def no_dns(url: str, *args, **kwargs):
+        asked.append(url)
+        raise httpx2.ConnectError("[Errno -2] Name or service not known")
+
+    def not_called(*args, **kwargs):
+        pytest.fail("diffusers' loader was called: it retries for about 25 s")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_dns)
+    monkeypatch.setattr(DiffusionPipeline, "load_config", not_called)
+    with pytest.raises(ValueError) as caught:
+        read_model_index("dsharp-test-org/not-a-cached-model")
+    assert str(caught.value) == (
+        "dsharp-test-org/not-a-cached-model: not in the local Hugging Face cache, and the hub "
+        "could not be reached (ConnectError: [Errno -2] Name or service not known); download "
+        "it where there is network (it is then cached) or give a local diffusers folder"
+    )
+    assert len(asked) == 1 and asked[0].endswith("/resolve/main/model_index.json")
+
+
 def test_a_near_miss_of_a_built_in_model_name_suggests_it():
     from dsharp.models.loading import resolve_pretrained
 

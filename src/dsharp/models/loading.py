@@ -70,6 +70,14 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
     path = Path(source)
     if path.exists() and not (path / "model_index.json").is_file():
         raise ValueError(f"{source} is not a diffusers model folder (no model_index.json)")
+    if not path.exists() and revision is None:
+        # A hub id that is not cached: ask the hub once, so that a machine with no network
+        # fails now rather than after the hub client's retries (about 25 s and ten lines).
+        from dsharp.rewards._weights import hub_fetch_blocked
+
+        reason = hub_fetch_blocked(source, ["model_index.json"])
+        if reason is not None:
+            raise ValueError(_unreachable_message(source, reason))
     from diffusers import DiffusionPipeline
 
     try:
@@ -97,10 +105,12 @@ def _hub_unreachable(error: BaseException) -> bool:
     return False
 
 
-def _unreachable_message(source: str) -> str:
+def _unreachable_message(source: str, reason: str | None = None) -> str:
     from huggingface_hub import constants
 
     why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    if reason is not None:
+        why = f"the hub could not be reached ({reason})"
     return (
         f"{source}: not in the local Hugging Face cache, and {why}; download it where there is "
         "network (it is then cached) or give a local diffusers folder"
