@@ -1,5 +1,6 @@
-"""Time the exact `shapes` verifier: a batch at once (what the reward calls) against one
-image at a time, on the same generated images, in one run.
+"""Time the exact `shapes` verifier, a batch at once against one image at a time.
+
+The batch is what the reward calls; both score the same generated images, in one run.
 
     python bench/shapes_verifier.py                 # 256 images of 32x32
     python bench/shapes_verifier.py --size 64 --images 512

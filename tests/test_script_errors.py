@@ -91,3 +91,22 @@ def test_dsharp_debug_shows_the_traceback(tmp_path):
     assert done.returncode == 1
     assert "Traceback" in done.stderr
     assert done.stderr.rstrip().splitlines()[-1].startswith("FileNotFoundError: source: ")
+
+
+HELP_FROM_FIRST_LINE = [
+    path.relative_to(ROOT).as_posix()
+    for folder in ("bench", "scripts")
+    for path in sorted((ROOT / folder).glob("*.py"))
+    if "__doc__.splitlines()[0]" in path.read_text(encoding="utf-8")
+]
+
+
+@pytest.mark.parametrize("script", HELP_FROM_FIRST_LINE)
+def test_a_scripts_help_description_is_a_whole_sentence(script):
+    """``--help`` shows the docstring's first line alone: it must not stop mid-sentence."""
+    import ast
+
+    first = ast.get_docstring(ast.parse((ROOT / script).read_text(encoding="utf-8")))
+    assert first is not None
+    line = first.splitlines()[0]
+    assert line.endswith("."), f"{script}: --help reads {line!r}"
