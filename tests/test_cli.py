@@ -298,7 +298,10 @@ def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     assert result.exit_code == 2  # a missing input: a usage error
     assert result.stderr.strip() == "error: give --prompt TEXT (repeatable) or --prompts FILE"
     result = _invoke(["sample", "--model", tiny_sd_dir, "--prompts", empty, "--out", tmp_path])
-    assert result.exit_code == 1 and "empty.txt: no prompts" in result.stderr
+    assert result.exit_code == 2 and "empty.txt: no prompts" in result.stderr  # as no prompt
+    result = _invoke(["eval", "--model", tiny_sd_dir, "--prompts", empty, "--reward", "shapes"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {empty}: no prompts in file"
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 def read_prompt_file(path: Path) -> list[str]:
     """The prompts of a file read as recipes read theirs (one per line, ``#`` lines and blank
-    lines skipped, a UTF-8 byte-order mark dropped), refusing a file that holds none."""
+    lines skipped, a UTF-8 byte-order mark dropped), refusing a file that holds none: a
+    missing input, so a ``RecipeError`` (exit 2, as an empty ``prompts_file`` in a recipe)."""
     from dsharp.config import read_prompts_file
+    from dsharp.recipe_errors import RecipeError
 
     prompts = read_prompts_file(path)
     if not prompts:
-        raise ValueError(f"{path}: no prompts in file")
+        raise RecipeError(f"{path}: no prompts in file")
     return prompts
 
 
