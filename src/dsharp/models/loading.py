@@ -73,7 +73,7 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
     if not path.exists() and revision is None:
         # A hub id that is not cached: ask the hub once, so that a machine with no network
         # fails now rather than after the hub client's retries (about 25 s and ten lines).
-        from dsharp.rewards._weights import hub_fetch_blocked
+        from dsharp.hub import hub_fetch_blocked
 
         reason = hub_fetch_blocked(source, ["model_index.json"])
         if reason is not None:
@@ -97,12 +97,9 @@ def _hub_unreachable(error: BaseException) -> bool:
     model_index.json", which sends users looking for a typo in the id."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, LocalEntryNotFoundError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    from dsharp.hub import exception_chain
+
+    return any(isinstance(seen, LocalEntryNotFoundError) for seen in exception_chain(error))
 
 
 def _unreachable_message(source: str, reason: str | None = None) -> str:

@@ -13,32 +13,24 @@ what to fix.
 
 from __future__ import annotations
 
-import errno
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import them here)
+    error_line,
+    exception_chain,
+    hub_cached,
+    hub_fetch_blocked,
+    hub_offline,
+    hub_unreachable,
+)
 from dsharp.rewards.base import RewardError
 
 if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
-
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for cache-only loading."""
-    return any(
-        os.environ.get(var, "").strip().lower() in _TRUE
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def error_line(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def looks_local(source: str) -> bool:
@@ -120,89 +112,6 @@ def resolve_file(reward: str, option: str, source: str, filename: str | None = N
     if looks_local(source) or not filename:
         raise RewardError(f"{reward} reward option {option!r}: file not found: {path}")
     return Path(hub_download(reward, option, source, filename))
-
-
-def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
-    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)
-    except HFValidationError:  # not a repo id: the download says so
-        return False
-
-
-def hub_fetch_blocked(repo_id: str, filenames: Sequence[str]) -> str | None:
-    """Why none of ``filenames`` of ``repo_id`` can be fetched, asked before a download so
-    that it fails at once rather than after the hub client's retries: the hub cannot be
-    reached (probed for the last file, the one a loader falls back to). None when the files
-    need no network (``HF_HUB_OFFLINE``, where the download reads the cache itself; one of
-    them cached) or when the hub answered."""
-    if hub_offline() or hub_cached(repo_id, filenames):
-        return None
-    return hub_unreachable(repo_id, filenames[-1])
-
-
-def hub_unreachable(repo_id: str, filename: str) -> str | None:
-    """Why the hub cannot be reached, from one request for ``filename`` of ``repo_id`` made
-    without the hub client's retries (which take about 25 s a file before a download that
-    cannot connect fails); ``None`` when the hub answered, whatever the answer (a missing or
-    gated file is the download's own error to report), and when the failure may pass (a
-    timeout, a dropped connection): the download's retries may then get through."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename))
-    except (HfHubHTTPError, HFValidationError):  # the download reports these itself
-        return None
-    except Exception as e:
-        return error_line(e) if _no_network(e) else None
-    return None
-
-
-#: What says there is no way to the hub from here, in an error or one it was raised from:
-#: no name resolution, a refused connection, no route, a certificate that does not verify.
-#: A reset connection, a failed handshake or a timeout may pass: the download retries them.
-_NO_NETWORK_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
-_NO_NETWORK_TEXTS = (
-    "Name or service not known",
-    "nodename nor servname",
-    "name resolution",
-    "getaddrinfo failed",
-    "Connection refused",
-    "Network is unreachable",
-    "No route to host",
-    "CERTIFICATE_VERIFY_FAILED",
-)
-
-
-def exception_chain(error: BaseException) -> list[BaseException]:
-    """``error`` and the errors it was raised from or during, outermost first (libraries
-    wrap the hub client's errors); a chain that loops back is followed once."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _no_network(error: BaseException) -> bool:
-    """Whether ``error``, or one it was raised from, says the hub cannot be reached at all."""
-    import socket
-
-    for current in exception_chain(error):
-        if "Timeout" in type(current).__name__:
-            return False
-        if type(current).__name__ == "ProxyError" or isinstance(current, socket.gaierror):
-            return True
-        if isinstance(current, OSError) and current.errno in _NO_NETWORK_ERRNOS:
-            return True
-        if any(text in str(current) for text in _NO_NETWORK_TEXTS):
-            return True
-    return False
 
 
 def _fail_if_unreachable(
