@@ -197,6 +197,21 @@ def test_runs_command_table_json_and_errors(tmp_path):
     assert result.exit_code == 1 and "absent: no such folder" in result.output
 
 
+def test_a_first_try_with_no_runs_folder_says_there_are_none_yet(tmp_path, monkeypatch):
+    """A new user's `dsharp runs` before any training exited 1 with "runs: no such folder";
+    a folder named on the command line that is not there is still an error."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["runs"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "runs: no run folders yet (the folder does not exist); `dsharp train RECIPE` writes "
+        "runs/NAME, e.g. dsharp train recipes/quickstart.yaml"
+    )
+    assert json.loads(CliRunner().invoke(app, ["runs", "--json"]).stdout) == []
+    result = CliRunner().invoke(app, ["runs", "elsewhere"])
+    assert result.exit_code == 1 and "elsewhere: no such folder" in result.output
+
+
 def test_runs_table_says_which_evaluation_gave_the_score():
     from dsharp.commands.runs import _evaluation
 

@@ -11,10 +11,17 @@ import typer
 from dsharp.commands.errors import user_errors
 from dsharp.runs import RECIPE_MISSING, RunSummary
 
+#: Where ``dsharp train`` puts runs unless a recipe says otherwise (``output_dir: runs/NAME``).
+DEFAULT_FOLDER = Path("runs")
+NO_RUNS_YET = (
+    "runs: no run folders yet (the folder does not exist); `dsharp train RECIPE` writes "
+    "runs/NAME, e.g. dsharp train recipes/quickstart.yaml"
+)
+
 
 def runs(
     folder: Path = typer.Argument(
-        Path("runs"), metavar="FOLDER", help="Folder whose run folders to list."
+        DEFAULT_FOLDER, metavar="FOLDER", help="Folder whose run folders to list."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -25,6 +32,9 @@ def runs(
     """
     from dsharp.runs import find_runs, is_run_folder, study_folders
 
+    if folder == DEFAULT_FOLDER and not folder.exists():  # a first try: nothing trained yet
+        typer.echo("[]" if as_json else NO_RUNS_YET)
+        return
     with user_errors():
         found = find_runs(folder)
         studies = [] if is_run_folder(folder) else study_folders(folder)
