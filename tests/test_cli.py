@@ -310,6 +310,7 @@ def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
         ["eval", "--bench", "shapes"],
         ["eval", "--reward", "clip", "--method", "inference_scaling", "--verifier", "shapes"],
         ["sample", "--method", "inference_scaling", "--reward", "shapes"],
+        ["sample", "--method", "inference_scaling", "--verifier", "shapes"],  # as eval names it
     ],
 )
 def test_a_prompt_the_reward_cannot_score_is_refused_before_the_model_loads(tmp_path, command):

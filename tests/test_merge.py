@@ -72,7 +72,7 @@ def test_merge_writes_a_run_folder_that_eval_and_sample_can_load(
     args = ["merge", *map(str, runs), "--out", str(out), "--scale", "1.5"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"merged 3 run(s) at scale 1.5: {out}"
+    assert result.stdout.strip() == f"merged 3 runs at scale 1.5: {out}"
     assert not list(tmp_path.glob(".*.tmp"))
 
     base_model = build_model(load_recipe(runs[0] / "recipe.yaml").model, "cpu")

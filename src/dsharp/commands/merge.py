@@ -40,4 +40,5 @@ def merge(
                 f"note: {source.given} is at step {source.step} of its {planned}; merged as it is",
                 err=True,
             )
-    typer.echo(f"merged {len(sources)} run(s) at scale {scale:g}: {out}")
+    runs = "1 run" if len(sources) == 1 else f"{len(sources)} runs"
+    typer.echo(f"merged {runs} at scale {scale:g}: {out}")

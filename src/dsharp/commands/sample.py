@@ -59,7 +59,10 @@ def sample(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
     ),
     reward: list[str] = typer.Option(
-        None, "--reward", help="Verifier reward of inference-time methods (repeatable)."
+        None,
+        "--reward",
+        "--verifier",
+        help="Verifier reward of inference-time methods (repeatable; --verifier as in eval).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
     out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
