@@ -19,6 +19,20 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+#: The workplace's shared data beside the repository (T2I-CompBench's prompt lists); tests
+#: that read it skip without it, except where ``DSHARP_REQUIRE_SHARED=1`` (CI) says it must
+#: be there: a missing folder must fail CI, not quietly skip what it covers.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "t2i-compbench"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("DSHARP_REQUIRE_SHARED") == "1" and not SHARED_DATA.is_dir():
+        pytest.exit(
+            f"DSHARP_REQUIRE_SHARED=1 but {SHARED_DATA} is not there: the tests that read "
+            "it would skip",
+            returncode=1,
+        )
+
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_as_in_a_terminal():
