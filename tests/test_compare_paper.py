@@ -129,3 +129,37 @@ def test_a_result_compared_with_the_default_row_only_for_want_of_a_name_is_noted
     table2 = {"n=2": ours, "run": ours, "base": {**ours, "untrained": True}}
     assert [n.split(":")[0] for n in default_reference_notes(table2, "table2")] == ["run"]
     assert default_reference_notes(table2, "table2", match={"run": "4"}) == []  # matched
+
+
+def _clip_spec(scale: float | None) -> dict:
+    options = {"model": "ViT-L-14", "pretrained": "openai"}
+    if scale is not None:
+        options["scale"] = scale
+    return {"name": "clip", "weight": 1.0, "normalize": "none", "options": options}
+
+
+def test_a_clip_score_recorded_with_scale_100_is_put_on_the_papers_plain_cosine():
+    """The paper's reward code multiplied the cosine by 100 (the clip reward's scale: 100)
+    while its Table 1 prints the plain cosine (0.338): the recorded scale is divided out
+    rather than showing 33.8 beside 0.338 with a delta of 33.46."""
+    scaled = {**_result(clip=33.8, imagereward=1.4), "reward_specs": {"clip": _clip_spec(100.0)}}
+    plain = {**_result(clip=0.33), "reward_specs": {"clip": _clip_spec(None)}}
+    columns, rows = compare_with_paper({"rlhf_sharpening": scaled, "sdxl": plain}, "table1")
+    col = {name: i for i, name in enumerate(columns)}
+    assert rows[1][col["clip_score"]] == pytest.approx(0.338)
+    assert rows[2][col["clip_score"]] == pytest.approx(0.0)
+    assert rows[1][col["image_reward"]] == 1.4  # other metrics unchanged
+    assert rows[4][col["clip_score"]] == 0.33  # the default scale 1: as recorded
+
+
+def test_merged_results_keep_each_metrics_own_reward_settings():
+    """A folder's evaluations merged into one row: the clip score's scale is that of the
+    file the score came from (the newest), not of an older file's."""
+    old = {**_result(clip=33.0), "reward_specs": {"clip": _clip_spec(100.0)}}
+    new = {**_result(clip=0.33), "reward_specs": {"clip": _clip_spec(1.0)}}
+    t2i = {"metrics": {"t2i_color": {"mean": 0.6}}}
+    assert merge_results([old, new, t2i])["reward_specs"] == {"clip": _clip_spec(1.0)}
+    columns, rows = compare_with_paper({"sdxl": merge_results([new, old])})
+    assert rows[1][columns.index("clip_score")] == pytest.approx(0.33)
+    unrecorded = merge_results([old, _result(clip=0.31)])  # newest file records no settings
+    assert unrecorded["reward_specs"] == {}

@@ -112,3 +112,22 @@ def test_a_paper_row_named_in_an_evaluation_must_be_in_the_table(tmp_path):
     result = _invoke(["compare", named, "--against", "paper", "--table", "table2"])
     assert result.exit_code == 1
     assert "n6: paper row 6 not in table2 (rows: 1, 2, 3, 4, 8)" in result.stderr
+
+
+def test_a_run_folders_clip_score_at_scale_100_is_compared_as_the_plain_cosine(tmp_path):
+    """`dsharp eval --reward clip --set scale=100` (the paper's code's scale) in a run folder:
+    its row shows 0.3380 beside the paper's 0.338, not 33.8."""
+    run = _run(tmp_path, "rlhf_sharpening")
+    spec = {"name": "clip", "weight": 1.0, "options": {"scale": 100.0}}
+    _write(
+        run,
+        "eval-clip.json",
+        0,
+        bench="clip",
+        metrics={"clip": {"mean": 33.8}},
+        reward_specs={"clip": spec},
+    )
+    result = _invoke(["compare", run, "--against", "paper", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "compare.md").read_text()
+    assert _ours(md, "rlhf_sharpening").startswith("| ours:rlhf_sharpening | 0.3380 |")

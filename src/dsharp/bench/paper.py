@@ -7,7 +7,8 @@ column name directly as a metric key):
 ==================  ===========================================================
 paper column        our metric key (``result["metrics"]``)
 ==================  ===========================================================
-clip_score          ``clip`` (plain cosine: the ``clip`` reward with ``scale`` 1)
+clip_score          ``clip`` (plain cosine: a ``clip`` reward recorded with another
+                    ``scale``, e.g. the paper's code's 100, is divided by it)
 t2i_color ...       ``t2i_color``, ``t2i_shape``, ``t2i_texture``, ``t2i_spatial``,
 t2i_complex         ``t2i_non_spatial``, ``t2i_complex`` (``dsharp eval --bench
                     t2i-compbench``)
@@ -161,8 +162,26 @@ def default_reference_notes(
     return notes
 
 
+#: Our metric keys whose reward has a ``scale`` option that the paper's column does not
+#: apply: the paper's CLIP score is the plain cosine, ``clip`` is ``scale * cosine``.
+SCALED_SOURCES: dict[str, str] = {"clip": "clip_score"}
+
+
+def _recorded_scale(result: Mapping[str, Any], key: str) -> float:
+    """The ``scale`` option the evaluation recorded for reward ``key`` (``reward_specs``),
+    1 where it records none (the reward's default, or a file written before specs were
+    recorded)."""
+    spec = (result.get("reward_specs") or {}).get(key)
+    options = spec.get("options") if isinstance(spec, Mapping) else None
+    scale = options.get("scale") if isinstance(options, Mapping) else None
+    number = isinstance(scale, int | float) and not isinstance(scale, bool)
+    return float(scale) if number and math.isfinite(scale) and scale > 0 else 1.0
+
+
 def metric_value(result: Mapping[str, Any], column: str) -> float | None:
-    """Our value for the paper's ``column`` (see the mapping table), or ``None``."""
+    """Our value for the paper's ``column`` (see the mapping table), or ``None``; a
+    ``clip`` score recorded with ``scale`` s (the paper's code used 100) is divided by s,
+    so that it is on the paper's plain-cosine scale."""
     metrics = result.get("metrics", {}) or {}
     for key in METRIC_SOURCES.get(column, (column,)):
         value = metrics.get(key)
@@ -170,6 +189,8 @@ def metric_value(result: Mapping[str, Any], column: str) -> float | None:
             value = value.get("mean")
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if number and not math.isnan(float(value)):
+            if SCALED_SOURCES.get(key) == column:
+                return float(value) / _recorded_scale(result, key)
             return float(value)
     return None
 
@@ -187,10 +208,18 @@ def _own_metrics(results: Mapping[str, Mapping[str, Any]], columns: Sequence[str
 
 def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One result whose metrics are the union of ``results``' (a later one wins a clash):
-    a model's T2I-CompBench and reward-bench evaluations side by side in one row."""
-    merged: dict[str, Any] = {"metrics": {}}
+    a model's T2I-CompBench and reward-bench evaluations side by side in one row. Each
+    metric keeps its reward's recorded settings (``reward_specs``), which say its scale."""
+    merged: dict[str, Any] = {"metrics": {}, "reward_specs": {}}
     for result in results:
-        merged["metrics"].update(result.get("metrics", {}) or {})
+        metrics = result.get("metrics", {}) or {}
+        merged["metrics"].update(metrics)
+        specs = result.get("reward_specs") or {}
+        for key in metrics:  # each metric keeps the settings of the file it came from
+            if key in specs:
+                merged["reward_specs"][key] = specs[key]
+            else:
+                merged["reward_specs"].pop(key, None)
         if result.get("paper_row") is not None:
             merged["paper_row"] = result["paper_row"]
     return merged
