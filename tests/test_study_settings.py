@@ -1,0 +1,94 @@
+"""The shipped studies reproduce the paper's tables and figures with the settings the paper and
+its reference (algorithms.md, docs/methods.md) give, and score their rows alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsharp.posttrain import eval_settings
+from dsharp.study import is_study_file, load_study, paper_row_of
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if is_study_file(p))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_row_of_a_study_is_sampled_at_one_resolution(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A table or NFE figure puts its rows side by side: an inference-time row sampled at
+    1024 px beside fine-tuned rows evaluated at their 512 px training resolution would
+    compare resolutions, not methods."""
+    monkeypatch.chdir(ROOT)
+    loaded = load_study(path.relative_to(ROOT))
+    if not loaded.study.needs_eval:
+        pytest.skip("a training-curve figure: no row is sampled")
+    sizes = {}
+    for plan in loaded.rows:
+        settings = eval_settings(plan.recipe)
+        sizes[plan.label] = (settings.height, settings.width, settings.guidance)
+    assert len(set(sizes.values())) == 1, sizes
+
+
+def _paper_study(name: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(ROOT)
+    return load_study(Path("recipes/paper") / name)
+
+
+def test_paper_sharpening_rows_use_the_papers_hyperparameters(monkeypatch: pytest.MonkeyPatch):
+    """algorithms.md: n = m = 3, stride 1000 // 25 = 40, RLHF beta 2500; launch settings
+    lr 1e-6 constant, 512 px, batch 1 x grad-accum 4, 10k steps, full UNet, SDXL."""
+    loaded = _paper_study("table1.yaml", monkeypatch)
+    rows = {plan.label: plan.recipe for plan in loaded.rows}
+    for label in ("sft_sharpening", "rlhf_sharpening"):
+        recipe = rows[label]
+        method, train = recipe.method, recipe.train
+        assert recipe.model.pretrained == "stabilityai/stable-diffusion-xl-base-1.0"
+        assert method.name == label and recipe.model.lora_rank == 0
+        assert (method.n, method.m, method.infer_steps, method.stride) == (3, 3, 25, None)
+        assert (train.lr, train.lr_scheduler, train.batch_size, train.grad_accum) == (
+            1e-6,
+            "constant",
+            1,
+            4,
+        )
+        assert (train.max_steps, train.height, train.width) == (10000, 512, 512)
+    assert rows["rlhf_sharpening"].method.beta == 2500.0
+    assert rows["sft_sharpening"].data.empty_prompt_prob == 0.2
+
+
+@pytest.mark.parametrize(
+    ("name", "field"), [("table2_samples.yaml", "n"), ("table3_steps.yaml", "m")]
+)
+def test_tables_2_and_3_vary_only_their_setting_and_map_to_its_paper_row(
+    name: str, field: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Each row is RLHF sharpening (the paper's n = 3 and m = 3 rows are its Table 1 RLHF row)
+    with one n or m, compared with the paper row of that value; the other setting stays 3."""
+    loaded = _paper_study(name, monkeypatch)
+    other = "m" if field == "n" else "n"
+    for plan in loaded.rows:
+        method = plan.recipe.method
+        assert method.name == "rlhf_sharpening" and getattr(method, other) == 3
+        assert str(paper_row_of(loaded.study.paper_table, plan)) == plan.label.split("=")[1]
+        assert plan.label == f"{field}={getattr(method, field)}"
+
+
+def test_table1_scores_the_papers_reward_columns_on_their_scales(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """clip_score is the plain cosine of CLIP ViT-L/14 (scale 1: the paper prints ~0.32);
+    aesthetic, ImageReward and the MLLM grader fill the other reward columns."""
+    loaded = _paper_study("table1.yaml", monkeypatch)
+    for plan in loaded.rows:
+        rewards = {spec.name: spec for spec in plan.recipe.eval.rewards}
+        assert set(rewards) == {"clip", "aesthetic", "imagereward", "mllm"}
+        clip = rewards["clip"].options
+        assert (clip["model"], clip["pretrained"], clip.get("scale", 1.0)) == (
+            "ViT-L-14",
+            "openai",
+            1.0,
+        )
+        assert paper_row_of("table1", plan) == plan.label
