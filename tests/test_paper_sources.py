@@ -131,3 +131,27 @@ def test_a_run_folders_clip_score_at_scale_100_is_compared_as_the_plain_cosine(t
     assert result.exit_code == 0, result.output
     md = (tmp_path / "compare.md").read_text()
     assert _ours(md, "rlhf_sharpening").startswith("| ours:rlhf_sharpening | 0.3380 |")
+
+
+def test_a_run_of_another_method_has_no_row_of_tables_2_and_3(tmp_path):
+    """Tables 2 and 3 vary RLHF Diffusion-Sharpening's n and m: a DDPO run's method.n (its
+    samples per prompt, 4) was put beside the paper's n = 4 row, and its unused m (3)
+    beside m = 3. It has none; a sharpening run beside it keeps its row."""
+    ddpo = _run(tmp_path, "ddpo", n=4)
+    (ddpo / "recipe.yaml").write_text("method:\n  name: ddpo\n  n: 4\n  m: 3\n")
+    sharpening = _run(tmp_path, "n4", n=4)
+    for i, run in enumerate((ddpo, sharpening)):
+        _write(run, "eval-clip.json", i, bench="clip", metrics={"clip": {"mean": 0.33}})
+    for table, row in (("table2", "| paper:4 | 0.3360 |"), ("table3", "| paper:3 | 0.3380 |")):
+        result = _invoke(
+            ["compare", ddpo, sharpening, "--against", "paper", "--table", table, "--out", tmp_path]
+        )
+        assert result.exit_code == 0, result.output
+        lines = (tmp_path / "compare.md").read_text().splitlines()
+        assert lines[2].startswith("| paper:- | - | - | - |")  # the ddpo run's paper row
+        assert lines[5].startswith(row)  # the sharpening run's
+        field = "n" if table == "table2" else "m"
+        assert (
+            f"note: ddpo: trained by ddpo, not by the Diffusion-Sharpening whose method.{field} "
+            f"{table} varies, so it has no paper row"
+        ) in " ".join(result.stderr.split())

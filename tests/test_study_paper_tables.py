@@ -305,7 +305,10 @@ def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp
     out = tmp_path / "out"
     write_outputs(loaded, echo=lambda _: None)
     assert (out / "table-paper.csv").exists()
-    assert "No paper row (untrained, no paper_row): base." in (out / "table.md").read_text()
+    assert (
+        "No paper row (untrained or not Diffusion-Sharpening, no paper_row): base."
+        in (out / "table.md").read_text()
+    )
 
     loaded.rows[1].eval_path.unlink()  # n=2 is no longer finished
     said: list[str] = []
@@ -314,7 +317,24 @@ def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp
     assert out / "table-paper.csv" not in outcome.outputs
     table_md = (out / "table.md").read_text()
     assert "Not finished, left out: n=2." in table_md
-    why = "none of the rows shown has a paper row (base: untrained, no paper_row)"
+    why = (
+        "none of the rows shown has a paper row "
+        "(base: untrained or not Diffusion-Sharpening, no paper_row)"
+    )
     assert f"Not beside the paper's table2: {why}." in table_md
     assert "No metric of these rows maps" not in table_md
     assert said == ["not finished, left out: n=2", f"not beside the paper's table2: {why}"]
+
+
+@pytest.mark.parametrize("table", ["table2", "table3"])
+def test_a_study_row_of_another_method_has_no_row_of_tables_2_and_3(tmp_path: Path, table: str):
+    """A DDPO row's method.n is its samples per prompt and its m unused: not the n or m of
+    the paper's Diffusion-Sharpening rows, so it is left out unless it names a paper_row."""
+    ddpo = str(ROOT / "recipes" / "mini" / "ddpo.yaml")
+    rows = [
+        {"label": "ddpo", "base": ddpo},
+        {"label": "ddpo named", "base": ddpo, "paper_row": 2},
+        {"label": "n=4", "overrides": ["method.n=4", "method.m=4"]},
+    ]
+    plans = load_study(_study(tmp_path, table, rows)).rows
+    assert [paper_row_of(table, plan) for plan in plans] == [None, 2, 4]

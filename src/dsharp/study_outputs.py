@@ -79,7 +79,7 @@ def _write_table(
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
             md.append(to_markdown(p_columns, p_rows))
             if unpaired:
-                md += ["", f"No paper row (untrained, no paper_row): {', '.join(unpaired)}."]
+                md += ["", f"No paper row ({_UNPAIRED}): {', '.join(unpaired)}."]
             atomic_write_text(paper_csv, to_csv(p_columns, p_rows))
             outputs.append(paper_csv)
             tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper", "column"))
@@ -88,6 +88,10 @@ def _write_table(
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables
+
+
+#: Why a row of a Table 2 or 3 study has no paper row.
+_UNPAIRED = "untrained or not Diffusion-Sharpening, no paper_row"
 
 
 def _row_result(plan: RowPlan) -> dict[str, Any]:
@@ -123,7 +127,7 @@ def _paper_comparison(
         shown = ", ".join(unpaired)
         return (
             None,
-            f"none of the rows shown has a paper row ({shown}: untrained, no paper_row)",
+            f"none of the rows shown has a paper row ({shown}: {_UNPAIRED})",
             [],
         )
     columns, rows = compare_with_paper(named, table)

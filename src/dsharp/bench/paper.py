@@ -23,10 +23,11 @@ given, else ``result["paper_row"]``, else the paper row whose name equals the la
 ``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
 ``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). A row that
 ``match`` or ``paper_row`` names must be in the table; one that a run's recipe implies
-(``recipe_paper_row``: its ``method.n`` / ``.m``, before the label) may not be, and then the
-result has no paper row (``paper:-``). In Tables 2 and 3
-a result marked ``untrained`` (a study's base row) has no paper row unless it names one
-(``match`` or ``paper_row``). Rows come in threes per
+(``recipe_paper_row``: a Diffusion-Sharpening run's ``method.n`` / ``.m``, before the label)
+may not be, and then the result has no paper row (``paper:-``). In Tables 2 and 3
+a result marked ``untrained`` (a study's base row), or trained by another method
+(``recipe_method``: DDPO's ``n`` is its samples per prompt), has no paper row unless it
+names one (``match`` or ``paper_row``). Rows come in threes per
 result: the paper's row, ours, and the delta (ours - paper). A metric we do not have shows
 as ``"-"``; our metrics that no paper column reads (e.g. ``shapes``) follow as extra columns
 with no paper value.
@@ -63,6 +64,11 @@ _DEFAULT_REFERENCE = {"table1": "sdxl", "table2": "3", "table3": "3"}
 #: A result's paper row as its run's recipe implies it (``method.n`` for Table 2, ``.m`` for
 #: Table 3), not named by anyone: one the table lacks means no paper row, not an error.
 RECIPE_ROW = "recipe_paper_row"
+#: A trained run's method where it is not one whose n / m Tables 2 and 3 vary (those rows are
+#: RLHF Diffusion-Sharpening's): its own n (DDPO's samples per prompt) or unused m is no row.
+RECIPE_METHOD = "recipe_method"
+#: The methods whose ``method.n`` / ``.m`` are the trajectories and steps of Tables 2 and 3.
+SHARPENING_METHODS = frozenset({"rlhf_sharpening", "sft_sharpening"})
 _ROW_HEADER = {"table1": "method", "table2": "n", "table3": "m"}
 
 
@@ -108,8 +114,11 @@ def _chosen_row(
     default row only because nothing named one)."""
     rows = {str(k): k for k in _table(table)["rows"]}
     explicit = label in match or result.get("paper_row") is not None
-    if not explicit and result.get("untrained") and table != "table1":
-        return None, False  # Tables 2 and 3 vary a training setting: an untrained model has none
+    # Tables 2 and 3 vary Diffusion-Sharpening's n and m: an untrained model, or one trained
+    # by another method, has none of them
+    other = result.get("untrained") or result.get(RECIPE_METHOD) is not None
+    if not explicit and table != "table1" and other:
+        return None, False
     wanted = match.get(label) or result.get("paper_row")
     if wanted is not None:
         if str(wanted) not in rows:
@@ -148,6 +157,12 @@ def default_reference_notes(
     for label, result in results.items():
         row, fell_back = _chosen_row(table, label, result, dict(match or {}))
         implied = result.get(RECIPE_ROW)
+        other = result.get(RECIPE_METHOD)
+        if row is None and other is not None and table != "table1":
+            notes.append(
+                f"{label}: trained by {other}, not by the Diffusion-Sharpening whose "
+                f"method.{_ROW_HEADER[table]} {table} varies, so it has no paper row"
+            )
         if row is None and implied is not None:
             rows = ", ".join(str(k) for k in _table(table)["rows"])
             notes.append(
