@@ -152,6 +152,6 @@ def test_a_run_of_another_method_has_no_row_of_tables_2_and_3(tmp_path):
         assert lines[5].startswith(row)  # the sharpening run's
         field = "n" if table == "table2" else "m"
         assert (
-            f"note: ddpo: trained by ddpo, not by the Diffusion-Sharpening whose method.{field} "
+            f"note: ddpo: trained by ddpo, not by rlhf_sharpening, whose method.{field} "
             f"{table} varies, so it has no paper row"
         ) in " ".join(result.stderr.split())

@@ -306,7 +306,7 @@ def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp
     write_outputs(loaded, echo=lambda _: None)
     assert (out / "table-paper.csv").exists()
     assert (
-        "No paper row (untrained or not Diffusion-Sharpening, no paper_row): base."
+        "No paper row (untrained or not rlhf_sharpening, no paper_row): base."
         in (out / "table.md").read_text()
     )
 
@@ -319,7 +319,7 @@ def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp
     assert "Not finished, left out: n=2." in table_md
     why = (
         "none of the rows shown has a paper row "
-        "(base: untrained or not Diffusion-Sharpening, no paper_row)"
+        "(base: untrained or not rlhf_sharpening, no paper_row)"
     )
     assert f"Not beside the paper's table2: {why}." in table_md
     assert "No metric of these rows maps" not in table_md
@@ -329,12 +329,15 @@ def test_a_table_without_a_paper_comparison_removes_the_old_one_and_says_why(tmp
 @pytest.mark.parametrize("table", ["table2", "table3"])
 def test_a_study_row_of_another_method_has_no_row_of_tables_2_and_3(tmp_path: Path, table: str):
     """A DDPO row's method.n is its samples per prompt and its m unused: not the n or m of
-    the paper's Diffusion-Sharpening rows, so it is left out unless it names a paper_row."""
+    the paper's RLHF sharpening rows, so it is left out unless it names a paper_row; so is
+    an SFT sharpening row (the tables' n = 3 and m = 3 rows are Table 1's RLHF numbers)."""
     ddpo = str(ROOT / "recipes" / "mini" / "ddpo.yaml")
+    sft = str(ROOT / "recipes" / "mini" / "sft.yaml")
     rows = [
         {"label": "ddpo", "base": ddpo},
         {"label": "ddpo named", "base": ddpo, "paper_row": 2},
+        {"label": "sft", "base": sft},
         {"label": "n=4", "overrides": ["method.n=4", "method.m=4"]},
     ]
     plans = load_study(_study(tmp_path, table, rows)).rows
-    assert [paper_row_of(table, plan) for plan in plans] == [None, 2, 4]
+    assert [paper_row_of(table, plan) for plan in plans] == [None, 2, None, 4]

@@ -80,7 +80,7 @@ class StudyRow(_Strict):
     paper_row: str | int | None = Field(
         None,
         description="Tables: the paper row to compare with (default: Table 1 by label, and a "
-        "label that names no row of Table 1 is an error; Tables 2/3 by a Diffusion-Sharpening "
+        "label that names no row of Table 1 is an error; Tables 2/3 by an rlhf_sharpening "
         "row's method.n / method.m, and none for other rows).",
     )
 
@@ -422,9 +422,9 @@ def _check_row(loaded: LoadedStudy, plan: RowPlan, source: str, where: str) -> N
 def paper_row_of(table: str, plan: RowPlan) -> str | int | None:
     """The paper row ``plan`` is compared with, or None (Table 1: its ``paper_row``, else the
     row its label names, and a label that names none is an error rather than a silent
-    comparison with SDXL; Tables 2/3: untrained rows and rows of a method other than
-    Diffusion-Sharpening, whose n and m the tables vary, are left out without ``paper_row``)."""
-    from dsharp.bench.paper import SHARPENING_METHODS, _row_key, paper_table
+    comparison with SDXL; Tables 2/3: untrained rows and rows of a method other than RLHF
+    sharpening, whose n and m the tables vary, are left out without ``paper_row``)."""
+    from dsharp.bench.paper import TABLE_METHOD, _row_key, paper_table
 
     _, rows = paper_table(table)
     known = [r[0] for r in rows]
@@ -436,8 +436,8 @@ def paper_row_of(table: str, plan: RowPlan) -> str | int | None:
                 f"no row of {table} is named {plan.label!r} (rows: {', '.join(known)}): label "
                 "the row as one, or name the one to compare with in its paper_row"
             )
-    sharpening = plan.recipe.method.name in SHARPENING_METHODS
-    if wanted is None and table in ("table2", "table3") and plan.trained and sharpening:
+    varied = plan.recipe.method.name == TABLE_METHOD  # the method whose n and m they vary
+    if wanted is None and table in ("table2", "table3") and plan.trained and varied:
         wanted = plan.recipe.method.n if table == "table2" else plan.recipe.method.m
     if wanted is None:
         return None

@@ -91,7 +91,7 @@ def _write_table(
 
 
 #: Why a row of a Table 2 or 3 study has no paper row.
-_UNPAIRED = "untrained or not Diffusion-Sharpening, no paper_row"
+_UNPAIRED = "untrained or not rlhf_sharpening, no paper_row"
 
 
 def _row_result(plan: RowPlan) -> dict[str, Any]:

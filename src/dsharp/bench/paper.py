@@ -23,7 +23,7 @@ given, else ``result["paper_row"]``, else the paper row whose name equals the la
 ``3``, for Table 3 ``m=3``, ``m3`` or ``3``), else the table's default reference (Table 1:
 ``sdxl``, the base model; Tables 2 and 3: 3, the paper's chosen setting). A row that
 ``match`` or ``paper_row`` names must be in the table; one that a run's recipe implies
-(``recipe_paper_row``: a Diffusion-Sharpening run's ``method.n`` / ``.m``, before the label)
+(``recipe_paper_row``: an RLHF sharpening run's ``method.n`` / ``.m``, before the label)
 may not be, and then the result has no paper row (``paper:-``). In Tables 2 and 3
 a result marked ``untrained`` (a study's base row), or trained by another method
 (``recipe_method``: DDPO's ``n`` is its samples per prompt), has no paper row unless it
@@ -64,11 +64,12 @@ _DEFAULT_REFERENCE = {"table1": "sdxl", "table2": "3", "table3": "3"}
 #: A result's paper row as its run's recipe implies it (``method.n`` for Table 2, ``.m`` for
 #: Table 3), not named by anyone: one the table lacks means no paper row, not an error.
 RECIPE_ROW = "recipe_paper_row"
-#: A trained run's method where it is not one whose n / m Tables 2 and 3 vary (those rows are
-#: RLHF Diffusion-Sharpening's): its own n (DDPO's samples per prompt) or unused m is no row.
+#: A trained run's method where it is not the one whose n / m Tables 2 and 3 vary: its own
+#: n (DDPO's samples per prompt) or unused m is no row of theirs.
 RECIPE_METHOD = "recipe_method"
-#: The methods whose ``method.n`` / ``.m`` are the trajectories and steps of Tables 2 and 3.
-SHARPENING_METHODS = frozenset({"rlhf_sharpening", "sft_sharpening"})
+#: The method whose ``method.n`` / ``.m`` Tables 2 and 3 vary: their n = 3 and m = 3 rows are
+#: Table 1's RLHF Diffusion-Sharpening row (an SFT run's numbers are another method's).
+TABLE_METHOD = "rlhf_sharpening"
 _ROW_HEADER = {"table1": "method", "table2": "n", "table3": "m"}
 
 
@@ -114,8 +115,8 @@ def _chosen_row(
     default row only because nothing named one)."""
     rows = {str(k): k for k in _table(table)["rows"]}
     explicit = label in match or result.get("paper_row") is not None
-    # Tables 2 and 3 vary Diffusion-Sharpening's n and m: an untrained model, or one trained
-    # by another method, has none of them
+    # Tables 2 and 3 vary RLHF sharpening's n and m: an untrained model, or one trained by
+    # another method, has none of them
     other = result.get("untrained") or result.get(RECIPE_METHOD) is not None
     if not explicit and table != "table1" and other:
         return None, False
@@ -160,7 +161,7 @@ def default_reference_notes(
         other = result.get(RECIPE_METHOD)
         if row is None and other is not None and table != "table1":
             notes.append(
-                f"{label}: trained by {other}, not by the Diffusion-Sharpening whose "
+                f"{label}: trained by {other}, not by {TABLE_METHOD}, whose "
                 f"method.{_ROW_HEADER[table]} {table} varies, so it has no paper row"
             )
         if row is None and implied is not None:

@@ -20,7 +20,7 @@ def results_for_paper(
     paper's columns are benchmarks, and a one-prompt check must not stand for a bench's
     score. Of the rest a later one wins a clash (a run evaluated again). ``notes`` gets a
     line for each folder where an evaluation was left out or a metric clashed, naming the
-    files. For Tables 2 and 3 a Diffusion-Sharpening run's recipe says which paper row it
+    files. For Tables 2 and 3 an RLHF sharpening run's recipe says which paper row it
     reproduces (method.n / .m), and a run of another method is marked with its method (no
     paper row); a folder with no training (a study's base row) is marked ``untrained``.
     """
@@ -44,14 +44,14 @@ def results_for_paper(
     elif table in ("table2", "table3") and recipe_path.exists():
         import yaml
 
-        from dsharp.bench.paper import RECIPE_METHOD, RECIPE_ROW, SHARPENING_METHODS
+        from dsharp.bench.paper import RECIPE_METHOD, RECIPE_ROW, TABLE_METHOD
 
         method = (yaml.safe_load(recipe_path.read_text()) or {}).get("method", {})
         name = method.get("name", "rlhf_sharpening")  # the schema's default method
         implied = method.get("n" if table == "table2" else "m")
         if merged.get("paper_row") is not None:
             pass  # named by its evaluation
-        elif name not in SHARPENING_METHODS:
+        elif name != TABLE_METHOD:
             merged[RECIPE_METHOD] = name  # its n or m is not the tables' (DDPO's n: samples)
         elif implied is not None:
             merged[RECIPE_ROW] = implied  # not named by anyone: may be no row of the table
