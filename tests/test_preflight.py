@@ -505,3 +505,32 @@ def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
     for damaged in ('{"step": null}', '{"step": 1e400}', '{"step": -1}'):
         state.write_text(damaged)  # the folder is taken all the same
         assert refused() == f"{note}a run's checkpoints (step-000040): {start_over}"
+
+
+@pytest.mark.parametrize(
+    ("reward", "option"),
+    [
+        ("aesthetic", "weights"),
+        ("clip", "pretrained"),
+        ("hpsv2", "checkpoint"),
+        ("imagereward", "model"),
+        ("pickscore", "processor"),
+        ("compositional", "model"),
+    ],
+)
+def test_a_model_reward_naming_a_local_file_that_is_not_there_is_refused_by_validate(
+    tmp_path, reward, option
+):
+    """It passed `recipes validate` (a study's evaluation reward, after its rows had
+    trained, was the first to find the file missing); a hub id is left to loading."""
+    missing = tmp_path / "weights.pth"
+    spec = f"eval.rewards=[{{name: {reward}, options: {{{option}: {missing}}}}}]"
+    result = _validate(QUICKSTART, spec)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().endswith(
+        f"eval.rewards.0.options: {reward} reward option {option!r}: file not found: {missing}"
+    )
+    missing.touch()
+    assert _validate(QUICKSTART, spec).exit_code == 0
+    hub = f"eval.rewards=[{{name: {reward}, options: {{{option}: someone/weights}}}}]"
+    assert _validate(QUICKSTART, hub).exit_code == 0

@@ -9,6 +9,7 @@ import pytest
 
 from dsharp.posttrain import eval_settings
 from dsharp.study import is_study_file, load_study, paper_row_of
+from study_rows import stand_in_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if is_study_file(p))
@@ -16,13 +17,13 @@ STUDIES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if is_study_file(
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_row_of_a_study_is_sampled_at_one_resolution(
-    path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     """A table or NFE figure puts its rows side by side: an inference-time row sampled at
     1024 px beside fine-tuned rows evaluated at their 512 px training resolution would
     compare resolutions, not methods."""
     monkeypatch.chdir(ROOT)
-    loaded = load_study(path.relative_to(ROOT))
+    loaded = load_study(path.relative_to(ROOT), stand_in_overrides(path, ROOT, tmp_path))
     if not loaded.study.needs_eval:
         pytest.skip("a training-curve figure: no row is sampled")
     sizes = {}
@@ -32,15 +33,20 @@ def test_every_row_of_a_study_is_sampled_at_one_resolution(
     assert len(set(sizes.values())) == 1, sizes
 
 
-def _paper_study(name: str, monkeypatch: pytest.MonkeyPatch):
+def _paper_study(name: str, monkeypatch: pytest.MonkeyPatch, folder: Path):
     monkeypatch.chdir(ROOT)
-    return load_study(Path("recipes/paper") / name)
+    return load_study(
+        Path("recipes/paper") / name,
+        stand_in_overrides(ROOT / "recipes/paper" / name, ROOT, folder),
+    )
 
 
-def test_paper_sharpening_rows_use_the_papers_hyperparameters(monkeypatch: pytest.MonkeyPatch):
+def test_paper_sharpening_rows_use_the_papers_hyperparameters(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
     """algorithms.md: n = m = 3, stride 1000 // 25 = 40, RLHF beta 2500; launch settings
     lr 1e-6 constant, 512 px, batch 1 x grad-accum 4, 10k steps, full UNet, SDXL."""
-    loaded = _paper_study("table1.yaml", monkeypatch)
+    loaded = _paper_study("table1.yaml", monkeypatch, tmp_path)
     rows = {plan.label: plan.recipe for plan in loaded.rows}
     for label in ("sft_sharpening", "rlhf_sharpening"):
         recipe = rows[label]
@@ -63,11 +69,11 @@ def test_paper_sharpening_rows_use_the_papers_hyperparameters(monkeypatch: pytes
     ("name", "field"), [("table2_samples.yaml", "n"), ("table3_steps.yaml", "m")]
 )
 def test_tables_2_and_3_vary_only_their_setting_and_map_to_its_paper_row(
-    name: str, field: str, monkeypatch: pytest.MonkeyPatch
+    name: str, field: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     """Each row is RLHF sharpening (the paper's n = 3 and m = 3 rows are its Table 1 RLHF row)
     with one n or m, compared with the paper row of that value; the other setting stays 3."""
-    loaded = _paper_study(name, monkeypatch)
+    loaded = _paper_study(name, monkeypatch, tmp_path)
     other = "m" if field == "n" else "n"
     for plan in loaded.rows:
         method = plan.recipe.method
@@ -77,11 +83,11 @@ def test_tables_2_and_3_vary_only_their_setting_and_map_to_its_paper_row(
 
 
 def test_table1_scores_the_papers_reward_columns_on_their_scales(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     """clip_score is the plain cosine of CLIP ViT-L/14 (scale 1: the paper prints ~0.32);
     aesthetic, ImageReward and the MLLM grader fill the other reward columns."""
-    loaded = _paper_study("table1.yaml", monkeypatch)
+    loaded = _paper_study("table1.yaml", monkeypatch, tmp_path)
     for plan in loaded.rows:
         rewards = {spec.name: spec for spec in plan.recipe.eval.rewards}
         assert set(rewards) == {"clip", "aesthetic", "imagereward", "mllm"}

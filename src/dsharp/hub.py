@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -20,6 +21,16 @@ def hub_offline() -> bool:
     return any(
         os.environ.get(var, "").strip().lower() in _TRUE
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def looks_local(source: str) -> bool:
+    """A path rather than a hub id: absolute, relative with ``./``, ``~``, or existing."""
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or Path(source).expanduser().exists()
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")  # a Windows drive
     )
 
 

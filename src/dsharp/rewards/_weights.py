@@ -24,6 +24,7 @@ from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import t
     hub_fetch_blocked,
     hub_offline,
     hub_unreachable,
+    looks_local,
 )
 from dsharp.rewards.base import RewardError
 
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
-
-
-def looks_local(source: str) -> bool:
-    """A path rather than a hub id: absolute, relative with ``./``, ``~``, or existing."""
-    return (
-        source.startswith(("/", "./", "../", "~", "\\"))
-        or Path(source).expanduser().exists()
-        or source.count("/") > 1
-        or (len(source) > 1 and source[1] == ":")  # a Windows drive
-    )
 
 
 def check_str(reward: str, option: str, value: Any, *, allow_none: bool = False) -> str | None:

@@ -61,6 +61,7 @@ def register_rewards(register: Callable[[RewardInfo], None]) -> None:
                 factory=lazy_factory(f"dsharp.rewards.{module}", f"build_{module}_reward", extra),
                 description=description,
                 differentiable=differentiable,
+                check_options=_local_sources_check(name, _LOCAL_SOURCES[name]),
             )
         )
 
@@ -117,3 +118,37 @@ _MODEL_REWARDS = (
         "ImageReward-v1.0 (BLIP + MLP head), published normalisation",
     ),
 )
+
+
+#: The options of each model reward that may name a local file or folder (else an open_clip
+#: tag or a hub id).
+_LOCAL_SOURCES = {
+    "clip": ("model", "pretrained"),
+    "aesthetic": ("weights", "model", "pretrained"),
+    "pickscore": ("model", "processor"),
+    "hpsv2": ("checkpoint", "model"),
+    "compositional": ("model", "processor"),
+    "imagereward": ("model", "tokenizer"),
+}
+
+
+def _local_sources_check(
+    reward: str, names: tuple[str, ...]
+) -> Callable[[Mapping[str, Any]], None]:
+    """A ``check_options`` that refuses a local path that is not there, as building the
+    reward would, but without building it: ``recipes validate`` and ``train`` then refuse
+    it before any model loads, and a study's evaluation reward before its rows train."""
+
+    def check(options: Mapping[str, Any]) -> None:
+        from pathlib import Path
+
+        from dsharp.hub import looks_local
+
+        for name in names:
+            value = options.get(name)
+            if isinstance(value, str) and looks_local(value):
+                path = Path(value).expanduser()
+                if not path.exists():
+                    raise ValueError(f"{reward} reward option {name!r}: file not found: {path}")
+
+    return check
