@@ -157,3 +157,75 @@ def test_an_override_echoed_in_a_recipe_error_keeps_its_secret_out(tmp_path):
         assert "SECRET" not in str(error.value) and "value is not valid YAML" in str(error.value)
     with pytest.raises(RecipeError, match=r"'foo=\[1': line 1: invalid YAML"):
         parse_reward_sets(["foo=[1"])  # nothing secret: the parser's detail stays
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        (
+            "http://h/v1?api-version=2024&key=sk-SECRET1",
+            "http://h/v1?api-version=2024&key=<redacted>",
+        ),
+        ("http://h/v1?api_key=sk-SECRET1#top", "http://h/v1?api_key=<redacted>#top"),
+        (
+            "https://h/v1?Token=sk-SECRET1&sig=sk-SECRET2",
+            "https://h/v1?Token=<redacted>&sig=<redacted>",
+        ),
+        ("http://h/v1?model=x&max_tokens=5", "http://h/v1?model=x&max_tokens=5"),
+    ],
+)
+def test_a_key_in_a_urls_query_is_redacted_and_the_rest_kept(url: str, kept: str, tmp_path):
+    assert redact_options({"base_url": url}) == {"base_url": kept}
+    from dsharp.config import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        f"rewards: [{{name: mllm, options: {{model: m, base_url: '{url}'}}}}]\n"
+    )
+    assert "SECRET" not in recipe_to_yaml(load_recipe(recipe))
+
+
+def test_a_mapping_given_whole_is_shown_with_its_secrets_redacted():
+    from dsharp.redaction import sensitive_setting, shown_setting
+
+    shown = shown_setting("rewards.0={name: mllm, weight: x, options: {token: sk-SECRET1}}")
+    assert shown == (
+        'rewards.0={"name": "mllm", "weight": "x", "options": {"token": "<redacted>"}}'
+    )
+    # cut short, with a secret's name in it: nothing of it can be shown safely
+    assert shown_setting("a.extra_body={token: sk-SECRET1, b: [1}") == "a.extra_body=<redacted>"
+    assert shown_setting("a.max_tokens=512") == "a.max_tokens=512"  # a number is no key
+    assert (
+        shown_setting("a.options={model: m, max_tokens: 5}")
+        == "a.options={model: m, max_tokens: 5}"
+    )
+    assert not sensitive_setting("a.options={model: m}") and sensitive_setting("a.api_key=k")
+
+
+def test_recipe_errors_quote_no_secret_of_a_mapping(tmp_path):
+    """A mapping where a list belongs is quoted back in the error, from a file or from an
+    override: its secret values must not be."""
+    from pathlib import Path
+
+    from dsharp.config import load_recipe
+    from dsharp.recipe_errors import RecipeError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        "rewards: {name: mllm, options: {model: m, api_key: sk-SECRET1}}\n"
+    )
+    with pytest.raises(RecipeError) as error:
+        load_recipe(recipe)
+    assert "SECRET" not in str(error.value) and "expected a list" in str(error.value)
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    for override in [
+        "rewards.0={name: shapes, weight: x, options: {token: sk-SECRET1}}",
+        "eval.rewards={token: sk-SECRET1}",
+        "rewards.0.optionz={token: sk-SECRET1}",
+        "rewards.0.options={token: sk-SECRET1, a: [1}",
+    ]:
+        with pytest.raises(RecipeError) as error:
+            load_recipe(quickstart, [override])
+        assert "SECRET" not in str(error.value) and "<redacted>" in str(error.value), override

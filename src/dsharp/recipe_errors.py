@@ -11,7 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from dsharp.redaction import shown_setting
+from dsharp.redaction import redact_tree, redact_url_credentials, shown_setting
 
 #: A validation location: keys and list indices from the recipe's top.
 Loc = tuple[str | int, ...]
@@ -138,6 +138,12 @@ def _literal_values(annotation: Any) -> list[Any]:
 
 
 def _show(value: Any) -> str:
+    """A value as an error quotes it: short, and without the secrets a mapping given in
+    place of a list (``rewards: {name: x, options: {api_key: ...}}``) or a URL may hold."""
+    if isinstance(value, dict | list):
+        value = redact_tree(value)
+    elif isinstance(value, str):
+        value = redact_url_credentials(value)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -5,13 +5,16 @@ An option is secret when its reward declares it in ``RewardInfo.secret_options``
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
-A URL keeps everything but the credentials written into it.
+A URL keeps everything but the credentials written into it (its userinfo, and query
+parameters named like a secret).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
@@ -28,33 +31,87 @@ def looks_secret(name: str) -> bool:
 # userinfo runs to the last "@" before the path.
 _URL_CREDENTIALS = r"([a-z][a-z0-9+.-]*://)[^/?#\s]*@"
 _URL_USERINFO = re.compile("^" + _URL_CREDENTIALS, re.I)
-_URL_WITH_CREDENTIALS = re.compile(_URL_CREDENTIALS, re.I)  # anywhere in a text
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
+# A query parameter (``?key=...&api-version=...``); keys go in queries too (``?key=KEY``).
+_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s\]}]*)")
+_SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
+
+
+def secret_query_name(name: str) -> bool:
+    """Whether a URL's query parameter of that name holds a secret (``key``, ``api_key``...)."""
+    name = unquote(name).strip().lower()
+    return looks_secret(name) or name in _SECRET_QUERY_NAMES
+
+
+def _redact_query(url: str) -> str:
+    head, mark, rest = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition("#")
+
+    def hide(m: re.Match[str]) -> str:
+        value = m.group(3)
+        number = re.fullmatch(r"[-+]?\d+(\.\d*)?", value)  # max_tokens=5, as options keep
+        if not value or number or not secret_query_name(m.group(2)):
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}={REDACTED}"
+
+    return head + mark + _QUERY_PARAM.sub(hide, "&" + query)[1:] + hash_mark + fragment
 
 
 def redact_url_credentials(text: str) -> str:
-    """``text`` with the credentials of a URL (all of its userinfo) replaced by
-    ``"<redacted>"``."""
-    return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    """``text`` with every URL's credentials replaced by ``"<redacted>"``: all of its
+    userinfo, and query parameters named like a secret (``?key=``, ``?api_key=``,
+    ``?token=``, ``?sig=``...)."""
+
+    def one(m: re.Match[str]) -> str:
+        url = _URL_USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
+        return _redact_query(url)
+
+    return _URL.sub(one, text)
 
 
-def sensitive_setting(setting: str) -> bool:
-    """Whether a ``KEY=VALUE`` setting (an override, a ``--set``) holds a secret: its key
-    looks like one, or its value carries credentials in a URL (anywhere in it:
-    ``[http://user:KEY@host]`` too)."""
-    key, _, value = setting.partition("=")
-    secret_key = looks_secret(key.strip().rsplit(".", 1)[-1])
-    return secret_key or bool(_URL_WITH_CREDENTIALS.search(value))
+_UNPARSED = object()
+
+
+def _parsed(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return _UNPARSED
 
 
 def shown_setting(setting: str) -> str:
-    """A ``KEY=VALUE`` setting as an error may echo it: a value under a key that looks
-    secret (a key typed in, ``rewards.0.options.api_key=sk-...``), or credentials in a URL,
-    redacted, since error lines end up in CI and job logs."""
+    """A ``KEY=VALUE`` setting as a message or a plan may show it, since error lines and
+    printed commands end up in CI and job logs: a value under a key that looks secret (a key
+    typed in, ``rewards.0.options.api_key=sk-...``) redacted; a mapping or list given whole
+    (``options={api_key: ...}``, a study's ``eval={...}``) with its secret entries redacted,
+    as JSON; a value that does not parse and names something secret redacted whole; and any
+    URL's credentials redacted."""
     key, sep, value = setting.partition("=")
-    if not sep or not sensitive_setting(setting):
-        return setting
-    shown = redact_url_credentials(value.strip())
-    return f"{key}={shown if shown != value.strip() else REDACTED}"
+    if not sep:
+        return redact_url_credentials(setting)
+    stripped = value.strip()
+    parsed = _parsed(stripped)
+    number = isinstance(parsed, int | float)  # max_tokens=512 is no key (bool is an int)
+    if looks_secret(key.strip().rsplit(".", 1)[-1]) and stripped and not number:
+        shown = redact_url_credentials(stripped)
+        return f"{key}={shown if shown != stripped else REDACTED}"
+    if isinstance(parsed, dict | list):
+        redacted = redact_tree(parsed)
+        return setting if redacted == parsed else f"{key}={json.dumps(redacted)}"
+    if parsed is _UNPARSED and _SECRET_NAME.search(stripped):
+        return f"{key}={REDACTED}"  # a mapping cut short, say, with a key in it
+    shown = redact_url_credentials(stripped)
+    return setting if shown == stripped else f"{key}={shown}"
+
+
+def sensitive_setting(setting: str) -> bool:
+    """Whether a ``KEY=VALUE`` setting (an override, a ``--set``) holds a secret: whether
+    :func:`shown_setting` hides part of it."""
+    return shown_setting(setting) != setting
 
 
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
@@ -95,3 +152,23 @@ def redact_reward_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("options"), dict):
         out["options"] = redact_options(out["options"], declared_secrets(str(out.get("name"))))
     return out
+
+
+def _specs_redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        if isinstance(value.get("name"), str) and isinstance(value.get("options"), dict):
+            try:
+                value = redact_reward_spec(value)
+            except Exception:  # a plugin that fails to load: its options by their names
+                value = {**value, "options": redact_options(value["options"])}
+        return {key: _specs_redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_specs_redacted(item) for item in value]
+    return value
+
+
+def redact_tree(value: Any) -> Any:
+    """:func:`redact_options` over any YAML data (an override's value, a study's ``evaluate``
+    section), with each reward spec in it (a mapping with ``name`` and ``options``) losing
+    the options its reward declares secret too."""
+    return redact_options(_specs_redacted(value))
