@@ -284,6 +284,7 @@ def test_the_continue_command_hides_a_secret_inside_a_mapping_or_declared_by_its
     assert "SECRET" not in command
     assert command == (
         'dsharp train r.yaml \'rewards.0.options={"api_key": "<redacted>", "model": "m"}\' '
-        "'rewards.0.options.auth=<redacted>' train.lr=1e-3 output_dir=run train.resume=latest (secrets are not printed: give "
+        "'rewards.0.options.auth=<redacted>' train.lr=1e-3 output_dir=run train.resume=latest "
+        "(secrets are not printed: give "
         "rewards.0.options, rewards.0.options.auth their real values in place of <redacted>)"
     )

@@ -565,3 +565,27 @@ def test_reproduce_takes_overrides_that_every_row_gets_last(tmp_path: Path):
     assert "train.max_stepz: unknown key, did you mean 'max_steps'?" in bad.stderr
     helped = CliRunner().invoke(app, ["reproduce", "--help"], env={"COLUMNS": "300"})
     assert "train.max_steps=2 eval.limit=1 eval.seeds=1" in helped.output
+
+
+def test_the_plan_shows_no_secret_of_the_overrides(tmp_path: Path):
+    """The plan goes to CI and job logs: a key in the study's, a row's or the command's
+    overrides, or in the rewards of its evaluate section, is shown redacted."""
+    secret = "sk-SECRET-canary-123"
+    data = _table_study(tmp_path, Path("dsharp-mini"))
+    grader = {"name": "mllm", "options": {"model": "m", "extra_body": {"token": secret}}}
+    data["overrides"].append("rewards.0=" + json.dumps(grader))
+    data["rows"][1]["overrides"].append(f"rewards.0.options.base_url=http://u:{secret}@h/v1")
+    data["evaluate"]["rewards"] = [
+        {"name": "mllm", "options": {"model": "m", "base_url": f"http://h/v1?key={secret}"}}
+    ]
+    study = _write_study(tmp_path / "study.yaml", data)
+    given = f"rewards.0.options.extra_body.api_key={secret}"
+    result = CliRunner().invoke(
+        app, ["reproduce", str(study), given, "--dry-run"], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert secret not in "".join(result.output.split())  # wrapped or not
+    assert "rewards.0.options.base_url=http://<redacted>@h/v1" in shown
+    assert '"token": "<redacted>"' in shown and "key=<redacted>" in shown
+    assert "rewards.0.options.extra_body.api_key=<redacted>" in shown and "method.n=2" in shown

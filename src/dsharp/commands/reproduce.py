@@ -11,8 +11,14 @@ from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
 
 
 def _plan_table(loaded, selected) -> object:
-    """The plan as a rich table: row, folder, what will happen, its overrides."""
+    """The plan as a rich table: row, folder, what will happen, its overrides (secrets in
+    them redacted, as every message shows them: the plan goes to CI and job logs)."""
     from rich.table import Table
+
+    from dsharp.redaction import shown_setting
+
+    def shown(overrides: list[str]) -> str:
+        return " ".join(shown_setting(o) for o in overrides)
 
     title = f"dsharp reproduce {loaded.path} ({loaded.study.kind}"
     title += f" {loaded.study.name})" if loaded.study.name else ")"
@@ -24,13 +30,13 @@ def _plan_table(loaded, selected) -> object:
         if plan.conflict:
             status = "[red]conflict[/red]"
         recipe = str(plan.base) + ("" if plan.trained else " (no training)")
-        overrides = " ".join(plan.overrides) or "-"
+        overrides = shown(plan.overrides) or "-"
         table.add_row(plan.label, str(plan.run_dir), status, recipe, overrides)
     caption = []
     if loaded.common:
-        caption.append("every row: " + " ".join(loaded.common))
+        caption.append("every row: " + shown(loaded.common))
     if loaded.given:
-        caption.append("then, as given: " + " ".join(loaded.given))
+        caption.append("then, as given: " + shown(loaded.given))
     if caption:
         table.caption = "; ".join(caption)
     return table
