@@ -229,3 +229,22 @@ def test_recipe_errors_quote_no_secret_of_a_mapping(tmp_path):
         with pytest.raises(RecipeError) as error:
             load_recipe(quickstart, [override])
         assert "SECRET" not in str(error.value) and "<redacted>" in str(error.value), override
+
+
+def test_a_reward_is_not_built_with_a_value_a_saved_recipe_redacted(private_reward: str):
+    """``dsharp eval --checkpoint RUN`` and a resume from a run's recipe.yaml read secrets
+    as '<redacted>': sent on as the secret, the placeholder would fail (or pass) silently."""
+    from dsharp.config import RewardSpec
+    from dsharp.rewards.base import RewardError
+
+    saved = redact_reward_spec(
+        {"name": private_reward, "options": {"api_keys": {"main": ["sk-SECRET1"]}}}
+    )
+    spec = RewardSpec(**saved)
+    for call in (plugins.check_reward_options, plugins.build_reward):
+        with pytest.raises(RewardError, match=r"option 'api_keys' was redacted in a saved"):
+            call(spec)
+    nested = RewardSpec(name=private_reward, options={"endpoint_auth": {"k": [1, REDACTED]}})
+    with pytest.raises(RewardError, match=r"'endpoint_auth\.k\.1' was redacted"):
+        plugins.check_reward_options(nested)
+    plugins.check_reward_options(RewardSpec(name=private_reward, options={"api_keys": ["k"]}))

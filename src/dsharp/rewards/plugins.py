@@ -18,7 +18,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -485,7 +485,35 @@ def _checked_factory(spec: RewardSpec) -> tuple[Callable[..., Any], dict[str, An
     if _accepts(signature, "on_error"):
         options["on_error"] = spec.on_error
     _check_options(spec.name, signature, options)
+    _refuse_redacted(spec.name, spec.options)
     return factory, options
+
+
+def _redacted_at(value: Any, where: str) -> str | None:
+    """The dotted place of the first value that a saved recipe redacted, if any."""
+    from dsharp.redaction import REDACTED
+
+    if isinstance(value, str):
+        return where if REDACTED in value else None
+    if isinstance(value, dict | list):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            found = _redacted_at(item, f"{where}.{key}")
+            if found:
+                return found
+    return None
+
+
+def _refuse_redacted(reward: str, options: Mapping[str, Any]) -> None:
+    """A recipe that a run saved hides secret options as ``<redacted>``: building a reward
+    from it (``dsharp eval --checkpoint RUN``, a resume from the saved recipe) would send
+    that placeholder as the secret rather than say so."""
+    for name, value in options.items():
+        where = _redacted_at(value, str(name))
+        if where:
+            raise RewardError(
+                f"reward {reward!r}: option {where!r} was redacted in a saved recipe: set it "
+                "again (a key belongs in the environment variable the reward reads)"
+            )
 
 
 def build_reward(spec: RewardSpec) -> Reward:
