@@ -711,6 +711,40 @@ def test_credentials_in_the_base_url_are_scrubbed_also_as_the_header_they_are_se
     assert not [t for t in texts if password in t or sent in t or sent.rstrip("=") in t]
 
 
+def test_credentials_in_the_base_url_reach_no_log_record_and_still_authenticate(
+    server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The HTTP client logs each request's URL at INFO, which a program using dsharp may
+    show: the URL it is given holds no credentials; they go in the header it would send."""
+    import base64
+
+    password = "sk-URLpass-9876"
+    sent = base64.b64encode(f"me:{password}".encode()).decode()
+    server.responder = lambda body, n: Reply(content=grade_json(8.0))
+    caplog.set_level(logging.DEBUG)
+    url = server.url.replace("http://", f"http://me:{password}@")
+    reward = grader(server, tmp_path, base_url=url)
+    scores, _ = score(reward, images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8])
+    assert server.requests[0]["auth"] == f"Basic {sent}"  # as the client sent it before
+    texts = [r.getMessage() for r in caplog.records]
+    assert any("HTTP Request" in t for t in texts)  # the client's own line was captured
+    assert not [t for t in texts if password in t or sent in t]
+
+
+def test_a_key_in_the_base_urls_query_is_scrubbed_from_errors(
+    server: GraderServer, tmp_path: Path
+) -> None:
+    def echo_path(body: dict[str, Any], n: int) -> Reply:
+        return Reply(status=404, body={"error": {"message": f"no route {server.requests[n]}"}})
+
+    server.responder = echo_path
+    reward = grader(server, tmp_path, base_url=server.url + "?key=sk-QUERY-5544", max_retries=0)
+    with pytest.raises(RewardError) as error:
+        score(reward, images(1), ["a red cube"])
+    assert "HTTP 404" in str(error.value) and "sk-QUERY-5544" not in str(error.value)
+
+
 def test_a_token_pasted_into_api_key_env_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     token = "hf_abcDEF123canary"
     monkeypatch.delenv(token, raising=False)

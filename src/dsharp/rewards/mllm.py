@@ -44,9 +44,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
-from dsharp.redaction import REDACTED
+from dsharp.redaction import REDACTED, secret_query_name
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.mllm_cache import GradeCache, default_cache_path, grade_key
 from dsharp.rewards.mllm_rubric import (
@@ -101,7 +101,24 @@ def _secrets(key: str, base_url: str) -> tuple[str, ...]:
         # the Basic header as the client sends it (colon included), padded and not
         sent = base64.b64encode(f"{user}:{password}".encode()).decode()
         found += [sent, sent.rstrip("=")]
+    for name, value in parse_qsl(urlsplit(base_url).query, keep_blank_values=True):
+        if secret_query_name(name):  # ?key=KEY, as some servers take it
+            found += [value, quote(value, safe=""), quote_plus(value)]
     return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _connection(base_url: str) -> tuple[str, dict[str, str]]:
+    """``base_url`` without credentials written into it, and the HTTP Basic header that
+    carries them as the client would have sent them: the HTTP client logs each request's URL
+    (at INFO, which a program using dsharp may well show), so the URL it gets holds none."""
+    parts = urlsplit(base_url)
+    if "@" not in parts.netloc:
+        return base_url, {}
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url, {"Authorization": f"Basic {basic}"}
 
 
 def _server_identity(base_url: str) -> str:
@@ -705,5 +722,12 @@ def build_mllm_reward(
     cache = _resolve_cache(cache_path)
     import openai
 
-    client = openai.OpenAI(api_key=key, base_url=url, max_retries=0, timeout=settings.timeout_s)
+    plain_url, headers = _connection(url)
+    client = openai.OpenAI(
+        api_key=key,
+        base_url=plain_url,
+        default_headers=headers or None,
+        max_retries=0,
+        timeout=settings.timeout_s,
+    )
     return MLLMGrader(settings, client, cache, _secrets(key, url))
