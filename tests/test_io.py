@@ -135,3 +135,48 @@ def test_a_folder_that_cannot_be_synced_does_not_stop_a_checkpoint(tmp_path, mon
     monkeypatch.setattr(io.os, "fsync", fsync)
     final = checkpoints.finalize_checkpoint(tmp_path, 1, {"step": 1}, keep=None)
     assert (final / "trainer_state.json").is_file() and "optimizer.bin" in synced
+
+
+def test_atomic_directory_syncs_what_libraries_wrote_before_the_rename(tmp_path, monkeypatch):
+    """save_pretrained and save_file write without fsync: a power cut after the rename must
+    not leave a merged model folder whose weights were still in the page cache."""
+    events: list[str] = []
+    monkeypatch.setattr(io, "sync_file", lambda path: events.append(f"sync {path.name}"))
+    real_replace = os.replace
+    monkeypatch.setattr(
+        io.os, "replace", lambda a, b: (events.append(f"rename {a.name}"), real_replace(a, b))
+    )
+    with io.atomic_directory(tmp_path / "merged") as tmp:
+        (tmp / "model").mkdir()
+        (tmp / "model" / "weights.safetensors").write_bytes(b"w")  # as a library writes
+    assert events.index("sync weights.safetensors") < events.index("rename .merged.tmp")
+    assert (tmp_path / "merged" / "model" / "weights.safetensors").read_bytes() == b"w"
+
+
+def test_an_imagereward_save_that_fails_half_way_leaves_no_model_folder(tmp_path, monkeypatch):
+    """A folder with the config but cut-off weights looked like a saved model."""
+    import safetensors.torch
+
+    from dsharp.rewards.imagereward import save_imagereward
+    from dsharp.testing.tiny_rewards import make_tiny_imagereward
+
+    # saved whole (which imports the libraries that keep their own save_file), and again
+    assert make_tiny_imagereward(tmp_path / "whole") == make_tiny_imagereward(tmp_path / "whole")
+    assert (tmp_path / "whole" / "model" / "imagereward.json").is_file()
+    real = safetensors.torch.save_file
+
+    def cut_off(state, path, *args, **kwargs):
+        if not str(path).startswith(str(tmp_path / "cut")):
+            return real(state, path, *args, **kwargs)
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", cut_off)
+    with pytest.raises(OSError, match="No space left"):
+        make_tiny_imagereward(tmp_path / "cut")
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == ["tokenizer"]  # no model
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):  # replaced whole: refused
+        save_imagereward(None, None, tmp_path / "other")  # type: ignore[arg-type]

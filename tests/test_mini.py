@@ -205,6 +205,27 @@ def test_mini_init_build_failure_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_mini_init_is_on_disk_before_it_is_renamed_into_the_cache(tmp_path, monkeypatch):
+    """save_pretrained writes without fsync: after a power cut the cache must not hold a
+    dsharp-mini init whose weights never reached the disk (every later load would fail)."""
+    events: list[str] = []
+
+    def fake_build(folder: Path, seed: int = 0, text_encoder: str = "plain") -> Path:
+        folder.mkdir(parents=True)
+        (folder / "model_index.json").write_text("{}")
+        return folder
+
+    monkeypatch.setattr(mini, "build_mini_init", fake_build)
+    monkeypatch.setattr(mini, "sync_tree", lambda folder: events.append(f"sync {folder.name}"))
+    real_rename = mini.os.rename
+    monkeypatch.setattr(
+        mini.os, "rename", lambda a, b: (events.append(f"rename {a.name}"), real_rename(a, b))
+    )
+    target = mini.ensure_mini_init(tmp_path)
+    assert events == ["sync model", "rename model"]
+    assert (target / "model_index.json").is_file()
+
+
 # -- caption noise of the shapes generator -------------------------------------------------
 
 

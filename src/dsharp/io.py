@@ -81,7 +81,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``final``; on success it replaces ``final`` in one rename."""
+    """Yield a temp folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    What was written there (by libraries too: ``save_pretrained``, ``save_file``) is synced
+    before the rename, so that after a power cut ``final`` never holds empty weights."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp"
@@ -90,10 +93,12 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        sync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_directory(tmp, final)
+    sync_folder(final.parent)
 
 
 def replace_directory(tmp: Path, final: Path) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dsharp.cache import cache_root
+from dsharp.io import sync_tree
 from dsharp.model_names import MINI_INIT_NAMES
 
 if TYPE_CHECKING:
@@ -374,6 +375,7 @@ def ensure_mini_init(root: Path | None = None, text_encoder: str = "plain") -> P
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
     try:
         build_mini_init(tmp / "model", text_encoder=text_encoder)
+        sync_tree(tmp / "model")  # on disk before the rename makes it the cached model
         try:
             os.rename(tmp / "model", target)
         except OSError:

@@ -205,16 +205,24 @@ def _load_strict(model: nn.Module, state: Mapping[str, Any], what: str) -> None:
 def save_imagereward(
     model: ImageRewardModel, tokenizer: Any, folder: Path, mean: float = MEAN, std: float = STD
 ) -> Path:
-    """Save in dsharp's format: ``imagereward.json``, ``model.safetensors``, tokenizer files."""
+    """Save in dsharp's format: ``imagereward.json``, ``model.safetensors``, tokenizer files.
+
+    Written in a temp folder renamed into place: a save that fails or is killed half way
+    leaves no folder that looks like a model (its config) but holds no weights."""
     from safetensors.torch import save_file
 
+    from dsharp.io import atomic_directory
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+        # replaced whole: never a folder of other files, which the rename would delete
+        raise FileExistsError(f"{folder}: not empty and not a saved ImageReward folder")
     meta = {"format": FORMAT, "blip": model.config.to_dict(), "mean": mean, "std": std}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE))
-    tokenizer.save_pretrained(folder)
+    with atomic_directory(folder) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        tokenizer.save_pretrained(tmp)
     return folder
 
 
