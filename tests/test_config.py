@@ -603,3 +603,19 @@ def test_an_empty_training_timestep_range_is_refused_at_load() -> None:
         base, overrides=["method.timestep_min=500", "method.timestep_max=501"]
     )
     assert (recipe.method.timestep_min, recipe.method.timestep_max) == (500, 501)
+
+
+def test_an_override_changes_one_use_of_a_yaml_anchor_not_all(tmp_path):
+    """A recipe that reuses its training reward for evaluation through an alias: an override
+    of the evaluation's copy left the training reward changed too, silently."""
+    from dsharp.config import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        "rewards:\n  - &grader {name: shapes, weight: 1.0, options: {}}\n"
+        "eval:\n  prompts: [a red circle]\n  rewards: [*grader]\n"
+    )
+    cfg = load_recipe(recipe, ["eval.rewards.0.weight=2.0"])
+    assert cfg.eval.rewards[0].weight == 2.0
+    assert cfg.rewards[0].weight == 1.0

@@ -83,6 +83,16 @@ def _read_yaml(path: Path) -> Any:
 # --------------------------------------------------------------------------- overrides
 
 
+def _unshared(value: Any) -> Any:
+    """``value`` with its own copy of every mapping and list, however often the YAML reused
+    one (``copy.deepcopy`` would keep an alias shared)."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
+
+
 def apply_overrides(
     data: dict[str, Any], overrides: Sequence[str], source: str | None = None
 ) -> list[tuple[Loc, str]]:
@@ -90,9 +100,13 @@ def apply_overrides(
 
     Values are parsed as YAML (``3``, ``1e-5``, ``true``, ``[a, b]``, ``null``); a number
     segment indexes a list (``rewards.0.weight=2``), and the index one past the end appends.
-    Unknown keys are left for schema validation to report.
+    Unknown keys are left for schema validation to report. A YAML alias (``*grader``) is
+    copied first: an override changes the one place it names, not every use of the anchor.
     """
     applied: list[tuple[Loc, str]] = []
+    if overrides:
+        for name, value in list(data.items()):
+            data[name] = _unshared(value)
     for text in overrides:
         key, sep, raw = text.partition("=")
         key = key.strip()
