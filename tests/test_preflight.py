@@ -534,3 +534,17 @@ def test_a_model_reward_naming_a_local_file_that_is_not_there_is_refused_by_vali
     assert _validate(QUICKSTART, spec).exit_code == 0
     hub = f"eval.rewards=[{{name: {reward}, options: {{{option}: someone/weights}}}}]"
     assert _validate(QUICKSTART, hub).exit_code == 0
+
+
+def test_an_eval_bench_whose_reward_needs_options_is_refused_before_training(tmp_path: Path):
+    """eval.bench: mllm scores with the bench's reward, built without options: the grader
+    needs its model, which training used to find out after its last step."""
+    run = tmp_path / "r"
+    bench = ["eval.bench=mllm", "eval.limit=1", f"output_dir={run}"]
+    result = CliRunner().invoke(app, ["train", str(QUICKSTART), *bench])
+    assert result.exit_code == 2, result.output
+    assert "eval.bench: mllm: option 'model': required" in result.stderr
+    assert "in eval.rewards" in result.stderr and not run.exists()
+    grader = "eval.rewards=[{name: mllm, options: {model: m}}]"
+    assert _validate(QUICKSTART, *bench, grader).exit_code == 0
+    assert _validate(QUICKSTART, "eval.bench=clip").exit_code == 0

@@ -75,6 +75,8 @@ def check_before_loading(
         checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
     for i, spec in enumerate(recipe.eval.rewards or []):
         checks.append((f"eval.rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
+    if evaluation and recipe.eval.bench and recipe.eval.rewards is None:
+        checks.append(("eval.bench", lambda: _check_bench_reward(recipe.eval.bench)))
     factor = image_size_factor(recipe.model)
     if factor > 1:
         for section in ("train", "sample"):
@@ -92,6 +94,20 @@ def check_before_loading(
         except (ValueError, NotImplementedError, RewardError) as err:
             where, reason = _located(str(err), field)
             raise RecipeError(reason, source=source, field=where) from None
+
+
+def _check_bench_reward(bench: str) -> None:
+    """The bench's reward as the evaluation after training builds it (no options): one that
+    needs options (``mllm``: its model) must say so before training, not after it."""
+    from dsharp.bench.reward_benches import REWARD_BENCHES
+    from dsharp.config import RewardSpec
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
+
+    try:
+        check_reward_options(RewardSpec(name=REWARD_BENCHES[bench].reward))
+    except (ValueError, RewardError) as err:
+        raise RewardError(f"{err} (give the reward with its options in eval.rewards)") from None
 
 
 def check_training_precision(recipe: Any) -> None:
