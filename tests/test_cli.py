@@ -1083,3 +1083,20 @@ def test_eval_t2i_compbench_checks_its_work_folder_before_loading(tmp_path, monk
     assert result.stderr.strip() == (
         f"error: t2i-compbench work folder {work}: cannot be written in {run} (Permission denied)"
     )
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_help_names_every_sampling_method_and_bench(command):
+    """`sample --method` listed two methods and "...", `eval --method` none, `eval --bench`
+    only "e.g. shapes": the help names each, and this keeps it in step with the registries."""
+    from dsharp.bench import bench_names
+    from dsharp.config import SAMPLE_METHOD_NAMES
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for name in SAMPLE_METHOD_NAMES:
+        assert name in text, name
+    if command == "eval":
+        for name in bench_names():
+            assert name in text, name

@@ -219,7 +219,12 @@ def evaluate_cmd(
     ),
     model: str = typer.Option(None, "--model", help="Diffusers folder, hub id, or dsharp-mini."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Run folder or checkpoint folder."),
-    bench: str = typer.Option(None, "--bench", help="Named benchmark (e.g. shapes)."),
+    bench: str = typer.Option(
+        None,
+        "--bench",
+        help="Named benchmark: shapes, t2i-compbench, or a reward's own prompt set (clip, "
+        "aesthetic, imagereward, pickscore, hpsv2, mllm).",
+    ),
     prompts: Path = typer.Option(None, "--prompts", help="Prompt file, one per line."),
     seeds: int = typer.Option(None, "--seeds", help="Images per prompt (seeds 0..N-1; default 2)."),
     reward: list[str] = typer.Option(None, "--reward", help="Reward name (repeatable)."),
@@ -235,7 +240,12 @@ def evaluate_cmd(
     eta: float = typer.Option(
         None, "--eta", help="DDIM eta in [0, 1] (default 0 = deterministic, 1 = DDPM)."
     ),
-    method: str = typer.Option(None, "--method", help="Sampling method (default: 'default')."),
+    method: str = typer.Option(
+        None,
+        "--method",
+        help="Sampling method: default, free2guide, demon or inference_scaling (default: "
+        "'default').",
+    ),
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
     ),

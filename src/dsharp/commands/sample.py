@@ -53,7 +53,8 @@ def sample(
     method: str = typer.Option(
         None,
         "--method",
-        help="Sampling method (sample.method): default, free2guide, ... (default 'default').",
+        help="Sampling method (sample.method): default, free2guide, demon or inference_scaling "
+        "(default 'default').",
     ),
     option: list[str] = typer.Option(
         None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
