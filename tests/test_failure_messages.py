@@ -117,6 +117,23 @@ def test_eval_on_error_missing_does_what_the_advice_says(two_prompts, tmp_path):
     assert [row["score"] for row in unscored] == [None]
 
 
+def test_eval_that_could_score_no_image_fails_and_keeps_the_earlier_result(tmp_path):
+    """With --on-error missing and every image unscored it wrote overall: null over the
+    earlier result and exited 0, as if the evaluation had gone well."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n", encoding="utf-8")
+    out = tmp_path / "eval.json"
+    out.write_text('{"overall": 0.5}', encoding="utf-8")  # an earlier evaluation
+    with brightness_registered():
+        result = _eval_brightness(prompts, out, "--on-error", "missing")
+    assert result.exit_code == 1, result.output
+    assert _one_line(result.stderr) == (
+        "error: no image of 1 could be scored (each was left unscored: on_error missing); "
+        "no result written"
+    )
+    assert out.read_text(encoding="utf-8") == '{"overall": 0.5}'
+
+
 def test_eval_refuses_on_error_as_a_reward_option_naming_the_flag(two_prompts, tmp_path):
     with brightness_registered():
         result = _eval_brightness(two_prompts, tmp_path / "e.json", "--set", "on_error=missing")

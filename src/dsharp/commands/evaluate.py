@@ -317,7 +317,7 @@ def evaluate_cmd(
     )
     from dsharp.inference.base import Verifier, reward_specs
     from dsharp.io import atomic_write_json
-    from dsharp.rewards.base import UnscoredError
+    from dsharp.rewards.base import RewardError, UnscoredError
     from dsharp.rewards.combine import CombinedReward
 
     with user_errors():
@@ -465,6 +465,11 @@ def evaluate_cmd(
             )
         except UnscoredError as err:
             raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
+        if not result["n_scored"]:  # on_error missing everywhere, and every call failed
+            raise RewardError(
+                f"no image of {result['n_images']} could be scored (each was left unscored: "
+                "on_error missing); no result written"
+            )
         source = checkpoint or model or (rec.model.pretrained if rec is not None else None)
         result = {
             "bench": bench_name,
