@@ -963,3 +963,25 @@ def test_the_license_is_an_spdx_expression_that_setuptools_will_keep_building(
         Requirement(r) for r in doc["build-system"]["requires"] if r.startswith("setuptools")
     ]
     assert not setuptools.specifier.contains("76.0") and setuptools.specifier.contains("77.0")
+
+
+def test_a_key_given_as_an_option_is_told_where_keys_go():
+    """`--set api_key=...` on mllm was refused as an unknown option, with no word on how the
+    grader takes its key; the message names api_key_env and never the key itself."""
+    from dsharp.config import RewardSpec
+    from dsharp.rewards.base import RewardError
+    from dsharp.rewards.plugins import check_reward_options
+
+    spec = RewardSpec(name="mllm", options={"model": "m", "api_key": "sk-canary-123"})
+    with pytest.raises(RewardError) as caught:
+        check_reward_options(spec)
+    message = str(caught.value)
+    assert message.endswith(
+        "; api_key is not an option: put the key in an environment variable and give its "
+        "name as api_key_env"
+    )
+    assert "sk-canary-123" not in message
+    spec = RewardSpec(name="mllm", options={"model": "m", "colour": "red"})
+    with pytest.raises(RewardError) as caught:
+        check_reward_options(spec)
+    assert "environment variable" not in str(caught.value)

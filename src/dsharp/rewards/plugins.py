@@ -439,7 +439,24 @@ def _check_options(
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "on_error"
         ]
         listing = ", ".join(accepted) or "none"
-        raise RewardError(f"reward {reward!r}: bad options: {e} (accepted: {listing})") from None
+        message = f"reward {reward!r}: bad options: {e} (accepted: {listing})"
+        raise RewardError(message + _key_hint(options, accepted)) from None
+
+
+def _key_hint(options: dict[str, Any], accepted: list[str]) -> str:
+    """Where a key goes instead, for an unknown option that looks like one (``api_key``)
+    when the reward reads its key from an environment variable it is told the name of: a
+    key given as an option would be saved with the recipe."""
+    from dsharp.redaction import looks_secret
+
+    unknown = [name for name in options if name not in accepted and looks_secret(name)]
+    env = [name for name in accepted if name.endswith("_env")]
+    if not unknown or not env:
+        return ""
+    return (
+        f"; {unknown[0]} is not an option: put the key in an environment variable and give "
+        f"its name as {env[0]}"
+    )
 
 
 def check_reward_options(spec: RewardSpec) -> None:
