@@ -460,6 +460,24 @@ def test_iterpo_names_a_differentiable_reward_whose_scores_carry_no_gradient(sd_
         method.compute_loss(_batch(), sd_model.unet, _gen(11))
 
 
+class FailingPixel(MeanPixel):
+    """A differentiable reward whose service fails: it raises RewardError for every batch."""
+
+    def __call__(self, images, prompts, metadata):
+        raise RewardError("the scoring service is down")
+
+
+def test_iterpo_with_every_score_missing_learns_nothing_rather_than_blaming_the_gradient(
+    sd_model,
+):
+    """Under on_error: missing the all-NaN scores carry no gradient by design; the check for
+    a reward that drops its gradient stopped the run, saying so falsely."""
+    spec = parse_reward_spec({"name": "pixel", "on_error": "missing"})
+    method = IterPO(sd_model, CombinedReward([spec], [FailingPixel()]), 64, 64, infer_steps=2)
+    loss, logs = method.compute_loss(_batch(), sd_model.unet, _gen(11))
+    assert float(loss) == 0.0 and logs["reward_missing"] > 0
+
+
 def test_combined_reward_passes_gradients_to_the_pixels():
     spec = parse_reward_spec({"name": "pixel", "weight": 3.0, "normalize": "batch_zscore"})
     reward = CombinedReward([spec], [MeanPixel()])

@@ -253,6 +253,18 @@ def test_a_truncated_checkpoint_says_its_weights_cannot_be_read(tmp_path, lora):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_missing_its_lora_file_says_so_not_damaged(tmp_path):
+    from dsharp.models.sd import LORA_WEIGHTS
+
+    run = _run_with_truncated_weights(tmp_path, lora=True)
+    model = run / "checkpoints" / "step-000001" / "model"
+    (model / LORA_WEIGHTS).unlink()
+    args = ["sample", "--checkpoint", run, "--prompt", "a red circle", "--steps", "1"]
+    result = _invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
+    assert result.exit_code == 1, result.output
+    assert _one_line(result.stderr) == f"error: {model}: no {LORA_WEIGHTS} (the LoRA's weights)"
+
+
 def test_compare_of_a_cut_short_json_says_where_it_breaks(tmp_path):
     path = tmp_path / "eval.json"
     path.write_text('{"bench": "shapes", "over\n', encoding="utf-8")
@@ -300,3 +312,35 @@ def test_train_stopped_by_an_unscorable_sample_names_the_setting_that_skips_it(t
     assert result.exit_code == 0, result.output
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert logged[-1]["reward_missing"] > 0
+
+
+def test_a_report_stopped_by_an_unscorable_image_keeps_training_and_names_the_setting(
+    tmp_path,
+):
+    """The post-training evaluation's NaN ended `dsharp train` with one bare line: no word
+    that training was complete, nor of eval.rewards.N.on_error; the advice, as written, then
+    writes the report."""
+    recipe = _brightness_recipe(tmp_path)
+    text = recipe.read_text(encoding="utf-8").replace(
+        "  - {name: test_brightness, options: {nan_trajectory: 0}}\n", ""
+    )
+    text += (
+        "eval: {prompts: [a red circle, a blue square], seeds: 1, rewards: "
+        "[{name: test_brightness, options: {nan_prompt: a red circle}}]}\n"
+        "sample: {steps: 1}\n"
+    )
+    recipe.write_text(text, encoding="utf-8")
+    with brightness_registered():
+        result = _invoke(["train", recipe, "--no-progress"])
+    assert result.exit_code == 1, result.output
+    line = _one_line(result.stderr)
+    run = tmp_path / "run"
+    assert line.startswith(f"error: training is complete in {run}, but its report was not "), line
+    assert "set eval.rewards.0.on_error: missing in the recipe (override " in line, line
+    assert (run / "checkpoints" / "step-000001").is_dir() and not (run / "report.md").exists()
+    again = line.rsplit("then write it with: ", 1)[1].split()
+    assert again[:3] == ["dsharp", "train", str(recipe)]
+    with brightness_registered():
+        result = _invoke([*again[1:], "eval.rewards.0.on_error=missing", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.md").exists()

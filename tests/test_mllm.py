@@ -732,17 +732,16 @@ def test_credentials_in_the_base_url_reach_no_log_record_and_still_authenticate(
     assert not [t for t in texts if password in t or sent in t]
 
 
-def test_a_key_in_the_base_urls_query_is_scrubbed_from_errors(
+def test_a_key_in_the_base_urls_query_is_refused_without_echoing_it(
     server: GraderServer, tmp_path: Path
 ) -> None:
-    def echo_path(body: dict[str, Any], n: int) -> Reply:
-        return Reply(status=404, body={"error": {"message": f"no route {server.requests[n]}"}})
-
-    server.responder = echo_path
-    reward = grader(server, tmp_path, base_url=server.url + "?key=sk-QUERY-5544", max_retries=0)
+    """Such a URL never worked (the client appends chat/completions after the query) and
+    the HTTP client logs it whole: it is refused, and the refusal does not quote it."""
     with pytest.raises(RewardError) as error:
-        score(reward, images(1), ["a red cube"])
-    assert "HTTP 404" in str(error.value) and "sk-QUERY-5544" not in str(error.value)
+        grader(server, tmp_path, base_url=server.url + "?key=sk-QUERY-5544", max_retries=0)
+    assert "expected no query string" in str(error.value)
+    assert "sk-QUERY-5544" not in str(error.value)
+    assert server.requests == []
 
 
 def test_a_token_pasted_into_api_key_env_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -807,6 +806,9 @@ def test_bad_options_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> Non
         build_mllm_reward(model="m", timeout_s=0, cache_path="none")
     with pytest.raises(RewardError, match="option 'base_url': expected an http"):
         build_mllm_reward(model="m", base_url="localhost:8000", cache_path="none")
+    # the client appends chat/completions after a query, and logs the URL with its key
+    with pytest.raises(RewardError, match=r"option 'base_url': expected no query string"):
+        build_mllm_reward(model="m", base_url="http://h/v1?key=sk-x", cache_path="none")
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(RewardError, match="environment variable NO_SUCH_KEY_VAR is not set"):
         build_mllm_reward(model="m", api_key_env="NO_SUCH_KEY_VAR", cache_path="none")

@@ -943,6 +943,19 @@ def test_a_reward_that_returns_bare_scores_is_told_to_return_a_tuple() -> None:
         )
 
 
+def test_a_reward_that_returns_scores_and_info_as_a_list_still_scores() -> None:
+    """A 2-item list worked before the (scores, info) check, and still does."""
+
+    class Listed:
+        differentiable = False
+
+        def __call__(self, images, prompts, metadata):
+            return [torch.full((len(images),), 0.25), {}]
+
+    total, _ = _combine(({"name": "listed"}, Listed()))(_images(2), ["p"] * 2, [{}] * 2)
+    assert total.tolist() == [0.25, 0.25]
+
+
 @pytest.mark.parametrize(
     "pyproject", ["pyproject.toml", "plugins/dsharp-reward-jpeg/pyproject.toml"]
 )

@@ -548,3 +548,18 @@ def test_an_eval_bench_whose_reward_needs_options_is_refused_before_training(tmp
     grader = "eval.rewards=[{name: mllm, options: {model: m}}]"
     assert _validate(QUICKSTART, *bench, grader).exit_code == 0
     assert _validate(QUICKSTART, "eval.bench=clip").exit_code == 0
+
+
+def test_open_clip_local_dir_and_hf_hub_names_pass_the_local_file_check(tmp_path):
+    """clip's own errors ask for a `local-dir:` folder; the check read it as a file path."""
+    folder = tmp_path / "clip-model"
+    folder.mkdir()
+    for value in (f"local-dir:{folder}", "hf-hub:someone/model", "ViT-L-14"):
+        spec = f"eval.rewards=[{{name: clip, options: {{model: '{value}'}}}}]"
+        result = _validate(QUICKSTART, spec)
+        assert result.exit_code == 0, (value, result.output)
+    missing = tmp_path / "absent"
+    spec = f"eval.rewards=[{{name: clip, options: {{model: 'local-dir:{missing}'}}}}]"
+    result = _validate(QUICKSTART, spec)
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(f"clip reward option 'model': file not found: {missing}")

@@ -244,7 +244,7 @@ class Trainer:
         # Built before the model: a reward that cannot be built (no API key, no weights)
         # must not cost the model's load first. Under its own RNG state, so that the model's
         # initialisation (LoRA) and all that follows draw as they would without it.
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # the CPU's: models initialise there
             self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.model = build_model(recipe.model, acc.device)
         self.height, self.width = resolution(self.model, train.height, train.width)

@@ -13,6 +13,7 @@ from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
 
 if TYPE_CHECKING:
     from dsharp.config import Recipe
+    from dsharp.rewards.base import UnscoredError
 
 
 def train(
@@ -152,6 +153,9 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130) from None
+            except UnscoredError as err:  # an evaluation reward could not score an image
+                again = _resume_command(cfg, recipe, overrides, run_dir)
+                raise UnscoredError(_report_unscored(cfg, run_dir, err, again), err.key) from None
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
@@ -173,6 +177,24 @@ def _on_error_advice(cfg: Recipe, err: Exception) -> str:
         f"reward_missing), set {field}: missing in the recipe or add the override "
         f"{field}=missing"
     )
+
+
+def _report_unscored(cfg: Recipe, run_dir: Path, err: UnscoredError, again: str) -> str:
+    """The post-training evaluation stopped by an image its reward could not score: training
+    is kept, and the setting that leaves such images unscored is named (in ``eval.rewards``,
+    where the report's rewards are set apart from training's)."""
+    from dsharp.commands.errors import one_line
+    from dsharp.rewards.combine import _component_keys
+
+    said = f"training is complete in {run_dir}, but its report was not written: {one_line(err)}"
+    specs = cfg.eval.rewards
+    keys = _component_keys(specs) if specs else []
+    if err.key in keys:
+        field = f"eval.rewards.{keys.index(err.key)}.on_error"
+        how = f"set {field}: missing in the recipe (override {field}=missing)"
+    else:
+        how = "give the reward in eval.rewards with on_error: missing"
+    return f"{said}; to leave such images unscored, {how}, then write it with: {again}"
 
 
 def _report_not_written(run_dir: Path, again: str) -> str:

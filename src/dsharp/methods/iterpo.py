@@ -142,7 +142,8 @@ class IterPO(TrainingMethod):
                     )
                 else:
                     scores, _ = built(pixels, prompts, metadata)
-            if grad and images.requires_grad and not scores.requires_grad:
+            unscored = bool(torch.isnan(scores.detach()).all())  # on_error missing: no score
+            if grad and images.requires_grad and not scores.requires_grad and not unscored:
                 raise RewardError(
                     f"reward {key!r} is differentiable but returned scores without gradients: "
                     "compute them from images.tensor with torch operations (not .pil, numpy "

@@ -513,6 +513,8 @@ class StableDiffusionModel(DiffusionModel):
                 f"{folder} holds a LoRA (rank {rank}, alpha {alpha}) that differs from this "
                 f"model's (rank {self.lora_rank}, alpha {self.lora_alpha})"
             )
+        if not (folder / LORA_WEIGHTS).is_file():  # a partial copy: not a damaged file
+            raise FileNotFoundError(f"{folder}: no {LORA_WEIGHTS} (the LoRA's weights)")
         try:
             tensors = load_file(str(folder / LORA_WEIGHTS))
         except Exception as err:  # safetensors' own error type: a damaged or truncated file

@@ -146,7 +146,11 @@ def _local_sources_check(
 
         for name in names:
             value = options.get(name)
-            if isinstance(value, str) and looks_local(value):
+            if not isinstance(value, str) or value.startswith("hf-hub:"):  # open_clip's hub
+                continue
+            local = value.startswith("local-dir:")  # open_clip's name for a model folder
+            value = value.removeprefix("local-dir:")
+            if local or looks_local(value):
                 path = Path(value).expanduser()
                 if not path.exists():
                     raise ValueError(f"{reward} reward option {name!r}: file not found: {path}")

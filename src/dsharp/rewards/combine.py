@@ -127,7 +127,7 @@ class CombinedReward:
             # it stops the run whatever on_error says, naming the reward and the error's type.
             text = " ".join(str(e).split())
             raise RewardError(f"reward {key!r} failed: {type(e).__name__}: {text}") from e
-        if not isinstance(result, tuple) or len(result) != 2:  # else unpacking misleads
+        if not isinstance(result, tuple | list) or len(result) != 2:  # else unpacking misleads
             raise RewardError(
                 f"reward {key!r} returned {_described(result)}, expected a (scores, info) tuple"
             )

@@ -44,9 +44,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from dsharp.redaction import REDACTED, secret_query_name
+from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.mllm_cache import GradeCache, default_cache_path, grade_key
 from dsharp.rewards.mllm_rubric import (
@@ -101,9 +101,6 @@ def _secrets(key: str, base_url: str) -> tuple[str, ...]:
         # the Basic header as the client sends it (colon included), padded and not
         sent = base64.b64encode(f"{user}:{password}".encode()).decode()
         found += [sent, sent.rstrip("=")]
-    for name, value in parse_qsl(urlsplit(base_url).query, keep_blank_values=True):
-        if secret_query_name(name):  # ?key=KEY, as some servers take it
-            found += [value, quote(value, safe=""), quote_plus(value)]
     return tuple(dict.fromkeys(s for s in found if s))
 
 
@@ -609,6 +606,8 @@ def _resolve_base_url(base_url: Any) -> str:
         raise _bad("base_url", "expected an http:// or https:// URL")
     if REDACTED in base_url:
         raise _bad("base_url", "its credentials were redacted in a saved recipe: set it again")
+    if "?" in base_url:  # the client appends its path after it, and logs the whole URL
+        raise _bad("base_url", "expected no query string (?...): give the key by api_key_env")
     return base_url
 
 
