@@ -563,3 +563,11 @@ def test_open_clip_local_dir_and_hf_hub_names_pass_the_local_file_check(tmp_path
     result = _validate(QUICKSTART, spec)
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(f"clip reward option 'model': file not found: {missing}")
+
+
+@pytest.mark.parametrize("where", ["eval.bench=aesthetic", "eval.rewards=[{name: aesthetic}]"])
+def test_an_aesthetic_evaluation_without_its_weights_is_refused_before_training(where):
+    """It passed `recipes validate` and failed after training, when the report built it."""
+    result = _validate(QUICKSTART, where)
+    assert result.exit_code == 2, result.output
+    assert "aesthetic reward needs option 'weights'" in result.stderr

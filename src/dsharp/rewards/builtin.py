@@ -144,6 +144,12 @@ def _local_sources_check(
 
         from dsharp.hub import looks_local
 
+        if reward == "aesthetic" and options.get("weights") is None:  # no default to fall on
+            raise ValueError(
+                "aesthetic reward needs option 'weights': the path of the LAION aesthetic "
+                "predictor v2's weights file, or a hub repo id holding it"
+            )
+
         for name in names:
             value = options.get(name)
             if not isinstance(value, str) or value.startswith("hf-hub:"):  # open_clip's hub
