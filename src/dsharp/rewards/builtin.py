@@ -132,24 +132,32 @@ _LOCAL_SOURCES = {
 }
 
 
+#: Options a model reward cannot do without (no default weights to fall back on), with
+#: what each names.
+_REQUIRED = {
+    "aesthetic": {
+        "weights": "the path of the LAION aesthetic predictor v2's weights file, or a hub "
+        "repo id holding it"
+    },
+}
+
+
 def _local_sources_check(
     reward: str, names: tuple[str, ...]
 ) -> Callable[[Mapping[str, Any]], None]:
-    """A ``check_options`` that refuses a local path that is not there, as building the
-    reward would, but without building it: ``recipes validate`` and ``train`` then refuse
-    it before any model loads, and a study's evaluation reward before its rows train."""
+    """A ``check_options`` that refuses a missing required option or a local path that is
+    not there, as building the reward would, but without building it: ``recipes validate``
+    and ``train`` then refuse it before any model loads, and a study's evaluation reward
+    before its rows train."""
 
     def check(options: Mapping[str, Any]) -> None:
         from pathlib import Path
 
         from dsharp.hub import looks_local
 
-        if reward == "aesthetic" and options.get("weights") is None:  # no default to fall on
-            raise ValueError(
-                "aesthetic reward needs option 'weights': the path of the LAION aesthetic "
-                "predictor v2's weights file, or a hub repo id holding it"
-            )
-
+        for name, what in _REQUIRED.get(reward, {}).items():
+            if options.get(name) is None:
+                raise ValueError(f"{reward} reward needs option {name!r}: {what}")
         for name in names:
             value = options.get(name)
             if not isinstance(value, str) or value.startswith("hf-hub:"):  # open_clip's hub
