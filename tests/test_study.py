@@ -576,7 +576,7 @@ def test_the_plan_shows_no_secret_of_the_overrides(tmp_path: Path):
     data["overrides"].append("rewards.0=" + json.dumps(grader))
     data["rows"][1]["overrides"].append(f"rewards.0.options.base_url=http://u:{secret}@h/v1")
     data["evaluate"]["rewards"] = [
-        {"name": "mllm", "options": {"model": "m", "base_url": f"http://h/v1?key={secret}"}}
+        {"name": "mllm", "options": {"model": "m", "extra_body": {"api_key": secret}}}
     ]
     study = _write_study(tmp_path / "study.yaml", data)
     given = f"rewards.0.options.extra_body.api_key={secret}"
@@ -587,5 +587,11 @@ def test_the_plan_shows_no_secret_of_the_overrides(tmp_path: Path):
     shown = " ".join(result.output.split())
     assert secret not in "".join(result.output.split())  # wrapped or not
     assert "rewards.0.options.base_url=http://<redacted>@h/v1" in shown
-    assert '"token": "<redacted>"' in shown and "key=<redacted>" in shown
+    assert '"token": "<redacted>"' in shown and '"api_key": "<redacted>"' in shown
+    # a key in a base_url's query is refused (the grader cannot use such a URL), unechoed
+    data["evaluate"]["rewards"][0]["options"]["base_url"] = f"http://h/v1?key={secret}"
+    study = _write_study(tmp_path / "study.yaml", data)
+    result = CliRunner().invoke(app, ["reproduce", str(study), "--dry-run"])
+    assert result.exit_code == 2 and "expected no query string" in result.output
+    assert secret not in "".join(result.output.split())
     assert "rewards.0.options.extra_body.api_key=<redacted>" in shown and "method.n=2" in shown
