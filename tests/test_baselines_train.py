@@ -73,6 +73,20 @@ def test_ppo_clip_loss_takes_the_pessimistic_branch():
     torch.testing.assert_close(loss, torch.tensor([-1.2, 1.5, -0.5, 0.8]))
 
 
+def test_ppo_clip_loss_stays_finite_where_the_ratio_overflows_float32():
+    """At a log-ratio of 89 exp overflows: A > 0 gave a NaN gradient (the clipped branch's
+    zero times exp's inf), A < 0 an infinite loss; below the cap nothing changes."""
+    log_prob = torch.tensor([89.0, 89.0, 2.0], requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, -1.0])
+    loss = ppo_clip_loss(log_prob, torch.zeros(3), adv, clip_range=0.2)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(log_prob.grad).all()
+    expected = torch.tensor([-1.2, math.exp(80.0), math.exp(2.0)])
+    torch.testing.assert_close(loss.detach(), expected)
+    # clipped (A > 0) and capped (A < 0): no gradient; below the cap d(-A r)/dlp = r
+    torch.testing.assert_close(log_prob.grad, torch.tensor([0.0, 0.0, math.exp(2.0)]))
+
+
 def test_reinforce_loss_is_minus_advantage_times_summed_log_probs():
     log_probs = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     loss = reinforce_loss(log_probs, torch.tensor([0.5, -2.0]))

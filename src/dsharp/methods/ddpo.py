@@ -96,6 +96,10 @@ def per_prompt_advantages(
     return out
 
 
+#: The largest log probability ratio DDPO-IS exponentiates (see :func:`ppo_clip_loss`).
+MAX_LOG_RATIO = 80.0
+
+
 def ppo_clip_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
@@ -104,9 +108,13 @@ def ppo_clip_loss(
 ) -> torch.Tensor:
     """DDPO-IS per transition: ``max(-A r, -A clamp(r, 1 - c, 1 + c))``, ``r = exp(lp - old)``.
 
-    Shapes broadcast; returns the elementwise loss (the caller averages).
+    Shapes broadcast; returns the elementwise loss (the caller averages). The log-ratio is
+    capped at :data:`MAX_LOG_RATIO` before ``exp``: past float32's range (~88.7) the ratio is
+    inf, and where the clipped branch is taken (A > 0) the zero gradient times ``exp``'s
+    infinite one is NaN. Below the cap (a ratio of 5.5e34) nothing changes; above it the
+    transition gives no gradient, as a clipped one does.
     """
-    ratio = torch.exp(log_prob - old_log_prob)
+    ratio = torch.exp(torch.clamp(log_prob - old_log_prob, max=MAX_LOG_RATIO))
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     return torch.maximum(unclipped, clipped)
