@@ -62,6 +62,19 @@ def parse_reward_sets(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def check_on_error_flag(on_error: str | None) -> None:
+    """``--on-error`` (``dsharp eval``, ``dsharp rewards score``) takes what a reward's
+    ``on_error`` does; ``ValueError`` otherwise (None: not given)."""
+    from typing import get_args
+
+    from dsharp.config import RewardSpec
+
+    choices = get_args(RewardSpec.model_fields["on_error"].annotation)
+    if on_error is not None and on_error not in choices:
+        expected = " or ".join(repr(c) for c in choices)
+        raise ValueError(f"--on-error: expected {expected}, got {on_error!r}")
+
+
 def check_reward_settings(specs: list[Any]) -> None:
     """Option names and values of every reward (``--set``, a recipe's), checked without
     building it: ``ValueError`` for a refused option (a bad setting under

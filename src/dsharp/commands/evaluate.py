@@ -165,7 +165,6 @@ def _check_model_sources(
             raise usage_error("give at most one of --model or --checkpoint with --recipe")
 
 
-ON_ERROR_CHOICES = ("raise", "missing")
 #: What an evaluation stopped by an image a reward could not score tells the user to do.
 ON_ERROR_HINT = (
     "rerun with --on-error missing to leave such images unscored (counted in n_images, "
@@ -176,10 +175,12 @@ ON_ERROR_HINT = (
 def _check_on_error(on_error: str | None, reward_options: dict[str, Any]) -> None:
     """``--on-error`` is raise or missing; ``on_error`` given as a ``--set`` reward option is
     refused, naming the flag (it is a setting of the reward, not one of its options)."""
+    from dsharp.commands.common import check_on_error_flag
+    from dsharp.commands.errors import settings_errors
     from dsharp.recipe_errors import RecipeError
 
-    if on_error is not None and on_error not in ON_ERROR_CHOICES:
-        raise RecipeError(f"--on-error: expected 'raise' or 'missing', got {on_error!r}")
+    with settings_errors():
+        check_on_error_flag(on_error)
     if "on_error" in reward_options:
         value = reward_options["on_error"]
         raise RecipeError(

@@ -85,20 +85,20 @@ def _console_as_wide_as(console: Any, renderables: list[Any]) -> Any:
     return Console(file=console.file, width=max(width, 20), no_color=True)
 
 
-ON_ERROR_CHOICES = ("raise", "missing")
-
-
 def _reward_spec(name: str, sets: list[str], on_error: str = "raise") -> Any:
     """The spec to score with, checked without building the reward: an unknown name, a bad
     ``--set`` or ``--on-error`` is a bad setting (``RecipeError``, exit 2), as it is in
     ``dsharp eval``."""
-    from dsharp.commands.common import check_reward_settings, parse_reward_sets
+    from dsharp.commands.common import (
+        check_on_error_flag,
+        check_reward_settings,
+        parse_reward_sets,
+    )
     from dsharp.commands.errors import settings_errors
     from dsharp.config import check_reward_name, parse_reward_spec
 
     with settings_errors():
-        if on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"--on-error: expected 'raise' or 'missing', got {on_error!r}")
+        check_on_error_flag(on_error)
         check_reward_name(name)
         options = parse_reward_sets(sets)
         if "on_error" in options:  # a setting of the reward, not one of its options
