@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -161,17 +161,23 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     return run_dir
 
 
-def _on_error_advice(cfg: Recipe, err: Exception) -> str:
+def _on_error_field(section: str, specs: list[Any] | None, key: str | None) -> str | None:
+    """``rewards.N.on_error`` (``section`` names the list) for the reward whose combined
+    key is ``key`` (``name``, ``name#1`` on a repeat), or None where the list has none."""
+    from dsharp.rewards.combine import _component_keys
+
+    keys = _component_keys(specs) if specs else []
+    return f"{section}.{keys.index(key)}.on_error" if key in keys else None
+
+
+def _on_error_advice(cfg: Recipe, err: UnscoredError) -> str:
     """A training reward's failure to score samples, with the setting that skips such
     samples instead (``rewards.N.on_error: missing``; the override works as written)."""
     from dsharp.commands.errors import one_line
-    from dsharp.rewards.combine import _component_keys
 
-    keys = _component_keys(cfg.rewards)
-    key = getattr(err, "key", None)
-    if key not in keys:
+    field = _on_error_field("rewards", cfg.rewards, err.key)
+    if field is None:
         return one_line(err)
-    field = f"rewards.{keys.index(key)}.on_error"
     return (
         f"{one_line(err)}; to skip such samples instead (never scored, counted in "
         f"reward_missing), set {field}: missing in the recipe or add the override "
@@ -184,13 +190,10 @@ def _report_unscored(cfg: Recipe, run_dir: Path, err: UnscoredError, again: str)
     is kept, and the setting that leaves such images unscored is named (in ``eval.rewards``,
     where the report's rewards are set apart from training's)."""
     from dsharp.commands.errors import one_line
-    from dsharp.rewards.combine import _component_keys
 
     said = f"training is complete in {run_dir}, but its report was not written: {one_line(err)}"
-    specs = cfg.eval.rewards
-    keys = _component_keys(specs) if specs else []
-    if err.key in keys:
-        field = f"eval.rewards.{keys.index(err.key)}.on_error"
+    field = _on_error_field("eval.rewards", cfg.eval.rewards, err.key)
+    if field is not None:
         how = f"set {field}: missing in the recipe (override {field}=missing)"
     else:
         how = "give the reward in eval.rewards with on_error: missing"
