@@ -541,8 +541,9 @@ def _unreadable_weights(folder: Path, error: BaseException) -> ValueError:
     """One line for trained weights that are there but cannot be read (a checkpoint cut
     short by a full disk or a killed copy): the innermost error says why; diffusers' own
     message names only the file, twice."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
+    from dsharp.hub import exception_chain
+
+    error = exception_chain(error)[-1]
     reason = " ".join(str(error).split()) or type(error).__name__
     return ValueError(
         f"{folder}: cannot read the trained weights ({reason}): the checkpoint is damaged or "
