@@ -96,10 +96,10 @@ def _secrets(key: str, base_url: str) -> tuple[str, ...]:
     netloc = urlsplit(base_url).netloc
     if "@" in netloc:
         userinfo = netloc.rsplit("@", 1)[0]
-        user, _, password = unquote(userinfo).partition(":")
+        password = unquote(userinfo).partition(":")[2]
         found += [userinfo, unquote(userinfo), password, userinfo.partition(":")[2]]
-        # the Basic header as the client sends it (colon included), padded and not
-        sent = base64.b64encode(f"{user}:{password}".encode()).decode()
+        # the Basic header as the client sends it (see _connection), padded and not
+        sent = _connection(base_url)[1]["Authorization"].removeprefix("Basic ")
         found += [sent, sent.rstrip("=")]
     return tuple(dict.fromkeys(s for s in found if s))
 
