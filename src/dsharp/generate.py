@@ -164,6 +164,13 @@ def parse_sample_overrides(
     return data["sample"]
 
 
+def prompt_seeds(prompts: Sequence[str], num_images: int, seed: int) -> tuple[list[str], list[int]]:
+    """Each prompt ``num_images`` times (prompt-major) and their seeds: image ``i`` counting
+    across prompts gets ``seed + i`` (``dsharp sample -p A -p B -n 2``: A 0, 1 and B 2, 3)."""
+    repeated = [p for p in prompts for _ in range(num_images)]
+    return repeated, [seed + i for i in range(len(repeated))]
+
+
 @dataclass
 class Generated:
     images: torch.Tensor  # (N, 3, H, W) in [0, 1], on CPU

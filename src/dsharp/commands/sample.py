@@ -84,7 +84,13 @@ def sample(
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
     from dsharp.commands.common import load_model_for_inference
-    from dsharp.generate import SampleSettings, generate, given_flags, parse_sample_overrides
+    from dsharp.generate import (
+        SampleSettings,
+        generate,
+        given_flags,
+        parse_sample_overrides,
+        prompt_seeds,
+    )
     from dsharp.sampling import save_images
     from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
@@ -116,8 +122,7 @@ def sample(
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
-        prompts = [p for p in prompt_list for _ in range(num_images)]
-        seeds = [seed + i for i in range(len(prompts))]
+        prompts, seeds = prompt_seeds(prompt_list, num_images, seed)
         result = generate(
             diffusion,
             prompts,
