@@ -64,16 +64,17 @@ def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:
 
 
 def load_run_model(
-    checkpoint: Path, device: torch.device | str = "cpu"
+    checkpoint: Path, device: torch.device | str = "cpu", label: str = "--checkpoint"
 ) -> tuple[DiffusionModel, Any]:
     """The fine-tuned model of a run folder (newest checkpoint) or of one checkpoint folder.
 
-    Returns the model and the run's recipe.
+    Returns the model and the run's recipe. ``label`` names the input in errors (the
+    command's flag, or a Python function's argument).
     """
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
 
-    ckpt = find_model_checkpoint(Path(checkpoint))
-    recipe = read_run_recipe(ckpt)
+    ckpt = find_model_checkpoint(Path(checkpoint), label)
+    recipe = read_run_recipe(ckpt, label)
     try:
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:

@@ -785,6 +785,8 @@ def load_recipe(
 
     ``validate_files=False`` skips the checks that local paths exist (a saved run recipe).
     """
+    if isinstance(overrides, str):  # else each character would be read as an override
+        raise TypeError(f"overrides: expected a list of KEY=VALUE strings, got {overrides!r}")
     path = Path(path)
     data = _read_yaml(path)
     if is_study_data(data):

@@ -1,0 +1,238 @@
+"""The Python API: what ``dsharp train``, ``sample``, ``eval`` and ``rewards score`` do, as
+functions that return values and raise exceptions (never print to stdout or exit).
+
+Each function is a thin wrapper over the module that does the work; heavy modules (torch,
+diffusers) are imported when a function is called, so ``import dsharp`` stays fast.
+``dsharp/__init__.py`` re-exports these names lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dsharp.config import Recipe, RewardSpec
+    from dsharp.generate import Generated, SampleSettings
+    from dsharp.models.base import DiffusionModel
+    from dsharp.rewards.base import Reward
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """A validated recipe from a YAML file, with ``a.b=value`` overrides applied
+    (``["train.max_steps=2", "output_dir=runs/x"]``, as on the command line).
+
+    Raises :class:`~dsharp.recipe_errors.RecipeError` naming the file and field."""
+    from dsharp.config import load_recipe as _load
+
+    return _load(path, overrides)
+
+
+def train(recipe: Recipe, *, progress: bool = True) -> Path:
+    """Train as ``recipe`` says; returns the run folder (its newest checkpoint loads with
+    :func:`load_model`).
+
+    The recipe is checked as ``dsharp train`` checks it before the model loads (prompts the
+    rewards cannot score, method and reward options, the output folder): a ``RecipeError``
+    in seconds, not a failure at the first step. Notes that ``dsharp train`` prints are
+    warnings here. Unlike ``dsharp train``, no report is written: score the run with
+    :func:`evaluate_model`."""
+    from dsharp.engine import train as _train
+    from dsharp.preflight import check_before_loading, recipe_notes
+
+    check_before_loading(recipe, evaluation=False)
+    for note in recipe_notes(recipe):
+        warnings.warn(note, stacklevel=2)
+    return _train(recipe, progress=progress)
+
+
+def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> DiffusionModel:
+    """A model ready to sample: a run folder (its newest checkpoint) or one checkpoint
+    folder, else a model name (``dsharp-mini``), diffusers folder or hub id.
+
+    ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda[:N]``, ..."""
+    from dsharp.builders import load_run_model
+    from dsharp.commands.common import pick_device
+    from dsharp.models import load_model as _load
+
+    dev = pick_device(device)
+    path = Path(source).expanduser()
+    if (path / "trainer_state.json").is_file() or (path / "recipe.yaml").is_file():
+        model, _ = load_run_model(path, dev, label="source")
+    else:
+        model = _load(str(source), device=dev)
+    model.unet.eval()
+    return model
+
+
+def sample(
+    model: DiffusionModel,
+    prompts: str | Sequence[str],
+    *,
+    num_images: int = 1,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 5.0,
+    eta: float = 0.0,
+    height: int | None = None,
+    width: int | None = None,
+    method: str = "default",
+    options: Mapping[str, Any] | None = None,
+    verifier: str | Sequence[str | Mapping[str, Any]] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Generated:
+    """Images for ``prompts`` as ``dsharp sample`` draws them: ``num_images`` per prompt,
+    image ``i`` (counting across prompts) from seed ``seed + i``.
+
+    Returns a :class:`~dsharp.generate.Generated`: ``images`` ``(N, 3, H, W)`` in [0, 1]
+    on the CPU, prompt-major, and the network evaluations spent per image. ``method``,
+    ``options`` and ``verifier`` (reward names or specs) pick an inference-time sampler."""
+    from dsharp.generate import generate, prompt_seeds
+
+    _require_counts(num_images=num_images, batch_size=batch_size)
+    settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
+    settings.validate()  # an unknown method or option: before the images are drawn
+    all_prompts, seeds = prompt_seeds(_prompt_list(prompts), num_images, seed)
+    return generate(model, all_prompts, seeds, settings, batch_size=batch_size, progress=progress)
+
+
+def get_reward(name: str, /, *, on_error: str = "raise", **options: Any) -> Reward:
+    """The reward registered as ``name`` (``dsharp rewards list``), built with ``options``.
+
+    Call it as ``scores, info = reward(dsharp.RewardImages(images), prompts, metadata)``:
+    ``images`` ``(B, 3, H, W)`` in [0, 1], one prompt and one metadata dict per image;
+    ``scores`` is a ``(B,)`` tensor. ``on_error='missing'`` makes an image the reward cannot
+    score NaN instead of an error (for rewards that support it)."""
+    from dsharp.config import parse_reward_spec
+    from dsharp.rewards.plugins import build_reward
+
+    spec = parse_reward_spec({"name": name, "options": options, "on_error": on_error})
+    return build_reward(spec)
+
+
+def evaluate_model(
+    model: DiffusionModel,
+    bench: str | None = None,
+    *,
+    prompts: str | Sequence[str] | os.PathLike[str] | None = None,
+    rewards: Sequence[str | Mapping[str, Any]] | None = None,
+    seeds: int = 2,
+    limit: int | None = None,
+    steps: int = 25,
+    guidance: float = 5.0,
+    eta: float = 0.0,
+    height: int | None = None,
+    width: int | None = None,
+    method: str = "default",
+    options: Mapping[str, Any] | None = None,
+    verifier: str | Sequence[str | Mapping[str, Any]] | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` as ``dsharp eval`` does: every prompt with seeds ``0..seeds-1``.
+
+    Prompts: ``prompts`` (a list, or a ``pathlib.Path`` of a prompt file), else the bench's;
+    ``limit``: at most this many per category. Rewards: ``rewards`` (names or spec dicts
+    such as ``{"name": "shapes", "options": {"binary": True}}``), else the bench's. Returns
+    the evaluation dict (``overall``, ``metrics``, ``categories``, ``images``, ...), with
+    ``bench`` and ``rewards`` as in the command's JSON."""
+    from dsharp.evaluate import evaluate, get_bench
+    from dsharp.posttrain import limit_prompts
+    from dsharp.rewards.plugins import check_prompts
+
+    _require_counts(seeds=seeds, batch_size=batch_size, limit=limit)
+    spec_bench = get_bench(bench) if bench is not None else None
+    if prompts is not None:
+        prompt_list = _prompt_list(prompts)
+    elif spec_bench is not None:
+        prompt_list = spec_bench.default_prompts()
+    else:
+        raise ValueError("evaluate_model: give a bench or prompts")
+    if spec_bench is not None:  # its categories where it can label every prompt
+        spec_bench = spec_bench.for_prompts(prompt_list)
+    category_of = spec_bench.category_of if spec_bench else None
+    if limit is not None:
+        prompt_list = limit_prompts(prompt_list, limit, category_of)
+    if rewards is not None:
+        specs = [_reward_spec(r) for r in rewards]
+    elif spec_bench is not None:
+        specs = [_reward_spec(r) for r in spec_bench.rewards]
+    else:
+        raise ValueError("evaluate_model: give rewards (or a bench) to score with")
+    if not specs:
+        raise ValueError("evaluate_model: rewards is empty")
+    settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
+    settings.validate()
+    check_prompts(specs, prompt_list, "prompts")  # before any image is drawn
+    result = evaluate(
+        model,
+        prompt_list,
+        specs,
+        num_seeds=seeds,
+        settings=settings,
+        batch_size=batch_size,
+        category_of=category_of,
+        groupings=spec_bench.groupings if spec_bench else None,
+        progress=progress,
+    )
+    names = [s.name for s in specs]
+    return {"bench": spec_bench.name if spec_bench else None, "rewards": names, **result}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_counts(**counts: int | None) -> None:
+    """``ValueError`` naming the first count (None: not given) below 1."""
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name}: expected an integer, got {value!r}")
+        if value is not None and value < 1:
+            raise ValueError(f"{name}: must be at least 1, got {value}")
+
+
+def _prompt_list(prompts: str | Sequence[str] | os.PathLike[str]) -> list[str]:
+    """One prompt (a str), a list of prompts, or a prompt file (a path object)."""
+    if isinstance(prompts, os.PathLike):
+        from dsharp.data import read_prompt_file
+
+        return read_prompt_file(Path(prompts))
+    found = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not found:
+        raise ValueError("prompts: empty")
+    odd = [p for p in found if not isinstance(p, str)]
+    if odd:
+        raise TypeError(f"prompts: expected strings, got {odd[0]!r}")
+    return found
+
+
+def _reward_spec(reward: str | Mapping[str, Any] | RewardSpec) -> RewardSpec:
+    """A reward name or spec dict as a validated spec (one-line errors)."""
+    from dsharp.config import RewardSpec, parse_reward_spec
+
+    if isinstance(reward, RewardSpec):
+        return reward
+    data = {"name": reward} if isinstance(reward, str) else reward
+    return parse_reward_spec(data, "rewards")
+
+
+def _sample_settings(
+    steps: int,
+    guidance: float,
+    eta: float,
+    height: int | None,
+    width: int | None,
+    method: str,
+    options: Mapping[str, Any] | None,
+    verifier: str | Sequence[str | Mapping[str, Any]] | None,
+) -> SampleSettings:
+    """The ``sample`` section these keywords give, validated as a recipe's would be."""
+    from dsharp.generate import SampleSettings, parse_sample_overrides
+
+    fields = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
+    fields |= {"height": height, "width": width, "options": dict(options or {})}
+    return SampleSettings(**parse_sample_overrides(fields), reward=verifier)

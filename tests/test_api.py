@@ -1,0 +1,171 @@
+"""The Python API (``dsharp.load_recipe``, ``train``, ``load_model``, ``sample``,
+``get_reward``, ``evaluate_model``): the README's CLI workflow from Python, with the same
+numbers as the commands, errors raised (never SystemExit), and ``import dsharp`` light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import dsharp
+from dsharp.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+PROMPTS = ["a red circle", "two blue squares"]
+#: A quickstart run cut to the bone: 2 steps of 1 prompt x 2 trajectories, no report.
+TINY = ["train.max_steps=2", "train.batch_size=1", "method.n=2", "train.checkpoint_every=2"]
+
+
+def _cli(args: list[object]) -> object:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("api") / "run"
+    recipe = dsharp.load_recipe(QUICKSTART, [*TINY, f"output_dir={out}", "eval.bench=null"])
+    assert isinstance(recipe, dsharp.Recipe) and recipe.train.max_steps == 2
+    return dsharp.train(recipe, progress=False)
+
+
+@pytest.mark.slow
+def test_the_readme_workflow_from_python_matches_the_commands(run, tmp_path):
+    assert (run / "checkpoints" / "step-000002" / "model").is_dir()
+    model = dsharp.load_model(run, device="cpu")
+    base = dsharp.load_model("dsharp-mini", device="cpu")
+    tuned_weights = dict(model.unet.named_parameters())
+    changed = [n for n, p in base.unet.named_parameters() if not torch.equal(p, tuned_weights[n])]
+    assert changed  # the run's checkpoint was loaded, not the base model
+
+    out = dsharp.sample(model, PROMPTS, num_images=2, seed=3, steps=5)
+    assert out.images.shape == (4, 3, 32, 32)
+    assert out.images.min() >= 0 and out.images.max() <= 1
+    # the same images as `dsharp sample`, PNG-rounded
+    _cli(
+        ["sample", "--checkpoint", run, *sum((["-p", p] for p in PROMPTS), [])]
+        + ["-n", 2, "--seed", 3, "--steps", 5, "--out", tmp_path / "png", "--device", "cpu"]
+    )
+    from dsharp.rewards.base import RewardImages
+
+    pngs = sorted((tmp_path / "png").glob("0*.png"))
+    assert len(pngs) == 4
+    from PIL import Image
+
+    cli_images = RewardImages.from_pil([Image.open(p) for p in pngs]).tensor
+    assert (cli_images - out.images).abs().max() <= 1 / 255 + 1e-6
+
+    reward = dsharp.get_reward("shapes")
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    scores, info = reward(dsharp.RewardImages(out.images), prompts, [{}] * 4)
+    assert scores.shape == (4,) and all(0 <= s <= 1 for s in scores.tolist())
+    assert len(info["strict"]) == 4 and len(info["constraints"]) == 4
+
+    result = dsharp.evaluate_model(model, "shapes", limit=1, seeds=1, steps=5)
+    assert result["bench"] == "shapes" and result["rewards"] == ["shapes"]
+    assert result["n_images"] == result["n_scored"] == 5  # one val prompt per category
+    assert 0 <= result["overall"] <= 1
+    assert set(result["categories"]) == {"single", "color", "counting", "spatial", "complex"}
+    args = ["eval", "--checkpoint", run, "--bench", "shapes", "--limit", 1, "--seeds", 1]
+    cli = json.loads(_cli([*args, "--steps", 5, "--json", "--device", "cpu"]).stdout)
+    assert result["overall"] == cli["overall"]
+    assert result["images"] == cli["images"]
+    assert result["categories"] == cli["categories"]
+
+
+def test_import_dsharp_imports_no_torch_until_a_model_is_needed():
+    code = (
+        "import sys, dsharp\n"
+        "assert 'torch' not in sys.modules, 'import dsharp'\n"
+        f"recipe = dsharp.load_recipe({str(QUICKSTART)!r}, ['train.max_steps=3'])\n"
+        "assert recipe.train.max_steps == 3\n"
+        "assert 'torch' not in sys.modules, 'dsharp.load_recipe'\n"
+        "assert sorted(dsharp.__all__) == sorted(['__version__', *dsharp._EXPORTS])\n"
+        "assert all(hasattr(dsharp, name) for name in dsharp.__all__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_public_names_are_not_hidden_by_submodules():
+    """A submodule imported by name (``dsharp.evaluate``) replaces the package attribute of
+    that name: the public functions must not share a submodule's name."""
+    import dsharp.evaluate  # noqa: F401
+    import dsharp.generate  # noqa: F401
+
+    for name in dsharp.__all__:
+        assert not (ROOT / "src" / "dsharp" / f"{name}.py").exists(), name
+        assert not (ROOT / "src" / "dsharp" / name).is_dir(), name
+    assert callable(dsharp.evaluate_model) and callable(dsharp.sample)
+
+
+def test_library_functions_raise_on_bad_input(tmp_path):
+    with pytest.raises(dsharp.RecipeError, match="file not found"):
+        dsharp.load_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(TypeError, match="expected a list of KEY=VALUE strings"):
+        dsharp.load_recipe(QUICKSTART, "train.max_steps=2")  # was read as 't', 'r', ...
+    with pytest.raises(dsharp.RewardError, match="unknown reward 'shapez'"):
+        dsharp.get_reward("shapez")
+    with pytest.raises(dsharp.RewardError, match="unexpected keyword argument 'colour'"):
+        dsharp.get_reward("shapes", colour=True)
+    with pytest.raises(FileNotFoundError, match="did you mean 'dsharp-mini'"):
+        dsharp.load_model("dsharp-mni", device="cpu")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(QUICKSTART.read_text())
+    with pytest.raises(FileNotFoundError, match=r"^source: no checkpoint found in "):
+        dsharp.load_model(tmp_path / "run", device="cpu")
+    fp16 = dsharp.load_recipe(QUICKSTART, ["train.mixed_precision=fp16", f"output_dir={tmp_path}"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+            dsharp.train(fp16, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 training runs on a GPU")
+def test_train_checks_the_recipe_before_loading_and_warns_its_notes(tmp_path):
+    """As `dsharp train`: a prompt the reward cannot score is refused before any folder is
+    made or model loaded (engine.train alone found it at the first step), and a recipe's notes
+    (`dsharp train` prints them) are warnings."""
+    out = tmp_path / "run"
+    data = ["data.generator=none", "data.balance=prompt", "data.prompts=[a pink circle]"]
+    recipe = dsharp.load_recipe(QUICKSTART, [*data, f"output_dir={out}"])
+    with pytest.raises(dsharp.RecipeError, match="unknown word 'pink'"):
+        dsharp.train(recipe, progress=False)
+    assert not out.exists()
+    ddpo = ROOT / "recipes" / "mini" / "ddpo.yaml"
+    overrides = ["method.options.inner_epochs=1", "train.mixed_precision=fp16"]
+    recipe = dsharp.load_recipe(ddpo, [*overrides, f"output_dir={out}"])
+    noted = pytest.warns(UserWarning, match="every importance ratio is 1")
+    with noted, pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):  # stops it at once
+        dsharp.train(recipe, progress=False)
+
+
+def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
+    never_used = object()  # any use of the model would fail otherwise
+    with pytest.raises(dsharp.RecipeError, match="sample.steps"):
+        dsharp.sample(never_used, PROMPTS, steps=0)
+    with pytest.raises(dsharp.RecipeError, match="unknown sample method 'demn'"):
+        dsharp.sample(never_used, PROMPTS, method="demn")
+    with pytest.raises(ValueError, match="needs a verifier reward"):
+        dsharp.sample(never_used, PROMPTS, method="demon")
+    with pytest.raises(ValueError, match="num_images: must be at least 1"):
+        dsharp.sample(never_used, PROMPTS, num_images=0)
+    with pytest.raises(ValueError, match="prompts: empty"):
+        dsharp.sample(never_used, [])
+    with pytest.raises(ValueError, match="give a bench or prompts"):
+        dsharp.evaluate_model(never_used)
+    with pytest.raises(ValueError, match="unknown bench 'shape'"):
+        dsharp.evaluate_model(never_used, "shape")
+    with pytest.raises(ValueError, match="give rewards"):
+        dsharp.evaluate_model(never_used, prompts=PROMPTS)
+    with pytest.raises(ValueError, match="unknown word 'pink'"):
+        dsharp.evaluate_model(never_used, prompts=["a pink circle"], rewards=["shapes"])
+    with pytest.raises(ValueError, match="seeds: must be at least 1"):
+        dsharp.evaluate_model(never_used, "shapes", seeds=0)
