@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from dsharp.config import RewardSpec
 from dsharp.rewards import plugins
 from dsharp.rewards.base import RewardError, RewardImages
-from dsharp.rewards.json_extract import extract_json_object
+from dsharp.rewards.json_extract import iter_json_objects
 from dsharp.rewards.mllm import build_mllm_reward
 from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
 from dsharp.rewards.mllm_rubric import (
@@ -866,9 +866,10 @@ def test_parse_grade_accepts_variants_and_rejects_invented_scores() -> None:
         parse_grade(None)
 
 
-def test_extract_json_object_finds_the_accepted_object() -> None:
+def test_iter_json_objects_yields_fences_before_embedded_objects_and_guesses_nothing() -> None:
     text = 'first {"a": 1} then ```json\n{"b": 2}\n``` and {"c": {"d": 3}}'
-    assert extract_json_object(text) == {"b": 2}  # fences come before embedded objects
-    assert extract_json_object(text, lambda d: "d" in d) == {"d": 3}
-    assert extract_json_object("no json {here") is None
-    assert extract_json_object('[1, 2] {"x": [1, {"y": 2}]}') == {"x": [1, {"y": 2}]}
+    # the fenced object first, then every embedded one (the fenced one again among them)
+    found = list(iter_json_objects(text))
+    assert found == [{"b": 2}, {"a": 1}, {"b": 2}, {"c": {"d": 3}}, {"d": 3}]
+    assert list(iter_json_objects("no json {here")) == []
+    assert next(iter_json_objects('[1, 2] {"x": [1, {"y": 2}]}')) == {"x": [1, {"y": 2}]}

@@ -1,16 +1,16 @@
 """Find a JSON object in a model's free-text reply: code fences, surrounding prose, ``<think>``.
 
 Servers without structured output still usually answer with JSON, but wrapped in a Markdown
-fence, preceded by a sentence, or after a reasoning block. This module looks for the first
-JSON object that the caller accepts, and returns ``None`` rather than guessing when there is
-none: a grader must never invent a score.
+fence, preceded by a sentence, or after a reasoning block. This module yields the JSON
+objects it finds, most likely first, and nothing rather than a guess when there is none: a
+grader must never invent a score.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -59,13 +59,3 @@ def iter_json_objects(text: str) -> Iterator[dict[str, Any]]:
         if fenced is not None:
             yield fenced
     yield from _scan_objects(text)
-
-
-def extract_json_object(
-    text: str, accept: Callable[[dict[str, Any]], bool] | None = None
-) -> dict[str, Any] | None:
-    """The first JSON object in ``text`` that ``accept`` approves (any object without it)."""
-    for candidate in iter_json_objects(text or ""):
-        if accept is None or accept(candidate):
-            return candidate
-    return None
