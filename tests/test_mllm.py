@@ -744,6 +744,70 @@ def test_a_key_in_the_base_urls_query_is_refused_without_echoing_it(
     assert server.requests == []
 
 
+def test_a_key_in_the_base_urls_fragment_is_refused_by_the_factory_and_the_recipe_check(
+    server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fragment is never sent to a server, but the HTTP client logs the URL with it: a key
+    written there would reach the log. Refused like a query, and the refusal does not quote
+    it, by the reward and by ``dsharp recipes validate`` alike."""
+    from dsharp.rewards.mllm import check_mllm_options
+
+    caplog.set_level(logging.DEBUG)
+    url = server.url + "#key=sk-FRAGMENT-5544"
+    for refuse in (
+        lambda: grader(server, tmp_path, base_url=url, max_retries=0),
+        lambda: check_mllm_options({"model": "m", "base_url": url}),
+    ):
+        with pytest.raises(RewardError, match="option 'base_url': expected no fragment") as error:
+            refuse()
+        assert "sk-FRAGMENT-5544" not in str(error.value)
+    assert server.requests == []
+    assert not [r for r in caplog.records if "sk-FRAGMENT-5544" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("secret_url", "reason"),
+    [
+        (lambda url: url + "?key=sk-LIBRARY-5544", "expected no query string"),
+        (lambda url: url + "#sk-LIBRARY-5544", "expected no fragment"),
+        (lambda url: url.replace("http://", "http://me:sk-LIBRARY-5544@"), "credentials"),
+    ],
+    ids=["query", "fragment", "credentials"],
+)
+def test_a_grader_built_around_a_client_refuses_a_url_the_client_would_log(
+    server: GraderServer,
+    caplog: pytest.LogCaptureFixture,
+    secret_url: Callable[[str], str],
+    reason: str,
+) -> None:
+    """Library use that skips :func:`build_mllm_reward`: the grader is handed an ``openai``
+    client as is, whose URL the HTTP client logs with every request (at INFO). The grader
+    refuses a URL holding a query, a fragment or credentials before any request."""
+    import openai
+
+    from dsharp.rewards.mllm import GraderSettings, MLLMGrader
+
+    caplog.set_level(logging.DEBUG)
+    client = openai.OpenAI(api_key=KEY, base_url=secret_url(server.url), max_retries=0)
+    with pytest.raises(RewardError, match=f"option 'base_url': {reason}") as error:
+        grader = MLLMGrader(GraderSettings(model="m", max_retries=0), client, None, [KEY])
+        score(grader, images(1), ["a red cube"])
+    assert "sk-LIBRARY-5544" not in str(error.value)
+    assert server.requests == []
+    assert not [r for r in caplog.records if "sk-LIBRARY-5544" in r.getMessage()]
+
+
+def test_a_grader_built_around_a_plain_client_scores(server: GraderServer) -> None:
+    import openai
+
+    from dsharp.rewards.mllm import GraderSettings, MLLMGrader
+
+    client = openai.OpenAI(api_key=KEY, base_url=server.url, max_retries=0)
+    grader = MLLMGrader(GraderSettings(model="m", max_retries=0), client, None, [KEY])
+    scores, _ = score(grader, images(1), ["a red cube"])
+    assert scores.tolist() == pytest.approx([0.8])
+
+
 def test_a_token_pasted_into_api_key_env_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     token = "hf_abcDEF123canary"
     monkeypatch.delenv(token, raising=False)

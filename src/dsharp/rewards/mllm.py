@@ -258,6 +258,7 @@ class MLLMGrader:
         cache: GradeCache | None,
         secrets: Sequence[str],
     ):
+        _check_client_url(client)
         self.settings = settings
         self._client = client
         self._cache = cache
@@ -599,16 +600,43 @@ def _read_key(api_key_env: Any) -> tuple[str, str]:
     return api_key_env, key
 
 
-def _resolve_base_url(base_url: Any) -> str:
-    if base_url is None or base_url == "":
-        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+def check_base_url(base_url: Any) -> str:
+    """``base_url`` if it is one the grader may use: the recipe check, the factory and the
+    grader itself share this, so that a key written into the URL is refused on every path
+    rather than logged. The HTTP client logs each request's URL whole (at INFO), so a query
+    (which also breaks the path the client appends) or a fragment is refused outright, and
+    never quoted; credentials (``user:KEY@``) pass here because the factory moves them into
+    a header (:func:`_connection`)."""
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise _bad("base_url", "expected an http:// or https:// URL")
     if REDACTED in base_url:
         raise _bad("base_url", "its credentials were redacted in a saved recipe: set it again")
-    if "?" in base_url:  # the client appends its path after it, and logs the whole URL
+    if "?" in base_url:
         raise _bad("base_url", "expected no query string (?...): give the key by api_key_env")
+    if "#" in base_url:
+        raise _bad("base_url", "expected no fragment (#...): give the key by api_key_env")
     return base_url
+
+
+def _check_client_url(client: Any) -> None:
+    """Refuse a client whose URL the HTTP client would log with a secret in it: a grader built
+    around a client directly (library use) skips the factory, which never makes one."""
+    url = str(getattr(client, "base_url", "") or "")
+    if not url:
+        return
+    check_base_url(url)
+    if "@" in urlsplit(url).netloc:
+        raise _bad(
+            "base_url",
+            "credentials in the client's URL would be logged with it: build the reward with "
+            "build_mllm_reward, which sends them in a header",
+        )
+
+
+def _resolve_base_url(base_url: Any) -> str:
+    if base_url is None or base_url == "":
+        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    return check_base_url(base_url)
 
 
 def _resolve_cache(cache_path: Any) -> GradeCache | None:
