@@ -19,7 +19,8 @@ fails raises :class:`RewardError`, or, with ``on_error: missing``, scores NaN an
 counted: a score is never invented. Grades are cached in SQLite (:mod:`.mllm_cache`), keyed
 on the image, the prompt and every setting that changes the request (model, server, rubric,
 ``temperature``, ``max_tokens``, ``extra_body``, ...); the rubric, request schema and reply
-parser are in :mod:`.mllm_rubric`.
+parser are in :mod:`.mllm_rubric`, the options' checks in :mod:`.mllm_options`, the bounded
+attempt in :mod:`.mllm_deadline` and the scrubbing of secrets in :mod:`.mllm_secrets`.
 
 The API key is read from the environment variable named by ``api_key_env`` and never
 appears in logs, ``info``, the cache or error messages (every outgoing text is scrubbed).
@@ -35,20 +36,26 @@ import io
 import json
 import logging
 import math
-import os
-import re
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError, RewardImages
-from dsharp.rewards.mllm_cache import GradeCache, default_cache_path, grade_key
+from dsharp.rewards.mllm_cache import GradeCache, grade_key
+from dsharp.rewards.mllm_deadline import Aborted, PastDeadline, call_within
+from dsharp.rewards.mllm_options import (
+    STRUCTURED_MODES,
+    GraderSettings,
+    check_client_url,
+    check_key_env_name,
+    grader_settings,
+    read_key,
+    resolve_base_url,
+    resolve_cache,
+)
 from dsharp.rewards.mllm_rubric import (
     ASPECT_KEYS,
     TEMPLATE_VERSION,
@@ -58,6 +65,7 @@ from dsharp.rewards.mllm_rubric import (
     parse_grade,
     response_format,
 )
+from dsharp.rewards.mllm_secrets import connection, scrub, secrets_of, server_identity
 
 if TYPE_CHECKING:
     import torch
@@ -65,67 +73,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-STRUCTURED_MODES = ("auto", "json_schema", "json_object", "none")
 _FALLBACK = {"json_schema": "json_object", "json_object": "none"}  # what 'auto' tries next
 _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 _RETRY_AFTER_CAP_S = 60.0
-_POLL_S = 0.05  # how often a wait for a reply looks at its deadline and at an interrupt
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 # --------------------------------------------------------------------------- the reward
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` on one line with every one of ``secrets`` replaced (short ones are not
-    secrets worth it), longest first, so that a secret holding another goes whole."""
-    text = " ".join(str(text).split())
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def _secrets(key: str, base_url: str) -> tuple[str, ...]:
-    """What no message may show: the API key, and credentials written into ``base_url``
-    (``http://user:KEY@host/v1``) whole, by their password, and in the base64 form of the
-    HTTP Basic ``Authorization`` header the client sends them in, which a server or proxy may
-    echo back in an error."""
-    found = [key]
-    netloc = urlsplit(base_url).netloc
-    if "@" in netloc:
-        userinfo = netloc.rsplit("@", 1)[0]
-        password = unquote(userinfo).partition(":")[2]
-        found += [userinfo, unquote(userinfo), password, userinfo.partition(":")[2]]
-        # the Basic header as the client sends it (see _connection), padded and not
-        sent = _connection(base_url)[1]["Authorization"].removeprefix("Basic ")
-        found += [sent, sent.rstrip("=")]
-    return tuple(dict.fromkeys(s for s in found if s))
-
-
-def _connection(base_url: str) -> tuple[str, dict[str, str]]:
-    """``base_url`` without credentials written into it, and the HTTP Basic header that
-    carries them as the client would have sent them: the HTTP client logs each request's URL
-    (at INFO, which a program using dsharp may well show), so the URL it gets holds none."""
-    parts = urlsplit(base_url)
-    if "@" not in parts.netloc:
-        return base_url, {}
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
-    url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url, {"Authorization": f"Basic {basic}"}
-
-
-def _server_identity(base_url: str) -> str:
-    """``base_url`` as part of a cache key: without its credentials (who asks does not change
-    the grade, and no password goes into a key) and without a trailing slash."""
-    if not base_url:
-        return ""
-    parts = urlsplit(base_url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def _snippet(text: str | None, limit: int = 80) -> str:
@@ -164,59 +116,6 @@ def _data_url(image: Image.Image, image_format: str) -> str:
     return f"data:image/{image_format};base64,{encoded}"
 
 
-class _PastDeadline(Exception):
-    """An attempt that had no complete reply within ``timeout_s``."""
-
-
-class _Aborted(Exception):
-    """An attempt given up because the batch was interrupted."""
-
-
-def _call_within(
-    call: Callable[[], Any],
-    timeout_s: float,
-    abort: threading.Event,
-    slots: threading.Semaphore | None = None,
-) -> Any:
-    """``call()``'s result (or its exception), given up with :class:`_PastDeadline` once
-    ``timeout_s`` has passed, or with :class:`_Aborted` as soon as ``abort`` is set.
-
-    It runs in a daemon thread because neither can be had from httpx: its timeout is per read
-    (a server that sends a byte now and then never trips it) and a blocking read cannot be
-    interrupted. A request given up on ends on its own (httpx's timeouts, or the reply) in the
-    background, and never keeps the process from exiting. ``slots`` holds one slot per
-    request until the request itself ends, so that abandoned requests still count against
-    ``max_concurrency`` and cannot pile up on a slow server."""
-    if slots is not None:
-        while not slots.acquire(timeout=_POLL_S):  # a slot frees when a request ends
-            if abort.is_set():
-                raise _Aborted
-    done = threading.Event()
-    result: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            result.append((True, call()))
-        except BaseException as e:  # handed to the waiting thread, which raises it
-            result.append((False, e))
-        finally:
-            if slots is not None:
-                slots.release()
-            done.set()
-
-    threading.Thread(target=run, name="dsharp-mllm-request", daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    while not done.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
-        if abort.is_set():
-            raise _Aborted
-        if time.monotonic() >= deadline:
-            raise _PastDeadline
-    ok, value = result[0]
-    if ok:
-        return value
-    raise value
-
-
 @dataclass
 class _Outcome:
     """What grading one image produced: a grade or an error, and what it cost."""
@@ -229,25 +128,12 @@ class _Outcome:
     completion_tokens: int = 0
 
 
-@dataclass(frozen=True)
-class GraderSettings:
-    """Validated options of the grader (everything but the key and the connection)."""
-
-    model: str
-    max_concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 4
-    backoff_s: float = 1.0
-    temperature: float = 0.0
-    structured_output: str = "auto"
-    image_format: str = "png"
-    max_tokens: int | None = None
-    on_error: str = "raise"
-    extra_body: dict[str, Any] = field(default_factory=dict)
-
-
 class MLLMGrader:
-    """The built ``mllm`` reward: ``(images, prompts, metadata) -> (overall / 10, info)``."""
+    """The built ``mllm`` reward: ``(images, prompts, metadata) -> (overall / 10, info)``.
+
+    Built by :func:`build_mllm_reward`; built around a client directly, it refuses a client
+    URL that the HTTP client would log a secret in (a query, a fragment, credentials).
+    """
 
     differentiable = False
 
@@ -258,7 +144,7 @@ class MLLMGrader:
         cache: GradeCache | None,
         secrets: Sequence[str],
     ):
-        _check_client_url(client)
+        check_client_url(client)
         self.settings = settings
         self._client = client
         self._cache = cache
@@ -266,7 +152,7 @@ class MLLMGrader:
         auto = settings.structured_output == "auto"  # start with the best, fall back on 400
         self._mode = "json_schema" if auto else settings.structured_output
         self._mode_lock = threading.Lock()
-        # requests in flight, abandoned ones included (see _call_within)
+        # requests in flight, abandoned ones included (see call_within)
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._key_request = self._cache_identity()
 
@@ -279,7 +165,7 @@ class MLLMGrader:
             "messages": build_messages("<prompt>", "<image>"),  # the rubric's text itself
             "schema": grade_schema(),
             "model": s.model,
-            "server": _server_identity(str(getattr(self._client, "base_url", "") or "")),
+            "server": server_identity(str(getattr(self._client, "base_url", "") or "")),
             "image_format": s.image_format,
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
@@ -344,11 +230,11 @@ class MLLMGrader:
             try:
                 request = self._request(prompt, data_url, mode)
                 create = functools.partial(self._client.chat.completions.create, **request)
-                reply = _call_within(create, s.timeout_s, abort, self._slots)
-            except _Aborted:
+                reply = call_within(create, s.timeout_s, abort, self._slots)
+            except Aborted:
                 out.error = "stopped: the batch was interrupted"
                 return out
-            except _PastDeadline:
+            except PastDeadline:
                 problem = f"no reply within timeout_s={s.timeout_s:g}"
             except openai.APIStatusError as e:
                 code = e.status_code
@@ -384,7 +270,7 @@ class MLLMGrader:
                         grade = parse_grade(text)
                         # A server may echo request headers into its reasons: never keep the key.
                         grade["reasons"] = {
-                            k: _scrub(v, self._secrets) for k, v in grade["reasons"].items()
+                            k: scrub(v, self._secrets) for k, v in grade["reasons"].items()
                         }
                         out.grade = grade
                         return out
@@ -400,7 +286,7 @@ class MLLMGrader:
             out.retries += 1
             log.info(
                 "mllm: %s; retry %d/%d in %.2fs",
-                _scrub(problem, self._secrets),
+                scrub(problem, self._secrets),
                 failures,
                 s.max_retries,
                 delay,
@@ -438,7 +324,7 @@ class MLLMGrader:
 
     def _drop_cache(self, what: str, error: Exception) -> None:
         path = self._cache.path if self._cache is not None else "?"
-        reason = _scrub(f"{type(error).__name__}: {error}", self._secrets)
+        reason = scrub(f"{type(error).__name__}: {error}", self._secrets)
         log.warning(
             "mllm: the grade cache %s cannot be %s (%s); grading without it from now on",
             path,
@@ -476,7 +362,7 @@ class MLLMGrader:
         except BaseException:
             abort.set()
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)  # its workers return within _POLL_S
+            pool.shutdown(wait=False, cancel_futures=True)  # its workers return within POLL_S
             raise
         pool.shutdown()
         return outcomes
@@ -505,7 +391,7 @@ class MLLMGrader:
         grades = {**cached, **fresh}
 
         errors = [
-            f"sample {i}: {_scrub(outcomes[k].error, self._secrets)}"
+            f"sample {i}: {scrub(outcomes[k].error, self._secrets)}"
             for i, k in enumerate(keys)
             if k not in grades
         ]
@@ -554,142 +440,6 @@ def _retry_after(error: Any) -> float:
 # --------------------------------------------------------------------------- factory
 
 
-def _bad(option: str, reason: str) -> RewardError:
-    return RewardError(f"mllm: option {option!r}: {reason}")
-
-
-def _int_option(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(name, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _float_option(name: str, value: Any, minimum: float, positive: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (positive and value <= 0):
-        bound = "> 0" if positive else f">= {minimum:g}"
-        raise _bad(name, f"expected a number {bound}, got {value!r}")
-    return float(value)
-
-
-def _check_key_env_name(api_key_env: Any) -> None:
-    """Refuse an ``api_key_env`` that is not a variable name, never echoing it (a key pasted
-    there by mistake must not reach a log)."""
-    if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
-        hint = (
-            " (a saved recipe hides it: set it again)"
-            if api_key_env == REDACTED
-            else " (it holds the NAME of the variable, never the key itself)"
-        )
-        raise _bad("api_key_env", f"not an environment variable name{hint}")
-
-
-def _read_key(api_key_env: Any) -> tuple[str, str]:
-    """(variable name, key); errors never echo a value that could itself be a key."""
-    _check_key_env_name(api_key_env)
-    key = os.environ.get(api_key_env, "").strip()
-    if not key:
-        # Only a conventional (upper-case) name is echoed: a token pasted here by mistake
-        # (e.g. hf_...) is also a valid variable name.
-        name = api_key_env if _CONVENTIONAL_ENV_NAME.match(api_key_env) else "named by api_key_env"
-        raise RewardError(
-            f"mllm: environment variable {name} is not set: the grader reads its API key from "
-            "it (api_key_env holds the variable's NAME; for a local server without auth set the "
-            "variable to any value, e.g. 'none')"
-        )
-    return api_key_env, key
-
-
-def check_base_url(base_url: Any) -> str:
-    """``base_url`` if it is one the grader may use: the recipe check, the factory and the
-    grader itself share this, so that a key written into the URL is refused on every path
-    rather than logged. The HTTP client logs each request's URL whole (at INFO), so a query
-    (which also breaks the path the client appends) or a fragment is refused outright, and
-    never quoted; credentials (``user:KEY@``) pass here because the factory moves them into
-    a header (:func:`_connection`)."""
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise _bad("base_url", "expected an http:// or https:// URL")
-    if REDACTED in base_url:
-        raise _bad("base_url", "its credentials were redacted in a saved recipe: set it again")
-    if "?" in base_url:
-        raise _bad("base_url", "expected no query string (?...): give the key by api_key_env")
-    if "#" in base_url:
-        raise _bad("base_url", "expected no fragment (#...): give the key by api_key_env")
-    return base_url
-
-
-def _check_client_url(client: Any) -> None:
-    """Refuse a client whose URL the HTTP client would log with a secret in it: a grader built
-    around a client directly (library use) skips the factory, which never makes one."""
-    url = str(getattr(client, "base_url", "") or "")
-    if not url:
-        return
-    check_base_url(url)
-    if "@" in urlsplit(url).netloc:
-        raise _bad(
-            "base_url",
-            "credentials in the client's URL would be logged with it: build the reward with "
-            "build_mllm_reward, which sends them in a header",
-        )
-
-
-def _resolve_base_url(base_url: Any) -> str:
-    if base_url is None or base_url == "":
-        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
-    return check_base_url(base_url)
-
-
-def _resolve_cache(cache_path: Any) -> GradeCache | None:
-    if isinstance(cache_path, str) and cache_path.strip().lower() == "none":
-        return None
-    if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
-        raise _bad("cache_path", f"expected a file path or 'none', got {cache_path!r}")
-    try:
-        return GradeCache(cache_path if cache_path is not None else default_cache_path())
-    except OSError as e:
-        raise _bad("cache_path", str(e)) from None
-
-
-def _grader_settings(
-    model: Any,
-    *,
-    max_concurrency: Any,
-    timeout_s: Any,
-    max_retries: Any,
-    backoff_s: Any,
-    temperature: Any,
-    structured_output: Any,
-    image_format: Any,
-    max_tokens: Any,
-    on_error: Any,
-    extra_body: Any,
-) -> GraderSettings:
-    """The grader's settings from its options, each value checked (one-line ``RewardError``)."""
-    if not isinstance(model, str) or not model.strip():
-        raise _bad("model", "required: the grader model's name on the server (e.g. gpt-4o)")
-    if structured_output not in STRUCTURED_MODES:
-        raise _bad("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
-    if image_format not in ("png", "jpeg"):
-        raise _bad("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
-    if on_error not in ("raise", "missing"):
-        raise _bad("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
-    if extra_body is not None and not isinstance(extra_body, dict):
-        raise _bad("extra_body", "expected a mapping of extra request fields")
-    return GraderSettings(
-        model=model.strip(),
-        max_concurrency=_int_option("max_concurrency", max_concurrency, 1),
-        timeout_s=_float_option("timeout_s", timeout_s, 0.0, positive=True),
-        max_retries=_int_option("max_retries", max_retries, 0),
-        backoff_s=_float_option("backoff_s", backoff_s, 0.0),
-        temperature=_float_option("temperature", temperature, 0.0),
-        structured_output=structured_output,
-        image_format=image_format,
-        max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
-        on_error=on_error,
-        extra_body=dict(extra_body or {}),
-    )
-
-
 def check_mllm_options(options: Mapping[str, Any]) -> None:
     """What :func:`build_mllm_reward` refuses in ``options``, checked without the environment,
     the server or the cache (so ``dsharp recipes validate`` says it): every value, the form
@@ -702,10 +452,10 @@ def check_mllm_options(options: Mapping[str, Any]) -> None:
     model = values.pop("model")
     api_key_env, base_url = values.pop("api_key_env"), values.pop("base_url")
     values.pop("cache_path")
-    _grader_settings(model, **values)
-    _check_key_env_name(api_key_env)
+    grader_settings(model, **values)
+    check_key_env_name(api_key_env)
     if base_url:
-        _resolve_base_url(base_url)
+        resolve_base_url(base_url)
 
 
 def build_mllm_reward(
@@ -731,7 +481,7 @@ def build_mllm_reward(
     (or ``~/.cache/dsharp/mllm.sqlite``); ``"none"`` disables the cache. ``extra_body`` is
     merged into each request, for server-specific fields.
     """
-    settings = _grader_settings(
+    settings = grader_settings(
         model,
         max_concurrency=max_concurrency,
         timeout_s=timeout_s,
@@ -744,12 +494,12 @@ def build_mllm_reward(
         on_error=on_error,
         extra_body=extra_body,
     )
-    _, key = _read_key(api_key_env)
-    url = _resolve_base_url(base_url)
-    cache = _resolve_cache(cache_path)
+    _, key = read_key(api_key_env)
+    url = resolve_base_url(base_url)
+    cache = resolve_cache(cache_path)
     import openai
 
-    plain_url, headers = _connection(url)
+    plain_url, headers = connection(url)
     client = openai.OpenAI(
         api_key=key,
         base_url=plain_url,
@@ -757,4 +507,4 @@ def build_mllm_reward(
         max_retries=0,
         timeout=settings.timeout_s,
     )
-    return MLLMGrader(settings, client, cache, _secrets(key, url))
+    return MLLMGrader(settings, client, cache, secrets_of(key, url))

@@ -1,0 +1,185 @@
+"""The MLLM grader's options, each checked with a one-line error that never echoes a secret.
+
+:func:`grader_settings` validates the request settings; :func:`read_key`, :func:`resolve_base_url`
+and :func:`resolve_cache` resolve what reaches outside (the environment, the server, the cache
+file). :func:`check_base_url` is the one check of a ``base_url`` shared by ``dsharp recipes
+validate``, the factory and the grader itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from dsharp.redaction import REDACTED
+from dsharp.rewards.base import RewardError
+from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+STRUCTURED_MODES = ("auto", "json_schema", "json_object", "none")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    """Validated options of the grader (everything but the key and the connection)."""
+
+    model: str
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    temperature: float = 0.0
+    structured_output: str = "auto"
+    image_format: str = "png"
+    max_tokens: int | None = None
+    on_error: str = "raise"
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+def bad_option(option: str, reason: str) -> RewardError:
+    """The one-line error every refused option raises, naming the option."""
+    return RewardError(f"mllm: option {option!r}: {reason}")
+
+
+def _int_option(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise bad_option(name, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float_option(name: str, value: Any, minimum: float, positive: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (positive and value <= 0):
+        bound = "> 0" if positive else f">= {minimum:g}"
+        raise bad_option(name, f"expected a number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_key_env_name(api_key_env: Any) -> None:
+    """Refuse an ``api_key_env`` that is not a variable name, never echoing it (a key pasted
+    there by mistake must not reach a log)."""
+    if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
+        hint = (
+            " (a saved recipe hides it: set it again)"
+            if api_key_env == REDACTED
+            else " (it holds the NAME of the variable, never the key itself)"
+        )
+        raise bad_option("api_key_env", f"not an environment variable name{hint}")
+
+
+def read_key(api_key_env: Any) -> tuple[str, str]:
+    """(variable name, key); errors never echo a value that could itself be a key."""
+    check_key_env_name(api_key_env)
+    key = os.environ.get(api_key_env, "").strip()
+    if not key:
+        # Only a conventional (upper-case) name is echoed: a token pasted here by mistake
+        # (e.g. hf_...) is also a valid variable name.
+        name = api_key_env if _CONVENTIONAL_ENV_NAME.match(api_key_env) else "named by api_key_env"
+        raise RewardError(
+            f"mllm: environment variable {name} is not set: the grader reads its API key from "
+            "it (api_key_env holds the variable's NAME; for a local server without auth set the "
+            "variable to any value, e.g. 'none')"
+        )
+    return api_key_env, key
+
+
+def check_base_url(base_url: Any) -> str:
+    """``base_url`` if it is one the grader may use: the recipe check, the factory and the
+    grader itself share this, so that a key written into the URL is refused on every path
+    rather than logged. The HTTP client logs each request's URL whole (at INFO), so a query
+    (which also breaks the path the client appends) or a fragment is refused outright, and
+    never quoted; credentials (``user:KEY@``) pass here because the factory moves them into
+    a header (:func:`.mllm_secrets.connection`)."""
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise bad_option("base_url", "expected an http:// or https:// URL")
+    if REDACTED in base_url:
+        raise bad_option(
+            "base_url", "its credentials were redacted in a saved recipe: set it again"
+        )
+    if "?" in base_url:
+        raise bad_option("base_url", "expected no query string (?...): give the key by api_key_env")
+    if "#" in base_url:
+        raise bad_option("base_url", "expected no fragment (#...): give the key by api_key_env")
+    return base_url
+
+
+def check_client_url(client: Any) -> None:
+    """Refuse a client whose URL the HTTP client would log with a secret in it: a grader built
+    around a client directly (library use) skips the factory, which never makes one."""
+    url = str(getattr(client, "base_url", "") or "")
+    if not url:
+        return
+    check_base_url(url)
+    if "@" in urlsplit(url).netloc:
+        raise bad_option(
+            "base_url",
+            "credentials in the client's URL would be logged with it: build the reward with "
+            "build_mllm_reward, which sends them in a header",
+        )
+
+
+def resolve_base_url(base_url: Any) -> str:
+    """The server to use: ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's own, checked
+    whichever it is (the variable can hold a key as well as a recipe can)."""
+    if base_url is None or base_url == "":
+        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    return check_base_url(base_url)
+
+
+def resolve_cache(cache_path: Any) -> GradeCache | None:
+    """The grade cache at ``cache_path`` (default under ``$DSHARP_CACHE``), or ``None`` for
+    ``"none"``; opened here so that an unusable path fails before any request is paid for."""
+    if isinstance(cache_path, str) and cache_path.strip().lower() == "none":
+        return None
+    if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
+        raise bad_option("cache_path", f"expected a file path or 'none', got {cache_path!r}")
+    try:
+        return GradeCache(cache_path if cache_path is not None else default_cache_path())
+    except OSError as e:
+        raise bad_option("cache_path", str(e)) from None
+
+
+def grader_settings(
+    model: Any,
+    *,
+    max_concurrency: Any,
+    timeout_s: Any,
+    max_retries: Any,
+    backoff_s: Any,
+    temperature: Any,
+    structured_output: Any,
+    image_format: Any,
+    max_tokens: Any,
+    on_error: Any,
+    extra_body: Any,
+) -> GraderSettings:
+    """The grader's settings from its options, each value checked (one-line ``RewardError``)."""
+    if not isinstance(model, str) or not model.strip():
+        raise bad_option("model", "required: the grader model's name on the server (e.g. gpt-4o)")
+    if structured_output not in STRUCTURED_MODES:
+        raise bad_option("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
+    if image_format not in ("png", "jpeg"):
+        raise bad_option("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
+    if on_error not in ("raise", "missing"):
+        raise bad_option("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise bad_option("extra_body", "expected a mapping of extra request fields")
+    return GraderSettings(
+        model=model.strip(),
+        max_concurrency=_int_option("max_concurrency", max_concurrency, 1),
+        timeout_s=_float_option("timeout_s", timeout_s, 0.0, positive=True),
+        max_retries=_int_option("max_retries", max_retries, 0),
+        backoff_s=_float_option("backoff_s", backoff_s, 0.0),
+        temperature=_float_option("temperature", temperature, 0.0),
+        structured_output=structured_output,
+        image_format=image_format,
+        max_tokens=None if max_tokens is None else _int_option("max_tokens", max_tokens, 1),
+        on_error=on_error,
+        extra_body=dict(extra_body or {}),
+    )
