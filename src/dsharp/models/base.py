@@ -54,21 +54,6 @@ class Conditioning:
             {k: torch.cat([p.added[k] for p in parts]) for k in keys},
         )
 
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> Conditioning:
-        """Move (and for floating tensors, cast) every tensor."""
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        return Conditioning(move(self.prompt_embeds), {k: move(v) for k, v in self.added.items()})
-
-    def detach(self) -> Conditioning:
-        return Conditioning(
-            self.prompt_embeds.detach(), {k: v.detach() for k, v in self.added.items()}
-        )
-
 
 class DiffusionModel(ABC):
     """A text-to-image diffusion model: text encoder(s), UNet, optional VAE, DDIM tables.
@@ -102,10 +87,12 @@ class DiffusionModel(ABC):
 
     @property
     def num_train_timesteps(self) -> int:
+        """Length of the scheduler's training noise schedule (the ``T`` of timestep ranges)."""
         return int(self.scheduler.config.num_train_timesteps)
 
     @property
     def device(self) -> torch.device:
+        """Where the UNet is now (accelerate may have moved it), for new tensors to match."""
         return next(self.unet.parameters()).device
 
     # -- text --------------------------------------------------------------------------
