@@ -24,6 +24,7 @@ MERGE_JSON = "merge.json"
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """Where step ``step``'s checkpoint lives; zero-padded so that names sort by step."""
     return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
 
 
@@ -41,6 +42,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (what ``train.resume: latest`` picks), or None."""
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
 
@@ -105,6 +107,8 @@ def checkpoint_step(checkpoint: Path) -> int | None:
 
 
 def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """The hidden folder a checkpoint is written into before its rename into place, so that a
+    crash mid-save never leaves a half-written ``step-*`` folder that resume would pick."""
     final = checkpoint_dir(run_dir, step)
     return final.parent / f".{final.name}.tmp"
 

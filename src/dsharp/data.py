@@ -49,9 +49,13 @@ def torch_generator(seed: int, step: int, process: int, micro: int) -> torch.Gen
 
 
 class ImageTextSource(Protocol):
+    """What SFT training reads, whatever the storage (folder, .jsonl, Hugging Face)."""
+
     def __len__(self) -> int: ...
 
-    def get(self, index: int) -> tuple[Image.Image, str]: ...
+    def get(self, index: int) -> tuple[Image.Image, str]:
+        """Example ``index`` as an RGB image and its caption, read only when drawn."""
+        ...
 
 
 class FolderSource:

@@ -53,6 +53,8 @@ def _check_report_size(recipe: Any, model: Any) -> None:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], train: Any) -> torch.optim.Optimizer:
+    """The optimizer ``train.optimizer`` names; bitsandbytes is imported only for
+    ``adamw8bit``, so the other two need no GPU package."""
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, weight_decay=train.weight_decay)
     if train.optimizer == "adamw8bit":
@@ -324,6 +326,8 @@ class Trainer:
             atomic_write_jsonl(path, rows)
 
     def save_checkpoint(self, step: int) -> None:
+        """Save everything resume needs at ``step`` (weights, optimizer, RNG, method state),
+        on every process, then mark it whole on the main one (see :mod:`dsharp.checkpoints`)."""
         acc = self.accelerator
         tmp = ckpts.temp_checkpoint_dir(self.run_dir, step)
         if acc.is_main_process:
@@ -363,6 +367,8 @@ class Trainer:
         acc.wait_for_everyone()
 
     def train_step(self, step: int) -> dict[str, float]:
+        """One optimizer update over ``train.grad_accum`` micro-batches; the metrics row for
+        ``metrics.jsonl``, averaged over the micro-batches and the processes."""
         acc, train = self.accelerator, self.recipe.train
         self.unet.train()
         lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step's update uses
@@ -397,6 +403,8 @@ class Trainer:
         self._folder.close()
 
     def run(self) -> Path:
+        """Train to ``train.max_steps`` and return the run folder; the folder's lock is let go
+        however training ends, so a later run (or a resume) can take it."""
         try:
             return self._run()
         finally:

@@ -28,6 +28,8 @@ class FolderLock:
         self._key: Path | None = key
 
     def close(self) -> None:
+        """Give up this holder's share; closing twice is harmless (``with`` and ``finally``
+        may both do it)."""
         if self._key is None:
             return
         key, self._key = self._key, None

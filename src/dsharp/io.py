@@ -72,10 +72,13 @@ def atomic_save_png(fig: Any, path: Path, dpi: int = 120) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` so that a reader sees the old file or the new one, never half."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as strict JSON atomically; NaN and inf become ``null`` (``json_safe``), as
+    other JSON readers refuse them."""
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 

@@ -21,6 +21,8 @@ from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text, pyp
 
 
 def wants_report(recipe: Any) -> bool:
+    """Whether training ends with an evaluation report: only when ``eval`` names something to
+    evaluate on (a bench or prompts)."""
     ev = recipe.eval
     return bool(ev.bench or ev.prompts or ev.prompts_file)
 

@@ -113,6 +113,7 @@ class TrainProgress:
         self.progress.__exit__(*exc)
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
+        """Move the bar to ``step`` and show that step's reward and loss."""
         self.progress.update(
             self.task,
             completed=step,

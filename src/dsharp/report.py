@@ -188,12 +188,14 @@ def _cell(value: Any) -> str:
 
 
 def to_markdown(columns: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (floats to 4 places, NaN as ``-``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
+    """The table as CSV with values unrounded, for spreadsheets and plots."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(columns)

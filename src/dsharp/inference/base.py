@@ -198,6 +198,7 @@ class ImageContext:
 
     @property
     def guided(self) -> bool:
+        """Whether steps need the unconditional pass: a guidance of 1 or less skips it."""
         return self.guidance > 1
 
     @property

@@ -41,6 +41,7 @@ class Rollout:
 
     @property
     def m(self) -> int:
+        """Steps per trajectory: the first axis of ``states`` (the paper's ``m``)."""
         return self.states.shape[0]
 
     def targets_at(

@@ -22,6 +22,7 @@ FAMILIES = ("auto", "sd", "sdxl", "mini")
 
 
 def assets_dir() -> Path:
+    """The package's ``assets`` folder, where the embedded models' files ship."""
     return Path(__file__).resolve().parent.parent / "assets"
 
 

@@ -200,6 +200,7 @@ class StableDiffusionModel(DiffusionModel):
     # -- geometry -----------------------------------------------------------------------
     @property
     def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along a side; 1 for a model without a VAE (pixel space)."""
         if self.vae is None:
             return 1
         return 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -53,6 +53,8 @@ class RewardImages:
 
     @property
     def pil(self) -> list[Image.Image]:
+        """The images as RGB PIL images (rounded to 8 bits), made once and shared by every
+        reward of a combined batch that needs them."""
         import torch
         from PIL import Image
 
@@ -64,6 +66,8 @@ class RewardImages:
 
     @classmethod
     def from_pil(cls, images: Sequence[Image.Image]) -> RewardImages:
+        """A batch from image files (``dsharp rewards score``); keeps the PIL images as given,
+        so a reward that reads them sees the files' exact pixels."""
         import numpy as np
         import torch
 

@@ -63,6 +63,8 @@ class HFClipEncoder:
         self.max_length = min(int(model.config.text_config.max_position_embeddings), 77)
 
     def image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``(B, 3, H, W)`` pixels in ``[0, 1]``, preprocessed in torch (as the
+        processor would) so that gradients reach the pixels."""
         s = self.settings
         x = preprocess_pixels(pixels.to(self.device), s["resize"], s["mean"], s["std"])
         if s["crop"] < s["resize"]:
@@ -72,6 +74,7 @@ class HFClipEncoder:
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
     def text(self, prompts: list[str]) -> torch.Tensor:
+        """Embeddings of ``prompts``, each distinct prompt encoded once."""
         order, index = unique_prompts(prompts)
         tokens = self.tokenizer(
             order,

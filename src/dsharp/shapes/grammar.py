@@ -68,6 +68,7 @@ class Group:
         return 1 if self.count is None else self.count
 
     def phrase(self) -> str:
+        """The group as the grammar writes it ("a red square", "two blue circles")."""
         if self.count is None:
             return f"a {self.colour} {self.shape}"
         plural = "s" if self.count > 1 else ""
