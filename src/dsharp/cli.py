@@ -16,6 +16,7 @@ from dsharp.commands import rewards as rewards_cmd
 from dsharp.commands.compare import compare
 from dsharp.commands.errors import one_line
 from dsharp.commands.evaluate import evaluate_cmd
+from dsharp.commands.help_format import PlainHelpCommand, PlainHelpGroup
 from dsharp.commands.merge import merge
 from dsharp.commands.reproduce import reproduce
 from dsharp.commands.runs import runs
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PlainHelpGroup,
 )
 
 
@@ -47,13 +49,13 @@ def _root(
     """Root options only (--version); the commands are registered below."""
 
 
-app.command("train")(train)
-app.command("sample")(sample)
-app.command("eval")(evaluate_cmd)
-app.command("compare")(compare)
-app.command("merge")(merge)
-app.command("reproduce")(reproduce)
-app.command("runs")(runs)
+app.command("train", cls=PlainHelpCommand)(train)
+app.command("sample", cls=PlainHelpCommand)(sample)
+app.command("eval", cls=PlainHelpCommand)(evaluate_cmd)
+app.command("compare", cls=PlainHelpCommand)(compare)
+app.command("merge", cls=PlainHelpCommand)(merge)
+app.command("reproduce", cls=PlainHelpCommand)(reproduce)
+app.command("runs", cls=PlainHelpCommand)(runs)
 app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
 app.add_typer(
     rewards_cmd.app, name="rewards", help="List installed reward plugins and score images."

@@ -228,11 +228,16 @@ def evaluate_cmd(
     ),
     prompts: Path = typer.Option(None, "--prompts", help="Prompt file, one per line."),
     seeds: int = typer.Option(None, "--seeds", help="Images per prompt (seeds 0..N-1; default 2)."),
-    reward: list[str] = typer.Option(None, "--reward", help="Reward name (repeatable)."),
-    set_: list[str] = typer.Option(None, "--set", help="Reward option key=value (all rewards)."),
+    reward: list[str] = typer.Option(
+        None, "--reward", metavar="NAME", help="Reward name (repeatable)."
+    ),
+    set_: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (all rewards)."
+    ),
     verifier: list[str] = typer.Option(
         None,
         "--verifier",
+        metavar="NAME",
         help="Verifier reward of inference-time methods (repeatable; default: the recipe's "
         "rewards, else the scoring rewards).",
     ),
@@ -248,7 +253,11 @@ def evaluate_cmd(
         "'default').",
     ),
     option: list[str] = typer.Option(
-        None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
+        None,
+        "--option",
+        "--set-sample",
+        metavar="KEY=VALUE",
+        help="Method option KEY=VALUE (sample.options.KEY).",
     ),
     height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
     width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),

@@ -9,11 +9,12 @@ from typing import Any
 import typer
 
 from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
+from dsharp.commands.help_format import PlainHelpCommand, PlainHelpGroup
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, cls=PlainHelpGroup)
 
 
-@app.command("list")
+@app.command("list", cls=PlainHelpCommand)
 def list_cmd(
     folder: Path | None = typer.Argument(
         None,
@@ -109,7 +110,7 @@ def _names(word: str, file: Path) -> bool:
     return Path(word).name == file.name
 
 
-@app.command("validate")
+@app.command("validate", cls=PlainHelpCommand)
 def validate_cmd(
     file: str = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file."),
     overrides: list[str] | None = typer.Argument(

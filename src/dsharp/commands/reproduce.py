@@ -57,7 +57,10 @@ def reproduce(
         False, "--dry-run", help="Print the plan (rows, reused or to run, overrides) and exit."
     ),
     only: list[str] = typer.Option(
-        None, "--only", help="Run only this row (label; repeat or comma-separate for several)."
+        None,
+        "--only",
+        metavar="LABEL",
+        help="Run only this row (label; repeat or comma-separate for several).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 import typer
 
 from dsharp.commands.errors import RECIPE_ERROR_EXIT, USER_ERRORS, debugging, one_line
+from dsharp.commands.help_format import PlainHelpCommand, PlainHelpGroup
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, cls=PlainHelpGroup)
 
 
-@app.command("list")
+@app.command("list", cls=PlainHelpCommand)
 def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -163,7 +164,7 @@ def _exit_status(exc: BaseException) -> int:
     return RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else 1
 
 
-@app.command("score")
+@app.command("score", cls=PlainHelpCommand)
 def score_cmd(
     name: str = typer.Argument(
         ..., metavar="NAME", help="Reward name (see `dsharp rewards list`)."
@@ -178,7 +179,9 @@ def score_cmd(
     prompt: list[str] = typer.Option(
         ..., "--prompt", help="Prompt for every image, or repeat once per image."
     ),
-    sets: list[str] = typer.Option([], "--set", help="Reward option KEY=VALUE (YAML value)."),
+    sets: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (YAML value)."
+    ),
     on_error: str = typer.Option(
         "raise",
         "--on-error",

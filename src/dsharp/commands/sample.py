@@ -57,12 +57,17 @@ def sample(
         "(default 'default').",
     ),
     option: list[str] = typer.Option(
-        None, "--option", "--set-sample", help="Method option KEY=VALUE (sample.options.KEY)."
+        None,
+        "--option",
+        "--set-sample",
+        metavar="KEY=VALUE",
+        help="Method option KEY=VALUE (sample.options.KEY).",
     ),
     reward: list[str] = typer.Option(
         None,
         "--reward",
         "--verifier",
+        metavar="NAME",
         help="Verifier reward of inference-time methods (repeatable; --verifier as in eval).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),

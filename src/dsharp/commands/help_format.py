@@ -1,0 +1,74 @@
+"""Plain placeholders in ``--help``: ``PATH``, ``TEXT``, ``INT`` rather than typer's own.
+
+Typer 0.29 and later print each parameter's Python type in the help's type column:
+``<bool>`` beside every flag (``--json``, ``--help``) that takes no value, and ``<list[str]>``
+beside a repeatable option, which reads like Python, not like a command line. The command and
+group classes here give every parameter the plain placeholder older typer and click print:
+none for a flag, the element's for a repeatable option (its help says it repeats), and keep a
+placeholder a parameter names itself (``KEY=VALUE``, ``raise|missing``). Older typer prints
+click's plain placeholders already, and these classes leave its parameters as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any, get_args, get_origin
+
+from typer.core import TyperCommand, TyperGroup
+
+#: Placeholders of the Python types dsharp's parameters have, in click's words.
+_LABELS: dict[type, str] = {str: "TEXT", int: "INT", float: "FLOAT", bool: "BOOLEAN"}
+
+
+def _label(annotation: Any) -> str | None:
+    """The plain placeholder of ``annotation``: its element's for a list; ``None`` for a
+    type not known here (typer's own then stays)."""
+    if get_origin(annotation) is list:
+        (element,) = get_args(annotation) or (str,)
+        return _label(element)
+    if isinstance(annotation, type) and issubclass(annotation, PurePath):
+        return "PATH"
+    return _LABELS.get(annotation) if isinstance(annotation, type) else None
+
+
+def plain_placeholders(params: list[Any]) -> None:
+    """Give each of ``params`` (click parameters typer built) a plain placeholder, in place.
+
+    An option's placeholder is its ``metavar``. An argument's name column already shows its
+    ``metavar`` (``RECIPE``), and typer prints its type beside it whatever the metavar, so the
+    argument's type column is set on its own."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or not hasattr(param, "display_type_rich"):
+            continue  # typer before 0.29: click's placeholders are plain already
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""  # a flag takes no value: nothing to show
+            continue
+        label = _label(descriptor.annotation)
+        if label is None:
+            continue
+        if param.param_type_name == "option":
+            if param.metavar is None:
+                param.metavar = label
+        else:  # a variadic argument (OVERRIDES) says that it takes several
+            label = f"{label}..." if param.nargs != 1 else label
+            param.display_type_rich = lambda ctx, label=label: label
+
+
+class PlainHelpCommand(TyperCommand):
+    """A typer command whose ``--help`` shows plain placeholders (see the module)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        plain_placeholders(params)
+        return params
+
+
+class PlainHelpGroup(TyperGroup):
+    """A typer group (``dsharp``, ``dsharp recipes``) whose ``--help`` shows plain
+    placeholders; its commands are :class:`PlainHelpCommand`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        plain_placeholders(params)
+        return params

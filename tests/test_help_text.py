@@ -1,0 +1,79 @@
+"""What ``--help`` of every dsharp command shows a user: plain placeholders, no Python types."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import typer
+import typer.core
+import typer.main
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+#: typer 0.29's own type column: ``<bool>`` on a flag, ``<list[str]>``, ``<path>``, ``<int range>``.
+PYTHON_TYPES = re.compile(r"<(?:bool|str|int|float|path|list)[^>]*>|list\[", re.IGNORECASE)
+
+
+def _command_paths(command: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """``()`` for ``dsharp`` itself, then every command and subcommand, depth first."""
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _command_paths(sub, (*path, name))
+
+
+COMMANDS = list(_command_paths(typer.main.get_command(app)))
+
+
+def _help(path: tuple[str, ...]) -> str:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_walk_finds_every_command():
+    """The walk below covers the subcommands too, not only the top level."""
+    assert {("sample",), ("recipes", "validate"), ("rewards", "score")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "dsharp")
+def test_help_shows_no_python_types(path, rich, monkeypatch):
+    """typer 0.29 printed ``<bool>`` beside every flag (even --help) and ``<list[str]>`` beside
+    repeatable options and OVERRIDES; the help shows click's plain placeholders instead."""
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = _help(path)
+    assert not PYTHON_TYPES.findall(text), (path, PYTHON_TYPES.findall(text))
+
+
+def test_sample_help_keeps_placeholders_ranges_and_defaults(monkeypatch):
+    """The plain placeholders replace typer's types without losing a range or a default,
+    and a flag shows none (its row goes straight from the name to the help)."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("sample",)).split())
+    for shown in (
+        "OVERRIDES TEXT...",
+        "--prompt TEXT",
+        "--prompts PATH",
+        "--seed INT",
+        "--guidance FLOAT",
+        "--option, --set-sample KEY=VALUE",
+        "--reward, --verifier NAME",
+        "0<=x<=4294967295",
+        "[default: samples]",
+        "--grid / --no-grid Also write",
+        "--json Print",
+        "--help Show",
+    ):
+        assert shown in text, shown
+
+
+def test_rich_help_flags_show_no_type():
+    """In the rich panel a flag's type column is empty and a value's is a plain word."""
+    text = _help(("rewards", "score"))
+    assert re.search(r"--json\s+Print the result", text), text
+    assert re.search(r"--set\s+KEY=VALUE\s", text), text
+    assert re.search(r"IMAGE\s+PATH\.\.\.\s", text), text
