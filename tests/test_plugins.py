@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from dsharp.config import RewardSpec
@@ -925,6 +926,87 @@ def test_recipes_validate_reports_a_crashing_check_in_one_line(
             "error: reward 'slip_options' (plugin 'test-slips', distribution "
             "dsharp-reward-slips 0.2): check_options failed: FaultyCheck: bug in plugin"
         )
+
+
+def _refuse_terse(options: Any) -> None:
+    raise ValueError(f"option 'value': expected at most 1, got {options.get('value')!r}")
+
+
+def _refuse_terse_reward_error(options: Any) -> None:
+    raise RewardError("option 'value' is refused")
+
+
+def _refuse_naming_itself(options: Any) -> None:
+    raise ValueError("named_refusal: option 'value' is refused")
+
+
+class RefusingPlugin:
+    """A plugin whose check_options refuse a value: two terse, one naming the reward."""
+
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="terse", factory=build_const, check_options=_refuse_terse))
+        register(
+            RewardInfo(
+                name="terse_rewarderror",
+                factory=build_const,
+                check_options=_refuse_terse_reward_error,
+            )
+        )
+        register(
+            RewardInfo(
+                name="named_refusal", factory=build_const, check_options=_refuse_naming_itself
+            )
+        )
+
+
+@pytest.fixture
+def refusing_plugin():
+    plugins.load_plugins()
+    plugins.pm.register(RefusingPlugin(), name="test-refusing")
+    try:
+        yield
+    finally:
+        plugins.pm.unregister(name="test-refusing")
+
+
+def test_a_check_options_refusal_is_led_by_the_rewards_name(refusing_plugin: None) -> None:
+    """The plugin contract asks the message to name the reward; one that does not would not
+    say which of a recipe's rewards refused, so dsharp leads it with the name, keeping the
+    kind of error (a bad setting, exit 2), and leaves a message that names it as it is."""
+    with pytest.raises(ValueError) as caught:
+        plugins.check_reward_options(RewardSpec(name="terse", options={"value": 2.0}))
+    assert str(caught.value) == "reward 'terse': option 'value': expected at most 1, got 2.0"
+    with pytest.raises(RewardError) as caught:
+        plugins.check_reward_options(RewardSpec(name="terse_rewarderror"))
+    assert str(caught.value) == "reward 'terse_rewarderror': option 'value' is refused"
+    with pytest.raises(ValueError) as caught:
+        plugins.check_reward_options(RewardSpec(name="named_refusal"))
+    assert str(caught.value) == "named_refusal: option 'value' is refused"
+
+
+def test_recipes_validate_and_rewards_score_name_a_terse_plugins_reward(
+    refusing_plugin: None, tmp_path: Path
+) -> None:
+    from dsharp.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\nmethod: {name: rlhf_sharpening}\n"
+        "rewards: [{name: shapes}, {name: terse, options: {value: 2.0}}]\n"
+        f"data: {{generator: shapes}}\noutput_dir: {tmp_path / 'run'}\n"
+    )
+    result = CliRunner().invoke(app, ["recipes", "validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().endswith(
+        "rewards.1.options: reward 'terse': option 'value': expected at most 1, got 2.0"
+    ), result.stderr
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    args = ["rewards", "score", "terse", str(image), "--prompt", "p", "--set", "value=2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "reward 'terse': option 'value': expected at most 1, got 2" in result.stderr
 
 
 def test_a_reward_that_returns_bare_scores_is_told_to_return_a_tuple() -> None:

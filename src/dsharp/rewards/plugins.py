@@ -468,12 +468,23 @@ def check_reward_options(spec: RewardSpec) -> None:
     if check is not None:
         try:
             check(options)
-        except (ValueError, RewardError):  # a value it refuses: the contract
-            raise
+        except (ValueError, RewardError) as e:  # a value it refuses: the contract
+            message = _naming_reward(spec.name, str(e))
+            if message == str(e):
+                raise
+            raise (RewardError if isinstance(e, RewardError) else ValueError)(message) from None
         except Exception as e:
             raise PluginFaultError(
                 f"reward {spec.name!r}{_source(spec.name)}: check_options failed: {_one_line(e)}"
             ) from e
+
+
+def _naming_reward(name: str, message: str) -> str:
+    """``message`` led by ``reward 'NAME': `` unless it names the reward already: a plugin's
+    refusal (``quality: expected 1-100``) would not say which of a recipe's rewards it is."""
+    if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", message):
+        return message
+    return f"reward {name!r}: {message}"
 
 
 def _source(name: str) -> str:
