@@ -823,6 +823,23 @@ def test_tables_show_a_missing_value_as_a_dash_whether_nan_or_json_null():
     assert "| a | - | 0.5000 |" in text and "| b | - | - |" in text
 
 
+def test_compare_csv_leaves_a_missing_value_empty(tmp_path):
+    """compare.md shows '-' where a source lacks a column (or has null); compare.csv wrote
+    'nan' there, which a spreadsheet or pandas reads as text rather than as missing."""
+    sources = []
+    for name, metrics in (("a", {"clip": {"mean": 0.5}}), ("b", {"clip": {"mean": None}})):
+        sources.append(tmp_path / f"{name}.json")
+        extra = {"aesthetic": {"mean": 5.0}} if name == "a" else {}
+        sources[-1].write_text(json.dumps({"metrics": {**metrics, **extra}}))
+    result = _invoke(["compare", *sources, "--out", tmp_path / "out", "--no-plot"])
+    assert result.exit_code == 0, result.output
+    header, *rows = csv.reader((tmp_path / "out" / "compare.csv").read_text().splitlines())
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert table["a"]["clip"] == "0.5" and table["a"]["aesthetic"] == "5.0"
+    assert table["b"]["clip"] == "" and table["b"]["aesthetic"] == ""
+    assert "| b | - | - |" in (tmp_path / "out" / "compare.md").read_text()
+
+
 def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
     for name, text in (("list.json", "[1, 2]"), ("other.json", '{"a": 1}')):
         path = tmp_path / name

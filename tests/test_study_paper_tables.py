@@ -81,7 +81,35 @@ def test_table2_study_beside_the_paper_with_metrics_the_paper_partly_has(
     got = _csv(paper_csv)
     assert got[0] == ["row", "clip_score", "image_reward", "mllm"]
     assert [r[0] for r in got[1:]] == ["paper:2", "ours:n=2", "delta:n=2"]
-    assert float(got[3][1]) == pytest.approx(0.33 - 0.336) and got[3][2] == "-"
+    assert float(got[3][1]) == pytest.approx(0.33 - 0.336) and got[3][2] == ""
+
+
+def test_study_csvs_leave_a_missing_value_empty_where_the_markdown_shows_a_dash(
+    tmp_path: Path,
+):
+    """table.md shows a missing value as '-'; table.csv and table-paper.csv wrote 'nan'
+    and '-', text to pandas and spreadsheets, where an empty cell reads as missing."""
+    pandas = pytest.importorskip("pandas")
+    rows = [{"label": "base", "train": False}, {"label": "n=2", "overrides": ["method.n=2"]}]
+    loaded = load_study(_study(tmp_path, "table2", rows))
+
+    def result(plan) -> dict:
+        extra = {} if plan.trained else {"aesthetic": {"mean": 5.5}}
+        return {"overall": 0.33, "metrics": {"clip": {"mean": 0.33}, **extra}}
+
+    _finish(loaded, result)
+    write_outputs(loaded, echo=lambda _: None)
+    out = tmp_path / "out"
+    markdown = (out / "table.md").read_text()
+    assert "| - |" in markdown and "nan" not in markdown
+    table = pandas.read_csv(out / "table.csv").set_index("row")
+    assert table.loc["base", "aesthetic"] == 5.5
+    assert pandas.isna(table.loc["n=2", "aesthetic"])
+    assert "nan" not in (out / "table.csv").read_text()
+    paper = pandas.read_csv(out / "table-paper.csv").set_index("row")
+    assert paper.loc["ours:n=2", "clip_score"] == pytest.approx(0.33)
+    assert pandas.isna(paper.loc["ours:n=2", "image_reward"])
+    assert pandas.isna(paper.loc["delta:n=2", "mllm"])
 
 
 def test_table1_study_compares_every_row_by_its_label(tmp_path: Path):

@@ -178,12 +178,24 @@ def build_table(named: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], lis
     return ["run", *columns], rows
 
 
+#: A missing value (NaN, JSON null) as a markdown or terminal table shows it; a table built
+#: with it already in place (the paper comparison's) is written the same way.
+MISSING_CELL = "-"
+
+
+def _is_missing(value: Any) -> bool:
+    """NaN, None (NaN as JSON writes it) or the ``-`` a table put in place of either."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, str) and value == MISSING_CELL)
+
+
 def _cell(value: Any) -> str:
     """A table cell: NaN and None (NaN as JSON writes it) both read ``-``."""
-    if value is None:
-        return "-"
+    if _is_missing(value):
+        return MISSING_CELL
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4f}"
+        return f"{value:.4f}"
     return str(value)
 
 
@@ -195,11 +207,12 @@ def to_markdown(columns: list[str], rows: list[list[Any]]) -> str:
 
 
 def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
-    """The table as CSV with values unrounded, for spreadsheets and plots."""
+    """CSV text, a missing value (NaN, None, ``-``) an empty cell: what spreadsheets and
+    ``pandas.read_csv`` read as missing, where ``nan`` or ``-`` would be text to them."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(columns)
-    writer.writerows(rows)
+    writer.writerows([["" if _is_missing(v) else v for v in row] for row in rows])
     return buf.getvalue()
 
 

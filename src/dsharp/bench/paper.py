@@ -42,9 +42,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dsharp.report import MISSING_CELL
+
 PAPER_FILE = Path(__file__).resolve().parent.parent / "assets" / "reference" / "paper_tables.yaml"
 TABLES = ("table1", "table2", "table3")
-MISSING = "-"
+MISSING = MISSING_CELL
 
 METRIC_SOURCES: dict[str, tuple[str, ...]] = {
     "clip_score": ("clip_score", "clip"),
