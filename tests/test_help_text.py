@@ -77,3 +77,40 @@ def test_rich_help_flags_show_no_type():
     assert re.search(r"--json\s+Print the result", text), text
     assert re.search(r"--set\s+KEY=VALUE\s", text), text
     assert re.search(r"IMAGE\s+PATH\.\.\.\s", text), text
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_device_help_names_every_device_that_is_taken(command):
+    """--device read "cpu, cuda, or auto" while cuda:N, mps and xpu are taken too."""
+    from dsharp.commands.common import DEVICE_TYPES
+
+    text = " ".join(_help((command,)).split())
+    for name in (*DEVICE_TYPES, "cuda:N", "auto"):
+        assert re.search(rf"--device DEVICE .*\b{re.escape(name)}\b", text), name
+
+
+def test_eval_limit_help_says_it_cuts_a_prompt_file_too(monkeypatch):
+    """--limit cuts a --prompts file (in all), not only a bench's categories."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("eval",)).split())
+    assert "--limit INT At most N prompts per category of a bench, or N in all" in text
+    assert "(--prompts)" in text
+
+
+def test_eval_help_says_a_recipe_sets_the_defaults(monkeypatch):
+    """With --recipe the sampler's settings and seeds default to the recipe's, which the
+    help's "(default 25)" and "(default 2)" did not say."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("eval",)).split())
+    for shown in (
+        "--seeds INT Images per prompt (seeds 0..N-1; default: the recipe's eval.seeds, else 2)",
+        "--steps INT DDIM steps (default: the recipe's sample.steps, else 25)",
+        "--guidance FLOAT Classifier-free guidance scale (default: the recipe's, else 5)",
+    ):
+        assert shown in text, shown
+
+
+def test_compare_help_names_the_one_value_of_against(monkeypatch):
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("compare",)).split())
+    assert "--against paper Put the paper's numbers beside ours" in text

@@ -105,10 +105,16 @@ def compare(
         Path("."), "--out", help="Folder for compare.md, compare.csv and compare.png."
     ),
     against: str = typer.Option(
-        None, "--against", help="'paper': put the paper's numbers beside ours, with deltas."
+        None,
+        "--against",
+        metavar="paper",
+        help="Put the paper's numbers beside ours, with deltas (see --table).",
     ),
     table: str = typer.Option(
-        "table1", "--table", help="With --against paper: table1, table2 (n) or table3 (m)."
+        "table1",
+        "--table",
+        metavar="TABLE",
+        help="With --against paper: table1, table2 (n) or table3 (m).",
     ),
     paired: bool = typer.Option(
         False,

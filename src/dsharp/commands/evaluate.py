@@ -20,6 +20,7 @@ from dsharp.commands.errors import (
     usage_error,
     user_errors,
 )
+from dsharp.commands.help_format import DEVICE_HELP
 
 T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
 #: Defaults of --split and --images-per-prompt, applied where --bench t2i-compbench runs:
@@ -227,9 +228,17 @@ def evaluate_cmd(
         "aesthetic, imagereward, pickscore, hpsv2, mllm).",
     ),
     prompts: Path = typer.Option(None, "--prompts", help="Prompt file, one per line."),
-    seeds: int = typer.Option(None, "--seeds", help="Images per prompt (seeds 0..N-1; default 2)."),
+    seeds: int = typer.Option(
+        None,
+        "--seeds",
+        help="Images per prompt (seeds 0..N-1; default: the recipe's eval.seeds, else 2).",
+    ),
     reward: list[str] = typer.Option(
-        None, "--reward", metavar="NAME", help="Reward name (repeatable)."
+        None,
+        "--reward",
+        metavar="NAME",
+        help="Reward that scores the images (repeatable; default: the recipe's eval.rewards, "
+        "else the bench's, else the recipe's or run's rewards).",
     ),
     set_: list[str] = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (all rewards)."
@@ -239,18 +248,24 @@ def evaluate_cmd(
         "--verifier",
         metavar="NAME",
         help="Verifier reward of inference-time methods (repeatable; default: the recipe's "
-        "rewards, else the scoring rewards).",
+        "or run's rewards, else the scoring rewards).",
     ),
-    steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
-    guidance: float = typer.Option(None, "--guidance", help="CFG scale (default 5)."),
+    steps: int = typer.Option(
+        None, "--steps", help="DDIM steps (default: the recipe's sample.steps, else 25)."
+    ),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (default: the recipe's, else 5)."
+    ),
     eta: float = typer.Option(
-        None, "--eta", help="DDIM eta in [0, 1] (default 0 = deterministic, 1 = DDPM)."
+        None,
+        "--eta",
+        help="DDIM eta in [0, 1]: 0 = deterministic, 1 = DDPM (default: the recipe's, else 0).",
     ),
     method: str = typer.Option(
         None,
         "--method",
-        help="Sampling method: default, free2guide, demon or inference_scaling (default: "
-        "'default').",
+        help="Sampling method (sample.method): default, free2guide, demon or inference_scaling "
+        "(default: the recipe's, else 'default').",
     ),
     option: list[str] = typer.Option(
         None,
@@ -259,8 +274,12 @@ def evaluate_cmd(
         metavar="KEY=VALUE",
         help="Method option KEY=VALUE (sample.options.KEY).",
     ),
-    height: int = typer.Option(None, "--height", help="Image height (default: the model's)."),
-    width: int = typer.Option(None, "--width", help="Image width (default: the model's)."),
+    height: int = typer.Option(
+        None, "--height", help="Image height (default: the recipe's, else the model's)."
+    ),
+    width: int = typer.Option(
+        None, "--width", help="Image width (default: the recipe's, else the model's)."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per UNet batch."),
     images: Path = typer.Option(
         None,
@@ -283,9 +302,12 @@ def evaluate_cmd(
         "the means). Default: each reward's own on_error (a recipe's, else raise).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result to stdout."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     limit: int = typer.Option(
-        None, "--limit", help="At most N prompts per category (spread evenly) for quick looks."
+        None,
+        "--limit",
+        help="At most N prompts per category of a bench, or N in all where there are no "
+        "categories (--prompts), spread evenly: for quick looks.",
     ),
     categories: str = typer.Option(
         None,
@@ -309,7 +331,12 @@ def evaluate_cmd(
         "(default: a cache filled by download on first use).",
     ),
 ) -> None:
-    """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe)."""
+    """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe).
+
+    Examples: dsharp eval --checkpoint runs/quickstart --bench shapes
+
+    dsharp eval --model dsharp-mini --prompts prompts.txt --reward shapes --seeds 4
+    """
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import (

@@ -72,3 +72,8 @@ class PlainHelpGroup(TyperGroup):
         params = super().get_params(ctx)
         plain_placeholders(params)
         return params
+
+
+#: ``--device`` help of sample and eval: every value ``commands.common.pick_device`` takes
+#: (here, not there: that module imports torch, which a command's help must not wait for).
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps or xpu."

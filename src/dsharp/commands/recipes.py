@@ -112,9 +112,12 @@ def _names(word: str, file: Path) -> bool:
 
 @app.command("validate", cls=PlainHelpCommand)
 def validate_cmd(
-    file: str = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file."),
+    file: str = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file, or a study YAML."),
     overrides: list[str] | None = typer.Argument(
-        None, metavar="OVERRIDES", help="Overrides: a.b.c=value ..."
+        None,
+        metavar="OVERRIDES",
+        help="Recipe overrides as key.sub=value (a study's: for every row), e.g. "
+        "train.max_steps=2.",
     ),
 ) -> None:
     """Validate a recipe, or a study with every row's recipe; exit 2 if one is invalid.

@@ -68,13 +68,15 @@ def reproduce(
 
     Finished rows are reused; the table or figure goes into the study's output_dir.
 
-    To try a study small first, shrink every row and write it elsewhere: dsharp reproduce
-    recipes/mini/table1.yaml train.max_steps=2 eval.limit=1 eval.seeds=1
-    output_dir=runs/table1-try (train.max_steps wins over a row's own; the untrained rows
-    ignore it). The overrides become part of each row's saved recipe: rerun into the same
-    folder with a larger train.max_steps and the trained rows train on from their newest
-    checkpoint, with other eval or sample settings the rows are evaluated again, and any
-    other change is refused as a conflict.
+    To try a study small first, shrink every row and write it elsewhere (train.max_steps
+    wins over a row's own; the untrained rows ignore it):
+
+    dsharp reproduce recipes/mini/table1.yaml train.max_steps=2 eval.limit=1 output_dir=runs/try
+
+    The overrides become part of each row's saved recipe: rerun into the same folder with a
+    larger train.max_steps and the trained rows train on from their newest checkpoint, with
+    other eval or sample settings the rows are evaluated again, and any other change is
+    refused as a conflict.
     """
     from rich.console import Console
 

@@ -15,6 +15,7 @@ from dsharp.commands.errors import (
     usage_error,
     user_errors,
 )
+from dsharp.commands.help_format import DEVICE_HELP
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -82,9 +83,12 @@ def sample(
         "--json",
         help="Print the images, grid, sampler and network evaluations per image as JSON.",
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
-    """Generate PNG images from a base model or a fine-tuned run."""
+    """Generate PNG images from a base model or a fine-tuned run.
+
+    Example: dsharp sample --checkpoint runs/quickstart -p "a red circle" -n 4 --out samples
+    """
     if (model is None) == (checkpoint is None):  # before torch is imported: at once
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
