@@ -564,7 +564,7 @@ def test_reproduce_takes_overrides_that_every_row_gets_last(tmp_path: Path):
     assert bad.exit_code == 2
     assert "train.max_stepz: unknown key, did you mean 'max_steps'?" in bad.stderr
     helped = CliRunner().invoke(app, ["reproduce", "--help"], env={"COLUMNS": "300"})
-    assert "train.max_steps=2 eval.limit=1 eval.seeds=1" in helped.output
+    assert "train.max_steps=2 eval.limit=1 output_dir=runs/try" in helped.output
 
 
 def test_the_plan_shows_no_secret_of_the_overrides(tmp_path: Path):
