@@ -31,6 +31,7 @@ from dsharp.methods.ddpo import (
     ppo_clip_loss,
     reinforce_loss,
     timestep_plan,
+    transition_log_probs,
 )
 from dsharp.methods.dpo import DiffusionDPO, PairSource, diffusion_dpo_loss
 from dsharp.methods.factory import UnknownOptionError, build_method, resolve_method_kwargs
@@ -337,6 +338,78 @@ def test_d3po_pairs_share_their_initial_noise_and_start_at_log2(sd_model, grad_c
     assert grad_calls == [False] * 3 + [True, False]
     loss.backward()
     assert _has_grad(sd_model)
+
+
+# --------------------------------------------------------------------------- deterministic steps
+
+
+def _linspace(model):
+    """``model`` with SD's scheduler at ``timestep_spacing: linspace`` (``set_alpha_to_one``
+    False): its last step, t = 0 -> abar_0, has std 0 whatever eta."""
+    from diffusers import DDIMScheduler
+
+    model.scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing="linspace")
+    return model
+
+
+@pytest.fixture
+def linspace_sd(sd_model):
+    saved = sd_model.scheduler
+    yield _linspace(sd_model)
+    sd_model.scheduler = saved
+    sd_model.unet.zero_grad(set_to_none=True)
+
+
+def test_timestep_plan_orders_only_the_given_steps():
+    chunks = timestep_plan(
+        4, torch.tensor([0, 1, 3]), fraction=1.0, per_call=2, epochs=1, generator=_gen()
+    )
+    assert [c.shape for c in chunks] == [(4, 2), (4, 1)]
+    steps = torch.cat(chunks, dim=1)
+    assert all(sorted(row.tolist()) == [0, 1, 3] for row in steps)
+
+
+def test_ddpo_is_averages_its_loss_over_the_stochastic_steps_only(linspace_sd):
+    """3 linspace steps: 999 -> 500 -> 0 -> abar_0, the last without noise. At the sampling
+    weights r = 1 and dr = dlog p, so the gradient is that of -mean(A log p) over the two
+    stochastic steps; training the third (log p = 0, r = 1) made it 2/3 of that."""
+    model = linspace_sd
+    method = DDPO(model, MeanPixel(), 64, 64, n=2, infer_steps=3, inner_epochs=2, clip_range=1.0)
+    loss, _ = method.compute_loss(_batch(), model.unet, _gen(1))
+    params = [p for p in model.unet.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss, params)
+    rnd, adv = method._round, method._advantages
+    rows, steps = torch.arange(len(rnd)).repeat_interleave(2), torch.tensor([0, 1]).repeat(len(rnd))
+    kwargs = dict(guidance=method.guidance, eta=method.eta, unet=model.unet)
+    log_p = transition_log_probs(model, method.tables, rnd, rows, steps, **kwargs).view(-1, 2)
+    want = torch.autograd.grad(-(adv[:, None] * log_p).mean(), params)
+    scale = max(w.abs().max().item() for w in want)
+    assert scale > 0
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4 * scale)
+    assert method.calls_per_round == 2  # one chunk per epoch, the noiseless step left out
+
+
+def test_round_methods_refuse_a_schedule_with_no_stochastic_step(linspace_sd):
+    with pytest.raises(ValueError, match=r"method.infer_steps: all 1 DDIM step\(s\)"):
+        DDPO(linspace_sd, MeanPixel(), 64, 64, infer_steps=1)
+    with pytest.raises(ValueError, match="method.infer_steps"):
+        D3PO(linspace_sd, MeanPixel(), 64, 64, infer_steps=1)
+
+
+def test_d3po_clipfrac_leaves_out_the_step_without_noise(tiny_sd_dir):
+    """A policy far from the reference puts every stochastic step's ratio outside a 1e-6
+    band: clipfrac 1. The noiseless last step's ratio is 1 under any weights; counted, it
+    made clipfrac 2/3 and added log 2 to every pair's mean."""
+    model = _linspace(load_model(str(tiny_sd_dir)))
+    model.prepare_reference()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    method = D3PO(model, MeanPixel(), 64, 64, infer_steps=3, eps=1e-6)
+    _, metrics = method.compute_loss(_batch(), model.unet, _gen(5))
+    assert metrics["pairs"] == 2 and metrics["clipfrac"] == 1.0
 
 
 class TiedForSecondPrompt(MeanPixel):

@@ -20,6 +20,8 @@ from dsharp.sampling import (
     previous_timesteps,
     sample,
     save_images,
+    stochastic_steps,
+    transition_std,
     v_target,
 )
 from dsharp.testing.tiny import make_tiny_scheduler
@@ -150,6 +152,37 @@ def test_log_prob_is_gaussian_density_averaged_over_pixels():
     assert (other < out.log_prob).all()
     with pytest.raises(ValueError, match="eta > 0"):
         ddim_log_prob(tables, x, eps, t, t_prev, out.prev_sample, eta=0.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # linspace ends on t = 0, which steps to the final alpha abar_0: std 0
+        ({"timestep_spacing": "linspace"}, [True, True, False]),
+        ({"timestep_spacing": "leading", "steps_offset": 0}, [True, True, False]),
+        # leading with steps_offset 1 ends on t = 1 -> abar_0: noise remains
+        ({}, [True, True, True]),
+        # the step to alpha 1 has no variance left whatever t is
+        ({"set_alpha_to_one": True}, [True, True, False]),
+        ({"timestep_spacing": "trailing"}, [True, True, True]),
+    ],
+)
+def test_stochastic_steps_flags_the_steps_without_noise(overrides, expected):
+    scheduler = _scheduler(**overrides)
+    tables = DDIMTables.from_scheduler(scheduler)
+    timesteps = inference_timesteps(scheduler, 3)
+    assert stochastic_steps(tables, timesteps, eta=1.0).tolist() == expected
+
+
+def test_transition_std_matches_the_ddim_variance_by_hand():
+    """sigma = eta sqrt((1 - a') / (1 - a) (1 - a / a')) (Song et al. eq. 16): at 500 -> 0
+    by hand; at 0 -> final (a' = a = abar_0) exactly 0, so its log-prob is a constant."""
+    tables = DDIMTables.from_scheduler(_scheduler(timestep_spacing="linspace"))
+    a0, a500 = tables.alphas_cumprod[0].item(), tables.alphas_cumprod[500].item()
+    by_hand = 0.5 * ((1 - a0) / (1 - a500) * (1 - a500 / a0)) ** 0.5
+    std = transition_std(tables, torch.tensor([500, 0]), torch.tensor([0, -1]), eta=0.5)
+    assert std[0].item() == pytest.approx(by_hand, rel=1e-5)
+    assert std[1].item() == 0.0
 
 
 def test_log_prob_gradient_flows_through_mean_only():

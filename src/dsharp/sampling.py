@@ -240,6 +240,30 @@ class StepOutput(NamedTuple):
     std: torch.Tensor
 
 
+def transition_std(
+    tables: DDIMTables, t: torch.Tensor, t_prev: torch.Tensor, eta: float
+) -> torch.Tensor:
+    """Std of the DDIM step ``t -> t_prev`` (Song et al. 2021, eq. 16), any shape.
+
+    Exactly 0 where the step is deterministic whatever ``eta``: to ``abar_prev = 1``
+    (``set_alpha_to_one=True``) or from ``t = 0`` to the final alpha ``abar_0``
+    (``set_alpha_to_one=False`` with a schedule that ends at 0: ``linspace``, ``leading``
+    with ``steps_offset=0``, ``trailing`` at 1000 steps)."""
+    abar_t, abar_prev = tables.abar(t), tables.abar(t_prev)
+    variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+    return eta * variance**0.5
+
+
+def stochastic_steps(tables: DDIMTables, timesteps: torch.Tensor, eta: float) -> torch.Tensor:
+    """Which steps ``(T,)`` of a descending inference schedule draw noise (std > 0).
+
+    Only these are actions of the denoising MDP that DDPO and D3PO train: a step with std 0
+    maps ``x_t`` to one ``x_{t_prev}``, so it has no density, its log-prob is a constant
+    and its importance ratio is 1 whatever the weights."""
+    nexts = previous_timesteps(timesteps, tables.num_train_timesteps)
+    return transition_std(tables, timesteps, nexts, eta) > 0
+
+
 def _ddim_mean_std(
     tables: DDIMTables,
     x_t: torch.Tensor,
@@ -251,12 +275,9 @@ def _ddim_mean_std(
     """(mean, std, pred_x0) of p(x_{t_prev} | x_t), written as DDIMScheduler.step computes it."""
     t = _timesteps(t, x_t.shape[0], x_t.device)
     t_prev = _timesteps(t_prev, x_t.shape[0], x_t.device)
-    abar_t = tables.abar(t)
-    abar_prev = tables.abar(t_prev)
-    variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
-    std = _per_sample(eta * variance**0.5, x_t)
-    abar_t = _per_sample(abar_t, x_t)
-    abar_prev = _per_sample(abar_prev, x_t)
+    std = _per_sample(transition_std(tables, t, t_prev, eta), x_t)
+    abar_t = _per_sample(tables.abar(t), x_t)
+    abar_prev = _per_sample(tables.abar(t_prev), x_t)
 
     pred_x0 = (x_t - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
     if tables.clip_sample:

@@ -20,10 +20,17 @@ chunk's loss per call (:class:`RoundMethod`):
 
 1. when no chunk is left, the call samples a new round: the engine's batch of ``B`` prompts,
    ``n`` samples each, with the current weights, and scores it;
-2. per inner epoch each sample (each pair for D3PO) gets its own random order of the ``T``
-   steps, of which the first ``K = max(1, int(T * train_timestep_fraction))`` are trained,
-   ``timesteps_per_step`` at a time (default: all ``K`` in one call);
+2. per inner epoch each sample (each pair for D3PO) gets its own random order of the ``S``
+   stochastic steps, of which the first ``K = max(1, int(S * train_timestep_fraction))`` are
+   trained, ``timesteps_per_step`` at a time (default: all ``K`` in one call);
 3. each call trains on the next chunk, in one batched UNet call.
+
+``S`` is ``T`` but for a step with no noise (std 0), which is not an action of the MDP: its
+log-prob is 0 and its ratio 1 under any weights. The last step is one when it goes to the
+final alpha with ``set_alpha_to_one=True`` (dsharp-mini), or from ``t = 0`` with
+``set_alpha_to_one=False`` (``linspace``; ``leading`` with ``steps_offset=0``). Trained, it
+would add a constant to the loss, shrink the mean over steps (DDPO-IS, D3PO) by
+``(K-1)/K`` and count as an unclipped ratio in ``clipfrac``.
 
 A round therefore lasts ``inner_epochs * ceil(K / timesteps_per_step)`` calls. With
 ``train.grad_accum`` equal to ``ceil(K / timesteps_per_step)``, one optimizer step
@@ -55,7 +62,15 @@ from dsharp.methods.losses import masked_mean
 from dsharp.methods.prompt_stats import PromptStatTracker
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
-from dsharp.sampling import DDIMTables, ddim_log_prob, guided_noise, previous_timesteps, sample
+from dsharp.sampling import (
+    DDIMTables,
+    ddim_log_prob,
+    guided_noise,
+    inference_timesteps,
+    previous_timesteps,
+    sample,
+    stochastic_steps,
+)
 
 VARIANTS = ("sf", "is")
 
@@ -240,7 +255,7 @@ def transition_log_probs(
 
 def timestep_plan(
     num_groups: int,
-    steps: int,
+    steps: int | torch.Tensor,
     *,
     fraction: float,
     per_call: int | None,
@@ -249,17 +264,44 @@ def timestep_plan(
 ) -> list[torch.Tensor]:
     """The chunks of one round: a list of ``(num_groups, c)`` step-index tensors.
 
-    Per epoch, each group gets its own random order of the ``steps`` steps; the first
-    ``K = max(1, int(steps * fraction))`` are kept and split into chunks of ``per_call``
+    ``steps``: the number of steps (all trainable), or the indices ``(S,)`` of the trainable
+    ones (the stochastic steps, :func:`dsharp.sampling.stochastic_steps`). Per epoch, each
+    group gets its own random order of the ``S`` trainable steps; the first
+    ``K = max(1, int(S * fraction))`` are kept and split into chunks of ``per_call``
     (None: all ``K`` at once).
     """
-    keep = max(1, int(steps * fraction))
+    candidates = torch.arange(steps) if isinstance(steps, int) else steps.long().cpu()
+    if candidates.ndim != 1 or not candidates.numel():
+        raise ValueError("timestep_plan needs at least one trainable step")
+    count = candidates.numel()
+    keep = max(1, int(count * fraction))
     per_call = min(per_call or keep, keep)
     chunks: list[torch.Tensor] = []
     for _ in range(epochs):
-        order = torch.argsort(torch.rand(num_groups, steps, generator=generator), dim=1)
-        chunks += list(order[:, :keep].split(per_call, dim=1))
+        order = torch.argsort(torch.rand(num_groups, count, generator=generator), dim=1)
+        chunks += list(candidates[order[:, :keep]].split(per_call, dim=1))
     return chunks
+
+
+def trainable_steps(
+    model: DiffusionModel, tables: DDIMTables, steps: int, eta: float
+) -> torch.Tensor:
+    """Indices ``(S,)`` of the steps of a ``steps``-step schedule that draw noise, or a
+    one-line error when none does. A deterministic step (std 0, see
+    :func:`dsharp.sampling.stochastic_steps`) has log-prob 0 and ratio 1 under any
+    weights: trained, it would add a constant to the loss, dilute the mean over steps and
+    the ratio statistics, and cost a UNet call."""
+    timesteps = inference_timesteps(model.scheduler, steps).to(tables.alphas_cumprod.device)
+    keep = stochastic_steps(tables, timesteps, eta).nonzero().flatten().cpu()
+    if not keep.numel():
+        config = model.scheduler.config
+        raise ValueError(
+            f"method.infer_steps: all {steps} DDIM step(s) of this scheduler "
+            f"(timestep_spacing {config.timestep_spacing}, set_alpha_to_one "
+            f"{config.set_alpha_to_one}) are deterministic, so there is nothing to train; "
+            "use more steps"
+        )
+    return keep
 
 
 def calls_per_round(steps: int, fraction: float, per_call: int | None, epochs: int) -> int:
@@ -344,13 +386,15 @@ class RoundMethod(TrainingMethod):
         self.inner_epochs = inner_epochs
         self.fraction = float(train_timestep_fraction)
         self.per_call = timesteps_per_step
+        self.trainable_steps = trainable_steps(model, self.tables, infer_steps, eta)
         self._round: SampledRound | None = None
         self._plan: list[torch.Tensor] = []
         self._round_metrics: dict[str, float] = {}
 
     @property
     def calls_per_round(self) -> int:
-        return calls_per_round(self.infer_steps, self.fraction, self.per_call, self.inner_epochs)
+        steps = self.trainable_steps.numel()
+        return calls_per_round(steps, self.fraction, self.per_call, self.inner_epochs)
 
     def _initial_latents(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
         """Initial noises of a round; None lets the sampler draw one per sample."""
@@ -389,7 +433,7 @@ class RoundMethod(TrainingMethod):
             self._round = rnd
             self._plan = timestep_plan(
                 groups,
-                rnd.steps,
+                self.trainable_steps,
                 fraction=self.fraction,
                 per_call=self.per_call,
                 epochs=self.inner_epochs,
@@ -470,7 +514,10 @@ class DDPO(RoundMethod):
         happened since the round was sampled. When every step falls on a round boundary
         (``grad_accum`` a multiple of the round's calls), every ratio is 1 and the clip never
         acts: the run is DDPO-SF with a per-step mean. A note, not a refusal: such a run may
-        be an ablation, or the run of a recipe written before this was noticed."""
+        be an ablation, or the run of a recipe written before this was noticed. Without the
+        model it counts all ``infer_steps`` as trainable; a scheduler whose last step is
+        deterministic trains one fewer, which can change the count of calls (by one chunk
+        at most per epoch)."""
         if settings["variant"] != "is":
             return []
         epochs = settings["inner_epochs"]
