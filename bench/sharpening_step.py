@@ -3,8 +3,9 @@
 dsharp rolls out the n x m trajectory steps without grad, decodes and scores them, and
 recomputes only the winning trajectory with grad in one batched UNet call. The public code
 keeps every trajectory's autograd graph (and decodes with grad) and back-propagates the best.
-Both compute the same selection; this prints seconds per step of each, their ratio and peak
-memory (CUDA only), measured in one run on the same model and inputs.
+Both compute the same selection; this prints seconds per step of each, their ratio and the
+step's peak memory above the resident weights (CUDA only), measured in one run on the same
+model and inputs.
 
     python bench/sharpening_step.py                       # tiny SD on CPU
     python bench/sharpening_step.py --model /path/to/sdxl --device cuda --size 512 --dtype bf16
@@ -61,26 +62,39 @@ def public_code_step(
         out = ddim_step(tables, x, pred, tj, tj - stride)
         rewards.append(MeanBrightness()(RewardImages(model.decode(out.pred_x0)), [], [])[0])
         x = out.prev_sample
-    returns = path_rewards(torch.stack(rewards).detach(), torch.ones(m, b * n, dtype=torch.bool))
+    step_rewards = torch.stack(rewards).detach()  # (m, b * n) on the model's device
+    returns = path_rewards(step_rewards, torch.ones_like(step_rewards, dtype=torch.bool))
     best, _, _ = select_per_prompt(returns, n)
     return torch.stack(losses).mean(0)[best].mean()
 
 
-def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds of ``repeats`` calls after one warm-up, and peak GiB (CUDA)."""
-    fn()
-    times = []
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels, so that wall time covers them: CUDA (the device
+    itself, not the current one: ``--device cuda:1``), MPS and XPU run asynchronously."""
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+    elif device.type in ("mps", "xpu"):
+        getattr(torch, device.type).synchronize()
+
+
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of ``repeats`` calls after one warm-up, and the calls' peak GiB above
+    what was allocated before them (CUDA only, else NaN): the model's weights, resident for
+    both formulations, would otherwise pull the memory ratio toward 1."""
+    fn()
+    synchronize(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device)
+    times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    peak = (torch.cuda.max_memory_allocated(device) - resident) / 2**30 if cuda else float("nan")
     return statistics.median(times), peak
 
 
@@ -132,15 +146,18 @@ def main() -> None:
     theirs, theirs_mem = timed(public_step, args.repeats, device)
     source = args.model or "a tiny random SD"
     print(f"model {source} device {device} size {size} batch {args.batch} n {args.n} m {args.m}")
-    print(f"public-code formulation: {theirs:.4f} s/step  peak {_gib(theirs_mem)}")
-    print(f"dsharp (no-grad rollout, winner recomputed): {ours:.4f} s/step  peak {_gib(ours_mem)}")
+    print(f"public-code formulation: {theirs:.4f} s/step  step peak {_gib(theirs_mem)}")
+    print(
+        f"dsharp (no-grad rollout, winner recomputed): {ours:.4f} s/step  "
+        f"step peak {_gib(ours_mem)}"
+    )
     print(f"speed ratio (public / dsharp): {theirs / ours:.2f}x")
     if device.type == "cuda":
         print(f"peak memory ratio (public / dsharp): {theirs_mem / ours_mem:.2f}x")
 
 
 def _gib(value: float) -> str:
-    """Peak memory for the report; CPU runs measure none."""
+    """A step's peak memory above the resident weights; CPU runs measure none."""
     return "n/a (CUDA only)" if value != value else f"{value:.2f} GiB"
 
 
