@@ -155,3 +155,29 @@ def test_a_run_of_another_method_has_no_row_of_tables_2_and_3(tmp_path):
             f"note: ddpo: trained by ddpo, not by rlhf_sharpening, whose method.{field} "
             f"{table} varies, so it has no paper row"
         ) in " ".join(result.stderr.split())
+
+
+def test_a_bench_scored_by_other_rewards_does_not_replace_that_rewards_bench_score(tmp_path):
+    """`dsharp eval --bench shapes --reward clip` (CLIP on the shapes prompts), newer than the
+    run's CLIP bench evaluation, gave the clip column its number."""
+    run = _run(tmp_path)
+    _write(
+        run, "eval-clip.json", 0, bench="clip", rewards=["clip"], metrics={"clip": {"mean": 0.31}}
+    )
+    name = "eval-shapes-reward-clip.json"
+    _write(
+        run,
+        name,
+        1,
+        bench="shapes",
+        rewards=["clip"],
+        metrics={"clip": {"mean": 0.2}},
+        prompts_file=None,
+    )
+    result = _invoke(["compare", run, "--against", "paper", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert "| 0.3100 |" in _ours((tmp_path / "compare.md").read_text(), "run")
+    assert (
+        f"note: {run}: left out {name}: scored by other rewards than its bench's own (give the "
+        "file to compare it)"
+    ) in " ".join(result.stderr.split())

@@ -101,6 +101,42 @@ def eval_files(folder: Path, *, include_base: bool = False) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
+def scored_by_other_rewards(result: dict[str, Any]) -> bool:
+    """Whether an evaluation scored a reward bench's prompts with rewards other than the
+    bench's own (``dsharp eval --bench B --reward R`` writes ``eval-B-reward-R.json``): a
+    score of other rewards, which must not stand for the run's score on the bench."""
+    from dsharp.bench.reward_benches import REWARD_BENCHES
+
+    bench, rewards = result.get("bench"), result.get("rewards")
+    own = REWARD_BENCHES.get(bench) if isinstance(bench, str) else None
+    return own is not None and isinstance(rewards, list) and rewards != [own.reward]
+
+
+def _by_other_rewards(path: Path) -> bool:
+    """:func:`scored_by_other_rewards` of a file; False where it cannot be read (a damaged
+    file keeps its place, and whoever reads it says what is wrong with it)."""
+    try:
+        return scored_by_other_rewards(read_evaluation(path))
+    except (OSError, ValueError):
+        return False
+
+
+def headline_order(paths: list[Path]) -> list[Path]:
+    """Evaluation files (oldest first, as :func:`eval_files` lists them) in the order a
+    run's score is picked from, the last first: evaluations scored by other rewards than
+    their bench's go before the rest, so that they stand for a run only where it has no
+    other evaluation."""
+    return sorted(paths, key=lambda p: not _by_other_rewards(p))  # stable: age order kept
+
+
+def run_evaluation(folder: Path) -> Path | None:
+    """The evaluation that stands for a run folder (``dsharp compare RUN``): its newest
+    (never ``eval-base.json``), an evaluation of its bench's own rewards before one of
+    other rewards; None where it has none."""
+    found = headline_order(eval_files(folder))
+    return found[-1] if found else None
+
+
 def no_evaluation_error(folder: Path) -> FileNotFoundError:
     """The error for a folder with no evaluation of its run, pointing at ``eval-base.json``
     where that is all there is."""
@@ -114,13 +150,14 @@ def no_evaluation_error(folder: Path) -> FileNotFoundError:
 
 
 def load_result(source: Path) -> tuple[str, dict[str, Any]]:
-    """An evaluation JSON file, or a run folder's newest ``eval*.json``; returns (label, dict)."""
+    """An evaluation JSON file, or a run folder's :func:`run_evaluation`; returns (label,
+    dict)."""
     source = Path(source)
     if source.is_dir():
-        found = eval_files(source)
-        if not found:
+        found = run_evaluation(source)
+        if found is None:
             raise no_evaluation_error(source)
-        return source.name, with_train_reward_evals(read_evaluation(found[-1]), source)
+        return source.name, with_train_reward_evals(read_evaluation(found), source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     data = read_evaluation(source)

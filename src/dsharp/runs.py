@@ -19,7 +19,7 @@ from dsharp import checkpoints as ckpts
 from dsharp.folder_lock import locked_by_another_process
 from dsharp.io import read_jsonl
 from dsharp.model_names import absolute_model_source
-from dsharp.report import eval_files, read_evaluation
+from dsharp.report import eval_files, headline_order, read_evaluation
 
 RECIPE_MISSING = "recipe.yaml missing"
 """The status of a folder with checkpoints but no recipe.yaml: ``train`` will not resume it
@@ -230,9 +230,10 @@ def _status(step: int | None, max_steps: int | None, trained: bool, evaluated: b
 
 
 def _newest_score(run_dir: Path) -> tuple[float | None, str | None, int | None]:
-    """``overall`` of the newest evaluation (never eval-base.json), its file and the step it
+    """``overall`` of the newest evaluation (never eval-base.json; one scored by other
+    rewards than its bench's only where no other has a score), its file and the step it
     scored (when the evaluation records one: ``dsharp eval --checkpoint`` does)."""
-    for path in reversed(eval_files(run_dir)):
+    for path in reversed(headline_order(eval_files(run_dir))):
         try:
             result = read_evaluation(path)
         except (OSError, ValueError):
@@ -259,8 +260,9 @@ def untrained_row_sampler(run_dir: Path) -> str | None:
 
 
 def _newest_readable_evaluation(run_dir: Path) -> dict | None:
-    """The newest evaluation in ``run_dir`` that reads (damaged ones are passed over)."""
-    for path in reversed(eval_files(run_dir, include_base=True)):
+    """The newest evaluation in ``run_dir`` that reads (damaged ones are passed over; one
+    scored by other rewards than its bench's only where no other reads)."""
+    for path in reversed(headline_order(eval_files(run_dir, include_base=True))):
         try:
             return read_evaluation(path)
         except (OSError, ValueError):

@@ -16,16 +16,24 @@ def results_for_paper(
 ) -> tuple[str, dict[str, Any]]:
     """A run folder's evaluations merged into one result (its eval*.json), or one JSON.
 
-    A folder's evaluations on a ``--prompts`` file are left out where it has others: the
+    A folder's evaluations on a ``--prompts`` file, or of a bench's prompts by other rewards
+    than its own (``--bench shapes --reward clip``), are left out where it has others: the
     paper's columns are benchmarks, and a one-prompt check must not stand for a bench's
-    score. Of the rest a later one wins a clash (a run evaluated again). ``notes`` gets a
-    line for each folder where an evaluation was left out or a metric clashed, naming the
-    files. For Tables 2 and 3 an RLHF sharpening run's recipe says which paper row it
-    reproduces (method.n / .m), and a run of another method is marked with its method (no
-    paper row); a folder with no training (a study's base row) is marked ``untrained``.
+    score, nor CLIP on the shapes prompts for CLIP's. Of the rest a later one wins a clash
+    (a run evaluated again). ``notes`` gets a line for each folder where an evaluation was
+    left out or a metric clashed, naming the files. For Tables 2 and 3 an RLHF sharpening
+    run's recipe says which paper row it reproduces (method.n / .m), and a run of another
+    method is marked with its method (no paper row); a folder with no training (a study's
+    base row) is marked ``untrained``.
     """
     from dsharp.bench import merge_results
-    from dsharp.report import eval_files, load_result, no_evaluation_error, read_evaluation
+    from dsharp.report import (
+        eval_files,
+        load_result,
+        no_evaluation_error,
+        read_evaluation,
+        scored_by_other_rewards,
+    )
 
     if not source.is_dir():
         return load_result(source)
@@ -33,7 +41,8 @@ def results_for_paper(
     if not found:
         raise no_evaluation_error(source)
     evaluations = [(path, read_evaluation(path)) for path in found]
-    used = [(p, r) for p, r in evaluations if not on_prompt_file(p, r)] or evaluations
+    bench_own = [(p, r) for p, r in evaluations if not scored_by_other_rewards(r)]
+    used = [(p, r) for p, r in bench_own if not on_prompt_file(p, r)] or evaluations
     merged = merge_results([result for _, result in used])
     if notes is not None:
         notes += _merge_notes(source, evaluations, used)
@@ -74,15 +83,24 @@ def _merge_notes(
 ) -> list[str]:
     """What merging a folder's evaluations left out, and which file gave a metric that
     several hold."""
+    from dsharp.report import scored_by_other_rewards
+
     notes = []
     used_paths = [p for p, _ in used]
-    left_out = [p.name for p, _ in evaluations if p not in used_paths]
-    if left_out:
+    left_out = [(p, r) for p, r in evaluations if p not in used_paths]
+    by_others = [p.name for p, r in left_out if scored_by_other_rewards(r)]
+    on_files = [p.name for p, r in left_out if p.name not in by_others]
+    if on_files:
         notes.append(
-            f"{source}: left out {', '.join(left_out)}: evaluated on a --prompts file, not "
+            f"{source}: left out {', '.join(on_files)}: evaluated on a --prompts file, not "
             "the bench's prompts (give the file to compare it)"
         )
-    elif any(on_prompt_file(p, r) for p, r in used):
+    if by_others:
+        notes.append(
+            f"{source}: left out {', '.join(by_others)}: scored by other rewards than its "
+            "bench's own (give the file to compare it)"
+        )
+    if not left_out and any(on_prompt_file(p, r) for p, r in used):
         names = ", ".join(p.name for p, _ in used)
         notes.append(f"{source}: its evaluations ({names}) are all on --prompts files")
     clashes = []
@@ -206,17 +224,20 @@ def _check_flags(against: str | None, table: str, paired: bool) -> None:
 
 
 def _say_which_evaluation(sources: list[Path]) -> None:
-    """A run folder stands for its newest evaluation; where it holds several (another prompt
-    file, the report's base and fine-tuned), say which one the row shows."""
-    from dsharp.report import eval_files
+    """A run folder stands for its newest evaluation (one of its bench's own rewards before
+    one of other rewards); where it holds several (another prompt file, other rewards, the
+    report's base and fine-tuned), say which one the row shows."""
+    from dsharp.report import eval_files, run_evaluation
 
     for source in sources:
-        found = eval_files(source) if Path(source).is_dir() else []
-        also = eval_files(source, include_base=True) if found else []
+        used = run_evaluation(source) if Path(source).is_dir() else None
+        also = eval_files(source, include_base=True) if used is not None else []
         if len(also) > 1:
-            others = ", ".join(p.name for p in also if p != found[-1])
+            others = ", ".join(p.name for p in also if p != used)
+            newest = used == eval_files(source)[-1]
+            which = "its newest evaluation" + ("" if newest else " by its bench's own rewards")
             typer.echo(
-                f"{source}: using {found[-1].name}, its newest evaluation (also there: {others}; "
-                "give a file to choose)",
+                f"{source}: using {used.name}, {which} (also there: {others}; give a file to "
+                "choose)",
                 err=True,
             )
