@@ -83,7 +83,15 @@ def test_runs_list_a_folder_that_only_an_evaluation_of_a_recipe_wrote(tmp_path):
         None,
         None,
     )
-    assert (plain_run.method, plain_run.model, plain_run.score) == (None, "/models/tiny-sd", 0.25)
+    # plain DDIM ran: named as `dsharp recipes list` names it, not "-" as if nothing had
+    assert (plain_run.method, plain_run.model, plain_run.score) == (
+        "default (sampler)",
+        "/models/tiny-sd",
+        0.25,
+    )
+    table = CliRunner().invoke(app, ["runs", str(plain)])
+    assert table.exit_code == 0, table.output
+    assert "method default (sampler), model /models/tiny-sd" in " ".join(table.output.split())
     assert [r.name for r in find_runs(sampler)] == ["mini-demon"]  # the folder given itself
 
 
@@ -107,7 +115,7 @@ def test_a_study_row_scored_without_training_names_its_sampler_not_the_recipe_me
         "demon (sampler)",
         "evaluation only",
     )
-    assert (found["base"].method, found["base"].model) == (None, "dsharp-mini")
+    assert (found["base"].method, found["base"].model) == ("default (sampler)", "dsharp-mini")
     trained = _run(
         tmp_path,
         "trained",

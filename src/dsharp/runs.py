@@ -156,7 +156,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
     evaluated = score_from is not None or bool(eval_files(run_dir, include_base=True))
     if has_recipe and not trained and evaluated:
         # a study's untrained row: its base recipe's method never ran; what was scored is the
-        # model with the evaluation's sampler (``demon (sampler)``, or none for plain DDIM)
+        # model with the evaluation's sampler (``demon (sampler)``, ``default (sampler)``)
         method = _evaluated_method_and_model(run_dir)[0]
     return RunSummary(
         name=run_dir.name,
@@ -278,13 +278,13 @@ def _sampler_of(result: dict) -> str | None:
 
 
 def _evaluated_method_and_model(run_dir: Path) -> tuple[str | None, str | None]:
-    """The sampler (``demon (sampler)``; None for plain sampling) and model that the newest
-    readable evaluation in ``run_dir`` scored."""
+    """The sampler (``demon (sampler)``, ``default (sampler)`` for plain DDIM, as `dsharp
+    recipes list` names it) and model that the newest readable evaluation in ``run_dir``
+    scored."""
     result = _newest_readable_evaluation(run_dir)
     if result is None:
         return None, None
-    sampler = _sampler_of(result)
-    method = f"{sampler} (sampler)" if sampler not in (None, "default") else None
+    method = f"{_sampler_of(result) or 'default'} (sampler)"
     model = result.get("model")
     return method, model if isinstance(model, str) else None
 
