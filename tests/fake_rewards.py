@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
+
 from dsharp.rewards import plugins
 from dsharp.rewards.base import RewardInfo
 from dsharp.rewards.hookspecs import hookimpl
@@ -83,3 +85,44 @@ def brightness_registered() -> Iterator[list[dict[str, Any]]]:
     finally:
         plugins.pm.unregister(name=PLUGIN)
         BrightnessReward.calls.clear()
+
+
+FLAKY = "test_flaky_verifier"
+FLAKY_PLUGIN = "test-flaky-verifier-plugin"
+
+
+class FlakyVerifier(BrightnessReward):
+    """Brightness, but NaN (could not score) where ``unscored(metadata, raw)`` says, ``raw``
+    being the call's brightness scores: a flaky grader used as a verifier, which `dsharp
+    sample` gives no options to, so a test sets ``FlakyVerifier.unscored`` itself. Every
+    call's brightness before the NaNs is recorded in ``raw_calls``."""
+
+    unscored: Any = staticmethod(lambda meta, raw: [False] * len(raw))
+    raw_calls: list[list[float]] = []
+
+    def __call__(self, images, prompts, metadata):
+        raw = images.tensor.float().mean(dim=(1, 2, 3))
+        FlakyVerifier.raw_calls.append(raw.tolist())
+        lost = torch.tensor(type(self).unscored(list(metadata), raw.tolist()), dtype=torch.bool)
+        return raw.masked_fill(lost.to(raw.device), float("nan")), {}
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name=FLAKY, factory=FlakyVerifier, description="flaky verifier"))
+
+
+@contextmanager
+def flaky_registered(unscored) -> Iterator[list[list[float]]]:
+    """Register ``test_flaky_verifier`` with ``unscored(metadata, raw) -> [bool]``; yield the
+    recorded raw scores of each call; unregister after."""
+    plugins.load_plugins()
+    plugins.pm.register(FlakyPlugin(), name=FLAKY_PLUGIN)
+    FlakyVerifier.unscored = staticmethod(unscored)
+    FlakyVerifier.raw_calls = []
+    try:
+        yield FlakyVerifier.raw_calls
+    finally:
+        plugins.pm.unregister(name=FLAKY_PLUGIN)
+        FlakyVerifier.unscored = staticmethod(lambda meta, raw: [False] * len(raw))

@@ -27,6 +27,7 @@ from dsharp.inference import (
 )
 from dsharp.models.base import DiffusionModel
 from dsharp.progress import task_progress
+from dsharp.rewards.base import RewardError, UnscoredError
 from dsharp.sampling import sample
 
 SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
@@ -233,7 +234,12 @@ def generate(
                     batch_size=batch_size,
                     method=method.name,
                 )
-                out.append(method.run(ctx, options).float().cpu())
+                try:
+                    out.append(method.run(ctx, options).float().cpu())
+                except UnscoredError as err:  # which image the verifier failed on
+                    raise UnscoredError(f"prompt {prompt!r}, seed {seed}: {err}", err.key) from err
+                except RewardError as err:
+                    raise RewardError(f"prompt {prompt!r}, seed {seed}: {err}") from err
                 bar.update(task, advance=1)
     images = torch.cat(out)
     searched = None if method.run is None else verifier.reward.evaluations / images.shape[0]

@@ -63,7 +63,7 @@ def parse_reward_sets(items: list[str]) -> dict[str, Any]:
 
 
 def check_on_error_flag(on_error: str | None) -> None:
-    """``--on-error`` (``dsharp eval``, ``dsharp rewards score``) takes what a reward's
+    """``--on-error`` (``dsharp eval``, ``sample``, ``rewards score``) takes what a reward's
     ``on_error`` does; ``ValueError`` otherwise (None: not given)."""
     from typing import get_args
 
@@ -73,6 +73,13 @@ def check_on_error_flag(on_error: str | None) -> None:
     if on_error is not None and on_error not in choices:
         expected = " or ".join(repr(c) for c in choices)
         raise ValueError(f"--on-error: expected {expected}, got {on_error!r}")
+
+
+def with_on_error(specs: list[Any], on_error: str | None) -> list[Any]:
+    """``specs`` (``RewardSpec``) with ``--on-error`` applied to each, where it was given."""
+    if on_error is None:
+        return list(specs)
+    return [spec.model_copy(update={"on_error": on_error}) for spec in specs]
 
 
 def check_reward_settings(specs: list[Any]) -> None:

@@ -189,13 +189,6 @@ def _check_on_error(on_error: str | None, reward_options: dict[str, Any]) -> Non
         )
 
 
-def _with_on_error(specs: list[Any], on_error: str | None) -> list[Any]:
-    """``specs`` with ``--on-error`` applied to each, where it was given."""
-    if on_error is None:
-        return list(specs)
-    return [spec.model_copy(update={"on_error": on_error}) for spec in specs]
-
-
 def _refuse_unused_flags(flags: dict[str, Any], why: str) -> None:
     """Flags given (not None or empty) that this evaluation would ignore without a word are
     a bad setting (exit 2): ``why`` says what takes their place."""
@@ -343,7 +336,7 @@ def evaluate_cmd(
         checkpoint_step,
         find_model_checkpoint,
     )
-    from dsharp.commands.common import check_reward_settings, parse_reward_sets
+    from dsharp.commands.common import check_reward_settings, parse_reward_sets, with_on_error
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
@@ -434,7 +427,7 @@ def evaluate_cmd(
         run_recipe = None
         if rec is None and ckpt is not None:
             run_recipe = read_run_recipe(ckpt)
-        specs = _with_on_error(
+        specs = with_on_error(
             _scoring_specs(reward, reward_options, bench, spec_bench, rec, run_recipe), on_error
         )
 
@@ -450,7 +443,7 @@ def evaluate_cmd(
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)
-        verifier_specs = _with_on_error(reward_specs(verifier_specs) or [], on_error)
+        verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
             method_entry, _ = settings.validate()

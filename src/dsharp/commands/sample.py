@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from dsharp.commands.errors import (
+    one_line,
     require_counts,
     require_output_paths,
     settings_errors,
@@ -16,6 +17,12 @@ from dsharp.commands.errors import (
     user_errors,
 )
 from dsharp.commands.help_format import DEVICE_HELP
+
+#: What sampling stopped by a candidate the verifier could not score tells the user to do.
+ON_ERROR_HINT = (
+    "rerun with --on-error missing to pass over candidates the verifier cannot score "
+    "(an image with none scored still stops)"
+)
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -71,6 +78,15 @@ def sample(
         metavar="NAME",
         help="Verifier reward of inference-time methods (repeatable; --verifier as in eval).",
     ),
+    on_error: str = typer.Option(
+        None,
+        "--on-error",
+        metavar="raise|missing",
+        help="What a candidate the verifier cannot score does: 'raise' stops sampling (exit "
+        "1); 'missing' leaves it unscored, never chosen while another candidate of the image "
+        "scored (demon: weight 0); an image none of whose candidates scored still stops "
+        "sampling (exit 1, no image written). Default: raise.",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
     out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
     grid: bool = typer.Option(
@@ -92,7 +108,7 @@ def sample(
     if (model is None) == (checkpoint is None):  # before torch is imported: at once
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
-    from dsharp.commands.common import load_model_for_inference
+    from dsharp.commands.common import check_on_error_flag, load_model_for_inference
     from dsharp.generate import (
         SampleSettings,
         generate,
@@ -100,6 +116,7 @@ def sample(
         parse_sample_overrides,
         prompt_seeds,
     )
+    from dsharp.rewards.base import UnscoredError
     from dsharp.sampling import save_images
     from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
@@ -113,6 +130,8 @@ def sample(
             raise usage_error("give --prompt TEXT (repeatable) or --prompts FILE")
         require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
         require_output_paths({"--out": out}, {})
+        with settings_errors():
+            check_on_error_flag(on_error)
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [], given_flags(flags))
@@ -120,6 +139,13 @@ def sample(
         with settings_errors():  # unknown method, bad option or missing reward: before loading
             method_entry, _ = settings.validate()
         verifier = None
+        if on_error is not None and not (settings.reward and method_entry.needs_reward):
+            raise usage_error(
+                "--on-error: used only by the verifier (--reward NAME) of an inference-time "
+                "method (--method free2guide, demon or inference_scaling)"
+            )
+        if on_error is not None:
+            settings.reward = [{**spec, "on_error": on_error} for spec in settings.reward]
         if settings.reward and method_entry.needs_reward:
             from dsharp.inference.base import Verifier, reward_specs
             from dsharp.rewards.plugins import check_prompts
@@ -132,15 +158,18 @@ def sample(
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
         prompts, seeds = prompt_seeds(prompt_list, num_images, seed)
-        result = generate(
-            diffusion,
-            prompts,
-            seeds,
-            settings,
-            batch_size=batch_size,
-            progress=True,
-            verifier=verifier,
-        )
+        try:
+            result = generate(
+                diffusion,
+                prompts,
+                seeds,
+                settings,
+                batch_size=batch_size,
+                progress=True,
+                verifier=verifier,
+            )
+        except UnscoredError as err:
+            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
         names = [
             f"{i:04d}-seed{s}-{_slug(p)}.png"
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))

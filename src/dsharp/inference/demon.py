@@ -41,7 +41,8 @@ class DemonOptions:
 
 def demon_weights(scores: torch.Tensor, weighting: str, tau: float) -> torch.Tensor:
     """Weights of the candidate noises: ``tanh((r - mean r) / tau)`` or ``softmax(r / tau)``
-    over the scored candidates; a NaN score (unscorable candidate) gets weight 0."""
+    over the scored candidates; a NaN score (unscorable candidate) gets weight 0, also where
+    the scored ones tie under ``tanh`` (then they count equally, as 1 each)."""
     scores = scores.double()
     valid = ~torch.isnan(scores)
     if not bool(valid.any()):
@@ -52,7 +53,10 @@ def demon_weights(scores: torch.Tensor, weighting: str, tau: float) -> torch.Ten
         weights = torch.softmax(torch.where(valid, scores / tau, -torch.inf), dim=0)
     else:
         raise option_error("weighting", f"expected 'tanh' or 'boltzmann', got {weighting!r}")
-    return torch.where(valid, weights, torch.zeros_like(weights))
+    weights = torch.where(valid, weights, torch.zeros_like(weights))
+    if not bool(weights.any()):  # tied under tanh: else combine_noises counts every candidate
+        weights = valid.double()
+    return weights
 
 
 def combine_noises(noises: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from dsharp.inference.base import ImageContext, best_index, check_at_least
+from dsharp.rewards.base import RewardError
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def inference_scaling(ctx: ImageContext, opts: InferenceScalingOptions) -> torch
     The first sample searched is ``default``'s for this seed (its initial noise and, with
     ``sample.eta > 0``, its step noise too: each candidate draws its step noise from its own
     generator), so the result scores at least as well as plain DDIM's image under a
-    deterministic verifier.
+    deterministic verifier. A sample the verifier could not score (NaN, ``on_error:
+    missing``) is never chosen while any other scored; where none did, it raises.
     """
     if opts.search == "random":
         noises, streams = ctx.initial_noise(opts.N), ctx.candidate_generators(opts.N)
@@ -67,7 +69,11 @@ def inference_scaling(ctx: ImageContext, opts: InferenceScalingOptions) -> torch
     for r in range(1, opts.rounds + 1):
         neighbours = (pivot + opts.distance * ctx.initial_noise(opts.N)) * shrink
         images, scores = _sample_and_score(ctx, neighbours, round=r)
+        if bool(torch.isnan(scores).all()):
+            continue  # no neighbour scored (on_error: missing): none beats the pivot
         k = best_index(scores, "neighbour")
         if math.isnan(score) or float(scores[k]) > score:
             pivot, image, score = neighbours[k : k + 1], images[k : k + 1], float(scores[k])
+    if math.isnan(score):
+        raise RewardError("the verifier could not score any candidate (every score is NaN)")
     return image.cpu()
