@@ -28,7 +28,8 @@ def runs(
     """List run folders, newest first, with their method, steps and newest score.
 
     Each row also says the model, whether the run finished or stopped, and which
-    evaluation file its score comes from.
+    evaluation file its score comes from: the newest by the bench's own rewards, where
+    there is one (an `eval --bench B --reward R` file scores other rewards).
     """
     from dsharp.runs import find_runs, is_run_folder, study_folders
 
