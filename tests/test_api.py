@@ -157,6 +157,10 @@ def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
         dsharp.sample(never_used, PROMPTS, method="demon")
     with pytest.raises(ValueError, match="num_images: must be at least 1"):
         dsharp.sample(never_used, PROMPTS, num_images=0)
+    with pytest.raises(ValueError, match="method 'default' uses no verifier"):
+        dsharp.sample(never_used, PROMPTS, verifier="shapes")
+    with pytest.raises(ValueError, match="method 'default' uses no verifier"):
+        dsharp.evaluate_model(never_used, "shapes", verifier="shapes")
     with pytest.raises(ValueError, match="prompts: empty"):
         dsharp.sample(never_used, [])
     with pytest.raises(ValueError, match="give a bench or prompts"):

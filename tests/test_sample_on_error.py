@@ -131,3 +131,19 @@ def test_demon_counts_only_scored_candidates_when_the_scored_ones_tie():
     equally, the unscored one too."""
     weights = demon_weights(torch.tensor([0.5, math.nan, 0.5]), "tanh", 1.0)
     assert weights.tolist() == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_verifier_for_the_plain_sampler_is_refused_not_ignored(tmp_path, command):
+    """The default sampler draws one image per seed and asks no verifier: a ``--verifier``
+    given to it would silently do nothing, so it is refused before the model loads."""
+    args = [command, "--model", "dsharp-mini", "--verifier", "shapes", "--device", "cpu"]
+    if command == "sample":
+        args += ["-p", PROMPT, "--out", tmp_path / "out"]
+    else:
+        args += ["--bench", "shapes", "--limit", "1", "--seeds", "1"]
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.stderr)
+    assert "uses no verifier" in line and "'default'" in line, line
+    assert not (tmp_path / "out").exists()

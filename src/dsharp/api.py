@@ -95,7 +95,7 @@ def sample(
 
     _require_counts(num_images=num_images, batch_size=batch_size)
     settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
-    settings.validate()  # an unknown method or option: before the images are drawn
+    _check_verifier_used(settings, verifier)  # an unknown method or option: before drawing
     all_prompts, seeds = prompt_seeds(_prompt_list(prompts), num_images, seed)
     return generate(model, all_prompts, seeds, settings, batch_size=batch_size, progress=progress)
 
@@ -166,7 +166,7 @@ def evaluate_model(
     if not specs:
         raise ValueError("evaluate_model: rewards is empty")
     settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
-    settings.validate()
+    _check_verifier_used(settings, verifier)
     check_prompts(specs, prompt_list, "prompts")  # before any image is drawn
     result = evaluate(
         model,
@@ -193,6 +193,17 @@ def _require_counts(**counts: int | None) -> None:
             raise TypeError(f"{name}: expected an integer, got {value!r}")
         if value is not None and value < 1:
             raise ValueError(f"{name}: must be at least 1, got {value}")
+
+
+def _check_verifier_used(settings: SampleSettings, verifier: object) -> None:
+    """Validate ``settings``; a ``verifier`` given to a sampler that asks none (the default
+    one) is a ``ValueError`` rather than silently unused."""
+    entry, _ = settings.validate()
+    if verifier and not entry.needs_reward:
+        raise ValueError(
+            f"verifier: method {settings.method!r} uses no verifier; it is for an "
+            "inference-time method (free2guide, demon or inference_scaling)"
+        )
 
 
 def _prompt_list(prompts: str | Sequence[str] | os.PathLike[str]) -> list[str]:

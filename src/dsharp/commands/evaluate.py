@@ -447,6 +447,11 @@ def evaluate_cmd(
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
             method_entry, _ = settings.validate()
+        if verifier and not method_entry.needs_reward:
+            raise usage_error(
+                f"--verifier: sample.method {settings.method!r} uses no verifier; it is for "
+                "an inference-time method (--method free2guide, demon or inference_scaling)"
+            )
         if not method_entry.needs_reward:
             settings.reward = None  # plain DDIM: no verifier, none recorded
         from dsharp.rewards.plugins import check_prompts

@@ -144,6 +144,11 @@ def sample(
                 "--on-error: used only by the verifier (--reward NAME) of an inference-time "
                 "method (--method free2guide, demon or inference_scaling)"
             )
+        if settings.reward and not method_entry.needs_reward:
+            raise usage_error(
+                f"--reward: sample.method {settings.method!r} uses no verifier; it is for an "
+                "inference-time method (--method free2guide, demon or inference_scaling)"
+            )
         if on_error is not None:
             settings.reward = [{**spec, "on_error": on_error} for spec in settings.reward]
         if settings.reward and method_entry.needs_reward:
