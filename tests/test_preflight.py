@@ -508,18 +508,18 @@ def test_validate_notes_a_run_folder_train_would_refuse_now(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("reward", "option"),
+    ("reward", "option", "kind"),
     [
-        ("aesthetic", "weights"),
-        ("clip", "pretrained"),
-        ("hpsv2", "checkpoint"),
-        ("imagereward", "model"),
-        ("pickscore", "processor"),
-        ("compositional", "model"),
+        ("aesthetic", "weights", "file"),
+        ("clip", "pretrained", "file"),
+        ("hpsv2", "checkpoint", "file"),
+        ("imagereward", "model", "file"),
+        ("pickscore", "processor", "folder"),
+        ("compositional", "model", "folder"),
     ],
 )
 def test_a_model_reward_naming_a_local_file_that_is_not_there_is_refused_by_validate(
-    tmp_path, reward, option
+    tmp_path, reward, option, kind
 ):
     """It passed `recipes validate` (a study's evaluation reward, after its rows had
     trained, was the first to find the file missing); a hub id is left to loading."""
@@ -528,9 +528,12 @@ def test_a_model_reward_naming_a_local_file_that_is_not_there_is_refused_by_vali
     result = _validate(QUICKSTART, spec)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().endswith(
-        f"eval.rewards.0.options: {reward} reward option {option!r}: file not found: {missing}"
+        f"eval.rewards.0.options: {reward} reward option {option!r}: {kind} not found: {missing}"
     )
-    missing.touch()
+    if kind == "folder":
+        missing.mkdir()
+    else:
+        missing.touch()
     assert _validate(QUICKSTART, spec).exit_code == 0
     hub = f"eval.rewards=[{{name: {reward}, options: {{{option}: someone/weights}}}}]"
     assert _validate(QUICKSTART, hub).exit_code == 0
@@ -562,7 +565,9 @@ def test_open_clip_local_dir_and_hf_hub_names_pass_the_local_file_check(tmp_path
     spec = f"eval.rewards=[{{name: clip, options: {{model: 'local-dir:{missing}'}}}}]"
     result = _validate(QUICKSTART, spec)
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith(f"clip reward option 'model': file not found: {missing}")
+    assert result.stderr.strip().endswith(
+        f"clip reward option 'model': folder not found: {missing}"
+    )
 
 
 @pytest.mark.parametrize("where", ["eval.bench=aesthetic", "eval.rewards=[{name: aesthetic}]"])

@@ -30,6 +30,9 @@ from dsharp.rewards.base import RewardError
 REPO = "timm/vit_large_patch14_clip_224.openai"
 WHAT = f"clip reward: open_clip weights 'openai' of 'ViT-L-14' (hub repo {REPO})"
 NO_DNS = "[Errno -2] Name or service not known"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+BLIP_VQA = "Salesforce/blip-vqa-capfilt-large"
+OWLV2 = "google/owlv2-base-patch16-ensemble"
 
 
 def _failed_download(root: BaseException) -> RuntimeError:
@@ -334,7 +337,8 @@ def _compositional(**options: Any) -> Any:
     ("build", "option", "repo", "asked_for"),
     [
         (_pickscore, "processor", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "preprocessor_config"),
-        (_compositional, "processor", "Salesforce/blip-vqa-capfilt-large", "preprocessor_config"),
+        # its processor defaults to its model, checked first: the option that names the repo
+        (_compositional, "model", "Salesforce/blip-vqa-capfilt-large", "config"),
     ],
     ids=["pickscore", "compositional"],
 )
@@ -371,8 +375,8 @@ def test_a_pickscore_model_of_an_uncached_hub_id_fails_at_once_without_network(
 
     online.setattr(transformers.AutoProcessor, "from_pretrained", local_processor)
     with pytest.raises(RewardError) as caught:
-        _pickscore(processor=str(tmp_path))  # a local folder: loaded as before, no request
-    assert loaded == [str(tmp_path)]
+        _pickscore(processor=str(tmp_path))  # a local folder: no request
+    assert loaded == []  # both sources are checked before either loads
     assert str(caught.value) == (
         "pickscore reward option 'model': cannot load hub repo 'yuvalkirstain/PickScore_v1': "
         + _UNREACHABLE.format(NO_DNS, "folder")
@@ -449,14 +453,62 @@ def test_cached_offline_answered_or_local_loads_go_to_the_loader(
     cached.clear()
     assert load(str(tmp_path)) == "loaded" and calls.pop() == (str(tmp_path), {})
     assert cached == []
-    # HF_HUB_OFFLINE: cache only, nothing asked of the hub, cached or not.
+    # HF_HUB_OFFLINE: cache only, nothing asked of the hub; not cached, refused at once.
     online.setenv("HF_HUB_OFFLINE", "1")
     assert load("org/cached") == "loaded"
     assert calls.pop() == ("org/cached", {"local_files_only": True})
     online.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
-    assert load("org/repo") == "loaded"
-    assert calls.pop() == ("org/repo", {"local_files_only": True})
+    with pytest.raises(RewardError) as caught:
+        load("org/repo")
+    assert str(caught.value) == (
+        "r reward option 'processor': cannot load hub repo 'org/repo': not in the local Hugging "
+        "Face cache, and HF_HUB_OFFLINE is set; download it where there is network (it is then "
+        "cached) or give a local folder"
+    )
+    assert calls == []  # the loader (and the library it comes from) is not needed to say so
     online.delenv("HF_HUB_OFFLINE")
     # Not cached and the hub answered (here: no such file): the loader downloads and reports.
     online.setattr(huggingface_hub, "get_hf_file_metadata", not_found)
     assert load("org/repo") == "loaded" and calls.pop() == ("org/repo", {})
+
+
+_OFFLINE_BUILDS = """
+import sys
+from dsharp.bench.detector import build_detector
+from dsharp.rewards.base import RewardError
+from dsharp.rewards.compositional import build_compositional_reward
+from dsharp.rewards.pickscore import build_pickscore_reward
+
+for build in (build_pickscore_reward, build_compositional_reward, build_detector):
+    try:
+        build(device="cpu")
+    except RewardError as e:
+        print(e)
+print("transformers imported:", "transformers" in sys.modules)
+"""
+
+
+def test_offline_uncached_hub_ids_fail_before_transformers_is_imported(tmp_path: Path) -> None:
+    """With HF_HUB_OFFLINE set and nothing cached the load cannot succeed: it is refused in
+    one line before transformers is imported (seconds, as long again as the rest), as a
+    model is. In a fresh interpreter, whose imports are its own."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_BUILDS], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    *errors, imported = result.stdout.strip().splitlines()
+    tail = (
+        ": not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; download it where "
+        "there is network (it is then cached) or give a local folder"
+    )
+    assert errors == [
+        f"pickscore reward option 'processor': cannot load hub repo {PICKSCORE_PROCESSOR!r}" + tail,
+        f"compositional reward option 'model': cannot load hub repo {BLIP_VQA!r}" + tail,
+        f"owlv2 reward option 'detector_model': cannot load hub repo {OWLV2!r}" + tail,
+    ]
+    assert imported == "transformers imported: False"

@@ -12,8 +12,21 @@ import errno
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 _TRUE = {"1", "true", "yes", "on"}
+
+#: Endings of weights and config files: a value ending so names a local file even without a
+#: slash (``weights.pt``); hub repo ids do not end so.
+FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pkl", ".json")
+
+#: What a local path must be: a ``file``, a ``folder`` (a transformers ``save_pretrained``
+#: one), a ``file or folder`` (weights, or a folder holding them), or an ``open_clip model``
+#: name (a built-in name, ``hf-hub:ID``, ``local-dir:FOLDER`` or a model config ``.json``).
+PathKind = Literal["file", "folder", "file or folder", "open_clip model"]
+
+#: Why a hub id cannot be loaded with ``HF_HUB_OFFLINE`` set and nothing of it cached.
+NOT_CACHED_OFFLINE = "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
 
 
 def hub_offline() -> bool:
@@ -25,13 +38,41 @@ def hub_offline() -> bool:
 
 
 def looks_local(source: str) -> bool:
-    """A path rather than a hub id: absolute, relative with ``./``, ``~``, or existing."""
+    """A path rather than a hub id: absolute, relative with ``./``, ``~``, existing, or
+    ending as a weights or config file does (:data:`FILE_SUFFIXES`)."""
     return (
         source.startswith(("/", "./", "../", "~", "\\"))
         or Path(source).expanduser().exists()
         or source.count("/") > 1
         or (len(source) > 1 and source[1] == ":")  # a Windows drive
+        or source.lower().endswith(FILE_SUFFIXES)
     )
+
+
+def missing_local_path(value: str, kind: PathKind = "file or folder") -> str | None:
+    """Why ``value`` names a local path that is not there as ``kind`` (``file not found:
+    /abs/x.pt``, ``not a folder: ...``), or None: it is there, or it names no local path (a
+    hub id, an open_clip name or tag, ``hf-hub:ID``), which loading decides. The one rule of
+    reward options: ``recipes validate`` applies it before any model loads, and the loaders
+    when they load, so the two cannot disagree."""
+    hint, local = "", False
+    if kind == "open_clip model":
+        if value.startswith("hf-hub:"):
+            return None
+        if value.startswith("local-dir:"):  # open_clip's name of a model folder
+            value, kind, local = value.removeprefix("local-dir:"), "folder", True
+        else:  # a model config file, else a model name
+            kind, hint = "file", f" (a model folder is given as 'local-dir:{value}')"
+    if not (local or looks_local(value)):
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        return f"{'folder' if kind == 'folder' else 'file'} not found: {path}"
+    if kind == "file" and not path.is_file():
+        return f"not a file: {path}{hint if path.is_dir() else ''}"
+    if kind == "folder" and not path.is_dir():
+        return f"not a folder: {path}"
+    return None
 
 
 def error_line(error: BaseException) -> str:
@@ -47,6 +88,12 @@ def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
         return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)
     except HFValidationError:  # not a repo id: the download says so
         return False
+
+
+def offline_not_cached(repo_id: str, filenames: Iterable[str]) -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set and none of ``filenames`` of ``repo_id`` is cached:
+    a load would fail, so it fails before the libraries that load are even imported."""
+    return hub_offline() and not hub_cached(repo_id, filenames)
 
 
 def hub_fetch_blocked(repo_id: str, filenames: Sequence[str]) -> str | None:

@@ -29,6 +29,7 @@ from dsharp.rewards._weights import (
     check_number,
     check_str,
     from_pretrained,
+    locate,
     resolve_device,
 )
 from dsharp.rewards.base import RewardImages
@@ -119,8 +120,6 @@ def build_detector(
     count as found; ``query_template``: how an object noun becomes a text query (``"{}"``
     for the bare noun).
     """
-    from transformers import Owlv2ForObjectDetection, Owlv2Processor
-
     model = check_str(_WHAT, "detector_model", model)
     processor = check_str(_WHAT, "detector_processor", processor, allow_none=True) or model
     threshold = check_number(_WHAT, "detector_threshold", threshold)
@@ -133,14 +132,15 @@ def build_detector(
             f"got {query_template!r}"
         )
     dev = resolve_device(_WHAT, device)
-    net = from_pretrained(_WHAT, "detector_model", Owlv2ForObjectDetection.from_pretrained, model)
-    proc = from_pretrained(
-        _WHAT,
-        "detector_processor",
-        Owlv2Processor.from_pretrained,
-        processor,
-        files=PROCESSOR_FILES,
+    # both checked before transformers imports (seconds): a missing one fails at once
+    model_source = locate(_WHAT, "detector_model", model)
+    proc_source = locate(_WHAT, "detector_processor", processor, files=PROCESSOR_FILES)
+    from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+    net = from_pretrained(
+        _WHAT, "detector_model", Owlv2ForObjectDetection.from_pretrained, model_source
     )
+    proc = from_pretrained(_WHAT, "detector_processor", Owlv2Processor.from_pretrained, proc_source)
     net = net.to(dev).eval().requires_grad_(False)
     description = {
         "model": model,

@@ -14,10 +14,13 @@ what to fix.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import them here)
+    NOT_CACHED_OFFLINE,
+    PathKind,
     error_line,
     exception_chain,
     hub_cached,
@@ -25,6 +28,8 @@ from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import t
     hub_offline,
     hub_unreachable,
     looks_local,
+    missing_local_path,
+    offline_not_cached,
 )
 from dsharp.rewards.base import RewardError
 
@@ -89,9 +94,26 @@ def resolve_device(reward: str, device: Any) -> torch.device:
     return resolved
 
 
+def local_path_error(reward: str, option: str, value: str, kind: PathKind) -> str | None:
+    """``{reward} reward option {option!r}: file not found: /x.pt`` where ``value`` names a
+    local path that is not there as ``kind`` (:func:`dsharp.hub.missing_local_path`), else
+    None. ``recipes validate`` refuses options with it before any model loads; the loaders
+    below, with :func:`check_local`, when they load."""
+    reason = missing_local_path(value, kind)
+    return None if reason is None else f"{reward} reward option {option!r}: {reason}"
+
+
+def check_local(reward: str, option: str, value: str, kind: PathKind) -> None:
+    """:func:`local_path_error` as a ``RewardError``."""
+    message = local_path_error(reward, option, value, kind)
+    if message is not None:
+        raise RewardError(message)
+
+
 def resolve_file(reward: str, option: str, source: str, filename: str | None = None) -> Path:
     """A weights file from a local file, a local folder + ``filename``, or hub id + ``filename``."""
     source = check_str(reward, option, source)
+    check_local(reward, option, source, "file or folder")
     path = Path(source).expanduser()
     if path.is_file():
         return path
@@ -100,7 +122,7 @@ def resolve_file(reward: str, option: str, source: str, filename: str | None = N
             return path / filename
         what = f"no {filename} in folder" if filename else "a folder, expected a file:"
         raise RewardError(f"{reward} reward option {option!r}: {what} {path}")
-    if looks_local(source) or not filename:
+    if not filename:
         raise RewardError(f"{reward} reward option {option!r}: file not found: {path}")
     return Path(hub_download(reward, option, source, filename))
 
@@ -108,9 +130,15 @@ def resolve_file(reward: str, option: str, source: str, filename: str | None = N
 def _fail_if_unreachable(
     reward: str, option: str, repo_id: str, filenames: Sequence[str], what: str, local: str
 ) -> None:
-    """A one-line ``RewardError`` now, when ``filenames`` of ``repo_id`` are not cached and
-    the hub cannot be reached (:func:`hub_fetch_blocked`): ``{what} {repo_id!r}: the hub
-    could not be reached (...)``, saying to give a local ``local`` or to work offline."""
+    """A one-line ``RewardError`` now, when none of ``filenames`` of ``repo_id`` is cached
+    and ``HF_HUB_OFFLINE`` is set, or the hub cannot be reached (:func:`hub_fetch_blocked`):
+    ``{what} {repo_id!r}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set``
+    or ``...: the hub could not be reached (...)``, saying to give a local ``local``."""
+    if offline_not_cached(repo_id, filenames):  # at once, before any loader is imported
+        raise RewardError(
+            f"{reward} reward option {option!r}: {what} {repo_id!r}: {NOT_CACHED_OFFLINE}; "
+            f"download it where there is network (it is then cached) or give a local {local}"
+        )
     reason = hub_fetch_blocked(repo_id, filenames)
     if reason is not None:
         raise RewardError(
@@ -145,48 +173,62 @@ PROCESSOR_FILES = ("processor_config.json", "tokenizer_config.json", "preprocess
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where :func:`from_pretrained` loads from, checked by :func:`locate`."""
+
+    target: str  # a local folder, or a hub id
+    offline: bool  # HF_HUB_OFFLINE was set
+    cache_only: bool  # a hub id loaded from the cache alone
+
+
+def locate(reward: str, option: str, source: str, *, files: Sequence[str] = MODEL_FILES) -> Source:
+    """Check ``source`` (a local folder or a hub id) before its loader is imported: a
+    missing local folder (:func:`check_local`) and, for a hub id none of whose ``files`` (see
+    :data:`MODEL_FILES`) is cached, ``HF_HUB_OFFLINE`` or a hub that cannot be reached are
+    one-line ``RewardError`` at once, not after seconds of imports or the hub client's
+    retries of each file the loader asks for (minutes for a processor). A cached hub id is
+    loaded from the cache alone when the hub cannot be reached (one request tells): the
+    loader would otherwise retry each optional file the cache does not record as missing."""
+    source = check_str(reward, option, source)
+    check_local(reward, option, source, "folder")
+    path = Path(source).expanduser()
+    if path.exists():
+        return Source(str(path), offline=False, cache_only=False)
+    _fail_if_unreachable(reward, option, source, files, "cannot load hub repo", "folder")
+    offline = hub_offline()
+    # Not cached, the hub answered above; cached, it is asked here (once, no retries).
+    cache_only = offline or (hub_cached(source, files) and hub_unreachable(source, files[-1]))
+    return Source(source, offline, cache_only=bool(cache_only))
+
+
 def from_pretrained(
     reward: str,
     option: str,
     loader: Callable[..., T],
-    source: str,
+    source: str | Source,
     *,
     files: Sequence[str] = MODEL_FILES,
     **kwargs: Any,
 ) -> T:
     """``loader(source, **kwargs)`` for a local folder or a hub id, honouring
-    ``HF_HUB_OFFLINE``; a missing local folder or a failed load is a one-line ``RewardError``.
-
-    A hub id none of whose ``files`` (see :data:`MODEL_FILES`) is cached fails at once when
-    the hub cannot be reached (:func:`hub_fetch_blocked`), rather than after the hub client's
-    retries of each file the loader asks for (minutes for a processor). A cached one is
-    loaded from the cache alone when the hub cannot be reached (one request tells): the
-    loader would otherwise retry each optional file the cache does not record as missing."""
-    source = check_str(reward, option, source)
-    path = Path(source).expanduser()
-    if looks_local(source) and not path.exists():
-        raise RewardError(f"{reward} reward option {option!r}: folder not found: {path}")
-    target = str(path) if path.exists() else source
-    offline = hub_offline()
-    cache_only = offline and not path.exists()
-    if not path.exists():
-        _fail_if_unreachable(reward, option, source, files, "cannot load hub repo", "folder")
-        # Not cached, the hub answered above; cached, it is asked here (once, no retries).
-        if not offline and hub_cached(source, files) and hub_unreachable(source, files[-1]):
-            cache_only = True
-    if cache_only:
+    ``HF_HUB_OFFLINE``; ``source`` is checked by :func:`locate` (give its result to check
+    before importing the loader); a failed load is a one-line ``RewardError``."""
+    where = source if isinstance(source, Source) else locate(reward, option, source, files=files)
+    if where.cache_only:
         kwargs.setdefault("local_files_only", True)
     try:
-        return loader(target, **kwargs)
+        return loader(where.target, **kwargs)
     except Exception as e:
-        if offline:
+        if where.offline:
             hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)"
-        elif cache_only:
+        elif where.cache_only:
             hint = " (the hub could not be reached and the hub cache lacks some of it)"
         else:
             hint = ""
         raise RewardError(
-            f"{reward} reward option {option!r}: cannot load {target!r}{hint} ({error_line(e)})"
+            f"{reward} reward option {option!r}: cannot load {where.target!r}{hint} "
+            f"({error_line(e)})"
         ) from e
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dsharp.hub import PathKind
 from dsharp.rewards.base import RewardInfo
 from dsharp.rewards.hookspecs import hookimpl
 from dsharp.rewards.plugins import lazy_factory
@@ -120,15 +121,16 @@ _MODEL_REWARDS = (
 )
 
 
-#: The options of each model reward that may name a local file or folder (else an open_clip
-#: tag or a hub id).
-_LOCAL_SOURCES = {
-    "clip": ("model", "pretrained"),
-    "aesthetic": ("weights", "model", "pretrained"),
-    "pickscore": ("model", "processor"),
-    "hpsv2": ("checkpoint", "model"),
-    "compositional": ("model", "processor"),
-    "imagereward": ("model", "tokenizer"),
+#: The options of each model reward that may name a local path (else an open_clip name or
+#: tag, or a hub id), with what the path must be (:data:`dsharp.hub.PathKind`): what each
+#: reward's loader requires of it, so that this early check and the load agree.
+_LOCAL_SOURCES: dict[str, dict[str, PathKind]] = {
+    "clip": {"model": "open_clip model", "pretrained": "file"},
+    "aesthetic": {"weights": "file or folder", "model": "open_clip model", "pretrained": "file"},
+    "pickscore": {"model": "folder", "processor": "folder"},
+    "hpsv2": {"checkpoint": "file or folder", "model": "open_clip model"},
+    "compositional": {"model": "folder", "processor": "folder"},
+    "imagereward": {"model": "file or folder", "tokenizer": "folder"},
 }
 
 
@@ -143,30 +145,25 @@ _REQUIRED = {
 
 
 def _local_sources_check(
-    reward: str, names: tuple[str, ...]
+    reward: str, kinds: Mapping[str, PathKind]
 ) -> Callable[[Mapping[str, Any]], None]:
     """A ``check_options`` that refuses a missing required option or a local path that is
-    not there, as building the reward would, but without building it: ``recipes validate``
-    and ``train`` then refuse it before any model loads, and a study's evaluation reward
-    before its rows train."""
+    not there, with the rule and the words the reward's loader uses
+    (:func:`dsharp.rewards._weights.local_path_error`), but without building it: ``recipes
+    validate`` and ``train`` then refuse it before any model loads, and a study's evaluation
+    reward before its rows train."""
 
     def check(options: Mapping[str, Any]) -> None:
-        from pathlib import Path
-
-        from dsharp.hub import looks_local
+        from dsharp.rewards._weights import local_path_error  # no torch
 
         for name, what in _REQUIRED.get(reward, {}).items():
             if options.get(name) is None:
                 raise ValueError(f"{reward} reward needs option {name!r}: {what}")
-        for name in names:
+        for name, kind in kinds.items():
             value = options.get(name)
-            if not isinstance(value, str) or value.startswith("hf-hub:"):  # open_clip's hub
-                continue
-            local = value.startswith("local-dir:")  # open_clip's name for a model folder
-            value = value.removeprefix("local-dir:")
-            if local or looks_local(value):
-                path = Path(value).expanduser()
-                if not path.exists():
-                    raise ValueError(f"{reward} reward option {name!r}: file not found: {path}")
+            if isinstance(value, str) and value.strip():  # else the factory's check says so
+                message = local_path_error(reward, name, value.strip(), kind)
+                if message is not None:
+                    raise ValueError(message)
 
     return check

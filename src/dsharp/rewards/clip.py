@@ -25,15 +25,17 @@ import torch
 import torch.nn.functional as F
 
 from dsharp.rewards._weights import (
+    NOT_CACHED_OFFLINE,
     check_batch,
     check_choice,
+    check_local,
     check_number,
     check_str,
     error_line,
     exception_chain,
     hub_fetch_blocked,
     hub_offline,
-    looks_local,
+    offline_not_cached,
     resolve_device,
     unique_prompts,
 )
@@ -111,11 +113,9 @@ def open_clip_model_name(reward: str, option: str, model: str) -> str:
     """A built-in open_clip model name, ``hf-hub:``/``local-dir:`` name, or a path to an
     open_clip model config ``.json`` (registered under its file stem)."""
     model = check_str(reward, option, model)
+    check_local(reward, option, model, "open_clip model")
     if model.endswith(".json"):
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise RewardError(f"{reward} reward option {option!r}: file not found: {path}")
-        return _register_config(str(path.resolve()))
+        return _register_config(str(Path(model).expanduser().resolve()))
     return model
 
 
@@ -137,10 +137,12 @@ def load_open_clip(
     request without retries finds the hub unreachable) fail at once, in one line that says
     how to work offline and which option takes a local file.
     """
-    import open_clip
-
     name = open_clip_model_name(reward, model_option, model)
     pretrained = check_str(reward, pretrained_option, pretrained, allow_none=True)
+    if pretrained is not None:  # as `recipes validate`, and before open_clip imports
+        check_local(reward, pretrained_option, pretrained, "file")
+    import open_clip
+
     quick_gelu = False
     tag: dict[str, Any] | None = None
     if pretrained is not None and not name.startswith(("hf-hub:", "local-dir:")):
@@ -150,10 +152,6 @@ def load_open_clip(
             quick_gelu = bool(tag.get("quick_gelu", False))
         elif path.is_file():
             pretrained = str(path)
-        elif looks_local(pretrained) or path.suffix:
-            raise RewardError(
-                f"{reward} reward option {pretrained_option!r}: file not found: {path}"
-            )
         else:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
             raise RewardError(
@@ -168,6 +166,8 @@ def load_open_clip(
             local = f"give option {model_option!r} a 'local-dir:' folder (config and weights)"
         else:
             local = f"give option {pretrained_option!r} a local checkpoint file"
+        if offline_not_cached(*hub):  # fail now, not after building the model
+            raise RewardError(_offline_not_cached(reward, what, local))
         reason = hub_fetch_blocked(*hub)  # fail now, not after the hub's retries
         if reason is not None:
             raise RewardError(_download_failed(reward, what, reason, local))
@@ -179,11 +179,7 @@ def load_open_clip(
     except Exception as e:  # its log line says what the error below says: dropped
         if hub is not None and _not_cached(e):
             if hub_offline():
-                raise RewardError(
-                    f"{reward} reward: {what}: not in the local Hugging Face cache, and "
-                    "HF_HUB_OFFLINE is set; download them where there is network (they are then "
-                    f"cached) or {local}"
-                ) from e
+                raise RewardError(_offline_not_cached(reward, what, local)) from e
             raise RewardError(_download_failed(reward, what, error_line(_root(e)), local)) from e
         raise RewardError(
             f"{reward} reward: cannot load open_clip model {name!r} with weights "
@@ -227,6 +223,13 @@ def _not_cached(error: BaseException) -> bool:
 def _root(error: BaseException) -> BaseException:
     """The first error of a chain (open_clip and the hub client each wrap the one before)."""
     return exception_chain(error)[-1]
+
+
+def _offline_not_cached(reward: str, what: str, local: str) -> str:
+    return (
+        f"{reward} reward: {what}: {NOT_CACHED_OFFLINE}; download them where there is network "
+        f"(they are then cached) or {local}"
+    )
 
 
 def _download_failed(reward: str, what: str, reason: str, local: str) -> str:

@@ -27,6 +27,7 @@ from dsharp.rewards._weights import (
     check_choice,
     check_str,
     from_pretrained,
+    locate,
     resolve_device,
 )
 from dsharp.rewards.base import RewardError, RewardImages
@@ -159,8 +160,6 @@ def build_compositional_reward(
     the image is resized to (default the processor's; T2I-CompBench used 480);
     ``device``: ``"auto"`` or a torch device.
     """
-    from transformers import BlipForQuestionAnswering, BlipProcessor
-
     check_choice("compositional", "noun_phrases", noun_phrases, METHODS)
     if isinstance(max_phrases, bool) or not isinstance(max_phrases, int) or max_phrases < 1:
         raise ValueError(
@@ -180,14 +179,15 @@ def build_compositional_reward(
     except RuntimeError as e:
         raise RewardError(f"compositional reward option 'noun_phrases': {e}") from e
     dev = resolve_device("compositional", device)
-    proc = from_pretrained(
-        "compositional",
-        "processor",
-        BlipProcessor.from_pretrained,
-        processor,
-        files=PROCESSOR_FILES,
+    # both checked before transformers imports (seconds): a missing one fails at once
+    model_source = locate("compositional", "model", model)  # first: the processor's default
+    proc_source = locate("compositional", "processor", processor, files=PROCESSOR_FILES)
+    from transformers import BlipForQuestionAnswering, BlipProcessor
+
+    proc = from_pretrained("compositional", "processor", BlipProcessor.from_pretrained, proc_source)
+    net = from_pretrained(
+        "compositional", "model", BlipForQuestionAnswering.from_pretrained, model_source
     )
-    net = from_pretrained("compositional", "model", BlipForQuestionAnswering.from_pretrained, model)
     net = net.to(dev).eval().requires_grad_(False)
     settings = _image_settings(proc, net, image_size)
     description = {"model": model, "image_size": settings["size"]}

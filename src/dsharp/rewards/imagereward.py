@@ -39,10 +39,11 @@ from torch import nn
 from dsharp.rewards._weights import (
     TOKENIZER_FILES,
     check_batch,
+    check_local,
     check_str,
     from_pretrained,
     load_state_dict,
-    looks_local,
+    locate,
     resolve_device,
     resolve_file,
     strip_prefix,
@@ -244,12 +245,12 @@ def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, flo
 
 
 def _load_original(path: Path, tokenizer: str) -> tuple[ImageRewardModel, Any, float, float]:
+    # The tokenizer first: one that cannot be had fails before the checkpoint is read (and
+    # before transformers imports).
+    source = locate("imagereward", "tokenizer", tokenizer, files=TOKENIZER_FILES)
     from transformers import BertTokenizer
 
-    # The tokenizer first: one that cannot be had fails before the checkpoint is read.
-    tok = from_pretrained(
-        "imagereward", "tokenizer", BertTokenizer.from_pretrained, tokenizer, files=TOKENIZER_FILES
-    )
+    tok = from_pretrained("imagereward", "tokenizer", BertTokenizer.from_pretrained, source)
     state, _ = convert_original_state_dict(load_state_dict("imagereward", "model", path))
     model = ImageRewardModel(v1_config())
     _load_strict(model, state, f"checkpoint {path.name}")
@@ -260,11 +261,11 @@ def load_imagereward(
     model: str, checkpoint_file: str = CHECKPOINT_FILE, tokenizer: str = TOKENIZER
 ) -> tuple[ImageRewardModel, Any, float, float]:
     """Model, tokenizer, mean and std from dsharp's folder or the published checkpoint."""
+    check_local("imagereward", "model", model, "file or folder")
+    check_local("imagereward", "tokenizer", tokenizer, "folder")  # used or not, as validate
     path = Path(model).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         return _load_dsharp_format(path)
-    if not path.exists() and looks_local(model):
-        raise RewardError(f"imagereward reward option 'model': not found: {path}")
     checkpoint = resolve_file("imagereward", "model", model, checkpoint_file)
     return _load_original(checkpoint, tokenizer)
 

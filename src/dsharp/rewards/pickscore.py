@@ -19,6 +19,7 @@ from dsharp.rewards._weights import (
     PROCESSOR_FILES,
     check_batch,
     from_pretrained,
+    locate,
     resolve_device,
     unique_prompts,
 )
@@ -121,12 +122,13 @@ def build_pickscore_reward(
     tokenizer and image settings are used (default the LAION ViT-H/14 one); ``device``:
     ``"auto"`` or a torch device.
     """
+    dev = resolve_device("pickscore", device)
+    # both checked before transformers imports (seconds): a missing one fails at once
+    proc_source = locate("pickscore", "processor", processor, files=PROCESSOR_FILES)
+    model_source = locate("pickscore", "model", model)
     from transformers import AutoProcessor, CLIPModel
 
-    dev = resolve_device("pickscore", device)
-    proc = from_pretrained(
-        "pickscore", "processor", AutoProcessor.from_pretrained, processor, files=PROCESSOR_FILES
-    )
+    proc = from_pretrained("pickscore", "processor", AutoProcessor.from_pretrained, proc_source)
     tokenizer = getattr(proc, "tokenizer", None)
     image_processor = getattr(proc, "image_processor", None)
     if tokenizer is None or image_processor is None:
@@ -134,7 +136,7 @@ def build_pickscore_reward(
             f"pickscore reward option 'processor': {processor!r} is not a CLIP processor "
             "(needs a tokenizer and an image processor)"
         )
-    net = from_pretrained("pickscore", "model", CLIPModel.from_pretrained, model)
+    net = from_pretrained("pickscore", "model", CLIPModel.from_pretrained, model_source)
     net = net.to(dev).eval().requires_grad_(False)
     encoder = HFClipEncoder(net, tokenizer, image_settings(image_processor), dev)
     return PickScoreReward(encoder, {"model": model, "processor": processor})
