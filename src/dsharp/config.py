@@ -151,7 +151,10 @@ class ModelConfig(_Section):
     def _pretrained_exists(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("empty model name")
-        if _check_files(info) and _looks_local(value) and not Path(value).expanduser().exists():
+        from dsharp.model_names import looks_like_model_path  # the loader's rule
+
+        local = looks_like_model_path(value)
+        if _check_files(info) and local and not Path(value).expanduser().exists():
             raise ValueError(f"path not found: {value}")
         return value
 

@@ -35,3 +35,46 @@ def absolute_model_source(pretrained: str) -> str:
         return pretrained
     path = Path(pretrained).expanduser()
     return os.path.abspath(path) if path.exists() else pretrained
+
+
+def builtin_near_miss(pretrained: str) -> str | None:
+    """``'dsharp-mni' is neither ...; did you mean 'dsharp-mini'?`` where a slash-free,
+    unknown ``pretrained`` is probably a typo of a built-in model name, else None. Hub ids of
+    diffusers models name an owner (``org/name``), so a bare near-miss would only send the
+    user to the hub for a model that is not there."""
+    import difflib
+
+    names = [*EMBEDDED, *MINI_INITS]
+    if "/" in pretrained or pretrained in names or Path(pretrained).expanduser().exists():
+        return None
+    match = difflib.get_close_matches(pretrained, names, n=1, cutoff=0.75)
+    if not match:
+        return None
+    return f"{pretrained!r} is neither a built-in model nor a folder; did you mean {match[0]!r}?"
+
+
+def looks_like_model_path(pretrained: str) -> bool:
+    """A local path rather than a hub id (``org/name``) or a built-in name."""
+    return pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1
+
+
+def missing_model(pretrained: str) -> str | None:
+    """``model folder not found: X`` or a built-in name's near miss, from the name alone and
+    the files it names: what loading the model would find first, said before any download
+    or heavy work (``dsharp eval``, ``sample``, ``train``); None otherwise."""
+    if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
+        return None
+    if looks_like_model_path(pretrained):
+        return f"model folder not found: {pretrained}"
+    near = builtin_near_miss(pretrained)
+    return None if near is None else f"model {near}"
+
+
+def not_a_model_folder(pretrained: str) -> str | None:
+    """``X: a folder without model_index.json, not a diffusers model folder`` (or a file)
+    for a local path that is there but holds no diffusers model; None otherwise."""
+    path = Path(pretrained).expanduser()
+    if is_builtin(pretrained) or not path.exists() or (path / "model_index.json").is_file():
+        return None
+    what = "a file" if path.is_file() else "a folder without model_index.json"
+    return f"{pretrained}: {what}, not a diffusers model folder"

@@ -62,12 +62,12 @@ def check_before_loading(
     reward option its reward does not take, an output folder that cannot be made."""
     from dsharp.methods.factory import check_method_section
     from dsharp.prompt_checks import check_recipe_prompts
-    from dsharp.rewards.base import RewardError
     from dsharp.rewards.plugins import check_reward_options
 
+    # the model first: a local check, where reading the prompts may fetch a dataset
+    _run_checks([("model.pretrained", lambda: _check_model_name(recipe.model.pretrained))], source)
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
     checks: list[tuple[str, Any]] = [
-        ("model.pretrained", lambda: _check_model_name(recipe.model.pretrained)),
         ("method", lambda: check_method_section(recipe.method)),
         ("sample.options", lambda: _check_sample_options(recipe.sample)),
     ]
@@ -88,6 +88,13 @@ def check_before_loading(
         checks.append(("model.weight_dtype", lambda: check_training_precision(recipe)))
         out = Path(recipe.output_dir)
         checks.append(("output_dir", lambda: check_output_folder(out)))
+    _run_checks(checks, source)
+
+
+def _run_checks(checks: list[tuple[str, Any]], source: str | None) -> None:
+    """Each ``(field, check)`` in order; the first refusal as a ``RecipeError`` naming it."""
+    from dsharp.rewards.base import RewardError
+
     for field, check in checks:
         try:
             check()
@@ -269,18 +276,13 @@ def missing_trackers(trackers: list[str]) -> list[str]:
 
 def _check_model_name(pretrained: str) -> None:
     """A near-miss of a built-in model name (``dsharp-mni``) would go to the hub and fail
-    there, after retries; say so now."""
-    from dsharp.model_names import is_builtin
-    from dsharp.models.loading import builtin_near_miss
+    there, after retries; a missing path or a folder that holds no model would fail only
+    after the plan line, with the loader's exit status 1: say so now."""
+    from dsharp.model_names import missing_model, not_a_model_folder
 
-    problem = builtin_near_miss(pretrained)
+    problem = missing_model(pretrained) or not_a_model_folder(pretrained)
     if problem is not None:
         raise ValueError(problem)
-    path = Path(pretrained).expanduser()
-    if not is_builtin(pretrained) and path.exists() and not (path / "model_index.json").is_file():
-        # it would fail only after the plan line, with the loader's exit status 1
-        what = "a file" if path.is_file() else "a folder without model_index.json"
-        raise ValueError(f"{pretrained}: {what}, not a diffusers model folder")
 
 
 def image_size_factor(model: Any) -> int:

@@ -15,6 +15,7 @@ from dsharp.bench import T2I_BENCH
 from dsharp.commands.errors import (
     one_line,
     require_counts,
+    require_model,
     require_output_paths,
     settings_errors,
     usage_error,
@@ -332,10 +333,7 @@ def evaluate_cmd(
     """
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
     from dsharp.builders import read_run_recipe
-    from dsharp.checkpoints import (
-        checkpoint_step,
-        find_model_checkpoint,
-    )
+    from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import check_reward_settings, parse_reward_sets, with_on_error
     from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
@@ -411,7 +409,7 @@ def evaluate_cmd(
         # with a recipe the positional overrides are the recipe's: a flag must not beat one
         refuse_flag_and_override(overrides or [], given_flags(flags), option or [])
         rec = load_recipe(recipe, overrides or ()) if recipe is not None else None
-        ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
+        ckpt = require_model(None, checkpoint)
         if rec is None and prompts is None and bench is None and ckpt is not None:
             raise usage_error(_what_to_evaluate_on(ckpt))
         step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
@@ -469,6 +467,10 @@ def evaluate_cmd(
                 err=True,
             )
 
+        from dsharp.commands.common import pick_device
+
+        pick_device(device)  # a bad --device, then a missing model: before the rewards' weights
+        require_model(model, None)
         # built before the model loads: a reward that cannot be built (no API key, no
         # weights) must not cost the model's load first
         scorer = CombinedReward(specs)
@@ -617,14 +619,15 @@ def _t2i_compbench(
     from dsharp.bench import run_t2i_compbench
     from dsharp.bench.t2i_compbench import check_settings
     from dsharp.bench.t2i_data import load_prompt_set
-    from dsharp.checkpoints import checkpoint_step, find_model_checkpoint, run_dir_of
-    from dsharp.commands.common import load_model_for_inference
+    from dsharp.checkpoints import checkpoint_step, run_dir_of
+    from dsharp.commands.common import load_model_for_inference, pick_device
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
     with settings_errors():  # a bad category, split or --set: exit 2, at once
         cats, _ = check_settings(categories, split, evaluator_options)
-    ckpt = find_model_checkpoint(checkpoint) if checkpoint is not None else None
+    pick_device(device)  # a bad --device, a missing model: before the prompts' download
+    ckpt = require_model(model, checkpoint)
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
     target = out or _default_target(ckpt, None, None, json_name)

@@ -11,6 +11,7 @@ import typer
 from dsharp.commands.errors import (
     one_line,
     require_counts,
+    require_model,
     require_output_paths,
     settings_errors,
     usage_error,
@@ -108,7 +109,11 @@ def sample(
     if (model is None) == (checkpoint is None):  # before torch is imported: at once
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
-    from dsharp.commands.common import check_on_error_flag, load_model_for_inference
+    from dsharp.commands.common import (
+        check_on_error_flag,
+        load_model_for_inference,
+        pick_device,
+    )
     from dsharp.generate import (
         SampleSettings,
         generate,
@@ -159,6 +164,9 @@ def sample(
                 check_prompts(
                     reward_specs(settings.reward), prompt_list, prompts_file or "--prompt"
                 )
+        pick_device(device)  # a bad --device, then a missing model: before any weights load
+        require_model(model, checkpoint)
+        if settings.reward and method_entry.needs_reward:
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)

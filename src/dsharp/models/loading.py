@@ -14,7 +14,12 @@ from typing import Any
 
 import torch
 
-from dsharp.model_names import EMBEDDED, MINI_INITS
+from dsharp.model_names import (  # noqa: F401 (builtin_near_miss: imported from here)
+    EMBEDDED,
+    MINI_INITS,
+    builtin_near_miss,
+    missing_model,
+)
 from dsharp.models.base import DiffusionModel
 from dsharp.models.mini import ensure_mini_init
 
@@ -42,28 +47,10 @@ def resolve_pretrained(pretrained: str) -> str:
     path = Path(pretrained).expanduser()
     if path.exists():
         return str(path)
-    if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
-        raise FileNotFoundError(f"model folder not found: {pretrained}")
-    problem = builtin_near_miss(pretrained)
+    problem = missing_model(pretrained)  # the rule `dsharp eval`/`sample` check first
     if problem is not None:
-        raise FileNotFoundError(f"model {problem}")
+        raise FileNotFoundError(problem)
     return pretrained
-
-
-def builtin_near_miss(pretrained: str) -> str | None:
-    """``'dsharp-mni' is neither ...; did you mean 'dsharp-mini'?`` where a slash-free,
-    unknown ``pretrained`` is probably a typo of a built-in model name, else None. Hub ids of
-    diffusers models name an owner (``org/name``), so a bare near-miss would only send the
-    user to the hub for a model that is not there."""
-    import difflib
-
-    names = [*EMBEDDED, *MINI_INITS]
-    if "/" in pretrained or pretrained in names or Path(pretrained).expanduser().exists():
-        return None
-    match = difflib.get_close_matches(pretrained, names, n=1, cutoff=0.75)
-    if not match:
-        return None
-    return f"{pretrained!r} is neither a built-in model nor a folder; did you mean {match[0]!r}?"
 
 
 def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]:

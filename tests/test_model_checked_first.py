@@ -1,0 +1,84 @@
+"""A model folder that is not there (or holds no model) is said before any download or heavy
+work: a benchmark's prompt files, a reward's or a verifier's weights. It used to come last,
+after a download that may fail on its own offline (and then be the only error shown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+
+
+def _never(what: str):
+    def called(*args: Any, **kwargs: Any) -> Any:
+        pytest.fail(f"{what} before the model folder was checked")
+
+    return called
+
+
+@pytest.fixture
+def heavy_work_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsharp.bench.t2i_data
+    import dsharp.inference.base
+    import dsharp.rewards.combine
+
+    monkeypatch.setattr(dsharp.bench.t2i_data, "load_prompt_set", _never("prompts read"))
+    monkeypatch.setattr(dsharp.rewards.combine, "CombinedReward", _never("rewards built"))
+    monkeypatch.setattr(dsharp.inference.base, "Verifier", _never("verifier built"))
+
+
+def _error(args: list[Any]) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--bench", "t2i-compbench"],
+        ["eval", "--reward", "clip", "--prompts", "PROMPTS"],
+        ["sample", "--method", "inference_scaling", "--reward", "clip", "-p", "a red circle"],
+    ],
+    ids=["eval-t2i-compbench", "eval-reward", "sample-verifier"],
+)
+def test_a_missing_model_folder_is_said_before_prompts_download_or_weights_load(
+    tmp_path: Path, heavy_work_fails: None, command: list[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    command = [str(prompts) if a == "PROMPTS" else a for a in command]
+    missing = tmp_path / "no-such-model"
+    code, error = _error([*command, "--model", missing, "--out", tmp_path / "out"])
+    assert (code, error) == (1, f"error: model folder not found: {missing}")
+    code, error = _error([*command, "--model", tmp_path, "--out", tmp_path / "out"])
+    assert (code, error) == (
+        1,
+        f"error: {tmp_path}: a folder without model_index.json, not a diffusers model folder",
+    )
+    code, error = _error([*command, "--model", "dsharp-mni", "--out", tmp_path / "out"])
+    assert code == 1 and error.endswith("did you mean 'dsharp-mini'?")
+
+
+def test_a_missing_run_folder_is_said_before_the_verifier_loads(
+    tmp_path: Path, heavy_work_fails: None
+) -> None:
+    args = ["sample", "--method", "inference_scaling", "--reward", "clip", "-p", "a red circle"]
+    missing = tmp_path / "no-such-run"
+    code, error = _error([*args, "--checkpoint", missing, "--out", tmp_path / "out"])
+    assert (code, error) == (1, f"error: --checkpoint: {missing}: no such folder")
+
+
+def test_a_recipe_naming_a_missing_nested_model_path_is_refused_by_validate() -> None:
+    """``a/b/c`` is a path to the loader (more than one slash: no hub id); validation read
+    it as a hub id and the run failed only when the model loaded."""
+    result = CliRunner().invoke(
+        app, ["recipes", "validate", str(QUICKSTART), "model.pretrained=no/such/model"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "model.pretrained: path not found: no/such/model" in result.stderr
