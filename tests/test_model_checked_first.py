@@ -24,7 +24,12 @@ def _never(what: str):
 
 @pytest.fixture
 def heavy_work_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # dsharp.evaluate and dsharp.inference bind these names when first imported: imported
+    # here, before the patch, so that they cannot keep the stand-ins after the test.
     import dsharp.bench.t2i_data
+    import dsharp.commands.evaluate  # noqa: F401
+    import dsharp.evaluate  # noqa: F401
+    import dsharp.inference  # noqa: F401
     import dsharp.inference.base
     import dsharp.rewards.combine
 
