@@ -26,7 +26,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     (``["train.max_steps=2", "output_dir=runs/x"]``, as on the command line).
 
     Raises :class:`~dsharp.recipe_errors.RecipeError` naming the file and field."""
-    from dsharp.config import load_recipe as _load
+    from dsharp.recipe_io import load_recipe as _load
 
     return _load(path, overrides)
 

@@ -55,7 +55,7 @@ def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:
     """The saved recipe of the run a checkpoint folder belongs to; ``label`` names the input
     in the error when the run folder has none."""
     from dsharp.checkpoints import run_dir_of
-    from dsharp.config import load_recipe
+    from dsharp.recipe_io import load_recipe
 
     recipe_path = run_dir_of(checkpoint) / "recipe.yaml"
     if not recipe_path.exists():

@@ -1,6 +1,7 @@
-"""Recipe schema and loading: ``load_recipe`` (YAML plus ``a.b.c=value`` overrides, see
-:mod:`dsharp.recipe_yaml`) validated into :class:`Recipe`, with one-line errors (see
-:mod:`dsharp.recipe_errors`); ``dsharp recipes list`` lives in :mod:`dsharp.recipe_listing`.
+"""Recipe schema: the pydantic models a recipe validates into (:class:`Recipe` and its
+sections). Loading and saving live in :mod:`dsharp.recipe_io`, the dataset rules the ``data``
+section checks in :mod:`dsharp.recipe_data`, one-line errors in :mod:`dsharp.recipe_errors`,
+``dsharp recipes list`` in :mod:`dsharp.recipe_listing`.
 
 A recipe is a YAML file whose sections map onto the models below. Every model forbids
 unknown keys, so a misspelled key fails at load time with a message naming the file, the
@@ -16,14 +17,12 @@ valid, so structural mistakes are reported fast.
 
 from __future__ import annotations
 
-import copy
+import importlib
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,15 +33,15 @@ from pydantic import (
     model_validator,
 )
 
-from dsharp.recipe_errors import (
-    FieldProblem,
-    RecipeError,
-    _dotted,
-    _first_error,
-    _show,
-    unknown_name_message,
+from dsharp.recipe_data import (
+    DEFAULT_IMAGE_COLUMN,
+    DEFAULT_SPLIT,
+    SHAPES_SPLITS,
+    check_balance,
+    without_splits,
 )
-from dsharp.recipe_yaml import _read_yaml, apply_overrides
+from dsharp.recipe_errors import FieldProblem, _first_error, unknown_name_message
+from dsharp.recipe_errors import RecipeError as RecipeError  # re-exported: tests import it here
 from dsharp.recipe_yaml import parse_yaml as parse_yaml  # re-exported: part of the public API
 
 # Validation context flags: skip the reward-name lookup (load_recipe checks names
@@ -307,76 +306,6 @@ class _PromptSource(_Section):
         return prompts
 
 
-BALANCE_MODES = ("prompt", "category")
-"""The named ways ``data.balance`` draws shapes prompts (it also takes category weights)."""
-
-
-def check_balance(value: Any) -> str | dict[str, float]:
-    """``data.balance`` as a mode name or as ``{category: weight}`` with finite weights >= 0,
-    at least one above 0; a clear error otherwise."""
-    from dsharp.shapes.grammar import CATEGORIES
-
-    if isinstance(value, str) and value in BALANCE_MODES:
-        return value
-    if not isinstance(value, Mapping):
-        raise ValueError(
-            f"expected 'prompt', 'category' or a mapping of category -> weight, got {_show(value)}"
-        )
-    weights: dict[str, float] = {}
-    for name, weight in value.items():
-        if name not in CATEGORIES:
-            raise ValueError(unknown_name_message("category", name, CATEGORIES))
-        number = isinstance(weight, int | float) and not isinstance(weight, bool)
-        if not number or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"{name}: weight must be a number >= 0, got {_show(weight)}")
-        weights[name] = float(weight)
-    if not any(weights.values()):
-        raise ValueError("at least one category needs a weight above 0")
-    return weights
-
-
-SHAPES_SPLITS = ("train", "grammar")
-"""Prompt sources of ``data.generator: shapes`` (see :class:`DataConfig`)."""
-
-DEFAULT_SPLIT = "train"
-DEFAULT_IMAGE_COLUMN = "image"
-#: The image column of a folder's ``metadata.jsonl`` unless ``data.image_column`` says otherwise.
-FOLDER_IMAGE_COLUMN = "file_name"
-
-
-def folder_image_column(image_column: str) -> str:
-    """The image column of a folder's ``metadata.jsonl``: ``data.image_column``, or
-    ``file_name`` (Hugging Face imagefolder's name) where the recipe leaves it at its default."""
-    return FOLDER_IMAGE_COLUMN if image_column == DEFAULT_IMAGE_COLUMN else image_column
-
-
-def dataset_kind(dataset: str, dataset_type: str = "auto") -> str:
-    """How ``data.dataset`` is read: ``folder`` (images with captions), ``jsonl`` or ``hf``
-    (a hub name, or a folder that ``datasets``' ``save_to_disk`` wrote); ``auto`` tells them
-    apart by what is on disk."""
-    if dataset_type != "auto":
-        return dataset_type
-    path = Path(dataset).expanduser()
-    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    if path.is_dir() and not saved:
-        return "folder"
-    return "jsonl" if path.suffix == ".jsonl" else "hf"
-
-
-def _without_splits(dataset: str, dataset_type: str) -> str | None:
-    """What ``data.dataset`` is when it has no splits for ``data.split`` to pick from (it is
-    read whole), else None."""
-    kind = dataset_kind(dataset, dataset_type)
-    if kind == "folder":
-        return f"data.dataset {dataset} is an image folder, read whole"
-    if kind == "jsonl":
-        return f"data.dataset {dataset} is a .jsonl file, read whole"
-    path = Path(dataset).expanduser()
-    if path.is_dir() and not (path / "dataset_dict.json").exists():
-        return f"data.dataset {dataset} is one saved dataset without splits, read whole"
-    return None
-
-
 class DataConfig(_PromptSource):
     """Training inputs: prompts (RLHF) or image-text data (SFT)."""
 
@@ -461,7 +390,7 @@ class DataConfig(_PromptSource):
             # it would pick nothing: only a Hugging Face dataset (or the shapes generator)
             # has splits. (Prompt lists keep a recipe's split unused, as the shipped
             # quickstart's with data.generator=none.)
-            unused = _without_splits(self.dataset, self.dataset_type)
+            unused = without_splits(self.dataset, self.dataset_type)
             if unused is not None:
                 raise FieldProblem(
                     ("split",),
@@ -703,69 +632,6 @@ class Recipe(_Section):
 # --------------------------------------------------------------------------- public API
 
 
-def recipe_from_dict(
-    data: Any,
-    *,
-    source: str | None = None,
-    overrides: Sequence[str] = (),
-    recipe_name: str | None = None,
-    validate_files: bool = True,
-) -> Recipe:
-    """Validate a parsed recipe (plus overrides); every failure is a one-line ``RecipeError``.
-
-    Reward names are checked against the plugin registry last, so that structural
-    mistakes never wait for plugins to load. ``validate_files=False`` skips the checks that
-    local paths exist (for the saved recipe of a run made elsewhere).
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a mapping at the top level, got {_show(data)}", source=source)
-    data = copy.deepcopy(data)
-    applied = apply_overrides(data, overrides, source)
-    try:
-        context = {_DEFER_REWARD_NAMES: True, _SKIP_FILE_CHECKS: not validate_files}
-        recipe = Recipe.model_validate(data, context=context)
-    except ValidationError as e:
-        raise _first_error(e, source, applied) from None
-    lists = [("rewards", recipe.rewards), ("eval", "rewards", recipe.eval.rewards or [])]
-    for *prefix, specs in lists:
-        for i, spec in enumerate(specs):
-            try:
-                check_reward_name(spec.name)
-            except ValueError as e:
-                loc = (*prefix, i, "name")
-                override = next((t for p, t in applied if loc[: len(p)] == p), "")
-                raise RecipeError(
-                    str(e), source=source, field=_dotted(loc), override=override
-                ) from None
-    _check_differentiable_rewards(recipe, source)
-    if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
-        recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
-    if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
-        recipe.output_dir = str(Path(recipe.output_dir).expanduser())
-    return recipe
-
-
-def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
-    """Methods that back-propagate through the reward (ReFL/IterPO) refuse a weighted
-    reward that is not differentiable, before any model loads."""
-    from dsharp.methods.registry import method_specs
-    from dsharp.rewards.plugins import get_reward_info
-
-    spec = method_specs().get(recipe.method.name)
-    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
-        return
-    for i, reward in enumerate(recipe.rewards):
-        if reward.weight and not get_reward_info(reward.name).differentiable:
-            raise RecipeError(
-                f"method {spec.name!r} needs differentiable rewards; {reward.name!r} is not "
-                "(see `dsharp rewards list`)",
-                source=source,
-                field=f"rewards.{i}.name",
-            )
-
-
 def parse_reward_spec(data: Mapping[str, Any], source: str | None = None) -> RewardSpec:
     """Validate one reward spec with one-line errors; the name is left for ``build_reward``
     (whose unknown-name error lists the installed rewards)."""
@@ -775,68 +641,22 @@ def parse_reward_spec(data: Mapping[str, Any], source: str | None = None) -> Rew
         raise _first_error(e, source, ()) from None
 
 
-def is_study_data(data: Any) -> bool:
-    """A parsed YAML file is a study (:mod:`dsharp.study`), not a recipe, when it has
-    top-level ``rows``."""
-    return isinstance(data, dict) and "rows" in data
+# Loading and saving moved to dsharp.recipe_io, which imports this schema; they stay importable
+# from here (loaded on first use, so there is no import cycle) because tests/ and scripts/
+# import them from dsharp.config: load_recipe (tests, scripts/ship_mini.py,
+# scripts/probe_sample_*.py), recipe_to_yaml (tests, scripts/ship_mini.py), recipe_from_dict,
+# recipe_to_dict and save_recipe (tests).
+_MOVED = ("load_recipe", "recipe_from_dict", "recipe_to_dict", "recipe_to_yaml", "save_recipe")
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
+    from dsharp.recipe_io import load_recipe as load_recipe
+    from dsharp.recipe_io import recipe_from_dict as recipe_from_dict
+    from dsharp.recipe_io import recipe_to_dict as recipe_to_dict
+    from dsharp.recipe_io import recipe_to_yaml as recipe_to_yaml
+    from dsharp.recipe_io import save_recipe as save_recipe
 
 
-def load_recipe(
-    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, validate_files: bool = True
-) -> Recipe:
-    """Load and validate a YAML recipe; ``overrides`` are ``a.b.c=value`` strings.
-
-    ``validate_files=False`` skips the checks that local paths exist (a saved run recipe).
-    """
-    if isinstance(overrides, str):  # else each character would be read as an override
-        raise TypeError(f"overrides: expected a list of KEY=VALUE strings, got {overrides!r}")
-    path = Path(path)
-    data = _read_yaml(path)
-    if is_study_data(data):
-        raise RecipeError(
-            "a study, not a recipe (it has `rows`): run it with dsharp reproduce", source=str(path)
-        )
-    return recipe_from_dict(
-        data,
-        source=str(path),
-        overrides=overrides,
-        recipe_name=path.stem,
-        validate_files=validate_files,
-    )
-
-
-def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
-    """The recipe as plain YAML/JSON-able data.
-
-    With ``redact``, secret reward options (those the reward declares, and those whose name
-    looks secret: see :mod:`dsharp.redaction`) become ``"<redacted>"``. Secrets belong in
-    environment variables, not recipes.
-    """
-    from dsharp.redaction import redact_reward_spec
-
-    data = recipe.model_dump(mode="json")
-    if redact:
-        data["rewards"] = [redact_reward_spec(spec) for spec in data["rewards"]]
-        if data["eval"]["rewards"]:
-            data["eval"]["rewards"] = [redact_reward_spec(s) for s in data["eval"]["rewards"]]
-    return data
-
-
-SAVED_RECIPE_HEADER = "# The validated recipe of this run, written by dsharp"
-"""The first line of every recipe a run saves (``recipe.yaml``): no command to run it by."""
-
-
-def recipe_to_yaml(recipe: Recipe, redact: bool = True) -> str:
-    """The recipe as YAML text (redacted by default), loadable by :func:`load_recipe`."""
-    header = SAVED_RECIPE_HEADER
-    header += " (secret reward options redacted).\n" if redact else ".\n"
-    return header + yaml.safe_dump(recipe_to_dict(recipe, redact=redact), sort_keys=False)
-
-
-def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
-    """Write the (redacted) recipe as YAML atomically: a temp file, then ``os.replace``."""
-    from dsharp.io import atomic_write_text
-
-    path = Path(path)
-    atomic_write_text(path, recipe_to_yaml(recipe, redact=True))
-    return path
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module("dsharp.recipe_io"), name)
+    raise AttributeError(f"module 'dsharp.config' has no attribute {name!r}")

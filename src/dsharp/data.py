@@ -165,7 +165,7 @@ def open_image_text(
     dataset: str, dataset_type: str, split: str, image_column: str, caption_column: str
 ) -> ImageTextSource:
     """Pick the source for ``data.dataset`` (``auto``: folder, ``.jsonl`` file, else a hub name)."""
-    from dsharp.config import dataset_kind, folder_image_column
+    from dsharp.recipe_data import dataset_kind, folder_image_column
 
     path = Path(dataset).expanduser()
     kind = dataset_kind(dataset, dataset_type)

@@ -237,7 +237,7 @@ class Trainer:
             raise
 
     def _set_up(self, recipe: Any, resume_from: Path | None, progress: bool) -> None:
-        from dsharp.config import recipe_to_yaml
+        from dsharp.recipe_io import recipe_to_yaml
 
         train = recipe.train
         acc = self.accelerator
@@ -301,7 +301,7 @@ class Trainer:
                 atomic_write_json(environment, record)
             self._truncate_metrics(self.start_step)
         if train.trackers:
-            from dsharp.config import recipe_to_dict
+            from dsharp.recipe_io import recipe_to_dict
 
             acc.init_trackers(train.project, config=_flat_scalars(recipe_to_dict(recipe)))
         self.show_progress = progress and acc.is_main_process

@@ -189,7 +189,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     with atomic_directory(out) as tmp:
         ckpt = checkpoint_dir(tmp, step)
         model.save_trained(ckpt / "model")
-        from dsharp.config import recipe_to_yaml
+        from dsharp.recipe_io import recipe_to_yaml
 
         recipe = sources[0].recipe.model_copy(deep=True)  # its base named as new runs name it
         recipe.model.pretrained = _base_model(sources[0])["pretrained"]

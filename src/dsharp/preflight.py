@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dsharp.config import RecipeError
+from dsharp.recipe_errors import RecipeError
 
 
 def first_existing_non_folder(path: Path) -> Path | None:
@@ -165,7 +165,7 @@ def _check_dataset_columns(data: Any, source: str | None) -> None:
     folder's ``metadata.jsonl``) lacks the image or caption column the recipe names: read
     now, since the data opens only after the model has loaded. The rows are checked in
     full when the data opens."""
-    from dsharp.config import dataset_kind, folder_image_column
+    from dsharp.recipe_data import dataset_kind, folder_image_column
 
     if not data.dataset:
         return

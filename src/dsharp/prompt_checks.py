@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsharp.config import RecipeError
+from dsharp.recipe_errors import RecipeError
 
 
 def check_recipe_prompts(

@@ -13,7 +13,8 @@ def saved_recipe_data(path: Path) -> dict[str, Any] | None:
     """A run's saved ``recipe.yaml`` as data with every field of today's schema: read through
     it, so that a field added since the run was saved (at its default) is no difference. As
     written when it no longer validates; None when it cannot be read as a mapping."""
-    from dsharp.config import RecipeError, recipe_from_dict, recipe_to_dict
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_io import recipe_from_dict, recipe_to_dict
     from dsharp.recipe_yaml import parse_yaml
 
     try:

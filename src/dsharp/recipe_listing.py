@@ -9,8 +9,9 @@ from typing import get_args, get_origin
 
 from pydantic import BaseModel
 
-from dsharp.config import SAVED_RECIPE_HEADER, MethodConfig, Recipe
+from dsharp.config import MethodConfig, Recipe
 from dsharp.recipe_errors import RecipeError, _one_line, _unwrap
+from dsharp.recipe_io import SAVED_RECIPE_HEADER
 from dsharp.recipe_yaml import parse_yaml
 
 # --------------------------------------------------------------------------- listing

@@ -134,9 +134,9 @@ def _first_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | 
     """The first field (with its saved and new values) where ``recipe`` does not train as
     the run whose saved recipe is ``saved``; None when it continues it (a resume may change
     only :data:`RESUMABLE_CHANGES`)."""
-    from dsharp.config import recipe_to_dict
     from dsharp.methods.factory import with_method_defaults
     from dsharp.recipe_diff import first_difference
+    from dsharp.recipe_io import recipe_to_dict
 
     now = recipe_to_dict(with_method_defaults(recipe))
     return first_difference(saved, now, ignore=RESUMABLE_CHANGES)

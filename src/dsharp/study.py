@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsharp.config import EvalConfig, Recipe, is_study_data, load_recipe, recipe_to_dict
+from dsharp.config import EvalConfig, Recipe
 from dsharp.recipe_diff import first_difference, saved_recipe_data
 from dsharp.recipe_errors import (
     FieldProblem,
@@ -37,6 +37,7 @@ from dsharp.recipe_errors import (
     _reason,
     _suggest,
 )
+from dsharp.recipe_io import is_study_data, load_recipe, recipe_to_dict
 from dsharp.recipe_yaml import _read_yaml, parse_yaml
 
 if TYPE_CHECKING:
@@ -618,9 +619,9 @@ class StudyConflict(ValueError):
 def _save_row_recipe(plan: RowPlan) -> None:
     """The row's recipe.yaml as the study now resolves it (as ``train`` saves it: the method's
     own defaults filled in, the model folder absolute), before its evaluation is written."""
-    from dsharp.config import save_recipe
     from dsharp.methods.factory import with_method_defaults
     from dsharp.model_names import absolute_model_source
+    from dsharp.recipe_io import save_recipe
 
     recipe = with_method_defaults(plan.recipe)
     recipe.model.pretrained = absolute_model_source(recipe.model.pretrained)

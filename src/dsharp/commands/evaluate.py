@@ -335,7 +335,6 @@ def evaluate_cmd(
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import check_reward_settings, parse_reward_sets, with_on_error
-    from dsharp.config import load_recipe
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
         SampleSettings,
@@ -345,6 +344,7 @@ def evaluate_cmd(
     )
     from dsharp.inference.base import Verifier, reward_specs
     from dsharp.io import atomic_write_json
+    from dsharp.recipe_io import load_recipe
     from dsharp.rewards.base import RewardError, UnscoredError
     from dsharp.rewards.combine import CombinedReward
 

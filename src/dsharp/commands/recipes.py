@@ -1,4 +1,5 @@
-"""``dsharp recipes list`` and ``dsharp recipes validate``: thin wrappers over dsharp.config."""
+"""``dsharp recipes list`` and ``dsharp recipes validate``: thin wrappers over
+:mod:`dsharp.recipe_listing` and :mod:`dsharp.recipe_io`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List recipe files with their method, model and the command that runs them."""
-    from dsharp.config import RecipeError
+    from dsharp.recipe_errors import RecipeError
     from dsharp.recipe_listing import find_recipes_dir, list_recipes
 
     try:
@@ -124,7 +125,8 @@ def validate_cmd(
 
     The error is one line naming the file and the reason.
     """
-    from dsharp.config import RecipeError, load_recipe
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_io import load_recipe
     from dsharp.study import is_study_file, load_study
 
     with user_errors():  # a plugin's fault in a check: one line, exit 1

@@ -80,7 +80,7 @@ def reproduce(
     """
     from rich.console import Console
 
-    from dsharp.config import RecipeError
+    from dsharp.recipe_errors import RecipeError
     from dsharp.study import StudyConflict, load_study, plan_study, run_study, select_rows
 
     console = Console()

@@ -28,7 +28,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Fine-tune a model as a recipe says; writes a run folder (metrics, checkpoints, report)."""
-    from dsharp.config import RecipeError, load_recipe
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_io import load_recipe
 
     with user_errors("error"):  # a plugin's fault in a check: one line, exit 1
         try:

@@ -1,0 +1,151 @@
+"""Loading and saving recipes: ``load_recipe`` (YAML plus ``a.b.c=value`` overrides, see
+:mod:`dsharp.recipe_yaml`) and ``recipe_from_dict`` validate into the schema of
+:mod:`dsharp.config` with one-line errors (see :mod:`dsharp.recipe_errors`);
+``recipe_to_dict``, ``recipe_to_yaml`` and ``save_recipe`` write a recipe back, secrets
+redacted. Reward names are checked against the plugin registry only after the rest of the
+recipe is valid, so structural mistakes are reported fast."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dsharp.config import _DEFER_REWARD_NAMES, _SKIP_FILE_CHECKS, Recipe, check_reward_name
+from dsharp.recipe_errors import RecipeError, _dotted, _first_error, _show
+from dsharp.recipe_yaml import _read_yaml, apply_overrides
+
+
+def recipe_from_dict(
+    data: Any,
+    *,
+    source: str | None = None,
+    overrides: Sequence[str] = (),
+    recipe_name: str | None = None,
+    validate_files: bool = True,
+) -> Recipe:
+    """Validate a parsed recipe (plus overrides); every failure is a one-line ``RecipeError``.
+
+    Reward names are checked against the plugin registry last, so that structural
+    mistakes never wait for plugins to load. ``validate_files=False`` skips the checks that
+    local paths exist (for the saved recipe of a run made elsewhere).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping at the top level, got {_show(data)}", source=source)
+    data = copy.deepcopy(data)
+    applied = apply_overrides(data, overrides, source)
+    try:
+        context = {_DEFER_REWARD_NAMES: True, _SKIP_FILE_CHECKS: not validate_files}
+        recipe = Recipe.model_validate(data, context=context)
+    except ValidationError as e:
+        raise _first_error(e, source, applied) from None
+    lists = [("rewards", recipe.rewards), ("eval", "rewards", recipe.eval.rewards or [])]
+    for *prefix, specs in lists:
+        for i, spec in enumerate(specs):
+            try:
+                check_reward_name(spec.name)
+            except ValueError as e:
+                loc = (*prefix, i, "name")
+                override = next((t for p, t in applied if loc[: len(p)] == p), "")
+                raise RecipeError(
+                    str(e), source=source, field=_dotted(loc), override=override
+                ) from None
+    _check_differentiable_rewards(recipe, source)
+    if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
+        recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
+    if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
+        recipe.output_dir = str(Path(recipe.output_dir).expanduser())
+    return recipe
+
+
+def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
+    """Methods that back-propagate through the reward (ReFL/IterPO) refuse a weighted
+    reward that is not differentiable, before any model loads."""
+    from dsharp.methods.registry import method_specs
+    from dsharp.rewards.plugins import get_reward_info
+
+    spec = method_specs().get(recipe.method.name)
+    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
+        return
+    for i, reward in enumerate(recipe.rewards):
+        if reward.weight and not get_reward_info(reward.name).differentiable:
+            raise RecipeError(
+                f"method {spec.name!r} needs differentiable rewards; {reward.name!r} is not "
+                "(see `dsharp rewards list`)",
+                source=source,
+                field=f"rewards.{i}.name",
+            )
+
+
+def is_study_data(data: Any) -> bool:
+    """A parsed YAML file is a study (:mod:`dsharp.study`), not a recipe, when it has
+    top-level ``rows``."""
+    return isinstance(data, dict) and "rows" in data
+
+
+def load_recipe(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, validate_files: bool = True
+) -> Recipe:
+    """Load and validate a YAML recipe; ``overrides`` are ``a.b.c=value`` strings.
+
+    ``validate_files=False`` skips the checks that local paths exist (a saved run recipe).
+    """
+    if isinstance(overrides, str):  # else each character would be read as an override
+        raise TypeError(f"overrides: expected a list of KEY=VALUE strings, got {overrides!r}")
+    path = Path(path)
+    data = _read_yaml(path)
+    if is_study_data(data):
+        raise RecipeError(
+            "a study, not a recipe (it has `rows`): run it with dsharp reproduce", source=str(path)
+        )
+    return recipe_from_dict(
+        data,
+        source=str(path),
+        overrides=overrides,
+        recipe_name=path.stem,
+        validate_files=validate_files,
+    )
+
+
+def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
+    """The recipe as plain YAML/JSON-able data.
+
+    With ``redact``, secret reward options (those the reward declares, and those whose name
+    looks secret: see :mod:`dsharp.redaction`) become ``"<redacted>"``. Secrets belong in
+    environment variables, not recipes.
+    """
+    from dsharp.redaction import redact_reward_spec
+
+    data = recipe.model_dump(mode="json")
+    if redact:
+        data["rewards"] = [redact_reward_spec(spec) for spec in data["rewards"]]
+        if data["eval"]["rewards"]:
+            data["eval"]["rewards"] = [redact_reward_spec(s) for s in data["eval"]["rewards"]]
+    return data
+
+
+SAVED_RECIPE_HEADER = "# The validated recipe of this run, written by dsharp"
+"""The first line of every recipe a run saves (``recipe.yaml``): no command to run it by."""
+
+
+def recipe_to_yaml(recipe: Recipe, redact: bool = True) -> str:
+    """The recipe as YAML text (redacted by default), loadable by :func:`load_recipe`."""
+    header = SAVED_RECIPE_HEADER
+    header += " (secret reward options redacted).\n" if redact else ".\n"
+    return header + yaml.safe_dump(recipe_to_dict(recipe, redact=redact), sort_keys=False)
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
+    """Write the (redacted) recipe as YAML atomically: a temp file, then ``os.replace``."""
+    from dsharp.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, recipe_to_yaml(recipe, redact=True))
+    return path
