@@ -619,3 +619,20 @@ def test_an_override_changes_one_use_of_a_yaml_anchor_not_all(tmp_path):
     cfg = load_recipe(recipe, ["eval.rewards.0.weight=2.0"])
     assert cfg.eval.rewards[0].weight == 2.0
     assert cfg.rewards[0].weight == 1.0
+
+
+@pytest.mark.parametrize("module", ["dsharp.recipe_io", "dsharp.recipe_data", "dsharp.config"])
+def test_each_recipe_module_imports_first_and_config_still_gives_load_save(module: str) -> None:
+    """recipe_io imports the schema, and config gives the load/save names lazily: whichever
+    module a fresh interpreter imports first, there is no import cycle."""
+    code = (
+        f"import {module}\n"
+        "from dsharp.config import load_recipe, recipe_from_dict, recipe_to_dict, "
+        "recipe_to_yaml, save_recipe\n"
+        "from dsharp import recipe_io\n"
+        "print(load_recipe is recipe_io.load_recipe, save_recipe is recipe_io.save_recipe)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "True True"
