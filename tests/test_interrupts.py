@@ -288,3 +288,48 @@ def test_the_continue_command_hides_a_secret_inside_a_mapping_or_declared_by_its
         "(secrets are not printed: give "
         "rewards.0.options, rewards.0.options.auth their real values in place of <redacted>)"
     )
+
+
+@pytest.mark.parametrize("stop", ["signal", "ctrl-c"])
+def test_under_a_launcher_one_process_says_how_to_continue_with_the_launcher(
+    tmp_path, monkeypatch, stop
+):
+    """Every process of a launch stops; only the first prints the stop line (once, not once
+    per process), and its command says to run it under the launcher again: a plain
+    ``dsharp train`` is one process, whose steps would train on other batches."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.engine
+    from dsharp.cli import app
+    from dsharp.interrupts import TrainingInterrupted
+
+    run = tmp_path / "run"
+
+    def stopped(*args, **kwargs):  # after step 1's checkpoint
+        (run / "checkpoints" / "step-000001").mkdir(parents=True, exist_ok=True)
+        (run / "checkpoints" / "step-000001" / "trainer_state.json").write_text('{"step": 1}')
+        if stop == "signal":
+            raise TrainingInterrupted(1, run)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsharp.engine, "train", stopped)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    args = ["train", str(recipe), f"output_dir={run}", "eval.bench=null"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        shutil.rmtree(run, ignore_errors=True)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 130, result.output
+        said = [line for line in result.stderr.splitlines() if line.startswith("stopped")]
+        if rank == "1":
+            assert said == []
+        else:
+            assert len(said) == 1
+            assert said[0].endswith(
+                "train.resume=latest (under the launcher that started this run, with its "
+                "2 processes)"
+            )

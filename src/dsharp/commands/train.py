@@ -91,6 +91,21 @@ def _refuse_sampler_recipe(recipe: Path, cfg: Recipe) -> None:
         )
 
 
+#: Where launchers put the number of processes (accelerate's order, as for the rank).
+_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _launch_size() -> int:
+    """How many processes the launch started (1 without a launcher)."""
+    for name in _SIZE_VARIABLES:
+        if name in os.environ:
+            try:
+                return int(os.environ[name])
+            except ValueError:
+                return 1
+    return 1
+
+
 def _launcher_rank_zero() -> bool:
     """Whether this is the launch's first process (or the only one), known before the model
     loads: the one that prints the notes and the plan and holds the run folder's lock."""
@@ -114,21 +129,23 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
         from dsharp.checkpoints import latest_checkpoint
 
-        newest = latest_checkpoint(Path(cfg.output_dir))
-        if newest is None:
-            typer.echo("stopped before any checkpoint was saved", err=True)
-        else:
-            again = _resume_command(cfg, recipe, overrides, Path(cfg.output_dir))
-            typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
+        if _launcher_rank_zero():  # every process stops; the first one says so
+            newest = latest_checkpoint(Path(cfg.output_dir))
+            if newest is None:
+                typer.echo("stopped before any checkpoint was saved", err=True)
+            else:
+                again = _resume_command(cfg, recipe, overrides, Path(cfg.output_dir))
+                typer.echo(f"stopped; continue from {newest.name} with: {again}", err=True)
         raise typer.Exit(130) from None
     except TrainingInterrupted as stopped:
         if not stopped.complete:
-            again = _resume_command(cfg, recipe, overrides, stopped.run_dir)
-            typer.echo(
-                f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint in "
-                f"{stopped.run_dir}; continue with: {again}",
-                err=True,
-            )
+            if _launcher_rank_zero():
+                again = _resume_command(cfg, recipe, overrides, stopped.run_dir)
+                typer.echo(
+                    f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint "
+                    f"in {stopped.run_dir}; continue with: {again}",
+                    err=True,
+                )
             raise typer.Exit(130) from None
         run_dir, stopped_at_end = stopped.run_dir, True
     from accelerate import PartialState
@@ -227,6 +244,9 @@ def _resume_command(cfg: Recipe, recipe: Path, overrides: list[str], run_dir: Pa
             shown.append(override)
     args = ["dsharp", "train", str(recipe), *shown, f"output_dir={run_dir}", "train.resume=latest"]
     command = shlex.join(args)
+    if (size := _launch_size()) > 1:
+        # a plain `dsharp train` is one process: its steps would train on other batches
+        command += f" (under the launcher that started this run, with its {size} processes)"
     if hidden:
         values = "its real value" if len(hidden) == 1 else "their real values"
         command += (
