@@ -92,6 +92,7 @@ def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, fam
             "method": method,
             "reward_evals": evals,
             "max_steps": 2,  # the length the LR schedule is laid out over
+            "processes": 1,  # how many drew batches (a resume on another count differs)
         }
         assert (folder / "model" / "unet" / "config.json").is_file()
         assert (folder / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -1115,3 +1115,40 @@ def test_a_report_only_rerun_changes_no_record_and_a_fresh_run_ignores_a_failed_
     again.train.resume = "latest"
     assert _train(again).start_step == 1
     assert (run / "environment.json").read_text() == before
+
+
+def test_a_resume_on_another_number_of_processes_says_the_run_goes_on_differently():
+    from dsharp.engine import processes_note
+
+    assert processes_note(2, 2, 4) is None
+    assert processes_note(None, 2, 4) is None  # a checkpoint from before the count was kept
+    assert processes_note(2, 1, 4) == (
+        "the checkpoint's run trained on 2 processes, this one on 1 process: each step now "
+        "averages the gradients of 1 batch of train.batch_size 4, not 2, drawn otherwise, "
+        "so the run differs from an uninterrupted one from here on (resume on 2 processes to "
+        "continue it)"
+    )
+
+
+@pytest.mark.slow
+def test_checkpoints_keep_the_number_of_processes_and_a_resume_on_another_notes_it(
+    tiny_sd_dir, brightness, tmp_path, capsys
+):
+    common = ("rewards.0.name=test_brightness", "train.checkpoint_every=1", *SMALL)
+    run = tmp_path / "run"
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *common, "train.max_steps=1"))
+    state_file = run / "checkpoints" / "step-000001" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["processes"] == 1
+    # as a two-process launch would have written it
+    state_file.write_text(json.dumps({**state, "processes": 2}))
+    capsys.readouterr()
+    resumed = ("train.max_steps=2", "train.resume=latest")
+    _train(_recipe("rlhf_sharpening", tiny_sd_dir, run, *common, *resumed))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: the checkpoint's run trained on 2 processes, this one on 1 process: each step "
+        "now averages the gradients of 1 batch of train.batch_size 1, not 2, drawn "
+        "otherwise, so the run differs from an uninterrupted one from here on (resume on 2 "
+        "processes to continue it)"
+    ]

@@ -171,6 +171,27 @@ def mid_round_note(method: Any, step: int, grad_accum: int) -> str | None:
     )
 
 
+def processes_note(saved: Any, processes: int, batch_size: int) -> str | None:
+    """What a resume on another number of processes changes: each step averages the
+    gradients of one batch per process, and a process's batches and noises are drawn for
+    its index, so the run goes on with another effective batch and other draws (None with
+    the same number, or a checkpoint written before ``trainer_state.json`` kept it)."""
+    if not isinstance(saved, int) or saved == processes:
+        return None
+
+    def procs(count: int) -> str:
+        return f"{count} process{'es' if count != 1 else ''}"
+
+    batches = f"{processes} batch{'es' if processes != 1 else ''}"
+
+    return (
+        f"the checkpoint's run trained on {procs(saved)}, this one on {procs(processes)}: "
+        f"each step now averages the gradients of {batches} of train.batch_size "
+        f"{batch_size}, not {saved}, drawn otherwise, so the run differs from an uninterrupted "
+        f"one from here on (resume on {procs(saved)} to continue it)"
+    )
+
+
 def schedule_note(train: Any, saved_max_steps: Any, step: int, rate: float) -> str | None:
     """What a resume that changes ``train.max_steps`` does to a decaying schedule: it is laid
     out anew over the new length, so the rates from here on are not the checkpoint's run's
@@ -277,6 +298,7 @@ class Trainer:
         self.counts_reward = self.reward is not None and self.method.trains_on_reward
         self.reward_evals = 0
         schedule = None  # on a resume that changes the LR schedule: what to say about it
+        processes = None  # on a resume on another number of processes: the same
         if resume_from is not None:
             acc.load_state(str(resume_from))
             state = ckpts.read_trainer_state(resume_from)
@@ -285,10 +307,12 @@ class Trainer:
             self.method.load_state_dict(state.get("method_state", {}))
             rate = reschedule(self.lr_scheduler)[0]
             schedule = schedule_note(train, state.get("max_steps"), self.start_step, rate)
+            processes = processes_note(state.get("processes"), acc.num_processes, train.batch_size)
         # a resume that trains (not one that only writes the report of a finished run)
         trains_on = resume_from is not None and self.start_step < train.max_steps
         if trains_on and acc.is_main_process:
             notes = [mid_round_note(self.method, self.start_step, train.grad_accum), schedule]
+            notes.append(processes)
             for note in filter(None, notes):
                 print(f"note: {note}", file=sys.stderr)
         if acc.is_main_process:
@@ -348,6 +372,8 @@ class Trainer:
                     "reward_evals": self.reward_evals,
                     # the length the LR schedule was laid out over (a resume may change it)
                     "max_steps": self.recipe.train.max_steps,
+                    # each process draws its own batches: a resume on another count differs
+                    "processes": acc.num_processes,
                 }
                 if method_state := self.method.state_dict():
                     state["method_state"] = method_state
