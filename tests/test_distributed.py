@@ -94,6 +94,8 @@ def test_two_processes_average_gradients_and_end_with_the_same_weights(tiny_sd_d
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert [r["lr"] for r in rows] == pytest.approx([LR, LR / 2])
+    # each process trained on its prompt's pair: the step's count is their sum
+    assert [r["pairs"] for r in rows] == [2, 2]
 
 
 def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path):

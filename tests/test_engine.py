@@ -934,6 +934,34 @@ def test_metrics_that_one_process_did_not_log_average_as_nan_there(monkeypatch):
     assert out == {"loss": 2.0, "reward_w": 0.75}
 
 
+def test_counts_are_summed_over_processes_and_other_metrics_averaged(monkeypatch):
+    """Two processes of one step: 1 and 0 usable pairs, 1 and 3 missing rewards. The step
+    trained on 1 pair and missed 4 rewards in all, as one process with both batches would
+    log; a count no process logged stays NaN."""
+    import accelerate.utils
+
+    from dsharp.engine import _gather_metrics
+
+    keys = ["loss", "pairs", "reward", "reward_missing"]
+    other = {"loss": 3.0, "pairs": 0.0, "reward": float("nan"), "reward_missing": 3.0}
+
+    class TwoProcesses:
+        num_processes = 2
+        device = torch.device("cpu")
+
+        def gather(self, values):
+            theirs = torch.tensor([[other[k] for k in keys]])
+            return torch.cat([values, theirs])
+
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [*obj, sorted(other)])
+    ours = {"loss": 1.0, "pairs": 1.0, "reward": 0.5, "reward_missing": 1.0}
+    out = _gather_metrics(TwoProcesses(), ours)
+    assert out == {"loss": 2.0, "pairs": 1.0, "reward": 0.5, "reward_missing": 4.0}
+    other["pairs"] = float("nan")
+    out = _gather_metrics(TwoProcesses(), {**ours, "pairs": float("nan")})
+    assert math.isnan(out["pairs"])
+
+
 def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
     """Its newer checkpoints would stay beside a different history, and `latest` would later
     pick one of them; a checkpoint of another folder (a branch) is fine."""

@@ -139,18 +139,29 @@ def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
 
 
 def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Average each metric over processes (NaN-aware). A metric that some process did not
-    log counts as NaN there: tensors of different lengths would break the collective."""
+    """Average each metric over processes (NaN-aware), but sum the counts
+    (:data:`~dsharp.methods.registry.COUNT_COLUMNS`: missing rewards, pairs), which are the
+    whole step's. A metric that some process did not log counts as NaN there (tensors of
+    different lengths would break the collective); NaN where no process logged it."""
     if accelerator.num_processes == 1:
         return metrics
     from accelerate.utils import gather_object
+
+    from dsharp.methods.registry import COUNT_COLUMNS
 
     keys = sorted(set().union(*gather_object([sorted(metrics)])))
     values = torch.tensor(
         [float(metrics.get(k, float("nan"))) for k in keys], device=accelerator.device
     )
     gathered = accelerator.gather(values.unsqueeze(0))  # (P, K)
-    return {k: gathered[:, i].nanmean().item() for i, k in enumerate(keys)}
+    out = {}
+    for i, key in enumerate(keys):
+        column = gathered[:, i]
+        if key in COUNT_COLUMNS and not bool(column.isnan().all()):
+            out[key] = column.nansum().item()
+        else:
+            out[key] = column.nanmean().item()
+    return out
 
 
 #: Versions, machine and reward plugins of the run (:mod:`dsharp.environment`).
