@@ -113,3 +113,27 @@ def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path
     std = 5**0.5  # population std of {1, 3, 5, 7}
     assert reports[0]["advantages"] == pytest.approx([-3 / std, -1 / std], rel=1e-5)
     assert reports[1]["advantages"] == pytest.approx([1 / std, 3 / std], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_reward_fault_on_one_process_ends_both_instead_of_hanging(tiny_sd_dir, tmp_path):
+    """Rank 1's reward raises at step 1 while rank 0 goes on into the step's collectives:
+    rank 1 exits with its one-line error, and rank 0 must fail too (the launch ends
+    non-zero) rather than wait for it; no checkpoint is left."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(WORKER.parent / "dist_fault_worker.py")]
+    command += [str(ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml")]
+    command += [f"model.pretrained={tiny_sd_dir}", f"output_dir={run}", "--no-progress"]
+    command += ["rewards.0.name=test_fails_on_rank_1", "method.n=2", "train.batch_size=1"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["DSHARP_LOAD_PLUGINS"] = ""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode != 0
+    failed = [line for line in done.stderr.splitlines() if "injected fault" in line]
+    assert failed == [
+        "error: reward 'test_fails_on_rank_1' failed: RuntimeError: injected fault on rank 1"
+    ], done.stderr[-3000:]
+    assert not (run / "checkpoints").exists()
