@@ -175,3 +175,16 @@ def test_plan_line_names_lora_precision_and_resume(tiny_sd_dir, tmp_path):
     named = recipe.model_copy(deep=True)
     named.train.resume = str(tmp_path / "checkpoints" / "step-000002")
     assert _plan_line(named).endswith(f", resuming ({named.train.resume})")
+
+
+def test_plan_line_under_a_launcher_gives_the_batch_of_every_process(tmp_path, monkeypatch):
+    """train.batch_size is per process: a step of a two-process launch trains on twice it."""
+    from dsharp.commands.train import _plan_line
+    from dsharp.config import load_recipe
+
+    recipe = load_recipe(
+        REPO / "recipes" / "tiny" / "rlhf_sharpening.yaml", [f"output_dir={tmp_path}"]
+    )
+    assert ", 2 steps, batch 2 -> " in _plan_line(recipe)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # an MPI launch sets no WORLD_SIZE
+    assert ", 2 steps, batch 2 x 2 processes -> " in _plan_line(recipe)

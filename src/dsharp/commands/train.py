@@ -294,7 +294,10 @@ def _plan_line(cfg: Recipe) -> str:
         # output_dir would otherwise look like a resumed run
         resume = f", resuming from {found.name}" if found else ", no checkpoint to resume yet"
     steps = f"{cfg.train.max_steps} step{'s' if cfg.train.max_steps != 1 else ''}"
+    batch = f"batch {cfg.train.batch_size}"
+    if (processes := _launch_size()) > 1:  # train.batch_size is each process's
+        batch += f" x {processes} processes"
     return (
         f"training: {cfg.method.name} of {cfg.model.pretrained} ({trains}; rewards: {rewards}), "
-        f"{steps}, batch {cfg.train.batch_size} -> {cfg.output_dir}{resume}"
+        f"{steps}, {batch} -> {cfg.output_dir}{resume}"
     )
