@@ -107,6 +107,29 @@ def test_advantages_are_normalised_per_prompt_with_a_batch_fallback():
         per_prompt_advantages(rewards, prompts[:2])
 
 
+def test_advantages_are_normalised_over_the_whole_round_of_every_process():
+    """Process 1 of 2, as ddpo-pytorch gathers a round: its prompt "a" was also drawn on
+    process 0 ({1, 3} there, {5, 7} here: mean 4), and its lone "c" is normalised by the
+    whole round's stats, not by its own batch (alone, it had no spread: advantage 0)."""
+    from dsharp.methods.ddpo import round_advantages
+
+    theirs = [("a", 1.0), ("a", 3.0), ("b", 2.0)]
+
+    def two_processes(ours):
+        return [*theirs, *ours], len(theirs)
+
+    adv = round_advantages(torch.tensor([5.0, 7.0]), ["a", "a"], gather=two_processes)
+    std = 5**0.5  # population std of {1, 3, 5, 7}
+    torch.testing.assert_close(adv, torch.tensor([1 / std, 3 / std]), atol=1e-5, rtol=0)
+    adv = round_advantages(torch.tensor([4.0]), ["c"], gather=two_processes)
+    whole = torch.tensor([1.0, 3.0, 2.0, 4.0])
+    expected = (4.0 - 2.5) / (whole.std(correction=0).item() + 1e-6)
+    torch.testing.assert_close(adv, torch.tensor([expected]), atol=1e-5, rtol=0)
+    # one process: the round is its own batch, as before
+    alone = round_advantages(torch.tensor([1.0, 3.0]), ["a", "a"])
+    torch.testing.assert_close(alone, torch.tensor([-1.0, 1.0]), atol=1e-5, rtol=0)
+
+
 def test_d3po_clamps_the_ratio_and_blocks_gradients_outside_the_band():
     ref = torch.zeros(2)
     log_prob = torch.log(torch.tensor([1.5, 0.95])).requires_grad_(True)

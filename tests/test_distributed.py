@@ -113,6 +113,8 @@ def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path
     std = 5**0.5  # population std of {1, 3, 5, 7}
     assert reports[0]["advantages"] == pytest.approx([-3 / std, -1 / std], rel=1e-5)
     assert reports[1]["advantages"] == pytest.approx([1 / std, 3 / std], rel=1e-5)
+    # without a buffer, a lone sample is normalised by the round's {1, 5}, not its own {x}
+    assert [r["alone"] for r in reports] == [pytest.approx([-1.0]), pytest.approx([1.0])]
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import masked_mean
-from dsharp.methods.prompt_stats import PromptStatTracker
+from dsharp.methods.prompt_stats import GatherAll, PromptStatTracker, gather_with_offset
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import (
@@ -109,6 +109,23 @@ def per_prompt_advantages(
             mean, std = batch_mean, batch_std
         out[idx] = (values - mean) / (std + eps)
     return out
+
+
+def round_advantages(
+    rewards: torch.Tensor, prompts: Sequence[str], gather: GatherAll = gather_with_offset
+) -> torch.Tensor:
+    """:func:`per_prompt_advantages` over the whole round, every process's samples (as
+    ddpo-pytorch gathers them), returned for this process's: a prompt drawn on two processes
+    is normalised over both, and a prompt with one scored sample by the whole round's mean
+    and std, not by one process's batch (with ``n: 1`` and one prompt per process, that
+    batch has no spread and every advantage would be 0)."""
+    if rewards.ndim != 1 or rewards.numel() != len(prompts):
+        raise ValueError(f"got {rewards.numel()} rewards for {len(prompts)} prompts")
+    local = rewards.float()
+    everyone, start = gather(list(zip(prompts, local.tolist(), strict=True)))
+    all_rewards = torch.tensor([r for _, r in everyone], dtype=local.dtype)
+    adv = per_prompt_advantages(all_rewards, [p for p, _ in everyone])
+    return adv[start : start + len(prompts)].to(rewards.device)
 
 
 #: The largest log probability ratio DDPO-IS exponentiates (see :func:`ppo_clip_loss`).
@@ -574,7 +591,7 @@ class DDPO(RoundMethod):
         if self.tracker is not None:
             adv = self.tracker.advantages(rnd.rewards, rnd.prompts)
         else:
-            adv = per_prompt_advantages(rnd.rewards, rnd.prompts)
+            adv = round_advantages(rnd.rewards, rnd.prompts)
         self._advantages = adv.clamp(-self.adv_clip_max, self.adv_clip_max)
         metrics = reward_stats(rnd.rewards)
         valid = ~torch.isnan(adv)

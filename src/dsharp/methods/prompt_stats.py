@@ -31,6 +31,25 @@ def gather_round(prompts: list[str], rewards: list[float]) -> tuple[list[str], l
     return [p for p, _ in pairs], [r for _, r in pairs]
 
 
+#: Gathers a process's items into every process's, in process order, with the index where
+#: this process's begin.
+GatherAll = Callable[[list[Any]], tuple[list[Any], int]]
+
+
+def gather_with_offset(items: list[Any]) -> tuple[list[Any], int]:
+    """Every process's ``items`` in process order, and where this process's start (one
+    process: the inputs and 0)."""
+    from accelerate.state import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return items, 0
+    lists = gather_object([items])  # one list per process
+    start = sum(len(part) for part in lists[: state.process_index])
+    return [item for part in lists for item in part], start
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     tensor = torch.tensor(values, dtype=torch.float64)
     return float(tensor.mean()), float(tensor.std(correction=0))
