@@ -114,3 +114,30 @@ def test_compare_help_names_the_one_value_of_against(monkeypatch):
     monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
     text = " ".join(_help(("compare",)).split())
     assert "--against paper Put the paper's numbers beside ours" in text
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+@pytest.mark.parametrize(
+    ("path", "argument"),
+    [(("train",), "RECIPE"), (("recipes", "validate"), "RECIPE"), (("reproduce",), "STUDY")],
+    ids=["train", "recipes validate", "reproduce"],
+)
+def test_a_recipe_or_study_file_argument_shows_path(path, argument, rich, monkeypatch):
+    """`recipes validate` showed TEXT for the file that train and reproduce show as PATH."""
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(path).split())
+    assert re.search(rf"{argument}\s+(│\s+)?PATH\b", text), text
+
+
+def test_recipes_validate_takes_its_file_as_before(tmp_path):
+    """A missing file is still one line, exit 2; a recipe and a study still validate."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    missing = CliRunner().invoke(app, ["recipes", "validate", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == f"{tmp_path / 'none.yaml'}: file not found"
+    for name, kind in (("quickstart.yaml", "(rlhf_sharpening, "), ("mini/table1.yaml", "study")):
+        ok = CliRunner().invoke(app, ["recipes", "validate", str(root / "recipes" / name)])
+        assert ok.exit_code == 0 and kind in ok.stdout, ok.output

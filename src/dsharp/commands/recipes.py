@@ -113,7 +113,7 @@ def _names(word: str, file: Path) -> bool:
 
 @app.command("validate", cls=PlainHelpCommand)
 def validate_cmd(
-    file: str = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file, or a study YAML."),
+    file: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML file, or a study YAML."),
     overrides: list[str] | None = typer.Argument(
         None,
         metavar="OVERRIDES",
@@ -131,17 +131,17 @@ def validate_cmd(
 
     with user_errors():  # a plugin's fault in a check: one line, exit 1
         try:
-            if is_study_file(Path(file)):  # a dsharp reproduce study: every row's recipe
-                loaded = load_study(Path(file), overrides or ())
+            if is_study_file(file):  # a dsharp reproduce study: every row's recipe
+                loaded = load_study(file, overrides or ())
                 kind = f"{loaded.study.kind} study, {len(loaded.rows)} rows"
                 typer.echo(f"ok: {file} ({kind})")
                 return
-            recipe = load_recipe(Path(file), overrides or ())
+            recipe = load_recipe(file, overrides or ())
             from dsharp.posttrain import wants_report
             from dsharp.preflight import check_before_loading
 
             # What train would refuse before loading a model, so "ok" means train gets that far.
-            check_before_loading(recipe, source=file, evaluation=wants_report(recipe))
+            check_before_loading(recipe, source=str(file), evaluation=wants_report(recipe))
         except RecipeError as e:
             if debugging():
                 raise
@@ -151,7 +151,7 @@ def validate_cmd(
 
     method = recipe.method.name if "method" in recipe.model_fields_set else None
     shown = what_it_runs(method, recipe.sample.method)
-    scored = saved_row_sampler(Path(file))
+    scored = saved_row_sampler(file)
     if scored is not None:  # a study's untrained row: its method never ran
         shown = f"{scored} (sampler)"
     typer.echo(f"ok: {file} ({shown}, {recipe.model.pretrained})")
