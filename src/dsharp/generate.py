@@ -27,7 +27,7 @@ from dsharp.inference import (
 )
 from dsharp.models.base import DiffusionModel
 from dsharp.progress import task_progress
-from dsharp.rewards.base import RewardError, UnscoredError
+from dsharp.rewards.base import RewardError, UnscoredCandidateError, UnscoredError
 from dsharp.sampling import sample
 
 SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
@@ -237,7 +237,8 @@ def generate(
                 try:
                     out.append(method.run(ctx, options).float().cpu())
                 except UnscoredError as err:  # which image the verifier failed on
-                    raise UnscoredError(f"prompt {prompt!r}, seed {seed}: {err}", err.key) from err
+                    message = f"prompt {prompt!r}, seed {seed}: {err}"
+                    raise UnscoredCandidateError(message, err.key) from err
                 except RewardError as err:
                     raise RewardError(f"prompt {prompt!r}, seed {seed}: {err}") from err
                 bar.update(task, advance=1)

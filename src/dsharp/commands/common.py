@@ -75,6 +75,21 @@ def check_on_error_flag(on_error: str | None) -> None:
         raise ValueError(f"--on-error: expected {expected}, got {on_error!r}")
 
 
+def check_on_error_settings(on_error: str | None, reward_options: dict[str, Any]) -> None:
+    """``--on-error`` is raise or missing; ``on_error`` given as a ``--set`` reward option is
+    refused, naming the flag (it is a setting of the reward, not one of its options)."""
+    from dsharp.commands.errors import settings_errors
+    from dsharp.recipe_errors import RecipeError
+
+    with settings_errors():
+        check_on_error_flag(on_error)
+    if "on_error" in reward_options:
+        value = reward_options["on_error"]
+        raise RecipeError(
+            f"--set on_error={value}: on_error is not a reward option; use --on-error {value}"
+        )
+
+
 def with_on_error(specs: list[Any], on_error: str | None) -> list[Any]:
     """``specs`` (``RewardSpec``) with ``--on-error`` applied to each, where it was given."""
     if on_error is None:

@@ -23,6 +23,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,
 )
 
+#: What a command stopped by a candidate its verifier (of an inference-time method) could not
+#: score tells the user to do: `dsharp sample` and `dsharp eval` alike.
+VERIFIER_ON_ERROR_HINT = (
+    "rerun with --on-error missing to pass over candidates the verifier cannot score "
+    "(an image with none scored still stops)"
+)
+
 
 def require_counts(counts: dict[str, int | None]) -> None:
     """Refuse a count flag below 1 (``{"--seeds": 0}``); None means "not given". Without

@@ -13,6 +13,7 @@ import typer
 
 from dsharp.bench import T2I_BENCH
 from dsharp.commands.errors import (
+    VERIFIER_ON_ERROR_HINT,
     one_line,
     require_counts,
     require_model,
@@ -167,27 +168,12 @@ def _check_model_sources(
             raise usage_error("give at most one of --model or --checkpoint with --recipe")
 
 
-#: What an evaluation stopped by an image a reward could not score tells the user to do.
+#: What an evaluation stopped by an image a reward could not score tells the user to do (a
+#: candidate the verifier could not score: ``errors.VERIFIER_ON_ERROR_HINT``).
 ON_ERROR_HINT = (
     "rerun with --on-error missing to leave such images unscored (counted in n_images, "
     "not in n_scored or the means)"
 )
-
-
-def _check_on_error(on_error: str | None, reward_options: dict[str, Any]) -> None:
-    """``--on-error`` is raise or missing; ``on_error`` given as a ``--set`` reward option is
-    refused, naming the flag (it is a setting of the reward, not one of its options)."""
-    from dsharp.commands.common import check_on_error_flag
-    from dsharp.commands.errors import settings_errors
-    from dsharp.recipe_errors import RecipeError
-
-    with settings_errors():
-        check_on_error_flag(on_error)
-    if "on_error" in reward_options:
-        value = reward_options["on_error"]
-        raise RecipeError(
-            f"--set on_error={value}: on_error is not a reward option; use --on-error {value}"
-        )
 
 
 def _refuse_unused_flags(flags: dict[str, Any], why: str) -> None:
@@ -334,7 +320,12 @@ def evaluate_cmd(
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import checkpoint_step
-    from dsharp.commands.common import check_reward_settings, parse_reward_sets, with_on_error
+    from dsharp.commands.common import (
+        check_on_error_settings,
+        check_reward_settings,
+        parse_reward_sets,
+        with_on_error,
+    )
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
         SampleSettings,
@@ -345,7 +336,7 @@ def evaluate_cmd(
     from dsharp.inference.base import Verifier, reward_specs
     from dsharp.io import atomic_write_json
     from dsharp.recipe_io import load_recipe
-    from dsharp.rewards.base import RewardError, UnscoredError
+    from dsharp.rewards.base import RewardError, UnscoredCandidateError, UnscoredError
     from dsharp.rewards.combine import CombinedReward
 
     with user_errors():
@@ -356,7 +347,7 @@ def evaluate_cmd(
         require_output_paths({"--images": images}, {"--out": out})
         _check_names(bench, reward)
         reward_options = parse_reward_sets(set_ or [])
-        _check_on_error(on_error, reward_options)
+        check_on_error_settings(on_error, reward_options)
         if bench == T2I_COMPBENCH:
             unused = {
                 "--recipe": recipe,
@@ -500,8 +491,10 @@ def evaluate_cmd(
                 scorer=scorer,
                 verifier=built_verifier,
             )
-        except UnscoredError as err:
-            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
+        except UnscoredError as err:  # a candidate of the verifier's, or an image
+            verifiers = isinstance(err, UnscoredCandidateError)
+            hint = VERIFIER_ON_ERROR_HINT if verifiers else ON_ERROR_HINT
+            raise UnscoredError(f"{one_line(err)}; {hint}") from None
         if not result["n_scored"]:  # on_error missing everywhere, and every call failed
             raise RewardError(
                 f"no image of {result['n_images']} could be scored (each was left unscored: "

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from dsharp.commands.errors import (
+    VERIFIER_ON_ERROR_HINT,
     one_line,
     require_counts,
     require_model,
@@ -19,10 +20,10 @@ from dsharp.commands.errors import (
 )
 from dsharp.commands.help_format import DEVICE_HELP
 
-#: What sampling stopped by a candidate the verifier could not score tells the user to do.
-ON_ERROR_HINT = (
-    "rerun with --on-error missing to pass over candidates the verifier cannot score "
-    "(an image with none scored still stops)"
+#: What ``--on-error`` and ``--set`` are refused with when no verifier is in use.
+_VERIFIER_ONLY = (
+    "used only by the verifier (--reward NAME) of an inference-time method (--method "
+    "free2guide, demon or inference_scaling)"
 )
 
 
@@ -79,6 +80,9 @@ def sample(
         metavar="NAME",
         help="Verifier reward of inference-time methods (repeatable; --verifier as in eval).",
     ),
+    set_: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (all rewards)."
+    ),
     on_error: str = typer.Option(
         None,
         "--on-error",
@@ -110,8 +114,10 @@ def sample(
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
     from dsharp.commands.common import (
-        check_on_error_flag,
+        check_on_error_settings,
+        check_reward_settings,
         load_model_for_inference,
+        parse_reward_sets,
         pick_device,
     )
     from dsharp.generate import (
@@ -135,38 +141,41 @@ def sample(
             raise usage_error("give --prompt TEXT (repeatable) or --prompts FILE")
         require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
         require_output_paths({"--out": out}, {})
-        with settings_errors():
-            check_on_error_flag(on_error)
+        reward_options = parse_reward_sets(set_ or [])
+        check_on_error_settings(on_error, reward_options)
         flags = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
         flags |= {"height": height, "width": width}
         section = parse_sample_overrides(flags, overrides or [], option or [], given_flags(flags))
-        settings = SampleSettings(**section, reward=reward or None)
+        # --set applies to every --reward, as eval's does to every reward that scores
+        verifiers = [{"name": name, "options": reward_options} for name in reward or []]
+        settings = SampleSettings(**section, reward=verifiers or None)
         with settings_errors():  # unknown method, bad option or missing reward: before loading
             method_entry, _ = settings.validate()
         verifier = None
-        if on_error is not None and not (settings.reward and method_entry.needs_reward):
-            raise usage_error(
-                "--on-error: used only by the verifier (--reward NAME) of an inference-time "
-                "method (--method free2guide, demon or inference_scaling)"
-            )
+        uses_verifier = bool(settings.reward and method_entry.needs_reward)
+        if on_error is not None and not uses_verifier:
+            raise usage_error(f"--on-error: {_VERIFIER_ONLY}")
         if settings.reward and not method_entry.needs_reward:
             raise usage_error(
                 f"--reward: sample.method {settings.method!r} uses no verifier; it is for an "
                 "inference-time method (--method free2guide, demon or inference_scaling)"
             )
+        if set_ and not uses_verifier:
+            raise usage_error(f"--set: {_VERIFIER_ONLY}")
         if on_error is not None:
             settings.reward = [{**spec, "on_error": on_error} for spec in settings.reward]
-        if settings.reward and method_entry.needs_reward:
+        if uses_verifier:
             from dsharp.inference.base import Verifier, reward_specs
             from dsharp.rewards.plugins import check_prompts
 
-            with settings_errors():  # a prompt the verifier cannot score: as in a recipe
+            with settings_errors():  # a prompt or --set the verifier refuses: as in a recipe
                 check_prompts(
                     reward_specs(settings.reward), prompt_list, prompts_file or "--prompt"
                 )
+                check_reward_settings(reward_specs(settings.reward))
         pick_device(device)  # a bad --device, then a missing model: before any weights load
         require_model(model, checkpoint)
-        if settings.reward and method_entry.needs_reward:
+        if uses_verifier:
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
@@ -182,7 +191,7 @@ def sample(
                 verifier=verifier,
             )
         except UnscoredError as err:
-            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
+            raise UnscoredError(f"{one_line(err)}; {VERIFIER_ON_ERROR_HINT}") from None
         names = [
             f"{i:04d}-seed{s}-{_slug(p)}.png"
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))

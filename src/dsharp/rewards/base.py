@@ -38,6 +38,12 @@ class UnscoredError(RewardError):
         self.key = key
 
 
+class UnscoredCandidateError(UnscoredError):
+    """A candidate of an inference-time method's search that its verifier could not score
+    stopped sampling: a command then says how to pass over such candidates, not how to
+    leave images unscored."""
+
+
 class RewardImages:
     """A batch of decoded images, as a float tensor ``(B, 3, H, W)`` in ``[0, 1]`` and,
     computed on first use, as a list of RGB PIL images."""
