@@ -298,3 +298,22 @@ def test_a_merged_folder_records_its_runs_absolutely_and_is_no_run_to_resume(
         import shutil
 
         shutil.rmtree(out)  # the runs fixture's folder is shared by the module's tests
+
+
+def test_merge_json_prints_the_folder_the_runs_and_the_scale_alone_on_stdout(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path
+) -> None:
+    stopped = _fake_run(tmp_path / "stopped", tiny_sd_dir, seed=6, step=1)
+    out = tmp_path / "merged"
+    args = ["merge", str(runs[0]), str(stopped), "--out", str(out), "--scale", "0.5", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["out"], doc["scale"]) == (str(out), 0.5)
+    assert [(r["run"], r["step"]) for r in doc["runs"]] == [(str(runs[0]), 2), (str(stopped), 1)]
+    assert [Path(r["checkpoint"]).name for r in doc["runs"]] == ["step-000002", "step-000001"]
+    max_steps = load_recipe(stopped / "recipe.yaml").train.max_steps
+    note = f"{stopped} is at step 1 of its {max_steps}; merged as it is"
+    assert doc["notes"] == [note]
+    assert f"note: {note}" in result.stderr  # said on stderr as without --json
+    assert (out / "merge.json").is_file()

@@ -236,6 +236,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def to_json_table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    """The table for ``--json``: its columns and rows as the CSV has them, a missing value
+    (NaN, None, ``-``) null."""
+    from dsharp.io import json_safe
+
+    cells = [[None if _is_missing(v) else v for v in row] for row in rows]
+    return {"columns": list(columns), "rows": json_safe(cells)}
+
+
 def to_markdown(columns: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured Markdown table (floats to 4 places, NaN as ``-``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -3,6 +3,7 @@ paper's numbers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def compare(
         help="Also write compare.png: the table as grouped bars (with --paired: the deltas, "
         "overall with its 95% interval, and per category). Not with --against.",
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the table (columns, rows), the notes and the files written as JSON "
+        "instead of the table.",
+    ),
 ) -> None:
     """Print one table comparing evaluations, and write it as markdown, CSV and a plot."""
     from rich.console import Console
@@ -157,15 +164,23 @@ def compare(
         distinct_labels,
         load_result,
         to_csv,
+        to_json_table,
         to_markdown,
         to_rich,
     )
+
+    notes: list[str] = []  # on stderr as they come; with --json in its result too
+
+    def note(text: str, prefix: str = "note: ") -> None:
+        notes.append(text)
+        typer.echo(f"{prefix}{text}", err=True)
 
     with user_errors():
         _check_flags(against, table, paired)
         require_output_paths({"--out": out}, {})
         if against is None:
-            _say_which_evaluation(sources)
+            for line in _which_evaluation(sources):
+                note(line, prefix="")
         if paired:
             from dsharp.paired import check_same_rewards, paired_table
 
@@ -183,8 +198,8 @@ def compare(
             found = [results_for_paper(Path(src), table, merge_notes) for src in sources]
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
-            for note in [*merge_notes, *default_reference_notes(named, table)]:
-                typer.echo(f"note: {note}", err=True)
+            for text in [*merge_notes, *default_reference_notes(named, table)]:
+                note(text)
             title = f"dsharp compare --against paper ({table})"
             rich_table = to_rich(columns, rows, title, unit="column")  # paper, ours, delta
         else:
@@ -194,8 +209,8 @@ def compare(
         if against is None:
             from dsharp.comparability import comparability_notes
 
-            for note in comparability_notes(named_list):
-                typer.echo(f"note: {note}", err=True)
+            for text in comparability_notes(named_list):
+                note(text)
         written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
         atomic_write_text(written[0], to_markdown(columns, rows))
         atomic_write_text(written[1], to_csv(columns, rows))
@@ -205,6 +220,10 @@ def compare(
             draw = plot_paired if paired else plot_compare
             if draw(columns, rows, Path(out) / COMPARE_PNG):
                 written.append(Path(out) / COMPARE_PNG)
+    if as_json:
+        files = [str(p) for p in written]
+        typer.echo(json.dumps({**to_json_table(columns, rows), "notes": notes, "files": files}))
+        return
     Console().print(rich_table)
     typer.echo(f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}")
 
@@ -223,12 +242,13 @@ def _check_flags(against: str | None, table: str, paired: bool) -> None:
         raise RecipeError("--paired and --against: choose one")
 
 
-def _say_which_evaluation(sources: list[Path]) -> None:
+def _which_evaluation(sources: list[Path]) -> list[str]:
     """A run folder stands for its newest evaluation (one of its bench's own rewards before
     one of other rewards); where it holds several (another prompt file, other rewards, the
-    report's base and fine-tuned), say which one the row shows."""
+    report's base and fine-tuned), a line saying which one the row shows."""
     from dsharp.report import eval_files, run_evaluation
 
+    lines = []
     for source in sources:
         used = run_evaluation(source) if Path(source).is_dir() else None
         also = eval_files(source, include_base=True) if used is not None else []
@@ -236,8 +256,8 @@ def _say_which_evaluation(sources: list[Path]) -> None:
             others = ", ".join(p.name for p in also if p != used)
             newest = used == eval_files(source)[-1]
             which = "its newest evaluation" + ("" if newest else " by its bench's own rewards")
-            typer.echo(
+            lines.append(
                 f"{source}: using {used.name}, {which} (also there: {others}; give a file to "
-                "choose)",
-                err=True,
+                "choose)"
             )
+    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -23,6 +24,12 @@ def merge(
         help="Multiple of the runs' mean weight change added to the base model: 1 averages "
         "the runs (a model soup), 2 extrapolates along what they share.",
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the merged run folder, the runs merged (checkpoint, step) and the scale "
+        "as JSON.",
+    ),
 ) -> None:
     """Merge runs of one recipe: base model + SCALE x the mean of their weight changes.
 
@@ -33,12 +40,19 @@ def merge(
 
     with user_errors():
         merged = merge_runs(sources, out, scale)
+    notes = []
     for source in merged:  # said once the merge stands: a refused merge says only why
         planned = source.recipe.train.max_steps
         if source.step < planned:
-            typer.echo(
-                f"note: {source.given} is at step {source.step} of its {planned}; merged as it is",
-                err=True,
+            notes.append(
+                f"{source.given} is at step {source.step} of its {planned}; merged as it is"
             )
+            typer.echo(f"note: {notes[-1]}", err=True)
+    if as_json:
+        runs = [
+            {"run": str(s.given), "checkpoint": str(s.checkpoint), "step": s.step} for s in merged
+        ]
+        typer.echo(json.dumps({"out": str(out), "runs": runs, "scale": scale, "notes": notes}))
+        return
     runs = "1 run" if len(sources) == 1 else f"{len(sources)} runs"
     typer.echo(f"merged {runs} at scale {scale:g}: {out}")

@@ -3,7 +3,9 @@ paper's tables or figures, then the table or figure."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -42,6 +44,37 @@ def _plan_table(loaded, selected) -> object:
     return table
 
 
+def _plan_json(loaded, selected, dry_run: bool) -> dict[str, Any]:
+    """The plan as ``--json`` prints it: the study, then each row's folder, status (what a
+    run would do now), whether ``--only`` selected it, and a conflict; overrides redacted,
+    as the table shows them."""
+    from dsharp.redaction import shown_setting
+
+    rows = [
+        {
+            "label": plan.label,
+            "folder": str(plan.run_dir),
+            "status": "conflict" if plan.conflict else plan.status,
+            "selected": plan in selected,
+            "trained": plan.trained,
+            "recipe": str(plan.base),
+            "overrides": [shown_setting(o) for o in plan.overrides],
+            "conflict": plan.conflict,
+        }
+        for plan in loaded.rows
+    ]
+    return {
+        "study": str(loaded.path),
+        "kind": loaded.study.kind,
+        "name": loaded.study.name,
+        "output_dir": str(loaded.output_dir),
+        "dry_run": dry_run,
+        "every_row": [shown_setting(o) for o in loaded.common],
+        "given": [shown_setting(o) for o in loaded.given],
+        "rows": rows,
+    }
+
+
 def reproduce(
     study: Path = typer.Argument(
         ..., metavar="STUDY", help="Study YAML, e.g. recipes/mini/table2_samples.yaml."
@@ -63,6 +96,12 @@ def reproduce(
         help="Run only this row (label; repeat or comma-separate for several).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the outputs written and each row's status (with --dry-run: the plan) as "
+        "JSON; the plan table and row lines go to stderr.",
+    ),
 ) -> None:
     """Train and evaluate a study's rows, then write its table or figure.
 
@@ -83,7 +122,7 @@ def reproduce(
     from dsharp.recipe_errors import RecipeError
     from dsharp.study import StudyConflict, load_study, plan_study, run_study, select_rows
 
-    console = Console()
+    console = Console(stderr=as_json)  # --json: stdout holds the JSON alone
     try:
         loaded = load_study(study, overrides or ())
         plan_study(loaded)
@@ -93,7 +132,10 @@ def reproduce(
             raise
         typer.echo(f"study error: {exc}", err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
-    console.print(_plan_table(loaded, selected))
+    if as_json and dry_run:
+        typer.echo(json.dumps(_plan_json(loaded, selected, dry_run=True)))
+    else:
+        console.print(_plan_table(loaded, selected))
     conflicts = [p for p in loaded.rows if p.conflict]
     if conflicts:
         first = conflicts[0]
@@ -103,11 +145,15 @@ def reproduce(
         raise typer.Exit(RECIPE_ERROR_EXIT)
     if dry_run:
         return
+    ran = {plan.index: plan.status for plan in selected if plan.status != "reuse"}
     with user_errors():
         from dsharp.interrupts import TrainingInterrupted
 
+        def echo(line: str) -> None:
+            typer.echo(line, err=as_json)
+
         try:
-            outcome = run_study(loaded, only, progress=progress, echo=typer.echo)
+            outcome = run_study(loaded, only, progress=progress, echo=echo)
         except StudyConflict as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(RECIPE_ERROR_EXIT) from None
@@ -118,6 +164,15 @@ def reproduce(
                 err=True,
             )
             raise typer.Exit(130) from None
+    if as_json:
+        doc = _plan_json(loaded, selected, dry_run=False)
+        for row, plan in zip(doc["rows"], loaded.rows, strict=True):
+            row["ran"] = ran.get(plan.index)  # what this run did to it (None: nothing)
+            row["shown"] = plan.label in outcome.shown
+        doc["outputs"] = [str(p) for p in outcome.outputs]
+        doc["missing"] = list(outcome.missing)
+        typer.echo(json.dumps(doc))
+        return
     for table in outcome.tables:
         console.print(table)
     typer.echo("wrote " + ", ".join(str(p) for p in outcome.outputs))
