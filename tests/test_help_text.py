@@ -141,3 +141,27 @@ def test_recipes_validate_takes_its_file_as_before(tmp_path):
     for name, kind in (("quickstart.yaml", "(rlhf_sharpening, "), ("mini/table1.yaml", "study")):
         ok = CliRunner().invoke(app, ["recipes", "validate", str(root / "recipes" / name)])
         assert ok.exit_code == 0 and kind in ok.stdout, ok.output
+
+
+EXAMPLES = {
+    "sample": 'dsharp sample --checkpoint runs/quickstart -p "a red circle" -n 4 --out samples',
+    "eval": "dsharp eval --model dsharp-mini --prompts prompts.txt --reward shapes --seeds 4",
+    "reproduce": "dsharp reproduce recipes/mini/table1.yaml train.max_steps=2 eval.limit=1 "
+    "output_dir=runs/try",
+}
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_an_example_command_stays_whole_on_one_line(command, rich, monkeypatch):
+    """Plain help (click's, at most 78 columns wide) rewrapped an example command across
+    lines, which then did not paste; click's no-rewrap mark keeps it whole, and rich help,
+    which keeps the lines as written, shows it as before: no mark, no added empty line."""
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = _help((command,))
+    lines = [line.strip() for line in text.splitlines()]
+    at = [i for i, line in enumerate(lines) if EXAMPLES[command] in line]
+    assert len(at) == 1, text
+    assert lines[at[0] - 1] == "" and lines[at[0] - 2] != "", text
+    assert "\b" not in text

@@ -313,8 +313,10 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a base model (--model), a fine-tuned run (--checkpoint) or a recipe (--recipe).
 
+    \b
     Examples: dsharp eval --checkpoint runs/quickstart --bench shapes
 
+    \b
     dsharp eval --model dsharp-mini --prompts prompts.txt --reward shapes --seeds 4
     """
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads

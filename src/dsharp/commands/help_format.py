@@ -55,13 +55,38 @@ def plain_placeholders(params: list[Any]) -> None:
             param.display_type_rich = lambda ctx, label=label: label
 
 
+#: Click's mark, alone on the line that opens a paragraph, for "do not rewrap this paragraph":
+#: a docstring's example command stays on one line in plain help (``TYPER_USE_RICH=0``).
+NO_REWRAP = "\b"
+
+
+def without_no_rewrap_marks(text: str) -> str:
+    """``text`` without the lines that hold only :data:`NO_REWRAP`: typer's rich help keeps a
+    paragraph's lines as written already, and would show the mark as an empty line."""
+    return "\n".join(line for line in text.split("\n") if line.strip() != NO_REWRAP)
+
+
 class PlainHelpCommand(TyperCommand):
-    """A typer command whose ``--help`` shows plain placeholders (see the module)."""
+    """A typer command whose ``--help`` shows plain placeholders (see the module), and whose
+    example commands marked :data:`NO_REWRAP` stay whole in plain help and as written in rich
+    help."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         plain_placeholders(params)
         return params
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        import typer.core
+
+        if not (typer.core.HAS_RICH and self.rich_markup_mode is not None and self.help):
+            return super().format_help(ctx, formatter)  # click's: it reads the marks
+        written = self.help
+        self.help = without_no_rewrap_marks(written)
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self.help = written
 
 
 class PlainHelpGroup(TyperGroup):

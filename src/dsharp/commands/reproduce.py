@@ -110,6 +110,7 @@ def reproduce(
     To try a study small first, shrink every row and write it elsewhere (train.max_steps
     wins over a row's own; the untrained rows ignore it):
 
+    \b
     dsharp reproduce recipes/mini/table1.yaml train.max_steps=2 eval.limit=1 output_dir=runs/try
 
     The overrides become part of each row's saved recipe: rerun into the same folder with a

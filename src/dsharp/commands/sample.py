@@ -108,6 +108,7 @@ def sample(
 ) -> None:
     """Generate PNG images from a base model or a fine-tuned run.
 
+    \b
     Example: dsharp sample --checkpoint runs/quickstart -p "a red circle" -n 4 --out samples
     """
     if (model is None) == (checkpoint is None):  # before torch is imported: at once
