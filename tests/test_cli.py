@@ -644,7 +644,7 @@ def test_version_flag_prints_the_installed_distribution_version():
     [
         (
             ["sample", "--seeds", "3"],
-            "dsharp sample: No such option: --seeds (Possible options: --seed, --steps) "
+            "dsharp sample: No such option: --seeds (Possible options: --seed, --set, --steps) "
             "(see 'dsharp sample --help')",
         ),
         (
