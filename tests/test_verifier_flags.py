@@ -90,12 +90,12 @@ def test_sample_help_shows_set_as_eval_does():
         return next(p for p in params if "--set" in p.opts)
 
     sample, evaluate = set_option("sample"), set_option("eval")
-    assert (sample.opts, sample.help, sample.metavar, sample.multiple) == (
+    assert (sample.opts, sample.metavar, sample.multiple) == (
         evaluate.opts,
-        evaluate.help,
         evaluate.metavar,
         evaluate.multiple,
     )
+    assert "KEY=VALUE (every --reward)" in sample.help and "--verifier" in evaluate.help
     assert "--set" in _invoke(["sample", "--help"]).stdout
 
 
@@ -122,3 +122,20 @@ def test_eval_stopped_by_its_verifier_says_how_to_pass_over_candidates(tmp_path)
     assert line.endswith(f"; {VERIFIER_ON_ERROR_HINT}"), line
     assert IMAGES_HINT not in line
     assert not out.exists()
+
+
+def test_eval_set_reaches_its_verifier_too(tmp_path):
+    """``eval --set`` is every reward's option, the ``--verifier``'s included: given
+    ``nan_prompt``, the verifier can score no candidate and says so (it used to be built
+    without options, sample on, and leave the failure to the scoring reward)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPT + "\n")
+    args = ["eval", "--model", "dsharp-mini", "--prompts", prompts, "--reward", NAME]
+    args += ["--seeds", "1", "--steps", "2", "--device", "cpu", "--out", tmp_path / "e.json"]
+    args += ["--method", "inference_scaling", "--option", "N=2", "--verifier", NAME]
+    args += ["--on-error", "missing", "--set", f"nan_prompt={PROMPT}"]
+    with brightness_registered():
+        result = _invoke(args)
+    assert result.exit_code == 1, result.output
+    assert "the verifier could not score any candidate" in _error_line(result.stderr)
+    assert not (tmp_path / "e.json").exists()

@@ -221,7 +221,10 @@ def evaluate_cmd(
         "else the bench's, else the recipe's or run's rewards).",
     ),
     set_: list[str] = typer.Option(
-        None, "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (all rewards)."
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Reward option KEY=VALUE (every reward that scores, and every --verifier).",
     ),
     verifier: list[str] = typer.Option(
         None,
@@ -433,7 +436,8 @@ def evaluate_cmd(
         section = parse_sample_overrides(base, sample_overrides, option or [])
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
-        verifier_specs = verifier or (owner.rewards if owner and owner.rewards else specs)
+        given = [{"name": name, "options": reward_options} for name in verifier or []]
+        verifier_specs = given or (owner.rewards if owner and owner.rewards else specs)
         verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():

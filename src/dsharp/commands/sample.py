@@ -81,7 +81,7 @@ def sample(
         help="Verifier reward of inference-time methods (repeatable; --verifier as in eval).",
     ),
     set_: list[str] = typer.Option(
-        None, "--set", metavar="KEY=VALUE", help="Reward option KEY=VALUE (all rewards)."
+        None, "--set", metavar="KEY=VALUE", help="Verifier option KEY=VALUE (every --reward)."
     ),
     on_error: str = typer.Option(
         None,
