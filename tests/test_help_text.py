@@ -82,7 +82,7 @@ def test_rich_help_flags_show_no_type():
 @pytest.mark.parametrize("command", ["sample", "eval"])
 def test_device_help_names_every_device_that_is_taken(command):
     """--device read "cpu, cuda, or auto" while cuda:N, mps and xpu are taken too."""
-    from dsharp.commands.common import DEVICE_TYPES
+    from dsharp.devices import DEVICE_TYPES
 
     text = " ".join(_help((command,)).split())
     for name in (*DEVICE_TYPES, "cuda:N", "auto"):

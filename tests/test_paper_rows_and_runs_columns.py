@@ -9,7 +9,7 @@ import os
 import pytest
 
 from dsharp.bench.paper import compare_with_paper, merge_results
-from dsharp.commands.compare import results_for_paper
+from dsharp.paper_results import results_for_paper
 from dsharp.runs import summarise_run
 
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from dsharp.bench.paper import MISSING, compare_with_paper, metric_value
-from dsharp.commands.compare import results_for_paper
 from dsharp.config import load_recipe
+from dsharp.paper_results import results_for_paper
 from dsharp.posttrain import (
     _paired_sentence,
     _pick_grid_prompts,

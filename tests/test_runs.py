@@ -277,7 +277,7 @@ def test_a_run_folder_stands_for_its_own_evaluation_even_when_the_base_one_is_ne
     (run / "eval-final.json").unlink()
     with pytest.raises(FileNotFoundError, match="eval-base.json scores its base model"):
         load_result(run)
-    from dsharp.commands.compare import results_for_paper
+    from dsharp.paper_results import results_for_paper
 
     with pytest.raises(FileNotFoundError, match="eval-base.json scores its base model"):
         results_for_paper(run, "table1")  # `dsharp compare RUN --against paper`

@@ -55,7 +55,7 @@ def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> Diffu
 
     ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda[:N]``, ..."""
     from dsharp.builders import load_run_model
-    from dsharp.commands.common import pick_device
+    from dsharp.devices import pick_device
     from dsharp.models import load_model as _load
 
     dev = pick_device(device)

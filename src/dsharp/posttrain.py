@@ -285,7 +285,7 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     headline."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
-    from dsharp.commands.common import pick_device
+    from dsharp.devices import pick_device
 
     device = pick_device("auto")
     prompts, _, bench = eval_plan(recipe)

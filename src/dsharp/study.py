@@ -643,7 +643,7 @@ def _train_row(plan: RowPlan, progress: bool) -> None:
 def _evaluate_row(plan: RowPlan, progress: bool) -> dict[str, Any]:
     """Score the row's model as its recipe's eval section says; write eval.json atomically."""
     from dsharp.builders import build_model, load_run_model
-    from dsharp.commands.common import pick_device
+    from dsharp.devices import pick_device
     from dsharp.io import atomic_write_json
     from dsharp.posttrain import evaluate_recipe
 

@@ -111,7 +111,7 @@ def _paper_comparison(
     of our metrics has a paper column); and the rows left out for having no paper row."""
     from dsharp.bench import compare_with_paper
     from dsharp.bench.paper import MISSING
-    from dsharp.commands.compare import results_for_paper
+    from dsharp.paper_results import results_for_paper
 
     named: dict[str, dict[str, Any]] = {}
     unpaired = []

@@ -7,36 +7,15 @@ from typing import Any
 
 import torch
 
+from dsharp import devices
 from dsharp.models.base import DiffusionModel
-
-#: ``--device`` types dsharp runs on; another torch type (``xla``, ``meta``) is a bad value.
-DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 def pick_device(device: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA when available, else CPU) or a torch device name. A name
+    """``--device``: :func:`dsharp.devices.pick_device`, its errors naming the flag. A name
     that is no device is a bad value (``RecipeError``, exit 2); a device this machine lacks
     is another error (exit 1)."""
-    from dsharp.recipe_errors import RecipeError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        resolved = None
-    if resolved is None or resolved.type not in DEVICE_TYPES:
-        raise RecipeError(f"--device: expected auto, cpu, cuda[:N], mps or xpu, got {device!r}")
-    if resolved.type != "cpu" and not _available(resolved.type):
-        name = resolved.type.upper()
-        raise ValueError(f"--device {device}: {name} is not available here (use cpu or auto)")
-    return resolved
-
-
-def _available(device_type: str) -> bool:
-    """Whether this machine has a device of ``device_type`` (cuda, mps, xpu)."""
-    backend = torch.backends.mps if device_type == "mps" else getattr(torch, device_type, None)
-    return bool(backend is not None and backend.is_available())
+    return devices.pick_device(device, "--device")
 
 
 def parse_reward_sets(items: list[str]) -> dict[str, Any]:

@@ -99,6 +99,6 @@ class PlainHelpGroup(TyperGroup):
         return params
 
 
-#: ``--device`` help of sample and eval: every value ``commands.common.pick_device`` takes
+#: ``--device`` help of sample and eval: every value ``devices.pick_device`` takes
 #: (here, not there: that module imports torch, which a command's help must not wait for).
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps or xpu."

@@ -1,0 +1,35 @@
+"""Which torch device a model runs on, from a user's word for it: library code (the Python
+API, the post-training report, studies) and the commands pick it the same way."""
+
+from __future__ import annotations
+
+import torch
+
+#: Device types dsharp runs on; another torch type (``xla``, ``meta``) is a bad value.
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def pick_device(device: str, label: str = "device") -> torch.device:
+    """``auto`` (CUDA when available, else CPU) or a torch device name. ``label`` names the
+    input in errors (``--device`` for the commands). A name that is no device is a bad value
+    (``RecipeError``); a device this machine lacks is a ``ValueError``."""
+    from dsharp.recipe_errors import RecipeError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in DEVICE_TYPES:
+        raise RecipeError(f"{label}: expected auto, cpu, cuda[:N], mps or xpu, got {device!r}")
+    if resolved.type != "cpu" and not _available(resolved.type):
+        name = resolved.type.upper()
+        raise ValueError(f"{label} {device}: {name} is not available here (use cpu or auto)")
+    return resolved
+
+
+def _available(device_type: str) -> bool:
+    """Whether this machine has a device of ``device_type`` (cuda, mps, xpu)."""
+    backend = torch.backends.mps if device_type == "mps" else getattr(torch, device_type, None)
+    return bool(backend is not None and backend.is_available())
