@@ -7,6 +7,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+import dsharp
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "dsharp"
 CLI_MODULES = ("dsharp.commands", "dsharp.cli")
 
@@ -46,3 +50,27 @@ def test_no_library_module_imports_the_commands():
             if name == "dsharp.commands" or name.startswith("dsharp.commands."):
                 offenders.append(f"{module}: {name}")
     assert not offenders
+
+
+def test_library_errors_name_the_input_not_a_flag():
+    from dsharp.devices import pick_device
+    from dsharp.evaluate import get_bench
+    from dsharp.generate import SampleSettings
+
+    with pytest.raises(dsharp.RecipeError, match=r"^device: expected auto, cpu") as bad:
+        dsharp.load_model("dsharp-mini", device="tpu")
+    assert "--" not in str(bad.value)
+    with pytest.raises(ValueError, match=r"^bench: unknown bench 'nope'"):
+        get_bench("nope")
+    with pytest.raises(ValueError, match="needs a verifier reward") as no_verifier:
+        SampleSettings(method="demon").validate()
+    assert "--reward" not in str(no_verifier.value)
+    with pytest.raises(ValueError, match="needs a verifier reward: pass verifier=NAME"):
+        dsharp.sample(object(), ["a red circle"], method="demon")
+    with pytest.raises(dsharp.RecipeError, match=r"^device: expected auto"):
+        pick_device("tpu")
+    # a caller names its input (the commands: the flag)
+    with pytest.raises(ValueError, match=r"^--bench: unknown bench 'nope'"):
+        get_bench("nope", "--bench")
+    with pytest.raises(dsharp.RecipeError, match=r"^--device: expected auto"):
+        pick_device("tpu", "--device")

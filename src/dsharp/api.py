@@ -198,7 +198,7 @@ def _require_counts(**counts: int | None) -> None:
 def _check_verifier_used(settings: SampleSettings, verifier: object) -> None:
     """Validate ``settings``; a ``verifier`` given to a sampler that asks none (the default
     one) is a ``ValueError`` rather than silently unused."""
-    entry, _ = settings.validate()
+    entry, _ = settings.validate("pass verifier=NAME")
     if verifier and not entry.needs_reward:
         raise ValueError(
             f"verifier: method {settings.method!r} uses no verifier; it is for an "

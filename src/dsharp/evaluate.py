@@ -78,15 +78,16 @@ def _cannot_label(label_of: Callable[[str], str], prompts: Sequence[str]) -> str
 T2I_COMPBENCH = T2I_BENCH
 
 
-def get_bench(name: str) -> Bench:
-    """A reward bench (one reward on its default prompt set) by name.
+def get_bench(name: str, label: str = "bench") -> Bench:
+    """A reward bench (one reward on its default prompt set) by name; ``label`` names the
+    input in errors (``--bench`` for ``dsharp eval``).
 
     T2I-CompBench is not a reward bench: it has its own runner (``dsharp.bench``)."""
     from dsharp.bench.reward_benches import REWARD_BENCHES
 
     if name not in REWARD_BENCHES:
         known = ", ".join([*REWARD_BENCHES, T2I_COMPBENCH])
-        raise ValueError(f"--bench: unknown bench '{name}' (available: {known})")
+        raise ValueError(f"{label}: unknown bench '{name}' (available: {known})")
     rb = REWARD_BENCHES[name]
     return Bench(
         name=rb.name,

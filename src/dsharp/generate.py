@@ -33,6 +33,10 @@ from dsharp.sampling import sample
 SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
 
 
+#: What a sampler without its verifier is told where the caller names no input for one.
+VERIFIER_HINT = "none was given (a recipe's rewards are its verifier)"
+
+
 @dataclass
 class SampleSettings:
     """How to sample: the `sample` section of a recipe, or the `dsharp sample` flags.
@@ -64,17 +68,16 @@ class SampleSettings:
             cfg.method, cfg.steps, cfg.guidance, cfg.eta, cfg.height, cfg.width, options, reward
         )
 
-    def validate(self) -> tuple[SampleMethod, Any]:
+    def validate(self, verifier_hint: str = VERIFIER_HINT) -> tuple[SampleMethod, Any]:
         """The method and its parsed options; one-line errors for an unknown method, a bad
         option, or an inference-time method without a verifier (checked before any model
-        loads)."""
+        loads). ``verifier_hint`` says how the caller's user gives one (a command's flag)."""
         method = get_sample_method(self.method)
         options = method.parse_options(self.options)
         if method.needs_reward:
             if not self.reward:
                 raise ValueError(
-                    f"sample.method {self.method!r} needs a verifier reward: pass --reward NAME "
-                    "(or use a recipe with rewards)"
+                    f"sample.method {self.method!r} needs a verifier reward: {verifier_hint}"
                 )
             from dsharp.config import check_reward_name
 

@@ -30,6 +30,10 @@ VERIFIER_ON_ERROR_HINT = (
     "(an image with none scored still stops)"
 )
 
+#: How `dsharp sample` and `dsharp eval` tell a user to give an inference-time method its
+#: verifier (``SampleSettings.validate``).
+VERIFIER_FLAG_HINT = "pass --reward NAME (or use a recipe with rewards)"
+
 
 def require_counts(counts: dict[str, int | None]) -> None:
     """Refuse a count flag below 1 (``{"--seeds": 0}``); None means "not given". Without

@@ -13,6 +13,7 @@ import typer
 
 from dsharp.bench import T2I_BENCH
 from dsharp.commands.errors import (
+    VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
     one_line,
     require_counts,
@@ -150,7 +151,7 @@ def _check_names(bench: str | None, rewards: list[str] | None) -> None:
 
     with settings_errors():
         if bench is not None and bench != T2I_COMPBENCH:
-            get_bench(bench)
+            get_bench(bench, "--bench")
         for name in rewards or []:
             check_reward_name(name)
 
@@ -441,7 +442,7 @@ def evaluate_cmd(
         verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
-            method_entry, _ = settings.validate()
+            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT)
         if verifier and not method_entry.needs_reward:
             raise usage_error(
                 f"--verifier: sample.method {settings.method!r} uses no verifier; it is for "

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from dsharp.commands.errors import (
+    VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
     one_line,
     require_counts,
@@ -151,7 +152,7 @@ def sample(
         verifiers = [{"name": name, "options": reward_options} for name in reward or []]
         settings = SampleSettings(**section, reward=verifiers or None)
         with settings_errors():  # unknown method, bad option or missing reward: before loading
-            method_entry, _ = settings.validate()
+            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT)
         verifier = None
         uses_verifier = bool(settings.reward and method_entry.needs_reward)
         if on_error is not None and not uses_verifier:
