@@ -163,7 +163,7 @@ def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
         dsharp.evaluate_model(never_used, "shapes", verifier="shapes")
     with pytest.raises(ValueError, match="prompts: empty"):
         dsharp.sample(never_used, [])
-    with pytest.raises(ValueError, match="give a bench or prompts"):
+    with pytest.raises(ValueError, match="give prompts or a bench"):
         dsharp.evaluate_model(never_used)
     with pytest.raises(ValueError, match="unknown bench 'shape'"):
         dsharp.evaluate_model(never_used, "shape")

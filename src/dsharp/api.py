@@ -140,31 +140,18 @@ def evaluate_model(
     such as ``{"name": "shapes", "options": {"binary": True}}``), else the bench's. Returns
     the evaluation dict (``overall``, ``metrics``, ``categories``, ``images``, ...), with
     ``bench`` and ``rewards`` as in the command's JSON."""
-    from dsharp.evaluate import evaluate, get_bench
-    from dsharp.posttrain import limit_prompts
+    from dsharp.eval_inputs import choose_prompts, choose_rewards
+    from dsharp.evaluate import evaluate
     from dsharp.rewards.plugins import check_prompts
 
     _require_counts(seeds=seeds, batch_size=batch_size, limit=limit)
-    spec_bench = get_bench(bench) if bench is not None else None
-    if prompts is not None:
-        prompt_list = _prompt_list(prompts)
-    elif spec_bench is not None:
-        prompt_list = spec_bench.default_prompts()
-    else:
-        raise ValueError("evaluate_model: give a bench or prompts")
-    if spec_bench is not None:  # its categories where it can label every prompt
-        spec_bench = spec_bench.for_prompts(prompt_list)
+    if rewards is not None and not rewards:
+        raise ValueError("rewards: empty")
+    given = _prompt_list(prompts) if prompts is not None else None
+    prompt_list, spec_bench = choose_prompts(given, bench, limit=limit)
+    given_rewards = [_reward_spec(r) for r in rewards] if rewards is not None else None
+    specs = choose_rewards(given_rewards, spec_bench, bench=bench)
     category_of = spec_bench.category_of if spec_bench else None
-    if limit is not None:
-        prompt_list = limit_prompts(prompt_list, limit, category_of)
-    if rewards is not None:
-        specs = [_reward_spec(r) for r in rewards]
-    elif spec_bench is not None:
-        specs = [_reward_spec(r) for r in spec_bench.rewards]
-    else:
-        raise ValueError("evaluate_model: give rewards (or a bench) to score with")
-    if not specs:
-        raise ValueError("evaluate_model: rewards is empty")
     settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
     _check_verifier_used(settings, verifier)
     check_prompts(specs, prompt_list, "prompts")  # before any image is drawn

@@ -28,17 +28,11 @@ def wants_report(recipe: Any) -> bool:
 
 
 def eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
-    """Prompts, reward specs and bench (None without one) of the recipe's eval section."""
-    from dsharp.evaluate import get_bench
+    """Prompts, reward specs and bench (None without one) of the recipe's eval section: the
+    prompts as ``dsharp eval --recipe`` chooses them (:func:`dsharp.eval_inputs.choose_prompts`)."""
+    from dsharp.eval_inputs import choose_prompts
 
-    ev = recipe.eval
-    bench = get_bench(ev.bench) if ev.bench else None
-    prompts = ev.load_prompts() if (ev.prompts or ev.prompts_file) else bench.default_prompts()
-    if bench is not None:  # its categories where it can label every prompt (for_prompts)
-        bench = bench.for_prompts(prompts)
-    category_of = bench.category_of if bench else None
-    if ev.limit:
-        prompts = limit_prompts(prompts, ev.limit, category_of)
+    prompts, bench = choose_prompts(None, None, recipe=recipe)
     return prompts, eval_specs(recipe, bench), bench
 
 

@@ -24,6 +24,7 @@ from dsharp.commands.errors import (
     user_errors,
 )
 from dsharp.commands.help_format import DEVICE_HELP
+from dsharp.eval_inputs import InputNames
 
 T2I_COMPBENCH = T2I_BENCH  # dsharp.bench is cheap to import: no torch
 #: Defaults of --split and --images-per-prompt, applied where --bench t2i-compbench runs:
@@ -32,38 +33,26 @@ T2I_SPLIT = "val"
 T2I_IMAGES_PER_PROMPT = 10
 
 
-def _prompts_and_bench(recipe: Any, prompts: Path | None, bench: str | None):
-    """(prompt list, bench or None): flags first, then the recipe's eval section.
+#: How `dsharp eval` names its inputs in the errors of :mod:`dsharp.eval_inputs`.
+EVAL_FLAGS = InputNames(
+    prompts="--prompts FILE",
+    bench="--bench NAME",
+    rewards="--reward NAME",
+    bench_field="--bench",
+    options_field="--set",
+)
 
-    A recipe's ``eval.limit`` applies to a bench's prompts, also where ``--bench`` names the
-    bench (its own or another): it keeps an evaluation as short as the recipe meant it to
-    be. A ``--prompts`` file is taken whole (``--limit`` cuts it)."""
+
+def _prompts_and_bench(
+    recipe: Any, prompts: Path | None, bench: str | None, limit: int | None = None
+):
+    """(prompt list, bench or None): flags first, then the recipe's eval section
+    (:func:`dsharp.eval_inputs.choose_prompts`, as ``dsharp.evaluate_model`` chooses)."""
     from dsharp.data import read_prompt_file
-    from dsharp.evaluate import get_bench
+    from dsharp.eval_inputs import choose_prompts
 
-    if prompts is not None:  # the bench labels the file's prompts where it can (for_prompts)
-        prompt_list = read_prompt_file(prompts)
-        return prompt_list, get_bench(bench).for_prompts(prompt_list) if bench else None
-    if recipe is None and bench is None:
-        raise usage_error("give --prompts FILE or --bench NAME")
-    ev = recipe.eval if recipe is not None else None
-    spec_bench = get_bench(bench or ev.bench) if (bench or ev.bench) else None
-    if ev is not None and bench in (None, ev.bench) and (ev.prompts or ev.prompts_file):
-        prompt_list = ev.load_prompts()
-    elif spec_bench is not None:
-        prompt_list = spec_bench.default_prompts()
-    else:
-        raise usage_error(
-            "give --prompts FILE or --bench NAME (the recipe's eval section has none)"
-        )
-    if spec_bench is not None:
-        spec_bench = spec_bench.for_prompts(prompt_list)
-    if ev is not None and ev.limit:
-        from dsharp.posttrain import limit_prompts
-
-        category_of = spec_bench.category_of if spec_bench else None
-        prompt_list = limit_prompts(prompt_list, ev.limit, category_of)
-    return prompt_list, spec_bench
+    prompt_list = read_prompt_file(prompts) if prompts is not None else None
+    return choose_prompts(prompt_list, bench, recipe=recipe, limit=limit, names=EVAL_FLAGS)
 
 
 def _default_json_name(bench: str | None, prompts: Path | None, rewards: Sequence[str] = ()) -> str:
@@ -112,22 +101,22 @@ def _scoring_specs(
     run_recipe: Any,
 ) -> list[Any]:
     """The rewards that score the images: --reward, the --bench's, the recipe's eval
-    rewards, the bench's, the recipe's rewards, or a run's (in that order)."""
+    rewards, the bench's, the recipe's rewards, or a run's (in that order:
+    :func:`dsharp.eval_inputs.choose_rewards`)."""
     from dsharp.config import parse_reward_spec
+    from dsharp.eval_inputs import choose_rewards
 
-    if reward:  # names already checked (_check_names), in one line before anything loads
-        return [parse_reward_spec({"name": n, "options": options}, "--reward") for n in reward]
-    if recipe is not None and recipe.eval.rewards is not None and not bench:
-        return list(recipe.eval.rewards)
-    if spec_bench is not None:
-        return [
-            parse_reward_spec({**r, "options": {**r.get("options", {}), **options}}, "--set")
-            for r in spec_bench.rewards
-        ]
-    owner = recipe if recipe is not None else run_recipe
-    if owner is not None and (owner.eval.rewards or owner.rewards):
-        return list(owner.eval.rewards or owner.rewards)
-    raise usage_error("give --reward NAME (or --bench NAME) to say how to score")
+    # names already checked (_check_names), in one line before anything loads
+    given = [parse_reward_spec({"name": n, "options": options}, "--reward") for n in reward or []]
+    return choose_rewards(
+        given,
+        spec_bench,
+        bench=bench,
+        options=options,
+        recipe=recipe,
+        run_recipe=run_recipe,
+        names=EVAL_FLAGS,
+    )
 
 
 def _what_to_evaluate_on(checkpoint: Path) -> str:
@@ -410,15 +399,10 @@ def evaluate_cmd(
         if rec is None and prompts is None and bench is None and ckpt is not None:
             raise usage_error(_what_to_evaluate_on(ckpt))
         step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
-        prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench)
+        prompt_list, spec_bench = _prompts_and_bench(rec, prompts, bench, limit)
         bench_name = spec_bench.name if spec_bench else None
         default_name = _default_json_name(bench_name, prompts, _other_rewards(reward, spec_bench))
         target = out or _default_target(ckpt, rec, recipe, default_name)
-        if limit:
-            from dsharp.posttrain import limit_prompts
-
-            category_of = spec_bench.category_of if spec_bench else None
-            prompt_list = limit_prompts(prompt_list, limit, category_of)
         run_recipe = None
         if rec is None and ckpt is not None:
             run_recipe = read_run_recipe(ckpt)
