@@ -173,3 +173,64 @@ def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
         dsharp.evaluate_model(never_used, prompts=["a pink circle"], rewards=["shapes"])
     with pytest.raises(ValueError, match="seeds: must be at least 1"):
         dsharp.evaluate_model(never_used, "shapes", seeds=0)
+
+
+@pytest.mark.slow
+def test_train_writes_the_report_dsharp_train_writes(tmp_path):
+    """`dsharp train` ends with the post-training report where the recipe's eval section
+    names a bench; ``dsharp.train`` wrote none. Both now write the same files, with the same
+    numbers (paths aside: each run has its own folder); ``report=False`` trains alone."""
+    tiny = [*TINY, "eval.limit=1", "eval.seeds=1", "sample.steps=3"]
+    cli_run, api_run, bare = (tmp_path / side / "run" for side in ("cli", "api", "bare"))
+    _cli(["train", QUICKSTART, *tiny, f"output_dir={cli_run}", "--no-progress"])
+    recipe = dsharp.load_recipe(QUICKSTART, [*tiny, f"output_dir={api_run}"])
+    assert dsharp.train(recipe, progress=False) == api_run
+    written = ["report.md", "eval-base.json", "eval-final.json", "samples_grid.png"]
+    for name in written:
+        assert (api_run / name).is_file(), name
+    assert sorted(p.name for p in api_run.iterdir()) == sorted(p.name for p in cli_run.iterdir())
+    for name in ("report.md", "eval-base.json", "eval-final.json"):
+        cli_text = (cli_run / name).read_text().replace(str(cli_run), "RUN")
+        assert (api_run / name).read_text().replace(str(api_run), "RUN") == cli_text, name
+    assert json.loads((api_run / "eval-final.json").read_text())["step"] == 2
+    from PIL import Image
+
+    grids = [Image.open(run / "samples_grid.png").convert("RGB") for run in (cli_run, api_run)]
+    assert grids[0].tobytes() == grids[1].tobytes()
+
+    recipe = dsharp.load_recipe(QUICKSTART, [*tiny, f"output_dir={bare}"])
+    dsharp.train(recipe, progress=False, report=False)
+    assert (bare / "checkpoints").is_dir()
+    assert not [name for name in written if (bare / name).exists()]
+
+
+def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fails(
+    tmp_path, monkeypatch
+):
+    """`dsharp train` prints a run's training warnings and, when the report's reward cannot
+    score an image, says that training is complete and where; ``dsharp.train`` said neither."""
+    import dsharp.engine
+    import dsharp.posttrain
+    from dsharp.rewards.base import UnscoredError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward": NaN, "pairs": 0}\n')
+    monkeypatch.setattr(dsharp.engine, "train", lambda recipe, progress: run_dir)
+    reported = []
+    monkeypatch.setattr(
+        dsharp.posttrain, "post_train_report", lambda *a, **k: reported.append(a) or None
+    )
+    recipe = dsharp.load_recipe(QUICKSTART, [f"output_dir={run_dir}"])
+    with pytest.warns(UserWarning, match="no logged step scored a sample"):
+        assert dsharp.train(recipe, progress=False) == run_dir
+    assert len(reported) == 1  # the quickstart's eval section names a bench
+    dsharp.train(recipe, progress=False, report=False)
+    assert len(reported) == 1
+
+    def unscored(*args, **kwargs):
+        raise UnscoredError("reward 'shapes': shapes reward: cannot score", "shapes")
+
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", unscored)
+    with pytest.raises(UnscoredError, match=f"training is complete in {run_dir}, but its re"):
+        dsharp.train(recipe, progress=False)

@@ -31,22 +31,50 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     return _load(path, overrides)
 
 
-def train(recipe: Recipe, *, progress: bool = True) -> Path:
+def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path:
     """Train as ``recipe`` says; returns the run folder (its newest checkpoint loads with
     :func:`load_model`).
 
     The recipe is checked as ``dsharp train`` checks it before the model loads (prompts the
     rewards cannot score, method and reward options, the output folder): a ``RecipeError``
     in seconds, not a failure at the first step. Notes that ``dsharp train`` prints are
-    warnings here. Unlike ``dsharp train``, no report is written: score the run with
-    :func:`evaluate_model`."""
+    warnings here.
+
+    ``report``: as ``dsharp train``, where the recipe's ``eval`` section names a bench or
+    prompts, evaluate the base and the fine-tuned model after training and write
+    ``eval-base.json``, ``eval-final.json``, ``samples_grid.png`` and ``report.md`` into the
+    run folder (``report=False``: training alone, for sweeps scored otherwise). A training
+    stopped by :class:`~dsharp.interrupts.TrainingInterrupted` writes no report; a report
+    stopped by an image its reward could not score raises ``UnscoredError`` naming the
+    (kept) run folder. What the run's metrics say went wrong (no step scored a sample, no
+    usable pair) is a warning, as ``dsharp train`` prints it."""
     from dsharp.engine import train as _train
+    from dsharp.posttrain import wants_report
     from dsharp.preflight import check_before_loading, recipe_notes
 
-    check_before_loading(recipe, evaluation=False)
+    reports = report and wants_report(recipe)
+    check_before_loading(recipe, evaluation=reports)
     for note in recipe_notes(recipe):
         warnings.warn(note, stacklevel=2)
-    return _train(recipe, progress=progress)
+    run_dir = _train(recipe, progress=progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one report and one set of warnings
+        return run_dir
+    from dsharp.runs import training_warnings
+
+    for warning in training_warnings(run_dir):  # `dsharp train` prints them
+        warnings.warn(warning, stacklevel=2)
+    if reports:
+        from dsharp.posttrain import post_train_report
+        from dsharp.rewards.base import UnscoredError
+
+        try:
+            post_train_report(recipe, run_dir, progress=progress)
+        except UnscoredError as err:  # training is kept: say where, so it is not run again
+            said = f"training is complete in {run_dir}, but its report was not written: {err}"
+            raise UnscoredError(said, err.key) from None
+    return run_dir
 
 
 def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> DiffusionModel:
