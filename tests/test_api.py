@@ -167,6 +167,8 @@ def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
         dsharp.evaluate_model(never_used)
     with pytest.raises(ValueError, match="unknown bench 'shape'"):
         dsharp.evaluate_model(never_used, "shape")
+    with pytest.raises(ValueError, match="t2i-compbench has its own runner"):
+        dsharp.evaluate_model(never_used, "t2i-compbench")
     with pytest.raises(ValueError, match="give rewards"):
         dsharp.evaluate_model(never_used, prompts=PROMPTS)
     with pytest.raises(ValueError, match="unknown word 'pink'"):

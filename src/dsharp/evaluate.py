@@ -85,6 +85,12 @@ def get_bench(name: str, label: str = "bench") -> Bench:
     T2I-CompBench is not a reward bench: it has its own runner (``dsharp.bench``)."""
     from dsharp.bench.reward_benches import REWARD_BENCHES
 
+    if name == T2I_COMPBENCH:  # a bench, though not one of these: say where it runs
+        raise ValueError(
+            f"{label}: {T2I_COMPBENCH} has its own runner, with its own settings (split, "
+            "categories, images per prompt): dsharp eval --bench t2i-compbench, or "
+            "dsharp.bench.run_t2i_compbench"
+        )
     if name not in REWARD_BENCHES:
         known = ", ".join([*REWARD_BENCHES, T2I_COMPBENCH])
         raise ValueError(f"{label}: unknown bench '{name}' (available: {known})")
