@@ -139,3 +139,54 @@ def test_a_reward_fault_on_one_process_ends_both_instead_of_hanging(tiny_sd_dir,
         "error: reward 'test_fails_on_rank_1' failed: RuntimeError: injected fault on rank 1"
     ], done.stderr[-3000:]
     assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_study_trains_its_rows_on_every_process_and_the_first_alone_evaluates(
+    tiny_sd_dir, tmp_path
+):
+    """`dsharp reproduce` under a launch of two: the trained row trains data-parallel, then
+    the first process alone evaluates both rows and writes the table, and prints them once."""
+    out = tmp_path / "study"
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "kind": "table",
+                "title": "two processes",
+                "base": str(ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"),
+                "overrides": [
+                    f"model.pretrained={tiny_sd_dir}",
+                    "train.max_steps=1",
+                    "train.batch_size=1",
+                    "method.n=2",
+                    "method.infer_steps=2",
+                    "sample.steps=2",
+                ],
+                "rows": [{"label": "base", "train": False}, {"label": "trained"}],
+                "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+                "output_dir": str(out),
+            }
+        )
+    )
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(WORKER.parent / "dist_study_worker.py"), str(tmp_path), str(study)]
+    command += ["--no-progress"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["DSHARP_LOAD_PLUGINS"] = ""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    state = json.loads(
+        (out / "trained" / "checkpoints" / "step-000001" / "trainer_state.json").read_text()
+    )
+    assert state["processes"] == 2
+    for row in ("base", "trained"):
+        assert json.loads((out / row / "eval.json").read_text())["n_images"] == 1
+    assert done.stdout.count("wrote ") == 1 and done.stdout.count("[trained] train") == 1
+    first, other = (json.loads((tmp_path / f"writes{r}.json").read_text()) for r in (0, 1))
+    for name in ("base/eval.json", "trained/eval.json", "table.md", "table.csv"):
+        assert first.count(["rename", str(out / name)]) == 1, name
+    assert other == []  # (accelerate's random_states_1.pkl is written where no hook sees it)

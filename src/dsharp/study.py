@@ -630,13 +630,15 @@ def _save_row_recipe(plan: RowPlan) -> None:
 
 def _train_row(plan: RowPlan, progress: bool) -> None:
     from dsharp import engine
+    from dsharp.launch import launcher_rank_zero
 
     recipe = plan.recipe.model_copy(deep=True)
     if plan.status.startswith("resume"):
         recipe.train.resume = "latest"
     # An evaluation of the shorter run goes first: were training stopped after its final
     # checkpoint but before the row is evaluated, that file must not pass for this run's.
-    plan.eval_path.unlink(missing_ok=True)
+    if launcher_rank_zero():
+        plan.eval_path.unlink(missing_ok=True)
     engine.train(recipe, progress=progress)
 
 
@@ -674,28 +676,64 @@ def _evaluate_row(plan: RowPlan, progress: bool) -> dict[str, Any]:
     return doc
 
 
+def _agree_on_plans(plans: Sequence[RowPlan]) -> None:
+    """Under a launcher, every process takes the first one's status and conflict of each
+    row, so that all train the same rows together (a row one process took for finished
+    would leave the others waiting in its training). The exchange also holds every process
+    until all have planned, so none plans from a folder another has started writing."""
+    from dsharp.launch import broadcast_from_main
+
+    agreed = broadcast_from_main([(p.status, p.conflict) for p in plans])
+    for plan, (status, conflict) in zip(plans, agreed, strict=True):
+        plan.status, plan.conflict = status, conflict
+
+
 def run_study(
     loaded: LoadedStudy,
     only: Sequence[str] | None = None,
     *,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-) -> StudyOutcome:
+) -> StudyOutcome | None:
     """Train and evaluate the rows that need it (all, or ``only``), then write the table or
     figure from every row that has finished. Raises ``StudyConflict`` before running
-    anything if a row's folder holds a run of other settings."""
+    anything if a row's folder holds a run of other settings.
+
+    Under a launcher of several processes the rows train data-parallel, as ``dsharp train``
+    does, one after another; then the first process alone evaluates them and writes the
+    table or figure, while the others return None (an evaluation is not split between
+    processes, and the others leave rather than wait on it)."""
+    from dsharp.launch import launch_size, launcher_rank_zero
+
     plans = plan_study(loaded)
+    several = launch_size() > 1
+    if several:
+        _agree_on_plans(plans)
+    main = launcher_rank_zero()
     selected = select_rows(loaded, only)
     for plan in plans:
         if plan.conflict:
             raise StudyConflict(f"{loaded.path}: rows.{plan.index} ({plan.label}): {plan.conflict}")
+    to_evaluate = []
     for plan in selected:
         if plan.status == "reuse":
             continue
-        echo(f"[{plan.label}] {plan.status} -> {plan.run_dir}")
-        if plan.trained and not plan.status.startswith("evaluate"):
+        trains = plan.trained and not plan.status.startswith("evaluate")
+        if main and (trains or not several):
+            echo(f"[{plan.label}] {plan.status} -> {plan.run_dir}")
+        if trains:
             _train_row(plan, progress)
+        if several:  # evaluated below, once every row has trained
+            to_evaluate.append((plan, "evaluate" if trains else plan.status))
+            continue
         if loaded.study.needs_eval:
+            _evaluate_row(plan, progress)
+        plan_row(loaded, plan)
+    if not main:
+        return None
+    for plan, status in to_evaluate:
+        if loaded.study.needs_eval:
+            echo(f"[{plan.label}] {status} -> {plan.run_dir}")
             _evaluate_row(plan, progress)
         plan_row(loaded, plan)
     from dsharp.study_outputs import write_outputs

@@ -120,10 +120,12 @@ def reproduce(
     """
     from rich.console import Console
 
+    from dsharp.launch import launcher_rank_zero
     from dsharp.recipe_errors import RecipeError
     from dsharp.study import StudyConflict, load_study, plan_study, run_study, select_rows
 
     console = Console(stderr=as_json)  # --json: stdout holds the JSON alone
+    main = launcher_rank_zero()  # under a launcher, the first process alone prints
     try:
         loaded = load_study(study, overrides or ())
         plan_study(loaded)
@@ -131,18 +133,20 @@ def reproduce(
     except RecipeError as exc:
         if debugging():
             raise
-        typer.echo(f"study error: {exc}", err=True)
+        if main:
+            typer.echo(f"study error: {exc}", err=True)
         raise typer.Exit(RECIPE_ERROR_EXIT) from None
-    if as_json and dry_run:
+    if main and as_json and dry_run:
         typer.echo(json.dumps(_plan_json(loaded, selected, dry_run=True)))
-    else:
+    elif main:
         console.print(_plan_table(loaded, selected))
     conflicts = [p for p in loaded.rows if p.conflict]
     if conflicts:
         first = conflicts[0]
-        typer.echo(
-            f"error: {study}: rows.{first.index} ({first.label}): {first.conflict}", err=True
-        )
+        if main:
+            typer.echo(
+                f"error: {study}: rows.{first.index} ({first.label}): {first.conflict}", err=True
+            )
         raise typer.Exit(RECIPE_ERROR_EXIT)
     if dry_run:
         return
@@ -156,15 +160,19 @@ def reproduce(
         try:
             outcome = run_study(loaded, only, progress=progress, echo=echo)
         except StudyConflict as exc:
-            typer.echo(f"error: {exc}", err=True)
+            if main:
+                typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(RECIPE_ERROR_EXIT) from None
         except TrainingInterrupted as stopped:
-            typer.echo(
-                f"stopped after step {stopped.step} of the row in {stopped.run_dir} (checkpoint "
-                f"saved); run the same command again to resume it",
-                err=True,
-            )
+            if main:
+                typer.echo(
+                    f"stopped after step {stopped.step} of the row in {stopped.run_dir} "
+                    "(checkpoint saved); run the same command again to resume it",
+                    err=True,
+                )
             raise typer.Exit(130) from None
+    if outcome is None:  # another process of a launch: the first one evaluates and writes
+        return
     if as_json:
         doc = _plan_json(loaded, selected, dry_run=False)
         for row, plan in zip(doc["rows"], loaded.rows, strict=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
+from dsharp.launch import launch_size, launcher_rank_zero
 
 if TYPE_CHECKING:
     from dsharp.config import Recipe
@@ -68,11 +68,6 @@ def train(
         typer.echo(f"run folder: {run_dir}")
 
 
-#: Where launchers put a process's rank before accelerate starts: torchrun / accelerate
-#: launch, then the MPI launchers accelerate reads for multi-CPU training.
-_RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
-
-
 def _refuse_sampler_recipe(recipe: Path, cfg: Recipe) -> None:
     """A recipe with neither a method nor a train section whose sampler is a search
     (``recipes/mini/demon.yaml``) is one for ``dsharp eval --recipe``: training it would
@@ -91,28 +86,15 @@ def _refuse_sampler_recipe(recipe: Path, cfg: Recipe) -> None:
         )
 
 
-#: Where launchers put the number of processes (accelerate's order, as for the rank).
-_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
 def _launch_size() -> int:
     """How many processes the launch started (1 without a launcher)."""
-    for name in _SIZE_VARIABLES:
-        if name in os.environ:
-            try:
-                return int(os.environ[name])
-            except ValueError:
-                return 1
-    return 1
+    return launch_size()
 
 
 def _launcher_rank_zero() -> bool:
     """Whether this is the launch's first process (or the only one), known before the model
     loads: the one that prints the notes and the plan and holds the run folder's lock."""
-    for name in _RANK_VARIABLES:
-        if name in os.environ:
-            return os.environ[name] == "0"
-    return True
+    return launcher_rank_zero()
 
 
 def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress: bool) -> Path:
