@@ -53,6 +53,24 @@ def usage_error(message: str) -> ValueError:
     return RecipeError(message)
 
 
+def refuse_a_launch(command: str) -> None:
+    """``dsharp eval`` and ``sample`` run in one process: under a launcher of several, each
+    process would make every image on its own and write the same files. Refused at once,
+    before a model loads; the first process says so in one line, the others exit quietly."""
+    from dsharp.launch import launch_size, launcher_rank_zero
+
+    size = launch_size()
+    if size <= 1:
+        return
+    if launcher_rank_zero():
+        print(
+            f"error: dsharp {command} runs in one process, and this launch started {size}: "
+            "run it without accelerate launch (or torchrun, mpirun)",
+            file=sys.stderr,
+        )
+    raise typer.Exit(RECIPE_ERROR_EXIT)
+
+
 @contextmanager
 def settings_errors() -> Iterator[None]:
     """A ``ValueError`` from checking settings the user gave (flags, ``--option``,

@@ -16,6 +16,7 @@ from dsharp.commands.errors import (
     VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
     one_line,
+    refuse_a_launch,
     require_counts,
     require_model,
     require_output_paths,
@@ -312,6 +313,7 @@ def evaluate_cmd(
     \b
     dsharp eval --model dsharp-mini --prompts prompts.txt --reward shapes --seeds 4
     """
+    refuse_a_launch("eval")
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
     from dsharp.builders import read_run_recipe
     from dsharp.checkpoints import checkpoint_step

@@ -12,6 +12,7 @@ from dsharp.commands.errors import (
     VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
     one_line,
+    refuse_a_launch,
     require_counts,
     require_model,
     require_output_paths,
@@ -112,6 +113,7 @@ def sample(
     \b
     Example: dsharp sample --checkpoint runs/quickstart -p "a red circle" -n 4 --out samples
     """
+    refuse_a_launch("sample")
     if (model is None) == (checkpoint is None):  # before torch is imported: at once
         with user_errors():
             raise usage_error("give exactly one of --model or --checkpoint")
