@@ -3,7 +3,8 @@
 Usage: ``dist_worker.py RECIPE OUT_DIR [key=value ...]``; the fake reward ``test_brightness``
 (tests/fake_rewards.py) is registered here for recipes to use. Before training, each process
 computes its own (not yet averaged) gradient of step 1 on the inner UNet and saves it; then
-it trains with the real engine, recording the prompts it drew and its losses. At the end
+it trains with the real engine, recording the prompts it drew, its losses and its own
+metrics. At the end
 each process writes ``OUT_DIR/rank{N}.json`` with a hash of its final UNet weights, so the
 test can prove that every process ends with the same weights although each saw other data.
 """
@@ -55,6 +56,7 @@ def main() -> None:
 
     drawn: list[list[str]] = []
     losses: list[float] = []
+    raw: list[dict[str, float]] = []  # each call's own metrics, before the engine pools them
     batch_fn, loss_fn = trainer.data.batch, trainer.method.compute_loss
 
     def record_batch(*args, **kwargs):
@@ -65,6 +67,7 @@ def main() -> None:
     def record_loss(*args, **kwargs):
         loss, metrics = loss_fn(*args, **kwargs)
         losses.append(loss.item())
+        raw.append(dict(metrics))
         return loss, metrics
 
     trainer.data.batch = record_batch
@@ -76,6 +79,7 @@ def main() -> None:
         "hash": state_hash(trainer.model.unet.state_dict()),
         "prompts": drawn,
         "losses": losses,
+        "metrics": raw,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 

@@ -96,6 +96,23 @@ def test_two_processes_average_gradients_and_end_with_the_same_weights(tiny_sd_d
     assert [r["lr"] for r in rows] == pytest.approx([LR, LR / 2])
     # each process trained on its prompt's pair: the step's count is their sum
     assert [r["pairs"] for r in rows] == [2, 2]
+    # reward and reward_std are those of all the step's rewards, from every process
+    for step, row in enumerate(rows):
+        own = [r["metrics"][step] for r in reports]
+        counts = [m["_reward_scored"] for m in own]
+        assert counts == [2, 2]  # method.n=2 samples of one prompt
+        mean = sum(n * m["reward"] for n, m in zip(counts, own, strict=True)) / sum(counts)
+        square = sum(
+            n * (m["reward_std"] ** 2 + m["reward"] ** 2) for n, m in zip(counts, own, strict=True)
+        )
+        assert row["reward"] == pytest.approx(mean, rel=1e-6)
+        assert row["reward_std"] == pytest.approx((square / sum(counts) - mean**2) ** 0.5, rel=1e-4)
+        assert "_reward_scored" not in row
+    spread = [
+        abs(a["reward"] - b["reward"])
+        for a, b in zip(*(r["metrics"] for r in reports), strict=True)
+    ]
+    assert max(spread) > 1e-3  # the processes' means differ: the pooled std is not their mean
 
 
 def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path):

@@ -40,6 +40,7 @@ from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
 from dsharp.resume import planned_resume
+from dsharp.reward_moments import Moments, combine, pooled_metrics, take_moments
 
 
 def _check_report_size(recipe: Any, model: Any) -> None:
@@ -136,6 +137,15 @@ def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
         return value
     gathered = accelerator.gather(torch.tensor([value], device=accelerator.device))
     return int(gathered.sum().item())
+
+
+def _pool_over_processes(accelerator: Accelerator, moments: Moments) -> Moments:
+    """The reward moments of the whole step: every process's (one small gather a step)."""
+    if accelerator.num_processes == 1:
+        return moments
+    local = torch.tensor([moments], dtype=torch.float64, device=accelerator.device)
+    gathered = accelerator.gather(local).cpu().tolist()  # (P, 3)
+    return combine(tuple(part) for part in gathered)
 
 
 def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
@@ -428,7 +438,10 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["loss"] = loss.detach().item()
             rows.append(metrics)
+        moments = take_moments(rows)
         out = _gather_metrics(acc, _mean_metrics(rows))
+        if len(rows) > 1 or acc.num_processes > 1:  # one batch: its own values, as logged
+            out.update(pooled_metrics(_pool_over_processes(acc, moments), "reward_std" in out))
         out["lr"] = lr
         if self.counts_reward:
             self.reward_evals += _sum_over_processes(acc, self.reward.evaluations - evals_before)

@@ -61,6 +61,7 @@ from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.methods.losses import masked_mean
 from dsharp.methods.prompt_stats import GatherAll, PromptStatTracker, gather_with_offset
 from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.reward_moments import scored_summary
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import (
     DDIMTables,
@@ -328,13 +329,9 @@ def calls_per_round(steps: int, fraction: float, per_call: int | None, epochs: i
 
 
 def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
-    """Mean, std and missing count of a round's rewards, NaN-aware."""
-    scored = rewards[~torch.isnan(rewards)]
-    return {
-        "reward": scored.mean().item() if scored.numel() else float("nan"),
-        "reward_std": scored.std(correction=0).item() if scored.numel() else float("nan"),
-        "reward_missing": int(torch.isnan(rewards).sum().item()),
-    }
+    """Mean, std and missing count of a round's rewards, NaN-aware (and the count scored,
+    which the engine pools them by)."""
+    return scored_summary(rewards)
 
 
 def check_fraction(name: str, value: float) -> float:

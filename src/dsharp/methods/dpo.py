@@ -53,6 +53,7 @@ from dsharp.methods.error_space import (
 from dsharp.methods.losses import masked_mean, per_step_mse
 from dsharp.methods.online import generate_latents
 from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.reward_moments import scored_summary
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import add_noise
 
@@ -225,11 +226,7 @@ class DiffusionDPO(TrainingMethod):
             scores, _ = self.reward(RewardImages(model.decode(x0)), prompts, meta)
         rewards = scores.detach().float().to(x0.device)
         winners, losers, usable = preferred_pairs(rewards)
-        scored = rewards[~torch.isnan(rewards)]
-        metrics = {
-            "reward": scored.mean().item() if scored.numel() else float("nan"),
-            "reward_missing": int(torch.isnan(rewards).sum().item()),
-        }
+        metrics = scored_summary(rewards, std=False)
         # Every key on every step, NaN without a usable pair: processes average them together.
         metrics["reward_w"] = masked_mean(rewards[winners], usable)
         metrics["reward_l"] = masked_mean(rewards[losers], usable)

@@ -28,6 +28,7 @@ import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.models.base import DiffusionModel
+from dsharp.reward_moments import scored_summary
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.combine import batch_zscore
 from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, previous_timesteps
@@ -195,10 +196,5 @@ class IterPO(TrainingMethod):
         valid = ~torch.isnan(per_sample)
         loss = self.loss_scale * torch.where(valid, per_sample, torch.zeros_like(per_sample))
         loss = loss.sum() / valid.sum().clamp(min=1)
-        scored = total[~torch.isnan(total)]
-        metrics = {
-            "reward": scored.mean().item() if scored.numel() else float("nan"),
-            "reward_missing": int(torch.isnan(total).sum().item()),
-            "grad_step": float(k),
-        }
+        metrics = {**scored_summary(total, std=False), "grad_step": float(k)}
         return loss, metrics

@@ -35,6 +35,7 @@ from dsharp.methods.trajectory import (
     score_rollout,
 )
 from dsharp.models.base import Conditioning, DiffusionModel
+from dsharp.reward_moments import scored_summary
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import TIMESTEP_SPACINGS
 
@@ -152,13 +153,10 @@ class _Sharpening(TrainingMethod):
 
     @staticmethod
     def _reward_metrics(returns: torch.Tensor, best: torch.Tensor, worst: torch.Tensor) -> dict:
-        scored = returns[~torch.isnan(returns)]
         return {
-            "reward": scored.mean().item() if scored.numel() else float("nan"),
-            "reward_std": scored.std(unbiased=False).item() if scored.numel() else float("nan"),
+            **scored_summary(returns),
             "reward_best": returns[best].nanmean().item(),
             "reward_worst": returns[worst].nanmean().item(),
-            "reward_missing": int(torch.isnan(returns).sum().item()),
         }
 
 
