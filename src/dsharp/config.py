@@ -233,7 +233,10 @@ class RewardSpec(_Section):
     name: str = Field(description="Registered reward name (`dsharp rewards list`).")
     weight: float = Field(1.0, description="Multiplier of this reward in the total.")
     normalize: Literal["none", "batch_zscore"] = Field(
-        "none", description="'batch_zscore': (score - batch mean) / batch std before weighting."
+        "none",
+        description="'batch_zscore': (score - batch mean) / batch std before weighting, over "
+        "the samples scored together: one process's micro-batch (adding processes does not "
+        "change it; train.batch_size and grad_accum do).",
     )
     on_error: Literal["raise", "missing"] = Field(
         "raise",
