@@ -236,3 +236,95 @@ def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fail
     monkeypatch.setattr(dsharp.posttrain, "post_train_report", unscored)
     with pytest.raises(UnscoredError, match=f"training is complete in {run_dir}, but its re"):
         dsharp.train(recipe, progress=False)
+
+
+def _no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model load fails the test: what is refused must be refused before it."""
+    import dsharp.engine
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the refusal")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", no_load)
+
+
+def test_train_refuses_a_sampler_recipe_as_dsharp_train_does(tmp_path, monkeypatch):
+    """recipes/mini/demon.yaml is for evaluation; dsharp.train started a run of the default
+    method from it (`dsharp train` refuses it)."""
+    _no_model_load(monkeypatch)
+    recipe = dsharp.load_recipe(
+        ROOT / "recipes" / "mini" / "demon.yaml", [f"output_dir={tmp_path}/r"]
+    )
+    with pytest.raises(dsharp.RecipeError) as refused:
+        dsharp.train(recipe, progress=False)
+    assert str(refused.value) == (
+        "a sampler recipe (sample.method: demon; no method or train section): run it with "
+        "dsharp eval --recipe FILE (to train with it anyway, set method.name)"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["method.beta=1000"], ["train.resume=latest", "method.beta=1000"], ["train.resume=nope"]],
+    ids=["another-run", "resume-another-run", "no-such-checkpoint"],
+)
+def test_train_refuses_a_run_folder_as_dsharp_train_does(tmp_path, monkeypatch, overrides):
+    """An output_dir holding another run's checkpoints (or a resume that names none) is the
+    same RecipeError, at the same field, as `dsharp train`'s one line (the API raised a bare
+    ValueError from inside the engine)."""
+    from run_folders import run_folder_with_checkpoint
+
+    _no_model_load(monkeypatch)
+    run = run_folder_with_checkpoint(tmp_path / "run", QUICKSTART.read_text())
+    args = [*overrides, f"output_dir={run}"]
+    with pytest.raises(dsharp.RecipeError) as refused:
+        dsharp.train(dsharp.load_recipe(QUICKSTART, args), progress=False)
+    said = CliRunner().invoke(app, ["train", str(QUICKSTART), *args])
+    assert said.exit_code == 2
+    assert refused.value.source is None and refused.value.field
+    assert said.stderr.strip() == f"recipe error: {QUICKSTART}: {refused.value}"
+
+
+def test_train_refuses_a_folder_another_process_is_writing(tmp_path, monkeypatch):
+    """Before the model loads and before the folder's checkpoints are read: the old API said
+    the folder held this recipe's stopped run, to resume, while another process wrote it."""
+    from folder_locks import another_process_holds
+    from run_folders import run_folder_with_checkpoint
+
+    _no_model_load(monkeypatch)
+    run = run_folder_with_checkpoint(tmp_path / "run", QUICKSTART.read_text())
+    recipe = dsharp.load_recipe(QUICKSTART, [f"output_dir={run}"])
+    with another_process_holds(run), pytest.raises(dsharp.FolderInUseError) as refused:
+        dsharp.train(recipe, progress=False)
+    assert str(refused.value) == (
+        f"output_dir {run}: another dsharp process is writing to it; wait for it to finish, "
+        "or choose another folder"
+    )
+    assert isinstance(refused.value, RuntimeError)  # what the lock raised before
+
+
+def test_train_holds_the_folder_until_its_report_is_written(tmp_path, monkeypatch):
+    """As `dsharp train`: the trainer lets go of the folder when training ends, and the API
+    held nothing after it, so a second training could start there mid-report."""
+    import dsharp.engine
+    import dsharp.posttrain
+    from folder_locks import free_to_another_process
+
+    run_dir = tmp_path / "run"
+    seen = []
+
+    def trained(recipe, progress):
+        run_dir.mkdir(exist_ok=True)  # as the trainer's own claim makes it
+        (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n')
+        return run_dir
+
+    monkeypatch.setattr(dsharp.engine, "train", trained)
+    monkeypatch.setattr(
+        dsharp.posttrain,
+        "post_train_report",
+        lambda *a, **k: seen.append(free_to_another_process(run_dir)),
+    )
+    dsharp.train(dsharp.load_recipe(QUICKSTART, [f"output_dir={run_dir}"]), progress=False)
+    assert seen == [False]
+    assert free_to_another_process(run_dir)  # let go once train returns

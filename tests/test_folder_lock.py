@@ -6,8 +6,6 @@ from __future__ import annotations
 import fcntl
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,27 +13,9 @@ from typer.testing import CliRunner
 
 from dsharp import folder_lock
 from dsharp.cli import app
+from folder_locks import another_process_holds, free_to_another_process
 
 TINY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
-
-
-@contextmanager
-def _another_process_holds(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s lock as another process would: flock on a file opened separately
-    conflicts with this process's own lock, just as a second process's would."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / folder_lock.LOCK_FILE, "a+", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        yield
-
-
-def _free_to_another_process(folder: Path) -> bool:
-    with open(folder / folder_lock.LOCK_FILE, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
 
 
 def test_a_second_process_is_refused_with_the_folder_named(tmp_path):
@@ -63,9 +43,9 @@ def test_holders_in_one_process_share_the_lock_until_the_last_lets_go(tmp_path):
     inner = folder_lock.hold_folder_lock(tmp_path / ".", "output_dir")  # the same folder
     inner.close()
     inner.close()  # a second close of one share gives nothing more up
-    assert not _free_to_another_process(tmp_path)
+    assert not free_to_another_process(tmp_path)
     outer.close()
-    assert _free_to_another_process(tmp_path)
+    assert free_to_another_process(tmp_path)
 
 
 def test_a_claimed_folder_that_stayed_empty_is_removed_and_others_are_kept(tmp_path):
@@ -94,7 +74,7 @@ def test_train_refuses_a_locked_folder_before_loading_the_model(tmp_path, tiny_s
 
     monkeypatch.setattr(dsharp.engine, "build_model", no_load)
     run = tmp_path / "run"
-    with _another_process_holds(run):
+    with another_process_holds(run):
         result = _train(run, tiny_sd_dir, "eval.bench=null")
     assert result.exit_code == 1, result.output
     assert "another dsharp process is writing to it" in result.stderr
@@ -107,7 +87,7 @@ def test_train_holds_the_folder_while_it_writes_the_report(tmp_path, tiny_sd_dir
     seen = []
 
     def report(cfg, run_dir, progress=True):
-        seen.append(_free_to_another_process(run_dir))
+        seen.append(free_to_another_process(run_dir))
         return dsharp.posttrain.PostTrainReport(run_dir / "report.md", "headline")
 
     monkeypatch.setattr(dsharp.posttrain, "post_train_report", report)
@@ -115,7 +95,7 @@ def test_train_holds_the_folder_while_it_writes_the_report(tmp_path, tiny_sd_dir
     result = _train(run, tiny_sd_dir, "eval.bench=shapes", "eval.limit=1", "eval.seeds=1")
     assert result.exit_code == 0, result.output
     assert seen == [False]  # a resume could not start while the report was being written
-    assert _free_to_another_process(run)  # and the folder is free once the command ends
+    assert free_to_another_process(run)  # and the folder is free once the command ends
 
 
 def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, tiny_sd_dir, monkeypatch):
@@ -171,7 +151,7 @@ def test_a_folder_that_stayed_empty_is_removed_before_its_lock_is_let_go(tmp_pat
     held_while_removed = []
 
     def rmtree(path, *args, **kwargs):
-        held_while_removed.append(not _free_to_another_process(Path(path)))
+        held_while_removed.append(not free_to_another_process(Path(path)))
         real_rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(folder_lock.shutil, "rmtree", rmtree)
@@ -183,12 +163,12 @@ def test_a_folder_that_stayed_empty_is_removed_before_its_lock_is_let_go(tmp_pat
 def test_another_process_s_lock_is_seen_without_creating_or_keeping_one(tmp_path):
     assert not folder_lock.locked_by_another_process(tmp_path)
     assert not (tmp_path / folder_lock.LOCK_FILE).exists()  # asking leaves no lock file
-    with _another_process_holds(tmp_path):
+    with another_process_holds(tmp_path):
         assert folder_lock.locked_by_another_process(tmp_path)
     assert not folder_lock.locked_by_another_process(tmp_path)  # a finished run's file
     with folder_lock.hold_folder_lock(tmp_path, "output_dir"):
         assert not folder_lock.locked_by_another_process(tmp_path)  # this process's own
-        assert not _free_to_another_process(tmp_path)  # the question let go of nothing
+        assert not free_to_another_process(tmp_path)  # the question let go of nothing
 
 
 def test_a_run_starting_while_another_process_asks_is_not_refused(tmp_path, monkeypatch):
@@ -205,7 +185,7 @@ def test_a_run_starting_while_another_process_asks_is_not_refused(tmp_path, monk
 
     monkeypatch.setattr(folder_lock.time, "sleep", pause)
     with folder_lock.hold_folder_lock(tmp_path, "output_dir"):
-        assert not _free_to_another_process(tmp_path)
+        assert not free_to_another_process(tmp_path)
     assert pauses == [0.05]  # refused once while the asker held it, then taken
 
 

@@ -28,6 +28,7 @@ _EXPORTS = {
     "get_reward": "dsharp.api",
     "evaluate_model": "dsharp.api",
     "Recipe": "dsharp.config",
+    "FolderInUseError": "dsharp.folder_lock",
     "RecipeError": "dsharp.recipe_errors",
     "RewardError": "dsharp.rewards.base",
     "RewardImages": "dsharp.rewards.base",
@@ -35,6 +36,7 @@ _EXPORTS = {
 
 #: Written out (not built from ``_EXPORTS``) so that linters and editors read it.
 __all__ = [
+    "FolderInUseError",
     "Recipe",
     "RecipeError",
     "RewardError",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ load
 
     from dsharp.api import evaluate_model, get_reward, load_model, load_recipe, sample, train
     from dsharp.config import Recipe
+    from dsharp.folder_lock import FolderInUseError
     from dsharp.recipe_errors import RecipeError
     from dsharp.rewards.base import RewardError, RewardImages
 

@@ -35,27 +35,37 @@ def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path
     """Train as ``recipe`` says; returns the run folder (its newest checkpoint loads with
     :func:`load_model`).
 
-    The recipe is checked as ``dsharp train`` checks it before the model loads (prompts the
-    rewards cannot score, method and reward options, the output folder): a ``RecipeError``
-    in seconds, not a failure at the first step. Notes that ``dsharp train`` prints are
-    warnings here.
+    The recipe is checked as ``dsharp train`` checks it before the model loads, by the same
+    function (:func:`dsharp.train_start.check_training`: a sampler recipe, prompts the rewards
+    cannot score, method and reward options, input files, an output folder holding another
+    run or nothing to resume): a ``RecipeError`` in seconds, not a failure at the first
+    step. Notes that ``dsharp train`` prints are warnings here. The run folder is then held
+    until the report is written: a folder another process is training into raises
+    :class:`~dsharp.folder_lock.FolderInUseError` before the model loads.
 
     ``report``: as ``dsharp train``, where the recipe's ``eval`` section names a bench or
     prompts, evaluate the base and the fine-tuned model after training and write
     ``eval-base.json``, ``eval-final.json``, ``samples_grid.png`` and ``report.md`` into the
     run folder (``report=False``: training alone, for sweeps scored otherwise). A training
-    stopped by :class:`~dsharp.interrupts.TrainingInterrupted` writes no report; a report
-    stopped by an image its reward could not score raises ``UnscoredError`` naming the
-    (kept) run folder. What the run's metrics say went wrong (no step scored a sample, no
-    usable pair) is a warning, as ``dsharp train`` prints it."""
-    from dsharp.engine import train as _train
+    stopped by :class:`~dsharp.interrupts.TrainingInterrupted` (or ``KeyboardInterrupt``)
+    writes no report and lets go of the folder; a report stopped by an image its reward
+    could not score raises ``UnscoredError`` naming the (kept) run folder. What the run's
+    metrics say went wrong (no step scored a sample, no usable pair) is a warning, as
+    ``dsharp train`` prints it."""
     from dsharp.posttrain import wants_report
-    from dsharp.preflight import check_before_loading, recipe_notes
+    from dsharp.train_start import check_training, claimed_run_folder
 
     reports = report and wants_report(recipe)
-    check_before_loading(recipe, evaluation=reports)
-    for note in recipe_notes(recipe):
+    for note in check_training(recipe, evaluation=reports):
         warnings.warn(note, stacklevel=2)
+    with claimed_run_folder(recipe):
+        return _train_and_report(recipe, progress=progress, reports=reports)
+
+
+def _train_and_report(recipe: Recipe, *, progress: bool, reports: bool) -> Path:
+    """Train, then (main process) warn what the metrics say and write the report."""
+    from dsharp.engine import train as _train
+
     run_dir = _train(recipe, progress=progress)
     from accelerate import PartialState
 
@@ -64,7 +74,7 @@ def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path
     from dsharp.runs import training_warnings
 
     for warning in training_warnings(run_dir):  # `dsharp train` prints them
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, stacklevel=3)
     if reports:
         from dsharp.posttrain import post_train_report
         from dsharp.rewards.base import UnscoredError

@@ -20,6 +20,10 @@ LOCK_FILE = ".dsharp.lock"
 _held: dict[Path, tuple[IO[str], int]] = {}
 
 
+class FolderInUseError(RuntimeError):
+    """Another process holds the folder's lock: it is writing a run there."""
+
+
 class FolderLock:
     """One holder's share of a folder's lock; ``close`` (or leaving a ``with``) gives it up.
     The file lock itself goes when the process's last holder closes."""
@@ -50,7 +54,7 @@ class FolderLock:
 def hold_folder_lock(folder: Path, what: str) -> FolderLock | None:
     """An exclusive lock on ``folder`` (which must exist), held until the returned object is
     closed, so that two processes never write one run folder at once (their metrics would
-    interleave and one run's checkpoints replace the other's). ``RuntimeError`` naming
+    interleave and one run's checkpoints replace the other's). ``FolderInUseError`` naming
     ``what`` (the folder's role, e.g. ``output_dir``) when another process holds it. None
     where there are no advisory locks (Windows)."""
     try:
@@ -65,7 +69,7 @@ def hold_folder_lock(folder: Path, what: str) -> FolderLock | None:
     handle = open(key / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
     if not _lock_exclusive(handle, fcntl):
         handle.close()
-        raise RuntimeError(
+        raise FolderInUseError(
             f"{what} {folder}: another dsharp process is writing to it; wait for it to "
             "finish, or choose another folder"
         ) from None

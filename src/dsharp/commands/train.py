@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,20 +33,12 @@ def train(
     with user_errors("error"):  # a plugin's fault in a check: one line, exit 1
         try:
             cfg = load_recipe(recipe, overrides or [])
-            _refuse_sampler_recipe(recipe, cfg)
             from dsharp.posttrain import wants_report
-            from dsharp.preflight import (
-                check_before_loading,
-                check_inputs,
-                check_run_folder,
-                recipe_notes,
-            )
+            from dsharp.train_start import check_training
 
-            check_before_loading(cfg, source=str(recipe), evaluation=wants_report(cfg))
-            check_inputs(cfg, source=str(recipe))
-            check_run_folder(cfg, source=str(recipe))
+            notes = check_training(cfg, source=str(recipe), evaluation=wants_report(cfg))
             if _launcher_rank_zero():
-                for note in recipe_notes(cfg):
+                for note in notes:
                     typer.echo(f"note: {note}", err=True)
         except RecipeError as exc:
             if debugging():
@@ -55,35 +46,17 @@ def train(
             typer.echo(f"recipe error: {exc}", err=True)
             raise typer.Exit(RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
-        from dsharp.folder_lock import claimed_folder
+        from dsharp.train_start import claimed_run_folder
 
         main = _launcher_rank_zero()  # one plan line and one lock holder, not one each
         # The folder is this command's from before the model loads until its report is
         # written, so a second process is refused at once and cannot resume mid-report.
-        with claimed_folder(Path(cfg.output_dir), "output_dir") if main else nullcontext():
+        with claimed_run_folder(cfg):
             if main:
                 typer.echo(_plan_line(cfg))
             run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
     if main:
         typer.echo(f"run folder: {run_dir}")
-
-
-def _refuse_sampler_recipe(recipe: Path, cfg: Recipe) -> None:
-    """A recipe with neither a method nor a train section whose sampler is a search
-    (``recipes/mini/demon.yaml``) is one for ``dsharp eval --recipe``: training it would
-    start a run of the default method, at default length, that it never asked for. A
-    training recipe that samples its report with a search has a train section. (The sections
-    the file or an override set are the recipe's ``model_fields_set``.)"""
-    from dsharp.recipe_errors import RecipeError
-
-    trains = {"method", "train"} & cfg.model_fields_set
-    if not trains and cfg.sample.method != "default":
-        raise RecipeError(
-            f"a sampler recipe (sample.method: {cfg.sample.method}; no method or train "
-            f"section): run it with dsharp eval --recipe {recipe} (to train with it anyway, "
-            "set method.name)",
-            source=str(recipe),
-        )
 
 
 def _launch_size() -> int:
