@@ -181,3 +181,49 @@ def test_a_bench_scored_by_other_rewards_does_not_replace_that_rewards_bench_sco
         f"note: {run}: left out {name}: scored by other rewards than its bench's own (give the "
         "file to compare it)"
     ) in " ".join(result.stderr.split())
+
+
+def test_a_prompt_file_score_of_the_benchs_own_rewards_goes_before_other_rewards(tmp_path):
+    """With no evaluation of the bench's prompts by its own rewards, a run's row merged every
+    evaluation: CLIP on the shapes prompts (`--bench shapes --reward clip`) filled the clip
+    column beside the held-out file's shapes score, and the note said that all of them were
+    on --prompts files, though that one was not."""
+    run = _run(tmp_path)
+    held_out = "eval-shapes-heldout.json"
+    _write(
+        run,
+        held_out,
+        0,
+        bench="shapes",
+        rewards=["shapes"],
+        metrics={"shapes": {"mean": 0.5}},
+        prompts_file="heldout.txt",
+    )
+    other = "eval-shapes-reward-clip.json"
+    _write(
+        run,
+        other,
+        1,
+        bench="shapes",
+        rewards=["clip"],
+        metrics={"clip": {"mean": 0.2}},
+        prompts_file=None,
+    )
+    from dsharp.paper_results import results_for_paper
+
+    notes: list[str] = []
+    _, merged = results_for_paper(run, "table1", notes)
+    assert set(merged["metrics"]) == {"shapes"}
+    assert notes == [
+        f"{run}: left out {other}: scored by other rewards than its bench's own (give the "
+        "file to compare it)",
+        f"{run}: its evaluations ({held_out}) are all on --prompts files",
+    ]
+
+    (run / held_out).unlink()  # other rewards alone: they stand, and the note says so
+    notes = []
+    _, merged = results_for_paper(run, "table1", notes)
+    assert set(merged["metrics"]) == {"clip"}
+    assert notes == [
+        f"{run}: its evaluations ({other}) are all scored by other rewards than their bench's own"
+    ]

@@ -38,7 +38,8 @@ def results_for_paper(
         raise no_evaluation_error(source)
     evaluations = [(path, read_evaluation(path)) for path in found]
     bench_own = [(p, r) for p, r in evaluations if not scored_by_other_rewards(r)]
-    used = [(p, r) for p, r in bench_own if not on_prompt_file(p, r)] or evaluations
+    # bench scores first; else the bench's own rewards on prompt files before other rewards
+    used = [(p, r) for p, r in bench_own if not on_prompt_file(p, r)] or bench_own or evaluations
     merged = merge_results([result for _, result in used])
     if notes is not None:
         notes += _merge_notes(source, evaluations, used)
@@ -96,9 +97,14 @@ def _merge_notes(
             f"{source}: left out {', '.join(by_others)}: scored by other rewards than its "
             "bench's own (give the file to compare it)"
         )
-    if not left_out and any(on_prompt_file(p, r) for p, r in used):
-        names = ", ".join(p.name for p, _ in used)
+    names = ", ".join(p.name for p, _ in used)
+    if all(on_prompt_file(p, r) for p, r in used):
         notes.append(f"{source}: its evaluations ({names}) are all on --prompts files")
+    elif all(scored_by_other_rewards(r) for _, r in used):
+        notes.append(
+            f"{source}: its evaluations ({names}) are all scored by other rewards than their "
+            "bench's own"
+        )
     clashes = []
     # eval_files lists the oldest first, and merge_results lets a later one win a clash
     for metric in dict.fromkeys(m for _, r in used for m in r.get("metrics") or {}):
