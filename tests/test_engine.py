@@ -1180,3 +1180,20 @@ def test_checkpoints_keep_the_number_of_processes_and_a_resume_on_another_notes_
         "otherwise, so the run differs from an uninterrupted one from here on (resume on 2 "
         "processes to continue it)"
     ]
+
+
+def test_a_steps_counts_are_summed_over_its_micro_batches_and_the_rest_averaged():
+    """``grad_accum: 2`` splits a step in two: its pairs and missing rewards are the two
+    halves' together (as across processes), not their mean; a NaN half adds nothing."""
+    from dsharp.engine import _mean_metrics
+
+    rows = [
+        {"pairs": 3.0, "reward_missing": 1.0, "loss": 0.5},
+        {"pairs": 2.0, "reward_missing": float("nan"), "loss": 1.5, "grad_norm": 4.0},
+    ]
+    assert _mean_metrics(rows) == {
+        "pairs": 5.0,
+        "reward_missing": 1.0,
+        "loss": 1.0,
+        "grad_norm": 4.0,
+    }

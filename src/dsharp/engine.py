@@ -122,12 +122,20 @@ def reschedule(lr_scheduler: Any) -> list[float]:
 
 
 def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """A step's metrics over its micro-batches: the mean of each, but the sum of the counts
+    (:data:`~dsharp.methods.registry.COUNT_COLUMNS`), as across processes, so that a step's
+    pairs or missing rewards do not depend on how ``grad_accum`` splits it."""
+    from dsharp.methods.registry import COUNT_COLUMNS
+
     # Union of keys: some metrics (grad_norm) exist only on the micro-step that syncs.
     keys = list(dict.fromkeys(k for r in rows for k in r))
     out = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
-        out[key] = sum(values) / len(values) if values else float("nan")
+        if not values:
+            out[key] = float("nan")
+        else:
+            out[key] = sum(values) if key in COUNT_COLUMNS else sum(values) / len(values)
     return out
 
 
