@@ -328,3 +328,16 @@ def test_train_holds_the_folder_until_its_report_is_written(tmp_path, monkeypatc
     dsharp.train(dsharp.load_recipe(QUICKSTART, [f"output_dir={run_dir}"]), progress=False)
     assert seen == [False]
     assert free_to_another_process(run_dir)  # let go once train returns
+
+
+def test_evaluate_model_verifies_with_its_scoring_rewards_as_dsharp_eval_does():
+    """An inference-time method with no ``verifier`` is verified by the rewards that score,
+    as ``dsharp eval`` does (it was refused for want of a verifier)."""
+    model = dsharp.load_model("dsharp-mini", device="cpu")
+    settings = {"limit": 1, "seeds": 1, "steps": 2, "method": "demon", "options": {"K": 2}}
+    result = dsharp.evaluate_model(model, "shapes", **settings)
+    args = ["eval", "--model", "dsharp-mini", "--bench", "shapes", "--limit", 1, "--seeds", 1]
+    args += ["--steps", 2, "--method", "demon", "--option", "K=2", "--json", "--device", "cpu"]
+    cli = json.loads(_cli(args).stdout)
+    assert result["n_scored"] == cli["n_scored"] == 5
+    assert result["images"] == cli["images"] and result["overall"] == cli["overall"]

@@ -94,7 +94,7 @@ def test_sample_on_error_missing_with_no_candidate_scored_stops_in_one_line(tmp_
     [
         (["--method", "demon", "--reward", "shapes", "--on-error", "skip"], "expected 'raise' or"),
         (["--on-error", "missing"], "--on-error: used only by the verifier (--reward NAME)"),
-        (["--reward", "shapes", "--on-error", "raise"], "--on-error: used only by the verifier"),
+        (["--reward", "shapes", "--on-error", "raise"], "--reward: sample.method 'default' uses"),
     ],
 )
 def test_sample_refuses_a_bad_or_unused_on_error_before_the_model_loads(tmp_path, extra, message):

@@ -190,8 +190,11 @@ def evaluate_model(
     given_rewards = [_reward_spec(r) for r in rewards] if rewards is not None else None
     specs = choose_rewards(given_rewards, spec_bench, bench=bench)
     category_of = spec_bench.category_of if spec_bench else None
-    settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
-    _check_verifier_used(settings, verifier)
+    # The verifier, as dsharp eval's: the one given, else the rewards that score.
+    chosen = verifier if verifier is not None else list(specs)
+    settings = _sample_settings(steps, guidance, eta, height, width, method, options, chosen)
+    if not _check_verifier_used(settings, verifier):
+        settings.reward = None  # plain DDIM: no verifier, none recorded
     check_prompts(specs, prompt_list, "prompts")  # before any image is drawn
     result = evaluate(
         model,
@@ -220,15 +223,17 @@ def _require_counts(**counts: int | None) -> None:
             raise ValueError(f"{name}: must be at least 1, got {value}")
 
 
-def _check_verifier_used(settings: SampleSettings, verifier: object) -> None:
-    """Validate ``settings``; a ``verifier`` given to a sampler that asks none (the default
-    one) is a ``ValueError`` rather than silently unused."""
+def _check_verifier_used(settings: SampleSettings, verifier: object) -> bool:
+    """Validate ``settings``; whether its method asks a verifier. A ``verifier`` given to a
+    sampler that asks none (the default one) is a ``ValueError`` rather than silently
+    unused."""
     entry, _ = settings.validate("pass verifier=NAME")
     if verifier and not entry.needs_reward:
         raise ValueError(
             f"verifier: method {settings.method!r} uses no verifier; it is for an "
             "inference-time method (free2guide, demon or inference_scaling)"
         )
+    return bool(entry.needs_reward)
 
 
 def _prompt_list(prompts: str | Sequence[str] | os.PathLike[str]) -> list[str]:

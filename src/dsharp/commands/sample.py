@@ -157,13 +157,13 @@ def sample(
             method_entry, _ = settings.validate(VERIFIER_FLAG_HINT)
         verifier = None
         uses_verifier = bool(settings.reward and method_entry.needs_reward)
-        if on_error is not None and not uses_verifier:
-            raise usage_error(f"--on-error: {_VERIFIER_ONLY}")
         if settings.reward and not method_entry.needs_reward:
             raise usage_error(
                 f"--reward: sample.method {settings.method!r} uses no verifier; it is for an "
                 "inference-time method (--method free2guide, demon or inference_scaling)"
             )
+        if on_error is not None and not uses_verifier:
+            raise usage_error(f"--on-error: {_VERIFIER_ONLY}")
         if set_ and not uses_verifier:
             raise usage_error(f"--set: {_VERIFIER_ONLY}")
         if on_error is not None:
