@@ -224,18 +224,28 @@ def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fail
         dsharp.posttrain, "post_train_report", lambda *a, **k: reported.append(a) or None
     )
     recipe = dsharp.load_recipe(QUICKSTART, [f"output_dir={run_dir}"])
-    with pytest.warns(UserWarning, match="no logged step scored a sample"):
+    with pytest.warns(UserWarning) as said:
         assert dsharp.train(recipe, progress=False) == run_dir
+    assert [str(w.message).split(":")[0] for w in said] == [
+        "no logged step scored a sample",
+        "no logged step had a usable best/worst pair (ties or missing scores)",
+    ]
     assert len(reported) == 1  # the quickstart's eval section names a bench
-    dsharp.train(recipe, progress=False, report=False)
+    with pytest.warns(UserWarning) as said_again:
+        dsharp.train(recipe, progress=False, report=False)
+    assert [str(w.message) for w in said_again] == [str(w.message) for w in said]
     assert len(reported) == 1
 
     def unscored(*args, **kwargs):
         raise UnscoredError("reward 'shapes': shapes reward: cannot score", "shapes")
 
     monkeypatch.setattr(dsharp.posttrain, "post_train_report", unscored)
-    with pytest.raises(UnscoredError, match=f"training is complete in {run_dir}, but its re"):
+    with (
+        pytest.warns(UserWarning) as said_last,
+        pytest.raises(UnscoredError, match=f"training is complete in {run_dir}, but its re"),
+    ):
         dsharp.train(recipe, progress=False)
+    assert len(said_last) == 2
 
 
 def _no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
