@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from dsharp.cli import app
+from cli_results import error_line as _error_line
+from cli_results import invoke as _invoke
 from dsharp.generate import SampleSettings, generate
 from dsharp.inference.demon import demon_weights
 from dsharp.models import load_model
@@ -21,21 +21,6 @@ from dsharp.rewards.base import RewardError
 from fake_rewards import FLAKY, flaky_registered
 
 PROMPT = "a red circle"
-
-
-def _invoke(args: list[object]):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def _error_line(text: str) -> str:
-    """The one ``error:`` line of stderr (progress bars may come before it)."""
-    assert "Traceback" not in text
-    lines = [line for line in text.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, text
-    return lines[0]
 
 
 def _sample(out: Path, *extra: object):

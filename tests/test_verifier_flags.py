@@ -5,29 +5,15 @@ the way on for candidates, not for images."""
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
+from cli_results import error_line as _error_line
+from cli_results import invoke as _invoke
 from dsharp.cli import app
 from dsharp.commands.errors import VERIFIER_ON_ERROR_HINT
 from dsharp.commands.evaluate import ON_ERROR_HINT as IMAGES_HINT
 from fake_rewards import FLAKY, NAME, brightness_registered, flaky_registered
 
 PROMPT = "a red circle"
-
-
-def _invoke(args: list[object]):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def _error_line(text: str) -> str:
-    """The one ``error:`` line of stderr (progress bars may come before it)."""
-    assert "Traceback" not in text
-    lines = [line for line in text.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, text
-    return lines[0]
 
 
 def _sample(out, *extra: object):
