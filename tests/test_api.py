@@ -351,3 +351,19 @@ def test_evaluate_model_verifies_with_its_scoring_rewards_as_dsharp_eval_does():
     cli = json.loads(_cli(args).stdout)
     assert result["n_scored"] == cli["n_scored"] == 5
     assert result["images"] == cli["images"] and result["overall"] == cli["overall"]
+
+
+def test_train_warns_its_notes_once_for_a_launch(tmp_path, monkeypatch):
+    """Under a launcher only the first process warns the recipe's notes, as `dsharp train`
+    prints them once; every process still refuses what the checks refuse."""
+    import warnings
+
+    ddpo = ROOT / "recipes" / "mini" / "ddpo.yaml"
+    overrides = ["method.options.inner_epochs=1", "train.mixed_precision=fp16"]
+    recipe = dsharp.load_recipe(ddpo, [*overrides, f"output_dir={tmp_path / 'run'}"])
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+            dsharp.train(recipe, progress=False)
+    assert [str(w.message) for w in said if "importance ratio" in str(w.message)] == []

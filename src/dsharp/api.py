@@ -52,12 +52,15 @@ def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path
     could not score raises ``UnscoredError`` naming the (kept) run folder. What the run's
     metrics say went wrong (no step scored a sample, no usable pair) is a warning, as
     ``dsharp train`` prints it."""
+    from dsharp.launch import launcher_rank_zero
     from dsharp.posttrain import wants_report
     from dsharp.train_start import check_training, claimed_run_folder
 
     reports = report and wants_report(recipe)
-    for note in check_training(recipe, evaluation=reports):
-        warnings.warn(note, stacklevel=2)
+    notes = check_training(recipe, evaluation=reports)
+    if launcher_rank_zero():  # under a launcher, once for the launch, as dsharp train says them
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
     with claimed_run_folder(recipe):
         return _train_and_report(recipe, progress=progress, reports=reports)
 
