@@ -291,7 +291,8 @@ NOTE_START = "note: method.options.inner_epochs: with DDPO-IS, "
         # ... but with a step every 2 calls, every step falls between rounds
         ("method.options.inner_epochs=2 train.grad_accum=2", True),
         ("method.options.inner_epochs=1 method.options.variant=sf", False),
-        # one pass of 4 calls (one of the 4 steps each), a step every 2: inside the round
+        # one pass of 3 calls (one of the 3 stochastic steps each: dsharp-mini's last step
+        # draws no noise), a step every 2: inside the round
         (
             "method.options.inner_epochs=1 method.options.timesteps_per_step=1 "
             "method.options.train_timestep_fraction=1.0 method.infer_steps=4 "
@@ -306,6 +307,131 @@ def test_a_ddpo_is_recipe_whose_ratios_stay_at_one_is_noted_not_refused(override
     assert result.stderr.startswith(NOTE_START) == noted, result.stderr
     if noted:
         assert "every importance ratio is 1 and the clip never acts" in result.stderr
+
+
+ONE_STEP_EACH = [
+    "method.options.inner_epochs=1",
+    "method.options.timesteps_per_step=1",
+    "method.options.train_timestep_fraction=1.0",
+    "method.infer_steps=10",
+]
+
+
+def _tiny_sd_with_scheduler(tiny_sd_dir: Path, folder: Path, **settings) -> Path:
+    """A copy of the tiny SD folder whose scheduler config has ``settings``."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_sd_dir, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **settings}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "grad_accum", "calls"),
+    [
+        # dsharp-mini's last step lands on abar = 1 (set_alpha_to_one): 9 stochastic steps
+        (None, 9, 9),
+        (None, 10, None),
+        # the tiny SD's schedule (leading, steps_offset 1, set_alpha_to_one false): all 10
+        ({}, 10, 10),
+        ({}, 9, None),
+        # its copy with set_alpha_to_one true: 9 again
+        ({"set_alpha_to_one": True}, 9, 9),
+    ],
+)
+def test_the_ddpo_is_note_counts_the_stochastic_steps_of_the_model_scheduler(
+    tiny_sd_dir, tmp_path, scheduler, grad_accum: int, calls
+):
+    """Read from the scheduler config without loading: the round the note counts is the one
+    the method trains (`trainable_steps`), one call per stochastic step here."""
+    model = "dsharp-mini"
+    if scheduler is not None:
+        model = str(_tiny_sd_with_scheduler(tiny_sd_dir, tmp_path / "sd", **scheduler))
+    overrides = [*ONE_STEP_EACH, f"model.pretrained={model}", f"train.grad_accum={grad_accum}"]
+    result = _validate(DDPO, *overrides)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(NOTE_START) == (calls is not None), result.stderr
+    if calls is not None:
+        assert f"1 pass over a round ({calls} engine calls)" in result.stderr
+
+
+def test_a_schedule_without_a_noisy_step_is_refused_before_loading(tiny_sd_dir, tmp_path):
+    """DDPO and D3PO train only the DDIM steps that draw noise. dsharp-mini's one step lands
+    on abar = 1 (set_alpha_to_one), a one-step linspace schedule's goes from t = 0 to abar_0:
+    neither has one. `validate`, `train` and `dsharp.train` read that from the scheduler
+    config and refuse it in one line, before the model loads."""
+    import dsharp
+    from dsharp.recipe_errors import RecipeError
+
+    linspace = _tiny_sd_with_scheduler(
+        tiny_sd_dir, tmp_path / "sd", timestep_spacing="linspace", set_alpha_to_one=False
+    )
+    cases = [
+        (DDPO, "dsharp-mini", "leading, set_alpha_to_one True"),
+        (D3PO, str(linspace), "linspace, set_alpha_to_one False"),
+    ]
+    for recipe, model, schedule in cases:
+        why = (
+            f"method.infer_steps: all 1 DDIM step(s) of this scheduler (timestep_spacing "
+            f"{schedule}) are deterministic, so there is nothing to train; use more steps"
+        )
+        overrides = [f"model.pretrained={model}", "method.infer_steps=1"]
+        result = _validate(recipe, *overrides)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"{recipe}: {why}\n"
+        run = tmp_path / "run"
+        train = CliRunner().invoke(app, ["train", str(recipe), *overrides, f"output_dir={run}"])
+        assert train.exit_code == 2, train.output
+        assert train.stderr == f"recipe error: {recipe}: {why}\n"
+        with pytest.raises(RecipeError) as refused:
+            dsharp.train(dsharp.load_recipe(recipe, [*overrides, f"output_dir={run}"]))
+        assert (refused.value.field, refused.value.reason) == (
+            "method.infer_steps",
+            why.removeprefix("method.infer_steps: "),
+        )
+        assert not run.exists()
+        assert _validate(recipe, overrides[0], "method.infer_steps=2").exit_code == 0
+
+
+def test_the_schedule_check_gives_the_constructor_message(tiny_sd_dir, tmp_path):
+    from dsharp.config import MethodConfig, ModelConfig
+    from dsharp.methods.factory import build_method, check_method_schedule
+    from dsharp.models import load_model
+    from dsharp.scheduler_files import scheduler_without_weights
+
+    folder = _tiny_sd_with_scheduler(tiny_sd_dir, tmp_path / "sd", timestep_spacing="linspace")
+    cfg = MethodConfig(name="ddpo", infer_steps=1)
+    with pytest.raises(ValueError) as preflight:
+        check_method_schedule(cfg, scheduler_without_weights(ModelConfig(pretrained=str(folder))))
+    with pytest.raises(ValueError) as constructor:
+        build_method(cfg, load_model(str(folder)), None, 64, 64)
+    assert str(preflight.value) == str(constructor.value)
+
+
+def test_the_scheduler_comes_from_the_hub_cache_without_a_download(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    from huggingface_hub import constants
+
+    from dsharp.config import ModelConfig
+    from dsharp.scheduler_files import scheduler_without_weights
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    (snapshot / "scheduler").mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    name = "scheduler/scheduler_config.json"
+    text = (tiny_sd_dir / name).read_text()
+    assert '"leading"' in text
+    (snapshot / name).write_text(text.replace('"leading"', '"trailing"'))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = scheduler_without_weights(ModelConfig(pretrained="org/tiny"))
+    assert cached.config.timestep_spacing == "trailing"
+    assert scheduler_without_weights(ModelConfig(pretrained="org/not-cached")) is None
+    mini = scheduler_without_weights(ModelConfig(pretrained="dsharp-mini"))
+    assert (mini.config.set_alpha_to_one, mini.config.prediction_type) == (True, "v_prediction")
 
 
 def test_validate_refuses_a_key_given_as_api_key_env_without_echoing_it():

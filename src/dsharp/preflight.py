@@ -58,7 +58,8 @@ def check_before_loading(
     recipe: Any, *, source: str | None = None, training: bool = True, evaluation: bool = True
 ) -> None:
     """Raise :class:`RecipeError` (naming ``source`` and the field) for the first problem:
-    a prompt the rewards cannot score, a method field or option the method does not take, a
+    a prompt the rewards cannot score, a method field or option the method does not take (or,
+    when ``training``, a setting the model's scheduler config leaves nothing to train with), a
     reward option its reward does not take, an output folder that cannot be made."""
     from dsharp.methods.factory import check_method_section
     from dsharp.prompt_checks import check_recipe_prompts
@@ -67,10 +68,10 @@ def check_before_loading(
     # the model first: a local check, where reading the prompts may fetch a dataset
     _run_checks([("model.pretrained", lambda: _check_model_name(recipe.model.pretrained))], source)
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
-    checks: list[tuple[str, Any]] = [
-        ("method", lambda: check_method_section(recipe.method)),
-        ("sample.options", lambda: _check_sample_options(recipe.sample)),
-    ]
+    checks: list[tuple[str, Any]] = [("method", lambda: check_method_section(recipe.method))]
+    if training:  # the schedule, once the method's own values pass
+        checks.append(("method", lambda: _check_method_schedule(recipe)))
+    checks.append(("sample.options", lambda: _check_sample_options(recipe.sample)))
     for i, spec in enumerate(recipe.rewards):
         checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
     for i, spec in enumerate(recipe.eval.rewards or []):
@@ -138,8 +139,22 @@ def recipe_notes(recipe: Any) -> list[str]:
     """Notes on a valid recipe that may not do what it seems to (a DDPO-IS recipe whose
     ratios are always 1): ``validate`` and ``train`` print them and go on."""
     from dsharp.methods.factory import method_notes
+    from dsharp.scheduler_files import scheduler_without_weights
 
-    return method_notes(recipe.method, recipe.train.grad_accum)
+    scheduler = scheduler_without_weights(recipe.model)
+    return method_notes(recipe.method, recipe.train.grad_accum, scheduler)
+
+
+def _check_method_schedule(recipe: Any) -> None:
+    """The method's settings against the model's DDIM schedule, read from its config where
+    that is on disk (no weights, no download); skipped otherwise, the method then refuses
+    once the model has loaded."""
+    from dsharp.methods.factory import check_method_schedule
+    from dsharp.scheduler_files import scheduler_without_weights
+
+    scheduler = scheduler_without_weights(recipe.model)
+    if scheduler is not None:
+        check_method_schedule(recipe.method, scheduler)
 
 
 def check_inputs(recipe: Any, source: str | None = None) -> None:
@@ -291,10 +306,11 @@ def image_size_factor(model: Any) -> int:
     they are on disk without a download (a local folder, the hub cache); 1 when they are
     not, and the model itself checks once it has loaded."""
     from dsharp.model_names import is_builtin
+    from dsharp.scheduler_files import config_file_without_download as config_file
 
     if is_builtin(model.pretrained):
         return 1  # pixel space
-    index, vae = _config_file(model, "model_index.json"), _config_file(model, "vae/config.json")
+    index, vae = config_file(model, "model_index.json"), config_file(model, "vae/config.json")
     try:
         entry = json.loads(index.read_text(encoding="utf-8")).get("vae") if index else None
         if not entry or entry[0] is None or vae is None:
@@ -302,20 +318,6 @@ def image_size_factor(model: Any) -> int:
         return 2 ** (len(json.loads(vae.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
     except (OSError, ValueError, KeyError, TypeError):
         return 1  # an unreadable config is the loader's to report, with its own message
-
-
-def _config_file(model: Any, name: str) -> Path | None:
-    folder = Path(model.pretrained).expanduser()
-    if folder.is_dir():
-        path = folder / name
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(model.pretrained, name, revision=model.revision)
-    except ValueError:  # not a hub id either
-        return None
-    return Path(cached) if isinstance(cached, str) else None
 
 
 def _check_side(value: int | None, factor: int, model: Any) -> None:

@@ -70,9 +70,19 @@ class TrainingMethod(ABC):
                 own.__func__(settings)
 
     @classmethod
-    def notes_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> list[str]:
+    def check_schedule(cls, settings: Mapping[str, Any], scheduler: Any) -> None:
+        """Refuse settings (valid by :meth:`check_settings`) that the model's DDIM
+        ``scheduler``, read from its config before any weights load, leaves nothing to do
+        with (DDPO with no step that draws noise); most methods take any schedule."""
+        return None
+
+    @classmethod
+    def notes_with_accumulation(
+        cls, settings: Mapping[str, Any], grad_accum: int, scheduler: Any = None
+    ) -> list[str]:
         """Notes on settings that defeat their purpose together with the recipe's
-        ``train.grad_accum`` (micro-steps per optimizer step); most methods have none."""
+        ``train.grad_accum`` (micro-steps per optimizer step); ``scheduler``: the model's,
+        where its config could be read without loading (else None). Most methods have none."""
         return []
 
     def __init__(self, model: DiffusionModel, reward: Any, height: int, width: int):

@@ -301,18 +301,17 @@ def timestep_plan(
     return chunks
 
 
-def trainable_steps(
-    model: DiffusionModel, tables: DDIMTables, steps: int, eta: float
-) -> torch.Tensor:
-    """Indices ``(S,)`` of the steps of a ``steps``-step schedule that draw noise, or a
-    one-line error when none does. A deterministic step (std 0, see
+def trainable_steps(scheduler: Any, tables: DDIMTables, steps: int, eta: float) -> torch.Tensor:
+    """Indices ``(S,)`` of the steps of ``scheduler``'s ``steps``-step schedule that draw
+    noise, or a one-line error when none does. A deterministic step (std 0, see
     :func:`dsharp.sampling.stochastic_steps`) has log-prob 0 and ratio 1 under any
     weights: trained, it would add a constant to the loss, dilute the mean over steps and
-    the ratio statistics, and cost a UNet call."""
-    timesteps = inference_timesteps(model.scheduler, steps).to(tables.alphas_cumprod.device)
+    the ratio statistics, and cost a UNet call. The preflight checks call it with the
+    scheduler read from the model's config, before any weights load."""
+    timesteps = inference_timesteps(scheduler, steps).to(tables.alphas_cumprod.device)
     keep = stochastic_steps(tables, timesteps, eta).nonzero().flatten().cpu()
     if not keep.numel():
-        config = model.scheduler.config
+        config = scheduler.config
         raise ValueError(
             f"method.infer_steps: all {steps} DDIM step(s) of this scheduler "
             f"(timestep_spacing {config.timestep_spacing}, set_alpha_to_one "
@@ -320,6 +319,13 @@ def trainable_steps(
             "use more steps"
         )
     return keep
+
+
+def scheduled_trainable_steps(settings: Mapping[str, Any], scheduler: Any) -> torch.Tensor:
+    """:func:`trainable_steps` of a round method's settings (``infer_steps``, ``eta``) on
+    ``scheduler`` alone, without a model."""
+    tables = DDIMTables.from_scheduler(scheduler)
+    return trainable_steps(scheduler, tables, settings["infer_steps"], settings["eta"])
 
 
 def calls_per_round(steps: int, fraction: float, per_call: int | None, epochs: int) -> int:
@@ -378,6 +384,12 @@ class RoundMethod(TrainingMethod):
         check_fraction("train_timestep_fraction", settings["train_timestep_fraction"])
         check_int("timesteps_per_step", settings["timesteps_per_step"], 1, allow_none=True)
 
+    @classmethod
+    def check_schedule(cls, settings: Mapping[str, Any], scheduler: Any) -> None:
+        """Refuse a schedule with no step that draws noise (:func:`trainable_steps`), as the
+        constructor would once the model has loaded."""
+        scheduled_trainable_steps(settings, scheduler)
+
     def __init__(
         self,
         model: DiffusionModel,
@@ -400,7 +412,7 @@ class RoundMethod(TrainingMethod):
         self.inner_epochs = inner_epochs
         self.fraction = float(train_timestep_fraction)
         self.per_call = timesteps_per_step
-        self.trainable_steps = trainable_steps(model, self.tables, infer_steps, eta)
+        self.trainable_steps = trainable_steps(model.scheduler, self.tables, infer_steps, eta)
         self._round: SampledRound | None = None
         self._plan: list[torch.Tensor] = []
         self._round_metrics: dict[str, float] = {}
@@ -523,20 +535,25 @@ class DDPO(RoundMethod):
             super().load_state_dict(state)
 
     @classmethod
-    def notes_with_accumulation(cls, settings: Mapping[str, Any], grad_accum: int) -> list[str]:
+    def notes_with_accumulation(
+        cls, settings: Mapping[str, Any], grad_accum: int, scheduler: Any = None
+    ) -> list[str]:
         """DDPO-IS learns from ratios ``p_theta / p_old`` only where an optimizer step has
         happened since the round was sampled. When every step falls on a round boundary
         (``grad_accum`` a multiple of the round's calls), every ratio is 1 and the clip never
         acts: the run is DDPO-SF with a per-step mean. A note, not a refusal: such a run may
-        be an ablation, or the run of a recipe written before this was noticed. Without the
-        model it counts all ``infer_steps`` as trainable; a scheduler whose last step is
-        deterministic trains one fewer, which can change the count of calls (by one chunk
-        at most per epoch)."""
+        be an ablation, or the run of a recipe written before this was noticed. The round's
+        calls count its stochastic steps on ``scheduler`` (the model's, read from its
+        config); without it, all ``infer_steps``, which is one chunk per epoch too many at
+        most where the last step is deterministic (``set_alpha_to_one``)."""
         if settings["variant"] != "is":
             return []
         epochs = settings["inner_epochs"]
+        steps = settings["infer_steps"]
+        if scheduler is not None:
+            steps = scheduled_trainable_steps(settings, scheduler).numel()
         calls = calls_per_round(
-            settings["infer_steps"],
+            steps,
             settings["train_timestep_fraction"],
             settings["timesteps_per_step"],
             epochs,

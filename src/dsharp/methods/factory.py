@@ -145,14 +145,25 @@ def check_method_section(cfg: Any) -> None:
         cls.check_settings(settings)
 
 
-def method_notes(cfg: Any, grad_accum: int) -> list[str]:
+def check_method_schedule(cfg: Any, scheduler: Any) -> None:
+    """What :func:`build_method` would refuse about a valid ``method`` section given the
+    model's DDIM ``scheduler`` (read from its config, no weights):
+    ``TrainingMethod.check_schedule``."""
+    resolved = _method_settings(cfg)
+    if resolved is not None:
+        cls, settings = resolved
+        cls.check_schedule(settings, scheduler)
+
+
+def method_notes(cfg: Any, grad_accum: int, scheduler: Any = None) -> list[str]:
     """Notes on a valid ``method`` section whose settings defeat their purpose with the
-    recipe's ``train.grad_accum`` (``TrainingMethod.notes_with_accumulation``)."""
+    recipe's ``train.grad_accum`` (``TrainingMethod.notes_with_accumulation``); ``scheduler``:
+    the model's, where it could be read without loading."""
     resolved = _method_settings(cfg)
     if resolved is None:
         return []
     cls, settings = resolved
-    return cls.notes_with_accumulation(settings, grad_accum)
+    return cls.notes_with_accumulation(settings, grad_accum, scheduler)
 
 
 def fill_method_defaults(cfg: Any) -> None:

@@ -1,0 +1,59 @@
+"""A recipe's DDIM scheduler read from its config file alone, no weights and no download, so
+that checks before loading can see its schedule (which DDIM steps draw noise: what DDPO and
+D3PO train). ``None`` wherever it is not cheap and local: the model's loader then decides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def config_file_without_download(model: Any, name: str) -> Path | None:
+    """``name`` (``model_index.json``, ``scheduler/scheduler_config.json``) of ``model``'s
+    ``pretrained`` (a ``model`` recipe section) where it is on disk: in a local folder, or in
+    the Hugging Face cache for a hub id (never fetched). Built-in names are not looked up."""
+    folder = Path(model.pretrained).expanduser()
+    if folder.is_dir():
+        path = folder / name
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model.pretrained, name, revision=model.revision)
+    except ValueError:  # not a hub id either
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def scheduler_without_weights(model: Any) -> Any | None:
+    """The ``DDIMScheduler`` that loading ``model`` would build, from its config alone (the
+    built-in dsharp-mini's shipped file, the untrained dsharp-mini's code, a local folder's or
+    a cached hub model's ``scheduler/scheduler_config.json``); None when that is not on disk
+    or cannot be read (the loader reports it, with its own message)."""
+    from diffusers import DDIMScheduler
+
+    from dsharp.model_names import EMBEDDED, MINI_INITS
+
+    if model.pretrained in MINI_INITS:
+        from dsharp.models.mini import make_scheduler
+
+        return make_scheduler()
+    if model.pretrained in EMBEDDED:
+        from dsharp.models.loading import assets_dir
+
+        path: Path | None = assets_dir() / EMBEDDED[model.pretrained] / "scheduler"
+        path = path / "scheduler_config.json"
+    else:
+        path = config_file_without_download(model, "scheduler/scheduler_config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+        if not isinstance(config, dict):
+            return None
+        scheduler = DDIMScheduler.from_config(config)
+        from dsharp.sampling import DDIMTables
+
+        DDIMTables.from_scheduler(scheduler)  # one the samplers refuse: the loader says so
+    except Exception:  # an unreadable or odd config is the loader's to report
+        return None
+    return scheduler
