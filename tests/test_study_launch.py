@@ -124,6 +124,42 @@ def test_a_conflict_the_first_process_found_stops_every_process(
     assert calls == []
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_process_leaves_the_process_group_before_the_evaluations(
+    rank: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A rerun with nothing left to train joins the group for the plan exchange alone; a
+    process that exited still holding a gloo group could abort ("terminate called without an
+    active exception"), and the launcher then stopped the first one mid-evaluation."""
+    import torch.distributed as dist
+
+    calls = _record(monkeypatch, main_plan=[("evaluate", None), ("evaluate", None)])
+    in_group_at_eval: list[bool] = []
+    monkeypatch.setattr(
+        dsharp.study,
+        "_evaluate_row",
+        lambda p, *a, **k: in_group_at_eval.append(dist.is_initialized()),
+    )
+
+    def exchange(own):  # a real one-process group in place of the launch's
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+        )
+        return [("evaluate", None), ("evaluate", None)]
+
+    monkeypatch.setattr(dsharp.launch, "broadcast_from_main", exchange)
+    _launched(monkeypatch, rank=rank)
+    try:
+        result = CliRunner().invoke(app, ["reproduce", str(_study(tmp_path)), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert in_group_at_eval == ([False, False] if rank == 0 else [])
+    assert calls == (["outputs"] if rank == 0 else [])
+
+
 @pytest.mark.parametrize("command", ["eval", "sample"])
 @pytest.mark.parametrize("rank", [0, 1])
 def test_eval_and_sample_refuse_a_launch_of_several_processes(

@@ -53,3 +53,14 @@ def broadcast_from_main(value: T) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def leave_process_group() -> None:
+    """Leave the launch's process group if this process is still in one (a study's plan
+    exchange joins it; training leaves it when a row ends). A process that exits while it
+    still holds a gloo group can abort at exit ("terminate called without an active
+    exception"), and the launcher then stops the other processes mid-evaluation."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

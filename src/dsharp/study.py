@@ -703,7 +703,7 @@ def run_study(
     does, one after another; then the first process alone evaluates them and writes the
     table or figure, while the others return None (an evaluation is not split between
     processes, and the others leave rather than wait on it)."""
-    from dsharp.launch import launch_size, launcher_rank_zero
+    from dsharp.launch import launch_size, launcher_rank_zero, leave_process_group
 
     plans = plan_study(loaded)
     several = launch_size() > 1
@@ -729,6 +729,8 @@ def run_study(
         if loaded.study.needs_eval:
             _evaluate_row(plan, progress)
         plan_row(loaded, plan)
+    if several:  # every row has trained: none of what follows is collective
+        leave_process_group()
     if not main:
         return None
     for plan, status in to_evaluate:
