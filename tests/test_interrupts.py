@@ -333,3 +333,47 @@ def test_under_a_launcher_one_process_says_how_to_continue_with_the_launcher(
                 "train.resume=latest (under the launcher that started this run, with its "
                 "2 processes)"
             )
+
+
+def _launched(monkeypatch, rank: int) -> None:
+    import dsharp.launch
+
+    for name in dsharp.launch.RANK_VARIABLES + dsharp.launch.SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_a_launcher_the_launchers_repeat_of_a_stop_keeps_the_checkpoint(
+    rank, monkeypatch, capsys
+):
+    """The terminal's Ctrl-C, then the launcher's SIGINT and SIGTERM: one stop at the step's
+    end, said once by the first process, never the second Ctrl-C's stop without a checkpoint."""
+    _launched(monkeypatch, rank)
+    with StopRequests() as stop:
+        try:
+            for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+                signal.raise_signal(sig)
+        except KeyboardInterrupt:
+            pytest.fail("the launcher's repeat stopped at once, without a checkpoint")
+        assert stop.requested
+    said = capsys.readouterr().err.strip()
+    expected = "SIGINT: stopping after this step and saving a checkpoint"
+    assert said == (expected if rank == 0 else "")
+
+
+def test_under_a_launcher_a_stop_outside_training_is_said_once(monkeypatch, capsys):
+    """The launcher's SIGTERM after the Ctrl-C: no second line, and the cleanup the first
+    one started is not interrupted."""
+    import dsharp.cli
+
+    _launched(monkeypatch, 0)
+    monkeypatch.setattr(dsharp.cli, "_stopping", False)
+    with pytest.raises(KeyboardInterrupt):
+        dsharp.cli._stop(signal.SIGINT, None)
+    try:
+        dsharp.cli._stop(signal.SIGTERM, None)  # the launcher's: ignored
+    except KeyboardInterrupt:
+        pytest.fail("the launcher's SIGTERM interrupted the first stop's cleanup")
+    assert capsys.readouterr().err.strip() == "SIGINT: stopped"

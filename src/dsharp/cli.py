@@ -62,10 +62,21 @@ app.add_typer(
 )
 
 
+_stopping = False  # a stop signal came while this command ran
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     """Ctrl-C or SIGTERM outside a training loop (which has its own handlers): one line, then
     exit 130 through KeyboardInterrupt. Results are written whole or not at all, so nothing
-    half-written is left."""
+    half-written is left. Under a launcher of several processes a repeat is ignored: the
+    launcher sends every stop again (SIGINT, then SIGTERM), which would print the line twice
+    and interrupt the cleanup of the first."""
+    global _stopping
+    from dsharp.launch import launch_size
+
+    if _stopping and launch_size() > 1:
+        return
+    _stopping = True
     print(f"\n{signal.Signals(signum).name}: stopped", file=sys.stderr, flush=True)
     raise KeyboardInterrupt
 
@@ -123,6 +134,8 @@ def quiet_libraries() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    global _stopping
+    _stopping = False
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig, handler in previous.items():
         if handler is not signal.SIG_IGN:  # a job started with it ignored keeps that

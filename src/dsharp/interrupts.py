@@ -3,7 +3,8 @@
 A KeyboardInterrupt raised in the middle of an optimizer step leaves weights half updated and
 loses everything since the last checkpoint. Instead, the first SIGINT or SIGTERM (what a job
 scheduler sends before it kills a job) only asks the loop to stop: it finishes the step,
-saves a checkpoint and raises :class:`TrainingInterrupted`. A second Ctrl-C stops at once.
+saves a checkpoint and raises :class:`TrainingInterrupted`. A second Ctrl-C stops at once,
+except under a launcher of several processes, which repeats each stop to every process.
 """
 
 from __future__ import annotations
@@ -52,13 +53,23 @@ class StopRequests:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        from dsharp.launch import launch_size, launcher_rank_zero
+
+        # A launcher sends each process the stop again (a Ctrl-C reaches a process from the
+        # terminal and from the launcher, which then adds SIGTERM): a repeat is that echo,
+        # not a second Ctrl-C, and stopping at once would lose the checkpoint.
+        launched = launch_size() > 1
+        if self.requested:
+            if signum == signal.SIGINT and not launched:
+                raise KeyboardInterrupt
+            return
         self.requested = True
+        if launched and not launcher_rank_zero():  # the first process says it, once
+            return
         name = signal.Signals(signum).name
+        again = "" if launched else " (Ctrl-C again to stop at once, without one)"
         print(
-            f"\n{name}: stopping after this step and saving a checkpoint "
-            "(Ctrl-C again to stop at once, without one)",
+            f"\n{name}: stopping after this step and saving a checkpoint{again}",
             file=sys.stderr,
             flush=True,
         )
