@@ -702,3 +702,24 @@ def test_an_aesthetic_evaluation_without_its_weights_is_refused_before_training(
     result = _validate(QUICKSTART, where)
     assert result.exit_code == 2, result.output
     assert "aesthetic reward needs option 'weights'" in result.stderr
+
+
+def test_checks_read_no_scheduler_for_a_method_that_does_not_use_one(tmp_path):
+    """Only DDPO/D3PO look at the model's DDIM schedule before loading; for any other method
+    the checks and notes import no diffusers (reading the schedule doubled `recipes validate`'s
+    time for every recipe)."""
+    import subprocess
+    import sys
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    code = (
+        "import sys\n"
+        "from dsharp.recipe_io import load_recipe\n"
+        "from dsharp.preflight import check_before_loading, recipe_notes\n"
+        f"recipe = load_recipe({str(quickstart)!r}, ['output_dir={tmp_path / 'run'}'])\n"
+        "check_before_loading(recipe, evaluation=False)\n"
+        "recipe_notes(recipe)\n"
+        "assert 'diffusers' not in sys.modules, 'diffusers imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -138,10 +138,11 @@ def check_training_precision(recipe: Any) -> None:
 def recipe_notes(recipe: Any) -> list[str]:
     """Notes on a valid recipe that may not do what it seems to (a DDPO-IS recipe whose
     ratios are always 1): ``validate`` and ``train`` print them and go on."""
-    from dsharp.methods.factory import method_notes
+    from dsharp.methods.factory import method_notes, method_uses_schedule
     from dsharp.scheduler_files import scheduler_without_weights
 
-    scheduler = scheduler_without_weights(recipe.model)
+    uses = method_uses_schedule(recipe.method)
+    scheduler = scheduler_without_weights(recipe.model) if uses else None
     return method_notes(recipe.method, recipe.train.grad_accum, scheduler)
 
 
@@ -149,9 +150,11 @@ def _check_method_schedule(recipe: Any) -> None:
     """The method's settings against the model's DDIM schedule, read from its config where
     that is on disk (no weights, no download); skipped otherwise, the method then refuses
     once the model has loaded."""
-    from dsharp.methods.factory import check_method_schedule
+    from dsharp.methods.factory import check_method_schedule, method_uses_schedule
     from dsharp.scheduler_files import scheduler_without_weights
 
+    if not method_uses_schedule(recipe.method):
+        return
     scheduler = scheduler_without_weights(recipe.model)
     if scheduler is not None:
         check_method_schedule(recipe.method, scheduler)

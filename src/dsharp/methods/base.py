@@ -57,6 +57,10 @@ class TrainingMethod(ABC):
     #: Whether the reward steers training (False: it is only logged, e.g. finetune), so that
     #: its evaluations count toward the method's reward budget.
     trains_on_reward: bool = True
+    #: Whether :meth:`check_schedule` and :meth:`notes_with_accumulation` read the model's
+    #: DDIM scheduler: the checks before loading build it from its config (which imports
+    #: diffusers) only for such methods.
+    uses_schedule: bool = False
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:

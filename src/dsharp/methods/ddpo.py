@@ -370,6 +370,7 @@ class RoundMethod(TrainingMethod):
 
     data_kind = "prompts"
     samples_per_prompt: int = 1
+    uses_schedule = True  # it trains only the steps that draw noise
 
     @staticmethod
     def _check_own(settings: Mapping[str, Any]) -> None:

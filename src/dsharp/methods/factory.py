@@ -145,6 +145,13 @@ def check_method_section(cfg: Any) -> None:
         cls.check_settings(settings)
 
 
+def method_uses_schedule(cfg: Any) -> bool:
+    """Whether the ``method`` section's class reads the model's DDIM scheduler in its checks
+    (``TrainingMethod.uses_schedule``): the checks before loading read it only then."""
+    cls = _method_class(cfg.name)
+    return bool(cls is not None and cls.uses_schedule)
+
+
 def check_method_schedule(cfg: Any, scheduler: Any) -> None:
     """What :func:`build_method` would refuse about a valid ``method`` section given the
     model's DDIM ``scheduler`` (read from its config, no weights):
