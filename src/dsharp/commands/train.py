@@ -37,7 +37,7 @@ def train(
             from dsharp.train_start import check_training
 
             notes = check_training(cfg, source=str(recipe), evaluation=wants_report(cfg))
-            if _launcher_rank_zero():
+            if launcher_rank_zero():
                 for note in notes:
                     typer.echo(f"note: {note}", err=True)
         except RecipeError as exc:
@@ -48,7 +48,7 @@ def train(
     with user_errors("error"):
         from dsharp.train_start import claimed_run_folder
 
-        main = _launcher_rank_zero()  # one plan line and one lock holder, not one each
+        main = launcher_rank_zero()  # one plan line and one lock holder, not one each
         # The folder is this command's from before the model loads until its report is
         # written, so a second process is refused at once and cannot resume mid-report.
         with claimed_run_folder(cfg):
@@ -57,17 +57,6 @@ def train(
             run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
     if main:
         typer.echo(f"run folder: {run_dir}")
-
-
-def _launch_size() -> int:
-    """How many processes the launch started (1 without a launcher)."""
-    return launch_size()
-
-
-def _launcher_rank_zero() -> bool:
-    """Whether this is the launch's first process (or the only one), known before the model
-    loads: the one that prints the notes and the plan and holds the run folder's lock."""
-    return launcher_rank_zero()
 
 
 def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress: bool) -> Path:
@@ -84,7 +73,7 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
         from dsharp.checkpoints import latest_checkpoint
 
-        if _launcher_rank_zero():  # every process stops; the first one says so
+        if launcher_rank_zero():  # every process stops; the first one says so
             newest = latest_checkpoint(Path(cfg.output_dir))
             if newest is None:
                 typer.echo("stopped before any checkpoint was saved", err=True)
@@ -94,7 +83,7 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
         raise typer.Exit(130) from None
     except TrainingInterrupted as stopped:
         if not stopped.complete:
-            if _launcher_rank_zero():
+            if launcher_rank_zero():
                 again = _resume_command(cfg, recipe, overrides, stopped.run_dir)
                 typer.echo(
                     f"stopped after step {stopped.step} of {cfg.train.max_steps}; checkpoint "
@@ -199,7 +188,7 @@ def _resume_command(cfg: Recipe, recipe: Path, overrides: list[str], run_dir: Pa
             shown.append(override)
     args = ["dsharp", "train", str(recipe), *shown, f"output_dir={run_dir}", "train.resume=latest"]
     command = shlex.join(args)
-    if (size := _launch_size()) > 1:
+    if (size := launch_size()) > 1:
         # a plain `dsharp train` is one process: its steps would train on other batches
         command += f" (under the launcher that started this run, with its {size} processes)"
     if hidden:
@@ -250,7 +239,7 @@ def _plan_line(cfg: Recipe) -> str:
         resume = f", resuming from {found.name}" if found else ", no checkpoint to resume yet"
     steps = f"{cfg.train.max_steps} step{'s' if cfg.train.max_steps != 1 else ''}"
     batch = f"batch {cfg.train.batch_size}"
-    if (processes := _launch_size()) > 1:  # train.batch_size is each process's
+    if (processes := launch_size()) > 1:  # train.batch_size is each process's
         batch += f" x {processes} processes"
     return (
         f"training: {cfg.method.name} of {cfg.model.pretrained} ({trains}; rewards: {rewards}), "
