@@ -230,12 +230,7 @@ def _check_verifier_used(settings: SampleSettings, verifier: object) -> bool:
     """Validate ``settings``; whether its method asks a verifier. A ``verifier`` given to a
     sampler that asks none (the default one) is a ``ValueError`` rather than silently
     unused."""
-    entry, _ = settings.validate("pass verifier=NAME")
-    if verifier and not entry.needs_reward:
-        raise ValueError(
-            f"verifier: method {settings.method!r} uses no verifier; it is for an "
-            "inference-time method (free2guide, demon or inference_scaling)"
-        )
+    entry, _ = settings.validate("pass verifier=NAME", "verifier" if verifier else None)
     return bool(entry.needs_reward)
 
 

@@ -35,6 +35,10 @@ SAMPLE_METHODS = {name: m.description for name, m in _REGISTRY.items()}
 
 #: What a sampler without its verifier is told where the caller names no input for one.
 VERIFIER_HINT = "none was given (a recipe's rewards are its verifier)"
+_SEARCHES = [name for name, method in _REGISTRY.items() if method.needs_reward]
+#: The sample methods that ask a verifier ("free2guide, demon or inference_scaling"), for
+#: the errors that name them.
+VERIFIER_METHODS = f"{', '.join(_SEARCHES[:-1])} or {_SEARCHES[-1]}"
 
 
 @dataclass
@@ -68,12 +72,22 @@ class SampleSettings:
             cfg.method, cfg.steps, cfg.guidance, cfg.eta, cfg.height, cfg.width, options, reward
         )
 
-    def validate(self, verifier_hint: str = VERIFIER_HINT) -> tuple[SampleMethod, Any]:
+    def validate(
+        self, verifier_hint: str = VERIFIER_HINT, verifier_given: str | None = None
+    ) -> tuple[SampleMethod, Any]:
         """The method and its parsed options; one-line errors for an unknown method, a bad
         option, or an inference-time method without a verifier (checked before any model
-        loads). ``verifier_hint`` says how the caller's user gives one (a command's flag)."""
+        loads). ``verifier_hint`` says how the caller's user gives one (a command's flag).
+        ``verifier_given``: the input (a flag, an argument) that gave this verifier, when the
+        user gave it rather than a default: a method that asks none refuses it instead of
+        leaving it silently unused."""
         method = get_sample_method(self.method)
         options = method.parse_options(self.options)
+        if verifier_given and self.reward and not method.needs_reward:
+            raise ValueError(
+                f"{verifier_given}: sample.method {self.method!r} uses no verifier; it is for "
+                f"an inference-time method ({VERIFIER_METHODS})"
+            )
         if method.needs_reward:
             if not self.reward:
                 raise ValueError(

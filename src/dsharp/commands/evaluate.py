@@ -428,11 +428,8 @@ def evaluate_cmd(
         verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
-            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT)
-        if verifier and not method_entry.needs_reward:
-            raise usage_error(
-                f"--verifier: sample.method {settings.method!r} uses no verifier; it is for "
-                "an inference-time method (--method free2guide, demon or inference_scaling)"
+            method_entry, _ = settings.validate(
+                VERIFIER_FLAG_HINT, "--verifier" if verifier else None
             )
         if not method_entry.needs_reward:
             settings.reward = None  # plain DDIM: no verifier, none recorded

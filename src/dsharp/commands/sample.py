@@ -22,12 +22,6 @@ from dsharp.commands.errors import (
 )
 from dsharp.commands.help_format import DEVICE_HELP
 
-#: What ``--on-error`` and ``--set`` are refused with when no verifier is in use.
-_VERIFIER_ONLY = (
-    "used only by the verifier (--reward NAME) of an inference-time method (--method "
-    "free2guide, demon or inference_scaling)"
-)
-
 
 def _slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "empty"
@@ -125,6 +119,7 @@ def sample(
         pick_device,
     )
     from dsharp.generate import (
+        VERIFIER_METHODS,
         SampleSettings,
         generate,
         given_flags,
@@ -154,18 +149,18 @@ def sample(
         verifiers = [{"name": name, "options": reward_options} for name in reward or []]
         settings = SampleSettings(**section, reward=verifiers or None)
         with settings_errors():  # unknown method, bad option or missing reward: before loading
-            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT)
+            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT, "--reward")
         verifier = None
         uses_verifier = bool(settings.reward and method_entry.needs_reward)
-        if settings.reward and not method_entry.needs_reward:
-            raise usage_error(
-                f"--reward: sample.method {settings.method!r} uses no verifier; it is for an "
-                "inference-time method (--method free2guide, demon or inference_scaling)"
-            )
+        # what --on-error and --set are refused with when no verifier is in use
+        verifier_only = (
+            "used only by the verifier (--reward NAME) of an inference-time method "
+            f"(--method {VERIFIER_METHODS})"
+        )
         if on_error is not None and not uses_verifier:
-            raise usage_error(f"--on-error: {_VERIFIER_ONLY}")
+            raise usage_error(f"--on-error: {verifier_only}")
         if set_ and not uses_verifier:
-            raise usage_error(f"--set: {_VERIFIER_ONLY}")
+            raise usage_error(f"--set: {verifier_only}")
         if on_error is not None:
             settings.reward = [{**spec, "on_error": on_error} for spec in settings.reward]
         if uses_verifier:
