@@ -79,15 +79,22 @@ def error_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
-    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
+def cached_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """``filename`` of hub repo ``repo_id`` in the local hub cache, or None (not cached, or
+    ``repo_id`` is no repo id: the download says so); never fetched."""
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
     try:
-        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)
-    except HFValidationError:  # not a repo id: the download says so
-        return False
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except HFValidationError:
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
+    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
+    return any(cached_file(repo_id, name) is not None for name in filenames)
 
 
 def offline_not_cached(repo_id: str, filenames: Iterable[str]) -> bool:

@@ -17,13 +17,9 @@ def config_file_without_download(model: Any, name: str) -> Path | None:
     if folder.is_dir():
         path = folder / name
         return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
+    from dsharp.hub import cached_file
 
-    try:
-        cached = try_to_load_from_cache(model.pretrained, name, revision=model.revision)
-    except ValueError:  # not a hub id either
-        return None
-    return Path(cached) if isinstance(cached, str) else None
+    return cached_file(model.pretrained, name, revision=model.revision)
 
 
 def scheduler_without_weights(model: Any) -> Any | None:
