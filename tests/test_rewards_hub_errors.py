@@ -280,7 +280,7 @@ def test_records_held_during_a_load_reach_each_handler_once_and_handlers_come_ba
 
 
 def test_an_exception_chain_that_loops_back_is_followed_once() -> None:
-    from dsharp.rewards._weights import exception_chain
+    from dsharp.hub import exception_chain
 
     outer, inner = RuntimeError("outer"), ValueError("inner")
     outer.__cause__, inner.__context__ = inner, outer

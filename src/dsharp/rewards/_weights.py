@@ -22,12 +22,10 @@ from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import t
     NOT_CACHED_OFFLINE,
     PathKind,
     error_line,
-    exception_chain,
     hub_cached,
     hub_fetch_blocked,
     hub_offline,
     hub_unreachable,
-    looks_local,
     missing_local_path,
     offline_not_cached,
 )

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dsharp.hub import exception_chain
 from dsharp.rewards._weights import (
     NOT_CACHED_OFFLINE,
     check_batch,
@@ -32,7 +33,6 @@ from dsharp.rewards._weights import (
     check_number,
     check_str,
     error_line,
-    exception_chain,
     hub_fetch_blocked,
     hub_offline,
     offline_not_cached,
