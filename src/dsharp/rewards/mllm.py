@@ -52,7 +52,9 @@ from dsharp.rewards.mllm_options import (
     check_client_url,
     check_key_env_name,
     grader_settings,
+    peek_key,
     read_key,
+    refuse_key_in,
     resolve_base_url,
     resolve_cache,
 )
@@ -80,18 +82,20 @@ _RETRY_AFTER_CAP_S = 60.0
 # --------------------------------------------------------------------------- the reward
 
 
-def _snippet(text: str | None, limit: int = 80) -> str:
-    text = " ".join((text or "").split())
+def _snippet(text: str | None, secrets: Sequence[str], limit: int = 80) -> str:
+    """``text`` scrubbed, then cut to ``limit``: cut first, a key across the cut would keep
+    its head, which no scrub of the whole key then finds."""
+    text = scrub(text or "", secrets)
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def _reply_content(reply: Any) -> tuple[str | None, str | None]:
+def _reply_content(reply: Any, secrets: Sequence[str]) -> tuple[str | None, str | None]:
     """The first choice's text and finish reason. A reply that is no chat completion (the
     client hands back the raw body when a server at ``base_url`` answers 200 with a web page)
     is a :class:`GradeParseError`, retried like any unusable reply."""
     choices = getattr(reply, "choices", None)
     if not isinstance(choices, list):
-        raise GradeParseError(f"not a chat completion: {_snippet(str(reply))}")
+        raise GradeParseError(f"not a chat completion: {_snippet(str(reply), secrets)}")
     if not choices:
         return None, None
     message = getattr(choices[0], "message", None)
@@ -145,6 +149,9 @@ class MLLMGrader:
         secrets: Sequence[str],
     ):
         check_client_url(client)
+        url = str(getattr(client, "base_url", "") or "")
+        for secret in {*secrets, str(getattr(client, "api_key", "") or "")}:
+            refuse_key_in({"base_url": url}, secret)
         self.settings = settings
         self._client = client
         self._cache = cache
@@ -200,7 +207,7 @@ class MLLMGrader:
         if detail is None:
             return f"HTTP {error.status_code} from the server"
         text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
-        return f"HTTP {error.status_code} from the server: {_snippet(text, 160)}"
+        return f"HTTP {error.status_code} from the server: {_snippet(text, self._secrets, 160)}"
 
     def _grade_one(
         self,
@@ -258,7 +265,7 @@ class MLLMGrader:
                 problem = f"request failed ({type(e).__name__}: {e})"
             else:
                 try:
-                    text, finish_reason = _reply_content(reply)
+                    text, finish_reason = _reply_content(reply, self._secrets)
                 except GradeParseError as e:
                     problem = f"unusable reply: {e}"
                 else:
@@ -276,7 +283,9 @@ class MLLMGrader:
                         return out
                     except GradeParseError as e:
                         cut = " (cut off at max_tokens)" if finish_reason == "length" else ""
-                        problem = f"unusable reply: {e}{cut}; reply: {_snippet(text)}"
+                        problem = (
+                            f"unusable reply: {e}{cut}; reply: {_snippet(text, self._secrets)}"
+                        )
             if failures >= s.max_retries:
                 tries = failures + 1
                 out.error = f"{problem} (after {tries} attempt{'s' if tries > 1 else ''})"
@@ -441,14 +450,17 @@ def _retry_after(error: Any) -> float:
 
 
 def check_mllm_options(options: Mapping[str, Any]) -> None:
-    """What :func:`build_mllm_reward` refuses in ``options``, checked without the environment,
-    the server or the cache (so ``dsharp recipes validate`` says it): every value, the form
-    of ``api_key_env`` (not whether its variable is set) and of a given ``base_url``."""
+    """What :func:`build_mllm_reward` refuses in ``options``, checked without the server or
+    the cache (so ``dsharp recipes validate`` and the checks before a run say it): every
+    value, the form of ``api_key_env`` and of a given ``base_url``, and, where the key's
+    variable is set (it need not be), that no option holds the key."""
     defaults = {
         name: param.default
         for name, param in inspect.signature(build_mllm_reward).parameters.items()
     }
     values = {**defaults, **options}
+    # the key is not needed here, but where it is set no option may hold it
+    refuse_key_in(options, peek_key(values["api_key_env"]))
     model = values.pop("model")
     api_key_env, base_url = values.pop("api_key_env"), values.pop("base_url")
     values.pop("cache_path")
@@ -481,6 +493,8 @@ def build_mllm_reward(
     (or ``~/.cache/dsharp/mllm.sqlite``); ``"none"`` disables the cache. ``extra_body`` is
     merged into each request, for server-specific fields.
     """
+    # first, before any check that quotes a value: no option may hold the key
+    refuse_key_in(dict(locals()), peek_key(api_key_env))  # locals(): the options, no more
     settings = grader_settings(
         model,
         max_concurrency=max_concurrency,
@@ -496,6 +510,8 @@ def build_mllm_reward(
     )
     _, key = read_key(api_key_env)
     url = resolve_base_url(base_url)
+    if url != base_url:  # $OPENAI_BASE_URL: logged by the HTTP client with each request
+        refuse_key_in({"OPENAI_BASE_URL": url}, key, what="environment variable")
     cache = resolve_cache(cache_path)
     import openai
 

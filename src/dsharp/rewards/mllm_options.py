@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError
@@ -87,6 +88,51 @@ def read_key(api_key_env: Any) -> tuple[str, str]:
             "variable to any value, e.g. 'none')"
         )
     return api_key_env, key
+
+
+# A key shorter than this is a placeholder for a server without auth ("none", "EMPTY",
+# "ollama"), which may well be part of a host name or a model's: it is no secret to guard.
+MIN_GUARDED_KEY = 16
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in ``value``, at any depth (``extra_body`` is a mapping), keys included."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str | bytes):
+        yield value if isinstance(value, str) else value.decode(errors="replace")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def refuse_key_in(values: Mapping[str, Any], key: str, *, what: str = "option") -> None:
+    """Refuse any of ``values`` (options by name) that holds the API key, as typed or
+    percent-encoded (a key pasted into ``base_url``'s path, ``https://host/v1/sk-...``): every
+    option is saved with the recipe in the run folder, the HTTP client logs the URL with each
+    request, and the model's name is quoted in errors. The refusal names the option, never
+    its value."""
+    if len(key) < MIN_GUARDED_KEY:
+        return
+    for name, value in values.items():
+        if any(key in text or key in unquote(text) for text in _strings(value)):
+            raise RewardError(
+                f"mllm: {what} {name!r} holds the API key (the value of the variable "
+                "api_key_env names): remove it from there; the key is sent in a header, while "
+                "the option is logged and saved with the recipe"
+            )
+
+
+def peek_key(api_key_env: Any) -> str:
+    """The key in the variable ``api_key_env`` names, or ``""`` when that is no variable
+    name or is not set: what a check that must not need the key compares options with."""
+    if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
+        return ""
+    return os.environ.get(api_key_env, "").strip()
 
 
 def check_base_url(base_url: Any) -> str:

@@ -1,0 +1,176 @@
+"""The MLLM grader's key never reaches an option (saved with the recipe, logged with each
+request) nor, whole or in part, a message about a failing server (a loopback fake of it)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from typer.testing import CliRunner
+
+from dsharp.rewards.base import RewardError
+from dsharp.rewards.mllm import build_mllm_reward, check_mllm_options
+from test_mllm import KEY, GraderServer, Reply, grade_json, images, score
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def server() -> Iterator[GraderServer]:
+    srv = GraderServer()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The key the tests look for; no real endpoint or user cache can be touched."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
+
+
+# Each way to write the key into an option the recipe saves: (option, value from the URL).
+KEY_IN_OPTIONS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "url path": lambda url: {"base_url": f"{url}/{KEY}/"},
+    "url path, percent-encoded": lambda url: {"base_url": f"{url}/{quote(KEY, safe='')}"},
+    "model": lambda url: {"model": f"gpt-4o {KEY}"},
+    "cache_path": lambda url: {"cache_path": f"/tmp/{KEY}.sqlite"},
+    "extra_body": lambda url: {"extra_body": {"headers": [{"x-auth": KEY}]}},
+}
+
+
+def _options(url: str, **changes: Any) -> dict[str, Any]:
+    return {"model": "m", "base_url": url, "cache_path": "none", "max_retries": 0, **changes}
+
+
+@pytest.mark.parametrize("where", list(KEY_IN_OPTIONS))
+def test_an_option_holding_the_key_is_refused_before_any_request_without_echoing_it(
+    server: GraderServer, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    changes = KEY_IN_OPTIONS[where](server.url)
+    (option,) = changes
+    for refuse in (
+        lambda: build_mllm_reward(**_options(server.url, **changes)),
+        lambda: check_mllm_options(_options(server.url, **changes)),  # recipes validate, preflight
+    ):
+        with pytest.raises(RewardError, match=f"option '{option}' holds the API key") as error:
+            refuse()
+        assert KEY not in str(error.value) and server.url not in str(error.value)
+    assert server.requests == []
+    assert not [r for r in caplog.records if KEY in r.getMessage()]
+
+
+def test_the_recipe_check_reads_the_key_only_where_it_is_set(
+    server: GraderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dsharp recipes validate`` needs no key; without one there is nothing to compare."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    check_mllm_options(_options(f"{server.url}/{KEY}"))
+
+
+def test_a_key_in_openai_base_url_is_refused_before_any_request(
+    server: GraderServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The HTTP client logs the URL with each request, wherever it came from."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/{KEY}")
+    with pytest.raises(RewardError, match="environment variable 'OPENAI_BASE_URL' holds") as e:
+        build_mllm_reward(model="m", cache_path="none")
+    assert KEY not in str(e.value)
+    assert server.requests == []
+    assert not [r for r in caplog.records if KEY in r.getMessage()]
+
+
+def test_a_grader_built_around_a_client_whose_url_holds_its_key_is_refused(
+    server: GraderServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import openai
+
+    from dsharp.rewards.mllm import GraderSettings, MLLMGrader
+
+    caplog.set_level(logging.DEBUG)
+    client = openai.OpenAI(api_key=KEY, base_url=f"{server.url}/{KEY}", max_retries=0)
+    with pytest.raises(RewardError, match="option 'base_url' holds the API key") as error:
+        grader = MLLMGrader(GraderSettings(model="m", max_retries=0), client, None, [KEY])
+        score(grader, images(1), ["a red cube"])
+    assert KEY not in str(error.value)
+    assert server.requests == []
+    assert not [r for r in caplog.records if KEY in r.getMessage()]
+
+
+def test_a_placeholder_key_for_a_server_without_auth_is_no_secret_to_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ollama's documented key is ``ollama``, and its container is often called so too."""
+    monkeypatch.setenv("OPENAI_API_KEY", "ollama")
+    options = {"model": "llava", "base_url": "http://ollama:11434/v1", "cache_path": "none"}
+    check_mllm_options(options)
+    build_mllm_reward(**options)
+
+
+def test_recipes_validate_refuses_a_recipe_whose_base_url_holds_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check before a run (``dsharp train``'s too): before any run folder is written."""
+    from dsharp.cli import app
+
+    monkeypatch.chdir(REPO)
+    url = f"rewards.0.options.base_url=http://127.0.0.1:9/v1/{KEY}/"
+    done = CliRunner().invoke(app, ["recipes", "validate", "recipes/rlhf_mllm.yaml", url])
+    assert done.exit_code == 2, done.output
+    assert "rewards.0.options: mllm: option 'base_url' holds the API key" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert KEY not in done.output
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+PAD = "x" * 130  # puts the key across the cut of a quoted server reply
+FAILURES: dict[str, tuple[Reply | None, str]] = {
+    "401 naming the key": (Reply(401, body={"error": {"message": f"bad key {KEY}"}}), "HTTP 401"),
+    "500 naming the key past the cut": (
+        Reply(500, body={"error": {"message": f"{PAD} {KEY}"}}),
+        "HTTP 500",
+    ),
+    "prose naming the key past the cut": (Reply(content=f"{PAD[:50]} {KEY}"), "no JSON object"),
+    "web page naming the key past the cut": (
+        Reply(html=f"<p>{PAD[:60]}{KEY}</p>"),
+        "not a chat completion",
+    ),
+    "connection refused": (None, "cannot reach the server"),
+    "timeout": (Reply(content=grade_json(8.0), delay_s=5.0), "no reply within timeout_s"),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_a_failing_server_leaves_no_part_of_the_key_in_the_error_its_chain_or_the_log(
+    server: GraderServer, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    """A reply is quoted cut short: scrubbed after the cut, a key across it would keep its
+    head. Checked in the whole traceback (a ``--debug`` run shows it) and every log record."""
+    reply, reason = FAILURES[failure]
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("openai").setLevel(logging.DEBUG)
+    if reply is not None:
+        server.responder = lambda body, n: reply
+    url = server.url if reply is not None else _dead_url()
+    reward = build_mllm_reward(**_options(url, max_retries=1, backoff_s=0, timeout_s=0.3))
+    with pytest.raises(RewardError, match=reason) as error:
+        score(reward, images(1), ["a red cube"])
+    shown = "".join(traceback.format_exception(error.value))
+    texts = [shown, caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if KEY[:12] in t]
