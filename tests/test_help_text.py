@@ -49,6 +49,54 @@ def test_help_shows_no_python_types(path, rich, monkeypatch):
     assert not PYTHON_TYPES.findall(text), (path, PYTHON_TYPES.findall(text))
 
 
+#: A usage line as click writes it: the command path, [OPTIONS], then each argument as
+#: NAME (required), [NAME] (optional), either with ... when it takes several; a group ends
+#: with COMMAND [ARGS]...
+CLICK_USAGE = re.compile(r"Usage: dsharp( [a-z-]+)* \[OPTIONS\]( \[?[A-Z_]+\]?(\.\.\.)?)*")
+
+
+def _usage(path: tuple[str, ...]) -> str:
+    (line,) = [line.strip() for line in _help(path).splitlines() if "Usage:" in line]
+    return line
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "dsharp")
+def test_the_usage_line_shows_arguments_as_click_writes_them(path, rich, monkeypatch):
+    """typer 0.29 wrapped a required argument in braces (``{RECIPE}``), as if a set or a
+    field to fill in, braces and all."""
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    usage = _usage(path)
+    assert CLICK_USAGE.fullmatch(usage), usage
+
+
+@pytest.mark.parametrize(
+    ("path", "usage"),
+    [
+        (("train",), "dsharp train [OPTIONS] RECIPE [OVERRIDES]..."),
+        (("recipes", "validate"), "dsharp recipes validate [OPTIONS] RECIPE [OVERRIDES]..."),
+        (("reproduce",), "dsharp reproduce [OPTIONS] STUDY [OVERRIDES]..."),
+        (("compare",), "dsharp compare [OPTIONS] RUN_OR_JSON..."),
+        (("merge",), "dsharp merge [OPTIONS] RUN..."),
+        (("rewards", "score"), "dsharp rewards score [OPTIONS] NAME [IMAGE]..."),
+        (("runs",), "dsharp runs [OPTIONS] [FOLDER]"),
+        (("sample",), "dsharp sample [OPTIONS] [OVERRIDES]..."),
+        (("recipes",), "dsharp recipes [OPTIONS] COMMAND [ARGS]..."),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else None,
+)
+def test_usage_lines(path, usage):
+    assert _usage(path) == f"Usage: {usage}"
+
+
+def test_a_missing_argument_is_named_plainly():
+    """A usage error repeats the usage line (typer's own error box, as the tests see it)."""
+    done = CliRunner().invoke(app, ["train"])
+    assert done.exit_code == 2
+    assert "'RECIPE'" in done.stderr and "{" not in done.stderr, done.stderr
+
+
 def test_sample_help_keeps_placeholders_ranges_and_defaults(monkeypatch):
     """The plain placeholders replace typer's types without losing a range or a default,
     and a flag shows none (its row goes straight from the name to the help)."""
@@ -95,6 +143,16 @@ def test_eval_limit_help_says_it_cuts_a_prompt_file_too(monkeypatch):
     text = " ".join(_help(("eval",)).split())
     assert "--limit INT At most N prompts per category of a bench, or N in all" in text
     assert "(--prompts)" in text
+
+
+def test_eval_categories_default_keeps_each_name_whole_in_plain_help(monkeypatch):
+    """Plain help wraps at 78 columns: the unspaced default list was cut inside a name
+    (``non_spati al``)."""
+    from dsharp.bench.t2i_data import CATEGORIES
+
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("eval",)).split())
+    assert f"(default: all of {', '.join(CATEGORIES)})" in text
 
 
 def test_eval_help_says_a_recipe_sets_the_defaults(monkeypatch):

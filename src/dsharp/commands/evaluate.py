@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from dsharp.bench import T2I_BENCH
+from dsharp.bench.t2i_data import CATEGORIES as T2I_CATEGORIES
 from dsharp.commands.errors import (
     VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
@@ -286,8 +287,9 @@ def evaluate_cmd(
     categories: str = typer.Option(
         None,
         "--categories",
+        # spaced: plain help wraps at 78 columns and cut the unspaced list inside a name
         help="t2i-compbench: comma-separated categories "
-        "(default color,shape,texture,spatial,non_spatial,complex).",
+        f"(default: all of {', '.join(T2I_CATEGORIES)}).",
     ),
     split: str = typer.Option(
         None, "--split", help=f"t2i-compbench: prompt split (default {T2I_SPLIT})."

@@ -1,4 +1,5 @@
-"""Plain placeholders in ``--help``: ``PATH``, ``TEXT``, ``INT`` rather than typer's own.
+"""Plain placeholders in ``--help``: ``PATH``, ``TEXT``, ``INT`` rather than typer's own,
+and arguments in the usage line as click writes them (``RECIPE``, not ``{RECIPE}``).
 
 Typer 0.29 and later print each parameter's Python type in the help's type column:
 ``<bool>`` beside every flag (``--json``, ``--help``) that takes no value, and ``<list[str]>``
@@ -31,6 +32,15 @@ def _label(annotation: Any) -> str | None:
     return _LABELS.get(annotation) if isinstance(annotation, type) else None
 
 
+def usage_name(argument: Any) -> str:
+    """An argument as click writes it in a usage line: ``RECIPE``, ``[FOLDER]``, ``RUN...``,
+    ``[OVERRIDES]...``; typer 0.29 wraps a required one in braces (``{RECIPE}``), which reads
+    like a set or a template field to fill in, braces included."""
+    name = argument.metavar or argument.name.upper()
+    name = name if argument.required else f"[{name}]"
+    return f"{name}..." if argument.nargs != 1 else name
+
+
 def plain_placeholders(params: list[Any]) -> None:
     """Give each of ``params`` (click parameters typer built) a plain placeholder, in place.
 
@@ -38,6 +48,8 @@ def plain_placeholders(params: list[Any]) -> None:
     ``metavar`` (``RECIPE``), and typer prints its type beside it whatever the metavar, so the
     argument's type column is set on its own."""
     for param in params:
+        if hasattr(param, "_usage_display_name"):  # typer 0.29: {RECIPE} in the usage line
+            param.get_usage_pieces = lambda ctx, param=param: [usage_name(param)]
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is None or not hasattr(param, "display_type_rich"):
             continue  # typer before 0.29: click's placeholders are plain already
