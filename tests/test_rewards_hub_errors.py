@@ -512,3 +512,115 @@ def test_offline_uncached_hub_ids_fail_before_transformers_is_imported(tmp_path:
         f"owlv2 reward option 'detector_model': cannot load hub repo {OWLV2!r}" + tail,
     ]
     assert imported == "transformers imported: False"
+
+
+_OFFLINE_OPEN_CLIP_BUILDS = """
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from dsharp.rewards.aesthetic import LinearHead, build_aesthetic_reward
+from dsharp.rewards.base import RewardError
+from dsharp.rewards.clip import build_clip_reward
+
+weights = Path(sys.argv[1]) / "head.safetensors"
+save_file(LinearHead(768).state_dict(), str(weights))  # the head is local: open_clip is not
+builds = [
+    lambda: build_clip_reward(device="cpu"),
+    lambda: build_clip_reward(model="hf-hub:org/clip", device="cpu"),
+    lambda: build_clip_reward(pretrained="no-such-tag", device="cpu"),
+    lambda: build_aesthetic_reward(weights=str(weights), device="cpu"),
+]
+for build in builds:
+    try:
+        build()
+    except RewardError as e:
+        print(e)
+print("open_clip imported:", "open_clip" in sys.modules)
+import open_clip  # the copy of its table, loaded alone, left the package as it was
+
+print("open_clip imports:", callable(open_clip.create_model))
+"""
+
+
+def test_offline_uncached_open_clip_weights_fail_before_open_clip_is_imported(
+    tmp_path: Path,
+) -> None:
+    """With HF_HUB_OFFLINE set and a tag's weights not cached, ``clip`` and ``aesthetic``
+    (whose head is a local file) are refused in one line before ``import open_clip`` (seconds:
+    it imports timm, torchvision and transformers), read from open_clip's own table of tags;
+    so is a tag open_clip does not know. In a fresh interpreter, whose imports are its own."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_OPEN_CLIP_BUILDS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    *errors, imported, imports = result.stdout.strip().splitlines()
+    tail = (
+        ": not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; download them where "
+        "there is network (they are then cached) or "
+    )
+    local_file = "give option 'pretrained' a local checkpoint file"
+    assert errors[0] == WHAT + tail + local_file
+    assert errors[1] == (
+        "clip reward: open_clip model 'hf-hub:org/clip'"
+        + tail
+        + "give option 'model' a 'local-dir:' folder (config and weights)"
+    )
+    assert errors[2].startswith(
+        "clip reward option 'pretrained': 'no-such-tag' is neither a checkpoint file nor a "
+        "pretrained tag of 'ViT-L-14' (tags: openai, "
+    )
+    assert errors[3] == WHAT.replace("clip", "aesthetic", 1) + tail + local_file
+    assert len(errors) == 4
+    assert imported == "open_clip imported: False"
+    assert imports == "open_clip imports: True"
+
+
+def test_the_tag_table_read_alone_is_open_clips_own() -> None:
+    """The copy loaded without open_clip's ``__init__`` answers as open_clip does, leaves no
+    module behind, and open_clip itself is used where the copy cannot be loaded."""
+    import sys
+
+    from dsharp.rewards import open_clip_tags
+
+    alone = open_clip_tags._load_alone()
+    assert alone is not open_clip.pretrained and sys.modules["open_clip"] is open_clip
+    assert not [name for name in sys.modules if name.startswith(open_clip_tags._ALIAS)]
+    for model, tag in [("ViT-L-14", "openai"), ("ViT-H-14", "laion2b_s32b_b79k"), ("x", "y")]:
+        assert alone.get_pretrained_cfg(model, tag) == open_clip.get_pretrained_cfg(model, tag)
+    assert alone.list_pretrained_tags_by_model("ViT-B-32") == (
+        open_clip.list_pretrained_tags_by_model("ViT-B-32")
+    )
+    assert open_clip_tags.pretrained_cfg("ViT-L-14", "OpenAI")["quick_gelu"] is True
+    assert "openai" in open_clip_tags.pretrained_tags("ViT-L-14")
+
+
+def test_a_tag_table_that_cannot_be_read_alone_is_read_from_open_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where open_clip's layout is not the one the copy expects, open_clip is imported:
+    slower, never wrong."""
+    import sys
+
+    from dsharp.rewards import open_clip_tags
+
+    def unknown_layout() -> Any:
+        raise ImportError("no pretrained module")
+
+    monkeypatch.setattr(open_clip_tags, "_load_alone", unknown_layout)
+    monkeypatch.delitem(sys.modules, "open_clip")  # as in a fresh interpreter
+    open_clip_tags._pretrained_module.cache_clear()
+    try:
+        assert open_clip_tags.pretrained_cfg("ViT-L-14", "openai")["quick_gelu"] is True
+        assert open_clip_tags._pretrained_module() is sys.modules["open_clip"]
+    finally:
+        open_clip_tags._pretrained_module.cache_clear()

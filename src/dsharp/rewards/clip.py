@@ -40,6 +40,7 @@ from dsharp.rewards._weights import (
     unique_prompts,
 )
 from dsharp.rewards.base import RewardError, RewardImages
+from dsharp.rewards.open_clip_tags import pretrained_cfg, pretrained_tags
 
 RESIZE_MODES = ("shortest", "longest", "squash")
 
@@ -141,19 +142,17 @@ def load_open_clip(
     pretrained = check_str(reward, pretrained_option, pretrained, allow_none=True)
     if pretrained is not None:  # as `recipes validate`, and before open_clip imports
         check_local(reward, pretrained_option, pretrained, "file")
-    import open_clip
-
     quick_gelu = False
     tag: dict[str, Any] | None = None
     if pretrained is not None and not name.startswith(("hf-hub:", "local-dir:")):
         path = Path(pretrained).expanduser()
-        tag = open_clip.get_pretrained_cfg(name, pretrained)
+        tag = pretrained_cfg(name, pretrained)  # open_clip's table, open_clip not imported
         if tag:
             quick_gelu = bool(tag.get("quick_gelu", False))
         elif path.is_file():
             pretrained = str(path)
         else:
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+            tags = ", ".join(pretrained_tags(name)) or "none"
             raise RewardError(
                 f"{reward} reward option {pretrained_option!r}: {pretrained!r} is neither a "
                 f"checkpoint file nor a pretrained tag of {name!r} (tags: {tags})"
@@ -171,6 +170,8 @@ def load_open_clip(
         reason = hub_fetch_blocked(*hub)  # fail now, not after the hub's retries
         if reason is not None:
             raise RewardError(_download_failed(reward, what, reason, local))
+    import open_clip  # seconds: only once the weights are known to be there to load
+
     try:
         with _root_log_held():
             net = open_clip.create_model(
