@@ -1080,3 +1080,30 @@ def test_a_key_given_as_an_option_is_told_where_keys_go():
     with pytest.raises(RewardError) as caught:
         check_reward_options(spec)
     assert "environment variable" not in str(caught.value)
+
+
+def test_rewards_score_reads_the_images_before_it_builds_the_reward(
+    fake_plugin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing image, or images of two sizes, fail in one line before the reward is built
+    (a model reward loads its weights then: seconds to minutes)."""
+    from PIL import Image
+
+    import dsharp.rewards.combine
+    from dsharp.cli import app
+
+    def not_built(*args: Any, **kwargs: Any) -> Any:
+        pytest.fail("the reward was built")
+
+    monkeypatch.setattr(dsharp.rewards.combine, "CombinedReward", not_built)
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (8, 8)).save(small)
+    Image.new("RGB", (16, 16)).save(large)
+    for images, reason in (
+        ([str(small), str(tmp_path / "x.png")], "x.png: cannot read image"),
+        ([str(small), str(large)], "images of one call must share a size"),
+    ):
+        args = ["rewards", "score", "fake_const", *images, "--prompt", "x", "--set", "value=1"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and reason in result.stderr

@@ -211,9 +211,11 @@ def score_cmd(
         spec = _reward_spec(name, sets, on_error)
         with settings_errors():  # a prompt the reward cannot score: before any image loads
             check_prompts([spec], prompts, "--prompt")
+        # The images before the reward: one that cannot be read fails before weights load.
+        batch = _load_images(image)
         # Scored with training's checks: shape, NaN and inf, a plugin's error named.
         reward = CombinedReward([spec])
-        _, combined = reward(_load_images(image), prompts, [{} for _ in image])
+        _, combined = reward(batch, prompts, [{} for _ in image])
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = _json_text(result) if as_json else _score_lines(name, image, result)
