@@ -723,3 +723,94 @@ def test_checks_read_no_scheduler_for_a_method_that_does_not_use_one(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def hub_scheduler(tiny_sd_dir, tmp_path, monkeypatch):
+    """A hub id ``org/tiny`` that is not cached, online, whose scheduler config (a one-step
+    linspace schedule: no noisy step) the hub would give: every download is recorded."""
+    import huggingface_hub
+
+    import dsharp.hub
+
+    config = _tiny_sd_with_scheduler(
+        tiny_sd_dir, tmp_path / "sd", timestep_spacing="linspace", set_alpha_to_one=False
+    )
+    calls: list[tuple] = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        return str(config / filename)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(dsharp.hub, "hub_unreachable", lambda *a, **k: None)  # it answers
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return calls
+
+
+def test_train_fetches_an_uncached_hub_models_scheduler_config_alone_to_refuse_it(
+    hub_scheduler, tmp_path, monkeypatch
+):
+    """A hub model not in the cache: `train` and `dsharp.train` fetch its scheduler config
+    alone (not the model) and refuse a schedule with no noisy step before the model
+    downloads; `validate` downloads nothing (it cannot tell, and says ok)."""
+    import dsharp
+    import dsharp.models
+    from dsharp.recipe_errors import RecipeError
+
+    def not_loaded(*args, **kwargs):
+        pytest.fail("the model was loaded")
+
+    monkeypatch.setattr(dsharp.models, "load_model", not_loaded)
+    why = (
+        "method.infer_steps: all 1 DDIM step(s) of this scheduler (timestep_spacing linspace, "
+        "set_alpha_to_one False) are deterministic, so there is nothing to train; use more steps"
+    )
+    overrides = ["model.pretrained=org/tiny", "model.revision=abc", "method.infer_steps=1"]
+    run = tmp_path / "run"
+    assert _validate(D3PO, *overrides).exit_code == 0 and hub_scheduler == []
+    train = CliRunner().invoke(app, ["train", str(D3PO), *overrides, f"output_dir={run}"])
+    assert train.exit_code == 2, train.output
+    assert train.stderr == f"recipe error: {D3PO}: {why}\n"
+    assert hub_scheduler == [("org/tiny", "scheduler/scheduler_config.json", {"revision": "abc"})]
+    with pytest.raises(RecipeError) as refused:
+        dsharp.train(dsharp.load_recipe(D3PO, [*overrides, f"output_dir={run}"]))
+    assert refused.value.reason == why.removeprefix("method.infer_steps: ")
+    assert not run.exists()
+
+
+def test_the_scheduler_config_is_not_fetched_offline_unreachable_or_for_a_path(
+    hub_scheduler, monkeypatch
+):
+    """Fetched only where the hub can be asked: with HF_HUB_OFFLINE set an uncached hub id
+    already fails at once; where the hub cannot be reached the loader says so; a failed fetch
+    is left to the loader too."""
+    import types
+
+    import huggingface_hub
+
+    import dsharp.hub
+    from dsharp.config import ModelConfig
+    from dsharp.scheduler_files import fetch_scheduler_config, scheduler_without_weights
+
+    hub = ModelConfig(pretrained="org/tiny")
+    assert scheduler_without_weights(hub) is None and hub_scheduler == []  # fetch not asked
+    assert scheduler_without_weights(hub, fetch=True).config.timestep_spacing == "linspace"
+    hub_scheduler.clear()
+    path = types.SimpleNamespace(pretrained="./no/such/folder", revision=None)  # not valid
+    assert fetch_scheduler_config(path) is None
+    with monkeypatch.context() as offline:
+        offline.setenv("HF_HUB_OFFLINE", "1")
+        assert fetch_scheduler_config(hub) is None
+    with monkeypatch.context() as unreachable:
+        unreachable.setattr(dsharp.hub, "hub_unreachable", lambda *a: "ConnectError: refused")
+        assert fetch_scheduler_config(hub) is None
+    assert hub_scheduler == []
+
+    def missing(*args, **kwargs):
+        raise huggingface_hub.errors.EntryNotFoundError("404 scheduler/scheduler_config.json")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
+    assert scheduler_without_weights(hub, fetch=True) is None

@@ -55,12 +55,19 @@ def check_output_folder(path: Path, name: str = "") -> None:
 
 
 def check_before_loading(
-    recipe: Any, *, source: str | None = None, training: bool = True, evaluation: bool = True
+    recipe: Any,
+    *,
+    source: str | None = None,
+    training: bool = True,
+    evaluation: bool = True,
+    fetch_scheduler: bool = False,
 ) -> None:
     """Raise :class:`RecipeError` (naming ``source`` and the field) for the first problem:
     a prompt the rewards cannot score, a method field or option the method does not take (or,
     when ``training``, a setting the model's scheduler config leaves nothing to train with), a
-    reward option its reward does not take, an output folder that cannot be made."""
+    reward option its reward does not take, an output folder that cannot be made.
+    ``fetch_scheduler``: a hub model's scheduler config not in the cache is fetched alone for
+    that (``train``, which downloads the model next; ``validate`` downloads nothing)."""
     from dsharp.methods.factory import check_method_section
     from dsharp.prompt_checks import check_recipe_prompts
     from dsharp.rewards.plugins import check_reward_options
@@ -70,7 +77,7 @@ def check_before_loading(
     check_recipe_prompts(recipe, source=source, training=training, evaluation=evaluation)
     checks: list[tuple[str, Any]] = [("method", lambda: check_method_section(recipe.method))]
     if training:  # the schedule, once the method's own values pass
-        checks.append(("method", lambda: _check_method_schedule(recipe)))
+        checks.append(("method", lambda: _check_method_schedule(recipe, fetch_scheduler)))
     checks.append(("sample.options", lambda: _check_sample_options(recipe.sample)))
     for i, spec in enumerate(recipe.rewards):
         checks.append((f"rewards.{i}.options", lambda spec=spec: check_reward_options(spec)))
@@ -146,16 +153,16 @@ def recipe_notes(recipe: Any) -> list[str]:
     return method_notes(recipe.method, recipe.train.grad_accum, scheduler)
 
 
-def _check_method_schedule(recipe: Any) -> None:
+def _check_method_schedule(recipe: Any, fetch: bool = False) -> None:
     """The method's settings against the model's DDIM schedule, read from its config where
-    that is on disk (no weights, no download); skipped otherwise, the method then refuses
-    once the model has loaded."""
+    that is on disk (no weights; no download unless ``fetch``: then a hub model's config
+    alone); skipped otherwise, the method then refuses once the model has loaded."""
     from dsharp.methods.factory import check_method_schedule, method_uses_schedule
     from dsharp.scheduler_files import scheduler_without_weights
 
     if not method_uses_schedule(recipe.method):
         return
-    scheduler = scheduler_without_weights(recipe.model)
+    scheduler = scheduler_without_weights(recipe.model, fetch=fetch)
     if scheduler is not None:
         check_method_schedule(recipe.method, scheduler)
 

@@ -1,12 +1,15 @@
-"""A recipe's DDIM scheduler read from its config file alone, no weights and no download, so
-that checks before loading can see its schedule (which DDIM steps draw noise: what DDPO and
-D3PO train). ``None`` wherever it is not cheap and local: the model's loader then decides."""
+"""A recipe's DDIM scheduler read from its config file alone, no weights, so that checks
+before loading can see its schedule (which DDIM steps draw noise: what DDPO and D3PO train).
+No download, except where asked (``train``, which downloads the whole model next) for a hub
+model not in the cache. ``None`` wherever it is not cheap: the model's loader then decides."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 
 
 def config_file_without_download(model: Any, name: str) -> Path | None:
@@ -22,10 +25,31 @@ def config_file_without_download(model: Any, name: str) -> Path | None:
     return cached_file(model.pretrained, name, revision=model.revision)
 
 
-def scheduler_without_weights(model: Any) -> Any | None:
+def fetch_scheduler_config(model: Any) -> Path | None:
+    """``model``'s scheduler config fetched alone from the hub (a few hundred bytes, into the
+    hub cache, where the model's download then finds it), for a hub id: so that a schedule
+    the method cannot train is refused before the model's gigabytes download. None, with
+    nothing fetched, for a local path, with ``HF_HUB_OFFLINE`` set, or where the hub cannot
+    be reached (one request tells, without the hub client's retries); None too where the
+    fetch fails (no such repo or file, gated): the loader reports those in its own words."""
+    from dsharp.hub import hub_fetch_blocked, hub_offline, looks_local
+
+    repo = model.pretrained
+    if hub_offline() or looks_local(repo) or hub_fetch_blocked(repo, [SCHEDULER_CONFIG]):
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, SCHEDULER_CONFIG, revision=model.revision))
+    except Exception:  # the loader meets it again and says what it is
+        return None
+
+
+def scheduler_without_weights(model: Any, *, fetch: bool = False) -> Any | None:
     """The ``DDIMScheduler`` that loading ``model`` would build, from its config alone (the
     built-in dsharp-mini's shipped file, the untrained dsharp-mini's code, a local folder's or
-    a cached hub model's ``scheduler/scheduler_config.json``); None when that is not on disk
+    a cached hub model's ``scheduler/scheduler_config.json``; with ``fetch``, an uncached hub
+    model's, fetched alone: :func:`fetch_scheduler_config`); None when that is not on disk
     or cannot be read (the loader reports it, with its own message)."""
     from diffusers import DDIMScheduler
 
@@ -41,7 +65,9 @@ def scheduler_without_weights(model: Any) -> Any | None:
         path: Path | None = assets_dir() / EMBEDDED[model.pretrained] / "scheduler"
         path = path / "scheduler_config.json"
     else:
-        path = config_file_without_download(model, "scheduler/scheduler_config.json")
+        path = config_file_without_download(model, SCHEDULER_CONFIG)
+        if path is None and fetch:
+            path = fetch_scheduler_config(model)
     try:
         config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
         if not isinstance(config, dict):

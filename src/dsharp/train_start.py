@@ -17,7 +17,8 @@ from dsharp.recipe_errors import RecipeError
 def check_training(recipe: Any, *, source: str | None = None, evaluation: bool = True) -> list[str]:
     """``RecipeError`` (naming ``source``, the recipe's file) for the first thing a training
     of ``recipe`` would be refused for, checked without the model: a sampler recipe, a
-    setting (:func:`~dsharp.preflight.check_before_loading`; ``evaluation``: also what the
+    setting (:func:`~dsharp.preflight.check_before_loading`, fetching an uncached hub
+    model's scheduler config alone for the schedule check; ``evaluation``: also what the
     post-training report needs), a missing input file, a run folder that holds another run
     or no checkpoint to resume. Returns the recipe's notes, for the caller to show."""
     from dsharp.preflight import (
@@ -28,7 +29,7 @@ def check_training(recipe: Any, *, source: str | None = None, evaluation: bool =
     )
 
     refuse_sampler_recipe(recipe, source)
-    check_before_loading(recipe, source=source, evaluation=evaluation)
+    check_before_loading(recipe, source=source, evaluation=evaluation, fetch_scheduler=True)
     check_inputs(recipe, source=source)
     check_run_folder(recipe, source=source)
     return recipe_notes(recipe)
