@@ -491,6 +491,34 @@ def test_a_hub_id_that_is_not_cached_offline_says_so_not_that_the_id_is_wrong():
     assert "model_index.json" not in message
 
 
+def test_a_hub_id_that_is_not_cached_offline_fails_before_diffusers_is_imported(tmp_path):
+    """diffusers (with transformers) takes seconds to import and cannot load it anyway: the
+    one line comes first. In a fresh interpreter, whose imports are its own."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dsharp.models.loading import read_model_index\n"
+        "try:\n"
+        "    read_model_index('dsharp-test-org/not-a-cached-model')\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+        "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "dsharp-test-org/not-a-cached-model: not in the local Hugging Face cache, and "
+        "HF_HUB_OFFLINE is set; download it where there is network (it is then cached) or "
+        "give a local diffusers folder",
+        "[]",
+    ]
+
+
 def test_a_hub_id_that_is_not_cached_without_network_fails_at_once(monkeypatch):
     """No network and HF_HUB_OFFLINE unset: one request finds the hub unreachable, and the
     line says so before diffusers' loader (and the hub client's ~25 s of retries) runs."""

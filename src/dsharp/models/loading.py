@@ -59,10 +59,13 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
     if path.exists() and not (path / "model_index.json").is_file():
         raise ValueError(f"{source} is not a diffusers model folder (no model_index.json)")
     if not path.exists() and revision is None:
-        # A hub id that is not cached: ask the hub once, so that a machine with no network
-        # fails now rather than after the hub client's retries (about 25 s and ten lines).
-        from dsharp.hub import hub_fetch_blocked
+        # A hub id that is not cached: with HF_HUB_OFFLINE set it cannot load, said before
+        # diffusers (and transformers) import, seconds; else ask the hub once, so that a
+        # machine with no network fails now, not after the hub client's retries (about 25 s).
+        from dsharp.hub import hub_fetch_blocked, offline_not_cached
 
+        if offline_not_cached(source, ["model_index.json"]):
+            raise ValueError(_unreachable_message(source))
         reason = hub_fetch_blocked(source, ["model_index.json"])
         if reason is not None:
             raise ValueError(_unreachable_message(source, reason))
@@ -91,9 +94,9 @@ def _hub_unreachable(error: BaseException) -> bool:
 
 
 def _unreachable_message(source: str, reason: str | None = None) -> str:
-    from huggingface_hub import constants
+    from dsharp.hub import hub_offline
 
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached"
     if reason is not None:
         why = f"the hub could not be reached ({reason})"
     return (
