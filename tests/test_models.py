@@ -519,6 +519,50 @@ def test_a_hub_id_that_is_not_cached_offline_fails_before_diffusers_is_imported(
     ]
 
 
+def test_eval_and_sample_refuse_an_offline_uncached_hub_id_before_rewards_are_built(
+    tmp_path, monkeypatch
+):
+    """`dsharp eval` builds its rewards (weights) before the model, and `dsharp sample` its
+    verifier: a hub id that cannot load offline is refused first, in the load's own line."""
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    import dsharp.inference.base
+    import dsharp.rewards.combine
+    from dsharp.cli import app
+
+    def not_built(*args, **kwargs):
+        pytest.fail("a reward was built")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(dsharp.rewards.combine, "CombinedReward", not_built)
+    monkeypatch.setattr(dsharp.inference.base, "Verifier", not_built)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    model = "dsharp-test-org/not-a-cached-model"
+    line = (
+        f"error: {model}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
+        "download it where there is network (it is then cached) or give a local diffusers "
+        "folder\n"
+    )
+    out = ["--out", str(tmp_path / "out")]
+    evaluate = ["eval", "--model", model, "--prompts", str(prompts), "--reward", "shapes"]
+    sample = [
+        "sample",
+        "--model",
+        model,
+        "--prompt",
+        "a red circle",
+        "--method",
+        "inference_scaling",
+    ]
+    for args in ([*evaluate, *out], [*sample, "--reward", "shapes", *out]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr == line
+
+
 def test_a_hub_id_that_is_not_cached_without_network_fails_at_once(monkeypatch):
     """No network and HF_HUB_OFFLINE unset: one request finds the hub unreachable, and the
     line says so before diffusers' loader (and the hub client's ~25 s of retries) runs."""

@@ -53,6 +53,26 @@ def builtin_near_miss(pretrained: str) -> str | None:
     return f"{pretrained!r} is neither a built-in model nor a folder; did you mean {match[0]!r}?"
 
 
+#: What a message about a model that cannot be had from the hub tells the user to do.
+MODEL_DOWNLOAD_HINT = (
+    "download it where there is network (it is then cached) or give a local diffusers folder"
+)
+
+
+def offline_uncached_model(pretrained: str) -> str | None:
+    """``X: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; ...`` for a hub
+    id whose ``model_index.json`` is not cached while ``HF_HUB_OFFLINE`` is set: its load
+    cannot succeed, and the hub cache says so without diffusers (seconds to import) or the
+    rewards' weights. None otherwise: a built-in name, a local path, a cached or online id."""
+    if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
+        return None
+    from dsharp.hub import NOT_CACHED_OFFLINE, offline_not_cached
+
+    if not offline_not_cached(pretrained, ["model_index.json"]):
+        return None
+    return f"{pretrained}: {NOT_CACHED_OFFLINE}; {MODEL_DOWNLOAD_HINT}"
+
+
 def looks_like_model_path(pretrained: str) -> bool:
     """A local path rather than a hub id (``org/name``) or a built-in name."""
     return pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1

@@ -87,18 +87,18 @@ def settings_errors() -> Iterator[None]:
 
 def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
     """``--model`` or ``--checkpoint`` checked from local files alone: a missing model
-    folder, a folder that holds no diffusers model, a built-in name's near miss or a missing
-    run folder is one line before any download or heavy work (a benchmark's prompts, a
-    reward's weights, the model's load). Returns the checkpoint folder, None for
-    ``--model``."""
+    folder, a folder that holds no diffusers model, a built-in name's near miss, a hub id
+    not in the hub cache with ``HF_HUB_OFFLINE`` set or a missing run folder is one line
+    before any download or heavy work (a benchmark's prompts, a reward's weights, the
+    model's load). Returns the checkpoint folder, None for ``--model``."""
     from dsharp.checkpoints import find_model_checkpoint
-    from dsharp.model_names import missing_model, not_a_model_folder
+    from dsharp.model_names import missing_model, not_a_model_folder, offline_uncached_model
 
     if model is not None:
         missing = missing_model(model)
         if missing is not None:
             raise FileNotFoundError(missing)
-        problem = not_a_model_folder(model)
+        problem = not_a_model_folder(model) or offline_uncached_model(model)
         if problem is not None:
             raise ValueError(problem)
     return find_model_checkpoint(checkpoint) if checkpoint is not None else None

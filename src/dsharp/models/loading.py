@@ -17,8 +17,10 @@ import torch
 from dsharp.model_names import (  # noqa: F401 (builtin_near_miss: imported from here)
     EMBEDDED,
     MINI_INITS,
+    MODEL_DOWNLOAD_HINT,
     builtin_near_miss,
     missing_model,
+    offline_uncached_model,
 )
 from dsharp.models.base import DiffusionModel
 from dsharp.models.mini import ensure_mini_init
@@ -62,10 +64,11 @@ def read_model_index(source: str, revision: str | None = None) -> dict[str, Any]
         # A hub id that is not cached: with HF_HUB_OFFLINE set it cannot load, said before
         # diffusers (and transformers) import, seconds; else ask the hub once, so that a
         # machine with no network fails now, not after the hub client's retries (about 25 s).
-        from dsharp.hub import hub_fetch_blocked, offline_not_cached
+        from dsharp.hub import hub_fetch_blocked
 
-        if offline_not_cached(source, ["model_index.json"]):
-            raise ValueError(_unreachable_message(source))
+        offline = offline_uncached_model(source)
+        if offline is not None:
+            raise ValueError(offline)
         reason = hub_fetch_blocked(source, ["model_index.json"])
         if reason is not None:
             raise ValueError(_unreachable_message(source, reason))
@@ -99,10 +102,7 @@ def _unreachable_message(source: str, reason: str | None = None) -> str:
     why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached"
     if reason is not None:
         why = f"the hub could not be reached ({reason})"
-    return (
-        f"{source}: not in the local Hugging Face cache, and {why}; download it where there is "
-        "network (it is then cached) or give a local diffusers folder"
-    )
+    return f"{source}: not in the local Hugging Face cache, and {why}; {MODEL_DOWNLOAD_HINT}"
 
 
 def detect_family(config: dict[str, Any]) -> str:
