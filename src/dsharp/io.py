@@ -30,7 +30,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # a read-only folder: the file, not the temp file, is named
+        raise naming(err, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -39,9 +42,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
                 os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise naming(err, path) from None
+
+
+def naming(err: BaseException, path: Path) -> BaseException:
+    """``err`` as it should reach the user: an ``OSError`` that names no file (a full disk,
+    a failed fsync) gets ``path``, the file being written, or the message would not say
+    which; the temp file's name is replaced by it too. Anything else is ``err`` itself."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return err
+    if err.filename is not None and Path(err.filename).parent != Path(path).parent:
+        return err  # names a file of its own (the folder it was made in, say)
+    named = type(err)(err.errno, err.strerror, str(path))
+    named.__traceback__ = err.__traceback__
+    return named
 
 
 def pyplot() -> Any:
@@ -195,6 +211,10 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Append one row; NaN becomes null so every line is strict JSON (:func:`sync_file`
     makes the rows durable where something written next depends on them)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
-        fh.flush()
+    line = json.dumps(json_safe(row), allow_nan=False) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+    except OSError as err:  # a full disk: the file, not only the reason
+        raise naming(err, path) from None

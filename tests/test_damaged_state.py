@@ -1,0 +1,168 @@
+"""A full disk, a read-only folder, a checkpoint cut short or edited: one error naming the
+file and the reason, the earlier files whole, nothing half-written left behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dsharp import io
+from dsharp.config import load_recipe
+from fake_rewards import brightness_registered
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+SMALL = ("train.batch_size=1", "method.n=2", "rewards.0.name=test_brightness")
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one_whole(tmp_path, monkeypatch):
+    """os.write's ENOSPC names no file: "error: [Errno 28] No space left on device" said
+    nothing of which of a run's files failed."""
+    path = tmp_path / "eval.json"
+    path.write_text("old\n")
+    monkeypatch.setattr(io.os, "fsync", _disk_full)
+    with pytest.raises(OSError, match=rf"No space left on device: '{path}'$"):
+        io.atomic_write_json(path, {"new": 1})
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["eval.json"]
+
+
+def test_a_metrics_row_that_finds_the_disk_full_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    monkeypatch.setattr("builtins.open", _disk_full)
+    with pytest.raises(OSError, match=rf"No space left on device: '{path}'$"):
+        io.append_jsonl(path, {"step": 1})
+
+
+def test_a_folder_that_refuses_the_temp_file_names_the_file_written(tmp_path, monkeypatch):
+    """mkstemp's error named the hidden temp file (.report.md.x8y.tmp), not report.md."""
+    path = tmp_path / "report.md"
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".report.md.x.tmp"))
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError, match=rf"Permission denied: '{path}'$"):
+        io.atomic_write_text(path, "# report")
+
+
+@pytest.fixture(autouse=True)
+def _brightness():
+    """The ``test_brightness`` reward the recipes here name."""
+    with brightness_registered():
+        yield
+
+
+def _recipe(model_dir: Path, out: Path, *overrides: str):
+    return load_recipe(
+        RECIPES / "tiny" / "rlhf_sharpening.yaml",
+        [f"model.pretrained={model_dir}", f"output_dir={out}", *SMALL, *overrides],
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda s: s.pop("step"), r"trainer_state\.json: no step"),
+        (lambda s: s.update(reward_evals="x"), r"trainer_state\.json: reward_evals is 'x'"),
+        (lambda s: s.update(method_state=[1]), r"trainer_state\.json: method_state is not"),
+    ],
+)
+def test_a_trainer_state_without_its_step_or_with_a_wrong_type_is_refused_before_loading(
+    tiny_sd_dir, tmp_path, edit, expected
+):
+    """Before: a missing step read as step 0 in the checks, then ``error: step`` (a bare
+    KeyError) after the model loaded; a wrong reward_evals: "invalid literal for int()"."""
+    from dsharp.config import recipe_to_yaml
+    from dsharp.methods.factory import with_method_defaults
+    from dsharp.resume import planned_resume
+
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    state = {"step": 2, "reward_evals": 4}
+    edit(state)
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    first = _recipe(tiny_sd_dir, run, "train.max_steps=2")
+    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+    with pytest.raises(ValueError, match=expected):
+        planned_resume(_recipe(tiny_sd_dir, run, "train.max_steps=3", "train.resume=latest"))
+
+
+@pytest.fixture
+def trained_run(tiny_sd_dir, tmp_path):
+    """A run of one step with its checkpoint, and the recipe that resumes it."""
+    from dsharp.engine import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_recipe(tiny_sd_dir, run, "train.max_steps=1"), progress=False).run()
+    return run, _recipe(tiny_sd_dir, run, "train.max_steps=2", "train.resume=latest")
+
+
+def _must_not_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before the checkpoint's damage was found")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_checkpoint_without_a_whole_optimizer_file_is_refused_before_the_model_loads(
+    trained_run, monkeypatch, damage
+):
+    """Before: the model loaded, then torch's "PytorchStreamReader failed reading zip
+    archive" (no file named), or the errno line; neither said how to go on, and a resume
+    from the checkpoint before is refused while this newer one is there."""
+    import dsharp.engine
+    from dsharp.engine import Trainer
+
+    run, resumed = trained_run
+    optimizer = run / "checkpoints" / "step-000001" / "optimizer.bin"
+    if damage == "missing":
+        optimizer.unlink()
+    else:
+        os.truncate(optimizer, 100)
+    monkeypatch.setattr(dsharp.engine, "build_model", _must_not_load)
+    said = "is missing" if damage == "missing" else "is damaged or truncated"
+    with pytest.raises((FileNotFoundError, ValueError)) as raised:
+        Trainer(resumed, progress=False)
+    assert str(raised.value) == (
+        f"train.resume: {optimizer} {said} (to resume the run from its previous checkpoint, "
+        f"move step-000001 out of {run / 'checkpoints'})"
+    )
+
+
+def test_a_checkpoint_file_torch_cannot_read_is_named_with_its_checkpoint(trained_run):
+    from dsharp.engine import Trainer
+
+    run, resumed = trained_run
+    checkpoint = run / "checkpoints" / "step-000001"
+    (checkpoint / "scheduler.bin").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with pytest.raises(ValueError, match=rf"^train\.resume: {checkpoint}: cannot be loaded \("):
+        Trainer(resumed, progress=False)
+
+
+def test_a_checkpoint_the_disk_has_no_room_for_names_it_and_leaves_the_last_one(trained_run):
+    """Before: torch's "PytorchStreamWriter failed writing file data/3: file write failed",
+    naming no checkpoint; the temp folder is removed and the earlier checkpoint stays."""
+    from dsharp.engine import Trainer
+
+    run, resumed = trained_run
+    trainer = Trainer(resumed, progress=False)
+
+    def full(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed")
+
+    trainer.accelerator.save_state = full
+    with pytest.raises(OSError) as raised:
+        trainer.save_checkpoint(2)
+    trainer.release_folder()
+    assert str(raised.value) == (
+        f"{run / 'checkpoints' / 'step-000002'}: checkpoint not saved (PytorchStreamWriter "
+        "failed writing file data/3: file write failed); train.resume=latest continues from "
+        "step-000001"
+    )
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"]
