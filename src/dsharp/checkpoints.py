@@ -106,6 +106,57 @@ def checkpoint_step(checkpoint: Path) -> int | None:
     return step or None
 
 
+def resume_state(checkpoint: Path) -> dict:
+    """``trainer_state.json`` as a resume reads it: ``step`` present, a whole number, and the
+    counters and method state of the types the trainer restores; ``ValueError`` naming the
+    file and the key otherwise, before any model loads (not a bare ``KeyError: 'step'``)."""
+    state = read_trainer_state(checkpoint)
+    path = Path(checkpoint) / "trainer_state.json"
+    if "step" not in state:
+        raise ValueError(f"{path}: no step (the step the checkpoint was saved at)")
+    state["step"] = checkpoint_step(checkpoint) or 0
+    evals = state.get("reward_evals", 0)
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < 0:
+        raise ValueError(f"{path}: reward_evals is {evals!r}, not a whole number >= 0")
+    if not isinstance(state.get("method_state", {}), dict):
+        raise ValueError(f"{path}: method_state is not a JSON object")
+    return state
+
+
+#: What accelerate's ``save_state`` writes beside the model (torch zip archives), which a
+#: resume loads after the model: checked first, so a partial copy fails before the load.
+RESUME_FILES = ("optimizer.bin", "scheduler.bin")
+
+
+def check_resume_files(checkpoint: Path) -> None:
+    """``FileNotFoundError`` (``ValueError`` for a file cut short: not a whole zip archive)
+    naming the first of :data:`RESUME_FILES` that ``checkpoint`` lacks: a copy that missed
+    a file, or a disk that filled, found before the model loads rather than after."""
+    import zipfile
+
+    for name in RESUME_FILES:
+        path = Path(checkpoint) / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"train.resume: {path} is missing ({damaged_checkpoint_advice(checkpoint)})"
+            )
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"train.resume: {path} is damaged or truncated "
+                f"({damaged_checkpoint_advice(checkpoint)})"
+            )
+
+
+def damaged_checkpoint_advice(checkpoint: Path) -> str:
+    """What to do about a run's damaged checkpoint: a resume from an older one of the same
+    run is refused while this newer one is there, so it has to move out of the way."""
+    checkpoint = Path(checkpoint)
+    return (
+        f"to resume the run from its previous checkpoint, move {checkpoint.name} out of "
+        f"{checkpoint.parent}"
+    )
+
+
 def temp_checkpoint_dir(run_dir: Path, step: int) -> Path:
     """The hidden folder a checkpoint is written into before its rename into place, so that a
     crash mid-save never leaves a half-written ``step-*`` folder that resume would pick."""

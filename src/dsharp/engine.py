@@ -237,6 +237,39 @@ def schedule_note(train: Any, saved_max_steps: Any, step: int, rate: float) -> s
     )
 
 
+def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
+    """``acc.load_state`` of the checkpoint a run resumes from; a file in it that cannot be
+    read (torch's words name none) is one error naming the checkpoint and the way on."""
+    import pickle
+
+    from dsharp.commands.errors import one_line
+
+    try:
+        acc.load_state(str(checkpoint))
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        reason = one_line(err)
+        if str(checkpoint) not in reason:
+            reason = f"{checkpoint}: cannot be loaded ({reason})"
+        raise ValueError(
+            f"train.resume: {reason} ({ckpts.damaged_checkpoint_advice(checkpoint)})"
+        ) from err
+
+
+def _unsaved(run_dir: Path, step: int, err: BaseException) -> str:
+    """Why step ``step``'s checkpoint is not in ``run_dir`` (a full disk, say), and where a
+    resume would start: its temp folder is gone, the checkpoints before it are whole."""
+    from dsharp.commands.errors import one_line
+
+    final = ckpts.checkpoint_dir(run_dir, step)
+    previous = ckpts.latest_checkpoint(run_dir)
+    resumes = (
+        f"train.resume=latest continues from {previous.name}"
+        if previous is not None
+        else "no checkpoint was saved before it"
+    )
+    return f"{final}: checkpoint not saved ({one_line(err)}); {resumes}"
+
+
 def _forget_other_precision(mixed_precision: str) -> None:
     """Let this run set its own mixed precision when an earlier run in this process set
     another (``dsharp reproduce`` trains a study's rows one after another): accelerate keeps
@@ -263,6 +296,8 @@ class Trainer:
         train = recipe.train
         # Before anything loads: a resume must continue the run that wrote the checkpoint.
         resume_from = planned_resume(recipe)
+        if resume_from is not None:
+            ckpts.check_resume_files(resume_from)
         _forget_other_precision(train.mixed_precision)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,
@@ -329,10 +364,10 @@ class Trainer:
         schedule = None  # on a resume that changes the LR schedule: what to say about it
         processes = None  # on a resume on another number of processes: the same
         if resume_from is not None:
-            acc.load_state(str(resume_from))
-            state = ckpts.read_trainer_state(resume_from)
-            self.start_step = int(state["step"])
-            self.reward_evals = int(state.get("reward_evals", 0))
+            _load_checkpoint(acc, resume_from)
+            state = ckpts.resume_state(resume_from)
+            self.start_step = state["step"]
+            self.reward_evals = state.get("reward_evals", 0)
             self.method.load_state_dict(state.get("method_state", {}))
             rate = reschedule(self.lr_scheduler)[0]
             schedule = schedule_note(train, state.get("max_steps"), self.start_step, rate)
@@ -408,9 +443,11 @@ class Trainer:
                     state["method_state"] = method_state
                 keep = self.recipe.train.keep_checkpoints
                 ckpts.finalize_checkpoint(self.run_dir, step, state, keep)
-        except BaseException:  # a second Ctrl-C mid-save: leave no half-written folder
+        except BaseException as err:  # a second Ctrl-C mid-save: leave no half-written folder
             if acc.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, OSError | RuntimeError):  # a full disk: torch names no file
+                raise OSError(_unsaved(self.run_dir, step, err)) from err
             raise
         if acc.is_main_process:
             # Refreshed with every checkpoint, so a long run can be watched as it goes. A

@@ -151,7 +151,7 @@ def check_resume(recipe: Any, checkpoint: Path) -> None:
 
     if merged_weights_only(checkpoint):
         raise ValueError(_merged_refusal(checkpoint))
-    step = ckpts.checkpoint_step(checkpoint) or 0
+    step = ckpts.resume_state(checkpoint)["step"]
     if step > recipe.train.max_steps:
         raise ValueError(
             f"train.max_steps: {recipe.train.max_steps}, but the checkpoint {checkpoint} is at "
