@@ -30,7 +30,7 @@ class RecipeError(ValueError):
     def __init__(
         self, reason: str, *, source: str | None = None, field: str = "", override: str = ""
     ):
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         self.source = source
         self.field = field
         self.override = override
@@ -53,8 +53,14 @@ class FieldProblem(ValueError):
         super().__init__(reason)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def one_line(exc: BaseException | str) -> str:
+    """An error (or a message) as one line: whitespace and line breaks folded to spaces."""
+    if isinstance(exc, str):
+        return " ".join(exc.split())
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return " ".join(text.split())
 
 
 def _suggest(name: object, known: Iterable[str]) -> str:

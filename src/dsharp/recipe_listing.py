@@ -10,7 +10,7 @@ from typing import get_args, get_origin
 from pydantic import BaseModel
 
 from dsharp.config import MethodConfig, Recipe
-from dsharp.recipe_errors import RecipeError, _one_line, _unwrap
+from dsharp.recipe_errors import RecipeError, _unwrap, one_line
 from dsharp.recipe_io import SAVED_RECIPE_HEADER
 from dsharp.recipe_yaml import parse_yaml
 
@@ -55,7 +55,7 @@ def summarize_recipe(path: Path) -> RecipeSummary:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        return RecipeSummary(path, "?", "?", "", error=_one_line(str(e)))
+        return RecipeSummary(path, "?", "?", "", error=one_line(str(e)))
     first = text.lstrip().splitlines()[0] if text.strip() else ""
     saved = first.startswith(SAVED_RECIPE_HEADER)  # a run's recipe.yaml: its header, no command
     command = first.lstrip("#").strip() if first.startswith("#") and not saved else ""

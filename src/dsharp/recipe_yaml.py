@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from dsharp.recipe_errors import Loc, RecipeError, _dotted, _one_line
+from dsharp.recipe_errors import Loc, RecipeError, _dotted, one_line
 from dsharp.redaction import sensitive_setting, shown_setting
 
 # --------------------------------------------------------------------------- YAML
@@ -123,7 +123,7 @@ def apply_overrides(
             value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
             # the parser's detail quotes the value: left out where the value is a secret
-            detail = "" if sensitive_setting(text) else f": {_one_line(_yaml_error(e))}"
+            detail = "" if sensitive_setting(text) else f": {one_line(_yaml_error(e))}"
             raise fail(f"value is not valid YAML{detail}") from None
         loc: list[str | int] = []
         node: Any = data

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from dsharp.recipe_errors import one_line  # re-exported: the commands fold errors with it
+
 #: Errors that mean "bad input or environment", reported as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
@@ -122,16 +124,6 @@ def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path 
 def debugging() -> bool:
     """``DSHARP_DEBUG=1``: show tracebacks instead of one-line errors."""
     return bool(os.environ.get("DSHARP_DEBUG"))
-
-
-def one_line(exc: BaseException | str) -> str:
-    """An error (or a message) as one line: whitespace and line breaks folded to spaces."""
-    if isinstance(exc, str):
-        return " ".join(exc.split())
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
-        text = text[1:-1]
-    return " ".join(text.split())
 
 
 #: Exit status of a bad recipe or setting (as a command-line usage error), whichever command
