@@ -72,6 +72,7 @@ def main() -> None:
 
     trainer.data.batch = record_batch
     trainer.method.compute_loss = record_loss
+    evaluations = trainer.reward.evaluations  # those of the gradient above are not training's
     trainer.run()
     report = {
         "rank": rank,
@@ -80,6 +81,7 @@ def main() -> None:
         "prompts": drawn,
         "losses": losses,
         "metrics": raw,
+        "evaluations": trainer.reward.evaluations - evaluations,  # this process's in training
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 

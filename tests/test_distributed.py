@@ -115,6 +115,56 @@ def test_two_processes_average_gradients_and_end_with_the_same_weights(tiny_sd_d
     assert max(spread) > 1e-3  # the processes' means differ: the pooled std is not their mean
 
 
+def _launch_worker(out: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    """tests/dist_worker.py on the tiny RLHF recipe in two gloo processes."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(WORKER), str(ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"), str(out)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["DSHARP_LOAD_PLUGINS"] = ""
+    return subprocess.run(
+        command + overrides, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_pool_means_over_pairs_by_the_pairs_of_every_micro_batch(
+    tiny_sd_dir, tmp_path
+):
+    """Two processes of two micro-batches each train on 2 + 1 and 2 + 0 pairs (the other
+    prompts' trajectories tie): the step's winner_mse is the mean over its five pairs, not a
+    mean of per-batch and per-process means; pairs and reward evaluations are the sums."""
+    out, run = tmp_path / "reports", tmp_path / "run"
+    out.mkdir()
+    tied = "a blue circle"
+    overrides = [
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={run}",
+        "train.max_steps=1",
+        "train.grad_accum=2",
+        "train.seed=5",  # untied prompts per micro-batch: 2, 1 on rank 0; 2, 0 on rank 1
+        "method.n=2",
+        "rewards.0.name=test_brightness",
+        f"rewards.0.options.constant_prompt={tied}",
+        "data.generator=none",
+        f"data.prompts=[a red square, {tied}]",
+    ]
+    done = _launch_worker(out, overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    calls = [m for r in reports for m in r["metrics"]]
+    assert [m["pairs"] for m in calls] == [2, 1, 2, 0]
+    (row,) = read_jsonl(run / "metrics.jsonl")
+    assert row["pairs"] == 5
+    mse = [m["winner_mse"] for m in calls]
+    assert row["winner_mse"] == pytest.approx((2 * mse[0] + mse[1] + 2 * mse[2]) / 5, rel=1e-6)
+    per_process = ((mse[0] + mse[1]) / 2 + mse[2]) / 2  # what a mean of means logged
+    assert row["winner_mse"] != pytest.approx(per_process, rel=1e-6)
+    assert row["reward_evals"] == sum(r["evaluations"] for r in reports) > 0
+
+
 def test_two_processes_pool_ddpo_reward_statistics_over_the_whole_round(tmp_path):
     """Each process's rewards of a prompt enter both processes' buffers ({1, 3} and {5, 7}:
     mean 4), so their statistics and checkpoint state agree, as in ddpo-pytorch."""

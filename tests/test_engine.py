@@ -487,6 +487,22 @@ def test_finetune_draws_timesteps_in_the_recipe_range(sd_model, spies, t_range):
         assert drawn.max() - drawn.min() > 300  # the whole range, as before
 
 
+def test_finetunes_logged_reward_pools_by_the_samples_it_scored(sd_model, brightness):
+    """A batch that scored one of its two predictions weighs half as much in the step's
+    reward as one that scored both (finetune logs no std, so it says its count)."""
+    from dsharp.methods.finetune import FineTune
+    from dsharp.reward_moments import SCORED
+    from dsharp.step_metrics import pool_rows
+
+    rows = []
+    for reward in (_reward(on_error="missing", nan_prompt=PROMPTS[1]), _reward()):
+        method = FineTune(sd_model, reward, 64, 64)
+        rows.append(method.compute_loss(_image_batch(), sd_model.unet, _gen(3))[1])
+    assert [r[SCORED] for r in rows] == [1, 2]
+    rewards = [r["reward"] for r in rows]
+    assert pool_rows(rows)["reward"] == pytest.approx((rewards[0] + 2 * rewards[1]) / 3)
+
+
 def test_finetune_refuses_an_empty_timestep_range_and_fields_it_does_not_use(sd_model):
     from dsharp.config import MethodConfig
     from dsharp.methods.factory import build_method
@@ -911,57 +927,6 @@ def test_a_resume_keeps_the_environment_the_run_started_in(tmp_path):
     assert run_environment(path, later, 9) == later
 
 
-def test_metrics_that_one_process_did_not_log_average_as_nan_there(monkeypatch):
-    """Process 0 had a usable pair (reward_w), process 1 did not: the gather must not mix up
-    columns or fail on tensors of different lengths."""
-    import accelerate.utils
-
-    from dsharp.engine import _gather_metrics
-
-    other = {"loss": 3.0}
-
-    class TwoProcesses:
-        num_processes = 2
-        device = torch.device("cpu")
-
-        def gather(self, values):
-            keys = ["loss", "reward_w"]
-            theirs = torch.tensor([[other.get(k, float("nan")) for k in keys]])
-            return torch.cat([values, theirs])
-
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [*obj, sorted(other)])
-    out = _gather_metrics(TwoProcesses(), {"loss": 1.0, "reward_w": 0.75})
-    assert out == {"loss": 2.0, "reward_w": 0.75}
-
-
-def test_counts_are_summed_over_processes_and_other_metrics_averaged(monkeypatch):
-    """Two processes of one step: 1 and 0 usable pairs, 1 and 3 missing rewards. The step
-    trained on 1 pair and missed 4 rewards in all, as one process with both batches would
-    log; a count no process logged stays NaN."""
-    import accelerate.utils
-
-    from dsharp.engine import _gather_metrics
-
-    keys = ["loss", "pairs", "reward", "reward_missing"]
-    other = {"loss": 3.0, "pairs": 0.0, "reward": float("nan"), "reward_missing": 3.0}
-
-    class TwoProcesses:
-        num_processes = 2
-        device = torch.device("cpu")
-
-        def gather(self, values):
-            theirs = torch.tensor([[other[k] for k in keys]])
-            return torch.cat([values, theirs])
-
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [*obj, sorted(other)])
-    ours = {"loss": 1.0, "pairs": 1.0, "reward": 0.5, "reward_missing": 1.0}
-    out = _gather_metrics(TwoProcesses(), ours)
-    assert out == {"loss": 2.0, "pairs": 1.0, "reward": 0.5, "reward_missing": 4.0}
-    other["pairs"] = float("nan")
-    out = _gather_metrics(TwoProcesses(), {**ours, "pairs": float("nan")})
-    assert math.isnan(out["pairs"])
-
-
 def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
     """Its newer checkpoints would stay beside a different history, and `latest` would later
     pick one of them; a checkpoint of another folder (a branch) is fine."""
@@ -1182,18 +1147,44 @@ def test_checkpoints_keep_the_number_of_processes_and_a_resume_on_another_notes_
     ]
 
 
-def test_a_steps_counts_are_summed_over_its_micro_batches_and_the_rest_averaged():
-    """``grad_accum: 2`` splits a step in two: its pairs and missing rewards are the two
-    halves' together (as across processes), not their mean; a NaN half adds nothing."""
-    from dsharp.engine import _mean_metrics
+@pytest.mark.slow
+def test_a_steps_means_over_pairs_weigh_each_micro_batch_by_its_pairs(
+    tiny_sd_dir, brightness, tmp_path
+):
+    """Of two micro-batches, one trains on two pairs and the other on one (its other
+    prompt's trajectories tie): the step's winner_mse is the mean over its three pairs, not
+    the mean of the two batches' means; its pairs are their sum."""
+    from dsharp.engine import Trainer
 
-    rows = [
-        {"pairs": 3.0, "reward_missing": 1.0, "loss": 0.5},
-        {"pairs": 2.0, "reward_missing": float("nan"), "loss": 1.5, "grad_norm": 4.0},
-    ]
-    assert _mean_metrics(rows) == {
-        "pairs": 5.0,
-        "reward_missing": 1.0,
-        "loss": 1.0,
-        "grad_norm": 4.0,
-    }
+    tied = "a blue circle"
+    run = tmp_path / "run"
+    recipe = _recipe(
+        "rlhf_sharpening",
+        tiny_sd_dir,
+        run,
+        "rewards.0.name=test_brightness",
+        f"rewards.0.options.constant_prompt={tied}",
+        "data.generator=none",
+        f"data.prompts=[a red square, {tied}]",
+        "method.n=2",
+        "train.grad_accum=2",
+        "train.max_steps=1",
+        "train.seed=5",  # micro-batches of 2 and 1 untied prompts
+    )
+    trainer = Trainer(recipe, progress=False)
+    raw: list[dict[str, float]] = []
+    compute_loss = trainer.method.compute_loss
+
+    def recorded(*args, **kwargs):
+        loss, metrics = compute_loss(*args, **kwargs)
+        raw.append(dict(metrics))
+        return loss, metrics
+
+    trainer.method.compute_loss = recorded
+    trainer.run()
+    row = read_jsonl(run / "metrics.jsonl")[0]
+    pairs = [r["pairs"] for r in raw]
+    assert pairs == [2, 1] and row["pairs"] == 3
+    mse = [r["winner_mse"] for r in raw]
+    assert row["winner_mse"] == pytest.approx((2 * mse[0] + mse[1]) / 3, rel=1e-6)
+    assert row["winner_mse"] != pytest.approx((mse[0] + mse[1]) / 2, rel=1e-6)

@@ -8,7 +8,6 @@ micro-batches, accelerate averages gradients.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
@@ -40,7 +39,7 @@ from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
 from dsharp.resume import planned_resume
-from dsharp.reward_moments import Moments, combine, pooled_metrics, take_moments
+from dsharp.step_metrics import pool_rows
 
 
 def _check_report_size(recipe: Any, model: Any) -> None:
@@ -121,65 +120,26 @@ def reschedule(lr_scheduler: Any) -> list[float]:
     return rates
 
 
-def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """A step's metrics over its micro-batches: the mean of each, but the sum of the counts
-    (:data:`~dsharp.methods.registry.COUNT_COLUMNS`), as across processes, so that a step's
-    pairs or missing rewards do not depend on how ``grad_accum`` splits it."""
-    from dsharp.methods.registry import COUNT_COLUMNS
-
-    # Union of keys: some metrics (grad_norm) exist only on the micro-step that syncs.
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    out = {}
-    for key in keys:
-        values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
-        if not values:
-            out[key] = float("nan")
-        else:
-            out[key] = sum(values) if key in COUNT_COLUMNS else sum(values) / len(values)
-    return out
-
-
 def _sum_over_processes(accelerator: Accelerator, value: int) -> int:
-    """``value`` summed over every process (a step's reward evaluations, stop requests)."""
+    """``value`` summed over every process (a stop request)."""
     if accelerator.num_processes == 1:
         return value
     gathered = accelerator.gather(torch.tensor([value], device=accelerator.device))
     return int(gathered.sum().item())
 
 
-def _pool_over_processes(accelerator: Accelerator, moments: Moments) -> Moments:
-    """The reward moments of the whole step: every process's (one small gather a step)."""
+def _gather_step(
+    accelerator: Accelerator, rows: list[dict[str, float]], evaluations: int
+) -> tuple[list[dict[str, float]], int]:
+    """Every process's micro-batch rows and reward evaluations of a step, in one collective:
+    the rows, not their means, so that :func:`~dsharp.step_metrics.pool_rows` pools them
+    exactly; the same on every process, in process order."""
     if accelerator.num_processes == 1:
-        return moments
-    local = torch.tensor([moments], dtype=torch.float64, device=accelerator.device)
-    gathered = accelerator.gather(local).cpu().tolist()  # (P, 3)
-    return combine(tuple(part) for part in gathered)
-
-
-def _gather_metrics(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Average each metric over processes (NaN-aware), but sum the counts
-    (:data:`~dsharp.methods.registry.COUNT_COLUMNS`: missing rewards, pairs), which are the
-    whole step's. A metric that some process did not log counts as NaN there (tensors of
-    different lengths would break the collective); NaN where no process logged it."""
-    if accelerator.num_processes == 1:
-        return metrics
+        return rows, evaluations
     from accelerate.utils import gather_object
 
-    from dsharp.methods.registry import COUNT_COLUMNS
-
-    keys = sorted(set().union(*gather_object([sorted(metrics)])))
-    values = torch.tensor(
-        [float(metrics.get(k, float("nan"))) for k in keys], device=accelerator.device
-    )
-    gathered = accelerator.gather(values.unsqueeze(0))  # (P, K)
-    out = {}
-    for i, key in enumerate(keys):
-        column = gathered[:, i]
-        if key in COUNT_COLUMNS and not bool(column.isnan().all()):
-            out[key] = column.nansum().item()
-        else:
-            out[key] = column.nanmean().item()
-    return out
+    parts = gather_object([(rows, evaluations)])
+    return [row for own, _ in parts for row in own], sum(count for _, count in parts)
 
 
 #: Versions, machine and reward plugins of the run (:mod:`dsharp.environment`).
@@ -460,7 +420,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimizer update over ``train.grad_accum`` micro-batches; the metrics row for
-        ``metrics.jsonl``, averaged over the micro-batches and the processes."""
+        ``metrics.jsonl``, pooled over the micro-batches and the processes
+        (:mod:`dsharp.step_metrics`)."""
         acc, train = self.accelerator, self.recipe.train
         self.unet.train()
         lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step's update uses
@@ -483,13 +444,12 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["loss"] = loss.detach().item()
             rows.append(metrics)
-        moments = take_moments(rows)
-        out = _gather_metrics(acc, _mean_metrics(rows))
-        if len(rows) > 1 or acc.num_processes > 1:  # one batch: its own values, as logged
-            out.update(pooled_metrics(_pool_over_processes(acc, moments), "reward_std" in out))
+        evaluations = self.reward.evaluations - evals_before if self.counts_reward else 0
+        rows, evaluations = _gather_step(acc, rows, evaluations)
+        out = pool_rows(rows)
         out["lr"] = lr
         if self.counts_reward:
-            self.reward_evals += _sum_over_processes(acc, self.reward.evaluations - evals_before)
+            self.reward_evals += evaluations
             out["reward_evals"] = self.reward_evals
         return out
 

@@ -32,6 +32,13 @@ def scored_summary(rewards: torch.Tensor, *, std: bool = True) -> dict[str, floa
     return out
 
 
+def scored_mean(rewards: torch.Tensor) -> dict[str, float]:
+    """``reward`` (the mean of the scored rewards) and the :data:`SCORED` count, for a
+    method that logs no std and no missing count."""
+    summary = scored_summary(rewards, std=False)
+    return {"reward": summary["reward"], SCORED: summary[SCORED]}
+
+
 def combine(parts: Iterable[Moments]) -> Moments:
     """The moments of the union of disjoint sets of rewards; empty parts add nothing, and
     one part alone comes back as it was."""

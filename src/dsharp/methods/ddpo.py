@@ -72,6 +72,7 @@ from dsharp.sampling import (
     sample,
     stochastic_steps,
 )
+from dsharp.step_metrics import Mean
 
 VARIANTS = ("sf", "is")
 
@@ -643,10 +644,12 @@ class DDPO(RoundMethod):
         with torch.no_grad():
             diff = (log_prob - old)[valid]
             ratio = torch.exp(diff)
+            count = diff.numel()  # the transitions of samples with an advantage
             metrics = {
-                "approx_kl": (0.5 * diff.pow(2).mean()).item() if diff.numel() else 0.0,
-                "clipfrac": ((ratio - 1).abs() > self.clip_range).float().mean().item()
-                if diff.numel()
-                else 0.0,
+                "approx_kl": Mean((0.5 * diff.pow(2).mean()).item() if count else 0.0, count),
+                "clipfrac": Mean(
+                    ((ratio - 1).abs() > self.clip_range).float().mean().item() if count else 0.0,
+                    count,
+                ),
             }
         return loss, metrics

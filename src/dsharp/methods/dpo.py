@@ -53,9 +53,10 @@ from dsharp.methods.error_space import (
 from dsharp.methods.losses import masked_mean, per_step_mse
 from dsharp.methods.online import generate_latents
 from dsharp.models.base import Conditioning, DiffusionModel
-from dsharp.reward_moments import scored_summary
+from dsharp.reward_moments import scored_mean, scored_summary
 from dsharp.rewards.base import RewardImages
 from dsharp.sampling import add_noise
+from dsharp.step_metrics import Mean
 
 PAIR_MODES = ("offline", "online")
 
@@ -264,20 +265,21 @@ class DiffusionDPO(TrainingMethod):
         with torch.no_grad():
             margin = (err_ref[:num] - err[:num]) - (err_ref[num:] - err[num:])
             metrics["implicit_acc"] = masked_mean((margin > 0).float(), usable)
-            metrics["mse_w"] = err[:num].mean().item()
-            metrics["mse_l"] = err[num:].mean().item()
+            metrics["mse_w"] = Mean(err[:num].mean().item(), num)
+            metrics["mse_l"] = Mean(err[num:].mean().item(), num)
             metrics["pairs"] = int(usable.sum().item())
             if self.mode == "offline":
-                metrics["reward"] = self._x0_reward(x_t, pred, t2, prompts)
+                metrics.update(self._x0_reward(x_t, pred, t2, prompts))
         return loss, metrics
 
     @torch.no_grad()
     def _x0_reward(
         self, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor, prompts: list[str]
-    ) -> float:
-        """Mean reward of the trained model's ``x0_hat`` for both members of every pair."""
+    ) -> dict[str, float]:
+        """Mean ``reward`` of the trained model's ``x0_hat`` for both members of every pair
+        (and the :data:`~dsharp.reward_moments.SCORED` count it is over)."""
         if not self.log_reward:
-            return float("nan")
+            return {"reward": float("nan")}
         x0_hat = clean_from_prediction(
             self.model, self.tables, self.error_space, x_t, pred.detach().float(), t
         )
@@ -285,5 +287,4 @@ class DiffusionDPO(TrainingMethod):
         both = prompts + prompts
         meta = [{"pair": i % len(prompts), "member": i // len(prompts)} for i in range(len(both))]
         scores, _ = self.reward(RewardImages(images), both, meta)
-        scored = scores[~torch.isnan(scores)]
-        return scored.mean().item() if scored.numel() else float("nan")
+        return scored_mean(scores)

@@ -61,16 +61,17 @@ class FineTune(TrainingMethod):
         metrics = {"mse": loss.detach().item()}
         if self.reward is not None:
             x0_hat = clean_from_prediction(model, self.tables, "native", x_t, pred.detach(), t)
-            metrics["reward"] = self._predicted_reward(batch, x0_hat)
+            metrics.update(self._predicted_reward(batch, x0_hat))
         return loss, metrics
 
     @torch.no_grad()
-    def _predicted_reward(self, batch: Batch, x0_hat: torch.Tensor) -> float:
-        """Mean reward of the clean images the model predicts from this step's noisy inputs:
-        a reward to log for comparison with reward-driven methods (it is not trained on)."""
+    def _predicted_reward(self, batch: Batch, x0_hat: torch.Tensor) -> dict[str, float]:
+        """Mean ``reward`` of the clean images the model predicts from this step's noisy
+        inputs (and the count it is over): a reward to log for comparison with reward-driven
+        methods (it is not trained on)."""
+        from dsharp.reward_moments import scored_mean
         from dsharp.rewards.base import RewardImages
 
         images = self.model.decode(x0_hat)
         scores, _ = self.reward(RewardImages(images), batch.prompts, batch.metadata)
-        scores = scores[~torch.isnan(scores)]
-        return scores.mean().item() if scores.numel() else float("nan")
+        return scored_mean(scores)

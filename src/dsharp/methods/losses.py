@@ -10,11 +10,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dsharp.step_metrics import Mean
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> Mean:
     """Mean of ``values`` where ``mask`` holds, NaN where it holds nowhere: a metric of the
-    pairs or prompts a loss trained on, logged on every step so that processes average it."""
-    return values[mask].float().mean().item() if bool(mask.any()) else float("nan")
+    pairs or prompts a loss trained on, logged on every step (with how many it is over, by
+    which the engine pools it with the other batches')."""
+    count = int(mask.sum().item())
+    return Mean(values[mask].float().mean().item() if count else float("nan"), count)
+
+
+def nan_mean(values: torch.Tensor) -> Mean:
+    """Mean of the values that are not NaN (rewards: NaN marks an unscored sample)."""
+    return masked_mean(values, ~torch.isnan(values))
 
 
 def path_rewards(step_rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,9 @@ class MethodSpec:
 #: The ``metrics.jsonl`` columns every method's run has (``grad_norm`` with
 #: ``train.max_grad_norm``, ``reward_evals`` where a reward steers training).
 ENGINE_COLUMNS = ("step", "loss", "lr", "grad_norm", "reward_evals", "step_time_s")
-#: Columns that count samples or pairs: under data parallelism the step's count is the sum
-#: over processes (the others are means), so that it does not shrink as processes are added.
+#: Columns that count samples or pairs: the step's count is the sum over its micro-batches
+#: and processes (the others are means, :mod:`dsharp.step_metrics`), so that it does not
+#: shrink as processes are added.
 COUNT_COLUMNS = ("reward_missing", "pairs")
 _REWARDS = ("reward", "reward_std", "reward_missing")
 _PAIRS = ("pairs", "reward_w", "reward_l")

@@ -19,6 +19,7 @@ from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.error_space import check_error_space, predict_in_space, target_in_space
 from dsharp.methods.losses import (
     masked_mean,
+    nan_mean,
     path_rewards,
     per_step_mse,
     rlhf_sharpening_loss,
@@ -153,10 +154,12 @@ class _Sharpening(TrainingMethod):
 
     @staticmethod
     def _reward_metrics(returns: torch.Tensor, best: torch.Tensor, worst: torch.Tensor) -> dict:
+        """The rewards of all trajectories, and of the best and worst of each prompt that
+        has a scored one (means over those prompts)."""
         return {
             **scored_summary(returns),
-            "reward_best": returns[best].nanmean().item(),
-            "reward_worst": returns[worst].nanmean().item(),
+            "reward_best": nan_mean(returns[best]),
+            "reward_worst": nan_mean(returns[worst]),
         }
 
 
@@ -328,7 +331,7 @@ class RLHFSharpening(_Sharpening):
         loss = (per_prompt * weights).sum() / weights.sum().clamp(min=1)
         metrics = self._reward_metrics(returns, best, worst)
         if sample_rewards is not None:
-            metrics["sample_reward"] = sample_rewards.nanmean().item()
+            metrics["sample_reward"] = nan_mean(sample_rewards)
         with torch.no_grad():
             margin = (reference[:num_prompts] - reference[num_prompts:]) - (
                 policy[:num_prompts] - policy[num_prompts:]

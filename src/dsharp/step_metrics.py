@@ -1,0 +1,69 @@
+"""A training step's metrics row, pooled exactly from the rows of all its micro-batches on
+every process: an average of per-batch means would weigh a batch that kept few items
+(pairs skipped, rewards missing) as much as a full one.
+
+How each column pools:
+
+- a :class:`Mean` (a mean over some items: samples, pairs, transitions) by its item count;
+- a count (:data:`~dsharp.methods.registry.COUNT_COLUMNS`) by summing;
+- ``reward`` and ``reward_std`` over every scored sample (:mod:`dsharp.reward_moments`);
+- any other plain float (``loss``, ``grad_norm``, ``new_round``) by the mean over the rows
+  that logged it: the optimizer's gradient is the mean of every micro-batch's on every
+  process, so that is the step's ``loss``.
+
+NaN (and a column a row does not have) adds nothing; a column no row logged is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from dsharp.reward_moments import pooled_metrics, take_moments
+
+
+class Mean(float):
+    """A float that is the mean of ``count`` items, so that pooling weighs it by them; it
+    reads, compares and serialises as its value."""
+
+    __slots__ = ("count",)
+    count: int
+
+    def __new__(cls, value: float, count: int) -> Mean:
+        out = super().__new__(cls, value)
+        out.count = int(count)
+        return out
+
+    def __reduce__(self) -> tuple:  # pickled (gather_object) with its count
+        return (Mean, (float(self), self.count))
+
+
+def _pooled_mean(values: Sequence[float]) -> float:
+    """The mean of ``values`` weighted by their :class:`Mean` counts; the plain mean where
+    they carry none or all carry the same (the same digits as before counts were kept)."""
+    counts = [getattr(v, "count", None) for v in values]
+    if None in counts or len(set(counts)) == 1 or not sum(counts):
+        return float(sum(values)) / len(values)
+    return sum(float(v) * c for v, c in zip(values, counts, strict=True)) / sum(counts)
+
+
+def pool_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The step's metrics from its micro-batches' rows on every process (taking each
+    row's :data:`~dsharp.reward_moments.SCORED` out). One row comes back as logged."""
+    from dsharp.methods.registry import COUNT_COLUMNS
+
+    moments = take_moments(rows)
+    # Union of keys: some metrics (grad_norm) exist only on the micro-step that syncs.
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+        if not values:
+            out[key] = float("nan")
+        elif key in COUNT_COLUMNS:
+            out[key] = sum(values)
+        else:
+            out[key] = _pooled_mean(values)
+    if len(rows) > 1:  # one batch: its own values, as logged
+        out.update(pooled_metrics(moments, "reward_std" in out))
+    return out

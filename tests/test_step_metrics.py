@@ -1,0 +1,68 @@
+"""A step's metrics pool its micro-batches' rows (from every process) exactly: a mean over
+items weighs each batch by the items it kept, counts add up, the loss is the mean the
+gradient takes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dsharp.methods.losses import masked_mean, nan_mean
+from dsharp.reward_moments import scored_mean
+from dsharp.step_metrics import Mean, pool_rows
+
+NAN = float("nan")
+
+
+def test_a_mean_over_items_is_weighted_by_the_items_each_batch_kept():
+    """Three batches kept 3, 1 and 0 pairs: the step's reward_w is the mean over its four
+    pairs, not the mean of the two batch means; the loss is the plain mean the optimizer's
+    gradient takes; the pair count is the sum."""
+    rows = [
+        {"loss": 0.5, "pairs": 3, "reward_w": Mean(1.0, 3)},
+        {"loss": 1.5, "pairs": 1, "reward_w": Mean(0.0, 1)},
+        {"loss": 1.0, "pairs": 0, "reward_w": Mean(NAN, 0)},
+    ]
+    assert pool_rows(rows) == {"loss": 1.0, "pairs": 4, "reward_w": 0.75}
+
+
+def test_masked_and_nan_means_carry_the_count_they_are_over():
+    values = torch.tensor([1.0, 2.0, 3.0])
+    mean = masked_mean(values, torch.tensor([True, False, True]))
+    assert (mean, mean.count) == (2.0, 2)
+    empty = masked_mean(values, torch.zeros(3, dtype=torch.bool))
+    assert math.isnan(empty) and empty.count == 0
+    rewards = torch.tensor([NAN, 0.25, NAN, 0.75])
+    assert (nan_mean(rewards), nan_mean(rewards).count) == (0.5, 2)
+
+
+def test_equal_batches_pool_to_the_plain_mean_and_one_row_comes_back_as_logged():
+    """The digits of runs whose batches kept as many items alike do not change."""
+    values = [0.1, 0.2, 0.7]
+    rows = [{"winner_mse": Mean(v, 4), "loss": v} for v in values]
+    out = pool_rows(rows)
+    assert out["winner_mse"] == sum(values) / 3 == out["loss"]
+    one = pool_rows([{"winner_mse": Mean(0.3, 2), "pairs": 2, "reward": 0.125}])
+    assert one == {"winner_mse": 0.3, "pairs": 2, "reward": 0.125}
+    assert type(one["winner_mse"]) is float
+
+
+def test_a_column_without_items_anywhere_keeps_its_value_and_a_missing_one_is_nan():
+    """DDPO's approx_kl is 0.0 over no transitions: with none anywhere it stays 0.0; a column
+    that only some rows have (grad_norm) pools over those; NaN everywhere stays NaN."""
+    rows = [
+        {"approx_kl": Mean(0.0, 0), "pairs": NAN},
+        {"approx_kl": Mean(0.0, 0), "grad_norm": 4.0, "pairs": NAN},
+    ]
+    out = pool_rows(rows)
+    assert out["approx_kl"] == 0.0 and out["grad_norm"] == 4.0 and math.isnan(out["pairs"])
+    rows = [{"approx_kl": Mean(0.0, 0)}, {"approx_kl": Mean(0.5, 10)}]
+    assert pool_rows(rows)["approx_kl"] == 0.5
+
+
+def test_a_reward_without_a_std_is_pooled_over_the_samples_scored():
+    """finetune and offline Diffusion-DPO log a reward mean: it pools by the count scored."""
+    rows = [scored_mean(torch.tensor([1.0, NAN, NAN])), scored_mean(torch.tensor([0.0, 0.0]))]
+    assert pool_rows(rows) == {"reward": pytest.approx(1 / 3)}
