@@ -703,6 +703,29 @@ def test_mini_recipe_trains_two_steps(tiny_sd_dir, tmp_path, name):
         assert all(r["pairs"] == 2 for r in rows)
 
 
+def test_a_step_that_trains_on_one_round_in_two_calls_counts_its_pairs_once(tiny_sd_dir, tmp_path):
+    """D3PO with two inner epochs: the round's two calls are one step (grad_accum 2), and
+    each logs the round's columns; the step trained on the round's 2 pairs, not 4."""
+    out = tmp_path / "run"
+    with brightness_registered():  # no ties: every prompt is a pair
+        result = _train(
+            MINI / "d3po.yaml",
+            f"model.pretrained={tiny_sd_dir}",
+            f"output_dir={out}",
+            "rewards.0.name=test_brightness",
+            "method.options.inner_epochs=2",
+            "train.grad_accum=2",
+            "train.max_steps=1",
+            "train.batch_size=2",
+            "method.infer_steps=2",
+            "--no-progress",
+        )
+    assert result.exit_code == 0, result.output
+    (row,) = read_jsonl(out / "metrics.jsonl")
+    assert row["new_round"] == 0.5  # two calls, the first sampled the round
+    assert row["pairs"] == 2 and row["reward_missing"] == 0
+
+
 def test_ddpo_reward_buffers_survive_a_resume(tiny_sd_dir, tmp_path):
     """The checkpoint keeps the reward buffers, so the round after a resume is normalised as
     in an uninterrupted run (one prompt, so every round adds to the same buffer)."""

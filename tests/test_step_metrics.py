@@ -1,6 +1,6 @@
 """A step's metrics pool its micro-batches' rows (from every process) exactly: a mean over
 items weighs each batch by the items it kept, counts add up, the loss is the mean the
-gradient takes."""
+gradient takes, and a round that several calls train on counts once."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dsharp.methods.losses import masked_mean, nan_mean
-from dsharp.reward_moments import scored_mean
-from dsharp.step_metrics import Mean, pool_rows
+from dsharp.reward_moments import scored_mean, scored_summary
+from dsharp.step_metrics import ROUND, Mean, once_per_round, pool_rows
 
 NAN = float("nan")
 
@@ -66,3 +66,23 @@ def test_a_reward_without_a_std_is_pooled_over_the_samples_scored():
     """finetune and offline Diffusion-DPO log a reward mean: it pools by the count scored."""
     rows = [scored_mean(torch.tensor([1.0, NAN, NAN])), scored_mean(torch.tensor([0.0, 0.0]))]
     assert pool_rows(rows) == {"reward": pytest.approx(1 / 3)}
+
+
+def test_a_round_trained_on_by_several_calls_counts_once():
+    """DDPO/D3PO log a round's columns on each of its calls: a step that trains on the round
+    twice and on a second round once has the two rounds' pairs and rewards, each once."""
+
+    def call(number: int, rewards: list[float], pairs: int, clipfrac: float) -> dict:
+        round_columns = {**scored_summary(torch.tensor(rewards)), "pairs": pairs}
+        return {
+            "clipfrac": clipfrac,
+            **round_columns,
+            ROUND: (number, tuple(round_columns)),
+        }
+
+    rows = [call(1, [0.0, NAN], 1, 0.25), call(1, [0.0, NAN], 1, 0.75), call(2, [3.0], 2, 0.5)]
+    out = pool_rows(once_per_round(rows))
+    assert out["pairs"] == 3 and out["reward_missing"] == 1
+    assert out["reward"] == 1.5 and out["reward_std"] == 1.5  # of {0, 3}, not {0, 0, 3}
+    assert out["clipfrac"] == 0.5  # a per-call column: every call
+    assert all(ROUND not in r for r in rows)

@@ -11,7 +11,10 @@ How each column pools:
   that logged it: the optimizer's gradient is the mean of every micro-batch's on every
   process, so that is the step's ``loss``.
 
-NaN (and a column a row does not have) adds nothing; a column no row logged is NaN.
+NaN (and a column a row does not have) adds nothing; a column no row logged is NaN. A
+method that trains on one sampled round over several calls (DDPO, D3PO) logs the round's
+columns on each call, tagged :data:`ROUND`: a step pools each round once
+(:func:`once_per_round`), or its pairs and missing rewards would count a round once a call.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import math
 from collections.abc import Sequence
 
 from dsharp.reward_moments import pooled_metrics, take_moments
+
+ROUND = "_round"
+"""A row's ``(round number, names of the round's columns)``: rows of one process with the
+same number describe the same samples in those columns."""
 
 
 class Mean(float):
@@ -45,6 +52,22 @@ def _pooled_mean(values: Sequence[float]) -> float:
     if None in counts or len(set(counts)) == 1 or not sum(counts):
         return float(sum(values)) / len(values)
     return sum(float(v) * c for v, c in zip(values, counts, strict=True)) / sum(counts)
+
+
+def once_per_round(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """One process's rows with each round's columns (:data:`ROUND`) kept in the first row
+    of the round only; takes the tag out of each row."""
+    seen: set[object] = set()
+    out = []
+    for row in rows:
+        tag = row.pop(ROUND, None)
+        if tag is not None:
+            number, names = tag
+            if number in seen:
+                row = {k: v for k, v in row.items() if k not in names}
+            seen.add(number)
+        out.append(row)
+    return out
 
 
 def pool_rows(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -38,10 +38,10 @@ accumulates a whole epoch over the timesteps, as ddpo-pytorch does (DDPO-SF need
 stay on-policy when it trains in chunks). DDPO-IS then needs ``inner_epochs >= 2`` (or a
 ``grad_accum`` below a round's calls): while no optimizer step has happened since the round
 was sampled, every ratio ``p_theta / p_old`` is 1 and the clip never acts, which is DDPO-SF
-with a per-step mean. Every call logs the round's reward statistics;
-``new_round`` is 1 on the calls that sampled. The round lives only in memory: a resumed run
-samples a fresh round on its first step, so it continues exactly like an uninterrupted run
-only when the checkpoint falls on a round boundary.
+with a per-step mean. Every call logs the round's reward statistics (a step counts each
+round it trained on once); ``new_round`` is 1 on the calls that sampled. The round lives
+only in memory: a resumed run samples a fresh round on its first step, so it continues
+exactly like an uninterrupted run only when the checkpoint falls on a round boundary.
 
 This module also holds what DDPO and D3PO (``d3po.py``) share: sampling a round with
 per-step log-probs, re-evaluating stored transitions, and the timestep plan.
@@ -72,7 +72,7 @@ from dsharp.sampling import (
     sample,
     stochastic_steps,
 )
-from dsharp.step_metrics import Mean
+from dsharp.step_metrics import ROUND, Mean
 
 VARIANTS = ("sf", "is")
 
@@ -418,6 +418,7 @@ class RoundMethod(TrainingMethod):
         self._round: SampledRound | None = None
         self._plan: list[torch.Tensor] = []
         self._round_metrics: dict[str, float] = {}
+        self._rounds = 0  # rounds sampled: tags the round's metrics (ROUND)
 
     @property
     def calls_per_round(self) -> int:
@@ -458,6 +459,7 @@ class RoundMethod(TrainingMethod):
                 latents=self._initial_latents(batch, generator),
             )
             groups, self._round_metrics = self._prepare(rnd)
+            self._rounds += 1
             self._round = rnd
             self._plan = timestep_plan(
                 groups,
@@ -471,6 +473,7 @@ class RoundMethod(TrainingMethod):
         chunk = self._plan.pop(0)
         loss, metrics = self._chunk_loss(self._round, chunk, unet)
         metrics.update(self._round_metrics)
+        metrics[ROUND] = (self._rounds, tuple(self._round_metrics))
         metrics["new_round"] = float(fresh)
         return loss, metrics
 
