@@ -86,3 +86,20 @@ def test_a_round_trained_on_by_several_calls_counts_once():
     assert out["reward"] == 1.5 and out["reward_std"] == 1.5  # of {0, 3}, not {0, 0, 3}
     assert out["clipfrac"] == 0.5  # a per-call column: every call
     assert all(ROUND not in r for r in rows)
+
+
+def test_a_methods_tensor_metrics_become_plain_numbers_before_the_gather():
+    import pickle
+
+    import torch
+
+    from dsharp.step_metrics import ROUND, Mean, plain_row
+
+    row = plain_row(
+        {"loss": torch.tensor(0.5), "winner_mse": Mean(2.0, 3), "pairs": 2, ROUND: (1, ("pairs",))}
+    )
+    assert type(row["loss"]) is float and row["loss"] == 0.5
+    assert isinstance(row["winner_mse"], Mean) and row["winner_mse"].count == 3
+    assert row["pairs"] == 2 and type(row["pairs"]) is int
+    assert row[ROUND] == (1, ("pairs",))
+    assert b"torch" not in pickle.dumps(row)

@@ -39,7 +39,7 @@ from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
 from dsharp.resume import planned_resume
-from dsharp.step_metrics import once_per_round, pool_rows
+from dsharp.step_metrics import once_per_round, plain_row, pool_rows
 
 
 def _check_report_size(recipe: Any, model: Any) -> None:
@@ -443,7 +443,7 @@ class Trainer:
                     self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["loss"] = loss.detach().item()
-            rows.append(metrics)
+            rows.append(plain_row(metrics))
         evaluations = self.reward.evaluations - evals_before if self.counts_reward else 0
         rows, evaluations = _gather_step(acc, once_per_round(rows), evaluations)
         out = pool_rows(rows)

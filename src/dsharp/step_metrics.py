@@ -54,6 +54,17 @@ def _pooled_mean(values: Sequence[float]) -> float:
     return sum(float(v) * c for v, c in zip(values, counts, strict=True)) / sum(counts)
 
 
+def plain_row(metrics: dict[str, object]) -> dict[str, object]:
+    """A method's metrics row with every value a Python number: a method (a plugin's, say)
+    may log 0-dim tensors or numpy scalars, which would otherwise travel pickled through the
+    processes' gather, device and all. :class:`Mean`, ints and the :data:`ROUND` tag stay."""
+    out: dict[str, object] = {}
+    for key, value in metrics.items():
+        plain = key == ROUND or isinstance(value, int | float) or value is None
+        out[key] = value if plain else float(value)  # type: ignore[arg-type]
+    return out
+
+
 def once_per_round(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     """One process's rows with each round's columns (:data:`ROUND`) kept in the first row
     of the round only; takes the tag out of each row."""
