@@ -50,3 +50,19 @@ def test_curves_without_any_plotted_key_write_nothing(tmp_path):
     assert plot_training_curves(metrics, tmp_path / "c.png") is None
     assert not (tmp_path / "c.png").exists()
     assert plot_training_curves(tmp_path / "missing.jsonl", tmp_path / "c.png") is None
+
+
+def test_curve_legends_name_the_steps_the_centred_mean_spans(tmp_path, monkeypatch):
+    """sqrt(4) = 2, but a centred mean spans an odd number of steps: the label says 3."""
+    import dsharp.curves as curves
+
+    figures: list = []
+    monkeypatch.setattr(curves, "atomic_save_png", lambda fig, path, dpi: figures.append(fig))
+    rows = [{"step": i, "loss": 1.0 / i, "reward": 0.1 * i} for i in range(1, 5)]
+    plot_training_curves(_write_rows(tmp_path / "m.jsonl", rows), tmp_path / "c.png")
+    (fig,) = figures
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    assert labels == ["loss (mean of 3 steps)", "reward (mean of 3 steps)"]
+    fig.canvas.draw()
+    ticks = [t for ax in fig.axes for t in ax.get_xticks()]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # steps, never 1.5

@@ -88,12 +88,15 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
         return None
 
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    height = 3.2 + (0.6 if any(len(lines) > 1 for _, lines in panels) else 0.0)  # legend below
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), height), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels, strict=True):
         for key, points in lines:
             steps, values = [p["step"] for p in points], [p["y"] for p in points]
-            window = max(1, round(math.sqrt(len(values))))
+            # odd: a centred mean of ``window // 2`` steps each side spans ``window`` steps
+            window = max(1, round(math.sqrt(len(values)))) | 1
             (raw,) = ax.plot(steps, values, linewidth=0.6, alpha=0.3)
             label = key if window == 1 else f"{key} (mean of {window} steps)"
             smooth = moving_average(values, window, centred=True)
@@ -103,7 +106,11 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
             ax.set_yscale("log")  # e.g. a pretraining loss falling by orders of magnitude
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 1.5 on a short run
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(lines) > 1:  # several entries inside the axes would hide the curves
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
+        else:
+            ax.legend(fontsize=7)
     atomic_save_png(fig, out, dpi=110)
     return out
