@@ -54,3 +54,21 @@ def test_sheet_titles_each_image_with_its_seed_and_score(tmp_path, monkeypatch):
         sheets.save_contact_sheet(
             _solid((1, 1, 1), 3), ["a", "a", "b"], [0, 1, 0], tmp_path / "g.png", [0.0, 1.0]
         )
+
+
+def test_a_long_prompt_caption_stays_whole_inside_the_sheet(tmp_path, monkeypatch):
+    """A long prompt in the last of three rows: its caption reads level, beside its row,
+    every word of it inside the figure (on its side, three lines of it were hard to read)."""
+    drawn = []
+    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    prompt = "two yellow stars above a purple hexagon and a small orange circle " * 2
+    prompts = ["a red circle", "a blue square", prompt]
+    sheets.save_contact_sheet(_solid((1, 1, 1), 3), prompts, [0, 1, 2], tmp_path / "g.png")
+    (fig,) = drawn
+    fig.tight_layout()  # as atomic_save_png lays it out
+    fig.canvas.draw()
+    label = fig.axes[2].yaxis.label
+    assert label.get_text().split() == prompt.split()
+    assert label.get_rotation() == 0
+    box = label.get_window_extent(fig.canvas.get_renderer())
+    assert box.y0 >= 0 and box.x0 >= 0 and box.y1 <= fig.bbox.height

@@ -17,6 +17,7 @@ from dsharp.io import atomic_save_png, pyplot
 SHEET_PNG = "grid.png"
 MAX_ROWS = 32  # prompts shown; a sheet of more rows is too tall to read
 MAX_COLUMNS = 16  # images per prompt shown
+CAPTION_WIDTH = 24  # characters per line of a row's prompt
 
 
 def save_contact_sheet(
@@ -48,12 +49,15 @@ def save_contact_sheet(
     shown = list(rows.items())[:MAX_ROWS]
     n_cols = min(MAX_COLUMNS, max(len(indices) for _, indices in shown))
 
+    captions = [textwrap.wrap(prompt, CAPTION_WIDTH) for prompt, _ in shown]
+    # a row as tall as its longest caption needs: the whole prompt, never cut at the edge
+    row_height = max(1.4, 0.3 + 0.13 * max(len(lines) for lines in captions))
     plt = pyplot()
 
     fig, axes = plt.subplots(
-        len(shown), n_cols, figsize=(1.3 * n_cols + 1.6, 1.4 * len(shown)), squeeze=False
+        len(shown), n_cols, figsize=(1.3 * n_cols + 1.8, row_height * len(shown)), squeeze=False
     )
-    for r, (prompt, indices) in enumerate(shown):
+    for r, (_, indices) in enumerate(shown):
         for c in range(n_cols):
             ax = axes[r][c]
             ax.set_xticks([])
@@ -70,7 +74,9 @@ def save_contact_sheet(
             if scores is not None:
                 title += " (unscored)" if math.isnan(scores[i]) else f": {scores[i]:.2f}"
             ax.set_title(title, fontsize=6)
-            if c == 0:
-                ax.set_ylabel("\n".join(textwrap.wrap(prompt, 22)), fontsize=7)
+            if c == 0:  # level, beside the row: a long prompt turned on its side ran off
+                ax.set_ylabel(
+                    "\n".join(captions[r]), fontsize=7, rotation=0, ha="right", va="center"
+                )
     atomic_save_png(fig, Path(path))
     return sum(min(len(indices), n_cols) for _, indices in shown)
