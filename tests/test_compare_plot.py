@@ -43,6 +43,8 @@ def test_compare_plot_draws_one_bar_per_run_and_score(drawn, tmp_path):
     heights = [round(bar.get_height(), 6) for bar in ax.patches]
     assert heights == [0.5, 0.25, 0.75, 1.0]  # base's bars, then tuned's
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "tuned"]
+    # beside the bars, not over them (a legend inside covered tuned's tallest bar)
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
     assert not compare_plot.plot_compare(["run", "note"], [["a", "x"]], tmp_path / "d.png")
     assert len(drawn) == 1
 

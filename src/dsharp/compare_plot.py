@@ -16,7 +16,6 @@ COMPARE_PNG = "compare.png"
 # budgets and image counts, not scores: other units, other scales
 _COSTS = ("nfe/image", "reward evals (total)", "images", "images scored")
 MAX_METRICS = 16
-_LEGEND_INSIDE_MAX = 6
 
 
 def series_colours(count: int) -> list[Any]:
@@ -92,7 +91,7 @@ def _grouped_bars(
     x = np.arange(len(groups))
     width = 0.8 / len(series)
     colours = series_colours(len(series))
-    fig_width = min(14.0, max(5.0, 0.3 * len(groups) * (len(series) + 1)))
+    fig_width = min(14.0, max(5.0, 0.3 * len(groups) * (len(series) + 1))) + 1.8  # + legend
     fig, ax = plt.subplots(figsize=(fig_width, 4))
     for i, (label, values) in enumerate(series):
         heights = [math.nan if v is None else float(v) for v in values]
@@ -112,9 +111,7 @@ def _grouped_bars(
     ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    if len(series) > _LEGEND_INSIDE_MAX:  # a long legend would hide bars: put it beside them
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(fontsize=7)
+    # beside the bars: inside, even a two-run legend sat on the tallest group's bars
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     atomic_save_png(fig, Path(path))
