@@ -186,14 +186,42 @@ def plot_steps(
     ax.set_xlabel("training step")
     ax.set_ylabel(spec.ylabel or spec.y)
     if spec.log_x:
-        ax.set_xscale("log")
+        _log_x(ax)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(title=_smoothing_words(spec), title_fontsize=8)
     atomic_save_png(fig, png)
     header = ["series", "step", spec.y, f"{spec.y}_smooth"]
     header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
     atomic_write_text(csv_path, to_csv(header, table))
+
+
+def _smoothing_words(spec: PlotSpec) -> str | None:
+    """What the lines and bands of a step figure are, for its legend's title: a trailing
+    mean and a +- column are not what a reader assumes of a plain line."""
+    words = []
+    if spec.smooth > 1:
+        words.append(f"mean of the last {spec.smooth} steps")
+    if spec.band:
+        words.append(f"band: +- {spec.band}")
+    return "; ".join(words) or None
+
+
+def _log_x(ax: Any) -> None:
+    """A log x axis labelled 50, 100, 200 rather than 5x10^1, 10^2, 2x10^2; 1 to 5 of each
+    decade, or 1, 2 and 5 over a wide axis (60, 70, 80 and 90 ran into 100)."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    def plain(value: float, _: Any) -> str:
+        low, high = ax.get_xlim()
+        shown = "12345" if math.log10(high / low) < 1.5 else "125"
+        return f"{value:g}" if f"{value:e}"[0] in shown else ""
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(plain))
+    ax.xaxis.set_minor_formatter(FuncFormatter(plain))
 
 
 def plot_nfe(
@@ -217,7 +245,7 @@ def plot_nfe(
         if value is None:
             raise ValueError(f"{label}: its evaluation has no metric {spec.y!r}")
         by_series.setdefault(series, []).append((nfe, value, label))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     table = []
     for series, pts in by_series.items():
         pts.sort()
@@ -226,10 +254,11 @@ def plot_nfe(
     ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel(spec.ylabel or spec.y)
     if spec.log_x is not False:
-        ax.set_xscale("log")
+        _log_x(ax)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    # beside the axes: inside, it sat on the points of the low-NFE rows
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     atomic_save_png(fig, png)
     atomic_write_text(csv_path, to_csv(["series", "row", "nfe_per_image", spec.y], table))
 
