@@ -151,6 +151,22 @@ def test_grid_shows_each_prompts_first_evaluated_image_with_its_score(tmp_path, 
     assert [ax.get_ylabel() for ax in drawn[0].axes][::2] == ["base", "fine-tuned"]
 
 
+def test_grid_wraps_each_prompt_to_its_column(tmp_path, monkeypatch):
+    """matplotlib's wrap=True wraps to the figure: a long prompt ran into its neighbours'."""
+    import torch
+
+    from dsharp import posttrain
+
+    drawn = []
+    monkeypatch.setattr(posttrain, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    prompt = "a big purple circle below a small yellow triangle and a green star"
+    rows = [("base", torch.zeros(2, 3, 4, 4), [1.0, 0.5])]
+    posttrain.sample_grid(rows, [prompt, "a red circle"], [0, 3], tmp_path / "g.png")
+    title = drawn[0].axes[0].get_title().split("\n")
+    assert " ".join(title[:-1]) == prompt and title[-1] == "(seed 0)"
+    assert max(len(line) for line in title) <= 30  # about a column at fontsize 7
+
+
 def test_plan_line_names_lora_precision_and_resume(tiny_sd_dir, tmp_path):
     from dsharp.commands.train import _plan_line
     from dsharp.config import load_recipe

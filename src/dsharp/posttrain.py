@@ -65,6 +65,9 @@ def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]
     return [p for group in groups.values() for p in spread(group)]
 
 
+GRID_CAPTION_WIDTH = 28  # characters per line of a prompt above its column
+
+
 def sample_grid(
     rows: list[tuple[str, torch.Tensor, list[float | None]]],
     prompts: list[str],
@@ -73,10 +76,18 @@ def sample_grid(
 ) -> None:
     """A PNG with one row per model (label, images ``(K, 3, H, W)``, their scores) and
     prompts as titles; each image shows its score (an unscored one says so)."""
+    import textwrap
+
     plt = pyplot()
 
     cols = len(prompts)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows)), squeeze=False)
+    # wrapped to the column: matplotlib's wrap=True wraps to the figure, so long prompts ran
+    # into their neighbours' titles
+    captions = [textwrap.wrap(p, GRID_CAPTION_WIDTH) for p in prompts]
+    extra = 0.13 * max(len(lines) for lines in captions)  # the first row's titles
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows) + extra), squeeze=False
+    )
     for r, (label, images, scores) in enumerate(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -86,9 +97,9 @@ def sample_grid(
             score = scores[c]
             ax.set_xlabel("unscored" if score is None else f"score {score:.2f}", fontsize=7)
             if r == 0:
-                ax.set_title(f"{prompts[c]}\n(seed {seeds[c]})", fontsize=6, wrap=True)
+                ax.set_title("\n".join([*captions[c], f"(seed {seeds[c]})"]), fontsize=7)
             if c == 0:
-                ax.set_ylabel(label, fontsize=8)
+                ax.set_ylabel(label, fontsize=9)
     atomic_save_png(fig, path)
 
 
