@@ -73,6 +73,21 @@ def test_report_rows_put_each_models_own_value_and_delta_tuned_minus_base(
     assert "one: all" not in report  # one label: the same images as overall
 
 
+def test_report_says_what_its_rows_measure_and_which_images_the_grid_shows(tmp_path: Path):
+    """ "strict" and "constraints met" are not self-explaining; a table without them does not
+    explain them."""
+    base = _evaluation(0.25, strict=0.0, constraints={"count": 0.4})
+    tuned = _evaluation(0.5, strict=0.5, constraints={"count": 0.9})
+    report = report_markdown(_recipe(tmp_path), base, tuned, tmp_path / "ckpt")
+    assert "overall: mean score of the scored images (shapes, higher is better)" in report
+    assert "strict: share of images that meet every constraint of their prompt" in report
+    assert "constraints met: share of the constraints of that kind that are met" in report
+    assert "delta: fine-tuned minus base" in report
+    assert "each grid prompt's first seed, the same noise for both models" in report
+    plain = report_markdown(_recipe(tmp_path), _evaluation(0.25), _evaluation(0.5), Path("c"))
+    assert "strict:" not in plain and "constraints met:" not in plain
+
+
 def test_paired_sentence_says_how_often_the_fine_tuned_model_won_and_lost():
     """2 of 3 images scored higher, 1 lower."""
 

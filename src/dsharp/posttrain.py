@@ -166,12 +166,35 @@ def report_markdown(
         rows.append((f"constraints met: {kind}", before, value))
     for name, b, t in rows:
         lines.append(f"| {name} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
+    lines += ["", _metric_words(tuned, [name for name, _, _ in rows])]
     if base.get("images") and tuned.get("images"):
         lines += ["", _paired_sentence(base, tuned)]
-    lines += ["", "![before/after samples](samples_grid.png)", ""]
+    lines += [
+        "",
+        "Samples: each grid prompt's first seed, the same noise for both models, each image "
+        "with its score.",
+        "",
+        "![before/after samples](samples_grid.png)",
+        "",
+    ]
     if curves:
         lines += [f"![training curves]({curves})", ""]
     return "\n".join(lines)
+
+
+def _metric_words(tuned: dict, names: list[str]) -> str:
+    """What the table's rows measure: a reader cannot tell "strict" or "constraints met"
+    from the numbers alone."""
+    rewards = ", ".join(tuned.get("rewards", [])) or "the rewards"
+    words = [f"overall: mean score of the scored images ({rewards}, higher is better)"]
+    if "strict" in names:
+        words.append("strict: share of images that meet every constraint of their prompt")
+    if any(n.startswith("category: ") for n in names):
+        words.append("category: the mean over that category's prompts")
+    if any(n.startswith("constraints met: ") for n in names):
+        words.append("constraints met: share of the constraints of that kind that are met")
+    words.append("delta: fine-tuned minus base")
+    return "; ".join(words) + "."
 
 
 def _sampling_words(sample: dict) -> str:
