@@ -443,7 +443,8 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert float(table[1][1]) == pytest.approx(first["overall"])
     markdown = (out / "compare.md").read_text().splitlines()
     assert markdown[0] == f"| {' | '.join(columns)} | images scored |"
-    assert len(markdown) == 4
+    assert markdown[4:6] == ["", "Notes:"]  # two rows, then the notes printed to stderr
+    assert any(line.startswith("- sampling differs") for line in markdown[6:])
     assert markdown[2].startswith("| base | ")
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert result.stdout.strip().endswith(

@@ -293,7 +293,10 @@ def test_compare_shows_how_many_images_each_mean_is_over(tmp_path: Path):
     assert "note: the scored images differ (nan: 4 of 6, nan2: 4 of 6 scored)" in result.stderr
     lines = (tmp_path / "out" / "compare.md").read_text().splitlines()
     assert lines[0] == "| run | overall | images | images scored |"
-    assert lines[2:] == ["| nan | 0.5000 | 6 | 4 |", "| nan2 | 0.5000 | 6 | 4 |"]
+    assert lines[2:4] == ["| nan | 0.5000 | 6 | 4 |", "| nan2 | 0.5000 | 6 | 4 |"]
+    # the notes go into the file too: read alone, it must not pass for a like-for-like table
+    assert lines[4:7] == ["", "Notes:", ""]
+    assert lines[7].startswith("- the scored images differ (nan: 4 of 6, nan2: 4 of 6 scored)")
 
 
 def test_a_reward_named_twice_with_options_keyed_by_numbers_is_compared_not_a_crash():

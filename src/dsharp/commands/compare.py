@@ -108,7 +108,10 @@ def compare(
             for text in comparability_notes(named_list):
                 note(text)
         written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
-        atomic_write_text(written[0], to_markdown(columns, rows))
+        markdown = to_markdown(columns, rows)
+        if notes:  # the file alone must carry what makes its rows hard to compare
+            markdown += "\nNotes:\n\n" + "".join(f"- {text}\n" for text in notes)
+        atomic_write_text(written[0], markdown)
         atomic_write_text(written[1], to_csv(columns, rows))
         if plot and against is None:
             from dsharp.compare_plot import COMPARE_PNG, plot_compare, plot_paired
