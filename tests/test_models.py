@@ -563,6 +563,45 @@ def test_eval_and_sample_refuse_an_offline_uncached_hub_id_before_rewards_are_bu
         assert result.stderr == line
 
 
+def test_eval_and_sample_refuse_a_run_whose_base_is_an_offline_uncached_hub_id_first(
+    tmp_path, monkeypatch
+):
+    """`--checkpoint RUN` loads the run's base model (its recipe's model.pretrained): an
+    uncached hub id offline is refused before any reward or verifier is built, naming the
+    recipe the id comes from."""
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    import dsharp.inference.base
+    import dsharp.rewards.combine
+    from dsharp.cli import app
+
+    def not_built(*args, **kwargs):
+        pytest.fail("a reward was built")
+
+    model = "dsharp-test-org/not-a-cached-model"
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "checkpoints" / "step-000001" / "trainer_state.json").write_text('{"step": 1}')
+    (run / "recipe.yaml").write_text(f"model:\n  pretrained: {model}\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(dsharp.rewards.combine, "CombinedReward", not_built)
+    monkeypatch.setattr(dsharp.inference.base, "Verifier", not_built)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    out = ["--out", str(tmp_path / "out")]
+    evaluate = ["eval", "--checkpoint", str(run), "--prompts", str(prompts), "--reward", "shapes"]
+    sample = ["sample", "--checkpoint", str(run), "--prompt", "a red circle"]
+    sample += ["--method", "inference_scaling", "--reward", "shapes"]
+    for args in ([*evaluate, *out], [*sample, *out]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: {model}: not in the local Hugging Face cache")
+        assert f"(model.pretrained of {run / 'recipe.yaml'})" in result.stderr
+
+
 def test_a_hub_id_that_is_not_cached_without_network_fails_at_once(monkeypatch):
     """No network and HF_HUB_OFFLINE unset: one request finds the hub unreachable, and the
     line says so before diffusers' loader (and the hub client's ~25 s of retries) runs."""

@@ -103,7 +103,30 @@ def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
         problem = not_a_model_folder(model) or offline_uncached_model(model)
         if problem is not None:
             raise ValueError(problem)
-    return find_model_checkpoint(checkpoint) if checkpoint is not None else None
+    if checkpoint is None:
+        return None
+    ckpt = find_model_checkpoint(checkpoint)
+    problem = _run_base_offline_uncached(ckpt)
+    if problem is not None:
+        raise ValueError(problem)
+    return ckpt
+
+
+def _run_base_offline_uncached(checkpoint: Path) -> str | None:
+    """The run's base model (``model.pretrained`` of its saved recipe) refused as
+    :func:`~dsharp.model_names.offline_uncached_model` refuses ``--model``; None when the
+    recipe cannot be read (the model's load says why, in its words) or the base can load."""
+    from dsharp.checkpoints import run_dir_of
+    from dsharp.model_names import offline_uncached_model
+    from dsharp.recipe_diff import saved_recipe_data
+
+    recipe = run_dir_of(checkpoint) / "recipe.yaml"
+    model = (saved_recipe_data(recipe) or {}).get("model")
+    pretrained = model.get("pretrained") if isinstance(model, dict) else None
+    if not isinstance(pretrained, str):
+        return None
+    problem = offline_uncached_model(pretrained)
+    return f"{problem} (model.pretrained of {recipe})" if problem else None
 
 
 def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path | None]) -> None:
