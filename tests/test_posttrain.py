@@ -20,7 +20,17 @@ def test_limit_prompts_spreads_over_each_category():
     assert limit_prompts(prompts, 2, None) == ["a0", "a7"]
 
 
-def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_dir):
+def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_dir, monkeypatch):
+    from dsharp import posttrain
+
+    headings = []  # each figure's heading, then written as it would be
+
+    def save(fig, path):
+        headings.append((Path(path).name, fig._suptitle and fig._suptitle.get_text()))
+        real_save(fig, path)
+
+    real_save = posttrain.atomic_save_png
+    monkeypatch.setattr(posttrain, "atomic_save_png", save)
     run = tmp_path / "run"
     result = CliRunner().invoke(
         app,
@@ -52,6 +62,7 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     assert f"Paired on the same 2 images: delta {delta:+.4f}" in report
     grid = (run / "samples_grid.png").read_bytes()
     assert grid.startswith(b"\x89PNG")
+    assert headings == [("samples_grid.png", "score: shapes")]  # what each number scores
     assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
     assert "![training curves](training_curves.png)" in report
     # the terminal: what runs, first; the result in one line, last
@@ -119,7 +130,7 @@ def test_report_paired_line_on_one_prompt_gives_no_interval_rather_than_nan():
 
 
 def test_report_states_the_sampling_in_words_not_as_a_dict():
-    from dsharp.posttrain import _sampling_words
+    from dsharp.score_words import sampling_words as _sampling_words
 
     plain = {"method": "default", "steps": 25, "guidance": 5.0, "eta": 0.0}
     plain |= {"height": None, "width": None, "options": {}, "reward": None}

@@ -267,10 +267,13 @@ def evaluate(
         for (prompt, seed), value in zip(pairs, values, strict=True)
     ]
     if images_dir is not None:
+        from dsharp.score_words import reward_words
         from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
         sheet = Path(images_dir) / SHEET_PNG
-        save_contact_sheet(generated.images, all_prompts, seeds, sheet, scores=values)
+        save_contact_sheet(
+            generated.images, all_prompts, seeds, sheet, values, reward_words(result)
+        )
     return result
 
 

@@ -18,6 +18,7 @@ import torch
 from dsharp.curves import CURVES_PNG
 from dsharp.generate import SampleSettings
 from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text, pyplot
+from dsharp.score_words import reward_words, sampling_words, wrapped
 
 
 def wants_report(recipe: Any) -> bool:
@@ -73,9 +74,11 @@ def sample_grid(
     prompts: list[str],
     seeds: list[int],
     path: Path,
+    score_name: str | None = None,
 ) -> None:
     """A PNG with one row per model (label, images ``(K, 3, H, W)``, their scores) and
-    prompts as titles; each image shows its score (an unscored one says so)."""
+    prompts as titles; each image shows its score (an unscored one says so), and
+    ``score_name`` (the rewards that gave it) heads the figure."""
     import textwrap
 
     plt = pyplot()
@@ -85,9 +88,12 @@ def sample_grid(
     # into their neighbours' titles
     captions = [textwrap.wrap(p, GRID_CAPTION_WIDTH) for p in prompts]
     extra = 0.13 * max(len(lines) for lines in captions)  # the first row's titles
+    extra += 0.3 if score_name else 0.0  # its heading: else the rows' labels ran into images
     fig, axes = plt.subplots(
         len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows) + extra), squeeze=False
     )
+    if score_name:
+        fig.suptitle(wrapped(f"score: {score_name}", 1.9 * cols, 8), fontsize=8)
     for r, (label, images, scores) in enumerate(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -138,7 +144,7 @@ def report_markdown(
         f"beta={recipe.method.beta}), steps: {recipe.train.max_steps}, seed: {recipe.train.seed}",
         f"- base model: `{recipe.model.pretrained}`; fine-tuned: `{checkpoint}`",
         f"- evaluation: {tuned['n_prompts']} prompts x seeds {tuned['seeds']} "
-        f"({tuned['n_images']} images per model), sampling: {_sampling_words(tuned['sample'])}",
+        f"({tuned['n_images']} images per model), sampling: {sampling_words(tuned['sample'])}",
         f"- rewards: {', '.join(tuned.get('rewards', []))}",
         "",
         "| metric | base | fine-tuned | delta |",
@@ -195,23 +201,6 @@ def _metric_words(tuned: dict, names: list[str]) -> str:
         words.append("constraints met: share of the constraints of that kind that are met")
     words.append("delta: fine-tuned minus base")
     return "; ".join(words) + "."
-
-
-def _sampling_words(sample: dict) -> str:
-    """A recorded sampling section as a reader wants it: "25 DDIM steps, guidance 5.0, ..."."""
-    words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
-    words += f", eta {sample.get('eta')}"
-    if sample.get("height") or sample.get("width"):
-        words += f", {sample.get('height')}x{sample.get('width')}"
-    method = sample.get("method", "default")
-    if method != "default":
-        words += f", method `{method}`"
-        if sample.get("options"):
-            words += " " + ", ".join(f"{k}={v}" for k, v in sample["options"].items())
-        verifiers = [r.get("name") for r in sample.get("reward") or []]
-        if verifiers:
-            words += f" (verifier: {', '.join(verifiers)})"
-    return words
 
 
 def _paired_sentence(base: dict, tuned: dict) -> str:
@@ -341,7 +330,8 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     # the checkpoint's step, so that `dsharp runs` can tell when a resumed run outgrew it
     final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
     atomic_write_json(run_dir / "eval-final.json", final)
-    sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png")
+    score_name = reward_words(results["fine-tuned"])  # base and fine-tuned: one recipe's rewards
+    sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png", score_name)
     report = run_dir / "report.md"
     atomic_write_text(
         report,

@@ -26,10 +26,13 @@ def save_contact_sheet(
     seeds: list[int],
     path: Path,
     scores: list[float] | None = None,
+    score_name: str | None = None,
 ) -> int:
     """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` (image ``i`` drawn for ``prompts[i]``
     with ``seeds[i]``) as a sheet whose rows are the distinct prompts in first-seen order;
-    each image is titled with its seed, and with its score where ``scores`` are given.
+    each image is titled with its seed, and with its score where ``scores`` are given;
+    ``score_name`` (the rewards that gave them: ``shapes``) heads the sheet, since a bare
+    number cannot say what it scores.
 
     Shows at most ``MAX_ROWS`` prompts and ``MAX_COLUMNS`` images of each; returns how many
     images it shows, so that a caller can say what was left out.
@@ -54,9 +57,17 @@ def save_contact_sheet(
     row_height = max(1.4, 0.3 + 0.13 * max(len(lines) for lines in captions))
     plt = pyplot()
 
+    fig_width = 1.3 * n_cols + 1.8
     fig, axes = plt.subplots(
-        len(shown), n_cols, figsize=(1.3 * n_cols + 1.8, row_height * len(shown)), squeeze=False
+        len(shown), n_cols, figsize=(fig_width, row_height * len(shown)), squeeze=False
     )
+    if scores is not None:
+        from dsharp.score_words import wrapped
+
+        what = f"score by {score_name}" if score_name else "score"
+        fig.suptitle(
+            wrapped(f"above each image: its seed and its {what}", fig_width, 8), fontsize=8
+        )
     for r, (_, indices) in enumerate(shown):
         for c in range(n_cols):
             ax = axes[r][c]
