@@ -48,20 +48,45 @@ def _bar_metrics(columns: list[str], rows: list[list[Any]]) -> list[str]:
     return picked[:MAX_METRICS]
 
 
-def plot_compare(columns: list[str], rows: list[list[Any]], path: Path) -> bool:
+def plot_compare(
+    columns: list[str], rows: list[list[Any]], path: Path, scored_by: str | None = None
+) -> bool:
     """Grouped bars of a `dsharp compare` table (runs as rows); False when it has no score
-    column to draw."""
+    column to draw. ``scored_by`` (:func:`scored_by`) goes in the title: a bar of "score"
+    means nothing without the rewards and prompts behind it."""
     metrics = _bar_metrics(columns, rows)
     if not metrics or not rows:
         return False
     series = [(str(row[0]), [row[columns.index(m)] for m in metrics]) for row in rows]
-    _grouped_bars(metrics, series, None, "score", "dsharp compare", path)
+    _grouped_bars(metrics, series, None, "score", _titled("dsharp compare", scored_by), path)
     return True
 
 
-def plot_paired(columns: list[str], rows: list[list[Any]], path: Path) -> bool:
+def scored_by(named: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """What the compared evaluations' scores are: ``shapes on bench shapes``, where they
+    all agree; otherwise each source's, briefly (``rewards differ (a: shapes; b: clip)``)."""
+    from dsharp.score_words import prompt_words, reward_words, scored_words, shared_or_each
+
+    whole = {scored_words(result) for _, result in named}
+    if len(whole) == 1:  # one text for all (None: none records its rewards or prompts)
+        return whole.pop()
+    parts = [
+        shared_or_each(named, reward_words, "rewards differ", 30),
+        shared_or_each(named, prompt_words, "prompts differ", 30),
+    ]
+    return "; ".join(p for p in parts if p) or None
+
+
+def _titled(title: str, scored: str | None) -> str:
+    return title if scored is None else f"{title}: {scored}"
+
+
+def plot_paired(
+    columns: list[str], rows: list[list[Any]], path: Path, scored_by: str | None = None
+) -> bool:
     """Each run's paired delta against the baseline, overall (with its 95% interval) and
-    per category; False when the table has no rows."""
+    per category; False when the table has no rows. ``scored_by`` as for
+    :func:`plot_compare`."""
     if not rows:
         return False
     categories = [c for c in columns if c.startswith("delta:")]
@@ -72,7 +97,8 @@ def plot_paired(columns: list[str], rows: list[list[Any]], path: Path) -> bool:
         series.append((str(row[0]), [get("delta"), *(get(c) for c in categories)]))
         errors.append([get("ci95"), *([math.nan] * len(categories))])
     ylabel = f"delta vs {rows[0][columns.index('baseline')]}"
-    title = "dsharp compare --paired (overall: 95% interval over prompts)"
+    title = _titled("dsharp compare --paired", scored_by)
+    title += " (overall: 95% interval over prompts)"
     _grouped_bars(labels, series, errors, ylabel, title, path)
     return True
 
@@ -110,7 +136,9 @@ def _grouped_bars(
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    from dsharp.score_words import wrapped
+
+    ax.set_title(wrapped(title, fig_width - 1.8, 9), fontsize=9)
     # beside the bars: inside, even a two-run legend sat on the tallest group's bars
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)

@@ -114,10 +114,10 @@ def compare(
         atomic_write_text(written[0], markdown)
         atomic_write_text(written[1], to_csv(columns, rows))
         if plot and against is None:
-            from dsharp.compare_plot import COMPARE_PNG, plot_compare, plot_paired
+            from dsharp.compare_plot import COMPARE_PNG, plot_compare, plot_paired, scored_by
 
             draw = plot_paired if paired else plot_compare
-            if draw(columns, rows, Path(out) / COMPARE_PNG):
+            if draw(columns, rows, Path(out) / COMPARE_PNG, scored_by(named_list)):
                 written.append(Path(out) / COMPARE_PNG)
     if as_json:
         files = [str(p) for p in written]
