@@ -61,7 +61,8 @@ def _write_table(
     columns, rows = build_table(named)
     columns[0] = "row"
     md = [f"# {title}", "", f"Study: `{loaded.path}`; one run folder per row under `{out}`.", ""]
-    md.append(to_markdown(columns, rows))
+    md.append(to_markdown(columns, rows).rstrip("\n"))
+    md += ["", *_measured_with(named)]
     if missing:  # as the terminal says: the table alone must not pass for the whole study
         md += ["", f"Not finished, left out: {', '.join(missing)}."]
     tables = [to_rich(columns, rows, title=title)]
@@ -88,6 +89,17 @@ def _write_table(
     atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
     atomic_write_text(out / "table.csv", to_csv(columns, rows))
     return outputs, tables
+
+
+def _measured_with(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Markdown lines saying what the rows' numbers were measured with (rewards, prompts,
+    seeds, sampling): the table alone does not say, and the rows may differ in it."""
+    from dsharp.score_words import evaluation_lines
+
+    lines = evaluation_lines(named)
+    if not lines:
+        return []
+    return ["Measured with:", "", *(f"- {line}" for line in lines)]
 
 
 #: Why a row of a Table 2 or 3 study has no paper row.
@@ -245,6 +257,9 @@ def plot_nfe(
         if value is None:
             raise ValueError(f"{label}: its evaluation has no metric {spec.y!r}")
         by_series.setdefault(series, []).append((nfe, value, label))
+    from dsharp.score_words import evaluation_summary, wrapped
+
+    measured = evaluation_summary([(label, result) for _, label, result in points])
     fig, ax = plt.subplots(figsize=(8.4, 4.2))
     table = []
     for series, pts in by_series.items():
@@ -255,7 +270,10 @@ def plot_nfe(
     ax.set_ylabel(spec.ylabel or spec.y)
     if spec.log_x is not False:
         _log_x(ax)
-    ax.set_title(title)
+    # what every point was measured with: the y axis alone does not say
+    ax.set_title(
+        title if measured is None else f"{title}\n{wrapped(measured, 6.4, 9)}", fontsize=10
+    )
     ax.grid(alpha=0.3)
     # beside the axes: inside, it sat on the points of the low-NFE rows
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
