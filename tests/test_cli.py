@@ -1119,3 +1119,11 @@ def test_help_names_every_sampling_method_and_bench(command):
     if command == "eval":
         for name in bench_names():
             assert name in text, name
+
+
+def test_the_cli_starts_without_pydantic():
+    """``dsharp --help``, ``dsharp runs``: the commands' error handling folds messages with
+    one_line, which must not bring pydantic in with dsharp.recipe_errors (+0.1-0.2 s)."""
+    code = "import sys, dsharp.cli; print([m for m in ('pydantic', 'torch') if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

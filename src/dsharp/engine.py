@@ -202,7 +202,7 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
     read (torch's words name none) is one error naming the checkpoint and the way on."""
     import pickle
 
-    from dsharp.recipe_errors import one_line
+    from dsharp.error_text import one_line
 
     try:
         acc.load_state(str(checkpoint))
@@ -218,7 +218,7 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
 def _unsaved(run_dir: Path, step: int, err: BaseException) -> str:
     """Why step ``step``'s checkpoint is not in ``run_dir`` (a full disk, say), and where a
     resume would start: its temp folder is gone, the checkpoints before it are whole."""
-    from dsharp.recipe_errors import one_line
+    from dsharp.error_text import one_line
 
     final = ckpts.checkpoint_dir(run_dir, step)
     previous = ckpts.latest_checkpoint(run_dir)

@@ -11,6 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from dsharp.error_text import one_line
 from dsharp.redaction import redact_tree, redact_url_credentials, shown_setting
 
 #: A validation location: keys and list indices from the recipe's top.
@@ -51,16 +52,6 @@ class FieldProblem(ValueError):
         self.loc = loc
         self.reason = reason
         super().__init__(reason)
-
-
-def one_line(exc: BaseException | str) -> str:
-    """An error (or a message) as one line: whitespace and line breaks folded to spaces."""
-    if isinstance(exc, str):
-        return " ".join(exc.split())
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
-        text = text[1:-1]
-    return " ".join(text.split())
 
 
 def _suggest(name: object, known: Iterable[str]) -> str:

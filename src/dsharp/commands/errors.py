@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from dsharp.recipe_errors import one_line  # re-exported: the commands fold errors with it
+from dsharp.error_text import one_line  # re-exported: the commands fold errors with it
 
 #: Errors that mean "bad input or environment", reported as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
