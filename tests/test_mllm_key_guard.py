@@ -174,3 +174,23 @@ def test_a_failing_server_leaves_no_part_of_the_key_in_the_error_its_chain_or_th
     shown = "".join(traceback.format_exception(error.value))
     texts = [shown, caplog.text, *(r.getMessage() for r in caplog.records)]
     assert not [t for t in texts if KEY[:12] in t]
+
+
+@pytest.mark.parametrize(
+    "netloc",
+    [
+        # a proxy that takes the key as its Basic password: the factory sends it in a
+        # header and a saved recipe shows it redacted, as before the key guard
+        f"me:{quote(KEY, safe='')}@127.0.0.1",
+        # a user name that is also the host's: moved into the header, no key anywhere
+        "grader-service-user@grader-service-user.localhost",
+    ],
+    ids=["key as the url's password", "user name in the host"],
+)
+def test_credentials_written_into_base_url_are_no_key_in_an_option(netloc: str) -> None:
+    """Before: both were refused as "option 'base_url' holds the API key", the second with no
+    key in it at all (the grader compared the credentials moved out of the URL with its
+    host)."""
+    options = _options(f"http://{netloc}:9/v1")
+    check_mllm_options(options)
+    build_mllm_reward(**options)

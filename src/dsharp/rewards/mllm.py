@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from dsharp.rewards.base import RewardError, RewardImages
 from dsharp.rewards.mllm_cache import GradeCache, grade_key
@@ -149,9 +150,11 @@ class MLLMGrader:
         secrets: Sequence[str],
     ):
         check_client_url(client)
-        url = str(getattr(client, "base_url", "") or "")
+        # the path: the URL holds no credentials (checked above), and the secrets include
+        # those moved out of it into a header, whose user name may well be the host's too
+        path = urlsplit(str(getattr(client, "base_url", "") or "")).path
         for secret in {*secrets, str(getattr(client, "api_key", "") or "")}:
-            refuse_key_in({"base_url": url}, secret)
+            refuse_key_in({"base_url": path}, secret)
         self.settings = settings
         self._client = client
         self._cache = cache

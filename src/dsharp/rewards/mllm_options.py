@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dsharp.redaction import REDACTED
 from dsharp.rewards.base import RewardError
@@ -110,6 +110,21 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+#: The option (and the variable) that give the server's URL: credentials written into it
+#: (``http://user:KEY@host``) are sent in a header (:func:`.mllm_secrets.connection`) and a
+#: saved recipe shows them redacted, so only the rest of the URL may not hold the key.
+URL_OPTIONS = ("base_url", "OPENAI_BASE_URL")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as the HTTP client gets it and logs it: without ``user:password@``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL the checks of base_url let through: looked at whole
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def refuse_key_in(values: Mapping[str, Any], key: str, *, what: str = "option") -> None:
     """Refuse any of ``values`` (options by name) that holds the API key, as typed or
     percent-encoded (a key pasted into ``base_url``'s path, ``https://host/v1/sk-...``): every
@@ -119,6 +134,8 @@ def refuse_key_in(values: Mapping[str, Any], key: str, *, what: str = "option") 
     if len(key) < MIN_GUARDED_KEY:
         return
     for name, value in values.items():
+        if name in URL_OPTIONS and isinstance(value, str):
+            value = without_credentials(value)
         if any(key in text or key in unquote(text) for text in _strings(value)):
             raise RewardError(
                 f"mllm: {what} {name!r} holds the API key (the value of the variable "
