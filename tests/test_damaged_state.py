@@ -130,8 +130,29 @@ def test_a_checkpoint_without_a_whole_optimizer_file_is_refused_before_the_model
     with pytest.raises((FileNotFoundError, ValueError)) as raised:
         Trainer(resumed, progress=False)
     assert str(raised.value) == (
-        f"train.resume: {optimizer} {said} (to resume the run from its previous checkpoint, "
-        f"move step-000001 out of {run / 'checkpoints'})"
+        f"train.resume: {optimizer} {said} (step-000001 is the run's only checkpoint: train "
+        "again in a new output_dir)"
+    )
+
+
+def test_the_advice_for_a_damaged_checkpoint_names_the_one_before_it_where_there_is_one(
+    tmp_path,
+):
+    """Moving a damaged checkpoint aside helps only where an earlier one remains: the advice
+    names it, and says to train again where there is none (it spoke of a previous
+    checkpoint either way)."""
+    from dsharp.checkpoints import damaged_checkpoint_advice
+
+    root = tmp_path / "run" / "checkpoints"
+    for step in (2, 4):
+        (root / f"step-00000{step}").mkdir(parents=True)
+        (root / f"step-00000{step}" / "trainer_state.json").write_text(f'{{"step": {step}}}')
+    assert damaged_checkpoint_advice(root / "step-000004") == (
+        f"to resume the run from its previous checkpoint (step-000002), move step-000004 out "
+        f"of {root}"
+    )
+    assert damaged_checkpoint_advice(root / "step-000002") == (
+        "step-000002 is the run's only checkpoint: train again in a new output_dir"
     )
 
 
@@ -166,3 +187,28 @@ def test_a_checkpoint_the_disk_has_no_room_for_names_it_and_leaves_the_last_one(
         "step-000001"
     )
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"]
+
+
+def test_a_failure_after_the_checkpoint_is_in_place_does_not_say_it_was_not_saved(
+    trained_run, monkeypatch
+):
+    """The rename is the save; a failure after it (syncing the folder, say) left the
+    checkpoint whole, and the message said "checkpoint not saved"."""
+    import dsharp.checkpoints
+    from dsharp.engine import Trainer
+
+    run, resumed = trained_run
+    trainer = Trainer(resumed, progress=False)
+
+    def no_sync(folder):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(dsharp.checkpoints, "sync_folder", no_sync)
+    with pytest.raises(OSError) as raised:
+        trainer.save_checkpoint(2)
+    trainer.release_folder()
+    assert str(raised.value) == (
+        f"{run / 'checkpoints' / 'step-000002'}: checkpoint saved, but what follows the save "
+        "failed ([Errno 5] Input/output error)"
+    )
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001", "step-000002"]

@@ -151,9 +151,13 @@ def damaged_checkpoint_advice(checkpoint: Path) -> str:
     """What to do about a run's damaged checkpoint: a resume from an older one of the same
     run is refused while this newer one is there, so it has to move out of the way."""
     checkpoint = Path(checkpoint)
+    step = _step_of(checkpoint)
+    earlier = [p for p in list_checkpoints(run_dir_of(checkpoint)) if _step_of(p) < step]
+    if step < 0 or not earlier:  # nothing to fall back on (or not a run's step-* folder)
+        return f"{checkpoint.name} is the run's only checkpoint: train again in a new output_dir"
     return (
-        f"to resume the run from its previous checkpoint, move {checkpoint.name} out of "
-        f"{checkpoint.parent}"
+        f"to resume the run from its previous checkpoint ({earlier[-1].name}), move "
+        f"{checkpoint.name} out of {checkpoint.parent}"
     )
 
 

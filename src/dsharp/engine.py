@@ -221,6 +221,8 @@ def _unsaved(run_dir: Path, step: int, err: BaseException) -> str:
     from dsharp.error_text import one_line
 
     final = ckpts.checkpoint_dir(run_dir, step)
+    if final in ckpts.list_checkpoints(run_dir):  # renamed into place; what came after failed
+        return f"{final}: checkpoint saved, but what follows the save failed ({one_line(err)})"
     previous = ckpts.latest_checkpoint(run_dir)
     resumes = (
         f"train.resume=latest continues from {previous.name}"
