@@ -103,3 +103,7 @@ def test_a_methods_tensor_metrics_become_plain_numbers_before_the_gather():
     assert row["pairs"] == 2 and type(row["pairs"]) is int
     assert row[ROUND] == (1, ("pairs",))
     assert b"torch" not in pickle.dumps(row)
+    import numpy as np
+
+    assert plain_row({"pairs": np.int64(3)}) == {"pairs": 3}
+    assert type(plain_row({"pairs": np.int64(3)})["pairs"]) is int

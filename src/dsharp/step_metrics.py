@@ -20,6 +20,7 @@ columns on each call, tagged :data:`ROUND`: a step pools each round once
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from dsharp.reward_moments import pooled_metrics, take_moments
@@ -60,8 +61,12 @@ def plain_row(metrics: dict[str, object]) -> dict[str, object]:
     processes' gather, device and all. :class:`Mean`, ints and the :data:`ROUND` tag stay."""
     out: dict[str, object] = {}
     for key, value in metrics.items():
-        plain = key == ROUND or isinstance(value, int | float) or value is None
-        out[key] = value if plain else float(value)  # type: ignore[arg-type]
+        if key == ROUND or isinstance(value, int | float) or value is None:
+            out[key] = value
+        elif isinstance(value, numbers.Integral):  # a numpy count stays a whole number
+            out[key] = int(value)
+        else:
+            out[key] = float(value)  # type: ignore[arg-type]
     return out
 
 
