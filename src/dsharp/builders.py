@@ -72,9 +72,11 @@ def load_run_model(
     command's flag, or a Python function's argument).
     """
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
+    from dsharp.trained_fit import check_checkpoint_fits
 
     ckpt = find_model_checkpoint(Path(checkpoint), label)
     recipe = read_run_recipe(ckpt, label)
+    check_checkpoint_fits(ckpt, recipe.model, run_dir_of(ckpt) / "recipe.yaml")
     try:
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:

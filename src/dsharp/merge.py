@@ -24,8 +24,10 @@ from dsharp.checkpoints import (
     checkpoint_dir,
     checkpoint_step,
     find_model_checkpoint,
+    run_dir_of,
 )
 from dsharp.io import atomic_directory, atomic_write_json, atomic_write_text
+from dsharp.trained_fit import check_checkpoint_fits, state_dict_difference
 
 UNET_WEIGHTS = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
 #: What ``save_pretrained`` writes instead for a UNet over diffusers' shard size (10 GB: an
@@ -75,6 +77,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     """Resolve run or checkpoint folders and check they can be merged, before any weights load:
     every run a full fine-tuning of the same base model, with its UNet weights present."""
     from dsharp.builders import read_run_recipe
+    from dsharp.models.sd import LORA_CONFIG
 
     if not paths:
         raise ValueError("merge: give at least one run folder")
@@ -89,11 +92,14 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
                 f"{path}: no checkpoint found (expected a run folder or a checkpoint folder)"
             ) from None
         recipe = read_run_recipe(ckpt, label=str(path))
-        if recipe.model.lora_rank:
+        if recipe.model.lora_rank or (ckpt / "model" / LORA_CONFIG).is_file():
+            rank = recipe.model.lora_rank
+            why = f"model.lora_rank: {rank}" if rank else "its checkpoint holds LoRA weights"
             raise ValueError(
-                f"{path}: a LoRA run (model.lora_rank: {recipe.model.lora_rank}); merge "
-                "averages full fine-tuning runs (model.lora_rank: 0)"
+                f"{path}: a LoRA run ({why}); merge averages full fine-tuning runs "
+                "(model.lora_rank: 0)"
             )
+        check_checkpoint_fits(ckpt, recipe.model, run_dir_of(ckpt) / "recipe.yaml")
         weights = unet_weight_files(ckpt, str(path))
         step = checkpoint_step(ckpt) or 0
         twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
@@ -144,8 +150,11 @@ def merged_state(
     }
 
 
-def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Tensor]:
-    """The run's UNet tensors, from its one weights file or from all of its shards."""
+def _load_run_weights(
+    source: MergeSource, base: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The run's UNet tensors, from its one weights file or from all of its shards; a
+    ``ValueError`` naming the run for a tensor that the base lacks or has in another shape."""
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
@@ -154,12 +163,16 @@ def _load_run_weights(source: MergeSource, keys: set[str]) -> dict[str, torch.Te
             weights.update(load_file(str(path)))
         except Exception as err:  # safetensors' own error type: a damaged or truncated file
             raise ValueError(f"{source.given}: {path}: cannot read weights ({err})") from None
+    keys = set(base)
     if set(weights) != keys:
         missing = sorted(keys - set(weights)) or sorted(set(weights) - keys)
         raise ValueError(
             f"{source.given}: its UNet does not match the base model's ({len(weights)} tensors "
             f"vs {len(keys)}; e.g. {missing[0]})"
         )
+    difference = state_dict_difference(weights, base)
+    if difference is not None:
+        raise ValueError(f"{source.given}: its UNet does not match the base model's ({difference})")
     return weights
 
 
@@ -182,7 +195,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
     base = model.unet.state_dict()  # read before load_state_dict writes the merged weights
-    runs = (_load_run_weights(s, set(base)) for s in sources)
+    runs = (_load_run_weights(s, base) for s in sources)
     model.unet.load_state_dict(merged_state(base, runs, scale))
 
     step = max(s.step for s in sources)

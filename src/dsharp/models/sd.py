@@ -23,6 +23,7 @@ import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.sampling import DDIMTables, check_scheduler, eps_from_v, v_target
+from dsharp.trained_fit import MISMATCH_CAUSE, state_dict_difference, unet_config_difference
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -491,14 +492,36 @@ class StableDiffusionModel(DiffusionModel):
                 f"(rank {self.lora_rank}); load the model with lora_rank=0"
             )
         _check_unet_weights(unet_folder)
+        self._check_unet_config(unet_folder)
         try:
             trained = UNet2DConditionModel.from_pretrained(unet_folder)
         except OSError as err:  # diffusers words a damaged file as "unable to load"
             raise _unreadable_weights(unet_folder, err) from err
-        self.unet.load_state_dict(trained.state_dict(), strict=True)
+        state = trained.state_dict()
+        self._refuse_misfit(unet_folder, state_dict_difference(state, self.unet.state_dict()))
+        self.unet.load_state_dict(state, strict=True)
+
+    def _check_unet_config(self, unet_folder: Path) -> None:
+        """Refuse a trained UNet whose config differs in shape from this model's, before its
+        weights load."""
+        try:
+            trained = json.loads((unet_folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # from_pretrained names the damaged file
+        if isinstance(trained, dict):
+            self._refuse_misfit(unet_folder, unet_config_difference(trained, self.unet.config))
+
+    def _refuse_misfit(self, folder: Path, difference: str | None) -> None:
+        """One line naming ``folder`` and the first difference, where torch's
+        ``load_state_dict`` would list every differing tensor."""
+        if difference is not None:
+            raise ValueError(
+                f"{folder}: trained weights that do not fit the base model {self.source} "
+                f"({difference}; {MISMATCH_CAUSE})"
+            )
 
     def _load_lora(self, folder: Path) -> None:
-        from peft.utils import set_peft_model_state_dict
+        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
         from safetensors.torch import load_file
 
         config = json.loads((folder / LORA_CONFIG).read_text(encoding="utf-8"))
@@ -521,6 +544,8 @@ class StableDiffusionModel(DiffusionModel):
         except Exception as err:  # safetensors' own error type: a damaged or truncated file
             raise _unreadable_weights(folder, err) from err
         state = {k.removeprefix(_UNET_PREFIX): v for k, v in tensors.items()}
+        expected = get_peft_model_state_dict(self.unet)
+        self._refuse_misfit(folder, state_dict_difference(state, expected, lora_only=True))
         result = set_peft_model_state_dict(self.unet, state)
         unexpected = list(getattr(result, "unexpected_keys", None) or [])
         missing = [k for k in getattr(result, "missing_keys", None) or [] if "lora_" in k]
