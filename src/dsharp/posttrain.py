@@ -297,8 +297,8 @@ def headline(base: dict, tuned: dict) -> str:
 
 
 def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> PostTrainReport:
-    """Evaluate base and fine-tuned models, write eval-base.json, eval-final.json,
-    samples_grid.png and report.md into ``run_dir``; returns the report's path and
+    """Evaluate base and fine-tuned models, write eval-base.json, samples_grid.png,
+    report.md and eval-final.json into ``run_dir``; returns the report's path and
     headline."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
@@ -327,9 +327,6 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
         scores = [results[label]["images"][i]["score"] for i in rows]
         grids.append((label, kept[0][rows], scores))
     atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
-    # the checkpoint's step, so that `dsharp runs` can tell when a resumed run outgrew it
-    final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
-    atomic_write_json(run_dir / "eval-final.json", final)
     score_name = reward_words(results["fine-tuned"])  # base and fine-tuned: one recipe's rewards
     sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png", score_name)
     report = run_dir / "report.md"
@@ -343,4 +340,9 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
             curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
         ),
     )
+    # last, with the checkpoint's step: a write that fails before it (a full disk) leaves
+    # the previous eval-final.json, whose older step `dsharp runs` shows ("final @ step N"),
+    # rather than a new score beside the previous report and grid
+    final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
+    atomic_write_json(run_dir / "eval-final.json", final)
     return PostTrainReport(report, headline(results["base"], results["fine-tuned"]))

@@ -171,6 +171,30 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
         raise typer.Exit(RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else code) from None
 
 
+@contextmanager
+def own_warnings_as_lines() -> Iterator[None]:
+    """dsharp's own warnings (a figure that could not be drawn, say for a full disk) as one
+    ``warning: ...`` line on stderr, as the commands' other warnings; Python's format adds
+    a second line, the source line that raised it. Other libraries' warnings are shown as
+    they would be."""
+    import warnings
+
+    package = str(Path(__file__).resolve().parent.parent)
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if str(Path(filename).resolve()).startswith(package):
+            print(f"warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def run_script(main: Callable[[], object]) -> None:
     """Run the ``main()`` of a script in ``bench/`` or ``scripts/`` as the CLI runs a command:
     an expected error ends with one line ``error: <input>: <reason>`` on stderr and exit ``1``

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
+from dsharp.commands.errors import (
+    RECIPE_ERROR_EXIT,
+    debugging,
+    own_warnings_as_lines,
+    user_errors,
+)
 from dsharp.launch import launch_size, launcher_rank_zero
 
 if TYPE_CHECKING:
@@ -54,7 +59,8 @@ def train(
         with claimed_run_folder(cfg):
             if main:
                 typer.echo(_plan_line(cfg))
-            run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
+            with own_warnings_as_lines():
+                run_dir = _train_and_report(cfg, recipe, overrides or [], progress)
     if main:
         typer.echo(f"run folder: {run_dir}")
 
@@ -118,6 +124,13 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             except UnscoredError as err:  # an evaluation reward could not score an image
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 raise UnscoredError(_report_unscored(cfg, run_dir, err, again), err.key) from None
+            except OSError as err:  # a full disk: training is whole, the report can be redone
+                from dsharp.commands.errors import one_line
+
+                again = _resume_command(cfg, recipe, overrides, run_dir)
+                said = _report_not_written(run_dir, again, because=one_line(err))
+                typer.echo(f"error: {said}", err=True)
+                raise typer.Exit(1) from None
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
@@ -162,9 +175,12 @@ def _report_unscored(cfg: Recipe, run_dir: Path, err: UnscoredError, again: str)
     return f"{said}; to leave such images unscored, {how}, then write it with: {again}"
 
 
-def _report_not_written(run_dir: Path, again: str) -> str:
+def _report_not_written(run_dir: Path, again: str, because: str | None = None) -> str:
+    """Training is kept; the report (and why it was not written, where known) can be redone."""
+    why = f" ({because})" if because else ""
     return (
-        f"training is complete in {run_dir}, but its report was not written; write it with: {again}"
+        f"training is complete in {run_dir}, but its report was not written{why}; "
+        f"write it with: {again}"
     )
 
 

@@ -1,0 +1,83 @@
+"""A disk that fills while `dsharp train` writes its figures and report: one line naming the
+file, no temp file left, and the run folder's previous results still telling the truth."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dsharp.cli import app
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def _full_disk_for(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """``os.fsync`` of the temp file that becomes ``name`` fails as on a full disk."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _train(run: Path, tiny_sd_dir: Path, steps: int, *extra: str):
+    args = [f"model.pretrained={tiny_sd_dir}", f"output_dir={run}", f"train.max_steps={steps}"]
+    return CliRunner().invoke(app, ["train", str(RECIPE), *args, *extra, "--no-progress"])
+
+
+def _lines(stderr: str) -> list[str]:
+    """stderr without the loaders' progress lines."""
+    return [x for x in stderr.strip().splitlines() if x.strip() and "Loading weights" not in x]
+
+
+def _temp_files(run: Path) -> list[str]:
+    return [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
+def test_a_full_disk_during_the_report_keeps_the_previous_score_and_says_how_to_redo_it(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    report = ["eval.prompts=[a red circle]", "eval.seeds=1"]
+    assert _train(run, tiny_sd_dir, 1, *report).exit_code == 0
+    before = {n: (run / n).read_bytes() for n in ("eval-final.json", "report.md")}
+
+    _full_disk_for(monkeypatch, "samples_grid.png")
+    result = _train(run, tiny_sd_dir, 2, *report, "train.resume=latest")
+    assert result.exit_code == 1, result.output
+    assert _lines(result.stderr) == [
+        f"error: training is complete in {run}, but its report was not written ([Errno 28] No "
+        f"space left on device: '{run / 'samples_grid.png'}'); write it with: dsharp train "
+        f"{RECIPE} model.pretrained={tiny_sd_dir} train.max_steps=2 'eval.prompts=[a red "
+        f"circle]' eval.seeds=1 output_dir={run} train.resume=latest"
+    ]
+    assert (run / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    assert not _temp_files(run)
+    # the score `dsharp runs` shows is still the one of step 1, which report.md describes:
+    # not step 2's beside step 1's report and grid
+    assert {n: (run / n).read_bytes() for n in before} == before
+    assert json.loads(before["eval-final.json"])["step"] == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
+def test_training_curves_that_cannot_be_written_are_one_warning_line(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    _full_disk_for(monkeypatch, "training_curves.png")
+    result = _train(run, tiny_sd_dir, 1)
+    assert result.exit_code == 0, result.output  # a figure must not end a run
+    assert _lines(result.stderr) == [
+        "warning: training curves not drawn: [Errno 28] No space left on device: "
+        f"'{run / 'training_curves.png'}'"
+    ]
+    assert not (run / "training_curves.png").exists() and not _temp_files(run)
