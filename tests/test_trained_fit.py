@@ -49,7 +49,7 @@ def _say_base(run: Path, **model: object) -> None:
 
 
 def _error_line(result) -> str:
-    lines = [x for x in result.stderr.strip().splitlines() if "Loading weights" not in x]
+    lines = [x for x in result.stderr.strip().splitlines() if x.strip() and "Loading" not in x]
     assert len(lines) == 1, result.stderr[:2000]
     return lines[0]
 
@@ -165,3 +165,34 @@ def test_merge_refuses_a_lora_checkpoint_under_a_recipe_that_says_full(
         f"error: {run}: a LoRA run (its checkpoint holds LoRA weights); merge averages full "
         "fine-tuning runs (model.lora_rank: 0)"
     )
+
+
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_a_resume_onto_another_base_is_one_line_without_the_damaged_checkpoint_advice(
+    lora_rank: int, tiny_sd_dir: Path, tiny_sdxl_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A run folder whose recipe.yaml was edited to the recipe a resume is given: every
+    checkpoint is misfit alike, so no "move it out" advice; a full fine-tuning's is said
+    before the model loads."""
+    import dsharp.engine
+
+    run = _run(tmp_path / "run", tiny_sd_dir, lora_rank=lora_rank)
+    ckpt = run / "checkpoints" / "step-000001"
+    for name in ("optimizer.bin", "scheduler.bin"):
+        torch.save({}, ckpt / name)
+    _say_base(run, pretrained=str(tiny_sdxl_dir))
+    if not lora_rank:
+        monkeypatch.setattr(dsharp.engine, "build_model", lambda *a, **k: 1 / 0)
+    args = [f"model.pretrained={tiny_sdxl_dir}", f"model.lora_rank={lora_rank}"]
+    args += [f"output_dir={run}", "train.max_steps=2", "train.resume=latest", "--no-progress"]
+    result = CliRunner().invoke(app, ["train", str(RECIPE), *args])
+    assert result.exit_code == 1, result.output
+    line = _error_line(result)
+    if lora_rank:
+        start = f"error: train.resume: {ckpt / 'model'}: trained weights that do not fit"
+        assert line.startswith(start), line
+        assert "lora_A.weight: shape [2, 32] in the checkpoint, [2, 64] in the base;" in line
+    else:
+        assert line.startswith(f"error: train.resume: {ckpt / 'model' / 'unet'}: not a fine"), line
+        assert "(cross_attention_dim: 32 in the checkpoint, 64 in the base;" in line
+    assert line.endswith("or its recipe.yaml was changed)") and "move" not in line

@@ -203,9 +203,12 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
     import pickle
 
     from dsharp.error_text import one_line
+    from dsharp.trained_fit import TrainedMisfit
 
     try:
         acc.load_state(str(checkpoint))
+    except TrainedMisfit as err:  # every checkpoint of the run alike: no older one helps
+        raise TrainedMisfit(f"train.resume: {err}") from err
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         reason = one_line(err)
         if str(checkpoint) not in reason:
@@ -213,6 +216,19 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
         raise ValueError(
             f"train.resume: {reason} ({ckpts.damaged_checkpoint_advice(checkpoint)})"
         ) from err
+
+
+def _check_resume_fits(checkpoint: Path, recipe: Any) -> None:
+    """A checkpoint whose UNet does not fit the recipe's base model (a run folder whose
+    recipe.yaml was edited to match): said before the model loads."""
+    from dsharp.trained_fit import TrainedMisfit, check_checkpoint_fits
+
+    try:
+        check_checkpoint_fits(
+            checkpoint, recipe.model, ckpts.run_dir_of(checkpoint) / "recipe.yaml"
+        )
+    except TrainedMisfit as err:
+        raise TrainedMisfit(f"train.resume: {err}") from None
 
 
 def _unsaved(run_dir: Path, step: int, err: BaseException) -> str:
@@ -260,6 +276,7 @@ class Trainer:
         resume_from = planned_resume(recipe)
         if resume_from is not None:
             ckpts.check_resume_files(resume_from)
+            _check_resume_fits(resume_from, recipe)
         _forget_other_precision(train.mixed_precision)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,

@@ -39,6 +39,12 @@ SHAPE_KEYS = (
     "encoder_hid_dim",
 )
 
+
+class TrainedMisfit(ValueError):
+    """Trained weights that do not fit the base model: every checkpoint of the run is
+    affected alike, so (unlike a damaged file) an older checkpoint is no way on."""
+
+
 #: What a mismatch message suggests happened, for a user who did not change anything knowingly.
 MISMATCH_CAUSE = "the run was trained from another base model, or its recipe.yaml was changed"
 
@@ -112,7 +118,7 @@ def check_checkpoint_fits(checkpoint: Path, model_cfg: Any, recipe_path: Path) -
     if not config_file.is_file():
         return  # a LoRA checkpoint (or a damaged one: the load names what is missing)
     if model_cfg.lora_rank:
-        raise ValueError(
+        raise TrainedMisfit(
             f"{unet_folder}: a fully fine-tuned UNet, but {recipe_path} says model.lora_rank: "
             f"{model_cfg.lora_rank} (its recipe.yaml was changed after training)"
         )
@@ -125,7 +131,7 @@ def check_checkpoint_fits(checkpoint: Path, model_cfg: Any, recipe_path: Path) -
         return
     difference = unet_config_difference(trained, base)
     if difference is not None:
-        raise ValueError(
+        raise TrainedMisfit(
             f"{unet_folder}: not a fine-tuning of {model_cfg.pretrained}, the base model "
             f"that {recipe_path} names ({difference}; {MISMATCH_CAUSE})"
         )

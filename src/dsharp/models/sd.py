@@ -23,7 +23,12 @@ import torch
 
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.sampling import DDIMTables, check_scheduler, eps_from_v, v_target
-from dsharp.trained_fit import MISMATCH_CAUSE, state_dict_difference, unet_config_difference
+from dsharp.trained_fit import (
+    MISMATCH_CAUSE,
+    TrainedMisfit,
+    state_dict_difference,
+    unet_config_difference,
+)
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -515,7 +520,7 @@ class StableDiffusionModel(DiffusionModel):
         """One line naming ``folder`` and the first difference, where torch's
         ``load_state_dict`` would list every differing tensor."""
         if difference is not None:
-            raise ValueError(
+            raise TrainedMisfit(
                 f"{folder}: trained weights that do not fit the base model {self.source} "
                 f"({difference}; {MISMATCH_CAUSE})"
             )
