@@ -91,6 +91,34 @@ def method_words(sample: dict[str, Any], *, code: bool = False) -> str:
     return words
 
 
+def sample_heading(
+    sample: dict[str, Any], parsed_options: Any = None, unused: Sequence[str] = ()
+) -> str:
+    """What drew a `dsharp sample` grid, for its heading: ``demon K=2, sde_eta=1.0
+    (verifier: shapes); 4 DDIM steps, guidance 5.0, 32x32`` (the plain sampler: its
+    sampling alone). ``parsed_options``: the method's options with their defaults, of which
+    the given ones and those it names ``KEY_OPTIONS`` are shown; ``unused``: sampling fields
+    the method does not use (demon's ``eta``), left out rather than shown as if they acted."""
+    words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
+    if "eta" not in unused:
+        words += f", eta {sample.get('eta')}"
+    if sample.get("height") or sample.get("width"):
+        words += f", {sample.get('height')}x{sample.get('width')}"
+    if sample.get("method", "default") == "default":
+        return words
+    options = named_options(parsed_options, sample.get("options") or {})
+    return f"{method_words({**sample, 'options': options})}; {words}"
+
+
+def named_options(parsed: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The options a heading names: those given, then the method's ``KEY_OPTIONS`` (its
+    defaults where not given, so that ``demon`` still says ``K=16``), each as parsed."""
+    if parsed is None:
+        return dict(given)
+    keys = list(given) + [k for k in getattr(parsed, "KEY_OPTIONS", ()) if k not in given]
+    return {k: getattr(parsed, k, given.get(k)) for k in keys}
+
+
 def seed_words(result: dict[str, Any]) -> str | None:
     """``3 prompts x seeds 0, 1``: what each mean is over."""
     seeds, prompts = result.get("seeds"), result.get("n_prompts")

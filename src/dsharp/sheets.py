@@ -27,12 +27,15 @@ def save_contact_sheet(
     path: Path,
     scores: list[float] | None = None,
     score_name: str | None = None,
+    heading: str | None = None,
 ) -> int:
     """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` (image ``i`` drawn for ``prompts[i]``
     with ``seeds[i]``) as a sheet whose rows are the distinct prompts in first-seen order;
     each image is titled with its seed, and with its score where ``scores`` are given;
     ``score_name`` (the rewards that gave them: ``shapes``) heads the sheet, since a bare
-    number cannot say what it scores.
+    number cannot say what it scores. ``heading`` (what drew the images: the method, its
+    options and verifier, the sampling) heads it first, as a demon sheet otherwise looks
+    just like a DDIM one.
 
     Shows at most ``MAX_ROWS`` prompts and ``MAX_COLUMNS`` images of each; returns how many
     images it shows, so that a caller can say what was left out.
@@ -58,16 +61,14 @@ def save_contact_sheet(
     plt = pyplot()
 
     fig_width = 1.3 * n_cols + 1.8
+    sheet_title = _heading_text(heading, scores is not None, score_name, fig_width)
+    # room for the heading's lines, so that it does not squeeze the rows
+    extra = 0.15 * len(_wrapped_lines(heading, fig_width)) if heading else 0.0
     fig, axes = plt.subplots(
-        len(shown), n_cols, figsize=(fig_width, row_height * len(shown)), squeeze=False
+        len(shown), n_cols, figsize=(fig_width, row_height * len(shown) + extra), squeeze=False
     )
-    if scores is not None:
-        from dsharp.score_words import wrapped
-
-        what = f"score by {score_name}" if score_name else "score"
-        fig.suptitle(
-            wrapped(f"above each image: its seed and its {what}", fig_width, 8), fontsize=8
-        )
+    if sheet_title:
+        fig.suptitle(sheet_title, fontsize=8)
     for r, (_, indices) in enumerate(shown):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -91,3 +92,22 @@ def save_contact_sheet(
                 )
     atomic_save_png(fig, Path(path))
     return sum(min(len(indices), n_cols) for _, indices in shown)
+
+
+def _heading_text(
+    heading: str | None, scored: bool, score_name: str | None, width: float
+) -> str | None:
+    """The sheet's heading: what drew it, then what the number above each image is."""
+    lines = []
+    if heading:
+        lines += _wrapped_lines(heading, width)
+    if scored:
+        what = f"score by {score_name}" if score_name else "score"
+        lines += _wrapped_lines(f"above each image: its seed and its {what}", width)
+    return "\n".join(lines) or None
+
+
+def _wrapped_lines(text: str, width: float) -> list[str]:
+    from dsharp.score_words import wrapped
+
+    return wrapped(text, width, 8).split("\n")

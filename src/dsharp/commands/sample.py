@@ -149,7 +149,7 @@ def sample(
         verifiers = [{"name": name, "options": reward_options} for name in reward or []]
         settings = SampleSettings(**section, reward=verifiers or None)
         with settings_errors():  # unknown method, bad option or missing reward: before loading
-            method_entry, _ = settings.validate(VERIFIER_FLAG_HINT, "--reward")
+            method_entry, parsed_options = settings.validate(VERIFIER_FLAG_HINT, "--reward")
         verifier = None
         uses_verifier = bool(settings.reward and method_entry.needs_reward)
         # what --on-error and --set are refused with when no verifier is in use
@@ -197,7 +197,13 @@ def sample(
         ]
         paths = save_images(result.images, out, names)
         if grid:
-            shown = save_contact_sheet(result.images, prompts, seeds, out / SHEET_PNG)
+            from dsharp.score_words import sample_heading
+
+            unused = getattr(parsed_options, "UNUSED_SAMPLE", ())
+            heading = sample_heading(settings.as_dict(), parsed_options, unused)
+            shown = save_contact_sheet(
+                result.images, prompts, seeds, out / SHEET_PNG, heading=heading
+            )
             note = "" if shown == len(prompts) else f" ({shown} of {len(prompts)} images)"
     summary = {
         "images": [str(p) for p in paths],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -24,6 +24,10 @@ class DemonOptions:
       (``softmax(r / tau)``).
     - ``sde_eta``: DDIM eta of every step (1 = DDPM-like); ``sample.eta`` is not used.
     """
+
+    #: named in a grid's heading (`dsharp sample`); ``sample.eta`` is left out of it, unused
+    KEY_OPTIONS: ClassVar[tuple[str, ...]] = ("K", "sde_eta")
+    UNUSED_SAMPLE: ClassVar[tuple[str, ...]] = ("eta",)
 
     K: int = 16
     estimate: Literal["ode", "tweedie"] = "ode"

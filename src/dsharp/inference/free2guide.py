@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -26,6 +26,8 @@ class Free2GuideOptions:
       probability ``softmax(r / temperature)`` (greedy is its ``temperature -> 0`` limit).
     - ``candidate_eta``: DDIM eta of the candidate draws (must be > 0 to make them differ).
     """
+
+    KEY_OPTIONS: ClassVar[tuple[str, ...]] = ("candidates", "guided_steps")  # in a heading
 
     candidates: int = 4
     guided_steps: int = 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -22,6 +22,8 @@ class InferenceScalingOptions:
     - ``distance``: neighbourhood size (the paper's lambda): a neighbour of pivot ``n`` is
       ``(n + distance * z) / sqrt(1 + distance^2)`` with ``z ~ N(0, I)``, itself ``N(0, I)``.
     """
+
+    KEY_OPTIONS: ClassVar[tuple[str, ...]] = ("search", "N")  # named in a grid's heading
 
     search: Literal["random", "zero_order", "paths"] = "random"
     N: int = 4
