@@ -562,8 +562,8 @@ def test_compare_labels_run_files_by_their_run_and_keeps_repeated_labels_apart(t
     assert {row[0]: float(row[column]) for row in rows} == {
         "seed0": 0.5,
         "seed1": 0.75,
-        str(loose[0]): 0.25,
-        str(loose[1]): 1.0,
+        "a/scores.json": 0.25,
+        "b/scores.json": 1.0,
     }
 
 

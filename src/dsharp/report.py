@@ -196,13 +196,31 @@ def _file_label(source: Path) -> str:
 def distinct_labels(
     named: list[tuple[str, dict[str, Any]]], sources: list[Path]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Rows that would share a label are labelled by the path given instead, so that no row
-    of a comparison is ambiguous or, where rows are keyed by label, silently dropped."""
+    """Rows that would share a label are labelled by the shortest end of the path given that
+    tells them apart (``qa1/eval-final.json``, not the whole path, which would fill a plot's
+    legend), so that no row of a comparison is ambiguous or, where rows are keyed by label,
+    silently dropped; one file given twice is numbered (``x.json (2)``)."""
     labels = [label for label, _ in named]
-    return [
-        (str(src) if labels.count(label) > 1 else label, result)
-        for (label, result), src in zip(named, sources, strict=True)
-    ]
+    clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+    for i in clashing:
+        labels[i] = _shortest_suffix(Path(sources[i]), [Path(sources[j]) for j in clashing])
+    met = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+    for i in met:  # a suffix that meets another row's own label: both by the path given
+        labels[i] = str(sources[i])
+    for i, label in enumerate(labels):  # the same path given twice
+        if labels[:i].count(label):
+            labels[i] = f"{label} ({labels[:i].count(label) + 1})"
+    return [(label, result) for label, (_, result) in zip(labels, named, strict=True)]
+
+
+def _shortest_suffix(path: Path, others: list[Path]) -> str:
+    """The fewest last parts of ``path`` that no other of ``others`` ends with."""
+    parts = path.parts
+    for n in range(1, len(parts) + 1):
+        end = parts[-n:]
+        if sum(other.parts[-n:] == end for other in others) == 1:
+            return str(Path(*end))
+    return str(path)
 
 
 def build_table(named: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:
