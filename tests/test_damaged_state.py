@@ -212,3 +212,73 @@ def test_a_failure_after_the_checkpoint_is_in_place_does_not_say_it_was_not_save
         "failed ([Errno 5] Input/output error)"
     )
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000001", "step-000002"]
+
+
+def _branch(trained_run, tmp_path, *overrides: str):
+    """A new run that branches from ``trained_run``'s checkpoint, whose recipe.yaml is gone
+    (so nothing compares the recipes before the load)."""
+    run, resumed = trained_run
+    checkpoint = run / "checkpoints" / "step-000001"
+    (run / "recipe.yaml").unlink()
+    model = resumed.model.pretrained
+    branch = _recipe(
+        model, tmp_path / "branch", "train.max_steps=2", f"train.resume={checkpoint}", *overrides
+    )
+    return checkpoint, branch
+
+
+def _not_damaged(message: str, checkpoint: Path, part: str) -> None:
+    assert message.startswith(f"train.resume: {checkpoint} does not fit this recipe's {part} (")  # noqa: E501
+    assert "damaged" not in message and "only checkpoint" not in message, message
+    assert "move" not in message and "\n" not in message, message
+
+
+def test_a_branch_from_another_models_checkpoint_is_not_called_damaged(trained_run, tmp_path):
+    """Before: "... load the model with lora_rank=0 (step-000001 is the run's only
+    checkpoint: train again in a new output_dir)", advice for a damaged checkpoint."""
+    from dsharp.engine import Trainer
+
+    checkpoint, branch = _branch(trained_run, tmp_path, "model.lora_rank=4")
+    with pytest.raises(ValueError) as raised:
+        Trainer(branch, progress=False)
+    message = str(raised.value)
+    assert message.startswith(f"train.resume: {checkpoint}"), message
+    assert message.endswith(
+        "a fully fine-tuned UNet, but this recipe says model.lora_rank: 4 (the checkpoint's "
+        "run trained another model: set model.lora_rank: 0)"
+    ), message
+    assert "damaged" not in message and "only checkpoint" not in message, message
+    assert "move" not in message and "\n" not in message, message
+
+
+def test_a_branch_with_another_optimizer_is_refused_before_training(trained_run, tmp_path):
+    """Before: the AdamW checkpoint's settings loaded into SGD, and the first step failed
+    with "error: momentum" (a bare KeyError)."""
+    from dsharp.engine import Trainer
+
+    checkpoint, branch = _branch(trained_run, tmp_path, "train.optimizer=sgd")
+    with pytest.raises(ValueError) as raised:
+        Trainer(branch, progress=False)
+    _not_damaged(str(raised.value), checkpoint, "optimizer")
+    assert "momentum" in str(raised.value) and "train.optimizer" in str(raised.value)
+
+
+def test_torchs_optimizer_group_mismatch_is_a_misfit_not_damage(trained_run, monkeypatch):
+    """torch's own ValueError for saved parameter groups of another size."""
+    import torch
+    from accelerate import Accelerator
+
+    from dsharp.engine import Trainer
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(ValueError) as torch_error:
+        torch.optim.AdamW([a]).load_state_dict(torch.optim.AdamW([a, b]).state_dict())
+
+    def mismatched(self, *args, **kwargs):
+        raise torch_error.value
+
+    run, resumed = trained_run
+    monkeypatch.setattr(Accelerator, "load_state", mismatched)
+    with pytest.raises(ValueError) as raised:
+        Trainer(resumed, progress=False)
+    _not_damaged(str(raised.value), run / "checkpoints" / "step-000001", "optimizer")

@@ -197,36 +197,65 @@ def schedule_note(train: Any, saved_max_steps: Any, step: int, rate: float) -> s
     )
 
 
-def _load_checkpoint(acc: Accelerator, checkpoint: Path) -> None:
+def _load_checkpoint(acc: Accelerator, checkpoint: Path, optimizer: Any) -> None:
     """``acc.load_state`` of the checkpoint a run resumes from; a file in it that cannot be
-    read (torch's words name none) is one error naming the checkpoint and the way on."""
+    read (torch's words name none) is one error naming the checkpoint and the way on. A
+    whole checkpoint of another model or optimizer (a branch, ``train.resume=CHECKPOINT``,
+    whose run's recipe is not there to compare) is told apart: it is not damaged."""
     import pickle
 
     from dsharp.error_text import one_line
     from dsharp.trained_fit import TrainedMisfit
 
+    hyperparameters = [set(group) for group in optimizer.param_groups]
     try:
         acc.load_state(str(checkpoint))
     except TrainedMisfit as err:  # every checkpoint of the run alike: no older one helps
         raise TrainedMisfit(f"train.resume: {err}") from err
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         reason = one_line(err)
+        if isinstance(err, ValueError) and reason.startswith(_OPTIMIZER_MISFIT):
+            raise ValueError(_misfit(checkpoint, reason)) from err
         if str(checkpoint) not in reason:
             reason = f"{checkpoint}: cannot be loaded ({reason})"
         raise ValueError(
             f"train.resume: {reason} ({ckpts.damaged_checkpoint_advice(checkpoint)})"
         ) from err
+    # torch takes the saved groups' settings as they are: another optimizer's lack this
+    # one's (SGD's momentum), and the first step failed with a bare KeyError naming it.
+    for wanted, group in zip(hyperparameters, optimizer.param_groups, strict=False):
+        lacking = sorted(wanted - set(group))
+        if lacking:
+            reason = f"its optimizer state has no {', '.join(lacking)}: another train.optimizer's"
+            raise ValueError(_misfit(checkpoint, reason))
+
+
+#: How torch's ``Optimizer.load_state_dict`` begins the ValueError for saved parameter
+#: groups of other number or sizes than the optimizer's (a model with other parameters).
+_OPTIMIZER_MISFIT = "loaded state dict"
+
+
+def _misfit(checkpoint: Path, reason: str) -> str:
+    """One line for a whole checkpoint written for another optimizer (a branch from another
+    run's checkpoint): not damaged, so falling back to an older checkpoint is no way on."""
+    return (
+        f"train.resume: {checkpoint} does not fit this recipe's optimizer ({reason}): resume "
+        "from a checkpoint of a run with this recipe's train.optimizer, or set it to the "
+        "checkpoint's"
+    )
 
 
 def _check_resume_fits(checkpoint: Path, recipe: Any) -> None:
     """A checkpoint whose UNet does not fit the recipe's base model (a run folder whose
-    recipe.yaml was edited to match): said before the model loads."""
+    recipe.yaml was edited to match, or a branch from another model's run): said before the
+    model loads."""
     from dsharp.trained_fit import TrainedMisfit, check_checkpoint_fits
 
+    run_dir = ckpts.run_dir_of(checkpoint)
+    own_run = run_dir.resolve() == Path(recipe.output_dir).resolve()
+    source = run_dir / "recipe.yaml" if own_run else "this recipe"
     try:
-        check_checkpoint_fits(
-            checkpoint, recipe.model, ckpts.run_dir_of(checkpoint) / "recipe.yaml"
-        )
+        check_checkpoint_fits(checkpoint, recipe.model, source, branch=not own_run)
     except TrainedMisfit as err:
         raise TrainedMisfit(f"train.resume: {err}") from None
 
@@ -343,7 +372,7 @@ class Trainer:
         schedule = None  # on a resume that changes the LR schedule: what to say about it
         processes = None  # on a resume on another number of processes: the same
         if resume_from is not None:
-            _load_checkpoint(acc, resume_from)
+            _load_checkpoint(acc, resume_from, self.optimizer)
             state = ckpts.resume_state(resume_from)
             self.start_step = state["step"]
             self.reward_evals = state.get("reward_evals", 0)

@@ -108,11 +108,20 @@ def base_unet_config(pretrained: str, revision: str | None = None) -> dict[str, 
     return config if isinstance(config, dict) else None
 
 
-def check_checkpoint_fits(checkpoint: Path, model_cfg: Any, recipe_path: Path) -> None:
+#: Why a branch (``train.resume`` of another run's checkpoint) does not fit: its recipe is
+#: the user's own, not an edited copy of the run's.
+BRANCH_CAUSE = "the checkpoint's run trained another model"
+
+
+def check_checkpoint_fits(
+    checkpoint: Path, model_cfg: Any, recipe_path: Path | str, *, branch: bool = False
+) -> None:
     """``ValueError`` naming the checkpoint's trained UNet folder when it cannot have been
     trained from the base that ``model_cfg`` (read from ``recipe_path``) names: a full
     fine-tuning whose UNet config differs in shape, or one under a recipe that says LoRA.
-    Only config files are read, so this runs before the base model loads."""
+    ``branch``: the recipe is another run's that starts from the checkpoint, so the cause
+    given is not an edited ``recipe.yaml``. Only config files are read, so this runs before
+    the base model loads."""
     unet_folder = Path(checkpoint) / "model" / "unet"
     config_file = unet_folder / "config.json"
     if not config_file.is_file():
@@ -120,7 +129,13 @@ def check_checkpoint_fits(checkpoint: Path, model_cfg: Any, recipe_path: Path) -
     if model_cfg.lora_rank:
         raise TrainedMisfit(
             f"{unet_folder}: a fully fine-tuned UNet, but {recipe_path} says model.lora_rank: "
-            f"{model_cfg.lora_rank} (its recipe.yaml was changed after training)"
+            f"{model_cfg.lora_rank} ("
+            + (
+                f"{BRANCH_CAUSE}: set model.lora_rank: 0"
+                if branch
+                else "its recipe.yaml was changed after training"
+            )
+            + ")"
         )
     try:
         trained = json.loads(config_file.read_text(encoding="utf-8"))
@@ -133,5 +148,5 @@ def check_checkpoint_fits(checkpoint: Path, model_cfg: Any, recipe_path: Path) -
     if difference is not None:
         raise TrainedMisfit(
             f"{unet_folder}: not a fine-tuning of {model_cfg.pretrained}, the base model "
-            f"that {recipe_path} names ({difference}; {MISMATCH_CAUSE})"
+            f"that {recipe_path} names ({difference}; {BRANCH_CAUSE if branch else MISMATCH_CAUSE})"
         )

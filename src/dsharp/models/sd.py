@@ -492,7 +492,7 @@ class StableDiffusionModel(DiffusionModel):
         from diffusers import UNet2DConditionModel
 
         if self.lora_rank > 0:
-            raise ValueError(
+            raise TrainedMisfit(
                 f"{unet_folder} holds a fully fine-tuned UNet but this model has a LoRA "
                 f"(rank {self.lora_rank}); load the model with lora_rank=0"
             )
@@ -538,7 +538,7 @@ class StableDiffusionModel(DiffusionModel):
             alpha,
             tuple(targets),
         ):
-            raise ValueError(
+            raise TrainedMisfit(
                 f"{folder} holds a LoRA (rank {rank}, alpha {alpha}) that differs from this "
                 f"model's (rank {self.lora_rank}, alpha {self.lora_alpha})"
             )
@@ -555,7 +555,7 @@ class StableDiffusionModel(DiffusionModel):
         unexpected = list(getattr(result, "unexpected_keys", None) or [])
         missing = [k for k in getattr(result, "missing_keys", None) or [] if "lora_" in k]
         if unexpected or missing:
-            raise ValueError(
+            raise TrainedMisfit(
                 f"{folder}: LoRA weights do not fit this UNet "
                 f"(unexpected {unexpected[:2]}, missing {missing[:2]})"
             )
