@@ -87,3 +87,40 @@ def test_a_recipe_naming_a_missing_nested_model_path_is_refused_by_validate() ->
     )
     assert result.exit_code == 2, result.output
     assert "model.pretrained: path not found: no/such/model" in result.stderr
+
+
+def test_an_invalid_hub_id_is_said_as_such_not_as_uncached(
+    tmp_path: Path, heavy_work_fails: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "a b/c: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set", as if
+    downloading it somewhere could help; online, the hub's "couldn't connect" after the load."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    said = (
+        "model 'a b/c': not a local folder, a built-in model or a valid Hugging Face model id "
+        "(org/name of letters, digits, '-', '_' and '.')"
+    )
+    args = ["sample", "--method", "inference_scaling", "--reward", "clip", "-p", "a red circle"]
+    code, error = _error([*args, "--model", "a b/c", "--out", tmp_path / "out"])
+    assert (code, error) == (1, f"error: {said}")
+    result = CliRunner().invoke(
+        app, ["recipes", "validate", str(QUICKSTART), "model.pretrained=a b/c"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"model.pretrained: {said}" in result.stderr
+
+
+def test_a_valid_hub_id_is_not_refused_by_its_name() -> None:
+    from dsharp.model_names import missing_model
+
+    assert missing_model("CompVis/stable-diffusion-v1-4") is None
+    assert missing_model("org/name.git") is not None  # huggingface_hub's rule, not ours
+
+
+def test_the_offline_cache_check_says_an_invalid_hub_id_is_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dsharp.model_names import offline_uncached_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "not a local folder, a built-in model or a valid" in offline_uncached_model("a b/c")
+    assert "not in the local Hugging Face cache" in offline_uncached_model("org/uncached-x")

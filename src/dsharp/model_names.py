@@ -63,14 +63,17 @@ def offline_uncached_model(pretrained: str) -> str | None:
     """``X: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; ...`` for a hub
     id whose ``model_index.json`` is not cached while ``HF_HUB_OFFLINE`` is set: its load
     cannot succeed, and the hub cache says so without diffusers (seconds to import) or the
-    rewards' weights. None otherwise: a built-in name, a local path, a cached or online id."""
+    rewards' weights (an id that no hub id can be is said as such). None otherwise: a
+    built-in name, a local path, a cached or online id."""
     if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
         return None
     from dsharp.hub import NOT_CACHED_OFFLINE, offline_not_cached
 
     if not offline_not_cached(pretrained, ["model_index.json"]):
         return None
-    return f"{pretrained}: {NOT_CACHED_OFFLINE}; {MODEL_DOWNLOAD_HINT}"
+    return (
+        invalid_hub_id(pretrained) or f"{pretrained}: {NOT_CACHED_OFFLINE}; {MODEL_DOWNLOAD_HINT}"
+    )
 
 
 def looks_like_model_path(pretrained: str) -> bool:
@@ -79,15 +82,34 @@ def looks_like_model_path(pretrained: str) -> bool:
 
 
 def missing_model(pretrained: str) -> str | None:
-    """``model folder not found: X`` or a built-in name's near miss, from the name alone and
-    the files it names: what loading the model would find first, said before any download
-    or heavy work (``dsharp eval``, ``sample``, ``train``); None otherwise."""
+    """``model folder not found: X``, a built-in name's near miss or an invalid hub id, from
+    the name alone and the files it names: what loading the model would find first, said
+    before any download or heavy work (``dsharp eval``, ``sample``, ``train``); None
+    otherwise."""
     if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
         return None
     if looks_like_model_path(pretrained):
         return f"model folder not found: {pretrained}"
     near = builtin_near_miss(pretrained)
-    return None if near is None else f"model {near}"
+    if near is not None:
+        return f"model {near}"
+    return invalid_hub_id(pretrained)
+
+
+def invalid_hub_id(pretrained: str) -> str | None:
+    """``model 'a b/c': not a local folder, ...`` where ``pretrained`` (no built-in name, no
+    path that exists) cannot be a hub id by huggingface_hub's own rule: it would otherwise be
+    looked up in the cache and on the hub, and reported as not cached or not found."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(pretrained)
+    except HFValidationError:
+        return (
+            f"model {pretrained!r}: not a local folder, a built-in model or a valid Hugging "
+            "Face model id (org/name of letters, digits, '-', '_' and '.')"
+        )
+    return None
 
 
 def not_a_model_folder(pretrained: str) -> str | None:
