@@ -6,6 +6,7 @@ output folder that cannot be made, infinite numbers."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -731,8 +732,6 @@ def hub_scheduler(tiny_sd_dir, tmp_path, monkeypatch):
     linspace schedule: no noisy step) the hub would give: every download is recorded."""
     import huggingface_hub
 
-    import dsharp.hub
-
     config = _tiny_sd_with_scheduler(
         tiny_sd_dir, tmp_path / "sd", timestep_spacing="linspace", set_alpha_to_one=False
     )
@@ -745,7 +744,7 @@ def hub_scheduler(tiny_sd_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
-    monkeypatch.setattr(dsharp.hub, "hub_unreachable", lambda *a, **k: None)  # it answers
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: None)  # answers
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     return calls
 
@@ -774,11 +773,40 @@ def test_train_fetches_an_uncached_hub_models_scheduler_config_alone_to_refuse_i
     train = CliRunner().invoke(app, ["train", str(D3PO), *overrides, f"output_dir={run}"])
     assert train.exit_code == 2, train.output
     assert train.stderr == f"recipe error: {D3PO}: {why}\n"
-    assert hub_scheduler == [("org/tiny", "scheduler/scheduler_config.json", {"revision": "abc"})]
+    assert hub_scheduler == [
+        ("org/tiny", "scheduler/scheduler_config.json", {"revision": "abc", "etag_timeout": 5.0})
+    ]
     with pytest.raises(RecipeError) as refused:
         dsharp.train(dsharp.load_recipe(D3PO, [*overrides, f"output_dir={run}"]))
     assert refused.value.reason == why.removeprefix("method.infer_steps: ")
     assert not run.exists()
+
+
+def _refused(*args, **kwargs):
+    import httpx2 as httpx
+
+    raise httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def test_a_hub_that_times_out_is_asked_once_for_the_scheduler_config(hub_scheduler, monkeypatch):
+    """The fetch is only a head start on the loader's: before, a timeout was taken as "may
+    pass" and hf_hub_download then retried for about 25 s before the failure was dropped."""
+    import httpx2 as httpx
+    import huggingface_hub
+
+    from dsharp.hub import QUICK_TIMEOUT
+    from dsharp.scheduler_files import fetch_scheduler_config
+
+    probes = []
+
+    def times_out(url, **kwargs):
+        probes.append(kwargs.get("timeout"))
+        raise httpx.ReadTimeout("timed out")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", times_out)
+    hub = SimpleNamespace(pretrained="org/tiny", revision=None)
+    assert fetch_scheduler_config(hub) is None
+    assert probes == [QUICK_TIMEOUT] and hub_scheduler == []  # one short request, no download
 
 
 def test_the_scheduler_config_is_not_fetched_offline_unreachable_or_for_a_path(
@@ -806,6 +834,7 @@ def test_the_scheduler_config_is_not_fetched_offline_unreachable_or_for_a_path(
         assert fetch_scheduler_config(hub) is None
     with monkeypatch.context() as unreachable:
         unreachable.setattr(dsharp.hub, "hub_unreachable", lambda *a: "ConnectError: refused")
+        unreachable.setattr(huggingface_hub, "get_hf_file_metadata", _refused)
         assert fetch_scheduler_config(hub) is None
     assert hub_scheduler == []
 

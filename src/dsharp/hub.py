@@ -132,6 +132,27 @@ def hub_unreachable(repo_id: str, filename: str) -> str | None:
     return None
 
 
+#: Seconds an optional fetch (a file asked ahead of the loader, which asks again anyway)
+#: waits for the hub: the hub client waits 10 s, then retries for about 25 s more.
+QUICK_TIMEOUT = 5.0
+
+
+def hub_answers(repo_id: str, filename: str, revision: str | None = None) -> bool:
+    """Whether the hub answers one request for ``filename`` of ``repo_id`` with the file's
+    metadata within :data:`QUICK_TIMEOUT` seconds, without retries: where a fetch is only a
+    head start (the loader fetches the file anyway), a slow or absent hub is not waited for;
+    a missing, gated or invalid file says no too, and the loader reports it."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, filename, revision=revision), timeout=QUICK_TIMEOUT
+        )
+    except Exception:  # a timeout, no network, a 404: none of them is this caller's to report
+        return False
+    return True
+
+
 #: What says there is no way to the hub from here, in an error or one it was raised from:
 #: no name resolution, a refused connection, no route, a certificate that does not verify.
 #: A reset connection, a failed handshake or a timeout may pass: the download retries them.

@@ -29,18 +29,25 @@ def fetch_scheduler_config(model: Any) -> Path | None:
     """``model``'s scheduler config fetched alone from the hub (a few hundred bytes, into the
     hub cache, where the model's download then finds it), for a hub id: so that a schedule
     the method cannot train is refused before the model's gigabytes download. None, with
-    nothing fetched, for a local path, with ``HF_HUB_OFFLINE`` set, or where the hub cannot
-    be reached (one request tells, without the hub client's retries); None too where the
+    nothing fetched, for a local path, with ``HF_HUB_OFFLINE`` set, or where the hub does not
+    answer one short request (:func:`dsharp.hub.hub_answers`: a timeout is not retried, as
+    the hub client would for about 25 s, since the loader asks again); None too where the
     fetch fails (no such repo or file, gated): the loader reports those in its own words."""
-    from dsharp.hub import hub_fetch_blocked, hub_offline, looks_local
+    from dsharp.hub import QUICK_TIMEOUT, hub_answers, hub_offline, looks_local
 
     repo = model.pretrained
-    if hub_offline() or looks_local(repo) or hub_fetch_blocked(repo, [SCHEDULER_CONFIG]):
+    if hub_offline() or looks_local(repo):
+        return None
+    if not hub_answers(repo, SCHEDULER_CONFIG, model.revision):
         return None
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo, SCHEDULER_CONFIG, revision=model.revision))
+        return Path(
+            hf_hub_download(
+                repo, SCHEDULER_CONFIG, revision=model.revision, etag_timeout=QUICK_TIMEOUT
+            )
+        )
     except Exception:  # the loader meets it again and says what it is
         return None
 
