@@ -11,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from dsharp.cli import app
 from dsharp.config import (
     Recipe,
     RecipeError,
@@ -251,6 +252,35 @@ def test_yaml_problems_are_one_line(tmp_path: Path) -> None:
     listing.write_text("- a\n", encoding="utf-8")
     assert "expected a mapping at the top level" in _error(listing, [])
     assert _error(tmp_path / "absent.yaml", []) == f"{tmp_path / 'absent.yaml'}: file not found"
+
+
+RECURSIVE = "a YAML anchor is used inside itself (the value would contain itself)"
+
+
+@pytest.mark.parametrize("value", ["&a {x: *a}", "&a [*a]", "&a {x: [1, {y: *a}]}"])
+def test_an_anchor_used_inside_itself_is_one_line_naming_the_key(
+    tmp_path: Path, value: str
+) -> None:
+    """Before: "error: maximum recursion depth exceeded" for an override (the redaction of
+    the setting recursed into the endless value), exit 1; "invalid YAML: found
+    unconstructable recursive node" in a file, naming no key."""
+    recipe = tmp_path / "rec.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\nrewards:\n  - name: mllm\n    options:\n"
+        f"      extra_body: {value}\n",
+        encoding="utf-8",
+    )
+    assert _error(recipe, []) == f"{recipe}: line 5: rewards.0.options.extra_body: {RECURSIVE}"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("model: {pretrained: dsharp-mini}\nrewards: [{name: mllm}]\n")
+    override = f"rewards.0.options.extra_body={value}"
+    assert _error(plain, [override]) == (
+        f"{plain}: override {override!r}: value is not valid YAML: line 1: {RECURSIVE}"
+    )
+    for command in (["recipes", "validate"], ["train"]):
+        result = CliRunner().invoke(app, [*command, str(plain), override])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and RECURSIVE in result.stderr, result.stderr
 
 
 def test_redaction_and_atomic_save_round_trip(recipe_file: Path, tmp_path: Path) -> None:

@@ -48,13 +48,55 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
 _RecipeLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
 )
+# Built whole, as mappings are: PyYAML's own list is filled after it is made, so that a list
+# that holds itself (``&a [*a]``) loaded, endless, where it is refused as recursive here.
+_RecipeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG,
+    lambda loader, node: loader.construct_sequence(node, deep=True),
+)
 
 
-def _yaml_error(e: yaml.YAMLError) -> str:
+#: PyYAML's words for an anchor used inside itself (``&a {x: *a}``), which the recipe
+#: loader refuses: a structure that contains itself has no end to validate or print.
+_RECURSIVE = "found unconstructable recursive node"
+
+
+def _yaml_error(e: yaml.YAMLError, text: str | None = None) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     where = f"line {mark.line + 1}: " if mark is not None else ""
+    if problem == _RECURSIVE:
+        key = _recursive_key(text) if text is not None else None
+        what = f"{key}: " if key else ""
+        return f"{where}{what}a YAML anchor is used inside itself (the value would contain itself)"
     return f"{where}invalid YAML: {problem}"
+
+
+def _recursive_key(text: str) -> str | None:
+    """The dotted key of the first value that contains itself in ``text``'s YAML (None at
+    the top, or where it cannot be composed): where a recursive anchor is, by name."""
+    try:
+        root = yaml.compose(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return None
+
+    def walk(node: Any, path: list[str], inside: list[Any]) -> str | None:
+        for depth, seen in enumerate(inside):
+            if node is seen:  # the value at path[:depth] holds itself
+                return ".".join(path[:depth]) or None
+        if isinstance(node, yaml.MappingNode):
+            children = [(str(getattr(k, "value", k)), v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(str(i), v) for i, v in enumerate(node.value)]
+        else:
+            return None
+        for name, child in children:
+            found = walk(child, [*path, name], [*inside, node])
+            if found is not None:
+                return found
+        return None
+
+    return walk(root, [], []) if root is not None else None
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
@@ -62,7 +104,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise RecipeError(_yaml_error(e), source=source) from None
+        raise RecipeError(_yaml_error(e, text), source=source) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -123,7 +165,7 @@ def apply_overrides(
             value = yaml.load(raw, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
             # the parser's detail quotes the value: left out where the value is a secret
-            detail = "" if sensitive_setting(text) else f": {one_line(_yaml_error(e))}"
+            detail = "" if sensitive_setting(text) else f": {one_line(_yaml_error(e, raw))}"
             raise fail(f"value is not valid YAML{detail}") from None
         loc: list[str | int] = []
         node: Any = data

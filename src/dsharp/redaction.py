@@ -75,10 +75,14 @@ _UNPARSED = object()
 
 
 def _parsed(text: str) -> Any:
+    """``text`` read as a recipe reads a value (its loader refuses an anchor used inside
+    itself, whose endless value the redaction would recurse into), or ``_UNPARSED``."""
     import yaml
 
+    from dsharp.recipe_yaml import _RecipeLoader
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         return _UNPARSED
 
