@@ -47,6 +47,18 @@ def _ctrl_c_as_in_a_terminal():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test kept open to inspect (many patch ``atomic_save_png``, which closes
+    them) are closed after it, so that they do not pile up in pyplot's registry."""
+    import sys
+
+    yield
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Stable Diffusion diffusers folder (64x64 images, latents 4x8x8)."""
