@@ -772,3 +772,34 @@ def test_a_scheduler_saved_by_a_class_that_never_clips_is_not_clipped(tmp_path, 
     assert model.scheduler.config.clip_sample is False
     assert DDIMTables.from_scheduler(model.scheduler).clip_sample is False
     torch.testing.assert_close(model.scheduler.alphas_cumprod, euler.alphas_cumprod)
+
+
+def test_a_run_whose_base_is_a_missing_relative_folder_is_not_called_uncached_offline(
+    tmp_path, monkeypatch
+):
+    """A run's recipe naming a local folder relative to where it was trained (./models/x),
+    used from elsewhere with HF_HUB_OFFLINE set: the folder is not found, said as such with
+    where the path is relative to, not as a hub id missing from the cache."""
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+    from dsharp.config import load_recipe
+    from dsharp.recipe_io import recipe_to_yaml
+
+    model = "./models-not-here/tiny-sd"
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "checkpoints" / "step-000001" / "trainer_state.json").write_text('{"step": 1}')
+    tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    saved = recipe_to_yaml(load_recipe(tiny)).replace(
+        "pretrained: dsharp-mini", f"pretrained: {model}"
+    )
+    (run / "recipe.yaml").write_text(saved)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["sample", "--checkpoint", str(run), "--prompt", "a red circle"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: model folder not found: {model} "), result.stderr
+    assert "a path relative to the folder the run was trained from" in result.stderr

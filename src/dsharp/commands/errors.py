@@ -117,14 +117,14 @@ def _run_base_offline_uncached(checkpoint: Path) -> str | None:
     :func:`~dsharp.model_names.offline_uncached_model` refuses ``--model``; None when the
     recipe cannot be read (the model's load says why, in its words) or the base can load."""
     from dsharp.checkpoints import run_dir_of
-    from dsharp.model_names import offline_uncached_model
+    from dsharp.model_names import missing_model, offline_uncached_model
     from dsharp.recipe_diff import saved_recipe_data
 
     recipe = run_dir_of(checkpoint) / "recipe.yaml"
     model = (saved_recipe_data(recipe) or {}).get("model")
     pretrained = model.get("pretrained") if isinstance(model, dict) else None
-    if not isinstance(pretrained, str):
-        return None
+    if not isinstance(pretrained, str) or missing_model(pretrained) is not None:
+        return None  # a local folder not found (from here): the load says so, not the cache
     problem = offline_uncached_model(pretrained)
     return f"{problem} (model.pretrained of {recipe})" if problem else None
 
