@@ -154,6 +154,13 @@ def test_the_advice_for_a_damaged_checkpoint_names_the_one_before_it_where_there
     assert damaged_checkpoint_advice(root / "step-000002") == (
         "step-000002 is the run's only checkpoint: train again in a new output_dir"
     )
+    # a folder train.resume names that is no run's step-* folder: not "the run's only one"
+    copy = tmp_path / "backup" / "my-checkpoint"
+    copy.mkdir(parents=True)
+    (copy / "trainer_state.json").write_text('{"step": 3}')
+    assert damaged_checkpoint_advice(copy) == (
+        "give train.resume another checkpoint, or train again in a new output_dir"
+    )
 
 
 def test_a_checkpoint_file_torch_cannot_read_is_named_with_its_checkpoint(trained_run):

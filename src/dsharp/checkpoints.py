@@ -153,7 +153,9 @@ def damaged_checkpoint_advice(checkpoint: Path) -> str:
     checkpoint = Path(checkpoint)
     step = _step_of(checkpoint)
     earlier = [p for p in list_checkpoints(run_dir_of(checkpoint)) if _step_of(p) < step]
-    if step < 0 or not earlier:  # nothing to fall back on (or not a run's step-* folder)
+    if step < 0:  # a folder train.resume named (a copy, say), not one of a run's step-*
+        return "give train.resume another checkpoint, or train again in a new output_dir"
+    if not earlier:  # nothing to fall back on
         return f"{checkpoint.name} is the run's only checkpoint: train again in a new output_dir"
     return (
         f"to resume the run from its previous checkpoint ({earlier[-1].name}), move "
