@@ -81,3 +81,33 @@ def test_training_curves_that_cannot_be_written_are_one_warning_line(
         f"'{run / 'training_curves.png'}'"
     ]
     assert not (run / "training_curves.png").exists() and not _temp_files(run)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
+def test_reproduce_says_training_curves_that_cannot_be_written_in_one_warning_line(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `dsharp train`: Python's own format added the source line that raised it."""
+    import yaml
+
+    study = tmp_path / "study.yaml"
+    out = tmp_path / "study"
+    spec = {
+        "kind": "table",
+        "name": "table2",
+        "title": "tiny table",
+        "base": str(RECIPE),
+        "overrides": [f"model.pretrained={tiny_sd_dir}", "train.max_steps=1", "sample.steps=2"],
+        "rows": [{"label": "n=2", "overrides": ["method.n=2", "method.infer_steps=2"]}],
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(out),
+    }
+    study.write_text("# dsharp reproduce study.yaml\n" + yaml.safe_dump(spec, sort_keys=False))
+    _full_disk_for(monkeypatch, "training_curves.png")
+    result = CliRunner().invoke(app, ["reproduce", str(study), "--no-progress"])
+    assert result.exit_code == 0, result.output  # a figure must not end a study
+    warned = [x for x in _lines(result.stderr) if "training curves" in x]
+    assert warned == [
+        "warning: training curves not drawn: [Errno 28] No space left on device: "
+        f"'{out / 'n-2' / 'training_curves.png'}'"
+    ], result.stderr

@@ -9,7 +9,12 @@ from typing import Any
 
 import typer
 
-from dsharp.commands.errors import RECIPE_ERROR_EXIT, debugging, user_errors
+from dsharp.commands.errors import (
+    RECIPE_ERROR_EXIT,
+    debugging,
+    own_warnings_as_lines,
+    user_errors,
+)
 
 
 def _plan_table(loaded, selected) -> object:
@@ -158,7 +163,8 @@ def reproduce(
             typer.echo(line, err=as_json)
 
         try:
-            outcome = run_study(loaded, only, progress=progress, echo=echo)
+            with own_warnings_as_lines():  # as `dsharp train`: one `warning:` line each
+                outcome = run_study(loaded, only, progress=progress, echo=echo)
         except StudyConflict as exc:
             if main:
                 typer.echo(f"error: {exc}", err=True)
