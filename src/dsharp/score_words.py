@@ -63,12 +63,13 @@ def scored_words(result: dict[str, Any]) -> str | None:
     return rewards or prompts
 
 
-def sampling_words(sample: dict[str, Any], *, method: bool = True) -> str:
+def sampling_words(sample: dict[str, Any], *, method: bool = True, eta: bool = True) -> str:
     """A recorded sampling section as a reader wants it: "25 DDIM steps, guidance 5.0,
-    eta 0.0, 32x32" and, with ``method``, an inference-time method with its options and
-    verifier."""
+    eta 0.0, 32x32" (without ``eta``, no eta: a method that does not use it) and, with
+    ``method``, an inference-time method with its options and verifier."""
     words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
-    words += f", eta {sample.get('eta')}"
+    if eta:
+        words += f", eta {sample.get('eta')}"
     if sample.get("height") or sample.get("width"):
         words += f", {sample.get('height')}x{sample.get('width')}"
     if method and sample.get("method", "default") != "default":
@@ -99,11 +100,7 @@ def sample_heading(
     sampling alone). ``parsed_options``: the method's options with their defaults, of which
     the given ones and those it names ``KEY_OPTIONS`` are shown; ``unused``: sampling fields
     the method does not use (demon's ``eta``), left out rather than shown as if they acted."""
-    words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
-    if "eta" not in unused:
-        words += f", eta {sample.get('eta')}"
-    if sample.get("height") or sample.get("width"):
-        words += f", {sample.get('height')}x{sample.get('width')}"
+    words = sampling_words(sample, method=False, eta="eta" not in unused)
     if sample.get("method", "default") == "default":
         return words
     options = named_options(parsed_options, sample.get("options") or {})
