@@ -288,4 +288,44 @@ def test_torchs_optimizer_group_mismatch_is_a_misfit_not_damage(trained_run, mon
     monkeypatch.setattr(Accelerator, "load_state", mismatched)
     with pytest.raises(ValueError) as raised:
         Trainer(resumed, progress=False)
-    _not_damaged(str(raised.value), run / "checkpoints" / "step-000001", "optimizer")
+    # other parameters: no train.optimizer mends it (it was called the optimizer's misfit)
+    _not_damaged(str(raised.value), run / "checkpoints" / "step-000001", "model")
+    assert "train.optimizer" not in str(raised.value)
+
+
+def test_a_branch_from_a_lora_checkpoint_into_full_fine_tuning_is_refused_before_loading(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    """Before: the model loaded, the LoRA was added to it, and torch's parameter-group error
+    was said as the optimizer's misfit: "resume from a checkpoint of a run with this
+    recipe's train.optimizer, or set it to the checkpoint's" (it was the same optimizer)."""
+    import dsharp.engine
+    from dsharp.engine import Trainer
+
+    run = tmp_path / "lora"
+    Trainer(
+        _recipe(tiny_sd_dir, run, "train.max_steps=1", "model.lora_rank=4"), progress=False
+    ).run()
+    checkpoint = run / "checkpoints" / "step-000001"
+    (run / "recipe.yaml").unlink()  # a checkpoint kept without its run
+    branch = _recipe(
+        tiny_sd_dir, tmp_path / "branch", "train.max_steps=2", f"train.resume={checkpoint}"
+    )
+    monkeypatch.setattr(dsharp.engine, "build_model", _must_not_load)
+    with pytest.raises(ValueError) as raised:
+        Trainer(branch, progress=False)
+    assert str(raised.value) == (
+        f"train.resume: {checkpoint / 'model'}: a LoRA (rank 4), but this recipe says "
+        "model.lora_rank: 0 (the checkpoint's run trained another model: set model.lora_rank: 4)"
+    )
+    # a LoRA branch of it still trains
+    lora = _recipe(
+        tiny_sd_dir,
+        tmp_path / "lora-branch",
+        "train.max_steps=2",
+        "model.lora_rank=4",
+        f"train.resume={checkpoint}",
+    )
+    monkeypatch.undo()
+    Trainer(lora, progress=False).run()
+    assert (tmp_path / "lora-branch" / "checkpoints" / "step-000002").is_dir()

@@ -215,7 +215,7 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path, optimizer: Any) -> None
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         reason = one_line(err)
         if isinstance(err, ValueError) and reason.startswith(_OPTIMIZER_MISFIT):
-            raise ValueError(_misfit(checkpoint, reason)) from err
+            raise ValueError(_misfit(checkpoint, reason, "model")) from err
         if str(checkpoint) not in reason:
             reason = f"{checkpoint}: cannot be loaded ({reason})"
         raise ValueError(
@@ -227,7 +227,7 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path, optimizer: Any) -> None
         lacking = sorted(wanted - set(group))
         if lacking:
             reason = f"its optimizer state has no {', '.join(lacking)}: another train.optimizer's"
-            raise ValueError(_misfit(checkpoint, reason))
+            raise ValueError(_misfit(checkpoint, reason, "optimizer"))
 
 
 #: How torch's ``Optimizer.load_state_dict`` begins the ValueError for saved parameter
@@ -235,13 +235,18 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path, optimizer: Any) -> None
 _OPTIMIZER_MISFIT = "loaded state dict"
 
 
-def _misfit(checkpoint: Path, reason: str) -> str:
-    """One line for a whole checkpoint written for another optimizer (a branch from another
-    run's checkpoint): not damaged, so falling back to an older checkpoint is no way on."""
+def _misfit(checkpoint: Path, reason: str, part: str) -> str:
+    """One line for a whole checkpoint written for another optimizer, or for another set of
+    trained parameters (``part`` "model": torch's parameter groups of other sizes, which no
+    choice of train.optimizer mends); a branch from another run's checkpoint, not damaged,
+    so falling back to an older checkpoint is no way on."""
+    if part == "model":
+        way = "a run that trained this recipe's model (model.pretrained, model.lora_rank)"
+    else:
+        way = "a run with this recipe's train.optimizer, or set it to the checkpoint's"
     return (
-        f"train.resume: {checkpoint} does not fit this recipe's optimizer ({reason}): resume "
-        "from a checkpoint of a run with this recipe's train.optimizer, or set it to the "
-        "checkpoint's"
+        f"train.resume: {checkpoint} does not fit this recipe's {part} ({reason}): resume "
+        f"from a checkpoint of {way}"
     )
 
 
@@ -249,13 +254,14 @@ def _check_resume_fits(checkpoint: Path, recipe: Any) -> None:
     """A checkpoint whose UNet does not fit the recipe's base model (a run folder whose
     recipe.yaml was edited to match, or a branch from another model's run): said before the
     model loads."""
-    from dsharp.trained_fit import TrainedMisfit, check_checkpoint_fits
+    from dsharp.trained_fit import TrainedMisfit, check_checkpoint_fits, check_lora_resume_fits
 
     run_dir = ckpts.run_dir_of(checkpoint)
     own_run = run_dir.resolve() == Path(recipe.output_dir).resolve()
     source = run_dir / "recipe.yaml" if own_run else "this recipe"
     try:
         check_checkpoint_fits(checkpoint, recipe.model, source, branch=not own_run)
+        check_lora_resume_fits(checkpoint, recipe.model, source, branch=not own_run)
     except TrainedMisfit as err:
         raise TrainedMisfit(f"train.resume: {err}") from None
 

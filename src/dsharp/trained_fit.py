@@ -150,3 +150,27 @@ def check_checkpoint_fits(
             f"{unet_folder}: not a fine-tuning of {model_cfg.pretrained}, the base model "
             f"that {recipe_path} names ({difference}; {BRANCH_CAUSE if branch else MISMATCH_CAUSE})"
         )
+
+
+def check_lora_resume_fits(
+    checkpoint: Path, model_cfg: Any, recipe_path: Path | str, *, branch: bool = False
+) -> None:
+    """A resume (or branch) from a LoRA checkpoint under a recipe that fully fine-tunes
+    (``model.lora_rank: 0``): the load would add the adapter to a model whose optimizer holds
+    the whole UNet, and torch's error then spoke of parameter groups. Said before the model
+    loads. (Loading such a checkpoint to sample from it works: the adapter is added.)"""
+    model_folder = Path(checkpoint) / "model"
+    if model_cfg.lora_rank:
+        return  # rank, alpha and targets are compared when the LoRA loads
+    try:
+        rank = json.loads((model_folder / "lora_config.json").read_text(encoding="utf-8"))["rank"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # no LoRA (or an unreadable one: the load names the file)
+    cause = (
+        f"{BRANCH_CAUSE}: set model.lora_rank: {rank}"
+        if branch
+        else "its recipe.yaml was changed after training"
+    )
+    raise TrainedMisfit(
+        f"{model_folder}: a LoRA (rank {rank}), but {recipe_path} says model.lora_rank: 0 ({cause})"
+    )
