@@ -981,6 +981,36 @@ def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
         Trainer(resumed("train.max_steps=1"), progress=False)
 
 
+def test_a_resume_named_from_inside_the_runs_checkpoints_folder_is_still_checked(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    """``train.resume=step-000002`` from inside ``run/checkpoints``: its run folder was read
+    as ``.`` (no recipe.yaml there), so the resume was taken for a branch and a changed
+    train.lr trained on under the run's name."""
+    from dsharp.config import recipe_to_yaml
+    from dsharp.methods.factory import with_method_defaults
+    from dsharp.resume import check_resume
+
+    run = tmp_path / "run"
+    first = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.max_steps=2")
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+    monkeypatch.chdir(run / "checkpoints")
+    for given in ("step-000002", "../checkpoints/step-000002"):
+        changed = _recipe(
+            "rlhf_sharpening",
+            tiny_sd_dir,
+            run,
+            "train.max_steps=4",
+            "train.lr=0.5",
+            f"train.resume={given}",
+        )
+        with pytest.raises(ValueError, match=r"^train\.lr: 0\.5 differs from .* being resumed"):
+            check_resume(changed, Path(given))
+
+
 def _must_not_load(*args, **kwargs):
     raise AssertionError("the model was loaded before the recipe error")
 

@@ -11,6 +11,7 @@ place, so a crash never leaves a half-written checkpoint that resume would pick 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -203,5 +204,11 @@ def find_model_checkpoint(path: Path, label: str = "--checkpoint") -> Path:
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint folder belongs to."""
-    return Path(checkpoint).parent.parent
+    """The run folder a checkpoint folder belongs to. A path too short to hold it
+    (``step-000002``, given from inside the run's ``checkpoints`` folder) or one that goes
+    up (``..``) is made absolute first: read as written, its run folder was ``.``, and a
+    resume of the run was not compared with the run's recipe.yaml."""
+    path = Path(checkpoint)
+    if len(path.parts) < 2 or ".." in path.parts:
+        path = Path(os.path.abspath(path))
+    return path.parent.parent
