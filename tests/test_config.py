@@ -666,3 +666,14 @@ def test_each_recipe_module_imports_first_and_config_still_gives_load_save(modul
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "True True"
+
+
+def test_a_merge_key_loads_as_in_plain_yaml_and_a_duplicate_key_beside_it_still_fails() -> None:
+    """Before: ``<<: *base`` failed the whole recipe with "could not determine a constructor
+    for the tag 'tag:yaml.org,2002:merge'" (the duplicate-key check built every key)."""
+    from dsharp.recipe_yaml import RecipeError, parse_yaml
+
+    text = "base: &b {lr: 1e-5, seed: 1}\ntrain:\n  <<: *b\n  seed: 2\n"
+    assert parse_yaml(text) == {"base": {"lr": 1e-5, "seed": 1}, "train": {"lr": 1e-5, "seed": 2}}
+    with pytest.raises(RecipeError, match="duplicate key 'seed'"):
+        parse_yaml("base: &b {lr: 1}\ntrain:\n  <<: *b\n  seed: 2\n  seed: 3\n")

@@ -29,9 +29,15 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
+#: The tag of YAML's merge key (``<<: *base``): no key of its own, so no duplicate.
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:  # ``<<: *base``: construct_mapping merges it in
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             duplicate = key in seen
