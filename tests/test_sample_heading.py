@@ -73,6 +73,14 @@ def test_a_heading_names_a_methods_key_options_at_their_defaults():
     )
 
 
+def test_a_heading_with_one_side_given_does_not_say_none():
+    """``--height 48`` alone drew the model's own width: the heading said ``48xNone``."""
+    sample = {"steps": 3, "guidance": 5.0, "eta": 0.0}
+    assert sample_heading({**sample, "height": 48, "width": None}).endswith(", height 48")
+    assert sample_heading({**sample, "height": None, "width": 40}).endswith(", width 40")
+    assert sample_heading({**sample, "height": 48, "width": 40}).endswith(", 48x40")
+
+
 def test_a_scored_sheet_says_what_drew_it_above_what_its_numbers_are(tmp_path, figures):
     images = torch.rand(2, 3, 8, 8)
     sheets.save_contact_sheet(

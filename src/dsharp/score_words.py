@@ -70,8 +70,11 @@ def sampling_words(sample: dict[str, Any], *, method: bool = True, eta: bool = T
     words = f"{sample.get('steps')} DDIM steps, guidance {sample.get('guidance')}"
     if eta:
         words += f", eta {sample.get('eta')}"
-    if sample.get("height") or sample.get("width"):
-        words += f", {sample.get('height')}x{sample.get('width')}"
+    height, width = sample.get("height"), sample.get("width")
+    if height and width:
+        words += f", {height}x{width}"
+    elif height or width:  # the other is the model's own: not "48xNone"
+        words += f", height {height}" if height else f", width {width}"
     if method and sample.get("method", "default") != "default":
         words += ", method " + method_words(sample, code=True)
     return words
