@@ -270,6 +270,31 @@ def test_a_branch_with_another_optimizer_is_refused_before_training(trained_run,
     assert "momentum" in str(raised.value) and "train.optimizer" in str(raised.value)
 
 
+def test_a_newer_optimizer_setting_missing_from_an_older_checkpoint_is_no_misfit(
+    trained_run, monkeypatch
+):
+    """An optimizer version that adds a group setting (bitsandbytes reads its newer ones
+    with defaults) still resumes a checkpoint saved before it: only the settings that tell
+    AdamW from SGD mean another optimizer's state."""
+    import torch
+
+    from dsharp.engine import Trainer
+
+    real_init = torch.optim.AdamW.__init__
+
+    def newer(self, params, *args, **kwargs):
+        real_init(self, params, *args, **kwargs)
+        for group in self.param_groups:
+            group["t_alpha"] = None  # a setting the saved state does not hold
+        self.defaults["t_alpha"] = None
+
+    _, resumed = trained_run
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", newer)
+    trainer = Trainer(resumed, progress=False)
+    trainer.release_folder()
+    assert trainer.start_step == 1
+
+
 def test_torchs_optimizer_group_mismatch_is_a_misfit_not_damage(trained_run, monkeypatch):
     """torch's own ValueError for saved parameter groups of another size."""
     import torch

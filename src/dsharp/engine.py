@@ -224,10 +224,16 @@ def _load_checkpoint(acc: Accelerator, checkpoint: Path, optimizer: Any) -> None
     # torch takes the saved groups' settings as they are: another optimizer's lack this
     # one's (SGD's momentum), and the first step failed with a bare KeyError naming it.
     for wanted, group in zip(hyperparameters, optimizer.param_groups, strict=False):
-        lacking = sorted(wanted - set(group))
+        lacking = sorted((wanted - set(group)) & _ALGORITHM_SETTINGS)
         if lacking:
             reason = f"its optimizer state has no {', '.join(lacking)}: another train.optimizer's"
             raise ValueError(_misfit(checkpoint, reason, "optimizer"))
+
+
+#: The group settings that tell the allowed optimizers apart (AdamW's, SGD's): only their
+#: absence means another optimizer's state. A newer optimizer version's extra settings
+#: (bitsandbytes reads its newer ones with defaults) must not refuse an older checkpoint.
+_ALGORITHM_SETTINGS = frozenset({"betas", "eps", "momentum", "dampening", "nesterov"})
 
 
 #: How torch's ``Optimizer.load_state_dict`` begins the ValueError for saved parameter
