@@ -124,3 +124,15 @@ def test_the_offline_cache_check_says_an_invalid_hub_id_is_invalid(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "not a local folder, a built-in model or a valid" in offline_uncached_model("a b/c")
     assert "not in the local Hugging Face cache" in offline_uncached_model("org/uncached-x")
+
+
+def test_a_model_path_under_an_unknown_users_home_is_not_found_not_a_crash():
+    """``~nouser/sd``: Python cannot expand it and raised "Could not determine home
+    directory"; the folder is simply not there."""
+    from dsharp.hub import looks_local
+    from dsharp.model_names import missing_model
+
+    assert missing_model("~dsharp-no-such-user/sd") == (
+        "model folder not found: ~dsharp-no-such-user/sd"
+    )
+    assert looks_local("~dsharp-no-such-user/sd")

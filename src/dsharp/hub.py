@@ -37,12 +37,22 @@ def hub_offline() -> bool:
     )
 
 
+def user_path(value: str | os.PathLike[str]) -> Path:
+    """``value`` with ``~`` expanded; as given where it cannot be (``~nouser/x``: Python
+    raises rather than say the folder is not there), so that the caller's "not found"
+    names it."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)
+
+
 def looks_local(source: str) -> bool:
     """A path rather than a hub id: absolute, relative with ``./``, ``~``, existing, or
     ending as a weights or config file does (:data:`FILE_SUFFIXES`)."""
     return (
         source.startswith(("/", "./", "../", "~", "\\"))
-        or Path(source).expanduser().exists()
+        or user_path(source).exists()
         or source.count("/") > 1
         or (len(source) > 1 and source[1] == ":")  # a Windows drive
         or source.lower().endswith(FILE_SUFFIXES)
@@ -65,7 +75,7 @@ def missing_local_path(value: str, kind: PathKind = "file or folder") -> str | N
             kind, hint = "file", f" (a model folder is given as 'local-dir:{value}')"
     if not (local or looks_local(value)):
         return None
-    path = Path(value).expanduser()
+    path = user_path(value)
     if not path.exists():
         return f"{'folder' if kind == 'folder' else 'file'} not found: {path}"
     if kind == "file" and not path.is_file():

@@ -5,7 +5,8 @@ importing torch: ``dsharp runs``, recipe comparisons and preflight checks read t
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from dsharp.hub import user_path
 
 EMBEDDED = {"dsharp-mini": "dsharp-mini"}
 """Model names that resolve to folders shipped inside the package (``dsharp/assets``)."""
@@ -33,7 +34,7 @@ def absolute_model_source(pretrained: str) -> str:
     --checkpoint RUN`` run elsewhere); built-in names and hub ids unchanged."""
     if is_builtin(pretrained):
         return pretrained
-    path = Path(pretrained).expanduser()
+    path = user_path(pretrained)
     return os.path.abspath(path) if path.exists() else pretrained
 
 
@@ -45,7 +46,7 @@ def builtin_near_miss(pretrained: str) -> str | None:
     import difflib
 
     names = [*EMBEDDED, *MINI_INITS]
-    if "/" in pretrained or pretrained in names or Path(pretrained).expanduser().exists():
+    if "/" in pretrained or pretrained in names or user_path(pretrained).exists():
         return None
     match = difflib.get_close_matches(pretrained, names, n=1, cutoff=0.75)
     if not match:
@@ -65,7 +66,7 @@ def offline_uncached_model(pretrained: str) -> str | None:
     cannot succeed, and the hub cache says so without diffusers (seconds to import) or the
     rewards' weights (an id that no hub id can be is said as such). None otherwise: a
     built-in name, a local path, a cached or online id."""
-    if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
+    if is_builtin(pretrained) or user_path(pretrained).exists():
         return None
     from dsharp.hub import NOT_CACHED_OFFLINE, offline_not_cached
 
@@ -86,7 +87,7 @@ def missing_model(pretrained: str) -> str | None:
     the name alone and the files it names: what loading the model would find first, said
     before any download or heavy work (``dsharp eval``, ``sample``, ``train``); None
     otherwise."""
-    if is_builtin(pretrained) or Path(pretrained).expanduser().exists():
+    if is_builtin(pretrained) or user_path(pretrained).exists():
         return None
     if looks_like_model_path(pretrained):
         return f"model folder not found: {pretrained}"
@@ -115,7 +116,7 @@ def invalid_hub_id(pretrained: str) -> str | None:
 def not_a_model_folder(pretrained: str) -> str | None:
     """``X: a folder without model_index.json, not a diffusers model folder`` (or a file)
     for a local path that is there but holds no diffusers model; None otherwise."""
-    path = Path(pretrained).expanduser()
+    path = user_path(pretrained)
     if is_builtin(pretrained) or not path.exists() or (path / "model_index.json").is_file():
         return None
     what = "a file" if path.is_file() else "a folder without model_index.json"

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dsharp.hub import user_path
 from dsharp.model_names import (  # noqa: F401 (builtin_near_miss: imported from here)
     EMBEDDED,
     MINI_INITS,
@@ -46,7 +47,7 @@ def resolve_pretrained(pretrained: str) -> str:
                 f"the embedded model {pretrained!r} is not built: {folder} has no model_index.json"
             )
         return str(folder)
-    path = Path(pretrained).expanduser()
+    path = user_path(pretrained)
     if path.exists():
         return str(path)
     problem = missing_model(pretrained)  # the rule `dsharp eval`/`sample` check first
