@@ -950,21 +950,35 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_is_refused(tmp_path):
         resolve_resume(other, str(older))
 
 
+def _checkpoint_at_step_2(run: Path) -> Path:
+    """A bare step-2 checkpoint folder of ``run``: what resume checks read, no weights."""
+    checkpoint = run / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    return checkpoint
+
+
+def _saved_two_step_run(tiny_sd_dir: Path, run: Path) -> Path:
+    """``run`` as a 2-step run leaves it for resume checks: its recipe.yaml and step-2
+    checkpoint (no weights); returns the checkpoint."""
+    from dsharp.config import recipe_to_yaml
+    from dsharp.methods.factory import with_method_defaults
+
+    first = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.max_steps=2")
+    checkpoint = _checkpoint_at_step_2(run)
+    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+    return checkpoint
+
+
 def test_a_resume_must_continue_the_run_it_resumes(tiny_sd_dir, tmp_path):
     """Another lr or seed would train a mix of two runs under the first one's recipe.yaml;
     a checkpoint past max_steps would train nothing. Both are refused before any model
     loads; a longer max_steps (or other checkpointing, eval, sample) is how one resumes."""
-    from dsharp.config import recipe_to_yaml
     from dsharp.engine import Trainer
-    from dsharp.methods.factory import with_method_defaults
     from dsharp.resume import check_resume
 
     run = tmp_path / "run"
-    first = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.max_steps=2")
-    checkpoint = run / "checkpoints" / "step-000002"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
-    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+    checkpoint = _saved_two_step_run(tiny_sd_dir, run)
 
     def resumed(*overrides: str):
         return _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.resume=latest", *overrides)
@@ -987,16 +1001,10 @@ def test_a_resume_named_from_inside_the_runs_checkpoints_folder_is_still_checked
     """``train.resume=step-000002`` from inside ``run/checkpoints``: its run folder was read
     as ``.`` (no recipe.yaml there), so the resume was taken for a branch and a changed
     train.lr trained on under the run's name."""
-    from dsharp.config import recipe_to_yaml
-    from dsharp.methods.factory import with_method_defaults
     from dsharp.resume import check_resume
 
     run = tmp_path / "run"
-    first = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.max_steps=2")
-    checkpoint = run / "checkpoints" / "step-000002"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
-    (run / "recipe.yaml").write_text(recipe_to_yaml(with_method_defaults(first)))
+    _saved_two_step_run(tiny_sd_dir, run)
     monkeypatch.chdir(run / "checkpoints")
     for given in ("step-000002", "../checkpoints/step-000002"):
         changed = _recipe(
@@ -1021,9 +1029,7 @@ def test_a_resume_its_run_s_recipe_cannot_vouch_for_is_refused(tiny_sd_dir, tmp_
     from dsharp.resume import planned_resume
 
     run = tmp_path / "run"
-    checkpoint = run / "checkpoints" / "step-000002"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    checkpoint = _checkpoint_at_step_2(run)
     resumed = _recipe("rlhf_sharpening", tiny_sd_dir, run, "train.resume=latest")
     (run / "recipe.yaml").write_text("model: [\n")
     with pytest.raises(ValueError, match=r"recipe\.yaml: cannot be read as a recipe, so this"):
@@ -1046,9 +1052,7 @@ def test_train_refuses_a_run_folder_s_problems_as_recipe_errors_before_loading(
     monkeypatch.setattr(dsharp.engine, "build_model", _must_not_load)
     recipe = RECIPES / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
-    checkpoint = run / "checkpoints" / "step-000002"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    _checkpoint_at_step_2(run)
     (run / "recipe.yaml").write_text("model: [\n")
     args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
     for extra, expected in [

@@ -411,23 +411,32 @@ def test_the_schedule_check_gives_the_constructor_message(tiny_sd_dir, tmp_path)
     assert str(preflight.value) == str(constructor.value)
 
 
+def _cached_org_tiny(hub: Path, monkeypatch, subfolder: str) -> Path:
+    """A hub cache at ``hub`` (made the cache in use) holding ``org/tiny``'s main snapshot,
+    with ``subfolder`` made in it: the test writes the files it is to hold."""
+    from huggingface_hub import constants
+
+    repo = hub / "models--org--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    (snapshot / subfolder).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    return snapshot
+
+
 def test_the_scheduler_comes_from_the_hub_cache_without_a_download(
     tiny_sd_dir, tmp_path, monkeypatch
 ):
-    from huggingface_hub import constants
 
     from dsharp.config import ModelConfig
     from dsharp.scheduler_files import scheduler_without_weights
 
-    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
-    (snapshot / "scheduler").mkdir(parents=True)
-    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
-    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    snapshot = _cached_org_tiny(tmp_path / "hub", monkeypatch, "scheduler")
     name = "scheduler/scheduler_config.json"
     text = (tiny_sd_dir / name).read_text()
     assert '"leading"' in text
     (snapshot / name).write_text(text.replace('"leading"', '"trailing"'))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     cached = scheduler_without_weights(ModelConfig(pretrained="org/tiny"))
     assert cached.config.timestep_spacing == "trailing"
     assert scheduler_without_weights(ModelConfig(pretrained="org/not-cached")) is None
@@ -468,18 +477,13 @@ def test_an_image_size_the_vae_cannot_draw_is_refused_before_loading(tiny_sd_dir
 def test_the_size_factor_comes_from_the_hub_cache_without_a_download(
     tiny_sd_dir, tmp_path, monkeypatch
 ):
-    from huggingface_hub import constants
 
     from dsharp.config import ModelConfig
     from dsharp.preflight import image_size_factor
 
-    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
-    (snapshot / "vae").mkdir(parents=True)
-    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
-    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    snapshot = _cached_org_tiny(tmp_path / "hub", monkeypatch, "vae")
     for name in ("model_index.json", "vae/config.json"):
         (snapshot / name).write_bytes((tiny_sd_dir / name).read_bytes())
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert image_size_factor(ModelConfig(pretrained="org/tiny")) == 8
     assert image_size_factor(ModelConfig(pretrained="org/not-cached")) == 1  # the loader checks
     assert image_size_factor(ModelConfig(pretrained="dsharp-mini")) == 1  # pixel space
