@@ -107,18 +107,25 @@ def compare(
 
             for text in comparability_notes(named_list):
                 note(text)
+        from dsharp.compare_plot import COMPARE_PNG
+        from dsharp.file_sets import replaced_together
+
         written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
+        png = Path(out) / COMPARE_PNG
         markdown = to_markdown(columns, rows)
         if notes:  # the file alone must carry what makes its rows hard to compare
             markdown += "\nNotes:\n\n" + "".join(f"- {text}\n" for text in notes)
-        atomic_write_text(written[0], markdown)
-        atomic_write_text(written[1], to_csv(columns, rows))
-        if plot and against is None:
-            from dsharp.compare_plot import COMPARE_PNG, plot_compare, plot_paired, scored_by
+        # one set: an old compare.png (or none drawn now) beside a new table would pass for
+        # this comparison's; compare.md, which holds the notes, is replaced last
+        with replaced_together(png, written[1], written[0]) as staged:
+            atomic_write_text(staged(written[0]), markdown)
+            atomic_write_text(staged(written[1]), to_csv(columns, rows))
+            if plot and against is None:
+                from dsharp.compare_plot import plot_compare, plot_paired, scored_by
 
-            draw = plot_paired if paired else plot_compare
-            if draw(columns, rows, Path(out) / COMPARE_PNG, scored_by(named_list)):
-                written.append(Path(out) / COMPARE_PNG)
+                draw = plot_paired if paired else plot_compare
+                if draw(columns, rows, staged(png), scored_by(named_list)):
+                    written.append(png)
     if as_json:
         files = [str(p) for p in written]
         typer.echo(json.dumps({**to_json_table(columns, rows), "notes": notes, "files": files}))

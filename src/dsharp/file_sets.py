@@ -1,0 +1,143 @@
+"""Files that are read together (a report and its grid, a table and its CSV and plot) are
+replaced together: a reader never finds a new one beside an old one.
+
+Each file of the set is written first to a temp file beside it (with the usual atomic
+writers); only when all are written are they renamed into place, in the order given, so that
+the last one (the file that marks the set as complete: the report a reader opens, the
+score another command reads) is replaced last. A failure before then (a full disk) leaves
+every file as it was and says so; the temp files are removed, on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dsharp.io import sync_folder
+
+
+class FileSetError(OSError):
+    """A file of a set could not be written or put in place: ``str`` names it, then says
+    which files of the set are still their previous version (or were not written)."""
+
+    def __init__(self, err: OSError, path: Path, state: str) -> None:
+        super().__init__(err.errno, err.strerror, str(path))
+        self.state = state
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; {self.state}"
+
+
+@contextmanager
+def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
+    """Yield ``staged(path)``: where to write the new version of ``path``, one of ``paths``.
+
+    On leaving the block without an error, each staged file replaces its path in the order
+    of ``paths`` (the last marks the set complete); a path whose staged file was not written
+    this time is removed, as an older one would pass for part of this set. On an error, the
+    staged files are removed and every path is left as it was; an ``OSError`` becomes a
+    :class:`FileSetError` that names the file and the set's state.
+    """
+    finals = [Path(p) for p in paths]
+    token = secrets.token_hex(4)
+    staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in finals}
+
+    def where(path: Path) -> Path:
+        try:
+            return staged[Path(path)]
+        except KeyError:
+            raise ValueError(f"{path} is not one of this set's files") from None
+
+    try:
+        yield where
+    except BaseException as err:
+        _remove(staged.values())
+        if isinstance(err, OSError) and err.errno is not None:
+            failed = _final_of(err, staged)
+            raise FileSetError(err, failed, _unchanged(finals, failed)) from None
+        raise
+    _commit(finals, staged)
+
+
+def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
+    """Rename the staged files into place in order, with Ctrl-C held back until done: an
+    interrupt between two renames would leave the mix this module is there to prevent."""
+    written = {p for p in finals if staged[p].exists()}
+    with _interrupts_held():
+        for i, path in enumerate(finals):
+            try:
+                if path in written:
+                    os.replace(staged[path], path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as err:
+                _remove(staged.values())
+                raise FileSetError(err, path, _partly(finals[:i], finals[i:], path)) from None
+        for folder in {p.parent for p in finals}:
+            sync_folder(folder)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT blocked (where the platform can) while entered, delivered on leaving."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:  # Windows: the renames run unguarded
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
+
+
+def _remove(files: Iterable[Path]) -> None:
+    """The staged files (the atomic writers remove their own temp files on a failure)."""
+    for tmp in files:
+        tmp.unlink(missing_ok=True)
+
+
+def _final_of(err: OSError, staged: dict[Path, Path]) -> Path:
+    """The set's file an error is about: the writers name the staged file they wrote."""
+    if err.filename is None:
+        return next(iter(staged))
+    named = Path(str(err.filename))
+    for final, tmp in staged.items():
+        if named == tmp or named.name.startswith(f".{tmp.name}."):
+            return final
+    return named
+
+
+def _name(path: Path, failed: Path) -> str:
+    return path.name if path.parent == failed.parent else str(path)
+
+
+def _listed(paths: list[Path], failed: Path) -> str:
+    names = [_name(p, failed) for p in paths]
+    if len(names) > 4:
+        return f"{len(names)} files ({names[0]}, ..., {names[-1]})"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _unchanged(finals: list[Path], failed: Path) -> str:
+    """Nothing was replaced: which files are still their previous version, which absent."""
+    old = [p for p in finals if p.exists()]
+    absent = [p for p in finals if not p.exists()]
+    parts = []
+    if old:
+        still = "is still the previous version" if len(old) == 1 else "are still the previous versions"
+        parts.append(f"{_listed(old, failed)} {still}")
+    if absent:
+        parts.append(f"{_listed(absent, failed)} not written")
+    return "; ".join(parts)
+
+
+def _partly(done: list[Path], left: list[Path], failed: Path) -> str:
+    """A rename failed midway: which files are new, which still the previous version."""
+    if not done:
+        return _unchanged(left, failed)
+    return f"{_listed(done, failed)} replaced; {_unchanged(left, failed)}"

@@ -1,0 +1,88 @@
+"""Files read together are replaced together (dsharp.file_sets): a full disk or a Ctrl-C
+while they are written leaves every one as it was, says which file failed and what is
+still the previous version, and leaves no temp file behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from dsharp.file_sets import FileSetError, replaced_together
+from dsharp.io import atomic_write_text, naming
+
+
+def _full(path: Path) -> OSError:
+    """What an atomic writer raises for a full disk: the error, naming the file."""
+    return naming(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+
+
+def _folder(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir())}
+
+
+def test_a_set_replaces_every_file_and_removes_a_member_not_written_this_time(tmp_path):
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    for p in (a, b, c):
+        p.write_text("old")
+    with replaced_together(a, b, c) as staged:
+        atomic_write_text(staged(a), "new a")
+        atomic_write_text(staged(c), "new c")
+    assert _folder(tmp_path) == {"a.csv": b"new a", "c.md": b"new c"}  # old b.png: gone
+
+
+def test_a_full_disk_leaves_the_set_as_it_was_and_says_so(tmp_path):
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    a.write_text("old a")
+    c.write_text("old c")
+    with pytest.raises(FileSetError) as caught:
+        with replaced_together(a, b, c) as staged:
+            atomic_write_text(staged(a), "new a")
+            raise _full(staged(b))
+    assert str(caught.value) == (
+        f"[Errno 28] No space left on device: '{b}'; a.csv and c.md are still the previous "
+        "versions; b.png not written"
+    )
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(b)
+    assert _folder(tmp_path) == {"a.csv": b"old a", "c.md": b"old c"}
+
+
+def test_a_ctrl_c_while_writing_leaves_no_temp_file(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.md"
+    a.write_text("old a")
+    with pytest.raises(KeyboardInterrupt):
+        with replaced_together(a, b) as staged:
+            atomic_write_text(staged(a), "new a")
+            raise KeyboardInterrupt
+    assert _folder(tmp_path) == {"a.csv": b"old a"}
+
+
+def test_a_rename_that_fails_midway_says_which_files_are_new(tmp_path, monkeypatch):
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    for p in (a, b, c):
+        p.write_text("old")
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == b:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(FileSetError) as caught:
+        with replaced_together(a, b, c) as staged:
+            for p in (a, b, c):
+                atomic_write_text(staged(p), "new")
+    assert str(caught.value) == (
+        f"[Errno 5] Input/output error: '{b}'; a.csv replaced; b.png and c.md are still the "
+        "previous versions"
+    )
+    assert _folder(tmp_path) == {"a.csv": b"new", "b.png": b"old", "c.md": b"old"}
+
+
+def test_a_path_outside_the_set_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not one of this set's files"):
+        with replaced_together(tmp_path / "a.md") as staged:
+            staged(tmp_path / "b.md")
