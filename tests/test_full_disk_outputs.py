@@ -17,11 +17,12 @@ RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny" / "rlhf_sha
 
 
 def _full_disk_for(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """``os.fsync`` of the temp file that becomes ``name`` fails as on a full disk."""
+    """``os.fsync`` of the temp file that becomes ``name`` fails as on a full disk (its
+    writer's temp file: ``.name.x.tmp``, or ``..name.x.tmp.y.tmp`` for a file of a set)."""
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
+        if f".{name}." in Path(os.readlink(f"/proc/self/fd/{fd}")).name:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd)
 
@@ -42,29 +43,34 @@ def _temp_files(run: Path) -> list[str]:
     return [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+REPORT = ("eval-base.json", "samples_grid.png", "report.md", "eval-final.json")
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
-def test_a_full_disk_during_the_report_keeps_the_previous_score_and_says_how_to_redo_it(
-    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("full_at", ["samples_grid.png", "report.md"])
+def test_a_full_disk_during_the_report_keeps_the_previous_report_whole_and_says_how_to_redo_it(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: str
 ) -> None:
     run = tmp_path / "run"
     report = ["eval.prompts=[a red circle]", "eval.seeds=1"]
     assert _train(run, tiny_sd_dir, 1, *report).exit_code == 0
-    before = {n: (run / n).read_bytes() for n in ("eval-final.json", "report.md")}
+    before = {n: (run / n).read_bytes() for n in REPORT}
 
-    _full_disk_for(monkeypatch, "samples_grid.png")
+    _full_disk_for(monkeypatch, full_at)
     result = _train(run, tiny_sd_dir, 2, *report, "train.resume=latest")
     assert result.exit_code == 1, result.output
     assert _lines(result.stderr) == [
         f"error: training is complete in {run}, but its report was not written ([Errno 28] No "
-        f"space left on device: '{run / 'samples_grid.png'}'); write it with: dsharp train "
-        f"{RECIPE} model.pretrained={tiny_sd_dir} train.max_steps=2 'eval.prompts=[a red "
-        f"circle]' eval.seeds=1 output_dir={run} train.resume=latest"
+        f"space left on device: '{run / full_at}'; eval-base.json, samples_grid.png, "
+        "report.md and eval-final.json are still the previous versions); write it with: "
+        f"dsharp train {RECIPE} model.pretrained={tiny_sd_dir} train.max_steps=2 "
+        f"'eval.prompts=[a red circle]' eval.seeds=1 output_dir={run} train.resume=latest"
     ]
     assert (run / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
     assert not _temp_files(run)
-    # the score `dsharp runs` shows is still the one of step 1, which report.md describes:
-    # not step 2's beside step 1's report and grid
-    assert {n: (run / n).read_bytes() for n in before} == before
+    # the report, its grid and the score `dsharp runs` shows are all still step 1's: not a
+    # new grid (or score) beside step 1's report
+    assert {n: (run / n).read_bytes() for n in REPORT} == before
     assert json.loads(before["eval-final.json"])["step"] == 1
 
 

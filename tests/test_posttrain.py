@@ -26,7 +26,9 @@ def test_train_with_eval_section_writes_report_grid_and_evals(tmp_path, tiny_sd_
     headings = []  # each figure's heading, then written as it would be
 
     def save(fig, path):
-        headings.append((Path(path).name, fig._suptitle and fig._suptitle.get_text()))
+        # written as one of the report's set: to a temp file beside samples_grid.png
+        name = Path(path).name.removeprefix(".").partition(".png.")[0] + ".png"
+        headings.append((name, fig._suptitle and fig._suptitle.get_text()))
         real_save(fig, path)
 
     real_save = posttrain.atomic_save_png

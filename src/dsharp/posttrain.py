@@ -66,6 +66,9 @@ def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]
     return [p for group in groups.values() for p in spread(group)]
 
 
+#: The report's files in a run folder.
+BASE_JSON, GRID_PNG, FINAL_JSON = "eval-base.json", "samples_grid.png", "eval-final.json"
+
 GRID_CAPTION_WIDTH = 28  # characters per line of a prompt above its column
 
 
@@ -326,23 +329,25 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
         grid_seeds = [results[label]["images"][i]["seed"] for i in rows]
         scores = [results[label]["images"][i]["score"] for i in rows]
         grids.append((label, kept[0][rows], scores))
-    atomic_write_json(run_dir / "eval-base.json", {"label": "base", **results["base"]})
+    from dsharp.file_sets import replaced_together
+
     score_name = reward_words(results["fine-tuned"])  # base and fine-tuned: one recipe's rewards
-    sample_grid(grids, grid_prompts, grid_seeds, run_dir / "samples_grid.png", score_name)
     report = run_dir / "report.md"
-    atomic_write_text(
-        report,
-        report_markdown(
-            recipe,
-            results["base"],
-            results["fine-tuned"],
-            checkpoint,
-            curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
-        ),
+    base_json, grid, final_json = (run_dir / n for n in (BASE_JSON, GRID_PNG, FINAL_JSON))
+    markdown = report_markdown(
+        recipe,
+        results["base"],
+        results["fine-tuned"],
+        checkpoint,
+        curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
     )
-    # last, with the checkpoint's step: a write that fails before it (a full disk) leaves
-    # the previous eval-final.json, whose older step `dsharp runs` shows ("final @ step N"),
-    # rather than a new score beside the previous report and grid
     final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
-    atomic_write_json(run_dir / "eval-final.json", final)
+    # one set, eval-final.json (with the checkpoint's step) replaced last: a write that fails
+    # (a full disk) leaves the previous report, grid and scores, whose older step `dsharp
+    # runs` shows ("final @ step N"), rather than a new grid or score beside an old report
+    with replaced_together(base_json, grid, report, final_json) as staged:
+        atomic_write_json(staged(base_json), {"label": "base", **results["base"]})
+        sample_grid(grids, grid_prompts, grid_seeds, staged(grid), score_name)
+        atomic_write_text(staged(report), markdown)
+        atomic_write_json(staged(final_json), final)
     return PostTrainReport(report, headline(results["base"], results["fine-tuned"]))
