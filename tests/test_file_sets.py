@@ -37,10 +37,9 @@ def test_a_full_disk_leaves_the_set_as_it_was_and_says_so(tmp_path):
     a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
     a.write_text("old a")
     c.write_text("old c")
-    with pytest.raises(FileSetError) as caught:
-        with replaced_together(a, b, c) as staged:
-            atomic_write_text(staged(a), "new a")
-            raise _full(staged(b))
+    with pytest.raises(FileSetError) as caught, replaced_together(a, b, c) as staged:
+        atomic_write_text(staged(a), "new a")
+        raise _full(staged(b))
     assert str(caught.value) == (
         f"[Errno 28] No space left on device: '{b}'; a.csv and c.md are still the previous "
         "versions; b.png not written"
@@ -52,10 +51,9 @@ def test_a_full_disk_leaves_the_set_as_it_was_and_says_so(tmp_path):
 def test_a_ctrl_c_while_writing_leaves_no_temp_file(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.md"
     a.write_text("old a")
-    with pytest.raises(KeyboardInterrupt):
-        with replaced_together(a, b) as staged:
-            atomic_write_text(staged(a), "new a")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), replaced_together(a, b) as staged:
+        atomic_write_text(staged(a), "new a")
+        raise KeyboardInterrupt
     assert _folder(tmp_path) == {"a.csv": b"old a"}
 
 
@@ -71,10 +69,9 @@ def test_a_rename_that_fails_midway_says_which_files_are_new(tmp_path, monkeypat
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(FileSetError) as caught:
-        with replaced_together(a, b, c) as staged:
-            for p in (a, b, c):
-                atomic_write_text(staged(p), "new")
+    with pytest.raises(FileSetError) as caught, replaced_together(a, b, c) as staged:
+        for p in (a, b, c):
+            atomic_write_text(staged(p), "new")
     assert str(caught.value) == (
         f"[Errno 5] Input/output error: '{b}'; a.csv replaced; b.png and c.md are still the "
         "previous versions"
@@ -83,6 +80,8 @@ def test_a_rename_that_fails_midway_says_which_files_are_new(tmp_path, monkeypat
 
 
 def test_a_path_outside_the_set_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="not one of this set's files"):
-        with replaced_together(tmp_path / "a.md") as staged:
-            staged(tmp_path / "b.md")
+    with (
+        pytest.raises(ValueError, match="not one of this set's files"),
+        replaced_together(tmp_path / "a.md") as staged,
+    ):
+        staged(tmp_path / "b.md")

@@ -87,3 +87,75 @@ def test_compare_without_a_plot_removes_the_previous_one(tmp_path):
     result = _compare(tmp_path, 0.75, "--no-plot")
     assert result.exit_code == 0, result.output
     assert sorted(_files(tmp_path / "cmp")) == ["compare.csv", "compare.md"]
+
+
+def _table_study(tmp_path: Path) -> Path:
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    data = {
+        "kind": "table",
+        "name": "mine",
+        "base": str(root / "recipes" / "tiny" / "rlhf_sharpening.yaml"),
+        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
+        "rows": [{"label": "base", "train": False}, {"label": "tuned"}],
+        "evaluate": {"bench": "shapes", "limit": 1, "seeds": 1},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _failing_csv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text writer fails as on a full disk for a CSV file."""
+    from dsharp import io
+
+    real = io.atomic_write_text
+
+    def write(path, text):
+        if ".csv." in Path(path).name or Path(path).suffix == ".csv":
+            raise naming(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), Path(path))
+        real(path, text)
+
+    monkeypatch.setattr(io, "atomic_write_text", write)
+
+
+def test_reproduce_that_cannot_write_its_csv_keeps_the_previous_table_md(tmp_path, monkeypatch):
+    from dsharp.study import load_study
+    from study_rows import finish_rows
+
+    study = _table_study(tmp_path)
+    loaded = load_study(study)
+    finish_rows(loaded, result=lambda i, plan: _evaluation(0.25 + i / 4))
+    run = ["reproduce", str(study), "--no-progress"]
+    assert CliRunner().invoke(app, run).exit_code == 0
+    out = tmp_path / "out"
+    before = {n: (out / n).read_bytes() for n in ("table.md", "table.csv")}
+
+    for plan in loaded.rows:  # a row evaluated again since, with another score
+        doc = json.loads((plan.run_dir / "eval.json").read_text())
+        (plan.run_dir / "eval.json").write_text(json.dumps({**doc, "overall": 0.9}))
+    _failing_csv(monkeypatch)
+    result = CliRunner().invoke(app, run)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: [Errno 28] No space left on device: '{out / 'table.csv'}'; table.csv and "
+        "table.md are still the previous versions"
+    )
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_figure_whose_csv_cannot_be_written_keeps_the_previous_png(tmp_path, monkeypatch):
+    from dsharp.study import PlotSpec
+    from dsharp.study_outputs import plot_nfe
+
+    png, csv_path = tmp_path / "f.png", tmp_path / "f.csv"
+    spec = PlotSpec(x="nfe", y="overall")
+    plot_nfe([("DDIM", "DDIM", _evaluation(0.25))], spec, "Figure 5", png, csv_path)
+    before = _files(tmp_path)
+    _failing_csv(monkeypatch)
+    with pytest.raises(OSError, match="; f.csv and f.png are still the previous versions$"):
+        plot_nfe([("DDIM", "DDIM", _evaluation(0.75))], spec, "Figure 5", png, csv_path)
+    assert _files(tmp_path) == before

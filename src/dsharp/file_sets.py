@@ -129,7 +129,9 @@ def _unchanged(finals: list[Path], failed: Path) -> str:
     absent = [p for p in finals if not p.exists()]
     parts = []
     if old:
-        still = "is still the previous version" if len(old) == 1 else "are still the previous versions"
+        still = (
+            "is still the previous version" if len(old) == 1 else "are still the previous versions"
+        )
         parts.append(f"{_listed(old, failed)} {still}")
     if absent:
         parts.append(f"{_listed(absent, failed)} not written")

@@ -68,6 +68,7 @@ def _write_table(
     tables = [to_rich(columns, rows, title=title)]
     outputs = [out / "table.md", out / "table.csv"]
     paper_csv = out / "table-paper.csv"
+    paper_text = None
     if study.paper_table is not None:
         paper, why_not, unpaired = _paper_comparison(study.paper_table, done)
         if paper is None:
@@ -81,13 +82,19 @@ def _write_table(
             md.append(to_markdown(p_columns, p_rows))
             if unpaired:
                 md += ["", f"No paper row ({_UNPAIRED}): {', '.join(unpaired)}."]
-            atomic_write_text(paper_csv, to_csv(p_columns, p_rows))
+            paper_text = to_csv(p_columns, p_rows)
             outputs.append(paper_csv)
             tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper", "column"))
-    if paper_csv not in outputs:  # an earlier run's comparison would pass for this one's
-        paper_csv.unlink(missing_ok=True)
-    atomic_write_text(out / "table.md", "\n".join(md).rstrip("\n") + "\n")
-    atomic_write_text(out / "table.csv", to_csv(columns, rows))
+    from dsharp.file_sets import replaced_together
+
+    # one set, table.md last; a table-paper.csv not written now is removed, as an earlier
+    # run's comparison would pass for this one's
+    kept = [paper_csv] if paper_text is not None or paper_csv.exists() else []
+    with replaced_together(*kept, out / "table.csv", out / "table.md") as staged:
+        if paper_text is not None:
+            atomic_write_text(staged(paper_csv), paper_text)
+        atomic_write_text(staged(out / "table.csv"), to_csv(columns, rows))
+        atomic_write_text(staged(out / "table.md"), "\n".join(md).rstrip("\n") + "\n")
     return outputs, tables
 
 
@@ -174,8 +181,6 @@ def plot_steps(
     the plotted points."""
     plt = pyplot()
 
-    from dsharp.io import atomic_write_text
-
     series = [(label, step_series(rows, spec.y, spec.band, spec.smooth)) for label, rows in curves]
     for label, points in series:  # before any figure exists: a failure leaves none open
         if not points:
@@ -202,10 +207,20 @@ def plot_steps(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title=_smoothing_words(spec), title_fontsize=8)
-    atomic_save_png(fig, png)
     header = ["series", "step", spec.y, f"{spec.y}_smooth"]
     header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
-    atomic_write_text(csv_path, to_csv(header, table))
+    _write_figure_files(fig, png, csv_path, to_csv(header, table))
+
+
+def _write_figure_files(fig: Any, png: Path, csv_path: Path, csv_text: str) -> None:
+    """A figure and the CSV of its points, replaced together (the PNG last): a new CSV
+    beside an old figure would not be the data it shows."""
+    from dsharp.file_sets import replaced_together
+    from dsharp.io import atomic_write_text
+
+    with replaced_together(csv_path, png) as staged:
+        atomic_write_text(staged(csv_path), csv_text)
+        atomic_save_png(fig, staged(png))
 
 
 def _smoothing_words(spec: PlotSpec) -> str | None:
@@ -247,8 +262,6 @@ def plot_nfe(
     evaluations per image; points of one series joined in NFE order. PNG plus CSV."""
     plt = pyplot()
 
-    from dsharp.io import atomic_write_text
-
     by_series: dict[str, list[tuple[float, float, str]]] = {}
     for series, label, result in points:
         nfe, value = finite_number(result.get("nfe_per_image")), eval_metric(result, spec.y)
@@ -277,8 +290,9 @@ def plot_nfe(
     ax.grid(alpha=0.3)
     # beside the axes: inside, it sat on the points of the low-NFE rows
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    atomic_save_png(fig, png)
-    atomic_write_text(csv_path, to_csv(["series", "row", "nfe_per_image", spec.y], table))
+    _write_figure_files(
+        fig, png, csv_path, to_csv(["series", "row", "nfe_per_image", spec.y], table)
+    )
 
 
 def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:

@@ -117,10 +117,12 @@ def compare(
             markdown += "\nNotes:\n\n" + "".join(f"- {text}\n" for text in notes)
         # one set: an old compare.png (or none drawn now) beside a new table would pass for
         # this comparison's; compare.md, which holds the notes, is replaced last
-        with replaced_together(png, written[1], written[0]) as staged:
+        drawn = plot and against is None
+        members = [png] if drawn or png.exists() else []  # an old one not drawn: removed
+        with replaced_together(*members, written[1], written[0]) as staged:
             atomic_write_text(staged(written[0]), markdown)
             atomic_write_text(staged(written[1]), to_csv(columns, rows))
-            if plot and against is None:
+            if drawn:
                 from dsharp.compare_plot import plot_compare, plot_paired, scored_by
 
                 draw = plot_paired if paired else plot_compare
