@@ -159,3 +159,40 @@ def test_a_figure_whose_csv_cannot_be_written_keeps_the_previous_png(tmp_path, m
     with pytest.raises(OSError, match="; f.csv and f.png are still the previous versions$"):
         plot_nfe([("DDIM", "DDIM", _evaluation(0.75))], spec, "Figure 5", png, csv_path)
     assert _files(tmp_path) == before
+
+
+@pytest.fixture
+def stand_in_sampler(monkeypatch):
+    """`dsharp sample` without a model: random images, as many as asked for."""
+    import torch
+
+    import dsharp.commands.common as common
+    import dsharp.generate as generate_module
+
+    def generate(model, prompts, seeds, settings, **kwargs):
+        return generate_module.Generated(torch.rand(len(prompts), 3, 8, 8), 4.0, None)
+
+    monkeypatch.setattr(common, "load_model_for_inference", lambda *args: None)
+    monkeypatch.setattr(generate_module, "generate", generate)
+
+
+def test_sample_that_cannot_write_its_grid_keeps_the_previous_images(
+    tmp_path, monkeypatch, stand_in_sampler
+):
+    from dsharp import sheets
+
+    out = tmp_path / "out"
+    args = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-n", "2", "--out"]
+    assert CliRunner().invoke(app, [*args, str(out)]).exit_code == 0
+    before = _files(out)
+    assert len(before) == 3 and "grid.png" in before
+
+    _failing_png(monkeypatch, sheets)
+    result = CliRunner().invoke(app, [*args, str(out)])
+    assert result.exit_code == 1
+    images = sorted(n for n in before if n != "grid.png")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: [Errno 28] No space left on device: '{out / 'grid.png'}'; {images[0]}, "
+        f"{images[1]} and grid.png are still the previous versions"
+    )
+    assert _files(out) == before  # not new images beside the old grid

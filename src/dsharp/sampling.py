@@ -493,9 +493,16 @@ def sample(
 # -- output -------------------------------------------------------------------------------
 
 
-def save_images(images: torch.Tensor, folder: Path, names: Sequence[str]) -> list[Path]:
+def save_images(
+    images: torch.Tensor,
+    folder: Path,
+    names: Sequence[str],
+    staged: Callable[[Path], Path] | None = None,
+) -> list[Path]:
     """Write ``images`` ``(B, 3, H, W)`` in ``[0, 1]`` as PNGs ``folder/name`` atomically
-    (:func:`dsharp.io.atomic_write_bytes`), so readers never see half a file."""
+    (:func:`dsharp.io.atomic_write_bytes`), so readers never see half a file; returns their
+    paths. ``staged`` (of :func:`dsharp.file_sets.replaced_together`) says where each is
+    written first, for images replaced together with other files."""
     from io import BytesIO
 
     from PIL import Image
@@ -517,6 +524,6 @@ def save_images(images: torch.Tensor, folder: Path, names: Sequence[str]) -> lis
         path = folder / (name if name.endswith(".png") else f"{name}.png")
         encoded = BytesIO()
         Image.fromarray(array).save(encoded, format="PNG")
-        atomic_write_bytes(path, encoded.getvalue())
+        atomic_write_bytes(staged(path) if staged else path, encoded.getvalue())
         paths.append(path)
     return paths

@@ -195,16 +195,21 @@ def sample(
             f"{i:04d}-seed{s}-{_slug(p)}.png"
             for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
         ]
-        paths = save_images(result.images, out, names)
-        if grid:
-            from dsharp.score_words import sample_heading
+        from dsharp.file_sets import replaced_together
 
-            unused = getattr(parsed_options, "UNUSED_SAMPLE", ())
-            heading = sample_heading(settings.as_dict(), parsed_options, unused)
-            shown = save_contact_sheet(
-                result.images, prompts, seeds, out / SHEET_PNG, heading=heading
-            )
-            note = "" if shown == len(prompts) else f" ({shown} of {len(prompts)} images)"
+        # one set, the grid last: a full disk must not leave a grid of other images
+        files = [out / n for n in names] + ([out / SHEET_PNG] if grid else [])
+        with replaced_together(*files) as staged:
+            paths = save_images(result.images, out, names, staged=staged)
+            if grid:
+                from dsharp.score_words import sample_heading
+
+                unused = getattr(parsed_options, "UNUSED_SAMPLE", ())
+                heading = sample_heading(settings.as_dict(), parsed_options, unused)
+                shown = save_contact_sheet(
+                    result.images, prompts, seeds, staged(out / SHEET_PNG), heading=heading
+                )
+                note = "" if shown == len(prompts) else f" ({shown} of {len(prompts)} images)"
     summary = {
         "images": [str(p) for p in paths],
         "grid": str(out / SHEET_PNG) if grid else None,
