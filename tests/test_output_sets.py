@@ -196,3 +196,31 @@ def test_sample_that_cannot_write_its_grid_keeps_the_previous_images(
         f"{images[1]} and grid.png are still the previous versions"
     )
     assert _files(out) == before  # not new images beside the old grid
+
+
+def test_an_evaluation_that_cannot_write_its_sheet_keeps_the_previous_images(tmp_path, monkeypatch):
+    """`dsharp eval --images`: the images and grid.png as one set."""
+    import torch
+
+    import dsharp.evaluate as evaluate_module
+    from dsharp import sheets
+    from dsharp.config import RewardSpec
+    from dsharp.generate import Generated
+
+    def stand_in(model, prompts, seeds, settings, **kwargs):
+        return Generated(torch.rand(len(prompts), 3, 8, 8), 5.0)
+
+    monkeypatch.setattr(evaluate_module, "generate", stand_in)
+    kept, specs = tmp_path / "kept", [RewardSpec(name="shapes")]
+    evaluate_module.evaluate(None, ["a red square"], specs, num_seeds=2, images_dir=kept)
+    before = _files(kept)
+    assert sorted(before) == ["00000-seed0.png", "00001-seed1.png", "grid.png"]
+
+    _failing_png(monkeypatch, sheets)
+    with pytest.raises(OSError) as caught:
+        evaluate_module.evaluate(None, ["a red square"], specs, num_seeds=2, images_dir=kept)
+    assert str(caught.value) == (
+        f"[Errno 28] No space left on device: '{kept / 'grid.png'}'; 00000-seed0.png, "
+        "00001-seed1.png and grid.png are still the previous versions"
+    )
+    assert _files(kept) == before

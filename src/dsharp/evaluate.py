@@ -190,11 +190,6 @@ def evaluate(
     )
     if keep_images is not None:
         keep_images.append(generated.images)
-    if images_dir is not None:
-        from dsharp.sampling import save_images
-
-        names = [f"{i:05d}-seed{s}.png" for i, s in enumerate(seeds)]
-        save_images(generated.images, images_dir, names)
 
     per_reward: dict[str, list[float]] = {}
     strict: list[float] | None = None  # per scored image, where a reward reports it
@@ -267,14 +262,30 @@ def evaluate(
         for (prompt, seed), value in zip(pairs, values, strict=True)
     ]
     if images_dir is not None:
-        from dsharp.score_words import reward_words
-        from dsharp.sheets import SHEET_PNG, save_contact_sheet
-
-        sheet = Path(images_dir) / SHEET_PNG
-        save_contact_sheet(
-            generated.images, all_prompts, seeds, sheet, values, reward_words(result)
-        )
+        _keep_images(Path(images_dir), generated.images, all_prompts, seeds, values, result)
     return result
+
+
+def _keep_images(
+    folder: Path,
+    images: torch.Tensor,
+    prompts: list[str],
+    seeds: list[int],
+    values: list[float],
+    result: dict[str, Any],
+) -> None:
+    """The evaluated images and their contact sheet, replaced as one set (the sheet last):
+    a full disk must not leave a sheet of other images, or other images beside it."""
+    from dsharp.file_sets import replaced_together
+    from dsharp.sampling import save_images
+    from dsharp.score_words import reward_words
+    from dsharp.sheets import SHEET_PNG, save_contact_sheet
+
+    names = [f"{i:05d}-seed{s}.png" for i, s in enumerate(seeds)]
+    sheet = folder / SHEET_PNG
+    with replaced_together(*(folder / n for n in names), sheet) as staged:
+        save_images(images, folder, names, staged=staged)
+        save_contact_sheet(images, prompts, seeds, staged(sheet), values, reward_words(result))
 
 
 def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> Any:
