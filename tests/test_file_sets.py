@@ -85,3 +85,22 @@ def test_a_path_outside_the_set_is_refused(tmp_path):
         replaced_together(tmp_path / "a.md") as staged,
     ):
         staged(tmp_path / "b.md")
+
+
+def test_a_full_disk_in_a_folder_written_whole_names_its_file_and_keeps_the_old_folder(tmp_path):
+    """`dsharp merge`'s output folder: the temp folder's name meant nothing, and it is gone."""
+    from dsharp.io import atomic_directory
+
+    final = tmp_path / "merged"
+    final.mkdir()
+    (final / "recipe.yaml").write_text("old")
+    with pytest.raises(FileSetError) as caught, atomic_directory(final) as tmp:
+        atomic_write_text(tmp / "recipe.yaml", "new")
+        (tmp / "unet").mkdir()
+        raise _full(tmp / "unet" / "w.safetensors")
+    assert str(caught.value) == (
+        f"[Errno 28] No space left on device: '{final / 'unet' / 'w.safetensors'}'; merged is "
+        "still the previous version"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temp folder
+    assert (final / "recipe.yaml").read_text() == "old"

@@ -113,11 +113,29 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         sync_tree(tmp)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise _folder_not_written(err, tmp, final) from None
         raise
     replace_directory(tmp, final)
     sync_folder(final.parent)
+
+
+def _folder_not_written(err: OSError, tmp: Path, final: Path) -> OSError:
+    """A write into :func:`atomic_directory`'s temp folder that failed (a full disk), as
+    the file of ``final`` it was for, and whether ``final`` is still its previous version:
+    the temp folder's name means nothing to a user, and is gone."""
+    from dsharp.file_sets import FileSetError
+
+    path = final
+    if err.filename is not None:
+        try:
+            path = final / Path(str(err.filename)).relative_to(tmp)
+        except ValueError:
+            return err  # names a file of its own (a source read while writing)
+    kept = "is still the previous version" if final.exists() else "not written"
+    return FileSetError(err, path, f"{final.name} {kept}")
 
 
 def replace_directory(tmp: Path, final: Path) -> None:
