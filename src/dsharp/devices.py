@@ -23,9 +23,18 @@ def pick_device(device: str, label: str = "device") -> torch.device:
         resolved = None
     if resolved is None or resolved.type not in DEVICE_TYPES:
         raise RecipeError(f"{label}: expected auto, cpu, cuda[:N], mps or xpu, got {device!r}")
-    if resolved.type != "cpu" and not _available(resolved.type):
-        name = resolved.type.upper()
+    if resolved.type == "cpu":
+        return resolved
+    name = resolved.type.upper()
+    if not _available(resolved.type):
         raise ValueError(f"{label} {device}: {name} is not available here (use cpu or auto)")
+    count = _device_count(resolved.type)
+    if resolved.index is not None and resolved.index >= count:
+        # caught here, not at the first tensor moved there ("invalid device ordinal"), which
+        # comes after the model (or a reward model) has loaded
+        kind = resolved.type
+        valid = f"{kind}:0" if count == 1 else f"{kind}:0 to {kind}:{count - 1}"
+        raise ValueError(f"{label} {device}: this machine has {count} {name} device(s), {valid}")
     return resolved
 
 
@@ -33,3 +42,10 @@ def _available(device_type: str) -> bool:
     """Whether this machine has a device of ``device_type`` (cuda, mps, xpu)."""
     backend = torch.backends.mps if device_type == "mps" else getattr(torch, device_type, None)
     return bool(backend is not None and backend.is_available())
+
+
+def _device_count(device_type: str) -> int:
+    """How many devices of an available ``device_type`` this machine has (MPS: one)."""
+    if device_type == "mps":
+        return 1
+    return int(getattr(torch, device_type).device_count())

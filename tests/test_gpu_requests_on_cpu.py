@@ -1,0 +1,119 @@
+"""What a GPU-only request does on a machine without the GPU it names, and the dtypes a
+CPU run keeps: the parts of the CUDA and half-precision paths that a CPU can check
+(``test_gpu_cuda.py`` holds the ones that need the device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from cli_results import invoke
+from dsharp.checkpoints import checkpoint_dir
+from dsharp.devices import pick_device
+from fake_rewards import brightness_registered
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+QUICKSTART = RECIPES / "quickstart.yaml"
+
+
+def _one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_a_cuda_index_the_machine_lacks_is_refused_before_anything_loads(monkeypatch):
+    """``--device cuda:1`` on a one-GPU machine passed, and failed only at the first tensor
+    moved there ("invalid device ordinal"), after the model had loaded."""
+    _one_gpu(monkeypatch)
+    with pytest.raises(ValueError) as caught:
+        pick_device("cuda:1", "--device")
+    assert str(caught.value) == "--device cuda:1: this machine has 1 CUDA device(s), cuda:0"
+    assert pick_device("cuda:0") == torch.device("cuda", 0)
+    assert pick_device("cuda") == torch.device("cuda")
+
+
+def test_sample_with_a_cuda_index_the_machine_lacks_exits_with_one_line(
+    monkeypatch, tiny_sd_dir, tmp_path
+):
+    _one_gpu(monkeypatch)
+    out = tmp_path / "samples"
+    result = invoke(["sample", "--model", tiny_sd_dir, "-p", "a cat", "--device", "cuda:3"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --device cuda:3: this machine has 1 CUDA device(s), cuda:0"
+    )
+    assert not out.exists()
+
+
+def test_sample_on_cuda_without_cuda_exits_with_one_line(monkeypatch, tiny_sd_dir):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = invoke(["sample", "--model", tiny_sd_dir, "-p", "a cat", "--device", "cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --device cuda: CUDA is not available here (use cpu or auto)"
+    )
+
+
+def test_train_in_fp16_without_cuda_is_one_error_line_and_no_plan_line(monkeypatch, tmp_path):
+    """The plan line ("training: ... fp16 autocast ...") was printed before the refusal, as
+    if the run had started."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    result = invoke(
+        ["train", QUICKSTART, "train.mixed_precision=fp16", f"output_dir={out}", "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU"
+    )
+    assert not out.exists()
+
+
+def test_bf16_autocast_over_fp16_weights_without_cuda_is_one_error_line(
+    monkeypatch, tiny_sd_dir, tmp_path
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recipe = RECIPES / "tiny" / "sft_sharpening.yaml"
+    args = [f"model.pretrained={tiny_sd_dir}", f"output_dir={tmp_path / 'run'}"]
+    args += ["model.weight_dtype=fp16", "train.mixed_precision=bf16"]
+    result = invoke(["train", recipe, *args, "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: train.mixed_precision: bf16 autocast over model.weight_dtype fp16 fails on CPU; "
+        "set model.weight_dtype: bf16 (or fp32)"
+    ]
+
+
+def unet_file_dtypes(checkpoint: Path) -> set[str]:
+    """The dtypes of a full fine-tuning checkpoint's saved UNet tensors."""
+    path = checkpoint / "model" / "unet" / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        return {str(f.get_slice(key).get_dtype()) for key in f.keys()}  # noqa: SIM118
+
+
+def test_bf16_autocast_over_bf16_frozen_parts_saves_the_trained_unet_in_fp32(tiny_sd_dir, tmp_path):
+    """Mixed precision keeps the trained weights in fp32: the checkpoint is fp32 whatever
+    ``model.weight_dtype`` the frozen parts (text encoder, VAE) were held in."""
+    from dsharp.engine import Trainer
+    from dsharp.recipe_io import load_recipe
+
+    overrides = [
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={tmp_path / 'run'}",
+        "rewards.0.name=test_brightness",
+        "model.weight_dtype=bf16",
+        "train.mixed_precision=bf16",
+        "train.max_steps=1",
+        "train.checkpoint_every=1",
+        "train.batch_size=1",
+        "method.n=2",
+    ]
+    with brightness_registered():
+        recipe = load_recipe(RECIPES / "tiny" / "sft_sharpening.yaml", overrides)
+        trainer = Trainer(recipe, progress=False)
+        trainer.run()
+    assert trainer.model.text_encoder.dtype == torch.bfloat16
+    assert unet_file_dtypes(checkpoint_dir(tmp_path / "run", 1)) == {"F32"}
