@@ -51,8 +51,12 @@ def train(
             typer.echo(f"recipe error: {exc}", err=True)
             raise typer.Exit(RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
+        from dsharp.preflight import check_runtime
         from dsharp.train_start import claimed_run_folder
 
+        # what this machine cannot run (fp16 autocast without CUDA) is refused before the plan
+        # line says the run starts, as the one line of output
+        check_runtime(cfg)
         main = launcher_rank_zero()  # one plan line and one lock holder, not one each
         # The folder is this command's from before the model loads until its report is
         # written, so a second process is refused at once and cannot resume mid-report.
