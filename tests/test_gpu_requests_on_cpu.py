@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from cli_results import invoke
 from dsharp.checkpoints import checkpoint_dir
 from dsharp.devices import pick_device
+from dtype_checks import unet_file_dtypes
 from fake_rewards import brightness_registered
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -87,13 +87,6 @@ def test_bf16_autocast_over_fp16_weights_without_cuda_is_one_error_line(
     ]
 
 
-def unet_file_dtypes(checkpoint: Path) -> set[str]:
-    """The dtypes of a full fine-tuning checkpoint's saved UNet tensors."""
-    path = checkpoint / "model" / "unet" / "diffusion_pytorch_model.safetensors"
-    with safe_open(str(path), "pt") as f:
-        return {str(f.get_slice(key).get_dtype()) for key in f.keys()}  # noqa: SIM118
-
-
 def test_bf16_autocast_over_bf16_frozen_parts_saves_the_trained_unet_in_fp32(tiny_sd_dir, tmp_path):
     """Mixed precision keeps the trained weights in fp32: the checkpoint is fp32 whatever
     ``model.weight_dtype`` the frozen parts (text encoder, VAE) were held in."""
@@ -117,3 +110,22 @@ def test_bf16_autocast_over_bf16_frozen_parts_saves_the_trained_unet_in_fp32(tin
         trainer.run()
     assert trainer.model.text_encoder.dtype == torch.bfloat16
     assert unet_file_dtypes(checkpoint_dir(tmp_path / "run", 1)) == {"F32"}
+
+
+def test_a_lora_over_fp16_weights_without_autocast_gets_fp16_gradients(tiny_sd_dir):
+    """Why preflight refuses ``model.weight_dtype: fp16`` + LoRA with
+    ``train.mixed_precision: no``: the LoRA's gradients pass through the fp16 UNet's
+    activations (fp16 gradients, no scaler), where an fp32 base gives none. Whether bf16
+    autocast on CUDA avoids them is ``test_gpu_cuda.py``'s to check: CPU autocast fails on
+    it outright (mixed dtype in the norms), which check_runtime refuses."""
+    from dsharp.models import load_model
+    from dtype_checks import HalfGradRecorder, lora_noise_loss
+
+    found = {}
+    for dtype in (torch.float16, torch.float32):
+        model = load_model(str(tiny_sd_dir), lora_rank=4, weight_dtype=dtype)
+        with HalfGradRecorder() as recorder:
+            lora_noise_loss(model).backward()
+        found[dtype] = recorder.fp16_on_grad_path
+    assert {"linear", "conv2d"} <= set(found[torch.float16])
+    assert not found[torch.float32]
