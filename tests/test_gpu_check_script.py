@@ -69,9 +69,7 @@ def test_the_check_refuses_an_unknown_argument(tmp_path):
         ),
     ],
 )
-def test_the_unet_timing_refuses_bad_flags_before_building_the_unet(
-    args, status, line, tmp_path
-):
+def test_the_unet_timing_refuses_bad_flags_before_building_the_unet(args, status, line, tmp_path):
     result = _run([sys.executable, str(ROOT / "bench" / "unet_step.py"), *args], tmp_path)
     assert result.returncode == status
     assert result.stderr.strip() == line
