@@ -129,3 +129,36 @@ def test_a_lora_over_fp16_weights_without_autocast_gets_fp16_gradients(tiny_sd_d
         found[dtype] = recorder.fp16_on_grad_path
     assert {"linear", "conv2d"} <= set(found[torch.float16])
     assert not found[torch.float32]
+
+
+class _ConvDtypes(torch.overrides.TorchFunctionMode):
+    """The dtypes of the convolutions' results while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[torch.dtype] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        if func is torch.nn.functional.conv2d:
+            self.seen.add(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize(
+    ("autocast", "vae_runs_in"),
+    [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)],
+)
+def test_an_fp32_vae_decodes_outside_fp16_autocast_only(tiny_sdxl_dir, autocast, vae_runs_in):
+    """SDXL's VAE is kept fp32 (its fp16 activations overflow): under a training step's fp16
+    autocast it runs with autocast off, in fp32; bf16 autocast, with fp32's range, stays on.
+    The CPU's autocast takes both dtypes, so the branch CUDA's fp16 training takes runs here."""
+    from dsharp.models import load_model
+
+    model = load_model(str(tiny_sdxl_dir), weight_dtype=torch.float16)
+    assert model.vae.dtype == torch.float32
+    latents = torch.randn(1, *model.latent_shape(64, 64), generator=torch.Generator())
+    with torch.autocast("cpu", dtype=autocast), _ConvDtypes() as convs:
+        images = model.decode(latents)
+    assert convs.seen == {vae_runs_in}
+    assert torch.isfinite(images).all()
