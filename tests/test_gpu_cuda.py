@@ -43,12 +43,15 @@ def _train(recipe_path: Path, overrides: list[str]):
     return trainer
 
 
-def _finite_rows(run: Path) -> list[dict]:
+def _finite_rows(run: Path, scaler: bool = False) -> list[dict]:
+    """The two steps' metrics, with finite losses and gradient norms. ``scaler``: fp16's
+    gradient scaler starts high and skips a step whose scaled gradients overflow (a
+    non-finite norm), then lowers its scale; one of the two steps may be such a step."""
     rows = read_jsonl(run / "metrics.jsonl")
     assert len(rows) == 2
-    for row in rows:
-        assert math.isfinite(row["loss"]), row
-        assert math.isfinite(row.get("grad_norm", 0.0)), row
+    assert all(math.isfinite(row["loss"]) for row in rows), rows
+    finite_norms = [math.isfinite(row["grad_norm"]) for row in rows]
+    assert all(finite_norms) or (scaler and any(finite_norms)), rows
     return rows
 
 
@@ -63,7 +66,7 @@ def test_a_quickstart_shaped_run_trains_two_steps_on_cuda(precision, tmp_path):
     trainer = _train(RECIPES / "quickstart.yaml", [*overrides, "method.n=2"])
     assert trainer.accelerator.device.type == "cuda"
     assert {p.device.type for p in trainer.model.unet.parameters()} == {"cuda"}
-    _finite_rows(run)
+    _finite_rows(run, scaler=precision == "fp16")
     assert unet_file_dtypes(checkpoint_dir(run, 2)) == {"F32"}
 
 
@@ -79,7 +82,7 @@ def test_an_sd_run_trains_under_fp16_autocast_with_its_vae_out_of_it(
     overrides += ["train.mixed_precision=fp16", "train.max_steps=2", "train.checkpoint_every=2"]
     trainer = _train(RECIPES / "tiny" / "sft_sharpening.yaml", overrides)
     assert trainer.model.vae.dtype == {"fp32": torch.float32, "fp16": torch.float16}[weight_dtype]
-    _finite_rows(run)
+    _finite_rows(run, scaler=True)
     assert unet_file_dtypes(checkpoint_dir(run, 2)) == {"F32"}
 
 
