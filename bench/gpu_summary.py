@@ -1,7 +1,8 @@
-"""Gather bench/gpu_check.sh's logs into ``summary.json`` in its output folder: each step's
-exit status and seconds, pytest's counts and failures, the sharpening step's lines and the
-UNet timings. Prints one line; exits 1 when a step failed (or its log says nothing), so the
-device call's status says whether the check passed.
+"""Gather bench/gpu_check.sh's logs into summary.json in its output folder.
+
+It holds each step's exit status and seconds, pytest's counts and failures, the sharpening
+step's lines and the UNet timings. Prints one line; exits 1 when a step failed (or pytest's
+log has no summary), so the device call's status says whether the check passed.
 
     python bench/gpu_summary.py OUT_FOLDER [--dry-run 0|1]
 """

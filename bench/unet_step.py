@@ -1,7 +1,9 @@
-"""Time an SDXL-sized UNet (random weights, diffusers' real class, SDXL base's config) on one
-device: a training step (fp32 weights under fp16/bf16 autocast, forward and backward, as
-dsharp's full fine-tuning runs it) and an inference forward (weights cast to fp16/bf16), at
-each batch size. Nothing is downloaded: the weights are built on the device.
+"""Time an SDXL-sized UNet with random weights on one device, training and inference.
+
+The UNet is diffusers' real class with SDXL base's config, built on the device (nothing is
+downloaded). A training step is fp32 weights under fp16/bf16 autocast, forward and backward,
+as dsharp's full fine-tuning runs it; an inference call is a forward with the weights cast to
+fp16/bf16; each at every batch size.
 
     python bench/unet_step.py --device cuda --out unet_step.json
     python bench/unet_step.py --device cpu --small --repeats 1    # a dry run of the script
