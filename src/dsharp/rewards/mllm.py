@@ -150,11 +150,13 @@ class MLLMGrader:
         secrets: Sequence[str],
     ):
         check_client_url(client)
-        # the path: the URL holds no credentials (checked above), and the secrets include
-        # those moved out of it into a header, whose user name may well be the host's too
-        path = urlsplit(str(getattr(client, "base_url", "") or "")).path
-        for secret in {*secrets, str(getattr(client, "api_key", "") or "")}:
-            refuse_key_in({"base_url": path}, secret)
+        # The URL holds no credentials (checked above). The API key may be nowhere in it,
+        # host included; the other secrets (the credentials the factory moved into a
+        # header) not in its path, as a user name may well be the host's too.
+        url = str(getattr(client, "base_url", "") or "")
+        refuse_key_in({"base_url": url}, str(getattr(client, "api_key", "") or ""))
+        for secret in secrets:
+            refuse_key_in({"base_url": urlsplit(url).path}, secret)
         self.settings = settings
         self._client = client
         self._cache = cache

@@ -125,18 +125,38 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def _holds(text: str, key: str) -> bool:
+    """Whether ``text`` holds ``key`` as typed or percent-encoded."""
+    return key in text or key in unquote(text)
+
+
+def url_holds_key(url: str, key: str) -> bool:
+    """Whether ``url`` outside its ``user:password@`` holds ``key``: in its host name too,
+    compared there without case (the HTTP client logs the host lower-cased), or in its path.
+    The credentials are left out: the factory sends them in a header, and a user name may
+    well be the host's."""
+    plain = without_credentials(url)
+    try:
+        host = urlsplit(plain).netloc
+    except ValueError:  # not a URL the checks of base_url let through: looked at whole
+        host = ""
+    return _holds(plain, key) or _holds(host.lower(), key.lower())
+
+
 def refuse_key_in(values: Mapping[str, Any], key: str, *, what: str = "option") -> None:
     """Refuse any of ``values`` (options by name) that holds the API key, as typed or
-    percent-encoded (a key pasted into ``base_url``'s path, ``https://host/v1/sk-...``): every
-    option is saved with the recipe in the run folder, the HTTP client logs the URL with each
-    request, and the model's name is quoted in errors. The refusal names the option, never
-    its value."""
+    percent-encoded (a key pasted into ``base_url``'s host or path, ``https://host/v1/sk-...``):
+    every option is saved with the recipe in the run folder, the HTTP client logs the URL
+    with each request, and the model's name is quoted in errors. The refusal names the
+    option, never its value."""
     if len(key) < MIN_GUARDED_KEY:
         return
     for name, value in values.items():
         if name in URL_OPTIONS and isinstance(value, str):
-            value = without_credentials(value)
-        if any(key in text or key in unquote(text) for text in _strings(value)):
+            found = url_holds_key(value, key)
+        else:
+            found = any(_holds(text, key) for text in _strings(value))
+        if found:
             raise RewardError(
                 f"mllm: {what} {name!r} holds the API key (the value of the variable "
                 "api_key_env names): remove it from there; the key is sent in a header, while "
