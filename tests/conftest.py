@@ -10,14 +10,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import importlib.util  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+if TYPE_CHECKING:
+    from mllm_server import GraderServer
 
 #: The workplace's shared data beside the repository (T2I-CompBench's prompt lists); tests
 #: that read it skip without it, except where ``DSHARP_REQUIRE_SHARED=1`` (CI) says it must
@@ -89,3 +93,26 @@ def _import_script(name: str) -> ModuleType:
 def load_script() -> Callable[[str], ModuleType]:
     """Imports ``scripts/<name>.py`` as a module (scripts are not a package)."""
     return _import_script
+
+
+@pytest.fixture
+def server() -> Iterator[GraderServer]:
+    """The fake MLLM grader server (``mllm_server.py``) on 127.0.0.1, closed after the test."""
+    from mllm_server import GraderServer
+
+    srv = GraderServer()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def mllm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The fake key the MLLM tests look for (``mllm_server.KEY``); no real endpoint or user
+    cache can be touched."""
+    from mllm_server import KEY
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))

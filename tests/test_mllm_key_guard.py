@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,32 +16,24 @@ from typer.testing import CliRunner
 
 from dsharp.rewards.base import RewardError
 from dsharp.rewards.mllm import build_mllm_reward, check_mllm_options
-from test_mllm import KEY, GraderServer, Reply, grade_json, images, score
+from mllm_server import KEY, GraderServer, Reply, grade_json, images, score
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def server() -> Iterator[GraderServer]:
-    srv = GraderServer()
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The key the tests look for; no real endpoint or user cache can be touched."""
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("mllm_env")
 
 
 # Each way to write the key into an option the recipe saves: (option, value from the URL).
 KEY_IN_OPTIONS: dict[str, Callable[[str], dict[str, Any]]] = {
     "url path": lambda url: {"base_url": f"{url}/{KEY}/"},
     "url path, percent-encoded": lambda url: {"base_url": f"{url}/{quote(KEY, safe='')}"},
+    # the HTTP client logs the host lower-cased, and a host name is one whatever its case
+    "url host": lambda url: {"base_url": url.replace("127.0.0.1", f"{KEY}.localhost")},
+    "url host, lower-cased": lambda url: {
+        "base_url": url.replace("127.0.0.1", f"{KEY.lower()}.localhost")
+    },
+    "url host after credentials": lambda url: {
+        "base_url": url.replace("127.0.0.1", f"me:pw@{KEY}.localhost")
+    },
     "model": lambda url: {"model": f"gpt-4o {KEY}"},
     "cache_path": lambda url: {"cache_path": f"/tmp/{KEY}.sqlite"},
     "extra_body": lambda url: {"extra_body": {"headers": [{"x-auth": KEY}]}},
@@ -91,15 +83,21 @@ def test_a_key_in_openai_base_url_is_refused_before_any_request(
     assert not [r for r in caplog.records if KEY in r.getMessage()]
 
 
+@pytest.mark.parametrize(
+    "where",
+    [lambda url: f"{url}/{KEY}", lambda url: url.replace("127.0.0.1", f"{KEY}.localhost")],
+    ids=["path", "host"],
+)
 def test_a_grader_built_around_a_client_whose_url_holds_its_key_is_refused(
-    server: GraderServer, caplog: pytest.LogCaptureFixture
+    server: GraderServer, caplog: pytest.LogCaptureFixture, where: Callable[[str], str]
 ) -> None:
+    """The client's URL shows its host lower-cased: the key there is still the key."""
     import openai
 
     from dsharp.rewards.mllm import GraderSettings, MLLMGrader
 
     caplog.set_level(logging.DEBUG)
-    client = openai.OpenAI(api_key=KEY, base_url=f"{server.url}/{KEY}", max_retries=0)
+    client = openai.OpenAI(api_key=KEY, base_url=where(server.url), max_retries=0)
     with pytest.raises(RewardError, match="option 'base_url' holds the API key") as error:
         grader = MLLMGrader(GraderSettings(model="m", max_retries=0), client, None, [KEY])
         score(grader, images(1), ["a red cube"])

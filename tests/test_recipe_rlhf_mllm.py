@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_mllm import GraderServer, Reply, grade_json
+from mllm_server import GraderServer, Reply, grade_json
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-dsharp-accept-0123456789abcdef"
