@@ -28,6 +28,7 @@ as tensor operations, so the score is differentiable in the pixels (ReFL trains 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from dsharp.rewards._weights import (
     check_batch,
     check_local,
     check_str,
+    error_line,
     from_pretrained,
     load_state_dict,
     locate,
@@ -227,20 +229,50 @@ def save_imagereward(
     return folder
 
 
+def _read_dsharp_config(folder: Path) -> tuple[dict[str, Any], float, float]:
+    """The BLIP config (a mapping), mean and std of a dsharp folder, checked before
+    transformers is imported, so that a bad (hand-edited) config is one fast line."""
+    path = folder / CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RewardError(f"imagereward option 'model': bad {path}: {e}") from None
+    if not isinstance(meta, dict):
+        reason = f"expected a JSON object, got {type(meta).__name__}"
+    elif meta.get("format") != FORMAT:
+        reason = f"format is {meta.get('format')!r}, expected {FORMAT!r}"
+    elif not isinstance(meta.get("blip"), dict):
+        reason = "'blip' must be a mapping (the BLIP config)"
+    else:
+        mean, std = meta.get("mean"), meta.get("std")
+        numbers = all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (mean, std)
+        )
+        if numbers and std > 0:
+            return meta["blip"], float(mean), float(std)
+        reason = f"'mean' and 'std' must be finite numbers, std > 0 (got {mean!r}, {std!r})"
+    raise RewardError(f"imagereward option 'model': bad {path}: {reason}")
+
+
 def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, float]:
+    blip, mean, std = _read_dsharp_config(folder)
+    state = load_state_dict("imagereward", "model", folder / WEIGHTS_FILE)  # before the model
     from transformers import BertTokenizer, BlipConfig
 
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
-        config = BlipConfig.from_dict(meta["blip"])
-        mean, std = float(meta["mean"]), float(meta["std"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RewardError(f"imagereward option 'model': bad {folder / CONFIG_FILE}: {e}") from e
-    model = ImageRewardModel(config)
-    _load_strict(model, load_state_dict("imagereward", "model", folder / WEIGHTS_FILE), "weights")
-    tokenizer = from_pretrained("imagereward", "model", BertTokenizer.from_pretrained, str(folder))
+    try:  # a hand-edited config fails in transformers' own ways (its dataclass checks too)
+        model = ImageRewardModel(BlipConfig.from_dict(blip))
+    except Exception as e:
+        reason = error_line(e)
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        raise RewardError(
+            f"imagereward option 'model': bad {folder / CONFIG_FILE}: its 'blip' config makes "
+            f"no model ({reason})"
+        ) from e
+    _load_strict(model, state, "weights")
+    tokenizer = from_pretrained(
+        "imagereward", "tokenizer", BertTokenizer.from_pretrained, str(folder)
+    )
     return model, tokenizer, mean, std
 
 
