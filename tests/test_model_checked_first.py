@@ -106,7 +106,20 @@ def test_an_invalid_hub_id_is_said_as_such_not_as_uncached(
         app, ["recipes", "validate", str(QUICKSTART), "model.pretrained=a b/c"]
     )
     assert result.exit_code == 2, result.output
-    assert f"model.pretrained: {said}" in result.stderr
+    # the label says it is the model: "model.pretrained: model 'a b/c'" said it twice
+    assert f"model.pretrained: {said.removeprefix('model ')}" in result.stderr
+
+
+def test_a_recipes_near_miss_of_a_built_in_name_says_model_once() -> None:
+    """Before: "model.pretrained: model 'dsharp-mni' is neither ...", as the hub id's."""
+    result = CliRunner().invoke(
+        app, ["recipes", "validate", str(QUICKSTART), "model.pretrained=dsharp-mni"]
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        "model.pretrained: 'dsharp-mni' is neither a built-in model nor a folder; did you mean "
+        "'dsharp-mini'?"
+    ) in result.stderr
 
 
 def test_a_valid_hub_id_is_not_refused_by_its_name() -> None:

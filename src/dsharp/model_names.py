@@ -82,34 +82,37 @@ def looks_like_model_path(pretrained: str) -> bool:
     return pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1
 
 
-def missing_model(pretrained: str) -> str | None:
+def missing_model(pretrained: str, *, subject: str = "model") -> str | None:
     """``model folder not found: X``, a built-in name's near miss or an invalid hub id, from
     the name alone and the files it names: what loading the model would find first, said
     before any download or heavy work (``dsharp eval``, ``sample``, ``train``); None
-    otherwise."""
+    otherwise. ``subject`` opens the two messages that quote the name (``model 'a b/c':
+    ...``); ``""`` where the caller's own label already says what it is
+    (``model.pretrained: 'a b/c': ...``)."""
     if is_builtin(pretrained) or user_path(pretrained).exists():
         return None
     if looks_like_model_path(pretrained):
         return f"model folder not found: {pretrained}"
     near = builtin_near_miss(pretrained)
     if near is not None:
-        return f"model {near}"
-    return invalid_hub_id(pretrained)
+        return f"{subject} {near}".lstrip()
+    return invalid_hub_id(pretrained, subject=subject)
 
 
-def invalid_hub_id(pretrained: str) -> str | None:
-    """``model 'a b/c': not a local folder, ...`` where ``pretrained`` (no built-in name, no
-    path that exists) cannot be a hub id by huggingface_hub's own rule: it would otherwise be
-    looked up in the cache and on the hub, and reported as not cached or not found."""
+def invalid_hub_id(pretrained: str, *, subject: str = "model") -> str | None:
+    """``model 'a b/c': not a local folder, ...`` (``subject`` first, see
+    :func:`missing_model`) where ``pretrained`` (no built-in name, no path that exists)
+    cannot be a hub id by huggingface_hub's own rule: it would otherwise be looked up in the
+    cache and on the hub, and reported as not cached or not found."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(pretrained)
     except HFValidationError:
         return (
-            f"model {pretrained!r}: not a local folder, a built-in model or a valid Hugging "
-            "Face model id (org/name of letters, digits, '-', '_' and '.')"
-        )
+            f"{subject} {pretrained!r}: not a local folder, a built-in model or a valid "
+            "Hugging Face model id (org/name of letters, digits, '-', '_' and '.')"
+        ).lstrip()
     return None
 
 

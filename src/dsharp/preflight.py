@@ -305,7 +305,8 @@ def _check_model_name(pretrained: str) -> None:
     after the plan line, with the loader's exit status 1: say so now."""
     from dsharp.model_names import missing_model, not_a_model_folder
 
-    problem = missing_model(pretrained) or not_a_model_folder(pretrained)
+    # the label (model.pretrained) says it is the model: the message does not say it again
+    problem = missing_model(pretrained, subject="") or not_a_model_folder(pretrained)
     if problem is not None:
         raise ValueError(problem)
 
