@@ -223,3 +223,25 @@ def test_an_example_command_stays_whole_on_one_line(command, rich, monkeypatch):
     assert len(at) == 1, text
     assert lines[at[0] - 1] == "" and lines[at[0] - 2] != "", text
     assert "\b" not in text
+
+
+#: A line cut after a hyphen inside a word (``RUN_DIR/eval-BENCH-`` then ``FILESTEM.json``).
+CUT_AT_HYPHEN = re.compile(r"\w-$", re.M)
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "dsharp")
+def test_plain_help_never_cuts_a_hyphenated_word(path, columns, monkeypatch):
+    """Before: ``dsharp eval --help`` (plain, 80 columns) wrapped --out's default as
+    ``RUN_DIR/eval-BENCH-`` / ``FILESTEM.json``, which reads as two names and copies as none."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    assert not CUT_AT_HYPHEN.findall(result.stdout), result.stdout
+
+
+def test_plain_help_keeps_each_hyphen(monkeypatch):
+    """The wrapping keeps the text: every hyphen is still there, none is added."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("eval",)).split())
+    assert "--images-per-prompt INT" in text and "eval-BENCH-FILESTEM.json" in text

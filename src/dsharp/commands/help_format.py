@@ -8,6 +8,10 @@ group classes here give every parameter the plain placeholder older typer and cl
 none for a flag, the element's for a repeatable option (its help says it repeats), and keep a
 placeholder a parameter names itself (``KEY=VALUE``, ``raise|missing``). Older typer prints
 click's plain placeholders already, and these classes leave its parameters as they are.
+
+Plain help (click's, without rich) is wrapped by :class:`NoHyphenBreakFormatter`, which never
+breaks a line inside a hyphenated word (``eval-BENCH-FILESTEM.json``, ``--images-per-prompt``):
+a path or an option cut at its hyphen reads as two, and cannot be copied whole.
 """
 
 from __future__ import annotations
@@ -78,10 +82,50 @@ def without_no_rewrap_marks(text: str) -> str:
     return "\n".join(line for line in text.split("\n") if line.strip() != NO_REWRAP)
 
 
+#: Stands for each ``-`` while click wraps a text: textwrap breaks a line after a hyphen, and
+#: this (a private-use character, one column wide like the hyphen) is no hyphen to it.
+_HYPHEN_STAND_IN = "\ue000"
+
+
+#: The context and help formatter typer's commands use: click's own before typer 0.29, the
+#: copy of click that typer 0.29 carries after (whose exceptions typer's main loop expects).
+_Context: Any = TyperCommand.context_class
+_Formatter: Any = _Context.formatter_class
+
+
+class NoHyphenBreakFormatter(_Formatter):
+    """Click's help formatter, but a line never breaks inside a hyphenated word: a long word
+    moves whole to the next line, as a word without hyphens does."""
+
+    def _restore_hyphens(self, start: int) -> None:
+        """The hyphens back in what was written from ``self.buffer[start]`` on."""
+        self.buffer[start:] = [t.replace(_HYPHEN_STAND_IN, "-") for t in self.buffer[start:]]
+
+    def write_text(self, text: str) -> None:
+        start = len(self.buffer)
+        super().write_text(text.replace("-", _HYPHEN_STAND_IN))
+        self._restore_hyphens(start)
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        """The options' table: only the help column wraps."""
+        start = len(self.buffer)
+        rows = [(first, second.replace("-", _HYPHEN_STAND_IN)) for first, second in rows]
+        super().write_dl(rows, col_max, col_spacing)
+        self._restore_hyphens(start)
+
+
+class PlainHelpContext(_Context):
+    """The context of dsharp's commands: its plain help never breaks a hyphenated word."""
+
+    formatter_class = NoHyphenBreakFormatter
+
+
 class PlainHelpCommand(TyperCommand):
     """A typer command whose ``--help`` shows plain placeholders (see the module), and whose
     example commands marked :data:`NO_REWRAP` stay whole in plain help and as written in rich
     help."""
+
+    context_class = PlainHelpContext
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
@@ -104,6 +148,8 @@ class PlainHelpCommand(TyperCommand):
 class PlainHelpGroup(TyperGroup):
     """A typer group (``dsharp``, ``dsharp recipes``) whose ``--help`` shows plain
     placeholders; its commands are :class:`PlainHelpCommand`."""
+
+    context_class = PlainHelpContext
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
