@@ -161,7 +161,7 @@ def test_eval_help_says_a_recipe_sets_the_defaults(monkeypatch):
     monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
     text = " ".join(_help(("eval",)).split())
     for shown in (
-        "--seeds INT Images per prompt (seeds 0..N-1; default: the recipe's eval.seeds, else 2)",
+        "0..N-1 (default: the recipe's eval.seeds, else 2)",
         "--steps INT DDIM steps (default: the recipe's sample.steps, else 25)",
         "--guidance FLOAT Classifier-free guidance scale (default: the recipe's, else 5)",
     ):
@@ -245,3 +245,24 @@ def test_plain_help_keeps_each_hyphen(monkeypatch):
     monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
     text = " ".join(_help(("eval",)).split())
     assert "--images-per-prompt INT" in text and "eval-BENCH-FILESTEM.json" in text
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+@pytest.mark.parametrize(
+    ("command", "shown"),  # a pattern
+    [
+        ("eval", "--seeds INT How many images per prompt, a count, not a first seed"),
+        ("sample", r"--seed INT (\[0<=x<=4294967295\] )?The first seed, not a count"),
+        ("eval", "--out PATH The JSON file the result is written to, not a folder"),
+        ("eval", "--images PATH Also keep the generated images in this folder"),
+        ("sample", "--out PATH The folder the PNGs are written in, not a file"),
+    ],
+)
+def test_seed_and_out_help_say_what_each_takes(command, shown, rich, monkeypatch):
+    """eval --seeds is a count, sample --seed a first seed; eval --out a file, sample --out a
+    folder: the same word, other things, which the help did not set apart ("Images per
+    prompt", "Seed of the first image", "Write the JSON here", "Output folder for PNGs")."""
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help((command,)).replace("│", " ").split())
+    assert re.search(shown, text), text  # the rich panel shows sample --seed's range first

@@ -203,7 +203,8 @@ def evaluate_cmd(
     seeds: int = typer.Option(
         None,
         "--seeds",
-        help="Images per prompt (seeds 0..N-1; default: the recipe's eval.seeds, else 2).",
+        help="How many images per prompt, a count, not a first seed: they use seeds 0..N-1 "
+        "(default: the recipe's eval.seeds, else 2).",
     ),
     reward: list[str] = typer.Option(
         None,
@@ -259,14 +260,15 @@ def evaluate_cmd(
     images: Path = typer.Option(
         None,
         "--images",
-        help="Also keep the generated images here, with grid.png: a row per prompt (up to "
-        "32), each image titled with its seed and score.",
+        help="Also keep the generated images in this folder, with grid.png: a row per prompt "
+        "(up to 32), each image titled with its seed and score.",
     ),
     out: Path = typer.Option(
         None,
         "--out",
-        help="Write the JSON here (default for a run or a recipe: RUN_DIR/eval-BENCH.json, "
-        "with --prompts FILE RUN_DIR/eval-BENCH-FILESTEM.json).",
+        help="The JSON file the result is written to, not a folder (default for a run or a "
+        "recipe: RUN_DIR/eval-BENCH.json, or eval-BENCH-FILESTEM.json there with --prompts "
+        "FILE).",
     ),
     on_error: str = typer.Option(
         None,

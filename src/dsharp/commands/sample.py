@@ -44,7 +44,8 @@ def sample(
         "--seed",
         min=0,
         max=2**32 - 1,
-        help="Seed of the first image; image i uses seed + i (0 to 2**32 - 1, as train.seed).",
+        help="The first seed, not a count (-n says how many images): image i, counted across "
+        "prompts, uses seed + i (0 to 2**32 - 1, as train.seed).",
     ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(None, "--steps", help="DDIM steps (default 25)."),
@@ -89,7 +90,11 @@ def sample(
         "sampling (exit 1, no image written). Default: raise.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per UNet batch."),
-    out: Path = typer.Option(Path("samples"), "--out", help="Output folder for PNGs."),
+    out: Path = typer.Option(
+        Path("samples"),
+        "--out",
+        help="The folder the PNGs are written in, not a file (made if missing).",
+    ),
     grid: bool = typer.Option(
         True,
         "--grid/--no-grid",
