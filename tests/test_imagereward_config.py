@@ -59,7 +59,7 @@ def test_a_bad_config_file_is_one_line_before_transformers_is_imported(
         timeout=300,
     )
     lines = done.stdout.strip().splitlines()
-    assert lines[0].startswith("RewardError imagereward option 'model': bad "), done
+    assert lines[0].startswith("RewardError imagereward reward option 'model': bad "), done
     assert reason in lines[0] and str(tmp_path / CONFIG_FILE) in lines[0]
     assert lines[1:] == ["transformers imported: False"], done
 

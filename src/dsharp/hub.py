@@ -85,8 +85,11 @@ def missing_local_path(value: str, kind: PathKind = "file or folder") -> str | N
     return None
 
 
-def error_line(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
+def error_line(error: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` on one line; cut to ``limit`` characters, where given, for an error
+    whose message is an essay (torch's ``weights_only`` refusal runs to 900)."""
+    line = " ".join(f"{type(error).__name__}: {error}".split())
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 def cached_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:

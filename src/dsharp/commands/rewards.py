@@ -205,7 +205,8 @@ def score_cmd(
             raise usage_error("no image to score: give image files (or --image FILE)")
         if len(prompt) not in (1, len(image)):
             raise usage_error(
-                f"got {len(prompt)} prompts for {len(image)} images: give 1 or one each"
+                f"got {len(prompt)} prompts for {len(image)} image"
+                f"{'s' if len(image) > 1 else ''}: give 1 or one each"
             )
         prompts = prompt * len(image) if len(prompt) == 1 else prompt
         spec = _reward_spec(name, sets, on_error)

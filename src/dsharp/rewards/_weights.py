@@ -71,20 +71,30 @@ def check_choice(reward: str, option: str, value: Any, choices: tuple[str, ...])
     return value
 
 
-def resolve_device(reward: str, device: Any) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; any other value must be a torch device."""
+def check_device(reward: str, device: Any) -> torch.device | None:
+    """``device`` as a torch device (``None`` for ``"auto"``), else a ``ValueError``: what a
+    recipe's check can say without asking whether this machine has the device."""
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     if isinstance(device, torch.device):
         return device
     try:
-        resolved = torch.device(device)
+        return torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(
             f"{reward} reward option 'device' must be 'auto' or a torch device, got {device!r}"
         ) from e
+
+
+def resolve_device(reward: str, device: Any) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; any other value must be a torch device."""
+    import torch
+
+    resolved = check_device(reward, device)
+    if resolved is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RewardError(
             f"{reward} reward option 'device' is {device!r} but CUDA is not available"

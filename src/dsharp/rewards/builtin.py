@@ -159,6 +159,7 @@ def _local_sources_check(
         for name, what in _REQUIRED.get(reward, {}).items():
             if options.get(name) is None:
                 raise ValueError(f"{reward} reward needs option {name!r}: {what}")
+        _check_values(reward, [*kinds, *_NAMED_FILES.get(reward, ())], options)
         for name, kind in kinds.items():
             value = options.get(name)
             if isinstance(value, str) and value.strip():  # else the factory's check says so
@@ -167,3 +168,29 @@ def _local_sources_check(
                     raise ValueError(message)
 
     return check
+
+
+#: Options of a model reward naming a file inside its ``model``'s folder or hub repo.
+_NAMED_FILES = {
+    "aesthetic": ("weights_file",),
+    "hpsv2": ("checkpoint_file",),
+    "imagereward": ("checkpoint_file",),
+}
+#: Model rewards that take ``scale``, a number > 0.
+_SCALED = ("clip", "hpsv2")
+
+
+def _check_values(reward: str, names: list[str], options: Mapping[str, Any]) -> None:
+    """The checks of the reward's own factory that need no weights, run before any model
+    loads: a name or path that is no string, a ``scale`` that is no number > 0 and a
+    ``device`` that is no torch device (not whether this machine has it: a recipe may be
+    checked elsewhere). ``recipes validate`` passed them, and the run failed at the build."""
+    from dsharp.rewards._weights import check_device, check_number, check_str
+
+    for name in names:
+        if name in options:
+            check_str(reward, name, options[name], allow_none=True)
+    if reward in _SCALED and "scale" in options:
+        check_number(reward, "scale", options["scale"], positive=True)
+    if "device" in options:
+        check_device(reward, options["device"])

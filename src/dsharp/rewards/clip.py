@@ -184,7 +184,7 @@ def load_open_clip(
             raise RewardError(_download_failed(reward, what, error_line(_root(e)), local)) from e
         raise RewardError(
             f"{reward} reward: cannot load open_clip model {name!r} with weights "
-            f"{pretrained!r}: {error_line(e)}"
+            f"{pretrained!r}: {error_line(e, limit=300)}"
         ) from e
     net.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)

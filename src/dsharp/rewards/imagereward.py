@@ -236,7 +236,7 @@ def _read_dsharp_config(folder: Path) -> tuple[dict[str, Any], float, float]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RewardError(f"imagereward option 'model': bad {path}: {e}") from None
+        raise RewardError(f"imagereward reward option 'model': bad {path}: {e}") from None
     if not isinstance(meta, dict):
         reason = f"expected a JSON object, got {type(meta).__name__}"
     elif meta.get("format") != FORMAT:
@@ -252,7 +252,7 @@ def _read_dsharp_config(folder: Path) -> tuple[dict[str, Any], float, float]:
         if numbers and std > 0:
             return meta["blip"], float(mean), float(std)
         reason = f"'mean' and 'std' must be finite numbers, std > 0 (got {mean!r}, {std!r})"
-    raise RewardError(f"imagereward option 'model': bad {path}: {reason}")
+    raise RewardError(f"imagereward reward option 'model': bad {path}: {reason}")
 
 
 def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, float]:
@@ -263,11 +263,10 @@ def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, flo
     try:  # a hand-edited config fails in transformers' own ways (its dataclass checks too)
         model = ImageRewardModel(BlipConfig.from_dict(blip))
     except Exception as e:
-        reason = error_line(e)
-        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        reason = error_line(e, limit=300)
         raise RewardError(
-            f"imagereward option 'model': bad {folder / CONFIG_FILE}: its 'blip' config makes "
-            f"no model ({reason})"
+            f"imagereward reward option 'model': bad {folder / CONFIG_FILE}: its 'blip' config "
+            f"makes no model ({reason})"
         ) from e
     _load_strict(model, state, "weights")
     tokenizer = from_pretrained(

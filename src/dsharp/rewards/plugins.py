@@ -554,7 +554,7 @@ def build_reward(spec: RewardSpec) -> Reward:
         raise
     except (TypeError, ValueError) as e:  # mostly an option value it refuses: one line
         # naming the reward (DSHARP_DEBUG=1 shows the chain when it is something else)
-        raise RewardError(f"reward {spec.name!r}: {e}") from e
+        raise RewardError(_naming_reward(spec.name, str(e))) from e
     except Exception as e:  # a fault while building (a missing import, unreadable weights):
         # named, with the plugin it came from, or the user sees a bare message
         raise RewardError(
