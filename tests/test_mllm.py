@@ -738,6 +738,47 @@ def test_bad_options_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> Non
         plugins.build_reward(RewardSpec(name="mllm", options={"model": "m", "colour": 1}))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/v1",  # Invalid IPv6 URL, from the build: exit 1, no option named
+        "http://h:99999/v1",  # a port out of range: retried as unreachable
+        f"http://h:{KEY}/v1",  # the parser's own error would quote the "port"
+        f"http://u:{KEY}@h:abc/v1",  # httpx's InvalidURL at the build
+        "http:///v1",  # no host
+    ],
+    ids=["bad ipv6", "port out of range", "key as the port", "bad port", "no host"],
+)
+def test_a_base_url_the_client_cannot_use_is_refused_by_the_check_and_the_factory(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused as every other base_url, naming the option, quoting nothing of it."""
+    from dsharp.rewards.mllm import check_mllm_options
+
+    caplog.set_level(logging.DEBUG)
+    said = "option 'base_url': not a URL the client can use"
+    for refuse in (
+        lambda: check_mllm_options({"model": "m", "base_url": url}),
+        lambda: build_mllm_reward(model="m", base_url=url, cache_path="none"),
+    ):
+        with pytest.raises(RewardError) as error:
+            refuse()
+        message = str(error.value)
+        assert said in message or "option 'base_url' holds the API key" in message, message
+        assert KEY not in message and "abc" not in message and "99999" not in message
+    assert KEY not in caplog.text
+
+
+def test_a_bad_openai_base_url_is_named_as_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://h:abc/v1")
+    with pytest.raises(RewardError) as error:
+        build_mllm_reward(model="m", cache_path="none")
+    assert str(error.value) == (
+        "mllm: environment variable OPENAI_BASE_URL: not a URL the client can use: expected "
+        "http(s)://HOST[:PORT]/PATH"
+    )
+
+
 # --------------------------------------------------------------------------- parsing
 
 

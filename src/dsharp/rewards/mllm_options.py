@@ -189,6 +189,15 @@ def check_base_url(base_url: Any) -> str:
         raise bad_option("base_url", "expected no query string (?...): give the key by api_key_env")
     if "#" in base_url:
         raise bad_option("base_url", "expected no fragment (#...): give the key by api_key_env")
+    try:  # the parser's own words may quote a part (a port that is a pasted key): not shown
+        parts = urlsplit(base_url)
+        usable = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise bad_option(
+            "base_url", "not a URL the client can use: expected http(s)://HOST[:PORT]/PATH"
+        )
     return base_url
 
 
@@ -211,7 +220,12 @@ def resolve_base_url(base_url: Any) -> str:
     """The server to use: ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's own, checked
     whichever it is (the variable can hold a key as well as a recipe can)."""
     if base_url is None or base_url == "":
-        base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        from_env = os.environ.get("OPENAI_BASE_URL", "").strip()
+        try:
+            return check_base_url(from_env or DEFAULT_BASE_URL)
+        except RewardError as e:  # named as what the user set: not an option of the recipe
+            where = "environment variable OPENAI_BASE_URL"
+            raise RewardError(str(e).replace("option 'base_url'", where, 1)) from None
     return check_base_url(base_url)
 
 
