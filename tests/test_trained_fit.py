@@ -196,3 +196,46 @@ def test_a_resume_onto_another_base_is_one_line_without_the_damaged_checkpoint_a
         assert line.startswith(f"error: train.resume: {ckpt / 'model' / 'unet'}: not a fine"), line
         assert "(cross_attention_dim: 32 in the checkpoint, 64 in the base;" in line
     assert line.endswith("or its recipe.yaml was changed)") and "move" not in line
+
+
+def _never(what: str):
+    def called(*args, **kwargs):
+        pytest.fail(f"{what} before the checkpoint was checked against its base")
+
+    return called
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--reward", "clip", "--prompts", "PROMPTS"],
+        ["eval", "--bench", "t2i-compbench"],
+        ["sample", "--method", "inference_scaling", "--reward", "clip", "-p", "a red circle"],
+    ],
+    ids=["eval-reward", "eval-t2i-compbench", "sample-verifier"],
+)
+def test_a_misfit_is_said_before_rewards_verifiers_or_prompts_load(
+    command: list[str], tiny_sd_dir: Path, tmp_path: Path, monkeypatch, no_model_load
+) -> None:
+    """It used to come at the model's load, after `eval` had built its rewards (their weights
+    loaded first: a download, or seconds to minutes) and `sample` its verifier."""
+    import dsharp.bench.t2i_data
+    import dsharp.commands.evaluate  # noqa: F401 (bound names: imported before the patch)
+    import dsharp.evaluate  # noqa: F401
+    import dsharp.inference.base
+    import dsharp.rewards.combine
+
+    monkeypatch.setattr(dsharp.bench.t2i_data, "load_prompt_set", _never("prompts read"))
+    monkeypatch.setattr(dsharp.rewards.combine, "CombinedReward", _never("rewards built"))
+    monkeypatch.setattr(dsharp.inference.base, "Verifier", _never("verifier built"))
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    run = _run(tmp_path / "run", tiny_sd_dir)
+    _say_base(run, pretrained="dsharp-mini")
+    args = [str(tmp_path / "p.txt") if a == "PROMPTS" else a for a in command]
+    args += ["--checkpoint", str(run), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    unet = run / "checkpoints" / "step-000001" / "model" / "unet"
+    line = _error_line(result)
+    assert line.startswith(f"error: {unet}: not a fine-tuning of dsharp-mini, the base model")
+    assert "(in_channels: 4 in the checkpoint, 3 in the base;" in line

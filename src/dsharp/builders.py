@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from dsharp.checkpoints import read_run_recipe  # noqa: F401 (imported from here before)
 from dsharp.models.base import DiffusionModel
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -51,36 +52,25 @@ def resolution(model: DiffusionModel, height: int | None, width: int | None) -> 
     return size
 
 
-def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:
-    """The saved recipe of the run a checkpoint folder belongs to; ``label`` names the input
-    in the error when the run folder has none."""
-    from dsharp.checkpoints import run_dir_of
-    from dsharp.recipe_io import load_recipe
-
-    recipe_path = run_dir_of(checkpoint) / "recipe.yaml"
-    if not recipe_path.exists():
-        raise FileNotFoundError(f"{label}: {recipe_path} is missing (not a dsharp run folder)")
-    return load_recipe(recipe_path, validate_files=False)
-
-
 def load_run_model(
     checkpoint: Path, device: torch.device | str = "cpu", label: str = "--checkpoint"
 ) -> tuple[DiffusionModel, Any]:
     """The fine-tuned model of a run folder (newest checkpoint) or of one checkpoint folder.
 
     Returns the model and the run's recipe. ``label`` names the input in errors (the
-    command's flag, or a Python function's argument).
+    command's flag, or a Python function's argument). A checkpoint that does not fit the
+    base its run's recipe names is refused before the base loads.
     """
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
-    from dsharp.trained_fit import check_checkpoint_fits
+    from dsharp.trained_fit import check_run_fits
 
     ckpt = find_model_checkpoint(Path(checkpoint), label)
-    recipe = read_run_recipe(ckpt, label)
-    check_checkpoint_fits(ckpt, recipe.model, run_dir_of(ckpt) / "recipe.yaml")
+    recipe = check_run_fits(ckpt, label)
+    recipe_path = run_dir_of(ckpt) / "recipe.yaml"
     try:
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:
-        source = f"model.pretrained of {run_dir_of(ckpt) / 'recipe.yaml'}"
+        source = f"model.pretrained of {recipe_path}"
         if not Path(recipe.model.pretrained).expanduser().is_absolute():
             source += ", a path relative to the folder the run was trained from"
         raise FileNotFoundError(f"{err} ({source})") from None

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from dsharp.io import atomic_write_json, replace_directory, sync_folder, sync_tree
 
@@ -212,3 +213,15 @@ def run_dir_of(checkpoint: Path) -> Path:
     if len(path.parts) < 2 or ".." in path.parts:
         path = Path(os.path.abspath(path))
     return path.parent.parent
+
+
+def read_run_recipe(checkpoint: Path, label: str = "--checkpoint") -> Any:
+    """The saved recipe of the run a checkpoint folder belongs to; ``label`` names the input
+    in the error when the run folder has none. Here, not beside the model builders: the
+    commands read it (to check a checkpoint fits its base) before torch is imported."""
+    from dsharp.recipe_io import load_recipe
+
+    recipe_path = run_dir_of(checkpoint) / "recipe.yaml"
+    if not recipe_path.exists():
+        raise FileNotFoundError(f"{label}: {recipe_path} is missing (not a dsharp run folder)")
+    return load_recipe(recipe_path, validate_files=False)

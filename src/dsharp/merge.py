@@ -76,7 +76,7 @@ def unet_weight_files(checkpoint: Path, label: str) -> tuple[Path, ...]:
 def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     """Resolve run or checkpoint folders and check they can be merged, before any weights load:
     every run a full fine-tuning of the same base model, with its UNet weights present."""
-    from dsharp.builders import read_run_recipe
+    from dsharp.checkpoints import read_run_recipe
     from dsharp.models.sd import LORA_CONFIG
 
     if not paths:

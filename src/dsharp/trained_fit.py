@@ -174,3 +174,14 @@ def check_lora_resume_fits(
     raise TrainedMisfit(
         f"{model_folder}: a LoRA (rank {rank}), but {recipe_path} says model.lora_rank: 0 ({cause})"
     )
+
+
+def check_run_fits(checkpoint: Path, label: str = "--checkpoint") -> Any:
+    """The saved recipe of ``checkpoint``'s run, once :func:`check_checkpoint_fits` passes
+    for it. Reads config files only (no torch at import): the commands call it before any
+    reward, verifier or model weights load, so that a misfit is said first, in seconds."""
+    from dsharp.checkpoints import read_run_recipe, run_dir_of
+
+    recipe = read_run_recipe(checkpoint, label)
+    check_checkpoint_fits(checkpoint, recipe.model, run_dir_of(checkpoint) / "recipe.yaml")
+    return recipe

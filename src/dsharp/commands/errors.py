@@ -90,11 +90,13 @@ def settings_errors() -> Iterator[None]:
 def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
     """``--model`` or ``--checkpoint`` checked from local files alone: a missing model
     folder, a folder that holds no diffusers model, a built-in name's near miss, a hub id
-    not in the hub cache with ``HF_HUB_OFFLINE`` set or a missing run folder is one line
-    before any download or heavy work (a benchmark's prompts, a reward's weights, the
-    model's load). Returns the checkpoint folder, None for ``--model``."""
+    not in the hub cache with ``HF_HUB_OFFLINE`` set, a missing run folder or a checkpoint
+    that does not fit the base its run's recipe names is one line before any download or
+    heavy work (a benchmark's prompts, a reward's weights, the model's load). Returns the
+    checkpoint folder, None for ``--model``."""
     from dsharp.checkpoints import find_model_checkpoint
     from dsharp.model_names import missing_model, not_a_model_folder, offline_uncached_model
+    from dsharp.trained_fit import check_run_fits
 
     if model is not None:
         missing = missing_model(model)
@@ -109,6 +111,7 @@ def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
     problem = _run_base_offline_uncached(ckpt)
     if problem is not None:
         raise ValueError(problem)
+    check_run_fits(ckpt)  # config files only: the base's weights are compared at its load
     return ckpt
 
 

@@ -124,7 +124,7 @@ def _scoring_specs(
 def _what_to_evaluate_on(checkpoint: Path) -> str:
     """The error for ``--checkpoint`` with neither ``--bench`` nor ``--prompts``, naming
     the bench the run's own report used, where it had one."""
-    from dsharp.builders import read_run_recipe
+    from dsharp.checkpoints import read_run_recipe
 
     message = "give --prompts FILE or --bench NAME"
     try:
@@ -319,8 +319,7 @@ def evaluate_cmd(
     """
     refuse_a_launch("eval")
     _check_model_sources(model, checkpoint, recipe, bench)  # at once, before torch loads
-    from dsharp.builders import read_run_recipe
-    from dsharp.checkpoints import checkpoint_step
+    from dsharp.checkpoints import checkpoint_step, read_run_recipe
     from dsharp.commands.common import (
         check_on_error_settings,
         check_reward_settings,
