@@ -59,8 +59,10 @@ def load_run_model(
 
     Returns the model and the run's recipe. ``label`` names the input in errors (the
     command's flag, or a Python function's argument). A checkpoint that does not fit the
-    base its run's recipe names is refused before the base loads.
+    base its run's recipe names is refused: by config before the base loads, by the base
+    weights' fingerprint before the trained weights are applied to them.
     """
+    from dsharp.base_fingerprint import check_base_fingerprint, unet_fingerprint
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.trained_fit import check_run_fits
 
@@ -74,5 +76,7 @@ def load_run_model(
         if not Path(recipe.model.pretrained).expanduser().is_absolute():
             source += ", a path relative to the folder the run was trained from"
         raise FileNotFoundError(f"{err} ({source})") from None
+    fingerprint = unet_fingerprint(model.unet)
+    check_base_fingerprint(ckpt, fingerprint, recipe.model.pretrained, recipe_path)
     model.load_trained(ckpt / "model")
     return model, recipe

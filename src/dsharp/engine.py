@@ -21,6 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
 from dsharp import checkpoints as ckpts
+from dsharp.base_fingerprint import STATE_KEY as BASE_FINGERPRINT
+from dsharp.base_fingerprint import BaseMismatch, check_base_fingerprint, unet_fingerprint
 from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
@@ -272,6 +274,21 @@ def _check_resume_fits(checkpoint: Path, recipe: Any) -> None:
         raise TrainedMisfit(f"train.resume: {err}") from None
 
 
+def _check_resume_base(checkpoint: Path, recipe: Any, fingerprint: dict) -> None:
+    """A checkpoint trained on other base weights than the recipe's base model has, though
+    of the same shapes (a recipe.yaml edited to match, a base folder replaced): said once
+    the base has loaded, before the checkpoint's weights are applied to it."""
+    run_dir = ckpts.run_dir_of(checkpoint)
+    own_run = run_dir.resolve() == Path(recipe.output_dir).resolve()
+    source = run_dir / "recipe.yaml" if own_run else "this recipe"
+    try:
+        check_base_fingerprint(
+            checkpoint, fingerprint, recipe.model.pretrained, source, branch=not own_run
+        )
+    except BaseMismatch as err:
+        raise BaseMismatch(f"train.resume: {err}") from None
+
+
 def _unsaved(run_dir: Path, step: int, err: BaseException) -> str:
     """Why step ``step``'s checkpoint is not in ``run_dir`` (a full disk, say), and where a
     resume would start: its temp folder is gone, the checkpoints before it are whole."""
@@ -354,6 +371,11 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # the CPU's: models initialise there
             self.reward = build_reward(recipe.rewards) if recipe.rewards else None
         self.model = build_model(recipe.model, acc.device)
+        # of the base as loaded, before training (or a resumed checkpoint) changes it: each
+        # checkpoint keeps it, so that its later loads can tell other base weights
+        self.base_fingerprint = unet_fingerprint(self.model.unet)
+        if resume_from is not None:
+            _check_resume_base(resume_from, recipe, self.base_fingerprint)
         self.height, self.width = resolution(self.model, train.height, train.width)
         _check_report_size(recipe, self.model)
         self.method = build_method(recipe.method, self.model, self.reward, self.height, self.width)
@@ -458,6 +480,8 @@ class Trainer:
                     "max_steps": self.recipe.train.max_steps,
                     # each process draws its own batches: a resume on another count differs
                     "processes": acc.num_processes,
+                    # the base's weights (a sample): a load onto other ones is refused
+                    BASE_FINGERPRINT: self.base_fingerprint,
                 }
                 if method_state := self.method.state_dict():
                     state["method_state"] = method_state

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from dsharp.base_fingerprint import STATE_KEY as BASE_FINGERPRINT
+from dsharp.base_fingerprint import check_base_fingerprint, unet_fingerprint
 from dsharp.checkpoints import (
     MERGE_JSON,
     checkpoint_dir,
@@ -194,6 +196,12 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     check_output_folder(out, "--out")  # before any weights load, not at the end
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
+    fingerprint = unet_fingerprint(model.unet)  # of the base, before the merge changes it
+    for source in sources:  # each run trained on these base weights, before any is read
+        recipe_path = run_dir_of(source.checkpoint) / "recipe.yaml"
+        check_base_fingerprint(
+            source.checkpoint, fingerprint, source.recipe.model.pretrained, recipe_path
+        )
     base = model.unet.state_dict()  # read before load_state_dict writes the merged weights
     runs = (_load_run_weights(s, base) for s in sources)
     model.unet.load_state_dict(merged_state(base, runs, scale))
@@ -212,7 +220,12 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
         merged_from = [str(s.checkpoint.resolve()) for s in sources]
         atomic_write_json(
             ckpt / "trainer_state.json",
-            {"step": step, "method": sources[0].recipe.method.name, "merged_from": merged_from},
+            {
+                "step": step,
+                "method": sources[0].recipe.method.name,
+                "merged_from": merged_from,
+                BASE_FINGERPRINT: fingerprint,  # its loads compare it, as a run's
+            },
         )
         atomic_write_json(
             tmp / MERGE_JSON,
