@@ -77,16 +77,13 @@ def test_eval_sample_and_resume_refuse_a_run_whose_recipe_names_other_base_weigh
     state = json.loads((ckpt / "trainer_state.json").read_text())
     from dsharp.models import load_model
 
-    assert state[STATE_KEY] == unet_fingerprint(load_model(str(tiny_sd_dir)).unet)
+    assert state[STATE_KEY] == unet_fingerprint(load_model(str(tiny_sd_dir)).unet, str(tiny_sd_dir))
     _say_base(run, other_sd_dir)
     expected = (
         f"error: {run}: its checkpoint step-000001 was trained on other base weights than "
         f"{other_sd_dir}, the base model {run / 'recipe.yaml'} names ("
     )
-    advice = (
-        "its recipe.yaml was changed, or that model's files were replaced): set "
-        "model.pretrained back to the model the run was trained from"
-    )
+    advice = f"set model.pretrained back to {tiny_sd_dir}, the base the run was trained from"
     (tmp_path / "p.txt").write_text("a red circle\n")
     png = tmp_path / "png"
     for args in (
@@ -130,7 +127,7 @@ def test_a_branch_onto_other_base_weights_is_refused(
         f"error: train.resume: {ckpt}: trained on other base weights than {other_sd_dir}, the "
         "base model this recipe names ("
     ), line
-    assert line.endswith(f"set model.pretrained to the model that the run {run} was trained from")
+    assert line.endswith(f"): set model.pretrained to {tiny_sd_dir}")
 
 
 def test_merge_refuses_a_run_trained_on_other_base_weights_and_keeps_the_fingerprint(
@@ -146,6 +143,9 @@ def test_merge_refuses_a_run_trained_on_other_base_weights_and_keeps_the_fingerp
         f"error: {moved}: its checkpoint step-000001 was trained on other base weights than "
         f"{tiny_sd_dir}, the base model {moved / 'recipe.yaml'} names ("
     ), line
+    assert line.endswith(
+        f"set model.pretrained back to {other_sd_dir}, the base the run was trained from"
+    )
     assert not (tmp_path / "o").exists()
 
     result = CliRunner().invoke(app, ["merge", str(good), "--out", str(tmp_path / "o")])
@@ -175,3 +175,51 @@ def test_a_checkpoint_saved_before_fingerprints_loads_quietly(
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "png")])
     assert result.exit_code == 0, result.output
     assert [x for x in _lines(result.stderr) if not x.startswith("sample")] == []
+
+
+def test_a_base_folder_replaced_since_training_is_refused(
+    tiny_sd_dir: Path, other_sd_dir: Path, tmp_path: Path
+) -> None:
+    """The recipe unchanged, the folder it names holding other weights of the same shapes
+    (a model saved over, a re-download of another revision)."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_sd_dir, base)
+    run = _train(base, tmp_path / "run")
+    shutil.rmtree(base)
+    shutil.copytree(other_sd_dir, base)
+    args = ["sample", "--checkpoint", str(run), "-p", "a", "--steps", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "png")])
+    assert result.exit_code == 1, result.output
+    (line,) = _lines(result.stderr)
+    assert line.startswith(
+        f"error: {run}: its checkpoint step-000001 was trained on other base weights than "
+        f"{base} holds now, the base model {run / 'recipe.yaml'} names ("
+    ), line
+    assert line.endswith(
+        "that model's files were replaced since the run trained; restore them, or set "
+        "model.pretrained to a copy of them"
+    )
+
+
+def test_a_fingerprint_without_the_base_name_still_says_what_to_do(
+    tiny_sd_dir: Path, other_sd_dir: Path, tmp_path: Path
+) -> None:
+    from dsharp.base_fingerprint import BaseMismatch, check_base_fingerprint
+    from dsharp.models import load_model
+
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
+    ckpt.mkdir(parents=True)
+    saved = unet_fingerprint(load_model(str(tiny_sd_dir)).unet)  # no name given
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1, STATE_KEY: saved}))
+    now = unet_fingerprint(load_model(str(other_sd_dir)).unet, str(other_sd_dir))
+    with pytest.raises(BaseMismatch) as caught:
+        check_base_fingerprint(ckpt, now, str(other_sd_dir), tmp_path / "run" / "recipe.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'run'}: its checkpoint")
+    assert message.endswith(
+        "; its recipe.yaml was changed, or that model's files were replaced): set "
+        "model.pretrained back to the model the run was trained from"
+    )
+    check_base_fingerprint(ckpt, saved, str(tiny_sd_dir), "recipe.yaml")  # the same: passes

@@ -54,10 +54,11 @@ def _sampled_parameters(unet: Any) -> dict[str, Any]:
     return found
 
 
-def unet_fingerprint(unet: Any) -> dict[str, Any]:
+def unet_fingerprint(unet: Any, pretrained: str | None = None) -> dict[str, Any]:
     """The fingerprint of ``unet``'s weights as they are now: call it on the base model,
-    before training or a checkpoint changes them. ``{"scheme": ..., "values": {"name[i]":
-    value}}``, JSON-ready."""
+    before training or a checkpoint changes them. ``{"scheme": ..., "pretrained": ...,
+    "values": {"name[i]": value}}``, JSON-ready; ``pretrained`` (the base's name, kept only
+    to say which model to go back to) is not compared."""
     import torch
 
     params = _sampled_parameters(unet)
@@ -74,7 +75,7 @@ def unet_fingerprint(unet: Any) -> dict[str, Any]:
             sampled = flat[index].float().cpu().tolist()
             for position, value in zip(positions, sampled, strict=True):
                 values[f"{name}[{position}]"] = value
-    return {"scheme": SCHEME, "values": values}
+    return {"scheme": SCHEME, "pretrained": pretrained, "values": values}
 
 
 def _close(a: float, b: float) -> bool:
@@ -127,6 +128,7 @@ def check_base_fingerprint(
     whose ``trainer_state.json`` cannot be read, passes quietly: nothing to compare.
     ``branch``: the recipe is another run's that starts from the checkpoint."""
     from dsharp.checkpoints import read_trainer_state, run_dir_of
+    from dsharp.model_names import absolute_model_source
 
     try:
         saved = read_trainer_state(checkpoint).get(STATE_KEY)
@@ -136,15 +138,28 @@ def check_base_fingerprint(
     if difference is None:
         return
     run = run_dir_of(checkpoint)
+    trained_from = saved.get("pretrained")
+    known = isinstance(trained_from, str) and trained_from != ""
     if branch:
+        model = trained_from if known else f"the model that the run {run} was trained from"
         raise BaseMismatch(
             f"{checkpoint}: trained on other base weights than {pretrained}, the base model "
-            f"{recipe_path} names ({difference}): set model.pretrained to the model that the "
-            f"run {run} was trained from"
+            f"{recipe_path} names ({difference}): set model.pretrained to {model}"
+        )
+    head = f"{run}: its checkpoint {Path(checkpoint).name} was trained on other base weights"
+    if known and trained_from in (pretrained, absolute_model_source(pretrained)):
+        raise BaseMismatch(  # the same name: its files changed
+            f"{head} than {pretrained} holds now, the base model {recipe_path} names "
+            f"({difference}): that model's files were replaced since the run trained; "
+            "restore them, or set model.pretrained to a copy of them"
+        )
+    if known:
+        raise BaseMismatch(
+            f"{head} than {pretrained}, the base model {recipe_path} names ({difference}): "
+            f"set model.pretrained back to {trained_from}, the base the run was trained from"
         )
     raise BaseMismatch(
-        f"{run}: its checkpoint {Path(checkpoint).name} was trained on other base weights than "
-        f"{pretrained}, the base model {recipe_path} names ({difference}; its recipe.yaml was "
-        "changed, or that model's files were replaced): set model.pretrained back to the "
-        "model the run was trained from"
+        f"{head} than {pretrained}, the base model {recipe_path} names ({difference}; its "
+        "recipe.yaml was changed, or that model's files were replaced): set model.pretrained "
+        "back to the model the run was trained from"
     )

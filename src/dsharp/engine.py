@@ -373,7 +373,7 @@ class Trainer:
         self.model = build_model(recipe.model, acc.device)
         # of the base as loaded, before training (or a resumed checkpoint) changes it: each
         # checkpoint keeps it, so that its later loads can tell other base weights
-        self.base_fingerprint = unet_fingerprint(self.model.unet)
+        self.base_fingerprint = unet_fingerprint(self.model.unet, recipe.model.pretrained)
         if resume_from is not None:
             _check_resume_base(resume_from, recipe, self.base_fingerprint)
         self.height, self.width = resolution(self.model, train.height, train.width)

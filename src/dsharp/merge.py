@@ -196,7 +196,8 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     check_output_folder(out, "--out")  # before any weights load, not at the end
     sources = read_sources(paths)
     model = build_model(sources[0].recipe.model, "cpu")
-    fingerprint = unet_fingerprint(model.unet)  # of the base, before the merge changes it
+    # of the base, before the merge changes it
+    fingerprint = unet_fingerprint(model.unet, _base_model(sources[0])["pretrained"])
     for source in sources:  # each run trained on these base weights, before any is read
         recipe_path = run_dir_of(source.checkpoint) / "recipe.yaml"
         check_base_fingerprint(
