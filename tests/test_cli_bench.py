@@ -179,8 +179,12 @@ def test_t2i_compbench_of_a_run_scores_each_checkpoint_anew_and_records_its_step
         return load_model(str(tiny_sd_dir), device="cpu")
 
     monkeypatch.setattr(dsharp.commands.common, "load_model_for_inference", load_for_inference)
-    # a base that loads (offline, an uncached hub id is refused before the evaluation)
-    run = run_folder_with_checkpoint(tmp_path / "run", f"model:\n  pretrained: {tiny_sd_dir}\n")
+    # a base that loads (offline, an uncached hub id is refused before the evaluation), in a
+    # recipe that validates (the run's recipe is read, and checked against the checkpoint,
+    # before the prompts load)
+    recipe = f"model: {{pretrained: {tiny_sd_dir}}}\nrewards: [{{name: shapes}}]\n"
+    recipe += "data: {generator: shapes}\n"
+    run = run_folder_with_checkpoint(tmp_path / "run", recipe)
     args = ["--bench", "t2i-compbench", "--limit", "1", "--categories", "color"]
     args += ["--images-per-prompt", "1", "--steps", "2", "--data", str(SHARED), "--json"]
     args += _sets(evaluators)
