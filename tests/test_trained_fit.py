@@ -219,9 +219,13 @@ def test_a_misfit_is_said_before_rewards_verifiers_or_prompts_load(
 ) -> None:
     """It used to come at the model's load, after `eval` had built its rewards (their weights
     loaded first: a download, or seconds to minutes) and `sample` its verifier."""
+    # modules that bind the patched names at import are imported first, so that none binds
+    # a patch that later tests would then get
+    import dsharp.bench.t2i_compbench  # noqa: F401
     import dsharp.bench.t2i_data
-    import dsharp.commands.evaluate  # noqa: F401 (bound names: imported before the patch)
+    import dsharp.commands.evaluate  # noqa: F401
     import dsharp.evaluate  # noqa: F401
+    import dsharp.inference  # noqa: F401
     import dsharp.inference.base
     import dsharp.rewards.combine
 
