@@ -75,10 +75,11 @@ def _write_table(
             md += ["", f"Not beside the paper's {study.paper_table}: {why_not}."]
             echo(f"not beside the paper's {study.paper_table}: {why_not}")
         else:
-            from dsharp.bench.paper import paper_source
+            from dsharp.bench.paper import paper_legend, paper_source
 
             p_columns, p_rows = paper
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
+            md += [paper_legend(study.paper_table), ""]
             md.append(to_markdown(p_columns, p_rows))
             if unpaired:
                 md += ["", f"No paper row ({_UNPAIRED}): {', '.join(unpaired)}."]

@@ -1,6 +1,12 @@
 """The Diffusion-Sharpening paper's reported numbers (Tables 1-3, SDXL), shipped as package
 data, and their alignment with our evaluation results (``dsharp compare --against paper``).
 
+The package file (``assets/reference/paper_tables.yaml``) is a verbatim copy of the
+project's reference ``shared/reference/paper_tables.yaml``: the numbers as printed in
+arXiv 2502.12146v1, Tables 1-3 (its ``source``), on the paper's scales (CLIP score a plain
+cosine, MLLM overall / 10). ``tests/test_paper_numbers.py`` checks every cell dsharp shows
+against the reference, so a typo in the copy fails there.
+
 Our metric keys map to the paper's columns as follows (a result may also carry a paper
 column name directly as a metric key):
 
@@ -91,6 +97,21 @@ def _table(name: str) -> dict[str, Any]:
 def paper_source() -> str:
     """Where the numbers come from (the paper and its version)."""
     return str(_load()["source"])
+
+
+#: The model behind every row of the paper's tables (the reference file's header says so).
+PAPER_MODEL = "SDXL"
+
+
+def paper_legend(table: str) -> str:
+    """One line naming which rows of a side-by-side table are the paper's and which are
+    ours: a ``compare.md`` or a study's ``table.md`` read alone must not pass the paper's
+    printed numbers (of another model) for measurements of this project."""
+    title = _table(table)["title"]
+    return (
+        f"paper: rows as printed in {paper_source()} ({table}: {title}; {PAPER_MODEL}), "
+        "not measured here; ours: measured here; delta: ours - paper"
+    )
 
 
 def paper_table(name: str) -> tuple[list[str], list[list[Any]]]:

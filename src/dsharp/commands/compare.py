@@ -113,6 +113,10 @@ def compare(
         written = [Path(out) / "compare.md", Path(out) / "compare.csv"]
         png = Path(out) / COMPARE_PNG
         markdown = to_markdown(columns, rows)
+        if against == "paper":  # the file alone must say which rows are the paper's
+            from dsharp.bench.paper import paper_legend
+
+            markdown = f"{paper_legend(table)}\n\n{markdown}"
         if notes:  # the file alone must carry what makes its rows hard to compare
             markdown += "\nNotes:\n\n" + "".join(f"- {text}\n" for text in notes)
         # one set: an old compare.png (or none drawn now) beside a new table would pass for

@@ -1,0 +1,68 @@
+"""A side-by-side table read alone (compare.md, a study's table.md) says which of its rows are
+the paper's printed numbers, from which paper and model, and which were measured here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from dsharp.bench.paper import paper_legend
+from dsharp.cli import app
+from dsharp.study import load_study
+from dsharp.study_outputs import write_outputs
+from study_rows import finish_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+
+
+def test_the_legend_names_the_paper_its_model_and_what_is_ours():
+    line = paper_legend("table2")
+    assert "arXiv 2502.12146v1" in line and "SDXL" in line
+    assert "Performance of Different Number of Samples in Training (n)" in line
+    assert "not measured here" in line and "ours: measured here" in line
+    assert "delta: ours - paper" in line
+
+
+def test_compare_md_against_the_paper_opens_with_the_legend(tmp_path: Path):
+    result_file = tmp_path / "rlhf_sharpening.json"
+    result_file.write_text(json.dumps({"metrics": {"clip": {"mean": 0.3}}}))
+    out = tmp_path / "out"
+    args = ["compare", str(result_file), "--against", "paper", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    md = (out / "compare.md").read_text()
+    assert md.splitlines()[0] == paper_legend("table1")
+    assert "| paper:rlhf_sharpening | 0.3380 |" in md
+    # the plain comparison has no paper rows and so no legend
+    plain = CliRunner().invoke(app, ["compare", str(result_file), "--out", str(out), "--no-plot"])
+    assert plain.exit_code == 0, plain.output
+    assert "paper:" not in (out / "compare.md").read_text()
+
+
+def test_a_studys_table_md_labels_its_paper_section(tmp_path: Path):
+    study = {
+        "kind": "table",
+        "name": "table3",
+        "base": str(TINY_RLHF),
+        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
+        "rows": [{"label": "m=2", "overrides": ["method.m=2"]}],
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    loaded = load_study(path)
+    finish_rows(
+        loaded,
+        metrics=lambda i, plan: [{"step": 2, "loss": 0.1}],
+        result=lambda i, plan: {"overall": 0.3, "metrics": {"clip": {"mean": 0.3}}},
+    )
+    write_outputs(loaded, echo=lambda _: None)
+    lines = (tmp_path / "out" / "table.md").read_text().splitlines()
+    heading = lines.index("## Beside the paper (table3, arXiv 2502.12146v1, Tables 1-3)")
+    assert lines[heading + 2] == paper_legend("table3")
+    assert lines[heading + 4].startswith("| row | clip_score | image_reward | mllm |")
