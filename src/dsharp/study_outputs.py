@@ -75,14 +75,16 @@ def _write_table(
             md += ["", f"Not beside the paper's {study.paper_table}: {why_not}."]
             echo(f"not beside the paper's {study.paper_table}: {why_not}")
         else:
-            from dsharp.bench.paper import paper_legend, paper_source
+            from dsharp.bench.paper import as_printed_notes, paper_legend, paper_source
 
             p_columns, p_rows = paper
+            printed = as_printed_notes(study.paper_table, p_rows)
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
             md += [paper_legend(study.paper_table), ""]
             md.append(to_markdown(p_columns, p_rows))
             if unpaired:
                 md += ["", f"No paper row ({_UNPAIRED}): {', '.join(unpaired)}."]
+            md += ["", *(f"Note: {line}." for line in printed)] if printed else []
             paper_text = to_csv(p_columns, p_rows)
             outputs.append(paper_csv)
             tables.append(to_rich(p_columns, p_rows, f"{title}: beside the paper", "column"))

@@ -201,6 +201,32 @@ def default_reference_notes(
     return notes
 
 
+#: Cells the reference file marks "as printed": the paper's number, kept though it is out of
+#: line with its column (Demon's MLLM 0.300 beside the other rows' 0.78-0.92). A table that
+#: shows one says so, so that its delta is not read as a measured gain.
+AS_PRINTED: dict[str, dict[str, tuple[str, ...]]] = {"table1": {"demon": ("mllm",)}}
+
+
+def as_printed_notes(table: str, rows: Sequence[Sequence[Any]]) -> list[str]:
+    """One line per paper cell of :data:`AS_PRINTED` that a comparison's ``paper:<row>``
+    rows (:func:`compare_with_paper`'s ``rows``) show."""
+    spec = _table(table)
+    by_name = {str(k): k for k in spec["rows"]}
+    shown = [str(r[0]).removeprefix("paper:") for r in rows if str(r[0]).startswith("paper:")]
+    notes = []
+    for name in dict.fromkeys(n for n in shown if n in by_name):
+        row = by_name[name]
+        for column in AS_PRINTED.get(table, {}).get(name, ()):
+            index = spec["columns"].index(column)
+            others = [v[index] for k, v in spec["rows"].items() if k != row]
+            notes.append(
+                f"paper:{name} {column} {spec['rows'][row][index]} is as printed in "
+                f"{paper_source()}, out of line with the column's other rows "
+                f"({min(others)}-{max(others)})"
+            )
+    return notes
+
+
 #: Our metric keys whose reward has a ``scale`` option that the paper's column does not
 #: apply: the paper's CLIP score is the plain cosine, ``clip`` is ``scale * cosine``.
 SCALED_SOURCES: dict[str, str] = {"clip": "clip_score"}

@@ -88,13 +88,14 @@ def compare(
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
             from dsharp.bench import compare_with_paper
-            from dsharp.bench.paper import default_reference_notes
+            from dsharp.bench.paper import as_printed_notes, default_reference_notes
 
             merge_notes: list[str] = []
             found = [results_for_paper(Path(src), table, merge_notes) for src in sources]
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
-            for text in [*merge_notes, *default_reference_notes(named, table)]:
+            paper_notes = [*default_reference_notes(named, table), *as_printed_notes(table, rows)]
+            for text in [*merge_notes, *paper_notes]:
                 note(text)
             title = f"dsharp compare --against paper ({table})"
             rich_table = to_rich(columns, rows, title, unit="column")  # paper, ours, delta
