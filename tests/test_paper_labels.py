@@ -121,3 +121,37 @@ def test_a_studys_table_md_says_a_paper_cell_is_kept_as_printed(tmp_path: Path):
     write_outputs(loaded, echo=lambda _: None)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "\nNote: paper:demon mllm 0.3 is as printed in arXiv 2502.12146v1" in md
+
+
+def test_a_study_whose_rows_have_no_paper_metric_writes_no_paper_section(tmp_path: Path):
+    """dsharp-mini rows scored by the shapes bench only: the paper's SDXL rows beside a
+    shapes column and deltas all '-' compare nothing (the mini studies say so). Our metrics
+    as extra columns used to count as comparable, so the section was written anyway."""
+    study = {
+        "kind": "table",
+        "name": "table2",
+        "base": str(TINY_RLHF),
+        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
+        "rows": [{"label": "n=2", "overrides": ["method.n=2"]}],
+        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    loaded = load_study(path)
+    stale = tmp_path / "out" / "table-paper.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("row,clip_score\n")  # an earlier run's comparison
+    finish_rows(
+        loaded,
+        metrics=lambda i, plan: [{"step": 2, "loss": 0.1}],
+        result=lambda i, plan: {"overall": 0.7, "metrics": {"shapes": {"mean": 0.7}}},
+    )
+    said: list[str] = []
+    outcome = write_outputs(loaded, echo=said.append)
+    md = (tmp_path / "out" / "table.md").read_text()
+    reason = "not beside the paper's table2: no metric of these rows maps to one of its columns"
+    assert said == [reason]
+    assert f"\nNot beside the paper's table2: {reason.split(': ', 1)[1]}." in md
+    assert "paper:" not in md and "## Beside the paper" not in md
+    assert not stale.exists() and stale not in outcome.outputs

@@ -132,7 +132,7 @@ def _paper_comparison(
     joins the row), or None with the reason there is none (no row has a paper row, or none
     of our metrics has a paper column); and the rows left out for having no paper row."""
     from dsharp.bench import compare_with_paper
-    from dsharp.bench.paper import MISSING
+    from dsharp.bench.paper import MISSING, paper_table
     from dsharp.paper_results import results_for_paper
 
     named: dict[str, dict[str, Any]] = {}
@@ -154,7 +154,8 @@ def _paper_comparison(
         )
     columns, rows = compare_with_paper(named, table)
     ours = [r for r in rows if str(r[0]).startswith("ours:")]
-    if all(v == MISSING for r in ours for v in r[1:]):
+    width = len(paper_table(table)[0])  # row name + the paper's columns; ours (shapes) follow
+    if all(v == MISSING for r in ours for v in r[1:width]):
         return None, "no metric of these rows maps to one of its columns", unpaired
     return (columns, rows), "", unpaired
 
