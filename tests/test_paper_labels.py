@@ -155,3 +155,34 @@ def test_a_study_whose_rows_have_no_paper_metric_writes_no_paper_section(tmp_pat
     assert f"\nNot beside the paper's table2: {reason.split(': ', 1)[1]}." in md
     assert "paper:" not in md and "## Beside the paper" not in md
     assert not stale.exists() and stale not in outcome.outputs
+
+
+def test_a_figure_drawn_from_some_rows_says_so_in_its_title(tmp_path: Path, monkeypatch):
+    """`dsharp reproduce --only` (or an interrupted study) draws the finished rows; the PNG
+    read alone looked like the whole figure."""
+    import shutil
+
+    import dsharp.study_outputs
+
+    study = {
+        "kind": "figure",
+        "name": "fig4",
+        "title": "Figure 4",
+        "base": str(TINY_RLHF),
+        "overrides": ["train.max_steps=2"],
+        "rows": [{"label": "a"}, {"label": "b"}, {"label": "c"}],
+        "plot": {"x": "step", "y": "loss"},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    loaded = load_study(path)
+    finish_rows(loaded, metrics=lambda i, plan: [{"step": 1, "loss": 1.0}])
+    titles: list[str] = []
+    monkeypatch.setattr(
+        dsharp.study_outputs, "plot_steps", lambda curves, spec, title, *a: titles.append(title)
+    )
+    write_outputs(loaded, echo=lambda _: None)
+    shutil.rmtree(loaded.rows[2].run_dir / "checkpoints")
+    write_outputs(loaded, echo=lambda _: None)
+    assert titles == ["Figure 4", "Figure 4 (partial: 1 of 3 rows not finished)"]

@@ -38,7 +38,7 @@ def write_outputs(loaded: LoadedStudy, *, echo: Callable[[str], None] = print) -
     if loaded.study.kind == "table":
         outputs, tables = _write_table(loaded, done, missing, echo)
     else:
-        outputs, tables = _write_figure(loaded, done), []
+        outputs, tables = _write_figure(loaded, done, missing), []
     return StudyOutcome(outputs, [p.label for p in done], missing, tables)
 
 
@@ -299,7 +299,9 @@ def plot_nfe(
     )
 
 
-def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:
+def _write_figure(
+    loaded: LoadedStudy, done: list[RowPlan], missing: Sequence[str] = ()
+) -> list[Path]:
     from dsharp.io import read_jsonl
 
     study, out = loaded.study, loaded.output_dir
@@ -308,6 +310,8 @@ def _write_figure(loaded: LoadedStudy, done: list[RowPlan]) -> list[Path]:
     stem = study.name or "figure"
     png, csv_path = out / f"{stem}.png", out / f"{stem}.csv"
     title = study.title or stem
+    if missing:  # as the terminal says: the figure alone must not pass for the whole study
+        title += f" (partial: {len(missing)} of {len(loaded.rows)} rows not finished)"
     if spec.x == "step":
         curves = [(p.label, read_jsonl(p.run_dir / "metrics.jsonl")) for p in done]
         plot_steps(curves, spec, title, png, csv_path)
