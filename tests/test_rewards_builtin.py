@@ -575,3 +575,36 @@ def test_noun_phrase_method_resolution() -> None:
     if not spacy_available():
         with pytest.raises(RuntimeError, match="needs spaCy with en_core_web_sm"):
             resolve_method("spacy")
+
+
+def test_a_reward_device_index_the_machine_lacks_is_refused_when_the_reward_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``device: cuda:3`` on a one-GPU machine passed, and failed only at the first image
+    moved there, after the reward's weights had loaded; ``--device`` was refused at once."""
+    from dsharp.rewards._weights import check_device, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RewardError) as caught:
+        resolve_device("clip", "cuda:3")
+    assert str(caught.value) == (
+        "clip reward option 'device' cuda:3: this machine has 1 CUDA device(s), cuda:0"
+    )
+    assert resolve_device("clip", "cuda:0") == torch.device("cuda", 0)
+    # a recipe's check stays machine-independent: it may run where training does not
+    assert check_device("clip", "cuda:3") == torch.device("cuda", 3)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REWARDS))
+def test_building_a_reward_on_a_cuda_index_the_machine_lacks_is_one_line(
+    name: str, tiny: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RewardError) as caught:
+        plugins.build_reward(RewardSpec(name=name, options={**tiny[name], "device": "cuda:2"}))
+    assert str(caught.value) == (
+        f"{name} reward option 'device' cuda:2: this machine has 2 CUDA device(s), "
+        "cuda:0 to cuda:1"
+    )

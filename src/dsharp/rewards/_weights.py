@@ -89,17 +89,23 @@ def check_device(reward: str, device: Any) -> torch.device | None:
 
 
 def resolve_device(reward: str, device: Any) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; any other value must be a torch device."""
+    """``"auto"``: CUDA when available, else CPU; any other value must be a torch device this
+    machine has, checked as ``--device`` is (:func:`dsharp.devices.pick_device`): ``cuda:3``
+    on a one-GPU machine fails here, when the reward is built, not at the first image moved
+    there after its weights loaded. ``recipes validate`` does not ask (see :func:`check_device`)."""
     import torch
+
+    from dsharp.devices import pick_device
 
     resolved = check_device(reward, device)
     if resolved is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RewardError(
-            f"{reward} reward option 'device' is {device!r} but CUDA is not available"
-        )
-    return resolved
+    if resolved.type not in ("cuda", "mps", "xpu"):
+        return resolved
+    try:
+        return pick_device(str(resolved), label=f"{reward} reward option 'device'")
+    except ValueError as err:
+        raise RewardError(str(err)) from None
 
 
 def local_path_error(reward: str, option: str, value: str, kind: PathKind) -> str | None:
