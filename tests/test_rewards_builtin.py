@@ -605,6 +605,5 @@ def test_building_a_reward_on_a_cuda_index_the_machine_lacks_is_one_line(
     with pytest.raises(RewardError) as caught:
         plugins.build_reward(RewardSpec(name=name, options={**tiny[name], "device": "cuda:2"}))
     assert str(caught.value) == (
-        f"{name} reward option 'device' cuda:2: this machine has 2 CUDA device(s), "
-        "cuda:0 to cuda:1"
+        f"{name} reward option 'device' cuda:2: this machine has 2 CUDA device(s), cuda:0 to cuda:1"
     )
