@@ -198,6 +198,18 @@ def test_sample_that_cannot_write_its_grid_keeps_the_previous_images(
     assert _files(out) == before  # not new images beside the old grid
 
 
+def test_sample_without_a_grid_removes_the_previous_one(tmp_path, stand_in_sampler):
+    """An older grid.png beside new images would pass for their grid (as compare --no-plot
+    removes an older compare.png)."""
+    out = tmp_path / "out"
+    args = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-n", "2", "--out"]
+    assert CliRunner().invoke(app, [*args, str(out)]).exit_code == 0
+    assert "grid.png" in _files(out)
+    result = CliRunner().invoke(app, [*args, str(out), "--no-grid"])
+    assert result.exit_code == 0, result.output
+    assert sorted(_files(out)) == ["0000-seed0-a-red-circle.png", "0001-seed1-a-red-circle.png"]
+
+
 def test_an_evaluation_that_cannot_write_its_sheet_keeps_the_previous_images(tmp_path, monkeypatch):
     """`dsharp eval --images`: the images and grid.png as one set."""
     import torch

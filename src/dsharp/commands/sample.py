@@ -98,7 +98,8 @@ def sample(
     grid: bool = typer.Option(
         True,
         "--grid/--no-grid",
-        help="Also write OUT/grid.png: one row per prompt, one column per image (up to 32 x 16).",
+        help="Also write OUT/grid.png: one row per prompt, one column per image (up to 32 x "
+        "16); --no-grid removes an older one.",
     ),
     as_json: bool = typer.Option(
         False,
@@ -202,8 +203,9 @@ def sample(
         ]
         from dsharp.file_sets import replaced_together
 
-        # one set, the grid last: a full disk must not leave a grid of other images
-        files = [out / n for n in names] + ([out / SHEET_PNG] if grid else [])
+        # one set, the grid last: a full disk must not leave a grid of other images; with
+        # --no-grid an older grid.png is removed, as it would pass for these images' grid
+        files = [out / n for n in names] + [out / SHEET_PNG]
         with replaced_together(*files) as staged:
             paths = save_images(result.images, out, names, staged=staged)
             if grid:
