@@ -236,3 +236,42 @@ def test_an_evaluation_that_cannot_write_its_sheet_keeps_the_previous_images(tmp
         "00001-seed1.png and grid.png are still the previous versions"
     )
     assert _files(kept) == before
+
+
+def test_an_evaluation_that_cannot_write_its_json_keeps_the_previous_images(
+    tmp_path, monkeypatch, stand_in_sampler
+):
+    """`dsharp eval --out X --images D`: the result was written after the images and grid,
+    alone, so a full disk then left new images beside the previous result."""
+    import dsharp.evaluate as evaluate_module
+    import dsharp.generate as generate_module
+    from dsharp import io
+
+    monkeypatch.setattr(evaluate_module, "generate", generate_module.generate)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square\n")
+    result_json, kept = tmp_path / "eval.json", tmp_path / "kept"
+    args = ["eval", "--model", "dsharp-mini", "--prompts", str(prompts), "--reward", "shapes"]
+    args += ["--seeds", "2", "--out", str(result_json), "--images", str(kept)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    before = {**_files(kept), "eval.json": result_json.read_bytes()}
+    assert sorted(before) == ["00000-seed0.png", "00001-seed1.png", "eval.json", "grid.png"]
+
+    real = io.atomic_write_text
+
+    def write(path, text):
+        if Path(path).name == "eval.json" or ".eval.json." in Path(path).name:
+            raise naming(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), Path(path))
+        real(path, text)
+
+    monkeypatch.setattr(io, "atomic_write_text", write)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: [Errno 28] No space left on device: '{result_json}'; "
+        f"{kept / '00000-seed0.png'}, {kept / '00001-seed1.png'}, {kept / 'grid.png'} and "
+        "eval.json are still the previous versions"
+    )
+    assert {**_files(kept), "eval.json": result_json.read_bytes()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -262,30 +262,35 @@ def evaluate(
         for (prompt, seed), value in zip(pairs, values, strict=True)
     ]
     if images_dir is not None:
-        _keep_images(Path(images_dir), generated.images, all_prompts, seeds, values, result)
+        save_evaluated_images(Path(images_dir), generated.images, result)
     return result
 
 
-def _keep_images(
-    folder: Path,
-    images: torch.Tensor,
-    prompts: list[str],
-    seeds: list[int],
-    values: list[float],
-    result: dict[str, Any],
+def save_evaluated_images(
+    folder: Path, images: torch.Tensor, result: dict[str, Any], json_path: Path | None = None
 ) -> None:
-    """The evaluated images and their contact sheet, replaced as one set (the sheet last):
-    a full disk must not leave a sheet of other images, or other images beside it."""
+    """An evaluation's ``images`` (``(N, 3, H, W)``, in the order of ``result["images"]``)
+    and their contact sheet, with ``json_path`` (``result`` as JSON) where given, replaced as
+    one set, the JSON last, then the sheet: a full disk must not leave a sheet of other
+    images, other images beside it, or new images beside an older result."""
     from dsharp.file_sets import replaced_together
+    from dsharp.io import atomic_write_json
     from dsharp.sampling import save_images
     from dsharp.score_words import reward_words
     from dsharp.sheets import SHEET_PNG, save_contact_sheet
 
+    entries = result["images"]
+    prompts = [e["prompt"] for e in entries]
+    seeds = [e["seed"] for e in entries]
+    values = [float("nan") if e["score"] is None else e["score"] for e in entries]
     names = [f"{i:05d}-seed{s}.png" for i, s in enumerate(seeds)]
     sheet = folder / SHEET_PNG
-    with replaced_together(*(folder / n for n in names), sheet) as staged:
+    files = [*(folder / n for n in names), sheet, *([json_path] if json_path else [])]
+    with replaced_together(*files) as staged:
         save_images(images, folder, names, staged=staged)
         save_contact_sheet(images, prompts, seeds, staged(sheet), values, reward_words(result))
+        if json_path is not None:
+            atomic_write_json(staged(json_path), result)
 
 
 def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> Any:

@@ -469,6 +469,7 @@ def evaluate_cmd(
 
             diffusion = build_model(rec.model, pick_device(device))
             diffusion.unet.eval()
+        kept: list = []  # the images, written with the result below (--images)
         try:
             result = evaluate(
                 diffusion,
@@ -479,10 +480,10 @@ def evaluate_cmd(
                 batch_size=batch_size,
                 category_of=spec_bench.category_of if spec_bench else None,
                 groupings=spec_bench.groupings if spec_bench else None,
-                images_dir=images,
                 progress=not as_json,
                 scorer=scorer,
                 verifier=built_verifier,
+                keep_images=kept if images is not None else None,
             )
         except UnscoredError as err:  # a candidate of the verifier's, or an image
             verifiers = isinstance(err, UnscoredCandidateError)
@@ -507,7 +508,11 @@ def evaluate_cmd(
         # a --prompts file, not the bench's prompts: `compare RUN --against paper` leaves
         # such an evaluation out of a run's bench columns
         result["prompts_file"] = str(prompts) if prompts is not None else None
-        if target is not None:
+        if images is not None:  # one set, the JSON last: not new images beside an old result
+            from dsharp.evaluate import save_evaluated_images
+
+            save_evaluated_images(images, kept[0], result, target)
+        elif target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
     if images is not None and not as_json:
