@@ -204,6 +204,8 @@ def test_train_writes_the_report_dsharp_train_writes(tmp_path):
     dsharp.train(recipe, progress=False, report=False)
     assert (bare / "checkpoints").is_dir()
     assert not [name for name in written if (bare / name).exists()]
+    # the final curves are drawn by training itself where no report follows to draw them
+    assert (bare / "training_curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fails(
@@ -218,7 +220,7 @@ def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fail
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward": NaN, "pairs": 0}\n')
-    monkeypatch.setattr(dsharp.engine, "train", lambda recipe, progress: run_dir)
+    monkeypatch.setattr(dsharp.engine, "train", lambda recipe, progress, **kwargs: run_dir)
     reported = []
     monkeypatch.setattr(
         dsharp.posttrain, "post_train_report", lambda *a, **k: reported.append(a) or None
@@ -324,7 +326,7 @@ def test_train_holds_the_folder_until_its_report_is_written(tmp_path, monkeypatc
     run_dir = tmp_path / "run"
     seen = []
 
-    def trained(recipe, progress):
+    def trained(recipe, progress, **kwargs):
         run_dir.mkdir(exist_ok=True)  # as the trainer's own claim makes it
         (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n')
         return run_dir

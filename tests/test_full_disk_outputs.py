@@ -43,11 +43,17 @@ def _temp_files(run: Path) -> list[str]:
     return [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
-REPORT = ("eval-base.json", "samples_grid.png", "report.md", "eval-final.json")
+REPORT = (
+    "eval-base.json",
+    "samples_grid.png",
+    "training_curves.png",
+    "report.md",
+    "eval-final.json",
+)
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
-@pytest.mark.parametrize("full_at", ["samples_grid.png", "report.md"])
+@pytest.mark.parametrize("full_at", ["samples_grid.png", "training_curves.png", "report.md"])
 def test_a_full_disk_during_the_report_keeps_the_previous_report_whole_and_says_how_to_redo_it(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: str
 ) -> None:
@@ -61,15 +67,15 @@ def test_a_full_disk_during_the_report_keeps_the_previous_report_whole_and_says_
     assert result.exit_code == 1, result.output
     assert _lines(result.stderr) == [
         f"error: training is complete in {run}, but its report was not written ([Errno 28] No "
-        f"space left on device: '{run / full_at}'; eval-base.json, samples_grid.png, "
-        "report.md and eval-final.json are still the previous versions); write it with: "
+        f"space left on device: '{run / full_at}'; 5 files (eval-base.json, ..., "
+        "eval-final.json) are still the previous versions); write it with: "
         f"dsharp train {RECIPE} model.pretrained={tiny_sd_dir} train.max_steps=2 "
         f"'eval.prompts=[a red circle]' eval.seeds=1 output_dir={run} train.resume=latest"
     ]
     assert (run / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
     assert not _temp_files(run)
-    # the report, its grid and the score `dsharp runs` shows are all still step 1's: not a
-    # new grid (or score) beside step 1's report
+    # the report, its grid, the training curves it links and the score `dsharp runs` shows
+    # are all still step 1's: not a new grid, curves (or score) beside step 1's report
     assert {n: (run / n).read_bytes() for n in REPORT} == before
     assert json.loads(before["eval-final.json"])["step"] == 1
 

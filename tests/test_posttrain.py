@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dsharp.cli import app
@@ -217,3 +218,20 @@ def test_plan_line_under_a_launcher_gives_the_batch_of_every_process(tmp_path, m
     assert ", 2 steps, batch 2 -> " in _plan_line(recipe)
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # an MPI launch sets no WORLD_SIZE
     assert ", 2 steps, batch 2 x 2 processes -> " in _plan_line(recipe)
+
+
+def test_report_curves_that_cannot_be_drawn_are_a_warning_and_the_report_goes_without(
+    tmp_path, monkeypatch
+):
+    """As in training, a figure that fails to draw (not a full disk) must not cost the
+    report; the report then links no curves."""
+    import dsharp.curves
+    from dsharp.posttrain import _draw_curves
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(dsharp.curves, "plot_training_curves", broken)
+    with pytest.warns(UserWarning, match="^training curves not drawn: no display$"):
+        assert _draw_curves(tmp_path, tmp_path / "c.png") is False
+    assert not (tmp_path / "c.png").exists()

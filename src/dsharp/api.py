@@ -69,7 +69,7 @@ def _train_and_report(recipe: Recipe, *, progress: bool, reports: bool) -> Path:
     """Train, then (main process) warn what the metrics say and write the report."""
     from dsharp.engine import train as _train
 
-    run_dir = _train(recipe, progress=progress)
+    run_dir = _train(recipe, progress=progress, report_follows=reports)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one report and one set of warnings

@@ -319,10 +319,16 @@ def _forget_other_precision(mixed_precision: str) -> None:
 
 
 class Trainer:
-    """Holds one run's objects; :meth:`run` is the loop."""
+    """Holds one run's objects; :meth:`run` is the loop.
 
-    def __init__(self, recipe: Any, *, progress: bool = True):
+    ``report_follows``: the post-training report is written next, and draws the final
+    training curves with report.md (:func:`dsharp.posttrain.post_train_report`), so that a
+    report that fails leaves the previous curves beside the previous report."""
+
+    def __init__(self, recipe: Any, *, progress: bool = True, report_follows: bool = False):
         from dsharp.model_names import absolute_model_source
+
+        self.report_follows = report_follows
 
         check_runtime(recipe)
         recipe = recipe.model_copy(deep=True)  # saved with its model folder absolute
@@ -493,7 +499,8 @@ class Trainer:
             if isinstance(err, OSError | RuntimeError):  # a full disk: torch names no file
                 raise OSError(_unsaved(self.run_dir, step, err)) from err
             raise
-        if acc.is_main_process:
+        final = step == self.recipe.train.max_steps
+        if acc.is_main_process and not (final and self.report_follows):
             # Refreshed with every checkpoint, so a long run can be watched as it goes. A
             # figure is a convenience: failing to draw one must not end a long run.
             try:
@@ -597,6 +604,7 @@ def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def train(recipe: Any, *, progress: bool = True) -> Path:
-    """Run a recipe's training to ``train.max_steps``; returns the run folder."""
-    return Trainer(recipe, progress=progress).run()
+def train(recipe: Any, *, progress: bool = True, report_follows: bool = False) -> Path:
+    """Run a recipe's training to ``train.max_steps``; returns the run folder.
+    ``report_follows``: see :class:`Trainer`."""
+    return Trainer(recipe, progress=progress, report_follows=report_follows).run()

@@ -299,10 +299,27 @@ def headline(base: dict, tuned: dict) -> str:
     return line + (")" if math.isnan(ci95) else f", paired 95% interval +-{ci95:.4f})")
 
 
+def _draw_curves(run_dir: Path, out: Path) -> bool:
+    """The run's training curves into ``out`` for the report; whether they were drawn. A
+    drawing that fails (not a full disk, which fails the report's set) is a warning, as in
+    training, and the report goes without them."""
+    import warnings
+
+    from dsharp.curves import plot_training_curves
+
+    try:
+        return plot_training_curves(run_dir / "metrics.jsonl", out) is not None
+    except OSError:
+        raise
+    except Exception as exc:
+        warnings.warn(f"training curves not drawn: {exc}", stacklevel=2)
+        return False
+
+
 def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> PostTrainReport:
     """Evaluate base and fine-tuned models, write eval-base.json, samples_grid.png,
-    report.md and eval-final.json into ``run_dir``; returns the report's path and
-    headline."""
+    training_curves.png, report.md and eval-final.json into ``run_dir`` as one set;
+    returns the report's path and headline."""
     from dsharp.builders import build_model, load_run_model
     from dsharp.checkpoints import checkpoint_step, find_model_checkpoint
     from dsharp.devices import pick_device
@@ -334,20 +351,23 @@ def post_train_report(recipe: Any, run_dir: Path, progress: bool = True) -> Post
     score_name = reward_words(results["fine-tuned"])  # base and fine-tuned: one recipe's rewards
     report = run_dir / "report.md"
     base_json, grid, final_json = (run_dir / n for n in (BASE_JSON, GRID_PNG, FINAL_JSON))
-    markdown = report_markdown(
-        recipe,
-        results["base"],
-        results["fine-tuned"],
-        checkpoint,
-        curves=CURVES_PNG if (run_dir / CURVES_PNG).exists() else None,
-    )
+    curves = run_dir / CURVES_PNG
     final = {"label": "fine-tuned", "step": checkpoint_step(checkpoint), **results["fine-tuned"]}
     # one set, eval-final.json (with the checkpoint's step) replaced last: a write that fails
-    # (a full disk) leaves the previous report, grid and scores, whose older step `dsharp
-    # runs` shows ("final @ step N"), rather than a new grid or score beside an old report
-    with replaced_together(base_json, grid, report, final_json) as staged:
+    # (a full disk) leaves the previous report, grid, curves and scores, whose older step
+    # `dsharp runs` shows ("final @ step N"), rather than a new grid, curves or score beside
+    # an old report; the final curves are drawn here, not by training (report_follows)
+    with replaced_together(base_json, grid, curves, report, final_json) as staged:
         atomic_write_json(staged(base_json), {"label": "base", **results["base"]})
         sample_grid(grids, grid_prompts, grid_seeds, staged(grid), score_name)
+        drawn = _draw_curves(run_dir, staged(curves))
+        markdown = report_markdown(
+            recipe,
+            results["base"],
+            results["fine-tuned"],
+            checkpoint,
+            curves=CURVES_PNG if drawn else None,
+        )
         atomic_write_text(staged(report), markdown)
         atomic_write_json(staged(final_json), final)
     return PostTrainReport(report, headline(results["base"], results["fine-tuned"]))

@@ -73,11 +73,12 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     """Train, then (main process) print training warnings and write the post-train report."""
     from dsharp.engine import train as run_training
     from dsharp.interrupts import TrainingInterrupted
+    from dsharp.posttrain import wants_report
     from dsharp.rewards.base import UnscoredError
 
     stopped_at_end = False  # a stop asked for during the last step: no report after it
     try:
-        run_dir = run_training(cfg, progress=progress)
+        run_dir = run_training(cfg, progress=progress, report_follows=wants_report(cfg))
     except UnscoredError as err:
         raise UnscoredError(_on_error_advice(cfg, err), err.key) from None
     except KeyboardInterrupt:  # while loading, or a second Ctrl-C mid-step
@@ -105,16 +106,16 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
     from accelerate import PartialState
 
     from dsharp.curves import CURVES_PNG
-    from dsharp.posttrain import post_train_report, wants_report
+    from dsharp.posttrain import post_train_report
 
     if PartialState().is_main_process:
         from dsharp.runs import training_warnings
 
         for warning in training_warnings(run_dir):
             typer.echo(f"warning: {warning}", err=True)
-        if (run_dir / CURVES_PNG).exists():
+        if (run_dir / CURVES_PNG).exists() and not wants_report(cfg):
             typer.echo(f"training curves: {run_dir / CURVES_PNG}")
-        if wants_report(cfg):
+        if wants_report(cfg):  # the report draws the final curves with it
             if stopped_at_end:
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
@@ -135,6 +136,8 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
                 said = _report_not_written(run_dir, again, because=one_line(err))
                 typer.echo(f"error: {said}", err=True)
                 raise typer.Exit(1) from None
+            if (run_dir / CURVES_PNG).exists():
+                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
