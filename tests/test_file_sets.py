@@ -104,3 +104,46 @@ def test_a_full_disk_in_a_folder_written_whole_names_its_file_and_keeps_the_old_
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temp folder
     assert (final / "recipe.yaml").read_text() == "old"
+
+
+def test_a_ctrl_c_while_the_files_are_renamed_comes_after_the_last_one(tmp_path, monkeypatch):
+    """With another thread running (torch's, tqdm's), a blocked signal mask did not hold
+    Ctrl-C back: the kernel hands the signal to that thread, and Python raised it in the
+    main thread between two renames, leaving a new file beside an old one."""
+    import signal
+    import threading
+    import time
+
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    for p in (a, b, c):
+        p.write_text("old")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    real = os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        if Path(dst) == a:  # Ctrl-C after the first rename, then time for it to arrive
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        with pytest.raises(KeyboardInterrupt), replaced_together(a, b, c) as staged:
+            for p in (a, b, c):
+                atomic_write_text(staged(p), "new")
+    finally:
+        stop.set()
+    assert _folder(tmp_path) == {"a.csv": b"new", "b.png": b"new", "c.md": b"new"}
+
+
+def test_a_file_named_twice_is_replaced_once(tmp_path):
+    """A repeated path made the second rename fail on its moved staged file ("a.png and
+    g.png replaced; a.png is still the previous version") after every file was replaced."""
+    a, g = tmp_path / "a.png", tmp_path / "g.png"
+    a.write_text("old")
+    with replaced_together(a, g, Path(str(a))) as staged:
+        atomic_write_text(staged(a), "new")
+        atomic_write_text(staged(g), "g")
+    assert _folder(tmp_path) == {"a.png": b"new", "g.png": b"g"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +43,7 @@ def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
     staged files are removed and every path is left as it was; an ``OSError`` becomes a
     :class:`FileSetError` that names the file and the set's state.
     """
-    finals = [Path(p) for p in paths]
+    finals = list(dict.fromkeys(Path(p) for p in paths))  # a path named twice: once
     token = secrets.token_hex(4)
     staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in finals}
 
@@ -83,16 +84,26 @@ def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """SIGINT blocked (where the platform can) while entered, delivered on leaving."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None:  # Windows: the renames run unguarded
+    """Ctrl-C held back while entered, delivered on leaving: Python's SIGINT handler is
+    swapped for one that notes it. A blocked signal mask did not hold it back: with other
+    threads running (torch's, tqdm's) the kernel hands the signal to one of them, and Python
+    raises it in the main thread all the same. Off the main thread nothing is needed, as
+    Python raises KeyboardInterrupt in the main thread alone."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = block(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: left as it is
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        block(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _remove(files: Iterable[Path]) -> None:
