@@ -147,3 +147,25 @@ def test_a_file_named_twice_is_replaced_once(tmp_path):
         atomic_write_text(staged(a), "new")
         atomic_write_text(staged(g), "g")
     assert _folder(tmp_path) == {"a.png": b"new", "g.png": b"g"}
+
+
+def test_a_set_written_off_the_main_thread_is_replaced(tmp_path):
+    """Python's signal handlers can be set from the main thread alone: off it the renames
+    run without one (KeyboardInterrupt is raised in the main thread only)."""
+    import threading
+
+    a = tmp_path / "a.md"
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with replaced_together(a) as staged:
+                atomic_write_text(staged(a), "new")
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join()
+    assert errors == []
+    assert _folder(tmp_path) == {"a.md": b"new"}

@@ -40,7 +40,8 @@ def test_sample_with_a_cuda_index_the_machine_lacks_exits_with_one_line(
 ):
     _one_gpu(monkeypatch)
     out = tmp_path / "samples"
-    result = invoke(["sample", "--model", tiny_sd_dir, "-p", "a cat", "--device", "cuda:3"])
+    args = ["sample", "--model", tiny_sd_dir, "-p", "a cat", "--out", out, "--device", "cuda:3"]
+    result = invoke(args)
     assert result.exit_code == 1
     assert result.output.strip() == (
         "error: --device cuda:3: this machine has 1 CUDA device(s), cuda:0"
