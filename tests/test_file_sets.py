@@ -169,3 +169,20 @@ def test_a_set_written_off_the_main_thread_is_replaced(tmp_path):
     worker.join()
     assert errors == []
     assert _folder(tmp_path) == {"a.md": b"new"}
+
+
+def test_a_file_set_error_survives_pickling(tmp_path):
+    """A process pool sends a worker's exception back pickled: the error failed to unpickle
+    ("'int' object has no attribute 'errno'") and the caller got that instead."""
+    import pickle
+
+    a = tmp_path / "a.md"
+    with pytest.raises(FileSetError) as caught, replaced_together(a) as staged:
+        raise _full(staged(a))
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is FileSetError
+    assert (str(copy), copy.errno, copy.filename) == (
+        str(caught.value),
+        errno.ENOSPC,
+        str(a),
+    )

@@ -32,6 +32,12 @@ class FileSetError(OSError):
     def __str__(self) -> str:
         return f"{super().__str__()}; {self.state}"
 
+    def __reduce__(self) -> tuple:
+        """Pickled as it was made (a process pool sends a worker's error back so): OSError's
+        own reduction calls the class with its args, which this ``__init__`` does not take."""
+        err = OSError(self.errno, self.strerror)
+        return (type(self), (err, Path(self.filename), self.state))
+
 
 @contextmanager
 def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
