@@ -2,7 +2,8 @@
 
 It holds each step's exit status and seconds, pytest's counts and failures, the sharpening
 step's lines and the UNet timings. Prints one line; exits 1 when a step failed (or pytest's
-log has no summary), so the device call's status says whether the check passed.
+log has no summary, or, on the GPU, a test was skipped or none passed), so the device
+call's status says whether the check passed.
 
     python bench/gpu_summary.py OUT_FOLDER [--dry-run 0|1]
 """
@@ -76,6 +77,12 @@ def main() -> None:
         failed = ["no step ran"]
     elif not tests.get("counts"):
         failed.append("tests (no pytest summary line)")
+    elif args.dry_run == "0" and (
+        tests["counts"].get("skipped") or not tests["counts"].get("passed")
+    ):
+        # on the GPU every gpu test must run: one skipped there (CUDA not seen by pytest, a
+        # fixture that skips) checked nothing, and "all steps passed" would say otherwise
+        failed.append(f"tests ({tests['counts'].get('skipped', 0)} skipped on the GPU)")
     counts = ", ".join(f"{n} {kind}" for kind, n in tests.get("counts", {}).items())
     verdict = f"failed: {', '.join(failed)}" if failed else "all steps passed"
     print(f"gpu_check: {verdict}; tests: {counts or 'none'}; summary: {folder / 'summary.json'}")

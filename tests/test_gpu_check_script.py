@@ -93,3 +93,15 @@ def test_the_summary_names_the_failed_step_and_counts_the_tests(tmp_path):
     assert summary["tests"]["failed"] == ["tests/test_gpu_cuda.py::test_x"]
     assert summary["tests"]["counts"] == {"failed": 1, "passed": 8, "deselected": 7}
     assert summary["unet_step"] == {"cases": []}
+
+
+def test_the_summary_of_a_gpu_run_whose_tests_were_skipped_is_a_failure(tmp_path):
+    """On the GPU a skipped gpu test checked nothing: "all steps passed" with every test
+    skipped (CUDA not seen by pytest) read as a passed check. A dry run skips them all."""
+    (tmp_path / "steps.tsv").write_text("tests\t0\t3\n", encoding="utf-8")
+    (tmp_path / "pytest.log").write_text("9 skipped, 9 deselected in 0.53s\n", encoding="utf-8")
+    summary = [sys.executable, str(ROOT / "bench" / "gpu_summary.py"), "."]
+    result = _run(summary, tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("gpu_check: failed: tests (9 skipped on the GPU); ")
+    assert _run([*summary, "--dry-run", "1"], tmp_path).returncode == 0
