@@ -13,8 +13,8 @@
 #
 # Before the call, HERE: bash bench/gpu_wheels.sh (the packages the GPU image lacks, as
 # wheels in .whl/). Then: run(command="bash bench/gpu_check.sh", carry=[".whl"],
-# timeout_s=560). A carried .venv at the root (x86-64, CUDA torch) is used instead of the
-# image's python3 when there is one; PYTHON=... picks another.
+# timeout_s=560). The image's python3 runs it (a venv with CUDA torch is far over the carry
+# limit); a .venv at the root, where one exists there, or PYTHON=... is used instead.
 #
 #     bash bench/gpu_check.sh --cpu-dry-run   # on a CPU machine: the same steps, shrunk
 set -uo pipefail

@@ -2,7 +2,8 @@
 
 The UNet is diffusers' real class with SDXL base's config, built on the device (nothing is
 downloaded). A training step is fp32 weights under fp16/bf16 autocast, forward and backward,
-as dsharp's full fine-tuning runs it; an inference call is a forward with the weights cast to
+as dsharp's full fine-tuning runs it (with gradient checkpointing, `model.gradient_checkpointing`,
+unless --no-checkpointing); an inference call is a forward with the weights cast to
 fp16/bf16; each at every batch size.
 
     python bench/unet_step.py --device cuda --out unet_step.json
@@ -122,7 +123,10 @@ def train_case(unet, args_, dtype, device, repeats: int) -> tuple[float, float |
         out.float().square().mean().backward()
         unet.zero_grad(set_to_none=True)
 
-    return timed(step, repeats, device)
+    try:
+        return timed(step, repeats, device)
+    finally:  # a step that ran out of memory mid-backward must not leave its grads to the next
+        unet.zero_grad(set_to_none=True)
 
 
 def infer_case(unet, args_, dtype, device, repeats: int) -> tuple[float, float | None]:
