@@ -93,3 +93,17 @@ def test_a_blip_config_that_makes_no_model_is_one_line(
 def test_the_tiny_folder_still_loads(tiny_folder: Path) -> None:
     reward = build_imagereward_reward(model=str(tiny_folder), device="cpu")
     assert reward.std > 0
+
+
+def test_a_damaged_tokenizer_of_the_folder_is_blamed_on_option_model(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
+    """A dsharp folder carries its own tokenizer; option 'tokenizer' is not used for it, so
+    a refusal naming that option sent the user to a setting that changes nothing."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    (folder / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(RewardError) as error:
+        build_imagereward_reward(model=str(folder), tokenizer="bert-base-uncased", device="cpu")
+    assert str(error.value).startswith("imagereward reward option 'model': cannot load "), error
+    assert str(folder) in str(error.value) and "'tokenizer'" not in str(error.value)

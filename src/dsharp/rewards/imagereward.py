@@ -269,9 +269,8 @@ def _load_dsharp_format(folder: Path) -> tuple[ImageRewardModel, Any, float, flo
             f"makes no model ({reason})"
         ) from e
     _load_strict(model, state, "weights")
-    tokenizer = from_pretrained(
-        "imagereward", "tokenizer", BertTokenizer.from_pretrained, str(folder)
-    )
+    # the folder's own tokenizer, which option 'model' names ('tokenizer' is not used here)
+    tokenizer = from_pretrained("imagereward", "model", BertTokenizer.from_pretrained, str(folder))
     return model, tokenizer, mean, std
 
 
