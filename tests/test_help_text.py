@@ -266,3 +266,17 @@ def test_seed_and_out_help_say_what_each_takes(command, shown, rich, monkeypatch
         monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
     text = " ".join(_help((command,)).replace("│", " ").split())
     assert re.search(shown, text), text  # the rich panel shows sample --seed's range first
+
+
+@pytest.mark.parametrize("columns", [50, 55])
+def test_plain_help_cuts_a_word_too_long_for_its_column_at_a_hyphen(columns, monkeypatch):
+    """A hyphenated word wider than the help column must be cut somewhere: at a hyphen, as
+    before hyphenated words were held whole, not at any letter (``RUN_DIR/eval-BEN`` /
+    ``CH.json``, ``eval`` / ``-BENCH-FILESTEM.``, which reads as an option)."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    result = CliRunner().invoke(app, ["eval", "--help"], terminal_width=columns)
+    assert result.exit_code == 0, result.output
+    joined = ""
+    for line in (x.strip() for x in result.stdout.splitlines()):
+        joined += line if joined.endswith("-") else " " + line
+    assert "RUN_DIR/eval-BENCH.json" in joined and "eval-BENCH-FILESTEM.json" in joined, joined

@@ -16,6 +16,7 @@ a path or an option cut at its hyphen reads as two, and cannot be copied whole.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
 
@@ -93,9 +94,20 @@ _Context: Any = TyperCommand.context_class
 _Formatter: Any = _Context.formatter_class
 
 
+def _hyphens_held(text: str, width: int) -> str:
+    """``text`` with the hyphens of each word that fits in ``width`` columns replaced by the
+    stand-in. A longer word is cut somewhere whatever is done, and at a hyphen reads best
+    (held whole, textwrap would cut it at any letter: ``RUN_DIR/eval-BEN`` / ``CH.json``)."""
+    return re.sub(
+        r"\S+",
+        lambda m: m[0].replace("-", _HYPHEN_STAND_IN) if len(m[0]) <= width else m[0],
+        text,
+    )
+
+
 class NoHyphenBreakFormatter(_Formatter):
-    """Click's help formatter, but a line never breaks inside a hyphenated word: a long word
-    moves whole to the next line, as a word without hyphens does."""
+    """Click's help formatter, but a line never breaks inside a hyphenated word that fits on
+    one: such a word moves whole to the next line, as a word without hyphens does."""
 
     def _restore_hyphens(self, start: int) -> None:
         """The hyphens back in what was written from ``self.buffer[start]`` on."""
@@ -103,13 +115,16 @@ class NoHyphenBreakFormatter(_Formatter):
 
     def write_text(self, text: str) -> None:
         start = len(self.buffer)
-        super().write_text(text.replace("-", _HYPHEN_STAND_IN))
+        super().write_text(_hyphens_held(text, self.width - self.current_indent))
         self._restore_hyphens(start)
 
     def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
-        """The options' table: only the help column wraps."""
+        """The options' table: only the help column wraps, as wide as click makes it."""
         start = len(self.buffer)
-        rows = [(first, second.replace("-", _HYPHEN_STAND_IN)) for first, second in rows]
+        rows = list(rows)
+        first_col = min(max((len(first) for first, _ in rows), default=0), col_max) + col_spacing
+        width = max(self.width - first_col - 2, 10)  # click's own, for the second column
+        rows = [(first, _hyphens_held(second, width)) for first, second in rows]
         super().write_dl(rows, col_max, col_spacing)
         self._restore_hyphens(start)
 
