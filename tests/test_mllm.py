@@ -769,6 +769,22 @@ def test_a_base_url_the_client_cannot_use_is_refused_by_the_check_and_the_factor
     assert KEY not in caplog.text
 
 
+@pytest.mark.parametrize("url", ["http://h:8000/v1 ", "http://h/v 1", "http://h/v1\n"])
+def test_a_base_url_with_a_space_is_refused(url: str) -> None:
+    """A trailing space went on into every request's path (``/v1%20/chat/completions``)."""
+    from dsharp.rewards.mllm import check_mllm_options
+
+    with pytest.raises(RewardError, match="option 'base_url': expected no spaces"):
+        check_mllm_options({"model": "m", "base_url": url})
+
+
+def test_a_base_url_scheme_in_capitals_is_accepted() -> None:
+    """URL schemes ignore case (RFC 3986); ``HTTP://`` was refused as no http URL."""
+    from dsharp.rewards.mllm import check_mllm_options
+
+    check_mllm_options({"model": "m", "base_url": "HTTP://localhost:8000/v1"})
+
+
 def test_a_bad_openai_base_url_is_named_as_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "http://h:abc/v1")
     with pytest.raises(RewardError) as error:

@@ -179,8 +179,10 @@ def check_base_url(base_url: Any) -> str:
     (which also breaks the path the client appends) or a fragment is refused outright, and
     never quoted; credentials (``user:KEY@``) pass here because the factory moves them into
     a header (:func:`.mllm_secrets.connection`)."""
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+    if not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://")):
         raise bad_option("base_url", "expected an http:// or https:// URL")
+    if any(c.isspace() for c in base_url):  # the client would send it as %20 in every path
+        raise bad_option("base_url", "expected no spaces (a space in it is part of its path)")
     if REDACTED in base_url:
         raise bad_option(
             "base_url", "its credentials were redacted in a saved recipe: set it again"
