@@ -174,6 +174,40 @@ def test_a_stop_during_the_last_step_skips_the_report_and_says_how_to_write_it(
     assert "not written" not in result.stderr
 
 
+def test_a_stop_during_the_last_step_still_draws_the_final_training_curves(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    """Where a report follows, training leaves the final curves to it; a stop during the
+    last step skips the report, so training draws them (they stopped one checkpoint short,
+    or were never drawn where the only checkpoint is the last)."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.curves
+    import dsharp.engine
+    import dsharp.posttrain
+    from dsharp.cli import app
+
+    drawn = []
+    real_plot = dsharp.curves.plot_training_curves
+
+    def plot(metrics, out, *args, **kwargs):
+        drawn.append(max(row["step"] for row in dsharp.engine.read_jsonl(metrics)))
+        return real_plot(metrics, out, *args, **kwargs)
+
+    monkeypatch.setattr(dsharp.engine, "plot_training_curves", plot)
+    _sigterm_after_step(monkeypatch, 2)
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", "train.max_steps=2"]
+    result = CliRunner().invoke(app, [*args, "train.checkpoint_every=0", f"output_dir={run}"])
+    assert result.exit_code == 130, result.output
+    assert "its report was not written" in result.stderr
+    assert drawn == [2] and (run / "training_curves.png").is_file()
+
+
 _WAITING_COMMAND = """
 import sys, time
 import dsharp.cli

@@ -499,15 +499,19 @@ class Trainer:
             if isinstance(err, OSError | RuntimeError):  # a full disk: torch names no file
                 raise OSError(_unsaved(self.run_dir, step, err)) from err
             raise
-        final = step == self.recipe.train.max_steps
-        if acc.is_main_process and not (final and self.report_follows):
-            # Refreshed with every checkpoint, so a long run can be watched as it goes. A
-            # figure is a convenience: failing to draw one must not end a long run.
-            try:
-                plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / CURVES_PNG)
-            except Exception as exc:
-                warnings.warn(f"training curves not drawn: {exc}", stacklevel=1)
+        if not (step == self.recipe.train.max_steps and self.report_follows):
+            self.draw_curves()  # else the report draws the final ones with report.md
         acc.wait_for_everyone()
+
+    def draw_curves(self) -> None:
+        """Refresh training_curves.png (main process), so that a long run can be watched as
+        it goes. A figure is a convenience: failing to draw one must not end a long run."""
+        if not self.accelerator.is_main_process:
+            return
+        try:
+            plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / CURVES_PNG)
+        except Exception as exc:
+            warnings.warn(f"training curves not drawn: {exc}", stacklevel=1)
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimizer update over ``train.grad_accum`` micro-batches; the metrics row for
@@ -583,6 +587,8 @@ class Trainer:
             # A stop asked for during the last step: training is complete and saved, but
             # what the command does next (the report's evaluations) was not asked for.
             if self.start_step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
+                if self.report_follows:  # it will not now: the final curves are drawn here
+                    self.draw_curves()
                 acc.end_training()
                 raise TrainingInterrupted(train.max_steps, self.run_dir, complete=True)
         acc.wait_for_everyone()
