@@ -208,6 +208,50 @@ def test_a_stop_during_the_last_step_still_draws_the_final_training_curves(
     assert drawn == [2] and (run / "training_curves.png").is_file()
 
 
+def test_a_ctrl_c_while_the_report_files_are_renamed_does_not_say_it_was_not_written(
+    tmp_path, tiny_sd_dir, monkeypatch
+):
+    """The Ctrl-C is held back until every file of the report's set is in place, then
+    delivered: the report is whole and new, so 'its report was not written; write it with'
+    (an evaluation run again for nothing) would be wrong."""
+    import os
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.posttrain
+    from dsharp.cli import app
+    from dsharp.file_sets import replaced_together
+
+    real_replace = os.replace
+
+    def report(recipe, run_dir, progress=True):
+        files = [run_dir / "samples_grid.png", run_dir / "report.md"]
+
+        def replace_interrupted(src, dst):
+            if Path(dst).name == "samples_grid.png":  # the first rename of the set
+                os.kill(os.getpid(), signal.SIGINT)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace_interrupted)
+        with replaced_together(*files) as staged:
+            for path in files:
+                staged(path).write_text("new")
+        monkeypatch.setattr(os, "replace", real_replace)
+
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", report)
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    run = tmp_path / "run"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
+    result = CliRunner().invoke(app, [*args, "train.max_steps=1", "--no-progress"])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert result.exit_code == 130, result.output
+    assert (run / "report.md").read_text() == "new"  # the whole set is in place
+    assert "not written" not in result.stderr
+    assert f"stopped after the report was written: {run / 'report.md'}" in result.stderr
+
+
 _WAITING_COMMAND = """
 import sys, time
 import dsharp.cli

@@ -39,6 +39,11 @@ class FileSetError(OSError):
         return (type(self), (err, Path(self.filename), self.state))
 
 
+class ReplacedThenInterrupted(KeyboardInterrupt):
+    """A Ctrl-C held back while a set's files were renamed, raised once every one of them
+    was: the set is whole and new, so a caller must not say that it was not written."""
+
+
 @contextmanager
 def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
     """Yield ``staged(path)``: where to write the new version of ``path``, one of ``paths``.
@@ -106,10 +111,19 @@ def _interrupts_held() -> Iterator[None]:
     signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
-    finally:
+    except BaseException:
         signal.signal(signal.SIGINT, previous)
         if caught:
             signal.raise_signal(signal.SIGINT)
+        raise
+    signal.signal(signal.SIGINT, previous)
+    if caught:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt as err:  # Python's handler's, or dsharp.cli's
+            if type(err) is not KeyboardInterrupt:
+                raise
+            raise ReplacedThenInterrupted from None  # the same, saying the set is whole
 
 
 def _remove(files: Iterable[Path]) -> None:

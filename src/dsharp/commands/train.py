@@ -120,8 +120,15 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130)
+            from dsharp.file_sets import ReplacedThenInterrupted
+
             try:
                 report = post_train_report(cfg, run_dir, progress=progress)
+            except ReplacedThenInterrupted:  # a Ctrl-C while its files were put in place
+                typer.echo(
+                    f"stopped after the report was written: {run_dir / 'report.md'}", err=True
+                )
+                raise typer.Exit(130) from None
             except KeyboardInterrupt:
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
