@@ -81,6 +81,21 @@ def test_a_full_disk_during_the_report_keeps_the_previous_report_whole_and_says_
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
+def test_a_first_report_that_fails_still_leaves_the_final_training_curves(
+    tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no earlier report to keep in step, training draws the final curves itself (they
+    were left to the report, so a first run whose report failed had none)."""
+    run = tmp_path / "run"
+    _full_disk_for(monkeypatch, "samples_grid.png")
+    report = ["eval.prompts=[a red circle]", "eval.seeds=1", "train.checkpoint_every=2"]
+    result = _train(run, tiny_sd_dir, 2, *report)  # its only checkpoint the last
+    assert result.exit_code == 1, result.output
+    assert "but its report was not written" in _lines(result.stderr)[-1]
+    assert (run / "training_curves.png").is_file() and not (run / "report.md").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
 def test_training_curves_that_cannot_be_written_are_one_warning_line(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

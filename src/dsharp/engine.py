@@ -499,9 +499,16 @@ class Trainer:
             if isinstance(err, OSError | RuntimeError):  # a full disk: torch names no file
                 raise OSError(_unsaved(self.run_dir, step, err)) from err
             raise
-        if not (step == self.recipe.train.max_steps and self.report_follows):
-            self.draw_curves()  # else the report draws the final ones with report.md
+        if not (step == self.recipe.train.max_steps and self.final_curves_to_report()):
+            self.draw_curves()
         acc.wait_for_everyone()
+
+    def final_curves_to_report(self) -> bool:
+        """Whether the report that follows draws the final curves, with report.md: so that
+        one that fails leaves the previous curves beside the previous report. With no report
+        yet there is none to keep in step, and training draws them (a report that then
+        fails leaves them)."""
+        return self.report_follows and (self.run_dir / "report.md").exists()
 
     def draw_curves(self) -> None:
         """Refresh training_curves.png (main process), so that a long run can be watched as
@@ -587,7 +594,7 @@ class Trainer:
             # A stop asked for during the last step: training is complete and saved, but
             # what the command does next (the report's evaluations) was not asked for.
             if self.start_step < train.max_steps and _sum_over_processes(acc, int(stop.requested)):
-                if self.report_follows:  # it will not now: the final curves are drawn here
+                if self.final_curves_to_report():  # it will not now: drawn here instead
                     self.draw_curves()
                 acc.end_training()
                 raise TrainingInterrupted(train.max_steps, self.run_dir, complete=True)
