@@ -186,3 +186,82 @@ def test_a_file_set_error_survives_pickling(tmp_path):
         errno.ENOSPC,
         str(a),
     )
+
+
+def test_a_ctrl_c_before_the_renames_are_held_leaves_no_temp_file(tmp_path, monkeypatch):
+    """Between the block's end and the Ctrl-C hold (the staged files looked at, the handler
+    read) a Ctrl-C bypassed the cleanup and left `.a.csv.TOKEN.tmp` behind."""
+    import signal
+
+    a = tmp_path / "a.csv"
+    a.write_text("old a")
+
+    def ctrl_c(signum):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), replaced_together(a) as staged:
+        atomic_write_text(staged(a), "new a")
+        monkeypatch.setattr(signal, "getsignal", ctrl_c)  # the hold's first step
+    assert _folder(tmp_path) == {"a.csv": b"old a"}
+
+
+def test_a_ctrl_c_held_while_a_rename_fails_does_not_hide_the_error(tmp_path, monkeypatch):
+    """The held Ctrl-C was delivered after the failed rename, and its KeyboardInterrupt (the
+    CLI's "SIGINT: stopped") replaced the message that says which files are still old."""
+    import signal
+    import time
+
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    for p in (a, b, c):
+        p.write_text("old")
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == b:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        with pytest.raises(FileSetError) as caught, replaced_together(a, b, c) as staged:
+            for p in (a, b, c):
+                atomic_write_text(staged(p), "new")
+    except KeyboardInterrupt:  # not pytest's own stop: this test's failure
+        pytest.fail("the held Ctrl-C hid the FileSetError")
+    assert str(caught.value) == (
+        f"[Errno 5] Input/output error: '{b}'; a.csv replaced; b.png and c.md are still the "
+        "previous versions"
+    )
+    assert sorted(_folder(tmp_path)) == ["a.csv", "b.png", "c.md"]  # no temp file
+
+
+def test_a_file_set_error_keeps_the_errors_class(tmp_path):
+    """`except PermissionError` did not match: the error became a plain OSError subclass."""
+    a = tmp_path / "a.md"
+    with pytest.raises(PermissionError) as caught, replaced_together(a) as staged:
+        raise naming(OSError(errno.EACCES, os.strerror(errno.EACCES)), staged(a))
+    assert isinstance(caught.value, FileSetError)
+    assert str(caught.value) == f"[Errno 13] Permission denied: '{a}'; a.md not written"
+
+
+def test_a_failed_rename_keeps_its_class_and_second_path_through_pickling(tmp_path):
+    """A real rename onto a folder: IsADirectoryError with the rename's target in
+    `filename2`, which was dropped; the class made for it pickles by FileSetError's name."""
+    import pickle
+
+    a, b = tmp_path / "a.csv", tmp_path / "b"
+    a.write_text("old")
+    b.mkdir()
+    (b / "x").write_text("x")
+    with pytest.raises(IsADirectoryError) as caught, replaced_together(a, b) as staged:
+        atomic_write_text(staged(a), "new")
+        atomic_write_text(staged(b), "new")
+    for err in (caught.value, pickle.loads(pickle.dumps(caught.value))):
+        assert isinstance(err, FileSetError) and isinstance(err, IsADirectoryError)
+        assert (err.errno, err.filename, err.filename2) == (errno.EISDIR, str(b), str(b))
+        assert str(err) == (
+            f"[Errno 21] Is a directory: '{b}'; a.csv replaced; b is still the previous version"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b"]

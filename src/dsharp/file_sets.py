@@ -23,20 +23,50 @@ from dsharp.io import sync_folder
 
 class FileSetError(OSError):
     """A file of a set could not be written or put in place: ``str`` names it, then says
-    which files of the set are still their previous version (or were not written)."""
+    which files of the set are still their previous version (or were not written).
+
+    Made from a subclass of ``OSError`` (``PermissionError``, ``FileNotFoundError``), it is
+    an instance of that subclass too (of :func:`_kind_of`'s class), so that a caller's
+    ``except PermissionError`` still matches; ``errno`` and ``filename2`` are kept."""
+
+    kind: type[OSError] = OSError  # the error's own class, which this one subclasses
+
+    def __new__(cls, err: OSError, path: Path, state: str) -> FileSetError:
+        if cls is FileSetError:
+            cls = _kind_of(err)
+        # OSError takes its arguments here, not in __init__, for a class with its own __new__
+        return super().__new__(cls, err.errno, err.strerror, str(path), None, err.filename2)
 
     def __init__(self, err: OSError, path: Path, state: str) -> None:
-        super().__init__(err.errno, err.strerror, str(path))
         self.state = state
 
     def __str__(self) -> str:
-        return f"{super().__str__()}; {self.state}"
+        said = f"[Errno {self.errno}] {self.strerror}: {self.filename!r}"
+        if self.filename2 is not None and str(self.filename2) != self.filename:
+            said += f" -> {self.filename2!r}"  # a rename's target that is not the set's file
+        return f"{said}; {self.state}"
 
     def __reduce__(self) -> tuple:
         """Pickled as it was made (a process pool sends a worker's error back so): OSError's
-        own reduction calls the class with its args, which this ``__init__`` does not take."""
-        err = OSError(self.errno, self.strerror)
-        return (type(self), (err, Path(self.filename), self.state))
+        own reduction calls the class with its args, which this ``__init__`` does not take,
+        and the class made for a subclass has no name to import it by."""
+        err = self.kind(self.errno, self.strerror, self.filename, None, self.filename2)
+        return (FileSetError, (err, Path(self.filename), self.state))
+
+
+_KINDS: dict[type[OSError], type[FileSetError]] = {}
+
+
+def _kind_of(err: OSError) -> type[FileSetError]:
+    """FileSetError for a plain ``OSError``; for a subclass, a class that is both (made
+    once per subclass)."""
+    kind = err.kind if isinstance(err, FileSetError) else type(err)
+    if kind is OSError:
+        return FileSetError
+    if kind not in _KINDS:
+        name = f"FileSet{kind.__name__}"
+        _KINDS[kind] = type(name, (FileSetError, kind), {"kind": kind, "__module__": __name__})
+    return _KINDS[kind]
 
 
 class ReplacedThenInterrupted(KeyboardInterrupt):
@@ -64,15 +94,17 @@ def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
         except KeyError:
             raise ValueError(f"{path} is not one of this set's files") from None
 
+    committing = False
     try:
         yield where
+        committing = True  # a Ctrl-C before _commit holds it back: cleaned up here too
+        _commit(finals, staged)
     except BaseException as err:
         _remove(staged.values())
-        if isinstance(err, OSError) and err.errno is not None:
+        if not committing and isinstance(err, OSError) and err.errno is not None:
             failed = _final_of(err, staged)
             raise FileSetError(err, failed, _unchanged(finals, failed)) from None
         raise
-    _commit(finals, staged)
 
 
 def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
@@ -95,7 +127,8 @@ def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C held back while entered, delivered on leaving: Python's SIGINT handler is
+    """Ctrl-C held back while entered, delivered on leaving (not on leaving with an error,
+    which ends the command all the same and must say itself): Python's SIGINT handler is
     swapped for one that notes it. A blocked signal mask did not hold it back: with other
     threads running (torch's, tqdm's) the kernel hands the signal to one of them, and Python
     raises it in the main thread all the same. Off the main thread nothing is needed, as
@@ -111,10 +144,14 @@ def _interrupts_held() -> Iterator[None]:
     signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
-    except BaseException:
+    except KeyboardInterrupt:
         signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)
+        raise
+    except BaseException as err:
+        signal.signal(signal.SIGINT, previous)
+        if caught:  # the error ends the command all the same; a KeyboardInterrupt (and
+            # dsharp.cli's "stopped") would hide which files are still the previous ones
+            err.add_note("a Ctrl-C came meanwhile (held back, then dropped for this error)")
         raise
     signal.signal(signal.SIGINT, previous)
     if caught:
