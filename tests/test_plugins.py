@@ -940,8 +940,20 @@ def _refuse_naming_itself(options: Any) -> None:
     raise ValueError("named_refusal: option 'value' is refused")
 
 
+def _refuse_with_the_name_as_a_word(options: Any) -> None:
+    raise ValueError("threshold must be > 0 (sharpness is measured on edges)")
+
+
+def _refuse_option_named_as_the_reward(options: Any) -> None:
+    raise ValueError("option 'model' is required")
+
+
+def _refuse_quoted(options: Any) -> None:
+    raise ValueError("reward 'quoted' needs option 'value'")
+
+
 class RefusingPlugin:
-    """A plugin whose check_options refuse a value: two terse, one naming the reward."""
+    """A plugin whose check_options refuse a value: terse ones, and ones naming the reward."""
 
     @hookimpl
     def register_rewards(self, register):
@@ -958,6 +970,19 @@ class RefusingPlugin:
                 name="named_refusal", factory=build_const, check_options=_refuse_naming_itself
             )
         )
+        register(
+            RewardInfo(
+                name="sharpness",
+                factory=build_const,
+                check_options=_refuse_with_the_name_as_a_word,
+            )
+        )
+        register(
+            RewardInfo(
+                name="model", factory=build_const, check_options=_refuse_option_named_as_the_reward
+            )
+        )
+        register(RewardInfo(name="quoted", factory=build_const, check_options=_refuse_quoted))
 
 
 @pytest.fixture
@@ -983,6 +1008,24 @@ def test_a_check_options_refusal_is_led_by_the_rewards_name(refusing_plugin: Non
     with pytest.raises(ValueError) as caught:
         plugins.check_reward_options(RewardSpec(name="named_refusal"))
     assert str(caught.value) == "named_refusal: option 'value' is refused"
+
+
+def test_a_refusal_with_the_rewards_name_further_on_is_still_led_by_it(
+    refusing_plugin: None,
+) -> None:
+    """The name anywhere as a word counted as naming the reward: `sharpness`'s refusal
+    `threshold must be > 0 (sharpness is ...)` and `model`'s `option 'model' ...` were left
+    without it. Only a message led by the name (or `reward 'NAME'`) is left as it is."""
+    said = {}
+    for name in ("sharpness", "model", "quoted"):
+        with pytest.raises(ValueError) as caught:
+            plugins.check_reward_options(RewardSpec(name=name))
+        said[name] = str(caught.value)
+    assert said == {
+        "sharpness": "reward 'sharpness': threshold must be > 0 (sharpness is measured on edges)",
+        "model": "reward 'model': option 'model' is required",
+        "quoted": "reward 'quoted' needs option 'value'",
+    }
 
 
 def test_recipes_validate_and_rewards_score_name_a_terse_plugins_reward(

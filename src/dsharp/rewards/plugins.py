@@ -480,9 +480,13 @@ def check_reward_options(spec: RewardSpec) -> None:
 
 
 def _naming_reward(name: str, message: str) -> str:
-    """``message`` led by ``reward 'NAME': `` unless it names the reward already: a plugin's
-    refusal (``quality: expected 1-100``) would not say which of a recipe's rewards it is."""
-    if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", message):
+    """``message`` led by ``reward 'NAME': `` unless it is led by the reward's name already
+    (``NAME: ...``, ``NAME reward option ...``, ``reward 'NAME' ...``, as dsharp's rewards
+    word theirs): a plugin's refusal (``quality: expected 1-100``) would not say which of a
+    recipe's rewards it is. The name further on (``option 'model'``, ``(sharpness is ...)``)
+    may be a word of the reason, not the reward."""
+    quoted = rf"""reward ['"]{re.escape(name)}['"]"""
+    if re.match(rf"(?:{re.escape(name)}(?![\w-])|{quoted})", message):
         return message
     return f"reward {name!r}: {message}"
 
