@@ -244,7 +244,7 @@ def test_plain_help_keeps_each_hyphen(monkeypatch):
     """The wrapping keeps the text: every hyphen is still there, none is added."""
     monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
     text = " ".join(_help(("eval",)).split())
-    assert "--images-per-prompt INT" in text and "eval-BENCH-FILESTEM.json" in text
+    assert "--images-per-prompt INT" in text and "eval-BENCH.json" in text
 
 
 @pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
@@ -268,15 +268,53 @@ def test_seed_and_out_help_say_what_each_takes(command, shown, rich, monkeypatch
     assert re.search(shown, text), text  # the rich panel shows sample --seed's range first
 
 
-@pytest.mark.parametrize("columns", [50, 55])
-def test_plain_help_cuts_a_word_too_long_for_its_column_at_a_hyphen(columns, monkeypatch):
+@pytest.mark.parametrize("width", [30, 34])
+def test_plain_help_cuts_a_word_too_long_for_its_column_at_a_hyphen(width):
     """A hyphenated word wider than the help column must be cut somewhere: at a hyphen, as
     before hyphenated words were held whole, not at any letter (``RUN_DIR/eval-BEN`` /
-    ``CH.json``, ``eval`` / ``-BENCH-FILESTEM.``, which reads as an option)."""
-    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
-    result = CliRunner().invoke(app, ["eval", "--help"], terminal_width=columns)
-    assert result.exit_code == 0, result.output
+    ``CH.json``, ``eval`` / ``-BENCH-FILESTEM.``, which reads as an option). Eval's --out
+    help had such words; its formatter is given them directly now."""
+    from dsharp.commands.help_format import NoHyphenBreakFormatter
+
+    formatter = NoHyphenBreakFormatter(width=width)
+    formatter.write_dl(
+        [("--out PATH", "(default: RUN_DIR/eval-BENCH.json, or eval-BENCH-FILESTEM.json there)")]
+    )
     joined = ""
-    for line in (x.strip() for x in result.stdout.splitlines()):
+    for line in (x.strip() for x in formatter.getvalue().splitlines()):
         joined += line if joined.endswith("-") else " " + line
     assert "RUN_DIR/eval-BENCH.json" in joined and "eval-BENCH-FILESTEM.json" in joined, joined
+    assert re.search(r"\w-$", formatter.getvalue(), re.M)  # cut: the words are too long
+
+
+def _option_rows(text: str, option: str) -> str:
+    """The rows of ``option`` in a help's table (rich's or plain), as one spaced text: its
+    first line, then the lines indented further (the help column's)."""
+    lines = [line.replace("│", " ").rstrip() for line in text.splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.lstrip().startswith(f"{option} "))
+    indent = len(lines[first]) - len(lines[first].lstrip())
+    rows = [lines[first]]
+    for line in lines[first + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) <= indent:
+            break
+        rows.append(line)
+    return " ".join(" ".join(rows).split())
+
+
+@pytest.mark.parametrize(
+    ("rich", "columns"),
+    [(True, 60), (False, 60), (False, 50)],
+    ids=["rich-60", "plain-60", "plain-50"],
+)
+def test_eval_out_help_reads_whole_on_a_narrow_terminal(rich, columns, monkeypatch):
+    """Rich help at 60 columns cut --out's default to ``RUN_DIR/eval-BE…`` and
+    ``eval-BENCH-FILE…``: a word wider than its help column. Every word is shown whole."""
+    command = typer.main.get_command(app).commands["eval"]
+    (out,) = [p for p in command.params if p.name == "out"]
+    if not rich:
+        monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    result = CliRunner().invoke(
+        app, ["eval", "--help"], env={"COLUMNS": str(columns)}, terminal_width=columns
+    )
+    assert result.exit_code == 0, result.output
+    assert _option_rows(result.stdout, "--out") == " ".join(f"--out PATH {out.help}".split())

@@ -266,9 +266,10 @@ def evaluate_cmd(
     out: Path = typer.Option(
         None,
         "--out",
+        # no word wider than rich's help column on a narrow (60-column) terminal, which
+        # cuts it with an ellipsis: a path such as RUN_DIR/eval-BENCH.json said in words
         help="The JSON file the result is written to, not a folder (default for a run or a "
-        "recipe: RUN_DIR/eval-BENCH.json, or eval-BENCH-FILESTEM.json there with --prompts "
-        "FILE).",
+        "recipe: eval-BENCH.json in RUN_DIR; --prompts FILE adds FILE's stem after BENCH).",
     ),
     on_error: str = typer.Option(
         None,
