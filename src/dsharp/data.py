@@ -12,16 +12,18 @@ import random
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from dsharp.image_files import as_rgb, read_rgb
+
 if TYPE_CHECKING:
     from dsharp.methods.base import Batch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -58,6 +60,82 @@ class ImageTextSource(Protocol):
         ...
 
 
+class Example(NamedTuple):
+    """One image-text row: the image file, its caption, and where the row is (for errors)."""
+
+    path: Path
+    caption: str
+    where: str
+
+
+def _caption(value: Any, where: str, column: str) -> str:
+    """A row's caption, refusing one that is not text: ``str()`` would train on ``None``,
+    ``5`` or ``['a', 'b']`` as if it were the caption."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{where}: caption column {column!r} holds {_kind(value)} ({value!r:.60}), not text"
+        )
+    return value
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind as a user reads it: ``null``, ``a number``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {"list": "a list", "dict": "an object"}.get(type(value).__name__, "a value")
+
+
+def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = None) -> Path:
+    """``path`` if it is a non-empty file; a ``FileNotFoundError`` / ``ValueError`` naming
+    ``where`` otherwise (a stat per row: the images themselves are read only when drawn)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        hint = ""
+        if relative_to is not None and not Path(shown).is_absolute() and Path(shown).is_file():
+            hint = f" (image paths are relative to {relative_to}, not to the working directory)"
+        raise FileNotFoundError(f"{where}: image not found: {shown}{hint}") from None
+    if not path.is_file():
+        raise ValueError(f"{where}: image is not a file: {shown}")
+    if size == 0:
+        raise ValueError(f"{where}: image file is empty (0 bytes): {shown}")
+    return path
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """The numbered non-blank lines of a UTF-8 text file (a byte-order mark dropped); a
+    ``ValueError`` naming the file and line that is not UTF-8."""
+    rows = []
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
+            if line.strip():
+                rows.append((lineno, line))
+    return rows
+
+
+def _caption_file(path: Path) -> str:
+    """A ``.txt`` caption, read as UTF-8 (a byte-order mark dropped, as Notepad writes it)."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _all_captions_empty(items: Sequence[Example], where: Path) -> None:
+    """Refuse data whose every caption is blank: training would learn no text conditioning,
+    most likely from a caption column or files that hold something else."""
+    if items and not any(item.caption.strip() for item in items):
+        raise ValueError(f"{where}: every caption is empty")
+
+
 class FolderSource:
     """Images with same-stem ``.txt`` captions, or a ``metadata.jsonl`` in the folder."""
 
@@ -75,7 +153,11 @@ class FolderSource:
                     cap = img.with_suffix(".txt")
                     if not cap.exists():
                         raise FileNotFoundError(f"{img}: no caption file {cap.name}")
-                    self.items.append((img, cap.read_text(encoding="utf-8").strip()))
+                    where = str(img)
+                    _image_file(img, where, str(img))
+                    caption = _caption_file(cap)
+                    self.items.append(Example(img, caption, where))
+            _all_captions_empty(self.items, self.folder)
         if not self.items:
             raise ValueError(f"{folder}: no images with captions found")
 
@@ -83,8 +165,8 @@ class FolderSource:
         return len(self.items)
 
     def get(self, index: int) -> tuple[Image.Image, str]:
-        path, caption = self.items[index]
-        return Image.open(path).convert("RGB"), caption
+        path, caption, where = self.items[index]
+        return read_rgb(path, where), caption
 
 
 class JsonlSource:
@@ -92,28 +174,38 @@ class JsonlSource:
 
     def __init__(self, path: Path, image_column: str = "image", caption_column: str = "text"):
         path = Path(path)
-        self.items: list[tuple[Path, str]] = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
+        folder = path.parent.resolve()  # once: resolving each row's path costs a stat a part
+        self.items: list[Example] = []
+        for lineno, line in _lines(path):
+            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
-                image, caption = row[image_column], row[caption_column]
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ValueError(f"{path}:{lineno}: bad row ({exc})") from None
-            image_path = (path.parent / image).resolve()
-            if not image_path.exists():
-                raise FileNotFoundError(f"{path}:{lineno}: image not found: {image}")
-            self.items.append((image_path, str(caption)))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: bad row ({exc})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: bad row (expected a JSON object, got {_kind(row)})")
+            for column in (image_column, caption_column):
+                if column not in row:
+                    raise ValueError(f"{where}: bad row (no column {column!r})")
+            image = row[image_column]
+            if not isinstance(image, str) or not image.strip():
+                raise ValueError(
+                    f"{where}: image column {image_column!r} holds {_kind(image)} "
+                    f"({image!r:.60}), not a file path"
+                )
+            caption = _caption(row[caption_column], where, caption_column)
+            full = _image_file(folder / image, where, image, path.parent)
+            self.items.append(Example(full, caption, where))
         if not self.items:
             raise ValueError(f"{path}: no rows")
+        _all_captions_empty(self.items, path)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def get(self, index: int) -> tuple[Image.Image, str]:
-        path, caption = self.items[index]
-        return Image.open(path).convert("RGB"), caption
+        path, caption, where = self.items[index]
+        return read_rgb(path, where), caption
 
 
 class HFDatasetSource:
@@ -135,18 +227,30 @@ class HFDatasetSource:
             if column not in ds.column_names:
                 raise ValueError(f"dataset {name}: no column '{column}' (has {ds.column_names})")
         self.ds, self.image_column, self.caption_column = ds, image_column, caption_column
+        self.name = name
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def get(self, index: int) -> tuple[Image.Image, str]:
-        row = self.ds[index]
+        where = f"dataset {self.name} row {index}"
+        try:
+            row = self.ds[index]
+        except (OSError, ValueError, SyntaxError) as exc:  # an image the dataset cannot decode
+            raise ValueError(f"{where}: cannot read the row: {exc}") from None
         image = row[self.image_column]
+        caption = _caption(row[self.caption_column], where, self.caption_column)
+        if isinstance(image, str):
+            return read_rgb(image, where), caption
         if not isinstance(image, Image.Image):
-            image = (
-                Image.open(image) if isinstance(image, str) else Image.fromarray(np.asarray(image))
-            )
-        return image.convert("RGB"), str(row[self.caption_column])
+            try:
+                image = Image.fromarray(np.asarray(image))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{where}: image column {self.image_column!r} holds {_kind(image)}, "
+                    f"not an image ({exc})"
+                ) from None
+        return as_rgb(image), caption
 
 
 def to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
@@ -165,15 +269,53 @@ def open_image_text(
     dataset: str, dataset_type: str, split: str, image_column: str, caption_column: str
 ) -> ImageTextSource:
     """Pick the source for ``data.dataset`` (``auto``: folder, ``.jsonl`` file, else a hub name)."""
-    from dsharp.recipe_data import dataset_kind, folder_image_column
+    from dsharp.recipe_data import dataset_kind
 
-    path = Path(dataset).expanduser()
     kind = dataset_kind(dataset, dataset_type)
+    if kind in ("folder", "jsonl"):
+        key = _local_key(dataset, kind, image_column, caption_column)
+        return _CHECKED.pop(key, None) or _open_local(*key[:4])
+    return HFDatasetSource(dataset, split, image_column, caption_column)
+
+
+def check_local_data(
+    dataset: str, dataset_type: str, image_column: str, caption_column: str
+) -> None:
+    """Open a local folder or ``.jsonl`` dataset now, so that a bad row (a missing or empty
+    image, a caption that is not text) is refused before the model loads; the index is kept
+    for :func:`open_image_text` to take, so the rows are stat'ed once. A Hugging Face
+    dataset is left to open with the model (it may need a download)."""
+    from dsharp.recipe_data import dataset_kind
+
+    kind = dataset_kind(dataset, dataset_type)
+    if kind not in ("folder", "jsonl"):
+        return
+    key = _local_key(dataset, kind, image_column, caption_column)
+    if key not in _CHECKED:
+        _CHECKED.clear()  # one dataset's index at a time
+        _CHECKED[key] = _open_local(*key[:4])
+
+
+#: The local dataset :func:`check_local_data` opened, by :func:`_local_key`, until opened
+#: for training.
+_CHECKED: dict[tuple[Any, ...], ImageTextSource] = {}
+
+
+def _local_key(dataset: str, kind: str, image_column: str, caption_column: str) -> tuple:
+    """What a local dataset's index depends on: its path, columns and the listing's stamp
+    (the file's, or the folder's and its metadata.jsonl's, size and modification time)."""
+    path = Path(dataset).expanduser()
+    stamps = [path, path / "metadata.jsonl"] if kind == "folder" else [path]
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in stamps)
+    return (path, kind, image_column, caption_column, stamp)
+
+
+def _open_local(path: Path, kind: str, image_column: str, caption_column: str) -> ImageTextSource:
+    from dsharp.recipe_data import folder_image_column
+
     if kind == "folder":
         return FolderSource(path, folder_image_column(image_column), caption_column)
-    if kind == "jsonl":
-        return JsonlSource(path, image_column, caption_column)
-    return HFDatasetSource(dataset, split, image_column, caption_column)
+    return JsonlSource(path, image_column, caption_column)
 
 
 def apply_empty_prompts(prompts: Sequence[str], prob: float, rng: random.Random) -> list[str]:

@@ -183,6 +183,21 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
                 field="method.options.pairs_file",
             )
     _check_dataset_columns(recipe.data, source)
+    _check_dataset_rows(recipe.data, source)
+
+
+def _check_dataset_rows(data: Any, source: str | None) -> None:
+    """``RecipeError`` for a local dataset's first bad row (a missing or empty image, a
+    caption that is not text), found by indexing it now, before the model loads: a stat per
+    row, no image read (a damaged image is named when it is drawn)."""
+    from dsharp.data import check_local_data
+
+    if not data.dataset:
+        return
+    try:
+        check_local_data(data.dataset, data.dataset_type, data.image_column, data.caption_column)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(str(exc), source=source, field="data.dataset") from None
 
 
 def _check_dataset_columns(data: Any, source: str | None) -> None:

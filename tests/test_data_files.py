@@ -1,0 +1,201 @@
+"""Messy image-text data: every image reaches training upright and as 8-bit RGB, and a row
+that cannot be trained on is refused in one line naming the file and the row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dsharp.data import FolderSource, JsonlSource, open_image_text
+
+
+def _jsonl(folder: Path, *rows: object) -> Path:
+    path = folder / "data.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _png(path: Path, colour=(200, 30, 30), size=(16, 16)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_a_jpeg_s_exif_orientation_is_applied(tmp_path):
+    # stored 32 wide x 16 high, left half black; orientation 6: shown rotated 90 degrees
+    # clockwise, so 16 wide x 32 high with the black half on top
+    stored = np.full((16, 32, 3), 255, np.uint8)
+    stored[:, :16] = 0
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    got, _ = JsonlSource(_jsonl(tmp_path, {"image": "phone.jpg", "text": "a"})).get(0)
+    assert got.size == (16, 32)
+    pixels = np.asarray(got).mean(axis=(1, 2))
+    assert pixels[:12].max() < 40 and pixels[-12:].min() > 215
+
+
+def test_a_16_bit_greyscale_png_is_scaled_not_clipped(tmp_path):
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    got, _ = JsonlSource(_jsonl(tmp_path, {"image": "deep.png", "text": "a"})).get(0)
+    assert got.mode == "RGB" and np.asarray(got).tolist()[0][0] == [128, 128, 128]
+
+
+def test_transparent_pixels_are_white_whatever_colour_the_file_kept(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 1] = 255  # green under full transparency
+    rgba[:4, :, 3] = 255  # top half opaque green
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 255, 255, 0, 0])
+    palette.save(tmp_path / "icon.png", transparency=0)
+    source = JsonlSource(
+        _jsonl(tmp_path, {"image": "logo.png", "text": "a"}, {"image": "icon.png", "text": "b"})
+    )
+    logo = np.asarray(source.get(0)[0])
+    assert logo[0, 0].tolist() == [0, 255, 0] and logo[7, 0].tolist() == [255, 255, 255]
+    assert np.asarray(source.get(1)[0])[0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA"])
+def test_other_modes_arrive_as_rgb(tmp_path, mode):
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    Image.new("RGB", (8, 8), (255, 255, 255)).convert(mode).save(tmp_path / f"x{suffix}")
+    got, _ = JsonlSource(_jsonl(tmp_path, {"image": f"x{suffix}", "text": "a"})).get(0)
+    assert got.mode == "RGB" and np.asarray(got).min() > 240
+
+
+def test_a_damaged_image_is_named_with_its_row_when_drawn(tmp_path):
+    raw = (_png(tmp_path / "ok.png", size=(64, 64))).read_bytes()
+    (tmp_path / "cut.png").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    path = _jsonl(
+        tmp_path,
+        {"image": "ok.png", "text": "a"},
+        {"image": "cut.png", "text": "b"},
+        {"image": "junk.png", "text": "c"},
+    )
+    source = JsonlSource(path)
+    assert source.get(0)[0].size == (64, 64)
+    for index, name in ((1, "cut.png"), (2, "junk.png")):
+        with pytest.raises(ValueError) as err:
+            source.get(index)
+        message = str(err.value)
+        assert message.startswith(f"{path}:{index + 1}: cannot read image "), message
+        assert name in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"image": "x.png", "text": None}, "caption column 'text' holds null"),
+        ({"image": "x.png", "text": 5}, "caption column 'text' holds a number"),
+        ({"image": "x.png", "text": ["a", "b"]}, "caption column 'text' holds a list"),
+        ({"image": 5, "text": "a"}, "image column 'image' holds a number"),
+        ({"image": None, "text": "a"}, "image column 'image' holds null"),
+        (["x.png", "a"], "bad row (expected a JSON object, got a list)"),
+        ({"image": "empty.png", "text": "a"}, "image file is empty (0 bytes): empty.png"),
+        ({"image": "sub", "text": "a"}, "image is not a file: sub"),
+    ],
+)
+def test_a_row_that_cannot_train_is_refused_naming_the_row(tmp_path, row, reason):
+    _png(tmp_path / "x.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    path = _jsonl(tmp_path, {"image": "x.png", "text": "fine"}, row)
+    with pytest.raises(ValueError) as err:
+        JsonlSource(path)
+    assert str(err.value).startswith(f"{path}:2: {reason}"), str(err.value)
+
+
+def test_text_that_is_not_utf8_names_the_file_and_a_byte_order_mark_is_dropped(tmp_path):
+    _png(tmp_path / "x.png")
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"image": "x.png", "text": "ok"}\n{"image": "x.png", "text": "caf\xe9"}\n'
+    )
+    with pytest.raises(ValueError, match=rf"^{path}:2: not UTF-8 text"):
+        JsonlSource(path)
+    path.write_bytes(b'\xef\xbb\xbf{"image": "x.png", "text": "ok"}\n')
+    assert JsonlSource(path).get(0)[1] == "ok"
+    folder = tmp_path / "folder"
+    _png(folder / "a.png")
+    (folder / "a.txt").write_bytes(b"\xef\xbb\xbfa red circle\n")
+    assert FolderSource(folder).get(0)[1] == "a red circle"
+    (folder / "a.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(ValueError, match=rf"^{folder / 'a.txt'}: not UTF-8 text"):
+        FolderSource(folder)
+
+
+def test_captions_all_empty_are_refused_one_empty_is_kept(tmp_path):
+    _png(tmp_path / "x.png")
+    path = _jsonl(tmp_path, {"image": "x.png", "text": ""}, {"image": "x.png", "text": "a"})
+    assert [JsonlSource(path).get(i)[1] for i in (0, 1)] == ["", "a"]
+    path = _jsonl(tmp_path, {"image": "x.png", "text": ""}, {"image": "x.png", "text": " "})
+    with pytest.raises(ValueError, match=rf"^{path}: every caption is empty"):
+        JsonlSource(path)
+
+
+def test_a_path_written_relative_to_the_working_directory_is_explained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "img" / "x.png")
+    (tmp_path / "meta").mkdir()
+    path = _jsonl(tmp_path / "meta", {"image": "img/x.png", "text": "a"})
+    with pytest.raises(FileNotFoundError) as err:
+        JsonlSource(path)
+    assert str(err.value) == (
+        f"{path}:1: image not found: img/x.png (image paths are relative to {path.parent}, "
+        "not to the working directory)"
+    )
+
+
+def test_spaces_unicode_symlinks_and_odd_sizes_train(tmp_path):
+    _png(tmp_path / "with space é.png", size=(120, 40))
+    (tmp_path / "link.png").symlink_to("with space é.png")
+    _png(tmp_path / "tiny.png", size=(8, 8))
+    source = open_image_text(
+        str(
+            _jsonl(
+                tmp_path,
+                {"image": "with space é.png", "text": "a"},
+                {"image": "link.png", "text": "b"},
+                {"image": "tiny.png", "text": "c"},
+            )
+        ),
+        "auto",
+        "train",
+        "image",
+        "text",
+    )
+    assert [source.get(i)[0].size for i in range(3)] == [(120, 40), (120, 40), (8, 8)]
+
+
+def test_train_refuses_a_bad_row_before_the_model_loads(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import dsharp.engine
+    from dsharp.cli import app
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data error")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "x.png")
+    _jsonl(tmp_path, {"image": "x.png", "text": "a"}, {"image": "gone.png", "text": "b"})
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpening.yaml"
+    args = [str(recipe), "data.generator=none", "data.dataset=data.jsonl", "output_dir=run"]
+    result = CliRunner().invoke(app, ["train", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"recipe error: {recipe}: data.dataset: data.jsonl:2: image not found: gone.png\n"
+    )
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(app, ["recipes", "validate", *args])
+    assert "data.jsonl:2: image not found: gone.png" in result.stderr
