@@ -199,3 +199,31 @@ def test_train_refuses_a_bad_row_before_the_model_loads(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
     result = CliRunner().invoke(app, ["recipes", "validate", *args])
     assert "data.jsonl:2: image not found: gone.png" in result.stderr
+
+
+def test_a_hugging_face_row_that_cannot_train_is_named(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    good = _png(tmp_path / "x.png").read_bytes()
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(deep)
+    rows = {
+        "image": [
+            {"bytes": good, "path": None},
+            {"bytes": good[: len(good) // 2], "path": None},
+            {"bytes": deep.read_bytes(), "path": None},
+            {"bytes": good, "path": None},
+        ],
+        "caption": ["a", "b", "c", None],
+    }
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "ds"))
+    source = open_image_text(str(tmp_path / "ds"), "auto", "train", "image", "caption")
+    assert source.get(0)[1] == "a"
+    assert np.asarray(source.get(2)[0]).tolist()[0][0] == [128, 128, 128]
+    with pytest.raises(ValueError, match=rf"^dataset {tmp_path / 'ds'} row 1: cannot read"):
+        source.get(1)
+    with pytest.raises(ValueError) as err:
+        source.get(3)
+    assert str(err.value) == (
+        f"dataset {tmp_path / 'ds'} row 3: caption column 'caption' holds null, not text"
+    )

@@ -72,10 +72,13 @@ def _caption(value: Any, where: str, column: str) -> str:
     """A row's caption, refusing one that is not text: ``str()`` would train on ``None``,
     ``5`` or ``['a', 'b']`` as if it were the caption."""
     if not isinstance(value, str):
-        raise ValueError(
-            f"{where}: caption column {column!r} holds {_kind(value)} ({value!r:.60}), not text"
-        )
+        raise ValueError(f"{where}: caption column {column!r} holds {_shown(value)}, not text")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``value``'s kind and (shortened) value, for an error: ``a number (5)``, ``null``."""
+    return _kind(value) if value is None else f"{_kind(value)} ({value!r:.60})"
 
 
 def _kind(value: Any) -> str:
@@ -170,7 +173,10 @@ class FolderSource:
 
 
 class JsonlSource:
-    """Lines of ``{"<image_column>": path relative to the file, "<caption_column>": text}``."""
+    """Lines of ``{"<image_column>": path relative to the file, "<caption_column>": text}``.
+
+    Every row is checked when opened (a JSON object, a path to a non-empty file, a caption
+    that is text); the images are read only when drawn."""
 
     def __init__(self, path: Path, image_column: str = "image", caption_column: str = "text"):
         path = Path(path)
@@ -190,8 +196,7 @@ class JsonlSource:
             image = row[image_column]
             if not isinstance(image, str) or not image.strip():
                 raise ValueError(
-                    f"{where}: image column {image_column!r} holds {_kind(image)} "
-                    f"({image!r:.60}), not a file path"
+                    f"{where}: image column {image_column!r} holds {_shown(image)}, not a file path"
                 )
             caption = _caption(row[caption_column], where, caption_column)
             full = _image_file(folder / image, where, image, path.parent)
