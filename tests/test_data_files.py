@@ -227,3 +227,19 @@ def test_a_hugging_face_row_that_cannot_train_is_named(tmp_path):
     assert str(err.value) == (
         f"dataset {tmp_path / 'ds'} row 3: caption column 'caption' holds null, not text"
     )
+
+
+def test_the_rows_checked_before_loading_are_indexed_once(tmp_path, monkeypatch):
+    import dsharp.data
+
+    _png(tmp_path / "x.png")
+    path = str(_jsonl(tmp_path, {"image": "x.png", "text": "a"}))
+    opened = []
+    real = dsharp.data.JsonlSource
+    monkeypatch.setattr(dsharp.data, "JsonlSource", lambda *a: opened.append(a) or real(*a))
+    for _ in range(2):  # `dsharp train` checks its inputs twice before the model loads
+        dsharp.data.check_local_data(path, "auto", "image", "text")
+    source = open_image_text(path, "auto", "train", "image", "text")
+    assert len(opened) == 1 and source.get(0)[1] == "a"
+    open_image_text(path, "auto", "train", "image", "text")  # taken: a later open reads anew
+    assert len(opened) == 2
