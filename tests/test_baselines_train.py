@@ -542,6 +542,35 @@ def test_pair_source_errors_name_the_file_and_line(tmp_path):
         PairSource(bad)
 
 
+def test_pair_rows_that_are_no_text_or_images_that_cannot_be_decoded_are_named(tmp_path):
+    """A null prompt trained as "None"; a truncated image failed naming no file or row."""
+    pairs = _pairs_file(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    row = {"prompt": None, "image_w": "0w.png", "image_l": "0l.png"}
+    bad.write_text(pairs.read_text().splitlines()[0] + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: prompt holds NoneType None, not text"):
+        PairSource(bad)
+    (tmp_path / "0w.png").write_bytes((tmp_path / "0w.png").read_bytes()[:60])  # truncated
+    source = PairSource(pairs)
+    with pytest.raises(ValueError, match=r"pairs.jsonl:1: cannot read image .*0w.png"):
+        source.draw(8, torch.Generator().manual_seed(0), 32, 32)
+
+
+def test_pair_images_are_read_upright(tmp_path):
+    """A winner whose EXIF says to rotate it for viewing was read lying on its side."""
+    tall = np.zeros((64, 32, 3), np.uint8)
+    tall[:, :16] = 255  # stored 64 tall x 32 wide, its left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # view it rotated 90 degrees clockwise: 32 tall x 64 wide, white on top
+    Image.fromarray(tall).save(tmp_path / "w.jpg", exif=exif, quality=95)
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(tmp_path / "l.png")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "a", "image_w": "w.jpg", "image_l": "l.png"}) + "\n")
+    winner = PairSource(pairs).draw(1, torch.Generator().manual_seed(0), 32, 64)[1][0]
+    assert winner.shape == (3, 32, 64)
+    assert winner[:, :14].mean() > 0.9 and winner[:, 18:].mean() < 0.1
+
+
 def test_iterpo_backpropagates_the_reward_through_one_late_step(sd_model, grad_calls):
     reward = CombinedReward([parse_reward_spec({"name": "pixel", "weight": 2.0})], [MeanPixel()])
     method = IterPO(sd_model, reward, 64, 64, infer_steps=4, margin=2.0, loss_scale=1e-3)

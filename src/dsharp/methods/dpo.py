@@ -84,7 +84,12 @@ class PairSource:
             raise FileNotFoundError(f"method.options.pairs_file: file not found: {path}")
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        self.lines: list[int] = []  # each row's line in the file, to name it when drawn
+        try:  # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first row
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -95,13 +100,20 @@ class PairSource:
                     f"{path}:{lineno}: bad pair row ({type(exc).__name__}: {exc}); expected "
                     '{"prompt": ..., "image_w": ..., "image_l": ...}'
                 ) from None
+            for key, value in (("prompt", prompt), ("image_w", image_w), ("image_l", image_l)):
+                if not isinstance(value, str):  # str() would train on "None" or "5"
+                    raise ValueError(
+                        f"{path}:{lineno}: {key} holds {type(value).__name__} {value!r:.60}, "
+                        "not text"
+                    )
             paths = []
             for key, rel in (("image_w", image_w), ("image_l", image_l)):
-                full = (path.parent / str(rel)).resolve()
+                full = (path.parent / rel).resolve()
                 if not full.is_file():
                     raise FileNotFoundError(f"{path}:{lineno}: {key} not found: {rel}")
                 paths.append(full)
-            self.rows.append((str(prompt), paths[0], paths[1]))
+            self.rows.append((prompt, paths[0], paths[1]))
+            self.lines.append(lineno)
         if not self.rows:
             raise ValueError(f"{path}: no pairs")
 
@@ -111,18 +123,20 @@ class PairSource:
     def draw(
         self, count: int, generator: torch.Generator, height: int, width: int
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """``count`` random pairs: prompts, winners and losers ``(count, 3, H, W)`` in [0, 1]."""
-        from PIL import Image
-
+        """``count`` random pairs: prompts, winners and losers ``(count, 3, H, W)`` in [0, 1],
+        read as every training image is (:func:`dsharp.image_files.read_rgb`: upright,
+        8-bit, transparency on white; a file that cannot be decoded names its row)."""
         from dsharp.data import to_tensor
+        from dsharp.image_files import read_rgb
 
         idx = torch.randint(len(self.rows), (count,), generator=generator).tolist()
         prompts, winners, losers = [], [], []
         for i in idx:
             prompt, w, loser = self.rows[i]
+            where = f"{self.path}:{self.lines[i]}"
             prompts.append(prompt)
-            winners.append(to_tensor(Image.open(w).convert("RGB"), height, width))
-            losers.append(to_tensor(Image.open(loser).convert("RGB"), height, width))
+            winners.append(to_tensor(read_rgb(w, where), height, width))
+            losers.append(to_tensor(read_rgb(loser, where), height, width))
         return prompts, torch.stack(winners), torch.stack(losers)
 
 
