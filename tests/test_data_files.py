@@ -243,3 +243,32 @@ def test_the_rows_checked_before_loading_are_indexed_once(tmp_path, monkeypatch)
     assert len(opened) == 1 and source.get(0)[1] == "a"
     open_image_text(path, "auto", "train", "image", "text")  # taken: a later open reads anew
     assert len(opened) == 2
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "checked"),
+    [
+        (
+            "rlhf_sharpening",
+            ["data.generator=none", "data.prompts=[a red circle]"],
+            False,
+        ),  # samples from prompts: data.dataset is never read
+        ("sft_sharpening", ["data.generator=none"], True),
+    ],
+)
+def test_a_dataset_is_checked_only_for_a_method_that_reads_it(
+    tmp_path, monkeypatch, recipe, overrides, checked
+):
+    from dsharp.preflight import check_inputs
+    from dsharp.recipe_errors import RecipeError
+    from dsharp.recipe_io import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    _jsonl(tmp_path, {"image": "gone.png", "text": "a"})
+    path = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / f"{recipe}.yaml"
+    loaded = load_recipe(path, [*overrides, "data.dataset=data.jsonl", "output_dir=run"])
+    if checked:
+        with pytest.raises(RecipeError, match="data.jsonl:1: image not found: gone.png"):
+            check_inputs(loaded)
+    else:
+        check_inputs(loaded)  # trained before the row checks: still trains

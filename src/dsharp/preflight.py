@@ -182,8 +182,25 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
                 source=source,
                 field="method.options.pairs_file",
             )
-    _check_dataset_columns(recipe.data, source)
-    _check_dataset_rows(recipe.data, source)
+    if _reads_dataset(recipe.method):
+        _check_dataset_columns(recipe.data, source)
+        _check_dataset_rows(recipe.data, source)
+
+
+def _reads_dataset(method: Any) -> bool:
+    """Whether training reads ``data.dataset``: the methods that train on image-text data
+    (finetune, sft_sharpening, offline diffusion_dpo). The others sample from prompts and
+    never open it, so that its rows must not refuse their run."""
+    from dsharp.methods.registry import method_specs
+
+    spec = method_specs().get(method.name)
+    if spec is None or spec.data == "dataset":
+        return True
+    if spec.data == "prompts":
+        return False
+    if method.name == "diffusion_dpo":  # "any": its options decide
+        return (method.options or {}).get("pairs", "offline") != "online"
+    return True
 
 
 def _check_dataset_rows(data: Any, source: str | None) -> None:
