@@ -272,3 +272,23 @@ def test_a_dataset_is_checked_only_for_a_method_that_reads_it(
             check_inputs(loaded)
     else:
         check_inputs(loaded)  # trained before the row checks: still trains
+
+
+def test_a_hugging_face_image_column_of_encoded_files_is_read(tmp_path):
+    # a parquet dataset's image struct not typed as an Image feature, Image(decode=False),
+    # or a bytes column: the encoded file is there, as with a decoded Image column
+    datasets = pytest.importorskip("datasets")
+    good = _png(tmp_path / "x.png", colour=(10, 20, 30)).read_bytes()
+    columns = {
+        "struct": [{"bytes": good, "path": "x.png"}, {"bytes": good[:40], "path": None}],
+        "bytes": [good, good[:40]],
+        "path_only": [{"bytes": None, "path": str(tmp_path / "x.png")}] * 2,
+    }
+    for name, images in columns.items():
+        ds = datasets.Dataset.from_dict({"image": images, "text": ["a", "b"]})
+        ds.save_to_disk(str(tmp_path / name))
+        source = open_image_text(str(tmp_path / name), "auto", "train", "image", "text")
+        image, caption = source.get(0)
+        assert caption == "a" and image.getpixel((0, 0)) == (10, 20, 30), name
+    with pytest.raises(ValueError, match=r"row 1: cannot read image \(40 bytes\): not an image"):
+        open_image_text(str(tmp_path / "bytes"), "auto", "train", "image", "text").get(1)

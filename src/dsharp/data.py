@@ -7,6 +7,7 @@ data-parallel process draws different ones.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -245,8 +246,14 @@ class HFDatasetSource:
             raise ValueError(f"{where}: cannot read the row: {exc}") from None
         image = row[self.image_column]
         caption = _caption(row[self.caption_column], where, self.caption_column)
+        if isinstance(image, dict) and image.get("bytes") is None and image.get("path"):
+            image = image["path"]  # an image column read undecoded: the file's path
         if isinstance(image, str):
             return read_rgb(image, where), caption
+        if isinstance(image, dict) and isinstance(image.get("bytes"), bytes):
+            image = image["bytes"]  # undecoded (a parquet struct, ``Image(decode=False)``)
+        if isinstance(image, bytes | bytearray):  # the encoded file itself
+            return read_rgb(io.BytesIO(image), where, f"({len(image)} bytes)"), caption
         if not isinstance(image, Image.Image):
             try:
                 image = Image.fromarray(np.asarray(image))

@@ -34,9 +34,10 @@ def as_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(path: object, where: str) -> Image.Image:
-    """The image file ``path`` decoded by :func:`as_rgb`; a ``ValueError`` naming ``where``
-    (the dataset row) and the file when it cannot be read or decoded."""
+def read_rgb(path: object, where: str, shown: str | None = None) -> Image.Image:
+    """The image file ``path`` (or a file object) decoded by :func:`as_rgb`; a ``ValueError``
+    naming ``where`` (the dataset row) and the file (``shown``, if given) when it cannot be
+    read or decoded."""
     try:
         with Image.open(path) as image:  # type: ignore[arg-type]
             image.load()
@@ -46,4 +47,4 @@ def read_rgb(path: object, where: str) -> Image.Image:
             reason = "not an image Pillow can decode (empty, damaged or of another format)"
         else:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ValueError(f"{where}: cannot read image {path}: {reason}") from None
+        raise ValueError(f"{where}: cannot read image {shown or path}: {reason}") from None
