@@ -292,3 +292,19 @@ def test_a_hugging_face_image_column_of_encoded_files_is_read(tmp_path):
         assert caption == "a" and image.getpixel((0, 0)) == (10, 20, 30), name
     with pytest.raises(ValueError, match=r"row 1: cannot read image \(40 bytes\): not an image"):
         open_image_text(str(tmp_path / "bytes"), "auto", "train", "image", "text").get(1)
+
+
+def test_jsonl_lines_end_only_where_json_lines_can(tmp_path):
+    # a caption holding U+2028 (json.dumps(..., ensure_ascii=False) writes it raw) is one
+    # row; a file whose lines end in a lone CR (classic Mac) still has one row per line
+    from dsharp.methods.dpo import PairSource
+
+    _png(tmp_path / "x.png")
+    text = "one\u2028two"
+    row = {"image": "x.png", "text": text, "prompt": text, "image_w": "x.png", "image_l": "x.png"}
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [item.caption for item in JsonlSource(path).items] == [text]
+    assert [prompt for prompt, _, _ in PairSource(path).rows] == [text]
+    path.write_bytes(b'{"image": "x.png", "text": "a"}\r{"image": "x.png", "text": "b"}\r')
+    assert [item.caption for item in JsonlSource(path).items] == ["a", "b"]

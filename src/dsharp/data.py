@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -110,19 +111,24 @@ def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = N
     return path
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """The numbered non-blank lines of a UTF-8 text file (a byte-order mark dropped); a
-    ``ValueError`` naming the file and line that is not UTF-8."""
+def jsonl_lines(path: Path) -> list[tuple[int, str]]:
+    """The numbered non-blank lines of a UTF-8 ``.jsonl`` file (a byte-order mark dropped);
+    a ``ValueError`` naming the file and line that is not UTF-8. Lines end at ``\\n``,
+    ``\\r\\n`` or ``\\r`` only, which JSON text cannot hold unescaped: ``str.splitlines``
+    also cut at U+2028 and the like, which a caption written by ``json.dumps(...,
+    ensure_ascii=False)`` may hold."""
     rows = []
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
-            if line.strip():
-                rows.append((lineno, line))
+    for lineno, raw in enumerate(_LINE_END.split(path.read_bytes()), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
+        if line.strip():
+            rows.append((lineno, line))
     return rows
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def _caption_file(path: Path) -> str:
@@ -183,7 +189,7 @@ class JsonlSource:
         path = Path(path)
         folder = path.parent.resolve()  # once: resolving each row's path costs a stat a part
         self.items: list[Example] = []
-        for lineno, line in _lines(path):
+        for lineno, line in jsonl_lines(path):
             where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)

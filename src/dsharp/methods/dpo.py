@@ -85,13 +85,9 @@ class PairSource:
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
         self.lines: list[int] = []  # each row's line in the file, to name it when drawn
-        try:  # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first row
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        from dsharp.data import jsonl_lines
+
+        for lineno, line in jsonl_lines(path):  # a byte-order mark dropped, as data's rows
             try:
                 row = json.loads(line)
                 prompt, image_w, image_l = row["prompt"], row["image_w"], row["image_l"]
