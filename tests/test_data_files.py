@@ -308,3 +308,16 @@ def test_jsonl_lines_end_only_where_json_lines_can(tmp_path):
     assert [prompt for prompt, _, _ in PairSource(path).rows] == [text]
     path.write_bytes(b'{"image": "x.png", "text": "a"}\r{"image": "x.png", "text": "b"}\r')
     assert [item.caption for item in JsonlSource(path).items] == ["a", "b"]
+
+
+def test_a_folder_skips_files_of_other_kinds_beside_its_captioned_images(tmp_path: Path) -> None:
+    """A stray preview.gif (or .tif) without a caption is no part of the data, as before:
+    reading those kinds too refused the folder for the stray file's missing caption."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+    (folder / "a.txt").write_text("a red square")
+    Image.new("RGB", (8, 8), "blue").save(folder / "preview.gif")
+    Image.new("RGB", (8, 8), "blue").save(folder / "scan.tif")
+    source = FolderSource(folder)
+    assert len(source) == 1 and source.get(0)[1] == "a red square"

@@ -25,7 +25,10 @@ from dsharp.image_files import as_rgb, read_rgb
 if TYPE_CHECKING:
     from dsharp.methods.base import Batch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+#: The files a folder dataset trains on (each with a same-stem ``.txt`` caption). Other files
+#: are skipped, a ``preview.gif`` or a ``scan.tif`` beside the data included: adding a suffix
+#: here would refuse a folder that trains today for such a file's missing caption.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def read_prompt_file(path: Path) -> list[str]:
