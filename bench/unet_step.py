@@ -17,6 +17,7 @@ of memory is recorded as such and the others still run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -194,35 +195,28 @@ def main() -> None:
         unet.enable_gradient_checkpointing()
     unet.train()
     rows = []
-    for name in names:
+
+    def cases(mode: str, case, name: str) -> None:
+        """Each batch size of one mode and dtype: a row each, printed as it comes."""
         for batch in batches:
             call = inputs(config, text, batch, device)
-            row = run_case(
-                "train",
-                lambda call=call, name=name: train_case(
-                    unet, call, DTYPES[name], device, args.repeats
-                ),
-                batch,
-                name,
+            rows.append(
+                run_case(
+                    mode,
+                    functools.partial(case, unet, call, DTYPES[name], device, args.repeats),
+                    batch,
+                    name,
+                )
             )
-            rows.append(row)
-            print(_line(row), flush=True)
+            print(_line(rows[-1]), flush=True)
+
+    for name in names:
+        cases("train", train_case, name)
     unet.requires_grad_(False)
     unet.eval()
     for name in names:
         torch.nn.Module.to(unet, DTYPES[name])  # diffusers' own .to warns about fp32 modules
-        for batch in batches:
-            call = inputs(config, text, batch, device)
-            row = run_case(
-                "infer",
-                lambda call=call, name=name: infer_case(
-                    unet, call, DTYPES[name], device, args.repeats
-                ),
-                batch,
-                name,
-            )
-            rows.append(row)
-            print(_line(row), flush=True)
+        cases("infer", infer_case, name)
     result = {
         "model": "tiny SDXL-shaped UNet" if args.small else "SDXL-sized UNet (random weights)",
         "parameters": params,
