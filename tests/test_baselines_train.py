@@ -548,7 +548,7 @@ def test_pair_rows_that_are_no_text_or_images_that_cannot_be_decoded_are_named(t
     bad = tmp_path / "bad.jsonl"
     row = {"prompt": None, "image_w": "0w.png", "image_l": "0l.png"}
     bad.write_text(pairs.read_text().splitlines()[0] + "\n" + json.dumps(row) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: prompt holds NoneType None, not text"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: prompt holds null, not text"):
         PairSource(bad)
     (tmp_path / "0w.png").write_bytes((tmp_path / "0w.png").read_bytes()[:60])  # truncated
     source = PairSource(pairs)

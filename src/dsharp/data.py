@@ -11,6 +11,7 @@ import io
 import json
 import random
 import re
+import stat
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -77,11 +78,11 @@ def _caption(value: Any, where: str, column: str) -> str:
     """A row's caption, refusing one that is not text: ``str()`` would train on ``None``,
     ``5`` or ``['a', 'b']`` as if it were the caption."""
     if not isinstance(value, str):
-        raise ValueError(f"{where}: caption column {column!r} holds {_shown(value)}, not text")
+        raise ValueError(f"{where}: caption column {column!r} holds {shown_value(value)}, not text")
     return value
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """``value``'s kind and (shortened) value, for an error: ``a number (5)``, ``null``."""
     return _kind(value) if value is None else f"{_kind(value)} ({value!r:.60})"
 
@@ -101,15 +102,15 @@ def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = N
     """``path`` if it is a non-empty file; a ``FileNotFoundError`` / ``ValueError`` naming
     ``where`` otherwise (a stat per row: the images themselves are read only when drawn)."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError:
         hint = ""
         if relative_to is not None and not Path(shown).is_absolute() and Path(shown).is_file():
             hint = f" (image paths are relative to {relative_to}, not to the working directory)"
         raise FileNotFoundError(f"{where}: image not found: {shown}{hint}") from None
-    if not path.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise ValueError(f"{where}: image is not a file: {shown}")
-    if size == 0:
+    if info.st_size == 0:
         raise ValueError(f"{where}: image file is empty (0 bytes): {shown}")
     return path
 
@@ -206,7 +207,8 @@ class JsonlSource:
             image = row[image_column]
             if not isinstance(image, str) or not image.strip():
                 raise ValueError(
-                    f"{where}: image column {image_column!r} holds {_shown(image)}, not a file path"
+                    f"{where}: image column {image_column!r} holds {shown_value(image)}, "
+                    "not a file path"
                 )
             caption = _caption(row[caption_column], where, caption_column)
             full = _image_file(folder / image, where, image, path.parent)

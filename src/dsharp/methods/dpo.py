@@ -85,7 +85,7 @@ class PairSource:
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
         self.lines: list[int] = []  # each row's line in the file, to name it when drawn
-        from dsharp.data import jsonl_lines
+        from dsharp.data import jsonl_lines, shown_value
 
         for lineno, line in jsonl_lines(path):  # a byte-order mark dropped, as data's rows
             try:
@@ -98,10 +98,7 @@ class PairSource:
                 ) from None
             for key, value in (("prompt", prompt), ("image_w", image_w), ("image_l", image_l)):
                 if not isinstance(value, str):  # str() would train on "None" or "5"
-                    raise ValueError(
-                        f"{path}:{lineno}: {key} holds {type(value).__name__} {value!r:.60}, "
-                        "not text"
-                    )
+                    raise ValueError(f"{path}:{lineno}: {key} holds {shown_value(value)}, not text")
             paths = []
             for key, rel in (("image_w", image_w), ("image_l", image_l)):
                 full = (path.parent / rel).resolve()
