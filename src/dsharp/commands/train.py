@@ -113,9 +113,10 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
 
         for warning in training_warnings(run_dir):
             typer.echo(f"warning: {warning}", err=True)
-        if (run_dir / CURVES_PNG).exists() and not wants_report(cfg):
-            typer.echo(f"training curves: {run_dir / CURVES_PNG}")
-        if wants_report(cfg):  # the report draws the final curves with it
+        if not wants_report(cfg):
+            if (run_dir / CURVES_PNG).exists():
+                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+        else:  # the report draws the final curves with it, and their line follows it
             if stopped_at_end:
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
