@@ -206,6 +206,7 @@ def test_a_stop_during_the_last_step_still_draws_the_final_training_curves(
     assert result.exit_code == 130, result.output
     assert "its report was not written" in result.stderr
     assert drawn == [2] and (run / "training_curves.png").is_file()
+    assert f"training curves: {run / 'training_curves.png'}" in result.stdout
 
 
 def test_a_ctrl_c_while_the_report_files_are_renamed_does_not_say_it_was_not_written(

@@ -117,7 +117,9 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
             if (run_dir / CURVES_PNG).exists():
                 typer.echo(f"training curves: {run_dir / CURVES_PNG}")
         else:  # the report draws the final curves with it, and their line follows it
-            if stopped_at_end:
+            if stopped_at_end:  # training drew the final curves, as no report follows now
+                if (run_dir / CURVES_PNG).exists():
+                    typer.echo(f"training curves: {run_dir / CURVES_PNG}")
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130)
