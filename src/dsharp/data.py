@@ -98,6 +98,15 @@ def _kind(value: Any) -> str:
     return {"list": "a list", "dict": "an object"}.get(type(value).__name__, "a value")
 
 
+def user_path(path: str) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded, as a shell would (users write
+    ``~/imgs/a.png``); left as written when no home directory is known."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = None) -> Path:
     """``path`` if it is a non-empty file; a ``FileNotFoundError`` / ``ValueError`` naming
     ``where`` otherwise (a stat per row: the images themselves are read only when drawn)."""
@@ -105,7 +114,8 @@ def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = N
         info = path.stat()
     except OSError:
         hint = ""
-        if relative_to is not None and not Path(shown).is_absolute() and Path(shown).is_file():
+        written = user_path(shown)
+        if relative_to is not None and not written.is_absolute() and written.is_file():
             hint = f" (image paths are relative to {relative_to}, not to the working directory)"
         raise FileNotFoundError(f"{where}: image not found: {shown}{hint}") from None
     if not stat.S_ISREG(info.st_mode):
@@ -184,7 +194,9 @@ class FolderSource:
 
 
 class JsonlSource:
-    """Lines of ``{"<image_column>": path relative to the file, "<caption_column>": text}``.
+    """Lines of ``{"<image_column>": path, "<caption_column>": text}``; a relative path is
+    relative to the ``.jsonl`` file's folder (not the working directory), a ``~`` is the
+    home directory.
 
     Every row is checked when opened (a JSON object, a path to a non-empty file, a caption
     that is text); the images are read only when drawn."""
@@ -211,7 +223,7 @@ class JsonlSource:
                     "not a file path"
                 )
             caption = _caption(row[caption_column], where, caption_column)
-            full = _image_file(folder / image, where, image, path.parent)
+            full = _image_file(folder / user_path(image), where, image, path.parent)
             self.items.append(Example(full, caption, where))
         if not self.items:
             raise ValueError(f"{path}: no rows")
@@ -235,8 +247,8 @@ class HFDatasetSource:
             raise ImportError(
                 "data.dataset_type 'hf' needs the 'datasets' package: pip install 'dsharp[data]'"
             ) from exc
-        if Path(name).is_dir():
-            ds = datasets.load_from_disk(name)
+        if user_path(name).is_dir():  # a save_to_disk folder (``~`` expanded as elsewhere)
+            ds = datasets.load_from_disk(str(user_path(name)))
             ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         else:
             ds = datasets.load_dataset(name, split=split)
