@@ -7,6 +7,7 @@ data-parallel process draws different ones.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import random
@@ -160,16 +161,30 @@ def _all_captions_empty(items: Sequence[Example], where: Path) -> None:
         raise ValueError(f"{where}: every caption is empty")
 
 
+#: A folder's caption files in Hugging Face ``imagefolder``'s names (one of them at most).
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
 class FolderSource:
-    """Images with same-stem ``.txt`` captions, or a ``metadata.jsonl`` in the folder."""
+    """An image folder as Hugging Face's ``imagefolder`` reads one.
+
+    With a ``metadata.jsonl`` or ``metadata.csv`` in the folder, its rows are the data: an
+    image path (relative to the folder, subfolders allowed, ``~`` the home directory) and a
+    caption; images it does not list are not read, and neither are ``.txt`` files (the
+    metadata replaces them, as in ``imagefolder``: merging the two would train on whichever
+    caption happened to be found). Both metadata files are refused, since either could be the
+    one meant. Without one, each top-level image of :data:`IMAGE_SUFFIXES` pairs with its
+    same-stem ``.txt`` caption."""
 
     def __init__(
         self, folder: Path, image_column: str = "file_name", caption_column: str = "text"
     ) -> None:
         self.folder = Path(folder)
-        meta = self.folder / "metadata.jsonl"
-        if meta.exists():
-            self.items = JsonlSource(meta, image_column, caption_column).items
+        metas = [self.folder / name for name in METADATA_FILES if (self.folder / name).exists()]
+        if len(metas) > 1:
+            raise ValueError(f"{folder}: both {' and '.join(m.name for m in metas)}: keep one")
+        if metas:
+            self.items = metadata_examples(metas[0], image_column, caption_column)
         else:
             self.items = []
             for img in sorted(self.folder.iterdir()):
@@ -202,32 +217,7 @@ class JsonlSource:
     that is text); the images are read only when drawn."""
 
     def __init__(self, path: Path, image_column: str = "image", caption_column: str = "text"):
-        path = Path(path)
-        folder = path.parent.resolve()  # once: resolving each row's path costs a stat a part
-        self.items: list[Example] = []
-        for lineno, line in jsonl_lines(path):
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: bad row ({exc})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: bad row (expected a JSON object, got {_kind(row)})")
-            for column in (image_column, caption_column):
-                if column not in row:
-                    raise ValueError(f"{where}: bad row (no column {column!r})")
-            image = row[image_column]
-            if not isinstance(image, str) or not image.strip():
-                raise ValueError(
-                    f"{where}: image column {image_column!r} holds {shown_value(image)}, "
-                    "not a file path"
-                )
-            caption = _caption(row[caption_column], where, caption_column)
-            full = _image_file(folder / user_path(image), where, image, path.parent)
-            self.items.append(Example(full, caption, where))
-        if not self.items:
-            raise ValueError(f"{path}: no rows")
-        _all_captions_empty(self.items, path)
+        self.items = metadata_examples(Path(path), image_column, caption_column)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -235,6 +225,90 @@ class JsonlSource:
     def get(self, index: int) -> tuple[Image.Image, str]:
         path, caption, where = self.items[index]
         return read_rgb(path, where), caption
+
+
+def metadata_examples(path: Path, image_column: str, caption_column: str) -> list[Example]:
+    """The checked rows of a ``.jsonl`` or ``.csv`` file (by its suffix), image paths
+    relative to its folder; a ``ValueError`` / ``FileNotFoundError`` naming ``file:line``
+    for the first row that cannot train, or for a file without rows."""
+    columns = (image_column, caption_column)
+    rows = _csv_rows(path, columns) if path.suffix == ".csv" else _jsonl_rows(path)
+    folder = path.parent.resolve()  # once: resolving each row's path costs a stat a part
+    items = []
+    for where, row in rows:
+        for column in columns:
+            if column not in row:
+                raise ValueError(f"{where}: bad row (no column {column!r})")
+        image = row[image_column]
+        if not isinstance(image, str) or not image.strip():
+            raise ValueError(
+                f"{where}: image column {image_column!r} holds {shown_value(image)}, "
+                "not a file path"
+            )
+        caption = _caption(row[caption_column], where, caption_column)
+        full = _image_file(folder / user_path(image), where, image, path.parent)
+        items.append(Example(full, caption, where))
+    if not items:
+        raise ValueError(f"{path}: no rows")
+    _all_captions_empty(items, path)
+    return items
+
+
+def _jsonl_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(file:line, row)`` for each row of a ``.jsonl`` file; each must be a JSON object."""
+    rows = []
+    for lineno, line in jsonl_lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: bad row ({exc})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: bad row (expected a JSON object, got {_kind(row)})")
+        rows.append((where, row))
+    return rows
+
+
+def _csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
+    """``(file:line, row)`` for each record of a UTF-8 CSV file with a header row holding
+    ``columns`` (comma separated, ``"`` quoted, as pandas and ``imagefolder`` read
+    ``metadata.csv``), at the line where the record starts. A quoting error, a record whose
+    field count is not the header's or a header without a column is refused naming its
+    line: read leniently, a stray quote would join rows into one caption."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    header_line = 0
+    rows = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{start}: bad CSV row ({exc})") from None
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # a blank line
+        if header is None:
+            header, header_line = record, start
+            missing = [column for column in columns if column not in header]
+            if missing:
+                has = ", ".join(repr(name) for name in header)
+                raise ValueError(f"{path}:{start}: no column {missing[0]!r} (it has {has})")
+            continue
+        if len(record) != len(header):
+            raise ValueError(
+                f"{path}:{start}: bad row ({len(record)} fields, the header on line "
+                f"{header_line} has {len(header)})"
+            )
+        rows.append((f"{path}:{start}", dict(zip(header, record, strict=True))))
+    return rows
 
 
 class HFDatasetSource:
@@ -338,9 +412,9 @@ _CHECKED: dict[tuple[Any, ...], ImageTextSource] = {}
 
 def _local_key(dataset: str, kind: str, image_column: str, caption_column: str) -> tuple:
     """What a local dataset's index depends on: its path, columns and the listing's stamp
-    (the file's, or the folder's and its metadata.jsonl's, size and modification time)."""
+    (the file's, or the folder's and its metadata files', size and modification time)."""
     path = Path(dataset).expanduser()
-    stamps = [path, path / "metadata.jsonl"] if kind == "folder" else [path]
+    stamps = [path, *(path / name for name in METADATA_FILES)] if kind == "folder" else [path]
     stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in stamps)
     return (path, kind, image_column, caption_column, stamp)
 

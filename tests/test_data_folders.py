@@ -1,0 +1,135 @@
+"""Image folders as Hugging Face's ``imagefolder`` lays them out: a ``metadata.jsonl`` or
+``metadata.csv`` names each image (subfolders too) and its caption; a row that cannot train
+is refused in one line naming ``file:line`` before the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dsharp.data import FolderSource, check_local_data, open_image_text
+
+
+def _png(path: Path, colour: tuple[int, int, int] = (255, 0, 0)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+    return path
+
+
+def _folder(tmp_path: Path, csv_text: str) -> Path:
+    folder = tmp_path / "ds"
+    _png(folder / "a.png", (255, 0, 0))
+    _png(folder / "train" / "b.png", (0, 0, 255))
+    (folder / "metadata.csv").write_text(csv_text, encoding="utf-8", newline="")
+    return folder
+
+
+def test_a_metadata_csv_names_images_in_subfolders_and_their_captions(tmp_path):
+    # a byte-order mark, CRLF lines, a quoted caption holding a comma, a quote and a line break
+    text = '\ufefffile_name,text\r\na.png,"red, ""bright""\r\nsquare"\r\n\r\ntrain/b.png,blue\r\n'
+    folder = _folder(tmp_path, text)
+    source = open_image_text(str(folder), "auto", "train", "image", "text")
+    assert isinstance(source, FolderSource) and len(source) == 2
+    image, caption = source.get(0)
+    assert caption == 'red, "bright"\r\nsquare' and image.getpixel((0, 0)) == (255, 0, 0)
+    image, caption = source.get(1)
+    assert caption == "blue" and image.getpixel((0, 0)) == (0, 0, 255)
+    # each row is named at the line where it starts
+    assert [item.where for item in source.items] == [
+        f"{folder / 'metadata.csv'}:2",
+        f"{folder / 'metadata.csv'}:5",
+    ]
+
+
+def test_a_metadata_csv_is_read_at_the_recipe_s_columns(tmp_path):
+    folder = _folder(tmp_path, "img,caption,score\ntrain/b.png,blue,3\n")
+    source = open_image_text(str(folder), "folder", "train", "img", "caption")
+    assert source.get(0)[1] == "blue"
+
+
+def test_metadata_replaces_txt_captions_and_lists_the_images_that_train(tmp_path):
+    folder = _folder(tmp_path, "file_name,text\ntrain/b.png,from the metadata\n")
+    (folder / "a.txt").write_text("from a side file")
+    _png(folder / "unlisted.png")
+    source = FolderSource(folder)
+    assert [caption for _, caption, _ in source.items] == ["from the metadata"]
+
+
+def test_both_metadata_files_are_refused(tmp_path):
+    folder = _folder(tmp_path, "file_name,text\na.png,red\n")
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "red"}\n')
+    with pytest.raises(ValueError, match=r"ds: both metadata\.jsonl and metadata\.csv: keep one$"):
+        FolderSource(folder)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("file_name,text\na.png,red\nmissing.png,x\n", 3, "image not found: missing.png"),
+        ("file_name,caption\na.png,red\n", 1, "no column 'text' (it has 'file_name', 'caption')"),
+        ("\nname,text\na.png,red\n", 2, "no column 'file_name' (it has 'name', 'text')"),
+        ("file_name,text\na.png,red,extra\n", 2, "bad row (3 fields, the header on line 1 has 2)"),
+        ("file_name,text\na.png\n", 2, "bad row (1 fields, the header on line 1 has 2)"),
+        (
+            'file_name,text\na.png,"red\ntrain/b.png,blue\n',
+            2,
+            "bad CSV row (unexpected end of data)",
+        ),
+        ('file_name,text\na.png,"red" square\n', 2, "bad CSV row (',' expected after '\"')"),
+        ("file_name,text\na.png,\n", None, "every caption is empty"),
+        ("file_name,text\n", None, "no rows"),
+        (",text\n,red\n", 1, "no column 'file_name' (it has '', 'text')"),
+        (
+            "file_name,text\n,red\n",
+            2,
+            "image column 'file_name' holds a value (''), not a file path",
+        ),
+    ],
+)
+def test_a_bad_metadata_csv_is_refused_naming_the_line(tmp_path, text, line, reason):
+    folder = _folder(tmp_path, text)
+    where = f"{folder / 'metadata.csv'}" + (f":{line}" if line else "")
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        FolderSource(folder)
+    assert str(err.value) == f"{where}: {reason}"
+
+
+def test_a_metadata_csv_that_is_not_utf8_names_the_line(tmp_path):
+    folder = _folder(tmp_path, "")
+    (folder / "metadata.csv").write_bytes(b"file_name,text\na.png,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"metadata\.csv:2: not UTF-8 text"):
+        FolderSource(folder)
+
+
+def test_a_metadata_csv_edited_after_the_check_is_read_again(tmp_path):
+    folder = _folder(tmp_path, "file_name,text\na.png,red\n")
+    check_local_data(str(folder), "auto", "image", "text")
+    (folder / "metadata.csv").write_text("file_name,text\na.png,a red square\n")
+    assert open_image_text(str(folder), "auto", "train", "image", "text").get(0)[1] == (
+        "a red square"
+    )
+
+
+def test_train_refuses_a_bad_metadata_csv_row_before_loading(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import dsharp.engine
+    from dsharp.cli import app
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data error")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, "file_name,text\na.png,red\ntrain/c.png,gone\n")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpening.yaml"
+    args = [str(recipe), "data.generator=none", "data.dataset=ds", "output_dir=run"]
+    result = CliRunner().invoke(app, ["train", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"recipe error: {recipe}: data.dataset: {Path('ds') / 'metadata.csv'}:3: "
+        "image not found: train/c.png"
+    )
+    assert not (tmp_path / "run").exists()
