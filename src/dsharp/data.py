@@ -359,7 +359,10 @@ class HFDatasetSource:
                     f"{where}: image column {self.image_column!r} holds {_kind(image)}, "
                     f"not an image ({exc})"
                 ) from None
-        return as_rgb(image), caption
+        try:
+            return as_rgb(image), caption
+        except ValueError as exc:  # pixels of no known range (see image_files.wide_to_8bit)
+            raise ValueError(f"{where}: cannot read the image: {exc}") from None
 
 
 def to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
