@@ -164,14 +164,18 @@ def validate_cmd(
 
 def _note_what_this_machine_refuses(recipe: Any) -> None:
     """A valid recipe may still need another machine (fp16 without CUDA, an 8-bit optimizer
-    without bitsandbytes): say so, since ``train`` refuses it here before loading."""
+    without bitsandbytes) or fixed input files (a data row naming a missing image): say
+    which, with the field, ``file:line`` and reason train gives, since ``train`` refuses it
+    here before loading."""
     from dsharp.preflight import check_run_folder, check_runtime
     from dsharp.recipe_errors import RecipeError
 
     try:
         check_runtime(recipe)
     except ValueError as err:
-        typer.echo(f"note: train would refuse it on this machine: {err}", err=True)
+        data = isinstance(err, RecipeError) and err.field.startswith("data.")  # a row's fault
+        what = "its data" if data else "it on this machine"
+        typer.echo(f"note: train would refuse {what}: {err}", err=True)
     try:  # the run folder as it is now: another run's checkpoints, a resume it cannot make
         check_run_folder(recipe)
     except RecipeError as err:
