@@ -556,6 +556,19 @@ def test_pair_rows_that_are_no_text_or_images_that_cannot_be_decoded_are_named(t
         source.draw(8, torch.Generator().manual_seed(0), 32, 32)
 
 
+def test_pair_image_paths_may_start_at_the_home_directory(tmp_path, monkeypatch):
+    """``~/imgs/w.png`` was read as a folder named ``~`` beside the pairs file."""
+    home = tmp_path / "home"
+    (home / "imgs").mkdir(parents=True)
+    for name in ("w.png", "l.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(home / "imgs" / name)
+    monkeypatch.setenv("HOME", str(home))
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"prompt": "a", "image_w": "~/imgs/w.png", "image_l": "~/imgs/l.png"}
+    pairs.write_text(json.dumps(row) + "\n")
+    assert PairSource(pairs).rows == [("a", home / "imgs" / "w.png", home / "imgs" / "l.png")]
+
+
 def test_pair_images_are_read_upright(tmp_path):
     """A winner whose EXIF says to rotate it for viewing was read lying on its side."""
     tall = np.zeros((64, 32, 3), np.uint8)

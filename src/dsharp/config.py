@@ -320,11 +320,11 @@ class DataConfig(_PromptSource):
     )
     image_column: str = Field(
         DEFAULT_IMAGE_COLUMN,
-        description="Image column (jsonl / hf / a folder's metadata.jsonl, where the default "
-        "reads 'file_name', as Hugging Face's imagefolder names it).",
+        description="Image column (jsonl / hf / a folder's metadata.jsonl or .csv, where the "
+        "default reads 'file_name', as Hugging Face's imagefolder names it).",
     )
     caption_column: str = Field(
-        "text", description="Caption column (jsonl / hf / a folder's metadata.jsonl)."
+        "text", description="Caption column (jsonl / hf / a folder's metadata.jsonl or .csv)."
     )
     split: str = Field(
         DEFAULT_SPLIT,

@@ -85,7 +85,7 @@ class PairSource:
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
         self.lines: list[int] = []  # each row's line in the file, to name it when drawn
-        from dsharp.data import jsonl_lines, shown_value
+        from dsharp.data import jsonl_lines, shown_value, user_path
 
         for lineno, line in jsonl_lines(path):  # a byte-order mark dropped, as data's rows
             try:
@@ -101,7 +101,7 @@ class PairSource:
                     raise ValueError(f"{path}:{lineno}: {key} holds {shown_value(value)}, not text")
             paths = []
             for key, rel in (("image_w", image_w), ("image_l", image_l)):
-                full = (path.parent / rel).resolve()
+                full = (path.parent / user_path(rel)).resolve()  # ~ is the home directory
                 if not full.is_file():
                     raise FileNotFoundError(f"{path}:{lineno}: {key} not found: {rel}")
                 paths.append(full)
