@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dsharp.base_fingerprint import STATE_KEY, fingerprint_difference, unet_fingerprint
+from dsharp.base_fingerprint import STATE_KEY, base_fingerprint, fingerprint_difference
 from dsharp.cli import app
 from dsharp.config import load_recipe, save_recipe
 
@@ -49,22 +49,26 @@ def test_the_fingerprint_ignores_dtype_casts_and_lora_but_not_other_weights(
 ) -> None:
     from dsharp.models import load_model
 
-    base = unet_fingerprint(load_model(str(tiny_sd_dir)).unet)
-    assert base == unet_fingerprint(load_model(str(tiny_sd_dir)).unet)  # deterministic
-    assert len(base["values"]) == 64 and json.loads(json.dumps(base)) == base
+    base = base_fingerprint(load_model(str(tiny_sd_dir)))
+    assert base == base_fingerprint(load_model(str(tiny_sd_dir)))  # deterministic
+    sizes = {name: len(values) for name, values in base["components"].items()}
+    assert sizes == {"unet": 64, "text_encoder": 28, "vae": 64}  # SD: no second encoder
+    assert json.loads(json.dumps(base)) == base
     for dtype in (torch.float16, torch.bfloat16):  # the recipe's weight_dtype under LoRA
         lora = load_model(str(tiny_sd_dir), lora_rank=2, weight_dtype=dtype)
         assert lora.unet.dtype == dtype
-        cast = unet_fingerprint(lora.unet)
-        assert cast["values"].keys() == base["values"].keys()  # LoRA names as the full model's
+        cast = base_fingerprint(lora)
+        for name, values in base["components"].items():  # LoRA names as the full model's
+            assert cast["components"][name].keys() == values.keys()
         assert cast != base  # the casts do move values...
         assert fingerprint_difference(base, cast) is None  # ...within the tolerance
         assert fingerprint_difference(cast, base) is None
-    other = unet_fingerprint(load_model(str(other_sd_dir)).unet)
+    other = base_fingerprint(load_model(str(other_sd_dir)))
     difference = fingerprint_difference(base, other)
-    assert difference is not None and " of 64 sampled UNet weights differ, e.g. " in difference
+    assert difference is not None and " of 64 sampled UNet weights, " in difference
     # none saved (a checkpoint from before), another scheme, a damaged entry: not compared
-    for saved in (None, {"scheme": "v0", "values": base["values"]}, {"scheme": base["scheme"]}):
+    unet = base["components"]["unet"]
+    for saved in (None, {"scheme": "v0", "values": unet}, {"scheme": base["scheme"]}):
         assert fingerprint_difference(saved, other) is None
 
 
@@ -77,7 +81,7 @@ def test_eval_sample_and_resume_refuse_a_run_whose_recipe_names_other_base_weigh
     state = json.loads((ckpt / "trainer_state.json").read_text())
     from dsharp.models import load_model
 
-    assert state[STATE_KEY] == unet_fingerprint(load_model(str(tiny_sd_dir)).unet, str(tiny_sd_dir))
+    assert state[STATE_KEY] == base_fingerprint(load_model(str(tiny_sd_dir)), str(tiny_sd_dir))
     _say_base(run, other_sd_dir)
     expected = (
         f"error: {run}: its checkpoint step-000001 was trained on other base weights than "
@@ -94,7 +98,7 @@ def test_eval_sample_and_resume_refuse_a_run_whose_recipe_names_other_base_weigh
         assert result.exit_code == 1, result.output
         (line,) = _lines(result.stderr)
         assert line.startswith(expected) and line.endswith(advice), line
-        assert " of 64 sampled UNet weights differ, e.g. " in line
+        assert " of 64 sampled UNet weights, " in line and " differ, e.g. UNet " in line
     assert not png.exists()
 
     resume = [f"model.pretrained={other_sd_dir}", f"model.lora_rank={lora_rank}", *SMALL]
@@ -211,9 +215,9 @@ def test_a_fingerprint_without_the_base_name_still_says_what_to_do(
 
     ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
     ckpt.mkdir(parents=True)
-    saved = unet_fingerprint(load_model(str(tiny_sd_dir)).unet)  # no name given
+    saved = base_fingerprint(load_model(str(tiny_sd_dir)))  # no name given
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1, STATE_KEY: saved}))
-    now = unet_fingerprint(load_model(str(other_sd_dir)).unet, str(other_sd_dir))
+    now = base_fingerprint(load_model(str(other_sd_dir)), str(other_sd_dir))
     with pytest.raises(BaseMismatch) as caught:
         check_base_fingerprint(ckpt, now, str(other_sd_dir), tmp_path / "run" / "recipe.yaml")
     message = str(caught.value)

@@ -86,8 +86,8 @@ def test_train_two_steps_writes_a_complete_run_folder(train_run, model_dirs, fam
         folder = run / "checkpoints" / name
         state = json.loads((folder / "trainer_state.json").read_text())
         evals = rows[step - 1]["reward_evals"]  # the budget spent so far, kept for resume
-        # a sample of the base's UNet weights: a load onto other base weights is refused
-        assert state.pop("base_fingerprint")["scheme"] == "unet-sample-v1"
+        # a sample of the base's weights: a load onto other base weights is refused
+        assert state.pop("base_fingerprint")["scheme"] == "base-sample-v2"
         assert state == {
             "step": step,
             "seed": 0,

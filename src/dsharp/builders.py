@@ -62,13 +62,14 @@ def load_run_model(
     base its run's recipe names is refused: by config before the base loads, by the base
     weights' fingerprint before the trained weights are applied to them.
     """
-    from dsharp.base_fingerprint import check_base_fingerprint, unet_fingerprint
+    from dsharp.base_fingerprint import base_fingerprint, check_base_fingerprint
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.trained_fit import check_run_fits
 
     ckpt = find_model_checkpoint(Path(checkpoint), label)
     recipe = check_run_fits(ckpt, label)
     recipe_path = run_dir_of(ckpt) / "recipe.yaml"
+    base = recipe.model
     try:
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:
@@ -76,7 +77,7 @@ def load_run_model(
         if not Path(recipe.model.pretrained).expanduser().is_absolute():
             source += ", a path relative to the folder the run was trained from"
         raise FileNotFoundError(f"{err} ({source})") from None
-    fingerprint = unet_fingerprint(model.unet)
-    check_base_fingerprint(ckpt, fingerprint, recipe.model.pretrained, recipe_path)
+    fingerprint = base_fingerprint(model, base.pretrained, base.revision)
+    check_base_fingerprint(ckpt, fingerprint, base.pretrained, recipe_path, revision=base.revision)
     model.load_trained(ckpt / "model")
     return model, recipe

@@ -22,7 +22,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from dsharp import checkpoints as ckpts
 from dsharp.base_fingerprint import STATE_KEY as BASE_FINGERPRINT
-from dsharp.base_fingerprint import BaseMismatch, check_base_fingerprint, unet_fingerprint
+from dsharp.base_fingerprint import BaseMismatch, base_fingerprint, check_base_fingerprint
 from dsharp.builders import build_model, build_reward, resolution
 from dsharp.curves import CURVES_PNG, plot_training_curves
 from dsharp.data import TrainingData, torch_generator
@@ -281,9 +281,15 @@ def _check_resume_base(checkpoint: Path, recipe: Any, fingerprint: dict) -> None
     run_dir = ckpts.run_dir_of(checkpoint)
     own_run = run_dir.resolve() == Path(recipe.output_dir).resolve()
     source = run_dir / "recipe.yaml" if own_run else "this recipe"
+    model = recipe.model
     try:
         check_base_fingerprint(
-            checkpoint, fingerprint, recipe.model.pretrained, source, branch=not own_run
+            checkpoint,
+            fingerprint,
+            model.pretrained,
+            source,
+            branch=not own_run,
+            revision=model.revision,
         )
     except BaseMismatch as err:
         raise BaseMismatch(f"train.resume: {err}") from None
@@ -379,7 +385,9 @@ class Trainer:
         self.model = build_model(recipe.model, acc.device)
         # of the base as loaded, before training (or a resumed checkpoint) changes it: each
         # checkpoint keeps it, so that its later loads can tell other base weights
-        self.base_fingerprint = unet_fingerprint(self.model.unet, recipe.model.pretrained)
+        self.base_fingerprint = base_fingerprint(
+            self.model, recipe.model.pretrained, recipe.model.revision
+        )
         if resume_from is not None:
             _check_resume_base(resume_from, recipe, self.base_fingerprint)
         self.height, self.width = resolution(self.model, train.height, train.width)

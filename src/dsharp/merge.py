@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from dsharp.base_fingerprint import STATE_KEY as BASE_FINGERPRINT
-from dsharp.base_fingerprint import check_base_fingerprint, unet_fingerprint
+from dsharp.base_fingerprint import base_fingerprint, check_base_fingerprint
 from dsharp.checkpoints import (
     MERGE_JSON,
     checkpoint_dir,
@@ -178,6 +178,22 @@ def _load_run_weights(
     return weights
 
 
+def _check_bases(
+    sources: Sequence[MergeSource], fingerprint_for: Callable[[MergeSource], dict | None]
+) -> None:
+    """Each run trained on the base weights ``fingerprint_for`` gives (None: not told),
+    before any run's weights are read."""
+    for source in sources:
+        fingerprint = fingerprint_for(source)
+        if fingerprint is None:
+            continue
+        model = source.recipe.model
+        recipe_path = run_dir_of(source.checkpoint) / "recipe.yaml"
+        check_base_fingerprint(
+            source.checkpoint, fingerprint, model.pretrained, recipe_path, revision=model.revision
+        )
+
+
 def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[MergeSource]:
     """Write ``out``, a run folder whose one checkpoint holds base + scale x the mean change
     of the runs' UNets, with the first run's recipe (its ``output_dir`` set to ``out``) and a
@@ -195,14 +211,12 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
         raise RecipeError(f"--scale must be a finite number, got {scale}")
     check_output_folder(out, "--out")  # before any weights load, not at the end
     sources = read_sources(paths)
-    model = build_model(sources[0].recipe.model, "cpu")
+    base_model = sources[0].recipe.model
+    model = build_model(base_model, "cpu")
     # of the base, before the merge changes it
-    fingerprint = unet_fingerprint(model.unet, _base_model(sources[0])["pretrained"])
-    for source in sources:  # each run trained on these base weights, before any is read
-        recipe_path = run_dir_of(source.checkpoint) / "recipe.yaml"
-        check_base_fingerprint(
-            source.checkpoint, fingerprint, source.recipe.model.pretrained, recipe_path
-        )
+    pretrained = _base_model(sources[0])["pretrained"]
+    fingerprint = base_fingerprint(model, pretrained, base_model.revision)
+    _check_bases(sources, lambda s: fingerprint)
     base = model.unet.state_dict()  # read before load_state_dict writes the merged weights
     runs = (_load_run_weights(s, base) for s in sources)
     model.unet.load_state_dict(merged_state(base, runs, scale))
