@@ -202,3 +202,88 @@ def test_a_local_folder_ignores_the_revision_in_the_message(
         "that model's files were replaced since the run trained; restore them, or set "
         "model.pretrained to a copy of them"
     )
+
+
+def _no_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a base model fails: what is said must come before any load."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the base model was loaded")
+
+    monkeypatch.setattr("dsharp.builders.build_model", refuse)
+    monkeypatch.setattr("dsharp.engine.build_model", refuse)
+
+
+def test_other_base_weights_are_refused_before_the_base_loads(
+    trained: Path,
+    tiny_sd_dir: Path,
+    other_sd_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = _copy_run(trained, tmp_path / "run", other_sd_dir)
+    _no_load(monkeypatch)
+    code, lines = _sample(run, tmp_path)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {run}: its checkpoint step-000001 was trained on other")
+    assert lines[0].endswith(
+        f"set model.pretrained back to {tiny_sd_dir}, the base the run was trained from"
+    )
+
+    args = [f"model.pretrained={other_sd_dir}", "model.lora_rank=2", *SMALL, f"output_dir={run}"]
+    args += ["train.max_steps=2", "train.resume=latest", "--no-progress"]
+    result = CliRunner().invoke(app, ["train", str(RECIPE), *args])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: train.resume: {run}: its checkpoint step-000001 ")
+
+    monkeypatch.undo()  # merge averages full fine-tuning runs: two are trained first
+    good = _train(tiny_sd_dir, tmp_path / "good", 0)
+    moved = _copy_run(_train(other_sd_dir, tmp_path / "full", 0), tmp_path / "moved", tiny_sd_dir)
+    _no_load(monkeypatch)
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["merge", str(good), str(moved), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "trained on other base weights" in result.stderr and not out.exists()
+
+
+def test_the_files_read_are_those_the_load_reads_or_none(
+    trained: Path, tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsharp.base_files import files_fingerprint
+
+    ckpt = trained / STEP
+    model = load_recipe(trained / "recipe.yaml").model
+    saved = json.loads((ckpt / "trainer_state.json").read_text())[STATE_KEY]
+    read = files_fingerprint(ckpt, model)
+    assert read is not None and read["components"] == saved["components"]  # fp32: exact
+
+    # sharded beside the file, .bin weights, or a name the file lacks: not read
+    base = tmp_path / "base"
+    shutil.copytree(tiny_sd_dir, base)
+    (base / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text("{}")
+    (base / "vae" / "diffusion_pytorch_model.safetensors").rename(base / "vae" / "x.bin")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    encoder = state[STATE_KEY]["components"]["text_encoder"]
+    encoder["missing.weight[1]"] = 0.5
+    mine = tmp_path / "ckpt"
+    shutil.copytree(ckpt, mine)
+    (mine / "trainer_state.json").write_text(json.dumps(state))
+    assert files_fingerprint(mine, model.model_copy(update={"pretrained": str(base)})) is None
+
+    # a hub id: from the cache only where the load reads that snapshot too
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-sd"
+    shutil.copytree(tiny_sd_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub = model.model_copy(update={"pretrained": "someone/tiny-sd"})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert files_fingerprint(ckpt, hub) is None  # online: main may have moved on the hub
+    pinned = files_fingerprint(ckpt, hub.model_copy(update={"revision": commit}))
+    assert pinned is not None and pinned["components"] == saved["components"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = files_fingerprint(ckpt, hub)
+    assert offline is not None and offline["components"] == saved["components"]
+    assert files_fingerprint(ckpt, hub.model_copy(update={"revision": "v2"})) is None

@@ -60,8 +60,10 @@ def load_run_model(
     Returns the model and the run's recipe. ``label`` names the input in errors (the
     command's flag, or a Python function's argument). A checkpoint that does not fit the
     base its run's recipe names is refused: by config before the base loads, by the base
-    weights' fingerprint before the trained weights are applied to them.
+    weights' fingerprint before the trained weights are applied to them (read from the
+    base's files before it loads, where they tell).
     """
+    from dsharp.base_files import files_fingerprint
     from dsharp.base_fingerprint import base_fingerprint, check_base_fingerprint
     from dsharp.checkpoints import find_model_checkpoint, run_dir_of
     from dsharp.trained_fit import check_run_fits
@@ -70,6 +72,9 @@ def load_run_model(
     recipe = check_run_fits(ckpt, label)
     recipe_path = run_dir_of(ckpt) / "recipe.yaml"
     base = recipe.model
+    early = files_fingerprint(ckpt, base)
+    if early is not None:
+        check_base_fingerprint(ckpt, early, base.pretrained, recipe_path, revision=base.revision)
     try:
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:

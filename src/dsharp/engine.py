@@ -274,10 +274,17 @@ def _check_resume_fits(checkpoint: Path, recipe: Any) -> None:
         raise TrainedMisfit(f"train.resume: {err}") from None
 
 
-def _check_resume_base(checkpoint: Path, recipe: Any, fingerprint: dict) -> None:
+def _check_resume_base(checkpoint: Path, recipe: Any, fingerprint: dict | None = None) -> None:
     """A checkpoint trained on other base weights than the recipe's base model has, though
-    of the same shapes (a recipe.yaml edited to match, a base folder replaced): said once
-    the base has loaded, before the checkpoint's weights are applied to it."""
+    of the same shapes (a recipe.yaml edited to match, a base folder replaced): said before
+    the base loads where its files tell (``fingerprint`` None), else once it has loaded,
+    before the checkpoint's weights are applied to it."""
+    from dsharp.base_files import files_fingerprint
+
+    if fingerprint is None:
+        fingerprint = files_fingerprint(checkpoint, recipe.model)
+        if fingerprint is None:
+            return
     run_dir = ckpts.run_dir_of(checkpoint)
     own_run = run_dir.resolve() == Path(recipe.output_dir).resolve()
     source = run_dir / "recipe.yaml" if own_run else "this recipe"
@@ -347,6 +354,7 @@ class Trainer:
         if resume_from is not None:
             ckpts.check_resume_files(resume_from)
             _check_resume_fits(resume_from, recipe)
+            _check_resume_base(resume_from, recipe)  # from the base's files, where they tell
         _forget_other_precision(train.mixed_precision)
         self.accelerator = Accelerator(
             mixed_precision=train.mixed_precision,

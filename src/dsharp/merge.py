@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from dsharp.base_files import files_fingerprint
 from dsharp.base_fingerprint import STATE_KEY as BASE_FINGERPRINT
 from dsharp.base_fingerprint import base_fingerprint, check_base_fingerprint
 from dsharp.checkpoints import (
@@ -212,6 +213,7 @@ def merge_runs(paths: Sequence[Path], out: Path, scale: float = 1.0) -> list[Mer
     check_output_folder(out, "--out")  # before any weights load, not at the end
     sources = read_sources(paths)
     base_model = sources[0].recipe.model
+    _check_bases(sources, lambda s: files_fingerprint(s.checkpoint, base_model))  # unloaded
     model = build_model(base_model, "cpu")
     # of the base, before the merge changes it
     pretrained = _base_model(sources[0])["pretrained"]
