@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from dsharp.cli import app
 from dsharp.config import load_recipe
+from dsharp.file_records import RECORD_NAME
 from dsharp.io import read_jsonl
 from fake_rewards import NAME, brightness_registered
 
@@ -194,7 +195,7 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     names = ["0000-seed3-a.png", "0001-seed4-b.png"]
     assert [Path(p).name for p in summary["images"]] == names
     assert summary["nfe_per_image"] == 8  # 4 steps x 2 (classifier-free guidance)
-    assert sorted(p.name for p in out.iterdir()) == [*names, "grid.png"]
+    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, *names, "grid.png"]
     assert summary["grid"] == str(out / "grid.png") and summary["grid_images"] == 2
 
     ours = np.stack([np.asarray(Image.open(out / n).convert("RGB")) for n in names])
@@ -432,7 +433,7 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     again = _eval(tiny_sd_dir, prompt_file, *args)
     assert again["metrics"] == first["metrics"]
     names = ["00000-seed0.png", "00001-seed1.png", "00002-seed0.png", "00003-seed1.png"]
-    assert sorted(p.name for p in kept.iterdir()) == [*names, "grid.png"]
+    assert sorted(p.name for p in kept.iterdir()) == [RECORD_NAME, *names, "grid.png"]
     _eval(tiny_sd_dir, prompt_file, "--guidance", "1", "--out", tmp_path / "noguid.json")
 
     out = tmp_path / "cmp"

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dsharp.config import RewardSpec, load_recipe
+from dsharp.file_records import RECORD_NAME
 from dsharp.io import read_jsonl
 from dsharp.methods import sharpening
 from dsharp.methods.base import Batch
@@ -757,7 +758,7 @@ def test_lora_run_grad_accum_schedule_and_sampling_from_the_checkpoint(
         "0001-seed6-a-red-square.png",
     ]
     written = sorted(Path(p).name for p in [*summary["images"], summary["grid"]])
-    assert sorted(p.name for p in out.iterdir()) == written
+    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, *written]
 
 
 def test_training_curves_follow_checkpoints_and_a_drawing_failure_only_warns(

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dsharp import compare_plot
 from dsharp.cli import app
+from dsharp.file_records import RECORD_NAME
 from dsharp.io import naming
 
 
@@ -184,13 +185,13 @@ def test_sample_that_cannot_write_its_grid_keeps_the_previous_images(
     out = tmp_path / "out"
     args = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-n", "2", "--out"]
     assert CliRunner().invoke(app, [*args, str(out)]).exit_code == 0
-    before = _files(out)
-    assert len(before) == 3 and "grid.png" in before
+    before = _files(out)  # with the record of what dsharp wrote there
+    assert len(before) == 4 and "grid.png" in before and RECORD_NAME in before
 
     _failing_png(monkeypatch, sheets)
     result = CliRunner().invoke(app, [*args, str(out)])
     assert result.exit_code == 1
-    images = sorted(n for n in before if n != "grid.png")
+    images = sorted(n for n in before if n not in ("grid.png", RECORD_NAME))
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: [Errno 28] No space left on device: '{out / 'grid.png'}'; {images[0]}, "
         f"{images[1]} and grid.png are still the previous versions"
@@ -207,7 +208,11 @@ def test_sample_without_a_grid_removes_the_previous_one(tmp_path, stand_in_sampl
     assert "grid.png" in _files(out)
     result = CliRunner().invoke(app, [*args, str(out), "--no-grid"])
     assert result.exit_code == 0, result.output
-    assert sorted(_files(out)) == ["0000-seed0-a-red-circle.png", "0001-seed1-a-red-circle.png"]
+    assert sorted(_files(out)) == [
+        RECORD_NAME,
+        "0000-seed0-a-red-circle.png",
+        "0001-seed1-a-red-circle.png",
+    ]
 
 
 def test_an_evaluation_that_cannot_write_its_sheet_keeps_the_previous_images(tmp_path, monkeypatch):
@@ -226,7 +231,7 @@ def test_an_evaluation_that_cannot_write_its_sheet_keeps_the_previous_images(tmp
     kept, specs = tmp_path / "kept", [RewardSpec(name="shapes")]
     evaluate_module.evaluate(None, ["a red square"], specs, num_seeds=2, images_dir=kept)
     before = _files(kept)
-    assert sorted(before) == ["00000-seed0.png", "00001-seed1.png", "grid.png"]
+    assert sorted(before) == [RECORD_NAME, "00000-seed0.png", "00001-seed1.png", "grid.png"]
 
     _failing_png(monkeypatch, sheets)
     with pytest.raises(OSError) as caught:
@@ -256,7 +261,13 @@ def test_an_evaluation_that_cannot_write_its_json_keeps_the_previous_images(
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     before = {**_files(kept), "eval.json": result_json.read_bytes()}
-    assert sorted(before) == ["00000-seed0.png", "00001-seed1.png", "eval.json", "grid.png"]
+    assert sorted(before) == [
+        RECORD_NAME,
+        "00000-seed0.png",
+        "00001-seed1.png",
+        "eval.json",
+        "grid.png",
+    ]
 
     real = io.atomic_write_text
 
@@ -275,3 +286,50 @@ def test_an_evaluation_that_cannot_write_its_json_keeps_the_previous_images(
     )
     assert {**_files(kept), "eval.json": result_json.read_bytes()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sample_again_in_its_folder_leaves_only_the_new_images_and_the_users(
+    tmp_path, stand_in_sampler
+):
+    """A second sample with fewer prompts (or other seeds) used to leave the first one's
+    other images beside the new ones, where they passed for this run's; a file dsharp did
+    not write stays, and is named in a note."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.png").write_bytes(b"the user's")
+    args = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-p", "a blue square"]
+    assert CliRunner().invoke(app, [*args, "-n", "2", "--out", str(out)]).exit_code == 0
+    assert len(_files(out)) == 7  # 4 images, the grid, the record, the user's
+    args = ["sample", "--model", "dsharp-mini", "-p", "a green star", "--seed", "7"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(_files(out)) == [
+        RECORD_NAME,
+        "0000-seed7-a-green-star.png",
+        "grid.png",
+        "mine.png",
+    ]
+    assert (out / "mine.png").read_bytes() == b"the user's"
+    assert result.stderr.strip().splitlines() == [
+        f"note: {out} also holds 1 other PNG file this command did not write (kept): mine.png"
+    ]
+
+
+def test_eval_with_fewer_seeds_in_the_same_images_folder_leaves_only_its_images(
+    tmp_path, monkeypatch, stand_in_sampler
+):
+    import dsharp.evaluate as evaluate_module
+    import dsharp.generate as generate_module
+
+    monkeypatch.setattr(evaluate_module, "generate", generate_module.generate)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square\n")
+    kept = tmp_path / "kept"
+    args = ["eval", "--model", "dsharp-mini", "--prompts", str(prompts), "--reward", "shapes"]
+    args += ["--out", str(tmp_path / "eval.json"), "--images", str(kept), "--seeds"]
+    assert CliRunner().invoke(app, [*args, "4"]).exit_code == 0
+    assert len(_files(kept)) == 6
+    result = CliRunner().invoke(app, [*args, "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(_files(kept)) == [RECORD_NAME, "00000-seed0.png", "00001-seed1.png", "grid.png"]
+    assert "note:" not in result.stderr

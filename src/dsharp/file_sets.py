@@ -14,10 +14,11 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from dsharp.file_records import RECORD_NAME, digest, read_record, stale_files, write_record
 from dsharp.io import sync_folder
 
 
@@ -75,7 +76,9 @@ class ReplacedThenInterrupted(KeyboardInterrupt):
 
 
 @contextmanager
-def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
+def replaced_together(
+    *paths: Path, recorded: Iterable[Path] = ()
+) -> Iterator[Callable[[Path], Path]]:
     """Yield ``staged(path)``: where to write the new version of ``path``, one of ``paths``.
 
     On leaving the block without an error, each staged file replaces its path in the order
@@ -83,22 +86,30 @@ def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
     this time is removed, as an older one would pass for part of this set. On an error, the
     staged files are removed and every path is left as it was; an ``OSError`` becomes a
     :class:`FileSetError` that names the file and the set's state.
+
+    ``recorded``: those of ``paths`` in one folder that dsharp names for itself (a run's
+    images), recorded in that folder (:mod:`dsharp.file_records`) with the set; files an
+    earlier set recorded there that this one does not rewrite are removed after its last
+    rename, in the same step (a Ctrl-C or a full disk before it leaves all of them).
     """
     finals = list(dict.fromkeys(Path(p) for p in paths))  # a path named twice: once
+    owned = list(dict.fromkeys(Path(p) for p in recorded))
+    record = _record_path(owned, finals)
+    order = [record, *finals] if record is not None else finals  # the record first: see _commit
     token = secrets.token_hex(4)
-    staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in finals}
+    staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in order}
 
     def where(path: Path) -> Path:
-        try:
-            return staged[Path(path)]
-        except KeyError:
-            raise ValueError(f"{path} is not one of this set's files") from None
+        if Path(path) not in finals:
+            raise ValueError(f"{path} is not one of this set's files")
+        return staged[Path(path)]
 
     committing = False
     try:
         yield where
+        stale = _recorded(record, staged, owned) if record is not None else []
         committing = True  # a Ctrl-C before _commit holds it back: cleaned up here too
-        _commit(finals, staged)
+        _commit(order, staged, stale, shown=finals)
     except BaseException as err:
         _remove(staged.values())
         if not committing and isinstance(err, OSError) and err.errno is not None:
@@ -107,10 +118,38 @@ def replaced_together(*paths: Path) -> Iterator[Callable[[Path], Path]]:
         raise
 
 
-def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
-    """Rename the staged files into place in order, with Ctrl-C held back until done: an
-    interrupt between two renames would leave the mix this module is there to prevent."""
+def _record_path(owned: list[Path], finals: list[Path]) -> Path | None:
+    """The record of the folder of ``owned`` (None for none), which must be set members."""
+    if not owned:
+        return None
+    outside = [p for p in owned if p not in finals]
+    if outside or len({p.parent for p in owned}) != 1:
+        raise ValueError(f"recorded files must be of this set, in one folder: {owned}")
+    return owned[0].parent / RECORD_NAME
+
+
+def _recorded(record: Path, staged: dict[Path, Path], owned: list[Path]) -> list[Path]:
+    """Write the folder's new record (staged) and return the files of the earlier set to
+    remove: the record names them too, so that a run stopped before they are removed (a
+    power cut) leaves them known to the next."""
+    folder = record.parent
+    written = {p.name: digest(staged[p]) for p in owned if staged[p].exists()}
+    stale = stale_files(folder, read_record(folder), (p.name for p in owned))
+    write_record(staged[record], {**stale, **written})
+    return [folder / name for name in stale]
+
+
+def _commit(
+    finals: list[Path],
+    staged: dict[Path, Path],
+    stale: Sequence[Path] = (),
+    shown: list[Path] | None = None,
+) -> None:
+    """Rename the staged files into place in order, then remove ``stale``, with Ctrl-C held
+    back until done: an interrupt between two renames would leave the mix this module is
+    there to prevent. ``shown``: the files an error lists (not the folder's record)."""
     written = {p for p in finals if staged[p].exists()}
+    listed = finals if shown is None else shown
     with _interrupts_held():
         for i, path in enumerate(finals):
             try:
@@ -120,7 +159,15 @@ def _commit(finals: list[Path], staged: dict[Path, Path]) -> None:
                     path.unlink(missing_ok=True)
             except OSError as err:
                 _remove(staged.values())
-                raise FileSetError(err, path, _partly(finals[:i], finals[i:], path)) from None
+                done = [p for p in finals[:i] if p in listed]
+                left = [p for p in finals[i:] if p in listed]
+                raise FileSetError(err, path, _partly(done, left, path)) from None
+        for path in stale:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                state = "the new files are in place; this older one was not removed"
+                raise FileSetError(err, path, state) from None
         for folder in {p.parent for p in finals}:
             sync_folder(folder)
 

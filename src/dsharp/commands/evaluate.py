@@ -516,10 +516,14 @@ def evaluate_cmd(
         elif target is not None:
             atomic_write_json(target, result)
     _show(result, target, as_json, bench_name)
-    if images is not None and not as_json:
+    if images is not None:
+        from dsharp.commands.output_notes import others_note
+        from dsharp.evaluate import evaluated_image_names
         from dsharp.sheets import SHEET_PNG
 
-        typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
+        others_note(images, [*evaluated_image_names(result), SHEET_PNG])
+        if not as_json:
+            typer.echo(f"images: {images} (contact sheet: {images / SHEET_PNG})")
 
 
 def _default_target(

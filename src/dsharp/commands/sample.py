@@ -21,6 +21,7 @@ from dsharp.commands.errors import (
     user_errors,
 )
 from dsharp.commands.help_format import DEVICE_HELP
+from dsharp.commands.output_notes import others_note
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -204,9 +205,10 @@ def sample(
         from dsharp.file_sets import replaced_together
 
         # one set, the grid last: a full disk must not leave a grid of other images; with
-        # --no-grid an older grid.png is removed, as it would pass for these images' grid
+        # --no-grid an older grid.png is removed, as it would pass for these images' grid;
+        # recorded, so that the images of an earlier sample this one does not rewrite go
         files = [out / n for n in names] + [out / SHEET_PNG]
-        with replaced_together(*files) as staged:
+        with replaced_together(*files, recorded=files) as staged:
             paths = save_images(result.images, out, names, staged=staged)
             if grid:
                 from dsharp.score_words import sample_heading
@@ -226,6 +228,7 @@ def sample(
     }
     if result.reward_evals_per_image is not None:
         summary["reward_evals_per_image"] = result.reward_evals_per_image
+    others_note(out, [p.name for p in files])
     if as_json:
         typer.echo(json.dumps(summary))
         return

@@ -1,0 +1,26 @@
+"""The note a command prints where its output folder holds images it did not write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+
+def others_note(folder: Path, written: Sequence[str]) -> None:
+    """Say on stderr which PNG files of ``folder`` are not of the set just written (the
+    user's, or an older dsharp's that kept no record): kept, as dsharp removes only the
+    files it recorded writing, they could otherwise be taken for this run's."""
+    from dsharp.file_records import others_in
+
+    others = others_in(folder, written)
+    if not others:
+        return
+    shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    files = "file" if len(others) == 1 else "files"
+    typer.echo(
+        f"note: {folder} also holds {len(others)} other PNG {files} this command did not "
+        f"write (kept): {shown}",
+        err=True,
+    )
