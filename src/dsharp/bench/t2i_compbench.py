@@ -90,22 +90,59 @@ def select_prompts(prompts: Sequence[str], limit: int | None) -> list[tuple[int,
 # --------------------------------------------------------------------------- resume state
 
 
+def fingerprint_of(
+    model_id: str,
+    split: str,
+    seeds: Sequence[int],
+    settings: Any,
+    options: EvaluatorOptions,
+    noun_phrases: str,
+) -> dict[str, Any]:
+    """What a work folder's rows were computed with (``run.json``): a resume with other
+    settings is refused rather than mixed in."""
+    return {
+        "bench": "t2i-compbench",
+        "model": model_id,
+        "split": split,
+        "seeds": list(seeds),
+        "sample": settings.as_dict(),
+        # the device is left out: resuming a GPU run on CPU (or back) is allowed
+        "evaluators": {
+            **{k: v for k, v in options.as_dict().items() if k != "device"},
+            "noun_phrases": noun_phrases,
+        },
+    }
+
+
+def check_resumable(
+    out_dir: Path, fingerprint: dict[str, Any], instead: str = "another output folder"
+) -> None:
+    """``ValueError`` where ``out_dir`` holds rows computed with other settings than
+    ``fingerprint``'s (``instead``: what the user may give in its place), so that a caller
+    can refuse them before it loads the model."""
+    run_file = Path(out_dir) / RUN_FILE
+    if not run_file.exists():
+        return
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or "not JSON"
+        raise ValueError(f"{run_file}: cannot be read ({reason}); delete {out_dir}") from None
+    stored = json_safe(fingerprint)
+    if previous != stored:
+        changed = sorted(k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k))
+        raise ValueError(
+            f"{out_dir}: holds a T2I-CompBench evaluation made with other settings "
+            f"({', '.join(changed)} differ); give {instead} or delete it"
+        )
+
+
 def _load_done(out_dir: Path, fingerprint: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
     """Rows already computed with the same settings, keyed by (category, index, prompt)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_resumable(out_dir, fingerprint)
     run_file = out_dir / RUN_FILE
-    stored = json_safe(fingerprint)
-    if run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous != stored:
-            changed = sorted(
-                k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k)
-            )
-            raise ValueError(
-                f"{out_dir}: holds a T2I-CompBench evaluation made with other settings "
-                f"({', '.join(changed)} differ); use another output folder or delete it"
-            )
-    else:
+    if not run_file.exists():
         atomic_write_json(run_file, fingerprint)
     partial = out_dir / PARTIAL_FILE
     rows = read_jsonl(partial)
@@ -250,18 +287,7 @@ def run_t2i_compbench(
     model_id = model_id or str(getattr(model, "source", None) or type(model).__name__)
 
     selected = {c: select_prompts(prompt_set.prompts[c], limit) for c in cats}
-    fingerprint = {
-        "bench": "t2i-compbench",
-        "model": model_id,
-        "split": split,
-        "seeds": seeds,
-        "sample": settings.as_dict(),
-        # the device is left out: resuming a GPU run on CPU (or back) is allowed
-        "evaluators": {
-            **{k: v for k, v in options.as_dict().items() if k != "device"},
-            "noun_phrases": scorer.method,
-        },
-    }
+    fingerprint = fingerprint_of(model_id, split, seeds, settings, options, scorer.method)
     out = Path(out_dir) if out_dir is not None else None
     done = _load_done(out, fingerprint) if out is not None else {}
     images_dir = out / IMAGES_DIR if (out is not None and keep_images) else None

@@ -615,22 +615,19 @@ def _t2i_compbench(
     from dsharp.bench import run_t2i_compbench
     from dsharp.bench.t2i_compbench import check_settings
     from dsharp.bench.t2i_data import load_prompt_set
-    from dsharp.checkpoints import checkpoint_step, run_dir_of
+    from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import load_model_for_inference, pick_device
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
     with settings_errors():  # a bad category, split or --set: exit 2, at once
-        cats, _ = check_settings(categories, split, evaluator_options)
+        cats, options = check_settings(categories, split, evaluator_options)
     pick_device(device)  # a bad --device, a missing model: before the prompts' download
     ckpt = require_model(model, checkpoint)
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
     target = out or _default_target(ckpt, None, None, json_name)
-    # The resumable work is kept per checkpoint, so a run that trains on and is evaluated
-    # again does not reuse an earlier checkpoint's rows; in the run folder, not inside the
-    # checkpoint, which training may prune (keep_checkpoints) while the evaluation runs.
-    work_dir = images or (run_dir_of(ckpt) / "t2i-compbench" / ckpt.name if ckpt else None)
+    work_dir, instead = _t2i_work_dir(images, ckpt, target)
     # In its own folder the work is that checkpoint's by where it is (a moved run folder
     # resumes it); in a folder the user gives, the checkpoint's path says whose it is.
     model_id = str(model) if ckpt is None else (str(ckpt.resolve()) if images else ckpt.name)
@@ -641,31 +638,100 @@ def _t2i_compbench(
         check_output_folder(work_dir, "t2i-compbench work folder")
     with settings_errors():  # read (or fetched) before the model loads; no prompt: exit 2
         load_prompt_set(cats, split, data)
-    diffusion = load_model_for_inference(model, checkpoint, device)
     settings = SampleSettings(
         steps=steps or 25,
         guidance=guidance if guidance is not None else 5.0,
         height=height,
         width=width,
     )
-    result = run_t2i_compbench(
-        diffusion,
-        categories=categories,
-        split=split,
-        images_per_prompt=images_per_prompt,
-        limit=limit,
-        data_dir=data,
-        settings=settings,
-        evaluator_options=evaluator_options,
-        out_dir=work_dir,
-        keep_images=images is not None,
-        progress=progress,
-        batch_size=batch_size,
-        model_id=model_id,
-    )
-    result = {"bench": T2I_COMPBENCH, "model": str(checkpoint or model), **result}
+    if work_dir is not None:  # rows of other settings: refused before the model loads
+        from dsharp.bench.t2i_compbench import check_resumable, fingerprint_of
+        from dsharp.rewards.noun_phrases import resolve_method
+
+        seeds = range(images_per_prompt)
+        method = resolve_method(options.noun_phrases)
+        fingerprint = fingerprint_of(model_id, split, seeds, settings, options, method)
+        check_resumable(work_dir, fingerprint, instead)
+        _say_resumed(work_dir)
+    diffusion = load_model_for_inference(model, checkpoint, device)
+    try:
+        result = run_t2i_compbench(
+            diffusion,
+            categories=categories,
+            split=split,
+            images_per_prompt=images_per_prompt,
+            limit=limit,
+            data_dir=data,
+            settings=settings,
+            evaluator_options=evaluator_options,
+            out_dir=work_dir,
+            keep_images=images is not None,
+            progress=progress,
+            batch_size=batch_size,
+            model_id=model_id,
+        )
+    except KeyboardInterrupt:
+        if work_dir is not None:
+            typer.echo(
+                f"note: the prompts scored so far are kept in {work_dir}; the same "
+                "command resumes there",
+                err=True,
+            )
+        raise
+    # the model as given, as other benches record it (the run's rows name the checkpoint
+    # by its folder's name, which `dsharp runs` and the table would show instead)
+    result = {**result, "bench": T2I_COMPBENCH, "model": str(checkpoint or model)}
     if ckpt is not None:
         result["step"] = step
+    transient = work_dir is not None and images is None and ckpt is None
+    if transient:
+        result["out_dir"] = None  # removed below, once the result is written
     if target is not None:
         atomic_write_json(target, result)
+    if transient:
+        _remove_work(work_dir)
     return result, target
+
+
+def _t2i_work_dir(
+    images: Path | None, ckpt: Path | None, target: Path | None
+) -> tuple[Path | None, str]:
+    """Where ``--bench t2i-compbench`` keeps its resumable rows, and what a user may give
+    instead of it: ``--images DIR``; for a checkpoint, a folder per checkpoint in its run
+    folder (a run that trains on and is evaluated again does not reuse an earlier
+    checkpoint's rows; not inside the checkpoint, which training may prune while the
+    evaluation runs); for a ``--model`` with ``--out FILE``, ``FILE.partial`` beside it,
+    removed once FILE is written, so that an interrupted evaluation resumes; else none."""
+    if images is not None:
+        return images, "another --images DIR"
+    if ckpt is not None:
+        from dsharp.checkpoints import run_dir_of
+
+        return run_dir_of(ckpt) / "t2i-compbench" / ckpt.name, "--images DIR"
+    if target is not None:
+        return target.with_name(f"{target.name}.partial"), "another --out FILE"
+    return None, ""
+
+
+def _say_resumed(work_dir: Path) -> None:
+    """Say on stderr that rows of an earlier, unfinished run are reused, and where."""
+    from dsharp.bench.t2i_compbench import PARTIAL_FILE
+    from dsharp.io import read_jsonl
+
+    rows = read_jsonl(work_dir / PARTIAL_FILE)
+    if rows:
+        count = f"{len(rows)} prompt{'s' if len(rows) != 1 else ''}"
+        typer.echo(f"note: reusing {count} scored before, kept in {work_dir}", err=True)
+
+
+def _remove_work(work_dir: Path) -> None:
+    """A ``--out FILE.partial`` work folder, once FILE holds its result: its own files,
+    then the folder where nothing else is left in it."""
+    from contextlib import suppress
+
+    from dsharp.bench.t2i_compbench import PARTIAL_FILE, RUN_FILE
+
+    with suppress(OSError):
+        for name in (PARTIAL_FILE, RUN_FILE):
+            (work_dir / name).unlink(missing_ok=True)
+        work_dir.rmdir()
