@@ -160,7 +160,6 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
         "a LoRA run (model.lora_rank: 2)": [str(lora)],
         f"{tmp_path / 'missing'}: no such folder": [str(tmp_path / "missing")],
         "no checkpoint found": [str(tmp_path / "no-run")],
-        "the same checkpoint as": [str(runs[0]), str(runs[1]), str(runs[0])],
     }
     for expected, sources in cases.items():
         out = tmp_path / f"out-{len(expected)}"
@@ -176,6 +175,15 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
         args = ["merge", str(runs[0]), "--out", str(tmp_path / "x"), "--scale", value]
         bad = CliRunner().invoke(app, args)
         assert bad.exit_code == 2 and "--scale must be a finite number" in bad.stderr
+    checkpoint = sorted((runs[0] / "checkpoints").iterdir())[-1]
+    for sources in ([runs[0], runs[1], runs[0]], [runs[0], checkpoint]):  # a doubled input: 2
+        args = ["merge", *map(str, sources), "--out", str(tmp_path / "x")]
+        twice = CliRunner().invoke(app, args)
+        assert twice.exit_code == 2, twice.output
+        assert twice.stderr.strip() == (
+            f"error: {sources[-1]}: the same checkpoint as {runs[0]}: give each run once"
+        )
+    assert not (tmp_path / "x").exists()
 
 
 def test_merge_checks_that_out_can_be_written_before_loading_weights(

@@ -81,9 +81,10 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     every run a full fine-tuning of the same base model, with its UNet weights present."""
     from dsharp.checkpoints import read_run_recipe
     from dsharp.models.sd import LORA_CONFIG
+    from dsharp.recipe_errors import RecipeError
 
     if not paths:
-        raise ValueError("merge: give at least one run folder")
+        raise RecipeError("merge: give at least one run folder")
     sources = []
     for path in paths:
         if not Path(path).exists():
@@ -94,6 +95,9 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
             raise FileNotFoundError(
                 f"{path}: no checkpoint found (expected a run folder or a checkpoint folder)"
             ) from None
+        twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
+        if twice:  # it would weigh that run double in the mean; a doubled input: exit 2
+            raise RecipeError(f"{path}: the same checkpoint as {twice[0]}: give each run once")
         recipe = read_run_recipe(ckpt, label=str(path))
         if recipe.model.lora_rank or (ckpt / "model" / LORA_CONFIG).is_file():
             rank = recipe.model.lora_rank
@@ -105,9 +109,6 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
         check_checkpoint_fits(ckpt, recipe.model, run_dir_of(ckpt) / "recipe.yaml")
         weights = unet_weight_files(ckpt, str(path))
         step = checkpoint_step(ckpt) or 0
-        twice = [s.given for s in sources if s.checkpoint.resolve() == ckpt.resolve()]
-        if twice:  # it would weigh that run double in the mean
-            raise ValueError(f"{path}: the same checkpoint as {twice[0]}: give each run once")
         sources.append(MergeSource(Path(path), ckpt, step, recipe, weights))
     first = sources[0]
     for other in sources[1:]:

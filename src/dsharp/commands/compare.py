@@ -72,7 +72,7 @@ def compare(
         typer.echo(f"{prefix}{text}", err=True)
 
     with user_errors():
-        _check_flags(against, table, paired)
+        _check_flags(against, table, paired, len(sources))
         require_output_paths({"--out": out}, {})
         if against is None:
             for line in _which_evaluation(sources):
@@ -141,9 +141,10 @@ def compare(
     typer.echo(f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}")
 
 
-def _check_flags(against: str | None, table: str, paired: bool) -> None:
-    """Refuse a flag value compare does not know before reading any source: a bad setting,
-    exit 2 as a bad recipe value (``RecipeError``)."""
+def _check_flags(against: str | None, table: str, paired: bool, sources: int) -> None:
+    """Refuse a flag value compare does not know, or ``--paired`` with one source (a missing
+    input), before reading any source: a bad setting, exit 2 as a bad recipe value
+    (``RecipeError``)."""
     from dsharp.bench.paper import TABLES
     from dsharp.recipe_errors import RecipeError
 
@@ -153,6 +154,8 @@ def _check_flags(against: str | None, table: str, paired: bool) -> None:
         raise RecipeError(f"--table: unknown '{table}' (available: {', '.join(TABLES)})")
     if paired and against is not None:
         raise RecipeError("--paired and --against: choose one")
+    if paired and sources < 2:
+        raise RecipeError("--paired: give a baseline and at least one evaluation to pair with it")
 
 
 def _which_evaluation(sources: list[Path]) -> list[str]:
