@@ -318,3 +318,51 @@ def test_eval_out_help_reads_whole_on_a_narrow_terminal(rich, columns, monkeypat
     )
     assert result.exit_code == 0, result.output
     assert _option_rows(result.stdout, "--out") == " ".join(f"--out PATH {out.help}".split())
+
+
+#: The lines of rich's panels: no part of a word.
+BOX_LINES = re.compile(r"[\u2500-\u257f]")
+
+
+def help_words(text: str) -> set[str]:
+    return set(BOX_LINES.sub(" ", text).split())
+
+
+def _shown_help(path: tuple[str, ...], columns: int) -> str:
+    """``--help`` as a terminal ``columns`` wide shows it (rich help, as by default)."""
+    result = CliRunner().invoke(
+        app, [*path, "--help"], env={"COLUMNS": str(columns)}, terminal_width=columns
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "dsharp")
+def test_no_help_cuts_a_word_on_a_narrow_terminal(path, columns):
+    """Rich help cut words wider than their column on a narrow terminal: at 60 columns
+    ``inference_scali…`` and ``--option,--set-s…`` in eval, ``[0<=x<=4294`` / ``967295]`` in
+    sample, ``recipes/mini/table2_sample…`` in reproduce; at 80, sample's
+    ``(sample.options.K…``. Each word is now shown whole (rich help where it keeps them so,
+    plain help otherwise), on lines no wider than the terminal."""
+    text = _shown_help(path, columns)
+    whole = help_words(_shown_help(path, 1000)) | help_words(_plain_help(path))
+    # a group's plain help shortens a command's summary at a word, with "..."
+    shown = {w[:-3] if w.endswith("...") and w[:-3] in whole else w for w in help_words(text)}
+    assert shown <= whole, sorted(shown - whole)
+    assert max(len(line) for line in text.splitlines()) <= columns, text
+
+
+def _plain_help(path: tuple[str, ...]) -> str:
+    previous = typer.core.HAS_RICH
+    typer.core.HAS_RICH = False
+    try:
+        return _shown_help(path, 1000)
+    finally:
+        typer.core.HAS_RICH = previous
+
+
+@pytest.mark.parametrize("path", [("eval",), ("runs",), ()], ids=["eval", "runs", "dsharp"])
+def test_rich_help_stays_where_it_keeps_every_word(path):
+    """Only where rich help would cut a word does plain help stand in for it."""
+    assert "╭─ Options" in _shown_help(path, 80)

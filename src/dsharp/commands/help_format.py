@@ -12,11 +12,18 @@ click's plain placeholders already, and these classes leave its parameters as th
 Plain help (click's, without rich) is wrapped by :class:`NoHyphenBreakFormatter`, which never
 breaks a line inside a hyphenated word (``eval-BENCH-FILESTEM.json``, ``--images-per-prompt``):
 a path or an option cut at its hyphen reads as two, and cannot be copied whole.
+
+Rich help (typer's panels) cuts a word wider than its column (``inference_scali…``,
+``[0<=x<=4294`` / ``967295]``) on a narrow terminal: where it would, at the terminal's width,
+the command prints the plain help instead, whose words stay whole (:func:`rich_help_fits`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+from collections.abc import Callable, Iterator
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
 
@@ -135,6 +142,88 @@ class PlainHelpContext(_Context):
     formatter_class = NoHyphenBreakFormatter
 
 
+#: The lines of rich's panels and tables: no part of a word.
+_BOX_LINES = re.compile(r"[\u2500-\u257f]")
+#: A colour or style code rich writes where it takes the output for a terminal.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Wide enough for every word of any command's help on one line.
+_WIDE = 1000
+
+
+def help_words(text: str) -> set[str]:
+    """The words of a rendered help: what stands between spaces once the panels' lines and
+    any colour codes are taken out."""
+    return set(_BOX_LINES.sub(" ", _ANSI.sub("", text)).split())
+
+
+@contextlib.contextmanager
+def _rich_width(width: int | None) -> Iterator[None]:
+    """typer's rich help rendered ``width`` columns wide (None: the terminal's)."""
+    from typer import rich_utils
+
+    saved = rich_utils.MAX_WIDTH
+    rich_utils.MAX_WIDTH = width
+    try:
+        yield
+    finally:
+        rich_utils.MAX_WIDTH = saved
+
+
+def _rendered(render: Callable[[], object], width: int) -> str:
+    """What ``render`` (typer's rich help) prints ``width`` columns wide."""
+    buffer = io.StringIO()
+    with _rich_width(width), contextlib.redirect_stdout(buffer):
+        render()
+    return buffer.getvalue()
+
+
+def rich_help_fits(render: Callable[[], object]) -> bool:
+    """Whether the rich help that ``render`` prints keeps every word whole at the terminal's
+    width: each word it shows there is one it shows where every word fits on a line (a word
+    cut short with ``…`` or folded over two lines is not)."""
+    from rich.console import Console
+    from typer import rich_utils
+
+    width = Console(width=rich_utils.MAX_WIDTH).width  # as typer's own console measures it
+    if width >= _WIDE:
+        return True
+    return help_words(_rendered(render, width)) <= help_words(_rendered(render, _WIDE))
+
+
+@contextlib.contextmanager
+def _without_rich() -> Iterator[None]:
+    """typer's commands print click's plain help meanwhile."""
+    import typer.core
+
+    saved = typer.core.HAS_RICH
+    typer.core.HAS_RICH = False
+    try:
+        yield
+    finally:
+        typer.core.HAS_RICH = saved
+
+
+def _format_help(command: Any, ctx: Any, formatter: Any, format_help: Callable) -> None:
+    """``format_help`` (typer's) as rich help where it keeps every word whole at the
+    terminal's width, as plain help otherwise. Either way without the no-rewrap marks, which
+    only plain help reads: rich help keeps its lines as written, and in place of rich help an
+    example wider than the terminal is wrapped at its spaces, as rich help wraps it, not cut
+    by the terminal inside a word."""
+    import typer.core
+
+    if not (typer.core.HAS_RICH and command.rich_markup_mode is not None):
+        return format_help(ctx, formatter)  # plain help asked for: it reads the marks
+    written = command.help
+    command.help = without_no_rewrap_marks(written) if written else written
+    try:
+        if rich_help_fits(lambda: format_help(ctx, formatter)):
+            return format_help(ctx, formatter)
+        with _without_rich():
+            return format_help(ctx, formatter)
+    finally:
+        command.help = written
+
+
 class PlainHelpCommand(TyperCommand):
     """A typer command whose ``--help`` shows plain placeholders (see the module), and whose
     example commands marked :data:`NO_REWRAP` stay whole in plain help and as written in rich
@@ -148,21 +237,13 @@ class PlainHelpCommand(TyperCommand):
         return params
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        import typer.core
-
-        if not (typer.core.HAS_RICH and self.rich_markup_mode is not None and self.help):
-            return super().format_help(ctx, formatter)  # click's: it reads the marks
-        written = self.help
-        self.help = without_no_rewrap_marks(written)
-        try:
-            return super().format_help(ctx, formatter)
-        finally:
-            self.help = written
+        _format_help(self, ctx, formatter, super().format_help)
 
 
 class PlainHelpGroup(TyperGroup):
     """A typer group (``dsharp``, ``dsharp recipes``) whose ``--help`` shows plain
-    placeholders; its commands are :class:`PlainHelpCommand`."""
+    placeholders; its commands are :class:`PlainHelpCommand`. Its rich help, as theirs, is
+    plain where it would cut a word."""
 
     context_class = PlainHelpContext
 
@@ -170,6 +251,9 @@ class PlainHelpGroup(TyperGroup):
         params = super().get_params(ctx)
         plain_placeholders(params)
         return params
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _format_help(self, ctx, formatter, super().format_help)
 
 
 #: ``--device`` help of sample and eval: every value ``devices.pick_device`` takes
