@@ -257,3 +257,24 @@ def test_a_study_trains_its_rows_on_every_process_and_the_first_alone_evaluates(
     for name in ("base/eval.json", "trained/eval.json", "table.md", "table.csv"):
         assert first.count(["rename", str(out / name)]) == 1, name
     assert other == []  # (accelerate's random_states_1.pkl is written where no hook sees it)
+
+
+@pytest.mark.slow
+def test_a_refusal_every_process_makes_is_said_once(tiny_sd_dir, tmp_path):
+    """A data file that is not there, found by every process after the launch: the first
+    process says so in one line and the other exits as quietly (each printed it before)."""
+    missing = tmp_path / "missing.jsonl"
+    recipe = ROOT / "recipes" / "tiny" / "sft_sharpening.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += ["-m", "dsharp.cli", "train", str(recipe), f"model.pretrained={tiny_sd_dir}"]
+    command += [f"output_dir={tmp_path / 'run'}", f"data.dataset={missing}", "data.generator=none"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["DSHARP_LOAD_PLUGINS"] = ""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if line.startswith("recipe error:")]
+    assert len(said) == 1 and f"data.dataset: not found: {missing}" in said[0], done.stderr
+    assert "exitcode  : 2" in done.stderr  # both processes: the other's exit, as the first's
+    assert not (tmp_path / "run").exists()

@@ -64,3 +64,35 @@ def leave_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _Stopped(Exception):
+    """The launcher's stop came while :func:`stopped_by_the_launcher` waited."""
+
+
+def stopped_by_the_launcher(seconds: float) -> bool:
+    """Wait up to ``seconds`` for the launcher to stop this process (SIGTERM, or SIGINT as a
+    Ctrl-C reaches every process); whether it did. A launcher stops the others once one of
+    its processes exits with an error. Outside the main thread, where no signal handler can
+    be set, it returns False at once."""
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for sig in previous:
+            signal.signal(sig, stop)
+        time.sleep(seconds)
+    except _Stopped:
+        return True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return False

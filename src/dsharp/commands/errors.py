@@ -157,10 +157,32 @@ def debugging() -> bool:
 RECIPE_ERROR_EXIT = 2
 
 
+#: How long a process other than a launch's first waits, after an error, for the launcher
+#: to stop it: where the first process met the error too (every process reads the same
+#: recipe and files), the first one says it and the launcher then stops the others.
+OTHERS_WAIT_S = 5.0
+
+
+def said_once(line: str, code: int) -> typer.Exit:
+    """Print ``line`` on stderr and return the exit (``code``) to raise, once per launch:
+    under a launcher of several processes, each of which meets the same bad input, the first
+    process says it and the others exit without a word when the launcher stops them. One
+    that no stop reaches within ``OTHERS_WAIT_S`` met the error alone and says it itself.
+    The others wait rather than exit at once: the launcher, seeing one exit, could stop the
+    first process before it had said why."""
+    from dsharp.launch import launch_size, launcher_rank_zero, stopped_by_the_launcher
+
+    if launch_size() > 1 and not launcher_rank_zero() and stopped_by_the_launcher(OTHERS_WAIT_S):
+        return typer.Exit(code)
+    print(line, file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
 @contextmanager
 def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
     """Turn expected exceptions into ``prefix: message`` on stderr and exit ``code``
-    (``RECIPE_ERROR_EXIT`` for a ``RecipeError``: a setting that does not parse)."""
+    (``RECIPE_ERROR_EXIT`` for a ``RecipeError``: a setting that does not parse), said once
+    under a launcher of several processes (:func:`said_once`)."""
     from dsharp.recipe_errors import RecipeError
 
     try:
@@ -170,8 +192,8 @@ def user_errors(prefix: str = "error", code: int = 1) -> Iterator[None]:
     except USER_ERRORS as exc:
         if debugging():
             raise
-        print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
-        raise typer.Exit(RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else code) from None
+        status = RECIPE_ERROR_EXIT if isinstance(exc, RecipeError) else code
+        raise said_once(f"{prefix}: {one_line(exc)}", status) from None
 
 
 @contextmanager

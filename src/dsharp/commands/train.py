@@ -11,6 +11,7 @@ from dsharp.commands.errors import (
     RECIPE_ERROR_EXIT,
     debugging,
     own_warnings_as_lines,
+    said_once,
     user_errors,
 )
 from dsharp.launch import launch_size, launcher_rank_zero
@@ -48,8 +49,7 @@ def train(
         except RecipeError as exc:
             if debugging():
                 raise
-            typer.echo(f"recipe error: {exc}", err=True)
-            raise typer.Exit(RECIPE_ERROR_EXIT) from None
+            raise said_once(f"recipe error: {exc}", RECIPE_ERROR_EXIT) from None
     with user_errors("error"):
         from dsharp.preflight import check_runtime
         from dsharp.train_start import claimed_run_folder
