@@ -96,6 +96,16 @@ def test_a_bad_metadata_csv_is_refused_naming_the_line(tmp_path, text, line, rea
     assert str(err.value) == f"{where}: {reason}"
 
 
+def test_a_spreadsheet_s_empty_rows_are_skipped_as_blank_lines(tmp_path):
+    # Excel writes the rows of once-used cells as bare commas
+    text = "file_name,text,\r\na.png,red,\r\n,,\r\ntrain/b.png,blue,\r\n , ,\r\n,,\r\n"
+    source = FolderSource(_folder(tmp_path, text))
+    assert [(item.caption, item.where.rsplit(":", 1)[1]) for item in source.items] == [
+        ("red", "2"),
+        ("blue", "4"),
+    ]
+
+
 def test_a_metadata_csv_that_is_not_utf8_names_the_line(tmp_path):
     folder = _folder(tmp_path, "")
     (folder / "metadata.csv").write_bytes(b"file_name,text\na.png,caf\xe9\n")

@@ -293,8 +293,8 @@ def _csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[str, dict[str, s
             break
         except csv.Error as exc:
             raise ValueError(f"{path}:{start}: bad CSV row ({exc})") from None
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue  # a blank line
+        if not any(field.strip() for field in record):
+            continue  # a blank line, or a spreadsheet's empty row (``,,``)
         if header is None:
             header, header_line = record, start
             missing = [column for column in columns if column not in header]
