@@ -86,6 +86,11 @@ def test_both_metadata_files_are_refused(tmp_path):
             2,
             "image column 'file_name' holds a value (''), not a file path",
         ),
+        (
+            "file_name,text,text\na.png,red,rouge\n",
+            1,
+            "column 'text' is named twice (fields 2 and 3)",
+        ),
     ],
 )
 def test_a_bad_metadata_csv_is_refused_naming_the_line(tmp_path, text, line, reason):

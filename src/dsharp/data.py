@@ -297,10 +297,7 @@ def _csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[str, dict[str, s
             continue  # a blank line, or a spreadsheet's empty row (``,,``)
         if header is None:
             header, header_line = record, start
-            missing = [column for column in columns if column not in header]
-            if missing:
-                has = ", ".join(repr(name) for name in header)
-                raise ValueError(f"{path}:{start}: no column {missing[0]!r} (it has {has})")
+            _check_header(header, columns, f"{path}:{start}")
             continue
         if len(record) != len(header):
             raise ValueError(
@@ -309,6 +306,21 @@ def _csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[str, dict[str, s
             )
         rows.append((f"{path}:{start}", dict(zip(header, record, strict=True))))
     return rows
+
+
+def _check_header(header: Sequence[str], columns: Sequence[str], where: str) -> None:
+    """Refuse a CSV header without one of ``columns``, or holding one twice: a record read
+    into a dict keeps the last of two same-named fields, where pandas (and ``imagefolder``)
+    keep the first, so either could be the one meant."""
+    for column in columns:
+        places = [str(i) for i, name in enumerate(header, 1) if name == column]
+        if not places:
+            has = ", ".join(repr(name) for name in header)
+            raise ValueError(f"{where}: no column {column!r} (it has {has})")
+        if len(places) > 1:
+            raise ValueError(
+                f"{where}: column {column!r} is named twice (fields {' and '.join(places)})"
+            )
 
 
 class HFDatasetSource:
