@@ -48,3 +48,18 @@ def test_validate_names_a_bad_data_row_as_train_refuses_it(
     validate = CliRunner().invoke(app, ["recipes", "validate", *args])
     assert validate.exit_code == 0, validate.output
     assert validate.stderr.strip() == f"note: train would refuse its data: {reason}"
+
+
+def test_validate_names_a_missing_pairs_file_as_its_data(tmp_path, monkeypatch):
+    # a missing input file is the recipe's data, not something this machine cannot run
+    from dsharp.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    recipe = RECIPE.parents[1] / "paper" / "diffusion_dpo.yaml"
+    args = [str(recipe), "model.pretrained=dsharp-mini", "output_dir=run"]
+    validate = CliRunner().invoke(app, ["recipes", "validate", *args])
+    assert validate.exit_code == 0, validate.output
+    assert validate.stderr.strip() == (
+        "note: train would refuse its data: method.options.pairs_file: file not found: "
+        f"your-preference-pairs.jsonl (relative to {tmp_path})"
+    )

@@ -547,8 +547,7 @@ def test_a_missing_pairs_file_is_noted_by_validate_and_refused_by_train_before_l
     result = _validate(DIFFUSION_DPO, *offline)
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == (
-        "note: train would refuse it on this machine: method.options.pairs_file: file not "
-        f"found: {missing}"
+        f"note: train would refuse its data: method.options.pairs_file: file not found: {missing}"
     )
     run = tmp_path / "run"
     args = ["train", str(DIFFUSION_DPO), *offline, f"output_dir={run}"]

@@ -173,7 +173,8 @@ def _note_what_this_machine_refuses(recipe: Any) -> None:
     try:
         check_runtime(recipe)
     except ValueError as err:
-        data = isinstance(err, RecipeError) and err.field.startswith("data.")  # a row's fault
+        field = err.field if isinstance(err, RecipeError) else ""
+        data = field.startswith("data.") or field == "method.options.pairs_file"  # an input's
         what = "its data" if data else "it on this machine"
         typer.echo(f"note: train would refuse {what}: {err}", err=True)
     try:  # the run folder as it is now: another run's checkpoints, a resume it cannot make
