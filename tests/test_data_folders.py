@@ -57,6 +57,22 @@ def test_metadata_replaces_txt_captions_and_lists_the_images_that_train(tmp_path
     assert [caption for _, caption, _ in source.items] == ["from the metadata"]
 
 
+def test_a_folder_of_split_subfolders_is_refused_naming_the_one_to_give(tmp_path):
+    # Hugging Face's layout of splits: the metadata is one level down, no images at the top
+    folder = tmp_path / "ds"
+    _png(folder / "train" / "b.png")
+    (folder / "train" / "metadata.csv").write_text("file_name,text\nb.png,blue\n")
+    (folder / "test").mkdir()
+    (folder / "test" / "metadata.jsonl").write_text('{"file_name": "c.png", "text": "x"}\n')
+    with pytest.raises(ValueError) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"{folder}: no images with captions found ({folder / 'train' / 'metadata.csv'} is in "
+        f"a subfolder: give {folder / 'train'})"
+    )
+    assert FolderSource(folder / "train").items[0].caption == "blue"
+
+
 def test_both_metadata_files_are_refused(tmp_path):
     folder = _folder(tmp_path, "file_name,text\na.png,red\n")
     (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "red"}\n')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import re
 import stat
@@ -173,8 +174,10 @@ class FolderSource:
     caption; images it does not list are not read, and neither are ``.txt`` files (the
     metadata replaces them, as in ``imagefolder``: merging the two would train on whichever
     caption happened to be found). Both metadata files are refused, since either could be the
-    one meant. Without one, each top-level image of :data:`IMAGE_SUFFIXES` pairs with its
-    same-stem ``.txt`` caption."""
+    one meant. Only the top folder's metadata is read, not a subfolder's (``imagefolder``
+    adds its rows, or reads ``train/`` / ``test/`` as splits): a folder of such splits is
+    refused, naming the one to give. Without one, each top-level image of
+    :data:`IMAGE_SUFFIXES` pairs with its same-stem ``.txt`` caption."""
 
     def __init__(
         self, folder: Path, image_column: str = "file_name", caption_column: str = "text"
@@ -198,7 +201,9 @@ class FolderSource:
                     self.items.append(Example(img, caption, where))
             _all_captions_empty(self.items, self.folder)
         if not self.items:
-            raise ValueError(f"{folder}: no images with captions found")
+            nested = sorted(_nested_metadata(self.folder), key=lambda m: m.parent.name != "train")
+            hint = f" ({nested[0]} is in a subfolder: give {nested[0].parent})" if nested else ""
+            raise ValueError(f"{folder}: no images with captions found{hint}")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -206,6 +211,17 @@ class FolderSource:
     def get(self, index: int) -> tuple[Image.Image, str]:
         path, caption, where = self.items[index]
         return read_rgb(path, where), caption
+
+
+def _nested_metadata(folder: Path) -> list[Path]:
+    """The metadata files in ``folder``'s subfolders, in walk order (a Hugging Face layout
+    of ``train/metadata.csv`` splits, or a copied dataset)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if root != str(folder):
+            found += [Path(root) / name for name in METADATA_FILES if name in files]
+    return found
 
 
 class JsonlSource:
