@@ -83,3 +83,13 @@ def test_a_saved_hugging_face_dataset_may_start_with_a_tilde(home, monkeypatch):
     ds.cast_column("image", datasets.Image()).save_to_disk(str(home / "saved"))
     source = open_image_text("~/saved", "auto", "train", "image", "text")
     assert source.get(0)[0].getpixel((0, 0)) == (200, 200, 200)
+
+
+def test_a_dataset_under_an_unknown_user_s_home_is_refused_naming_it():
+    """``~nosuchuser/ds`` stopped the recipe with Python's 'Could not determine home
+    directory' (exit 1), naming neither the field nor the path."""
+    from dsharp.config import RecipeError, load_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "sft.yaml"
+    with pytest.raises(RecipeError, match=r"data\.dataset: not found: ~nosuchuser-dsharp/ds"):
+        load_recipe(recipe, ["data.dataset=~nosuchuser-dsharp/ds", "data.generator=none"])

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from dsharp.hub import user_path
 from dsharp.recipe_data import (
     DEFAULT_IMAGE_COLUMN,
     DEFAULT_SPLIT,
@@ -69,7 +70,7 @@ def _relative_hint(path: Path) -> str:
 def _check_prompts_file(path: Path | None, info: ValidationInfo) -> Path | None:
     if path is None or not _check_files(info):
         return path
-    path = path.expanduser()
+    path = user_path(path)
     if not path.exists():
         raise ValueError(f"file not found: {path}{_relative_hint(path)}")
     if not path.is_file():
@@ -93,7 +94,7 @@ def _check_prompt_list(prompts: list[str] | None) -> list[str] | None:
 def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a text file: one per line, stripped; blank lines and ``#`` lines skipped."""
     try:
-        text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+        text = user_path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -153,7 +154,7 @@ class ModelConfig(_Section):
         from dsharp.model_names import looks_like_model_path  # the loader's rule
 
         local = looks_like_model_path(value)
-        if _check_files(info) and local and not Path(value).expanduser().exists():
+        if _check_files(info) and local and not user_path(value).exists():
             raise ValueError(f"path not found: {value}")
         return value
 
@@ -367,7 +368,7 @@ class DataConfig(_PromptSource):
             if not value.strip():
                 raise ValueError("empty dataset name")
             local = _looks_local(value)
-            if _check_files(info) and local and not Path(value).expanduser().exists():
+            if _check_files(info) and local and not user_path(value).exists():
                 raise ValueError(f"not found: {value}")
         return value
 
@@ -404,7 +405,7 @@ class DataConfig(_PromptSource):
                 raise FieldProblem(("dataset_type",), "set without data.dataset")
             if not _check_files(info):
                 return self
-            path = Path(self.dataset).expanduser()
+            path = user_path(self.dataset)
             hint = _relative_hint(path)
             if self.dataset_type == "folder" and not path.is_dir():
                 raise FieldProblem(("dataset",), f"folder not found: {path}{hint}")
@@ -629,7 +630,7 @@ class Recipe(_Section):
 
     def resolved_output_dir(self, recipe_name: str) -> Path:
         """``output_dir`` with ``{recipe_name}`` filled in."""
-        return Path(self.output_dir.replace("{recipe_name}", recipe_name)).expanduser()
+        return user_path(self.output_dir.replace("{recipe_name}", recipe_name))
 
 
 # --------------------------------------------------------------------------- public API

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dsharp.hub import user_path
 from dsharp.image_files import as_rgb, read_rgb
 
 if TYPE_CHECKING:
@@ -98,15 +99,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return "a number"
     return {"list": "a list", "dict": "an object"}.get(type(value).__name__, "a value")
-
-
-def user_path(path: str) -> Path:
-    """``path`` with a leading ``~`` / ``~user`` expanded, as a shell would (users write
-    ``~/imgs/a.png``); left as written when no home directory is known."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:
-        return Path(path)
 
 
 def _image_file(path: Path, where: str, shown: str, relative_to: Path | None = None) -> Path:
@@ -444,7 +436,7 @@ _CHECKED: dict[tuple[Any, ...], ImageTextSource] = {}
 def _local_key(dataset: str, kind: str, image_column: str, caption_column: str) -> tuple:
     """What a local dataset's index depends on: its path, columns and the listing's stamp
     (the file's, or the folder's and its metadata files', size and modification time)."""
-    path = Path(dataset).expanduser()
+    path = user_path(dataset)
     stamps = [path, *(path / name for name in METADATA_FILES)] if kind == "folder" else [path]
     stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in stamps)
     return (path, kind, image_column, caption_column, stamp)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from dsharp.hub import user_path
 from dsharp.recipe_errors import _show, unknown_name_message
 
 BALANCE_MODES = ("prompt", "category")
@@ -62,7 +62,7 @@ def dataset_kind(dataset: str, dataset_type: str = "auto") -> str:
     apart by what is on disk."""
     if dataset_type != "auto":
         return dataset_type
-    path = Path(dataset).expanduser()
+    path = user_path(dataset)
     saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
     if path.is_dir() and not saved:
         return "folder"
@@ -77,7 +77,7 @@ def without_splits(dataset: str, dataset_type: str) -> str | None:
         return f"data.dataset {dataset} is an image folder, read whole"
     if kind == "jsonl":
         return f"data.dataset {dataset} is a .jsonl file, read whole"
-    path = Path(dataset).expanduser()
+    path = user_path(dataset)
     if path.is_dir() and not (path / "dataset_dict.json").exists():
         return f"data.dataset {dataset} is one saved dataset without splits, read whole"
     return None

@@ -85,7 +85,8 @@ class PairSource:
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
         self.lines: list[int] = []  # each row's line in the file, to name it when drawn
-        from dsharp.data import jsonl_lines, shown_value, user_path
+        from dsharp.data import jsonl_lines, shown_value
+        from dsharp.hub import user_path
 
         for lineno, line in jsonl_lines(path):  # a byte-order mark dropped, as data's rows
             try:
