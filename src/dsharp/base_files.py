@@ -6,7 +6,8 @@ Only the sampled values are read (``safetensors``' ``get_slice``: the file's hea
 few bytes per value), and only where the file is certainly the one the load will read:
 
 - a local folder's ``{component}/diffusion_pytorch_model[.variant].safetensors`` (diffusers)
-  or ``model[.variant].safetensors`` (transformers), unsharded (no ``*.index.json`` beside);
+  or ``model[.variant].safetensors`` (transformers), unsharded (no ``*.index[.variant].json``
+  beside);
 - the same file of a hub id from the Hugging Face cache, only where the load reads that
   snapshot too: ``HF_HUB_OFFLINE`` set, or ``model.revision`` a full commit hash (online,
   a branch may have moved on the hub since the cache was filled). Nothing is downloaded.
@@ -66,9 +67,17 @@ def _weights_file(
     path = folder / name if folder.is_dir() else _cached_file(source, revision, name)
     if path is None or not path.is_file():
         return None
-    if any(p.name.endswith(".index.json") for p in path.parent.iterdir()):
+    if any(_is_index(p.name, variant) for p in path.parent.iterdir()):
         return None  # sharded beside it: which one loads is the library's choice
     return path
+
+
+def _is_index(name: str, variant: str | None) -> bool:
+    """Whether ``name`` is a shard index: ``NAME.index.json``, or a variant's
+    ``NAME.index.VARIANT.json`` (as diffusers and transformers name it)."""
+    return name.endswith(".index.json") or (
+        variant is not None and name.endswith(f".index.{variant}.json")
+    )
 
 
 def _unravel(position: int, shape: list[int]) -> tuple[int, ...]:
