@@ -1,5 +1,6 @@
 """What ``base_files`` reads from a base's weight files before it loads: only the file the
-load reads (a sharded component of a variant is left to the check after the load)."""
+load reads (a sharded component of a variant is left to the check after the load); and what
+a refusal tells to set back."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from dsharp.base_files import files_fingerprint
-from dsharp.base_fingerprint import SCHEME, STATE_KEY
+from dsharp.base_fingerprint import SCHEME, STATE_KEY, BaseMismatch, check_base_fingerprint
 
 
 def _checkpoint(tmp_path: Path) -> Path:
@@ -49,3 +51,26 @@ def test_a_variant_sharded_beside_its_unsharded_file_is_not_read(tmp_path: Path)
     index = base / "unet" / "diffusion_pytorch_model.safetensors.index.fp16.json"
     index.write_text(json.dumps({"weight_map": {"w": "shard-1.safetensors"}}))
     assert files_fingerprint(_checkpoint(tmp_path), _model(base, "fp16")) is None
+
+
+def _saved_run(tmp_path: Path, fingerprint: dict) -> Path:
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1, STATE_KEY: fingerprint}))
+    return ckpt
+
+
+def test_another_base_at_a_revision_says_the_run_had_none(tmp_path: Path) -> None:
+    """Trained on a hub id at its default revision; the recipe now names another one at a
+    revision: going back means unsetting model.revision too, not only model.pretrained."""
+    then = {"scheme": SCHEME, "pretrained": "someone/a", "revision": None}
+    ckpt = _saved_run(tmp_path, {**then, "components": {"unet": {"w[1]": 1.0}}})
+    now = {"scheme": SCHEME, "pretrained": "someone/b", "revision": "v2"}
+    now["components"] = {"unet": {"w[1]": 2.0}}
+    for branch, says in (
+        (False, "back to someone/a (no model.revision), the base"),
+        (True, "set model.pretrained to someone/a (no model.revision)"),
+    ):
+        with pytest.raises(BaseMismatch) as caught:
+            check_base_fingerprint(ckpt, now, "someone/b", "r.yaml", branch=branch, revision="v2")
+        assert says in str(caught.value), str(caught.value)

@@ -241,7 +241,11 @@ def check_base_fingerprint(
     known = isinstance(trained_from, str) and trained_from != ""
     same = known and trained_from in (pretrained, absolute_model_source(pretrained))
     then = saved.get("revision")
-    back = f" (model.revision: {then})" if known and isinstance(then, str) else ""
+    back = ""
+    if known and isinstance(then, str):
+        back = f" (model.revision: {then})"
+    elif known and "revision" in saved and then is None and revision is not None:
+        back = " (no model.revision)"  # v2 kept it: the run trained on the default one
     if branch:
         what = f"{checkpoint}: trained on other base weights than {named}, the base model"
         if same:
