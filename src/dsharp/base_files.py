@@ -36,7 +36,6 @@ _DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 _TRANSFORMERS_WEIGHTS = "model"
 _FILE_STEMS = {
     "unet": _DIFFUSERS_WEIGHTS,
-    "vae": _DIFFUSERS_WEIGHTS,
     "text_encoder": _TRANSFORMERS_WEIGHTS,
     "text_encoder_2": _TRANSFORMERS_WEIGHTS,
 }

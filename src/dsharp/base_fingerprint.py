@@ -1,4 +1,4 @@
-"""A cheap fingerprint of a base model's weights (UNet, text encoder(s), VAE), kept in
+"""A cheap fingerprint of a base model's weights (UNet and text encoder(s)), kept in
 each checkpoint's ``trainer_state.json``, so that a checkpoint applied to other base weights
 of the same shapes is refused rather than loaded silently.
 
@@ -6,17 +6,19 @@ Why: the shape checks of :mod:`dsharp.trained_fit` pass for a run folder whose
 ``recipe.yaml`` was edited to another base of the same architecture (or whose base folder
 was replaced on disk, or whose ``model.revision`` changed); a LoRA, or a full fine-tuning's
 reference and merge base, then applies to weights it was not trained from, and nothing says
-so. The text encoders and the VAE count too: a base with the same UNet and another encoder
-conditions the trained UNet on other embeddings.
+so. The text encoders count too: a base with the same UNet and another encoder conditions
+the trained UNet on other embeddings. The VAE does not: swapping in a fine-tuned decoder of
+the same latent space (``sd-vae-ft-mse``, ``sdxl-vae-fp16-fix``) is a common, sound choice
+for a trained UNet, which a refusal would rule out.
 
-What is sampled, per component (``unet``, ``text_encoder``, ``text_encoder_2``, ``vae``, those
-the model has): two values (at a third and two thirds of the flattened tensor) of up to 32
+What is sampled, per component (``unet``, ``text_encoder``, ``text_encoder_2``, those the
+model has): two values (at a third and two thirds of the flattened tensor) of up to 32
 weight tensors (2-D and up: convolutions, linear layers and embeddings, whose values differ
 between trainings; norms and biases start at constants), spread evenly over the component's
 parameter names sorted. Names are taken as the full model has them: a LoRA's ``lora_*``
 tensors are left out and peft's ``.base_layer`` is dropped, so a LoRA run and a full one of
 one base sample the same values; a leading ``text_model.`` is dropped, which transformers
-4 has on ``CLIPTextModel``'s names and 5 does not. At most 256 single elements: cheap on
+4 has on ``CLIPTextModel``'s names and 5 does not. At most 192 single elements: cheap on
 any device and size (SDXL included), and the same in every process and on every device.
 
 Formats: ``base-sample-v2`` (``{"scheme", "pretrained", "revision", "components": {name:
@@ -53,7 +55,6 @@ COMPONENTS = {
     "unet": "UNet",
     "text_encoder": "text encoder",
     "text_encoder_2": "second text encoder",
-    "vae": "VAE",
 }
 TENSORS = 32
 PER_TENSOR = 2
