@@ -49,6 +49,7 @@ per-step log-probs, re-evaluating stored transitions, and the timestep plan.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,7 @@ from typing import Any
 import torch
 
 from dsharp.methods.base import Batch, TrainingMethod
+from dsharp.methods.exact_log_probs import exact_noise, float32_forward, needs_float32_pass
 from dsharp.methods.losses import masked_mean
 from dsharp.methods.prompt_stats import GatherAll, PromptStatTracker, gather_with_offset
 from dsharp.models.base import Conditioning, DiffusionModel
@@ -216,22 +218,26 @@ def sample_round(
     cond_prompts = [p for p in batch.cond_prompts for _ in range(n)]
     prompts = [p for p in batch.prompts for _ in range(n)]
     metadata = [dict(md, sample=k) for md in batch.metadata for k in range(n)]
-    images, trajectory = sample(
-        model,
-        cond_prompts,
-        generator=generator,
-        steps=steps,
-        guidance=guidance,
-        height=height,
-        width=width,
-        eta=eta,
-        latents=latents,
-        return_trajectory=True,
-    )
-    with torch.no_grad():
-        scores, _ = reward(RewardImages(images), prompts, metadata)
-        cond = model.encode_prompt(cond_prompts, height, width)
-        uncond = model.encode_negative(len(prompts), height, width) if guidance > 1 else None
+    # float32 under bf16/fp16 autocast: the stored log-probs are the old policy's exactly
+    exact = float32_forward(model) if needs_float32_pass(model) else contextlib.nullcontext()
+    with exact:
+        images, trajectory = sample(
+            model,
+            cond_prompts,
+            generator=generator,
+            steps=steps,
+            guidance=guidance,
+            height=height,
+            width=width,
+            eta=eta,
+            latents=latents,
+            return_trajectory=True,
+        )
+        with torch.no_grad():  # rewards score without autocast in any case
+            scores, _ = reward(RewardImages(images), prompts, metadata)
+            # the conditioning the sampler used, for the recomputations
+            cond = model.encode_prompt(cond_prompts, height, width)
+            uncond = model.encode_negative(len(prompts), height, width) if guidance > 1 else None
     return SampledRound(
         prompts=prompts,
         cond=cond,
@@ -259,6 +265,11 @@ def transition_log_probs(
 
     With ``unet`` (the engine's module) the call carries gradients; callers evaluate the
     reference with ``unet=None`` inside ``torch.no_grad()`` and ``model.reference()``.
+
+    Under bf16/fp16 autocast (over float32 weights) the log-prob's value comes from a
+    float32 pass and only the gradient from the autocast one, so that the ratios to the
+    sampled and reference log-probs (float32 too) are not rounding noise
+    (:mod:`dsharp.methods.exact_log_probs`).
     """
     device = rnd.latents.device
     rows, step_idx = rows.to(device), step_idx.to(device)
@@ -267,9 +278,17 @@ def transition_log_probs(
     timesteps = rnd.timesteps.to(device)
     nexts = previous_timesteps(timesteps, tables.num_train_timesteps)
     t, t_prev = timesteps[step_idx], nexts[step_idx]
+    cond = rnd.cond.index(rows)
     uncond = rnd.uncond.index(rows) if rnd.uncond is not None else None
-    eps = guided_noise(model, x_t, t, rnd.cond.index(rows), uncond, guidance, unet=unet)
-    return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)
+    if not needs_float32_pass(model):
+        eps = guided_noise(model, x_t, t, cond, uncond, guidance, unet=unet)
+        return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)
+    with torch.no_grad(), float32_forward(model):
+        exact = guided_noise(model, x_t, t, cond, uncond, guidance).float()
+    grad = None
+    if torch.is_grad_enabled():
+        grad = guided_noise(model, x_t, t, cond, uncond, guidance, unet=unet).float()
+    return ddim_log_prob(tables, x_t, exact_noise(exact, grad), t, t_prev, x_prev, eta)
 
 
 def timestep_plan(
