@@ -6,12 +6,14 @@ Why: those methods compare log-probs of one stored transition under two sets of 
 function of the weights: one AdamW step of 3e-5 reshuffles it. The DDIM log-prob divides
 the error of the mean by the step's std, which is ~0.01 at the last stochastic steps, so a
 bf16 log-prob moves by ~0.4 when the weights barely move (fp32: ~1e-3), and the ratio
-clips on noise. Measured on dsharp-mini (LoRA 4, 4 steps): see the bf16 test in
-``tests/test_exact_log_probs.py``.
+clips on noise (measured on dsharp-mini, LoRA 4, 4 steps; the batch layout and the
+log-prob arithmetic, already float32, add nothing).
 
 What stays in bf16: the pass that carries gradients (its activations are what costs
 memory). Its gradient is applied at the float32 mean (see :func:`exact_noise`), so the
-coefficient ``(x_prev - mean) / std^2`` is not swamped by the same noise either.
+coefficient ``(x_prev - mean) / std^2`` is not swamped by the same noise either. The cost:
+sampling (no grad) runs in float32, and each trained chunk takes one more, no-grad,
+float32 UNet pass (the reference's pass is float32 instead of bf16).
 """
 
 from __future__ import annotations
