@@ -291,27 +291,49 @@ def test_an_evaluation_that_cannot_write_its_json_keeps_the_previous_images(
 def test_sample_again_in_its_folder_leaves_only_the_new_images_and_the_users(
     tmp_path, stand_in_sampler
 ):
-    """A second sample with fewer prompts (or other seeds) used to leave the first one's
-    other images beside the new ones, where they passed for this run's; a file dsharp did
-    not write stays, and is named in a note."""
+    """A rerun with fewer prompts (or seeds) used to leave the first one's other images
+    beside the new ones, where they passed for this run's; a file dsharp did not write
+    stays, and is named in a note."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.png").write_bytes(b"the user's")
-    args = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-p", "a blue square"]
-    assert CliRunner().invoke(app, [*args, "-n", "2", "--out", str(out)]).exit_code == 0
+    args = ["sample", "--model", "dsharp-mini", "-p", "a red circle"]
+    more = ["-p", "a blue square", "-n", "2"]
+    assert CliRunner().invoke(app, [*args, *more, "--out", str(out)]).exit_code == 0
     assert len(_files(out)) == 7  # 4 images, the grid, the record, the user's
-    args = ["sample", "--model", "dsharp-mini", "-p", "a green star", "--seed", "7"]
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(_files(out)) == [
         RECORD_NAME,
-        "0000-seed7-a-green-star.png",
+        "0000-seed0-a-red-circle.png",
         "grid.png",
         "mine.png",
     ]
     assert (out / "mine.png").read_bytes() == b"the user's"
     assert result.stderr.strip().splitlines() == [
         f"note: {out} also holds 1 other PNG file this command did not write (kept): mine.png"
+    ]
+
+
+def test_another_sample_in_the_same_folder_keeps_the_earlier_ones_images(
+    tmp_path, stand_in_sampler
+):
+    """Two samples of other prompts into one folder (the default ``samples``): the second
+    rewrites none of the first's images, which are another run's, not stale ones of its
+    own; they are kept (they were removed, unsaid) and named in the note."""
+    out = tmp_path / "out"
+    first = ["sample", "--model", "dsharp-mini", "-p", "a red circle", "-n", "2"]
+    assert CliRunner().invoke(app, [*first, "--out", str(out)]).exit_code == 0
+    earlier = {n: b for n, b in _files(out).items() if "red-circle" in n}
+    assert len(earlier) == 2
+    second = ["sample", "--model", "dsharp-mini", "-p", "a green star", "--out", str(out)]
+    result = CliRunner().invoke(app, second)
+    assert result.exit_code == 0, result.output
+    assert {n: b for n, b in _files(out).items() if "red-circle" in n} == earlier
+    assert "0000-seed0-a-green-star.png" in _files(out)
+    assert result.stderr.strip().splitlines() == [
+        f"note: {out} also holds 2 other PNG files this command did not write (kept): "
+        "0000-seed0-a-red-circle.png, 0001-seed1-a-red-circle.png"
     ]
 
 

@@ -107,3 +107,30 @@ def test_recorded_files_must_be_of_the_set_in_one_folder(tmp_path):
         pass
     with pytest.raises(ValueError), replaced_together(a, recorded=[a]) as staged:
         staged(tmp_path / RECORD_NAME)  # the record is the set's own, not the caller's
+
+
+def test_a_set_that_rewrites_none_of_the_earlier_ones_files_keeps_them(tmp_path):
+    """Another run's set (other prompts or seeds), not a rerun: its files are not stale."""
+    _write(tmp_path, ["0-cat.png", "1-cat.png"])
+    _write(tmp_path, ["0-dog.png"], "second")
+    assert _names(tmp_path) == [RECORD_NAME, "0-cat.png", "0-dog.png", "1-cat.png"]
+    _write(tmp_path, ["0-dog.png", "1-dog.png"], "third")  # the cats: no longer recorded
+    _write(tmp_path, ["0-dog.png"], "fourth")  # a rerun of the dogs: only its 1-dog.png goes
+    assert _names(tmp_path) == [RECORD_NAME, "0-cat.png", "0-dog.png", "1-cat.png"]
+
+
+def test_a_file_of_the_set_that_is_not_recorded_is_never_removed_as_stale(tmp_path):
+    """A record naming the set's result or sheet (an older record, or one edited by hand)
+    must not remove the new file just renamed into place."""
+    from dsharp.file_records import digest
+
+    (tmp_path / "eval.json").write_text("old")
+    _write(tmp_path, ["0.png"])
+    record = json.loads((tmp_path / RECORD_NAME).read_text())
+    record["files"]["eval.json"] = digest(tmp_path / "eval.json")
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record))
+    image, result = tmp_path / "0.png", tmp_path / "eval.json"
+    with replaced_together(image, result, recorded=[image]) as staged:
+        atomic_write_text(staged(image), "new image")
+        atomic_write_text(staged(result), "old")  # the same bytes as the recorded one
+    assert result.read_text() == "old" and image.read_text() == "new image"

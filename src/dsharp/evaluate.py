@@ -277,9 +277,9 @@ def save_evaluated_images(
     """An evaluation's ``images`` (``(N, 3, H, W)``, in the order of ``result["images"]``)
     and their contact sheet, with ``json_path`` (``result`` as JSON) where given, replaced as
     one set, the JSON last, then the sheet: a full disk must not leave a sheet of other
-    images, other images beside it, or new images beside an older result. The images and
-    sheet are recorded in ``folder`` (:mod:`dsharp.file_records`): those of an earlier
-    evaluation that this one does not rewrite (more prompts or seeds) go with the set."""
+    images, other images beside it, or new images beside an older result. The images are
+    recorded in ``folder`` (:mod:`dsharp.file_records`): those of an earlier evaluation
+    that this one does not rewrite (more prompts or seeds) go with the set."""
     from dsharp.file_sets import replaced_together
     from dsharp.io import atomic_write_json
     from dsharp.sampling import save_images
@@ -292,8 +292,9 @@ def save_evaluated_images(
     values = [float("nan") if e["score"] is None else e["score"] for e in entries]
     names = evaluated_image_names(result)
     sheet = folder / SHEET_PNG
-    owned = [*(folder / n for n in names), sheet]
-    with replaced_together(*owned, *([json_path] if json_path else []), recorded=owned) as staged:
+    owned = [folder / n for n in names]
+    files = [*owned, sheet, *([json_path] if json_path else [])]
+    with replaced_together(*files, recorded=owned) as staged:
         save_images(images, folder, names, staged=staged)
         save_contact_sheet(images, prompts, seeds, staged(sheet), values, reward_words(result))
         if json_path is not None:

@@ -2,11 +2,14 @@
 ``dsharp eval --images``): a small record, ``RECORD_NAME`` in that folder, names each file
 of the last set written there with its SHA-256.
 
-A new set written to the folder removes the files of the earlier set it does not rewrite
-(4 prompts, then 2: images 2 and 3 would else pass for this run's), and only those: a file
-is removed only while it is named in the record and still holds what dsharp wrote, so a
-file the user put there, or replaced, is never touched. A record that cannot be read, or a
-name in it that is not a plain file name, removes nothing.
+A new set written to the folder that rewrites some of the earlier set's files (a rerun:
+4 prompts, then the first 2; 4 seeds, then 2) removes the files of the earlier set it does
+not rewrite (images 2 and 3 would else pass for this run's), and only those: a file is
+removed only while it is named in the record and still holds what dsharp wrote, so a file
+the user put there, or replaced, is never touched. A set that rewrites none of them (other
+prompts or seeds, as two samples into the default ``samples`` folder) is another run's: the
+earlier one is kept whole. A record that cannot be read, or a name in it that is not a
+plain file name, removes nothing.
 """
 
 from __future__ import annotations
@@ -52,10 +55,17 @@ def _plain(name: str) -> bool:
     return bool(name) and name not in (".", "..", RECORD_NAME) and Path(name).name == name
 
 
-def stale_files(folder: Path, record: dict[str, str], kept: Iterable[str]) -> dict[str, str]:
-    """The files of ``record`` that the new set (``kept``, its names) does not rewrite and
-    that still hold what dsharp wrote: ``{name: sha256}``."""
-    keep = set(kept)
+def stale_files(
+    folder: Path, record: dict[str, str], written: Iterable[str], others: Iterable[str] = ()
+) -> dict[str, str]:
+    """The files of ``record`` that the new set (``written``: the names it records) does not
+    rewrite and that still hold what dsharp wrote: ``{name: sha256}``; none where it rewrites
+    none of the record's files (another run's set, kept whole). ``others``: the new set's
+    other files in the folder (a contact sheet, a result), never stale."""
+    new = set(written)
+    if not new & set(record):
+        return {}
+    keep = new | set(others)
     stale = {}
     for name, sha in record.items():
         path = folder / name

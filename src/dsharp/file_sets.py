@@ -88,9 +88,10 @@ def replaced_together(
     :class:`FileSetError` that names the file and the set's state.
 
     ``recorded``: those of ``paths`` in one folder that dsharp names for itself (a run's
-    images), recorded in that folder (:mod:`dsharp.file_records`) with the set; files an
-    earlier set recorded there that this one does not rewrite are removed after its last
-    rename, in the same step (a Ctrl-C or a full disk before it leaves all of them).
+    images), recorded in that folder (:mod:`dsharp.file_records`) with the set; where this
+    set rewrites some of the files an earlier set recorded there (a rerun), those it does not
+    rewrite are removed after its last rename, in the same step (a Ctrl-C or a full disk
+    before it leaves all of them).
     """
     finals = list(dict.fromkeys(Path(p) for p in paths))  # a path named twice: once
     owned = list(dict.fromkeys(Path(p) for p in recorded))
@@ -134,7 +135,8 @@ def _recorded(record: Path, staged: dict[Path, Path], owned: list[Path]) -> list
     power cut) leaves them known to the next."""
     folder = record.parent
     written = {p.name: digest(staged[p]) for p in owned if staged[p].exists()}
-    stale = stale_files(folder, read_record(folder), (p.name for p in owned))
+    others = [p.name for p in staged if p.parent == folder and p not in owned]
+    stale = stale_files(folder, read_record(folder), (p.name for p in owned), others)
     write_record(staged[record], {**stale, **written})
     return [folder / name for name in stale]
 

@@ -206,9 +206,10 @@ def sample(
 
         # one set, the grid last: a full disk must not leave a grid of other images; with
         # --no-grid an older grid.png is removed, as it would pass for these images' grid;
-        # recorded, so that the images of an earlier sample this one does not rewrite go
+        # the images recorded, so that those of an earlier sample this one reruns (some of
+        # its images rewritten) that it does not rewrite go; another sample's are kept
         files = [out / n for n in names] + [out / SHEET_PNG]
-        with replaced_together(*files, recorded=files) as staged:
+        with replaced_together(*files, recorded=files[:-1]) as staged:
             paths = save_images(result.images, out, names, staged=staged)
             if grid:
                 from dsharp.score_words import sample_heading
