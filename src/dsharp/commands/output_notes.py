@@ -10,8 +10,9 @@ import typer
 
 def others_note(folder: Path, written: Sequence[str]) -> None:
     """Say on stderr which PNG files of ``folder`` are not of the set just written (the
-    user's, or an older dsharp's that kept no record): kept, as dsharp removes only the
-    files it recorded writing, they could otherwise be taken for this run's."""
+    user's, another run's, or an older dsharp's that kept no record): kept, as dsharp
+    removes only the files it recorded writing in a run this one repeats, they could
+    otherwise be taken for this run's."""
     from dsharp.file_records import others_in
 
     others = others_in(folder, written)
