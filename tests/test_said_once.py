@@ -59,7 +59,7 @@ def test_another_process_exits_quietly_when_the_launcher_stops_it(
     result = CliRunner().invoke(app, ["train", str(RECIPE), f"output_dir={tmp_path}", *args])
     assert result.exit_code == status, result.output
     assert result.stderr == ""
-    assert waits == [dsharp.commands.errors.OTHERS_WAIT_S]
+    assert len(waits) == 1 and 0 < waits[0] <= dsharp.commands.errors.OTHERS_WAIT_S  # waited
     assert signal.getsignal(signal.SIGTERM) is before  # its own handler for the wait only
 
     _launched(monkeypatch, rank=0)  # the first process says it, at once

@@ -66,33 +66,31 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-class _Stopped(Exception):
-    """The launcher's stop came while :func:`stopped_by_the_launcher` waited."""
-
-
 def stopped_by_the_launcher(seconds: float) -> bool:
     """Wait up to ``seconds`` for the launcher to stop this process (SIGTERM, or SIGINT as a
     Ctrl-C reaches every process); whether it did. A launcher stops the others once one of
     its processes exits with an error. Outside the main thread, where no signal handler can
-    be set, it returns False at once."""
+    be set, it returns False at once. The handler only notes the signal (no exception), so
+    that one arriving while the previous handlers are put back is not lost as an error."""
     import signal
     import threading
     import time
 
     if threading.current_thread() is not threading.main_thread():
         return False
+    stopped = threading.Event()
 
-    def stop(signum: int, frame: object) -> None:
-        raise _Stopped
+    def note(signum: int, frame: object) -> None:
+        stopped.set()
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for sig in previous:
-            signal.signal(sig, stop)
-        time.sleep(seconds)
-    except _Stopped:
-        return True
+            signal.signal(sig, note)
+        end = time.monotonic() + seconds
+        while not stopped.is_set() and time.monotonic() < end:
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return False
+    return stopped.is_set()
