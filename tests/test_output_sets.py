@@ -16,6 +16,7 @@ from dsharp import compare_plot
 from dsharp.cli import app
 from dsharp.file_records import RECORD_NAME
 from dsharp.io import naming
+from study_files import write_study
 
 
 def _evaluation(overall: float) -> dict:
@@ -91,21 +92,10 @@ def test_compare_without_a_plot_removes_the_previous_one(tmp_path):
 
 
 def _table_study(tmp_path: Path) -> Path:
-    import yaml
-
-    root = Path(__file__).resolve().parent.parent
-    data = {
-        "kind": "table",
-        "name": "mine",
-        "base": str(root / "recipes" / "tiny" / "rlhf_sharpening.yaml"),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": [{"label": "base", "train": False}, {"label": "tuned"}],
-        "evaluate": {"bench": "shapes", "limit": 1, "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    rows = [{"label": "base", "train": False}, {"label": "tuned"}]
+    return write_study(
+        tmp_path, rows, name="mine", evaluate={"bench": "shapes", "limit": 1, "seeds": 1}
+    )
 
 
 def _failing_csv(monkeypatch: pytest.MonkeyPatch) -> None:

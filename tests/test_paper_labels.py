@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 from typer.testing import CliRunner
 
 from dsharp.bench.paper import AS_PRINTED, paper_legend
 from dsharp.cli import app
 from dsharp.study import load_study
 from dsharp.study_outputs import write_outputs
+from study_files import write_study
 from study_rows import finish_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
 
 
 def test_the_legend_names_the_paper_its_model_and_what_is_ours():
@@ -44,17 +43,7 @@ def test_compare_md_against_the_paper_opens_with_the_legend(tmp_path: Path):
 
 
 def test_a_studys_table_md_labels_its_paper_section(tmp_path: Path):
-    study = {
-        "kind": "table",
-        "name": "table3",
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": [{"label": "m=2", "overrides": ["method.m=2"]}],
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    path = write_study(tmp_path, [{"label": "m=2", "overrides": ["method.m=2"]}], name="table3")
     loaded = load_study(path)
     finish_rows(
         loaded,
@@ -105,17 +94,7 @@ def test_compare_says_a_paper_cell_is_kept_as_printed(tmp_path: Path):
 
 
 def test_a_studys_table_md_says_a_paper_cell_is_kept_as_printed(tmp_path: Path):
-    study = {
-        "kind": "table",
-        "name": "table1",
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": [{"label": "demon", "train": False}],
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    path = write_study(tmp_path, [{"label": "demon", "train": False}], name="table1")
     loaded = load_study(path)
     finish_rows(loaded, result=lambda i, plan: {"overall": 0.8, "metrics": {"mllm": {"mean": 0.8}}})
     write_outputs(loaded, echo=lambda _: None)
@@ -127,17 +106,7 @@ def test_a_study_whose_rows_have_no_paper_metric_writes_no_paper_section(tmp_pat
     """dsharp-mini rows scored by the shapes bench only: the paper's SDXL rows beside a
     shapes column and deltas all '-' compare nothing (the mini studies say so). Our metrics
     as extra columns used to count as comparable, so the section was written anyway."""
-    study = {
-        "kind": "table",
-        "name": "table2",
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": [{"label": "n=2", "overrides": ["method.n=2"]}],
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    path = write_study(tmp_path, [{"label": "n=2", "overrides": ["method.n=2"]}], name="table2")
     loaded = load_study(path)
     stale = tmp_path / "out" / "table-paper.csv"
     stale.parent.mkdir(parents=True)
@@ -164,18 +133,10 @@ def test_a_figure_drawn_from_some_rows_says_so_in_its_title(tmp_path: Path, monk
 
     import dsharp.study_outputs
 
-    study = {
-        "kind": "figure",
-        "name": "fig4",
-        "title": "Figure 4",
-        "base": str(TINY_RLHF),
-        "overrides": ["train.max_steps=2"],
-        "rows": [{"label": "a"}, {"label": "b"}, {"label": "c"}],
-        "plot": {"x": "step", "y": "loss"},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    rows = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
+    plot = {"x": "step", "y": "loss"}
+    figure = {"kind": "figure", "name": "fig4", "title": "Figure 4", "plot": plot}
+    path = write_study(tmp_path, rows, **figure, overrides=["train.max_steps=2"], evaluate=None)
     loaded = load_study(path)
     finish_rows(loaded, metrics=lambda i, plan: [{"step": 1, "loss": 1.0}])
     titles: list[str] = []

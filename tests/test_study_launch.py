@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 import dsharp.engine
@@ -15,25 +14,15 @@ import dsharp.launch
 import dsharp.study
 import dsharp.study_outputs
 from dsharp.cli import app
+from study_files import write_study
 from study_rows import finish_rows
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
 
 
 def _study(tmp_path: Path) -> Path:
-    data = {
-        "kind": "table",
-        "title": "launch",
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=1"],
-        "rows": [{"label": "base", "train": False}, {"label": "n=2"}],
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "study"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    rows = [{"label": "base", "train": False}, {"label": "n=2"}]
+    one_step = ["model.pretrained=dsharp-mini", "train.max_steps=1"]
+    out = str(tmp_path / "study")
+    return write_study(tmp_path, rows, title="launch", overrides=one_step, output_dir=out)
 
 
 def _launched(monkeypatch: pytest.MonkeyPatch, rank: int, size: int = 2) -> None:

@@ -13,26 +13,14 @@ import yaml
 from dsharp.config import RecipeError, save_recipe
 from dsharp.study import load_study, paper_row_of, plan_study
 from dsharp.study_outputs import write_outputs
+from study_files import write_study
 from study_rows import finish_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_RLHF = ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"
 
 
 def _study(tmp_path: Path, name: str, rows: list[dict], **extra) -> Path:
-    data = {
-        "kind": "table",
-        "name": name,
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": rows,
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-        **extra,
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_study(tmp_path, rows, name=name, **extra)
 
 
 def _finish(loaded, result, metrics: list[dict] | None = None) -> None:
@@ -203,18 +191,9 @@ def test_nfe_figure_joins_a_series_in_nfe_order_whatever_the_row_order(tmp_path:
         }
         for n in (4, 2)
     ]
-    data = {
-        "kind": "figure",
-        "name": "fig5",
-        "base": str(TINY_RLHF),
-        "overrides": ["model.pretrained=dsharp-mini"],
-        "rows": rows,
-        "plot": {"x": "nfe", "y": "overall"},
-        "evaluate": {"prompts": ["a red circle"], "seeds": 1},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "fig.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    figure = {"kind": "figure", "name": "fig5", "plot": {"x": "nfe", "y": "overall"}}
+    overrides = ["model.pretrained=dsharp-mini"]
+    path = write_study(tmp_path, rows, **figure, overrides=overrides, file="fig.yaml")
     loaded = load_study(path)
     nfe = {"search N=4": 32, "search N=2": 16}
     _finish(
