@@ -13,7 +13,7 @@ import importlib.util  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -77,6 +77,24 @@ def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dsharp.testing import make_tiny_sdxl
 
     return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Options of each model-based built-in reward pointing at a tiny saved model of its
+    real architecture, on the CPU; built once for every test that reads them."""
+    from dsharp.testing import tiny_rewards
+
+    root = tmp_path_factory.mktemp("tiny-rewards")
+    options = {
+        "clip": tiny_rewards.make_tiny_open_clip(root / "clip"),
+        "aesthetic": tiny_rewards.make_tiny_aesthetic(root / "aesthetic"),
+        "hpsv2": tiny_rewards.make_tiny_hpsv2(root / "hpsv2"),
+        "pickscore": tiny_rewards.make_tiny_pickscore(root / "pickscore"),
+        "compositional": tiny_rewards.make_tiny_blip_vqa(root / "vqa"),
+        "imagereward": tiny_rewards.make_tiny_imagereward(root / "imagereward"),
+    }
+    return {name: {**opts, "device": "cpu"} for name, opts in options.items()}
 
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

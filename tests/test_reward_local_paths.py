@@ -16,21 +16,6 @@ from dsharp.config import RewardSpec
 from dsharp.hub import missing_local_path
 from dsharp.rewards import plugins
 from dsharp.rewards.builtin import _LOCAL_SOURCES
-from dsharp.testing import tiny_rewards
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    root = tmp_path_factory.mktemp("tiny-rewards")
-    options = {
-        "clip": tiny_rewards.make_tiny_open_clip(root / "clip"),
-        "aesthetic": tiny_rewards.make_tiny_aesthetic(root / "aesthetic"),
-        "hpsv2": tiny_rewards.make_tiny_hpsv2(root / "hpsv2"),
-        "pickscore": tiny_rewards.make_tiny_pickscore(root / "pickscore"),
-        "compositional": tiny_rewards.make_tiny_blip_vqa(root / "vqa"),
-        "imagereward": tiny_rewards.make_tiny_imagereward(root / "imagereward"),
-    }
-    return {name: {**opts, "device": "cpu"} for name, opts in options.items()}
 
 
 @pytest.fixture
@@ -112,7 +97,7 @@ def _load(reward: str, options: dict[str, Any]) -> str | None:
 
 @pytest.mark.parametrize("reward", sorted(_LOCAL_SOURCES))
 def test_the_early_check_and_the_loader_agree(
-    reward: str, tiny: dict[str, dict[str, Any]], values: dict[str, str]
+    reward: str, tiny_reward_options: dict[str, dict[str, Any]], values: dict[str, str]
 ) -> None:
     """For each option that may name a local path and each value of the table: the early
     check refuses it exactly when the loader refuses it for its path, in the same words."""
@@ -122,7 +107,7 @@ def test_the_early_check_and_the_loader_agree(
             rf"option {option!r}: (file not found|folder not found|not a file|not a folder)"
         )
         for what, value in values.items():
-            options = {**tiny[reward], option: value}
+            options = {**tiny_reward_options[reward], option: value}
             early, loaded = _early(reward, options), _load(reward, options)
             if early is not None:
                 assert loaded == early, (option, what)

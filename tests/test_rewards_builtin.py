@@ -36,26 +36,11 @@ PROMPTS = ["a green bench and a blue bowl", "a red apple", "a green bench and a 
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Options of each reward pointing at a tiny saved model (built once per module)."""
-    root = tmp_path_factory.mktemp("tiny-rewards")
-    options = {
-        "clip": tiny_rewards.make_tiny_open_clip(root / "clip"),
-        "aesthetic": tiny_rewards.make_tiny_aesthetic(root / "aesthetic"),
-        "hpsv2": tiny_rewards.make_tiny_hpsv2(root / "hpsv2"),
-        "pickscore": tiny_rewards.make_tiny_pickscore(root / "pickscore"),
-        "compositional": tiny_rewards.make_tiny_blip_vqa(root / "vqa"),
-        "imagereward": tiny_rewards.make_tiny_imagereward(root / "imagereward"),
-    }
-    return {name: {**opts, "device": "cpu"} for name, opts in options.items()}
-
-
-@pytest.fixture(scope="module")
-def built(tiny: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def built(tiny_reward_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each reward built through the registry, as a recipe would build it."""
     return {
         name: plugins.build_reward(RewardSpec(name=name, options=opts))
-        for name, opts in tiny.items()
+        for name, opts in tiny_reward_options.items()
     }
 
 
@@ -116,14 +101,14 @@ def test_batched_scores_equal_one_at_a_time(name: str, built: dict[str, Any]) ->
 
 @pytest.mark.parametrize("name", sorted(MODEL_REWARDS))
 def test_a_training_steps_autocast_leaves_the_scores_as_evaluation_gets_them(
-    name: str, tiny: dict[str, dict[str, Any]]
+    name: str, tiny_reward_options: dict[str, dict[str, Any]]
 ) -> None:
     """Training scores under train.mixed_precision's autocast: in bf16 the reward models'
     scores were rounded to about three digits, and the best and worst of near-identical
     samples (a method's trajectories) changed with the rounding."""
     from dsharp.rewards.combine import CombinedReward
 
-    reward = CombinedReward([RewardSpec(name=name, options=tiny[name])])
+    reward = CombinedReward([RewardSpec(name=name, options=tiny_reward_options[name])])
     noise = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     pixels = (_pixels(1) + 0.002 * noise).clamp(0, 1).requires_grad_(MODEL_REWARDS[name])
     prompts, metadata = [PROMPTS[0]] * 4, [{}] * 4
@@ -148,12 +133,18 @@ def test_differentiable_rewards_pass_gradients_to_the_pixels(
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REWARDS))
-def test_options_and_batch_errors(name: str, tiny: dict[str, dict[str, Any]], built) -> None:
+def test_options_and_batch_errors(
+    name: str, tiny_reward_options: dict[str, dict[str, Any]], built
+) -> None:
     with pytest.raises(RewardError, match=r"bad options: .*'colour'"):
-        plugins.build_reward(RewardSpec(name=name, options={**tiny[name], "colour": 1}))
+        plugins.build_reward(
+            RewardSpec(name=name, options={**tiny_reward_options[name], "colour": 1})
+        )
     # named once: "reward 'clip': clip reward option 'device'" said it twice
     with pytest.raises(RewardError, match=rf"^{name} reward option 'device' must be 'auto'"):
-        plugins.build_reward(RewardSpec(name=name, options={**tiny[name], "device": "gpu0"}))
+        plugins.build_reward(
+            RewardSpec(name=name, options={**tiny_reward_options[name], "device": "gpu0"})
+        )
     with pytest.raises(ValueError, match="got 2 images but 1 prompts"):
         built[name](RewardImages(_pixels(2)), ["a red apple"], [{}] * 2)
 
@@ -183,15 +174,15 @@ def _open_clip_from_files(options: dict[str, Any]):
     return model.eval(), open_clip.get_tokenizer(open_clip_model_name("t", "m", options["model"]))
 
 
-def test_clip_score_is_scaled_cosine_of_the_checkpoint(tiny) -> None:
+def test_clip_score_is_scaled_cosine_of_the_checkpoint(tiny_reward_options) -> None:
     import open_clip
 
     from dsharp.rewards.clip import build_clip_reward
 
-    reward = build_clip_reward(**{**tiny["clip"], "scale": 100.0})
+    reward = build_clip_reward(**{**tiny_reward_options["clip"], "scale": 100.0})
     pixels = _pixels(2)
     scores, info = reward(RewardImages(pixels), PROMPTS[:2], [{}] * 2)
-    model, tokenizer = _open_clip_from_files(tiny["clip"])
+    model, tokenizer = _open_clip_from_files(tiny_reward_options["clip"])
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -220,19 +211,21 @@ def test_clip_preprocessing_matches_open_clip_transforms() -> None:
         assert (got - expected).abs().mean() < 0.01, mode  # 8-bit rounding apart
 
 
-def test_clip_bad_weights_are_clear_errors(tiny, tmp_path: Path) -> None:
+def test_clip_bad_weights_are_clear_errors(tiny_reward_options, tmp_path: Path) -> None:
     from dsharp.rewards.clip import build_clip_reward
 
     with pytest.raises(RewardError, match="option 'pretrained': file not found"):
-        build_clip_reward(**{**tiny["clip"], "pretrained": str(tmp_path / "nope.pt")})
+        build_clip_reward(
+            **{**tiny_reward_options["clip"], "pretrained": str(tmp_path / "nope.pt")}
+        )
     with pytest.raises(RewardError, match=r"neither a checkpoint file nor a pretrained tag"):
-        build_clip_reward(**{**tiny["clip"], "pretrained": "no-such-tag"})
+        build_clip_reward(**{**tiny_reward_options["clip"], "pretrained": "no-such-tag"})
     with pytest.raises(ValueError, match="option 'scale' must be > 0"):
-        build_clip_reward(**{**tiny["clip"], "scale": 0})
+        build_clip_reward(**{**tiny_reward_options["clip"], "scale": 0})
 
 
 def test_open_clip_log_lines_are_dropped_on_failure_and_passed_on_after_a_load(
-    tiny, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tiny_reward_options, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
 
@@ -253,19 +246,19 @@ def test_open_clip_log_lines_are_dropped_on_failure_and_passed_on_after_a_load(
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(RewardError, match="cannot load open_clip model .* Failed to download"):
-        build_clip_reward(**tiny["clip"])
+        build_clip_reward(**tiny_reward_options["clip"])
     assert not [r for r in caplog.records if "Failed to download" in r.getMessage()]
     monkeypatch.setattr(open_clip, "create_model", chatty)
-    build_clip_reward(**tiny["clip"])
+    build_clip_reward(**tiny_reward_options["clip"])
     assert "loaded with a note" in [r.getMessage() for r in caplog.records]
 
 
-def test_aesthetic_is_the_mlp_of_the_normalised_embedding(tiny) -> None:
+def test_aesthetic_is_the_mlp_of_the_normalised_embedding(tiny_reward_options) -> None:
     import open_clip
 
     from dsharp.rewards.aesthetic import LinearHead, build_aesthetic_reward
 
-    options = tiny["aesthetic"]
+    options = tiny_reward_options["aesthetic"]
     reward = build_aesthetic_reward(**options)
     pixels = _pixels(2)
     scores, _ = reward(RewardImages(pixels), ["x", "y"], [{}] * 2)
@@ -281,10 +274,10 @@ def test_aesthetic_is_the_mlp_of_the_normalised_embedding(tiny) -> None:
     assert keys == [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("bias", "weight")]
 
 
-def test_aesthetic_weights_errors(tiny, tmp_path: Path) -> None:
+def test_aesthetic_weights_errors(tiny_reward_options, tmp_path: Path) -> None:
     from dsharp.rewards.aesthetic import LinearHead, build_aesthetic_reward
 
-    options = {k: v for k, v in tiny["aesthetic"].items() if k != "weights"}
+    options = {k: v for k, v in tiny_reward_options["aesthetic"].items() if k != "weights"}
     with pytest.raises(RewardError, match="needs option 'weights'"):
         build_aesthetic_reward(**options)
     with pytest.raises(RewardError, match="option 'weights': file not found"):
@@ -295,7 +288,7 @@ def test_aesthetic_weights_errors(tiny, tmp_path: Path) -> None:
         build_aesthetic_reward(**options, weights=str(wrong))
 
 
-def test_hpsv2_loads_a_wrapped_checkpoint_and_scores_cosines(tiny, built) -> None:
+def test_hpsv2_loads_a_wrapped_checkpoint_and_scores_cosines(tiny_reward_options, built) -> None:
     # Same seed, same architecture: the HPS checkpoint holds the tiny CLIP's weights, wrapped
     # in {"state_dict": ...} with "module." prefixes; unwrapped, it must score like clip.
     pixels = _pixels(2)
@@ -305,24 +298,30 @@ def test_hpsv2_loads_a_wrapped_checkpoint_and_scores_cosines(tiny, built) -> Non
     assert (hps.abs() <= 1.0).all() and info["scale"] == 1.0
 
 
-def test_hub_ids_honour_hf_hub_offline(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_ids_honour_hf_hub_offline(
+    tiny_reward_options, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dsharp.rewards.hpsv2 import build_hpsv2_reward
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RewardError, match=r"option 'checkpoint'.*HF_HUB_OFFLINE"):
-        build_hpsv2_reward(model=tiny["hpsv2"]["model"], checkpoint="dsharp-test/not-cached")
+        build_hpsv2_reward(
+            model=tiny_reward_options["hpsv2"]["model"], checkpoint="dsharp-test/not-cached"
+        )
     with pytest.raises(RewardError, match=r"option 'checkpoint': file not found"):
-        build_hpsv2_reward(model=tiny["hpsv2"]["model"], checkpoint="./no/such/file.pt")
+        build_hpsv2_reward(
+            model=tiny_reward_options["hpsv2"]["model"], checkpoint="./no/such/file.pt"
+        )
 
 
-def test_pickscore_is_logit_scale_times_cosine(tiny, built) -> None:
+def test_pickscore_is_logit_scale_times_cosine(tiny_reward_options, built) -> None:
     from transformers import CLIPModel, CLIPProcessor
 
     reward = built["pickscore"]
     pixels = _pixels(2)
     scores, info = reward(RewardImages(pixels), PROMPTS[:2], [{}] * 2)
-    model = CLIPModel.from_pretrained(tiny["pickscore"]["model"]).eval()
-    processor = CLIPProcessor.from_pretrained(tiny["pickscore"]["processor"])
+    model = CLIPModel.from_pretrained(tiny_reward_options["pickscore"]["model"]).eval()
+    processor = CLIPProcessor.from_pretrained(tiny_reward_options["pickscore"]["processor"])
     inputs = processor(
         text=PROMPTS[:2], images=RewardImages(pixels).pil, return_tensors="pt", padding=True
     )
@@ -396,20 +395,22 @@ def test_compositional_p_yes_is_yes_against_no_of_the_first_answer_token(built) 
     assert p == pytest.approx(expected, abs=2e-3)  # label smoothing of the loss aside
 
 
-def test_compositional_image_size_interpolates_positions(tiny) -> None:
+def test_compositional_image_size_interpolates_positions(tiny_reward_options) -> None:
     from dsharp.rewards.compositional import build_compositional_reward
 
-    reward = build_compositional_reward(**{**tiny["compositional"], "image_size": 48})
+    reward = build_compositional_reward(
+        **{**tiny_reward_options["compositional"], "image_size": 48}
+    )
     scores, info = reward(RewardImages(_pixels(2)), PROMPTS[:2], [{}] * 2)
     assert info["image_size"] == 48 and ((scores > 0) & (scores < 1)).all()
     with pytest.raises(ValueError, match="option 'max_phrases'"):
-        build_compositional_reward(**{**tiny["compositional"], "max_phrases": 0})
+        build_compositional_reward(**{**tiny_reward_options["compositional"], "max_phrases": 0})
 
 
 # --------------------------------------------------------------------------- imagereward
 
 
-def test_imagereward_applies_the_published_normalisation(tiny, built) -> None:
+def test_imagereward_applies_the_published_normalisation(tiny_reward_options, built) -> None:
     from dsharp.rewards.imagereward import MEAN, STD
 
     reward = built["imagereward"]
@@ -465,7 +466,7 @@ def _to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def test_original_checkpoint_names_convert_to_the_same_model(tiny, built) -> None:
+def test_original_checkpoint_names_convert_to_the_same_model(tiny_reward_options, built) -> None:
     from dsharp.rewards.imagereward import ImageRewardModel, convert_original_state_dict
 
     reward = built["imagereward"]
@@ -510,7 +511,7 @@ def test_imagereward_missing_model_is_a_clear_error(tmp_path: Path) -> None:
         build_imagereward_reward(model=str(tmp_path / "nowhere" / "ImageReward.pt"), device="cpu")
 
 
-def test_combined_model_rewards_stay_differentiable(tiny, built) -> None:
+def test_combined_model_rewards_stay_differentiable(tiny_reward_options, built) -> None:
     from dsharp.rewards.combine import CombinedReward
 
     specs = [RewardSpec(name="clip"), RewardSpec(name="aesthetic", weight=0.5)]
@@ -598,12 +599,14 @@ def test_a_reward_device_index_the_machine_lacks_is_refused_when_the_reward_is_b
 
 @pytest.mark.parametrize("name", sorted(MODEL_REWARDS))
 def test_building_a_reward_on_a_cuda_index_the_machine_lacks_is_one_line(
-    name: str, tiny: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    name: str, tiny_reward_options: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(RewardError) as caught:
-        plugins.build_reward(RewardSpec(name=name, options={**tiny[name], "device": "cuda:2"}))
+        plugins.build_reward(
+            RewardSpec(name=name, options={**tiny_reward_options[name], "device": "cuda:2"})
+        )
     assert str(caught.value) == (
         f"{name} reward option 'device' cuda:2: this machine has 2 CUDA device(s), cuda:0 to cuda:1"
     )
