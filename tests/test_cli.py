@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli_results import invoke
 from dsharp.cli import app
 from dsharp.config import load_recipe
 from dsharp.file_records import RECORD_NAME
@@ -25,13 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 FAMILIES = ["sd", "sdxl"]
 METHODS = ["rlhf_sharpening", "sft_sharpening"]
-
-
-def _invoke(args: list[str]):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def train_run(tmp_path_factory: pytest.TempPathFactory, model_dirs: dict[str, Pa
             out = tmp_path_factory.mktemp("runs") / f"{family}-{method}"
             args = ["train", RECIPES / "tiny" / f"{method}.yaml", "--no-progress"]
             args += [f"model.pretrained={model_dirs[family]}", f"output_dir={out}"]
-            done[family, method] = (out, _invoke(args + ["train.max_steps=2"]))
+            done[family, method] = (out, invoke(args + ["train.max_steps=2"]))
         return done[family, method]
 
     return run
@@ -189,7 +183,7 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
     args = ["sample", "--model", model_dirs[family], "--prompt", "a", "--prompt", "b"]
     args += ["--seed", "3", "--steps", "4", "--guidance", "5", "--height", "64", "--width", "64"]
     args += ["--out", out, "--device", "cpu", "--json"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     names = ["0000-seed3-a.png", "0001-seed4-b.png"]
@@ -207,7 +201,7 @@ def test_sample_command_pngs_equal_the_diffusers_pipeline(model_dirs, tmp_path, 
 
 @pytest.mark.parametrize("sources", [[], ["--model", "m", "--checkpoint", "run"]])
 def test_sample_needs_exactly_one_model_source(tmp_path, sources):
-    result = _invoke(["sample", *sources, "--prompt", "a", "--out", tmp_path])
+    result = invoke(["sample", *sources, "--prompt", "a", "--out", tmp_path])
     assert result.exit_code == 2  # a usage error, as the parser's own refusals
     assert result.stderr.strip() == "error: give exactly one of --model or --checkpoint"
 
@@ -243,7 +237,7 @@ def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path)
     out = tmp_path / "png"
     args = ["sample", "--model", tiny_sd_dir, "--prompts", prompts, "-p", "x", "-n", "2"]
     args += ["--steps", "2", "--out", out, "--device", "cpu", "--no-grid", "--json"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["grid"] is None and not (out / "grid.png").exists()
@@ -273,7 +267,7 @@ def test_sample_reads_a_prompt_file_and_can_skip_the_grid(tiny_sd_dir, tmp_path)
 def test_a_zero_count_is_refused_rather_than_read_as_the_default(tmp_path, command, flag):
     args = [command, "--model", tmp_path / "never-loaded", flag, "0", "--out", tmp_path]
     args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 2  # a setting the user gave: as a bad recipe
     assert result.stderr.strip() == f"error: {flag} must be at least 1, got 0"
 
@@ -287,7 +281,7 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_sampling(tmp_path, c
     path.mkdir() if kind == "folder" else path.write_text("keep me\n")
     args = [command, "--model", tmp_path / "never-loaded", flag, path]
     args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 1
     reason = "is a file, not a folder" if kind == "file" else "is a folder; give a file name"
     assert result.stderr.strip() == f"error: {flag} {path}: {reason}"
@@ -298,12 +292,12 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_sampling(tmp_path, c
 def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
-    result = _invoke(["sample", "--model", tiny_sd_dir, "--out", tmp_path])
+    result = invoke(["sample", "--model", tiny_sd_dir, "--out", tmp_path])
     assert result.exit_code == 2  # a missing input: a usage error
     assert result.stderr.strip() == "error: give --prompt TEXT (repeatable) or --prompts FILE"
-    result = _invoke(["sample", "--model", tiny_sd_dir, "--prompts", empty, "--out", tmp_path])
+    result = invoke(["sample", "--model", tiny_sd_dir, "--prompts", empty, "--out", tmp_path])
     assert result.exit_code == 2 and "empty.txt: no prompts" in result.stderr  # as no prompt
-    result = _invoke(["eval", "--model", tiny_sd_dir, "--prompts", empty, "--reward", "shapes"])
+    result = invoke(["eval", "--model", tiny_sd_dir, "--prompts", empty, "--reward", "shapes"])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {empty}: no prompts in file"
 
@@ -322,7 +316,7 @@ def test_a_prompt_the_reward_cannot_score_is_refused_before_the_model_loads(tmp_
     prompts.write_text("a red circle\na pink circle\n")
     # The model folder does not exist: loading it would fail with another error.
     args = [*command, "--model", tmp_path / "never-loaded", "--prompts", prompts]
-    result = _invoke([*args, "--out", tmp_path / "out"])
+    result = invoke([*args, "--out", tmp_path / "out"])
     assert result.exit_code == 2  # a bad setting, as the same prompt in a recipe
     assert result.stderr.strip() == (
         f"error: {prompts}: reward 'shapes' cannot score a prompt: "
@@ -339,7 +333,7 @@ def test_train_refuses_a_prompt_file_the_reward_cannot_score_before_training(tmp
     args = ["train", recipe, f"output_dir={tmp_path / 'run'}", f"{section}.prompts_file={prompts}"]
     if section == "data":
         args += ["data.generator=none", "data.balance=prompt"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"recipe error: {recipe}: {section}.prompts_file: reward 'shapes' cannot score a "
@@ -354,7 +348,7 @@ def test_train_refuses_a_sampler_recipe_it_would_train_the_default_method_for(
     """recipes/mini/demon.yaml is for `dsharp eval --recipe`; `train` started a 1000-step run
     of the default method from it."""
     recipe = RECIPES / "mini" / "demon.yaml"
-    result = _invoke(["train", recipe, f"output_dir={tmp_path / 'run'}"])
+    result = invoke(["train", recipe, f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"recipe error: {recipe}: a sampler recipe (sample.method: demon; no method or train "
@@ -369,7 +363,7 @@ def test_train_refuses_a_sampler_recipe_it_would_train_the_default_method_for(
     training = tmp_path / "training.yaml"
     training.write_text(recipe.read_text() + "train:\n  max_steps: 1\n")
     monkeypatch.setattr(dsharp.commands.train, "_train_and_report", lambda *a: trained.append(a))
-    result = _invoke(["train", training, f"output_dir={tmp_path / 'run'}"])
+    result = invoke(["train", training, f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 0, result.output
     assert len(trained) == 1
 
@@ -387,7 +381,7 @@ def prompt_file(tmp_path: Path) -> Path:
 def _eval(model: Path, prompts: Path, *extra) -> dict:
     args = ["eval", "--model", model, "--prompts", prompts, "--reward", "shapes"]
     args += ["--seeds", "2", "--steps", "2", "--device", "cpu", "--json", *extra]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -397,7 +391,7 @@ def test_eval_takes_eta_as_sample_does(tiny_sd_dir, prompt_file, tmp_path):
     assert result["sample"]["eta"] == 0.5
     clash = ["eval", "--model", tiny_sd_dir, "--prompts", prompt_file, "--reward", "shapes"]
     clash += ["--eta", "0.5", "sample.eta=0.2"]
-    refused = _invoke(clash)
+    refused = invoke(clash)
     assert refused.exit_code == 2 and "--eta" in refused.stderr
 
 
@@ -437,7 +431,7 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     _eval(tiny_sd_dir, prompt_file, "--guidance", "1", "--out", tmp_path / "noguid.json")
 
     out = tmp_path / "cmp"
-    result = _invoke(["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out])
+    result = invoke(["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out])
     assert result.exit_code == 0, result.output
     table = list(csv.reader((out / "compare.csv").read_text().splitlines()))
     columns = ["run", "overall", "strict", "shapes", "met:presence", "nfe/image", "images"]
@@ -455,12 +449,12 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     )
     bare = tmp_path / "bare"
     args = ["compare", tmp_path / "base.json", tmp_path / "noguid.json", "--out", bare]
-    assert _invoke([*args, "--no-plot"]).exit_code == 0
+    assert invoke([*args, "--no-plot"]).exit_code == 0
     assert sorted(p.name for p in bare.iterdir()) == ["compare.csv", "compare.md"]
 
     # paired: the same images of both evaluations, difference by difference
     noguid = json.loads((tmp_path / "noguid.json").read_text())
-    result = _invoke(
+    result = invoke(
         ["compare", "--paired", tmp_path / "base.json", tmp_path / "noguid.json", "--out", out]
     )
     assert result.exit_code == 0, result.output
@@ -469,7 +463,7 @@ def test_eval_json_and_compare_tables(tiny_sd_dir, prompt_file, tmp_path):
     assert table[1][:3] == ["noguid", "base", "4"]
     delta = noguid["overall"] - first["overall"]
     assert float(table[1][5]) == pytest.approx(delta, abs=1e-4)
-    result = _invoke(["compare", "--paired", tmp_path / "base.json", "--out", out])
+    result = invoke(["compare", "--paired", tmp_path / "base.json", "--out", out])
     assert result.exit_code != 0 and "at least one evaluation" in result.output
 
 
@@ -541,7 +535,7 @@ def test_shapes_bench_splits_prompts_by_held_out_pairs():
 
 
 def test_compare_reports_a_missing_source_in_one_line(tmp_path):
-    result = _invoke(["compare", tmp_path / "nope.json", "--out", tmp_path])
+    result = invoke(["compare", tmp_path / "nope.json", "--out", tmp_path])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'nope.json'}: no such file or folder"
 
@@ -558,7 +552,7 @@ def test_compare_labels_run_files_by_their_run_and_keeps_repeated_labels_apart(t
     for path, score in zip(loose, (0.25, 1.0), strict=True):
         path.parent.mkdir()
         path.write_text(json.dumps({"metrics": {"shapes": {"mean": score}}}))
-    result = _invoke(["compare", *files, *loose, "--out", tmp_path])
+    result = invoke(["compare", *files, *loose, "--out", tmp_path])
     assert result.exit_code == 0, result.output
     header, *rows = csv.reader((tmp_path / "compare.csv").read_text().splitlines())
     column = header.index("shapes")
@@ -580,11 +574,11 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red square\n")
     args = ["eval", "--checkpoint", run, "--prompts", prompts, "--seeds", "1", "--steps", "2"]
-    result = _invoke(args + ["--device", "cpu"])
+    result = invoke(args + ["--device", "cpu"])
     assert result.exit_code == 0, result.output
     written = json.loads((run / "eval-rewards-p.json").read_text())  # named by the prompt file
     assert written["rewards"] == ["shapes"] and written["n_images"] == 1
-    result = _invoke(["compare", run, "--out", tmp_path])
+    result = invoke(["compare", run, "--out", tmp_path])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "compare.csv").read_text().splitlines()[1].startswith(f"{run.name},")
 
@@ -597,7 +591,7 @@ def test_eval_checkpoint_uses_the_run_rewards_and_compare_reads_the_run(train_ru
     shutil.copytree(older, newer)
     (newer / "trainer_state.json").write_text(json.dumps({"step": step + 1}))
     (run / "eval-rewards-p.json").unlink()
-    result = _invoke(["eval", "--checkpoint", older, *args[3:], "--device", "cpu"])
+    result = invoke(["eval", "--checkpoint", older, *args[3:], "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert json.loads((older / "eval-rewards-p.json").read_text())["step"] == step
     assert not (run / "eval-rewards-p.json").exists()
@@ -610,16 +604,16 @@ def test_a_bench_scored_by_other_rewards_keeps_the_bench_s_own_evaluation(train_
     assert result.exit_code == 0, result.output
     args = ["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1", "--seeds", "1"]
     args += ["--steps", "2", "--device", "cpu"]
-    assert _invoke(args).exit_code == 0
+    assert invoke(args).exit_code == 0
     own = json.loads((run / "eval-shapes.json").read_text())
-    result = _invoke([*args, "--reward", "shapes_soft"])
+    result = invoke([*args, "--reward", "shapes_soft"])
     assert result.exit_code == 0, result.output
     other = json.loads((run / "eval-shapes-reward-shapes_soft.json").read_text())
     assert other["rewards"] == ["shapes_soft"]
     assert json.loads((run / "eval-shapes.json").read_text()) == own
     assert own["rewards"] == ["shapes"]
     # naming the bench's own reward is the bench's own evaluation
-    result = _invoke([*args, "--reward", "shapes"])
+    result = invoke([*args, "--reward", "shapes"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in run.glob("eval-shapes*.json")) == [
         "eval-shapes-reward-shapes_soft.json",
@@ -638,7 +632,7 @@ def test_an_evaluation_by_several_rewards_is_named_by_all_of_them():
 def test_version_flag_prints_the_installed_distribution_version():
     from importlib.metadata import version
 
-    result = _invoke(["--version"])
+    result = invoke(["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"dsharp {version('dsharp')}"
 
@@ -731,7 +725,7 @@ def test_compare_says_which_evaluation_a_run_folder_stands_for(tmp_path):
         path = run / name
         path.write_text(json.dumps({"overall": score, "metrics": {"shapes": {"mean": score}}}))
         os.utime(path, (1_000_000 + age, 1_000_000 + age))  # eval-shapes.json is the newest
-    result = _invoke(["compare", run, "--out", tmp_path, "--no-plot"])
+    result = invoke(["compare", run, "--out", tmp_path, "--no-plot"])
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == (
         f"{run}: using eval-shapes.json, its newest evaluation (also there: "
@@ -746,7 +740,7 @@ def test_eval_of_a_checkpoint_without_its_run_recipe_is_one_line(tmp_path):
     (checkpoint / "trainer_state.json").write_text("{}")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red square\n")
-    result = _invoke(["eval", "--checkpoint", checkpoint, "--prompts", prompts])
+    result = invoke(["eval", "--checkpoint", checkpoint, "--prompts", prompts])
     assert result.exit_code != 0
     assert result.stderr.strip() == (
         f"error: --checkpoint: {tmp_path / 'run' / 'recipe.yaml'} is missing "
@@ -764,7 +758,7 @@ def test_eval_of_a_checkpoint_without_its_run_recipe_is_one_line(tmp_path):
     ],
 )
 def test_usage_lines_name_positional_arguments_as_the_help_text_does(command, words):
-    result = _invoke([*command, "--help"])
+    result = invoke([*command, "--help"])
     assert result.exit_code == 0
     usage = next(line for line in result.output.splitlines() if "Usage:" in line)
     for word in words:
@@ -836,7 +830,7 @@ def test_compare_csv_leaves_a_missing_value_empty(tmp_path):
         sources.append(tmp_path / f"{name}.json")
         extra = {"aesthetic": {"mean": 5.0}} if name == "a" else {}
         sources[-1].write_text(json.dumps({"metrics": {**metrics, **extra}}))
-    result = _invoke(["compare", *sources, "--out", tmp_path / "out", "--no-plot"])
+    result = invoke(["compare", *sources, "--out", tmp_path / "out", "--no-plot"])
     assert result.exit_code == 0, result.output
     header, *rows = csv.reader((tmp_path / "out" / "compare.csv").read_text().splitlines())
     table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
@@ -849,7 +843,7 @@ def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
     for name, text in (("list.json", "[1, 2]"), ("other.json", '{"a": 1}')):
         path = tmp_path / name
         path.write_text(text)
-        result = _invoke(["compare", path, "--out", tmp_path / "out"])
+        result = invoke(["compare", path, "--out", tmp_path / "out"])
         assert result.exit_code == 1, result.output
         assert f"{path}: not a dsharp evaluation" in result.stderr
     assert not (tmp_path / "out" / "compare.md").exists()
@@ -869,27 +863,27 @@ def test_compare_refuses_json_that_is_no_evaluation(tmp_path):
 def test_compare_refuses_an_unknown_flag_value_as_a_bad_setting(tmp_path: Path, flags, message):
     """Exit 2, as a bad recipe value, before any source is read (this one is not there)."""
     missing = tmp_path / "missing.json"
-    result = _invoke(["compare", missing, missing, *flags, "--out", tmp_path])
+    result = invoke(["compare", missing, missing, *flags, "--out", tmp_path])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == message
 
 
 def test_eval_with_an_unknown_reward_or_bench_is_one_line_and_a_bad_setting(tmp_path, prompt_file):
     """Exit 2, as the same name in a recipe: a bad setting, not a failure of the run."""
-    result = _invoke(
+    result = invoke(
         ["eval", "--model", "dsharp-mini", "--prompts", prompt_file, "--reward", "shapez"]
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: unknown reward 'shapez', did you mean 'shapes'?")
     assert len(result.stderr.strip().splitlines()) == 1 and "pydantic" not in result.stderr
-    result = _invoke(["eval", "--model", "dsharp-mini", "--bench", "shape"])
+    result = invoke(["eval", "--model", "dsharp-mini", "--bench", "shape"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --bench: unknown bench 'shape' (available: ")
 
 
 def test_a_checkpoint_folder_that_does_not_exist_is_named_as_such(tmp_path):
     missing = tmp_path / "no-run"
-    result = _invoke(["sample", "--checkpoint", missing, "-p", "a red circle", "--out", tmp_path])
+    result = invoke(["sample", "--checkpoint", missing, "-p", "a red circle", "--out", tmp_path])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: --checkpoint: {missing}: no such folder"
 
@@ -900,7 +894,7 @@ def test_eval_of_a_run_without_bench_or_prompts_names_the_bench_its_report_used(
     recipe = "model: {pretrained: dsharp-mini}\nrewards: [{name: shapes}]\n"
     recipe += "data: {generator: shapes}\neval: {bench: shapes}\n"
     run = run_folder_with_checkpoint(tmp_path / "run", recipe)
-    result = _invoke(["eval", "--checkpoint", run])
+    result = invoke(["eval", "--checkpoint", run])
     assert result.exit_code == 2, result.output  # a missing input: a usage error
     assert result.stderr.strip() == (
         "error: give --prompts FILE or --bench NAME (the run's report used --bench shapes)"
@@ -916,14 +910,14 @@ def test_eval_of_a_run_without_bench_or_prompts_names_the_bench_its_report_used(
     ],
 )
 def test_eval_without_a_model_or_prompts_is_a_usage_error(args, message):
-    result = _invoke(["eval", *args])
+    result = invoke(["eval", *args])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().startswith(f"error: {message}")
 
 
 def test_a_prompt_outside_the_verifiers_grammar_is_a_bad_setting(tmp_path):
     args = ["sample", "--model", tmp_path / "never-loaded", "--method", "inference_scaling"]
-    result = _invoke([*args, "--reward", "shapes", "-p", "a purple dragon", "--out", tmp_path])
+    result = invoke([*args, "--reward", "shapes", "-p", "a purple dragon", "--out", tmp_path])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         "error: --prompt: reward 'shapes' cannot score a prompt: unknown word 'dragon' in "
@@ -938,7 +932,7 @@ def test_a_device_name_that_is_no_device_is_a_bad_value(tmp_path, command):
         args += ["--bench", "shapes", "--out", tmp_path / "eval.json"]
     else:
         args += ["-p", "a red circle", "--out", tmp_path]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         "error: --device: expected auto, cpu, cuda[:N], mps or xpu, got 'tpu'"
@@ -948,11 +942,11 @@ def test_a_device_name_that_is_no_device_is_a_bad_value(tmp_path, command):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_device_this_machine_lacks_is_not_a_bad_value(tmp_path):
     args = ["sample", "--model", tmp_path / "never-loaded", "--device", "cuda"]
-    result = _invoke([*args, "-p", "a red circle", "--out", tmp_path])
+    result = invoke([*args, "-p", "a red circle", "--out", tmp_path])
     assert result.exit_code == 1, result.output
     assert "--device cuda: CUDA is not available here" in result.stderr
     if not _has_xpu():  # an Intel GPU is a device too, not a bad value
-        result = _invoke([*args[:-2], "--device", "xpu", "-p", "a red circle", "--out", tmp_path])
+        result = invoke([*args[:-2], "--device", "xpu", "-p", "a red circle", "--out", tmp_path])
         assert result.exit_code == 1, result.output
         assert "--device xpu: XPU is not available here" in result.stderr
 
@@ -980,7 +974,7 @@ def test_a_bad_reward_name_or_option_is_a_bad_setting(tmp_path, command, message
     image = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(image)
     args = [*command, "--prompt", "a red circle", image] if command[0] == "rewards" else command
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
@@ -990,7 +984,7 @@ def test_eval_of_a_recipe_names_its_sampler_beside_the_model(tmp_path):
     out = tmp_path / "runs" / "demon"
     args = ["eval", "--recipe", recipe, "eval.limit=1", "eval.seeds=1", "sample.steps=2"]
     args += ["sample.options.K=2", f"output_dir={out}"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     assert "dsharp-mini (demon)" in result.stdout
     # only the result: a recipe.yaml would not hold the flags, and would make the folder
@@ -1019,7 +1013,7 @@ def test_eval_of_a_checkpoint_with_a_damaged_state_fails_before_loading(tmp_path
     state = run / "checkpoints" / "step-000001" / "trainer_state.json"
     state.write_text('{"step": 1')
     _refuse_loading(monkeypatch)
-    result = _invoke(["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1"])
+    result = invoke(["eval", "--checkpoint", run, "--bench", "shapes", "--limit", "1"])
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(f"error: {state}: not JSON (")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -1060,7 +1054,7 @@ def test_eval_checks_its_default_destination_can_be_written_before_sampling(
     import dsharp.builders
 
     monkeypatch.setattr(dsharp.builders, "build_model", lambda *a, **k: 1 / 0)
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == (
         f"error: {where} {read_only}: cannot be written in {read_only} (Permission denied); "
@@ -1073,7 +1067,7 @@ def test_eval_refuses_t2i_compbench_flags_for_another_bench(tmp_path, source, mo
     monkeypatch.chdir(tmp_path)
     Path("p.txt").write_text("a red circle\n")
     args = ["eval", "--model", tmp_path / "never-loaded", *source, "--categories", "bogus"]
-    result = _invoke([*args, "--split", "nope", "--images-per-prompt", "3"])
+    result = invoke([*args, "--split", "nope", "--images-per-prompt", "3"])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         "error: --categories, --split, --images-per-prompt: used only by --bench t2i-compbench "
@@ -1085,7 +1079,7 @@ def test_sample_refuses_a_seed_torch_would_not_take(tmp_path):
     """train.seed is checked against torch's range; --seed was taken as given (-1 too)."""
     for seed in ("-1", str(2**32)):
         args = ["sample", "--model", tmp_path / "never-loaded", "-p", "a red circle"]
-        result = _invoke([*args, "--seed", seed, "--out", tmp_path / "out"])
+        result = invoke([*args, "--seed", seed, "--out", tmp_path / "out"])
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--seed'" in result.output
     assert not (tmp_path / "out").exists()
@@ -1099,7 +1093,7 @@ def test_eval_t2i_compbench_checks_its_work_folder_before_loading(tmp_path, monk
     _refuse_writes_in(monkeypatch, run)
     _refuse_loading(monkeypatch)
     args = ["eval", "--checkpoint", run, "--bench", "t2i-compbench", "--out", tmp_path / "r.json"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 1, result.output
     work = run / "t2i-compbench" / "step-000001"
     assert result.stderr.strip() == (

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dsharp.cli import app
+from cli_results import invoke
 from dsharp.rewards import plugins
 from dsharp.rewards.base import RewardError, RewardInfo
 from dsharp.rewards.hookspecs import hookimpl
@@ -23,13 +22,6 @@ from fake_rewards import NAME, brightness_registered
 
 UNBUILDABLE = "test_unbuildable"
 KEY_MESSAGE = "environment variable TEST_NO_KEY is not set"
-
-
-def _invoke(args: list[object]):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def _one_line(text: str) -> str:
@@ -88,7 +80,7 @@ def _eval_brightness(prompts: Path, out: Path, *extra: object):
     not score) for the prompt 'a red circle'."""
     args = ["eval", "--model", "dsharp-mini", "--prompts", prompts, "--reward", NAME]
     args += ["--set", "nan_prompt=a red circle", "--seeds", "1", "--steps", "1"]
-    return _invoke([*args, "--device", "cpu", "--out", out, "--json", *extra])
+    return invoke([*args, "--device", "cpu", "--out", out, "--json", *extra])
 
 
 def test_eval_stopped_by_an_unscorable_image_says_which_flag_goes_on(two_prompts, tmp_path):
@@ -151,7 +143,7 @@ def test_eval_refuses_an_unknown_on_error(two_prompts, tmp_path):
 
 
 def test_eval_of_a_bench_with_on_error_in_set_is_one_line_not_a_validation_dump(tmp_path):
-    result = _invoke(["eval", "--model", "dsharp-mini", "--bench", "shapes", "--set", "on_error=x"])
+    result = invoke(["eval", "--model", "dsharp-mini", "--bench", "shapes", "--set", "on_error=x"])
     assert result.exit_code == 2, result.output
     line = _one_line(result.stderr)
     assert "use --on-error x" in line and "pydantic" not in line
@@ -164,7 +156,7 @@ def test_eval_fails_on_an_unbuildable_reward_before_the_model_loads(
     flags = ["--reward", "shapes", "--method", "demon", "--verifier", UNBUILDABLE]
     flags = flags if as_verifier else ["--reward", UNBUILDABLE]
     args = ["eval", "--model", "dsharp-mini", "--prompts", two_prompts, *flags]
-    result = _invoke([*args, "--out", tmp_path / "e.json"])
+    result = invoke([*args, "--out", tmp_path / "e.json"])
     assert result.exit_code == 1, result.output
     assert KEY_MESSAGE in _one_line(result.stderr)
 
@@ -173,7 +165,7 @@ def test_sample_fails_on_an_unbuildable_verifier_before_the_model_loads(
     unbuildable, no_model_loads, tmp_path
 ):
     args = ["sample", "--model", "dsharp-mini", "--prompt", "a red circle", "--method", "demon"]
-    result = _invoke([*args, "--reward", UNBUILDABLE, "--out", tmp_path / "out"])
+    result = invoke([*args, "--reward", UNBUILDABLE, "--out", tmp_path / "out"])
     assert result.exit_code == 1, result.output
     assert KEY_MESSAGE in _one_line(result.stderr)
 
@@ -193,7 +185,7 @@ def test_train_fails_on_an_unbuildable_reward_before_the_model_loads(
             """),
         encoding="utf-8",
     )
-    result = _invoke(["train", recipe, "--no-progress"])
+    result = invoke(["train", recipe, "--no-progress"])
     assert result.exit_code == 1, result.output
     assert KEY_MESSAGE in _one_line(result.stderr)
 
@@ -243,7 +235,7 @@ def _run_with_truncated_weights(tmp_path: Path, lora: bool) -> Path:
 def test_a_truncated_checkpoint_says_its_weights_cannot_be_read(tmp_path, lora):
     run = _run_with_truncated_weights(tmp_path, lora)
     args = ["sample", "--checkpoint", run, "--prompt", "a red circle", "--steps", "1"]
-    result = _invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
+    result = invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
     assert result.exit_code == 1, result.output
     line = _one_line(result.stderr)
     assert "cannot read the trained weights (" in line, line
@@ -260,7 +252,7 @@ def test_a_checkpoint_missing_its_lora_file_says_so_not_damaged(tmp_path):
     model = run / "checkpoints" / "step-000001" / "model"
     (model / LORA_WEIGHTS).unlink()
     args = ["sample", "--checkpoint", run, "--prompt", "a red circle", "--steps", "1"]
-    result = _invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
+    result = invoke([*args, "--device", "cpu", "--out", tmp_path / "out"])
     assert result.exit_code == 1, result.output
     assert _one_line(result.stderr) == f"error: {model}: no {LORA_WEIGHTS} (the LoRA's weights)"
 
@@ -268,7 +260,7 @@ def test_a_checkpoint_missing_its_lora_file_says_so_not_damaged(tmp_path):
 def test_compare_of_a_cut_short_json_says_where_it_breaks(tmp_path):
     path = tmp_path / "eval.json"
     path.write_text('{"bench": "shapes", "over\n', encoding="utf-8")
-    result = _invoke(["compare", path, "--out", tmp_path / "cmp"])
+    result = invoke(["compare", path, "--out", tmp_path / "cmp"])
     assert result.exit_code == 1, result.output
     assert _one_line(result.stderr) == (
         f"error: {path}: not JSON (Invalid control character at, line 1 column 26)"
@@ -298,7 +290,7 @@ def _brightness_recipe(tmp_path: Path) -> Path:
 def test_train_stopped_by_an_unscorable_sample_names_the_setting_that_skips_it(tmp_path):
     recipe = _brightness_recipe(tmp_path)
     with brightness_registered():
-        result = _invoke(["train", recipe, "--no-progress"])
+        result = invoke(["train", recipe, "--no-progress"])
     assert result.exit_code == 1, result.output
     line = _one_line(result.stderr)
     assert line.startswith(f"error: reward '{NAME}#1' returned NaN for "), line
@@ -308,7 +300,7 @@ def test_train_stopped_by_an_unscorable_sample_names_the_setting_that_skips_it(t
         "rewards.1.on_error=missing"
     ), line
     with brightness_registered():  # the advice, as written, lets the run go on
-        result = _invoke(["train", recipe, "rewards.1.on_error=missing", "--no-progress"])
+        result = invoke(["train", recipe, "rewards.1.on_error=missing", "--no-progress"])
     assert result.exit_code == 0, result.output
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert logged[-1]["reward_missing"] > 0
@@ -331,7 +323,7 @@ def test_a_report_stopped_by_an_unscorable_image_keeps_training_and_names_the_se
     )
     recipe.write_text(text, encoding="utf-8")
     with brightness_registered():
-        result = _invoke(["train", recipe, "--no-progress"])
+        result = invoke(["train", recipe, "--no-progress"])
     assert result.exit_code == 1, result.output
     line = _one_line(result.stderr)
     run = tmp_path / "run"
@@ -341,6 +333,6 @@ def test_a_report_stopped_by_an_unscorable_image_keeps_training_and_names_the_se
     again = line.rsplit("then write it with: ", 1)[1].split()
     assert again[:3] == ["dsharp", "train", str(recipe)]
     with brightness_registered():
-        result = _invoke([*again[1:], "eval.rewards.0.on_error=missing", "--no-progress"])
+        result = invoke([*again[1:], "eval.rewards.0.on_error=missing", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (run / "report.md").exists()

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from dsharp.cli import app
+from cli_results import invoke
 from dsharp.generate import SampleSettings, generate
 from dsharp.inference import SAMPLE_METHODS, count_nfe
 from dsharp.inference.demon import combine_noises, demon_weights
@@ -327,19 +326,12 @@ def test_settings_keep_the_verifier_as_json_and_redact_secrets():
 # --------------------------------------------------------------------------- CLI
 
 
-def _invoke(args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def test_sample_command_runs_demon_and_reports_nfe(model, tiny_sd_dir, tmp_path):
     out = tmp_path / "png"
     args = ["sample", "--model", tiny_sd_dir, "--prompt", "a red circle", "--method", "demon"]
     args += ["--option", "K=2", "--option", "estimate=tweedie", "--reward", "shapes"]
     args += ["--steps", STEPS, "--height", SIDE, "--width", SIDE, "--out", out, "--device", "cpu"]
-    result = _invoke([*args, "--json"])
+    result = invoke([*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["method"] == "demon"
@@ -353,14 +345,14 @@ def test_sample_command_takes_positional_sample_overrides(model, tiny_sd_dir, tm
     args = ["sample", "--model", tiny_sd_dir, "--prompt", "a red circle", "--reward", "shapes"]
     args += ["sample.method=free2guide", "sample.options.candidates=2", "sample.steps=2"]
     args += ["--height", SIDE, "--width", SIDE, "--out", tmp_path, "--device", "cpu"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == (
         f"1 image in {tmp_path} (free2guide, "
         f"{_expected_nfe(model, 'free2guide', 5.0, 2, {'candidates': 2}):g} network evaluations "
         "and 4 reward evaluations per image)"  # 2 candidates at each of 2 steps
     )
-    result = _invoke([*args, "--json"])
+    result = invoke([*args, "--json"])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     opts = {"candidates": 2}
     assert summary["nfe_per_image"] == _expected_nfe(model, "free2guide", 5.0, 2, opts)
@@ -387,7 +379,7 @@ def test_sample_command_reports_bad_settings_before_loading_the_model(
     tmp_path, extra, message, status
 ):
     args = ["sample", "--model", tmp_path / "no-such-model", "--prompt", "a", *extra]
-    result = _invoke(args + ["--out", tmp_path])
+    result = invoke(args + ["--out", tmp_path])
     assert result.exit_code == status  # 2: a setting that does not parse, as in a recipe
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -399,7 +391,7 @@ def test_a_size_the_model_cannot_draw_is_a_setting_error_before_any_image(
 ):
     args = ["sample", "--model", str(tiny_sd_dir), "--prompt", "a", "--height", "60"]
     args += ["--method", method, "--steps", "1", "--out", str(tmp_path)]
-    result = _invoke(args + (["--reward", NAME] if method == "demon" else []))
+    result = invoke(args + (["--reward", NAME] if method == "demon" else []))
     assert result.exit_code == 2, result.output
     last = result.stderr.strip().splitlines()[-1]  # after the loaders' own progress lines
     assert last == "error: height 60 must be a positive multiple of 8 for sd"
@@ -409,7 +401,7 @@ def test_a_size_the_model_cannot_draw_is_a_setting_error_before_any_image(
 
 def test_eval_with_a_recipe_refuses_a_flag_and_an_override_of_one_setting():
     recipe = ROOT / "recipes" / "mini" / "demon.yaml"
-    result = _invoke(["eval", "--recipe", recipe, "--steps", "2", "sample.steps=3"])
+    result = invoke(["eval", "--recipe", recipe, "--steps", "2", "sample.steps=3"])
     assert result.exit_code == 2
     assert "--steps also sets sample.steps; give one" in result.stderr
 
@@ -419,7 +411,7 @@ def test_eval_refuses_a_flag_and_a_positional_override_of_one_setting(tmp_path):
     prompts.write_text("a red circle\n")
     args = ["eval", "--model", tmp_path / "no-such-model", "--prompts", prompts, "--bench"]
     args += ["shapes", "--steps", "2"]
-    result = _invoke(args + ["sample.steps=3"])
+    result = invoke(args + ["sample.steps=3"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--steps also sets sample.steps; give one" in lines[0], lines
@@ -430,7 +422,7 @@ def test_eval_command_reports_nfe_and_the_verifier(tiny_sd_dir, tmp_path):
     prompts.write_text("a red circle\n")
     args = ["eval", "--model", tiny_sd_dir, "--prompts", prompts, "--reward", "shapes"]
     args += ["--method", "inference_scaling", "--option", "N=2", "--seeds", "1", "--steps", "2"]
-    result = _invoke(args + ["--height", SIDE, "--width", SIDE, "--device", "cpu", "--json"])
+    result = invoke(args + ["--height", SIDE, "--width", SIDE, "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["nfe_per_image"] == 2 * 2 * 2  # N x steps x CFG
@@ -446,7 +438,7 @@ def test_eval_runs_the_mini_recipe(tiny_sd_dir, tmp_path, name):
     overrides += [f"sample.height={SIDE}", f"sample.width={SIDE}"]
     small = {"free2guide": "candidates=2", "demon": "K=2", "inference_scaling": "N=2"}
     args = ["eval", "--recipe", recipe, *overrides, "--option", small[name], "--seeds", "1"]
-    result = _invoke(args + ["--out", tmp_path / "e.json", "--device", "cpu", "--json"])
+    result = invoke(args + ["--out", tmp_path / "e.json", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["recipe"] == str(recipe) and data["bench"] == "shapes"
@@ -465,7 +457,7 @@ def test_eval_keeps_the_recipes_limit_when_bench_is_named(tiny_sd_dir, tmp_path)
     overrides = [f"model.pretrained={tiny_sd_dir}", "sample.steps=1", "eval.limit=1"]
     overrides += [f"sample.height={SIDE}", f"sample.width={SIDE}"]
     args = ["eval", "--recipe", recipe, *overrides, "--bench", "shapes", "--option", "N=1"]
-    result = _invoke(args + ["--seeds", "1", "--out", tmp_path / "e.json", "--json"])
+    result = invoke(args + ["--seeds", "1", "--out", tmp_path / "e.json", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_images"] == 5  # one prompt per category
 
