@@ -97,6 +97,18 @@ def tiny_reward_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
     return {name: {**opts, "device": "cpu"} for name, opts in options.items()}
 
 
+@pytest.fixture
+def model_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training fails the test if it builds its model: for refusals of bad input that must
+    come before the (slow) model loads."""
+    import dsharp.engine
+
+    def must_not_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the input was refused")
+
+    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
+
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 

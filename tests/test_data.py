@@ -293,19 +293,14 @@ def test_a_split_of_data_without_splits_is_refused_in_one_line(tmp_path, monkeyp
 
 
 def test_validate_and_train_refuse_a_folder_s_split_or_missing_column_before_loading(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, model_must_not_load
 ):
     from pathlib import Path
 
     from typer.testing import CliRunner
 
-    import dsharp.engine
     from dsharp.cli import app
 
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the recipe error")
-
-    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
     monkeypatch.chdir(tmp_path)
     _folder_with_metadata(tmp_path / "ds", "img")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpening.yaml"

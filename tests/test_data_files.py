@@ -176,16 +176,11 @@ def test_spaces_unicode_symlinks_and_odd_sizes_train(tmp_path):
     assert [source.get(i)[0].size for i in range(3)] == [(120, 40), (120, 40), (8, 8)]
 
 
-def test_train_refuses_a_bad_row_before_the_model_loads(tmp_path, monkeypatch):
+def test_train_refuses_a_bad_row_before_the_model_loads(tmp_path, monkeypatch, model_must_not_load):
     from typer.testing import CliRunner
 
-    import dsharp.engine
     from dsharp.cli import app
 
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the data error")
-
-    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
     monkeypatch.chdir(tmp_path)
     _png(tmp_path / "x.png")
     _jsonl(tmp_path, {"image": "x.png", "text": "a"}, {"image": "gone.png", "text": "b"})

@@ -143,16 +143,13 @@ def test_a_metadata_csv_edited_after_the_check_is_read_again(tmp_path):
     )
 
 
-def test_train_refuses_a_bad_metadata_csv_row_before_loading(tmp_path, monkeypatch):
+def test_train_refuses_a_bad_metadata_csv_row_before_loading(
+    tmp_path, monkeypatch, model_must_not_load
+):
     from typer.testing import CliRunner
 
-    import dsharp.engine
     from dsharp.cli import app
 
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the data error")
-
-    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
     monkeypatch.chdir(tmp_path)
     _folder(tmp_path, "file_name,text\na.png,red\ntrain/c.png,gone\n")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpening.yaml"

@@ -28,15 +28,10 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "sft_sharpen
     ],
 )
 def test_validate_names_a_bad_data_row_as_train_refuses_it(
-    tmp_path, monkeypatch, files, dataset, reason
+    tmp_path, monkeypatch, files, dataset, reason, model_must_not_load
 ):
-    import dsharp.engine
     from dsharp.cli import app
 
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the data error")
-
-    monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
     monkeypatch.chdir(tmp_path)
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
