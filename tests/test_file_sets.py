@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,31 @@ def _folder(tmp_path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir())}
 
 
-def test_a_set_replaces_every_file_and_removes_a_member_not_written_this_time(tmp_path):
-    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
-    for p in (a, b, c):
+def _old_set(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """a.csv, b.png and c.md in ``tmp_path``, each holding "old"."""
+    files = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
+    for p in files:
         p.write_text("old")
+    return files
+
+
+def _rename_fails_at(
+    monkeypatch: pytest.MonkeyPatch, target: Path, before: Callable[[], None] = lambda: None
+) -> None:
+    """``os.replace`` onto ``target`` fails with EIO (after ``before()``); others rename."""
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target:
+            before()
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_set_replaces_every_file_and_removes_a_member_not_written_this_time(tmp_path):
+    a, b, c = _old_set(tmp_path)
     with replaced_together(a, b, c) as staged:
         atomic_write_text(staged(a), "new a")
         atomic_write_text(staged(c), "new c")
@@ -58,17 +80,8 @@ def test_a_ctrl_c_while_writing_leaves_no_temp_file(tmp_path):
 
 
 def test_a_rename_that_fails_midway_says_which_files_are_new(tmp_path, monkeypatch):
-    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
-    for p in (a, b, c):
-        p.write_text("old")
-    real = os.replace
-
-    def replace(src, dst):
-        if Path(dst) == b:
-            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    a, b, c = _old_set(tmp_path)
+    _rename_fails_at(monkeypatch, b)
     with pytest.raises(FileSetError) as caught, replaced_together(a, b, c) as staged:
         for p in (a, b, c):
             atomic_write_text(staged(p), "new")
@@ -114,9 +127,7 @@ def test_a_ctrl_c_while_the_files_are_renamed_comes_after_the_last_one(tmp_path,
     import threading
     import time
 
-    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
-    for p in (a, b, c):
-        p.write_text("old")
+    a, b, c = _old_set(tmp_path)
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
     other.start()
@@ -211,19 +222,13 @@ def test_a_ctrl_c_held_while_a_rename_fails_does_not_hide_the_error(tmp_path, mo
     import signal
     import time
 
-    a, b, c = tmp_path / "a.csv", tmp_path / "b.png", tmp_path / "c.md"
-    for p in (a, b, c):
-        p.write_text("old")
-    real = os.replace
+    a, b, c = _old_set(tmp_path)
 
-    def replace(src, dst):
-        if Path(dst) == b:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)
-            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
-        real(src, dst)
+    def ctrl_c() -> None:  # a Ctrl-C during the rename that fails
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
 
-    monkeypatch.setattr(os, "replace", replace)
+    _rename_fails_at(monkeypatch, b, before=ctrl_c)
     try:
         with pytest.raises(FileSetError) as caught, replaced_together(a, b, c) as staged:
             for p in (a, b, c):
