@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli_results import invoke
+from drawn_figures import drawn_figures
 from dsharp import compare_plot
 from dsharp.report import distinct_labels
 
@@ -18,9 +19,7 @@ from dsharp.report import distinct_labels
 @pytest.fixture
 def figures(monkeypatch):
     """The figures compare.png would be written from."""
-    drawn: list = []
-    monkeypatch.setattr(compare_plot, "atomic_save_png", lambda fig, path: drawn.append(fig))
-    return drawn
+    return drawn_figures(monkeypatch, compare_plot)
 
 
 def _labels(*paths: str) -> list[str]:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from drawn_figures import drawn_figures
 from dsharp import compare_plot
 
 
@@ -30,9 +31,7 @@ def test_bars_are_scores_only_without_costs_text_or_copies_of_overall():
 
 @pytest.fixture
 def drawn(monkeypatch):
-    figures = []
-    monkeypatch.setattr(compare_plot, "atomic_save_png", lambda fig, path: figures.append(fig))
-    return figures
+    return drawn_figures(monkeypatch, compare_plot)
 
 
 def test_compare_plot_draws_one_bar_per_run_and_score(drawn, tmp_path):

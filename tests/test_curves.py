@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from drawn_figures import drawn_figures
 from dsharp.curves import moving_average, plot_training_curves
 
 
@@ -56,8 +57,7 @@ def test_curve_legends_name_the_steps_the_centred_mean_spans(tmp_path, monkeypat
     """sqrt(4) = 2, but a centred mean spans an odd number of steps: the label says 3."""
     import dsharp.curves as curves
 
-    figures: list = []
-    monkeypatch.setattr(curves, "atomic_save_png", lambda fig, path, dpi: figures.append(fig))
+    figures = drawn_figures(monkeypatch, curves)
     rows = [{"step": i, "loss": 1.0 / i, "reward": 0.1 * i} for i in range(1, 5)]
     plot_training_curves(_write_rows(tmp_path / "m.jsonl", rows), tmp_path / "c.png")
     (fig,) = figures

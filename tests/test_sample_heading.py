@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cli_results import invoke
+from drawn_figures import drawn_figures
 from dsharp import sheets
 from dsharp.inference.demon import DemonOptions
 from dsharp.score_words import sample_heading
@@ -17,9 +18,7 @@ from dsharp.score_words import sample_heading
 @pytest.fixture
 def figures(monkeypatch):
     """The figures grid.png would be written from."""
-    drawn: list = []
-    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
-    return drawn
+    return drawn_figures(monkeypatch, sheets)
 
 
 @pytest.fixture

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
+from drawn_figures import drawn_figures
 from dsharp import compare_plot, sheets
 from dsharp.cli import app
 from dsharp.score_words import reward_words, weighted_words
+from study_files import write_study
 from study_rows import finish_rows
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _evaluation(reward: str = "shapes", bench: str | None = "shapes", **extra) -> dict:
@@ -45,10 +44,7 @@ def _evaluation(reward: str = "shapes", bench: str | None = "shapes", **extra) -
 @pytest.fixture
 def figures(monkeypatch):
     """The figures compare.png and grid.png would be written from."""
-    drawn: list = []
-    monkeypatch.setattr(compare_plot, "atomic_save_png", lambda fig, path: drawn.append(fig))
-    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
-    return drawn
+    return drawn_figures(monkeypatch, compare_plot, sheets)
 
 
 def _compare(tmp_path: Path, docs: dict[str, dict], *flags: str) -> None:
@@ -120,18 +116,10 @@ def test_sheet_without_scores_has_no_score_heading(tmp_path, figures):
 
 
 def _table_study(tmp_path: Path) -> Path:
-    data = {
-        "kind": "table",
-        "name": "mine",
-        "base": str(ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml"),
-        "overrides": ["model.pretrained=dsharp-mini", "train.max_steps=2"],
-        "rows": [{"label": "base", "train": False}, {"label": "tuned"}],
-        "evaluate": {"bench": "shapes", "limit": 1, "seeds": 2},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    rows = [{"label": "base", "train": False}, {"label": "tuned"}]
+    return write_study(
+        tmp_path, rows, name="mine", evaluate={"bench": "shapes", "limit": 1, "seeds": 2}
+    )
 
 
 def test_study_table_md_says_what_its_numbers_were_measured_with(tmp_path):
@@ -173,8 +161,7 @@ def test_nfe_figure_says_what_its_points_were_measured_with(tmp_path, monkeypatc
     from dsharp import study_outputs
     from dsharp.study import PlotSpec
 
-    drawn: list = []
-    monkeypatch.setattr(study_outputs, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    drawn = drawn_figures(monkeypatch, study_outputs)
     sample = {"method": "default", "steps": 5, "guidance": 5.0, "eta": 0.0}
     demon = {**sample, "method": "demon", "options": {"K": 2}}
     points = [

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from drawn_figures import drawn_figures
 from dsharp import sheets
 
 
@@ -42,8 +43,7 @@ def test_sheet_refuses_mismatched_inputs(tmp_path):
 
 
 def test_sheet_titles_each_image_with_its_seed_and_score(tmp_path, monkeypatch):
-    drawn = []
-    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    drawn = drawn_figures(monkeypatch, sheets)
     scores = [1.0, float("nan"), 0.5]
     sheets.save_contact_sheet(
         _solid((1, 1, 1), 3), ["a", "a", "b"], [0, 1, 0], tmp_path / "g.png", scores=scores
@@ -59,8 +59,7 @@ def test_sheet_titles_each_image_with_its_seed_and_score(tmp_path, monkeypatch):
 def test_a_long_prompt_caption_stays_whole_inside_the_sheet(tmp_path, monkeypatch):
     """A long prompt in the last of three rows: its caption reads level, beside its row,
     every word of it inside the figure (on its side, three lines of it were hard to read)."""
-    drawn = []
-    monkeypatch.setattr(sheets, "atomic_save_png", lambda fig, path: drawn.append(fig))
+    drawn = drawn_figures(monkeypatch, sheets)
     prompt = "two yellow stars above a purple hexagon and a small orange circle " * 2
     prompts = ["a red circle", "a blue square", prompt]
     sheets.save_contact_sheet(_solid((1, 1, 1), 3), prompts, [0, 1, 2], tmp_path / "g.png")

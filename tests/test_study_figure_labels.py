@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from drawn_figures import drawn_figures
 from dsharp import study_outputs
 from dsharp.study import PlotSpec
 
 
 @pytest.fixture
 def drawn(monkeypatch):
-    figures: list = []
-    monkeypatch.setattr(study_outputs, "atomic_save_png", lambda fig, path: figures.append(fig))
-    return figures
+    return drawn_figures(monkeypatch, study_outputs)
 
 
 def test_nfe_figure_has_plain_tick_numbers_and_its_legend_beside_the_points(drawn, tmp_path):
