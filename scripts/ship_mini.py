@@ -13,7 +13,6 @@ every weight file). Refuses to ship weights over the size limit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dsharp.commands.errors import require_counts, run_script
+from dsharp.file_records import digest as file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "src" / "dsharp" / "assets" / "dsharp-mini"
@@ -33,14 +33,6 @@ CARD = "MODEL_CARD.md"
 def weight_files(folder: Path) -> list[Path]:
     """Every weight file under ``folder``, sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate(path: Path) -> tuple[Path, Path, Any]:
@@ -275,7 +267,8 @@ def ship(source: Path, out: Path, seeds: int) -> Path:
     with atomic_directory(out) as tmp:
         assemble(init, checkpoint, tmp)
         files = [
-            (p.relative_to(tmp).as_posix(), p.stat().st_size, sha256(p)) for p in weight_files(tmp)
+            (p.relative_to(tmp).as_posix(), p.stat().st_size, file_sha256(p))
+            for p in weight_files(tmp)
         ]
         total = sum(size for _, size, _ in files)
         if total > MAX_WEIGHT_BYTES:
