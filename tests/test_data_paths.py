@@ -93,3 +93,15 @@ def test_a_dataset_under_an_unknown_user_s_home_is_refused_naming_it():
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "sft.yaml"
     with pytest.raises(RecipeError, match=r"data\.dataset: not found: ~nosuchuser-dsharp/ds"):
         load_recipe(recipe, ["data.dataset=~nosuchuser-dsharp/ds", "data.generator=none"])
+
+
+def test_an_output_dir_under_an_unknown_user_s_home_is_refused_naming_it():
+    """``output_dir=~nosuchuser/run`` ended train with Python's 'Could not determine home
+    directory' (exit 1), naming neither the field nor the path; left unexpanded it would
+    make a folder named ``~nosuchuser`` in the current one."""
+    from dsharp.config import RecipeError, load_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "sft.yaml"
+    with pytest.raises(RecipeError, match=r"output_dir: .*~nosuchuser-dsharp/run") as caught:
+        load_recipe(recipe, ["output_dir=~nosuchuser-dsharp/run"])
+    assert "\n" not in str(caught.value)

@@ -581,6 +581,16 @@ class Recipe(_Section):
         description="Run folder; '{recipe_name}' is replaced by the recipe file's stem.",
     )
 
+    @field_validator("output_dir")
+    @classmethod
+    def _known_home(cls, value: str) -> str:
+        """A ``~user`` that names no user: refused, not a folder named ``~user`` made here
+        (nor Python's 'Could not determine home directory' when it is expanded)."""
+        if value.startswith("~") and str(user_path(value)).startswith("~"):
+            head = value.replace("\\", "/").split("/", 1)[0]
+            raise ValueError(f"no home folder for {head}: {value}")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
