@@ -105,3 +105,17 @@ def test_an_output_dir_under_an_unknown_user_s_home_is_refused_naming_it():
     with pytest.raises(RecipeError, match=r"output_dir: .*~nosuchuser-dsharp/run") as caught:
         load_recipe(recipe, ["output_dir=~nosuchuser-dsharp/run"])
     assert "\n" not in str(caught.value)
+
+
+def test_a_prompts_file_under_an_unknown_user_s_home_says_so():
+    """Its 'file not found' said relative paths are read from the current folder: true of
+    the unexpanded ``~nosuchuser/p.txt``, but not what is wrong with it."""
+    from dsharp.config import RecipeError, load_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mini" / "ddpo.yaml"
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe, ["data.prompts_file=~nosuchuser-dsharp/p.txt"])
+    message = str(caught.value)
+    assert "data.prompts_file: file not found: ~nosuchuser-dsharp/p.txt" in message
+    assert "(no home folder for ~nosuchuser-dsharp)" in message
+    assert "current folder" not in message

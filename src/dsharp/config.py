@@ -61,9 +61,12 @@ def _check_files(info: ValidationInfo) -> bool:
 
 def _relative_hint(path: Path) -> str:
     """Recipes name files relative to where dsharp runs (the shipped ones: the checkout's
-    root), which a user running a recipe from another folder may not expect."""
+    root), which a user running a recipe from another folder may not expect. A ``~user``
+    left as written (:func:`~dsharp.hub.user_path`) names no user: that is what to say."""
     if path.is_absolute():
         return ""
+    if path.parts and path.parts[0].startswith("~"):
+        return f" (no home folder for {path.parts[0]})"
     return f" (relative paths are read from the current folder, {Path.cwd()})"
 
 
