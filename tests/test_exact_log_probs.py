@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from dsharp.cli import app
 from dsharp.io import read_jsonl
 from dsharp.methods.base import Batch
+from dsharp.methods.d3po import D3PO
 from dsharp.methods.ddpo import DDPO, sample_round, transition_log_probs
 from dsharp.methods.exact_log_probs import exact_noise, needs_float32_pass
 from dsharp.models import load_model
@@ -62,6 +63,31 @@ def test_ddpo_bf16_ratio_follows_the_weights_not_the_rounding(tiny_sd_dir, tmp_p
     # step 1: the sampling weights, every ratio 1 up to float32 noise (well inside the clip)
     assert rows[0]["approx_kl"] < 0.5 * CLIP_RANGE**2
     assert 0 < rows[1]["approx_kl"] < 2 * exact[1]["approx_kl"], (rows, exact)
+
+
+def test_fp32_log_probs_false_keeps_the_autocast_pass_and_its_rounding(tiny_sd_dir, tmp_path):
+    """The opt-out (``method.options.fp32_log_probs: false``) is the faster path without the
+    float32 passes: its ratio carries bf16 rounding again, far above float32's (8e-5 against
+    2.6e-8 on this model)."""
+    extra = ["method.n=2", "method.options.train_timestep_fraction=1.0", "train.max_steps=2"]
+    exact = _ddpo_run(tiny_sd_dir, tmp_path / "fp32", "no")
+    off = ["method.options.fp32_log_probs=false", *extra]
+    rows = _run("ddpo", tiny_sd_dir, tmp_path / "off", "bf16", *off)
+    assert rows[1]["approx_kl"] > 100 * exact[1]["approx_kl"], (rows[1], exact[1])
+
+
+@pytest.mark.parametrize("method", [DDPO, D3PO])
+def test_fp32_log_probs_must_be_true_or_false(method):
+    import inspect
+
+    settings = {
+        name: p.default
+        for name, p in inspect.signature(method.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    method.check_settings(settings)  # the defaults pass
+    with pytest.raises(ValueError, match=r"method\.options\.fp32_log_probs: expected true or"):
+        method.check_settings({**settings, "fp32_log_probs": "yes"})
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,7 @@ class D3PO(RoundMethod):
         inner_epochs: int = 1,
         train_timestep_fraction: float = 1.0,
         timesteps_per_step: int | None = None,
+        fp32_log_probs: bool = True,
     ):
         super().__init__(
             model,
@@ -114,6 +115,7 @@ class D3PO(RoundMethod):
             inner_epochs=inner_epochs,
             train_timestep_fraction=train_timestep_fraction,
             timesteps_per_step=timesteps_per_step,
+            fp32_log_probs=fp32_log_probs,
         )
         D3PO._check_own({"beta": beta, "eps": eps})
         self.beta, self.eps = float(beta), float(eps)
@@ -155,7 +157,7 @@ class D3PO(RoundMethod):
             [winners.cpu().repeat_interleave(per), losers.cpu().repeat_interleave(per)]
         )
         steps = chunk.reshape(-1).repeat(2)
-        kwargs = dict(guidance=self.guidance, eta=self.eta)
+        kwargs = dict(guidance=self.guidance, eta=self.eta, fp32=self.fp32_log_probs)
         policy = transition_log_probs(
             self.model, self.tables, rnd, rows, steps, unet=unet, **kwargs
         )

@@ -206,12 +206,15 @@ def sample_round(
     width: int,
     generator: torch.Generator,
     latents: torch.Tensor | None = None,
+    fp32: bool = True,
 ) -> SampledRound:
     """Sample ``n`` images per prompt of ``batch`` with the current weights (no grad), keep
     the trajectories with their log-probs, and score the final images.
 
     The model is conditioned on ``batch.cond_prompts`` and judged against ``batch.prompts``.
     ``latents`` ``(B * n, C, h, w)`` fixes the initial noises (D3PO starts pairs from one).
+    ``fp32``: under bf16/fp16 autocast, sample in a float32 UNet pass (see
+    :mod:`dsharp.methods.exact_log_probs`; ``method.options.fp32_log_probs``).
     """
     if eta <= 0:
         raise ValueError("sampling with log-probs needs eta > 0")
@@ -219,7 +222,8 @@ def sample_round(
     prompts = [p for p in batch.prompts for _ in range(n)]
     metadata = [dict(md, sample=k) for md in batch.metadata for k in range(n)]
     # float32 under bf16/fp16 autocast: the stored log-probs are the old policy's exactly
-    exact = float32_forward(model) if needs_float32_pass(model) else contextlib.nullcontext()
+    use_fp32 = fp32 and needs_float32_pass(model)
+    exact = float32_forward(model) if use_fp32 else contextlib.nullcontext()
     with exact:
         images, trajectory = sample(
             model,
@@ -259,6 +263,7 @@ def transition_log_probs(
     guidance: float,
     eta: float,
     unet: torch.nn.Module | None = None,
+    fp32: bool = True,
 ) -> torch.Tensor:
     """Log-probs ``(S,)`` of the stored transitions ``(step_idx[s], rows[s])`` under the
     current model, in one batched (guided) UNet call.
@@ -269,7 +274,7 @@ def transition_log_probs(
     Under bf16/fp16 autocast (over float32 weights) the log-prob's value comes from a
     float32 pass and only the gradient from the autocast one, so that the ratios to the
     sampled and reference log-probs (float32 too) are not rounding noise
-    (:mod:`dsharp.methods.exact_log_probs`).
+    (:mod:`dsharp.methods.exact_log_probs`); ``fp32=False`` keeps the autocast pass alone.
     """
     device = rnd.latents.device
     rows, step_idx = rows.to(device), step_idx.to(device)
@@ -280,7 +285,7 @@ def transition_log_probs(
     t, t_prev = timesteps[step_idx], nexts[step_idx]
     cond = rnd.cond.index(rows)
     uncond = rnd.uncond.index(rows) if rnd.uncond is not None else None
-    if not needs_float32_pass(model):
+    if not (fp32 and needs_float32_pass(model)):
         eps = guided_noise(model, x_t, t, cond, uncond, guidance, unet=unet)
         return ddim_log_prob(tables, x_t, eps.float(), t, t_prev, x_prev, eta)
     with torch.no_grad(), float32_forward(model):
@@ -404,6 +409,11 @@ class RoundMethod(TrainingMethod):
         check_int("inner_epochs", settings["inner_epochs"], 1)
         check_fraction("train_timestep_fraction", settings["train_timestep_fraction"])
         check_int("timesteps_per_step", settings["timesteps_per_step"], 1, allow_none=True)
+        if not isinstance(settings["fp32_log_probs"], bool):
+            raise ValueError(
+                "method.options.fp32_log_probs: expected true or false, got "
+                f"{settings['fp32_log_probs']!r}"
+            )
 
     @classmethod
     def check_schedule(cls, settings: Mapping[str, Any], scheduler: Any) -> None:
@@ -424,11 +434,14 @@ class RoundMethod(TrainingMethod):
         inner_epochs: int,
         train_timestep_fraction: float,
         timesteps_per_step: int | None,
+        fp32_log_probs: bool,
     ):
         super().__init__(model, reward, height, width)
         own = {"eta": eta, "infer_steps": infer_steps, "inner_epochs": inner_epochs}
         own |= {"train_timestep_fraction": train_timestep_fraction}
+        own |= {"fp32_log_probs": fp32_log_probs}
         RoundMethod._check_own(own | {"timesteps_per_step": timesteps_per_step})
+        self.fp32_log_probs = fp32_log_probs
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
         self.inner_epochs = inner_epochs
         self.fraction = float(train_timestep_fraction)
@@ -476,6 +489,7 @@ class RoundMethod(TrainingMethod):
                 width=self.width,
                 generator=generator,
                 latents=self._initial_latents(batch, generator),
+                fp32=self.fp32_log_probs,
             )
             groups, self._round_metrics = self._prepare(rnd)
             self._rounds += 1
@@ -524,6 +538,7 @@ class DDPO(RoundMethod):
         timesteps_per_step: int | None = None,
         stat_buffer: int = 0,
         stat_min_count: int | None = None,
+        fp32_log_probs: bool = True,
     ):
         super().__init__(
             model,
@@ -536,6 +551,7 @@ class DDPO(RoundMethod):
             inner_epochs=inner_epochs,
             train_timestep_fraction=train_timestep_fraction,
             timesteps_per_step=timesteps_per_step,
+            fp32_log_probs=fp32_log_probs,
         )
         # after the base's checks, in the order TrainingMethod.check_settings runs them
         own = {"variant": variant, "inner_epochs": inner_epochs, "n": n}
@@ -653,6 +669,7 @@ class DDPO(RoundMethod):
             guidance=self.guidance,
             eta=self.eta,
             unet=unet,
+            fp32=self.fp32_log_probs,
         ).view(num, per)
         old = rnd.log_probs[steps.to(device), rows.to(device)].view(num, per)
         valid = ~torch.isnan(self._advantages)
