@@ -119,3 +119,25 @@ def test_a_prompts_file_under_an_unknown_user_s_home_says_so():
     assert "data.prompts_file: file not found: ~nosuchuser-dsharp/p.txt" in message
     assert "(no home folder for ~nosuchuser-dsharp)" in message
     assert "current folder" not in message
+
+
+def test_a_study_output_dir_or_pairs_file_under_an_unknown_user_s_home_is_refused(tmp_path):
+    """Both ended in Python's 'Could not determine home directory' (a traceback for the
+    study); a folder literally named ``~nosuchuser`` must not be made either."""
+    from typer.testing import CliRunner
+
+    from dsharp.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    study = root / "recipes" / "mini" / "table1.yaml"
+    args = ["reproduce", str(study), "output_dir=~nosuchuser-dsharp/x", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "output_dir: no home folder for ~nosuchuser-dsharp" in result.stderr
+    dpo = root / "recipes" / "paper" / "diffusion_dpo.yaml"
+    args = ["train", str(dpo), "method.options.pairs=offline"]
+    args += ["method.options.pairs_file=~nosuchuser-dsharp/p.jsonl"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "pairs_file: file not found: ~nosuchuser-dsharp/p.jsonl (no home folder" in result.stderr
+    assert not list(Path.cwd().glob("~nosuchuser*"))

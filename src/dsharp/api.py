@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsharp.hub import user_path
+
 if TYPE_CHECKING:
     from dsharp.config import Recipe, RewardSpec
     from dsharp.generate import Generated, SampleSettings
@@ -100,7 +102,7 @@ def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> Diffu
     from dsharp.models import load_model as _load
 
     dev = pick_device(device)
-    path = Path(source).expanduser()
+    path = user_path(source)
     if (path / "trainer_state.json").is_file() or (path / "recipe.yaml").is_file():
         model, _ = load_run_model(path, dev, label="source")
     else:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dsharp.checkpoints import read_run_recipe  # noqa: F401 (imported from here before)
+from dsharp.hub import user_path
 from dsharp.models.base import DiffusionModel
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -79,7 +80,7 @@ def load_run_model(
         model = build_model(recipe.model, device)
     except FileNotFoundError as err:
         source = f"model.pretrained of {recipe_path}"
-        if not Path(recipe.model.pretrained).expanduser().is_absolute():
+        if not user_path(recipe.model.pretrained).is_absolute():
             source += ", a path relative to the folder the run was trained from"
         raise FileNotFoundError(f"{err} ({source})") from None
     fingerprint = base_fingerprint(model, base.pretrained, base.revision)

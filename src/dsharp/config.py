@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from dsharp.hub import user_path
+from dsharp.hub import known_home, user_path
 from dsharp.recipe_data import (
     DEFAULT_IMAGE_COLUMN,
     DEFAULT_SPLIT,
@@ -589,10 +589,7 @@ class Recipe(_Section):
     def _known_home(cls, value: str) -> str:
         """A ``~user`` that names no user: refused, not a folder named ``~user`` made here
         (nor Python's 'Could not determine home directory' when it is expanded)."""
-        if value.startswith("~") and str(user_path(value)).startswith("~"):
-            head = value.replace("\\", "/").split("/", 1)[0]
-            raise ValueError(f"no home folder for {head}: {value}")
-        return value
+        return known_home(value)
 
     @model_validator(mode="before")
     @classmethod

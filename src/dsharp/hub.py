@@ -47,6 +47,16 @@ def user_path(value: str | os.PathLike[str]) -> Path:
         return Path(value)
 
 
+def known_home(value: str) -> str:
+    """``value`` (a folder dsharp will create), refused with a ``ValueError`` where it starts
+    with a ``~user`` that names no user: :func:`user_path` leaves it as written, and a folder
+    literally named ``~user`` would be made in the working directory."""
+    if value.startswith("~") and str(user_path(value)).startswith("~"):
+        head = value.replace("\\", "/").split("/", 1)[0]
+        raise ValueError(f"no home folder for {head}: {value}")
+    return value
+
+
 def looks_local(source: str) -> bool:
     """A path rather than a hub id: absolute, relative with ``./``, ``~``, existing, or
     ending as a weights or config file does (:data:`FILE_SUFFIXES`)."""

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dsharp.hub import user_path
 from dsharp.recipe_errors import RecipeError
 
 
@@ -174,9 +175,11 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
     recipes do."""
     pairs_file = (recipe.method.options or {}).get("pairs_file")
     if recipe.method.name == "diffusion_dpo" and pairs_file is not None:
-        path = Path(str(pairs_file)).expanduser()
+        path = user_path(str(pairs_file))
         if not path.is_file():
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            if path.parts and path.parts[0].startswith("~"):  # user_path left it: no such user
+                where = f" (no home folder for {path.parts[0]})"
             raise RecipeError(
                 f"file not found: {pairs_file}{where}",
                 source=source,
@@ -227,7 +230,7 @@ def _check_dataset_columns(data: Any, source: str | None) -> None:
     if not data.dataset:
         return
     kind = dataset_kind(data.dataset, data.dataset_type)
-    path = Path(data.dataset).expanduser()
+    path = user_path(data.dataset)
     image_column = data.image_column
     if kind == "folder":
         path, image_column = path / "metadata.jsonl", folder_image_column(image_column)

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dsharp.hub import user_path
+
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 
 
@@ -16,7 +18,7 @@ def config_file_without_download(model: Any, name: str) -> Path | None:
     """``name`` (``model_index.json``, ``scheduler/scheduler_config.json``) of ``model``'s
     ``pretrained`` (a ``model`` recipe section) where it is on disk: in a local folder, or in
     the Hugging Face cache for a hub id (never fetched). Built-in names are not looked up."""
-    folder = Path(model.pretrained).expanduser()
+    folder = user_path(model.pretrained)
     if folder.is_dir():
         path = folder / name
         return path if path.is_file() else None

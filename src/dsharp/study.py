@@ -25,9 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dsharp.config import EvalConfig, Recipe
+from dsharp.hub import known_home, user_path
 from dsharp.recipe_diff import first_difference, saved_recipe_data
 from dsharp.recipe_errors import (
     FieldProblem,
@@ -144,6 +152,12 @@ class Study(_Strict):
     plot: PlotSpec | None = Field(None, description="Figures: what to draw.")
     output_dir: str = Field(description="Folder of the rows' runs and the outputs.")
 
+    @field_validator("output_dir")
+    @classmethod
+    def _known_home(cls, value: str) -> str:
+        """A ``~user`` that names no user: refused, not a folder named ``~user`` made here."""
+        return known_home(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> Study:
         if self.kind == "figure" and self.plot is None:
@@ -247,7 +261,7 @@ class LoadedStudy:
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.study.output_dir).expanduser()
+        return user_path(self.study.output_dir)
 
 
 def _study_error(e: ValidationError, source: str) -> RecipeError:
@@ -315,7 +329,7 @@ def load_study(path: str | Path, extra_overrides: Sequence[str] = ()) -> LoadedS
         study = Study.model_validate(data, context=context)
     except ValidationError as e:
         raise _study_error(e, source) from None
-    out = Path(study.output_dir).expanduser()
+    out = user_path(study.output_dir)
     common = list(study.overrides)
     if study.evaluate is not None:
         section = study.evaluate.model_dump(mode="json", exclude_unset=True)

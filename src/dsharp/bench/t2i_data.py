@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dsharp.hub import user_path
 from dsharp.io import atomic_write_bytes
 
 CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
@@ -234,7 +235,7 @@ def load_prompt_set(
     categories = [check_category(c) for c in categories]
     names = [n for c in categories for n in files_for(c, split)]
     if data_dir is not None:
-        folder = Path(data_dir).expanduser()
+        folder = user_path(data_dir)
         raw = _read_from_data_dir(folder, names)
         source = "data_dir"
     else:

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dsharp.hub import user_path
 from dsharp.methods.base import Batch, TrainingMethod, timestep_range
 from dsharp.methods.d3po import preferred_pairs
 from dsharp.methods.error_space import (
@@ -79,14 +80,13 @@ class PairSource:
     image paths are relative to the file. Every row and image is checked when opened."""
 
     def __init__(self, path: str | Path):
-        path = Path(path).expanduser()
+        path = user_path(path)
         if not path.is_file():
             raise FileNotFoundError(f"method.options.pairs_file: file not found: {path}")
         self.path = path
         self.rows: list[tuple[str, Path, Path]] = []
         self.lines: list[int] = []  # each row's line in the file, to name it when drawn
         from dsharp.data import jsonl_lines, shown_value
-        from dsharp.hub import user_path
 
         for lineno, line in jsonl_lines(path):  # a byte-order mark dropped, as data's rows
             try:

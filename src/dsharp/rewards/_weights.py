@@ -28,6 +28,7 @@ from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import t
     hub_unreachable,
     missing_local_path,
     offline_not_cached,
+    user_path,
 )
 from dsharp.rewards.base import RewardError
 
@@ -128,7 +129,7 @@ def resolve_file(reward: str, option: str, source: str, filename: str | None = N
     """A weights file from a local file, a local folder + ``filename``, or hub id + ``filename``."""
     source = check_str(reward, option, source)
     check_local(reward, option, source, "file or folder")
-    path = Path(source).expanduser()
+    path = user_path(source)
     if path.is_file():
         return path
     if path.is_dir():
@@ -206,7 +207,7 @@ def locate(reward: str, option: str, source: str, *, files: Sequence[str] = MODE
     loader would otherwise retry each optional file the cache does not record as missing."""
     source = check_str(reward, option, source)
     check_local(reward, option, source, "folder")
-    path = Path(source).expanduser()
+    path = user_path(source)
     if path.exists():
         return Source(str(path), offline=False, cache_only=False)
     _fail_if_unreachable(reward, option, source, files, "cannot load hub repo", "folder")

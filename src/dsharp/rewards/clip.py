@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dsharp.hub import exception_chain
+from dsharp.hub import exception_chain, user_path
 from dsharp.rewards._weights import (
     NOT_CACHED_OFFLINE,
     check_batch,
@@ -116,7 +116,7 @@ def open_clip_model_name(reward: str, option: str, model: str) -> str:
     model = check_str(reward, option, model)
     check_local(reward, option, model, "open_clip model")
     if model.endswith(".json"):
-        return _register_config(str(Path(model).expanduser().resolve()))
+        return _register_config(str(user_path(model).resolve()))
     return model
 
 
@@ -145,7 +145,7 @@ def load_open_clip(
     quick_gelu = False
     tag: dict[str, Any] | None = None
     if pretrained is not None and not name.startswith(("hf-hub:", "local-dir:")):
-        path = Path(pretrained).expanduser()
+        path = user_path(pretrained)
         tag = pretrained_cfg(name, pretrained)  # open_clip's table, open_clip not imported
         if tag:
             quick_gelu = bool(tag.get("quick_gelu", False))

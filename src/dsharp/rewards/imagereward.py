@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsharp.hub import user_path
 from dsharp.rewards._weights import (
     TOKENIZER_FILES,
     check_batch,
@@ -293,7 +294,7 @@ def load_imagereward(
     """Model, tokenizer, mean and std from dsharp's folder or the published checkpoint."""
     check_local("imagereward", "model", model, "file or folder")
     check_local("imagereward", "tokenizer", tokenizer, "folder")  # used or not, as validate
-    path = Path(model).expanduser()
+    path = user_path(model)
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         return _load_dsharp_format(path)
     checkpoint = resolve_file("imagereward", "model", model, checkpoint_file)

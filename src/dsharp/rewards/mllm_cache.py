@@ -23,6 +23,8 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
+from dsharp.hub import user_path
+
 CACHE_FILE = "mllm.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grades (
@@ -66,7 +68,7 @@ class GradeCache:
     """Grades by key in one SQLite file; ``get_many`` / ``put_many`` batch the round trips."""
 
     def __init__(self, path: str | os.PathLike[str], timeout_s: float = 30.0):
-        self.path = Path(path).expanduser()
+        self.path = user_path(path)
         self.timeout_s = timeout_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
