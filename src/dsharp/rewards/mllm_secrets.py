@@ -15,14 +15,40 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dsharp.redaction import REDACTED
 
+#: The shortest run of a secret's characters that :func:`scrub` hides on its own: servers
+#: echo a key masked (OpenAI's 401: ``Incorrect API key provided: sk-abcde*****wxyz``), and
+#: the head they keep is still part of the key.
+FRAGMENT = 8
+
+
+def _without_fragments(text: str, secret: str) -> str:
+    """``text`` with every run of ``FRAGMENT`` or more characters of ``secret`` replaced."""
+    heads = {secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+    out, i = [], 0
+    while i < len(text):
+        if text[i : i + FRAGMENT] not in heads:
+            out.append(text[i])
+            i += 1
+            continue
+        end = i + FRAGMENT
+        while end < len(text) and text[i : end + 1] in secret:
+            end += 1
+        out.append(REDACTED)
+        i = end
+    return "".join(out)
+
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
     """``text`` on one line with every one of ``secrets`` replaced (short ones are not
-    secrets worth it), longest first, so that a secret holding another goes whole."""
+    secrets worth it), longest first, so that a secret holding another goes whole; then any
+    run of ``FRAGMENT`` or more of a longer secret's characters (a key echoed masked)."""
     text = " ".join(str(text).split())
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, REDACTED)
+    ordered = sorted((s for s in secrets if s and len(s) >= 6), key=len, reverse=True)
+    for secret in ordered:
+        text = text.replace(secret, REDACTED)
+    for secret in ordered:
+        if len(secret) > FRAGMENT:
+            text = _without_fragments(text, secret)
     return text
 
 
