@@ -198,3 +198,36 @@ def test_credentials_written_into_base_url_are_no_key_in_an_option(netloc: str) 
     options = _options(f"http://{netloc}:9/v1")
     check_mllm_options(options)
     build_mllm_reward(**options)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_tokens", KEY),
+        ("max_concurrency", KEY),
+        ("max_retries", KEY),
+        ("timeout_s", KEY),
+        ("backoff_s", KEY),
+        ("temperature", KEY),
+        ("image_format", KEY),
+        ("on_error", KEY),
+        ("cache_path", [KEY]),
+    ],
+)
+def test_a_key_in_the_wrong_option_is_not_quoted_where_its_variable_is_not_set(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: Any
+) -> None:
+    """Without the variable (``recipes validate`` on another machine, a key pasted instead of
+    set) nothing tells the key from a bad value: a long string is not quoted. Before, every
+    one of these errors quoted it whole, and ``recipes validate`` let ``cache_path`` pass."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    options = _options("http://127.0.0.1:9/v1", **{option: value})
+    for check in (lambda: check_mllm_options(options), lambda: build_mllm_reward(**options)):
+        with pytest.raises(RewardError, match=f"option '{option}'") as error:
+            check()
+        assert KEY[:8] not in str(error.value)
+
+
+def test_a_short_bad_value_is_still_quoted() -> None:
+    with pytest.raises(RewardError, match="expected 'png' or 'jpeg', got 'jpg'"):
+        check_mllm_options(_options("http://127.0.0.1:9/v1", image_format="jpg"))

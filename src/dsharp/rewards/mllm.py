@@ -50,6 +50,7 @@ from dsharp.rewards.mllm_deadline import Aborted, PastDeadline, call_within
 from dsharp.rewards.mllm_options import (
     STRUCTURED_MODES,
     GraderSettings,
+    check_cache_path,
     check_client_url,
     check_key_env_name,
     grader_settings,
@@ -468,7 +469,7 @@ def check_mllm_options(options: Mapping[str, Any]) -> None:
     refuse_key_in(options, peek_key(values["api_key_env"]))
     model = values.pop("model")
     api_key_env, base_url = values.pop("api_key_env"), values.pop("base_url")
-    values.pop("cache_path")
+    check_cache_path(values.pop("cache_path"))
     grader_settings(model, **values)
     check_key_env_name(api_key_env)
     if base_url:
@@ -513,6 +514,7 @@ def build_mllm_reward(
         on_error=on_error,
         extra_body=extra_body,
     )
+    check_cache_path(cache_path)  # every option's form before the key is needed
     _, key = read_key(api_key_env)
     url = resolve_base_url(base_url)
     if url != base_url:  # $OPENAI_BASE_URL: logged by the HTTP client with each request

@@ -48,9 +48,20 @@ def bad_option(option: str, reason: str) -> RewardError:
     return RewardError(f"mllm: option {option!r}: {reason}")
 
 
+def shown_value(value: Any) -> str:
+    """``value`` as an error quotes it: a number, or a string too short to be a key; anything
+    else only by its type. The check that no option holds the key needs its variable set,
+    and a key pasted into the wrong option must not reach a log where it is not."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and len(value) < MIN_GUARDED_KEY:
+        return repr(value)
+    return f"a {type(value).__name__} (not quoted: it could hold a key)"
+
+
 def _int_option(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise bad_option(name, f"expected an integer >= {minimum}, got {value!r}")
+        raise bad_option(name, f"expected an integer >= {minimum}, got {shown_value(value)}")
     return value
 
 
@@ -58,7 +69,7 @@ def _float_option(name: str, value: Any, minimum: float, positive: bool = False)
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum or (positive and value <= 0):
         bound = "> 0" if positive else f">= {minimum:g}"
-        raise bad_option(name, f"expected a number {bound}, got {value!r}")
+        raise bad_option(name, f"expected a number {bound}, got {shown_value(value)}")
     return float(value)
 
 
@@ -231,13 +242,19 @@ def resolve_base_url(base_url: Any) -> str:
     return check_base_url(base_url)
 
 
+def check_cache_path(cache_path: Any) -> None:
+    """Refuse a ``cache_path`` that is no path (checked by ``dsharp recipes validate`` too)."""
+    if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
+        got = shown_value(cache_path)
+        raise bad_option("cache_path", f"expected a file path or 'none', got {got}")
+
+
 def resolve_cache(cache_path: Any) -> GradeCache | None:
     """The grade cache at ``cache_path`` (default under ``$DSHARP_CACHE``), or ``None`` for
     ``"none"``; opened here so that an unusable path fails before any request is paid for."""
+    check_cache_path(cache_path)
     if isinstance(cache_path, str) and cache_path.strip().lower() == "none":
         return None
-    if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
-        raise bad_option("cache_path", f"expected a file path or 'none', got {cache_path!r}")
     try:
         return GradeCache(cache_path if cache_path is not None else default_cache_path())
     except OSError as e:
@@ -264,9 +281,11 @@ def grader_settings(
     if structured_output not in STRUCTURED_MODES:
         raise bad_option("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
     if image_format not in ("png", "jpeg"):
-        raise bad_option("image_format", f"expected 'png' or 'jpeg', got {image_format!r}")
+        raise bad_option(
+            "image_format", f"expected 'png' or 'jpeg', got {shown_value(image_format)}"
+        )
     if on_error not in ("raise", "missing"):
-        raise bad_option("on_error", f"expected 'raise' or 'missing', got {on_error!r}")
+        raise bad_option("on_error", f"expected 'raise' or 'missing', got {shown_value(on_error)}")
     if extra_body is not None and not isinstance(extra_body, dict):
         raise bad_option("extra_body", "expected a mapping of extra request fields")
     return GraderSettings(
