@@ -248,3 +248,60 @@ def test_a_reward_is_not_built_with_a_value_a_saved_recipe_redacted(private_rewa
     with pytest.raises(RewardError, match=r"'endpoint_auth\.k\.1' was redacted"):
         plugins.check_reward_options(nested)
     plugins.check_reward_options(RewardSpec(name=private_reward, options={"api_keys": ["k"]}))
+
+
+TOKEN = "hf_SECRETcanary1234567890abcd"  # a valid variable name, as HF tokens are
+
+
+def test_a_token_pasted_where_a_variable_name_belongs_is_shown_and_saved_redacted(tmp_path):
+    """``api_key_env`` holds a variable's NAME; a token pasted there is a valid name too
+    (the mllm reward never echoes it), but plans, errors and saved recipes showed it."""
+    from dsharp.config import load_recipe
+    from dsharp.redaction import shown_setting
+
+    assert "SECRET" not in shown_setting(f"rewards.0.options.api_key_env={TOKEN}")
+    kept = "rewards.0.options.api_key_env=MY_KEY"
+    assert shown_setting(kept) == kept
+    assert redact_options({"api_key_env": TOKEN, "token_env": "HF_TOKEN"}) == {
+        "api_key_env": REDACTED,
+        "token_env": "HF_TOKEN",
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        f"rewards: [{{name: mllm, options: {{model: m, api_key_env: {TOKEN}}}}}]\n"
+    )
+    assert "SECRET" not in recipe_to_yaml(load_recipe(recipe))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "sk-SECRETcanary-1234567890abcdef",  # the key alone, its option forgotten
+        TOKEN,
+        "api_key:sk-SECRETcanary",  # YAML's colon where "=" belongs
+        "rewards.0.options.api_key: sk-SECRETcanary",
+    ],
+)
+def test_a_setting_without_an_equals_sign_is_echoed_without_a_key_in_it(setting: str):
+    from pathlib import Path
+
+    from dsharp.commands.common import parse_reward_sets
+    from dsharp.config import load_recipe
+    from dsharp.recipe_errors import RecipeError
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    for refuse in (
+        lambda: parse_reward_sets([setting]),
+        lambda: load_recipe(quickstart, [setting]),
+    ):
+        with pytest.raises(RecipeError, match="expected KEY=VALUE") as error:
+            refuse()
+        assert "SECRET" not in str(error.value) and REDACTED in str(error.value)
+
+
+def test_a_setting_without_an_equals_sign_and_no_key_is_echoed_as_typed():
+    from dsharp.redaction import shown_setting
+
+    for setting in ["train.max_steps", "gradient_checkpointing", "recipes/prompts/general.txt"]:
+        assert shown_setting(setting) == setting

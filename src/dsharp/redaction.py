@@ -5,6 +5,8 @@ An option is secret when its reward declares it in ``RewardInfo.secret_options``
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
+An option that names an environment variable (``api_key_env``) keeps a conventional name
+(``OPENAI_API_KEY``) and loses anything else: a token pasted there in its place.
 A URL keeps everything but the credentials written into it (its userinfo, and query
 parameters named like a secret).
 """
@@ -25,6 +27,42 @@ _NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
 def looks_secret(name: str) -> bool:
     """Whether an option name looks like it holds a secret."""
     return bool(_SECRET_NAME.search(name)) and not _NAMES_A_VARIABLE.search(name)
+
+
+# A variable's name as written by convention (OPENAI_API_KEY). A token pasted where the name
+# belongs (hf_..., sk_...) can be a valid name too, but not an upper-case one.
+_CONVENTIONAL_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _not_a_variable_name(name: str, value: Any) -> bool:
+    """Whether ``value``, under an option that names an environment variable
+    (``api_key_env``), may be the secret itself: any string but a conventional name."""
+    return (
+        bool(_NAMES_A_VARIABLE.search(name))
+        and isinstance(value, str)
+        and bool(value)
+        and not _CONVENTIONAL_VARIABLE.match(value)
+    )
+
+
+# A word of at least 16 characters with a digit or both cases and no "." or "/" (which
+# dotted settings and paths have): how API keys and tokens look (sk-..., hf_...).
+_KEY_LIKE = re.compile(r"[^\s.,/:=\[\]{}'\"]{16,}")
+
+
+def _hide_key_like(text: str) -> str:
+    """``text`` with each word that looks like a key redacted, and with everything after a
+    ``NAME:`` whose name looks secret (``api_key: ...`` typed where ``=`` belonged)."""
+    name, colon, rest = text.partition(":")
+    if colon and looks_secret(name.strip().rsplit(".", 1)[-1]) and rest.strip():
+        return f"{name}{colon} {REDACTED}"
+
+    def hide(m: re.Match[str]) -> str:
+        word = m.group(0)
+        mixed = any(c.isdigit() for c in word) or (word.lower() != word != word.upper())
+        return REDACTED if mixed else word
+
+    return _KEY_LIKE.sub(hide, text)
 
 
 # Credentials written into a URL (``https://user:KEY@host/v1``, ``https://TOKEN@host``): the
@@ -95,12 +133,15 @@ def shown_setting(setting: str) -> str:
     as JSON; a value that does not parse and names something secret redacted whole; and any
     URL's credentials redacted."""
     key, sep, value = setting.partition("=")
-    if not sep:
-        return redact_url_credentials(setting)
+    if not sep:  # a value typed alone, or "api_key: ..." for "api_key=...": may be a key
+        return _hide_key_like(redact_url_credentials(setting))
     stripped = value.strip()
     parsed = _parsed(stripped)
     number = isinstance(parsed, int | float)  # max_tokens=512 is no key (bool is an int)
-    if looks_secret(key.strip().rsplit(".", 1)[-1]) and stripped and not number:
+    last = key.strip().rsplit(".", 1)[-1]
+    if _not_a_variable_name(last, parsed if isinstance(parsed, str) else stripped):
+        return f"{key}={REDACTED}"
+    if looks_secret(last) and stripped and not number:
         shown = redact_url_credentials(stripped)
         return f"{key}={shown if shown != stripped else REDACTED}"
     if isinstance(parsed, dict | list):
@@ -128,6 +169,7 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
             hide = item not in (None, "", [], {}) and (
                 name in declared
                 or (looks_secret(name) and isinstance(item, (str, list, tuple, dict)))
+                or _not_a_variable_name(name, item)
             )
             out[key] = REDACTED if hide else redact_options(item, declared)
         return out
