@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from dsharp.config import recipe_to_dict, recipe_to_yaml
 from dsharp.generate import SampleSettings
@@ -272,6 +273,31 @@ def test_a_token_pasted_where_a_variable_name_belongs_is_shown_and_saved_redacte
         f"rewards: [{{name: mllm, options: {{model: m, api_key_env: {TOKEN}}}}}]\n"
     )
     assert "SECRET" not in recipe_to_yaml(load_recipe(recipe))
+
+
+def test_a_lower_case_variable_name_in_api_key_env_is_kept(tmp_path, monkeypatch):
+    """A lower-case name (``grader_key``) is a variable's name as much as ``OPENAI_API_KEY``
+    and worked before: saved as ``<redacted>``, ``eval --checkpoint`` and a resume from the
+    saved recipe refused it ("set it again"). Only what looks like a token is hidden."""
+    from dsharp.config import RewardSpec, load_recipe
+    from dsharp.redaction import shown_setting
+    from dsharp.rewards.plugins import build_reward
+
+    for name in ("grader_key", "openai_api_key", "My_Key"):
+        kept = f"rewards.0.options.api_key_env={name}"
+        assert shown_setting(kept) == kept
+        assert redact_options({"api_key_env": name}) == {"api_key_env": name}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        "rewards: [{name: mllm, options: {model: m, api_key_env: grader_key}}]\n"
+    )
+    saved = yaml.safe_load(recipe_to_yaml(load_recipe(recipe)))
+    options = saved["rewards"][0]["options"]
+    assert options["api_key_env"] == "grader_key"
+    monkeypatch.setenv("grader_key", "sk-dsharp-TEST-lower-case-variable")
+    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
+    build_reward(RewardSpec(name="mllm", options={**options, "base_url": "http://127.0.0.1:9/v1"}))
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ An option is secret when its reward declares it in ``RewardInfo.secret_options``
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
-An option that names an environment variable (``api_key_env``) keeps a conventional name
-(``OPENAI_API_KEY``) and loses anything else: a token pasted there in its place.
+An option that names an environment variable (``api_key_env``) keeps a variable's name
+(``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
 A URL keeps everything but the credentials written into it (its userinfo, and query
 parameters named like a secret).
 """
@@ -32,16 +32,26 @@ def looks_secret(name: str) -> bool:
 # A variable's name as written by convention (OPENAI_API_KEY). A token pasted where the name
 # belongs (hf_..., sk_...) can be a valid name too, but not an upper-case one.
 _CONVENTIONAL_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# How long a word must be, at least, to look like a key or token (sk-..., hf_...).
+_KEY_LENGTH = 16
+
+
+def looks_generated(word: str) -> bool:
+    """Whether ``word`` has a digit or both cases, as generated keys and tokens do, and words
+    and placeholders (``sk-no-key-required``, ``my_key``) do not."""
+    return any(c.isdigit() for c in word) or (word.lower() != word != word.upper())
 
 
 def _not_a_variable_name(name: str, value: Any) -> bool:
     """Whether ``value``, under an option that names an environment variable
-    (``api_key_env``), may be the secret itself: any string but a conventional name."""
+    (``api_key_env``), may be the secret itself: a string that is no conventional name and
+    looks like a key (a lower-case name, ``grader_key``, worked before and is kept)."""
     return (
         bool(_NAMES_A_VARIABLE.search(name))
         and isinstance(value, str)
-        and bool(value)
         and not _CONVENTIONAL_VARIABLE.match(value)
+        and len(value) >= _KEY_LENGTH
+        and looks_generated(value)
     )
 
 
@@ -58,9 +68,7 @@ def _hide_key_like(text: str) -> str:
         return f"{name}{colon} {REDACTED}"
 
     def hide(m: re.Match[str]) -> str:
-        word = m.group(0)
-        mixed = any(c.isdigit() for c in word) or (word.lower() != word != word.upper())
-        return REDACTED if mixed else word
+        return REDACTED if looks_generated(m.group(0)) else m.group(0)
 
     return _KEY_LIKE.sub(hide, text)
 
