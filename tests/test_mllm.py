@@ -539,6 +539,26 @@ def test_a_key_echoed_into_the_grade_reasons_is_scrubbed(
     assert KEY.encode() not in (tmp_path / "grades.sqlite").read_bytes()
 
 
+def test_a_placeholder_key_made_of_words_leaves_the_reasons_words(
+    server: GraderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local server without auth takes any key; llama.cpp's docs use ``sk-no-key-required``.
+    Runs of 8 of its characters ("required") were scrubbed from every reason as if a key's
+    masked echo; the key whole still is."""
+    placeholder = "sk-no-key-required"
+    monkeypatch.setenv("OPENAI_API_KEY", placeholder)
+
+    def reason(body: dict[str, Any], n: int) -> Reply:
+        doc = json.loads(grade_json(8.0))
+        doc["accuracy"]["reason"] = f"the required red cube is there (key {placeholder})"
+        return Reply(content=json.dumps(doc))
+
+    server.responder = reason
+    _, info = score(grader(server, tmp_path), images(1), ["a red cube"])
+    shown = json.dumps(info)
+    assert "the required red cube is there (key <redacted>)" in shown, shown
+
+
 def test_credentials_in_the_base_url_are_scrubbed_also_as_the_header_they_are_sent_in(
     server: GraderServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ import base64
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from dsharp.redaction import REDACTED
+from dsharp.redaction import REDACTED, looks_generated
 
 #: The shortest run of a secret's characters that :func:`scrub` hides on its own: servers
 #: echo a key masked (OpenAI's 401: ``Incorrect API key provided: sk-abcde*****wxyz``), and
@@ -41,13 +41,15 @@ def _without_fragments(text: str, secret: str) -> str:
 def scrub(text: str, secrets: Sequence[str]) -> str:
     """``text`` on one line with every one of ``secrets`` replaced (short ones are not
     secrets worth it), longest first, so that a secret holding another goes whole; then any
-    run of ``FRAGMENT`` or more of a longer secret's characters (a key echoed masked)."""
+    run of ``FRAGMENT`` or more of a longer secret's characters (a key echoed masked), where
+    the secret looks generated: a placeholder key (``sk-no-key-required``) is made of words
+    that a grade's reasons use ("required")."""
     text = " ".join(str(text).split())
     ordered = sorted((s for s in secrets if s and len(s) >= 6), key=len, reverse=True)
     for secret in ordered:
         text = text.replace(secret, REDACTED)
     for secret in ordered:
-        if len(secret) > FRAGMENT:
+        if len(secret) > FRAGMENT and looks_generated(secret):
             text = _without_fragments(text, secret)
     return text
 
