@@ -186,8 +186,23 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     sync_folder(final.parent)
     if keep:
         for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_checkpoint(old)
+    for left in final.parent.glob(".step-*.pruned"):  # a prune a crash cut short
+        shutil.rmtree(left, ignore_errors=True)
     return final
+
+
+def _remove_checkpoint(checkpoint: Path) -> None:
+    """Delete an old checkpoint: renamed to a hidden name first, so that a crash part way
+    through the delete never leaves a ``step-*`` folder that still has its
+    ``trainer_state.json`` but has lost its weights (the next checkpoint deletes the rest)."""
+    hidden = checkpoint.parent / f".{checkpoint.name}.pruned"
+    shutil.rmtree(hidden, ignore_errors=True)
+    try:
+        os.replace(checkpoint, hidden)
+    except OSError:  # a folder that refuses the rename: deleted where it is, as before
+        hidden = checkpoint
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def find_model_checkpoint(path: Path, label: str = "--checkpoint") -> Path:
