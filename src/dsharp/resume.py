@@ -3,6 +3,7 @@ checkpoints and ``recipe.yaml`` would describe a mix of two runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,10 @@ def _occupied(recipe: Any) -> str:
         )
     train = saved.get("train")
     saved_max = train.get("max_steps") if isinstance(train, dict) else None
+    finished = False  # the run reached the max_steps it was saved with
     if isinstance(saved_max, int) and not isinstance(saved_max, bool):
-        state = "finished" if step >= saved_max else "stopped"
+        finished = step >= saved_max
+        state = "finished" if finished else "stopped"
         what = f"this recipe's {state} run (step {step} of {saved_max})"
     else:
         what = f"this recipe's run (step {step})"
@@ -107,10 +110,35 @@ def _occupied(recipe: Any) -> str:
             f"output_dir: {run_dir} already holds {what}: set train.resume=latest to continue "
             f"it, or {start_over}"
         )
+    if finished and step == recipe.train.max_steps and _report_missing(run_dir, recipe, step):
+        # killed during its report (SIGKILL, a power cut): a resume trains nothing and
+        # writes it, as the command a Ctrl-C there prints does
+        return (
+            f"output_dir: {run_dir} already holds {what} without its report: set "
+            f"train.resume=latest to write it, or {start_over}"
+        )
     return (
         f"output_dir: {run_dir} already holds {what}: {start_over}, or raise train.max_steps "
         "with train.resume=latest to train it on"
     )
+
+
+#: The file of a run's report written last (``dsharp.posttrain``'s FINAL_JSON, not imported:
+#: that module loads torch), with the step it scored: the report is whole when it is there.
+REPORT_DONE = "eval-final.json"
+
+
+def _report_missing(run_dir: Path, recipe: Any, step: int) -> bool:
+    """Whether ``recipe`` ends with a report (``dsharp.posttrain.wants_report``) that
+    ``run_dir`` lacks for its checkpoint at ``step``: no readable ``eval-final.json`` of it."""
+    ev = recipe.eval
+    if not (ev.bench or ev.prompts or ev.prompts_file):
+        return False
+    try:
+        final = json.loads((run_dir / REPORT_DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(final, dict) or final.get("step") != step
 
 
 def _identity_change(saved: dict[str, Any], recipe: Any) -> tuple[str, Any, Any] | None:

@@ -1,0 +1,83 @@
+"""Crash points of checkpointing, simulated: a process killed (SIGKILL, a power cut) at a
+given line must leave nothing that a later resume, eval or listing would trust wrongly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dsharp import checkpoints
+
+
+class Killed(BaseException):
+    """Stands for the process dying at this point: nothing after it runs."""
+
+
+def _checkpoint(run_dir, step):
+    tmp = checkpoints.temp_checkpoint_dir(run_dir, step)
+    (tmp / "model").mkdir(parents=True)
+    (tmp / "model" / "weights.safetensors").write_bytes(b"w")
+    (tmp / "optimizer.bin").write_bytes(b"o")
+    return checkpoints.finalize_checkpoint(run_dir, step, {"step": step}, keep=1)
+
+
+def test_a_prune_cut_short_leaves_no_checkpoint_without_its_weights(tmp_path, monkeypatch):
+    """rmtree deletes in directory order: killed part way, the old checkpoint's model/ may be
+    gone while its trainer_state.json (which marks it whole) is still there."""
+    _checkpoint(tmp_path, 1)
+    real_rmtree = shutil.rmtree
+
+    def killed_part_way(path, ignore_errors=False):
+        if (path / "model").exists():
+            real_rmtree(path / "model")
+            raise Killed
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_part_way)
+    with pytest.raises(Killed):
+        _checkpoint(tmp_path, 2)
+    monkeypatch.undo()
+    for found in checkpoints.list_checkpoints(tmp_path):
+        assert (found / "model" / "weights.safetensors").is_file(), found
+    _checkpoint(tmp_path, 3)  # the next checkpoint deletes what the prune left
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000003"]
+
+
+def test_a_finished_run_killed_during_its_report_is_told_how_to_write_it(tmp_path):
+    """SIGKILL (or a power cut) while the report after training is written leaves the final
+    checkpoint without eval-final.json; the rerun of the same command must say that
+    train.resume=latest writes the report, not only to delete the folder or train on."""
+    import json
+    from pathlib import Path
+
+    from dsharp.recipe_io import load_recipe
+    from dsharp.resume import planned_resume
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    run = tmp_path / "run"
+    state = run / "checkpoints" / "step-000050" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"step": 50}')
+    (run / "recipe.yaml").write_text(quickstart.read_text())  # the quickstart's run, 50 steps
+    recipe = load_recipe(quickstart, [f"output_dir={run}"])
+    finished = f"output_dir: {run} already holds this recipe's finished run (step 50 of 50)"
+    start_over = "choose another output_dir (or delete this one) to start over"
+    without = f"{finished} without its report: set train.resume=latest to write it, or {start_over}"
+    for final in (None, '{"label": "fine-tuned", "st', '{"step": 40}'):  # none, torn, older
+        if final is not None:
+            (run / "eval-final.json").write_text(final)
+        with pytest.raises(ValueError) as refused:
+            planned_resume(recipe)
+        assert str(refused.value) == without
+    (run / "eval-final.json").write_text(json.dumps({"step": 50}))  # the report is whole
+    with pytest.raises(ValueError) as refused:
+        planned_resume(recipe)
+    assert str(refused.value) == (
+        f"{finished}: {start_over}, or raise train.max_steps with train.resume=latest to "
+        "train it on"
+    )
+    no_report = load_recipe(quickstart, [f"output_dir={run}", "eval.bench=null"])
+    (run / "eval-final.json").unlink()
+    with pytest.raises(ValueError, match="to train it on$"):  # nothing to write
+        planned_resume(no_report)
