@@ -18,14 +18,8 @@ import torch
 from dsharp.curves import CURVES_PNG
 from dsharp.generate import SampleSettings
 from dsharp.io import atomic_save_png, atomic_write_json, atomic_write_text, pyplot
+from dsharp.report_files import FINAL_JSON, wants_report  # noqa: F401 (callers import it here)
 from dsharp.score_words import reward_words, sampling_words, wrapped
-
-
-def wants_report(recipe: Any) -> bool:
-    """Whether training ends with an evaluation report: only when ``eval`` names something to
-    evaluate on (a bench or prompts)."""
-    ev = recipe.eval
-    return bool(ev.bench or ev.prompts or ev.prompts_file)
 
 
 def eval_plan(recipe: Any) -> tuple[list[str], list[Any], Any]:
@@ -67,7 +61,7 @@ def limit_prompts(prompts: list[str], limit: int, category_of: Any) -> list[str]
 
 
 #: The report's files in a run folder.
-BASE_JSON, GRID_PNG, FINAL_JSON = "eval-base.json", "samples_grid.png", "eval-final.json"
+BASE_JSON, GRID_PNG = "eval-base.json", "samples_grid.png"
 
 GRID_CAPTION_WIDTH = 28  # characters per line of a prompt above its column
 

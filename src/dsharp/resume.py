@@ -123,19 +123,15 @@ def _occupied(recipe: Any) -> str:
     )
 
 
-#: The file of a run's report written last (``dsharp.posttrain``'s FINAL_JSON, not imported:
-#: that module loads torch), with the step it scored: the report is whole when it is there.
-REPORT_DONE = "eval-final.json"
-
-
 def _report_missing(run_dir: Path, recipe: Any, step: int) -> bool:
-    """Whether ``recipe`` ends with a report (``dsharp.posttrain.wants_report``) that
-    ``run_dir`` lacks for its checkpoint at ``step``: no readable ``eval-final.json`` of it."""
-    ev = recipe.eval
-    if not (ev.bench or ev.prompts or ev.prompts_file):
+    """Whether ``recipe`` ends with a report that ``run_dir`` lacks for its checkpoint at
+    ``step``: no readable ``eval-final.json`` of it."""
+    from dsharp.report_files import FINAL_JSON, wants_report
+
+    if not wants_report(recipe):
         return False
     try:
-        final = json.loads((run_dir / REPORT_DONE).read_text(encoding="utf-8"))
+        final = json.loads((run_dir / FINAL_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return True
     return not isinstance(final, dict) or final.get("step") != step
