@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from dsharp.hub import known_home, user_path
+from dsharp.hub import known_home, unknown_home, user_path
 from dsharp.recipe_data import (
     DEFAULT_IMAGE_COLUMN,
     DEFAULT_SPLIT,
@@ -65,8 +65,9 @@ def _relative_hint(path: Path) -> str:
     left as written (:func:`~dsharp.hub.user_path`) names no user: that is what to say."""
     if path.is_absolute():
         return ""
-    if path.parts and path.parts[0].startswith("~"):
-        return f" (no home folder for {path.parts[0]})"
+    head = unknown_home(path)
+    if head is not None:
+        return f" (no home folder for {head})"
     return f" (relative paths are read from the current folder, {Path.cwd()})"
 
 

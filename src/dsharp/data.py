@@ -341,8 +341,9 @@ class HFDatasetSource:
             raise ImportError(
                 "data.dataset_type 'hf' needs the 'datasets' package: pip install 'dsharp[data]'"
             ) from exc
-        if user_path(name).is_dir():  # a save_to_disk folder (``~`` expanded as elsewhere)
-            ds = datasets.load_from_disk(str(user_path(name)))
+        saved = user_path(name)  # a save_to_disk folder (``~`` expanded as elsewhere)
+        if saved.is_dir():
+            ds = datasets.load_from_disk(str(saved))
             ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         else:
             ds = datasets.load_dataset(name, split=split)

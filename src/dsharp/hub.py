@@ -47,12 +47,21 @@ def user_path(value: str | os.PathLike[str]) -> Path:
         return Path(value)
 
 
+def unknown_home(value: str | os.PathLike[str]) -> str | None:
+    """The ``~user`` that ``value`` starts with where it names no user (:func:`user_path`
+    leaves it as written), else None: what a "not found" for it should say."""
+    text = os.fspath(value)
+    if not text.startswith("~") or not str(user_path(text)).startswith("~"):
+        return None
+    return text.replace("\\", "/").split("/", 1)[0]
+
+
 def known_home(value: str) -> str:
     """``value`` (a folder dsharp will create), refused with a ``ValueError`` where it starts
     with a ``~user`` that names no user: :func:`user_path` leaves it as written, and a folder
     literally named ``~user`` would be made in the working directory."""
-    if value.startswith("~") and str(user_path(value)).startswith("~"):
-        head = value.replace("\\", "/").split("/", 1)[0]
+    head = unknown_home(value)
+    if head is not None:
         raise ValueError(f"no home folder for {head}: {value}")
     return value
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dsharp.hub import user_path
+from dsharp.hub import unknown_home, user_path
 from dsharp.recipe_errors import RecipeError
 
 
@@ -178,8 +178,9 @@ def check_inputs(recipe: Any, source: str | None = None) -> None:
         path = user_path(str(pairs_file))
         if not path.is_file():
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            if path.parts and path.parts[0].startswith("~"):  # user_path left it: no such user
-                where = f" (no home folder for {path.parts[0]})"
+            head = unknown_home(path)  # a ~user that names no user
+            if head is not None:
+                where = f" (no home folder for {head})"
             raise RecipeError(
                 f"file not found: {pairs_file}{where}",
                 source=source,
