@@ -30,6 +30,23 @@ def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+def _train_one_step_then(report, tiny_sd_dir, run, monkeypatch):
+    """``dsharp train`` of one step on the tiny SD into ``run``, a report following it that
+    ``report`` stands in for (``post_train_report``); the CLI result."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import dsharp.posttrain
+    from dsharp.cli import app
+
+    monkeypatch.setattr(dsharp.posttrain, "post_train_report", report)
+    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
+    return CliRunner().invoke(app, [*args, "train.max_steps=1", "--no-progress"])
+
+
 def test_a_signal_outside_training_says_so_in_one_line_and_exits_through_ctrl_c(capsys):
     from dsharp.cli import _stop
 
@@ -41,19 +58,9 @@ def test_a_signal_outside_training_says_so_in_one_line_and_exits_through_ctrl_c(
 def test_an_interrupted_report_says_training_is_complete_and_how_to_write_it(
     tmp_path, tiny_sd_dir, monkeypatch
 ):
-    from pathlib import Path
 
-    from typer.testing import CliRunner
-
-    import dsharp.posttrain
-    from dsharp.cli import app
-
-    monkeypatch.setattr(dsharp.posttrain, "post_train_report", _interrupted)
-    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
-    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
-    result = CliRunner().invoke(app, [*args, "train.max_steps=1", "--no-progress"])
+    result = _train_one_step_then(_interrupted, tiny_sd_dir, run, monkeypatch)
     assert result.exit_code == 130, result.output
     assert f"training is complete in {run}, but its report was not written; write it with: " in (
         result.stderr
@@ -218,10 +225,6 @@ def test_a_ctrl_c_while_the_report_files_are_renamed_does_not_say_it_was_not_wri
     import os
     from pathlib import Path
 
-    from typer.testing import CliRunner
-
-    import dsharp.posttrain
-    from dsharp.cli import app
     from dsharp.file_sets import replaced_together
 
     real_replace = os.replace
@@ -240,12 +243,8 @@ def test_a_ctrl_c_while_the_report_files_are_renamed_does_not_say_it_was_not_wri
                 staged(path).write_text("new")
         monkeypatch.setattr(os, "replace", real_replace)
 
-    monkeypatch.setattr(dsharp.posttrain, "post_train_report", report)
-    monkeypatch.setattr(dsharp.posttrain, "wants_report", lambda recipe: True)
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
     run = tmp_path / "run"
-    args = ["train", str(recipe), f"model.pretrained={tiny_sd_dir}", f"output_dir={run}"]
-    result = CliRunner().invoke(app, [*args, "train.max_steps=1", "--no-progress"])
+    result = _train_one_step_then(report, tiny_sd_dir, run, monkeypatch)
     monkeypatch.setattr(os, "replace", real_replace)
     assert result.exit_code == 130, result.output
     assert (run / "report.md").read_text() == "new"  # the whole set is in place
