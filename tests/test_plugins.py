@@ -957,32 +957,16 @@ class RefusingPlugin:
 
     @hookimpl
     def register_rewards(self, register):
-        register(RewardInfo(name="terse", factory=build_const, check_options=_refuse_terse))
-        register(
-            RewardInfo(
-                name="terse_rewarderror",
-                factory=build_const,
-                check_options=_refuse_terse_reward_error,
-            )
-        )
-        register(
-            RewardInfo(
-                name="named_refusal", factory=build_const, check_options=_refuse_naming_itself
-            )
-        )
-        register(
-            RewardInfo(
-                name="sharpness",
-                factory=build_const,
-                check_options=_refuse_with_the_name_as_a_word,
-            )
-        )
-        register(
-            RewardInfo(
-                name="model", factory=build_const, check_options=_refuse_option_named_as_the_reward
-            )
-        )
-        register(RewardInfo(name="quoted", factory=build_const, check_options=_refuse_quoted))
+        refusals = {
+            "terse": _refuse_terse,
+            "terse_rewarderror": _refuse_terse_reward_error,
+            "named_refusal": _refuse_naming_itself,
+            "sharpness": _refuse_with_the_name_as_a_word,
+            "model": _refuse_option_named_as_the_reward,
+            "quoted": _refuse_quoted,
+        }
+        for name, check in refusals.items():
+            register(RewardInfo(name=name, factory=build_const, check_options=check))
 
 
 @pytest.fixture
