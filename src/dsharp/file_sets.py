@@ -142,16 +142,12 @@ def _recorded(record: Path, staged: dict[Path, Path], owned: list[Path]) -> list
 
 
 def _commit(
-    finals: list[Path],
-    staged: dict[Path, Path],
-    stale: Sequence[Path] = (),
-    shown: list[Path] | None = None,
+    finals: list[Path], staged: dict[Path, Path], stale: Sequence[Path], shown: list[Path]
 ) -> None:
     """Rename the staged files into place in order, then remove ``stale``, with Ctrl-C held
     back until done: an interrupt between two renames would leave the mix this module is
     there to prevent. ``shown``: the files an error lists (not the folder's record)."""
     written = {p for p in finals if staged[p].exists()}
-    listed = finals if shown is None else shown
     with _interrupts_held():
         for i, path in enumerate(finals):
             try:
@@ -161,8 +157,8 @@ def _commit(
                     path.unlink(missing_ok=True)
             except OSError as err:
                 _remove(staged.values())
-                done = [p for p in finals[:i] if p in listed]
-                left = [p for p in finals[i:] if p in listed]
+                done = [p for p in finals[:i] if p in shown]
+                left = [p for p in finals[i:] if p in shown]
                 raise FileSetError(err, path, _partly(done, left, path)) from None
         for path in stale:
             try:
