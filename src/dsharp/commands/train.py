@@ -105,7 +105,6 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
         run_dir, stopped_at_end = stopped.run_dir, True
     from accelerate import PartialState
 
-    from dsharp.curves import CURVES_PNG
     from dsharp.posttrain import post_train_report
 
     if PartialState().is_main_process:
@@ -114,12 +113,10 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
         for warning in training_warnings(run_dir):
             typer.echo(f"warning: {warning}", err=True)
         if not wants_report(cfg):
-            if (run_dir / CURVES_PNG).exists():
-                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+            _say_curves(run_dir)
         else:  # the report draws the final curves with it, and their line follows it
             if stopped_at_end:  # training drew the final curves, as no report follows now
-                if (run_dir / CURVES_PNG).exists():
-                    typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+                _say_curves(run_dir)
                 again = _resume_command(cfg, recipe, overrides, run_dir)
                 typer.echo(_report_not_written(run_dir, again), err=True)
                 raise typer.Exit(130)
@@ -146,8 +143,7 @@ def _train_and_report(cfg: Recipe, recipe: Path, overrides: list[str], progress:
                 said = _report_not_written(run_dir, again, because=one_line(err))
                 typer.echo(f"error: {said}", err=True)
                 raise typer.Exit(1) from None
-            if (run_dir / CURVES_PNG).exists():
-                typer.echo(f"training curves: {run_dir / CURVES_PNG}")
+            _say_curves(run_dir)
             typer.echo(report.headline)
             typer.echo(f"report: {report.path}")
     return run_dir
@@ -190,6 +186,14 @@ def _report_unscored(cfg: Recipe, run_dir: Path, err: UnscoredError, again: str)
     else:
         how = "give the reward in eval.rewards with on_error: missing"
     return f"{said}; to leave such images unscored, {how}, then write it with: {again}"
+
+
+def _say_curves(run_dir: Path) -> None:
+    """Print where the run's training curves are, where they were drawn."""
+    from dsharp.curves import CURVES_PNG
+
+    if (run_dir / CURVES_PNG).exists():
+        typer.echo(f"training curves: {run_dir / CURVES_PNG}")
 
 
 def _report_not_written(run_dir: Path, again: str, because: str | None = None) -> str:
