@@ -8,8 +8,10 @@
 #   3. sharpening_step.log bench/sharpening_step.py on the GPU (tiny SD, fp32 and bf16)
 #   4. unet_step.log/.json bench/unet_step.py: an SDXL-sized random-weight UNet, a training
 #                          step and an inference forward in fp16 and bf16, batch 1 and 4
-#   5. summary.json        each step's exit status and seconds, pytest's counts, the timings
-# Everything goes under $OUT (the device tool sets it; 7 files). No network is needed.
+#   5. ddpo_precision.log/.json  bench/ddpo_precision.py: DDPO on dsharp-mini in fp32, bf16 with
+#                          float32 log-prob passes (TF32 on and off) and bf16 without them
+#   6. summary.json        each step's exit status and seconds, pytest's counts, the timings
+# Everything goes under $OUT (the device tool sets it; 9 files). No network is needed.
 #
 # Before the call, HERE: bash bench/gpu_wheels.sh (the packages the GPU image lacks, as
 # wheels in .whl/). Then: run(command="bash bench/gpu_check.sh", carry=[".whl"],
@@ -76,11 +78,11 @@ if [ "$DRY" = 1 ]; then
   export OMP_NUM_THREADS=1
   DEVICE=cpu; STEP_ARGS=(--n 2 --m 2 --repeats 1)
   UNET_ARGS=(--small --repeats 1 --batches 1,2)
-  T_TESTS=300; T_STEP=240; T_UNET=240
+  T_TESTS=300; T_STEP=240; T_UNET=240; DDPO_ARGS=(--small); T_DDPO=240
 else
   DEVICE=cuda; STEP_ARGS=(--repeats 3)
   UNET_ARGS=(--repeats 3 --batches 1,4)
-  T_TESTS=200; T_STEP=60; T_UNET=150
+  T_TESTS=200; T_STEP=60; T_UNET=140; DDPO_ARGS=(); T_DDPO=60
 fi
 : >"$OUT/steps.tsv"
 step() {  # step NAME LOG LIMIT COMMAND...: run it with a time limit, log it, record its status
@@ -119,5 +121,7 @@ step sharpening_step_bf16 sharpening_step.log "$T_STEP" \
   "$PY" bench/sharpening_step.py --device "$DEVICE" --dtype bf16 "${STEP_ARGS[@]}"
 step unet_step unet_step.log "$T_UNET" "$PY" bench/unet_step.py --device "$DEVICE" \
   --out "$OUT/unet_step.json" "${UNET_ARGS[@]}"
+step ddpo_precision ddpo_precision.log "$T_DDPO" "$PY" bench/ddpo_precision.py \
+  --out "$OUT/ddpo_precision.json" "${DDPO_ARGS[@]}"
 
 "$PY" bench/gpu_summary.py "$OUT" --dry-run "$DRY"

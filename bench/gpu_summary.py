@@ -1,9 +1,9 @@
 """Gather bench/gpu_check.sh's logs into summary.json in its output folder.
 
 It holds each step's exit status and seconds, pytest's counts and failures, the sharpening
-step's lines and the UNet timings. Prints one line; exits 1 when a step failed (or pytest's
-log has no summary, or, on the GPU, a test was skipped or none passed), so the device
-call's status says whether the check passed.
+step's lines, the UNet timings and DDPO's precision timings. Prints one line; exits 1 when a
+step failed (or pytest's log has no summary, or, on the GPU, a test was skipped or none
+passed), so the device call's status says whether the check passed.
 
     python bench/gpu_summary.py OUT_FOLDER [--dry-run 0|1]
 """
@@ -63,6 +63,8 @@ def main() -> None:
     rows = steps(folder)
     unet_path = folder / "unet_step.json"
     unet = json.loads(unet_path.read_text(encoding="utf-8")) if unet_path.is_file() else None
+    ddpo_path = folder / "ddpo_precision.json"
+    ddpo = json.loads(ddpo_path.read_text(encoding="utf-8")) if ddpo_path.is_file() else None
     tests = pytest_counts(folder / "pytest.log")
     summary = {
         "dry_run": args.dry_run == "1",
@@ -70,6 +72,7 @@ def main() -> None:
         "tests": tests,
         "sharpening_step": step_lines(folder / "sharpening_step.log"),
         "unet_step": unet,
+        "ddpo_precision": ddpo,
     }
     atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     failed = [row["name"] for row in rows if row["exit"] != 0]

@@ -75,6 +75,20 @@ def test_the_unet_timing_refuses_bad_flags_before_building_the_unet(args, status
     assert result.stderr.strip() == line
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--steps", "0"], "error: --steps must be at least 1, got 0"),
+        (["--infer-steps", "-1"], "error: --infer-steps must be at least 1, got -1"),
+    ],
+)
+def test_the_ddpo_precision_bench_refuses_bad_counts_before_training(args, line, tmp_path):
+    result = _run([sys.executable, str(ROOT / "bench" / "ddpo_precision.py"), *args], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == line
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_summary_names_the_failed_step_and_counts_the_tests(tmp_path):
     (tmp_path / "steps.tsv").write_text("tests\t1\t30\nunet_step\t0\t50\n", encoding="utf-8")
     (tmp_path / "pytest.log").write_text(
@@ -83,6 +97,8 @@ def test_the_summary_names_the_failed_step_and_counts_the_tests(tmp_path):
         encoding="utf-8",
     )
     (tmp_path / "unet_step.json").write_text(json.dumps({"cases": []}), encoding="utf-8")
+    ddpo = {"bf16, bf16 log-probs": {"seconds_per_step": 0.5, "approx_kl": 0.08}}
+    (tmp_path / "ddpo_precision.json").write_text(json.dumps(ddpo), encoding="utf-8")
     result = _run([sys.executable, str(ROOT / "bench" / "gpu_summary.py"), "."], tmp_path)
     assert result.returncode == 1
     assert result.stdout == (
@@ -93,6 +109,7 @@ def test_the_summary_names_the_failed_step_and_counts_the_tests(tmp_path):
     assert summary["tests"]["failed"] == ["tests/test_gpu_cuda.py::test_x"]
     assert summary["tests"]["counts"] == {"failed": 1, "passed": 8, "deselected": 7}
     assert summary["unet_step"] == {"cases": []}
+    assert summary["ddpo_precision"] == ddpo
 
 
 def test_the_summary_of_a_gpu_run_whose_tests_were_skipped_is_a_failure(tmp_path):
