@@ -99,14 +99,16 @@ def tiny_reward_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
 
 @pytest.fixture
 def model_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training fails the test if it builds its model: for refusals of bad input that must
-    come before the (slow) model loads."""
+    """Training (or `dsharp merge`) fails the test if it builds its model: for refusals of bad
+    input that must come before the (slow) model loads."""
+    import dsharp.builders
     import dsharp.engine
 
     def must_not_load(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was refused")
 
     monkeypatch.setattr(dsharp.engine, "build_model", must_not_load)
+    monkeypatch.setattr(dsharp.builders, "build_model", must_not_load)  # merge's own import
 
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

@@ -186,6 +186,36 @@ def test_merge_refuses_bad_input_in_one_line_and_writes_nothing(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.usefixtures("model_must_not_load")
+def test_merge_refuses_a_damaged_run_or_a_missing_base_before_the_model_loads(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path
+) -> None:
+    """A run's weights file cut short (wherever it stands among the runs) and a base model
+    that is not there are read from files: one line naming the run, no model loaded."""
+    import shutil
+
+    damaged = shutil.copytree(runs[1], tmp_path / "damaged")
+    weights = sorted((damaged / "checkpoints").iterdir())[-1] / UNET_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    no_base = shutil.copytree(runs[0], tmp_path / "no-base")
+    gone = tmp_path / "gone"
+    text = (no_base / "recipe.yaml").read_text()
+    (no_base / "recipe.yaml").write_text(text.replace(str(tiny_sd_dir), str(gone)))
+    cut_short = f"{damaged}: {weights}: cannot read weights ("
+    cases = [
+        ([damaged, runs[0]], cut_short),
+        ([runs[0], damaged], cut_short),
+        ([no_base], f"{no_base}: model.pretrained: model folder not found: {gone}"),
+    ]
+    for sources, expected in cases:
+        out = tmp_path / "out"
+        result = CliRunner().invoke(app, ["merge", *map(str, sources), "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), result.stderr
+        assert not out.exists()
+
+
 def test_merge_checks_that_out_can_be_written_before_loading_weights(
     runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

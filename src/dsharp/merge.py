@@ -76,9 +76,39 @@ def unet_weight_files(checkpoint: Path, label: str) -> tuple[Path, ...]:
     return tuple(index.parent / name for name in names)
 
 
+def check_weights_readable(files: Sequence[Path], label: str) -> None:
+    """Each file's safetensors header read (not its tensors): a file cut short (a full disk,
+    a copy stopped halfway) is refused in a second, not after the base model and the runs
+    before it have loaded; ``ValueError`` naming ``label`` and the file."""
+    from safetensors import safe_open
+
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as err:  # safetensors' own error type: a damaged or truncated file
+            raise ValueError(f"{label}: {path}: cannot read weights ({err})") from None
+
+
+def check_base_model_there(source: MergeSource) -> None:
+    """The runs' base model findable from its name and local files alone (a folder not
+    there or without a diffusers model, a hub id not cached with ``HF_HUB_OFFLINE`` set),
+    said naming the run's recipe before the load would fail on it."""
+    from dsharp.model_names import missing_model, not_a_model_folder, offline_uncached_model
+
+    pretrained = _base_model(source)["pretrained"]
+    missing = missing_model(pretrained, subject="")
+    if missing is not None:
+        raise FileNotFoundError(f"{source.given}: model.pretrained: {missing}")
+    problem = not_a_model_folder(pretrained) or offline_uncached_model(pretrained)
+    if problem is not None:
+        raise ValueError(f"{source.given}: model.pretrained: {problem}")
+
+
 def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
     """Resolve run or checkpoint folders and check they can be merged, before any weights load:
-    every run a full fine-tuning of the same base model, with its UNet weights present."""
+    every run a full fine-tuning of the same base model, which is there, with its UNet
+    weights present and readable."""
     from dsharp.checkpoints import read_run_recipe
     from dsharp.models.sd import LORA_CONFIG
     from dsharp.recipe_errors import RecipeError
@@ -108,6 +138,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
             )
         check_checkpoint_fits(ckpt, recipe.model, run_dir_of(ckpt) / "recipe.yaml")
         weights = unet_weight_files(ckpt, str(path))
+        check_weights_readable(weights, str(path))
         step = checkpoint_step(ckpt) or 0
         sources.append(MergeSource(Path(path), ckpt, step, recipe, weights))
     first = sources[0]
@@ -120,6 +151,7 @@ def read_sources(paths: Sequence[Path]) -> list[MergeSource]:
                 f"{other.given}: another base model than {first.given} "
                 f"(model.{key}: {b[key]!r} vs {a[key]!r}); merge needs runs of one base"
             )
+    check_base_model_there(first)  # one base for all of them, as just checked
     return sources
 
 
