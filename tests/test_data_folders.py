@@ -73,6 +73,35 @@ def test_a_folder_of_split_subfolders_is_refused_naming_the_one_to_give(tmp_path
     assert FolderSource(folder / "train").items[0].caption == "blue"
 
 
+def test_a_subfolder_s_metadata_beside_the_folder_s_own_captions_is_refused_naming_it(tmp_path):
+    # imagefolder would add its rows, dsharp reads the top folder's alone: said, not guessed
+    folder = _folder(tmp_path, "file_name,text\na.png,red\n")
+    nested = folder / "train" / "metadata.jsonl"
+    nested.write_text('{"file_name": "b.png", "text": "blue"}\n')
+    with pytest.raises(ValueError) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"{nested}: a metadata file in a subfolder, not read beside {folder / 'metadata.csv'} "
+        f"(imagefolder would add its rows): put its rows in metadata.csv (paths relative to "
+        f"{folder}) or move {folder / 'train'} out of {folder}"
+    )
+    (folder / "metadata.csv").unlink()  # .txt captions at the top instead
+    (folder / "a.txt").write_text("red")
+    with pytest.raises(ValueError) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"{nested}: a metadata file in a subfolder, not read beside {folder}'s .txt captions "
+        f"(imagefolder would read metadata files instead): give {folder / 'train'}, or move "
+        f"it out of {folder}"
+    )
+    # a hidden or special folder's files are no data (imagefolder passes them over too)
+    nested.rename(folder / "train" / "rows.jsonl")
+    for hidden in (".ipynb_checkpoints", "__pycache__"):
+        (folder / hidden).mkdir()
+        (folder / hidden / "metadata.jsonl").write_text('{"file_name": "x.png", "text": "x"}\n')
+    assert [item.caption for item in FolderSource(folder).items] == ["red"]
+
+
 def test_both_metadata_files_are_refused(tmp_path):
     folder = _folder(tmp_path, "file_name,text\na.png,red\n")
     (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "red"}\n')

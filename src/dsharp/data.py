@@ -168,8 +168,9 @@ class FolderSource:
     caption happened to be found). Both metadata files are refused, since either could be the
     one meant. Only the top folder's metadata is read, not a subfolder's (``imagefolder``
     adds its rows, or reads ``train/`` / ``test/`` as splits): a folder of such splits is
-    refused, naming the one to give. Without one, each top-level image of
-    :data:`IMAGE_SUFFIXES` pairs with its same-stem ``.txt`` caption."""
+    refused, naming the one to give, and so is a subfolder's metadata file beside the
+    folder's own captions, which would otherwise be passed over unsaid. Without one, each
+    top-level image of :data:`IMAGE_SUFFIXES` pairs with its same-stem ``.txt`` caption."""
 
     def __init__(
         self, folder: Path, image_column: str = "file_name", caption_column: str = "text"
@@ -178,6 +179,9 @@ class FolderSource:
         metas = [self.folder / name for name in METADATA_FILES if (self.folder / name).exists()]
         if len(metas) > 1:
             raise ValueError(f"{folder}: both {' and '.join(m.name for m in metas)}: keep one")
+        nested = _nested_metadata(self.folder)
+        if metas and nested:  # before its rows are read: a large file takes a while
+            raise ValueError(_unread_metadata(nested[0], self.folder, metas[0]))
         if metas:
             self.items = metadata_examples(metas[0], image_column, caption_column)
         else:
@@ -193,9 +197,11 @@ class FolderSource:
                     self.items.append(Example(img, caption, where))
             _all_captions_empty(self.items, self.folder)
         if not self.items:
-            nested = sorted(_nested_metadata(self.folder), key=lambda m: m.parent.name != "train")
+            nested.sort(key=lambda m: m.parent.name != "train")
             hint = f" ({nested[0]} is in a subfolder: give {nested[0].parent})" if nested else ""
             raise ValueError(f"{folder}: no images with captions found{hint}")
+        if nested:
+            raise ValueError(_unread_metadata(nested[0], self.folder, None))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -207,13 +213,31 @@ class FolderSource:
 
 def _nested_metadata(folder: Path) -> list[Path]:
     """The metadata files in ``folder``'s subfolders, in walk order (a Hugging Face layout
-    of ``train/metadata.csv`` splits, or a copied dataset)."""
+    of ``train/metadata.csv`` splits, or a copied dataset); hidden (``.name``) and special
+    (``__name``) folders are passed over, as ``imagefolder`` passes them over."""
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
         if root != str(folder):
             found += [Path(root) / name for name in METADATA_FILES if name in files]
     return found
+
+
+def _unread_metadata(nested: Path, folder: Path, top: Path | None) -> str:
+    """Why ``nested`` (a subfolder's metadata file) is refused beside ``folder``'s own
+    captions (``top``, its metadata file; None: its ``.txt`` files): dsharp would train
+    without its rows, Hugging Face's ``imagefolder`` with them, so either reading is a guess."""
+    if top is not None:
+        return (
+            f"{nested}: a metadata file in a subfolder, not read beside {top} (imagefolder "
+            f"would add its rows): put its rows in {top.name} (paths relative to {folder}) or "
+            f"move {nested.parent} out of {folder}"
+        )
+    return (
+        f"{nested}: a metadata file in a subfolder, not read beside {folder}'s .txt captions "
+        f"(imagefolder would read metadata files instead): give {nested.parent}, or move it "
+        f"out of {folder}"
+    )
 
 
 class JsonlSource:
