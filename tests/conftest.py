@@ -71,6 +71,18 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+@pytest.fixture(scope="module")
+def sd_model(tiny_sd_dir: Path) -> Any:
+    """The tiny SD model, full fine-tuning, one per test module; its tests never step an
+    optimizer on it. The reference copy is made at once, before a test registers a hook on
+    the UNet, so that the copy has none."""
+    from dsharp.models import load_model
+
+    model = load_model(str(tiny_sd_dir))
+    model.prepare_reference()
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SDXL diffusers folder (64x64 images, latents 4x8x8)."""

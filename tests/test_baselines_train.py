@@ -209,13 +209,6 @@ class NotDifferentiable(MeanPixel):
     differentiable = False
 
 
-@pytest.fixture(scope="module")
-def sd_model(tiny_sd_dir):
-    model = load_model(str(tiny_sd_dir))
-    model.prepare_reference()
-    return model
-
-
 @pytest.fixture
 def grad_calls(sd_model):
     """Grad mode of every UNet call (policy and reference) during one test."""

@@ -56,14 +56,6 @@ def _reward(on_error: str = "raise", **options: Any) -> CombinedReward:
 # --------------------------------------------------------------------------- spies
 
 
-@pytest.fixture(scope="module")
-def sd_model(tiny_sd_dir):
-    """One full-fine-tuning tiny SD model; method tests never step an optimizer on it."""
-    model = load_model(str(tiny_sd_dir))
-    model.prepare_reference()  # before any hook is registered, so the copy has none
-    return model
-
-
 class UNetSpy:
     """Forward-pre-hook on ``model.unet``: records grad mode and inputs of each call."""
 

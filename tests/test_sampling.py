@@ -236,11 +236,6 @@ def test_tables_reject_unsupported_schedulers():
 
 
 @pytest.fixture(scope="module")
-def sd_model(tiny_sd_dir):
-    return load_model(str(tiny_sd_dir))
-
-
-@pytest.fixture(scope="module")
 def sdxl_model(tiny_sdxl_dir):
     return load_model(str(tiny_sdxl_dir))
 

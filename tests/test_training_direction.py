@@ -27,15 +27,6 @@ class MeanPixelScore:
         return images.tensor.float().mean(dim=(1, 2, 3)), {}
 
 
-@pytest.fixture(scope="module")
-def sd_model(tiny_sd_dir):
-    from dsharp.models import load_model
-
-    model = load_model(str(tiny_sd_dir))
-    model.prepare_reference()
-    return model
-
-
 def _batch() -> Batch:
     return Batch(prompts=PROMPTS, cond_prompts=PROMPTS)
 
