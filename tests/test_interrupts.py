@@ -25,6 +25,33 @@ def test_without_a_signal_nothing_is_requested():
     assert not stop.requested
 
 
+def test_the_launchers_wait_leaves_a_handler_set_outside_python_as_it_is(monkeypatch):
+    """A SIGTERM handler that ``getsignal`` cannot name (None: one set from C) is neither
+    replaced nor "put back" (signal.signal refuses None); the launcher's SIGINT still ends
+    the wait."""
+    import os
+    import time
+
+    from dsharp.launch import stopped_by_the_launcher
+
+    real = signal.getsignal
+    before = {sig: real(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    during = []
+
+    def launcher_stops(seconds: float) -> None:
+        during.append(real(signal.SIGTERM))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGTERM else real(s))
+    monkeypatch.setattr(time, "sleep", launcher_stops)
+    try:
+        assert stopped_by_the_launcher(5.0)
+    finally:
+        signal.signal(signal.SIGTERM, before[signal.SIGTERM])  # whatever a failure left
+    assert during == [before[signal.SIGTERM]]
+    assert real(signal.SIGINT) is before[signal.SIGINT]
+
+
 def _interrupted(*args, **kwargs):
     """Stands in for work that a Ctrl-C stops."""
     raise KeyboardInterrupt

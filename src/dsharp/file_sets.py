@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from dsharp.file_records import RECORD_NAME, digest, read_record, stale_files, write_record
+from dsharp.interrupts import signals_noted
 from dsharp.io import sync_folder
 
 
@@ -178,27 +178,16 @@ def _interrupts_held() -> Iterator[None]:
     threads running (torch's, tqdm's) the kernel hands the signal to one of them, and Python
     raises it in the main thread all the same. Off the main thread nothing is needed, as
     Python raises KeyboardInterrupt in the main thread alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # a handler installed outside Python: left as it is
-        yield
-        return
-    caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
-    try:
-        yield
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, previous)
-        raise
-    except BaseException as err:
-        signal.signal(signal.SIGINT, previous)
-        if caught:  # the error ends the command all the same; a KeyboardInterrupt (and
-            # dsharp.cli's "stopped") would hide which files are still the previous ones
-            err.add_note("a Ctrl-C came meanwhile (held back, then dropped for this error)")
-        raise
-    signal.signal(signal.SIGINT, previous)
+    with signals_noted(signal.SIGINT) as caught:
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:
+            if caught:  # the error ends the command all the same; a KeyboardInterrupt (and
+                # dsharp.cli's "stopped") would hide which files are still the previous ones
+                err.add_note("a Ctrl-C came meanwhile (held back, then dropped for this error)")
+            raise
     if caught:
         try:
             signal.raise_signal(signal.SIGINT)

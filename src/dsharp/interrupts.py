@@ -12,6 +12,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +30,28 @@ class TrainingInterrupted(Exception):
         self.step = step
         self.run_dir = run_dir
         self.complete = complete
+
+
+@contextmanager
+def signals_noted(*signals: int) -> Iterator[list[int]]:
+    """While entered (in the main thread), each of ``signals`` is only noted in the yielded
+    list, so that no exception comes in the middle of the block: the caller decides after it
+    what a noted signal does. The previous handlers come back on leaving. A signal whose
+    handler was set outside Python (``getsignal`` gives None, which cannot be set back) is
+    left as it is; outside the main thread, where Python cannot set handlers, none is noted."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    previous = {sig: handler for sig, handler in previous.items() if handler is not None}
+    try:
+        for sig in previous:
+            signal.signal(sig, lambda signum, _frame: caught.append(signum))
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StopRequests:
@@ -53,6 +77,8 @@ class StopRequests:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        """Only asks the loop to stop (it saves a checkpoint at the step's end), where
+        dsharp.cli's handler stops at once: a stop mid-step would lose the step's work."""
         from dsharp.launch import launch_size, launcher_rank_zero
 
         # A launcher sends each process the stop again (a Ctrl-C reaches a process from the

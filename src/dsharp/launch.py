@@ -76,21 +76,12 @@ def stopped_by_the_launcher(seconds: float) -> bool:
     import threading
     import time
 
+    from dsharp.interrupts import signals_noted
+
     if threading.current_thread() is not threading.main_thread():
         return False
-    stopped = threading.Event()
-
-    def note(signum: int, frame: object) -> None:
-        stopped.set()
-
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for sig in previous:
-            signal.signal(sig, note)
+    with signals_noted(signal.SIGINT, signal.SIGTERM) as caught:
         end = time.monotonic() + seconds
-        while not stopped.is_set() and time.monotonic() < end:
+        while not caught and time.monotonic() < end:
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return stopped.is_set()
+    return bool(caught)
