@@ -5,13 +5,14 @@ Each file of the set is written first to a temp file beside it (with the usual a
 writers); only when all are written are they renamed into place, in the order given, so that
 the last one (the file that marks the set as complete: the report a reader opens, the
 score another command reads) is replaced last. A failure before then (a full disk) leaves
-every file as it was and says so; the temp files are removed, on Ctrl-C too.
+every file as it was and says so; the temp files are removed, on Ctrl-C too. Those a
+killed writer left (SIGKILL skips every cleanup) are removed by the next set written to
+their folder, once their writer is known dead (:mod:`dsharp.temp_names`).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from dsharp.file_records import RECORD_NAME, digest, read_record, stale_files, write_record
 from dsharp.interrupts import signals_noted
 from dsharp.io import sync_folder
+from dsharp.temp_names import remove_dead_temps, temp_token
 
 
 class FileSetError(OSError):
@@ -97,7 +99,9 @@ def replaced_together(
     owned = list(dict.fromkeys(Path(p) for p in recorded))
     record = _record_path(owned, finals)
     order = [record, *finals] if record is not None else finals  # the record first: see _commit
-    token = secrets.token_hex(4)
+    for folder in dict.fromkeys(p.parent for p in order):
+        remove_dead_temps(folder)  # what killed writers left there (SIGKILL skips our cleanup)
+    token = temp_token()
     staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in order}
 
     def where(path: Path) -> Path:

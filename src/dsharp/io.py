@@ -11,6 +11,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from dsharp.temp_names import remove_dead_temps, temp_token
+
 
 def _process_umask() -> int:
     mask = os.umask(0o022)
@@ -31,7 +33,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        suffix = f".{temp_token()}.tmp"  # names its writer: dsharp.temp_names
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     except OSError as err:  # a read-only folder: the file, not the temp file, is named
         raise naming(err, path) from None
     try:
@@ -106,9 +109,11 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     before the rename, so that after a power cut ``final`` never holds empty weights."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    legacy = final.parent / f".{final.name}.tmp"  # an older dsharp's fixed name
+    if legacy.exists():
+        shutil.rmtree(legacy)
+    remove_dead_temps(final.parent)  # a killed writer's; a live one's (a second process) kept
+    tmp = final.parent / f".{final.name}.{temp_token()}.tmp"
     tmp.mkdir()
     try:
         yield tmp

@@ -1,0 +1,104 @@
+"""Temp files named after the process that writes them, so that a later run can delete the
+ones a killed writer left (SIGKILL, an OOM kill or a power cut skip every cleanup) without
+ever deleting a live writer's.
+
+A name ends in ``.{machine}-{pid}-{start}-{random}.tmp``: ``machine`` is a hash of this
+boot (Linux's boot id) and pid namespace (the host name elsewhere), ``start`` the process's
+start time (clock ticks since boot, 0 where unknown), which tells a reused pid from the
+writer. A temp file is a dead writer's when its machine is this one and its pid is not
+running, or runs with another start time. Files of another machine (a folder on a shared
+disk written from another node, a container with its own pids), of an older dsharp (a
+random token alone) or on Windows are never removed: nothing here can tell whether their
+writer still runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+from contextlib import suppress
+from pathlib import Path
+
+_TOKEN = re.compile(r"\.(?P<machine>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]+\.tmp$")
+
+_own: dict[int, tuple[str, str]] = {}  # pid -> (machine, start): forked workers differ
+
+
+def temp_token() -> str:
+    """A token for one temp file (or set of them) of this process: unique, and naming its
+    writer so that :func:`remove_dead_temps` can tell when the writer is gone."""
+    machine, start = _identity()
+    return f"{machine}-{os.getpid()}-{start}-{secrets.token_hex(4)}"
+
+
+def remove_dead_temps(folder: Path) -> None:
+    """Delete the temp files and folders in ``folder`` whose writer is known dead. Best
+    effort: a folder that is missing or cannot be listed or written is left as it is."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        found = _TOKEN.search(entry.name)
+        if not entry.name.startswith(".") or found is None or not _dead(found):
+            continue
+        with suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+
+
+def _dead(found: re.Match[str]) -> bool:
+    machine, start = _identity()
+    if found["machine"] != machine or sys.platform == "win32":
+        return False
+    pid = int(found["pid"])
+    if pid == os.getpid():
+        return found["start"] != start  # ours, or a process that had our pid before
+    running = _start_time(pid)
+    if running is not None:
+        return found["start"] != "0" and running != found["start"]  # 0: cannot tell
+    try:  # not in /proc (none here, or it hides other users' processes): ask the kernel
+        os.kill(pid, 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but is another user's
+        return False
+    return False
+
+
+def _identity() -> tuple[str, str]:
+    pid = os.getpid()
+    if pid not in _own:
+        _own[pid] = (_machine(), _start_time(pid) or "0")
+    return _own[pid]
+
+
+def _machine() -> str:
+    """This boot and pid namespace: a pid means the same process only within both."""
+    parts = []
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
+        with suppress(OSError):
+            parts.append(read())
+    if not parts:
+        parts.append(socket.gethostname())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:8]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) ": the name may hold ")"
+    return fields[19] if len(fields) > 19 else None
