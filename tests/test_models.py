@@ -446,6 +446,35 @@ def test_save_load_lora_roundtrip(request, tmp_path, fixture):
         plain.load_trained(tmp_path)
 
 
+def test_a_lora_saved_again_is_the_same_bytes_and_older_files_still_load(tiny_sd_dir, tmp_path):
+    """safetensors wrote the metadata (format, lora_adapter_metadata) in either order, from
+    one save to the next: the same weights gave files with different checksums."""
+    from safetensors import safe_open
+
+    model = load_model(str(tiny_sd_dir), lora_rank=4, lora_alpha=8)
+    inputs = _noise_inputs(model)
+    _perturb(model.trainable_parameters(), scale=0.2)
+    trained = _eps(model, inputs)
+    for i in range(10):  # each save had even odds of either order
+        model.save_trained(tmp_path / f"save{i}")
+    files = {
+        (tmp_path / f"save{i}" / "pytorch_lora_weights.safetensors").read_bytes() for i in range(10)
+    }
+    assert len(files) == 1
+    weights = tmp_path / "save0" / "pytorch_lora_weights.safetensors"
+    with safe_open(str(weights), framework="pt") as fh:
+        assert fh.metadata() == model._lora_file_metadata()
+    older = tmp_path / "older"  # as dsharp saved it before: safetensors' own save_file
+    older.mkdir()
+    (older / "lora_config.json").write_bytes((tmp_path / "save0" / "lora_config.json").read_bytes())
+    tensors = load_file(str(weights))
+    save_file(tensors, str(older / weights.name), metadata=model._lora_file_metadata())
+    for folder in (tmp_path / "save0", older):
+        fresh = load_model(str(tiny_sd_dir))
+        fresh.load_trained(folder)
+        torch.testing.assert_close(_eps(fresh, inputs), trained)
+
+
 @pytest.mark.parametrize("alpha", [None, 16.0])  # alpha 16 at rank 4: a scale of 4
 def test_saved_lora_loads_in_diffusers_pipeline(tiny_sd_dir, tmp_path, alpha):
     from diffusers import DDIMScheduler, StableDiffusionPipeline

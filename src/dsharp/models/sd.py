@@ -455,11 +455,16 @@ class StableDiffusionModel(DiffusionModel):
             self.unet.save_pretrained(folder / "unet")
             return
         from peft.utils import get_peft_model_state_dict
-        from safetensors.torch import save_file
+
+        from dsharp.io import atomic_write_bytes
+        from dsharp.safetensors_bytes import safetensors_bytes
 
         state = get_peft_model_state_dict(self.unet)
         tensors = {_UNET_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(folder / LORA_WEIGHTS), metadata=self._lora_file_metadata())
+        # the same weights, the same bytes: safetensors' own save_file orders the metadata
+        # differently from one save to the next
+        data = safetensors_bytes(tensors, self._lora_file_metadata())
+        atomic_write_bytes(folder / LORA_WEIGHTS, data)
         config = {"rank": self.lora_rank, "alpha": self.lora_alpha, "targets": self.lora_targets}
         (folder / LORA_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
