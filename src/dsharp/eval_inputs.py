@@ -85,15 +85,17 @@ def choose_rewards(
     names: InputNames = InputNames(),
 ) -> list[RewardSpec]:
     """The rewards that score the images, the first of: ``rewards`` given, the recipe's
-    eval rewards (unless ``bench`` was given: the bench's own then score), the bench's
-    (each with ``options`` added), the recipe's or else the run's eval rewards or rewards."""
+    eval rewards (unless ``bench`` was given: the bench's own then score), the bench's,
+    the recipe's or else the run's eval rewards or rewards. Those not given have
+    ``options`` added (``dsharp eval --set``: every reward that scores, whichever chose it);
+    ``rewards`` given carry their own."""
     from dsharp.config import parse_reward_spec
     from dsharp.recipe_errors import RecipeError
 
     if rewards:
         return list(rewards)
     if recipe is not None and recipe.eval.rewards is not None and not bench:
-        return list(recipe.eval.rewards)
+        return with_options(recipe.eval.rewards, options)
     if spec_bench is not None:
         extra = dict(options or {})
         return [
@@ -104,5 +106,15 @@ def choose_rewards(
         ]
     owner = recipe if recipe is not None else run_recipe
     if owner is not None and (owner.eval.rewards or owner.rewards):
-        return list(owner.eval.rewards or owner.rewards)
+        return with_options(owner.eval.rewards or owner.rewards, options)
     raise RecipeError(f"give {names.rewards} (or {names.bench}) to say how to score")
+
+
+def with_options(
+    specs: Sequence[RewardSpec], options: Mapping[str, Any] | None
+) -> list[RewardSpec]:
+    """``specs`` (a recipe's or a run's rewards) with ``options`` over their own options:
+    a command's ``--set`` reaches the rewards a saved recipe names, as it does the bench's."""
+    if not options:
+        return list(specs)
+    return [s.model_copy(update={"options": {**s.options, **options}}) for s in specs]

@@ -217,7 +217,9 @@ def evaluate_cmd(
         None,
         "--set",
         metavar="KEY=VALUE",
-        help="Reward option KEY=VALUE (every reward that scores, and every --verifier).",
+        help="Reward option KEY=VALUE of every reward that scores (a bench's, recipe's or "
+        "run's too) and of the verifier (--verifier, else the recipe's or run's rewards); "
+        "one that takes no KEY refuses it.",
     ),
     verifier: list[str] = typer.Option(
         None,
@@ -327,6 +329,7 @@ def evaluate_cmd(
         parse_reward_sets,
         with_on_error,
     )
+    from dsharp.eval_inputs import with_options
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
         SampleSettings,
@@ -428,7 +431,8 @@ def evaluate_cmd(
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         given = [{"name": name, "options": reward_options} for name in verifier or []]
-        verifier_specs = given or (owner.rewards if owner and owner.rewards else specs)
+        own = with_options(owner.rewards, reward_options) if owner and owner.rewards else []
+        verifier_specs = given or own or specs  # --set reaches each, as the help says
         verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
