@@ -110,3 +110,33 @@ def test_the_result_of_a_checkpoint_names_it_as_given(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "t2i.json").read_text())["model"] == str(run)
+
+
+@pytest.mark.parametrize("again", ["./{name}/", "{absolute}"], ids=["trailing-slash", "absolute"])
+def test_the_same_model_folder_typed_another_way_resumes(
+    tmp_path, tiny_sd_dir, evaluators, monkeypatch, again
+):
+    """The folder was compared as typed: ``--model ./m`` then ``--model ./m/`` (or its
+    absolute path) refused each other's FILE.partial ("model differ")."""
+    monkeypatch.chdir(tiny_sd_dir.parent)
+    out = tmp_path / "t2i.json"
+    _scored_calls(monkeypatch, stop_at=2)
+    first = CliRunner().invoke(app, _args(f"./{tiny_sd_dir.name}", out, evaluators))
+    assert first.exit_code == 130, first.output
+
+    calls = _scored_calls(monkeypatch)
+    model = again.format(name=tiny_sd_dir.name, absolute=tiny_sd_dir.resolve())
+    resumed = CliRunner().invoke(app, _args(model, out, evaluators))
+    assert resumed.exit_code == 0, resumed.output
+    assert len(calls) == 1  # the prompt scored before is reused, not scored again
+    assert json.loads(out.read_text())["model"] == model  # the result names it as given
+
+
+def test_a_hub_id_or_built_in_name_is_kept_as_typed(tmp_path, monkeypatch):
+    from dsharp.model_names import resolved_model_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    assert resolved_model_source("org/some-model") == "org/some-model"
+    assert resolved_model_source("dsharp-mini") == "dsharp-mini"
+    assert resolved_model_source("./m/") == resolved_model_source("m") == str(tmp_path / "m")

@@ -38,6 +38,16 @@ def absolute_model_source(pretrained: str) -> str:
     return os.path.abspath(path) if path.exists() else pretrained
 
 
+def resolved_model_source(pretrained: str) -> str:
+    """``pretrained`` as one name per model, to compare with: a local folder as its resolved
+    path (``./m``, ``./m/``, ``~/x/m`` and a link to it are one folder); built-in names and
+    hub ids as typed."""
+    if is_builtin(pretrained):
+        return pretrained
+    path = user_path(pretrained)
+    return str(path.resolve()) if path.exists() else pretrained
+
+
 def builtin_near_miss(pretrained: str) -> str | None:
     """``'dsharp-mni' is neither ...; did you mean 'dsharp-mini'?`` where a slash-free,
     unknown ``pretrained`` is probably a typo of a built-in model name, else None. Hub ids of

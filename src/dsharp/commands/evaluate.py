@@ -633,8 +633,14 @@ def _t2i_compbench(
     target = out or _default_target(ckpt, None, None, json_name)
     work_dir, instead = _t2i_work_dir(images, ckpt, target)
     # In its own folder the work is that checkpoint's by where it is (a moved run folder
-    # resumes it); in a folder the user gives, the checkpoint's path says whose it is.
-    model_id = str(model) if ckpt is None else (str(ckpt.resolve()) if images else ckpt.name)
+    # resumes it); in a folder the user gives, the checkpoint's path says whose it is; a
+    # --model folder is one however it is typed (./m, ./m/, its absolute path).
+    if ckpt is None:
+        from dsharp.model_names import resolved_model_source
+
+        model_id = resolved_model_source(str(model))
+    else:
+        model_id = str(ckpt.resolve()) if images else ckpt.name
     if work_dir is not None and images is None:  # --images was checked with --out, at once
         from dsharp.preflight import check_output_folder
 
