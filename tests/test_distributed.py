@@ -278,3 +278,38 @@ def test_a_refusal_every_process_makes_is_said_once(tiny_sd_dir, tmp_path):
     assert len(said) == 1 and f"data.dataset: not found: {missing}" in said[0], done.stderr
     assert "exitcode  : 2" in done.stderr  # both processes: the other's exit, as the first's
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_eval_and_sample_refuse_a_launch_once(command, tmp_path):
+    """eval and sample run in one process: under a launch of two, the first says so in one
+    line and the other waits for the launcher's stop without a word. It exited at once,
+    and the launcher then stopped a first process slower to start (here by 2 s) before it
+    had said anything: the launch failed without a line of why."""
+    slow = tmp_path / "slow-first"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        'import os, time\nif os.environ.get("RANK") == "0":\n    time.sleep(2)\n'
+    )
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    args = {
+        "eval": ["eval", "--model", "dsharp-mini", "--bench", "shapes", "--limit", "1"],
+        "sample": ["sample", "--model", "dsharp-mini", "-p", "a red circle"],
+    }[command]
+    command_line = [*launch, "-m", "dsharp.cli", *args, "--out", str(tmp_path / "out")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["DSHARP_LOAD_PLUGINS"] = ""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(slow), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        command_line, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert said == [
+        f"error: dsharp {command} runs in one process, and this launch started 2: run it "
+        "without accelerate launch (or torchrun, mpirun)"
+    ], done.stderr
+    assert not (tmp_path / "out").exists()

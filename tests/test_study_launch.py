@@ -149,11 +149,31 @@ def test_every_process_leaves_the_process_group_before_the_evaluations(
     assert calls == (["outputs"] if rank == 0 else [])
 
 
+def _launcher_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The wait of a process other than the first ends with the launcher's SIGTERM."""
+    import os
+    import signal
+    import time
+
+    waits: list[float] = []
+
+    def stopped(seconds: float) -> None:
+        waits.append(seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(time, "sleep", stopped)
+    return waits
+
+
 @pytest.mark.parametrize("command", ["eval", "sample"])
 @pytest.mark.parametrize("rank", [0, 1])
 def test_eval_and_sample_refuse_a_launch_of_several_processes(
     command: str, rank: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
+    """Said once, by the first process; another waits for the launcher's stop and exits
+    without a word, as train's refusals do (it exited at once, and the launcher, seeing
+    it, could stop the first before it had said why)."""
+    waits = _launcher_stops_the_wait(monkeypatch)
     _launched(monkeypatch, rank=rank, size=2)
     args = {
         "eval": ["eval", "--model", "dsharp-mini", "--bench", "shapes", "--limit", "1"],
@@ -166,6 +186,23 @@ def test_eval_and_sample_refuse_a_launch_of_several_processes(
             f"error: dsharp {command} runs in one process, and this launch started 2: run it "
             "without accelerate launch (or torchrun, mpirun)\n"
         )
+        assert waits == []
     else:
         assert result.output == ""
+        assert len(waits) == 1  # it waited for the launcher's stop
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_another_process_no_stop_reaches_says_the_refusal_itself(
+    command: str, monkeypatch: pytest.MonkeyPatch
+):
+    import dsharp.commands.errors
+
+    monkeypatch.setattr(dsharp.commands.errors, "OTHERS_WAIT_S", 0.01)
+    _launched(monkeypatch, rank=1, size=3)
+    result = CliRunner().invoke(app, [command, "--model", "dsharp-mini"])
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"error: dsharp {command} runs in one process, and this launch started 3"
+    )

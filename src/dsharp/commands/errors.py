@@ -58,19 +58,19 @@ def usage_error(message: str) -> ValueError:
 def refuse_a_launch(command: str) -> None:
     """``dsharp eval`` and ``sample`` run in one process: under a launcher of several, each
     process would make every image on its own and write the same files. Refused at once,
-    before a model loads; the first process says so in one line, the others exit quietly."""
-    from dsharp.launch import launch_size, launcher_rank_zero
+    before a model loads, said once (:func:`said_once`, as ``train`` says its refusals): the
+    others wait for the launcher's stop, which an exit at once could bring on the first
+    before it had said why."""
+    from dsharp.launch import launch_size
 
     size = launch_size()
     if size <= 1:
         return
-    if launcher_rank_zero():
-        print(
-            f"error: dsharp {command} runs in one process, and this launch started {size}: "
-            "run it without accelerate launch (or torchrun, mpirun)",
-            file=sys.stderr,
-        )
-    raise typer.Exit(RECIPE_ERROR_EXIT)
+    raise said_once(
+        f"error: dsharp {command} runs in one process, and this launch started {size}: "
+        "run it without accelerate launch (or torchrun, mpirun)",
+        RECIPE_ERROR_EXIT,
+    )
 
 
 @contextmanager
