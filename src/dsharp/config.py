@@ -469,6 +469,17 @@ class TrainConfig(_Section):
     )
     project: str = Field("dsharp", description="Tracker project name.")
 
+    @field_validator("project")
+    @classmethod
+    def _no_key_as_project(cls, value: str) -> str:
+        # the project names a folder of the run's tracker logs (and a wandb project): a key
+        # pasted here would be written there, whatever the saved recipe hides
+        from dsharp.redaction import looks_like_key
+
+        if looks_like_key(value):
+            raise ValueError("looks like an API key or token (not shown): give a project name")
+        return value
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _no_is_not_false(cls, value: Any) -> Any:

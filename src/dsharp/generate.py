@@ -120,6 +120,7 @@ def refuse_flag_and_override(
     (``flag_names``: field -> flag) or an ``--option KEY=VALUE`` also sets, so that neither
     wins silently."""
     from dsharp.recipe_errors import RecipeError
+    from dsharp.redaction import shown_setting
 
     option_keys = {item.partition("=")[0].strip() for item in options}
     for text in overrides:
@@ -129,11 +130,13 @@ def refuse_flag_and_override(
             continue  # no `=`: the override's own parse says what is wrong
         if path[1] in flag_names:
             flag = flag_names[path[1]]
-            raise RecipeError(f"override {text!r}: {flag} also sets sample.{path[1]}; give one")
+            raise RecipeError(
+                f"override {shown_setting(text)!r}: {flag} also sets sample.{path[1]}; give one"
+            )
         if path[1] == "options" and len(path) > 2 and path[2] in option_keys:
             raise RecipeError(
-                f"override {text!r}: --option {path[2]}=... also sets sample.options.{path[2]}; "
-                "give one"
+                f"override {shown_setting(text)!r}: --option {path[2]}=... also sets "
+                f"sample.options.{path[2]}; give one"
             )
 
 
@@ -154,6 +157,7 @@ def parse_sample_overrides(
     from dsharp.config import SampleConfig
     from dsharp.recipe_errors import RecipeError, _first_error
     from dsharp.recipe_yaml import apply_overrides
+    from dsharp.redaction import shown_setting
 
     class _SampleSection(BaseModel):  # the `sample` field of a Recipe, errors located alike
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -163,12 +167,12 @@ def parse_sample_overrides(
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise RecipeError(f"--option {item!r}: expected KEY=VALUE, e.g. K=4")
+            raise RecipeError(f"--option {shown_setting(item)!r}: expected KEY=VALUE, e.g. K=4")
         texts.append(f"sample.options.{key.strip()}={value}")
     for text in overrides:
         if not text.startswith("sample."):
             raise RecipeError(
-                f"override {text!r}: only sample.* settings can be set here "
+                f"override {shown_setting(text)!r}: only sample.* settings can be set here "
                 "(e.g. sample.method=demon sample.options.K=4)"
             )
         texts.append(text)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from dsharp.error_text import one_line
-from dsharp.redaction import redact_tree, redact_url_credentials, shown_setting
+from dsharp.redaction import hide_keys, redact_text, redact_tree, shown_setting
 
 #: A validation location: keys and list indices from the recipe's top.
 Loc = tuple[str | int, ...]
@@ -26,7 +26,8 @@ def _dotted(loc: Iterable[str | int]) -> str:
 
 
 class RecipeError(ValueError):
-    """A recipe could not be loaded; ``str()`` is one line: ``source: field: reason``."""
+    """A recipe could not be loaded; ``str()`` is one line: ``source: field: reason``, with
+    any key quoted in it (a value pasted into the wrong field) redacted."""
 
     def __init__(
         self, reason: str, *, source: str | None = None, field: str = "", override: str = ""
@@ -42,7 +43,7 @@ class RecipeError(ValueError):
         line = ": ".join([*parts, self.reason])
         if self.override:
             line += f" (from override {shown_setting(self.override)!r})"
-        return line
+        return hide_keys(line)
 
 
 class FieldProblem(ValueError):
@@ -136,11 +137,12 @@ def _literal_values(annotation: Any) -> list[Any]:
 
 def _show(value: Any) -> str:
     """A value as an error quotes it: short, and without the secrets a mapping given in
-    place of a list (``rewards: {name: x, options: {api_key: ...}}``) or a URL may hold."""
+    place of a list (``rewards: {name: x, options: {api_key: ...}}``), a URL or a key pasted
+    into the wrong field (``train.optimizer=sk-...``) may hold."""
     if isinstance(value, dict | list):
         value = redact_tree(value)
     elif isinstance(value, str):
-        value = redact_url_credentials(value)
+        value = redact_text(value)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

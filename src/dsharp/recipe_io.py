@@ -118,16 +118,18 @@ def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
     """The recipe as plain YAML/JSON-able data.
 
     With ``redact``, secret reward options (those the reward declares, and those whose name
-    looks secret: see :mod:`dsharp.redaction`) become ``"<redacted>"``. Secrets belong in
-    environment variables, not recipes.
+    looks secret: see :mod:`dsharp.redaction`), and any value that looks like a key (one
+    pasted into the wrong field), become ``"<redacted>"``. Secrets belong in environment
+    variables, not recipes.
     """
-    from dsharp.redaction import redact_reward_spec
+    from dsharp.redaction import hide_key_values, redact_reward_spec
 
     data = recipe.model_dump(mode="json")
     if redact:
         data["rewards"] = [redact_reward_spec(spec) for spec in data["rewards"]]
         if data["eval"]["rewards"]:
             data["eval"]["rewards"] = [redact_reward_spec(s) for s in data["eval"]["rewards"]]
+        data = hide_key_values(data)
     return data
 
 

@@ -8,7 +8,10 @@ is redacted whatever its value; a name that only looks secret keeps numbers and 
 An option that names an environment variable (``api_key_env``) keeps a variable's name
 (``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
 A URL keeps everything but the credentials written into it (its userinfo, and query
-parameters named like a secret).
+parameters named like a secret). A value that looks like an API key (``sk-...``, ``hf_...``, a
+long run of letters and digits) is redacted under any name, where a key pasted into the wrong
+option would otherwise be echoed or saved; ordinary values (``512``, model names, hub ids)
+are kept.
 """
 
 from __future__ import annotations
@@ -55,22 +58,72 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
     )
 
 
-# A word of at least 16 characters with a digit or both cases and no "." or "/" (which
-# dotted settings and paths have): how API keys and tokens look (sk-..., hf_...).
-_KEY_LIKE = re.compile(r"[^\s.,/:=\[\]{}'\"]{16,}")
+# An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
+# more characters that look generated, a JWT, or a run of 20+ letters and digits with both
+# in it (Mistral's, Cohere's, Azure's keys). Words, model names (gpt-4o-2024-08-06), hub ids
+# (runwayml/stable-diffusion-v1-5) and placeholders (sk-no-key-required) are none of these.
+_KEY = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
+    r"(?P<rest>[A-Za-z0-9_-]{12,})"
+    r"|AIza[A-Za-z0-9_-]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    r"|(?P<run>[A-Za-z0-9]{20,})"
+    r")(?![A-Za-z0-9])"
+)
+_GIT_COMMIT = re.compile(r"[0-9a-f]{40}")  # a pinned revision (model.revision) is no key
+
+
+def _is_key(m: re.Match[str]) -> bool:
+    if m.group("rest") is not None:
+        return looks_generated(m.group("rest"))
+    if (run := m.group("run")) is not None:
+        letters = any(c.isalpha() for c in run)
+        return letters and any(c.isdigit() for c in run) and not _GIT_COMMIT.fullmatch(run)
+    return True
+
+
+def hide_keys(text: str) -> str:
+    """``text`` with each word that looks like an API key or token replaced by
+    ``"<redacted>"``, whatever it was typed under: the one rule for values whose name does
+    not say they are secret (``reward.options.on_error=sk-...``)."""
+    return _KEY.sub(lambda m: REDACTED if _is_key(m) else m.group(0), text)
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether ``text`` holds a word that looks like an API key or token."""
+    return hide_keys(text) != text
+
+
+def hide_key_values(value: Any) -> Any:
+    """``value`` (YAML data at any depth: a whole recipe) with each string that looks like a
+    key replaced by ``"<redacted>"``; names and all else kept."""
+    if isinstance(value, dict):
+        return {key: hide_key_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [hide_key_values(item) for item in value]
+    return REDACTED if isinstance(value, str) and looks_like_key(value) else value
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a value an error quotes, a setting typed without ``=``) with its URLs'
+    credentials and every key-like word redacted."""
+    return hide_keys(redact_url_credentials(text))
+
+
+def _is_number(text: str) -> bool:
+    return isinstance(_parsed(text.strip()), int | float)  # bool is an int: no key either
 
 
 def _hide_key_like(text: str) -> str:
     """``text`` with each word that looks like a key redacted, and with everything after a
-    ``NAME:`` whose name looks secret (``api_key: ...`` typed where ``=`` belonged)."""
+    ``NAME:`` whose name looks secret (``api_key: ...`` typed where ``=`` belonged) unless it
+    is a number (``max_tokens: 512``)."""
     name, colon, rest = text.partition(":")
-    if colon and looks_secret(name.strip().rsplit(".", 1)[-1]) and rest.strip():
+    secret_name = looks_secret(name.strip().rsplit(".", 1)[-1])
+    if colon and secret_name and rest.strip() and not _is_number(rest):
         return f"{name}{colon} {REDACTED}"
-
-    def hide(m: re.Match[str]) -> str:
-        return REDACTED if looks_generated(m.group(0)) else m.group(0)
-
-    return _KEY_LIKE.sub(hide, text)
+    return redact_text(text)
 
 
 # Credentials written into a URL (``https://user:KEY@host/v1``, ``https://TOKEN@host``): the
@@ -139,10 +192,15 @@ def shown_setting(setting: str) -> str:
     typed in, ``rewards.0.options.api_key=sk-...``) redacted; a mapping or list given whole
     (``options={api_key: ...}``, a study's ``eval={...}``) with its secret entries redacted,
     as JSON; a value that does not parse and names something secret redacted whole; and any
-    URL's credentials redacted."""
+    URL's credentials redacted; and, under any key, each word that looks like an API key
+    (``reward.options.on_error=sk-...``)."""
+    return hide_keys(_shown(setting))
+
+
+def _shown(setting: str) -> str:
     key, sep, value = setting.partition("=")
     if not sep:  # a value typed alone, or "api_key: ..." for "api_key=...": may be a key
-        return _hide_key_like(redact_url_credentials(setting))
+        return _hide_key_like(setting)
     stripped = value.strip()
     parsed = _parsed(stripped)
     number = isinstance(parsed, int | float)  # max_tokens=512 is no key (bool is an int)
@@ -168,8 +226,9 @@ def sensitive_setting(setting: str) -> bool:
 
 
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
-    """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``,
-    and any URL's credentials (a key put in ``base_url``) too."""
+    """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``:
+    those under a secret name, any string that looks like a key, and any URL's credentials
+    (a key put in ``base_url``)."""
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -184,7 +243,7 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_options(item, declared) for item in value]
     if isinstance(value, str):
-        return redact_url_credentials(value)
+        return REDACTED if looks_like_key(value) else redact_url_credentials(value)
     return value
 
 

@@ -47,6 +47,7 @@ from dsharp.recipe_errors import (
 )
 from dsharp.recipe_io import is_study_data, load_recipe, recipe_to_dict
 from dsharp.recipe_yaml import _read_yaml, parse_yaml
+from dsharp.redaction import shown_setting
 
 if TYPE_CHECKING:
     from dsharp.study_outputs import StudyOutcome
@@ -298,7 +299,7 @@ def _given_output_dir(extra_overrides: Sequence[str], source: str) -> tuple[list
         apply_overrides(holder, [text], source)
         value = holder["output_dir"]
         if not isinstance(value, str) or not value.strip():
-            raise RecipeError(f"override {text!r}: expected a folder", source=source)
+            raise RecipeError(f"override {shown_setting(text)!r}: expected a folder", source=source)
         where = value
     return rest, where
 

@@ -1,0 +1,133 @@
+"""A key pasted under an option whose name says nothing secret (``train.optimizer=sk-...``)
+is never echoed or saved, and an ordinary value that merely is long or has digits in it
+(``max_tokens: 512``, a hub id, a model's dated name) is shown as typed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsharp.config import load_recipe, recipe_to_yaml
+from dsharp.recipe_errors import RecipeError
+from dsharp.redaction import REDACTED, redact_options, shown_setting
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-SECRETcanary-1234567890abcdef"  # as OpenAI's keys look
+GENERIC = "Zq8SECRETcanary1234567890XYZ"  # as Mistral's or Cohere's: no prefix
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "method.options.max_tokens: 512",  # ":" typed for "=" under a name with "token" in it
+        "model.pretrained: runwayml/stable-diffusion-v1-5",
+        "rewards.0.options.model: gpt-4o-2024-08-06",
+    ],
+)
+def test_a_malformed_override_with_no_key_in_it_is_echoed_as_typed(setting: str):
+    with pytest.raises(RecipeError, match="expected KEY=VALUE") as error:
+        load_recipe(ROOT / "recipes" / "quickstart.yaml", [setting])
+    assert f"override {setting!r}" in str(error.value)
+
+
+def test_ordinary_values_stay_readable_and_keys_under_any_name_are_hidden():
+    for kept in (
+        "train.project=MyRun2024Exp",
+        "model.revision=0123456789abcdef0123456789abcdef01234567",  # a commit pins a revision
+        "rewards.0.options.model=gpt-4o-2024-08-06",
+        "rewards.0.options.api_key_env=OPENAI_API_KEY",
+        "rewards.0.options.base_url=http://127.0.0.1:8000/v1",
+        "rewards.0.options.model=sk-no-key-required",  # llama.cpp's placeholder: no key
+    ):
+        assert shown_setting(kept) == kept
+    for key in (KEY, GENERIC, "hf_SECRETcanary1234567890abcd"):
+        assert shown_setting(f"rewards.0.options.on_error={key}") == (
+            f"rewards.0.options.on_error={REDACTED}"
+        )
+        assert shown_setting(f"rewards.0.options.model: {key}") == (
+            f"rewards.0.options.model: {REDACTED}"
+        )
+
+
+def test_a_key_under_an_ordinary_reward_option_is_not_saved(tmp_path: Path):
+    """A key pasted into ``model`` (not a secret's name) reached recipe.yaml, eval JSON and
+    tracker hparams; it is saved as ``<redacted>``, which a reward built from the saved recipe
+    refuses ("set it again"), while ordinary options are kept."""
+    options = {"model": KEY, "extra_body": {"user": GENERIC}, "image_format": "png"}
+    assert redact_options(options) == {
+        "model": REDACTED,
+        "extra_body": {"user": REDACTED},
+        "image_format": "png",
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: {{pretrained: dsharp-mini, variant: {GENERIC}}}\ndata: {{generator: shapes}}\n"
+        f"rewards: [{{name: mllm, options: {{model: {KEY}, max_tokens: 512}}}}]\n"
+    )
+    saved = recipe_to_yaml(load_recipe(recipe))
+    assert "SECRET" not in saved
+    assert yaml.safe_load(saved)["rewards"][0]["options"] == {"model": REDACTED, "max_tokens": 512}
+    assert yaml.safe_load(saved)["model"]["variant"] == REDACTED
+
+
+def test_a_key_as_the_tracker_project_is_refused_by_name():
+    """The project names the tracker's log folder in the run folder: a key there would be
+    written whatever the saved recipe hides."""
+    with pytest.raises(RecipeError, match=r"train\.project: looks like an API key") as error:
+        load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"train.project={KEY}"])
+    assert "SECRET" not in str(error.value)
+    load_recipe(ROOT / "recipes" / "quickstart.yaml", ["train.project=MyRun2024Exp"])
+
+
+def _dsharp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DSHARP_CACHE": str(cwd / "cache")}
+    env.pop("OPENAI_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dsharp.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["recipes", "validate", "recipes/mini/ddpo.yaml", f"rewards.0.options.on_error={KEY}"],
+         "rewards.0.options.on_error"),
+        (["recipes", "validate", "recipes/mini/ddpo.yaml", f"train.optimizer={GENERIC}"],
+         "train.optimizer"),
+        (["recipes", "validate", "recipes/mini/ddpo.yaml", f"rewards.0.name={KEY}"],
+         "rewards.0.name"),
+        (["train", "recipes/mini/ddpo.yaml", f"rewards.0.on_error={KEY}", "output_dir=OUT"],
+         "rewards.0.on_error"),
+        (["eval", "--model", "dsharp-mini", "--reward", "clip", "--on-error", KEY],
+         "--on-error"),
+        (["eval", "--model", "dsharp-mini", "--reward", "clip", "--set", f"on_error={KEY}"],
+         "on_error"),
+        (["sample", "--model", "dsharp-mini", "-p", "a cube", "--out", "OUT", f"train.x={KEY}"],
+         "train.x"),
+        (["sample", "--model", "dsharp-mini", "-p", "a", "--out", "OUT", "--steps", "2",
+          f"sample.steps={KEY}"], "sample.steps"),
+        (["sample", "--model", "dsharp-mini", "-p", "a", "--out", "OUT", "--method", KEY],
+         "sample.method"),
+        (["rewards", "score", "shapes", "x.png", "--prompt", "a", "--set", f"binary={KEY}"],
+         "'binary'"),
+    ],
+)  # fmt: skip
+def test_a_key_under_an_ordinary_option_is_refused_by_name_and_never_echoed(
+    args: list[str], names: str, tmp_path: Path
+):
+    done = _dsharp(*[a.replace("OUT", str(tmp_path / "out")) for a in args], cwd=tmp_path)
+    assert done.returncode in (1, 2), done.stderr  # a bad value: refused, not run
+    assert "SECRET" not in done.stdout + done.stderr, done.stderr
+    assert names in done.stderr and REDACTED in done.stderr, done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any("SECRET" in p.read_text(errors="replace") for p in written)
