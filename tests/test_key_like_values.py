@@ -54,6 +54,32 @@ def test_ordinary_values_stay_readable_and_keys_under_any_name_are_hidden():
         )
 
 
+def test_a_path_or_name_with_a_long_run_of_letters_and_digits_is_saved_as_given(tmp_path):
+    """The run rule (a key with no prefix) once replaced whole values of a saved recipe: a
+    datasets-cache folder named by a sha256, or a project named in words and digits, came
+    back as ``<redacted>`` and the run's recipe no longer named its data."""
+    cache = tmp_path / ".cache" / "datasets" / "default" / "0.0.0" / ("3f9a2c7e1b4d8e6f" * 4)
+    for kept in (
+        str(cache),
+        "data/laion2024aestheticsubset6plus",
+        "dsharp2024experimentsv1",
+        "MyExperimentRun2024Final",
+    ):
+        assert shown_setting(f"data.dataset={kept}") == f"data.dataset={kept}"
+        assert redact_options({"path": kept}) == {"path": kept}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        "rewards: [{name: shapes}]\ntrain: {project: dsharp2024experimentsv1}\n"
+    )
+    saved = yaml.safe_load(recipe_to_yaml(load_recipe(recipe)))
+    assert saved["train"]["project"] == "dsharp2024experimentsv1"
+    for key in ("3f9a2c7e1b4d8e6f0a1b2c3d4e5f6a7b", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY"):
+        assert shown_setting(f"rewards.0.options.model={key}") == (
+            f"rewards.0.options.model={REDACTED}"
+        )  # Azure's hex keys, random mixed case
+
+
 def test_a_key_under_an_ordinary_reward_option_is_not_saved(tmp_path: Path):
     """A key pasted into ``model`` (not a secret's name) reached recipe.yaml, eval JSON and
     tracker hparams; it is saved as ``<redacted>``, which a reward built from the saved recipe

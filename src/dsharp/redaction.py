@@ -59,9 +59,10 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 
 
 # An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
-# more characters that look generated, a JWT, or a run of 20+ letters and digits with both
-# in it (Mistral's, Cohere's, Azure's keys). Words, model names (gpt-4o-2024-08-06), hub ids
-# (runwayml/stable-diffusion-v1-5) and placeholders (sk-no-key-required) are none of these.
+# more characters that look generated, a JWT, or a run of 20+ letters and digits that looks
+# random (Mistral's, Cohere's, Azure's keys: see _random_run). Words, model names
+# (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5) and placeholders
+# (sk-no-key-required) are none of these.
 _KEY = re.compile(
     r"(?<![A-Za-z0-9])(?:"
     r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
@@ -72,14 +73,36 @@ _KEY = re.compile(
     r")(?![A-Za-z0-9])"
 )
 _GIT_COMMIT = re.compile(r"[0-9a-f]{40}")  # a pinned revision (model.revision) is no key
+_HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
+# A run joined to these is a piece of a path or a name (a sha256 folder of the datasets
+# cache, data/laion2024subset, model_v2final...), which a pasted key is not.
+_JOINERS = "/\\._-"
+
+
+def _random_run(m: re.Match[str]) -> bool:
+    """Whether the run of letters and digits ``m`` matched looks like a generated key: on
+    its own (not a path's or a name's piece), with digits, and either hex (not a 40-digit
+    commit, which pins ``model.revision``) or with both cases in good measure (random mixed
+    case: about half each; CamelCase names ``MyExperimentRun2024Final``: few capitals)."""
+    run, text = m.group("run"), m.string
+    joined = (m.start() > 0 and text[m.start() - 1] in _JOINERS) or (
+        m.end() < len(text) and text[m.end()] in _JOINERS
+    )
+    digits = sum(c.isdigit() for c in run)
+    if joined or digits == 0 or digits == len(run):
+        return False
+    if _HEX.fullmatch(run):
+        return not _GIT_COMMIT.fullmatch(run.lower())
+    upper = sum(c.isupper() for c in run)
+    lower = sum(c.islower() for c in run)
+    return min(upper, lower) >= 0.25 * (upper + lower)
 
 
 def _is_key(m: re.Match[str]) -> bool:
     if m.group("rest") is not None:
         return looks_generated(m.group("rest"))
-    if (run := m.group("run")) is not None:
-        letters = any(c.isalpha() for c in run)
-        return letters and any(c.isdigit() for c in run) and not _GIT_COMMIT.fullmatch(run)
+    if m.group("run") is not None:
+        return _random_run(m)
     return True
 
 
