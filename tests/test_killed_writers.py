@@ -140,3 +140,43 @@ def test_only_a_dead_writers_temp_files_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         n for n, kept in names.items() if kept
     )
+
+
+def _in_another_time_namespace() -> list[str] | None:
+    """A command prefix running a process in a new time namespace (its boot clock shifted),
+    on this machine and pid namespace; None where this system does not allow one."""
+    import shutil
+
+    prefix = ["unshare", "--user", "--map-root-user", "--time", "--boottime", "1000", "--fork"]
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+def test_a_set_written_from_another_time_namespace_keeps_a_live_writers_files(tmp_path):
+    """/proc/PID/stat shifts a start time by the reader's time namespace: a process in
+    another one took a live writer for a dead one, deleted its staged file, and the writer's
+    set then went through without it (a.png missing, or an older one removed)."""
+    prefix = _in_another_time_namespace()
+    if prefix is None:
+        pytest.skip("no user and time namespaces here (unshare)")
+    child = _start(SET_WRITER, tmp_path)
+    try:
+        live = _hidden(tmp_path)
+        code = (
+            "import sys\nfrom pathlib import Path\n"
+            "from dsharp.file_sets import replaced_together\n"
+            "from dsharp.io import atomic_write_text\n"
+            "out = Path(sys.argv[1])\n"
+            "with replaced_together(out / 'b.png') as staged:\n"
+            "    atomic_write_text(staged(out / 'b.png'), 'other')\n"
+        )
+        env = {**os.environ, "PYTHONPATH": SRC}
+        cmd = [*prefix, sys.executable, "-c", code, str(tmp_path)]
+        subprocess.run(cmd, env=env, check=True, timeout=120)
+        assert (tmp_path / "b.png").read_text() == "other"
+        assert _hidden(tmp_path) == live
+    finally:
+        _finish(child)
+    assert (tmp_path / "a.png").read_text() == "child"

@@ -3,10 +3,12 @@ ones a killed writer left (SIGKILL, an OOM kill or a power cut skip every cleanu
 ever deleting a live writer's.
 
 A name ends in ``.{machine}-{pid}-{start}-{random}.tmp``: ``machine`` is a hash of this
-boot (Linux's boot id) and pid namespace (the host name elsewhere), ``start`` the process's
-start time (clock ticks since boot, 0 where unknown), which tells a reused pid from the
-writer. A temp file is a dead writer's when its machine is this one and its pid is not
-running, or runs with another start time. Files of another machine (a folder on a shared
+boot (Linux's boot id), pid namespace and time namespace (the host name elsewhere), ``start``
+the process's start time (clock ticks since boot, 0 where unknown), which tells a reused pid
+from the writer. The time namespace is part of it as ``/proc/PID/stat`` gives a start time
+shifted by the reader's: read from another one, a live writer's would not match. A temp
+file is a dead writer's when its machine is this one and its pid is not running, or runs
+with another start time. Files of another machine (a folder on a shared
 disk written from another node, a container with its own pids), of an older dsharp (a
 random token alone) or on Windows are never removed: nothing here can tell whether their
 writer still runs.
@@ -81,11 +83,13 @@ def _identity() -> tuple[str, str]:
 
 
 def _machine() -> str:
-    """This boot and pid namespace: a pid means the same process only within both."""
+    """This boot, pid and time namespace: a pid means the same process only within the first
+    two, and its start time reads the same only within the last."""
     parts = []
     for read in (
         lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
         lambda: os.readlink("/proc/self/ns/pid"),
+        lambda: os.readlink("/proc/self/ns/time"),  # Linux 5.6+; none before, nor time ns
     ):
         with suppress(OSError):
             parts.append(read())
