@@ -270,3 +270,21 @@ def test_a_failed_rename_keeps_its_class_and_second_path_through_pickling(tmp_pa
             f"[Errno 21] Is a directory: '{b}'; a.csv replaced; b is still the previous version"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b"]
+
+
+def test_files_with_long_names_are_written_and_staged_apart(tmp_path):
+    """Temp names repeat the file's name and add the writer's token (~40 bytes; the staged
+    file's own temp file twice): eval --images --out NAME.json with a 180-byte NAME failed
+    with 'File name too long' after the images were made. Two names cut alike must still
+    be staged apart, as a set's files share one token."""
+    stem = "r" * 150
+    long_json = tmp_path / ("x" * 230 + ".json")  # 235 bytes: the limit is 255
+    one, two = tmp_path / f"{stem}-1.png", tmp_path / f"{stem}-2.png"
+    cjk = tmp_path / ("结果" * 30 + ".md")  # 183 bytes in UTF-8
+    with replaced_together(one, two, cjk, long_json) as staged:
+        for i, path in enumerate((one, two, cjk, long_json)):
+            atomic_write_text(staged(path), str(i))
+    assert [p.read_text() for p in (one, two, cjk, long_json)] == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (one, two, cjk, long_json)
+    )

@@ -181,3 +181,15 @@ def test_an_imagereward_save_that_fails_half_way_leaves_no_model_folder(tmp_path
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):  # replaced whole: refused
         save_imagereward(None, None, tmp_path / "other")  # type: ignore[arg-type]
+
+
+def test_a_file_or_folder_with_a_long_name_is_written(tmp_path):
+    """Their temp files' names add the writer's token (~40 bytes) to the name: a file or
+    merged model folder with a 240-byte name (the limit is 255) failed as 'too long'."""
+    name = "m" * 240
+    io.atomic_write_text(tmp_path / f"{name}.txt", "text")
+    with io.atomic_directory(tmp_path / name) as tmp:
+        (tmp / "weights.bin").write_bytes(b"w")
+    assert (tmp_path / f"{name}.txt").read_text() == "text"
+    assert (tmp_path / name / "weights.bin").read_bytes() == b"w"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.txt"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from dsharp.file_records import RECORD_NAME, digest, read_record, stale_files, write_record
 from dsharp.interrupts import signals_noted
 from dsharp.io import sync_folder
-from dsharp.temp_names import remove_dead_temps, temp_token
+from dsharp.temp_names import remove_dead_temps, temp_stem, temp_token
 
 
 class FileSetError(OSError):
@@ -102,7 +102,7 @@ def replaced_together(
     for folder in dict.fromkeys(p.parent for p in order):
         remove_dead_temps(folder)  # what killed writers left there (SIGKILL skips our cleanup)
     token = temp_token()
-    staged = {p: p.parent / f".{p.name}.{token}.tmp" for p in order}
+    staged = {p: p.parent / f".{temp_stem(p.name)}.{token}.tmp" for p in order}
 
     def where(path: Path) -> Path:
         if Path(path) not in finals:
@@ -213,7 +213,7 @@ def _final_of(err: OSError, staged: dict[Path, Path]) -> Path:
         return next(iter(staged))
     named = Path(str(err.filename))
     for final, tmp in staged.items():
-        if named == tmp or named.name.startswith(f".{tmp.name}."):
+        if named == tmp or named.name.startswith(f".{temp_stem(tmp.name)}."):
             return final
     return named
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from dsharp.temp_names import remove_dead_temps, temp_token
+from dsharp.temp_names import remove_dead_temps, temp_stem, temp_token
 
 
 def _process_umask() -> int:
@@ -34,7 +34,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         suffix = f".{temp_token()}.tmp"  # names its writer: dsharp.temp_names
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        prefix = f".{temp_stem(path.name)}."
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     except OSError as err:  # a read-only folder: the file, not the temp file, is named
         raise naming(err, path) from None
     try:
@@ -113,7 +114,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     if legacy.exists():
         shutil.rmtree(legacy)
     remove_dead_temps(final.parent)  # a killed writer's; a live one's (a second process) kept
-    tmp = final.parent / f".{final.name}.{temp_token()}.tmp"
+    tmp = final.parent / f".{temp_stem(final.name)}.{temp_token()}.tmp"
     tmp.mkdir()
     try:
         yield tmp

@@ -30,12 +30,31 @@ _TOKEN = re.compile(r"\.(?P<machine>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[0-
 
 _own: dict[int, tuple[str, str]] = {}  # pid -> (machine, start): forked workers differ
 
+# the most bytes of a file's name that its temp files' names repeat: with the token (up to
+# about 50 bytes) a set's temp file of a staged file (both) stays under 255, the name limit
+# of most filesystems, however long the file's own name
+_NAME_BYTES = 120
+
 
 def temp_token() -> str:
     """A token for one temp file (or set of them) of this process: unique, and naming its
     writer so that :func:`remove_dead_temps` can tell when the writer is gone."""
     machine, start = _identity()
     return f"{machine}-{os.getpid()}-{start}-{secrets.token_hex(4)}"
+
+
+def temp_stem(name: str) -> str:
+    """``name`` as a temp file's name holds it: a long one (an ``eval --out`` JSON) cut to at
+    most 120 bytes, or its temp file's name would be too long to create. The cut one ends in
+    a hash of the whole, as two files of one set share their token: ``a...x.png`` and
+    ``a...y.png`` cut alike must still be staged apart."""
+    raw = os.fsencode(name)
+    if len(raw) <= _NAME_BYTES:
+        return name
+    cut = name[: _NAME_BYTES - 9]
+    while len(os.fsencode(cut)) > _NAME_BYTES - 9:  # whole characters
+        cut = cut[:-1]
+    return f"{cut}~{hashlib.sha256(raw).hexdigest()[:8]}"
 
 
 def remove_dead_temps(folder: Path) -> None:
