@@ -142,6 +142,23 @@ def test_only_a_dead_writers_temp_files_are_removed(tmp_path):
     )
 
 
+def test_without_a_boot_id_no_temp_file_is_taken_for_a_dead_writers(tmp_path, monkeypatch):
+    """Off Linux the machine is known by its host name alone, which two computers sharing a
+    folder can both have: a pid not running here may be a live writer there, so nothing is
+    removed."""
+    from dsharp import temp_names
+
+    env = {**os.environ, "PYTHONPATH": SRC}
+    code = "from dsharp.temp_names import temp_token; print(temp_token())"
+    dead = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+    (tmp_path / f".a.png.{dead}.tmp").write_text("x")
+    monkeypatch.setattr(temp_names, "_boot_id", lambda: None, raising=False)
+    temp_names.remove_dead_temps(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f".a.png.{dead}.tmp"]
+
+
 def _in_another_time_namespace() -> list[str] | None:
     """A command prefix running a process in a new time namespace (its boot clock shifted),
     on this machine and pid namespace; None where this system does not allow one."""

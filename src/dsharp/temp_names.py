@@ -10,8 +10,9 @@ shifted by the reader's: read from another one, a live writer's would not match.
 file is a dead writer's when its machine is this one and its pid is not running, or runs
 with another start time. Files of another machine (a folder on a shared
 disk written from another node, a container with its own pids), of an older dsharp (a
-random token alone) or on Windows are never removed: nothing here can tell whether their
-writer still runs.
+random token alone) or on a system with no boot id (Windows, macOS: the host name alone,
+which two computers sharing a folder can both have) are never removed: nothing here can
+tell whether their writer still runs.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def remove_dead_temps(folder: Path) -> None:
 
 def _dead(found: re.Match[str]) -> bool:
     machine, start = _identity()
-    if found["machine"] != machine or sys.platform == "win32":
-        return False
+    if found["machine"] != machine or sys.platform == "win32" or _boot_id() is None:
+        return False  # no boot id (macOS): two hosts of one name could share the folder
     pid = int(found["pid"])
     if pid == os.getpid():
         return found["start"] != start  # ours, or a process that had our pid before
@@ -101,12 +102,19 @@ def _identity() -> tuple[str, str]:
     return _own[pid]
 
 
+def _boot_id() -> str | None:
+    """This boot's id (Linux), None elsewhere."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def _machine() -> str:
     """This boot, pid and time namespace: a pid means the same process only within the first
     two, and its start time reads the same only within the last."""
-    parts = []
+    parts = [] if (boot := _boot_id()) is None else [boot]
     for read in (
-        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
         lambda: os.readlink("/proc/self/ns/pid"),
         lambda: os.readlink("/proc/self/ns/time"),  # Linux 5.6+; none before, nor time ns
     ):
