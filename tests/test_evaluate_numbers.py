@@ -154,3 +154,16 @@ def _spec(name, weight=1.0, options=None):
     return RewardSpec.model_construct(
         name=name, weight=weight, normalize="none", on_error="missing", options=options or {}
     )
+
+
+def test_scoring_has_its_own_progress_after_sampling(monkeypatch, capsys):
+    """A slow reward (a remote grader) scores after the sampling bar has ended: without a
+    bar of its own, minutes pass with nothing shown. Off a terminal, the bar's last line
+    counts every image of every reward."""
+    table = {("a", 0): 1.0, ("a", 1): 0.5, ("b", 0): 0.0, ("b", 1): 0.5}
+    _patch(monkeypatch, {"r": TableReward(table), "s": TableReward(table)})
+    ev.evaluate(None, ["a", "b"], [_spec("r"), _spec("s")], num_seeds=2, progress=True)
+    ev.evaluate(None, ["a"], [_spec("r")], progress=True, progress_label="eval base")
+    lines = [line.split(",")[0] for line in capsys.readouterr().err.splitlines()]
+    assert "score: 8/8" in lines  # 4 images x 2 rewards
+    assert "eval base (score): 2/2" in lines

@@ -19,6 +19,7 @@ import torch
 from dsharp.bench import T2I_BENCH
 from dsharp.generate import SampleSettings, generate
 from dsharp.models.base import DiffusionModel
+from dsharp.progress import task_progress
 from dsharp.rewards.base import RewardImages
 from dsharp.rewards.combine import CombinedReward
 
@@ -200,25 +201,31 @@ def evaluate(
     weight_sum = sum(abs(spec.weight) for spec, _ in rewards)
     # A reward named twice (other options) gets keys name, name#1, ... as in CombinedReward.
     keys = scorer.keys
-    for key, (spec, reward) in zip(keys, rewards, strict=True):
-        scores_all: list[float] = []
-        for start in range(0, len(pairs), batch_size):
-            chunk = slice(start, start + batch_size)
-            images = RewardImages(generated.images[chunk])
-            meta = [{"seed": s} for s in seeds[chunk]]
-            scores, info = scorer.score_component(
-                key, spec, reward, images, all_prompts[chunk], meta
-            )
-            scores_all += [float(s) for s in scores.detach().cpu()]
-            if "strict" in info:  # None: an image the reward could not score
-                strict = (strict or []) + [float(v) for v in info["strict"] if v is not None]
-            for image_constraints in info.get("constraints") or []:
-                for constraint in image_constraints:
-                    if isinstance(constraint, dict) and "kind" in constraint:
-                        kinds[constraint["kind"]].append(float(bool(constraint["ok"])))
-        per_reward[key] = scores_all
-        if spec.weight:  # a weight-0 reward is reported only; its NaNs must not poison the total
-            total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
+    # Scoring has its own bar: a slow reward (a remote grader, a large model on CPU) can
+    # take as long as sampling, which would otherwise end its bar and then show nothing.
+    label = _scoring_label(progress_label)
+    with task_progress(label, enabled=progress) as bar:
+        task = bar.add_task(label, total=len(pairs) * len(rewards))
+        for key, (spec, reward) in zip(keys, rewards, strict=True):
+            scores_all: list[float] = []
+            for start in range(0, len(pairs), batch_size):
+                chunk = slice(start, start + batch_size)
+                images = RewardImages(generated.images[chunk])
+                meta = [{"seed": s} for s in seeds[chunk]]
+                scores, info = scorer.score_component(
+                    key, spec, reward, images, all_prompts[chunk], meta
+                )
+                bar.update(task, advance=len(images))
+                scores_all += [float(s) for s in scores.detach().cpu()]
+                if "strict" in info:  # None: an image the reward could not score
+                    strict = (strict or []) + [float(v) for v in info["strict"] if v is not None]
+                for image_constraints in info.get("constraints") or []:
+                    for constraint in image_constraints:
+                        if isinstance(constraint, dict) and "kind" in constraint:
+                            kinds[constraint["kind"]].append(float(bool(constraint["ok"])))
+            per_reward[key] = scores_all
+            if spec.weight:  # a weight-0 reward is reported only: its NaNs must not poison
+                total += spec.weight * torch.tensor(scores_all, dtype=torch.float64)
     total /= weight_sum if weight_sum else 1.0
     scored = [v for v in total.tolist() if not math.isnan(v)]
 
@@ -299,6 +306,11 @@ def save_evaluated_images(
         save_contact_sheet(images, prompts, seeds, staged(sheet), values, reward_words(result))
         if json_path is not None:
             atomic_write_json(staged(json_path), result)
+
+
+def _scoring_label(progress_label: str) -> str:
+    """The scoring bar's label: ``score``, or ``eval base (score)`` after ``eval base``."""
+    return "score" if progress_label == "sample" else f"{progress_label} (score)"
 
 
 def _labelled(prompts: Sequence[str], label_of: Callable[[str], str] | None) -> Any:
