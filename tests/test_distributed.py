@@ -203,7 +203,8 @@ def test_a_reward_fault_on_one_process_ends_both_instead_of_hanging(tiny_sd_dir,
     assert done.returncode != 0
     failed = [line for line in done.stderr.splitlines() if "injected fault" in line]
     assert failed == [
-        "error: reward 'test_fails_on_rank_1' failed: RuntimeError: injected fault on rank 1"
+        "error: reward 'test_fails_on_rank_1' (plugin 'test-fault-plugin') failed: "
+        "RuntimeError: injected fault on rank 1"
     ], done.stderr[-3000:]
     assert not (run / "checkpoints").exists()
 

@@ -365,7 +365,9 @@ def test_on_error_raise_propagates_and_missing_marks_all() -> None:
     assert info["rewards"]["judge"] == {"error": "server said 500"}
     with pytest.raises(RewardError, match="returned NaN for 1 sample.*on_error is 'raise'"):
         _combine(({"name": "x"}, FixedReward([math.nan, 1.0])))(_images(2), ["p"] * 2, [{}] * 2)
-    with pytest.raises(RewardError, match=r"shape \(3,\), expected \(2,\)"):
+    with pytest.raises(
+        RewardError, match=r"as a Tensor of shape \(3,\), expected a tensor of shape \(2,\)"
+    ):
         _combine(({"name": "x"}, FixedReward([1.0, 2.0, 3.0])))(_images(2), ["p"] * 2, [{}] * 2)
 
 
@@ -889,6 +891,47 @@ def test_a_factory_fault_names_the_reward_and_its_plugin(slips_plugin: None) -> 
         "reward 'slip_build' (plugin 'test-slips', distribution dsharp-reward-slips 0.2) could "
         "not be built: ModuleNotFoundError: No module named 'heavy_dep'"
     )
+
+
+class WrongScoresPlugin:
+    """A third-party reward that returns scores of the wrong type, or raises, as it scores."""
+
+    @hookimpl
+    def register_rewards(self, register):
+        register(RewardInfo(name="slip_string", factory=lambda: FixedScores("0.5")))
+        register(RewardInfo(name="slip_raise", factory=lambda: FixedScores(None)))
+
+
+class FixedScores:
+    differentiable = False
+
+    def __init__(self, scores: Any):
+        self.scores = scores
+
+    def __call__(self, images, prompts, metadata):
+        if self.scores is None:
+            raise ZeroDivisionError("division by zero")
+        return self.scores, {}
+
+
+def test_a_scoring_fault_names_the_plugin_and_what_came_back() -> None:
+    """Not ``scores of shape <class 'str'>``, and with the package to blame, as a fault in
+    building the reward says."""
+    plugins.load_plugins()
+    plugin = WrongScoresPlugin()
+    plugins._set_provenance(plugin, "dsharp-reward-slips", "0.2")
+    plugins.pm.register(plugin, name="test-wrong-scores")
+    where = "(plugin 'test-wrong-scores', distribution dsharp-reward-slips 0.2)"
+    try:
+        for name, said in (
+            ("slip_string", "returned scores as a str, expected a tensor of shape (2,)"),
+            ("slip_raise", "failed: ZeroDivisionError: division by zero"),
+        ):
+            with pytest.raises(RewardError) as caught:
+                CombinedReward([RewardSpec(name=name)])(_images(2), ["p"] * 2, [{}] * 2)
+            assert str(caught.value) == f"reward {name!r} {where} {said}"
+    finally:
+        plugins.pm.unregister(name="test-wrong-scores")
 
 
 def test_a_check_that_crashes_is_a_plugin_fault_not_a_bad_setting(slips_plugin: None) -> None:

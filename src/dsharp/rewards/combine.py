@@ -61,6 +61,17 @@ def _described(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _source(spec: RewardSpec) -> str:
+    """`` (plugin 'p', distribution d 1.0)`` for a third-party reward, for a fault of its
+    code: the reward's name alone may not say which installed package to blame."""
+    from dsharp.rewards.plugins import reward_source
+
+    try:
+        return reward_source(spec.name)
+    except Exception:  # a name no plugin registers (a reward built by the caller): say less
+        return ""
+
+
 def _component_keys(specs: Sequence[RewardSpec]) -> list[str]:
     """Reward names, with ``#1``, ``#2`` ... on repeats so each component has its own key."""
     seen: dict[str, int] = {}
@@ -126,19 +137,24 @@ class CombinedReward:
             # Any other exception is a fault in the reward, not a sample it could not score:
             # it stops the run whatever on_error says, naming the reward and the error's type.
             text = " ".join(str(e).split())
-            raise RewardError(f"reward {key!r} failed: {type(e).__name__}: {text}") from e
+            raise RewardError(
+                f"reward {key!r}{_source(spec)} failed: {type(e).__name__}: {text}"
+            ) from e
         if not isinstance(result, tuple | list) or len(result) != 2:  # else unpacking misleads
             raise RewardError(
-                f"reward {key!r} returned {_described(result)}, expected a (scores, info) tuple"
+                f"reward {key!r}{_source(spec)} returned {_described(result)}, expected a "
+                "(scores, info) tuple"
             )
         scores, info = result
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
-            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
             raise RewardError(
-                f"reward {key!r} returned scores of shape {shape}, expected ({batch},)"
+                f"reward {key!r}{_source(spec)} returned scores as {_described(scores)}, "
+                f"expected a tensor of shape ({batch},)"
             )
         if info is not None and not isinstance(info, Mapping):
-            raise RewardError(f"reward {key!r} returned info of type {type(info).__name__}")
+            raise RewardError(
+                f"reward {key!r}{_source(spec)} returned info of type {type(info).__name__}"
+            )
         scores = scores.to(
             device=device, dtype=scores.dtype if scores.is_floating_point() else torch.float32
         )

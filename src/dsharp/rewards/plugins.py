@@ -475,7 +475,8 @@ def check_reward_options(spec: RewardSpec) -> None:
             raise (RewardError if isinstance(e, RewardError) else ValueError)(message) from None
         except Exception as e:
             raise PluginFaultError(
-                f"reward {spec.name!r}{_source(spec.name)}: check_options failed: {_one_line(e)}"
+                f"reward {spec.name!r}{reward_source(spec.name)}: check_options failed: "
+                f"{_one_line(e)}"
             ) from e
 
 
@@ -491,7 +492,7 @@ def _naming_reward(name: str, message: str) -> str:
     return f"reward {name!r}: {message}"
 
 
-def _source(name: str) -> str:
+def reward_source(name: str) -> str:
     """`` (plugin 'p', distribution d 1.0)`` for a third-party reward, else empty: which
     package to blame for a fault, where the reward's name alone may not say."""
     registered = reward_registry().get(name)
@@ -562,7 +563,7 @@ def build_reward(spec: RewardSpec) -> Reward:
     except Exception as e:  # a fault while building (a missing import, unreadable weights):
         # named, with the plugin it came from, or the user sees a bare message
         raise RewardError(
-            f"reward {spec.name!r}{_source(spec.name)} could not be built: {_one_line(e)}"
+            f"reward {spec.name!r}{reward_source(spec.name)} could not be built: {_one_line(e)}"
         ) from e
     if not isinstance(reward, Reward):
         raise RewardError(
@@ -597,6 +598,6 @@ def check_prompts(
                 ) from None
             except Exception as e:  # not a refusal: a fault in the reward's check
                 raise PluginFaultError(
-                    f"reward {spec.name!r}{_source(spec.name)}: check_prompt failed on "
+                    f"reward {spec.name!r}{reward_source(spec.name)}: check_prompt failed on "
                     f"{prompt!r}: {_one_line(e)}"
                 ) from e
