@@ -729,12 +729,16 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
     plugins.pm.register(claim("b"), name="test-claim-b")
     try:
         registry = plugins.reward_registry()
+        about = [f for f in plugins.plugin_failures() if "shapez" in f.error]
         with pytest.raises(plugins.UnknownRewardError) as error:
             plugins.get_reward_info("shapez")
     finally:
         plugins.pm.unregister(name="test-claim-a")
         plugins.pm.unregister(name="test-claim-b")
     assert "shapez" not in registry and {"only_a", "only_b"} <= set(registry)
+    # one row in `dsharp rewards list`: not also "already registered by plugin 'test-claim-a'",
+    # which says the first one is used
+    assert [f.plugin for f in about] == ["test-claim-b"]
     message = str(error.value)
     assert "unknown reward 'shapez'" in message
     assert "did you mean" not in message  # the name is claimed, not misspelled

@@ -269,7 +269,8 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
     """Call every ``register_rewards`` hook, one plugin at a time, in registration order."""
     registry: dict[str, RegisteredReward] = {}
     failures: list[PluginFailure] = []
-    clashes: dict[str, list[str]] = {}  # a name two third-party plugins claim: its claimants
+    # a name two third-party plugins claim: its claimants, (plugin, distribution) each
+    clashes: dict[str, list[tuple[str, str | None]]] = {}
     impls = manager.hook.register_rewards.get_hookimpls()
     for impl in sorted(impls, key=lambda i: i.plugin_name != BUILTIN_NAME):  # built-ins first
         name = impl.plugin_name
@@ -282,28 +283,26 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
             failures.append(PluginFailure(name, dist, f"register_rewards failed: {_one_line(e)}"))
             continue
         for info in pending:
+            named = isinstance(info, RewardInfo) and isinstance(info.name, str)
+            first = registry.get(info.name) if named else None
+            if first is not None and first.plugin not in (BUILTIN_NAME, name):  # a clash,
+                # said once, below: not also 'already registered', as if the first one won
+                claimants = clashes.setdefault(info.name, [(first.plugin, first.distribution)])
+                claimants.append((name, dist))
+                continue
             problem = _check_info(info, registry)
             if problem:
                 failures.append(PluginFailure(name, dist, problem))
             else:
                 registry[info.name] = RegisteredReward(info, name, dist, version)
-            if isinstance(info, RewardInfo) and info.name in clashes:
-                clashes[info.name].append(f"{name} ({dist or 'not installed'})")
-            elif problem and isinstance(info, RewardInfo) and info.name in registry:
-                first = registry[info.name]
-                if first.plugin != BUILTIN_NAME:  # two third-party claims: use neither
-                    clashes[info.name] = [
-                        f"{first.plugin} ({first.distribution or 'not installed'})",
-                        f"{name} ({dist or 'not installed'})",
-                    ]
     for reward, claimants in clashes.items():
         del registry[reward]
+        listed = ", ".join(f"{p} ({d or 'not installed'})" for p, d in claimants)
         failures.append(
             PluginFailure(
-                claimants[-1].split(" (")[0],
-                None,
+                *claimants[-1],
                 f"reward {reward!r} is registered by several plugins, so neither is used: "
-                f"{', '.join(claimants)}; choose one with {ENV_VAR}",
+                f"{listed}; choose one with {ENV_VAR}",
             )
         )
     return registry, failures
