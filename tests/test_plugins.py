@@ -754,7 +754,11 @@ def test_an_unknown_reward_says_plugins_failed_or_were_left_out(
     monkeypatch.setattr(plugins, "_registration_failures", [])
     monkeypatch.delenv("DSHARP_LOAD_PLUGINS", raising=False)
     message = plugins.unknown_reward_message("jpeg", {"shapes": None})
-    assert "1 plugin failed to load" in message
+    assert message.endswith("; plugin 'x' (d) failed to load: boom")  # the one: named
+    two = [plugins.PluginFailure("x", "d", "boom"), plugins.PluginFailure("y", None, "bang")]
+    monkeypatch.setattr(plugins, "_load_failures", two)
+    message = plugins.unknown_reward_message("jpeg", {"shapes": None})
+    assert "2 plugins failed to load (`dsharp rewards list`: why)" in message
     monkeypatch.setattr(plugins, "_load_failures", [])
     monkeypatch.setenv("DSHARP_LOAD_PLUGINS", "")
     assert "DSHARP_LOAD_PLUGINS limits" in plugins.unknown_reward_message("jpeg", {})

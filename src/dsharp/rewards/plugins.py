@@ -366,9 +366,12 @@ def unknown_reward_message(name: str, registry: dict[str, RegisteredReward]) -> 
     if about:  # the name is known, and why it is unusable says more than a near match would
         return f"unknown reward {name!r}: {about[-1].error}"
     message = unknown_name_message("reward", name, registry)
-    if failures:
-        plural = "s" if len(failures) > 1 else ""
-        message += f"; {len(failures)} plugin{plural} failed to load (`dsharp rewards list`: why)"
+    if len(failures) == 1:  # the one to suspect: say which, and why, as `rewards list` would
+        failure = failures[0]
+        where = f" ({failure.distribution})" if failure.distribution else ""
+        message += f"; plugin {failure.plugin!r}{where} failed to load: {failure.error}"
+    elif failures:
+        message += f"; {len(failures)} plugins failed to load (`dsharp rewards list`: why)"
     if allowed_distributions() is not None:
         message += f"; {ENV_VAR} limits which plugins load"
     return message
