@@ -600,8 +600,12 @@ def test_rewards_score_on_error_missing_shows_an_unscored_image_as_a_dash(
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout)["scores"] == [None]
 
-    raised = CliRunner().invoke(app, args)  # the default stays: raise
+    raised = CliRunner().invoke(app, args)  # the default stays: raise, saying how to go on
     assert raised.exit_code == 1 and "on_error is 'raise'" in raised.stderr
+    assert raised.stderr.endswith(
+        "; rerun with --on-error missing to show '-' for such images and score the others\n"
+    )
+    assert len(raised.stderr.splitlines()) == 1
     bad = CliRunner().invoke(app, [*args, "--on-error", "ignore"])
     assert bad.exit_code == 2
     assert bad.stderr == "error: --on-error: expected 'raise' or 'missing', got 'ignore'\n"

@@ -157,6 +157,10 @@ def _json_text(result: dict[str, Any]) -> str:
     return json.dumps(json_safe(result), default=str, allow_nan=False)
 
 
+#: What ``score`` stopped by an image the reward could not score tells the user to do.
+ON_ERROR_HINT = "rerun with --on-error missing to show '-' for such images and score the others"
+
+
 def _exit_status(exc: BaseException) -> int:
     """2 for a bad setting (a ``RecipeError``), 1 for any other failure, as other commands."""
     from dsharp.recipe_errors import RecipeError
@@ -197,6 +201,7 @@ def score_cmd(
     """Build one reward and score image files with it."""
     try:
         from dsharp.commands.errors import settings_errors, usage_error
+        from dsharp.rewards.base import UnscoredError
         from dsharp.rewards.combine import CombinedReward
         from dsharp.rewards.plugins import check_prompts
 
@@ -216,7 +221,10 @@ def score_cmd(
         batch = _load_images(image)
         # Scored with training's checks: shape, NaN and inf, a plugin's error named.
         reward = CombinedReward([spec])
-        _, combined = reward(batch, prompts, [{} for _ in image])
+        try:
+            _, combined = reward(batch, prompts, [{} for _ in image])
+        except UnscoredError as err:  # an image it could not score: say how to go on
+            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = _json_text(result) if as_json else _score_lines(name, image, result)
