@@ -5,6 +5,7 @@ takes no KEY refuses it in one line (exit 2) before any model loads. It reached 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -45,28 +46,47 @@ def _refuse_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rewards", "extra"),
+    "rewards",
     [
-        ("rewards: [{name: shapes}]", []),
-        ("rewards: [{name: shapes}]\neval: {rewards: [{name: shapes_soft}]}", []),
-        # the run's rewards as the verifier of demon (--reward scores, and takes the key)
-        (f"rewards: [{{name: {NAME}}}]", ["--reward", "shapes", "--method", "demon"]),
+        "rewards: [{name: shapes}]",
+        "rewards: [{name: shapes}]\neval: {rewards: [{name: shapes_soft}]}",
     ],
-    ids=["run-rewards", "run-eval-rewards", "run-rewards-as-verifier"],
+    ids=["run-rewards", "run-eval-rewards"],
 )
 def test_a_set_key_the_run_s_rewards_take_not_is_refused_before_loading(
-    tmp_path, monkeypatch, rewards, extra
+    tmp_path, monkeypatch, rewards
 ):
     _refuse_loading(monkeypatch)
     run = _run(tmp_path, rewards)
-    key = "binary=true" if extra else "bogus=1"  # shapes takes binary, brightness does not
-    args = ["eval", "--checkpoint", run, "--prompts", _prompts(tmp_path), "--set", key]
-    with brightness_registered():
-        result = invoke([*args, *extra, "--out", tmp_path / "e.json", "--device", "cpu"])
+    args = ["eval", "--checkpoint", run, "--prompts", _prompts(tmp_path), "--set", "bogus=1"]
+    result = invoke([*args, "--out", tmp_path / "e.json", "--device", "cpu"])
     assert result.exit_code == 2, result.output
     line = error_line(result.stderr)
-    assert key.split("=")[0] in line and "bad options" in line, line
+    assert "bogus" in line and "bad options" in line, line
     assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("run_rewards", "verifier_options"),
+    [("shapes_soft", {}), ("shapes", {"binary": True})],
+    ids=["only-verifies", "scores-too"],
+)
+def test_set_reaches_the_run_s_reward_as_verifier_only_where_it_scores_too(
+    tmp_path, run_rewards, verifier_options
+):
+    """``--reward shapes --set binary=true`` on a run trained with shapes_soft (which takes no
+    ``binary``) and demon: the key is for the reward that scores; the run's reward, which
+    only verifies, keeps its own options, as before --set reached it. It refused the command
+    (there was then no way to give shapes an option), though shapes alone takes the key."""
+    run = _run(tmp_path, f"rewards: [{{name: {run_rewards}}}]")
+    args = ["eval", "--checkpoint", run, "--prompts", _prompts(tmp_path), "--seeds", "1"]
+    args += ["--steps", "1", "--device", "cpu", "--method", "demon", "--reward", "shapes"]
+    result = invoke([*args, "--set", "binary=true", "--out", tmp_path / "e.json"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["reward_specs"]["shapes"]["options"] == {"binary": True}
+    [verifier] = saved["sample"]["reward"]
+    assert (verifier["name"], verifier["options"]) == (run_rewards, verifier_options)
 
 
 def test_a_recipe_s_eval_rewards_take_set_as_a_bench_s_do(tmp_path, monkeypatch):

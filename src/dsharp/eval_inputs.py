@@ -118,3 +118,14 @@ def with_options(
     if not options:
         return list(specs)
     return [s.model_copy(update={"options": {**s.options, **options}}) for s in specs]
+
+
+def verifier_with_options(
+    specs: Sequence[RewardSpec], scoring: Sequence[RewardSpec], options: Mapping[str, Any] | None
+) -> list[RewardSpec]:
+    """``specs`` (a recipe's or a run's rewards, the verifier by default) with ``options`` on
+    each that also scores (one reward, one set of options): ``--set`` is for the rewards that
+    score, so the training reward that only verifies under ``--bench`` or ``--reward`` keeps
+    its own, and a key of the bench's does not refuse the command there."""
+    names = {spec.name for spec in scoring}
+    return [with_options([s], options)[0] if s.name in names else s for s in specs]

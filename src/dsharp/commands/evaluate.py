@@ -218,8 +218,8 @@ def evaluate_cmd(
         "--set",
         metavar="KEY=VALUE",
         help="Reward option KEY=VALUE of every reward that scores (a bench's, recipe's or "
-        "run's too) and of the verifier (--verifier, else the recipe's or run's rewards); "
-        "one that takes no KEY refuses it.",
+        "run's too) and of every --verifier (by default the verifier is the recipe's or "
+        "run's rewards: those that also score get it); one that takes no KEY refuses it.",
     ),
     verifier: list[str] = typer.Option(
         None,
@@ -329,7 +329,7 @@ def evaluate_cmd(
         parse_reward_sets,
         with_on_error,
     )
-    from dsharp.eval_inputs import with_options
+    from dsharp.eval_inputs import verifier_with_options
     from dsharp.evaluate import evaluate
     from dsharp.generate import (
         SampleSettings,
@@ -431,8 +431,10 @@ def evaluate_cmd(
         # The verifier: --verifier, else the recipe's (or run's) rewards, else the scoring ones.
         owner = rec if rec is not None else run_recipe
         given = [{"name": name, "options": reward_options} for name in verifier or []]
-        own = with_options(owner.rewards, reward_options) if owner and owner.rewards else []
-        verifier_specs = given or own or specs  # --set reaches each, as the help says
+        own = owner.rewards if owner and owner.rewards else []
+        # --set reaches --verifier, and the recipe's or run's rewards where they score too
+        own = verifier_with_options(own, specs, reward_options)
+        verifier_specs = given or own or specs
         verifier_specs = with_on_error(reward_specs(verifier_specs) or [], on_error)
         settings = SampleSettings(**section, reward=list(verifier_specs))
         with settings_errors():
