@@ -355,3 +355,41 @@ def test_merge_json_prints_the_folder_the_runs_and_the_scale_alone_on_stdout(
     assert doc["notes"] == [note]
     assert f"note: {note}" in result.stderr  # said on stderr as without --json
     assert (out / "merge.json").is_file()
+
+
+def test_runs_of_a_hub_base_at_a_revision_cached_alone_merge_offline(
+    runs: list[Path], tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model: {pretrained: org/tiny, revision: v1}``, only v1 in the hub cache and
+    HF_HUB_OFFLINE set: the base loads from the cache, so the runs merge (as at 092c8a5). The
+    check before the load looked for main and refused them as "not in the local Hugging
+    Face cache"; a revision that is not cached is still refused before the load."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from dsharp.merge import read_sources
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    shutil.copytree(tiny_sd_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def hub_runs(revision: str) -> list[Path]:
+        copies = []
+        for i, run in enumerate(runs[:2]):
+            copy = shutil.copytree(run, tmp_path / f"{revision}-run{i}")
+            text = (copy / "recipe.yaml").read_text().replace(str(tiny_sd_dir), "org/tiny")
+            (copy / "recipe.yaml").write_text(
+                text.replace("revision: null", f"revision: {revision}")
+            )
+            copies.append(copy)
+        return copies
+
+    sources = read_sources(hub_runs("v1"))
+    assert [s.recipe.model.revision for s in sources] == ["v1", "v1"]
+    with pytest.raises(ValueError, match="org/tiny: not in the local Hugging Face cache"):
+        read_sources(hub_runs("v2"))

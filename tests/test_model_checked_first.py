@@ -149,3 +149,31 @@ def test_a_model_path_under_an_unknown_users_home_is_not_found_not_a_crash():
         "model folder not found: ~dsharp-no-such-user/sd"
     )
     assert looks_local("~dsharp-no-such-user/sd")
+
+
+def test_a_run_of_a_hub_base_at_a_revision_cached_alone_is_not_refused_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval``/``sample --checkpoint RUN`` whose recipe names ``org/tiny`` at revision v1,
+    only v1 cached and HF_HUB_OFFLINE set: the base loads from the cache, but the check
+    before it looked for main and refused the run as not cached."""
+    from huggingface_hub import constants
+
+    from dsharp.commands.errors import _run_base_offline_uncached
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    for revision, refused in (("v1", False), (commit, False), ("v2", True)):
+        (tmp_path / "run" / "recipe.yaml").write_text(
+            f"model: {{pretrained: org/tiny, revision: {revision}}}\n"
+        )
+        problem = _run_base_offline_uncached(checkpoint)
+        assert (problem is not None) == refused, (revision, problem)

@@ -124,15 +124,17 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None) -> Pat
     return Path(found) if isinstance(found, str) else None
 
 
-def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
-    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
-    return any(cached_file(repo_id, name) is not None for name in filenames)
+def hub_cached(repo_id: str, filenames: Iterable[str], revision: str | None = None) -> bool:
+    """Whether one of ``filenames`` of hub repo ``repo_id`` (at ``revision``, None: main) is
+    in the local hub cache."""
+    return any(cached_file(repo_id, name, revision) is not None for name in filenames)
 
 
-def offline_not_cached(repo_id: str, filenames: Iterable[str]) -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set and none of ``filenames`` of ``repo_id`` is cached:
-    a load would fail, so it fails before the libraries that load are even imported."""
-    return hub_offline() and not hub_cached(repo_id, filenames)
+def offline_not_cached(repo_id: str, filenames: Iterable[str], revision: str | None = None) -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set and none of ``filenames`` of ``repo_id`` (at
+    ``revision``) is cached: a load would fail, so it fails before the libraries that load
+    are even imported."""
+    return hub_offline() and not hub_cached(repo_id, filenames, revision)
 
 
 def hub_fetch_blocked(repo_id: str, filenames: Sequence[str]) -> str | None:

@@ -96,11 +96,14 @@ def check_base_model_there(source: MergeSource) -> None:
     said naming the run's recipe before the load would fail on it."""
     from dsharp.model_names import missing_model, not_a_model_folder, offline_uncached_model
 
-    pretrained = _base_model(source)["pretrained"]
+    model = _base_model(source)
+    pretrained = model["pretrained"]
     missing = missing_model(pretrained, subject="")
     if missing is not None:
         raise FileNotFoundError(f"{source.given}: model.pretrained: {missing}")
-    problem = not_a_model_folder(pretrained) or offline_uncached_model(pretrained)
+    problem = not_a_model_folder(pretrained) or offline_uncached_model(
+        pretrained, model["revision"]
+    )
     if problem is not None:
         raise ValueError(f"{source.given}: model.pretrained: {problem}")
 

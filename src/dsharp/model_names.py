@@ -70,17 +70,19 @@ MODEL_DOWNLOAD_HINT = (
 )
 
 
-def offline_uncached_model(pretrained: str) -> str | None:
+def offline_uncached_model(pretrained: str, revision: str | None = None) -> str | None:
     """``X: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; ...`` for a hub
     id whose ``model_index.json`` is not cached while ``HF_HUB_OFFLINE`` is set: its load
     cannot succeed, and the hub cache says so without diffusers (seconds to import) or the
     rewards' weights (an id that no hub id can be is said as such). None otherwise: a
-    built-in name, a local path, a cached or online id."""
+    built-in name, a local path, a cached or online id. ``revision`` (a recipe's
+    ``model.revision``; None: main) is the one looked for: a branch or commit cached alone
+    loads offline."""
     if is_builtin(pretrained) or user_path(pretrained).exists():
         return None
     from dsharp.hub import NOT_CACHED_OFFLINE, offline_not_cached
 
-    if not offline_not_cached(pretrained, ["model_index.json"]):
+    if not offline_not_cached(pretrained, ["model_index.json"], revision):
         return None
     return (
         invalid_hub_id(pretrained) or f"{pretrained}: {NOT_CACHED_OFFLINE}; {MODEL_DOWNLOAD_HINT}"

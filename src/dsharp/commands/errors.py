@@ -128,7 +128,8 @@ def _run_base_offline_uncached(checkpoint: Path) -> str | None:
     pretrained = model.get("pretrained") if isinstance(model, dict) else None
     if not isinstance(pretrained, str) or missing_model(pretrained) is not None:
         return None  # a local folder not found (from here): the load says so, not the cache
-    problem = offline_uncached_model(pretrained)
+    revision = model.get("revision")
+    problem = offline_uncached_model(pretrained, revision if isinstance(revision, str) else None)
     return f"{problem} (model.pretrained of {recipe})" if problem else None
 
 
