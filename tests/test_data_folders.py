@@ -102,6 +102,21 @@ def test_a_subfolder_s_metadata_beside_the_folder_s_own_captions_is_refused_nami
     assert [item.caption for item in FolderSource(folder).items] == ["red"]
 
 
+def test_per_class_metadata_beside_the_file_that_joins_them_is_read_once_not_refused(tmp_path):
+    """``ds/metadata.csv`` lists ``train/b.png`` and ``train/metadata.jsonl`` lists it too
+    (per-class files left beside their union): no row goes unread, so the folder trains as it
+    did before subfolders' metadata was checked, on the top file's rows; it was refused. A
+    subfolder file that lists one image more is still refused."""
+    folder = _folder(tmp_path, "file_name,text\na.png,red\ntrain/b.png,blue\n")
+    nested = folder / "train" / "metadata.jsonl"
+    nested.write_text('{"file_name": "b.png", "text": "a blue one"}\n')
+    assert [item.caption for item in FolderSource(folder).items] == ["red", "blue"]
+    _png(folder / "train" / "c.png")
+    nested.write_text('{"file_name": "b.png", "text": "x"}\n{"file_name": "c.png", "text": "y"}\n')
+    with pytest.raises(ValueError, match="a metadata file in a subfolder, not read beside"):
+        FolderSource(folder)
+
+
 def test_both_metadata_files_are_refused(tmp_path):
     folder = _folder(tmp_path, "file_name,text\na.png,red\n")
     (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "red"}\n')

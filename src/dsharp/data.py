@@ -169,7 +169,9 @@ class FolderSource:
     one meant. Only the top folder's metadata is read, not a subfolder's (``imagefolder``
     adds its rows, or reads ``train/`` / ``test/`` as splits): a folder of such splits is
     refused, naming the one to give, and so is a subfolder's metadata file beside the
-    folder's own captions, which would otherwise be passed over unsaid. Without one, each
+    folder's own captions that lists an image they do not, which would otherwise be passed
+    over unsaid (per-class files beside the top file that joins them are read from there,
+    once, not refused). Without one, each
     top-level image of :data:`IMAGE_SUFFIXES` pairs with its same-stem ``.txt`` caption."""
 
     def __init__(
@@ -180,8 +182,6 @@ class FolderSource:
         if len(metas) > 1:
             raise ValueError(f"{folder}: both {' and '.join(m.name for m in metas)}: keep one")
         nested = _nested_metadata(self.folder)
-        if metas and nested:  # before its rows are read: a large file takes a while
-            raise ValueError(_unread_metadata(nested[0], self.folder, metas[0]))
         if metas:
             self.items = metadata_examples(metas[0], image_column, caption_column)
         else:
@@ -200,8 +200,9 @@ class FolderSource:
             nested.sort(key=lambda m: m.parent.name != "train")
             hint = f" ({nested[0]} is in a subfolder: give {nested[0].parent})" if nested else ""
             raise ValueError(f"{folder}: no images with captions found{hint}")
-        if nested:
-            raise ValueError(_unread_metadata(nested[0], self.folder, None))
+        unread = _passed_over(nested, self.items, image_column, caption_column)
+        if unread is not None:
+            raise ValueError(_unread_metadata(unread, self.folder, metas[0] if metas else None))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -221,6 +222,24 @@ def _nested_metadata(folder: Path) -> list[Path]:
         if root != str(folder):
             found += [Path(root) / name for name in METADATA_FILES if name in files]
     return found
+
+
+def _passed_over(
+    nested: Sequence[Path], items: Sequence[Example], image_column: str, caption_column: str
+) -> Path | None:
+    """The first of ``nested`` (subfolders' metadata files) whose rows would go unread: one
+    that lists an image ``items`` (the folder's own captions) do not, or cannot be read.
+    One whose every image the folder's own metadata lists already (per-class files left
+    beside the file that joins them) loses nothing: it is no reason to refuse the folder."""
+    listed = {os.path.normpath(item.path) for item in items}
+    for path in nested:
+        try:
+            rows = metadata_examples(path, image_column, caption_column)
+        except (OSError, ValueError):
+            return path
+        if any(os.path.normpath(row.path) not in listed for row in rows):
+            return path
+    return None
 
 
 def _unread_metadata(nested: Path, folder: Path, top: Path | None) -> str:
