@@ -157,3 +157,37 @@ def test_a_key_under_an_ordinary_option_is_refused_by_name_and_never_echoed(
     assert names in done.stderr and REDACTED in done.stderr, done.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not any("SECRET" in p.read_text(errors="replace") for p in written)
+
+
+def test_a_folder_or_name_that_starts_like_a_key_prefix_is_saved_as_given(tmp_path: Path):
+    """``hf_``, ``sk-``, ``rk-``... followed by words joined with ``_``/``-`` (an HF cache
+    folder, a run folder with a person's initials) once counted as a key: a saved recipe's
+    prompts_file and output_dir came back as ``<redacted>`` and ``train.resume`` from it was
+    refused ('file not found: <redacted>'); such a project was refused outright."""
+    prompts = tmp_path / "hf_prompts_2024_v2" / "prompts.txt"
+    prompts.parent.mkdir()
+    prompts.write_text("a red circle\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\nrewards: [{name: shapes}]\n"
+        f"data: {{prompts_file: {prompts}}}\ntrain: {{project: hf_ddpo_sweep_2024}}\n"
+        "output_dir: runs/sk-ddpo-lr1e5-run3\n"
+    )
+    saved = yaml.safe_load(recipe_to_yaml(load_recipe(recipe)))
+    assert saved["data"]["prompts_file"] == str(prompts)
+    assert saved["output_dir"] == "runs/sk-ddpo-lr1e5-run3"
+    assert saved["train"]["project"] == "hf_ddpo_sweep_2024"
+    for kept in (
+        "/models/hf_stable_diffusion_v1_5",
+        "runs/rk-ablation-2024",
+        "fw_sweep_lr_2024_q4",
+    ):
+        assert shown_setting(f"model.pretrained={kept}") == f"model.pretrained={kept}"
+        assert redact_options({"model": kept}) == {"model": kept}
+    for key in (
+        "sk-proj-Ab3dEf5GhIj7KlMn9OpQr1StUv3WxYz5",
+        "sk-ant-api03-aB3dE_5fG7hJ9kL1-mN3pQ5rS7tU9vW1xY",
+        "hf_abcdEFGHijklMNOPqrstUVWXyzabCDEFgh",  # letters only, both cases
+        "sk-or-v1-0123456789abcdef0123456789abcdef",
+    ):
+        assert redact_options({"model": key}) == {"model": REDACTED}

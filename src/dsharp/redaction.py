@@ -59,9 +59,10 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 
 
 # An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
-# more characters that look generated, a JWT, or a run of 20+ letters and digits that looks
-# random (Mistral's, Cohere's, Azure's keys: see _random_run). Words, model names
-# (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5) and placeholders
+# more characters with a random-looking stretch (see _random_tail), a JWT, or a run of 20+
+# letters and digits that looks random (Mistral's, Cohere's, Azure's keys: see _random_run).
+# Words, model names (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names
+# and folders that start like a prefix (hf_cache_2024, sk-ddpo-lr1e5-run3) and placeholders
 # (sk-no-key-required) are none of these.
 _KEY = re.compile(
     r"(?<![A-Za-z0-9])(?:"
@@ -77,6 +78,20 @@ _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 # A run joined to these is a piece of a path or a name (a sha256 folder of the datasets
 # cache, data/laion2024subset, model_v2final...), which a pasted key is not.
 _JOINERS = "/\\._-"
+
+
+# A key's part after its prefix has a stretch this long between "-"/"_"; a name's words do not.
+_TAIL_STRETCH = 10
+
+
+def _random_tail(rest: str) -> bool:
+    """Whether ``rest``, what follows a key's prefix (``sk-``, ``hf_``...), holds a stretch
+    that looks generated: 10+ letters and digits (between ``-``/``_``) with a digit or both
+    cases. Keys have one (``sk-proj-...``, ``sk-ant-api03-...``, ``hf_...``); a folder or a
+    project named in words after such a start (``hf_cache_2024_10``, ``rk-ablation-2024``,
+    ``hf_stable_diffusion_v1_5``) has none, and is no key."""
+    stretches = re.split(r"[-_]", rest)
+    return any(len(s) >= _TAIL_STRETCH and looks_generated(s) for s in stretches)
 
 
 def _random_run(m: re.Match[str]) -> bool:
@@ -100,7 +115,7 @@ def _random_run(m: re.Match[str]) -> bool:
 
 def _is_key(m: re.Match[str]) -> bool:
     if m.group("rest") is not None:
-        return looks_generated(m.group("rest"))
+        return _random_tail(m.group("rest"))
     if m.group("run") is not None:
         return _random_run(m)
     return True
