@@ -191,3 +191,15 @@ def test_a_folder_or_name_that_starts_like_a_key_prefix_is_saved_as_given(tmp_pa
         "sk-or-v1-0123456789abcdef0123456789abcdef",
     ):
         assert redact_options({"model": key}) == {"model": REDACTED}
+
+
+@pytest.mark.parametrize(
+    "project", ["DDPOvsD3POAblation2024", "SDXLLoRAFinetune2024", "PickScoreDDPO2024Runs"]
+)
+def test_a_project_named_with_acronyms_is_no_key(project: str):
+    """A CamelCase name with acronyms has both cases in good measure, as random keys have:
+    ``train.project`` named so was refused ('looks like an API key') and such a reward
+    option saved as ``<redacted>``. Mixed-case keys without a prefix are 28+ long."""
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"train.project={project}"])
+    assert recipe.train.project == project
+    assert redact_options({"model": project}) == {"model": project}

@@ -80,6 +80,8 @@ _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 _JOINERS = "/\\._-"
 
 
+# The shortest mixed-case run (no prefix) taken for a key; hex ones count from 20.
+_MIXED_CASE_KEY = 28
 # A key's part after its prefix has a stretch this long between "-"/"_"; a name's words do not.
 _TAIL_STRETCH = 10
 
@@ -97,8 +99,10 @@ def _random_tail(rest: str) -> bool:
 def _random_run(m: re.Match[str]) -> bool:
     """Whether the run of letters and digits ``m`` matched looks like a generated key: on
     its own (not a path's or a name's piece), with digits, and either hex (not a 40-digit
-    commit, which pins ``model.revision``) or with both cases in good measure (random mixed
-    case: about half each; CamelCase names ``MyExperimentRun2024Final``: few capitals)."""
+    commit, which pins ``model.revision``) or, 28+ long, with both cases in good measure
+    (random mixed case: about half each; CamelCase names ``MyExperimentRun2024Final``: few
+    capitals). Names with acronyms (``SDXLLoRAFinetune2024``, ``DDPOvsD3POAblation2024``)
+    have capitals enough, but are shorter than a mixed-case key (Mistral's 32, Cohere's 40)."""
     run, text = m.group("run"), m.string
     joined = (m.start() > 0 and text[m.start() - 1] in _JOINERS) or (
         m.end() < len(text) and text[m.end()] in _JOINERS
@@ -108,6 +112,8 @@ def _random_run(m: re.Match[str]) -> bool:
         return False
     if _HEX.fullmatch(run):
         return not _GIT_COMMIT.fullmatch(run.lower())
+    if len(run) < _MIXED_CASE_KEY:
+        return False
     upper = sum(c.isupper() for c in run)
     lower = sum(c.islower() for c in run)
     return min(upper, lower) >= 0.25 * (upper + lower)
