@@ -203,3 +203,16 @@ def test_a_project_named_with_acronyms_is_no_key(project: str):
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"train.project={project}"])
     assert recipe.train.project == project
     assert redact_options({"model": project}) == {"model": project}
+
+
+def test_api_key_env_holds_a_lower_case_name_with_digits_as_given():
+    """api_key_env had its own rule (16+ characters with a digit), which hid a variable's
+    name made of words and a number (saved as ``<redacted>``: ``eval --checkpoint`` then
+    asked for it again); it now asks, as the key rule does, for a stretch that looks
+    generated."""
+    for name in ("openai_key_2024_v2", "my_grader_api_key_2"):
+        kept = f"rewards.0.options.api_key_env={name}"
+        assert shown_setting(kept) == kept
+        assert redact_options({"api_key_env": name}) == {"api_key_env": name}
+    for token in ("hf_SECRETcanary1234567890abcd", "k3j4h5g6f7d8s9a0q1w2"):
+        assert redact_options({"api_key_env": token}) == {"api_key_env": REDACTED}

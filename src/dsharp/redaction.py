@@ -48,13 +48,14 @@ def looks_generated(word: str) -> bool:
 def _not_a_variable_name(name: str, value: Any) -> bool:
     """Whether ``value``, under an option that names an environment variable
     (``api_key_env``), may be the secret itself: a string that is no conventional name and
-    looks like a key (a lower-case name, ``grader_key``, worked before and is kept)."""
+    is long and has a stretch that looks generated, as a key has (a lower-case name,
+    ``grader_key`` or ``openai_key_2024_v2``, is kept)."""
     return (
         bool(_NAMES_A_VARIABLE.search(name))
         and isinstance(value, str)
         and not _CONVENTIONAL_VARIABLE.match(value)
         and len(value) >= _KEY_LENGTH
-        and looks_generated(value)
+        and _random_tail(value)
     )
 
 
