@@ -216,3 +216,23 @@ def test_api_key_env_holds_a_lower_case_name_with_digits_as_given():
         assert redact_options({"api_key_env": name}) == {"api_key_env": name}
     for token in ("hf_SECRETcanary1234567890abcd", "k3j4h5g6f7d8s9a0q1w2"):
         assert redact_options({"api_key_env": token}) == {"api_key_env": REDACTED}
+
+
+def test_a_checksum_mismatch_line_shows_the_digests(tmp_path, monkeypatch, capsys):
+    """Error lines hide keys, and a whole sha256 reads as one (64 hex digits, as Together's
+    keys): the T2I-CompBench download's mismatch line said ``has sha256 <redacted>, expected
+    <redacted>``. It shows the digests' first 16 digits."""
+    import hashlib
+
+    import typer
+
+    from dsharp.bench import t2i_data
+    from dsharp.commands.errors import user_errors
+
+    monkeypatch.setenv("DSHARP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(typer.Exit), user_errors():
+        t2i_data._download("color_val.txt", tmp_path / "color_val.txt", lambda url: b"tampered")
+    line = capsys.readouterr().err
+    assert "checksum mismatch" in line and REDACTED not in line
+    assert hashlib.sha256(b"tampered").hexdigest()[:16] in line
+    assert t2i_data.expected_sha256("color_val.txt")[:16] in line

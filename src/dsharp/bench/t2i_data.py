@@ -154,9 +154,11 @@ def _download(name: str, target: Path, fetcher: Callable[[str], bytes]) -> bytes
         ) from None
     got = sha256_bytes(data)
     if got != expected:
+        # digests shown cut short: a whole one (64 hex digits) reads as a key, and error lines
+        # hide keys (dsharp.redaction.hide_keys)
         raise T2IDataError(
-            f"downloaded {name} has sha256 {got}, expected {expected}: checksum mismatch, "
-            "file not used"
+            f"downloaded {name} has sha256 {got[:16]}..., expected {expected[:16]}...: "
+            "checksum mismatch, file not used"
         )
     atomic_write_bytes(target, data)
     return data
