@@ -236,3 +236,17 @@ def test_a_checksum_mismatch_line_shows_the_digests(tmp_path, monkeypatch, capsy
     assert "checksum mismatch" in line and REDACTED not in line
     assert hashlib.sha256(b"tampered").hexdigest()[:16] in line
     assert t2i_data.expected_sha256("color_val.txt")[:16] in line
+
+
+def test_a_wandb_key_as_train_project_is_refused():
+    """A W&B API key is 40 hex digits, the form of the commit that ``model.revision`` may
+    pin and that the key rule therefore keeps: as ``train.project`` it named the tracker's
+    log folder and the W&B project. It is refused there, without being quoted."""
+    wandb_key = "3f9a2c7e1b4d8e6f0a1b2c3d4e5f6a7b8c9d0e1f"
+    echoed = f"train.project={wandb_key}"
+    assert shown_setting(echoed) == f"train.project={REDACTED}"
+    with pytest.raises(RecipeError, match="looks like an API key") as error:
+        load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"train.project={wandb_key}"])
+    assert wandb_key not in str(error.value)
+    revision = f"model.revision={wandb_key}"  # as a commit, elsewhere, it is kept
+    assert shown_setting(revision) == revision

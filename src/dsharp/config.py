@@ -473,10 +473,11 @@ class TrainConfig(_Section):
     @classmethod
     def _no_key_as_project(cls, value: str) -> str:
         # the project names a folder of the run's tracker logs (and a wandb project): a key
-        # pasted here would be written there, whatever the saved recipe hides
+        # pasted here would be written there, whatever the saved recipe hides; a W&B key (40
+        # hex digits) too, which elsewhere passes as a commit
         from dsharp.redaction import looks_like_key
 
-        if looks_like_key(value):
+        if looks_like_key(value, commit_ok=False):
             raise ValueError("looks like an API key or token (not shown): give a project name")
         return value
 

@@ -135,8 +135,12 @@ def hide_keys(text: str) -> str:
     return _KEY.sub(lambda m: REDACTED if _is_key(m) else m.group(0), text)
 
 
-def looks_like_key(text: str) -> bool:
-    """Whether ``text`` holds a word that looks like an API key or token."""
+def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
+    """Whether ``text`` holds a word that looks like an API key or token. A 40-hex-digit
+    text passes as a commit (``model.revision`` pins one) unless ``commit_ok`` is False,
+    where no commit belongs: a W&B API key has that very form."""
+    if not commit_ok and _GIT_COMMIT.fullmatch(text.strip().lower()):
+        return True
     return hide_keys(text) != text
 
 
@@ -252,6 +256,8 @@ def _shown(setting: str) -> str:
     last = key.strip().rsplit(".", 1)[-1]
     if _not_a_variable_name(last, parsed if isinstance(parsed, str) else stripped):
         return f"{key}={REDACTED}"
+    if "revision" not in last.lower() and _GIT_COMMIT.fullmatch(stripped.lower()):
+        return f"{key}={REDACTED}"  # a commit pins a revision; elsewhere, a W&B key's form
     if looks_secret(last) and stripped and not number:
         shown = redact_url_credentials(stripped)
         return f"{key}={shown if shown != stripped else REDACTED}"
