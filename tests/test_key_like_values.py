@@ -92,13 +92,32 @@ def test_a_key_under_an_ordinary_reward_option_is_not_saved(tmp_path: Path):
     }
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
-        f"model: {{pretrained: dsharp-mini, variant: {GENERIC}}}\ndata: {{generator: shapes}}\n"
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
         f"rewards: [{{name: mllm, options: {{model: {KEY}, max_tokens: 512}}}}]\n"
     )
     saved = recipe_to_yaml(load_recipe(recipe))
     assert "SECRET" not in saved
     assert yaml.safe_load(saved)["rewards"][0]["options"] == {"model": REDACTED, "max_tokens": 512}
-    assert yaml.safe_load(saved)["model"]["variant"] == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        (f"model.variant={GENERIC}", "model.variant"),
+        (f"output_dir=runs/{KEY}", "output_dir"),
+        (f"method.options.note={KEY}", "method.options.note"),
+    ],
+)
+def test_a_key_in_a_field_outside_the_rewards_options_is_refused_naming_the_field(
+    override: str, field: str
+):
+    """Outside the rewards' options a key-like value is refused, not saved as ``<redacted>``:
+    the saved recipe lost ordinary values that only looked like keys (a folder, a model),
+    and a run resumed or evaluated from it failed on ``<redacted>``."""
+    with pytest.raises(RecipeError, match="looks like an API key or token") as error:
+        load_recipe(ROOT / "recipes" / "quickstart.yaml", [override])
+    assert f"{field}: " in str(error.value)
+    assert "SECRET" not in str(error.value)
 
 
 def test_a_key_as_the_tracker_project_is_refused_by_name():

@@ -58,11 +58,44 @@ def recipe_from_dict(
                     str(e), source=source, field=_dotted(loc), override=override
                 ) from None
     _check_differentiable_rewards(recipe, source)
+    if validate_files:  # a saved run's recipe is already in its run folder
+        _refuse_key_like_values(recipe, source, applied)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
         recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
     if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
         recipe.output_dir = str(Path(recipe.output_dir).expanduser())
     return recipe
+
+
+def _refuse_key_like_values(
+    recipe: Recipe, source: str | None, applied: Sequence[tuple[tuple, str]]
+) -> None:
+    """A field outside the rewards' options whose value looks like an API key is refused,
+    naming the field, not the value: it would be saved in the run folder, and saving it as
+    ``<redacted>`` instead would lose an ordinary value (a folder, a model) that only looks
+    like one. The rewards' options are saved with such values redacted (a reward built from
+    the saved recipe asks for them again)."""
+    from dsharp.redaction import looks_like_key
+
+    def walk(value: Any, loc: tuple) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*loc, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*loc, i))
+        elif isinstance(value, str) and looks_like_key(value):
+            override = next((t for p, t in applied if loc[: len(p)] == p), "")
+            raise RecipeError(
+                "looks like an API key or token (not shown): keys belong in environment "
+                "variables, not recipes",
+                source=source,
+                field=_dotted(loc),
+                override=override,
+            )
+
+    data = recipe.model_dump(mode="json", exclude={"rewards": True, "eval": {"rewards"}})
+    walk(data, ())
 
 
 def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
@@ -117,19 +150,18 @@ def load_recipe(
 def recipe_to_dict(recipe: Recipe, redact: bool = True) -> dict[str, Any]:
     """The recipe as plain YAML/JSON-able data.
 
-    With ``redact``, secret reward options (those the reward declares, and those whose name
-    looks secret: see :mod:`dsharp.redaction`), and any value that looks like a key (one
-    pasted into the wrong field), become ``"<redacted>"``. Secrets belong in environment
-    variables, not recipes.
+    With ``redact``, secret reward options (those the reward declares, those whose name
+    looks secret, and any value that looks like a key: see :mod:`dsharp.redaction`) become
+    ``"<redacted>"``. Secrets belong in environment variables, not recipes; a key-like value
+    in any other field was refused when the recipe loaded.
     """
-    from dsharp.redaction import hide_key_values, redact_reward_spec
+    from dsharp.redaction import redact_reward_spec
 
     data = recipe.model_dump(mode="json")
     if redact:
         data["rewards"] = [redact_reward_spec(spec) for spec in data["rewards"]]
         if data["eval"]["rewards"]:
             data["eval"]["rewards"] = [redact_reward_spec(s) for s in data["eval"]["rewards"]]
-        data = hide_key_values(data)
     return data
 
 

@@ -144,16 +144,6 @@ def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
     return hide_keys(text) != text
 
 
-def hide_key_values(value: Any) -> Any:
-    """``value`` (YAML data at any depth: a whole recipe) with each string that looks like a
-    key replaced by ``"<redacted>"``; names and all else kept."""
-    if isinstance(value, dict):
-        return {key: hide_key_values(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [hide_key_values(item) for item in value]
-    return REDACTED if isinstance(value, str) and looks_like_key(value) else value
-
-
 def redact_text(text: str) -> str:
     """``text`` (a value an error quotes, a setting typed without ``=``) with its URLs'
     credentials and every key-like word redacted."""
