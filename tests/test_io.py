@@ -193,3 +193,13 @@ def test_a_file_or_folder_with_a_long_name_is_written(tmp_path):
     assert (tmp_path / f"{name}.txt").read_text() == "text"
     assert (tmp_path / name / "weights.bin").read_bytes() == b"w"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.txt"])
+
+
+def test_a_folder_with_a_name_near_the_limit_is_written(tmp_path):
+    """A name of 251-255 bytes has no room for an older dsharp's ``.NAME.tmp`` beside it:
+    looking for one said 'File name too long' before the folder was written."""
+    name = "m" * 253
+    with io.atomic_directory(tmp_path / name) as tmp:
+        (tmp / "weights.bin").write_bytes(b"w")
+    assert (tmp_path / name / "weights.bin").read_bytes() == b"w"
+    assert [p.name for p in tmp_path.iterdir()] == [name]

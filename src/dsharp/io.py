@@ -111,7 +111,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     legacy = final.parent / f".{final.name}.tmp"  # an older dsharp's fixed name
-    if legacy.exists():
+    if os.path.exists(legacy):  # False, not 'too long', where final's name is 251-255 bytes
         shutil.rmtree(legacy)
     remove_dead_temps(final.parent)  # a killed writer's; a live one's (a second process) kept
     tmp = final.parent / f".{temp_stem(final.name)}.{temp_token()}.tmp"
