@@ -109,12 +109,27 @@ def test_per_class_metadata_beside_the_file_that_joins_them_is_read_once_not_ref
     subfolder file that lists one image more is still refused."""
     folder = _folder(tmp_path, "file_name,text\na.png,red\ntrain/b.png,blue\n")
     nested = folder / "train" / "metadata.jsonl"
-    nested.write_text('{"file_name": "b.png", "text": "a blue one"}\n')
+    nested.write_text('{"file_name": "b.png", "text": "blue", "score": 3}\n')
     assert [item.caption for item in FolderSource(folder).items] == ["red", "blue"]
     _png(folder / "train" / "c.png")
-    nested.write_text('{"file_name": "b.png", "text": "x"}\n{"file_name": "c.png", "text": "y"}\n')
+    rows = ['{"file_name": "b.png", "text": "blue"}', '{"file_name": "c.png", "text": "x"}']
+    nested.write_text("\n".join(rows) + "\n")
     with pytest.raises(ValueError, match="a metadata file in a subfolder, not read beside"):
         FolderSource(folder)
+
+
+def test_a_subfolder_s_metadata_giving_a_listed_image_another_caption_is_refused(tmp_path):
+    """``train/metadata.jsonl`` lists ``b.png`` as the top file does, with another caption:
+    dsharp would train on the top file's alone, ``imagefolder`` on both rows, so which one
+    was meant is a guess (it trained on the top file's without a word)."""
+    folder = _folder(tmp_path, "file_name,text\na.png,red\ntrain/b.png,blue\n")
+    (folder / "train" / "metadata.jsonl").write_text('{"file_name": "b.png", "text": "navy"}\n')
+    with pytest.raises(ValueError) as refused:
+        FolderSource(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'train' / 'metadata.jsonl'}:1: ")
+    assert "gives b.png another caption than" in message
+    assert f"{folder / 'metadata.csv'}" in message and "\n" not in message
 
 
 def test_both_metadata_files_are_refused(tmp_path):

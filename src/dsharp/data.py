@@ -202,7 +202,8 @@ class FolderSource:
             raise ValueError(f"{folder}: no images with captions found{hint}")
         unread = _passed_over(nested, self.items, image_column, caption_column)
         if unread is not None:
-            raise ValueError(_unread_metadata(unread, self.folder, metas[0] if metas else None))
+            top = metas[0] if metas else None
+            raise ValueError(_unread_metadata(*unread, self.folder, top))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -226,26 +227,40 @@ def _nested_metadata(folder: Path) -> list[Path]:
 
 def _passed_over(
     nested: Sequence[Path], items: Sequence[Example], image_column: str, caption_column: str
-) -> Path | None:
-    """The first of ``nested`` (subfolders' metadata files) whose rows would go unread: one
-    that lists an image ``items`` (the folder's own captions) do not, or cannot be read.
-    One whose every image the folder's own metadata lists already (per-class files left
-    beside the file that joins them) loses nothing: it is no reason to refuse the folder."""
-    listed = {os.path.normpath(item.path) for item in items}
+) -> tuple[Path, Example | None] | None:
+    """The first of ``nested`` (subfolders' metadata files) whose rows would go unread, with
+    the row when it is one that gives a listed image another caption: one that lists an
+    image ``items`` (the folder's own captions) do not, gives one a caption they do not
+    (``imagefolder`` trains on both rows), or cannot be read. One whose every row the
+    folder's own metadata holds already (per-class files left beside the file that joins
+    them) loses nothing: it is no reason to refuse the folder."""
+    listed = {(os.path.normpath(item.path), item.caption) for item in items}
+    images = {path for path, _ in listed}
     for path in nested:
         try:
             rows = metadata_examples(path, image_column, caption_column)
         except (OSError, ValueError):
-            return path
-        if any(os.path.normpath(row.path) not in listed for row in rows):
-            return path
+            return path, None
+        for row in rows:
+            image = os.path.normpath(row.path)
+            if image not in images:
+                return path, None
+            if (image, row.caption) not in listed:
+                return path, row
     return None
 
 
-def _unread_metadata(nested: Path, folder: Path, top: Path | None) -> str:
+def _unread_metadata(nested: Path, row: Example | None, folder: Path, top: Path | None) -> str:
     """Why ``nested`` (a subfolder's metadata file) is refused beside ``folder``'s own
     captions (``top``, its metadata file; None: its ``.txt`` files): dsharp would train
-    without its rows, Hugging Face's ``imagefolder`` with them, so either reading is a guess."""
+    without its rows, Hugging Face's ``imagefolder`` with them, so either reading is a guess.
+    ``row``: its row that gives an image another caption than ``top`` does."""
+    if row is not None and top is not None:
+        return (
+            f"{row.where}: a metadata file in a subfolder gives {row.path.name} another "
+            f"caption than {top} (imagefolder would train on both): make them agree or "
+            f"move {nested.parent} out of {folder}"
+        )
     if top is not None:
         return (
             f"{nested}: a metadata file in a subfolder, not read beside {top} (imagefolder "
