@@ -768,6 +768,29 @@ def test_an_unknown_reward_says_plugins_failed_or_were_left_out(
     assert "DSHARP_LOAD_PLUGINS limits" in plugins.unknown_reward_message("jpeg", {})
 
 
+def test_an_unknown_reward_beside_one_plugin_that_loaded_but_registered_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plugin that loaded but whose rewards were refused did not 'fail to load'; a clash
+    names both claimants in its own words: naming one as the failed plugin blamed it alone."""
+    monkeypatch.delenv("DSHARP_LOAD_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "_load_failures", [])
+    clash = (
+        "reward 'bright' is registered by several plugins, so neither is used: a (da), b (db); "
+        "choose one with DSHARP_LOAD_PLUGINS"
+    )
+    monkeypatch.setattr(
+        plugins, "_registration_failures", [plugins.PluginFailure("b", "db", clash)]
+    )
+    message = plugins.unknown_reward_message("brigth", {"shapes": None})
+    assert message.endswith(f"; {clash}")
+    assert "failed to load" not in message
+    failure = plugins.PluginFailure("c", "dc", "register_rewards failed: ValueError: no")
+    monkeypatch.setattr(plugins, "_registration_failures", [failure])
+    message = plugins.unknown_reward_message("brigth", {"shapes": None})
+    assert message.endswith("; plugin 'c' (dc): register_rewards failed: ValueError: no")
+
+
 # --------------------------------------------------------------------------- plugin slips
 
 

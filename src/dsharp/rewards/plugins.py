@@ -367,14 +367,25 @@ def unknown_reward_message(name: str, registry: dict[str, RegisteredReward]) -> 
         return f"unknown reward {name!r}: {about[-1].error}"
     message = unknown_name_message("reward", name, registry)
     if len(failures) == 1:  # the one to suspect: say which, and why, as `rewards list` would
-        failure = failures[0]
-        where = f" ({failure.distribution})" if failure.distribution else ""
-        message += f"; plugin {failure.plugin!r}{where} failed to load: {failure.error}"
+        message += f"; {_one_failure(failures[0])}"
     elif failures:
         message += f"; {len(failures)} plugins failed to load (`dsharp rewards list`: why)"
     if allowed_distributions() is not None:
         message += f"; {ENV_VAR} limits which plugins load"
     return message
+
+
+def _one_failure(failure: PluginFailure) -> str:
+    """A plugin failure in an unknown reward's message: ``plugin 'p' (d) failed to load: E``
+    for one that did not load; one that loaded but whose rewards were refused, in its own
+    words, naming the plugin only where they do not (a clash names every claimant: naming
+    one of them would blame it alone)."""
+    where = f" ({failure.distribution})" if failure.distribution else ""
+    if failure in _load_failures:
+        return f"plugin {failure.plugin!r}{where} failed to load: {failure.error}"
+    if f"{failure.plugin} ({failure.distribution or 'not installed'})" in failure.error:
+        return failure.error
+    return f"plugin {failure.plugin!r}{where}: {failure.error}"
 
 
 # --------------------------------------------------------------------------- building
