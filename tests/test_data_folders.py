@@ -130,6 +130,8 @@ def test_a_subfolder_s_metadata_giving_a_listed_image_another_caption_is_refused
     assert message.startswith(f"{folder / 'train' / 'metadata.jsonl'}:1: ")
     assert "gives b.png another caption than" in message
     assert f"{folder / 'metadata.csv'}" in message and "\n" not in message
+    (folder / "train" / "metadata.jsonl").write_text('{"file_name": "b.png", "text": " blue "}\n')
+    assert [item.caption for item in FolderSource(folder).items] == ["red", "blue"]  # spacing
 
 
 def test_both_metadata_files_are_refused(tmp_path):

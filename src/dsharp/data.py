@@ -234,7 +234,7 @@ def _passed_over(
     (``imagefolder`` trains on both rows), or cannot be read. One whose every row the
     folder's own metadata holds already (per-class files left beside the file that joins
     them) loses nothing: it is no reason to refuse the folder."""
-    listed = {(os.path.normpath(item.path), item.caption) for item in items}
+    listed = {(os.path.normpath(item.path), _words(item.caption)) for item in items}
     images = {path for path, _ in listed}
     for path in nested:
         try:
@@ -245,9 +245,14 @@ def _passed_over(
             image = os.path.normpath(row.path)
             if image not in images:
                 return path, None
-            if (image, row.caption) not in listed:
+            if (image, _words(row.caption)) not in listed:
                 return path, row
     return None
+
+
+def _words(caption: str) -> str:
+    """A caption as its text encoder's tokenizer reads it: spacing is no other caption."""
+    return " ".join(caption.split())
 
 
 def _unread_metadata(nested: Path, row: Example | None, folder: Path, top: Path | None) -> str:
