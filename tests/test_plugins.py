@@ -606,6 +606,11 @@ def test_rewards_score_on_error_missing_shows_an_unscored_image_as_a_dash(
         "; rerun with --on-error missing to show '-' for such images and score the others\n"
     )
     assert len(raised.stderr.splitlines()) == 1
+    raised_json = CliRunner().invoke(app, [*args, "--json"])  # null there, not '-'
+    assert raised_json.exit_code == 1 and raised_json.stdout == ""
+    assert raised_json.stderr.endswith(
+        "; rerun with --on-error missing to give such images null and score the others\n"
+    )
     bad = CliRunner().invoke(app, [*args, "--on-error", "ignore"])
     assert bad.exit_code == 2
     assert bad.stderr == "error: --on-error: expected 'raise' or 'missing', got 'ignore'\n"

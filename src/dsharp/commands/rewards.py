@@ -159,6 +159,8 @@ def _json_text(result: dict[str, Any]) -> str:
 
 #: What ``score`` stopped by an image the reward could not score tells the user to do.
 ON_ERROR_HINT = "rerun with --on-error missing to show '-' for such images and score the others"
+#: The same under ``--json``, where such an image's score is null.
+ON_ERROR_HINT_JSON = "rerun with --on-error missing to give such images null and score the others"
 
 
 def _exit_status(exc: BaseException) -> int:
@@ -224,7 +226,8 @@ def score_cmd(
         try:
             _, combined = reward(batch, prompts, [{} for _ in image])
         except UnscoredError as err:  # an image it could not score: say how to go on
-            raise UnscoredError(f"{one_line(err)}; {ON_ERROR_HINT}") from None
+            hint = ON_ERROR_HINT_JSON if as_json else ON_ERROR_HINT
+            raise UnscoredError(f"{one_line(err)}; {hint}") from None
         key = reward.keys[0]
         result = {"reward": name, "scores": combined["raw"][key], "info": combined["rewards"][key]}
         text = _json_text(result) if as_json else _score_lines(name, image, result)
