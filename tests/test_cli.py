@@ -289,6 +289,27 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_sampling(tmp_path, c
         assert path.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize(
+    ("command", "flag", "part"),
+    [("eval", "--out", "x" * 300 + ".json"), ("eval", "--images", "d" * 260),
+     ("sample", "--out", "d" * 260)],
+)  # fmt: skip
+def test_an_output_name_longer_than_the_file_system_takes_is_refused_before_sampling(
+    tmp_path, command, flag, part
+):
+    """The write failed only when the results were saved ('File name too long'), after the
+    images were drawn; a part of a folder still to be made too."""
+    path = tmp_path / part if flag == "--out" and command == "eval" else tmp_path / part / "sub"
+    args = [command, "--model", tmp_path / "never-loaded", flag, path]
+    args += ["--bench", "shapes"] if command == "eval" else ["--prompt", "a red circle"]
+    result = invoke(args)
+    assert result.exit_code == 1
+    size = len(part.encode())
+    assert result.stderr.strip() == (
+        f"error: {flag} {path}: its name {part[:24]}... is {size} bytes, more than the 255 allowed"
+    )
+
+
 def test_sample_without_prompts_is_one_line_error(tiny_sd_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")

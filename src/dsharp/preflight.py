@@ -30,6 +30,23 @@ def first_existing_non_folder(path: Path) -> Path | None:
     return None
 
 
+def name_too_long(path: Path) -> str | None:
+    """The first part of ``path`` not there yet whose name is longer than its file system
+    takes (``NAME_MAX``, 255 bytes on most), as a message; None when every part fits. Said
+    before the work: the write would fail only when the results are saved."""
+    path = Path(path)
+    parts = [path, *path.parents]
+    anchor = next((p for p in parts if os.path.exists(p)), None)  # ENAMETOOLONG: False
+    limit = 255
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        limit = os.pathconf(anchor if anchor is not None else ".", "PC_NAME_MAX")
+    for part in reversed(parts[: parts.index(anchor)] if anchor is not None else parts):
+        size = len(os.fsencode(part.name))
+        if size > limit:
+            return f"its name {part.name[:24]}... is {size} bytes, more than the {limit} allowed"
+    return None
+
+
 def check_output_folder(path: Path, name: str = "") -> None:
     """``ValueError`` (naming the flag ``name``, if given) when ``path`` cannot become a
     folder: it, or a folder it would be made in, is a file, or nothing can be written where
@@ -37,6 +54,8 @@ def check_output_folder(path: Path, name: str = "") -> None:
     tried for real, with an empty folder made and removed at once: permission bits alone
     do not say (root, /proc)."""
     label = f"{name} " if name else ""
+    if (too_long := name_too_long(Path(path))) is not None:
+        raise ValueError(f"{label}{path}: {too_long}")
     blocker = first_existing_non_folder(Path(path))
     if blocker is not None:
         where = "is a file" if blocker == Path(path) else f"would be made inside {blocker}, a file"

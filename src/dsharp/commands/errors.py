@@ -136,12 +136,14 @@ def _run_base_offline_uncached(checkpoint: Path) -> str | None:
 def require_output_paths(folders: dict[str, Path | None], files: dict[str, Path | None]) -> None:
     """Refuse an output folder that is an existing file, or an output file that is an
     existing folder, before any work: otherwise the error comes when the results are saved."""
-    from dsharp.preflight import check_output_folder
+    from dsharp.preflight import check_output_folder, name_too_long
 
     for flag, path in folders.items():
         if path is not None:
             check_output_folder(path, flag)
     for flag, path in files.items():
+        if path is not None and (too_long := name_too_long(path)) is not None:
+            raise ValueError(f"{flag} {path}: {too_long}")
         if path is not None and path.is_dir():
             raise ValueError(f"{flag} {path}: is a folder; give a file name")
         if path is not None:
