@@ -120,6 +120,22 @@ def test_a_key_in_a_field_outside_the_rewards_options_is_refused_naming_the_fiel
     assert "SECRET" not in str(error.value)
 
 
+def test_a_file_or_folder_named_by_its_hash_is_no_key(tmp_path: Path, monkeypatch):
+    """A value that names a file or folder that exists is loaded as given, though hex digits
+    alone look like a key: a prompts file named by its sha256, a run folder named by a hash
+    being resumed (both loaded at 092c8a5; the resume of such a run was refused)."""
+    monkeypatch.chdir(tmp_path)
+    digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    (tmp_path / digest).write_text("a red circle\n")
+    run = "5f1e2a9c8b7d6e4f3a2b1c0d9e8f7a6b"
+    (tmp_path / run).mkdir()
+    quickstart = ROOT / "recipes" / "quickstart.yaml"
+    recipe = load_recipe(quickstart, [f"eval.prompts_file={digest}", f"output_dir={run}"])
+    assert (str(recipe.eval.prompts_file), recipe.output_dir) == (digest, run)
+    with pytest.raises(RecipeError, match="output_dir: looks like an API key or token"):
+        load_recipe(quickstart, ["output_dir=0123456789abcdef0123456789abcdef"])  # no folder
+
+
 def test_a_key_as_the_tracker_project_is_refused_by_name():
     """The project names the tracker's log folder in the run folder: a key there would be
     written whatever the saved recipe hides."""

@@ -74,7 +74,8 @@ def _refuse_key_like_values(
     naming the field, not the value: it would be saved in the run folder, and saving it as
     ``<redacted>`` instead would lose an ordinary value (a folder, a model) that only looks
     like one. The rewards' options are saved with such values redacted (a reward built from
-    the saved recipe asks for them again)."""
+    the saved recipe asks for them again). A value that names a file or folder that exists
+    (one named by its sha256, a resumed run's ``output_dir`` of hex digits) is no key."""
     from dsharp.redaction import looks_like_key
 
     def walk(value: Any, loc: tuple) -> None:
@@ -84,7 +85,7 @@ def _refuse_key_like_values(
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 walk(item, (*loc, i))
-        elif isinstance(value, str) and looks_like_key(value):
+        elif isinstance(value, str) and looks_like_key(value) and not _names_a_path(value):
             override = next((t for p, t in applied if loc[: len(p)] == p), "")
             raise RecipeError(
                 "looks like an API key or token (not shown): keys belong in environment "
@@ -96,6 +97,16 @@ def _refuse_key_like_values(
 
     data = recipe.model_dump(mode="json", exclude={"rewards": True, "eval": {"rewards"}})
     walk(data, ())
+
+
+def _names_a_path(value: str) -> bool:
+    """Whether ``value`` names a file or folder that exists (relative ones from here)."""
+    from dsharp.hub import user_path
+
+    try:
+        return user_path(value).exists()
+    except (OSError, ValueError):  # a name too long, a NUL: no path
+        return False
 
 
 def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
