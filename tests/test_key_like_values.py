@@ -136,6 +136,19 @@ def test_a_file_or_folder_named_by_its_hash_is_no_key(tmp_path: Path, monkeypatc
         load_recipe(quickstart, ["output_dir=0123456789abcdef0123456789abcdef"])  # no folder
 
 
+def test_a_key_set_in_python_after_loading_is_refused_before_training(tmp_path: Path):
+    """``dsharp.train`` of a recipe changed after it loaded refuses a key-like value as the
+    loader does: the saved recipe no longer hides such values outside the rewards' options."""
+    from dsharp.train_start import check_training
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    recipe.output_dir = str(tmp_path / KEY)  # a folder named after it, and saved in it
+    with pytest.raises(RecipeError, match="output_dir: looks like an API key") as error:
+        check_training(recipe)
+    assert "SECRET" not in str(error.value)
+    assert not (tmp_path / KEY).exists()
+
+
 def test_a_key_as_the_tracker_project_is_refused_by_name():
     """The project names the tracker's log folder in the run folder: a key there would be
     written whatever the saved recipe hides."""

@@ -59,7 +59,7 @@ def recipe_from_dict(
                 ) from None
     _check_differentiable_rewards(recipe, source)
     if validate_files:  # a saved run's recipe is already in its run folder
-        _refuse_key_like_values(recipe, source, applied)
+        refuse_key_like_values(recipe, source, applied)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
         recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
     if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
@@ -67,8 +67,8 @@ def recipe_from_dict(
     return recipe
 
 
-def _refuse_key_like_values(
-    recipe: Recipe, source: str | None, applied: Sequence[tuple[tuple, str]]
+def refuse_key_like_values(
+    recipe: Recipe, source: str | None = None, applied: Sequence[tuple[tuple, str]] = ()
 ) -> None:
     """A field outside the rewards' options whose value looks like an API key is refused,
     naming the field, not the value: it would be saved in the run folder, and saving it as

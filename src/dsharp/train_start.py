@@ -20,14 +20,18 @@ def check_training(recipe: Any, *, source: str | None = None, evaluation: bool =
     setting (:func:`~dsharp.preflight.check_before_loading`, fetching an uncached hub
     model's scheduler config alone for the schedule check; ``evaluation``: also what the
     post-training report needs), a missing input file, a run folder that holds another run
-    or no checkpoint to resume. Returns the recipe's notes, for the caller to show."""
+    or no checkpoint to resume, a value that looks like a key outside the rewards' options
+    (a recipe changed in Python after it loaded: it would be saved in the run folder).
+    Returns the recipe's notes, for the caller to show."""
     from dsharp.preflight import (
         check_before_loading,
         check_inputs,
         check_run_folder,
         recipe_notes,
     )
+    from dsharp.recipe_io import refuse_key_like_values
 
+    refuse_key_like_values(recipe, source)
     refuse_sampler_recipe(recipe, source)
     check_before_loading(recipe, source=source, evaluation=evaluation, fetch_scheduler=True)
     check_inputs(recipe, source=source)
