@@ -126,6 +126,24 @@ def model_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
+@pytest.fixture
+def launcher_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A launched process other than the first, after a refusal, waits for the launcher's
+    stop: here the wait ends at once with the SIGTERM the launcher sends once the first
+    process has exited. The list holds each wait's seconds."""
+    import signal
+    import time
+
+    waits: list[float] = []
+
+    def stopped(seconds: float) -> None:
+        waits.append(seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(time, "sleep", stopped)
+    return waits
+
+
 def _import_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

@@ -4,9 +4,7 @@ stops them (tests/test_distributed.py runs a real launch)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,18 +24,6 @@ def _launched(monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
 
 
-def _launcher_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The wait ends with the launcher's SIGTERM, as once the first process has exited."""
-    waits: list[float] = []
-
-    def stopped(seconds: float) -> None:
-        waits.append(seconds)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(time, "sleep", stopped)
-    return waits
-
-
 @pytest.mark.parametrize(
     ("args", "line", "status"),
     [
@@ -47,14 +33,14 @@ def _launcher_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     ids=["recipe", "runtime"],
 )
 def test_another_process_exits_quietly_when_the_launcher_stops_it(
-    args, line, status, tmp_path, monkeypatch
+    args, line, status, tmp_path, monkeypatch, launcher_stops_the_wait
 ):
     import torch
 
     if status == 1 and torch.cuda.is_available():
         pytest.skip("fp16 runs where there is CUDA")
     before = signal.getsignal(signal.SIGTERM)
-    waits = _launcher_stops_the_wait(monkeypatch)
+    waits = launcher_stops_the_wait
     _launched(monkeypatch, rank=1)
     result = CliRunner().invoke(app, ["train", str(RECIPE), f"output_dir={tmp_path}", *args])
     assert result.exit_code == status, result.output

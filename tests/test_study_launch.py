@@ -149,31 +149,19 @@ def test_every_process_leaves_the_process_group_before_the_evaluations(
     assert calls == (["outputs"] if rank == 0 else [])
 
 
-def _launcher_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The wait of a process other than the first ends with the launcher's SIGTERM."""
-    import os
-    import signal
-    import time
-
-    waits: list[float] = []
-
-    def stopped(seconds: float) -> None:
-        waits.append(seconds)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(time, "sleep", stopped)
-    return waits
-
-
 @pytest.mark.parametrize("command", ["eval", "sample"])
 @pytest.mark.parametrize("rank", [0, 1])
 def test_eval_and_sample_refuse_a_launch_of_several_processes(
-    command: str, rank: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    command: str,
+    rank: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    launcher_stops_the_wait: list[float],
 ):
     """Said once, by the first process; another waits for the launcher's stop and exits
     without a word, as train's refusals do (it exited at once, and the launcher, seeing
     it, could stop the first before it had said why)."""
-    waits = _launcher_stops_the_wait(monkeypatch)
+    waits = launcher_stops_the_wait
     _launched(monkeypatch, rank=rank, size=2)
     args = {
         "eval": ["eval", "--model", "dsharp-mini", "--bench", "shapes", "--limit", "1"],
