@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dsharp.cli import app
-from dsharp.config import MethodConfig, parse_reward_spec
+from dsharp.config import MethodConfig, load_recipe, parse_reward_spec
 from dsharp.io import read_jsonl
 from dsharp.methods.base import Batch
 from dsharp.methods.d3po import D3PO, clamped_log_ratio, d3po_loss, preferred_pairs
@@ -863,3 +863,39 @@ def test_iterpo_with_a_non_differentiable_reward_fails_before_training(tiny_sd_d
     assert len(lines) == 1 and "needs differentiable rewards" in lines[0], result.stderr
     assert "rewards.0.name" in lines[0] and "'shapes'" in lines[0]
     assert not out.exists()
+
+
+def test_iterpo_with_a_batch_zscored_reward_fails_before_training(tiny_sd_dir, tmp_path):
+    """ReFL's relu(margin - z) is linear in z-scores below the margin, and they sum to zero
+    over each micro-batch (with one sample per process, each is 0): the loss was a constant,
+    and IterPO trained nothing from that reward without a word."""
+    pixels = torch.tensor([[0.1, 0.5, 0.3], [0.2, 0.9, 0.4]], requires_grad=True)
+    zscored = (pixels - pixels.mean(1, keepdim=True)) / pixels.std(1, correction=0, keepdim=True)
+    refl_loss(zscored, [1.0, 1.0], 2.0).mean().backward()  # what IterPO back-propagated
+    assert float(pixels.grad.abs().max()) < 1e-6
+
+    out = tmp_path / "run"
+    result = _train(
+        MINI / "iterpo.yaml",
+        f"model.pretrained={tiny_sd_dir}",
+        f"output_dir={out}",
+        "rewards.0.normalize=batch_zscore",
+        *SHRINK,
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rewards.0.normalize:" in lines[0], result.stderr
+    assert "trains nothing" in lines[0]
+    assert not out.exists()
+    # a z-scored reward of weight 0 is only logged: allowed
+    load_recipe(MINI / "iterpo.yaml", ["rewards.0.normalize=batch_zscore", "rewards.0.weight=0"])
+
+
+def test_iterpo_built_with_a_batch_zscored_reward_is_refused(sd_model):
+    spec = parse_reward_spec({"name": "pixel", "normalize": "batch_zscore"})
+    with pytest.raises(ValueError, match="normalize: batch_zscore"):
+        IterPO(sd_model, CombinedReward([spec], [MeanPixel()]), 64, 64)
+    spec.weight = 0.0
+    logged = parse_reward_spec({"name": "pixel"})
+    rewards = CombinedReward([spec, logged], [MeanPixel(), MeanPixel()])
+    IterPO(sd_model, rewards, 64, 64, infer_steps=2)  # only logged: allowed

@@ -58,6 +58,7 @@ def recipe_from_dict(
                     str(e), source=source, field=_dotted(loc), override=override
                 ) from None
     _check_differentiable_rewards(recipe, source)
+    _check_zscored_backprop_rewards(recipe, source, applied)
     if validate_files:  # a saved run's recipe is already in its run folder
         refuse_key_like_values(recipe, source, applied)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
@@ -125,6 +126,32 @@ def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
                 "(see `dsharp rewards list`)",
                 source=source,
                 field=f"rewards.{i}.name",
+            )
+
+
+def _check_zscored_backprop_rewards(
+    recipe: Recipe, source: str | None, applied: Sequence[tuple[tuple, str]] = ()
+) -> None:
+    """Methods that back-propagate ReFL's ``relu(margin - score)`` (IterPO) refuse a weighted
+    reward with ``normalize: batch_zscore``: a micro-batch's z-scores sum to zero, so where
+    every one is below the margin (always, up to 5 samples at margin 2; and with one sample
+    per process, its z-score is 0) the loss is a constant and the reward trains nothing."""
+    from dsharp.methods.registry import method_specs
+
+    spec = method_specs().get(recipe.method.name)
+    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
+        return
+    for i, reward in enumerate(recipe.rewards):
+        if reward.weight and reward.normalize == "batch_zscore":
+            loc = ("rewards", i, "normalize")
+            override = next((t for p, t in applied if loc[: len(p)] == p), "")
+            raise RecipeError(
+                f"method {spec.name!r} back-propagates the reward, and batch_zscore scores "
+                "sum to zero over each micro-batch: the loss is constant and this reward "
+                "trains nothing (use normalize: none)",
+                source=source,
+                field=f"rewards.{i}.normalize",
+                override=override,
             )
 
 

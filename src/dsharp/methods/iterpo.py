@@ -30,7 +30,6 @@ from dsharp.methods.base import Batch, TrainingMethod
 from dsharp.models.base import DiffusionModel
 from dsharp.reward_moments import scored_summary
 from dsharp.rewards.base import RewardError, RewardImages
-from dsharp.rewards.combine import batch_zscore
 from dsharp.sampling import ddim_step, guided_noise, inference_timesteps, previous_timesteps
 
 
@@ -98,6 +97,12 @@ class IterPO(TrainingMethod):
                     "(it back-propagates through the reward: use e.g. clip, aesthetic, "
                     "pickscore, hpsv2 or imagereward, or give this reward weight 0)"
                 )
+            if weight != 0 and spec is not None and spec.normalize == "batch_zscore":
+                raise ValueError(
+                    f"method iterpo cannot train on reward {key!r} with normalize: "
+                    "batch_zscore: its scores sum to zero over each micro-batch, so the loss "
+                    "is constant (use normalize: none, or give this reward weight 0)"
+                )
         if all((spec.weight if spec is not None else 1.0) == 0 for _, spec, _ in self.components):
             raise ValueError("method iterpo needs at least one reward with a non-zero weight")
         self.infer_steps, self.guidance, self.eta = infer_steps, guidance, eta
@@ -151,8 +156,6 @@ class IterPO(TrainingMethod):
                     "or .detach()), or register it with differentiable=False"
                 )
             scores = scores.to(images.device, torch.float32)
-            if spec is not None and spec.normalize == "batch_zscore":
-                scores = batch_zscore(scores)
             if weight != 0:
                 rows.append(scores)
                 weights.append(weight)
