@@ -1144,10 +1144,12 @@ def test_a_resume_on_another_number_of_processes_says_the_run_goes_on_differentl
     assert processes_note(None, 2, 4) is None  # a checkpoint from before the count was kept
     assert processes_note(2, 1, 4) == (
         "the checkpoint's run trained on 2 processes, this one on 1 process: each step now "
-        "averages the gradients of 1 batch of train.batch_size 4, not 2, drawn otherwise, "
+        "averages the gradients of 1 batch (not 2) of train.batch_size 4, drawn otherwise, "
         "so the run differs from an uninterrupted one from here on (resume on 2 processes to "
         "continue it)"
     )
+    # the batch size equal to the old count: "train.batch_size 2, not 2" read as a contradiction
+    assert "of 1 batch (not 2) of train.batch_size 2, drawn" in processes_note(2, 1, 2)
 
 
 @pytest.mark.slow
@@ -1168,7 +1170,7 @@ def test_checkpoints_keep_the_number_of_processes_and_a_resume_on_another_notes_
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == [
         "note: the checkpoint's run trained on 2 processes, this one on 1 process: each step "
-        "now averages the gradients of 1 batch of train.batch_size 1, not 2, drawn "
+        "now averages the gradients of 1 batch (not 2) of train.batch_size 1, drawn "
         "otherwise, so the run differs from an uninterrupted one from here on (resume on 2 "
         "processes to continue it)"
     ]

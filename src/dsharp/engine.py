@@ -177,9 +177,9 @@ def processes_note(saved: Any, processes: int, batch_size: int) -> str | None:
 
     return (
         f"the checkpoint's run trained on {procs(saved)}, this one on {procs(processes)}: "
-        f"each step now averages the gradients of {batches} of train.batch_size "
-        f"{batch_size}, not {saved}, drawn otherwise, so the run differs from an uninterrupted "
-        f"one from here on (resume on {procs(saved)} to continue it)"
+        f"each step now averages the gradients of {batches} (not {saved}) of train.batch_size "
+        f"{batch_size}, drawn otherwise, so the run differs from an uninterrupted one from "
+        f"here on (resume on {procs(saved)} to continue it)"
     )
 
 
