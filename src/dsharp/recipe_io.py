@@ -135,7 +135,8 @@ def _check_zscored_backprop_rewards(
     """Methods that back-propagate ReFL's ``relu(margin - score)`` (IterPO) refuse a weighted
     reward with ``normalize: batch_zscore``: a micro-batch's z-scores sum to zero, so where
     every one is below the margin (always, up to 5 samples at margin 2; and with one sample
-    per process, its z-score is 0) the loss is a constant and the reward trains nothing."""
+    per process, its z-score is 0) the loss is a constant and the reward trains nothing;
+    where some are above it, the loss's gradient is that of their z-scores, which it lowers."""
     from dsharp.methods.registry import method_specs
 
     spec = method_specs().get(recipe.method.name)
@@ -147,8 +148,9 @@ def _check_zscored_backprop_rewards(
             override = next((t for p, t in applied if loc[: len(p)] == p), "")
             raise RecipeError(
                 f"method {spec.name!r} back-propagates the reward, and batch_zscore scores "
-                "sum to zero over each micro-batch: the loss is constant and this reward "
-                "trains nothing (use normalize: none)",
+                "sum to zero over each micro-batch: its loss is constant below the margin "
+                "(and lowers the samples above it), so this reward trains nothing useful "
+                "(use normalize: none)",
                 source=source,
                 field=f"rewards.{i}.normalize",
                 override=override,

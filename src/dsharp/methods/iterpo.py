@@ -101,7 +101,8 @@ class IterPO(TrainingMethod):
                 raise ValueError(
                     f"method iterpo cannot train on reward {key!r} with normalize: "
                     "batch_zscore: its scores sum to zero over each micro-batch, so the loss "
-                    "is constant (use normalize: none, or give this reward weight 0)"
+                    "is constant below the margin and lowers the samples above it (use "
+                    "normalize: none, or give this reward weight 0)"
                 )
         if all((spec.weight if spec is not None else 1.0) == 0 for _, spec, _ in self.components):
             raise ValueError("method iterpo needs at least one reward with a non-zero weight")
