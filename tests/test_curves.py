@@ -66,3 +66,20 @@ def test_curve_legends_name_the_steps_the_centred_mean_spans(tmp_path, monkeypat
     fig.canvas.draw()
     ticks = [t for ax in fig.axes for t in ax.get_xticks()]
     assert ticks and all(float(t).is_integer() for t in ticks)  # steps, never 1.5
+
+
+def test_a_one_step_run_draws_its_values_as_dots_at_a_whole_step(tmp_path, monkeypatch):
+    """A line through one point draws nothing: training_curves.png of a 1-step run was
+    empty panels with step ticks 0.945 ... 1.050."""
+    import dsharp.curves as curves
+
+    figures = drawn_figures(monkeypatch, curves)
+    rows = [{"step": 1, "loss": 0.69, "reward": 0.5, "implicit_acc": 0.0}]
+    plot_training_curves(_write_rows(tmp_path / "m.jsonl", rows), tmp_path / "c.png")
+    (fig,) = figures
+    for ax in fig.axes:
+        shown = [line for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
+        assert shown and all(line.get_alpha() in (None, 1) for line in shown), ax.get_title()
+    fig.canvas.draw()
+    ticks = [t for ax in fig.axes for t in ax.get_xticks()]
+    assert 1 in ticks and all(float(t).is_integer() for t in ticks)

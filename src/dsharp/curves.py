@@ -16,6 +16,9 @@ from dsharp.io import atomic_save_png, pyplot, read_jsonl
 
 CURVES_PNG = "training_curves.png"  # the file name in a run folder
 
+#: Up to this many steps a curve's values are also drawn as dots: one step's line is invisible.
+FEW_STEPS = 20
+
 # One panel per entry, in this order; a panel is drawn when at least one of its keys was logged.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("loss",)),
@@ -97,15 +100,24 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
             steps, values = [p["step"] for p in points], [p["y"] for p in points]
             # odd: a centred mean of ``window // 2`` steps each side spans ``window`` steps
             window = max(1, round(math.sqrt(len(values)))) | 1
-            (raw,) = ax.plot(steps, values, linewidth=0.6, alpha=0.3)
-            label = key if window == 1 else f"{key} (mean of {window} steps)"
+            # a line through one point draws nothing: few steps are drawn as dots as well
+            dots = {"marker": "o", "markersize": 3} if len(values) <= FEW_STEPS else {}
+            if window == 1:  # nothing smoothed: the values themselves, fully drawn
+                ax.plot(steps, values, label=key, **dots)
+                continue
+            (raw,) = ax.plot(steps, values, linewidth=0.6, alpha=0.3, **dots)
             smooth = moving_average(values, window, centred=True)
+            label = f"{key} (mean of {window} steps)"
             ax.plot(steps, smooth, color=raw.get_color(), label=label)
         values_all = [p["y"] for _, points in lines for p in points]
         if title == "loss" and min(values_all) > 0 and max(values_all) > 20 * min(values_all):
             ax.set_yscale("log")  # e.g. a pretraining loss falling by orders of magnitude
         ax.set_title(title)
         ax.set_xlabel("step")
+        steps_all = {p["step"] for _, points in lines for p in points}
+        if len(steps_all) == 1:  # one step: ticks either side of it, not 0.95, 0.96, ...
+            (only,) = steps_all
+            ax.set_xlim(only - 1, only + 1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 1.5 on a short run
         ax.grid(alpha=0.3)
         if len(lines) > 1:  # several entries inside the axes would hide the curves
