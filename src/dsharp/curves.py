@@ -77,7 +77,8 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
     """Draw ``metrics`` (a run's metrics.jsonl) into the PNG ``out``, written atomically.
 
     Each panel shows the raw step values faintly and a centred mean over about sqrt(steps)
-    steps (7 of 50, 77 of 6000): smooth enough to read, narrow enough to keep the shape.
+    steps (7 of 50, 77 of 6000): smooth enough to read, narrow enough to keep the shape; up
+    to FEW_STEPS steps the values are dots as well (a line through one step draws nothing).
     Returns ``out``, or None when no step logged a plotted key.
     """
     rows = read_jsonl(metrics)
