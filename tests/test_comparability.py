@@ -312,3 +312,20 @@ def test_a_reward_named_twice_with_options_keyed_by_numbers_is_compared_not_a_cr
         spec_difference(("a", named_twice(2)), ("b", named_twice(3)))
         == "r option b: 2 in a, 3 in b"
     )
+
+
+def test_paired_says_when_it_pairs_fewer_images_than_a_source_scored(tmp_path: Path):
+    """Two seeds against three: the row's baseline score is a mean over the 2 images both
+    drew, not the baseline's overall, and the table alone did not say so."""
+    base = _write(tmp_path, "base", _result(seeds=(0, 1)))
+    more = _write(tmp_path, "more", _result(seeds=(0, 1, 2)))
+    result = _compare(tmp_path, "--paired", base, more)
+    assert result.exit_code == 0, result.output
+    note = (
+        "more is paired with base on the 2 images both scored (base: 2, more: 3 scored): "
+        "its baseline score, score and delta are over those images only"
+    )
+    assert f"note: {note}" in result.stderr
+    assert f"- {note}" in (tmp_path / "out" / "compare.md").read_text()
+    same = _compare(tmp_path, "--paired", base, _write(tmp_path, "same", _result()))
+    assert same.exit_code == 0 and "paired with" not in same.stderr

@@ -148,6 +148,26 @@ def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
         )
 
 
+def paired_subset_notes(named: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """A note per evaluation paired with the first on fewer images than either scored
+    (other prompts, seeds or unscored images): its row's ``baseline score`` and ``score``
+    are means over the images both scored, not the sources' ``overall``, and the delta
+    says nothing about the prompts or seeds only one of them drew."""
+    base_label, base = named[0]
+    base_scores = image_scores(base, base_label)
+    notes = []
+    for label, result in named[1:]:
+        scores = image_scores(result, label)
+        common = sum(key in base_scores for key in scores)
+        if common and (common < len(base_scores) or common < len(scores)):
+            notes.append(
+                f"{label} is paired with {base_label} on the {common} images both scored "
+                f"({base_label}: {len(base_scores)}, {label}: {len(scores)} scored): its "
+                "baseline score, score and delta are over those images only"
+            )
+    return notes
+
+
 def paired_table(
     named: list[tuple[str, Mapping[str, Any]]],
 ) -> tuple[list[str], list[list[Any]]]:

@@ -78,13 +78,14 @@ def compare(
             for line in _which_evaluation(sources):
                 note(line, prefix="")
         if paired:
-            from dsharp.paired import check_same_rewards, paired_table
+            from dsharp.paired import check_same_rewards, paired_subset_notes, paired_table
 
             loaded = [load_result(src) for src in sources]
             with settings_errors():  # exit 2: --paired cannot apply to these files
                 check_same_rewards([(str(s), r) for s, (_, r) in zip(sources, loaded, strict=True)])
             named_list = distinct_labels(loaded, sources)
             columns, rows = paired_table(named_list)
+            paired_notes = paired_subset_notes(named_list)
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
             from dsharp.bench import compare_with_paper
@@ -107,6 +108,9 @@ def compare(
             from dsharp.comparability import comparability_notes
 
             for text in comparability_notes(named_list):
+                note(text)
+        if paired:
+            for text in paired_notes:
                 note(text)
         from dsharp.compare_plot import COMPARE_PNG
         from dsharp.file_sets import replaced_together
