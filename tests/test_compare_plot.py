@@ -73,3 +73,14 @@ def test_a_dozen_runs_get_a_dozen_colours_and_a_legend_beside_the_bars(drawn, tm
     assert len(colours) == 12  # the default cycle would repeat two of them
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
     assert len(set(map(str, compare_plot.series_colours(30)))) == 30
+
+
+def test_a_missing_value_is_marked_not_drawn_as_a_zero_bar(drawn, tmp_path):
+    """A run without a category's score (NaN, '-' in the table) left an empty slot that
+    read as a score of 0 beside a real 0."""
+    columns = ["run", "overall", "cat:single", "met:relation"]
+    rows = [["base", 0.5, 0.25, 0.0], ["tuned", 0.75, math.nan, 0.0]]
+    assert compare_plot.plot_compare(columns, rows, tmp_path / "c.png")
+    (ax,) = drawn[0].axes
+    marks = [(t.get_text(), round(t.get_position()[0], 6)) for t in ax.texts]
+    assert marks == [(compare_plot.MISSING_BAR, round(ax.patches[4].get_x() + 0.2, 6))]

@@ -16,6 +16,8 @@ COMPARE_PNG = "compare.png"
 # budgets and image counts, not scores: other units, other scales
 _COSTS = ("nfe/image", "reward evals (total)", "images", "images scored")
 MAX_METRICS = 16
+#: Written where a run has no value (NaN, missing): an empty slot would read as 0.
+MISSING_BAR = "n/a"
 
 
 def series_colours(count: int) -> list[Any]:
@@ -123,6 +125,18 @@ def _grouped_bars(
         heights = [math.nan if v is None else float(v) for v in values]
         offset = (i - (len(series) - 1) / 2) * width
         ax.bar(x + offset, heights, width, label=label, color=colours[i])
+        for j in [j for j, h in enumerate(heights) if math.isnan(h)]:
+            # no bar reads as a score of 0: say the value is missing, as the table's '-'
+            ax.text(
+                x[j] + offset,
+                0,
+                MISSING_BAR,
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=colours[i],
+            )
         if errors is not None:  # only where there is an interval: no zero-length caps
             shown = [j for j, e in enumerate(errors[i]) if e is not None and not math.isnan(e)]
             ax.errorbar(
