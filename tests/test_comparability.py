@@ -329,3 +329,17 @@ def test_paired_says_when_it_pairs_fewer_images_than_a_source_scored(tmp_path: P
     assert f"- {note}" in (tmp_path / "out" / "compare.md").read_text()
     same = _compare(tmp_path, "--paired", base, _write(tmp_path, "same", _result()))
     assert same.exit_code == 0 and "paired with" not in same.stderr
+
+
+def test_paired_markdown_says_ci95_is_a_half_width(tmp_path: Path):
+    """compare.md read alone: a ci95 of 0.16 beside a delta of 0.12 could pass for the
+    interval's lower end."""
+    from dsharp.paired import PAIRED_LEGEND
+
+    base, other = _write(tmp_path, "base", _result()), _write(tmp_path, "other", _result())
+    assert _compare(tmp_path, "--paired", base, other).exit_code == 0
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert markdown.startswith(f"{PAIRED_LEGEND}\n\n| run | baseline |")
+    assert "ci95: half-width of delta's 95% interval" in PAIRED_LEGEND
+    assert _compare(tmp_path, base, other).exit_code == 0  # without --paired: no legend
+    assert (tmp_path / "out" / "compare.md").read_text().startswith("| run |")

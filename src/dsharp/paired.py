@@ -148,6 +148,16 @@ def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
         )
 
 
+#: What the columns of a ``--paired`` table are: ``compare.md`` read alone must not leave
+#: ``ci95`` (a half-width) to pass for the interval's lower end.
+PAIRED_LEGEND = (
+    "Each row minus its baseline on the images both scored (same prompt and seed): baseline "
+    "score and score are their means on those images; delta: score - baseline score; ci95: "
+    "half-width of delta's 95% interval over prompts (delta +- ci95; none with one prompt); "
+    "share better / worse: of those images; delta:CATEGORY: delta on that category's images."
+)
+
+
 def paired_subset_notes(named: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """A note per evaluation paired with the first on fewer images than either scored
     (other prompts, seeds or unscored images): its row's ``baseline score`` and ``score``

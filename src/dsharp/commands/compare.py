@@ -122,6 +122,10 @@ def compare(
             from dsharp.bench.paper import paper_legend
 
             markdown = f"{paper_legend(table)}\n\n{markdown}"
+        if paired:  # the file alone must say what delta and ci95 are
+            from dsharp.paired import PAIRED_LEGEND
+
+            markdown = f"{PAIRED_LEGEND}\n\n{markdown}"
         if notes:  # the file alone must carry what makes its rows hard to compare
             markdown += "\nNotes:\n\n" + "".join(f"- {text}\n" for text in notes)
         # one set: an old compare.png (or none drawn now) beside a new table would pass for
