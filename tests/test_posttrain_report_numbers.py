@@ -168,3 +168,18 @@ def test_a_whole_nfe_per_image_is_shown_as_a_count():
 
     assert _cell(flatten_result({"nfe_per_image": 50.0})["nfe/image"]) == "50"
     assert _cell(flatten_result({"nfe_per_image": 52.5})["nfe/image"]) == "52.5000"
+
+
+def test_report_shows_a_missing_value_as_a_dash_and_says_how_many_images_scored(
+    tmp_path: Path,
+):
+    """A category nothing scored in (NaN) read 'nan' and '+nan' in report.md, and means over
+    fewer images than were drawn (on_error: missing) were not said to be."""
+    base = _evaluation(0.25, n_scored=1, categories={"color": math.nan, "spatial": 0.25})
+    tuned = _evaluation(0.5, n_scored=2, categories={"color": 0.75, "spatial": 0.25})
+    report = report_markdown(_recipe(tmp_path), base, tuned, tmp_path / "ckpt")
+    assert "| category: color | - | 0.7500 | - |" in report
+    assert "nan" not in report
+    assert "(2 images per model; scored: base 1, fine-tuned 2)" in report
+    whole = report_markdown(_recipe(tmp_path), _evaluation(0.25), _evaluation(0.5), Path("c"))
+    assert "(2 images per model)" in whole

@@ -141,7 +141,8 @@ def report_markdown(
         f"beta={recipe.method.beta}), steps: {recipe.train.max_steps}, seed: {recipe.train.seed}",
         f"- base model: `{recipe.model.pretrained}`; fine-tuned: `{checkpoint}`",
         f"- evaluation: {tuned['n_prompts']} prompts x seeds {tuned['seeds']} "
-        f"({tuned['n_images']} images per model), sampling: {sampling_words(tuned['sample'])}",
+        f"({tuned['n_images']} images per model{_scored_words(base, tuned)}), "
+        f"sampling: {sampling_words(tuned['sample'])}",
         f"- rewards: {', '.join(tuned.get('rewards', []))}",
         "",
         "| metric | base | fine-tuned | delta |",
@@ -168,7 +169,7 @@ def report_markdown(
         before = base.get("constraints", {}).get(kind, float("nan"))
         rows.append((f"constraints met: {kind}", before, value))
     for name, b, t in rows:
-        lines.append(f"| {name} | {b:.4f} | {t:.4f} | {t - b:+.4f} |")
+        lines.append(f"| {name} | {_value(b)} | {_value(t)} | {_value(t - b, '+')} |")
     lines += ["", _metric_words(tuned, [name for name, _, _ in rows])]
     if base.get("images") and tuned.get("images"):
         lines += ["", _paired_sentence(base, tuned)]
@@ -183,6 +184,27 @@ def report_markdown(
     if curves:
         lines += [f"![training curves]({curves})", ""]
     return "\n".join(lines)
+
+
+def _value(value: float, sign: str = "") -> str:
+    """A table cell: NaN (nothing scored, a category the base lacks) is ``-``, as in
+    ``dsharp compare``'s tables, not ``nan`` / ``+nan``."""
+    return "-" if math.isnan(value) else f"{value:{sign}.4f}"
+
+
+def _scored_words(base: dict, tuned: dict) -> str:
+    """How many images each model's means are over, where an image went unscored (a reward
+    with ``on_error: missing``): its means are then over fewer images than were drawn."""
+    from dsharp.comparability import scored_count
+
+    counts = [
+        (label, scored_count(r), r.get("n_images"))
+        for label, r in (("base", base), ("fine-tuned", tuned))
+    ]
+    if all(scored is None or scored == total for _, scored, total in counts):
+        return ""
+    shown = ", ".join(f"{label} {'?' if scored is None else scored}" for label, scored, _ in counts)
+    return f"; scored: {shown}"
 
 
 def _metric_words(tuned: dict, names: list[str]) -> str:
