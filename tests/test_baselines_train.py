@@ -799,6 +799,57 @@ def test_ddpo_reward_buffers_survive_a_resume(tiny_sd_dir, tmp_path):
     assert theirs[2]["adv_abs"] != pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("method", ["ddpo", "d3po"])
+def test_a_resume_inside_a_round_of_samples_trains_on_the_same_round(method, tiny_sd_dir, tmp_path):
+    """Two updates per round: a checkpoint after the first keeps the round, sampled with
+    weights it no longer holds, so the resumed run trains as an uninterrupted one, bit for
+    bit (it sampled a fresh round with the updated weights before), and says nothing."""
+    from safetensors.torch import load_file
+
+    common = [
+        f"model.pretrained={tiny_sd_dir}",
+        "rewards.0.name=test_brightness",
+        "method.options.inner_epochs=2",
+        "method.infer_steps=3",
+        "train.batch_size=1",
+        "train.lr=1e-3",
+        "--no-progress",
+    ]
+    common += ["method.n=2"] if method == "ddpo" else []
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    with brightness_registered():
+        _train(MINI / f"{method}.yaml", f"output_dir={straight}", "train.max_steps=3", *common)
+        _train(MINI / f"{method}.yaml", f"output_dir={resumed}", "train.max_steps=1", *common)
+        result = _train(
+            MINI / f"{method}.yaml",
+            f"output_dir={resumed}",
+            "train.max_steps=3",
+            "train.resume=latest",
+            *common,
+        )
+    assert result.exit_code == 0, result.output
+
+    def rows(run: Path) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k != "step_time_s"}
+            for r in read_jsonl(run / "metrics.jsonl")
+        ]
+
+    assert [r["new_round"] for r in rows(straight)] == [1.0, 0.0, 1.0]
+    assert rows(resumed) == rows(straight)
+    weights = [
+        load_file(
+            str(run / "checkpoints/step-000003/model/unet/diffusion_pytorch_model.safetensors")
+        )
+        for run in (resumed, straight)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    assert "rounds of samples" not in result.stderr
+    # kept inside a round (step 1), not on a round boundary (step 2)
+    assert (resumed / "checkpoints/step-000001/method_round_0.pt").is_file()
+    assert not (resumed / "checkpoints/step-000002/method_round_0.pt").exists()
+
+
 def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
     pairs = _pairs_file(tmp_path)
     out = tmp_path / "run"

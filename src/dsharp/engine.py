@@ -37,6 +37,7 @@ from dsharp.io import (
     read_jsonl,
     sync_file,
 )
+from dsharp.method_rounds import load_round, save_round
 from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
@@ -150,14 +151,15 @@ ENVIRONMENT_JSON = "environment.json"
 
 def mid_round_note(method: Any, step: int, grad_accum: int) -> str | None:
     """What a resume at ``step`` changes for a method that trains on a round of samples
-    over several calls (DDPO, D3PO): the round is not in the checkpoint, so a resume
-    inside one samples a fresh round and the run goes on differently from there."""
+    over several calls (DDPO, D3PO), where the checkpoint did not keep the round (written
+    by an older dsharp, or on another number of processes): a resume inside one samples a
+    fresh round and the run goes on differently from there."""
     per_round = getattr(method, "calls_per_round", None)
     if not per_round or (step * grad_accum) % per_round == 0:
         return None
     return (
         f"step {step} falls inside one of {method.name}'s rounds of samples "
-        f"({per_round} training calls each), which checkpoints do not keep: the resumed "
+        f"({per_round} training calls each), which this checkpoint does not keep: the resumed "
         "run samples a fresh round, so it differs from an uninterrupted run from here on"
     )
 
@@ -427,6 +429,7 @@ class Trainer:
         self.reward_evals = 0
         schedule = None  # on a resume that changes the LR schedule: what to say about it
         processes = None  # on a resume on another number of processes: the same
+        kept_round = False  # a round of samples in progress restored (DDPO, D3PO)
         if resume_from is not None:
             _load_checkpoint(acc, resume_from, self.optimizer)
             state = ckpts.resume_state(resume_from)
@@ -436,10 +439,17 @@ class Trainer:
             rate = reschedule(self.lr_scheduler)[0]
             schedule = schedule_note(train, state.get("max_steps"), self.start_step, rate)
             processes = processes_note(state.get("processes"), acc.num_processes, train.batch_size)
+            if state.get("processes") == acc.num_processes:  # each process kept its own
+                kept_round = load_round(self.method, resume_from, acc.process_index, acc.device)
         # a resume that trains (not one that only writes the report of a finished run)
         trains_on = resume_from is not None and self.start_step < train.max_steps
         if trains_on and acc.is_main_process:
-            notes = [mid_round_note(self.method, self.start_step, train.grad_accum), schedule]
+            mid_round = (
+                None
+                if kept_round
+                else mid_round_note(self.method, self.start_step, train.grad_accum)
+            )
+            notes = [mid_round, schedule]
             notes.append(processes)
             for note in filter(None, notes):
                 print(f"note: {note}", file=sys.stderr)
@@ -491,6 +501,7 @@ class Trainer:
         acc.wait_for_everyone()
         try:
             acc.save_state(str(tmp))
+            save_round(self.method, tmp, acc.process_index)
             acc.wait_for_everyone()
             if acc.is_main_process:
                 state = {

@@ -121,6 +121,12 @@ class D3PO(RoundMethod):
         self.beta, self.eps = float(beta), float(eps)
         self._pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
+    def _derived(self) -> Any:
+        return self._pairs
+
+    def _restore_derived(self, derived: Any) -> None:
+        self._pairs = derived
+
     @staticmethod
     def _check_own(settings: Mapping[str, Any]) -> None:
         if not settings["beta"] > 0:

@@ -39,9 +39,10 @@ stay on-policy when it trains in chunks). DDPO-IS then needs ``inner_epochs >= 2
 ``grad_accum`` below a round's calls): while no optimizer step has happened since the round
 was sampled, every ratio ``p_theta / p_old`` is 1 and the clip never acts, which is DDPO-SF
 with a per-step mean. Every call logs the round's reward statistics (a step counts each
-round it trained on once); ``new_round`` is 1 on the calls that sampled. The round lives
-only in memory: a resumed run samples a fresh round on its first step, so it continues
-exactly like an uninterrupted run only when the checkpoint falls on a round boundary.
+round it trained on once); ``new_round`` is 1 on the calls that sampled. A checkpoint
+inside a round keeps it (``round_state``), so a resumed run trains on the same samples as an
+uninterrupted one; a checkpoint without it (an older dsharp's, or a resume on another number
+of processes) samples a fresh round on the first resumed step.
 
 This module also holds what DDPO and D3PO (``d3po.py``) share: sampling a round with
 per-step log-probs, re-evaluating stored transitions, and the timestep plan.
@@ -457,6 +458,35 @@ class RoundMethod(TrainingMethod):
         steps = self.trainable_steps.numel()
         return calls_per_round(steps, self.fraction, self.per_call, self.inner_epochs)
 
+    def round_state(self) -> dict[str, Any] | None:
+        """The round being trained on (None between rounds): what a checkpoint inside a
+        round keeps, so that a resume trains on the same samples as an uninterrupted run
+        (they were drawn with weights the checkpoint no longer has)."""
+        if not self._plan:
+            return None
+        return {
+            "round": self._round,
+            "plan": list(self._plan),
+            "round_metrics": dict(self._round_metrics),
+            "rounds": self._rounds,
+            "derived": self._derived(),
+        }
+
+    def load_round_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`round_state` on resume: the next call goes on with the round."""
+        self._round = state["round"]
+        self._plan = list(state["plan"])
+        self._round_metrics = dict(state["round_metrics"])
+        self._rounds = int(state["rounds"])
+        self._restore_derived(state["derived"])
+
+    def _derived(self) -> Any:
+        """What :meth:`_prepare` computed from the round that its chunks' losses use."""
+        return None
+
+    def _restore_derived(self, derived: Any) -> None:
+        """Set back what :meth:`_derived` returned."""
+
     def _initial_latents(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
         """Initial noises of a round; None lets the sampler draw one per sample."""
         return None
@@ -564,6 +594,12 @@ class DDPO(RoundMethod):
             PromptStatTracker(stat_buffer, stat_min_count or stat_buffer) if stat_buffer else None
         )
         self._advantages: torch.Tensor | None = None
+
+    def _derived(self) -> Any:
+        return self._advantages
+
+    def _restore_derived(self, derived: Any) -> None:
+        self._advantages = derived
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict() if self.tracker is not None else {}
