@@ -850,6 +850,36 @@ def test_a_resume_inside_a_round_of_samples_trains_on_the_same_round(method, tin
     assert not (resumed / "checkpoints/step-000002/method_round_0.pt").exists()
 
 
+def test_a_branch_into_another_round_method_samples_its_own_round(tiny_sd_dir, tmp_path):
+    """A DDPO checkpoint inside a round, kept without its run's recipe.yaml, branched into a
+    D3PO run: D3PO samples its own round (DDPO's has no pairs; it crashed on it before)."""
+    import shutil
+
+    common = [
+        f"model.pretrained={tiny_sd_dir}",
+        "rewards.0.name=test_brightness",
+        "method.options.inner_epochs=2",
+        "method.infer_steps=3",
+        "train.batch_size=1",
+        "--no-progress",
+    ]
+    ddpo, d3po = tmp_path / "ddpo", tmp_path / "d3po"
+    kept = tmp_path / "kept" / "checkpoints" / "step-000001"
+    with brightness_registered():
+        _train(MINI / "ddpo.yaml", f"output_dir={ddpo}", "train.max_steps=1", "method.n=2", *common)
+        shutil.copytree(ddpo / "checkpoints" / "step-000001", kept)
+        assert (kept / "method_round_0.pt").is_file()
+        result = _train(
+            MINI / "d3po.yaml",
+            f"output_dir={d3po}",
+            "train.max_steps=2",
+            f"train.resume={kept}",
+            *common,
+        )
+    assert result.exit_code == 0, result.output
+    assert [r["new_round"] for r in read_jsonl(d3po / "metrics.jsonl")] == [1.0]
+
+
 def test_offline_dpo_trains_two_steps_from_a_pairs_file(tiny_sd_dir, tmp_path):
     pairs = _pairs_file(tmp_path)
     out = tmp_path / "run"

@@ -25,10 +25,11 @@ class _Rounds:
 
 def test_a_round_in_progress_is_saved_per_process_and_given_back(tmp_path):
     state = {"plan": [torch.tensor([[1, 2]])], "rounds": 3}
+    save_round(_Rounds({"rounds": 0}), tmp_path, 0)
     save_round(_Rounds(state), tmp_path, 1)
-    assert round_file(tmp_path, 1).is_file() and not round_file(tmp_path, 0).exists()
+    assert round_file(tmp_path, 1).is_file() and not round_file(tmp_path, 2).exists()
     method = _Rounds()
-    assert load_round(method, tmp_path, 1, "cpu")
+    assert load_round(method, tmp_path, 1, 2, "cpu")
     assert method.loaded["rounds"] == 3 and torch.equal(method.loaded["plan"][0], state["plan"][0])
 
 
@@ -36,7 +37,7 @@ def test_between_rounds_or_without_rounds_nothing_is_kept(tmp_path):
     save_round(_Rounds(None), tmp_path, 0)
     save_round(SimpleNamespace(), tmp_path, 0)  # a method without rounds
     assert list(tmp_path.iterdir()) == []
-    assert not load_round(_Rounds(), tmp_path, 0, "cpu")
+    assert not load_round(_Rounds(), tmp_path, 0, 1, "cpu")
 
 
 def test_a_damaged_round_file_names_it_and_the_way_on(tmp_path):
@@ -44,7 +45,21 @@ def test_a_damaged_round_file_names_it_and_the_way_on(tmp_path):
     checkpoint.mkdir(parents=True)
     round_file(checkpoint, 0).write_bytes(b"not a torch file")
     with pytest.raises(ValueError) as err:
-        load_round(_Rounds(), checkpoint, 0, "cpu")
+        load_round(_Rounds(), checkpoint, 0, 1, "cpu")
     message = str(err.value)
     assert message.startswith(f"train.resume: {round_file(checkpoint, 0)}: cannot be loaded (")
     assert "\n" not in message and message.endswith("train again in a new output_dir)")
+
+
+@pytest.mark.parametrize("process", [0, 1])
+def test_a_round_file_missing_for_one_process_of_two_is_refused_on_both(tmp_path, process):
+    """A copy that missed one process's round: that process would sample a fresh round and
+    wait in its gather for the other, which goes on with its kept round (a hang)."""
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    save_round(_Rounds({"rounds": 1}), checkpoint, 0)
+    with pytest.raises(ValueError) as err:
+        load_round(_Rounds(), checkpoint, process, 2, "cpu")
+    message = str(err.value)
+    assert message.startswith(f"train.resume: {round_file(checkpoint, 1)} is missing, though ")
+    assert "method_round_0.pt is there" in message and "\n" not in message

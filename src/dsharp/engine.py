@@ -439,8 +439,13 @@ class Trainer:
             rate = reschedule(self.lr_scheduler)[0]
             schedule = schedule_note(train, state.get("max_steps"), self.start_step, rate)
             processes = processes_note(state.get("processes"), acc.num_processes, train.batch_size)
-            if state.get("processes") == acc.num_processes:  # each process kept its own
-                kept_round = load_round(self.method, resume_from, acc.process_index, acc.device)
+            # each process kept its own round; another method's (a branch from a checkpoint
+            # kept without its recipe.yaml) is not this one's to train on
+            same = (state.get("processes"), state.get("method"))
+            if same == (acc.num_processes, self.method.name):
+                kept_round = load_round(
+                    self.method, resume_from, acc.process_index, acc.num_processes, acc.device
+                )
         # a resume that trains (not one that only writes the report of a finished run)
         trains_on = resume_from is not None and self.start_step < train.max_steps
         if trains_on and acc.is_main_process:

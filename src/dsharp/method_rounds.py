@@ -27,16 +27,29 @@ def save_round(method: Any, folder: Path, process_index: int) -> None:
         torch.save(state, round_file(folder, process_index))
 
 
-def load_round(method: Any, checkpoint: Path, process_index: int, device: Any) -> bool:
+def load_round(
+    method: Any, checkpoint: Path, process_index: int, processes: int, device: Any
+) -> bool:
     """Give the method back the round its checkpoint kept; False where it kept none (a
-    checkpoint between rounds, or an older dsharp's). A file that cannot be read is a
-    ValueError naming it."""
-    path = round_file(checkpoint, process_index)
-    if not hasattr(method, "load_round_state") or not path.is_file():
-        return False
+    checkpoint between rounds, or an older dsharp's). A file that cannot be read, or one
+    missing while another process's is there (each would go on differently, and a process
+    that samples afresh waits forever for the others in the round's gather: every process
+    sees it alike and stops), is a ValueError naming it."""
     from dsharp.checkpoints import damaged_checkpoint_advice
     from dsharp.error_text import one_line
 
+    if not hasattr(method, "load_round_state"):
+        return False
+    there = [round_file(checkpoint, i).is_file() for i in range(processes)]
+    if not any(there):
+        return False
+    if not all(there):
+        missing, kept = (round_file(checkpoint, there.index(b)) for b in (False, True))
+        raise ValueError(
+            f"train.resume: {missing} is missing, though {kept.name} is there "
+            f"({damaged_checkpoint_advice(checkpoint)})"
+        )
+    path = round_file(checkpoint, process_index)
     try:
         # the round holds the method's own objects (conditioning, metrics): not weights only,
         # as accelerate's random_states_*.pkl of the same checkpoint
