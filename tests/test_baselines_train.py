@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -980,3 +981,20 @@ def test_iterpo_built_with_a_batch_zscored_reward_is_refused(sd_model):
     logged = parse_reward_spec({"name": "pixel"})
     rewards = CombinedReward([spec, logged], [MeanPixel(), MeanPixel()])
     IterPO(sd_model, rewards, 64, 64, infer_steps=2)  # only logged: allowed
+
+
+def test_a_saved_iterpo_run_with_a_batch_zscored_reward_still_loads(tmp_path):
+    """A run trained before the refusal keeps its checkpoints: sample, eval and merge read
+    its recipe.yaml (validate_files=False), which the refusal made unreadable ('use
+    normalize: none' for a run already trained); training it anew is still refused."""
+    from dsharp.checkpoints import read_run_recipe
+
+    data = yaml.safe_load((MINI / "iterpo.yaml").read_text())
+    data["rewards"][0]["normalize"] = "batch_zscore"
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(data))
+    recipe = read_run_recipe(run / "checkpoints" / "step-000001")
+    assert recipe.method.name == "iterpo" and recipe.rewards[0].normalize == "batch_zscore"
+    with pytest.raises(ValueError, match="rewards.0.normalize"):  # a RecipeError
+        load_recipe(run / "recipe.yaml")

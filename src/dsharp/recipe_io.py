@@ -33,7 +33,8 @@ def recipe_from_dict(
 
     Reward names are checked against the plugin registry last, so that structural
     mistakes never wait for plugins to load. ``validate_files=False`` skips the checks that
-    local paths exist (for the saved recipe of a run made elsewhere).
+    local paths exist (for the saved recipe of a run made elsewhere) and those only training
+    anew needs (a saved run's recipe may predate them).
     """
     if data is None:
         data = {}
@@ -58,9 +59,11 @@ def recipe_from_dict(
                     str(e), source=source, field=_dotted(loc), override=override
                 ) from None
     _check_differentiable_rewards(recipe, source)
-    _check_zscored_backprop_rewards(recipe, source, applied)
     if validate_files:  # a saved run's recipe is already in its run folder
         refuse_key_like_values(recipe, source, applied)
+        # a run trained before this refusal is still sampled and evaluated (IterPO itself
+        # refuses to train on, on resume)
+        _check_zscored_backprop_rewards(recipe, source, applied)
     if recipe_name is not None and "{recipe_name}" in recipe.output_dir:
         recipe.output_dir = recipe.output_dir.replace("{recipe_name}", recipe_name)
     if recipe.output_dir.startswith("~"):  # as every other path field: not a folder named ~
