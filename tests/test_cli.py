@@ -1145,3 +1145,15 @@ def test_the_cli_starts_without_pydantic():
     code = "import sys, dsharp.cli; print([m for m in ('pydantic', 'torch') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("said", [0, -1])
+def test_a_file_system_that_reports_no_name_limit_refuses_no_name(tmp_path, monkeypatch, said):
+    """pathconf's NAME_MAX is 0 on FUSE mounts that set none (borg, bindfs) and -1 where
+    there is no limit: every output name, 'out.json' too, was refused as 'more than the 0
+    allowed'."""
+    from dsharp.preflight import name_too_long
+
+    monkeypatch.setattr("os.pathconf", lambda path, name: said)
+    assert name_too_long(tmp_path / "new" / "out.json") is None
+    assert "more than the 255 allowed" in name_too_long(tmp_path / ("x" * 256))

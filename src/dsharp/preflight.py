@@ -39,7 +39,8 @@ def name_too_long(path: Path) -> str | None:
     anchor = next((p for p in parts if os.path.exists(p)), None)  # ENAMETOOLONG: False
     limit = 255
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        limit = os.pathconf(anchor if anchor is not None else ".", "PC_NAME_MAX")
+        said = os.pathconf(anchor if anchor is not None else ".", "PC_NAME_MAX")
+        limit = said if said > 0 else limit  # -1: no limit; 0: a FUSE mount that set none
     for part in reversed(parts[: parts.index(anchor)] if anchor is not None else parts):
         size = len(os.fsencode(part.name))
         if size > limit:
