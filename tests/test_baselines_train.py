@@ -800,6 +800,19 @@ def test_ddpo_reward_buffers_survive_a_resume(tiny_sd_dir, tmp_path):
     assert theirs[2]["adv_abs"] != pytest.approx(1.0, abs=1e-3)
 
 
+def _two_updates_per_round(tiny_sd_dir: Path) -> list[str]:
+    """Overrides for a tiny DDPO/D3PO run on the brightness reward whose rounds of samples
+    span two engine calls, so that a checkpoint can land inside one."""
+    return [
+        f"model.pretrained={tiny_sd_dir}",
+        "rewards.0.name=test_brightness",
+        "method.options.inner_epochs=2",
+        "method.infer_steps=3",
+        "train.batch_size=1",
+        "--no-progress",
+    ]
+
+
 @pytest.mark.parametrize("method", ["ddpo", "d3po"])
 def test_a_resume_inside_a_round_of_samples_trains_on_the_same_round(method, tiny_sd_dir, tmp_path):
     """Two updates per round: a checkpoint after the first keeps the round, sampled with
@@ -807,15 +820,7 @@ def test_a_resume_inside_a_round_of_samples_trains_on_the_same_round(method, tin
     bit (it sampled a fresh round with the updated weights before), and says nothing."""
     from safetensors.torch import load_file
 
-    common = [
-        f"model.pretrained={tiny_sd_dir}",
-        "rewards.0.name=test_brightness",
-        "method.options.inner_epochs=2",
-        "method.infer_steps=3",
-        "train.batch_size=1",
-        "train.lr=1e-3",
-        "--no-progress",
-    ]
+    common = [*_two_updates_per_round(tiny_sd_dir), "train.lr=1e-3"]
     common += ["method.n=2"] if method == "ddpo" else []
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     with brightness_registered():
@@ -856,14 +861,7 @@ def test_a_branch_into_another_round_method_samples_its_own_round(tiny_sd_dir, t
     D3PO run: D3PO samples its own round (DDPO's has no pairs; it crashed on it before)."""
     import shutil
 
-    common = [
-        f"model.pretrained={tiny_sd_dir}",
-        "rewards.0.name=test_brightness",
-        "method.options.inner_epochs=2",
-        "method.infer_steps=3",
-        "train.batch_size=1",
-        "--no-progress",
-    ]
+    common = _two_updates_per_round(tiny_sd_dir)
     ddpo, d3po = tmp_path / "ddpo", tmp_path / "d3po"
     kept = tmp_path / "kept" / "checkpoints" / "step-000001"
     with brightness_registered():
