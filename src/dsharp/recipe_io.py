@@ -54,7 +54,7 @@ def recipe_from_dict(
                 check_reward_name(spec.name)
             except ValueError as e:
                 loc = (*prefix, i, "name")
-                override = next((t for p, t in applied if loc[: len(p)] == p), "")
+                override = _override_of(applied, loc)
                 raise RecipeError(
                     str(e), source=source, field=_dotted(loc), override=override
                 ) from None
@@ -90,7 +90,7 @@ def refuse_key_like_values(
             for i, item in enumerate(value):
                 walk(item, (*loc, i))
         elif isinstance(value, str) and looks_like_key(value) and not _names_a_path(value):
-            override = next((t for p, t in applied if loc[: len(p)] == p), "")
+            override = _override_of(applied, loc)
             raise RecipeError(
                 "looks like an API key or token (not shown): keys belong in environment "
                 "variables, not recipes",
@@ -113,14 +113,28 @@ def _names_a_path(value: str) -> bool:
         return False
 
 
+def _override_of(applied: Sequence[tuple[tuple, str]], loc: tuple) -> str:
+    """The override (as typed) that set the field at ``loc`` or a section holding it; "" for
+    one the recipe file set."""
+    return next((text for path, text in applied if loc[: len(path)] == path), "")
+
+
+def _backprop_method(recipe: Recipe) -> Any:
+    """The recipe's method spec where it back-propagates through the reward (ReFL/IterPO),
+    else None."""
+    from dsharp.methods.registry import method_specs
+
+    spec = method_specs().get(recipe.method.name)
+    return spec if getattr(spec, "needs_differentiable_reward", False) else None
+
+
 def _check_differentiable_rewards(recipe: Recipe, source: str | None) -> None:
     """Methods that back-propagate through the reward (ReFL/IterPO) refuse a weighted
     reward that is not differentiable, before any model loads."""
-    from dsharp.methods.registry import method_specs
     from dsharp.rewards.plugins import get_reward_info
 
-    spec = method_specs().get(recipe.method.name)
-    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
+    spec = _backprop_method(recipe)
+    if spec is None:
         return
     for i, reward in enumerate(recipe.rewards):
         if reward.weight and not get_reward_info(reward.name).differentiable:
@@ -140,15 +154,13 @@ def _check_zscored_backprop_rewards(
     every one is below the margin (always, up to 5 samples at margin 2; and with one sample
     per process, its z-score is 0) the loss is a constant and the reward trains nothing;
     where some are above it, the loss's gradient is that of their z-scores, which it lowers."""
-    from dsharp.methods.registry import method_specs
-
-    spec = method_specs().get(recipe.method.name)
-    if spec is None or not getattr(spec, "needs_differentiable_reward", False):
+    spec = _backprop_method(recipe)
+    if spec is None:
         return
     for i, reward in enumerate(recipe.rewards):
         if reward.weight and reward.normalize == "batch_zscore":
             loc = ("rewards", i, "normalize")
-            override = next((t for p, t in applied if loc[: len(p)] == p), "")
+            override = _override_of(applied, loc)
             raise RecipeError(
                 f"method {spec.name!r} back-propagates the reward, and batch_zscore scores "
                 "sum to zero over each micro-batch: its loss is constant below the margin "
