@@ -189,7 +189,9 @@ def report_markdown(
 def _value(value: float, sign: str = "") -> str:
     """A table cell: NaN (nothing scored, a category the base lacks) is ``-``, as in
     ``dsharp compare``'s tables, not ``nan`` / ``+nan``."""
-    return "-" if math.isnan(value) else f"{value:{sign}.4f}"
+    from dsharp.report import MISSING_CELL
+
+    return MISSING_CELL if math.isnan(value) else f"{value:{sign}.4f}"
 
 
 def _scored_words(base: dict, tuned: dict) -> str:
