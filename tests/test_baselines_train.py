@@ -377,6 +377,39 @@ def linspace_sd(sd_model):
     sd_model.unet.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("name", ["ddpo", "d3po"])
+def test_a_round_in_progress_is_kept_in_a_file_that_loads_weights_only(sd_model, tmp_path, name):
+    """The round file holds tensors and plain values only, so torch's ``weights_only``
+    loads it (a checkpoint someone shares cannot run code; it pickled dsharp's classes),
+    and a method given it back trains on the rest of the round as the one that kept it."""
+    from dsharp import method_rounds
+    from dsharp.method_rounds import load_round, round_file, save_round
+    from dsharp.step_metrics import Mean
+
+    def method():
+        if name == "ddpo":
+            return DDPO(sd_model, MeanPixel(), 64, 64, n=2, infer_steps=2, inner_epochs=2)
+        return D3PO(sd_model, MeanPixel(), 64, 64, infer_steps=2, inner_epochs=2)
+
+    kept = method()
+    with torch.no_grad():
+        kept.compute_loss(_batch(), sd_model.unet, _gen(5))  # the first of the round's 2 calls
+    save_round(kept, tmp_path, 0)
+    plain = torch.load(round_file(tmp_path, 0), map_location="cpu", weights_only=True)
+    assert plain["format"] == method_rounds.ROUND_FORMAT
+    resumed = method()
+    assert load_round(resumed, tmp_path, 0, 1, "cpu")
+    with torch.no_grad():
+        loss, metrics = kept.compute_loss(_batch(), sd_model.unet, _gen(6))
+        # another generator: the call trains on the kept round, it samples nothing
+        got_loss, got = resumed.compute_loss(_batch(), sd_model.unet, _gen(7))
+    assert metrics["new_round"] == got["new_round"] == 0.0
+    assert torch.equal(got_loss, loss) and got == metrics
+    means = [k for k, v in metrics.items() if isinstance(v, Mean)]
+    assert means and all(isinstance(got[k], Mean) for k in means)
+    assert [got[k].count for k in means] == [metrics[k].count for k in means]
+
+
 def test_timestep_plan_orders_only_the_given_steps():
     chunks = timestep_plan(
         4, torch.tensor([0, 1, 3]), fraction=1.0, per_call=2, epochs=1, generator=_gen()
@@ -854,6 +887,45 @@ def test_a_resume_inside_a_round_of_samples_trains_on_the_same_round(method, tin
     # kept inside a round (step 1), not on a round boundary (step 2)
     assert (resumed / "checkpoints/step-000001/method_round_0.pt").is_file()
     assert not (resumed / "checkpoints/step-000002/method_round_0.pt").exists()
+
+
+def test_a_round_kept_in_an_older_format_resumes_with_a_fresh_round_and_says_so(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    """An older dsharp pickled the round (its classes: loading it could run code): the
+    resume leaves it unread, samples a fresh round as for a checkpoint without one, and
+    says so in one note; every file it loads, loads weights only."""
+    from older_rounds import older_round
+
+    common = [*_two_updates_per_round(tiny_sd_dir), "method.n=2"]
+    run = tmp_path / "run"
+    kept = run / "checkpoints" / "step-000001" / "method_round_0.pt"
+    loads: list[Any] = []
+    real_load = torch.load
+
+    def spied_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    with brightness_registered():
+        _train(MINI / "ddpo.yaml", f"output_dir={run}", "train.max_steps=1", *common)
+        torch.save(older_round(), kept)
+        monkeypatch.setattr(torch, "load", spied_load)
+        result = _train(
+            MINI / "ddpo.yaml",
+            f"output_dir={run}",
+            "train.max_steps=2",
+            "train.resume=latest",
+            *common,
+        )
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {kept} keeps the round in an older dsharp's format, which is not loaded: the "
+        "resumed run samples a fresh round, so it differs from an uninterrupted run from here on"
+    ]
+    assert [r["new_round"] for r in read_jsonl(run / "metrics.jsonl")] == [1.0, 1.0]
+    assert loads and all(weights_only is True for weights_only in loads)
 
 
 def test_a_branch_into_another_round_method_samples_its_own_round(tiny_sd_dir, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dsharp.method_rounds import load_round, round_file, save_round
+from older_rounds import older_round
 
 
 class _Rounds:
@@ -63,3 +64,74 @@ def test_a_round_file_missing_for_one_process_of_two_is_refused_on_both(tmp_path
     message = str(err.value)
     assert message.startswith(f"train.resume: {round_file(checkpoint, 1)} is missing, though ")
     assert "method_round_0.pt is there" in message and "\n" not in message
+
+
+def test_a_round_kept_in_an_older_format_is_left_unread_and_said(tmp_path):
+    """A round file an older dsharp pickled (its classes) could only be read by an unpickler
+    that runs code: it is not loaded, as a checkpoint without a round, and the reason names
+    it (the resume's note), on every process alike."""
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    torch.save(older_round(), round_file(checkpoint, 1))
+    save_round(_Rounds({"rounds": 1}), checkpoint, 0)  # one process's in today's format
+    for process in (0, 1):
+        method = _Rounds()
+        outcome = load_round(method, checkpoint, process, 2, "cpu")
+        assert not outcome and method.loaded is None
+        assert outcome.unread == (
+            f"{round_file(checkpoint, 1)} keeps the round in an older dsharp's format, "
+            "which is not loaded"
+        )
+
+
+def test_a_round_of_another_format_version_is_left_unread(tmp_path):
+    torch.save({"format": 99, "state": {"rounds": 1}}, round_file(tmp_path, 0))
+    method = _Rounds()
+    outcome = load_round(method, tmp_path, 0, 1, "cpu")
+    assert not outcome and method.loaded is None
+    assert outcome.unread.startswith(f"{round_file(tmp_path, 0)} keeps the round in format 99, ")
+
+
+class _RunsCode:
+    """Unpickled, it creates a file: what a checkpoint someone shares could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_round_file_that_would_run_code_on_load_is_refused_without_running_it(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    torch.save({"rounds": 1, "payload": _RunsCode(marker)}, round_file(checkpoint, 0))
+    method = _Rounds()
+    with pytest.raises(ValueError) as err:
+        load_round(method, checkpoint, 0, 1, "cpu")
+    assert not marker.exists() and method.loaded is None
+    message = str(err.value)
+    assert message.startswith(f"train.resume: {round_file(checkpoint, 0)}: cannot be loaded (")
+    assert f"it pickles {open.__module__}.open, " in message and "\n" not in message
+
+
+def test_a_round_file_without_a_format_version_is_refused(tmp_path):
+    torch.save({"rounds": 1}, round_file(tmp_path, 0))  # tensors alone, but not dsharp's layout
+    with pytest.raises(ValueError, match="no format version: not a round file of dsharp's"):
+        load_round(_Rounds(), tmp_path, 0, 1, "cpu")
+
+
+def test_a_sampled_round_with_sdxl_conditioning_comes_back_from_plain_values(tmp_path):
+    """SDXL's extra conditioning (pooled embeddings, time ids) and no negative prompt."""
+    from dsharp.methods.ddpo import SampledRound
+
+    rnd = SampledRound.from_plain(older_round()["round"].to_plain())
+    rnd.cond.added = {"text_embeds": torch.rand(2, 5), "time_ids": torch.rand(2, 6)}
+    rnd.uncond = None
+    torch.save(rnd.to_plain(), tmp_path / "round.pt")
+    back = SampledRound.from_plain(torch.load(tmp_path / "round.pt", weights_only=True))
+    assert back.prompts == rnd.prompts and back.uncond is None
+    assert back.cond.added.keys() == rnd.cond.added.keys()
+    assert all(torch.equal(back.cond.added[k], v) for k, v in rnd.cond.added.items())
+    assert torch.equal(back.latents, rnd.latents) and torch.equal(back.rewards, rnd.rewards)

@@ -37,7 +37,7 @@ from dsharp.io import (
     read_jsonl,
     sync_file,
 )
-from dsharp.method_rounds import load_round, save_round
+from dsharp.method_rounds import RoundLoad, load_round, save_round
 from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
@@ -149,11 +149,19 @@ def _gather_step(
 ENVIRONMENT_JSON = "environment.json"
 
 
-def mid_round_note(method: Any, step: int, grad_accum: int) -> str | None:
+def mid_round_note(
+    method: Any, step: int, grad_accum: int, unread: str | None = None
+) -> str | None:
     """What a resume at ``step`` changes for a method that trains on a round of samples
     over several calls (DDPO, D3PO), where the checkpoint did not keep the round (written
     by an older dsharp, or on another number of processes): a resume inside one samples a
-    fresh round and the run goes on differently from there."""
+    fresh round and the run goes on differently from there. ``unread``: the checkpoint
+    kept its round in a format this dsharp does not load (:class:`RoundLoad`)."""
+    if unread is not None:
+        return (
+            f"{unread}: the resumed run samples a fresh round, so it differs from an "
+            "uninterrupted run from here on"
+        )
     per_round = getattr(method, "calls_per_round", None)
     if not per_round or (step * grad_accum) % per_round == 0:
         return None
@@ -429,7 +437,7 @@ class Trainer:
         self.reward_evals = 0
         schedule = None  # on a resume that changes the LR schedule: what to say about it
         processes = None  # on a resume on another number of processes: the same
-        kept_round = False  # a round of samples in progress restored (DDPO, D3PO)
+        kept_round = RoundLoad(False)  # a round of samples in progress restored (DDPO, D3PO)
         if resume_from is not None:
             _load_checkpoint(acc, resume_from, self.optimizer)
             state = ckpts.resume_state(resume_from)
@@ -452,7 +460,9 @@ class Trainer:
             mid_round = (
                 None
                 if kept_round
-                else mid_round_note(self.method, self.start_step, train.grad_accum)
+                else mid_round_note(
+                    self.method, self.start_step, train.grad_accum, kept_round.unread
+                )
             )
             notes = [mid_round, schedule]
             notes.append(processes)

@@ -46,6 +46,23 @@ class Mean(float):
         return (Mean, (float(self), self.count))
 
 
+def metrics_to_plain(metrics: dict[str, object]) -> dict[str, object]:
+    """``metrics`` with each :class:`Mean` as ``{"mean": value, "count": count}``, for a
+    file that loads with torch's ``weights_only`` (it rebuilds no class of dsharp's)."""
+    return {
+        key: {"mean": float(value), "count": value.count} if isinstance(value, Mean) else value
+        for key, value in metrics.items()
+    }
+
+
+def metrics_from_plain(plain: dict[str, object]) -> dict[str, object]:
+    """Back from :func:`metrics_to_plain`."""
+    return {
+        key: Mean(value["mean"], value["count"]) if isinstance(value, dict) else value
+        for key, value in plain.items()
+    }
+
+
 def _pooled_mean(values: Sequence[float]) -> float:
     """The mean of ``values`` weighted by their :class:`Mean` counts; the plain mean where
     they carry none or all carry the same (the same digits as before counts were kept)."""

@@ -42,7 +42,8 @@ with a per-step mean. Every call logs the round's reward statistics (a step coun
 round it trained on once); ``new_round`` is 1 on the calls that sampled. A checkpoint
 inside a round keeps it (``round_state``), so a resumed run trains on the same samples as an
 uninterrupted one; a checkpoint without it (an older dsharp's, or a resume on another number
-of processes) samples a fresh round on the first resumed step.
+of processes) samples a fresh round on the first resumed step, as does one whose round an
+older dsharp pickled (the round file now loads weights only: :mod:`dsharp.method_rounds`).
 
 This module also holds what DDPO and D3PO (``d3po.py``) share: sampling a round with
 per-step log-probs, re-evaluating stored transitions, and the timestep plan.
@@ -75,7 +76,7 @@ from dsharp.sampling import (
     sample,
     stochastic_steps,
 )
-from dsharp.step_metrics import ROUND, Mean
+from dsharp.step_metrics import ROUND, Mean, metrics_from_plain, metrics_to_plain
 
 VARIANTS = ("sf", "is")
 
@@ -192,6 +193,34 @@ class SampledRound:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def to_plain(self) -> dict[str, Any]:
+        """Tensors, strings and dicts only, for a round file that loads with torch's
+        ``weights_only`` (pickling this class would make loading it run code, and renaming
+        it break old checkpoints)."""
+        return {
+            "prompts": list(self.prompts),
+            "cond": self.cond.to_plain(),
+            "uncond": self.uncond.to_plain() if self.uncond is not None else None,
+            "latents": self.latents,
+            "timesteps": self.timesteps,
+            "log_probs": self.log_probs,
+            "rewards": self.rewards,
+        }
+
+    @staticmethod
+    def from_plain(plain: Mapping[str, Any]) -> SampledRound:
+        """Back from :meth:`to_plain`."""
+        uncond = plain["uncond"]
+        return SampledRound(
+            prompts=list(plain["prompts"]),
+            cond=Conditioning.from_plain(plain["cond"]),
+            uncond=Conditioning.from_plain(uncond) if uncond is not None else None,
+            latents=plain["latents"],
+            timesteps=plain["timesteps"],
+            log_probs=plain["log_probs"],
+            rewards=plain["rewards"],
+        )
 
 
 def sample_round(
@@ -461,27 +490,32 @@ class RoundMethod(TrainingMethod):
     def round_state(self) -> dict[str, Any] | None:
         """The round being trained on (None between rounds): what a checkpoint inside a
         round keeps, so that a resume trains on the same samples as an uninterrupted run
-        (they were drawn with weights the checkpoint no longer has)."""
+        (they were drawn with weights the checkpoint no longer has). Tensors, Python
+        numbers and strings in lists, tuples and dicts only: the file loads with torch's
+        ``weights_only``, so a shared checkpoint cannot run code (a change to this layout
+        bumps :data:`dsharp.method_rounds.ROUND_FORMAT`)."""
         if not self._plan:
             return None
+        assert self._round is not None
         return {
-            "round": self._round,
+            "round": self._round.to_plain(),
             "plan": list(self._plan),
-            "round_metrics": dict(self._round_metrics),
+            "round_metrics": metrics_to_plain(self._round_metrics),
             "rounds": self._rounds,
             "derived": self._derived(),
         }
 
     def load_round_state(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`round_state` on resume: the next call goes on with the round."""
-        self._round = state["round"]
+        self._round = SampledRound.from_plain(state["round"])
         self._plan = list(state["plan"])
-        self._round_metrics = dict(state["round_metrics"])
+        self._round_metrics = metrics_from_plain(dict(state["round_metrics"]))
         self._rounds = int(state["rounds"])
         self._restore_derived(state["derived"])
 
     def _derived(self) -> Any:
-        """What :meth:`_prepare` computed from the round that its chunks' losses use."""
+        """What :meth:`_prepare` computed from the round that its chunks' losses use:
+        tensors (or a tuple of them), as :meth:`round_state` keeps them."""
         return None
 
     def _restore_derived(self, derived: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,19 @@ class Conditioning:
             self.prompt_embeds.repeat_interleave(n, dim=0),
             {k: v.repeat_interleave(n, dim=0) for k, v in self.added.items()},
         )
+
+    def to_plain(self) -> dict[str, object]:
+        """Tensors in a dict, for a file that loads with torch's ``weights_only`` (a round of
+        samples kept in a checkpoint): no class of dsharp's is pickled."""
+        return {"prompt_embeds": self.prompt_embeds, "added": dict(self.added)}
+
+    @staticmethod
+    def from_plain(plain: Mapping[str, object]) -> Conditioning:
+        """Back from :meth:`to_plain`."""
+        added = plain["added"]
+        if not isinstance(plain["prompt_embeds"], torch.Tensor) or not isinstance(added, dict):
+            raise ValueError("conditioning: expected prompt_embeds and added tensors")
+        return Conditioning(plain["prompt_embeds"], dict(added))
 
     @staticmethod
     def cat(parts: Sequence[Conditioning]) -> Conditioning:
