@@ -97,7 +97,7 @@ def _run_app() -> int:
     Click's standalone mode prints a usage error as a boxed, wrapped panel over several lines;
     dsharp's errors are one line that names the input and the reason, so a script's log or a
     grep shows it whole."""
-    from dsharp.redaction import hide_keys
+    from dsharp.redaction import redact_text
 
     try:
         result = app(prog_name="dsharp", standalone_mode=False)
@@ -108,11 +108,11 @@ def _run_app() -> int:
             return error.exit_code
         context = getattr(error, "ctx", None)
         command = context.command_path if context is not None else "dsharp"
-        message = hide_keys(one_line(error.format_message()))  # a key given as a flag's value
+        message = redact_text(one_line(error.format_message()))  # a key given as a flag's value
         print(f"{command}: {message} (see '{command} --help')", file=sys.stderr)
         return error.exit_code
     except _ClickException as error:
-        print(f"dsharp: {hide_keys(one_line(error.format_message()))}", file=sys.stderr)
+        print(f"dsharp: {redact_text(one_line(error.format_message()))}", file=sys.stderr)
         return error.exit_code
     except typer.Abort:
         print("Aborted", file=sys.stderr)

@@ -25,6 +25,7 @@ from PIL import Image
 
 from dsharp.hub import user_path
 from dsharp.image_files import as_rgb, read_rgb
+from dsharp.redaction import quoted
 
 if TYPE_CHECKING:
     from dsharp.methods.base import Batch
@@ -86,8 +87,9 @@ def _caption(value: Any, where: str, column: str) -> str:
 
 
 def shown_value(value: Any) -> str:
-    """``value``'s kind and (shortened) value, for an error: ``a number (5)``, ``null``."""
-    return _kind(value) if value is None else f"{_kind(value)} ({value!r:.60})"
+    """``value``'s kind and (shortened) value, for an error: ``a number (5)``, ``null``; a
+    key or a URL's credentials in it redacted (a row's metadata may hold a signed URL)."""
+    return _kind(value) if value is None else f"{_kind(value)} ({quoted(value)})"
 
 
 def _kind(value: Any) -> str:

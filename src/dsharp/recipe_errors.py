@@ -12,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from dsharp.error_text import one_line
-from dsharp.redaction import hide_keys, redact_text, redact_tree, shown_setting
+from dsharp.redaction import quoted, redact_text, shown_setting
 
 #: A validation location: keys and list indices from the recipe's top.
 Loc = tuple[str | int, ...]
@@ -43,7 +43,7 @@ class RecipeError(ValueError):
         line = ": ".join([*parts, self.reason])
         if self.override:
             line += f" (from override {shown_setting(self.override)!r})"
-        return hide_keys(line)
+        return redact_text(line)
 
 
 class FieldProblem(ValueError):
@@ -139,12 +139,7 @@ def _show(value: Any) -> str:
     """A value as an error quotes it: short, and without the secrets a mapping given in
     place of a list (``rewards: {name: x, options: {api_key: ...}}``), a URL or a key pasted
     into the wrong field (``train.optimizer=sk-...``) may hold."""
-    if isinstance(value, dict | list):
-        value = redact_tree(value)
-    elif isinstance(value, str):
-        value = redact_text(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return quoted(value)
 
 
 _EXPECTED = {

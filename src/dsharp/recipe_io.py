@@ -74,13 +74,20 @@ def recipe_from_dict(
 def refuse_key_like_values(
     recipe: Recipe, source: str | None = None, applied: Sequence[tuple[tuple, str]] = ()
 ) -> None:
-    """A field outside the rewards' options whose value looks like an API key is refused,
-    naming the field, not the value: it would be saved in the run folder, and saving it as
-    ``<redacted>`` instead would lose an ordinary value (a folder, a model) that only looks
-    like one. The rewards' options are saved with such values redacted (a reward built from
-    the saved recipe asks for them again). A value that names a file or folder that exists
-    (one named by its sha256, a resumed run's ``output_dir`` of hex digits) is no key."""
-    from dsharp.redaction import looks_like_key
+    """A field outside the rewards' options whose value looks like an API key (the sure rule
+    of :mod:`dsharp.redaction`: a UUID-named run is no key here) or holds a URL's credentials
+    is refused, naming the field, not the value: it would be saved in the run folder, and
+    saving it as ``<redacted>`` instead would lose an ordinary value (a folder, a model) that
+    only looks like one. The rewards' options are saved with such values redacted (a reward
+    built from the saved recipe asks for them again). A value that names a file or folder
+    that exists (one named by its sha256, a resumed run's ``output_dir`` of hex digits) is no
+    key."""
+    from dsharp.redaction import looks_like_key, redact_url_credentials
+
+    def secret(value: str) -> str | None:
+        if redact_url_credentials(value) != value:
+            return "holds a URL's credentials (not shown)"
+        return "looks like an API key or token (not shown)" if looks_like_key(value) else None
 
     def walk(value: Any, loc: tuple) -> None:
         if isinstance(value, dict):
@@ -89,11 +96,10 @@ def refuse_key_like_values(
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 walk(item, (*loc, i))
-        elif isinstance(value, str) and looks_like_key(value) and not _names_a_path(value):
+        elif isinstance(value, str) and (why := secret(value)) and not _names_a_path(value):
             override = _override_of(applied, loc)
             raise RecipeError(
-                "looks like an API key or token (not shown): keys belong in environment "
-                "variables, not recipes",
+                f"{why}: keys belong in environment variables, not recipes",
                 source=source,
                 field=_dotted(loc),
                 override=override,

@@ -1,5 +1,5 @@
-"""Keeps secrets out of what dsharp writes: reward options in saved recipes, evaluation
-results and benchmark files.
+"""The one rule for what looks like a secret, kept out of what dsharp writes and says: reward
+options in saved recipes, evaluation results and benchmark files, error lines, echoed settings.
 
 An option is secret when its reward declares it in ``RewardInfo.secret_options``, or when its
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
@@ -7,11 +7,31 @@ is redacted whatever its value; a name that only looks secret keeps numbers and 
 (``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
 An option that names an environment variable (``api_key_env``) keeps a variable's name
 (``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
-A URL keeps everything but the credentials written into it (its userinfo, and query
-parameters named like a secret). A value that looks like an API key (``sk-...``, ``hf_...``, a
-long run of letters and digits) is redacted under any name, where a key pasted into the wrong
-option would otherwise be echoed or saved; ordinary values (``512``, model names, hub ids)
-are kept.
+A URL keeps everything but the credentials written into it: its userinfo
+(``https://user:KEY@host``) and query parameters named like a secret (``?key=``,
+``?api_key=``, ``&token=``, ``?access_token=``, ``?sig=``, ``?subscription-key=``...).
+
+A value that looks like an API key is caught under any name, by one of two rules:
+
+* **sure** (:func:`looks_like_key`, :func:`hide_keys`): a provider prefix (``sk-``, ``hf_``,
+  ``ghp_``...) before a random-looking stretch, a JWT, or a standalone run of 20+ hex digits
+  or of 28+ letters and digits in random mixed case. A recipe value outside the rewards'
+  options that this rule catches is **refused at load** (it would be saved in the run
+  folder), as is one holding a URL's credentials; settings a command or a plan shows
+  (:func:`shown_setting`, a resume command to copy) hide what it catches.
+* **cautious** (:func:`might_be_key`, :func:`redact_text`): the sure rule, and also a
+  standalone UUID (``123e4567-e89b-...``: Pinecone's, Heroku's keys) and a standalone run of
+  28+ letters and digits in one case that looks random. Error lines and quoted values
+  (:func:`redact_text`, :func:`quoted`) and saved reward options (:func:`redact_options`)
+  use it: hiding there costs a value the user typed (a reward built from a saved recipe asks
+  for it again), where refusing it at load would refuse UUID-named runs, which are common.
+
+Neither rule takes a word joined to a path's or a name's pieces (``runs/<uuid>``,
+``runs/sk-ddpo-lr1e5-run3``, ``hf_prompts_2024_v2/...``, a sha256 folder of a cache), words
+or CamelCase names (``DDPOvsD3POAblation2024``) or a 40-hex-digit commit for a key. Next to a
+key (the options of a reward that reads one), a bad value is quoted only when it is short
+and caught by neither rule (:func:`shown_beside_a_key`): a local server's key may have any
+shape.
 """
 
 from __future__ import annotations
@@ -61,16 +81,18 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 
 # An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
 # more characters with a random-looking stretch (see _random_tail), a JWT, or a run of 20+
-# letters and digits that looks random (Mistral's, Cohere's, Azure's keys: see _random_run).
-# Words, model names (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names
-# and folders that start like a prefix (hf_cache_2024, sk-ddpo-lr1e5-run3) and placeholders
-# (sk-no-key-required) are none of these.
+# letters and digits that looks random (Mistral's, Cohere's, Azure's keys: see _random_run);
+# for the cautious rule only, a UUID too (see _is_key). Words, model names
+# (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names and folders that start
+# like a prefix (hf_cache_2024, sk-ddpo-lr1e5-run3) and placeholders (sk-no-key-required)
+# are none of these.
 _KEY = re.compile(
     r"(?<![A-Za-z0-9])(?:"
     r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
     r"(?P<rest>[A-Za-z0-9_-]{12,})"
     r"|AIza[A-Za-z0-9_-]{20,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    r"|(?P<uuid>[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})"
     r"|(?P<run>[A-Za-z0-9]{20,})"
     r")(?![A-Za-z0-9])"
 )
@@ -83,6 +105,9 @@ _JOINERS = "/\\._-"
 
 # The shortest mixed-case run (no prefix) taken for a key; hex ones count from 20.
 _MIXED_CASE_KEY = 28
+# How often a random run of lower-case letters and digits (base 36) switches between the two,
+# at least, where a name's words and numbers (stablediffusionv15finetune2024) switch rarely.
+_SINGLE_CASE_SWITCHES = 6
 # A key's part after its prefix has a stretch this long between "-"/"_"; a name's words do not.
 _TAIL_STRETCH = 10
 
@@ -97,19 +122,30 @@ def _random_tail(rest: str) -> bool:
     return any(len(s) >= _TAIL_STRETCH and looks_generated(s) for s in stretches)
 
 
-def _random_run(m: re.Match[str]) -> bool:
+def _joined(m: re.Match[str]) -> bool:
+    """Whether the word ``m`` matched is joined to a path's or a name's pieces (a full stop
+    that ends a sentence joins nothing: ``... got KEY.``)."""
+    text, end = m.string, m.end()
+    after = text[end : end + 2]
+    sentence_end = after[:1] == "." and not after[1:].isalnum()
+    return (m.start() > 0 and text[m.start() - 1] in _JOINERS) or (
+        bool(after) and after[0] in _JOINERS and not sentence_end
+    )
+
+
+def _random_run(m: re.Match[str], cautious: bool) -> bool:
     """Whether the run of letters and digits ``m`` matched looks like a generated key: on
     its own (not a path's or a name's piece), with digits, and either hex (not a 40-digit
     commit, which pins ``model.revision``) or, 28+ long, with both cases in good measure
     (random mixed case: about half each; CamelCase names ``MyExperimentRun2024Final``: few
     capitals). Names with acronyms (``SDXLLoRAFinetune2024``, ``DDPOvsD3POAblation2024``)
-    have capitals enough, but are shorter than a mixed-case key (Mistral's 32, Cohere's 40)."""
-    run, text = m.group("run"), m.string
-    joined = (m.start() > 0 and text[m.start() - 1] in _JOINERS) or (
-        m.end() < len(text) and text[m.end()] in _JOINERS
-    )
+    have capitals enough, but are shorter than a mixed-case key (Mistral's 32, Cohere's 40).
+    The ``cautious`` rule also takes a 28+ run in one case whose letters and digits switch
+    as often as random ones do (``k3y9x2q7w4m8...``), which a name made of words
+    and numbers does not."""
+    run = m.group("run")
     digits = sum(c.isdigit() for c in run)
-    if joined or digits == 0 or digits == len(run):
+    if _joined(m) or digits == 0 or digits == len(run):
         return False
     if _HEX.fullmatch(run):
         return not _GIT_COMMIT.fullmatch(run.lower())
@@ -117,22 +153,38 @@ def _random_run(m: re.Match[str]) -> bool:
         return False
     upper = sum(c.isupper() for c in run)
     lower = sum(c.islower() for c in run)
-    return min(upper, lower) >= 0.25 * (upper + lower)
+    if min(upper, lower) >= 0.25 * (upper + lower):
+        return True
+    switches = sum(a.isdigit() != b.isdigit() for a, b in zip(run, run[1:], strict=False))
+    return cautious and min(upper, lower) == 0 and switches >= _SINGLE_CASE_SWITCHES
 
 
-def _is_key(m: re.Match[str]) -> bool:
+def _is_key(m: re.Match[str], cautious: bool) -> bool:
     if m.group("rest") is not None:
         return _random_tail(m.group("rest"))
     if m.group("run") is not None:
-        return _random_run(m)
+        return _random_run(m, cautious)
+    if m.group("uuid") is not None:  # a UUID names runs too: hidden, never refused
+        return cautious and not _joined(m)
     return True
 
 
+def _hide(text: str, cautious: bool) -> str:
+    return _KEY.sub(lambda m: REDACTED if _is_key(m, cautious) else m.group(0), text)
+
+
 def hide_keys(text: str) -> str:
-    """``text`` with each word that looks like an API key or token replaced by
-    ``"<redacted>"``, whatever it was typed under: the one rule for values whose name does
-    not say they are secret (``reward.options.on_error=sk-...``)."""
-    return _KEY.sub(lambda m: REDACTED if _is_key(m) else m.group(0), text)
+    """``text`` with each word that the sure rule takes for an API key or token replaced by
+    ``"<redacted>"``, whatever it was typed under (``reward.options.on_error=sk-...``): what
+    a setting shown as a command to run again may hide (a UUID-named run stays runnable)."""
+    return _hide(text, cautious=False)
+
+
+def might_be_key(text: str) -> bool:
+    """Whether ``text`` holds a word that the cautious rule takes for a key (the sure rule's,
+    a standalone UUID, a random-looking run in one case): what an echo or a saved reward
+    option hides, and a recipe's value is never refused for."""
+    return _hide(text, cautious=True) != text
 
 
 def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
@@ -145,9 +197,33 @@ def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """``text`` (a value an error quotes, a setting typed without ``=``) with its URLs'
-    credentials and every key-like word redacted."""
-    return hide_keys(redact_url_credentials(text))
+    """``text`` (an error line, a value an error quotes, a setting typed without ``=``) with
+    its URLs' credentials and every word the cautious rule takes for a key redacted."""
+    return _hide(redact_url_credentials(text), cautious=True)
+
+
+def quoted(value: Any, limit: int = 60) -> str:
+    """``value`` as an error quotes it: its ``repr`` with the secrets of a mapping or list
+    (:func:`redact_tree`), a URL's credentials and key-like words redacted, then cut to
+    ``limit`` characters (cut first, a key across the cut would keep its head)."""
+    if isinstance(value, dict | list | tuple):
+        value = redact_tree(list(value) if isinstance(value, tuple) else value)
+    elif isinstance(value, str):
+        value = redact_text(value)
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_beside_a_key(value: Any) -> str:
+    """A bad ``value`` as an error quotes it where a key is near (an option of a reward that
+    reads one): a number, or a string shorter than any key that neither rule takes for one;
+    anything else by its type only. A key pasted into the wrong option may have any shape (a
+    local server's), and the option's name already says where the bad value is."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and len(value) < _KEY_LENGTH and redact_text(value) == value:
+        return repr(value)
+    return f"a {type(value).__name__} (not quoted: it could hold a key)"
 
 
 def _is_number(text: str) -> bool:
@@ -173,12 +249,16 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a
 # A query parameter (``?key=...&api-version=...``); keys go in queries too (``?key=KEY``).
 _QUERY_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s\]}]*)")
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
+# A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
+# X-Amz-Signature (a presigned URL), apikey; in a URL, a "key" is hardly ever anything else.
+_SECRET_QUERY_END = re.compile(r"key$|(^|[-_.])(sig|signature|auth)$")
 
 
 def secret_query_name(name: str) -> bool:
-    """Whether a URL's query parameter of that name holds a secret (``key``, ``api_key``...)."""
+    """Whether a URL's query parameter of that name holds a secret (``key``, ``api_key``,
+    ``access_key``, ``X-Amz-Signature``...)."""
     name = unquote(name).strip().lower()
-    return looks_secret(name) or name in _SECRET_QUERY_NAMES
+    return bool(looks_secret(name) or name in _SECRET_QUERY_NAMES or _SECRET_QUERY_END.search(name))
 
 
 def _redact_query(url: str) -> str:
@@ -268,8 +348,8 @@ def sensitive_setting(setting: str) -> bool:
 
 def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
     """``value`` (options, at any depth) with every secret value replaced by ``"<redacted>"``:
-    those under a secret name, any string that looks like a key, and any URL's credentials
-    (a key put in ``base_url``)."""
+    those under a secret name, any string that the cautious rule takes for a key, and any
+    URL's credentials (a key put in ``base_url``)."""
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -284,7 +364,7 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_options(item, declared) for item in value]
     if isinstance(value, str):
-        return REDACTED if looks_like_key(value) else redact_url_credentials(value)
+        return REDACTED if might_be_key(value) else redact_url_credentials(value)
     return value
 
 

@@ -155,7 +155,7 @@ def _download(name: str, target: Path, fetcher: Callable[[str], bytes]) -> bytes
     got = sha256_bytes(data)
     if got != expected:
         # digests shown cut short: a whole one (64 hex digits) reads as a key, and error lines
-        # hide keys (dsharp.redaction.hide_keys)
+        # hide keys (dsharp.redaction.redact_text)
         raise T2IDataError(
             f"downloaded {name} has sha256 {got[:16]}..., expected {expected[:16]}...: "
             "checksum mismatch, file not used"

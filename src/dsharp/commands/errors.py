@@ -172,14 +172,15 @@ def said_once(line: str, code: int) -> typer.Exit:
     process says it and the others exit without a word when the launcher stops them. One
     that no stop reaches within ``OTHERS_WAIT_S`` met the error alone and says it itself.
     The others wait rather than exit at once: the launcher, seeing one exit, could stop the
-    first process before it had said why. A key quoted in ``line`` (a value pasted into the
-    wrong flag or option, which the error names) is redacted."""
+    first process before it had said why. A key or a URL's credentials quoted in ``line`` (a
+    value pasted into the wrong flag or option, which the error names; a server's URL in a
+    failure) are redacted (:func:`dsharp.redaction.redact_text`)."""
     from dsharp.launch import launch_size, launcher_rank_zero, stopped_by_the_launcher
-    from dsharp.redaction import hide_keys
+    from dsharp.redaction import redact_text
 
     if launch_size() > 1 and not launcher_rank_zero() and stopped_by_the_launcher(OTHERS_WAIT_S):
         return typer.Exit(code)
-    print(hide_keys(line), file=sys.stderr, flush=True)
+    print(redact_text(line), file=sys.stderr, flush=True)
     return typer.Exit(code)
 
 

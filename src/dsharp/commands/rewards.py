@@ -236,8 +236,8 @@ def score_cmd(
             raise
         # A plugin's unexpected exception keeps its type name: the message alone may not say.
         text = one_line(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
-        from dsharp.redaction import hide_keys  # a key in an option a check quotes
+        from dsharp.redaction import redact_text  # a key in an option a check quotes
 
-        typer.echo(f"error: {hide_keys(' '.join(text.split()))}", err=True)
+        typer.echo(f"error: {redact_text(' '.join(text.split()))}", err=True)
         raise typer.Exit(_exit_status(e)) from None
     typer.echo(text)

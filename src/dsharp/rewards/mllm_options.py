@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from dsharp.redaction import REDACTED
+from dsharp.redaction import REDACTED, shown_beside_a_key
 from dsharp.rewards.base import RewardError
 from dsharp.rewards.mllm_cache import GradeCache, default_cache_path
 
@@ -48,20 +48,9 @@ def bad_option(option: str, reason: str) -> RewardError:
     return RewardError(f"mllm: option {option!r}: {reason}")
 
 
-def shown_value(value: Any) -> str:
-    """``value`` as an error quotes it: a number, or a string too short to be a key; anything
-    else only by its type. The check that no option holds the key needs its variable set,
-    and a key pasted into the wrong option must not reach a log where it is not."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and len(value) < MIN_GUARDED_KEY:
-        return repr(value)
-    return f"a {type(value).__name__} (not quoted: it could hold a key)"
-
-
 def _int_option(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise bad_option(name, f"expected an integer >= {minimum}, got {shown_value(value)}")
+        raise bad_option(name, f"expected an integer >= {minimum}, got {shown_beside_a_key(value)}")
     return value
 
 
@@ -69,7 +58,7 @@ def _float_option(name: str, value: Any, minimum: float, positive: bool = False)
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum or (positive and value <= 0):
         bound = "> 0" if positive else f">= {minimum:g}"
-        raise bad_option(name, f"expected a number {bound}, got {shown_value(value)}")
+        raise bad_option(name, f"expected a number {bound}, got {shown_beside_a_key(value)}")
     return float(value)
 
 
@@ -245,7 +234,7 @@ def resolve_base_url(base_url: Any) -> str:
 def check_cache_path(cache_path: Any) -> None:
     """Refuse a ``cache_path`` that is no path (checked by ``dsharp recipes validate`` too)."""
     if cache_path is not None and not isinstance(cache_path, str | os.PathLike):
-        got = shown_value(cache_path)
+        got = shown_beside_a_key(cache_path)
         raise bad_option("cache_path", f"expected a file path or 'none', got {got}")
 
 
@@ -282,10 +271,12 @@ def grader_settings(
         raise bad_option("structured_output", f"expected one of {', '.join(STRUCTURED_MODES)}")
     if image_format not in ("png", "jpeg"):
         raise bad_option(
-            "image_format", f"expected 'png' or 'jpeg', got {shown_value(image_format)}"
+            "image_format", f"expected 'png' or 'jpeg', got {shown_beside_a_key(image_format)}"
         )
     if on_error not in ("raise", "missing"):
-        raise bad_option("on_error", f"expected 'raise' or 'missing', got {shown_value(on_error)}")
+        raise bad_option(
+            "on_error", f"expected 'raise' or 'missing', got {shown_beside_a_key(on_error)}"
+        )
     if extra_body is not None and not isinstance(extra_body, dict):
         raise bad_option("extra_body", "expected a mapping of extra request fields")
     return GraderSettings(

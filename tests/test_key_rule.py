@@ -1,0 +1,189 @@
+"""One key rule (:mod:`dsharp.redaction`) for every place that hides, quotes or refuses a
+value: its sure part refuses recipe values at load and keeps commands runnable, its cautious
+part (also UUIDs, random-looking single-case runs) hides what errors quote and saved reward
+options hold. Every key here is fake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from dsharp.commands.errors import user_errors
+from dsharp.config import load_recipe, recipe_to_yaml
+from dsharp.data import JsonlSource
+from dsharp.recipe_errors import RecipeError
+from dsharp.redaction import (
+    REDACTED,
+    looks_like_key,
+    might_be_key,
+    quoted,
+    redact_options,
+    redact_text,
+    shown_setting,
+)
+from dsharp.rewards.base import RewardError
+from dsharp.rewards.mllm import check_mllm_options
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+FAKE_UUID = "0fa4e000-0000-4000-8000-00000000fa4e"  # as Pinecone's or Heroku's keys look
+FAKE_LOWER = "fake0k3y9x2q7w4m8n1p5r6t0v3z8b2c4d"  # random lower case and digits (base 36)
+FAKE_SHORT = "sk-FAKE0key0123"  # 15 characters: a prefix and a random stretch
+FAKE_KEY = "sk-FAKEcanary-1234567890abcdef"
+
+
+def _mllm_options(**changes: object) -> dict[str, object]:
+    return {"model": "m", "base_url": "http://127.0.0.1:9/v1", "cache_path": "none", **changes}
+
+
+@pytest.mark.parametrize("option", ["image_format", "on_error"])
+def test_the_mllm_grader_quotes_no_short_key_the_key_rule_takes(monkeypatch, option: str):
+    """The grader had a rule of its own (quote any string under 16 characters), which quoted
+    a 15-character key that the general rule hides; a short typo is still quoted."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RewardError, match=f"option '{option}'") as error:
+        check_mllm_options(_mllm_options(**{option: FAKE_SHORT}))
+    assert "FAKE0key" not in str(error.value)
+    assert "not quoted" in str(error.value)
+    with pytest.raises(RewardError, match="got 'jpg'"):
+        check_mllm_options(_mllm_options(image_format="jpg"))
+
+
+@pytest.mark.parametrize(
+    ("caption", "hidden"),
+    [
+        ([FAKE_KEY], "FAKEcanary"),
+        ({"src": "https://fakeuser:FAKEPASS@example.com/a.png"}, "FAKEPASS"),
+        ({"src": "https://ex.com/a?X-Amz-Signature=FAKEsig"}, "FAKEsig"),
+    ],
+)
+def test_a_data_row_error_quotes_no_key_or_url_credentials(tmp_path, caption, hidden: str):
+    """A row whose caption is not text was quoted as written (``repr`` cut to 60): a key or a
+    signed URL in a row's metadata reached the error line. The rest is still quoted."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"image": "x.png", "text": caption}) + "\n")
+    with pytest.raises(ValueError, match="caption column 'text' holds") as error:
+        JsonlSource(path)
+    assert hidden not in str(error.value)
+    assert REDACTED in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "access_key",
+        "private_key",
+        "subscription-key",
+        "X-Amz-Signature",
+        "X-Goog-Signature",
+        "apikey",
+        "api_key",
+        "key",
+        "token",
+        "access_token",
+    ],
+)
+def test_a_secret_in_a_urls_query_is_hidden_wherever_the_url_is_shown(name: str):
+    """``?access_key=``, ``?subscription-key=`` (Azure) and a presigned URL's signature
+    were shown and saved as typed; other parameters are kept."""
+    url = f"https://example.com/v1/x?api-version=2024-06-01&{name}=FAKEfake&n=2"
+    shown = f"https://example.com/v1/x?api-version=2024-06-01&{name}={REDACTED}&n=2"
+    assert redact_text(f"cannot reach {url}") == f"cannot reach {shown}"
+    assert redact_options({"endpoint": url}) == {"endpoint": shown}
+    assert shown_setting(f"rewards.0.options.endpoint={url}") == (
+        f"rewards.0.options.endpoint={shown}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("https://fakeuser:FAKEPASS@example.com/prompts.txt", "holds a URL's credentials"),
+        ("https://example.com/prompts.txt?token=FAKEPASS", "holds a URL's credentials"),
+        (FAKE_KEY, "looks like an API key"),
+    ],
+)
+def test_a_url_with_credentials_outside_the_rewards_options_is_refused(value: str, why: str):
+    """Outside the rewards' options a URL's credentials were saved in the run folder as
+    typed (the recipe there keeps such fields whole): they are refused at load, unquoted."""
+    with pytest.raises(RecipeError, match=f"method.options.note: {why}") as error:
+        load_recipe(QUICKSTART, [f"method.options.note={value}"])
+    assert "FAKE" not in str(error.value)
+
+
+def test_a_url_without_credentials_outside_the_rewards_options_is_loaded():
+    url = "https://example.com/prompts.txt?api-version=2024-06-01"
+    assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url
+
+
+def test_a_uuid_is_hidden_in_echoes_and_saved_reward_options_but_never_refused(tmp_path):
+    """A UUID is a key's form (Pinecone's, Heroku's) and a run's name's: an error line and a
+    saved reward option hide it, while a recipe value is loaded and saved as given and a
+    setting shown as a command to run again keeps it."""
+    assert redact_text(f"got {FAKE_UUID!r}") == f"got {REDACTED!r}"
+    assert redact_text(f"key {FAKE_UUID.upper()}.") == f"key {REDACTED}."
+    assert might_be_key(FAKE_UUID) and not looks_like_key(FAKE_UUID)
+    assert redact_options({"session": FAKE_UUID}) == {"session": REDACTED}
+    setting = f"method.options.note={FAKE_UUID}"
+    assert shown_setting(setting) == setting
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {pretrained: dsharp-mini}\ndata: {generator: shapes}\n"
+        f"output_dir: runs/{FAKE_UUID}\n"
+        f"method: {{options: {{note: {FAKE_UUID}}}}}\n"
+        f"rewards: [{{name: mllm, options: {{model: m, user: {FAKE_UUID}}}}}]\n"
+    )
+    saved = yaml.safe_load(recipe_to_yaml(load_recipe(recipe)))
+    assert saved["output_dir"] == f"runs/{FAKE_UUID}"
+    assert saved["method"]["options"]["note"] == FAKE_UUID
+    assert saved["rewards"][0]["options"] == {"model": "m", "user": REDACTED}
+
+
+def test_a_random_looking_run_in_one_case_is_hidden_in_echoes_but_never_refused():
+    for key in (FAKE_LOWER, FAKE_LOWER.upper()):
+        assert redact_text(f"option 'model': got {key!r}") == f"option 'model': got {REDACTED!r}"
+        assert redact_options({"model": key}) == {"model": REDACTED}
+        assert not looks_like_key(key)
+        loaded = load_recipe(QUICKSTART, [f"method.options.note={key}"])
+        assert loaded.method.options["note"] == key
+
+
+def test_an_error_line_hides_a_uuid_key_and_a_urls_credentials(capsys):
+    """Every error line passes the cautious rule: it hid keys of the sure rule only, and
+    showed a URL's credentials (a server's URL quoted in a failure) as typed."""
+    url = "https://fakeuser:FAKEPASS@example.com/v1?key=FAKEquery"
+    with pytest.raises(typer.Exit), user_errors():
+        raise ValueError(f"cannot reach {url} (refused) for {FAKE_UUID}")
+    line = capsys.readouterr().err
+    assert line.strip() == (
+        f"error: cannot reach https://{REDACTED}@example.com/v1?key={REDACTED} (refused) "
+        f"for {REDACTED}"
+    )
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "runs/sk-ddpo-lr1e5-run3",
+        "hf_prompts_2024_v2/train.jsonl",
+        "DDPOvsD3POAblation2024",
+        "stablediffusionv15finetune2024x",  # words and numbers in one case
+        "ddpoablationseries2024lrsweep01",
+        f"runs/{FAKE_UUID}/checkpoints",  # a folder named by a UUID, joined to a path
+        f"run-{FAKE_UUID}",
+        f"{FAKE_UUID}.json",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/data.arrow",
+        "/home/user/.cache/huggingface/hub/models--runwayml--stable-diffusion-v1-5",
+        "https://example.com/v1/models?api-version=2024-06-01&limit=5",
+    ],
+)
+def test_paths_names_and_digests_pass_the_cautious_rule_too(kept: str):
+    assert redact_text(kept) == kept
+    assert redact_options({"model": kept}) == {"model": kept}
+    assert quoted(kept) == repr(kept)[:57] + ("..." if len(repr(kept)) > 60 else "")
+    setting = f"method.options.note={kept}"
+    assert shown_setting(setting) == setting
