@@ -56,7 +56,7 @@ app.command("compare", cls=PlainHelpCommand)(compare)
 app.command("merge", cls=PlainHelpCommand)(merge)
 app.command("reproduce", cls=PlainHelpCommand)(reproduce)
 app.command("runs", cls=PlainHelpCommand)(runs)
-app.add_typer(recipes_cmd.app, name="recipes", help="List and validate YAML recipes.")
+app.add_typer(recipes_cmd.app, name="recipes", help="List, copy and validate YAML recipes.")
 app.add_typer(
     rewards_cmd.app, name="rewards", help="List installed reward plugins and score images."
 )

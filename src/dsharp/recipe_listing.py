@@ -13,6 +13,7 @@ from dsharp.config import MethodConfig, Recipe
 from dsharp.recipe_errors import RecipeError, _unwrap, one_line
 from dsharp.recipe_io import SAVED_RECIPE_HEADER
 from dsharp.recipe_yaml import parse_yaml
+from dsharp.shipped_recipes import shipped_recipes_dir
 
 # --------------------------------------------------------------------------- listing
 
@@ -38,14 +39,15 @@ class RecipeSummary:
 
 
 def find_recipes_dir(cwd: Path | None = None) -> Path:
-    """``./recipes`` if it exists, else the ``recipes/`` folder of the source checkout."""
+    """``./recipes`` if it exists, else the recipes that ship with dsharp (the installed
+    package's, or the source checkout's)."""
     here = (cwd or Path.cwd()) / "recipes"
     if here.is_dir():
         return here
-    checkout = Path(__file__).resolve().parents[2] / "recipes"
-    if checkout.is_dir():
-        return checkout
-    raise RecipeError("no recipes/ folder here or in the dsharp checkout; pass a folder")
+    shipped = shipped_recipes_dir()
+    if shipped is not None:
+        return shipped
+    raise RecipeError("no recipes/ folder here or shipped with dsharp; pass a folder")
 
 
 def summarize_recipe(path: Path) -> RecipeSummary:

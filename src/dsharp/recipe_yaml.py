@@ -12,6 +12,7 @@ import yaml
 
 from dsharp.recipe_errors import Loc, RecipeError, _dotted, one_line
 from dsharp.redaction import sensitive_setting, shown_setting
+from dsharp.shipped_recipes import missing_recipe_hint
 
 # --------------------------------------------------------------------------- YAML
 
@@ -116,7 +117,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
 def _read_yaml(path: Path) -> Any:
     source = str(path)
     if not path.exists():
-        raise RecipeError("file not found", source=source)
+        raise RecipeError(f"file not found{missing_recipe_hint(path)}", source=source)
     if path.is_dir():
         raise RecipeError("is a folder, expected a YAML file", source=source)
     try:

@@ -20,7 +20,7 @@ def list_cmd(
     folder: Path | None = typer.Argument(
         None,
         metavar="FOLDER",
-        help="Folder of recipes (default: ./recipes, else the checkout's recipes/).",
+        help="Folder of recipes (default: ./recipes, else the ones shipped with dsharp).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -28,6 +28,7 @@ def list_cmd(
     from dsharp.recipe_errors import RecipeError
     from dsharp.recipe_listing import find_recipes_dir, list_recipes
 
+    shipped = folder is None and not Path("recipes").is_dir()
     try:
         folder = folder if folder is not None else find_recipes_dir()
         summaries = list_recipes(folder)
@@ -79,6 +80,8 @@ def list_cmd(
     caption = f"run one as its command with RECIPE = {Path(where) / 'RECIPE'}"
     if example is not None:
         caption += f", e.g. {_runnable(example.command, example.file)}"
+    if shipped:  # no ./recipes: their prompt files (recipes/prompts/...) are not here either
+        caption += "\nthese ship with dsharp: `dsharp recipes copy` writes them to ./recipes"
     typer.echo("\n".join([*lines, "", caption]))  # one write: `| head` reads it whole
 
 
@@ -109,6 +112,31 @@ def _verb(command: str, file: Path) -> str:
 def _names(word: str, file: Path) -> bool:
     """Whether a word of the recipe's run command is the recipe's own path."""
     return Path(word).name == file.name
+
+
+@app.command("copy", cls=PlainHelpCommand)
+def copy_cmd(
+    dest: Path = typer.Argument(
+        Path("recipes"), metavar="FOLDER", help="Where to write them (default: ./recipes)."
+    ),
+) -> None:
+    """Copy the recipes that ship with dsharp into FOLDER, to edit and run them.
+
+    The README's commands (dsharp train recipes/quickstart.yaml) and the recipes' own prompt
+    files (recipes/prompts/...) are read from the current folder: after `dsharp recipes copy`
+    an installed dsharp runs them as written. A file already in FOLDER is never overwritten.
+    """
+    from dsharp.shipped_recipes import copy_recipes
+
+    try:
+        written = copy_recipes(dest)
+    except (FileNotFoundError, FileExistsError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as e:
+        typer.echo(f"error: {dest}: {e.strerror or e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{len(written)} files in {dest}; list them with: dsharp recipes list {dest}")
 
 
 @app.command("validate", cls=PlainHelpCommand)

@@ -1,0 +1,65 @@
+"""The recipes that ship with dsharp: inside the installed package (``dsharp/recipes``, built
+from the checkout's ``recipes/``), or the checkout's own ``recipes/`` when run from source.
+
+Why: the README's commands name ``recipes/quickstart.yaml`` from a checkout's root, and the
+shipped recipes name their prompt files the same way (``recipes/prompts/general.txt``, read
+from the current folder). A user who installed the wheel has no checkout, so
+``dsharp recipes copy`` writes the shipped folder to ``./recipes`` and those paths hold as
+written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dsharp.io import atomic_write_bytes
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_recipes_dir() -> Path | None:
+    """The installed package's ``recipes`` folder, else the source checkout's; None if
+    neither is there."""
+    for folder in (_PACKAGE / "recipes", _PACKAGE.parent.parent / "recipes"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def copy_recipes(dest: Path) -> list[Path]:
+    """Copy the shipped recipes into ``dest`` (created), returning the files written.
+
+    Refuses, before writing anything, a ``dest`` that holds any of the files: a user's
+    edited recipe is never overwritten. Each file is written atomically, so an interrupted
+    copy leaves no half-written recipe.
+    """
+    source = shipped_recipes_dir()
+    if source is None:
+        raise FileNotFoundError("this dsharp installation has no recipes folder")
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest}: not a folder")
+    files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    targets = [dest / p.relative_to(source) for p in files]
+    clashes = [t for t in targets if t.exists()]
+    if clashes:
+        more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
+        raise FileExistsError(f"{clashes[0]} already exists{more}; copy into another folder")
+    for path, target in zip(files, targets, strict=True):
+        atomic_write_bytes(target, path.read_bytes())
+    return targets
+
+
+def missing_recipe_hint(path: Path) -> str:
+    """For a missing ``recipes/...`` path that names a shipped recipe while the current
+    folder has no ``recipes/``: how to get it (``""`` otherwise)."""
+    parts = path.parts
+    if path.is_absolute() or len(parts) < 2 or parts[0] != "recipes" or Path("recipes").exists():
+        return ""
+    shipped = shipped_recipes_dir()
+    if shipped is None or not shipped.joinpath(*parts[1:]).is_file():
+        return ""
+    installed = shipped.joinpath(*parts[1:])
+    return (
+        " (no recipes/ folder here: `dsharp recipes copy` writes dsharp's recipes to "
+        f"./recipes, then run this again; or give the installed file, {installed})"
+    )

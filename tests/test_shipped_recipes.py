@@ -1,0 +1,82 @@
+"""The recipes that ship with dsharp reach a user without a checkout: ``dsharp recipes copy``
+writes them to ./recipes, and a missing ``recipes/...`` path says so.
+
+(The installed wheel itself is checked in test_packaging.py; here the shipped folder is the
+checkout's, which is where a source run finds it.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli_results import invoke
+from dsharp.recipe_listing import find_recipes_dir
+from dsharp.shipped_recipes import copy_recipes, missing_recipe_hint, shipped_recipes_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_copy_writes_every_shipped_recipe_byte_for_byte(tmp_path: Path) -> None:
+    written = copy_recipes(tmp_path / "recipes")
+    source = shipped_recipes_dir()
+    assert source is not None
+    shipped = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(tmp_path / "recipes") for p in written) == shipped
+    for rel in (Path("quickstart.yaml"), Path("prompts/general.txt"), Path("mini/table1.yaml")):
+        assert (tmp_path / "recipes" / rel).read_bytes() == (ROOT / "recipes" / rel).read_bytes()
+
+
+def test_copy_never_overwrites_and_writes_nothing_when_one_file_exists(tmp_path: Path) -> None:
+    dest = tmp_path / "recipes"
+    (dest / "mini").mkdir(parents=True)
+    (dest / "mini" / "sft.yaml").write_text("# mine\n")
+    with pytest.raises(FileExistsError, match=r"mini/sft.yaml already exists"):
+        copy_recipes(dest)
+    assert (dest / "mini" / "sft.yaml").read_text() == "# mine\n"
+    assert not (dest / "quickstart.yaml").exists()  # refused before writing anything
+
+
+def test_recipes_copy_command_then_the_readme_command_reads_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = invoke(["recipes", "copy"])
+    assert done.exit_code == 0, done.output
+    assert "files in recipes" in done.output
+    assert (tmp_path / "recipes" / "quickstart.yaml").is_file()
+    valid = invoke(["recipes", "validate", "recipes/quickstart.yaml"])
+    assert valid.exit_code == 0, valid.output
+    again = invoke(["recipes", "copy"])
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+
+
+def test_missing_shipped_recipe_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = invoke(["recipes", "validate", "recipes/quickstart.yaml"])
+    assert done.exit_code == 2
+    assert "recipes/quickstart.yaml: file not found" in done.output
+    assert "`dsharp recipes copy`" in done.output
+    # a name dsharp does not ship, or a folder that has its own recipes/: no such advice
+    assert missing_recipe_hint(Path("recipes/nope.yaml")) == ""
+    (tmp_path / "recipes").mkdir()
+    assert missing_recipe_hint(Path("recipes/quickstart.yaml")) == ""
+
+
+def test_listing_without_a_local_folder_shows_the_shipped_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert find_recipes_dir() == shipped_recipes_dir()
+    done = invoke(["recipes", "list"])
+    assert done.exit_code == 0, done.output
+    assert "quickstart.yaml" in done.output
+    assert "`dsharp recipes copy` writes them to ./recipes" in done.output
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text("# dsharp train recipes/a.yaml\nmethod: {}\n")
+    local = invoke(["recipes", "list"])
+    assert "recipes copy" not in local.output  # the user's own folder: nothing to copy
