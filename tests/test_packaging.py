@@ -51,7 +51,7 @@ def _build(backend_call: str, source: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(sdist, wheel built from that sdist's unpacked tree)."""
-    pytest.importorskip("setuptools", minversion="77")  # the SPDX license string
+    pytest.importorskip("setuptools", minversion="77")  # the SPDX license string (dev extra)
     work = tmp_path_factory.mktemp("packaging")
     tree = work / "tree"
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", ".pytest_cache")
