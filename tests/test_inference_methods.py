@@ -387,8 +387,13 @@ def test_sample_command_reports_bad_settings_before_loading_the_model(
 
 @pytest.mark.parametrize("method", ["default", "demon"])
 def test_a_size_the_model_cannot_draw_is_a_setting_error_before_any_image(
-    tiny_sd_dir, tmp_path, brightness, method
+    tiny_sd_dir, tmp_path, brightness, method, monkeypatch
 ):
+    """Where the model's config could not be read before loading (a hub id not cached),
+    the loaded model refuses the size (test_image_sides: the refusal before the load)."""
+    import dsharp.preflight
+
+    monkeypatch.setattr(dsharp.preflight, "image_size_factor", lambda model: 1)
     args = ["sample", "--model", str(tiny_sd_dir), "--prompt", "a", "--height", "60"]
     args += ["--method", method, "--steps", "1", "--out", str(tmp_path)]
     result = invoke(args + (["--reward", NAME] if method == "demon" else []))

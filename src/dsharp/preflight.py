@@ -387,6 +387,19 @@ def image_size_factor(model: Any) -> int:
         return 1  # an unreadable config is the loader's to report, with its own message
 
 
+def check_image_sides(model: Any, sides: dict[str, int | None]) -> None:
+    """Refuse, naming its input (``{"--height": 60}``; None: not given), an image side the
+    model (a ``model`` recipe section) cannot draw, from its config files alone: so that
+    ``dsharp sample`` and ``eval`` say it before the weights load, not after."""
+    factor = image_size_factor(model)
+    for label, value in sides.items():
+        if value is not None and value % factor:
+            raise ValueError(
+                f"{label} {value}: must be a multiple of {factor} for {model.pretrained} "
+                "(its VAE's downsampling)"
+            )
+
+
 def _check_side(value: int | None, factor: int, model: Any) -> None:
     if value is not None and value % factor:
         raise ValueError(f"{value} must be a multiple of {factor} for {model.pretrained}")

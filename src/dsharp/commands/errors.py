@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -113,6 +114,29 @@ def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
         raise ValueError(problem)
     check_run_fits(ckpt)  # config files only: the base's weights are compared at its load
     return ckpt
+
+
+def model_section_of(model: str | None, checkpoint: Path | None) -> Any:
+    """The ``model`` recipe section of ``--model``, or of the run of the checkpoint folder
+    ``checkpoint`` (:func:`require_model`'s), read from config files only."""
+    if checkpoint is not None:
+        from dsharp.checkpoints import read_run_recipe
+
+        return read_run_recipe(checkpoint).model
+    from dsharp.config import ModelConfig
+
+    return ModelConfig(pretrained=str(model))
+
+
+def require_image_sides(model: Any, sides: dict[str, int | None]) -> None:
+    """Image sides (``{"--height": 60}``; None: not given) that ``model`` (a ``model``
+    section) cannot draw, refused from its config files as a bad setting (exit 2) before
+    its weights load, which takes long for SDXL on a CPU; where its files are not on disk
+    the model checks once loaded."""
+    from dsharp.preflight import check_image_sides
+
+    with settings_errors():
+        check_image_sides(model, sides)
 
 
 def _run_base_offline_uncached(checkpoint: Path) -> str | None:

@@ -16,9 +16,11 @@ from dsharp.bench.t2i_data import CATEGORIES as T2I_CATEGORIES
 from dsharp.commands.errors import (
     VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
+    model_section_of,
     one_line,
     refuse_a_launch,
     require_counts,
+    require_image_sides,
     require_model,
     require_output_paths,
     settings_errors,
@@ -462,6 +464,13 @@ def evaluate_cmd(
 
         pick_device(device)  # a bad --device, then a missing model: before the rewards' weights
         require_model(model, None)
+        # a size the VAE cannot draw: from the model's config files, before its weights load
+        sides = {
+            f"--{k}" if flags[k] is not None else f"sample.{k}": section.get(k)
+            for k in ("height", "width")
+        }
+        owner_model = rec.model if rec is not None else model_section_of(model, ckpt)
+        require_image_sides(owner_model, sides)
         # built before the model loads: a reward that cannot be built (no API key, no
         # weights) must not cost the model's load first
         scorer = CombinedReward(specs)

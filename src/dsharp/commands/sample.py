@@ -11,9 +11,11 @@ import typer
 from dsharp.commands.errors import (
     VERIFIER_FLAG_HINT,
     VERIFIER_ON_ERROR_HINT,
+    model_section_of,
     one_line,
     refuse_a_launch,
     require_counts,
+    require_image_sides,
     require_model,
     require_output_paths,
     settings_errors,
@@ -180,7 +182,13 @@ def sample(
                 )
                 check_reward_settings(reward_specs(settings.reward))
         pick_device(device)  # a bad --device, then a missing model: before any weights load
-        require_model(model, checkpoint)
+        ckpt = require_model(model, checkpoint)
+        # a size the VAE cannot draw: from the model's config files, before its weights load
+        sides = {
+            f"--{k}" if flags[k] is not None else f"sample.{k}": section.get(k)
+            for k in ("height", "width")
+        }
+        require_image_sides(model_section_of(model, ckpt), sides)
         if uses_verifier:
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))

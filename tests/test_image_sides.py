@@ -1,0 +1,63 @@
+"""`dsharp sample` and `eval` refuse an image side the model's VAE cannot draw from its
+config files, before its weights (and diffusers) load: SDXL takes long to load on a CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsharp.config import ModelConfig
+from dsharp.preflight import check_image_sides
+
+# runs the CLI and says which heavy modules it imported before it stopped
+_CHECK_IMPORTS = """
+import sys
+try:
+    from dsharp.cli import main
+    sys.argv = ["dsharp", *sys.argv[1:]]
+    main()
+finally:
+    heavy = [m for m in ("diffusers", "transformers") if m in sys.modules]
+    print("heavy modules:", ",".join(heavy) or "none")
+"""
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _CHECK_IMPORTS, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "given", "label"),
+    [
+        ("sample", ["-p", "a red circle"], ["--height", "60"], "--height 60"),
+        ("sample", ["-p", "a red circle"], ["sample.width=36"], "sample.width 36"),
+        ("eval", ["--prompts", "p.txt", "--reward", "shapes"], ["--width", "36"], "--width 36"),
+    ],
+)
+def test_a_side_the_vae_cannot_draw_is_refused_before_the_model_loads(
+    tiny_sdxl_dir, tmp_path, command, extra, given, label
+):
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    args = [command, "--model", str(tiny_sdxl_dir), *extra, *given, "--out", "o"]
+    done = _run(args, tmp_path)
+    assert done.returncode == 2, done.stderr  # a bad setting, as the model's own refusal
+    factor = f"must be a multiple of 8 for {tiny_sdxl_dir} (its VAE's downsampling)"
+    assert done.stderr.strip() == f"error: {label}: {factor}"
+    assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"
+    assert not (tmp_path / "o").exists()
+
+
+def test_sides_the_vae_draws_and_pixel_space_sides_pass(tiny_sd_dir):
+    check_image_sides(ModelConfig(pretrained=str(tiny_sd_dir)), {"--height": 72, "--width": None})
+    check_image_sides(ModelConfig(pretrained="dsharp-mini"), {"--height": 60, "--width": 31})
+    with pytest.raises(ValueError, match=r"^--width 20: must be a multiple of 8 for "):
+        check_image_sides(ModelConfig(pretrained=str(tiny_sd_dir)), {"--width": 20})
