@@ -485,6 +485,9 @@ def evaluate_cmd(
 
             diffusion = build_model(rec.model, pick_device(device))
             diffusion.unet.eval()
+        from dsharp.commands.output_notes import overlong_note
+
+        overlong_note(diffusion, prompt_list)
         kept: list = []  # the images, written with the result below (--images)
         try:
             result = evaluate(

@@ -25,3 +25,27 @@ def others_note(folder: Path, written: Sequence[str]) -> None:
         f"write (kept): {shown}",
         err=True,
     )
+
+
+def overlong_note(model: object, prompts: Sequence[str]) -> None:
+    """Say on stderr, in one line, which prompts are longer than the model's text encoder
+    reads (:func:`dsharp.prompt_length.overlong_prompts`): their tail is cut off unread."""
+    from dsharp.prompt_length import overlong_prompts
+
+    found = overlong_prompts(model, prompts)
+    if not found:
+        return
+    first = found[0]
+    shown = first.prompt if len(first.prompt) <= 60 else first.prompt[:57] + "..."
+    if len(found) == 1:
+        text = (
+            f"prompt {shown!r} is {first.tokens} tokens, more than the {first.read} the text "
+            "encoder reads: the rest is cut off and changes nothing"
+        )
+    else:
+        text = (
+            f"{len(found)} prompts are longer than the {first.read} tokens the text encoder "
+            f"reads (e.g. {shown!r}, {first.tokens} tokens): the rest of each is cut off and "
+            "changes nothing"
+        )
+    typer.echo(f"note: {text}", err=True)

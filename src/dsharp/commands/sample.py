@@ -23,7 +23,7 @@ from dsharp.commands.errors import (
     user_errors,
 )
 from dsharp.commands.help_format import DEVICE_HELP
-from dsharp.commands.output_notes import others_note
+from dsharp.commands.output_notes import others_note, overlong_note
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -193,6 +193,7 @@ def sample(
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
+        overlong_note(diffusion, prompt_list)
         prompts, seeds = prompt_seeds(prompt_list, num_images, seed)
         try:
             result = generate(
