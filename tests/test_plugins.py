@@ -471,7 +471,8 @@ def test_rewards_list_exits_1_after_listing_when_a_plugin_failed(flags: list[str
     assert result.exit_code == 1, result.output
     assert "shapes" in result.stdout  # the working rewards are still listed
     assert "test-broken" in result.stdout
-    assert result.stderr.strip() == "error: 1 plugin failed to load: test-broken"
+    # it loaded: its hook failed, which is not 'failed to load'
+    assert result.stderr.strip() == "error: rewards of 1 plugin not registered: test-broken"
 
 
 LONG_DIST = "dsharp-reward-a-rather-long-distribution-name"
@@ -794,6 +795,31 @@ def test_an_unknown_reward_beside_one_plugin_that_loaded_but_registered_nothing(
     monkeypatch.setattr(plugins, "_registration_failures", [failure])
     message = plugins.unknown_reward_message("brigth", {"shapes": None})
     assert message.endswith("; plugin 'c' (dc): register_rewards failed: ValueError: no")
+
+
+def test_several_failures_are_counted_as_failed_to_load_or_not_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'N plugins failed to load' counted plugins that loaded but whose rewards were refused
+    (a clash), and a plugin refused twice as two plugins."""
+    monkeypatch.delenv("DSHARP_LOAD_PLUGINS", raising=False)
+    broken = plugins.PluginFailure("x", "dx", "cannot import x: boom")
+    monkeypatch.setattr(plugins, "_load_failures", [broken])
+    refused = [
+        plugins.PluginFailure("b", "db", "reward 'p' is registered by several plugins"),
+        plugins.PluginFailure("b", "db", "invalid reward name 'q r'"),
+    ]
+    monkeypatch.setattr(plugins, "_registration_failures", refused)
+    message = plugins.unknown_reward_message("jpeg", {"shapes": None})
+    assert message.endswith(
+        "; 1 plugin failed to load; rewards of 1 plugin not registered (`dsharp rewards list`: why)"
+    )
+    words = plugins.failures_in_words([broken, *refused], names=True)
+    assert words == "1 plugin failed to load: x; rewards of 1 plugin not registered: b"
+    monkeypatch.setattr(plugins, "_load_failures", [])
+    message = plugins.unknown_reward_message("jpeg", {"shapes": None})
+    assert "failed to load" not in message
+    assert "; rewards of 1 plugin not registered (" in message
 
 
 # --------------------------------------------------------------------------- plugin slips

@@ -18,24 +18,29 @@ app = typer.Typer(no_args_is_help=True, cls=PlainHelpGroup)
 def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List installed rewards (and plugins that failed to load). Builds nothing.
+    """List installed rewards (and plugins that failed to load or had a reward
+    refused). Builds nothing.
 
-    Exits 1 when a plugin failed to load, after listing everything, so that a script or CI
-    job that checks an environment notices a broken plugin."""
-    from dsharp.rewards.plugins import plugin_failures, plugin_list, reward_registry
+    Exits 1 when a plugin failed to load or had a reward refused, after listing
+    everything, so that a script or CI job that checks an environment notices a
+    broken plugin."""
+    from dsharp.rewards.plugins import (
+        failures_in_words,
+        plugin_failures,
+        plugin_list,
+        reward_registry,
+    )
 
     rewards = [r.as_dict() for r in reward_registry().values()]
-    failures = [f.as_dict() for f in plugin_failures()]
+    failed = plugin_failures()
+    failures = [f.as_dict() for f in failed]
     if as_json:
         doc = {"rewards": rewards, "plugins": plugin_list(), "failures": failures}
         typer.echo(json.dumps(doc, indent=2))
     else:
         _print_tables(rewards, failures)
     if failures:
-        plugins = sorted({f["plugin"] for f in failures})
-        count = f"{len(plugins)} plugin{'s' if len(plugins) > 1 else ''}"
-        names = ", ".join(plugins)
-        typer.echo(f"error: {count} failed to load: {names}", err=True)
+        typer.echo(f"error: {failures_in_words(failed, names=True)}", err=True)
         raise typer.Exit(1)
 
 

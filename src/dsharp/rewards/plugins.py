@@ -369,10 +369,28 @@ def unknown_reward_message(name: str, registry: dict[str, RegisteredReward]) -> 
     if len(failures) == 1:  # the one to suspect: say which, and why, as `rewards list` would
         message += f"; {_one_failure(failures[0])}"
     elif failures:
-        message += f"; {len(failures)} plugins failed to load (`dsharp rewards list`: why)"
+        message += f"; {failures_in_words(failures)} (`dsharp rewards list`: why)"
     if allowed_distributions() is not None:
         message += f"; {ENV_VAR} limits which plugins load"
     return message
+
+
+def failures_in_words(failures: list[PluginFailure], *, names: bool = False) -> str:
+    """How many plugins failed to load and how many loaded but had rewards not registered
+    (a clash, an invalid entry, a failing hook), each plugin counted once (``2 plugins
+    failed to load; rewards of 1 plugin not registered``), with ``names`` followed by
+    theirs. Why: one count of both called a plugin whose reward clashed 'failed to load'."""
+    loaded = [f for f in failures if f not in _load_failures]
+    parts = []
+    for group, words in (
+        ([f for f in failures if f in _load_failures], "{} failed to load"),
+        (loaded, "rewards of {} not registered"),
+    ):
+        plugins = sorted({f.plugin for f in group})
+        if plugins:
+            count = f"{len(plugins)} plugin{'s' if len(plugins) > 1 else ''}"
+            parts.append(words.format(count) + (f": {', '.join(plugins)}" if names else ""))
+    return "; ".join(parts)
 
 
 def _one_failure(failure: PluginFailure) -> str:
