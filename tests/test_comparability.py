@@ -331,6 +331,30 @@ def test_paired_says_when_it_pairs_fewer_images_than_a_source_scored(tmp_path: P
     assert same.exit_code == 0 and "paired with" not in same.stderr
 
 
+def test_paired_notes_say_the_delta_is_over_the_shared_prompts_and_images(tmp_path: Path):
+    """--paired compares the images both scored: 'a gap may be the prompts'' and 'each mean
+    is over other images' were not true of its deltas; unpaired, they still are said."""
+    base = _write(tmp_path, "base", _result(prompts=("a", "b")))
+    other = _write(tmp_path, "other", _result(prompts=("a", "c", "d")))
+    paired = _compare(tmp_path, "--paired", base, other)
+    assert paired.exit_code == 0, paired.output
+    note = (
+        "prompt sets differ (base: 2, other: 3 prompts): each row's delta is over the "
+        "prompts it shares with base"
+    )
+    assert f"note: {note}" in paired.stderr
+    assert "a gap may be the prompts'" not in paired.stderr
+    unpaired = _compare(tmp_path, base, other)
+    assert "prompt sets differ (base: 2, other: 3 prompts): a gap may be the prompts'" in (
+        unpaired.stderr
+    )
+    nan, nan2 = _unscored(("b",)), _unscored(("c",))
+    assert comparability_notes([("nan", nan), ("nan2", nan2)], paired=True) == [
+        "some images are unscored (nan: 4 of 6, nan2: 4 of 6 scored): each row's delta is "
+        "over the images both it and nan scored"
+    ]
+
+
 def test_paired_markdown_says_ci95_is_a_half_width(tmp_path: Path):
     """compare.md read alone: a ci95 of 0.16 beside a delta of 0.12 could pass for the
     interval's lower end."""

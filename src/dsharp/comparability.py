@@ -17,9 +17,13 @@ from typing import Any
 SAMPLING_KEYS = ("method", "steps", "guidance", "eta", "height", "width", "options")
 
 
-def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def comparability_notes(
+    named: list[tuple[str, dict[str, Any]]], *, paired: bool = False
+) -> list[str]:
     """One line per way the evaluations differ in how they were drawn (empty: comparable).
-    Fields an evaluation does not record are not compared."""
+    Fields an evaluation does not record are not compared. ``paired`` (``compare
+    --paired``: each row against the first, on the images both scored): other prompts or
+    scored images leave a delta over the shared ones, not a gap that may be theirs."""
     if len(named) < 2:
         return []
     notes = _scoring_notes(named)
@@ -38,8 +42,13 @@ def comparability_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     prompts = [(label, _prompt_set(res)) for label, res in named]
     if all(p is not None for _, p in prompts) and _differ([p for _, p in prompts]):
         counts = ", ".join(f"{label}: {len(p)}" for label, p in prompts)
-        notes.append(f"prompt sets differ ({counts} prompts): a gap may be the prompts'")
-    notes += _unscored_notes(named)
+        consequence = (
+            f"each row's delta is over the prompts it shares with {named[0][0]}"
+            if paired
+            else "a gap may be the prompts'"
+        )
+        notes.append(f"prompt sets differ ({counts} prompts): {consequence}")
+    notes += _unscored_notes(named, paired)
     return notes
 
 
@@ -79,10 +88,11 @@ def _image_keys(result: dict[str, Any]) -> tuple[Counter, Counter] | None:
     return every, scored
 
 
-def _unscored_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def _unscored_notes(named: list[tuple[str, dict[str, Any]]], paired: bool = False) -> list[str]:
     """A note where a source has images its rewards left unscored (``overall`` and the
     means are over the scored ones only), saying when the sources' scored images are not the
-    same (prompt, seed) pairs: the means are then over different images."""
+    same (prompt, seed) pairs: the means are then over different images. ``paired``: each
+    delta is over the images both scored, whichever those are."""
     counts = [(label, scored_count(res), _image_count(res)) for label, res in named]
     unscored = any(
         isinstance(total, int) and scored is not None and scored < total
@@ -100,6 +110,11 @@ def _unscored_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
         f"{label}: {'?' if scored is None else scored} of {'?' if total is None else total}"
         for label, scored, total in counts
     )
+    if paired:
+        return [
+            f"some images are unscored ({shown} scored): each row's delta is over the images "
+            f"both it and {named[0][0]} scored"
+        ]
     if differ:
         return [
             f"the scored images differ ({shown} scored): each mean is over other images "

@@ -107,7 +107,7 @@ def compare(
         if against is None:
             from dsharp.comparability import comparability_notes
 
-            for text in comparability_notes(named_list):
+            for text in comparability_notes(named_list, paired=paired):
                 note(text)
         if paired:
             for text in paired_notes:
