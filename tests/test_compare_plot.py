@@ -84,3 +84,37 @@ def test_a_missing_value_is_marked_not_drawn_as_a_zero_bar(drawn, tmp_path):
     (ax,) = drawn[0].axes
     marks = [(t.get_text(), round(t.get_position()[0], 6)) for t in ax.texts]
     assert marks == [(compare_plot.MISSING_BAR, round(ax.patches[4].get_x() + 0.2, 6))]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-0.5, -0.25, math.nan],  # every bar below zero: the axes end at 0
+        [-0.5, 0.02, math.nan],  # mixed, mostly below
+        [0.5, -0.02, math.nan],  # mixed, mostly above
+        [0.5, 0.25, math.nan],
+    ],
+)
+def test_a_missing_values_label_stays_inside_the_axes_on_the_side_with_room(
+    drawn, tmp_path, values
+):
+    """With every bar negative the 'n/a' label rose from y=0, above the axes, onto the
+    title: it now goes from the zero line towards the side the bars have room on. A last
+    group without any bar was cut off at the axes' right edge."""
+    columns = ["run", "overall", "cat:a", "cat:b"]
+    rows = [["base", *values], ["tuned", *(v * 0.9 for v in values)]]
+    assert compare_plot.plot_compare(columns, rows, tmp_path / "c.png")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    title = ax.title.get_window_extent(renderer)
+    assert len(ax.texts) == 2
+    for text in ax.texts:
+        assert text.get_text() == compare_plot.MISSING_BAR
+        box = text.get_window_extent(renderer)
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, (values, box, inside)
+        # the last group's slot too: without bars there, autoscaling left it outside
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, (values, box, inside)
+        assert not box.overlaps(title)

@@ -105,6 +105,17 @@ def plot_paired(
     return True
 
 
+def _missing_label_side(series: list[tuple[str, list[Any]]]) -> str:
+    """Where a missing value's label goes from the zero line: up ("bottom") where the bars
+    reach at least as far above zero as below, else down ("top"). Why: bars stop the axis
+    at zero, so with every bar negative a label drawn upwards sat above the axes, on the
+    title."""
+    finite = [float(v) for _, values in series for v in values if v is not None]
+    finite = [v for v in finite if math.isfinite(v)]
+    above, below = max([0.0, *finite]), -min([0.0, *finite])
+    return "bottom" if above >= below else "top"
+
+
 def _grouped_bars(
     groups: list[str],
     series: list[tuple[str, list[float]]],
@@ -121,6 +132,7 @@ def _grouped_bars(
     colours = series_colours(len(series))
     fig_width = min(14.0, max(5.0, 0.3 * len(groups) * (len(series) + 1))) + 1.8  # + legend
     fig, ax = plt.subplots(figsize=(fig_width, 4))
+    missing_va = _missing_label_side(series)
     for i, (label, values) in enumerate(series):
         heights = [math.nan if v is None else float(v) for v in values]
         offset = (i - (len(series) - 1) / 2) * width
@@ -133,7 +145,7 @@ def _grouped_bars(
                 MISSING_BAR,
                 rotation=90,
                 ha="center",
-                va="bottom",
+                va=missing_va,
                 fontsize=7,
                 color=colours[i],
             )
@@ -148,6 +160,8 @@ def _grouped_bars(
                 capsize=3,
             )
     ax.axhline(0, color="black", linewidth=0.6)
+    # every group's slot: a missing last value (no bar) fell beyond the autoscaled x range
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     from dsharp.score_words import wrapped
