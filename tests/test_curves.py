@@ -83,3 +83,24 @@ def test_a_one_step_run_draws_its_values_as_dots_at_a_whole_step(tmp_path, monke
     fig.canvas.draw()
     ticks = [t for ax in fig.axes for t in ax.get_xticks()]
     assert 1 in ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_every_panel_says_what_its_y_axis_is(tmp_path, monkeypatch):
+    """The panels had no y label: an axis of 0.6 .. 0.9 did not say reward, share or loss."""
+    import dsharp.curves as curves
+
+    figures = drawn_figures(monkeypatch, curves)
+    rows = [{"step": i, "loss": 0.7, "reward": 0.5, "implicit_acc": 0.5} for i in range(1, 4)]
+    plot_training_curves(_write_rows(tmp_path / "m.jsonl", rows), tmp_path / "c.png")
+    (fig,) = figures
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "training loss (the method's)",
+        "reward (the recipe's rewards)",
+        "share of pairs ranked right",
+    ]
+    fig.tight_layout()  # as atomic_save_png lays it out
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for left, right in zip(fig.axes, fig.axes[1:], strict=False):
+        label = right.yaxis.label.get_window_extent(renderer)
+        assert label.x0 > left.get_window_extent(renderer).x1  # not on the panel beside it

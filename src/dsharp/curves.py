@@ -19,11 +19,17 @@ CURVES_PNG = "training_curves.png"  # the file name in a run folder
 #: Up to this many steps a curve's values are also drawn as dots: one step's line is invisible.
 FEW_STEPS = 20
 
-# One panel per entry, in this order; a panel is drawn when at least one of its keys was logged.
-PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("loss", ("loss",)),
-    ("reward", ("reward", "reward_best", "reward_worst", "sample_reward")),
-    ("implicit accuracy", ("implicit_acc",)),
+# One panel per entry (title, y axis label, keys), in this order; a panel is drawn when at
+# least one of its keys was logged. The y label says what the numbers are: a bare axis of
+# 0.6 .. 0.9 does not say whether it is a reward, a share or a loss.
+PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("loss", "training loss (the method's)", ("loss",)),
+    (
+        "reward",
+        "reward (the recipe's rewards)",
+        ("reward", "reward_best", "reward_worst", "sample_reward"),
+    ),
+    ("implicit accuracy", "share of pairs ranked right", ("implicit_acc",)),
 )
 
 
@@ -83,20 +89,20 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
     """
     rows = read_jsonl(metrics)
     panels = []
-    for title, keys in PANELS:
+    for title, ylabel, keys in PANELS:
         lines = [(key, step_series(rows, key)) for key in keys]
         lines = [(key, points) for key, points in lines if points]
         if lines:
-            panels.append((title, lines))
+            panels.append((title, ylabel, lines))
     if not panels:
         return None
 
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    height = 3.2 + (0.6 if any(len(lines) > 1 for _, lines in panels) else 0.0)  # legend below
+    height = 3.2 + (0.6 if any(len(lines) > 1 for *_, lines in panels) else 0.0)  # legend below
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), height), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], panels, strict=True):
+    for ax, (title, ylabel, lines) in zip(axes[0], panels, strict=True):
         for key, points in lines:
             steps, values = [p["step"] for p in points], [p["y"] for p in points]
             # odd: a centred mean of ``window // 2`` steps each side spans ``window`` steps
@@ -115,6 +121,7 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
             ax.set_yscale("log")  # e.g. a pretraining loss falling by orders of magnitude
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
         steps_all = {p["step"] for _, points in lines for p in points}
         if len(steps_all) == 1:  # one step: ticks either side of it, not 0.95, 0.96, ...
             (only,) = steps_all
