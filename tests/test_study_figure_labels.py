@@ -42,3 +42,16 @@ def test_step_figure_legend_says_how_lines_are_smoothed_and_what_the_band_is(dra
     plain = PlotSpec(x="step", y="reward")
     study_outputs.plot_steps([("RLHF", rows)], plain, "Fig 4", tmp_path / "g.png", tmp_path / "d")
     assert drawn[1].axes[0].get_legend().get_title().get_text() == ""
+
+
+def test_step_figure_has_whole_step_ticks_and_its_legend_beside_the_lines(drawn, tmp_path):
+    """A 4-step row's axis read 1.0, 1.5, 2.0, ... and the legend sat inside, on the band."""
+    rows = [{"step": i, "reward": 0.1 * i, "reward_std": 0.3} for i in range(1, 5)]
+    spec = PlotSpec(x="step", y="reward", band="reward_std", smooth=5)
+    study_outputs.plot_steps([("RLHF", rows)], spec, "Figure 6", tmp_path / "f.png", tmp_path / "c")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1

@@ -189,7 +189,7 @@ def plot_steps(
     for label, points in series:  # before any figure exists: a failure leaves none open
         if not points:
             raise ValueError(f"{label}: no {spec.y!r} values in its metrics.jsonl")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))  # as Figure 5: room for the legend beside
     table: list[list[Any]] = []
     for label, points in series:
         steps = [p["step"] for p in points]
@@ -208,9 +208,20 @@ def plot_steps(
     ax.set_ylabel(spec.ylabel or spec.y)
     if spec.log_x:
         _log_x(ax)
+    else:  # whole steps: a short run's axis read 1.0, 1.5, 2.0
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(title=_smoothing_words(spec), title_fontsize=8)
+    # beside the axes, as Figure 5's: inside, it sat on a band or a raw curve's peak
+    ax.legend(
+        title=_smoothing_words(spec),
+        title_fontsize=8,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
     header = ["series", "step", spec.y, f"{spec.y}_smooth"]
     header += [spec.band, f"{spec.band}_smooth"] if spec.band else []
     _write_figure_files(fig, png, csv_path, to_csv(header, table))
