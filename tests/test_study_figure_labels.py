@@ -42,6 +42,13 @@ def test_step_figure_legend_says_how_lines_are_smoothed_and_what_the_band_is(dra
     plain = PlotSpec(x="step", y="reward")
     study_outputs.plot_steps([("RLHF", rows)], plain, "Fig 4", tmp_path / "g.png", tmp_path / "d")
     assert drawn[1].axes[0].get_legend().get_title().get_text() == ""
+    # without a band the raw values are drawn faintly behind: the legend says what they are
+    smooth = PlotSpec(x="step", y="loss", smooth=10)
+    rows = [{"step": i, "loss": 1 / i} for i in range(1, 9)]
+    study_outputs.plot_steps([("FT", rows)], smooth, "Fig 4", tmp_path / "h.png", tmp_path / "e")
+    (faint,) = [line for line in drawn[2].axes[0].get_lines() if line.get_alpha() == 0.25]
+    title = drawn[2].axes[0].get_legend().get_title().get_text()
+    assert title == "mean of the last 10 steps (faint: each step)"
 
 
 def test_step_figure_has_whole_step_ticks_and_its_legend_beside_the_lines(drawn, tmp_path):

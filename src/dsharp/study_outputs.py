@@ -244,6 +244,8 @@ def _smoothing_words(spec: PlotSpec) -> str | None:
     words = []
     if spec.smooth > 1:
         words.append(f"mean of the last {spec.smooth} steps")
+        if not spec.band:  # then plot_steps draws each step's value faintly behind
+            words[-1] += " (faint: each step)"
     if spec.band:
         words.append(f"band: +- {spec.band}")
     return "; ".join(words) or None
