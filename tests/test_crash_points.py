@@ -81,3 +81,17 @@ def test_a_finished_run_killed_during_its_report_is_told_how_to_write_it(tmp_pat
     (run / "eval-final.json").unlink()
     with pytest.raises(ValueError, match="to train it on$"):  # nothing to write
         planned_resume(no_report)
+
+
+def test_a_save_cut_short_at_a_step_never_saved_again_leaves_no_temp_folder(tmp_path):
+    """A stop's checkpoint (Ctrl-C, a scheduler's SIGTERM at step 3, not a checkpoint_every
+    multiple) killed mid-write (the SIGKILL that follows the grace period) left its hidden
+    temp folder, a whole UNet's size; the resumed run from step 2 saves step 4, never 3
+    again, so the folder stayed for good."""
+    _checkpoint(tmp_path, 2)
+    cut_short = checkpoints.temp_checkpoint_dir(tmp_path, 3)
+    (cut_short / "model").mkdir(parents=True)
+    (cut_short / "optimizer.bin").write_bytes(b"half")
+    _checkpoint(tmp_path, 4)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000004"]
