@@ -62,3 +62,20 @@ def test_step_figure_has_whole_step_ticks_and_its_legend_beside_the_lines(drawn,
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
+
+
+def test_a_one_step_figure_has_whole_step_ticks_and_shows_its_points(drawn, tmp_path):
+    """`dsharp reproduce recipes/mini/fig4_loss.yaml train.max_steps=1`: its axis read 0.945,
+    0.960, ... (MaxNLocator gives up whole numbers with fewer than two in range) and each
+    row's single point, a line through one point, drew nothing."""
+    rows = [{"step": 1, "loss": 0.07}]
+    spec = PlotSpec(x="step", y="loss", smooth=10)
+    curves = [("FT", rows), ("SFT", rows)]
+    study_outputs.plot_steps(curves, spec, "Fig 4", tmp_path / "f.png", tmp_path / "f.csv")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert 1 in ticks and all(float(t).is_integer() for t in ticks), ticks
+    bold = [line for line in ax.get_lines() if line.get_label() in ("FT", "SFT")]
+    assert len(bold) == 2 and all(line.get_marker() == "o" for line in bold)

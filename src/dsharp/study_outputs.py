@@ -194,7 +194,9 @@ def plot_steps(
     for label, points in series:
         steps = [p["step"] for p in points]
         smooth = [p["y_smooth"] for p in points]
-        (line,) = ax.plot(steps, smooth, label=label, linewidth=1.6)
+        # a line through one point draws nothing (a one-step try: train.max_steps=1)
+        dot = {"marker": "o", "markersize": 4} if len(steps) == 1 else {}
+        (line,) = ax.plot(steps, smooth, label=label, linewidth=1.6, **dot)
         if spec.smooth > 1 and not spec.band:
             ax.plot(steps, [p["y"] for p in points], color=line.get_color(), alpha=0.25, lw=0.8)
         if spec.band:
@@ -212,6 +214,9 @@ def plot_steps(
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        only = {p["step"] for _, points in series for p in points}
+        if len(only) == 1:  # one step: ticks either side of it, not 0.945, 0.960, ...
+            ax.set_xlim(min(only) - 1, min(only) + 1)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     # beside the axes, as Figure 5's: inside, it sat on a band or a raw curve's peak
