@@ -734,6 +734,8 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
 
         return Claim()
 
+    from dsharp.cli import app
+
     plugins.load_plugins()
     plugins.pm.register(claim("a"), name="test-claim-a")
     plugins.pm.register(claim("b"), name="test-claim-b")
@@ -742,6 +744,8 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
         about = [f for f in plugins.plugin_failures() if "shapez" in f.error]
         with pytest.raises(plugins.UnknownRewardError) as error:
             plugins.get_reward_info("shapez")
+        listed = CliRunner().invoke(app, ["rewards", "list"])
+        as_json = CliRunner().invoke(app, ["rewards", "list", "--json"])
     finally:
         plugins.pm.unregister(name="test-claim-a")
         plugins.pm.unregister(name="test-claim-b")
@@ -755,6 +759,13 @@ def test_a_name_two_third_party_plugins_claim_is_used_by_neither() -> None:
     assert "registered by several plugins, so neither is used" in message
     assert "test-claim-a" in message and "test-claim-b" in message
     assert "DSHARP_LOAD_PLUGINS" in message
+    # both lost the reward: 'rewards of 1 plugin not registered: test-claim-b' blamed one
+    assert listed.exit_code == 1, listed.output
+    assert listed.stderr.strip() == (
+        "error: rewards of 2 plugins not registered: test-claim-a, test-claim-b"
+    )
+    (row,) = [f for f in json.loads(as_json.stdout)["failures"] if "shapez" in f["error"]]
+    assert row == about[0].as_dict() and set(row) == {"plugin", "distribution", "error"}
 
 
 def test_an_unknown_reward_says_plugins_failed_or_were_left_out(

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -56,6 +56,9 @@ class PluginFailure:
     plugin: str
     distribution: str | None
     error: str
+    #: a clash's other claimants, left without the reward as well: the failure is one row,
+    #: but the plugins whose rewards were not registered are all of them
+    others: tuple[str, ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "distribution": self.distribution, "error": self.error}
@@ -303,6 +306,7 @@ def _collect(manager: pluggy.PluginManager) -> tuple[dict[str, RegisteredReward]
                 *claimants[-1],
                 f"reward {reward!r} is registered by several plugins, so neither is used: "
                 f"{listed}; choose one with {ENV_VAR}",
+                others=tuple(p for p, _ in claimants[:-1]),
             )
         )
     return registry, failures
@@ -386,7 +390,7 @@ def failures_in_words(failures: list[PluginFailure], *, names: bool = False) -> 
         ([f for f in failures if f in _load_failures], "{} failed to load"),
         (loaded, "rewards of {} not registered"),
     ):
-        plugins = sorted({f.plugin for f in group})
+        plugins = sorted({p for f in group for p in (f.plugin, *f.others)})
         if plugins:
             count = f"{len(plugins)} plugin{'s' if len(plugins) > 1 else ''}"
             parts.append(words.format(count) + (f": {', '.join(plugins)}" if names else ""))
