@@ -192,7 +192,7 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
             _remove_checkpoint(old)
     for left in final.parent.glob(".step-*.pruned"):  # a prune a crash cut short
         shutil.rmtree(left, ignore_errors=True)
-    for left in final.parent.glob(".step-*.tmp"):  # a save a crash cut short (see below)
+    for left in final.parent.glob(".step-*.tmp"):  # a save a crash cut short (see above)
         shutil.rmtree(left, ignore_errors=True)
     return final
 
