@@ -135,3 +135,14 @@ def test_a_sampled_round_with_sdxl_conditioning_comes_back_from_plain_values(tmp
     assert back.cond.added.keys() == rnd.cond.added.keys()
     assert all(torch.equal(back.cond.added[k], v) for k, v in rnd.cond.added.items())
     assert torch.equal(back.latents, rnd.latents) and torch.equal(back.rewards, rnd.rewards)
+
+
+@pytest.mark.parametrize("process", [0, 1])
+def test_a_round_is_given_back_on_the_device_of_one_of_several_cpu_processes(tmp_path, process):
+    """Under a launch of several CPU processes accelerate's device is ``cpu:<process>``,
+    a location torch.load cannot restore to: every resume inside a round failed there."""
+    save_round(_Rounds({"plan": [torch.tensor([[1]])], "rounds": 1}), tmp_path, process)
+    save_round(_Rounds({"rounds": 2}), tmp_path, 1 - process)
+    method = _Rounds()
+    assert load_round(method, tmp_path, process, 2, torch.device("cpu", process))
+    assert method.loaded["rounds"] == 1 and method.loaded["plan"][0].device.type == "cpu"

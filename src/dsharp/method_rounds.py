@@ -75,8 +75,11 @@ def load_round(
         if unread is not None:
             return RoundLoad(False, unread)
     path = paths[process_index]
+    where = torch.device(device)
+    if where.type == "cpu":  # accelerate's ``cpu:<process>`` on several CPU processes:
+        where = torch.device("cpu")  # torch.load restores to no indexed CPU
     try:
-        kept = torch.load(path, map_location=device, weights_only=True)
+        kept = torch.load(path, map_location=where, weights_only=True)
         method.load_round_state(kept["state"])
     except Exception as err:
         raise _cannot_load(path, checkpoint, err) from err
