@@ -187,3 +187,25 @@ def test_paths_names_and_digests_pass_the_cautious_rule_too(kept: str):
     assert quoted(kept) == repr(kept)[:57] + ("..." if len(repr(kept)) > 60 else "")
     setting = f"method.options.note={kept}"
     assert shown_setting(setting) == setting
+
+
+@pytest.mark.parametrize("name", [FAKE_UUID, FAKE_LOWER])
+def test_an_error_line_keeps_a_run_folder_named_like_a_cautious_key(
+    tmp_path, monkeypatch, capsys, name
+):
+    """A run folder named by a UUID (or a random single-case id a scheduler gave) is what
+    the user must find to fix the error: it stays in the line while it names a file or
+    folder that exists, as at load (it was '<redacted>': 'output_dir: <redacted> already
+    holds...'). The same value naming nothing is still hidden."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()
+    said = f"output_dir: {name} already holds a run's checkpoints (step-000001)"
+    with pytest.raises(typer.Exit), user_errors("recipe error"):
+        raise ValueError(f"{said}; resume with: dsharp train r.yaml output_dir={name}")
+    line = capsys.readouterr().err.strip()
+    assert line == f"recipe error: {said}; resume with: dsharp train r.yaml output_dir={name}"
+    # a saved recipe's reward options do not depend on the folder a command runs in
+    assert redact_options({"cache": name}) == {"cache": REDACTED}
+    (tmp_path / name).rmdir()
+    gone = f"output_dir: {name} already holds"
+    assert redact_text(gone) == f"output_dir: {REDACTED} already holds"

@@ -25,6 +25,9 @@ A value that looks like an API key is caught under any name, by one of two rules
   (:func:`redact_text`, :func:`quoted`) and saved reward options (:func:`redact_options`)
   use it: hiding there costs a value the user typed (a reward built from a saved recipe asks
   for it again), where refusing it at load would refuse UUID-named runs, which are common.
+  In error lines and quotes, what only this rule takes is kept where it names a file or
+  folder that exists here (a UUID-named run folder, which the user must find); saved reward
+  options do not depend on the folder a command runs in.
 
 Neither rule takes a word joined to a path's or a name's pieces (``runs/<uuid>``,
 ``runs/sk-ddpo-lr1e5-run3``, ``hf_prompts_2024_v2/...``, a sha256 folder of a cache), words
@@ -37,6 +40,7 @@ shape.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -159,18 +163,33 @@ def _random_run(m: re.Match[str], cautious: bool) -> bool:
     return cautious and min(upper, lower) == 0 and switches >= _SINGLE_CASE_SWITCHES
 
 
-def _is_key(m: re.Match[str], cautious: bool) -> bool:
+def _names_a_file(word: str) -> bool:
+    """Whether ``word`` names a file or folder that exists here (a run folder named by a
+    UUID): the name an error line must keep for the user to find it."""
+    try:
+        return os.path.lexists(word)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_key(m: re.Match[str], cautious: bool, files: bool = False) -> bool:
+    """Whether the word ``m`` matched is a key by the sure or the ``cautious`` rule; with
+    ``files``, what the cautious rule alone takes is none where it names a file or folder
+    that exists (an error line's UUID-named run folder)."""
     if m.group("rest") is not None:
         return _random_tail(m.group("rest"))
     if m.group("run") is not None:
-        return _random_run(m, cautious)
+        if _random_run(m, cautious=False):
+            return True
+        taken = cautious and _random_run(m, cautious=True)
+        return taken and not (files and _names_a_file(m.group(0)))
     if m.group("uuid") is not None:  # a UUID names runs too: hidden, never refused
-        return cautious and not _joined(m)
+        return cautious and not _joined(m) and not (files and _names_a_file(m.group(0)))
     return True
 
 
-def _hide(text: str, cautious: bool) -> str:
-    return _KEY.sub(lambda m: REDACTED if _is_key(m, cautious) else m.group(0), text)
+def _hide(text: str, cautious: bool, files: bool = False) -> str:
+    return _KEY.sub(lambda m: REDACTED if _is_key(m, cautious, files) else m.group(0), text)
 
 
 def hide_keys(text: str) -> str:
@@ -198,8 +217,9 @@ def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` (an error line, a value an error quotes, a setting typed without ``=``) with
-    its URLs' credentials and every word the cautious rule takes for a key redacted."""
-    return _hide(redact_url_credentials(text), cautious=True)
+    its URLs' credentials and every word the cautious rule takes for a key redacted, but for
+    a UUID or single-case run that names a file or folder here (a run folder to find)."""
+    return _hide(redact_url_credentials(text), cautious=True, files=True)
 
 
 def quoted(value: Any, limit: int = 60) -> str:
