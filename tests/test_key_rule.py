@@ -209,3 +209,19 @@ def test_an_error_line_keeps_a_run_folder_named_like_a_cautious_key(
     (tmp_path / name).rmdir()
     gone = f"output_dir: {name} already holds"
     assert redact_text(gone) == f"output_dir: {REDACTED} already holds"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ssh://git@github.com/org/data.git",  # a user name, no password
+        "https://reader@example.com/prompts.txt",
+        "https://example.com/prompts.txt?sort_key=name",  # a name ending in 'key', a word
+        "https://example.com/prompts.txt?hotkey=ctrl&auth=none",
+    ],
+)
+def test_a_url_with_a_user_name_or_an_ordinary_key_named_parameter_is_loaded(url: str):
+    """The load-time refusal is for credentials for sure (a password, a secret-named
+    parameter with a secret's value): echoes may hide more, but a recipe value that only
+    looks like it was refused and could not be used at all."""
+    assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url

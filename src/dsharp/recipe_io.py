@@ -82,10 +82,10 @@ def refuse_key_like_values(
     built from the saved recipe asks for them again). A value that names a file or folder
     that exists (one named by its sha256, a resumed run's ``output_dir`` of hex digits) is no
     key."""
-    from dsharp.redaction import looks_like_key, redact_url_credentials
+    from dsharp.redaction import holds_url_credentials, looks_like_key
 
     def secret(value: str) -> str | None:
-        if redact_url_credentials(value) != value:
+        if holds_url_credentials(value):
             return "holds a URL's credentials (not shown)"
         return "looks like an API key or token (not shown)" if looks_like_key(value) else None
 

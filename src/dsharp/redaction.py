@@ -309,6 +309,30 @@ def redact_url_credentials(text: str) -> str:
     return _URL.sub(one, text)
 
 
+def holds_url_credentials(text: str) -> bool:
+    """Whether a URL in ``text`` carries credentials for sure: a password in its userinfo
+    (``https://user:KEY@host``), or a query parameter named like a secret whose value is one
+    (``?api_key=...``, ``?token=...``, or ``?key=``/``?sig=`` with a generated-looking value).
+    Stricter than :func:`redact_url_credentials`, which also hides a bare user name
+    (``ssh://git@host``) and ``?sort_key=name``: what a recipe is refused for at load must
+    not refuse an ordinary value; a token written as the user name (``https://ghp_...@``)
+    is the key rule's."""
+    for m in _URL.finditer(text):
+        url = m.group(0)
+        userinfo = _URL_USERINFO.match(url)
+        info = userinfo.group(0)[len(userinfo.group(1)) : -1] if userinfo else ""
+        if info.partition(":")[2]:  # user:password@
+            return True
+        _, mark, rest = url.partition("?")
+        for param in _QUERY_PARAM.finditer("&" + rest.partition("#")[0] if mark else ""):
+            name, value = unquote(param.group(2)).strip().lower(), param.group(3)
+            if not value or re.fullmatch(r"[-+]?\d+(\.\d*)?", value):
+                continue
+            if looks_secret(name) or (secret_query_name(name) and looks_generated(value)):
+                return True
+    return False
+
+
 _UNPARSED = object()
 
 
