@@ -225,3 +225,43 @@ def test_a_url_with_a_user_name_or_an_ordinary_key_named_parameter_is_loaded(url
     parameter with a secret's value): echoes may hide more, but a recipe value that only
     looks like it was refused and could not be used at all."""
     assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url
+
+
+# AWS access key IDs: AKIA (long-lived) or ASIA (temporary) and 16 upper-case letters and
+# digits; built here from obviously fake pieces
+FAKE_AWS_IDS = ["AKIA" + "EXAMPLE0FAKE0KEY", "ASIA" + "FAKE2EXAMPLE7KEY"]
+
+
+@pytest.mark.parametrize("key_id", FAKE_AWS_IDS)
+def test_an_aws_access_key_id_is_hidden_in_echoes_and_refused_at_load(key_id: str):
+    """An AWS access key ID is 20 upper-case letters and digits: too short for the rule of
+    random mixed-case runs, and without a prefix the rule knew, so it was echoed and saved
+    under any name."""
+    assert len(key_id) == 20
+    assert looks_like_key(key_id)
+    assert redact_text(f"got {key_id!r}") == f"got {REDACTED!r}"
+    assert shown_setting(f"reward.options.on_error={key_id}") == (
+        f"reward.options.on_error={REDACTED}"
+    )
+    assert redact_options({"region": key_id}) == {"region": REDACTED}
+    with pytest.raises(RecipeError, match="method.options.note: looks like an API key") as err:
+        load_recipe(QUICKSTART, [f"method.options.note={key_id}"])
+    assert key_id not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "ASIAPACIFICSALESDATA",  # 20 upper-case letters, no digit: a name
+        "AKIAEXAMPLEEXAMPLEAB",
+        "ASIA0PACIFIC0SALES2024",  # longer than an ID
+        "AWS_ACCESS_KEY_ID",
+        "ASIA_PACIFIC_2024_RUN01",
+    ],
+)
+def test_upper_case_names_that_start_like_an_aws_key_id_are_kept(kept: str):
+    assert not looks_like_key(kept)
+    assert redact_text(kept) == kept
+    setting = f"method.options.note={kept}"
+    assert shown_setting(setting) == setting
+    assert load_recipe(QUICKSTART, [setting]).method.options["note"] == kept

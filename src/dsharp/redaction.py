@@ -14,7 +14,8 @@ A URL keeps everything but the credentials written into it: its userinfo
 A value that looks like an API key is caught under any name, by one of two rules:
 
 * **sure** (:func:`looks_like_key`, :func:`hide_keys`): a provider prefix (``sk-``, ``hf_``,
-  ``ghp_``...) before a random-looking stretch, a JWT, or a standalone run of 20+ hex digits
+  ``ghp_``...) before a random-looking stretch, an AWS access key ID (``AKIA``/``ASIA`` and
+  16 upper-case letters and digits), a JWT, or a standalone run of 20+ hex digits
   or of 28+ letters and digits in random mixed case. A recipe value outside the rewards'
   options that this rule catches is **refused at load** (it would be saved in the run
   folder), as is one holding a URL's credentials; settings a command or a plan shows
@@ -84,7 +85,8 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 
 
 # An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
-# more characters with a random-looking stretch (see _random_tail), a JWT, or a run of 20+
+# more characters with a random-looking stretch (see _random_tail), an AWS access key ID
+# (AKIA or ASIA and 16 upper-case letters and digits, some digits), a JWT, or a run of 20+
 # letters and digits that looks random (Mistral's, Cohere's, Azure's keys: see _random_run);
 # for the cautious rule only, a UUID too (see _is_key). Words, model names
 # (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names and folders that start
@@ -95,6 +97,7 @@ _KEY = re.compile(
     r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
     r"(?P<rest>[A-Za-z0-9_-]{12,})"
     r"|AIza[A-Za-z0-9_-]{20,}"
+    r"|(?P<aws>(?:AKIA|ASIA)[A-Z0-9]{16})"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
     r"|(?P<uuid>[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})"
     r"|(?P<run>[A-Za-z0-9]{20,})"
@@ -185,6 +188,8 @@ def _is_key(m: re.Match[str], cautious: bool, files: bool = False) -> bool:
         return taken and not (files and _names_a_file(m.group(0)))
     if m.group("uuid") is not None:  # a UUID names runs too: hidden, never refused
         return cautious and not _joined(m) and not (files and _names_a_file(m.group(0)))
+    if m.group("aws") is not None:  # an upper-case name (ASIAPACIFICSALESDATA) has no digit
+        return looks_generated(m.group("aws")[4:])
     return True
 
 
