@@ -61,3 +61,24 @@ def test_sides_the_vae_draws_and_pixel_space_sides_pass(tiny_sd_dir):
     check_image_sides(ModelConfig(pretrained="dsharp-mini"), {"--height": 60, "--width": 31})
     with pytest.raises(ValueError, match=r"^--width 20: must be a multiple of 8 for "):
         check_image_sides(ModelConfig(pretrained=str(tiny_sd_dir)), {"--width": 20})
+
+
+@pytest.mark.parametrize(
+    ("given", "label"),
+    [
+        (["train.height=60"], "train.height 60"),  # eval draws at the training size
+        (["train.height=64", "sample.height=60"], "sample.height 60"),
+        (["train.width=36", "--width", "44"], "--width 44"),
+    ],
+)
+def test_eval_of_a_recipe_names_the_field_a_side_came_from(tiny_sdxl_dir, tmp_path, given, label):
+    """A side eval took from the recipe's ``train.height`` (no ``sample.height``) was named
+    ``sample.height`` in the refusal, a field the recipe does not set."""
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "rlhf_sharpening.yaml"
+    args = ["eval", "--recipe", str(recipe), f"model.pretrained={tiny_sdxl_dir}", *given]
+    done = _run([*args, "--prompts", "p.txt", "--out", "o"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    factor = f"must be a multiple of 8 for {tiny_sdxl_dir} (its VAE's downsampling)"
+    assert done.stderr.strip() == f"error: {label}: {factor}"
+    assert not (tmp_path / "o").exists()

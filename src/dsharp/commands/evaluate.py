@@ -424,9 +424,15 @@ def evaluate_cmd(
         base = rec.sample.model_dump() if rec is not None else {}
         if method is not None and method != base.get("method", method):
             base["options"] = {}  # the recipe's options belong to the recipe's method
+        # where each side comes from, for messages: a flag, else sample.*, else train.*
+        origin = {
+            k: f"--{k}" if flags[k] is not None else f"sample.{k}" for k in ("height", "width")
+        }
         if rec is not None:
-            base["height"] = base["height"] or rec.train.height
-            base["width"] = base["width"] or rec.train.width
+            for k in ("height", "width"):
+                if base[k] is None and flags[k] is None and getattr(rec.train, k) is not None:
+                    origin[k] = f"train.{k}"
+                base[k] = base[k] or getattr(rec.train, k)
         base |= {k: v for k, v in flags.items() if v is not None}
         sample_overrides = [] if rec is not None else (overrides or [])
         section = parse_sample_overrides(base, sample_overrides, option or [])
@@ -465,10 +471,7 @@ def evaluate_cmd(
         pick_device(device)  # a bad --device, then a missing model: before the rewards' weights
         require_model(model, None)
         # a size the VAE cannot draw: from the model's config files, before its weights load
-        sides = {
-            f"--{k}" if flags[k] is not None else f"sample.{k}": section.get(k)
-            for k in ("height", "width")
-        }
+        sides = {origin[k]: section.get(k) for k in ("height", "width")}
         owner_model = rec.model if rec is not None else model_section_of(model, ckpt)
         require_image_sides(owner_model, sides)
         # built before the model loads: a reward that cannot be built (no API key, no
