@@ -179,8 +179,9 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     the rename is before this returns, so that after a power cut resume never trusts a
     checkpoint whose weights were still in the page cache. Every process has finished its
     part of this save, so any other temp folder is a save that a crash cut short (a SIGKILL
-    after a stop's checkpoint at a step the resumed run never saves again): a whole UNet's
-    size each, deleted here."""
+    after a stop's checkpoint at a step the resumed run never saves again), and any
+    ``.step-*.old`` folder the older copy of a step saved again that a crash kept from being
+    deleted (:func:`~dsharp.io.replace_directory`): a whole UNet's size each, deleted here."""
     tmp = temp_checkpoint_dir(run_dir, step)
     sync_tree(tmp)
     atomic_write_json(tmp / "trainer_state.json", state)
@@ -193,6 +194,8 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     for left in final.parent.glob(".step-*.pruned"):  # a prune a crash cut short
         shutil.rmtree(left, ignore_errors=True)
     for left in final.parent.glob(".step-*.tmp"):  # a save a crash cut short (see above)
+        shutil.rmtree(left, ignore_errors=True)
+    for left in final.parent.glob(".step-*.old"):  # a step saved again, a crash cut short
         shutil.rmtree(left, ignore_errors=True)
     return final
 
