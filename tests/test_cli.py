@@ -1106,6 +1106,22 @@ def test_sample_refuses_a_seed_torch_would_not_take(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_sample_refuses_images_whose_seeds_run_past_the_seed_range(tmp_path):
+    """Image i uses --seed + i: --seed 2**32 - 1 with two images gave the second image seed
+    2**32, past the range the help promises, where --seed 2**32 itself is refused."""
+    args = ["sample", "--model", tmp_path / "never-loaded", "-p", "a red circle", "-p", "a"]
+    result = invoke([*args, "--seed", str(2**32 - 3), "-n", "2", "--out", tmp_path / "out"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: --seed {2**32 - 3}: 4 images (-n 2 x 2 prompts) use seeds up to {2**32} "
+        f"(image i: --seed + i), past 2**32 - 1; give --seed {2**32 - 4} or less"
+    )
+    assert not (tmp_path / "out").exists()
+    # the last seed of the range is taken: the model is looked for next
+    result = invoke([*args, "--seed", str(2**32 - 4), "-n", "2", "--out", tmp_path / "out"])
+    assert result.stderr.strip().startswith("error: model folder not found: "), result.output
+
+
 def test_eval_t2i_compbench_checks_its_work_folder_before_loading(tmp_path, monkeypatch):
     """With --out elsewhere, the rows still go to the run's t2i-compbench/ from the first
     prompt on: a run folder nothing can be written in is refused before the model loads."""

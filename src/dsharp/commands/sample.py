@@ -25,6 +25,21 @@ from dsharp.commands.errors import (
 from dsharp.commands.help_format import DEVICE_HELP
 from dsharp.commands.output_notes import others_note, overlong_note
 
+SEED_MAX = 2**32 - 1  # as train.seed: numpy's, and the help's promise
+
+
+def _require_seeds_in_range(seed: int, num_images: int, prompts: int) -> None:
+    """Refuse a ``--seed`` whose images' seeds (``seed + i``) run past :data:`SEED_MAX`,
+    before any weights load: ``--seed`` alone is checked by its option."""
+    images = num_images * prompts
+    last = seed + images - 1
+    if last > SEED_MAX:
+        raise usage_error(
+            f"--seed {seed}: {images} images (-n {num_images} x {prompts} "
+            f"prompt{'s' if prompts != 1 else ''}) use seeds up to {last} (image i: --seed + "
+            f"i), past 2**32 - 1; give --seed {SEED_MAX - images + 1} or less"
+        )
+
 
 def _slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "empty"
@@ -148,6 +163,7 @@ def sample(
         if not prompt_list:
             raise usage_error("give --prompt TEXT (repeatable) or --prompts FILE")
         require_counts({"--num-images": num_images, "--steps": steps, "--batch-size": batch_size})
+        _require_seeds_in_range(seed, num_images, len(prompt_list))
         require_output_paths({"--out": out}, {})
         reward_options = parse_reward_sets(set_ or [])
         check_on_error_settings(on_error, reward_options)
