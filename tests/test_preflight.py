@@ -846,3 +846,27 @@ def test_the_scheduler_config_is_not_fetched_offline_unreachable_or_for_a_path(
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
     assert scheduler_without_weights(hub, fetch=True) is None
+
+
+def test_a_seed_a_launchs_later_process_cannot_take_is_refused_before_training(monkeypatch):
+    """accelerate seeds process i with train.seed + i, and numpy refuses 2**32: under a
+    launch of 4 processes train.seed 2**32 - 3 failed in process 3 only, after the launch
+    ("Seed must be between 0 and 2**32 - 1"), though the field's own range took it."""
+    import numpy as np
+
+    from dsharp.config import load_recipe
+    from dsharp.preflight import check_runtime
+
+    with pytest.raises(ValueError, match="Seed must be between 0 and 2"):
+        np.random.seed(2**32)  # what the later process ran into
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    recipe = load_recipe(QUICKSTART, [f"train.seed={2**32 - 3}"])
+    with pytest.raises(ValueError) as error:
+        check_runtime(recipe)
+    assert str(error.value) == (
+        f"train.seed: {2**32 - 3} with 4 processes: process i seeds with train.seed + i, up "
+        f"to 2**32 - 1 (numpy's limit); give train.seed {2**32 - 4} or less"
+    )
+    check_runtime(load_recipe(QUICKSTART, [f"train.seed={2**32 - 4}"]))
+    monkeypatch.delenv("WORLD_SIZE")
+    check_runtime(load_recipe(QUICKSTART, [f"train.seed={2**32 - 1}"]))  # one process

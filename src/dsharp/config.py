@@ -449,7 +449,11 @@ class TrainConfig(_Section):
         "under fp16.",
     )
     seed: int = Field(
-        0, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1, as torch takes it)."
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Random seed (0 to 2**32 - 1, numpy's range; process i of a launch "
+        "seeds with seed + i, so at most 2**32 - N with N processes).",
     )
     height: int | None = Field(None, ge=1, description="Image height; None = model default.")
     width: int | None = Field(None, ge=1, description="Image width; None = model default.")

@@ -315,6 +315,7 @@ def check_runtime(recipe: Any) -> None:
     except ValueError as err:
         raise ValueError(f"model.weight_dtype: {err}") from None
     train = recipe.train
+    _check_process_seeds(train.seed)
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
     if (
@@ -341,6 +342,20 @@ def check_runtime(recipe: Any) -> None:
         raise ValueError(
             f"train.trackers: {name} needs its package, which is not installed "
             f"(pip install {name}); accelerate would log nothing to it"
+        )
+
+
+def _check_process_seeds(seed: int) -> None:
+    """Refuse a ``train.seed`` that a launch's later processes cannot seed with: accelerate
+    seeds process ``i`` with ``seed + i`` (random, numpy, torch), and numpy refuses any seed
+    past 2**32 - 1, which would fail those processes only, after the launch."""
+    from dsharp.launch import launch_size
+
+    processes = launch_size()
+    if seed + processes - 1 > 2**32 - 1:
+        raise ValueError(
+            f"train.seed: {seed} with {processes} processes: process i seeds with train.seed "
+            f"+ i, up to 2**32 - 1 (numpy's limit); give train.seed {2**32 - processes} or less"
         )
 
 
