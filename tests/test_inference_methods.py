@@ -4,6 +4,7 @@ exact NFE counting, seeded reproducibility, search monotonicity, Demon's weights
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 from pathlib import Path
@@ -518,3 +519,47 @@ def test_zero_order_neighbours_are_unit_variance_noises(model, brightness, monke
     assert float(neighbours.std()) == pytest.approx(1.0, abs=0.08)
     correlation = float((neighbours * pivot).mean() / pivot.pow(2).mean())
     assert correlation == pytest.approx(1 / math.sqrt(2), abs=0.08)
+
+
+def _progress_lines(monkeypatch, log_every_s: float) -> io.StringIO:
+    """The progress bars' output, written off a terminal as a job's log gets it."""
+    from rich.console import Console
+
+    import dsharp.progress
+
+    out = io.StringIO()
+    monkeypatch.setattr(dsharp.progress, "console", Console(file=out, force_terminal=False))
+    monkeypatch.setattr(dsharp.progress, "LOG_EVERY_S", log_every_s)
+    return out
+
+
+@pytest.mark.parametrize("method", ["inference_scaling", "demon"])
+def test_an_inference_time_methods_progress_moves_within_an_image(
+    model, brightness, monkeypatch, method
+):
+    """The bar counted images only: one image of a long search showed 0/1 until it ended,
+    and off a terminal nothing was written until then. The network evaluations move it."""
+    out = _progress_lines(monkeypatch, 0.0)  # a line at every update
+    opts = {"N": 2} if method == "inference_scaling" else {"K": 2, "estimate": "tweedie"}
+    result = generate(model, ["a red circle"], [7], _settings(method, **opts), progress=True)
+    lines = [line.split(",")[0] for line in out.getvalue().splitlines() if ": " in line]
+    nfe = int(result.nfe_per_image)
+    head, done = lines[0].split(": ")  # the first UNet call's rows, before the image is done
+    assert head == "sample network evaluations" and done.endswith("/?")
+    assert 0 < int(done[:-2]) < nfe and lines.index("sample: 1/1") > 0
+    assert f"sample network evaluations: {nfe}/{nfe}" in lines
+
+
+def test_off_a_terminal_the_evaluations_counter_writes_its_line_once_at_the_end(
+    model, brightness, monkeypatch
+):
+    """Lines wait for the interval: a quick run of three images writes each bar's last line
+    only, not one per image (the counter's total, estimated from the first image, is met
+    only at the end)."""
+    out = _progress_lines(monkeypatch, 3600.0)
+    settings = _settings("inference_scaling", N=2)
+    result = generate(model, ["a", "b", "c"], [1, 2, 3], settings, progress=True)
+    total = int(result.nfe_per_image * 3)
+    lines = [line.split(",")[0] for line in out.getvalue().splitlines() if ": " in line]
+    assert sorted(lines) == ["sample network evaluations: 36/36", "sample: 3/3"]
+    assert total == 36  # 3 images of 2 candidates of 3 steps with CFG

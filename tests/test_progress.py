@@ -55,3 +55,29 @@ def test_lines_before_the_end_give_the_time_left_at_the_mean_rate(monkeypatch):
     assert lines[0] == "train: 6/10, 30 s elapsed, about 60 s left"
     assert lines[1] == "train: 10/10, 30 s elapsed"  # finished: nothing left to say
     assert dsharp.progress._time_left(state, 10) is None  # no progress yet: no estimate
+
+
+def test_off_a_terminal_a_counter_past_its_total_writes_its_finished_line_once():
+    """A counter whose total is an estimate (an inference-time method's network evaluations,
+    from its first image) may go past it: a finished task wrote a line at every update."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    with _Progress(TextColumn("bar"), console=console, log_every_s=0.0) as progress:
+        task = progress.add_task("evals", total=2)
+        for _ in range(4):
+            progress.advance(task)
+    lines = [line.split(",")[0] for line in out.getvalue().splitlines() if ": " in line]
+    assert lines == ["evals: 1/2", "evals: 2/2"]
+
+
+def test_each_row_of_a_task_bar_shows_its_own_name(monkeypatch):
+    """Every row showed the bar's label: a second row (the network evaluations) read as a
+    second copy of the images' row."""
+    import dsharp.progress
+
+    out = io.StringIO()
+    monkeypatch.setattr(dsharp.progress, "console", Console(file=out, force_terminal=True))
+    with dsharp.progress.task_progress("sample") as progress:
+        progress.add_task("sample", total=1)
+        progress.add_task("sample network evaluations", total=None)
+    assert "sample network evaluations" in out.getvalue()

@@ -241,7 +241,12 @@ def generate(
                 bar.update(task, advance=images.shape[0])
         else:
             verifier = verifier or Verifier(reward_specs(settings.reward))
-            for prompt, seed in zip(prompts, seeds, strict=True):
+            # one image can take long (N full samples, a search at every step): a second
+            # counter moves with the network evaluations, its total estimated from the first
+            # image's, so that the bar (and, off a terminal, its lines) show work going on
+            evals = bar.add_task(f"{progress_label} network evaluations", total=None)
+            counter.on_rows = lambda rows: bar.advance(evals, rows)
+            for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
                 ctx = ImageContext(
                     model,
                     prompt,
@@ -263,6 +268,9 @@ def generate(
                 except RewardError as err:
                     raise RewardError(f"prompt {prompt!r}, seed {seed}: {err}") from err
                 bar.update(task, advance=1)
+                if i == 0:  # images of one setting cost alike: the first's count, times all
+                    bar.update(evals, total=counter.rows * len(prompts))
+            bar.update(evals, total=counter.rows)
     images = torch.cat(out)
     searched = None if method.run is None else verifier.reward.evaluations / images.shape[0]
     return Generated(

@@ -1,5 +1,6 @@
 """Rich progress bars that show what a user watches: reward and loss during training,
-images done during sampling and evaluation.
+images done during sampling and evaluation (and, for an inference-time method, whose one
+image can take long, the network evaluations done).
 
 Where stderr is not a terminal (a log file, ``nohup``, a job scheduler), rich draws its bar
 only when the work ends; there the bars also write a plain line every
@@ -31,12 +32,13 @@ class _Progress(Progress):
     """A rich Progress that, off a terminal, also writes ``label: done/total, elapsed, left,
     fields`` lines at most every ``log_every_s`` seconds and when a task completes."""
 
-    def __init__(self, *columns: Any, log_every_s: float = LOG_EVERY_S, **kwargs: Any):
+    def __init__(self, *columns: Any, log_every_s: float | None = None, **kwargs: Any):
         super().__init__(*columns, **kwargs)
-        self.log_every_s = log_every_s
+        self.log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
         self._log_lines = not self.disable and not self.console.is_terminal
         self._last_line = time.monotonic()
         self._first_completed: dict[Any, float] = {}
+        self._finished_lines: set[Any] = set()  # a finished task's line is written once
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
         task_id = super().add_task(description, *args, **kwargs)
@@ -56,9 +58,13 @@ class _Progress(Progress):
             return
         task = self._tasks[task_id]
         now = time.monotonic()
+        if task_id in self._finished_lines and task.finished:
+            return  # a counter past its estimated total goes on: its line was written
         if now - self._last_line < self.log_every_s and not task.finished:
             return
         self._last_line = now
+        if task.finished:
+            self._finished_lines.add(task_id)
         total = int(task.total) if task.total is not None else "?"
         parts = [f"{task.description}: {int(task.completed)}/{total}"]
         parts.append(f"{task.elapsed or 0:.0f} s elapsed")
@@ -123,9 +129,10 @@ class TrainProgress:
 
 
 def task_progress(label: str, enabled: bool = True) -> Progress:
-    """A plain counter bar for sampling and evaluation loops."""
+    """A plain counter bar for sampling and evaluation loops (``label`` names its first
+    task; each row shows its own task's name)."""
     return _Progress(
-        TextColumn(f"[bold]{label}"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

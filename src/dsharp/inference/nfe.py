@@ -8,6 +8,7 @@ and whatever a method does, the count is what the UNet actually ran.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,11 @@ class NFECounter:
     the total; :meth:`per_image` divides by the number of images generated.
     """
 
-    def __init__(self, model: DiffusionModel):
+    def __init__(self, model: DiffusionModel, on_rows: Callable[[int], None] | None = None):
         self.model = model
         self.rows = 0
         self.calls = 0
+        self.on_rows = on_rows  # told the rows of each call once it ran (a progress bar)
         self._saved: tuple[bool, Any] | None = None
 
     def __enter__(self) -> NFECounter:
@@ -40,7 +42,10 @@ class NFECounter:
         def counted(latents: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             self.rows += int(latents.shape[0])
             self.calls += 1
-            return inner(latents, *args, **kwargs)
+            out = inner(latents, *args, **kwargs)
+            if self.on_rows is not None:
+                self.on_rows(int(latents.shape[0]))
+            return out
 
         self.model.predict_noise = counted  # type: ignore[method-assign]
         return self
@@ -65,6 +70,7 @@ class NFECounter:
         return self.rows / images
 
 
-def count_nfe(model: DiffusionModel) -> NFECounter:
-    """``with count_nfe(model) as counter: ...``; then ``counter.rows`` UNet rows ran."""
-    return NFECounter(model)
+def count_nfe(model: DiffusionModel, on_rows: Callable[[int], None] | None = None) -> NFECounter:
+    """``with count_nfe(model) as counter: ...``; then ``counter.rows`` UNet rows ran.
+    ``on_rows`` is called with the rows of each UNet call after it ran."""
+    return NFECounter(model, on_rows)
