@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_results import invoke
 from dsharp.config import ModelConfig
 from dsharp.preflight import check_image_sides
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # runs the CLI and says which heavy modules it imported before it stopped
 _CHECK_IMPORTS = """
@@ -82,3 +85,48 @@ def test_eval_of_a_recipe_names_the_field_a_side_came_from(tiny_sdxl_dir, tmp_pa
     factor = f"must be a multiple of 8 for {tiny_sdxl_dir} (its VAE's downsampling)"
     assert done.stderr.strip() == f"error: {label}: {factor}"
     assert not (tmp_path / "o").exists()
+
+
+def _recipe(folder: Path, pretrained: str) -> Path:
+    """A recipe of ``pretrained`` (the tiny smoke recipe, shapes reward: no weights)."""
+    text = (ROOT / "recipes" / "tiny" / "rlhf_sharpening.yaml").read_text()
+    path = folder / "r.yaml"
+    path.write_text(text.replace("pretrained: dsharp-mini", f"pretrained: {pretrained}"))
+    return path
+
+
+def test_eval_checks_the_model_it_loads_not_the_recipes(tiny_sdxl_dir, tmp_path):
+    """With --recipe, --model (or --checkpoint) is the model that loads: its VAE, not the
+    recipe's model's, says which sides it draws."""
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    recipe = _recipe(tmp_path, "dsharp-mini")
+    args = ["eval", "--recipe", recipe, "--model", tiny_sdxl_dir, "--prompts", "p.txt"]
+    done = _run([str(a) for a in args] + ["--height", "60", "--out", "o.json"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    factor = f"must be a multiple of 8 for {tiny_sdxl_dir} (its VAE's downsampling)"
+    assert done.stderr.strip() == f"error: --height 60: {factor}"
+    assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"
+
+
+def test_eval_draws_a_side_the_given_model_draws_though_the_recipes_model_cannot(
+    tiny_sd_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    recipe = _recipe(tmp_path, str(tiny_sd_dir))
+    args = ["eval", "--recipe", recipe, "--model", "dsharp-mini", "--prompts", "p.txt"]
+    args += ["--reward", "shapes", "--height", "60", "--width", "60", "--seeds", "1"]
+    done = invoke(args + ["--steps", "1", "--device", "cpu", "--out", tmp_path / "e.json"])
+    assert done.exit_code == 0, done.output  # dsharp-mini is pixel space: 60 is drawn
+    assert (tmp_path / "e.json").is_file()
+
+
+def test_a_recipes_train_side_is_named_as_the_recipe_sets_it(tiny_sd_dir, tmp_path):
+    """eval falls back to the recipe's train.height: the refusal names that field."""
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    recipe = _recipe(tmp_path, str(tiny_sd_dir))
+    args = ["eval", "--recipe", str(recipe), "train.height=60", "--prompts", "p.txt"]
+    done = _run(args + ["--out", "o.json"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    factor = f"must be a multiple of 8 for {tiny_sd_dir} (its VAE's downsampling)"
+    assert done.stderr.strip() == f"error: train.height 60: {factor}"

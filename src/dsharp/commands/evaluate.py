@@ -472,7 +472,9 @@ def evaluate_cmd(
         require_model(model, None)
         # a size the VAE cannot draw: from the model's config files, before its weights load
         sides = {origin[k]: section.get(k) for k in ("height", "width")}
-        owner_model = rec.model if rec is not None else model_section_of(model, ckpt)
+        # the model that loads below: --model or --checkpoint beats the recipe's own
+        given_model = model is not None or ckpt is not None
+        owner_model = model_section_of(model, ckpt) if given_model or rec is None else rec.model
         require_image_sides(owner_model, sides)
         # built before the model loads: a reward that cannot be built (no API key, no
         # weights) must not cost the model's load first
