@@ -130,3 +130,12 @@ def test_a_recipes_train_side_is_named_as_the_recipe_sets_it(tiny_sd_dir, tmp_pa
     assert done.returncode == 2, done.stderr
     factor = f"must be a multiple of 8 for {tiny_sd_dir} (its VAE's downsampling)"
     assert done.stderr.strip() == f"error: train.height 60: {factor}"
+
+
+def test_t2i_compbench_refuses_a_side_before_its_prompts_and_the_model(tiny_sdxl_dir, tmp_path):
+    args = ["eval", "--bench", "t2i-compbench", "--model", str(tiny_sdxl_dir)]
+    done = _run(args + ["--width", "36", "--data", "nowhere", "--out", "o.json"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    factor = f"must be a multiple of 8 for {tiny_sdxl_dir} (its VAE's downsampling)"
+    assert done.stderr.strip() == f"error: --width 36: {factor}"
+    assert done.stdout.strip().splitlines()[-1] == "heavy modules: none"

@@ -647,6 +647,8 @@ def _t2i_compbench(
         cats, options = check_settings(categories, split, evaluator_options)
     pick_device(device)  # a bad --device, a missing model: before the prompts' download
     ckpt = require_model(model, checkpoint)
+    # a size the VAE cannot draw: from the model's config files, before the prompts' download
+    require_image_sides(model_section_of(model, ckpt), {"--height": height, "--width": width})
     step = checkpoint_step(ckpt) if ckpt is not None else None  # a damaged file: now
     json_name = f"eval-{T2I_COMPBENCH}.json"
     target = out or _default_target(ckpt, None, None, json_name)
