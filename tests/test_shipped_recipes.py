@@ -80,3 +80,25 @@ def test_listing_without_a_local_folder_shows_the_shipped_ones(
     (tmp_path / "recipes" / "a.yaml").write_text("# dsharp train recipes/a.yaml\nmethod: {}\n")
     local = invoke(["recipes", "list"])
     assert "recipes copy" not in local.output  # the user's own folder: nothing to copy
+
+
+def test_missing_recipe_with_prompt_files_is_not_sent_to_the_installed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipped recipe that reads recipes/prompts/... runs only from a copy: the installed
+    file, given from here, would fail on its prompts file next."""
+    monkeypatch.chdir(tmp_path)
+    shipped = shipped_recipes_dir()
+    assert shipped is not None
+    assert "prompts_file: recipes/prompts/" in (shipped / "paper" / "d3po.yaml").read_text()
+    hint = missing_recipe_hint(Path("recipes/paper/d3po.yaml"))
+    assert "`dsharp recipes copy`" in hint
+    assert "installed file" not in hint
+    # the installed file, as the other hint offers, is refused on its prompts file
+    installed = invoke(["recipes", "validate", str(shipped / "paper" / "d3po.yaml")])
+    assert installed.exit_code == 2
+    assert "file not found: recipes/prompts/general.txt" in installed.output
+    # one that names no such file still offers the installed file, which validates
+    quick = missing_recipe_hint(Path("recipes/quickstart.yaml"))
+    assert f"or give the installed file, {shipped / 'quickstart.yaml'}" in quick
+    assert invoke(["recipes", "validate", str(shipped / "quickstart.yaml")]).exit_code == 0

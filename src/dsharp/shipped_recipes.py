@@ -10,7 +10,9 @@ written.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dsharp.io import atomic_write_bytes
 
@@ -59,7 +61,29 @@ def missing_recipe_hint(path: Path) -> str:
     if shipped is None or not shipped.joinpath(*parts[1:]).is_file():
         return ""
     installed = shipped.joinpath(*parts[1:])
-    return (
-        " (no recipes/ folder here: `dsharp recipes copy` writes dsharp's recipes to "
-        f"./recipes, then run this again; or give the installed file, {installed})"
-    )
+    copy = "no recipes/ folder here: `dsharp recipes copy` writes dsharp's recipes to ./recipes"
+    if _names_recipes_files(installed):  # its recipes/prompts/... are read from ./recipes too
+        return f" ({copy}, then run this again)"
+    return f" ({copy}, then run this again; or give the installed file, {installed})"
+
+
+def _names_recipes_files(recipe: Path) -> bool:
+    """Whether the recipe names a file under ``recipes/`` (its prompts file): such a path is
+    read from the current folder, so the installed recipe runs only after a copy."""
+    import yaml
+
+    def strings(node: Any) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return True  # unreadable: do not send the user to it
+    return any(Path(text).parts[:1] == ("recipes",) for text in strings(data))
