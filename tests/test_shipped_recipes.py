@@ -102,3 +102,25 @@ def test_missing_recipe_with_prompt_files_is_not_sent_to_the_installed_file(
     quick = missing_recipe_hint(Path("recipes/quickstart.yaml"))
     assert f"or give the installed file, {shipped / 'quickstart.yaml'}" in quick
     assert invoke(["recipes", "validate", str(shipped / "quickstart.yaml")]).exit_code == 0
+
+
+def test_copy_elsewhere_says_which_recipes_read_prompts_from_recipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paper recipes name recipes/prompts/general.txt, read from the current folder:
+    copied to another FOLDER they fail on it, and the copy says so; to ./recipes they run."""
+    monkeypatch.chdir(tmp_path)
+    done = invoke(["recipes", "copy", "mine"])
+    assert done.exit_code == 0, done.output
+    [note] = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert "read their prompts file from recipes/prompts/ in the current folder" in note
+    relying = int(note.split()[1])
+    assert relying == sum(
+        "recipes/prompts/" in p.read_text() for p in (tmp_path / "mine").rglob("*.yaml")
+    )
+    failing = invoke(["recipes", "validate", "mine/paper/d3po.yaml"])
+    assert "file not found: recipes/prompts/general.txt" in failing.output
+    local = invoke(["recipes", "copy"])
+    assert local.exit_code == 0, local.output
+    assert "note:" not in local.stderr
+    assert invoke(["recipes", "validate", "recipes/paper/d3po.yaml"]).exit_code == 0

@@ -10,7 +10,7 @@ written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,13 @@ def missing_recipe_hint(path: Path) -> str:
     if _names_recipes_files(installed):  # its recipes/prompts/... are read from ./recipes too
         return f" ({copy}, then run this again)"
     return f" ({copy}, then run this again; or give the installed file, {installed})"
+
+
+def reading_recipes_folder(files: Sequence[Path]) -> list[Path]:
+    """The recipes among ``files`` that name a file under ``recipes/`` (their prompts file),
+    which is read from the current folder: copied elsewhere than ``./recipes`` they do not
+    find it there."""
+    return [f for f in files if f.suffix in (".yaml", ".yml") and _names_recipes_files(f)]
 
 
 def _names_recipes_files(recipe: Path) -> bool:

@@ -126,7 +126,7 @@ def copy_cmd(
     files (recipes/prompts/...) are read from the current folder: after `dsharp recipes copy`
     an installed dsharp runs them as written. A file already in FOLDER is never overwritten.
     """
-    from dsharp.shipped_recipes import copy_recipes
+    from dsharp.shipped_recipes import copy_recipes, reading_recipes_folder
 
     try:
         written = copy_recipes(dest)
@@ -137,6 +137,19 @@ def copy_cmd(
         typer.echo(f"error: {dest}: {e.strerror or e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{len(written)} files in {dest}; list them with: dsharp recipes list {dest}")
+    relying = [] if _is_local_recipes(dest) else reading_recipes_folder(written)
+    if relying:  # their recipes/prompts/... is read from ./recipes, which this copy is not
+        typer.echo(
+            f"note: {len(relying)} of them (e.g. {relying[0]}) read their prompts file from "
+            f"recipes/prompts/ in the current folder, not from {dest}: run them from a folder "
+            "whose recipes/ holds it (`dsharp recipes copy` with no FOLDER writes ./recipes)",
+            err=True,
+        )
+
+
+def _is_local_recipes(dest: Path) -> bool:
+    """Whether ``dest`` is ``./recipes``, where the recipes' own ``recipes/...`` paths point."""
+    return dest.resolve() == (Path.cwd() / "recipes").resolve()
 
 
 @app.command("validate", cls=PlainHelpCommand)
