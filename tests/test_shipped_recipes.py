@@ -124,3 +124,12 @@ def test_copy_elsewhere_says_which_recipes_read_prompts_from_recipes(
     assert local.exit_code == 0, local.output
     assert "note:" not in local.stderr
     assert invoke(["recipes", "validate", "recipes/paper/d3po.yaml"]).exit_code == 0
+
+
+def test_copy_into_the_shipped_folder_itself_is_refused(tmp_path):
+    """In a checkout the shipped recipes are its recipes/: a copy into recipes/x would be
+    listed, and copied again, as recipes of their own."""
+    inside = shipped_recipes_dir() / "copy-of-recipes"
+    with pytest.raises(FileExistsError, match="inside the shipped recipes folder"):
+        copy_recipes(inside)
+    assert not inside.exists()

@@ -40,6 +40,9 @@ def copy_recipes(dest: Path) -> list[Path]:
         raise FileNotFoundError("this dsharp installation has no recipes folder")
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest}: not a folder")
+    if dest.resolve().is_relative_to(source.resolve()):  # a checkout's own recipes/x: the
+        # copies would be listed and copied again as recipes of their own
+        raise FileExistsError(f"{dest}: inside the shipped recipes folder {source}")
     files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     targets = [dest / p.relative_to(source) for p in files]
     clashes = [t for t in targets if t.exists()]
