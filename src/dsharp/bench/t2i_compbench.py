@@ -87,6 +87,26 @@ def select_prompts(prompts: Sequence[str], limit: int | None) -> list[tuple[int,
     return limit_prompts(indexed, limit, None) if limit else indexed
 
 
+def pending_categories(
+    prompt_set: PromptSet,
+    categories: Sequence[str],
+    limit: int | None,
+    out_dir: Path | str | None = None,
+) -> list[str]:
+    """The categories with a selected prompt that ``out_dir``'s rows do not hold yet: those
+    whose evaluators must be built (a caller builds them before it loads the model, so that
+    a missing evaluator does not cost the model's load first)."""
+    done: set[tuple] = set()
+    if out_dir is not None:
+        rows = read_jsonl(Path(out_dir) / PARTIAL_FILE)
+        done = {(r["category"], r["index"], r["prompt"]) for r in rows}
+    return [
+        c
+        for c in categories
+        if any((c, i, p) not in done for i, p in select_prompts(prompt_set.prompts[c], limit))
+    ]
+
+
 # --------------------------------------------------------------------------- resume state
 
 
@@ -258,6 +278,7 @@ def run_t2i_compbench(
     seed_base: int = 0,
     batch_size: int = 8,
     model_id: str | None = None,
+    scorer: T2IScorer | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (a :class:`~dsharp.models.base.DiffusionModel`) on T2I-CompBench.
 
@@ -269,7 +290,8 @@ def run_t2i_compbench(
     :class:`~dsharp.generate.SampleSettings`; ``evaluator_options``: keys of
     :class:`~dsharp.bench.t2i_scoring.EvaluatorOptions`; ``out_dir``: resumable state
     (and kept images); ``model_id``: names the model in the output and the resume check
-    (default: the model's ``source``).
+    (default: the model's ``source``); ``scorer``: a :class:`T2IScorer` built (and
+    prepared) beforehand from the same ``evaluator_options``, else one is built here.
     """
     from dsharp.generate import SampleSettings
     from dsharp.progress import task_progress
@@ -282,7 +304,10 @@ def run_t2i_compbench(
     cats, options = check_settings(categories, split, evaluator_options)
     prompt_set = load_prompt_set(cats, split, data_dir)
     settings = settings or SampleSettings()
-    scorer = T2IScorer(options)
+    if scorer is None:
+        scorer = T2IScorer(options)
+    elif scorer.options != options:
+        raise ValueError("scorer: built from other evaluator options than evaluator_options")
     seeds = [seed_base + j for j in range(images_per_prompt)]
     model_id = model_id or str(getattr(model, "source", None) or type(model).__name__)
 

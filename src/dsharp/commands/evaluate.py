@@ -636,8 +636,9 @@ def _t2i_compbench(
 ) -> tuple[dict, Path | None]:
     """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
     from dsharp.bench import run_t2i_compbench
-    from dsharp.bench.t2i_compbench import check_settings
+    from dsharp.bench.t2i_compbench import check_settings, pending_categories
     from dsharp.bench.t2i_data import load_prompt_set
+    from dsharp.bench.t2i_scoring import T2IScorer
     from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import load_model_for_inference, pick_device
     from dsharp.generate import SampleSettings
@@ -668,7 +669,7 @@ def _t2i_compbench(
         # its rows are written from the first prompt on: check it now
         check_output_folder(work_dir, "t2i-compbench work folder")
     with settings_errors():  # read (or fetched) before the model loads; no prompt: exit 2
-        load_prompt_set(cats, split, data)
+        prompt_set = load_prompt_set(cats, split, data)
     settings = SampleSettings(
         steps=steps or 25,
         guidance=guidance if guidance is not None else 5.0,
@@ -684,6 +685,10 @@ def _t2i_compbench(
         fingerprint = fingerprint_of(model_id, split, seeds, settings, options, method)
         check_resumable(work_dir, fingerprint, instead)
         _say_resumed(work_dir)
+    # the evaluators still needed, built before the model loads: an evaluator that cannot be
+    # built (no weights offline) must not cost the model's load first, as for other benches
+    scorer = T2IScorer(options)
+    scorer.prepare(pending_categories(prompt_set, cats, limit, work_dir))
     diffusion = load_model_for_inference(model, checkpoint, device)
     try:
         result = run_t2i_compbench(
@@ -700,6 +705,7 @@ def _t2i_compbench(
             progress=progress,
             batch_size=batch_size,
             model_id=model_id,
+            scorer=scorer,
         )
     except KeyboardInterrupt:
         if work_dir is not None:
