@@ -214,3 +214,31 @@ def test_seed_base_reaches_the_generated_images(monkeypatch):
     )
     assert out["seeds"] == [7, 8]
     assert calls == [(["a red car", "a red car"], [7, 8])]
+
+
+@pytest.mark.parametrize(
+    ("categories", "named"),
+    [
+        (["spatial"], ["the spatial rule's two object nouns"]),
+        (["color"], ["BLIP-VQA's noun phrases"]),
+        (
+            ["complex"],
+            ["BLIP-VQA's noun phrases", "object nouns", "complex's CLIP text keeps"],
+        ),
+    ],
+)
+def test_rule_based_noun_phrases_are_stated_for_every_category_they_change(categories, named):
+    """The spatial objects are found by the noun phrase method too: a spatial-only
+    evaluation without spaCy stated no substitution for them."""
+    from dsharp.bench.t2i_scoring import describe_evaluators
+
+    _, notes = describe_evaluators(EvaluatorOptions(), categories, "rules")
+    stated = [n for n in notes if n.startswith("noun phrases: ")]
+    assert len(stated) == 1 and "spaCy en_core_web_sm is not installed" in stated[0]
+    assert all(part in stated[0] for part in named), stated[0]
+    _, chosen = describe_evaluators(EvaluatorOptions(noun_phrases="rules"), categories, "rules")
+    assert any(n.startswith("noun phrases: noun_phrases=rules, so ") for n in chosen)
+    _, with_spacy = describe_evaluators(EvaluatorOptions(), categories, "spacy")
+    assert not any(n.startswith("noun phrases") for n in with_spacy)
+    _, clip_only = describe_evaluators(EvaluatorOptions(), ["non_spatial"], "rules")
+    assert clip_only == []

@@ -277,11 +277,8 @@ def describe_evaluators(
             "max_phrases": options.max_phrases,
             "noun_phrases": method,
         }
-        if method == "rules":
-            notes.append(
-                "noun phrases: dsharp's rule-based extractor instead of spaCy en_core_web_sm "
-                "(not installed)"
-            )
+    if method == "rules" and cats & {*ATTRIBUTE_CATEGORIES, "spatial", "complex"}:
+        notes.append(_rules_note(cats, chosen=options.noun_phrases == "rules"))
     if cats & {"non_spatial", "complex"}:
         evaluators["clip"] = {"model": options.clip_model, "pretrained": options.clip_pretrained}
     if cats & {"spatial", "complex"}:
@@ -290,6 +287,7 @@ def describe_evaluators(
             "architecture": "OWLv2 (transformers Owlv2ForObjectDetection)",
             "threshold": options.detector_threshold,
             "query_template": options.detector_query,
+            "noun_phrases": method,
         }
         notes.append(
             "spatial: the benchmark's UniDet detector is replaced by the open-vocabulary "
@@ -303,3 +301,23 @@ def describe_evaluators(
                 "set upstream_on_top_of=true to reproduce)"
             )
     return evaluators, notes
+
+
+def _rules_note(categories: set[str], chosen: bool) -> str:
+    """The substitution rule-based noun phrases make (in place of spaCy), naming what of
+    the evaluated categories it changes: the spatial objects lean on it as much as BLIP's
+    questions, and complex's CLIP text drops adjectives by a word list instead of tags.
+    ``chosen``: the option asked for the rules (else spaCy is missing)."""
+    uses = []
+    if categories & {*ATTRIBUTE_CATEGORIES, "complex"}:
+        uses.append("BLIP-VQA's noun phrases")
+    if categories & {"spatial", "complex"}:
+        uses.append("the spatial rule's two object nouns")
+    if "complex" in categories:
+        uses.append(
+            "the words complex's CLIP text keeps (adjectives dropped by a word list, not by "
+            "part-of-speech tags)"
+        )
+    listed = f"{', '.join(uses[:-1])} and {uses[-1]}" if len(uses) > 1 else uses[0]
+    why = "noun_phrases=rules" if chosen else "spaCy en_core_web_sm is not installed"
+    return f"noun phrases: {why}, so dsharp's rule-based extractor picks {listed}"
