@@ -348,3 +348,29 @@ def test_a_study_row_of_another_method_has_no_row_of_tables_2_and_3(tmp_path: Pa
     ]
     plans = load_study(_study(tmp_path, table, rows)).rows
     assert [paper_row_of(table, plan) for plan in plans] == [None, 2, None, 4]
+
+
+def test_a_rows_quick_t2i_compbench_look_is_noted_beside_the_paper(tmp_path: Path):
+    """A T2I-CompBench evaluation written into a row folder (as recipes/paper/table1.yaml
+    says to) joins the row; one of 2 prompts per category and 1 image per prompt printed
+    its delta beside the paper's full-protocol numbers with no word."""
+    loaded = load_study(_study(tmp_path, "table1", [{"label": "sdxl", "train": False}]))
+    _finish(loaded, lambda plan: _clip(0.33))
+    t2i = {
+        "bench": "t2i-compbench",
+        "split": "val",
+        "overall": 0.5,
+        "metrics": {"t2i_color": {"mean": 0.5}},
+        "t2i_compbench": {"color": {"n_prompts": 2}},
+        "images_per_prompt": 1,
+        "limit": 2,
+        "data": {"files": {"color_val.txt": {"matches_snapshot": True, "n": 300}}},
+        "substitutions": [],
+    }
+    (loaded.rows[0].run_dir / "eval-t2i-compbench.json").write_text(json.dumps(t2i))
+    write_outputs(loaded, echo=lambda _: None)
+    markdown = (tmp_path / "out" / "table.md").read_text()
+    assert (
+        "Note: sdxl: its T2I-CompBench columns were measured with prompts per category "
+        "color 2 of 300 (--limit 2); 1 image per prompt, not 10;" in markdown
+    )

@@ -70,7 +70,7 @@ def _write_table(
     paper_csv = out / "table-paper.csv"
     paper_text = None
     if study.paper_table is not None:
-        paper, why_not, unpaired = _paper_comparison(study.paper_table, done)
+        paper, why_not, unpaired, protocol = _paper_comparison(study.paper_table, done)
         if paper is None:
             md += ["", f"Not beside the paper's {study.paper_table}: {why_not}."]
             echo(f"not beside the paper's {study.paper_table}: {why_not}")
@@ -78,7 +78,7 @@ def _write_table(
             from dsharp.bench.paper import as_printed_notes, paper_legend, paper_source
 
             p_columns, p_rows = paper
-            printed = as_printed_notes(study.paper_table, p_rows)
+            printed = [*as_printed_notes(study.paper_table, p_rows), *protocol]
             md += ["", f"## Beside the paper ({study.paper_table}, {paper_source()})", ""]
             md += [paper_legend(study.paper_table), ""]
             md.append(to_markdown(p_columns, p_rows))
@@ -126,11 +126,13 @@ def _row_result(plan: RowPlan) -> dict[str, Any]:
 
 def _paper_comparison(
     table: str, done: list[RowPlan]
-) -> tuple[tuple[list[str], list[list[Any]]] | None, str, list[str]]:
+) -> tuple[tuple[list[str], list[list[Any]]] | None, str, list[str], list[str]]:
     """The rows beside the paper's, as ``dsharp compare ROW... --against paper`` shows them
     (every eval*.json of a row folder merged, so a T2I-CompBench evaluation written there
     joins the row), or None with the reason there is none (no row has a paper row, or none
-    of our metrics has a paper column); and the rows left out for having no paper row."""
+    of our metrics has a paper column); the rows left out for having no paper row; and
+    where a row's T2I-CompBench columns were measured otherwise than the paper's
+    (:func:`dsharp.bench.t2i_protocol.protocol_notes`)."""
     from dsharp.bench import compare_with_paper
     from dsharp.bench.paper import MISSING, paper_table
     from dsharp.paper_results import results_for_paper
@@ -151,13 +153,16 @@ def _paper_comparison(
             None,
             f"none of the rows shown has a paper row ({shown}: {_UNPAIRED})",
             [],
+            [],
         )
     columns, rows = compare_with_paper(named, table)
     ours = [r for r in rows if str(r[0]).startswith("ours:")]
     width = len(paper_table(table)[0])  # row name + the paper's columns; ours (shapes) follow
     if all(v == MISSING for r in ours for v in r[1:width]):
-        return None, "no metric of these rows maps to one of its columns", unpaired
-    return (columns, rows), "", unpaired
+        return None, "no metric of these rows maps to one of its columns", unpaired, []
+    from dsharp.bench.t2i_protocol import protocol_notes
+
+    return (columns, rows), "", unpaired, protocol_notes(named, paper_table(table)[0])
 
 
 # --------------------------------------------------------------------------- figures

@@ -274,9 +274,15 @@ def _own_metrics(results: Mapping[str, Mapping[str, Any]], columns: Sequence[str
 def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One result whose metrics are the union of ``results``' (a later one wins a clash):
     a model's T2I-CompBench and reward-bench evaluations side by side in one row. Each
-    metric keeps its reward's recorded settings (``reward_specs``), which say its scale."""
+    metric keeps its reward's recorded settings (``reward_specs``), which say its scale; a
+    T2I-CompBench evaluation, how it departs from the benchmark's protocol
+    (:mod:`dsharp.bench.t2i_protocol`), which its metrics alone do not say."""
+    from dsharp.bench.t2i_protocol import PROTOCOL_KEY, T2I_BENCH, protocol_of
+
     merged: dict[str, Any] = {"metrics": {}, "reward_specs": {}}
     for result in results:
+        if result.get("bench") == T2I_BENCH or PROTOCOL_KEY in result:
+            merged[PROTOCOL_KEY] = protocol_of(result)
         metrics = result.get("metrics", {}) or {}
         merged["metrics"].update(metrics)
         specs = result.get("reward_specs") or {}

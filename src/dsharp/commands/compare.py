@@ -89,13 +89,15 @@ def compare(
             rich_table = to_rich(columns, rows, title="dsharp compare --paired")
         elif against == "paper":
             from dsharp.bench import compare_with_paper
-            from dsharp.bench.paper import as_printed_notes, default_reference_notes
+            from dsharp.bench.paper import as_printed_notes, default_reference_notes, paper_table
+            from dsharp.bench.t2i_protocol import protocol_notes
 
             merge_notes: list[str] = []
             found = [results_for_paper(Path(src), table, merge_notes) for src in sources]
             named = dict(distinct_labels(found, sources))
             columns, rows = compare_with_paper(named, table)
             paper_notes = [*default_reference_notes(named, table), *as_printed_notes(table, rows)]
+            paper_notes += protocol_notes(named, paper_table(table)[0])
             for text in [*merge_notes, *paper_notes]:
                 note(text)
             title = f"dsharp compare --against paper ({table})"
