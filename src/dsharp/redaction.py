@@ -269,7 +269,10 @@ def _hide_key_like(text: str) -> str:
 # Credentials written into a URL (``https://user:KEY@host/v1``, ``https://TOKEN@host``): the
 # userinfo runs to the last "@" before the path.
 _URL_CREDENTIALS = r"([a-z][a-z0-9+.-]*://)[^/?#\s]*@"
-_URL_USERINFO = re.compile("^" + _URL_CREDENTIALS, re.I)
+# Found anywhere in a URL, not only at its start: a URL written after another without a
+# space between (``https://a.example,https://user:KEY@b.example``) or inside another's query
+# (``?u=https://user:KEY@host``) is read as a piece of the first one.
+_ANY_URL_USERINFO = re.compile(r"(?<![a-z0-9+.-])" + _URL_CREDENTIALS, re.I)
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
 # A query parameter (``?key=...&api-version=...``); keys go in queries too (``?key=KEY``).
 _QUERY_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s\]}]*)")
@@ -308,7 +311,7 @@ def redact_url_credentials(text: str) -> str:
     ``?token=``, ``?sig=``...)."""
 
     def one(m: re.Match[str]) -> str:
-        url = _URL_USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
+        url = _ANY_URL_USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
         return _redact_query(url)
 
     return _URL.sub(one, text)
@@ -324,10 +327,10 @@ def holds_url_credentials(text: str) -> bool:
     is the key rule's."""
     for m in _URL.finditer(text):
         url = m.group(0)
-        userinfo = _URL_USERINFO.match(url)
-        info = userinfo.group(0)[len(userinfo.group(1)) : -1] if userinfo else ""
-        if info.partition(":")[2]:  # user:password@
-            return True
+        for userinfo in _ANY_URL_USERINFO.finditer(url):
+            info = userinfo.group(0)[len(userinfo.group(1)) : -1]
+            if info.partition(":")[2]:  # user:password@
+                return True
         _, mark, rest = url.partition("?")
         for param in _QUERY_PARAM.finditer("&" + rest.partition("#")[0] if mark else ""):
             name, value = unquote(param.group(2)).strip().lower(), param.group(3)
