@@ -81,3 +81,32 @@ def test_each_row_of_a_task_bar_shows_its_own_name(monkeypatch):
         progress.add_task("sample", total=1)
         progress.add_task("sample network evaluations", total=None)
     assert "sample network evaluations" in out.getvalue()
+
+
+def test_off_a_terminal_a_row_updated_often_leaves_lines_to_one_updated_seldom(monkeypatch):
+    """An inference-time method's network evaluations move many times per image: sharing
+    one interval with the images' row, they took every line, and a log no longer said how
+    many images were done until the last one (images of 10 s, lines every 30 s)."""
+    import types
+
+    import dsharp.progress
+
+    now = [0.0]
+    monkeypatch.setattr(dsharp.progress, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    with _Progress(TextColumn("bar"), console=console, log_every_s=30.0) as progress:
+        images = progress.add_task("sample", total=9)
+        evals = progress.add_task("sample network evaluations", total=None)
+        for _ in range(9):
+            for _ in range(20):  # 20 network evaluations of 0.5 s each
+                now[0] += 0.5
+                progress.advance(evals)
+            progress.update(images, advance=1)
+    lines = [line.split(",")[0] for line in out.getvalue().splitlines() if ": " in line]
+    assert [line for line in lines if line.startswith("sample: ")] == [
+        "sample: 3/9",
+        "sample: 6/9",
+        "sample: 9/9",
+    ]
+    assert "sample network evaluations: 60/?" in lines  # its own line every 30 s too

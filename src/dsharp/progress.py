@@ -30,19 +30,22 @@ LOG_EVERY_S = 30.0
 
 class _Progress(Progress):
     """A rich Progress that, off a terminal, also writes ``label: done/total, elapsed, left,
-    fields`` lines at most every ``log_every_s`` seconds and when a task completes."""
+    fields`` lines, each task's at most every ``log_every_s`` seconds and when it completes:
+    a task updated often (the network evaluations) must not take every line from one
+    updated seldom (the images done)."""
 
     def __init__(self, *columns: Any, log_every_s: float | None = None, **kwargs: Any):
         super().__init__(*columns, **kwargs)
         self.log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
         self._log_lines = not self.disable and not self.console.is_terminal
-        self._last_line = time.monotonic()
+        self._last_line: dict[Any, float] = {}  # each task's last line written
         self._first_completed: dict[Any, float] = {}
         self._finished_lines: set[Any] = set()  # a finished task's line is written once
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
         task_id = super().add_task(description, *args, **kwargs)
         self._first_completed[task_id] = self._tasks[task_id].completed  # a resume's start
+        self._last_line[task_id] = time.monotonic()
         return task_id
 
     def update(self, task_id: Any, **kwargs: Any) -> None:
@@ -60,9 +63,9 @@ class _Progress(Progress):
         now = time.monotonic()
         if task_id in self._finished_lines and task.finished:
             return  # a counter past its estimated total goes on: its line was written
-        if now - self._last_line < self.log_every_s and not task.finished:
+        if now - self._last_line.get(task_id, 0.0) < self.log_every_s and not task.finished:
             return
-        self._last_line = now
+        self._last_line[task_id] = now
         if task.finished:
             self._finished_lines.add(task_id)
         total = int(task.total) if task.total is not None else "?"
