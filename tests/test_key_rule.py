@@ -284,3 +284,13 @@ def test_a_urls_password_after_another_url_is_hidden_and_refused(value: str):
     assert "FAKEPASS" not in json.dumps(redact_options({"endpoint": value}))
     with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
         load_recipe(QUICKSTART, [f"method.options.note={value}"])
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["key=v2", "token=none", "partition_key=2024-01", "sort_key=name2", "key=images/img001.png"],
+)
+def test_a_short_or_path_like_value_under_a_key_named_parameter_is_loaded(query: str):
+    """Too short, or a path: no secret, though its parameter's name is a secret's."""
+    url = f"https://example.com/data.jsonl?{query}"
+    assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url

@@ -317,6 +317,15 @@ def redact_url_credentials(text: str) -> str:
     return _URL.sub(one, text)
 
 
+def _secret_sized(value: str) -> bool:
+    """Whether a query value could be a secret: 8 characters or more, no number, no path or
+    file name (``?key=v2``, ``?token=none``, ``?partition_key=2024-01``,
+    ``?key=images/img001.png`` are ordinary values)."""
+    value = unquote(value)
+    number = re.fullmatch(r"[-+]?\d+(\.\d*)?", value)
+    return len(value) >= 8 and not number and not re.search(r"[/.]", value)
+
+
 def holds_url_credentials(text: str) -> bool:
     """Whether a URL in ``text`` carries credentials for sure: a password in its userinfo
     (``https://user:KEY@host``), or a query parameter named like a secret whose value is one
@@ -334,7 +343,7 @@ def holds_url_credentials(text: str) -> bool:
         _, mark, rest = url.partition("?")
         for param in _QUERY_PARAM.finditer("&" + rest.partition("#")[0] if mark else ""):
             name, value = unquote(param.group(2)).strip().lower(), param.group(3)
-            if not value or re.fullmatch(r"[-+]?\d+(\.\d*)?", value):
+            if not _secret_sized(value):
                 continue
             if looks_secret(name) or (secret_query_name(name) and looks_generated(value)):
                 return True
