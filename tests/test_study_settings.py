@@ -115,3 +115,31 @@ def test_table1_scores_the_papers_reward_columns_on_their_scales(
             1.0,
         )
         assert paper_row_of("table1", plan) == plan.label
+
+
+#: The reward evaluations every training row of recipes/mini/table1.yaml is sized to spend.
+MINI_TABLE1_BUDGET = 960
+
+
+@pytest.mark.parametrize("label", ["rlhf_sharpening", "sft_sharpening"])
+def test_mini_table1_sharpening_rows_spend_the_shared_reward_budget(
+    label: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """mini/table1.yaml compares methods at one budget of reward evaluations: a sharpening
+    row's steps are the budget over what one of its steps spends, which its base recipe
+    decides (n, m, the timesteps trajectories start from, the online samples' own reward).
+    One step is measured here, as training logs it, so a change to the base recipe that
+    moves the cost must move the row's steps too."""
+    import json
+
+    import dsharp
+
+    monkeypatch.chdir(ROOT)
+    loaded = load_study(Path("recipes/mini/table1.yaml"), [f"output_dir={tmp_path}"])
+    plan = next(p for p in loaded.rows if p.label == label)
+    train = plan.recipe.train.model_copy(update={"max_steps": 1, "checkpoint_every": 0})
+    one_step = plan.recipe.model_copy(update={"train": train, "output_dir": str(plan.run_dir)})
+    run = dsharp.train(one_step, progress=False, report=False)
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    spent = first["reward_evals"] * plan.recipe.train.max_steps
+    assert 0.9 * MINI_TABLE1_BUDGET <= spent <= 1.1 * MINI_TABLE1_BUDGET, (label, spent)
