@@ -143,3 +143,32 @@ def test_mini_table1_sharpening_rows_spend_the_shared_reward_budget(
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     spent = first["reward_evals"] * plan.recipe.train.max_steps
     assert 0.9 * MINI_TABLE1_BUDGET <= spent <= 1.1 * MINI_TABLE1_BUDGET, (label, spent)
+
+
+def _plots_loss(path: Path) -> bool:
+    """Whether a study is a figure of the training loss (Figure 4), read from its file."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return (data.get("plot") or {}).get("y") == "loss"
+
+
+LOSS_FIGURES = [p for p in STUDIES if _plots_loss(p)]
+
+
+@pytest.mark.parametrize("path", LOSS_FIGURES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_loss_figures_measure_every_row_s_loss_in_one_space(
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Figure 4 draws standard fine-tuning's loss beside SFT sharpening's. Fine-tuning
+    regresses the UNet's native target (v on dsharp-mini); SFT sharpening's default error
+    space is epsilon, whose squared error is abar_t times v's, so its curve would sit lower
+    for the units alone. Every sharpening row must measure the native error too (on SDXL,
+    an epsilon model, native is epsilon)."""
+    monkeypatch.chdir(ROOT)
+    loaded = load_study(path.relative_to(ROOT), stand_in_overrides(path, ROOT, tmp_path))
+    methods = {plan.recipe.method.name for plan in loaded.rows}
+    assert methods == {"finetune", "sft_sharpening"}, methods
+    for plan in loaded.rows:
+        if plan.recipe.method.name == "sft_sharpening":
+            assert plan.recipe.method.options.get("error_space") == "native", plan.label
