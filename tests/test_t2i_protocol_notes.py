@@ -89,3 +89,32 @@ def test_compare_against_paper_says_a_quick_look_is_not_the_papers_protocol(tmp_
     assert any("UniDet" in n and "OWLv2" in n for n in notes)
     markdown = (tmp_path / "compare.md").read_text()
     assert "1 image per prompt, not 10" in markdown and "OWLv2" in markdown
+
+
+def test_a_merge_keeps_the_gaps_of_every_t2i_evaluation_it_shows():
+    """A run folder with a quick look at color and a full spatial evaluation: the row shows
+    both, so the quick color's --limit and images per prompt are said though the full
+    evaluation came later; an evaluation whose columns were all replaced says nothing."""
+    columns = paper_table("table1")[0]
+    quick = _t2i_result(
+        metrics={"t2i_color": {"mean": 0.5, "n": 2}},
+        t2i_compbench={"color": {"n_prompts": 2}},
+    )
+    full = _t2i_result(
+        metrics={"t2i_spatial": {"mean": 0.3, "n": 3000}},
+        t2i_compbench={"spatial": {"n_prompts": 300}},
+        images_per_prompt=10,
+        limit=None,
+    )
+    notes = protocol_notes({"run": merge_results([quick, full])}, columns)
+    assert notes[0] == (
+        "run: its T2I-CompBench columns were measured with prompts per category color 2 of "
+        "300 (--limit 2); 1 image per prompt, not 10; the paper's follow the benchmark (val "
+        "split, every prompt, 10 images per prompt), so its delta is not the model's alone"
+    )
+    assert len(notes) == 2 and notes[1].startswith("run: T2I-CompBench scored otherwise than")
+    # a full evaluation of color again, later: the quick one's column is no longer shown
+    full_color = {**full, "metrics": {"t2i_color": {"mean": 0.4, "n": 3000}}}
+    full_color["t2i_compbench"] = {"color": {"n_prompts": 300}}
+    merged = merge_results([quick, full, full_color])
+    assert protocol_notes({"run": merged}, columns) == notes[1:]

@@ -277,14 +277,17 @@ def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     metric keeps its reward's recorded settings (``reward_specs``), which say its scale; a
     T2I-CompBench evaluation, how it departs from the benchmark's protocol
     (:mod:`dsharp.bench.t2i_protocol`), which its metrics alone do not say."""
-    from dsharp.bench.t2i_protocol import PROTOCOL_KEY, T2I_BENCH, protocol_of
+    from dsharp.bench.t2i_protocol import PROTOCOL_KEY, T2I_BENCH, merge_protocols, protocol_of
 
     merged: dict[str, Any] = {"metrics": {}, "reward_specs": {}}
-    for result in results:
+    owner: dict[str, int] = {}  # which result each merged T2I-CompBench column comes from
+    protocols: dict[int, dict[str, list[str]]] = {}
+    for index, result in enumerate(results):
         if result.get("bench") == T2I_BENCH or PROTOCOL_KEY in result:
-            merged[PROTOCOL_KEY] = protocol_of(result)
+            protocols[index] = protocol_of(result)
         metrics = result.get("metrics", {}) or {}
         merged["metrics"].update(metrics)
+        owner.update({key: index for key in metrics if str(key).startswith("t2i_")})
         specs = result.get("reward_specs") or {}
         for key in metrics:  # each metric keeps the settings of the file it came from
             if key in specs:
@@ -293,6 +296,11 @@ def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 merged["reward_specs"].pop(key, None)
         if result.get("paper_row") is not None:
             merged["paper_row"] = result["paper_row"]
+    # every T2I-CompBench evaluation whose columns the row shows says how it was measured:
+    # a quick look's color beside a full spatial run is not the full run's
+    shown = [protocols[i] for i in sorted(protocols) if i in owner.values()]
+    if shown:
+        merged[PROTOCOL_KEY] = merge_protocols(shown)
     return merged
 
 

@@ -32,6 +32,15 @@ def protocol_of(result: Mapping[str, Any]) -> dict[str, list[str]]:
     return {"gaps": protocol_gaps(result), "substitutions": _texts(result)}
 
 
+def merge_protocols(protocols: Sequence[Mapping[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """The gaps and substitutions of several evaluations whose columns one merged result
+    shows, each said once: none of them may be left unsaid because another came later."""
+    return {
+        key: list(dict.fromkeys(text for p in protocols for text in p.get(key) or []))
+        for key in ("gaps", "substitutions")
+    }
+
+
 def _texts(record: Mapping[str, Any]) -> list[str]:
     value = record.get("substitutions")
     return [str(v) for v in value] if isinstance(value, list) else []
