@@ -133,3 +133,26 @@ def test_copy_into_the_shipped_folder_itself_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="inside the shipped recipes folder"):
         copy_recipes(inside)
     assert not inside.exists()
+
+
+def test_only_a_checkouts_recipes_folder_stands_for_the_shipped_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package folder on PYTHONPATH (~/lib/dsharp) is no checkout: the user's own
+    ~/recipes beside lib/ is not dsharp's (copied as dsharp's, a copy into it refused)."""
+    import dsharp.shipped_recipes as shipped
+
+    home = tmp_path / "home"
+    (home / "lib" / "dsharp").mkdir(parents=True)
+    (home / "recipes").mkdir()
+    (home / "recipes" / "mine.yaml").write_text("model: {pretrained: dsharp-mini}\n")
+    monkeypatch.setattr(shipped, "_PACKAGE", home / "lib" / "dsharp")
+    assert shipped_recipes_dir() is None
+    with pytest.raises(FileNotFoundError, match="has no recipes folder"):
+        copy_recipes(tmp_path / "copy")
+    checkout = tmp_path / "checkout"
+    (checkout / "src" / "dsharp").mkdir(parents=True)
+    (checkout / "recipes").mkdir()
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'dsharp'\n")
+    monkeypatch.setattr(shipped, "_PACKAGE", checkout / "src" / "dsharp")
+    assert shipped_recipes_dir() == checkout / "recipes"

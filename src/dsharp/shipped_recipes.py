@@ -21,10 +21,16 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def shipped_recipes_dir() -> Path | None:
     """The installed package's ``recipes`` folder, else the source checkout's; None if
-    neither is there."""
-    for folder in (_PACKAGE / "recipes", _PACKAGE.parent.parent / "recipes"):
-        if folder.is_dir():
-            return folder
+    neither is there. The checkout's only where the package is its ``src/dsharp`` beside
+    ``pyproject.toml``: a package folder put on ``PYTHONPATH`` elsewhere (``~/lib/dsharp``)
+    would take a user's own ``~/recipes`` for dsharp's, copy it as such and refuse to copy
+    into it."""
+    if (_PACKAGE / "recipes").is_dir():
+        return _PACKAGE / "recipes"
+    root = _PACKAGE.parent.parent
+    checkout = _PACKAGE.parent.name == "src" and (root / "pyproject.toml").is_file()
+    if checkout and (root / "recipes").is_dir():
+        return root / "recipes"
     return None
 
 
