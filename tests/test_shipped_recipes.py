@@ -126,13 +126,21 @@ def test_copy_elsewhere_says_which_recipes_read_prompts_from_recipes(
     assert invoke(["recipes", "validate", "recipes/paper/d3po.yaml"]).exit_code == 0
 
 
-def test_copy_into_the_shipped_folder_itself_is_refused(tmp_path):
+def test_copy_into_the_shipped_folder_itself_is_refused(tmp_path, monkeypatch):
     """In a checkout the shipped recipes are its recipes/: a copy into recipes/x would be
-    listed, and copied again, as recipes of their own."""
-    inside = shipped_recipes_dir() / "copy-of-recipes"
+    listed, and copied again, as recipes of their own; a copy onto recipes/ itself is said
+    to be that folder. (A stand-in shipped folder: a broken refusal writes nothing here.)"""
+    import dsharp.shipped_recipes as shipped
+
+    source = tmp_path / "recipes"
+    source.mkdir()
+    (source / "a.yaml").write_text("model: {pretrained: dsharp-mini}\n")
+    monkeypatch.setattr(shipped, "shipped_recipes_dir", lambda: source)
     with pytest.raises(FileExistsError, match="inside the shipped recipes folder"):
-        copy_recipes(inside)
-    assert not inside.exists()
+        copy_recipes(source / "copy-of-recipes")
+    assert not (source / "copy-of-recipes").exists()
+    with pytest.raises(FileExistsError, match="is the shipped recipes folder"):
+        copy_recipes(source)
 
 
 def test_only_a_checkouts_recipes_folder_stands_for_the_shipped_one(

@@ -46,6 +46,8 @@ def copy_recipes(dest: Path) -> list[Path]:
         raise FileNotFoundError("this dsharp installation has no recipes folder")
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest}: not a folder")
+    if dest.resolve() == source.resolve():  # a checkout's root: its recipes/ are these
+        raise FileExistsError(f"{dest}: is the shipped recipes folder; copy into another folder")
     if dest.resolve().is_relative_to(source.resolve()):  # a checkout's own recipes/x: the
         # copies would be listed and copied again as recipes of their own
         raise FileExistsError(f"{dest}: inside the shipped recipes folder {source}")
