@@ -369,3 +369,64 @@ def test_train_warns_its_notes_once_for_a_launch(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
             dsharp.train(recipe, progress=False)
     assert [str(w.message) for w in said if "importance ratio" in str(w.message)] == []
+
+
+@pytest.fixture(scope="module")
+def mini() -> object:
+    return dsharp.load_model("dsharp-mini", device="cpu")
+
+
+def test_sample_refuses_the_seeds_dsharp_sample_refuses():
+    """``dsharp sample --seed`` takes 0 to 2**32 - 1 and refuses image seeds past it; the API
+    drew from seed -1, floored 1.5 to seed 1, and overflowed inside torch past the range."""
+    never_used = object()
+    with pytest.raises(ValueError, match=r"^seed: must be from 0 to 2\*\*32 - 1, got -1$"):
+        dsharp.sample(never_used, PROMPTS, seed=-1)
+    with pytest.raises(ValueError, match=r"^seed: must be from 0 to 2\*\*32 - 1, got 4294967296"):
+        dsharp.sample(never_used, PROMPTS, seed=2**32)
+    with pytest.raises(TypeError, match=r"^seed: expected an integer, got 1\.5$"):
+        dsharp.sample(never_used, PROMPTS, seed=1.5)
+    with pytest.raises(TypeError, match=r"^seed: expected an integer, got True$"):
+        dsharp.sample(never_used, PROMPTS, seed=True)
+    with pytest.raises(ValueError) as past:
+        dsharp.sample(never_used, PROMPTS, num_images=2, seed=2**32 - 2)
+    assert str(past.value) == (
+        "seed 4294967294: 4 images use seeds up to 4294967297 (image i: seed + i), past "
+        "2**32 - 1; give seed 4294967292 or less"
+    )
+
+
+def test_a_name_or_path_where_a_model_or_recipe_belongs_is_a_type_error(tmp_path):
+    """``dsharp.sample("dsharp-mini", ...)`` raised ``AttributeError: 'str' object has no
+    attribute 'default_resolution'`` from inside the sampler; ``dsharp.train(path)`` one about
+    ``eval``. Each now says what it expected and where to get it."""
+    with pytest.raises(TypeError, match=r"^model: expected a model from dsharp.load_model, go"):
+        dsharp.sample("dsharp-mini", PROMPTS, steps=1)
+    with pytest.raises(TypeError, match=r"^model: expected a model from dsharp.load_model, go"):
+        dsharp.evaluate_model("dsharp-mini", "shapes", limit=1, seeds=1, steps=1)
+    with pytest.raises(TypeError, match=r"^recipe: expected a dsharp.Recipe \(from dsharp.loa"):
+        dsharp.train(QUICKSTART)
+    with pytest.raises(TypeError) as refused:
+        dsharp.train({"output_dir": str(tmp_path / "run")})
+    assert str(refused.value) == (
+        "recipe: expected a dsharp.Recipe (from dsharp.load_recipe), got a dict"
+    )
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError) as refused:
+        dsharp.sample(torch.nn.Linear(2, 2), PROMPTS, steps=1)  # a module's repr: many lines
+    assert str(refused.value) == "model: expected a model from dsharp.load_model, got a Linear"
+
+
+def test_evaluate_model_takes_one_reward_as_itself_not_its_letters(mini):
+    """``rewards="shapes"`` was read letter by letter (``unknown reward 's'``) and a spec
+    dict key by key; one name or dict is that one reward, as ``verifier`` takes one name."""
+    settings = {"prompts": ["a red circle"], "seeds": 1, "steps": 1}
+    listed = dsharp.evaluate_model(mini, rewards=["shapes"], **settings)
+    one = dsharp.evaluate_model(mini, rewards="shapes", **settings)
+    assert one["rewards"] == listed["rewards"] == ["shapes"]
+    assert one["overall"] == listed["overall"] and one["images"] == listed["images"]
+    spec = {"name": "shapes", "options": {"binary": True}}
+    as_dict = dsharp.evaluate_model(mini, rewards=spec, **settings)
+    assert as_dict["rewards"] == ["shapes"]
+    as_list = dsharp.evaluate_model(mini, rewards=[spec], **settings)
+    assert as_dict["reward_specs"] == as_list["reward_specs"]

@@ -16,6 +16,12 @@ from dsharp.cli import app
 PROMPT_FILE = "a red circle\ntwo blue squares\na green triangle\n"
 
 
+@pytest.fixture(scope="module")
+def mini() -> Any:
+    """A model for ``dsharp.evaluate_model`` to accept (it refuses what is none)."""
+    return dsharp.load_model("dsharp-mini", device="cpu")
+
+
 @pytest.fixture
 def scored(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What each evaluation was asked to score, in place of sampling and scoring."""
@@ -59,7 +65,7 @@ def scored(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     ],
 )
 def test_the_command_and_the_api_choose_the_same_prompts_and_rewards(
-    scored, tmp_path, flags, keywords
+    scored, mini, tmp_path, flags, keywords
 ):
     prompt_file = tmp_path / "prompts.txt"
     prompt_file.write_text(PROMPT_FILE)
@@ -70,7 +76,7 @@ def test_the_command_and_the_api_choose_the_same_prompts_and_rewards(
     assert json.loads(result.stdout)["rewards"]
     if keywords.get("prompts") == "FILE":
         keywords["prompts"] = Path(prompt_file)
-    dsharp.evaluate_model(object(), seeds=1, **keywords)
+    dsharp.evaluate_model(mini, seeds=1, **keywords)
     cli, api = scored
     assert cli == api
     assert cli["prompts"]

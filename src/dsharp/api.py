@@ -54,10 +54,15 @@ def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path
     could not score raises ``UnscoredError`` naming the (kept) run folder. What the run's
     metrics say went wrong (no step scored a sample, no usable pair) is a warning, as
     ``dsharp train`` prints it."""
+    from dsharp.config import Recipe
     from dsharp.launch import launcher_rank_zero
     from dsharp.posttrain import wants_report
     from dsharp.train_start import check_training, claimed_run_folder
 
+    if not isinstance(recipe, Recipe):  # a path: an AttributeError deep in the checks
+        raise TypeError(
+            f"recipe: expected a dsharp.Recipe (from dsharp.load_recipe), got {_given(recipe)}"
+        )
     reports = report and wants_report(recipe)
     notes = check_training(recipe, evaluation=reports)
     if launcher_rank_zero():  # under a launcher, once for the launch, as dsharp train says them
@@ -113,7 +118,7 @@ def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> Diffu
 
 def sample(
     model: DiffusionModel,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | os.PathLike[str],
     *,
     num_images: int = 1,
     seed: int = 0,
@@ -128,8 +133,9 @@ def sample(
     batch_size: int = 8,
     progress: bool = False,
 ) -> Generated:
-    """Images for ``prompts`` as ``dsharp sample`` draws them: ``num_images`` per prompt,
-    image ``i`` (counting across prompts) from seed ``seed + i``.
+    """Images for ``prompts`` (one, a list, or a ``pathlib.Path`` of a prompt file) as
+    ``dsharp sample`` draws them: ``num_images`` per prompt, image ``i`` (counting across
+    prompts) from seed ``seed + i``, each from 0 to 2**32 - 1 as ``--seed``.
 
     Returns a :class:`~dsharp.generate.Generated`: ``images`` ``(N, 3, H, W)`` in [0, 1]
     on the CPU, prompt-major, and the network evaluations spent per image. ``method``,
@@ -139,7 +145,9 @@ def sample(
     _require_counts(num_images=num_images, batch_size=batch_size)
     settings = _sample_settings(steps, guidance, eta, height, width, method, options, verifier)
     _check_verifier_used(settings, verifier)  # an unknown method or option: before drawing
-    all_prompts, seeds = prompt_seeds(_prompt_list(prompts), num_images, seed)
+    all_prompts, seeds = prompt_seeds(_prompt_list(prompts), num_images, _seed(seed))
+    _require_seeds_in_range(seeds)
+    _require_model(model)
     return generate(model, all_prompts, seeds, settings, batch_size=batch_size, progress=progress)
 
 
@@ -162,7 +170,7 @@ def evaluate_model(
     bench: str | None = None,
     *,
     prompts: str | Sequence[str] | os.PathLike[str] | None = None,
-    rewards: Sequence[str | Mapping[str, Any]] | None = None,
+    rewards: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
     seeds: int = 2,
     limit: int | None = None,
     steps: int = 25,
@@ -188,6 +196,8 @@ def evaluate_model(
     from dsharp.rewards.plugins import check_prompts
 
     _require_counts(seeds=seeds, batch_size=batch_size, limit=limit)
+    if isinstance(rewards, str | Mapping):  # one reward, not its letters or keys
+        rewards = [rewards]
     if rewards is not None and not rewards:
         raise ValueError("rewards: empty")
     given = _prompt_list(prompts) if prompts is not None else None
@@ -201,6 +211,7 @@ def evaluate_model(
     if not _check_verifier_used(settings, verifier):
         settings.reward = None  # plain DDIM: no verifier, none recorded
     check_prompts(specs, prompt_list, "prompts")  # before any image is drawn
+    _require_model(model)
     result = evaluate(
         model,
         prompt_list,
@@ -226,6 +237,47 @@ def _require_counts(**counts: int | None) -> None:
             raise TypeError(f"{name}: expected an integer, got {value!r}")
         if value is not None and value < 1:
             raise ValueError(f"{name}: must be at least 1, got {value}")
+
+
+def _seed(seed: int) -> int:
+    """``seed`` if it is an integer from 0 to 2**32 - 1, as ``dsharp sample --seed``."""
+    from dsharp.generate import SEED_MAX
+
+    if isinstance(seed, bool) or not isinstance(seed, int):  # 1.5 drew from seed 1
+        raise TypeError(f"seed: expected an integer, got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed: must be from 0 to 2**32 - 1, got {seed}")
+    return seed
+
+
+def _require_seeds_in_range(seeds: Sequence[int]) -> None:
+    """A ``ValueError`` where the last image's seed (``seed + i``) runs past 2**32 - 1, as
+    ``dsharp sample`` refuses it (torch's generator failed with an overflow message)."""
+    from dsharp.generate import SEED_MAX
+
+    if seeds and seeds[-1] > SEED_MAX:
+        images = len(seeds)
+        raise ValueError(
+            f"seed {seeds[0]}: {images} images use seeds up to {seeds[-1]} (image i: seed + i), "
+            f"past 2**32 - 1; give seed {SEED_MAX - images + 1} or less"
+        )
+
+
+def _require_model(model: object) -> None:
+    """A ``TypeError`` for what :func:`load_model` does not return (a model name, a folder),
+    rather than an ``AttributeError`` from inside the sampler."""
+    from dsharp.models.base import DiffusionModel
+
+    if not isinstance(model, DiffusionModel):
+        raise TypeError(f"model: expected a model from dsharp.load_model, got {_given(model)}")
+
+
+def _given(value: object) -> str:
+    """What was passed, in one short line: a name or path as itself, else its type (the
+    repr of a diffusers pipeline runs to pages)."""
+    if isinstance(value, str | os.PathLike):
+        return repr(os.fspath(value))
+    return f"a {type(value).__name__}"
 
 
 def _check_verifier_used(settings: SampleSettings, verifier: object) -> bool:
