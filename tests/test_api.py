@@ -145,6 +145,7 @@ def test_train_checks_the_recipe_before_loading_and_warns_its_notes(tmp_path):
     noted = pytest.warns(UserWarning, match="every importance ratio is 1")
     with noted, pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):  # stops it at once
         dsharp.train(recipe, progress=False)
+    assert {w.filename for w in noted} == {__file__}  # at the line that called train
 
 
 def test_sampling_and_evaluation_refuse_bad_settings_before_using_the_model():
@@ -232,6 +233,7 @@ def test_train_warns_what_the_metrics_say_and_keeps_the_run_when_its_report_fail
         "no logged step scored a sample",
         "no logged step had a usable best/worst pair (ties or missing scores)",
     ]
+    assert {w.filename for w in said} == {__file__}  # at the line that called train
     assert len(reported) == 1  # the quickstart's eval section names a bench
     with pytest.warns(UserWarning) as said_again:
         dsharp.train(recipe, progress=False, report=False)
@@ -430,3 +432,27 @@ def test_evaluate_model_takes_one_reward_as_itself_not_its_letters(mini):
     assert as_dict["rewards"] == ["shapes"]
     as_list = dsharp.evaluate_model(mini, rewards=[spec], **settings)
     assert as_dict["reward_specs"] == as_list["reward_specs"]
+
+
+def test_train_leaves_the_callers_random_streams_as_they_were(tmp_path):
+    """Training seeds Python's, numpy's and torch's global generators from train.seed; after
+    ``dsharp.train`` a notebook's own seeded draws came from train.seed's streams instead."""
+    import random
+
+    import numpy as np
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    def seeded() -> None:
+        random.seed(7)
+        np.random.seed(7)
+        torch.manual_seed(7)
+
+    seeded()
+    expected = draws()
+    seeded()
+    tiny = [*TINY, "train.max_steps=1", "train.checkpoint_every=1", "eval.bench=null"]
+    recipe = dsharp.load_recipe(QUICKSTART, [*tiny, f"output_dir={tmp_path / 'run'}"])
+    dsharp.train(recipe, progress=False)
+    assert draws() == expected

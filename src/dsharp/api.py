@@ -53,21 +53,31 @@ def train(recipe: Recipe, *, progress: bool = True, report: bool = True) -> Path
     writes no report and lets go of the folder; a report stopped by an image its reward
     could not score raises ``UnscoredError`` naming the (kept) run folder. What the run's
     metrics say went wrong (no step scored a sample, no usable pair) is a warning, as
-    ``dsharp train`` prints it."""
+    ``dsharp train`` prints it. The global random generators (Python's, numpy's, torch's)
+    training seeds from ``train.seed`` are as they were before the call when it returns."""
     from dsharp.config import Recipe
-    from dsharp.launch import launcher_rank_zero
-    from dsharp.posttrain import wants_report
-    from dsharp.train_start import check_training, claimed_run_folder
+    from dsharp.global_rng import global_rngs_kept
 
     if not isinstance(recipe, Recipe):  # a path: an AttributeError deep in the checks
         raise TypeError(
             f"recipe: expected a dsharp.Recipe (from dsharp.load_recipe), got {_given(recipe)}"
         )
+    # from the start: training seeds them, and importing what it needs draws from Python's
+    with global_rngs_kept():
+        return _checked_train(recipe, progress=progress, report=report)
+
+
+def _checked_train(recipe: Recipe, *, progress: bool, report: bool) -> Path:
+    """Check as ``dsharp train`` does, warn its notes, hold the folder, train and report."""
+    from dsharp.launch import launcher_rank_zero
+    from dsharp.posttrain import wants_report
+    from dsharp.train_start import check_training, claimed_run_folder
+
     reports = report and wants_report(recipe)
     notes = check_training(recipe, evaluation=reports)
     if launcher_rank_zero():  # under a launcher, once for the launch, as dsharp train says them
         for note in notes:
-            warnings.warn(note, stacklevel=2)
+            warnings.warn(note, stacklevel=3)  # at the caller of train
     with claimed_run_folder(recipe):
         return _train_and_report(recipe, progress=progress, reports=reports)
 
@@ -84,7 +94,7 @@ def _train_and_report(recipe: Recipe, *, progress: bool, reports: bool) -> Path:
     from dsharp.runs import training_warnings
 
     for warning in training_warnings(run_dir):  # `dsharp train` prints them
-        warnings.warn(warning, stacklevel=3)
+        warnings.warn(warning, stacklevel=4)  # at the caller of train
     if reports:
         from dsharp.posttrain import post_train_report
         from dsharp.rewards.base import UnscoredError

@@ -1,0 +1,28 @@
+"""The process's global random streams (Python's, numpy's, torch's), kept across a call that
+seeds them: training seeds them all from ``train.seed`` (accelerate's ``set_seed``), which in
+a notebook or script silently replaced the caller's own seeded streams."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def global_rngs_kept() -> Iterator[None]:
+    """Python's, numpy's and torch's CPU generators (and CUDA's, where already in use) are
+    as they were on entry when the block leaves, by return or exception."""
+    import numpy as np
+    import torch
+
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):  # torch's CPU and those CUDA devices
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
