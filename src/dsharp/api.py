@@ -251,7 +251,7 @@ def _require_counts(**counts: int | None) -> None:
 
 def _seed(seed: int) -> int:
     """``seed`` if it is an integer from 0 to 2**32 - 1, as ``dsharp sample --seed``."""
-    from dsharp.generate import SEED_MAX
+    from dsharp.config import SEED_MAX
 
     if isinstance(seed, bool) or not isinstance(seed, int):  # 1.5 drew from seed 1
         raise TypeError(f"seed: expected an integer, got {seed!r}")
@@ -263,7 +263,7 @@ def _seed(seed: int) -> int:
 def _require_seeds_in_range(seeds: Sequence[int]) -> None:
     """A ``ValueError`` where the last image's seed (``seed + i``) runs past 2**32 - 1, as
     ``dsharp sample`` refuses it (torch's generator failed with an overflow message)."""
-    from dsharp.generate import SEED_MAX
+    from dsharp.config import SEED_MAX
 
     if seeds and seeds[-1] > SEED_MAX:
         images = len(seeds)

@@ -45,6 +45,10 @@ from dsharp.recipe_errors import FieldProblem, _first_error, unknown_name_messag
 from dsharp.recipe_errors import RecipeError as RecipeError  # re-exported: tests import it here
 from dsharp.recipe_yaml import parse_yaml as parse_yaml  # re-exported: part of the public API
 
+#: The largest seed (numpy's limit): ``train.seed``, and every image seed ``dsharp sample``
+#: and ``dsharp.sample`` draw with (``seed + i``).
+SEED_MAX = 2**32 - 1
+
 # Validation context flags: skip the reward-name lookup (load_recipe checks names
 # afterwards); skip checks that files exist (reloading a finished run's saved recipe).
 _DEFER_REWARD_NAMES = "dsharp_defer_reward_names"
@@ -451,7 +455,7 @@ class TrainConfig(_Section):
     seed: int = Field(
         0,
         ge=0,
-        le=2**32 - 1,
+        le=SEED_MAX,
         description="Random seed (0 to 2**32 - 1, numpy's range; process i of a launch "
         "seeds with seed + i, so at most 2**32 - N with N processes).",
     )

@@ -186,11 +186,6 @@ def parse_sample_overrides(
     return data["sample"]
 
 
-#: The largest seed (numpy's limit, as ``train.seed``): ``dsharp sample`` and ``dsharp.sample``
-#: refuse an image seed past it.
-SEED_MAX = 2**32 - 1
-
-
 def prompt_seeds(prompts: Sequence[str], num_images: int, seed: int) -> tuple[list[str], list[int]]:
     """Each prompt ``num_images`` times (prompt-major) and their seeds: image ``i`` counting
     across prompts gets ``seed + i`` (``dsharp sample -p A -p B -n 2``: A 0, 1 and B 2, 3)."""

@@ -352,10 +352,13 @@ def _check_process_seeds(seed: int) -> None:
     from dsharp.launch import launch_size
 
     processes = launch_size()
-    if seed + processes - 1 > 2**32 - 1:
+    from dsharp.config import SEED_MAX
+
+    if seed + processes - 1 > SEED_MAX:
         raise ValueError(
             f"train.seed: {seed} with {processes} processes: process i seeds with train.seed "
-            f"+ i, up to 2**32 - 1 (numpy's limit); give train.seed {2**32 - processes} or less"
+            f"+ i, up to 2**32 - 1 (numpy's limit); give train.seed "
+            f"{SEED_MAX - processes + 1} or less"
         )
 
 

@@ -25,12 +25,12 @@ from dsharp.commands.errors import (
 from dsharp.commands.help_format import DEVICE_HELP
 from dsharp.commands.output_notes import others_note, overlong_note
 
-SEED_MAX = 2**32 - 1  # as train.seed: numpy's, and the help's promise
-
 
 def _require_seeds_in_range(seed: int, num_images: int, prompts: int) -> None:
     """Refuse a ``--seed`` whose images' seeds (``seed + i``) run past :data:`SEED_MAX`,
     before any weights load: ``--seed`` alone is checked by its option."""
+    from dsharp.config import SEED_MAX
+
     images = num_images * prompts
     last = seed + images - 1
     if last > SEED_MAX:
@@ -61,7 +61,7 @@ def sample(
         0,
         "--seed",
         min=0,
-        max=2**32 - 1,
+        max=2**32 - 1,  # dsharp.config.SEED_MAX (the CLI starts without pydantic)
         help="The first seed, not a count (-n says how many images): image i, counted across "
         "prompts, uses seed + i (0 to 2**32 - 1, as train.seed).",
     ),
