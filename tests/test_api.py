@@ -456,3 +456,18 @@ def test_train_leaves_the_callers_random_streams_as_they_were(tmp_path):
     recipe = dsharp.load_recipe(QUICKSTART, [*tiny, f"output_dir={tmp_path / 'run'}"])
     dsharp.train(recipe, progress=False)
     assert draws() == expected
+
+
+def test_sample_takes_a_numpy_integer_seed_as_its_value(mini):
+    """A seed from ``np.arange`` or a numpy array drew as its value before the seed check;
+    the check took only Python ints and refused it as 'expected an integer'."""
+    import numpy as np
+
+    expected = dsharp.sample(mini, "a red circle", seed=3, steps=1).images
+    for seed in (np.int64(3), np.uint32(3)):
+        assert torch.equal(dsharp.sample(mini, "a red circle", seed=seed, steps=1).images, expected)
+    with pytest.raises(ValueError) as past:  # numpy's uint32 wrapped seed + 1 to 0
+        dsharp.sample(mini, "a red circle", num_images=2, seed=np.uint32(2**32 - 1), steps=1)
+    assert str(past.value).startswith("seed 4294967295: 2 images use seeds up to 4294967296")
+    with pytest.raises(TypeError, match=r"^seed: expected an integer, got "):
+        dsharp.sample(mini, "a red circle", seed=np.float64(3.0), steps=1)

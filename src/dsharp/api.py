@@ -8,6 +8,7 @@ diffusers) are imported when a function is called, so ``import dsharp`` stays fa
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -249,12 +250,17 @@ def _require_counts(**counts: int | None) -> None:
             raise ValueError(f"{name}: must be at least 1, got {value}")
 
 
-def _seed(seed: int) -> int:
-    """``seed`` if it is an integer from 0 to 2**32 - 1, as ``dsharp sample --seed``."""
+def _seed(given: int) -> int:
+    """``given`` as a Python int if it is an integer from 0 to 2**32 - 1, as ``dsharp sample
+    --seed``. An integer of numpy's (a seed from ``np.arange``) is one: it drew as its value."""
     from dsharp.config import SEED_MAX
 
-    if isinstance(seed, bool) or not isinstance(seed, int):  # 1.5 drew from seed 1
-        raise TypeError(f"seed: expected an integer, got {seed!r}")
+    try:  # 1.5 drew from seed 1; a bool is an int, but no seed
+        seed = None if isinstance(given, bool) else operator.index(given)
+    except TypeError:
+        seed = None
+    if seed is None:
+        raise TypeError(f"seed: expected an integer, got {given!r}")
     if not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed: must be from 0 to 2**32 - 1, got {seed}")
     return seed
