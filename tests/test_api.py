@@ -471,3 +471,25 @@ def test_sample_takes_a_numpy_integer_seed_as_its_value(mini):
     assert str(past.value).startswith("seed 4294967295: 2 images use seeds up to 4294967296")
     with pytest.raises(TypeError, match=r"^seed: expected an integer, got "):
         dsharp.sample(mini, "a red circle", seed=np.float64(3.0), steps=1)
+
+
+def test_a_cuda_seed_only_queued_before_training_is_put_back(monkeypatch):
+    """Before CUDA is in use ``torch.manual_seed`` only queues its seed for CUDA; a block that
+    starts CUDA and reseeds it (training) left the caller's later GPU draws on the run's
+    seed. Stand-ins for CUDA's state: no GPU here."""
+    import torch
+
+    from dsharp.global_rng import global_rngs_kept
+
+    started = {"cuda": False}
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started["cuda"])
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    torch.manual_seed(1234)
+    with global_rngs_kept():
+        started["cuda"] = True  # the block's first CUDA use
+        torch.manual_seed(99)  # training's seed (torch's own call reaches the stand-in too)
+        seeded.clear()
+    assert seeded == [1234]
+    assert torch.initial_seed() == 1234  # the CPU generator as it was

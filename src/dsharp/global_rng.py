@@ -18,11 +18,17 @@ def global_rngs_kept() -> Iterator[None]:
 
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    available = torch.cuda.is_available()
+    cuda = available and torch.cuda.is_initialized()
     devices = list(range(torch.cuda.device_count())) if cuda else []
+    # CUDA not yet in use: torch.manual_seed only queued its seed, which a first use takes;
+    # the block's first use (training) seeds CUDA itself, so that queued seed is put back
+    queued = torch.initial_seed()
     with torch.random.fork_rng(devices=devices):  # torch's CPU and those CUDA devices
         try:
             yield
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+            if available and not cuda and torch.cuda.is_initialized():
+                torch.cuda.manual_seed_all(queued)
