@@ -87,11 +87,13 @@ def test_a_data_row_error_quotes_no_key_or_url_credentials(tmp_path, caption, hi
         "access_token",
     ],
 )
-def test_a_secret_in_a_urls_query_is_hidden_wherever_the_url_is_shown(name: str):
+@pytest.mark.parametrize("mark", ["?api-version=2024-06-01&", "#", "#/cb?", "?n=1#/cb?"])
+def test_a_secret_in_a_urls_query_is_hidden_wherever_the_url_is_shown(name: str, mark: str):
     """``?access_key=``, ``?subscription-key=`` (Azure) and a presigned URL's signature
-    were shown and saved as typed; other parameters are kept."""
-    url = f"https://example.com/v1/x?api-version=2024-06-01&{name}=FAKEfake&n=2"
-    shown = f"https://example.com/v1/x?api-version=2024-06-01&{name}={REDACTED}&n=2"
+    were shown and saved as typed; other parameters are kept. A fragment's parameters take
+    the same rule: an OAuth callback's ``#access_token=...&state=x`` was shown whole."""
+    url = f"https://example.com/v1/x{mark}{name}=FAKEfake&n=2"
+    shown = f"https://example.com/v1/x{mark}{name}={REDACTED}&n=2"
     assert redact_text(f"cannot reach {url}") == f"cannot reach {shown}"
     assert redact_options({"endpoint": url}) == {"endpoint": shown}
     assert shown_setting(f"rewards.0.options.endpoint={url}") == (
@@ -104,6 +106,8 @@ def test_a_secret_in_a_urls_query_is_hidden_wherever_the_url_is_shown(name: str)
     [
         ("https://fakeuser:FAKEPASS@example.com/prompts.txt", "holds a URL's credentials"),
         ("https://example.com/prompts.txt?token=FAKEPASS", "holds a URL's credentials"),
+        ("https://example.com/cb#access_token=FAKEPASS&state=x", "holds a URL's credentials"),
+        ("https://example.com/cb#/route?api_key=FAKEPASS", "holds a URL's credentials"),
         (FAKE_KEY, "looks like an API key"),
     ],
 )
@@ -115,8 +119,15 @@ def test_a_url_with_credentials_outside_the_rewards_options_is_refused(value: st
     assert "FAKE" not in str(error.value)
 
 
-def test_a_url_without_credentials_outside_the_rewards_options_is_loaded():
-    url = "https://example.com/prompts.txt?api-version=2024-06-01"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/prompts.txt?api-version=2024-06-01",
+        "https://example.com/docs/recipes.html#section-2",
+        "https://example.com/docs/recipes.html#page=2&view=fit",
+    ],
+)
+def test_a_url_without_credentials_outside_the_rewards_options_is_loaded(url: str):
     assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url
 
 
@@ -162,6 +173,18 @@ def test_an_error_line_hides_a_uuid_key_and_a_urls_credentials(capsys):
     assert line.strip() == (
         f"error: cannot reach https://{REDACTED}@example.com/v1?key={REDACTED} (refused) "
         f"for {REDACTED}"
+    )
+
+
+def test_an_error_line_hides_a_token_in_a_urls_fragment(capsys):
+    """An OAuth callback's token comes in the fragment (too short for the key rule alone):
+    it was quoted whole in an error line; the other parameters are kept."""
+    url = "https://example.com/cb#access_token=FAKEfrag0token123&state=x"
+    with pytest.raises(typer.Exit), user_errors():
+        raise ValueError(f"cannot read {url}")
+    line = capsys.readouterr().err
+    assert line.strip() == (
+        f"error: cannot read https://example.com/cb#access_token={REDACTED}&state=x"
     )
 
 
@@ -290,7 +313,9 @@ def test_a_urls_password_after_another_url_is_hidden_and_refused(value: str):
     "query",
     ["key=v2", "token=none", "partition_key=2024-01", "sort_key=name2", "key=images/img001.png"],
 )
-def test_a_short_or_path_like_value_under_a_key_named_parameter_is_loaded(query: str):
-    """Too short, or a path: no secret, though its parameter's name is a secret's."""
-    url = f"https://example.com/data.jsonl?{query}"
+@pytest.mark.parametrize("mark", ["?", "#"])
+def test_a_short_or_path_like_value_under_a_key_named_parameter_is_loaded(query: str, mark: str):
+    """Too short, or a path: no secret, though its parameter's name is a secret's (in the
+    query or in the fragment)."""
+    url = f"https://example.com/data.jsonl{mark}{query}"
     assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url

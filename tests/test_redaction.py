@@ -173,6 +173,9 @@ def test_an_override_echoed_in_a_recipe_error_keeps_its_secret_out(tmp_path):
             "https://h/v1?Token=<redacted>&sig=<redacted>",
         ),
         ("http://h/v1?model=x&max_tokens=5", "http://h/v1?model=x&max_tokens=5"),
+        ("http://h/cb#token=sk-SECRET1&state=x", "http://h/cb#token=<redacted>&state=x"),
+        ("http://h/cb?a=1#/cb?key=sk-SECRET1", "http://h/cb?a=1#/cb?key=<redacted>"),
+        ("http://h/doc#section-2", "http://h/doc#section-2"),
     ],
 )
 def test_a_key_in_a_urls_query_is_redacted_and_the_rest_kept(url: str, kept: str, tmp_path):

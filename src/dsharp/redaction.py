@@ -8,8 +8,8 @@ is redacted whatever its value; a name that only looks secret keeps numbers and 
 An option that names an environment variable (``api_key_env``) keeps a variable's name
 (``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
 A URL keeps everything but the credentials written into it: its userinfo
-(``https://user:KEY@host``) and query parameters named like a secret (``?key=``,
-``?api_key=``, ``&token=``, ``?access_token=``, ``?sig=``, ``?subscription-key=``...).
+(``https://user:KEY@host``) and query or fragment parameters named like a secret (``?key=``,
+``?api_key=``, ``&token=``, ``#access_token=``, ``?sig=``, ``?subscription-key=``...).
 
 A value that looks like an API key is caught under any name, by one of two rules:
 
@@ -274,8 +274,10 @@ _URL_CREDENTIALS = r"([a-z][a-z0-9+.-]*://)[^/?#\s]*@"
 # (``?u=https://user:KEY@host``) is read as a piece of the first one.
 _ANY_URL_USERINFO = re.compile(r"(?<![a-z0-9+.-])" + _URL_CREDENTIALS, re.I)
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
-# A query parameter (``?key=...&api-version=...``); keys go in queries too (``?key=KEY``).
-_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s\]}]*)")
+# A URL's parameter, in its query (``?key=...&api-version=...``: keys go in queries too) or in
+# its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
+# single-page app's route its query (``#/cb?token=...``).
+_URL_PARAM = re.compile(r"([?&#])([^=&#?\s]+)=([^&#\s\]}]*)")
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
 # A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
 # X-Amz-Signature (a presigned URL), apikey; in a URL, a "key" is hardly ever anything else.
@@ -289,11 +291,16 @@ def secret_query_name(name: str) -> bool:
     return bool(looks_secret(name) or name in _SECRET_QUERY_NAMES or _SECRET_QUERY_END.search(name))
 
 
-def _redact_query(url: str) -> str:
-    head, mark, rest = url.partition("?")
-    if not mark:
-        return url
-    query, hash_mark, fragment = rest.partition("#")
+def _url_parameters(url: str) -> str:
+    """What of ``url`` holds its parameters: all from its first ``?`` or ``#`` (its query and
+    its fragment, which take the same rule), or ""."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    return url[cut:]
+
+
+def _redact_params(url: str) -> str:
+    params = _url_parameters(url)
+    head = url[: len(url) - len(params)]
 
     def hide(m: re.Match[str]) -> str:
         value = m.group(3)
@@ -302,24 +309,24 @@ def _redact_query(url: str) -> str:
             return m.group(0)
         return f"{m.group(1)}{m.group(2)}={REDACTED}"
 
-    return head + mark + _QUERY_PARAM.sub(hide, "&" + query)[1:] + hash_mark + fragment
+    return head + _URL_PARAM.sub(hide, params)
 
 
 def redact_url_credentials(text: str) -> str:
     """``text`` with every URL's credentials replaced by ``"<redacted>"``: all of its
-    userinfo, and query parameters named like a secret (``?key=``, ``?api_key=``,
-    ``?token=``, ``?sig=``...)."""
+    userinfo, and query or fragment parameters named like a secret (``?key=``,
+    ``?api_key=``, ``?token=``, ``?sig=``, ``#access_token=``...)."""
 
     def one(m: re.Match[str]) -> str:
         url = _ANY_URL_USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
-        return _redact_query(url)
+        return _redact_params(url)
 
     return _URL.sub(one, text)
 
 
 def _secret_sized(value: str) -> bool:
-    """Whether a query value could be a secret: 8 characters or more, no number, no path or
-    file name (``?key=v2``, ``?token=none``, ``?partition_key=2024-01``,
+    """Whether a URL parameter's value could be a secret: 8 characters or more, no number,
+    no path or file name (``?key=v2``, ``?token=none``, ``?partition_key=2024-01``,
     ``?key=images/img001.png`` are ordinary values)."""
     value = unquote(value)
     number = re.fullmatch(r"[-+]?\d+(\.\d*)?", value)
@@ -328,8 +335,9 @@ def _secret_sized(value: str) -> bool:
 
 def holds_url_credentials(text: str) -> bool:
     """Whether a URL in ``text`` carries credentials for sure: a password in its userinfo
-    (``https://user:KEY@host``), or a query parameter named like a secret whose value is one
-    (``?api_key=...``, ``?token=...``, or ``?key=``/``?sig=`` with a generated-looking value).
+    (``https://user:KEY@host``), or a query or fragment parameter named like a secret whose
+    value is one (``?api_key=...``, ``#access_token=...``, or ``?key=``/``?sig=`` with a
+    generated-looking value).
     Stricter than :func:`redact_url_credentials`, which also hides a bare user name
     (``ssh://git@host``) and ``?sort_key=name``: what a recipe is refused for at load must
     not refuse an ordinary value; a token written as the user name (``https://ghp_...@``)
@@ -340,8 +348,7 @@ def holds_url_credentials(text: str) -> bool:
             info = userinfo.group(0)[len(userinfo.group(1)) : -1]
             if info.partition(":")[2]:  # user:password@
                 return True
-        _, mark, rest = url.partition("?")
-        for param in _QUERY_PARAM.finditer("&" + rest.partition("#")[0] if mark else ""):
+        for param in _URL_PARAM.finditer(_url_parameters(url)):
             name, value = unquote(param.group(2)).strip().lower(), param.group(3)
             if not _secret_sized(value):
                 continue
