@@ -296,12 +296,14 @@ def test_upper_case_names_that_start_like_an_aws_key_id_are_kept(kept: str):
         "https://mirror.example.com,https://fakeuser:FAKEPASS@example.com/prompts.txt",
         "https://mirror.example.com/x|https://fakeuser:FAKEPASS@example.com",
         "https://proxy.example.com/fetch?u=https://fakeuser:FAKEPASS@example.com/prompts.txt",
+        "https://proxy.example.com/fetch?u=https://example.com/prompts.txt?api_key=FAKEPASS",
+        "https://proxy.example.com/fetch?u=https://example.com/p.txt?n=1?token=FAKEPASS&x=1",
     ],
 )
 def test_a_urls_password_after_another_url_is_hidden_and_refused(value: str):
     """A URL written right after another (no space between) or inside another's query is
-    read as a piece of the first: only the first one's userinfo was looked at, so the
-    second one's password was echoed, saved in the run folder and loaded."""
+    read as a piece of the first: only the first one's userinfo and query were looked at,
+    so the second one's password or key was echoed, saved in the run folder and loaded."""
     assert "FAKEPASS" not in redact_text(f"cannot reach {value}")
     assert "FAKEPASS" not in shown_setting(f"rewards.0.options.endpoint={value}")
     assert "FAKEPASS" not in json.dumps(redact_options({"endpoint": value}))

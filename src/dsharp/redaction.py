@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -276,7 +277,9 @@ _ANY_URL_USERINFO = re.compile(r"(?<![a-z0-9+.-])" + _URL_CREDENTIALS, re.I)
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
 # A URL's parameter, in its query (``?key=...&api-version=...``: keys go in queries too) or in
 # its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
-# single-page app's route its query (``#/cb?token=...``).
+# single-page app's route its query (``#/cb?token=...``). A value with a "?" in it may be a
+# URL given unencoded, with parameters of its own (``?u=https://h/x?key=...``): those are read
+# too (see _parameters).
 _URL_PARAM = re.compile(r"([?&#])([^=&#?\s]+)=([^&#\s\]}]*)")
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
 # A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
@@ -298,6 +301,14 @@ def _url_parameters(url: str) -> str:
     return url[cut:]
 
 
+def _parameters(url: str) -> Iterator[re.Match[str]]:
+    """The parameters of ``url`` (see :data:`_URL_PARAM`), and of a URL in one's value."""
+    for m in _URL_PARAM.finditer(_url_parameters(url)):
+        yield m
+        if "?" in m.group(3):
+            yield from _parameters(m.group(3))
+
+
 def _redact_params(url: str) -> str:
     params = _url_parameters(url)
     head = url[: len(url) - len(params)]
@@ -305,8 +316,10 @@ def _redact_params(url: str) -> str:
     def hide(m: re.Match[str]) -> str:
         value = m.group(3)
         number = re.fullmatch(r"[-+]?\d+(\.\d*)?", value)  # max_tokens=5, as options keep
-        if not value or number or not secret_query_name(m.group(2)):
+        if not value or number:
             return m.group(0)
+        if not secret_query_name(m.group(2)):  # a URL in its value may hold one
+            return f"{m.group(1)}{m.group(2)}={_redact_params(value)}"
         return f"{m.group(1)}{m.group(2)}={REDACTED}"
 
     return head + _URL_PARAM.sub(hide, params)
@@ -348,7 +361,7 @@ def holds_url_credentials(text: str) -> bool:
             info = userinfo.group(0)[len(userinfo.group(1)) : -1]
             if info.partition(":")[2]:  # user:password@
                 return True
-        for param in _URL_PARAM.finditer(_url_parameters(url)):
+        for param in _parameters(url):
             name, value = unquote(param.group(2)).strip().lower(), param.group(3)
             if not _secret_sized(value):
                 continue
