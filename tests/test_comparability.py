@@ -228,6 +228,41 @@ def test_other_option_values_normalisation_or_weights_are_other_settings():
     assert note(_with_specs(), monitored) == []
 
 
+def _with_hidden(value: str, shift: float = 0.0) -> dict:
+    """An evaluation scored by shapes with an option ``token`` saved as dsharp eval saves it
+    (a name that looks secret: ``<redacted>``), and ``binary`` shown."""
+    from dsharp.redaction import redact_reward_spec
+
+    recorded = redact_reward_spec({"name": "shapes", "options": {"token": value, "binary": True}})
+    return _with_specs(recorded["options"], shift=shift)
+
+
+def test_options_hidden_in_both_evaluations_are_not_taken_for_alike(tmp_path: Path):
+    """Two evaluations that saved an option as ``<redacted>`` read as set up alike (no note,
+    and --paired paired them), whatever the hidden values were: a note says it is not known,
+    and names no value."""
+    a = _write(tmp_path, "a", _with_hidden("FAKEhiddenA"))
+    b = _write(tmp_path, "b", _with_hidden("FAKEhiddenB", shift=0.2))
+    expected = (
+        "note: reward settings hidden (shapes option token: <redacted> in a, b, saved as a "
+        "secret): whether the rewards were set up alike is not known"
+    )
+    for args in [(a, b), ("--paired", a, b)]:
+        result = _compare(tmp_path, *args)
+        assert result.exit_code == 0, result.output
+        assert expected in result.stderr
+        assert "FAKEhidden" not in result.output + (tmp_path / "out" / "compare.md").read_text()
+    # one note for the sources that hide it; a shown difference is still named as one
+    c = ("c", _with_hidden("FAKEhiddenC"))
+    notes = comparability_notes([("a", _with_hidden("x1")), ("b", _with_hidden("x2")), c])
+    assert notes == [expected.removeprefix("note: ").replace("a, b", "a, b, c")]
+    shown = comparability_notes([("a", _with_hidden("x1")), ("b", _with_specs({"token": 5}))])
+    assert shown == [
+        "reward settings differ (shapes option binary: true in a, not set in b): the scores "
+        "are not on one scale"
+    ]
+
+
 def test_an_older_evaluation_without_reward_settings_still_pairs_with_a_note(tmp_path: Path):
     new = _write(tmp_path, "new", _with_specs({"binary": True}))
     older = _write(tmp_path, "older", _scored(["shapes"], "shapes", shift=0.25))

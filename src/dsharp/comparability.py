@@ -13,6 +13,8 @@ import math
 from collections import Counter
 from typing import Any
 
+from dsharp.redaction import REDACTED
+
 #: The sampling settings that change what an evaluation's images are.
 SAMPLING_KEYS = ("method", "steps", "guidance", "eta", "height", "width", "options")
 
@@ -144,7 +146,8 @@ def _scoring_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
 def _reward_settings_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Where the evaluations name the same scoring rewards: one note per source set up
     otherwise than the first (an option, the normalisation, a weight), or one naming the
-    sources that do not record their rewards' settings (older files) where others do."""
+    sources that do not record their rewards' settings (older files) where others do; and
+    one per option that sources set up alike otherwise record hidden (:func:`hidden_option`)."""
     specs = [(label, scoring_specs(res)) for label, res in named]
     known = [(label, s) for label, s in specs if s is not None]
     if len(known) < len(specs):
@@ -156,10 +159,18 @@ def _reward_settings_notes(named: list[tuple[str, dict[str, Any]]]) -> list[str]
             "rewards were set up alike is not known"
         ]
     notes = []
+    hidden: dict[str, list[str]] = {}  # an option hidden in both, by the sources that hide it
     for source in known[1:]:
         difference = spec_difference(known[0], source)
         if difference is not None:
             notes.append(f"reward settings differ ({difference}): the scores are not on one scale")
+        elif (where := hidden_option(known[0][1], source[1])) is not None:
+            hidden.setdefault(where, [known[0][0]]).append(source[0])
+    for where, labels in hidden.items():
+        notes.append(
+            f"reward settings hidden ({where}: {REDACTED} in {', '.join(labels)}, saved as a "
+            "secret): whether the rewards were set up alike is not known"
+        )
     return notes
 
 
@@ -250,6 +261,26 @@ def spec_difference(
 
 
 _UNSET = object()
+
+
+def hidden_option(a_specs: list[dict[str, Any]], b_specs: list[dict[str, Any]]) -> str | None:
+    """The first scoring option (``clip option token``) that two evaluations set up alike by
+    :func:`spec_difference` both record hidden: an evaluation saves a value that looks like a
+    secret as ``<redacted>``, so two hidden values read as equal whatever they were."""
+    for a, b in zip(a_specs, b_specs, strict=True):
+        for key in sorted(a["options"], key=str):
+            if _holds_redacted(a["options"][key]) and _holds_redacted(b["options"].get(key)):
+                return f"{a['name']} option {key}"
+    return None
+
+
+def _holds_redacted(value: Any) -> bool:
+    if isinstance(value, str):
+        return REDACTED in value
+    if isinstance(value, dict | list):
+        items = value.values() if isinstance(value, dict) else value
+        return any(_holds_redacted(item) for item in items)
+    return False
 
 
 def _option(value: Any) -> str:

@@ -119,7 +119,8 @@ def check_same_rewards(named: list[tuple[str, Mapping[str, Any]]]) -> None:
     and shapes binary=true, clip with another model, other weights). Where an evaluation
     does not record its rewards' weights (older files), a weight-0 reward it names may be
     reported only: refused only when the two share no reward; not refused where it records
-    no rewards at all, nor on settings where it does not record them."""
+    no rewards at all, nor on settings where it does not record them or records them hidden
+    (``<redacted>``: a note says so)."""
     from dsharp.comparability import scoring_rewards, scoring_specs, spec_difference
 
     base_name, base = named[0]
