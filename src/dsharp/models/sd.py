@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dsharp.library_bars import library_bars_off
 from dsharp.models.base import Conditioning, DiffusionModel
 from dsharp.sampling import DDIMTables, check_scheduler, eps_from_v, v_target
 from dsharp.trained_fit import (
@@ -48,7 +49,8 @@ def _load_component(
     if dtype is not None:
         key = "dtype" if cls.__module__.startswith("transformers") else "torch_dtype"
         options[key] = dtype
-    component = cls.from_pretrained(source, subfolder=subfolder, **options)
+    with library_bars_off():  # one load's bars, noise beside dsharp's own
+        component = cls.from_pretrained(source, subfolder=subfolder, **options)
     if subfolder.startswith("tokenizer") and not 0 < component.model_max_length < 10**6:
         # transformers builds an empty tokenizer (no vocabulary, no length) from a folder
         # without tokenizer files, which fails only at the first prompt, with an OverflowError
@@ -504,7 +506,8 @@ class StableDiffusionModel(DiffusionModel):
         _check_unet_weights(unet_folder)
         self._check_unet_config(unet_folder)
         try:
-            trained = UNet2DConditionModel.from_pretrained(unet_folder)
+            with library_bars_off():
+                trained = UNet2DConditionModel.from_pretrained(unet_folder)
         except OSError as err:  # diffusers words a damaged file as "unable to load"
             raise _unreadable_weights(unet_folder, err) from err
         state = trained.state_dict()

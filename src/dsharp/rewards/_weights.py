@@ -30,6 +30,7 @@ from dsharp.hub import (  # noqa: F401 (re-exported: the reward modules import t
     offline_not_cached,
     user_path,
 )
+from dsharp.library_bars import library_bars_off
 from dsharp.rewards.base import RewardError
 
 if TYPE_CHECKING:
@@ -233,7 +234,8 @@ def from_pretrained(
     if where.cache_only:
         kwargs.setdefault("local_files_only", True)
     try:
-        return loader(where.target, **kwargs)
+        with library_bars_off():  # the model's per-load bars, noise beside dsharp's own
+            return loader(where.target, **kwargs)
     except Exception as e:
         if where.offline:
             hint = " (HF_HUB_OFFLINE is set and it is not in the hub cache)"
