@@ -52,6 +52,57 @@ def test_the_launchers_wait_leaves_a_handler_set_outside_python_as_it_is(monkeyp
     assert real(signal.SIGINT) is before[signal.SIGINT]
 
 
+def _set_outside_python(monkeypatch, sig: int) -> list[int]:
+    """``sig``'s handler as one set from C (an embedding program, a library's own): for it
+    ``getsignal`` gives None and ``signal.signal`` returns None. The list: each signal set."""
+    real_get, real_set = signal.getsignal, signal.signal
+    set_signals: list[int] = []
+
+    def setting(s: int, handler: object) -> object:
+        set_signals.append(s)
+        previous = real_set(s, handler)  # None: the TypeError the real call raises
+        return None if s == sig else previous
+
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == sig else real_get(s))
+    monkeypatch.setattr(signal, "signal", setting)
+    return set_signals
+
+
+def test_training_leaves_a_handler_set_outside_python_as_it_is(monkeypatch):
+    """Leaving training put back ``signal.signal(SIGTERM, None)``: a TypeError at the end of
+    every run in such a process, and training's handler left in place."""
+    real_get, real_set = signal.getsignal, signal.signal
+    before = _handlers()
+    set_signals = _set_outside_python(monkeypatch, signal.SIGTERM)
+    try:
+        with StopRequests() as stop:
+            during = real_get(signal.SIGINT)
+    finally:
+        real_set(signal.SIGTERM, before[signal.SIGTERM])  # whatever a failure left
+    assert during == stop._handle and set_signals == [signal.SIGINT, signal.SIGINT]
+    assert real_get(signal.SIGINT) is before[signal.SIGINT]
+
+
+def test_main_leaves_a_handler_set_outside_python_as_it_is(monkeypatch):
+    import dsharp.cli
+
+    real_get, real_set = signal.getsignal, signal.signal
+    before = _handlers()
+    seen = {}
+    monkeypatch.setenv("DSHARP_VERBOSE", "1")
+    monkeypatch.setattr(dsharp.cli, "app", lambda **_: seen.update(_handlers()))
+    set_signals = _set_outside_python(monkeypatch, signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            dsharp.cli.main()
+    finally:
+        real_set(signal.SIGTERM, before[signal.SIGTERM])
+    assert ended.value.code == 0
+    assert seen == {signal.SIGINT: dsharp.cli._stop, signal.SIGTERM: None}
+    assert set_signals == [signal.SIGINT, signal.SIGINT]
+    assert real_get(signal.SIGINT) is before[signal.SIGINT]
+
+
 def _interrupted(*args, **kwargs):
     """Stands in for work that a Ctrl-C stops."""
     raise KeyboardInterrupt

@@ -139,9 +139,11 @@ def main() -> None:
     global _stopping
     _stopping = False
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in previous.items():
-        if handler is not signal.SIG_IGN:  # a job started with it ignored keeps that
-            signal.signal(sig, _stop)
+    # a job started with one ignored keeps that; one set outside Python (None) stays, as
+    # signal.signal cannot put None back (the exit raised a TypeError)
+    previous = {sig: h for sig, h in previous.items() if h not in (signal.SIG_IGN, None)}
+    for sig in previous:
+        signal.signal(sig, _stop)
     quiet_libraries()
     try:
         status = _run_app()

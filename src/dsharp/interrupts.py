@@ -57,7 +57,10 @@ def signals_noted(*signals: int) -> Iterator[list[int]]:
 class StopRequests:
     """While entered (in the main thread), SIGINT and SIGTERM set :attr:`requested` instead
     of stopping the process; a second SIGINT raises KeyboardInterrupt as usual. Outside the
-    main thread, where Python cannot install handlers, it does nothing."""
+    main thread, where Python cannot install handlers, it does nothing. A signal ignored when
+    it is entered stays ignored, and one whose handler was set outside Python (``getsignal``
+    gives None) stays with it: ``signal.signal`` cannot put None back, so leaving training
+    raised a TypeError and our handler stayed."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -66,14 +69,15 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
-                if signal.getsignal(sig) is signal.SIG_IGN:  # a job that ignores it keeps so
+                if signal.getsignal(sig) in (signal.SIG_IGN, None):  # see the class docstring
                     continue
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # nothing Python can put back
+                signal.signal(sig, handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
