@@ -434,6 +434,28 @@ def test_evaluate_model_takes_one_reward_as_itself_not_its_letters(mini):
     assert as_dict["reward_specs"] == as_list["reward_specs"]
 
 
+def test_evaluate_model_takes_a_recipes_reward_spec_alone_or_listed(mini):
+    """One ``RewardSpec`` (a recipe's ``rewards[0]``) was iterated as its fields: "dictionary
+    update sequence element #0 has length 4"; a list of them was taken. A number was "'int'
+    object is not iterable"; each is now a TypeError saying what is taken."""
+    from dsharp.config import RewardSpec
+
+    settings = {"prompts": ["a red circle"], "seeds": 1, "steps": 1}
+    spec = RewardSpec(name="shapes", options={"binary": True})
+    one = dsharp.evaluate_model(mini, rewards=spec, **settings)
+    listed = dsharp.evaluate_model(mini, rewards=[spec], **settings)
+    assert one["rewards"] == ["shapes"]
+    assert one["reward_specs"] == listed["reward_specs"]
+    assert one["reward_specs"]["shapes"]["options"] == {"binary": True}
+    kinds = "a reward name, a spec dict or a dsharp.config.RewardSpec"
+    with pytest.raises(TypeError) as refused:
+        dsharp.evaluate_model(mini, rewards=3, **settings)
+    assert str(refused.value) == f"rewards: expected {kinds}, or a list of them, got an int"
+    with pytest.raises(TypeError) as refused:
+        dsharp.evaluate_model(mini, rewards=["shapes", 3.0], **settings)
+    assert str(refused.value) == f"rewards: expected {kinds} in the list, got a float"
+
+
 # a one-step run of tied pairs: what its metrics say is beside this test's point
 @pytest.mark.filterwarnings("ignore:no logged step had a usable best/worst pair")
 def test_train_leaves_the_callers_random_streams_as_they_were(tmp_path):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from dsharp.hub import user_path
 
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from dsharp.generate import Generated, SampleSettings
     from dsharp.models.base import DiffusionModel
     from dsharp.rewards.base import Reward
+
+    #: One reward of ``evaluate_model``'s ``rewards``: a name, a spec dict or a recipe's spec.
+    RewardArg: TypeAlias = str | Mapping[str, Any] | RewardSpec
+
+_REWARD_KINDS = "a reward name, a spec dict or a dsharp.config.RewardSpec"
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
@@ -181,7 +186,7 @@ def evaluate_model(
     bench: str | None = None,
     *,
     prompts: str | Sequence[str] | os.PathLike[str] | None = None,
-    rewards: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
+    rewards: RewardArg | Iterable[RewardArg] | None = None,
     seeds: int = 2,
     limit: int | None = None,
     steps: int = 25,
@@ -198,8 +203,9 @@ def evaluate_model(
     """Score ``model`` as ``dsharp eval`` does: every prompt with seeds ``0..seeds-1``.
 
     Prompts: ``prompts`` (a list, or a ``pathlib.Path`` of a prompt file), else the bench's;
-    ``limit``: at most this many per category. Rewards: ``rewards`` (names or spec dicts
-    such as ``{"name": "shapes", "options": {"binary": True}}``), else the bench's. Returns
+    ``limit``: at most this many per category. Rewards: ``rewards`` (one or a list of names,
+    spec dicts such as ``{"name": "shapes", "options": {"binary": True}}`` or ``RewardSpec``
+    objects, as a recipe's ``rewards``), else the bench's. Returns
     the evaluation dict (``overall``, ``metrics``, ``categories``, ``images``, ...), with
     ``bench`` and ``rewards`` as in the command's JSON."""
     from dsharp.eval_inputs import choose_prompts, choose_rewards
@@ -207,13 +213,9 @@ def evaluate_model(
     from dsharp.rewards.plugins import check_prompts
 
     _require_counts(seeds=seeds, batch_size=batch_size, limit=limit)
-    if isinstance(rewards, str | Mapping):  # one reward, not its letters or keys
-        rewards = [rewards]
-    if rewards is not None and not rewards:
-        raise ValueError("rewards: empty")
+    given_rewards = _reward_specs(rewards) if rewards is not None else None
     given = _prompt_list(prompts) if prompts is not None else None
     prompt_list, spec_bench = choose_prompts(given, bench, limit=limit)
-    given_rewards = [_reward_spec(r) for r in rewards] if rewards is not None else None
     specs = choose_rewards(given_rewards, spec_bench, bench=bench)
     category_of = spec_bench.category_of if spec_bench else None
     # The verifier, as dsharp eval's: the one given, else the rewards that score.
@@ -293,7 +295,8 @@ def _given(value: object) -> str:
     repr of a diffusers pipeline runs to pages)."""
     if isinstance(value, str | os.PathLike):
         return repr(os.fspath(value))
-    return f"a {type(value).__name__}"
+    kind = type(value).__name__
+    return f"{'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind}"
 
 
 def _check_verifier_used(settings: SampleSettings, verifier: object) -> bool:
@@ -319,12 +322,31 @@ def _prompt_list(prompts: str | Sequence[str] | os.PathLike[str]) -> list[str]:
     return found
 
 
-def _reward_spec(reward: str | Mapping[str, Any] | RewardSpec) -> RewardSpec:
-    """A reward name or spec dict as a validated spec (one-line errors)."""
+def _reward_specs(rewards: RewardArg | Iterable[RewardArg]) -> list[RewardSpec]:
+    """One reward (not its letters, keys or fields) or a list of them as validated specs;
+    anything else is a one-line ``TypeError`` naming what is taken."""
+    from dsharp.config import RewardSpec
+
+    if isinstance(rewards, str | Mapping | RewardSpec):  # a spec iterates as its fields
+        rewards = [rewards]
+    elif not isinstance(rewards, Iterable):  # a number: "'int' object is not iterable"
+        raise TypeError(
+            f"rewards: expected {_REWARD_KINDS}, or a list of them, got {_given(rewards)}"
+        )
+    specs = [_reward_spec(r) for r in rewards]
+    if not specs:
+        raise ValueError("rewards: empty")
+    return specs
+
+
+def _reward_spec(reward: RewardArg) -> RewardSpec:
+    """A reward name, spec dict or spec as a validated spec (one-line errors)."""
     from dsharp.config import RewardSpec, parse_reward_spec
 
     if isinstance(reward, RewardSpec):
         return reward
+    if not isinstance(reward, str | Mapping):
+        raise TypeError(f"rewards: expected {_REWARD_KINDS} in the list, got {_given(reward)}")
     data = {"name": reward} if isinstance(reward, str) else reward
     return parse_reward_spec(data, "rewards")
 
