@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from dsharp.models.base import DiffusionModel
     from dsharp.rewards.base import Reward
 
-    #: One reward of ``evaluate_model``'s ``rewards``: a name, a spec dict or a recipe's spec.
+    #: One reward of ``rewards`` or ``verifier``: a name, a spec dict or a recipe's spec.
     RewardArg: TypeAlias = str | Mapping[str, Any] | RewardSpec
 
 _REWARD_KINDS = "a reward name, a spec dict or a dsharp.config.RewardSpec"
@@ -145,7 +145,7 @@ def sample(
     width: int | None = None,
     method: str = "default",
     options: Mapping[str, Any] | None = None,
-    verifier: str | Sequence[str | Mapping[str, Any]] | None = None,
+    verifier: RewardArg | Sequence[RewardArg] | None = None,
     batch_size: int = 8,
     progress: bool = False,
 ) -> Generated:
@@ -196,7 +196,7 @@ def evaluate_model(
     width: int | None = None,
     method: str = "default",
     options: Mapping[str, Any] | None = None,
-    verifier: str | Sequence[str | Mapping[str, Any]] | None = None,
+    verifier: RewardArg | Sequence[RewardArg] | None = None,
     batch_size: int = 16,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -359,7 +359,7 @@ def _sample_settings(
     width: int | None,
     method: str,
     options: Mapping[str, Any] | None,
-    verifier: str | Sequence[str | Mapping[str, Any]] | None,
+    verifier: RewardArg | Sequence[RewardArg] | None,
 ) -> SampleSettings:
     """The ``sample`` section these keywords give, validated as a recipe's would be."""
     from dsharp.generate import SampleSettings, parse_sample_overrides
