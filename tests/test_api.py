@@ -517,3 +517,38 @@ def test_a_cuda_seed_only_queued_before_training_is_put_back(monkeypatch):
         seeded.clear()
     assert seeded == [1234]
     assert torch.initial_seed() == 1234  # the CPU generator as it was
+
+
+def test_the_mps_generator_is_put_back_where_there_is_one(monkeypatch):
+    """``torch.manual_seed`` (training's) seeds Apple's MPS generator at once, and
+    ``fork_rng`` kept only the CPU's and CUDA's. Stand-ins for MPS's state: no Mac here."""
+    import torch
+
+    from dsharp.global_rng import global_rngs_kept
+
+    state = {"mps": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: state["mps"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda new: state.update(mps=new))
+    with global_rngs_kept():
+        state["mps"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # training's seed
+    assert state["mps"].tolist() == [1, 2, 3]
+
+
+def test_without_mps_its_generator_is_not_touched(monkeypatch):
+    import torch
+
+    from dsharp.global_rng import global_rngs_kept
+
+    def touched(*args: object) -> None:
+        raise AssertionError("the MPS generator was touched on a machine without MPS")
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.mps, "get_rng_state", touched)
+    monkeypatch.setattr(torch.mps, "set_rng_state", touched)
+    torch.manual_seed(5)
+    expected = torch.rand(())
+    torch.manual_seed(5)
+    with global_rngs_kept():
+        torch.manual_seed(99)
+    assert torch.equal(torch.rand(()), expected)

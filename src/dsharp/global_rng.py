@@ -11,8 +11,9 @@ from contextlib import contextmanager
 
 @contextmanager
 def global_rngs_kept() -> Iterator[None]:
-    """Python's, numpy's and torch's CPU generators (and CUDA's, where already in use) are
-    as they were on entry when the block leaves, by return or exception."""
+    """Python's, numpy's and torch's CPU generators (and CUDA's, where already in use, and
+    Apple's MPS one, where there is one) are as they were on entry when the block leaves, by
+    return or exception."""
     import numpy as np
     import torch
 
@@ -24,6 +25,8 @@ def global_rngs_kept() -> Iterator[None]:
     # CUDA not yet in use: torch.manual_seed only queued its seed, which a first use takes;
     # the block's first use (training) seeds CUDA itself, so that queued seed is put back
     queued = torch.initial_seed()
+    # torch.manual_seed (training's) seeds MPS at once, and fork_rng forks one device type only
+    mps_state = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
     with torch.random.fork_rng(devices=devices):  # torch's CPU and those CUDA devices
         try:
             yield
@@ -32,3 +35,5 @@ def global_rngs_kept() -> Iterator[None]:
             np.random.set_state(numpy_state)
             if available and not cuda and torch.cuda.is_initialized():
                 torch.cuda.manual_seed_all(queued)
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
