@@ -101,14 +101,15 @@ def test_a_step_saved_again_and_killed_while_deleting_its_older_copy_leaves_no_o
     tmp_path, monkeypatch
 ):
     """A step saved again renames its older copy aside (``.step-N.old``) and deletes it
-    after the new one is in place: killed during that delete (a whole UNet's size, seconds),
-    the hidden folder stayed for good, since only a later save of that very step removed it;
-    the next checkpoint's save deletes it, as it deletes other temp folders."""
+    after the new one is in place, renamed away first (``.step-N.old.deleting``): killed
+    during that delete (a whole UNet's size, seconds), no half-deleted ``.old`` is left that
+    a later start would put back as the step's copy; the next checkpoint's save deletes the
+    rest, as it deletes other temp folders."""
     _checkpoint(tmp_path, 2)
     real_rmtree = shutil.rmtree
 
     def killed_deleting_the_old_copy(path, ignore_errors=False):
-        if path.name.endswith(".old") and path.exists():
+        if path.name.endswith(".old.deleting") and path.exists():
             real_rmtree(path / "model")
             raise Killed
         real_rmtree(path, ignore_errors=ignore_errors)
@@ -117,7 +118,8 @@ def test_a_step_saved_again_and_killed_while_deleting_its_older_copy_leaves_no_o
     with pytest.raises(Killed):
         _checkpoint(tmp_path, 2)
     monkeypatch.undo()
-    assert (tmp_path / "checkpoints" / ".step-000002.old").is_dir()  # what the kill left
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == [".step-000002.old.deleting", "step-000002"]  # what the kill left
     _checkpoint(tmp_path, 3)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-000003"]

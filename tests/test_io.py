@@ -46,6 +46,66 @@ def test_replace_directory_swaps_in_the_new_folder_and_leaves_nothing_beside(tmp
     assert [p.name for p in tmp_path.iterdir()] == ["step-000010"]
 
 
+def _folder(path, text):
+    path.mkdir()
+    (path / "file.txt").write_text(text)
+    return path
+
+
+def test_a_replace_after_a_kill_between_its_renames_deletes_the_copy_aside(tmp_path):
+    """Killed between the renames, the previous ``merged`` is aside and ``merged`` missing:
+    the next write puts its new folder in place and leaves nothing beside it (the copy
+    aside stayed for good before)."""
+    final = tmp_path / "merged"
+    _folder(tmp_path / ".merged.old", "old")
+    io.replace_directory(_folder(tmp_path / ".merged.new", "new"), final)
+    assert (final / "file.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+
+
+def test_a_write_puts_a_folder_aside_back_before_it_can_fail(tmp_path):
+    """The copy aside is the folder's only whole one: a write of it that fails (a full disk)
+    must leave it as the previous version, not delete it nor leave nothing under its name."""
+    final = tmp_path / "merged"
+    _folder(io.aside_name(final), "old")
+    with pytest.raises(OSError), io.atomic_directory(final) as tmp:
+        (tmp / "file.txt").write_text("new")
+        raise OSError(28, "No space left on device")
+    assert (final / "file.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+
+
+def test_restore_replaced_leaves_a_folder_aside_beside_its_final_alone(tmp_path):
+    """With ``final`` in place the copy aside is the older one: never put back over it."""
+    final = _folder(tmp_path / "merged", "new")
+    _folder(io.aside_name(final), "old")
+    assert io.restore_replaced(final) is False
+    assert (final / "file.txt").read_text() == "new"
+
+
+def test_a_discard_killed_part_way_leaves_nothing_under_the_folders_name(tmp_path, monkeypatch):
+    """The copy aside is renamed away before its delete: killed during that delete, no
+    half-deleted ``.NAME.old`` is left to be put back as whole; the next replace of the
+    same folder deletes the rest."""
+    final = _folder(tmp_path / "merged", "old")
+    real_rmtree = io.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        if path.name.endswith(".deleting") and path.exists():
+            (path / "file.txt").unlink()
+            raise KeyboardInterrupt  # stands for the kill: nothing after it runs
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(io.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.replace_directory(_folder(tmp_path / ".merged.new", "new"), final)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".merged.old.deleting", "merged"]
+    io.replace_directory(_folder(tmp_path / ".merged.new", "newer"), final)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert (final / "file.txt").read_text() == "newer"
+
+
 def test_a_figure_that_fails_to_draw_is_closed(tmp_path, monkeypatch):
     plt = io.pyplot()
     fig, _ = plt.subplots()

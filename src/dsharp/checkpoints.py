@@ -197,6 +197,8 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
         shutil.rmtree(left, ignore_errors=True)
     for left in final.parent.glob(".step-*.old"):  # a step saved again, a crash cut short
         shutil.rmtree(left, ignore_errors=True)
+    for left in final.parent.glob(".step-*.old.deleting"):  # its delete, a crash cut short
+        shutil.rmtree(left, ignore_errors=True)
     return final
 
 

@@ -110,6 +110,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     before the rename, so that after a power cut ``final`` never holds empty weights."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    restore_replaced(final)  # a failed write below leaves final as it was before the kill
     legacy = final.parent / f".{final.name}.tmp"  # an older dsharp's fixed name
     if os.path.exists(legacy):  # False, not 'too long', where final's name is 251-255 bytes
         shutil.rmtree(legacy)
@@ -146,16 +147,55 @@ def _folder_not_written(err: OSError, tmp: Path, final: Path) -> OSError:
 
 def replace_directory(tmp: Path, final: Path) -> None:
     """Move the finished folder ``tmp`` to ``final``. An existing ``final`` is renamed aside
-    first and deleted only after, so that a crash in between leaves one of the two whole."""
+    (:func:`aside_name`) first and deleted only after, so that a kill in between leaves one of
+    the two whole: :func:`restore_replaced` puts that one back. A folder aside is whole
+    whenever it exists (:func:`discard_directory` renames it away before deleting it)."""
     tmp, final = Path(tmp), Path(final)
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.parent / f".{final.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
+    old = aside_name(final)
+    if final.exists():
+        discard_directory(old)  # a kill's leftover beside a whole final
+        os.replace(final, old)
     os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    discard_directory(old)  # also one a kill between the renames left: final is new now
+
+
+def aside_name(final: Path) -> Path:
+    """Where :func:`replace_directory` keeps ``final``'s previous version until the new one
+    is in place: ``.NAME.old`` beside it."""
+    final = Path(final)
+    return final.parent / f".{final.name}.old"
+
+
+def restore_replaced(final: Path) -> bool:
+    """Put ``final``'s previous version back where a kill between the two renames of
+    :func:`replace_directory` left it aside and ``final`` missing: that copy is whole, and
+    the only one. True when it was put back; False when there was nothing to do or the
+    folder refuses the rename (read-only: it stays aside, never deleted here)."""
+    final = Path(final)
+    old = aside_name(final)
+    if os.path.exists(final) or not os.path.isdir(old):  # False, not 'too long', at 251+ bytes
+        return False
+    try:
+        os.replace(old, final)
+    except OSError:  # gone meanwhile (another process put it back) or read-only
+        return False
+    sync_folder(final.parent)
+    return True
+
+
+def discard_directory(path: Path) -> None:
+    """Delete a folder, renamed first to ``NAME.deleting``: killed part way, the delete
+    leaves no half-deleted folder under its own name (a folder aside, which
+    :func:`restore_replaced` would put back as whole); the next discard of ``path``
+    deletes the rest. A folder that refuses the rename is kept."""
+    path = Path(path)
+    gone = path.parent / f"{path.name}.deleting"
+    shutil.rmtree(gone, ignore_errors=True)
+    try:
+        os.replace(path, gone)
+    except OSError:  # missing (nothing to delete) or not renamable
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def sync_file(path: Path) -> None:
