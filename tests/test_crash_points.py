@@ -120,6 +120,78 @@ def test_a_step_saved_again_and_killed_while_deleting_its_older_copy_leaves_no_o
     monkeypatch.undo()
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == [".step-000002.old.deleting", "step-000002"]  # what the kill left
+    (tmp_path / "checkpoints" / "step-000002").rename(tmp_path / "moved")  # "move it out"
+    assert checkpoints.list_checkpoints(tmp_path) == []  # nothing half-deleted put back
     _checkpoint(tmp_path, 3)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-000003"]
+
+
+def _aside(run_dir, step, tmp_too=False):
+    """The folders a kill between a re-save's two renames leaves: the step's older copy
+    renamed aside (whole), the new one still under its temp name, no ``step-N``."""
+    final = checkpoints.checkpoint_dir(run_dir, step)
+    folders = [final.parent / f".{final.name}.old"]
+    if tmp_too:
+        folders.append(checkpoints.temp_checkpoint_dir(run_dir, step))
+    for folder in folders:
+        (folder / "model").mkdir(parents=True)
+        (folder / "model" / "weights.safetensors").write_bytes(folder.name.encode())
+        (folder / "trainer_state.json").write_text(f'{{"step": {step}}}')
+    return final
+
+
+def test_a_step_aside_without_its_folder_is_the_one_resume_finds(tmp_path):
+    """Killed between the renames of step 2's re-save, the run's newest whole copy of step 2
+    is ``.step-000002.old``: resume (``latest``) takes it, put back, not step 1."""
+    _checkpoint(tmp_path, 1)
+    final = _aside(tmp_path, 2, tmp_too=True)
+    assert checkpoints.latest_checkpoint(tmp_path) == final
+    assert (final / "model" / "weights.safetensors").read_bytes() == b".step-000002.old"
+    assert not (final.parent / ".step-000002.old").exists()
+
+
+def test_a_save_keeps_a_step_aside_without_its_folder(tmp_path):
+    """The next save, at another step, deleted ``.step-*.old`` leftovers: one whose
+    ``step-N`` is missing was the only copy of step N; it is put back instead."""
+    final = _aside(tmp_path, 2, tmp_too=True)
+    tmp = checkpoints.temp_checkpoint_dir(tmp_path, 3)
+    (tmp / "model").mkdir(parents=True)
+    checkpoints.finalize_checkpoint(tmp_path, 3, {"step": 3}, keep=None)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000002", "step-000003"]
+    assert (final / "model" / "weights.safetensors").read_bytes() == b".step-000002.old"
+
+
+def test_a_save_deletes_a_step_aside_beside_its_folder(tmp_path):
+    """A ``.step-N.old`` beside a whole ``step-N`` (a kill after the second rename) is a
+    copy too many: the next save deletes it and keeps ``step-N``."""
+    _checkpoint(tmp_path, 2)
+    _aside(tmp_path, 2)
+    assert checkpoints.latest_checkpoint(tmp_path).name == "step-000002"
+    tmp = checkpoints.temp_checkpoint_dir(tmp_path, 3)
+    (tmp / "model").mkdir(parents=True)
+    checkpoints.finalize_checkpoint(tmp_path, 3, {"step": 3}, keep=None)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000002", "step-000003"]
+    weights = tmp_path / "checkpoints" / "step-000002" / "model" / "weights.safetensors"
+    assert weights.read_bytes() == b"w"  # its own, not the copy aside
+
+
+def test_a_step_aside_is_left_alone_while_another_process_holds_the_run(tmp_path, monkeypatch):
+    """Another process's save may be between its two renames right now: putting its old
+    copy back would make its second rename fail, so a listing leaves it aside."""
+    import dsharp.folder_lock as folder_lock
+
+    _aside(tmp_path, 2)
+    monkeypatch.setattr(folder_lock, "locked_by_another_process", lambda folder: True)
+    assert checkpoints.list_checkpoints(tmp_path) == []
+    assert (tmp_path / "checkpoints" / ".step-000002.old").is_dir()
+
+
+def test_a_resume_named_by_its_folder_finds_a_step_aside(tmp_path):
+    """``train.resume=.../step-000002`` (and ``--checkpoint`` alike) names the folder a kill
+    left aside: it is put back, not refused as no checkpoint folder."""
+    final = _aside(tmp_path, 2)
+    assert checkpoints.resolve_resume(tmp_path, str(final)) == final
+    assert checkpoints.find_model_checkpoint(final) == final

@@ -17,7 +17,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dsharp.io import atomic_write_json, replace_directory, sync_folder, sync_tree
+from dsharp.io import (
+    atomic_write_json,
+    discard_directory,
+    replace_directory,
+    restore_replaced,
+    sync_folder,
+    sync_tree,
+)
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 #: What ``dsharp merge`` writes in the run folder beside its one checkpoint (the runs merged
@@ -31,16 +38,38 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run, oldest first (one a kill left aside put back first:
+    :func:`restore_aside_checkpoints`)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
+    restore_aside_checkpoints(root)
     found = [
         (step, p)
         for p in root.iterdir()
         if (step := _step_of(p)) >= 0 and (p / "trainer_state.json").exists()
     ]
     return [p for _, p in sorted(found)]
+
+
+def restore_aside_checkpoints(root: Path) -> None:
+    """Put back each ``.step-N.old`` in the ``checkpoints`` folder ``root`` whose ``step-N`` is
+    missing: a step saved again (:func:`~dsharp.io.replace_directory`) killed between its two
+    renames left its older copy, whole, aside, the step's only copy, which resume must find and
+    no save may delete. Not while another process holds the run folder: its save may be
+    between those renames now."""
+    from dsharp.folder_lock import locked_by_another_process
+
+    aside = [
+        final
+        for old in Path(root).glob(".step-*.old")
+        if CHECKPOINT_RE.match((final := Path(root) / old.name[1:-4]).name)
+        and not final.exists()
+        and (old / "trainer_state.json").is_file()
+    ]
+    if aside and not locked_by_another_process(Path(root).parent):
+        for final in aside:
+            restore_replaced(final)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -56,6 +85,8 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     if resume == "latest":
         return latest_checkpoint(run_dir)
     path = Path(resume)
+    if CHECKPOINT_RE.match(path.name):  # a kill may have left it aside
+        restore_aside_checkpoints(path.parent)
     if not (path / "trainer_state.json").exists():
         raise FileNotFoundError(f"train.resume: not a checkpoint folder: {resume}")
     own = list_checkpoints(run_dir)
@@ -180,12 +211,14 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     checkpoint whose weights were still in the page cache. Every process has finished its
     part of this save, so any other temp folder is a save that a crash cut short (a SIGKILL
     after a stop's checkpoint at a step the resumed run never saves again), and any
-    ``.step-*.old`` folder the older copy of a step saved again that a crash kept from being
-    deleted (:func:`~dsharp.io.replace_directory`): a whole UNet's size each, deleted here."""
+    ``.step-N.old`` folder beside its ``step-N`` the older copy of a step saved again that a
+    crash kept from being deleted (:func:`~dsharp.io.replace_directory`): a whole UNet's size
+    each, deleted here. One without its ``step-N`` is that step's only copy: put back first."""
     tmp = temp_checkpoint_dir(run_dir, step)
     sync_tree(tmp)
     atomic_write_json(tmp / "trainer_state.json", state)
     final = checkpoint_dir(run_dir, step)
+    restore_aside_checkpoints(final.parent)  # before any of them is deleted below
     replace_directory(tmp, final)
     sync_folder(final.parent)
     if keep:
@@ -196,7 +229,8 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
     for left in final.parent.glob(".step-*.tmp"):  # a save a crash cut short (see above)
         shutil.rmtree(left, ignore_errors=True)
     for left in final.parent.glob(".step-*.old"):  # a step saved again, a crash cut short
-        shutil.rmtree(left, ignore_errors=True)
+        if (left.parent / left.name[1:-4]).exists():  # else the only copy (a read-only one)
+            discard_directory(left)
     for left in final.parent.glob(".step-*.old.deleting"):  # its delete, a crash cut short
         shutil.rmtree(left, ignore_errors=True)
     return final
@@ -219,6 +253,8 @@ def find_model_checkpoint(path: Path, label: str = "--checkpoint") -> Path:
     """``--checkpoint`` accepts a run folder (its newest checkpoint) or one checkpoint folder;
     ``label`` names the input in the error (a script's positional argument, say)."""
     path = Path(path)
+    if CHECKPOINT_RE.match(path.name):  # a kill may have left it aside
+        restore_aside_checkpoints(path.parent)
     if (path / "trainer_state.json").exists():
         return path
     if not path.exists():
