@@ -480,7 +480,11 @@ class Trainer:
         if train.trackers:
             from dsharp.recipe_io import recipe_to_dict
 
-            acc.init_trackers(train.project, config=_flat_scalars(recipe_to_dict(recipe)))
+            acc.init_trackers(
+                train.project,
+                config=_flat_scalars(recipe_to_dict(recipe)),
+                init_kwargs=tracker_init_kwargs(train.trackers, self.start_step),
+            )
         self.show_progress = progress and acc.is_main_process
 
     # -- checkpoint hooks: the model part of accelerate's state goes through the adapter, so a
@@ -643,6 +647,14 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return self.run_dir
+
+
+def tracker_init_kwargs(trackers: list[str], start_step: int) -> dict[str, dict[str, Any]]:
+    """accelerate's ``init_kwargs`` for the run's trackers. TensorBoard's writer purges the
+    events of the steps after ``start_step`` (the checkpoint resumed, 0 for a fresh run):
+    a run killed past its last checkpoint logged them, and this one logs them again, so
+    TensorBoard would draw both, where ``metrics.jsonl`` keeps only the new rows."""
+    return {"tensorboard": {"purge_step": start_step + 1}} if "tensorboard" in trackers else {}
 
 
 def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, Any]:
