@@ -46,3 +46,25 @@ def test_eval_says_how_many_prompts_are_cut_off(tmp_path):
     assert result.exit_code == 0, result.output
     [note] = _notes(result.stderr)
     assert note.startswith("note: 2 prompts are longer than the 20 tokens the text encoder ")
+
+
+def test_t2i_compbench_says_which_prompt_is_cut_off_once(tmp_path, tiny_sd_dir):
+    """The bench's prompts come from its files, not the command line: a long one there is
+    cut off as well, and said once however many categories hold it."""
+    from dsharp.testing.tiny_rewards import make_tiny_t2i_evaluators
+
+    long = " and ".join(["a green bench on a red car"] * 5)  # 95 tokens: over tiny SD's 77
+    data = tmp_path / "data"
+    data.mkdir()
+    for category in ("color", "shape"):
+        (data / f"{category}_val.txt").write_text(f"{long}\na red book\n")
+    options = make_tiny_t2i_evaluators(tmp_path / "evaluators")
+    sets = [arg for k, v in options.items() for arg in ("--set", f"{k}={v}")]
+    args = ["eval", "--model", tiny_sd_dir, "--bench", "t2i-compbench", "--data", data]
+    args += ["--categories", "color,shape", "--images-per-prompt", "1", "--steps", "1"]
+    result = invoke([*args, "--out", tmp_path / "t2i.json", "--json", *sets])
+    assert result.exit_code == 0, result.output
+    assert _notes(result.stderr) == [
+        f"note: prompt {long[:57] + '...'!r} is 95 tokens, more than the 77 the text encoder "
+        "reads: the rest is cut off and changes nothing"
+    ]

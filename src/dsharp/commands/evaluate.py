@@ -636,11 +636,12 @@ def _t2i_compbench(
 ) -> tuple[dict, Path | None]:
     """`dsharp eval --bench t2i-compbench`: the benchmark's own runner (resumable)."""
     from dsharp.bench import run_t2i_compbench
-    from dsharp.bench.t2i_compbench import check_settings, pending_categories
+    from dsharp.bench.t2i_compbench import check_settings, pending_categories, select_prompts
     from dsharp.bench.t2i_data import load_prompt_set
     from dsharp.bench.t2i_scoring import T2IScorer
     from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import load_model_for_inference, pick_device
+    from dsharp.commands.output_notes import overlong_note
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
@@ -690,6 +691,10 @@ def _t2i_compbench(
     scorer = T2IScorer(options)
     scorer.prepare(pending_categories(prompt_set, cats, limit, work_dir))
     diffusion = load_model_for_inference(model, checkpoint, device)
+    # the prompts this evaluation scores (--limit's), as the other benches' note says of theirs
+    overlong_note(
+        diffusion, [p for c in cats for _, p in select_prompts(prompt_set.prompts[c], limit)]
+    )
     try:
         result = run_t2i_compbench(
             diffusion,
