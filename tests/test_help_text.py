@@ -366,3 +366,20 @@ def _plain_help(path: tuple[str, ...]) -> str:
 def test_rich_help_stays_where_it_keeps_every_word(path):
     """Only where rich help would cut a word does plain help stand in for it."""
     assert "╭─ Options" in _shown_help(path, 80)
+
+
+def test_eval_images_help_says_what_each_path_writes(monkeypatch):
+    """--images said "with grid.png" for every bench, while --bench t2i-compbench writes its
+    images by category beside its resumable state, and no grid."""
+    from dsharp.bench.t2i_compbench import IMAGES_DIR, PARTIAL_FILE, RUN_FILE
+    from dsharp.evaluate import evaluated_image_names
+    from dsharp.sheets import SHEET_PNG
+
+    monkeypatch.setattr(typer.core, "HAS_RICH", False, raising=False)
+    text = " ".join(_help(("eval",)).split())
+    (first,) = evaluated_image_names({"images": [{"seed": 0}]})
+    assert f"{first}, ... and {SHEET_PNG}, a row per prompt (up to 32 x 16)" in text
+    assert (
+        f"with --bench t2i-compbench, a folder per category in {IMAGES_DIR}/ (0000_0.png, ...) "
+        f"beside its resumable state ({PARTIAL_FILE}, {RUN_FILE}), and no {SHEET_PNG}."
+    ) in text

@@ -264,8 +264,11 @@ def evaluate_cmd(
     images: Path = typer.Option(
         None,
         "--images",
-        help="Also keep the generated images in this folder, with grid.png: a row per prompt "
-        "(up to 32), each image titled with its seed and score.",
+        # what each path writes: --bench t2i-compbench has its own runner, with no grid
+        help="Also keep the generated images in this folder: 00000-seed0.png, ... and "
+        "grid.png, a row per prompt (up to 32 x 16), each image titled with its seed and "
+        "score; with --bench t2i-compbench, a folder per category in images/ (0000_0.png, "
+        "...) beside its resumable state (partial.jsonl, run.json), and no grid.png.",
     ),
     out: Path = typer.Option(
         None,
@@ -273,7 +276,9 @@ def evaluate_cmd(
         # no word wider than rich's help column on a narrow (60-column) terminal, which
         # cuts it with an ellipsis: a path such as RUN_DIR/eval-BENCH.json said in words
         help="The JSON file the result is written to, not a folder (default for a run or a "
-        "recipe: eval-BENCH.json in RUN_DIR; --prompts FILE adds FILE's stem after BENCH).",
+        "recipe: eval-BENCH.json in RUN_DIR, or in the folder of a checkpoint older than the "
+        "run's newest; BENCH is rewards where there is no bench; --prompts FILE adds FILE's "
+        "stem after BENCH, and a --reward other than the bench's adds reward-NAME).",
     ),
     on_error: str = typer.Option(
         None,
