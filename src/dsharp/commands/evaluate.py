@@ -495,9 +495,9 @@ def evaluate_cmd(
 
             diffusion = build_model(rec.model, pick_device(device))
             diffusion.unet.eval()
-        from dsharp.commands.output_notes import overlong_note
+        from dsharp.commands.output_notes import prompt_notes
 
-        overlong_note(diffusion, prompt_list)
+        prompt_notes(diffusion, prompt_list)
         kept: list = []  # the images, written with the result below (--images)
         try:
             result = evaluate(
@@ -646,7 +646,7 @@ def _t2i_compbench(
     from dsharp.bench.t2i_scoring import T2IScorer
     from dsharp.checkpoints import checkpoint_step
     from dsharp.commands.common import load_model_for_inference, pick_device
-    from dsharp.commands.output_notes import overlong_note
+    from dsharp.commands.output_notes import prompt_notes
     from dsharp.generate import SampleSettings
     from dsharp.io import atomic_write_json
 
@@ -696,8 +696,8 @@ def _t2i_compbench(
     scorer = T2IScorer(options)
     scorer.prepare(pending_categories(prompt_set, cats, limit, work_dir))
     diffusion = load_model_for_inference(model, checkpoint, device)
-    # the prompts this evaluation scores (--limit's), as the other benches' note says of theirs
-    overlong_note(
+    # notes on the prompts this evaluation scores (--limit's), as the other benches give
+    prompt_notes(
         diffusion, [p for c in cats for _, p in select_prompts(prompt_set.prompts[c], limit)]
     )
     try:

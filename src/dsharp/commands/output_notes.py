@@ -49,3 +49,35 @@ def overlong_note(model: object, prompts: Sequence[str]) -> None:
             "changes nothing"
         )
     typer.echo(f"note: {text}", err=True)
+
+
+#: How many unknown words :func:`unknown_words_note` names before "and N more".
+WORDS_SHOWN = 5
+
+
+def unknown_words_note(model: object, prompts: Sequence[str]) -> None:
+    """Say on stderr, in one line, which words of ``prompts`` a dsharp-mini model does not
+    know (:func:`dsharp.models.mini.unknown_words`): its tokenizer splits them into pieces
+    silently, and the image is drawn as if they were other words or none."""
+    if getattr(model, "family", None) != "mini":
+        return
+    from dsharp.models.mini import unknown_words
+
+    words = unknown_words(prompts)
+    if not words:
+        return
+    shown = ", ".join(repr(w) for w in words[:WORDS_SHOWN])
+    if len(words) > WORDS_SHOWN:
+        shown += f" and {len(words) - WORDS_SHOWN} more"
+    typer.echo(
+        "note: dsharp-mini knows only the shapes world's words; its tokenizer splits others "
+        f"into pieces the model does not read as those words: {shown}",
+        err=True,
+    )
+
+
+def prompt_notes(model: object, prompts: Sequence[str]) -> None:
+    """The notes on what of ``prompts`` the model does not read: words it does not know
+    (dsharp-mini), then words past its text encoder's length; one line each, at most."""
+    unknown_words_note(model, prompts)
+    overlong_note(model, prompts)

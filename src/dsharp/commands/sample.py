@@ -23,7 +23,7 @@ from dsharp.commands.errors import (
     user_errors,
 )
 from dsharp.commands.help_format import DEVICE_HELP
-from dsharp.commands.output_notes import others_note, overlong_note
+from dsharp.commands.output_notes import others_note, prompt_notes
 
 
 def _require_seeds_in_range(seed: int, num_images: int, prompts: int) -> None:
@@ -209,7 +209,7 @@ def sample(
             # before the model loads: a verifier that cannot be built (no API key) fails now
             verifier = Verifier(reward_specs(settings.reward))
         diffusion = load_model_for_inference(model, checkpoint, device)
-        overlong_note(diffusion, prompt_list)
+        prompt_notes(diffusion, prompt_list)
         prompts, seeds = prompt_seeds(prompt_list, num_images, seed)
         try:
             result = generate(

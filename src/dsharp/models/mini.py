@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +64,16 @@ def grammar_words() -> list[str]:
     from dsharp.shapes.grammar import _VOCABULARY
 
     return sorted(_VOCABULARY)
+
+
+def unknown_words(prompts: Sequence[str]) -> list[str]:
+    """The distinct words of ``prompts`` (lower case, first seen first; letters or digits,
+    split as the CLIP tokenizer splits them) that are not shapes-world words. The tokenizer
+    has a token for each grammar word only and splits any other into byte pieces without a
+    word, so the commands name such words rather than let them pass for read."""
+    known = set(grammar_words())
+    words = (w for p in prompts for w in re.findall(r"[^\W\d_]+|\d", p.lower()))
+    return [w for w in dict.fromkeys(words) if w not in known]
 
 
 def _byte_alphabet() -> list[str]:
