@@ -250,9 +250,9 @@ def test_a_url_with_a_user_name_or_an_ordinary_key_named_parameter_is_loaded(url
     assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url
 
 
-# AWS access key IDs: AKIA (long-lived) or ASIA (temporary) and 16 upper-case letters and
-# digits; built here from obviously fake pieces
-FAKE_AWS_IDS = ["AKIA" + "EXAMPLE0FAKE0KEY", "ASIA" + "FAKE2EXAMPLE7KEY"]
+# AWS access key IDs: AKIA (long-lived) or ASIA (temporary) and 16 base-32 characters
+# (upper-case letters, digits 2-7); built here from obviously fake pieces
+FAKE_AWS_IDS = ["AKIA" + "EXAMPLE2FAKE3KEY", "ASIA" + "FAKE2EXAMPLE7KEY"]
 
 
 @pytest.mark.parametrize("key_id", FAKE_AWS_IDS)
@@ -280,6 +280,11 @@ def test_an_aws_access_key_id_is_hidden_in_echoes_and_refused_at_load(key_id: st
         "ASIA0PACIFIC0SALES2024",  # longer than an ID
         "AWS_ACCESS_KEY_ID",
         "ASIA_PACIFIC_2024_RUN01",
+        "ASIAPACIFIC2024BATCH",  # a 0 (and a year): no base-32 ID has one
+        "AKIA2024SWEEPRUN0001",
+        "ASIA2024Q3SALESDATA1",
+        "runs/ASIAPACIFIC2025BATCH",  # joined to a path's pieces
+        "ASIAPACIFIC2025BATCH_v2",
     ],
 )
 def test_upper_case_names_that_start_like_an_aws_key_id_are_kept(kept: str):

@@ -334,3 +334,16 @@ def test_a_setting_without_an_equals_sign_and_no_key_is_echoed_as_typed():
 
     for setting in ["train.max_steps", "gradient_checkpointing", "recipes/prompts/general.txt"]:
         assert shown_setting(setting) == setting
+
+
+def test_a_tokenizer_option_is_no_secret_but_a_token_is():
+    """A reward's ``tokenizer`` option (imagereward's) names a folder or hub id: hidden in a
+    saved recipe, the reward could not be built again from it. ``hf_token`` stays secret."""
+    from dsharp.redaction import looks_secret
+
+    assert not looks_secret("tokenizer")
+    assert not looks_secret("tokenizer_path")
+    assert looks_secret("hf_token")
+    assert looks_secret("access_token")
+    assert redact_options({"tokenizer": "bert-base-uncased"}) == {"tokenizer": "bert-base-uncased"}
+    assert redact_options({"token": "plainword"}) == {"token": REDACTED}

@@ -48,7 +48,11 @@ from typing import Any
 from urllib.parse import unquote
 
 REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
+# "token" but not "tokenizer": a reward's tokenizer option names a folder or hub id, and hidden
+# in a saved recipe it could not be built again from it.
+_SECRET_NAME = re.compile(
+    r"api[_-]?key|token(?!i[sz])|secret|passw(or)?d|credential|authorization", re.I
+)
 # Options that name an environment variable hold no secret themselves (e.g. api_key_env).
 _NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
 
@@ -87,7 +91,8 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 
 # An API key or token as providers issue them: a known prefix (sk-, hf_, ghp_...) and 12 or
 # more characters with a random-looking stretch (see _random_tail), an AWS access key ID
-# (AKIA or ASIA and 16 upper-case letters and digits, some digits), a JWT, or a run of 20+
+# (AKIA or ASIA and 16 base-32 characters, upper-case letters and the digits 2-7, some of them
+# digits: a name with a year or a 0/1 in it is none), a JWT, or a run of 20+
 # letters and digits that looks random (Mistral's, Cohere's, Azure's keys: see _random_run);
 # for the cautious rule only, a UUID too (see _is_key). Words, model names
 # (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names and folders that start
@@ -98,7 +103,7 @@ _KEY = re.compile(
     r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
     r"(?P<rest>[A-Za-z0-9_-]{12,})"
     r"|AIza[A-Za-z0-9_-]{20,}"
-    r"|(?P<aws>(?:AKIA|ASIA)[A-Z0-9]{16})"
+    r"|(?P<aws>(?:AKIA|ASIA)[A-Z2-7]{16})"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
     r"|(?P<uuid>[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})"
     r"|(?P<run>[A-Za-z0-9]{20,})"
@@ -190,7 +195,7 @@ def _is_key(m: re.Match[str], cautious: bool, files: bool = False) -> bool:
     if m.group("uuid") is not None:  # a UUID names runs too: hidden, never refused
         return cautious and not _joined(m) and not (files and _names_a_file(m.group(0)))
     if m.group("aws") is not None:  # an upper-case name (ASIAPACIFICSALESDATA) has no digit
-        return looks_generated(m.group("aws")[4:])
+        return looks_generated(m.group("aws")[4:]) and not _joined(m)
     return True
 
 
