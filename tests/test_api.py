@@ -456,6 +456,23 @@ def test_evaluate_model_takes_a_recipes_reward_spec_alone_or_listed(mini):
     assert str(refused.value) == f"rewards: expected {kinds} in the list, got a float"
 
 
+def test_sample_and_evaluate_refuse_a_verifier_of_the_wrong_kind_in_one_line(mini):
+    """``verifier=3`` was "'int' object is not iterable" from inside sampling, and
+    ``verifier=[3]`` a ValueError; both are now the TypeError ``rewards=`` gives."""
+    kinds = "a reward name, a spec dict or a dsharp.config.RewardSpec"
+    scaling = {"method": "inference_scaling", "options": {"N": 2}, "steps": 1}
+    with pytest.raises(TypeError) as refused:
+        dsharp.sample(mini, "a red circle", verifier=3, **scaling)
+    assert str(refused.value) == f"verifier: expected {kinds}, or a list of them, got an int"
+    with pytest.raises(TypeError) as refused:
+        dsharp.evaluate_model(
+            mini, prompts=["a red circle"], rewards="shapes", verifier=[3], **scaling
+        )
+    assert str(refused.value) == f"verifier: expected {kinds} in the list, got an int"
+    drawn = dsharp.sample(mini, "a red circle", verifier="shapes", **scaling)
+    assert drawn.images.shape[0] == 1
+
+
 # a one-step run of tied pairs: what its metrics say is beside this test's point
 @pytest.mark.filterwarnings("ignore:no logged step had a usable best/worst pair")
 def test_train_leaves_the_callers_random_streams_as_they_were(tmp_path):

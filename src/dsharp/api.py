@@ -322,33 +322,35 @@ def _prompt_list(prompts: str | Sequence[str] | os.PathLike[str]) -> list[str]:
     return found
 
 
-def _reward_specs(rewards: RewardArg | Iterable[RewardArg]) -> list[RewardSpec]:
+def _reward_specs(
+    rewards: RewardArg | Iterable[RewardArg], what: str = "rewards"
+) -> list[RewardSpec]:
     """One reward (not its letters, keys or fields) or a list of them as validated specs;
-    anything else is a one-line ``TypeError`` naming what is taken."""
+    anything else is a one-line ``TypeError`` naming ``what`` and what is taken."""
     from dsharp.config import RewardSpec
 
     if isinstance(rewards, str | Mapping | RewardSpec):  # a spec iterates as its fields
         rewards = [rewards]
     elif not isinstance(rewards, Iterable):  # a number: "'int' object is not iterable"
         raise TypeError(
-            f"rewards: expected {_REWARD_KINDS}, or a list of them, got {_given(rewards)}"
+            f"{what}: expected {_REWARD_KINDS}, or a list of them, got {_given(rewards)}"
         )
-    specs = [_reward_spec(r) for r in rewards]
+    specs = [_reward_spec(r, what) for r in rewards]
     if not specs:
-        raise ValueError("rewards: empty")
+        raise ValueError(f"{what}: empty")
     return specs
 
 
-def _reward_spec(reward: RewardArg) -> RewardSpec:
+def _reward_spec(reward: RewardArg, what: str) -> RewardSpec:
     """A reward name, spec dict or spec as a validated spec (one-line errors)."""
     from dsharp.config import RewardSpec, parse_reward_spec
 
     if isinstance(reward, RewardSpec):
         return reward
     if not isinstance(reward, str | Mapping):
-        raise TypeError(f"rewards: expected {_REWARD_KINDS} in the list, got {_given(reward)}")
+        raise TypeError(f"{what}: expected {_REWARD_KINDS} in the list, got {_given(reward)}")
     data = {"name": reward} if isinstance(reward, str) else reward
-    return parse_reward_spec(data, "rewards")
+    return parse_reward_spec(data, what)
 
 
 def _sample_settings(
@@ -366,4 +368,5 @@ def _sample_settings(
 
     fields = {"method": method, "steps": steps, "guidance": guidance, "eta": eta}
     fields |= {"height": height, "width": width, "options": dict(options or {})}
-    return SampleSettings(**parse_sample_overrides(fields), reward=verifier)
+    specs = _reward_specs(verifier, "verifier") if verifier is not None else None
+    return SampleSettings(**parse_sample_overrides(fields), reward=specs)
