@@ -122,7 +122,8 @@ def sample(
     as_json: bool = typer.Option(
         False,
         "--json",
-        help="Print the images, grid, sampler and network evaluations per image as JSON.",
+        help="Print as JSON: images (paths), grid, grid_images (how many the sheet shows), "
+        "method, nfe_per_image and, with a verifier, reward_evals_per_image.",
     ),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
