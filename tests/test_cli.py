@@ -1173,3 +1173,18 @@ def test_a_file_system_that_reports_no_name_limit_refuses_no_name(tmp_path, monk
     monkeypatch.setattr("os.pathconf", lambda path, name: said)
     assert name_too_long(tmp_path / "new" / "out.json") is None
     assert "more than the 255 allowed" in name_too_long(tmp_path / ("x" * 256))
+
+
+def test_python_dash_m_dsharp_runs_the_command():
+    """``python -m dsharp`` is the command where the venv's scripts folder is not on PATH;
+    it was "No module named dsharp.__main__"."""
+    version = subprocess.run(
+        [sys.executable, "-m", "dsharp", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("dsharp ")
+    unknown = subprocess.run(
+        [sys.executable, "-m", "dsharp", "no-such-command"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 2
+    assert "No such command 'no-such-command'" in unknown.stderr
