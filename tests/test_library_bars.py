@@ -4,6 +4,8 @@ each text encoder and reward model, where ``dsharp`` prints none)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
@@ -55,3 +57,31 @@ def test_dsharp_verbose_keeps_the_bars_as_for_the_command(bars_on, monkeypatch):
     monkeypatch.setenv("DSHARP_VERBOSE", "1")
     with library_bars_off():
         assert _bars() == (True, True)
+
+
+def test_loads_that_overlap_in_two_threads_leave_the_bars_as_the_caller_had_them(bars_on):
+    """Each load put back the flag it found: where the first of two overlapping loads (one
+    per thread) finished first, the second put back its "off" and the bars stayed off."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first() -> None:
+        with library_bars_off():
+            first_in.set()
+            second_in.wait(5)
+        seen.append(_bars())  # the second still loads: still off
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with library_bars_off():
+            second_in.set()
+            first_out.wait(5)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [(False, False)]
+    assert _bars() == (True, True)

@@ -6,15 +6,24 @@ sets before those libraries import; the Python API cannot (they are often import
 and must not leave a notebook's settings changed, so each load turns them off and back.
 huggingface_hub's download bars are left alone: a first download takes minutes, and its bar
 says how many. ``DSHARP_VERBOSE=1`` keeps every bar, as for the command.
+
+The flag is the process's: loads that overlap (one per thread) share one "off", and the last
+to finish puts back what the first found; each putting back what it found left the bars off
+for good where the first finished before the second.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from types import ModuleType
+
+_lock = threading.Lock()
+# per logging module: how many loads hold its bars off, and the flag the first one found
+_held: dict[str, tuple[int, object]] = {}
 
 
 @contextmanager
@@ -33,15 +42,25 @@ def library_bars_off() -> Iterator[None]:
 @contextmanager
 def _flag_off(logging_module: ModuleType) -> Iterator[None]:
     """``logging_module._tqdm_active`` (what its ``is_progress_bar_enabled`` reads, and its
-    ``tqdm`` checks at each bar) False, then back. Set directly: transformers'
-    ``disable_progress_bar`` also turns off, and clears the per-group settings of,
-    huggingface_hub's bars, which its ``enable_progress_bar`` cannot put back."""
+    ``tqdm`` checks at each bar) False, then back once no other load holds it off. Set
+    directly: transformers' ``disable_progress_bar`` also turns off, and clears the per-group
+    settings of, huggingface_hub's bars, which its ``enable_progress_bar`` cannot put back."""
     if not hasattr(logging_module, "_tqdm_active"):  # a version without it: bars as they are
         yield
         return
-    before = logging_module._tqdm_active
-    logging_module._tqdm_active = False
+    name = logging_module.__name__
+    with _lock:
+        depth, before = _held.get(name, (0, None))
+        if depth == 0:
+            before = logging_module._tqdm_active
+        _held[name] = (depth + 1, before)
+        logging_module._tqdm_active = False
     try:
         yield
     finally:
-        logging_module._tqdm_active = before
+        with _lock:
+            depth, before = _held.pop(name)
+            if depth > 1:
+                _held[name] = (depth - 1, before)
+            else:
+                logging_module._tqdm_active = before
