@@ -263,6 +263,27 @@ def test_options_hidden_in_both_evaluations_are_not_taken_for_alike(tmp_path: Pa
     ]
 
 
+def test_a_url_whose_credentials_alone_are_hidden_is_compared_by_the_rest():
+    """A grader's ``base_url`` with its credentials (``https://user:KEY@proxy/v1``, sent as a
+    header) is saved as ``https://<redacted>@proxy/v1``: two such evaluations got the hidden
+    note at every compare, though who asks does not change the grade; another host is
+    still a difference, and a value hidden whole still gets the note."""
+    from dsharp.redaction import redact_reward_spec
+
+    def graded(base_url: str) -> dict:
+        options = {"model": "FAKEgrader", "base_url": base_url}
+        return _with_specs(redact_reward_spec({"name": "shapes", "options": options})["options"])
+
+    proxy = "https://fakeuser:FAKEpassword1@proxy.example/v1"
+    assert comparability_notes([("a", graded(proxy)), ("b", graded(proxy))]) == []
+    query = "https://proxy.example/v1?api-key=FAKEkey0123456789"
+    assert comparability_notes([("a", graded(query)), ("b", graded(query))]) == []
+    other = comparability_notes([("a", graded(proxy)), ("b", graded(proxy.replace("proxy", "x")))])
+    assert [n.split(" (")[0] for n in other] == ["reward settings differ"]
+    whole = comparability_notes([("a", _with_hidden("x1")), ("b", _with_hidden("x2"))])
+    assert [n.split(" (")[0] for n in whole] == ["reward settings hidden"]
+
+
 def test_an_older_evaluation_without_reward_settings_still_pairs_with_a_note(tmp_path: Path):
     new = _write(tmp_path, "new", _with_specs({"binary": True}))
     older = _write(tmp_path, "older", _scored(["shapes"], "shapes", shift=0.25))

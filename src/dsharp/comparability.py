@@ -275,8 +275,12 @@ def hidden_option(a_specs: list[dict[str, Any]], b_specs: list[dict[str, Any]]) 
 
 
 def _holds_redacted(value: Any) -> bool:
+    """Whether ``value`` holds a text saved hidden whole. A URL whose credentials alone are
+    hidden (``https://<redacted>@proxy/v1``, ``?api-key=<redacted>``: what
+    :func:`~dsharp.redaction.redact_url_credentials` hides) is compared by the rest, as who
+    asks a server does not change its grade (the grader's cache key leaves them out too)."""
     if isinstance(value, str):
-        return REDACTED in value
+        return value == REDACTED
     if isinstance(value, dict | list):
         items = value.values() if isinstance(value, dict) else value
         return any(_holds_redacted(item) for item in items)
