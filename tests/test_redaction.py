@@ -347,3 +347,23 @@ def test_a_tokenizer_option_is_no_secret_but_a_token_is():
     assert looks_secret("access_token")
     assert redact_options({"tokenizer": "bert-base-uncased"}) == {"tokenizer": "bert-base-uncased"}
     assert redact_options({"token": "plainword"}) == {"token": REDACTED}
+
+
+def test_a_list_of_numbers_under_a_token_like_name_is_no_secret():
+    """An MLLM grader's ``extra_body`` for a vLLM server (``stop_token_ids: [151645]``) was
+    saved as ``<redacted>``: compare called every two such evaluations hidden, and the saved
+    recipe could not be run again. A list of numbers is no key, as a number is none; a list
+    with a string in it is still hidden."""
+    from dsharp.comparability import comparability_notes
+    from dsharp.redaction import shown_setting
+
+    extra = {"stop_token_ids": [151645, 151643], "min_tokens": 1}
+    assert redact_options({"extra_body": extra}) == {"extra_body": extra}
+    assert redact_options({"tokens": ["plainword", 3]}) == {"tokens": REDACTED}
+    assert redact_options({"token": []}) == {"token": []}
+    setting = "rewards.0.options.extra_body.stop_token_ids=[151645, 2]"
+    assert shown_setting(setting) == setting
+    assert shown_setting("rewards.0.options.token=[plainword]").endswith(f"={REDACTED}")
+    spec = redact_reward_spec({"name": "mllm", "options": {"model": "m", "extra_body": extra}})
+    evaluation = {"reward_weights": {"mllm": 1.0}, "reward_specs": {"mllm": spec}}
+    assert comparability_notes([("a", evaluation), ("b", evaluation)]) == []

@@ -4,7 +4,8 @@ options in saved recipes, evaluation results and benchmark files, error lines, e
 An option is secret when its reward declares it in ``RewardInfo.secret_options``, or when its
 name looks like one (``api_key``, ``*token*``, ``*secret*``, ``password``...). A declared secret
 is redacted whatever its value; a name that only looks secret keeps numbers and booleans
-(``max_tokens: 512``) but loses strings, lists and mappings, which is how keys are written.
+(``max_tokens: 512``) and lists of them (a server's ``stop_token_ids: [151645]``) but loses
+strings, other lists and mappings, which is how keys are written.
 An option that names an environment variable (``api_key_env``) keeps a variable's name
 (``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
 A URL keeps everything but the credentials written into it: its userinfo
@@ -261,6 +262,14 @@ def _is_number(text: str) -> bool:
     return isinstance(_parsed(text.strip()), int | float)  # bool is an int: no key either
 
 
+def _numbers(value: Any) -> bool:
+    """Whether ``value`` is a number or boolean, or a list of them (``stop_token_ids``), as
+    no key is written: what a name that only looks secret keeps."""
+    if isinstance(value, list | tuple):
+        return bool(value) and all(isinstance(v, int | float) for v in value)
+    return isinstance(value, int | float)
+
+
 def _hide_key_like(text: str) -> str:
     """``text`` with each word that looks like a key redacted, and with everything after a
     ``NAME:`` whose name looks secret (``api_key: ...`` typed where ``=`` belonged) unless it
@@ -408,7 +417,7 @@ def _shown(setting: str) -> str:
         return _hide_key_like(setting)
     stripped = value.strip()
     parsed = _parsed(stripped)
-    number = isinstance(parsed, int | float)  # max_tokens=512 is no key (bool is an int)
+    number = _numbers(parsed)  # max_tokens=512, stop_token_ids=[2] are no key (bool: an int)
     last = key.strip().rsplit(".", 1)[-1]
     if _not_a_variable_name(last, parsed if isinstance(parsed, str) else stripped):
         return f"{key}={REDACTED}"
@@ -442,7 +451,11 @@ def redact_options(value: Any, declared: frozenset[str] = frozenset()) -> Any:
             name = str(key)
             hide = item not in (None, "", [], {}) and (
                 name in declared
-                or (looks_secret(name) and isinstance(item, (str, list, tuple, dict)))
+                or (
+                    looks_secret(name)
+                    and isinstance(item, (str, list, tuple, dict))
+                    and not _numbers(item)  # stop_token_ids: [2]
+                )
                 or _not_a_variable_name(name, item)
             )
             out[key] = REDACTED if hide else redact_options(item, declared)
