@@ -343,8 +343,12 @@ def test_a_tokenizer_option_is_no_secret_but_a_token_is():
 
     assert not looks_secret("tokenizer")
     assert not looks_secret("tokenizer_path")
-    assert looks_secret("hf_token")
-    assert looks_secret("access_token")
+    for name in ("max_tokens", "max_new_tokens", "tokens_per_image", "token_limit", "pad_token"):
+        assert not looks_secret(name), name  # what a model reads, a string value ("auto")
+    assert not looks_secret("stop_token_ids")
+    for name in ("hf_token", "access_token", "token", "auth_tokens", "max_tokens_api_key"):
+        assert looks_secret(name), name
+    assert redact_options({"tokens_per_image": "auto"}) == {"tokens_per_image": "auto"}
     assert redact_options({"tokenizer": "bert-base-uncased"}) == {"tokenizer": "bert-base-uncased"}
     assert redact_options({"token": "plainword"}) == {"token": REDACTED}
 

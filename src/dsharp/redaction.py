@@ -49,10 +49,19 @@ from typing import Any
 from urllib.parse import unquote
 
 REDACTED = "<redacted>"
-# "token" but not "tokenizer": a reward's tokenizer option names a folder or hub id, and hidden
-# in a saved recipe it could not be built again from it.
-_SECRET_NAME = re.compile(
-    r"api[_-]?key|token(?!i[sz])|secret|passw(or)?d|credential|authorization", re.I
+_SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|authorization", re.I)
+# Names with "token" in them that say what a model reads, not what authenticates: a
+# tokenizer (a folder or hub id), token counts and limits (max_tokens, tokens_per_image: a
+# string value such as "auto"), special tokens (pad_token, stop_token_ids). Hidden in a saved
+# recipe, the reward could not be built again from it. They are taken out of a name before
+# it is read, so "max_tokens_api_key" is still a secret's name.
+_NOT_A_SECRET_TOKEN = re.compile(
+    r"tokeni[sz][a-z]*"
+    r"|(?:max|min|num|n|total)_(?:new_|completion_|prompt_|output_|input_)?tokens"
+    r"|tokens_per_[a-z]+"
+    r"|(?:pad|eos|bos|unk|sep|cls|mask|stop|special)_tokens?(?:_ids?)?"
+    r"|token_(?:limit|count|type|ids?|length|budget)",
+    re.I,
 )
 # Options that name an environment variable hold no secret themselves (e.g. api_key_env).
 _NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
@@ -60,7 +69,8 @@ _NAMES_A_VARIABLE = re.compile(r"_env(var)?$", re.I)
 
 def looks_secret(name: str) -> bool:
     """Whether an option name looks like it holds a secret."""
-    return bool(_SECRET_NAME.search(name)) and not _NAMES_A_VARIABLE.search(name)
+    read = _NOT_A_SECRET_TOKEN.sub(" ", name)
+    return bool(_SECRET_NAME.search(read)) and not _NAMES_A_VARIABLE.search(name)
 
 
 # A variable's name as written by convention (OPENAI_API_KEY). A token pasted where the name
