@@ -195,3 +195,15 @@ def test_a_resume_named_by_its_folder_finds_a_step_aside(tmp_path):
     final = _aside(tmp_path, 2)
     assert checkpoints.resolve_resume(tmp_path, str(final)) == final
     assert checkpoints.find_model_checkpoint(final) == final
+
+
+def test_a_pruned_step_takes_its_copy_aside_with_it(tmp_path):
+    """A kill after a re-save's second rename leaves ``.step-N.old`` beside a whole
+    ``step-N``; a later save that prunes ``step-N`` (keep) kept the copy aside, now without
+    its ``step-N``, and the next listing put it back: a pruned step, in its older copy."""
+    _checkpoint(tmp_path, 1)
+    _aside(tmp_path, 1)
+    _checkpoint(tmp_path, 2)  # keep=1: step 1 pruned
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000002"]
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["step-000002"]

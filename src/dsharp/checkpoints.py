@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dsharp.io import (
+    aside_name,
     atomic_write_json,
     discard_directory,
     replace_directory,
@@ -239,7 +240,10 @@ def finalize_checkpoint(run_dir: Path, step: int, state: dict, keep: int | None)
 def _remove_checkpoint(checkpoint: Path) -> None:
     """Delete an old checkpoint: renamed to a hidden name first, so that a crash part way
     through the delete never leaves a ``step-*`` folder that still has its
-    ``trainer_state.json`` but has lost its weights (the next checkpoint deletes the rest)."""
+    ``trainer_state.json`` but has lost its weights (the next checkpoint deletes the rest).
+    Its older copy that a kill left aside (``.step-N.old``) goes first: left without its
+    ``step-N``, it would be put back as the step's only copy, a pruned step come back."""
+    discard_directory(aside_name(checkpoint))
     hidden = checkpoint.parent / f".{checkpoint.name}.pruned"
     shutil.rmtree(hidden, ignore_errors=True)
     try:
