@@ -207,3 +207,23 @@ def test_a_pruned_step_takes_its_copy_aside_with_it(tmp_path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-000002"]
     assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["step-000002"]
+
+
+def test_a_step_named_from_inside_checkpoints_asks_the_run_folders_lock(tmp_path, monkeypatch):
+    """``--checkpoint step-000002`` given from inside ``checkpoints/``: the lock asked was
+    that of ``Path('.').parent``, ``checkpoints`` itself (none there), so a listing put a
+    copy aside back while the run's own training held its folder."""
+    from pathlib import Path
+
+    import dsharp.folder_lock as folder_lock
+
+    run = tmp_path / "run"
+    final = _aside(run, 2)
+    monkeypatch.setattr(
+        folder_lock, "locked_by_another_process", lambda folder: folder.resolve() == run
+    )
+    monkeypatch.chdir(final.parent)
+    with pytest.raises(FileNotFoundError):
+        checkpoints.find_model_checkpoint(Path(final.name))
+    assert (final.parent / ".step-000002.old").is_dir()
+    assert not final.exists()

@@ -68,7 +68,9 @@ def restore_aside_checkpoints(root: Path) -> None:
         and not final.exists()
         and (old / "trainer_state.json").is_file()
     ]
-    if aside and not locked_by_another_process(Path(root).parent):
+    # the run folder of an absolute path: that of a bare ``step-N`` (given from inside
+    # ``checkpoints``) is not ``Path('.').parent``, which is ``checkpoints`` itself
+    if aside and not locked_by_another_process(Path(os.path.abspath(root)).parent):
         for final in aside:
             restore_replaced(final)
 
