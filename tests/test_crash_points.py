@@ -227,3 +227,24 @@ def test_a_step_named_from_inside_checkpoints_asks_the_run_folders_lock(tmp_path
         checkpoints.find_model_checkpoint(Path(final.name))
     assert (final.parent / ".step-000002.old").is_dir()
     assert not final.exists()
+
+
+def test_a_process_that_exchanges_nothing_plans_its_own_resume(tmp_path, monkeypatch):
+    """``RANK=1`` without a size variable (no launch, so no exchange): the process plans
+    its resume itself; taking the first process's (none sent) it started the run over."""
+    from pathlib import Path
+
+    from dsharp.recipe_io import load_recipe
+    from dsharp.resume import launch_resume
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    run = tmp_path / "run"
+    final = _aside(run, 2)
+    (run / "recipe.yaml").write_text(quickstart.read_text())
+    import dsharp.launch
+
+    for name in dsharp.launch.RANK_VARIABLES + dsharp.launch.SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    recipe = load_recipe(quickstart, [f"output_dir={run}", "train.resume=latest"])
+    assert launch_resume(recipe) == final

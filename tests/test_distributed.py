@@ -314,3 +314,52 @@ def test_eval_and_sample_refuse_a_launch_once(command, tmp_path):
         "without accelerate launch (or torchrun, mpirun)"
     ], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+RESUME_WORKER = """
+import os, sys, time
+from pathlib import Path
+from dsharp.folder_lock import hold_folder_lock
+from dsharp.launch import leave_process_group
+from dsharp.recipe_io import load_recipe
+from dsharp.resume import launch_resume
+
+recipe_path, run, out = (Path(a) for a in sys.argv[1:4])
+recipe = load_recipe(recipe_path, [f"output_dir={run}", "train.resume=latest"])
+rank = os.environ["RANK"]
+if rank == "0":  # holds the run folder, as dsharp train's first process does
+    lock = hold_folder_lock(run, "output_dir")
+    while not (out / "rank1-asks").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # rank 1 asks first
+else:
+    (out / "rank1-asks").touch()
+(out / f"rank{rank}.txt").write_text(launch_resume(recipe).name)
+leave_process_group()
+"""
+
+
+def test_every_process_resumes_from_the_checkpoint_the_first_one_put_back(tmp_path):
+    """A kill between the renames of step 2's re-save left it aside (``.step-000002.old``).
+    The first process, which holds the run folder, puts it back and resumes from it; the
+    second, which leaves it alone while another process holds the folder, took step 1: the
+    two trained on from different checkpoints."""
+    recipe = ROOT / "recipes" / "quickstart.yaml"
+    run, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    for folder, step in (("step-000001", 1), (".step-000002.old", 2)):
+        state = run / "checkpoints" / folder / "trainer_state.json"
+        state.parent.mkdir(parents=True)
+        state.write_text(json.dumps({"step": step}))
+    (run / "recipe.yaml").write_text(recipe.read_text())
+    worker = tmp_path / "worker.py"
+    worker.write_text(RESUME_WORKER)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [str(worker), str(recipe), str(run), str(out)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(out / f"rank{r}.txt").read_text() for r in (0, 1)] == ["step-000002"] * 2

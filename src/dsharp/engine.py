@@ -41,7 +41,7 @@ from dsharp.method_rounds import RoundLoad, load_round, save_round
 from dsharp.methods.factory import build_method
 from dsharp.preflight import check_runtime
 from dsharp.progress import TrainProgress
-from dsharp.resume import planned_resume
+from dsharp.resume import launch_resume
 from dsharp.step_metrics import once_per_round, plain_row, pool_rows
 
 
@@ -360,7 +360,7 @@ class Trainer:
         self.run_dir = Path(recipe.output_dir)
         train = recipe.train
         # Before anything loads: a resume must continue the run that wrote the checkpoint.
-        resume_from = planned_resume(recipe)
+        resume_from = launch_resume(recipe)  # one checkpoint for every process
         if resume_from is not None:
             ckpts.check_resume_files(resume_from)
             _check_resume_fits(resume_from, recipe)

@@ -39,6 +39,20 @@ def planned_resume(recipe: Any) -> Path | None:
     return resume_from
 
 
+def launch_resume(recipe: Any) -> Path | None:
+    """:func:`planned_resume` as the launch's first process finds it, on every process
+    (itself without a launcher). That process holds the run folder and puts back a
+    checkpoint a kill left aside (:func:`~dsharp.checkpoints.restore_aside_checkpoints`),
+    which the others leave alone while it holds the folder: each finding its own, they
+    could resume from different steps (or refuse a ``train.resume`` folder not back yet).
+    A process that exchanged nothing (a rank without a process group) plans its own."""
+    from dsharp.launch import broadcast_from_main, launcher_rank_zero
+
+    unplanned = "unplanned"  # the others' offer: back only where no exchange took place
+    chosen = broadcast_from_main(planned_resume(recipe) if launcher_rank_zero() else unplanned)
+    return planned_resume(recipe) if isinstance(chosen, str) else chosen
+
+
 def merged_weights_only(checkpoint: Path) -> bool:
     """Whether a checkpoint is one that ``dsharp merge`` wrote: merged UNet weights without
     the optimizer, scheduler and RNG state a run continues from."""
