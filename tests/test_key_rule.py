@@ -326,3 +326,42 @@ def test_a_short_or_path_like_value_under_a_key_named_parameter_is_loaded(query:
     query or in the fragment)."""
     url = f"https://example.com/data.jsonl{mark}{query}"
     assert load_recipe(QUICKSTART, [f"method.options.note={url}"]).method.options["note"] == url
+
+
+ENCODED_KEY = "sk-proj-FAKEabcdef1234567890xyz"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"https://h.example/cb?redirect_uri=https%3A%2F%2Fh2%2Fy%3Fapi_key%3D{ENCODED_KEY}",
+        f"prompt%20{ENCODED_KEY}",
+        f"data%2F{ENCODED_KEY}",
+    ],
+)
+def test_a_key_right_after_a_percent_escape_is_hidden_and_refused(value: str):
+    """The key rule's start saw the ``D`` of ``%3D`` (the ``0`` of ``%20``) as a letter
+    joined to the key: a key in a percent-encoded query was echoed, saved and loaded."""
+    assert looks_like_key(value)
+    assert "FAKEabcdef" not in redact_text(value)
+    assert "FAKEabcdef" not in shown_setting(f"method.options.note={value}")
+    with pytest.raises(RecipeError, match="method.options.note: "):
+        load_recipe(QUICKSTART, [f"method.options.note={value}"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "prompts/my%20prompts.txt",
+        "https://h.example/p?path=%2Fdata%2Fimg001.png&q=my%20prompts.txt",
+        "https://h.example/p?redirect_uri=https%3A%2F%2Fh2%2Fcb%3Fstate%3Dabc123xyz",
+        "https://h.example/p?u=https%3A%2F%2Fh2%2Fblobs%2F" + "0123456789ABCDEF" * 4 + "%2Fm.bin",
+    ],
+)
+def test_percent_encoded_paths_and_ordinary_encoded_queries_are_kept(value: str):
+    """What an escape joins (``%2F``: a path's ``/``) joins as the character would: a sha256
+    folder in an encoded path is no key, nor is a word after ``%20``."""
+    assert redact_text(value) == value
+    setting = f"method.options.note={value}"
+    assert shown_setting(setting) == setting
+    assert load_recipe(QUICKSTART, [setting]).method.options["note"] == value

@@ -33,7 +33,9 @@ A value that looks like an API key is caught under any name, by one of two rules
 
 Neither rule takes a word joined to a path's or a name's pieces (``runs/<uuid>``,
 ``runs/sk-ddpo-lr1e5-run3``, ``hf_prompts_2024_v2/...``, a sha256 folder of a cache), words
-or CamelCase names (``DDPOvsD3POAblation2024``) or a 40-hex-digit commit for a key. Next to a
+or CamelCase names (``DDPOvsD3POAblation2024``) or a 40-hex-digit commit for a key; a
+percent-escape counts as the character it stands for (``%3Dsk-...`` is a key after ``=``,
+``%2F<sha256>`` a path's piece). Next to a
 key (the options of a reward that reads one), a bad value is quoted only when it is short
 and caught by neither rule (:func:`shown_beside_a_key`): a local server's key may have any
 shape.
@@ -109,8 +111,10 @@ def _not_a_variable_name(name: str, value: Any) -> bool:
 # (gpt-4o-2024-08-06), hub ids (runwayml/stable-diffusion-v1-5), names and folders that start
 # like a prefix (hf_cache_2024, sk-ddpo-lr1e5-run3) and placeholders (sk-no-key-required)
 # are none of these.
+# A key starts where no letter or digit is before it, or right after a percent-escape
+# (``%3Dsk-...``: a key in an encoded query, ``%20sk-...``), but not inside one (``%2F``).
 _KEY = re.compile(
-    r"(?<![A-Za-z0-9])(?:"
+    r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![A-Za-z0-9%])|(?<=%)(?![0-9A-Fa-f]{2}))(?:"
     r"(?:sk|rk|hf|ghp|gho|ghu|ghs|ghr|github_pat|glpat|gsk|r8|xai|pplx|fw)[-_]"
     r"(?P<rest>[A-Za-z0-9_-]{12,})"
     r"|AIza[A-Za-z0-9_-]{20,}"
@@ -146,14 +150,22 @@ def _random_tail(rest: str) -> bool:
     return any(len(s) >= _TAIL_STRETCH and looks_generated(s) for s in stretches)
 
 
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def _joined(m: re.Match[str]) -> bool:
     """Whether the word ``m`` matched is joined to a path's or a name's pieces (a full stop
-    that ends a sentence joins nothing: ``... got KEY.``)."""
-    text, end = m.string, m.end()
+    that ends a sentence joins nothing: ``... got KEY.``), also by a joiner percent-encoded
+    (``%2Fdata%2F<sha256>``, a path given in an encoded query)."""
+    text, start, end = m.string, m.start(), m.end()
     after = text[end : end + 2]
     sentence_end = after[:1] == "." and not after[1:].isalnum()
-    return (m.start() > 0 and text[m.start() - 1] in _JOINERS) or (
-        bool(after) and after[0] in _JOINERS and not sentence_end
+    escapes = (_ESCAPE.fullmatch(text, max(start - 3, 0), start), _ESCAPE.match(text, end))
+    encoded = [chr(int(e.group(0)[1:], 16)) for e in escapes if e]
+    return (
+        (start > 0 and text[start - 1] in _JOINERS)
+        or (bool(after) and after[0] in _JOINERS and not sentence_end)
+        or any(c in _JOINERS for c in encoded)
     )
 
 
