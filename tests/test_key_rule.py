@@ -365,3 +365,25 @@ def test_percent_encoded_paths_and_ordinary_encoded_queries_are_kept(value: str)
     setting = f"method.options.note={value}"
     assert shown_setting(setting) == setting
     assert load_recipe(QUICKSTART, [setting]).method.options["note"] == value
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            "https://h.example/x?a=1;api_key=FAKEPASS99",
+            f"https://h.example/x?a=1;api_key={REDACTED}",
+        ),
+        (
+            "https://h.example/cb#access_token=FAKEPASS99;state=y&z=1",
+            f"https://h.example/cb#access_token={REDACTED};state=y&z=1",
+        ),
+    ],
+)
+def test_parameters_separated_by_a_semicolon_are_read_one_by_one(value: str, shown: str):
+    """``;`` separates parameters as ``&`` does: a key after one was echoed and loaded, and a
+    token before one took the rest of the fragment (``;state=y``) with it into the echo's
+    ``<redacted>``."""
+    assert redact_text(value) == shown
+    with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
+        load_recipe(QUICKSTART, [f"method.options.note={value}"])

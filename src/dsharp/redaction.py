@@ -313,10 +313,10 @@ _ANY_URL_USERINFO = re.compile(r"(?<![a-z0-9+.-])" + _URL_CREDENTIALS, re.I)
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
 # A URL's parameter, in its query (``?key=...&api-version=...``: keys go in queries too) or in
 # its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
-# single-page app's route its query (``#/cb?token=...``). A value with a "?" in it may be a
-# URL given unencoded, with parameters of its own (``?u=https://h/x?key=...``): those are read
-# too (see _parameters).
-_URL_PARAM = re.compile(r"([?&#])([^=&#?\s]+)=([^&#\s\]}]*)")
+# single-page app's route its query (``#/cb?token=...``). Parameters are separated by "&" or
+# ";" (``?a=1;api_key=...``). A value with a "?" in it may be a URL given unencoded, with
+# parameters of its own (``?u=https://h/x?key=...``): those are read too (see _parameters).
+_URL_PARAM = re.compile(r"([?&#;])([^=&#?;\s]+)=([^&#;\s\]}]*)")
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
 # A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
 # X-Amz-Signature (a presigned URL), apikey; in a URL, a "key" is hardly ever anything else.
