@@ -387,3 +387,35 @@ def test_parameters_separated_by_a_semicolon_are_read_one_by_one(value: str, sho
     assert redact_text(value) == shown
     with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
         load_recipe(QUICKSTART, [f"method.options.note={value}"])
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            "https://h.example/cb?redirect_uri=https%3A%2F%2Fh2%2Fy%3Fa%3D1%26api_key%3DFAKEPASS"
+            "%26b%3D2&next=1",
+            "https://h.example/cb?redirect_uri=https%3A%2F%2Fh2%2Fy%3Fa%3D1%26api_key%3D"
+            f"{REDACTED}%26b%3D2&next=1",
+        ),
+        (
+            "https://h.example/cb?r=https%3a%2f%2fh2%2fcb%23access_token%3dFAKEPASS%26state%3dy",
+            f"https://h.example/cb?r=https%3a%2f%2fh2%2fcb%23access_token%3d{REDACTED}%26state%3dy",
+        ),
+        (  # encoded twice: a redirect in a redirect
+            "https://h.example/cb?r=https%3A%2F%2Fh%2Fx%3Fu%3Dhttps%253A%252F%252Fh2%252F"
+            "y%253Ftoken%253DFAKEPASS%2526s%253D1",
+            "https://h.example/cb?r=https%3A%2F%2Fh%2Fx%3Fu%3Dhttps%253A%252F%252Fh2%252F"
+            f"y%253Ftoken%253D{REDACTED}%2526s%253D1",
+        ),
+    ],
+)
+def test_a_percent_encoded_query_in_a_parameter_takes_the_parameter_rule(value, shown):
+    """A URL given percent-encoded in another's parameter (an OAuth ``redirect_uri``) has its
+    own parameters read, as one given unencoded has: its key was echoed and loaded whole."""
+    assert redact_text(value) == shown
+    assert shown_setting(f"rewards.0.options.endpoint={value}") == (
+        f"rewards.0.options.endpoint={shown}"
+    )
+    with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
+        load_recipe(QUICKSTART, [f"method.options.note={value}"])

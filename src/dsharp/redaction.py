@@ -10,7 +10,9 @@ An option that names an environment variable (``api_key_env``) keeps a variable'
 (``OPENAI_API_KEY``, ``grader_key``) and loses what looks like a token pasted in its place.
 A URL keeps everything but the credentials written into it: its userinfo
 (``https://user:KEY@host``) and query or fragment parameters named like a secret (``?key=``,
-``?api_key=``, ``&token=``, ``#access_token=``, ``?sig=``, ``?subscription-key=``...).
+``?api_key=``, ``&token=``, ``#access_token=``, ``?sig=``, ``?subscription-key=``...), its
+own or those of a URL in a parameter's value, given as is or percent-encoded
+(``?redirect_uri=https%3A%2F%2Fh%2Fcb%3Fapi_key%3D...``).
 
 A value that looks like an API key is caught under any name, by one of two rules:
 
@@ -43,6 +45,7 @@ shape.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -315,8 +318,10 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a
 # its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
 # single-page app's route its query (``#/cb?token=...``). Parameters are separated by "&" or
 # ";" (``?a=1;api_key=...``). A value with a "?" in it may be a URL given unencoded, with
-# parameters of its own (``?u=https://h/x?key=...``): those are read too (see _parameters).
-_URL_PARAM = re.compile(r"([?&#;])([^=&#?;\s]+)=([^&#;\s\]}]*)")
+# parameters of its own (``?u=https://h/x?key=...``), and one with an encoded "?" or "#" a URL
+# given percent-encoded (``?redirect_uri=https%3A%2F%2Fh%2Fy%3Fapi_key%3D...``): those are read
+# too (see _parameters).
+_URL_PARAM = re.compile(r"(?P<sep>[?&#;])(?P<name>[^=&#?;\s]+)(?P<eq>=)(?P<value>[^&#;\s\]}]*)")
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
 # A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
 # X-Amz-Signature (a presigned URL), apikey; in a URL, a "key" is hardly ever anything else.
@@ -330,35 +335,55 @@ def secret_query_name(name: str) -> bool:
     return bool(looks_secret(name) or name in _SECRET_QUERY_NAMES or _SECRET_QUERY_END.search(name))
 
 
-def _url_parameters(url: str) -> str:
+@functools.cache
+def _param_pattern(level: int) -> re.Pattern[str]:
+    """:data:`_URL_PARAM` for a URL percent-encoded ``level`` times (``%3F``, ``%3D``, ``%26``
+    at 1; ``%253F``... at 2), as it is in another's parameter."""
+    if level == 0:
+        return _URL_PARAM
+    p = "%" + "25" * (level - 1)
+    sep, eq, end = f"{p}(?:3F|26|23|3B)", f"{p}3D", f"{p}(?:26|23|3B)"
+    return re.compile(
+        rf"(?P<sep>{sep})(?P<name>(?:(?!{sep}|{eq})[^=&#?;\s])+)(?P<eq>{eq})"
+        rf"(?P<value>(?:(?!{end})[^&#;\s\]}}])*)",
+        re.I,
+    )
+
+
+def _url_parameters(url: str, level: int = 0) -> str:
     """What of ``url`` holds its parameters: all from its first ``?`` or ``#`` (its query and
-    its fragment, which take the same rule), or ""."""
+    its fragment, which take the same rule; percent-encoded ``level`` times), or ""."""
+    if level:
+        mark = re.search("%" + "25" * (level - 1) + "(?:3F|23)", url, re.I)
+        return url[mark.start() :] if mark else ""
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
     return url[cut:]
 
 
-def _parameters(url: str) -> Iterator[re.Match[str]]:
-    """The parameters of ``url`` (see :data:`_URL_PARAM`), and of a URL in one's value."""
-    for m in _URL_PARAM.finditer(_url_parameters(url)):
+def _parameters(url: str, level: int = 0) -> Iterator[re.Match[str]]:
+    """The parameters of ``url`` (see :data:`_URL_PARAM`), and of a URL in one's value, as
+    given (``?u=https://h/x?key=...``) or percent-encoded once more (``%3Fkey%3D...``)."""
+    for m in _param_pattern(level).finditer(_url_parameters(url, level)):
         yield m
-        if "?" in m.group(3):
-            yield from _parameters(m.group(3))
+        yield from _parameters(m.group("value"), level)
+        yield from _parameters(m.group("value"), level + 1)
 
 
-def _redact_params(url: str) -> str:
-    params = _url_parameters(url)
+def _redact_params(url: str, level: int = 0) -> str:
+    params = _url_parameters(url, level)
     head = url[: len(url) - len(params)]
 
     def hide(m: re.Match[str]) -> str:
-        value = m.group(3)
+        sep, name, eq, value = m.group("sep", "name", "eq", "value")
         number = re.fullmatch(r"[-+]?\d+(\.\d*)?", value)  # max_tokens=5, as options keep
         if not value or number:
             return m.group(0)
-        if not secret_query_name(m.group(2)):  # a URL in its value may hold one
-            return f"{m.group(1)}{m.group(2)}={_redact_params(value)}"
-        return f"{m.group(1)}{m.group(2)}={REDACTED}"
+        if not secret_query_name(name):  # a URL in its value may hold one
+            value = _redact_params(_redact_params(value, level), level + 1)
+            return f"{sep}{name}{eq}{value}"
+        return f"{sep}{name}{eq}{REDACTED}"
 
-    return head + _URL_PARAM.sub(hide, params)
+    return head + _param_pattern(level).sub(hide, params)
 
 
 def redact_url_credentials(text: str) -> str:
@@ -398,7 +423,7 @@ def holds_url_credentials(text: str) -> bool:
             if info.partition(":")[2]:  # user:password@
                 return True
         for param in _parameters(url):
-            name, value = unquote(param.group(2)).strip().lower(), param.group(3)
+            name, value = unquote(param.group("name")).strip().lower(), param.group("value")
             if not _secret_sized(value):
                 continue
             if looks_secret(name) or (secret_query_name(name) and looks_generated(value)):
