@@ -14,7 +14,7 @@ import yaml
 
 from dsharp.config import load_recipe, recipe_to_yaml
 from dsharp.recipe_errors import RecipeError
-from dsharp.redaction import REDACTED, redact_options, shown_setting
+from dsharp.redaction import REDACTED, looks_like_key, redact_options, shown_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-SECRETcanary-1234567890abcdef"  # as OpenAI's keys look
@@ -298,3 +298,41 @@ def test_a_wandb_key_as_train_project_is_refused():
     assert wandb_key not in str(error.value)
     revision = f"model.revision={wandb_key}"  # as a commit, elsewhere, it is kept
     assert shown_setting(revision) == revision
+
+
+def _png_data_uri() -> str:
+    """A real 16x16 PNG of random pixels, inline: its base64 is a long random-looking run."""
+    import base64
+    import random
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rng = random.Random(0)
+    rows = b"".join(b"\x00" + bytes(rng.randrange(256) for _ in range(48)) for _ in range(16))
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+    return "data:image/png;base64," + base64.b64encode(png + chunk(b"IEND", b"")).decode()
+
+
+def test_an_inline_image_is_loaded_and_saved_as_given():
+    """A base64 ``data:`` URI is data, no credential: its payload's random-looking runs
+    made the recipe refused as holding a key. Echoes still hide those runs."""
+    uri = _png_data_uri()
+    assert len(uri) > 300 and looks_like_key(uri)
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"method.options.note={uri}"])
+    assert recipe.method.options["note"] == uri
+    assert uri in recipe_to_yaml(recipe)
+    assert REDACTED in shown_setting(f"method.options.note={uri}")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"data:text/plain;base64,{KEY}", f"data:text/plain,{KEY}", f"data:;base64,x {KEY}"],
+)
+def test_a_key_written_as_a_data_uri_that_is_no_base64_is_still_refused(value: str):
+    with pytest.raises(RecipeError, match="looks like an API key or token"):
+        load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"method.options.note={value}"])

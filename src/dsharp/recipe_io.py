@@ -81,13 +81,15 @@ def refuse_key_like_values(
     only looks like one. The rewards' options are saved with such values redacted (a reward
     built from the saved recipe asks for them again). A value that names a file or folder
     that exists (one named by its sha256, a resumed run's ``output_dir`` of hex digits) is no
-    key."""
-    from dsharp.redaction import holds_url_credentials, looks_like_key
+    key, nor is a base64 ``data:`` URI (an inline image, whose payload looks random)."""
+    from dsharp.redaction import holds_url_credentials, is_data_uri, looks_like_key
 
     def secret(value: str) -> str | None:
         if holds_url_credentials(value):
             return "holds a URL's credentials (not shown)"
-        return "looks like an API key or token (not shown)" if looks_like_key(value) else None
+        if looks_like_key(value) and not is_data_uri(value):  # an inline image is no key
+            return "looks like an API key or token (not shown)"
+        return None
 
     def walk(value: Any, loc: tuple) -> None:
         if isinstance(value, dict):

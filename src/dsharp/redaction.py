@@ -21,7 +21,8 @@ A value that looks like an API key is caught under any name, by one of two rules
   16 upper-case letters and digits), a JWT, or a standalone run of 20+ hex digits
   or of 28+ letters and digits in random mixed case. A recipe value outside the rewards'
   options that this rule catches is **refused at load** (it would be saved in the run
-  folder), as is one holding a URL's credentials; settings a command or a plan shows
+  folder; an inline image, a base64 ``data:`` URI, is not: :func:`is_data_uri`), as is one
+  holding a URL's credentials; settings a command or a plan shows
   (:func:`shown_setting`, a resume command to copy) hide what it catches.
 * **cautious** (:func:`might_be_key`, :func:`redact_text`): the sure rule, and also a
   standalone UUID (``123e4567-e89b-...``: Pinecone's, Heroku's keys) and a standalone run of
@@ -250,6 +251,20 @@ def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
     if not commit_ok and _GIT_COMMIT.fullmatch(text.strip().lower()):
         return True
     return hide_keys(text) != text
+
+
+# Inline data (RFC 2397) in base64: an image given in place of its file, which is no key,
+# though its payload is a long random-looking run of letters and digits.
+_BASE64_DATA_URI = re.compile(
+    r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,\s]*)*;base64,[A-Za-z0-9+/]+={0,2}", re.I
+)
+
+
+def is_data_uri(text: str) -> bool:
+    """Whether ``text`` is, whole, a base64 ``data:`` URI (``data:image/png;base64,...``):
+    data, not a credential, so a recipe is not refused for it; echoes still hide what of its
+    payload the key rule takes (a key may be written in any shape)."""
+    return bool(_BASE64_DATA_URI.fullmatch(text.strip()))
 
 
 def redact_text(text: str) -> str:
