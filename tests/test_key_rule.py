@@ -419,3 +419,19 @@ def test_a_percent_encoded_query_in_a_parameter_takes_the_parameter_rule(value, 
     )
     with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
         load_recipe(QUICKSTART, [f"method.options.note={value}"])
+
+
+@pytest.mark.parametrize("nested", ["a=?" * 2000, "a=" + "%3Fa%3D" * 2000 + "x"])
+def test_urls_nested_past_reading_are_hidden_and_refused_not_a_traceback(nested: str):
+    """URLs nested in parameters' values were read by recursion, once per level: 2000 levels
+    overflowed the stack (RecursionError) in every echo and at load. Past 16 levels the rest
+    is hidden whole, and a recipe is refused for what could not be read."""
+    url = f"https://example.com/?{nested}"
+    shown = redact_text(url)
+    assert shown.endswith(REDACTED)
+    assert len(shown) < 200
+    with pytest.raises(RecipeError, match="method.options.note"):
+        load_recipe(QUICKSTART, [f"method.options.note={url}"])
+    shallow = "https://example.com/?a=?a=?a=x"
+    assert redact_text(shallow) == shallow
+    assert load_recipe(QUICKSTART, [f"method.options.note={shallow}"]).method.options["note"]

@@ -375,18 +375,33 @@ def _url_parameters(url: str, level: int = 0) -> str:
     return url[cut:]
 
 
-def _parameters(url: str, level: int = 0) -> Iterator[re.Match[str]]:
+# How deep URLs nested in parameters' values are read; deeper, a URL's parameters are hidden
+# whole and refused at load (a value no one writes by hand: "?a=?a=?a=..." overflowed the
+# stack in a traceback).
+_NESTING_LIMIT = 16
+
+
+class _TooDeep(Exception):
+    """URLs nested deeper than :data:`_NESTING_LIMIT` in parameters' values."""
+
+
+def _parameters(url: str, level: int = 0, depth: int = 0) -> Iterator[re.Match[str]]:
     """The parameters of ``url`` (see :data:`_URL_PARAM`), and of a URL in one's value, as
-    given (``?u=https://h/x?key=...``) or percent-encoded once more (``%3Fkey%3D...``)."""
+    given (``?u=https://h/x?key=...``) or percent-encoded once more (``%3Fkey%3D...``);
+    :class:`_TooDeep` past :data:`_NESTING_LIMIT`."""
+    if depth > _NESTING_LIMIT:
+        raise _TooDeep
     for m in _param_pattern(level).finditer(_url_parameters(url, level)):
         yield m
-        yield from _parameters(m.group("value"), level)
-        yield from _parameters(m.group("value"), level + 1)
+        yield from _parameters(m.group("value"), level, depth + 1)
+        yield from _parameters(m.group("value"), level + 1, depth + 1)
 
 
-def _redact_params(url: str, level: int = 0) -> str:
+def _redact_params(url: str, level: int = 0, depth: int = 0) -> str:
     params = _url_parameters(url, level)
     head = url[: len(url) - len(params)]
+    if depth > _NESTING_LIMIT and params:
+        return f"{head}{params[:1]}{REDACTED}"
 
     def hide(m: re.Match[str]) -> str:
         sep, name, eq, value = m.group("sep", "name", "eq", "value")
@@ -394,7 +409,7 @@ def _redact_params(url: str, level: int = 0) -> str:
         if not value or number:
             return m.group(0)
         if not secret_query_name(name):  # a URL in its value may hold one
-            value = _redact_params(_redact_params(value, level), level + 1)
+            value = _redact_params(_redact_params(value, level, depth + 1), level + 1, depth + 1)
             return f"{sep}{name}{eq}{value}"
         return f"{sep}{name}{eq}{REDACTED}"
 
@@ -437,12 +452,15 @@ def holds_url_credentials(text: str) -> bool:
             info = userinfo.group(0)[len(userinfo.group(1)) : -1]
             if info.partition(":")[2]:  # user:password@
                 return True
-        for param in _parameters(url):
-            name, value = unquote(param.group("name")).strip().lower(), param.group("value")
-            if not _secret_sized(value):
-                continue
-            if looks_secret(name) or (secret_query_name(name) and looks_generated(value)):
-                return True
+        try:
+            for param in _parameters(url):
+                name, value = unquote(param.group("name")).strip().lower(), param.group("value")
+                if not _secret_sized(value):
+                    continue
+                if looks_secret(name) or (secret_query_name(name) and looks_generated(value)):
+                    return True
+        except _TooDeep:  # too deep to read to the end: what it holds is not known
+            return True
     return False
 
 
