@@ -61,18 +61,63 @@ def restore_aside_checkpoints(root: Path) -> None:
     between those renames now."""
     from dsharp.folder_lock import locked_by_another_process
 
-    aside = [
-        final
+    aside = steps_left_aside(root)
+    if aside and not locked_by_another_process(_run_dir_of_root(root)):
+        for final in aside:
+            restore_replaced(final)
+
+
+def steps_left_aside(root: Path) -> list[Path]:
+    """The ``step-N`` folders of the ``checkpoints`` folder ``root`` that are missing while
+    their whole older copy is aside (``.step-N.old``), oldest first: what
+    :func:`restore_aside_checkpoints` puts back, or, once it has run, could not."""
+    found = [
+        (step, final)
         for old in Path(root).glob(".step-*.old")
-        if CHECKPOINT_RE.match((final := Path(root) / old.name[1:-4]).name)
+        if (step := _step_of(final := Path(root) / old.name[1:-4])) >= 0
         and not final.exists()
         and (old / "trainer_state.json").is_file()
     ]
-    # the run folder of an absolute path: that of a bare ``step-N`` (given from inside
-    # ``checkpoints``) is not ``Path('.').parent``, which is ``checkpoints`` itself
-    if aside and not locked_by_another_process(Path(os.path.abspath(root)).parent):
-        for final in aside:
-            restore_replaced(final)
+    return [final for _, final in sorted(found)]
+
+
+def _run_dir_of_root(root: Path) -> Path:
+    """The run folder of the ``checkpoints`` folder ``root``, from its absolute path: that of
+    a bare ``step-N``'s (given from inside ``checkpoints``) is not ``Path('.').parent``,
+    which is ``checkpoints`` itself."""
+    return Path(os.path.abspath(root)).parent
+
+
+def aside_advice(final: Path, label: str = "--checkpoint") -> str:
+    """For the user: step folder ``final`` (one of :func:`steps_left_aside`) is missing, its
+    copy is aside, why :func:`restore_aside_checkpoints` did not put it back, and what to do.
+    Else a read command would use the step before it, or say only "no such folder"."""
+    from dsharp.folder_lock import locked_by_another_process
+
+    final = Path(final)
+    old = aside_name(final)
+    where = f"{final.name}'s copy is aside in {old}"
+    if locked_by_another_process(_run_dir_of_root(final.parent)):
+        return (
+            f"{where}, not put back while a training holds the run folder (it may be saving "
+            "that step again now): run this again once it has saved"
+        )
+    why = "is read-only" if not os.access(final.parent, os.W_OK) else "refused the rename"
+    return (
+        f"{where} (a kill cut a save of it short), not put back: {final.parent} {why}; make "
+        f"it writable and run this again (that puts it back), or give {label} {old} to read "
+        "it where it is"
+    )
+
+
+def newer_step_aside(checkpoint: Path, label: str = "--checkpoint") -> str | None:
+    """The note for a run folder whose newest checkpoint ``checkpoint`` was taken while a
+    newer step's copy is left aside (:func:`aside_advice`); None when none is."""
+    checkpoint = Path(checkpoint)
+    newer = [f for f in steps_left_aside(checkpoint.parent) if _step_of(f) > _step_of(checkpoint)]
+    if not newer:
+        return None
+    return f"using {checkpoint.name}, not {newer[-1].name}: {aside_advice(newer[-1], label)}"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -264,9 +309,16 @@ def find_model_checkpoint(path: Path, label: str = "--checkpoint") -> Path:
     if (path / "trainer_state.json").exists():
         return path
     if not path.exists():
+        if CHECKPOINT_RE.match(path.name) and path in steps_left_aside(path.parent):
+            raise FileNotFoundError(f"{label}: {path}: no such folder; {aside_advice(path, label)}")
         raise FileNotFoundError(f"{label}: {path}: no such folder")
     latest = latest_checkpoint(path)
     if latest is None:
+        aside = steps_left_aside(path / "checkpoints")
+        if aside:
+            raise FileNotFoundError(
+                f"{label}: no checkpoint found in {path}; {aside_advice(aside[-1], label)}"
+            )
         raise FileNotFoundError(f"{label}: no checkpoint found in {path}")
     return latest
 

@@ -95,7 +95,7 @@ def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
     that does not fit the base its run's recipe names is one line before any download or
     heavy work (a benchmark's prompts, a reward's weights, the model's load). Returns the
     checkpoint folder, None for ``--model``."""
-    from dsharp.checkpoints import find_model_checkpoint
+    from dsharp.checkpoints import find_model_checkpoint, newer_step_aside
     from dsharp.model_names import missing_model, not_a_model_folder, offline_uncached_model
     from dsharp.trained_fit import check_run_fits
 
@@ -113,6 +113,10 @@ def require_model(model: str | None, checkpoint: Path | None) -> Path | None:
     if problem is not None:
         raise ValueError(problem)
     check_run_fits(ckpt)  # config files only: the base's weights are compared at its load
+    if ckpt != Path(checkpoint):  # a run folder's newest checkpoint, not one it names
+        aside = newer_step_aside(ckpt)
+        if aside is not None:
+            typer.echo(f"note: {aside}", err=True)
     return ckpt
 
 
