@@ -369,6 +369,27 @@ def test_a_damaged_trainer_state_marks_its_run_and_the_others_still_list(tmp_pat
     assert (bad_again.status, bad_again.step) == ("checkpoint unreadable", None)
 
 
+def test_a_checkpoint_folder_it_may_not_read_marks_the_run_but_keeps_its_fields(
+    tmp_path, monkeypatch
+):
+    """A checkpoint folder this user may not read (PermissionError from its stat) blanked
+    the run's whole row ('unreadable: Permission denied': no method, model or score); a
+    damaged trainer_state.json keeps them. Both now read 'checkpoint unreadable'."""
+    from dsharp import checkpoints
+
+    run = _run(tmp_path, "locked", max_steps=4, checkpoint=2)
+    readable = summarise_run(run)
+
+    def refused(run_dir):
+        raise PermissionError(13, "Permission denied", str(run_dir / "checkpoints"))
+
+    monkeypatch.setattr(checkpoints, "latest_checkpoint", refused)
+    summary = summarise_run(run)
+    assert (summary.status, summary.step) == ("checkpoint unreadable", None)
+    assert (summary.method, summary.model) == (readable.method, readable.model)
+    assert summary.method is not None
+
+
 def test_an_evaluation_with_a_field_of_another_type_is_no_score_and_runs_still_lists(tmp_path):
     """`dsharp compare` refuses such a file (see test_evaluation_check); runs shows the score
     of the newest evaluation that reads, not one from that file."""

@@ -135,12 +135,12 @@ def summarise_run(run_dir: Path) -> RunSummary:
     if not has_recipe:  # an evaluation's folder: what it scored is in its JSON
         method, model = _evaluated_method_and_model(run_dir)
     max_steps = _section(recipe, "train").get("max_steps")
-    latest = ckpts.latest_checkpoint(run_dir)
     damaged = None  # a file that cannot be read or is missing: said so, the others still list
     try:
+        latest = ckpts.latest_checkpoint(run_dir)
         step = ckpts.checkpoint_step(latest) if latest else None
-    except ValueError:  # not JSON, or a step that is no whole number
-        step, damaged = None, "checkpoint unreadable"
+    except (ValueError, OSError):  # not JSON, a step no whole number, a folder not readable
+        latest, step, damaged = None, None, "checkpoint unreadable"
     try:
         rows = read_jsonl(run_dir / "metrics.jsonl")
     except ValueError:
