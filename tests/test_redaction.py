@@ -353,6 +353,21 @@ def test_a_tokenizer_option_is_no_secret_but_a_token_is():
     assert redact_options({"token": "plainword"}) == {"token": REDACTED}
 
 
+@pytest.mark.parametrize(
+    "name", ["session_tokens", "admin_tokens", "login_tokens", "keypad_token", "token_identity"]
+)
+def test_a_secret_name_that_ends_like_a_token_count_is_still_secret(name):
+    """The words of a token count or a special token (``n_tokens``, ``pad_token``,
+    ``token_id``) are whole words of a name: read inside a word, ``session_tokens`` was
+    taken for a count (``sessio`` + ``n_tokens``) and its value saved as given."""
+    from dsharp.redaction import looks_secret
+
+    assert looks_secret(name)
+    assert redact_options({name: "hunter2pass"}) == {name: REDACTED}
+    for count in ("grader_max_tokens", "n_tokens", "token_counts", "tokenizer.pad_token"):
+        assert not looks_secret(count), count  # whole words: still counts
+
+
 def test_a_list_of_numbers_under_a_token_like_name_is_no_secret():
     """An MLLM grader's ``extra_body`` for a vLLM server (``stop_token_ids: [151645]``) was
     saved as ``<redacted>``: compare called every two such evaluations hidden, and the saved

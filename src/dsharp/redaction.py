@@ -60,13 +60,17 @@ _SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw(or)?d|credential|auth
 # tokenizer (a folder or hub id), token counts and limits (max_tokens, tokens_per_image: a
 # string value such as "auto"), special tokens (pad_token, stop_token_ids). Hidden in a saved
 # recipe, the reward could not be built again from it. They are taken out of a name before
-# it is read, so "max_tokens_api_key" is still a secret's name.
+# it is read, so "max_tokens_api_key" is still a secret's name. But for a tokenizer
+# (pretokenizer), each is whole words of the name: "session_tokens", "admin_tokens" and
+# "keypad_token" end in "n_tokens" or "pad_token" and are secrets' names.
 _NOT_A_SECRET_TOKEN = re.compile(
     r"tokeni[sz][a-z]*"
-    r"|(?:max|min|num|n|total)_(?:new_|completion_|prompt_|output_|input_)?tokens"
+    r"|(?<![a-z0-9])(?:"
+    r"(?:max|min|num|n|total)_(?:new_|completion_|prompt_|output_|input_)?tokens"
     r"|tokens_per_[a-z]+"
     r"|(?:pad|eos|bos|unk|sep|cls|mask|stop|special)_tokens?(?:_ids?)?"
-    r"|token_(?:limit|count|type|ids?|length|budget)",
+    r"|token_(?:limit|count|type|ids?|length|budget)s?"
+    r")(?![a-z0-9])",
     re.I,
 )
 # Options that name an environment variable hold no secret themselves (e.g. api_key_env).
