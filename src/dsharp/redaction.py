@@ -332,7 +332,11 @@ _URL_CREDENTIALS = r"([a-z][a-z0-9+.-]*://)[^/?#\s]*@"
 # space between (``https://a.example,https://user:KEY@b.example``) or inside another's query
 # (``?u=https://user:KEY@host``) is read as a piece of the first one.
 _ANY_URL_USERINFO = re.compile(r"(?<![a-z0-9+.-])" + _URL_CREDENTIALS, re.I)
-_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I)  # a URL anywhere in a text
+# A URL anywhere in a text. Its scheme is read 64 characters back from "://" at most: read
+# to the start of its word, each letter of a long word was a scheme's start to try, and a
+# word of 24,000 letters (an uncompressed image inline, "data:image/bmp;base64,Qk0...AAAA")
+# took seconds to read, minutes at 100,000. A longer word joined to a URL keeps its head.
+_URL = re.compile(r"[a-z][a-z0-9+.-]{0,63}://[^\s'\"]+", re.I)
 # A URL's parameter, in its query (``?key=...&api-version=...``: keys go in queries too) or in
 # its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
 # single-page app's route its query (``#/cb?token=...``). Parameters are separated by "&" or
