@@ -475,3 +475,29 @@ def test_a_nested_url_with_many_parameters_is_read_to_its_last():
     assert FAKE_KEY not in shown and "p199%3Dv199%26api_key%3D" in shown and "&state=s" in shown
     with pytest.raises(RecipeError, match="holds a URL's credentials"):
         load_recipe(QUICKSTART, [f"method.options.note={url}"])
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            "https://h.example/x?api_key=abc;defGHI123456&y=1",
+            f"https://h.example/x?api_key={REDACTED}&y=1",
+        ),
+        (
+            "https://h.example/login?password=Hunter2;Xk9#f",
+            f"https://h.example/login?password={REDACTED}#f",
+        ),
+        (
+            "https://h.example/cb?next=https%3A%2F%2Fh%2Fy%3Fapi_key%3Dabc%3BdefGHI123456%26z%3D1",
+            f"https://h.example/cb?next=https%3A%2F%2Fh%2Fy%3Fapi_key%3D{REDACTED}%26z%3D1",
+        ),
+    ],
+)
+def test_a_semicolon_in_a_secret_value_is_the_values(value: str, shown: str):
+    """A ``;`` ends a value only where another parameter follows it (``;state=y``): a
+    secret with a ``;`` in it was hidden to the ``;`` alone, its tail echoed, and, the head
+    too short for a key, loaded and saved."""
+    assert redact_text(value) == shown
+    with pytest.raises(RecipeError, match="method.options.note: holds a URL's credentials"):
+        load_recipe(QUICKSTART, [f"method.options.note={value}"])

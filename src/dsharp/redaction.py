@@ -340,11 +340,16 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]{0,63}://[^\s'\"]+", re.I)
 # A URL's parameter, in its query (``?key=...&api-version=...``: keys go in queries too) or in
 # its fragment, where an OAuth callback gets its token (``#access_token=...&state=x``) and a
 # single-page app's route its query (``#/cb?token=...``). Parameters are separated by "&" or
-# ";" (``?a=1;api_key=...``). A value with a "?" in it may be a URL given unencoded, with
-# parameters of its own (``?u=https://h/x?key=...``), and one with an encoded "?" or "#" a URL
-# given percent-encoded (``?redirect_uri=https%3A%2F%2Fh%2Fy%3Fapi_key%3D...``): those are read
-# too (see _parameters).
-_URL_PARAM = re.compile(r"(?P<sep>[?&#;])(?P<name>[^=&#?;\s]+)(?P<eq>=)(?P<value>[^&#;\s\]}]*)")
+# by a ";" that another parameter follows (``?a=1;api_key=...``): another ";" is the value's
+# (``?password=Hunter2;Xk9``: its tail was shown as none of the secret). A value with a "?"
+# in it may be a URL given unencoded, with parameters of its own (``?u=https://h/x?key=...``),
+# and one with an encoded "?" or "#" a URL given percent-encoded
+# (``?redirect_uri=https%3A%2F%2Fh%2Fy%3Fapi_key%3D...``): those are read too (see
+# _parameters).
+_URL_PARAM = re.compile(
+    r"(?P<sep>[?&#;])(?P<name>[^=&#?;\s]+)(?P<eq>=)"
+    r"(?P<value>[^&#;\s\]}]*(?:;(?![^=&#?;\s]+=)[^&#;\s\]}]*)*)"
+)
 _SECRET_QUERY_NAMES = frozenset({"key", "sig", "signature", "auth", "code", "pass", "pwd"})
 # A parameter's last word that says it holds a secret: access_key, subscription-key (Azure),
 # X-Amz-Signature (a presigned URL), apikey; in a URL, a "key" is hardly ever anything else.
@@ -365,10 +370,12 @@ def _param_pattern(level: int) -> re.Pattern[str]:
     if level == 0:
         return _URL_PARAM
     p = "%" + "25" * (level - 1)
-    sep, eq, end = f"{p}(?:3F|26|23|3B)", f"{p}3D", f"{p}(?:26|23|3B)"
+    sep, eq = f"{p}(?:3F|26|23|3B)", f"{p}3D"
+    name = rf"(?:(?!{sep}|{eq})[^=&#?;\s])+"
+    end = rf"{p}(?:26|23)|{p}3B(?={name}{eq})"  # a ";" ends a value where a parameter follows
     return re.compile(
-        rf"(?P<sep>{sep})(?P<name>(?:(?!{sep}|{eq})[^=&#?;\s])+)(?P<eq>{eq})"
-        rf"(?P<value>(?:(?!{end})[^&#;\s\]}}])*)",
+        rf"(?P<sep>{sep})(?P<name>{name})(?P<eq>{eq})"
+        rf"(?P<value>[^%&#;\s\]}}]*(?:(?!{end})%[^%&#;\s\]}}]*)*)",  # runs between escapes
         re.I,
     )
 
