@@ -259,8 +259,10 @@ def looks_like_key(text: str, *, commit_ok: bool = True) -> bool:
 
 # Inline data (RFC 2397) in base64: an image given in place of its file, which is no key,
 # though its payload is a long random-looking run of letters and digits.
+# A media type is needed and 64 characters of payload at least (a 1x1 PNG has 88): a key
+# written as one (``data:;base64,AKIA...``, a 32-character key) is refused as a key.
 _BASE64_DATA_URI = re.compile(
-    r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,\s]*)*;base64,[A-Za-z0-9+/]+={0,2}", re.I
+    r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[^;,\s]*)*;base64,[A-Za-z0-9+/]{64,}={0,2}", re.I
 )
 
 
